@@ -1,0 +1,155 @@
+//! The worker side: the runtime that runs inside the child process and
+//! drives the user's actor.
+//!
+//! A worker is an ordinary actix actor that also implements [`WorkerActor`]:
+//! it handles [`Received`] messages of its protocol, posts back through its
+//! [`Parent`] handle at any time, and may implement `on_close` and
+//! `on_error`. The runtime is entered with one call: [`run_worker`] from the
+//! `main` of a worker binary, or [`run_if_worker`] on the first line of a
+//! `main` that is both parent and worker.
+
+mod panic;
+mod parent;
+mod runtime;
+
+use actix::{Actor, Context, Handler};
+
+pub use self::parent::Parent;
+use crate::error::ErrorReport;
+use crate::parent::events::Received;
+use crate::parent::spawn as spawn_env;
+use crate::protocol::Protocol;
+
+/// Exit codes of the worker runtime itself.
+pub mod exit_code {
+    /// A panic the actor could not recover from, as Rust's own panics.
+    pub const PANIC: i32 = 101;
+    /// The process was not started as a worker (no socket in its environment)
+    /// or names an entry that is not registered.
+    pub const NOT_A_WORKER: i32 = 64;
+    /// The handshake failed: another protocol version or other message types.
+    pub const MISMATCH: i32 = 78;
+    /// The socket to the parent could not be used.
+    pub const IO: i32 = 74;
+}
+
+/// An actor that can run as a worker.
+///
+/// ```
+/// use actix::{Actor, Context, Handler};
+/// use actix_webworker::{Parent, Protocol, Received, WorkerActor};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] pub struct Ping(u32);
+/// # struct Pings;
+/// # impl Protocol for Pings { type ToWorker = Ping; type FromWorker = Ping; }
+///
+/// struct Echo {
+///     parent: Parent<Pings>,
+/// }
+///
+/// impl Actor for Echo {
+///     type Context = Context<Self>;
+/// }
+///
+/// impl Handler<Received<Ping>> for Echo {
+///     type Result = ();
+///     fn handle(&mut self, msg: Received<Ping>, _: &mut Context<Self>) {
+///         let _ = self.parent.post(Ping(msg.data.0 + 1));
+///     }
+/// }
+///
+/// impl WorkerActor for Echo {
+///     type Protocol = Pings;
+/// }
+/// ```
+pub trait WorkerActor:
+    Actor<Context = Context<Self>> + Handler<Received<<Self::Protocol as Protocol>::ToWorker>>
+{
+    /// The protocol this worker speaks.
+    type Protocol: Protocol;
+
+    /// Runs when the worker is terminated by its parent, closes itself, or
+    /// its parent goes away (the `onclose` of the original). Messages posted
+    /// here still reach the parent when it is alive.
+    fn on_close(&mut self, ctx: &mut Context<Self>) {
+        let _ = ctx;
+    }
+
+    /// Sees every uncaught panic in the worker first (the worker's own
+    /// `onerror`). Return `true` if it is handled: the parent is then not
+    /// told. The default handles nothing.
+    fn on_error(&mut self, error: &ErrorReport, ctx: &mut Context<Self>) -> bool {
+        let _ = (error, ctx);
+        false
+    }
+}
+
+/// A named worker entry, for one executable that is both parent and worker.
+pub struct Entry {
+    name: String,
+    run: Box<dyn FnOnce() -> i32>,
+}
+
+impl Entry {
+    /// An entry `name` whose actor is built by `make` in the worker process.
+    pub fn new<W, F>(name: impl Into<String>, make: F) -> Entry
+    where
+        W: WorkerActor,
+        F: FnOnce(Parent<W::Protocol>) -> W + 'static,
+    {
+        Entry {
+            name: name.into(),
+            run: Box::new(move || runtime::run(make)),
+        }
+    }
+}
+
+/// Runs the worker entry this process was started for, and exits; returns
+/// at once, doing nothing, when this process is not a worker.
+///
+/// Call it on the **first line of `main`**: when the executable is
+/// re-run as a worker, nothing of the parent's `main` should run before it.
+///
+/// ```no_run
+/// # use actix_webworker::{Entry, run_if_worker};
+/// fn main() {
+///     run_if_worker([/* Entry::new("echo", |parent| EchoWorker { parent }) */]);
+///     // ... the parent's code ...
+/// }
+/// ```
+pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
+    let Some(name) = std::env::var_os(spawn_env::ENV_ENTRY) else {
+        if std::env::var_os(spawn_env::ENV_FD).is_some() {
+            tracing::warn!(
+                "started as a worker without an entry name; running as a normal program"
+            );
+        }
+        return;
+    };
+    let name = name.to_string_lossy().into_owned();
+    let code = match entries.into_iter().find(|e| e.name == name) {
+        Some(entry) => (entry.run)(),
+        None => {
+            tracing::error!(entry = %name, "no worker entry of that name is registered");
+            exit_code::NOT_A_WORKER
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs this process as a worker with the actor `make` builds, and exits
+/// with the worker's exit code. For a worker binary of its own:
+///
+/// ```no_run
+/// # use actix_webworker::run_worker;
+/// fn main() {
+///     // run_worker(|parent| EchoWorker { parent });
+/// }
+/// ```
+pub fn run_worker<W, F>(make: F) -> !
+where
+    W: WorkerActor,
+    F: FnOnce(Parent<W::Protocol>) -> W,
+{
+    std::process::exit(runtime::run(make))
+}

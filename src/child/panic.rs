@@ -1,0 +1,123 @@
+//! Panics in the worker: reported with their location, survived where the
+//! actor can go on.
+//!
+//! A process-wide panic hook turns every panic, on any thread, into an
+//! [`ErrorReport`] (message, file, line, column, and a backtrace when
+//! `RUST_BACKTRACE` asks for one) and hands it to the runtime, which offers
+//! it to the actor's `on_error` and, unless handled, sends it to the parent.
+//! The hook keeps the default one's output on stderr.
+//!
+//! [`Guarded`] polls the actor's context inside `catch_unwind`. A panic in a
+//! message handler or a timer leaves the context consistent (the message or
+//! timer was taken before it ran), so polling simply goes on and the next
+//! message is handled, as a Web Worker goes on after an uncaught exception.
+//! A panicking `async` future cannot be resumed: polling it again panics
+//! with "resumed after panicking". That is the sign the actor cannot
+//! recover, and the worker then exits non-zero after its report is out.
+
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
+
+use crate::error::ErrorReport;
+
+const RESUMED: &str = "resumed after panicking";
+
+fn sink() -> &'static Mutex<Option<UnboundedSender<ErrorReport>>> {
+    static SINK: OnceLock<Mutex<Option<UnboundedSender<ErrorReport>>>> = OnceLock::new();
+    SINK.get_or_init(|| Mutex::new(None))
+}
+
+/// Installs the hook; reports go to `tx` from now on.
+pub(crate) fn install(tx: UnboundedSender<ErrorReport>) {
+    *sink().lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    let default = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        default(info);
+        let message = payload_text(info.payload());
+        if message.contains(RESUMED) {
+            // A consequence of an earlier panic, already reported.
+            return;
+        }
+        let backtrace = Backtrace::capture();
+        let report = ErrorReport {
+            message,
+            file: info.location().map(|l| l.file().to_owned()),
+            line: info.location().map(|l| l.line()),
+            column: info.location().map(|l| l.column()),
+            backtrace: (backtrace.status() == BacktraceStatus::Captured)
+                .then(|| backtrace.to_string()),
+        };
+        if let Ok(guard) = sink().try_lock() {
+            if let Some(tx) = guard.as_ref() {
+                let _ = tx.send(report);
+            }
+        }
+    }));
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Polls `F` (the actor's context) and survives its panics; see the module
+/// docs. When the actor stops, or cannot recover, `done` is notified, and
+/// `fatal` says which.
+pub(crate) struct Guarded<F> {
+    fut: Option<F>,
+    pub(crate) done: Arc<Notify>,
+    pub(crate) fatal: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<F> Guarded<F> {
+    pub(crate) fn new(fut: F) -> Self {
+        Guarded {
+            fut: Some(fut),
+            done: Arc::new(Notify::new()),
+            fatal: Default::default(),
+        }
+    }
+}
+
+impl<F: Future<Output = ()> + Unpin> Future for Guarded<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(fut) = self.fut.as_mut() else {
+                return Poll::Ready(());
+            };
+            match panic::catch_unwind(AssertUnwindSafe(|| Pin::new(fut).poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(())) => {
+                    self.fut = None;
+                    self.done.notify_one();
+                    return Poll::Ready(());
+                }
+                Err(payload) => {
+                    if payload_text(&*payload).contains(RESUMED) {
+                        self.fatal.store(true, std::sync::atomic::Ordering::SeqCst);
+                        // Dropping the context may panic again: contain it.
+                        let fut = self.fut.take();
+                        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(fut)));
+                        self.done.notify_one();
+                        return Poll::Ready(());
+                    }
+                    // Reported by the hook; the context is consistent: go on.
+                }
+            }
+        }
+    }
+}

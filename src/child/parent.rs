@@ -1,0 +1,64 @@
+//! The worker's handle on its parent: `postMessage` and `close()` from the
+//! worker's side.
+
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::error::WorkerError;
+use crate::protocol::Protocol;
+use crate::wire::outbox::Outbox;
+use crate::wire::{self, frame::Kind};
+
+/// The parent, as seen from inside a worker: post messages to it and close
+/// the worker. Cheap to clone; give it to whatever in the worker needs it.
+pub struct Parent<P: Protocol> {
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) max_message_size: usize,
+    pub(crate) close: Arc<Notify>,
+    _protocol: PhantomData<fn() -> P>,
+}
+
+impl<P: Protocol> Clone for Parent<P> {
+    fn clone(&self) -> Self {
+        Parent {
+            outbox: self.outbox.clone(),
+            max_message_size: self.max_message_size,
+            close: self.close.clone(),
+            _protocol: PhantomData,
+        }
+    }
+}
+
+impl<P: Protocol> Parent<P> {
+    pub(crate) fn new(outbox: Arc<Outbox>, max_message_size: usize, close: Arc<Notify>) -> Self {
+        Parent {
+            outbox,
+            max_message_size,
+            close,
+            _protocol: PhantomData,
+        }
+    }
+
+    /// Posts a message to the parent: its `onmessage` (an
+    /// [`Event::Message`](crate::Event::Message)) sees it.
+    pub fn post(&self, data: P::FromWorker) -> Result<(), WorkerError> {
+        self.post_with_fds(data, Vec::new())
+    }
+
+    /// Posts a message with descriptors; the parent receives them with
+    /// exactly this message.
+    pub fn post_with_fds(&self, data: P::FromWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
+        let bytes = wire::encode(Kind::Post, 0, 0, &data, fds.len(), self.max_message_size)?;
+        self.outbox.push(bytes, fds)
+    }
+
+    /// Closes the worker from inside (the `close()` of a Web Worker): its
+    /// `on_close` runs, what it posted is flushed, and it exits with code 0.
+    /// The parent sees a clean exit, which is never restarted.
+    pub fn close(&self) {
+        self.close.notify_one();
+    }
+}

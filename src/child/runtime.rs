@@ -1,0 +1,366 @@
+//! The worker runtime: connect to the parent, shake hands, run the actor,
+//! and shut down cleanly on every path.
+//!
+//! Paths to the end, and what runs on each:
+//! - terminate from the parent, `close()` from the worker, SIGTERM (the
+//!   parent's escalation, or PR_SET_PDEATHSIG), the parent's socket closing:
+//!   `on_close` runs, what it posts is flushed, exit 0;
+//! - the actor stops itself: exit 0;
+//! - a panic the actor cannot recover from: the report goes out, exit 101;
+//! - the parent dies and the actor is stuck: a watchdog thread that polls the
+//!   socket for hang-up kills the worker's process group after a second.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::fut::ActorFuture;
+use actix::{AsyncContext, Context};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::{oneshot, Notify};
+
+use super::panic::{self as worker_panic, Guarded};
+use super::{exit_code, Parent, WorkerActor};
+use crate::error::{ErrorReport, WireError};
+use crate::parent::events::Received;
+use crate::parent::spawn::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
+use crate::protocol::{fingerprint, Protocol};
+use crate::wire::frame::{self, Kind, PROTOCOL_VERSION};
+use crate::wire::outbox::Outbox;
+use crate::wire::socket::{self, Inbound};
+use crate::wire::{self, codec};
+
+/// How long a worker whose parent is gone may take to finish `on_close`.
+const ORPHAN_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the worker to its end and returns the exit code.
+pub(crate) fn run<W, F>(make: F) -> i32
+where
+    W: WorkerActor,
+    F: FnOnce(Parent<W::Protocol>) -> W,
+{
+    let max_message_size = std::env::var(ENV_MAX_MESSAGE)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::Limits::default().max_message_size);
+    let Some(sock) = take_socket() else {
+        eprintln!(
+            "actix-webworker: this process was not started as a worker ({ENV_FD} is not set)"
+        );
+        return exit_code::NOT_A_WORKER;
+    };
+    if let Err(e) = start_watchdog(&sock) {
+        tracing::warn!(error = %e, "no watchdog for the parent's death");
+    }
+    let (panic_tx, panic_rx) = unbounded_channel();
+    worker_panic::install(panic_tx);
+    let system = actix_rt::System::new();
+    system.block_on(serve::<W, F>(sock, max_message_size, make, panic_rx))
+}
+
+/// Takes the inherited socket named in the environment, and clears the
+/// variables so that processes this worker starts are not mistaken for
+/// workers.
+fn take_socket() -> Option<UnixStream> {
+    let fd: RawFd = std::env::var(ENV_FD).ok()?.parse().ok()?;
+    for var in [ENV_FD, ENV_ENTRY, ENV_MAX_MESSAGE] {
+        // SAFETY (of the call's contract): the runtime has not started any
+        // thread yet; this runs first in the worker's main.
+        std::env::remove_var(var);
+    }
+    // SAFETY: fstat on any number is harmless; it tells whether it is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: the parent passed us this descriptor for our exclusive use.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Not to be inherited by what the worker itself starts.
+    // SAFETY: plain fcntl on a descriptor we own.
+    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(UnixStream::from(owned))
+}
+
+/// A thread that waits for the parent's end of the socket to hang up, gives
+/// the runtime [`ORPHAN_GRACE`] to finish, then kills the worker's group.
+/// It polls a duplicate of the socket and never reads from it.
+fn start_watchdog(sock: &UnixStream) -> std::io::Result<()> {
+    let dup = sock.try_clone()?;
+    std::thread::Builder::new()
+        .name("actix-webworker-watchdog".into())
+        .spawn(move || {
+            let mut pfd = libc::pollfd {
+                fd: dup.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: one valid pollfd, owned by this frame.
+                let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+                if r > 0 {
+                    break;
+                }
+                if r < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(ORPHAN_GRACE);
+            // SAFETY: signals our own process group (this worker and what it
+            // started), which is what an orphaned worker must take down.
+            unsafe { libc::kill(0, libc::SIGKILL) };
+        })?;
+    Ok(())
+}
+
+/// A call into the actor, run by [`ControlLoop`] with the actor and context.
+type Command<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;
+
+/// An item in the actor's context that runs [`Command`]s: how the runtime
+/// reaches `on_close` and `on_error`.
+struct ControlLoop<W: WorkerActor> {
+    rx: UnboundedReceiver<Command<W>>,
+}
+
+impl<W: WorkerActor> ActorFuture<W> for ControlLoop<W> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        act: &mut W,
+        ctx: &mut Context<W>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        while let std::task::Poll::Ready(cmd) = self.rx.poll_recv(task) {
+            match cmd {
+                Some(cmd) => cmd(act, ctx),
+                None => return std::task::Poll::Ready(()),
+            }
+        }
+        std::task::Poll::Pending
+    }
+}
+
+/// Why the main loop ended.
+enum End {
+    /// Terminate, close(), SIGTERM, or the parent gone: run `on_close`.
+    Close { by_self: bool },
+    /// The actor stopped by itself.
+    ActorStopped,
+    /// The actor cannot recover from a panic.
+    Fatal,
+}
+
+async fn serve<W, F>(
+    sock: UnixStream,
+    max_message_size: usize,
+    make: F,
+    mut panics: UnboundedReceiver<ErrorReport>,
+) -> i32
+where
+    W: WorkerActor,
+    F: FnOnce(Parent<W::Protocol>) -> W,
+{
+    let fp = fingerprint::<W::Protocol>();
+    let mut conn = match socket::open(sock, max_message_size).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "could not open the connection to the parent");
+            return exit_code::IO;
+        }
+    };
+    // The hello each way. Ours is sent whatever we think of theirs, so the
+    // parent can say what is wrong.
+    let theirs = conn.recv().await;
+    let _ = conn.send(frame::hello(fp)).await;
+    match check_hello(theirs, fp) {
+        Ok(()) => {}
+        Err(Some(e)) => {
+            tracing::error!(error = %e, "handshake with the parent failed");
+            return exit_code::MISMATCH;
+        }
+        Err(None) => return 0, // the parent went away before we were up
+    }
+    let (mut reader, writer) = conn.split();
+    let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    let writer_task = actix_rt::spawn(writer.run(outbox.clone()));
+    let close = Arc::new(Notify::new());
+    let parent = Parent::<W::Protocol>::new(outbox.clone(), max_message_size, close.clone());
+
+    let (ctl_tx, ctl_rx) = unbounded_channel::<Command<W>>();
+    let mut ctx = Context::<W>::new();
+    ctx.spawn(ControlLoop { rx: ctl_rx });
+    let addr = ctx.address();
+    let actor = make(parent.clone());
+    let guarded = Guarded::new(ctx.into_future(actor));
+    let (done, fatal) = (guarded.done.clone(), guarded.fatal.clone());
+    actix_rt::spawn(guarded);
+
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let end = loop {
+        tokio::select! {
+            item = reader.next() => match item {
+                None => break End::Close { by_self: false },
+                Some(Ok(inbound)) => {
+                    if let Some(end) = deliver::<W>(inbound, &addr, &outbox, max_message_size) {
+                        break end;
+                    }
+                }
+                Some(Err(e)) => {
+                    // Framing is broken: report it and close.
+                    report_wire_error(&outbox, &e, max_message_size);
+                    break End::Close { by_self: false };
+                }
+            },
+            Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, max_message_size),
+            _ = close.notified() => break End::Close { by_self: true },
+            _ = done.notified() => {
+                break if fatal.load(Ordering::SeqCst) { End::Fatal } else { End::ActorStopped };
+            }
+            _ = recv_signal(&mut sigterm) => break End::Close { by_self: false },
+        }
+    };
+
+    let code = match end {
+        End::Close { by_self } => {
+            if by_self {
+                let mut buf = Vec::with_capacity(2);
+                frame::begin(&mut buf, Kind::Closing, 0, 0, 0);
+                let _ = outbox.push(buf, Vec::new());
+            }
+            let (tx, rx) = oneshot::channel();
+            let sent = ctl_tx.send(Box::new(move |act: &mut W, ctx: &mut Context<W>| {
+                act.on_close(ctx);
+                let _ = tx.send(());
+            }));
+            if sent.is_ok() {
+                // Err: the actor is gone (it panicked in on_close, or stopped).
+                let _ = rx.await;
+            }
+            0
+        }
+        End::ActorStopped => 0,
+        End::Fatal => exit_code::PANIC,
+    };
+    // Reports of panics that happened on the way out go straight out.
+    while let Ok(report) = panics.try_recv() {
+        post_report(&outbox, &report, max_message_size);
+    }
+    let _ = fatal;
+    outbox.end();
+    let _ = writer_task.await;
+    code
+}
+
+async fn recv_signal(sig: &mut Option<Signal>) {
+    match sig {
+        Some(sig) => {
+            sig.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn check_hello(
+    first: Option<Result<Inbound, WireError>>,
+    fp: u64,
+) -> Result<(), Option<WireError>> {
+    let first = match first {
+        None | Some(Err(WireError::Transport(_))) => return Err(None),
+        Some(r) => r.map_err(Some)?,
+    };
+    if first.header.kind != Kind::Hello {
+        return Err(Some(WireError::NotAHello));
+    }
+    let hello = frame::read_hello(first.payload()).map_err(Some)?;
+    if hello.version != PROTOCOL_VERSION {
+        return Err(Some(WireError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: hello.version,
+        }));
+    }
+    if hello.fingerprint != fp {
+        return Err(Some(WireError::FingerprintMismatch {
+            ours: fp,
+            theirs: hello.fingerprint,
+        }));
+    }
+    Ok(())
+}
+
+/// Hands one message from the parent to the actor; `Some` ends the loop.
+fn deliver<W: WorkerActor>(
+    inbound: Inbound,
+    addr: &actix::Addr<W>,
+    outbox: &Outbox,
+    max_message_size: usize,
+) -> Option<End> {
+    match inbound.header.kind {
+        Kind::Post => {
+            match codec::decode::<<W::Protocol as Protocol>::ToWorker>(inbound.payload()) {
+                Ok(data) => addr.do_send(Received::new(data, inbound.fds)),
+                Err(e) => report_wire_error(outbox, &e, max_message_size),
+            }
+            None
+        }
+        Kind::Terminate => Some(End::Close { by_self: false }),
+        _ => {
+            report_wire_error(
+                outbox,
+                &WireError::Unexpected("message kind from the parent"),
+                max_message_size,
+            );
+            None
+        }
+    }
+}
+
+/// Offers a panic report to the actor's `on_error`; sends it to the parent
+/// unless handled (or the actor is gone).
+fn offer_error<W: WorkerActor>(
+    ctl: &UnboundedSender<Command<W>>,
+    outbox: &Arc<Outbox>,
+    report: ErrorReport,
+    max_message_size: usize,
+) {
+    let outbox = outbox.clone();
+    let (tx, rx) = oneshot::channel::<bool>();
+    let for_actor = report.clone();
+    let cmd: Command<W> = Box::new(move |act, ctx| {
+        let handled = act.on_error(&for_actor, ctx);
+        let _ = tx.send(handled);
+    });
+    if ctl.send(cmd).is_err() {
+        post_report(&outbox, &report, max_message_size);
+        return;
+    }
+    actix_rt::spawn(async move {
+        // Err: the actor went away, or panicked inside on_error itself.
+        if !rx.await.unwrap_or(false) {
+            post_report(&outbox, &report, max_message_size);
+        }
+    });
+}
+
+fn report_wire_error(outbox: &Outbox, e: &WireError, max_message_size: usize) {
+    post_report(
+        outbox,
+        &ErrorReport::new(format!("worker: {e}")),
+        max_message_size,
+    );
+}
+
+fn post_report(outbox: &Outbox, report: &ErrorReport, max_message_size: usize) {
+    match wire::encode(Kind::Error, 0, 0, report, 0, max_message_size) {
+        Ok(bytes) => {
+            if outbox.push(bytes, Vec::new()).is_err() {
+                tracing::warn!(error = %report, "error report could not be sent to the parent");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "error report could not be encoded"),
+    }
+}

@@ -1,0 +1,222 @@
+//! The error types, one per boundary: starting a worker ([`SpawnError`]),
+//! talking to one ([`WorkerError`]), and what arrives on the wire
+//! ([`WireError`]). Plus the two plain facts errors carry: how a process
+//! ended ([`ExitStatus`]) and what a panic said ([`ErrorReport`]).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How a worker process ended: the `onexit(code, signal)` of the original.
+/// Exactly one of the two is `Some`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct ExitStatus {
+    /// The exit code, when the process exited on its own.
+    pub code: Option<i32>,
+    /// The signal that killed the process.
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    /// Whether the process exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub(crate) fn from_wait_status(raw: i32) -> ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(raw);
+        ExitStatus {
+            code: status.code(),
+            signal: status.signal(),
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(signal)) => write!(f, "signal {signal}"),
+            (None, None) => f.write_str("unknown exit status"),
+        }
+    }
+}
+
+/// An uncaught error (a panic) in a worker: the `onerror` event's payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorReport {
+    /// The panic message.
+    pub message: String,
+    /// The source file the panic came from, when known.
+    pub file: Option<String>,
+    /// The line in `file`.
+    pub line: Option<u32>,
+    /// The column in `file`.
+    pub column: Option<u32>,
+    /// A captured backtrace, when `RUST_BACKTRACE` asked for one.
+    pub backtrace: Option<String>,
+}
+
+impl ErrorReport {
+    /// A report with only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        ErrorReport {
+            message: message.into(),
+            file: None,
+            line: None,
+            column: None,
+            backtrace: None,
+        }
+    }
+}
+
+impl fmt::Display for ErrorReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(file) = &self.file {
+            write!(f, " at {file}")?;
+            if let (Some(line), Some(col)) = (self.line, self.column) {
+                write!(f, ":{line}:{col}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Something wrong with what came over the socket, or with what was about
+/// to be sent. A message that does not decode (`Decode`) leaves the
+/// connection up; anything wrong in the framing of what arrives ends it. A
+/// refused outgoing message (`Encode`, `TooLarge`, `TooManyFds`) is never
+/// sent, and nothing else is affected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A message shorter than its header says.
+    #[error("truncated message: needed {needed} bytes, got {got}")]
+    Truncated {
+        /// Bytes the header needs.
+        needed: usize,
+        /// Bytes that arrived.
+        got: usize,
+    },
+    /// A header with an unknown message kind.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// A message of a kind that is not allowed here.
+    #[error("unexpected {0} message")]
+    Unexpected(&'static str),
+    /// The first message was not a hello.
+    #[error("the peer did not start with a hello (is it an actix-webworker worker?)")]
+    NotAHello,
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    VersionMismatch {
+        /// Ours.
+        ours: u32,
+        /// The peer's.
+        theirs: u32,
+    },
+    /// The peer was built with other message types.
+    #[error(
+        "message types differ: our fingerprint is {ours:016x}, the peer's is {theirs:016x} \
+         (was the worker built from another version of the protocol?)"
+    )]
+    FingerprintMismatch {
+        /// Ours.
+        ours: u64,
+        /// The peer's.
+        theirs: u64,
+    },
+    /// A message over the configured size limit.
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A payload that does not decode as the expected type.
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    /// A value that could not be encoded.
+    #[error("could not encode message: {0}")]
+    Encode(String),
+    /// A WebSocket text frame (only binary messages are used).
+    #[error("unexpected text frame")]
+    TextFrame,
+    /// A message that claims descriptors that never arrived.
+    #[error("message claims {claimed} descriptors, {available} arrived")]
+    MissingFds {
+        /// What the header claims.
+        claimed: usize,
+        /// What is there.
+        available: usize,
+    },
+    /// Too many descriptors on one message.
+    #[error("{count} descriptors on one message, the limit is {limit}")]
+    TooManyFds {
+        /// How many.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The WebSocket or the socket under it failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The program could not be run.
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket or another resource could not be set up.
+    #[error("could not set up the worker's {what}: {source}")]
+    Setup {
+        /// Which resource.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `start()` was called outside a running actix System.
+    #[error("Worker::start must be called inside a running actix System")]
+    NoSystem,
+}
+
+/// Why a message or request to a worker (or to the parent) did not go through.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The queue of unsent messages is full.
+    #[error("the outgoing queue is full ({limit} messages)")]
+    QueueFull {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The message could not be encoded or is too large.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The worker process has exited (and will not be restarted).
+    #[error("worker exited with {0}")]
+    Exited(ExitStatus),
+    /// The worker is shutting down and takes no more messages.
+    #[error("worker is terminating")]
+    Terminating,
+    /// The connection to the other side is gone.
+    #[error("the connection to the other side is closed")]
+    Disconnected,
+}

@@ -1,0 +1,210 @@
+//! Options for starting a worker: the `new Worker(path, opts)` of the
+//! original, as a builder.
+
+use std::ffi::OsString;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::{Addr, Recipient};
+
+use super::events::WorkerEvent;
+use super::spawn::{CommandSpec, StdioMode};
+use super::worker::Worker;
+use crate::error::SpawnError;
+use crate::protocol::Protocol;
+
+/// Size limits of one worker's connection, with their defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest message, in bytes, either side may send (default 64 MiB,
+    /// at most 1 GiB). A larger post is refused with
+    /// [`WireError::TooLarge`](crate::WireError::TooLarge); a larger incoming
+    /// message is refused before its body is read.
+    pub max_message_size: usize,
+    /// How many messages may wait in the outgoing queue (default 65,536).
+    /// Messages wait there until the handshake is done, and while the socket
+    /// is busy; past the limit a post fails with
+    /// [`WorkerError::QueueFull`](crate::WorkerError::QueueFull).
+    pub max_queued_messages: usize,
+    /// How many bytes may wait in the outgoing queue (default 256 MiB).
+    pub max_queued_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 64 << 20,
+            max_queued_messages: 65_536,
+            max_queued_bytes: 256 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets [`max_message_size`](Self::max_message_size), capped at 1 GiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes.min(crate::wire::codec::DECODE_LIMIT);
+        self
+    }
+
+    /// Sets [`max_queued_messages`](Self::max_queued_messages) (at least 1).
+    pub fn max_queued_messages(mut self, n: usize) -> Self {
+        self.max_queued_messages = n.max(1);
+        self
+    }
+
+    /// Sets [`max_queued_bytes`](Self::max_queued_bytes).
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+}
+
+/// Builds and starts a [`Worker`]. Get one from [`Worker::builder`].
+pub struct WorkerBuilder<P: Protocol> {
+    pub(crate) name: Option<String>,
+    pub(crate) spec: CommandSpec,
+    pub(crate) limits: Limits,
+    pub(crate) grace: Duration,
+    pub(crate) kill_delay: Duration,
+    pub(crate) events: Option<Recipient<WorkerEvent<P>>>,
+    _protocol: PhantomData<fn() -> P>,
+}
+
+impl<P: Protocol> WorkerBuilder<P> {
+    pub(crate) fn new() -> Self {
+        WorkerBuilder {
+            name: None,
+            spec: CommandSpec::default(),
+            limits: Limits::default(),
+            grace: Duration::from_secs(5),
+            kill_delay: Duration::from_millis(500),
+            events: None,
+            _protocol: PhantomData,
+        }
+    }
+
+    /// The worker entry to run, registered in the child with
+    /// [`run_if_worker`](crate::run_if_worker). Not needed when the program
+    /// is a worker binary that calls [`run_worker`](crate::run_worker).
+    pub fn entry(mut self, entry: impl Into<String>) -> Self {
+        self.spec.entry = Some(entry.into());
+        self
+    }
+
+    /// The program to run (the original's `path`). Default: the current
+    /// executable, so one binary can be both parent and worker.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.spec.program = Some(program.into());
+        self
+    }
+
+    /// Arguments given to the program (the original's `args`). The worker
+    /// entry and the socket travel in the environment, so arguments can
+    /// wrap the worker, e.g. `program("gdb").args(["-batch", "-ex", "run", "--args", exe])`.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.spec.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the worker.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.spec.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// Removes an environment variable from the worker's environment.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.spec.env.push((key.into(), None));
+        self
+    }
+
+    /// Starts the worker from an empty environment: it sees only what
+    /// [`env`](Self::env) sets (and the two variables the runtime needs).
+    pub fn env_clear(mut self) -> Self {
+        self.spec.env_clear = true;
+        self.spec.env.clear();
+        self
+    }
+
+    /// The worker's working directory. Default: the parent's.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spec.cwd = Some(dir.into());
+        self
+    }
+
+    /// Discards the worker's standard output (default: inherited).
+    pub fn stdout_null(mut self) -> Self {
+        self.spec.stdout = StdioMode::Null;
+        self
+    }
+
+    /// Discards the worker's standard error (default: inherited).
+    pub fn stderr_null(mut self) -> Self {
+        self.spec.stderr = StdioMode::Null;
+        self
+    }
+
+    /// A name for the worker, carried by its events. Default: the entry, or
+    /// the program's file name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Size limits; see [`Limits`] for the defaults.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long `terminate` waits for the worker's `on_close` and exit before
+    /// sending SIGTERM to its process group (default 5 s).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// How long after SIGTERM a worker still running gets SIGKILL
+    /// (default 500 ms).
+    pub fn kill_delay(mut self, delay: Duration) -> Self {
+        self.kill_delay = delay;
+        self
+    }
+
+    /// Where the worker's events go: online, messages, errors, exit.
+    pub fn events(mut self, recipient: Recipient<WorkerEvent<P>>) -> Self {
+        self.events = Some(recipient);
+        self
+    }
+
+    /// Starts the worker process and its actor. Messages sent to the
+    /// address before the worker is up are queued and delivered in order.
+    ///
+    /// Must be called inside a running actix System.
+    pub fn start(mut self) -> Result<Addr<Worker<P>>, SpawnError> {
+        self.spec.max_message_size = self.limits.max_message_size;
+        Worker::start_with(self)
+    }
+
+    pub(crate) fn display_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        if let Some(entry) = &self.spec.entry {
+            return entry.clone();
+        }
+        self.spec
+            .program
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "worker".to_owned())
+    }
+}

@@ -1,0 +1,124 @@
+//! What a worker tells its parent: the `onmessage`, `onerror` and `onexit`
+//! of the original, delivered to an actix [`Recipient`](actix::Recipient).
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use actix::Message;
+
+use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
+use crate::protocol::Protocol;
+
+/// A message with the descriptors that were sent along with it.
+///
+/// `fds` is empty unless descriptors were sent with this very message, so
+/// [`fd`](Received::fd) is `Some` only then, like `e.fd` in the original.
+#[non_exhaustive]
+pub struct Received<M> {
+    /// The message.
+    pub data: M,
+    /// The descriptors sent with it, in the order they were attached.
+    pub fds: Vec<OwnedFd>,
+}
+
+impl<M> Received<M> {
+    pub(crate) fn new(data: M, fds: Vec<OwnedFd>) -> Self {
+        Received { data, fds }
+    }
+
+    /// The first descriptor sent with this message, if any.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fds.first().map(AsFd::as_fd)
+    }
+
+    /// Takes the first descriptor sent with this message, if any.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+}
+
+impl<M: 'static> Message for Received<M> {
+    type Result = ();
+}
+
+impl<M: fmt::Debug> fmt::Debug for Received<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Received")
+            .field("data", &self.data)
+            .field("fds", &self.fds)
+            .finish()
+    }
+}
+
+/// One event from one worker: which worker, and what happened.
+#[non_exhaustive]
+pub struct WorkerEvent<P: Protocol> {
+    /// The worker's name (see [`WorkerBuilder::name`](crate::WorkerBuilder::name)).
+    pub name: Arc<str>,
+    /// The pid of the worker process the event is about.
+    pub pid: u32,
+    /// What happened.
+    pub kind: Event<P>,
+}
+
+/// What happened in a worker.
+#[non_exhaustive]
+pub enum Event<P: Protocol> {
+    /// The worker process finished its handshake; queued messages are on
+    /// their way.
+    Online,
+    /// The worker posted a message (`onmessage`).
+    Message(Received<P::FromWorker>),
+    /// An uncaught panic in the worker that its own `on_error` did not handle
+    /// (`onerror`): message, file, line, column, backtrace.
+    Error(ErrorReport),
+    /// Something on the wire was wrong: an undecodable or over-size message,
+    /// garbage, a mismatched worker binary. Payload errors leave the
+    /// connection up ([`WireError::is_recoverable`]); the others end it, and
+    /// an `Exit` follows.
+    WireError(WireError),
+    /// A post was refused (too large, queue full, worker terminating or
+    /// gone); the sender of a `send` got the same error.
+    Refused(WorkerError),
+    /// This many queued messages were discarded, never written, because the
+    /// worker exited for good.
+    Undelivered(usize),
+    /// The worker process ended (`onexit(code, signal)`); sent exactly once
+    /// per process, after every other event of that process.
+    Exit(ExitStatus),
+}
+
+impl<P: Protocol> Message for WorkerEvent<P> {
+    type Result = ();
+}
+
+impl<P: Protocol> fmt::Debug for Event<P>
+where
+    P::FromWorker: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Online => f.write_str("Online"),
+            Event::Message(m) => f.debug_tuple("Message").field(m).finish(),
+            Event::Error(e) => f.debug_tuple("Error").field(e).finish(),
+            Event::WireError(e) => f.debug_tuple("WireError").field(e).finish(),
+            Event::Refused(e) => f.debug_tuple("Refused").field(e).finish(),
+            Event::Undelivered(n) => f.debug_tuple("Undelivered").field(n).finish(),
+            Event::Exit(s) => f.debug_tuple("Exit").field(s).finish(),
+        }
+    }
+}
+
+impl<P: Protocol> fmt::Debug for WorkerEvent<P>
+where
+    P::FromWorker: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerEvent")
+            .field("name", &self.name)
+            .field("pid", &self.pid)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}

@@ -1,0 +1,325 @@
+//! The `Worker` actor: a worker process as an actix actor in the parent.
+//!
+//! Its mailbox is the original's `postMessage`: [`Post`] a typed message and
+//! it is encoded and queued in the worker's outbox, to be written as soon as
+//! (and in the order that) the child can take it. [`Terminate`] ends the
+//! worker the polite way first. The connection and the process are watched
+//! by a task of their own (see `link.rs`), which reports to the actor only
+//! what changes its state.
+
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Recipient, Running};
+
+use super::builder::{Limits, WorkerBuilder};
+use super::events::{Event, WorkerEvent};
+use super::link::Link;
+use super::spawn::{self, ChildHandle};
+use crate::error::{ExitStatus, SpawnError, WorkerError};
+use crate::protocol::{fingerprint, Protocol};
+use crate::wire;
+use crate::wire::frame::{self, Kind};
+use crate::wire::outbox::Outbox;
+
+/// A worker process, as an actor. Start one with [`Worker::builder`].
+///
+/// Messages it handles: [`Post`] (the original's `postMessage`) and
+/// [`Terminate`]. Events go to the recipient given to
+/// [`WorkerBuilder::events`].
+pub struct Worker<P: Protocol> {
+    name: Arc<str>,
+    limits: Limits,
+    grace: Duration,
+    kill_delay: Duration,
+    events: Option<Recipient<WorkerEvent<P>>>,
+    outbox: Arc<Outbox>,
+    child: Option<Arc<ChildHandle>>,
+    first: Option<spawn::Spawned>,
+    generation: u64,
+    pid: u32,
+    state: State,
+    _protocol: PhantomData<fn() -> P>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running,
+    Terminating,
+    Exited(ExitStatus),
+}
+
+impl<P: Protocol> Worker<P> {
+    /// Options for a new worker speaking protocol `P`.
+    pub fn builder() -> WorkerBuilder<P> {
+        WorkerBuilder::new()
+    }
+
+    pub(crate) fn start_with(builder: WorkerBuilder<P>) -> Result<Addr<Self>, SpawnError> {
+        if actix::System::try_current().is_none() {
+            return Err(SpawnError::NoSystem);
+        }
+        let name: Arc<str> = builder.display_name().into();
+        let spawned = spawn::spawn(&builder.spec)?;
+        let limits = builder.limits;
+        let worker = Worker {
+            name,
+            limits,
+            grace: builder.grace,
+            kill_delay: builder.kill_delay,
+            events: builder.events,
+            outbox: Arc::new(Outbox::new(
+                limits.max_queued_messages,
+                limits.max_queued_bytes,
+            )),
+            child: None,
+            first: Some(spawned),
+            generation: 0,
+            pid: 0,
+            state: State::Running,
+            _protocol: PhantomData,
+        };
+        Ok(worker.start())
+    }
+
+    fn emit(&self, kind: Event<P>) {
+        if let Some(events) = &self.events {
+            events.do_send(WorkerEvent {
+                name: self.name.clone(),
+                pid: self.pid,
+                kind,
+            });
+        }
+    }
+
+    fn launch(&mut self, ctx: &mut Context<Self>, spawned: spawn::Spawned) {
+        self.generation += 1;
+        let handle = Arc::new(spawned.handle);
+        self.pid = handle.pid();
+        self.child = Some(handle.clone());
+        let link = Link::<P> {
+            name: self.name.clone(),
+            handle,
+            outbox: self.outbox.clone(),
+            events: self.events.clone(),
+            worker: ctx.address().downgrade(),
+            max_message_size: self.limits.max_message_size,
+            fingerprint: fingerprint::<P>(),
+            generation: self.generation,
+        };
+        actix_rt::spawn(link.run(spawned.sock));
+    }
+
+    fn post(&mut self, data: &P::ToWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
+        match self.state {
+            State::Running => {}
+            State::Terminating => return Err(WorkerError::Terminating),
+            State::Exited(status) => return Err(WorkerError::Exited(status)),
+        }
+        let bytes = wire::encode(
+            Kind::Post,
+            0,
+            0,
+            data,
+            fds.len(),
+            self.limits.max_message_size,
+        )?;
+        self.outbox.push(bytes, fds)
+    }
+
+    /// Starts the polite shutdown: a terminate message after everything
+    /// queued, then SIGTERM and SIGKILL to the group if the worker lingers.
+    fn terminate(&mut self, grace: Grace) {
+        if self.state != State::Running {
+            return;
+        }
+        self.state = State::Terminating;
+        let mut buf = Vec::with_capacity(2);
+        frame::begin(&mut buf, Kind::Terminate, 0, 0, 0);
+        if self.outbox.push_last(buf).is_err() {
+            tracing::debug!(worker = %self.name, "terminate could not be queued; signals follow");
+        }
+        let grace = match grace {
+            Grace::Default => Some(self.grace),
+            Grace::After(d) => Some(d),
+            Grace::Never => None,
+        };
+        if let (Some(grace), Some(child)) = (grace, self.child.clone()) {
+            let kill_delay = self.kill_delay;
+            actix_rt::spawn(async move {
+                tokio::time::sleep(grace).await;
+                child.signal_group(libc::SIGTERM);
+                tokio::time::sleep(kill_delay).await;
+                child.signal_group(libc::SIGKILL);
+            });
+        }
+    }
+}
+
+impl<P: Protocol> Actor for Worker<P> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(spawned) = self.first.take() {
+            self.launch(ctx, spawned);
+        }
+    }
+
+    /// The last address is gone: end the worker the polite way.
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.terminate(Grace::Default);
+        Running::Stop
+    }
+}
+
+impl<P: Protocol> Drop for Worker<P> {
+    fn drop(&mut self) {
+        // Dropped without `stopping` (the System went away): the link task
+        // is gone with the runtime, so the ChildHandle's own Drop kills and
+        // reaps once the last reference goes.
+        if self.state == State::Running {
+            self.outbox.discard();
+        }
+    }
+}
+
+/// Posts a typed message to the worker: the original's `postMessage`.
+///
+/// Resolves to `Ok(())` once the message is queued (it is written when the
+/// worker can take it, in order), or to the reason it was refused: too
+/// large, queue full, worker terminating or exited. With `do_send`, a
+/// refusal is reported to the event recipient as a
+/// [`Event::WireError`] or logged.
+pub struct Post<M> {
+    data: M,
+    fds: Vec<OwnedFd>,
+}
+
+impl<M> Post<M> {
+    /// A message without descriptors.
+    pub fn new(data: M) -> Self {
+        Post {
+            data,
+            fds: Vec::new(),
+        }
+    }
+
+    /// A message with descriptors (at most [`MAX_FDS_PER_MESSAGE`](crate::MAX_FDS_PER_MESSAGE)); the
+    /// worker receives them with exactly this message.
+    pub fn with_fds(data: M, fds: Vec<OwnedFd>) -> Self {
+        Post { data, fds }
+    }
+}
+
+impl<M: 'static> Message for Post<M> {
+    type Result = Result<(), WorkerError>;
+}
+
+impl<P: Protocol> Handler<Post<P::ToWorker>> for Worker<P> {
+    type Result = Result<(), WorkerError>;
+
+    fn handle(&mut self, msg: Post<P::ToWorker>, _: &mut Context<Self>) -> Self::Result {
+        let res = self.post(&msg.data, msg.fds);
+        if let Err(e) = &res {
+            tracing::debug!(worker = %self.name, error = %e, "post refused");
+            self.emit(Event::Refused(e.clone()));
+        }
+        res
+    }
+}
+
+/// How long [`Terminate`] waits before it signals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Grace {
+    /// The worker's configured grace period (default 5 s).
+    #[default]
+    Default,
+    /// This long, then SIGTERM, then SIGKILL.
+    After(Duration),
+    /// Wait for the worker to exit on its own; never signal it.
+    Never,
+}
+
+/// Ends the worker: its `on_close` runs after every message queued before
+/// this one, and it exits. If it has not exited after the grace period, its
+/// process group gets SIGTERM, then SIGKILL. A second terminate, or one after
+/// the exit, does nothing.
+#[derive(Clone, Copy, Debug, Default, Message)]
+#[rtype(result = "()")]
+pub struct Terminate(pub Grace);
+
+impl<P: Protocol> Handler<Terminate> for Worker<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Terminate, _: &mut Context<Self>) {
+        self.terminate(msg.0);
+    }
+}
+
+/// From the link task: the child process of `generation` has exited.
+pub(crate) struct ChildExited {
+    pub generation: u64,
+    pub status: ExitStatus,
+}
+
+impl Message for ChildExited {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<ChildExited> for Worker<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        if msg.generation != self.generation {
+            return;
+        }
+        self.child = None;
+        self.state = State::Exited(msg.status);
+        let dropped = self.outbox.discard();
+        if dropped > 0 {
+            self.emit(Event::Undelivered(dropped));
+        }
+        let _ = ctx;
+    }
+}
+
+/// From the link task: the worker announced it is closing itself.
+pub(crate) struct ChildClosing {
+    pub generation: u64,
+}
+
+impl Message for ChildClosing {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<ChildClosing> for Worker<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildClosing, _: &mut Context<Self>) {
+        if msg.generation == self.generation && self.state == State::Running {
+            self.state = State::Terminating;
+            self.outbox.end_pushes();
+        }
+    }
+}
+
+/// Shorthands on a worker's address.
+pub trait WorkerAddrExt<P: Protocol> {
+    /// `do_send(Post::new(data))`: fire and forget.
+    fn post(&self, data: P::ToWorker);
+    /// `do_send(Terminate::default())`.
+    fn terminate(&self);
+}
+
+impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
+    fn post(&self, data: P::ToWorker) {
+        self.do_send(Post::new(data));
+    }
+
+    fn terminate(&self) {
+        self.do_send(Terminate::default());
+    }
+}

@@ -1,0 +1,219 @@
+//! The envelope: a small fixed header in front of every WebSocket message.
+//!
+//! ```text
+//! byte 0      kind (see Kind)
+//! byte 1      how many descriptors belong to this message
+//! bytes 2..   kind-specific fixed fields (little endian), then the payload
+//! ```
+//!
+//! The header is written by hand, not by serde: it is flat by construction,
+//! decoding it cannot allocate, and its layout (the hello in particular) stays
+//! readable by builds of other versions, so a mismatch is reported as such
+//! rather than as garbage.
+
+use crate::error::WireError;
+
+/// The protocol version this build speaks; bumped on any change to this file
+/// or to how payloads are encoded.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// The first bytes of every hello.
+pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// First message each way: magic, version, fingerprint, pid.
+    Hello = 1,
+    /// A posted message; payload is the user's message.
+    Post = 2,
+    /// A request: id, type tag; payload is the request.
+    Request = 3,
+    /// The answer to request `id`; payload is the answer.
+    Answer = 4,
+    /// Request `id` failed on the other side; payload is a `RemoteFailure`.
+    Failed = 5,
+    /// An uncaught error in the worker; payload is an `ErrorReport`.
+    Error = 6,
+    /// Parent → worker: run `on_close` and exit.
+    Terminate = 7,
+    /// Worker → parent: the worker closes itself (`close()`), a clean exit follows.
+    Closing = 8,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Hello,
+            2 => Kind::Post,
+            3 => Kind::Request,
+            4 => Kind::Answer,
+            5 => Kind::Failed,
+            6 => Kind::Error,
+            7 => Kind::Terminate,
+            8 => Kind::Closing,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of fixed fields after the two common bytes.
+    fn fixed_len(self) -> usize {
+        match self {
+            Kind::Hello => 4 + 4 + 8 + 4,
+            Kind::Request => 8 + 8,
+            Kind::Answer | Kind::Failed => 8,
+            Kind::Post | Kind::Error | Kind::Terminate | Kind::Closing => 0,
+        }
+    }
+}
+
+/// A decoded header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub kind: Kind,
+    pub nfds: u8,
+    /// Correlation id (requests, answers, failures), else 0.
+    pub id: u64,
+    /// Request type tag (requests), else 0.
+    pub tag: u64,
+}
+
+/// The hello's fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub version: u32,
+    pub fingerprint: u64,
+    pub pid: u32,
+}
+
+/// Starts a message of `kind` in `buf` (cleared first); the payload is
+/// appended after it.
+pub(crate) fn begin(buf: &mut Vec<u8>, kind: Kind, nfds: u8, id: u64, tag: u64) {
+    buf.clear();
+    buf.push(kind as u8);
+    buf.push(nfds);
+    match kind {
+        Kind::Request => {
+            buf.extend_from_slice(&id.to_le_bytes());
+            buf.extend_from_slice(&tag.to_le_bytes());
+        }
+        Kind::Answer | Kind::Failed => buf.extend_from_slice(&id.to_le_bytes()),
+        _ => {}
+    }
+}
+
+/// A complete hello message.
+pub(crate) fn hello(fingerprint: u64) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + Kind::Hello.fixed_len());
+    buf.push(Kind::Hello as u8);
+    buf.push(0);
+    buf.extend_from_slice(&MAGIC);
+    buf.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    buf.extend_from_slice(&fingerprint.to_le_bytes());
+    buf.extend_from_slice(&std::process::id().to_le_bytes());
+    buf
+}
+
+/// Splits a message into its header and payload.
+pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
+    let (&kind, rest) = msg
+        .split_first()
+        .ok_or(WireError::Truncated { needed: 2, got: 0 })?;
+    let kind = Kind::from_u8(kind).ok_or(WireError::UnknownKind(kind))?;
+    let (&nfds, rest) = rest
+        .split_first()
+        .ok_or(WireError::Truncated { needed: 2, got: 1 })?;
+    let fixed = kind.fixed_len();
+    if rest.len() < fixed {
+        return Err(WireError::Truncated {
+            needed: 2 + fixed,
+            got: msg.len(),
+        });
+    }
+    let (fields, payload) = rest.split_at(fixed);
+    let (id, tag) = match kind {
+        Kind::Request => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
+        Kind::Answer | Kind::Failed => (le_u64(fields), 0),
+        _ => (0, 0),
+    };
+    let header = Header {
+        kind,
+        nfds,
+        id,
+        tag,
+    };
+    if kind == Kind::Hello {
+        return Ok((header, fields));
+    }
+    Ok((header, payload))
+}
+
+/// Reads a hello's fields (the slice [`decode`] returns for `Kind::Hello`).
+pub(crate) fn read_hello(fields: &[u8]) -> Result<Hello, WireError> {
+    if fields.len() != Kind::Hello.fixed_len() || fields[..4] != MAGIC {
+        return Err(WireError::NotAHello);
+    }
+    Ok(Hello {
+        version: le_u32(&fields[4..8]),
+        fingerprint: le_u64(&fields[8..16]),
+        pid: le_u32(&fields[16..20]),
+    })
+}
+
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_header_round_trips() {
+        let mut buf = Vec::new();
+        begin(&mut buf, Kind::Request, 3, 42, 7);
+        buf.extend_from_slice(b"payload");
+        let (h, payload) = decode(&buf).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                kind: Kind::Request,
+                nfds: 3,
+                id: 42,
+                tag: 7
+            }
+        );
+        assert_eq!(payload, b"payload");
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let msg = hello(0xfeed);
+        let (h, fields) = decode(&msg).unwrap();
+        assert_eq!(h.kind, Kind::Hello);
+        let hello = read_hello(fields).unwrap();
+        assert_eq!(hello.version, PROTOCOL_VERSION);
+        assert_eq!(hello.fingerprint, 0xfeed);
+        assert_eq!(hello.pid, std::process::id());
+    }
+
+    #[test]
+    fn bad_headers_are_errors() {
+        assert!(matches!(decode(&[]), Err(WireError::Truncated { .. })));
+        assert!(matches!(decode(&[99, 0]), Err(WireError::UnknownKind(99))));
+        assert!(matches!(
+            decode(&[3, 0, 1, 2]),
+            Err(WireError::Truncated { .. })
+        ));
+        assert!(matches!(read_hello(b"nope"), Err(WireError::NotAHello)));
+    }
+}

@@ -1,0 +1,182 @@
+//! The queue of messages on their way out, shared by whoever posts (the
+//! `Worker` actor in the parent, the worker's context in the child) and the
+//! writer task that drains it.
+//!
+//! It is the "queued until the child is ready" of the original: nothing
+//! drains it until the handshake is done, and it outlives any one
+//! connection, so what was not yet written when a child died goes to the
+//! next one. The writer takes everything queued in one swap, feeds it to the
+//! WebSocket and flushes once: one syscall for a batch, not one per message.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::error::WorkerError;
+
+/// One item for the writer.
+pub(crate) enum Outgoing {
+    /// A complete message (header and payload) and its descriptors.
+    Frame { bytes: Vec<u8>, fds: Vec<OwnedFd> },
+    /// Close the connection after everything queued before this.
+    End,
+}
+
+struct State {
+    queue: VecDeque<Outgoing>,
+    bytes: usize,
+    /// Pushes are refused.
+    ended: bool,
+    /// The `End` item has been queued.
+    closed: bool,
+}
+
+/// A bounded multi-producer, single-consumer queue of [`Outgoing`] items.
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                bytes: 0,
+                ended: false,
+                closed: false,
+            }),
+            ready: Notify::new(),
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a message; fails when the queue is full or has been ended.
+    pub(crate) fn push(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
+        let mut state = self.lock();
+        if state.ended {
+            return Err(WorkerError::Terminating);
+        }
+        // One message is always accepted into an empty queue, however large
+        // (its size was checked against the message limit already).
+        if !state.queue.is_empty()
+            && (state.queue.len() >= self.max_messages
+                || state.bytes + bytes.len() > self.max_bytes)
+        {
+            return Err(WorkerError::QueueFull {
+                limit: self.max_messages,
+            });
+        }
+        let was_empty = state.queue.is_empty();
+        state.bytes += bytes.len();
+        state.queue.push_back(Outgoing::Frame { bytes, fds });
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a last message (whatever the limits) and refuses later pushes.
+    pub(crate) fn push_last(&self, bytes: Vec<u8>) -> Result<(), WorkerError> {
+        let mut state = self.lock();
+        if state.ended {
+            return Err(WorkerError::Terminating);
+        }
+        state.ended = true;
+        let was_empty = state.queue.is_empty();
+        state.bytes += bytes.len();
+        state.queue.push_back(Outgoing::Frame {
+            bytes,
+            fds: Vec::new(),
+        });
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Refuses later pushes; what is queued still goes out.
+    pub(crate) fn end_pushes(&self) {
+        self.lock().ended = true;
+    }
+
+    /// Queues the end of the connection; later pushes fail. Returns false
+    /// when it had been ended already.
+    pub(crate) fn end(&self) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.closed = true;
+        state.ended = true;
+        state.queue.push_back(Outgoing::End);
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Waits until something is queued, then moves all of it into `batch`.
+    pub(crate) async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
+        loop {
+            {
+                let mut state = self.lock();
+                if !state.queue.is_empty() {
+                    std::mem::swap(&mut state.queue, batch);
+                    state.bytes = 0;
+                    return;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Drops everything queued (closing any descriptors) and ends the queue.
+    pub(crate) fn discard(&self) -> usize {
+        let mut state = self.lock();
+        state.ended = true;
+        state.bytes = 0;
+        let n = state.queue.len();
+        state.queue.clear();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_and_ended() {
+        let outbox = Outbox::new(2, usize::MAX);
+        outbox.push(vec![1], vec![]).unwrap();
+        outbox.push(vec![2], vec![]).unwrap();
+        assert!(matches!(
+            outbox.push(vec![3], vec![]),
+            Err(WorkerError::QueueFull { limit: 2 })
+        ));
+        assert!(outbox.end());
+        assert!(!outbox.end());
+        assert!(matches!(
+            outbox.push(vec![4], vec![]),
+            Err(WorkerError::Terminating)
+        ));
+    }
+
+    #[test]
+    fn byte_bound() {
+        let outbox = Outbox::new(100, 10);
+        outbox.push(vec![0; 20], vec![]).unwrap(); // first always fits
+        assert!(outbox.push(vec![0; 1], vec![]).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! The WebSocket over the inherited socket: set-up, the reading half that
+//! turns WebSocket messages into [`Inbound`] frames, and the writer task that
+//! drains an [`Outbox`](super::outbox::Outbox) in batches.
+//!
+//! No HTTP upgrade happens on a socketpair (`from_raw_socket`), and both ends
+//! play the server role with unmasked frames accepted: a socketpair has no
+//! proxy to confuse, so masking would only cost a pass over every byte.
+//!
+//! This is the only file that names `tungstenite`.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::fd::{FdQueues, FdStream, MAX_FDS_PER_SEND};
+use super::frame::{self, Header};
+use super::outbox::{Outbox, Outgoing};
+use crate::error::WireError;
+
+/// Room for the envelope header on top of the user's message size limit.
+const HEADER_SLACK: usize = 64;
+
+type Ws = WebSocketStream<FdStream>;
+
+/// A received message: its header, its payload and its descriptors.
+pub(crate) struct Inbound {
+    pub header: Header,
+    bytes: Bytes,
+    offset: usize,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Inbound {
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.bytes[self.offset..]
+    }
+}
+
+/// An open connection, before it is split into reader and writer.
+pub(crate) struct Connection {
+    ws: Ws,
+    fds: Arc<FdQueues>,
+}
+
+/// Opens the WebSocket over a connected UNIX stream socket. Must run inside a
+/// tokio runtime.
+pub(crate) async fn open(
+    sock: std::os::unix::net::UnixStream,
+    max_message_size: usize,
+) -> Result<Connection, WireError> {
+    let stream = FdStream::new(sock).map_err(|e| WireError::Transport(e.to_string()))?;
+    let fds = stream.queues();
+    let max = max_message_size.saturating_add(HEADER_SLACK);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(max.saturating_add(128 * 1024))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .accept_unmasked_frames(true);
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+    Ok(Connection { ws, fds })
+}
+
+impl Connection {
+    /// Sends one message now (used for the hello, before the writer runs).
+    pub(crate) async fn send(&mut self, bytes: Vec<u8>) -> Result<(), WireError> {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .map_err(ws_error)
+    }
+
+    /// Receives the next message (used for the hello).
+    pub(crate) async fn recv(&mut self) -> Option<Result<Inbound, WireError>> {
+        next_inbound(&mut self.ws, &self.fds).await
+    }
+
+    /// Splits into the reading half and the writer.
+    pub(crate) fn split(self) -> (Reader, Writer) {
+        let (sink, stream) = self.ws.split();
+        (
+            Reader {
+                stream,
+                fds: self.fds.clone(),
+            },
+            Writer {
+                sink,
+                fds: self.fds,
+            },
+        )
+    }
+}
+
+/// The reading half.
+pub(crate) struct Reader {
+    stream: SplitStream<Ws>,
+    fds: Arc<FdQueues>,
+}
+
+impl Reader {
+    /// The next message; `None` at the end of the connection.
+    pub(crate) async fn next(&mut self) -> Option<Result<Inbound, WireError>> {
+        next_inbound(&mut self.stream, &self.fds).await
+    }
+
+    /// Descriptors that arrived but that no message claimed.
+    pub(crate) fn unclaimed_fds(&self) -> usize {
+        self.fds.unclaimed()
+    }
+}
+
+async fn next_inbound<S>(stream: &mut S, fds: &FdQueues) -> Option<Result<Inbound, WireError>>
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    loop {
+        let bytes = match stream.next().await? {
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(Message::Text(_)) => return Some(Err(WireError::TextFrame)),
+            Ok(Message::Close(_)) => return None,
+            Ok(_) => continue, // ping, pong: tungstenite answers pings itself
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return None,
+            Err(e) => return Some(Err(ws_error(e))),
+        };
+        let header = match frame::decode(&bytes) {
+            Ok((header, payload)) => {
+                let offset = bytes.len() - payload.len();
+                (header, offset)
+            }
+            Err(e) => return Some(Err(e)),
+        };
+        let (header, offset) = header;
+        let wanted = usize::from(header.nfds);
+        let Some(fds) = fds.take_incoming(wanted) else {
+            return Some(Err(WireError::MissingFds {
+                claimed: wanted,
+                available: fds.unclaimed(),
+            }));
+        };
+        return Some(Ok(Inbound {
+            header,
+            bytes,
+            offset,
+            fds,
+        }));
+    }
+}
+
+fn ws_error(e: WsError) -> WireError {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            WireError::TooLarge {
+                size,
+                limit: max_size.saturating_sub(HEADER_SLACK),
+            }
+        }
+        other => WireError::Transport(other.to_string()),
+    }
+}
+
+/// The writing half.
+pub(crate) struct Writer {
+    sink: SplitSink<Ws, Message>,
+    fds: Arc<FdQueues>,
+}
+
+impl Writer {
+    /// Drains `outbox` until it is ended or the connection fails: each batch
+    /// is fed to the WebSocket and flushed once.
+    pub(crate) async fn run(mut self, outbox: Arc<Outbox>) -> Result<(), WireError> {
+        let mut batch = VecDeque::new();
+        loop {
+            outbox.take_batch(&mut batch).await;
+            while let Some(item) = batch.pop_front() {
+                match item {
+                    Outgoing::Frame { bytes, fds } => {
+                        if !fds.is_empty() {
+                            // Keep every sendmsg within the kernel's limit:
+                            // flush what rides ahead before queueing more.
+                            if self.fds.outgoing_len() + fds.len() > MAX_FDS_PER_SEND {
+                                self.sink.flush().await.map_err(ws_error)?;
+                            }
+                            self.fds.push_outgoing(fds);
+                        }
+                        self.sink
+                            .feed(Message::Binary(bytes.into()))
+                            .await
+                            .map_err(ws_error)?;
+                    }
+                    Outgoing::End => {
+                        self.sink.flush().await.map_err(ws_error)?;
+                        // A close frame, then the socket's write side is shut.
+                        let _ = self.sink.close().await;
+                        return Ok(());
+                    }
+                }
+            }
+            self.sink.flush().await.map_err(ws_error)?;
+        }
+    }
+}

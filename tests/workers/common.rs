@@ -1,0 +1,308 @@
+//! What the tests share: the test protocol, the worker they run, and helpers
+//! that wait on events with generous timeouts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_webworker::{
+    Entry, ErrorReport, Event, ExitStatus, Parent, Protocol, Received, Worker, WorkerActor,
+    WorkerBuilder, WorkerEvent,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// How long any one wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Cmd {
+    Echo(u64),
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Post `Seq(0..n)` back.
+    Flood(u64),
+    /// `std::process::exit(code)`.
+    Exit(i32),
+    Panic(String),
+    /// Block the worker's thread for this many ms.
+    Block(u64),
+    Pid,
+    /// Panic from a timer after this many ms.
+    PanicLater(u64),
+    Close,
+    /// Post a blob of this many bytes back; say `Refused` if that fails.
+    BlobBack(usize),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Reply {
+    Echo(u64),
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
+    Seq(u64),
+    Pid(u32),
+    Closing,
+    /// The worker saw an `Echo` out of order: expected, got.
+    OutOfOrder(u64, u64),
+    /// A post from the worker was refused, with the error's text.
+    Refused(String),
+}
+
+pub struct Test;
+
+impl Protocol for Test {
+    type ToWorker = Cmd;
+    type FromWorker = Reply;
+}
+
+/// The same message types under another protocol version: a worker "built
+/// from another version".
+pub struct TestV2;
+
+impl Protocol for TestV2 {
+    type ToWorker = Cmd;
+    type FromWorker = Reply;
+    const VERSION: u32 = 2;
+}
+
+/// The line of the `panic!` in [`boom`].
+pub const PANIC_LINE: u32 = line!() + 3;
+#[inline(never)]
+pub fn boom(msg: &str) -> ! {
+    panic!("{msg}")
+}
+
+pub struct TestWorker<P: Protocol<FromWorker = Reply>> {
+    pub parent: Parent<P>,
+    next_echo: u64,
+}
+
+impl<P: Protocol<FromWorker = Reply>> Actor for TestWorker<P> {
+    type Context = Context<Self>;
+}
+
+impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for TestWorker<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Received<Cmd>, ctx: &mut Context<Self>) {
+        let parent = &self.parent;
+        match msg.data {
+            Cmd::Echo(n) => {
+                if n != self.next_echo {
+                    let _ = parent.post(Reply::OutOfOrder(self.next_echo, n));
+                }
+                self.next_echo = n + 1;
+                let _ = parent.post(Reply::Echo(n));
+            }
+            Cmd::Blob(b) => {
+                let _ = parent.post(Reply::Blob(b));
+            }
+            Cmd::Flood(n) => {
+                for i in 0..n {
+                    parent.post(Reply::Seq(i)).expect("post");
+                }
+            }
+            Cmd::Exit(code) => std::process::exit(code),
+            Cmd::Panic(m) => boom(&m),
+            Cmd::Block(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            Cmd::Pid => {
+                let _ = parent.post(Reply::Pid(std::process::id()));
+            }
+            Cmd::PanicLater(ms) => {
+                ctx.run_later(Duration::from_millis(ms), |_, _| boom("late"));
+            }
+            Cmd::Close => parent.close(),
+            Cmd::BlobBack(len) => {
+                if let Err(e) = parent.post(Reply::Blob(vec![7; len])) {
+                    let _ = parent.post(Reply::Refused(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker<P> {
+    type Protocol = P;
+
+    fn on_close(&mut self, _: &mut Context<Self>) {
+        let _ = self.parent.post(Reply::Closing);
+    }
+}
+
+/// The worker entries of this test binary.
+pub fn entries() -> Vec<Entry> {
+    vec![
+        Entry::new("test", |parent| TestWorker::<Test> {
+            parent,
+            next_echo: 0,
+        }),
+        Entry::new("v2", |parent| TestWorker::<TestV2> {
+            parent,
+            next_echo: 0,
+        }),
+    ]
+}
+
+/// Runs `f` in a fresh actix System.
+pub fn run<F: Future<Output = ()>>(f: F) {
+    actix::System::new().block_on(f);
+}
+
+/// Forwards events to a channel the test reads.
+struct Forward<P: Protocol>(UnboundedSender<WorkerEvent<P>>);
+
+impl<P: Protocol> Actor for Forward<P> {
+    type Context = Context<Self>;
+}
+
+impl<P: Protocol> Handler<WorkerEvent<P>> for Forward<P> {
+    type Result = ();
+
+    fn handle(&mut self, ev: WorkerEvent<P>, _: &mut Context<Self>) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// A worker's events, read by the test.
+pub struct Events<P: Protocol> {
+    rx: UnboundedReceiver<WorkerEvent<P>>,
+}
+
+pub fn events<P: Protocol>() -> (Recipient<WorkerEvent<P>>, Events<P>) {
+    let (tx, rx) = unbounded_channel();
+    (Forward(tx).start().recipient(), Events { rx })
+}
+
+impl<P: Protocol<FromWorker = Reply>> Events<P> {
+    pub async fn next(&mut self) -> Event<P> {
+        let ev = tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("timed out waiting for a worker event")
+            .expect("event channel closed");
+        ev.kind
+    }
+
+    /// The next posted message, skipping `Online`; anything else fails.
+    pub async fn message(&mut self) -> Received<Reply> {
+        loop {
+            match self.next().await {
+                Event::Online => continue,
+                Event::Message(m) => return m,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips to the next error report; fails on an exit first.
+    pub async fn error(&mut self) -> ErrorReport {
+        loop {
+            match self.next().await {
+                Event::Error(report) => return report,
+                Event::Exit(s) => panic!("exited with {s} before an error was reported"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips to the exit event.
+    pub async fn exit(&mut self) -> ExitStatus {
+        loop {
+            if let Event::Exit(status) = self.next().await {
+                return status;
+            }
+        }
+    }
+
+    /// Skips to the online event.
+    pub async fn online(&mut self) {
+        loop {
+            match self.next().await {
+                Event::Online => return,
+                Event::Exit(s) => panic!("exited with {s} before coming online"),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// A builder for the standard test worker.
+pub fn builder(events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
+    Worker::<Test>::builder().entry("test").events(events)
+}
+
+/// Starts the standard test worker.
+pub fn start() -> (Addr<Worker<Test>>, Events<Test>) {
+    let (rec, events) = events::<Test>();
+    (builder(rec).start().expect("worker starts"), events)
+}
+
+/// Open descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// Children of this process (`ppid` is us), zombies included.
+pub fn children() -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(me) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Waits (on a pidfd, no polling) until process `pid` has exited.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open with a pid and no flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return true; // no such process
+    }
+    let mut pfd = libc::pollfd {
+        fd: fd as i32,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    // SAFETY: closing the pidfd we opened.
+    unsafe { libc::close(fd as i32) };
+    r > 0
+}
+
+/// Runs one test of this binary alone in a fresh process (for tests that
+/// count descriptors and children of the whole process) and checks it passed.
+pub fn isolated(name: &str) {
+    let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("AWW_ISOLATED", "1")
+        .output()
+        .expect("test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "isolated test {name} failed:\n{stdout}\n{stderr}"
+    );
+}

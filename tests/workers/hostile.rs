@@ -1,0 +1,186 @@
+//! A worker that misbehaves on the wire. These "raw" workers do not use the
+//! runtime: they answer the hello by hand, then write something hostile.
+//! Each must give a typed error event for that worker only, and the parent
+//! and other workers go on.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use actix_webworker::{Event, WireError, Worker, WorkerAddrExt};
+
+use crate::common::*;
+
+/// A WebSocket binary frame, unmasked, FIN set.
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n <= 0xffff => {
+            f.push(126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads the parent's hello and answers with the same fields (so the
+/// fingerprint matches), or with `version` when given.
+fn handshake(sock: &mut UnixStream, version: Option<u32>) {
+    let mut head = [0u8; 2];
+    sock.read_exact(&mut head).unwrap();
+    let mut hello = vec![0u8; usize::from(head[1] & 0x7f)];
+    sock.read_exact(&mut hello).unwrap();
+    if let Some(v) = version {
+        hello[6..10].copy_from_slice(&v.to_le_bytes());
+    }
+    sock.write_all(&ws_frame(2, &hello)).unwrap();
+}
+
+/// Reads until the parent closes the connection (or kills us), then exits.
+fn drain(mut sock: UnixStream) -> ! {
+    let mut buf = [0u8; 4096];
+    while matches!(sock.read(&mut buf), Ok(n) if n > 0) {}
+    std::process::exit(0)
+}
+
+/// Runs a raw worker when this process was started as one.
+pub fn run_if_raw_worker() {
+    let Ok(entry) = std::env::var("ACTIX_WEBWORKER_ENTRY") else {
+        return;
+    };
+    let Some(scenario) = entry.strip_prefix("raw-") else {
+        return;
+    };
+    let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: the parent gave us this socket.
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    handshake(&mut sock, (scenario == "version").then_some(999));
+    match scenario {
+        "garbage" => sock.write_all(&[0xff; 64]).unwrap(),
+        "truncated" => {
+            // Claims 100 bytes, sends 10, exits.
+            let mut f = vec![0x82, 100];
+            f.extend_from_slice(&[2; 10]);
+            sock.write_all(&f).unwrap();
+            std::process::exit(0);
+        }
+        "huge" => {
+            let mut f = vec![0x82, 127];
+            f.extend_from_slice(&(4u64 << 30).to_be_bytes());
+            f.extend_from_slice(&[0; 64]);
+            sock.write_all(&f).unwrap();
+        }
+        "text" => sock.write_all(&ws_frame(1, b"hello")).unwrap(),
+        "kind" => sock.write_all(&ws_frame(2, &[99, 0])).unwrap(),
+        "version" => {}
+        "undecodable" => {
+            // A post whose payload is no `Reply` (variant 200), then a valid
+            // `Reply::Echo(7)`: bincode writes the variant index and the
+            // number as one varint byte each.
+            sock.write_all(&ws_frame(2, &[2, 0, 200, 1, 2, 3])).unwrap();
+            sock.write_all(&ws_frame(2, &[2, 0, 0, 7])).unwrap();
+        }
+        "stray-fds" => sock.write_all(&ws_frame(2, &[2, 1, 0, 7])).unwrap(),
+        other => panic!("unknown raw scenario {other}"),
+    }
+    drain(sock)
+}
+
+/// Starts raw worker `scenario` beside a well-behaved one, checks the error
+/// event with `check`, the exit, and that the good worker still answers.
+fn hostile(scenario: &str, check: impl Fn(&WireError) -> bool) {
+    run(async {
+        let (good, mut good_events) = start();
+        let (rec, mut events) = events::<Test>();
+        let _bad = Worker::<Test>::builder()
+            .entry(format!("raw-{scenario}"))
+            .events(rec)
+            .start()
+            .unwrap();
+        loop {
+            match events.next().await {
+                Event::WireError(e) if check(&e) => break,
+                Event::WireError(e) => panic!("{scenario}: unexpected wire error {e:?}"),
+                Event::Exit(s) => panic!("{scenario}: exited ({s}) with no wire error"),
+                _ => continue,
+            }
+        }
+        events.exit().await;
+        good.post(Cmd::Echo(0));
+        assert_eq!(good_events.message().await.data, Reply::Echo(0));
+        good.terminate();
+        assert!(good_events.exit().await.success());
+    });
+}
+
+pub fn garbage_bytes() {
+    hostile("garbage", |e| matches!(e, WireError::Transport(_)));
+}
+
+pub fn truncated_frame() {
+    hostile("truncated", |e| matches!(e, WireError::Transport(_)));
+}
+
+pub fn four_gib_frame() {
+    hostile(
+        "huge",
+        |e| matches!(e, WireError::TooLarge { size, .. } if *size == 4 << 30),
+    );
+}
+
+pub fn text_frame() {
+    hostile("text", |e| matches!(e, WireError::TextFrame));
+}
+
+pub fn unknown_kind() {
+    hostile("kind", |e| matches!(e, WireError::UnknownKind(99)));
+}
+
+pub fn other_protocol_version() {
+    hostile("version", |e| {
+        matches!(e, WireError::VersionMismatch { theirs: 999, .. })
+    });
+}
+
+pub fn claimed_descriptors_that_never_came() {
+    hostile("stray-fds", |e| {
+        matches!(
+            e,
+            WireError::MissingFds {
+                claimed: 1,
+                available: 0
+            }
+        )
+    });
+}
+
+pub fn undecodable_payload_leaves_the_connection_up() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = Worker::<Test>::builder()
+            .entry("raw-undecodable")
+            .events(rec)
+            .start()
+            .unwrap();
+        loop {
+            match events.next().await {
+                Event::Online => continue,
+                Event::WireError(WireError::Decode(_)) => break,
+                other => panic!("expected a decode error, got {other:?}"),
+            }
+        }
+        // The next, valid message still arrives.
+        assert_eq!(events.message().await.data, Reply::Echo(7));
+        worker.terminate();
+        events.exit().await;
+    });
+}

@@ -1,0 +1,63 @@
+//! Tests with real worker processes. The test binary is its own worker: it
+//! is re-run with a worker entry in the environment, and `main` hands over
+//! to the worker runtime before the test harness starts.
+
+mod basics;
+mod common;
+mod hostile;
+
+use libtest_mimic::{Arguments, Trial};
+
+macro_rules! trials {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($test)), || {
+            $module::$test();
+            Ok(())
+        })),*]
+    };
+}
+
+/// Tests that only run when another test starts them in a process of their
+/// own (they count the whole process's descriptors, or get killed).
+macro_rules! inner {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($test)), || {
+            if std::env::var_os("AWW_ISOLATED").is_some() {
+                $module::$test();
+            }
+            Ok(())
+        }).with_ignored_flag(true)),*]
+    };
+}
+
+fn main() {
+    hostile::run_if_raw_worker();
+    actix_webworker::run_if_worker(common::entries());
+
+    let args = Arguments::from_args();
+    let mut tests = trials![
+        basics::posted_before_handshake_is_delivered,
+        basics::ten_thousand_each_way_in_order,
+        basics::sixteen_mib_round_trip,
+        basics::over_limit_is_refused_and_both_keep_working,
+        basics::exit_code_is_reported,
+        basics::sigkill_is_reported,
+        basics::terminate_kills_a_stuck_worker_after_the_grace_period,
+        basics::on_close_runs_before_exit_on_terminate,
+        basics::close_from_inside_runs_on_close_and_exits_zero,
+        basics::panic_in_handler_is_reported_and_the_worker_goes_on,
+        basics::mismatched_worker_is_refused,
+        basics::parent_death_takes_the_worker_down,
+        basics::start_terminate_cycles_leak_nothing,
+        hostile::garbage_bytes,
+        hostile::truncated_frame,
+        hostile::four_gib_frame,
+        hostile::text_frame,
+        hostile::unknown_kind,
+        hostile::other_protocol_version,
+        hostile::undecodable_payload_leaves_the_connection_up,
+        hostile::claimed_descriptors_that_never_came,
+    ];
+    tests.extend(inner![basics::cycles_inner, basics::parent_role]);
+    libtest_mimic::run(&args, tests).exit();
+}
