@@ -219,4 +219,16 @@ pub enum WorkerError {
     /// The connection to the other side is gone.
     #[error("the connection to the other side is closed")]
     Disconnected,
+    /// No answer came within the request's timeout; a late one is dropped.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The handler of the request panicked (the report says where).
+    #[error("the request's handler panicked: {0}")]
+    Panicked(ErrorReport),
+    /// The other side has no handler for this request type.
+    #[error("the other side does not answer this request ({0})")]
+    Unhandled(String),
+    /// The other side could not decode the request or encode its answer.
+    #[error("the other side failed: {0}")]
+    Remote(String),
 }

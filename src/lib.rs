@@ -101,12 +101,16 @@ mod child;
 mod error;
 mod parent;
 mod protocol;
+mod request;
 mod wire;
 
-pub use crate::child::{exit_code, run_if_worker, run_worker, Entry, Parent, WorkerActor};
+pub use crate::child::{
+    exit_code, run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor,
+};
 pub use crate::error::{ErrorReport, ExitStatus, SpawnError, WireError, WorkerError};
 pub use crate::parent::builder::{Limits, WorkerBuilder};
 pub use crate::parent::events::{Event, Received, WorkerEvent};
-pub use crate::parent::worker::{Grace, Post, Terminate, Worker, WorkerAddrExt};
+pub use crate::parent::worker::{Ask, Grace, Post, Terminate, Worker, WorkerAddrExt};
 pub use crate::protocol::Protocol;
+pub use crate::request::Request;
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

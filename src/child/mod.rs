@@ -12,13 +12,15 @@ mod panic;
 mod parent;
 mod runtime;
 
-use actix::{Actor, Context, Handler};
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Context, Handler};
 
 pub use self::parent::Parent;
 use crate::error::ErrorReport;
 use crate::parent::events::Received;
 use crate::parent::spawn as spawn_env;
 use crate::protocol::Protocol;
+use crate::request::{Handlers, Request};
 
 /// Exit codes of the worker runtime itself.
 pub mod exit_code {
@@ -68,6 +70,21 @@ pub trait WorkerActor:
     /// The protocol this worker speaks.
     type Protocol: Protocol;
 
+    /// Registers the [`Request`](crate::Request) types this worker answers,
+    /// each with the actor's own `Handler` for it:
+    ///
+    /// ```ignore
+    /// fn requests(requests: &mut Requests<Self>) {
+    ///     requests.answer::<Sum>().answer::<Hash>();
+    /// }
+    /// ```
+    ///
+    /// A request of a type not registered here fails in the parent with
+    /// [`WorkerError::Unhandled`](crate::WorkerError::Unhandled).
+    fn requests(requests: &mut Requests<Self>) {
+        let _ = requests;
+    }
+
     /// Runs when the worker is terminated by its parent, closes itself, or
     /// its parent goes away (the `onclose` of the original). Messages posted
     /// here still reach the parent when it is alive.
@@ -81,6 +98,34 @@ pub trait WorkerActor:
     fn on_error(&mut self, error: &ErrorReport, ctx: &mut Context<Self>) -> bool {
         let _ = (error, ctx);
         false
+    }
+}
+
+/// The request types a worker answers; see [`WorkerActor::requests`].
+pub struct Requests<W: WorkerActor> {
+    pub(crate) handlers: Handlers,
+    addr: Addr<W>,
+}
+
+impl<W: WorkerActor> Requests<W> {
+    pub(crate) fn new(addr: Addr<W>) -> Self {
+        Requests {
+            handlers: Handlers::default(),
+            addr,
+        }
+    }
+
+    /// Answers requests of type `R` with the actor's `Handler<R>`.
+    pub fn answer<R>(&mut self) -> &mut Self
+    where
+        R: Request,
+        W: Handler<R>,
+        W::Context: ToEnvelope<W, R>,
+    {
+        let addr = self.addr.clone();
+        self.handlers
+            .insert::<R, _, _>(move |req| addr.send(req), panic::last_report);
+        self
     }
 }
 

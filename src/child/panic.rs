@@ -29,6 +29,17 @@ use crate::error::ErrorReport;
 
 const RESUMED: &str = "resumed after panicking";
 
+fn last() -> &'static Mutex<Option<ErrorReport>> {
+    static LAST: OnceLock<Mutex<Option<ErrorReport>>> = OnceLock::new();
+    LAST.get_or_init(|| Mutex::new(None))
+}
+
+/// Takes the report of the latest panic: on the worker's single actor
+/// thread, the one that just dropped a request's answer.
+pub(crate) fn last_report() -> Option<ErrorReport> {
+    last().lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 fn sink() -> &'static Mutex<Option<UnboundedSender<ErrorReport>>> {
     static SINK: OnceLock<Mutex<Option<UnboundedSender<ErrorReport>>>> = OnceLock::new();
     SINK.get_or_init(|| Mutex::new(None))
@@ -54,6 +65,9 @@ pub(crate) fn install(tx: UnboundedSender<ErrorReport>) {
             backtrace: (backtrace.status() == BacktraceStatus::Captured)
                 .then(|| backtrace.to_string()),
         };
+        if let Ok(mut last) = last().try_lock() {
+            *last = Some(report.clone());
+        }
         if let Ok(guard) = sink().try_lock() {
             if let Some(tx) = guard.as_ref() {
                 let _ = tx.send(report);

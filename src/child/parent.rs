@@ -1,14 +1,17 @@
 //! The worker's handle on its parent: `postMessage` and `close()` from the
 //! worker's side.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::error::WorkerError;
 use crate::protocol::Protocol;
+use crate::request::{await_answer, encode_request, Pending, Request};
 use crate::wire::outbox::Outbox;
 use crate::wire::{self, frame::Kind};
 
@@ -18,6 +21,7 @@ pub struct Parent<P: Protocol> {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) max_message_size: usize,
     pub(crate) close: Arc<Notify>,
+    pub(crate) pending: Arc<Pending>,
     _protocol: PhantomData<fn() -> P>,
 }
 
@@ -27,18 +31,67 @@ impl<P: Protocol> Clone for Parent<P> {
             outbox: self.outbox.clone(),
             max_message_size: self.max_message_size,
             close: self.close.clone(),
+            pending: self.pending.clone(),
             _protocol: PhantomData,
         }
     }
 }
 
 impl<P: Protocol> Parent<P> {
-    pub(crate) fn new(outbox: Arc<Outbox>, max_message_size: usize, close: Arc<Notify>) -> Self {
+    pub(crate) fn new(
+        outbox: Arc<Outbox>,
+        max_message_size: usize,
+        close: Arc<Notify>,
+        pending: Arc<Pending>,
+    ) -> Self {
         Parent {
             outbox,
             max_message_size,
             close,
+            pending,
             _protocol: PhantomData,
+        }
+    }
+
+    /// Asks the parent a typed [`Request`]: the actor the parent named with
+    /// [`WorkerBuilder::serve`](crate::WorkerBuilder::serve) answers it.
+    /// Fails with [`WorkerError::Disconnected`] when the parent goes away
+    /// first, [`WorkerError::Unhandled`] when it serves no such request.
+    pub fn ask<R: Request>(
+        &self,
+        request: R,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
+        self.ask_within(request, None)
+    }
+
+    /// [`ask`](Self::ask), giving up after `limit` with
+    /// [`WorkerError::Timeout`].
+    pub fn ask_timeout<R: Request>(
+        &self,
+        request: R,
+        limit: Duration,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
+        self.ask_within(request, Some(limit))
+    }
+
+    fn ask_within<R: Request>(
+        &self,
+        request: R,
+        limit: Option<Duration>,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
+        let sent = encode_request(&self.pending, &request, self.max_message_size).and_then(
+            |(bytes, id, rx)| match self.outbox.push(bytes, Vec::new()) {
+                Ok(()) => Ok((id, rx)),
+                Err(e) => {
+                    self.pending.cancel(id);
+                    Err(e)
+                }
+            },
+        );
+        let pending = self.pending.clone();
+        async move {
+            let (id, rx) = sent?;
+            await_answer(pending, id, rx, limit).await
         }
     }
 

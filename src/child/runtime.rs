@@ -23,11 +23,12 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 
 use super::panic::{self as worker_panic, Guarded};
-use super::{exit_code, Parent, WorkerActor};
-use crate::error::{ErrorReport, WireError};
+use super::{exit_code, Parent, Requests, WorkerActor};
+use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::parent::events::Received;
 use crate::parent::spawn::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 use crate::protocol::{fingerprint, Protocol};
+use crate::request::{resolve_frame, Handlers, Pending};
 use crate::wire::frame::{self, Kind, PROTOCOL_VERSION};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound};
@@ -189,12 +190,31 @@ where
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
     let writer_task = actix_rt::spawn(writer.run(outbox.clone()));
     let close = Arc::new(Notify::new());
-    let parent = Parent::<W::Protocol>::new(outbox.clone(), max_message_size, close.clone());
+    let pending = Arc::new(Pending::default());
+    let parent = Parent::<W::Protocol>::new(
+        outbox.clone(),
+        max_message_size,
+        close.clone(),
+        pending.clone(),
+    );
 
     let (ctl_tx, ctl_rx) = unbounded_channel::<Command<W>>();
     let mut ctx = Context::<W>::new();
+    // Posts (do_send) and requests (send) must reach the actor in the order
+    // they came: with a bounded mailbox, a request could wait for room while
+    // later posts overtake it.
+    ctx.set_mailbox_capacity(crate::parent::worker::MAILBOX_CAPACITY);
     ctx.spawn(ControlLoop { rx: ctl_rx });
     let addr = ctx.address();
+    let mut requests = Requests::new(addr.clone());
+    W::requests(&mut requests);
+    let link = Link {
+        addr: addr.clone(),
+        outbox: outbox.clone(),
+        pending: pending.clone(),
+        handlers: requests.handlers,
+        max_message_size,
+    };
     let actor = make(parent.clone());
     let guarded = Guarded::new(ctx.into_future(actor));
     let (done, fatal) = (guarded.done.clone(), guarded.fatal.clone());
@@ -206,7 +226,7 @@ where
             item = reader.next() => match item {
                 None => break End::Close { by_self: false },
                 Some(Ok(inbound)) => {
-                    if let Some(end) = deliver::<W>(inbound, &addr, &outbox, max_message_size) {
+                    if let Some(end) = link.deliver(inbound) {
                         break end;
                     }
                 }
@@ -246,6 +266,7 @@ where
         End::ActorStopped => 0,
         End::Fatal => exit_code::PANIC,
     };
+    pending.fail_all(&WorkerError::Disconnected);
     // Reports of panics that happened on the way out go straight out.
     while let Ok(report) = panics.try_recv() {
         post_report(&outbox, &report, max_message_size);
@@ -292,30 +313,39 @@ fn check_hello(
     Ok(())
 }
 
-/// Hands one message from the parent to the actor; `Some` ends the loop.
-fn deliver<W: WorkerActor>(
-    inbound: Inbound,
-    addr: &actix::Addr<W>,
-    outbox: &Outbox,
+/// What the main loop needs to hand frames from the parent on.
+struct Link<W: WorkerActor> {
+    addr: actix::Addr<W>,
+    outbox: Arc<Outbox>,
+    pending: Arc<Pending>,
+    handlers: Handlers,
     max_message_size: usize,
-) -> Option<End> {
-    match inbound.header.kind {
-        Kind::Post => {
-            match codec::decode::<<W::Protocol as Protocol>::ToWorker>(inbound.payload()) {
-                Ok(data) => addr.do_send(Received::new(data, inbound.fds)),
-                Err(e) => report_wire_error(outbox, &e, max_message_size),
+}
+
+impl<W: WorkerActor> Link<W> {
+    /// Hands one frame from the parent on; `Some` ends the loop.
+    fn deliver(&self, inbound: Inbound) -> Option<End> {
+        match inbound.header.kind {
+            Kind::Post => {
+                match codec::decode::<<W::Protocol as Protocol>::ToWorker>(inbound.payload()) {
+                    Ok(data) => self.addr.do_send(Received::new(data, inbound.fds)),
+                    Err(e) => report_wire_error(&self.outbox, &e, self.max_message_size),
+                }
             }
-            None
-        }
-        Kind::Terminate => Some(End::Close { by_self: false }),
-        _ => {
-            report_wire_error(
-                outbox,
+            Kind::Request => {
+                let reply = self.handlers.dispatch(&inbound, self.max_message_size);
+                let outbox = self.outbox.clone();
+                actix_rt::spawn(async move { outbox.push_reply(reply.await) });
+            }
+            Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
+            Kind::Terminate => return Some(End::Close { by_self: false }),
+            Kind::Hello | Kind::Error | Kind::Closing => report_wire_error(
+                &self.outbox,
                 &WireError::Unexpected("message kind from the parent"),
-                max_message_size,
-            );
-            None
+                self.max_message_size,
+            ),
         }
+        None
     }
 }
 

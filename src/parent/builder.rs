@@ -13,6 +13,7 @@ use super::spawn::{CommandSpec, StdioMode};
 use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
+use crate::request::{Handlers, Request};
 
 /// Size limits of one worker's connection, with their defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,7 @@ pub struct WorkerBuilder<P: Protocol> {
     pub(crate) grace: Duration,
     pub(crate) kill_delay: Duration,
     pub(crate) events: Option<Recipient<WorkerEvent<P>>>,
+    pub(crate) handlers: Handlers,
     _protocol: PhantomData<fn() -> P>,
 }
 
@@ -82,6 +84,7 @@ impl<P: Protocol> WorkerBuilder<P> {
             grace: Duration::from_secs(5),
             kill_delay: Duration::from_millis(500),
             events: None,
+            handlers: Handlers::default(),
             _protocol: PhantomData,
         }
     }
@@ -181,6 +184,15 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// Where the worker's events go: online, messages, errors, exit.
     pub fn events(mut self, recipient: Recipient<WorkerEvent<P>>) -> Self {
         self.events = Some(recipient);
+        self
+    }
+
+    /// Answers the worker's requests of type `R` with `recipient` (an actor of
+    /// the parent): the worker's [`Parent::ask`](crate::Parent::ask) gets
+    /// the typed answer.
+    pub fn serve<R: Request>(mut self, recipient: Recipient<R>) -> Self {
+        self.handlers
+            .insert::<R, _, _>(move |req| recipient.send(req), || None);
         self
     }
 

@@ -6,6 +6,7 @@
 //! last, exactly once. The writer runs as a second task beside it, draining
 //! the worker's outbox; it is stopped when the connection ends.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::{Recipient, WeakAddr};
@@ -13,8 +14,9 @@ use actix::{Recipient, WeakAddr};
 use super::events::{Event, Received, WorkerEvent};
 use super::spawn::ChildHandle;
 use super::worker::{ChildExited, Worker};
-use crate::error::{ErrorReport, ExitStatus, WireError};
+use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
 use crate::protocol::Protocol;
+use crate::request::{resolve_frame, Handlers, Pending};
 use crate::wire::codec;
 use crate::wire::frame::{self, Kind, PROTOCOL_VERSION};
 use crate::wire::outbox::Outbox;
@@ -25,6 +27,8 @@ pub(crate) struct Link<P: Protocol> {
     pub name: Arc<str>,
     pub handle: Arc<ChildHandle>,
     pub outbox: Arc<Outbox>,
+    pub pending: Arc<Pending>,
+    pub handlers: Rc<Handlers>,
     pub events: Option<Recipient<WorkerEvent<P>>>,
     pub worker: WeakAddr<Worker<P>>,
     pub max_message_size: usize,
@@ -101,6 +105,10 @@ impl<P: Protocol> Link<P> {
             Some(s) => s,
             None => wait.await,
         };
+        // In-flight requests fail now (at most once): those still queued
+        // must not reach a later child either.
+        self.pending.fail_all(&WorkerError::Exited(status));
+        self.outbox.drop_requests();
         self.emit(Event::Exit(status));
         if let Some(worker) = self.worker.upgrade() {
             worker.do_send(ChildExited {
@@ -163,9 +171,12 @@ impl<P: Protocol> Link<P> {
             }
             Kind::Hello => self.emit(Event::WireError(WireError::Unexpected("second hello"))),
             Kind::Terminate => self.emit(Event::WireError(WireError::Unexpected("terminate"))),
-            Kind::Request | Kind::Answer | Kind::Failed => {
-                self.emit(Event::WireError(WireError::Unexpected("request")))
+            Kind::Request => {
+                let reply = self.handlers.dispatch(&inbound, self.max_message_size);
+                let outbox = self.outbox.clone();
+                actix_rt::spawn(async move { outbox.push_reply(reply.await) });
             }
+            Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
         }
     }
 }

@@ -12,7 +12,12 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Recipient, Running};
+use std::future::Future;
+use std::rc::Rc;
+
+use actix::{
+    Actor, Addr, AsyncContext, Context, Handler, Message, Recipient, ResponseFuture, Running,
+};
 
 use super::builder::{Limits, WorkerBuilder};
 use super::events::{Event, WorkerEvent};
@@ -20,9 +25,15 @@ use super::link::Link;
 use super::spawn::{self, ChildHandle};
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::protocol::{fingerprint, Protocol};
+use crate::request::{await_answer, encode_request, Handlers, Pending, Request};
 use crate::wire;
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
+
+/// Mailbox capacity of the actors on both sides: large enough never to
+/// make a `send` wait (which would let later `do_send`s overtake it), small
+/// enough for actix's arithmetic.
+pub(crate) const MAILBOX_CAPACITY: usize = 1 << 40;
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
 ///
@@ -36,6 +47,8 @@ pub struct Worker<P: Protocol> {
     kill_delay: Duration,
     events: Option<Recipient<WorkerEvent<P>>>,
     outbox: Arc<Outbox>,
+    pending: Arc<Pending>,
+    handlers: Rc<Handlers>,
     child: Option<Arc<ChildHandle>>,
     first: Option<spawn::Spawned>,
     generation: u64,
@@ -74,6 +87,8 @@ impl<P: Protocol> Worker<P> {
                 limits.max_queued_messages,
                 limits.max_queued_bytes,
             )),
+            pending: Arc::default(),
+            handlers: Rc::new(builder.handlers),
             child: None,
             first: Some(spawned),
             generation: 0,
@@ -81,7 +96,14 @@ impl<P: Protocol> Worker<P> {
             state: State::Running,
             _protocol: PhantomData,
         };
-        Ok(worker.start())
+        Ok(Worker::create(move |ctx| {
+            // `send` and `do_send` from one sender must stay in order: with
+            // actix's bounded mailbox a `send` may wait for room while a
+            // later `do_send` overtakes it. The bound that matters is the
+            // outbox's. Set before anyone holds the address.
+            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+            worker
+        }))
     }
 
     fn emit(&self, kind: Event<P>) {
@@ -103,6 +125,8 @@ impl<P: Protocol> Worker<P> {
             name: self.name.clone(),
             handle,
             outbox: self.outbox.clone(),
+            pending: self.pending.clone(),
+            handlers: self.handlers.clone(),
             events: self.events.clone(),
             worker: ctx.address().downgrade(),
             max_message_size: self.limits.max_message_size,
@@ -112,12 +136,17 @@ impl<P: Protocol> Worker<P> {
         actix_rt::spawn(link.run(spawned.sock));
     }
 
-    fn post(&mut self, data: &P::ToWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
+    /// Whether messages are taken: an error says why not.
+    fn check_open(&self) -> Result<(), WorkerError> {
         match self.state {
-            State::Running => {}
-            State::Terminating => return Err(WorkerError::Terminating),
-            State::Exited(status) => return Err(WorkerError::Exited(status)),
+            State::Running => Ok(()),
+            State::Terminating => Err(WorkerError::Terminating),
+            State::Exited(status) => Err(WorkerError::Exited(status)),
         }
+    }
+
+    fn post(&mut self, data: &P::ToWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
+        self.check_open()?;
         let bytes = wire::encode(
             Kind::Post,
             0,
@@ -230,6 +259,74 @@ impl<P: Protocol> Handler<Post<P::ToWorker>> for Worker<P> {
     }
 }
 
+/// Asks the worker a typed [`Request`] and resolves to its typed answer.
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_webworker::{Ask, Protocol, Worker, WorkerError};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Sum(Vec<u64>);
+/// # struct Calc;
+/// # impl Protocol for Calc { type ToWorker = (); type FromWorker = (); }
+///
+/// async fn sum(worker: &Addr<Worker<Calc>>) -> Result<u64, WorkerError> {
+///     worker.send(Ask::new(Sum(vec![1, 2, 3]))).await.map_err(|_| WorkerError::Disconnected)?
+/// }
+/// ```
+///
+/// When the worker exits first, the answer is [`WorkerError::Exited`]; when
+/// its handler panics, [`WorkerError::Panicked`] with the report; after the
+/// [`timeout`](Ask::timeout), [`WorkerError::Timeout`].
+pub struct Ask<R> {
+    request: R,
+    timeout: Option<Duration>,
+}
+
+impl<R> Ask<R> {
+    /// A request with no timeout of its own.
+    pub fn new(request: R) -> Self {
+        Ask {
+            request,
+            timeout: None,
+        }
+    }
+
+    /// Gives up after `limit`: the caller gets [`WorkerError::Timeout`] and a
+    /// late answer is dropped.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+}
+
+impl<R: Request> Message for Ask<R> {
+    type Result = Result<R::Answer, WorkerError>;
+}
+
+impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
+    type Result = ResponseFuture<Result<R::Answer, WorkerError>>;
+
+    fn handle(&mut self, msg: Ask<R>, _: &mut Context<Self>) -> Self::Result {
+        let sent = self.check_open().and_then(|()| {
+            let (bytes, id, rx) =
+                encode_request(&self.pending, &msg.request, self.limits.max_message_size)?;
+            match self.outbox.push(bytes, Vec::new()) {
+                Ok(()) => Ok((id, rx)),
+                Err(e) => {
+                    self.pending.cancel(id);
+                    Err(e)
+                }
+            }
+        });
+        match sent {
+            Ok((id, rx)) => Box::pin(await_answer(self.pending.clone(), id, rx, msg.timeout)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
 /// How long [`Terminate`] waits before it signals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -278,6 +375,7 @@ impl<P: Protocol> Handler<ChildExited> for Worker<P> {
         }
         self.child = None;
         self.state = State::Exited(msg.status);
+        self.pending.fail_all(&WorkerError::Exited(msg.status));
         let dropped = self.outbox.discard();
         if dropped > 0 {
             self.emit(Event::Undelivered(dropped));
@@ -312,6 +410,9 @@ pub trait WorkerAddrExt<P: Protocol> {
     fn post(&self, data: P::ToWorker);
     /// `do_send(Terminate::default())`.
     fn terminate(&self);
+    /// `send(Ask::new(request))`, with a closed mailbox as
+    /// [`WorkerError::Disconnected`].
+    fn ask<R: Request>(&self, request: R) -> impl Future<Output = Result<R::Answer, WorkerError>>;
 }
 
 impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
@@ -321,5 +422,10 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
 
     fn terminate(&self) {
         self.do_send(Terminate::default());
+    }
+
+    fn ask<R: Request>(&self, request: R) -> impl Future<Output = Result<R::Answer, WorkerError>> {
+        let sent = self.send(Ask::new(request));
+        async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
@@ -56,13 +56,13 @@ impl Outbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a message; fails when the queue is full or has been ended.
     pub(crate) fn push(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
-        let mut state = self.lock();
+        let state = self.lock();
         if state.ended {
             return Err(WorkerError::Terminating);
         }
@@ -76,6 +76,11 @@ impl Outbox {
                 limit: self.max_messages,
             });
         }
+        self.enqueue(state, bytes, fds);
+        Ok(())
+    }
+
+    fn enqueue(&self, mut state: MutexGuard<'_, State>, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
         let was_empty = state.queue.is_empty();
         state.bytes += bytes.len();
         state.queue.push_back(Outgoing::Frame { bytes, fds });
@@ -83,7 +88,6 @@ impl Outbox {
         if was_empty {
             self.ready.notify_one();
         }
-        Ok(())
     }
 
     /// Queues a last message (whatever the limits) and refuses later pushes.
@@ -104,6 +108,32 @@ impl Outbox {
             self.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Queues the answer to a request: accepted while the connection is
+    /// open, even after pushes were ended (the other side may wait for it
+    /// in its `on_close`).
+    pub(crate) fn push_reply(&self, bytes: Vec<u8>) {
+        let state = self.lock();
+        if !state.closed {
+            self.enqueue(state, bytes, Vec::new());
+        }
+    }
+
+    /// Removes the queued requests (their callers have been told they
+    /// failed; they must not reach a later connection).
+    pub(crate) fn drop_requests(&self) {
+        let request = crate::wire::frame::Kind::Request as u8;
+        let mut state = self.lock();
+        state.queue.retain(|item| !matches!(item, Outgoing::Frame { bytes, .. } if bytes.first() == Some(&request)));
+        state.bytes = state
+            .queue
+            .iter()
+            .map(|i| match i {
+                Outgoing::Frame { bytes, .. } => bytes.len(),
+                Outgoing::End => 0,
+            })
+            .sum();
     }
 
     /// Refuses later pushes; what is queued still goes out.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    Entry, ErrorReport, Event, ExitStatus, Parent, Protocol, Received, Worker, WorkerActor,
-    WorkerBuilder, WorkerEvent,
+    Entry, ErrorReport, Event, ExitStatus, Parent, Protocol, Received, Requests, Worker,
+    WorkerActor, WorkerBuilder, WorkerEvent,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -46,6 +46,51 @@ pub enum Reply {
     /// A post from the worker was refused, with the error's text.
     Refused(String),
 }
+
+// ---- requests -----------------------------------------------------------
+
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct Sum(pub Vec<u64>);
+
+/// Answered after `delay_ms`, by an async handler: answers come back out of
+/// order.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct SlowEcho {
+    pub n: u64,
+    pub delay_ms: u64,
+}
+
+/// Its handler panics.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u32")]
+pub struct PanicRequest;
+
+/// Never answered.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Never;
+
+/// How many `Echo` posts the worker has seen.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct Seen;
+
+/// The worker asks the parent `GetConfig(key)` and answers with that.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Result<String, String>")]
+pub struct AskParent(pub String);
+
+/// Served by the parent.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "String")]
+pub struct GetConfig(pub String);
+
+/// Registered by nobody.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Unregistered;
 
 pub struct Test;
 
@@ -120,8 +165,70 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
     }
 }
 
+impl<P: Protocol<FromWorker = Reply>> Handler<Sum> for TestWorker<P> {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Sum, _: &mut Context<Self>) -> u64 {
+        msg.0.iter().sum()
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<SlowEcho> for TestWorker<P> {
+    type Result = ResponseFuture<u64>;
+
+    fn handle(&mut self, msg: SlowEcho, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(msg.delay_ms)).await;
+            msg.n
+        })
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<PanicRequest> for TestWorker<P> {
+    type Result = u32;
+
+    fn handle(&mut self, _: PanicRequest, _: &mut Context<Self>) -> u32 {
+        boom("request handler panic")
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<Never> for TestWorker<P> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Never, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(std::future::pending())
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<Seen> for TestWorker<P> {
+    type Result = u64;
+
+    fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> u64 {
+        self.next_echo
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<AskParent> for TestWorker<P> {
+    type Result = ResponseFuture<Result<String, String>>;
+
+    fn handle(&mut self, msg: AskParent, _: &mut Context<Self>) -> Self::Result {
+        let asked = self.parent.ask(GetConfig(msg.0));
+        Box::pin(async move { asked.await.map_err(|e| e.to_string()) })
+    }
+}
+
 impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker<P> {
     type Protocol = P;
+
+    fn requests(requests: &mut Requests<Self>) {
+        requests
+            .answer::<Sum>()
+            .answer::<SlowEcho>()
+            .answer::<PanicRequest>()
+            .answer::<Never>()
+            .answer::<Seen>()
+            .answer::<AskParent>();
+    }
 
     fn on_close(&mut self, _: &mut Context<Self>) {
         let _ = self.parent.post(Reply::Closing);

@@ -5,6 +5,7 @@
 mod basics;
 mod common;
 mod hostile;
+mod requests;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -57,6 +58,14 @@ fn main() {
         hostile::other_protocol_version,
         hostile::undecodable_payload_leaves_the_connection_up,
         hostile::claimed_descriptors_that_never_came,
+        requests::typed_answers,
+        requests::ten_thousand_concurrent_requests_each_get_their_answer,
+        requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
+        requests::pending_requests_fail_when_the_worker_dies,
+        requests::handler_panic_fails_that_request_only,
+        requests::worker_asks_the_parent,
+        requests::worker_asking_an_unserved_request_gets_unhandled,
+        requests::posts_and_requests_keep_their_order,
     ];
     tests.extend(inner![basics::cycles_inner, basics::parent_role]);
     libtest_mimic::run(&args, tests).exit();

@@ -1,0 +1,270 @@
+//! Typed request/response across the process boundary, both ways.
+//!
+//! A request is any actix [`Message`] whose type and answer are serde types
+//! (see [`Request`]). The asking side registers a slot in its [`Pending`]
+//! table under a fresh correlation id and sends the request with that id
+//! and a tag naming its type; the answering side looks the tag up in its
+//! [`Handlers`], decodes the request, has its actor handle it (plain or
+//! async handlers alike, through actix's own `send`), and sends back the
+//! answer or a [`Failure`] under the same id. Answers may come back in any
+//! order; a late answer to a request that timed out finds no slot and is
+//! dropped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{MailboxError, Message};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::error::{ErrorReport, WorkerError};
+use crate::protocol::Fnv;
+use crate::wire::frame::Kind;
+use crate::wire::socket::Inbound;
+use crate::wire::{self, codec};
+
+/// A message that can cross the process boundary as a request: an actix
+/// [`Message`] that is a serde type, whose answer (`Message::Result`) is a
+/// serde type too. Implemented for every such type; declare a request the
+/// actix way:
+///
+/// ```
+/// use actix::Message;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Sum(Vec<u64>);
+/// ```
+///
+/// The worker's actor answers it with an ordinary `Handler<Sum>` (plain,
+/// `ResponseFuture` or `ResponseActFuture`), registered in
+/// [`WorkerActor::requests`](crate::WorkerActor::requests); the parent asks
+/// with `worker.send(Ask::new(Sum(..))).await` and gets
+/// `Result<u64, WorkerError>`. A handler whose answer type is not the
+/// request's does not compile.
+pub trait Request:
+    Message<Result = Self::Answer> + Serialize + DeserializeOwned + Send + 'static
+{
+    /// The answer's type: the message's `Result`.
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
+}
+
+impl<R> Request for R
+where
+    R: Message + Serialize + DeserializeOwned + Send + 'static,
+    R::Result: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Answer = R::Result;
+}
+
+/// The tag that names request type `R` on the wire.
+pub(crate) fn tag_of<R: 'static>() -> u64 {
+    let mut h = Fnv::new();
+    h.write(std::any::type_name::<R>().as_bytes());
+    h.finish()
+}
+
+/// Why the other side could not answer; the payload of a `Failed` frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    /// The handler panicked.
+    Panicked(ErrorReport),
+    /// No handler is registered for the request's type.
+    Unhandled(String),
+    /// The request did not decode, or the answer did not encode.
+    Wire(String),
+    /// The answering actor is gone.
+    Gone,
+}
+
+impl From<Failure> for WorkerError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Panicked(report) => WorkerError::Panicked(report),
+            Failure::Unhandled(name) => WorkerError::Unhandled(name),
+            Failure::Wire(text) => WorkerError::Remote(text),
+            Failure::Gone => WorkerError::Disconnected,
+        }
+    }
+}
+
+type Slot = oneshot::Sender<Result<Inbound, WorkerError>>;
+
+/// Requests this side asked and that await their answers.
+#[derive(Default)]
+pub(crate) struct Pending {
+    next_id: AtomicU64,
+    slots: Mutex<HashMap<u64, Slot>>,
+}
+
+impl Pending {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new id and the receiver its answer will arrive on.
+    pub(crate) fn register(&self) -> (u64, oneshot::Receiver<Result<Inbound, WorkerError>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.slots().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Delivers an answer or failure; a late one (no slot) is dropped.
+    pub(crate) fn resolve(&self, id: u64, result: Result<Inbound, WorkerError>) {
+        if let Some(tx) = self.slots().remove(&id) {
+            let _ = tx.send(result);
+        } else {
+            tracing::trace!(id, "answer to a request nobody waits for any more");
+        }
+    }
+
+    pub(crate) fn cancel(&self, id: u64) {
+        self.slots().remove(&id);
+    }
+
+    /// Fails every pending request with `err`.
+    pub(crate) fn fail_all(&self, err: &WorkerError) {
+        let slots = std::mem::take(&mut *self.slots());
+        for (_, tx) in slots {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+}
+
+/// Encodes request `req` under a fresh id of `pending`; returns the frame
+/// and the receiver of its answer.
+pub(crate) fn encode_request<R: Request>(
+    pending: &Pending,
+    req: &R,
+    max_message_size: usize,
+) -> Result<
+    (
+        Vec<u8>,
+        u64,
+        oneshot::Receiver<Result<Inbound, WorkerError>>,
+    ),
+    WorkerError,
+> {
+    let (id, rx) = pending.register();
+    match wire::encode(Kind::Request, id, tag_of::<R>(), req, 0, max_message_size) {
+        Ok(bytes) => Ok((bytes, id, rx)),
+        Err(e) => {
+            pending.cancel(id);
+            Err(e)
+        }
+    }
+}
+
+/// Waits for the answer to request `id` (at most `timeout`) and decodes it.
+pub(crate) async fn await_answer<A: DeserializeOwned>(
+    pending: Arc<Pending>,
+    id: u64,
+    rx: oneshot::Receiver<Result<Inbound, WorkerError>>,
+    timeout: Option<Duration>,
+) -> Result<A, WorkerError> {
+    let received = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, rx).await {
+            Ok(r) => r,
+            Err(_) => {
+                pending.cancel(id);
+                return Err(WorkerError::Timeout(limit));
+            }
+        },
+        None => rx.await,
+    };
+    let inbound = received.map_err(|_| WorkerError::Disconnected)??;
+    Ok(codec::decode::<A>(inbound.payload())?)
+}
+
+/// What an answering side does with an incoming `Failed` or `Answer` frame.
+pub(crate) fn resolve_frame(pending: &Pending, inbound: Inbound) {
+    let id = inbound.header.id;
+    match inbound.header.kind {
+        Kind::Answer => pending.resolve(id, Ok(inbound)),
+        _ => {
+            let err = match codec::decode::<Failure>(inbound.payload()) {
+                Ok(f) => f.into(),
+                Err(e) => WorkerError::Wire(e),
+            };
+            pending.resolve(id, Err(err));
+        }
+    }
+}
+
+/// A boxed future that produces the complete reply frame.
+pub(crate) type ReplyFuture = Pin<Box<dyn Future<Output = Vec<u8>>>>;
+
+type Handler = Box<dyn Fn(u64, &[u8], usize) -> Result<ReplyFuture, Failure>>;
+
+/// The request types one side answers, by tag.
+#[derive(Default)]
+pub(crate) struct Handlers {
+    by_tag: HashMap<u64, Handler>,
+}
+
+impl Handlers {
+    /// Answers requests of type `R` with `call`, which hands one to an actor
+    /// (`Addr::send` or `Recipient::send`). `last_panic` names the panic that
+    /// dropped an answer, where the side knows it.
+    pub(crate) fn insert<R, F, C>(&mut self, call: C, last_panic: fn() -> Option<ErrorReport>)
+    where
+        R: Request,
+        C: Fn(R) -> F + 'static,
+        F: Future<Output = Result<R::Answer, MailboxError>> + 'static,
+    {
+        let handler: Handler = Box::new(move |id, payload, max| {
+            let req = codec::decode::<R>(payload).map_err(|e| Failure::Wire(e.to_string()))?;
+            let answer = call(req);
+            Ok(Box::pin(async move {
+                match answer.await {
+                    Ok(answer) => match wire::encode(Kind::Answer, id, 0, &answer, 0, max) {
+                        Ok(bytes) => bytes,
+                        Err(e) => failure_frame(id, Failure::Wire(e.to_string()), max),
+                    },
+                    Err(_) => {
+                        let failure = match last_panic() {
+                            Some(report) => Failure::Panicked(report),
+                            None => Failure::Gone,
+                        };
+                        failure_frame(id, failure, max)
+                    }
+                }
+            }))
+        });
+        self.by_tag.insert(tag_of::<R>(), handler);
+    }
+
+    /// Starts answering request frame `inbound`; an immediate failure comes
+    /// back as a ready reply.
+    pub(crate) fn dispatch(&self, inbound: &Inbound, max_message_size: usize) -> ReplyFuture {
+        let (id, tag) = (inbound.header.id, inbound.header.tag);
+        let started = match self.by_tag.get(&tag) {
+            Some(handler) => handler(id, inbound.payload(), max_message_size),
+            None => Err(Failure::Unhandled(format!(
+                "request type with tag {tag:016x}"
+            ))),
+        };
+        match started {
+            Ok(fut) => fut,
+            Err(failure) => {
+                let frame = failure_frame(id, failure, max_message_size);
+                Box::pin(async move { frame })
+            }
+        }
+    }
+}
+
+fn failure_frame(id: u64, failure: Failure, max: usize) -> Vec<u8> {
+    wire::encode(Kind::Failed, id, 0, &failure, 0, max).unwrap_or_else(|_| {
+        // A failure too large to send (a huge panic message): send its gist.
+        let gist = Failure::Wire("the failure report was too large to send".into());
+        wire::encode(Kind::Failed, id, 0, &gist, 0, usize::MAX).unwrap_or_default()
+    })
+}

@@ -1,0 +1,182 @@
+//! Typed request/response across the process boundary, both ways.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_webworker::{Ask, WorkerAddrExt, WorkerError};
+use futures_util::future::join_all;
+
+use crate::common::*;
+
+pub fn typed_answers() {
+    run(async {
+        let (worker, mut events) = start();
+        assert_eq!(worker.ask(Sum(vec![1, 2, 3])).await.unwrap(), 6);
+        assert_eq!(
+            worker.ask(SlowEcho { n: 42, delay_ms: 1 }).await.unwrap(),
+            42
+        );
+        assert_eq!(worker.ask(Seen).await.unwrap(), 0);
+        let res: Result<(), WorkerError> = worker.ask(Unregistered).await;
+        assert!(matches!(res, Err(WorkerError::Unhandled(_))), "{res:?}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn ten_thousand_concurrent_requests_each_get_their_answer() {
+    run(async {
+        let (worker, mut events) = start();
+        // Delays vary, so answers come back out of order.
+        let asks = (0..10_000u64).map(|n| {
+            worker.ask(SlowEcho {
+                n,
+                delay_ms: (n * 7) % 5,
+            })
+        });
+        let answers = join_all(asks).await;
+        for (n, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), n as u64);
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn timeout_gives_a_typed_error_and_late_answers_are_dropped() {
+    run(async {
+        let (worker, mut events) = start();
+        let res = worker
+            .send(
+                Ask::new(SlowEcho {
+                    n: 1,
+                    delay_ms: 300,
+                })
+                .timeout(Duration::from_millis(50)),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(res, Err(WorkerError::Timeout(d)) if d == Duration::from_millis(50)));
+        let res = worker
+            .send(Ask::new(Never).timeout(Duration::from_millis(50)))
+            .await
+            .unwrap();
+        assert!(matches!(res, Err(WorkerError::Timeout(_))), "{res:?}");
+        // The late answer to the first arrives meanwhile and harms nothing.
+        assert_eq!(
+            worker
+                .ask(SlowEcho {
+                    n: 2,
+                    delay_ms: 400
+                })
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(worker.ask(Sum(vec![5])).await.unwrap(), 5);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn pending_requests_fail_when_the_worker_dies() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else {
+            panic!("expected a pid")
+        };
+        let asks: Vec<_> = (0..100).map(|_| worker.ask(Never)).collect();
+        // Make sure all 100 are in the worker before it dies.
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        // SAFETY: signalling the worker we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let all = tokio::time::timeout(Duration::from_secs(2), join_all(asks))
+            .await
+            .expect("pending requests resolved within 2 s of the kill");
+        for res in all {
+            assert!(
+                matches!(res, Err(WorkerError::Exited(s)) if s.signal == Some(9)),
+                "{res:?}"
+            );
+        }
+        assert_eq!(events.exit().await.signal, Some(9));
+    });
+}
+
+pub fn handler_panic_fails_that_request_only() {
+    run(async {
+        let (worker, mut events) = start();
+        let res = worker.ask(PanicRequest).await;
+        match res {
+            Err(WorkerError::Panicked(report)) => {
+                assert_eq!(report.message, "request handler panic");
+                assert_eq!(report.line, Some(PANIC_LINE));
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// Answers the worker's `GetConfig`.
+struct Config;
+
+impl Actor for Config {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetConfig> for Config {
+    type Result = String;
+
+    fn handle(&mut self, msg: GetConfig, _: &mut Context<Self>) -> String {
+        format!("value of {}", msg.0)
+    }
+}
+
+pub fn worker_asks_the_parent() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let config = Config.start();
+        let worker = builder(rec)
+            .serve(config.recipient::<GetConfig>())
+            .start()
+            .unwrap();
+        let answer = worker.ask(AskParent("colour".into())).await.unwrap();
+        assert_eq!(answer.unwrap(), "value of colour");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn worker_asking_an_unserved_request_gets_unhandled() {
+    run(async {
+        let (worker, mut events) = start();
+        let answer = worker.ask(AskParent("colour".into())).await.unwrap();
+        let text = answer.unwrap_err();
+        assert!(text.contains("does not answer"), "{text}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn posts_and_requests_keep_their_order() {
+    run(async {
+        let (worker, mut events) = start();
+        let mut seen = Vec::new();
+        for i in 0..200 {
+            worker.post(Cmd::Echo(i));
+            seen.push(worker.ask(Seen));
+        }
+        for (i, s) in join_all(seen).await.into_iter().enumerate() {
+            assert_eq!(s.unwrap(), i as u64 + 1);
+        }
+        for i in 0..200 {
+            assert_eq!(events.message().await.data, Reply::Echo(i));
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
