@@ -96,6 +96,9 @@ impl From<Failure> for WorkerError {
 
 type Slot = oneshot::Sender<Result<Inbound, WorkerError>>;
 
+/// Where the answer to one request arrives.
+pub(crate) type AnswerRx = oneshot::Receiver<Result<Inbound, WorkerError>>;
+
 /// Requests this side asked and that await their answers.
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -109,7 +112,7 @@ impl Pending {
     }
 
     /// A new id and the receiver its answer will arrive on.
-    pub(crate) fn register(&self) -> (u64, oneshot::Receiver<Result<Inbound, WorkerError>>) {
+    pub(crate) fn register(&self) -> (u64, AnswerRx) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.slots().insert(id, tx);
@@ -144,14 +147,7 @@ pub(crate) fn encode_request<R: Request>(
     pending: &Pending,
     req: &R,
     max_message_size: usize,
-) -> Result<
-    (
-        Vec<u8>,
-        u64,
-        oneshot::Receiver<Result<Inbound, WorkerError>>,
-    ),
-    WorkerError,
-> {
+) -> Result<(Vec<u8>, u64, AnswerRx), WorkerError> {
     let (id, rx) = pending.register();
     match wire::encode(Kind::Request, id, tag_of::<R>(), req, 0, max_message_size) {
         Ok(bytes) => Ok((bytes, id, rx)),
@@ -166,7 +162,7 @@ pub(crate) fn encode_request<R: Request>(
 pub(crate) async fn await_answer<A: DeserializeOwned>(
     pending: Arc<Pending>,
     id: u64,
-    rx: oneshot::Receiver<Result<Inbound, WorkerError>>,
+    rx: AnswerRx,
     timeout: Option<Duration>,
 ) -> Result<A, WorkerError> {
     let received = match timeout {

@@ -53,6 +53,7 @@ pub struct Worker<P: Protocol> {
     first: Option<spawn::Spawned>,
     generation: u64,
     pid: u32,
+    joiners: Vec<tokio::sync::oneshot::Sender<ExitStatus>>,
     state: State,
     _protocol: PhantomData<fn() -> P>,
 }
@@ -93,6 +94,7 @@ impl<P: Protocol> Worker<P> {
             first: Some(spawned),
             generation: 0,
             pid: 0,
+            joiners: Vec::new(),
             state: State::Running,
             _protocol: PhantomData,
         };
@@ -356,6 +358,33 @@ impl<P: Protocol> Handler<Terminate> for Worker<P> {
     }
 }
 
+/// Resolves when the worker process has exited for good, with its status:
+/// the `join` of a thread. `worker.send(Join).await`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Join;
+
+impl Message for Join {
+    type Result = ExitStatus;
+}
+
+impl<P: Protocol> Handler<Join> for Worker<P> {
+    type Result = ResponseFuture<ExitStatus>;
+
+    fn handle(&mut self, _: Join, _: &mut Context<Self>) -> Self::Result {
+        if let State::Exited(status) = self.state {
+            return Box::pin(std::future::ready(status));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.joiners.push(tx);
+        Box::pin(async move {
+            rx.await.unwrap_or(ExitStatus {
+                code: None,
+                signal: None,
+            })
+        })
+    }
+}
+
 /// From the link task: the child process of `generation` has exited.
 pub(crate) struct ChildExited {
     pub generation: u64,
@@ -376,6 +405,9 @@ impl<P: Protocol> Handler<ChildExited> for Worker<P> {
         self.child = None;
         self.state = State::Exited(msg.status);
         self.pending.fail_all(&WorkerError::Exited(msg.status));
+        for joiner in self.joiners.drain(..) {
+            let _ = joiner.send(msg.status);
+        }
         let dropped = self.outbox.discard();
         if dropped > 0 {
             self.emit(Event::Undelivered(dropped));
