@@ -52,9 +52,7 @@ impl Handler<Received<Hello>> for EchoWorker {
 
     fn handle(&mut self, msg: Received<Hello>, _: &mut Context<Self>) {
         eprintln!("worker got {:?}", msg.data);
-        let _ = self.parent.post(Test {
-            test: "this is a test".into(),
-        });
+        let _ = self.parent.post(Test { test: "this is a test".into() });
     }
 }
 
@@ -102,10 +100,7 @@ impl Handler<WorkerEvent<Echo>> for Main {
             }
             Event::Error(report) => println!("Worker error: {report}"),
             Event::Exit(status) => {
-                println!(
-                    "Worker exited: code={:?} signal={:?}",
-                    status.code, status.signal
-                );
+                println!("Worker exited: code={:?} signal={:?}", status.code, status.signal);
                 System::current().stop_with_code(if status.success() { 0 } else { 1 });
             }
             other => println!("event: {other:?}"),

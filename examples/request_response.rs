@@ -75,9 +75,9 @@ impl Handler<Hash> for CalcWorker {
     type Result = u64;
 
     fn handle(&mut self, msg: Hash, _: &mut Context<Self>) -> u64 {
-        msg.0.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
+        msg.0
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
     }
 }
 
@@ -122,10 +122,7 @@ async fn parent() -> Result<(), WorkerError> {
     assert_eq!(sum, 5050);
 
     worker.terminate();
-    let status = worker
-        .send(Join)
-        .await
-        .map_err(|_| WorkerError::Disconnected)?;
+    let status = worker.send(Join).await.map_err(|_| WorkerError::Disconnected)?;
     println!("worker exited: {status}");
     Ok(())
 }

@@ -29,10 +29,7 @@ impl ExitStatus {
     pub(crate) fn from_wait_status(raw: i32) -> ExitStatus {
         use std::os::unix::process::ExitStatusExt;
         let status = std::process::ExitStatus::from_raw(raw);
-        ExitStatus {
-            code: status.code(),
-            signal: status.signal(),
-        }
+        ExitStatus { code: status.code(), signal: status.signal() }
     }
 }
 

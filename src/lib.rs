@@ -110,6 +110,7 @@ pub use crate::child::{
 pub use crate::error::{ErrorReport, ExitStatus, SpawnError, WireError, WorkerError};
 pub use crate::parent::builder::{Limits, WorkerBuilder};
 pub use crate::parent::events::{Event, Received, WorkerEvent};
+pub use crate::parent::output::Output;
 pub use crate::parent::worker::{Ask, Grace, Join, Post, Terminate, Worker, WorkerAddrExt};
 pub use crate::protocol::Protocol;
 pub use crate::request::Request;

@@ -243,9 +243,7 @@ impl Handlers {
         let (id, tag) = (inbound.header.id, inbound.header.tag);
         let started = match self.by_tag.get(&tag) {
             Some(handler) => handler(id, inbound.payload(), max_message_size),
-            None => Err(Failure::Unhandled(format!(
-                "request type with tag {tag:016x}"
-            ))),
+            None => Err(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         };
         match started {
             Ok(fut) => fut,

@@ -109,10 +109,7 @@ pub struct Requests<W: WorkerActor> {
 
 impl<W: WorkerActor> Requests<W> {
     pub(crate) fn new(addr: Addr<W>) -> Self {
-        Requests {
-            handlers: Handlers::default(),
-            addr,
-        }
+        Requests { handlers: Handlers::default(), addr }
     }
 
     /// Answers requests of type `R` with the actor's `Handler<R>`.
@@ -123,8 +120,7 @@ impl<W: WorkerActor> Requests<W> {
         W::Context: ToEnvelope<W, R>,
     {
         let addr = self.addr.clone();
-        self.handlers
-            .insert::<R, _, _>(move |req| addr.send(req), panic::last_report);
+        self.handlers.insert::<R, _, _>(move |req| addr.send(req), panic::last_report);
         self
     }
 }
@@ -142,10 +138,7 @@ impl Entry {
         W: WorkerActor,
         F: FnOnce(Parent<W::Protocol>) -> W + 'static,
     {
-        Entry {
-            name: name.into(),
-            run: Box::new(move || runtime::run(make)),
-        }
+        Entry { name: name.into(), run: Box::new(move || runtime::run(make)) }
     }
 }
 

@@ -8,12 +8,14 @@
 //! The hook keeps the default one's output on stderr.
 //!
 //! [`Guarded`] polls the actor's context inside `catch_unwind`. A panic in a
-//! message handler or a timer leaves the context consistent (the message or
-//! timer was taken before it ran), so polling simply goes on and the next
-//! message is handled, as a Web Worker goes on after an uncaught exception.
-//! A panicking `async` future cannot be resumed: polling it again panics
-//! with "resumed after panicking". That is the sign the actor cannot
-//! recover, and the worker then exits non-zero after its report is out.
+//! message handler (or in an interval's closure) leaves the context
+//! consistent: the message was taken before it ran, so polling simply goes
+//! on and the next message is handled, as a Web Worker goes on after an
+//! uncaught exception. Other items of the context cannot be resumed after a
+//! panic: polled again, a `run_later` timer panics with "polled after
+//! finish", an `async` future with "resumed after panicking". Such a second
+//! panic is the sign that the actor cannot recover: it is not reported
+//! again, and the worker exits with code 101 once the first report is out.
 
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::future::Future;
@@ -27,7 +29,11 @@ use tokio::sync::Notify;
 
 use crate::error::ErrorReport;
 
-const RESUMED: &str = "resumed after panicking";
+/// Whether a panic message is the consequence of polling something that
+/// panicked before.
+fn is_consequence(message: &str) -> bool {
+    message.contains("after panicking") || message.contains("polled after")
+}
 
 fn last() -> &'static Mutex<Option<ErrorReport>> {
     static LAST: OnceLock<Mutex<Option<ErrorReport>>> = OnceLock::new();
@@ -52,7 +58,7 @@ pub(crate) fn install(tx: UnboundedSender<ErrorReport>) {
     panic::set_hook(Box::new(move |info| {
         default(info);
         let message = payload_text(info.payload());
-        if message.contains(RESUMED) {
+        if is_consequence(&message) {
             // A consequence of an earlier panic, already reported.
             return;
         }
@@ -97,11 +103,7 @@ pub(crate) struct Guarded<F> {
 
 impl<F> Guarded<F> {
     pub(crate) fn new(fut: F) -> Self {
-        Guarded {
-            fut: Some(fut),
-            done: Arc::new(Notify::new()),
-            fatal: Default::default(),
-        }
+        Guarded { fut: Some(fut), done: Arc::new(Notify::new()), fatal: Default::default() }
     }
 }
 
@@ -121,7 +123,7 @@ impl<F: Future<Output = ()> + Unpin> Future for Guarded<F> {
                     return Poll::Ready(());
                 }
                 Err(payload) => {
-                    if payload_text(&*payload).contains(RESUMED) {
+                    if is_consequence(&payload_text(&*payload)) {
                         self.fatal.store(true, std::sync::atomic::Ordering::SeqCst);
                         // Dropping the context may panic again: contain it.
                         let fut = self.fut.take();
@@ -129,7 +131,7 @@ impl<F: Future<Output = ()> + Unpin> Future for Guarded<F> {
                         self.done.notify_one();
                         return Poll::Ready(());
                     }
-                    // Reported by the hook; the context is consistent: go on.
+                    // Reported by the hook; poll again to see if it goes on.
                 }
             }
         }

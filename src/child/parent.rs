@@ -44,13 +44,7 @@ impl<P: Protocol> Parent<P> {
         close: Arc<Notify>,
         pending: Arc<Pending>,
     ) -> Self {
-        Parent {
-            outbox,
-            max_message_size,
-            close,
-            pending,
-            _protocol: PhantomData,
-        }
+        Parent { outbox, max_message_size, close, pending, _protocol: PhantomData }
     }
 
     /// Asks the parent a typed [`Request`]: the actor the parent named with

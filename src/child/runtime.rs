@@ -90,31 +90,23 @@ fn take_socket() -> Option<UnixStream> {
 /// It polls a duplicate of the socket and never reads from it.
 fn start_watchdog(sock: &UnixStream) -> std::io::Result<()> {
     let dup = sock.try_clone()?;
-    std::thread::Builder::new()
-        .name("actix-webworker-watchdog".into())
-        .spawn(move || {
-            let mut pfd = libc::pollfd {
-                fd: dup.as_raw_fd(),
-                events: libc::POLLRDHUP,
-                revents: 0,
-            };
-            loop {
-                // SAFETY: one valid pollfd, owned by this frame.
-                let r = unsafe { libc::poll(&mut pfd, 1, -1) };
-                if r > 0 {
-                    break;
-                }
-                if r < 0
-                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-                {
-                    return;
-                }
+    std::thread::Builder::new().name("actix-webworker-watchdog".into()).spawn(move || {
+        let mut pfd = libc::pollfd { fd: dup.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+        loop {
+            // SAFETY: one valid pollfd, owned by this frame.
+            let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if r > 0 {
+                break;
             }
-            std::thread::sleep(ORPHAN_GRACE);
-            // SAFETY: signals our own process group (this worker and what it
-            // started), which is what an orphaned worker must take down.
-            unsafe { libc::kill(0, libc::SIGKILL) };
-        })?;
+            if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return;
+            }
+        }
+        std::thread::sleep(ORPHAN_GRACE);
+        // SAFETY: signals our own process group (this worker and what it
+        // started), which is what an orphaned worker must take down.
+        unsafe { libc::kill(0, libc::SIGKILL) };
+    })?;
     Ok(())
 }
 
@@ -305,10 +297,7 @@ fn check_hello(
         }));
     }
     if hello.fingerprint != fp {
-        return Err(Some(WireError::FingerprintMismatch {
-            ours: fp,
-            theirs: hello.fingerprint,
-        }));
+        return Err(Some(WireError::FingerprintMismatch { ours: fp, theirs: hello.fingerprint }));
     }
     Ok(())
 }
@@ -377,11 +366,7 @@ fn offer_error<W: WorkerActor>(
 }
 
 fn report_wire_error(outbox: &Outbox, e: &WireError, max_message_size: usize) {
-    post_report(
-        outbox,
-        &ErrorReport::new(format!("worker: {e}")),
-        max_message_size,
-    );
+    post_report(outbox, &ErrorReport::new(format!("worker: {e}")), max_message_size);
 }
 
 fn post_report(outbox: &Outbox, report: &ErrorReport, max_message_size: usize) {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use actix::{Addr, Recipient};
 
 use super::events::WorkerEvent;
-use super::spawn::{CommandSpec, StdioMode};
+use super::output::Output;
+use super::spawn::CommandSpec;
 use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
@@ -142,16 +143,22 @@ impl<P: Protocol> WorkerBuilder<P> {
         self
     }
 
-    /// Discards the worker's standard output (default: inherited).
-    pub fn stdout_null(mut self) -> Self {
-        self.spec.stdout = StdioMode::Null;
+    /// Where the worker's standard output goes (default: the parent's).
+    pub fn stdout(mut self, output: Output) -> Self {
+        self.spec.stdout = output;
         self
     }
 
-    /// Discards the worker's standard error (default: inherited).
-    pub fn stderr_null(mut self) -> Self {
-        self.spec.stderr = StdioMode::Null;
+    /// Where the worker's standard error goes (default: the parent's).
+    pub fn stderr(mut self, output: Output) -> Self {
+        self.spec.stderr = output;
         self
+    }
+
+    /// Captures both standard output and error line by line into `tracing`
+    /// events tagged with the worker's name and pid (see [`Output::Capture`]).
+    pub fn capture_output(self) -> Self {
+        self.stdout(Output::Capture).stderr(Output::Capture)
     }
 
     /// A name for the worker, carried by its events. Default: the entry, or
@@ -191,8 +198,7 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// the parent): the worker's [`Parent::ask`](crate::Parent::ask) gets
     /// the typed answer.
     pub fn serve<R: Request>(mut self, recipient: Recipient<R>) -> Self {
-        self.handlers
-            .insert::<R, _, _>(move |req| recipient.send(req), || None);
+        self.handlers.insert::<R, _, _>(move |req| recipient.send(req), || None);
         self
     }
 

@@ -44,10 +44,7 @@ impl<M: 'static> Message for Received<M> {
 
 impl<M: fmt::Debug> fmt::Debug for Received<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Received")
-            .field("data", &self.data)
-            .field("fds", &self.fds)
-            .finish()
+        f.debug_struct("Received").field("data", &self.data).field("fds", &self.fds).finish()
     }
 }
 

@@ -39,11 +39,7 @@ pub(crate) struct Link<P: Protocol> {
 impl<P: Protocol> Link<P> {
     fn emit(&self, kind: Event<P>) {
         if let Some(events) = &self.events {
-            events.do_send(WorkerEvent {
-                name: self.name.clone(),
-                pid: self.handle.pid(),
-                kind,
-            });
+            events.do_send(WorkerEvent { name: self.name.clone(), pid: self.handle.pid(), kind });
         }
     }
 
@@ -111,10 +107,7 @@ impl<P: Protocol> Link<P> {
         self.outbox.drop_requests();
         self.emit(Event::Exit(status));
         if let Some(worker) = self.worker.upgrade() {
-            worker.do_send(ChildExited {
-                generation: self.generation,
-                status,
-            });
+            worker.do_send(ChildExited { generation: self.generation, status });
         }
     }
 
@@ -123,9 +116,7 @@ impl<P: Protocol> Link<P> {
         &self,
         sock: std::os::unix::net::UnixStream,
     ) -> Result<(Reader, socket::Writer), Option<WireError>> {
-        let mut conn = socket::open(sock, self.max_message_size)
-            .await
-            .map_err(Some)?;
+        let mut conn = socket::open(sock, self.max_message_size).await.map_err(Some)?;
         // A send error means the child is gone already; its EOF says so below.
         let _ = conn.send(frame::hello(self.fingerprint)).await;
         let first = match conn.recv().await {
@@ -164,9 +155,7 @@ impl<P: Protocol> Link<P> {
             },
             Kind::Closing => {
                 if let Some(worker) = self.worker.upgrade() {
-                    worker.do_send(super::worker::ChildClosing {
-                        generation: self.generation,
-                    });
+                    worker.do_send(super::worker::ChildClosing { generation: self.generation });
                 }
             }
             Kind::Hello => self.emit(Event::WireError(WireError::Unexpected("second hello"))),

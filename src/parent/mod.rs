@@ -5,5 +5,6 @@
 pub(crate) mod builder;
 pub(crate) mod events;
 pub(crate) mod link;
+pub(crate) mod output;
 pub(crate) mod spawn;
 pub(crate) mod worker;

@@ -27,6 +27,7 @@ use std::sync::{Mutex, OnceLock};
 
 use tokio::io::unix::AsyncFd;
 
+use super::output::Output;
 use crate::error::{ExitStatus, SpawnError};
 
 /// Environment variable that tells the child which descriptor is its socket.
@@ -45,25 +46,16 @@ pub(crate) struct CommandSpec {
     pub env_clear: bool,
     pub cwd: Option<PathBuf>,
     pub entry: Option<String>,
-    pub stdout: StdioMode,
-    pub stderr: StdioMode,
+    pub stdout: Output,
+    pub stderr: Output,
     pub max_message_size: usize,
 }
 
-/// Where a worker's standard output or error goes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum StdioMode {
-    #[default]
-    Inherit,
-    Null,
-}
-
-impl StdioMode {
-    fn stdio(self) -> Stdio {
-        match self {
-            StdioMode::Inherit => Stdio::inherit(),
-            StdioMode::Null => Stdio::null(),
-        }
+fn stdio(output: Output) -> Stdio {
+    match output {
+        Output::Inherit => Stdio::inherit(),
+        Output::Null => Stdio::null(),
+        Output::Capture => Stdio::piped(),
     }
 }
 
@@ -71,6 +63,9 @@ impl StdioMode {
 pub(crate) struct Spawned {
     pub handle: ChildHandle,
     pub sock: UnixStream,
+    /// The read ends of captured stdout and stderr.
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -107,10 +102,8 @@ fn on_spawner<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 
 /// Starts the worker process described by `spec`.
 pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
-    let (parent_end, child_end) = UnixStream::pair().map_err(|source| SpawnError::Setup {
-        what: "socketpair",
-        source,
-    })?;
+    let (parent_end, child_end) =
+        UnixStream::pair().map_err(|source| SpawnError::Setup { what: "socketpair", source })?;
     let program = match &spec.program {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|source| SpawnError::Setup {
@@ -120,20 +113,25 @@ pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
     };
     let spec = spec.clone();
     let child_fd: OwnedFd = child_end.into();
-    let (pid, child_fd) = on_spawner(move || {
-        let res = launch(&program, &spec, &child_fd)
-            .map_err(|source| SpawnError::Spawn { program, source });
-        (res, child_fd)
-    });
-    drop(child_fd);
-    let pid = pid?;
+    // The child's end is closed here once the child has its copy.
+    let launched = on_spawner(move || {
+        launch(&program, &spec, &child_fd).map_err(|source| SpawnError::Spawn { program, source })
+    })?;
     Ok(Spawned {
-        handle: ChildHandle::new(pid),
+        handle: ChildHandle::new(launched.pid),
         sock: parent_end,
+        stdout: launched.stdout,
+        stderr: launched.stderr,
     })
 }
 
-fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Result<u32> {
+struct Launched {
+    pid: u32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Result<Launched> {
     let mut cmd = Command::new(program);
     cmd.args(&spec.args);
     if spec.env_clear {
@@ -155,9 +153,7 @@ fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Resu
         Some(entry) => cmd.env(ENV_ENTRY, entry),
         None => cmd.env_remove(ENV_ENTRY),
     };
-    cmd.stdin(Stdio::null())
-        .stdout(spec.stdout.stdio())
-        .stderr(spec.stderr.stdio());
+    cmd.stdin(Stdio::null()).stdout(stdio(spec.stdout)).stderr(stdio(spec.stderr));
     cmd.process_group(0);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs in the forked child before exec and calls
@@ -178,9 +174,13 @@ fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Resu
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     // Dropping std's Child neither kills nor reaps it: ChildHandle does both.
-    Ok(child.id())
+    Ok(Launched {
+        pid: child.id(),
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+    })
 }
 
 /// A running (or exited but not yet reaped) worker process.
@@ -201,11 +201,7 @@ impl ChildHandle {
             // SAFETY: plain fcntl on a descriptor we own.
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
         }
-        ChildHandle {
-            pid,
-            reaped: Mutex::new(false),
-            pidfd,
-        }
+        ChildHandle { pid, reaped: Mutex::new(false), pidfd }
     }
 
     /// The child's pid (also its process group id).
@@ -242,9 +238,8 @@ impl ChildHandle {
             }
             _ => {
                 let pid = self.pid;
-                let raw = tokio::task::spawn_blocking(move || wait_raw(pid, 0))
-                    .await
-                    .unwrap_or(None);
+                let raw =
+                    tokio::task::spawn_blocking(move || wait_raw(pid, 0)).await.unwrap_or(None);
                 self.finish(raw)
             }
         }
@@ -259,10 +254,7 @@ impl ChildHandle {
         *self.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;
         match raw {
             Some(raw) => ExitStatus::from_wait_status(raw),
-            None => ExitStatus {
-                code: None,
-                signal: None,
-            },
+            None => ExitStatus { code: None, signal: None },
         }
     }
 }

@@ -22,6 +22,7 @@ use actix::{
 use super::builder::{Limits, WorkerBuilder};
 use super::events::{Event, WorkerEvent};
 use super::link::Link;
+use super::output;
 use super::spawn::{self, ChildHandle};
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::protocol::{fingerprint, Protocol};
@@ -84,10 +85,7 @@ impl<P: Protocol> Worker<P> {
             grace: builder.grace,
             kill_delay: builder.kill_delay,
             events: builder.events,
-            outbox: Arc::new(Outbox::new(
-                limits.max_queued_messages,
-                limits.max_queued_bytes,
-            )),
+            outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
             pending: Arc::default(),
             handlers: Rc::new(builder.handlers),
             child: None,
@@ -110,11 +108,7 @@ impl<P: Protocol> Worker<P> {
 
     fn emit(&self, kind: Event<P>) {
         if let Some(events) = &self.events {
-            events.do_send(WorkerEvent {
-                name: self.name.clone(),
-                pid: self.pid,
-                kind,
-            });
+            events.do_send(WorkerEvent { name: self.name.clone(), pid: self.pid, kind });
         }
     }
 
@@ -122,6 +116,12 @@ impl<P: Protocol> Worker<P> {
         self.generation += 1;
         let handle = Arc::new(spawned.handle);
         self.pid = handle.pid();
+        if let Some(fd) = spawned.stdout {
+            output::capture(fd, self.name.clone(), self.pid, output::Stream::Stdout);
+        }
+        if let Some(fd) = spawned.stderr {
+            output::capture(fd, self.name.clone(), self.pid, output::Stream::Stderr);
+        }
         self.child = Some(handle.clone());
         let link = Link::<P> {
             name: self.name.clone(),
@@ -149,14 +149,7 @@ impl<P: Protocol> Worker<P> {
 
     fn post(&mut self, data: &P::ToWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
         self.check_open()?;
-        let bytes = wire::encode(
-            Kind::Post,
-            0,
-            0,
-            data,
-            fds.len(),
-            self.limits.max_message_size,
-        )?;
+        let bytes = wire::encode(Kind::Post, 0, 0, data, fds.len(), self.limits.max_message_size)?;
         self.outbox.push(bytes, fds)
     }
 
@@ -231,10 +224,7 @@ pub struct Post<M> {
 impl<M> Post<M> {
     /// A message without descriptors.
     pub fn new(data: M) -> Self {
-        Post {
-            data,
-            fds: Vec::new(),
-        }
+        Post { data, fds: Vec::new() }
     }
 
     /// A message with descriptors (at most [`MAX_FDS_PER_MESSAGE`](crate::MAX_FDS_PER_MESSAGE)); the
@@ -289,10 +279,7 @@ pub struct Ask<R> {
 impl<R> Ask<R> {
     /// A request with no timeout of its own.
     pub fn new(request: R) -> Self {
-        Ask {
-            request,
-            timeout: None,
-        }
+        Ask { request, timeout: None }
     }
 
     /// Gives up after `limit`: the caller gets [`WorkerError::Timeout`] and a
@@ -376,12 +363,7 @@ impl<P: Protocol> Handler<Join> for Worker<P> {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.joiners.push(tx);
-        Box::pin(async move {
-            rx.await.unwrap_or(ExitStatus {
-                code: None,
-                signal: None,
-            })
-        })
+        Box::pin(async move { rx.await.unwrap_or(ExitStatus { code: None, signal: None }) })
     }
 }
 

@@ -66,10 +66,7 @@ mod tests {
     fn round_trip() {
         let mut buf = vec![9u8];
         encode_into(&Msg::Hello { foo: "bar".into() }, &mut buf).unwrap();
-        assert_eq!(
-            decode::<Msg>(&buf[1..]).unwrap(),
-            Msg::Hello { foo: "bar".into() }
-        );
+        assert_eq!(decode::<Msg>(&buf[1..]).unwrap(), Msg::Hello { foo: "bar".into() });
     }
 
     #[test]

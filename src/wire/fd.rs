@@ -116,10 +116,7 @@ fn recv(fd: RawFd, dst: &mut [u8], cmsg: &mut [u8], fds: &FdQueues) -> io::Resul
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 // SAFETY: the kernel has just installed these descriptors in
                 // this process for this call; nothing else owns them.
-                received.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
+                received.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
             }
         }
     }
@@ -207,10 +204,7 @@ impl AsyncWrite for FdStream {
         if this.fds.outgoing_len() == 0 {
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         }
-        let first = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .map_or(&[][..], |b| &b[..]);
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
         Pin::new(this).poll_write(cx, first)
     }
 
@@ -240,10 +234,7 @@ mod tests {
 
     #[test]
     fn descriptors_travel_with_the_bytes() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             let mut a = FdStream::new(a).unwrap();

@@ -117,19 +117,12 @@ pub(crate) fn hello(fingerprint: u64) -> Vec<u8> {
 
 /// Splits a message into its header and payload.
 pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
-    let (&kind, rest) = msg
-        .split_first()
-        .ok_or(WireError::Truncated { needed: 2, got: 0 })?;
+    let (&kind, rest) = msg.split_first().ok_or(WireError::Truncated { needed: 2, got: 0 })?;
     let kind = Kind::from_u8(kind).ok_or(WireError::UnknownKind(kind))?;
-    let (&nfds, rest) = rest
-        .split_first()
-        .ok_or(WireError::Truncated { needed: 2, got: 1 })?;
+    let (&nfds, rest) = rest.split_first().ok_or(WireError::Truncated { needed: 2, got: 1 })?;
     let fixed = kind.fixed_len();
     if rest.len() < fixed {
-        return Err(WireError::Truncated {
-            needed: 2 + fixed,
-            got: msg.len(),
-        });
+        return Err(WireError::Truncated { needed: 2 + fixed, got: msg.len() });
     }
     let (fields, payload) = rest.split_at(fixed);
     let (id, tag) = match kind {
@@ -137,12 +130,7 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
         Kind::Answer | Kind::Failed => (le_u64(fields), 0),
         _ => (0, 0),
     };
-    let header = Header {
-        kind,
-        nfds,
-        id,
-        tag,
-    };
+    let header = Header { kind, nfds, id, tag };
     if kind == Kind::Hello {
         return Ok((header, fields));
     }
@@ -183,15 +171,7 @@ mod tests {
         begin(&mut buf, Kind::Request, 3, 42, 7);
         buf.extend_from_slice(b"payload");
         let (h, payload) = decode(&buf).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                kind: Kind::Request,
-                nfds: 3,
-                id: 42,
-                tag: 7
-            }
-        );
+        assert_eq!(h, Header { kind: Kind::Request, nfds: 3, id: 42, tag: 7 });
         assert_eq!(payload, b"payload");
     }
 
@@ -210,10 +190,7 @@ mod tests {
     fn bad_headers_are_errors() {
         assert!(matches!(decode(&[]), Err(WireError::Truncated { .. })));
         assert!(matches!(decode(&[99, 0]), Err(WireError::UnknownKind(99))));
-        assert!(matches!(
-            decode(&[3, 0, 1, 2]),
-            Err(WireError::Truncated { .. })
-        ));
+        assert!(matches!(decode(&[3, 0, 1, 2]), Err(WireError::Truncated { .. })));
         assert!(matches!(read_hello(b"nope"), Err(WireError::NotAHello)));
     }
 }

@@ -26,11 +26,7 @@ pub(crate) fn encode<M: Serialize + ?Sized>(
     max_message_size: usize,
 ) -> Result<Vec<u8>, WorkerError> {
     if nfds > MAX_FDS_PER_MESSAGE {
-        return Err(WireError::TooManyFds {
-            count: nfds,
-            limit: MAX_FDS_PER_MESSAGE,
-        }
-        .into());
+        return Err(WireError::TooManyFds { count: nfds, limit: MAX_FDS_PER_MESSAGE }.into());
     }
     let mut bytes = Vec::with_capacity(64);
     frame::begin(&mut bytes, kind, nfds as u8, id, tag);
@@ -38,11 +34,7 @@ pub(crate) fn encode<M: Serialize + ?Sized>(
     codec::encode_into(data, &mut bytes)?;
     let size = bytes.len() - header;
     if size > max_message_size {
-        return Err(WireError::TooLarge {
-            size,
-            limit: max_message_size,
-        }
-        .into());
+        return Err(WireError::TooLarge { size, limit: max_message_size }.into());
     }
     Ok(bytes)
 }

@@ -72,9 +72,7 @@ impl Outbox {
             && (state.queue.len() >= self.max_messages
                 || state.bytes + bytes.len() > self.max_bytes)
         {
-            return Err(WorkerError::QueueFull {
-                limit: self.max_messages,
-            });
+            return Err(WorkerError::QueueFull { limit: self.max_messages });
         }
         self.enqueue(state, bytes, fds);
         Ok(())
@@ -99,10 +97,7 @@ impl Outbox {
         state.ended = true;
         let was_empty = state.queue.is_empty();
         state.bytes += bytes.len();
-        state.queue.push_back(Outgoing::Frame {
-            bytes,
-            fds: Vec::new(),
-        });
+        state.queue.push_back(Outgoing::Frame { bytes, fds: Vec::new() });
         drop(state);
         if was_empty {
             self.ready.notify_one();
@@ -191,16 +186,10 @@ mod tests {
         let outbox = Outbox::new(2, usize::MAX);
         outbox.push(vec![1], vec![]).unwrap();
         outbox.push(vec![2], vec![]).unwrap();
-        assert!(matches!(
-            outbox.push(vec![3], vec![]),
-            Err(WorkerError::QueueFull { limit: 2 })
-        ));
+        assert!(matches!(outbox.push(vec![3], vec![]), Err(WorkerError::QueueFull { limit: 2 })));
         assert!(outbox.end());
         assert!(!outbox.end());
-        assert!(matches!(
-            outbox.push(vec![4], vec![]),
-            Err(WorkerError::Terminating)
-        ));
+        assert!(matches!(outbox.push(vec![4], vec![]), Err(WorkerError::Terminating)));
     }
 
     #[test]

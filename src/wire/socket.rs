@@ -72,10 +72,7 @@ pub(crate) async fn open(
 impl Connection {
     /// Sends one message now (used for the hello, before the writer runs).
     pub(crate) async fn send(&mut self, bytes: Vec<u8>) -> Result<(), WireError> {
-        self.ws
-            .send(Message::Binary(bytes.into()))
-            .await
-            .map_err(ws_error)
+        self.ws.send(Message::Binary(bytes.into())).await.map_err(ws_error)
     }
 
     /// Receives the next message (used for the hello).
@@ -86,16 +83,7 @@ impl Connection {
     /// Splits into the reading half and the writer.
     pub(crate) fn split(self) -> (Reader, Writer) {
         let (sink, stream) = self.ws.split();
-        (
-            Reader {
-                stream,
-                fds: self.fds.clone(),
-            },
-            Writer {
-                sink,
-                fds: self.fds,
-            },
-        )
+        (Reader { stream, fds: self.fds.clone() }, Writer { sink, fds: self.fds })
     }
 }
 
@@ -145,22 +133,14 @@ where
                 available: fds.unclaimed(),
             }));
         };
-        return Some(Ok(Inbound {
-            header,
-            bytes,
-            offset,
-            fds,
-        }));
+        return Some(Ok(Inbound { header, bytes, offset, fds }));
     }
 }
 
 fn ws_error(e: WsError) -> WireError {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            WireError::TooLarge {
-                size,
-                limit: max_size.saturating_sub(HEADER_SLACK),
-            }
+            WireError::TooLarge { size, limit: max_size.saturating_sub(HEADER_SLACK) }
         }
         other => WireError::Transport(other.to_string()),
     }
@@ -190,10 +170,7 @@ impl Writer {
                             }
                             self.fds.push_outgoing(fds);
                         }
-                        self.sink
-                            .feed(Message::Binary(bytes.into()))
-                            .await
-                            .map_err(ws_error)?;
+                        self.sink.feed(Message::Binary(bytes.into())).await.map_err(ws_error)?;
                     }
                     Outgoing::End => {
                         self.sink.flush().await.map_err(ws_error)?;

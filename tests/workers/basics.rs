@@ -43,11 +43,7 @@ pub fn sixteen_mib_round_trip() {
     run(async {
         let (worker, mut events) = start();
         let blob: Vec<u8> = (0..16usize << 20).map(|i| (i % 251) as u8).collect();
-        worker
-            .send(Post::new(Cmd::Blob(blob.clone())))
-            .await
-            .unwrap()
-            .unwrap();
+        worker.send(Post::new(Cmd::Blob(blob.clone()))).await.unwrap().unwrap();
         match events.message().await.data {
             Reply::Blob(back) => assert!(back == blob, "the 16 MiB blob came back changed"),
             other => panic!("expected the blob, got {other:?}"),
@@ -62,10 +58,7 @@ pub fn over_limit_is_refused_and_both_keep_working() {
         let (rec, mut events) = events::<Test>();
         let limits = Limits::default().max_message_size(1 << 20);
         let worker = builder(rec).limits(limits).start().unwrap();
-        let res = worker
-            .send(Post::new(Cmd::Blob(vec![0; 2 << 20])))
-            .await
-            .unwrap();
+        let res = worker.send(Post::new(Cmd::Blob(vec![0; 2 << 20]))).await.unwrap();
         match res {
             Err(WorkerError::Wire(WireError::TooLarge { size, limit })) => {
                 assert!(size > 2 << 20);
@@ -101,10 +94,7 @@ pub fn exit_code_is_reported() {
         assert_eq!((status.code, status.signal), (Some(3), None));
         // Posting to an exited worker is a typed error, not silence.
         let res = worker.send(Post::new(Cmd::Echo(1))).await.unwrap();
-        assert!(
-            matches!(res, Err(WorkerError::Exited(s)) if s.code == Some(3)),
-            "{res:?}"
-        );
+        assert!(matches!(res, Err(WorkerError::Exited(s)) if s.code == Some(3)), "{res:?}");
     });
 }
 
@@ -112,9 +102,7 @@ pub fn sigkill_is_reported() {
     run(async {
         let (worker, mut events) = start();
         worker.post(Cmd::Pid);
-        let Reply::Pid(pid) = events.message().await.data else {
-            panic!("expected a pid")
-        };
+        let Reply::Pid(pid) = events.message().await.data else { panic!("expected a pid") };
         // SAFETY: signalling the worker we started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         let status = events.exit().await;
@@ -171,11 +159,7 @@ pub fn panic_in_handler_is_reported_and_the_worker_goes_on() {
         let report = events.error().await;
         assert_eq!(report.message, "oh no");
         assert!(
-            report
-                .file
-                .as_deref()
-                .unwrap_or("")
-                .ends_with("tests/workers/common.rs"),
+            report.file.as_deref().unwrap_or("").ends_with("tests/workers/common.rs"),
             "{report:?}"
         );
         assert_eq!(report.line, Some(PANIC_LINE));
@@ -214,9 +198,7 @@ pub fn parent_role() {
     run(async {
         let (worker, mut events) = start();
         worker.post(Cmd::Pid);
-        let Reply::Pid(pid) = events.message().await.data else {
-            panic!("expected a pid")
-        };
+        let Reply::Pid(pid) = events.message().await.data else { panic!("expected a pid") };
         println!("WORKER_PID={pid}");
         std::future::pending::<()>().await;
     });
@@ -225,13 +207,7 @@ pub fn parent_role() {
 pub fn parent_death_takes_the_worker_down() {
     use std::io::BufRead;
     let mut parent = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "basics::parent_role",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["basics::parent_role", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("AWW_ISOLATED", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -248,10 +224,7 @@ pub fn parent_death_takes_the_worker_down() {
     let pid = pid.expect("the intermediate parent printed its worker's pid");
     parent.kill().unwrap();
     parent.wait().unwrap();
-    assert!(
-        wait_gone(pid, Duration::from_secs(2)),
-        "worker {pid} outlived its parent by 2 s"
-    );
+    assert!(wait_gone(pid, Duration::from_secs(2)), "worker {pid} outlived its parent by 2 s");
 }
 
 /// Waits until `f` holds, checking every 10 ms, for at most 10 s.
@@ -274,11 +247,7 @@ pub fn cycles_inner() {
         worker.terminate();
         events.exit().await;
         drop(worker);
-        assert!(
-            settles(|| children().is_empty()).await,
-            "children left: {:?}",
-            children()
-        );
+        assert!(settles(|| children().is_empty()).await, "children left: {:?}", children());
         let fds = open_fds();
         for _ in 0..100 {
             let (worker, mut events) = start();
@@ -286,19 +255,23 @@ pub fn cycles_inner() {
             worker.terminate();
             assert!(events.exit().await.success());
         }
-        assert!(
-            settles(|| children().is_empty()).await,
-            "children left: {:?}",
-            children()
-        );
-        assert!(
-            settles(|| open_fds() <= fds).await,
-            "fds: {fds} before, {} after",
-            open_fds()
-        );
+        assert!(settles(|| children().is_empty()).await, "children left: {:?}", children());
+        assert!(settles(|| open_fds() <= fds).await, "fds: {fds} before, {} after", open_fds());
     });
 }
 
 pub fn start_terminate_cycles_leak_nothing() {
     isolated("basics::cycles_inner");
+}
+
+pub fn dropping_the_last_address_terminates_the_worker() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::Echo(0));
+        assert_eq!(events.message().await.data, Reply::Echo(0));
+        drop(worker);
+        // The polite way: on_close runs, then a clean exit.
+        assert_eq!(events.message().await.data, Reply::Closing);
+        assert!(events.exit().await.success());
+    });
 }

@@ -32,6 +32,8 @@ pub enum Cmd {
     Close,
     /// Post a blob of this many bytes back; say `Refused` if that fails.
     BlobBack(usize),
+    /// `println!` this.
+    Print(String),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -45,6 +47,8 @@ pub enum Reply {
     OutOfOrder(u64, u64),
     /// A post from the worker was refused, with the error's text.
     Refused(String),
+    /// The worker's `on_error` handled this panic message.
+    Handled(String),
 }
 
 // ---- requests -----------------------------------------------------------
@@ -119,10 +123,23 @@ pub fn boom(msg: &str) -> ! {
 pub struct TestWorker<P: Protocol<FromWorker = Reply>> {
     pub parent: Parent<P>,
     next_echo: u64,
+    panic_in_started: bool,
+}
+
+impl<P: Protocol<FromWorker = Reply>> TestWorker<P> {
+    pub fn new(parent: Parent<P>) -> Self {
+        TestWorker { parent, next_echo: 0, panic_in_started: false }
+    }
 }
 
 impl<P: Protocol<FromWorker = Reply>> Actor for TestWorker<P> {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        if self.panic_in_started {
+            boom("started panic");
+        }
+    }
 }
 
 impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for TestWorker<P> {
@@ -156,6 +173,7 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
                 ctx.run_later(Duration::from_millis(ms), |_, _| boom("late"));
             }
             Cmd::Close => parent.close(),
+            Cmd::Print(text) => println!("{text}"),
             Cmd::BlobBack(len) => {
                 if let Err(e) = parent.post(Reply::Blob(vec![7; len])) {
                     let _ = parent.post(Reply::Refused(e.to_string()));
@@ -233,18 +251,24 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
     fn on_close(&mut self, _: &mut Context<Self>) {
         let _ = self.parent.post(Reply::Closing);
     }
+
+    fn on_error(&mut self, error: &ErrorReport, _: &mut Context<Self>) -> bool {
+        if error.message.starts_with("handled:") {
+            let _ = self.parent.post(Reply::Handled(error.message.clone()));
+            return true;
+        }
+        false
+    }
 }
 
 /// The worker entries of this test binary.
 pub fn entries() -> Vec<Entry> {
     vec![
-        Entry::new("test", |parent| TestWorker::<Test> {
-            parent,
-            next_echo: 0,
-        }),
-        Entry::new("v2", |parent| TestWorker::<TestV2> {
-            parent,
-            next_echo: 0,
+        Entry::new("test", TestWorker::<Test>::new),
+        Entry::new("v2", TestWorker::<TestV2>::new),
+        Entry::new("panic-started", |parent| TestWorker::<Test> {
+            panic_in_started: true,
+            ..TestWorker::new(parent)
         }),
     ]
 }
@@ -333,7 +357,8 @@ impl<P: Protocol<FromWorker = Reply>> Events<P> {
 
 /// A builder for the standard test worker.
 pub fn builder(events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
-    Worker::<Test>::builder().entry("test").events(events)
+    // Backtraces in reports would only make failures harder to read.
+    Worker::<Test>::builder().entry("test").env("RUST_BACKTRACE", "0").events(events)
 }
 
 /// Starts the standard test worker.
@@ -344,9 +369,7 @@ pub fn start() -> (Addr<Worker<Test>>, Events<Test>) {
 
 /// Open descriptors of this process.
 pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("/proc/self/fd")
-        .count()
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
 }
 
 /// Children of this process (`ppid` is us), zombies included.
@@ -380,11 +403,7 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
     if fd < 0 {
         return true; // no such process
     }
-    let mut pfd = libc::pollfd {
-        fd: fd as i32,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd.
     let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
     // SAFETY: closing the pidfd we opened.
@@ -396,13 +415,7 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
 /// count descriptors and children of the whole process) and checks it passed.
 pub fn isolated(name: &str) {
     let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
+        .args([name, "--exact", "--ignored", "--test-threads=1", "--nocapture"])
         .env("AWW_ISOLATED", "1")
         .output()
         .expect("test binary runs");

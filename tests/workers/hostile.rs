@@ -57,10 +57,7 @@ pub fn run_if_raw_worker() {
     let Some(scenario) = entry.strip_prefix("raw-") else {
         return;
     };
-    let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
     // SAFETY: the parent gave us this socket.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
     handshake(&mut sock, (scenario == "version").then_some(999));
@@ -101,11 +98,8 @@ fn hostile(scenario: &str, check: impl Fn(&WireError) -> bool) {
     run(async {
         let (good, mut good_events) = start();
         let (rec, mut events) = events::<Test>();
-        let _bad = Worker::<Test>::builder()
-            .entry(format!("raw-{scenario}"))
-            .events(rec)
-            .start()
-            .unwrap();
+        let _bad =
+            Worker::<Test>::builder().entry(format!("raw-{scenario}")).events(rec).start().unwrap();
         loop {
             match events.next().await {
                 Event::WireError(e) if check(&e) => break,
@@ -131,10 +125,7 @@ pub fn truncated_frame() {
 }
 
 pub fn four_gib_frame() {
-    hostile(
-        "huge",
-        |e| matches!(e, WireError::TooLarge { size, .. } if *size == 4 << 30),
-    );
+    hostile("huge", |e| matches!(e, WireError::TooLarge { size, .. } if *size == 4 << 30));
 }
 
 pub fn text_frame() {
@@ -146,31 +137,18 @@ pub fn unknown_kind() {
 }
 
 pub fn other_protocol_version() {
-    hostile("version", |e| {
-        matches!(e, WireError::VersionMismatch { theirs: 999, .. })
-    });
+    hostile("version", |e| matches!(e, WireError::VersionMismatch { theirs: 999, .. }));
 }
 
 pub fn claimed_descriptors_that_never_came() {
-    hostile("stray-fds", |e| {
-        matches!(
-            e,
-            WireError::MissingFds {
-                claimed: 1,
-                available: 0
-            }
-        )
-    });
+    hostile("stray-fds", |e| matches!(e, WireError::MissingFds { claimed: 1, available: 0 }));
 }
 
 pub fn undecodable_payload_leaves_the_connection_up() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let worker = Worker::<Test>::builder()
-            .entry("raw-undecodable")
-            .events(rec)
-            .start()
-            .unwrap();
+        let worker =
+            Worker::<Test>::builder().entry("raw-undecodable").events(rec).start().unwrap();
         loop {
             match events.next().await {
                 Event::Online => continue,

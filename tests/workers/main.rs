@@ -4,6 +4,7 @@
 
 mod basics;
 mod common;
+mod errors;
 mod hostile;
 mod requests;
 
@@ -58,6 +59,15 @@ fn main() {
         hostile::other_protocol_version,
         hostile::undecodable_payload_leaves_the_connection_up,
         hostile::claimed_descriptors_that_never_came,
+        errors::panic_in_a_timer_reaches_the_parent,
+        errors::on_error_that_handles_keeps_it_from_the_parent,
+        errors::panic_in_started_is_reported_before_the_exit,
+        errors::terminate_twice_and_after_the_exit_do_nothing,
+        errors::infinite_grace_never_kills,
+        errors::println_in_a_worker_reaches_the_parents_stdout,
+        errors::captured_output_becomes_tracing_events,
+        errors::backtrace_when_rust_backtrace_asks,
+        basics::dropping_the_last_address_terminates_the_worker,
         requests::typed_answers,
         requests::ten_thousand_concurrent_requests_each_get_their_answer,
         requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
@@ -67,6 +77,6 @@ fn main() {
         requests::worker_asking_an_unserved_request_gets_unhandled,
         requests::posts_and_requests_keep_their_order,
     ];
-    tests.extend(inner![basics::cycles_inner, basics::parent_role]);
+    tests.extend(inner![basics::cycles_inner, basics::parent_role, errors::print_role]);
     libtest_mimic::run(&args, tests).exit();
 }

@@ -12,10 +12,7 @@ pub fn typed_answers() {
     run(async {
         let (worker, mut events) = start();
         assert_eq!(worker.ask(Sum(vec![1, 2, 3])).await.unwrap(), 6);
-        assert_eq!(
-            worker.ask(SlowEcho { n: 42, delay_ms: 1 }).await.unwrap(),
-            42
-        );
+        assert_eq!(worker.ask(SlowEcho { n: 42, delay_ms: 1 }).await.unwrap(), 42);
         assert_eq!(worker.ask(Seen).await.unwrap(), 0);
         let res: Result<(), WorkerError> = worker.ask(Unregistered).await;
         assert!(matches!(res, Err(WorkerError::Unhandled(_))), "{res:?}");
@@ -28,12 +25,7 @@ pub fn ten_thousand_concurrent_requests_each_get_their_answer() {
     run(async {
         let (worker, mut events) = start();
         // Delays vary, so answers come back out of order.
-        let asks = (0..10_000u64).map(|n| {
-            worker.ask(SlowEcho {
-                n,
-                delay_ms: (n * 7) % 5,
-            })
-        });
+        let asks = (0..10_000u64).map(|n| worker.ask(SlowEcho { n, delay_ms: (n * 7) % 5 }));
         let answers = join_all(asks).await;
         for (n, answer) in answers.into_iter().enumerate() {
             assert_eq!(answer.unwrap(), n as u64);
@@ -47,32 +39,14 @@ pub fn timeout_gives_a_typed_error_and_late_answers_are_dropped() {
     run(async {
         let (worker, mut events) = start();
         let res = worker
-            .send(
-                Ask::new(SlowEcho {
-                    n: 1,
-                    delay_ms: 300,
-                })
-                .timeout(Duration::from_millis(50)),
-            )
+            .send(Ask::new(SlowEcho { n: 1, delay_ms: 300 }).timeout(Duration::from_millis(50)))
             .await
             .unwrap();
         assert!(matches!(res, Err(WorkerError::Timeout(d)) if d == Duration::from_millis(50)));
-        let res = worker
-            .send(Ask::new(Never).timeout(Duration::from_millis(50)))
-            .await
-            .unwrap();
+        let res = worker.send(Ask::new(Never).timeout(Duration::from_millis(50))).await.unwrap();
         assert!(matches!(res, Err(WorkerError::Timeout(_))), "{res:?}");
         // The late answer to the first arrives meanwhile and harms nothing.
-        assert_eq!(
-            worker
-                .ask(SlowEcho {
-                    n: 2,
-                    delay_ms: 400
-                })
-                .await
-                .unwrap(),
-            2
-        );
+        assert_eq!(worker.ask(SlowEcho { n: 2, delay_ms: 400 }).await.unwrap(), 2);
         assert_eq!(worker.ask(Sum(vec![5])).await.unwrap(), 5);
         worker.terminate();
         assert!(events.exit().await.success());
@@ -83,9 +57,7 @@ pub fn pending_requests_fail_when_the_worker_dies() {
     run(async {
         let (worker, mut events) = start();
         worker.post(Cmd::Pid);
-        let Reply::Pid(pid) = events.message().await.data else {
-            panic!("expected a pid")
-        };
+        let Reply::Pid(pid) = events.message().await.data else { panic!("expected a pid") };
         let asks: Vec<_> = (0..100).map(|_| worker.ask(Never)).collect();
         // Make sure all 100 are in the worker before it dies.
         assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
@@ -95,10 +67,7 @@ pub fn pending_requests_fail_when_the_worker_dies() {
             .await
             .expect("pending requests resolved within 2 s of the kill");
         for res in all {
-            assert!(
-                matches!(res, Err(WorkerError::Exited(s)) if s.signal == Some(9)),
-                "{res:?}"
-            );
+            assert!(matches!(res, Err(WorkerError::Exited(s)) if s.signal == Some(9)), "{res:?}");
         }
         assert_eq!(events.exit().await.signal, Some(9));
     });
@@ -140,10 +109,7 @@ pub fn worker_asks_the_parent() {
     run(async {
         let (rec, mut events) = events::<Test>();
         let config = Config.start();
-        let worker = builder(rec)
-            .serve(config.recipient::<GetConfig>())
-            .start()
-            .unwrap();
+        let worker = builder(rec).serve(config.recipient::<GetConfig>()).start().unwrap();
         let answer = worker.ask(AskParent("colour".into())).await.unwrap();
         assert_eq!(answer.unwrap(), "value of colour");
         worker.terminate();

@@ -1,0 +1,187 @@
+//! onerror on the worker side, errors from anywhere in the worker,
+//! terminate's grace variants, and the worker's stdio.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_webworker::{Event, Grace, Join, Terminate, Worker, WorkerAddrExt};
+
+use crate::common::*;
+
+pub fn panic_in_a_timer_reaches_the_parent() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::PanicLater(100));
+        let report = events.error().await;
+        assert_eq!(report.message, "late");
+        assert!(report.file.as_deref().unwrap_or("").ends_with("tests/workers/common.rs"));
+        assert_eq!(report.line, Some(PANIC_LINE));
+        // A run_later timer cannot be resumed after its panic: the worker
+        // exits non-zero, after the report.
+        assert_eq!(events.exit().await.code, Some(actix_webworker::exit_code::PANIC));
+        drop(worker);
+    });
+}
+
+pub fn on_error_that_handles_keeps_it_from_the_parent() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::Panic("handled: by the worker".into()));
+        worker.post(Cmd::Panic("not handled".into()));
+        assert_eq!(events.message().await.data, Reply::Handled("handled: by the worker".into()));
+        // The next event is the second panic: the first never reached us.
+        let report = events.error().await;
+        assert_eq!(report.message, "not handled");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn panic_in_started_is_reported_before_the_exit() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = Worker::<Test>::builder().entry("panic-started").events(rec).start().unwrap();
+        let report = events.error().await;
+        assert_eq!(report.message, "started panic");
+        assert_eq!(report.line, Some(PANIC_LINE));
+        worker.terminate();
+        events.exit().await;
+    });
+}
+
+pub fn terminate_twice_and_after_the_exit_do_nothing() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.send(Terminate::default()).await.unwrap();
+        worker.send(Terminate(Grace::After(Duration::from_millis(1)))).await.unwrap();
+        assert_eq!(events.message().await.data, Reply::Closing);
+        // The second terminate did not shorten the grace: a clean exit.
+        assert!(events.exit().await.success());
+        worker.send(Terminate::default()).await.unwrap();
+        assert!(worker.send(Join).await.unwrap().success());
+    });
+}
+
+pub fn infinite_grace_never_kills() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .grace_period(Duration::from_millis(50))
+            .kill_delay(Duration::from_millis(50))
+            .start()
+            .unwrap();
+        worker.post(Cmd::Block(1500));
+        worker.send(Terminate(Grace::Never)).await.unwrap();
+        assert_eq!(events.message().await.data, Reply::Closing);
+        let status = events.exit().await;
+        assert_eq!((status.code, status.signal), (Some(0), None));
+    });
+}
+
+/// Run by `println_in_a_worker_reaches_the_parents_stdout`, with its stdout
+/// captured.
+pub fn print_role() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::Print("hello from the worker".into()));
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn println_in_a_worker_reaches_the_parents_stdout() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["errors::print_role", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("AWW_ISOLATED", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("hello from the worker"), "{stdout}");
+}
+
+/// Records every event's `message`, `worker` and `stream` fields.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push_str(&format!("{}={} ", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(format!("target={} ", event.metadata().target()));
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+pub fn captured_output_becomes_tracing_events() {
+    let recorder = Recorder::default();
+    let lines = recorder.0.clone();
+    tracing::subscriber::with_default(recorder, || {
+        run(async {
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec).name("printer").capture_output().start().unwrap();
+            worker.post(Cmd::Print("captured line".into()));
+            worker.terminate();
+            let pid = loop {
+                match events.next().await {
+                    Event::Exit(status) => {
+                        assert!(status.success());
+                        break worker.send(Join).await.map(|_| ()).ok();
+                    }
+                    _ => continue,
+                }
+            };
+            let _ = pid;
+            // The capture task may still be reading the last bytes.
+            let found = |lines: &Mutex<Vec<String>>| {
+                lines.lock().unwrap().iter().any(|l| {
+                    l.contains("captured line")
+                        && l.contains("worker=printer")
+                        && l.contains("stream=stdout")
+                        && l.contains("target=actix_webworker::output")
+                })
+            };
+            for _ in 0..1000 {
+                if found(&lines) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(found(&lines), "no captured line among {:?}", lines.lock().unwrap());
+        });
+    });
+}
+
+pub fn backtrace_when_rust_backtrace_asks() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).env("RUST_BACKTRACE", "1").start().unwrap();
+        worker.post(Cmd::Panic("with a backtrace".into()));
+        let report = events.error().await;
+        let backtrace = report.backtrace.expect("a backtrace");
+        assert!(backtrace.contains("boom"), "{backtrace}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
