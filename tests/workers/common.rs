@@ -2,6 +2,7 @@
 //! that wait on events with generous timeouts.
 
 use std::future::Future;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -34,6 +35,20 @@ pub enum Cmd {
     BlobBack(usize),
     /// `println!` this.
     Print(String),
+    /// Write this text to the descriptor sent along.
+    WriteFd(String),
+    /// Read the descriptor sent along to its end; answer `Content`.
+    ReadFd,
+    /// Make a pipe, write this text into it, send its read end back.
+    SendPipe(String),
+    /// Accept one connection on the listening socket sent along, write
+    /// "hi from the worker" to it, answer `Accepted`.
+    Accept,
+    /// Check that a descriptor came along exactly when `n % 3 == 0`, reading
+    /// `n` from it; answer `Tagged`, with a pipe holding `n` when `n % 2 == 0`.
+    Tagged(u64),
+    /// Answer `Count` with the worker's open descriptors.
+    FdCount,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -49,6 +64,11 @@ pub enum Reply {
     Refused(String),
     /// The worker's `on_error` handled this panic message.
     Handled(String),
+    Content(String),
+    Accepted,
+    /// `n`, and whether its descriptor (or its absence) was right.
+    Tagged(u64, bool),
+    Count(usize),
 }
 
 // ---- requests -----------------------------------------------------------
@@ -147,6 +167,7 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
 
     fn handle(&mut self, msg: Received<Cmd>, ctx: &mut Context<Self>) {
         let parent = &self.parent;
+        let mut fds = msg.fds;
         match msg.data {
             Cmd::Echo(n) => {
                 if n != self.next_echo {
@@ -174,6 +195,44 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             }
             Cmd::Close => parent.close(),
             Cmd::Print(text) => println!("{text}"),
+            Cmd::WriteFd(text) => {
+                let fd = fds.pop().expect("a descriptor");
+                std::fs::File::from(fd).write_all(text.as_bytes()).expect("write");
+            }
+            Cmd::ReadFd => {
+                let mut text = String::new();
+                std::fs::File::from(fds.pop().expect("a descriptor"))
+                    .read_to_string(&mut text)
+                    .expect("read");
+                let _ = parent.post(Reply::Content(text));
+            }
+            Cmd::SendPipe(text) => {
+                let (r, mut w) = std::io::pipe().expect("pipe");
+                w.write_all(text.as_bytes()).expect("write");
+                drop(w);
+                let _ = parent.post_with_fds(Reply::Content(String::new()), vec![r.into()]);
+            }
+            Cmd::Accept => {
+                let listener = std::net::TcpListener::from(fds.pop().expect("a descriptor"));
+                let (mut conn, _) = listener.accept().expect("accept");
+                conn.write_all(b"hi from the worker").expect("write");
+                let _ = parent.post(Reply::Accepted);
+            }
+            Cmd::Tagged(n) => {
+                let ok = match (n % 3 == 0, fds.len()) {
+                    (true, 1) => read_u64(fds.pop().expect("one fd")) == n,
+                    (false, 0) => true,
+                    _ => false,
+                };
+                if n % 2 == 0 {
+                    let _ = parent.post_with_fds(Reply::Tagged(n, ok), vec![pipe_holding(n)]);
+                } else {
+                    let _ = parent.post(Reply::Tagged(n, ok));
+                }
+            }
+            Cmd::FdCount => {
+                let _ = parent.post(Reply::Count(open_fds()));
+            }
             Cmd::BlobBack(len) => {
                 if let Err(e) = parent.post(Reply::Blob(vec![7; len])) {
                     let _ = parent.post(Reply::Refused(e.to_string()));
@@ -365,6 +424,20 @@ pub fn builder(events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
 pub fn start() -> (Addr<Worker<Test>>, Events<Test>) {
     let (rec, events) = events::<Test>();
     (builder(rec).start().expect("worker starts"), events)
+}
+
+/// The read end of a pipe that holds `n`.
+pub fn pipe_holding(n: u64) -> std::os::fd::OwnedFd {
+    let (r, mut w) = std::io::pipe().expect("pipe");
+    w.write_all(&n.to_le_bytes()).expect("write");
+    r.into()
+}
+
+/// Reads the `u64` a [`pipe_holding`] holds.
+pub fn read_u64(fd: std::os::fd::OwnedFd) -> u64 {
+    let mut b = [0u8; 8];
+    std::fs::File::from(fd).read_exact(&mut b).expect("read");
+    u64::from_le_bytes(b)
 }
 
 /// Open descriptors of this process.

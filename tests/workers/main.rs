@@ -5,6 +5,7 @@
 mod basics;
 mod common;
 mod errors;
+mod fds;
 mod hostile;
 mod requests;
 
@@ -68,6 +69,13 @@ fn main() {
         errors::captured_output_becomes_tracing_events,
         errors::backtrace_when_rust_backtrace_asks,
         basics::dropping_the_last_address_terminates_the_worker,
+        fds::pipe_write_end_to_the_worker,
+        fds::file_opened_by_the_parent_is_read_by_the_worker,
+        fds::worker_sends_a_descriptor_back,
+        fds::listening_socket_accepts_in_the_worker,
+        fds::too_many_descriptors_is_a_typed_error,
+        fds::ten_thousand_mixed_both_ways_stay_matched,
+        fds::descriptor_counts_return_to_their_start,
         requests::typed_answers,
         requests::ten_thousand_concurrent_requests_each_get_their_answer,
         requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
@@ -77,6 +85,11 @@ fn main() {
         requests::worker_asking_an_unserved_request_gets_unhandled,
         requests::posts_and_requests_keep_their_order,
     ];
-    tests.extend(inner![basics::cycles_inner, basics::parent_role, errors::print_role]);
+    tests.extend(inner![
+        basics::cycles_inner,
+        basics::parent_role,
+        errors::print_role,
+        fds::fd_counts_inner,
+    ]);
     libtest_mimic::run(&args, tests).exit();
 }
