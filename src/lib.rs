@@ -102,6 +102,7 @@ mod error;
 mod parent;
 mod protocol;
 mod request;
+mod supervise;
 mod wire;
 
 pub use crate::child::{
@@ -109,9 +110,10 @@ pub use crate::child::{
 };
 pub use crate::error::{ErrorReport, ExitStatus, SpawnError, WireError, WorkerError};
 pub use crate::parent::builder::{Limits, WorkerBuilder};
-pub use crate::parent::events::{Event, Received, WorkerEvent};
+pub use crate::parent::events::{Event, GaveUp, Received, WorkerEvent};
 pub use crate::parent::output::Output;
 pub use crate::parent::worker::{Ask, Grace, Join, Post, Terminate, Worker, WorkerAddrExt};
 pub use crate::protocol::Protocol;
 pub use crate::request::Request;
+pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -15,6 +15,7 @@ use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
 use crate::request::{Handlers, Request};
+use crate::supervise::RestartPolicy;
 
 /// Size limits of one worker's connection, with their defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +74,7 @@ pub struct WorkerBuilder<P: Protocol> {
     pub(crate) kill_delay: Duration,
     pub(crate) events: Option<Recipient<WorkerEvent<P>>>,
     pub(crate) handlers: Handlers,
+    pub(crate) policy: RestartPolicy,
     _protocol: PhantomData<fn() -> P>,
 }
 
@@ -86,6 +88,7 @@ impl<P: Protocol> WorkerBuilder<P> {
             kill_delay: Duration::from_millis(500),
             events: None,
             handlers: Handlers::default(),
+            policy: RestartPolicy::default(),
             _protocol: PhantomData,
         }
     }
@@ -191,6 +194,14 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// Where the worker's events go: online, messages, errors, exit.
     pub fn events(mut self, recipient: Recipient<WorkerEvent<P>>) -> Self {
         self.events = Some(recipient);
+        self
+    }
+
+    /// When and how often the worker is restarted after it exits (default:
+    /// on failure, at most 5 times in 60 s, backoff from 100 ms to 5 s; see
+    /// [`RestartPolicy`]). `RestartPolicy::never()` turns restarts off.
+    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+        self.policy = policy;
         self
     }
 

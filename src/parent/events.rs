@@ -82,8 +82,30 @@ pub enum Event<P: Protocol> {
     /// worker exited for good.
     Undelivered(usize),
     /// The worker process ended (`onexit(code, signal)`); sent exactly once
-    /// per process, after every other event of that process.
+    /// per process, after every other event of that process, and before any
+    /// restart.
     Exit(ExitStatus),
+    /// A new process will be started after `delay`: restart number
+    /// `attempt` in the policy's window. `Online` follows when it is up.
+    Restarting {
+        /// Which restart in the current window (1 for the first).
+        attempt: u32,
+        /// The backoff before it starts.
+        delay: std::time::Duration,
+    },
+    /// The worker stopped for good because restarting it would break its
+    /// policy (or a new process could not be started).
+    GaveUp(GaveUp),
+}
+
+/// Why a supervised worker stopped for good.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GaveUp {
+    /// What limit was hit.
+    pub reason: String,
+    /// The exits that led there, oldest first.
+    pub exits: Vec<ExitStatus>,
 }
 
 impl<P: Protocol> Message for WorkerEvent<P> {
@@ -103,6 +125,12 @@ where
             Event::Refused(e) => f.debug_tuple("Refused").field(e).finish(),
             Event::Undelivered(n) => f.debug_tuple("Undelivered").field(n).finish(),
             Event::Exit(s) => f.debug_tuple("Exit").field(s).finish(),
+            Event::Restarting { attempt, delay } => f
+                .debug_struct("Restarting")
+                .field("attempt", attempt)
+                .field("delay", delay)
+                .finish(),
+            Event::GaveUp(g) => f.debug_tuple("GaveUp").field(g).finish(),
         }
     }
 }

@@ -7,26 +7,26 @@
 //! by a task of their own (see `link.rs`), which reports to the actor only
 //! what changes its state.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::time::Duration;
-
-use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{
     Actor, Addr, AsyncContext, Context, Handler, Message, Recipient, ResponseFuture, Running,
 };
 
 use super::builder::{Limits, WorkerBuilder};
-use super::events::{Event, WorkerEvent};
+use super::events::{Event, GaveUp, WorkerEvent};
 use super::link::Link;
 use super::output;
-use super::spawn::{self, ChildHandle};
+use super::spawn::{self, ChildHandle, CommandSpec};
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::protocol::{fingerprint, Protocol};
 use crate::request::{await_answer, encode_request, Handlers, Pending, Request};
+use crate::supervise::{Decision, History, RestartPolicy};
 use crate::wire;
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
@@ -38,11 +38,17 @@ pub(crate) const MAILBOX_CAPACITY: usize = 1 << 40;
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
 ///
-/// Messages it handles: [`Post`] (the original's `postMessage`) and
-/// [`Terminate`]. Events go to the recipient given to
-/// [`WorkerBuilder::events`].
+/// Messages it handles: [`Post`] (the original's `postMessage`), [`Ask`]
+/// (a typed request), [`Terminate`] and [`Join`]. Events go to the recipient
+/// given to [`WorkerBuilder::events`]. The address stays valid across
+/// restarts (see [`RestartPolicy`]).
 pub struct Worker<P: Protocol> {
     name: Arc<str>,
+    spec: CommandSpec,
+    policy: RestartPolicy,
+    history: History,
+    /// The exits that led to restarts, for the final report.
+    exits: Vec<ExitStatus>,
     limits: Limits,
     grace: Duration,
     kill_delay: Duration,
@@ -62,6 +68,10 @@ pub struct Worker<P: Protocol> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Running,
+    /// The child is gone; a new one starts after the backoff. Messages are
+    /// queued for it meanwhile.
+    Restarting(ExitStatus),
+    /// Terminate or `close()` was asked for: no more messages, no restart.
     Terminating,
     Exited(ExitStatus),
 }
@@ -81,6 +91,10 @@ impl<P: Protocol> Worker<P> {
         let limits = builder.limits;
         let worker = Worker {
             name,
+            spec: builder.spec,
+            policy: builder.policy,
+            history: History::default(),
+            exits: Vec::new(),
             limits,
             grace: builder.grace,
             kill_delay: builder.kill_delay,
@@ -141,7 +155,7 @@ impl<P: Protocol> Worker<P> {
     /// Whether messages are taken: an error says why not.
     fn check_open(&self) -> Result<(), WorkerError> {
         match self.state {
-            State::Running => Ok(()),
+            State::Running | State::Restarting(_) => Ok(()),
             State::Terminating => Err(WorkerError::Terminating),
             State::Exited(status) => Err(WorkerError::Exited(status)),
         }
@@ -156,6 +170,11 @@ impl<P: Protocol> Worker<P> {
     /// Starts the polite shutdown: a terminate message after everything
     /// queued, then SIGTERM and SIGKILL to the group if the worker lingers.
     fn terminate(&mut self, grace: Grace) {
+        if let State::Restarting(status) = self.state {
+            // No child to stop: stop for good where we are.
+            self.finish(status);
+            return;
+        }
         if self.state != State::Running {
             return;
         }
@@ -367,6 +386,63 @@ impl<P: Protocol> Handler<Join> for Worker<P> {
     }
 }
 
+impl<P: Protocol> Worker<P> {
+    /// The child has exited: restart it, or stop for good, as the policy says.
+    fn child_exited(&mut self, status: ExitStatus, ctx: &mut Context<Self>) {
+        self.child = None;
+        let wanted = self.state == State::Terminating;
+        match self.history.decide(&self.policy, status, wanted, Instant::now()) {
+            Decision::Restart { attempt, delay } => {
+                self.exits.push(status);
+                self.state = State::Restarting(status);
+                self.emit(Event::Restarting { attempt, delay });
+                ctx.run_later(delay, |act, ctx| act.restart(ctx));
+            }
+            Decision::Stop => self.finish(status),
+            Decision::GiveUp => {
+                self.exits.push(status);
+                let reason = format!(
+                    "more than {} restarts within {:?}",
+                    self.policy.max_restarts, self.policy.within
+                );
+                self.give_up(reason, status);
+            }
+        }
+    }
+
+    fn restart(&mut self, ctx: &mut Context<Self>) {
+        let State::Restarting(status) = self.state else {
+            return; // terminated meanwhile
+        };
+        match spawn::spawn(&self.spec) {
+            Ok(spawned) => {
+                self.state = State::Running;
+                self.launch(ctx, spawned);
+            }
+            Err(e) => self.give_up(format!("could not start a new process: {e}"), status),
+        }
+    }
+
+    fn give_up(&mut self, reason: String, status: ExitStatus) {
+        let exits = std::mem::take(&mut self.exits);
+        self.emit(Event::GaveUp(GaveUp { reason, exits }));
+        self.finish(status);
+    }
+
+    /// Stops for good: what waits is told, what is queued is dropped.
+    fn finish(&mut self, status: ExitStatus) {
+        self.state = State::Exited(status);
+        self.pending.fail_all(&WorkerError::Exited(status));
+        for joiner in self.joiners.drain(..) {
+            let _ = joiner.send(status);
+        }
+        let dropped = self.outbox.discard();
+        if dropped > 0 {
+            self.emit(Event::Undelivered(dropped));
+        }
+    }
+}
+
 /// From the link task: the child process of `generation` has exited.
 pub(crate) struct ChildExited {
     pub generation: u64,
@@ -381,20 +457,9 @@ impl<P: Protocol> Handler<ChildExited> for Worker<P> {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
-        if msg.generation != self.generation {
-            return;
+        if msg.generation == self.generation {
+            self.child_exited(msg.status, ctx);
         }
-        self.child = None;
-        self.state = State::Exited(msg.status);
-        self.pending.fail_all(&WorkerError::Exited(msg.status));
-        for joiner in self.joiners.drain(..) {
-            let _ = joiner.send(msg.status);
-        }
-        let dropped = self.outbox.discard();
-        if dropped > 0 {
-            self.emit(Event::Undelivered(dropped));
-        }
-        let _ = ctx;
     }
 }
 

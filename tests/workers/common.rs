@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    Entry, ErrorReport, Event, ExitStatus, Parent, Protocol, Received, Requests, Worker,
-    WorkerActor, WorkerBuilder, WorkerEvent,
+    Entry, ErrorReport, Event, ExitStatus, Parent, Protocol, Received, Requests, RestartPolicy,
+    Worker, WorkerActor, WorkerBuilder, WorkerEvent,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -325,6 +325,7 @@ pub fn entries() -> Vec<Entry> {
     vec![
         Entry::new("test", TestWorker::<Test>::new),
         Entry::new("v2", TestWorker::<TestV2>::new),
+        Entry::new("crash", |_: Parent<Test>| -> TestWorker<Test> { std::process::exit(7) }),
         Entry::new("panic-started", |parent| TestWorker::<Test> {
             panic_in_started: true,
             ..TestWorker::new(parent)
@@ -417,7 +418,12 @@ impl<P: Protocol<FromWorker = Reply>> Events<P> {
 /// A builder for the standard test worker.
 pub fn builder(events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
     // Backtraces in reports would only make failures harder to read.
-    Worker::<Test>::builder().entry("test").env("RUST_BACKTRACE", "0").events(events)
+    // No restarts unless a test asks: most tests check how a process ended.
+    Worker::<Test>::builder()
+        .entry("test")
+        .env("RUST_BACKTRACE", "0")
+        .restart(RestartPolicy::never())
+        .events(events)
 }
 
 /// Starts the standard test worker.

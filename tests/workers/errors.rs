@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_webworker::{Event, Grace, Join, Terminate, Worker, WorkerAddrExt};
+use actix_webworker::{Event, Grace, Join, Terminate, WorkerAddrExt};
 
 use crate::common::*;
 
@@ -40,7 +40,7 @@ pub fn on_error_that_handles_keeps_it_from_the_parent() {
 pub fn panic_in_started_is_reported_before_the_exit() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let worker = Worker::<Test>::builder().entry("panic-started").events(rec).start().unwrap();
+        let worker = builder(rec).entry("panic-started").start().unwrap();
         let report = events.error().await;
         assert_eq!(report.message, "started panic");
         assert_eq!(report.line, Some(PANIC_LINE));

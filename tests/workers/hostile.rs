@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
-use actix_webworker::{Event, WireError, Worker, WorkerAddrExt};
+use actix_webworker::{Event, WireError, WorkerAddrExt};
 
 use crate::common::*;
 
@@ -98,8 +98,7 @@ fn hostile(scenario: &str, check: impl Fn(&WireError) -> bool) {
     run(async {
         let (good, mut good_events) = start();
         let (rec, mut events) = events::<Test>();
-        let _bad =
-            Worker::<Test>::builder().entry(format!("raw-{scenario}")).events(rec).start().unwrap();
+        let _bad = builder(rec).entry(format!("raw-{scenario}")).start().unwrap();
         loop {
             match events.next().await {
                 Event::WireError(e) if check(&e) => break,
@@ -147,8 +146,7 @@ pub fn claimed_descriptors_that_never_came() {
 pub fn undecodable_payload_leaves_the_connection_up() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let worker =
-            Worker::<Test>::builder().entry("raw-undecodable").events(rec).start().unwrap();
+        let worker = builder(rec).entry("raw-undecodable").start().unwrap();
         loop {
             match events.next().await {
                 Event::Online => continue,

@@ -8,6 +8,7 @@ mod errors;
 mod fds;
 mod hostile;
 mod requests;
+mod supervise;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -76,6 +77,14 @@ fn main() {
         fds::too_many_descriptors_is_a_typed_error,
         fds::ten_thousand_mixed_both_ways_stay_matched,
         fds::descriptor_counts_return_to_their_start,
+        supervise::a_crash_is_restarted_and_the_same_address_works,
+        supervise::a_clean_exit_is_not_restarted_on_failure,
+        supervise::a_crash_loop_stops_at_the_intensity,
+        supervise::backoff_delays_are_at_least_the_configured_ones,
+        supervise::messages_sent_while_down_arrive_once_in_order,
+        supervise::requests_in_flight_fail_and_are_not_resent,
+        supervise::terminate_stops_a_supervised_worker_for_good,
+        supervise::fifty_crash_restart_cycles_leak_nothing,
         requests::typed_answers,
         requests::ten_thousand_concurrent_requests_each_get_their_answer,
         requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
@@ -90,6 +99,7 @@ fn main() {
         basics::parent_role,
         errors::print_role,
         fds::fd_counts_inner,
+        supervise::cycles_inner,
     ]);
     libtest_mimic::run(&args, tests).exit();
 }
