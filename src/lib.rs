@@ -109,10 +109,12 @@ pub use crate::child::{
     exit_code, run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor,
 };
 pub use crate::error::{ErrorReport, ExitStatus, SpawnError, WireError, WorkerError};
-pub use crate::parent::builder::{Limits, WorkerBuilder};
+pub use crate::parent::builder::{Limits, WhenFull, WorkerBuilder};
 pub use crate::parent::events::{Event, GaveUp, Received, WorkerEvent};
 pub use crate::parent::output::Output;
-pub use crate::parent::worker::{Ask, Grace, Join, Post, Terminate, Worker, WorkerAddrExt};
+pub use crate::parent::worker::{
+    Ask, Grace, Join, Post, PostResponse, Terminate, Worker, WorkerAddrExt,
+};
 pub use crate::protocol::Protocol;
 pub use crate::request::Request;
 pub use crate::supervise::{Restart, RestartPolicy};

@@ -27,12 +27,30 @@ pub struct Limits {
     /// message is refused before its body is read.
     pub max_message_size: usize,
     /// How many messages may wait in the outgoing queue (default 65,536).
-    /// Messages wait there until the handshake is done, and while the socket
-    /// is busy; past the limit a post fails with
-    /// [`WorkerError::QueueFull`](crate::WorkerError::QueueFull).
+    /// Messages wait there until the handshake is done, while the socket is
+    /// busy, and while a supervised worker restarts. What happens at the
+    /// bound is [`when_full`](Self::when_full)'s choice.
     pub max_queued_messages: usize,
     /// How many bytes may wait in the outgoing queue (default 256 MiB).
     pub max_queued_bytes: usize,
+    /// What a post or request meets when the queue is full (default
+    /// [`WhenFull::Wait`]).
+    pub when_full: WhenFull,
+}
+
+/// What happens when a worker's outgoing queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Back-pressure: the `Worker` actor stops taking messages until the
+    /// queue has room; `send(..).await` waits, and nothing is lost or
+    /// reordered. Messages sent with `do_send` wait in actix's mailbox.
+    #[default]
+    Wait,
+    /// Refuse: the post or request fails at once with
+    /// [`WorkerError::QueueFull`](crate::WorkerError::QueueFull) (and an
+    /// [`Event::Refused`](crate::Event::Refused)).
+    Fail,
 }
 
 impl Default for Limits {
@@ -41,6 +59,7 @@ impl Default for Limits {
             max_message_size: 64 << 20,
             max_queued_messages: 65_536,
             max_queued_bytes: 256 << 20,
+            when_full: WhenFull::Wait,
         }
     }
 }
@@ -55,6 +74,12 @@ impl Limits {
     /// Sets [`max_queued_messages`](Self::max_queued_messages) (at least 1).
     pub fn max_queued_messages(mut self, n: usize) -> Self {
         self.max_queued_messages = n.max(1);
+        self
+    }
+
+    /// Sets [`when_full`](Self::when_full).
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
         self
     }
 

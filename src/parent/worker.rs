@@ -14,11 +14,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
-    Actor, Addr, AsyncContext, Context, Handler, Message, Recipient, ResponseFuture, Running,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
+    ResponseFuture, Running,
 };
 
-use super::builder::{Limits, WorkerBuilder};
+use super::builder::{Limits, WhenFull, WorkerBuilder};
 use super::events::{Event, GaveUp, WorkerEvent};
 use super::link::Link;
 use super::output;
@@ -161,10 +163,31 @@ impl<P: Protocol> Worker<P> {
         }
     }
 
-    fn post(&mut self, data: &P::ToWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
-        self.check_open()?;
-        let bytes = wire::encode(Kind::Post, 0, 0, data, fds.len(), self.limits.max_message_size)?;
-        self.outbox.push(bytes, fds)
+    /// Queues one frame. When the outbox is full and the limits say
+    /// [`WhenFull::Wait`], the mailbox is paused (`ctx.wait`) until it has
+    /// room, so nothing behind this message overtakes it; the receiver
+    /// resolves when the frame is queued.
+    fn queue(
+        &mut self,
+        bytes: Vec<u8>,
+        fds: Vec<OwnedFd>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Queued> {
+        match self.outbox.try_push(bytes, fds) {
+            Ok(()) => Ok(()),
+            Err((WorkerError::QueueFull { .. }, bytes, fds))
+                if self.limits.when_full == WhenFull::Wait =>
+            {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let outbox = self.outbox.clone();
+                let push = async move { outbox.push_waiting(bytes, fds).await };
+                ctx.wait(actix::fut::wrap_future::<_, Self>(push).map(move |res, _, _| {
+                    let _ = tx.send(res);
+                }));
+                Err(Queued::Later(rx))
+            }
+            Err((e, _, _)) => Err(Queued::Refused(e)),
+        }
     }
 
     /// Starts the polite shutdown: a terminate message after everything
@@ -258,15 +281,61 @@ impl<M: 'static> Message for Post<M> {
 }
 
 impl<P: Protocol> Handler<Post<P::ToWorker>> for Worker<P> {
-    type Result = Result<(), WorkerError>;
+    type Result = PostResponse;
 
-    fn handle(&mut self, msg: Post<P::ToWorker>, _: &mut Context<Self>) -> Self::Result {
-        let res = self.post(&msg.data, msg.fds);
-        if let Err(e) = &res {
-            tracing::debug!(worker = %self.name, error = %e, "post refused");
-            self.emit(Event::Refused(e.clone()));
+    fn handle(&mut self, msg: Post<P::ToWorker>, ctx: &mut Context<Self>) -> PostResponse {
+        let encoded = self.check_open().and_then(|()| {
+            let max = self.limits.max_message_size;
+            wire::encode(Kind::Post, 0, 0, &msg.data, msg.fds.len(), max)
+        });
+        let queued = match encoded {
+            Ok(bytes) => self.queue(bytes, msg.fds, ctx),
+            Err(e) => Err(Queued::Refused(e)),
+        };
+        match queued {
+            Ok(()) => PostResponse(None),
+            Err(Queued::Refused(e)) => {
+                tracing::debug!(worker = %self.name, error = %e, "post refused");
+                self.emit(Event::Refused(e.clone()));
+                PostResponse(Some(Queued::Refused(e)))
+            }
+            Err(later) => PostResponse(Some(later)),
         }
-        res
+    }
+}
+
+/// Why a frame is not queued yet.
+enum Queued {
+    /// It will be, once the outbox has room; the answer comes here.
+    Later(tokio::sync::oneshot::Receiver<Result<(), WorkerError>>),
+    /// It never will be.
+    Refused(WorkerError),
+}
+
+/// How a [`Post`] resolves: at once, or once the outbox has room. You never
+/// need to name this type: `send(Post)` resolves to `Result<(), WorkerError>`.
+pub struct PostResponse(Option<Queued>);
+
+impl<P: Protocol> MessageResponse<Worker<P>, Post<P::ToWorker>> for PostResponse {
+    fn handle(
+        self,
+        _: &mut Context<Worker<P>>,
+        tx: Option<OneshotSender<Result<(), WorkerError>>>,
+    ) {
+        let Some(tx) = tx else { return };
+        match self.0 {
+            None => {
+                let _ = tx.send(Ok(()));
+            }
+            Some(Queued::Refused(e)) => {
+                let _ = tx.send(Err(e));
+            }
+            Some(Queued::Later(rx)) => {
+                actix_rt::spawn(async move {
+                    let _ = tx.send(rx.await.unwrap_or(Err(WorkerError::Disconnected)));
+                });
+            }
+        }
     }
 }
 
@@ -316,22 +385,28 @@ impl<R: Request> Message for Ask<R> {
 impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     type Result = ResponseFuture<Result<R::Answer, WorkerError>>;
 
-    fn handle(&mut self, msg: Ask<R>, _: &mut Context<Self>) -> Self::Result {
-        let sent = self.check_open().and_then(|()| {
-            let (bytes, id, rx) =
-                encode_request(&self.pending, &msg.request, self.limits.max_message_size)?;
-            match self.outbox.push(bytes, Vec::new()) {
-                Ok(()) => Ok((id, rx)),
-                Err(e) => {
-                    self.pending.cancel(id);
-                    Err(e)
-                }
-            }
+    fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> Self::Result {
+        let encoded = self.check_open().and_then(|()| {
+            encode_request(&self.pending, &msg.request, self.limits.max_message_size)
         });
-        match sent {
-            Ok((id, rx)) => Box::pin(await_answer(self.pending.clone(), id, rx, msg.timeout)),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+        let (bytes, id, rx) = match encoded {
+            Ok(e) => e,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let pending = self.pending.clone();
+        let queued = self.queue(bytes, Vec::new(), ctx);
+        Box::pin(async move {
+            let refused = match queued {
+                Ok(()) => None,
+                Err(Queued::Later(rx)) => rx.await.unwrap_or(Err(WorkerError::Disconnected)).err(),
+                Err(Queued::Refused(e)) => Some(e),
+            };
+            if let Some(e) = refused {
+                pending.cancel(id);
+                return Err(e);
+            }
+            await_answer(pending, id, rx, msg.timeout).await
+        })
     }
 }
 

@@ -36,7 +36,10 @@ struct State {
 /// A bounded multi-producer, single-consumer queue of [`Outgoing`] items.
 pub(crate) struct Outbox {
     state: Mutex<State>,
+    /// Something was queued (for the writer).
     ready: Notify,
+    /// The queue was emptied (for senders waiting for room).
+    room: Notify,
     max_messages: usize,
     max_bytes: usize,
 }
@@ -51,6 +54,7 @@ impl Outbox {
                 closed: false,
             }),
             ready: Notify::new(),
+            room: Notify::new(),
             max_messages,
             max_bytes,
         }
@@ -62,9 +66,18 @@ impl Outbox {
 
     /// Queues a message; fails when the queue is full or has been ended.
     pub(crate) fn push(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
+        self.try_push(bytes, fds).map_err(|(e, _, _)| e)
+    }
+
+    /// Queues a message, or gives it back with the reason it was refused.
+    pub(crate) fn try_push(
+        &self,
+        bytes: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), (WorkerError, Vec<u8>, Vec<OwnedFd>)> {
         let state = self.lock();
         if state.ended {
-            return Err(WorkerError::Terminating);
+            return Err((WorkerError::Terminating, bytes, fds));
         }
         // One message is always accepted into an empty queue, however large
         // (its size was checked against the message limit already).
@@ -72,10 +85,33 @@ impl Outbox {
             && (state.queue.len() >= self.max_messages
                 || state.bytes + bytes.len() > self.max_bytes)
         {
-            return Err(WorkerError::QueueFull { limit: self.max_messages });
+            return Err((WorkerError::QueueFull { limit: self.max_messages }, bytes, fds));
         }
         self.enqueue(state, bytes, fds);
         Ok(())
+    }
+
+    /// Queues a message, waiting for room while the queue is full.
+    pub(crate) async fn push_waiting(
+        &self,
+        mut bytes: Vec<u8>,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<(), WorkerError> {
+        loop {
+            // Registered before the check, so a batch taken in between
+            // still wakes us.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_push(bytes, fds) {
+                Ok(()) => return Ok(()),
+                Err((WorkerError::QueueFull { .. }, b, f)) => {
+                    (bytes, fds) = (b, f);
+                    room.await;
+                }
+                Err((e, _, _)) => return Err(e),
+            }
+        }
     }
 
     fn enqueue(&self, mut state: MutexGuard<'_, State>, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
@@ -151,7 +187,8 @@ impl Outbox {
         true
     }
 
-    /// Waits until something is queued, then moves all of it into `batch`.
+    /// Waits until something is queued, then moves all of it into `batch`,
+    /// which must be empty.
     pub(crate) async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
         loop {
             {
@@ -159,6 +196,8 @@ impl Outbox {
                 if !state.queue.is_empty() {
                     std::mem::swap(&mut state.queue, batch);
                     state.bytes = 0;
+                    drop(state);
+                    self.room.notify_waiters();
                     return;
                 }
             }
@@ -173,6 +212,8 @@ impl Outbox {
         state.bytes = 0;
         let n = state.queue.len();
         state.queue.clear();
+        drop(state);
+        self.room.notify_waiters();
         n
     }
 }
@@ -190,6 +231,36 @@ mod tests {
         assert!(outbox.end());
         assert!(!outbox.end());
         assert!(matches!(outbox.push(vec![4], vec![]), Err(WorkerError::Terminating)));
+    }
+
+    #[test]
+    fn waiting_push_gets_room_when_a_batch_is_taken() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let outbox = std::sync::Arc::new(Outbox::new(1, usize::MAX));
+            outbox.push(vec![1], vec![]).unwrap();
+            let waiting = {
+                let outbox = outbox.clone();
+                tokio::spawn(async move { outbox.push_waiting(vec![2], vec![]).await })
+            };
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished());
+            let mut batch = VecDeque::new();
+            outbox.take_batch(&mut batch).await;
+            waiting.await.unwrap().unwrap();
+            batch.clear(); // the writer always drains a batch before the next
+            outbox.take_batch(&mut batch).await;
+            assert_eq!(batch.len(), 1);
+            // A discarded queue ends the wait with an error.
+            outbox.push(vec![3], vec![]).unwrap();
+            let waiting = {
+                let outbox = outbox.clone();
+                tokio::spawn(async move { outbox.push_waiting(vec![4], vec![]).await })
+            };
+            tokio::task::yield_now().await;
+            outbox.discard();
+            assert!(matches!(waiting.await.unwrap(), Err(WorkerError::Terminating)));
+        });
     }
 
     #[test]
