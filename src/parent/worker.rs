@@ -31,7 +31,7 @@ use crate::request::{await_answer, encode_request, Handlers, Pending, Request};
 use crate::supervise::{Decision, History, RestartPolicy};
 use crate::wire;
 use crate::wire::frame::{self, Kind};
-use crate::wire::outbox::Outbox;
+use crate::wire::outbox::{Outbox, Refusal};
 
 /// Mailbox capacity of the actors on both sides: large enough never to
 /// make a `send` wait (which would let later `do_send`s overtake it), small
@@ -175,9 +175,7 @@ impl<P: Protocol> Worker<P> {
     ) -> Result<(), Queued> {
         match self.outbox.try_push(bytes, fds) {
             Ok(()) => Ok(()),
-            Err((WorkerError::QueueFull { .. }, bytes, fds))
-                if self.limits.when_full == WhenFull::Wait =>
-            {
+            Err((Refusal::Full, bytes, fds)) if self.limits.when_full == WhenFull::Wait => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let outbox = self.outbox.clone();
                 let push = async move { outbox.push_waiting(bytes, fds).await };
@@ -186,7 +184,7 @@ impl<P: Protocol> Worker<P> {
                 }));
                 Err(Queued::Later(rx))
             }
-            Err((e, _, _)) => Err(Queued::Refused(e)),
+            Err((refusal, _, _)) => Err(Queued::Refused(self.outbox.error(refusal))),
         }
     }
 

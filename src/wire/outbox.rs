@@ -16,6 +16,15 @@ use tokio::sync::Notify;
 
 use crate::error::WorkerError;
 
+/// Why a message was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The queue is at its bound.
+    Full,
+    /// The queue takes no more messages.
+    Ended,
+}
+
 /// One item for the writer.
 pub(crate) enum Outgoing {
     /// A complete message (header and payload) and its descriptors.
@@ -66,7 +75,15 @@ impl Outbox {
 
     /// Queues a message; fails when the queue is full or has been ended.
     pub(crate) fn push(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
-        self.try_push(bytes, fds).map_err(|(e, _, _)| e)
+        self.try_push(bytes, fds).map_err(|(refusal, _, _)| self.error(refusal))
+    }
+
+    /// The error a refusal means to the sender.
+    pub(crate) fn error(&self, refusal: Refusal) -> WorkerError {
+        match refusal {
+            Refusal::Full => WorkerError::QueueFull { limit: self.max_messages },
+            Refusal::Ended => WorkerError::Terminating,
+        }
     }
 
     /// Queues a message, or gives it back with the reason it was refused.
@@ -74,10 +91,10 @@ impl Outbox {
         &self,
         bytes: Vec<u8>,
         fds: Vec<OwnedFd>,
-    ) -> Result<(), (WorkerError, Vec<u8>, Vec<OwnedFd>)> {
+    ) -> Result<(), (Refusal, Vec<u8>, Vec<OwnedFd>)> {
         let state = self.lock();
         if state.ended {
-            return Err((WorkerError::Terminating, bytes, fds));
+            return Err((Refusal::Ended, bytes, fds));
         }
         // One message is always accepted into an empty queue, however large
         // (its size was checked against the message limit already).
@@ -85,7 +102,7 @@ impl Outbox {
             && (state.queue.len() >= self.max_messages
                 || state.bytes + bytes.len() > self.max_bytes)
         {
-            return Err((WorkerError::QueueFull { limit: self.max_messages }, bytes, fds));
+            return Err((Refusal::Full, bytes, fds));
         }
         self.enqueue(state, bytes, fds);
         Ok(())
@@ -105,11 +122,11 @@ impl Outbox {
             room.as_mut().enable();
             match self.try_push(bytes, fds) {
                 Ok(()) => return Ok(()),
-                Err((WorkerError::QueueFull { .. }, b, f)) => {
+                Err((Refusal::Full, b, f)) => {
                     (bytes, fds) = (b, f);
                     room.await;
                 }
-                Err((e, _, _)) => return Err(e),
+                Err((refusal, _, _)) => return Err(self.error(refusal)),
             }
         }
     }
