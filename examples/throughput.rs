@@ -1,0 +1,363 @@
+//! Throughput and latency, each against a raw UNIX-socketpair baseline
+//! measured in the same run.
+//!
+//! Run it with `cargo run --release --example throughput` (under a minute).
+//! One line per scenario: `NAME: ours=X baseline=Y ratio=Z UNIT`.
+//!
+//! - `stream_small`: 64-byte posts, parent → worker, the worker counts and
+//!   acknowledges at the end (msg/s; baseline: raw socketpair, batched writes).
+//! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
+//!   raw socketpair ping-pong).
+//! - `pipelined`: requests with 1,000 in flight (req/s; baseline: raw
+//!   socketpair, 1,000 in flight).
+//! - `bulk_1mib`: 1 MiB posts (GB/s; baseline: raw socketpair).
+//! - `spawn_to_online`: `start()` to the online event (ms; baseline: spawning
+//!   `/bin/true` and waiting for it).
+//! - `idle_worker_rss`: resident memory of an idle worker (MiB).
+//!
+//! The baselines run their peer on a thread of this process: the kernel
+//! path (socketpair, two cores) is the same as between processes.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_webworker::{
+    run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
+    WorkerActor, WorkerAddrExt, WorkerEvent,
+};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Serialize, Deserialize)]
+enum Load {
+    Small(#[serde(with = "serde_bytes")] Vec<u8>),
+    Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// How many messages the worker has received since the last `Count`.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Count;
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+struct Bench;
+
+impl Protocol for Bench {
+    type ToWorker = Load;
+    type FromWorker = ();
+}
+
+// ---- the worker -----------------------------------------------------------
+
+struct Sink {
+    received: u64,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Received<Load>> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Received<Load>, _: &mut Context<Self>) {
+        match msg.data {
+            Load::Small(b) | Load::Bulk(b) => std::hint::black_box(b),
+        };
+        self.received += 1;
+    }
+}
+
+impl Handler<Count> for Sink {
+    type Result = u64;
+
+    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
+        std::mem::take(&mut self.received)
+    }
+}
+
+impl Handler<Ping> for Sink {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u64 {
+        msg.0
+    }
+}
+
+impl WorkerActor for Sink {
+    type Protocol = Bench;
+
+    fn requests(requests: &mut Requests<Self>) {
+        requests.answer::<Count>().answer::<Ping>();
+    }
+}
+
+// ---- measurements ---------------------------------------------------------
+
+const SMALL: usize = 64;
+const STREAM_N: u64 = 2_000_000;
+const RTT_N: usize = 20_000;
+const PIPELINED_N: u64 = 500_000;
+const IN_FLIGHT: usize = 1_000;
+const BULK: usize = 1 << 20;
+const BULK_N: u64 = 1_000;
+const SPAWNS: usize = 20;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn line(name: &str, ours: f64, baseline: f64, unit: &str) {
+    let ratio = if baseline > 0.0 { ours / baseline } else { 1.0 };
+    println!("{name}: ours={ours:.3} baseline={baseline:.3} ratio={ratio:.3} {unit}");
+}
+
+/// A worker and its online event.
+async fn start() -> Addr<Worker<Bench>> {
+    let worker = Worker::<Bench>::builder().entry("sink").start().expect("worker starts");
+    worker.ask(Ping(0)).await.expect("worker answers");
+    worker
+}
+
+async fn stop(worker: Addr<Worker<Bench>>) {
+    worker.terminate();
+    let _ = worker.send(Join).await;
+}
+
+async fn stream_small() -> f64 {
+    let worker = start().await;
+    let payload = vec![7u8; SMALL];
+    let t0 = Instant::now();
+    for _ in 0..STREAM_N {
+        worker.do_send(Post::new(Load::Small(payload.clone())));
+    }
+    let got = worker.ask(Count).await.expect("count");
+    let rate = STREAM_N as f64 / t0.elapsed().as_secs_f64();
+    assert_eq!(got, STREAM_N);
+    stop(worker).await;
+    rate
+}
+
+fn stream_small_baseline() -> f64 {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let total = STREAM_N as usize * SMALL;
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        while got < total {
+            got += b.read(&mut buf).unwrap();
+        }
+    });
+    let batch = vec![7u8; 1024 * SMALL];
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        let n = batch.len().min(total - sent);
+        a.write_all(&batch[..n]).unwrap();
+        sent += n;
+    }
+    reader.join().unwrap();
+    STREAM_N as f64 / t0.elapsed().as_secs_f64()
+}
+
+async fn rtt() -> Duration {
+    let worker = start().await;
+    let mut times = Vec::with_capacity(RTT_N);
+    for i in 0..RTT_N as u64 {
+        let t0 = Instant::now();
+        let back = worker.ask(Ping(i)).await.expect("pong");
+        times.push(t0.elapsed());
+        assert_eq!(back, i);
+    }
+    stop(worker).await;
+    median(times)
+}
+
+fn rtt_baseline() -> Duration {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        while b.read_exact(&mut buf).is_ok() {
+            b.write_all(&buf).unwrap();
+        }
+    });
+    let mut times = Vec::with_capacity(RTT_N);
+    let mut buf = [0u8; 8];
+    for i in 0..RTT_N as u64 {
+        let t0 = Instant::now();
+        a.write_all(&i.to_le_bytes()).unwrap();
+        a.read_exact(&mut buf).unwrap();
+        times.push(t0.elapsed());
+    }
+    drop(a);
+    echo.join().unwrap();
+    median(times)
+}
+
+async fn pipelined() -> f64 {
+    let worker = start().await;
+    let t0 = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    let mut sent = 0u64;
+    let mut done = 0u64;
+    while done < PIPELINED_N {
+        while in_flight.len() < IN_FLIGHT && sent < PIPELINED_N {
+            in_flight.push(worker.ask(Ping(sent)));
+            sent += 1;
+        }
+        in_flight.next().await.expect("in flight").expect("pong");
+        done += 1;
+    }
+    let rate = PIPELINED_N as f64 / t0.elapsed().as_secs_f64();
+    stop(worker).await;
+    rate
+}
+
+fn pipelined_baseline() -> f64 {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 8 * IN_FLIGHT];
+        loop {
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => b.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    });
+    let requests: Vec<u8> = (0..IN_FLIGHT as u64).flat_map(u64::to_le_bytes).collect();
+    let mut answers = vec![0u8; requests.len()];
+    let t0 = Instant::now();
+    for _ in 0..PIPELINED_N / IN_FLIGHT as u64 {
+        a.write_all(&requests).unwrap();
+        a.read_exact(&mut answers).unwrap();
+    }
+    let rate = PIPELINED_N as f64 / t0.elapsed().as_secs_f64();
+    drop(a);
+    echo.join().unwrap();
+    rate
+}
+
+async fn bulk() -> f64 {
+    let worker = start().await;
+    let payload = vec![7u8; BULK];
+    let t0 = Instant::now();
+    for _ in 0..BULK_N {
+        worker.do_send(Post::new(Load::Bulk(payload.clone())));
+    }
+    assert_eq!(worker.ask(Count).await.expect("count"), BULK_N);
+    let rate = (BULK_N as usize * BULK) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    stop(worker).await;
+    rate
+}
+
+fn bulk_baseline() -> f64 {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let total = BULK_N as usize * BULK;
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; BULK];
+        let mut got = 0;
+        while got < total {
+            got += b.read(&mut buf).unwrap();
+        }
+    });
+    let payload = vec![7u8; BULK];
+    let t0 = Instant::now();
+    for _ in 0..BULK_N {
+        a.write_all(&payload).unwrap();
+    }
+    reader.join().unwrap();
+    total as f64 / t0.elapsed().as_secs_f64() / 1e9
+}
+
+/// Forwards worker events to a channel.
+struct Forward(mpsc::UnboundedSender<WorkerEvent<Bench>>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<WorkerEvent<Bench>> for Forward {
+    type Result = ();
+
+    fn handle(&mut self, event: WorkerEvent<Bench>, _: &mut Context<Self>) {
+        let _ = self.0.send(event);
+    }
+}
+
+async fn spawn_to_online() -> (Duration, f64) {
+    let mut times = Vec::new();
+    let mut rss = 0.0;
+    for i in 0..SPAWNS {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let forward = Forward(tx).start();
+        let t0 = Instant::now();
+        let worker = Worker::<Bench>::builder()
+            .entry("sink")
+            .events(forward.recipient())
+            .start()
+            .expect("worker starts");
+        let pid = loop {
+            let event = rx.recv().await.expect("events");
+            if let Event::Online = event.kind {
+                break event.pid;
+            }
+        };
+        times.push(t0.elapsed());
+        if i == SPAWNS - 1 {
+            // Let it settle, idle, before reading its resident size.
+            worker.ask(Ping(0)).await.expect("pong");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rss = rss_mib(pid);
+        }
+        stop(worker).await;
+    }
+    (median(times), rss)
+}
+
+fn spawn_baseline() -> Duration {
+    let times = (0..SPAWNS)
+        .map(|_| {
+            let t0 = Instant::now();
+            std::process::Command::new("/bin/true").status().expect("/bin/true runs");
+            t0.elapsed()
+        })
+        .collect();
+    median(times)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn run() {
+    let ours = stream_small().await;
+    line("stream_small", ours, stream_small_baseline(), "msg/s");
+    let ours = rtt().await;
+    let base = rtt_baseline();
+    line("rtt_p50", ours.as_secs_f64() * 1e6, base.as_secs_f64() * 1e6, "us");
+    let ours = pipelined().await;
+    line("pipelined", ours, pipelined_baseline(), "req/s");
+    let ours = bulk().await;
+    line("bulk_1mib", ours, bulk_baseline(), "GB/s");
+    let (online, rss) = spawn_to_online().await;
+    let base = spawn_baseline();
+    line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
+    println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+}
+
+fn main() {
+    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 })]);
+    System::new().block_on(run());
+}
