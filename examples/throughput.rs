@@ -1,8 +1,9 @@
 //! Throughput and latency, each against a raw UNIX-socketpair baseline
 //! measured in the same run.
 //!
-//! Run it with `cargo run --release --example throughput` (under a minute).
-//! One line per scenario: `NAME: ours=X baseline=Y ratio=Z UNIT`.
+//! Run it with `cargo run --release --example throughput` (under a minute);
+//! `-- NAME` runs only the scenarios whose names contain NAME. One line per
+//! scenario: `NAME: ours=X baseline=Y ratio=Z UNIT`.
 //!
 //! - `stream_small`: 64-byte posts, parent → worker, the worker counts and
 //!   acknowledges at the end (msg/s; baseline: raw socketpair, batched writes).
@@ -131,13 +132,24 @@ async fn stop(worker: Addr<Worker<Bench>>) {
     let _ = worker.send(Join).await;
 }
 
+/// Posts `n` messages with `do_send`, awaiting every `window`-th with `send`
+/// so that the actor's mailbox holds at most a window (the actor handles
+/// messages in order, so the awaited one resolves after all before it).
+async fn post_all(worker: &Addr<Worker<Bench>>, n: u64, window: u64, make: impl Fn() -> Load) {
+    for i in 1..=n {
+        if i % window == 0 {
+            worker.send(Post::new(make())).await.expect("mailbox").expect("queued");
+        } else {
+            worker.do_send(Post::new(make()));
+        }
+    }
+}
+
 async fn stream_small() -> f64 {
     let worker = start().await;
     let payload = vec![7u8; SMALL];
     let t0 = Instant::now();
-    for _ in 0..STREAM_N {
-        worker.do_send(Post::new(Load::Small(payload.clone())));
-    }
+    post_all(&worker, STREAM_N, 10_000, || Load::Small(payload.clone())).await;
     let got = worker.ask(Count).await.expect("count");
     let rate = STREAM_N as f64 / t0.elapsed().as_secs_f64();
     assert_eq!(got, STREAM_N);
@@ -248,9 +260,7 @@ async fn bulk() -> f64 {
     let worker = start().await;
     let payload = vec![7u8; BULK];
     let t0 = Instant::now();
-    for _ in 0..BULK_N {
-        worker.do_send(Post::new(Load::Bulk(payload.clone())));
-    }
+    post_all(&worker, BULK_N, 8, || Load::Bulk(payload.clone())).await;
     assert_eq!(worker.ask(Count).await.expect("count"), BULK_N);
     let rate = (BULK_N as usize * BULK) as f64 / t0.elapsed().as_secs_f64() / 1e9;
     stop(worker).await;
@@ -341,20 +351,33 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Runs the scenarios whose names contain the first argument (all without).
 async fn run() {
-    let ours = stream_small().await;
-    line("stream_small", ours, stream_small_baseline(), "msg/s");
-    let ours = rtt().await;
-    let base = rtt_baseline();
-    line("rtt_p50", ours.as_secs_f64() * 1e6, base.as_secs_f64() * 1e6, "us");
-    let ours = pipelined().await;
-    line("pipelined", ours, pipelined_baseline(), "req/s");
-    let ours = bulk().await;
-    line("bulk_1mib", ours, bulk_baseline(), "GB/s");
-    let (online, rss) = spawn_to_online().await;
-    let base = spawn_baseline();
-    line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
-    println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+    let only = std::env::args().nth(1).unwrap_or_default();
+    let wanted = |name: &str| name.contains(only.as_str());
+    if wanted("stream_small") {
+        let ours = stream_small().await;
+        line("stream_small", ours, stream_small_baseline(), "msg/s");
+    }
+    if wanted("rtt_p50") {
+        let ours = rtt().await;
+        let base = rtt_baseline();
+        line("rtt_p50", ours.as_secs_f64() * 1e6, base.as_secs_f64() * 1e6, "us");
+    }
+    if wanted("pipelined") {
+        let ours = pipelined().await;
+        line("pipelined", ours, pipelined_baseline(), "req/s");
+    }
+    if wanted("bulk_1mib") {
+        let ours = bulk().await;
+        line("bulk_1mib", ours, bulk_baseline(), "GB/s");
+    }
+    if wanted("spawn_to_online") || wanted("idle_worker_rss") {
+        let (online, rss) = spawn_to_online().await;
+        let base = spawn_baseline();
+        line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
+        println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+    }
 }
 
 fn main() {

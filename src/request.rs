@@ -11,13 +11,11 @@
 //! dropped.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::{MailboxError, Message};
+use actix::Message;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -25,6 +23,7 @@ use tokio::sync::oneshot;
 use crate::error::{ErrorReport, WorkerError};
 use crate::protocol::Fnv;
 use crate::wire::frame::Kind;
+use crate::wire::outbox::Outbox;
 use crate::wire::socket::Inbound;
 use crate::wire::{self, codec};
 
@@ -194,63 +193,96 @@ pub(crate) fn resolve_frame(pending: &Pending, inbound: Inbound) {
     }
 }
 
-/// A boxed future that produces the complete reply frame.
-pub(crate) type ReplyFuture = Pin<Box<dyn Future<Output = Vec<u8>>>>;
+/// The answer to one request, owed to the other side. Whatever happens to
+/// the request, exactly one reply goes out: the answer, a failure, or (when
+/// this is dropped unanswered, e.g. by a panicking handler) `Panicked` with
+/// the panic's report, or `Gone`.
+pub(crate) struct Reply {
+    id: u64,
+    outbox: Arc<Outbox>,
+    max_message_size: usize,
+    last_panic: fn() -> Option<ErrorReport>,
+    sent: bool,
+}
 
-type Handler = Box<dyn Fn(u64, &[u8], usize) -> Result<ReplyFuture, Failure>>;
+impl Reply {
+    /// Sends the answer.
+    pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
+        let frame = match wire::encode(Kind::Answer, self.id, 0, answer, 0, self.max_message_size) {
+            Ok(bytes) => bytes,
+            Err(e) => failure_frame(self.id, Failure::Wire(e.to_string()), self.max_message_size),
+        };
+        self.send(frame);
+    }
+
+    /// Sends a failure.
+    pub(crate) fn fail(mut self, failure: Failure) {
+        let frame = failure_frame(self.id, failure, self.max_message_size);
+        self.send(frame);
+    }
+
+    fn send(&mut self, frame: Vec<u8>) {
+        self.sent = true;
+        self.outbox.push_reply(frame);
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.sent {
+            let failure = match (self.last_panic)() {
+                Some(report) => Failure::Panicked(report),
+                None => Failure::Gone,
+            };
+            let frame = failure_frame(self.id, failure, self.max_message_size);
+            self.send(frame);
+        }
+    }
+}
+
+type Handler = Box<dyn Fn(&[u8], Reply)>;
 
 /// The request types one side answers, by tag.
-#[derive(Default)]
 pub(crate) struct Handlers {
     by_tag: HashMap<u64, Handler>,
+    last_panic: fn() -> Option<ErrorReport>,
 }
 
 impl Handlers {
-    /// Answers requests of type `R` with `call`, which hands one to an actor
-    /// (`Addr::send` or `Recipient::send`). `last_panic` names the panic that
-    /// dropped an answer, where the side knows it.
-    pub(crate) fn insert<R, F, C>(&mut self, call: C, last_panic: fn() -> Option<ErrorReport>)
-    where
-        R: Request,
-        C: Fn(R) -> F + 'static,
-        F: Future<Output = Result<R::Answer, MailboxError>> + 'static,
-    {
-        let handler: Handler = Box::new(move |id, payload, max| {
-            let req = codec::decode::<R>(payload).map_err(|e| Failure::Wire(e.to_string()))?;
-            let answer = call(req);
-            Ok(Box::pin(async move {
-                match answer.await {
-                    Ok(answer) => match wire::encode(Kind::Answer, id, 0, &answer, 0, max) {
-                        Ok(bytes) => bytes,
-                        Err(e) => failure_frame(id, Failure::Wire(e.to_string()), max),
-                    },
-                    Err(_) => {
-                        let failure = match last_panic() {
-                            Some(report) => Failure::Panicked(report),
-                            None => Failure::Gone,
-                        };
-                        failure_frame(id, failure, max)
-                    }
-                }
-            }))
+    /// No handlers yet; `last_panic` names the panic that dropped an answer,
+    /// where the side knows it.
+    pub(crate) fn new(last_panic: fn() -> Option<ErrorReport>) -> Self {
+        Handlers { by_tag: HashMap::new(), last_panic }
+    }
+
+    /// Answers requests of type `R` with `start`, which hands the decoded
+    /// request to an actor and the [`Reply`] to whatever answers.
+    pub(crate) fn insert<R: Request>(&mut self, start: impl Fn(R, Reply) + 'static) {
+        let handler: Handler = Box::new(move |payload, reply| match codec::decode::<R>(payload) {
+            Ok(req) => start(req, reply),
+            Err(e) => reply.fail(Failure::Wire(e.to_string())),
         });
         self.by_tag.insert(tag_of::<R>(), handler);
     }
 
-    /// Starts answering request frame `inbound`; an immediate failure comes
-    /// back as a ready reply.
-    pub(crate) fn dispatch(&self, inbound: &Inbound, max_message_size: usize) -> ReplyFuture {
+    /// Starts answering request frame `inbound`; the reply goes to `outbox`.
+    pub(crate) fn dispatch(
+        &self,
+        inbound: &Inbound,
+        outbox: &Arc<Outbox>,
+        max_message_size: usize,
+    ) {
         let (id, tag) = (inbound.header.id, inbound.header.tag);
-        let started = match self.by_tag.get(&tag) {
-            Some(handler) => handler(id, inbound.payload(), max_message_size),
-            None => Err(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
+        let reply = Reply {
+            id,
+            outbox: outbox.clone(),
+            max_message_size,
+            last_panic: self.last_panic,
+            sent: false,
         };
-        match started {
-            Ok(fut) => fut,
-            Err(failure) => {
-                let frame = failure_frame(id, failure, max_message_size);
-                Box::pin(async move { frame })
-            }
+        match self.by_tag.get(&tag) {
+            Some(handler) => handler(inbound.payload(), reply),
+            None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
     }
 }

@@ -8,12 +8,17 @@
 //! `main` of a worker binary, or [`run_if_worker`] on the first line of a
 //! `main` that is both parent and worker.
 
+mod control;
 mod panic;
 mod parent;
 mod runtime;
 
-use actix::dev::ToEnvelope;
-use actix::{Actor, Addr, Context, Handler};
+use actix::dev::MessageResponse;
+use actix::{Actor, Context, Handler};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+use self::control::Command;
 
 pub use self::parent::Parent;
 use crate::error::ErrorReport;
@@ -104,12 +109,12 @@ pub trait WorkerActor:
 /// The request types a worker answers; see [`WorkerActor::requests`].
 pub struct Requests<W: WorkerActor> {
     pub(crate) handlers: Handlers,
-    addr: Addr<W>,
+    ctl: UnboundedSender<Command<W>>,
 }
 
 impl<W: WorkerActor> Requests<W> {
-    pub(crate) fn new(addr: Addr<W>) -> Self {
-        Requests { handlers: Handlers::default(), addr }
+    pub(crate) fn new(ctl: UnboundedSender<Command<W>>) -> Self {
+        Requests { handlers: Handlers::new(panic::last_report), ctl }
     }
 
     /// Answers requests of type `R` with the actor's `Handler<R>`.
@@ -117,10 +122,28 @@ impl<W: WorkerActor> Requests<W> {
     where
         R: Request,
         W: Handler<R>,
-        W::Context: ToEnvelope<W, R>,
     {
-        let addr = self.addr.clone();
-        self.handlers.insert::<R, _, _>(move |req| addr.send(req), panic::last_report);
+        let ctl = self.ctl.clone();
+        self.handlers.insert::<R>(move |req, reply| {
+            // Sent back (and dropped, failing the request) if the actor is gone.
+            let _ = ctl.send(Box::new(move |act: &mut W, ctx: &mut Context<W>| {
+                let (tx, mut rx) = oneshot::channel();
+                <W as Handler<R>>::handle(act, req, ctx).handle(ctx, Some(tx));
+                match rx.try_recv() {
+                    // A plain handler has answered already.
+                    Ok(answer) => reply.answer(&answer),
+                    // An async one answers later.
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        actix_rt::spawn(async move {
+                            if let Ok(answer) = rx.await {
+                                reply.answer(&answer);
+                            }
+                        });
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => drop(reply),
+                }
+            }));
+        });
         self
     }
 }

@@ -16,12 +16,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::fut::ActorFuture;
-use actix::{AsyncContext, Context};
+use actix::dev::MessageResponse;
+use actix::{AsyncContext, Context, Handler};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 
+use super::control::{Command, ControlLoop};
 use super::panic::{self as worker_panic, Guarded};
 use super::{exit_code, Parent, Requests, WorkerActor};
 use crate::error::{ErrorReport, WireError, WorkerError};
@@ -110,34 +111,6 @@ fn start_watchdog(sock: &UnixStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A call into the actor, run by [`ControlLoop`] with the actor and context.
-type Command<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;
-
-/// An item in the actor's context that runs [`Command`]s: how the runtime
-/// reaches `on_close` and `on_error`.
-struct ControlLoop<W: WorkerActor> {
-    rx: UnboundedReceiver<Command<W>>,
-}
-
-impl<W: WorkerActor> ActorFuture<W> for ControlLoop<W> {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        act: &mut W,
-        ctx: &mut Context<W>,
-        task: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        while let std::task::Poll::Ready(cmd) = self.rx.poll_recv(task) {
-            match cmd {
-                Some(cmd) => cmd(act, ctx),
-                None => return std::task::Poll::Ready(()),
-            }
-        }
-        std::task::Poll::Pending
-    }
-}
-
 /// Why the main loop ended.
 enum End {
     /// Terminate, close(), SIGTERM, or the parent gone: run `on_close`.
@@ -197,11 +170,10 @@ where
     // later posts overtake it.
     ctx.set_mailbox_capacity(crate::parent::worker::MAILBOX_CAPACITY);
     ctx.spawn(ControlLoop { rx: ctl_rx });
-    let addr = ctx.address();
-    let mut requests = Requests::new(addr.clone());
+    let mut requests = Requests::new(ctl_tx.clone());
     W::requests(&mut requests);
     let link = Link {
-        addr: addr.clone(),
+        ctl: ctl_tx.clone(),
         outbox: outbox.clone(),
         pending: pending.clone(),
         handlers: requests.handlers,
@@ -304,7 +276,7 @@ fn check_hello(
 
 /// What the main loop needs to hand frames from the parent on.
 struct Link<W: WorkerActor> {
-    addr: actix::Addr<W>,
+    ctl: UnboundedSender<Command<W>>,
     outbox: Arc<Outbox>,
     pending: Arc<Pending>,
     handlers: Handlers,
@@ -317,15 +289,18 @@ impl<W: WorkerActor> Link<W> {
         match inbound.header.kind {
             Kind::Post => {
                 match codec::decode::<<W::Protocol as Protocol>::ToWorker>(inbound.payload()) {
-                    Ok(data) => self.addr.do_send(Received::new(data, inbound.fds)),
+                    Ok(data) => {
+                        let msg = Received::new(data, inbound.fds);
+                        let _ =
+                            self.ctl.send(Box::new(move |act: &mut W, ctx: &mut Context<W>| {
+                                <W as Handler<Received<_>>>::handle(act, msg, ctx)
+                                    .handle(ctx, None);
+                            }));
+                    }
                     Err(e) => report_wire_error(&self.outbox, &e, self.max_message_size),
                 }
             }
-            Kind::Request => {
-                let reply = self.handlers.dispatch(&inbound, self.max_message_size);
-                let outbox = self.outbox.clone();
-                actix_rt::spawn(async move { outbox.push_reply(reply.await) });
-            }
+            Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
             Kind::Terminate => return Some(End::Close { by_self: false }),
             Kind::Hello | Kind::Error | Kind::Closing => report_wire_error(

@@ -112,7 +112,7 @@ impl<P: Protocol> WorkerBuilder<P> {
             grace: Duration::from_secs(5),
             kill_delay: Duration::from_millis(500),
             events: None,
-            handlers: Handlers::default(),
+            handlers: Handlers::new(|| None),
             policy: RestartPolicy::default(),
             _protocol: PhantomData,
         }
@@ -234,7 +234,15 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// the parent): the worker's [`Parent::ask`](crate::Parent::ask) gets
     /// the typed answer.
     pub fn serve<R: Request>(mut self, recipient: Recipient<R>) -> Self {
-        self.handlers.insert::<R, _, _>(move |req| recipient.send(req), || None);
+        self.handlers.insert::<R>(move |req, reply| {
+            let answer = recipient.send(req);
+            actix_rt::spawn(async move {
+                // Err: the serving actor is gone; the dropped reply says so.
+                if let Ok(answer) = answer.await {
+                    reply.answer(&answer);
+                }
+            });
+        });
         self
     }
 

@@ -160,11 +160,7 @@ impl<P: Protocol> Link<P> {
             }
             Kind::Hello => self.emit(Event::WireError(WireError::Unexpected("second hello"))),
             Kind::Terminate => self.emit(Event::WireError(WireError::Unexpected("terminate"))),
-            Kind::Request => {
-                let reply = self.handlers.dispatch(&inbound, self.max_message_size);
-                let outbox = self.outbox.clone();
-                actix_rt::spawn(async move { outbox.push_reply(reply.await) });
-            }
+            Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
         }
     }

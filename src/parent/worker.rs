@@ -564,7 +564,10 @@ pub trait WorkerAddrExt<P: Protocol> {
     fn terminate(&self);
     /// `send(Ask::new(request))`, with a closed mailbox as
     /// [`WorkerError::Disconnected`].
-    fn ask<R: Request>(&self, request: R) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<Self, P, R>;
+    fn ask<R: Request>(
+        &self,
+        request: R,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<Self, P, R>;
 }
 
 impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
@@ -576,7 +579,10 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
         self.do_send(Terminate::default());
     }
 
-    fn ask<R: Request>(&self, request: R) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
+    fn ask<R: Request>(
+        &self,
+        request: R,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
         let sent = self.send(Ask::new(request));
         async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
     }
