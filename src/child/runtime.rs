@@ -185,21 +185,19 @@ where
     actix_rt::spawn(guarded);
 
     let mut sigterm = signal(SignalKind::terminate()).ok();
-    let end = loop {
+    let end = 'serve: loop {
         tokio::select! {
-            item = reader.next() => match item {
-                None => break End::Close { by_self: false },
-                Some(Ok(inbound)) => {
-                    if let Some(end) = link.deliver(inbound) {
-                        break end;
+            item = reader.next() => {
+                // Everything already read goes in one go, without another
+                // round of the select.
+                let mut next = Some(item);
+                while let Some(item) = next {
+                    if let Some(end) = link.handle(item) {
+                        break 'serve end;
                     }
+                    next = reader.next_ready();
                 }
-                Some(Err(e)) => {
-                    // Framing is broken: report it and close.
-                    report_wire_error(&outbox, &e, max_message_size);
-                    break End::Close { by_self: false };
-                }
-            },
+            }
             Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, max_message_size),
             _ = close.notified() => break End::Close { by_self: true },
             _ = done.notified() => {
@@ -284,6 +282,19 @@ struct Link<W: WorkerActor> {
 }
 
 impl<W: WorkerActor> Link<W> {
+    /// Handles what the reader gave; `Some` ends the loop.
+    fn handle(&self, item: Option<Result<Inbound, WireError>>) -> Option<End> {
+        match item {
+            None => Some(End::Close { by_self: false }),
+            Some(Ok(inbound)) => self.deliver(inbound),
+            Some(Err(e)) => {
+                // Framing is broken: report it and close.
+                report_wire_error(&self.outbox, &e, self.max_message_size);
+                Some(End::Close { by_self: false })
+            }
+        }
+    }
+
     /// Hands one frame from the parent on; `Some` ends the loop.
     fn deliver(&self, inbound: Inbound) -> Option<End> {
         match inbound.header.kind {

@@ -69,19 +69,18 @@ impl<P: Protocol> Link<P> {
         tokio::pin!(wait);
         let mut status: Option<ExitStatus> = None;
         if let Some(mut reader) = reader {
-            loop {
+            'read: loop {
                 tokio::select! {
-                    item = reader.next() => match item {
-                        None => break,
-                        Some(Ok(inbound)) => self.dispatch(inbound),
-                        Some(Err(e)) => {
-                            // Framing is broken: nothing after this can be
-                            // trusted to be in step.
-                            self.emit(Event::WireError(e));
-                            self.handle.signal_group(libc::SIGKILL);
-                            break;
+                    item = reader.next() => {
+                        // Everything already read goes in one go.
+                        let mut next = Some(item);
+                        while let Some(item) = next {
+                            if !self.handle_item(item) {
+                                break 'read;
+                            }
+                            next = reader.next_ready();
                         }
-                    },
+                    }
                     // The child is gone and its group killed: keep reading
                     // until the socket drains to its end.
                     s = &mut wait, if status.is_none() => status = Some(s),
@@ -141,6 +140,24 @@ impl<P: Protocol> Link<P> {
             }));
         }
         Ok(conn.split())
+    }
+
+    /// Handles what the reader gave; false at the end of the connection.
+    fn handle_item(&self, item: Option<Result<Inbound, WireError>>) -> bool {
+        match item {
+            None => false,
+            Some(Ok(inbound)) => {
+                self.dispatch(inbound);
+                true
+            }
+            Some(Err(e)) => {
+                // Framing is broken: nothing after this can be trusted to be
+                // in step.
+                self.emit(Event::WireError(e));
+                self.handle.signal_group(libc::SIGKILL);
+                false
+            }
+        }
     }
 
     fn dispatch(&self, inbound: Inbound) {

@@ -12,6 +12,7 @@
 //! is written and read as one block of bytes.
 
 use bincode::config::{Configuration, Limit};
+use bincode::enc::write::Writer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -33,9 +34,19 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     buf: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    bincode::serde::encode_into_std_write(value, buf, config())
-        .map(drop)
+    bincode::serde::encode_into_writer(value, VecWriter(buf), config())
         .map_err(|e| WireError::Encode(e.to_string()))
+}
+
+/// Appends to a `Vec` (bincode's own std-writer goes through `io::Write`).
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl Writer for VecWriter<'_> {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Decodes a whole payload; trailing bytes are an error.

@@ -28,7 +28,8 @@ pub(crate) fn encode<M: Serialize + ?Sized>(
     if nfds > MAX_FDS_PER_MESSAGE {
         return Err(WireError::TooManyFds { count: nfds, limit: MAX_FDS_PER_MESSAGE }.into());
     }
-    let mut bytes = Vec::with_capacity(64);
+    // Room for a small message without growing.
+    let mut bytes = Vec::with_capacity(128);
     frame::begin(&mut bytes, kind, nfds as u8, id, tag);
     let header = bytes.len();
     codec::encode_into(data, &mut bytes)?;

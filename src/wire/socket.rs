@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -97,6 +97,13 @@ impl Reader {
     /// The next message; `None` at the end of the connection.
     pub(crate) async fn next(&mut self) -> Option<Result<Inbound, WireError>> {
         next_inbound(&mut self.stream, &self.fds).await
+    }
+
+    /// The next message if one is ready without waiting: `None` when the
+    /// reader would have to wait (the caller then awaits [`next`](Self::next)
+    /// again, which registers its waker).
+    pub(crate) fn next_ready(&mut self) -> Option<Option<Result<Inbound, WireError>>> {
+        self.next().now_or_never()
     }
 
     /// Descriptors that arrived but that no message claimed.
