@@ -93,7 +93,8 @@ impl From<Failure> for WorkerError {
     }
 }
 
-type Slot = oneshot::Sender<Result<Inbound, WorkerError>>;
+/// What to do with the answer (or the failure) of one request.
+pub(crate) type Slot = Box<dyn FnOnce(Result<Inbound, WorkerError>) + Send>;
 
 /// Where the answer to one request arrives.
 pub(crate) type AnswerRx = oneshot::Receiver<Result<Inbound, WorkerError>>;
@@ -112,16 +113,33 @@ impl Pending {
 
     /// A new id and the receiver its answer will arrive on.
     pub(crate) fn register(&self) -> (u64, AnswerRx) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         let (tx, rx) = oneshot::channel();
-        self.slots().insert(id, tx);
+        self.attach(
+            id,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
         (id, rx)
+    }
+
+    /// A fresh id, with no slot yet: [`attach`](Self::attach) one before
+    /// the answer can arrive.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What to do with the answer to `id`.
+    pub(crate) fn attach(&self, id: u64, slot: Slot) {
+        self.slots().insert(id, slot);
     }
 
     /// Delivers an answer or failure; a late one (no slot) is dropped.
     pub(crate) fn resolve(&self, id: u64, result: Result<Inbound, WorkerError>) {
-        if let Some(tx) = self.slots().remove(&id) {
-            let _ = tx.send(result);
+        let slot = self.slots().remove(&id);
+        if let Some(slot) = slot {
+            slot(result);
         } else {
             tracing::trace!(id, "answer to a request nobody waits for any more");
         }
@@ -134,8 +152,8 @@ impl Pending {
     /// Fails every pending request with `err`.
     pub(crate) fn fail_all(&self, err: &WorkerError) {
         let slots = std::mem::take(&mut *self.slots());
-        for (_, tx) in slots {
-            let _ = tx.send(Err(err.clone()));
+        for (_, slot) in slots {
+            slot(Err(err.clone()));
         }
     }
 }

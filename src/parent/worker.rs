@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,11 +28,11 @@ use super::output;
 use super::spawn::{self, ChildHandle, CommandSpec};
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::protocol::{fingerprint, Protocol};
-use crate::request::{await_answer, encode_request, Handlers, Pending, Request};
+use crate::request::{await_answer, tag_of, Handlers, Pending, Request};
 use crate::supervise::{Decision, History, RestartPolicy};
-use crate::wire;
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::{Outbox, Refusal};
+use crate::wire::{self, codec};
 
 /// Mailbox capacity of the actors on both sides: large enough never to
 /// make a `send` wait (which would let later `do_send`s overtake it), small
@@ -381,30 +382,88 @@ impl<R: Request> Message for Ask<R> {
 }
 
 impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
-    type Result = ResponseFuture<Result<R::Answer, WorkerError>>;
+    type Result = AskResponse<R>;
 
-    fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> Self::Result {
-        let encoded = self.check_open().and_then(|()| {
-            encode_request(&self.pending, &msg.request, self.limits.max_message_size)
-        });
-        let (bytes, id, rx) = match encoded {
-            Ok(e) => e,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+    fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
+        let max = self.limits.max_message_size;
+        let id = self.pending.next_id();
+        let encoded = self
+            .check_open()
+            .and_then(|()| wire::encode(Kind::Request, id, tag_of::<R>(), &msg.request, 0, max));
+        let queued = match encoded {
+            Ok(bytes) => self.queue(bytes, Vec::new(), ctx),
+            Err(e) => return AskResponse(AskInner::Ready(Err(e))),
         };
-        let pending = self.pending.clone();
-        let queued = self.queue(bytes, Vec::new(), ctx);
-        Box::pin(async move {
-            let refused = match queued {
-                Ok(()) => None,
-                Err(Queued::Later(rx)) => rx.await.unwrap_or(Err(WorkerError::Disconnected)).err(),
-                Err(Queued::Refused(e)) => Some(e),
-            };
-            if let Some(e) = refused {
-                pending.cancel(id);
-                return Err(e);
+        match (queued, msg.timeout) {
+            // The common case: the answer, when it comes, goes straight to
+            // the caller, decoded by the link task; no task of its own.
+            (Ok(()), None) => AskResponse(AskInner::Waiting { id, pending: self.pending.clone() }),
+            (Err(Queued::Refused(e)), _) => AskResponse(AskInner::Ready(Err(e))),
+            (queued, timeout) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.pending.attach(
+                    id,
+                    Box::new(move |result| {
+                        let _ = tx.send(result);
+                    }),
+                );
+                let pending = self.pending.clone();
+                AskResponse(AskInner::Later(Box::pin(async move {
+                    if let Err(Queued::Later(room)) = queued {
+                        if let Err(e) = room.await.unwrap_or(Err(WorkerError::Disconnected)) {
+                            pending.cancel(id);
+                            return Err(e);
+                        }
+                    }
+                    await_answer(pending, id, rx, timeout).await
+                })))
             }
-            await_answer(pending, id, rx, msg.timeout).await
-        })
+        }
+    }
+}
+
+/// How an [`Ask`] resolves. You never need to name this type:
+/// `send(Ask::new(req))` resolves to `Result<Answer, WorkerError>`.
+pub struct AskResponse<R: Request>(AskInner<R>);
+
+enum AskInner<R: Request> {
+    Ready(Result<R::Answer, WorkerError>),
+    Waiting { id: u64, pending: Arc<Pending> },
+    Later(Pin<Box<dyn Future<Output = Result<R::Answer, WorkerError>>>>),
+}
+
+impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse<R> {
+    fn handle(
+        self,
+        _: &mut Context<Worker<P>>,
+        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+    ) {
+        match self.0 {
+            AskInner::Ready(result) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(result);
+                }
+            }
+            AskInner::Waiting { id, pending } => pending.attach(
+                id,
+                Box::new(move |result| {
+                    let answer = result.and_then(|inbound| {
+                        codec::decode::<R::Answer>(inbound.payload()).map_err(WorkerError::from)
+                    });
+                    if let Some(tx) = tx {
+                        let _ = tx.send(answer);
+                    }
+                }),
+            ),
+            AskInner::Later(fut) => {
+                actix_rt::spawn(async move {
+                    let result = fut.await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(result);
+                    }
+                });
+            }
+        }
     }
 }
 
