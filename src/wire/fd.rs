@@ -80,7 +80,18 @@ pub(crate) struct FdStream {
     io: UnixStream,
     fds: Arc<FdQueues>,
     cmsg: Vec<u8>,
+    /// Bytes accepted from the writer but not yet in the socket, from
+    /// `out_pos` on. See [`OUT_CAP`].
+    out: Vec<u8>,
+    out_pos: usize,
 }
+
+/// How many bytes the stream takes from its writer beyond what the socket
+/// takes at once. tungstenite removes written bytes from the front of its
+/// own buffer, moving the rest down each time: a 16 MiB message written in
+/// socket-sized steps (~200 KiB) would be moved ~80 times. Taking up to this
+/// much per call makes that a handful of moves, at the cost of one copy.
+const OUT_CAP: usize = 4 << 20;
 
 impl FdStream {
     /// Wraps a connected socket; must be called inside a tokio runtime.
@@ -90,6 +101,8 @@ impl FdStream {
             io: UnixStream::from_std(sock)?,
             fds: Arc::new(FdQueues::default()),
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
+            out: Vec::new(),
+            out_pos: 0,
         })
     }
 
@@ -156,7 +169,7 @@ impl AsyncRead for FdStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let FdStream { io, fds, cmsg } = self.get_mut();
+        let FdStream { io, fds, cmsg, .. } = self.get_mut();
         loop {
             ready!(io.poll_read_ready(cx))?;
             let dst = buf.initialize_unfilled();
@@ -175,13 +188,12 @@ impl AsyncRead for FdStream {
     }
 }
 
-impl AsyncWrite for FdStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        src: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let FdStream { io, fds, .. } = self.get_mut();
+impl FdStream {
+    /// One write of `src` to the socket: `sendmsg` with the queued
+    /// descriptors when there are any (they ride on these bytes, which come
+    /// no later than those of the message that claims them), else `write`.
+    fn poll_send(&mut self, cx: &mut Context<'_>, src: &[u8]) -> Poll<io::Result<usize>> {
+        let FdStream { io, fds, .. } = self;
         if fds.outgoing_len() == 0 {
             return Pin::new(io).poll_write(cx, src);
         }
@@ -195,29 +207,65 @@ impl AsyncWrite for FdStream {
         }
     }
 
-    fn poll_write_vectored(
+    /// Writes the accepted bytes out; ready once there are none left.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.out.len() {
+            let out = std::mem::take(&mut self.out);
+            let res = self.poll_send(cx, &out[self.out_pos..]);
+            self.out = out;
+            match ready!(res)? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => self.out_pos += n,
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for FdStream {
+    fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
+        src: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.fds.outgoing_len() == 0 {
-            return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if this.poll_drain(cx)?.is_pending() {
+            // Take more only while the backlog is small.
+            let backlog = this.out.len() - this.out_pos;
+            if backlog >= OUT_CAP {
+                return Poll::Pending;
+            }
+            let n = src.len().min(OUT_CAP - backlog);
+            this.out.extend_from_slice(&src[..n]);
+            return Poll::Ready(Ok(n));
         }
-        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
-        Pin::new(this).poll_write(cx, first)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
+        // Nothing held back: straight to the socket, and keep what it did
+        // not take (up to the cap) for the next drain.
+        let written = match this.poll_send(cx, src) {
+            Poll::Ready(res) => res?,
+            Poll::Pending => 0,
+        };
+        let rest = &src[written..];
+        let n = rest.len().min(OUT_CAP);
+        this.out.extend_from_slice(&rest[..n]);
+        if written + n == 0 {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(written + n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 
@@ -242,6 +290,7 @@ mod tests {
             let (r, w) = pipe();
             a.queues().push_outgoing(vec![w]);
             a.write_all(b"hello").await.unwrap();
+            a.flush().await.unwrap();
             let mut buf = [0u8; 5];
             b.read_exact(&mut buf).await.unwrap();
             assert_eq!(&buf, b"hello");

@@ -1,0 +1,351 @@
+//! Criterion benchmarks of the worker paths, each group with a raw
+//! UNIX-socketpair baseline measured in the same run.
+//!
+//! `cargo bench` runs them all; `cargo bench -- rtt` one group. The bench
+//! binary is its own worker: `main` hands over to the worker runtime before
+//! criterion starts.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_webworker::{
+    run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
+    WorkerActor, WorkerAddrExt, WorkerEvent,
+};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Serialize, Deserialize)]
+struct Load(#[serde(with = "serde_bytes")] Vec<u8>);
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Count;
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+struct Bench;
+
+impl Protocol for Bench {
+    type ToWorker = Load;
+    type FromWorker = ();
+}
+
+struct Sink(u64);
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Received<Load>> for Sink {
+    type Result = ();
+    fn handle(&mut self, msg: Received<Load>, _: &mut Context<Self>) {
+        std::hint::black_box(msg.data.0);
+        self.0 += 1;
+    }
+}
+
+impl Handler<Count> for Sink {
+    type Result = u64;
+    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Handler<Ping> for Sink {
+    type Result = u64;
+    fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u64 {
+        msg.0
+    }
+}
+
+impl WorkerActor for Sink {
+    type Protocol = Bench;
+    fn requests(requests: &mut Requests<Self>) {
+        requests.answer::<Count>().answer::<Ping>();
+    }
+}
+
+// ---- helpers ----------------------------------------------------------------
+
+async fn start() -> Addr<Worker<Bench>> {
+    let worker = Worker::<Bench>::builder().entry("sink").start().expect("worker starts");
+    worker.ask(Ping(0)).await.expect("worker answers");
+    worker
+}
+
+async fn stop(worker: Addr<Worker<Bench>>) {
+    worker.terminate();
+    let _ = worker.send(Join).await;
+}
+
+/// Posts `n` messages, awaiting every 10,000th so the mailbox stays small,
+/// then waits for the worker's count.
+async fn post_and_count(worker: &Addr<Worker<Bench>>, n: u64, size: usize) {
+    let payload = vec![7u8; size];
+    for i in 1..=n {
+        if i % 10_000 == 0 {
+            worker.send(Post::new(Load(payload.clone()))).await.unwrap().unwrap();
+        } else {
+            worker.do_send(Post::new(Load(payload.clone())));
+        }
+    }
+    assert_eq!(worker.ask(Count).await.unwrap(), n);
+}
+
+/// A peer thread on a socketpair that reads and (with `echo`) writes back.
+fn raw_peer(echo: bool) -> (UnixStream, std::thread::JoinHandle<()>) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let peer = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) if echo => {
+                    if b.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    });
+    (a, peer)
+}
+
+/// Writes `total` bytes in `chunk`-sized writes, then waits until the
+/// reading peer has seen them all (it echoes one byte at the end).
+fn raw_stream(a: &mut UnixStream, total: usize, chunk: &[u8]) {
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        a.write_all(&chunk[..n]).unwrap();
+        sent += n;
+    }
+}
+
+// ---- groups -----------------------------------------------------------------
+
+fn stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    let mut g = c.benchmark_group("stream_small_64B");
+    g.throughput(Throughput::Elements(N));
+    let worker = sys.block_on(start());
+    g.bench_function("ours", |b| b.iter(|| sys.block_on(post_and_count(&worker, N, 64))));
+    let chunk = vec![7u8; 1024 * 64];
+    g.bench_function("raw_socketpair_batched", |b| {
+        b.iter_custom(|iters| {
+            let (mut a, peer) = raw_peer(false);
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                raw_stream(&mut a, N as usize * 64, &chunk);
+            }
+            drop(a);
+            peer.join().unwrap();
+            t0.elapsed()
+        })
+    });
+    g.finish();
+    sys.block_on(stop(worker));
+}
+
+fn rtt(c: &mut Criterion, sys: &mut SystemRunner) {
+    let mut g = c.benchmark_group("rtt");
+    let worker = sys.block_on(start());
+    g.bench_function("ours", |b| b.iter(|| sys.block_on(worker.ask(Ping(1))).unwrap()));
+    g.bench_function("raw_socketpair_ping_pong", |b| {
+        let (mut a, peer) = raw_peer(true);
+        let mut buf = [0u8; 8];
+        b.iter(|| {
+            a.write_all(&[1; 8]).unwrap();
+            a.read_exact(&mut buf).unwrap();
+        });
+        drop(a);
+        peer.join().unwrap();
+    });
+    g.finish();
+    sys.block_on(stop(worker));
+}
+
+fn pipelined(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    const IN_FLIGHT: usize = 1_000;
+    let mut g = c.benchmark_group("pipelined_1000_in_flight");
+    g.throughput(Throughput::Elements(N));
+    let worker = sys.block_on(start());
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            sys.block_on(async {
+                let mut in_flight = FuturesUnordered::new();
+                let (mut sent, mut done) = (0, 0);
+                while done < N {
+                    while in_flight.len() < IN_FLIGHT && sent < N {
+                        in_flight.push(worker.ask(Ping(sent)));
+                        sent += 1;
+                    }
+                    in_flight.next().await.unwrap().unwrap();
+                    done += 1;
+                }
+            })
+        })
+    });
+    g.bench_function("raw_socketpair", |b| {
+        let (mut a, peer) = raw_peer(true);
+        let requests = vec![1u8; 8 * IN_FLIGHT];
+        let mut answers = vec![0u8; requests.len()];
+        b.iter(|| {
+            for _ in 0..N / IN_FLIGHT as u64 {
+                a.write_all(&requests).unwrap();
+                a.read_exact(&mut answers).unwrap();
+            }
+        });
+        drop(a);
+        peer.join().unwrap();
+    });
+    g.finish();
+    sys.block_on(stop(worker));
+}
+
+fn bulk(c: &mut Criterion, sys: &mut SystemRunner) {
+    let mut g = c.benchmark_group("bulk");
+    let worker = sys.block_on(start());
+    for (name, size, n) in [("1MiB", 1usize << 20, 16u64), ("16MiB", 16 << 20, 2)] {
+        g.throughput(Throughput::Bytes(size as u64 * n));
+        g.bench_function(BenchmarkId::new("ours", name), |b| {
+            b.iter(|| sys.block_on(post_and_count(&worker, n, size)))
+        });
+        let chunk = vec![7u8; size];
+        g.bench_function(BenchmarkId::new("raw_socketpair", name), |b| {
+            b.iter_custom(|iters| {
+                let (mut a, peer) = raw_peer(false);
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    raw_stream(&mut a, size * n as usize, &chunk);
+                }
+                drop(a);
+                peer.join().unwrap();
+                t0.elapsed()
+            })
+        });
+    }
+    g.finish();
+    sys.block_on(stop(worker));
+}
+
+/// Forwards worker events to a channel.
+struct Forward(mpsc::UnboundedSender<WorkerEvent<Bench>>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<WorkerEvent<Bench>> for Forward {
+    type Result = ();
+    fn handle(&mut self, event: WorkerEvent<Bench>, _: &mut Context<Self>) {
+        let _ = self.0.send(event);
+    }
+}
+
+fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
+    let mut g = c.benchmark_group("spawn_to_online");
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            sys.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (tx, mut rx) = mpsc::unbounded_channel();
+                    let forward = Forward(tx).start();
+                    let t0 = Instant::now();
+                    let worker = Worker::<Bench>::builder()
+                        .entry("sink")
+                        .events(forward.recipient())
+                        .start()
+                        .unwrap();
+                    while !matches!(rx.recv().await.unwrap().kind, Event::Online) {}
+                    total += t0.elapsed();
+                    stop(worker).await;
+                }
+                total
+            })
+        })
+    });
+    g.bench_function("spawn_bin_true", |b| {
+        b.iter(|| std::process::Command::new("/bin/true").status().unwrap())
+    });
+    g.finish();
+}
+
+fn workers(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    let mut g = c.benchmark_group("workers_sharing_requests");
+    g.throughput(Throughput::Elements(N));
+    for count in [1usize, 2, 8] {
+        let pool: Vec<_> = (0..count).map(|_| sys.block_on(start())).collect();
+        g.bench_function(BenchmarkId::new("ours", count), |b| {
+            b.iter(|| {
+                sys.block_on(async {
+                    let asks: FuturesUnordered<_> =
+                        (0..N).map(|i| pool[i as usize % count].ask(Ping(i))).collect();
+                    asks.for_each(|r| {
+                        r.unwrap();
+                        std::future::ready(())
+                    })
+                    .await;
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("raw_socketpairs", count), |b| {
+            let peers: Vec<_> = (0..count).map(|_| raw_peer(true)).collect();
+            let per = (N as usize / count) * 8;
+            b.iter(|| {
+                std::thread::scope(|s| {
+                    for (a, _) in &peers {
+                        let mut a = a.try_clone().unwrap();
+                        s.spawn(move || {
+                            let requests = vec![1u8; 8 * 1000];
+                            let mut answers = vec![0u8; requests.len()];
+                            let mut done = 0;
+                            while done < per {
+                                a.write_all(&requests).unwrap();
+                                a.read_exact(&mut answers).unwrap();
+                                done += requests.len();
+                            }
+                        });
+                    }
+                })
+            });
+            for (a, peer) in peers {
+                drop(a);
+                peer.join().unwrap();
+            }
+        });
+        for worker in pool {
+            sys.block_on(stop(worker));
+        }
+    }
+    g.finish();
+}
+
+fn main() {
+    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink(0))]);
+
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let mut sys = System::new();
+    stream_small(&mut c, &mut sys);
+    rtt(&mut c, &mut sys);
+    pipelined(&mut c, &mut sys);
+    bulk(&mut c, &mut sys);
+    spawn_to_online(&mut c, &mut sys);
+    workers(&mut c, &mut sys);
+    c.final_summary();
+}
