@@ -93,6 +93,9 @@ pub(crate) struct FdStream {
 /// much per call makes that a handful of moves, at the cost of one copy.
 const OUT_CAP: usize = 4 << 20;
 
+/// Writes from this size on go through the `out` buffer.
+const BIG_WRITE: usize = 256 << 10;
+
 impl FdStream {
     /// Wraps a connected socket; must be called inside a tokio runtime.
     pub(crate) fn new(sock: std::os::unix::net::UnixStream) -> io::Result<Self> {
@@ -231,6 +234,10 @@ impl AsyncWrite for FdStream {
         src: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.out.is_empty() && src.len() < BIG_WRITE {
+            // The common case, small batches: no copy, plain back-pressure.
+            return this.poll_send(cx, src);
+        }
         if this.poll_drain(cx)?.is_pending() {
             // Take more only while the backlog is small.
             let backlog = this.out.len() - this.out_pos;
