@@ -131,6 +131,8 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W,
 {
+    // SAFETY: getppid cannot fail.
+    let parent_pid = unsafe { libc::getppid() };
     let fp = fingerprint::<W::Protocol>();
     let mut conn = match socket::open(sock, max_message_size).await {
         Ok(c) => c,
@@ -204,6 +206,8 @@ where
                 break if fatal.load(Ordering::SeqCst) { End::Fatal } else { End::ActorStopped };
             }
             _ = recv_signal(&mut sigterm) => break End::Close { by_self: false },
+            // PR_SET_PDEATHSIG also sends SIGTERM: whether the parent is
+            // gone is told below by who our parent is now.
         }
     };
 
@@ -236,6 +240,13 @@ where
     let _ = fatal;
     outbox.end();
     let _ = writer_task.await;
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != parent_pid {
+        // Orphaned: nobody will take our process group down, so we do, with
+        // whatever this worker started (ourselves included, last).
+        // SAFETY: signals our own process group.
+        unsafe { libc::kill(0, libc::SIGKILL) };
+    }
     code
 }
 
@@ -285,6 +296,7 @@ impl<W: WorkerActor> Link<W> {
     /// Handles what the reader gave; `Some` ends the loop.
     fn handle(&self, item: Option<Result<Inbound, WireError>>) -> Option<End> {
         match item {
+            // The parent closed its end: it is gone.
             None => Some(End::Close { by_self: false }),
             Some(Ok(inbound)) => self.deliver(inbound),
             Some(Err(e)) => {

@@ -10,7 +10,7 @@ use actix::{Addr, Recipient};
 
 use super::events::WorkerEvent;
 use super::output::Output;
-use super::spawn::CommandSpec;
+use super::spawn::{CommandSpec, ResourceLimits};
 use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
@@ -187,6 +187,15 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// events tagged with the worker's name and pid (see [`Output::Capture`]).
     pub fn capture_output(self) -> Self {
         self.stdout(Output::Capture).stderr(Output::Capture)
+    }
+
+    /// Resource limits for the worker process (address space, CPU seconds,
+    /// open files), set with `setrlimit` before its program starts. A worker
+    /// over its memory limit fails to allocate (a Rust program aborts) and
+    /// its exit is reported like any other.
+    pub fn resource_limits(mut self, limits: ResourceLimits) -> Self {
+        self.spec.rlimits = limits;
+        self
     }
 
     /// A name for the worker, carried by its events. Default: the entry, or

@@ -49,6 +49,40 @@ pub(crate) struct CommandSpec {
     pub stdout: Output,
     pub stderr: Output,
     pub max_message_size: usize,
+    pub rlimits: ResourceLimits,
+}
+
+/// Resource limits set (`setrlimit`, soft and hard) in the worker before
+/// its program starts. `None` leaves the parent's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResourceLimits {
+    /// Address space, in bytes (`RLIMIT_AS`): allocations past it fail.
+    pub address_space: Option<u64>,
+    /// CPU time, in seconds (`RLIMIT_CPU`): SIGXCPU, then SIGKILL.
+    pub cpu_seconds: Option<u64>,
+    /// Open descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// Sets [`address_space`](Self::address_space).
+    pub fn address_space(mut self, bytes: u64) -> Self {
+        self.address_space = Some(bytes);
+        self
+    }
+
+    /// Sets [`cpu_seconds`](Self::cpu_seconds).
+    pub fn cpu_seconds(mut self, seconds: u64) -> Self {
+        self.cpu_seconds = Some(seconds);
+        self
+    }
+
+    /// Sets [`open_files`](Self::open_files).
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
+        self
+    }
 }
 
 fn stdio(output: Output) -> Stdio {
@@ -156,8 +190,10 @@ fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Resu
     cmd.stdin(Stdio::null()).stdout(stdio(spec.stdout)).stderr(stdio(spec.stderr));
     cmd.process_group(0);
     let parent = std::process::id() as libc::pid_t;
+    let rlimits = spec.rlimits;
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (prctl, getppid, fcntl, _exit).
+    // only async-signal-safe functions (prctl, getppid, syscall, fcntl,
+    // setrlimit, _exit).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
@@ -167,9 +203,29 @@ fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Resu
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
-            // Keep the socket across exec in this child only.
+            // No descriptor of the parent's leaks into the worker, even one
+            // opened without close-on-exec: mark them all, then keep only
+            // the socket.
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                for other in 3..4096 {
+                    libc::fcntl(other, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
             if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            for (resource, limit) in [
+                (libc::RLIMIT_AS, rlimits.address_space),
+                (libc::RLIMIT_CPU, rlimits.cpu_seconds),
+                (libc::RLIMIT_NOFILE, rlimits.open_files),
+            ] {
+                if let Some(limit) = limit {
+                    let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(resource, &rlim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
             }
             Ok(())
         });

@@ -49,6 +49,19 @@ pub enum Cmd {
     Tagged(u64),
     /// Answer `Count` with the worker's open descriptors.
     FdCount,
+    /// Write through a null pointer.
+    Segfault,
+    Abort,
+    /// Ignore SIGTERM, then block forever.
+    IgnoreTermAndHang,
+    /// Start `sleep 600` and answer `Pid` with its pid.
+    SpawnGrandchild,
+    /// Answer `Lines` with where each open descriptor points.
+    ListFds,
+    /// Answer `Lines` with `KEY=VALUE` for the whole environment.
+    Env,
+    /// Allocate and touch this many bytes; answer `Count` with it.
+    Alloc(usize),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -69,6 +82,7 @@ pub enum Reply {
     /// `n`, and whether its descriptor (or its absence) was right.
     Tagged(u64, bool),
     Count(usize),
+    Lines(Vec<String>),
 }
 
 // ---- requests -----------------------------------------------------------
@@ -229,6 +243,43 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
                 } else {
                     let _ = parent.post(Reply::Tagged(n, ok));
                 }
+            }
+            Cmd::Segfault => {
+                // SAFETY: it is not; a real segfault is the point.
+                unsafe { std::ptr::write_volatile(std::ptr::null_mut::<u64>(), 1) };
+            }
+            Cmd::Abort => std::process::abort(),
+            Cmd::IgnoreTermAndHang => {
+                // SAFETY: setting a signal's disposition to ignore.
+                unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            Cmd::SpawnGrandchild => {
+                let child = std::process::Command::new("sleep").arg("600").spawn().expect("sleep");
+                let _ = parent.post(Reply::Pid(child.id()));
+            }
+            Cmd::ListFds => {
+                // Beyond stdio, and beyond the directory being read.
+                let mut lines: Vec<String> = std::fs::read_dir("/proc/self/fd")
+                    .expect("/proc/self/fd")
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok_and(|n| n > 2))
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .map(|p| p.display().to_string())
+                    .filter(|p| !p.starts_with("/proc/"))
+                    .collect();
+                lines.sort();
+                let _ = parent.post(Reply::Lines(lines));
+            }
+            Cmd::Env => {
+                let lines = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = parent.post(Reply::Lines(lines));
+            }
+            Cmd::Alloc(n) => {
+                let v = vec![1u8; n];
+                let _ = parent.post(Reply::Count(std::hint::black_box(v).len()));
             }
             Cmd::FdCount => {
                 let _ = parent.post(Reply::Count(open_fds()));

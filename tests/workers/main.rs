@@ -5,6 +5,7 @@
 mod basics;
 mod common;
 mod errors;
+mod faults;
 mod fds;
 mod hostile;
 mod requests;
@@ -85,6 +86,17 @@ fn main() {
         supervise::requests_in_flight_fail_and_are_not_resent,
         supervise::terminate_stops_a_supervised_worker_for_good,
         supervise::fifty_crash_restart_cycles_leak_nothing,
+        faults::sigsegv_is_reported,
+        faults::sigabrt_is_reported,
+        faults::exit_137_is_a_code_not_a_signal,
+        faults::sigkill_by_someone_else_is_reported,
+        faults::a_segfaulting_worker_is_restarted_as_configured,
+        faults::a_worker_that_ignores_sigterm_is_killed_within_grace_plus_one_second,
+        faults::terminate_takes_the_workers_own_children_down,
+        faults::parent_killed_under_load_takes_all_workers_down,
+        faults::no_descriptor_of_the_parent_leaks_into_a_worker,
+        faults::a_clean_environment_is_only_what_the_builder_says,
+        faults::a_worker_over_its_memory_limit_dies_and_is_reported,
         requests::typed_answers,
         requests::ten_thousand_concurrent_requests_each_get_their_answer,
         requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
@@ -100,6 +112,7 @@ fn main() {
         errors::print_role,
         fds::fd_counts_inner,
         supervise::cycles_inner,
+        faults::busy_parent_role,
     ]);
     libtest_mimic::run(&args, tests).exit();
 }

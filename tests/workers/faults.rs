@@ -1,0 +1,210 @@
+//! Faults and their reports: signals, exits, stubborn workers, worker
+//! process trees, a parent killed under load, and what a worker inherits.
+
+use std::time::{Duration, Instant};
+
+use actix_webworker::{
+    Event, Grace, Join, ResourceLimits, Restart, RestartPolicy, Terminate, WorkerAddrExt,
+    WorkerError,
+};
+
+use crate::common::*;
+
+/// Posts `cmd` with a request pending; checks the exit and the request.
+fn dies_with(cmd: Cmd, code: Option<i32>, signal: Option<i32>) {
+    run(async {
+        let (worker, mut events) = start();
+        let pending = worker.ask(Never);
+        assert_eq!(worker.ask(Seen).await.unwrap(), 0);
+        worker.post(cmd);
+        let status = events.exit().await;
+        assert_eq!((status.code, status.signal), (code, signal), "{status}");
+        let res = pending.await;
+        assert!(matches!(res, Err(WorkerError::Exited(s)) if s == status), "{res:?}");
+    });
+}
+
+pub fn sigsegv_is_reported() {
+    dies_with(Cmd::Segfault, None, Some(libc::SIGSEGV));
+}
+
+pub fn sigabrt_is_reported() {
+    dies_with(Cmd::Abort, None, Some(libc::SIGABRT));
+}
+
+pub fn exit_137_is_a_code_not_a_signal() {
+    dies_with(Cmd::Exit(137), Some(137), None);
+}
+
+pub fn sigkill_by_someone_else_is_reported() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!() };
+        let pending = worker.ask(Never);
+        assert_eq!(worker.ask(Seen).await.unwrap(), 0);
+        // SAFETY: signalling the worker we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert_eq!(events.exit().await.signal, Some(9));
+        assert!(matches!(pending.await, Err(WorkerError::Exited(_))));
+    });
+}
+
+pub fn a_segfaulting_worker_is_restarted_as_configured() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let policy = RestartPolicy::default()
+            .restart(Restart::OnFailure)
+            .backoff(Duration::from_millis(1), Duration::from_millis(1));
+        let worker = builder(rec).restart(policy).start().unwrap();
+        worker.post(Cmd::Segfault);
+        loop {
+            match events.next().await {
+                Event::Exit(s) => assert_eq!(s.signal, Some(libc::SIGSEGV)),
+                Event::Restarting { .. } => break,
+                Event::GaveUp(g) => panic!("{g:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(worker.ask(Sum(vec![1, 1])).await.unwrap(), 2);
+        worker.terminate();
+        assert!(worker.send(Join).await.unwrap().success());
+    });
+}
+
+pub fn a_worker_that_ignores_sigterm_is_killed_within_grace_plus_one_second() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).grace_period(Duration::from_millis(300)).start().unwrap();
+        worker.post(Cmd::IgnoreTermAndHang);
+        worker.post(Cmd::Echo(0)); // never handled
+        let t0 = Instant::now();
+        worker.send(Terminate(Grace::Default)).await.unwrap();
+        let status = events.exit().await;
+        assert_eq!(status.signal, Some(libc::SIGKILL));
+        assert!(t0.elapsed() < Duration::from_millis(1300), "took {:?}", t0.elapsed());
+    });
+}
+
+pub fn terminate_takes_the_workers_own_children_down() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::SpawnGrandchild);
+        let Reply::Pid(grandchild) = events.message().await.data else { panic!() };
+        worker.terminate();
+        assert!(events.exit().await.success());
+        assert!(wait_gone(grandchild, Duration::from_secs(2)), "grandchild {grandchild} outlived");
+    });
+}
+
+/// The parent side of `parent_killed_under_load_takes_all_workers_down`.
+pub fn busy_parent_role() {
+    run(async {
+        let mut pids = Vec::new();
+        let mut keep = Vec::new();
+        for _ in 0..8 {
+            let (worker, mut events) = start();
+            worker.post(Cmd::SpawnGrandchild);
+            let Reply::Pid(grandchild) = events.message().await.data else { panic!() };
+            worker.post(Cmd::Pid);
+            let Reply::Pid(pid) = events.message().await.data else { panic!() };
+            worker.post(Cmd::Block(600_000));
+            pids.push(pid);
+            pids.push(grandchild);
+            keep.push((worker, events));
+        }
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        println!("PIDS={}", list.join(","));
+        std::future::pending::<()>().await;
+    });
+}
+
+pub fn parent_killed_under_load_takes_all_workers_down() {
+    use std::io::BufRead;
+    let mut parent = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "faults::busy_parent_role",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AWW_ISOLATED", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = parent.stdout.take().unwrap();
+    let mut pids = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        if let Some((_, list)) = line.unwrap().split_once("PIDS=") {
+            pids = list.trim().split(',').map(|p| p.parse::<u32>().unwrap()).collect();
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 16, "8 workers and their children");
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let t0 = Instant::now();
+    for pid in pids {
+        let left = Duration::from_secs(2).saturating_sub(t0.elapsed());
+        assert!(wait_gone(pid, left), "process {pid} outlived its parent by 2 s");
+    }
+}
+
+pub fn no_descriptor_of_the_parent_leaks_into_a_worker() {
+    run(async {
+        // A descriptor opened without close-on-exec, as careless code does.
+        let (r, w) = std::io::pipe().unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: clearing close-on-exec on a pipe we own.
+        unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFD, 0) };
+        let leaked = std::fs::read_link(format!("/proc/self/fd/{}", r.as_raw_fd())).unwrap();
+        let (worker, mut events) = start();
+        worker.post(Cmd::ListFds);
+        let Reply::Lines(fds) = events.message().await.data else { panic!() };
+        let leaked = leaked.display().to_string();
+        assert!(!fds.contains(&leaked), "{leaked} leaked into the worker: {fds:?}");
+        // Beyond stdio: its socket (a socketpair, no path on disk) and the
+        // runtime's own sockets, pipes and event descriptors; no files.
+        assert!(fds.iter().all(|f| !f.starts_with('/')), "{fds:?}");
+        drop((r, w));
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_clean_environment_is_only_what_the_builder_says() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).env_clear().env("ONLY", "this").start().unwrap();
+        worker.post(Cmd::Env);
+        let Reply::Lines(env) = events.message().await.data else { panic!() };
+        assert_eq!(env, ["ONLY=this"], "the runtime's own variables are removed at start");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_worker_over_its_memory_limit_dies_and_is_reported() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let limits = ResourceLimits::default().address_space(512 << 20);
+        let worker = builder(rec)
+            .resource_limits(limits)
+            .stderr(actix_webworker::Output::Null)
+            .start()
+            .unwrap();
+        worker.post(Cmd::Alloc(1 << 20));
+        assert_eq!(events.message().await.data, Reply::Count(1 << 20));
+        worker.post(Cmd::Alloc(1 << 30));
+        let status = events.exit().await;
+        // Rust aborts when an allocation fails.
+        assert_eq!(status.signal, Some(libc::SIGABRT), "{status}");
+        // The parent is fine and starts another.
+        let (other, mut other_events) = start();
+        assert_eq!(other.ask(Sum(vec![2])).await.unwrap(), 2);
+        other.terminate();
+        assert!(other_events.exit().await.success());
+        drop(worker);
+    });
+}
