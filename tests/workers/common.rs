@@ -257,8 +257,12 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
                 }
             }
             Cmd::SpawnGrandchild => {
-                let child = std::process::Command::new("sleep").arg("600").spawn().expect("sleep");
+                let mut child =
+                    std::process::Command::new("sleep").arg("600").spawn().expect("sleep");
                 let _ = parent.post(Reply::Pid(child.id()));
+                // Reaped here when terminate takes the group down; the test
+                // is that it does not outlive the worker.
+                std::thread::spawn(move || child.wait());
             }
             Cmd::ListFds => {
                 // Beyond stdio, and beyond the directory being read.
