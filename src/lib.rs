@@ -99,6 +99,8 @@
 
 mod child;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod parent;
 mod protocol;
 mod request;
