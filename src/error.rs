@@ -101,6 +101,9 @@ pub enum WireError {
         /// Bytes that arrived.
         got: usize,
     },
+    /// The connection ended in the middle of a message.
+    #[error("the connection ended in the middle of a message")]
+    CutOff,
     /// A header with an unknown message kind.
     #[error("unknown message kind {0}")]
     UnknownKind(u8),
@@ -153,6 +156,13 @@ pub enum WireError {
         claimed: usize,
         /// What is there.
         available: usize,
+    },
+    /// Descriptors arrived that no message claimed (a peer sending
+    /// descriptors with no message to carry them); they are closed.
+    #[error("{count} descriptors arrived that no message claimed")]
+    UnclaimedFds {
+        /// How many.
+        count: usize,
     },
     /// Too many descriptors on one message.
     #[error("{count} descriptors on one message, the limit is {limit}")]

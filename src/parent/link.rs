@@ -86,11 +86,10 @@ impl<P: Protocol> Link<P> {
                     s = &mut wait, if status.is_none() => status = Some(s),
                 }
             }
-            if reader.unclaimed_fds() > 0 {
-                tracing::debug!(
-                    n = reader.unclaimed_fds(),
-                    "descriptors arrived that no message claimed"
-                );
+            let count = reader.unclaimed_fds();
+            if count > 0 {
+                // They are closed with the reader; the event says so.
+                self.emit(Event::WireError(WireError::UnclaimedFds { count }));
             }
         }
         if let Some(task) = writer_task {

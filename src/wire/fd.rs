@@ -20,12 +20,15 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
+
+use super::boundary::Boundary;
 
 /// The most descriptors one `sendmsg` may carry (Linux's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_SEND: usize = 253;
@@ -36,6 +39,8 @@ pub(crate) const MAX_FDS_PER_SEND: usize = 253;
 pub(crate) struct FdQueues {
     outgoing: Mutex<VecDeque<OwnedFd>>,
     incoming: Mutex<VecDeque<OwnedFd>>,
+    /// The bytes read so far end inside a WebSocket frame.
+    mid_frame: AtomicBool,
 }
 
 impl FdQueues {
@@ -62,6 +67,12 @@ impl FdQueues {
         Some(incoming.drain(..n).collect())
     }
 
+    /// Whether the bytes read so far end inside a frame: at the end of the
+    /// connection, a message was cut off.
+    pub(crate) fn mid_frame(&self) -> bool {
+        self.mid_frame.load(Ordering::Relaxed)
+    }
+
     /// How many received descriptors no message has claimed yet.
     pub(crate) fn unclaimed(&self) -> usize {
         lock(&self.incoming).len()
@@ -80,6 +91,7 @@ pub(crate) struct FdStream {
     io: UnixStream,
     fds: Arc<FdQueues>,
     cmsg: Vec<u8>,
+    boundary: Boundary,
     /// Bytes accepted from the writer but not yet in the socket, from
     /// `out_pos` on. See [`OUT_CAP`].
     out: Vec<u8>,
@@ -104,6 +116,7 @@ impl FdStream {
             io: UnixStream::from_std(sock)?,
             fds: Arc::new(FdQueues::default()),
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
+            boundary: Boundary::default(),
             out: Vec::new(),
             out_pos: 0,
         })
@@ -172,7 +185,7 @@ impl AsyncRead for FdStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let FdStream { io, fds, cmsg, .. } = self.get_mut();
+        let FdStream { io, fds, cmsg, boundary, .. } = self.get_mut();
         loop {
             ready!(io.poll_read_ready(cx))?;
             let dst = buf.initialize_unfilled();
@@ -181,6 +194,8 @@ impl AsyncRead for FdStream {
             // `poll_read_ready` parks the task until the socket is readable.
             match io.try_io(Interest::READABLE, || recv(fd, dst, cmsg, fds)) {
                 Ok(n) => {
+                    boundary.feed(&dst[..n]);
+                    fds.mid_frame.store(boundary.mid_frame(), Ordering::Relaxed);
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }

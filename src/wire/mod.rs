@@ -2,6 +2,7 @@
 //! ([`codec`]), the fd-aware socket ([`fd`]), the WebSocket over it
 //! ([`socket`]) and the queue that feeds it ([`outbox`]).
 
+pub(crate) mod boundary;
 pub(crate) mod codec;
 pub(crate) mod fd;
 pub(crate) mod frame;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -116,32 +116,35 @@ async fn next_inbound<S>(stream: &mut S, fds: &FdQueues) -> Option<Result<Inboun
 where
     S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    loop {
-        let bytes = match stream.next().await? {
-            Ok(Message::Binary(bytes)) => bytes,
+    let bytes = loop {
+        match stream.next().await? {
+            Ok(Message::Binary(bytes)) => break bytes,
             Ok(Message::Text(_)) => return Some(Err(WireError::TextFrame)),
             Ok(Message::Close(_)) => return None,
             Ok(_) => continue, // ping, pong: tungstenite answers pings itself
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return None,
-            Err(e) => return Some(Err(ws_error(e))),
-        };
-        let header = match frame::decode(&bytes) {
-            Ok((header, payload)) => {
-                let offset = bytes.len() - payload.len();
-                (header, offset)
+            // The peer went away without a close frame: a worker that died,
+            // which its exit reports; or one that cut a message off.
+            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                return fds.mid_frame().then_some(Err(WireError::CutOff));
             }
-            Err(e) => return Some(Err(e)),
-        };
-        let (header, offset) = header;
-        let wanted = usize::from(header.nfds);
-        let Some(fds) = fds.take_incoming(wanted) else {
-            return Some(Err(WireError::MissingFds {
-                claimed: wanted,
-                available: fds.unclaimed(),
-            }));
-        };
-        return Some(Ok(Inbound { header, bytes, offset, fds }));
+            Err(e) => return Some(Err(ws_error(e))),
+        }
+    };
+    let (header, offset) = match frame::decode(&bytes) {
+        Ok((header, payload)) => (header, bytes.len() - payload.len()),
+        Err(e) => return Some(Err(e)),
+    };
+    let wanted = usize::from(header.nfds);
+    let Some(taken) = fds.take_incoming(wanted) else {
+        return Some(Err(WireError::MissingFds { claimed: wanted, available: fds.unclaimed() }));
+    };
+    // Descriptors of later messages may arrive early, but never more than
+    // two sends' worth: beyond that, a peer is piling them up.
+    if fds.unclaimed() > 2 * MAX_FDS_PER_SEND {
+        return Some(Err(WireError::UnclaimedFds { count: fds.unclaimed() }));
     }
+    Some(Ok(Inbound { header, bytes, offset, fds: taken }))
 }
 
 fn ws_error(e: WsError) -> WireError {

@@ -4,7 +4,7 @@
 //! and other workers go on.
 
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
 use actix_webworker::{Event, WireError, WorkerAddrExt};
@@ -40,6 +40,27 @@ fn handshake(sock: &mut UnixStream, version: Option<u32>) {
         hello[6..10].copy_from_slice(&v.to_le_bytes());
     }
     sock.write_all(&ws_frame(2, &hello)).unwrap();
+}
+
+/// `sendmsg` of `bytes` with one descriptor (SCM_RIGHTS).
+fn send_with_fd(sock: &UnixStream, bytes: &[u8], fd: i32) {
+    // SAFETY: a msghdr over local buffers sized with CMSG_SPACE for one fd.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+        let mut control = vec![0u8; space];
+        let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut _;
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut i32, fd);
+        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), bytes.len() as isize);
+    }
 }
 
 /// Reads until the parent closes the connection (or kills us), then exits.
@@ -87,6 +108,13 @@ pub fn run_if_raw_worker() {
             sock.write_all(&ws_frame(2, &[2, 0, 0, 7])).unwrap();
         }
         "stray-fds" => sock.write_all(&ws_frame(2, &[2, 1, 0, 7])).unwrap(),
+        "extra-fds" => {
+            // A valid post that claims no descriptor, sent with one.
+            let devnull = std::fs::File::open("/dev/null").unwrap();
+            send_with_fd(&sock, &ws_frame(2, &[2, 0, 0, 7]), devnull.as_raw_fd());
+            sock.write_all(&ws_frame(2, &[2, 0, 0, 8])).unwrap();
+            std::process::exit(0);
+        }
         other => panic!("unknown raw scenario {other}"),
     }
     drain(sock)
@@ -120,7 +148,7 @@ pub fn garbage_bytes() {
 }
 
 pub fn truncated_frame() {
-    hostile("truncated", |e| matches!(e, WireError::Transport(_)));
+    hostile("truncated", |e| matches!(e, WireError::CutOff));
 }
 
 pub fn four_gib_frame() {
@@ -141,6 +169,29 @@ pub fn other_protocol_version() {
 
 pub fn claimed_descriptors_that_never_came() {
     hostile("stray-fds", |e| matches!(e, WireError::MissingFds { claimed: 1, available: 0 }));
+}
+
+pub fn descriptors_no_message_claims_are_reported_and_closed() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let _worker = builder(rec).entry("raw-extra-fds").start().unwrap();
+        let mut got = Vec::new();
+        let mut unclaimed = None;
+        loop {
+            match events.next().await {
+                Event::Message(m) => {
+                    assert!(m.fds.is_empty(), "a message got a descriptor it did not claim");
+                    got.push(m.data);
+                }
+                Event::WireError(WireError::UnclaimedFds { count }) => unclaimed = Some(count),
+                Event::Exit(_) => break,
+                Event::Online => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, [Reply::Echo(7), Reply::Echo(8)]);
+        assert_eq!(unclaimed, Some(1));
+    });
 }
 
 pub fn undecodable_payload_leaves_the_connection_up() {

@@ -62,6 +62,7 @@ fn main() {
         hostile::other_protocol_version,
         hostile::undecodable_payload_leaves_the_connection_up,
         hostile::claimed_descriptors_that_never_came,
+        hostile::descriptors_no_message_claims_are_reported_and_closed,
         errors::panic_in_a_timer_reaches_the_parent,
         errors::on_error_that_handles_keeps_it_from_the_parent,
         errors::panic_in_started_is_reported_before_the_exit,
