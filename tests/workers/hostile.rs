@@ -91,6 +91,15 @@ pub fn run_if_raw_worker() {
             sock.write_all(&f).unwrap();
             std::process::exit(0);
         }
+        "half-16mib" => {
+            // A 16 MiB post, of which 1 MiB is written before the worker dies.
+            let mut f = vec![0x82, 127];
+            f.extend_from_slice(&((16u64 << 20) + 8).to_be_bytes());
+            f.extend_from_slice(&[2, 0, 1]);
+            f.extend(std::iter::repeat_n(7u8, 1 << 20));
+            sock.write_all(&f).unwrap();
+            std::process::exit(1);
+        }
         "huge" => {
             let mut f = vec![0x82, 127];
             f.extend_from_slice(&(4u64 << 30).to_be_bytes());

@@ -8,6 +8,7 @@ mod errors;
 mod faults;
 mod fds;
 mod hostile;
+mod load;
 mod requests;
 mod supervise;
 
@@ -98,6 +99,12 @@ fn main() {
         faults::no_descriptor_of_the_parent_leaks_into_a_worker,
         faults::a_clean_environment_is_only_what_the_builder_says,
         faults::a_worker_over_its_memory_limit_dies_and_is_reported,
+        load::a_full_queue_refuses_when_told_to_fail,
+        load::a_full_queue_makes_send_wait_and_loses_nothing,
+        load::sixty_four_workers_ten_thousand_requests_each,
+        load::a_worker_dying_while_sending_16_mib_is_a_typed_error,
+        load::a_worker_dying_while_receiving_16_mib_is_a_typed_error,
+        load::a_thousand_crash_restarts_leave_nothing_behind,
         requests::typed_answers,
         requests::ten_thousand_concurrent_requests_each_get_their_answer,
         requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
@@ -114,6 +121,7 @@ fn main() {
         fds::fd_counts_inner,
         supervise::cycles_inner,
         faults::busy_parent_role,
+        load::storm_inner,
     ]);
     libtest_mimic::run(&args, tests).exit();
 }
