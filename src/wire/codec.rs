@@ -5,7 +5,8 @@
 //! swapped without touching anything else.
 //!
 //! Decoding always runs on a complete, size-checked message slice, with the
-//! codec's own allocation limit set, and must consume every byte.
+//! codec's own allocation limit set, under a nesting guard (see `depth.rs`),
+//! and must consume every byte.
 //!
 //! Byte strings: a `Vec<u8>` field is a sequence of integers to serde. Mark
 //! it `#[serde(with = "serde_bytes")]` (or use `serde_bytes::ByteBuf`) so it
@@ -16,6 +17,7 @@ use bincode::enc::write::Writer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::depth::Guarded;
 use crate::error::WireError;
 
 /// The most any single decode may claim to allocate, whatever the configured
@@ -51,7 +53,7 @@ impl Writer for VecWriter<'_> {
 
 /// Decodes a whole payload; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+    let (Guarded(value), used) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| WireError::Decode(e.to_string()))?;
     if used != bytes.len() {
         return Err(WireError::Decode(format!(
@@ -87,6 +89,37 @@ mod tests {
         encode_into(&Msg::Numbers(vec![1, 2]), &mut buf).unwrap();
         buf.push(0);
         assert!(matches!(decode::<Msg>(&buf), Err(WireError::Decode(_))));
+    }
+
+    #[derive(Serialize, Deserialize, Debug)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+    }
+
+    #[test]
+    fn nesting_bomb_is_refused_not_a_stack_overflow() {
+        // A million nested nodes: one byte each, a few hundred KiB of stack
+        // frames each if decoded naively.
+        let mut bomb = vec![1u8; 1_000_000];
+        bomb.push(0);
+        let err = decode::<Tree>(&bomb).unwrap_err();
+        assert!(err.to_string().contains("nest deeper"), "{err}");
+        // Shallow trees still decode.
+        let mut ok = vec![1u8; 100];
+        ok.push(0);
+        assert!(decode::<Tree>(&ok).is_ok());
+    }
+
+    #[test]
+    fn string_length_bomb_allocates_nothing_it_cannot_fill() {
+        // A String claiming 1 GiB in a few bytes fails on the missing bytes,
+        // before any allocation of the claimed size.
+        let mut buf = vec![0u8]; // variant 0: Hello { foo: String }
+        buf.push(252); // varint: a u32 follows
+        buf.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        buf.extend_from_slice(b"abc");
+        assert!(decode::<Msg>(&buf).is_err());
     }
 
     #[test]

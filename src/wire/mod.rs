@@ -4,6 +4,7 @@
 
 pub(crate) mod boundary;
 pub(crate) mod codec;
+pub(crate) mod depth;
 pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod outbox;

@@ -1,0 +1,336 @@
+//! A depth guard for decoding: bincode has no nesting limit, and a few
+//! hundred kilobytes of a recursive type nested deep enough overflow the
+//! decoding thread's stack, which aborts the whole process (`catch_unwind`
+//! cannot stop it). [`Guard`] wraps any serde `Deserializer` and counts how
+//! deeply values nest; past [`MAX_DEPTH`] decoding fails with an error.
+//!
+//! It forwards every call, wrapping each visitor, sequence, map and enum
+//! access it passes through so that nested values are guarded too.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
+
+/// How deeply values may nest. Deep enough for any sane message, shallow
+/// enough for a thread's stack in a debug build.
+pub(crate) const MAX_DEPTH: usize = 512;
+
+/// The shared count of how deep decoding is.
+pub(crate) struct Depth(Cell<usize>);
+
+impl Depth {
+    pub(crate) fn new() -> Self {
+        Depth(Cell::new(0))
+    }
+
+    fn enter<E: de::Error>(&self) -> Result<DepthToken<'_>, E> {
+        let d = self.0.get() + 1;
+        if d > MAX_DEPTH {
+            return Err(E::custom(format_args!("values nest deeper than {MAX_DEPTH} levels")));
+        }
+        self.0.set(d);
+        Ok(DepthToken(self))
+    }
+}
+
+/// Leaves a level when dropped.
+struct DepthToken<'a>(&'a Depth);
+
+impl Drop for DepthToken<'_> {
+    fn drop(&mut self) {
+        self.0 .0.set(self.0 .0.get() - 1);
+    }
+}
+
+/// A value decoded under a fresh [`Guard`].
+pub(crate) struct Guarded<T>(pub(crate) T);
+
+impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for Guarded<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let depth = Depth::new();
+        T::deserialize(Guard { inner: d, depth: &depth }).map(Guarded)
+    }
+}
+
+/// A guarded deserializer.
+pub(crate) struct Guard<'a, D> {
+    pub(crate) inner: D,
+    pub(crate) depth: &'a Depth,
+}
+
+macro_rules! forward_deserializer {
+    ($($method:ident),*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.$method(Wrap { inner: visitor, depth: self.depth })
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
+    type Error = D::Error;
+
+    forward_deserializer!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_bytes,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any
+    );
+
+    // Owned strings and byte buffers are read as borrowed ones: the
+    // borrowed path checks that the claimed length is really there before
+    // anything is allocated, and the visitor copies exactly that much. (The
+    // owned path allocates whatever a length prefix claims first.)
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_str(Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_bytes(Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_unit_struct(name, Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_newtype_struct(name, Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_tuple(len, Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_tuple_struct(name, len, Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_struct(name, fields, Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_enum(name, variants, Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.inner.is_human_readable()
+    }
+}
+
+/// A guarded visitor.
+struct Wrap<'a, V> {
+    inner: V,
+    depth: &'a Depth,
+}
+
+macro_rules! forward_visit {
+    ($($method:ident($ty:ty)),*) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
+            self.inner.$method(v)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.expecting(f)
+    }
+
+    forward_visit!(
+        visit_bool(bool),
+        visit_i8(i8),
+        visit_i16(i16),
+        visit_i32(i32),
+        visit_i64(i64),
+        visit_i128(i128),
+        visit_u8(u8),
+        visit_u16(u16),
+        visit_u32(u32),
+        visit_u64(u64),
+        visit_u128(u128),
+        visit_f32(f32),
+        visit_f64(f64),
+        visit_char(char),
+        visit_str(&str),
+        visit_borrowed_str(&'de str),
+        visit_string(String),
+        visit_bytes(&[u8]),
+        visit_borrowed_bytes(&'de [u8]),
+        visit_byte_buf(Vec<u8>)
+    );
+
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let _level = self.depth.enter::<D::Error>()?;
+        self.inner.visit_some(Guard { inner: d, depth: self.depth })
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let _level = self.depth.enter::<D::Error>()?;
+        self.inner.visit_newtype_struct(Guard { inner: d, depth: self.depth })
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        let _level = self.depth.enter::<A::Error>()?;
+        self.inner.visit_seq(Access { inner: seq, depth: self.depth })
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        let _level = self.depth.enter::<A::Error>()?;
+        self.inner.visit_map(Access { inner: map, depth: self.depth })
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        let _level = self.depth.enter::<A::Error>()?;
+        self.inner.visit_enum(Access { inner: data, depth: self.depth })
+    }
+}
+
+/// A guarded seed: what a sequence, map or variant hands out.
+struct Seed<'a, S> {
+    inner: S,
+    depth: &'a Depth,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        self.inner.deserialize(Guard { inner: d, depth: self.depth })
+    }
+}
+
+/// A guarded sequence, map, enum or variant access.
+struct Access<'a, A> {
+    inner: A,
+    depth: &'a Depth,
+}
+
+impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.inner.next_element_seed(Seed { inner: seed, depth: self.depth })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.inner.next_key_seed(Seed { inner: seed, depth: self.depth })
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.next_value_seed(Seed { inner: seed, depth: self.depth })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'a, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'a, A> {
+    type Error = A::Error;
+    type Variant = Access<'a, A::Variant>;
+
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<(T::Value, Self::Variant), A::Error> {
+        let depth = self.depth;
+        let (value, variant) = self.inner.variant_seed(Seed { inner: seed, depth })?;
+        Ok((value, Access { inner: variant, depth }))
+    }
+}
+
+impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
+    type Error = A::Error;
+
+    fn unit_variant(self) -> Result<(), A::Error> {
+        self.inner.unit_variant()
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        let _level = self.depth.enter::<A::Error>()?;
+        self.inner.newtype_variant_seed(Seed { inner: seed, depth: self.depth })
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        self.inner.tuple_variant(len, Wrap { inner: visitor, depth: self.depth })
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        self.inner.struct_variant(fields, Wrap { inner: visitor, depth: self.depth })
+    }
+}
