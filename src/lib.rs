@@ -3,10 +3,15 @@
 //!
 //! The parent starts a worker with a builder and gets an
 //! [`Addr<Worker<P>>`](Worker): posting a typed message is sending it a
-//! [`Post`]. The worker runs an ordinary actix actor (a [`WorkerActor`])
-//! that receives those messages, posts back through its [`Parent`], and has
-//! `on_close` and `on_error` hooks. Events (online, message, error, exit)
-//! reach the parent through an actix [`Recipient`](actix::Recipient).
+//! [`Post`], and [`Ask`] sends a typed [`Request`] whose answer comes back
+//! with its own type. The worker runs an ordinary actix actor (a
+//! [`WorkerActor`]) that receives those messages, answers requests with its
+//! own handlers, posts and asks back through its [`Parent`], and has
+//! `on_close` and `on_error` hooks. Events (online, message, error, exit,
+//! restarts) reach the parent through an actix
+//! [`Recipient`](actix::Recipient). Messages may carry file descriptors
+//! both ways, and a [`RestartPolicy`] brings a crashed worker back behind
+//! the same address.
 //!
 //! ```text
 //! parent process                                  worker process
@@ -84,6 +89,8 @@
 //! # Map of the crate
 //!
 //! - `protocol`: the [`Protocol`] trait naming the message types.
+//! - `request`: typed requests across the boundary ([`Request`], [`Ask`]).
+//! - `supervise`: the [`RestartPolicy`] and its decisions.
 //! - `parent`: the [`WorkerBuilder`], the [`Worker`] actor, [`WorkerEvent`]s,
 //!   and the launching and reaping of processes.
 //! - `child`: the worker runtime ([`run_if_worker`], [`run_worker`],

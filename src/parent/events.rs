@@ -71,9 +71,9 @@ pub enum Event<P: Protocol> {
     /// (`onerror`): message, file, line, column, backtrace.
     Error(ErrorReport),
     /// Something on the wire was wrong: an undecodable or over-size message,
-    /// garbage, a mismatched worker binary. Payload errors leave the
-    /// connection up ([`WireError::is_recoverable`]); the others end it, and
-    /// an `Exit` follows.
+    /// garbage, a mismatched worker binary, a message cut off. A message
+    /// that does not decode ([`WireError::Decode`]) leaves the connection
+    /// up; the others end it: the worker is killed and an `Exit` follows.
     WireError(WireError),
     /// A post was refused (too large, queue full, worker terminating or
     /// gone); the sender of a `send` got the same error.
