@@ -30,7 +30,7 @@ use crate::parent::events::Received;
 use crate::parent::spawn::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 use crate::protocol::{fingerprint, Protocol};
 use crate::request::{resolve_frame, Handlers, Pending};
-use crate::wire::frame::{self, Kind, PROTOCOL_VERSION};
+use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound};
 use crate::wire::{self, codec};
@@ -143,9 +143,9 @@ where
     };
     // The hello each way. Ours is sent whatever we think of theirs, so the
     // parent can say what is wrong.
-    let theirs = conn.recv().await;
+    let theirs = conn.recv_hello(fp).await;
     let _ = conn.send(frame::hello(fp)).await;
-    match check_hello(theirs, fp) {
+    match theirs {
         Ok(()) => {}
         Err(Some(e)) => {
             tracing::error!(error = %e, "handshake with the parent failed");
@@ -257,30 +257,6 @@ async fn recv_signal(sig: &mut Option<Signal>) {
         }
         None => std::future::pending().await,
     }
-}
-
-fn check_hello(
-    first: Option<Result<Inbound, WireError>>,
-    fp: u64,
-) -> Result<(), Option<WireError>> {
-    let first = match first {
-        None | Some(Err(WireError::Transport(_))) => return Err(None),
-        Some(r) => r.map_err(Some)?,
-    };
-    if first.header.kind != Kind::Hello {
-        return Err(Some(WireError::NotAHello));
-    }
-    let hello = frame::read_hello(first.payload()).map_err(Some)?;
-    if hello.version != PROTOCOL_VERSION {
-        return Err(Some(WireError::VersionMismatch {
-            ours: PROTOCOL_VERSION,
-            theirs: hello.version,
-        }));
-    }
-    if hello.fingerprint != fp {
-        return Err(Some(WireError::FingerprintMismatch { ours: fp, theirs: hello.fingerprint }));
-    }
-    Ok(())
 }
 
 /// What the main loop needs to hand frames from the parent on.

@@ -32,6 +32,9 @@ pub struct Limits {
     /// bound is [`when_full`](Self::when_full)'s choice.
     pub max_queued_messages: usize,
     /// How many bytes may wait in the outgoing queue (default 256 MiB).
+    /// Beyond the queue, the transport holds what is being written: up to
+    /// 4 MiB in the socket layer plus the message being framed, and the
+    /// kernel's socket buffer.
     pub max_queued_bytes: usize,
     /// What a post or request meets when the queue is full (default
     /// [`WhenFull::Wait`]).

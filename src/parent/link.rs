@@ -18,7 +18,7 @@ use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::request::{resolve_frame, Handlers, Pending};
 use crate::wire::codec;
-use crate::wire::frame::{self, Kind, PROTOCOL_VERSION};
+use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound, Reader};
 
@@ -117,27 +117,7 @@ impl<P: Protocol> Link<P> {
         let mut conn = socket::open(sock, self.max_message_size).await.map_err(Some)?;
         // A send error means the child is gone already; its EOF says so below.
         let _ = conn.send(frame::hello(self.fingerprint)).await;
-        let first = match conn.recv().await {
-            None => return Err(None),
-            Some(Err(WireError::Transport(_))) => return Err(None),
-            Some(r) => r.map_err(Some)?,
-        };
-        if first.header.kind != Kind::Hello {
-            return Err(Some(WireError::NotAHello));
-        }
-        let hello = frame::read_hello(first.payload()).map_err(Some)?;
-        if hello.version != PROTOCOL_VERSION {
-            return Err(Some(WireError::VersionMismatch {
-                ours: PROTOCOL_VERSION,
-                theirs: hello.version,
-            }));
-        }
-        if hello.fingerprint != self.fingerprint {
-            return Err(Some(WireError::FingerprintMismatch {
-                ours: self.fingerprint,
-                theirs: hello.fingerprint,
-            }));
-        }
+        conn.recv_hello(self.fingerprint).await?;
         Ok(conn.split())
     }
 

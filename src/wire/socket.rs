@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::fd::{FdQueues, FdStream, MAX_FDS_PER_SEND};
-use super::frame::{self, Header};
+use super::frame::{self, Header, Kind, PROTOCOL_VERSION};
 use super::outbox::{Outbox, Outgoing};
 use crate::error::WireError;
 
@@ -75,9 +75,30 @@ impl Connection {
         self.ws.send(Message::Binary(bytes.into())).await.map_err(ws_error)
     }
 
-    /// Receives the next message (used for the hello).
-    pub(crate) async fn recv(&mut self) -> Option<Result<Inbound, WireError>> {
-        next_inbound(&mut self.ws, &self.fds).await
+    /// Receives the peer's hello and checks it against our protocol
+    /// version and `fingerprint`; `Err(None)` when the peer went away first.
+    pub(crate) async fn recv_hello(&mut self, fingerprint: u64) -> Result<(), Option<WireError>> {
+        let first = match next_inbound(&mut self.ws, &self.fds).await {
+            None | Some(Err(WireError::Transport(_) | WireError::CutOff)) => return Err(None),
+            Some(r) => r.map_err(Some)?,
+        };
+        if first.header.kind != Kind::Hello {
+            return Err(Some(WireError::NotAHello));
+        }
+        let hello = frame::read_hello(first.payload()).map_err(Some)?;
+        if hello.version != PROTOCOL_VERSION {
+            return Err(Some(WireError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: hello.version,
+            }));
+        }
+        if hello.fingerprint != fingerprint {
+            return Err(Some(WireError::FingerprintMismatch {
+                ours: fingerprint,
+                theirs: hello.fingerprint,
+            }));
+        }
+        Ok(())
     }
 
     /// Splits into the reading half and the writer.

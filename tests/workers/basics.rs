@@ -227,17 +227,6 @@ pub fn parent_death_takes_the_worker_down() {
     assert!(wait_gone(pid, Duration::from_secs(2)), "worker {pid} outlived its parent by 2 s");
 }
 
-/// Waits until `f` holds, checking every 10 ms, for at most 10 s.
-async fn settles(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..1000 {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    f()
-}
-
 /// Run alone by `start_terminate_cycles_leak_nothing`.
 pub fn cycles_inner() {
     run(async {

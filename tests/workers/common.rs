@@ -501,6 +501,19 @@ pub fn read_u64(fd: std::os::fd::OwnedFd) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Waits until `f` holds, checking every 10 ms, for at most 10 s: for
+/// what settles without an event to wait on (a descriptor closed by a task
+/// winding down, a child reaped by another thread).
+pub async fn settles(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
 /// Open descriptors of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()

@@ -162,13 +162,11 @@ pub fn captured_output_becomes_tracing_events() {
                         && l.contains("target=actix_webworker::output")
                 })
             };
-            for _ in 0..1000 {
-                if found(&lines) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert!(found(&lines), "no captured line among {:?}", lines.lock().unwrap());
+            assert!(
+                settles(|| found(&lines)).await,
+                "no captured line among {:?}",
+                lines.lock().unwrap()
+            );
         });
     });
 }

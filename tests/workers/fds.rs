@@ -1,7 +1,6 @@
 //! File descriptors travel with messages, both ways.
 
 use std::io::Read;
-use std::time::Duration;
 
 use actix_webworker::{Event, Post, WireError, WorkerAddrExt, WorkerError, MAX_FDS_PER_MESSAGE};
 
@@ -163,15 +162,11 @@ pub fn fd_counts_inner() {
         assert_eq!(events.exit().await.code, Some(1));
         drop(worker);
         drop(events);
-        let mut settled = false;
-        for _ in 0..1000 {
-            if open_fds() <= baseline {
-                settled = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(settled, "descriptors: {baseline} before, {} after", open_fds());
+        assert!(
+            settles(|| open_fds() <= baseline).await,
+            "descriptors: {baseline} before, {} after",
+            open_fds()
+        );
     });
 }
 

@@ -35,8 +35,11 @@ pub fn a_full_queue_refuses_when_told_to_fail() {
                 Err(e) => panic!("{e}"),
             }
         }
-        // The socket buffers a few, the queue 8; the rest are refused.
-        assert!(refused > 150, "only {refused} refused");
+        // Accepted: the queue's 8, plus what the transport holds (at most
+        // 4 MiB in the fd stream, tungstenite's 64 KiB write buffer and one
+        // message, the kernel's socket buffer): under 90 chunks of 64 KiB.
+        let accepted = 200 - refused;
+        assert!(accepted <= 90 && refused > 0, "{accepted} accepted, {refused} refused");
         worker.post(Cmd::Echo(1));
         worker.terminate();
         assert!(events.exit().await.success());
@@ -165,14 +168,7 @@ pub fn storm_inner() {
         assert_eq!(gave_up.exits.len(), 1001);
         assert_eq!(worker.send(Join).await.unwrap().code, Some(7));
         drop(worker);
-        let mut settled = false;
-        for _ in 0..1000 {
-            if children().is_empty() && open_fds() <= fds {
-                settled = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let settled = settles(|| children().is_empty() && open_fds() <= fds).await;
         assert!(settled, "children {:?}, fds {fds} -> {}", children(), open_fds());
         let after = rss_kib();
         println!("STORM rss_before_kib={rss} rss_after_kib={after} exits={exits}");

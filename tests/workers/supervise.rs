@@ -218,14 +218,7 @@ pub fn cycles_inner() {
         assert_eq!(alive, 1, "one live worker: {:?}", children());
         worker.terminate();
         assert!(worker.send(Join).await.unwrap().success());
-        let mut settled = false;
-        for _ in 0..1000 {
-            if children().is_empty() && open_fds() <= fds {
-                settled = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let settled = settles(|| children().is_empty() && open_fds() <= fds).await;
         assert!(settled, "children {:?}, fds {fds} -> {}", children(), open_fds());
     });
 }
