@@ -7,27 +7,10 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
+use actix_webworker::fuzzing::ws_frame;
 use actix_webworker::{Event, WireError, WorkerAddrExt};
 
 use crate::common::*;
-
-/// A WebSocket binary frame, unmasked, FIN set.
-fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(n as u8),
-        n if n <= 0xffff => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(payload);
-    f
-}
 
 /// Reads the parent's hello and answers with the same fields (so the
 /// fingerprint matches), or with `version` when given.
