@@ -53,6 +53,17 @@ mod serde_bytes_like {
 /// layer: header, then the payload as the kind says.
 pub fn envelope(data: &[u8]) {
     let Ok((header, payload)) = frame::decode(data) else { return };
+    if header.kind == frame::Kind::Batch {
+        // Each entry as the reader hands it on (nested batches it refuses).
+        let mut pos = 2;
+        while let Ok(Some(range)) = frame::batch_entry(data, pos) {
+            pos = range.end;
+            if data[range.clone()].first() != Some(&(frame::Kind::Batch as u8)) {
+                envelope(&data[range]);
+            }
+        }
+        return;
+    }
     let _ = match header.kind {
         frame::Kind::Hello => frame::read_hello(payload).map(drop),
         frame::Kind::Error => codec::decode::<ErrorReport>(payload).map(drop),
@@ -135,6 +146,12 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     ] {
         envelopes.push((name.into(), message(frame::Kind::Failed, 0, 42, 0, &failure)));
     }
+    let mut batch = bytes::BytesMut::new();
+    frame::begin(&mut batch, frame::Kind::Batch, 0, 0, 0);
+    for (_, msg) in &envelopes[1..4] {
+        frame::push_batch_entry(&mut batch, msg);
+    }
+    envelopes.push(("batch".into(), batch.to_vec()));
     envelopes.push(("terminate".into(), vec![frame::Kind::Terminate as u8, 0]));
     envelopes.push(("closing".into(), vec![frame::Kind::Closing as u8, 0]));
 
@@ -238,6 +255,18 @@ mod tests {
                         codec::decode::<crate::request::Failure>(payload).map(drop)
                     }
                     frame::Kind::Terminate | frame::Kind::Closing => Ok(()),
+                    frame::Kind::Batch => {
+                        let mut pos = 2;
+                        let mut n = 0;
+                        while let Some(range) = frame::batch_entry(bytes, pos).expect(name) {
+                            pos = range.end;
+                            codec::decode::<Sample>(frame::decode(&bytes[range]).unwrap().1)
+                                .expect(name);
+                            n += 1;
+                        }
+                        assert_eq!(n, 3);
+                        Ok(())
+                    }
                     _ => codec::decode::<Sample>(payload).map(drop),
                 };
                 decoded.unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -246,7 +275,8 @@ mod tests {
         let conversation = &seeds.iter().find(|s| s.1 == "conversation").unwrap().2;
         assert_eq!(
             messages_in(conversation),
-            seeds.iter().filter(|s| s.0 == "envelope" && s.1 != "post_fds").count()
+            // The batch holds three.
+            seeds.iter().filter(|s| s.0 == "envelope" && s.1 != "post_fds").count() + 2
         );
         if let Ok(dir) = std::env::var("AWW_WRITE_SEEDS") {
             for (target, name, bytes) in &seeds {

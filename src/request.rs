@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Message;
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -164,7 +165,7 @@ pub(crate) fn encode_request<R: Request>(
     pending: &Pending,
     req: &R,
     max_message_size: usize,
-) -> Result<(Vec<u8>, u64, AnswerRx), WorkerError> {
+) -> Result<(Bytes, u64, AnswerRx), WorkerError> {
     let (id, rx) = pending.register();
     match wire::encode(Kind::Request, id, tag_of::<R>(), req, 0, max_message_size) {
         Ok(bytes) => Ok((bytes, id, rx)),
@@ -239,7 +240,7 @@ impl Reply {
         self.send(frame);
     }
 
-    fn send(&mut self, frame: Vec<u8>) {
+    fn send(&mut self, frame: Bytes) {
         self.sent = true;
         self.outbox.push_reply(frame);
     }
@@ -305,7 +306,7 @@ impl Handlers {
     }
 }
 
-fn failure_frame(id: u64, failure: Failure, max: usize) -> Vec<u8> {
+fn failure_frame(id: u64, failure: Failure, max: usize) -> Bytes {
     wire::encode(Kind::Failed, id, 0, &failure, 0, max).unwrap_or_else(|_| {
         // A failure too large to send (a huge panic message): send its gist.
         let gist = Failure::Wire("the failure report was too large to send".into());

@@ -9,42 +9,83 @@
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
+use actix::dev::MessageResponse;
 use actix::fut::ActorFuture;
-use actix::Context;
+use actix::{Context, Handler};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::WorkerActor;
+use crate::parent::events::Received;
+use crate::protocol::Protocol;
 
 /// A call into the actor.
-pub(crate) type Command<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;
+pub(crate) type Call<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;
 
-/// Commands run per poll before other items of the context get a turn.
+/// A message posted to the worker.
+pub(crate) type Posted<W> = Received<<<W as WorkerActor>::Protocol as Protocol>::ToWorker>;
+
+/// What the runtime hands the actor.
+pub(crate) enum Command<W: WorkerActor> {
+    Call(Call<W>),
+    /// Posted messages, in order: one command for all those read together.
+    Posts(Vec<Posted<W>>),
+}
+
+impl<W: WorkerActor> Command<W> {
+    pub(crate) fn call(f: impl FnOnce(&mut W, &mut Context<W>) + 'static) -> Self {
+        Command::Call(Box::new(f))
+    }
+}
+
+/// Handler calls per poll before other items of the context get a turn.
 const BUDGET: usize = 256;
 
 /// Runs [`Command`]s in the actor's context.
 pub(crate) struct ControlLoop<W: WorkerActor> {
-    pub(crate) rx: UnboundedReceiver<Command<W>>,
+    rx: UnboundedReceiver<Command<W>>,
+    /// What is left of the batch of posts being handled.
+    posts: std::vec::IntoIter<Posted<W>>,
 }
+
+impl<W: WorkerActor> ControlLoop<W> {
+    pub(crate) fn new(rx: UnboundedReceiver<Command<W>>) -> Self {
+        ControlLoop { rx, posts: Vec::new().into_iter() }
+    }
+}
+
+// Nothing in it is ever pinned in place.
+impl<W: WorkerActor> Unpin for ControlLoop<W> {}
 
 impl<W: WorkerActor> ActorFuture<W> for ControlLoop<W> {
     type Output = ();
 
     fn poll(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         act: &mut W,
         ctx: &mut Context<W>,
         task: &mut TaskContext<'_>,
     ) -> Poll<()> {
-        for _ in 0..BUDGET {
-            match self.rx.poll_recv(task) {
-                // Taken off the channel before it runs: a panic inside leaves
-                // the loop consistent, and polling goes on with the next.
-                Poll::Ready(Some(cmd)) => cmd(act, ctx),
+        let this = self.get_mut();
+        let mut budget = BUDGET;
+        loop {
+            if budget == 0 {
+                task.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
+            // Each message and command is taken out before it runs: a panic
+            // inside leaves the loop consistent, and polling goes on with
+            // the next.
+            if let Some(msg) = this.posts.next() {
+                <W as Handler<Posted<W>>>::handle(act, msg, ctx).handle(ctx, None);
+                continue;
+            }
+            match this.rx.poll_recv(task) {
+                Poll::Ready(Some(Command::Call(f))) => f(act, ctx),
+                Poll::Ready(Some(Command::Posts(posts))) => this.posts = posts.into_iter(),
                 Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        task.waker().wake_by_ref();
-        Poll::Pending
     }
 }

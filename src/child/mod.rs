@@ -126,7 +126,7 @@ impl<W: WorkerActor> Requests<W> {
         let ctl = self.ctl.clone();
         self.handlers.insert::<R>(move |req, reply| {
             // Sent back (and dropped, failing the request) if the actor is gone.
-            let _ = ctl.send(Box::new(move |act: &mut W, ctx: &mut Context<W>| {
+            let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
                 let (tx, mut rx) = oneshot::channel();
                 <W as Handler<R>>::handle(act, req, ctx).handle(ctx, Some(tx));
                 match rx.try_recv() {

@@ -16,13 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::dev::MessageResponse;
-use actix::{AsyncContext, Context, Handler};
+use actix::{AsyncContext, Context};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 
-use super::control::{Command, ControlLoop};
+use super::control::{Command, ControlLoop, Posted};
 use super::panic::{self as worker_panic, Guarded};
 use super::{exit_code, Parent, Requests, WorkerActor};
 use crate::error::{ErrorReport, WireError, WorkerError};
@@ -171,11 +170,12 @@ where
     // they came: with a bounded mailbox, a request could wait for room while
     // later posts overtake it.
     ctx.set_mailbox_capacity(crate::parent::worker::MAILBOX_CAPACITY);
-    ctx.spawn(ControlLoop { rx: ctl_rx });
+    ctx.spawn(ControlLoop::new(ctl_rx));
     let mut requests = Requests::new(ctl_tx.clone());
     W::requests(&mut requests);
-    let link = Link {
+    let mut link = Link {
         ctl: ctl_tx.clone(),
+        posts: Vec::new(),
         outbox: outbox.clone(),
         pending: pending.clone(),
         handlers: requests.handlers,
@@ -199,6 +199,7 @@ where
                     }
                     next = reader.next_ready();
                 }
+                link.flush_posts();
             }
             Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, max_message_size),
             _ = close.notified() => break End::Close { by_self: true },
@@ -216,10 +217,10 @@ where
             if by_self {
                 let mut buf = Vec::with_capacity(2);
                 frame::begin(&mut buf, Kind::Closing, 0, 0, 0);
-                let _ = outbox.push(buf, Vec::new());
+                let _ = outbox.push(buf.into(), Vec::new());
             }
             let (tx, rx) = oneshot::channel();
-            let sent = ctl_tx.send(Box::new(move |act: &mut W, ctx: &mut Context<W>| {
+            let sent = ctl_tx.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
                 act.on_close(ctx);
                 let _ = tx.send(());
             }));
@@ -262,6 +263,8 @@ async fn recv_signal(sig: &mut Option<Signal>) {
 /// What the main loop needs to hand frames from the parent on.
 struct Link<W: WorkerActor> {
     ctl: UnboundedSender<Command<W>>,
+    /// Posts read but not yet handed to the actor: they go in one command.
+    posts: Vec<Posted<W>>,
     outbox: Arc<Outbox>,
     pending: Arc<Pending>,
     handlers: Handlers,
@@ -270,7 +273,11 @@ struct Link<W: WorkerActor> {
 
 impl<W: WorkerActor> Link<W> {
     /// Handles what the reader gave; `Some` ends the loop.
-    fn handle(&self, item: Option<Result<Inbound, WireError>>) -> Option<End> {
+    fn handle(&mut self, item: Option<Result<Inbound, WireError>>) -> Option<End> {
+        if !matches!(&item, Some(Ok(inbound)) if inbound.header.kind == Kind::Post) {
+            // Whatever else comes is handled after the posts before it.
+            self.flush_posts();
+        }
         match item {
             // The parent closed its end: it is gone.
             None => Some(End::Close { by_self: false }),
@@ -284,31 +291,33 @@ impl<W: WorkerActor> Link<W> {
     }
 
     /// Hands one frame from the parent on; `Some` ends the loop.
-    fn deliver(&self, inbound: Inbound) -> Option<End> {
+    fn deliver(&mut self, inbound: Inbound) -> Option<End> {
         match inbound.header.kind {
             Kind::Post => {
                 match codec::decode::<<W::Protocol as Protocol>::ToWorker>(inbound.payload()) {
-                    Ok(data) => {
-                        let msg = Received::new(data, inbound.fds);
-                        let _ =
-                            self.ctl.send(Box::new(move |act: &mut W, ctx: &mut Context<W>| {
-                                <W as Handler<Received<_>>>::handle(act, msg, ctx)
-                                    .handle(ctx, None);
-                            }));
-                    }
+                    Ok(data) => self.posts.push(Received::new(data, inbound.fds)),
                     Err(e) => report_wire_error(&self.outbox, &e, self.max_message_size),
                 }
             }
             Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
             Kind::Terminate => return Some(End::Close { by_self: false }),
-            Kind::Hello | Kind::Error | Kind::Closing => report_wire_error(
+            Kind::Hello | Kind::Error | Kind::Closing | Kind::Batch => report_wire_error(
                 &self.outbox,
                 &WireError::Unexpected("message kind from the parent"),
                 self.max_message_size,
             ),
         }
         None
+    }
+}
+
+impl<W: WorkerActor> Link<W> {
+    /// Hands the posts read so far to the actor.
+    fn flush_posts(&mut self) {
+        if !self.posts.is_empty() {
+            let _ = self.ctl.send(Command::Posts(std::mem::take(&mut self.posts)));
+        }
     }
 }
 
@@ -323,7 +332,7 @@ fn offer_error<W: WorkerActor>(
     let outbox = outbox.clone();
     let (tx, rx) = oneshot::channel::<bool>();
     let for_actor = report.clone();
-    let cmd: Command<W> = Box::new(move |act, ctx| {
+    let cmd = Command::call(move |act: &mut W, ctx: &mut Context<W>| {
         let handled = act.on_error(&for_actor, ctx);
         let _ = tx.send(handled);
     });

@@ -156,6 +156,8 @@ impl<P: Protocol> Link<P> {
             }
             Kind::Hello => self.emit(Event::WireError(WireError::Unexpected("second hello"))),
             Kind::Terminate => self.emit(Event::WireError(WireError::Unexpected("terminate"))),
+            // The reader opens batches; this one came some other way.
+            Kind::Batch => self.emit(Event::WireError(WireError::Unexpected("batch"))),
             Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
         }

@@ -170,7 +170,7 @@ impl<P: Protocol> Worker<P> {
     /// resolves when the frame is queued.
     fn queue(
         &mut self,
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
         fds: Vec<OwnedFd>,
         ctx: &mut Context<Self>,
     ) -> Result<(), Queued> {
@@ -203,7 +203,7 @@ impl<P: Protocol> Worker<P> {
         self.state = State::Terminating;
         let mut buf = Vec::with_capacity(2);
         frame::begin(&mut buf, Kind::Terminate, 0, 0, 0);
-        if self.outbox.push_last(buf).is_err() {
+        if self.outbox.push_last(buf.into()).is_err() {
             tracing::debug!(worker = %self.name, "terminate could not be queued; signals follow");
         }
         let grace = match grace {

@@ -14,6 +14,7 @@
 
 use bincode::config::{Configuration, Limit};
 use bincode::enc::write::Writer;
+use bytes::BufMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -32,21 +33,22 @@ fn config() -> Config {
 }
 
 /// Appends the encoding of `value` to `buf`.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(
+pub(crate) fn encode_into<T: Serialize + ?Sized, B: BufMut>(
     value: &T,
-    buf: &mut Vec<u8>,
+    buf: &mut B,
 ) -> Result<(), WireError> {
-    bincode::serde::encode_into_writer(value, VecWriter(buf), config())
+    bincode::serde::encode_into_writer(value, Appender(buf), config())
         .map_err(|e| WireError::Encode(e.to_string()))
 }
 
-/// Appends to a `Vec` (bincode's own std-writer goes through `io::Write`).
-struct VecWriter<'a>(&'a mut Vec<u8>);
+/// Appends to a growable buffer (bincode's own std-writer goes through
+/// `io::Write`).
+struct Appender<'a, B>(&'a mut B);
 
-impl Writer for VecWriter<'_> {
+impl<B: BufMut> Writer for Appender<'_, B> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
+        self.0.put_slice(bytes);
         Ok(())
     }
 }

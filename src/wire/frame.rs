@@ -11,11 +11,13 @@
 //! readable by builds of other versions, so a mismatch is reported as such
 //! rather than as garbage.
 
+use bytes::BufMut;
+
 use crate::error::WireError;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -40,6 +42,12 @@ pub(crate) enum Kind {
     Terminate = 7,
     /// Worker → parent: the worker closes itself (`close()`), a clean exit follows.
     Closing = 8,
+    /// Several messages in one: after the header, each as a 4-byte little
+    /// endian length and the message (header and payload). Small messages
+    /// written together travel this way, so the WebSocket's per-message
+    /// cost is paid once per batch. Never nested; carries no descriptors
+    /// of its own (its messages do).
+    Batch = 9,
 }
 
 impl Kind {
@@ -53,6 +61,7 @@ impl Kind {
             6 => Kind::Error,
             7 => Kind::Terminate,
             8 => Kind::Closing,
+            9 => Kind::Batch,
             _ => return None,
         })
     }
@@ -63,7 +72,7 @@ impl Kind {
             Kind::Hello => 4 + 4 + 8 + 4,
             Kind::Request => 8 + 8,
             Kind::Answer | Kind::Failed => 8,
-            Kind::Post | Kind::Error | Kind::Terminate | Kind::Closing => 0,
+            Kind::Post | Kind::Error | Kind::Terminate | Kind::Closing | Kind::Batch => 0,
         }
     }
 }
@@ -89,17 +98,34 @@ pub(crate) struct Hello {
 
 /// Starts a message of `kind` in `buf` (cleared first); the payload is
 /// appended after it.
-pub(crate) fn begin(buf: &mut Vec<u8>, kind: Kind, nfds: u8, id: u64, tag: u64) {
-    buf.clear();
-    buf.push(kind as u8);
-    buf.push(nfds);
+pub(crate) fn begin<B: BufMut + Clear>(buf: &mut B, kind: Kind, nfds: u8, id: u64, tag: u64) {
+    buf.clear_all();
+    buf.put_u8(kind as u8);
+    buf.put_u8(nfds);
     match kind {
         Kind::Request => {
-            buf.extend_from_slice(&id.to_le_bytes());
-            buf.extend_from_slice(&tag.to_le_bytes());
+            buf.put_u64_le(id);
+            buf.put_u64_le(tag);
         }
-        Kind::Answer | Kind::Failed => buf.extend_from_slice(&id.to_le_bytes()),
+        Kind::Answer | Kind::Failed => buf.put_u64_le(id),
         _ => {}
+    }
+}
+
+/// Buffers [`begin`] writes into.
+pub(crate) trait Clear {
+    fn clear_all(&mut self);
+}
+
+impl Clear for Vec<u8> {
+    fn clear_all(&mut self) {
+        self.clear();
+    }
+}
+
+impl Clear for bytes::BytesMut {
+    fn clear_all(&mut self) {
+        self.clear();
     }
 }
 
@@ -135,6 +161,36 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
         return Ok((header, fields));
     }
     Ok((header, payload))
+}
+
+/// Bytes in front of each message in a batch: its length.
+pub(crate) const BATCH_ENTRY_HEADER: usize = 4;
+
+/// Appends one message to a batch being built.
+pub(crate) fn push_batch_entry(buf: &mut bytes::BytesMut, msg: &[u8]) {
+    buf.put_u32_le(msg.len() as u32);
+    buf.put_slice(msg);
+}
+
+/// The byte range of the message in `batch` at `pos` (a batch's first
+/// entry is at 2), or `None` at its end.
+pub(crate) fn batch_entry(
+    batch: &[u8],
+    pos: usize,
+) -> Result<Option<std::ops::Range<usize>>, WireError> {
+    let rest = batch.get(pos..).unwrap_or_default();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    if rest.len() < BATCH_ENTRY_HEADER {
+        return Err(WireError::Truncated { needed: BATCH_ENTRY_HEADER, got: rest.len() });
+    }
+    let len = le_u32(rest) as usize;
+    let start = pos + BATCH_ENTRY_HEADER;
+    if rest.len() - BATCH_ENTRY_HEADER < len {
+        return Err(WireError::Truncated { needed: BATCH_ENTRY_HEADER + len, got: rest.len() });
+    }
+    Ok(Some(start..start + len))
 }
 
 /// Reads a hello's fields (the slice [`decode`] returns for `Kind::Hello`).
@@ -184,6 +240,26 @@ mod tests {
         assert_eq!(hello.version, PROTOCOL_VERSION);
         assert_eq!(hello.fingerprint, 0xfeed);
         assert_eq!(hello.pid, std::process::id());
+    }
+
+    #[test]
+    fn batch_entries_are_read_in_order_and_checked() {
+        let mut batch = bytes::BytesMut::new();
+        begin(&mut batch, Kind::Batch, 0, 0, 0);
+        push_batch_entry(&mut batch, &[2, 0, 1]);
+        push_batch_entry(&mut batch, &[4, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+        let first = batch_entry(&batch, 2).unwrap().unwrap();
+        assert_eq!(&batch[first.clone()], &[2, 0, 1]);
+        let second = batch_entry(&batch, first.end).unwrap().unwrap();
+        assert_eq!(decode(&batch[second.clone()]).unwrap().0.id, 9);
+        assert_eq!(batch_entry(&batch, second.end).unwrap(), None);
+        // Cut anywhere inside an entry: an error, never a short message.
+        for cut in (first.end + 1)..batch.len() {
+            assert!(matches!(
+                batch_entry(&batch[..cut], first.end),
+                Err(WireError::Truncated { .. })
+            ));
+        }
     }
 
     #[test]

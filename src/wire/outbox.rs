@@ -14,6 +14,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use bytes::Bytes;
+
 use crate::error::WorkerError;
 
 /// Why a message was not queued.
@@ -28,7 +30,7 @@ pub(crate) enum Refusal {
 /// One item for the writer.
 pub(crate) enum Outgoing {
     /// A complete message (header and payload) and its descriptors.
-    Frame { bytes: Vec<u8>, fds: Vec<OwnedFd> },
+    Frame { bytes: Bytes, fds: Vec<OwnedFd> },
     /// Close the connection after everything queued before this.
     End,
 }
@@ -74,7 +76,7 @@ impl Outbox {
     }
 
     /// Queues a message; fails when the queue is full or has been ended.
-    pub(crate) fn push(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
+    pub(crate) fn push(&self, bytes: Bytes, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
         self.try_push(bytes, fds).map_err(|(refusal, _, _)| self.error(refusal))
     }
 
@@ -89,9 +91,9 @@ impl Outbox {
     /// Queues a message, or gives it back with the reason it was refused.
     pub(crate) fn try_push(
         &self,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         fds: Vec<OwnedFd>,
-    ) -> Result<(), (Refusal, Vec<u8>, Vec<OwnedFd>)> {
+    ) -> Result<(), (Refusal, Bytes, Vec<OwnedFd>)> {
         let state = self.lock();
         if state.ended {
             return Err((Refusal::Ended, bytes, fds));
@@ -111,7 +113,7 @@ impl Outbox {
     /// Queues a message, waiting for room while the queue is full.
     pub(crate) async fn push_waiting(
         &self,
-        mut bytes: Vec<u8>,
+        mut bytes: Bytes,
         mut fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
         loop {
@@ -131,7 +133,7 @@ impl Outbox {
         }
     }
 
-    fn enqueue(&self, mut state: MutexGuard<'_, State>, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
+    fn enqueue(&self, mut state: MutexGuard<'_, State>, bytes: Bytes, fds: Vec<OwnedFd>) {
         let was_empty = state.queue.is_empty();
         state.bytes += bytes.len();
         state.queue.push_back(Outgoing::Frame { bytes, fds });
@@ -142,7 +144,7 @@ impl Outbox {
     }
 
     /// Queues a last message (whatever the limits) and refuses later pushes.
-    pub(crate) fn push_last(&self, bytes: Vec<u8>) -> Result<(), WorkerError> {
+    pub(crate) fn push_last(&self, bytes: Bytes) -> Result<(), WorkerError> {
         let mut state = self.lock();
         if state.ended {
             return Err(WorkerError::Terminating);
@@ -161,7 +163,7 @@ impl Outbox {
     /// Queues the answer to a request: accepted while the connection is
     /// open, even after pushes were ended (the other side may wait for it
     /// in its `on_close`).
-    pub(crate) fn push_reply(&self, bytes: Vec<u8>) {
+    pub(crate) fn push_reply(&self, bytes: Bytes) {
         let state = self.lock();
         if !state.closed {
             self.enqueue(state, bytes, Vec::new());
@@ -242,12 +244,15 @@ mod tests {
     #[test]
     fn bounded_and_ended() {
         let outbox = Outbox::new(2, usize::MAX);
-        outbox.push(vec![1], vec![]).unwrap();
-        outbox.push(vec![2], vec![]).unwrap();
-        assert!(matches!(outbox.push(vec![3], vec![]), Err(WorkerError::QueueFull { limit: 2 })));
+        outbox.push(vec![1].into(), vec![]).unwrap();
+        outbox.push(vec![2].into(), vec![]).unwrap();
+        assert!(matches!(
+            outbox.push(vec![3].into(), vec![]),
+            Err(WorkerError::QueueFull { limit: 2 })
+        ));
         assert!(outbox.end());
         assert!(!outbox.end());
-        assert!(matches!(outbox.push(vec![4], vec![]), Err(WorkerError::Terminating)));
+        assert!(matches!(outbox.push(vec![4].into(), vec![]), Err(WorkerError::Terminating)));
     }
 
     #[test]
@@ -255,10 +260,10 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             let outbox = std::sync::Arc::new(Outbox::new(1, usize::MAX));
-            outbox.push(vec![1], vec![]).unwrap();
+            outbox.push(vec![1].into(), vec![]).unwrap();
             let waiting = {
                 let outbox = outbox.clone();
-                tokio::spawn(async move { outbox.push_waiting(vec![2], vec![]).await })
+                tokio::spawn(async move { outbox.push_waiting(vec![2].into(), vec![]).await })
             };
             tokio::task::yield_now().await;
             assert!(!waiting.is_finished());
@@ -269,10 +274,10 @@ mod tests {
             outbox.take_batch(&mut batch).await;
             assert_eq!(batch.len(), 1);
             // A discarded queue ends the wait with an error.
-            outbox.push(vec![3], vec![]).unwrap();
+            outbox.push(vec![3].into(), vec![]).unwrap();
             let waiting = {
                 let outbox = outbox.clone();
-                tokio::spawn(async move { outbox.push_waiting(vec![4], vec![]).await })
+                tokio::spawn(async move { outbox.push_waiting(vec![4].into(), vec![]).await })
             };
             tokio::task::yield_now().await;
             outbox.discard();
@@ -283,7 +288,7 @@ mod tests {
     #[test]
     fn byte_bound() {
         let outbox = Outbox::new(100, 10);
-        outbox.push(vec![0; 20], vec![]).unwrap(); // first always fits
-        assert!(outbox.push(vec![0; 1], vec![]).is_err());
+        outbox.push(vec![0; 20].into(), vec![]).unwrap(); // first always fits
+        assert!(outbox.push(vec![0; 1].into(), vec![]).is_err());
     }
 }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -104,7 +105,10 @@ impl Connection {
     /// Splits into the reading half and the writer.
     pub(crate) fn split(self) -> (Reader, Writer) {
         let (sink, stream) = self.ws.split();
-        (Reader { stream, fds: self.fds.clone() }, Writer { sink, fds: self.fds })
+        (
+            Reader { stream, fds: self.fds.clone(), batch: None },
+            Writer { sink, fds: self.fds, small: Vec::new(), small_bytes: 0 },
+        )
     }
 }
 
@@ -112,12 +116,55 @@ impl Connection {
 pub(crate) struct Reader {
     stream: SplitStream<Ws>,
     fds: Arc<FdQueues>,
+    /// A batch being read, and where its next message starts.
+    batch: Option<(Bytes, usize)>,
 }
 
 impl Reader {
     /// The next message; `None` at the end of the connection.
     pub(crate) async fn next(&mut self) -> Option<Result<Inbound, WireError>> {
-        next_inbound(&mut self.stream, &self.fds).await
+        loop {
+            if let Some(item) = self.next_in_batch() {
+                return Some(item);
+            }
+            let bytes = match next_message(&mut self.stream, &self.fds).await? {
+                Ok(bytes) => bytes,
+                Err(e) => return Some(Err(e)),
+            };
+            match frame::decode(&bytes) {
+                Ok((header, _)) if header.kind == Kind::Batch => {
+                    if header.nfds != 0 {
+                        return Some(Err(WireError::Unexpected("descriptors on a batch")));
+                    }
+                    self.batch = Some((bytes, 2));
+                }
+                _ => return Some(inbound(bytes, &self.fds)),
+            }
+        }
+    }
+
+    /// The next message of the batch being read, if any.
+    fn next_in_batch(&mut self) -> Option<Result<Inbound, WireError>> {
+        let (bytes, pos) = self.batch.as_mut()?;
+        match frame::batch_entry(bytes, *pos) {
+            Ok(Some(range)) => {
+                *pos = range.end;
+                let msg = bytes.slice(range);
+                if msg.first() == Some(&(Kind::Batch as u8)) {
+                    self.batch = None;
+                    return Some(Err(WireError::Unexpected("a batch inside a batch")));
+                }
+                Some(inbound(msg, &self.fds))
+            }
+            Ok(None) => {
+                self.batch = None;
+                None
+            }
+            Err(e) => {
+                self.batch = None;
+                Some(Err(e))
+            }
+        }
     }
 
     /// The next message if one is ready without waiting: `None` when the
@@ -133,14 +180,26 @@ impl Reader {
     }
 }
 
+/// The next message, batches included, as read from the peer.
 async fn next_inbound<S>(stream: &mut S, fds: &FdQueues) -> Option<Result<Inbound, WireError>>
 where
     S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let bytes = loop {
-        match stream.next().await? {
-            Ok(Message::Binary(bytes)) => break bytes,
-            Ok(Message::Text(_)) => return Some(Err(WireError::TextFrame)),
+    Some(match next_message(stream, fds).await? {
+        Ok(bytes) => inbound(bytes, fds),
+        Err(e) => Err(e),
+    })
+}
+
+/// The next WebSocket binary message's bytes.
+async fn next_message<S>(stream: &mut S, fds: &FdQueues) -> Option<Result<Bytes, WireError>>
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    loop {
+        return Some(match stream.next().await? {
+            Ok(Message::Binary(bytes)) => Ok(bytes),
+            Ok(Message::Text(_)) => Err(WireError::TextFrame),
             Ok(Message::Close(_)) => return None,
             Ok(_) => continue, // ping, pong: tungstenite answers pings itself
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return None,
@@ -149,23 +208,27 @@ where
             Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
                 return fds.mid_frame().then_some(Err(WireError::CutOff));
             }
-            Err(e) => return Some(Err(ws_error(e))),
-        }
-    };
+            Err(e) => Err(ws_error(e)),
+        });
+    }
+}
+
+/// One message: its header read, its descriptors claimed.
+fn inbound(bytes: Bytes, fds: &FdQueues) -> Result<Inbound, WireError> {
     let (header, offset) = match frame::decode(&bytes) {
         Ok((header, payload)) => (header, bytes.len() - payload.len()),
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Err(e),
     };
     let wanted = usize::from(header.nfds);
     let Some(taken) = fds.take_incoming(wanted) else {
-        return Some(Err(WireError::MissingFds { claimed: wanted, available: fds.unclaimed() }));
+        return Err(WireError::MissingFds { claimed: wanted, available: fds.unclaimed() });
     };
     // Descriptors of later messages may arrive early, but never more than
     // two sends' worth: beyond that, a peer is piling them up.
     if fds.unclaimed() > 2 * MAX_FDS_PER_SEND {
-        return Some(Err(WireError::UnclaimedFds { count: fds.unclaimed() }));
+        return Err(WireError::UnclaimedFds { count: fds.unclaimed() });
     }
-    Some(Ok(Inbound { header, bytes, offset, fds: taken }))
+    Ok(Inbound { header, bytes, offset, fds: taken })
 }
 
 fn ws_error(e: WsError) -> WireError {
@@ -181,11 +244,21 @@ fn ws_error(e: WsError) -> WireError {
 pub(crate) struct Writer {
     sink: SplitSink<Ws, Message>,
     fds: Arc<FdQueues>,
+    /// Small messages waiting to go out together as one batch.
+    small: Vec<Bytes>,
+    /// Their size in a batch.
+    small_bytes: usize,
 }
 
+/// Messages up to this size are batched with those written beside them.
+const BATCH_MESSAGE_MAX: usize = 4 * 1024;
+/// A batch is sent once it is this large.
+const BATCH_TARGET: usize = 64 * 1024;
+
 impl Writer {
-    /// Drains `outbox` until it is ended or the connection fails: each batch
-    /// is fed to the WebSocket and flushed once.
+    /// Drains `outbox` until it is ended or the connection fails: what it
+    /// holds is taken at once, small messages are put together in batches,
+    /// everything is fed to the WebSocket and flushed once.
     pub(crate) async fn run(mut self, outbox: Arc<Outbox>) -> Result<(), WireError> {
         let mut batch = VecDeque::new();
         loop {
@@ -197,13 +270,24 @@ impl Writer {
                             // Keep every sendmsg within the kernel's limit:
                             // flush what rides ahead before queueing more.
                             if self.fds.outgoing_len() + fds.len() > MAX_FDS_PER_SEND {
+                                self.feed_small().await?;
                                 self.sink.flush().await.map_err(ws_error)?;
                             }
                             self.fds.push_outgoing(fds);
                         }
-                        self.sink.feed(Message::Binary(bytes.into())).await.map_err(ws_error)?;
+                        if bytes.len() <= BATCH_MESSAGE_MAX {
+                            self.small_bytes += frame::BATCH_ENTRY_HEADER + bytes.len();
+                            self.small.push(bytes);
+                            if self.small_bytes >= BATCH_TARGET {
+                                self.feed_small().await?;
+                            }
+                        } else {
+                            self.feed_small().await?;
+                            self.sink.feed(Message::Binary(bytes)).await.map_err(ws_error)?;
+                        }
                     }
                     Outgoing::End => {
+                        self.feed_small().await?;
                         self.sink.flush().await.map_err(ws_error)?;
                         // A close frame, then the socket's write side is shut.
                         let _ = self.sink.close().await;
@@ -211,7 +295,27 @@ impl Writer {
                     }
                 }
             }
+            self.feed_small().await?;
             self.sink.flush().await.map_err(ws_error)?;
         }
+    }
+
+    /// Feeds the small messages held back: one alone as itself, several as
+    /// a batch.
+    async fn feed_small(&mut self) -> Result<(), WireError> {
+        let msg = match self.small.len() {
+            0 => return Ok(()),
+            1 => self.small.pop().expect("one message"),
+            _ => {
+                let mut buf = BytesMut::with_capacity(2 + self.small_bytes);
+                frame::begin(&mut buf, Kind::Batch, 0, 0, 0);
+                for msg in self.small.drain(..) {
+                    frame::push_batch_entry(&mut buf, &msg);
+                }
+                buf.freeze()
+            }
+        };
+        self.small_bytes = 0;
+        self.sink.feed(Message::Binary(msg)).await.map_err(ws_error)
     }
 }

@@ -99,6 +99,25 @@ pub fn run_if_raw_worker() {
             sock.write_all(&ws_frame(2, &[2, 0, 200, 1, 2, 3])).unwrap();
             sock.write_all(&ws_frame(2, &[2, 0, 0, 7])).unwrap();
         }
+        "batch-cut" => {
+            // A batch of two posts whose second entry claims 50 bytes and
+            // has 4.
+            let mut batch = vec![9, 0];
+            batch.extend_from_slice(&4u32.to_le_bytes());
+            batch.extend_from_slice(&[2, 0, 0, 7]);
+            batch.extend_from_slice(&50u32.to_le_bytes());
+            batch.extend_from_slice(&[2, 0, 0, 8]);
+            sock.write_all(&ws_frame(2, &batch)).unwrap();
+        }
+        "batch-nested" => {
+            // A valid post in a batch, then a batch inside the batch.
+            let mut batch = vec![9, 0];
+            batch.extend_from_slice(&4u32.to_le_bytes());
+            batch.extend_from_slice(&[2, 0, 0, 7]);
+            batch.extend_from_slice(&2u32.to_le_bytes());
+            batch.extend_from_slice(&[9, 0]);
+            sock.write_all(&ws_frame(2, &batch)).unwrap();
+        }
         "stray-fds" => sock.write_all(&ws_frame(2, &[2, 1, 0, 7])).unwrap(),
         "extra-fds" => {
             // A valid post that claims no descriptor, sent with one.
@@ -157,6 +176,35 @@ pub fn unknown_kind() {
 
 pub fn other_protocol_version() {
     hostile("version", |e| matches!(e, WireError::VersionMismatch { theirs: 999, .. }));
+}
+
+/// The messages of a batch before a bad entry arrive; the bad entry is a
+/// typed error.
+fn hostile_batch(scenario: &str, check: impl Fn(&WireError) -> bool) {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let _bad = builder(rec).entry(format!("raw-{scenario}")).start().unwrap();
+        let mut before = Vec::new();
+        loop {
+            match events.next().await {
+                Event::Message(m) => before.push(m.data),
+                Event::WireError(e) if check(&e) => break,
+                Event::WireError(e) => panic!("{scenario}: unexpected wire error {e:?}"),
+                Event::Exit(s) => panic!("{scenario}: exited ({s}) with no wire error"),
+                _ => continue,
+            }
+        }
+        assert_eq!(before, [Reply::Echo(7)], "{scenario}");
+        events.exit().await;
+    });
+}
+
+pub fn batch_with_an_entry_cut_short() {
+    hostile_batch("batch-cut", |e| matches!(e, WireError::Truncated { needed: 54, got: 8 }));
+}
+
+pub fn batch_inside_a_batch() {
+    hostile_batch("batch-nested", |e| matches!(e, WireError::Unexpected(_)));
 }
 
 pub fn claimed_descriptors_that_never_came() {

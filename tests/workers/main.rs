@@ -61,6 +61,8 @@ fn main() {
         hostile::text_frame,
         hostile::unknown_kind,
         hostile::other_protocol_version,
+        hostile::batch_with_an_entry_cut_short,
+        hostile::batch_inside_a_batch,
         hostile::undecodable_payload_leaves_the_connection_up,
         hostile::claimed_descriptors_that_never_came,
         hostile::descriptors_no_message_claims_are_reported_and_closed,
