@@ -209,19 +209,23 @@ impl Outbox {
     /// Waits until something is queued, then moves all of it into `batch`,
     /// which must be empty.
     pub(crate) async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
-        loop {
-            {
-                let mut state = self.lock();
-                if !state.queue.is_empty() {
-                    std::mem::swap(&mut state.queue, batch);
-                    state.bytes = 0;
-                    drop(state);
-                    self.room.notify_waiters();
-                    return;
-                }
-            }
+        while !self.try_take_batch(batch) {
             self.ready.notified().await;
         }
+    }
+
+    /// Moves whatever is queued into `batch` (which must be empty) without
+    /// waiting; false when nothing was.
+    pub(crate) fn try_take_batch(&self, batch: &mut VecDeque<Outgoing>) -> bool {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut state.queue, batch);
+        state.bytes = 0;
+        drop(state);
+        self.room.notify_waiters();
+        true
     }
 
     /// Drops everything queued (closing any descriptors) and ends the queue.

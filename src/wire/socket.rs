@@ -252,6 +252,8 @@ pub(crate) struct Writer {
 
 /// Messages up to this size are batched with those written beside them.
 const BATCH_MESSAGE_MAX: usize = 4 * 1024;
+/// How many times the writer lets others run before it flushes.
+const YIELD_ROUNDS: usize = 2;
 /// A batch is sent once it is this large.
 const BATCH_TARGET: usize = 64 * 1024;
 
@@ -263,36 +265,49 @@ impl Writer {
         let mut batch = VecDeque::new();
         loop {
             outbox.take_batch(&mut batch).await;
-            while let Some(item) = batch.pop_front() {
-                match item {
-                    Outgoing::Frame { bytes, fds } => {
-                        if !fds.is_empty() {
-                            // Keep every sendmsg within the kernel's limit:
-                            // flush what rides ahead before queueing more.
-                            if self.fds.outgoing_len() + fds.len() > MAX_FDS_PER_SEND {
-                                self.feed_small().await?;
-                                self.sink.flush().await.map_err(ws_error)?;
+            let mut rounds = 0;
+            loop {
+                while let Some(item) = batch.pop_front() {
+                    match item {
+                        Outgoing::Frame { bytes, fds } => {
+                            if !fds.is_empty() {
+                                // Keep every sendmsg within the kernel's limit:
+                                // flush what rides ahead before queueing more.
+                                if self.fds.outgoing_len() + fds.len() > MAX_FDS_PER_SEND {
+                                    self.feed_small().await?;
+                                    self.sink.flush().await.map_err(ws_error)?;
+                                }
+                                self.fds.push_outgoing(fds);
                             }
-                            self.fds.push_outgoing(fds);
+                            if bytes.len() <= BATCH_MESSAGE_MAX {
+                                self.small_bytes += frame::BATCH_ENTRY_HEADER + bytes.len();
+                                self.small.push(bytes);
+                                if self.small_bytes >= BATCH_TARGET {
+                                    self.feed_small().await?;
+                                }
+                            } else {
+                                self.feed_small().await?;
+                                self.sink.feed(Message::Binary(bytes)).await.map_err(ws_error)?;
+                            }
                         }
-                        if bytes.len() <= BATCH_MESSAGE_MAX {
-                            self.small_bytes += frame::BATCH_ENTRY_HEADER + bytes.len();
-                            self.small.push(bytes);
-                            if self.small_bytes >= BATCH_TARGET {
-                                self.feed_small().await?;
-                            }
-                        } else {
+                        Outgoing::End => {
                             self.feed_small().await?;
-                            self.sink.feed(Message::Binary(bytes)).await.map_err(ws_error)?;
+                            self.sink.flush().await.map_err(ws_error)?;
+                            // A close frame, then the socket's write side is shut.
+                            let _ = self.sink.close().await;
+                            return Ok(());
                         }
                     }
-                    Outgoing::End => {
-                        self.feed_small().await?;
-                        self.sink.flush().await.map_err(ws_error)?;
-                        // A close frame, then the socket's write side is shut.
-                        let _ = self.sink.close().await;
-                        return Ok(());
-                    }
+                }
+                // Before the flush, one turn for whoever else is ready to run:
+                // what they queue goes in the same write.
+                rounds += 1;
+                if rounds > YIELD_ROUNDS {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                if !outbox.try_take_batch(&mut batch) {
+                    break;
                 }
             }
             self.feed_small().await?;
