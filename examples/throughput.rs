@@ -16,8 +16,11 @@
 //!   `/bin/true` and waiting for it).
 //! - `idle_worker_rss`: resident memory of an idle worker (MiB).
 //!
-//! The baselines run their peer on a thread of this process: the kernel
-//! path (socketpair, two cores) is the same as between processes.
+//! The baselines run their peer on a thread of this process (the kernel path
+//! is the same as between processes), except the round trip's: its echo is
+//! a forked process, measured in rounds alternating with ours, because how
+//! the scheduler places the two ends on cores decides that figure (see the
+//! README's performance section).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -104,6 +107,7 @@ impl WorkerActor for Sink {
 const SMALL: usize = 64;
 const STREAM_N: u64 = 2_000_000;
 const RTT_N: usize = 20_000;
+const RTT_ROUNDS: usize = 10;
 const PIPELINED_N: u64 = 500_000;
 const IN_FLIGHT: usize = 1_000;
 const BULK: usize = 1 << 20;
@@ -179,38 +183,63 @@ fn stream_small_baseline() -> f64 {
     STREAM_N as f64 / t0.elapsed().as_secs_f64()
 }
 
-async fn rtt() -> Duration {
+/// Round trips, ours and the baseline's, in alternating rounds, so both
+/// see the same placement of processes on cores (a ping-pong between two
+/// cores costs many times one within a core); medians of each. The
+/// baseline's echo is a forked process, as a worker is: between two
+/// threads of one process the scheduler keeps both on one core.
+async fn rtt() -> (Duration, Duration) {
     let worker = start().await;
-    let mut times = Vec::with_capacity(RTT_N);
-    for i in 0..RTT_N as u64 {
-        let t0 = Instant::now();
-        let back = worker.ask(Ping(i)).await.expect("pong");
-        times.push(t0.elapsed());
-        assert_eq!(back, i);
-    }
-    stop(worker).await;
-    median(times)
-}
-
-fn rtt_baseline() -> Duration {
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 8];
-        while b.read_exact(&mut buf).is_ok() {
-            b.write_all(&buf).unwrap();
-        }
-    });
-    let mut times = Vec::with_capacity(RTT_N);
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let echo = fork_echo(b, &a);
+    let mut ours = Vec::with_capacity(RTT_N);
+    let mut base = Vec::with_capacity(RTT_N);
     let mut buf = [0u8; 8];
-    for i in 0..RTT_N as u64 {
-        let t0 = Instant::now();
-        a.write_all(&i.to_le_bytes()).unwrap();
-        a.read_exact(&mut buf).unwrap();
-        times.push(t0.elapsed());
+    for round in 0..RTT_ROUNDS {
+        for i in 0..(RTT_N / RTT_ROUNDS) as u64 {
+            let t0 = Instant::now();
+            let back = worker.ask(Ping(i)).await.expect("pong");
+            ours.push(t0.elapsed());
+            assert_eq!(back, i);
+        }
+        for i in 0..(RTT_N / RTT_ROUNDS) as u64 {
+            let t0 = Instant::now();
+            a.write_all(&(i + round as u64).to_le_bytes()).unwrap();
+            a.read_exact(&mut buf).unwrap();
+            base.push(t0.elapsed());
+        }
     }
     drop(a);
-    echo.join().unwrap();
-    median(times)
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(echo, &mut status, 0) };
+    stop(worker).await;
+    (median(ours), median(base))
+}
+
+/// A forked process that echoes 8-byte pings on `sock` until `ours` (the
+/// other end, closed in the child) is closed.
+fn fork_echo(sock: UnixStream, ours: &UnixStream) -> libc::pid_t {
+    use std::os::fd::AsRawFd;
+    let (fd, other) = (sock.as_raw_fd(), ours.as_raw_fd());
+    // SAFETY: the child only reads, writes and exits: all async-signal-safe
+    // calls, as a child of a threaded process must limit itself to.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: our copy of the parent's end; see above.
+        unsafe { libc::close(other) };
+        let mut buf = [0u8; 8];
+        loop {
+            // SAFETY: a valid buffer and descriptor; see above.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) };
+            if n <= 0 || unsafe { libc::write(fd, buf.as_ptr().cast(), n as usize) } != n {
+                unsafe { libc::_exit(0) };
+            }
+        }
+    }
+    drop(sock);
+    pid
 }
 
 async fn pipelined() -> f64 {
@@ -360,8 +389,7 @@ async fn run() {
         line("stream_small", ours, stream_small_baseline(), "msg/s");
     }
     if wanted("rtt_p50") {
-        let ours = rtt().await;
-        let base = rtt_baseline();
+        let (ours, base) = rtt().await;
         line("rtt_p50", ours.as_secs_f64() * 1e6, base.as_secs_f64() * 1e6, "us");
     }
     if wanted("pipelined") {
