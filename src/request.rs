@@ -191,7 +191,8 @@ pub(crate) async fn await_answer<A: DeserializeOwned>(
                 return Err(WorkerError::Timeout(limit));
             }
         },
-        None => rx.await,
+        // Outside tokio's cooperative budget, as `WorkerAddrExt::ask`.
+        None => tokio::task::unconstrained(rx).await,
     };
     let inbound = received.map_err(|_| WorkerError::Disconnected)??;
     Ok(codec::decode::<A>(inbound.payload())?)

@@ -642,7 +642,11 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
         &self,
         request: R,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
-        let sent = self.send(Ask::new(request));
+        // Unconstrained: each poll is one look at a oneshot, so it cannot
+        // hog the thread; under tokio's cooperative budget, thousands of
+        // these gathered in a `FuturesUnordered` spend most of their time
+        // yielding to each other (7x slower with 20,000 in flight).
+        let sent = tokio::task::unconstrained(self.send(Ask::new(request)));
         async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
     }
 }
