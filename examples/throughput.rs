@@ -183,63 +183,92 @@ fn stream_small_baseline() -> f64 {
     STREAM_N as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// Round trips, ours and the baseline's, in alternating rounds, so both
-/// see the same placement of processes on cores (a ping-pong between two
-/// cores costs many times one within a core); medians of each. The
-/// baseline's echo is a forked process, as a worker is: between two
-/// threads of one process the scheduler keeps both on one core.
-async fn rtt() -> (Duration, Duration) {
+/// Round trips, ours and two baselines', in alternating rounds so that all
+/// see the same placement of processes on cores; medians of each. Each
+/// baseline's echo is a process of its own, as a worker is: a blocking
+/// `read`/`write` loop, and one driven by a tokio event loop, as both ends
+/// of ours are. On a VM a wake-up across cores costs tens of microseconds
+/// and one within a core a few, and which one a ping-pong gets is the
+/// scheduler's call: it tends to keep a blocking pair on one core.
+async fn rtt() -> (Duration, Duration, Duration) {
     let worker = start().await;
-    let (mut a, b) = UnixStream::pair().unwrap();
-    let echo = fork_echo(b, &a);
-    let mut ours = Vec::with_capacity(RTT_N);
-    let mut base = Vec::with_capacity(RTT_N);
+    let (mut blocking, mut blocking_echo) = echo_process("blocking");
+    let (evented, mut evented_echo) = echo_process("evented");
+    evented.set_nonblocking(true).unwrap();
+    let mut evented = tokio::net::UnixStream::from_std(evented).unwrap();
+    let per_round = (RTT_N / RTT_ROUNDS) as u64;
+    let (mut ours, mut base, mut base_evented) = (Vec::new(), Vec::new(), Vec::new());
     let mut buf = [0u8; 8];
-    for round in 0..RTT_ROUNDS {
-        for i in 0..(RTT_N / RTT_ROUNDS) as u64 {
+    for _ in 0..RTT_ROUNDS {
+        for i in 0..per_round {
             let t0 = Instant::now();
             let back = worker.ask(Ping(i)).await.expect("pong");
             ours.push(t0.elapsed());
             assert_eq!(back, i);
         }
-        for i in 0..(RTT_N / RTT_ROUNDS) as u64 {
+        for i in 0..per_round {
             let t0 = Instant::now();
-            a.write_all(&(i + round as u64).to_le_bytes()).unwrap();
-            a.read_exact(&mut buf).unwrap();
+            blocking.write_all(&i.to_le_bytes()).unwrap();
+            blocking.read_exact(&mut buf).unwrap();
             base.push(t0.elapsed());
         }
-    }
-    drop(a);
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(echo, &mut status, 0) };
-    stop(worker).await;
-    (median(ours), median(base))
-}
-
-/// A forked process that echoes 8-byte pings on `sock` until `ours` (the
-/// other end, closed in the child) is closed.
-fn fork_echo(sock: UnixStream, ours: &UnixStream) -> libc::pid_t {
-    use std::os::fd::AsRawFd;
-    let (fd, other) = (sock.as_raw_fd(), ours.as_raw_fd());
-    // SAFETY: the child only reads, writes and exits: all async-signal-safe
-    // calls, as a child of a threaded process must limit itself to.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: our copy of the parent's end; see above.
-        unsafe { libc::close(other) };
-        let mut buf = [0u8; 8];
-        loop {
-            // SAFETY: a valid buffer and descriptor; see above.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) };
-            if n <= 0 || unsafe { libc::write(fd, buf.as_ptr().cast(), n as usize) } != n {
-                unsafe { libc::_exit(0) };
-            }
+        for i in 0..per_round {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let t0 = Instant::now();
+            evented.write_all(&i.to_le_bytes()).await.unwrap();
+            evented.read_exact(&mut buf).await.unwrap();
+            base_evented.push(t0.elapsed());
         }
     }
-    drop(sock);
-    pid
+    drop((blocking, evented));
+    blocking_echo.wait().unwrap();
+    evented_echo.wait().unwrap();
+    stop(worker).await;
+    (median(ours), median(base), median(base_evented))
+}
+
+/// The variable that makes this executable an echo process for [`rtt`].
+const ECHO_ENV: &str = "THROUGHPUT_ECHO";
+
+/// This executable again, as an echo process on one end of a socketpair.
+fn echo_process(mode: &str) -> (UnixStream, std::process::Child) {
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    // SAFETY: plain fcntl on a descriptor we own, to let the child have it.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(ECHO_ENV, format!("{mode}:{fd}"))
+        .spawn()
+        .unwrap();
+    (ours, child)
+}
+
+/// Echoes 8-byte pings until the other end closes, when this process was
+/// started by [`echo_process`].
+fn run_if_echo() {
+    use std::os::fd::FromRawFd;
+    let Ok(spec) = std::env::var(ECHO_ENV) else { return };
+    let (mode, fd) = spec.split_once(':').unwrap();
+    // SAFETY: the parent passed us this descriptor.
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd.parse().unwrap()) };
+    let mut buf = [0u8; 8];
+    if mode == "blocking" {
+        while sock.read_exact(&mut buf).is_ok() {
+            sock.write_all(&buf).unwrap();
+        }
+    } else {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        rt.block_on(async move {
+            sock.set_nonblocking(true).unwrap();
+            let mut sock = tokio::net::UnixStream::from_std(sock).unwrap();
+            while sock.read_exact(&mut buf).await.is_ok() {
+                sock.write_all(&buf).await.unwrap();
+            }
+        });
+    }
+    std::process::exit(0);
 }
 
 async fn pipelined() -> f64 {
@@ -389,8 +418,10 @@ async fn run() {
         line("stream_small", ours, stream_small_baseline(), "msg/s");
     }
     if wanted("rtt_p50") {
-        let (ours, base) = rtt().await;
+        let (ours, base, base_evented) = rtt().await;
         line("rtt_p50", ours.as_secs_f64() * 1e6, base.as_secs_f64() * 1e6, "us");
+        let evented = base_evented.as_secs_f64() * 1e6;
+        line("rtt_p50_vs_evented_echo", ours.as_secs_f64() * 1e6, evented, "us");
     }
     if wanted("pipelined") {
         let ours = pipelined().await;
@@ -409,6 +440,7 @@ async fn run() {
 }
 
 fn main() {
+    run_if_echo();
     run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 })]);
     System::new().block_on(run());
 }
