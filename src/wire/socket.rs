@@ -267,6 +267,7 @@ impl Writer {
             outbox.take_batch(&mut batch).await;
             let mut rounds = 0;
             loop {
+                let taken = batch.len();
                 while let Some(item) = batch.pop_front() {
                     match item {
                         Outgoing::Frame { bytes, fds } => {
@@ -299,10 +300,12 @@ impl Writer {
                         }
                     }
                 }
-                // Before the flush, one turn for whoever else is ready to run:
-                // what they queue goes in the same write.
+                // Before the flush, while messages come several at a time,
+                // a turn for whoever else is ready to run: what they queue
+                // goes in the same write. A lone message (a round trip)
+                // goes at once.
                 rounds += 1;
-                if rounds > YIELD_ROUNDS {
+                if taken < 2 || rounds > YIELD_ROUNDS {
                     break;
                 }
                 tokio::task::yield_now().await;
