@@ -54,26 +54,30 @@ pub(crate) fn encode<M: Serialize + ?Sized>(
         }
         Ok(())
     };
-    ARENA.with(|arena| match arena.try_borrow_mut() {
-        Ok(mut arena) => {
-            if arena.capacity() < ARENA_MIN_ROOM {
-                arena.reserve(ARENA_CHUNK);
-            }
-            encode_in(&mut arena)?;
+    let from_arena = ARENA.try_with(|arena| {
+        let mut arena = arena.try_borrow_mut().ok()?;
+        if arena.capacity() < ARENA_MIN_ROOM {
+            arena.reserve(ARENA_CHUNK);
+        }
+        Some(encode_in(&mut arena).map(|()| {
             let bytes = arena.split().freeze();
             if bytes.len() > ARENA_KEEP {
                 *arena = BytesMut::new();
             }
-            Ok(bytes)
-        }
+            bytes
+        }))
+    });
+    match from_arena {
+        Ok(Some(encoded)) => encoded,
         // Encoding from inside a `Serialize` impl that is itself being
-        // encoded: a buffer of its own.
-        Err(_) => {
+        // encoded, or while the thread is being torn down: a buffer of its
+        // own.
+        _ => {
             let mut buf = BytesMut::with_capacity(128);
             encode_in(&mut buf)?;
             Ok(buf.freeze())
         }
-    })
+    }
 }
 
 /// The size of a fresh arena buffer.
@@ -85,4 +89,50 @@ const ARENA_KEEP: usize = 16 * 1024;
 
 thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frame::Kind;
+
+    fn post(data: &impl Serialize) -> Bytes {
+        encode(Kind::Post, 0, 0, data, 0, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn arena_slices_stay_intact_and_large_messages_do_not_stay() {
+        let msgs: Vec<Bytes> = (0..5_000u32).map(|i| post(&format!("m{i}"))).collect();
+        for (i, msg) in msgs.iter().enumerate() {
+            let (header, payload) = frame::decode(msg).unwrap();
+            assert_eq!(header.kind, Kind::Post);
+            assert_eq!(codec::decode::<String>(payload).unwrap(), format!("m{i}"));
+        }
+        let big = post(&serde_bytes::ByteBuf::from(vec![1u8; 100_000]));
+        // Header, a 5-byte varint length, the bytes as one block.
+        assert_eq!(big.len(), 2 + 5 + 100_000);
+        ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
+        // Over the limit: an error, and the arena is left clean.
+        let refused = encode(Kind::Post, 0, 0, &vec![0u8; 64], 0, 8);
+        assert!(matches!(refused, Err(WorkerError::Wire(WireError::TooLarge { .. }))));
+        assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
+    }
+
+    /// A `Serialize` impl that encodes a message of its own.
+    struct Nested;
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&post(&"inner"))
+        }
+    }
+
+    #[test]
+    fn encoding_inside_encoding_uses_a_buffer_of_its_own() {
+        let outer = post(&Nested);
+        let (_, payload) = frame::decode(&outer).unwrap();
+        let inner: serde_bytes::ByteBuf = codec::decode(payload).unwrap();
+        let (_, inner_payload) = frame::decode(&inner).unwrap();
+        assert_eq!(codec::decode::<String>(inner_payload).unwrap(), "inner");
+    }
 }
