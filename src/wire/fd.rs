@@ -101,9 +101,10 @@ pub(crate) struct FdStream {
 /// How many bytes the stream takes from its writer beyond what the socket
 /// takes at once. tungstenite removes written bytes from the front of its
 /// own buffer, moving the rest down each time: a 16 MiB message written in
-/// socket-sized steps (~200 KiB) would be moved ~80 times. Taking up to this
-/// much per call makes that a handful of moves, at the cost of one copy.
-const OUT_CAP: usize = 4 << 20;
+/// socket-sized steps (~200 KiB) would be moved ~80 times. Taking all of it
+/// (up to the largest message) makes that one copy: 16 MiB messages went
+/// from 540 to 710 MiB/s against a 4 MiB cap.
+const OUT_CAP: usize = 64 << 20;
 
 /// Writes from this size on go through the `out` buffer.
 const BIG_WRITE: usize = 256 << 10;
@@ -236,6 +237,9 @@ impl FdStream {
                 n => self.out_pos += n,
             }
         }
+        // The capacity is kept, as tungstenite keeps that of its own write
+        // buffer: giving it back after each large message costs more
+        // (1 MiB messages: 1.2 against 1.8 GiB/s) than it saves.
         self.out.clear();
         self.out_pos = 0;
         Poll::Ready(Ok(()))
