@@ -36,9 +36,11 @@ pub struct Limits {
     /// A deeper queue absorbs longer bursts but only adds memory once the
     /// worker is the bottleneck: with 256 MiB, 1 MiB posts ran at half the
     /// speed, each buffer a fresh one.
-    /// Beyond the queue, the transport holds what is being written: up to
-    /// 4 MiB in the socket layer plus the message being framed, and the
-    /// kernel's socket buffer.
+    ///
+    /// Beyond the queue, the transport holds what is being written: the
+    /// messages of the batch being framed (in tungstenite's write buffer and
+    /// in the socket layer, which takes what the kernel does not at once)
+    /// and the kernel's socket buffer.
     pub max_queued_bytes: usize,
     /// What a post or request meets when the queue is full (default
     /// [`WhenFull::Wait`]).
