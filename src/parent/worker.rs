@@ -57,6 +57,10 @@ pub struct Worker<P: Protocol> {
     kill_delay: Duration,
     events: Option<Recipient<WorkerEvent<P>>>,
     outbox: Arc<Outbox>,
+    /// What this worker's posts and requests are encoded into (see
+    /// `wire::encode_in`): its own, so that its queued messages pin no
+    /// memory shared with other workers'.
+    arena: bytes::BytesMut,
     pending: Arc<Pending>,
     handlers: Rc<Handlers>,
     child: Option<Arc<ChildHandle>>,
@@ -103,6 +107,7 @@ impl<P: Protocol> Worker<P> {
             kill_delay: builder.kill_delay,
             events: builder.events,
             outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
+            arena: bytes::BytesMut::new(),
             pending: Arc::default(),
             handlers: Rc::new(builder.handlers),
             child: None,
@@ -285,7 +290,7 @@ impl<P: Protocol> Handler<Post<P::ToWorker>> for Worker<P> {
     fn handle(&mut self, msg: Post<P::ToWorker>, ctx: &mut Context<Self>) -> PostResponse {
         let encoded = self.check_open().and_then(|()| {
             let max = self.limits.max_message_size;
-            wire::encode(Kind::Post, 0, 0, &msg.data, msg.fds.len(), max)
+            wire::encode_in(&mut self.arena, Kind::Post, 0, 0, &msg.data, msg.fds.len(), max)
         });
         let queued = match encoded {
             Ok(bytes) => self.queue(bytes, msg.fds, ctx),
@@ -387,9 +392,10 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
         let max = self.limits.max_message_size;
         let id = self.pending.next_id();
-        let encoded = self
-            .check_open()
-            .and_then(|()| wire::encode(Kind::Request, id, tag_of::<R>(), &msg.request, 0, max));
+        let encoded = self.check_open().and_then(|()| {
+            let tag = tag_of::<R>();
+            wire::encode_in(&mut self.arena, Kind::Request, id, tag, &msg.request, 0, max)
+        });
         let queued = match encoded {
             Ok(bytes) => self.queue(bytes, Vec::new(), ctx),
             Err(e) => return AskResponse(AskInner::Ready(Err(e))),

@@ -168,7 +168,8 @@ pub(crate) const BATCH_ENTRY_HEADER: usize = 4;
 
 /// Appends one message to a batch being built.
 pub(crate) fn push_batch_entry(buf: &mut bytes::BytesMut, msg: &[u8]) {
-    buf.put_u32_le(msg.len() as u32);
+    let len = u32::try_from(msg.len()).expect("batched messages are small");
+    buf.put_u32_le(len);
     buf.put_slice(msg);
 }
 

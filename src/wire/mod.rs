@@ -23,12 +23,38 @@ pub const MAX_FDS_PER_MESSAGE: usize = 64;
 /// Encodes one complete message: header, then `data`; checks the descriptor
 /// count and the size limit before anything is queued.
 ///
-/// Small messages are cut from a per-thread arena: one allocation serves
-/// many messages, and it is reused whole once the writer has dropped them
-/// all. A message larger than [`ARENA_KEEP`] leaves with the arena's buffer,
-/// and the arena starts afresh, so a thread never holds on to the memory of
-/// its largest message.
+/// Small messages are cut from a per-thread arena (see [`encode_in`]).
+/// For messages bound for one peer; a sender that feeds several queues
+/// (the parent's `Worker` actors) gives each its own arena, so that
+/// messages waiting for a slow worker pin only chunks of their own.
 pub(crate) fn encode<M: Serialize + ?Sized>(
+    kind: frame::Kind,
+    id: u64,
+    tag: u64,
+    data: &M,
+    nfds: usize,
+    max_message_size: usize,
+) -> Result<Bytes, WorkerError> {
+    let from_arena = ARENA.try_with(|arena| {
+        let mut arena = arena.try_borrow_mut().ok()?;
+        Some(encode_in(&mut arena, kind, id, tag, data, nfds, max_message_size))
+    });
+    match from_arena {
+        Ok(Some(encoded)) => encoded,
+        // Encoding from inside a `Serialize` impl that is itself being
+        // encoded, or while the thread is being torn down: a buffer of its
+        // own.
+        _ => encode_in(&mut BytesMut::new(), kind, id, tag, data, nfds, max_message_size),
+    }
+}
+
+/// [`encode`] into a slice cut from `arena`: one allocation serves many
+/// small messages, and is reused whole once they have all been dropped. A
+/// message larger than [`ARENA_KEEP`], or one that fails, leaves the arena
+/// starting afresh, so it never holds on to the memory of its largest
+/// message.
+pub(crate) fn encode_in<M: Serialize + ?Sized>(
+    arena: &mut BytesMut,
     kind: frame::Kind,
     id: u64,
     tag: u64,
@@ -39,45 +65,24 @@ pub(crate) fn encode<M: Serialize + ?Sized>(
     if nfds > MAX_FDS_PER_MESSAGE {
         return Err(WireError::TooManyFds { count: nfds, limit: MAX_FDS_PER_MESSAGE }.into());
     }
-    let encode_in = |buf: &mut BytesMut| -> Result<(), WorkerError> {
-        frame::begin(buf, kind, nfds as u8, id, tag);
-        let header = buf.len();
-        let encoded = codec::encode_into(data, buf);
-        let size = buf.len() - header;
-        if let Err(e) = encoded {
-            buf.clear();
-            return Err(e.into());
-        }
-        if size > max_message_size {
-            buf.clear();
-            return Err(WireError::TooLarge { size, limit: max_message_size }.into());
-        }
-        Ok(())
-    };
-    let from_arena = ARENA.try_with(|arena| {
-        let mut arena = arena.try_borrow_mut().ok()?;
-        if arena.capacity() < ARENA_MIN_ROOM {
-            arena.reserve(ARENA_CHUNK);
-        }
-        Some(encode_in(&mut arena).map(|()| {
-            let bytes = arena.split().freeze();
-            if bytes.len() > ARENA_KEEP {
-                *arena = BytesMut::new();
-            }
-            bytes
-        }))
-    });
-    match from_arena {
-        Ok(Some(encoded)) => encoded,
-        // Encoding from inside a `Serialize` impl that is itself being
-        // encoded, or while the thread is being torn down: a buffer of its
-        // own.
-        _ => {
-            let mut buf = BytesMut::with_capacity(128);
-            encode_in(&mut buf)?;
-            Ok(buf.freeze())
-        }
+    if arena.capacity() < ARENA_MIN_ROOM {
+        arena.reserve(ARENA_CHUNK);
     }
+    frame::begin(arena, kind, nfds as u8, id, tag);
+    let header = arena.len();
+    let encoded = codec::encode_into(data, arena);
+    let size = arena.len() - header;
+    let checked = match encoded {
+        Err(e) => Err(e.into()),
+        Ok(()) if size > max_message_size => {
+            Err(WireError::TooLarge { size, limit: max_message_size }.into())
+        }
+        Ok(()) => Ok(arena.split().freeze()),
+    };
+    if checked.as_ref().map_or(true, |bytes| bytes.len() > ARENA_KEEP) {
+        *arena = BytesMut::new();
+    }
+    checked
 }
 
 /// The size of a fresh arena buffer.
@@ -112,9 +117,13 @@ mod tests {
         // Header, a 5-byte varint length, the bytes as one block.
         assert_eq!(big.len(), 2 + 5 + 100_000);
         ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
-        // Over the limit: an error, and the arena is left clean.
+        // Over the limit: an error, and the arena is left clean, whatever
+        // the failed message grew it to.
         let refused = encode(Kind::Post, 0, 0, &vec![0u8; 64], 0, 8);
         assert!(matches!(refused, Err(WorkerError::Wire(WireError::TooLarge { .. }))));
+        let huge = serde_bytes::ByteBuf::from(vec![1u8; 8 << 20]);
+        assert!(encode(Kind::Post, 0, 0, &huge, 0, 1 << 20).is_err());
+        ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
         assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
     }
 

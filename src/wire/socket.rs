@@ -48,6 +48,9 @@ impl Inbound {
 pub(crate) struct Connection {
     ws: Ws,
     fds: Arc<FdQueues>,
+    /// The largest WebSocket message the peer takes (the same limit as
+    /// ours: both sides are given one).
+    max_ws_message: usize,
 }
 
 /// Opens the WebSocket over a connected UNIX stream socket. Must run inside a
@@ -67,7 +70,7 @@ pub(crate) async fn open(
         .max_frame_size(Some(max))
         .accept_unmasked_frames(true);
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-    Ok(Connection { ws, fds })
+    Ok(Connection { ws, fds, max_ws_message: max })
 }
 
 impl Connection {
@@ -107,7 +110,13 @@ impl Connection {
         let (sink, stream) = self.ws.split();
         (
             Reader { stream, fds: self.fds.clone(), batch: None },
-            Writer { sink, fds: self.fds, small: Vec::new(), small_bytes: 0 },
+            Writer {
+                sink,
+                fds: self.fds,
+                small: Vec::new(),
+                small_bytes: 0,
+                batch_limit: self.max_ws_message.min(BATCH_TARGET + BATCH_MESSAGE_MAX + 64),
+            },
         )
     }
 }
@@ -248,12 +257,17 @@ pub(crate) struct Writer {
     small: Vec<Bytes>,
     /// Their size in a batch.
     small_bytes: usize,
+    /// The most a batch may hold, header included: within what the peer
+    /// takes as one WebSocket message.
+    batch_limit: usize,
 }
 
 /// Messages up to this size are batched with those written beside them.
 const BATCH_MESSAGE_MAX: usize = 4 * 1024;
 /// How many times the writer lets others run before it flushes.
 const YIELD_ROUNDS: usize = 2;
+/// A batch's own header.
+const BATCH_HEADER: usize = 2;
 /// A batch is sent once it is this large.
 const BATCH_TARGET: usize = 64 * 1024;
 
@@ -280,8 +294,14 @@ impl Writer {
                                 }
                                 self.fds.push_outgoing(fds);
                             }
-                            if bytes.len() <= BATCH_MESSAGE_MAX {
-                                self.small_bytes += frame::BATCH_ENTRY_HEADER + bytes.len();
+                            let entry = frame::BATCH_ENTRY_HEADER + bytes.len();
+                            if bytes.len() <= BATCH_MESSAGE_MAX
+                                && BATCH_HEADER + entry <= self.batch_limit
+                            {
+                                if BATCH_HEADER + self.small_bytes + entry > self.batch_limit {
+                                    self.feed_small().await?;
+                                }
+                                self.small_bytes += entry;
                                 self.small.push(bytes);
                                 if self.small_bytes >= BATCH_TARGET {
                                     self.feed_small().await?;
@@ -325,7 +345,7 @@ impl Writer {
             0 => return Ok(()),
             1 => self.small.pop().expect("one message"),
             _ => {
-                let mut buf = BytesMut::with_capacity(2 + self.small_bytes);
+                let mut buf = BytesMut::with_capacity(BATCH_HEADER + self.small_bytes);
                 frame::begin(&mut buf, Kind::Batch, 0, 0, 0);
                 for msg in self.small.drain(..) {
                     frame::push_batch_entry(&mut buf, &msg);

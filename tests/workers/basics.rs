@@ -264,3 +264,29 @@ pub fn dropping_the_last_address_terminates_the_worker() {
         assert!(events.exit().await.success());
     });
 }
+
+/// Under a message limit smaller than a batch, small messages in a burst
+/// still arrive, in order: batches stay within what the peer takes.
+pub fn a_burst_under_a_small_limit_arrives_in_order() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let limits = Limits::default().max_message_size(256);
+        let worker = builder(rec).limits(limits).start().unwrap();
+        for i in 0..1_000 {
+            worker.post(Cmd::Echo(i));
+        }
+        let mut next = 0;
+        while next < 1_000 {
+            match events.next().await {
+                Event::Message(m) => {
+                    assert_eq!(m.data, Reply::Echo(next));
+                    next += 1;
+                }
+                Event::Online => {}
+                other => panic!("at {next}: {other:?}"),
+            }
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}

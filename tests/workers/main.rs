@@ -44,6 +44,7 @@ fn main() {
     let mut tests = trials![
         basics::posted_before_handshake_is_delivered,
         basics::ten_thousand_each_way_in_order,
+        basics::a_burst_under_a_small_limit_arrives_in_order,
         basics::sixteen_mib_round_trip,
         basics::over_limit_is_refused_and_both_keep_working,
         basics::exit_code_is_reported,
