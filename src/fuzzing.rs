@@ -152,8 +152,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         frame::push_batch_entry(&mut batch, msg);
     }
     envelopes.push(("batch".into(), batch.to_vec()));
-    envelopes.push(("terminate".into(), vec![frame::Kind::Terminate as u8, 0]));
-    envelopes.push(("closing".into(), vec![frame::Kind::Closing as u8, 0]));
+    envelopes.push(("terminate".into(), frame::bare(frame::Kind::Terminate).to_vec()));
+    envelopes.push(("closing".into(), frame::bare(frame::Kind::Closing).to_vec()));
 
     let mut out: Vec<_> =
         envelopes.iter().map(|(name, bytes)| ("envelope", name.clone(), bytes.clone())).collect();

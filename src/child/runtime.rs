@@ -215,9 +215,7 @@ where
     let code = match end {
         End::Close { by_self } => {
             if by_self {
-                let mut buf = Vec::with_capacity(2);
-                frame::begin(&mut buf, Kind::Closing, 0, 0, 0);
-                let _ = outbox.push(buf.into(), Vec::new());
+                let _ = outbox.push(frame::bare(Kind::Closing), Vec::new());
             }
             let (tx, rx) = oneshot::channel();
             let sent = ctl_tx.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {

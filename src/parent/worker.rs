@@ -206,9 +206,7 @@ impl<P: Protocol> Worker<P> {
             return;
         }
         self.state = State::Terminating;
-        let mut buf = Vec::with_capacity(2);
-        frame::begin(&mut buf, Kind::Terminate, 0, 0, 0);
-        if self.outbox.push_last(buf.into()).is_err() {
+        if self.outbox.push_last(frame::bare(Kind::Terminate)).is_err() {
             tracing::debug!(worker = %self.name, "terminate could not be queued; signals follow");
         }
         let grace = match grace {

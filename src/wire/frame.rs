@@ -96,10 +96,9 @@ pub(crate) struct Hello {
     pub pid: u32,
 }
 
-/// Starts a message of `kind` in `buf` (cleared first); the payload is
-/// appended after it.
-pub(crate) fn begin<B: BufMut + Clear>(buf: &mut B, kind: Kind, nfds: u8, id: u64, tag: u64) {
-    buf.clear_all();
+/// Appends the header of a message of `kind` to `buf` (empty: a message
+/// starts there); the payload is appended after it.
+pub(crate) fn begin(buf: &mut impl BufMut, kind: Kind, nfds: u8, id: u64, tag: u64) {
     buf.put_u8(kind as u8);
     buf.put_u8(nfds);
     match kind {
@@ -112,21 +111,11 @@ pub(crate) fn begin<B: BufMut + Clear>(buf: &mut B, kind: Kind, nfds: u8, id: u6
     }
 }
 
-/// Buffers [`begin`] writes into.
-pub(crate) trait Clear {
-    fn clear_all(&mut self);
-}
-
-impl Clear for Vec<u8> {
-    fn clear_all(&mut self) {
-        self.clear();
-    }
-}
-
-impl Clear for bytes::BytesMut {
-    fn clear_all(&mut self) {
-        self.clear();
-    }
+/// A whole message of a kind that has no fields and no payload
+/// (terminate, closing).
+pub(crate) fn bare(kind: Kind) -> bytes::Bytes {
+    debug_assert_eq!(kind.fixed_len(), 0);
+    bytes::Bytes::from(vec![kind as u8, 0])
 }
 
 /// A complete hello message.

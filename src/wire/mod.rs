@@ -68,6 +68,8 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     if arena.capacity() < ARENA_MIN_ROOM {
         arena.reserve(ARENA_CHUNK);
     }
+    // Left over only by a `Serialize` impl that panicked part-way.
+    arena.clear();
     frame::begin(arena, kind, nfds as u8, id, tag);
     let header = arena.len();
     let encoded = codec::encode_into(data, arena);
@@ -124,6 +126,24 @@ mod tests {
         let huge = serde_bytes::ByteBuf::from(vec![1u8; 8 << 20]);
         assert!(encode(Kind::Post, 0, 0, &huge, 0, 1 << 20).is_err());
         ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
+        assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
+    }
+
+    /// Writes a field, then panics.
+    struct Halfway;
+
+    impl Serialize for Halfway {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&[9u8; 32])?;
+            panic!("halfway");
+        }
+    }
+
+    #[test]
+    fn a_panic_part_way_leaves_nothing_in_the_next_message() {
+        assert!(std::panic::catch_unwind(|| post(&Halfway)).is_err());
         assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
     }
 
