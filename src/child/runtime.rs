@@ -308,9 +308,7 @@ impl<W: WorkerActor> Link<W> {
         }
         None
     }
-}
 
-impl<W: WorkerActor> Link<W> {
     /// Hands the posts read so far to the actor.
     fn flush_posts(&mut self) {
         if !self.posts.is_empty() {
