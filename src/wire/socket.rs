@@ -115,7 +115,7 @@ impl Connection {
                 fds: self.fds,
                 small: Vec::new(),
                 small_bytes: 0,
-                batch_limit: self.max_ws_message.min(BATCH_TARGET + BATCH_MESSAGE_MAX + 64),
+                max_ws_message: self.max_ws_message,
             },
         )
     }
@@ -140,15 +140,16 @@ impl Reader {
                 Ok(bytes) => bytes,
                 Err(e) => return Some(Err(e)),
             };
-            match frame::decode(&bytes) {
-                Ok((header, _)) if header.kind == Kind::Batch => {
-                    if header.nfds != 0 {
-                        return Some(Err(WireError::Unexpected("descriptors on a batch")));
-                    }
-                    self.batch = Some((bytes, 2));
-                }
-                _ => return Some(inbound(bytes, &self.fds)),
+            // Anything but a batch, a cut-short header included, is read
+            // (or refused) as one message.
+            if bytes.first() != Some(&(Kind::Batch as u8)) || bytes.len() < 2 {
+                return Some(inbound(bytes, &self.fds));
             }
+            // A batch's header is its kind and a descriptor count of 0.
+            if bytes[1] != 0 {
+                return Some(Err(WireError::Unexpected("descriptors on a batch")));
+            }
+            self.batch = Some((bytes, 2));
         }
     }
 
@@ -257,9 +258,8 @@ pub(crate) struct Writer {
     small: Vec<Bytes>,
     /// Their size in a batch.
     small_bytes: usize,
-    /// The most a batch may hold, header included: within what the peer
-    /// takes as one WebSocket message.
-    batch_limit: usize,
+    /// The largest WebSocket message the peer takes: no batch is larger.
+    max_ws_message: usize,
 }
 
 /// Messages up to this size are batched with those written beside them.
@@ -284,33 +284,7 @@ impl Writer {
                 let taken = batch.len();
                 while let Some(item) = batch.pop_front() {
                     match item {
-                        Outgoing::Frame { bytes, fds } => {
-                            if !fds.is_empty() {
-                                // Keep every sendmsg within the kernel's limit:
-                                // flush what rides ahead before queueing more.
-                                if self.fds.outgoing_len() + fds.len() > MAX_FDS_PER_SEND {
-                                    self.feed_small().await?;
-                                    self.sink.flush().await.map_err(ws_error)?;
-                                }
-                                self.fds.push_outgoing(fds);
-                            }
-                            let entry = frame::BATCH_ENTRY_HEADER + bytes.len();
-                            if bytes.len() <= BATCH_MESSAGE_MAX
-                                && BATCH_HEADER + entry <= self.batch_limit
-                            {
-                                if BATCH_HEADER + self.small_bytes + entry > self.batch_limit {
-                                    self.feed_small().await?;
-                                }
-                                self.small_bytes += entry;
-                                self.small.push(bytes);
-                                if self.small_bytes >= BATCH_TARGET {
-                                    self.feed_small().await?;
-                                }
-                            } else {
-                                self.feed_small().await?;
-                                self.sink.feed(Message::Binary(bytes)).await.map_err(ws_error)?;
-                            }
-                        }
+                        Outgoing::Frame { bytes, fds } => self.feed_frame(bytes, fds).await?,
                         Outgoing::End => {
                             self.feed_small().await?;
                             self.sink.flush().await.map_err(ws_error)?;
@@ -336,6 +310,33 @@ impl Writer {
             self.feed_small().await?;
             self.sink.flush().await.map_err(ws_error)?;
         }
+    }
+
+    /// Feeds one message, or holds it back to go with others in a batch.
+    async fn feed_frame(&mut self, bytes: Bytes, fds: Vec<OwnedFd>) -> Result<(), WireError> {
+        if !fds.is_empty() {
+            // Keep every sendmsg within the kernel's limit: flush what rides
+            // ahead before queueing more.
+            if self.fds.outgoing_len() + fds.len() > MAX_FDS_PER_SEND {
+                self.feed_small().await?;
+                self.sink.flush().await.map_err(ws_error)?;
+            }
+            self.fds.push_outgoing(fds);
+        }
+        let entry = frame::BATCH_ENTRY_HEADER + bytes.len();
+        if bytes.len() > BATCH_MESSAGE_MAX || BATCH_HEADER + entry > self.max_ws_message {
+            self.feed_small().await?;
+            return self.sink.feed(Message::Binary(bytes)).await.map_err(ws_error);
+        }
+        if BATCH_HEADER + self.small_bytes + entry > self.max_ws_message {
+            self.feed_small().await?;
+        }
+        self.small_bytes += entry;
+        self.small.push(bytes);
+        if self.small_bytes >= BATCH_TARGET {
+            self.feed_small().await?;
+        }
+        Ok(())
     }
 
     /// Feeds the small messages held back: one alone as itself, several as
