@@ -143,6 +143,26 @@ pub enum WireError {
     /// A payload that does not decode as the expected type.
     #[error("undecodable message: {0}")]
     Decode(String),
+    /// A batch larger than any writer makes (see `PROTOCOL.md`).
+    #[error("batch of {size} bytes is over the limit of {limit} bytes")]
+    BatchTooLarge {
+        /// Its size.
+        size: usize,
+        /// The largest batch taken.
+        limit: usize,
+    },
+    /// The worker did not finish its handshake in time (see
+    /// [`WorkerBuilder::handshake_timeout`](crate::WorkerBuilder::handshake_timeout)).
+    #[error("no handshake from the worker within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    /// The worker's hello came from another process than the one started.
+    #[error("the hello came from process {theirs}, which is not the worker started ({ours})")]
+    WrongPeer {
+        /// The process started.
+        ours: u32,
+        /// The process the hello names.
+        theirs: u32,
+    },
     /// A value that could not be encoded.
     #[error("could not encode message: {0}")]
     Encode(String),
@@ -202,6 +222,17 @@ pub enum SpawnError {
     /// `start()` was called outside a running actix System.
     #[error("Worker::start must be called inside a running actix System")]
     NoSystem,
+    /// An option the worker cannot run with.
+    #[error("invalid worker option: {0}")]
+    Option(String),
+    /// This process was started as a worker and is starting workers before
+    /// it ran its own entry: code above `run_if_worker` in `main`, which
+    /// every worker would run again, without end.
+    #[error(
+        "this process was started as a worker and has not run its worker entry yet: \
+         call run_if_worker on the first line of main, before any code that starts workers"
+    )]
+    NotYetAWorker,
 }
 
 /// Why a message or request to a worker (or to the parent) did not go through.

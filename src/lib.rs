@@ -108,6 +108,7 @@ mod child;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handoff;
 mod parent;
 mod protocol;
 mod request;

@@ -150,6 +150,12 @@ impl Pending {
         self.slots().remove(&id);
     }
 
+    /// Whether request `id` still waits for its answer (not answered,
+    /// failed, timed out or cancelled).
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.slots().contains_key(&id)
+    }
+
     /// Fails every pending request with `err`.
     pub(crate) fn fail_all(&self, err: &WorkerError) {
         let slots = std::mem::take(&mut *self.slots());
@@ -220,6 +226,8 @@ pub(crate) fn resolve_frame(pending: &Pending, inbound: Inbound) {
 pub(crate) struct Reply {
     id: u64,
     outbox: Arc<Outbox>,
+    /// The connection the request came on (see `Outbox::owe_reply`).
+    connection: u64,
     max_message_size: usize,
     last_panic: fn() -> Option<ErrorReport>,
     sent: bool,
@@ -243,7 +251,7 @@ impl Reply {
 
     fn send(&mut self, frame: Bytes) {
         self.sent = true;
-        self.outbox.push_reply(frame);
+        self.outbox.push_reply(frame, self.connection);
     }
 }
 
@@ -296,6 +304,7 @@ impl Handlers {
         let reply = Reply {
             id,
             outbox: outbox.clone(),
+            connection: outbox.owe_reply(),
             max_message_size,
             last_panic: self.last_panic,
             sent: false,

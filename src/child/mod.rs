@@ -8,6 +8,7 @@
 //! `main` of a worker binary, or [`run_if_worker`] on the first line of a
 //! `main` that is both parent and worker.
 
+mod bootstrap;
 mod control;
 mod panic;
 mod parent;
@@ -22,8 +23,8 @@ use self::control::Command;
 
 pub use self::parent::Parent;
 use crate::error::ErrorReport;
+use crate::handoff;
 use crate::parent::events::Received;
-use crate::parent::spawn as spawn_env;
 use crate::protocol::Protocol;
 use crate::request::{Handlers, Request};
 
@@ -38,6 +39,10 @@ pub mod exit_code {
     pub const MISMATCH: i32 = 78;
     /// The socket to the parent could not be used.
     pub const IO: i32 = 74;
+    /// The worker reached its soft CPU limit
+    /// ([`ResourceLimits::cpu_seconds`](crate::ResourceLimits::cpu_seconds)):
+    /// SIGXCPU, after which `on_close` ran. 128 + SIGXCPU, as a shell says.
+    pub const CPU_LIMIT: i32 = 152;
 }
 
 /// An actor that can run as a worker.
@@ -179,8 +184,8 @@ impl Entry {
 /// }
 /// ```
 pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
-    let Some(name) = std::env::var_os(spawn_env::ENV_ENTRY) else {
-        if std::env::var_os(spawn_env::ENV_FD).is_some() {
+    let Some(name) = std::env::var_os(handoff::ENV_ENTRY) else {
+        if std::env::var_os(handoff::ENV_FD).is_some() {
             tracing::warn!(
                 "started as a worker without an entry name; running as a normal program"
             );

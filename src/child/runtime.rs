@@ -3,15 +3,17 @@
 //!
 //! Paths to the end, and what runs on each:
 //! - terminate from the parent, `close()` from the worker, SIGTERM (the
-//!   parent's escalation, or PR_SET_PDEATHSIG), the parent's socket closing:
-//!   `on_close` runs, what it posts is flushed, exit 0;
+//!   parent's escalation, or PR_SET_PDEATHSIG), SIGXCPU (the soft CPU
+//!   limit), the parent's socket closing: `on_close` runs, what it posts is
+//!   flushed, exit 0 (152 after SIGXCPU);
 //! - the actor stops itself: exit 0;
-//! - a panic the actor cannot recover from: the report goes out, exit 101;
-//! - the parent dies and the actor is stuck: a watchdog thread that polls the
-//!   socket for hang-up kills the worker's process group after a second.
+//! - a panic the actor cannot recover from: the report goes out, exit 101.
+//!
+//! When the parent is gone, the worker takes its own process group down
+//! with it (what it started would otherwise outlive everyone): at the end
+//! of the runtime when it got there, or through the watchdog of
+//! `bootstrap.rs` when the actor is stuck.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,21 +23,19 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 
+use super::bootstrap::{self, ORPHAN_GRACE};
 use super::control::{Command, ControlLoop, Posted};
 use super::panic::{self as worker_panic, Guarded};
 use super::{exit_code, Parent, Requests, WorkerActor};
 use crate::error::{ErrorReport, WireError, WorkerError};
+use crate::handoff::ENV_MAX_MESSAGE;
 use crate::parent::events::Received;
-use crate::parent::spawn::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 use crate::protocol::{fingerprint, Protocol};
 use crate::request::{resolve_frame, Handlers, Pending};
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound};
 use crate::wire::{self, codec};
-
-/// How long a worker whose parent is gone may take to finish `on_close`.
-const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the worker to its end and returns the exit code.
 pub(crate) fn run<W, F>(make: F) -> i32
@@ -45,75 +45,47 @@ where
 {
     let max_message_size = std::env::var(ENV_MAX_MESSAGE)
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::Limits::default().max_message_size);
-    let Some(sock) = take_socket() else {
-        eprintln!(
-            "actix-webworker: this process was not started as a worker ({ENV_FD} is not set)"
-        );
-        return exit_code::NOT_A_WORKER;
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(crate::Limits::default().max_message_size)
+        .min(codec::DECODE_LIMIT);
+    let handoff = match bootstrap::take() {
+        Ok(handoff) => handoff,
+        Err(e) => {
+            eprintln!("actix-webworker: {e}");
+            return exit_code::NOT_A_WORKER;
+        }
     };
-    if let Err(e) = start_watchdog(&sock) {
+    if let Err(e) = bootstrap::start_watchdog(handoff.parent.clone(), &handoff.sock) {
         tracing::warn!(error = %e, "no watchdog for the parent's death");
     }
     let (panic_tx, panic_rx) = unbounded_channel();
     worker_panic::install(panic_tx);
     let system = actix_rt::System::new();
-    system.block_on(serve::<W, F>(sock, max_message_size, make, panic_rx))
-}
-
-/// Takes the inherited socket named in the environment, and clears the
-/// variables so that processes this worker starts are not mistaken for
-/// workers.
-fn take_socket() -> Option<UnixStream> {
-    let fd: RawFd = std::env::var(ENV_FD).ok()?.parse().ok()?;
-    for var in [ENV_FD, ENV_ENTRY, ENV_MAX_MESSAGE] {
-        // SAFETY (of the call's contract): the runtime has not started any
-        // thread yet; this runs first in the worker's main.
-        std::env::remove_var(var);
+    let (code, end) =
+        system.block_on(serve::<W, F>(handoff.sock, max_message_size, make, panic_rx));
+    // Orphaned: nobody will take our process group down, so we do, with
+    // whatever this worker started (ourselves last). When the parent's
+    // socket closed, the parent may still be on its way out: its pidfd says
+    // when it has gone.
+    let wait = if end == End::ParentGone { ORPHAN_GRACE } else { Duration::ZERO };
+    if handoff.parent.gone_within(wait) {
+        bootstrap::kill_own_group();
     }
-    // SAFETY: fstat on any number is harmless; it tells whether it is open.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 || (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK {
-        return None;
-    }
-    // SAFETY: the parent passed us this descriptor for our exclusive use.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Not to be inherited by what the worker itself starts.
-    // SAFETY: plain fcntl on a descriptor we own.
-    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    Some(UnixStream::from(owned))
-}
-
-/// A thread that waits for the parent's end of the socket to hang up, gives
-/// the runtime [`ORPHAN_GRACE`] to finish, then kills the worker's group.
-/// It polls a duplicate of the socket and never reads from it.
-fn start_watchdog(sock: &UnixStream) -> std::io::Result<()> {
-    let dup = sock.try_clone()?;
-    std::thread::Builder::new().name("actix-webworker-watchdog".into()).spawn(move || {
-        let mut pfd = libc::pollfd { fd: dup.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
-        loop {
-            // SAFETY: one valid pollfd, owned by this frame.
-            let r = unsafe { libc::poll(&mut pfd, 1, -1) };
-            if r > 0 {
-                break;
-            }
-            if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return;
-            }
-        }
-        std::thread::sleep(ORPHAN_GRACE);
-        // SAFETY: signals our own process group (this worker and what it
-        // started), which is what an orphaned worker must take down.
-        unsafe { libc::kill(0, libc::SIGKILL) };
-    })?;
-    Ok(())
+    code
 }
 
 /// Why the main loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
-    /// Terminate, close(), SIGTERM, or the parent gone: run `on_close`.
-    Close { by_self: bool },
+    /// Terminate from the parent, or broken framing from it.
+    Terminated,
+    /// `close()` from inside the worker.
+    Closed,
+    /// The parent may be gone: its socket closed, or SIGTERM (its
+    /// escalation, or the death signal).
+    ParentGone,
+    /// SIGXCPU: the soft CPU limit was reached.
+    CpuLimit,
     /// The actor stopped by itself.
     ActorStopped,
     /// The actor cannot recover from a panic.
@@ -121,23 +93,21 @@ enum End {
 }
 
 async fn serve<W, F>(
-    sock: UnixStream,
+    sock: std::os::unix::net::UnixStream,
     max_message_size: usize,
     make: F,
     mut panics: UnboundedReceiver<ErrorReport>,
-) -> i32
+) -> (i32, End)
 where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W,
 {
-    // SAFETY: getppid cannot fail.
-    let parent_pid = unsafe { libc::getppid() };
     let fp = fingerprint::<W::Protocol>();
     let mut conn = match socket::open(sock, max_message_size).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "could not open the connection to the parent");
-            return exit_code::IO;
+            return (exit_code::IO, End::Terminated);
         }
     };
     // The hello each way. Ours is sent whatever we think of theirs, so the
@@ -145,16 +115,19 @@ where
     let theirs = conn.recv_hello(fp).await;
     let _ = conn.send(frame::hello(fp)).await;
     match theirs {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(Some(e)) => {
             tracing::error!(error = %e, "handshake with the parent failed");
-            return exit_code::MISMATCH;
+            return (exit_code::MISMATCH, End::Terminated);
         }
-        Err(None) => return 0, // the parent went away before we were up
+        // The parent went away before we were up.
+        Err(None) => return (0, End::ParentGone),
     }
     let (mut reader, writer) = conn.split();
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-    let writer_task = actix_rt::spawn(writer.run(outbox.clone()));
+    // Stopped only by the outbox's end, or the connection failing.
+    let (_keep_writing, no_stop) = oneshot::channel();
+    let writer_task = actix_rt::spawn(writer.run(outbox.clone(), no_stop));
     let close = Arc::new(Notify::new());
     let pending = Arc::new(Pending::default());
     let parent = Parent::<W::Protocol>::new(
@@ -187,6 +160,7 @@ where
     actix_rt::spawn(guarded);
 
     let mut sigterm = signal(SignalKind::terminate()).ok();
+    let mut sigxcpu = signal(SignalKind::from_raw(libc::SIGXCPU)).ok();
     let end = 'serve: loop {
         tokio::select! {
             item = reader.next() => {
@@ -202,19 +176,20 @@ where
                 link.flush_posts();
             }
             Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, max_message_size),
-            _ = close.notified() => break End::Close { by_self: true },
+            _ = close.notified() => break End::Closed,
             _ = done.notified() => {
                 break if fatal.load(Ordering::SeqCst) { End::Fatal } else { End::ActorStopped };
             }
-            _ = recv_signal(&mut sigterm) => break End::Close { by_self: false },
             // PR_SET_PDEATHSIG also sends SIGTERM: whether the parent is
-            // gone is told below by who our parent is now.
+            // gone is told at the end, by its pidfd.
+            _ = recv_signal(&mut sigterm) => break End::ParentGone,
+            _ = recv_signal(&mut sigxcpu) => break End::CpuLimit,
         }
     };
 
     let code = match end {
-        End::Close { by_self } => {
-            if by_self {
+        End::Terminated | End::Closed | End::ParentGone | End::CpuLimit => {
+            if end == End::Closed {
                 let _ = outbox.push(frame::bare(Kind::Closing), Vec::new());
             }
             let (tx, rx) = oneshot::channel();
@@ -226,7 +201,11 @@ where
                 // Err: the actor is gone (it panicked in on_close, or stopped).
                 let _ = rx.await;
             }
-            0
+            if end == End::CpuLimit {
+                exit_code::CPU_LIMIT
+            } else {
+                0
+            }
         }
         End::ActorStopped => 0,
         End::Fatal => exit_code::PANIC,
@@ -236,17 +215,9 @@ where
     while let Ok(report) = panics.try_recv() {
         post_report(&outbox, &report, max_message_size);
     }
-    let _ = fatal;
     outbox.end();
     let _ = writer_task.await;
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } != parent_pid {
-        // Orphaned: nobody will take our process group down, so we do, with
-        // whatever this worker started (ourselves included, last).
-        // SAFETY: signals our own process group.
-        unsafe { libc::kill(0, libc::SIGKILL) };
-    }
-    code
+    (code, end)
 }
 
 async fn recv_signal(sig: &mut Option<Signal>) {
@@ -278,12 +249,12 @@ impl<W: WorkerActor> Link<W> {
         }
         match item {
             // The parent closed its end: it is gone.
-            None => Some(End::Close { by_self: false }),
+            None => Some(End::ParentGone),
             Some(Ok(inbound)) => self.deliver(inbound),
             Some(Err(e)) => {
                 // Framing is broken: report it and close.
                 report_wire_error(&self.outbox, &e, self.max_message_size);
-                Some(End::Close { by_self: false })
+                Some(End::Terminated)
             }
         }
     }
@@ -299,7 +270,7 @@ impl<W: WorkerActor> Link<W> {
             }
             Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
-            Kind::Terminate => return Some(End::Close { by_self: false }),
+            Kind::Terminate => return Some(End::Terminated),
             Kind::Hello | Kind::Error | Kind::Closing | Kind::Batch => report_wire_error(
                 &self.outbox,
                 &WireError::Unexpected("message kind from the parent"),

@@ -18,6 +18,10 @@ use crate::request::{Handlers, Request};
 use crate::supervise::RestartPolicy;
 
 /// Size limits of one worker's connection, with their defaults.
+///
+/// Set them with the setters, which keep each within its range; a value
+/// set on a field directly beyond its range is brought back into it when
+/// the worker starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -45,15 +49,26 @@ pub struct Limits {
     /// What a post or request meets when the queue is full (default
     /// [`WhenFull::Wait`]).
     pub when_full: WhenFull,
+    /// How many of the worker's events the events recipient may have left
+    /// unhandled before the worker is read no further (default 1,024, at
+    /// least 4): a worker that posts faster than the recipient handles its
+    /// messages is held back, its own writes waiting, instead of filling
+    /// the parent's memory. Requests the worker makes of the parent, and
+    /// their answers waiting to be written, are held to
+    /// [`max_queued_messages`](Self::max_queued_messages) and
+    /// [`max_queued_bytes`](Self::max_queued_bytes) the same way.
+    pub event_window: usize,
 }
 
 /// What happens when a worker's outgoing queue is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WhenFull {
-    /// Back-pressure: the `Worker` actor stops taking messages until the
-    /// queue has room; `send(..).await` waits, and nothing is lost or
-    /// reordered. Messages sent with `do_send` wait in actix's mailbox.
+    /// Back-pressure: a message that does not fit waits, in the `Worker`
+    /// actor, until the queue has room, and so does everything sent after
+    /// it; `send(..).await` resolves once its message is queued. Nothing is
+    /// lost or reordered, and the actor itself goes on: terminate, exits,
+    /// restarts, timeouts and `Join` are never held up.
     #[default]
     Wait,
     /// Refuse: the post or request fails at once with
@@ -69,6 +84,7 @@ impl Default for Limits {
             max_queued_messages: 65_536,
             max_queued_bytes: 16 << 20,
             when_full: WhenFull::Wait,
+            event_window: 1024,
         }
     }
 }
@@ -92,10 +108,24 @@ impl Limits {
         self
     }
 
-    /// Sets [`max_queued_bytes`](Self::max_queued_bytes).
+    /// Sets [`max_queued_bytes`](Self::max_queued_bytes) (at least 1).
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
-        self.max_queued_bytes = bytes;
+        self.max_queued_bytes = bytes.max(1);
         self
+    }
+
+    /// Sets [`event_window`](Self::event_window) (at least 4).
+    pub fn event_window(mut self, events: usize) -> Self {
+        self.event_window = events.max(4);
+        self
+    }
+
+    /// Every field brought within its range.
+    fn clamped(self) -> Self {
+        self.max_message_size(self.max_message_size)
+            .max_queued_messages(self.max_queued_messages)
+            .max_queued_bytes(self.max_queued_bytes)
+            .event_window(self.event_window)
     }
 }
 
@@ -106,6 +136,7 @@ pub struct WorkerBuilder<P: Protocol> {
     pub(crate) limits: Limits,
     pub(crate) grace: Duration,
     pub(crate) kill_delay: Duration,
+    pub(crate) handshake_timeout: Duration,
     pub(crate) events: Option<Recipient<WorkerEvent<P>>>,
     pub(crate) handlers: Handlers,
     pub(crate) policy: RestartPolicy,
@@ -120,6 +151,7 @@ impl<P: Protocol> WorkerBuilder<P> {
             limits: Limits::default(),
             grace: Duration::from_secs(5),
             kill_delay: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(10),
             events: None,
             handlers: Handlers::new(|| None),
             policy: RestartPolicy::default(),
@@ -234,6 +266,17 @@ impl<P: Protocol> WorkerBuilder<P> {
         self
     }
 
+    /// How long the worker process may take to start and shake hands
+    /// (default 10 s). One that has not by then (stuck before
+    /// `run_if_worker`, or not a worker at all) is reported with
+    /// [`WireError::HandshakeTimeout`](crate::WireError::HandshakeTimeout),
+    /// killed, and restarted as the policy says; requests waiting for it
+    /// fail with its exit.
+    pub fn handshake_timeout(mut self, limit: Duration) -> Self {
+        self.handshake_timeout = limit;
+        self
+    }
+
     /// Where the worker's events go: online, messages, errors, exit.
     pub fn events(mut self, recipient: Recipient<WorkerEvent<P>>) -> Self {
         self.events = Some(recipient);
@@ -269,7 +312,16 @@ impl<P: Protocol> WorkerBuilder<P> {
     ///
     /// Must be called inside a running actix System.
     pub fn start(mut self) -> Result<Addr<Worker<P>>, SpawnError> {
+        self.limits = self.limits.clamped();
         self.spec.max_message_size = self.limits.max_message_size;
+        if let Some(n) = self.spec.rlimits.open_files {
+            if n < ResourceLimits::MIN_OPEN_FILES {
+                return Err(SpawnError::Option(format!(
+                    "open_files({n}) is below the {} descriptors a worker needs",
+                    ResourceLimits::MIN_OPEN_FILES
+                )));
+            }
+        }
         Worker::start_with(self)
     }
 

@@ -78,9 +78,15 @@ pub enum Event<P: Protocol> {
     /// A post was refused (too large, queue full, worker terminating or
     /// gone); the sender of a `send` got the same error.
     Refused(WorkerError),
-    /// This many queued messages were discarded, never written, because the
-    /// worker exited for good.
+    /// This many posts were accepted but never written, because the worker
+    /// exited for good: still queued, or waiting for room in the queue.
+    /// (Requests fail with their own error instead; control messages are
+    /// not counted.)
     Undelivered(usize),
+    /// The worker process died while this many posts sat in its socket:
+    /// they had been written, but it may not have read them. Each was
+    /// handled at most once; none is sent again. Comes before the `Exit`.
+    MaybeLost(usize),
     /// The worker process ended (`onexit(code, signal)`); sent exactly once
     /// per process, after every other event of that process, and before any
     /// restart.
@@ -124,6 +130,7 @@ where
             Event::WireError(e) => f.debug_tuple("WireError").field(e).finish(),
             Event::Refused(e) => f.debug_tuple("Refused").field(e).finish(),
             Event::Undelivered(n) => f.debug_tuple("Undelivered").field(n).finish(),
+            Event::MaybeLost(n) => f.debug_tuple("MaybeLost").field(n).finish(),
             Event::Exit(s) => f.debug_tuple("Exit").field(s).finish(),
             Event::Restarting { attempt, delay } => f
                 .debug_struct("Restarting")

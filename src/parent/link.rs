@@ -4,12 +4,25 @@
 //! One task per child process owns all of it, so the events of one process
 //! reach the recipient in the order they happened, and its exit event comes
 //! last, exactly once. The writer runs as a second task beside it, draining
-//! the worker's outbox; it is stopped when the connection ends.
+//! the worker's outbox; when the connection ends it is stopped, and what it
+//! never handed to the kernel goes back to the outbox for the next process.
+//!
+//! What a worker sends is read only as fast as the parent deals with it:
+//! at most a window of events may wait in the recipient's mailbox, and the
+//! replies the worker asked for count against the outbox's bound. Beyond
+//! either, the link stops reading; the worker's writes then wait in its
+//! socket, and a worker that floods the parent is held back instead of
+//! filling the parent's memory.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Recipient, WeakAddr};
+use futures_util::FutureExt;
 
 use super::events::{Event, Received, WorkerEvent};
 use super::spawn::ChildHandle;
@@ -20,7 +33,10 @@ use crate::request::{resolve_frame, Handlers, Pending};
 use crate::wire::codec;
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::{self, Inbound, Reader};
+use crate::wire::socket::{self, Inbound, Reader, WriterEnd};
+
+/// Messages handled per wake-up before the link lets other tasks run.
+const BUDGET: usize = 1024;
 
 /// Everything the task needs about its child.
 pub(crate) struct Link<P: Protocol> {
@@ -29,84 +45,161 @@ pub(crate) struct Link<P: Protocol> {
     pub outbox: Arc<Outbox>,
     pub pending: Arc<Pending>,
     pub handlers: Rc<Handlers>,
-    pub events: Option<Recipient<WorkerEvent<P>>>,
+    pub events: Events<P>,
     pub worker: WeakAddr<Worker<P>>,
     pub max_message_size: usize,
     pub fingerprint: u64,
     pub generation: u64,
+    pub handshake_timeout: Duration,
 }
 
 impl<P: Protocol> Link<P> {
-    fn emit(&self, kind: Event<P>) {
-        if let Some(events) = &self.events {
-            events.do_send(WorkerEvent { name: self.name.clone(), pid: self.handle.pid(), kind });
-        }
+    fn emit(&mut self, kind: Event<P>) {
+        let pid = self.handle.pid();
+        self.events.emit(WorkerEvent { name: self.name.clone(), pid, kind });
     }
 
     /// Runs the connection to the end, then reports the exit.
-    pub(crate) async fn run(self, sock: std::os::unix::net::UnixStream) {
-        let mut writer_task = None;
-        let reader = match self.handshake(sock).await {
-            Ok((reader, writer)) => {
+    pub(crate) async fn run(mut self, sock: std::os::unix::net::UnixStream) {
+        let handle = self.handle.clone();
+        let mut wait: Pin<Box<dyn Future<Output = ExitStatus>>> = Box::pin({
+            let handle = handle.clone();
+            async move { handle.wait().await }
+        });
+        let mut status: Option<ExitStatus> = None;
+
+        let handshake = tokio::time::timeout(self.handshake_timeout, self.handshake(sock));
+        let (reader, writer) = match handshake.await {
+            Ok(Ok(halves)) => {
                 self.emit(Event::Online);
-                let outbox = self.outbox.clone();
-                writer_task = Some(actix_rt::spawn(async move {
-                    if let Err(e) = writer.run(outbox).await {
-                        tracing::debug!(error = %e, "worker connection writer stopped");
-                    }
-                }));
-                Some(reader)
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                let task = actix_rt::spawn(halves.1.run(self.outbox.clone(), stopped));
+                (Some(halves.0), Some((stop, task)))
             }
-            Err(Some(e)) => {
-                self.emit(Event::WireError(e));
-                self.handle.signal_group(libc::SIGKILL);
-                None
+            Ok(Err(e)) => {
+                if let Some(e) = e {
+                    self.emit(Event::WireError(e));
+                }
+                handle.signal_group(libc::SIGKILL);
+                (None, None)
             }
-            Err(None) => None, // the child went away before saying hello
+            Err(_) => {
+                self.emit(Event::WireError(WireError::HandshakeTimeout(self.handshake_timeout)));
+                handle.signal_group(libc::SIGKILL);
+                (None, None)
+            }
         };
 
-        let wait = self.handle.wait();
-        tokio::pin!(wait);
-        let mut status: Option<ExitStatus> = None;
         if let Some(mut reader) = reader {
-            'read: loop {
-                tokio::select! {
-                    item = reader.next() => {
-                        // Everything already read goes in one go.
-                        let mut next = Some(item);
-                        while let Some(item) = next {
-                            if !self.handle_item(item) {
-                                break 'read;
-                            }
-                            next = reader.next_ready();
-                        }
-                    }
-                    // The child is gone and its group killed: keep reading
-                    // until the socket drains to its end.
-                    s = &mut wait, if status.is_none() => status = Some(s),
-                }
-            }
+            self.read(&mut reader, &mut wait, &mut status).await;
             let count = reader.unclaimed_fds();
             if count > 0 {
                 // They are closed with the reader; the event says so.
                 self.emit(Event::WireError(WireError::UnclaimedFds { count }));
             }
         }
-        if let Some(task) = writer_task {
-            task.abort();
+        // What the writer never handed to the kernel goes to the next
+        // process, first; what may have sat unread in the socket is told.
+        let mut in_doubt = 0;
+        if let Some((stop, task)) = writer {
+            let _ = stop.send(());
+            if let Ok(WriterEnd { result, unsent, in_doubt: n }) = task.await {
+                if let Err(e) = result {
+                    tracing::debug!(worker = %self.name, error = %e, "writer stopped");
+                }
+                self.outbox.put_back(unsent);
+                in_doubt = n;
+            }
         }
         let status = match status {
             Some(s) => s,
-            None => wait.await,
+            None => wait.as_mut().await,
         };
+        drop(wait);
         // In-flight requests fail now (at most once): those still queued
         // must not reach a later child either.
         self.pending.fail_all(&WorkerError::Exited(status));
-        self.outbox.drop_requests();
-        self.emit(Event::Exit(status));
-        if let Some(worker) = self.worker.upgrade() {
-            worker.do_send(ChildExited { generation: self.generation, status });
+        self.outbox.end_connection();
+        if in_doubt > 0 {
+            self.emit(Event::MaybeLost(in_doubt));
         }
+        // Nothing of the process is held any more (its pidfd closes with
+        // the last handle, the socket closed with the reader and writer)
+        // by the time its exit is told.
+        let worker = self.worker.clone();
+        let generation = self.generation;
+        let (name, pid, events) = (self.name.clone(), handle.pid(), self.events.take());
+        drop(self);
+        drop(handle);
+        if let Some(mut events) = events {
+            // Queued now, after every other event of the process and before
+            // anything the actor says about a restart.
+            events.emit(WorkerEvent { name, pid, kind: Event::Exit(status) });
+        }
+        if let Some(worker) = worker.upgrade() {
+            worker.do_send(ChildExited { generation, status });
+        }
+    }
+
+    /// Reads until the connection ends (noting the exit when it comes
+    /// first: the socket is then read to its end).
+    async fn read(
+        &mut self,
+        reader: &mut Reader,
+        wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
+        status: &mut Option<ExitStatus>,
+    ) {
+        loop {
+            // Hold back while the recipient or the replies are behind.
+            while let Some(behind) = self.behind() {
+                tokio::select! {
+                    _ = behind => {}
+                    s = wait.as_mut(), if status.is_none() => *status = Some(s),
+                }
+            }
+            tokio::select! {
+                item = reader.next() => {
+                    // What is already read goes without another round of
+                    // the select, within the budget and the windows.
+                    let mut next = Some(item);
+                    let mut handled = 0;
+                    while let Some(item) = next {
+                        if !self.handle_item(item) {
+                            return;
+                        }
+                        handled += 1;
+                        if handled == BUDGET {
+                            tokio::task::yield_now().await;
+                            break;
+                        }
+                        if self.events.behind() || self.outbox.replies_over() {
+                            break;
+                        }
+                        next = reader.next_ready();
+                    }
+                }
+                // The child is gone and its group killed: keep reading
+                // until the socket drains to its end.
+                s = wait.as_mut(), if status.is_none() => *status = Some(s),
+            }
+        }
+    }
+
+    /// A future that resolves once the reading may go on, when it may not.
+    fn behind(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
+        if let Some(oldest) = self.events.oldest_behind() {
+            return Some(oldest);
+        }
+        if self.outbox.replies_over() {
+            let epoch = self.outbox.room_epoch();
+            // Checked again after the epoch was read: room made in between
+            // would not be waited for.
+            if self.outbox.replies_over() {
+                let outbox = self.outbox.clone();
+                return Some(Box::pin(async move { outbox.wait_room(epoch).await }));
+            }
+        }
+        None
     }
 
     /// Hello each way; `Err(None)` when the child closed the socket first.
@@ -117,12 +210,17 @@ impl<P: Protocol> Link<P> {
         let mut conn = socket::open(sock, self.max_message_size).await.map_err(Some)?;
         // A send error means the child is gone already; its EOF says so below.
         let _ = conn.send(frame::hello(self.fingerprint)).await;
-        conn.recv_hello(self.fingerprint).await?;
+        let hello = conn.recv_hello(self.fingerprint).await?;
+        // The worker is the process started, or one it started in turn
+        // (`args` may wrap it: a debugger, `sh -c`).
+        if !self.handle.is_self_or_descendant(hello.pid) {
+            return Err(Some(WireError::WrongPeer { ours: self.handle.pid(), theirs: hello.pid }));
+        }
         Ok(conn.split())
     }
 
     /// Handles what the reader gave; false at the end of the connection.
-    fn handle_item(&self, item: Option<Result<Inbound, WireError>>) -> bool {
+    fn handle_item(&mut self, item: Option<Result<Inbound, WireError>>) -> bool {
         match item {
             None => false,
             Some(Ok(inbound)) => {
@@ -139,7 +237,7 @@ impl<P: Protocol> Link<P> {
         }
     }
 
-    fn dispatch(&self, inbound: Inbound) {
+    fn dispatch(&mut self, inbound: Inbound) {
         match inbound.header.kind {
             Kind::Post => match codec::decode::<P::FromWorker>(inbound.payload()) {
                 Ok(data) => self.emit(Event::Message(Received::new(data, inbound.fds))),
@@ -161,5 +259,82 @@ impl<P: Protocol> Link<P> {
             Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
         }
+    }
+}
+
+/// Where a worker's events go, and how many the recipient has not handled
+/// yet: at most `window`.
+///
+/// Events go with `do_send` (in order, never refused); every
+/// `window / 4`-th goes with `send`, whose answer says the recipient has
+/// handled it and, its mailbox being in order, every event before it. The
+/// link reads no further while the oldest such mark is more than `window`
+/// events behind.
+pub(crate) struct Events<P: Protocol> {
+    recipient: Option<Recipient<WorkerEvent<P>>>,
+    window: u64,
+    emitted: u64,
+    /// Marks not known to be handled: where each was emitted, and its
+    /// answer (`None` once it came).
+    marks: VecDeque<(u64, Option<Mark>)>,
+}
+
+type Mark = Pin<Box<dyn Future<Output = ()>>>;
+
+impl<P: Protocol> Events<P> {
+    pub(crate) fn new(recipient: Option<Recipient<WorkerEvent<P>>>, window: usize) -> Self {
+        Events { recipient, window: window.max(4) as u64, emitted: 0, marks: VecDeque::new() }
+    }
+
+    fn take(&mut self) -> Option<Self> {
+        let recipient = self.recipient.take()?;
+        Some(Events {
+            recipient: Some(recipient),
+            window: self.window,
+            emitted: self.emitted,
+            marks: std::mem::take(&mut self.marks),
+        })
+    }
+
+    pub(crate) fn emit(&mut self, event: WorkerEvent<P>) {
+        let Some(recipient) = &self.recipient else { return };
+        if self.emitted.is_multiple_of(self.window / 4) {
+            // A sender of its own, never held back by actix's mailbox
+            // bound: the event is queued now, in order with the others.
+            let mark = recipient.clone().send(event).map(drop);
+            self.marks.push_back((self.emitted, Some(Box::pin(mark))));
+        } else {
+            recipient.do_send(event);
+        }
+        self.emitted += 1;
+    }
+
+    /// Whether more than the window of events may be unhandled.
+    fn behind(&mut self) -> bool {
+        while let Some((_, slot)) = self.marks.front_mut() {
+            if let Some(mark) = slot {
+                if mark.as_mut().now_or_never().is_none() {
+                    break;
+                }
+            }
+            self.marks.pop_front();
+        }
+        self.marks.front().is_some_and(|(at, _)| self.emitted - at > self.window)
+    }
+
+    /// When the recipient is that far behind: a future that resolves once
+    /// it has handled the oldest mark.
+    fn oldest_behind(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
+        if !self.behind() {
+            return None;
+        }
+        let (_, slot) = self.marks.front_mut()?;
+        Some(Box::pin(std::future::poll_fn(move |cx| {
+            if let Some(mark) = slot {
+                std::task::ready!(mark.as_mut().poll(cx));
+                *slot = None;
+            }
+            std::task::Poll::Ready(())
+        })))
     }
 }

@@ -17,10 +17,10 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -29,13 +29,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::output::Output;
 use crate::error::{ExitStatus, SpawnError};
-
-/// Environment variable that tells the child which descriptor is its socket.
-pub(crate) const ENV_FD: &str = "ACTIX_WEBWORKER_FD";
-/// Environment variable that names the worker entry to run.
-pub(crate) const ENV_ENTRY: &str = "ACTIX_WEBWORKER_ENTRY";
-/// Environment variable with the largest message either side may send.
-pub(crate) const ENV_MAX_MESSAGE: &str = "ACTIX_WEBWORKER_MAX_MESSAGE";
+use crate::handoff::{self, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 
 /// What to run: the `path` and `args` of the original, and more.
 #[derive(Clone, Debug, Default)]
@@ -52,20 +46,33 @@ pub(crate) struct CommandSpec {
     pub rlimits: ResourceLimits,
 }
 
-/// Resource limits set (`setrlimit`, soft and hard) in the worker before
-/// its program starts. `None` leaves the parent's.
+/// Resource limits set (`setrlimit`) in the worker before its program
+/// starts. `None` leaves the parent's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResourceLimits {
-    /// Address space, in bytes (`RLIMIT_AS`): allocations past it fail.
+    /// Address space, in bytes (`RLIMIT_AS`, soft and hard): allocations
+    /// past it fail, and a Rust program aborts. Every thread's stack and
+    /// every glibc malloc arena (64 MiB reserved each) count against it, so
+    /// leave room beyond the heap you expect.
     pub address_space: Option<u64>,
-    /// CPU time, in seconds (`RLIMIT_CPU`): SIGXCPU, then SIGKILL.
+    /// CPU time, in seconds (`RLIMIT_CPU`): at this many seconds the worker
+    /// gets SIGXCPU, runs `on_close` and exits with
+    /// [`exit_code::CPU_LIMIT`](crate::exit_code::CPU_LIMIT) (152); one
+    /// second later (the hard limit) the kernel kills it with SIGKILL.
     pub cpu_seconds: Option<u64>,
-    /// Open descriptors (`RLIMIT_NOFILE`).
+    /// Open descriptors (`RLIMIT_NOFILE`, soft and hard), at least
+    /// [`MIN_OPEN_FILES`](Self::MIN_OPEN_FILES): the runtime itself needs
+    /// some (its socket, its event loop, signal handling), and a smaller
+    /// limit is refused by `start()`.
     pub open_files: Option<u64>,
 }
 
 impl ResourceLimits {
+    /// The smallest [`open_files`](Self::open_files) limit a worker starts
+    /// with.
+    pub const MIN_OPEN_FILES: u64 = 32;
+
     /// Sets [`address_space`](Self::address_space).
     pub fn address_space(mut self, bytes: u64) -> Self {
         self.address_space = Some(bytes);
@@ -85,8 +92,12 @@ impl ResourceLimits {
     }
 }
 
-fn stdio(output: Output) -> Stdio {
+/// How the worker's standard descriptor `fd` is set up.
+fn stdio(output: Output, fd: RawFd) -> Stdio {
     match output {
+        // A parent with this descriptor closed gives the worker /dev/null
+        // there, so that nothing the worker opens lands on it.
+        Output::Inherit if !is_open(fd) => Stdio::null(),
         Output::Inherit => Stdio::inherit(),
         Output::Null => Stdio::null(),
         Output::Capture => Stdio::piped(),
@@ -138,18 +149,37 @@ fn on_spawner<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|source| SpawnError::Setup { what: "socketpair", source })?;
-    let program = match &spec.program {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(|source| SpawnError::Setup {
-            what: "path to the current executable",
-            source,
-        })?,
+    // A parent started with standard descriptors closed would hand them out
+    // here: the worker's stdout must never be its protocol socket.
+    let setup = |source| SpawnError::Setup { what: "socketpair", source };
+    let parent_end = UnixStream::from(above_stdio(parent_end.into()).map_err(setup)?);
+    let child_fd = above_stdio(child_end.into()).map_err(setup)?;
+    let (program, arg0) = match &spec.program {
+        Some(p) => (p.clone(), None),
+        // The running executable itself, even after a deploy replaced or
+        // removed the file it came from: the worker is always this exact
+        // build. It keeps the name it was started with.
+        None if Path::new(SELF_EXE).exists() => {
+            (PathBuf::from(SELF_EXE), Some(std::env::args_os().next().unwrap_or_default()))
+        }
+        None => (
+            std::env::current_exe().map_err(|source| SpawnError::Setup {
+                what: "path to the current executable",
+                source,
+            })?,
+            None,
+        ),
     };
     let spec = spec.clone();
-    let child_fd: OwnedFd = child_end.into();
     // The child's end is closed here once the child has its copy.
     let launched = on_spawner(move || {
-        launch(&program, &spec, &child_fd).map_err(|source| SpawnError::Spawn { program, source })
+        launch(&program, arg0.as_deref(), &spec, &child_fd).map_err(|source| {
+            let program = match arg0 {
+                Some(_) => std::env::current_exe().unwrap_or(program),
+                None => program,
+            };
+            SpawnError::Spawn { program, source }
+        })
     })?;
     Ok(Spawned {
         handle: ChildHandle::new(launched.pid),
@@ -159,14 +189,46 @@ pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
     })
 }
 
+/// The running executable, as the kernel knows it.
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// `fd` itself when its number is above the standard descriptors, or a
+/// close-on-exec duplicate above them.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new one or -1.
+    let raw = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Whether this process has descriptor `fd` open.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on any number only reads its flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
 struct Launched {
     pid: u32,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
 }
 
-fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Result<Launched> {
+fn launch(
+    program: &Path,
+    arg0: Option<&std::ffi::OsStr>,
+    spec: &CommandSpec,
+    child_fd: &OwnedFd,
+) -> io::Result<Launched> {
     let mut cmd = Command::new(program);
+    if let Some(arg0) = arg0 {
+        cmd.arg0(arg0);
+    }
     cmd.args(&spec.args);
     if spec.env_clear {
         cmd.env_clear();
@@ -187,13 +249,13 @@ fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Resu
         Some(entry) => cmd.env(ENV_ENTRY, entry),
         None => cmd.env_remove(ENV_ENTRY),
     };
-    cmd.stdin(Stdio::null()).stdout(stdio(spec.stdout)).stderr(stdio(spec.stderr));
+    cmd.stdin(Stdio::null()).stdout(stdio(spec.stdout, 1)).stderr(stdio(spec.stderr, 2));
     cmd.process_group(0);
     let parent = std::process::id() as libc::pid_t;
     let rlimits = spec.rlimits;
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (prctl, getppid, syscall, fcntl,
-    // setrlimit, _exit).
+    // only async-signal-safe functions (prctl, getppid, syscall, open,
+    // fcntl, getrlimit, setrlimit, close, _exit).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
@@ -208,20 +270,19 @@ fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Resu
             // the socket.
             const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
             if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-                for other in 3..4096 {
-                    libc::fcntl(other, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
+                mark_all_cloexec();
             }
             if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             for (resource, limit) in [
-                (libc::RLIMIT_AS, rlimits.address_space),
-                (libc::RLIMIT_CPU, rlimits.cpu_seconds),
-                (libc::RLIMIT_NOFILE, rlimits.open_files),
+                (libc::RLIMIT_AS, rlimits.address_space.map(|l| (l, l))),
+                // Soft below hard: SIGXCPU first, SIGKILL a second later.
+                (libc::RLIMIT_CPU, rlimits.cpu_seconds.map(|l| (l, l.saturating_add(1)))),
+                (libc::RLIMIT_NOFILE, rlimits.open_files.map(|l| (l, l))),
             ] {
-                if let Some(limit) = limit {
-                    let rlim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if let Some((soft, hard)) = limit {
+                    let rlim = libc::rlimit { rlim_cur: soft, rlim_max: hard };
                     if libc::setrlimit(resource, &rlim) != 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -239,6 +300,68 @@ fn launch(program: &PathBuf, spec: &CommandSpec, child_fd: &OwnedFd) -> io::Resu
     })
 }
 
+/// Marks every descriptor from 3 up close-on-exec, for kernels without
+/// `close_range` (before 5.11). Async-signal-safe: it runs between fork and
+/// exec, reading `/proc/self/fd` with raw `getdents64` into a buffer on the
+/// stack; without `/proc`, it marks every number below the descriptor
+/// limit.
+///
+/// # Safety
+///
+/// Only for a process about to exec: it changes every descriptor's flags.
+unsafe fn mark_all_cloexec() {
+    let mark = |fd: libc::c_int| {
+        // SAFETY: F_SETFD on any number is harmless; unknown ones fail.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    };
+    // SAFETY: open with a NUL-terminated path; returns a descriptor or -1.
+    let dir = unsafe {
+        libc::open(c"/proc/self/fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+    };
+    if dir < 0 {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into a local.
+        let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            lim.rlim_cur.min(1 << 20) as libc::c_int
+        } else {
+            1 << 16
+        };
+        (3..max).for_each(mark);
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut pos = 0;
+        while pos + 19 < n as usize {
+            // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+            let reclen = u16::from_ne_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let mut fd: libc::c_int = 0;
+            let mut digits = 0;
+            for &b in &buf[pos + 19..(pos + reclen).min(n as usize)] {
+                if !b.is_ascii_digit() {
+                    break;
+                }
+                fd = fd.saturating_mul(10).saturating_add(libc::c_int::from(b - b'0'));
+                digits += 1;
+            }
+            if digits > 0 && fd > 2 && fd != dir {
+                mark(fd);
+            }
+            pos += reclen;
+        }
+    }
+    // SAFETY: closing the directory we opened.
+    unsafe { libc::close(dir) };
+}
+
 /// A running (or exited but not yet reaped) worker process.
 pub(crate) struct ChildHandle {
     pid: libc::pid_t,
@@ -251,18 +374,22 @@ impl ChildHandle {
         let pid = pid as libc::pid_t;
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        // SAFETY: a non-negative return is a descriptor we now own.
+        // SAFETY: a non-negative return is a descriptor we now own (opened
+        // close-on-exec by the kernel).
         let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
-        if let Some(fd) = &pidfd {
-            // SAFETY: plain fcntl on a descriptor we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
+        let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
         ChildHandle { pid, reaped: Mutex::new(false), pidfd }
     }
 
     /// The child's pid (also its process group id).
     pub(crate) fn pid(&self) -> u32 {
         self.pid as u32
+    }
+
+    /// Whether process `pid` is the child or was started by it (a wrapper
+    /// such as a debugger may run the worker as its own child).
+    pub(crate) fn is_self_or_descendant(&self, pid: u32) -> bool {
+        pid as libc::pid_t == self.pid || handoff::descends_from(pid as i32, self.pid)
     }
 
     /// Sends `signal` to the child's whole process group, unless it has been

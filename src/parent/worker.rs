@@ -6,13 +6,20 @@
 //! worker the polite way first. The connection and the process are watched
 //! by a task of their own (see `link.rs`), which reports to the actor only
 //! what changes its state.
+//!
+//! The actor never stops taking messages: when the outbox is full and the
+//! limits say [`WhenFull::Wait`], what cannot be queued waits in a queue of
+//! the actor's own (everything sent after it waits behind it, so order is
+//! kept), and its sender is answered once it is queued. Exits, restarts,
+//! terminate, timeouts and `Join` act at once, whatever waits.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use actix::dev::{MessageResponse, OneshotSender};
@@ -20,13 +27,15 @@ use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
     ResponseFuture, Running,
 };
+use bytes::Bytes;
 
 use super::builder::{Limits, WhenFull, WorkerBuilder};
 use super::events::{Event, GaveUp, WorkerEvent};
-use super::link::Link;
+use super::link::{Events, Link};
 use super::output;
 use super::spawn::{self, ChildHandle, CommandSpec};
 use crate::error::{ExitStatus, SpawnError, WorkerError};
+use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{fingerprint, Protocol};
 use crate::request::{await_answer, tag_of, Handlers, Pending, Request};
 use crate::supervise::{Decision, History, RestartPolicy};
@@ -55,6 +64,7 @@ pub struct Worker<P: Protocol> {
     limits: Limits,
     grace: Duration,
     kill_delay: Duration,
+    handshake_timeout: Duration,
     events: Option<Recipient<WorkerEvent<P>>>,
     outbox: Arc<Outbox>,
     /// What this worker's posts and requests are encoded into (see
@@ -63,12 +73,21 @@ pub struct Worker<P: Protocol> {
     arena: bytes::BytesMut,
     pending: Arc<Pending>,
     handlers: Rc<Handlers>,
-    child: Option<Arc<ChildHandle>>,
+    /// The running process; the link task owns it, so that nothing of a
+    /// process is held once it has been reaped.
+    child: Weak<ChildHandle>,
     first: Option<spawn::Spawned>,
     generation: u64,
     pid: u32,
     joiners: Vec<tokio::sync::oneshot::Sender<ExitStatus>>,
     state: State,
+    /// Accepted while the outbox was full, oldest first; see the module docs.
+    waiting: VecDeque<Waiting>,
+    /// A task waits for the outbox to make room for `waiting`.
+    watching: bool,
+    /// The signals a terminate sends after its grace period; cancelled when
+    /// the process exits first.
+    escalation: Option<tokio::task::JoinHandle<()>>,
     _protocol: PhantomData<fn() -> P>,
 }
 
@@ -83,6 +102,22 @@ enum State {
     Exited(ExitStatus),
 }
 
+/// A message waiting for room in the outbox.
+struct Waiting {
+    bytes: Bytes,
+    fds: Vec<OwnedFd>,
+    then: Then,
+}
+
+/// Who is told when a waiting message is queued.
+enum Then {
+    /// The sender of a post.
+    Post(tokio::sync::oneshot::Sender<Result<(), WorkerError>>),
+    /// Nobody: the request `id` waits for its answer in `pending` (and is
+    /// dropped unsent if that gives up first).
+    Request(u64),
+}
+
 impl<P: Protocol> Worker<P> {
     /// Options for a new worker speaking protocol `P`.
     pub fn builder() -> WorkerBuilder<P> {
@@ -92,6 +127,12 @@ impl<P: Protocol> Worker<P> {
     pub(crate) fn start_with(builder: WorkerBuilder<P>) -> Result<Addr<Self>, SpawnError> {
         if actix::System::try_current().is_none() {
             return Err(SpawnError::NoSystem);
+        }
+        // Still named in our own environment: we were started as a worker
+        // and are not running as one yet. Every worker started now would do
+        // the same again.
+        if std::env::var_os(ENV_ENTRY).is_some() || std::env::var_os(ENV_FD).is_some() {
+            return Err(SpawnError::NotYetAWorker);
         }
         let name: Arc<str> = builder.display_name().into();
         let spawned = spawn::spawn(&builder.spec)?;
@@ -105,17 +146,21 @@ impl<P: Protocol> Worker<P> {
             limits,
             grace: builder.grace,
             kill_delay: builder.kill_delay,
+            handshake_timeout: builder.handshake_timeout,
             events: builder.events,
             outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
             arena: bytes::BytesMut::new(),
             pending: Arc::default(),
             handlers: Rc::new(builder.handlers),
-            child: None,
+            child: Weak::new(),
             first: Some(spawned),
             generation: 0,
             pid: 0,
             joiners: Vec::new(),
             state: State::Running,
+            waiting: VecDeque::new(),
+            watching: false,
+            escalation: None,
             _protocol: PhantomData,
         };
         Ok(Worker::create(move |ctx| {
@@ -144,18 +189,19 @@ impl<P: Protocol> Worker<P> {
         if let Some(fd) = spawned.stderr {
             output::capture(fd, self.name.clone(), self.pid, output::Stream::Stderr);
         }
-        self.child = Some(handle.clone());
+        self.child = Arc::downgrade(&handle);
         let link = Link::<P> {
             name: self.name.clone(),
             handle,
             outbox: self.outbox.clone(),
             pending: self.pending.clone(),
             handlers: self.handlers.clone(),
-            events: self.events.clone(),
+            events: Events::new(self.events.clone(), self.limits.event_window),
             worker: ctx.address().downgrade(),
             max_message_size: self.limits.max_message_size,
             fingerprint: fingerprint::<P>(),
             generation: self.generation,
+            handshake_timeout: self.handshake_timeout,
         };
         actix_rt::spawn(link.run(spawned.sock));
     }
@@ -169,33 +215,79 @@ impl<P: Protocol> Worker<P> {
         }
     }
 
-    /// Queues one frame. When the outbox is full and the limits say
-    /// [`WhenFull::Wait`], the mailbox is paused (`ctx.wait`) until it has
-    /// room, so nothing behind this message overtakes it; the receiver
-    /// resolves when the frame is queued.
+    /// Queues one message: at once, or (when the outbox is full and the
+    /// limits say [`WhenFull::Wait`]) behind the others that wait for room.
+    /// A waiting post's sender hears on the receiver when it is queued.
     fn queue(
         &mut self,
-        bytes: bytes::Bytes,
+        bytes: Bytes,
         fds: Vec<OwnedFd>,
+        request: Option<u64>,
         ctx: &mut Context<Self>,
-    ) -> Result<(), Queued> {
-        match self.outbox.try_push(bytes, fds) {
-            Ok(()) => Ok(()),
-            Err((Refusal::Full, bytes, fds)) if self.limits.when_full == WhenFull::Wait => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let outbox = self.outbox.clone();
-                let push = async move { outbox.push_waiting(bytes, fds).await };
-                ctx.wait(actix::fut::wrap_future::<_, Self>(push).map(move |res, _, _| {
-                    let _ = tx.send(res);
-                }));
-                Err(Queued::Later(rx))
+    ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<(), WorkerError>>>, WorkerError> {
+        let wait = self.limits.when_full == WhenFull::Wait;
+        let epoch = self.outbox.room_epoch();
+        let (bytes, fds) = if wait && !self.waiting.is_empty() {
+            (bytes, fds)
+        } else {
+            match self.outbox.try_push(bytes, fds) {
+                Ok(()) => return Ok(None),
+                Err((Refusal::Full, bytes, fds)) if wait => (bytes, fds),
+                Err((refusal, _, _)) => return Err(self.outbox.error(refusal)),
             }
-            Err((refusal, _, _)) => Err(Queued::Refused(self.outbox.error(refusal))),
+        };
+        let (then, rx) = match request {
+            Some(id) => (Then::Request(id), None),
+            None => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Then::Post(tx), Some(rx))
+            }
+        };
+        self.waiting.push_back(Waiting { bytes, fds, then });
+        self.watch_room(epoch, ctx);
+        Ok(rx)
+    }
+
+    /// Has the waiting messages moved to the outbox once it makes room
+    /// (since `epoch`).
+    fn watch_room(&mut self, epoch: u64, ctx: &mut Context<Self>) {
+        if self.watching {
+            return;
+        }
+        self.watching = true;
+        let outbox = self.outbox.clone();
+        let room = async move { outbox.wait_room(epoch).await };
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(room).map(|(), act, ctx| {
+            act.watching = false;
+            act.queue_waiting(ctx);
+        }));
+    }
+
+    /// Moves waiting messages to the outbox while it has room, in order.
+    fn queue_waiting(&mut self, ctx: &mut Context<Self>) {
+        while let Some(Waiting { bytes, fds, then }) = self.waiting.pop_front() {
+            if let Then::Request(id) = then {
+                if !self.pending.contains(id) {
+                    continue; // failed or timed out meanwhile: never sent
+                }
+            }
+            let epoch = self.outbox.room_epoch();
+            match self.outbox.try_push(bytes, fds) {
+                Ok(()) => then.queued(Ok(())),
+                Err((refusal, bytes, fds)) => {
+                    self.waiting.push_front(Waiting { bytes, fds, then });
+                    // Ended: the exit that follows tells them.
+                    if refusal == Refusal::Full {
+                        self.watch_room(epoch, ctx);
+                    }
+                    return;
+                }
+            }
         }
     }
 
     /// Starts the polite shutdown: a terminate message after everything
-    /// queued, then SIGTERM and SIGKILL to the group if the worker lingers.
+    /// accepted, then SIGTERM and SIGKILL to the group if the worker lingers.
     fn terminate(&mut self, grace: Grace) {
         if let State::Restarting(status) = self.state {
             // No child to stop: stop for good where we are.
@@ -206,6 +298,16 @@ impl<P: Protocol> Worker<P> {
             return;
         }
         self.state = State::Terminating;
+        // What waits for room was accepted before the terminate: it goes
+        // first, whatever the bound (it is in memory already).
+        for Waiting { bytes, fds, then } in std::mem::take(&mut self.waiting) {
+            if let Then::Request(id) = then {
+                if !self.pending.contains(id) {
+                    continue;
+                }
+            }
+            then.queued(self.outbox.push_unbounded(bytes, fds));
+        }
         if self.outbox.push_last(frame::bare(Kind::Terminate)).is_err() {
             tracing::debug!(worker = %self.name, "terminate could not be queued; signals follow");
         }
@@ -214,14 +316,28 @@ impl<P: Protocol> Worker<P> {
             Grace::After(d) => Some(d),
             Grace::Never => None,
         };
-        if let (Some(grace), Some(child)) = (grace, self.child.clone()) {
+        if let Some(grace) = grace {
+            let child = self.child.clone();
             let kill_delay = self.kill_delay;
-            actix_rt::spawn(async move {
+            self.escalation = Some(actix_rt::spawn(async move {
                 tokio::time::sleep(grace).await;
-                child.signal_group(libc::SIGTERM);
+                let Some(handle) = child.upgrade() else { return };
+                handle.signal_group(libc::SIGTERM);
+                drop(handle);
                 tokio::time::sleep(kill_delay).await;
-                child.signal_group(libc::SIGKILL);
-            });
+                if let Some(handle) = child.upgrade() {
+                    handle.signal_group(libc::SIGKILL);
+                }
+            }));
+        }
+    }
+}
+
+impl Then {
+    /// Tells the sender how queueing went.
+    fn queued(self, result: Result<(), WorkerError>) {
+        if let Then::Post(tx) = self {
+            let _ = tx.send(result);
         }
     }
 }
@@ -290,18 +406,14 @@ impl<P: Protocol> Handler<Post<P::ToWorker>> for Worker<P> {
             let max = self.limits.max_message_size;
             wire::encode_in(&mut self.arena, Kind::Post, 0, 0, &msg.data, msg.fds.len(), max)
         });
-        let queued = match encoded {
-            Ok(bytes) => self.queue(bytes, msg.fds, ctx),
-            Err(e) => Err(Queued::Refused(e)),
-        };
-        match queued {
-            Ok(()) => PostResponse(None),
-            Err(Queued::Refused(e)) => {
+        match encoded.and_then(|bytes| self.queue(bytes, msg.fds, None, ctx)) {
+            Ok(None) => PostResponse(None),
+            Ok(Some(later)) => PostResponse(Some(Queued::Later(later))),
+            Err(e) => {
                 tracing::debug!(worker = %self.name, error = %e, "post refused");
                 self.emit(Event::Refused(e.clone()));
                 PostResponse(Some(Queued::Refused(e)))
             }
-            Err(later) => PostResponse(Some(later)),
         }
     }
 }
@@ -394,16 +506,16 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
             let tag = tag_of::<R>();
             wire::encode_in(&mut self.arena, Kind::Request, id, tag, &msg.request, 0, max)
         });
-        let queued = match encoded {
-            Ok(bytes) => self.queue(bytes, Vec::new(), ctx),
-            Err(e) => return AskResponse(AskInner::Ready(Err(e))),
-        };
-        match (queued, msg.timeout) {
+        // Queued, or waiting for room: either way its answer is awaited now,
+        // and its timeout runs from now.
+        if let Err(e) = encoded.and_then(|bytes| self.queue(bytes, Vec::new(), Some(id), ctx)) {
+            return AskResponse(AskInner::Ready(Err(e)));
+        }
+        match msg.timeout {
             // The common case: the answer, when it comes, goes straight to
             // the caller, decoded by the link task; no task of its own.
-            (Ok(()), None) => AskResponse(AskInner::Waiting { id, pending: self.pending.clone() }),
-            (Err(Queued::Refused(e)), _) => AskResponse(AskInner::Ready(Err(e))),
-            (queued, timeout) => {
+            None => AskResponse(AskInner::Waiting { id, pending: self.pending.clone() }),
+            Some(timeout) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 self.pending.attach(
                     id,
@@ -413,13 +525,7 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
                 );
                 let pending = self.pending.clone();
                 AskResponse(AskInner::Later(Box::pin(async move {
-                    if let Err(Queued::Later(room)) = queued {
-                        if let Err(e) = room.await.unwrap_or(Err(WorkerError::Disconnected)) {
-                            pending.cancel(id);
-                            return Err(e);
-                        }
-                    }
-                    await_answer(pending, id, rx, timeout).await
+                    await_answer(pending, id, rx, Some(timeout)).await
                 })))
             }
         }
@@ -525,7 +631,10 @@ impl<P: Protocol> Handler<Join> for Worker<P> {
 impl<P: Protocol> Worker<P> {
     /// The child has exited: restart it, or stop for good, as the policy says.
     fn child_exited(&mut self, status: ExitStatus, ctx: &mut Context<Self>) {
-        self.child = None;
+        self.child = Weak::new();
+        if let Some(escalation) = self.escalation.take() {
+            escalation.abort();
+        }
         let wanted = self.state == State::Terminating;
         match self.history.decide(&self.policy, status, wanted, Instant::now()) {
             Decision::Restart { attempt, delay } => {
@@ -572,7 +681,14 @@ impl<P: Protocol> Worker<P> {
         for joiner in self.joiners.drain(..) {
             let _ = joiner.send(status);
         }
-        let dropped = self.outbox.discard();
+        let mut dropped = self.outbox.discard();
+        for waiting in self.waiting.drain(..) {
+            // Requests among them were failed with the others pending.
+            if let Then::Post(tx) = waiting.then {
+                dropped += 1;
+                let _ = tx.send(Err(WorkerError::Exited(status)));
+            }
+        }
         if dropped > 0 {
             self.emit(Event::Undelivered(dropped));
         }

@@ -40,7 +40,7 @@ impl Boundary {
 }
 
 /// The header's length and the payload's, once enough of it is there.
-fn header(h: &[u8]) -> Option<(usize, u64)> {
+pub(crate) fn header(h: &[u8]) -> Option<(usize, u64)> {
     let second = *h.get(1)?;
     let ext = match second & 0x7f {
         126 => 2,

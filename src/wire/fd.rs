@@ -17,30 +17,46 @@
 //! This is the only file that names `nix`.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
 
 use super::boundary::Boundary;
+use super::ledger::Ledger;
 
 /// The most descriptors one `sendmsg` may carry (Linux's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_SEND: usize = 253;
 
+/// The most descriptors received that no message has claimed yet. A
+/// well-behaved peer attaches a message's descriptors to bytes at or before
+/// it, and never more than one send's worth ahead of the messages that
+/// claim them; a peer that piles up more is refused (after any `recvmsg`,
+/// even in the middle of a frame that never ends).
+pub(crate) const MAX_UNCLAIMED_FDS: usize = 2 * MAX_FDS_PER_SEND;
+
+/// The error a stream fails with when a peer piles up descriptors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} descriptors arrived that no message claimed")]
+pub(crate) struct TooManyUnclaimed(pub usize);
+
 /// Descriptors waiting to be sent, and descriptors received but not yet
-/// claimed by a message. Shared between the stream and the halves above it.
-#[derive(Default)]
+/// claimed by a message; the ledger of what was written. Shared between the
+/// stream and the halves above it.
 pub(crate) struct FdQueues {
     outgoing: Mutex<VecDeque<OwnedFd>>,
     incoming: Mutex<VecDeque<OwnedFd>>,
     /// The bytes read so far end inside a WebSocket frame.
     mid_frame: AtomicBool,
+    ledger: Mutex<Ledger>,
+    /// The socket (owned by the stream, which outlives every user of this).
+    sock: RawFd,
 }
 
 impl FdQueues {
@@ -76,6 +92,25 @@ impl FdQueues {
     /// How many received descriptors no message has claimed yet.
     pub(crate) fn unclaimed(&self) -> usize {
         lock(&self.incoming).len()
+    }
+
+    /// Takes back the newest `n` descriptors not yet sent (fewer if fewer
+    /// are left), oldest first: those of messages that never left.
+    pub(crate) fn take_back_outgoing(&self, n: usize) -> Vec<OwnedFd> {
+        let mut outgoing = lock(&self.outgoing);
+        let from = outgoing.len().saturating_sub(n);
+        outgoing.drain(from..).collect()
+    }
+
+    /// The ledger of what was written (see `ledger.rs`).
+    pub(crate) fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        lock(&self.ledger)
+    }
+
+    /// Asks the kernel what the peer has read; whether anything written is
+    /// still not known to be read.
+    pub(crate) fn confirm(&self) -> bool {
+        lock(&self.ledger).confirm(self.sock)
     }
 }
 
@@ -113,9 +148,18 @@ impl FdStream {
     /// Wraps a connected socket; must be called inside a tokio runtime.
     pub(crate) fn new(sock: std::os::unix::net::UnixStream) -> io::Result<Self> {
         sock.set_nonblocking(true)?;
+        let sndbuf = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::SndBuf)
+            .unwrap_or(1 << 20);
+        let fds = Arc::new(FdQueues {
+            outgoing: Mutex::default(),
+            incoming: Mutex::default(),
+            mid_frame: AtomicBool::new(false),
+            ledger: Mutex::new(Ledger::new(sndbuf)),
+            sock: sock.as_raw_fd(),
+        });
         Ok(FdStream {
             io: UnixStream::from_std(sock)?,
-            fds: Arc::new(FdQueues::default()),
+            fds,
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
             boundary: Boundary::default(),
             out: Vec::new(),
@@ -129,37 +173,61 @@ impl FdStream {
 }
 
 /// One `recvmsg`: bytes into `dst`, descriptors onto `fds.incoming`.
+///
+/// Every descriptor the kernel installed is taken into an `OwnedFd`, also
+/// when it reports the control data truncated (`MSG_CTRUNC`: the buffer was
+/// too small, or this process is at its descriptor limit): those installed
+/// are closed with the stream rather than leaked, and the stream fails.
 fn recv(fd: RawFd, dst: &mut [u8], cmsg: &mut [u8], fds: &FdQueues) -> io::Result<usize> {
-    let mut iov = [IoSliceMut::new(dst)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    let bytes = msg.bytes;
-    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    let mut iov = libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() };
+    // SAFETY: an all-zero msghdr is valid; the pointers set below are to
+    // buffers that outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg.len() as _;
+    // SAFETY: recvmsg writes at most iov_len bytes and msg_controllen bytes
+    // of control data into the buffers the msghdr points to.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
     let mut received = Vec::new();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for cmsg in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                // SAFETY: the kernel has just installed these descriptors in
-                // this process for this call; nothing else owns them.
-                received.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+    // SAFETY: the CMSG_* walk stays within msg_controllen, which the kernel
+    // set to the control bytes it wrote.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let len = (*c).cmsg_len as usize - (data as usize - c as usize);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    // SAFETY: the kernel has just installed this descriptor
+                    // in this process for this call; nothing else owns it.
+                    received.push(OwnedFd::from_raw_fd(raw));
+                }
             }
+            c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    if !received.is_empty() {
-        lock(&fds.incoming).extend(received);
-    }
+    let truncated = msg.msg_flags & libc::MSG_CTRUNC != 0;
+    let unclaimed = {
+        let mut incoming = lock(&fds.incoming);
+        incoming.extend(received);
+        incoming.len()
+    };
     if truncated {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "received descriptors were truncated (control buffer too small)",
+            "received descriptors were truncated (control buffer too small, or no descriptors left)",
         ));
     }
-    Ok(bytes)
+    if unclaimed > MAX_UNCLAIMED_FDS {
+        return Err(io::Error::other(TooManyUnclaimed(unclaimed)));
+    }
+    Ok(n as usize)
 }
 
 /// One `sendmsg` of `src` carrying up to [`MAX_FDS_PER_SEND`] queued
@@ -213,17 +281,20 @@ impl FdStream {
     /// no later than those of the message that claims them), else `write`.
     fn poll_send(&mut self, cx: &mut Context<'_>, src: &[u8]) -> Poll<io::Result<usize>> {
         let FdStream { io, fds, .. } = self;
-        if fds.outgoing_len() == 0 {
-            return Pin::new(io).poll_write(cx, src);
-        }
-        loop {
-            ready!(io.poll_write_ready(cx))?;
-            let fd = io.as_raw_fd();
-            match io.try_io(Interest::WRITABLE, || send_with_fds(fd, src, fds)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
+        let sent = if fds.outgoing_len() == 0 {
+            ready!(Pin::new(io).poll_write(cx, src))?
+        } else {
+            loop {
+                ready!(io.poll_write_ready(cx))?;
+                let fd = io.as_raw_fd();
+                match io.try_io(Interest::WRITABLE, || send_with_fds(fd, src, fds)) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => break other?,
+                }
             }
-        }
+        };
+        fds.ledger().handed(&src[..sent]);
+        Poll::Ready(Ok(sent))
     }
 
     /// Writes the accepted bytes out; ready once there are none left.

@@ -7,6 +7,7 @@ pub(crate) mod codec;
 pub(crate) mod depth;
 pub(crate) mod fd;
 pub(crate) mod frame;
+pub(crate) mod ledger;
 pub(crate) mod outbox;
 pub(crate) mod socket;
 

@@ -4,18 +4,32 @@
 //!
 //! It is the "queued until the child is ready" of the original: nothing
 //! drains it until the handshake is done, and it outlives any one
-//! connection, so what was not yet written when a child died goes to the
-//! next one. The writer takes everything queued in one swap, feeds it to the
+//! connection. When a connection ends, the writer gives back what it took
+//! but never handed to the kernel ([`put_back`](Outbox::put_back)), and
+//! [`end_connection`](Outbox::end_connection) keeps only the posts: they go
+//! to the next connection, in order. Requests, answers and control messages
+//! belonged to the connection that ended.
+//!
+//! The writer takes everything queued in one swap, feeds it to the
 //! WebSocket and flushes once: one syscall for a batch, not one per message.
+//!
+//! Bounds: posts and requests are refused (or held back by their sender)
+//! at the bound. Answers to the peer's requests are always taken (the peer
+//! may wait for them), but they count against the bound, and the reading
+//! side stops reading from the peer while [`replies_over`](Outbox::replies_over)
+//! says it has asked for more than the bound allows: a peer that asks and
+//! never reads is held back, not fed memory.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use bytes::Bytes;
 
+use super::frame::Kind;
 use crate::error::WorkerError;
 
 /// Why a message was not queued.
@@ -35,9 +49,39 @@ pub(crate) enum Outgoing {
     End,
 }
 
+impl Outgoing {
+    /// The kind of message this is (`None` for the end).
+    fn kind(&self) -> Option<u8> {
+        match self {
+            Outgoing::Frame { bytes, .. } => bytes.first().copied(),
+            Outgoing::End => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame { bytes, .. } => bytes.len(),
+            Outgoing::End => 0,
+        }
+    }
+
+    fn is_post(&self) -> bool {
+        self.kind() == Some(Kind::Post as u8)
+    }
+
+    fn is_reply(&self) -> bool {
+        matches!(self.kind(), Some(k) if k == Kind::Answer as u8 || k == Kind::Failed as u8)
+    }
+}
+
 struct State {
     queue: VecDeque<Outgoing>,
     bytes: usize,
+    /// Answers and failures in `queue`, and their bytes.
+    replies: usize,
+    reply_bytes: usize,
+    /// Requests of the peer being answered, whose reply is not queued yet.
+    owed: usize,
     /// Pushes are refused.
     ended: bool,
     /// The `End` item has been queued.
@@ -49,8 +93,12 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Something was queued (for the writer).
     ready: Notify,
-    /// The queue was emptied (for senders waiting for room).
+    /// Room was made (for senders waiting for it, and a reader holding
+    /// back); `room_epoch` counts the times.
     room: Notify,
+    room_epoch: AtomicU64,
+    /// Which connection replies are for: it changes when one ends.
+    connection: AtomicU64,
     max_messages: usize,
     max_bytes: usize,
 }
@@ -61,11 +109,16 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 bytes: 0,
+                replies: 0,
+                reply_bytes: 0,
+                owed: 0,
                 ended: false,
                 closed: false,
             }),
             ready: Notify::new(),
             room: Notify::new(),
+            room_epoch: AtomicU64::new(0),
+            connection: AtomicU64::new(0),
             max_messages,
             max_bytes,
         }
@@ -106,41 +159,57 @@ impl Outbox {
         {
             return Err((Refusal::Full, bytes, fds));
         }
-        self.enqueue(state, bytes, fds);
+        self.enqueue(state, Outgoing::Frame { bytes, fds });
         Ok(())
     }
 
-    /// Queues a message, waiting for room while the queue is full.
-    pub(crate) async fn push_waiting(
+    /// Queues a message whatever the bound (one its sender was told is
+    /// accepted already); fails only when the queue has been ended.
+    pub(crate) fn push_unbounded(
         &self,
-        mut bytes: Bytes,
-        mut fds: Vec<OwnedFd>,
+        bytes: Bytes,
+        fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
-        loop {
-            // Registered before the check, so a batch taken in between
-            // still wakes us.
-            let room = self.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_push(bytes, fds) {
-                Ok(()) => return Ok(()),
-                Err((Refusal::Full, b, f)) => {
-                    (bytes, fds) = (b, f);
-                    room.await;
-                }
-                Err((refusal, _, _)) => return Err(self.error(refusal)),
-            }
+        let state = self.lock();
+        if state.ended {
+            return Err(WorkerError::Terminating);
         }
+        self.enqueue(state, Outgoing::Frame { bytes, fds });
+        Ok(())
     }
 
-    fn enqueue(&self, mut state: MutexGuard<'_, State>, bytes: Bytes, fds: Vec<OwnedFd>) {
+    fn enqueue(&self, mut state: MutexGuard<'_, State>, item: Outgoing) {
         let was_empty = state.queue.is_empty();
-        state.bytes += bytes.len();
-        state.queue.push_back(Outgoing::Frame { bytes, fds });
+        state.bytes += item.len();
+        state.queue.push_back(item);
         drop(state);
         if was_empty {
             self.ready.notify_one();
         }
+    }
+
+    /// How many times room was made so far: read it before a push that may
+    /// fail, and [`wait_room`](Self::wait_room) with it.
+    pub(crate) fn room_epoch(&self) -> u64 {
+        self.room_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Waits until room has been made since `epoch`.
+    pub(crate) async fn wait_room(&self, epoch: u64) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.room_epoch() != epoch {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    fn made_room(&self) {
+        self.room_epoch.fetch_add(1, Ordering::SeqCst);
+        self.room.notify_waiters();
     }
 
     /// Queues a last message (whatever the limits) and refuses later pushes.
@@ -150,45 +219,83 @@ impl Outbox {
             return Err(WorkerError::Terminating);
         }
         state.ended = true;
-        let was_empty = state.queue.is_empty();
-        state.bytes += bytes.len();
-        state.queue.push_back(Outgoing::Frame { bytes, fds: Vec::new() });
-        drop(state);
-        if was_empty {
-            self.ready.notify_one();
-        }
+        self.enqueue(state, Outgoing::Frame { bytes, fds: Vec::new() });
         Ok(())
     }
 
-    /// Queues the answer to a request: accepted while the connection is
+    /// A request of the peer is being answered: its reply is owed, and
+    /// counts against the bound until it has been written. Returns the
+    /// connection the reply is for.
+    pub(crate) fn owe_reply(&self) -> u64 {
+        self.lock().owed += 1;
+        self.connection.load(Ordering::SeqCst)
+    }
+
+    /// Queues the answer to a request of connection `connection` (see
+    /// [`owe_reply`](Self::owe_reply)): taken while that connection is
     /// open, even after pushes were ended (the other side may wait for it
-    /// in its `on_close`).
-    pub(crate) fn push_reply(&self, bytes: Bytes) {
+    /// in its `on_close`), whatever the bound.
+    pub(crate) fn push_reply(&self, bytes: Bytes, connection: u64) {
+        let mut state = self.lock();
+        if self.connection.load(Ordering::SeqCst) != connection {
+            // The connection it answers has ended (its owed count with it).
+            return;
+        }
+        state.owed = state.owed.saturating_sub(1);
+        if state.closed {
+            return;
+        }
+        state.replies += 1;
+        state.reply_bytes += bytes.len();
+        self.enqueue(state, Outgoing::Frame { bytes, fds: Vec::new() });
+    }
+
+    /// Whether the peer has asked for more than the bound allows: replies
+    /// queued or owed, over the bound in number or bytes.
+    pub(crate) fn replies_over(&self) -> bool {
         let state = self.lock();
-        if !state.closed {
-            self.enqueue(state, bytes, Vec::new());
+        state.replies + state.owed >= self.max_messages || state.reply_bytes >= self.max_bytes
+    }
+
+    /// Puts messages back at the front, in their order: those a writer took
+    /// but never handed to the kernel.
+    pub(crate) fn put_back(&self, items: Vec<Outgoing>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        for item in items.into_iter().rev() {
+            if matches!(item, Outgoing::End) {
+                continue;
+            }
+            state.bytes += item.len();
+            if item.is_reply() {
+                state.replies += 1;
+                state.reply_bytes += item.len();
+            }
+            state.queue.push_front(item);
         }
     }
 
-    /// Removes the queued requests (their callers have been told they
-    /// failed; they must not reach a later connection).
-    pub(crate) fn drop_requests(&self) {
-        let request = crate::wire::frame::Kind::Request as u8;
+    /// The connection has ended: only posts stay, for the next one.
+    /// Requests (their callers have been told they failed), answers to the
+    /// peer's requests and control messages belonged to it.
+    pub(crate) fn end_connection(&self) {
         let mut state = self.lock();
-        state.queue.retain(|item| !matches!(item, Outgoing::Frame { bytes, .. } if bytes.first() == Some(&request)));
-        state.bytes = state
-            .queue
-            .iter()
-            .map(|i| match i {
-                Outgoing::Frame { bytes, .. } => bytes.len(),
-                Outgoing::End => 0,
-            })
-            .sum();
+        self.connection.fetch_add(1, Ordering::SeqCst);
+        state.queue.retain(Outgoing::is_post);
+        state.bytes = state.queue.iter().map(Outgoing::len).sum();
+        state.replies = 0;
+        state.reply_bytes = 0;
+        state.owed = 0;
+        drop(state);
+        self.made_room();
     }
 
     /// Refuses later pushes; what is queued still goes out.
     pub(crate) fn end_pushes(&self) {
         self.lock().ended = true;
+        self.made_room();
     }
 
     /// Queues the end of the connection; later pushes fail. Returns false
@@ -223,69 +330,82 @@ impl Outbox {
         }
         std::mem::swap(&mut state.queue, batch);
         state.bytes = 0;
+        state.replies = 0;
+        state.reply_bytes = 0;
         drop(state);
-        self.room.notify_waiters();
+        self.made_room();
         true
     }
 
-    /// Drops everything queued (closing any descriptors) and ends the queue.
+    /// Drops everything queued (closing any descriptors) and ends the
+    /// queue; returns how many posts were dropped.
     pub(crate) fn discard(&self) -> usize {
         let mut state = self.lock();
         state.ended = true;
         state.bytes = 0;
-        let n = state.queue.len();
+        state.replies = 0;
+        state.reply_bytes = 0;
+        let posts = state.queue.iter().filter(|i| i.is_post()).count();
         state.queue.clear();
         drop(state);
-        self.room.notify_waiters();
-        n
+        self.made_room();
+        posts
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::frame;
+
+    fn post(b: u8) -> Bytes {
+        vec![Kind::Post as u8, 0, b].into()
+    }
+
+    fn payloads(batch: &VecDeque<Outgoing>) -> Vec<u8> {
+        batch
+            .iter()
+            .map(|i| match i {
+                Outgoing::Frame { bytes, .. } => bytes[bytes.len() - 1],
+                Outgoing::End => 0,
+            })
+            .collect()
+    }
 
     #[test]
     fn bounded_and_ended() {
         let outbox = Outbox::new(2, usize::MAX);
-        outbox.push(vec![1].into(), vec![]).unwrap();
-        outbox.push(vec![2].into(), vec![]).unwrap();
-        assert!(matches!(
-            outbox.push(vec![3].into(), vec![]),
-            Err(WorkerError::QueueFull { limit: 2 })
-        ));
+        outbox.push(post(1), vec![]).unwrap();
+        outbox.push(post(2), vec![]).unwrap();
+        assert!(matches!(outbox.push(post(3), vec![]), Err(WorkerError::QueueFull { limit: 2 })));
+        outbox.push_unbounded(post(3), vec![]).unwrap();
         assert!(outbox.end());
         assert!(!outbox.end());
-        assert!(matches!(outbox.push(vec![4].into(), vec![]), Err(WorkerError::Terminating)));
+        assert!(matches!(outbox.push(post(4), vec![]), Err(WorkerError::Terminating)));
     }
 
     #[test]
-    fn waiting_push_gets_room_when_a_batch_is_taken() {
+    fn room_is_announced_when_a_batch_is_taken() {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             let outbox = std::sync::Arc::new(Outbox::new(1, usize::MAX));
-            outbox.push(vec![1].into(), vec![]).unwrap();
+            outbox.push(post(1), vec![]).unwrap();
+            let epoch = outbox.room_epoch();
+            assert!(outbox.push(post(2), vec![]).is_err());
             let waiting = {
                 let outbox = outbox.clone();
-                tokio::spawn(async move { outbox.push_waiting(vec![2].into(), vec![]).await })
+                tokio::spawn(async move { outbox.wait_room(epoch).await })
             };
             tokio::task::yield_now().await;
             assert!(!waiting.is_finished());
             let mut batch = VecDeque::new();
             outbox.take_batch(&mut batch).await;
-            waiting.await.unwrap().unwrap();
-            batch.clear(); // the writer always drains a batch before the next
-            outbox.take_batch(&mut batch).await;
-            assert_eq!(batch.len(), 1);
-            // A discarded queue ends the wait with an error.
-            outbox.push(vec![3].into(), vec![]).unwrap();
-            let waiting = {
-                let outbox = outbox.clone();
-                tokio::spawn(async move { outbox.push_waiting(vec![4].into(), vec![]).await })
-            };
-            tokio::task::yield_now().await;
+            waiting.await.unwrap();
+            outbox.push(post(2), vec![]).unwrap();
+            // Room made before the wait starts is not missed.
+            let epoch = outbox.room_epoch();
             outbox.discard();
-            assert!(matches!(waiting.await.unwrap(), Err(WorkerError::Terminating)));
+            outbox.wait_room(epoch).await;
         });
     }
 
@@ -294,5 +414,46 @@ mod tests {
         let outbox = Outbox::new(100, 10);
         outbox.push(vec![0; 20].into(), vec![]).unwrap(); // first always fits
         assert!(outbox.push(vec![0; 1].into(), vec![]).is_err());
+    }
+
+    #[test]
+    fn put_back_goes_first_and_only_posts_outlive_a_connection() {
+        let outbox = Outbox::new(100, usize::MAX);
+        outbox.push(post(3), vec![]).unwrap();
+        let mut request = Vec::new();
+        frame::begin(&mut request, Kind::Request, 0, 1, 2);
+        outbox.push(request.into(), vec![]).unwrap();
+        outbox.put_back(vec![
+            Outgoing::Frame { bytes: post(1), fds: vec![] },
+            Outgoing::Frame { bytes: post(2), fds: vec![] },
+        ]);
+        let connection = outbox.owe_reply();
+        outbox.end_connection();
+        // A late answer for the connection that ended goes nowhere.
+        outbox.push_reply(frame::bare(Kind::Closing), connection);
+        let mut batch = VecDeque::new();
+        assert!(outbox.try_take_batch(&mut batch));
+        assert_eq!(payloads(&batch), [1, 2, 3]);
+        // Control messages are never counted as posts.
+        outbox.push_last(frame::bare(Kind::Terminate)).unwrap();
+        assert_eq!(outbox.discard(), 0);
+    }
+
+    #[test]
+    fn replies_count_against_the_bound() {
+        let outbox = Outbox::new(2, usize::MAX);
+        let connection = outbox.owe_reply();
+        assert!(!outbox.replies_over());
+        outbox.owe_reply();
+        assert!(outbox.replies_over(), "two owed");
+        let mut answer = Vec::new();
+        frame::begin(&mut answer, Kind::Answer, 0, 1, 0);
+        let answer = Bytes::from(answer);
+        outbox.push_reply(answer.clone(), connection);
+        outbox.push_reply(answer, connection);
+        assert!(outbox.replies_over(), "two queued");
+        let mut batch = VecDeque::new();
+        assert!(outbox.try_take_batch(&mut batch));
+        assert!(!outbox.replies_over());
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -20,8 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::fd::{FdQueues, FdStream, MAX_FDS_PER_SEND};
+use super::fd::{FdQueues, FdStream, TooManyUnclaimed, MAX_FDS_PER_SEND};
 use super::frame::{self, Header, Kind, PROTOCOL_VERSION};
+use super::ledger::Fate;
 use super::outbox::{Outbox, Outgoing};
 use crate::error::WireError;
 
@@ -81,7 +83,10 @@ impl Connection {
 
     /// Receives the peer's hello and checks it against our protocol
     /// version and `fingerprint`; `Err(None)` when the peer went away first.
-    pub(crate) async fn recv_hello(&mut self, fingerprint: u64) -> Result<(), Option<WireError>> {
+    pub(crate) async fn recv_hello(
+        &mut self,
+        fingerprint: u64,
+    ) -> Result<frame::Hello, Option<WireError>> {
         let first = match next_inbound(&mut self.ws, &self.fds).await {
             None | Some(Err(WireError::Transport(_) | WireError::CutOff)) => return Err(None),
             Some(r) => r.map_err(Some)?,
@@ -102,7 +107,7 @@ impl Connection {
                 theirs: hello.fingerprint,
             }));
         }
-        Ok(())
+        Ok(hello)
     }
 
     /// Splits into the reading half and the writer.
@@ -113,8 +118,11 @@ impl Connection {
             Writer {
                 sink,
                 fds: self.fds,
+                batch: VecDeque::new(),
                 small: Vec::new(),
                 small_bytes: 0,
+                fed: VecDeque::new(),
+                fed_base: 0,
                 max_ws_message: self.max_ws_message,
             },
         )
@@ -148,6 +156,11 @@ impl Reader {
             // A batch's header is its kind and a descriptor count of 0.
             if bytes[1] != 0 {
                 return Some(Err(WireError::Unexpected("descriptors on a batch")));
+            }
+            // No writer makes larger ones: one would only flood the reader
+            // with messages, all at once.
+            if bytes.len() > MAX_BATCH {
+                return Some(Err(WireError::BatchTooLarge { size: bytes.len(), limit: MAX_BATCH }));
             }
             self.batch = Some((bytes, 2));
         }
@@ -230,14 +243,12 @@ fn inbound(bytes: Bytes, fds: &FdQueues) -> Result<Inbound, WireError> {
         Err(e) => return Err(e),
     };
     let wanted = usize::from(header.nfds);
+    if wanted > super::MAX_FDS_PER_MESSAGE {
+        return Err(WireError::TooManyFds { count: wanted, limit: super::MAX_FDS_PER_MESSAGE });
+    }
     let Some(taken) = fds.take_incoming(wanted) else {
         return Err(WireError::MissingFds { claimed: wanted, available: fds.unclaimed() });
     };
-    // Descriptors of later messages may arrive early, but never more than
-    // two sends' worth: beyond that, a peer is piling them up.
-    if fds.unclaimed() > 2 * MAX_FDS_PER_SEND {
-        return Err(WireError::UnclaimedFds { count: fds.unclaimed() });
-    }
     Ok(Inbound { header, bytes, offset, fds: taken })
 }
 
@@ -246,20 +257,68 @@ fn ws_error(e: WsError) -> WireError {
         WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             WireError::TooLarge { size, limit: max_size.saturating_sub(HEADER_SLACK) }
         }
+        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<TooManyUnclaimed>()) => {
+            let count = e.into_inner().and_then(|e| e.downcast::<TooManyUnclaimed>().ok());
+            WireError::UnclaimedFds { count: count.map_or(0, |c| c.0) }
+        }
         other => WireError::Transport(other.to_string()),
     }
 }
 
 /// The writing half.
+///
+/// Every message it takes from the outbox stays on its books until the
+/// ledger says what became of it (see `ledger.rs`): when the connection
+/// fails or the writer is stopped, [`WriterEnd`] gives back, in order and
+/// with their descriptors, the messages that never reached the kernel, and
+/// counts the posts that reached it but may not have been read.
 pub(crate) struct Writer {
     sink: SplitSink<Ws, Message>,
     fds: Arc<FdQueues>,
+    /// Taken from the outbox, not yet fed.
+    batch: VecDeque<Outgoing>,
     /// Small messages waiting to go out together as one batch.
-    small: Vec<Bytes>,
+    small: Vec<Lent>,
     /// Their size in a batch.
     small_bytes: usize,
+    /// WebSocket messages fed to tungstenite whose fate is not known yet;
+    /// the first has frame index `fed_base`.
+    fed: VecDeque<Fed>,
+    fed_base: u64,
     /// The largest WebSocket message the peer takes: no batch is larger.
     max_ws_message: usize,
+}
+
+/// One message on the writer's books: its bytes, and how many descriptors
+/// it carries (queued in the fd stream since it was fed).
+struct Lent {
+    bytes: Bytes,
+    nfds: usize,
+}
+
+impl Lent {
+    fn is_post(&self) -> bool {
+        self.bytes.first() == Some(&(Kind::Post as u8))
+    }
+}
+
+/// One WebSocket message fed: the messages it carries (dropped once it has
+/// started to reach the kernel), and how many of them are posts.
+struct Fed {
+    msgs: Vec<Lent>,
+    posts: usize,
+}
+
+/// What a writer leaves when it ends.
+pub(crate) struct WriterEnd {
+    /// Why it ended: `Ok` when stopped, or after the outbox's end went out.
+    pub result: Result<(), WireError>,
+    /// Messages that never reached the kernel, oldest first, with their
+    /// descriptors: they can go to another connection.
+    pub unsent: Vec<Outgoing>,
+    /// Posts that reached the kernel (or whose descriptors did) and that
+    /// the peer may not have read.
+    pub in_doubt: usize,
 }
 
 /// Messages up to this size are batched with those written beside them.
@@ -270,28 +329,82 @@ const YIELD_ROUNDS: usize = 2;
 const BATCH_HEADER: usize = 2;
 /// A batch is sent once it is this large.
 const BATCH_TARGET: usize = 64 * 1024;
+/// The largest batch this writer produces, and so the largest a reader
+/// takes: the target, plus one more small message.
+pub(crate) const MAX_BATCH: usize =
+    BATCH_HEADER + BATCH_TARGET + frame::BATCH_ENTRY_HEADER + BATCH_MESSAGE_MAX;
+/// While idle with messages whose fate is unknown, the writer asks the
+/// kernel after this long, then four times longer each time, up to
+/// [`CONFIRM_MAX`].
+const CONFIRM_FIRST: Duration = Duration::from_millis(1);
+const CONFIRM_MAX: Duration = Duration::from_secs(1);
+/// Beyond this many messages of unknown fate, the writer asks after a flush.
+const CONFIRM_TRACKED: usize = 256;
 
 impl Writer {
-    /// Drains `outbox` until it is ended or the connection fails: what it
-    /// holds is taken at once, small messages are put together in batches,
-    /// everything is fed to the WebSocket and flushed once.
-    pub(crate) async fn run(mut self, outbox: Arc<Outbox>) -> Result<(), WireError> {
-        let mut batch = VecDeque::new();
+    /// Drains `outbox` until it is ended, the connection fails, or `stop`
+    /// fires (or is dropped); then says what became of what it took.
+    pub(crate) async fn run(
+        mut self,
+        outbox: Arc<Outbox>,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> WriterEnd {
+        let result = tokio::select! {
+            result = self.drive(&outbox) => result,
+            _ = stop => Ok(()),
+        };
+        self.end(result)
+    }
+
+    /// What the books say, once the writer no longer runs.
+    fn end(mut self, result: Result<(), WireError>) -> WriterEnd {
+        let ledger = self.fds.ledger();
+        let mut in_doubt = 0;
+        // Lent messages that never left, oldest first.
+        let mut lent = Vec::new();
+        for (i, fed) in self.fed.drain(..).enumerate() {
+            match ledger.fate(self.fed_base + i as u64) {
+                Fate::Read => {}
+                Fate::InDoubt => in_doubt += fed.posts,
+                Fate::Unsent => lent.extend(fed.msgs),
+            }
+        }
+        drop(ledger);
+        lent.append(&mut self.small);
+        // Their descriptors are the newest not yet sent. One that rode
+        // ahead on an earlier message's bytes went with it: that message
+        // cannot be sent again whole, and counts as in doubt.
+        let wanted = lent.iter().map(|m| m.nfds).sum();
+        let mut back = self.fds.take_back_outgoing(wanted);
+        let mut unsent = VecDeque::with_capacity(lent.len() + self.batch.len());
+        for msg in lent.into_iter().rev() {
+            if back.len() < msg.nfds {
+                back.clear();
+                if msg.is_post() {
+                    in_doubt += 1;
+                }
+                continue;
+            }
+            let fds = back.split_off(back.len() - msg.nfds);
+            unsent.push_front(Outgoing::Frame { bytes: msg.bytes, fds });
+        }
+        unsent.extend(self.batch.drain(..));
+        WriterEnd { result, unsent: unsent.into(), in_doubt }
+    }
+
+    /// The writing loop: what the outbox holds is taken at once, small
+    /// messages are put together in batches, everything is fed to the
+    /// WebSocket and flushed once. Every await leaves the books whole: a
+    /// message is either still in `batch`, or in `small` or `fed`.
+    async fn drive(&mut self, outbox: &Outbox) -> Result<(), WireError> {
         loop {
-            outbox.take_batch(&mut batch).await;
+            self.wait_for_work(outbox).await;
             let mut rounds = 0;
             loop {
-                let taken = batch.len();
-                while let Some(item) = batch.pop_front() {
-                    match item {
-                        Outgoing::Frame { bytes, fds } => self.feed_frame(bytes, fds).await?,
-                        Outgoing::End => {
-                            self.feed_small().await?;
-                            self.sink.flush().await.map_err(ws_error)?;
-                            // A close frame, then the socket's write side is shut.
-                            let _ = self.sink.close().await;
-                            return Ok(());
-                        }
+                let taken = self.batch.len();
+                while !self.batch.is_empty() {
+                    if self.feed_next().await? {
+                        return Ok(());
                     }
                 }
                 // Before the flush, while messages come several at a time,
@@ -303,40 +416,113 @@ impl Writer {
                     break;
                 }
                 tokio::task::yield_now().await;
-                if !outbox.try_take_batch(&mut batch) {
+                if !outbox.try_take_batch(&mut self.batch) {
                     break;
                 }
             }
             self.feed_small().await?;
             self.sink.flush().await.map_err(ws_error)?;
+            if self.fds.ledger().tracked() > CONFIRM_TRACKED {
+                self.fds.confirm();
+            }
+            self.settle();
         }
     }
 
-    /// Feeds one message, or holds it back to go with others in a batch.
-    async fn feed_frame(&mut self, bytes: Bytes, fds: Vec<OwnedFd>) -> Result<(), WireError> {
-        if !fds.is_empty() {
-            // Keep every sendmsg within the kernel's limit: flush what rides
-            // ahead before queueing more.
-            if self.fds.outgoing_len() + fds.len() > MAX_FDS_PER_SEND {
+    /// Waits for the outbox to hold something; meanwhile, asks the kernel
+    /// now and then what the peer has read of what was written.
+    async fn wait_for_work(&mut self, outbox: &Outbox) {
+        let mut after = CONFIRM_FIRST;
+        loop {
+            let unconfirmed = self.fds.ledger().unconfirmed();
+            tokio::select! {
+                biased;
+                _ = outbox.take_batch(&mut self.batch) => return,
+                _ = tokio::time::sleep(after), if unconfirmed => {
+                    self.fds.confirm();
+                    self.settle();
+                    after = (after * 4).min(CONFIRM_MAX);
+                }
+            }
+        }
+    }
+
+    /// Drops from the books what has started to reach the kernel (its
+    /// bytes are no longer needed) and what the peer has read.
+    fn settle(&mut self) {
+        let ledger = self.fds.ledger();
+        while let Some(fed) = self.fed.front_mut() {
+            match ledger.fate(self.fed_base) {
+                Fate::Read => {
+                    self.fed.pop_front();
+                    self.fed_base += 1;
+                }
+                Fate::InDoubt => {
+                    fed.msgs = Vec::new();
+                    // Later ones may have started too.
+                    let started = self.fed.iter_mut().enumerate().skip(1);
+                    for (i, fed) in started {
+                        if ledger.fate(self.fed_base + i as u64) == Fate::Unsent {
+                            break;
+                        }
+                        fed.msgs = Vec::new();
+                    }
+                    return;
+                }
+                Fate::Unsent => return,
+            }
+        }
+    }
+
+    /// Feeds the next item of `batch`, or holds it back to go with others
+    /// in a batch; true once the outbox's end has gone out.
+    async fn feed_next(&mut self) -> Result<bool, WireError> {
+        let (len, nfds) = match self.batch.front() {
+            Some(Outgoing::Frame { bytes, fds }) => (bytes.len(), fds.len()),
+            Some(Outgoing::End) => {
                 self.feed_small().await?;
                 self.sink.flush().await.map_err(ws_error)?;
+                self.batch.pop_front();
+                // A close frame, then the socket's write side is shut.
+                let _ = self.sink.close().await;
+                return Ok(true);
             }
-            self.fds.push_outgoing(fds);
-        }
-        let entry = frame::BATCH_ENTRY_HEADER + bytes.len();
-        if bytes.len() > BATCH_MESSAGE_MAX || BATCH_HEADER + entry > self.max_ws_message {
+            None => return Ok(false),
+        };
+        // Keep every sendmsg within the kernel's limit: flush what rides
+        // ahead before queueing more.
+        if nfds > 0 && self.fds.outgoing_len() + nfds > MAX_FDS_PER_SEND {
             self.feed_small().await?;
-            return self.sink.feed(Message::Binary(bytes)).await.map_err(ws_error);
+            self.sink.flush().await.map_err(ws_error)?;
         }
-        if BATCH_HEADER + self.small_bytes + entry > self.max_ws_message {
+        let entry = frame::BATCH_ENTRY_HEADER + len;
+        let alone = len > BATCH_MESSAGE_MAX || BATCH_HEADER + entry > self.max_ws_message;
+        if alone || BATCH_HEADER + self.small_bytes + entry > self.max_ws_message {
             self.feed_small().await?;
+        }
+        let Some(Outgoing::Frame { bytes, fds }) = self.batch.pop_front() else {
+            unreachable!("the front was a frame");
+        };
+        self.fds.push_outgoing(fds);
+        let msg = Lent { bytes, nfds };
+        if alone {
+            let bytes = msg.bytes.clone();
+            self.lend(vec![msg]);
+            self.sink.feed(Message::Binary(bytes)).await.map_err(ws_error)?;
+            return Ok(false);
         }
         self.small_bytes += entry;
-        self.small.push(bytes);
+        self.small.push(msg);
         if self.small_bytes >= BATCH_TARGET {
             self.feed_small().await?;
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Puts one WebSocket message's worth on the books, as fed.
+    fn lend(&mut self, msgs: Vec<Lent>) {
+        let posts = msgs.iter().filter(|m| m.is_post()).count();
+        self.fed.push_back(Fed { msgs, posts });
     }
 
     /// Feeds the small messages held back: one alone as itself, several as
@@ -344,17 +530,19 @@ impl Writer {
     async fn feed_small(&mut self) -> Result<(), WireError> {
         let msg = match self.small.len() {
             0 => return Ok(()),
-            1 => self.small.pop().expect("one message"),
+            1 => self.small[0].bytes.clone(),
             _ => {
                 let mut buf = BytesMut::with_capacity(BATCH_HEADER + self.small_bytes);
                 frame::begin(&mut buf, Kind::Batch, 0, 0, 0);
-                for msg in self.small.drain(..) {
-                    frame::push_batch_entry(&mut buf, &msg);
+                for msg in &self.small {
+                    frame::push_batch_entry(&mut buf, &msg.bytes);
                 }
                 buf.freeze()
             }
         };
         self.small_bytes = 0;
+        let small = std::mem::take(&mut self.small);
+        self.lend(small);
         self.sink.feed(Message::Binary(msg)).await.map_err(ws_error)
     }
 }

@@ -22,6 +22,8 @@ fn handshake(sock: &mut UnixStream, version: Option<u32>) {
     if let Some(v) = version {
         hello[6..10].copy_from_slice(&v.to_le_bytes());
     }
+    // The hello names the process that sends it.
+    hello[18..22].copy_from_slice(&std::process::id().to_le_bytes());
     sock.write_all(&ws_frame(2, &hello)).unwrap();
 }
 

@@ -1,0 +1,210 @@
+//! Taking over from the parent at start-up, the mirror of `parent/spawn.rs`:
+//! the inherited socket, the parent process to watch, and the watchdog that
+//! takes the worker's process group down when the parent is gone.
+//!
+//! Whether the parent is gone is told by a pidfd of the parent process,
+//! never by `getppid()`: a multi-threaded parent that is killed does not die
+//! at one instant, and until its last thread has gone the kernel may keep
+//! reporting it as our parent, while the socket has closed already. A pidfd
+//! becomes readable exactly when the whole process has exited. (Kernels
+//! without `pidfd_open`, before 5.3, fall back to watching for the socket's
+//! hang-up and for `getppid()` to change.)
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::handoff::{self, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
+
+/// How long a worker whose parent is gone may take to finish `on_close`
+/// before its process group is killed.
+pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(1);
+
+/// What the parent handed over.
+pub(crate) struct Handoff {
+    pub sock: UnixStream,
+    pub parent: Arc<ParentWatch>,
+}
+
+/// Why the handover failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandoffError {
+    #[error("this process was not started as a worker ({ENV_FD} is not set)")]
+    Missing,
+    #[error("{ENV_FD} names descriptor {0}, which is not a socket")]
+    BadDescriptor(RawFd),
+    #[error(
+        "the socket in {ENV_FD} was made by process {peer}, which did not start this one \
+         (these variables must come from the parent that starts the worker)"
+    )]
+    ForeignSocket { peer: i32 },
+}
+
+/// Takes the inherited socket named in the environment, checks that it
+/// comes from the process that started this one, and clears the variables
+/// so that processes this worker starts are not mistaken for workers.
+pub(crate) fn take() -> Result<Handoff, HandoffError> {
+    let fd = std::env::var(ENV_FD).ok().and_then(|v| v.parse::<RawFd>().ok());
+    for var in [ENV_FD, ENV_ENTRY, ENV_MAX_MESSAGE] {
+        // The runtime has not started any thread yet: this runs first in
+        // the worker's main.
+        std::env::remove_var(var);
+    }
+    let fd = fd.ok_or(HandoffError::Missing)?;
+    // SAFETY: fstat on any number is harmless; it tells whether it is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if fd < 0
+        || unsafe { libc::fstat(fd, &mut st) } != 0
+        || (st.st_mode & libc::S_IFMT) != libc::S_IFSOCK
+    {
+        return Err(HandoffError::BadDescriptor(fd));
+    }
+    // A socketpair reports its creator as the peer: the parent, which
+    // started us directly or through a wrapper (`args` may run the worker
+    // under a debugger).
+    let peer = peer_pid(fd).ok_or(HandoffError::BadDescriptor(fd))?;
+    if !is_ancestor(peer) {
+        return Err(HandoffError::ForeignSocket { peer });
+    }
+    // SAFETY: the parent passed us this descriptor for our exclusive use,
+    // and it is a socket made by that parent (checked above).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Not to be inherited by what the worker itself starts.
+    // SAFETY: plain fcntl on a descriptor we own.
+    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    let parent = Arc::new(ParentWatch::open(peer));
+    Ok(Handoff { sock: UnixStream::from(owned), parent })
+}
+
+/// The pid of the process that made the socket `fd` (`SO_PEERCRED`).
+fn peer_pid(fd: RawFd) -> Option<i32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid)
+}
+
+/// Whether `pid` is an ancestor of this process: its parent, or the parent
+/// of a wrapper in between.
+fn is_ancestor(pid: i32) -> bool {
+    let parent = std::os::unix::process::parent_id() as i32;
+    handoff::descends_from(parent, pid)
+}
+
+/// The parent process, watched for its exit.
+pub(crate) struct ParentWatch {
+    pid: i32,
+    /// Readable once the parent has exited (all its threads).
+    pidfd: Option<OwnedFd>,
+    /// Our parent when we started, for the fallback without a pidfd.
+    ppid: i32,
+}
+
+impl ParentWatch {
+    fn open(pid: i32) -> ParentWatch {
+        // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        // SAFETY: a non-negative return is a descriptor we now own.
+        let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as RawFd) });
+        if let Some(fd) = &pidfd {
+            // SAFETY: plain fcntl on a descriptor we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        let ppid = std::os::unix::process::parent_id() as i32;
+        // The parent may have died between `is_ancestor` and the open: a
+        // pid reused since would be watched for nothing. Only then has our
+        // own parent changed.
+        let watch = ParentWatch { pid, pidfd, ppid };
+        if !is_ancestor(pid) {
+            return ParentWatch { pidfd: None, ppid: -1, ..watch };
+        }
+        watch
+    }
+
+    /// Whether the parent has exited, waiting up to `wait` for it to.
+    pub(crate) fn gone_within(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.gone_now() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match &self.pidfd {
+                // Interrupted (the parent's death signal is SIGTERM) or not:
+                // look again until the deadline.
+                Some(fd) => {
+                    poll_one(fd.as_raw_fd(), libc::POLLIN, left);
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(10))),
+            }
+        }
+    }
+
+    fn gone_now(&self) -> bool {
+        match &self.pidfd {
+            Some(fd) => poll_one(fd.as_raw_fd(), libc::POLLIN, Duration::ZERO),
+            // Without a pidfd: reparented, or (if the parent was not ours
+            // directly) no longer there.
+            None => {
+                std::os::unix::process::parent_id() as i32 != self.ppid
+                    // SAFETY: kill with signal 0 only checks the pid.
+                    || unsafe { libc::kill(self.pid, 0) } != 0
+            }
+        }
+    }
+}
+
+/// Polls one descriptor for `events`; true when one of them (or a hang-up
+/// or error) is there. EINTR counts as nothing yet.
+fn poll_one(fd: RawFd, events: libc::c_short, wait: Duration) -> bool {
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, owned by this frame.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    r > 0 && pfd.revents != 0
+}
+
+/// A thread that waits for the parent to exit, gives the runtime
+/// [`ORPHAN_GRACE`] to finish `on_close`, then kills the worker's process
+/// group: the backstop for a worker stuck in a handler when its parent
+/// dies. It never acts while the parent lives, so a worker that closes
+/// cleanly may take as long as it needs to tear down.
+pub(crate) fn start_watchdog(parent: Arc<ParentWatch>, sock: &UnixStream) -> std::io::Result<()> {
+    // Without a pidfd, the socket's hang-up is the first sign.
+    let hangup = match parent.pidfd {
+        Some(_) => None,
+        None => Some(sock.try_clone()?),
+    };
+    std::thread::Builder::new().name("actix-webworker-watchdog".into()).spawn(move || {
+        match (&parent.pidfd, &hangup) {
+            (Some(fd), _) => while !poll_one(fd.as_raw_fd(), libc::POLLIN, Duration::MAX) {},
+            (None, Some(sock)) => {
+                while !poll_one(sock.as_raw_fd(), libc::POLLRDHUP, Duration::MAX) {}
+                while !parent.gone_within(Duration::from_secs(3600)) {}
+            }
+            (None, None) => return,
+        }
+        std::thread::sleep(ORPHAN_GRACE);
+        kill_own_group();
+    })?;
+    Ok(())
+}
+
+/// Kills this worker's process group: what it started, and itself last.
+pub(crate) fn kill_own_group() {
+    // SAFETY: signals our own process group (the worker leads it).
+    unsafe { libc::kill(0, libc::SIGKILL) };
+}

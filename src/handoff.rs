@@ -1,0 +1,53 @@
+//! What a parent hands a worker at exec, known to both sides: the
+//! environment variables that name the socket, the entry and the message
+//! limit, and how each side tells who the other is.
+
+/// Environment variable that tells the child which descriptor is its socket.
+pub(crate) const ENV_FD: &str = "ACTIX_WEBWORKER_FD";
+/// Environment variable that names the worker entry to run.
+pub(crate) const ENV_ENTRY: &str = "ACTIX_WEBWORKER_ENTRY";
+/// Environment variable with the largest message either side may send.
+pub(crate) const ENV_MAX_MESSAGE: &str = "ACTIX_WEBWORKER_MAX_MESSAGE";
+
+/// How many generations apart a worker and its parent may be: the worker
+/// may run under a wrapper (`sh -c`, a debugger) that the parent started.
+const MAX_GENERATIONS: usize = 16;
+
+/// Whether process `pid` is `ancestor` or descends from it, within
+/// [`MAX_GENERATIONS`]; false when `/proc` cannot tell.
+pub(crate) fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut current = pid;
+    for _ in 0..=MAX_GENERATIONS {
+        if current == ancestor {
+            return true;
+        }
+        match parent_of(current) {
+            Some(p) if p > 0 && p != current => current = p,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The parent of process `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold anything, so split after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestry() {
+        let me = std::process::id() as i32;
+        let parent = std::os::unix::process::parent_id() as i32;
+        assert!(descends_from(me, me));
+        assert!(descends_from(me, parent));
+        assert!(descends_from(me, 1));
+        assert!(!descends_from(parent, me));
+    }
+}
