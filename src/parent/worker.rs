@@ -678,9 +678,6 @@ impl<P: Protocol> Worker<P> {
     fn finish(&mut self, status: ExitStatus) {
         self.state = State::Exited(status);
         self.pending.fail_all(&WorkerError::Exited(status));
-        for joiner in self.joiners.drain(..) {
-            let _ = joiner.send(status);
-        }
         let mut dropped = self.outbox.discard();
         for waiting in self.waiting.drain(..) {
             // Requests among them were failed with the others pending.
@@ -691,6 +688,10 @@ impl<P: Protocol> Worker<P> {
         }
         if dropped > 0 {
             self.emit(Event::Undelivered(dropped));
+        }
+        // Last: whoever joins may rely on every event having been sent.
+        for joiner in self.joiners.drain(..) {
+            let _ = joiner.send(status);
         }
     }
 }

@@ -130,6 +130,11 @@ impl Ledger {
         self.started > self.confirmed
     }
 
+    /// How many binary frames have started to reach the kernel.
+    pub(crate) fn started(&self) -> u64 {
+        self.started
+    }
+
     /// How many frames the ledger holds an offset for (its memory).
     pub(crate) fn tracked(&self) -> usize {
         self.ends.len()

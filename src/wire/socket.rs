@@ -113,6 +113,8 @@ impl Connection {
     /// Splits into the reading half and the writer.
     pub(crate) fn split(self) -> (Reader, Writer) {
         let (sink, stream) = self.ws.split();
+        // What went before the writer (the hello) has its frame indices.
+        let fed_base = self.fds.ledger().started();
         (
             Reader { stream, fds: self.fds.clone(), batch: None },
             Writer {
@@ -122,7 +124,7 @@ impl Connection {
                 small: Vec::new(),
                 small_bytes: 0,
                 fed: VecDeque::new(),
-                fed_base: 0,
+                fed_base,
                 max_ws_message: self.max_ws_message,
             },
         )
@@ -429,21 +431,30 @@ impl Writer {
         }
     }
 
-    /// Waits for the outbox to hold something; meanwhile, asks the kernel
-    /// now and then what the peer has read of what was written.
+    /// Waits for the outbox to hold something; meanwhile, and when work
+    /// comes after a wait, asks the kernel what the peer has read of what
+    /// was written (a peer answering a message has read it: before the next
+    /// is written, the books say so).
     async fn wait_for_work(&mut self, outbox: &Outbox) {
+        if outbox.try_take_batch(&mut self.batch) {
+            return;
+        }
         let mut after = CONFIRM_FIRST;
         loop {
             let unconfirmed = self.fds.ledger().unconfirmed();
             tokio::select! {
                 biased;
-                _ = outbox.take_batch(&mut self.batch) => return,
+                _ = outbox.take_batch(&mut self.batch) => break,
                 _ = tokio::time::sleep(after), if unconfirmed => {
                     self.fds.confirm();
                     self.settle();
                     after = (after * 4).min(CONFIRM_MAX);
                 }
             }
+        }
+        if self.fds.ledger().unconfirmed() {
+            self.fds.confirm();
+            self.settle();
         }
     }
 

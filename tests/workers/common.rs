@@ -62,6 +62,13 @@ pub enum Cmd {
     Env,
     /// Allocate and touch this many bytes; answer `Count` with it.
     Alloc(usize),
+    /// Answer `Echo(n)`; the bytes are ballast.
+    Padded(u64, #[serde(with = "serde_bytes")] Vec<u8>),
+    /// Spin on a thread of its own, for ever (the actor stays responsive).
+    BurnCpu,
+    /// Answer `Busy`, then block the worker's thread for this many ms (on
+    /// the next turn, once the answer is written).
+    Busy(u64),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -83,6 +90,8 @@ pub enum Reply {
     Tagged(u64, bool),
     Count(usize),
     Lines(Vec<String>),
+    /// The worker is about to block (`Cmd::Busy`).
+    Busy,
 }
 
 // ---- requests -----------------------------------------------------------
@@ -158,11 +167,19 @@ pub struct TestWorker<P: Protocol<FromWorker = Reply>> {
     pub parent: Parent<P>,
     next_echo: u64,
     panic_in_started: bool,
+    /// How long dropping the actor takes.
+    slow_drop: Duration,
 }
 
 impl<P: Protocol<FromWorker = Reply>> TestWorker<P> {
     pub fn new(parent: Parent<P>) -> Self {
-        TestWorker { parent, next_echo: 0, panic_in_started: false }
+        TestWorker { parent, next_echo: 0, panic_in_started: false, slow_drop: Duration::ZERO }
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Drop for TestWorker<P> {
+    fn drop(&mut self) {
+        std::thread::sleep(self.slow_drop);
     }
 }
 
@@ -285,6 +302,20 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
                 let v = vec![1u8; n];
                 let _ = parent.post(Reply::Count(std::hint::black_box(v).len()));
             }
+            Cmd::Padded(n, _) => {
+                let _ = parent.post(Reply::Echo(n));
+            }
+            Cmd::BurnCpu => {
+                std::thread::spawn(|| loop {
+                    std::hint::black_box(0u64);
+                });
+            }
+            Cmd::Busy(ms) => {
+                let _ = parent.post(Reply::Busy);
+                ctx.run_later(Duration::from_millis(1), move |_, _| {
+                    std::thread::sleep(Duration::from_millis(ms));
+                });
+            }
             Cmd::FdCount => {
                 let _ = parent.post(Reply::Count(open_fds()));
             }
@@ -381,9 +412,15 @@ pub fn entries() -> Vec<Entry> {
         Entry::new("test", TestWorker::<Test>::new),
         Entry::new("v2", TestWorker::<TestV2>::new),
         Entry::new("crash", |_: Parent<Test>| -> TestWorker<Test> { std::process::exit(7) }),
-        Entry::new("panic-started", |parent| TestWorker::<Test> {
-            panic_in_started: true,
-            ..TestWorker::new(parent)
+        Entry::new("panic-started", |parent| {
+            let mut worker = TestWorker::<Test>::new(parent);
+            worker.panic_in_started = true;
+            worker
+        }),
+        Entry::new("slow-drop", |parent| {
+            let mut worker = TestWorker::<Test>::new(parent);
+            worker.slow_drop = Duration::from_secs(2);
+            worker
         }),
     ]
 }
@@ -400,6 +437,19 @@ impl<P: Protocol> Actor for Forward<P> {
     type Context = Context<Self>;
 }
 
+/// Answered once everything queued before it has been forwarded.
+struct Flush;
+
+impl Message for Flush {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<Flush> for Forward<P> {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {}
+}
+
 impl<P: Protocol> Handler<WorkerEvent<P>> for Forward<P> {
     type Result = ();
 
@@ -411,11 +461,26 @@ impl<P: Protocol> Handler<WorkerEvent<P>> for Forward<P> {
 /// A worker's events, read by the test.
 pub struct Events<P: Protocol> {
     rx: UnboundedReceiver<WorkerEvent<P>>,
+    forward: Recipient<Flush>,
 }
 
 pub fn events<P: Protocol>() -> (Recipient<WorkerEvent<P>>, Events<P>) {
     let (tx, rx) = unbounded_channel();
-    (Forward(tx).start().recipient(), Events { rx })
+    let forward = Forward(tx).start();
+    (forward.clone().recipient(), Events { rx, forward: forward.recipient() })
+}
+
+impl<P: Protocol> Events<P> {
+    /// Every event sent before this call (by the worker's actor, say before
+    /// it answered a `Join`), and nothing more: those not read yet.
+    pub async fn rest(&mut self) -> Vec<Event<P>> {
+        self.forward.send(Flush).await.expect("the forwarder runs");
+        let mut rest = Vec::new();
+        while let Ok(ev) = self.rx.try_recv() {
+            rest.push(ev.kind);
+        }
+        rest
+    }
 }
 
 impl<P: Protocol<FromWorker = Reply>> Events<P> {
@@ -558,14 +623,37 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
     r > 0
 }
 
+/// This test binary, set to run test `name` alone (one of the roles, marked
+/// ignored, that only run when asked for this way).
+pub fn role(name: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("current exe"));
+    cmd.args([name, "--exact", "--ignored", "--test-threads=1", "--nocapture"])
+        .env("AWW_ISOLATED", "1");
+    cmd
+}
+
+/// Stops the worker process (SIGSTOP) and returns its pid once it is
+/// stopped: from then on it reads nothing, until SIGCONT or SIGKILL.
+pub async fn freeze<P: Protocol<ToWorker = Cmd, FromWorker = Reply>>(
+    worker: &Addr<Worker<P>>,
+    events: &mut Events<P>,
+) -> u32 {
+    worker.do_send(actix_webworker::Post::new(Cmd::Pid));
+    let Reply::Pid(pid) = events.message().await.data else { panic!("expected the pid") };
+    // SAFETY: signalling the worker we started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    // SAFETY: waitid into a local; WNOWAIT leaves the child's state for its
+    // reaper, and WSTOPPED waits only for the stop.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WSTOPPED | libc::WNOWAIT) };
+    assert_eq!(r, 0, "waiting for the worker to stop: {}", std::io::Error::last_os_error());
+    pid
+}
+
 /// Runs one test of this binary alone in a fresh process (for tests that
 /// count descriptors and children of the whole process) and checks it passed.
 pub fn isolated(name: &str) {
-    let out = std::process::Command::new(std::env::current_exe().expect("current exe"))
-        .args([name, "--exact", "--ignored", "--test-threads=1", "--nocapture"])
-        .env("AWW_ISOLATED", "1")
-        .output()
-        .expect("test binary runs");
+    let out = role(name).output().expect("test binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

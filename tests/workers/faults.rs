@@ -97,9 +97,12 @@ pub fn terminate_takes_the_workers_own_children_down() {
     });
 }
 
-/// The parent side of `parent_killed_under_load_takes_all_workers_down`.
-pub fn busy_parent_role() {
-    run(async {
+/// The parent side of the tests where a parent is killed: eight workers,
+/// each with a child of its own (`sleep 600`), busy in a handler when
+/// `AWW_BUSY` is set, idle otherwise; prints all the pids and waits.
+pub fn doomed_parent_role() {
+    let busy = std::env::var_os("AWW_BUSY").is_some();
+    run(async move {
         let mut pids = Vec::new();
         let mut keep = Vec::new();
         for _ in 0..8 {
@@ -108,7 +111,10 @@ pub fn busy_parent_role() {
             let Reply::Pid(grandchild) = events.message().await.data else { panic!() };
             worker.post(Cmd::Pid);
             let Reply::Pid(pid) = events.message().await.data else { panic!() };
-            worker.post(Cmd::Block(600_000));
+            if busy {
+                worker.post(Cmd::Busy(600_000));
+                assert_eq!(events.message().await.data, Reply::Busy);
+            }
             pids.push(pid);
             pids.push(grandchild);
             keep.push((worker, events));
@@ -119,20 +125,15 @@ pub fn busy_parent_role() {
     });
 }
 
-pub fn parent_killed_under_load_takes_all_workers_down() {
+/// Starts a doomed parent, kills it, and checks that its workers and their
+/// children are all gone within 2 s.
+fn kill_the_parent(busy: bool) -> Duration {
     use std::io::BufRead;
-    let mut parent = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "faults::busy_parent_role",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("AWW_ISOLATED", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = role("faults::doomed_parent_role");
+    if busy {
+        cmd.env("AWW_BUSY", "1");
+    }
+    let mut parent = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let stdout = parent.stdout.take().unwrap();
     let mut pids = Vec::new();
     for line in std::io::BufReader::new(stdout).lines() {
@@ -147,8 +148,22 @@ pub fn parent_killed_under_load_takes_all_workers_down() {
     let t0 = Instant::now();
     for pid in pids {
         let left = Duration::from_secs(2).saturating_sub(t0.elapsed());
-        assert!(wait_gone(pid, left), "process {pid} outlived its parent by 2 s");
+        assert!(wait_gone(pid, left), "process {pid} outlived its parent by 2 s (busy: {busy})");
     }
+    t0.elapsed()
+}
+
+pub fn parent_killed_under_load_takes_all_workers_down() {
+    let took = kill_the_parent(true);
+    println!("ORPHANS busy: all 16 gone {} ms after the parent", took.as_millis());
+}
+
+/// Idle workers exit promptly when their parent dies, and must take their
+/// own children with them: they used to check who their parent was while
+/// the dying parent still was (7 rounds in 10 leaked).
+pub fn parent_killed_with_idle_workers_takes_their_children_down_fifty_times() {
+    let slowest = (0..50).map(|_| kill_the_parent(false)).max().unwrap_or_default();
+    println!("ORPHANS idle: 50 rounds, all 16 gone within {} ms each", slowest.as_millis());
 }
 
 pub fn no_descriptor_of_the_parent_leaks_into_a_worker() {

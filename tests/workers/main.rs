@@ -4,6 +4,7 @@
 
 mod basics;
 mod common;
+mod delivery;
 mod errors;
 mod faults;
 mod fds;
@@ -14,10 +15,11 @@ mod supervise;
 
 use libtest_mimic::{Arguments, Trial};
 
+#[macro_export]
 macro_rules! trials {
     ($($module:ident :: $test:ident),* $(,)?) => {
-        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($test)), || {
-            $module::$test();
+        vec![$(libtest_mimic::Trial::test(concat!(stringify!($module), "::", stringify!($test)), || {
+            $crate::$module::$test();
             Ok(())
         })),*]
     };
@@ -99,6 +101,7 @@ fn main() {
         faults::a_worker_that_ignores_sigterm_is_killed_within_grace_plus_one_second,
         faults::terminate_takes_the_workers_own_children_down,
         faults::parent_killed_under_load_takes_all_workers_down,
+        faults::parent_killed_with_idle_workers_takes_their_children_down_fifty_times,
         faults::no_descriptor_of_the_parent_leaks_into_a_worker,
         faults::a_clean_environment_is_only_what_the_builder_says,
         faults::a_worker_over_its_memory_limit_dies_and_is_reported,
@@ -117,13 +120,14 @@ fn main() {
         requests::worker_asking_an_unserved_request_gets_unhandled,
         requests::posts_and_requests_keep_their_order,
     ];
+    tests.extend(delivery::trials());
     tests.extend(inner![
         basics::cycles_inner,
         basics::parent_role,
         errors::print_role,
         fds::fd_counts_inner,
         supervise::cycles_inner,
-        faults::busy_parent_role,
+        faults::doomed_parent_role,
         load::storm_inner,
     ]);
     libtest_mimic::run(&args, tests).exit();
