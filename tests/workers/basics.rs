@@ -227,32 +227,6 @@ pub fn parent_death_takes_the_worker_down() {
     assert!(wait_gone(pid, Duration::from_secs(2)), "worker {pid} outlived its parent by 2 s");
 }
 
-/// Run alone by `start_terminate_cycles_leak_nothing`.
-pub fn cycles_inner() {
-    run(async {
-        // One cycle first, so that lazily created things (the spawner
-        // thread, the runtime's I/O driver) are counted in the baseline.
-        let (worker, mut events) = start();
-        worker.terminate();
-        events.exit().await;
-        drop(worker);
-        assert!(settles(|| children().is_empty()).await, "children left: {:?}", children());
-        let fds = open_fds();
-        for _ in 0..100 {
-            let (worker, mut events) = start();
-            events.online().await;
-            worker.terminate();
-            assert!(events.exit().await.success());
-        }
-        assert!(settles(|| children().is_empty()).await, "children left: {:?}", children());
-        assert!(settles(|| open_fds() <= fds).await, "fds: {fds} before, {} after", open_fds());
-    });
-}
-
-pub fn start_terminate_cycles_leak_nothing() {
-    isolated("basics::cycles_inner");
-}
-
 pub fn dropping_the_last_address_terminates_the_worker() {
     run(async {
         let (worker, mut events) = start();

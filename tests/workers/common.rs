@@ -579,6 +579,19 @@ pub async fn settles(mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Waits until `f` holds, checking every millisecond, for at most `limit`:
+/// for what must settle promptly after an event.
+pub async fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    f()
+}
+
 /// Open descriptors of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()

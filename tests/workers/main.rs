@@ -9,11 +9,12 @@ mod errors;
 mod faults;
 mod fds;
 mod hostile;
+mod lifecycle;
 mod load;
 mod requests;
 mod supervise;
 
-use libtest_mimic::{Arguments, Trial};
+use libtest_mimic::Arguments;
 
 #[macro_export]
 macro_rules! trials {
@@ -27,11 +28,12 @@ macro_rules! trials {
 
 /// Tests that only run when another test starts them in a process of their
 /// own (they count the whole process's descriptors, or get killed).
+#[macro_export]
 macro_rules! inner {
     ($($module:ident :: $test:ident),* $(,)?) => {
-        vec![$(Trial::test(concat!(stringify!($module), "::", stringify!($test)), || {
+        vec![$(libtest_mimic::Trial::test(concat!(stringify!($module), "::", stringify!($test)), || {
             if std::env::var_os("AWW_ISOLATED").is_some() {
-                $module::$test();
+                $crate::$module::$test();
             }
             Ok(())
         }).with_ignored_flag(true)),*]
@@ -57,7 +59,6 @@ fn main() {
         basics::panic_in_handler_is_reported_and_the_worker_goes_on,
         basics::mismatched_worker_is_refused,
         basics::parent_death_takes_the_worker_down,
-        basics::start_terminate_cycles_leak_nothing,
         hostile::garbage_bytes,
         hostile::truncated_frame,
         hostile::four_gib_frame,
@@ -121,8 +122,9 @@ fn main() {
         requests::posts_and_requests_keep_their_order,
     ];
     tests.extend(delivery::trials());
+    tests.extend(lifecycle::trials());
+    tests.extend(lifecycle::roles());
     tests.extend(inner![
-        basics::cycles_inner,
         basics::parent_role,
         errors::print_role,
         fds::fd_counts_inner,

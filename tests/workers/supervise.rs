@@ -218,7 +218,8 @@ pub fn cycles_inner() {
         assert_eq!(alive, 1, "one live worker: {:?}", children());
         worker.terminate();
         assert!(worker.send(Join).await.unwrap().success());
-        let settled = settles(|| children().is_empty() && open_fds() <= fds).await;
+        let settled =
+            within(Duration::from_millis(50), || children().is_empty() && open_fds() <= fds).await;
         assert!(settled, "children {:?}, fds {fds} -> {}", children(), open_fds());
     });
 }
