@@ -151,7 +151,7 @@ impl<P: Protocol> Link<P> {
     ) {
         loop {
             // Hold back while the recipient or the replies are behind.
-            while let Some(behind) = self.behind() {
+            while let Some(behind) = self.behind(status.is_none()) {
                 tokio::select! {
                     _ = behind => {}
                     s = wait.as_mut(), if status.is_none() => *status = Some(s),
@@ -172,7 +172,7 @@ impl<P: Protocol> Link<P> {
                             tokio::task::yield_now().await;
                             break;
                         }
-                        if self.events.behind() || self.outbox.replies_over() {
+                        if self.events.behind() || (status.is_none() && self.outbox.replies_over()) {
                             break;
                         }
                         next = reader.next_ready();
@@ -186,11 +186,13 @@ impl<P: Protocol> Link<P> {
     }
 
     /// A future that resolves once the reading may go on, when it may not.
-    fn behind(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
+    /// Replies hold the reading back only while the process lives: once it
+    /// has exited, none can be written, and the socket is read to its end.
+    fn behind(&mut self, alive: bool) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
         if let Some(oldest) = self.events.oldest_behind() {
             return Some(oldest);
         }
-        if self.outbox.replies_over() {
+        if alive && self.outbox.replies_over() {
             let epoch = self.outbox.room_epoch();
             // Checked again after the epoch was read: room made in between
             // would not be waited for.

@@ -9,12 +9,14 @@ use std::os::unix::net::UnixStream;
 
 use actix_webworker::fuzzing::ws_frame;
 use actix_webworker::{Event, WireError, WorkerAddrExt};
+use libtest_mimic::Trial;
 
 use crate::common::*;
 
 /// Reads the parent's hello and answers with the same fields (so the
-/// fingerprint matches), or with `version` when given.
-fn handshake(sock: &mut UnixStream, version: Option<u32>) {
+/// fingerprint matches), or with `version` when given; the pid is ours, or
+/// `pid` when given.
+fn handshake(sock: &mut UnixStream, version: Option<u32>, pid: Option<u32>) {
     let mut head = [0u8; 2];
     sock.read_exact(&mut head).unwrap();
     let mut hello = vec![0u8; usize::from(head[1] & 0x7f)];
@@ -23,29 +25,69 @@ fn handshake(sock: &mut UnixStream, version: Option<u32>) {
         hello[6..10].copy_from_slice(&v.to_le_bytes());
     }
     // The hello names the process that sends it.
-    hello[18..22].copy_from_slice(&std::process::id().to_le_bytes());
+    let pid = pid.unwrap_or_else(std::process::id);
+    hello[18..22].copy_from_slice(&pid.to_le_bytes());
     sock.write_all(&ws_frame(2, &hello)).unwrap();
 }
 
-/// `sendmsg` of `bytes` with one descriptor (SCM_RIGHTS).
-fn send_with_fd(sock: &UnixStream, bytes: &[u8], fd: i32) {
-    // SAFETY: a msghdr over local buffers sized with CMSG_SPACE for one fd.
-    unsafe {
-        let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
-        let mut control = vec![0u8; space];
-        let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut _;
-        msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut i32, fd);
-        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), bytes.len() as isize);
+/// `sendmsg` of `bytes` with `fds` (SCM_RIGHTS); false once the parent
+/// has closed the connection.
+fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[i32]) -> bool {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+        Ok(n) => {
+            assert_eq!(n, bytes.len());
+            true
+        }
+        Err(_) => false,
     }
+}
+
+/// Exit code of a flooding raw worker that the parent stopped reading.
+pub const HELD_BACK: i32 = 42;
+/// Exit code of a flooding raw worker that wrote all it had.
+pub const NEVER_HELD_BACK: i32 = 43;
+
+/// Writes `frame` over and over, never reading. Exits with [`HELD_BACK`]
+/// once the socket has taken nothing for 3 s (the parent reads no more),
+/// or [`NEVER_HELD_BACK`] after `max` frames.
+fn flood(sock: &UnixStream, frame: &[u8], max: u64) -> ! {
+    sock.set_nonblocking(true).unwrap();
+    let (mut off, mut frames) = (0, 0u64);
+    loop {
+        match (&*sock).write(&frame[off..]) {
+            Ok(n) => {
+                off += n;
+                if off == frame.len() {
+                    (off, frames) = (0, frames + 1);
+                    if frames == max {
+                        std::process::exit(NEVER_HELD_BACK);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut pfd =
+                    libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, 3000) } == 0 {
+                    std::process::exit(HELD_BACK);
+                }
+            }
+            Err(_) => std::process::exit(2),
+        }
+    }
+}
+
+/// A batch of `n` posts of `Reply::Echo(7)`.
+fn echo_batch(n: usize) -> Vec<u8> {
+    let mut batch = vec![9, 0];
+    for _ in 0..n {
+        batch.extend_from_slice(&4u32.to_le_bytes());
+        batch.extend_from_slice(&[2, 0, 0, 7]);
+    }
+    batch
 }
 
 /// Reads until the parent closes the connection (or kills us), then exits.
@@ -66,7 +108,7 @@ pub fn run_if_raw_worker() {
     let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
     // SAFETY: the parent gave us this socket.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
-    handshake(&mut sock, (scenario == "version").then_some(999));
+    handshake(&mut sock, (scenario == "version").then_some(999), (scenario == "liar").then_some(1));
     match scenario {
         "garbage" => sock.write_all(&[0xff; 64]).unwrap(),
         "truncated" => {
@@ -124,10 +166,47 @@ pub fn run_if_raw_worker() {
         "extra-fds" => {
             // A valid post that claims no descriptor, sent with one.
             let devnull = std::fs::File::open("/dev/null").unwrap();
-            send_with_fd(&sock, &ws_frame(2, &[2, 0, 0, 7]), devnull.as_raw_fd());
+            assert!(send_with_fds(&sock, &ws_frame(2, &[2, 0, 0, 7]), &[devnull.as_raw_fd()]));
             sock.write_all(&ws_frame(2, &[2, 0, 0, 8])).unwrap();
             std::process::exit(0);
         }
+        "liar" => {}
+        "many-fds" => sock.write_all(&ws_frame(2, &[2, 100, 0, 7])).unwrap(),
+        "batch-bomb" => sock.write_all(&ws_frame(2, &echo_batch(128 * 1024))).unwrap(),
+        "fd-flood" => {
+            // A frame that never ends (60 MiB announced), its bytes coming
+            // one at a time, each with 253 descriptors.
+            let mut header = vec![0x82, 127];
+            header.extend_from_slice(&(60u64 << 20).to_be_bytes());
+            sock.write_all(&header).unwrap();
+            let devnull = std::fs::File::open("/dev/null").unwrap();
+            let fds = [devnull.as_raw_fd(); 253];
+            for _ in 0..100 {
+                if !send_with_fds(&sock, &[0], &fds) {
+                    break;
+                }
+            }
+        }
+        "fd-burst" => {
+            // One sendmsg with 253 descriptors, inside a frame.
+            sock.write_all(&[0x82, 126, 1, 0]).unwrap();
+            let devnull = std::fs::File::open("/dev/null").unwrap();
+            send_with_fds(&sock, &[0], &[devnull.as_raw_fd(); 253]);
+        }
+        "reply-flood" => {
+            // Requests of a type the parent does not serve: each is answered
+            // with a failure, which this worker never reads.
+            let mut request = vec![3, 0];
+            request.extend_from_slice(&0u64.to_le_bytes());
+            request.extend_from_slice(&0xdead_u64.to_le_bytes());
+            let mut batch = vec![9, 0];
+            for _ in 0..2048 {
+                batch.extend_from_slice(&(request.len() as u32).to_le_bytes());
+                batch.extend_from_slice(&request);
+            }
+            flood(&sock, &ws_frame(2, &batch), 1000);
+        }
+        "event-flood" => flood(&sock, &ws_frame(2, &echo_batch(4096)), 2000),
         other => panic!("unknown raw scenario {other}"),
     }
     drain(sock)
@@ -252,4 +331,27 @@ pub fn undecodable_payload_leaves_the_connection_up() {
         worker.terminate();
         events.exit().await;
     });
+}
+
+pub fn more_descriptors_claimed_than_a_message_may_carry() {
+    hostile("many-fds", |e| matches!(e, WireError::TooManyFds { count: 100, limit: 64 }));
+}
+
+pub fn a_batch_larger_than_any_writer_makes() {
+    hostile(
+        "batch-bomb",
+        |e| matches!(e, WireError::BatchTooLarge { size, .. } if *size == 2 + 128 * 1024 * 8),
+    );
+}
+
+pub fn a_hello_that_names_another_process() {
+    hostile("liar", |e| matches!(e, WireError::WrongPeer { theirs: 1, .. }));
+}
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        hostile::more_descriptors_claimed_than_a_message_may_carry,
+        hostile::a_batch_larger_than_any_writer_makes,
+        hostile::a_hello_that_names_another_process,
+    ]
 }

@@ -8,6 +8,7 @@ mod delivery;
 mod errors;
 mod faults;
 mod fds;
+mod floods;
 mod hostile;
 mod lifecycle;
 mod load;
@@ -122,6 +123,9 @@ fn main() {
         requests::posts_and_requests_keep_their_order,
     ];
     tests.extend(delivery::trials());
+    tests.extend(hostile::trials());
+    tests.extend(floods::trials());
+    tests.extend(floods::roles());
     tests.extend(lifecycle::trials());
     tests.extend(lifecycle::roles());
     tests.extend(inner![

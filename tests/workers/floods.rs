@@ -1,0 +1,213 @@
+//! Hostile workers that try to exhaust the parent: descriptors, memory,
+//! its thread. Each runs in a process of its own, which counts its
+//! descriptors and its peak memory; each shows that another worker still
+//! starts and answers.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_webworker::{Event, WireError, WorkerAddrExt, WorkerEvent};
+use libtest_mimic::Trial;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+use crate::common::*;
+use crate::hostile::HELD_BACK;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        floods::a_descriptor_flood_in_a_frame_that_never_ends_is_cut_short,
+        floods::descriptors_past_the_limit_are_closed_not_leaked,
+        floods::a_worker_that_asks_and_never_reads_is_held_back,
+        floods::a_worker_posting_faster_than_the_recipient_handles_is_held_back,
+    ]
+}
+
+pub fn roles() -> Vec<Trial> {
+    crate::inner![
+        floods::fd_flood_role,
+        floods::fd_burst_role,
+        floods::reply_flood_role,
+        floods::event_flood_role,
+    ]
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// This process's descriptor limit, set to `n`.
+fn set_nofile(n: u64) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit on locals.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = n.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
+/// Starts a well-behaved worker and has it answer.
+async fn another_worker_answers() {
+    let (good, mut events) = start();
+    assert_eq!(good.ask(Sum(vec![20, 22])).await.unwrap(), 42);
+    good.terminate();
+    assert!(events.exit().await.success());
+}
+
+/// Run alone by `a_descriptor_flood_in_a_frame_that_never_ends_is_cut_short`.
+pub fn fd_flood_role() {
+    run(async {
+        another_worker_answers().await; // its lazily made things in the baseline
+        let baseline = open_fds();
+        // Room for 1,000 more: the flood would take 25,300.
+        set_nofile(baseline as u64 + 1000);
+        let (rec, mut events) = events::<Test>();
+        let _flood = builder(rec).entry("raw-fd-flood").start().unwrap();
+        // Meanwhile, another worker starts and answers.
+        another_worker_answers().await;
+        let count = loop {
+            match events.next().await {
+                Event::WireError(WireError::UnclaimedFds { count }) => break count,
+                Event::Online => {}
+                other => panic!("expected UnclaimedFds, got {other:?}"),
+            }
+        };
+        assert!(count <= 2 * 253 + 253, "{count} unclaimed descriptors held");
+        events.exit().await;
+        let back = within(Duration::from_millis(50), || open_fds() <= baseline).await;
+        assert!(back, "{} descriptors after, {baseline} before", open_fds());
+        another_worker_answers().await;
+        println!("FD_FLOOD refused at {count} unclaimed descriptors; back to {baseline}");
+    });
+}
+
+pub fn a_descriptor_flood_in_a_frame_that_never_ends_is_cut_short() {
+    isolated("floods::fd_flood_role");
+}
+
+/// Run alone by `descriptors_past_the_limit_are_closed_not_leaked`.
+pub fn fd_burst_role() {
+    run(async {
+        another_worker_answers().await;
+        let baseline = open_fds();
+        // Room for 60 more: 253 come in one message.
+        set_nofile(baseline as u64 + 60);
+        let (rec, mut events) = events::<Test>();
+        let _burst = builder(rec).entry("raw-fd-burst").start().unwrap();
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::Transport(e)) if e.contains("truncated") => break,
+                Event::Online => {}
+                other => panic!("expected truncated descriptors, got {other:?}"),
+            }
+        }
+        events.exit().await;
+        let back = within(Duration::from_millis(50), || open_fds() <= baseline).await;
+        assert!(back, "{} descriptors after, {baseline} before", open_fds());
+        set_nofile(baseline as u64 + 1000);
+        another_worker_answers().await;
+        println!("FD_BURST truncated; descriptors back to {baseline}");
+    });
+}
+
+pub fn descriptors_past_the_limit_are_closed_not_leaked() {
+    isolated("floods::fd_burst_role");
+}
+
+/// Run alone by `a_worker_that_asks_and_never_reads_is_held_back`.
+pub fn reply_flood_role() {
+    run(async {
+        another_worker_answers().await;
+        let before = status_kib("VmRSS:");
+        let (rec, mut events) = events::<Test>();
+        let _flood = builder(rec).entry("raw-reply-flood").start().unwrap();
+        let status = events.exit().await;
+        let grew = status_kib("VmHWM:").saturating_sub(before);
+        assert_eq!(status.code, Some(HELD_BACK), "the worker was never held back: {status}");
+        assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
+        another_worker_answers().await;
+        println!("REPLY_FLOOD held back; parent peak +{grew} KiB");
+    });
+}
+
+pub fn a_worker_that_asks_and_never_reads_is_held_back() {
+    isolated("floods::reply_flood_role");
+}
+
+/// An events recipient that lets everything but messages through, and
+/// messages only once the gate is open: a recipient that falls behind.
+struct Gate {
+    open: Arc<(Mutex<bool>, Condvar)>,
+    tx: UnboundedSender<WorkerEvent<Test>>,
+}
+
+impl Actor for Gate {
+    type Context = Context<Self>;
+}
+
+impl Handler<WorkerEvent<Test>> for Gate {
+    type Result = ();
+
+    fn handle(&mut self, ev: WorkerEvent<Test>, _: &mut Context<Self>) {
+        if matches!(ev.kind, Event::Message(_)) {
+            let (lock, cond) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cond.wait(open).unwrap();
+            }
+        }
+        let _ = self.tx.send(ev);
+    }
+}
+
+/// Run alone by `a_worker_posting_faster_than_the_recipient_handles_is_held_back`.
+pub fn event_flood_role() {
+    run(async {
+        another_worker_answers().await;
+        let before = status_kib("VmRSS:");
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let (tx, mut rx) = unbounded_channel();
+        let arbiter = Arbiter::new();
+        let gate = {
+            let open = open.clone();
+            Gate::start_in_arbiter(&arbiter.handle(), move |_| Gate { open, tx })
+        };
+        let _flood = builder(gate.recipient()).entry("raw-event-flood").start().unwrap();
+        let online = rx.recv().await.unwrap();
+        assert!(matches!(online.kind, Event::Online));
+        // The worker floods until it finds itself held back, and exits.
+        let pid = online.pid;
+        let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
+        assert!(gone, "the flooding worker never stopped");
+        let grew = status_kib("VmHWM:").saturating_sub(before);
+        // Meanwhile the parent does other work.
+        another_worker_answers().await;
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        let mut messages = 0u64;
+        let status = loop {
+            let ev = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+            match ev.kind {
+                Event::Message(_) => messages += 1,
+                Event::Exit(status) => break status,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(status.code, Some(HELD_BACK), "the worker was never held back: {status}");
+        assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
+        arbiter.stop();
+        println!(
+            "EVENT_FLOOD held back; {messages} messages delivered after; parent peak +{grew} KiB"
+        );
+    });
+}
+
+pub fn a_worker_posting_faster_than_the_recipient_handles_is_held_back() {
+    isolated("floods::event_flood_role");
+}
