@@ -270,7 +270,7 @@ fn launch(
             // the socket.
             const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
             if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-                mark_all_cloexec();
+                mark_all_cloexec(c"/proc/self/fd");
             }
             if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                 return Err(io::Error::last_os_error());
@@ -302,21 +302,21 @@ fn launch(
 
 /// Marks every descriptor from 3 up close-on-exec, for kernels without
 /// `close_range` (before 5.11). Async-signal-safe: it runs between fork and
-/// exec, reading `/proc/self/fd` with raw `getdents64` into a buffer on the
-/// stack; without `/proc`, it marks every number below the descriptor
-/// limit.
+/// exec, reading `fd_dir` (`/proc/self/fd`) with raw `getdents64` into a
+/// buffer on the stack; without it, it marks every number below the
+/// descriptor limit.
 ///
 /// # Safety
 ///
 /// Only for a process about to exec: it changes every descriptor's flags.
-unsafe fn mark_all_cloexec() {
+unsafe fn mark_all_cloexec(fd_dir: &std::ffi::CStr) {
     let mark = |fd: libc::c_int| {
         // SAFETY: F_SETFD on any number is harmless; unknown ones fail.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     };
     // SAFETY: open with a NUL-terminated path; returns a descriptor or -1.
     let dir = unsafe {
-        libc::open(c"/proc/self/fd".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        libc::open(fd_dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
     };
     if dir < 0 {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -469,5 +469,56 @@ impl Drop for ChildHandle {
         let _ = std::thread::Builder::new()
             .name("actix-webworker-reaper".into())
             .spawn(move || wait_raw(pid, 0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `mark_all_cloexec(dir)` in a forked child and says whether
+    /// descriptor `fd` came out close-on-exec there.
+    fn marked_in_a_child(dir: &std::ffi::CStr, fd: libc::c_int) -> bool {
+        // SAFETY: the child calls only async-signal-safe functions (the
+        // marking, fcntl, _exit); the parent waits for it.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                mark_all_cloexec(dir);
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::_exit(if flags >= 0 && flags & libc::FD_CLOEXEC != 0 { 0 } else { 1 });
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+        }
+    }
+
+    #[test]
+    fn the_close_on_exec_fallback_covers_every_descriptor() {
+        // A descriptor above 4096, without close-on-exec.
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit on a local; raising the soft limit
+        // to at most the hard one.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            if lim.rlim_cur < 5001 && lim.rlim_max >= 5001 {
+                lim.rlim_cur = 5001;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+        let high = (lim.rlim_cur.min(5001) - 1) as libc::c_int;
+        let (r, _w) = std::io::pipe().unwrap();
+        // SAFETY: dup2 onto a number we then own, and clear its flag.
+        let fd = unsafe { libc::dup2(r.as_raw_fd(), high) };
+        assert_eq!(fd, high);
+        // SAFETY: the descriptor dup2 just made.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) };
+        assert!(marked_in_a_child(c"/proc/self/fd", high), "through /proc");
+        assert!(marked_in_a_child(c"/nonexistent", high), "without /proc");
     }
 }

@@ -127,6 +127,8 @@ pub fn reply_flood_role() {
         let before = status_kib("VmRSS:");
         let (rec, mut events) = events::<Test>();
         let _flood = builder(rec).entry("raw-reply-flood").start().unwrap();
+        // Meanwhile, another worker starts and answers.
+        another_worker_answers().await;
         let status = events.exit().await;
         let grew = status_kib("VmHWM:").saturating_sub(before);
         assert_eq!(status.code, Some(HELD_BACK), "the worker was never held back: {status}");
