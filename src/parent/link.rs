@@ -46,7 +46,9 @@ pub(crate) struct Link<P: Protocol> {
     pub pending: Arc<Pending>,
     pub handlers: Rc<Handlers>,
     pub events: Events<P>,
-    pub worker: WeakAddr<Worker<P>>,
+    /// The actor to tell about exits and closings (`None` for a link
+    /// without one, as the fuzz target runs it).
+    pub worker: Option<WeakAddr<Worker<P>>>,
     pub max_message_size: usize,
     pub fingerprint: u64,
     pub generation: u64,
@@ -136,14 +138,14 @@ impl<P: Protocol> Link<P> {
             // anything the actor says about a restart.
             events.emit(WorkerEvent { name, pid, kind: Event::Exit(status) });
         }
-        if let Some(worker) = worker.upgrade() {
+        if let Some(worker) = worker.and_then(|w| w.upgrade()) {
             worker.do_send(ChildExited { generation, status });
         }
     }
 
     /// Reads until the connection ends (noting the exit when it comes
     /// first: the socket is then read to its end).
-    async fn read(
+    pub(crate) async fn read(
         &mut self,
         reader: &mut Reader,
         wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
@@ -250,7 +252,7 @@ impl<P: Protocol> Link<P> {
                 Err(e) => self.emit(Event::WireError(e)),
             },
             Kind::Closing => {
-                if let Some(worker) = self.worker.upgrade() {
+                if let Some(worker) = self.worker.as_ref().and_then(WeakAddr::upgrade) {
                     worker.do_send(super::worker::ChildClosing { generation: self.generation });
                 }
             }
@@ -284,6 +286,7 @@ pub(crate) struct Events<P: Protocol> {
 type Mark = Pin<Box<dyn Future<Output = ()>>>;
 
 impl<P: Protocol> Events<P> {
+    /// Events for `recipient`, at most `window` of them unhandled.
     pub(crate) fn new(recipient: Option<Recipient<WorkerEvent<P>>>, window: usize) -> Self {
         Events { recipient, window: window.max(4) as u64, emitted: 0, marks: VecDeque::new() }
     }

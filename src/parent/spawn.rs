@@ -381,6 +381,12 @@ impl ChildHandle {
         ChildHandle { pid, reaped: Mutex::new(false), pidfd }
     }
 
+    /// A handle on no process, for a link run without one (the fuzz target
+    /// of the reading path): already reaped, so it never signals anything.
+    pub(crate) fn detached() -> Self {
+        ChildHandle { pid: 0, reaped: Mutex::new(true), pidfd: None }
+    }
+
     /// The child's pid (also its process group id).
     pub(crate) fn pid(&self) -> u32 {
         self.pid as u32

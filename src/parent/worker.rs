@@ -197,7 +197,7 @@ impl<P: Protocol> Worker<P> {
             pending: self.pending.clone(),
             handlers: self.handlers.clone(),
             events: Events::new(self.events.clone(), self.limits.event_window),
-            worker: ctx.address().downgrade(),
+            worker: Some(ctx.address().downgrade()),
             max_message_size: self.limits.max_message_size,
             fingerprint: fingerprint::<P>(),
             generation: self.generation,
