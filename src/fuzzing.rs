@@ -238,6 +238,7 @@ pub fn link(data: &[u8]) {
             fingerprint: 0,
             generation: 1,
             handshake_timeout: std::time::Duration::from_secs(1),
+            asked: false,
         };
         let mut never: std::pin::Pin<Box<dyn std::future::Future<Output = crate::ExitStatus>>> =
             Box::pin(std::future::pending());

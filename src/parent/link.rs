@@ -53,6 +53,8 @@ pub(crate) struct Link<P: Protocol> {
     pub fingerprint: u64,
     pub generation: u64,
     pub handshake_timeout: Duration,
+    /// A request was dispatched since the replies' bound was last looked at.
+    pub asked: bool,
 }
 
 impl<P: Protocol> Link<P> {
@@ -137,6 +139,7 @@ impl<P: Protocol> Link<P> {
             // Queued now, after every other event of the process and before
             // anything the actor says about a restart.
             events.emit(WorkerEvent { name, pid, kind: Event::Exit(status) });
+            events.keep_marks();
         }
         if let Some(worker) = worker.and_then(|w| w.upgrade()) {
             worker.do_send(ChildExited { generation, status });
@@ -174,7 +177,11 @@ impl<P: Protocol> Link<P> {
                             tokio::task::yield_now().await;
                             break;
                         }
-                        if self.events.behind() || (status.is_none() && self.outbox.replies_over()) {
+                        // Only a request adds to the replies owed.
+                        let asked = std::mem::take(&mut self.asked);
+                        if self.events.behind()
+                            || (asked && status.is_none() && self.outbox.replies_over())
+                        {
                             break;
                         }
                         next = reader.next_ready();
@@ -260,7 +267,10 @@ impl<P: Protocol> Link<P> {
             Kind::Terminate => self.emit(Event::WireError(WireError::Unexpected("terminate"))),
             // The reader opens batches; this one came some other way.
             Kind::Batch => self.emit(Event::WireError(WireError::Unexpected("batch"))),
-            Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
+            Kind::Request => {
+                self.asked = true;
+                self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size);
+            }
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
         }
     }
@@ -307,6 +317,7 @@ impl<P: Protocol> Events<P> {
             // A sender of its own, never held back by actix's mailbox
             // bound: the event is queued now, in order with the others.
             let mark = recipient.clone().send(event).map(drop);
+            self.pop_handled();
             self.marks.push_back((self.emitted, Some(Box::pin(mark))));
         } else {
             recipient.do_send(event);
@@ -316,6 +327,35 @@ impl<P: Protocol> Events<P> {
 
     /// Whether more than the window of events may be unhandled.
     fn behind(&mut self) -> bool {
+        let over = |marks: &VecDeque<(u64, Option<Mark>)>, emitted: u64, window: u64| {
+            marks.front().is_some_and(|(at, _)| emitted - at > window)
+        };
+        if !over(&self.marks, self.emitted, self.window) {
+            return false;
+        }
+        self.pop_handled();
+        over(&self.marks, self.emitted, self.window)
+    }
+
+    /// Keeps the marks not handled yet waiting, on a task of their own:
+    /// actix drops a message whose `send` is dropped before it is handled,
+    /// and each mark is an event.
+    fn keep_marks(&mut self) {
+        self.pop_handled();
+        let marks = std::mem::take(&mut self.marks);
+        if !marks.is_empty() {
+            actix_rt::spawn(async move {
+                for (_, mark) in marks {
+                    if let Some(mark) = mark {
+                        mark.await;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Forgets the marks the recipient has handled.
+    fn pop_handled(&mut self) {
         while let Some((_, slot)) = self.marks.front_mut() {
             if let Some(mark) = slot {
                 if mark.as_mut().now_or_never().is_none() {
@@ -324,7 +364,6 @@ impl<P: Protocol> Events<P> {
             }
             self.marks.pop_front();
         }
-        self.marks.front().is_some_and(|(at, _)| self.emitted - at > self.window)
     }
 
     /// When the recipient is that far behind: a future that resolves once

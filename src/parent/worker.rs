@@ -202,6 +202,7 @@ impl<P: Protocol> Worker<P> {
             fingerprint: fingerprint::<P>(),
             generation: self.generation,
             handshake_timeout: self.handshake_timeout,
+            asked: false,
         };
         actix_rt::spawn(link.run(spawned.sock));
     }

@@ -88,7 +88,7 @@ impl Connection {
         fingerprint: u64,
     ) -> Result<frame::Hello, Option<WireError>> {
         let first = match next_inbound(&mut self.ws, &self.fds).await {
-            None | Some(Err(WireError::Transport(_) | WireError::CutOff)) => return Err(None),
+            None | Some(Err(WireError::CutOff)) => return Err(None),
             Some(r) => r.map_err(Some)?,
         };
         if first.header.kind != Kind::Hello {
@@ -228,9 +228,20 @@ where
             Ok(Message::Close(_)) => return None,
             Ok(_) => continue, // ping, pong: tungstenite answers pings itself
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return None,
-            // The peer went away without a close frame: a worker that died,
-            // which its exit reports; or one that cut a message off.
+            // The peer went away without a close frame: a process that died,
+            // which its exit reports; or one that cut a message off. (A reset
+            // rather than an end when it left our writes unread.)
             Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                return fds.mid_frame().then_some(Err(WireError::CutOff));
+            }
+            Err(WsError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
                 return fds.mid_frame().then_some(Err(WireError::CutOff));
             }
             Err(e) => Err(ws_error(e)),

@@ -152,8 +152,21 @@ pub fn restarts_keep_working_after_a_deploy_replaced_the_executable() {
     let copy = dir.join("workers");
     std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
     let mut cmd = role("lifecycle::deploy_role");
-    let out =
-        std::process::Command::new(&copy).args(cmd.get_args()).envs(cmd_envs(&mut cmd)).output();
+    let mut deploy = std::process::Command::new(&copy);
+    deploy.args(cmd.get_args()).envs(cmd_envs(&mut cmd));
+    // Other tests fork meanwhile: a fork made while the copy was open for
+    // writing holds it so until it execs, and running the copy then fails
+    // with ETXTBSY ("text file busy"). That passes once they have exec'd.
+    let mut out = deploy.output();
+    for _ in 0..100 {
+        match &out {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20));
+                out = deploy.output();
+            }
+            _ => break,
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let out = out.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
