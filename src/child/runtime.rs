@@ -127,7 +127,8 @@ where
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
     // Stopped only by the outbox's end, or the connection failing.
     let (_keep_writing, no_stop) = oneshot::channel();
-    let writer_task = actix_rt::spawn(writer.run(outbox.clone(), no_stop));
+    // Nothing to give to a next connection: no books.
+    let writer_task = actix_rt::spawn(writer.without_books().run(outbox.clone(), no_stop));
     let close = Arc::new(Notify::new());
     let pending = Arc::new(Pending::default());
     let parent = Parent::<W::Protocol>::new(

@@ -123,8 +123,11 @@ impl Connection {
                 batch: VecDeque::new(),
                 small: Vec::new(),
                 small_bytes: 0,
+                books: true,
                 fed: VecDeque::new(),
                 fed_base,
+                fed_posts: 0,
+                fed_cleared: 0,
                 max_ws_message: self.max_ws_message,
             },
         )
@@ -294,10 +297,18 @@ pub(crate) struct Writer {
     small: Vec<Lent>,
     /// Their size in a batch.
     small_bytes: usize,
+    /// Whether it keeps books at all: a side with no next connection to
+    /// give messages to (the worker's) does not.
+    books: bool,
     /// WebSocket messages fed to tungstenite whose fate is not known yet;
     /// the first has frame index `fed_base`.
     fed: VecDeque<Fed>,
     fed_base: u64,
+    /// Posts among them: only their fate is worth asking the kernel about
+    /// (requests in doubt fail with the exit, whatever became of them).
+    fed_posts: usize,
+    /// How many of them (from the first) have started, their bytes dropped.
+    fed_cleared: usize,
     /// The largest WebSocket message the peer takes: no batch is larger.
     max_ws_message: usize,
 }
@@ -355,6 +366,18 @@ const CONFIRM_MAX: Duration = Duration::from_secs(1);
 const CONFIRM_TRACKED: usize = 256;
 
 impl Writer {
+    /// A writer that keeps no books: its [`WriterEnd`] gives nothing back.
+    pub(crate) fn without_books(mut self) -> Self {
+        self.books = false;
+        self
+    }
+
+    /// Whether asking the kernel what the peer has read may tell something
+    /// worth knowing.
+    fn worth_confirming(&self) -> bool {
+        self.fed_posts > 0 && self.fds.ledger().unconfirmed()
+    }
+
     /// Drains `outbox` until it is ended, the connection fails, or `stop`
     /// fires (or is dropped); then says what became of what it took.
     pub(crate) async fn run(
@@ -435,7 +458,7 @@ impl Writer {
             }
             self.feed_small().await?;
             self.sink.flush().await.map_err(ws_error)?;
-            if self.fds.ledger().tracked() > CONFIRM_TRACKED {
+            if self.fed_posts > 0 && self.fds.ledger().tracked() > CONFIRM_TRACKED {
                 self.fds.confirm();
             }
             self.settle();
@@ -452,7 +475,7 @@ impl Writer {
         }
         let mut after = CONFIRM_FIRST;
         loop {
-            let unconfirmed = self.fds.ledger().unconfirmed();
+            let unconfirmed = self.worth_confirming();
             tokio::select! {
                 biased;
                 _ = outbox.take_batch(&mut self.batch) => break,
@@ -463,7 +486,7 @@ impl Writer {
                 }
             }
         }
-        if self.fds.ledger().unconfirmed() {
+        if self.worth_confirming() {
             self.fds.confirm();
             self.settle();
         }
@@ -473,26 +496,22 @@ impl Writer {
     /// bytes are no longer needed) and what the peer has read.
     fn settle(&mut self) {
         let ledger = self.fds.ledger();
-        while let Some(fed) = self.fed.front_mut() {
-            match ledger.fate(self.fed_base) {
-                Fate::Read => {
-                    self.fed.pop_front();
-                    self.fed_base += 1;
-                }
-                Fate::InDoubt => {
-                    fed.msgs = Vec::new();
-                    // Later ones may have started too.
-                    let started = self.fed.iter_mut().enumerate().skip(1);
-                    for (i, fed) in started {
-                        if ledger.fate(self.fed_base + i as u64) == Fate::Unsent {
-                            break;
-                        }
-                        fed.msgs = Vec::new();
-                    }
-                    return;
-                }
-                Fate::Unsent => return,
+        while let Some(fed) = self.fed.front() {
+            if ledger.fate(self.fed_base) != Fate::Read {
+                break;
             }
+            self.fed_posts -= fed.posts;
+            self.fed.pop_front();
+            self.fed_base += 1;
+            self.fed_cleared = self.fed_cleared.saturating_sub(1);
+        }
+        // Those that started since the last look.
+        while let Some(fed) = self.fed.get_mut(self.fed_cleared) {
+            if ledger.fate(self.fed_base + self.fed_cleared as u64) == Fate::Unsent {
+                break;
+            }
+            fed.msgs = Vec::new();
+            self.fed_cleared += 1;
         }
     }
 
@@ -543,7 +562,11 @@ impl Writer {
 
     /// Puts one WebSocket message's worth on the books, as fed.
     fn lend(&mut self, msgs: Vec<Lent>) {
+        if !self.books {
+            return;
+        }
         let posts = msgs.iter().filter(|m| m.is_post()).count();
+        self.fed_posts += posts;
         self.fed.push_back(Fed { msgs, posts });
     }
 
