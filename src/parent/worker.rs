@@ -267,10 +267,8 @@ impl<P: Protocol> Worker<P> {
     /// Moves waiting messages to the outbox while it has room, in order.
     fn queue_waiting(&mut self, ctx: &mut Context<Self>) {
         while let Some(Waiting { bytes, fds, then }) = self.waiting.pop_front() {
-            if let Then::Request(id) = then {
-                if !self.pending.contains(id) {
-                    continue; // failed or timed out meanwhile: never sent
-                }
+            if !self.still_wanted(&then) {
+                continue;
             }
             let epoch = self.outbox.room_epoch();
             match self.outbox.try_push(bytes, fds) {
@@ -284,6 +282,16 @@ impl<P: Protocol> Worker<P> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Whether a waiting message is still to be sent: a request that failed
+    /// or timed out meanwhile is not (it must never reach a worker after
+    /// its caller was told it failed).
+    fn still_wanted(&self, then: &Then) -> bool {
+        match then {
+            Then::Post(_) => true,
+            Then::Request(id) => self.pending.contains(*id),
         }
     }
 
@@ -302,10 +310,8 @@ impl<P: Protocol> Worker<P> {
         // What waits for room was accepted before the terminate: it goes
         // first, whatever the bound (it is in memory already).
         for Waiting { bytes, fds, then } in std::mem::take(&mut self.waiting) {
-            if let Then::Request(id) = then {
-                if !self.pending.contains(id) {
-                    continue;
-                }
+            if !self.still_wanted(&then) {
+                continue;
             }
             then.queued(self.outbox.push_unbounded(bytes, fds));
         }

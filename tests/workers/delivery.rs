@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_webworker::{
-    Ask, Event, Grace, Join, Limits, Post, Restart, RestartPolicy, Terminate, Worker,
-    WorkerAddrExt, WorkerError,
+    Ask, Event, Grace, Join, Limits, Post, Restart, Terminate, Worker, WorkerAddrExt, WorkerError,
 };
 use libtest_mimic::Trial;
 
@@ -117,9 +116,7 @@ pub fn terminate_ends_a_stuck_worker_whose_queue_is_full() {
 
 pub fn a_crash_with_a_full_queue_restarts_and_what_waited_arrives_in_order() {
     run(async {
-        let policy = RestartPolicy::default()
-            .restart(Restart::OnFailure)
-            .backoff(Duration::from_millis(1), Duration::from_millis(1));
+        let policy = fast(Restart::OnFailure);
         let (worker, mut events, pid) =
             stuck_and_full(Limits::default(), |b| b.restart(policy), 200).await;
         let sentinel = worker.send(Post::new(Cmd::Padded(1000, Vec::new())));

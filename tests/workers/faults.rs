@@ -4,8 +4,7 @@
 use std::time::{Duration, Instant};
 
 use actix_webworker::{
-    Event, Grace, Join, ResourceLimits, Restart, RestartPolicy, Terminate, WorkerAddrExt,
-    WorkerError,
+    Event, Grace, Join, ResourceLimits, Restart, Terminate, WorkerAddrExt, WorkerError,
 };
 
 use crate::common::*;
@@ -53,9 +52,7 @@ pub fn sigkill_by_someone_else_is_reported() {
 pub fn a_segfaulting_worker_is_restarted_as_configured() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let policy = RestartPolicy::default()
-            .restart(Restart::OnFailure)
-            .backoff(Duration::from_millis(1), Duration::from_millis(1));
+        let policy = fast(Restart::OnFailure);
         let worker = builder(rec).restart(policy).start().unwrap();
         worker.post(Cmd::Segfault);
         loop {

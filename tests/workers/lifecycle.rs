@@ -10,8 +10,8 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use actix_webworker::{
-    exit_code, Event, Join, Limits, ResourceLimits, Restart, RestartPolicy, SpawnError, WireError,
-    Worker, WorkerAddrExt, WorkerError,
+    exit_code, Event, Join, Limits, ResourceLimits, Restart, SpawnError, WireError, Worker,
+    WorkerAddrExt, WorkerError,
 };
 use libtest_mimic::Trial;
 
@@ -47,10 +47,7 @@ pub fn a_worker_that_never_says_hello_is_timed_out_and_restarted_as_told() {
     run(async {
         let (rec, mut events) = events::<Test>();
         let limit = Duration::from_millis(300);
-        let policy = RestartPolicy::default()
-            .restart(Restart::OnFailure)
-            .intensity(1, Duration::from_secs(3600))
-            .backoff(Duration::from_millis(1), Duration::from_millis(1));
+        let policy = fast(Restart::OnFailure).intensity(1, Duration::from_secs(3600));
         // A program that is no worker: it never says hello.
         let worker = Worker::<Test>::builder()
             .program("sleep")
@@ -119,9 +116,7 @@ pub fn everything_of_a_worker_is_released_when_its_exit_is_told() {
 pub fn deploy_role() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let policy = RestartPolicy::default()
-            .restart(Restart::OnFailure)
-            .backoff(Duration::from_millis(1), Duration::from_millis(1));
+        let policy = fast(Restart::OnFailure);
         let worker = builder(rec).restart(policy).start().unwrap();
         worker.post(Cmd::Pid);
         let Reply::Pid(pid) = events.message().await.data else { panic!("expected the pid") };
@@ -216,9 +211,7 @@ pub fn a_parent_without_stdout_never_hands_out_the_socket_as_one() {
 pub fn a_slow_teardown_after_terminate_is_a_clean_exit() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let policy = RestartPolicy::default()
-            .restart(Restart::OnFailure)
-            .backoff(Duration::from_millis(1), Duration::from_millis(1));
+        let policy = fast(Restart::OnFailure);
         // Its actor takes 2 s to drop, after the worker said goodbye.
         let worker = builder(rec).entry("slow-drop").restart(policy).start().unwrap();
         worker.post(Cmd::Echo(0));

@@ -6,13 +6,6 @@ use actix_webworker::{Event, Join, Restart, RestartPolicy, Terminate, WorkerAddr
 
 use crate::common::*;
 
-fn fast(restart: Restart) -> RestartPolicy {
-    RestartPolicy::default()
-        .restart(restart)
-        .intensity(1000, Duration::from_secs(60))
-        .backoff(Duration::from_millis(1), Duration::from_millis(1))
-}
-
 /// Skips to the next event that `pick` takes; fails on `GaveUp` first.
 async fn until<T>(events: &mut Events<Test>, mut pick: impl FnMut(&Event<Test>) -> Option<T>) -> T {
     loop {
