@@ -180,12 +180,14 @@ fn cmd_envs(cmd: &mut std::process::Command) -> Vec<(std::ffi::OsString, std::ff
 /// Run with standard input and output closed by
 /// `a_parent_without_stdout_never_hands_out_the_socket_as_one`.
 pub fn closed_stdio_role() {
-    // SAFETY: closing our own standard input and output, as daemons do.
-    unsafe {
-        libc::close(0);
-        libc::close(1);
-    }
     run(async {
+        // Closed once the runtime is up, as a daemon's are: the next
+        // descriptors made (the worker's socketpair) would take 0 and 1.
+        // SAFETY: closing our own standard input and output.
+        unsafe {
+            libc::close(0);
+            libc::close(1);
+        }
         let (worker, mut events) = start();
         // Where this goes, the protocol must not.
         worker.post(Cmd::Print("a line from a worker with no stdout".into()));
