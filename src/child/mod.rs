@@ -156,7 +156,7 @@ impl<W: WorkerActor> Requests<W> {
 /// A named worker entry, for one executable that is both parent and worker.
 pub struct Entry {
     name: String,
-    run: Box<dyn FnOnce() -> i32>,
+    run: Box<dyn FnOnce() -> i32 + Send>,
 }
 
 impl Entry {
@@ -164,9 +164,27 @@ impl Entry {
     pub fn new<W, F>(name: impl Into<String>, make: F) -> Entry
     where
         W: WorkerActor,
-        F: FnOnce(Parent<W::Protocol>) -> W + 'static,
+        F: FnOnce(Parent<W::Protocol>) -> W + Send + 'static,
     {
         Entry { name: name.into(), run: Box::new(move || runtime::run(make)) }
+    }
+}
+
+/// Runs `run`, which starts a runtime of its own: here, or, when this
+/// thread runs one already (`run_if_worker` in an async `main` under
+/// `#[actix::main]`, `#[actix_rt::main]` or `#[tokio::main]`), on a fresh
+/// thread, whose exit code it returns.
+fn outside_any_runtime(run: Box<dyn FnOnce() -> i32 + Send>) -> i32 {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    let thread = std::thread::Builder::new().name("actix-webworker".into()).spawn(run);
+    match thread {
+        Ok(thread) => thread.join().unwrap_or(exit_code::PANIC),
+        Err(e) => {
+            eprintln!("actix-webworker: could not start the worker's thread: {e}");
+            exit_code::IO
+        }
     }
 }
 
@@ -175,10 +193,14 @@ impl Entry {
 ///
 /// Call it on the **first line of `main`**: when the executable is
 /// re-run as a worker, nothing of the parent's `main` should run before it.
+/// An async `main` (`#[actix::main]`, `#[actix_rt::main]`,
+/// `#[tokio::main]`) works the same: the worker then runs its own runtime
+/// on a thread of its own.
 ///
 /// ```no_run
 /// # use actix_webworker::{Entry, run_if_worker};
-/// fn main() {
+/// #[actix::main]
+/// async fn main() {
 ///     run_if_worker([/* Entry::new("echo", |parent| EchoWorker { parent }) */]);
 ///     // ... the parent's code ...
 /// }
@@ -194,7 +216,7 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
     };
     let name = name.to_string_lossy().into_owned();
     let code = match entries.into_iter().find(|e| e.name == name) {
-        Some(entry) => (entry.run)(),
+        Some(entry) => outside_any_runtime(entry.run),
         None => {
             tracing::error!(entry = %name, "no worker entry of that name is registered");
             exit_code::NOT_A_WORKER
@@ -215,7 +237,7 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
 pub fn run_worker<W, F>(make: F) -> !
 where
     W: WorkerActor,
-    F: FnOnce(Parent<W::Protocol>) -> W,
+    F: FnOnce(Parent<W::Protocol>) -> W + Send + 'static,
 {
-    std::process::exit(runtime::run(make))
+    std::process::exit(outside_any_runtime(Box::new(move || runtime::run(make))))
 }

@@ -1,0 +1,10 @@
+//! `run_if_worker` on the first line of an `#[actix_rt::main]` async main.
+
+#[path = "async_main/common.rs"]
+mod common;
+
+#[actix_rt::main]
+async fn main() {
+    actix_webworker::run_if_worker(common::entries());
+    common::check().await;
+}
