@@ -113,7 +113,16 @@ mod parent;
 mod protocol;
 mod request;
 mod supervise;
+mod testing;
 mod wire;
+
+#[doc(hidden)]
+pub mod __private {
+    //! What the crate's macros expand to; not part of the API.
+    pub mod testing {
+        pub use crate::testing::enable;
+    }
+}
 
 pub use crate::child::{
     exit_code, run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor,

@@ -154,6 +154,7 @@ pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
     let setup = |source| SpawnError::Setup { what: "socketpair", source };
     let parent_end = UnixStream::from(above_stdio(parent_end.into()).map_err(setup)?);
     let child_fd = above_stdio(child_end.into()).map_err(setup)?;
+    let mut spec = spec.clone();
     let (program, arg0) = match &spec.program {
         Some(p) => (p.clone(), None),
         // The running executable itself, even after a deploy replaced or
@@ -170,7 +171,13 @@ pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
             None,
         ),
     };
-    let spec = spec.clone();
+    // A test binary (see `testing.rs`): only the worker's own test runs.
+    if spec.program.is_none() {
+        if let Some(mut args) = crate::testing::worker_args() {
+            args.append(&mut spec.args);
+            spec.args = args;
+        }
+    }
     // The child's end is closed here once the child has its copy.
     let launched = on_spawner(move || {
         launch(&program, arg0.as_deref(), &spec, &child_fd).map_err(|source| {

@@ -43,8 +43,12 @@ impl WorkerActor for Doubler {
     }
 }
 
+pub fn entry() -> Entry {
+    Entry::new("double", |_: Parent<Doubling>| Doubler)
+}
+
 pub fn entries() -> [Entry; 1] {
-    [Entry::new("double", |_: Parent<Doubling>| Doubler)]
+    [entry()]
 }
 
 /// Starts the worker, has it answer, ends it; inside an actix System.
