@@ -5,6 +5,6 @@ mod common;
 
 #[actix_rt::main]
 async fn main() {
-    actix_webworker::run_if_worker(common::entries());
+    actix_webworker::run_if_worker([common::entry()]);
     common::check().await;
 }

@@ -7,7 +7,7 @@ mod common;
 
 #[tokio::main]
 async fn main() {
-    actix_webworker::run_if_worker(common::entries());
+    actix_webworker::run_if_worker([common::entry()]);
     let parent = std::thread::spawn(|| actix::System::new().block_on(common::check()));
     parent.join().expect("the parent's System ran");
 }

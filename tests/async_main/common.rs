@@ -47,9 +47,6 @@ pub fn entry() -> Entry {
     Entry::new("double", |_: Parent<Doubling>| Doubler)
 }
 
-pub fn entries() -> [Entry; 1] {
-    [entry()]
-}
 
 /// Starts the worker, has it answer, ends it; inside an actix System.
 pub async fn check() {
