@@ -155,6 +155,17 @@ pub enum WireError {
     /// [`WorkerBuilder::handshake_timeout`](crate::WorkerBuilder::handshake_timeout)).
     #[error("no handshake from the worker within {0:?}")]
     HandshakeTimeout(std::time::Duration),
+    /// The worker was started for an entry it does not have (see
+    /// [`WorkerBuilder::entry`](crate::WorkerBuilder::entry) and
+    /// [`run_if_worker`](crate::run_if_worker)). Certain to fail again: never
+    /// restarted.
+    #[error("the worker has no entry named {entry:?}; it knows {known:?}")]
+    UnknownEntry {
+        /// The entry asked for.
+        entry: String,
+        /// The entries the worker registers.
+        known: Vec<String>,
+    },
     /// The worker's hello came from another process than the one started.
     #[error("the hello came from process {theirs}, which is not the worker started ({ours})")]
     WrongPeer {
@@ -195,6 +206,21 @@ pub enum WireError {
     /// The WebSocket or the socket under it failed.
     #[error("transport: {0}")]
     Transport(String),
+}
+
+impl WireError {
+    /// Whether another process started the same way would meet this error
+    /// again: the worker is of another protocol version, was built with
+    /// other message types, or has no such entry. Such a worker is never
+    /// restarted.
+    pub fn is_certain(&self) -> bool {
+        matches!(
+            self,
+            WireError::VersionMismatch { .. }
+                | WireError::FingerprintMismatch { .. }
+                | WireError::UnknownEntry { .. }
+        )
+    }
 }
 
 /// Why a worker could not be started.

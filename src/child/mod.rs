@@ -215,12 +215,10 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
         return;
     };
     let name = name.to_string_lossy().into_owned();
-    let code = match entries.into_iter().find(|e| e.name == name) {
-        Some(entry) => outside_any_runtime(entry.run),
-        None => {
-            tracing::error!(entry = %name, "no worker entry of that name is registered");
-            exit_code::NOT_A_WORKER
-        }
+    let mut entries: Vec<Entry> = entries.into_iter().collect();
+    let code = match entries.iter().position(|e| e.name == name) {
+        Some(i) => outside_any_runtime(entries.swap_remove(i).run),
+        None => runtime::refuse(&name, entries.into_iter().map(|e| e.name).collect()),
     };
     std::process::exit(code);
 }

@@ -74,6 +74,36 @@ where
     code
 }
 
+/// Tells the parent this process has no entry named `entry` (a refusal in
+/// place of its hello, which the parent turns into a typed error naming
+/// the entries it has), and returns the exit code.
+pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
+    use std::io::{Read, Write};
+    eprintln!("actix-webworker: no worker entry named {entry:?}; this program has {known:?}");
+    let mut sock = match bootstrap::take() {
+        Ok(handoff) => handoff.sock,
+        Err(e) => {
+            eprintln!("actix-webworker: {e}");
+            return exit_code::NOT_A_WORKER;
+        }
+    };
+    let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
+    let Ok(msg) = wire::encode(Kind::Refused, 0, 0, &refusal, 0, usize::MAX) else {
+        return exit_code::NOT_A_WORKER;
+    };
+    // The parent's hello is read first, so that nothing is left unread
+    // when the socket closes (its reads would then fail before ours).
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut hello = [0u8; 64];
+    let _ = sock.read(&mut hello);
+    if sock.write_all(&socket::binary_frame(&msg)).is_ok() {
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        // Until the parent has read it and closed its end.
+        let _ = sock.read(&mut hello);
+    }
+    exit_code::NOT_A_WORKER
+}
+
 /// Why the main loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -272,11 +302,13 @@ impl<W: WorkerActor> Link<W> {
             Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
             Kind::Terminate => return Some(End::Terminated),
-            Kind::Hello | Kind::Error | Kind::Closing | Kind::Batch => report_wire_error(
-                &self.outbox,
-                &WireError::Unexpected("message kind from the parent"),
-                self.max_message_size,
-            ),
+            Kind::Hello | Kind::Error | Kind::Closing | Kind::Batch | Kind::Refused => {
+                report_wire_error(
+                    &self.outbox,
+                    &WireError::Unexpected("message kind from the parent"),
+                    self.max_message_size,
+                )
+            }
         }
         None
     }

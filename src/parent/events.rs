@@ -108,10 +108,37 @@ pub enum Event<P: Protocol> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GaveUp {
-    /// What limit was hit.
+    /// What limit was hit, or what makes a restart pointless.
     pub reason: String,
     /// The exits that led there, oldest first.
     pub exits: Vec<ExitStatus>,
+    /// The error that makes a restart certain to fail the same way, when
+    /// that is why: a worker of another protocol version or other message
+    /// types, or one without the entry asked for. Such a worker is never
+    /// restarted.
+    pub cause: Option<WireError>,
+}
+
+/// Says what happened in a worker through `tracing`, for a worker with no
+/// events recipient: errors, refusals, losses and exits are not to vanish.
+pub(crate) fn log_event<P: Protocol>(name: &str, pid: u32, kind: &Event<P>) {
+    match kind {
+        Event::Online => tracing::debug!(worker = name, pid, "online"),
+        Event::Message(_) => tracing::trace!(worker = name, pid, "message, no events recipient"),
+        Event::Error(report) => tracing::error!(worker = name, pid, %report, "uncaught error"),
+        Event::WireError(e) => tracing::warn!(worker = name, pid, error = %e, "wire error"),
+        Event::Refused(e) => tracing::warn!(worker = name, pid, error = %e, "post refused"),
+        Event::Undelivered(n) => tracing::warn!(worker = name, pid, n, "posts never delivered"),
+        Event::MaybeLost(n) => tracing::warn!(worker = name, pid, n, "posts may have been lost"),
+        Event::Exit(status) if status.success() => {
+            tracing::info!(worker = name, pid, %status, "exited")
+        }
+        Event::Exit(status) => tracing::warn!(worker = name, pid, %status, "exited"),
+        Event::Restarting { attempt, delay } => {
+            tracing::info!(worker = name, pid, attempt, ?delay, "restarting")
+        }
+        Event::GaveUp(g) => tracing::error!(worker = name, pid, reason = %g.reason, "gave up"),
+    }
 }
 
 impl<P: Protocol> Message for WorkerEvent<P> {

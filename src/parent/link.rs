@@ -71,6 +71,7 @@ impl<P: Protocol> Link<P> {
             async move { handle.wait().await }
         });
         let mut status: Option<ExitStatus> = None;
+        let mut certain = None;
 
         let handshake = tokio::time::timeout(self.handshake_timeout, self.handshake(sock));
         let (reader, writer) = match handshake.await {
@@ -81,10 +82,16 @@ impl<P: Protocol> Link<P> {
                 (Some(halves.0), Some((stop, task)))
             }
             Ok(Err(e)) => {
+                // A worker that refused exits by itself once we close: its
+                // exit code (64) says so. Any other is killed.
+                let refused = matches!(e, Some(WireError::UnknownEntry { .. }));
                 if let Some(e) = e {
+                    certain = e.is_certain().then(|| e.clone());
                     self.emit(Event::WireError(e));
                 }
-                handle.signal_group(libc::SIGKILL);
+                if !refused {
+                    handle.signal_group(libc::SIGKILL);
+                }
                 (None, None)
             }
             Err(_) => {
@@ -135,14 +142,13 @@ impl<P: Protocol> Link<P> {
         let (name, pid, events) = (self.name.clone(), handle.pid(), self.events.take());
         drop(self);
         drop(handle);
-        if let Some(mut events) = events {
-            // Queued now, after every other event of the process and before
-            // anything the actor says about a restart.
-            events.emit(WorkerEvent { name, pid, kind: Event::Exit(status) });
-            events.keep_marks();
-        }
+        // Queued now, after every other event of the process and before
+        // anything the actor says about a restart.
+        let mut events = events;
+        events.emit(WorkerEvent { name, pid, kind: Event::Exit(status) });
+        events.keep_marks();
         if let Some(worker) = worker.and_then(|w| w.upgrade()) {
-            worker.do_send(ChildExited { generation, status });
+            worker.do_send(ChildExited { generation, status, certain });
         }
     }
 
@@ -267,6 +273,7 @@ impl<P: Protocol> Link<P> {
             Kind::Terminate => self.emit(Event::WireError(WireError::Unexpected("terminate"))),
             // The reader opens batches; this one came some other way.
             Kind::Batch => self.emit(Event::WireError(WireError::Unexpected("batch"))),
+            Kind::Refused => self.emit(Event::WireError(WireError::Unexpected("refusal"))),
             Kind::Request => {
                 self.asked = true;
                 self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size);
@@ -301,18 +308,19 @@ impl<P: Protocol> Events<P> {
         Events { recipient, window: window.max(4) as u64, emitted: 0, marks: VecDeque::new() }
     }
 
-    fn take(&mut self) -> Option<Self> {
-        let recipient = self.recipient.take()?;
-        Some(Events {
-            recipient: Some(recipient),
+    fn take(&mut self) -> Self {
+        Events {
+            recipient: self.recipient.take(),
             window: self.window,
             emitted: self.emitted,
             marks: std::mem::take(&mut self.marks),
-        })
+        }
     }
 
     pub(crate) fn emit(&mut self, event: WorkerEvent<P>) {
-        let Some(recipient) = &self.recipient else { return };
+        let Some(recipient) = &self.recipient else {
+            return super::events::log_event(&event.name, event.pid, &event.kind);
+        };
         if self.emitted.is_multiple_of(self.window / 4) {
             // A sender of its own, never held back by actix's mailbox
             // bound: the event is queued now, in order with the others.

@@ -30,11 +30,11 @@ use actix::{
 use bytes::Bytes;
 
 use super::builder::{Limits, WhenFull, WorkerBuilder};
-use super::events::{Event, GaveUp, WorkerEvent};
+use super::events::{log_event, Event, GaveUp, WorkerEvent};
 use super::link::{Events, Link};
 use super::output;
 use super::spawn::{self, ChildHandle, CommandSpec};
-use crate::error::{ExitStatus, SpawnError, WorkerError};
+use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{fingerprint, Protocol};
 use crate::request::{await_answer, tag_of, Handlers, Pending, Request};
@@ -174,8 +174,11 @@ impl<P: Protocol> Worker<P> {
     }
 
     fn emit(&self, kind: Event<P>) {
-        if let Some(events) = &self.events {
-            events.do_send(WorkerEvent { name: self.name.clone(), pid: self.pid, kind });
+        match &self.events {
+            Some(events) => {
+                events.do_send(WorkerEvent { name: self.name.clone(), pid: self.pid, kind })
+            }
+            None => log_event(&self.name, self.pid, &kind),
         }
     }
 
@@ -637,12 +640,22 @@ impl<P: Protocol> Handler<Join> for Worker<P> {
 
 impl<P: Protocol> Worker<P> {
     /// The child has exited: restart it, or stop for good, as the policy says.
-    fn child_exited(&mut self, status: ExitStatus, ctx: &mut Context<Self>) {
+    fn child_exited(
+        &mut self,
+        status: ExitStatus,
+        certain: Option<WireError>,
+        ctx: &mut Context<Self>,
+    ) {
         self.child = Weak::new();
         if let Some(escalation) = self.escalation.take() {
             escalation.abort();
         }
         let wanted = self.state == State::Terminating;
+        if let (false, Some(cause)) = (wanted, certain) {
+            // Another start would fail the same way.
+            self.exits.push(status);
+            return self.give_up(cause.to_string(), status, Some(cause));
+        }
         match self.history.decide(&self.policy, status, wanted, Instant::now()) {
             Decision::Restart { attempt, delay } => {
                 self.exits.push(status);
@@ -657,7 +670,7 @@ impl<P: Protocol> Worker<P> {
                     "more than {} restarts within {:?}",
                     self.policy.max_restarts, self.policy.within
                 );
-                self.give_up(reason, status);
+                self.give_up(reason, status, None);
             }
         }
     }
@@ -671,13 +684,13 @@ impl<P: Protocol> Worker<P> {
                 self.state = State::Running;
                 self.launch(ctx, spawned);
             }
-            Err(e) => self.give_up(format!("could not start a new process: {e}"), status),
+            Err(e) => self.give_up(format!("could not start a new process: {e}"), status, None),
         }
     }
 
-    fn give_up(&mut self, reason: String, status: ExitStatus) {
+    fn give_up(&mut self, reason: String, status: ExitStatus, cause: Option<WireError>) {
         let exits = std::mem::take(&mut self.exits);
-        self.emit(Event::GaveUp(GaveUp { reason, exits }));
+        self.emit(Event::GaveUp(GaveUp { reason, exits, cause }));
         self.finish(status);
     }
 
@@ -707,6 +720,9 @@ impl<P: Protocol> Worker<P> {
 pub(crate) struct ChildExited {
     pub generation: u64,
     pub status: ExitStatus,
+    /// An error that another start would meet again (see
+    /// [`WireError::is_certain`]).
+    pub certain: Option<WireError>,
 }
 
 impl Message for ChildExited {
@@ -718,7 +734,7 @@ impl<P: Protocol> Handler<ChildExited> for Worker<P> {
 
     fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
         if msg.generation == self.generation {
-            self.child_exited(msg.status, ctx);
+            self.child_exited(msg.status, msg.certain, ctx);
         }
     }
 }

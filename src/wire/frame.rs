@@ -17,7 +17,7 @@ use crate::error::WireError;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -48,6 +48,9 @@ pub(crate) enum Kind {
     /// cost is paid once per batch. Never nested; carries no descriptors
     /// of its own (its messages do).
     Batch = 9,
+    /// Worker → parent, instead of its hello: it cannot run what it was
+    /// started for; payload is an `EntryRefusal`. It exits after.
+    Refused = 10,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             7 => Kind::Terminate,
             8 => Kind::Closing,
             9 => Kind::Batch,
+            10 => Kind::Refused,
             _ => return None,
         })
     }
@@ -72,7 +76,12 @@ impl Kind {
             Kind::Hello => 4 + 4 + 8 + 4,
             Kind::Request => 8 + 8,
             Kind::Answer | Kind::Failed => 8,
-            Kind::Post | Kind::Error | Kind::Terminate | Kind::Closing | Kind::Batch => 0,
+            Kind::Post
+            | Kind::Error
+            | Kind::Terminate
+            | Kind::Closing
+            | Kind::Batch
+            | Kind::Refused => 0,
         }
     }
 }
@@ -181,6 +190,15 @@ pub(crate) fn batch_entry(
         return Err(WireError::Truncated { needed: BATCH_ENTRY_HEADER + len, got: rest.len() });
     }
     Ok(Some(start..start + len))
+}
+
+/// Why a worker refused to run: the payload of a `Refused` message.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EntryRefusal {
+    /// The entry it was started for.
+    pub entry: String,
+    /// The entries it knows.
+    pub known: Vec<String>,
 }
 
 /// Reads a hello's fields (the slice [`decode`] returns for `Kind::Hello`).

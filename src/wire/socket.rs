@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use super::codec;
 use super::fd::{FdQueues, FdStream, TooManyUnclaimed, MAX_FDS_PER_SEND};
 use super::frame::{self, Header, Kind, PROTOCOL_VERSION};
 use super::ledger::Fate;
@@ -91,6 +92,13 @@ impl Connection {
             None | Some(Err(WireError::CutOff)) => return Err(None),
             Some(r) => r.map_err(Some)?,
         };
+        if first.header.kind == Kind::Refused {
+            let refusal = codec::decode::<frame::EntryRefusal>(first.payload()).map_err(Some)?;
+            return Err(Some(WireError::UnknownEntry {
+                entry: refusal.entry,
+                known: refusal.known,
+            }));
+        }
         if first.header.kind != Kind::Hello {
             return Err(Some(WireError::NotAHello));
         }
@@ -250,6 +258,26 @@ where
             Err(e) => Err(ws_error(e)),
         });
     }
+}
+
+/// One unmasked binary WebSocket frame holding `payload`: a whole message,
+/// as the worker writes it by hand when it has no connection to run (a
+/// refusal).
+pub(crate) fn binary_frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x82];
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+    out
 }
 
 /// One message: its header read, its descriptors claimed.

@@ -47,7 +47,6 @@ pub fn entry() -> Entry {
     Entry::new("double", |_: Parent<Doubling>| Doubler)
 }
 
-
 /// Starts the worker, has it answer, ends it; inside an actix System.
 pub async fn check() {
     let worker = Worker::<Doubling>::builder().entry("double").start().expect("the worker starts");

@@ -102,7 +102,7 @@ pub fn println_in_a_worker_reaches_the_parents_stdout() {
 
 /// Records every event's `message`, `worker` and `stream` fields.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
+pub struct Recorder(pub Arc<Mutex<Vec<String>>>);
 
 struct Fields(String);
 

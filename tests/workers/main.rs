@@ -12,6 +12,7 @@ mod floods;
 mod hostile;
 mod lifecycle;
 mod load;
+mod misuse;
 mod requests;
 mod supervise;
 
@@ -123,6 +124,7 @@ fn main() {
         requests::posts_and_requests_keep_their_order,
     ];
     tests.extend(delivery::trials());
+    tests.extend(misuse::trials());
     tests.extend(hostile::trials());
     tests.extend(floods::trials());
     tests.extend(floods::roles());

@@ -1,0 +1,100 @@
+//! Mistakes a user makes, each a clear error: a worker started for an
+//! entry it does not have, one built from other message types, and a
+//! worker whose events nobody receives.
+
+use actix_webworker::{Event, Join, Restart, WireError, Worker, WorkerAddrExt, WorkerError};
+use libtest_mimic::Trial;
+
+use crate::common::*;
+use crate::errors::Recorder;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        misuse::an_unknown_entry_is_a_typed_error_naming_the_known_ones,
+        misuse::a_worker_of_other_message_types_is_never_restarted,
+        misuse::without_a_recipient_errors_and_exits_are_logged,
+    ]
+}
+
+/// Under a policy that restarts on failure: the events up to `GaveUp`.
+async fn until_given_up(events: &mut Events<Test>) -> Vec<Event<Test>> {
+    let mut seen = Vec::new();
+    loop {
+        let ev = events.next().await;
+        let done = matches!(ev, Event::GaveUp(_));
+        seen.push(ev);
+        if done {
+            return seen;
+        }
+    }
+}
+
+pub fn an_unknown_entry_is_a_typed_error_naming_the_known_ones() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).entry("no-such-entry").restart(fast(Restart::OnFailure)).start();
+        let worker = worker.unwrap();
+        let pending = worker.ask(Sum(vec![1]));
+        let seen = until_given_up(&mut events).await;
+        let refused = seen.iter().find_map(|ev| match ev {
+            Event::WireError(WireError::UnknownEntry { entry, known }) => Some((entry, known)),
+            _ => None,
+        });
+        let (entry, known) = refused.expect("an UnknownEntry error");
+        assert_eq!(entry, "no-such-entry");
+        assert!(known.iter().any(|k| k == "test") && known.iter().any(|k| k == "crash"));
+        // Certain to fail again: one process, no restart.
+        assert!(!seen.iter().any(|ev| matches!(ev, Event::Restarting { .. })), "{seen:?}");
+        let Some(Event::GaveUp(gave_up)) = seen.last() else { unreachable!() };
+        assert!(matches!(gave_up.cause, Some(WireError::UnknownEntry { .. })), "{gave_up:?}");
+        assert!(gave_up.reason.contains("no-such-entry"), "{}", gave_up.reason);
+        assert_eq!(gave_up.exits.len(), 1);
+        assert!(matches!(pending.await, Err(WorkerError::Exited(_))));
+        assert_eq!(worker.send(Join).await.unwrap().code, Some(64));
+    });
+}
+
+pub fn a_worker_of_other_message_types_is_never_restarted() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).entry("v2").restart(fast(Restart::OnFailure)).start().unwrap();
+        let seen = until_given_up(&mut events).await;
+        assert!(!seen.iter().any(|ev| matches!(ev, Event::Restarting { .. })), "{seen:?}");
+        let Some(Event::GaveUp(gave_up)) = seen.last() else { unreachable!() };
+        assert!(
+            matches!(gave_up.cause, Some(WireError::FingerprintMismatch { .. })),
+            "{gave_up:?}"
+        );
+        worker.send(Join).await.unwrap();
+    });
+}
+
+pub fn without_a_recipient_errors_and_exits_are_logged() {
+    let recorder = Recorder::default();
+    let lines = recorder.0.clone();
+    let logged = move |needle: &[&str]| {
+        let lines = lines.lock().unwrap();
+        lines.iter().any(|l| needle.iter().all(|n| l.contains(n)))
+    };
+    let seen = logged.clone();
+    tracing::subscriber::with_default(recorder, || {
+        run(async move {
+            // No `.events(..)`: nobody receives its events.
+            let worker = Worker::<Test>::builder()
+                .entry("test")
+                .env("RUST_BACKTRACE", "0")
+                .restart(actix_webworker::RestartPolicy::never())
+                .start()
+                .unwrap();
+            worker.post(Cmd::Panic("nobody listens".into()));
+            assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+            // The report goes out after the worker's `on_error`: the log is
+            // the only place to see it arrive.
+            let reported = settles(|| seen(&["uncaught error", "nobody listens"])).await;
+            assert!(reported, "the panic was not logged");
+            worker.post(Cmd::Exit(3));
+            assert_eq!(worker.send(Join).await.unwrap().code, Some(3));
+        });
+    });
+    assert!(logged(&["exited", "exit code 3"]), "the exit was not logged");
+}
