@@ -131,22 +131,66 @@ fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
     })
 }
 
-/// Runs `f` on the spawner thread and waits for its result.
-fn on_spawner<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::sync_channel(1);
+/// Runs `f` on the spawner thread; its result comes on the receiver.
+fn on_spawner<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         let _ = tx.send(f());
     });
-    spawner()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send(job)
-        .expect("the spawner thread is gone");
-    rx.recv().expect("the spawner thread is gone")
+    // A send error means the spawner thread is gone: the dropped sender
+    // closes the receiver, which the caller reports.
+    let _ = spawner().lock().unwrap_or_else(|e| e.into_inner()).send(job);
+    rx
 }
 
-/// Starts the worker process described by `spec`.
-pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
+/// Checks, without starting anything, that `spec` names a program that
+/// can be run: a missing program is an error the caller sees at once.
+pub(crate) fn check(spec: &CommandSpec) -> Result<(), SpawnError> {
+    let Some(program) = &spec.program else { return Ok(()) };
+    let not_found = || SpawnError::Spawn {
+        program: program.clone(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no such program"),
+    };
+    let runnable = |path: &Path| {
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).is_ok_and(|c| {
+            // SAFETY: access with a NUL-terminated path.
+            unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+        }) && path.is_file()
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        let path = match &spec.cwd {
+            Some(dir) if program.is_relative() => dir.join(program),
+            _ => program.clone(),
+        };
+        return if runnable(&path) { Ok(()) } else { Err(not_found()) };
+    }
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| (!spec.env_clear).then(|| std::env::var_os("PATH")).flatten());
+    let found = path.is_some_and(|p| std::env::split_paths(&p).any(|d| runnable(&d.join(program))));
+    if found {
+        Ok(())
+    } else {
+        Err(not_found())
+    }
+}
+
+/// Starts the worker process described by `spec`, on the spawner thread:
+/// the caller's thread never forks. The result comes on the receiver.
+pub(crate) fn spawn(
+    spec: &CommandSpec,
+) -> tokio::sync::oneshot::Receiver<Result<Spawned, SpawnError>> {
+    let spec = spec.clone();
+    on_spawner(move || spawn_here(spec))
+}
+
+fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
     let (parent_end, child_end) =
         UnixStream::pair().map_err(|source| SpawnError::Setup { what: "socketpair", source })?;
     // A parent started with standard descriptors closed would hand them out
@@ -154,7 +198,6 @@ pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
     let setup = |source| SpawnError::Setup { what: "socketpair", source };
     let parent_end = UnixStream::from(above_stdio(parent_end.into()).map_err(setup)?);
     let child_fd = above_stdio(child_end.into()).map_err(setup)?;
-    let mut spec = spec.clone();
     let (program, arg0) = match &spec.program {
         Some(p) => (p.clone(), None),
         // The running executable itself, even after a deploy replaced or
@@ -179,14 +222,12 @@ pub(crate) fn spawn(spec: &CommandSpec) -> Result<Spawned, SpawnError> {
         }
     }
     // The child's end is closed here once the child has its copy.
-    let launched = on_spawner(move || {
-        launch(&program, arg0.as_deref(), &spec, &child_fd).map_err(|source| {
-            let program = match arg0 {
-                Some(_) => std::env::current_exe().unwrap_or(program),
-                None => program,
-            };
-            SpawnError::Spawn { program, source }
-        })
+    let launched = launch(&program, arg0.as_deref(), &spec, &child_fd).map_err(|source| {
+        let program = match arg0 {
+            Some(_) => std::env::current_exe().unwrap_or(program),
+            None => program,
+        };
+        SpawnError::Spawn { program, source }
     })?;
     Ok(Spawned {
         handle: ChildHandle::new(launched.pid),

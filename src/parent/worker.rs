@@ -76,7 +76,9 @@ pub struct Worker<P: Protocol> {
     /// The running process; the link task owns it, so that nothing of a
     /// process is held once it has been reaped.
     child: Weak<ChildHandle>,
-    first: Option<spawn::Spawned>,
+    /// A terminate's grace period, when it came before the process was
+    /// up: its signals are for the process once it is.
+    deferred_grace: Option<Duration>,
     generation: u64,
     pid: u32,
     joiners: Vec<tokio::sync::oneshot::Sender<ExitStatus>>,
@@ -135,7 +137,9 @@ impl<P: Protocol> Worker<P> {
             return Err(SpawnError::NotYetAWorker);
         }
         let name: Arc<str> = builder.display_name().into();
-        let spawned = spawn::spawn(&builder.spec)?;
+        // What can be known without starting anything fails here; the
+        // process itself is started on the spawner thread (`started`).
+        spawn::check(&builder.spec)?;
         let limits = builder.limits;
         let worker = Worker {
             name,
@@ -153,7 +157,7 @@ impl<P: Protocol> Worker<P> {
             pending: Arc::default(),
             handlers: Rc::new(builder.handlers),
             child: Weak::new(),
-            first: Some(spawned),
+            deferred_grace: None,
             generation: 0,
             pid: 0,
             joiners: Vec::new(),
@@ -326,6 +330,17 @@ impl<P: Protocol> Worker<P> {
             Grace::After(d) => Some(d),
             Grace::Never => None,
         };
+        if self.child.strong_count() == 0 {
+            // Not started yet: the signals are for the process once it is.
+            self.deferred_grace = grace;
+            return;
+        }
+        self.escalate(grace);
+    }
+
+    /// SIGTERM to the process group after `grace`, SIGKILL after the kill
+    /// delay, unless the process has exited first.
+    fn escalate(&mut self, grace: Option<Duration>) {
         if let Some(grace) = grace {
             let child = self.child.clone();
             let kill_delay = self.kill_delay;
@@ -356,9 +371,7 @@ impl<P: Protocol> Actor for Worker<P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some(spawned) = self.first.take() {
-            self.launch(ctx, spawned);
-        }
+        self.spawn_process(ctx);
     }
 
     /// The last address is gone: end the worker the polite way.
@@ -676,13 +689,46 @@ impl<P: Protocol> Worker<P> {
     }
 
     fn restart(&mut self, ctx: &mut Context<Self>) {
-        let State::Restarting(status) = self.state else {
-            return; // terminated meanwhile
+        if let State::Restarting(_) = self.state {
+            self.spawn_process(ctx);
+        }
+        // Otherwise terminated meanwhile.
+    }
+
+    /// Has the process started on the spawner thread (the actor's thread
+    /// never forks); [`spawned`](Self::spawned) takes the result.
+    fn spawn_process(&mut self, ctx: &mut Context<Self>) {
+        let started = spawn::spawn(&self.spec);
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(started).map(|res, act, ctx| {
+            let res = res.unwrap_or_else(|_| {
+                Err(SpawnError::Setup {
+                    what: "spawner thread",
+                    source: std::io::Error::other("the spawner thread is gone"),
+                })
+            });
+            act.spawned(res, ctx);
+        }));
+    }
+
+    /// The process asked for by [`spawn_process`](Self::spawn_process) has
+    /// started, or could not.
+    fn spawned(&mut self, res: Result<spawn::Spawned, SpawnError>, ctx: &mut Context<Self>) {
+        let status = match self.state {
+            State::Restarting(status) => status,
+            // Stopped for good meanwhile: the process goes (its handle's
+            // drop kills and reaps it).
+            State::Exited(_) => return,
+            State::Running | State::Terminating => ExitStatus { code: None, signal: None },
         };
-        match spawn::spawn(&self.spec) {
+        match res {
             Ok(spawned) => {
-                self.state = State::Running;
+                if self.state != State::Terminating {
+                    self.state = State::Running;
+                }
                 self.launch(ctx, spawned);
+                if let Some(grace) = self.deferred_grace.take() {
+                    self.escalate(Some(grace));
+                }
             }
             Err(e) => self.give_up(format!("could not start a new process: {e}"), status, None),
         }

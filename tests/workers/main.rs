@@ -14,6 +14,7 @@ mod lifecycle;
 mod load;
 mod misuse;
 mod requests;
+mod startup;
 mod supervise;
 
 use libtest_mimic::Arguments;
@@ -125,6 +126,7 @@ fn main() {
     ];
     tests.extend(delivery::trials());
     tests.extend(misuse::trials());
+    tests.extend(startup::trials());
     tests.extend(hostile::trials());
     tests.extend(floods::trials());
     tests.extend(floods::roles());
