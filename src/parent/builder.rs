@@ -137,6 +137,7 @@ pub struct WorkerBuilder<P: Protocol> {
     pub(crate) grace: Duration,
     pub(crate) kill_delay: Duration,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     pub(crate) events: Option<Recipient<WorkerEvent<P>>>,
     pub(crate) handlers: Handlers,
     pub(crate) policy: RestartPolicy,
@@ -152,6 +153,7 @@ impl<P: Protocol> WorkerBuilder<P> {
             grace: Duration::from_secs(5),
             kill_delay: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(1),
             events: None,
             handlers: Handlers::new(|| None),
             policy: RestartPolicy::default(),
@@ -256,6 +258,17 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// sending SIGTERM to its process group (default 5 s).
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// How long a worker has to run `on_close` and exit when its parent
+    /// lets go of it without a terminate (default 1 s): the actix System
+    /// stops, or the last address of the worker is dropped. Then its
+    /// process group gets SIGTERM, and SIGKILL after the kill delay. When
+    /// the System stops, every worker is reaped before `System::run` (or
+    /// the `main` of `#[actix::main]`) returns.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 

@@ -73,9 +73,14 @@ impl<P: Protocol> Link<P> {
         let mut status: Option<ExitStatus> = None;
         let mut certain = None;
 
+        // Kept to ask the worker to close, should the System stop under it.
+        let farewell = sock.try_clone().ok().map(std::os::fd::OwnedFd::from);
         let handshake = tokio::time::timeout(self.handshake_timeout, self.handshake(sock));
         let (reader, writer) = match handshake.await {
             Ok(Ok(halves)) => {
+                if let Some(sock) = farewell {
+                    super::shutdown::connected(&handle, sock, halves.0.queues());
+                }
                 self.emit(Event::Online);
                 let (stop, stopped) = tokio::sync::oneshot::channel();
                 let task = actix_rt::spawn(halves.1.run(self.outbox.clone(), stopped));

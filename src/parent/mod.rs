@@ -6,5 +6,6 @@ pub(crate) mod builder;
 pub(crate) mod events;
 pub(crate) mod link;
 pub(crate) mod output;
+pub(crate) mod shutdown;
 pub(crate) mod spawn;
 pub(crate) mod worker;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
@@ -415,6 +416,9 @@ pub(crate) struct ChildHandle {
     pid: libc::pid_t,
     reaped: Mutex<bool>,
     pidfd: Option<OwnedFd>,
+    /// Counted among its thread's running workers (see `shutdown.rs`).
+    registered: std::sync::atomic::AtomicBool,
+    farewell: super::shutdown::FarewellLock,
 }
 
 impl ChildHandle {
@@ -426,13 +430,68 @@ impl ChildHandle {
         // close-on-exec by the kernel).
         let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
         let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
-        ChildHandle { pid, reaped: Mutex::new(false), pidfd }
+        ChildHandle {
+            pid,
+            reaped: Mutex::new(false),
+            pidfd,
+            registered: Default::default(),
+            farewell: Default::default(),
+        }
+    }
+
+    /// How it is asked to close if its parent lets go of it.
+    pub(crate) fn farewell(&self) -> std::sync::MutexGuard<'_, super::shutdown::Farewell> {
+        self.registered.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.farewell.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_reaped(&self) -> bool {
+        *self.reaped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reaps the child if it has exited, taking its group down first;
+    /// true once it is reaped (now or before). Never blocks.
+    pub(crate) fn reap_if_exited(&self) -> bool {
+        if self.is_reaped() {
+            return true;
+        }
+        let exited = match &self.pidfd {
+            Some(fd) => {
+                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd, no wait.
+                unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+            }
+            None => true, // no way to wait for it: it is killed below
+        };
+        if !exited {
+            return false;
+        }
+        self.signal_group(libc::SIGKILL);
+        self.reap_blocking();
+        true
+    }
+
+    /// Waits up to `wait` for any of `handles` to exit.
+    pub(crate) fn wait_any<'a>(handles: impl Iterator<Item = &'a ChildHandle>, wait: Duration) {
+        let mut pfds: Vec<libc::pollfd> = handles
+            .filter_map(|h| h.pidfd.as_ref())
+            .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: a valid array of pollfds, owned by this frame.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
     }
 
     /// A handle on no process, for a link run without one (the fuzz target
     /// of the reading path): already reaped, so it never signals anything.
     pub(crate) fn detached() -> Self {
-        ChildHandle { pid: 0, reaped: Mutex::new(true), pidfd: None }
+        ChildHandle {
+            pid: 0,
+            reaped: Mutex::new(true),
+            pidfd: None,
+            registered: Default::default(),
+            farewell: Default::default(),
+        }
     }
 
     /// The child's pid (also its process group id).
@@ -514,6 +573,12 @@ fn wait_raw(pid: libc::pid_t, flags: i32) -> Option<i32> {
 impl Drop for ChildHandle {
     fn drop(&mut self) {
         if *self.reaped.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        // A running worker whose parent lets go of it (the System stops):
+        // closed the polite way, with the others of its thread.
+        if *self.registered.get_mut() && self.pidfd.is_some() {
+            super::shutdown::close_all(self);
             return;
         }
         // Nobody will wait for it any more: kill and reap off-thread.

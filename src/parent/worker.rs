@@ -65,6 +65,7 @@ pub struct Worker<P: Protocol> {
     grace: Duration,
     kill_delay: Duration,
     handshake_timeout: Duration,
+    shutdown_timeout: Duration,
     events: Option<Recipient<WorkerEvent<P>>>,
     outbox: Arc<Outbox>,
     /// What this worker's posts and requests are encoded into (see
@@ -151,6 +152,7 @@ impl<P: Protocol> Worker<P> {
             grace: builder.grace,
             kill_delay: builder.kill_delay,
             handshake_timeout: builder.handshake_timeout,
+            shutdown_timeout: builder.shutdown_timeout,
             events: builder.events,
             outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
             arena: bytes::BytesMut::new(),
@@ -197,6 +199,7 @@ impl<P: Protocol> Worker<P> {
             output::capture(fd, self.name.clone(), self.pid, output::Stream::Stderr);
         }
         self.child = Arc::downgrade(&handle);
+        super::shutdown::register(&handle, self.shutdown_timeout, self.kill_delay);
         let link = Link::<P> {
             name: self.name.clone(),
             handle,
@@ -374,9 +377,10 @@ impl<P: Protocol> Actor for Worker<P> {
         self.spawn_process(ctx);
     }
 
-    /// The last address is gone: end the worker the polite way.
+    /// The last address is gone: end the worker the polite way, within its
+    /// shutdown timeout.
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.terminate(Grace::Default);
+        self.terminate(Grace::After(self.shutdown_timeout));
         Running::Stop
     }
 }

@@ -130,6 +130,12 @@ impl Ledger {
         self.started > self.confirmed
     }
 
+    /// Whether what was handed ends between two frames: another frame
+    /// written now is read whole.
+    pub(crate) fn between_frames(&self) -> bool {
+        self.have == 0 && self.remaining == 0
+    }
+
     /// How many binary frames have started to reach the kernel.
     pub(crate) fn started(&self) -> u64 {
         self.started

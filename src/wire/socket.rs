@@ -214,6 +214,11 @@ impl Reader {
     pub(crate) fn unclaimed_fds(&self) -> usize {
         self.fds.unclaimed()
     }
+
+    /// The descriptor queues and the ledger of the connection.
+    pub(crate) fn queues(&self) -> Arc<FdQueues> {
+        self.fds.clone()
+    }
 }
 
 /// The next message, batches included, as read from the peer.

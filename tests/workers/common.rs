@@ -69,6 +69,9 @@ pub enum Cmd {
     /// Answer `Busy`, then block the worker's thread for this many ms (on
     /// the next turn, once the answer is written).
     Busy(u64),
+    /// Keep the descriptor sent along; `on_close` writes "closed <pid>" to
+    /// it. Answers `Count(0)`.
+    NoteOnClose,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -169,11 +172,19 @@ pub struct TestWorker<P: Protocol<FromWorker = Reply>> {
     panic_in_started: bool,
     /// How long dropping the actor takes.
     slow_drop: Duration,
+    /// Where `on_close` says it ran.
+    close_note: Option<std::fs::File>,
 }
 
 impl<P: Protocol<FromWorker = Reply>> TestWorker<P> {
     pub fn new(parent: Parent<P>) -> Self {
-        TestWorker { parent, next_echo: 0, panic_in_started: false, slow_drop: Duration::ZERO }
+        TestWorker {
+            parent,
+            next_echo: 0,
+            panic_in_started: false,
+            slow_drop: Duration::ZERO,
+            close_note: None,
+        }
     }
 }
 
@@ -310,6 +321,10 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
                     std::hint::black_box(0u64);
                 });
             }
+            Cmd::NoteOnClose => {
+                self.close_note = fds.pop().map(std::fs::File::from);
+                let _ = parent.post(Reply::Count(0));
+            }
             Cmd::Busy(ms) => {
                 let _ = parent.post(Reply::Busy);
                 ctx.run_later(Duration::from_millis(1), move |_, _| {
@@ -394,6 +409,10 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
     }
 
     fn on_close(&mut self, _: &mut Context<Self>) {
+        if let Some(note) = &mut self.close_note {
+            // One write: atomic on a pipe, whoever else writes to it.
+            let _ = note.write_all(format!("closed {}\n", std::process::id()).as_bytes());
+        }
         let _ = self.parent.post(Reply::Closing);
     }
 

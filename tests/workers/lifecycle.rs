@@ -29,6 +29,8 @@ pub fn trials() -> Vec<Trial> {
         lifecycle::starting_workers_before_run_if_worker_is_refused,
         lifecycle::limits_set_past_their_caps_are_capped,
         lifecycle::a_socket_from_another_process_is_refused_by_the_worker,
+        lifecycle::stopping_the_system_closes_every_worker_gracefully,
+        lifecycle::dropping_the_last_address_gives_the_shutdown_timeout_not_the_grace,
     ]
 }
 
@@ -343,4 +345,73 @@ pub fn a_socket_from_another_process_is_refused_by_the_worker() {
     assert!(gone, "the worker took the stranger's socket and waited on it");
     assert_eq!(status.code(), Some(exit_code::NOT_A_WORKER), "{stderr}");
     assert!(stderr.contains(&format!("made by process {}", stranger.id())), "{stderr}");
+}
+
+pub fn stopping_the_system_closes_every_worker_gracefully() {
+    let (notes, note) = std::io::pipe().unwrap();
+    let (timeout, kill_delay) = (Duration::from_millis(300), Duration::from_millis(200));
+    let system = actix::System::new();
+    let (idle, stuck) = system.block_on(async {
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec).shutdown_timeout(timeout).kill_delay(kill_delay);
+            let worker = worker.start().unwrap();
+            let fd = std::os::fd::OwnedFd::from(note.try_clone().unwrap());
+            worker.do_send(actix_webworker::Post::with_fds(Cmd::NoteOnClose, vec![fd]));
+            assert_eq!(events.message().await.data, Reply::Count(0));
+            worker.post(Cmd::Pid);
+            let Reply::Pid(pid) = events.message().await.data else { panic!() };
+            idle.push(pid);
+            // Kept running: the System goes with them.
+            std::mem::forget((worker, events));
+        }
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).shutdown_timeout(timeout).kill_delay(kill_delay);
+        let worker = worker.start().unwrap();
+        // Stopped: it reads nothing, and only SIGKILL ends it.
+        let stuck = freeze(&worker, &mut events).await;
+        std::mem::forget((worker, events));
+        (idle, stuck)
+    });
+    drop(note);
+    // The System's runtime goes: every worker is closed and reaped here.
+    let t0 = Instant::now();
+    drop(system);
+    let took = t0.elapsed();
+    let mine = children();
+    for pid in idle.iter().chain([&stuck]) {
+        assert!(!mine.iter().any(|(p, _)| p == pid), "{pid} not reaped: {mine:?}");
+    }
+    // Each idle worker ran its on_close (and closed its copy of the pipe).
+    let mut closed = String::new();
+    std::fs::File::from(std::os::fd::OwnedFd::from(notes)).read_to_string(&mut closed).unwrap();
+    for pid in &idle {
+        assert!(closed.contains(&format!("closed {pid}")), "{pid}: {closed:?}");
+    }
+    // The stuck one: SIGTERM at the timeout, SIGKILL after the kill delay.
+    assert!(took >= timeout + kill_delay, "took {took:?}");
+    assert!(took < timeout + kill_delay + WAIT / 6, "took {took:?}");
+    println!(
+        "SYSTEM_STOP 3 workers closed (on_close ran), 1 stuck killed; all reaped in {} ms",
+        took.as_millis()
+    );
+}
+
+pub fn dropping_the_last_address_gives_the_shutdown_timeout_not_the_grace() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .shutdown_timeout(Duration::from_millis(200))
+            .kill_delay(Duration::from_millis(100))
+            .start()
+            .unwrap();
+        freeze(&worker, &mut events).await;
+        let t0 = Instant::now();
+        drop(worker);
+        let status = events.exit().await;
+        assert_eq!(status.signal, Some(libc::SIGKILL));
+        // Not the 5 s grace period of a terminate.
+        assert!(t0.elapsed() < Duration::from_secs(4), "took {:?}", t0.elapsed());
+    });
 }
