@@ -232,7 +232,10 @@ pub fn link(data: &[u8]) {
             outbox,
             pending: Arc::default(),
             handlers: std::rc::Rc::new(handlers),
-            events: crate::parent::link::Events::new(Some(counter.clone().recipient()), 64),
+            events: crate::parent::sink::Events::new(
+                crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
+                64,
+            ),
             worker: None,
             max_message_size: 1 << 20,
             fingerprint: 0,

@@ -131,6 +131,7 @@ pub use crate::error::{ErrorReport, ExitStatus, SpawnError, WireError, WorkerErr
 pub use crate::parent::builder::{Limits, WhenFull, WorkerBuilder};
 pub use crate::parent::events::{Event, GaveUp, Received, WorkerEvent};
 pub use crate::parent::output::Output;
+pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::spawn::ResourceLimits;
 pub use crate::parent::worker::{
     Ask, Grace, Join, Post, PostResponse, Terminate, Worker, WorkerAddrExt,

@@ -10,6 +10,7 @@ use actix::{Addr, Recipient};
 
 use super::events::WorkerEvent;
 use super::output::Output;
+use super::sink::{EventSink, WorkerEvents};
 use super::spawn::{CommandSpec, ResourceLimits};
 use super::worker::Worker;
 use crate::error::SpawnError;
@@ -324,7 +325,34 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// address before the worker is up are queued and delivered in order.
     ///
     /// Must be called inside a running actix System.
-    pub fn start(mut self) -> Result<Addr<Worker<P>>, SpawnError> {
+    pub fn start(self) -> Result<Addr<Worker<P>>, SpawnError> {
+        let events = match &self.events {
+            Some(recipient) => EventSink::Recipient(recipient.clone()),
+            None => EventSink::Log,
+        };
+        self.start_into(events)
+    }
+
+    /// [`start`](Self::start), with the worker's events as a stream
+    /// (instead of any recipient given to [`events`](Self::events)): for
+    /// tests and small programs that would rather not write an actor.
+    ///
+    /// ```no_run
+    /// # use actix_webworker::{Event, Protocol, Worker, WorkerAddrExt};
+    /// # struct P; impl Protocol for P { type ToWorker = (); type FromWorker = (); }
+    /// # async fn f() {
+    /// let (worker, mut events) = Worker::<P>::builder().entry("e").start_with_events().unwrap();
+    /// while let Some(event) = events.next().await {
+    ///     println!("{}: {:?}", event.name, event.kind);
+    /// }
+    /// # }
+    /// ```
+    pub fn start_with_events(self) -> Result<(Addr<Worker<P>>, WorkerEvents<P>), SpawnError> {
+        let (sink, events) = super::sink::stream();
+        Ok((self.start_into(sink)?, events))
+    }
+
+    fn start_into(mut self, events: EventSink<P>) -> Result<Addr<Worker<P>>, SpawnError> {
         self.limits = self.limits.clamped();
         self.spec.max_message_size = self.limits.max_message_size;
         if let Some(n) = self.spec.rlimits.open_files {
@@ -335,7 +363,7 @@ impl<P: Protocol> WorkerBuilder<P> {
                 )));
             }
         }
-        Worker::start_with(self)
+        Worker::start_with(self, events)
     }
 
     pub(crate) fn display_name(&self) -> String {

@@ -14,17 +14,16 @@
 //! socket, and a worker that floods the parent is held back instead of
 //! filling the parent's memory.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Recipient, WeakAddr};
-use futures_util::FutureExt;
+use actix::WeakAddr;
 
 use super::events::{Event, Received, WorkerEvent};
+use super::sink::{EventSink, Events};
 use super::spawn::ChildHandle;
 use super::worker::{ChildExited, Worker};
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
@@ -144,7 +143,8 @@ impl<P: Protocol> Link<P> {
         // by the time its exit is told.
         let worker = self.worker.clone();
         let generation = self.generation;
-        let (name, pid, events) = (self.name.clone(), handle.pid(), self.events.take());
+        let events = std::mem::replace(&mut self.events, Events::new(EventSink::Log, 4));
+        let (name, pid) = (self.name.clone(), handle.pid());
         drop(self);
         drop(handle);
         // Queued now, after every other event of the process and before
@@ -285,113 +285,5 @@ impl<P: Protocol> Link<P> {
             }
             Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
         }
-    }
-}
-
-/// Where a worker's events go, and how many the recipient has not handled
-/// yet: at most `window`.
-///
-/// Events go with `do_send` (in order, never refused); every
-/// `window / 4`-th goes with `send`, whose answer says the recipient has
-/// handled it and, its mailbox being in order, every event before it. The
-/// link reads no further while the oldest such mark is more than `window`
-/// events behind.
-pub(crate) struct Events<P: Protocol> {
-    recipient: Option<Recipient<WorkerEvent<P>>>,
-    window: u64,
-    emitted: u64,
-    /// Marks not known to be handled: where each was emitted, and its
-    /// answer (`None` once it came).
-    marks: VecDeque<(u64, Option<Mark>)>,
-}
-
-type Mark = Pin<Box<dyn Future<Output = ()>>>;
-
-impl<P: Protocol> Events<P> {
-    /// Events for `recipient`, at most `window` of them unhandled.
-    pub(crate) fn new(recipient: Option<Recipient<WorkerEvent<P>>>, window: usize) -> Self {
-        Events { recipient, window: window.max(4) as u64, emitted: 0, marks: VecDeque::new() }
-    }
-
-    fn take(&mut self) -> Self {
-        Events {
-            recipient: self.recipient.take(),
-            window: self.window,
-            emitted: self.emitted,
-            marks: std::mem::take(&mut self.marks),
-        }
-    }
-
-    pub(crate) fn emit(&mut self, event: WorkerEvent<P>) {
-        let Some(recipient) = &self.recipient else {
-            return super::events::log_event(&event.name, event.pid, &event.kind);
-        };
-        if self.emitted.is_multiple_of(self.window / 4) {
-            // A sender of its own, never held back by actix's mailbox
-            // bound: the event is queued now, in order with the others.
-            let mark = recipient.clone().send(event).map(drop);
-            self.pop_handled();
-            self.marks.push_back((self.emitted, Some(Box::pin(mark))));
-        } else {
-            recipient.do_send(event);
-        }
-        self.emitted += 1;
-    }
-
-    /// Whether more than the window of events may be unhandled.
-    fn behind(&mut self) -> bool {
-        let over = |marks: &VecDeque<(u64, Option<Mark>)>, emitted: u64, window: u64| {
-            marks.front().is_some_and(|(at, _)| emitted - at > window)
-        };
-        if !over(&self.marks, self.emitted, self.window) {
-            return false;
-        }
-        self.pop_handled();
-        over(&self.marks, self.emitted, self.window)
-    }
-
-    /// Keeps the marks not handled yet waiting, on a task of their own:
-    /// actix drops a message whose `send` is dropped before it is handled,
-    /// and each mark is an event.
-    fn keep_marks(&mut self) {
-        self.pop_handled();
-        let marks = std::mem::take(&mut self.marks);
-        if !marks.is_empty() {
-            actix_rt::spawn(async move {
-                for (_, mark) in marks {
-                    if let Some(mark) = mark {
-                        mark.await;
-                    }
-                }
-            });
-        }
-    }
-
-    /// Forgets the marks the recipient has handled.
-    fn pop_handled(&mut self) {
-        while let Some((_, slot)) = self.marks.front_mut() {
-            if let Some(mark) = slot {
-                if mark.as_mut().now_or_never().is_none() {
-                    break;
-                }
-            }
-            self.marks.pop_front();
-        }
-    }
-
-    /// When the recipient is that far behind: a future that resolves once
-    /// it has handled the oldest mark.
-    fn oldest_behind(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
-        if !self.behind() {
-            return None;
-        }
-        let (_, slot) = self.marks.front_mut()?;
-        Some(Box::pin(std::future::poll_fn(move |cx| {
-            if let Some(mark) = slot {
-                std::task::ready!(mark.as_mut().poll(cx));
-                *slot = None;
-            }
-            std::task::Poll::Ready(())
-        })))
     }
 }

@@ -7,5 +7,6 @@ pub(crate) mod events;
 pub(crate) mod link;
 pub(crate) mod output;
 pub(crate) mod shutdown;
+pub(crate) mod sink;
 pub(crate) mod spawn;
 pub(crate) mod worker;

@@ -24,15 +24,15 @@ use std::time::{Duration, Instant};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
-    ResponseFuture, Running,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, Running,
 };
 use bytes::Bytes;
 
 use super::builder::{Limits, WhenFull, WorkerBuilder};
-use super::events::{log_event, Event, GaveUp, WorkerEvent};
-use super::link::{Events, Link};
+use super::events::{Event, GaveUp, WorkerEvent};
+use super::link::Link;
 use super::output;
+use super::sink::{EventSink, Events};
 use super::spawn::{self, ChildHandle, CommandSpec};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
@@ -66,7 +66,7 @@ pub struct Worker<P: Protocol> {
     kill_delay: Duration,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
-    events: Option<Recipient<WorkerEvent<P>>>,
+    events: EventSink<P>,
     outbox: Arc<Outbox>,
     /// What this worker's posts and requests are encoded into (see
     /// `wire::encode_in`): its own, so that its queued messages pin no
@@ -127,7 +127,10 @@ impl<P: Protocol> Worker<P> {
         WorkerBuilder::new()
     }
 
-    pub(crate) fn start_with(builder: WorkerBuilder<P>) -> Result<Addr<Self>, SpawnError> {
+    pub(crate) fn start_with(
+        builder: WorkerBuilder<P>,
+        events: EventSink<P>,
+    ) -> Result<Addr<Self>, SpawnError> {
         if actix::System::try_current().is_none() {
             return Err(SpawnError::NoSystem);
         }
@@ -153,7 +156,7 @@ impl<P: Protocol> Worker<P> {
             kill_delay: builder.kill_delay,
             handshake_timeout: builder.handshake_timeout,
             shutdown_timeout: builder.shutdown_timeout,
-            events: builder.events,
+            events,
             outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
             arena: bytes::BytesMut::new(),
             pending: Arc::default(),
@@ -180,12 +183,7 @@ impl<P: Protocol> Worker<P> {
     }
 
     fn emit(&self, kind: Event<P>) {
-        match &self.events {
-            Some(events) => {
-                events.do_send(WorkerEvent { name: self.name.clone(), pid: self.pid, kind })
-            }
-            None => log_event(&self.name, self.pid, &kind),
-        }
+        self.events.send(WorkerEvent { name: self.name.clone(), pid: self.pid, kind });
     }
 
     fn launch(&mut self, ctx: &mut Context<Self>, spawned: spawn::Spawned) {
@@ -762,6 +760,10 @@ impl<P: Protocol> Worker<P> {
         // Last: whoever joins may rely on every event having been sent.
         for joiner in self.joiners.drain(..) {
             let _ = joiner.send(status);
+        }
+        // Nothing more to tell: a stream of its events ends here.
+        if let EventSink::Stream(_) = self.events {
+            self.events = EventSink::Log;
         }
     }
 }

@@ -15,6 +15,7 @@ mod load;
 mod misuse;
 mod requests;
 mod startup;
+mod stream;
 mod supervise;
 
 use libtest_mimic::Arguments;
@@ -127,6 +128,7 @@ fn main() {
     tests.extend(delivery::trials());
     tests.extend(misuse::trials());
     tests.extend(startup::trials());
+    tests.extend(stream::trials());
     tests.extend(hostile::trials());
     tests.extend(floods::trials());
     tests.extend(floods::roles());
