@@ -12,10 +12,10 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-fn next_within(
+async fn next_within(
     events: &mut actix_webworker::WorkerEvents<Test>,
-) -> impl std::future::Future<Output = Option<actix_webworker::WorkerEvent<Test>>> + '_ {
-    async move { tokio::time::timeout(WAIT, events.next()).await.expect("an event in time") }
+) -> Option<actix_webworker::WorkerEvent<Test>> {
+    tokio::time::timeout(WAIT, events.next()).await.expect("an event in time")
 }
 
 pub fn a_workers_life_read_as_a_stream() {
