@@ -1,19 +1,13 @@
-//! The README sample of the original webworker, in actix.
+//! The original webworker's README sample, as an actix program: the parent
+//! posts `{ foo: "bar" }`, the worker answers `{ test: "this is a test" }`,
+//! the parent prints it and terminates the worker, whose `on_close` prints
+//! `Worker shutting down.`, and the parent prints the exit.
 //!
-//! The parent posts `{ foo: "bar" }`; the worker answers
-//! `{ test: "this is a test" }`; the parent prints it and terminates the
-//! worker; the worker's `on_close` prints "Worker shutting down."; the parent
-//! prints the exit event and exits 0.
-//!
-//! One executable plays both parts: the worker is this same program re-run
-//! with the entry "echo".
-//!
-//! Run it with `cargo run --example echo`.
+//! `cargo run --example echo`
 
 use actix::prelude::*;
 use actix_webworker::{
     run_if_worker, Entry, Event, Parent, Protocol, Received, Worker, WorkerActor, WorkerAddrExt,
-    WorkerEvent,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,57 +60,31 @@ impl WorkerActor for EchoWorker {
 
 // ---- the parent -----------------------------------------------------------
 
-/// Receives the worker's events: onmessage, onerror, onexit.
-struct Main {
-    worker: Option<Addr<Worker<Echo>>>,
-}
-
-impl Actor for Main {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let worker = Worker::<Echo>::builder()
-            .entry("echo")
-            .events(ctx.address().recipient())
-            .start()
-            .expect("the worker process starts");
-        // Posted before the worker is up: queued until its handshake is done.
-        worker.post(Hello { foo: "bar".into() });
-        self.worker = Some(worker);
-    }
-}
-
-impl Handler<WorkerEvent<Echo>> for Main {
-    type Result = ();
-
-    fn handle(&mut self, event: WorkerEvent<Echo>, _: &mut Context<Self>) {
-        match event.kind {
-            Event::Online => println!("worker {} (pid {}) is online", event.name, event.pid),
-            Event::Message(msg) => {
-                println!("Received message: {:?}", msg.data);
-                if let Some(worker) = &self.worker {
-                    worker.terminate();
-                }
-            }
-            Event::Error(report) => println!("Worker error: {report}"),
-            Event::Exit(status) => {
-                println!("Worker exited: code={:?} signal={:?}", status.code, status.signal);
-                System::current().stop_with_code(if status.success() { 0 } else { 1 });
-            }
-            other => println!("event: {other:?}"),
-        }
-    }
-}
-
-fn main() {
+#[actix::main]
+async fn main() {
     // First line of main: when this program is re-run as the worker, this
     // call runs the worker and exits; in the parent it returns at once.
     run_if_worker([Entry::new("echo", |parent| EchoWorker { parent })]);
 
-    let system = System::new();
-    system.block_on(async {
-        Main { worker: None }.start();
-    });
-    let code = system.run_with_code().expect("the actix system runs");
-    std::process::exit(code);
+    let (worker, mut events) =
+        Worker::<Echo>::builder().entry("echo").start_with_events().expect("the worker starts");
+    // Posted before the worker is up: queued until its handshake is done.
+    worker.post(Hello { foo: "bar".into() });
+
+    // onmessage, onerror, onexit.
+    while let Some(event) = events.next().await {
+        match event.kind {
+            Event::Online => println!("worker {} (pid {}) is online", event.name, event.pid),
+            Event::Message(msg) => {
+                println!("Received message: {:?}", msg.data);
+                worker.terminate();
+            }
+            Event::Error(report) => println!("Worker error: {report}"),
+            Event::Exit(status) => {
+                println!("Worker exited: code={:?} signal={:?}", status.code, status.signal);
+                std::process::exit(if status.success() { 0 } else { 1 });
+            }
+            other => println!("event: {other:?}"),
+        }
+    }
 }

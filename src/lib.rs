@@ -1,5 +1,5 @@
 //! Web Workers for actix: every worker a real OS process, every worker an
-//! actor in the parent.
+//! actor in the parent. Linux only.
 //!
 //! The parent starts a worker with a builder and gets an
 //! [`Addr<Worker<P>>`](Worker): posting a typed message is sending it a
@@ -25,13 +25,15 @@
 //!
 //! # Example
 //!
-//! One executable that is both parent and worker (see `examples/echo.rs`
-//! for the complete program):
+//! One executable that is both parent and worker (`examples/echo.rs` is the
+//! same, with more said): the worker answers a greeting, the parent prints
+//! the answer and ends the worker.
 //!
-//! ```no_run
+//! ```
 //! use actix::prelude::*;
-//! use actix_webworker::{Entry, Event, Parent, Protocol, Received, Worker, WorkerActor,
-//!                       WorkerAddrExt, WorkerEvent};
+//! use actix_webworker::{
+//!     Entry, Event, Parent, Protocol, Received, Worker, WorkerActor, WorkerAddrExt,
+//! };
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize, Debug)]
@@ -45,44 +47,36 @@
 //!     type FromWorker = Test;
 //! }
 //!
-//! // The worker.
+//! // The worker: an actix actor.
 //! struct EchoWorker { parent: Parent<Echo> }
 //! impl Actor for EchoWorker { type Context = Context<Self>; }
 //! impl WorkerActor for EchoWorker { type Protocol = Echo; }
 //! impl Handler<Received<Hello>> for EchoWorker {
 //!     type Result = ();
-//!     fn handle(&mut self, _: Received<Hello>, _: &mut Context<Self>) {
-//!         let _ = self.parent.post(Test { test: "this is a test".into() });
+//!     fn handle(&mut self, msg: Received<Hello>, _: &mut Context<Self>) {
+//!         let _ = self.parent.post(Test { test: format!("hello, {}", msg.data.foo) });
 //!     }
 //! }
 //!
-//! // The parent.
-//! struct Printer;
-//! impl Actor for Printer { type Context = Context<Self>; }
-//! impl Handler<WorkerEvent<Echo>> for Printer {
-//!     type Result = ();
-//!     fn handle(&mut self, ev: WorkerEvent<Echo>, _: &mut Context<Self>) {
-//!         if let Event::Exit(status) = ev.kind {
-//!             println!("exit: {status}");
-//!             System::current().stop();
-//!         }
-//!     }
-//! }
-//!
-//! fn main() {
+//! #[actix::main]
+//! async fn main() {
 //!     // First line of main: a re-run as a worker stops here.
 //!     actix_webworker::run_if_worker([Entry::new("echo", |parent| EchoWorker { parent })]);
 //!
-//!     System::new().block_on(async {
-//!         let printer = Printer.start();
-//!         let worker = Worker::<Echo>::builder()
-//!             .entry("echo")
-//!             .events(printer.recipient())
-//!             .start()
-//!             .expect("worker starts");
-//!         worker.post(Hello { foo: "bar".into() });
-//!         worker.terminate();
-//!     });
+//!     let (worker, mut events) =
+//!         Worker::<Echo>::builder().entry("echo").start_with_events().unwrap();
+//!     worker.post(Hello { foo: "bar".into() });
+//!     while let Some(event) = events.next().await {
+//!         match event.kind {
+//!             Event::Message(msg) => {
+//!                 println!("{}", msg.data.test);
+//!                 assert_eq!(msg.data.test, "hello, bar");
+//!                 worker.terminate();
+//!             }
+//!             Event::Exit(status) => assert!(status.success(), "{status}"),
+//!             _ => {}
+//!         }
+//!     }
 //! }
 //! ```
 //!
@@ -102,7 +96,12 @@
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![cfg(unix)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "actix-webworker runs on Linux only: it stands on pidfds, SCM_RIGHTS, SO_PEERCRED and \
+     PR_SET_PDEATHSIG"
+);
 
 mod child;
 mod error;

@@ -27,8 +27,18 @@ pub enum Restart {
     Always,
 }
 
-/// A restart policy; see the module docs. Defaults: restart on failure, at
-/// most 5 restarts within 60 s, backoff from 100 ms doubling up to 5 s.
+/// When and how often a worker that exited is started again, in the spirit
+/// of Erlang/OTP supervisors. Defaults: restart on failure, at most 5
+/// restarts within 60 s, backoff from 100 ms doubling up to 5 s.
+///
+/// - **When**: [`Restart`]; never after `terminate` or the worker's own
+///   `close()`, nor after an error certain to happen again
+///   ([`WireError::is_certain`](crate::WireError::is_certain)).
+/// - **How often**: at most `max_restarts` within `within` (OTP's intensity
+///   and period); one more failure and the worker stops for good with
+///   [`Event::GaveUp`](crate::Event::GaveUp).
+/// - **How soon**: exponential backoff from `backoff_initial`, doubling per
+///   restart counted in the window, capped at `backoff_max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RestartPolicy {
