@@ -248,6 +248,10 @@ pub enum SpawnError {
     /// `start()` was called outside a running actix System.
     #[error("Worker::start must be called inside a running actix System")]
     NoSystem,
+    /// A message type of the protocol (or of a request) that cannot go
+    /// through the wire; see [`Protocol`](crate::Protocol).
+    #[error("{0}")]
+    Protocol(#[from] crate::shape::ShapeError),
     /// An option the worker cannot run with.
     #[error("invalid worker option: {0}")]
     Option(String),

@@ -111,6 +111,7 @@ mod handoff;
 mod parent;
 mod protocol;
 mod request;
+mod shape;
 mod supervise;
 mod testing;
 mod wire;

@@ -24,12 +24,22 @@ use serde::Serialize;
 /// }
 /// ```
 ///
-/// At start-up both sides exchange a fingerprint of the protocol (the names
-/// of the message types and [`VERSION`](Protocol::VERSION)); a worker built
-/// with other message types is refused with
+/// At start-up both sides exchange a fingerprint of the protocol: the serde
+/// shape of both message types (every struct, enum, variant and field, by
+/// name and format, as their `Deserialize` reads them) and
+/// [`VERSION`](Protocol::VERSION). A worker built separately, by another
+/// compiler even, is accepted when its types have the same shape; one whose
+/// types changed (a field's type, a variant) is refused with
 /// [`WireError::FingerprintMismatch`](crate::WireError::FingerprintMismatch)
-/// instead of decoding garbage. Bump `VERSION` when you change the shape of a
-/// type but keep its name.
+/// instead of decoding garbage. Bump `VERSION` for a change the shape does
+/// not show (what a field means).
+///
+/// The types must be ones bincode can carry: `WorkerBuilder::start` refuses
+/// with [`SpawnError::Protocol`](crate::SpawnError::Protocol), naming the
+/// type, those read with `deserialize_any` (`#[serde(untagged)]`, internally
+/// or adjacently tagged enums), `#[serde(flatten)]`, and fields skipped when
+/// written (`#[serde(skip_serializing_if)]`, as far as its common predicates
+/// go: write an `Option` instead).
 pub trait Protocol: 'static {
     /// What the parent posts to the worker.
     type ToWorker: Serialize + DeserializeOwned + Send + 'static;
@@ -37,17 +47,6 @@ pub trait Protocol: 'static {
     type FromWorker: Serialize + DeserializeOwned + Send + 'static;
     /// A version of your own, part of the fingerprint.
     const VERSION: u32 = 0;
-}
-
-/// The fingerprint both sides compare during the handshake.
-pub(crate) fn fingerprint<P: Protocol>() -> u64 {
-    let mut h = Fnv::new();
-    h.write(std::any::type_name::<P::ToWorker>().as_bytes());
-    h.write(&[0]);
-    h.write(std::any::type_name::<P::FromWorker>().as_bytes());
-    h.write(&[0]);
-    h.write(&P::VERSION.to_le_bytes());
-    h.finish()
 }
 
 /// 64-bit FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
@@ -67,34 +66,5 @@ impl Fnv {
 
     pub(crate) fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct A;
-    impl Protocol for A {
-        type ToWorker = String;
-        type FromWorker = u32;
-    }
-    struct B;
-    impl Protocol for B {
-        type ToWorker = String;
-        type FromWorker = u64;
-    }
-    struct C;
-    impl Protocol for C {
-        type ToWorker = String;
-        type FromWorker = u32;
-        const VERSION: u32 = 2;
-    }
-
-    #[test]
-    fn fingerprints_tell_protocols_apart() {
-        assert_eq!(fingerprint::<A>(), fingerprint::<A>());
-        assert_ne!(fingerprint::<A>(), fingerprint::<B>());
-        assert_ne!(fingerprint::<A>(), fingerprint::<C>());
     }
 }

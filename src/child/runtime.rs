@@ -30,7 +30,7 @@ use super::{exit_code, Parent, Requests, WorkerActor};
 use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::handoff::ENV_MAX_MESSAGE;
 use crate::parent::events::Received;
-use crate::protocol::{fingerprint, Protocol};
+use crate::protocol::Protocol;
 use crate::request::{resolve_frame, Handlers, Pending};
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
@@ -132,7 +132,13 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W,
 {
-    let fp = fingerprint::<W::Protocol>();
+    let fp = match crate::shape::fingerprint::<W::Protocol>() {
+        Ok(fp) => fp,
+        Err(e) => {
+            eprintln!("actix-webworker: {e}");
+            return (exit_code::MISMATCH, End::Terminated);
+        }
+    };
     let mut conn = match socket::open(sock, max_message_size).await {
         Ok(c) => c,
         Err(e) => {

@@ -73,9 +73,14 @@ impl<P: Protocol> Link<P> {
         let mut certain = None;
 
         // Kept to ask the worker to close, should the System stop under it.
-        let farewell = sock.try_clone().ok().map(std::os::fd::OwnedFd::from);
+        let mut farewell = sock.try_clone().ok().map(std::os::fd::OwnedFd::from);
         let handshake = tokio::time::timeout(self.handshake_timeout, self.handshake(sock));
-        let (reader, writer) = match handshake.await {
+        let handshake = handshake.await;
+        if !matches!(handshake, Ok(Ok(_))) {
+            // Closed now: a worker that refused waits for that to exit.
+            farewell = None;
+        }
+        let (reader, writer) = match handshake {
             Ok(Ok(halves)) => {
                 if let Some(sock) = farewell {
                     super::shutdown::connected(&handle, sock, halves.0.queues());

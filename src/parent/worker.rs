@@ -36,7 +36,7 @@ use super::sink::{EventSink, Events};
 use super::spawn::{self, ChildHandle, CommandSpec};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
-use crate::protocol::{fingerprint, Protocol};
+use crate::protocol::Protocol;
 use crate::request::{await_answer, tag_of, Handlers, Pending, Request};
 use crate::supervise::{Decision, History, RestartPolicy};
 use crate::wire::frame::{self, Kind};
@@ -66,6 +66,8 @@ pub struct Worker<P: Protocol> {
     kill_delay: Duration,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
+    /// The shape of the protocol, compared at each handshake.
+    fingerprint: u64,
     events: EventSink<P>,
     outbox: Arc<Outbox>,
     /// What this worker's posts and requests are encoded into (see
@@ -144,6 +146,7 @@ impl<P: Protocol> Worker<P> {
         // What can be known without starting anything fails here; the
         // process itself is started on the spawner thread (`started`).
         spawn::check(&builder.spec)?;
+        let fingerprint = crate::shape::fingerprint::<P>()?;
         let limits = builder.limits;
         let worker = Worker {
             name,
@@ -156,6 +159,7 @@ impl<P: Protocol> Worker<P> {
             kill_delay: builder.kill_delay,
             handshake_timeout: builder.handshake_timeout,
             shutdown_timeout: builder.shutdown_timeout,
+            fingerprint,
             events,
             outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
             arena: bytes::BytesMut::new(),
@@ -207,7 +211,7 @@ impl<P: Protocol> Worker<P> {
             events: Events::new(self.events.clone(), self.limits.event_window),
             worker: Some(ctx.address().downgrade()),
             max_message_size: self.limits.max_message_size,
-            fingerprint: fingerprint::<P>(),
+            fingerprint: self.fingerprint,
             generation: self.generation,
             handshake_timeout: self.handshake_timeout,
             asked: false,
@@ -527,6 +531,10 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
         let max = self.limits.max_message_size;
         let id = self.pending.next_id();
+        let sendable = crate::shape::check::<R>().and_then(|()| crate::shape::check::<R::Answer>());
+        if let Err(e) = sendable {
+            return AskResponse(AskInner::Ready(Err(WireError::Encode(e.to_string()).into())));
+        }
         let encoded = self.check_open().and_then(|()| {
             let tag = tag_of::<R>();
             wire::encode_in(&mut self.arena, Kind::Request, id, tag, &msg.request, 0, max)

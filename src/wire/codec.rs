@@ -66,6 +66,15 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> 
     Ok(value)
 }
 
+/// The value of `T` whose encoding is all zero bytes: every option `None`,
+/// every sequence, map and string empty, every number 0, every enum its
+/// first variant. `None` when `T` has no such value (one that checks what
+/// it reads, or recursion without end).
+pub(crate) fn zero<T: DeserializeOwned>() -> Option<T> {
+    let zeros = [0u8; 4096];
+    bincode::serde::decode_from_slice::<Guarded<T>, _>(&zeros, config()).ok().map(|(v, _)| v.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ pub fn trials() -> Vec<Trial> {
         misuse::an_unknown_entry_is_a_typed_error_naming_the_known_ones,
         misuse::a_worker_of_other_message_types_is_never_restarted,
         misuse::without_a_recipient_errors_and_exits_are_logged,
+        misuse::types_bincode_cannot_carry_are_refused_naming_the_type,
     ]
 }
 
@@ -97,4 +98,51 @@ pub fn without_a_recipient_errors_and_exits_are_logged() {
         });
     });
     assert!(logged(&["exited", "exit code 3"]), "the exit was not logged");
+}
+
+/// A message type bincode cannot read back.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+#[serde(untagged)]
+pub enum Untagged {
+    Number(u64),
+    Text(String),
+}
+
+/// A request whose fields are skipped when empty: silent wrong data.
+#[derive(actix::Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct Skipping {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<u64>,
+    pub after: u64,
+}
+
+struct UntaggedProtocol;
+
+impl actix_webworker::Protocol for UntaggedProtocol {
+    type ToWorker = Untagged;
+    type FromWorker = Reply;
+}
+
+pub fn types_bincode_cannot_carry_are_refused_naming_the_type() {
+    run(async {
+        let res = Worker::<UntaggedProtocol>::builder().entry("test").start();
+        match res {
+            Err(actix_webworker::SpawnError::Protocol(e)) => {
+                assert!(e.ty.ends_with("Untagged"), "{e}");
+                assert!(e.to_string().contains("untagged"), "{e}");
+            }
+            other => panic!("started: {:?}", other.map(drop)),
+        }
+        let (worker, mut events) = start();
+        let res = worker.ask(Skipping { items: Vec::new(), after: 1 }).await;
+        match res {
+            Err(WorkerError::Wire(WireError::Encode(text))) => {
+                assert!(text.contains("Skipping") && text.contains("skipped"), "{text}")
+            }
+            other => panic!("asked: {other:?}"),
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
 }
