@@ -357,20 +357,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 /// One unmasked WebSocket frame with FIN set, as either side sends it
 /// (`opcode` 2: binary); also the hostile-input tests' raw frames.
 pub fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-    out
+    socket::frame(opcode, payload)
 }
 
 fn ws_binary(payload: &[u8]) -> Vec<u8> {

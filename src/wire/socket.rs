@@ -266,10 +266,15 @@ where
 }
 
 /// One unmasked binary WebSocket frame holding `payload`: a whole message,
-/// as the worker writes it by hand when it has no connection to run (a
-/// refusal).
+/// written by hand where no connection runs (a worker's refusal, a
+/// terminate when the parent's System stops).
 pub(crate) fn binary_frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x82];
+    frame(2, payload)
+}
+
+/// One unmasked WebSocket frame with FIN set, of `opcode`.
+pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => out.push(n as u8),
         n if n <= 0xffff => {
