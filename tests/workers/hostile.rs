@@ -318,7 +318,9 @@ pub fn descriptors_no_message_claims_are_reported_and_closed() {
 pub fn undecodable_payload_leaves_the_connection_up() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let worker = builder(rec).entry("raw-undecodable").start().unwrap();
+        // A raw worker ignores the terminate: a short grace period.
+        let grace = std::time::Duration::from_millis(100);
+        let worker = builder(rec).entry("raw-undecodable").grace_period(grace).start().unwrap();
         loop {
             match events.next().await {
                 Event::Online => continue,
