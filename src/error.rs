@@ -223,6 +223,16 @@ impl WireError {
     }
 }
 
+/// Why a type cannot go through the wire.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{ty} cannot be sent: {why}")]
+pub struct ShapeError {
+    /// The type (its Rust name).
+    pub ty: &'static str,
+    /// What about it.
+    pub why: String,
+}
+
 /// Why a worker could not be started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -251,7 +261,7 @@ pub enum SpawnError {
     /// A message type of the protocol (or of a request) that cannot go
     /// through the wire; see [`Protocol`](crate::Protocol).
     #[error("{0}")]
-    Protocol(#[from] crate::shape::ShapeError),
+    Protocol(#[from] ShapeError),
     /// An option the worker cannot run with.
     #[error("invalid worker option: {0}")]
     Option(String),

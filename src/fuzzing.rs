@@ -69,7 +69,9 @@ pub fn envelope(data: &[u8]) {
     let _ = match header.kind {
         frame::Kind::Hello => frame::read_hello(payload).map(drop),
         frame::Kind::Error => codec::decode::<ErrorReport>(payload).map(drop),
-        frame::Kind::Failed => codec::decode::<crate::request::Failure>(payload).map(drop),
+        frame::Kind::Failed => {
+            codec::decode::<crate::session::requests::Failure>(payload).map(drop)
+        }
         _ => codec::decode::<Sample>(payload).map(drop),
     };
 }
@@ -224,7 +226,7 @@ pub fn link(data: &[u8]) {
         let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let writing = actix_rt::spawn(writer.run(outbox.clone(), stopped));
-        let mut handlers = crate::request::Handlers::new(|| None);
+        let mut handlers = crate::session::requests::Handlers::new(|| None);
         handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
         let mut link = crate::parent::link::Link::<FuzzProtocol> {
             name: "fuzz".into(),
@@ -307,9 +309,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     envelopes.push(("answer".into(), message(frame::Kind::Answer, 0, 42, 0, &samples[0].1)));
     envelopes.push(("error".into(), message(frame::Kind::Error, 0, 0, 0, &report)));
     for (name, failure) in [
-        ("failed_panicked", crate::request::Failure::Panicked(report.clone())),
-        ("failed_unhandled", crate::request::Failure::Unhandled("x::Y".into())),
-        ("failed_gone", crate::request::Failure::Gone),
+        ("failed_panicked", crate::session::requests::Failure::Panicked(report.clone())),
+        ("failed_unhandled", crate::session::requests::Failure::Unhandled("x::Y".into())),
+        ("failed_gone", crate::session::requests::Failure::Gone),
     ] {
         envelopes.push((name.into(), message(frame::Kind::Failed, 0, 42, 0, &failure)));
     }
@@ -452,7 +454,7 @@ mod tests {
                     frame::Kind::Hello => frame::read_hello(payload).map(drop),
                     frame::Kind::Error => codec::decode::<ErrorReport>(payload).map(drop),
                     frame::Kind::Failed => {
-                        codec::decode::<crate::request::Failure>(payload).map(drop)
+                        codec::decode::<crate::session::requests::Failure>(payload).map(drop)
                     }
                     frame::Kind::Terminate | frame::Kind::Closing => Ok(()),
                     frame::Kind::Batch => {

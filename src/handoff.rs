@@ -1,6 +1,7 @@
 //! What a parent hands a worker at exec, known to both sides: the
 //! environment variables that name the socket, the entry and the message
-//! limit, and how each side tells who the other is.
+//! limit, the worker runtime's exit codes, and how each side tells who the
+//! other is.
 
 /// Environment variable that tells the child which descriptor is its socket.
 pub(crate) const ENV_FD: &str = "ACTIX_WEBWORKER_FD";
@@ -8,6 +9,31 @@ pub(crate) const ENV_FD: &str = "ACTIX_WEBWORKER_FD";
 pub(crate) const ENV_ENTRY: &str = "ACTIX_WEBWORKER_ENTRY";
 /// Environment variable with the largest message either side may send.
 pub(crate) const ENV_MAX_MESSAGE: &str = "ACTIX_WEBWORKER_MAX_MESSAGE";
+
+/// The largest message either side may send, unless told otherwise.
+pub(crate) const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+
+/// Mailbox capacity of the actors on both sides: large enough never to
+/// make a `send` wait (which would let later `do_send`s overtake it), small
+/// enough for actix's arithmetic.
+pub(crate) const MAILBOX_CAPACITY: usize = 1 << 40;
+
+/// Exit codes of the worker runtime itself.
+pub mod exit_code {
+    /// A panic the actor could not recover from, as Rust's own panics.
+    pub const PANIC: i32 = 101;
+    /// The process was not started as a worker (no socket in its environment)
+    /// or names an entry that is not registered.
+    pub const NOT_A_WORKER: i32 = 64;
+    /// The handshake failed: another protocol version or other message types.
+    pub const MISMATCH: i32 = 78;
+    /// The socket to the parent could not be used.
+    pub const IO: i32 = 74;
+    /// The worker reached its soft CPU limit
+    /// ([`ResourceLimits::cpu_seconds`](crate::ResourceLimits::cpu_seconds)):
+    /// SIGXCPU, after which `on_close` ran. 128 + SIGXCPU, as a shell says.
+    pub const CPU_LIMIT: i32 = 152;
+}
 
 /// How many generations apart a worker and its parent may be: the worker
 /// may run under a wrapper (`sh -c`, a debugger) that the parent started.

@@ -110,8 +110,7 @@ pub mod fuzzing;
 mod handoff;
 mod parent;
 mod protocol;
-mod request;
-mod shape;
+mod session;
 mod supervise;
 mod testing;
 mod wire;
@@ -124,19 +123,17 @@ pub mod __private {
     }
 }
 
-pub use crate::child::{
-    exit_code, run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor,
-};
-pub use crate::error::{ErrorReport, ExitStatus, SpawnError, WireError, WorkerError};
+pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
+pub use crate::error::{ErrorReport, ExitStatus, ShapeError, SpawnError, WireError, WorkerError};
+pub use crate::handoff::exit_code;
 pub use crate::parent::builder::{Limits, WhenFull, WorkerBuilder};
-pub use crate::parent::events::{Event, GaveUp, Received, WorkerEvent};
+pub use crate::parent::events::{Event, GaveUp, WorkerEvent};
 pub use crate::parent::output::Output;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::spawn::ResourceLimits;
 pub use crate::parent::worker::{
     Ask, Grace, Join, Post, PostResponse, Terminate, Worker, WorkerAddrExt,
 };
-pub use crate::protocol::Protocol;
-pub use crate::request::Request;
+pub use crate::protocol::{Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -1,6 +1,11 @@
-//! The protocol: the message types a worker and its parent exchange, named
-//! once and shared by both sides.
+//! The vocabulary both sides share: the [`Protocol`] naming the message
+//! types, a message as received ([`Received`], with its descriptors), and
+//! typed requests ([`Request`]).
 
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use actix::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -47,6 +52,86 @@ pub trait Protocol: 'static {
     type FromWorker: Serialize + DeserializeOwned + Send + 'static;
     /// A version of your own, part of the fingerprint.
     const VERSION: u32 = 0;
+}
+
+/// A message with the descriptors that were sent along with it.
+///
+/// `fds` is empty unless descriptors were sent with this very message, so
+/// [`fd`](Received::fd) is `Some` only then, like `e.fd` in the original.
+#[non_exhaustive]
+pub struct Received<M> {
+    /// The message.
+    pub data: M,
+    /// The descriptors sent with it, in the order they were attached.
+    pub fds: Vec<OwnedFd>,
+}
+
+impl<M> Received<M> {
+    pub(crate) fn new(data: M, fds: Vec<OwnedFd>) -> Self {
+        Received { data, fds }
+    }
+
+    /// The first descriptor sent with this message, if any.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fds.first().map(AsFd::as_fd)
+    }
+
+    /// Takes the first descriptor sent with this message, if any.
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+}
+
+impl<M: 'static> Message for Received<M> {
+    type Result = ();
+}
+
+impl<M: fmt::Debug> fmt::Debug for Received<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Received").field("data", &self.data).field("fds", &self.fds).finish()
+    }
+}
+
+/// A message that can cross the process boundary as a request: an actix
+/// [`Message`] that is a serde type, whose answer (`Message::Result`) is a
+/// serde type too. Implemented for every such type; declare a request the
+/// actix way:
+///
+/// ```
+/// use actix::Message;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Sum(Vec<u64>);
+/// ```
+///
+/// The worker's actor answers it with an ordinary `Handler<Sum>` (plain,
+/// `ResponseFuture` or `ResponseActFuture`), registered in
+/// [`WorkerActor::requests`](crate::WorkerActor::requests); the parent asks
+/// with `worker.send(Ask::new(Sum(..))).await` and gets
+/// `Result<u64, WorkerError>`. A handler whose answer type is not the
+/// request's does not compile.
+pub trait Request:
+    Message<Result = Self::Answer> + Serialize + DeserializeOwned + Send + 'static
+{
+    /// The answer's type: the message's `Result`.
+    type Answer: Serialize + DeserializeOwned + Send + 'static;
+}
+
+impl<R> Request for R
+where
+    R: Message + Serialize + DeserializeOwned + Send + 'static,
+    R::Result: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Answer = R::Result;
+}
+
+/// The tag that names request type `R` on the wire.
+pub(crate) fn tag_of<R: 'static>() -> u64 {
+    let mut h = Fnv::new();
+    h.write(std::any::type_name::<R>().as_bytes());
+    h.finish()
 }
 
 /// 64-bit FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.

@@ -15,8 +15,8 @@ use actix::{Context, Handler};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::WorkerActor;
-use crate::parent::events::Received;
 use crate::protocol::Protocol;
+use crate::protocol::Received;
 
 /// A call into the actor.
 pub(crate) type Call<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;

@@ -23,27 +23,11 @@ use self::control::Command;
 
 pub use self::parent::Parent;
 use crate::error::ErrorReport;
-use crate::handoff;
-use crate::parent::events::Received;
+use crate::handoff::{self, exit_code};
 use crate::protocol::Protocol;
-use crate::request::{Handlers, Request};
-
-/// Exit codes of the worker runtime itself.
-pub mod exit_code {
-    /// A panic the actor could not recover from, as Rust's own panics.
-    pub const PANIC: i32 = 101;
-    /// The process was not started as a worker (no socket in its environment)
-    /// or names an entry that is not registered.
-    pub const NOT_A_WORKER: i32 = 64;
-    /// The handshake failed: another protocol version or other message types.
-    pub const MISMATCH: i32 = 78;
-    /// The socket to the parent could not be used.
-    pub const IO: i32 = 74;
-    /// The worker reached its soft CPU limit
-    /// ([`ResourceLimits::cpu_seconds`](crate::ResourceLimits::cpu_seconds)):
-    /// SIGXCPU, after which `on_close` ran. 128 + SIGXCPU, as a shell says.
-    pub const CPU_LIMIT: i32 = 152;
-}
+use crate::protocol::Received;
+use crate::protocol::Request;
+use crate::session::requests::Handlers;
 
 /// An actor that can run as a worker.
 ///

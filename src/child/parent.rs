@@ -11,7 +11,8 @@ use tokio::sync::Notify;
 
 use crate::error::WorkerError;
 use crate::protocol::Protocol;
-use crate::request::{await_answer, encode_request, Pending, Request};
+use crate::protocol::Request;
+use crate::session::requests::{await_answer, encode_request, Pending};
 use crate::wire::outbox::Outbox;
 use crate::wire::{self, frame::Kind};
 

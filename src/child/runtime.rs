@@ -26,12 +26,13 @@ use tokio::sync::{oneshot, Notify};
 use super::bootstrap::{self, ORPHAN_GRACE};
 use super::control::{Command, ControlLoop, Posted};
 use super::panic::{self as worker_panic, Guarded};
-use super::{exit_code, Parent, Requests, WorkerActor};
+use super::{Parent, Requests, WorkerActor};
 use crate::error::{ErrorReport, WireError, WorkerError};
+use crate::handoff::exit_code;
 use crate::handoff::ENV_MAX_MESSAGE;
-use crate::parent::events::Received;
 use crate::protocol::Protocol;
-use crate::request::{resolve_frame, Handlers, Pending};
+use crate::protocol::Received;
+use crate::session::requests::{resolve_frame, Handlers, Pending};
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound};
@@ -46,7 +47,7 @@ where
     let max_message_size = std::env::var(ENV_MAX_MESSAGE)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(crate::Limits::default().max_message_size)
+        .unwrap_or(crate::handoff::DEFAULT_MAX_MESSAGE)
         .min(codec::DECODE_LIMIT);
     let handoff = match bootstrap::take() {
         Ok(handoff) => handoff,
@@ -132,7 +133,7 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W,
 {
-    let fp = match crate::shape::fingerprint::<W::Protocol>() {
+    let fp = match crate::session::shape::fingerprint::<W::Protocol>() {
         Ok(fp) => fp,
         Err(e) => {
             eprintln!("actix-webworker: {e}");
@@ -179,7 +180,7 @@ where
     // Posts (do_send) and requests (send) must reach the actor in the order
     // they came: with a bounded mailbox, a request could wait for room while
     // later posts overtake it.
-    ctx.set_mailbox_capacity(crate::parent::worker::MAILBOX_CAPACITY);
+    ctx.set_mailbox_capacity(crate::handoff::MAILBOX_CAPACITY);
     ctx.spawn(ControlLoop::new(ctl_rx));
     let mut requests = Requests::new(ctl_tx.clone());
     W::requests(&mut requests);

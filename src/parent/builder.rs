@@ -15,7 +15,8 @@ use super::spawn::{CommandSpec, ResourceLimits};
 use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
-use crate::request::{Handlers, Request};
+use crate::protocol::Request;
+use crate::session::requests::Handlers;
 use crate::supervise::RestartPolicy;
 
 /// Size limits of one worker's connection, with their defaults.
@@ -81,7 +82,7 @@ pub enum WhenFull {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_size: 64 << 20,
+            max_message_size: crate::handoff::DEFAULT_MAX_MESSAGE,
             max_queued_messages: 65_536,
             max_queued_bytes: 16 << 20,
             when_full: WhenFull::Wait,

@@ -2,51 +2,12 @@
 //! of the original, delivered to an actix [`Recipient`](actix::Recipient).
 
 use std::fmt;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use actix::Message;
 
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
-use crate::protocol::Protocol;
-
-/// A message with the descriptors that were sent along with it.
-///
-/// `fds` is empty unless descriptors were sent with this very message, so
-/// [`fd`](Received::fd) is `Some` only then, like `e.fd` in the original.
-#[non_exhaustive]
-pub struct Received<M> {
-    /// The message.
-    pub data: M,
-    /// The descriptors sent with it, in the order they were attached.
-    pub fds: Vec<OwnedFd>,
-}
-
-impl<M> Received<M> {
-    pub(crate) fn new(data: M, fds: Vec<OwnedFd>) -> Self {
-        Received { data, fds }
-    }
-
-    /// The first descriptor sent with this message, if any.
-    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.fds.first().map(AsFd::as_fd)
-    }
-
-    /// Takes the first descriptor sent with this message, if any.
-    pub fn take_fd(&mut self) -> Option<OwnedFd> {
-        (!self.fds.is_empty()).then(|| self.fds.remove(0))
-    }
-}
-
-impl<M: 'static> Message for Received<M> {
-    type Result = ();
-}
-
-impl<M: fmt::Debug> fmt::Debug for Received<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Received").field("data", &self.data).field("fds", &self.fds).finish()
-    }
-}
+use crate::protocol::{Protocol, Received};
 
 /// One event from one worker: which worker, and what happened.
 #[non_exhaustive]

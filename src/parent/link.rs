@@ -22,13 +22,14 @@ use std::time::Duration;
 
 use actix::WeakAddr;
 
-use super::events::{Event, Received, WorkerEvent};
+use super::events::{Event, WorkerEvent};
 use super::sink::{EventSink, Events};
 use super::spawn::ChildHandle;
 use super::worker::{ChildExited, Worker};
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
 use crate::protocol::Protocol;
-use crate::request::{resolve_frame, Handlers, Pending};
+use crate::protocol::Received;
+use crate::session::requests::{resolve_frame, Handlers, Pending};
 use crate::wire::codec;
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;

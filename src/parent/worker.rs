@@ -37,16 +37,12 @@ use super::spawn::{self, ChildHandle, CommandSpec};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::Protocol;
-use crate::request::{await_answer, tag_of, Handlers, Pending, Request};
+use crate::protocol::{tag_of, Request};
+use crate::session::requests::{await_answer, Handlers, Pending};
 use crate::supervise::{Decision, History, RestartPolicy};
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::{Outbox, Refusal};
 use crate::wire::{self, codec};
-
-/// Mailbox capacity of the actors on both sides: large enough never to
-/// make a `send` wait (which would let later `do_send`s overtake it), small
-/// enough for actix's arithmetic.
-pub(crate) const MAILBOX_CAPACITY: usize = 1 << 40;
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
 ///
@@ -146,7 +142,7 @@ impl<P: Protocol> Worker<P> {
         // What can be known without starting anything fails here; the
         // process itself is started on the spawner thread (`started`).
         spawn::check(&builder.spec)?;
-        let fingerprint = crate::shape::fingerprint::<P>()?;
+        let fingerprint = crate::session::shape::fingerprint::<P>()?;
         let limits = builder.limits;
         let worker = Worker {
             name,
@@ -181,7 +177,7 @@ impl<P: Protocol> Worker<P> {
             // actix's bounded mailbox a `send` may wait for room while a
             // later `do_send` overtakes it. The bound that matters is the
             // outbox's. Set before anyone holds the address.
-            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+            ctx.set_mailbox_capacity(crate::handoff::MAILBOX_CAPACITY);
             worker
         }))
     }
@@ -531,7 +527,8 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
         let max = self.limits.max_message_size;
         let id = self.pending.next_id();
-        let sendable = crate::shape::check::<R>().and_then(|()| crate::shape::check::<R::Answer>());
+        let sendable = crate::session::shape::check::<R>()
+            .and_then(|()| crate::session::shape::check::<R::Answer>());
         if let Err(e) = sendable {
             return AskResponse(AskInner::Ready(Err(WireError::Encode(e.to_string()).into())));
         }

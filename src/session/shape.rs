@@ -33,18 +33,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_reflection::{Samples, Tracer, TracerConfig};
 
+use crate::error::ShapeError;
 use crate::protocol::{Fnv, Protocol};
 use crate::wire::codec;
-
-/// Why a type cannot go through the wire.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{ty} cannot be sent: {why}")]
-pub struct ShapeError {
-    /// The type (its Rust name).
-    pub ty: &'static str,
-    /// What about it.
-    pub why: String,
-}
 
 /// The shape of one type: a fingerprint of it, or why it cannot be sent.
 fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError> {

@@ -15,60 +15,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Message;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::error::{ErrorReport, WorkerError};
-use crate::protocol::Fnv;
+use crate::protocol::{tag_of, Request};
 use crate::wire::frame::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Inbound;
 use crate::wire::{self, codec};
-
-/// A message that can cross the process boundary as a request: an actix
-/// [`Message`] that is a serde type, whose answer (`Message::Result`) is a
-/// serde type too. Implemented for every such type; declare a request the
-/// actix way:
-///
-/// ```
-/// use actix::Message;
-/// use serde::{Deserialize, Serialize};
-///
-/// #[derive(Message, Serialize, Deserialize)]
-/// #[rtype(result = "u64")]
-/// struct Sum(Vec<u64>);
-/// ```
-///
-/// The worker's actor answers it with an ordinary `Handler<Sum>` (plain,
-/// `ResponseFuture` or `ResponseActFuture`), registered in
-/// [`WorkerActor::requests`](crate::WorkerActor::requests); the parent asks
-/// with `worker.send(Ask::new(Sum(..))).await` and gets
-/// `Result<u64, WorkerError>`. A handler whose answer type is not the
-/// request's does not compile.
-pub trait Request:
-    Message<Result = Self::Answer> + Serialize + DeserializeOwned + Send + 'static
-{
-    /// The answer's type: the message's `Result`.
-    type Answer: Serialize + DeserializeOwned + Send + 'static;
-}
-
-impl<R> Request for R
-where
-    R: Message + Serialize + DeserializeOwned + Send + 'static,
-    R::Result: Serialize + DeserializeOwned + Send + 'static,
-{
-    type Answer = R::Result;
-}
-
-/// The tag that names request type `R` on the wire.
-pub(crate) fn tag_of<R: 'static>() -> u64 {
-    let mut h = Fnv::new();
-    h.write(std::any::type_name::<R>().as_bytes());
-    h.finish()
-}
 
 /// Why the other side could not answer; the payload of a `Failed` frame.
 #[derive(Debug, Serialize, Deserialize)]
