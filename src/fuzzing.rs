@@ -230,7 +230,7 @@ pub fn link(data: &[u8]) {
         handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
         let mut link = crate::parent::link::Link::<FuzzProtocol> {
             name: "fuzz".into(),
-            handle: Arc::new(crate::parent::spawn::ChildHandle::detached()),
+            handle: Arc::new(crate::parent::process::ChildHandle::detached()),
             outbox,
             pending: Arc::default(),
             handlers: std::rc::Rc::new(handlers),
@@ -238,10 +238,9 @@ pub fn link(data: &[u8]) {
                 crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
                 64,
             ),
-            worker: None,
+            on_closing: Box::new(|| {}),
             max_message_size: 1 << 20,
             fingerprint: 0,
-            generation: 1,
             handshake_timeout: std::time::Duration::from_secs(1),
             asked: false,
         };

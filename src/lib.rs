@@ -126,11 +126,11 @@ pub mod __private {
 pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
 pub use crate::error::{ErrorReport, ExitStatus, ShapeError, SpawnError, WireError, WorkerError};
 pub use crate::handoff::exit_code;
-pub use crate::parent::builder::{Limits, WhenFull, WorkerBuilder};
+pub use crate::parent::builder::WorkerBuilder;
 pub use crate::parent::events::{Event, GaveUp, WorkerEvent};
+pub use crate::parent::options::{Limits, ResourceLimits, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::sink::WorkerEvents;
-pub use crate::parent::spawn::ResourceLimits;
 pub use crate::parent::worker::{
     Ask, Grace, Join, Post, PostResponse, Terminate, Worker, WorkerAddrExt,
 };

@@ -9,140 +9,27 @@ use std::time::Duration;
 use actix::{Addr, Recipient};
 
 use super::events::WorkerEvent;
+use super::options::{Limits, Options, ResourceLimits};
 use super::output::Output;
 use super::sink::{EventSink, WorkerEvents};
-use super::spawn::{CommandSpec, ResourceLimits};
 use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
 use crate::protocol::Request;
-use crate::session::requests::Handlers;
 use crate::supervise::RestartPolicy;
 
-/// Size limits of one worker's connection, with their defaults.
-///
-/// Set them with the setters, which keep each within its range; a value
-/// set on a field directly beyond its range is brought back into it when
-/// the worker starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limits {
-    /// The largest message, in bytes, either side may send (default 64 MiB,
-    /// at most 1 GiB). A larger post is refused with
-    /// [`WireError::TooLarge`](crate::WireError::TooLarge); a larger incoming
-    /// message is refused before its body is read.
-    pub max_message_size: usize,
-    /// How many messages may wait in the outgoing queue (default 65,536).
-    /// Messages wait there until the handshake is done, while the socket is
-    /// busy, and while a supervised worker restarts. What happens at the
-    /// bound is [`when_full`](Self::when_full)'s choice.
-    pub max_queued_messages: usize,
-    /// How many bytes may wait in the outgoing queue (default 16 MiB; a
-    /// single message larger than that is taken when the queue is empty).
-    /// A deeper queue absorbs longer bursts but only adds memory once the
-    /// worker is the bottleneck: with 256 MiB, 1 MiB posts ran at half the
-    /// speed, each buffer a fresh one.
-    ///
-    /// Beyond the queue, the transport holds what is being written: the
-    /// messages of the batch being framed (in tungstenite's write buffer and
-    /// in the socket layer, which takes what the kernel does not at once)
-    /// and the kernel's socket buffer.
-    pub max_queued_bytes: usize,
-    /// What a post or request meets when the queue is full (default
-    /// [`WhenFull::Wait`]).
-    pub when_full: WhenFull,
-    /// How many of the worker's events the events recipient may have left
-    /// unhandled before the worker is read no further (default 1,024, at
-    /// least 4): a worker that posts faster than the recipient handles its
-    /// messages is held back, its own writes waiting, instead of filling
-    /// the parent's memory. Requests the worker makes of the parent, and
-    /// their answers waiting to be written, are held to
-    /// [`max_queued_messages`](Self::max_queued_messages) and
-    /// [`max_queued_bytes`](Self::max_queued_bytes) the same way.
-    pub event_window: usize,
-}
-
-/// What happens when a worker's outgoing queue is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WhenFull {
-    /// Back-pressure: a message that does not fit waits, in the `Worker`
-    /// actor, until the queue has room, and so does everything sent after
-    /// it; `send(..).await` resolves once its message is queued. Nothing is
-    /// lost or reordered, and the actor itself goes on: terminate, exits,
-    /// restarts, timeouts and `Join` are never held up.
-    #[default]
-    Wait,
-    /// Refuse: the post or request fails at once with
-    /// [`WorkerError::QueueFull`](crate::WorkerError::QueueFull) (and an
-    /// [`Event::Refused`](crate::Event::Refused)).
-    Fail,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_size: crate::handoff::DEFAULT_MAX_MESSAGE,
-            max_queued_messages: 65_536,
-            max_queued_bytes: 16 << 20,
-            when_full: WhenFull::Wait,
-            event_window: 1024,
-        }
-    }
-}
-
-impl Limits {
-    /// Sets [`max_message_size`](Self::max_message_size), capped at 1 GiB.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes.min(crate::wire::codec::DECODE_LIMIT);
-        self
-    }
-
-    /// Sets [`max_queued_messages`](Self::max_queued_messages) (at least 1).
-    pub fn max_queued_messages(mut self, n: usize) -> Self {
-        self.max_queued_messages = n.max(1);
-        self
-    }
-
-    /// Sets [`when_full`](Self::when_full).
-    pub fn when_full(mut self, when_full: WhenFull) -> Self {
-        self.when_full = when_full;
-        self
-    }
-
-    /// Sets [`max_queued_bytes`](Self::max_queued_bytes) (at least 1).
-    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
-        self.max_queued_bytes = bytes.max(1);
-        self
-    }
-
-    /// Sets [`event_window`](Self::event_window) (at least 4).
-    pub fn event_window(mut self, events: usize) -> Self {
-        self.event_window = events.max(4);
-        self
-    }
-
-    /// Every field brought within its range.
-    fn clamped(self) -> Self {
-        self.max_message_size(self.max_message_size)
-            .max_queued_messages(self.max_queued_messages)
-            .max_queued_bytes(self.max_queued_bytes)
-            .event_window(self.event_window)
+impl<P: Protocol> Worker<P> {
+    /// Options for a new worker speaking protocol `P`.
+    pub fn builder() -> WorkerBuilder<P> {
+        WorkerBuilder::new()
     }
 }
 
 /// Builds and starts a [`Worker`]. Get one from [`Worker::builder`].
 pub struct WorkerBuilder<P: Protocol> {
-    pub(crate) name: Option<String>,
-    pub(crate) spec: CommandSpec,
-    pub(crate) limits: Limits,
-    pub(crate) grace: Duration,
-    pub(crate) kill_delay: Duration,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) events: Option<Recipient<WorkerEvent<P>>>,
-    pub(crate) handlers: Handlers,
-    pub(crate) policy: RestartPolicy,
+    name: Option<String>,
+    options: Options,
+    events: Option<Recipient<WorkerEvent<P>>>,
     _protocol: PhantomData<fn() -> P>,
 }
 
@@ -150,15 +37,8 @@ impl<P: Protocol> WorkerBuilder<P> {
     pub(crate) fn new() -> Self {
         WorkerBuilder {
             name: None,
-            spec: CommandSpec::default(),
-            limits: Limits::default(),
-            grace: Duration::from_secs(5),
-            kill_delay: Duration::from_millis(500),
-            handshake_timeout: Duration::from_secs(10),
-            shutdown_timeout: Duration::from_secs(1),
+            options: Options::default(),
             events: None,
-            handlers: Handlers::new(|| None),
-            policy: RestartPolicy::default(),
             _protocol: PhantomData,
         }
     }
@@ -167,14 +47,14 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// [`run_if_worker`](crate::run_if_worker). Not needed when the program
     /// is a worker binary that calls [`run_worker`](crate::run_worker).
     pub fn entry(mut self, entry: impl Into<String>) -> Self {
-        self.spec.entry = Some(entry.into());
+        self.options.spec.entry = Some(entry.into());
         self
     }
 
     /// The program to run (the original's `path`). Default: the current
     /// executable, so one binary can be both parent and worker.
     pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
-        self.spec.program = Some(program.into());
+        self.options.spec.program = Some(program.into());
         self
     }
 
@@ -186,45 +66,45 @@ impl<P: Protocol> WorkerBuilder<P> {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        self.spec.args.extend(args.into_iter().map(Into::into));
+        self.options.spec.args.extend(args.into_iter().map(Into::into));
         self
     }
 
     /// Sets an environment variable for the worker.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.spec.env.push((key.into(), Some(value.into())));
+        self.options.spec.env.push((key.into(), Some(value.into())));
         self
     }
 
     /// Removes an environment variable from the worker's environment.
     pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
-        self.spec.env.push((key.into(), None));
+        self.options.spec.env.push((key.into(), None));
         self
     }
 
     /// Starts the worker from an empty environment: it sees only what
     /// [`env`](Self::env) sets (and the two variables the runtime needs).
     pub fn env_clear(mut self) -> Self {
-        self.spec.env_clear = true;
-        self.spec.env.clear();
+        self.options.spec.env_clear = true;
+        self.options.spec.env.clear();
         self
     }
 
     /// The worker's working directory. Default: the parent's.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.spec.cwd = Some(dir.into());
+        self.options.spec.cwd = Some(dir.into());
         self
     }
 
     /// Where the worker's standard output goes (default: the parent's).
     pub fn stdout(mut self, output: Output) -> Self {
-        self.spec.stdout = output;
+        self.options.spec.stdout = output;
         self
     }
 
     /// Where the worker's standard error goes (default: the parent's).
     pub fn stderr(mut self, output: Output) -> Self {
-        self.spec.stderr = output;
+        self.options.spec.stderr = output;
         self
     }
 
@@ -239,7 +119,7 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// over its memory limit fails to allocate (a Rust program aborts) and
     /// its exit is reported like any other.
     pub fn resource_limits(mut self, limits: ResourceLimits) -> Self {
-        self.spec.rlimits = limits;
+        self.options.spec.rlimits = limits;
         self
     }
 
@@ -252,14 +132,14 @@ impl<P: Protocol> WorkerBuilder<P> {
 
     /// Size limits; see [`Limits`] for the defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.options.limits = limits;
         self
     }
 
     /// How long `terminate` waits for the worker's `on_close` and exit before
     /// sending SIGTERM to its process group (default 5 s).
     pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.options.grace = grace;
         self
     }
 
@@ -270,14 +150,14 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// the System stops, every worker is reaped before `System::run` (or
     /// the `main` of `#[actix::main]`) returns.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.options.shutdown_timeout = timeout;
         self
     }
 
     /// How long after SIGTERM a worker still running gets SIGKILL
     /// (default 500 ms).
     pub fn kill_delay(mut self, delay: Duration) -> Self {
-        self.kill_delay = delay;
+        self.options.kill_delay = delay;
         self
     }
 
@@ -288,7 +168,7 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// killed, and restarted as the policy says; requests waiting for it
     /// fail with its exit.
     pub fn handshake_timeout(mut self, limit: Duration) -> Self {
-        self.handshake_timeout = limit;
+        self.options.handshake_timeout = limit;
         self
     }
 
@@ -302,7 +182,7 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// on failure, at most 5 times in 60 s, backoff from 100 ms to 5 s; see
     /// [`RestartPolicy`]). `RestartPolicy::never()` turns restarts off.
     pub fn restart(mut self, policy: RestartPolicy) -> Self {
-        self.policy = policy;
+        self.options.policy = policy;
         self
     }
 
@@ -310,7 +190,7 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// the parent): the worker's [`Parent::ask`](crate::Parent::ask) gets
     /// the typed answer.
     pub fn serve<R: Request>(mut self, recipient: Recipient<R>) -> Self {
-        self.handlers.insert::<R>(move |req, reply| {
+        self.options.handlers.insert::<R>(move |req, reply| {
             let answer = recipient.send(req);
             actix_rt::spawn(async move {
                 // Err: the serving actor is gone; the dropped reply says so.
@@ -354,9 +234,10 @@ impl<P: Protocol> WorkerBuilder<P> {
     }
 
     fn start_into(mut self, events: EventSink<P>) -> Result<Addr<Worker<P>>, SpawnError> {
-        self.limits = self.limits.clamped();
-        self.spec.max_message_size = self.limits.max_message_size;
-        if let Some(n) = self.spec.rlimits.open_files {
+        self.options.limits = self.options.limits.clamped();
+        self.options.spec.max_message_size = self.options.limits.max_message_size;
+        self.options.name = self.display_name().into();
+        if let Some(n) = self.options.spec.rlimits.open_files {
             if n < ResourceLimits::MIN_OPEN_FILES {
                 return Err(SpawnError::Option(format!(
                     "open_files({n}) is below the {} descriptors a worker needs",
@@ -364,17 +245,18 @@ impl<P: Protocol> WorkerBuilder<P> {
                 )));
             }
         }
-        Worker::start_with(self, events)
+        Worker::start_with(self.options, events)
     }
 
-    pub(crate) fn display_name(&self) -> String {
+    fn display_name(&self) -> String {
         if let Some(name) = &self.name {
             return name.clone();
         }
-        if let Some(entry) = &self.spec.entry {
+        if let Some(entry) = &self.options.spec.entry {
             return entry.clone();
         }
-        self.spec
+        self.options
+            .spec
             .program
             .as_ref()
             .and_then(|p| p.file_name())

@@ -20,12 +20,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::WeakAddr;
-
 use super::events::{Event, WorkerEvent};
+use super::process::ChildHandle;
 use super::sink::{EventSink, Events};
-use super::spawn::ChildHandle;
-use super::worker::{ChildExited, Worker};
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::protocol::Received;
@@ -38,6 +35,14 @@ use crate::wire::socket::{self, Inbound, Reader, WriterEnd};
 /// Messages handled per wake-up before the link lets other tasks run.
 const BUDGET: usize = 1024;
 
+/// How a worker process ended, as its link saw it.
+pub(crate) struct LinkExit {
+    pub status: ExitStatus,
+    /// An error another start would meet again (see
+    /// [`WireError::is_certain`]).
+    pub certain: Option<WireError>,
+}
+
 /// Everything the task needs about its child.
 pub(crate) struct Link<P: Protocol> {
     pub name: Arc<str>,
@@ -46,12 +51,10 @@ pub(crate) struct Link<P: Protocol> {
     pub pending: Arc<Pending>,
     pub handlers: Rc<Handlers>,
     pub events: Events<P>,
-    /// The actor to tell about exits and closings (`None` for a link
-    /// without one, as the fuzz target runs it).
-    pub worker: Option<WeakAddr<Worker<P>>>,
+    /// Called when the worker says it closes itself (`close()`).
+    pub on_closing: Box<dyn Fn()>,
     pub max_message_size: usize,
     pub fingerprint: u64,
-    pub generation: u64,
     pub handshake_timeout: Duration,
     /// A request was dispatched since the replies' bound was last looked at.
     pub asked: bool,
@@ -63,8 +66,9 @@ impl<P: Protocol> Link<P> {
         self.events.emit(WorkerEvent { name: self.name.clone(), pid, kind });
     }
 
-    /// Runs the connection to the end, then reports the exit.
-    pub(crate) async fn run(mut self, sock: std::os::unix::net::UnixStream) {
+    /// Runs the connection to the end and reports the exit (the `Exit`
+    /// event, last of the process's); returns how the process ended.
+    pub(crate) async fn run(mut self, sock: std::os::unix::net::UnixStream) -> LinkExit {
         let handle = self.handle.clone();
         let mut wait: Pin<Box<dyn Future<Output = ExitStatus>>> = Box::pin({
             let handle = handle.clone();
@@ -84,7 +88,7 @@ impl<P: Protocol> Link<P> {
         let (reader, writer) = match handshake {
             Ok(Ok(halves)) => {
                 if let Some(sock) = farewell {
-                    super::shutdown::connected(&handle, sock, halves.0.queues());
+                    super::process::connected(&handle, sock, halves.0.queues());
                 }
                 self.emit(Event::Online);
                 let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -147,8 +151,6 @@ impl<P: Protocol> Link<P> {
         // Nothing of the process is held any more (its pidfd closes with
         // the last handle, the socket closed with the reader and writer)
         // by the time its exit is told.
-        let worker = self.worker.clone();
-        let generation = self.generation;
         let events = std::mem::replace(&mut self.events, Events::new(EventSink::Log, 4));
         let (name, pid) = (self.name.clone(), handle.pid());
         drop(self);
@@ -158,9 +160,7 @@ impl<P: Protocol> Link<P> {
         let mut events = events;
         events.emit(WorkerEvent { name, pid, kind: Event::Exit(status) });
         events.keep_marks();
-        if let Some(worker) = worker.and_then(|w| w.upgrade()) {
-            worker.do_send(ChildExited { generation, status, certain });
-        }
+        LinkExit { status, certain }
     }
 
     /// Reads until the connection ends (noting the exit when it comes
@@ -275,11 +275,7 @@ impl<P: Protocol> Link<P> {
                 Ok(report) => self.emit(Event::Error(report)),
                 Err(e) => self.emit(Event::WireError(e)),
             },
-            Kind::Closing => {
-                if let Some(worker) = self.worker.as_ref().and_then(WeakAddr::upgrade) {
-                    worker.do_send(super::worker::ChildClosing { generation: self.generation });
-                }
-            }
+            Kind::Closing => (self.on_closing)(),
             Kind::Hello => self.emit(Event::WireError(WireError::Unexpected("second hello"))),
             Kind::Terminate => self.emit(Event::WireError(WireError::Unexpected("terminate"))),
             // The reader opens batches; this one came some other way.

@@ -5,8 +5,9 @@
 pub(crate) mod builder;
 pub(crate) mod events;
 pub(crate) mod link;
+pub(crate) mod options;
 pub(crate) mod output;
-pub(crate) mod shutdown;
+pub(crate) mod process;
 pub(crate) mod sink;
 pub(crate) mod spawn;
 pub(crate) mod worker;

@@ -1,4 +1,4 @@
-//! Launching a worker process and reaping it.
+//! Launching a worker process.
 //!
 //! Every fork happens on one long-lived thread of our own ("the spawner"):
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
@@ -6,16 +6,14 @@
 //! close-on-exec `socketpair` (no path on disk) with close-on-exec cleared
 //! in the child only, becomes the leader of its own process group (so that
 //! what it starts is signalled with it), and asks for SIGTERM when the
-//! parent dies.
-//!
-//! Reaping uses a pidfd where the kernel has one (Linux 5.3+): the pidfd
-//! becomes readable when the child exits, the group is killed (anything the
-//! worker left behind goes with it) while the child is still a zombie, so
-//! its pid (and group id) cannot have been reused, and only then is it
-//! reaped. A [`ChildHandle`] dropped before its child was reaped kills the
-//! group and reaps from a short-lived thread, so no path leaves a zombie.
+//! parent dies. What follows, from the start to the reaping, is
+//! `process.rs`'s.
 
-use std::ffi::OsString;
+use super::options::CommandSpec;
+use super::output::Output;
+use super::process::ChildHandle;
+use crate::error::SpawnError;
+use crate::handoff::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -24,74 +22,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
-
-use tokio::io::unix::AsyncFd;
-
-use super::output::Output;
-use crate::error::{ExitStatus, SpawnError};
-use crate::handoff::{self, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
-
-/// What to run: the `path` and `args` of the original, and more.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct CommandSpec {
-    pub program: Option<PathBuf>,
-    pub args: Vec<OsString>,
-    pub env: Vec<(OsString, Option<OsString>)>,
-    pub env_clear: bool,
-    pub cwd: Option<PathBuf>,
-    pub entry: Option<String>,
-    pub stdout: Output,
-    pub stderr: Output,
-    pub max_message_size: usize,
-    pub rlimits: ResourceLimits,
-}
-
-/// Resource limits set (`setrlimit`) in the worker before its program
-/// starts. `None` leaves the parent's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ResourceLimits {
-    /// Address space, in bytes (`RLIMIT_AS`, soft and hard): allocations
-    /// past it fail, and a Rust program aborts. Every thread's stack and
-    /// every glibc malloc arena (64 MiB reserved each) count against it, so
-    /// leave room beyond the heap you expect.
-    pub address_space: Option<u64>,
-    /// CPU time, in seconds (`RLIMIT_CPU`): at this many seconds the worker
-    /// gets SIGXCPU, runs `on_close` and exits with
-    /// [`exit_code::CPU_LIMIT`](crate::exit_code::CPU_LIMIT) (152); one
-    /// second later (the hard limit) the kernel kills it with SIGKILL.
-    pub cpu_seconds: Option<u64>,
-    /// Open descriptors (`RLIMIT_NOFILE`, soft and hard), at least
-    /// [`MIN_OPEN_FILES`](Self::MIN_OPEN_FILES): the runtime itself needs
-    /// some (its socket, its event loop, signal handling), and a smaller
-    /// limit is refused by `start()`.
-    pub open_files: Option<u64>,
-}
-
-impl ResourceLimits {
-    /// The smallest [`open_files`](Self::open_files) limit a worker starts
-    /// with.
-    pub const MIN_OPEN_FILES: u64 = 32;
-
-    /// Sets [`address_space`](Self::address_space).
-    pub fn address_space(mut self, bytes: u64) -> Self {
-        self.address_space = Some(bytes);
-        self
-    }
-
-    /// Sets [`cpu_seconds`](Self::cpu_seconds).
-    pub fn cpu_seconds(mut self, seconds: u64) -> Self {
-        self.cpu_seconds = Some(seconds);
-        self
-    }
-
-    /// Sets [`open_files`](Self::open_files).
-    pub fn open_files(mut self, n: u64) -> Self {
-        self.open_files = Some(n);
-        self
-    }
-}
 
 /// How the worker's standard descriptor `fd` is set up.
 fn stdio(output: Output, fd: RawFd) -> Stdio {
@@ -230,8 +160,14 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
         };
         SpawnError::Spawn { program, source }
     })?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, launched.pid, 0) };
+    // SAFETY: a non-negative return is a descriptor we now own (opened
+    // close-on-exec by the kernel).
+    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+    let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
     Ok(Spawned {
-        handle: ChildHandle::new(launched.pid),
+        handle: ChildHandle::new(launched.pid, pidfd),
         sock: parent_end,
         stdout: launched.stdout,
         stderr: launched.stderr,
@@ -409,186 +345,6 @@ unsafe fn mark_all_cloexec(fd_dir: &std::ffi::CStr) {
     }
     // SAFETY: closing the directory we opened.
     unsafe { libc::close(dir) };
-}
-
-/// A running (or exited but not yet reaped) worker process.
-pub(crate) struct ChildHandle {
-    pid: libc::pid_t,
-    reaped: Mutex<bool>,
-    pidfd: Option<OwnedFd>,
-    /// Counted among its thread's running workers (see `shutdown.rs`).
-    registered: std::sync::atomic::AtomicBool,
-    farewell: super::shutdown::FarewellLock,
-}
-
-impl ChildHandle {
-    fn new(pid: u32) -> Self {
-        let pid = pid as libc::pid_t;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        // SAFETY: a non-negative return is a descriptor we now own (opened
-        // close-on-exec by the kernel).
-        let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
-        let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
-        ChildHandle {
-            pid,
-            reaped: Mutex::new(false),
-            pidfd,
-            registered: Default::default(),
-            farewell: Default::default(),
-        }
-    }
-
-    /// How it is asked to close if its parent lets go of it.
-    pub(crate) fn farewell(&self) -> std::sync::MutexGuard<'_, super::shutdown::Farewell> {
-        self.registered.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.farewell.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn is_reaped(&self) -> bool {
-        *self.reaped.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reaps the child if it has exited, taking its group down first;
-    /// true once it is reaped (now or before). Never blocks.
-    pub(crate) fn reap_if_exited(&self) -> bool {
-        if self.is_reaped() {
-            return true;
-        }
-        let exited = match &self.pidfd {
-            Some(fd) => {
-                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd, no wait.
-                unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
-            }
-            None => true, // no way to wait for it: it is killed below
-        };
-        if !exited {
-            return false;
-        }
-        self.signal_group(libc::SIGKILL);
-        self.reap_blocking();
-        true
-    }
-
-    /// Waits up to `wait` for any of `handles` to exit.
-    pub(crate) fn wait_any<'a>(handles: impl Iterator<Item = &'a ChildHandle>, wait: Duration) {
-        let mut pfds: Vec<libc::pollfd> = handles
-            .filter_map(|h| h.pidfd.as_ref())
-            .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
-        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: a valid array of pollfds, owned by this frame.
-        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-    }
-
-    /// A handle on no process, for a link run without one (the fuzz target
-    /// of the reading path): already reaped, so it never signals anything.
-    pub(crate) fn detached() -> Self {
-        ChildHandle {
-            pid: 0,
-            reaped: Mutex::new(true),
-            pidfd: None,
-            registered: Default::default(),
-            farewell: Default::default(),
-        }
-    }
-
-    /// The child's pid (also its process group id).
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid as u32
-    }
-
-    /// Whether process `pid` is the child or was started by it (a wrapper
-    /// such as a debugger may run the worker as its own child).
-    pub(crate) fn is_self_or_descendant(&self, pid: u32) -> bool {
-        pid as libc::pid_t == self.pid || handoff::descends_from(pid as i32, self.pid)
-    }
-
-    /// Sends `signal` to the child's whole process group, unless it has been
-    /// reaped already (its ids may then belong to someone else).
-    pub(crate) fn signal_group(&self, signal: i32) {
-        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
-        if !*reaped {
-            // SAFETY: kill(2) with a negative pid signals that group; the
-            // group cannot have been reused while its leader is unreaped.
-            unsafe { libc::kill(-self.pid, signal) };
-        }
-    }
-
-    /// Waits for the child to exit, takes its group down, and reaps it.
-    pub(crate) async fn wait(&self) -> ExitStatus {
-        // SAFETY: the pidfd is owned by `self`, which outlives this call and
-        // so the registration, which ends when `afd` drops below.
-        let registered = self.pidfd.as_ref().map(|fd| unsafe {
-            AsyncFd::register_with_interest(fd.as_raw_fd(), tokio::io::Interest::READABLE)
-        });
-        match registered {
-            Some(Ok(afd)) => {
-                // Readable once the process has exited.
-                if let Ok(mut guard) = afd.readable().await {
-                    guard.retain_ready();
-                }
-                self.signal_group(libc::SIGKILL);
-                self.reap_blocking()
-            }
-            _ => {
-                let pid = self.pid;
-                let raw =
-                    tokio::task::spawn_blocking(move || wait_raw(pid, 0)).await.unwrap_or(None);
-                self.finish(raw)
-            }
-        }
-    }
-
-    fn reap_blocking(&self) -> ExitStatus {
-        let raw = wait_raw(self.pid, 0);
-        self.finish(raw)
-    }
-
-    fn finish(&self, raw: Option<i32>) -> ExitStatus {
-        *self.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        match raw {
-            Some(raw) => ExitStatus::from_wait_status(raw),
-            None => ExitStatus { code: None, signal: None },
-        }
-    }
-}
-
-fn wait_raw(pid: libc::pid_t, flags: i32) -> Option<i32> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child, writing into a local.
-        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if r == pid {
-            return Some(status);
-        }
-        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        return None;
-    }
-}
-
-impl Drop for ChildHandle {
-    fn drop(&mut self) {
-        if *self.reaped.get_mut().unwrap_or_else(|e| e.into_inner()) {
-            return;
-        }
-        // A running worker whose parent lets go of it (the System stops):
-        // closed the polite way, with the others of its thread.
-        if *self.registered.get_mut() && self.pidfd.is_some() {
-            super::shutdown::close_all(self);
-            return;
-        }
-        // Nobody will wait for it any more: kill and reap off-thread.
-        // SAFETY: see signal_group; the leader is not reaped yet.
-        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
-        let pid = self.pid;
-        let _ = std::thread::Builder::new()
-            .name("actix-webworker-reaper".into())
-            .spawn(move || wait_raw(pid, 0));
-    }
 }
 
 #[cfg(test)]

@@ -28,12 +28,14 @@ use actix::{
 };
 use bytes::Bytes;
 
-use super::builder::{Limits, WhenFull, WorkerBuilder};
 use super::events::{Event, GaveUp, WorkerEvent};
-use super::link::Link;
+use super::link::{Link, LinkExit};
+use super::options::CommandSpec;
+use super::options::{Limits, Options, WhenFull};
 use super::output;
+use super::process::ChildHandle;
 use super::sink::{EventSink, Events};
-use super::spawn::{self, ChildHandle, CommandSpec};
+use super::spawn;
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::Protocol;
@@ -48,7 +50,7 @@ use crate::wire::{self, codec};
 ///
 /// Messages it handles: [`Post`] (the original's `postMessage`), [`Ask`]
 /// (a typed request), [`Terminate`] and [`Join`]. Events go to the recipient
-/// given to [`WorkerBuilder::events`]. The address stays valid across
+/// given to [`WorkerBuilder::events`](crate::WorkerBuilder::events). The address stays valid across
 /// restarts (see [`RestartPolicy`]).
 pub struct Worker<P: Protocol> {
     name: Arc<str>,
@@ -120,13 +122,8 @@ enum Then {
 }
 
 impl<P: Protocol> Worker<P> {
-    /// Options for a new worker speaking protocol `P`.
-    pub fn builder() -> WorkerBuilder<P> {
-        WorkerBuilder::new()
-    }
-
     pub(crate) fn start_with(
-        builder: WorkerBuilder<P>,
+        options: Options,
         events: EventSink<P>,
     ) -> Result<Addr<Self>, SpawnError> {
         if actix::System::try_current().is_none() {
@@ -138,29 +135,29 @@ impl<P: Protocol> Worker<P> {
         if std::env::var_os(ENV_ENTRY).is_some() || std::env::var_os(ENV_FD).is_some() {
             return Err(SpawnError::NotYetAWorker);
         }
-        let name: Arc<str> = builder.display_name().into();
+        let name = options.name;
         // What can be known without starting anything fails here; the
         // process itself is started on the spawner thread (`started`).
-        spawn::check(&builder.spec)?;
+        spawn::check(&options.spec)?;
         let fingerprint = crate::session::shape::fingerprint::<P>()?;
-        let limits = builder.limits;
+        let limits = options.limits;
         let worker = Worker {
             name,
-            spec: builder.spec,
-            policy: builder.policy,
+            spec: options.spec,
+            policy: options.policy,
             history: History::default(),
             exits: Vec::new(),
             limits,
-            grace: builder.grace,
-            kill_delay: builder.kill_delay,
-            handshake_timeout: builder.handshake_timeout,
-            shutdown_timeout: builder.shutdown_timeout,
+            grace: options.grace,
+            kill_delay: options.kill_delay,
+            handshake_timeout: options.handshake_timeout,
+            shutdown_timeout: options.shutdown_timeout,
             fingerprint,
             events,
             outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
             arena: bytes::BytesMut::new(),
             pending: Arc::default(),
-            handlers: Rc::new(builder.handlers),
+            handlers: Rc::new(options.handlers),
             child: Weak::new(),
             deferred_grace: None,
             generation: 0,
@@ -197,7 +194,8 @@ impl<P: Protocol> Worker<P> {
             output::capture(fd, self.name.clone(), self.pid, output::Stream::Stderr);
         }
         self.child = Arc::downgrade(&handle);
-        super::shutdown::register(&handle, self.shutdown_timeout, self.kill_delay);
+        super::process::register(&handle, self.shutdown_timeout, self.kill_delay);
+        let generation = self.generation;
         let link = Link::<P> {
             name: self.name.clone(),
             handle,
@@ -205,14 +203,27 @@ impl<P: Protocol> Worker<P> {
             pending: self.pending.clone(),
             handlers: self.handlers.clone(),
             events: Events::new(self.events.clone(), self.limits.event_window),
-            worker: Some(ctx.address().downgrade()),
+            on_closing: {
+                let me = ctx.address().downgrade();
+                Box::new(move || {
+                    if let Some(me) = me.upgrade() {
+                        me.do_send(ChildClosing { generation });
+                    }
+                })
+            },
             max_message_size: self.limits.max_message_size,
             fingerprint: self.fingerprint,
-            generation: self.generation,
             handshake_timeout: self.handshake_timeout,
             asked: false,
         };
-        actix_rt::spawn(link.run(spawned.sock));
+        // Its own task: it outlives the actor, should the last address go.
+        let me = ctx.address().downgrade();
+        actix_rt::spawn(async move {
+            let LinkExit { status, certain } = link.run(spawned.sock).await;
+            if let Some(me) = me.upgrade() {
+                me.do_send(ChildExited { generation, status, certain });
+            }
+        });
     }
 
     /// Whether messages are taken: an error says why not.
@@ -773,7 +784,7 @@ impl<P: Protocol> Worker<P> {
     }
 }
 
-/// From the link task: the child process of `generation` has exited.
+/// The child process of `generation` has exited (its link task says).
 pub(crate) struct ChildExited {
     pub generation: u64,
     pub status: ExitStatus,
@@ -796,7 +807,7 @@ impl<P: Protocol> Handler<ChildExited> for Worker<P> {
     }
 }
 
-/// From the link task: the worker announced it is closing itself.
+/// The worker of `generation` announced it is closing itself.
 pub(crate) struct ChildClosing {
     pub generation: u64,
 }

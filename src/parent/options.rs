@@ -1,0 +1,217 @@
+//! Everything a worker is started with: what to run ([`CommandSpec`]),
+//! the size limits of its connection ([`Limits`], [`WhenFull`]), the
+//! resource limits of its process ([`ResourceLimits`]), and the rest the
+//! `Worker` actor is built from ([`Options`]). The builder fills them in.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::output::Output;
+use crate::session::requests::Handlers;
+use crate::supervise::RestartPolicy;
+
+/// What to run: the `path` and `args` of the original, and more.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CommandSpec {
+    pub program: Option<PathBuf>,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, Option<OsString>)>,
+    pub env_clear: bool,
+    pub cwd: Option<PathBuf>,
+    pub entry: Option<String>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub max_message_size: usize,
+    pub rlimits: ResourceLimits,
+}
+
+/// Resource limits set (`setrlimit`) in the worker before its program
+/// starts. `None` leaves the parent's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResourceLimits {
+    /// Address space, in bytes (`RLIMIT_AS`, soft and hard): allocations
+    /// past it fail, and a Rust program aborts. Every thread's stack and
+    /// every glibc malloc arena (64 MiB reserved each) count against it, so
+    /// leave room beyond the heap you expect.
+    pub address_space: Option<u64>,
+    /// CPU time, in seconds (`RLIMIT_CPU`): at this many seconds the worker
+    /// gets SIGXCPU, runs `on_close` and exits with
+    /// [`exit_code::CPU_LIMIT`](crate::exit_code::CPU_LIMIT) (152); one
+    /// second later (the hard limit) the kernel kills it with SIGKILL.
+    pub cpu_seconds: Option<u64>,
+    /// Open descriptors (`RLIMIT_NOFILE`, soft and hard), at least
+    /// [`MIN_OPEN_FILES`](Self::MIN_OPEN_FILES): the runtime itself needs
+    /// some (its socket, its event loop, signal handling), and a smaller
+    /// limit is refused by `start()`.
+    pub open_files: Option<u64>,
+}
+
+impl ResourceLimits {
+    /// The smallest [`open_files`](Self::open_files) limit a worker starts
+    /// with.
+    pub const MIN_OPEN_FILES: u64 = 32;
+
+    /// Sets [`address_space`](Self::address_space).
+    pub fn address_space(mut self, bytes: u64) -> Self {
+        self.address_space = Some(bytes);
+        self
+    }
+
+    /// Sets [`cpu_seconds`](Self::cpu_seconds).
+    pub fn cpu_seconds(mut self, seconds: u64) -> Self {
+        self.cpu_seconds = Some(seconds);
+        self
+    }
+
+    /// Sets [`open_files`](Self::open_files).
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
+        self
+    }
+}
+
+/// Size limits of one worker's connection, with their defaults.
+///
+/// Set them with the setters, which keep each within its range; a value
+/// set on a field directly beyond its range is brought back into it when
+/// the worker starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest message, in bytes, either side may send (default 64 MiB,
+    /// at most 1 GiB). A larger post is refused with
+    /// [`WireError::TooLarge`](crate::WireError::TooLarge); a larger incoming
+    /// message is refused before its body is read.
+    pub max_message_size: usize,
+    /// How many messages may wait in the outgoing queue (default 65,536).
+    /// Messages wait there until the handshake is done, while the socket is
+    /// busy, and while a supervised worker restarts. What happens at the
+    /// bound is [`when_full`](Self::when_full)'s choice.
+    pub max_queued_messages: usize,
+    /// How many bytes may wait in the outgoing queue (default 16 MiB; a
+    /// single message larger than that is taken when the queue is empty).
+    /// A deeper queue absorbs longer bursts but only adds memory once the
+    /// worker is the bottleneck: with 256 MiB, 1 MiB posts ran at half the
+    /// speed, each buffer a fresh one.
+    ///
+    /// Beyond the queue, the transport holds what is being written: the
+    /// messages of the batch being framed (in tungstenite's write buffer and
+    /// in the socket layer, which takes what the kernel does not at once)
+    /// and the kernel's socket buffer.
+    pub max_queued_bytes: usize,
+    /// What a post or request meets when the queue is full (default
+    /// [`WhenFull::Wait`]).
+    pub when_full: WhenFull,
+    /// How many of the worker's events the events recipient may have left
+    /// unhandled before the worker is read no further (default 1,024, at
+    /// least 4): a worker that posts faster than the recipient handles its
+    /// messages is held back, its own writes waiting, instead of filling
+    /// the parent's memory. Requests the worker makes of the parent, and
+    /// their answers waiting to be written, are held to
+    /// [`max_queued_messages`](Self::max_queued_messages) and
+    /// [`max_queued_bytes`](Self::max_queued_bytes) the same way.
+    pub event_window: usize,
+}
+
+/// What happens when a worker's outgoing queue is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Back-pressure: a message that does not fit waits, in the `Worker`
+    /// actor, until the queue has room, and so does everything sent after
+    /// it; `send(..).await` resolves once its message is queued. Nothing is
+    /// lost or reordered, and the actor itself goes on: terminate, exits,
+    /// restarts, timeouts and `Join` are never held up.
+    #[default]
+    Wait,
+    /// Refuse: the post or request fails at once with
+    /// [`WorkerError::QueueFull`](crate::WorkerError::QueueFull) (and an
+    /// [`Event::Refused`](crate::Event::Refused)).
+    Fail,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: crate::handoff::DEFAULT_MAX_MESSAGE,
+            max_queued_messages: 65_536,
+            max_queued_bytes: 16 << 20,
+            when_full: WhenFull::Wait,
+            event_window: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets [`max_message_size`](Self::max_message_size), capped at 1 GiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes.min(crate::wire::codec::DECODE_LIMIT);
+        self
+    }
+
+    /// Sets [`max_queued_messages`](Self::max_queued_messages) (at least 1).
+    pub fn max_queued_messages(mut self, n: usize) -> Self {
+        self.max_queued_messages = n.max(1);
+        self
+    }
+
+    /// Sets [`when_full`](Self::when_full).
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
+    /// Sets [`max_queued_bytes`](Self::max_queued_bytes) (at least 1).
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets [`event_window`](Self::event_window) (at least 4).
+    pub fn event_window(mut self, events: usize) -> Self {
+        self.event_window = events.max(4);
+        self
+    }
+
+    /// Every field brought within its range.
+    pub(crate) fn clamped(self) -> Self {
+        self.max_message_size(self.max_message_size)
+            .max_queued_messages(self.max_queued_messages)
+            .max_queued_bytes(self.max_queued_bytes)
+            .event_window(self.event_window)
+    }
+}
+
+/// What the `Worker` actor is built from.
+pub(crate) struct Options {
+    /// The name its events carry.
+    pub name: Arc<str>,
+    pub spec: CommandSpec,
+    pub limits: Limits,
+    pub grace: Duration,
+    pub kill_delay: Duration,
+    pub handshake_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// The requests of the worker's the parent answers.
+    pub handlers: Handlers,
+    pub policy: RestartPolicy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: "worker".into(),
+            spec: CommandSpec::default(),
+            limits: Limits::default(),
+            grace: Duration::from_secs(5),
+            kill_delay: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(1),
+            handlers: Handlers::new(|| None),
+            policy: RestartPolicy::default(),
+        }
+    }
+}

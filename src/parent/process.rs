@@ -1,0 +1,314 @@
+//! A running worker process, from its start until it has been reaped: its
+//! handle, the wait for its exit, signals to its group, and what happens to
+//! it when its parent lets go of it.
+//!
+//! Reaping uses a pidfd where the kernel has one (Linux 5.3+): the pidfd
+//! becomes readable when the child exits, the group is killed (anything the
+//! worker left behind goes with it) while the child is still a zombie, so
+//! its pid (and group id) cannot have been reused, and only then is it
+//! reaped.
+//!
+//! A parent lets go of running workers without a terminate when the actix
+//! System stops: its runtime is dropped with every task in it, and the
+//! handles of running processes go with them. The first such handle dropped
+//! on a thread closes every worker still running on that thread, together:
+//! each gets a terminate message (written straight to its socket when what
+//! was written to it ends between two frames) or, if that cannot be, its
+//! socket shut, so that its `on_close` runs and it exits. They have their
+//! shutdown timeout for that, then get SIGTERM, then SIGKILL after the kill
+//! delay. Every one is reaped before the drop returns: before `System::run`
+//! (or the `block_on` of an `#[actix::main]`) returns. A handle of a
+//! process that never ran as a worker is killed and reaped off-thread: no
+//! path leaves a zombie.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::error::ExitStatus;
+use crate::handoff;
+use crate::wire::fd::FdQueues;
+use crate::wire::socket;
+
+/// A running (or exited but not yet reaped) worker process.
+pub(crate) struct ChildHandle {
+    pid: libc::pid_t,
+    reaped: Mutex<bool>,
+    pidfd: Option<OwnedFd>,
+    /// Counted among its thread's running workers (see `shutdown.rs`).
+    registered: AtomicBool,
+    farewell: Mutex<Farewell>,
+}
+
+impl ChildHandle {
+    pub(crate) fn new(pid: u32, pidfd: Option<OwnedFd>) -> Self {
+        ChildHandle {
+            pid: pid as libc::pid_t,
+            reaped: Mutex::new(false),
+            pidfd,
+            registered: Default::default(),
+            farewell: Default::default(),
+        }
+    }
+
+    /// How it is asked to close if its parent lets go of it.
+    pub(crate) fn farewell(&self) -> MutexGuard<'_, Farewell> {
+        self.registered.store(true, Ordering::Relaxed);
+        self.farewell.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_reaped(&self) -> bool {
+        *self.reaped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reaps the child if it has exited, taking its group down first;
+    /// true once it is reaped (now or before). Never blocks.
+    pub(crate) fn reap_if_exited(&self) -> bool {
+        if self.is_reaped() {
+            return true;
+        }
+        let exited = match &self.pidfd {
+            Some(fd) => {
+                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd, no wait.
+                unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+            }
+            None => true, // no way to wait for it: it is killed below
+        };
+        if !exited {
+            return false;
+        }
+        self.signal_group(libc::SIGKILL);
+        self.reap_blocking();
+        true
+    }
+
+    /// Waits up to `wait` for any of `handles` to exit.
+    pub(crate) fn wait_any<'a>(handles: impl Iterator<Item = &'a ChildHandle>, wait: Duration) {
+        let mut pfds: Vec<libc::pollfd> = handles
+            .filter_map(|h| h.pidfd.as_ref())
+            .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: a valid array of pollfds, owned by this frame.
+        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    }
+
+    /// A handle on no process, for a link run without one (the fuzz target
+    /// of the reading path): already reaped, so it never signals anything.
+    pub(crate) fn detached() -> Self {
+        ChildHandle {
+            pid: 0,
+            reaped: Mutex::new(true),
+            pidfd: None,
+            registered: Default::default(),
+            farewell: Default::default(),
+        }
+    }
+
+    /// The child's pid (also its process group id).
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Whether process `pid` is the child or was started by it (a wrapper
+    /// such as a debugger may run the worker as its own child).
+    pub(crate) fn is_self_or_descendant(&self, pid: u32) -> bool {
+        pid as libc::pid_t == self.pid || handoff::descends_from(pid as i32, self.pid)
+    }
+
+    /// Sends `signal` to the child's whole process group, unless it has been
+    /// reaped already (its ids may then belong to someone else).
+    pub(crate) fn signal_group(&self, signal: i32) {
+        let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
+        if !*reaped {
+            // SAFETY: kill(2) with a negative pid signals that group; the
+            // group cannot have been reused while its leader is unreaped.
+            unsafe { libc::kill(-self.pid, signal) };
+        }
+    }
+
+    /// Waits for the child to exit, takes its group down, and reaps it.
+    pub(crate) async fn wait(&self) -> ExitStatus {
+        // SAFETY: the pidfd is owned by `self`, which outlives this call and
+        // so the registration, which ends when `afd` drops below.
+        let registered = self.pidfd.as_ref().map(|fd| unsafe {
+            AsyncFd::register_with_interest(fd.as_raw_fd(), tokio::io::Interest::READABLE)
+        });
+        match registered {
+            Some(Ok(afd)) => {
+                // Readable once the process has exited.
+                if let Ok(mut guard) = afd.readable().await {
+                    guard.retain_ready();
+                }
+                self.signal_group(libc::SIGKILL);
+                self.reap_blocking()
+            }
+            _ => {
+                let pid = self.pid;
+                let raw = tokio::task::spawn_blocking(move || wait_raw(pid)).await.unwrap_or(None);
+                self.finish(raw)
+            }
+        }
+    }
+
+    fn reap_blocking(&self) -> ExitStatus {
+        let raw = wait_raw(self.pid);
+        self.finish(raw)
+    }
+
+    fn finish(&self, raw: Option<i32>) -> ExitStatus {
+        *self.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        match raw {
+            Some(raw) => ExitStatus::from_wait_status(raw),
+            None => ExitStatus { code: None, signal: None },
+        }
+    }
+}
+
+fn wait_raw(pid: libc::pid_t) -> Option<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child, writing into a local.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(status);
+        }
+        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return None;
+    }
+}
+
+impl Drop for ChildHandle {
+    fn drop(&mut self) {
+        if *self.reaped.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            return;
+        }
+        // A running worker whose parent lets go of it (the System stops):
+        // closed the polite way, with the others of its thread.
+        if *self.registered.get_mut() && self.pidfd.is_some() {
+            close_all(self);
+            return;
+        }
+        // Nobody will wait for it any more: kill and reap off-thread.
+        // SAFETY: see signal_group; the leader is not reaped yet.
+        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        let pid = self.pid;
+        let _ = std::thread::Builder::new()
+            .name("actix-webworker-reaper".into())
+            .spawn(move || wait_raw(pid));
+    }
+}
+
+thread_local! {
+    /// The running workers whose links run on this thread.
+    static FLEET: RefCell<Vec<Weak<ChildHandle>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How a running worker is asked to close when its parent lets go.
+#[derive(Default)]
+pub(crate) struct Farewell {
+    /// How long it has to exit, then how long after SIGTERM until SIGKILL.
+    timeout: Duration,
+    kill_delay: Duration,
+    /// Its connection, once the handshake is done: a duplicate of the
+    /// parent's socket, and what was written to it.
+    conn: Option<(OwnedFd, Arc<FdQueues>)>,
+}
+
+/// Counts `handle` among this thread's running workers.
+pub(crate) fn register(handle: &Arc<ChildHandle>, timeout: Duration, kill_delay: Duration) {
+    let mut farewell = handle.farewell();
+    farewell.timeout = timeout;
+    farewell.kill_delay = kill_delay;
+    drop(farewell);
+    FLEET.with(|fleet| {
+        let mut fleet = fleet.borrow_mut();
+        fleet.retain(|h| h.strong_count() > 0);
+        fleet.push(Arc::downgrade(handle));
+    });
+}
+
+/// Notes the connection of a registered worker, once its handshake is done.
+pub(crate) fn connected(handle: &ChildHandle, sock: OwnedFd, fds: Arc<FdQueues>) {
+    handle.farewell().conn = Some((sock, fds));
+}
+
+impl Farewell {
+    /// Asks the worker to close: a terminate message if it can go whole,
+    /// else its socket shut (it then closes as for a parent gone).
+    fn ask(&mut self) {
+        let Some((sock, fds)) = self.conn.take() else { return };
+        let terminate =
+            socket::binary_frame(&crate::wire::frame::bare(crate::wire::frame::Kind::Terminate));
+        if fds.ledger().between_frames() {
+            // SAFETY: send on a socket we own a duplicate of, from a local
+            // buffer, without blocking or SIGPIPE.
+            let sent = unsafe {
+                libc::send(
+                    sock.as_raw_fd(),
+                    terminate.as_ptr().cast(),
+                    terminate.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if sent == terminate.len() as isize {
+                return;
+            }
+        }
+        // SAFETY: shutdown on a socket we own a duplicate of.
+        unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
+/// Closes `dropping` and every other worker still running on this thread,
+/// and reaps them all; see the module docs.
+pub(crate) fn close_all(dropping: &ChildHandle) {
+    let others: Vec<Arc<ChildHandle>> = FLEET
+        .try_with(|fleet| fleet.borrow_mut().drain(..).filter_map(|h| h.upgrade()).collect())
+        .unwrap_or_default();
+    let mut closing: Vec<Closing<'_>> = std::iter::once(dropping)
+        .chain(others.iter().map(|h| &**h))
+        .filter(|h| !h.is_reaped())
+        .map(|handle| {
+            let mut farewell = handle.farewell();
+            farewell.ask();
+            let term_at = Instant::now() + farewell.timeout;
+            Closing { handle, term_at, kill_at: term_at + farewell.kill_delay, signalled: 0 }
+        })
+        .collect();
+    while !closing.is_empty() {
+        closing.retain(|c| !c.handle.reap_if_exited());
+        let now = Instant::now();
+        for c in &mut closing {
+            if c.signalled < 2 && now >= c.kill_at {
+                c.handle.signal_group(libc::SIGKILL);
+                c.signalled = 2;
+            } else if c.signalled < 1 && now >= c.term_at {
+                c.handle.signal_group(libc::SIGTERM);
+                c.signalled = 1;
+            }
+        }
+        let next =
+            closing.iter().map(|c| if c.signalled == 0 { c.term_at } else { c.kill_at }).min();
+        let Some(next) = next else { break };
+        let wait = next.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        ChildHandle::wait_any(closing.iter().map(|c| c.handle), wait);
+    }
+}
+
+/// One worker being closed.
+struct Closing<'a> {
+    handle: &'a ChildHandle,
+    term_at: Instant,
+    kill_at: Instant,
+    /// 0: nothing yet, 1: SIGTERM, 2: SIGKILL.
+    signalled: u8,
+}
