@@ -128,12 +128,13 @@ pub use crate::error::{ErrorReport, ExitStatus, ShapeError, SpawnError, WireErro
 pub use crate::handoff::exit_code;
 pub use crate::parent::builder::WorkerBuilder;
 pub use crate::parent::events::{Event, GaveUp, WorkerEvent};
+pub use crate::parent::messages::{
+    Ask, AskResponse, Join, Post, PostResponse, Terminate, WorkerAddrExt,
+};
 pub use crate::parent::options::{Limits, ResourceLimits, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::sink::WorkerEvents;
-pub use crate::parent::worker::{
-    Ask, Grace, Join, Post, PostResponse, Terminate, Worker, WorkerAddrExt,
-};
+pub use crate::parent::worker::{Grace, Worker};
 pub use crate::protocol::{Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

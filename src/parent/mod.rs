@@ -4,7 +4,9 @@
 
 pub(crate) mod builder;
 pub(crate) mod events;
+pub(crate) mod lifecycle;
 pub(crate) mod link;
+pub(crate) mod messages;
 pub(crate) mod options;
 pub(crate) mod output;
 pub(crate) mod process;

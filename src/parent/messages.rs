@@ -1,0 +1,264 @@
+//! The messages a `Worker` takes, and how each resolves: [`Post`] (the
+//! original's `postMessage`), [`Ask`] (a typed request), [`Terminate`] and
+//! [`Join`]; and [`WorkerAddrExt`], their shorthands on an address. What
+//! each does is the actor's (`worker.rs`).
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Addr, Context, Handler, Message, ResponseFuture};
+
+use super::worker::{Asked, Grace, Worker};
+use crate::error::{ExitStatus, WorkerError};
+use crate::protocol::{Protocol, Request};
+use crate::session::requests::Pending;
+use crate::wire::codec;
+
+/// Posts a typed message to the worker: the original's `postMessage`.
+///
+/// Resolves to `Ok(())` once the message is queued (it is written when the
+/// worker can take it, in order), or to the reason it was refused: too
+/// large, queue full, worker terminating or exited. With `do_send`, a
+/// refusal is reported to the event recipient as an
+/// [`Event::Refused`](crate::Event::Refused), or logged.
+pub struct Post<M> {
+    data: M,
+    fds: Vec<OwnedFd>,
+}
+
+impl<M> Post<M> {
+    /// A message without descriptors.
+    pub fn new(data: M) -> Self {
+        Post { data, fds: Vec::new() }
+    }
+
+    /// A message with descriptors (at most [`MAX_FDS_PER_MESSAGE`](crate::MAX_FDS_PER_MESSAGE)); the
+    /// worker receives them with exactly this message.
+    pub fn with_fds(data: M, fds: Vec<OwnedFd>) -> Self {
+        Post { data, fds }
+    }
+}
+
+impl<M: 'static> Message for Post<M> {
+    type Result = Result<(), WorkerError>;
+}
+
+impl<P: Protocol> Handler<Post<P::ToWorker>> for Worker<P> {
+    type Result = PostResponse;
+
+    fn handle(&mut self, msg: Post<P::ToWorker>, ctx: &mut Context<Self>) -> PostResponse {
+        PostResponse(match self.post(msg.data, msg.fds, ctx) {
+            Ok(None) => None,
+            Ok(Some(later)) => Some(Queued::Later(later)),
+            Err(e) => Some(Queued::Refused(e)),
+        })
+    }
+}
+
+/// Why a frame is not queued yet.
+enum Queued {
+    /// It will be, once the outbox has room; the answer comes here.
+    Later(tokio::sync::oneshot::Receiver<Result<(), WorkerError>>),
+    /// It never will be.
+    Refused(WorkerError),
+}
+
+/// How a [`Post`] resolves: at once, or once the outbox has room. You never
+/// need to name this type: `send(Post)` resolves to `Result<(), WorkerError>`.
+pub struct PostResponse(Option<Queued>);
+
+impl<P: Protocol> MessageResponse<Worker<P>, Post<P::ToWorker>> for PostResponse {
+    fn handle(
+        self,
+        _: &mut Context<Worker<P>>,
+        tx: Option<OneshotSender<Result<(), WorkerError>>>,
+    ) {
+        let Some(tx) = tx else { return };
+        match self.0 {
+            None => {
+                let _ = tx.send(Ok(()));
+            }
+            Some(Queued::Refused(e)) => {
+                let _ = tx.send(Err(e));
+            }
+            Some(Queued::Later(rx)) => {
+                actix_rt::spawn(async move {
+                    let _ = tx.send(rx.await.unwrap_or(Err(WorkerError::Disconnected)));
+                });
+            }
+        }
+    }
+}
+
+/// Asks the worker a typed [`Request`] and resolves to its typed answer.
+///
+/// ```no_run
+/// # use actix::prelude::*;
+/// # use actix_webworker::{Ask, Protocol, Worker, WorkerError};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Sum(Vec<u64>);
+/// # struct Calc;
+/// # impl Protocol for Calc { type ToWorker = (); type FromWorker = (); }
+///
+/// async fn sum(worker: &Addr<Worker<Calc>>) -> Result<u64, WorkerError> {
+///     worker.send(Ask::new(Sum(vec![1, 2, 3]))).await.map_err(|_| WorkerError::Disconnected)?
+/// }
+/// ```
+///
+/// When the worker exits first, the answer is [`WorkerError::Exited`]; when
+/// its handler panics, [`WorkerError::Panicked`] with the report; after the
+/// [`timeout`](Ask::timeout), [`WorkerError::Timeout`].
+pub struct Ask<R> {
+    request: R,
+    timeout: Option<Duration>,
+}
+
+impl<R> Ask<R> {
+    /// A request with no timeout of its own.
+    pub fn new(request: R) -> Self {
+        Ask { request, timeout: None }
+    }
+
+    /// Gives up after `limit`: the caller gets [`WorkerError::Timeout`] and a
+    /// late answer is dropped.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+}
+
+impl<R: Request> Message for Ask<R> {
+    type Result = Result<R::Answer, WorkerError>;
+}
+
+impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
+    type Result = AskResponse<R>;
+
+    fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
+        AskResponse(match self.ask(msg.request, msg.timeout, ctx) {
+            Asked::Ready(result) => AskInner::Ready(result),
+            Asked::Waiting { id, pending } => AskInner::Waiting { id, pending },
+            Asked::Later(fut) => AskInner::Later(fut),
+        })
+    }
+}
+
+/// How an [`Ask`] resolves. You never need to name this type:
+/// `send(Ask::new(req))` resolves to `Result<Answer, WorkerError>`.
+pub struct AskResponse<R: Request>(AskInner<R>);
+
+enum AskInner<R: Request> {
+    Ready(Result<R::Answer, WorkerError>),
+    Waiting { id: u64, pending: Arc<Pending> },
+    Later(Pin<Box<dyn Future<Output = Result<R::Answer, WorkerError>>>>),
+}
+
+impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse<R> {
+    fn handle(
+        self,
+        _: &mut Context<Worker<P>>,
+        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+    ) {
+        match self.0 {
+            AskInner::Ready(result) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(result);
+                }
+            }
+            AskInner::Waiting { id, pending } => pending.attach(
+                id,
+                Box::new(move |result| {
+                    let answer = result.and_then(|inbound| {
+                        codec::decode::<R::Answer>(inbound.payload()).map_err(WorkerError::from)
+                    });
+                    if let Some(tx) = tx {
+                        let _ = tx.send(answer);
+                    }
+                }),
+            ),
+            AskInner::Later(fut) => {
+                actix_rt::spawn(async move {
+                    let result = fut.await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(result);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Ends the worker: its `on_close` runs after every message queued before
+/// this one, and it exits. If it has not exited after the grace period, its
+/// process group gets SIGTERM, then SIGKILL. A second terminate, or one after
+/// the exit, does nothing.
+#[derive(Clone, Copy, Debug, Default, Message)]
+#[rtype(result = "()")]
+pub struct Terminate(pub Grace);
+
+impl<P: Protocol> Handler<Terminate> for Worker<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Terminate, _: &mut Context<Self>) {
+        self.terminate(msg.0);
+    }
+}
+
+/// Resolves when the worker process has exited for good, with its status:
+/// the `join` of a thread. `worker.send(Join).await`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Join;
+
+impl Message for Join {
+    type Result = ExitStatus;
+}
+
+impl<P: Protocol> Handler<Join> for Worker<P> {
+    type Result = ResponseFuture<ExitStatus>;
+
+    fn handle(&mut self, _: Join, _: &mut Context<Self>) -> Self::Result {
+        self.join()
+    }
+}
+
+/// Shorthands on a worker's address.
+pub trait WorkerAddrExt<P: Protocol> {
+    /// `do_send(Post::new(data))`: fire and forget.
+    fn post(&self, data: P::ToWorker);
+    /// `do_send(Terminate::default())`.
+    fn terminate(&self);
+    /// `send(Ask::new(request))`, with a closed mailbox as
+    /// [`WorkerError::Disconnected`].
+    fn ask<R: Request>(
+        &self,
+        request: R,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<Self, P, R>;
+}
+
+impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
+    fn post(&self, data: P::ToWorker) {
+        self.do_send(Post::new(data));
+    }
+
+    fn terminate(&self) {
+        self.do_send(Terminate::default());
+    }
+
+    fn ask<R: Request>(
+        &self,
+        request: R,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
+        // Unconstrained: each poll is one look at a oneshot, so it cannot
+        // hog the thread; under tokio's cooperative budget, thousands of
+        // these gathered in a `FuturesUnordered` spend most of their time
+        // yielding to each other (7x slower with 20,000 in flight).
+        let sent = tokio::task::unconstrained(self.send(Ask::new(request)));
+        async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
+    }
+}
