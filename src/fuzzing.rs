@@ -225,7 +225,8 @@ pub fn link(data: &[u8]) {
         let (mut reader, writer) = conn.split();
         let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let writing = actix_rt::spawn(writer.run(outbox.clone(), stopped));
+        let writing =
+            actix_rt::spawn(crate::wire::writer::Writer::new(writer).run(outbox.clone(), stopped));
         let mut handlers = crate::session::requests::Handlers::new(|| None);
         handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
         let mut link = crate::parent::link::Link::<FuzzProtocol> {
@@ -296,7 +297,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut envelopes: Vec<(String, Vec<u8>)> = vec![("hello".into(), frame::hello(0x1234))];
     let message = |kind, nfds, id, tag, payload: &dyn erased::Encode| {
         let mut buf = Vec::new();
-        frame::begin(&mut buf, kind, nfds, id, tag);
+        frame::begin(&mut buf, frame::Header { kind, nfds, id, tag });
         payload.encode(&mut buf);
         buf
     };
@@ -315,7 +316,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         envelopes.push((name.into(), message(frame::Kind::Failed, 0, 42, 0, &failure)));
     }
     let mut batch = bytes::BytesMut::new();
-    frame::begin(&mut batch, frame::Kind::Batch, 0, 0, 0);
+    frame::begin(&mut batch, frame::Header::bare(frame::Kind::Batch));
     for (_, msg) in &envelopes[1..4] {
         frame::push_batch_entry(&mut batch, msg);
     }
@@ -381,13 +382,7 @@ mod erased {
 /// The message bytes again, header included, for [`envelope`].
 fn reconstruct(inbound: &socket::Inbound) -> Vec<u8> {
     let mut buf = Vec::new();
-    frame::begin(
-        &mut buf,
-        inbound.header.kind,
-        inbound.header.nfds,
-        inbound.header.id,
-        inbound.header.tag,
-    );
+    frame::begin(&mut buf, inbound.header);
     buf.extend_from_slice(inbound.payload());
     buf
 }

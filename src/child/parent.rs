@@ -13,8 +13,9 @@ use crate::error::WorkerError;
 use crate::protocol::Protocol;
 use crate::protocol::Request;
 use crate::session::requests::{await_answer, encode_request, Pending};
+use crate::wire::encode::encode;
+use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
-use crate::wire::{self, frame::Kind};
 
 /// The parent, as seen from inside a worker: post messages to it and close
 /// the worker. Cheap to clone; give it to whatever in the worker needs it.
@@ -99,7 +100,7 @@ impl<P: Protocol> Parent<P> {
     /// Posts a message with descriptors; the parent receives them with
     /// exactly this message.
     pub fn post_with_fds(&self, data: P::FromWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
-        let bytes = wire::encode(Kind::Post, 0, 0, &data, fds.len(), self.max_message_size)?;
+        let bytes = encode(Header::post(fds.len())?, &data, self.max_message_size)?;
         self.outbox.push(bytes, fds)
     }
 

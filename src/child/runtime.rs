@@ -33,10 +33,12 @@ use crate::handoff::ENV_MAX_MESSAGE;
 use crate::protocol::Protocol;
 use crate::protocol::Received;
 use crate::session::requests::{resolve_frame, Handlers, Pending};
-use crate::wire::frame::{self, Kind};
+use crate::wire::codec;
+use crate::wire::encode::encode;
+use crate::wire::frame::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound};
-use crate::wire::{self, codec};
+use crate::wire::writer::Writer;
 
 /// Runs the worker to its end and returns the exit code.
 pub(crate) fn run<W, F>(make: F) -> i32
@@ -89,7 +91,7 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
         }
     };
     let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
-    let Ok(msg) = wire::encode(Kind::Refused, 0, 0, &refusal, 0, usize::MAX) else {
+    let Ok(msg) = encode(Header::bare(Kind::Refused), &refusal, usize::MAX) else {
         return exit_code::NOT_A_WORKER;
     };
     // The parent's hello is read first, so that nothing is left unread
@@ -165,7 +167,8 @@ where
     // Stopped only by the outbox's end, or the connection failing.
     let (_keep_writing, no_stop) = oneshot::channel();
     // Nothing to give to a next connection: no books.
-    let writer_task = actix_rt::spawn(writer.without_books().run(outbox.clone(), no_stop));
+    let writer_task =
+        actix_rt::spawn(Writer::new(writer).without_books().run(outbox.clone(), no_stop));
     let close = Arc::new(Notify::new());
     let pending = Arc::new(Pending::default());
     let parent = Parent::<W::Protocol>::new(
@@ -360,7 +363,7 @@ fn report_wire_error(outbox: &Outbox, e: &WireError, max_message_size: usize) {
 }
 
 fn post_report(outbox: &Outbox, report: &ErrorReport, max_message_size: usize) {
-    match wire::encode(Kind::Error, 0, 0, report, 0, max_message_size) {
+    match encode(Header::bare(Kind::Error), report, max_message_size) {
         Ok(bytes) => {
             if outbox.push(bytes, Vec::new()).is_err() {
                 tracing::warn!(error = %report, "error report could not be sent to the parent");

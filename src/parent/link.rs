@@ -30,7 +30,8 @@ use crate::session::requests::{resolve_frame, Handlers, Pending};
 use crate::wire::codec;
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::{self, Inbound, Reader, WriterEnd};
+use crate::wire::socket::{self, Inbound, Reader};
+use crate::wire::writer::{Writer, WriterEnd};
 
 /// Messages handled per wake-up before the link lets other tasks run.
 const BUDGET: usize = 1024;
@@ -234,7 +235,7 @@ impl<P: Protocol> Link<P> {
     async fn handshake(
         &self,
         sock: std::os::unix::net::UnixStream,
-    ) -> Result<(Reader, socket::Writer), Option<WireError>> {
+    ) -> Result<(Reader, Writer), Option<WireError>> {
         let mut conn = socket::open(sock, self.max_message_size).await.map_err(Some)?;
         // A send error means the child is gone already; its EOF says so below.
         let _ = conn.send(frame::hello(self.fingerprint)).await;
@@ -244,7 +245,8 @@ impl<P: Protocol> Link<P> {
         if !self.handle.is_self_or_descendant(hello.pid) {
             return Err(Some(WireError::WrongPeer { ours: self.handle.pid(), theirs: hello.pid }));
         }
-        Ok(conn.split())
+        let (reader, sink) = conn.split();
+        Ok((reader, Writer::new(sink)))
     }
 
     /// Handles what the reader gave; false at the end of the connection.

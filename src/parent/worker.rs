@@ -35,8 +35,8 @@ use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::{await_answer, Handlers, Pending};
 use crate::supervise::{History, RestartPolicy};
-use crate::wire;
-use crate::wire::frame::Kind;
+use crate::wire::encode::encode_in;
+use crate::wire::frame::Header;
 use crate::wire::outbox::{Outbox, Refusal};
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
@@ -64,7 +64,7 @@ pub struct Worker<P: Protocol> {
     pub(super) events: EventSink<P>,
     pub(super) outbox: Arc<Outbox>,
     /// What this worker's posts and requests are encoded into (see
-    /// `wire::encode_in`): its own, so that its queued messages pin no
+    /// `wire::encode::encode_in`): its own, so that its queued messages pin no
     /// memory shared with other workers'.
     pub(super) arena: bytes::BytesMut,
     pub(super) pending: Arc<Pending>,
@@ -300,7 +300,8 @@ impl<P: Protocol> Worker<P> {
     ) -> Result<Option<QueuedLater>, WorkerError> {
         let encoded = self.check_open().and_then(|()| {
             let max = self.limits.max_message_size;
-            wire::encode_in(&mut self.arena, Kind::Post, 0, 0, &data, fds.len(), max)
+            let header = Header::post(fds.len())?;
+            encode_in(&mut self.arena, header, &data, max)
         });
         let queued = encoded.and_then(|bytes| self.queue(bytes, fds, None, ctx));
         if let Err(e) = &queued {
@@ -326,7 +327,7 @@ impl<P: Protocol> Worker<P> {
         }
         let encoded = self.check_open().and_then(|()| {
             let tag = tag_of::<R>();
-            wire::encode_in(&mut self.arena, Kind::Request, id, tag, &request, 0, max)
+            encode_in(&mut self.arena, Header::request(id, tag), &request, max)
         });
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.

@@ -22,10 +22,11 @@ use tokio::sync::oneshot;
 
 use crate::error::{ErrorReport, WorkerError};
 use crate::protocol::{tag_of, Request};
-use crate::wire::frame::Kind;
+use crate::wire::codec;
+use crate::wire::encode::encode;
+use crate::wire::frame::{Header, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Inbound;
-use crate::wire::{self, codec};
 
 /// Why the other side could not answer; the payload of a `Failed` frame.
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,7 +131,7 @@ pub(crate) fn encode_request<R: Request>(
     max_message_size: usize,
 ) -> Result<(Bytes, u64, AnswerRx), WorkerError> {
     let (id, rx) = pending.register();
-    match wire::encode(Kind::Request, id, tag_of::<R>(), req, 0, max_message_size) {
+    match encode(Header::request(id, tag_of::<R>()), req, max_message_size) {
         Ok(bytes) => Ok((bytes, id, rx)),
         Err(e) => {
             pending.cancel(id);
@@ -193,7 +194,7 @@ pub(crate) struct Reply {
 impl Reply {
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
-        let frame = match wire::encode(Kind::Answer, self.id, 0, answer, 0, self.max_message_size) {
+        let frame = match encode(Header::answer(self.id), answer, self.max_message_size) {
             Ok(bytes) => bytes,
             Err(e) => failure_frame(self.id, Failure::Wire(e.to_string()), self.max_message_size),
         };
@@ -274,9 +275,9 @@ impl Handlers {
 }
 
 fn failure_frame(id: u64, failure: Failure, max: usize) -> Bytes {
-    wire::encode(Kind::Failed, id, 0, &failure, 0, max).unwrap_or_else(|_| {
+    encode(Header::failed(id), &failure, max).unwrap_or_else(|_| {
         // A failure too large to send (a huge panic message): send its gist.
         let gist = Failure::Wire("the failure report was too large to send".into());
-        wire::encode(Kind::Failed, id, 0, &gist, 0, usize::MAX).unwrap_or_default()
+        encode(Header::failed(id), &gist, usize::MAX).unwrap_or_default()
     })
 }

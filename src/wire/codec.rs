@@ -12,13 +12,15 @@
 //! it `#[serde(with = "serde_bytes")]` (or use `serde_bytes::ByteBuf`) so it
 //! is written and read as one block of bytes.
 
+mod depth;
+
 use bincode::config::{Configuration, Limit};
 use bincode::enc::write::Writer;
 use bytes::BufMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::depth::Guarded;
+use self::depth::Guarded;
 use crate::error::WireError;
 
 /// The most any single decode may claim to allocate, whatever the configured

@@ -16,6 +16,9 @@
 //!
 //! This is the only file that names `nix`.
 
+mod boundary;
+pub(crate) mod ledger;
+
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -28,8 +31,8 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
 
-use super::boundary::Boundary;
-use super::ledger::Ledger;
+use self::boundary::Boundary;
+use self::ledger::Ledger;
 
 /// The most descriptors one `sendmsg` may carry (Linux's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_SEND: usize = 253;

@@ -34,7 +34,7 @@ pub(crate) enum Kind {
     Request = 3,
     /// The answer to request `id`; payload is the answer.
     Answer = 4,
-    /// Request `id` failed on the other side; payload is a `RemoteFailure`.
+    /// Request `id` failed on the other side; payload is a `Failure`.
     Failed = 5,
     /// An uncaught error in the worker; payload is an `ErrorReport`.
     Error = 6,
@@ -105,17 +105,49 @@ pub(crate) struct Hello {
     pub pid: u32,
 }
 
-/// Appends the header of a message of `kind` to `buf` (empty: a message
-/// starts there); the payload is appended after it.
-pub(crate) fn begin(buf: &mut impl BufMut, kind: Kind, nfds: u8, id: u64, tag: u64) {
-    buf.put_u8(kind as u8);
-    buf.put_u8(nfds);
-    match kind {
-        Kind::Request => {
-            buf.put_u64_le(id);
-            buf.put_u64_le(tag);
+impl Header {
+    /// A header of `kind` with no descriptors, id or tag.
+    pub(crate) fn bare(kind: Kind) -> Header {
+        Header { kind, nfds: 0, id: 0, tag: 0 }
+    }
+
+    /// A post carrying `nfds` descriptors (at most
+    /// [`MAX_FDS_PER_MESSAGE`](super::MAX_FDS_PER_MESSAGE)).
+    pub(crate) fn post(nfds: usize) -> Result<Header, WireError> {
+        let limit = super::MAX_FDS_PER_MESSAGE;
+        if nfds > limit {
+            return Err(WireError::TooManyFds { count: nfds, limit });
         }
-        Kind::Answer | Kind::Failed => buf.put_u64_le(id),
+        Ok(Header { nfds: nfds as u8, ..Header::bare(Kind::Post) })
+    }
+
+    /// Request `id`, of the type `tag` names.
+    pub(crate) fn request(id: u64, tag: u64) -> Header {
+        Header { id, tag, ..Header::bare(Kind::Request) }
+    }
+
+    /// The answer to request `id`.
+    pub(crate) fn answer(id: u64) -> Header {
+        Header { id, ..Header::bare(Kind::Answer) }
+    }
+
+    /// Request `id` failed.
+    pub(crate) fn failed(id: u64) -> Header {
+        Header { id, ..Header::bare(Kind::Failed) }
+    }
+}
+
+/// Appends `header` to `buf` (empty: a message starts there); the payload
+/// is appended after it.
+pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
+    buf.put_u8(header.kind as u8);
+    buf.put_u8(header.nfds);
+    match header.kind {
+        Kind::Request => {
+            buf.put_u64_le(header.id);
+            buf.put_u64_le(header.tag);
+        }
+        Kind::Answer | Kind::Failed => buf.put_u64_le(header.id),
         _ => {}
     }
 }
@@ -163,6 +195,16 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
 
 /// Bytes in front of each message in a batch: its length.
 pub(crate) const BATCH_ENTRY_HEADER: usize = 4;
+/// Messages up to this size are batched with those written beside them.
+pub(crate) const BATCH_MESSAGE_MAX: usize = 4 * 1024;
+/// A batch's own header.
+pub(crate) const BATCH_HEADER: usize = 2;
+/// A batch is sent once it is this large.
+pub(crate) const BATCH_TARGET: usize = 64 * 1024;
+/// The largest batch a writer produces, and so the largest a reader
+/// takes: the target, plus one more small message.
+pub(crate) const MAX_BATCH: usize =
+    BATCH_HEADER + BATCH_TARGET + BATCH_ENTRY_HEADER + BATCH_MESSAGE_MAX;
 
 /// Appends one message to a batch being built.
 pub(crate) fn push_batch_entry(buf: &mut bytes::BytesMut, msg: &[u8]) {
@@ -232,7 +274,7 @@ mod tests {
     #[test]
     fn request_header_round_trips() {
         let mut buf = Vec::new();
-        begin(&mut buf, Kind::Request, 3, 42, 7);
+        begin(&mut buf, Header { nfds: 3, ..Header::request(42, 7) });
         buf.extend_from_slice(b"payload");
         let (h, payload) = decode(&buf).unwrap();
         assert_eq!(h, Header { kind: Kind::Request, nfds: 3, id: 42, tag: 7 });
@@ -253,7 +295,7 @@ mod tests {
     #[test]
     fn batch_entries_are_read_in_order_and_checked() {
         let mut batch = bytes::BytesMut::new();
-        begin(&mut batch, Kind::Batch, 0, 0, 0);
+        begin(&mut batch, Header::bare(Kind::Batch));
         push_batch_entry(&mut batch, &[2, 0, 1]);
         push_batch_entry(&mut batch, &[4, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
         let first = batch_entry(&batch, 2).unwrap().unwrap();

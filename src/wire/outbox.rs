@@ -421,7 +421,7 @@ mod tests {
         let outbox = Outbox::new(100, usize::MAX);
         outbox.push(post(3), vec![]).unwrap();
         let mut request = Vec::new();
-        frame::begin(&mut request, Kind::Request, 0, 1, 2);
+        frame::begin(&mut request, frame::Header::request(1, 2));
         outbox.push(request.into(), vec![]).unwrap();
         outbox.put_back(vec![
             Outgoing::Frame { bytes: post(1), fds: vec![] },
@@ -447,7 +447,7 @@ mod tests {
         outbox.owe_reply();
         assert!(outbox.replies_over(), "two owed");
         let mut answer = Vec::new();
-        frame::begin(&mut answer, Kind::Answer, 0, 1, 0);
+        frame::begin(&mut answer, frame::Header::answer(1));
         let answer = Bytes::from(answer);
         outbox.push_reply(answer.clone(), connection);
         outbox.push_reply(answer, connection);

@@ -1,0 +1,149 @@
+//! A whole message, made: the envelope's header, then the payload, checked
+//! against the size limit before anything is queued. Small messages are
+//! cut from an arena, so that one allocation serves many.
+
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+use super::codec;
+use super::frame::{self, Header};
+use crate::error::{WireError, WorkerError};
+
+/// Encodes one complete message: `header`, then `data`; checks the
+/// descriptor count and the size limit before anything is queued.
+///
+/// Small messages are cut from a per-thread arena (see [`encode_in`]).
+/// For messages bound for one peer; a sender that feeds several queues
+/// (the parent's `Worker` actors) gives each its own arena, so that
+/// messages waiting for a slow worker pin only chunks of their own.
+pub(crate) fn encode<M: Serialize + ?Sized>(
+    header: Header,
+    data: &M,
+    max_message_size: usize,
+) -> Result<Bytes, WorkerError> {
+    let from_arena = ARENA.try_with(|arena| {
+        let mut arena = arena.try_borrow_mut().ok()?;
+        Some(encode_in(&mut arena, header, data, max_message_size))
+    });
+    match from_arena {
+        Ok(Some(encoded)) => encoded,
+        // Encoding from inside a `Serialize` impl that is itself being
+        // encoded, or while the thread is being torn down: a buffer of its
+        // own.
+        _ => encode_in(&mut BytesMut::new(), header, data, max_message_size),
+    }
+}
+
+/// [`encode`] into a slice cut from `arena`: one allocation serves many
+/// small messages, and is reused whole once they have all been dropped. A
+/// message larger than [`ARENA_KEEP`], or one that fails, leaves the arena
+/// starting afresh, so it never holds on to the memory of its largest
+/// message.
+pub(crate) fn encode_in<M: Serialize + ?Sized>(
+    arena: &mut BytesMut,
+    header: Header,
+    data: &M,
+    max_message_size: usize,
+) -> Result<Bytes, WorkerError> {
+    if arena.capacity() < ARENA_MIN_ROOM {
+        arena.reserve(ARENA_CHUNK);
+    }
+    // Left over only by a `Serialize` impl that panicked part-way.
+    arena.clear();
+    frame::begin(arena, header);
+    let header = arena.len();
+    let encoded = codec::encode_into(data, arena);
+    let size = arena.len() - header;
+    let checked = match encoded {
+        Err(e) => Err(e.into()),
+        Ok(()) if size > max_message_size => {
+            Err(WireError::TooLarge { size, limit: max_message_size }.into())
+        }
+        Ok(()) => Ok(arena.split().freeze()),
+    };
+    if checked.as_ref().map_or(true, |bytes| bytes.len() > ARENA_KEEP) {
+        *arena = BytesMut::new();
+    }
+    checked
+}
+
+/// The size of a fresh arena buffer.
+const ARENA_CHUNK: usize = 64 * 1024;
+/// Below this much room a fresh arena buffer is taken before encoding.
+const ARENA_MIN_ROOM: usize = 1024;
+/// Messages over this size do not leave their buffer to the arena.
+const ARENA_KEEP: usize = 16 * 1024;
+
+thread_local! {
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frame::Kind;
+
+    fn post(data: &impl Serialize) -> Bytes {
+        encode(Header::post(0).unwrap(), data, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn arena_slices_stay_intact_and_large_messages_do_not_stay() {
+        let msgs: Vec<Bytes> = (0..5_000u32).map(|i| post(&format!("m{i}"))).collect();
+        for (i, msg) in msgs.iter().enumerate() {
+            let (header, payload) = frame::decode(msg).unwrap();
+            assert_eq!(header.kind, Kind::Post);
+            assert_eq!(codec::decode::<String>(payload).unwrap(), format!("m{i}"));
+        }
+        let big = post(&serde_bytes::ByteBuf::from(vec![1u8; 100_000]));
+        // Header, a 5-byte varint length, the bytes as one block.
+        assert_eq!(big.len(), 2 + 5 + 100_000);
+        ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
+        // Over the limit: an error, and the arena is left clean, whatever
+        // the failed message grew it to.
+        let refused = encode(Header::post(0).unwrap(), &vec![0u8; 64], 8);
+        assert!(matches!(refused, Err(WorkerError::Wire(WireError::TooLarge { .. }))));
+        let huge = serde_bytes::ByteBuf::from(vec![1u8; 8 << 20]);
+        assert!(encode(Header::post(0).unwrap(), &huge, 1 << 20).is_err());
+        ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
+        assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
+    }
+
+    /// Writes a field, then panics.
+    struct Halfway;
+
+    impl Serialize for Halfway {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&[9u8; 32])?;
+            panic!("halfway");
+        }
+    }
+
+    #[test]
+    fn a_panic_part_way_leaves_nothing_in_the_next_message() {
+        assert!(std::panic::catch_unwind(|| post(&Halfway)).is_err());
+        assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
+    }
+
+    /// A `Serialize` impl that encodes a message of its own.
+    struct Nested;
+
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&post(&"inner"))
+        }
+    }
+
+    #[test]
+    fn encoding_inside_encoding_uses_a_buffer_of_its_own() {
+        let outer = post(&Nested);
+        let (_, payload) = frame::decode(&outer).unwrap();
+        let inner: serde_bytes::ByteBuf = codec::decode(payload).unwrap();
+        let (_, inner_payload) = frame::decode(&inner).unwrap();
+        assert_eq!(codec::decode::<String>(inner_payload).unwrap(), "inner");
+    }
+}
