@@ -222,42 +222,39 @@ pub fn link(data: &[u8]) {
         use actix::Actor;
         let counter = Counter(0).start();
         let Ok(conn) = socket::open(ours, 1 << 20).await else { return };
-        let (mut reader, writer) = conn.split();
+        let (reader, sink) = conn.split();
         let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let writing =
-            actix_rt::spawn(crate::wire::writer::Writer::new(writer).run(outbox.clone(), stopped));
         let mut handlers = crate::session::requests::Handlers::new(|| None);
         handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
-        let mut link = crate::parent::link::Link::<FuzzProtocol> {
-            name: "fuzz".into(),
-            handle: Arc::new(crate::parent::process::ChildHandle::detached()),
-            outbox,
+        let shared = crate::session::Shared {
+            outbox: outbox.clone(),
             pending: Arc::default(),
             handlers: std::rc::Rc::new(handlers),
-            events: crate::parent::sink::Events::new(
-                crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
-                64,
-            ),
-            on_closing: Box::new(|| {}),
             max_message_size: 1 << 20,
-            fingerprint: 0,
-            handshake_timeout: std::time::Duration::from_secs(1),
-            asked: false,
         };
+        let events = crate::parent::sink::Events::new(
+            crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
+            64,
+        );
+        let side = crate::parent::link::ParentSide::<FuzzProtocol>::new(
+            "fuzz".into(),
+            0,
+            events,
+            Box::new(|| {}),
+            outbox,
+        );
+        let writer = crate::wire::writer::Writer::new(sink);
+        let mut session = crate::session::Session::start(reader, writer, shared, side);
         let mut never: std::pin::Pin<Box<dyn std::future::Future<Output = crate::ExitStatus>>> =
             Box::pin(std::future::pending());
         let mut status = None;
-        link.read(&mut reader, &mut never, &mut status).await;
+        crate::parent::link::read(&mut session, &mut never, &mut status).await;
+        let unclaimed = session.reader().unclaimed_fds();
         assert!(
-            reader.unclaimed_fds() <= crate::wire::fd::MAX_UNCLAIMED_FDS + 253,
-            "{} unclaimed descriptors held",
-            reader.unclaimed_fds()
+            unclaimed <= crate::wire::fd::MAX_UNCLAIMED_FDS + 253,
+            "{unclaimed} unclaimed descriptors held"
         );
-        drop(reader);
-        let _ = stop.send(());
-        let _ = writing.await;
-        drop(link);
+        drop(session.finish(crate::session::Finish::Now).await);
         let _ = counter.send(Settled).await;
     });
     drop(system);

@@ -166,7 +166,7 @@ fn outside_any_runtime(run: Box<dyn FnOnce() -> i32 + Send>) -> i32 {
     match thread {
         Ok(thread) => thread.join().unwrap_or(exit_code::PANIC),
         Err(e) => {
-            eprintln!("actix-webworker: could not start the worker's thread: {e}");
+            tracing::error!(error = %e, "could not start the worker's thread");
             exit_code::IO
         }
     }

@@ -10,9 +10,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::error::WorkerError;
-use crate::protocol::Protocol;
-use crate::protocol::Request;
-use crate::session::requests::{await_answer, encode_request, Pending};
+use crate::protocol::{tag_of, Protocol, Request};
+use crate::session::requests::{answer, Pending};
 use crate::wire::encode::encode;
 use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
@@ -75,19 +74,17 @@ impl<P: Protocol> Parent<P> {
         request: R,
         limit: Option<Duration>,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
-        let sent = encode_request(&self.pending, &request, self.max_message_size).and_then(
-            |(bytes, id, rx)| match self.outbox.push(bytes, Vec::new()) {
-                Ok(()) => Ok((id, rx)),
-                Err(e) => {
-                    self.pending.cancel(id);
-                    Err(e)
-                }
-            },
-        );
-        let pending = self.pending.clone();
+        let id = self.pending.next_id();
+        let answer = answer::<R::Answer>(&self.pending, id, limit);
+        let header = Header::request(id, tag_of::<R>());
+        let sent = encode(header, &request, self.max_message_size)
+            .and_then(|bytes| self.outbox.push(bytes, Vec::new()));
+        if sent.is_err() {
+            self.pending.cancel(id);
+        }
         async move {
-            let (id, rx) = sent?;
-            await_answer(pending, id, rx, limit).await
+            sent?;
+            answer.await
         }
     }
 

@@ -14,6 +14,7 @@
 //! of the runtime when it got there, or through the watchdog of
 //! `bootstrap.rs` when the actor is stuck.
 
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,14 +32,13 @@ use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::handoff::exit_code;
 use crate::handoff::ENV_MAX_MESSAGE;
 use crate::protocol::Protocol;
-use crate::protocol::Received;
-use crate::session::requests::{resolve_frame, Handlers, Pending};
+use crate::session::requests::Pending;
+use crate::session::{self, Finish, Flow, Hello, Session, Shared, Side, Why};
 use crate::wire::codec;
 use crate::wire::encode::encode;
 use crate::wire::frame::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::{self, Inbound};
-use crate::wire::writer::Writer;
+use crate::wire::socket;
 
 /// Runs the worker to its end and returns the exit code.
 pub(crate) fn run<W, F>(make: F) -> i32
@@ -54,7 +54,7 @@ where
     let handoff = match bootstrap::take() {
         Ok(handoff) => handoff,
         Err(e) => {
-            eprintln!("actix-webworker: {e}");
+            not_a_worker(&e);
             return exit_code::NOT_A_WORKER;
         }
     };
@@ -77,16 +77,25 @@ where
     code
 }
 
+/// Says why this process cannot be a worker. Standard error, not only
+/// `tracing`: no parent hears of it, and whoever ran the program by hand
+/// (with a stranger's socket, or a stale environment) must.
+fn not_a_worker(e: &dyn std::fmt::Display) {
+    tracing::error!(error = %e, "not started as a worker");
+    eprintln!("actix-webworker: {e}");
+}
+
 /// Tells the parent this process has no entry named `entry` (a refusal in
 /// place of its hello, which the parent turns into a typed error naming
 /// the entries it has), and returns the exit code.
 pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
     use std::io::{Read, Write};
-    eprintln!("actix-webworker: no worker entry named {entry:?}; this program has {known:?}");
+    // The parent tells it, as `WireError::UnknownEntry`; here it is a trace.
+    tracing::error!(entry, ?known, "no worker entry of that name");
     let mut sock = match bootstrap::take() {
         Ok(handoff) => handoff.sock,
         Err(e) => {
-            eprintln!("actix-webworker: {e}");
+            not_a_worker(&e);
             return exit_code::NOT_A_WORKER;
         }
     };
@@ -138,37 +147,24 @@ where
     let fp = match crate::session::shape::fingerprint::<W::Protocol>() {
         Ok(fp) => fp,
         Err(e) => {
-            eprintln!("actix-webworker: {e}");
+            tracing::error!(error = %e, "the protocol's types cannot be described");
             return (exit_code::MISMATCH, End::Terminated);
         }
     };
-    let mut conn = match socket::open(sock, max_message_size).await {
-        Ok(c) => c,
-        Err(e) => {
+    let opened = match session::open(sock, max_message_size, fp, Hello::AfterPeer).await {
+        Ok(opened) => opened,
+        Err(Some(e @ WireError::Transport(_))) => {
             tracing::error!(error = %e, "could not open the connection to the parent");
             return (exit_code::IO, End::Terminated);
         }
-    };
-    // The hello each way. Ours is sent whatever we think of theirs, so the
-    // parent can say what is wrong.
-    let theirs = conn.recv_hello(fp).await;
-    let _ = conn.send(frame::hello(fp)).await;
-    match theirs {
-        Ok(_) => {}
         Err(Some(e)) => {
             tracing::error!(error = %e, "handshake with the parent failed");
             return (exit_code::MISMATCH, End::Terminated);
         }
         // The parent went away before we were up.
         Err(None) => return (0, End::ParentGone),
-    }
-    let (mut reader, writer) = conn.split();
+    };
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-    // Stopped only by the outbox's end, or the connection failing.
-    let (_keep_writing, no_stop) = oneshot::channel();
-    // Nothing to give to a next connection: no books.
-    let writer_task =
-        actix_rt::spawn(Writer::new(writer).without_books().run(outbox.clone(), no_stop));
     let close = Arc::new(Notify::new());
     let pending = Arc::new(Pending::default());
     let parent = Parent::<W::Protocol>::new(
@@ -187,14 +183,22 @@ where
     ctx.spawn(ControlLoop::new(ctl_rx));
     let mut requests = Requests::new(ctl_tx.clone());
     W::requests(&mut requests);
-    let mut link = Link {
+    let shared = Shared {
+        outbox: outbox.clone(),
+        pending: pending.clone(),
+        handlers: Rc::new(requests.handlers),
+        max_message_size,
+    };
+    let side = ChildSide {
         ctl: ctl_tx.clone(),
         posts: Vec::new(),
         outbox: outbox.clone(),
-        pending: pending.clone(),
-        handlers: requests.handlers,
         max_message_size,
     };
+    // The writer keeps no books: there is no next connection to give its
+    // messages to.
+    let writer = opened.writer.without_books();
+    let mut session = Session::start(opened.reader, writer, shared, side);
     let actor = make(parent.clone());
     let guarded = Guarded::new(ctx.into_future(actor));
     let (done, fatal) = (guarded.done.clone(), guarded.fatal.clone());
@@ -202,20 +206,15 @@ where
 
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sigxcpu = signal(SignalKind::from_raw(libc::SIGXCPU)).ok();
-    let end = 'serve: loop {
+    let end = loop {
         tokio::select! {
-            item = reader.next() => {
-                // Everything already read goes in one go, without another
-                // round of the select.
-                let mut next = Some(item);
-                while let Some(item) = next {
-                    if let Some(end) = link.handle(item) {
-                        break 'serve end;
-                    }
-                    next = reader.next_ready();
-                }
-                link.flush_posts();
-            }
+            flow = session.step() => match flow {
+                Flow::Go => {}
+                // The parent closed its end: it is gone.
+                Flow::End(Why::PeerClosed) => break End::ParentGone,
+                // Terminate, or broken framing (reported to the parent).
+                Flow::End(Why::Terminated | Why::Broken) => break End::Terminated,
+            },
             Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, max_message_size),
             _ = close.notified() => break End::Closed,
             _ = done.notified() => {
@@ -256,8 +255,7 @@ where
     while let Ok(report) = panics.try_recv() {
         post_report(&outbox, &report, max_message_size);
     }
-    outbox.end();
-    let _ = writer_task.await;
+    session.finish(Finish::Drain).await;
     (code, end)
 }
 
@@ -270,64 +268,35 @@ async fn recv_signal(sig: &mut Option<Signal>) {
     }
 }
 
-/// What the main loop needs to hand frames from the parent on.
-struct Link<W: WorkerActor> {
+/// What the worker does with what its parent sends: posts go to the
+/// actor, gathered so that those read together go in one command.
+struct ChildSide<W: WorkerActor> {
     ctl: UnboundedSender<Command<W>>,
-    /// Posts read but not yet handed to the actor: they go in one command.
+    /// Posts read but not yet handed to the actor.
     posts: Vec<Posted<W>>,
     outbox: Arc<Outbox>,
-    pending: Arc<Pending>,
-    handlers: Handlers,
     max_message_size: usize,
 }
 
-impl<W: WorkerActor> Link<W> {
-    /// Handles what the reader gave; `Some` ends the loop.
-    fn handle(&mut self, item: Option<Result<Inbound, WireError>>) -> Option<End> {
-        if !matches!(&item, Some(Ok(inbound)) if inbound.header.kind == Kind::Post) {
-            // Whatever else comes is handled after the posts before it.
-            self.flush_posts();
-        }
-        match item {
-            // The parent closed its end: it is gone.
-            None => Some(End::ParentGone),
-            Some(Ok(inbound)) => self.deliver(inbound),
-            Some(Err(e)) => {
-                // Framing is broken: report it and close.
-                report_wire_error(&self.outbox, &e, self.max_message_size);
-                Some(End::Terminated)
-            }
-        }
+impl<W: WorkerActor> Side for ChildSide<W> {
+    type Incoming = <W::Protocol as Protocol>::ToWorker;
+
+    fn post(&mut self, msg: Posted<W>) {
+        self.posts.push(msg);
     }
 
-    /// Hands one frame from the parent on; `Some` ends the loop.
-    fn deliver(&mut self, inbound: Inbound) -> Option<End> {
-        match inbound.header.kind {
-            Kind::Post => {
-                match codec::decode::<<W::Protocol as Protocol>::ToWorker>(inbound.payload()) {
-                    Ok(data) => self.posts.push(Received::new(data, inbound.fds)),
-                    Err(e) => report_wire_error(&self.outbox, &e, self.max_message_size),
-                }
-            }
-            Kind::Request => self.handlers.dispatch(&inbound, &self.outbox, self.max_message_size),
-            Kind::Answer | Kind::Failed => resolve_frame(&self.pending, inbound),
-            Kind::Terminate => return Some(End::Terminated),
-            Kind::Hello | Kind::Error | Kind::Closing | Kind::Batch | Kind::Refused => {
-                report_wire_error(
-                    &self.outbox,
-                    &WireError::Unexpected("message kind from the parent"),
-                    self.max_message_size,
-                )
-            }
-        }
-        None
+    fn wire_error(&mut self, e: WireError) {
+        report_wire_error(&self.outbox, &e, self.max_message_size);
     }
 
-    /// Hands the posts read so far to the actor.
-    fn flush_posts(&mut self) {
+    fn flush(&mut self) {
         if !self.posts.is_empty() {
             let _ = self.ctl.send(Command::Posts(std::mem::take(&mut self.posts)));
         }
+    }
+
+    fn terminate(&mut self) -> Flow {
+        Flow::End(Why::Terminated)
     }
 }
 

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message};
 
 use super::events::{Event, GaveUp};
-use super::link::{Link, LinkExit};
+use super::link::{Link, LinkExit, ParentSide};
 use super::output;
 use super::sink::{EventSink, Events};
 use super::spawn;
 use super::worker::{Grace, State, Then, Waiting, Worker};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::protocol::Protocol;
+use crate::session::Shared;
 use crate::supervise::Decision;
 use crate::wire::frame::{self, Kind};
 
@@ -34,25 +35,28 @@ impl<P: Protocol> Worker<P> {
         self.child = Arc::downgrade(&handle);
         super::process::register(&handle, self.shutdown_timeout, self.kill_delay);
         let generation = self.generation;
+        let on_closing: Box<dyn Fn()> = {
+            let me = ctx.address().downgrade();
+            Box::new(move || {
+                if let Some(me) = me.upgrade() {
+                    me.do_send(ChildClosing { generation });
+                }
+            })
+        };
+        let events = Events::new(self.events.clone(), self.limits.event_window);
+        let side =
+            ParentSide::new(self.name.clone(), self.pid, events, on_closing, self.outbox.clone());
         let link = Link::<P> {
-            name: self.name.clone(),
+            side,
             handle,
-            outbox: self.outbox.clone(),
-            pending: self.pending.clone(),
-            handlers: self.handlers.clone(),
-            events: Events::new(self.events.clone(), self.limits.event_window),
-            on_closing: {
-                let me = ctx.address().downgrade();
-                Box::new(move || {
-                    if let Some(me) = me.upgrade() {
-                        me.do_send(ChildClosing { generation });
-                    }
-                })
+            shared: Shared {
+                outbox: self.outbox.clone(),
+                pending: self.pending.clone(),
+                handlers: self.handlers.clone(),
+                max_message_size: self.limits.max_message_size,
             },
-            max_message_size: self.limits.max_message_size,
             fingerprint: self.fingerprint,
             handshake_timeout: self.handshake_timeout,
-            asked: false,
         };
         // Its own task: it outlives the actor, should the last address go.
         let me = ctx.address().downgrade();

@@ -16,7 +16,6 @@ use super::worker::{Asked, Grace, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
 use crate::session::requests::Pending;
-use crate::wire::codec;
 
 /// Posts a typed message to the worker: the original's `postMessage`.
 ///
@@ -171,17 +170,14 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
                     let _ = tx.send(result);
                 }
             }
-            AskInner::Waiting { id, pending } => pending.attach(
-                id,
-                Box::new(move |result| {
-                    let answer = result.and_then(|inbound| {
-                        codec::decode::<R::Answer>(inbound.payload()).map_err(WorkerError::from)
-                    });
+            // Straight to the caller when it comes: no task of its own.
+            AskInner::Waiting { id, pending } => {
+                pending.on_answer::<R::Answer>(id, move |answer| {
                     if let Some(tx) = tx {
                         let _ = tx.send(answer);
                     }
-                }),
-            ),
+                })
+            }
             AskInner::Later(fut) => {
                 actix_rt::spawn(async move {
                     let result = fut.await;

@@ -99,18 +99,6 @@ impl ChildHandle {
         unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
     }
 
-    /// A handle on no process, for a link run without one (the fuzz target
-    /// of the reading path): already reaped, so it never signals anything.
-    pub(crate) fn detached() -> Self {
-        ChildHandle {
-            pid: 0,
-            reaped: Mutex::new(true),
-            pidfd: None,
-            registered: Default::default(),
-            farewell: Default::default(),
-        }
-    }
-
     /// The child's pid (also its process group id).
     pub(crate) fn pid(&self) -> u32 {
         self.pid as u32

@@ -33,7 +33,7 @@ use super::spawn;
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{tag_of, Protocol, Request};
-use crate::session::requests::{await_answer, Handlers, Pending};
+use crate::session::requests::{answer, Handlers, Pending};
 use crate::supervise::{History, RestartPolicy};
 use crate::wire::encode::encode_in;
 use crate::wire::frame::Header;
@@ -339,17 +339,7 @@ impl<P: Protocol> Worker<P> {
             // the caller, decoded by the link task; no task of its own.
             None => Asked::Waiting { id, pending: self.pending.clone() },
             Some(timeout) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                self.pending.attach(
-                    id,
-                    Box::new(move |result| {
-                        let _ = tx.send(result);
-                    }),
-                );
-                let pending = self.pending.clone();
-                Asked::Later(Box::pin(
-                    async move { await_answer(pending, id, rx, Some(timeout)).await },
-                ))
+                Asked::Later(Box::pin(answer::<R::Answer>(&self.pending, id, Some(timeout))))
             }
         }
     }

@@ -1,6 +1,301 @@
 //! One connected endpoint, the same on both sides: the hello that checks
-//! the peer ([`shape`] gives what both compare), the requests each side
-//! asks and answers ([`requests`]), and the dispatch of what arrives.
+//! the peer ([`shape`] gives the fingerprint both compare), the writer task
+//! that drains the side's outbox, the read loop, and the dispatch of what
+//! arrives by its kind. Posts, requests and answers mean the same on both
+//! sides and are handled here ([`requests`] keeps the table of what was
+//! asked and the handlers of what may be asked); what only one side takes
+//! (an error report, a worker closing itself, a terminate) and what each
+//! does with a post goes to its [`Side`].
+//!
+//! A session does not know which side it is: the parent's link and the
+//! worker's runtime each run one, and a test runs two over a socketpair.
 
 pub(crate) mod requests;
 pub(crate) mod shape;
+#[cfg(test)]
+mod tests;
+
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use self::requests::{resolve_frame, Handlers, Pending};
+use crate::error::{ErrorReport, WireError};
+use crate::protocol::Received;
+use crate::wire::codec;
+use crate::wire::frame::{self, Kind};
+use crate::wire::outbox::Outbox;
+use crate::wire::socket::{self, Inbound, Reader};
+use crate::wire::writer::{Writer, WriterEnd};
+
+/// Messages handled per wake-up before the session lets other tasks run.
+const BUDGET: usize = 1024;
+
+/// What one side does with what only it takes. Every method but
+/// [`post`](Side::post) and [`wire_error`](Side::wire_error) has a default
+/// for the side that never expects it: a [`WireError::Unexpected`].
+pub(crate) trait Side {
+    /// What the peer posts.
+    type Incoming: DeserializeOwned;
+
+    /// A post from the peer, decoded.
+    fn post(&mut self, msg: Received<Self::Incoming>);
+
+    /// A frame that could not be taken (it did not decode, or should not
+    /// have come): the connection goes on. Or the framing broke: the
+    /// session then ends with [`Why::Broken`].
+    fn wire_error(&mut self, e: WireError);
+
+    /// Called before anything but a post is handled, and when what was
+    /// ready has been: a side that gathers posts hands them on here, so
+    /// they keep their place among the rest.
+    fn flush(&mut self) {}
+
+    /// Whether reading must pause after this message; `asked` says whether
+    /// a request came since the last look (only requests add to the replies
+    /// owed).
+    fn held_back(&mut self, asked: bool) -> bool {
+        let _ = asked;
+        false
+    }
+
+    /// An error report from the peer (a worker's unhandled panic).
+    fn report(&mut self, report: ErrorReport) {
+        let _ = report;
+        self.wire_error(WireError::Unexpected("error report"));
+    }
+
+    /// The peer says it closes itself.
+    fn closing(&mut self) {
+        self.wire_error(WireError::Unexpected("closing"));
+    }
+
+    /// The peer asks this side to end; [`Flow::End`] ends the session.
+    fn terminate(&mut self) -> Flow {
+        self.wire_error(WireError::Unexpected("terminate"));
+        Flow::Go
+    }
+}
+
+/// Whether a session reads on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Go,
+    End(Why),
+}
+
+/// Why a session stopped reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The peer closed its end.
+    PeerClosed,
+    /// The framing broke (told to [`Side::wire_error`] first): nothing
+    /// after it can be trusted to be in step.
+    Broken,
+    /// The peer asked this side to end.
+    Terminated,
+}
+
+/// Who speaks first in the hello: the parent, so that a worker of another
+/// build can answer with what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hello {
+    First,
+    AfterPeer,
+}
+
+/// The connection after both hellos: what reads, what writes, and the
+/// peer's hello.
+pub(crate) struct Opened {
+    pub reader: Reader,
+    pub writer: Writer,
+    pub peer: frame::Hello,
+}
+
+/// Opens the WebSocket over `sock` and exchanges hellos; `Err(None)` when
+/// the peer closed the socket first. Ours is sent whatever we think of
+/// theirs, so the peer can say what is wrong too.
+pub(crate) async fn open(
+    sock: UnixStream,
+    max_message_size: usize,
+    fingerprint: u64,
+    order: Hello,
+) -> Result<Opened, Option<WireError>> {
+    let mut conn = socket::open(sock, max_message_size).await.map_err(Some)?;
+    // A send error means the peer is gone already; its EOF says so.
+    if order == Hello::First {
+        let _ = conn.send(frame::hello(fingerprint)).await;
+    }
+    let peer = conn.recv_hello(fingerprint).await;
+    if order == Hello::AfterPeer {
+        let _ = conn.send(frame::hello(fingerprint)).await;
+    }
+    let peer = peer?;
+    let (reader, sink) = conn.split();
+    Ok(Opened { reader, writer: Writer::new(sink), peer })
+}
+
+/// What a session shares with the handles of its side: the outbox its
+/// writer drains, the requests it asked, the requests it answers.
+pub(crate) struct Shared {
+    pub outbox: Arc<Outbox>,
+    pub pending: Arc<Pending>,
+    pub handlers: Rc<Handlers>,
+    pub max_message_size: usize,
+}
+
+/// One connected endpoint (see the module's head).
+pub(crate) struct Session<S: Side> {
+    side: S,
+    reader: Reader,
+    shared: Shared,
+    writer: actix_rt::task::JoinHandle<WriterEnd>,
+    /// Stops the writer (see [`finish`](Self::finish)).
+    stop: Option<oneshot::Sender<()>>,
+    /// A request was dispatched since the side was last asked whether to
+    /// hold back.
+    asked: bool,
+}
+
+impl<S: Side> Session<S> {
+    /// Starts the writer task on the writing half of an opened connection.
+    pub(crate) fn start(reader: Reader, writer: Writer, shared: Shared, side: S) -> Self {
+        let (stop, stopped) = oneshot::channel();
+        let writer = actix_rt::spawn(writer.run(shared.outbox.clone(), stopped));
+        Session { side, reader, shared, writer, stop: Some(stop), asked: false }
+    }
+
+    pub(crate) fn side(&mut self) -> &mut S {
+        &mut self.side
+    }
+
+    pub(crate) fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// Reads what comes next and handles it with everything already read
+    /// behind it, within the budget and as long as the side does not hold
+    /// back. Safe to cancel: a message read is handled before the next await.
+    pub(crate) async fn step(&mut self) -> Flow {
+        let mut next = Some(self.reader.next().await);
+        let mut handled = 0;
+        while let Some(item) = next {
+            if let Flow::End(why) = self.handle(item) {
+                self.side.flush();
+                return Flow::End(why);
+            }
+            handled += 1;
+            if handled == BUDGET {
+                self.side.flush();
+                tokio::task::yield_now().await;
+                return Flow::Go;
+            }
+            if self.side.held_back(std::mem::take(&mut self.asked)) {
+                break;
+            }
+            next = self.reader.next_ready();
+        }
+        self.side.flush();
+        Flow::Go
+    }
+
+    /// Reads until the session ends.
+    #[cfg(test)]
+    pub(crate) async fn run(&mut self) -> Why {
+        loop {
+            if let Flow::End(why) = self.step().await {
+                return why;
+            }
+        }
+    }
+
+    fn handle(&mut self, item: Option<Result<Inbound, WireError>>) -> Flow {
+        match item {
+            None => Flow::End(Why::PeerClosed),
+            Some(Ok(inbound)) => self.dispatch(inbound),
+            Some(Err(e)) => {
+                self.side.flush();
+                self.side.wire_error(e);
+                Flow::End(Why::Broken)
+            }
+        }
+    }
+
+    fn dispatch(&mut self, inbound: Inbound) -> Flow {
+        let kind = inbound.header.kind;
+        if kind == Kind::Post {
+            match codec::decode::<S::Incoming>(inbound.payload()) {
+                Ok(data) => self.side.post(Received::new(data, inbound.fds)),
+                Err(e) => self.side.wire_error(e),
+            }
+            return Flow::Go;
+        }
+        self.side.flush();
+        match kind {
+            Kind::Post => unreachable!("handled above"),
+            Kind::Request => {
+                self.asked = true;
+                let shared = &self.shared;
+                shared.handlers.dispatch(&inbound, &shared.outbox, shared.max_message_size);
+            }
+            Kind::Answer | Kind::Failed => resolve_frame(&self.shared.pending, inbound),
+            Kind::Error => match codec::decode::<ErrorReport>(inbound.payload()) {
+                Ok(report) => self.side.report(report),
+                Err(e) => self.side.wire_error(e),
+            },
+            Kind::Closing => self.side.closing(),
+            Kind::Terminate => return self.side.terminate(),
+            Kind::Hello => self.side.wire_error(WireError::Unexpected("second hello")),
+            // The reader opens batches; this one came some other way.
+            Kind::Batch => self.side.wire_error(WireError::Unexpected("batch")),
+            Kind::Refused => self.side.wire_error(WireError::Unexpected("refusal")),
+        }
+        Flow::Go
+    }
+
+    /// Ends the session: stops the writer as [`Finish`] says, and returns
+    /// the side, the descriptors that came with no message (closed now,
+    /// with the reader), and what the writer says became of what it took.
+    pub(crate) async fn finish(mut self, how: Finish) -> Finished<S> {
+        let stop = self.stop.take();
+        // Dropping the sender stops the writer too: kept while it drains.
+        let _draining = match how {
+            Finish::Now => {
+                if let Some(stop) = stop {
+                    let _ = stop.send(());
+                }
+                None
+            }
+            Finish::Drain => {
+                self.shared.outbox.end();
+                stop
+            }
+        };
+        let unclaimed_fds = self.reader.unclaimed_fds();
+        let writer = (&mut self.writer).await.ok();
+        Finished { side: self.side, unclaimed_fds, writer }
+    }
+}
+
+/// How a session's writer ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Finish {
+    /// At once; what it did not write is given back (the parent: it goes
+    /// to the next process).
+    Now,
+    /// Once it has written everything up to the outbox's end (the worker:
+    /// what `on_close` posted goes out).
+    Drain,
+}
+
+/// What is left of a session once it has ended.
+pub(crate) struct Finished<S> {
+    pub side: S,
+    /// Descriptors that came with no message, closed with the reader.
+    pub unclaimed_fds: usize,
+    /// `None` if the writer task panicked.
+    pub writer: Option<WriterEnd>,
+}

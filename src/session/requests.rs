@@ -11,6 +11,7 @@
 //! dropped.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,10 +54,7 @@ impl From<Failure> for WorkerError {
 }
 
 /// What to do with the answer (or the failure) of one request.
-pub(crate) type Slot = Box<dyn FnOnce(Result<Inbound, WorkerError>) + Send>;
-
-/// Where the answer to one request arrives.
-pub(crate) type AnswerRx = oneshot::Receiver<Result<Inbound, WorkerError>>;
+type Slot = Box<dyn FnOnce(Result<Inbound, WorkerError>) + Send>;
 
 /// Requests this side asked and that await their answers.
 #[derive(Default)]
@@ -70,27 +68,22 @@ impl Pending {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new id and the receiver its answer will arrive on.
-    pub(crate) fn register(&self) -> (u64, AnswerRx) {
-        let id = self.next_id();
-        let (tx, rx) = oneshot::channel();
-        self.attach(
-            id,
-            Box::new(move |result| {
-                let _ = tx.send(result);
-            }),
-        );
-        (id, rx)
-    }
-
     /// A fresh id, with no slot yet: [`attach`](Self::attach) one before
     /// the answer can arrive.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// What to do with the answer to `id`.
-    pub(crate) fn attach(&self, id: u64, slot: Slot) {
+    /// What to do with the answer to `id`, decoded as `A` (the one place
+    /// an answer is decoded), or with its failure.
+    pub(crate) fn on_answer<A: DeserializeOwned>(
+        &self,
+        id: u64,
+        then: impl FnOnce(Result<A, WorkerError>) + Send + 'static,
+    ) {
+        let slot: Slot = Box::new(move |result| {
+            then(result.and_then(|inbound| Ok(codec::decode::<A>(inbound.payload())?)))
+        });
         self.slots().insert(id, slot);
     }
 
@@ -123,43 +116,33 @@ impl Pending {
     }
 }
 
-/// Encodes request `req` under a fresh id of `pending`; returns the frame
-/// and the receiver of its answer.
-pub(crate) fn encode_request<R: Request>(
-    pending: &Pending,
-    req: &R,
-    max_message_size: usize,
-) -> Result<(Bytes, u64, AnswerRx), WorkerError> {
-    let (id, rx) = pending.register();
-    match encode(Header::request(id, tag_of::<R>()), req, max_message_size) {
-        Ok(bytes) => Ok((bytes, id, rx)),
-        Err(e) => {
-            pending.cancel(id);
-            Err(e)
-        }
-    }
-}
-
-/// Waits for the answer to request `id` (at most `timeout`) and decodes it.
-pub(crate) async fn await_answer<A: DeserializeOwned>(
-    pending: Arc<Pending>,
+/// The answer to request `id` of `pending`, decoded, as a future: waited
+/// for from now on (the slot is taken at once, so the answer can come
+/// before the future is first polled), at most `timeout`.
+pub(crate) fn answer<A: DeserializeOwned + Send + 'static>(
+    pending: &Arc<Pending>,
     id: u64,
-    rx: AnswerRx,
     timeout: Option<Duration>,
-) -> Result<A, WorkerError> {
-    let received = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, rx).await {
-            Ok(r) => r,
-            Err(_) => {
-                pending.cancel(id);
-                return Err(WorkerError::Timeout(limit));
-            }
-        },
-        // Outside tokio's cooperative budget, as `WorkerAddrExt::ask`.
-        None => tokio::task::unconstrained(rx).await,
-    };
-    let inbound = received.map_err(|_| WorkerError::Disconnected)??;
-    Ok(codec::decode::<A>(inbound.payload())?)
+) -> impl Future<Output = Result<A, WorkerError>> + use<A> {
+    let (tx, rx) = oneshot::channel();
+    pending.on_answer::<A>(id, move |answer| {
+        let _ = tx.send(answer);
+    });
+    let pending = pending.clone();
+    async move {
+        let received = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, rx).await {
+                Ok(r) => r,
+                Err(_) => {
+                    pending.cancel(id);
+                    return Err(WorkerError::Timeout(limit));
+                }
+            },
+            // Outside tokio's cooperative budget, as `WorkerAddrExt::ask`.
+            None => tokio::task::unconstrained(rx).await,
+        };
+        received.map_err(|_| WorkerError::Disconnected)?
+    }
 }
 
 /// What an answering side does with an incoming `Failed` or `Answer` frame.

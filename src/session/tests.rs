@@ -1,0 +1,296 @@
+//! Two sessions over `UnixStream::pair()`, in one process: the protocol's
+//! behaviour without a child process.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Message;
+use serde::{Deserialize, Serialize};
+
+use super::requests::{answer, Handlers, Pending};
+use super::{open, Finish, Flow, Hello, Opened, Session, Shared, Side, Why};
+use crate::error::{ErrorReport, WireError, WorkerError};
+use crate::protocol::{tag_of, Received, Request};
+use crate::wire::encode::encode;
+use crate::wire::frame::{self, Header, Kind};
+use crate::wire::outbox::Outbox;
+
+const MAX: usize = 1 << 20;
+
+/// Records what arrives.
+#[derive(Default)]
+struct Recorder {
+    posts: Vec<Received<String>>,
+    errors: Vec<WireError>,
+    reports: Vec<ErrorReport>,
+    closings: usize,
+    /// How many times `flush` came with posts gathered since the last.
+    flushes_with_posts: usize,
+    unflushed: usize,
+}
+
+impl Side for Recorder {
+    type Incoming = String;
+
+    fn post(&mut self, msg: Received<String>) {
+        self.posts.push(msg);
+        self.unflushed += 1;
+    }
+
+    fn wire_error(&mut self, e: WireError) {
+        self.errors.push(e);
+    }
+
+    fn flush(&mut self) {
+        if self.unflushed > 0 {
+            self.flushes_with_posts += 1;
+            self.unflushed = 0;
+        }
+    }
+
+    fn report(&mut self, report: ErrorReport) {
+        self.reports.push(report);
+    }
+
+    fn closing(&mut self) {
+        self.closings += 1;
+    }
+
+    fn terminate(&mut self) -> Flow {
+        Flow::End(Why::Terminated)
+    }
+}
+
+/// A side that takes only posts: everything else is unexpected.
+struct PostsOnly(Vec<WireError>);
+
+impl Side for PostsOnly {
+    type Incoming = String;
+
+    fn post(&mut self, _: Received<String>) {}
+
+    fn wire_error(&mut self, e: WireError) {
+        self.0.push(e);
+    }
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Double(u64);
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+struct NobodyAnswers;
+
+fn shared(handlers: Handlers) -> Shared {
+    Shared {
+        outbox: Arc::new(Outbox::new(usize::MAX, usize::MAX)),
+        pending: Arc::new(Pending::default()),
+        handlers: Rc::new(handlers),
+        max_message_size: MAX,
+    }
+}
+
+/// Both hellos over a socketpair, with these fingerprints.
+async fn connect(
+    ours: u64,
+    theirs: u64,
+) -> (Result<Opened, Option<WireError>>, Result<Opened, Option<WireError>>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    tokio::join!(open(a, MAX, ours, Hello::First), open(b, MAX, theirs, Hello::AfterPeer))
+}
+
+fn post(outbox: &Outbox, text: &str, fds: Vec<OwnedFd>) {
+    let bytes = encode(Header::post(fds.len()).unwrap(), &text.to_owned(), MAX).unwrap();
+    outbox.push(bytes, fds).unwrap();
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    actix_rt::System::new().block_on(async move {
+        tokio::time::timeout(Duration::from_secs(60), f).await.expect("the test hung")
+    })
+}
+
+#[test]
+fn hellos_agree_and_tell_each_side_the_peer() {
+    run(async {
+        let (a, b) = connect(7, 7).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.peer.pid, std::process::id());
+        assert_eq!(b.peer.fingerprint, 7);
+    });
+}
+
+#[test]
+fn a_peer_of_another_build_is_refused_on_both_sides() {
+    run(async {
+        let (a, b) = connect(7, 8).await;
+        for (side, result) in [("first", a), ("second", b)] {
+            match result {
+                Err(Some(WireError::FingerprintMismatch { .. })) => {}
+                Err(e) => panic!("{side}: {e:?}"),
+                Ok(_) => panic!("{side}: accepted a peer of another build"),
+            }
+        }
+    });
+}
+
+#[test]
+fn posts_arrive_in_order_with_their_descriptors_and_gathered() {
+    run(async {
+        let (a, b) = connect(1, 1).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let sender =
+            Session::start(a.reader, a.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
+        let mut receiver =
+            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), Recorder::default());
+        let outbox = sender.shared.outbox.clone();
+        let (read_end, mut write_end) = std::io::pipe().unwrap();
+        write_end.write_all(b"through the fd").unwrap();
+        drop(write_end);
+        for i in 0..1000 {
+            let fds =
+                if i == 500 { vec![OwnedFd::from(read_end.try_clone().unwrap())] } else { vec![] };
+            post(&outbox, &format!("m{i}"), fds);
+        }
+        drop(read_end);
+        // The sender ends: what it queued is written, then its socket closes.
+        let sent = sender.finish(Finish::Drain).await;
+        assert_eq!(sent.writer.unwrap().unsent.len(), 0);
+        assert_eq!(receiver.run().await, Why::PeerClosed);
+        let got = receiver.finish(Finish::Now).await.side;
+        let texts: Vec<_> = got.posts.iter().map(|p| p.data.clone()).collect();
+        let expected: Vec<_> = (0..1000).map(|i| format!("m{i}")).collect();
+        assert_eq!(texts, expected);
+        for (i, p) in got.posts.iter().enumerate() {
+            assert_eq!(p.fds.len(), usize::from(i == 500), "post {i}");
+        }
+        let mut file = std::fs::File::from(got.posts[500].fds[0].try_clone().unwrap());
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        assert_eq!(text, "through the fd");
+        // Many posts read in one go are handed on together.
+        assert!(got.flushes_with_posts < 1000, "{} flushes", got.flushes_with_posts);
+        assert!(got.errors.is_empty(), "{:?}", got.errors);
+    });
+}
+
+#[test]
+fn requests_are_answered_both_ways_and_unknown_ones_fail() {
+    run(async {
+        let (a, b) = connect(1, 1).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut doubles = Handlers::new(|| None);
+        doubles.insert::<Double>(|req, reply| reply.answer(&(req.0 * 2)));
+        let mut triples = Handlers::new(|| None);
+        triples.insert::<Double>(|req, reply| reply.answer(&(req.0 * 3)));
+        let mut one = Session::start(a.reader, a.writer, shared(doubles), Recorder::default());
+        let mut two = Session::start(b.reader, b.writer, shared(triples), Recorder::default());
+        let from_two = ask(&one, &Double(21));
+        let from_one = ask(&two, &Double(5));
+        let unknown = ask(&one, &NobodyAnswers);
+        let answers = async { (from_two.await, from_one.await, unknown.await) };
+        // Both sides read (and answer) until the answers are in.
+        let results = tokio::select! {
+            results = answers => results,
+            flows = async { tokio::join!(one.run(), two.run()) } => {
+                panic!("a session ended: {flows:?}")
+            }
+        };
+        assert_eq!(results.0.unwrap(), 63);
+        assert_eq!(results.1.unwrap(), 10);
+        assert!(matches!(results.2, Err(WorkerError::Unhandled(_))), "{:?}", results.2);
+    });
+}
+
+/// Sends request `req` from `session`'s side; resolves with its answer.
+fn ask<R: Request>(
+    session: &Session<Recorder>,
+    req: &R,
+) -> impl std::future::Future<Output = Result<R::Answer, WorkerError>> + use<R> {
+    let pending = &session.shared.pending;
+    let id = pending.next_id();
+    let answer = answer::<R::Answer>(pending, id, Some(Duration::from_secs(30)));
+    let bytes = encode(Header::request(id, tag_of::<R>()), req, MAX).unwrap();
+    session.shared.outbox.push(bytes, Vec::new()).unwrap();
+    answer
+}
+
+#[test]
+fn terminate_ends_the_session_after_what_came_before() {
+    run(async {
+        let (a, b) = connect(1, 1).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let sender =
+            Session::start(a.reader, a.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
+        let mut receiver =
+            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), Recorder::default());
+        let outbox = sender.shared.outbox.clone();
+        post(&outbox, "before", vec![]);
+        outbox.push(frame::bare(Kind::Error), vec![]).unwrap();
+        let report = ErrorReport::new("boom".to_owned());
+        outbox.push(encode(Header::bare(Kind::Error), &report, MAX).unwrap(), vec![]).unwrap();
+        outbox.push(frame::bare(Kind::Closing), vec![]).unwrap();
+        outbox.push(frame::bare(Kind::Terminate), vec![]).unwrap();
+        post(&outbox, "after", vec![]);
+        assert_eq!(receiver.run().await, Why::Terminated);
+        let got = receiver.finish(Finish::Now).await.side;
+        let texts: Vec<_> = got.posts.iter().map(|p| p.data.as_str()).collect();
+        assert_eq!(texts, ["before"]);
+        assert_eq!(got.reports.len(), 1);
+        assert_eq!(got.reports[0].message, "boom");
+        assert_eq!(got.closings, 1);
+        // The bare error frame had no report in it: told, and read past.
+        assert_eq!(got.errors.len(), 1, "{:?}", got.errors);
+        drop(sender);
+    });
+}
+
+#[test]
+fn a_side_that_does_not_expect_a_kind_is_told_and_reads_on() {
+    run(async {
+        let (a, b) = connect(1, 1).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let sender =
+            Session::start(a.reader, a.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
+        let mut receiver =
+            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
+        let outbox = sender.shared.outbox.clone();
+        for kind in [Kind::Terminate, Kind::Closing] {
+            outbox.push(frame::bare(kind), vec![]).unwrap();
+        }
+        outbox.push(frame::hello(1).into(), vec![]).unwrap();
+        let report = ErrorReport::new("boom".to_owned());
+        outbox.push(encode(Header::bare(Kind::Error), &report, MAX).unwrap(), vec![]).unwrap();
+        // Undecodable as a String: told, and the connection goes on.
+        outbox.push(encode(Header::post(0).unwrap(), &[0xffu8; 3], MAX).unwrap(), vec![]).unwrap();
+        sender.finish(Finish::Drain).await;
+        assert_eq!(receiver.run().await, Why::PeerClosed);
+        let errors = receiver.finish(Finish::Now).await.side.0;
+        let unexpected = errors.iter().filter(|e| matches!(e, WireError::Unexpected(_))).count();
+        assert_eq!(unexpected, 4, "{errors:?}");
+        assert!(matches!(errors.last(), Some(WireError::Decode(_))), "{errors:?}");
+    });
+}
+
+#[test]
+fn broken_framing_ends_the_session() {
+    run(async {
+        let (a, b) = UnixStream::pair().unwrap();
+        let raw = a.try_clone().unwrap();
+        let (a, b) = tokio::join!(open(a, MAX, 1, Hello::First), open(b, MAX, 1, Hello::AfterPeer));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut receiver =
+            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), Recorder::default());
+        // A WebSocket binary frame holding no envelope: two bytes.
+        (&raw).write_all(&crate::wire::socket::binary_frame(&[9, 9])).unwrap();
+        assert_eq!(receiver.run().await, Why::Broken);
+        let got = receiver.finish(Finish::Now).await.side;
+        assert_eq!(got.errors.len(), 1, "{:?}", got.errors);
+        drop(a);
+    });
+}
