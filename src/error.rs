@@ -25,12 +25,6 @@ impl ExitStatus {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
-
-    pub(crate) fn from_wait_status(raw: i32) -> ExitStatus {
-        use std::os::unix::process::ExitStatusExt;
-        let status = std::process::ExitStatus::from_raw(raw);
-        ExitStatus { code: status.code(), signal: status.signal() }
-    }
 }
 
 impl fmt::Display for ExitStatus {

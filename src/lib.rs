@@ -82,20 +82,30 @@
 //!
 //! # Map of the crate
 //!
-//! - `protocol`: the [`Protocol`] trait naming the message types.
-//! - `request`: typed requests across the boundary ([`Request`], [`Ask`]).
-//! - `supervise`: the [`RestartPolicy`] and its decisions.
-//! - `parent`: the [`WorkerBuilder`], the [`Worker`] actor, [`WorkerEvent`]s,
-//!   and the launching and reaping of processes.
-//! - `child`: the worker runtime ([`run_if_worker`], [`run_worker`],
-//!   [`WorkerActor`], [`Parent`]).
-//! - `wire`: what both share: the envelope, the codec (bincode), the
-//!   fd-aware socket (SCM_RIGHTS) and the WebSocket over it.
+//! Four floors; a module imports only its own floor or those below it
+//! (`.ci/layers` checks this, and that no imports run in a circle):
+//!
+//! ```text
+//! parent/   the parent's side: WorkerBuilder, the Worker actor     child/   the worker's side: the runtime,
+//!           and its messages, options, events, the link task,               WorkerActor, the Parent handle,
+//!           spawning and reaping processes                                  the actor's inbox, panics
+//! session/  one connected endpoint, the same on both sides: hello, writer task, read loop,
+//!           dispatch by kind (a `Side` trait for what differs), requests and their answers
+//! wire/     frames, encoding, the codec (bincode), the fd-aware socket (SCM_RIGHTS),
+//!           the WebSocket over it, the outbox and the writer that drains it
+//! ground    protocol (Protocol, Request, Received), handoff (what a parent hands a child at
+//!           exec: environment, limits, exit codes), error, supervise (RestartPolicy), testing
+//! ```
+//!
+//! - `parent`: [`WorkerBuilder`], [`Worker`], [`Post`], [`Ask`],
+//!   [`WorkerEvent`], [`Limits`].
+//! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
+//! - `protocol`: [`Protocol`], [`Request`], [`Received`].
 //! - `error`: [`SpawnError`], [`WorkerError`], [`WireError`], and the
 //!   [`ExitStatus`] and [`ErrorReport`] they carry.
+//! - `supervise`: [`RestartPolicy`] and its decisions.
 
 #![warn(missing_docs)]
-#![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -105,9 +115,13 @@ compile_error!(
 
 mod child;
 mod error;
+/// Entry points of the fuzz targets in `fuzz/`: built only for them
+/// (cargo-fuzz sets `cfg(fuzzing)`) and for the crate's own tests.
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod handoff;
+mod os;
 mod parent;
 mod protocol;
 mod session;

@@ -127,14 +127,17 @@ where
     type Answer = R::Result;
 }
 
-/// The tag that names request type `R` on the wire.
+/// The tag that names request type `R` on the wire: from its Rust path,
+/// which is the same for every build of one program (a worker of another
+/// program must be built by the same compiler for its tags to match).
 pub(crate) fn tag_of<R: 'static>() -> u64 {
     let mut h = Fnv::new();
     h.write(std::any::type_name::<R>().as_bytes());
     h.finish()
 }
 
-/// 64-bit FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+/// 64-bit FNV-1a: the same for the same bytes in every build, unlike
+/// `DefaultHasher`.
 pub(crate) struct Fnv(u64);
 
 impl Fnv {

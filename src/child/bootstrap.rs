@@ -10,12 +10,16 @@
 //! without `pidfd_open`, before 5.3, fall back to watching for the socket's
 //! hang-up and for `getppid()` to change.)
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{FcntlArg, FdFlag};
+use nix::poll::PollFlags;
+
 use crate::handoff::{self, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
+use crate::os;
 
 /// How long a worker whose parent is gone may take to finish `on_close`
 /// before its process group is killed.
@@ -71,8 +75,8 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
     // and it is a socket made by that parent (checked above).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Not to be inherited by what the worker itself starts.
-    // SAFETY: plain fcntl on a descriptor we own.
-    unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    let cloexec = FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC);
+    nix::fcntl::fcntl(&owned, cloexec).map_err(|_| HandoffError::BadDescriptor(fd))?;
     let parent = Arc::new(ParentWatch::open(peer));
     Ok(Handoff { sock: UnixStream::from(owned), parent })
 }
@@ -112,14 +116,7 @@ pub(crate) struct ParentWatch {
 
 impl ParentWatch {
     fn open(pid: i32) -> ParentWatch {
-        // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        // SAFETY: a non-negative return is a descriptor we now own.
-        let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as RawFd) });
-        if let Some(fd) = &pidfd {
-            // SAFETY: plain fcntl on a descriptor we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
+        let pidfd = os::pidfd_open(pid);
         let ppid = std::os::unix::process::parent_id() as i32;
         // The parent may have died between `is_ancestor` and the open: a
         // pid reused since would be watched for nothing. Only then has our
@@ -146,7 +143,7 @@ impl ParentWatch {
                 // Interrupted (the parent's death signal is SIGTERM) or not:
                 // look again until the deadline.
                 Some(fd) => {
-                    poll_one(fd.as_raw_fd(), libc::POLLIN, left);
+                    os::ready(&[fd.as_fd()], PollFlags::POLLIN, left);
                 }
                 None => std::thread::sleep(left.min(Duration::from_millis(10))),
             }
@@ -155,26 +152,14 @@ impl ParentWatch {
 
     fn gone_now(&self) -> bool {
         match &self.pidfd {
-            Some(fd) => poll_one(fd.as_raw_fd(), libc::POLLIN, Duration::ZERO),
+            Some(fd) => os::readable_now(fd.as_fd()),
             // Without a pidfd: reparented, or (if the parent was not ours
             // directly) no longer there.
             None => {
-                std::os::unix::process::parent_id() as i32 != self.ppid
-                    // SAFETY: kill with signal 0 only checks the pid.
-                    || unsafe { libc::kill(self.pid, 0) } != 0
+                std::os::unix::process::parent_id() as i32 != self.ppid || !os::exists(self.pid)
             }
         }
     }
-}
-
-/// Polls one descriptor for `events`; true when one of them (or a hang-up
-/// or error) is there. EINTR counts as nothing yet.
-fn poll_one(fd: RawFd, events: libc::c_short, wait: Duration) -> bool {
-    let mut pfd = libc::pollfd { fd, events, revents: 0 };
-    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd, owned by this frame.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-    r > 0 && pfd.revents != 0
 }
 
 /// A thread that waits for the parent to exit, gives the runtime
@@ -190,21 +175,15 @@ pub(crate) fn start_watchdog(parent: Arc<ParentWatch>, sock: &UnixStream) -> std
     };
     std::thread::Builder::new().name("actix-webworker-watchdog".into()).spawn(move || {
         match (&parent.pidfd, &hangup) {
-            (Some(fd), _) => while !poll_one(fd.as_raw_fd(), libc::POLLIN, Duration::MAX) {},
+            (Some(fd), _) => while !os::ready(&[fd.as_fd()], PollFlags::POLLIN, Duration::MAX) {},
             (None, Some(sock)) => {
-                while !poll_one(sock.as_raw_fd(), libc::POLLRDHUP, Duration::MAX) {}
+                while !os::ready(&[sock.as_fd()], os::POLLRDHUP, Duration::MAX) {}
                 while !parent.gone_within(Duration::from_secs(3600)) {}
             }
             (None, None) => return,
         }
         std::thread::sleep(ORPHAN_GRACE);
-        kill_own_group();
+        os::kill_own_group();
     })?;
     Ok(())
-}
-
-/// Kills this worker's process group: what it started, and itself last.
-pub(crate) fn kill_own_group() {
-    // SAFETY: signals our own process group (the worker leads it).
-    unsafe { libc::kill(0, libc::SIGKILL) };
 }

@@ -9,19 +9,17 @@
 //! `main` that is both parent and worker.
 
 mod bootstrap;
-mod control;
+mod handle;
+mod inbox;
 mod panic;
-mod parent;
 mod runtime;
 
-use actix::dev::MessageResponse;
 use actix::{Actor, Context, Handler};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::oneshot;
 
-use self::control::Command;
+use self::inbox::Command;
 
-pub use self::parent::Parent;
+pub use self::handle::Parent;
 use crate::error::ErrorReport;
 use crate::handoff::{self, exit_code};
 use crate::protocol::Protocol;
@@ -116,21 +114,7 @@ impl<W: WorkerActor> Requests<W> {
         self.handlers.insert::<R>(move |req, reply| {
             // Sent back (and dropped, failing the request) if the actor is gone.
             let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
-                let (tx, mut rx) = oneshot::channel();
-                <W as Handler<R>>::handle(act, req, ctx).handle(ctx, Some(tx));
-                match rx.try_recv() {
-                    // A plain handler has answered already.
-                    Ok(answer) => reply.answer(&answer),
-                    // An async one answers later.
-                    Err(oneshot::error::TryRecvError::Empty) => {
-                        actix_rt::spawn(async move {
-                            if let Ok(answer) = rx.await {
-                                reply.answer(&answer);
-                            }
-                        });
-                    }
-                    Err(oneshot::error::TryRecvError::Closed) => drop(reply),
-                }
+                inbox::answer(act, req, ctx, reply)
             }));
         });
         self

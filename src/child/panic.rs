@@ -7,7 +7,7 @@
 //! it to the actor's `on_error` and, unless handled, sends it to the parent.
 //! The hook keeps the default one's output on stderr.
 //!
-//! [`Guarded`] polls the actor's context inside `catch_unwind`. A panic in a
+//! [`CatchPanics`] polls the actor's context inside `catch_unwind`. A panic in a
 //! message handler (or in an interval's closure) leaves the context
 //! consistent: the message was taken before it ran, so polling simply goes
 //! on and the next message is handled, as a Web Worker goes on after an
@@ -95,19 +95,19 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// Polls `F` (the actor's context) and survives its panics; see the module
 /// docs. When the actor stops, or cannot recover, `done` is notified, and
 /// `fatal` says which.
-pub(crate) struct Guarded<F> {
+pub(crate) struct CatchPanics<F> {
     fut: Option<F>,
     pub(crate) done: Arc<Notify>,
     pub(crate) fatal: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl<F> Guarded<F> {
+impl<F> CatchPanics<F> {
     pub(crate) fn new(fut: F) -> Self {
-        Guarded { fut: Some(fut), done: Arc::new(Notify::new()), fatal: Default::default() }
+        CatchPanics { fut: Some(fut), done: Arc::new(Notify::new()), fatal: Default::default() }
     }
 }
 
-impl<F: Future<Output = ()> + Unpin> Future for Guarded<F> {
+impl<F: Future<Output = ()> + Unpin> Future for CatchPanics<F> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -25,8 +25,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 
 use super::bootstrap::{self, ORPHAN_GRACE};
-use super::control::{Command, ControlLoop, Posted};
-use super::panic::{self as worker_panic, Guarded};
+use super::inbox::{Command, InboxLoop, Posted};
+use super::panic::{self as worker_panic, CatchPanics};
 use super::{Parent, Requests, WorkerActor};
 use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::handoff::exit_code;
@@ -72,7 +72,7 @@ where
     // when it has gone.
     let wait = if end == End::ParentGone { ORPHAN_GRACE } else { Duration::ZERO };
     if handoff.parent.gone_within(wait) {
-        bootstrap::kill_own_group();
+        crate::os::kill_own_group();
     }
     code
 }
@@ -180,7 +180,7 @@ where
     // they came: with a bounded mailbox, a request could wait for room while
     // later posts overtake it.
     ctx.set_mailbox_capacity(crate::handoff::MAILBOX_CAPACITY);
-    ctx.spawn(ControlLoop::new(ctl_rx));
+    ctx.spawn(InboxLoop::new(ctl_rx));
     let mut requests = Requests::new(ctl_tx.clone());
     W::requests(&mut requests);
     let shared = Shared {
@@ -200,7 +200,7 @@ where
     let writer = opened.writer.without_books();
     let mut session = Session::start(opened.reader, writer, shared, side);
     let actor = make(parent.clone());
-    let guarded = Guarded::new(ctx.into_future(actor));
+    let guarded = CatchPanics::new(ctx.into_future(actor));
     let (done, fatal) = (guarded.done.clone(), guarded.fatal.clone());
     actix_rt::spawn(guarded);
 

@@ -113,11 +113,11 @@ impl<P: Protocol> Worker<P> {
             self.escalation = Some(actix_rt::spawn(async move {
                 tokio::time::sleep(grace).await;
                 let Some(handle) = child.upgrade() else { return };
-                handle.signal_group(libc::SIGTERM);
+                handle.signal_group(crate::os::SIGTERM);
                 drop(handle);
                 tokio::time::sleep(kill_delay).await;
                 if let Some(handle) = child.upgrade() {
-                    handle.signal_group(libc::SIGKILL);
+                    handle.signal_group(crate::os::SIGKILL);
                 }
             }));
         }

@@ -166,13 +166,13 @@ impl<P: Protocol> Link<P> {
                     side.emit(Event::WireError(e));
                 }
                 if !refused {
-                    handle.signal_group(libc::SIGKILL);
+                    handle.signal_group(crate::os::SIGKILL);
                 }
                 side
             }
             Err(_) => {
                 side.emit(Event::WireError(WireError::HandshakeTimeout(handshake_timeout)));
-                handle.signal_group(libc::SIGKILL);
+                handle.signal_group(crate::os::SIGKILL);
                 side
             }
         };
@@ -213,7 +213,7 @@ async fn serve<P: Protocol>(
 ) -> (ParentSide<P>, usize) {
     if read(&mut session, wait, status).await == Why::Broken {
         // Nothing after this can be trusted to be in step.
-        handle.signal_group(libc::SIGKILL);
+        handle.signal_group(crate::os::SIGKILL);
     }
     let outbox = session.side().outbox.clone();
     let Finished { mut side, unclaimed_fds, writer } = session.finish(Finish::Now).await;

@@ -253,7 +253,8 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
         // Unconstrained: each poll is one look at a oneshot, so it cannot
         // hog the thread; under tokio's cooperative budget, thousands of
         // these gathered in a `FuturesUnordered` spend most of their time
-        // yielding to each other (7x slower with 20,000 in flight).
+        // yielding to each other (figures in the README's performance
+        // section).
         let sent = tokio::task::unconstrained(self.send(Ask::new(request)));
         async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
     }

@@ -94,8 +94,8 @@ pub struct Limits {
     /// How many bytes may wait in the outgoing queue (default 16 MiB; a
     /// single message larger than that is taken when the queue is empty).
     /// A deeper queue absorbs longer bursts but only adds memory once the
-    /// worker is the bottleneck: with 256 MiB, 1 MiB posts ran at half the
-    /// speed, each buffer a fresh one.
+    /// worker is the bottleneck, and slows large posts down: their buffers
+    /// stop being reused.
     ///
     /// Beyond the queue, the transport holds what is being written: the
     /// messages of the batch being framed (in tungstenite's write buffer and

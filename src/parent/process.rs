@@ -22,16 +22,19 @@
 //! path leaves a zombie.
 
 use std::cell::RefCell;
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use nix::poll::PollFlags;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{MsgFlags, Shutdown};
 use tokio::io::unix::AsyncFd;
 
 use crate::error::ExitStatus;
 use crate::handoff;
+use crate::os;
 use crate::wire::fd::FdQueues;
 use crate::wire::socket;
 
@@ -40,7 +43,7 @@ pub(crate) struct ChildHandle {
     pid: libc::pid_t,
     reaped: Mutex<bool>,
     pidfd: Option<OwnedFd>,
-    /// Counted among its thread's running workers (see `shutdown.rs`).
+    /// Counted among its thread's running workers (see [`close_all`]).
     registered: AtomicBool,
     farewell: Mutex<Farewell>,
 }
@@ -73,30 +76,22 @@ impl ChildHandle {
             return true;
         }
         let exited = match &self.pidfd {
-            Some(fd) => {
-                let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd, no wait.
-                unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
-            }
+            Some(fd) => os::readable_now(fd.as_fd()),
             None => true, // no way to wait for it: it is killed below
         };
         if !exited {
             return false;
         }
-        self.signal_group(libc::SIGKILL);
+        self.signal_group(os::SIGKILL);
         self.reap_blocking();
         true
     }
 
     /// Waits up to `wait` for any of `handles` to exit.
     pub(crate) fn wait_any<'a>(handles: impl Iterator<Item = &'a ChildHandle>, wait: Duration) {
-        let mut pfds: Vec<libc::pollfd> = handles
-            .filter_map(|h| h.pidfd.as_ref())
-            .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
-        let ms = wait.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: a valid array of pollfds, owned by this frame.
-        unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        let fds: Vec<BorrowedFd<'_>> =
+            handles.filter_map(|h| h.pidfd.as_ref()).map(|fd| fd.as_fd()).collect();
+        os::ready(&fds, PollFlags::POLLIN, wait);
     }
 
     /// The child's pid (also its process group id).
@@ -112,12 +107,11 @@ impl ChildHandle {
 
     /// Sends `signal` to the child's whole process group, unless it has been
     /// reaped already (its ids may then belong to someone else).
-    pub(crate) fn signal_group(&self, signal: i32) {
+    pub(crate) fn signal_group(&self, signal: Signal) {
         let reaped = self.reaped.lock().unwrap_or_else(|e| e.into_inner());
         if !*reaped {
-            // SAFETY: kill(2) with a negative pid signals that group; the
-            // group cannot have been reused while its leader is unreaped.
-            unsafe { libc::kill(-self.pid, signal) };
+            // The group cannot have been reused while its leader is unreaped.
+            os::signal_group(self.pid, signal);
         }
     }
 
@@ -134,43 +128,25 @@ impl ChildHandle {
                 if let Ok(mut guard) = afd.readable().await {
                     guard.retain_ready();
                 }
-                self.signal_group(libc::SIGKILL);
+                self.signal_group(os::SIGKILL);
                 self.reap_blocking()
             }
             _ => {
                 let pid = self.pid;
-                let raw = tokio::task::spawn_blocking(move || wait_raw(pid)).await.unwrap_or(None);
-                self.finish(raw)
+                let status = tokio::task::spawn_blocking(move || os::reap(pid));
+                self.finish(status.await.unwrap_or(None))
             }
         }
     }
 
     fn reap_blocking(&self) -> ExitStatus {
-        let raw = wait_raw(self.pid);
-        self.finish(raw)
+        let status = os::reap(self.pid);
+        self.finish(status)
     }
 
-    fn finish(&self, raw: Option<i32>) -> ExitStatus {
+    fn finish(&self, status: Option<ExitStatus>) -> ExitStatus {
         *self.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        match raw {
-            Some(raw) => ExitStatus::from_wait_status(raw),
-            None => ExitStatus { code: None, signal: None },
-        }
-    }
-}
-
-fn wait_raw(pid: libc::pid_t) -> Option<i32> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child, writing into a local.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return Some(status);
-        }
-        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        return None;
+        status.unwrap_or(ExitStatus { code: None, signal: None })
     }
 }
 
@@ -186,12 +162,12 @@ impl Drop for ChildHandle {
             return;
         }
         // Nobody will wait for it any more: kill and reap off-thread.
-        // SAFETY: see signal_group; the leader is not reaped yet.
-        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        // See signal_group: the leader is not reaped yet.
+        os::signal_group(self.pid, os::SIGKILL);
         let pid = self.pid;
         let _ = std::thread::Builder::new()
             .name("actix-webworker-reaper".into())
-            .spawn(move || wait_raw(pid));
+            .spawn(move || os::reap(pid));
     }
 }
 
@@ -237,22 +213,13 @@ impl Farewell {
         let terminate =
             socket::binary_frame(&crate::wire::frame::bare(crate::wire::frame::Kind::Terminate));
         if fds.ledger().between_frames() {
-            // SAFETY: send on a socket we own a duplicate of, from a local
-            // buffer, without blocking or SIGPIPE.
-            let sent = unsafe {
-                libc::send(
-                    sock.as_raw_fd(),
-                    terminate.as_ptr().cast(),
-                    terminate.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if sent == terminate.len() as isize {
+            // Without blocking, and without SIGPIPE.
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            if nix::sys::socket::send(sock.as_raw_fd(), &terminate, flags) == Ok(terminate.len()) {
                 return;
             }
         }
-        // SAFETY: shutdown on a socket we own a duplicate of.
-        unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+        let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), Shutdown::Both);
     }
 }
 
@@ -277,10 +244,10 @@ pub(crate) fn close_all(dropping: &ChildHandle) {
         let now = Instant::now();
         for c in &mut closing {
             if c.signalled < 2 && now >= c.kill_at {
-                c.handle.signal_group(libc::SIGKILL);
+                c.handle.signal_group(os::SIGKILL);
                 c.signalled = 2;
             } else if c.signalled < 1 && now >= c.term_at {
-                c.handle.signal_group(libc::SIGTERM);
+                c.handle.signal_group(os::SIGTERM);
                 c.signalled = 1;
             }
         }

@@ -15,13 +15,13 @@ use super::process::ChildHandle;
 use crate::error::SpawnError;
 use crate::handoff::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// How the worker's standard descriptor `fd` is set up.
 fn stdio(output: Output, fd: RawFd) -> Stdio {
@@ -46,23 +46,23 @@ pub(crate) struct Spawned {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("actix-webworker-spawner".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .expect("the spawner thread could not be started");
-        Mutex::new(tx)
-    })
+/// The spawner thread's queue, once it runs.
+static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+fn start_spawner() -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new().name("actix-webworker-spawner".into()).spawn(move || {
+        for job in rx {
+            job();
+        }
+    })?;
+    Ok(tx)
 }
 
-/// Runs `f` on the spawner thread; its result comes on the receiver.
+/// Runs `f` on the spawner thread (started on first use); its result comes
+/// on the receiver. When the thread cannot be started, or is gone, the job
+/// is dropped with its sender: the receiver is closed, which the caller
+/// reports as a `SpawnError`, and the next call tries again.
 fn on_spawner<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> tokio::sync::oneshot::Receiver<T> {
@@ -70,9 +70,18 @@ fn on_spawner<T: Send + 'static>(
     let job: Job = Box::new(move || {
         let _ = tx.send(f());
     });
-    // A send error means the spawner thread is gone: the dropped sender
-    // closes the receiver, which the caller reports.
-    let _ = spawner().lock().unwrap_or_else(|e| e.into_inner()).send(job);
+    let mut spawner = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
+    if spawner.is_none() {
+        match start_spawner() {
+            Ok(queue) => *spawner = Some(queue),
+            Err(e) => tracing::warn!(error = %e, "the spawner thread could not be started"),
+        }
+    }
+    if let Some(queue) = spawner.as_ref() {
+        if queue.send(job).is_err() {
+            *spawner = None;
+        }
+    }
     rx
 }
 
@@ -85,10 +94,7 @@ pub(crate) fn check(spec: &CommandSpec) -> Result<(), SpawnError> {
         source: io::Error::new(io::ErrorKind::NotFound, "no such program"),
     };
     let runnable = |path: &Path| {
-        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).is_ok_and(|c| {
-            // SAFETY: access with a NUL-terminated path.
-            unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
-        }) && path.is_file()
+        nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok() && path.is_file()
     };
     if program.components().count() > 1 || program.is_absolute() {
         let path = match &spec.cwd {
@@ -160,11 +166,7 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
         };
         SpawnError::Spawn { program, source }
     })?;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, launched.pid, 0) };
-    // SAFETY: a non-negative return is a descriptor we now own (opened
-    // close-on-exec by the kernel).
-    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+    let pidfd = crate::os::pidfd_open(launched.pid as i32);
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
     Ok(Spawned {
         handle: ChildHandle::new(launched.pid, pidfd),
@@ -183,13 +185,8 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new one or -1.
-    let raw = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    // std duplicates with F_DUPFD_CLOEXEC from 3 up.
+    fd.try_clone()
 }
 
 /// Whether this process has descriptor `fd` open.
@@ -349,6 +346,8 @@ unsafe fn mark_all_cloexec(fd_dir: &std::ffi::CStr) {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::FromRawFd;
+
     use super::*;
 
     /// Runs `mark_all_cloexec(dir)` in a forked child and says whether

@@ -172,10 +172,6 @@ impl<S: Side> Session<S> {
         &mut self.side
     }
 
-    pub(crate) fn reader(&self) -> &Reader {
-        &self.reader
-    }
-
     /// Reads what comes next and handles it with everything already read
     /// behind it, within the budget and as long as the side does not hold
     /// back. Safe to cancel: a message read is handled before the next await.

@@ -20,7 +20,7 @@ use bytes::BufMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use self::depth::Guarded;
+use self::depth::DepthLimited;
 use crate::error::WireError;
 
 /// The most any single decode may claim to allocate, whatever the configured
@@ -57,7 +57,7 @@ impl<B: BufMut> Writer for Appender<'_, B> {
 
 /// Decodes a whole payload; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (Guarded(value), used) = bincode::serde::decode_from_slice(bytes, config())
+    let (DepthLimited(value), used) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| WireError::Decode(e.to_string()))?;
     if used != bytes.len() {
         return Err(WireError::Decode(format!(
@@ -74,7 +74,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> 
 /// it reads, or recursion without end).
 pub(crate) fn zero<T: DeserializeOwned>() -> Option<T> {
     let zeros = [0u8; 4096];
-    bincode::serde::decode_from_slice::<Guarded<T>, _>(&zeros, config()).ok().map(|(v, _)| v.0)
+    bincode::serde::decode_from_slice::<DepthLimited<T>, _>(&zeros, config()).ok().map(|(v, _)| v.0)
 }
 
 #[cfg(test)]

@@ -7,7 +7,33 @@ use actix_webworker::{
     Event, Grace, Limits, Post, Terminate, WireError, WorkerAddrExt, WorkerError,
 };
 
+use libtest_mimic::Trial;
+
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        basics::posted_before_handshake_is_delivered,
+        basics::ten_thousand_each_way_in_order,
+        basics::a_burst_under_a_small_limit_arrives_in_order,
+        basics::sixteen_mib_round_trip,
+        basics::over_limit_is_refused_and_both_keep_working,
+        basics::exit_code_is_reported,
+        basics::sigkill_is_reported,
+        basics::terminate_kills_a_stuck_worker_after_the_grace_period,
+        basics::on_close_runs_before_exit_on_terminate,
+        basics::close_from_inside_runs_on_close_and_exits_zero,
+        basics::panic_in_handler_is_reported_and_the_worker_goes_on,
+        basics::mismatched_worker_is_refused,
+        basics::parent_death_takes_the_worker_down,
+        basics::dropping_the_last_address_terminates_the_worker,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![basics::parent_role,]
+}
 
 pub fn posted_before_handshake_is_delivered() {
     run(async {
@@ -159,7 +185,7 @@ pub fn panic_in_handler_is_reported_and_the_worker_goes_on() {
         let report = events.error().await;
         assert_eq!(report.message, "oh no");
         assert!(
-            report.file.as_deref().unwrap_or("").ends_with("tests/workers/common.rs"),
+            report.file.as_deref().unwrap_or("").ends_with("tests/workers/common/worker.rs"),
             "{report:?}"
         );
         assert_eq!(report.line, Some(PANIC_LINE));

@@ -6,7 +6,27 @@ use std::time::Duration;
 
 use actix_webworker::{Event, Grace, Join, Terminate, WorkerAddrExt};
 
+use libtest_mimic::Trial;
+
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        errors::panic_in_a_timer_reaches_the_parent,
+        errors::on_error_that_handles_keeps_it_from_the_parent,
+        errors::panic_in_started_is_reported_before_the_exit,
+        errors::terminate_twice_and_after_the_exit_do_nothing,
+        errors::infinite_grace_never_kills,
+        errors::println_in_a_worker_reaches_the_parents_stdout,
+        errors::captured_output_becomes_tracing_events,
+        errors::backtrace_when_rust_backtrace_asks,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![errors::print_role,]
+}
 
 pub fn panic_in_a_timer_reaches_the_parent() {
     run(async {
@@ -14,7 +34,7 @@ pub fn panic_in_a_timer_reaches_the_parent() {
         worker.post(Cmd::PanicLater(100));
         let report = events.error().await;
         assert_eq!(report.message, "late");
-        assert!(report.file.as_deref().unwrap_or("").ends_with("tests/workers/common.rs"));
+        assert!(report.file.as_deref().unwrap_or("").ends_with("tests/workers/common/worker.rs"));
         assert_eq!(report.line, Some(PANIC_LINE));
         // A run_later timer cannot be resumed after its panic: the worker
         // exits non-zero, after the report.

@@ -7,7 +7,31 @@ use actix_webworker::{
     Event, Grace, Join, ResourceLimits, Restart, Terminate, WorkerAddrExt, WorkerError,
 };
 
+use libtest_mimic::Trial;
+
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        faults::sigsegv_is_reported,
+        faults::sigabrt_is_reported,
+        faults::exit_137_is_a_code_not_a_signal,
+        faults::sigkill_by_someone_else_is_reported,
+        faults::a_segfaulting_worker_is_restarted_as_configured,
+        faults::a_worker_that_ignores_sigterm_is_killed_within_grace_plus_one_second,
+        faults::terminate_takes_the_workers_own_children_down,
+        faults::parent_killed_under_load_takes_all_workers_down,
+        faults::parent_killed_with_idle_workers_takes_their_children_down_fifty_times,
+        faults::no_descriptor_of_the_parent_leaks_into_a_worker,
+        faults::a_clean_environment_is_only_what_the_builder_says,
+        faults::a_worker_over_its_memory_limit_dies_and_is_reported,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![faults::doomed_parent_role,]
+}
 
 /// Posts `cmd` with a request pending; checks the exit and the request.
 fn dies_with(cmd: Cmd, code: Option<i32>, signal: Option<i32>) {

@@ -4,7 +4,26 @@ use std::io::Read;
 
 use actix_webworker::{Event, Post, WireError, WorkerAddrExt, WorkerError, MAX_FDS_PER_MESSAGE};
 
+use libtest_mimic::Trial;
+
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        fds::pipe_write_end_to_the_worker,
+        fds::file_opened_by_the_parent_is_read_by_the_worker,
+        fds::worker_sends_a_descriptor_back,
+        fds::listening_socket_accepts_in_the_worker,
+        fds::too_many_descriptors_is_a_typed_error,
+        fds::ten_thousand_mixed_both_ways_stay_matched,
+        fds::descriptor_counts_return_to_their_start,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![fds::fd_counts_inner,]
+}
 
 pub fn pipe_write_end_to_the_worker() {
     run(async {

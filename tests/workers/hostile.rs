@@ -7,11 +7,29 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
-use actix_webworker::fuzzing::ws_frame;
 use actix_webworker::{Event, WireError, WorkerAddrExt};
 use libtest_mimic::Trial;
 
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        hostile::garbage_bytes,
+        hostile::truncated_frame,
+        hostile::four_gib_frame,
+        hostile::text_frame,
+        hostile::unknown_kind,
+        hostile::other_protocol_version,
+        hostile::batch_with_an_entry_cut_short,
+        hostile::batch_inside_a_batch,
+        hostile::undecodable_payload_leaves_the_connection_up,
+        hostile::claimed_descriptors_that_never_came,
+        hostile::descriptors_no_message_claims_are_reported_and_closed,
+        hostile::more_descriptors_claimed_than_a_message_may_carry,
+        hostile::a_batch_larger_than_any_writer_makes,
+        hostile::a_hello_that_names_another_process,
+    ]
+}
 
 /// Reads the parent's hello and answers with the same fields (so the
 /// fingerprint matches), or with `version` when given; the pid is ours, or
@@ -348,12 +366,4 @@ pub fn a_batch_larger_than_any_writer_makes() {
 
 pub fn a_hello_that_names_another_process() {
     hostile("liar", |e| matches!(e, WireError::WrongPeer { theirs: 1, .. }));
-}
-
-pub fn trials() -> Vec<Trial> {
-    crate::trials![
-        hostile::more_descriptors_claimed_than_a_message_may_carry,
-        hostile::a_batch_larger_than_any_writer_makes,
-        hostile::a_hello_that_names_another_process,
-    ]
 }

@@ -9,7 +9,25 @@ use actix_webworker::{
 };
 use futures_util::future::join_all;
 
+use libtest_mimic::Trial;
+
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        load::a_full_queue_refuses_when_told_to_fail,
+        load::a_full_queue_makes_send_wait_and_loses_nothing,
+        load::sixty_four_workers_ten_thousand_requests_each,
+        load::a_worker_dying_while_sending_16_mib_is_a_typed_error,
+        load::a_worker_dying_while_receiving_16_mib_is_a_typed_error,
+        load::a_thousand_crash_restarts_leave_nothing_behind,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![load::storm_inner,]
+}
 
 const CHUNK: usize = 64 << 10;
 

@@ -6,7 +6,22 @@ use actix::prelude::*;
 use actix_webworker::{Ask, WorkerAddrExt, WorkerError};
 use futures_util::future::join_all;
 
+use libtest_mimic::Trial;
+
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        requests::typed_answers,
+        requests::ten_thousand_concurrent_requests_each_get_their_answer,
+        requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
+        requests::pending_requests_fail_when_the_worker_dies,
+        requests::handler_panic_fails_that_request_only,
+        requests::worker_asks_the_parent,
+        requests::worker_asking_an_unserved_request_gets_unhandled,
+        requests::posts_and_requests_keep_their_order,
+    ]
+}
 
 pub fn typed_answers() {
     run(async {

@@ -4,7 +4,27 @@ use std::time::{Duration, Instant};
 
 use actix_webworker::{Event, Join, Restart, RestartPolicy, Terminate, WorkerAddrExt, WorkerError};
 
+use libtest_mimic::Trial;
+
 use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        supervise::a_crash_is_restarted_and_the_same_address_works,
+        supervise::a_clean_exit_is_not_restarted_on_failure,
+        supervise::a_crash_loop_stops_at_the_intensity,
+        supervise::backoff_delays_are_at_least_the_configured_ones,
+        supervise::messages_sent_while_down_arrive_once_in_order,
+        supervise::requests_in_flight_fail_and_are_not_resent,
+        supervise::terminate_stops_a_supervised_worker_for_good,
+        supervise::fifty_crash_restart_cycles_leak_nothing,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![supervise::cycles_inner,]
+}
 
 /// Skips to the next event that `pick` takes; fails on `GaveUp` first.
 async fn until<T>(events: &mut Events<Test>, mut pick: impl FnMut(&Event<Test>) -> Option<T>) -> T {

@@ -44,12 +44,12 @@ impl Drop for DepthToken<'_> {
 }
 
 /// A value decoded under a fresh [`Guard`].
-pub(crate) struct Guarded<T>(pub(crate) T);
+pub(crate) struct DepthLimited<T>(pub(crate) T);
 
-impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for Guarded<T> {
+impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for DepthLimited<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let depth = Depth::new();
-        T::deserialize(Guard { inner: d, depth: &depth }).map(Guarded)
+        T::deserialize(Guard { inner: d, depth: &depth }).map(DepthLimited)
     }
 }
 

@@ -1,6 +1,7 @@
-//! How the runtime reaches the worker's actor: every message, request and
-//! hook call is a [`Command`] on one channel, run by [`ControlLoop`], an item
-//! of the actor's own context, with the actor and its context in hand.
+//! The actor's inbox: how the runtime reaches the worker's actor. Every
+//! message, request and hook call is a [`Command`] on one channel, run by
+//! [`InboxLoop`], an item of the actor's own context, with the actor and its
+//! context in hand.
 //!
 //! One channel keeps everything from the parent in order (posts, requests,
 //! terminate's `on_close`), and calling the actor's handlers directly lets a
@@ -13,10 +14,11 @@ use actix::dev::MessageResponse;
 use actix::fut::ActorFuture;
 use actix::{Context, Handler};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 
 use super::WorkerActor;
-use crate::protocol::Protocol;
-use crate::protocol::Received;
+use crate::protocol::{Protocol, Received, Request};
+use crate::session::requests::Reply;
 
 /// A call into the actor.
 pub(crate) type Call<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;
@@ -41,22 +43,22 @@ impl<W: WorkerActor> Command<W> {
 const BUDGET: usize = 256;
 
 /// Runs [`Command`]s in the actor's context.
-pub(crate) struct ControlLoop<W: WorkerActor> {
+pub(crate) struct InboxLoop<W: WorkerActor> {
     rx: UnboundedReceiver<Command<W>>,
     /// What is left of the batch of posts being handled.
     posts: std::vec::IntoIter<Posted<W>>,
 }
 
-impl<W: WorkerActor> ControlLoop<W> {
+impl<W: WorkerActor> InboxLoop<W> {
     pub(crate) fn new(rx: UnboundedReceiver<Command<W>>) -> Self {
-        ControlLoop { rx, posts: Vec::new().into_iter() }
+        InboxLoop { rx, posts: Vec::new().into_iter() }
     }
 }
 
 // Nothing in it is ever pinned in place.
-impl<W: WorkerActor> Unpin for ControlLoop<W> {}
+impl<W: WorkerActor> Unpin for InboxLoop<W> {}
 
-impl<W: WorkerActor> ActorFuture<W> for ControlLoop<W> {
+impl<W: WorkerActor> ActorFuture<W> for InboxLoop<W> {
     type Output = ();
 
     fn poll(
@@ -87,5 +89,28 @@ impl<W: WorkerActor> ActorFuture<W> for ControlLoop<W> {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// Has the actor's `Handler<R>` answer `req`: a plain handler's answer goes
+/// out at once, an async one's when it resolves; if the handler drops it
+/// (or panics), `reply` says so as it is dropped.
+pub(crate) fn answer<W, R>(act: &mut W, req: R, ctx: &mut Context<W>, reply: Reply)
+where
+    W: WorkerActor + Handler<R>,
+    R: Request,
+{
+    let (tx, mut rx) = oneshot::channel();
+    <W as Handler<R>>::handle(act, req, ctx).handle(ctx, Some(tx));
+    match rx.try_recv() {
+        Ok(answer) => reply.answer(&answer),
+        Err(oneshot::error::TryRecvError::Empty) => {
+            actix_rt::spawn(async move {
+                if let Ok(answer) = rx.await {
+                    reply.answer(&answer);
+                }
+            });
+        }
+        Err(oneshot::error::TryRecvError::Closed) => drop(reply),
     }
 }

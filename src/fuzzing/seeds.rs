@@ -1,0 +1,181 @@
+//! Valid inputs to start the fuzz corpora from.
+
+use super::{ws_binary, Sample};
+use crate::error::ErrorReport;
+use crate::wire::frame;
+
+/// Valid inputs for the two targets, to start their corpora from: every
+/// kind of envelope with payloads of each shape, and the same messages
+/// framed as a peer sends them, alone and several to a stream.
+/// `(target, name, bytes)`; `fuzz/seeds/` holds them, written by
+/// `AWW_WRITE_SEEDS=fuzz/seeds cargo test --lib fuzzing`.
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let report = ErrorReport {
+        message: "boom".into(),
+        file: Some("src/main.rs".into()),
+        line: Some(7),
+        column: Some(9),
+        backtrace: None,
+    };
+    let samples = [
+        ("unit", Sample::Unit),
+        ("text", Sample::Text("this is a test".into())),
+        ("bytes", Sample::Bytes((0..=255).collect())),
+        ("numbers", Sample::Numbers(vec![0, 1, 300, 70_000, u64::MAX])),
+        (
+            "nested",
+            Sample::Nested {
+                name: Some("n".into()),
+                inner: vec![(1, "a".into()), (2, "b".into())],
+            },
+        ),
+    ];
+    let mut envelopes: Vec<(String, Vec<u8>)> = vec![("hello".into(), frame::hello(0x1234))];
+    let message = |kind, nfds, id, tag, payload: &dyn erased::Encode| {
+        let mut buf = Vec::new();
+        frame::begin(&mut buf, frame::Header { kind, nfds, id, tag });
+        payload.encode(&mut buf);
+        buf
+    };
+    for (name, sample) in &samples {
+        envelopes.push((format!("post_{name}"), message(frame::Kind::Post, 0, 0, 0, sample)));
+    }
+    envelopes.push(("post_fds".into(), message(frame::Kind::Post, 2, 0, 0, &samples[1].1)));
+    envelopes.push(("request".into(), message(frame::Kind::Request, 0, 42, 7, &samples[3].1)));
+    envelopes.push(("answer".into(), message(frame::Kind::Answer, 0, 42, 0, &samples[0].1)));
+    envelopes.push(("error".into(), message(frame::Kind::Error, 0, 0, 0, &report)));
+    for (name, failure) in [
+        ("failed_panicked", crate::session::requests::Failure::Panicked(report.clone())),
+        ("failed_unhandled", crate::session::requests::Failure::Unhandled("x::Y".into())),
+        ("failed_gone", crate::session::requests::Failure::Gone),
+    ] {
+        envelopes.push((name.into(), message(frame::Kind::Failed, 0, 42, 0, &failure)));
+    }
+    let mut batch = bytes::BytesMut::new();
+    frame::begin(&mut batch, frame::Header::bare(frame::Kind::Batch));
+    for (_, msg) in &envelopes[1..4] {
+        frame::push_batch_entry(&mut batch, msg);
+    }
+    envelopes.push(("batch".into(), batch.to_vec()));
+    envelopes.push(("terminate".into(), frame::bare(frame::Kind::Terminate).to_vec()));
+    envelopes.push(("closing".into(), frame::bare(frame::Kind::Closing).to_vec()));
+
+    let mut out: Vec<_> =
+        envelopes.iter().map(|(name, bytes)| ("envelope", name.clone(), bytes.clone())).collect();
+    for (name, bytes) in &envelopes {
+        out.push(("stream", name.clone(), ws_binary(bytes)));
+    }
+    let mut conversation = ws_binary(&envelopes[0].1);
+    // Not the one that claims descriptors: none come with a fuzzer's bytes.
+    for (_, bytes) in envelopes[1..].iter().filter(|(name, _)| name != "post_fds") {
+        conversation.extend(ws_binary(bytes));
+    }
+    conversation.extend_from_slice(&[0x89, 0x01, 0x00]); // a ping
+    conversation.extend_from_slice(&[0x88, 0x02, 0x03, 0xe8]); // close, 1000
+                                                               // The same conversation for the parent's side, in records of 1 KiB,
+                                                               // and a post whose descriptors come with it.
+    let as_records = |bytes: &[u8], nfds: u8| {
+        bytes.chunks(1024).fold(Vec::new(), |mut out, chunk| {
+            out.push(nfds);
+            out.extend_from_slice(&(chunk.len() as u16).to_le_bytes());
+            out.extend_from_slice(chunk);
+            out
+        })
+    };
+    out.push(("link", "conversation".into(), as_records(&conversation[..], 0)));
+    let with_fds = envelopes.iter().find(|(name, _)| name == "post_fds").map(|(_, b)| b);
+    if let Some(bytes) = with_fds {
+        out.push(("link", "post_fds".into(), as_records(&ws_binary(bytes), 2)));
+    }
+    out.push(("stream", "conversation".into(), conversation));
+    out.push(("stream", "large_length".into(), ws_binary(&vec![2; 70_000])));
+    out
+}
+
+/// Encoding values of different types through one closure.
+mod erased {
+    pub trait Encode {
+        fn encode(&self, buf: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self, buf: &mut Vec<u8>) {
+            crate::wire::codec::encode_into(self, buf).expect("a seed encodes");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::super::Sample;
+    use super::seeds;
+    use crate::error::ErrorReport;
+    use crate::wire::{codec, frame, socket};
+
+    /// The seeds are valid: every envelope decodes whole, every stream
+    /// yields its messages; with `AWW_WRITE_SEEDS=dir` they are written
+    /// there, one directory per target.
+    #[test]
+    fn the_seeds_decode() {
+        let seeds = seeds();
+        for (target, name, bytes) in &seeds {
+            if *target == "envelope" {
+                let (header, payload) = frame::decode(bytes).expect(name);
+                let decoded = match header.kind {
+                    frame::Kind::Hello => frame::read_hello(payload).map(drop),
+                    frame::Kind::Error => codec::decode::<ErrorReport>(payload).map(drop),
+                    frame::Kind::Failed => {
+                        codec::decode::<crate::session::requests::Failure>(payload).map(drop)
+                    }
+                    frame::Kind::Terminate | frame::Kind::Closing => Ok(()),
+                    frame::Kind::Batch => {
+                        let mut pos = 2;
+                        let mut n = 0;
+                        while let Some(range) = frame::batch_entry(bytes, pos).expect(name) {
+                            pos = range.end;
+                            codec::decode::<Sample>(frame::decode(&bytes[range]).unwrap().1)
+                                .expect(name);
+                            n += 1;
+                        }
+                        assert_eq!(n, 3);
+                        Ok(())
+                    }
+                    _ => codec::decode::<Sample>(payload).map(drop),
+                };
+                decoded.unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        }
+        let conversation =
+            &seeds.iter().find(|s| s.0 == "stream" && s.1 == "conversation").unwrap().2;
+        assert_eq!(
+            messages_in(conversation),
+            // The batch holds three.
+            seeds.iter().filter(|s| s.0 == "envelope" && s.1 != "post_fds").count() + 2
+        );
+        if let Ok(dir) = std::env::var("AWW_WRITE_SEEDS") {
+            for (target, name, bytes) in &seeds {
+                let dir = std::path::Path::new(&dir).join(target);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+    }
+
+    /// How many messages the reading path yields from `data`.
+    fn messages_in(data: &[u8]) -> usize {
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.write_all(data).unwrap();
+        drop(ours);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        rt.block_on(async move {
+            let (mut reader, _writer) = socket::open(theirs, 1 << 20).await.unwrap().split();
+            let mut n = 0;
+            while let Some(Ok(_)) = reader.next().await {
+                n += 1;
+            }
+            n
+        })
+    }
+}

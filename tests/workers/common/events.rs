@@ -1,0 +1,160 @@
+//! A worker's events, as the test reads them, and the standard builders.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_webworker::{
+    ErrorReport, Event, ExitStatus, Protocol, Received, RestartPolicy, Worker, WorkerBuilder,
+    WorkerEvent,
+};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::{Cmd, Reply, Test, WAIT};
+
+/// Forwards events to a channel the test reads.
+struct Forward<P: Protocol>(UnboundedSender<WorkerEvent<P>>);
+
+impl<P: Protocol> Actor for Forward<P> {
+    type Context = Context<Self>;
+}
+
+/// Answered once everything queued before it has been forwarded.
+struct Flush;
+
+impl Message for Flush {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<Flush> for Forward<P> {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {}
+}
+
+impl<P: Protocol> Handler<WorkerEvent<P>> for Forward<P> {
+    type Result = ();
+
+    fn handle(&mut self, ev: WorkerEvent<P>, _: &mut Context<Self>) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// A worker's events, read by the test.
+pub struct Events<P: Protocol> {
+    rx: UnboundedReceiver<WorkerEvent<P>>,
+    forward: Recipient<Flush>,
+}
+
+pub fn events<P: Protocol>() -> (Recipient<WorkerEvent<P>>, Events<P>) {
+    let (tx, rx) = unbounded_channel();
+    let forward = Forward(tx).start();
+    (forward.clone().recipient(), Events { rx, forward: forward.recipient() })
+}
+
+impl<P: Protocol> Events<P> {
+    /// Every event sent before this call (by the worker's actor, say before
+    /// it answered a `Join`), and nothing more: those not read yet.
+    pub async fn rest(&mut self) -> Vec<Event<P>> {
+        self.forward.send(Flush).await.expect("the forwarder runs");
+        let mut rest = Vec::new();
+        while let Ok(ev) = self.rx.try_recv() {
+            rest.push(ev.kind);
+        }
+        rest
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Events<P> {
+    pub async fn next(&mut self) -> Event<P> {
+        let ev = tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("timed out waiting for a worker event")
+            .expect("event channel closed");
+        ev.kind
+    }
+
+    /// The next posted message, skipping `Online`; anything else fails.
+    pub async fn message(&mut self) -> Received<Reply> {
+        loop {
+            match self.next().await {
+                Event::Online => continue,
+                Event::Message(m) => return m,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips to the next error report; fails on an exit first.
+    pub async fn error(&mut self) -> ErrorReport {
+        loop {
+            match self.next().await {
+                Event::Error(report) => return report,
+                Event::Exit(s) => panic!("exited with {s} before an error was reported"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips to the exit event.
+    pub async fn exit(&mut self) -> ExitStatus {
+        loop {
+            if let Event::Exit(status) = self.next().await {
+                return status;
+            }
+        }
+    }
+
+    /// Skips to the online event.
+    pub async fn online(&mut self) {
+        loop {
+            match self.next().await {
+                Event::Online => return,
+                Event::Exit(s) => panic!("exited with {s} before coming online"),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// Restarts as `restart` says, at once (1 ms), up to 1,000 times a minute.
+pub fn fast(restart: actix_webworker::Restart) -> RestartPolicy {
+    RestartPolicy::default()
+        .restart(restart)
+        .intensity(1000, Duration::from_secs(60))
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+}
+
+/// A builder for the standard test worker.
+pub fn builder(events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
+    // Backtraces in reports would only make failures harder to read.
+    // No restarts unless a test asks: most tests check how a process ended.
+    Worker::<Test>::builder()
+        .entry("test")
+        .env("RUST_BACKTRACE", "0")
+        .restart(RestartPolicy::never())
+        .events(events)
+}
+
+/// Starts the standard test worker.
+pub fn start() -> (Addr<Worker<Test>>, Events<Test>) {
+    let (rec, events) = events::<Test>();
+    (builder(rec).start().expect("worker starts"), events)
+}
+
+/// Stops the worker process (SIGSTOP) and returns its pid once it is
+/// stopped: from then on it reads nothing, until SIGCONT or SIGKILL.
+pub async fn freeze<P: Protocol<ToWorker = Cmd, FromWorker = Reply>>(
+    worker: &Addr<Worker<P>>,
+    events: &mut Events<P>,
+) -> u32 {
+    worker.do_send(actix_webworker::Post::new(Cmd::Pid));
+    let Reply::Pid(pid) = events.message().await.data else { panic!("expected the pid") };
+    // SAFETY: signalling the worker we started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    // SAFETY: waitid into a local; WNOWAIT leaves the child's state for its
+    // reaper, and WSTOPPED waits only for the stop.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WSTOPPED | libc::WNOWAIT) };
+    assert_eq!(r, 0, "waiting for the worker to stop: {}", std::io::Error::last_os_error());
+    pid
+}

@@ -1,0 +1,108 @@
+//! What the operating system says: descriptors, children, processes gone;
+//! and bytes as a raw peer writes them.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// The read end of a pipe that holds `n`.
+pub fn pipe_holding(n: u64) -> std::os::fd::OwnedFd {
+    let (r, mut w) = std::io::pipe().expect("pipe");
+    w.write_all(&n.to_le_bytes()).expect("write");
+    r.into()
+}
+
+/// Reads the `u64` a [`pipe_holding`] holds.
+pub fn read_u64(fd: std::os::fd::OwnedFd) -> u64 {
+    let mut b = [0u8; 8];
+    std::fs::File::from(fd).read_exact(&mut b).expect("read");
+    u64::from_le_bytes(b)
+}
+
+/// Waits until `f` holds, checking every 10 ms, for at most 10 s: for
+/// what settles without an event to wait on (a descriptor closed by a task
+/// winding down, a child reaped by another thread).
+pub async fn settles(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+/// Waits until `f` holds, checking every millisecond, for at most `limit`:
+/// for what must settle promptly after an event.
+pub async fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    f()
+}
+
+/// Open descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
+
+/// Children of this process (`ppid` is us), zombies included.
+pub fn children() -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(me) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Waits (on a pidfd, no polling) until process `pid` has exited.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open with a pid and no flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return true; // no such process
+    }
+    let mut pfd = libc::pollfd { fd: fd as i32, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    // SAFETY: closing the pidfd we opened.
+    unsafe { libc::close(fd as i32) };
+    r > 0
+}
+
+/// One unmasked WebSocket frame with FIN set, as either side sends it
+/// (`opcode` 2: binary): what a raw peer writes.
+pub fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+    out
+}
