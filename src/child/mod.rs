@@ -62,7 +62,7 @@ pub trait WorkerActor:
     /// The protocol this worker speaks.
     type Protocol: Protocol;
 
-    /// Registers the [`Request`](crate::Request) types this worker answers,
+    /// Registers the [`Request`] types this worker answers,
     /// each with the actor's own `Handler` for it:
     ///
     /// ```ignore

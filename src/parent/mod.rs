@@ -1,6 +1,10 @@
-//! The parent side: options ([`builder`]), launching and reaping processes
-//! ([`spawn`]), the `Worker` actor ([`worker`]), the task that follows one
-//! child process ([`link`]), and the events it reports ([`events`]).
+//! The parent side: the builder ([`builder`]) and what it builds from
+//! ([`options`]); the `Worker` actor ([`worker`]), its messages
+//! ([`messages`]) and the life of its processes ([`lifecycle`]); starting a
+//! process ([`spawn`]) and following it until it is reaped ([`process`]);
+//! the task that runs one process's session ([`link`]), the events it
+//! reports ([`events`]) through a window ([`sink`]), and captured output
+//! ([`output`]).
 
 pub(crate) mod builder;
 pub(crate) mod events;

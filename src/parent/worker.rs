@@ -1,11 +1,11 @@
 //! The `Worker` actor: a worker process as an actix actor in the parent.
 //!
-//! Its mailbox is the original's `postMessage`: [`Post`] a typed message and
+//! Its mailbox is the original's `postMessage`: [`Post`](crate::Post) a typed message and
 //! it is encoded and queued in the worker's outbox, to be written as soon as
-//! (and in the order that) the child can take it. [`Terminate`] ends the
+//! (and in the order that) the child can take it. [`Terminate`](crate::Terminate) ends the
 //! worker the polite way first. The connection and the process are watched
-//! by a task of their own (see `link.rs`), which reports to the actor only
-//! what changes its state.
+//! by a task of their own (see `link.rs`); how the process ended is that
+//! task's value, and comes back to the actor as one message.
 //!
 //! The actor never stops taking messages: when the outbox is full and the
 //! limits say [`WhenFull::Wait`], what cannot be queued waits in a queue of

@@ -1,6 +1,6 @@
 //! Typed request/response across the process boundary, both ways.
 //!
-//! A request is any actix [`Message`] whose type and answer are serde types
+//! A request is any actix [`Message`](actix::Message) whose type and answer are serde types
 //! (see [`Request`]). The asking side registers a slot in its [`Pending`]
 //! table under a fresh correlation id and sends the request with that id
 //! and a tag naming its type; the answering side looks the tag up in its
@@ -68,8 +68,8 @@ impl Pending {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A fresh id, with no slot yet: [`attach`](Self::attach) one before
-    /// the answer can arrive.
+    /// A fresh id, with no slot yet: [`on_answer`](Self::on_answer) gives
+    /// it one, before the answer can arrive.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -104,6 +104,24 @@ async fn connect(
     tokio::join!(open(a, MAX, ours, Hello::First), open(b, MAX, theirs, Hello::AfterPeer))
 }
 
+/// Two sessions over a socketpair, after their hellos, answering with
+/// `handlers` each.
+async fn sessions<A: Side, B: Side>(
+    (handlers_a, side_a): (Handlers, A),
+    (handlers_b, side_b): (Handlers, B),
+) -> (Session<A>, Session<B>) {
+    let (a, b) = connect(1, 1).await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    (
+        Session::start(a.reader, a.writer, shared(handlers_a), side_a),
+        Session::start(b.reader, b.writer, shared(handlers_b), side_b),
+    )
+}
+
+fn none() -> Handlers {
+    Handlers::new(|| None)
+}
+
 fn post(outbox: &Outbox, text: &str, fds: Vec<OwnedFd>) {
     let bytes = encode(Header::post(fds.len()).unwrap(), &text.to_owned(), MAX).unwrap();
     outbox.push(bytes, fds).unwrap();
@@ -142,12 +160,8 @@ fn a_peer_of_another_build_is_refused_on_both_sides() {
 #[test]
 fn posts_arrive_in_order_with_their_descriptors_and_gathered() {
     run(async {
-        let (a, b) = connect(1, 1).await;
-        let (a, b) = (a.unwrap(), b.unwrap());
-        let sender =
-            Session::start(a.reader, a.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
-        let mut receiver =
-            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), Recorder::default());
+        let (sender, mut receiver) =
+            sessions((none(), PostsOnly(vec![])), (none(), Recorder::default())).await;
         let outbox = sender.shared.outbox.clone();
         let (read_end, mut write_end) = std::io::pipe().unwrap();
         write_end.write_all(b"through the fd").unwrap();
@@ -182,14 +196,12 @@ fn posts_arrive_in_order_with_their_descriptors_and_gathered() {
 #[test]
 fn requests_are_answered_both_ways_and_unknown_ones_fail() {
     run(async {
-        let (a, b) = connect(1, 1).await;
-        let (a, b) = (a.unwrap(), b.unwrap());
-        let mut doubles = Handlers::new(|| None);
+        let mut doubles = none();
         doubles.insert::<Double>(|req, reply| reply.answer(&(req.0 * 2)));
-        let mut triples = Handlers::new(|| None);
+        let mut triples = none();
         triples.insert::<Double>(|req, reply| reply.answer(&(req.0 * 3)));
-        let mut one = Session::start(a.reader, a.writer, shared(doubles), Recorder::default());
-        let mut two = Session::start(b.reader, b.writer, shared(triples), Recorder::default());
+        let (mut one, mut two) =
+            sessions((doubles, Recorder::default()), (triples, Recorder::default())).await;
         let from_two = ask(&one, &Double(21));
         let from_one = ask(&two, &Double(5));
         let unknown = ask(&one, &NobodyAnswers);
@@ -223,12 +235,8 @@ fn ask<R: Request>(
 #[test]
 fn terminate_ends_the_session_after_what_came_before() {
     run(async {
-        let (a, b) = connect(1, 1).await;
-        let (a, b) = (a.unwrap(), b.unwrap());
-        let sender =
-            Session::start(a.reader, a.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
-        let mut receiver =
-            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), Recorder::default());
+        let (sender, mut receiver) =
+            sessions((none(), PostsOnly(vec![])), (none(), Recorder::default())).await;
         let outbox = sender.shared.outbox.clone();
         post(&outbox, "before", vec![]);
         outbox.push(frame::bare(Kind::Error), vec![]).unwrap();
@@ -253,12 +261,8 @@ fn terminate_ends_the_session_after_what_came_before() {
 #[test]
 fn a_side_that_does_not_expect_a_kind_is_told_and_reads_on() {
     run(async {
-        let (a, b) = connect(1, 1).await;
-        let (a, b) = (a.unwrap(), b.unwrap());
-        let sender =
-            Session::start(a.reader, a.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
-        let mut receiver =
-            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), PostsOnly(vec![]));
+        let (sender, mut receiver) =
+            sessions((none(), PostsOnly(vec![])), (none(), PostsOnly(vec![]))).await;
         let outbox = sender.shared.outbox.clone();
         for kind in [Kind::Terminate, Kind::Closing] {
             outbox.push(frame::bare(kind), vec![]).unwrap();
@@ -284,8 +288,7 @@ fn broken_framing_ends_the_session() {
         let raw = a.try_clone().unwrap();
         let (a, b) = tokio::join!(open(a, MAX, 1, Hello::First), open(b, MAX, 1, Hello::AfterPeer));
         let (a, b) = (a.unwrap(), b.unwrap());
-        let mut receiver =
-            Session::start(b.reader, b.writer, shared(Handlers::new(|| None)), Recorder::default());
+        let mut receiver = Session::start(b.reader, b.writer, shared(none()), Recorder::default());
         // A WebSocket binary frame holding no envelope: two bytes.
         (&raw).write_all(&crate::wire::socket::binary_frame(&[9, 9])).unwrap();
         assert_eq!(receiver.run().await, Why::Broken);
