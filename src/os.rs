@@ -1,6 +1,7 @@
 //! The calls both sides make to the kernel about processes: pidfds, waiting
 //! on descriptors, signals, reaping. Through nix, which wraps them safely,
-//! except `pidfd_open`, which it does not wrap.
+//! except `pidfd_open`, which it does not wrap, and `waitpid`, whose status
+//! nix cannot give whole.
 //!
 //! (What runs between fork and exec stays with raw `libc` in
 //! `parent/spawn.rs`: there, only async-signal-safe calls may run, and each
@@ -12,7 +13,6 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{self, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::error::ExitStatus;
@@ -67,20 +67,21 @@ pub(crate) fn exists(pid: i32) -> bool {
 }
 
 /// Waits for child `pid` to exit and reaps it; `None` if it is not ours to
-/// reap (reaped already).
+/// reap (reaped already). Raw `waitpid`: nix's `WaitStatus` cannot hold a
+/// real-time signal (34 and up), and a worker killed by one must say so.
 pub(crate) fn reap(pid: i32) -> Option<ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let mut raw = 0;
     loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => {
-                return Some(ExitStatus { code: Some(code), signal: None })
-            }
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return Some(ExitStatus { code: None, signal: Some(signal as i32) })
-            }
-            // Stopped or continued: not an exit (waitpid without flags
-            // reports neither, but the types allow them).
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => return None,
+        // SAFETY: waitpid on our own child, writing into a local.
+        let r = unsafe { libc::waitpid(pid, &mut raw, 0) };
+        if r == pid {
+            let status = std::process::ExitStatus::from_raw(raw);
+            return Some(ExitStatus { code: status.code(), signal: status.signal() });
         }
+        if r == -1 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        return None;
     }
 }

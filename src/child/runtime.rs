@@ -108,12 +108,23 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let mut hello = [0u8; 64];
     let _ = sock.read(&mut hello);
-    if sock.write_all(&socket::binary_frame(&msg)).is_ok() {
-        let _ = sock.shutdown(std::net::Shutdown::Write);
-        // Until the parent has read it and closed its end.
-        let _ = sock.read(&mut hello);
+    if sock.write_all(&socket::binary_frame(&msg)).is_err() {
+        return exit_code::NOT_A_WORKER;
     }
-    exit_code::NOT_A_WORKER
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    // Until the parent has read it and closed its end. A parent that keeps
+    // its end open (5 s without a byte) never finished the exchange.
+    loop {
+        match sock.read(&mut hello) {
+            Ok(0) => return exit_code::NOT_A_WORKER,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "the parent did not close the connection");
+                return exit_code::IO;
+            }
+        }
+    }
 }
 
 /// Why the main loop ended.
@@ -151,12 +162,15 @@ where
             return (exit_code::MISMATCH, End::Terminated);
         }
     };
-    let opened = match session::open(sock, max_message_size, fp, Hello::AfterPeer).await {
-        Ok(opened) => opened,
-        Err(Some(e @ WireError::Transport(_))) => {
+    let conn = match socket::open(sock, max_message_size).await {
+        Ok(conn) => conn,
+        Err(e) => {
             tracing::error!(error = %e, "could not open the connection to the parent");
             return (exit_code::IO, End::Terminated);
         }
+    };
+    let opened = match session::hello(conn, fp, Hello::AfterPeer).await {
+        Ok(opened) => opened,
         Err(Some(e)) => {
             tracing::error!(error = %e, "handshake with the parent failed");
             return (exit_code::MISMATCH, End::Terminated);

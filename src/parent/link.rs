@@ -158,8 +158,9 @@ impl<P: Protocol> Link<P> {
                 side
             }
             Ok(Err(e)) => {
-                // A worker that refused exits by itself once we close: its
-                // exit code (64) says so. Any other is killed.
+                // Closed now: a worker that refused waits for that to exit
+                // (with code 64). Any other is killed.
+                drop(farewell);
                 let refused = matches!(e, Some(WireError::UnknownEntry { .. }));
                 if let Some(e) = e {
                     certain = e.is_certain().then(|| e.clone());
@@ -171,6 +172,7 @@ impl<P: Protocol> Link<P> {
                 side
             }
             Err(_) => {
+                drop(farewell);
                 side.emit(Event::WireError(WireError::HandshakeTimeout(handshake_timeout)));
                 handle.signal_group(crate::os::SIGKILL);
                 side

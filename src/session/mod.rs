@@ -115,16 +115,25 @@ pub(crate) struct Opened {
     pub peer: frame::Hello,
 }
 
-/// Opens the WebSocket over `sock` and exchanges hellos; `Err(None)` when
-/// the peer closed the socket first. Ours is sent whatever we think of
-/// theirs, so the peer can say what is wrong too.
+/// Opens the WebSocket over `sock` and exchanges hellos (see [`hello`]).
 pub(crate) async fn open(
     sock: UnixStream,
     max_message_size: usize,
     fingerprint: u64,
     order: Hello,
 ) -> Result<Opened, Option<WireError>> {
-    let mut conn = socket::open(sock, max_message_size).await.map_err(Some)?;
+    let conn = socket::open(sock, max_message_size).await.map_err(Some)?;
+    hello(conn, fingerprint, order).await
+}
+
+/// Exchanges hellos over an opened connection; `Err(None)` when the peer
+/// closed the socket first. Ours is sent whatever we think of theirs, so
+/// the peer can say what is wrong too.
+pub(crate) async fn hello(
+    mut conn: socket::Connection,
+    fingerprint: u64,
+    order: Hello,
+) -> Result<Opened, Option<WireError>> {
     // A send error means the peer is gone already; its EOF says so.
     if order == Hello::First {
         let _ = conn.send(frame::hello(fingerprint)).await;

@@ -17,6 +17,7 @@ pub fn trials() -> Vec<Trial> {
         faults::sigabrt_is_reported,
         faults::exit_137_is_a_code_not_a_signal,
         faults::sigkill_by_someone_else_is_reported,
+        faults::a_real_time_signal_is_reported,
         faults::a_segfaulting_worker_is_restarted_as_configured,
         faults::a_worker_that_ignores_sigterm_is_killed_within_grace_plus_one_second,
         faults::terminate_takes_the_workers_own_children_down,
@@ -70,6 +71,22 @@ pub fn sigkill_by_someone_else_is_reported() {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         assert_eq!(events.exit().await.signal, Some(9));
         assert!(matches!(pending.await, Err(WorkerError::Exited(_))));
+    });
+}
+
+/// A real-time signal (34 and up) is reported with its number, not as an
+/// unknown status.
+pub fn a_real_time_signal_is_reported() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!() };
+        let signal = libc::SIGRTMIN() + 2;
+        // SAFETY: signalling the worker we started (its default action for
+        // a real-time signal is to end).
+        unsafe { libc::kill(pid as i32, signal) };
+        let status = events.exit().await;
+        assert_eq!((status.code, status.signal), (None, Some(signal)), "{status}");
     });
 }
 
