@@ -27,7 +27,8 @@ pub mod exit_code {
     pub const NOT_A_WORKER: i32 = 64;
     /// The handshake failed: another protocol version or other message types.
     pub const MISMATCH: i32 = 78;
-    /// The socket to the parent could not be used.
+    /// The socket to the parent could not be used (or, after a refusal,
+    /// the parent never closed it).
     pub const IO: i32 = 74;
     /// The worker reached its soft CPU limit
     /// ([`ResourceLimits::cpu_seconds`](crate::ResourceLimits::cpu_seconds)):
