@@ -123,6 +123,7 @@ pub mod fuzzing;
 mod handoff;
 mod os;
 mod parent;
+mod pool;
 mod protocol;
 mod session;
 mod supervise;
@@ -140,7 +141,7 @@ pub mod __private {
 pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
 pub use crate::error::{ErrorReport, ExitStatus, ShapeError, SpawnError, WireError, WorkerError};
 pub use crate::handoff::exit_code;
-pub use crate::parent::builder::WorkerBuilder;
+pub use crate::parent::builder::{Single, WorkerBuilder};
 pub use crate::parent::events::{Event, GaveUp, WorkerEvent};
 pub use crate::parent::messages::{
     Ask, AskResponse, Join, Post, PostResponse, Terminate, WorkerAddrExt,
@@ -149,6 +150,10 @@ pub use crate::parent::options::{Limits, ResourceLimits, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::worker::{Grace, Worker};
+pub use crate::pool::{
+    Broadcast, MemberStats, PoolAsk, PoolBuilder, PoolEvent, PoolStats, Pooled, Recycle, Stats,
+    WorkerPool,
+};
 pub use crate::protocol::{Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -16,6 +16,7 @@ use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
 use crate::protocol::Request;
+use crate::session::requests::Handlers;
 use crate::supervise::RestartPolicy;
 
 impl<P: Protocol> Worker<P> {
@@ -25,22 +26,47 @@ impl<P: Protocol> Worker<P> {
     }
 }
 
-/// Builds and starts a [`Worker`]. Get one from [`Worker::builder`].
-pub struct WorkerBuilder<P: Protocol> {
+/// Builds and starts a [`Worker`] (get one from [`Worker::builder`]), or a
+/// pool of them (from [`WorkerPool::builder`](crate::WorkerPool::builder)):
+/// every option of one worker is an option of each member of a pool.
+pub struct WorkerBuilder<P: Protocol, K = Single<P>> {
     name: Option<String>,
     options: Options,
-    events: Option<Recipient<WorkerEvent<P>>>,
+    /// The worker's requests the parent answers, until started.
+    handlers: Handlers,
+    /// What only one worker, or only a pool, has.
+    kind: K,
     _protocol: PhantomData<fn() -> P>,
 }
 
-impl<P: Protocol> WorkerBuilder<P> {
+/// What a builder of one worker has beyond the options every worker has:
+/// where its events go.
+pub struct Single<P: Protocol> {
+    events: Option<Recipient<WorkerEvent<P>>>,
+}
+
+impl<P: Protocol> Default for Single<P> {
+    fn default() -> Self {
+        Single { events: None }
+    }
+}
+
+impl<P: Protocol, K: Default> WorkerBuilder<P, K> {
     pub(crate) fn new() -> Self {
         WorkerBuilder {
             name: None,
             options: Options::default(),
-            events: None,
+            handlers: Handlers::new(|| None),
+            kind: K::default(),
             _protocol: PhantomData,
         }
+    }
+}
+
+impl<P: Protocol, K> WorkerBuilder<P, K> {
+    /// What only this kind of builder has (a pool's options).
+    pub(crate) fn kind_mut(&mut self) -> &mut K {
+        &mut self.kind
     }
 
     /// The worker entry to run, registered in the child with
@@ -172,12 +198,6 @@ impl<P: Protocol> WorkerBuilder<P> {
         self
     }
 
-    /// Where the worker's events go: online, messages, errors, exit.
-    pub fn events(mut self, recipient: Recipient<WorkerEvent<P>>) -> Self {
-        self.events = Some(recipient);
-        self
-    }
-
     /// When and how often the worker is restarted after it exits (default:
     /// on failure, at most 5 times in 60 s, backoff from 100 ms to 5 s; see
     /// [`RestartPolicy`]). `RestartPolicy::never()` turns restarts off.
@@ -190,7 +210,7 @@ impl<P: Protocol> WorkerBuilder<P> {
     /// the parent): the worker's [`Parent::ask`](crate::Parent::ask) gets
     /// the typed answer.
     pub fn serve<R: Request>(mut self, recipient: Recipient<R>) -> Self {
-        self.options.handlers.insert::<R>(move |req, reply| {
+        self.handlers.insert::<R>(move |req, reply| {
             let answer = recipient.send(req);
             actix_rt::spawn(async move {
                 // Err: the serving actor is gone; the dropped reply says so.
@@ -202,12 +222,54 @@ impl<P: Protocol> WorkerBuilder<P> {
         self
     }
 
+    /// The options every worker is built from, checked and completed: a
+    /// pool builds each member from a copy.
+    pub(crate) fn into_options(mut self) -> Result<(Options, K), SpawnError> {
+        self.options.limits = self.options.limits.clamped();
+        self.options.spec.max_message_size = self.options.limits.max_message_size;
+        self.options.name = self.display_name().into();
+        self.options.handlers = std::rc::Rc::new(self.handlers);
+        if let Some(n) = self.options.spec.rlimits.open_files {
+            if n < ResourceLimits::MIN_OPEN_FILES {
+                return Err(SpawnError::Option(format!(
+                    "open_files({n}) is below the {} descriptors a worker needs",
+                    ResourceLimits::MIN_OPEN_FILES
+                )));
+            }
+        }
+        Ok((self.options, self.kind))
+    }
+
+    fn display_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        if let Some(entry) = &self.options.spec.entry {
+            return entry.clone();
+        }
+        self.options
+            .spec
+            .program
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "worker".to_owned())
+    }
+}
+
+impl<P: Protocol> WorkerBuilder<P> {
+    /// Where the worker's events go: online, messages, errors, exit.
+    pub fn events(mut self, recipient: Recipient<WorkerEvent<P>>) -> Self {
+        self.kind.events = Some(recipient);
+        self
+    }
+
     /// Starts the worker process and its actor. Messages sent to the
     /// address before the worker is up are queued and delivered in order.
     ///
     /// Must be called inside a running actix System.
     pub fn start(self) -> Result<Addr<Worker<P>>, SpawnError> {
-        let events = match &self.events {
+        let events = match &self.kind.events {
             Some(recipient) => EventSink::Recipient(recipient.clone()),
             None => EventSink::Log,
         };
@@ -233,34 +295,8 @@ impl<P: Protocol> WorkerBuilder<P> {
         Ok((self.start_into(sink)?, events))
     }
 
-    fn start_into(mut self, events: EventSink<P>) -> Result<Addr<Worker<P>>, SpawnError> {
-        self.options.limits = self.options.limits.clamped();
-        self.options.spec.max_message_size = self.options.limits.max_message_size;
-        self.options.name = self.display_name().into();
-        if let Some(n) = self.options.spec.rlimits.open_files {
-            if n < ResourceLimits::MIN_OPEN_FILES {
-                return Err(SpawnError::Option(format!(
-                    "open_files({n}) is below the {} descriptors a worker needs",
-                    ResourceLimits::MIN_OPEN_FILES
-                )));
-            }
-        }
-        Worker::start_with(self.options, events)
-    }
-
-    fn display_name(&self) -> String {
-        if let Some(name) = &self.name {
-            return name.clone();
-        }
-        if let Some(entry) = &self.options.spec.entry {
-            return entry.clone();
-        }
-        self.options
-            .spec
-            .program
-            .as_ref()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "worker".to_owned())
+    fn start_into(self, events: EventSink<P>) -> Result<Addr<Worker<P>>, SpawnError> {
+        let (options, _) = self.into_options()?;
+        Worker::start_with(options, events)
     }
 }

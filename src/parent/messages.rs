@@ -119,6 +119,11 @@ pub struct Ask<R> {
 }
 
 impl<R> Ask<R> {
+    /// The request and its timeout (a pool forwards them).
+    pub(crate) fn into_parts(self) -> (R, Option<Duration>) {
+        (self.request, self.timeout)
+    }
+
     /// A request with no timeout of its own.
     pub fn new(request: R) -> Self {
         Ask { request, timeout: None }
@@ -186,6 +191,63 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
                     }
                 });
             }
+        }
+    }
+}
+
+/// An [`Ask`] whose answer goes to `then` instead of a reply channel: how
+/// a pool hands a request to one of its members, without a task or a
+/// channel of its own per request.
+pub(crate) struct Forward<R: Request> {
+    pub request: R,
+    pub timeout: Option<Duration>,
+    pub then: Answered<R::Answer>,
+}
+
+impl<R: Request> Message for Forward<R> {
+    type Result = ();
+}
+
+impl<P: Protocol, R: Request> Handler<Forward<R>> for Worker<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forward<R>, ctx: &mut Context<Self>) {
+        let then = msg.then;
+        match self.ask(msg.request, msg.timeout, ctx) {
+            Asked::Ready(result) => then.call(result),
+            Asked::Waiting { id, pending } => {
+                pending.on_answer::<R::Answer>(id, move |answer| then.call(answer))
+            }
+            Asked::Later(fut) => {
+                actix_rt::spawn(async move { then.call(fut.await) });
+            }
+        }
+    }
+}
+
+/// What is done with the answer to a forwarded request: exactly once, with
+/// the answer or the failure, or with [`WorkerError::Disconnected`] when it
+/// is dropped first (the worker's actor is gone).
+pub(crate) struct Answered<A>(Option<Then<A>>);
+
+type Then<A> = Box<dyn FnOnce(Result<A, WorkerError>) + Send>;
+
+impl<A> Answered<A> {
+    pub(crate) fn new(then: impl FnOnce(Result<A, WorkerError>) + Send + 'static) -> Self {
+        Answered(Some(Box::new(then)))
+    }
+
+    pub(crate) fn call(mut self, result: Result<A, WorkerError>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl<A> Drop for Answered<A> {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err(WorkerError::Disconnected));
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,7 +186,9 @@ impl Limits {
     }
 }
 
-/// What the `Worker` actor is built from.
+/// What the `Worker` actor is built from (a pool builds each member from a
+/// copy).
+#[derive(Clone)]
 pub(crate) struct Options {
     /// The name its events carry.
     pub name: Arc<str>,
@@ -195,8 +198,9 @@ pub(crate) struct Options {
     pub kill_delay: Duration,
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
-    /// The requests of the worker's the parent answers.
-    pub handlers: Handlers,
+    /// The requests of the worker's the parent answers (shared by the
+    /// members of a pool).
+    pub handlers: Rc<Handlers>,
     pub policy: RestartPolicy,
 }
 
@@ -210,7 +214,7 @@ impl Default for Options {
             kill_delay: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(1),
-            handlers: Handlers::new(|| None),
+            handlers: Rc::new(Handlers::new(|| None)),
             policy: RestartPolicy::default(),
         }
     }

@@ -176,7 +176,7 @@ impl<P: Protocol> Worker<P> {
             outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
             arena: bytes::BytesMut::new(),
             pending: Arc::default(),
-            handlers: Rc::new(options.handlers),
+            handlers: options.handlers,
             child: Weak::new(),
             deferred_grace: None,
             generation: 0,

@@ -13,6 +13,7 @@ mod hostile;
 mod lifecycle;
 mod load;
 mod misuse;
+mod pool;
 mod requests;
 mod startup;
 mod stream;
@@ -54,8 +55,8 @@ macro_rules! modules {
 }
 
 modules![
-    basics, delivery, errors, faults, fds, floods, hostile, lifecycle, load, misuse, requests,
-    startup, stream, supervise,
+    basics, delivery, errors, faults, fds, floods, hostile, lifecycle, load, misuse, pool,
+    requests, startup, stream, supervise,
 ];
 
 /// Functions that take no arguments and are not tests.
@@ -103,6 +104,7 @@ fn main() {
         load::trials,
         load::roles,
         misuse::trials,
+        pool::trials,
         requests::trials,
         startup::trials,
         stream::trials,

@@ -105,6 +105,11 @@ pub struct SlowEcho {
     pub delay_ms: u64,
 }
 
+/// Answered with the worker's pid.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u32")]
+pub struct WhichPid;
+
 /// Its handler panics.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "u32")]
@@ -344,6 +349,14 @@ impl<P: Protocol<FromWorker = Reply>> Handler<Sum> for TestWorker<P> {
     }
 }
 
+impl<P: Protocol<FromWorker = Reply>> Handler<WhichPid> for TestWorker<P> {
+    type Result = u32;
+
+    fn handle(&mut self, _: WhichPid, _: &mut Context<Self>) -> u32 {
+        std::process::id()
+    }
+}
+
 impl<P: Protocol<FromWorker = Reply>> Handler<SlowEcho> for TestWorker<P> {
     type Result = ResponseFuture<u64>;
 
@@ -398,7 +411,8 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             .answer::<PanicRequest>()
             .answer::<Never>()
             .answer::<Seen>()
-            .answer::<AskParent>();
+            .answer::<AskParent>()
+            .answer::<WhichPid>();
     }
 
     fn on_close(&mut self, _: &mut Context<Self>) {

@@ -1,0 +1,427 @@
+//! The messages a pool takes, and how each is routed: those of a single
+//! worker ([`Post`], [`Ask`], [`Terminate`], [`Join`]), [`Broadcast`] and
+//! [`Stats`]; and the shorthands of [`WorkerAddrExt`] on a pool's address.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
+
+use super::events::MemberEvent;
+use super::{Load, Shared, State, WorkerPool};
+use crate::error::{ExitStatus, WorkerError};
+use crate::parent::messages::{Answered, Ask, Forward, Join, Post, Terminate, WorkerAddrExt};
+use crate::parent::options::WhenFull;
+use crate::parent::worker::Worker;
+use crate::protocol::{Protocol, Request};
+
+/// Posts a copy of the message to every member of a pool. Resolves once
+/// every member has queued it, or to the first refusal.
+pub struct Broadcast<M>(pub M);
+
+impl<M: 'static> Message for Broadcast<M> {
+    type Result = Result<(), WorkerError>;
+}
+
+/// Asks a pool how it is doing; resolves to [`PoolStats`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats;
+
+impl Message for Stats {
+    type Result = PoolStats;
+}
+
+/// A pool's figures, from [`Stats`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Requests waiting for a member with room.
+    pub queued: usize,
+    /// Each member: index, pid (0 before it is up), whether it is online,
+    /// requests in flight.
+    pub members: Vec<MemberStats>,
+    /// Members with requests in flight.
+    pub busy: usize,
+    /// Online members with none.
+    pub idle: usize,
+    /// Requests answered, over the pool's life.
+    pub completed: u64,
+    /// Requests that failed in a member (its exit, a panic, a timeout).
+    pub failed: u64,
+    /// The median of the recent round trips through the pool (the last
+    /// 1,024), from the pool taking a request to its answer.
+    pub rtt_p50: Duration,
+    /// Their 99th percentile.
+    pub rtt_p99: Duration,
+}
+
+/// One member's figures.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct MemberStats {
+    /// Its index (see [`PoolEvent::Member`](crate::PoolEvent::Member)).
+    pub index: usize,
+    /// Its process (0 before it is up).
+    pub pid: u32,
+    /// Whether it is online.
+    pub online: bool,
+    /// Requests it has in flight.
+    pub in_flight: usize,
+    /// Requests it answered.
+    pub completed: u64,
+    /// Requests that failed in it.
+    pub failed: u64,
+}
+
+/// Wakes the pool: an answer freed a place while requests wait.
+pub(crate) struct Pump;
+
+impl Message for Pump {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<Pump> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, _: Pump, ctx: &mut Context<Self>) {
+        self.pump(ctx);
+    }
+}
+
+impl<P: Protocol> Handler<MemberEvent<P>> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberEvent<P>, ctx: &mut Context<Self>) {
+        self.member_event(msg.index, msg.event, ctx);
+    }
+}
+
+/// A request handed to a member, but for the caller's reply channel, which
+/// comes once the handler has returned.
+pub(crate) struct Prepared<P: Protocol> {
+    addr: Addr<Worker<P>>,
+    load: Arc<Load>,
+    shared: Arc<Shared<P>>,
+    started: Instant,
+}
+
+impl<P: Protocol> Prepared<P> {
+    fn send<R: Request>(
+        self,
+        request: R,
+        timeout: Option<Duration>,
+        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+    ) {
+        let Prepared { addr, load, shared, started } = self;
+        let then = Answered::new(move |result: Result<R::Answer, WorkerError>| {
+            let exited = matches!(result, Err(WorkerError::Exited(_)));
+            shared.finished(&load, result.is_ok(), exited, started);
+            if let Some(tx) = tx {
+                let _ = tx.send(result);
+            }
+        });
+        addr.do_send(Forward { request, timeout, then });
+    }
+}
+
+impl<P: Protocol> WorkerPool<P> {
+    /// Counts a request on the member at position `at`; the rest is done
+    /// by [`Prepared::send`].
+    pub(crate) fn prepare(&mut self, at: usize) -> Prepared<P> {
+        let member = &mut self.members[at];
+        if member.load.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            member.busy_at = Instant::now();
+        }
+        member.given += 1;
+        let prepared = Prepared {
+            addr: member.addr.clone(),
+            load: member.load.clone(),
+            shared: self.shared.clone(),
+            started: Instant::now(),
+        };
+        if let Some(max) = self.settings.max_requests {
+            if member.given >= max && !member.leaving {
+                let (index, given) = (member.index, member.given);
+                self.recycle(index, super::Recycle::Requests(given));
+            }
+        }
+        prepared
+    }
+}
+
+/// A request waiting in the pool's queue.
+pub(crate) trait Queued<P: Protocol> {
+    /// Its caller no longer waits (gone, or timed out).
+    fn cancelled(&self) -> bool;
+    /// Hands it to the member at position `at`.
+    fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize);
+    /// Fails it.
+    fn refuse(self: Box<Self>, e: WorkerError);
+}
+
+type Reply<A> = Rc<RefCell<Option<OneshotSender<Result<A, WorkerError>>>>>;
+
+struct QueuedAsk<R: Request> {
+    request: R,
+    timeout: Option<Duration>,
+    since: Instant,
+    reply: Reply<R::Answer>,
+}
+
+impl<P: Protocol, R: Request> Queued<P> for QueuedAsk<R> {
+    fn cancelled(&self) -> bool {
+        self.reply.borrow().as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
+    fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize) {
+        let Some(tx) = self.reply.borrow_mut().take() else { return };
+        // Its timeout runs from when the pool took it.
+        let timeout = self.timeout.map(|t| t.saturating_sub(self.since.elapsed()));
+        if timeout.is_some_and(|t| t.is_zero()) {
+            let _ = tx.send(Err(WorkerError::Timeout(self.timeout.unwrap_or_default())));
+            return;
+        }
+        pool.prepare(at).send(self.request, timeout, Some(tx));
+    }
+
+    fn refuse(self: Box<Self>, e: WorkerError) {
+        if let Some(tx) = self.reply.borrow_mut().take() {
+            let _ = tx.send(Err(e));
+        }
+    }
+}
+
+impl<P: Protocol, R: Request> Handler<Ask<R>> for WorkerPool<P> {
+    type Result = PoolAsk<P, R>;
+
+    fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> PoolAsk<P, R> {
+        let (request, timeout) = msg.into_parts();
+        let route = match self.state {
+            State::Running => {
+                // Behind those that wait, or to the member with room.
+                let waiting = !self.queue.borrow().is_empty();
+                match (waiting, if waiting { None } else { self.pick() }) {
+                    (_, Some(at)) => Route::To(self.prepare(at)),
+                    _ if self.settings.when_full == WhenFull::Fail
+                        && self.queue.borrow().len() >= self.settings.max_queued =>
+                    {
+                        Route::Refused(WorkerError::QueueFull { limit: self.settings.max_queued })
+                    }
+                    _ => {
+                        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+                        // Requests wait: a member more, if the pool may grow.
+                        self.grow(ctx);
+                        Route::Queue(self.queue.clone())
+                    }
+                }
+            }
+            State::Closing => Route::Refused(WorkerError::Terminating),
+            State::Stopped(status) => Route::Refused(WorkerError::Exited(status)),
+        };
+        PoolAsk { request, timeout, route }
+    }
+}
+
+/// How an [`Ask`] to a pool resolves. You never need to name this type.
+pub struct PoolAsk<P: Protocol, R: Request> {
+    request: R,
+    timeout: Option<Duration>,
+    route: Route<P>,
+}
+
+enum Route<P: Protocol> {
+    To(Prepared<P>),
+    Queue(Rc<RefCell<std::collections::VecDeque<Box<dyn Queued<P>>>>>),
+    Refused(WorkerError),
+}
+
+impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Ask<R>> for PoolAsk<P, R> {
+    fn handle(
+        self,
+        ctx: &mut Context<WorkerPool<P>>,
+        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+    ) {
+        match self.route {
+            Route::To(prepared) => prepared.send(self.request, self.timeout, tx),
+            Route::Refused(e) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(e));
+                }
+            }
+            Route::Queue(queue) => {
+                let reply: Reply<R::Answer> = Rc::new(RefCell::new(tx));
+                if let Some(limit) = self.timeout {
+                    // Fails it where it waits, if nobody takes it first.
+                    let reply = reply.clone();
+                    actix::AsyncContext::run_later(ctx, limit, move |_, _| {
+                        if let Some(tx) = reply.borrow_mut().take() {
+                            let _ = tx.send(Err(WorkerError::Timeout(limit)));
+                        }
+                    });
+                }
+                let item = QueuedAsk {
+                    request: self.request,
+                    timeout: self.timeout,
+                    since: Instant::now(),
+                    reply,
+                };
+                queue.borrow_mut().push_back(Box::new(item));
+            }
+        }
+    }
+}
+
+impl<P: Protocol> Handler<Post<P::ToWorker>> for WorkerPool<P> {
+    type Result = ResponseFuture<Result<(), WorkerError>>;
+
+    fn handle(&mut self, msg: Post<P::ToWorker>, _: &mut Context<Self>) -> Self::Result {
+        let to = match self.state {
+            State::Running => self.next_for_post(),
+            _ => None,
+        };
+        let Some(addr) = to else {
+            let e = match self.state {
+                State::Stopped(status) => WorkerError::Exited(status),
+                _ => WorkerError::Terminating,
+            };
+            return Box::pin(std::future::ready(Err(e)));
+        };
+        let sent = addr.send(msg);
+        Box::pin(async move { sent.await.unwrap_or(Err(WorkerError::Disconnected)) })
+    }
+}
+
+impl<P: Protocol> WorkerPool<P> {
+    /// The member a post goes to: the next one in turn that takes work
+    /// (online first; one still starting queues it).
+    fn next_for_post(&mut self) -> Option<Addr<Worker<P>>> {
+        let n = self.members.len();
+        let usable = |m: &super::Member<P>| !m.leaving && m.gone.is_none();
+        let order = (0..n).map(|k| (self.turn + k) % n);
+        let at = order
+            .clone()
+            .find(|&at| {
+                let m = &self.members[at];
+                usable(m) && m.online && !m.load.down.load(Ordering::Acquire)
+            })
+            .or_else(|| order.clone().find(|&at| usable(&self.members[at])))?;
+        self.turn = (at + 1) % n;
+        Some(self.members[at].addr.clone())
+    }
+}
+
+impl<P: Protocol> Handler<Broadcast<P::ToWorker>> for WorkerPool<P>
+where
+    P::ToWorker: Clone,
+{
+    type Result = ResponseFuture<Result<(), WorkerError>>;
+
+    fn handle(&mut self, msg: Broadcast<P::ToWorker>, _: &mut Context<Self>) -> Self::Result {
+        if self.state != State::Running {
+            return Box::pin(std::future::ready(Err(WorkerError::Terminating)));
+        }
+        let sends: Vec<_> = self
+            .members
+            .iter()
+            .filter(|m| !m.leaving && m.gone.is_none())
+            .map(|m| m.addr.send(Post::new(msg.0.clone())))
+            .collect();
+        Box::pin(async move {
+            for sent in futures_util::future::join_all(sends).await {
+                sent.unwrap_or(Err(WorkerError::Disconnected))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<P: Protocol> Handler<Terminate> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Terminate, ctx: &mut Context<Self>) {
+        self.close(msg.0, ctx);
+    }
+}
+
+impl<P: Protocol> Handler<Join> for WorkerPool<P> {
+    type Result = ResponseFuture<ExitStatus>;
+
+    fn handle(&mut self, _: Join, _: &mut Context<Self>) -> Self::Result {
+        if let State::Stopped(status) = self.state {
+            return Box::pin(std::future::ready(status));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.joiners.push(tx);
+        Box::pin(async move { rx.await.unwrap_or(ExitStatus { code: None, signal: None }) })
+    }
+}
+
+impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> MessageResult<Stats> {
+        self.queue.borrow_mut().retain(|item| !item.cancelled());
+        let members: Vec<MemberStats> = self
+            .members
+            .iter()
+            .filter(|m| m.gone.is_none())
+            .map(|m| MemberStats {
+                index: m.index,
+                pid: m.pid,
+                online: m.online,
+                in_flight: m.load.in_flight.load(Ordering::Acquire),
+                completed: m.load.completed.load(Ordering::Relaxed),
+                failed: m.load.failed.load(Ordering::Relaxed),
+            })
+            .collect();
+        let (p50, p99) = percentiles(&self.rtts);
+        MessageResult(PoolStats {
+            queued: self.queue.borrow().len(),
+            busy: members.iter().filter(|m| m.in_flight > 0).count(),
+            idle: members.iter().filter(|m| m.online && m.in_flight == 0).count(),
+            completed: self.completed_before + members.iter().map(|m| m.completed).sum::<u64>(),
+            failed: self.failed_before + members.iter().map(|m| m.failed).sum::<u64>(),
+            members,
+            rtt_p50: p50,
+            rtt_p99: p99,
+        })
+    }
+}
+
+/// The median and 99th percentile of the round trips recorded.
+fn percentiles(rtts: &std::sync::Mutex<std::collections::VecDeque<u32>>) -> (Duration, Duration) {
+    let mut sorted: Vec<u32> = match rtts.lock() {
+        Ok(rtts) => rtts.iter().copied().collect(),
+        Err(_) => return (Duration::ZERO, Duration::ZERO),
+    };
+    if sorted.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    sorted.sort_unstable();
+    let at = |q: usize| Duration::from_micros(u64::from(sorted[(sorted.len() - 1) * q / 100]));
+    (at(50), at(99))
+}
+
+impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {
+    fn post(&self, data: P::ToWorker) {
+        self.do_send(Post::new(data));
+    }
+
+    fn terminate(&self) {
+        self.do_send(Terminate::default());
+    }
+
+    fn ask<R: Request>(
+        &self,
+        request: R,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
+        // Outside tokio's cooperative budget, as for one worker.
+        let sent = tokio::task::unconstrained(self.send(Ask::new(request)));
+        async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
+    }
+}

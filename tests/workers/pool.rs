@@ -1,0 +1,325 @@
+//! Pools of real worker processes: routing, member crashes, the queue's
+//! bound, broadcast, terminate, recycling, scaling, cancellation, stats.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_webworker::{
+    Ask, Broadcast, Event, Join, PoolBuilder, PoolEvent, PoolStats, Recycle, RestartPolicy, Stats,
+    WhenFull, WorkerAddrExt, WorkerError, WorkerPool,
+};
+use futures_util::future::join_all;
+use libtest_mimic::Trial;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        pool::asks_spread_over_the_members_and_all_are_answered,
+        pool::the_least_loaded_member_gets_the_request_and_the_rest_wait,
+        pool::a_member_killed_fails_only_its_requests_and_the_queue_flows,
+        pool::broadcast_reaches_every_member,
+        pool::terminate_closes_every_member_gracefully,
+        pool::members_are_recycled_after_max_requests,
+        pool::the_pool_grows_while_requests_wait_and_shrinks_when_idle,
+        pool::a_waiting_request_that_times_out_or_is_dropped_leaves_the_queue,
+        pool::members_that_give_up_are_replaced_until_the_pool_gives_up,
+    ]
+}
+
+/// Forwards a pool's events to the test.
+struct Forward(UnboundedSender<PoolEvent<Test>>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<PoolEvent<Test>> for Forward {
+    type Result = ();
+
+    fn handle(&mut self, ev: PoolEvent<Test>, _: &mut Context<Self>) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// A pool of the standard test worker, its events read by the test.
+fn pool() -> (PoolBuilder<Test>, UnboundedReceiver<PoolEvent<Test>>) {
+    let (tx, rx) = unbounded_channel();
+    let builder = WorkerPool::<Test>::builder()
+        .entry("test")
+        .env("RUST_BACKTRACE", "0")
+        .restart(RestartPolicy::never())
+        .events(Forward(tx).start().recipient());
+    (builder, rx)
+}
+
+/// Reads events until `f` holds for one; returns it.
+async fn until(
+    rx: &mut UnboundedReceiver<PoolEvent<Test>>,
+    mut f: impl FnMut(&PoolEvent<Test>) -> bool,
+) -> PoolEvent<Test> {
+    loop {
+        let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("event in time");
+        let ev = ev.expect("events go on");
+        if f(&ev) {
+            return ev;
+        }
+    }
+}
+
+/// Waits until `n` members are online.
+async fn online(rx: &mut UnboundedReceiver<PoolEvent<Test>>, n: usize) {
+    for _ in 0..n {
+        until(rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Online)))
+            .await;
+    }
+}
+
+async fn stats(pool: &Addr<WorkerPool<Test>>) -> PoolStats {
+    pool.send(Stats).await.expect("the pool answers")
+}
+
+/// In flight per member, smallest first.
+async fn loads(pool: &Addr<WorkerPool<Test>>) -> Vec<usize> {
+    let mut loads: Vec<usize> = stats(pool).await.members.iter().map(|m| m.in_flight).collect();
+    loads.sort_unstable();
+    loads
+}
+
+pub fn asks_spread_over_the_members_and_all_are_answered() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(2).start().unwrap();
+        // Sent before any member is up: they wait in the pool's queue.
+        let sums = join_all((0..2000u64).map(|i| pool.ask(Sum(vec![i, 1])))).await;
+        for (i, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum.unwrap(), i as u64 + 1);
+        }
+        let pids: HashSet<u32> = join_all((0..200).map(|_| pool.ask(WhichPid)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(pids.len(), 2, "both members answered");
+        let stats = stats(&pool).await;
+        assert_eq!(stats.members.len(), 2);
+        assert_eq!(stats.completed, 2200);
+        assert_eq!((stats.failed, stats.queued), (0, 0));
+        assert!(stats.members.iter().all(|m| m.completed > 0), "{stats:?}");
+        assert!(stats.rtt_p50 > Duration::ZERO && stats.rtt_p99 >= stats.rtt_p50);
+        pool.terminate();
+        assert!(pool.send(Join).await.unwrap().success());
+        drop(rx.try_recv());
+    });
+}
+
+pub fn the_least_loaded_member_gets_the_request_and_the_rest_wait() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool =
+            builder.size(2).max_in_flight_per_worker(2).queue(1, WhenFull::Fail).start().unwrap();
+        online(&mut rx, 2).await;
+        // Never answered: each holds its member's place.
+        let mut held = Vec::new();
+        held.push(pool.ask(Never));
+        held.push(pool.ask(Never));
+        held.push(pool.ask(Never));
+        // The sends above are queued in order before this one is handled.
+        assert_eq!(loads(&pool).await, [1, 2]);
+        held.push(pool.ask(Never));
+        assert_eq!(loads(&pool).await, [2, 2]);
+        // Every member is full: one may wait, the next is refused.
+        let waiting = pool.ask(Sum(vec![20, 22]));
+        let refused = pool.ask(Sum(vec![1])).await;
+        assert!(matches!(refused, Err(WorkerError::QueueFull { limit: 1 })), "{refused:?}");
+        assert_eq!(stats(&pool).await.queued, 1);
+        // A place frees (the member goes): the waiting one goes there.
+        let pid = stats(&pool).await.members[0].pid;
+        // SAFETY: signalling a worker of ours.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert_eq!(waiting.await.unwrap(), 42);
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+        for ask in held {
+            assert!(ask.await.is_err());
+        }
+    });
+}
+
+pub fn a_member_killed_fails_only_its_requests_and_the_queue_flows() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let builder = builder.restart(fast(actix_webworker::Restart::OnFailure));
+        let pool = builder.size(2).max_in_flight_per_worker(4).start().unwrap();
+        online(&mut rx, 2).await;
+        let stuck: Vec<_> = (0..4).map(|_| pool.ask(Never)).collect();
+        let stats_now = stats(&pool).await;
+        let busy = stats_now.members.iter().find(|m| m.in_flight > 0).unwrap();
+        let (busy_index, busy_pid) = (busy.index, busy.pid);
+        assert!(stats_now.members.iter().all(|m| m.in_flight == 2), "{stats_now:?}");
+        // Work keeps flowing while one member dies and comes back.
+        let flowing = join_all((0..500u64).map(|i| pool.ask(Sum(vec![i]))));
+        // SAFETY: signalling a worker of ours.
+        unsafe { libc::kill(busy_pid as i32, libc::SIGKILL) };
+        let sums = flowing.await;
+        for (i, sum) in sums.into_iter().enumerate() {
+            // A request in flight on the killed member fails; none other.
+            match sum {
+                Ok(n) => assert_eq!(n, i as u64),
+                Err(WorkerError::Exited(status)) => assert_eq!(status.signal, Some(9)),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        // The member restarts under its own policy, at the same index.
+        until(&mut rx, |ev| {
+            matches!(ev, PoolEvent::Member { index, event }
+                if *index == busy_index && matches!(event.kind, Event::Online))
+        })
+        .await;
+        assert_eq!(pool.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+        // Of the four held, the killed member's two failed with its kill,
+        // the other two with the graceful exit.
+        let held = join_all(stuck).await;
+        let killed = |r: &Result<(), WorkerError>| matches!(r, Err(WorkerError::Exited(s)) if s.signal == Some(9));
+        assert_eq!(held.iter().filter(|r| killed(r)).count(), 2, "{held:?}");
+        assert!(held.iter().all(|r| r.is_err()), "{held:?}");
+    });
+}
+
+pub fn broadcast_reaches_every_member() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(3).start().unwrap();
+        pool.send(Broadcast(Cmd::Pid)).await.unwrap().unwrap();
+        let mut seen = HashSet::new();
+        while seen.len() < 3 {
+            let ev = until(&mut rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Message(_))))
+                .await;
+            let PoolEvent::Member { index, event } = ev else { unreachable!() };
+            let Event::Message(msg) = event.kind else { unreachable!() };
+            assert_eq!(msg.data, Reply::Pid(event.pid));
+            assert!(seen.insert(index), "member {index} twice");
+        }
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+    });
+}
+
+pub fn terminate_closes_every_member_gracefully() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(2).start().unwrap();
+        online(&mut rx, 2).await;
+        pool.terminate();
+        let status = pool.send(Join).await.unwrap();
+        assert!(status.success(), "{status}");
+        // Both members' on_close ran (each posts `Closing`), and both
+        // exited with 0.
+        let (mut closing, mut exits) = (0, 0);
+        while let Ok(ev) = rx.try_recv() {
+            if let PoolEvent::Member { event, .. } = ev {
+                match event.kind {
+                    Event::Message(msg) if msg.data == Reply::Closing => closing += 1,
+                    Event::Exit(status) if status.success() => exits += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!((closing, exits), (2, 2));
+        let after = pool.ask(Sum(vec![1])).await;
+        assert!(matches!(after, Err(WorkerError::Exited(_))), "{after:?}");
+    });
+}
+
+pub fn members_are_recycled_after_max_requests() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(1).max_requests(5).start().unwrap();
+        let mut pids = Vec::new();
+        for _ in 0..12 {
+            pids.push(pool.ask(WhichPid).await.unwrap());
+        }
+        assert!(pids[..5].iter().all(|&p| p == pids[0]), "{pids:?}");
+        assert!(pids[5..10].iter().all(|&p| p == pids[5]), "{pids:?}");
+        assert!(pids[10..].iter().all(|&p| p == pids[10]), "{pids:?}");
+        assert_eq!(pids.iter().collect::<HashSet<_>>().len(), 3, "{pids:?}");
+        let recycled = until(&mut rx, |ev| matches!(ev, PoolEvent::Recycled { .. })).await;
+        assert!(matches!(recycled, PoolEvent::Recycled { index: 0, reason: Recycle::Requests(5) }));
+        // The old one closes gracefully once its requests are done.
+        until(&mut rx, |ev| {
+            matches!(ev, PoolEvent::Member { index: 0, event } if matches!(event.kind, Event::Exit(s) if s.success()))
+        })
+        .await;
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+    });
+}
+
+pub fn the_pool_grows_while_requests_wait_and_shrinks_when_idle() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let builder = builder.min(1).max(2).max_in_flight_per_worker(1);
+        let pool = builder.idle_timeout(Duration::from_millis(500)).start().unwrap();
+        online(&mut rx, 1).await;
+        let held = pool.ask(Never);
+        // The only member is full: this one waits, and the pool grows.
+        assert_eq!(pool.ask(Sum(vec![40, 2])).await.unwrap(), 42);
+        let mut sizes = Vec::new();
+        while sizes.last() != Some(&1) {
+            if let PoolEvent::Scaled { members } =
+                until(&mut rx, |ev| matches!(ev, PoolEvent::Scaled { .. })).await
+            {
+                sizes.push(members);
+            }
+        }
+        assert_eq!(sizes, [2, 1]);
+        // The busy member stayed.
+        assert_eq!(loads(&pool).await, [1]);
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+        assert!(held.await.is_err());
+    });
+}
+
+pub fn a_waiting_request_that_times_out_or_is_dropped_leaves_the_queue() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(1).max_in_flight_per_worker(1).start().unwrap();
+        online(&mut rx, 1).await;
+        let held = pool.ask(Never);
+        let limit = Duration::from_millis(100);
+        let timed_out = pool.send(Ask::new(Sum(vec![1])).timeout(limit)).await.unwrap();
+        assert!(matches!(timed_out, Err(WorkerError::Timeout(l)) if l == limit), "{timed_out:?}");
+        drop(pool.send(Ask::new(Sum(vec![2]))));
+        assert_eq!(stats(&pool).await.queued, 0);
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+        assert!(held.await.is_err());
+    });
+}
+
+pub fn members_that_give_up_are_replaced_until_the_pool_gives_up() {
+    run(async {
+        let (tx, mut rx) = unbounded_channel();
+        let pool = WorkerPool::<Test>::builder()
+            .entry("crash")
+            .restart(RestartPolicy::never())
+            .replacements(2, Duration::from_secs(60))
+            .events(Forward(tx).start().recipient())
+            .size(1)
+            .start()
+            .unwrap();
+        let gave_up = until(&mut rx, |ev| matches!(ev, PoolEvent::GaveUp(_))).await;
+        let PoolEvent::GaveUp(g) = gave_up else { unreachable!() };
+        assert_eq!(g.exits.len(), 3, "{g:?}");
+        assert!(g.exits.iter().all(|s| s.code == Some(7)), "{g:?}");
+        let status = pool.send(Join).await.unwrap();
+        assert!(!status.success());
+        let after = pool.ask(Sum(vec![1])).await;
+        assert!(after.is_err(), "{after:?}");
+    });
+}
