@@ -15,6 +15,14 @@
 //! - `spawn_to_online`: `start()` to the online event (ms; baseline: spawning
 //!   `/bin/true` and waiting for it).
 //! - `idle_worker_rss`: resident memory of an idle worker (MiB).
+//! - `pool_tiny`: trivial asks through a pool of 2 with 1,000 in flight
+//!   (req/s; baseline: the raw socketpair of `pipelined`).
+//! - `pool_cpu_scaling`: a CPU-bound job of about 5 ms (counting primes)
+//!   through a pool of 2 against a pool of 1, same run (jobs/s; the ratio
+//!   is the speed-up).
+//! - `pool_overhead`: one request at a time through a pool of 1 against
+//!   the same through a single worker (µs, median; the ratio is the pool's
+//!   cost).
 //!
 //! The baselines run their peer on a thread of this process (the kernel path
 //! is the same as between processes), except the round trip's: its echo is
@@ -29,7 +37,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_webworker::{
     run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
-    WorkerActor, WorkerAddrExt, WorkerEvent,
+    WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -49,6 +57,15 @@ struct Count;
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "u64")]
 struct Ping(u64);
+
+/// How many primes are below `n` (trial division): a CPU-bound job.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Primes(u64);
+
+fn count_primes(n: u64) -> u64 {
+    (2..n).filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0)).count() as u64
+}
 
 struct Bench;
 
@@ -86,6 +103,14 @@ impl Handler<Count> for Sink {
     }
 }
 
+impl Handler<Primes> for Sink {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Primes, _: &mut Context<Self>) -> u64 {
+        count_primes(msg.0)
+    }
+}
+
 impl Handler<Ping> for Sink {
     type Result = u64;
 
@@ -98,7 +123,7 @@ impl WorkerActor for Sink {
     type Protocol = Bench;
 
     fn requests(requests: &mut Requests<Self>) {
-        requests.answer::<Count>().answer::<Ping>();
+        requests.answer::<Count>().answer::<Ping>().answer::<Primes>();
     }
 }
 
@@ -113,6 +138,12 @@ const IN_FLIGHT: usize = 1_000;
 const BULK: usize = 1 << 20;
 const BULK_N: u64 = 1_000;
 const SPAWNS: usize = 20;
+const POOL_TINY_N: u64 = 500_000;
+/// Primes below this take about 5 ms to count on the machine this crate is
+/// developed on.
+const JOB: u64 = 120_000;
+const JOBS: usize = 400;
+const OVERHEAD_N: usize = 10_000;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -409,6 +440,80 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// A pool of `n` sinks, once its members answer.
+async fn start_pool(n: usize, in_flight: usize) -> Addr<WorkerPool<Bench>> {
+    let pool = WorkerPool::<Bench>::builder()
+        .entry("sink")
+        .size(n)
+        .max_in_flight_per_worker(in_flight)
+        .start()
+        .expect("pool starts");
+    futures_util::future::join_all((0..n * 4).map(|i| pool.ask(Ping(i as u64)))).await;
+    pool
+}
+
+async fn pool_tiny() -> f64 {
+    let pool = start_pool(2, IN_FLIGHT).await;
+    let t0 = Instant::now();
+    let mut in_flight = FuturesUnordered::new();
+    let (mut sent, mut done) = (0u64, 0u64);
+    while done < POOL_TINY_N {
+        while in_flight.len() < IN_FLIGHT && sent < POOL_TINY_N {
+            in_flight.push(pool.ask(Ping(sent)));
+            sent += 1;
+        }
+        in_flight.next().await.expect("in flight").expect("pong");
+        done += 1;
+    }
+    let rate = POOL_TINY_N as f64 / t0.elapsed().as_secs_f64();
+    pool.terminate();
+    let _ = pool.send(Join).await;
+    rate
+}
+
+/// Jobs per second through a pool of `n`, one job in flight per member.
+async fn pool_jobs(n: usize) -> f64 {
+    let pool = start_pool(n, 1).await;
+    let expected = count_primes(JOB);
+    let t0 = Instant::now();
+    let answers = futures_util::future::join_all((0..JOBS).map(|_| pool.ask(Primes(JOB)))).await;
+    let rate = JOBS as f64 / t0.elapsed().as_secs_f64();
+    assert!(answers.into_iter().all(|a| a.expect("answer") == expected));
+    pool.terminate();
+    let _ = pool.send(Join).await;
+    rate
+}
+
+/// Median round trip, one request at a time, through `ask`.
+async fn one_at_a_time<F, Fut>(ask: F) -> Duration
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, actix_webworker::WorkerError>>,
+{
+    let mut times = Vec::with_capacity(OVERHEAD_N);
+    for i in 0..OVERHEAD_N as u64 {
+        let t0 = Instant::now();
+        ask(i).await.expect("pong");
+        times.push(t0.elapsed());
+    }
+    median(times)
+}
+
+async fn pool_overhead() -> (Duration, Duration) {
+    let pool = start_pool(1, 1).await;
+    let worker = start().await;
+    // Alternated, so that both see the same machine.
+    let (mut through_pool, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        through_pool.push(one_at_a_time(|i| pool.ask(Ping(i))).await);
+        direct.push(one_at_a_time(|i| worker.ask(Ping(i))).await);
+    }
+    pool.terminate();
+    let _ = pool.send(Join).await;
+    stop(worker).await;
+    (median(through_pool), median(direct))
+}
+
 /// Runs the scenarios whose names contain the first argument (all without).
 async fn run() {
     let only = std::env::args().nth(1).unwrap_or_default();
@@ -436,6 +541,19 @@ async fn run() {
         let base = spawn_baseline();
         line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
         println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+    }
+    if wanted("pool_tiny") {
+        let ours = pool_tiny().await;
+        line("pool_tiny", ours, pipelined_baseline(), "req/s");
+    }
+    if wanted("pool_cpu_scaling") {
+        let one = pool_jobs(1).await;
+        let two = pool_jobs(2).await;
+        line("pool_cpu_scaling", two, one, "jobs/s");
+    }
+    if wanted("pool_overhead") {
+        let (pool, direct) = pool_overhead().await;
+        line("pool_overhead", pool.as_secs_f64() * 1e6, direct.as_secs_f64() * 1e6, "us");
     }
 }
 
