@@ -11,7 +11,8 @@
 //! restarts) reach the parent through an actix
 //! [`Recipient`](actix::Recipient). Messages may carry file descriptors
 //! both ways, and a [`RestartPolicy`] brings a crashed worker back behind
-//! the same address.
+//! the same address. A [`WorkerPool`] puts many worker processes behind one
+//! address.
 //!
 //! ```text
 //! parent process                                  worker process
@@ -82,10 +83,11 @@
 //!
 //! # Map of the crate
 //!
-//! Four floors; a module imports only its own floor or those below it
+//! Five floors; a module imports only its own floor or those below it
 //! (`.ci/layers` checks this, and that no imports run in a circle):
 //!
 //! ```text
+//! pool/     many workers behind one address: WorkerPool, its routing, queue, scaling, recycling
 //! parent/   the parent's side: WorkerBuilder, the Worker actor     child/   the worker's side: the runtime,
 //!           and its messages, options, events, the link task,               WorkerActor, the Parent handle,
 //!           spawning and reaping processes                                  the actor's inbox, panics
@@ -97,6 +99,7 @@
 //!           exec: environment, limits, exit codes), error, supervise (RestartPolicy), testing
 //! ```
 //!
+//! - `pool`: [`WorkerPool`], [`PoolBuilder`], [`PoolEvent`], [`Stats`].
 //! - `parent`: [`WorkerBuilder`], [`Worker`], [`Post`], [`Ask`],
 //!   [`WorkerEvent`], [`Limits`].
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
