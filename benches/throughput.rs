@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_webworker::{
     run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
-    WorkerActor, WorkerAddrExt, WorkerEvent,
+    WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -29,6 +29,18 @@ struct Count;
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "u64")]
 struct Ping(u64);
+
+/// How many primes are below `n`: a CPU-bound job (about 5 ms for
+/// [`JOB`]).
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Primes(u64);
+
+const JOB: u64 = 120_000;
+
+fn count_primes(n: u64) -> u64 {
+    (2..n).filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0)).count() as u64
+}
 
 struct Bench;
 
@@ -58,6 +70,14 @@ impl Handler<Count> for Sink {
     }
 }
 
+impl Handler<Primes> for Sink {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Primes, _: &mut Context<Self>) -> u64 {
+        count_primes(msg.0)
+    }
+}
+
 impl Handler<Ping> for Sink {
     type Result = u64;
     fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u64 {
@@ -68,7 +88,7 @@ impl Handler<Ping> for Sink {
 impl WorkerActor for Sink {
     type Protocol = Bench;
     fn requests(requests: &mut Requests<Self>) {
-        requests.answer::<Count>().answer::<Ping>();
+        requests.answer::<Count>().answer::<Ping>().answer::<Primes>();
     }
 }
 
@@ -332,6 +352,110 @@ fn workers(c: &mut Criterion, sys: &mut SystemRunner) {
     g.finish();
 }
 
+/// A pool of `n` sinks, each taking `in_flight` requests at once.
+async fn start_pool(n: usize, in_flight: usize) -> Addr<WorkerPool<Bench>> {
+    let pool = WorkerPool::<Bench>::builder()
+        .entry("sink")
+        .size(n)
+        .max_in_flight_per_worker(in_flight)
+        .start()
+        .unwrap();
+    futures_util::future::join_all((0..n * 4).map(|i| pool.ask(Ping(i as u64)))).await;
+    pool
+}
+
+async fn stop_pool(pool: Addr<WorkerPool<Bench>>) {
+    pool.terminate();
+    let _ = pool.send(Join).await;
+}
+
+/// Trivial asks through a pool of 2, 1,000 in flight, against the raw
+/// socketpair of the pipelined group.
+fn pool_tiny(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    const IN_FLIGHT: usize = 1_000;
+    let mut g = c.benchmark_group("pool_tiny_2_members");
+    g.throughput(Throughput::Elements(N));
+    let pool = sys.block_on(start_pool(2, IN_FLIGHT));
+    g.bench_function("ours", |b| {
+        b.iter(|| {
+            sys.block_on(async {
+                let mut in_flight = FuturesUnordered::new();
+                let (mut sent, mut done) = (0, 0);
+                while done < N {
+                    while in_flight.len() < IN_FLIGHT && sent < N {
+                        in_flight.push(pool.ask(Ping(sent)));
+                        sent += 1;
+                    }
+                    in_flight.next().await.unwrap().unwrap();
+                    done += 1;
+                }
+            })
+        })
+    });
+    g.bench_function("raw_socketpair", |b| {
+        let (mut a, peer) = raw_peer(true);
+        let requests = vec![1u8; 8 * IN_FLIGHT];
+        let mut answers = vec![0u8; requests.len()];
+        b.iter(|| {
+            for _ in 0..N / IN_FLIGHT as u64 {
+                a.write_all(&requests).unwrap();
+                a.read_exact(&mut answers).unwrap();
+            }
+        });
+        drop(a);
+        peer.join().unwrap();
+    });
+    g.finish();
+    sys.block_on(stop_pool(pool));
+}
+
+/// A 5 ms job through pools of 1 and 2 members, one job per member at a
+/// time; the raw baseline runs the same jobs on this thread.
+fn pool_cpu_scaling(c: &mut Criterion, sys: &mut SystemRunner) {
+    const JOBS: u64 = 20;
+    let mut g = c.benchmark_group("pool_cpu_scaling");
+    g.throughput(Throughput::Elements(JOBS));
+    for members in [1usize, 2] {
+        let pool = sys.block_on(start_pool(members, 1));
+        g.bench_function(BenchmarkId::new("ours", members), |b| {
+            b.iter(|| {
+                sys.block_on(futures_util::future::join_all(
+                    (0..JOBS).map(|_| pool.ask(Primes(JOB))),
+                ))
+            })
+        });
+        sys.block_on(stop_pool(pool));
+    }
+    g.bench_function("in_process_one_thread", |b| {
+        b.iter(|| (0..JOBS).map(|_| count_primes(std::hint::black_box(JOB))).sum::<u64>())
+    });
+    g.finish();
+}
+
+/// One request at a time through a pool of 1, against a single worker and
+/// a raw ping-pong.
+fn pool_overhead(c: &mut Criterion, sys: &mut SystemRunner) {
+    let mut g = c.benchmark_group("pool_overhead");
+    let pool = sys.block_on(start_pool(1, 1));
+    let worker = sys.block_on(start());
+    g.bench_function("pool_of_1", |b| b.iter(|| sys.block_on(pool.ask(Ping(1))).unwrap()));
+    g.bench_function("single_worker", |b| b.iter(|| sys.block_on(worker.ask(Ping(1))).unwrap()));
+    g.bench_function("raw_socketpair_ping_pong", |b| {
+        let (mut a, peer) = raw_peer(true);
+        let mut buf = [0u8; 8];
+        b.iter(|| {
+            a.write_all(&buf).unwrap();
+            a.read_exact(&mut buf).unwrap();
+        });
+        drop(a);
+        peer.join().unwrap();
+    });
+    g.finish();
+    sys.block_on(stop_pool(pool));
+    sys.block_on(stop(worker));
+}
+
 fn main() {
     run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink(0))]);
 
@@ -347,5 +471,8 @@ fn main() {
     bulk(&mut c, &mut sys);
     spawn_to_online(&mut c, &mut sys);
     workers(&mut c, &mut sys);
+    pool_tiny(&mut c, &mut sys);
+    pool_cpu_scaling(&mut c, &mut sys);
+    pool_overhead(&mut c, &mut sys);
     c.final_summary();
 }
