@@ -152,11 +152,9 @@ pub use crate::parent::messages::{
 pub use crate::parent::options::{Limits, ResourceLimits, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::sink::WorkerEvents;
+pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::{Grace, Worker};
-pub use crate::pool::{
-    Broadcast, MemberStats, PoolAsk, PoolBuilder, PoolEvent, PoolStats, Pooled, Recycle, Stats,
-    WorkerPool,
-};
+pub use crate::pool::{Broadcast, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool};
 pub use crate::protocol::{Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -12,13 +12,19 @@ use std::task::{Context as TaskContext, Poll};
 
 use actix::dev::MessageResponse;
 use actix::fut::ActorFuture;
-use actix::{Context, Handler};
-use tokio::sync::mpsc::UnboundedReceiver;
+use std::any::Any;
+use std::cell::Cell;
+use std::rc::Rc;
+
+use actix::{
+    ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, ResponseFuture, SpawnHandle,
+};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
 use super::WorkerActor;
 use crate::protocol::{Protocol, Received, Request};
-use crate::session::requests::Reply;
+use crate::session::answers::Reply;
 
 /// A call into the actor.
 pub(crate) type Call<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;
@@ -95,13 +101,59 @@ impl<W: WorkerActor> ActorFuture<W> for InboxLoop<W> {
 /// Has the actor's `Handler<R>` answer `req`: a plain handler's answer goes
 /// out at once, an async one's when it resolves; if the handler drops it
 /// (or panics), `reply` says so as it is dropped.
-pub(crate) fn answer<W, R>(act: &mut W, req: R, ctx: &mut Context<W>, reply: Reply)
-where
+///
+/// An async answer of the two kinds actix names, `ResponseFuture` and
+/// `ResponseActFuture`, is run here rather than by actix, so that the
+/// parent can cancel it: the first as a task that is aborted, the second
+/// as a future of the actor's context that is cancelled. Either way the
+/// handler's future is dropped and nothing is sent. (Any other async
+/// response runs to its end; its answer is then dropped.)
+pub(crate) fn answer<W, R>(
+    act: &mut W,
+    req: R,
+    ctx: &mut Context<W>,
+    mut reply: Reply,
+    ctl: &Rc<UnboundedSender<Command<W>>>,
+) where
     W: WorkerActor + Handler<R>,
     R: Request,
+    <W as Handler<R>>::Result: 'static,
 {
+    let mut response = Some(<W as Handler<R>>::handle(act, req, ctx));
+    let any: &mut dyn Any = &mut response;
+    if let Some(fut) =
+        any.downcast_mut::<Option<ResponseFuture<R::Answer>>>().and_then(Option::take)
+    {
+        let (fut, abort) = futures_util::future::abortable(fut);
+        reply.on_cancel(move || abort.abort());
+        actix_rt::spawn(async move {
+            // Err: cancelled; the reply goes unsent with the future.
+            if let Ok(answer) = fut.await {
+                reply.answer(&answer);
+            }
+        });
+        return;
+    }
+    if let Some(fut) =
+        any.downcast_mut::<Option<ResponseActFuture<W, R::Answer>>>().and_then(Option::take)
+    {
+        let spawned = Rc::new(Cell::new(None::<SpawnHandle>));
+        {
+            let (spawned, ctl) = (spawned.clone(), ctl.clone());
+            reply.on_cancel(move || {
+                if let Some(handle) = spawned.get() {
+                    let _ = ctl.send(Command::call(move |_: &mut W, ctx: &mut Context<W>| {
+                        ctx.cancel_future(handle);
+                    }));
+                }
+            });
+        }
+        spawned.set(Some(ctx.spawn(fut.map(move |answer, _, _| reply.answer(&answer)))));
+        return;
+    }
+    let Some(response) = response else { return };
     let (tx, mut rx) = oneshot::channel();
-    <W as Handler<R>>::handle(act, req, ctx).handle(ctx, Some(tx));
+    response.handle(ctx, Some(tx));
     match rx.try_recv() {
         Ok(answer) => reply.answer(&answer),
         Err(oneshot::error::TryRecvError::Empty) => {

@@ -14,6 +14,8 @@ mod inbox;
 mod panic;
 mod runtime;
 
+use std::rc::Rc;
+
 use actix::{Actor, Context, Handler};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -25,7 +27,7 @@ use crate::handoff::{self, exit_code};
 use crate::protocol::Protocol;
 use crate::protocol::Received;
 use crate::protocol::Request;
-use crate::session::requests::Handlers;
+use crate::session::answers::Handlers;
 
 /// An actor that can run as a worker.
 ///
@@ -96,25 +98,33 @@ pub trait WorkerActor:
 /// The request types a worker answers; see [`WorkerActor::requests`].
 pub struct Requests<W: WorkerActor> {
     pub(crate) handlers: Handlers,
-    ctl: UnboundedSender<Command<W>>,
+    /// Shared by the handlers (and cloned per request without an atomic).
+    ctl: Rc<UnboundedSender<Command<W>>>,
 }
 
 impl<W: WorkerActor> Requests<W> {
     pub(crate) fn new(ctl: UnboundedSender<Command<W>>) -> Self {
-        Requests { handlers: Handlers::new(panic::last_report), ctl }
+        Requests { handlers: Handlers::new(panic::last_report), ctl: Rc::new(ctl) }
     }
 
     /// Answers requests of type `R` with the actor's `Handler<R>`.
+    ///
+    /// A handler whose answer is a `ResponseFuture` or a
+    /// `ResponseActFuture` can be cancelled: when the parent stops waiting
+    /// (the request's timeout, or its caller going away), the future is
+    /// dropped and nothing is sent.
     pub fn answer<R>(&mut self) -> &mut Self
     where
         R: Request,
         W: Handler<R>,
+        <W as Handler<R>>::Result: 'static,
     {
         let ctl = self.ctl.clone();
         self.handlers.insert::<R>(move |req, reply| {
+            let again = ctl.clone();
             // Sent back (and dropped, failing the request) if the actor is gone.
             let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
-                inbox::answer(act, req, ctx, reply)
+                inbox::answer(act, req, ctx, reply, &again)
             }));
         });
         self

@@ -128,7 +128,7 @@ pub fn link(data: &[u8]) {
         let Ok(conn) = socket::open(ours, 1 << 20).await else { return };
         let (reader, sink) = conn.split();
         let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
-        let mut handlers = crate::session::requests::Handlers::new(|| None);
+        let mut handlers = crate::session::answers::Handlers::new(|| None);
         handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
         let shared = crate::session::Shared {
             outbox: outbox.clone(),

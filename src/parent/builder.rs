@@ -16,7 +16,7 @@ use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
 use crate::protocol::Request;
-use crate::session::requests::Handlers;
+use crate::session::answers::Handlers;
 use crate::supervise::RestartPolicy;
 
 impl<P: Protocol> Worker<P> {
@@ -210,11 +210,13 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
     /// the parent): the worker's [`Parent::ask`](crate::Parent::ask) gets
     /// the typed answer.
     pub fn serve<R: Request>(mut self, recipient: Recipient<R>) -> Self {
-        self.handlers.insert::<R>(move |req, reply| {
-            let answer = recipient.send(req);
+        self.handlers.insert::<R>(move |req, mut reply| {
+            // Cancelled by the worker: the wait stops, nothing is sent.
+            let (answer, abort) = futures_util::future::abortable(recipient.send(req));
+            reply.on_cancel(move || abort.abort());
             actix_rt::spawn(async move {
-                // Err: the serving actor is gone; the dropped reply says so.
-                if let Ok(answer) = answer.await {
+                // Ok(Err): the serving actor is gone; the dropped reply says so.
+                if let Ok(Ok(answer)) = answer.await {
                     reply.answer(&answer);
                 }
             });

@@ -7,15 +7,18 @@ use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Addr, Context, Handler, Message, ResponseFuture};
 
+use super::stats::Recorder;
 use super::worker::{Asked, Grace, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
-use crate::session::requests::Pending;
+use crate::session::requests::{decoded, Pending, Slot};
+use crate::wire::socket::Inbound;
+use serde::de::DeserializeOwned;
 
 /// Posts a typed message to the worker: the original's `postMessage`.
 ///
@@ -145,10 +148,12 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     type Result = AskResponse<R>;
 
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
+        let started = self.recorder.start();
+        let recorder = self.recorder.clone();
         AskResponse(match self.ask(msg.request, msg.timeout, ctx) {
             Asked::Ready(result) => AskInner::Ready(result),
-            Asked::Waiting { id, pending } => AskInner::Waiting { id, pending },
-            Asked::Later(fut) => AskInner::Later(fut),
+            Asked::Waiting { id, pending } => AskInner::Waiting { id, pending, recorder, started },
+            Asked::Later(fut) => AskInner::Later(fut, recorder, started),
         })
     }
 }
@@ -159,8 +164,17 @@ pub struct AskResponse<R: Request>(AskInner<R>);
 
 enum AskInner<R: Request> {
     Ready(Result<R::Answer, WorkerError>),
-    Waiting { id: u64, pending: Arc<Pending> },
-    Later(Pin<Box<dyn Future<Output = Result<R::Answer, WorkerError>>>>),
+    Waiting {
+        id: u64,
+        pending: Arc<Pending>,
+        recorder: Arc<Recorder>,
+        started: Option<Instant>,
+    },
+    Later(
+        Pin<Box<dyn Future<Output = Result<R::Answer, WorkerError>>>>,
+        Arc<Recorder>,
+        Option<Instant>,
+    ),
 }
 
 impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse<R> {
@@ -175,17 +189,15 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
                     let _ = tx.send(result);
                 }
             }
-            // Straight to the caller when it comes: no task of its own.
-            AskInner::Waiting { id, pending } => {
-                pending.on_answer::<R::Answer>(id, move |answer| {
-                    if let Some(tx) = tx {
-                        let _ = tx.send(answer);
-                    }
-                })
+            // Straight to the caller when it comes: no task of its own. A
+            // caller that goes away is noticed by the sweep.
+            AskInner::Waiting { id, pending, recorder, started } => {
+                pending.attach(id, Box::new(ToCaller::<R::Answer> { tx, recorder, started }))
             }
-            AskInner::Later(fut) => {
+            AskInner::Later(fut, recorder, started) => {
                 actix_rt::spawn(async move {
                     let result = fut.await;
+                    recorder.finish(result.is_ok(), started);
                     if let Some(tx) = tx {
                         let _ = tx.send(result);
                     }
@@ -215,9 +227,7 @@ impl<P: Protocol, R: Request> Handler<Forward<R>> for Worker<P> {
         let then = msg.then;
         match self.ask(msg.request, msg.timeout, ctx) {
             Asked::Ready(result) => then.call(result),
-            Asked::Waiting { id, pending } => {
-                pending.on_answer::<R::Answer>(id, move |answer| then.call(answer))
-            }
+            Asked::Waiting { id, pending } => pending.attach(id, Box::new(then)),
             Asked::Later(fut) => {
                 actix_rt::spawn(async move { then.call(fut.await) });
             }
@@ -225,29 +235,75 @@ impl<P: Protocol, R: Request> Handler<Forward<R>> for Worker<P> {
     }
 }
 
+/// Where the answer of an [`Ask`] goes: to its caller, who may have gone;
+/// its outcome and round trip are recorded.
+struct ToCaller<A> {
+    tx: Option<OneshotSender<Result<A, WorkerError>>>,
+    recorder: Arc<Recorder>,
+    started: Option<Instant>,
+}
+
+impl<A: DeserializeOwned + Send + 'static> Slot for ToCaller<A> {
+    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
+        let answer = decoded(result);
+        self.recorder.finish(answer.is_ok(), self.started);
+        if let Some(tx) = self.tx {
+            let _ = tx.send(answer);
+        }
+    }
+
+    fn gone(&self) -> bool {
+        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+}
+
 /// What is done with the answer to a forwarded request: exactly once, with
 /// the answer or the failure, or with [`WorkerError::Disconnected`] when it
-/// is dropped first (the worker's actor is gone).
-pub(crate) struct Answered<A>(Option<Then<A>>);
+/// is dropped first (the worker's actor is gone): `after` sees it, then the
+/// caller gets it.
+pub(crate) struct Answered<A> {
+    tx: Option<OneshotSender<Result<A, WorkerError>>>,
+    after: Option<After<A>>,
+}
 
-type Then<A> = Box<dyn FnOnce(Result<A, WorkerError>) + Send>;
+type After<A> = Box<dyn FnOnce(&Result<A, WorkerError>) + Send>;
 
 impl<A> Answered<A> {
-    pub(crate) fn new(then: impl FnOnce(Result<A, WorkerError>) + Send + 'static) -> Self {
-        Answered(Some(Box::new(then)))
+    pub(crate) fn new(
+        tx: Option<OneshotSender<Result<A, WorkerError>>>,
+        after: impl FnOnce(&Result<A, WorkerError>) + Send + 'static,
+    ) -> Self {
+        Answered { tx, after: Some(Box::new(after)) }
     }
 
     pub(crate) fn call(mut self, result: Result<A, WorkerError>) {
-        if let Some(then) = self.0.take() {
-            then(result);
+        self.finish(result);
+    }
+
+    fn finish(&mut self, result: Result<A, WorkerError>) {
+        if let Some(after) = self.after.take() {
+            after(&result);
         }
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl<A: DeserializeOwned + Send + 'static> Slot for Answered<A> {
+    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
+        self.call(decoded(result));
+    }
+
+    fn gone(&self) -> bool {
+        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
     }
 }
 
 impl<A> Drop for Answered<A> {
     fn drop(&mut self) {
-        if let Some(then) = self.0.take() {
-            then(Err(WorkerError::Disconnected));
+        if self.after.is_some() {
+            self.finish(Err(WorkerError::Disconnected));
         }
     }
 }

@@ -16,4 +16,5 @@ pub(crate) mod output;
 pub(crate) mod process;
 pub(crate) mod sink;
 pub(crate) mod spawn;
+pub(crate) mod stats;
 pub(crate) mod worker;

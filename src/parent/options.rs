@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::output::Output;
-use crate::session::requests::Handlers;
+use crate::session::answers::Handlers;
 use crate::supervise::RestartPolicy;
 
 /// What to run: the `path` and `args` of the original, and more.

@@ -30,10 +30,12 @@ use super::options::{CommandSpec, Limits, Options, WhenFull};
 use super::process::ChildHandle;
 use super::sink::EventSink;
 use super::spawn;
+use super::stats::{MemberStats, PoolStats, Recorder, Stats};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{tag_of, Protocol, Request};
-use crate::session::requests::{answer, Handlers, Pending};
+use crate::session::answers::Handlers;
+use crate::session::requests::{answer, Pending};
 use crate::supervise::{History, RestartPolicy};
 use crate::wire::encode::encode_in;
 use crate::wire::frame::Header;
@@ -68,6 +70,8 @@ pub struct Worker<P: Protocol> {
     /// memory shared with other workers'.
     pub(super) arena: bytes::BytesMut,
     pub(super) pending: Arc<Pending>,
+    /// Its requests' outcomes and round trips, for `Stats`.
+    pub(super) recorder: Arc<Recorder>,
     pub(super) handlers: Rc<Handlers>,
     /// The running process; the link task owns it, so that nothing of a
     /// process is held once it has been reaped.
@@ -160,6 +164,9 @@ impl<P: Protocol> Worker<P> {
         spawn::check(&options.spec)?;
         let fingerprint = crate::session::shape::fingerprint::<P>()?;
         let limits = options.limits;
+        let outbox = Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes));
+        let pending = Arc::new(Pending::default());
+        pending.tell_with(cancels_into(outbox.clone()));
         let worker = Worker {
             name,
             spec: options.spec,
@@ -173,9 +180,10 @@ impl<P: Protocol> Worker<P> {
             shutdown_timeout: options.shutdown_timeout,
             fingerprint,
             events,
-            outbox: Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes)),
+            outbox,
             arena: bytes::BytesMut::new(),
-            pending: Arc::default(),
+            pending,
+            recorder: Arc::default(),
             handlers: options.handlers,
             child: Weak::new(),
             deferred_grace: None,
@@ -364,11 +372,64 @@ impl Then {
     }
 }
 
+impl<P: Protocol> actix::Handler<Stats> for Worker<P> {
+    type Result = actix::MessageResult<Stats>;
+
+    /// The worker as a pool of one member.
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        let running = self.state == State::Running && self.child.strong_count() > 0;
+        let in_flight = self.pending.len();
+        let (completed, failed) = (
+            self.recorder.completed.load(std::sync::atomic::Ordering::Relaxed),
+            self.recorder.failed.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let (rtt_p50, rtt_p99) = self.recorder.percentiles();
+        let member = MemberStats::new(0, self.pid, running, in_flight, completed, failed);
+        actix::MessageResult(PoolStats::new(
+            self.outbox.len() + self.waiting.len(),
+            vec![member],
+            (completed, failed),
+            (rtt_p50, rtt_p99),
+        ))
+    }
+}
+
+/// How often the requests whose callers went away are looked for (and
+/// cancelled, the worker told).
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// Runs `f` every `period` until it returns false, in a task of its own:
+/// not as an interval of an actor's context, which actix polls again with
+/// every message the actor handles (a cost on every request).
+pub(crate) fn every(period: Duration, mut f: impl FnMut() -> bool + 'static) {
+    actix_rt::spawn(async move {
+        let start = tokio::time::Instant::now() + period;
+        let mut ticks = tokio::time::interval_at(start, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if !f() {
+                break;
+            }
+        }
+    });
+}
+
+/// Tells the worker of cancelled requests: a `Cancel` frame, whatever the
+/// queue's bound (it frees the worker, and is small).
+pub(crate) fn cancels_into(outbox: Arc<Outbox>) -> impl Fn(u64) + Send + Sync + 'static {
+    move |id| {
+        let _ = outbox.push_unbounded(crate::wire::frame::cancel(id), Vec::new());
+    }
+}
+
 impl<P: Protocol> Actor for Worker<P> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.spawn_process(ctx);
+        let pending = Arc::downgrade(&self.pending);
+        every(SWEEP, move || pending.upgrade().map(|pending| pending.sweep()).is_some());
     }
 
     /// The last address is gone: end the worker the polite way, within its

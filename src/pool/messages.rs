@@ -17,6 +17,7 @@ use super::{Load, Shared, State, WorkerPool};
 use crate::error::{ExitStatus, WorkerError};
 use crate::parent::messages::{Answered, Ask, Forward, Join, Post, Terminate, WorkerAddrExt};
 use crate::parent::options::WhenFull;
+use crate::parent::stats::{MemberStats, PoolStats, Stats};
 use crate::parent::worker::Worker;
 use crate::protocol::{Protocol, Request};
 
@@ -26,56 +27,6 @@ pub struct Broadcast<M>(pub M);
 
 impl<M: 'static> Message for Broadcast<M> {
     type Result = Result<(), WorkerError>;
-}
-
-/// Asks a pool how it is doing; resolves to [`PoolStats`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Stats;
-
-impl Message for Stats {
-    type Result = PoolStats;
-}
-
-/// A pool's figures, from [`Stats`].
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Requests waiting for a member with room.
-    pub queued: usize,
-    /// Each member: index, pid (0 before it is up), whether it is online,
-    /// requests in flight.
-    pub members: Vec<MemberStats>,
-    /// Members with requests in flight.
-    pub busy: usize,
-    /// Online members with none.
-    pub idle: usize,
-    /// Requests answered, over the pool's life.
-    pub completed: u64,
-    /// Requests that failed in a member (its exit, a panic, a timeout).
-    pub failed: u64,
-    /// The median of the recent round trips through the pool (the last
-    /// 1,024), from the pool taking a request to its answer.
-    pub rtt_p50: Duration,
-    /// Their 99th percentile.
-    pub rtt_p99: Duration,
-}
-
-/// One member's figures.
-#[derive(Clone, Debug, Default)]
-#[non_exhaustive]
-pub struct MemberStats {
-    /// Its index (see [`PoolEvent::Member`](crate::PoolEvent::Member)).
-    pub index: usize,
-    /// Its process (0 before it is up).
-    pub pid: u32,
-    /// Whether it is online.
-    pub online: bool,
-    /// Requests it has in flight.
-    pub in_flight: usize,
-    /// Requests it answered.
-    pub completed: u64,
-    /// Requests that failed in it.
-    pub failed: u64,
 }
 
 /// Wakes the pool: an answer freed a place while requests wait.
@@ -118,12 +69,9 @@ impl<P: Protocol> Prepared<P> {
         tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
     ) {
         let Prepared { addr, load, shared, started } = self;
-        let then = Answered::new(move |result: Result<R::Answer, WorkerError>| {
+        let then = Answered::new(tx, move |result: &Result<R::Answer, WorkerError>| {
             let exited = matches!(result, Err(WorkerError::Exited(_)));
             shared.finished(&load, result.is_ok(), exited, started);
-            if let Some(tx) = tx {
-                let _ = tx.send(result);
-            }
         });
         addr.do_send(Forward { request, timeout, then });
     }
@@ -370,41 +318,23 @@ impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
             .members
             .iter()
             .filter(|m| m.gone.is_none())
-            .map(|m| MemberStats {
-                index: m.index,
-                pid: m.pid,
-                online: m.online,
-                in_flight: m.load.in_flight.load(Ordering::Acquire),
-                completed: m.load.completed.load(Ordering::Relaxed),
-                failed: m.load.failed.load(Ordering::Relaxed),
+            .map(|m| {
+                let load = &m.load;
+                MemberStats::new(
+                    m.index,
+                    m.pid,
+                    m.online,
+                    load.in_flight.load(Ordering::Acquire),
+                    load.completed.load(Ordering::Relaxed),
+                    load.failed.load(Ordering::Relaxed),
+                )
             })
             .collect();
-        let (p50, p99) = percentiles(&self.rtts);
-        MessageResult(PoolStats {
-            queued: self.queue.borrow().len(),
-            busy: members.iter().filter(|m| m.in_flight > 0).count(),
-            idle: members.iter().filter(|m| m.online && m.in_flight == 0).count(),
-            completed: self.completed_before + members.iter().map(|m| m.completed).sum::<u64>(),
-            failed: self.failed_before + members.iter().map(|m| m.failed).sum::<u64>(),
-            members,
-            rtt_p50: p50,
-            rtt_p99: p99,
-        })
+        let completed = self.completed_before + members.iter().map(|m| m.completed).sum::<u64>();
+        let failed = self.failed_before + members.iter().map(|m| m.failed).sum::<u64>();
+        let queued = self.queue.borrow().len();
+        MessageResult(PoolStats::new(queued, members, (completed, failed), self.rtts.percentiles()))
     }
-}
-
-/// The median and 99th percentile of the round trips recorded.
-fn percentiles(rtts: &std::sync::Mutex<std::collections::VecDeque<u32>>) -> (Duration, Duration) {
-    let mut sorted: Vec<u32> = match rtts.lock() {
-        Ok(rtts) => rtts.iter().copied().collect(),
-        Err(_) => return (Duration::ZERO, Duration::ZERO),
-    };
-    if sorted.is_empty() {
-        return (Duration::ZERO, Duration::ZERO);
-    }
-    sorted.sort_unstable();
-    let at = |q: usize| Duration::from_micros(u64::from(sorted[(sorted.len() - 1) * q / 100]));
-    (at(50), at(99))
 }
 
 impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {

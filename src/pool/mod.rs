@@ -39,7 +39,7 @@ use std::time::Instant;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Recipient, Running, WeakAddr};
 pub use builder::{PoolBuilder, Pooled};
 pub use events::{PoolEvent, Recycle};
-pub use messages::{Broadcast, MemberStats, PoolAsk, PoolStats, Stats};
+pub use messages::{Broadcast, PoolAsk};
 
 use self::builder::Settings;
 use self::events::Relay;
@@ -48,6 +48,7 @@ use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::parent::events::GaveUp;
 use crate::parent::options::Options;
 use crate::parent::sink::EventSink;
+use crate::parent::stats::Recorder;
 use crate::parent::worker::{Grace, Worker};
 use crate::protocol::Protocol;
 use crate::supervise::{Decision, History};
@@ -72,8 +73,8 @@ pub struct WorkerPool<P: Protocol> {
     exits: Vec<ExitStatus>,
     state: State,
     joiners: Vec<tokio::sync::oneshot::Sender<ExitStatus>>,
-    /// Recent round trips, in microseconds.
-    rtts: Arc<std::sync::Mutex<VecDeque<u32>>>,
+    /// Recent round trips.
+    rtts: Arc<Recorder>,
     /// What members no longer in the pool completed and failed.
     completed_before: u64,
     failed_before: u64,
@@ -129,11 +130,8 @@ pub(crate) struct Shared<P: Protocol> {
     /// while some wait wakes the pool.
     pub queued: AtomicUsize,
     pub pool: WeakAddr<WorkerPool<P>>,
-    pub rtts: Arc<std::sync::Mutex<VecDeque<u32>>>,
+    pub rtts: Arc<Recorder>,
 }
-
-/// How many round trips the percentiles look back on.
-const RTT_WINDOW: usize = 1024;
 
 impl<P: Protocol> Shared<P> {
     /// A request of a member finished (`exited`: with its process's exit).
@@ -147,13 +145,7 @@ impl<P: Protocol> Shared<P> {
         } else {
             load.failed.fetch_add(1, Ordering::Relaxed);
         }
-        let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        if let Ok(mut rtts) = self.rtts.lock() {
-            if rtts.len() == RTT_WINDOW {
-                rtts.pop_front();
-            }
-            rtts.push_back(micros);
-        }
+        self.rtts.round_trip(started);
         if self.queued.load(Ordering::Acquire) > 0 {
             if let Some(pool) = self.pool.upgrade() {
                 pool.do_send(messages::Pump);
@@ -171,7 +163,7 @@ impl<P: Protocol> WorkerPool<P> {
         if actix::System::try_current().is_none() {
             return Err(SpawnError::NoSystem);
         }
-        let rtts = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(RTT_WINDOW)));
+        let rtts = Arc::new(Recorder::default());
         let mut first_error = None;
         let addr = WorkerPool::create(|ctx| {
             ctx.set_mailbox_capacity(crate::handoff::MAILBOX_CAPACITY);

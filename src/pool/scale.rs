@@ -5,19 +5,35 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actix::{AsyncContext, Context};
+use actix::{AsyncContext, Context, Handler, Message};
 
 use super::{PoolEvent, Recycle, State, WorkerPool};
 use crate::parent::messages::Terminate;
-use crate::parent::worker::Grace;
+use crate::parent::worker::{every, Grace};
 use crate::protocol::Protocol;
 
 /// How often the pool looks at idle members and memory.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The pool's clock: idle members and memory are looked at.
+struct Tick;
+
+impl Message for Tick {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<Tick> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, _: &mut Context<Self>) {
+        self.tick();
+    }
+}
+
 impl<P: Protocol> WorkerPool<P> {
     pub(super) fn start_timer(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(TICK, |pool, _| pool.tick());
+        let pool = ctx.address().downgrade();
+        every(TICK, move || pool.upgrade().map(|pool| pool.do_send(Tick)).is_some());
     }
 
     /// Members that take work: not leaving, not gone.

@@ -10,6 +10,7 @@
 //! A session does not know which side it is: the parent's link and the
 //! worker's runtime each run one, and a test runs two over a socketpair.
 
+pub(crate) mod answers;
 pub(crate) mod requests;
 pub(crate) mod shape;
 #[cfg(test)]
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use self::requests::{resolve_frame, Handlers, Pending};
+use self::answers::Handlers;
+use self::requests::{resolve_frame, Pending};
 use crate::error::{ErrorReport, WireError};
 use crate::protocol::Received;
 use crate::wire::codec;
@@ -257,6 +259,7 @@ impl<S: Side> Session<S> {
             // The reader opens batches; this one came some other way.
             Kind::Batch => self.side.wire_error(WireError::Unexpected("batch")),
             Kind::Refused => self.side.wire_error(WireError::Unexpected("refusal")),
+            Kind::Cancel => self.shared.handlers.cancel(inbound.header.id),
         }
         Flow::Go
     }

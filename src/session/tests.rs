@@ -1,6 +1,7 @@
 //! Two sessions over `UnixStream::pair()`, in one process: the protocol's
 //! behaviour without a child process.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -11,7 +12,8 @@ use std::time::Duration;
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
-use super::requests::{answer, Handlers, Pending};
+use super::answers::Handlers;
+use super::requests::{answer, Pending};
 use super::{open, Finish, Flow, Hello, Opened, Session, Shared, Side, Why};
 use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::protocol::{tag_of, Received, Request};
@@ -230,6 +232,65 @@ fn ask<R: Request>(
     let bytes = encode(Header::request(id, tag_of::<R>()), req, MAX).unwrap();
     session.shared.outbox.push(bytes, Vec::new()).unwrap();
     answer
+}
+
+#[test]
+fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
+    run(async {
+        // The answering side holds each reply, and notes when one is
+        // cancelled.
+        let held = Rc::new(RefCell::new(Vec::new()));
+        let stopped = Rc::new(RefCell::new(Vec::new()));
+        let mut holds = none();
+        {
+            let (held, stopped) = (held.clone(), stopped.clone());
+            holds.insert::<Double>(move |req, mut reply| {
+                let stopped = stopped.clone();
+                reply.on_cancel(move || stopped.borrow_mut().push(req.0));
+                held.borrow_mut().push(reply);
+            });
+        }
+        let (a, b) = connect(1, 1).await;
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut asking = Session::start(a.reader, a.writer, shared(none()), Recorder::default());
+        // A bound of one: a reply owed holds the reading back.
+        let bounded = Shared { outbox: Arc::new(Outbox::new(1, usize::MAX)), ..shared(holds) };
+        let mut answering = Session::start(b.reader, b.writer, bounded, Recorder::default());
+        // Teller: as the parent's worker does.
+        let outbox = asking.shared.outbox.clone();
+        asking.shared.pending.tell_with(move |id| {
+            let _ = outbox.push_unbounded(frame::cancel(id), Vec::new());
+        });
+        let pending = asking.shared.pending.clone();
+        let id = pending.next_id();
+        let given_up = answer::<u64>(&pending, id, Some(Duration::from_millis(50)));
+        let bytes = encode(Header::request(id, tag_of::<Double>()), &Double(21), MAX).unwrap();
+        asking.shared.outbox.push(bytes, Vec::new()).unwrap();
+        let result = tokio::select! {
+            result = given_up => result,
+            flows = async { tokio::join!(asking.run(), answering.run()) } => {
+                panic!("a session ended: {flows:?}")
+            }
+        };
+        assert!(matches!(result, Err(WorkerError::Timeout(_))), "{result:?}");
+        // The cancel reaches the other side: its stop runs; the reply, once
+        // dropped, sends nothing and is owed no more.
+        let reached = tokio::select! {
+            _ = async {
+                while stopped.borrow().is_empty() {
+                    tokio::task::yield_now().await;
+                }
+            } => true,
+            _ = async { tokio::join!(asking.run(), answering.run()) } => false,
+        };
+        assert!(reached);
+        assert_eq!(*stopped.borrow(), [21]);
+        assert!(answering.shared.outbox.replies_over(), "owed while held");
+        held.borrow_mut().clear();
+        assert!(!answering.shared.outbox.replies_over(), "forgiven once dropped");
+        let mut taken = std::collections::VecDeque::new();
+        assert!(!answering.shared.outbox.try_take_batch(&mut taken), "nothing sent");
+    });
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::error::WireError;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -51,6 +51,10 @@ pub(crate) enum Kind {
     /// Worker → parent, instead of its hello: it cannot run what it was
     /// started for; payload is an `EntryRefusal`. It exits after.
     Refused = 10,
+    /// The asker of request `id` no longer waits for it (its timeout fired,
+    /// or its caller went away): the answering side stops working on it if
+    /// it can, and sends nothing back. No payload.
+    Cancel = 11,
 }
 
 impl Kind {
@@ -66,6 +70,7 @@ impl Kind {
             8 => Kind::Closing,
             9 => Kind::Batch,
             10 => Kind::Refused,
+            11 => Kind::Cancel,
             _ => return None,
         })
     }
@@ -75,7 +80,7 @@ impl Kind {
         match self {
             Kind::Hello => 4 + 4 + 8 + 4,
             Kind::Request => 8 + 8,
-            Kind::Answer | Kind::Failed => 8,
+            Kind::Answer | Kind::Failed | Kind::Cancel => 8,
             Kind::Post
             | Kind::Error
             | Kind::Terminate
@@ -135,6 +140,11 @@ impl Header {
     pub(crate) fn failed(id: u64) -> Header {
         Header { id, ..Header::bare(Kind::Failed) }
     }
+
+    /// Request `id` is no longer waited for.
+    pub(crate) fn cancel(id: u64) -> Header {
+        Header { id, ..Header::bare(Kind::Cancel) }
+    }
 }
 
 /// Appends `header` to `buf` (empty: a message starts there); the payload
@@ -147,7 +157,7 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
             buf.put_u64_le(header.id);
             buf.put_u64_le(header.tag);
         }
-        Kind::Answer | Kind::Failed => buf.put_u64_le(header.id),
+        Kind::Answer | Kind::Failed | Kind::Cancel => buf.put_u64_le(header.id),
         _ => {}
     }
 }
@@ -157,6 +167,13 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
 pub(crate) fn bare(kind: Kind) -> bytes::Bytes {
     debug_assert_eq!(kind.fixed_len(), 0);
     bytes::Bytes::from(vec![kind as u8, 0])
+}
+
+/// A whole `Cancel` message for request `id`.
+pub(crate) fn cancel(id: u64) -> bytes::Bytes {
+    let mut buf = bytes::BytesMut::with_capacity(10);
+    begin(&mut buf, Header::cancel(id));
+    buf.freeze()
 }
 
 /// A complete hello message.
@@ -183,7 +200,7 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     let (fields, payload) = rest.split_at(fixed);
     let (id, tag) = match kind {
         Kind::Request => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
-        Kind::Answer | Kind::Failed => (le_u64(fields), 0),
+        Kind::Answer | Kind::Failed | Kind::Cancel => (le_u64(fields), 0),
         _ => (0, 0),
     };
     let header = Header { kind, nfds, id, tag };

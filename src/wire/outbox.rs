@@ -250,6 +250,23 @@ impl Outbox {
         self.enqueue(state, Outgoing::Frame { bytes, fds: Vec::new() });
     }
 
+    /// How many messages wait to be written.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// A reply owed on `connection` will not be sent (its request was
+    /// cancelled by the peer).
+    pub(crate) fn forgive_reply(&self, connection: u64) {
+        let mut state = self.lock();
+        if self.connection.load(Ordering::SeqCst) != connection {
+            return;
+        }
+        state.owed = state.owed.saturating_sub(1);
+        drop(state);
+        self.made_room();
+    }
+
     /// Whether the peer has asked for more than the bound allows: replies
     /// queued or owed, over the bound in number or bytes.
     pub(crate) fn replies_over(&self) -> bool {

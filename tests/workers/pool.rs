@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         pool::members_are_recycled_after_max_requests,
         pool::the_pool_grows_while_requests_wait_and_shrinks_when_idle,
         pool::a_waiting_request_that_times_out_or_is_dropped_leaves_the_queue,
+        pool::a_running_request_whose_caller_goes_is_cancelled_in_its_member,
         pool::members_that_give_up_are_replaced_until_the_pool_gives_up,
     ]
 }
@@ -299,6 +300,32 @@ pub fn a_waiting_request_that_times_out_or_is_dropped_leaves_the_queue() {
         pool.terminate();
         pool.send(Join).await.unwrap();
         assert!(held.await.is_err());
+    });
+}
+
+pub fn a_running_request_whose_caller_goes_is_cancelled_in_its_member() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(1).start().unwrap();
+        online(&mut rx, 1).await;
+        let asked = pool.send(Ask::new(Hold(7)));
+        // Handed to the member (the pool answers in order).
+        assert_eq!(loads(&pool).await, [1]);
+        drop(asked);
+        let ev = until(&mut rx, |ev| {
+            matches!(ev, PoolEvent::Member { event, .. } if matches!(&event.kind, Event::Message(_)))
+        })
+        .await;
+        let PoolEvent::Member { event, .. } = ev else { unreachable!() };
+        let Event::Message(msg) = event.kind else { unreachable!() };
+        assert_eq!(msg.data, Reply::Dropped(7));
+        // Its place is free again.
+        assert_eq!(pool.ask(Sum(vec![4, 5])).await.unwrap(), 9);
+        assert_eq!(loads(&pool).await, [0]);
+        let stats = stats(&pool).await;
+        assert_eq!((stats.completed, stats.failed), (1, 1), "{stats:?}");
+        pool.terminate();
+        pool.send(Join).await.unwrap();
     });
 }
 

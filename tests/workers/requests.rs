@@ -15,6 +15,8 @@ pub fn trials() -> Vec<Trial> {
         requests::typed_answers,
         requests::ten_thousand_concurrent_requests_each_get_their_answer,
         requests::timeout_gives_a_typed_error_and_late_answers_are_dropped,
+        requests::a_timed_out_or_abandoned_request_is_cancelled_in_the_worker,
+        requests::a_worker_reports_its_figures,
         requests::pending_requests_fail_when_the_worker_dies,
         requests::handler_panic_fails_that_request_only,
         requests::worker_asks_the_parent,
@@ -60,11 +62,80 @@ pub fn timeout_gives_a_typed_error_and_late_answers_are_dropped() {
         assert!(matches!(res, Err(WorkerError::Timeout(d)) if d == Duration::from_millis(50)));
         let res = worker.send(Ask::new(Never).timeout(Duration::from_millis(50))).await.unwrap();
         assert!(matches!(res, Err(WorkerError::Timeout(_))), "{res:?}");
-        // The late answer to the first arrives meanwhile and harms nothing.
+        // The first was cancelled in the worker (its future dropped), the
+        // second (`Never`, a plain handler that drops its answer) fails there
+        // on its own; neither harms what follows.
         assert_eq!(worker.ask(SlowEcho { n: 2, delay_ms: 400 }).await.unwrap(), 2);
         assert_eq!(worker.ask(Sum(vec![5])).await.unwrap(), 5);
         worker.terminate();
         assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_timed_out_or_abandoned_request_is_cancelled_in_the_worker() {
+    run(async {
+        let (worker, mut events) = start();
+        let limit = Duration::from_millis(50);
+        // Its timeout fires: the worker drops the handler's future, a
+        // `ResponseFuture`, and then a `ResponseActFuture`.
+        let res = worker.send(Ask::new(Hold(1)).timeout(limit)).await.unwrap();
+        assert!(matches!(res, Err(WorkerError::Timeout(_))), "{res:?}");
+        assert_eq!(events.message().await.data, Reply::Dropped(1));
+        let res = worker.send(Ask::new(HoldInActor(2)).timeout(limit)).await.unwrap();
+        assert!(matches!(res, Err(WorkerError::Timeout(_))), "{res:?}");
+        assert_eq!(events.message().await.data, Reply::Dropped(2));
+        // Its caller goes away (the future dropped, no timeout) once the
+        // worker runs it (a request asked after it has been answered).
+        // (Dropped before the `Worker` actor takes it, actix drops the
+        // message: it never leaves.)
+        let held = worker.send(Ask::new(Hold(3)));
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        drop(held);
+        assert_eq!(events.message().await.data, Reply::Dropped(3));
+        let held = worker.ask(HoldInActor(4));
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        drop(held);
+        assert_eq!(events.message().await.data, Reply::Dropped(4));
+        // Nothing is owed for them: many more go through, and the worker
+        // answers on.
+        let held: Vec<_> = (10..60).map(|n| worker.send(Ask::new(Hold(n)))).collect();
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        drop(held);
+        let mut dropped: Vec<u64> = Vec::new();
+        while dropped.len() < 50 {
+            if let Reply::Dropped(n) = events.message().await.data {
+                dropped.push(n);
+            }
+        }
+        dropped.sort_unstable();
+        assert_eq!(dropped, (10..60).collect::<Vec<_>>());
+        assert_eq!(worker.ask(Sum(vec![1, 2])).await.unwrap(), 3);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_worker_reports_its_figures() {
+    run(async {
+        let (worker, mut events) = start();
+        for n in 0..100u64 {
+            assert_eq!(worker.ask(Sum(vec![n])).await.unwrap(), n);
+        }
+        let res = worker.send(Ask::new(Hold(1)).timeout(Duration::from_millis(20))).await.unwrap();
+        assert!(res.is_err());
+        let held = worker.ask(Never);
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        let stats = worker.send(actix_webworker::Stats).await.unwrap();
+        assert_eq!(stats.members.len(), 1);
+        let me = &stats.members[0];
+        assert!(me.online && me.pid > 0, "{stats:?}");
+        assert_eq!(me.in_flight, 1, "the Never: {stats:?}");
+        assert_eq!((stats.completed, stats.failed), (101, 1), "{stats:?}");
+        assert_eq!((stats.busy, stats.idle), (1, 0));
+        assert!(stats.rtt_p50 > Duration::ZERO && stats.rtt_p99 >= stats.rtt_p50);
+        worker.terminate();
+        assert!(events.exit().await.success());
+        assert!(held.await.is_err());
     });
 }
 

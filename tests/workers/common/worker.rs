@@ -88,6 +88,9 @@ pub enum Reply {
     Lines(Vec<String>),
     /// The worker is about to block (`Cmd::Busy`).
     Busy,
+    /// The future answering `Hold(n)` or `HoldInActor(n)` was dropped
+    /// before it answered.
+    Dropped(u64),
 }
 
 // ---- requests -----------------------------------------------------------
@@ -103,6 +106,26 @@ pub struct Sum(pub Vec<u64>);
 pub struct SlowEcho {
     pub n: u64,
     pub delay_ms: u64,
+}
+
+/// Answered after a minute by a `ResponseFuture`; says `Dropped(n)` if that
+/// future is dropped first (the request cancelled).
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct Hold(pub u64);
+
+/// The same with a `ResponseActFuture`.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct HoldInActor(pub u64);
+
+/// Posts `Dropped(n)` when dropped.
+struct DropNote<P: Protocol<FromWorker = Reply>>(Parent<P>, u64);
+
+impl<P: Protocol<FromWorker = Reply>> Drop for DropNote<P> {
+    fn drop(&mut self) {
+        let _ = self.0.post(Reply::Dropped(self.1));
+    }
 }
 
 /// Answered with the worker's pid.
@@ -349,6 +372,35 @@ impl<P: Protocol<FromWorker = Reply>> Handler<Sum> for TestWorker<P> {
     }
 }
 
+impl<P: Protocol<FromWorker = Reply>> Handler<Hold> for TestWorker<P> {
+    type Result = ResponseFuture<u64>;
+
+    fn handle(&mut self, msg: Hold, _: &mut Context<Self>) -> Self::Result {
+        let note = DropNote(self.parent.clone(), msg.0);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            std::mem::forget(note);
+            msg.0
+        })
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<HoldInActor> for TestWorker<P> {
+    type Result = ResponseActFuture<Self, u64>;
+
+    fn handle(&mut self, msg: HoldInActor, _: &mut Context<Self>) -> Self::Result {
+        let note = DropNote(self.parent.clone(), msg.0);
+        Box::pin(
+            async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                std::mem::forget(note);
+                msg.0
+            }
+            .into_actor(self),
+        )
+    }
+}
+
 impl<P: Protocol<FromWorker = Reply>> Handler<WhichPid> for TestWorker<P> {
     type Result = u32;
 
@@ -412,7 +464,9 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             .answer::<Never>()
             .answer::<Seen>()
             .answer::<AskParent>()
-            .answer::<WhichPid>();
+            .answer::<WhichPid>()
+            .answer::<Hold>()
+            .answer::<HoldInActor>();
     }
 
     fn on_close(&mut self, _: &mut Context<Self>) {

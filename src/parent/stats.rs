@@ -1,0 +1,157 @@
+//! How a worker or a pool is doing: the [`Stats`] message, what it
+//! answers, and the recorder of recent round trips behind its percentiles.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix::Message;
+
+/// Asks a pool, or a single worker, how it is doing; resolves to
+/// [`PoolStats`] (a single worker reports itself as a pool of one member).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats;
+
+impl Message for Stats {
+    type Result = PoolStats;
+}
+
+/// A pool's figures, from [`Stats`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Requests waiting for a member with room.
+    pub queued: usize,
+    /// Each member: index, pid (0 before it is up), whether it is online,
+    /// requests in flight.
+    pub members: Vec<MemberStats>,
+    /// Members with requests in flight.
+    pub busy: usize,
+    /// Online members with none.
+    pub idle: usize,
+    /// Requests answered, over the pool's life.
+    pub completed: u64,
+    /// Requests that failed in a member (its exit, a panic, a timeout).
+    pub failed: u64,
+    /// The median of the recent round trips (the last 1,024), from the
+    /// pool or the worker taking a request to its answer.
+    pub rtt_p50: Duration,
+    /// Their 99th percentile.
+    pub rtt_p99: Duration,
+}
+
+/// One member's figures.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct MemberStats {
+    /// Its index (see [`PoolEvent::Member`](crate::PoolEvent::Member)).
+    pub index: usize,
+    /// Its process (0 before it is up).
+    pub pid: u32,
+    /// Whether it is online.
+    pub online: bool,
+    /// Requests it has in flight.
+    pub in_flight: usize,
+    /// Requests it answered.
+    pub completed: u64,
+    /// Requests that failed in it.
+    pub failed: u64,
+}
+
+impl PoolStats {
+    /// From the members' figures: busy and idle are counted from them.
+    pub(crate) fn new(
+        queued: usize,
+        members: Vec<MemberStats>,
+        (completed, failed): (u64, u64),
+        (rtt_p50, rtt_p99): (Duration, Duration),
+    ) -> Self {
+        PoolStats {
+            queued,
+            busy: members.iter().filter(|m| m.in_flight > 0).count(),
+            idle: members.iter().filter(|m| m.online && m.in_flight == 0).count(),
+            members,
+            completed,
+            failed,
+            rtt_p50,
+            rtt_p99,
+        }
+    }
+}
+
+impl MemberStats {
+    pub(crate) fn new(
+        index: usize,
+        pid: u32,
+        online: bool,
+        in_flight: usize,
+        completed: u64,
+        failed: u64,
+    ) -> Self {
+        MemberStats { index, pid, online, in_flight, completed, failed }
+    }
+}
+
+/// One request in this many is timed for the percentiles.
+const SAMPLE: u64 = 8;
+
+/// How many round trips the percentiles look back on.
+const WINDOW: usize = 1024;
+
+/// Requests answered and failed, and the recent round trips.
+#[derive(Default)]
+pub(crate) struct Recorder {
+    /// Requests started, for sampling.
+    started: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    /// In microseconds, oldest first.
+    rtts: Mutex<VecDeque<u32>>,
+}
+
+impl Recorder {
+    /// When a request that starts now is timed: one in [`SAMPLE`] (the
+    /// percentiles need no more, and the clock costs on every request).
+    pub(crate) fn start(&self) -> Option<Instant> {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        n.is_multiple_of(SAMPLE).then(Instant::now)
+    }
+
+    /// A request started at `started` (if timed) finished.
+    pub(crate) fn finish(&self, ok: bool, started: Option<Instant>) {
+        if ok {
+            self.completed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(started) = started {
+            self.round_trip(started);
+        }
+    }
+
+    /// Only the round trip (the counts are kept elsewhere).
+    pub(crate) fn round_trip(&self, started: Instant) {
+        let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        if let Ok(mut rtts) = self.rtts.lock() {
+            if rtts.len() == WINDOW {
+                rtts.pop_front();
+            }
+            rtts.push_back(micros);
+        }
+    }
+
+    /// The median and 99th percentile of the round trips recorded.
+    pub(crate) fn percentiles(&self) -> (Duration, Duration) {
+        let mut sorted: Vec<u32> = match self.rtts.lock() {
+            Ok(rtts) => rtts.iter().copied().collect(),
+            Err(_) => return (Duration::ZERO, Duration::ZERO),
+        };
+        if sorted.is_empty() {
+            return (Duration::ZERO, Duration::ZERO);
+        }
+        sorted.sort_unstable();
+        let at = |q: usize| Duration::from_micros(u64::from(sorted[(sorted.len() - 1) * q / 100]));
+        (at(50), at(99))
+    }
+}

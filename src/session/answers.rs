@@ -1,0 +1,170 @@
+//! The answering side of requests: the handlers of the request types one
+//! side answers, the [`Reply`] each request is owed, and the answers in
+//! progress that the asker may cancel.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::requests::Failure;
+use crate::error::ErrorReport;
+use crate::protocol::{tag_of, Request};
+use crate::wire::codec;
+use crate::wire::encode::encode;
+use crate::wire::frame::Header;
+use crate::wire::outbox::Outbox;
+use crate::wire::socket::Inbound;
+
+/// The answer to one request, owed to the other side. Whatever happens to
+/// the request, exactly one reply goes out: the answer, a failure, or (when
+/// this is dropped unanswered, e.g. by a panicking handler) `Panicked` with
+/// the panic's report, or `Gone`.
+///
+/// An answer in progress may be stopped by the asker (see
+/// [`on_cancel`](Reply::on_cancel)): then nothing is sent.
+pub(crate) struct Reply {
+    id: u64,
+    outbox: Arc<Outbox>,
+    /// The connection the request came on (see `Outbox::owe_reply`).
+    connection: u64,
+    max_message_size: usize,
+    last_panic: fn() -> Option<ErrorReport>,
+    sent: bool,
+    /// Answers in progress that can be cancelled (`on_cancel` put this one
+    /// there).
+    running: Running,
+    cancellable: bool,
+}
+
+/// What stops an answer in progress.
+type Stop = Box<dyn FnOnce()>;
+
+/// Answers in progress that the asker may cancel, by request id.
+type Running = Rc<RefCell<HashMap<u64, Stop>>>;
+
+impl Reply {
+    /// Sends the answer.
+    pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
+        let frame = match encode(Header::answer(self.id), answer, self.max_message_size) {
+            Ok(bytes) => bytes,
+            Err(e) => failure_frame(self.id, Failure::Wire(e.to_string()), self.max_message_size),
+        };
+        self.send(frame);
+    }
+
+    /// Sends a failure.
+    pub(crate) fn fail(mut self, failure: Failure) {
+        let frame = failure_frame(self.id, failure, self.max_message_size);
+        self.send(frame);
+    }
+
+    /// The answer is in progress: if the asker cancels the request
+    /// meanwhile, `stop` runs and nothing is sent.
+    pub(crate) fn on_cancel(&mut self, stop: impl FnOnce() + 'static) {
+        self.cancellable = true;
+        self.running.borrow_mut().insert(self.id, Box::new(stop));
+    }
+
+    fn send(&mut self, frame: Bytes) {
+        self.sent = true;
+        if self.cancellable && self.running.borrow_mut().remove(&self.id).is_none() {
+            // Cancelled: the asker waits for nothing.
+            self.outbox.forgive_reply(self.connection);
+            return;
+        }
+        self.outbox.push_reply(frame, self.connection);
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.sent {
+            if self.cancellable && !self.running.borrow().contains_key(&self.id) {
+                // Cancelled, and dropped with what stopped.
+                self.outbox.forgive_reply(self.connection);
+                return;
+            }
+            let failure = match (self.last_panic)() {
+                Some(report) => Failure::Panicked(report),
+                None => Failure::Gone,
+            };
+            let frame = failure_frame(self.id, failure, self.max_message_size);
+            self.send(frame);
+        }
+    }
+}
+
+type Handler = Box<dyn Fn(&[u8], Reply)>;
+
+/// The request types one side answers, by tag.
+pub(crate) struct Handlers {
+    by_tag: HashMap<u64, Handler>,
+    last_panic: fn() -> Option<ErrorReport>,
+    running: Running,
+}
+
+impl Handlers {
+    /// No handlers yet; `last_panic` names the panic that dropped an answer,
+    /// where the side knows it.
+    pub(crate) fn new(last_panic: fn() -> Option<ErrorReport>) -> Self {
+        Handlers { by_tag: HashMap::new(), last_panic, running: Running::default() }
+    }
+
+    /// Answers requests of type `R` with `start`, which hands the decoded
+    /// request to an actor and the [`Reply`] to whatever answers.
+    pub(crate) fn insert<R: Request>(&mut self, start: impl Fn(R, Reply) + 'static) {
+        let handler: Handler = Box::new(move |payload, reply| match codec::decode::<R>(payload) {
+            Ok(req) => start(req, reply),
+            Err(e) => reply.fail(Failure::Wire(e.to_string())),
+        });
+        self.by_tag.insert(tag_of::<R>(), handler);
+    }
+
+    /// Starts answering request frame `inbound`; the reply goes to `outbox`.
+    pub(crate) fn dispatch(
+        &self,
+        inbound: &Inbound,
+        outbox: &Arc<Outbox>,
+        max_message_size: usize,
+    ) {
+        let (id, tag) = (inbound.header.id, inbound.header.tag);
+        let reply = Reply {
+            id,
+            outbox: outbox.clone(),
+            connection: outbox.owe_reply(),
+            max_message_size,
+            last_panic: self.last_panic,
+            sent: false,
+            running: self.running.clone(),
+            cancellable: false,
+        };
+        match self.by_tag.get(&tag) {
+            Some(handler) => handler(inbound.payload(), reply),
+            None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
+        }
+    }
+}
+
+impl Handlers {
+    /// The asker no longer waits for request `id`: an answer in progress
+    /// stops, and nothing is sent for it. (A request not started yet, or
+    /// answered already, is not affected.)
+    pub(crate) fn cancel(&self, id: u64) {
+        let stop = self.running.borrow_mut().remove(&id);
+        if let Some(stop) = stop {
+            stop();
+        }
+    }
+}
+
+fn failure_frame(id: u64, failure: Failure, max: usize) -> Bytes {
+    encode(Header::failed(id), &failure, max).unwrap_or_else(|_| {
+        // A failure too large to send (a huge panic message): send its gist.
+        let gist = Failure::Wire("the failure report was too large to send".into());
+        encode(Header::failed(id), &gist, usize::MAX).unwrap_or_default()
+    })
+}
