@@ -59,6 +59,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     envelopes.push(("batch".into(), batch.to_vec()));
     envelopes.push(("terminate".into(), frame::bare(frame::Kind::Terminate).to_vec()));
     envelopes.push(("closing".into(), frame::bare(frame::Kind::Closing).to_vec()));
+    envelopes.push(("cancel".into(), frame::cancel(42).to_vec()));
 
     let mut out: Vec<_> =
         envelopes.iter().map(|(name, bytes)| ("envelope", name.clone(), bytes.clone())).collect();
@@ -129,7 +130,7 @@ mod tests {
                     frame::Kind::Failed => {
                         codec::decode::<crate::session::requests::Failure>(payload).map(drop)
                     }
-                    frame::Kind::Terminate | frame::Kind::Closing => Ok(()),
+                    frame::Kind::Terminate | frame::Kind::Closing | frame::Kind::Cancel => Ok(()),
                     frame::Kind::Batch => {
                         let mut pos = 2;
                         let mut n = 0;
