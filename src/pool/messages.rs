@@ -48,7 +48,7 @@ impl<P: Protocol> Handler<MemberEvent<P>> for WorkerPool<P> {
     type Result = ();
 
     fn handle(&mut self, msg: MemberEvent<P>, ctx: &mut Context<Self>) {
-        self.member_event(msg.index, msg.event, ctx);
+        self.member_event(msg.index, msg.event, msg.handled, ctx);
     }
 }
 

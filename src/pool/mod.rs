@@ -309,6 +309,7 @@ impl<P: Protocol> WorkerPool<P> {
         &mut self,
         index: usize,
         event: crate::parent::events::WorkerEvent<P>,
+        handled: Option<actix::dev::OneshotSender<()>>,
         ctx: &mut Context<Self>,
     ) {
         use crate::parent::events::Event;
@@ -325,7 +326,23 @@ impl<P: Protocol> WorkerPool<P> {
             }
         }
         let online = matches!(event.kind, Event::Online);
-        self.emit(PoolEvent::Member { index, event });
+        let event = PoolEvent::Member { index, event };
+        match (handled, &self.events) {
+            // A mark of the member's events window: answered once the
+            // recipient has handled it (a sender of its own, queued now, in
+            // order with the others).
+            (Some(handled), Some(recipient)) => {
+                let mark = recipient.clone().send(event);
+                actix_rt::spawn(async move {
+                    let _ = mark.await;
+                    let _ = handled.send(());
+                });
+            }
+            (Some(handled), None) => {
+                let _ = handled.send(());
+            }
+            (None, _) => self.emit(event),
+        }
         if online {
             self.pump(ctx);
         }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_webworker::{Event, WireError, WorkerAddrExt, WorkerEvent};
+use actix_webworker::{
+    Event, PoolEvent, RestartPolicy, WireError, WorkerAddrExt, WorkerEvent, WorkerPool,
+};
 use libtest_mimic::Trial;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
@@ -20,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
         floods::descriptors_past_the_limit_are_closed_not_leaked,
         floods::a_worker_that_asks_and_never_reads_is_held_back,
         floods::a_worker_posting_faster_than_the_recipient_handles_is_held_back,
+        floods::a_pool_member_posting_faster_than_the_recipient_handles_is_held_back,
     ]
 }
 
@@ -29,6 +32,7 @@ pub fn roles() -> Vec<Trial> {
         floods::fd_burst_role,
         floods::reply_flood_role,
         floods::event_flood_role,
+        floods::pool_event_flood_role,
     ]
 }
 
@@ -157,6 +161,12 @@ impl Handler<WorkerEvent<Test>> for Gate {
     type Result = ();
 
     fn handle(&mut self, ev: WorkerEvent<Test>, _: &mut Context<Self>) {
+        self.pass(ev);
+    }
+}
+
+impl Gate {
+    fn pass(&self, ev: WorkerEvent<Test>) {
         if matches!(ev.kind, Event::Message(_)) {
             let (lock, cond) = &*self.open;
             let mut open = lock.lock().unwrap();
@@ -165,6 +175,24 @@ impl Handler<WorkerEvent<Test>> for Gate {
             }
         }
         let _ = self.tx.send(ev);
+    }
+}
+
+/// The same gate for a pool's events: its members' events pass as
+/// [`Gate`] lets them, the pool's own are dropped.
+struct PoolGate(Gate);
+
+impl Actor for PoolGate {
+    type Context = Context<Self>;
+}
+
+impl Handler<PoolEvent<Test>> for PoolGate {
+    type Result = ();
+
+    fn handle(&mut self, ev: PoolEvent<Test>, _: &mut Context<Self>) {
+        if let PoolEvent::Member { event, .. } = ev {
+            self.0.pass(event);
+        }
     }
 }
 
@@ -212,4 +240,59 @@ pub fn event_flood_role() {
 
 pub fn a_worker_posting_faster_than_the_recipient_handles_is_held_back() {
     isolated("floods::event_flood_role");
+}
+
+/// Run alone by
+/// `a_pool_member_posting_faster_than_the_recipient_handles_is_held_back`:
+/// the events window holds for a pool's members, whose events reach the
+/// recipient through the pool.
+pub fn pool_event_flood_role() {
+    run(async {
+        another_worker_answers().await;
+        let before = status_kib("VmRSS:");
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let (tx, mut rx) = unbounded_channel();
+        let arbiter = Arbiter::new();
+        let gate = {
+            let open = open.clone();
+            PoolGate::start_in_arbiter(&arbiter.handle(), move |_| PoolGate(Gate { open, tx }))
+        };
+        // One member, never restarted or replaced: its exit is the end.
+        let _pool = WorkerPool::<Test>::builder()
+            .entry("raw-event-flood")
+            .restart(RestartPolicy::never())
+            .replacements(0, WAIT)
+            .size(1)
+            .events(gate.recipient())
+            .start()
+            .unwrap();
+        let online = rx.recv().await.unwrap();
+        assert!(matches!(online.kind, Event::Online));
+        let pid = online.pid;
+        let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
+        assert!(gone, "the flooding member never stopped");
+        let grew = status_kib("VmHWM:").saturating_sub(before);
+        another_worker_answers().await;
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        let mut messages = 0u64;
+        let status = loop {
+            let ev = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+            match ev.kind {
+                Event::Message(_) => messages += 1,
+                Event::Exit(status) => break status,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(status.code, Some(HELD_BACK), "the member was never held back: {status}");
+        assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
+        arbiter.stop();
+        println!(
+            "POOL_EVENT_FLOOD held back; {messages} messages delivered after; parent peak +{grew} KiB"
+        );
+    });
+}
+
+pub fn a_pool_member_posting_faster_than_the_recipient_handles_is_held_back() {
+    isolated("floods::pool_event_flood_role");
 }
