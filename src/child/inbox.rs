@@ -119,6 +119,10 @@ pub(crate) fn answer<W, R>(
     R: Request,
     <W as Handler<R>>::Result: 'static,
 {
+    if !reply.wanted() {
+        // Cancelled before its turn came: not started at all.
+        return;
+    }
     let mut response = Some(<W as Handler<R>>::handle(act, req, ctx));
     let any: &mut dyn Any = &mut response;
     if let Some(fut) =

@@ -22,10 +22,8 @@ use crate::wire::socket::Inbound;
 /// The answer to one request, owed to the other side. Whatever happens to
 /// the request, exactly one reply goes out: the answer, a failure, or (when
 /// this is dropped unanswered, e.g. by a panicking handler) `Panicked` with
-/// the panic's report, or `Gone`.
-///
-/// An answer in progress may be stopped by the asker (see
-/// [`on_cancel`](Reply::on_cancel)): then nothing is sent.
+/// the panic's report, or `Gone`; unless the asker cancelled the request,
+/// and then nothing is sent.
 pub(crate) struct Reply {
     id: u64,
     outbox: Arc<Outbox>,
@@ -34,19 +32,54 @@ pub(crate) struct Reply {
     max_message_size: usize,
     last_panic: fn() -> Option<ErrorReport>,
     sent: bool,
-    /// Answers in progress that can be cancelled (`on_cancel` put this one
-    /// there).
-    running: Running,
-    cancellable: bool,
+    /// Where the answers of its connection stand, for the asker's cancel.
+    answering: Rc<RefCell<HashMap<u64, Stage>>>,
 }
 
-/// What stops an answer in progress.
-type Stop = Box<dyn FnOnce()>;
+/// Where the answers owed on one connection stand, by request id: each has
+/// an entry from its arrival to its reply. One per session: ids are the
+/// asker's, unique on one connection only.
+#[derive(Default)]
+pub(crate) struct Answering(Rc<RefCell<HashMap<u64, Stage>>>);
 
-/// Answers in progress that the asker may cancel, by request id.
-type Running = Rc<RefCell<HashMap<u64, Stop>>>;
+impl Answering {
+    /// The asker no longer waits for request `id`: one not started yet will
+    /// not be, one in progress is stopped where it can be (see
+    /// [`Reply::on_cancel`]), and nothing is sent for either. (One answered
+    /// already is not affected.)
+    pub(crate) fn cancel(&self, id: u64) {
+        let stage = {
+            let mut answering = self.0.borrow_mut();
+            match answering.get_mut(&id) {
+                Some(stage) => std::mem::replace(stage, Stage::Cancelled),
+                None => return,
+            }
+        };
+        if let Stage::Running(stop) = stage {
+            stop();
+        }
+    }
+}
+
+/// Where one answer stands.
+enum Stage {
+    /// Not started yet (waiting for its actor), or started with nothing
+    /// that can be stopped.
+    Owed,
+    /// In progress, and this stops it.
+    Running(Box<dyn FnOnce()>),
+    /// The asker cancelled it: nothing is sent for it.
+    Cancelled,
+}
 
 impl Reply {
+    /// Whether the request is still wanted: `false` once the asker has
+    /// cancelled it (then it is not started at all, and dropping the reply
+    /// sends nothing).
+    pub(crate) fn wanted(&self) -> bool {
+        !matches!(self.answering.borrow().get(&self.id), Some(Stage::Cancelled))
+    }
+
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
         let frame = match encode(Header::answer(self.id), answer, self.max_message_size) {
@@ -65,14 +98,23 @@ impl Reply {
     /// The answer is in progress: if the asker cancels the request
     /// meanwhile, `stop` runs and nothing is sent.
     pub(crate) fn on_cancel(&mut self, stop: impl FnOnce() + 'static) {
-        self.cancellable = true;
-        self.running.borrow_mut().insert(self.id, Box::new(stop));
+        let mut answering = self.answering.borrow_mut();
+        match answering.get_mut(&self.id) {
+            Some(stage @ Stage::Owed) => *stage = Stage::Running(Box::new(stop)),
+            // Cancelled already: stopped at once.
+            Some(Stage::Cancelled) => {
+                drop(answering);
+                stop();
+            }
+            _ => {}
+        }
     }
 
     fn send(&mut self, frame: Bytes) {
         self.sent = true;
-        if self.cancellable && self.running.borrow_mut().remove(&self.id).is_none() {
-            // Cancelled: the asker waits for nothing.
+        let stage = self.answering.borrow_mut().remove(&self.id);
+        if let Some(Stage::Cancelled) = stage {
+            // The asker waits for nothing.
             self.outbox.forgive_reply(self.connection);
             return;
         }
@@ -83,8 +125,9 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if !self.sent {
-            if self.cancellable && !self.running.borrow().contains_key(&self.id) {
-                // Cancelled, and dropped with what stopped.
+            if !self.wanted() {
+                self.answering.borrow_mut().remove(&self.id);
+                self.sent = true;
                 self.outbox.forgive_reply(self.connection);
                 return;
             }
@@ -104,14 +147,13 @@ type Handler = Box<dyn Fn(&[u8], Reply)>;
 pub(crate) struct Handlers {
     by_tag: HashMap<u64, Handler>,
     last_panic: fn() -> Option<ErrorReport>,
-    running: Running,
 }
 
 impl Handlers {
     /// No handlers yet; `last_panic` names the panic that dropped an answer,
     /// where the side knows it.
     pub(crate) fn new(last_panic: fn() -> Option<ErrorReport>) -> Self {
-        Handlers { by_tag: HashMap::new(), last_panic, running: Running::default() }
+        Handlers { by_tag: HashMap::new(), last_panic }
     }
 
     /// Answers requests of type `R` with `start`, which hands the decoded
@@ -124,14 +166,17 @@ impl Handlers {
         self.by_tag.insert(tag_of::<R>(), handler);
     }
 
-    /// Starts answering request frame `inbound`; the reply goes to `outbox`.
+    /// Starts answering request frame `inbound`; the reply goes to `outbox`,
+    /// and its stage is kept in `answering` (its connection's).
     pub(crate) fn dispatch(
         &self,
         inbound: &Inbound,
         outbox: &Arc<Outbox>,
+        answering: &Answering,
         max_message_size: usize,
     ) {
         let (id, tag) = (inbound.header.id, inbound.header.tag);
+        answering.0.borrow_mut().insert(id, Stage::Owed);
         let reply = Reply {
             id,
             outbox: outbox.clone(),
@@ -139,24 +184,11 @@ impl Handlers {
             max_message_size,
             last_panic: self.last_panic,
             sent: false,
-            running: self.running.clone(),
-            cancellable: false,
+            answering: answering.0.clone(),
         };
         match self.by_tag.get(&tag) {
             Some(handler) => handler(inbound.payload(), reply),
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
-        }
-    }
-}
-
-impl Handlers {
-    /// The asker no longer waits for request `id`: an answer in progress
-    /// stops, and nothing is sent for it. (A request not started yet, or
-    /// answered already, is not affected.)
-    pub(crate) fn cancel(&self, id: u64) {
-        let stop = self.running.borrow_mut().remove(&id);
-        if let Some(stop) = stop {
-            stop();
         }
     }
 }

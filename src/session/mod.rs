@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use self::answers::Handlers;
+use self::answers::{Answering, Handlers};
 use self::requests::{resolve_frame, Pending};
 use crate::error::{ErrorReport, WireError};
 use crate::protocol::Received;
@@ -169,6 +169,8 @@ pub(crate) struct Session<S: Side> {
     /// A request was dispatched since the side was last asked whether to
     /// hold back.
     asked: bool,
+    /// Where the answers owed on this connection stand.
+    answering: Answering,
 }
 
 impl<S: Side> Session<S> {
@@ -176,7 +178,8 @@ impl<S: Side> Session<S> {
     pub(crate) fn start(reader: Reader, writer: Writer, shared: Shared, side: S) -> Self {
         let (stop, stopped) = oneshot::channel();
         let writer = actix_rt::spawn(writer.run(shared.outbox.clone(), stopped));
-        Session { side, reader, shared, writer, stop: Some(stop), asked: false }
+        let answering = Answering::default();
+        Session { side, reader, shared, writer, stop: Some(stop), asked: false, answering }
     }
 
     pub(crate) fn side(&mut self) -> &mut S {
@@ -246,7 +249,12 @@ impl<S: Side> Session<S> {
             Kind::Request => {
                 self.asked = true;
                 let shared = &self.shared;
-                shared.handlers.dispatch(&inbound, &shared.outbox, shared.max_message_size);
+                shared.handlers.dispatch(
+                    &inbound,
+                    &shared.outbox,
+                    &self.answering,
+                    shared.max_message_size,
+                );
             }
             Kind::Answer | Kind::Failed => resolve_frame(&self.shared.pending, inbound),
             Kind::Error => match codec::decode::<ErrorReport>(inbound.payload()) {
@@ -259,7 +267,7 @@ impl<S: Side> Session<S> {
             // The reader opens batches; this one came some other way.
             Kind::Batch => self.side.wire_error(WireError::Unexpected("batch")),
             Kind::Refused => self.side.wire_error(WireError::Unexpected("refusal")),
-            Kind::Cancel => self.shared.handlers.cancel(inbound.header.id),
+            Kind::Cancel => self.answering.cancel(inbound.header.id),
         }
         Flow::Go
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::Message;
 use serde::{Deserialize, Serialize};
 
-use super::answers::Handlers;
+use super::answers::{Handlers, Reply};
 use super::requests::{answer, Pending};
 use super::{open, Finish, Flow, Hello, Opened, Session, Shared, Side, Why};
 use crate::error::{ErrorReport, WireError, WorkerError};
@@ -244,17 +244,21 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
         let mut holds = none();
         {
             let (held, stopped) = (held.clone(), stopped.clone());
+            // 21 starts and can be stopped; 22 waits for its turn (as a
+            // request queued for a busy actor).
             holds.insert::<Double>(move |req, mut reply| {
-                let stopped = stopped.clone();
-                reply.on_cancel(move || stopped.borrow_mut().push(req.0));
+                if req.0 == 21 {
+                    let stopped = stopped.clone();
+                    reply.on_cancel(move || stopped.borrow_mut().push(req.0));
+                }
                 held.borrow_mut().push(reply);
             });
         }
         let (a, b) = connect(1, 1).await;
         let (a, b) = (a.unwrap(), b.unwrap());
         let mut asking = Session::start(a.reader, a.writer, shared(none()), Recorder::default());
-        // A bound of one: a reply owed holds the reading back.
-        let bounded = Shared { outbox: Arc::new(Outbox::new(1, usize::MAX)), ..shared(holds) };
+        // A bound of two: the replies owed hold the reading back.
+        let bounded = Shared { outbox: Arc::new(Outbox::new(2, usize::MAX)), ..shared(holds) };
         let mut answering = Session::start(b.reader, b.writer, bounded, Recorder::default());
         // Teller: as the parent's worker does.
         let outbox = asking.shared.outbox.clone();
@@ -262,22 +266,31 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
             let _ = outbox.push_unbounded(frame::cancel(id), Vec::new());
         });
         let pending = asking.shared.pending.clone();
-        let id = pending.next_id();
-        let given_up = answer::<u64>(&pending, id, Some(Duration::from_millis(50)));
-        let bytes = encode(Header::request(id, tag_of::<Double>()), &Double(21), MAX).unwrap();
-        asking.shared.outbox.push(bytes, Vec::new()).unwrap();
-        let result = tokio::select! {
-            result = given_up => result,
+        let mut given_up = Vec::new();
+        for n in [21, 22] {
+            let id = pending.next_id();
+            given_up.push(answer::<u64>(&pending, id, Some(Duration::from_millis(50))));
+            let bytes = encode(Header::request(id, tag_of::<Double>()), &Double(n), MAX).unwrap();
+            asking.shared.outbox.push(bytes, Vec::new()).unwrap();
+        }
+        let results = tokio::select! {
+            results = futures_util::future::join_all(given_up) => results,
             flows = async { tokio::join!(asking.run(), answering.run()) } => {
                 panic!("a session ended: {flows:?}")
             }
         };
-        assert!(matches!(result, Err(WorkerError::Timeout(_))), "{result:?}");
-        // The cancel reaches the other side: its stop runs; the reply, once
-        // dropped, sends nothing and is owed no more.
+        for result in results {
+            assert!(matches!(result, Err(WorkerError::Timeout(_))), "{result:?}");
+        }
+        // The cancels reach the other side: the stop of the one started
+        // runs; the one waiting for its turn is no longer wanted (it is
+        // not started). The replies, once dropped, send nothing and are
+        // owed no more.
         let reached = tokio::select! {
             _ = async {
-                while stopped.borrow().is_empty() {
+                while stopped.borrow().is_empty()
+                    || held.borrow().iter().any(|reply: &Reply| reply.wanted())
+                {
                     tokio::task::yield_now().await;
                 }
             } => true,

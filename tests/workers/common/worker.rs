@@ -88,6 +88,8 @@ pub enum Reply {
     Lines(Vec<String>),
     /// The worker is about to block (`Cmd::Busy`).
     Busy,
+    /// The handler of `Hold(n)` or `HoldInActor(n)` has started.
+    Holding(u64),
     /// The future answering `Hold(n)` or `HoldInActor(n)` was dropped
     /// before it answered.
     Dropped(u64),
@@ -376,6 +378,7 @@ impl<P: Protocol<FromWorker = Reply>> Handler<Hold> for TestWorker<P> {
     type Result = ResponseFuture<u64>;
 
     fn handle(&mut self, msg: Hold, _: &mut Context<Self>) -> Self::Result {
+        let _ = self.parent.post(Reply::Holding(msg.0));
         let note = DropNote(self.parent.clone(), msg.0);
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs(60)).await;
@@ -389,6 +392,7 @@ impl<P: Protocol<FromWorker = Reply>> Handler<HoldInActor> for TestWorker<P> {
     type Result = ResponseActFuture<Self, u64>;
 
     fn handle(&mut self, msg: HoldInActor, _: &mut Context<Self>) -> Self::Result {
+        let _ = self.parent.post(Reply::Holding(msg.0));
         let note = DropNote(self.parent.clone(), msg.0);
         Box::pin(
             async move {
