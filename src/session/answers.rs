@@ -2,7 +2,7 @@
 //! side answers, the [`Reply`] each request is owed, and the answers in
 //! progress that the asker may cancel.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::requests::Failure;
+use super::ById;
 use crate::error::ErrorReport;
 use crate::protocol::{tag_of, Request};
 use crate::wire::codec;
@@ -33,14 +34,39 @@ pub(crate) struct Reply {
     last_panic: fn() -> Option<ErrorReport>,
     sent: bool,
     /// Where the answers of its connection stand, for the asker's cancel.
-    answering: Rc<RefCell<HashMap<u64, Stage>>>,
+    answering: Rc<Stages>,
 }
 
 /// Where the answers owed on one connection stand, by request id: each has
 /// an entry from its arrival to its reply. One per session: ids are the
 /// asker's, unique on one connection only.
 #[derive(Default)]
-pub(crate) struct Answering(Rc<RefCell<HashMap<u64, Stage>>>);
+pub(crate) struct Answering(Rc<Stages>);
+
+#[derive(Default)]
+struct Stages {
+    by_id: RefCell<ById<Stage>>,
+    /// How many of them are cancelled: while none is, no answer needs
+    /// looking up before it starts.
+    cancelled: Cell<usize>,
+}
+
+impl Stages {
+    /// Whether request `id` is still wanted (not cancelled).
+    fn wanted(&self, id: u64) -> bool {
+        self.cancelled.get() == 0 || !matches!(self.by_id.borrow().get(&id), Some(Stage::Cancelled))
+    }
+
+    /// Request `id` is done with; whether it had been cancelled.
+    fn finish(&self, id: u64) -> bool {
+        let stage = self.by_id.borrow_mut().remove(&id);
+        let cancelled = matches!(stage, Some(Stage::Cancelled));
+        if cancelled {
+            self.cancelled.set(self.cancelled.get() - 1);
+        }
+        cancelled
+    }
+}
 
 impl Answering {
     /// The asker no longer waits for request `id`: one not started yet will
@@ -49,12 +75,13 @@ impl Answering {
     /// already is not affected.)
     pub(crate) fn cancel(&self, id: u64) {
         let stage = {
-            let mut answering = self.0.borrow_mut();
-            match answering.get_mut(&id) {
+            let mut by_id = self.0.by_id.borrow_mut();
+            match by_id.get_mut(&id) {
+                Some(Stage::Cancelled) | None => return,
                 Some(stage) => std::mem::replace(stage, Stage::Cancelled),
-                None => return,
             }
         };
+        self.0.cancelled.set(self.0.cancelled.get() + 1);
         if let Stage::Running(stop) = stage {
             stop();
         }
@@ -77,7 +104,7 @@ impl Reply {
     /// cancelled it (then it is not started at all, and dropping the reply
     /// sends nothing).
     pub(crate) fn wanted(&self) -> bool {
-        !matches!(self.answering.borrow().get(&self.id), Some(Stage::Cancelled))
+        self.answering.wanted(self.id)
     }
 
     /// Sends the answer.
@@ -98,12 +125,12 @@ impl Reply {
     /// The answer is in progress: if the asker cancels the request
     /// meanwhile, `stop` runs and nothing is sent.
     pub(crate) fn on_cancel(&mut self, stop: impl FnOnce() + 'static) {
-        let mut answering = self.answering.borrow_mut();
-        match answering.get_mut(&self.id) {
+        let mut by_id = self.answering.by_id.borrow_mut();
+        match by_id.get_mut(&self.id) {
             Some(stage @ Stage::Owed) => *stage = Stage::Running(Box::new(stop)),
             // Cancelled already: stopped at once.
             Some(Stage::Cancelled) => {
-                drop(answering);
+                drop(by_id);
                 stop();
             }
             _ => {}
@@ -112,8 +139,7 @@ impl Reply {
 
     fn send(&mut self, frame: Bytes) {
         self.sent = true;
-        let stage = self.answering.borrow_mut().remove(&self.id);
-        if let Some(Stage::Cancelled) = stage {
+        if self.answering.finish(self.id) {
             // The asker waits for nothing.
             self.outbox.forgive_reply(self.connection);
             return;
@@ -126,7 +152,7 @@ impl Drop for Reply {
     fn drop(&mut self) {
         if !self.sent {
             if !self.wanted() {
-                self.answering.borrow_mut().remove(&self.id);
+                self.answering.finish(self.id);
                 self.sent = true;
                 self.outbox.forgive_reply(self.connection);
                 return;
@@ -176,7 +202,7 @@ impl Handlers {
         max_message_size: usize,
     ) {
         let (id, tag) = (inbound.header.id, inbound.header.tag);
-        answering.0.borrow_mut().insert(id, Stage::Owed);
+        answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
         let reply = Reply {
             id,
             outbox: outbox.clone(),

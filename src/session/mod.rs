@@ -149,6 +149,11 @@ pub(crate) async fn hello(
     Ok(Opened { reader, writer: Writer::new(sink), peer })
 }
 
+/// A table keyed by request id: looked up twice per request, so hashed
+/// fast, with a seed of the process's own (the other side chooses the ids
+/// it asks with).
+pub(crate) type ById<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
+
 /// What a session shares with the handles of its side: the outbox its
 /// writer drains, the requests it asked, the requests it answers.
 pub(crate) struct Shared {

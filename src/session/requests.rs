@@ -15,7 +15,6 @@
 //! the other side is told (a `Cancel` frame), so that it stops working on
 //! it where it can.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::ById;
 use crate::error::{ErrorReport, WorkerError};
 use crate::wire::codec;
 use crate::wire::frame::Kind;
@@ -89,12 +89,12 @@ type Teller = Box<dyn Fn(u64) + Send + Sync>;
 #[derive(Default)]
 pub(crate) struct Pending {
     next_id: AtomicU64,
-    slots: Mutex<HashMap<u64, Box<dyn Slot>>>,
+    slots: Mutex<ById<Box<dyn Slot>>>,
     teller: std::sync::OnceLock<Teller>,
 }
 
 impl Pending {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Box<dyn Slot>>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, ById<Box<dyn Slot>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
