@@ -196,46 +196,52 @@ impl Handler<PoolEvent<Test>> for PoolGate {
     }
 }
 
+/// A worker that posts as fast as it can, to a recipient that stops
+/// handling its messages: it must be held back, the parent's memory stay
+/// flat, and everything arrive once the recipient goes on. `start` starts
+/// the flood with its events going to the gate (in an arbiter of its own),
+/// and returns what keeps it running.
+async fn held_back_by_a_gate<K>(what: &str, start: impl FnOnce(Gate, &Arbiter) -> K) {
+    another_worker_answers().await;
+    let before = status_kib("VmRSS:");
+    let open = Arc::new((Mutex::new(false), Condvar::new()));
+    let (tx, mut rx) = unbounded_channel();
+    let arbiter = Arbiter::new();
+    let _flood = start(Gate { open: open.clone(), tx }, &arbiter);
+    let online = rx.recv().await.unwrap();
+    assert!(matches!(online.kind, Event::Online));
+    // The worker floods until it finds itself held back, and exits.
+    let pid = online.pid;
+    let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
+    assert!(gone, "the flooding {what} never stopped");
+    let grew = status_kib("VmHWM:").saturating_sub(before);
+    // Meanwhile the parent does other work.
+    another_worker_answers().await;
+    *open.0.lock().unwrap() = true;
+    open.1.notify_all();
+    let mut messages = 0u64;
+    let status = loop {
+        let ev = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+        match ev.kind {
+            Event::Message(_) => messages += 1,
+            Event::Exit(status) => break status,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(status.code, Some(HELD_BACK), "the {what} was never held back: {status}");
+    assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
+    arbiter.stop();
+    println!(
+        "EVENT_FLOOD ({what}) held back; {messages} messages delivered after; parent peak +{grew} KiB"
+    );
+}
+
 /// Run alone by `a_worker_posting_faster_than_the_recipient_handles_is_held_back`.
 pub fn event_flood_role() {
-    run(async {
-        another_worker_answers().await;
-        let before = status_kib("VmRSS:");
-        let open = Arc::new((Mutex::new(false), Condvar::new()));
-        let (tx, mut rx) = unbounded_channel();
-        let arbiter = Arbiter::new();
-        let gate = {
-            let open = open.clone();
-            Gate::start_in_arbiter(&arbiter.handle(), move |_| Gate { open, tx })
-        };
-        let _flood = builder(gate.recipient()).entry("raw-event-flood").start().unwrap();
-        let online = rx.recv().await.unwrap();
-        assert!(matches!(online.kind, Event::Online));
-        // The worker floods until it finds itself held back, and exits.
-        let pid = online.pid;
-        let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
-        assert!(gone, "the flooding worker never stopped");
-        let grew = status_kib("VmHWM:").saturating_sub(before);
-        // Meanwhile the parent does other work.
-        another_worker_answers().await;
-        *open.0.lock().unwrap() = true;
-        open.1.notify_all();
-        let mut messages = 0u64;
-        let status = loop {
-            let ev = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
-            match ev.kind {
-                Event::Message(_) => messages += 1,
-                Event::Exit(status) => break status,
-                other => panic!("unexpected {other:?}"),
-            }
-        };
-        assert_eq!(status.code, Some(HELD_BACK), "the worker was never held back: {status}");
-        assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
-        arbiter.stop();
-        println!(
-            "EVENT_FLOOD held back; {messages} messages delivered after; parent peak +{grew} KiB"
-        );
-    });
+    run(held_back_by_a_gate("worker", |gate, arbiter| {
+        let gate = Gate::start_in_arbiter(&arbiter.handle(), move |_| gate);
+        builder(gate.recipient()).entry("raw-event-flood").start().unwrap()
+    }));
 }
 
 pub fn a_worker_posting_faster_than_the_recipient_handles_is_held_back() {
@@ -247,50 +253,18 @@ pub fn a_worker_posting_faster_than_the_recipient_handles_is_held_back() {
 /// the events window holds for a pool's members, whose events reach the
 /// recipient through the pool.
 pub fn pool_event_flood_role() {
-    run(async {
-        another_worker_answers().await;
-        let before = status_kib("VmRSS:");
-        let open = Arc::new((Mutex::new(false), Condvar::new()));
-        let (tx, mut rx) = unbounded_channel();
-        let arbiter = Arbiter::new();
-        let gate = {
-            let open = open.clone();
-            PoolGate::start_in_arbiter(&arbiter.handle(), move |_| PoolGate(Gate { open, tx }))
-        };
+    run(held_back_by_a_gate("pool member", |gate, arbiter| {
+        let gate = PoolGate::start_in_arbiter(&arbiter.handle(), move |_| PoolGate(gate));
         // One member, never restarted or replaced: its exit is the end.
-        let _pool = WorkerPool::<Test>::builder()
+        WorkerPool::<Test>::builder()
             .entry("raw-event-flood")
             .restart(RestartPolicy::never())
             .replacements(0, WAIT)
             .size(1)
             .events(gate.recipient())
             .start()
-            .unwrap();
-        let online = rx.recv().await.unwrap();
-        assert!(matches!(online.kind, Event::Online));
-        let pid = online.pid;
-        let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
-        assert!(gone, "the flooding member never stopped");
-        let grew = status_kib("VmHWM:").saturating_sub(before);
-        another_worker_answers().await;
-        *open.0.lock().unwrap() = true;
-        open.1.notify_all();
-        let mut messages = 0u64;
-        let status = loop {
-            let ev = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
-            match ev.kind {
-                Event::Message(_) => messages += 1,
-                Event::Exit(status) => break status,
-                other => panic!("unexpected {other:?}"),
-            }
-        };
-        assert_eq!(status.code, Some(HELD_BACK), "the member was never held back: {status}");
-        assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
-        arbiter.stop();
-        println!(
-            "POOL_EVENT_FLOOD held back; {messages} messages delivered after; parent peak +{grew} KiB"
-        );
-    });
+            .unwrap()
+    }));
 }
 
 pub fn a_pool_member_posting_faster_than_the_recipient_handles_is_held_back() {
