@@ -8,7 +8,9 @@
 //! - `stream_small`: 64-byte posts, parent → worker, the worker counts and
 //!   acknowledges at the end (msg/s; baseline: raw socketpair, batched writes).
 //! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
-//!   raw socketpair ping-pong).
+//!   raw socketpair ping-pong). `rtt_p50_vs_evented_echo`: the same against
+//!   an echo driven by an event loop, as ours is; `rtt_p50_pinned`: that
+//!   with every process of ours and of the baseline pinned to one core.
 //! - `pipelined`: requests with 1,000 in flight (req/s; baseline: raw
 //!   socketpair, 1,000 in flight).
 //! - `bulk_1mib`: 1 MiB posts (GB/s; baseline: raw socketpair).
@@ -256,6 +258,43 @@ async fn rtt() -> (Duration, Duration, Duration) {
     evented_echo.wait().unwrap();
     stop(worker).await;
     (median(ours), median(base), median(base_evented))
+}
+
+/// Set in the copy of this executable that [`rtt_pinned`] runs.
+const PINNED_ENV: &str = "THROUGHPUT_PINNED";
+
+/// The round trip with every process on one core: this executable again,
+/// pinned to CPU 0 before it starts (its worker and echo processes inherit
+/// that), running the `rtt` rounds; ours and the evented echo's medians, in
+/// µs. The scheduler's placement across cores is out of the figure.
+fn rtt_pinned() -> (f64, f64) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.arg("rtt_p50_vs_evented_echo").env(PINNED_ENV, "1");
+    // SAFETY: sched_setaffinity on the child itself, between fork and exec;
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("the pinned run");
+    assert!(out.status.success(), "the pinned run failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rtt_p50_vs_evented_echo: "))
+        .expect("the pinned run's row");
+    let field = |name: &str| -> f64 {
+        let at = row.find(name).expect("field") + name.len();
+        row[at..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (field("ours="), field("baseline="))
 }
 
 /// The variable that makes this executable an echo process for [`rtt`].
@@ -522,11 +561,15 @@ async fn run() {
         let ours = stream_small().await;
         line("stream_small", ours, stream_small_baseline(), "msg/s");
     }
-    if wanted("rtt_p50") {
+    if wanted("rtt_p50") || wanted("rtt_p50_vs_evented_echo") {
         let (ours, base, base_evented) = rtt().await;
         line("rtt_p50", ours.as_secs_f64() * 1e6, base.as_secs_f64() * 1e6, "us");
         let evented = base_evented.as_secs_f64() * 1e6;
         line("rtt_p50_vs_evented_echo", ours.as_secs_f64() * 1e6, evented, "us");
+    }
+    if wanted("rtt_p50_pinned") && std::env::var_os(PINNED_ENV).is_none() {
+        let (ours, evented) = rtt_pinned();
+        line("rtt_p50_pinned", ours, evented, "us");
     }
     if wanted("pipelined") {
         let ours = pipelined().await;

@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::UnixStream;
 
 use self::boundary::Boundary;
 use self::ledger::Ledger;
@@ -125,8 +125,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A non-blocking UNIX stream whose reads are `recvmsg` and whose writes
 /// carry queued descriptors.
+///
+/// The event loop watches the socket for incoming bytes only. Watched for
+/// writability too, each read of the peer would wake this process for
+/// room it does not need (the peer's read frees room in our direction): a
+/// third context switch in every round trip. Writes are tried straight
+/// away; only one that finds the socket full watches for room, through a
+/// second descriptor of the same socket, until the socket takes a whole
+/// write again.
 pub(crate) struct FdStream {
-    io: UnixStream,
+    io: AsyncFd<std::os::unix::net::UnixStream>,
+    /// For writability, while a write waits: registered only then.
+    room: Room,
     fds: Arc<FdQueues>,
     cmsg: Vec<u8>,
     boundary: Boundary,
@@ -161,7 +171,8 @@ impl FdStream {
             sock: sock.as_raw_fd(),
         });
         Ok(FdStream {
-            io: UnixStream::from_std(sock)?,
+            room: Room::Idle(sock.try_clone()?.into()),
+            io: watch(sock, Interest::READABLE).map_err(|(_, e)| e)?,
             fds,
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
             boundary: Boundary::default(),
@@ -251,6 +262,73 @@ fn send_with_fds(fd: RawFd, src: &[u8], fds: &FdQueues) -> io::Result<usize> {
     Ok(sent)
 }
 
+/// One non-blocking `send` of `src`.
+fn send(fd: RawFd, src: &[u8]) -> io::Result<usize> {
+    // SAFETY: send reads at most src.len() bytes from src.
+    let n = unsafe {
+        libc::send(fd, src.as_ptr().cast(), src.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Registers `inner` with the event loop for `interest` only.
+fn watch<T: AsRawFd>(inner: T, interest: Interest) -> Result<AsyncFd<T>, (T, io::Error)> {
+    // SAFETY: `inner` (a socket, or a descriptor of one) owns its
+    // descriptor, which stays open and the same until the `AsyncFd` is
+    // dropped or gives it back.
+    unsafe { AsyncFd::register_with_interest(inner, interest) }.map_err(|e| e.into_parts())
+}
+
+/// A second descriptor of the socket, watched for room only while a write
+/// waits for it.
+enum Room {
+    Idle(OwnedFd),
+    Watched(AsyncFd<OwnedFd>),
+    /// Between the two (only if registering failed).
+    Gone,
+}
+
+impl Room {
+    /// Ready once the socket may have room: parks the task until then.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Room::Idle(_) = self {
+            let Room::Idle(fd) = std::mem::replace(self, Room::Gone) else { unreachable!() };
+            *self = match watch(fd, Interest::WRITABLE) {
+                Ok(watched) => Room::Watched(watched),
+                Err((fd, e)) => {
+                    *self = Room::Idle(fd);
+                    return Poll::Ready(Err(e));
+                }
+            };
+        }
+        match self {
+            Room::Watched(watched) => {
+                let mut ready = ready!(watched.poll_write_ready(cx))?;
+                // The caller tries again; a full socket waits for the next
+                // edge.
+                ready.clear_ready();
+                Poll::Ready(Ok(()))
+            }
+            _ => Poll::Ready(Err(io::Error::other("the socket's second descriptor is gone"))),
+        }
+    }
+
+    /// No write waits: stop watching.
+    fn idle(&mut self) -> io::Result<()> {
+        if let Room::Watched(_) = self {
+            let Room::Watched(watched) = std::mem::replace(self, Room::Gone) else {
+                unreachable!()
+            };
+            *self = Room::Idle(watched.into_inner());
+        }
+        Ok(())
+    }
+}
+
 impl AsyncRead for FdStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -259,20 +337,20 @@ impl AsyncRead for FdStream {
     ) -> Poll<io::Result<()>> {
         let FdStream { io, fds, cmsg, boundary, .. } = self.get_mut();
         loop {
-            ready!(io.poll_read_ready(cx))?;
+            let mut ready = ready!(io.poll_read_ready(cx))?;
             let dst = buf.initialize_unfilled();
             let fd = io.as_raw_fd();
             // `try_io` clears the readiness on WouldBlock, so the next
             // `poll_read_ready` parks the task until the socket is readable.
-            match io.try_io(Interest::READABLE, || recv(fd, dst, cmsg, fds)) {
-                Ok(n) => {
+            match ready.try_io(|_| recv(fd, dst, cmsg, fds)) {
+                Err(_would_block) => continue,
+                Ok(Ok(n)) => {
                     boundary.feed(&dst[..n]);
                     fds.mid_frame.store(boundary.mid_frame(), Ordering::Relaxed);
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -283,19 +361,23 @@ impl FdStream {
     /// descriptors when there are any (they ride on these bytes, which come
     /// no later than those of the message that claims them), else `write`.
     fn poll_send(&mut self, cx: &mut Context<'_>, src: &[u8]) -> Poll<io::Result<usize>> {
-        let FdStream { io, fds, .. } = self;
-        let sent = if fds.outgoing_len() == 0 {
-            ready!(Pin::new(io).poll_write(cx, src))?
-        } else {
-            loop {
-                ready!(io.poll_write_ready(cx))?;
-                let fd = io.as_raw_fd();
-                match io.try_io(Interest::WRITABLE, || send_with_fds(fd, src, fds)) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => break other?,
+        let FdStream { io, fds, room, .. } = self;
+        let fd = io.as_raw_fd();
+        let sent = loop {
+            let sent =
+                if fds.outgoing_len() == 0 { send(fd, src) } else { send_with_fds(fd, src, fds) };
+            match sent {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(room.poll_ready(cx))?;
                 }
+                Err(e) => return Poll::Ready(Err(e)),
             }
         };
+        if sent == src.len() {
+            // Room enough: no more watching for it.
+            room.idle()?;
+        }
         fds.ledger().handed(&src[..sent]);
         Poll::Ready(Ok(sent))
     }
@@ -350,15 +432,14 @@ impl AsyncWrite for FdStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        self.get_mut().poll_drain(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        this.io.get_ref().shutdown(std::net::Shutdown::Write)?;
+        Poll::Ready(Ok(()))
     }
 }
 
