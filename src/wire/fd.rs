@@ -20,6 +20,8 @@ mod boundary;
 pub(crate) mod ledger;
 
 use std::collections::VecDeque;
+
+use bytes::Bytes;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
@@ -58,6 +60,9 @@ pub(crate) struct FdQueues {
     /// The bytes read so far end inside a WebSocket frame.
     mid_frame: AtomicBool,
     ledger: Mutex<Ledger>,
+    /// Whole frames to be written after everything written so far, from
+    /// the caller's buffers (see [`push_frame`](Self::push_frame)).
+    frames: Mutex<VecDeque<Bytes>>,
     /// The socket (owned by the stream, which outlives every user of this).
     sock: RawFd,
 }
@@ -105,6 +110,16 @@ impl FdQueues {
         outgoing.drain(from..).collect()
     }
 
+    /// Queues one whole WebSocket frame, its header and its payload, to be
+    /// written from these buffers (no copy: header and payload go out in
+    /// one vectored write) at the next write or flush of the stream. Only
+    /// between whole frames: the caller has flushed what went before.
+    pub(crate) fn push_frame(&self, header: Bytes, payload: Bytes) {
+        let mut frames = lock(&self.frames);
+        frames.push_back(header);
+        frames.push_back(payload);
+    }
+
     /// The ledger of what was written (see `ledger.rs`).
     pub(crate) fn ledger(&self) -> MutexGuard<'_, Ledger> {
         lock(&self.ledger)
@@ -140,9 +155,11 @@ pub(crate) struct FdStream {
     fds: Arc<FdQueues>,
     cmsg: Vec<u8>,
     boundary: Boundary,
-    /// Bytes accepted from the writer but not yet in the socket, from
-    /// `out_pos` on. See [`OUT_CAP`].
-    out: Vec<u8>,
+    /// Bytes accepted but not yet in the socket, in order: the rest of a
+    /// large write (see [`OUT_CAP`]), and whole frames handed over without
+    /// a copy ([`FdQueues::push_frame`]); `out_pos` bytes of the first are
+    /// written.
+    out: VecDeque<Bytes>,
     out_pos: usize,
 }
 
@@ -168,6 +185,7 @@ impl FdStream {
             incoming: Mutex::default(),
             mid_frame: AtomicBool::new(false),
             ledger: Mutex::new(Ledger::new(sndbuf)),
+            frames: Mutex::default(),
             sock: sock.as_raw_fd(),
         });
         Ok(FdStream {
@@ -176,7 +194,7 @@ impl FdStream {
             fds,
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
             boundary: Boundary::default(),
-            out: Vec::new(),
+            out: VecDeque::new(),
             out_pos: 0,
         })
     }
@@ -244,35 +262,22 @@ fn recv(fd: RawFd, dst: &mut [u8], cmsg: &mut [u8], fds: &FdQueues) -> io::Resul
     Ok(n as usize)
 }
 
-/// One `sendmsg` of `src` carrying up to [`MAX_FDS_PER_SEND`] queued
-/// descriptors; the ones sent are closed here once the kernel holds them.
-fn send_with_fds(fd: RawFd, src: &[u8], fds: &FdQueues) -> io::Result<usize> {
+/// One `sendmsg` of `src`, carrying up to [`MAX_FDS_PER_SEND`] queued
+/// descriptors if any wait; the ones sent are closed here once the kernel
+/// holds them.
+fn send(fd: RawFd, src: &[IoSlice<'_>], fds: &FdQueues) -> io::Result<usize> {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     let mut outgoing = lock(&fds.outgoing);
+    if outgoing.is_empty() {
+        drop(outgoing);
+        return sendmsg::<()>(fd, src, &[], flags, None).map_err(io::Error::from);
+    }
     let n = outgoing.len().min(MAX_FDS_PER_SEND);
     let raw: Vec<RawFd> = outgoing.iter().take(n).map(AsRawFd::as_raw_fd).collect();
-    let sent = sendmsg::<()>(
-        fd,
-        &[IoSlice::new(src)],
-        &[ControlMessage::ScmRights(&raw)],
-        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        None,
-    )
-    .map_err(io::Error::from)?;
+    let sent = sendmsg::<()>(fd, src, &[ControlMessage::ScmRights(&raw)], flags, None)
+        .map_err(io::Error::from)?;
     outgoing.drain(..n);
     Ok(sent)
-}
-
-/// One non-blocking `send` of `src`.
-fn send(fd: RawFd, src: &[u8]) -> io::Result<usize> {
-    // SAFETY: send reads at most src.len() bytes from src.
-    let n = unsafe {
-        libc::send(fd, src.as_ptr().cast(), src.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
 }
 
 /// Registers `inner` with the event loop for `interest` only.
@@ -357,16 +362,14 @@ impl AsyncRead for FdStream {
 }
 
 impl FdStream {
-    /// One write of `src` to the socket: `sendmsg` with the queued
-    /// descriptors when there are any (they ride on these bytes, which come
-    /// no later than those of the message that claims them), else `write`.
-    fn poll_send(&mut self, cx: &mut Context<'_>, src: &[u8]) -> Poll<io::Result<usize>> {
+    /// One write of `src` to the socket (a `sendmsg`, with the queued
+    /// descriptors when there are any: they ride on these bytes, which come
+    /// no later than those of the message that claims them).
+    fn poll_send(&mut self, cx: &mut Context<'_>, src: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let FdStream { io, fds, room, .. } = self;
         let fd = io.as_raw_fd();
         let sent = loop {
-            let sent =
-                if fds.outgoing_len() == 0 { send(fd, src) } else { send_with_fds(fd, src, fds) };
-            match sent {
+            match send(fd, src, fds) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     ready!(room.poll_ready(cx))?;
@@ -374,33 +377,66 @@ impl FdStream {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         };
-        if sent == src.len() {
+        if sent == src.iter().map(|s| s.len()).sum::<usize>() {
             // Room enough: no more watching for it.
             room.idle()?;
         }
-        fds.ledger().handed(&src[..sent]);
+        let mut ledger = fds.ledger();
+        let mut left = sent;
+        for slice in src {
+            let n = left.min(slice.len());
+            ledger.handed(&slice[..n]);
+            left -= n;
+            if left == 0 {
+                break;
+            }
+        }
         Poll::Ready(Ok(sent))
     }
 
-    /// Writes the accepted bytes out; ready once there are none left.
+    /// Writes the accepted bytes and the frames handed over out; ready
+    /// once there are none left.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_pos < self.out.len() {
+        loop {
+            self.out.extend(lock(&self.fds.frames).drain(..));
+            if self.out.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
             let out = std::mem::take(&mut self.out);
-            let res = self.poll_send(cx, &out[self.out_pos..]);
+            let mut slices = [IoSlice::new(&[]); VECTORED];
+            let mut n = 0;
+            for (i, chunk) in out.iter().take(VECTORED).enumerate() {
+                let from = if i == 0 { self.out_pos } else { 0 };
+                slices[i] = IoSlice::new(&chunk[from..]);
+                n += 1;
+            }
+            let res = self.poll_send(cx, &slices[..n]);
             self.out = out;
-            match ready!(res)? {
+            let mut sent = match ready!(res)? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                n => self.out_pos += n,
+                sent => sent,
+            };
+            while sent > 0 {
+                let left = self.out[0].len() - self.out_pos;
+                if sent < left {
+                    self.out_pos += sent;
+                    break;
+                }
+                sent -= left;
+                self.out.pop_front();
+                self.out_pos = 0;
             }
         }
-        // The capacity is kept, as tungstenite keeps that of its own write
-        // buffer: giving it back after each large message costs more than
-        // it saves.
-        self.out.clear();
-        self.out_pos = 0;
-        Poll::Ready(Ok(()))
+    }
+
+    /// Whether nothing waits to be written before new bytes.
+    fn drained(&self) -> bool {
+        self.out.is_empty() && lock(&self.fds.frames).is_empty()
     }
 }
+
+/// The most buffers one vectored write takes.
+const VECTORED: usize = 16;
 
 impl AsyncWrite for FdStream {
     fn poll_write(
@@ -409,22 +445,27 @@ impl AsyncWrite for FdStream {
         src: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.out.is_empty() && src.len() < BIG_WRITE {
+        if src.len() < BIG_WRITE && this.drained() {
             // The common case, small batches: no copy, plain back-pressure.
-            return this.poll_send(cx, src);
+            return this.poll_send(cx, &[IoSlice::new(src)]);
         }
         // Nothing more is taken while a backlog waits: the transport holds
         // at most one write's worth beyond the kernel's buffer.
         ready!(this.poll_drain(cx))?;
+        if src.len() < BIG_WRITE {
+            return this.poll_send(cx, &[IoSlice::new(src)]);
+        }
         // Nothing held back: straight to the socket, and keep what it did
         // not take (up to the cap) for the next drain.
-        let written = match this.poll_send(cx, src) {
+        let written = match this.poll_send(cx, &[IoSlice::new(src)]) {
             Poll::Ready(res) => res?,
             Poll::Pending => 0,
         };
         let rest = &src[written..];
         let n = rest.len().min(OUT_CAP);
-        this.out.extend_from_slice(&rest[..n]);
+        if n > 0 {
+            this.out.push_back(Bytes::copy_from_slice(&rest[..n]));
+        }
         if written + n == 0 {
             return Poll::Pending;
         }

@@ -255,8 +255,17 @@ pub(crate) fn binary_frame(payload: &[u8]) -> Vec<u8> {
 
 /// One unmasked WebSocket frame with FIN set, of `opcode`.
 pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
+    let mut out = frame_header(opcode, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The header of an unmasked WebSocket frame with FIN set, of `opcode`,
+/// whose payload is `len` bytes.
+fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
+    out.push(0x80 | opcode);
+    match len {
         n if n < 126 => out.push(n as u8),
         n if n <= 0xffff => {
             out.push(126);
@@ -267,9 +276,12 @@ pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
-    out.extend_from_slice(payload);
     out
 }
+
+/// From this size on, a message is written from its own buffer rather than
+/// copied into tungstenite's (see [`SinkHalf::feed_whole`]).
+pub(crate) const WRITTEN_WHOLE: usize = 64 << 10;
 
 /// One message: its header read, its descriptors claimed.
 fn inbound(bytes: Bytes, fds: &FdQueues) -> Result<Inbound, WireError> {
@@ -315,6 +327,19 @@ impl SinkHalf {
     /// Hands one message to the WebSocket (buffered; see `flush`).
     pub(crate) async fn feed(&mut self, msg: Bytes) -> Result<(), WireError> {
         self.sink.feed(Message::Binary(msg)).await.map_err(ws_error)
+    }
+
+    /// Hands one large message to the stream under the WebSocket as a
+    /// whole binary frame, written from `msg` itself: its header and its
+    /// bytes in one vectored write, no copy on the way (tungstenite would
+    /// copy it into its write buffer, and the stream what the socket did
+    /// not take at once). Written at the next flush, after everything fed
+    /// before it.
+    pub(crate) async fn feed_whole(&mut self, msg: Bytes) -> Result<(), WireError> {
+        // Between whole frames: what tungstenite holds goes first.
+        self.flush().await?;
+        self.fds.push_frame(frame_header(2, msg.len()).into(), msg);
+        Ok(())
     }
 
     /// Writes out everything fed.

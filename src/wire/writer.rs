@@ -12,7 +12,7 @@ use super::fd::ledger::Fate;
 use super::fd::{FdQueues, MAX_FDS_PER_SEND};
 use super::frame::{self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET};
 use super::outbox::{Outbox, Outgoing};
-use super::socket::SinkHalf;
+use super::socket::{SinkHalf, WRITTEN_WHOLE};
 use crate::error::WireError;
 
 /// The writing half.
@@ -291,7 +291,11 @@ impl Writer {
         if alone {
             let bytes = msg.bytes.clone();
             self.lend(vec![msg]);
-            self.sink.feed(bytes).await?;
+            if bytes.len() >= WRITTEN_WHOLE {
+                self.sink.feed_whole(bytes).await?;
+            } else {
+                self.sink.feed(bytes).await?;
+            }
             return Ok(false);
         }
         self.small_bytes += entry;
