@@ -189,6 +189,15 @@ pub enum WireError {
         /// How many.
         count: usize,
     },
+    /// A shared buffer ([`SharedBytes`](crate::SharedBytes)) that came with
+    /// a message was refused: its descriptor missing, not a memfd sealed
+    /// against writing, shrinking and growing, or smaller than announced.
+    /// Nothing of it was mapped.
+    #[error("a shared buffer was refused: {why}")]
+    SharedBuffer {
+        /// What was wrong with it.
+        why: String,
+    },
     /// Too many descriptors on one message.
     #[error("{count} descriptors on one message, the limit is {limit}")]
     TooManyFds {

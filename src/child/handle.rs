@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use crate::error::WorkerError;
 use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::{answer, Pending};
-use crate::wire::encode::encode;
+use crate::wire::encode::encode_sharing;
 use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
 
@@ -77,8 +77,8 @@ impl<P: Protocol> Parent<P> {
         let id = self.pending.next_id();
         let answer = answer::<R::Answer>(&self.pending, id, limit);
         let header = Header::request(id, tag_of::<R>());
-        let sent = encode(header, &request, self.max_message_size)
-            .and_then(|bytes| self.outbox.push(bytes, Vec::new()));
+        let sent = encode_sharing(header, &request, Vec::new(), self.max_message_size)
+            .and_then(|(bytes, fds)| self.outbox.push(bytes, fds));
         if sent.is_err() {
             self.pending.cancel(id);
         }
@@ -97,7 +97,8 @@ impl<P: Protocol> Parent<P> {
     /// Posts a message with descriptors; the parent receives them with
     /// exactly this message.
     pub fn post_with_fds(&self, data: P::FromWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
-        let bytes = encode(Header::post(fds.len())?, &data, self.max_message_size)?;
+        let header = Header::post(fds.len())?;
+        let (bytes, fds) = encode_sharing(header, &data, fds, self.max_message_size)?;
         self.outbox.push(bytes, fds)
     }
 

@@ -37,7 +37,7 @@ use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::answers::Handlers;
 use crate::session::requests::{answer, Pending};
 use crate::supervise::{History, RestartPolicy};
-use crate::wire::encode::encode_in;
+use crate::wire::encode::encode_in_sharing;
 use crate::wire::frame::Header;
 use crate::wire::outbox::{Outbox, Refusal};
 
@@ -309,9 +309,9 @@ impl<P: Protocol> Worker<P> {
         let encoded = self.check_open().and_then(|()| {
             let max = self.limits.max_message_size;
             let header = Header::post(fds.len())?;
-            encode_in(&mut self.arena, header, &data, max)
+            encode_in_sharing(&mut self.arena, header, &data, fds, max)
         });
-        let queued = encoded.and_then(|bytes| self.queue(bytes, fds, None, ctx));
+        let queued = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, None, ctx));
         if let Err(e) = &queued {
             tracing::debug!(worker = %self.name, error = %e, "post refused");
             self.emit(Event::Refused(e.clone()));
@@ -334,12 +334,12 @@ impl<P: Protocol> Worker<P> {
             return Asked::Ready(Err(WireError::Encode(e.to_string()).into()));
         }
         let encoded = self.check_open().and_then(|()| {
-            let tag = tag_of::<R>();
-            encode_in(&mut self.arena, Header::request(id, tag), &request, max)
+            let header = Header::request(id, tag_of::<R>());
+            encode_in_sharing(&mut self.arena, header, &request, Vec::new(), max)
         });
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.
-        if let Err(e) = encoded.and_then(|bytes| self.queue(bytes, Vec::new(), Some(id), ctx)) {
+        if let Err(e) = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, Some(id), ctx)) {
             return Asked::Ready(Err(e));
         }
         match timeout {

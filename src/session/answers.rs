@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -14,10 +15,10 @@ use super::requests::Failure;
 use super::ById;
 use crate::error::ErrorReport;
 use crate::protocol::{tag_of, Request};
-use crate::wire::codec;
-use crate::wire::encode::encode;
+use crate::wire::encode::{encode, encode_sharing};
 use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
+use crate::wire::shared::decode_with;
 use crate::wire::socket::Inbound;
 
 /// The answer to one request, owed to the other side. Whatever happens to
@@ -109,17 +110,21 @@ impl Reply {
 
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
-        let frame = match encode(Header::answer(self.id), answer, self.max_message_size) {
-            Ok(bytes) => bytes,
-            Err(e) => failure_frame(self.id, Failure::Wire(e.to_string()), self.max_message_size),
+        let header = Header::answer(self.id);
+        let (frame, fds) = match encode_sharing(header, answer, Vec::new(), self.max_message_size) {
+            Ok(encoded) => encoded,
+            Err(e) => (
+                failure_frame(self.id, Failure::Wire(e.to_string()), self.max_message_size),
+                Vec::new(),
+            ),
         };
-        self.send(frame);
+        self.send(frame, fds);
     }
 
     /// Sends a failure.
     pub(crate) fn fail(mut self, failure: Failure) {
         let frame = failure_frame(self.id, failure, self.max_message_size);
-        self.send(frame);
+        self.send(frame, Vec::new());
     }
 
     /// The answer is in progress: if the asker cancels the request
@@ -137,14 +142,14 @@ impl Reply {
         }
     }
 
-    fn send(&mut self, frame: Bytes) {
+    fn send(&mut self, frame: Bytes, fds: Vec<OwnedFd>) {
         self.sent = true;
         if self.answering.finish(self.id) {
             // The asker waits for nothing.
             self.outbox.forgive_reply(self.connection);
             return;
         }
-        self.outbox.push_reply(frame, self.connection);
+        self.outbox.push_reply(frame, fds, self.connection);
     }
 }
 
@@ -162,12 +167,12 @@ impl Drop for Reply {
                 None => Failure::Gone,
             };
             let frame = failure_frame(self.id, failure, self.max_message_size);
-            self.send(frame);
+            self.send(frame, Vec::new());
         }
     }
 }
 
-type Handler = Box<dyn Fn(&[u8], Reply)>;
+type Handler = Box<dyn Fn(&[u8], Vec<OwnedFd>, Reply)>;
 
 /// The request types one side answers, by tag.
 pub(crate) struct Handlers {
@@ -185,9 +190,13 @@ impl Handlers {
     /// Answers requests of type `R` with `start`, which hands the decoded
     /// request to an actor and the [`Reply`] to whatever answers.
     pub(crate) fn insert<R: Request>(&mut self, start: impl Fn(R, Reply) + 'static) {
-        let handler: Handler = Box::new(move |payload, reply| match codec::decode::<R>(payload) {
-            Ok(req) => start(req, reply),
-            Err(e) => reply.fail(Failure::Wire(e.to_string())),
+        let handler: Handler = Box::new(move |payload, fds, reply| {
+            // A request's descriptors are its shared buffers'; any others
+            // are closed.
+            match decode_with::<R>(payload, fds).0 {
+                Ok(req) => start(req, reply),
+                Err(e) => reply.fail(Failure::Wire(e.to_string())),
+            }
         });
         self.by_tag.insert(tag_of::<R>(), handler);
     }
@@ -196,7 +205,7 @@ impl Handlers {
     /// and its stage is kept in `answering` (its connection's).
     pub(crate) fn dispatch(
         &self,
-        inbound: &Inbound,
+        mut inbound: Inbound,
         outbox: &Arc<Outbox>,
         answering: &Answering,
         max_message_size: usize,
@@ -213,7 +222,10 @@ impl Handlers {
             answering: answering.0.clone(),
         };
         match self.by_tag.get(&tag) {
-            Some(handler) => handler(inbound.payload(), reply),
+            Some(handler) => {
+                let fds = std::mem::take(&mut inbound.fds);
+                handler(inbound.payload(), fds, reply)
+            }
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
     }

@@ -239,12 +239,14 @@ impl<S: Side> Session<S> {
         }
     }
 
-    fn dispatch(&mut self, inbound: Inbound) -> Flow {
+    fn dispatch(&mut self, mut inbound: Inbound) -> Flow {
         let kind = inbound.header.kind;
         if kind == Kind::Post {
-            match codec::decode::<S::Incoming>(inbound.payload()) {
-                Ok(data) => self.side.post(Received::new(data, inbound.fds)),
-                Err(e) => self.side.wire_error(e),
+            let Inbound { fds, .. } = &mut inbound;
+            let fds = std::mem::take(fds);
+            match crate::wire::shared::decode_with::<S::Incoming>(inbound.payload(), fds) {
+                (Ok(data), fds) => self.side.post(Received::new(data, fds)),
+                (Err(e), _) => self.side.wire_error(e),
             }
             return Flow::Go;
         }
@@ -255,7 +257,7 @@ impl<S: Side> Session<S> {
                 self.asked = true;
                 let shared = &self.shared;
                 shared.handlers.dispatch(
-                    &inbound,
+                    inbound,
                     &shared.outbox,
                     &self.answering,
                     shared.max_message_size,

@@ -70,7 +70,10 @@ pub(crate) trait Slot: Send {
 pub(crate) fn decoded<A: DeserializeOwned>(
     result: Result<Inbound, WorkerError>,
 ) -> Result<A, WorkerError> {
-    result.and_then(|inbound| Ok(codec::decode::<A>(inbound.payload())?))
+    result.and_then(|mut inbound| {
+        let fds = std::mem::take(&mut inbound.fds);
+        Ok(crate::wire::shared::decode_with::<A>(inbound.payload(), fds).0?)
+    })
 }
 
 /// A slot that hands the decoded answer to a closure.

@@ -42,6 +42,12 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     let ty = std::any::type_name::<T>();
     let fail = |why: String| ShapeError { ty, why };
     let mut tracer = Tracer::new(TracerConfig::default());
+    // Enums of ours that a message may hold, traced whole first (the
+    // tracing of `T` explores the variants of `T` itself, not of the enums
+    // inside it).
+    if let Err(e) = tracer.trace_simple_type::<crate::wire::shared::SharedBytes>() {
+        return Err(fail(format!("the shape of SharedBytes: {e}")));
+    }
     let samples = match tracer.trace_simple_type::<T>() {
         Ok((_, samples)) => samples,
         // What serde would ask of bincode that bincode cannot do.

@@ -7,8 +7,10 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use super::codec;
+use std::os::fd::OwnedFd;
+
 use super::frame::{self, Header};
+use super::{codec, shared};
 use crate::error::{WireError, WorkerError};
 
 /// Encodes one complete message: `header`, then `data`; checks the
@@ -47,6 +49,52 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     data: &M,
     max_message_size: usize,
 ) -> Result<Bytes, WorkerError> {
+    encode_parts(arena, header, data, max_message_size, false).map(|(bytes, _)| bytes)
+}
+
+/// [`encode_in`] for a peer that takes descriptors: the shared buffers in
+/// `data` go as descriptors (see `shared.rs`), ahead of the message's own
+/// `fds` (which `header` counts already); the message and all its
+/// descriptors, in order.
+pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
+    arena: &mut BytesMut,
+    header: Header,
+    data: &M,
+    fds: Vec<OwnedFd>,
+    max_message_size: usize,
+) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
+    let (bytes, mut all) = encode_parts(arena, header, data, max_message_size, true)?;
+    all.extend(fds);
+    Ok((bytes, all))
+}
+
+/// [`encode`] for a peer that takes descriptors (see [`encode_in_sharing`]).
+pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
+    header: Header,
+    data: &M,
+    fds: Vec<OwnedFd>,
+    max_message_size: usize,
+) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
+    let from_arena = ARENA.try_with(|arena| {
+        let mut arena = arena.try_borrow_mut().ok()?;
+        Some(encode_parts(&mut arena, header, data, max_message_size, true))
+    });
+    let (bytes, mut all) = match from_arena {
+        Ok(Some(encoded)) => encoded,
+        _ => encode_parts(&mut BytesMut::new(), header, data, max_message_size, true),
+    }?;
+    all.extend(fds);
+    Ok((bytes, all))
+}
+
+/// The message, and the descriptors of its shared buffers when `sharing`.
+fn encode_parts<M: Serialize + ?Sized>(
+    arena: &mut BytesMut,
+    header: Header,
+    data: &M,
+    max_message_size: usize,
+    sharing: bool,
+) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
     if arena.capacity() < ARENA_MIN_ROOM {
         arena.reserve(ARENA_CHUNK);
     }
@@ -54,19 +102,38 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     arena.clear();
     frame::begin(arena, header);
     let header = arena.len();
-    let encoded = codec::encode_into(data, arena);
+    let (encoded, shared) = if sharing {
+        shared::collecting(|| codec::encode_into(data, arena))
+    } else {
+        (codec::encode_into(data, arena), Vec::new())
+    };
     let size = arena.len() - header;
     let checked = match encoded {
         Err(e) => Err(e.into()),
         Ok(()) if size > max_message_size => {
             Err(WireError::TooLarge { size, limit: max_message_size }.into())
         }
-        Ok(()) => Ok(arena.split().freeze()),
+        Ok(()) => count_shared(arena, shared.len()).map(|()| arena.split().freeze()),
     };
     if checked.as_ref().map_or(true, |bytes| bytes.len() > ARENA_KEEP) {
         *arena = BytesMut::new();
     }
-    checked
+    checked.map(|bytes| (bytes, shared))
+}
+
+/// Adds `shared` descriptors to the count in the header of the message
+/// that starts `arena`.
+fn count_shared(arena: &mut BytesMut, shared: usize) -> Result<(), WorkerError> {
+    if shared == 0 {
+        return Ok(());
+    }
+    let count = usize::from(arena[1]) + shared;
+    let limit = super::MAX_FDS_PER_MESSAGE;
+    if count > limit {
+        return Err(WireError::TooManyFds { count, limit }.into());
+    }
+    arena[1] = count as u8;
+    Ok(())
 }
 
 /// The size of a fresh arena buffer.

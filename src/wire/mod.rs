@@ -2,13 +2,14 @@
 //! with the ledger of what it wrote), the WebSocket over it ([`socket`],
 //! its reading half, and [`writer`], the task that drains an [`outbox`]),
 //! the envelope ([`frame`]), and payloads ([`codec`], which [`encode`]
-//! uses to make whole messages).
+//! uses to make whole messages; [`shared`] buffers travel as descriptors).
 
 pub(crate) mod codec;
 pub(crate) mod encode;
 pub(crate) mod fd;
 pub(crate) mod frame;
 pub(crate) mod outbox;
+pub(crate) mod shared;
 pub(crate) mod socket;
 pub(crate) mod writer;
 

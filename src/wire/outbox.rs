@@ -235,7 +235,7 @@ impl Outbox {
     /// [`owe_reply`](Self::owe_reply)): taken while that connection is
     /// open, even after pushes were ended (the other side may wait for it
     /// in its `on_close`), whatever the bound.
-    pub(crate) fn push_reply(&self, bytes: Bytes, connection: u64) {
+    pub(crate) fn push_reply(&self, bytes: Bytes, fds: Vec<OwnedFd>, connection: u64) {
         let mut state = self.lock();
         if self.connection.load(Ordering::SeqCst) != connection {
             // The connection it answers has ended (its owed count with it).
@@ -247,7 +247,7 @@ impl Outbox {
         }
         state.replies += 1;
         state.reply_bytes += bytes.len();
-        self.enqueue(state, Outgoing::Frame { bytes, fds: Vec::new() });
+        self.enqueue(state, Outgoing::Frame { bytes, fds });
     }
 
     /// How many messages wait to be written.

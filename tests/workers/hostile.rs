@@ -108,6 +108,22 @@ fn echo_batch(n: usize) -> Vec<u8> {
     batch
 }
 
+/// A memfd of `len` bytes, sealed against writing, shrinking and growing
+/// if `sealed`.
+fn memfd(len: i64, sealed: bool) -> std::os::fd::OwnedFd {
+    // SAFETY: memfd_create, ftruncate and fcntl on the descriptor made here.
+    unsafe {
+        let fd = libc::memfd_create(c"hostile".as_ptr(), libc::MFD_ALLOW_SEALING);
+        assert!(fd >= 0);
+        assert_eq!(libc::ftruncate(fd, len), 0);
+        if sealed {
+            let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+            assert_eq!(libc::fcntl(fd, libc::F_ADD_SEALS, seals), 0);
+        }
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
 /// Reads until the parent closes the connection (or kills us), then exits.
 fn drain(mut sock: UnixStream) -> ! {
     let mut buf = [0u8; 4096];
@@ -225,6 +241,17 @@ pub fn run_if_raw_worker() {
             flood(&sock, &ws_frame(2, &batch), 1000);
         }
         "event-flood" => flood(&sock, &ws_frame(2, &echo_batch(4096)), 2000),
+        "shared-unsealed" | "shared-short" => {
+            // A post of `Reply::Shared` (variant 16) with one buffer
+            // (`SharedBytes::Descriptor`, variant 1) claiming descriptor 0
+            // and 4096 or 8192 bytes (bincode varints: 251, then a u16);
+            // the memfd sent has 4096 bytes, unsealed or sealed.
+            let memfd = memfd(4096, scenario == "shared-short");
+            let claimed: u8 = if scenario == "shared-short" { 0x20 } else { 0x10 };
+            let post = [2, 1, 16, 1, 1, 0, 251, 0, claimed];
+            assert!(send_with_fds(&sock, &ws_frame(2, &post), &[memfd.as_raw_fd()]));
+            sock.write_all(&ws_frame(2, &[2, 0, 0, 7])).unwrap();
+        }
         other => panic!("unknown raw scenario {other}"),
     }
     drain(sock)

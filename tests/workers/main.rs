@@ -15,6 +15,7 @@ mod load;
 mod misuse;
 mod pool;
 mod requests;
+mod shared;
 mod startup;
 mod stream;
 mod supervise;
@@ -56,7 +57,7 @@ macro_rules! modules {
 
 modules![
     basics, delivery, errors, faults, fds, floods, hostile, lifecycle, load, misuse, pool,
-    requests, startup, stream, supervise,
+    requests, shared, startup, stream, supervise,
 ];
 
 /// Functions that take no arguments and are not tests.
@@ -106,6 +107,8 @@ fn main() {
         misuse::trials,
         pool::trials,
         requests::trials,
+        shared::trials,
+        shared::roles,
         startup::trials,
         stream::trials,
         supervise::trials,

@@ -79,7 +79,7 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
     let connection = outbox.owe_reply();
     outbox.end_connection();
     // A late answer for the connection that ended goes nowhere.
-    outbox.push_reply(frame::bare(Kind::Closing), connection);
+    outbox.push_reply(frame::bare(Kind::Closing), Vec::new(), connection);
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
     assert_eq!(payloads(&batch), [1, 2, 3]);
@@ -98,8 +98,8 @@ fn replies_count_against_the_bound() {
     let mut answer = Vec::new();
     frame::begin(&mut answer, frame::Header::answer(1));
     let answer = Bytes::from(answer);
-    outbox.push_reply(answer.clone(), connection);
-    outbox.push_reply(answer, connection);
+    outbox.push_reply(answer.clone(), Vec::new(), connection);
+    outbox.push_reply(answer, Vec::new(), connection);
     assert!(outbox.replies_over(), "two queued");
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));

@@ -4,7 +4,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_webworker::{Entry, ErrorReport, Parent, Protocol, Received, Requests, WorkerActor};
+use actix_webworker::{
+    Entry, ErrorReport, Parent, Protocol, Received, Requests, SharedBytes, WorkerActor,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{open_fds, pipe_holding, read_u64};
@@ -65,6 +67,9 @@ pub enum Cmd {
     /// Keep the descriptor sent along; `on_close` writes "closed <pid>" to
     /// it. Answers `Count(0)`.
     NoteOnClose,
+    /// Answers `Shared` with these buffers, then one of its own (the text
+    /// "from the worker").
+    Shared(Vec<SharedBytes>),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -93,6 +98,8 @@ pub enum Reply {
     /// The future answering `Hold(n)` or `HoldInActor(n)` was dropped
     /// before it answered.
     Dropped(u64),
+    /// Shared buffers (see `Cmd::Shared`).
+    Shared(Vec<SharedBytes>),
 }
 
 // ---- requests -----------------------------------------------------------
@@ -129,6 +136,17 @@ impl<P: Protocol<FromWorker = Reply>> Drop for DropNote<P> {
         let _ = self.0.post(Reply::Dropped(self.1));
     }
 }
+
+/// Answered with the sum of the buffer's bytes, and whether the worker
+/// got it as a mapping.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "(u64, bool)")]
+pub struct Checksum(pub SharedBytes);
+
+/// Answered with a shared buffer of `len` bytes, each `fill`.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "SharedBytes")]
+pub struct MakeShared(pub usize, pub u8);
 
 /// Answered with the worker's pid.
 #[derive(Message, Serialize, Deserialize, Debug)]
@@ -357,6 +375,12 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             Cmd::FdCount => {
                 let _ = parent.post(Reply::Count(open_fds()));
             }
+            Cmd::Shared(mut buffers) => {
+                buffers.push(SharedBytes::copy_from_slice(b"from the worker").expect("a memfd"));
+                if let Err(e) = parent.post(Reply::Shared(buffers)) {
+                    let _ = parent.post(Reply::Refused(e.to_string()));
+                }
+            }
             Cmd::BlobBack(len) => {
                 if let Err(e) = parent.post(Reply::Blob(vec![7; len])) {
                     let _ = parent.post(Reply::Refused(e.to_string()));
@@ -402,6 +426,25 @@ impl<P: Protocol<FromWorker = Reply>> Handler<HoldInActor> for TestWorker<P> {
             }
             .into_actor(self),
         )
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<Checksum> for TestWorker<P> {
+    type Result = actix::MessageResult<Checksum>;
+
+    fn handle(&mut self, msg: Checksum, _: &mut Context<Self>) -> Self::Result {
+        let sum = msg.0.iter().map(|&b| u64::from(b)).sum();
+        actix::MessageResult((sum, msg.0.is_mapped()))
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<MakeShared> for TestWorker<P> {
+    type Result = actix::MessageResult<MakeShared>;
+
+    fn handle(&mut self, msg: MakeShared, _: &mut Context<Self>) -> Self::Result {
+        let mut buf = actix_webworker::SharedBytesMut::new(msg.0).expect("a memfd");
+        buf.fill(msg.1);
+        actix::MessageResult(buf.freeze().expect("sealed"))
     }
 }
 
@@ -470,7 +513,9 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             .answer::<AskParent>()
             .answer::<WhichPid>()
             .answer::<Hold>()
-            .answer::<HoldInActor>();
+            .answer::<HoldInActor>()
+            .answer::<Checksum>()
+            .answer::<MakeShared>();
     }
 
     fn on_close(&mut self, _: &mut Context<Self>) {

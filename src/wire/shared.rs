@@ -1,0 +1,529 @@
+//! Byte buffers that cross the process boundary without a copy:
+//! [`SharedBytes`], filled in place through [`SharedBytesMut`].
+//!
+//! A buffer is a memfd. Frozen, it is sealed against writing, shrinking and
+//! growing (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`) and mapped
+//! read-only. A message that holds one is encoded with the buffer's
+//! descriptor attached (as descriptors of [`Post::with_fds`] are) and only
+//! an index and a length in the payload; the receiver checks the seals and
+//! the size, and maps it read-only. No byte of it goes through the socket,
+//! and neither side can change it afterwards.
+//!
+//! Encoded where descriptors cannot go (outside a message to a peer that
+//! takes them), a buffer is written inline, as bytes, and read back as a
+//! buffer of its own.
+//!
+//! [`Post::with_fds`]: crate::Post::with_fds
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+
+/// The seals a received buffer must carry: nobody can write to it, shrink
+/// it (reading a truncated mapping would be a SIGBUS) or grow it.
+const SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+
+/// A mapping of a memfd, unmapped when dropped (with its descriptor).
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; shared ones are
+// read-only (sealed), the writable one is owned by one `SharedBytesMut`.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only reads.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd`, read-only or writable.
+    fn map(fd: OwnedFd, len: usize, writable: bool) -> io::Result<Mapping> {
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: a fresh mapping of a descriptor we own; nothing else is at
+        // the address the kernel picks.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
+        Ok(Mapping { ptr, len, fd })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` bytes are mapped at `ptr` for as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Unmaps, keeping the descriptor.
+    fn unmap(self) -> OwnedFd {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the mapping is ours, and nothing refers to it any more.
+        unsafe { libc::munmap(this.ptr.as_ptr().cast(), this.len) };
+        // SAFETY: read out of a value that is never dropped.
+        unsafe { std::ptr::read(&this.fd) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours, and nothing refers to it any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A buffer being filled, before it is shared: writable, owned by one.
+/// [`freeze`](Self::freeze) seals it into a [`SharedBytes`].
+///
+/// ```no_run
+/// # use actix_webworker::SharedBytesMut;
+/// let mut buf = SharedBytesMut::new(1 << 20)?;
+/// buf.fill(7);
+/// let shared = buf.freeze()?; // read-only from now on, on both sides
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct SharedBytesMut {
+    map: Option<Mapping>,
+}
+
+impl SharedBytesMut {
+    /// A buffer of `len` zero bytes.
+    pub fn new(len: usize) -> io::Result<Self> {
+        if len == 0 {
+            return Ok(SharedBytesMut { map: None });
+        }
+        // SAFETY: memfd_create with a static name; the result is checked.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"actix-webworker".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor the kernel has just made for us.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let size = libc::off_t::try_from(len).map_err(|_| io::Error::other("too large"))?;
+        // SAFETY: ftruncate on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedBytesMut { map: Some(Mapping::map(fd, len, true)?) })
+    }
+
+    /// A buffer holding a copy of `bytes`.
+    pub fn copy_from_slice(bytes: &[u8]) -> io::Result<Self> {
+        let mut buf = SharedBytesMut::new(bytes.len())?;
+        buf.copy_from_slice(bytes);
+        Ok(buf)
+    }
+
+    /// Seals the buffer (no more writing, shrinking or growing, by anyone)
+    /// and maps it read-only: what is sent.
+    pub fn freeze(self) -> io::Result<SharedBytes> {
+        let Some(map) = self.map else { return Ok(SharedBytes::default()) };
+        let len = map.len;
+        // The writable mapping goes first: a memfd with one cannot be
+        // sealed against writing.
+        let fd = map.unmap();
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedBytes(Repr::Mapped(Arc::new(Mapping::map(fd, len, false)?))))
+    }
+}
+
+impl Deref for SharedBytesMut {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.map.as_ref().map_or(&[], Mapping::bytes)
+    }
+}
+
+impl DerefMut for SharedBytesMut {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.map {
+            // SAFETY: a writable mapping of `len` bytes, owned by this value
+            // alone (`&mut self`).
+            Some(map) => unsafe { std::slice::from_raw_parts_mut(map.ptr.as_ptr(), map.len) },
+            None => &mut [],
+        }
+    }
+}
+
+impl fmt::Debug for SharedBytesMut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SharedBytesMut({} bytes)", self.len())
+    }
+}
+
+/// Read-only bytes that travel between parent and worker without a copy,
+/// as a field of any message (see the module's head): cheap to clone,
+/// dereferences to `[u8]`. Made with [`SharedBytesMut`], or
+/// [`SharedBytes::copy_from_slice`].
+#[derive(Clone, Default)]
+pub struct SharedBytes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Mapped(Arc<Mapping>),
+    /// Empty, or read back from inline bytes.
+    Inline(Arc<[u8]>),
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Inline(Arc::from(&[][..]))
+    }
+}
+
+impl SharedBytes {
+    /// A shared buffer holding a copy of `bytes`.
+    pub fn copy_from_slice(bytes: &[u8]) -> io::Result<Self> {
+        SharedBytesMut::copy_from_slice(bytes)?.freeze()
+    }
+
+    /// Whether its bytes are in a shared mapping (rather than inline: an
+    /// empty buffer, or one that came as bytes).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, Repr::Mapped(_))
+    }
+
+    /// A buffer received: descriptor `fd` must be a memfd of at least `len`
+    /// bytes, sealed against writing, shrinking and growing.
+    fn adopt(fd: OwnedFd, len: usize) -> Result<SharedBytes, String> {
+        if len == 0 {
+            return Ok(SharedBytes::default());
+        }
+        // SAFETY: fcntl on a descriptor we own.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 {
+            return Err(format!("not a sealable memfd ({})", io::Error::last_os_error()));
+        }
+        if seals & SEALS != SEALS {
+            return Err(format!(
+                "not sealed against writing, shrinking and growing (seals {seals:#x})"
+            ));
+        }
+        // SAFETY: an all-zero stat is valid; fstat fills it.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat on a descriptor we own, into a local.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+            return Err(format!("fstat failed: {}", io::Error::last_os_error()));
+        }
+        let size = usize::try_from(stat.st_size).unwrap_or(0);
+        if size < len {
+            return Err(format!("{size} bytes where {len} were announced"));
+        }
+        Mapping::map(fd, len, false)
+            .map(|map| SharedBytes(Repr::Mapped(Arc::new(map))))
+            .map_err(|e| format!("cannot be mapped: {e}"))
+    }
+}
+
+impl Deref for SharedBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Mapped(map) => map.bytes(),
+            Repr::Inline(bytes) => bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq for SharedBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SharedBytes {}
+
+impl fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.is_mapped() { "mapped" } else { "inline" };
+        write!(f, "SharedBytes({} bytes, {how})", self.len())
+    }
+}
+
+// ---- encoding and decoding ------------------------------------------------
+
+thread_local! {
+    /// While a message is encoded for a peer that takes descriptors: those
+    /// of its shared buffers, in order.
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// While a message is decoded: its descriptors, taken by index by its
+    /// shared buffers; and why one was refused.
+    static INCOMING: RefCell<Option<Incoming>> = const { RefCell::new(None) };
+}
+
+struct Incoming {
+    fds: Vec<Option<OwnedFd>>,
+    refused: Option<String>,
+}
+
+/// Runs `encode` with shared buffers sent as descriptors: the result, and
+/// the descriptors to send ahead of any others of the message, in order.
+pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
+    let outer = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    let result = encode();
+    let fds = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), outer)).unwrap_or_default();
+    (result, fds)
+}
+
+/// Runs `decode` with the message's descriptors `fds` there for its shared
+/// buffers: the result, the descriptors they did not take (in order: the
+/// message's own), and why a buffer was refused, if one was.
+pub(crate) fn providing<R>(
+    fds: Vec<OwnedFd>,
+    decode: impl FnOnce() -> R,
+) -> (R, Vec<OwnedFd>, Option<String>) {
+    let fds = fds.into_iter().map(Some).collect();
+    let outer = INCOMING.with(|i| i.borrow_mut().replace(Incoming { fds, refused: None }));
+    let result = decode();
+    let ours = INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer));
+    match ours {
+        Some(Incoming { fds, refused }) => (result, fds.into_iter().flatten().collect(), refused),
+        None => (result, Vec::new(), None),
+    }
+}
+
+/// Decodes a whole payload whose message came with `fds`: its shared
+/// buffers take theirs; the rest (the message's own, in order) are given
+/// back. A refused buffer is [`WireError::SharedBuffer`].
+pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+) -> (Result<T, WireError>, Vec<OwnedFd>) {
+    if fds.is_empty() {
+        return (super::codec::decode(payload), fds);
+    }
+    let (result, rest, refused) = providing(fds, || super::codec::decode(payload));
+    match refused {
+        Some(why) if result.is_err() => (Err(WireError::SharedBuffer { why }), rest),
+        _ => (result, rest),
+    }
+}
+
+const NAME: &str = "SharedBytes";
+
+impl Serialize for SharedBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Repr::Mapped(map) = &self.0 {
+            let sent = OUTGOING.with(|o| {
+                let mut o = o.borrow_mut();
+                let fds = o.as_mut()?;
+                let fd = map.fd.try_clone().ok()?;
+                fds.push(fd);
+                Some(fds.len() - 1)
+            });
+            if let Some(index) = sent {
+                return s.serialize_newtype_variant(
+                    NAME,
+                    1,
+                    "Descriptor",
+                    &(index as u32, self.len() as u64),
+                );
+            }
+        }
+        s.serialize_newtype_variant(NAME, 0, "Inline", &AsBytes(self))
+    }
+}
+
+/// Bytes, written as one block.
+struct AsBytes<'a>(&'a [u8]);
+
+impl Serialize for AsBytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Bytes, read as one block.
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(ByteBuf(out))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// What is written (see `Serialize`): a real enum, so that the
+        /// shape's tracing tells its variants apart.
+        #[derive(Deserialize)]
+        #[serde(rename = "SharedBytes")]
+        enum Wire {
+            Inline(ByteBuf),
+            Descriptor((u32, u64)),
+        }
+        match Wire::deserialize(d)? {
+            Wire::Inline(ByteBuf(bytes)) => Ok(SharedBytes(Repr::Inline(bytes.into()))),
+            Wire::Descriptor((index, len)) => {
+                received(index as usize, len).map_err(de::Error::custom)
+            }
+        }
+    }
+}
+
+/// The buffer that came as descriptor `index` of the message being
+/// decoded. Outside a message's decoding (a type's shape being traced),
+/// an empty buffer.
+fn received(index: usize, len: u64) -> Result<SharedBytes, String> {
+    INCOMING.with(|i| {
+        let mut i = i.borrow_mut();
+        let Some(incoming) = i.as_mut() else { return Ok(SharedBytes::default()) };
+        let result = match incoming.fds.get_mut(index).and_then(Option::take) {
+            None => Err(format!("descriptor {index} of the message is missing or taken")),
+            Some(fd) => usize::try_from(len)
+                .map_err(|_| format!("{len} bytes cannot be mapped here"))
+                .and_then(|len| SharedBytes::adopt(fd, len)),
+        };
+        if let Err(why) = &result {
+            incoming.refused.get_or_insert_with(|| why.clone());
+        }
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frozen_buffer_is_sealed_and_read_only() {
+        let mut buf = SharedBytesMut::new(4096).unwrap();
+        buf[..5].copy_from_slice(b"hello");
+        let shared = buf.freeze().unwrap();
+        assert_eq!(&shared[..5], b"hello");
+        let Repr::Mapped(map) = &shared.0 else { panic!("mapped") };
+        // SAFETY: fcntl on a descriptor the mapping owns.
+        let seals = unsafe { libc::fcntl(map.fd.as_raw_fd(), libc::F_GET_SEALS) };
+        assert_eq!(seals & SEALS, SEALS);
+        // Writing through the descriptor fails.
+        // SAFETY: write from a local buffer.
+        let n = unsafe { libc::pwrite(map.fd.as_raw_fd(), b"x".as_ptr().cast(), 1, 0) };
+        assert_eq!(n, -1);
+    }
+
+    #[test]
+    fn descriptors_go_with_the_message_and_come_back_as_buffers() {
+        let a = SharedBytes::copy_from_slice(b"first").unwrap();
+        let b = SharedBytes::copy_from_slice(&[9u8; 100_000]).unwrap();
+        let msg = (a.clone(), 7u32, b.clone(), SharedBytes::default());
+        let (encoded, fds) = collecting(|| {
+            let mut buf = Vec::new();
+            crate::wire::codec::encode_into(&msg, &mut buf).unwrap();
+            buf
+        });
+        assert_eq!(fds.len(), 2, "one descriptor per mapped buffer");
+        assert!(encoded.len() < 64, "no bytes of the buffers inline: {}", encoded.len());
+        let own = SharedBytesMut::new(1).unwrap().freeze().unwrap();
+        let Repr::Mapped(own_map) = &own.0 else { panic!() };
+        let mut all = fds;
+        all.push(own_map.fd.try_clone().unwrap());
+        let (back, rest, refused) = providing(all, || {
+            crate::wire::codec::decode::<(SharedBytes, u32, SharedBytes, SharedBytes)>(&encoded)
+        });
+        let back = back.unwrap();
+        assert!(refused.is_none());
+        assert_eq!(back, msg);
+        assert!(back.0.is_mapped() && back.2.is_mapped());
+        assert_eq!(rest.len(), 1, "the message's own descriptor is left to it");
+        // Without descriptors: inline, and read back as bytes.
+        let mut inline = Vec::new();
+        crate::wire::codec::encode_into(&a, &mut inline).unwrap();
+        let back: SharedBytes = crate::wire::codec::decode(&inline).unwrap();
+        assert_eq!(back, a);
+        assert!(!back.is_mapped());
+    }
+
+    #[test]
+    fn unsealed_or_short_buffers_are_refused() {
+        let fds = |len: usize, seal: bool| {
+            let buf = SharedBytesMut::new(len).unwrap();
+            let fd = buf.map.unwrap().unmap();
+            if seal {
+                // SAFETY: fcntl on a descriptor we own.
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
+            }
+            fd
+        };
+        let claim = |len: u64| {
+            let mut buf = Vec::new();
+            let s = serde_json_free::descriptor(0, len);
+            buf.extend_from_slice(&s);
+            buf
+        };
+        for (fd, len, why) in
+            [(fds(4096, false), 4096, "not sealed"), (fds(4096, true), 8192, "were announced")]
+        {
+            let (res, _, refused) =
+                providing(vec![fd], || crate::wire::codec::decode::<SharedBytes>(&claim(len)));
+            assert!(res.is_err());
+            assert!(refused.unwrap().contains(why));
+        }
+        let (res, _, refused) =
+            providing(Vec::new(), || crate::wire::codec::decode::<SharedBytes>(&claim(10)));
+        assert!(res.is_err() && refused.unwrap().contains("missing"));
+    }
+
+    /// The encoding of a `Descriptor` variant, by hand.
+    mod serde_json_free {
+        pub fn descriptor(index: u32, len: u64) -> Vec<u8> {
+            struct D(u32, u64);
+            impl serde::Serialize for D {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    s.serialize_newtype_variant(super::NAME, 1, "Descriptor", &(self.0, self.1))
+                }
+            }
+            let mut buf = Vec::new();
+            crate::wire::codec::encode_into(&D(index, len), &mut buf).unwrap();
+            buf
+        }
+    }
+}
