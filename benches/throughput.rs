@@ -14,13 +14,14 @@ use actix_webworker::{
     run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
     WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
+use actix_webworker::{SharedBytes, SharedBytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 #[derive(Serialize, Deserialize)]
-struct Load(#[serde(with = "serde_bytes")] Vec<u8>);
+struct Load(SharedBytes, #[serde(with = "serde_bytes")] Vec<u8>);
 
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "u64")]
@@ -58,7 +59,10 @@ impl Actor for Sink {
 impl Handler<Received<Load>> for Sink {
     type Result = ();
     fn handle(&mut self, msg: Received<Load>, _: &mut Context<Self>) {
-        std::hint::black_box(msg.data.0);
+        std::hint::black_box(msg.data.1);
+        // A shared buffer is read a byte per page.
+        let touched: u64 = msg.data.0.iter().step_by(4096).map(|&x| u64::from(x)).sum();
+        std::hint::black_box(touched);
         self.0 += 1;
     }
 }
@@ -111,9 +115,26 @@ async fn post_and_count(worker: &Addr<Worker<Bench>>, n: u64, size: usize) {
     let payload = vec![7u8; size];
     for i in 1..=n {
         if i % 10_000 == 0 {
-            worker.send(Post::new(Load(payload.clone()))).await.unwrap().unwrap();
+            worker
+                .send(Post::new(Load(SharedBytes::default(), payload.clone())))
+                .await
+                .unwrap()
+                .unwrap();
         } else {
-            worker.do_send(Post::new(Load(payload.clone())));
+            worker.do_send(Post::new(Load(SharedBytes::default(), payload.clone())));
+        }
+    }
+    assert_eq!(worker.ask(Count).await.unwrap(), n);
+}
+
+/// `n` posts of the same shared buffer, then the worker's count.
+async fn post_shared_and_count(worker: &Addr<Worker<Bench>>, n: u64, shared: &SharedBytes) {
+    for i in 1..=n {
+        let load = Load(shared.clone(), Vec::new());
+        if i % 8 == 0 {
+            worker.send(Post::new(load)).await.unwrap().unwrap();
+        } else {
+            worker.do_send(Post::new(load));
         }
     }
     assert_eq!(worker.ask(Count).await.unwrap(), n);
@@ -239,6 +260,14 @@ fn bulk(c: &mut Criterion, sys: &mut SystemRunner) {
         g.throughput(Throughput::Bytes(size as u64 * n));
         g.bench_function(BenchmarkId::new("ours", name), |b| {
             b.iter(|| sys.block_on(post_and_count(&worker, n, size)))
+        });
+        // The same bytes as a `SharedBytes` (made once, sent in every
+        // message): what crosses is a descriptor.
+        let mut shared = SharedBytesMut::new(size).unwrap();
+        shared.fill(7);
+        let shared = shared.freeze().unwrap();
+        g.bench_function(BenchmarkId::new("ours_shared", name), |b| {
+            b.iter(|| sys.block_on(post_shared_and_count(&worker, n, &shared)))
         });
         let chunk = vec![7u8; size];
         g.bench_function(BenchmarkId::new("raw_socketpair", name), |b| {

@@ -14,6 +14,11 @@
 //! - `pipelined`: requests with 1,000 in flight (req/s; baseline: raw
 //!   socketpair, 1,000 in flight).
 //! - `bulk_1mib`: 1 MiB posts (GB/s; baseline: raw socketpair).
+//! - `bulk_1mib_shared`, `bulk_16mib_shared`: the same sizes as
+//!   `SharedBytes`: one buffer, made once, in every message (as a model or
+//!   an image handed to a worker again and again); the worker reads a byte
+//!   of every page (GB/s; baseline: raw socketpair writes of that size).
+//!   `..._fresh`: a new buffer per message, filled in place.
 //! - `spawn_to_online`: `start()` to the online event (ms; baseline: spawning
 //!   `/bin/true` and waiting for it).
 //! - `idle_worker_rss`: resident memory of an idle worker (MiB).
@@ -41,6 +46,7 @@ use actix_webworker::{
     run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
     WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
+use actix_webworker::{SharedBytes, SharedBytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -49,6 +55,8 @@ use tokio::sync::mpsc;
 enum Load {
     Small(#[serde(with = "serde_bytes")] Vec<u8>),
     Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Read by the worker: a byte of every page.
+    Shared(SharedBytes),
 }
 
 /// How many messages the worker has received since the last `Count`.
@@ -91,7 +99,13 @@ impl Handler<Received<Load>> for Sink {
 
     fn handle(&mut self, msg: Received<Load>, _: &mut Context<Self>) {
         match msg.data {
-            Load::Small(b) | Load::Bulk(b) => std::hint::black_box(b),
+            Load::Small(b) | Load::Bulk(b) => {
+                std::hint::black_box(b);
+            }
+            Load::Shared(b) => {
+                let touched: u64 = b.iter().step_by(4096).map(|&x| u64::from(x)).sum();
+                std::hint::black_box(touched);
+            }
         };
         self.received += 1;
     }
@@ -395,19 +409,39 @@ async fn bulk() -> f64 {
     rate
 }
 
-fn bulk_baseline() -> f64 {
+/// `n` messages of `size` bytes through shared buffers, read by the worker
+/// a byte per page (GB/s): one buffer made once and sent `n` times, or
+/// (`fresh`) a new one per message, filled in place.
+async fn bulk_shared(size: usize, n: u64, fresh: bool) -> f64 {
+    let worker = start().await;
+    let make = || {
+        let mut buf = SharedBytesMut::new(size).expect("a shared buffer");
+        buf.fill(7);
+        buf.freeze().expect("sealed")
+    };
+    let once = make();
+    let t0 = Instant::now();
+    post_all(&worker, n, 8, || Load::Shared(if fresh { make() } else { once.clone() })).await;
+    assert_eq!(worker.ask(Count).await.expect("count"), n);
+    let rate = (n as usize * size) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    stop(worker).await;
+    rate
+}
+
+/// `n` writes of `size` bytes through a raw socketpair to a reader thread.
+fn bulk_baseline(size: usize, n: u64) -> f64 {
     let (mut a, mut b) = UnixStream::pair().unwrap();
-    let total = BULK_N as usize * BULK;
+    let total = n as usize * size;
     let reader = std::thread::spawn(move || {
-        let mut buf = vec![0u8; BULK];
+        let mut buf = vec![0u8; size];
         let mut got = 0;
         while got < total {
             got += b.read(&mut buf).unwrap();
         }
     });
-    let payload = vec![7u8; BULK];
+    let payload = vec![7u8; size];
     let t0 = Instant::now();
-    for _ in 0..BULK_N {
+    for _ in 0..n {
         a.write_all(&payload).unwrap();
     }
     reader.join().unwrap();
@@ -577,7 +611,19 @@ async fn run() {
     }
     if wanted("bulk_1mib") {
         let ours = bulk().await;
-        line("bulk_1mib", ours, bulk_baseline(), "GB/s");
+        line("bulk_1mib", ours, bulk_baseline(BULK, BULK_N), "GB/s");
+    }
+    for (name, size, fresh) in [
+        ("bulk_1mib_shared", BULK, false),
+        ("bulk_16mib_shared", 16 * BULK, false),
+        ("bulk_1mib_shared_fresh", BULK, true),
+        ("bulk_16mib_shared_fresh", 16 * BULK, true),
+    ] {
+        if wanted(name) {
+            let n = BULK_N * BULK as u64 / size as u64;
+            let ours = bulk_shared(size, n, fresh).await;
+            line(name, ours, bulk_baseline(size, n), "GB/s");
+        }
     }
     if wanted("spawn_to_online") || wanted("idle_worker_rss") {
         let (online, rss) = spawn_to_online().await;

@@ -161,6 +161,10 @@ pub(crate) struct FdStream {
     /// written.
     out: VecDeque<Bytes>,
     out_pos: usize,
+    /// The buffer the rest of a large write is copied into, kept between
+    /// writes (as tungstenite keeps its own): a fresh one per message would
+    /// cost a page fault per page.
+    spare: Vec<u8>,
 }
 
 /// How many bytes the stream takes from its writer beyond what the socket
@@ -196,6 +200,7 @@ impl FdStream {
             boundary: Boundary::default(),
             out: VecDeque::new(),
             out_pos: 0,
+            spare: Vec::new(),
         })
     }
 
@@ -423,8 +428,16 @@ impl FdStream {
                     break;
                 }
                 sent -= left;
-                self.out.pop_front();
                 self.out_pos = 0;
+                if let Some(done) = self.out.pop_front() {
+                    // The largest buffer written, if nothing else holds
+                    // it, serves the next large write.
+                    if done.len() > self.spare.capacity() {
+                        if let Ok(buf) = done.try_into_mut() {
+                            self.spare = Vec::from(buf);
+                        }
+                    }
+                }
             }
         }
     }
@@ -464,7 +477,10 @@ impl AsyncWrite for FdStream {
         let rest = &src[written..];
         let n = rest.len().min(OUT_CAP);
         if n > 0 {
-            this.out.push_back(Bytes::copy_from_slice(&rest[..n]));
+            let mut buf = std::mem::take(&mut this.spare);
+            buf.clear();
+            buf.extend_from_slice(&rest[..n]);
+            this.out.push_back(Bytes::from(buf));
         }
         if written + n == 0 {
             return Poll::Pending;

@@ -21,7 +21,7 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
@@ -33,11 +33,10 @@ use crate::error::WireError;
 /// it (reading a truncated mapping would be a SIGBUS) or grow it.
 const SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
 
-/// A mapping of a memfd, unmapped when dropped (with its descriptor).
+/// A mapping, unmapped when dropped.
 struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
-    fd: OwnedFd,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; shared ones are
@@ -47,33 +46,24 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps `len` bytes of `fd`, read-only or writable.
-    fn map(fd: OwnedFd, len: usize, writable: bool) -> io::Result<Mapping> {
+    /// Maps `len` bytes of `fd`, every page at once (one call rather than a
+    /// fault per page): read-only, or writable.
+    fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<Mapping> {
         let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
-        // SAFETY: a fresh mapping of a descriptor we own; nothing else is at
+        let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
+        // SAFETY: a fresh mapping of a descriptor we hold; nothing else is at
         // the address the kernel picks.
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0)
-        };
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
-        Ok(Mapping { ptr, len, fd })
+        Ok(Mapping { ptr, len })
     }
 
     fn bytes(&self) -> &[u8] {
         // SAFETY: `len` bytes are mapped at `ptr` for as long as `self`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// Unmaps, keeping the descriptor.
-    fn unmap(self) -> OwnedFd {
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: the mapping is ours, and nothing refers to it any more.
-        unsafe { libc::munmap(this.ptr.as_ptr().cast(), this.len) };
-        // SAFETY: read out of a value that is never dropped.
-        unsafe { std::ptr::read(&this.fd) }
     }
 }
 
@@ -82,6 +72,35 @@ impl Drop for Mapping {
         // SAFETY: the mapping is ours, and nothing refers to it any more.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// A new memfd of `len` bytes (zero), that can be sealed.
+fn memfd(len: usize) -> io::Result<OwnedFd> {
+    // SAFETY: memfd_create with a static name; the result is checked.
+    let fd = unsafe {
+        libc::memfd_create(c"actix-webworker".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel has just made for us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let size = libc::off_t::try_from(len).map_err(|_| io::Error::other("too large"))?;
+    // SAFETY: ftruncate on a descriptor we own.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Seals `fd` for good: no more writing, shrinking or growing, and no
+/// seal taken off.
+fn seal(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A buffer being filled, before it is shared: writable, owned by one.
@@ -95,33 +114,19 @@ impl Drop for Mapping {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct SharedBytesMut {
-    map: Option<Mapping>,
+    /// The memfd and its writable mapping; none when empty.
+    inner: Option<(OwnedFd, Mapping)>,
 }
 
 impl SharedBytesMut {
     /// A buffer of `len` zero bytes.
     pub fn new(len: usize) -> io::Result<Self> {
         if len == 0 {
-            return Ok(SharedBytesMut { map: None });
+            return Ok(SharedBytesMut { inner: None });
         }
-        // SAFETY: memfd_create with a static name; the result is checked.
-        let fd = unsafe {
-            libc::memfd_create(
-                c"actix-webworker".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a descriptor the kernel has just made for us.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let size = libc::off_t::try_from(len).map_err(|_| io::Error::other("too large"))?;
-        // SAFETY: ftruncate on a descriptor we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(SharedBytesMut { map: Some(Mapping::map(fd, len, true)?) })
+        let fd = memfd(len)?;
+        let map = Mapping::map(&fd, len, true)?;
+        Ok(SharedBytesMut { inner: Some((fd, map)) })
     }
 
     /// A buffer holding a copy of `bytes`.
@@ -131,20 +136,16 @@ impl SharedBytesMut {
         Ok(buf)
     }
 
-    /// Seals the buffer (no more writing, shrinking or growing, by anyone)
-    /// and maps it read-only: what is sent.
+    /// Seals the buffer (no more writing, shrinking or growing, by anyone):
+    /// what is sent.
     pub fn freeze(self) -> io::Result<SharedBytes> {
-        let Some(map) = self.map else { return Ok(SharedBytes::default()) };
+        let Some((fd, map)) = self.inner else { return Ok(SharedBytes::default()) };
         let len = map.len;
         // The writable mapping goes first: a memfd with one cannot be
         // sealed against writing.
-        let fd = map.unmap();
-        // SAFETY: fcntl on a descriptor we own.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(SharedBytes(Repr::Mapped(Arc::new(Mapping::map(fd, len, false)?))))
+        drop(map);
+        seal(&fd)?;
+        Ok(SharedBytes(Repr::Sealed(Arc::new(Sealed::new(fd, len)))))
     }
 }
 
@@ -152,16 +153,16 @@ impl Deref for SharedBytesMut {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.map.as_ref().map_or(&[], Mapping::bytes)
+        self.inner.as_ref().map_or(&[], |(_, map)| map.bytes())
     }
 }
 
 impl DerefMut for SharedBytesMut {
     fn deref_mut(&mut self) -> &mut [u8] {
-        match &mut self.map {
+        match &mut self.inner {
             // SAFETY: a writable mapping of `len` bytes, owned by this value
             // alone (`&mut self`).
-            Some(map) => unsafe { std::slice::from_raw_parts_mut(map.ptr.as_ptr(), map.len) },
+            Some((_, map)) => unsafe { std::slice::from_raw_parts_mut(map.ptr.as_ptr(), map.len) },
             None => &mut [],
         }
     }
@@ -170,6 +171,30 @@ impl DerefMut for SharedBytesMut {
 impl fmt::Debug for SharedBytesMut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SharedBytesMut({} bytes)", self.len())
+    }
+}
+
+/// A sealed memfd, mapped read-only when first read.
+struct Sealed {
+    fd: OwnedFd,
+    len: usize,
+    map: OnceLock<Mapping>,
+}
+
+impl Sealed {
+    fn new(fd: OwnedFd, len: usize) -> Sealed {
+        Sealed { fd, len, map: OnceLock::new() }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map
+            .get_or_init(|| {
+                // A sealed memfd of this size maps read-only unless the
+                // address space is exhausted.
+                Mapping::map(&self.fd, self.len, false)
+                    .unwrap_or_else(|e| panic!("cannot map a shared buffer: {e}"))
+            })
+            .bytes()
     }
 }
 
@@ -182,7 +207,7 @@ pub struct SharedBytes(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Mapped(Arc<Mapping>),
+    Sealed(Arc<Sealed>),
     /// Empty, or read back from inline bytes.
     Inline(Arc<[u8]>),
 }
@@ -194,15 +219,25 @@ impl Default for Repr {
 }
 
 impl SharedBytes {
-    /// A shared buffer holding a copy of `bytes`.
+    /// A shared buffer holding a copy of `bytes`: written into a new memfd
+    /// (by the kernel, with no mapping on this side until it is read), then
+    /// sealed.
     pub fn copy_from_slice(bytes: &[u8]) -> io::Result<Self> {
-        SharedBytesMut::copy_from_slice(bytes)?.freeze()
+        if bytes.is_empty() {
+            return Ok(SharedBytes::default());
+        }
+        let fd = memfd(0)?;
+        let mut file = std::fs::File::from(fd);
+        io::Write::write_all(&mut file, bytes)?;
+        let fd = OwnedFd::from(file);
+        seal(&fd)?;
+        Ok(SharedBytes(Repr::Sealed(Arc::new(Sealed::new(fd, bytes.len())))))
     }
 
-    /// Whether its bytes are in a shared mapping (rather than inline: an
+    /// Whether its bytes are in a shared memfd (rather than inline: an
     /// empty buffer, or one that came as bytes).
     pub fn is_mapped(&self) -> bool {
-        matches!(self.0, Repr::Mapped(_))
+        matches!(self.0, Repr::Sealed(_))
     }
 
     /// A buffer received: descriptor `fd` must be a memfd of at least `len`
@@ -231,9 +266,12 @@ impl SharedBytes {
         if size < len {
             return Err(format!("{size} bytes where {len} were announced"));
         }
-        Mapping::map(fd, len, false)
-            .map(|map| SharedBytes(Repr::Mapped(Arc::new(map))))
-            .map_err(|e| format!("cannot be mapped: {e}"))
+        // Mapped now: a failure is this message's, not a panic later.
+        let sealed = Sealed::new(fd, len);
+        let map =
+            Mapping::map(&sealed.fd, len, false).map_err(|e| format!("cannot be mapped: {e}"))?;
+        let _ = sealed.map.set(map);
+        Ok(SharedBytes(Repr::Sealed(Arc::new(sealed))))
     }
 }
 
@@ -242,7 +280,7 @@ impl Deref for SharedBytes {
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            Repr::Mapped(map) => map.bytes(),
+            Repr::Sealed(sealed) => sealed.bytes(),
             Repr::Inline(bytes) => bytes,
         }
     }
@@ -332,11 +370,11 @@ const NAME: &str = "SharedBytes";
 
 impl Serialize for SharedBytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if let Repr::Mapped(map) = &self.0 {
+        if let Repr::Sealed(sealed) = &self.0 {
             let sent = OUTGOING.with(|o| {
                 let mut o = o.borrow_mut();
                 let fds = o.as_mut()?;
-                let fd = map.fd.try_clone().ok()?;
+                let fd = sealed.fd.try_clone().ok()?;
                 fds.push(fd);
                 Some(fds.len() - 1)
             });
@@ -345,7 +383,7 @@ impl Serialize for SharedBytes {
                     NAME,
                     1,
                     "Descriptor",
-                    &(index as u32, self.len() as u64),
+                    &(index as u32, sealed.len as u64),
                 );
             }
         }
@@ -440,13 +478,13 @@ mod tests {
         buf[..5].copy_from_slice(b"hello");
         let shared = buf.freeze().unwrap();
         assert_eq!(&shared[..5], b"hello");
-        let Repr::Mapped(map) = &shared.0 else { panic!("mapped") };
-        // SAFETY: fcntl on a descriptor the mapping owns.
-        let seals = unsafe { libc::fcntl(map.fd.as_raw_fd(), libc::F_GET_SEALS) };
+        let Repr::Sealed(sealed) = &shared.0 else { panic!("mapped") };
+        // SAFETY: fcntl on a descriptor the buffer owns.
+        let seals = unsafe { libc::fcntl(sealed.fd.as_raw_fd(), libc::F_GET_SEALS) };
         assert_eq!(seals & SEALS, SEALS);
         // Writing through the descriptor fails.
         // SAFETY: write from a local buffer.
-        let n = unsafe { libc::pwrite(map.fd.as_raw_fd(), b"x".as_ptr().cast(), 1, 0) };
+        let n = unsafe { libc::pwrite(sealed.fd.as_raw_fd(), b"x".as_ptr().cast(), 1, 0) };
         assert_eq!(n, -1);
     }
 
@@ -463,9 +501,9 @@ mod tests {
         assert_eq!(fds.len(), 2, "one descriptor per mapped buffer");
         assert!(encoded.len() < 64, "no bytes of the buffers inline: {}", encoded.len());
         let own = SharedBytesMut::new(1).unwrap().freeze().unwrap();
-        let Repr::Mapped(own_map) = &own.0 else { panic!() };
+        let Repr::Sealed(own) = &own.0 else { panic!() };
         let mut all = fds;
-        all.push(own_map.fd.try_clone().unwrap());
+        all.push(own.fd.try_clone().unwrap());
         let (back, rest, refused) = providing(all, || {
             crate::wire::codec::decode::<(SharedBytes, u32, SharedBytes, SharedBytes)>(&encoded)
         });
@@ -485,8 +523,7 @@ mod tests {
     #[test]
     fn unsealed_or_short_buffers_are_refused() {
         let fds = |len: usize, seal: bool| {
-            let buf = SharedBytesMut::new(len).unwrap();
-            let fd = buf.map.unwrap().unmap();
+            let fd = memfd(len).unwrap();
             if seal {
                 // SAFETY: fcntl on a descriptor we own.
                 unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };

@@ -283,6 +283,12 @@ fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
 /// copied into tungstenite's (see [`SinkHalf::feed_whole`]).
 pub(crate) const WRITTEN_WHOLE: usize = 64 << 10;
 
+/// Up to this size: a larger message held until written would make the
+/// sender fault in fresh pages for the next one, where copied and let go
+/// at once its buffer serves the next (16 MiB messages: 1.17 GiB/s copied,
+/// 0.75 written whole).
+pub(crate) const WRITTEN_WHOLE_MAX: usize = 4 << 20;
+
 /// One message: its header read, its descriptors claimed.
 fn inbound(bytes: Bytes, fds: &FdQueues) -> Result<Inbound, WireError> {
     let (header, offset) = match frame::decode(&bytes) {

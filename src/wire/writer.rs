@@ -12,7 +12,7 @@ use super::fd::ledger::Fate;
 use super::fd::{FdQueues, MAX_FDS_PER_SEND};
 use super::frame::{self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET};
 use super::outbox::{Outbox, Outgoing};
-use super::socket::{SinkHalf, WRITTEN_WHOLE};
+use super::socket::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
 use crate::error::WireError;
 
 /// The writing half.
@@ -291,7 +291,12 @@ impl Writer {
         if alone {
             let bytes = msg.bytes.clone();
             self.lend(vec![msg]);
-            if bytes.len() >= WRITTEN_WHOLE {
+            // Written from its own buffer when nothing waits behind it: a
+            // queue of large messages is copied instead, so that each
+            // buffer is let go at once and the sender's next one reuses
+            // its memory (held until written, a deep queue would make the
+            // sender fault in fresh pages for every message).
+            if (WRITTEN_WHOLE..=WRITTEN_WHOLE_MAX).contains(&bytes.len()) && self.batch.is_empty() {
                 self.sink.feed_whole(bytes).await?;
             } else {
                 self.sink.feed(bytes).await?;
