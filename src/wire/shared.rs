@@ -58,7 +58,16 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
-        Ok(Mapping { ptr, len })
+        let map = Mapping { ptr, len };
+        // Not copied into children this process forks (a worker being
+        // started on another thread): a writable copy there, until its
+        // exec, would make sealing fail (EBUSY); and a fork need not copy
+        // page tables it will drop.
+        // SAFETY: advice on the mapping just made.
+        if unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(map)
     }
 
     fn bytes(&self) -> &[u8] {
