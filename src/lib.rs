@@ -94,7 +94,7 @@
 //! session/  one connected endpoint, the same on both sides: hello, writer task, read loop,
 //!           dispatch by kind (a `Side` trait for what differs), requests and their answers
 //! wire/     frames, encoding, the codec (bincode), the fd-aware socket (SCM_RIGHTS),
-//!           the WebSocket over it, the outbox and the writer that drains it
+//!           the WebSocket over it, the outbox and the writer that drains it, shared buffers
 //! ground    protocol (Protocol, Request, Received), handoff (what a parent hands a child at
 //!           exec: environment, limits, exit codes), error, supervise (RestartPolicy), testing
 //! ```
@@ -107,6 +107,8 @@
 //! - `error`: [`SpawnError`], [`WorkerError`], [`WireError`], and the
 //!   [`ExitStatus`] and [`ErrorReport`] they carry.
 //! - `supervise`: [`RestartPolicy`] and its decisions.
+//! - `wire`: [`SharedBytes`] and [`SharedBytesMut`], payloads that cross as
+//!   sealed memfds rather than bytes.
 
 #![warn(missing_docs)]
 
