@@ -56,6 +56,7 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
 /// `data` go as descriptors (see `shared.rs`), ahead of the message's own
 /// `fds` (which `header` counts already); the message and all its
 /// descriptors, in order.
+#[inline]
 pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     arena: &mut BytesMut,
     header: Header,
@@ -64,11 +65,15 @@ pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
     let (bytes, mut all) = encode_parts(arena, header, data, max_message_size, true)?;
+    if all.is_empty() {
+        return Ok((bytes, fds));
+    }
     all.extend(fds);
     Ok((bytes, all))
 }
 
 /// [`encode`] for a peer that takes descriptors (see [`encode_in_sharing`]).
+#[inline]
 pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
     header: Header,
     data: &M,
@@ -83,11 +88,15 @@ pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
         Ok(Some(encoded)) => encoded,
         _ => encode_parts(&mut BytesMut::new(), header, data, max_message_size, true),
     }?;
+    if all.is_empty() {
+        return Ok((bytes, fds));
+    }
     all.extend(fds);
     Ok((bytes, all))
 }
 
 /// The message, and the descriptors of its shared buffers when `sharing`.
+#[inline]
 fn encode_parts<M: Serialize + ?Sized>(
     arena: &mut BytesMut,
     header: Header,

@@ -15,12 +15,13 @@
 //!
 //! [`Post::with_fds`]: crate::Post::with_fds
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde::de::{self, Deserializer, Visitor};
@@ -154,7 +155,7 @@ impl SharedBytesMut {
         // sealed against writing.
         drop(map);
         seal(&fd)?;
-        Ok(SharedBytes(Repr::Sealed(Arc::new(Sealed::new(fd, len)))))
+        Ok(sealed(Sealed::new(fd, len)))
     }
 }
 
@@ -240,7 +241,7 @@ impl SharedBytes {
         io::Write::write_all(&mut file, bytes)?;
         let fd = OwnedFd::from(file);
         seal(&fd)?;
-        Ok(SharedBytes(Repr::Sealed(Arc::new(Sealed::new(fd, bytes.len())))))
+        Ok(sealed(Sealed::new(fd, bytes.len())))
     }
 
     /// Whether its bytes are in a shared memfd (rather than inline: an
@@ -280,7 +281,7 @@ impl SharedBytes {
         let map =
             Mapping::map(&sealed.fd, len, false).map_err(|e| format!("cannot be mapped: {e}"))?;
         let _ = sealed.map.set(map);
-        Ok(SharedBytes(Repr::Sealed(Arc::new(sealed))))
+        Ok(self::sealed(sealed))
     }
 }
 
@@ -321,7 +322,7 @@ impl fmt::Debug for SharedBytes {
 thread_local! {
     /// While a message is encoded for a peer that takes descriptors: those
     /// of its shared buffers, in order.
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static OUTGOING: Cell<Option<Vec<OwnedFd>>> = const { Cell::new(None) };
     /// While a message is decoded: its descriptors, taken by index by its
     /// shared buffers; and why one was refused.
     static INCOMING: RefCell<Option<Incoming>> = const { RefCell::new(None) };
@@ -332,12 +333,26 @@ struct Incoming {
     refused: Option<String>,
 }
 
+/// Whether this process has ever had a sealed buffer: until it has, no
+/// value can hold one, and encoding need not look out for them.
+static EVER: AtomicBool = AtomicBool::new(false);
+
+/// A sealed buffer exists (made, or received).
+fn sealed(buf: Sealed) -> SharedBytes {
+    EVER.store(true, Ordering::Relaxed);
+    SharedBytes(Repr::Sealed(Arc::new(buf)))
+}
+
 /// Runs `encode` with shared buffers sent as descriptors: the result, and
 /// the descriptors to send ahead of any others of the message, in order.
+#[inline]
 pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
-    let outer = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    if !EVER.load(Ordering::Relaxed) {
+        return (encode(), Vec::new());
+    }
+    let outer = OUTGOING.with(|o| o.replace(Some(Vec::new())));
     let result = encode();
-    let fds = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), outer)).unwrap_or_default();
+    let fds = OUTGOING.with(|o| o.replace(outer)).unwrap_or_default();
     (result, fds)
 }
 
@@ -361,6 +376,7 @@ pub(crate) fn providing<R>(
 /// Decodes a whole payload whose message came with `fds`: its shared
 /// buffers take theirs; the rest (the message's own, in order) are given
 /// back. A refused buffer is [`WireError::SharedBuffer`].
+#[inline]
 pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     payload: &[u8],
     fds: Vec<OwnedFd>,
@@ -381,11 +397,13 @@ impl Serialize for SharedBytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if let Repr::Sealed(sealed) = &self.0 {
             let sent = OUTGOING.with(|o| {
-                let mut o = o.borrow_mut();
-                let fds = o.as_mut()?;
-                let fd = sealed.fd.try_clone().ok()?;
-                fds.push(fd);
-                Some(fds.len() - 1)
+                let mut fds = o.take()?;
+                let index = sealed.fd.try_clone().ok().map(|fd| {
+                    fds.push(fd);
+                    fds.len() - 1
+                });
+                o.set(Some(fds));
+                index
             });
             if let Some(index) = sent {
                 return s.serialize_newtype_variant(
