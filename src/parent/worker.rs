@@ -328,8 +328,7 @@ impl<P: Protocol> Worker<P> {
     ) -> Asked<R::Answer> {
         let max = self.limits.max_message_size;
         let id = self.pending.next_id();
-        let sendable = crate::session::shape::check::<R>()
-            .and_then(|()| crate::session::shape::check::<R::Answer>());
+        let sendable = crate::session::shape::check_request::<R>();
         if let Err(e) = sendable {
             return Asked::Ready(Err(WireError::Encode(e.to_string()).into()));
         }

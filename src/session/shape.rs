@@ -26,6 +26,7 @@
 //! as some date or decimal types do) falls back to its Rust type name.
 
 use std::any::TypeId;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -34,7 +35,7 @@ use serde::Serialize;
 use serde_reflection::{Samples, Tracer, TracerConfig};
 
 use crate::error::ShapeError;
-use crate::protocol::{Fnv, Protocol};
+use crate::protocol::{Fnv, Protocol, Request};
 use crate::wire::codec;
 
 /// The shape of one type: a fingerprint of it, or why it cannot be sent.
@@ -112,6 +113,24 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
 /// checked once per type.
 pub(crate) fn check<T: Serialize + DeserializeOwned + 'static>() -> Result<(), ShapeError> {
     cached::<T>(|| trace::<T>()).map(drop)
+}
+
+/// Whether request type `R` and its answer can go through the wire: the
+/// two checks of [`check`], with the last request type that passed
+/// remembered on this thread (a stream of asks of one type skips the
+/// shared cache and its lock).
+pub(crate) fn check_request<R: Request>() -> Result<(), ShapeError> {
+    thread_local! {
+        static LAST: Cell<Option<TypeId>> = const { Cell::new(None) };
+    }
+    let ty = TypeId::of::<R>();
+    if LAST.with(Cell::get) == Some(ty) {
+        return Ok(());
+    }
+    check::<R>()?;
+    check::<R::Answer>()?;
+    LAST.with(|last| last.set(Some(ty)));
+    Ok(())
 }
 
 /// `compute`'s result for type `K`, computed once.
