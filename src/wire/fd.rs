@@ -70,6 +70,9 @@ pub(crate) struct FdQueues {
 impl FdQueues {
     /// Queues descriptors to ride on the next bytes written.
     pub(crate) fn push_outgoing(&self, fds: Vec<OwnedFd>) {
+        if fds.is_empty() {
+            return;
+        }
         lock(&self.outgoing).extend(fds);
     }
 
