@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         requests::pending_requests_fail_when_the_worker_dies,
         requests::handler_panic_fails_that_request_only,
         requests::worker_asks_the_parent,
+        requests::worker_asks_the_parent_with_shared_buffers,
         requests::worker_asking_an_unserved_request_gets_unhandled,
         requests::posts_and_requests_keep_their_order,
     ]
@@ -220,6 +221,35 @@ impl Handler<GetConfig> for Config {
     fn handle(&mut self, msg: GetConfig, _: &mut Context<Self>) -> String {
         format!("value of {}", msg.0)
     }
+}
+
+impl Handler<Reversed> for Config {
+    type Result = actix::MessageResult<Reversed>;
+
+    fn handle(&mut self, msg: Reversed, _: &mut Context<Self>) -> Self::Result {
+        let mut bytes = msg.0.to_vec();
+        bytes.reverse();
+        let back = actix_webworker::SharedBytes::copy_from_slice(&bytes).unwrap();
+        actix::MessageResult((back, msg.0.is_mapped()))
+    }
+}
+
+/// Shared buffers in the other direction: a worker's request to the
+/// parent and the parent's answer both carry one, as descriptors.
+pub fn worker_asks_the_parent_with_shared_buffers() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let config = Config.start();
+        let worker = builder(rec).serve(config.recipient::<Reversed>()).start().unwrap();
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (back, mapped) = worker.ask(AskParentShared(sent.clone())).await.unwrap().unwrap();
+        let mut expected = sent;
+        expected.reverse();
+        assert_eq!(back, expected);
+        assert!(mapped, "the parent's answer came as bytes");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
 }
 
 pub fn worker_asks_the_parent() {

@@ -178,6 +178,18 @@ pub struct AskParent(pub String);
 #[rtype(result = "String")]
 pub struct GetConfig(pub String);
 
+/// The worker sends this buffer to the parent (`Reversed`) and answers
+/// with what came back: its bytes, and whether it came mapped.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Result<(Vec<u8>, bool), String>")]
+pub struct AskParentShared(pub Vec<u8>);
+
+/// Served by the parent: the buffer's bytes reversed, in a buffer of its
+/// own, and whether the one it got was mapped.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "(SharedBytes, bool)")]
+pub struct Reversed(pub SharedBytes);
+
 /// Registered by nobody.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "()")]
@@ -500,6 +512,22 @@ impl<P: Protocol<FromWorker = Reply>> Handler<AskParent> for TestWorker<P> {
     }
 }
 
+impl<P: Protocol<FromWorker = Reply>> Handler<AskParentShared> for TestWorker<P> {
+    type Result = ResponseFuture<Result<(Vec<u8>, bool), String>>;
+
+    fn handle(&mut self, msg: AskParentShared, _: &mut Context<Self>) -> Self::Result {
+        let buf = SharedBytes::copy_from_slice(&msg.0).expect("a memfd");
+        let asked = self.parent.ask(Reversed(buf));
+        Box::pin(async move {
+            let (back, parent_got_it_mapped) = asked.await.map_err(|e| e.to_string())?;
+            if !parent_got_it_mapped {
+                return Err("the parent got the buffer as bytes".into());
+            }
+            Ok((back.to_vec(), back.is_mapped()))
+        })
+    }
+}
+
 impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker<P> {
     type Protocol = P;
 
@@ -511,6 +539,7 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             .answer::<Never>()
             .answer::<Seen>()
             .answer::<AskParent>()
+            .answer::<AskParentShared>()
             .answer::<WhichPid>()
             .answer::<Hold>()
             .answer::<HoldInActor>()
