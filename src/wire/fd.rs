@@ -27,7 +27,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use tokio::io::unix::AsyncFd;
@@ -300,7 +300,8 @@ fn watch<T: AsRawFd>(inner: T, interest: Interest) -> Result<AsyncFd<T>, (T, io:
 /// waits for it.
 enum Room {
     Idle(OwnedFd),
-    Watched(AsyncFd<OwnedFd>),
+    /// Registered for writability; the task parked on it, if one is.
+    Watched(AsyncFd<OwnedFd>, Option<Waker>),
     /// Between the two (only if registering failed).
     Gone,
 }
@@ -311,7 +312,7 @@ impl Room {
         if let Room::Idle(_) = self {
             let Room::Idle(fd) = std::mem::replace(self, Room::Gone) else { unreachable!() };
             *self = match watch(fd, Interest::WRITABLE) {
-                Ok(watched) => Room::Watched(watched),
+                Ok(watched) => Room::Watched(watched, None),
                 Err((fd, e)) => {
                     *self = Room::Idle(fd);
                     return Poll::Ready(Err(e));
@@ -319,24 +320,36 @@ impl Room {
             };
         }
         match self {
-            Room::Watched(watched) => {
-                let mut ready = ready!(watched.poll_write_ready(cx))?;
-                // The caller tries again; a full socket waits for the next
-                // edge.
-                ready.clear_ready();
-                Poll::Ready(Ok(()))
-            }
+            Room::Watched(watched, parked) => match watched.poll_write_ready(cx) {
+                Poll::Pending => {
+                    *parked = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                Poll::Ready(ready) => {
+                    // The caller tries again; a full socket waits for the
+                    // next edge.
+                    ready?.clear_ready();
+                    *parked = None;
+                    Poll::Ready(Ok(()))
+                }
+            },
             _ => Poll::Ready(Err(io::Error::other("the socket's second descriptor is gone"))),
         }
     }
 
-    /// No write waits: stop watching.
+    /// A write went through whole: stop watching. A task parked here
+    /// (another task's write, while this one's found the socket full) is
+    /// woken to try again: the registration that would have woken it goes,
+    /// and the room that let this write through may be all there will be.
     fn idle(&mut self) -> io::Result<()> {
-        if let Room::Watched(_) = self {
-            let Room::Watched(watched) = std::mem::replace(self, Room::Gone) else {
+        if let Room::Watched(..) = self {
+            let Room::Watched(watched, parked) = std::mem::replace(self, Room::Gone) else {
                 unreachable!()
             };
             *self = Room::Idle(watched.into_inner());
+            if let Some(parked) = parked {
+                parked.wake();
+            }
         }
         Ok(())
     }
@@ -512,6 +525,48 @@ mod tests {
     fn pipe() -> (OwnedFd, OwnedFd) {
         let (r, w) = std::io::pipe().expect("pipe");
         (r.into(), w.into())
+    }
+
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A write parked for room is woken when another write (a pong the
+    /// reading task has tungstenite write) goes through whole and the
+    /// watching stops: else it could wait for ever, the room it needs
+    /// having come without the edge that would wake it.
+    #[test]
+    fn a_write_parked_for_room_is_woken_when_another_goes_through() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut a = FdStream::new(a).unwrap();
+            let parked = Arc::new(Count(Default::default()));
+            let parked_waker = Waker::from(parked.clone());
+            let chunk = vec![0u8; 4096];
+            // Small writes until the socket is full and the writer parks.
+            loop {
+                let mut cx = Context::from_waker(&parked_waker);
+                match Pin::new(&mut a).poll_write(&mut cx, &chunk) {
+                    Poll::Ready(res) => assert_eq!(res.unwrap(), chunk.len()),
+                    Poll::Pending => break,
+                }
+            }
+            // The peer reads a little: room, but short of the socket's
+            // wake-up mark.
+            let mut buf = vec![0u8; 16 << 10];
+            b.read_exact(&mut buf).unwrap();
+            let other = Waker::from(Arc::new(Count(Default::default())));
+            let mut cx = Context::from_waker(&other);
+            let res = Pin::new(&mut a).poll_write(&mut cx, b"\x8a\x00");
+            assert!(matches!(res, Poll::Ready(Ok(2))), "{res:?}");
+            assert_eq!(parked.0.load(Ordering::SeqCst), 1, "the parked write was not woken");
+        });
     }
 
     #[test]
