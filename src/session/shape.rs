@@ -46,10 +46,11 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     // Enums of ours that a message may hold, traced whole first (the
     // tracing of `T` explores the variants of `T` itself, not of the enums
     // inside it).
-    if let Err(e) = tracer.trace_simple_type::<crate::wire::shared::SharedBytes>() {
+    use crate::wire::shared::{tracing, SharedBytes};
+    if let Err(e) = tracing(|| tracer.trace_simple_type::<SharedBytes>()) {
         return Err(fail(format!("the shape of SharedBytes: {e}")));
     }
-    let samples = match tracer.trace_simple_type::<T>() {
+    let samples = match tracing(|| tracer.trace_simple_type::<T>()) {
         Ok((_, samples)) => samples,
         // What serde would ask of bincode that bincode cannot do.
         Err(serde_reflection::Error::NotSupported(what)) => {

@@ -48,10 +48,16 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps `len` bytes of `fd`, every page at once (one call rather than a
-    /// fault per page): read-only, or writable.
+    /// fault per page): writable and shared, or read-only. A read-only
+    /// view of a sealed memfd is the same bytes either way; it is private
+    /// because kernels before 6.7 refuse a shared mapping of a
+    /// write-sealed memfd, even a read-only one.
     fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<Mapping> {
-        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
-        let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
+        let (prot, flags) = if writable {
+            (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE)
+        } else {
+            (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE)
+        };
         // SAFETY: a fresh mapping of a descriptor we hold; nothing else is at
         // the address the kernel picks.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
@@ -244,6 +250,19 @@ impl SharedBytes {
         Ok(sealed(Sealed::new(fd, bytes.len())))
     }
 
+    /// How many bytes it holds (without mapping it).
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Sealed(sealed) => sealed.len,
+            Repr::Inline(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether its bytes are in a shared memfd (rather than inline: an
     /// empty buffer, or one that came as bytes).
     pub fn is_mapped(&self) -> bool {
@@ -275,6 +294,23 @@ impl SharedBytes {
         let size = usize::try_from(stat.st_size).unwrap_or(0);
         if size < len {
             return Err(format!("{size} bytes where {len} were announced"));
+        }
+        // Its memory is the sender's, already there: a sparse file (set
+        // large and never written) would have the reader's page faults
+        // allocate it, charged to the reader.
+        let allocated = u64::try_from(stat.st_blocks).unwrap_or(0).saturating_mul(512);
+        if allocated < len as u64 {
+            return Err(format!("sparse: {allocated} of its {len} bytes allocated"));
+        }
+        // A memfd of ordinary pages (a huge-page one maps in larger units).
+        // SAFETY: an all-zero statfs is valid; fstatfs fills it.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs on a descriptor we own, into a local.
+        if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) } != 0 {
+            return Err(format!("fstatfs failed: {}", io::Error::last_os_error()));
+        }
+        if fs.f_type != libc::TMPFS_MAGIC {
+            return Err(format!("not a memfd of ordinary pages (file system {:#x})", fs.f_type));
         }
         // Mapped now: a failure is this message's, not a panic later.
         let sealed = Sealed::new(fd, len);
@@ -350,10 +386,40 @@ pub(crate) fn collecting<R>(encode: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
     if !EVER.load(Ordering::Relaxed) {
         return (encode(), Vec::new());
     }
-    let outer = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    /// Puts back what was there before, also when `encode` panics (a
+    /// user's `Serialize`): no stale list is left for the next message.
+    struct Restore(Option<Option<Vec<OwnedFd>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                OUTGOING.with(|o| o.set(outer));
+            }
+        }
+    }
+    let mut restore = Restore(Some(OUTGOING.with(|o| o.replace(Some(Vec::new())))));
     let result = encode();
+    let outer = restore.0.take().unwrap_or_default();
     let fds = OUTGOING.with(|o| o.replace(outer)).unwrap_or_default();
     (result, fds)
+}
+
+thread_local! {
+    /// While a type's shape is traced (`session/shape.rs`): a buffer read
+    /// by descriptor with no message there is an empty one.
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `trace` with buffers read by descriptor, outside any message, as
+/// empty ones: the shape's tracing makes up such values.
+pub(crate) fn tracing<R>(trace: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TRACING.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(TRACING.with(|t| t.replace(true)));
+    trace()
 }
 
 /// Runs `decode` with the message's descriptors `fds` there for its shared
@@ -364,8 +430,21 @@ pub(crate) fn providing<R>(
     decode: impl FnOnce() -> R,
 ) -> (R, Vec<OwnedFd>, Option<String>) {
     let fds = fds.into_iter().map(Some).collect();
+    /// Puts back what was there before, also when `decode` panics (a
+    /// user's `Deserialize`): no stale descriptors are left for the next
+    /// message to take.
+    struct Restore(Option<Option<Incoming>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                INCOMING.with(|i| *i.borrow_mut() = outer);
+            }
+        }
+    }
     let outer = INCOMING.with(|i| i.borrow_mut().replace(Incoming { fds, refused: None }));
+    let mut restore = Restore(Some(outer));
     let result = decode();
+    let outer = restore.0.take().unwrap_or(None);
     let ours = INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer));
     match ours {
         Some(Incoming { fds, refused }) => (result, fds.into_iter().flatten().collect(), refused),
@@ -398,14 +477,19 @@ impl Serialize for SharedBytes {
         if let Repr::Sealed(sealed) = &self.0 {
             let sent = OUTGOING.with(|o| {
                 let mut fds = o.take()?;
-                let index = sealed.fd.try_clone().ok().map(|fd| {
+                let index = sealed.fd.try_clone().map(|fd| {
                     fds.push(fd);
                     fds.len() - 1
                 });
                 o.set(Some(fds));
-                index
+                Some(index)
             });
             if let Some(index) = sent {
+                let index = index.map_err(|e| {
+                    serde::ser::Error::custom(format!(
+                        "a shared buffer's descriptor cannot be duplicated: {e}"
+                    ))
+                })?;
                 return s.serialize_newtype_variant(
                     NAME,
                     1,
@@ -476,12 +560,17 @@ impl<'de> Deserialize<'de> for SharedBytes {
 }
 
 /// The buffer that came as descriptor `index` of the message being
-/// decoded. Outside a message's decoding (a type's shape being traced),
-/// an empty buffer.
+/// decoded. Outside a message's decoding: an error, or, while a type's
+/// shape is traced, an empty buffer.
 fn received(index: usize, len: u64) -> Result<SharedBytes, String> {
     INCOMING.with(|i| {
         let mut i = i.borrow_mut();
-        let Some(incoming) = i.as_mut() else { return Ok(SharedBytes::default()) };
+        let Some(incoming) = i.as_mut() else {
+            if TRACING.with(Cell::get) {
+                return Ok(SharedBytes::default());
+            }
+            return Err(format!("descriptor {index} claimed by a message that came with none"));
+        };
         let result = match incoming.fds.get_mut(index).and_then(Option::take) {
             None => Err(format!("descriptor {index} of the message is missing or taken")),
             Some(fd) => usize::try_from(len)
@@ -574,6 +663,57 @@ mod tests {
         let (res, _, refused) =
             providing(Vec::new(), || crate::wire::codec::decode::<SharedBytes>(&claim(10)));
         assert!(res.is_err() && refused.unwrap().contains("missing"));
+    }
+
+    #[test]
+    fn sparse_buffers_and_claims_without_descriptors_are_refused() {
+        // Large and sealed, never written: the reader would pay for it.
+        let fd = memfd(1 << 30).unwrap();
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
+        let claim = serde_json_free::descriptor(0, 1 << 30);
+        let (res, _, refused) =
+            providing(vec![fd], || crate::wire::codec::decode::<SharedBytes>(&claim));
+        assert!(res.is_err());
+        assert!(refused.unwrap().contains("sparse"));
+        // A descriptor claimed by a message that came with none.
+        let res = crate::wire::codec::decode::<SharedBytes>(&serde_json_free::descriptor(0, 10));
+        assert!(res.is_err(), "{res:?}");
+        // While a shape is traced: an empty buffer.
+        let traced = tracing(|| {
+            crate::wire::codec::decode::<SharedBytes>(&serde_json_free::descriptor(0, 10))
+        });
+        assert!(traced.unwrap().is_empty());
+    }
+
+    /// Panics as it is written, after the buffer before it.
+    struct Halfway(SharedBytes);
+
+    impl Serialize for Halfway {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&self.0)?;
+            panic!("halfway");
+        }
+    }
+
+    #[test]
+    fn a_panic_while_encoding_leaves_no_descriptor_behind() {
+        let buf = SharedBytes::copy_from_slice(b"abc").unwrap();
+        let panicked = std::panic::catch_unwind(|| {
+            collecting(|| crate::wire::codec::encode_into(&Halfway(buf.clone()), &mut Vec::new()))
+        });
+        assert!(panicked.is_err());
+        OUTGOING.with(|o| {
+            let left = o.take();
+            assert!(left.is_none(), "a list left behind: {left:?}");
+        });
+        // The next message takes only its own.
+        let ((), fds) = collecting(|| {
+            crate::wire::codec::encode_into(&buf, &mut Vec::new()).unwrap();
+        });
+        assert_eq!(fds.len(), 1);
     }
 
     /// The encoding of a `Descriptor` variant, by hand.
