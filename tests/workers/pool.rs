@@ -205,6 +205,21 @@ pub fn broadcast_reaches_every_member() {
             assert_eq!(msg.data, Reply::Pid(event.pid));
             assert!(seen.insert(index), "member {index} twice");
         }
+        // One shared buffer to every member: each gets its own descriptor
+        // of the same sealed memfd, and sends it back mapped.
+        let shared = actix_webworker::SharedBytes::copy_from_slice(&[5u8; 100_000]).unwrap();
+        pool.send(Broadcast(Cmd::Shared(vec![shared.clone()]))).await.unwrap().unwrap();
+        let mut back = HashSet::new();
+        while back.len() < 3 {
+            let ev = until(&mut rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Message(_))))
+                .await;
+            let PoolEvent::Member { index, event } = ev else { unreachable!() };
+            let Event::Message(msg) = event.kind else { unreachable!() };
+            let Reply::Shared(bufs) = msg.data else { panic!("expected Shared") };
+            assert_eq!(bufs[0], shared);
+            assert!(bufs[0].is_mapped());
+            assert!(back.insert(index), "member {index} twice");
+        }
         pool.terminate();
         pool.send(Join).await.unwrap();
     });
