@@ -16,7 +16,7 @@
 //!
 //! This is the only file that names `nix`.
 
-mod boundary;
+pub(crate) mod boundary;
 pub(crate) mod ledger;
 
 use std::collections::VecDeque;
@@ -152,12 +152,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// second descriptor of the same socket, until the socket takes a whole
 /// write again.
 pub(crate) struct FdStream {
-    io: AsyncFd<std::os::unix::net::UnixStream>,
+    /// The socket, shared with the reading half ([`FdReader`]).
+    sock: Arc<std::os::unix::net::UnixStream>,
     /// For writability, while a write waits: registered only then.
     room: Room,
     fds: Arc<FdQueues>,
-    cmsg: Vec<u8>,
-    boundary: Boundary,
     /// Bytes accepted but not yet in the socket, in order: the rest of a
     /// large write (see [`OUT_CAP`]), and whole frames handed over without
     /// a copy ([`FdQueues::push_frame`]); `out_pos` bytes of the first are
@@ -181,9 +180,59 @@ const OUT_CAP: usize = 64 << 20;
 /// Writes from this size on go through the `out` buffer.
 const BIG_WRITE: usize = 256 << 10;
 
+/// The reading half of the socket: `recvmsg` into the caller's buffer
+/// (uninitialised memory is fine: nothing is zeroed first), descriptors
+/// onto the queue, and the frame boundaries followed.
+pub(crate) struct FdReader {
+    io: AsyncFd<Arc<std::os::unix::net::UnixStream>>,
+    fds: Arc<FdQueues>,
+    cmsg: Vec<u8>,
+    boundary: Boundary,
+}
+
+impl FdReader {
+    /// One `recvmsg` into the spare capacity of `buf` (at least one byte of
+    /// it); the bytes read are appended. `Ok(0)` at the end of the stream.
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        use bytes::BufMut;
+        let FdReader { io, fds, cmsg, boundary } = self;
+        loop {
+            let mut ready = ready!(io.poll_read_ready(cx))?;
+            let dst = buf.chunk_mut();
+            let (ptr, len) = (dst.as_mut_ptr(), dst.len());
+            let fd = io.as_raw_fd();
+            // `try_io` clears the readiness on WouldBlock, so the next
+            // `poll_read_ready` parks the task until the socket is readable.
+            match ready.try_io(|_| recv(fd, ptr, len, cmsg, fds)) {
+                Err(_would_block) => continue,
+                Ok(Ok(n)) => {
+                    // SAFETY: the kernel wrote `n` bytes at the start of the
+                    // spare capacity.
+                    unsafe { buf.advance_mut(n) };
+                    boundary.feed(&buf[buf.len() - n..]);
+                    fds.mid_frame.store(boundary.mid_frame(), Ordering::Relaxed);
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The descriptor queues and the ledger.
+    pub(crate) fn queues(&self) -> Arc<FdQueues> {
+        self.fds.clone()
+    }
+}
+
 impl FdStream {
-    /// Wraps a connected socket; must be called inside a tokio runtime.
-    pub(crate) fn new(sock: std::os::unix::net::UnixStream) -> io::Result<Self> {
+    /// Splits a connected socket into its writing half (under the
+    /// WebSocket) and its reading half; must be called inside a tokio
+    /// runtime.
+    pub(crate) fn new(sock: std::os::unix::net::UnixStream) -> io::Result<(Self, FdReader)> {
         sock.set_nonblocking(true)?;
         let sndbuf = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::SndBuf)
             .unwrap_or(1 << 20);
@@ -195,31 +244,29 @@ impl FdStream {
             frames: Mutex::default(),
             sock: sock.as_raw_fd(),
         });
-        Ok(FdStream {
-            room: Room::Idle(sock.try_clone()?.into()),
-            io: watch(sock, Interest::READABLE).map_err(|(_, e)| e)?,
-            fds,
+        let room = Room::Idle(sock.try_clone()?.into());
+        let sock = Arc::new(sock);
+        let reader = FdReader {
+            io: watch(sock.clone(), Interest::READABLE).map_err(|(_, e)| e)?,
+            fds: fds.clone(),
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
             boundary: Boundary::default(),
-            out: VecDeque::new(),
-            out_pos: 0,
-            spare: Vec::new(),
-        })
-    }
-
-    pub(crate) fn queues(&self) -> Arc<FdQueues> {
-        self.fds.clone()
+        };
+        let writer =
+            FdStream { sock, room, fds, out: VecDeque::new(), out_pos: 0, spare: Vec::new() };
+        Ok((writer, reader))
     }
 }
 
-/// One `recvmsg`: bytes into `dst`, descriptors onto `fds.incoming`.
+/// One `recvmsg`: at most `len` bytes to `dst`, descriptors onto
+/// `fds.incoming`.
 ///
 /// Every descriptor the kernel installed is taken into an `OwnedFd`, also
 /// when it reports the control data truncated (`MSG_CTRUNC`: the buffer was
 /// too small, or this process is at its descriptor limit): those installed
 /// are closed with the stream rather than leaked, and the stream fails.
-fn recv(fd: RawFd, dst: &mut [u8], cmsg: &mut [u8], fds: &FdQueues) -> io::Result<usize> {
-    let mut iov = libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() };
+fn recv(fd: RawFd, dst: *mut u8, len: usize, cmsg: &mut [u8], fds: &FdQueues) -> io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: dst.cast(), iov_len: len };
     // SAFETY: an all-zero msghdr is valid; the pointers set below are to
     // buffers that outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -355,30 +402,15 @@ impl Room {
     }
 }
 
+/// The writing half is never read from: the WebSocket over it only sends
+/// (the reading half reads the socket).
 impl AsyncRead for FdStream {
     fn poll_read(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let FdStream { io, fds, cmsg, boundary, .. } = self.get_mut();
-        loop {
-            let mut ready = ready!(io.poll_read_ready(cx))?;
-            let dst = buf.initialize_unfilled();
-            let fd = io.as_raw_fd();
-            // `try_io` clears the readiness on WouldBlock, so the next
-            // `poll_read_ready` parks the task until the socket is readable.
-            match ready.try_io(|_| recv(fd, dst, cmsg, fds)) {
-                Err(_would_block) => continue,
-                Ok(Ok(n)) => {
-                    boundary.feed(&dst[..n]);
-                    fds.mid_frame.store(boundary.mid_frame(), Ordering::Relaxed);
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-            }
-        }
+        Poll::Pending
     }
 }
 
@@ -387,8 +419,8 @@ impl FdStream {
     /// descriptors when there are any: they ride on these bytes, which come
     /// no later than those of the message that claims them).
     fn poll_send(&mut self, cx: &mut Context<'_>, src: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        let FdStream { io, fds, room, .. } = self;
-        let fd = io.as_raw_fd();
+        let FdStream { sock, fds, room, .. } = self;
+        let fd = sock.as_raw_fd();
         let sent = loop {
             match send(fd, src, fds) {
                 Ok(n) => break n,
@@ -511,7 +543,7 @@ impl AsyncWrite for FdStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        this.io.get_ref().shutdown(std::net::Shutdown::Write)?;
+        this.sock.shutdown(std::net::Shutdown::Write)?;
         Poll::Ready(Ok(()))
     }
 }
@@ -520,7 +552,7 @@ impl AsyncWrite for FdStream {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     fn pipe() -> (OwnedFd, OwnedFd) {
         let (r, w) = std::io::pipe().expect("pipe");
@@ -545,7 +577,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let mut a = FdStream::new(a).unwrap();
+            let (mut a, _reading) = FdStream::new(a).unwrap();
             let parked = Arc::new(Count(Default::default()));
             let parked_waker = Waker::from(parked.clone());
             let chunk = vec![0u8; 4096];
@@ -574,15 +606,17 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let mut a = FdStream::new(a).unwrap();
-            let mut b = FdStream::new(b).unwrap();
+            let (mut a, _) = FdStream::new(a).unwrap();
+            let (_, mut b) = FdStream::new(b).unwrap();
             let (r, w) = pipe();
-            a.queues().push_outgoing(vec![w]);
+            a.fds.push_outgoing(vec![w]);
             a.write_all(b"hello").await.unwrap();
             a.flush().await.unwrap();
-            let mut buf = [0u8; 5];
-            b.read_exact(&mut buf).await.unwrap();
-            assert_eq!(&buf, b"hello");
+            let mut buf = bytes::BytesMut::with_capacity(64);
+            while buf.len() < 5 {
+                std::future::poll_fn(|cx| b.poll_recv(cx, &mut buf)).await.unwrap();
+            }
+            assert_eq!(&buf[..], b"hello");
             assert_eq!(b.queues().unclaimed(), 1);
             let w = b.queues().take_incoming(1).unwrap().pop().unwrap();
             std::fs::File::from(w).write_all(b"x").unwrap();

@@ -48,15 +48,16 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// Maps `len` bytes of `fd`, every page at once (one call rather than a
-    /// fault per page): writable and shared, or read-only. A read-only
+    /// fault per page) and never into a forked child: writable and shared,
+    /// or read-only. A read-only
     /// view of a sealed memfd is the same bytes either way; it is private
     /// because kernels before 6.7 refuse a shared mapping of a
     /// write-sealed memfd, even a read-only one.
     fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<Mapping> {
-        let (prot, flags) = if writable {
-            (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE)
+        let (prot, flags, populate) = if writable {
+            (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, libc::MADV_POPULATE_WRITE)
         } else {
-            (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE)
+            (libc::PROT_READ, libc::MAP_PRIVATE, libc::MADV_POPULATE_READ)
         };
         // SAFETY: a fresh mapping of a descriptor we hold; nothing else is at
         // the address the kernel picks.
@@ -74,6 +75,10 @@ impl Mapping {
         if unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        // Every page at once, once it is not forked (before Linux 5.14,
+        // which lacks this advice, page by page as it is touched).
+        // SAFETY: advice on the mapping just made.
+        unsafe { libc::madvise(ptr.as_ptr().cast(), len, populate) };
         Ok(map)
     }
 
@@ -111,12 +116,28 @@ fn memfd(len: usize) -> io::Result<OwnedFd> {
 
 /// Seals `fd` for good: no more writing, shrinking or growing, and no
 /// seal taken off.
+///
+/// The kernel refuses (EBUSY) while a writable mapping of the file exists
+/// anywhere: ours is gone by then, but a process forked in the instant
+/// between our `mmap` and its `MADV_DONTFORK` (a worker being started on
+/// another thread) holds a copy until its `exec`. So EBUSY is tried again,
+/// for up to about a second.
 fn seal(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we hold.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) } != 0 {
-        return Err(io::Error::last_os_error());
+    let mut wait = std::time::Duration::from_micros(100);
+    loop {
+        // SAFETY: fcntl on a descriptor we hold.
+        let sealed =
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) };
+        if sealed == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) || wait > std::time::Duration::from_millis(500) {
+            return Err(e);
+        }
+        std::thread::sleep(wait);
+        wait *= 2;
     }
-    Ok(())
 }
 
 /// A buffer being filled, before it is shared: writable, owned by one.

@@ -11,15 +11,15 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use bytes::BytesMut;
+use futures_util::{FutureExt, SinkExt};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::codec;
-use super::fd::{FdQueues, FdStream, TooManyUnclaimed};
+use super::fd::{FdQueues, FdReader, FdStream, TooManyUnclaimed};
 use super::frame::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
 use crate::error::WireError;
 
@@ -45,6 +45,7 @@ impl Inbound {
 /// An open connection, before it is split into reader and writer.
 pub(crate) struct Connection {
     ws: Ws,
+    frames: Frames,
     fds: Arc<FdQueues>,
     /// The largest WebSocket message the peer takes (the same limit as
     /// ours: both sides are given one).
@@ -57,18 +58,20 @@ pub(crate) async fn open(
     sock: std::os::unix::net::UnixStream,
     max_message_size: usize,
 ) -> Result<Connection, WireError> {
-    let stream = FdStream::new(sock).map_err(|e| WireError::Transport(e.to_string()))?;
-    let fds = stream.queues();
+    let (stream, reader) = FdStream::new(sock).map_err(|e| WireError::Transport(e.to_string()))?;
+    let fds = reader.queues();
     let max = max_message_size.saturating_add(HEADER_SLACK);
+    // tungstenite only writes: the reading half is ours (`Frames`).
     let config = WebSocketConfig::default()
-        .read_buffer_size(64 * 1024)
+        // Never read into (its reading half is unused): the least it takes.
+        .read_buffer_size(0)
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(max.saturating_add(128 * 1024))
         .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-        .accept_unmasked_frames(true);
+        .max_frame_size(Some(max));
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
-    Ok(Connection { ws, fds, max_ws_message: max })
+    let frames = Frames::new(reader, max);
+    Ok(Connection { ws, frames, fds, max_ws_message: max })
 }
 
 impl Connection {
@@ -83,7 +86,7 @@ impl Connection {
         &mut self,
         fingerprint: u64,
     ) -> Result<frame::Hello, Option<WireError>> {
-        let first = match next_inbound(&mut self.ws, &self.fds).await {
+        let first = match next_inbound(&mut self.frames, &self.fds).await {
             None | Some(Err(WireError::CutOff)) => return Err(None),
             Some(r) => r.map_err(Some)?,
         };
@@ -115,17 +118,16 @@ impl Connection {
 
     /// Splits into the reading half and the writing half.
     pub(crate) fn split(self) -> (Reader, SinkHalf) {
-        let (sink, stream) = self.ws.split();
         (
-            Reader { stream, fds: self.fds.clone(), batch: None },
-            SinkHalf { sink, fds: self.fds, max_ws_message: self.max_ws_message },
+            Reader { frames: self.frames, fds: self.fds.clone(), batch: None },
+            SinkHalf { sink: self.ws, fds: self.fds, max_ws_message: self.max_ws_message },
         )
     }
 }
 
 /// The reading half.
 pub(crate) struct Reader {
-    stream: SplitStream<Ws>,
+    frames: Frames,
     fds: Arc<FdQueues>,
     /// A batch being read, and where its next message starts.
     batch: Option<(Bytes, usize)>,
@@ -138,7 +140,7 @@ impl Reader {
             if let Some(item) = self.next_in_batch() {
                 return Some(item);
             }
-            let bytes = match next_message(&mut self.stream, &self.fds).await? {
+            let bytes = match self.frames.next().await? {
                 Ok(bytes) => bytes,
                 Err(e) => return Some(Err(e)),
             };
@@ -203,47 +205,156 @@ impl Reader {
 }
 
 /// The next message, batches included, as read from the peer.
-async fn next_inbound<S>(stream: &mut S, fds: &FdQueues) -> Option<Result<Inbound, WireError>>
-where
-    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    Some(match next_message(stream, fds).await? {
+async fn next_inbound(frames: &mut Frames, fds: &FdQueues) -> Option<Result<Inbound, WireError>> {
+    Some(match frames.next().await? {
         Ok(bytes) => inbound(bytes, fds),
         Err(e) => Err(e),
     })
 }
 
-/// The next WebSocket binary message's bytes.
-async fn next_message<S>(stream: &mut S, fds: &FdQueues) -> Option<Result<Bytes, WireError>>
-where
-    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    loop {
-        return Some(match stream.next().await? {
-            Ok(Message::Binary(bytes)) => Ok(bytes),
-            Ok(Message::Text(_)) => Err(WireError::TextFrame),
-            Ok(Message::Close(_)) => return None,
-            Ok(_) => continue, // ping, pong: tungstenite answers pings itself
-            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return None,
-            // The peer went away without a close frame: a process that died,
-            // which its exit reports; or one that cut a message off. (A reset
-            // rather than an end when it left our writes unread.)
-            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                return fds.mid_frame().then_some(Err(WireError::CutOff));
-            }
-            Err(WsError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::UnexpectedEof
-                ) =>
-            {
-                return fds.mid_frame().then_some(Err(WireError::CutOff));
-            }
-            Err(e) => Err(ws_error(e)),
-        });
+/// The reading half of the WebSocket: frames read straight from the
+/// socket into a buffer of ours, without zero-filling it first (as
+/// tungstenite does, up to its whole read buffer, before every read).
+///
+/// Takes binary messages (whole, or in fragments), masked or not; a text
+/// message is an error; pings and pongs are skipped (no peer of ours sends
+/// them, and this side does not answer them); a close frame ends the
+/// connection.
+struct Frames {
+    io: FdReader,
+    buf: BytesMut,
+    /// A message in fragments, so far.
+    partial: Option<BytesMut>,
+    /// The largest message taken.
+    max: usize,
+}
+
+/// How much room a read is given at least.
+const READ_CHUNK: usize = 64 << 10;
+
+impl Frames {
+    fn new(io: FdReader, max: usize) -> Self {
+        Frames { io, buf: BytesMut::new(), partial: None, max }
     }
+
+    /// The next binary message's bytes; `None` at the end of the
+    /// connection (a close frame, or the end of the stream between frames).
+    async fn next(&mut self) -> Option<Result<Bytes, WireError>> {
+        loop {
+            match self.parse() {
+                Ok(Parsed::Message(bytes)) => return Some(Ok(bytes)),
+                Ok(Parsed::Closed) => return None,
+                Ok(Parsed::More(wanted)) => {
+                    if self.buf.capacity() - self.buf.len() < wanted.max(1) {
+                        self.buf.reserve(wanted.max(READ_CHUNK));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+            let read = std::future::poll_fn(|cx| self.io.poll_recv(cx, &mut self.buf)).await;
+            match read {
+                Ok(0) => return self.ended(),
+                Ok(_) => {}
+                Err(e) if e.get_ref().is_some_and(|e| e.is::<TooManyUnclaimed>()) => {
+                    let count = e.into_inner().and_then(|e| e.downcast::<TooManyUnclaimed>().ok());
+                    return Some(Err(WireError::UnclaimedFds { count: count.map_or(0, |c| c.0) }));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    return self.ended();
+                }
+                Err(e) => return Some(Err(WireError::Transport(e.to_string()))),
+            }
+        }
+    }
+
+    /// The stream ended: cleanly between frames, or cutting one off.
+    fn ended(&self) -> Option<Result<Bytes, WireError>> {
+        let cut = !self.buf.is_empty() || self.partial.is_some() || self.io.queues().mid_frame();
+        cut.then_some(Err(WireError::CutOff))
+    }
+
+    /// Takes the frames the buffer holds, up to the first message.
+    fn parse(&mut self) -> Result<Parsed, WireError> {
+        loop {
+            // Reserved bits are refused as soon as the first byte is there.
+            if self.buf.first().is_some_and(|first| first & 0x70 != 0) {
+                return Err(WireError::Transport("reserved bits are non-zero".into()));
+            }
+            let Some((header_len, payload_len)) = fd_header(&self.buf) else {
+                return Ok(Parsed::More(14));
+            };
+            let (first, second) = (self.buf[0], self.buf[1]);
+            let (fin, opcode) = (first & 0x80 != 0, first & 0x0f);
+            if opcode >= 8 && (!fin || payload_len > 125) {
+                return Err(WireError::Transport("a control frame fragmented or too long".into()));
+            }
+            let so_far = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
+            if payload_len.saturating_add(so_far) > self.max as u64 {
+                let size = usize::try_from(payload_len + so_far).unwrap_or(usize::MAX);
+                let limit = self.max.saturating_sub(HEADER_SLACK);
+                return Err(WireError::TooLarge { size, limit });
+            }
+            let payload_len = payload_len as usize;
+            if self.buf.len() < header_len + payload_len {
+                return Ok(Parsed::More(header_len + payload_len - self.buf.len()));
+            }
+            let mask = (second & 0x80 != 0).then(|| {
+                let at = header_len - 4;
+                [self.buf[at], self.buf[at + 1], self.buf[at + 2], self.buf[at + 3]]
+            });
+            bytes::Buf::advance(&mut self.buf, header_len);
+            let mut payload = self.buf.split_to(payload_len);
+            if let Some(mask) = mask {
+                for (i, b) in payload.iter_mut().enumerate() {
+                    *b ^= mask[i & 3];
+                }
+            }
+            match opcode {
+                2 if self.partial.is_some() => {
+                    return Err(WireError::Transport(
+                        "a new message inside a fragmented one".into(),
+                    ));
+                }
+                2 if fin => return Ok(Parsed::Message(payload.freeze())),
+                2 => self.partial = Some(payload),
+                0 => {
+                    let Some(partial) = self.partial.as_mut() else {
+                        return Err(WireError::Transport("a continuation of nothing".into()));
+                    };
+                    partial.extend_from_slice(&payload);
+                    if fin {
+                        let whole = self.partial.take().unwrap_or_default();
+                        return Ok(Parsed::Message(whole.freeze()));
+                    }
+                }
+                1 => return Err(WireError::TextFrame),
+                8 => return Ok(Parsed::Closed),
+                9 | 10 => {}
+                other => {
+                    return Err(WireError::Transport(format!("unknown WebSocket opcode {other}")))
+                }
+            }
+        }
+    }
+}
+
+/// What the buffer holds.
+enum Parsed {
+    Message(Bytes),
+    Closed,
+    /// At least this many more bytes are needed.
+    More(usize),
+}
+
+/// A frame header's length and its payload's, once the buffer holds the
+/// whole header.
+fn fd_header(buf: &[u8]) -> Option<(usize, u64)> {
+    super::fd::boundary::header(buf)
 }
 
 /// One unmasked binary WebSocket frame holding `payload`: a whole message,
@@ -322,7 +433,7 @@ fn ws_error(e: WsError) -> WireError {
 /// under them (its descriptor queues and ledger). What is written when is
 /// the writer's (`writer.rs`).
 pub(crate) struct SinkHalf {
-    sink: SplitSink<Ws, Message>,
+    sink: Ws,
     pub(crate) fds: Arc<FdQueues>,
     /// The largest WebSocket message the peer takes (the same limit as
     /// ours: both sides are given one).
@@ -355,6 +466,70 @@ impl SinkHalf {
 
     /// A close frame, then the socket's write side is shut.
     pub(crate) async fn close(&mut self) {
-        let _ = self.sink.close().await;
+        let _ = SinkExt::close(&mut self.sink).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// The frames `bytes` written raw, as the reading half takes them.
+    fn read_all(bytes: &[u8]) -> Vec<Result<Bytes, WireError>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (_writing, reading) = FdStream::new(ours).unwrap();
+            let mut frames = Frames::new(reading, 1 << 20);
+            theirs.write_all(bytes).unwrap();
+            drop(theirs);
+            let mut out = Vec::new();
+            while let Some(item) = frames.next().await {
+                let failed = item.is_err();
+                out.push(item);
+                if failed {
+                    break;
+                }
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn frames_whole_fragmented_masked_and_control() {
+        let mut bytes = binary_frame(b"one");
+        // "two" in two fragments, a ping between them.
+        bytes.extend_from_slice(&[0x02, 2, b't', b'w']);
+        bytes.extend_from_slice(&[0x89, 0]);
+        bytes.extend_from_slice(&[0x80, 1, b'o']);
+        // "three", masked.
+        let mask = [1u8, 2, 3, 4];
+        let masked: Vec<u8> = b"three".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+        bytes.extend_from_slice(&[0x82, 0x80 | 5]);
+        bytes.extend_from_slice(&mask);
+        bytes.extend_from_slice(&masked);
+        // A close frame ends it; what follows is not read.
+        bytes.extend_from_slice(&[0x88, 0]);
+        bytes.extend_from_slice(&binary_frame(b"after"));
+        let got: Vec<Bytes> = read_all(&bytes).into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+    }
+
+    #[test]
+    fn broken_frames_are_typed_errors() {
+        let last = |bytes: &[u8]| read_all(bytes).pop();
+        assert!(matches!(last(&[0xff; 8]), Some(Err(WireError::Transport(_)))));
+        assert!(matches!(last(&[0x81, 1, b'x']), Some(Err(WireError::TextFrame))));
+        assert!(matches!(last(&[0x80, 1, b'x']), Some(Err(WireError::Transport(_)))));
+        let mut huge = vec![0x82, 127];
+        huge.extend_from_slice(&(4u64 << 30).to_be_bytes());
+        assert!(
+            matches!(last(&huge), Some(Err(WireError::TooLarge { size, .. })) if size == 4 << 30)
+        );
+        // Cut off inside a frame, and ended between two.
+        assert!(matches!(last(&[0x82, 10, 1, 2]), Some(Err(WireError::CutOff))));
+        assert_eq!(read_all(&binary_frame(b"x")).len(), 1);
     }
 }
