@@ -25,7 +25,6 @@ use bytes::Bytes;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 
@@ -33,7 +32,6 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
-use self::boundary::Boundary;
 use self::ledger::Ledger;
 
 /// The most descriptors one `sendmsg` may carry (Linux's `SCM_MAX_FD`).
@@ -57,8 +55,6 @@ pub(crate) struct TooManyUnclaimed(pub usize);
 pub(crate) struct FdQueues {
     outgoing: Mutex<VecDeque<OwnedFd>>,
     incoming: Mutex<VecDeque<OwnedFd>>,
-    /// The bytes read so far end inside a WebSocket frame.
-    mid_frame: AtomicBool,
     ledger: Mutex<Ledger>,
     /// Whole frames to be written after everything written so far, from
     /// the caller's buffers (see [`push_frame`](Self::push_frame)).
@@ -92,12 +88,6 @@ impl FdQueues {
             return None;
         }
         Some(incoming.drain(..n).collect())
-    }
-
-    /// Whether the bytes read so far end inside a frame: at the end of the
-    /// connection, a message was cut off.
-    pub(crate) fn mid_frame(&self) -> bool {
-        self.mid_frame.load(Ordering::Relaxed)
     }
 
     /// How many received descriptors no message has claimed yet.
@@ -182,12 +172,11 @@ const BIG_WRITE: usize = 256 << 10;
 
 /// The reading half of the socket: `recvmsg` into the caller's buffer
 /// (uninitialised memory is fine: nothing is zeroed first), descriptors
-/// onto the queue, and the frame boundaries followed.
+/// onto the queue.
 pub(crate) struct FdReader {
     io: AsyncFd<Arc<std::os::unix::net::UnixStream>>,
     fds: Arc<FdQueues>,
     cmsg: Vec<u8>,
-    boundary: Boundary,
 }
 
 impl FdReader {
@@ -199,7 +188,7 @@ impl FdReader {
         buf: &mut bytes::BytesMut,
     ) -> Poll<io::Result<usize>> {
         use bytes::BufMut;
-        let FdReader { io, fds, cmsg, boundary } = self;
+        let FdReader { io, fds, cmsg } = self;
         loop {
             let mut ready = ready!(io.poll_read_ready(cx))?;
             let dst = buf.chunk_mut();
@@ -213,8 +202,6 @@ impl FdReader {
                     // SAFETY: the kernel wrote `n` bytes at the start of the
                     // spare capacity.
                     unsafe { buf.advance_mut(n) };
-                    boundary.feed(&buf[buf.len() - n..]);
-                    fds.mid_frame.store(boundary.mid_frame(), Ordering::Relaxed);
                     return Poll::Ready(Ok(n));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
@@ -239,7 +226,6 @@ impl FdStream {
         let fds = Arc::new(FdQueues {
             outgoing: Mutex::default(),
             incoming: Mutex::default(),
-            mid_frame: AtomicBool::new(false),
             ledger: Mutex::new(Ledger::new(sndbuf)),
             frames: Mutex::default(),
             sock: sock.as_raw_fd(),
@@ -250,7 +236,6 @@ impl FdStream {
             io: watch(sock.clone(), Interest::READABLE).map_err(|(_, e)| e)?,
             fds: fds.clone(),
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
-            boundary: Boundary::default(),
         };
         let writer =
             FdStream { sock, room, fds, out: VecDeque::new(), out_pos: 0, spare: Vec::new() };
@@ -552,6 +537,7 @@ impl AsyncWrite for FdStream {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
 
     fn pipe() -> (OwnedFd, OwnedFd) {

@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::codec;
+use super::fd::boundary::header;
 use super::fd::{FdQueues, FdReader, FdStream, TooManyUnclaimed};
 use super::frame::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
 use crate::error::WireError;
@@ -61,14 +62,12 @@ pub(crate) async fn open(
     let (stream, reader) = FdStream::new(sock).map_err(|e| WireError::Transport(e.to_string()))?;
     let fds = reader.queues();
     let max = max_message_size.saturating_add(HEADER_SLACK);
-    // tungstenite only writes: the reading half is ours (`Frames`).
+    // tungstenite only writes: the reading half is ours (`Frames`, which
+    // enforces `max`), and its read buffer is never read into.
     let config = WebSocketConfig::default()
-        // Never read into (its reading half is unused): the least it takes.
         .read_buffer_size(0)
         .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(max.saturating_add(128 * 1024))
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+        .max_write_buffer_size(max.saturating_add(128 * 1024));
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     let frames = Frames::new(reader, max);
     Ok(Connection { ws, frames, fds, max_ws_message: max })
@@ -272,9 +271,11 @@ impl Frames {
         }
     }
 
-    /// The stream ended: cleanly between frames, or cutting one off.
+    /// The stream ended (only ever after `parse` asked for more, so what
+    /// the buffer holds is part of a frame): cleanly between frames, or
+    /// cutting a frame or a fragmented message off.
     fn ended(&self) -> Option<Result<Bytes, WireError>> {
-        let cut = !self.buf.is_empty() || self.partial.is_some() || self.io.queues().mid_frame();
+        let cut = !self.buf.is_empty() || self.partial.is_some();
         cut.then_some(Err(WireError::CutOff))
     }
 
@@ -285,7 +286,7 @@ impl Frames {
             if self.buf.first().is_some_and(|first| first & 0x70 != 0) {
                 return Err(WireError::Transport("reserved bits are non-zero".into()));
             }
-            let Some((header_len, payload_len)) = fd_header(&self.buf) else {
+            let Some((header_len, payload_len)) = header(&self.buf) else {
                 return Ok(Parsed::More(14));
             };
             let (first, second) = (self.buf[0], self.buf[1]);
@@ -351,12 +352,6 @@ enum Parsed {
     More(usize),
 }
 
-/// A frame header's length and its payload's, once the buffer holds the
-/// whole header.
-fn fd_header(buf: &[u8]) -> Option<(usize, u64)> {
-    super::fd::boundary::header(buf)
-}
-
 /// One unmasked binary WebSocket frame holding `payload`: a whole message,
 /// written by hand where no connection runs (a worker's refusal, a
 /// terminate when the parent's System stops).
@@ -416,17 +411,9 @@ fn inbound(bytes: Bytes, fds: &FdQueues) -> Result<Inbound, WireError> {
     Ok(Inbound { header, bytes, offset, fds: taken })
 }
 
+/// A failure of the writing half (tungstenite's): the connection's.
 fn ws_error(e: WsError) -> WireError {
-    match e {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            WireError::TooLarge { size, limit: max_size.saturating_sub(HEADER_SLACK) }
-        }
-        WsError::Io(e) if e.get_ref().is_some_and(|e| e.is::<TooManyUnclaimed>()) => {
-            let count = e.into_inner().and_then(|e| e.downcast::<TooManyUnclaimed>().ok());
-            WireError::UnclaimedFds { count: count.map_or(0, |c| c.0) }
-        }
-        other => WireError::Transport(other.to_string()),
-    }
+    WireError::Transport(e.to_string())
 }
 
 /// The writing half: whole WebSocket messages out, and the fd stream
