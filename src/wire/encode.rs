@@ -3,11 +3,10 @@
 //! cut from an arena, so that one allocation serves many.
 
 use std::cell::RefCell;
+use std::os::fd::OwnedFd;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-
-use std::os::fd::OwnedFd;
 
 use super::frame::{self, Header};
 use super::{codec, shared};
@@ -25,16 +24,22 @@ pub(crate) fn encode<M: Serialize + ?Sized>(
     data: &M,
     max_message_size: usize,
 ) -> Result<Bytes, WorkerError> {
+    in_thread_arena(|arena| encode_in(arena, header, data, max_message_size))
+}
+
+/// `f` with this thread's arena, or with a buffer of its own when encoding
+/// from inside a `Serialize` impl that is itself being encoded, or while
+/// the thread is being torn down.
+fn in_thread_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    let mut f = Some(f);
     let from_arena = ARENA.try_with(|arena| {
         let mut arena = arena.try_borrow_mut().ok()?;
-        Some(encode_in(&mut arena, header, data, max_message_size))
+        f.take().map(|f| f(&mut arena))
     });
-    match from_arena {
-        Ok(Some(encoded)) => encoded,
-        // Encoding from inside a `Serialize` impl that is itself being
-        // encoded, or while the thread is being torn down: a buffer of its
-        // own.
-        _ => encode_in(&mut BytesMut::new(), header, data, max_message_size),
+    match (from_arena, f) {
+        (Ok(Some(done)), _) => done,
+        (_, Some(f)) => f(&mut BytesMut::new()),
+        (_, None) => unreachable!("`f` runs once, in the arena or not"),
     }
 }
 
@@ -49,7 +54,7 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     data: &M,
     max_message_size: usize,
 ) -> Result<Bytes, WorkerError> {
-    encode_parts(arena, header, data, max_message_size, false).map(|(bytes, _)| bytes)
+    encode_parts(arena, header, data, max_message_size, None).map(|(bytes, _)| bytes)
 }
 
 /// [`encode_in`] for a peer that takes descriptors: the shared buffers in
@@ -64,12 +69,7 @@ pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     fds: Vec<OwnedFd>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    let (bytes, mut all) = encode_parts(arena, header, data, max_message_size, true)?;
-    if all.is_empty() {
-        return Ok((bytes, fds));
-    }
-    all.extend(fds);
-    Ok((bytes, all))
+    encode_parts(arena, header, data, max_message_size, Some(fds))
 }
 
 /// [`encode`] for a peer that takes descriptors (see [`encode_in_sharing`]).
@@ -80,29 +80,18 @@ pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
     fds: Vec<OwnedFd>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    let from_arena = ARENA.try_with(|arena| {
-        let mut arena = arena.try_borrow_mut().ok()?;
-        Some(encode_parts(&mut arena, header, data, max_message_size, true))
-    });
-    let (bytes, mut all) = match from_arena {
-        Ok(Some(encoded)) => encoded,
-        _ => encode_parts(&mut BytesMut::new(), header, data, max_message_size, true),
-    }?;
-    if all.is_empty() {
-        return Ok((bytes, fds));
-    }
-    all.extend(fds);
-    Ok((bytes, all))
+    in_thread_arena(|arena| encode_parts(arena, header, data, max_message_size, Some(fds)))
 }
 
-/// The message, and the descriptors of its shared buffers when `sharing`.
+/// The message and its descriptors: with `fds` (a peer that takes
+/// descriptors), those of its shared buffers, then `fds`; else none.
 #[inline]
 fn encode_parts<M: Serialize + ?Sized>(
     arena: &mut BytesMut,
     header: Header,
     data: &M,
     max_message_size: usize,
-    sharing: bool,
+    fds: Option<Vec<OwnedFd>>,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
     if arena.capacity() < ARENA_MIN_ROOM {
         arena.reserve(ARENA_CHUNK);
@@ -111,7 +100,7 @@ fn encode_parts<M: Serialize + ?Sized>(
     arena.clear();
     frame::begin(arena, header);
     let header = arena.len();
-    let (encoded, shared) = if sharing {
+    let (encoded, shared) = if fds.is_some() {
         shared::collecting(|| codec::encode_into(data, arena))
     } else {
         (codec::encode_into(data, arena), Vec::new())
@@ -127,7 +116,12 @@ fn encode_parts<M: Serialize + ?Sized>(
     if checked.as_ref().map_or(true, |bytes| bytes.len() > ARENA_KEEP) {
         *arena = BytesMut::new();
     }
-    checked.map(|bytes| (bytes, shared))
+    let bytes = checked?;
+    Ok(match fds {
+        Some(fds) if shared.is_empty() => (bytes, fds),
+        Some(fds) => (bytes, shared.into_iter().chain(fds).collect()),
+        None => (bytes, Vec::new()),
+    })
 }
 
 /// Adds `shared` descriptors to the count in the header of the message
