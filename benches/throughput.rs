@@ -214,6 +214,39 @@ fn rtt(c: &mut Criterion, sys: &mut SystemRunner) {
     sys.block_on(stop(worker));
 }
 
+/// `n` asks made by `ask`, `in_flight` of them at a time.
+async fn asks_in_flight<F>(n: u64, in_flight: usize, ask: impl Fn(u64) -> F)
+where
+    F: std::future::Future<Output = Result<u64, actix_webworker::WorkerError>>,
+{
+    let mut waiting = FuturesUnordered::new();
+    let (mut sent, mut done) = (0, 0);
+    while done < n {
+        while waiting.len() < in_flight && sent < n {
+            waiting.push(ask(sent));
+            sent += 1;
+        }
+        waiting.next().await.unwrap().unwrap();
+        done += 1;
+    }
+}
+
+/// The raw baseline of [`asks_in_flight`]: 8-byte requests to an echo
+/// thread, `in_flight` written before their answers are read.
+fn raw_in_flight(b: &mut criterion::Bencher, n: u64, in_flight: usize) {
+    let (mut a, peer) = raw_peer(true);
+    let requests = vec![1u8; 8 * in_flight];
+    let mut answers = vec![0u8; requests.len()];
+    b.iter(|| {
+        for _ in 0..n / in_flight as u64 {
+            a.write_all(&requests).unwrap();
+            a.read_exact(&mut answers).unwrap();
+        }
+    });
+    drop(a);
+    peer.join().unwrap();
+}
+
 fn pipelined(c: &mut Criterion, sys: &mut SystemRunner) {
     const N: u64 = 20_000;
     const IN_FLIGHT: usize = 1_000;
@@ -221,34 +254,9 @@ fn pipelined(c: &mut Criterion, sys: &mut SystemRunner) {
     g.throughput(Throughput::Elements(N));
     let worker = sys.block_on(start());
     g.bench_function("ours", |b| {
-        b.iter(|| {
-            sys.block_on(async {
-                let mut in_flight = FuturesUnordered::new();
-                let (mut sent, mut done) = (0, 0);
-                while done < N {
-                    while in_flight.len() < IN_FLIGHT && sent < N {
-                        in_flight.push(worker.ask(Ping(sent)));
-                        sent += 1;
-                    }
-                    in_flight.next().await.unwrap().unwrap();
-                    done += 1;
-                }
-            })
-        })
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| worker.ask(Ping(i)))))
     });
-    g.bench_function("raw_socketpair", |b| {
-        let (mut a, peer) = raw_peer(true);
-        let requests = vec![1u8; 8 * IN_FLIGHT];
-        let mut answers = vec![0u8; requests.len()];
-        b.iter(|| {
-            for _ in 0..N / IN_FLIGHT as u64 {
-                a.write_all(&requests).unwrap();
-                a.read_exact(&mut answers).unwrap();
-            }
-        });
-        drop(a);
-        peer.join().unwrap();
-    });
+    g.bench_function("raw_socketpair", |b| raw_in_flight(b, N, IN_FLIGHT));
     g.finish();
     sys.block_on(stop(worker));
 }
@@ -407,34 +415,9 @@ fn pool_tiny(c: &mut Criterion, sys: &mut SystemRunner) {
     g.throughput(Throughput::Elements(N));
     let pool = sys.block_on(start_pool(2, IN_FLIGHT));
     g.bench_function("ours", |b| {
-        b.iter(|| {
-            sys.block_on(async {
-                let mut in_flight = FuturesUnordered::new();
-                let (mut sent, mut done) = (0, 0);
-                while done < N {
-                    while in_flight.len() < IN_FLIGHT && sent < N {
-                        in_flight.push(pool.ask(Ping(sent)));
-                        sent += 1;
-                    }
-                    in_flight.next().await.unwrap().unwrap();
-                    done += 1;
-                }
-            })
-        })
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| pool.ask(Ping(i)))))
     });
-    g.bench_function("raw_socketpair", |b| {
-        let (mut a, peer) = raw_peer(true);
-        let requests = vec![1u8; 8 * IN_FLIGHT];
-        let mut answers = vec![0u8; requests.len()];
-        b.iter(|| {
-            for _ in 0..N / IN_FLIGHT as u64 {
-                a.write_all(&requests).unwrap();
-                a.read_exact(&mut answers).unwrap();
-            }
-        });
-        drop(a);
-        peer.join().unwrap();
-    });
+    g.bench_function("raw_socketpair", |b| raw_in_flight(b, N, IN_FLIGHT));
     g.finish();
     sys.block_on(stop_pool(pool));
 }
