@@ -181,13 +181,8 @@ where
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
     let close = Arc::new(Notify::new());
     let pending = Arc::new(Pending::default());
-    {
-        // The parent hears of the requests the worker stops waiting for.
-        let outbox = outbox.clone();
-        pending.tell_with(move |id| {
-            let _ = outbox.push(frame::cancel(id), Vec::new());
-        });
-    }
+    // The parent hears of the requests the worker stops waiting for.
+    pending.tell_through(outbox.clone());
     let parent = Parent::<W::Protocol>::new(
         outbox.clone(),
         max_message_size,

@@ -166,7 +166,7 @@ impl<P: Protocol> Worker<P> {
         let limits = options.limits;
         let outbox = Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes));
         let pending = Arc::new(Pending::default());
-        pending.tell_with(cancels_into(outbox.clone()));
+        pending.tell_through(outbox.clone());
         let worker = Worker {
             name,
             spec: options.spec,
@@ -412,14 +412,6 @@ pub(crate) fn every(period: Duration, mut f: impl FnMut() -> bool + 'static) {
             }
         }
     });
-}
-
-/// Tells the worker of cancelled requests: a `Cancel` frame, whatever the
-/// queue's bound (it frees the worker, and is small).
-pub(crate) fn cancels_into(outbox: Arc<Outbox>) -> impl Fn(u64) + Send + Sync + 'static {
-    move |id| {
-        let _ = outbox.push_unbounded(crate::wire::frame::cancel(id), Vec::new());
-    }
 }
 
 impl<P: Protocol> Actor for Worker<P> {

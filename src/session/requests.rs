@@ -28,6 +28,7 @@ use super::ById;
 use crate::error::{ErrorReport, WorkerError};
 use crate::wire::codec;
 use crate::wire::frame::Kind;
+use crate::wire::outbox::Outbox;
 use crate::wire::socket::Inbound;
 
 /// Why the other side could not answer; the payload of a `Failed` frame.
@@ -85,15 +86,13 @@ impl<A: DeserializeOwned, F: FnOnce(Result<A, WorkerError>) + Send> Slot for The
     }
 }
 
-/// Tells the other side that a request is no longer waited for.
-type Teller = Box<dyn Fn(u64) + Send + Sync>;
-
 /// Requests this side asked and that await their answers.
 #[derive(Default)]
 pub(crate) struct Pending {
     next_id: AtomicU64,
     slots: Mutex<ById<Box<dyn Slot>>>,
-    teller: std::sync::OnceLock<Teller>,
+    /// Where the other side is told of cancelled requests.
+    tell: std::sync::OnceLock<Arc<Outbox>>,
 }
 
 impl Pending {
@@ -101,10 +100,11 @@ impl Pending {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How the other side is told of a cancelled request (a `Cancel`
-    /// frame into the outbox); set once, by the side that owns the outbox.
-    pub(crate) fn tell_with(&self, teller: impl Fn(u64) + Send + Sync + 'static) {
-        let _ = self.teller.set(Box::new(teller));
+    /// The outbox a cancelled request's `Cancel` frame goes into, whatever
+    /// its bound (it frees the other side, and is small); set once, by the
+    /// side that owns the outbox.
+    pub(crate) fn tell_through(&self, outbox: Arc<Outbox>) {
+        let _ = self.tell.set(outbox);
     }
 
     /// A fresh id, with no slot yet: [`on_answer`](Self::on_answer) gives
@@ -143,8 +143,8 @@ impl Pending {
     pub(crate) fn cancel(&self, id: u64) {
         let slot = self.slots().remove(&id);
         if slot.is_some() {
-            if let Some(tell) = self.teller.get() {
-                tell(id);
+            if let Some(outbox) = self.tell.get() {
+                let _ = outbox.push_unbounded(crate::wire::frame::cancel(id), Vec::new());
             }
         }
     }

@@ -260,11 +260,8 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
         // A bound of two: the replies owed hold the reading back.
         let bounded = Shared { outbox: Arc::new(Outbox::new(2, usize::MAX)), ..shared(holds) };
         let mut answering = Session::start(b.reader, b.writer, bounded, Recorder::default());
-        // Teller: as the parent's worker does.
-        let outbox = asking.shared.outbox.clone();
-        asking.shared.pending.tell_with(move |id| {
-            let _ = outbox.push_unbounded(frame::cancel(id), Vec::new());
-        });
+        // Told through its outbox, as the parent's worker is.
+        asking.shared.pending.tell_through(asking.shared.outbox.clone());
         let pending = asking.shared.pending.clone();
         let mut given_up = Vec::new();
         for n in [21, 22] {
