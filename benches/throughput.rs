@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
+    run_if_worker, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests, Worker,
     WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use actix_webworker::{SharedBytes, SharedBytesMut};
@@ -127,6 +127,16 @@ async fn post_and_count(worker: &Addr<Worker<Bench>>, n: u64, size: usize) {
     assert_eq!(worker.ask(Count).await.unwrap(), n);
 }
 
+/// [`post_and_count`] through a [`Port`], waiting for room when the queue
+/// is full.
+async fn post_through_port_and_count(port: &mut Port<Bench>, n: u64, size: usize) {
+    let payload = vec![7u8; size];
+    for _ in 0..n {
+        port.post_waiting(Load(SharedBytes::default(), payload.clone())).await.unwrap();
+    }
+    assert_eq!(port.ask(Count).await.unwrap(), n);
+}
+
 /// `n` posts of the same shared buffer, then the worker's count.
 async fn post_shared_and_count(worker: &Addr<Worker<Bench>>, n: u64, shared: &SharedBytes) {
     for i in 1..=n {
@@ -179,6 +189,10 @@ fn stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
     g.throughput(Throughput::Elements(N));
     let worker = sys.block_on(start());
     g.bench_function("ours", |b| b.iter(|| sys.block_on(post_and_count(&worker, N, 64))));
+    let mut port = sys.block_on(Port::open(&worker)).unwrap();
+    g.bench_function("ours_port", |b| {
+        b.iter(|| sys.block_on(post_through_port_and_count(&mut port, N, 64)))
+    });
     let chunk = vec![7u8; 1024 * 64];
     g.bench_function("raw_socketpair_batched", |b| {
         b.iter_custom(|iters| {
@@ -255,6 +269,11 @@ fn pipelined(c: &mut Criterion, sys: &mut SystemRunner) {
     let worker = sys.block_on(start());
     g.bench_function("ours", |b| {
         b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| worker.ask(Ping(i)))))
+    });
+    let port = std::cell::RefCell::new(sys.block_on(Port::open(&worker)).unwrap());
+    g.bench_function("ours_port", |b| {
+        let ask = |i| port.borrow_mut().ask(Ping(i));
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, ask)))
     });
     g.bench_function("raw_socketpair", |b| raw_in_flight(b, N, IN_FLIGHT));
     g.finish();

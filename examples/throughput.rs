@@ -43,10 +43,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, Entry, Event, Join, Parent, Post, Protocol, Received, Requests, Worker,
+    run_if_worker, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests, Worker,
     WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use actix_webworker::{SharedBytes, SharedBytesMut};
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -196,11 +197,18 @@ async fn post_all(worker: &Addr<Worker<Bench>>, n: u64, window: u64, make: impl 
     }
 }
 
-async fn stream_small() -> f64 {
+async fn stream_small(through_port: bool) -> f64 {
     let worker = start().await;
+    let mut port = Port::open(&worker).await.expect("port");
     let payload = vec![7u8; SMALL];
     let t0 = Instant::now();
-    post_all(&worker, STREAM_N, 10_000, || Load::Small(payload.clone())).await;
+    if through_port {
+        for _ in 0..STREAM_N {
+            port.post_waiting(Load::Small(payload.clone())).await.expect("queued");
+        }
+    } else {
+        post_all(&worker, STREAM_N, 10_000, || Load::Small(payload.clone())).await;
+    }
     let got = worker.ask(Count).await.expect("count");
     let rate = STREAM_N as f64 / t0.elapsed().as_secs_f64();
     assert_eq!(got, STREAM_N);
@@ -355,15 +363,20 @@ fn run_if_echo() {
     std::process::exit(0);
 }
 
-async fn pipelined() -> f64 {
+async fn pipelined(through_port: bool) -> f64 {
     let worker = start().await;
+    let mut port = Port::open(&worker).await.expect("port");
     let t0 = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0u64;
     let mut done = 0u64;
     while done < PIPELINED_N {
         while in_flight.len() < IN_FLIGHT && sent < PIPELINED_N {
-            in_flight.push(worker.ask(Ping(sent)));
+            let asked: BoxFuture<'static, _> = match through_port {
+                true => Box::pin(port.ask(Ping(sent))),
+                false => Box::pin(worker.ask(Ping(sent))),
+            };
+            in_flight.push(asked);
             sent += 1;
         }
         in_flight.next().await.expect("in flight").expect("pong");
@@ -592,8 +605,12 @@ async fn run() {
     let only = std::env::args().nth(1).unwrap_or_default();
     let wanted = |name: &str| name.contains(only.as_str());
     if wanted("stream_small") {
-        let ours = stream_small().await;
+        let ours = stream_small(false).await;
         line("stream_small", ours, stream_small_baseline(), "msg/s");
+    }
+    if wanted("stream_small_port") {
+        let ours = stream_small(true).await;
+        line("stream_small_port", ours, stream_small_baseline(), "msg/s");
     }
     if wanted("rtt_p50") || wanted("rtt_p50_vs_evented_echo") {
         let (ours, base, base_evented) = rtt().await;
@@ -606,8 +623,12 @@ async fn run() {
         line("rtt_p50_pinned", ours, evented, "us");
     }
     if wanted("pipelined") {
-        let ours = pipelined().await;
+        let ours = pipelined(false).await;
         line("pipelined", ours, pipelined_baseline(), "req/s");
+    }
+    if wanted("pipelined_port") {
+        let ours = pipelined(true).await;
+        line("pipelined_port", ours, pipelined_baseline(), "req/s");
     }
     if wanted("bulk_1mib") {
         let ours = bulk().await;

@@ -101,6 +101,7 @@
 //!
 //! - `pool`: [`WorkerPool`], [`PoolBuilder`], [`PoolEvent`], [`Stats`].
 //! - `parent`: [`WorkerBuilder`], [`Worker`], [`Post`], [`Ask`],
+//!   [`Port`] (posts and requests past the actor's mailbox),
 //!   [`WorkerEvent`], [`Limits`].
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
 //! - `protocol`: [`Protocol`], [`Request`], [`Received`].
@@ -153,6 +154,7 @@ pub use crate::parent::messages::{
 };
 pub use crate::parent::options::{Limits, ResourceLimits, WhenFull};
 pub use crate::parent::output::Output;
+pub use crate::parent::port::Port;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::{Grace, Worker};

@@ -218,8 +218,10 @@ impl<P: Protocol> Worker<P> {
     /// Stops for good: what waits is told, what is queued is dropped.
     pub(super) fn finish(&mut self, status: ExitStatus) {
         self.state = State::Exited(status);
+        // Ended first, then the slots failed: a request from a `Port` on
+        // another thread is either refused, or purged here and failed.
+        let mut dropped = self.outbox.discard(WorkerError::Exited(status));
         self.pending.fail_all(&WorkerError::Exited(status));
-        let mut dropped = self.outbox.discard();
         for waiting in self.waiting.drain(..) {
             // Requests among them were failed with the others pending.
             if let Then::Post(tx) = waiting.then {

@@ -184,9 +184,11 @@ impl<P: Protocol> Link<P> {
         };
         drop(wait);
         // In-flight requests fail now (at most once): those still queued
-        // must not reach a later child either.
-        pending.fail_all(&WorkerError::Exited(status));
-        outbox.end_connection();
+        // must not reach a later child either. Purged first, then failed:
+        // a `Port` on another thread pushes its requests for one
+        // connection only (`Outbox::try_push_on`), after taking its slot.
+        let ended = outbox.end_connection();
+        pending.fail_through(ended, &WorkerError::Exited(status));
         if in_doubt > 0 {
             side.emit(Event::MaybeLost(in_doubt));
         }

@@ -237,10 +237,20 @@ impl<P: Protocol, R: Request> Handler<Forward<R>> for Worker<P> {
 
 /// Where the answer of an [`Ask`] goes: to its caller, who may have gone;
 /// its outcome and round trip are recorded.
-struct ToCaller<A> {
+pub(super) struct ToCaller<A> {
     tx: Option<OneshotSender<Result<A, WorkerError>>>,
     recorder: Arc<Recorder>,
     started: Option<Instant>,
+}
+
+impl<A> ToCaller<A> {
+    pub(super) fn new(
+        tx: OneshotSender<Result<A, WorkerError>>,
+        recorder: Arc<Recorder>,
+        started: Option<Instant>,
+    ) -> Self {
+        ToCaller { tx: Some(tx), recorder, started }
+    }
 }
 
 impl<A: DeserializeOwned + Send + 'static> Slot for ToCaller<A> {

@@ -1,6 +1,7 @@
 //! The parent side: the builder ([`builder`]) and what it builds from
 //! ([`options`]); the `Worker` actor ([`worker`]), its messages
-//! ([`messages`]) and the life of its processes ([`lifecycle`]); starting a
+//! ([`messages`]), a line to it past its mailbox ([`port`]) and the life of
+//! its processes ([`lifecycle`]); starting a
 //! process ([`spawn`]) and following it until it is reaped ([`process`]);
 //! the task that runs one process's session ([`link`]), the events it
 //! reports ([`events`]) through a window ([`sink`]), and captured output
@@ -13,6 +14,7 @@ pub(crate) mod link;
 pub(crate) mod messages;
 pub(crate) mod options;
 pub(crate) mod output;
+pub(crate) mod port;
 pub(crate) mod process;
 pub(crate) mod sink;
 pub(crate) mod spawn;

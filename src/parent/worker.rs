@@ -68,7 +68,7 @@ pub struct Worker<P: Protocol> {
     /// What this worker's posts and requests are encoded into (see
     /// `wire::encode::encode_in`): its own, so that its queued messages pin no
     /// memory shared with other workers'.
-    pub(super) arena: bytes::BytesMut,
+    pub(super) arena: crate::wire::encode::Arena,
     pub(super) pending: Arc<Pending>,
     /// Its requests' outcomes and round trips, for `Stats`.
     pub(super) recorder: Arc<Recorder>,
@@ -181,7 +181,7 @@ impl<P: Protocol> Worker<P> {
             fingerprint,
             events,
             outbox,
-            arena: bytes::BytesMut::new(),
+            arena: Default::default(),
             pending,
             recorder: Arc::default(),
             handlers: options.handlers,
@@ -437,7 +437,7 @@ impl<P: Protocol> Drop for Worker<P> {
         // is gone with the runtime, so the ChildHandle's own Drop kills and
         // reaps once the last reference goes.
         if self.state == State::Running {
-            self.outbox.discard();
+            self.outbox.discard(WorkerError::Disconnected);
         }
     }
 }

@@ -90,13 +90,15 @@ impl<A: DeserializeOwned, F: FnOnce(Result<A, WorkerError>) + Send> Slot for The
 #[derive(Default)]
 pub(crate) struct Pending {
     next_id: AtomicU64,
-    slots: Mutex<ById<Box<dyn Slot>>>,
+    /// Each request's slot, with the connection it was made for (see
+    /// [`fail_through`](Self::fail_through)).
+    slots: Mutex<ById<(u64, Box<dyn Slot>)>>,
     /// Where the other side is told of cancelled requests.
     tell: std::sync::OnceLock<Arc<Outbox>>,
 }
 
 impl Pending {
-    fn slots(&self) -> std::sync::MutexGuard<'_, ById<Box<dyn Slot>>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, ById<(u64, Box<dyn Slot>)>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -125,13 +127,27 @@ impl Pending {
 
     /// The slot of request `id`.
     pub(crate) fn attach(&self, id: u64, slot: Box<dyn Slot>) {
-        self.slots().insert(id, slot);
+        self.attach_on(id, slot);
+    }
+
+    /// [`attach`](Self::attach), returning the connection the request is
+    /// for: the outbox's, now (see `Outbox::try_push_on`).
+    pub(crate) fn attach_on(&self, id: u64, slot: Box<dyn Slot>) -> u64 {
+        let connection = self.tell.get().map_or(0, |outbox| outbox.connection());
+        self.slots().insert(id, (connection, slot));
+        connection
+    }
+
+    /// Takes request `id`'s slot away unseen: its request was never
+    /// queued (nothing to cancel on the other side).
+    pub(crate) fn forget(&self, id: u64) {
+        drop(self.slots().remove(&id));
     }
 
     /// Delivers an answer or failure; a late one (no slot) is dropped.
     pub(crate) fn resolve(&self, id: u64, result: Result<Inbound, WorkerError>) {
         let slot = self.slots().remove(&id);
-        if let Some(slot) = slot {
+        if let Some((_, slot)) = slot {
             slot.deliver(result);
         } else {
             tracing::trace!(id, "answer to a request nobody waits for any more");
@@ -152,7 +168,7 @@ impl Pending {
     /// Cancels the requests whose caller is gone.
     pub(crate) fn sweep(&self) {
         let gone: Vec<u64> =
-            self.slots().iter().filter(|(_, slot)| slot.gone()).map(|(&id, _)| id).collect();
+            self.slots().iter().filter(|(_, (_, slot))| slot.gone()).map(|(&id, _)| id).collect();
         for id in gone {
             self.cancel(id);
         }
@@ -172,7 +188,22 @@ impl Pending {
     /// Fails every pending request with `err`.
     pub(crate) fn fail_all(&self, err: &WorkerError) {
         let slots = std::mem::take(&mut *self.slots());
-        for (_, slot) in slots {
+        for (_, (_, slot)) in slots {
+            slot.deliver(Err(err.clone()));
+        }
+    }
+
+    /// Fails with `err` the requests made for connections up to `ended`
+    /// (whose queued requests were purged); those made since wait for the
+    /// next connection.
+    pub(crate) fn fail_through(&self, ended: u64, err: &WorkerError) {
+        let failed: Vec<Box<dyn Slot>> = {
+            let mut slots = self.slots();
+            let ids: Vec<u64> =
+                slots.iter().filter(|(_, (c, _))| *c <= ended).map(|(&id, _)| id).collect();
+            ids.into_iter().filter_map(|id| slots.remove(&id)).map(|(_, slot)| slot).collect()
+        };
+        for slot in failed {
             slot.deliver(Err(err.clone()));
         }
     }

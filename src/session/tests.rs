@@ -368,3 +368,52 @@ fn broken_framing_ends_the_session() {
         drop(a);
     });
 }
+
+/// Counts the failures delivered to it.
+struct Failures(Arc<std::sync::atomic::AtomicUsize>);
+
+impl super::requests::Slot for Failures {
+    fn deliver(self: Box<Self>, result: Result<crate::wire::socket::Inbound, WorkerError>) {
+        assert!(result.is_err());
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The interleavings a sender on another thread (a parent's `Port`) can
+/// meet at a connection's end, one by one: a request whose slot was taken
+/// for the connection that ended is refused (`Moved`) if it comes after
+/// the purge, purged and failed if it came before; one taken since is
+/// neither failed nor refused, and waits for the next connection.
+#[test]
+fn a_request_is_made_for_one_connection_and_never_outlives_its_failure() {
+    use crate::wire::outbox::Refusal;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    let pending = Pending::default();
+    pending.tell_through(outbox.clone());
+    let failed = Arc::new(AtomicUsize::new(0));
+    let request = |id| encode(Header::request(id, 1), &id, MAX).unwrap();
+
+    // Slot taken, pushed, then the connection ends: purged, then failed.
+    let c = pending.attach_on(1, Box::new(Failures(failed.clone())));
+    assert!(outbox.try_push_on(request(1), Vec::new(), c).is_ok());
+    // Slot taken, the connection ends before the push: refused.
+    let c2 = pending.attach_on(2, Box::new(Failures(failed.clone())));
+    assert_eq!(c, c2);
+    let ended = outbox.end_connection();
+    assert_eq!(ended, c);
+    assert_eq!(outbox.len(), 0, "the queued request was purged");
+    let late = outbox.try_push_on(request(2), Vec::new(), c2);
+    assert!(matches!(late, Err((Refusal::Moved, _, _))));
+    // Slot taken after the end, before the failures: for the next one.
+    let c3 = pending.attach_on(3, Box::new(Failures(failed.clone())));
+    assert_eq!(c3, c + 1);
+    assert!(outbox.try_push_on(request(3), Vec::new(), c3).is_ok());
+    pending.fail_through(ended, &WorkerError::Disconnected);
+    assert_eq!(failed.load(Ordering::SeqCst), 2, "requests 1 and 2 failed");
+    assert!(pending.contains(3) && !pending.contains(1) && !pending.contains(2));
+    assert_eq!(outbox.len(), 1, "request 3 waits for the next connection");
+    // The sender forgets a slot it could not queue: nothing to cancel.
+    pending.forget(2);
+    assert_eq!(outbox.len(), 1);
+}

@@ -30,7 +30,7 @@ pub(crate) fn encode<M: Serialize + ?Sized>(
 /// `f` with this thread's arena, or with a buffer of its own when encoding
 /// from inside a `Serialize` impl that is itself being encoded, or while
 /// the thread is being torn down.
-fn in_thread_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
+fn in_thread_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
     let mut f = Some(f);
     let from_arena = ARENA.try_with(|arena| {
         let mut arena = arena.try_borrow_mut().ok()?;
@@ -38,7 +38,7 @@ fn in_thread_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
     });
     match (from_arena, f) {
         (Ok(Some(done)), _) => done,
-        (_, Some(f)) => f(&mut BytesMut::new()),
+        (_, Some(f)) => f(&mut Arena::default()),
         (_, None) => unreachable!("`f` runs once, in the arena or not"),
     }
 }
@@ -49,7 +49,7 @@ fn in_thread_arena<R>(f: impl FnOnce(&mut BytesMut) -> R) -> R {
 /// starting afresh, so it never holds on to the memory of its largest
 /// message.
 pub(crate) fn encode_in<M: Serialize + ?Sized>(
-    arena: &mut BytesMut,
+    arena: &mut Arena,
     header: Header,
     data: &M,
     max_message_size: usize,
@@ -63,7 +63,7 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
 /// descriptors, in order.
 #[inline]
 pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
-    arena: &mut BytesMut,
+    arena: &mut Arena,
     header: Header,
     data: &M,
     fds: Vec<OwnedFd>,
@@ -87,15 +87,13 @@ pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
 /// descriptors), those of its shared buffers, then `fds`; else none.
 #[inline]
 fn encode_parts<M: Serialize + ?Sized>(
-    arena: &mut BytesMut,
+    arena: &mut Arena,
     header: Header,
     data: &M,
     max_message_size: usize,
     fds: Option<Vec<OwnedFd>>,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    if arena.capacity() < ARENA_MIN_ROOM {
-        arena.reserve(ARENA_CHUNK);
-    }
+    let arena = arena.with_room();
     // Left over only by a `Serialize` impl that panicked part-way.
     arena.clear();
     frame::begin(arena, header);
@@ -139,6 +137,50 @@ fn count_shared(arena: &mut BytesMut, shared: usize) -> Result<(), WorkerError> 
     Ok(())
 }
 
+/// Buffers that small messages are cut from: the one being cut, and the
+/// last few given up, each kept by the rest of its room so that it can be
+/// taken again whole once every message cut from it has been written and
+/// dropped. A sender that keeps a queue of many messages goes round them
+/// instead of allocating (and the allocator freeing and consolidating) a
+/// fresh buffer every [`ARENA_CHUNK`] bytes.
+#[derive(Default)]
+pub(crate) struct Arena {
+    buf: BytesMut,
+    spare: [BytesMut; ARENA_SPARES],
+    /// The spare slot given up next.
+    next: usize,
+}
+
+impl Arena {
+    /// The buffer to encode into, with at least [`ARENA_MIN_ROOM`] left.
+    #[inline]
+    fn with_room(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() < ARENA_MIN_ROOM {
+            self.renew();
+        }
+        &mut self.buf
+    }
+
+    #[cold]
+    fn renew(&mut self) {
+        // Nothing cut from it is alive any more: it is whole again.
+        if self.buf.try_reclaim(ARENA_CHUNK) {
+            return;
+        }
+        let reused = self.spare.iter_mut().position(|spare| spare.try_reclaim(ARENA_CHUNK));
+        let slot = reused.unwrap_or(self.next);
+        let given_up = std::mem::take(&mut self.buf);
+        self.buf = std::mem::replace(&mut self.spare[slot], given_up);
+        if reused.is_none() {
+            // The oldest spare goes (what is cut from it lives on).
+            self.next = (self.next + 1) % ARENA_SPARES;
+            self.buf = BytesMut::with_capacity(ARENA_CHUNK);
+        }
+    }
+}
+
+/// How many given-up arena buffers are kept for reuse.
+const ARENA_SPARES: usize = 4;
 /// The size of a fresh arena buffer.
 const ARENA_CHUNK: usize = 64 * 1024;
 /// Below this much room a fresh arena buffer is taken before encoding.
@@ -147,7 +189,7 @@ const ARENA_MIN_ROOM: usize = 1024;
 const ARENA_KEEP: usize = 16 * 1024;
 
 thread_local! {
-    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static ARENA: RefCell<Arena> = RefCell::new(Arena::default());
 }
 
 #[cfg(test)]
@@ -170,15 +212,53 @@ mod tests {
         let big = post(&serde_bytes::ByteBuf::from(vec![1u8; 100_000]));
         // Header, a 5-byte varint length, the bytes as one block.
         assert_eq!(big.len(), 2 + 5 + 100_000);
-        ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
+        ARENA.with(|arena| assert!(arena.borrow().buf.capacity() < ARENA_KEEP));
         // Over the limit: an error, and the arena is left clean, whatever
         // the failed message grew it to.
         let refused = encode(Header::post(0).unwrap(), &vec![0u8; 64], 8);
         assert!(matches!(refused, Err(WorkerError::Wire(WireError::TooLarge { .. }))));
         let huge = serde_bytes::ByteBuf::from(vec![1u8; 8 << 20]);
         assert!(encode(Header::post(0).unwrap(), &huge, 1 << 20).is_err());
-        ARENA.with(|arena| assert!(arena.borrow().capacity() < ARENA_KEEP));
+        ARENA.with(|arena| assert!(arena.borrow().buf.capacity() < ARENA_KEEP));
         assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
+    }
+
+    #[test]
+    fn an_arena_goes_round_its_buffers_once_their_messages_are_dropped() {
+        let mut arena = Arena::default();
+        // Where each buffer starts: the messages that do not follow on
+        // from the one before.
+        let mut end = std::ptr::null::<u8>();
+        let mut starts = |arena: &mut Arena, n: usize, keep: &mut Vec<Bytes>| {
+            let mut found = std::collections::HashSet::new();
+            for _ in 0..n {
+                let header = Header::post(0).unwrap();
+                let msg = encode_in(arena, header, &[7u8; 1000][..], 1 << 20).unwrap();
+                if msg.as_ptr() != end {
+                    found.insert(msg.as_ptr() as usize);
+                }
+                end = msg.as_ptr().wrapping_add(msg.len());
+                keep.push(msg);
+            }
+            found
+        };
+        // Held, as a deep queue holds them: each full buffer is given up,
+        // and a fresh one taken, one more than the spares kept.
+        let mut held = Vec::new();
+        let first = starts(&mut arena, (ARENA_SPARES + 1) * 60, &mut held);
+        assert_eq!(first.len(), ARENA_SPARES + 1);
+        for msg in &held {
+            let (_, payload) = frame::decode(msg).unwrap();
+            assert_eq!(codec::decode::<Vec<u8>>(payload).unwrap(), vec![7u8; 1000]);
+        }
+        // Written and dropped (none freed: each buffer still kept): from
+        // now on, only those buffers, again and again.
+        drop(held);
+        for _ in 0..5 {
+            let mut dropped_at_once = Vec::new();
+            let again = starts(&mut arena, 200, &mut dropped_at_once);
+            assert!(again.is_subset(&first), "a fresh buffer: {again:?} not in {first:?}");
+        }
     }
 
     /// Writes a field, then panics.

@@ -39,6 +39,9 @@ pub(crate) enum Refusal {
     Full,
     /// The queue takes no more messages.
     Ended,
+    /// The connection the message was made for has ended (see
+    /// [`Outbox::try_push_on`]).
+    Moved,
 }
 
 /// One item for the writer.
@@ -86,6 +89,8 @@ struct State {
     ended: bool,
     /// The `End` item has been queued.
     closed: bool,
+    /// Why pushes are refused for good, if [`Outbox::discard`] said.
+    ended_with: Option<WorkerError>,
 }
 
 /// A bounded multi-producer, single-consumer queue of [`Outgoing`] items.
@@ -114,6 +119,7 @@ impl Outbox {
                 owed: 0,
                 ended: false,
                 closed: false,
+                ended_with: None,
             }),
             ready: Notify::new(),
             room: Notify::new(),
@@ -137,7 +143,9 @@ impl Outbox {
     pub(crate) fn error(&self, refusal: Refusal) -> WorkerError {
         match refusal {
             Refusal::Full => WorkerError::QueueFull { limit: self.max_messages },
-            Refusal::Ended => WorkerError::Terminating,
+            Refusal::Ended | Refusal::Moved => {
+                self.lock().ended_with.clone().unwrap_or(WorkerError::Terminating)
+            }
         }
     }
 
@@ -147,9 +155,44 @@ impl Outbox {
         bytes: Bytes,
         fds: Vec<OwnedFd>,
     ) -> Result<(), (Refusal, Bytes, Vec<OwnedFd>)> {
+        self.push_checked(bytes, fds, None)
+    }
+
+    /// [`try_push`](Self::try_push) for a request made while
+    /// [`connection`](Self::connection) was `connection`: refused
+    /// ([`Refusal::Moved`]) if that one has ended since. A sender on
+    /// another thread than the connection's task attaches the request's
+    /// answer slot first, then pushes; the connection's end purges the
+    /// queue's requests, then fails the slots. Checked here, under the
+    /// queue's lock, a request can never be purged unseen after its slot
+    /// was failed, nor outlive the slot into the next connection.
+    pub(crate) fn try_push_on(
+        &self,
+        bytes: Bytes,
+        fds: Vec<OwnedFd>,
+        connection: u64,
+    ) -> Result<(), (Refusal, Bytes, Vec<OwnedFd>)> {
+        self.push_checked(bytes, fds, Some(connection))
+    }
+
+    /// The connection a request made now is for: it changes when one
+    /// ends.
+    pub(crate) fn connection(&self) -> u64 {
+        self.connection.load(Ordering::SeqCst)
+    }
+
+    fn push_checked(
+        &self,
+        bytes: Bytes,
+        fds: Vec<OwnedFd>,
+        connection: Option<u64>,
+    ) -> Result<(), (Refusal, Bytes, Vec<OwnedFd>)> {
         let state = self.lock();
         if state.ended {
             return Err((Refusal::Ended, bytes, fds));
+        }
+        if connection.is_some_and(|c| c != self.connection.load(Ordering::SeqCst)) {
+            return Err((Refusal::Moved, bytes, fds));
         }
         // One message is always accepted into an empty queue, however large
         // (its size was checked against the message limit already).
@@ -297,9 +340,10 @@ impl Outbox {
     /// The connection has ended: only posts stay, for the next one.
     /// Requests (their callers have been told they failed), answers to the
     /// peer's requests and control messages belonged to it.
-    pub(crate) fn end_connection(&self) {
+    /// Returns the connection that ended.
+    pub(crate) fn end_connection(&self) -> u64 {
         let mut state = self.lock();
-        self.connection.fetch_add(1, Ordering::SeqCst);
+        let ended = self.connection.fetch_add(1, Ordering::SeqCst);
         state.queue.retain(Outgoing::is_post);
         state.bytes = state.queue.iter().map(Outgoing::len).sum();
         state.replies = 0;
@@ -307,6 +351,7 @@ impl Outbox {
         state.owed = 0;
         drop(state);
         self.made_room();
+        ended
     }
 
     /// Refuses later pushes; what is queued still goes out.
@@ -353,10 +398,12 @@ impl Outbox {
     }
 
     /// Drops everything queued (closing any descriptors) and ends the
-    /// queue; returns how many posts were dropped.
-    pub(crate) fn discard(&self) -> usize {
+    /// queue, later pushes refused with `why`; returns how many posts
+    /// were dropped.
+    pub(crate) fn discard(&self, why: WorkerError) -> usize {
         let mut state = self.lock();
         state.ended = true;
+        state.ended_with = Some(why);
         state.bytes = 0;
         state.replies = 0;
         state.reply_bytes = 0;

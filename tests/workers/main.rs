@@ -14,6 +14,7 @@ mod lifecycle;
 mod load;
 mod misuse;
 mod pool;
+mod port;
 mod requests;
 mod shared;
 mod startup;
@@ -56,7 +57,7 @@ macro_rules! modules {
 }
 
 modules![
-    basics, delivery, errors, faults, fds, floods, hostile, lifecycle, load, misuse, pool,
+    basics, delivery, errors, faults, fds, floods, hostile, lifecycle, load, misuse, pool, port,
     requests, shared, startup, stream, supervise,
 ];
 
@@ -106,6 +107,7 @@ fn main() {
         load::roles,
         misuse::trials,
         pool::trials,
+        port::trials,
         requests::trials,
         shared::trials,
         shared::roles,

@@ -122,7 +122,11 @@ pub fn a_timed_out_or_abandoned_request_is_cancelled_in_the_worker() {
 /// handler had started, and its future is dropped, or it never starts.
 /// Which one: whether it had started (its `Holding(n)` comes before the
 /// answer to a request asked after the cancel).
-async fn given_up(worker: &Addr<Worker<Test>>, events: &mut Events<Test>, n: u64) -> bool {
+pub(crate) async fn given_up(
+    worker: &Addr<Worker<Test>>,
+    events: &mut Events<Test>,
+    n: u64,
+) -> bool {
     assert_eq!(worker.ask(Sum(vec![n])).await.unwrap(), n);
     let rest: Vec<Reply> = events
         .rest()

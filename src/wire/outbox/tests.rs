@@ -53,7 +53,7 @@ fn room_is_announced_when_a_batch_is_taken() {
         outbox.push(post(2), vec![]).unwrap();
         // Room made before the wait starts is not missed.
         let epoch = outbox.room_epoch();
-        outbox.discard();
+        outbox.discard(WorkerError::Terminating);
         outbox.wait_room(epoch).await;
     });
 }
@@ -77,7 +77,7 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
         Outgoing::Frame { bytes: post(2), fds: vec![] },
     ]);
     let connection = outbox.owe_reply();
-    outbox.end_connection();
+    let _ = outbox.end_connection();
     // A late answer for the connection that ended goes nowhere.
     outbox.push_reply(frame::bare(Kind::Closing), Vec::new(), connection);
     let mut batch = VecDeque::new();
@@ -85,7 +85,7 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
     assert_eq!(payloads(&batch), [1, 2, 3]);
     // Control messages are never counted as posts.
     outbox.push_last(frame::bare(Kind::Terminate)).unwrap();
-    assert_eq!(outbox.discard(), 0);
+    assert_eq!(outbox.discard(WorkerError::Terminating), 0);
 }
 
 #[test]

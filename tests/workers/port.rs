@@ -1,0 +1,264 @@
+//! `Port`: posts and requests past the `Worker` actor's mailbox, from any
+//! thread, with the address's guarantees.
+
+use std::time::Duration;
+
+use actix_webworker::{
+    Event, Join, Limits, Port, Restart, Stats, WhenFull, WorkerAddrExt, WorkerError,
+};
+use futures_util::future::join_all;
+
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        port::posts_from_another_thread_arrive_in_order,
+        port::requests_are_answered_counted_and_fail_with_the_process,
+        port::a_dropped_or_timed_out_request_is_cancelled_in_the_worker,
+        port::a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing,
+        port::after_the_end_everything_fails_with_the_reason,
+        port::requests_from_another_thread_across_kills_all_resolve,
+    ]
+}
+
+pub fn posts_from_another_thread_arrive_in_order() {
+    run(async {
+        let (worker, mut events) = start();
+        let port = Port::open(&worker).await.unwrap();
+        let mut theirs = port.clone();
+        // A plain thread, no actix System in it.
+        let poster = std::thread::spawn(move || {
+            for i in 0..20_000 {
+                theirs.post(Cmd::Echo(i)).unwrap();
+            }
+        });
+        poster.join().unwrap();
+        let mut port = port;
+        // The worker counts the echoes it has seen: all of them, before a
+        // request asked after them through the same line.
+        for i in 0..20_000 {
+            assert_eq!(events.message().await.data, Reply::Echo(i));
+        }
+        assert_eq!(port.ask(Seen).await.unwrap(), 20_000);
+        // Through one port, posts and requests keep their order too.
+        let mut seen = Vec::new();
+        for i in 20_000..20_200 {
+            port.post(Cmd::Echo(i)).unwrap();
+            seen.push(port.ask(Seen));
+        }
+        for (i, s) in join_all(seen).await.into_iter().enumerate() {
+            assert_eq!(s.unwrap(), 20_001 + i as u64);
+        }
+        for i in 20_000..20_200 {
+            assert_eq!(events.message().await.data, Reply::Echo(i));
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn requests_are_answered_counted_and_fail_with_the_process() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).restart(fast(Restart::Always)).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        // Out of order (delays vary), each to its caller.
+        let asks = (0..2_000u64).map(|n| port.ask(SlowEcho { n, delay_ms: (n * 7) % 5 }));
+        for (n, answer) in join_all(asks.collect::<Vec<_>>()).await.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), n as u64);
+        }
+        let stats = worker.send(Stats).await.unwrap();
+        assert_eq!(stats.completed, 2_000);
+        // Held by the worker when it is killed: each fails with the exit,
+        // and none reaches the next process.
+        let pid = port.ask(WhichPid).await.unwrap();
+        let held: Vec<_> = (0..100).map(|_| port.ask(Never)).collect();
+        assert_eq!(port.ask(Sum(vec![1])).await.unwrap(), 1);
+        // SAFETY: signalling the worker we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let all = tokio::time::timeout(Duration::from_secs(10), join_all(held))
+            .await
+            .expect("held requests resolved after the kill");
+        for res in all {
+            assert!(matches!(res, Err(WorkerError::Exited(s)) if s.signal == Some(9)), "{res:?}");
+        }
+        // The same port goes on with the next process.
+        let next = port.ask(WhichPid).await.unwrap();
+        assert_ne!(next, pid);
+        assert_eq!(port.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+        worker.terminate();
+        loop {
+            if let Event::Exit(status) = events.next().await {
+                if status.success() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+pub fn a_dropped_or_timed_out_request_is_cancelled_in_the_worker() {
+    run(async {
+        let (worker, mut events) = start();
+        let mut port = Port::open(&worker).await.unwrap();
+        let res = port.ask_timeout(Hold(1), Duration::from_millis(50)).await;
+        assert!(matches!(res, Err(WorkerError::Timeout(_))), "{res:?}");
+        crate::requests::given_up(&worker, &mut events, 1).await;
+        // Dropped once the worker runs it (a request asked after it has
+        // been answered): its future is dropped there.
+        let held = port.ask(Hold(2));
+        assert_eq!(port.ask(Sum(vec![1])).await.unwrap(), 1);
+        drop(held);
+        assert!(crate::requests::given_up(&worker, &mut events, 2).await, "Hold(2) had started");
+        let stats = worker.send(Stats).await.unwrap();
+        assert_eq!(stats.failed, 1, "the timeout counts");
+        assert_eq!(worker.ask(Sum(vec![1, 2])).await.unwrap(), 3);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+const CHUNK: usize = 64 << 10;
+
+pub fn a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing() {
+    run(async {
+        let limits = Limits::default().max_queued_messages(8).when_full(WhenFull::Fail);
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).limits(limits).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        // From now on the worker reads nothing.
+        let pid = freeze(&worker, &mut events).await;
+        let mut refused = 0;
+        for _ in 0..200 {
+            match port.post(Cmd::Blob(vec![0; CHUNK])) {
+                Ok(()) => {}
+                Err(WorkerError::QueueFull { limit: 8 }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // As through the address (see `load`): the queue's 8, the batch
+        // being written and what the socket holds.
+        let accepted = 200 - refused;
+        println!("PORT accepted={accepted} refused={refused}");
+        assert!(accepted <= 8 + 8 + 1 + 5, "{accepted} accepted, {refused} refused");
+        // `post_waiting` waits for room instead: once the worker reads
+        // again, every one arrives, after those accepted before.
+        let waiting = {
+            let mut port = port.clone();
+            actix_rt::spawn(async move {
+                for i in 0..50 {
+                    port.post_waiting(Cmd::Echo(i)).await.unwrap();
+                }
+            })
+        };
+        // SAFETY: signalling the worker we started.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        waiting.await.unwrap();
+        let mut blobs = 0;
+        let mut echoes = Vec::new();
+        while echoes.len() < 50 {
+            match events.message().await.data {
+                Reply::Blob(_) => {
+                    assert!(echoes.is_empty(), "a blob after an echo");
+                    blobs += 1;
+                }
+                Reply::Echo(i) => echoes.push(i),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(blobs, accepted);
+        assert_eq!(echoes, (0..50).collect::<Vec<_>>());
+        assert_eq!(port.ask(Seen).await.unwrap(), 50);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn after_the_end_everything_fails_with_the_reason() {
+    run(async {
+        let (worker, mut events) = start();
+        let mut port = Port::open(&worker).await.unwrap();
+        port.post(Cmd::Exit(3)).unwrap();
+        assert_eq!(events.exit().await.code, Some(3));
+        assert_eq!(worker.send(Join).await.unwrap().code, Some(3));
+        // Stopped for good (no restarts): told with the exit.
+        let post = port.post(Cmd::Echo(1));
+        assert!(matches!(post, Err(WorkerError::Exited(s)) if s.code == Some(3)), "{post:?}");
+        let ask = port.ask(Sum(vec![1])).await;
+        assert!(matches!(ask, Err(WorkerError::Exited(s)) if s.code == Some(3)), "{ask:?}");
+        // A port opened now says the same.
+        let mut late = Port::open(&worker).await.unwrap();
+        assert!(matches!(late.post(Cmd::Echo(2)), Err(WorkerError::Exited(_))));
+    });
+}
+
+/// Requests asked on another thread while the process is killed again and
+/// again: each is answered, or fails with the exit it was caught in; none
+/// is left waiting (a request queued between a connection's end and its
+/// failures would be).
+pub fn requests_from_another_thread_across_kills_all_resolve() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).restart(fast(Restart::Always)).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        let mut theirs = port.clone();
+        const N: u64 = 20_000;
+        let asker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                use futures_util::stream::{FuturesUnordered, StreamExt};
+                let (mut answered, mut failed, mut sent) = (0u64, 0u64, 0u64);
+                let mut in_flight = FuturesUnordered::new();
+                while answered + failed < N {
+                    while in_flight.len() < 64 && sent < N {
+                        let n = sent;
+                        let asked = theirs.ask(Sum(vec![n]));
+                        in_flight.push(async move { (n, asked.await) });
+                        sent += 1;
+                    }
+                    match in_flight.next().await.unwrap() {
+                        (n, Ok(sum)) => {
+                            assert_eq!(sum, n);
+                            answered += 1;
+                        }
+                        (_, Err(WorkerError::Exited(s))) => {
+                            assert_eq!(s.signal, Some(libc::SIGKILL));
+                            failed += 1;
+                        }
+                        (_, Err(e)) => panic!("{e}"),
+                    }
+                }
+                (answered, failed)
+            })
+        });
+        let mut kills = 0;
+        while kills < 5 && !asker.is_finished() {
+            let pid = port.ask(WhichPid).await.unwrap();
+            // SAFETY: signalling the worker we started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            loop {
+                if let Event::Exit(_) = events.next().await {
+                    break;
+                }
+            }
+            kills += 1;
+        }
+        let finished = tokio::task::spawn_blocking(move || asker.join().unwrap());
+        let (answered, failed) = tokio::time::timeout(Duration::from_secs(120), finished)
+            .await
+            .expect("every request resolved")
+            .unwrap();
+        println!("PORT kills={kills} answered={answered} failed={failed}");
+        assert_eq!(answered + failed, N);
+        worker.terminate();
+        loop {
+            if let Event::Exit(status) = events.next().await {
+                if status.success() {
+                    break;
+                }
+            }
+        }
+    });
+}
