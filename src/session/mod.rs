@@ -34,7 +34,15 @@ use crate::wire::socket::{self, Inbound, Reader};
 use crate::wire::writer::{Writer, WriterEnd};
 
 /// Messages handled per wake-up before the session lets other tasks run.
-const BUDGET: usize = 1024;
+///
+/// Small, so that a side keeps the other busy: with 1,000 requests in
+/// flight, a budget of 1,024 had the parent take in a whole window of
+/// answers before its writer sent a single new request, and the two
+/// processes took turns instead of working at once (each 50–75% busy).
+/// Pipelined requests, 3 runs each: 1,024: 1.15–1.28 M req/s; 256:
+/// 1.61–1.67 M; 128: 1.50–1.57 M through the address and 1.82–1.92 M
+/// through a `Port`; 64: 1.42 / 1.75 M. Small posts do not change.
+const BUDGET: usize = 128;
 
 /// What one side does with what only it takes. Every method but
 /// [`post`](Side::post) and [`wire_error`](Side::wire_error) has a default
