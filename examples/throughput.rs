@@ -2,7 +2,8 @@
 //! measured in the same run.
 //!
 //! Run it with `cargo run --release --example throughput` (under a minute);
-//! `-- NAME` runs only the scenarios whose names contain NAME. One line per
+//! `-- NAME` runs only the scenarios whose names contain NAME (`-- =NAME`:
+//! only the one called NAME). One line per
 //! scenario: `NAME: ours=X baseline=Y ratio=Z UNIT`.
 //!
 //! - `stream_small`: 64-byte posts, parent → worker, the worker counts and
@@ -603,7 +604,10 @@ async fn pool_overhead() -> (Duration, Duration) {
 /// Runs the scenarios whose names contain the first argument (all without).
 async fn run() {
     let only = std::env::args().nth(1).unwrap_or_default();
-    let wanted = |name: &str| name.contains(only.as_str());
+    let wanted = |name: &str| match only.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.contains(only.as_str()),
+    };
     if wanted("stream_small") {
         let ours = stream_small(false).await;
         line("stream_small", ours, stream_small_baseline(), "msg/s");
