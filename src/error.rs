@@ -126,6 +126,17 @@ pub enum WireError {
         /// The peer's.
         theirs: u64,
     },
+    /// The peer's hello names a codec we do not know.
+    #[error("the peer's hello names codec {0}, which we do not know")]
+    UnknownCodec(u8),
+    /// The worker's hello names another codec than the parent's.
+    #[error("codec mismatch: we write {ours:?}, the peer writes {theirs:?}")]
+    CodecMismatch {
+        /// Ours.
+        ours: crate::wire::codec::Codec,
+        /// The peer's.
+        theirs: crate::wire::codec::Codec,
+    },
     /// A message over the configured size limit.
     #[error("message of {size} bytes is over the limit of {limit} bytes")]
     TooLarge {
@@ -221,6 +232,8 @@ impl WireError {
             self,
             WireError::VersionMismatch { .. }
                 | WireError::FingerprintMismatch { .. }
+                | WireError::UnknownCodec(_)
+                | WireError::CodecMismatch { .. }
                 | WireError::UnknownEntry { .. }
         )
     }

@@ -161,5 +161,6 @@ pub use crate::parent::worker::{Grace, Worker};
 pub use crate::pool::{Broadcast, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool};
 pub use crate::protocol::{Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
+pub use crate::wire::codec::Codec;
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

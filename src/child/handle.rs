@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use crate::error::WorkerError;
 use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::{answer, Pending};
+use crate::wire::codec::Codec;
 use crate::wire::encode::encode_sharing;
 use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
@@ -21,6 +22,8 @@ use crate::wire::outbox::Outbox;
 pub struct Parent<P: Protocol> {
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) max_message_size: usize,
+    /// How the connection's payloads are written.
+    pub(crate) codec: Codec,
     pub(crate) close: Arc<Notify>,
     pub(crate) pending: Arc<Pending>,
     _protocol: PhantomData<fn() -> P>,
@@ -31,6 +34,7 @@ impl<P: Protocol> Clone for Parent<P> {
         Parent {
             outbox: self.outbox.clone(),
             max_message_size: self.max_message_size,
+            codec: self.codec,
             close: self.close.clone(),
             pending: self.pending.clone(),
             _protocol: PhantomData,
@@ -41,11 +45,11 @@ impl<P: Protocol> Clone for Parent<P> {
 impl<P: Protocol> Parent<P> {
     pub(crate) fn new(
         outbox: Arc<Outbox>,
-        max_message_size: usize,
+        (codec, max_message_size): (Codec, usize),
         close: Arc<Notify>,
         pending: Arc<Pending>,
     ) -> Self {
-        Parent { outbox, max_message_size, close, pending, _protocol: PhantomData }
+        Parent { outbox, max_message_size, codec, close, pending, _protocol: PhantomData }
     }
 
     /// Asks the parent a typed [`Request`]: the actor the parent named with
@@ -77,7 +81,7 @@ impl<P: Protocol> Parent<P> {
         let id = self.pending.next_id();
         let answer = answer::<R::Answer>(&self.pending, id, limit);
         let header = Header::request(id, tag_of::<R>());
-        let sent = encode_sharing(header, &request, Vec::new(), self.max_message_size)
+        let sent = encode_sharing(self.codec, header, &request, Vec::new(), self.max_message_size)
             .and_then(|(bytes, fds)| self.outbox.push(bytes, fds));
         if sent.is_err() {
             self.pending.cancel(id);
@@ -98,7 +102,7 @@ impl<P: Protocol> Parent<P> {
     /// exactly this message.
     pub fn post_with_fds(&self, data: P::FromWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
         let header = Header::post(fds.len())?;
-        let (bytes, fds) = encode_sharing(header, &data, fds, self.max_message_size)?;
+        let (bytes, fds) = encode_sharing(self.codec, header, &data, fds, self.max_message_size)?;
         self.outbox.push(bytes, fds)
     }
 

@@ -34,7 +34,7 @@ use crate::handoff::ENV_MAX_MESSAGE;
 use crate::protocol::Protocol;
 use crate::session::requests::Pending;
 use crate::session::{self, Finish, Flow, Hello, Session, Shared, Side, Why};
-use crate::wire::codec;
+use crate::wire::codec::{self, Codec};
 use crate::wire::encode::encode;
 use crate::wire::frame::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
@@ -100,14 +100,16 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
         }
     };
     let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
-    let Ok(msg) = encode(Header::bare(Kind::Refused), &refusal, usize::MAX) else {
-        return exit_code::NOT_A_WORKER;
-    };
     // The parent's hello is read first, so that nothing is left unread
-    // when the socket closes (its reads would then fail before ours).
+    // when the socket closes (its reads would then fail before ours), and
+    // to write the refusal with the codec it names.
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let mut hello = [0u8; 64];
-    let _ = sock.read(&mut hello);
+    let got = sock.read(&mut hello).unwrap_or(0);
+    let codec = socket::codec_of_hello(&hello[..got]);
+    let Ok(msg) = encode(codec, Header::bare(Kind::Refused), &refusal, usize::MAX) else {
+        return exit_code::NOT_A_WORKER;
+    };
     if sock.write_all(&socket::binary_frame(&msg)).is_err() {
         return exit_code::NOT_A_WORKER;
     }
@@ -183,9 +185,10 @@ where
     let pending = Arc::new(Pending::default());
     // The parent hears of the requests the worker stops waiting for.
     pending.tell_through(outbox.clone());
+    let wire = Wire { codec: opened.codec, max_message_size };
     let parent = Parent::<W::Protocol>::new(
         outbox.clone(),
-        max_message_size,
+        (wire.codec, max_message_size),
         close.clone(),
         pending.clone(),
     );
@@ -209,7 +212,7 @@ where
         ctl: ctl_tx.clone(),
         posts: Vec::new(),
         outbox: outbox.clone(),
-        max_message_size,
+        wire,
     };
     // The writer keeps no books: there is no next connection to give its
     // messages to.
@@ -231,7 +234,7 @@ where
                 // Terminate, or broken framing (reported to the parent).
                 Flow::End(Why::Terminated | Why::Broken) => break End::Terminated,
             },
-            Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, max_message_size),
+            Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, wire),
             _ = close.notified() => break End::Closed,
             _ = done.notified() => {
                 break if fatal.load(Ordering::SeqCst) { End::Fatal } else { End::ActorStopped };
@@ -269,7 +272,7 @@ where
     pending.fail_all(&WorkerError::Disconnected);
     // Reports of panics that happened on the way out go straight out.
     while let Ok(report) = panics.try_recv() {
-        post_report(&outbox, &report, max_message_size);
+        post_report(&outbox, &report, wire);
     }
     session.finish(Finish::Drain).await;
     (code, end)
@@ -291,6 +294,14 @@ struct ChildSide<W: WorkerActor> {
     /// Posts read but not yet handed to the actor.
     posts: Vec<Posted<W>>,
     outbox: Arc<Outbox>,
+    wire: Wire,
+}
+
+/// How this worker's own messages are written: its connection's codec and
+/// message size limit.
+#[derive(Clone, Copy)]
+struct Wire {
+    codec: Codec,
     max_message_size: usize,
 }
 
@@ -302,7 +313,7 @@ impl<W: WorkerActor> Side for ChildSide<W> {
     }
 
     fn wire_error(&mut self, e: WireError) {
-        report_wire_error(&self.outbox, &e, self.max_message_size);
+        report_wire_error(&self.outbox, &e, self.wire);
     }
 
     fn flush(&mut self) {
@@ -322,7 +333,7 @@ fn offer_error<W: WorkerActor>(
     ctl: &UnboundedSender<Command<W>>,
     outbox: &Arc<Outbox>,
     report: ErrorReport,
-    max_message_size: usize,
+    wire: Wire,
 ) {
     let outbox = outbox.clone();
     let (tx, rx) = oneshot::channel::<bool>();
@@ -332,23 +343,23 @@ fn offer_error<W: WorkerActor>(
         let _ = tx.send(handled);
     });
     if ctl.send(cmd).is_err() {
-        post_report(&outbox, &report, max_message_size);
+        post_report(&outbox, &report, wire);
         return;
     }
     actix_rt::spawn(async move {
         // Err: the actor went away, or panicked inside on_error itself.
         if !rx.await.unwrap_or(false) {
-            post_report(&outbox, &report, max_message_size);
+            post_report(&outbox, &report, wire);
         }
     });
 }
 
-fn report_wire_error(outbox: &Outbox, e: &WireError, max_message_size: usize) {
-    post_report(outbox, &ErrorReport::new(format!("worker: {e}")), max_message_size);
+fn report_wire_error(outbox: &Outbox, e: &WireError, wire: Wire) {
+    post_report(outbox, &ErrorReport::new(format!("worker: {e}")), wire);
 }
 
-fn post_report(outbox: &Outbox, report: &ErrorReport, max_message_size: usize) {
-    match encode(Header::bare(Kind::Error), report, max_message_size) {
+fn post_report(outbox: &Outbox, report: &ErrorReport, wire: Wire) {
+    match encode(wire.codec, Header::bare(Kind::Error), report, wire.max_message_size) {
         Ok(bytes) => {
             if outbox.push(bytes, Vec::new()).is_err() {
                 tracing::warn!(error = %report, "error report could not be sent to the parent");

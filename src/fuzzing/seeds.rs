@@ -2,6 +2,7 @@
 
 use super::{ws_binary, Sample};
 use crate::error::ErrorReport;
+use crate::wire::codec::Codec;
 use crate::wire::frame;
 
 /// Valid inputs for the two targets, to start their corpora from: every
@@ -30,7 +31,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             },
         ),
     ];
-    let mut envelopes: Vec<(String, Vec<u8>)> = vec![("hello".into(), frame::hello(0x1234))];
+    let mut envelopes: Vec<(String, Vec<u8>)> = vec![("hello".into(), frame::hello(0x1234, Codec::Bincode))];
     let message = |kind, nfds, id, tag, payload: &dyn erased::Encode| {
         let mut buf = Vec::new();
         frame::begin(&mut buf, frame::Header { kind, nfds, id, tag });

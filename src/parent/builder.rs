@@ -198,6 +198,16 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
         self
     }
 
+    /// How payloads are written on the worker's connection (default
+    /// [`Codec::Bincode`](crate::Codec::Bincode)). [`Codec::Json`](crate::Codec::Json)
+    /// is for workers written in another language, which read and write
+    /// JSON without our Rust types (see `PROTOCOL.md` and `python/`). The
+    /// parent names it in its hello, and a Rust worker follows.
+    pub fn codec(mut self, codec: crate::Codec) -> Self {
+        self.options.codec = codec;
+        self
+    }
+
     /// When and how often the worker is restarted after it exits (default:
     /// on failure, at most 5 times in 60 s, backoff from 100 ms to 5 s; see
     /// [`RestartPolicy`]). `RestartPolicy::never()` turns restarts off.

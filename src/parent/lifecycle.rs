@@ -56,6 +56,7 @@ impl<P: Protocol> Worker<P> {
                 max_message_size: self.limits.max_message_size,
             },
             fingerprint: self.fingerprint,
+            codec: self.codec,
             handshake_timeout: self.handshake_timeout,
         };
         // Its own task: it outlives the actor, should the last address go.

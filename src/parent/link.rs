@@ -43,6 +43,8 @@ pub(crate) struct Link<P: Protocol> {
     pub shared: Shared,
     pub fingerprint: u64,
     pub handshake_timeout: Duration,
+    /// How payloads are written, named in our hello.
+    pub codec: crate::wire::codec::Codec,
 }
 
 /// What the parent does with what its worker sends: events, in order.
@@ -121,7 +123,7 @@ impl<P: Protocol> Link<P> {
     /// Runs the connection to the end and reports the exit (the `Exit`
     /// event, last of the process's); returns how the process ended.
     pub(crate) async fn run(self, sock: std::os::unix::net::UnixStream) -> LinkExit {
-        let Link { mut side, handle, shared, fingerprint, handshake_timeout } = self;
+        let Link { mut side, handle, shared, fingerprint, handshake_timeout, codec } = self;
         let mut wait: Pin<Box<dyn Future<Output = ExitStatus>>> = Box::pin({
             let handle = handle.clone();
             async move { handle.wait().await }
@@ -132,7 +134,7 @@ impl<P: Protocol> Link<P> {
 
         // Kept to ask the worker to close, should the System stop under it.
         let farewell = sock.try_clone().ok().map(std::os::fd::OwnedFd::from);
-        let opened = session::open(sock, shared.max_message_size, fingerprint, Hello::First);
+        let opened = session::open(sock, shared.max_message_size, fingerprint, Hello::First(codec));
         let opened = tokio::time::timeout(handshake_timeout, opened).await;
         // The worker is the process started, or one it started in turn
         // (`args` may wrap it: a debugger, `sh -c`).

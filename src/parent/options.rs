@@ -198,6 +198,8 @@ pub(crate) struct Options {
     pub kill_delay: Duration,
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// How payloads are written on its connections.
+    pub codec: crate::wire::codec::Codec,
     /// The requests of the worker's the parent answers (shared by the
     /// members of a pool).
     pub handlers: Rc<Handlers>,
@@ -214,6 +216,7 @@ impl Default for Options {
             kill_delay: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(1),
+            codec: crate::wire::codec::Codec::default(),
             handlers: Rc::new(Handlers::new(|| None)),
             policy: RestartPolicy::default(),
         }

@@ -26,6 +26,7 @@ use super::worker::Worker;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::Pending;
+use crate::wire::codec::Codec;
 use crate::wire::encode::{encode_in_sharing, Arena};
 use crate::wire::frame::Header;
 use crate::wire::outbox::{Outbox, Refusal};
@@ -83,6 +84,7 @@ struct Line {
     pending: Arc<Pending>,
     recorder: Arc<Recorder>,
     max_message_size: usize,
+    codec: Codec,
     wait: bool,
 }
 
@@ -214,7 +216,8 @@ impl<P: Protocol> Port<P> {
         data: &M,
         fds: Vec<OwnedFd>,
     ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-        encode_in_sharing(&mut self.arena, header, data, fds, self.line.max_message_size)
+        let line = &self.line;
+        encode_in_sharing(&mut self.arena, line.codec, header, data, fds, line.max_message_size)
     }
 }
 
@@ -302,6 +305,7 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
             pending: self.pending.clone(),
             recorder: self.recorder.clone(),
             max_message_size: self.limits.max_message_size,
+            codec: self.codec,
             wait: self.limits.when_full == WhenFull::Wait,
         };
         MessageResult(Port {

@@ -37,6 +37,7 @@ use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::answers::Handlers;
 use crate::session::requests::{answer, Pending};
 use crate::supervise::{History, RestartPolicy};
+use crate::wire::codec::Codec;
 use crate::wire::encode::encode_in_sharing;
 use crate::wire::frame::Header;
 use crate::wire::outbox::{Outbox, Refusal};
@@ -60,6 +61,8 @@ pub struct Worker<P: Protocol> {
     pub(super) grace: Duration,
     pub(super) kill_delay: Duration,
     pub(super) handshake_timeout: Duration,
+    /// How payloads are written on its connections.
+    pub(super) codec: Codec,
     pub(super) shutdown_timeout: Duration,
     /// The shape of the protocol, compared at each handshake.
     pub(super) fingerprint: u64,
@@ -177,6 +180,7 @@ impl<P: Protocol> Worker<P> {
             grace: options.grace,
             kill_delay: options.kill_delay,
             handshake_timeout: options.handshake_timeout,
+            codec: options.codec,
             shutdown_timeout: options.shutdown_timeout,
             fingerprint,
             events,
@@ -309,7 +313,7 @@ impl<P: Protocol> Worker<P> {
         let encoded = self.check_open().and_then(|()| {
             let max = self.limits.max_message_size;
             let header = Header::post(fds.len())?;
-            encode_in_sharing(&mut self.arena, header, &data, fds, max)
+            encode_in_sharing(&mut self.arena, self.codec, header, &data, fds, max)
         });
         let queued = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, None, ctx));
         if let Err(e) = &queued {
@@ -334,7 +338,7 @@ impl<P: Protocol> Worker<P> {
         }
         let encoded = self.check_open().and_then(|()| {
             let header = Header::request(id, tag_of::<R>());
-            encode_in_sharing(&mut self.arena, header, &request, Vec::new(), max)
+            encode_in_sharing(&mut self.arena, self.codec, header, &request, Vec::new(), max)
         });
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.

@@ -15,6 +15,7 @@ use super::requests::Failure;
 use super::ById;
 use crate::error::ErrorReport;
 use crate::protocol::{tag_of, Request};
+use crate::wire::codec::Codec;
 use crate::wire::encode::{encode, encode_sharing};
 use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
@@ -32,6 +33,8 @@ pub(crate) struct Reply {
     /// The connection the request came on (see `Outbox::owe_reply`).
     connection: u64,
     max_message_size: usize,
+    /// The connection's codec: the answer is written as the request was.
+    codec: Codec,
     last_panic: fn() -> Option<ErrorReport>,
     sent: bool,
     /// Where the answers of its connection stand, for the asker's cancel.
@@ -111,10 +114,10 @@ impl Reply {
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
         let header = Header::answer(self.id);
-        let (frame, fds) = match encode_sharing(header, answer, Vec::new(), self.max_message_size) {
+        let (frame, fds) = match encode_sharing(self.codec, header, answer, Vec::new(), self.max_message_size) {
             Ok(encoded) => encoded,
             Err(e) => (
-                failure_frame(self.id, Failure::Wire(e.to_string()), self.max_message_size),
+                failure_frame(self.codec, self.id, Failure::Wire(e.to_string()), self.max_message_size),
                 Vec::new(),
             ),
         };
@@ -123,7 +126,7 @@ impl Reply {
 
     /// Sends a failure.
     pub(crate) fn fail(mut self, failure: Failure) {
-        let frame = failure_frame(self.id, failure, self.max_message_size);
+        let frame = failure_frame(self.codec, self.id, failure, self.max_message_size);
         self.send(frame, Vec::new());
     }
 
@@ -166,13 +169,13 @@ impl Drop for Reply {
                 Some(report) => Failure::Panicked(report),
                 None => Failure::Gone,
             };
-            let frame = failure_frame(self.id, failure, self.max_message_size);
+            let frame = failure_frame(self.codec, self.id, failure, self.max_message_size);
             self.send(frame, Vec::new());
         }
     }
 }
 
-type Handler = Box<dyn Fn(&[u8], Vec<OwnedFd>, Reply)>;
+type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, Reply)>;
 
 /// The request types one side answers, by tag.
 pub(crate) struct Handlers {
@@ -190,10 +193,10 @@ impl Handlers {
     /// Answers requests of type `R` with `start`, which hands the decoded
     /// request to an actor and the [`Reply`] to whatever answers.
     pub(crate) fn insert<R: Request>(&mut self, start: impl Fn(R, Reply) + 'static) {
-        let handler: Handler = Box::new(move |payload, fds, reply| {
+        let handler: Handler = Box::new(move |codec, payload, fds, reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
-            match decode_with::<R>(payload, fds).0 {
+            match decode_with::<R>(codec, payload, fds).0 {
                 Ok(req) => start(req, reply),
                 Err(e) => reply.fail(Failure::Wire(e.to_string())),
             }
@@ -217,6 +220,7 @@ impl Handlers {
             outbox: outbox.clone(),
             connection: outbox.owe_reply(),
             max_message_size,
+            codec: inbound.codec,
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),
@@ -224,17 +228,17 @@ impl Handlers {
         match self.by_tag.get(&tag) {
             Some(handler) => {
                 let fds = std::mem::take(&mut inbound.fds);
-                handler(inbound.payload(), fds, reply)
+                handler(inbound.codec, inbound.payload(), fds, reply)
             }
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
     }
 }
 
-fn failure_frame(id: u64, failure: Failure, max: usize) -> Bytes {
-    encode(Header::failed(id), &failure, max).unwrap_or_else(|_| {
+fn failure_frame(codec: Codec, id: u64, failure: Failure, max: usize) -> Bytes {
+    encode(codec, Header::failed(id), &failure, max).unwrap_or_else(|_| {
         // A failure too large to send (a huge panic message): send its gist.
         let gist = Failure::Wire("the failure report was too large to send".into());
-        encode(Header::failed(id), &gist, usize::MAX).unwrap_or_default()
+        encode(codec, Header::failed(id), &gist, usize::MAX).unwrap_or_default()
     })
 }

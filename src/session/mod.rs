@@ -27,7 +27,7 @@ use self::answers::{Answering, Handlers};
 use self::requests::{resolve_frame, Pending};
 use crate::error::{ErrorReport, WireError};
 use crate::protocol::Received;
-use crate::wire::codec;
+use crate::wire::codec::Codec;
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound, Reader};
@@ -110,10 +110,11 @@ pub(crate) enum Why {
 }
 
 /// Who speaks first in the hello: the parent, so that a worker of another
-/// build can answer with what it is.
+/// build can answer with what it is. The parent names the codec; the
+/// worker takes it and names it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Hello {
-    First,
+    First(Codec),
     AfterPeer,
 }
 
@@ -123,6 +124,8 @@ pub(crate) struct Opened {
     pub reader: Reader,
     pub writer: Writer,
     pub peer: frame::Hello,
+    /// How this connection's payloads are written.
+    pub codec: Codec,
 }
 
 /// Opens the WebSocket over `sock` and exchanges hellos (see [`hello`]).
@@ -145,16 +148,30 @@ pub(crate) async fn hello(
     order: Hello,
 ) -> Result<Opened, Option<WireError>> {
     // A send error means the peer is gone already; its EOF says so.
-    if order == Hello::First {
-        let _ = conn.send(frame::hello(fingerprint)).await;
+    if let Hello::First(codec) = order {
+        let _ = conn.send(frame::hello(fingerprint, codec)).await;
     }
-    let peer = conn.recv_hello(fingerprint).await;
+    let named = match order {
+        Hello::First(ours) => ours,
+        Hello::AfterPeer => Codec::default(),
+    };
+    let peer = conn.recv_hello(fingerprint, named).await;
+    let codec = match (order, &peer) {
+        (Hello::First(ours), _) => ours,
+        (Hello::AfterPeer, Ok(theirs)) => theirs.codec,
+        // Named back as ours, whatever it was, so the peer can tell.
+        (Hello::AfterPeer, Err(_)) => Codec::default(),
+    };
     if order == Hello::AfterPeer {
-        let _ = conn.send(frame::hello(fingerprint)).await;
+        let _ = conn.send(frame::hello(fingerprint, codec)).await;
     }
     let peer = peer?;
-    let (reader, sink) = conn.split();
-    Ok(Opened { reader, writer: Writer::new(sink), peer })
+    if peer.codec != codec {
+        return Err(Some(WireError::CodecMismatch { ours: codec, theirs: peer.codec }));
+    }
+    let (mut reader, sink) = conn.split();
+    reader.set_codec(codec);
+    Ok(Opened { reader, writer: Writer::new(sink), peer, codec })
 }
 
 /// A table keyed by request id: looked up twice per request, so hashed
@@ -252,7 +269,8 @@ impl<S: Side> Session<S> {
         if kind == Kind::Post {
             let Inbound { fds, .. } = &mut inbound;
             let fds = std::mem::take(fds);
-            match crate::wire::shared::decode_with::<S::Incoming>(inbound.payload(), fds) {
+            match crate::wire::shared::decode_with::<S::Incoming>(inbound.codec, inbound.payload(), fds)
+            {
                 (Ok(data), fds) => self.side.post(Received::new(data, fds)),
                 (Err(e), _) => self.side.wire_error(e),
             }
@@ -272,7 +290,7 @@ impl<S: Side> Session<S> {
                 );
             }
             Kind::Answer | Kind::Failed => resolve_frame(&self.shared.pending, inbound),
-            Kind::Error => match codec::decode::<ErrorReport>(inbound.payload()) {
+            Kind::Error => match inbound.decode::<ErrorReport>() {
                 Ok(report) => self.side.report(report),
                 Err(e) => self.side.wire_error(e),
             },

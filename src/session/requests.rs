@@ -26,7 +26,6 @@ use tokio::sync::oneshot;
 
 use super::ById;
 use crate::error::{ErrorReport, WorkerError};
-use crate::wire::codec;
 use crate::wire::frame::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Inbound;
@@ -73,7 +72,7 @@ pub(crate) fn decoded<A: DeserializeOwned>(
 ) -> Result<A, WorkerError> {
     result.and_then(|mut inbound| {
         let fds = std::mem::take(&mut inbound.fds);
-        Ok(crate::wire::shared::decode_with::<A>(inbound.payload(), fds).0?)
+        Ok(crate::wire::shared::decode_with::<A>(inbound.codec, inbound.payload(), fds).0?)
     })
 }
 
@@ -256,7 +255,7 @@ pub(crate) fn resolve_frame(pending: &Pending, inbound: Inbound) {
     match inbound.header.kind {
         Kind::Answer => pending.resolve(id, Ok(inbound)),
         _ => {
-            let err = match codec::decode::<Failure>(inbound.payload()) {
+            let err = match inbound.decode::<Failure>() {
                 Ok(f) => f.into(),
                 Err(e) => WorkerError::Wire(e),
             };

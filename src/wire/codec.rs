@@ -1,8 +1,10 @@
 //! Payload encoding: serde values to bytes and back, with bincode 2.
 //!
 //! This is the only file that names `bincode` (frozen upstream, pinned at
-//! `=2.0.1`; see the crate README for the advisory), so the format can be
-//! swapped without touching anything else.
+//! `=2.0.1`; see the crate README for the advisory) or `serde_json`, so the
+//! formats can be swapped without touching anything else. A connection
+//! uses one [`Codec`], chosen by the parent and told in its hello: bincode,
+//! the default, or JSON for workers written without our Rust types.
 //!
 //! Decoding always runs on a complete, size-checked message slice, with the
 //! codec's own allocation limit set, under a nesting guard (see `depth.rs`),
@@ -34,7 +36,64 @@ fn config() -> Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
-/// Appends the encoding of `value` to `buf`.
+/// How a connection's payloads are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// bincode 2, compact and fast: the default, for workers built from
+    /// the same Rust types (see `PROTOCOL.md`, "Payloads").
+    #[default]
+    Bincode,
+    /// JSON (serde_json), self-describing: for workers written in another
+    /// language (see `PROTOCOL.md`, "JSON payloads").
+    Json,
+}
+
+impl Codec {
+    /// Its number in the hello.
+    pub(crate) fn to_wire(self) -> u8 {
+        match self {
+            Codec::Bincode => 0,
+            Codec::Json => 1,
+        }
+    }
+
+    /// The codec numbered `n` in a hello, if it is one.
+    pub(crate) fn from_wire(n: u8) -> Option<Self> {
+        match n {
+            0 => Some(Codec::Bincode),
+            1 => Some(Codec::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Appends the encoding of `value` to `buf`, written with `codec`.
+#[inline]
+pub(crate) fn encode_into_as<T: Serialize + ?Sized, B: BufMut>(
+    codec: Codec,
+    value: &T,
+    buf: &mut B,
+) -> Result<(), WireError> {
+    match codec {
+        Codec::Bincode => encode_into(value, buf),
+        Codec::Json => serde_json::to_writer(buf.writer(), value)
+            .map_err(|e| WireError::Encode(e.to_string())),
+    }
+}
+
+/// Decodes a whole payload written with `codec`; trailing bytes are an
+/// error.
+#[inline]
+pub(crate) fn decode_as<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Result<T, WireError> {
+    match codec {
+        Codec::Bincode => decode(bytes),
+        // serde_json refuses trailing bytes and nests at most 128 deep.
+        Codec::Json => serde_json::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string())),
+    }
+}
+
+/// Appends the bincode encoding of `value` to `buf`.
 pub(crate) fn encode_into<T: Serialize + ?Sized, B: BufMut>(
     value: &T,
     buf: &mut B,
@@ -55,7 +114,7 @@ impl<B: BufMut> Writer for Appender<'_, B> {
     }
 }
 
-/// Decodes a whole payload; trailing bytes are an error.
+/// Decodes a whole bincode payload; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let (DepthLimited(value), used) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| WireError::Decode(e.to_string()))?;

@@ -9,7 +9,8 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::frame::{self, Header};
-use super::{codec, shared};
+use super::codec::{self, Codec};
+use super::shared;
 use crate::error::{WireError, WorkerError};
 
 /// Encodes one complete message: `header`, then `data`; checks the
@@ -20,11 +21,12 @@ use crate::error::{WireError, WorkerError};
 /// (the parent's `Worker` actors) gives each its own arena, so that
 /// messages waiting for a slow worker pin only chunks of their own.
 pub(crate) fn encode<M: Serialize + ?Sized>(
+    codec: Codec,
     header: Header,
     data: &M,
     max_message_size: usize,
 ) -> Result<Bytes, WorkerError> {
-    in_thread_arena(|arena| encode_in(arena, header, data, max_message_size))
+    in_thread_arena(|arena| encode_in(arena, codec, header, data, max_message_size))
 }
 
 /// `f` with this thread's arena, or with a buffer of its own when encoding
@@ -50,11 +52,12 @@ fn in_thread_arena<R>(f: impl FnOnce(&mut Arena) -> R) -> R {
 /// message.
 pub(crate) fn encode_in<M: Serialize + ?Sized>(
     arena: &mut Arena,
+    codec: Codec,
     header: Header,
     data: &M,
     max_message_size: usize,
 ) -> Result<Bytes, WorkerError> {
-    encode_parts(arena, header, data, max_message_size, None).map(|(bytes, _)| bytes)
+    encode_parts(arena, codec, header, data, max_message_size, None).map(|(bytes, _)| bytes)
 }
 
 /// [`encode_in`] for a peer that takes descriptors: the shared buffers in
@@ -64,23 +67,25 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
 #[inline]
 pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     arena: &mut Arena,
+    codec: Codec,
     header: Header,
     data: &M,
     fds: Vec<OwnedFd>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    encode_parts(arena, header, data, max_message_size, Some(fds))
+    encode_parts(arena, codec, header, data, max_message_size, Some(fds))
 }
 
 /// [`encode`] for a peer that takes descriptors (see [`encode_in_sharing`]).
 #[inline]
 pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
+    codec: Codec,
     header: Header,
     data: &M,
     fds: Vec<OwnedFd>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    in_thread_arena(|arena| encode_parts(arena, header, data, max_message_size, Some(fds)))
+    in_thread_arena(|arena| encode_parts(arena, codec, header, data, max_message_size, Some(fds)))
 }
 
 /// The message and its descriptors: with `fds` (a peer that takes
@@ -88,6 +93,7 @@ pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
 #[inline]
 fn encode_parts<M: Serialize + ?Sized>(
     arena: &mut Arena,
+    codec: Codec,
     header: Header,
     data: &M,
     max_message_size: usize,
@@ -100,9 +106,9 @@ fn encode_parts<M: Serialize + ?Sized>(
     let header = buf.len();
     let mut out = Spill { small: buf, big, spilled: false };
     let (encoded, shared) = if fds.is_some() {
-        shared::collecting(|| codec::encode_into(data, &mut out))
+        shared::collecting(|| codec::encode_into_as(codec, data, &mut out))
     } else {
-        (codec::encode_into(data, &mut out), Vec::new())
+        (codec::encode_into_as(codec, data, &mut out), Vec::new())
     };
     let spilled = out.spilled;
     let target = out.target();
@@ -282,7 +288,7 @@ mod tests {
     use frame::Kind;
 
     fn post(data: &impl Serialize) -> Bytes {
-        encode(Header::post(0).unwrap(), data, 1 << 20).unwrap()
+        encode(Codec::Bincode, Header::post(0).unwrap(), data, 1 << 20).unwrap()
     }
 
     #[test]
@@ -300,10 +306,10 @@ mod tests {
         ARENA.with(|arena| assert!(arena.borrow().buf.capacity() <= ARENA_CHUNK));
         // Over the limit: an error, and the arena is left clean, whatever
         // the failed message grew it to.
-        let refused = encode(Header::post(0).unwrap(), &vec![0u8; 64], 8);
+        let refused = encode(Codec::Bincode, Header::post(0).unwrap(), &vec![0u8; 64], 8);
         assert!(matches!(refused, Err(WorkerError::Wire(WireError::TooLarge { .. }))));
         let huge = serde_bytes::ByteBuf::from(vec![1u8; 8 << 20]);
-        assert!(encode(Header::post(0).unwrap(), &huge, 1 << 20).is_err());
+        assert!(encode(Codec::Bincode, Header::post(0).unwrap(), &huge, 1 << 20).is_err());
         ARENA.with(|arena| {
             let arena = arena.borrow();
             assert!(arena.buf.capacity() <= ARENA_CHUNK);
@@ -322,7 +328,7 @@ mod tests {
             let mut found = std::collections::HashSet::new();
             for _ in 0..n {
                 let header = Header::post(0).unwrap();
-                let msg = encode_in(arena, header, &[7u8; 1000][..], 1 << 20).unwrap();
+                let msg = encode_in(arena, Codec::Bincode, header, &[7u8; 1000][..], 1 << 20).unwrap();
                 if msg.as_ptr() != end {
                     found.insert(msg.as_ptr() as usize);
                 }
@@ -355,25 +361,25 @@ mod tests {
         let mut arena = Arena::default();
         let big = |n: u8| serde_bytes::ByteBuf::from(vec![n; 1 << 20]);
         let header = || Header::post(0).unwrap();
-        let small = encode_in(&mut arena, header(), &1u8, 1 << 30).unwrap();
-        let first = encode_in(&mut arena, header(), &big(1), 1 << 30).unwrap();
+        let small = encode_in(&mut arena, Codec::Bincode, header(), &1u8, 1 << 30).unwrap();
+        let first = encode_in(&mut arena, Codec::Bincode, header(), &big(1), 1 << 30).unwrap();
         // Still held (queued, being written): the next needs its own.
-        let second = encode_in(&mut arena, header(), &big(2), 1 << 30).unwrap();
+        let second = encode_in(&mut arena, Codec::Bincode, header(), &big(2), 1 << 30).unwrap();
         assert_ne!(first.as_ptr(), second.as_ptr());
         let at = second.as_ptr();
         drop((first, second));
-        let third = encode_in(&mut arena, header(), &big(3), 1 << 30).unwrap();
+        let third = encode_in(&mut arena, Codec::Bincode, header(), &big(3), 1 << 30).unwrap();
         assert_eq!(third.as_ptr(), at, "the dropped one's memory, again");
         let (_, payload) = frame::decode(&third).unwrap();
         assert_eq!(codec::decode::<serde_bytes::ByteBuf>(payload).unwrap(), big(3));
         // The small ones go on in the arena, untouched by the large.
-        let next = encode_in(&mut arena, header(), &2u8, 1 << 30).unwrap();
+        let next = encode_in(&mut arena, Codec::Bincode, header(), &2u8, 1 << 30).unwrap();
         assert_eq!(next.as_ptr(), small.as_ptr().wrapping_add(small.len()));
         assert_eq!(&next[..], &[Kind::Post as u8, 0, 2]);
         // Past the size kept, a buffer is not kept.
         drop(third);
         let huge = serde_bytes::ByteBuf::from(vec![4u8; BIG_KEEP]);
-        drop(encode_in(&mut arena, header(), &huge, 1 << 30).unwrap());
+        drop(encode_in(&mut arena, Codec::Bincode, header(), &huge, 1 << 30).unwrap());
         assert_eq!(arena.big.capacity(), 0);
     }
 

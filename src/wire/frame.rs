@@ -13,11 +13,12 @@
 
 use bytes::BufMut;
 
+use super::codec::Codec;
 use crate::error::WireError;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -108,6 +109,9 @@ pub(crate) struct Hello {
     pub version: u32,
     pub fingerprint: u64,
     pub pid: u32,
+    /// How payloads are written on this connection: the parent's choice,
+    /// echoed by the worker (from version 5; bincode before).
+    pub codec: Codec,
 }
 
 impl Header {
@@ -177,14 +181,15 @@ pub(crate) fn cancel(id: u64) -> bytes::Bytes {
 }
 
 /// A complete hello message.
-pub(crate) fn hello(fingerprint: u64) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(2 + Kind::Hello.fixed_len());
+pub(crate) fn hello(fingerprint: u64, codec: Codec) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + Kind::Hello.fixed_len() + 1);
     buf.push(Kind::Hello as u8);
     buf.push(0);
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     buf.extend_from_slice(&fingerprint.to_le_bytes());
     buf.extend_from_slice(&std::process::id().to_le_bytes());
+    buf.push(codec.to_wire());
     buf
 }
 
@@ -205,7 +210,9 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     };
     let header = Header { kind, nfds, id, tag };
     if kind == Kind::Hello {
-        return Ok((header, fields));
+        // Its fixed fields, then what later versions added (read by
+        // `read_hello` once it knows the version).
+        return Ok((header, rest));
     }
     Ok((header, payload))
 }
@@ -262,13 +269,25 @@ pub(crate) struct EntryRefusal {
 
 /// Reads a hello's fields (the slice [`decode`] returns for `Kind::Hello`).
 pub(crate) fn read_hello(fields: &[u8]) -> Result<Hello, WireError> {
-    if fields.len() != Kind::Hello.fixed_len() || fields[..4] != MAGIC {
+    let fixed = Kind::Hello.fixed_len();
+    if fields.len() < fixed || fields[..4] != MAGIC {
         return Err(WireError::NotAHello);
     }
+    let version = le_u32(&fields[4..8]);
+    // Up to version 4 the hello ends here; from 5 on a codec byte follows.
+    // A hello of another version is read as far as its version, so that
+    // the mismatch can be told as such.
+    let codec = match (version, &fields[fixed..]) {
+        (..=4, _) => Codec::Bincode,
+        (_, [n]) => Codec::from_wire(*n).ok_or(WireError::UnknownCodec(*n))?,
+        (PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
+        _ => Codec::Bincode,
+    };
     Ok(Hello {
-        version: le_u32(&fields[4..8]),
+        version,
         fingerprint: le_u64(&fields[8..16]),
         pid: le_u32(&fields[16..20]),
+        codec,
     })
 }
 
@@ -300,13 +319,33 @@ mod tests {
 
     #[test]
     fn hello_round_trips() {
-        let msg = hello(0xfeed);
-        let (h, fields) = decode(&msg).unwrap();
-        assert_eq!(h.kind, Kind::Hello);
+        for codec in [Codec::Bincode, Codec::Json] {
+            let msg = hello(0xfeed, codec);
+            let (h, fields) = decode(&msg).unwrap();
+            assert_eq!(h.kind, Kind::Hello);
+            let hello = read_hello(fields).unwrap();
+            assert_eq!(hello.version, PROTOCOL_VERSION);
+            assert_eq!(hello.fingerprint, 0xfeed);
+            assert_eq!(hello.pid, std::process::id());
+            assert_eq!(hello.codec, codec);
+        }
+    }
+
+    #[test]
+    fn a_hello_of_version_4_reads_as_far_as_its_version() {
+        let mut msg = hello(0xfeed, Codec::Json);
+        msg.pop();
+        msg[6..10].copy_from_slice(&4u32.to_le_bytes());
+        let (_, fields) = decode(&msg).unwrap();
         let hello = read_hello(fields).unwrap();
-        assert_eq!(hello.version, PROTOCOL_VERSION);
-        assert_eq!(hello.fingerprint, 0xfeed);
-        assert_eq!(hello.pid, std::process::id());
+        assert_eq!((hello.version, hello.codec), (4, Codec::Bincode));
+        // Ours without its codec byte, or with an unknown one, is broken.
+        let mut short = super::hello(1, Codec::Bincode);
+        short.pop();
+        assert!(matches!(read_hello(decode(&short).unwrap().1), Err(WireError::NotAHello)));
+        let mut odd = super::hello(1, Codec::Bincode);
+        *odd.last_mut().unwrap() = 9;
+        assert!(matches!(read_hello(decode(&odd).unwrap().1), Err(WireError::UnknownCodec(9))));
     }
 
     #[test]

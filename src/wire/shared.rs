@@ -478,13 +478,14 @@ pub(crate) fn providing<R>(
 /// back. A refused buffer is [`WireError::SharedBuffer`].
 #[inline]
 pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
+    codec: super::codec::Codec,
     payload: &[u8],
     fds: Vec<OwnedFd>,
 ) -> (Result<T, WireError>, Vec<OwnedFd>) {
     if fds.is_empty() {
-        return (super::codec::decode(payload), fds);
+        return (super::codec::decode_as(codec, payload), fds);
     }
-    let (result, rest, refused) = providing(fds, || super::codec::decode(payload));
+    let (result, rest, refused) = providing(fds, || super::codec::decode_as(codec, payload));
     match refused {
         Some(why) if result.is_err() => (Err(WireError::SharedBuffer { why }), rest),
         _ => (result, rest),

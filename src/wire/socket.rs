@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::codec;
+use super::codec::{self, Codec};
 use super::fd::boundary::header;
 use super::fd::{FdQueues, FdReader, FdStream, TooManyUnclaimed};
 use super::frame::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
@@ -35,11 +35,19 @@ pub(crate) struct Inbound {
     bytes: Bytes,
     offset: usize,
     pub fds: Vec<OwnedFd>,
+    /// How its payload is written: its connection's codec.
+    pub codec: Codec,
 }
 
 impl Inbound {
     pub(crate) fn payload(&self) -> &[u8] {
         &self.bytes[self.offset..]
+    }
+
+    /// Its payload decoded (one without shared buffers: see
+    /// `shared::decode_with` for those).
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, WireError> {
+        codec::decode_as(self.codec, self.payload())
     }
 }
 
@@ -81,16 +89,20 @@ impl Connection {
 
     /// Receives the peer's hello and checks it against our protocol
     /// version and `fingerprint`; `Err(None)` when the peer went away first.
+    /// A worker that refuses writes its refusal with `codec`, the one our
+    /// hello named.
     pub(crate) async fn recv_hello(
         &mut self,
         fingerprint: u64,
+        codec: Codec,
     ) -> Result<frame::Hello, Option<WireError>> {
         let first = match next_inbound(&mut self.frames, &self.fds).await {
             None | Some(Err(WireError::CutOff)) => return Err(None),
             Some(r) => r.map_err(Some)?,
         };
         if first.header.kind == Kind::Refused {
-            let refusal = codec::decode::<frame::EntryRefusal>(first.payload()).map_err(Some)?;
+            let refusal =
+                codec::decode_as::<frame::EntryRefusal>(codec, first.payload()).map_err(Some)?;
             return Err(Some(WireError::UnknownEntry {
                 entry: refusal.entry,
                 known: refusal.known,
@@ -118,10 +130,27 @@ impl Connection {
     /// Splits into the reading half and the writing half.
     pub(crate) fn split(self) -> (Reader, SinkHalf) {
         (
-            Reader { frames: self.frames, fds: self.fds.clone(), batch: None },
+            Reader { frames: self.frames, fds: self.fds.clone(), batch: None, codec: Codec::default() },
             SinkHalf { sink: self.ws, fds: self.fds, max_ws_message: self.max_ws_message },
         )
     }
+}
+
+/// The codec named by a parent's hello as read raw off the socket (one
+/// unfragmented WebSocket frame); bincode if it cannot be read. For a
+/// worker that refuses before it runs a session.
+pub(crate) fn codec_of_hello(raw: &[u8]) -> Codec {
+    let hello = match raw {
+        [_, len, rest @ ..] if usize::from(len & 0x7f) <= rest.len() && len & 0x80 == 0 => {
+            &rest[..usize::from(*len)]
+        }
+        _ => return Codec::default(),
+    };
+    frame::decode(hello)
+        .ok()
+        .filter(|(header, _)| header.kind == Kind::Hello)
+        .and_then(|(_, fields)| frame::read_hello(fields).ok())
+        .map_or(Codec::default(), |hello| hello.codec)
 }
 
 /// The reading half.
@@ -130,9 +159,15 @@ pub(crate) struct Reader {
     fds: Arc<FdQueues>,
     /// A batch being read, and where its next message starts.
     batch: Option<(Bytes, usize)>,
+    codec: Codec,
 }
 
 impl Reader {
+    /// How the connection's payloads are written, once the hellos said.
+    pub(crate) fn set_codec(&mut self, codec: Codec) {
+        self.codec = codec;
+    }
+
     /// The next message; `None` at the end of the connection.
     pub(crate) async fn next(&mut self) -> Option<Result<Inbound, WireError>> {
         loop {
@@ -146,7 +181,7 @@ impl Reader {
             // Anything but a batch, a cut-short header included, is read
             // (or refused) as one message.
             if bytes.first() != Some(&(Kind::Batch as u8)) || bytes.len() < 2 {
-                return Some(inbound(bytes, &self.fds));
+                return Some(inbound(bytes, &self.fds, self.codec));
             }
             // A batch's header is its kind and a descriptor count of 0.
             if bytes[1] != 0 {
@@ -172,7 +207,7 @@ impl Reader {
                     self.batch = None;
                     return Some(Err(WireError::Unexpected("a batch inside a batch")));
                 }
-                Some(inbound(msg, &self.fds))
+                Some(inbound(msg, &self.fds, self.codec))
             }
             Ok(None) => {
                 self.batch = None;
@@ -206,7 +241,7 @@ impl Reader {
 /// The next message, batches included, as read from the peer.
 async fn next_inbound(frames: &mut Frames, fds: &FdQueues) -> Option<Result<Inbound, WireError>> {
     Some(match frames.next().await? {
-        Ok(bytes) => inbound(bytes, fds),
+        Ok(bytes) => inbound(bytes, fds, Codec::default()),
         Err(e) => Err(e),
     })
 }
@@ -396,7 +431,7 @@ pub(crate) const WRITTEN_WHOLE: usize = 64 << 10;
 pub(crate) const WRITTEN_WHOLE_MAX: usize = 4 << 20;
 
 /// One message: its header read, its descriptors claimed.
-fn inbound(bytes: Bytes, fds: &FdQueues) -> Result<Inbound, WireError> {
+fn inbound(bytes: Bytes, fds: &FdQueues, codec: Codec) -> Result<Inbound, WireError> {
     let (header, offset) = match frame::decode(&bytes) {
         Ok((header, payload)) => (header, bytes.len() - payload.len()),
         Err(e) => return Err(e),
@@ -408,7 +443,7 @@ fn inbound(bytes: Bytes, fds: &FdQueues) -> Result<Inbound, WireError> {
     let Some(taken) = fds.take_incoming(wanted) else {
         return Err(WireError::MissingFds { claimed: wanted, available: fds.unclaimed() });
     };
-    Ok(Inbound { header, bytes, offset, fds: taken })
+    Ok(Inbound { header, bytes, offset, fds: taken, codec })
 }
 
 /// A failure of the writing half (tungstenite's): the connection's.
