@@ -159,7 +159,7 @@ pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::{Grace, Worker};
 pub use crate::pool::{Broadcast, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool};
-pub use crate::protocol::{Protocol, Received, Request};
+pub use crate::protocol::{request_name, Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::codec::Codec;
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};

@@ -127,6 +127,14 @@ where
     type Answer = R::Result;
 }
 
+/// The name that tags request type `R` on the wire: its Rust path
+/// (`std::any::type_name`). The tag is the 64-bit FNV-1a hash of it (see
+/// `PROTOCOL.md`); a worker written in another language is given these
+/// names to answer, or ask, these requests.
+pub fn request_name<R: Request>() -> &'static str {
+    std::any::type_name::<R>()
+}
+
 /// The tag that names request type `R` on the wire: from its Rust path,
 /// which is the same for every build of one program (a worker of another
 /// program must be built by the same compiler for its tags to match).

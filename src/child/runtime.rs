@@ -208,12 +208,7 @@ where
         handlers: Rc::new(requests.handlers),
         max_message_size,
     };
-    let side = ChildSide {
-        ctl: ctl_tx.clone(),
-        posts: Vec::new(),
-        outbox: outbox.clone(),
-        wire,
-    };
+    let side = ChildSide { ctl: ctl_tx.clone(), posts: Vec::new(), outbox: outbox.clone(), wire };
     // The writer keeps no books: there is no next connection to give its
     // messages to.
     let writer = opened.writer.without_books();

@@ -31,7 +31,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             },
         ),
     ];
-    let mut envelopes: Vec<(String, Vec<u8>)> = vec![("hello".into(), frame::hello(0x1234, Codec::Bincode))];
+    let mut envelopes: Vec<(String, Vec<u8>)> =
+        vec![("hello".into(), frame::hello(0x1234, Codec::Bincode))];
     let message = |kind, nfds, id, tag, payload: &dyn erased::Encode| {
         let mut buf = Vec::new();
         frame::begin(&mut buf, frame::Header { kind, nfds, id, tag });

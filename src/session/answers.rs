@@ -114,13 +114,19 @@ impl Reply {
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
         let header = Header::answer(self.id);
-        let (frame, fds) = match encode_sharing(self.codec, header, answer, Vec::new(), self.max_message_size) {
-            Ok(encoded) => encoded,
-            Err(e) => (
-                failure_frame(self.codec, self.id, Failure::Wire(e.to_string()), self.max_message_size),
-                Vec::new(),
-            ),
-        };
+        let (frame, fds) =
+            match encode_sharing(self.codec, header, answer, Vec::new(), self.max_message_size) {
+                Ok(encoded) => encoded,
+                Err(e) => (
+                    failure_frame(
+                        self.codec,
+                        self.id,
+                        Failure::Wire(e.to_string()),
+                        self.max_message_size,
+                    ),
+                    Vec::new(),
+                ),
+            };
         self.send(frame, fds);
     }
 

@@ -269,8 +269,11 @@ impl<S: Side> Session<S> {
         if kind == Kind::Post {
             let Inbound { fds, .. } = &mut inbound;
             let fds = std::mem::take(fds);
-            match crate::wire::shared::decode_with::<S::Incoming>(inbound.codec, inbound.payload(), fds)
-            {
+            match crate::wire::shared::decode_with::<S::Incoming>(
+                inbound.codec,
+                inbound.payload(),
+                fds,
+            ) {
                 (Ok(data), fds) => self.side.post(Received::new(data, fds)),
                 (Err(e), _) => self.side.wire_error(e),
             }

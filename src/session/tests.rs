@@ -104,7 +104,10 @@ async fn connect(
     theirs: u64,
 ) -> (Result<Opened, Option<WireError>>, Result<Opened, Option<WireError>>) {
     let (a, b) = UnixStream::pair().unwrap();
-    tokio::join!(open(a, MAX, ours, Hello::First(Codec::Bincode)), open(b, MAX, theirs, Hello::AfterPeer))
+    tokio::join!(
+        open(a, MAX, ours, Hello::First(Codec::Bincode)),
+        open(b, MAX, theirs, Hello::AfterPeer)
+    )
 }
 
 /// Two sessions over a socketpair, after their hellos, answering with
@@ -126,7 +129,8 @@ fn none() -> Handlers {
 }
 
 fn post(outbox: &Outbox, text: &str, fds: Vec<OwnedFd>) {
-    let bytes = encode(Codec::Bincode, Header::post(fds.len()).unwrap(), &text.to_owned(), MAX).unwrap();
+    let bytes =
+        encode(Codec::Bincode, Header::post(fds.len()).unwrap(), &text.to_owned(), MAX).unwrap();
     outbox.push(bytes, fds).unwrap();
 }
 
@@ -268,7 +272,9 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
         for n in [21, 22] {
             let id = pending.next_id();
             given_up.push(answer::<u64>(&pending, id, Some(Duration::from_millis(50))));
-            let bytes = encode(Codec::Bincode, Header::request(id, tag_of::<Double>()), &Double(n), MAX).unwrap();
+            let bytes =
+                encode(Codec::Bincode, Header::request(id, tag_of::<Double>()), &Double(n), MAX)
+                    .unwrap();
             asking.shared.outbox.push(bytes, Vec::new()).unwrap();
         }
         let results = tokio::select! {
@@ -313,7 +319,9 @@ fn terminate_ends_the_session_after_what_came_before() {
         post(&outbox, "before", vec![]);
         outbox.push(frame::bare(Kind::Error), vec![]).unwrap();
         let report = ErrorReport::new("boom".to_owned());
-        outbox.push(encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap(), vec![]).unwrap();
+        outbox
+            .push(encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap(), vec![])
+            .unwrap();
         outbox.push(frame::bare(Kind::Closing), vec![]).unwrap();
         outbox.push(frame::bare(Kind::Terminate), vec![]).unwrap();
         post(&outbox, "after", vec![]);
@@ -341,9 +349,16 @@ fn a_side_that_does_not_expect_a_kind_is_told_and_reads_on() {
         }
         outbox.push(frame::hello(1, Codec::Bincode).into(), vec![]).unwrap();
         let report = ErrorReport::new("boom".to_owned());
-        outbox.push(encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap(), vec![]).unwrap();
+        outbox
+            .push(encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap(), vec![])
+            .unwrap();
         // Undecodable as a String: told, and the connection goes on.
-        outbox.push(encode(Codec::Bincode, Header::post(0).unwrap(), &[0xffu8; 3], MAX).unwrap(), vec![]).unwrap();
+        outbox
+            .push(
+                encode(Codec::Bincode, Header::post(0).unwrap(), &[0xffu8; 3], MAX).unwrap(),
+                vec![],
+            )
+            .unwrap();
         sender.finish(Finish::Drain).await;
         assert_eq!(receiver.run().await, Why::PeerClosed);
         let errors = receiver.finish(Finish::Now).await.side.0;
@@ -358,7 +373,10 @@ fn broken_framing_ends_the_session() {
     run(async {
         let (a, b) = UnixStream::pair().unwrap();
         let raw = a.try_clone().unwrap();
-        let (a, b) = tokio::join!(open(a, MAX, 1, Hello::First(Codec::Bincode)), open(b, MAX, 1, Hello::AfterPeer));
+        let (a, b) = tokio::join!(
+            open(a, MAX, 1, Hello::First(Codec::Bincode)),
+            open(b, MAX, 1, Hello::AfterPeer)
+        );
         let (a, b) = (a.unwrap(), b.unwrap());
         let mut receiver = Session::start(b.reader, b.writer, shared(none()), Recorder::default());
         // A WebSocket binary frame holding no envelope: two bytes.

@@ -77,8 +77,9 @@ pub(crate) fn encode_into_as<T: Serialize + ?Sized, B: BufMut>(
 ) -> Result<(), WireError> {
     match codec {
         Codec::Bincode => encode_into(value, buf),
-        Codec::Json => serde_json::to_writer(buf.writer(), value)
-            .map_err(|e| WireError::Encode(e.to_string())),
+        Codec::Json => {
+            serde_json::to_writer(buf.writer(), value).map_err(|e| WireError::Encode(e.to_string()))
+        }
     }
 }
 

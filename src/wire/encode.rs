@@ -8,8 +8,8 @@ use std::os::fd::OwnedFd;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use super::frame::{self, Header};
 use super::codec::{self, Codec};
+use super::frame::{self, Header};
 use super::shared;
 use crate::error::{WireError, WorkerError};
 
@@ -328,7 +328,8 @@ mod tests {
             let mut found = std::collections::HashSet::new();
             for _ in 0..n {
                 let header = Header::post(0).unwrap();
-                let msg = encode_in(arena, Codec::Bincode, header, &[7u8; 1000][..], 1 << 20).unwrap();
+                let msg =
+                    encode_in(arena, Codec::Bincode, header, &[7u8; 1000][..], 1 << 20).unwrap();
                 if msg.as_ptr() != end {
                     found.insert(msg.as_ptr() as usize);
                 }

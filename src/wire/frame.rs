@@ -283,12 +283,7 @@ pub(crate) fn read_hello(fields: &[u8]) -> Result<Hello, WireError> {
         (PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
         _ => Codec::Bincode,
     };
-    Ok(Hello {
-        version,
-        fingerprint: le_u64(&fields[8..16]),
-        pid: le_u32(&fields[16..20]),
-        codec,
-    })
+    Ok(Hello { version, fingerprint: le_u64(&fields[8..16]), pid: le_u32(&fields[16..20]), codec })
 }
 
 fn le_u64(b: &[u8]) -> u64 {

@@ -130,7 +130,12 @@ impl Connection {
     /// Splits into the reading half and the writing half.
     pub(crate) fn split(self) -> (Reader, SinkHalf) {
         (
-            Reader { frames: self.frames, fds: self.fds.clone(), batch: None, codec: Codec::default() },
+            Reader {
+                frames: self.frames,
+                fds: self.fds.clone(),
+                batch: None,
+                codec: Codec::default(),
+            },
             SinkHalf { sink: self.ws, fds: self.fds, max_ws_message: self.max_ws_message },
         )
     }

@@ -4,6 +4,7 @@
 
 mod basics;
 mod common;
+mod conformance;
 mod delivery;
 mod errors;
 mod faults;
@@ -57,8 +58,24 @@ macro_rules! modules {
 }
 
 modules![
-    basics, delivery, errors, faults, fds, floods, hostile, lifecycle, load, misuse, pool, port,
-    requests, shared, startup, stream, supervise,
+    basics,
+    conformance,
+    delivery,
+    errors,
+    faults,
+    fds,
+    floods,
+    hostile,
+    lifecycle,
+    load,
+    misuse,
+    pool,
+    port,
+    requests,
+    shared,
+    startup,
+    stream,
+    supervise,
 ];
 
 /// Functions that take no arguments and are not tests.
@@ -91,6 +108,7 @@ fn main() {
     for module in [
         basics::trials,
         basics::roles,
+        conformance::trials,
         delivery::trials,
         errors::trials,
         errors::roles,

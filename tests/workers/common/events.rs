@@ -64,7 +64,10 @@ impl<P: Protocol> Events<P> {
     }
 }
 
-impl<P: Protocol<FromWorker = Reply>> Events<P> {
+impl<P: Protocol> Events<P>
+where
+    P::FromWorker: std::fmt::Debug,
+{
     pub async fn next(&mut self) -> Event<P> {
         let ev = tokio::time::timeout(WAIT, self.rx.recv())
             .await
@@ -74,7 +77,7 @@ impl<P: Protocol<FromWorker = Reply>> Events<P> {
     }
 
     /// The next posted message, skipping `Online`; anything else fails.
-    pub async fn message(&mut self) -> Received<Reply> {
+    pub async fn message(&mut self) -> Received<P::FromWorker> {
         loop {
             match self.next().await {
                 Event::Online => continue,

@@ -568,6 +568,7 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
 pub fn entries() -> Vec<Entry> {
     vec![
         Entry::new("test", TestWorker::<Test>::new),
+        crate::conformance::entry(),
         Entry::new("v2", TestWorker::<TestV2>::new),
         Entry::new("crash", |_: Parent<Test>| -> TestWorker<Test> { std::process::exit(7) }),
         Entry::new("panic-started", |parent| {

@@ -1,0 +1,58 @@
+"""The Python twin of the Rust worker of `tests/workers/conformance.rs`:
+the same messages, requests and failures, for the same scenarios.
+
+The test starts it with the Rust names of the request types in the
+environment (`CONF_MUL`, `CONF_BOOM`, `CONF_GREET`); `CONF_FINGERPRINT`
+makes it claim other message types than the parent's.
+"""
+
+import os
+
+import actix_webworker as aww
+
+
+class Failure(Exception):
+    pass
+
+
+class Conformance(aww.Worker):
+    def on_message(self, data, fds):
+        for fd in fds:
+            os.close(fd)
+        # serde's JSON of `Job`: {"Variant": value}.
+        (variant, value), = data.items()
+        if variant == "Echo":
+            self.parent.post({"Echoed": value})
+        elif variant == "Add":
+            a, b = value
+            self.parent.post({"Sum": a + b})
+        elif variant == "Fail":
+            raise Failure(value)
+        elif variant == "AskParent":
+            try:
+                answer = self.parent.ask(os.environ["CONF_GREET"], value)
+            except aww.RemoteError as e:
+                answer = f"failed: {e.failure}"
+            self.parent.post({"Answered": answer})
+        elif variant == "Shapes":
+            self.parent.post({"Shapes": value})
+
+    def on_close(self):
+        self.parent.post("Closing")
+
+
+def mul(worker, request):
+    a, b = request
+    return a * b
+
+
+def boom(worker, request):
+    raise RuntimeError("boom")
+
+
+fingerprint = os.environ.get("CONF_FINGERPRINT")
+aww.run(
+    Conformance,
+    answers={os.environ["CONF_MUL"]: mul, os.environ["CONF_BOOM"]: boom},
+    fingerprint=int(fingerprint) if fingerprint else None,
+)
