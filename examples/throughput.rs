@@ -8,6 +8,7 @@
 //!
 //! - `stream_small`: 64-byte posts, parent → worker, the worker counts and
 //!   acknowledges at the end (msg/s; baseline: raw socketpair, batched writes).
+//!   `stream_small_json`: the same with the JSON codec.
 //! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
 //!   raw socketpair ping-pong). `rtt_p50_vs_evented_echo`: the same against
 //!   an echo driven by an event loop, as ours is; `rtt_p50_pinned`: that
@@ -47,7 +48,7 @@ use actix_webworker::{
     run_if_worker, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests, Worker,
     WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
-use actix_webworker::{SharedBytes, SharedBytesMut};
+use actix_webworker::{Codec, SharedBytes, SharedBytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -175,7 +176,13 @@ fn line(name: &str, ours: f64, baseline: f64, unit: &str) {
 
 /// A worker and its online event.
 async fn start() -> Addr<Worker<Bench>> {
-    let worker = Worker::<Bench>::builder().entry("sink").start().expect("worker starts");
+    start_with(Codec::Bincode).await
+}
+
+/// A worker whose connection writes payloads with `codec`.
+async fn start_with(codec: Codec) -> Addr<Worker<Bench>> {
+    let builder = Worker::<Bench>::builder().entry("sink").codec(codec);
+    let worker = builder.start().expect("worker starts");
     worker.ask(Ping(0)).await.expect("worker answers");
     worker
 }
@@ -198,8 +205,8 @@ async fn post_all(worker: &Addr<Worker<Bench>>, n: u64, window: u64, make: impl 
     }
 }
 
-async fn stream_small(through_port: bool) -> f64 {
-    let worker = start().await;
+async fn stream_small(through_port: bool, codec: Codec) -> f64 {
+    let worker = start_with(codec).await;
     let mut port = Port::open(&worker).await.expect("port");
     let payload = vec![7u8; SMALL];
     let t0 = Instant::now();
@@ -609,12 +616,16 @@ async fn run() {
         None => name.contains(only.as_str()),
     };
     if wanted("stream_small") {
-        let ours = stream_small(false).await;
+        let ours = stream_small(false, Codec::Bincode).await;
         line("stream_small", ours, stream_small_baseline(), "msg/s");
     }
     if wanted("stream_small_port") {
-        let ours = stream_small(true).await;
+        let ours = stream_small(true, Codec::Bincode).await;
         line("stream_small_port", ours, stream_small_baseline(), "msg/s");
+    }
+    if wanted("stream_small_json") {
+        let ours = stream_small(false, Codec::Json).await;
+        line("stream_small_json", ours, stream_small_baseline(), "msg/s");
     }
     if wanted("rtt_p50") || wanted("rtt_p50_vs_evented_echo") {
         let (ours, base, base_evented) = rtt().await;
