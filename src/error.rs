@@ -220,6 +220,17 @@ pub enum WireError {
     /// The WebSocket or the socket under it failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// A connection to a remote worker's port was refused before anything
+    /// was served: it gave another token than the one made for this
+    /// launch, or none in time. The parent goes on waiting for the worker
+    /// it started.
+    #[error("a connection from {peer} was refused: {why}")]
+    AuthRefused {
+        /// Where it came from.
+        peer: String,
+        /// Why.
+        why: String,
+    },
 }
 
 impl WireError {
@@ -325,4 +336,8 @@ pub enum WorkerError {
     /// The other side could not decode the request or encode its answer.
     #[error("the other side failed: {0}")]
     Remote(String),
+    /// Descriptors cannot go to this worker: its connection is TCP (see
+    /// [`Transport`](crate::Transport)). Shared buffers go as bytes.
+    #[error("descriptors cannot cross to a remote worker")]
+    NoDescriptors,
 }

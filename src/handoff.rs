@@ -9,6 +9,11 @@ pub(crate) const ENV_FD: &str = "ACTIX_WEBWORKER_FD";
 pub(crate) const ENV_ENTRY: &str = "ACTIX_WEBWORKER_ENTRY";
 /// Environment variable with the largest message either side may send.
 pub(crate) const ENV_MAX_MESSAGE: &str = "ACTIX_WEBWORKER_MAX_MESSAGE";
+/// Environment variable with the `host:port` a remote worker connects back
+/// to (instead of [`ENV_FD`]).
+pub(crate) const ENV_CONNECT: &str = "ACTIX_WEBWORKER_CONNECT";
+/// Environment variable with the one-time token a remote worker presents.
+pub(crate) const ENV_TOKEN: &str = "ACTIX_WEBWORKER_TOKEN";
 
 /// The largest message either side may send, unless told otherwise.
 pub(crate) const DEFAULT_MAX_MESSAGE: usize = 64 << 20;

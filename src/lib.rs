@@ -152,7 +152,7 @@ pub use crate::parent::events::{Event, GaveUp, WorkerEvent};
 pub use crate::parent::messages::{
     Ask, AskResponse, Join, Post, PostResponse, Terminate, WorkerAddrExt,
 };
-pub use crate::parent::options::{Limits, ResourceLimits, WhenFull};
+pub use crate::parent::options::{Limits, ResourceLimits, Transport, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::port::Port;
 pub use crate::parent::sink::WorkerEvents;

@@ -11,14 +11,13 @@
 //! hang-up and for `getppid()` to change.)
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag};
 use nix::poll::PollFlags;
 
-use crate::handoff::{self, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
+use crate::handoff::{self, ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_TOKEN};
 use crate::os;
 
 /// How long a worker whose parent is gone may take to finish `on_close`
@@ -27,8 +26,12 @@ pub(crate) const ORPHAN_GRACE: Duration = Duration::from_secs(1);
 
 /// What the parent handed over.
 pub(crate) struct Handoff {
-    pub sock: UnixStream,
-    pub parent: Arc<ParentWatch>,
+    /// The connection: the inherited socket, or a TCP connection to a
+    /// remote parent, authenticated.
+    pub sock: OwnedFd,
+    /// The parent process, watched for its exit; `None` for a remote
+    /// parent, whose connection is all there is of it.
+    pub parent: Option<Arc<ParentWatch>>,
 }
 
 /// Why the handover failed.
@@ -43,6 +46,8 @@ pub(crate) enum HandoffError {
          (these variables must come from the parent that starts the worker)"
     )]
     ForeignSocket { peer: i32 },
+    #[error("could not connect to the parent at {address} ({ENV_CONNECT}): {source}")]
+    Connect { address: String, source: std::io::Error },
 }
 
 /// Takes the inherited socket named in the environment, checks that it
@@ -50,10 +55,17 @@ pub(crate) enum HandoffError {
 /// so that processes this worker starts are not mistaken for workers.
 pub(crate) fn take() -> Result<Handoff, HandoffError> {
     let fd = std::env::var(ENV_FD).ok().and_then(|v| v.parse::<RawFd>().ok());
-    for var in [ENV_FD, ENV_ENTRY, ENV_MAX_MESSAGE] {
+    let connect = std::env::var(ENV_CONNECT).ok();
+    let token = std::env::var(ENV_TOKEN).unwrap_or_default();
+    for var in [ENV_FD, ENV_ENTRY, ENV_MAX_MESSAGE, ENV_CONNECT, ENV_TOKEN] {
         // The runtime has not started any thread yet: this runs first in
         // the worker's main.
         std::env::remove_var(var);
+    }
+    if let Some(address) = connect {
+        let sock = connect_back(&address, &token)
+            .map_err(|source| HandoffError::Connect { address, source })?;
+        return Ok(Handoff { sock, parent: None });
     }
     let fd = fd.ok_or(HandoffError::Missing)?;
     // SAFETY: fstat on any number is harmless; it tells whether it is open.
@@ -78,8 +90,32 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
     let cloexec = FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC);
     nix::fcntl::fcntl(&owned, cloexec).map_err(|_| HandoffError::BadDescriptor(fd))?;
     let parent = Arc::new(ParentWatch::open(peer));
-    Ok(Handoff { sock: UnixStream::from(owned), parent })
+    Ok(Handoff { sock: owned, parent: Some(parent) })
 }
+
+/// Connects to a remote parent at `address` and presents `token`, the
+/// first message on the connection (see `parent/remote.rs`).
+fn connect_back(address: &str, token: &str) -> std::io::Result<OwnedFd> {
+    use std::io::Write;
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for addr in address.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(mut stream) => {
+                stream.set_nodelay(true)?;
+                let mut auth = vec![crate::wire::frame::Kind::Auth as u8, 0];
+                auth.extend_from_slice(token.as_bytes());
+                stream.write_all(&crate::wire::socket::binary_frame(&auth))?;
+                return Ok(stream.into());
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// How long a remote worker tries to reach its parent.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pid of the process that made the socket `fd` (`SO_PEERCRED`).
 fn peer_pid(fd: RawFd) -> Option<i32> {
@@ -167,7 +203,7 @@ impl ParentWatch {
 /// group: the backstop for a worker stuck in a handler when its parent
 /// dies. It never acts while the parent lives, so a worker that closes
 /// cleanly may take as long as it needs to tear down.
-pub(crate) fn start_watchdog(parent: Arc<ParentWatch>, sock: &UnixStream) -> std::io::Result<()> {
+pub(crate) fn start_watchdog(parent: Arc<ParentWatch>, sock: &OwnedFd) -> std::io::Result<()> {
     // Without a pidfd, the socket's hang-up is the first sign.
     let hangup = match parent.pidfd {
         Some(_) => None,

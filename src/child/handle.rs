@@ -13,7 +13,7 @@ use crate::error::WorkerError;
 use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::{answer, Pending};
 use crate::wire::codec::Codec;
-use crate::wire::encode::encode_sharing;
+use crate::wire::encode::{descriptors, encode_sharing};
 use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
 
@@ -24,6 +24,8 @@ pub struct Parent<P: Protocol> {
     pub(crate) max_message_size: usize,
     /// How the connection's payloads are written.
     pub(crate) codec: Codec,
+    /// Whether the connection carries descriptors (not to a remote parent).
+    pub(crate) fds_ok: bool,
     pub(crate) close: Arc<Notify>,
     pub(crate) pending: Arc<Pending>,
     _protocol: PhantomData<fn() -> P>,
@@ -35,6 +37,7 @@ impl<P: Protocol> Clone for Parent<P> {
             outbox: self.outbox.clone(),
             max_message_size: self.max_message_size,
             codec: self.codec,
+            fds_ok: self.fds_ok,
             close: self.close.clone(),
             pending: self.pending.clone(),
             _protocol: PhantomData,
@@ -45,11 +48,11 @@ impl<P: Protocol> Clone for Parent<P> {
 impl<P: Protocol> Parent<P> {
     pub(crate) fn new(
         outbox: Arc<Outbox>,
-        (codec, max_message_size): (Codec, usize),
+        (codec, max_message_size, fds_ok): (Codec, usize, bool),
         close: Arc<Notify>,
         pending: Arc<Pending>,
     ) -> Self {
-        Parent { outbox, max_message_size, codec, close, pending, _protocol: PhantomData }
+        Parent { outbox, max_message_size, codec, fds_ok, close, pending, _protocol: PhantomData }
     }
 
     /// Asks the parent a typed [`Request`]: the actor the parent named with
@@ -81,7 +84,8 @@ impl<P: Protocol> Parent<P> {
         let id = self.pending.next_id();
         let answer = answer::<R::Answer>(&self.pending, id, limit);
         let header = Header::request(id, tag_of::<R>());
-        let sent = encode_sharing(self.codec, header, &request, Vec::new(), self.max_message_size)
+        let fds = self.fds_ok.then(Vec::new);
+        let sent = encode_sharing(self.codec, header, &request, fds, self.max_message_size)
             .and_then(|(bytes, fds)| self.outbox.push(bytes, fds));
         if sent.is_err() {
             self.pending.cancel(id);
@@ -102,6 +106,7 @@ impl<P: Protocol> Parent<P> {
     /// exactly this message.
     pub fn post_with_fds(&self, data: P::FromWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
         let header = Header::post(fds.len())?;
+        let fds = descriptors(self.fds_ok, fds)?;
         let (bytes, fds) = encode_sharing(self.codec, header, &data, fds, self.max_message_size)?;
         self.outbox.push(bytes, fds)
     }

@@ -14,6 +14,7 @@
 //! of the runtime when it got there, or through the watchdog of
 //! `bootstrap.rs` when the actor is stuck.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,20 +59,27 @@ where
             return exit_code::NOT_A_WORKER;
         }
     };
-    if let Err(e) = bootstrap::start_watchdog(handoff.parent.clone(), &handoff.sock) {
-        tracing::warn!(error = %e, "no watchdog for the parent's death");
+    if let Some(parent) = &handoff.parent {
+        if let Err(e) = bootstrap::start_watchdog(parent.clone(), &handoff.sock) {
+            tracing::warn!(error = %e, "no watchdog for the parent's death");
+        }
     }
     let (panic_tx, panic_rx) = unbounded_channel();
     worker_panic::install(panic_tx);
     let system = actix_rt::System::new();
+    // A remote parent (TCP) takes no descriptors; its socket is not ours
+    // to keep watching either.
+    let fds_ok = handoff.parent.is_some();
     let (code, end) =
-        system.block_on(serve::<W, F>(handoff.sock, max_message_size, make, panic_rx));
+        system.block_on(serve::<W, F>(handoff.sock, fds_ok, max_message_size, make, panic_rx));
     // Orphaned: nobody will take our process group down, so we do, with
     // whatever this worker started (ourselves last). When the parent's
     // socket closed, the parent may still be on its way out: its pidfd says
     // when it has gone.
     let wait = if end == End::ParentGone { ORPHAN_GRACE } else { Duration::ZERO };
-    if handoff.parent.gone_within(wait) {
+    // (A remote parent is not ours to watch: its connection ended, and so
+    // does the worker.)
+    if handoff.parent.is_some_and(|parent| parent.gone_within(wait)) {
         crate::os::kill_own_group();
     }
     code
@@ -92,8 +100,9 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
     use std::io::{Read, Write};
     // The parent tells it, as `WireError::UnknownEntry`; here it is a trace.
     tracing::error!(entry, ?known, "no worker entry of that name");
+    // Plain reads and writes: the socket is UNIX or TCP.
     let mut sock = match bootstrap::take() {
-        Ok(handoff) => handoff.sock,
+        Ok(handoff) => std::fs::File::from(handoff.sock),
         Err(e) => {
             not_a_worker(&e);
             return exit_code::NOT_A_WORKER;
@@ -103,7 +112,8 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
     // The parent's hello is read first, so that nothing is left unread
     // when the socket closes (its reads would then fail before ours), and
     // to write the refusal with the codec it names.
-    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let five = nix::sys::time::TimeVal::new(5, 0);
+    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &five);
     let mut hello = [0u8; 64];
     let got = sock.read(&mut hello).unwrap_or(0);
     let codec = socket::codec_of_hello(&hello[..got]);
@@ -113,7 +123,7 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
     if sock.write_all(&socket::binary_frame(&msg)).is_err() {
         return exit_code::NOT_A_WORKER;
     }
-    let _ = sock.shutdown(std::net::Shutdown::Write);
+    let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
     // Until the parent has read it and closed its end. A parent that keeps
     // its end open (5 s without a byte) never finished the exchange.
     loop {
@@ -148,7 +158,8 @@ enum End {
 }
 
 async fn serve<W, F>(
-    sock: std::os::unix::net::UnixStream,
+    sock: std::os::fd::OwnedFd,
+    fds_ok: bool,
     max_message_size: usize,
     make: F,
     mut panics: UnboundedReceiver<ErrorReport>,
@@ -171,7 +182,7 @@ where
             return (exit_code::IO, End::Terminated);
         }
     };
-    let opened = match session::hello(conn, fp, Hello::AfterPeer).await {
+    let mut opened = match session::hello(conn, fp, Hello::AfterPeer).await {
         Ok(opened) => opened,
         Err(Some(e)) => {
             tracing::error!(error = %e, "handshake with the parent failed");
@@ -180,6 +191,9 @@ where
         // The parent went away before we were up.
         Err(None) => return (0, End::ParentGone),
     };
+    if !fds_ok {
+        opened.reader.without_descriptors();
+    }
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
     let close = Arc::new(Notify::new());
     let pending = Arc::new(Pending::default());
@@ -188,7 +202,7 @@ where
     let wire = Wire { codec: opened.codec, max_message_size };
     let parent = Parent::<W::Protocol>::new(
         outbox.clone(),
-        (wire.codec, max_message_size),
+        (wire.codec, max_message_size, fds_ok),
         close.clone(),
         pending.clone(),
     );

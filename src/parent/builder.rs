@@ -198,6 +198,37 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
         self
     }
 
+    /// How the worker's connection is made (default
+    /// [`Transport::Local`](crate::Transport::Local), an inherited
+    /// socketpair). [`Transport::plain_tcp`](crate::Transport::plain_tcp)
+    /// has the worker connect back over TCP with a one-time token, for a
+    /// worker on another host started through a
+    /// [`launcher`](Self::launcher). Everything else (restarts,
+    /// `on_close`, terminate, exit statuses, requests) works the same.
+    pub fn transport(mut self, transport: crate::Transport) -> Self {
+        self.options.spec.transport = transport;
+        self
+    }
+
+    /// A command that starts the worker for the parent, such as
+    /// `["ssh", "host", "--"]`, `["srun", "-N1", "--"]` or
+    /// `["kubectl", "exec", "pod", "--"]`: it is run with `env`, the
+    /// worker's variables (`ACTIX_WEBWORKER_CONNECT`, `_TOKEN`, `_ENTRY`,
+    /// `_MAX_MESSAGE`), then the program and its arguments appended, so
+    /// that they reach a remote command through any launcher. They are in
+    /// the launcher's own environment too. The program must be there on the
+    /// host the launcher reaches (for this program itself, the default,
+    /// the path of its executable here). The launcher's exit is the
+    /// worker's: `ssh` exits with the remote command's code.
+    pub fn launcher<I, S>(mut self, command: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.options.spec.launcher = command.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// How payloads are written on the worker's connection (default
     /// [`Codec::Bincode`](crate::Codec::Bincode)). [`Codec::Json`](crate::Codec::Json)
     /// is for workers written in another language, which read and write

@@ -22,11 +22,13 @@ use std::time::Duration;
 use super::events::{Event, WorkerEvent};
 use super::process::ChildHandle;
 use super::sink::{EventSink, Events};
+use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
 use crate::protocol::{Protocol, Received};
 use crate::session::{self, Finish, Finished, Hello, Session, Shared, Side, Why};
 use crate::wire::outbox::Outbox;
 use crate::wire::writer::WriterEnd;
+use std::os::fd::OwnedFd;
 
 /// How a worker process ended, as its link saw it.
 pub(crate) struct LinkExit {
@@ -122,7 +124,7 @@ impl<P: Protocol> Side for ParentSide<P> {
 impl<P: Protocol> Link<P> {
     /// Runs the connection to the end and reports the exit (the `Exit`
     /// event, last of the process's); returns how the process ended.
-    pub(crate) async fn run(self, sock: std::os::unix::net::UnixStream) -> LinkExit {
+    pub(crate) async fn run(self, channel: super::spawn::Channel) -> LinkExit {
         let Link { mut side, handle, shared, fingerprint, handshake_timeout, codec } = self;
         let mut wait: Pin<Box<dyn Future<Output = ExitStatus>>> = Box::pin({
             let handle = handle.clone();
@@ -132,14 +134,50 @@ impl<P: Protocol> Link<P> {
         let mut certain = None;
         let (outbox, pending) = (shared.outbox.clone(), shared.pending.clone());
 
-        // Kept to ask the worker to close, should the System stop under it.
-        let farewell = sock.try_clone().ok().map(std::os::fd::OwnedFd::from);
-        let opened = session::open(sock, shared.max_message_size, fingerprint, Hello::First(codec));
-        let opened = tokio::time::timeout(handshake_timeout, opened).await;
+        let local = matches!(channel, Channel::Local(_));
+        let max = shared.max_message_size;
+        // Connected (a TCP worker: once it has presented its token), then
+        // the hellos, within the handshake's time; a process that exits
+        // before is told by its exit.
+        let (mut farewell, mut refusals) = (None, Vec::new());
+        let connect_and_open = async {
+            let sock: OwnedFd = match channel {
+                Channel::Local(sock) => sock.into(),
+                Channel::Tcp(listening) => {
+                    let refused = |e| refusals.push(e);
+                    // A stranger who says nothing is let go well before
+                    // the worker's own time is up.
+                    let accepting = listening.accept(handshake_timeout / 4, refused);
+                    // Until the worker is connected, its launcher's exit
+                    // is the only sign that it never will be; from then on
+                    // the connection tells, as a socketpair does.
+                    tokio::select! {
+                        biased;
+                        accepted = accepting => match accepted {
+                            Ok(stream) => stream.into(),
+                            Err(e) => return Err(Some(WireError::Transport(e.to_string()))),
+                        },
+                        exited = wait.as_mut() => {
+                            status = Some(exited);
+                            return Err(None);
+                        }
+                    }
+                }
+            };
+            // Kept to ask the worker to close, should the System stop
+            // under it.
+            farewell = sock.try_clone().ok();
+            session::open(sock, max, fingerprint, Hello::First(codec)).await
+        };
+        let opened = tokio::time::timeout(handshake_timeout, connect_and_open).await;
+        for refused in refusals {
+            side.emit(Event::WireError(refused));
+        }
         // The worker is the process started, or one it started in turn
-        // (`args` may wrap it: a debugger, `sh -c`).
+        // (`args` may wrap it: a debugger, `sh -c`). A remote worker's pid
+        // is another host's: its token said who it is.
         let opened = opened.map(|r| {
-            r.and_then(|opened| match handle.is_self_or_descendant(opened.peer.pid) {
+            r.and_then(|opened| match !local || handle.is_self_or_descendant(opened.peer.pid) {
                 true => Ok(opened),
                 false => {
                     let (ours, theirs) = (handle.pid(), opened.peer.pid);
@@ -149,7 +187,10 @@ impl<P: Protocol> Link<P> {
         });
         let mut in_doubt = 0;
         let mut side = match opened {
-            Ok(Ok(opened)) => {
+            Ok(Ok(mut opened)) => {
+                if !local {
+                    opened.reader.without_descriptors();
+                }
                 if let Some(sock) = farewell {
                     super::process::connected(&handle, sock, opened.reader.queues());
                 }

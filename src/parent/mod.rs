@@ -3,6 +3,7 @@
 //! ([`messages`]), a line to it past its mailbox ([`port`]) and the life of
 //! its processes ([`lifecycle`]); starting a
 //! process ([`spawn`]) and following it until it is reaped ([`process`]);
+//! the port a remote worker connects back to ([`remote`]);
 //! the task that runs one process's session ([`link`]), the events it
 //! reports ([`events`]) through a window ([`sink`]), and captured output
 //! ([`output`]).
@@ -16,6 +17,7 @@ pub(crate) mod options;
 pub(crate) mod output;
 pub(crate) mod port;
 pub(crate) mod process;
+pub(crate) mod remote;
 pub(crate) mod sink;
 pub(crate) mod spawn;
 pub(crate) mod stats;

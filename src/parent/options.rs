@@ -26,6 +26,59 @@ pub(crate) struct CommandSpec {
     pub stderr: Output,
     pub max_message_size: usize,
     pub rlimits: ResourceLimits,
+    pub transport: Transport,
+    /// The command that starts the worker for us (`ssh host --`), the
+    /// worker's program and arguments after it; empty: started directly.
+    pub launcher: Vec<OsString>,
+}
+
+/// How a worker's connection is made (see
+/// [`WorkerBuilder::transport`](crate::WorkerBuilder::transport)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// A UNIX socketpair the worker inherits (the default): no socket on
+    /// disk or on the network, descriptors and shared buffers cross, and
+    /// each side checks the other's process.
+    #[default]
+    Local,
+    /// The worker connects back over TCP, in the clear, and presents a
+    /// one-time token made for its launch. For a worker on another host
+    /// (started through a [`launcher`](crate::WorkerBuilder::launcher)) on
+    /// a network you trust: nothing is encrypted. Descriptors cannot
+    /// cross; shared buffers go as bytes.
+    PlainTcp {
+        /// Where the parent listens for this worker (port 0: any free
+        /// port, chosen at each launch).
+        listen: std::net::SocketAddr,
+        /// The host the worker is told to connect to; default: the listen
+        /// address's IP (set it when that is `0.0.0.0`, or behind NAT).
+        connect_to: Option<String>,
+    },
+}
+
+impl Transport {
+    /// [`Transport::PlainTcp`] listening on `listen` (`127.0.0.1:0` for
+    /// workers on this machine, `0.0.0.0:0` for others).
+    pub fn plain_tcp(listen: std::net::SocketAddr) -> Self {
+        Transport::PlainTcp { listen, connect_to: None }
+    }
+
+    /// The host a TCP worker connects to, when it is not the listen
+    /// address's IP.
+    pub fn connect_to(self, host: impl Into<String>) -> Self {
+        match self {
+            Transport::PlainTcp { listen, .. } => {
+                Transport::PlainTcp { listen, connect_to: Some(host.into()) }
+            }
+            local => local,
+        }
+    }
+
+    /// Whether the connection can carry descriptors.
+    pub(crate) fn carries_fds(&self) -> bool {
+        matches!(self, Transport::Local)
+    }
 }
 
 /// Resource limits set (`setrlimit`) in the worker before its program

@@ -27,7 +27,7 @@ use crate::error::{WireError, WorkerError};
 use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::Pending;
 use crate::wire::codec::Codec;
-use crate::wire::encode::{encode_in_sharing, Arena};
+use crate::wire::encode::{descriptors, encode_in_sharing, Arena};
 use crate::wire::frame::Header;
 use crate::wire::outbox::{Outbox, Refusal};
 
@@ -85,6 +85,7 @@ struct Line {
     recorder: Arc<Recorder>,
     max_message_size: usize,
     codec: Codec,
+    fds_ok: bool,
     wait: bool,
 }
 
@@ -217,6 +218,7 @@ impl<P: Protocol> Port<P> {
         fds: Vec<OwnedFd>,
     ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
         let line = &self.line;
+        let fds = descriptors(line.fds_ok, fds)?;
         encode_in_sharing(&mut self.arena, line.codec, header, data, fds, line.max_message_size)
     }
 }
@@ -306,6 +308,7 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
             recorder: self.recorder.clone(),
             max_message_size: self.limits.max_message_size,
             codec: self.codec,
+            fds_ok: self.fds_ok,
             wait: self.limits.when_full == WhenFull::Wait,
         };
         MessageResult(Port {

@@ -9,11 +9,11 @@
 //! parent dies. What follows, from the start to the reaping, is
 //! `process.rs`'s.
 
-use super::options::CommandSpec;
+use super::options::{CommandSpec, Transport};
 use super::output::Output;
 use super::process::ChildHandle;
 use crate::error::SpawnError;
-use crate::handoff::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
+use crate::handoff::{ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_TOKEN};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -35,13 +35,21 @@ fn stdio(output: Output, fd: RawFd) -> Stdio {
     }
 }
 
-/// A started child: its handle and the parent's end of the socket.
+/// A started child: its handle and the parent's end of its connection.
 pub(crate) struct Spawned {
     pub handle: ChildHandle,
-    pub sock: UnixStream,
+    pub sock: Channel,
     /// The read ends of captured stdout and stderr.
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+}
+
+/// The parent's end of a worker's connection.
+pub(crate) enum Channel {
+    /// Its end of the socketpair.
+    Local(UnixStream),
+    /// A TCP worker's port, and the token it must present there.
+    Tcp(super::remote::Listening),
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -88,7 +96,10 @@ fn on_spawner<T: Send + 'static>(
 /// Checks, without starting anything, that `spec` names a program that
 /// can be run: a missing program is an error the caller sees at once.
 pub(crate) fn check(spec: &CommandSpec) -> Result<(), SpawnError> {
-    let Some(program) = &spec.program else { return Ok(()) };
+    // Through a launcher, the program is the launcher's to find (on its
+    // host); the launcher is ours.
+    let launcher = spec.launcher.first().map(PathBuf::from);
+    let Some(program) = launcher.as_ref().or(spec.program.as_ref()) else { return Ok(()) };
     let not_found = || SpawnError::Spawn {
         program: program.clone(),
         source: io::Error::new(io::ErrorKind::NotFound, "no such program"),
@@ -128,15 +139,37 @@ pub(crate) fn spawn(
 }
 
 fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
-    let (parent_end, child_end) =
-        UnixStream::pair().map_err(|source| SpawnError::Setup { what: "socketpair", source })?;
-    // A parent started with standard descriptors closed would hand them out
-    // here: the worker's stdout must never be its protocol socket.
-    let setup = |source| SpawnError::Setup { what: "socketpair", source };
-    let parent_end = UnixStream::from(above_stdio(parent_end.into()).map_err(setup)?);
-    let child_fd = above_stdio(child_end.into()).map_err(setup)?;
+    let (channel, connect) = match &spec.transport {
+        Transport::Local => {
+            let (parent_end, child_end) = UnixStream::pair()
+                .map_err(|source| SpawnError::Setup { what: "socketpair", source })?;
+            // A parent started with standard descriptors closed would hand
+            // them out here: the worker's stdout must never be its protocol
+            // socket.
+            let setup = |source| SpawnError::Setup { what: "socketpair", source };
+            let parent_end = UnixStream::from(above_stdio(parent_end.into()).map_err(setup)?);
+            let child_fd = above_stdio(child_end.into()).map_err(setup)?;
+            (Channel::Local(parent_end), Connect::Inherit(child_fd))
+        }
+        Transport::PlainTcp { listen, connect_to } => {
+            let listening = super::remote::Listening::bind(*listen, connect_to.as_deref())
+                .map_err(|source| SpawnError::Setup { what: "listening socket", source })?;
+            let connect =
+                Connect::Back { address: listening.address.clone(), token: listening.token() };
+            (Channel::Tcp(listening), connect)
+        }
+    };
     let (program, arg0) = match &spec.program {
         Some(p) => (p.clone(), None),
+        // Through a launcher the path must mean something to the command
+        // it starts: the executable's own.
+        None if !spec.launcher.is_empty() => (
+            std::env::current_exe().map_err(|source| SpawnError::Setup {
+                what: "path to the current executable",
+                source,
+            })?,
+            None,
+        ),
         // The running executable itself, even after a deploy replaced or
         // removed the file it came from: the worker is always this exact
         // build. It keeps the name it was started with.
@@ -159,7 +192,7 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
         }
     }
     // The child's end is closed here once the child has its copy.
-    let launched = launch(&program, arg0.as_deref(), &spec, &child_fd).map_err(|source| {
+    let launched = launch(&program, arg0.as_deref(), &spec, &connect).map_err(|source| {
         let program = match arg0 {
             Some(_) => std::env::current_exe().unwrap_or(program),
             None => program,
@@ -170,7 +203,7 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
     Ok(Spawned {
         handle: ChildHandle::new(launched.pid, pidfd),
-        sock: parent_end,
+        sock: channel,
         stdout: launched.stdout,
         stderr: launched.stderr,
     })
@@ -201,17 +234,62 @@ struct Launched {
     stderr: Option<OwnedFd>,
 }
 
+/// How the worker gets its connection.
+enum Connect {
+    /// It inherits this end of the socketpair.
+    Inherit(OwnedFd),
+    /// It connects back to `address` and presents `token`.
+    Back { address: String, token: String },
+}
+
 fn launch(
     program: &Path,
     arg0: Option<&std::ffi::OsStr>,
     spec: &CommandSpec,
-    child_fd: &OwnedFd,
+    connect: &Connect,
 ) -> io::Result<Launched> {
-    let mut cmd = Command::new(program);
-    if let Some(arg0) = arg0 {
-        cmd.arg0(arg0);
+    // What the worker is told, in its environment.
+    let mut told: Vec<(&str, std::ffi::OsString)> = Vec::new();
+    let fd = match connect {
+        Connect::Inherit(child_fd) => {
+            told.push((ENV_FD, child_fd.as_raw_fd().to_string().into()));
+            Some(child_fd.as_raw_fd())
+        }
+        Connect::Back { address, token } => {
+            told.push((ENV_CONNECT, address.into()));
+            told.push((ENV_TOKEN, token.into()));
+            None
+        }
+    };
+    told.push((ENV_MAX_MESSAGE, spec.max_message_size.to_string().into()));
+    if let Some(entry) = &spec.entry {
+        told.push((ENV_ENTRY, entry.into()));
     }
-    cmd.args(&spec.args);
+    let mut cmd = match spec.launcher.split_first() {
+        None => {
+            let mut cmd = Command::new(program);
+            if let Some(arg0) = arg0 {
+                cmd.arg0(arg0);
+            }
+            cmd.args(&spec.args);
+            cmd
+        }
+        // `launcher... env K=V... program args...`: the variables reach a
+        // remote command whatever the launcher passes on of its own
+        // environment.
+        Some((launcher, its_args)) => {
+            let mut cmd = Command::new(launcher);
+            cmd.args(its_args).arg("env");
+            for (k, v) in &told {
+                let mut kv = std::ffi::OsString::from(k);
+                kv.push("=");
+                kv.push(v);
+                cmd.arg(kv);
+            }
+            cmd.arg(program).args(&spec.args);
+            cmd
+        }
+    };
     if spec.env_clear {
         cmd.env_clear();
     }
@@ -224,13 +302,12 @@ fn launch(
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
-    let fd = child_fd.as_raw_fd();
-    cmd.env(ENV_FD, fd.to_string());
-    cmd.env(ENV_MAX_MESSAGE, spec.max_message_size.to_string());
-    match &spec.entry {
-        Some(entry) => cmd.env(ENV_ENTRY, entry),
-        None => cmd.env_remove(ENV_ENTRY),
-    };
+    if spec.entry.is_none() {
+        cmd.env_remove(ENV_ENTRY);
+    }
+    for (k, v) in &told {
+        cmd.env(k, v);
+    }
     cmd.stdin(Stdio::null()).stdout(stdio(spec.stdout, 1)).stderr(stdio(spec.stderr, 2));
     cmd.process_group(0);
     let parent = std::process::id() as libc::pid_t;
@@ -254,8 +331,10 @@ fn launch(
             if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
                 mark_all_cloexec(c"/proc/self/fd");
             }
-            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
+            if let Some(fd) = fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             for (resource, limit) in [
                 (libc::RLIMIT_AS, rlimits.address_space.map(|l| (l, l))),

@@ -38,7 +38,7 @@ use crate::session::answers::Handlers;
 use crate::session::requests::{answer, Pending};
 use crate::supervise::{History, RestartPolicy};
 use crate::wire::codec::Codec;
-use crate::wire::encode::encode_in_sharing;
+use crate::wire::encode::{descriptors, encode_in_sharing};
 use crate::wire::frame::Header;
 use crate::wire::outbox::{Outbox, Refusal};
 
@@ -63,6 +63,8 @@ pub struct Worker<P: Protocol> {
     pub(super) handshake_timeout: Duration,
     /// How payloads are written on its connections.
     pub(super) codec: Codec,
+    /// Whether its connections carry descriptors (not TCP).
+    pub(super) fds_ok: bool,
     pub(super) shutdown_timeout: Duration,
     /// The shape of the protocol, compared at each handshake.
     pub(super) fingerprint: u64,
@@ -166,6 +168,7 @@ impl<P: Protocol> Worker<P> {
         // process itself is started on the spawner thread (`started`).
         spawn::check(&options.spec)?;
         let fingerprint = crate::session::shape::fingerprint::<P>()?;
+        let fds_ok = options.spec.transport.carries_fds();
         let limits = options.limits;
         let outbox = Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes));
         let pending = Arc::new(Pending::default());
@@ -181,6 +184,7 @@ impl<P: Protocol> Worker<P> {
             kill_delay: options.kill_delay,
             handshake_timeout: options.handshake_timeout,
             codec: options.codec,
+            fds_ok,
             shutdown_timeout: options.shutdown_timeout,
             fingerprint,
             events,
@@ -313,6 +317,7 @@ impl<P: Protocol> Worker<P> {
         let encoded = self.check_open().and_then(|()| {
             let max = self.limits.max_message_size;
             let header = Header::post(fds.len())?;
+            let fds = descriptors(self.fds_ok, fds)?;
             encode_in_sharing(&mut self.arena, self.codec, header, &data, fds, max)
         });
         let queued = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, None, ctx));
@@ -338,7 +343,8 @@ impl<P: Protocol> Worker<P> {
         }
         let encoded = self.check_open().and_then(|()| {
             let header = Header::request(id, tag_of::<R>());
-            encode_in_sharing(&mut self.arena, self.codec, header, &request, Vec::new(), max)
+            let fds = self.fds_ok.then(Vec::new);
+            encode_in_sharing(&mut self.arena, self.codec, header, &request, fds, max)
         });
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.

@@ -35,6 +35,8 @@ pub(crate) struct Reply {
     max_message_size: usize,
     /// The connection's codec: the answer is written as the request was.
     codec: Codec,
+    /// Whether shared buffers in the answer go as descriptors.
+    descriptors: bool,
     last_panic: fn() -> Option<ErrorReport>,
     sent: bool,
     /// Where the answers of its connection stand, for the asker's cancel.
@@ -114,19 +116,24 @@ impl Reply {
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
         let header = Header::answer(self.id);
-        let (frame, fds) =
-            match encode_sharing(self.codec, header, answer, Vec::new(), self.max_message_size) {
-                Ok(encoded) => encoded,
-                Err(e) => (
-                    failure_frame(
-                        self.codec,
-                        self.id,
-                        Failure::Wire(e.to_string()),
-                        self.max_message_size,
-                    ),
-                    Vec::new(),
+        let (frame, fds) = match encode_sharing(
+            self.codec,
+            header,
+            answer,
+            self.descriptors.then(Vec::new),
+            self.max_message_size,
+        ) {
+            Ok(encoded) => encoded,
+            Err(e) => (
+                failure_frame(
+                    self.codec,
+                    self.id,
+                    Failure::Wire(e.to_string()),
+                    self.max_message_size,
                 ),
-            };
+                Vec::new(),
+            ),
+        };
         self.send(frame, fds);
     }
 
@@ -227,6 +234,7 @@ impl Handlers {
             connection: outbox.owe_reply(),
             max_message_size,
             codec: inbound.codec,
+            descriptors: inbound.descriptors,
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),

@@ -16,7 +16,6 @@ pub(crate) mod shape;
 #[cfg(test)]
 mod tests;
 
-use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -130,7 +129,7 @@ pub(crate) struct Opened {
 
 /// Opens the WebSocket over `sock` and exchanges hellos (see [`hello`]).
 pub(crate) async fn open(
-    sock: UnixStream,
+    sock: impl Into<std::os::fd::OwnedFd>,
     max_message_size: usize,
     fingerprint: u64,
     order: Hello,
@@ -303,6 +302,7 @@ impl<S: Side> Session<S> {
             // The reader opens batches; this one came some other way.
             Kind::Batch => self.side.wire_error(WireError::Unexpected("batch")),
             Kind::Refused => self.side.wire_error(WireError::Unexpected("refusal")),
+            Kind::Auth => self.side.wire_error(WireError::Unexpected("token after the hello")),
             Kind::Cancel => self.answering.cancel(inbound.header.id),
         }
         Flow::Go

@@ -60,20 +60,35 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     encode_parts(arena, codec, header, data, max_message_size, None).map(|(bytes, _)| bytes)
 }
 
-/// [`encode_in`] for a peer that takes descriptors: the shared buffers in
-/// `data` go as descriptors (see `shared.rs`), ahead of the message's own
-/// `fds` (which `header` counts already); the message and all its
-/// descriptors, in order.
+/// [`encode_in`] with descriptors: for a peer that takes them (`fds` is
+/// `Some`), the shared buffers in `data` go as descriptors (see
+/// `shared.rs`), ahead of the message's own `fds` (which `header` counts
+/// already); the message and all its descriptors, in order. For a peer
+/// that takes none (`None`: a TCP peer), shared buffers go inline.
 #[inline]
 pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     arena: &mut Arena,
     codec: Codec,
     header: Header,
     data: &M,
-    fds: Vec<OwnedFd>,
+    fds: Option<Vec<OwnedFd>>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    encode_parts(arena, codec, header, data, max_message_size, Some(fds))
+    encode_parts(arena, codec, header, data, max_message_size, fds)
+}
+
+/// What to give [`encode_in_sharing`] and [`encode_sharing`] for a peer
+/// that takes descriptors (`fds_ok`), or not (a TCP peer: shared buffers
+/// go inline, and descriptors of the message's own are refused).
+pub(crate) fn descriptors(
+    fds_ok: bool,
+    fds: Vec<OwnedFd>,
+) -> Result<Option<Vec<OwnedFd>>, WorkerError> {
+    match (fds_ok, fds.is_empty()) {
+        (true, _) => Ok(Some(fds)),
+        (false, true) => Ok(None),
+        (false, false) => Err(WorkerError::NoDescriptors),
+    }
 }
 
 /// [`encode`] for a peer that takes descriptors (see [`encode_in_sharing`]).
@@ -82,10 +97,10 @@ pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
     codec: Codec,
     header: Header,
     data: &M,
-    fds: Vec<OwnedFd>,
+    fds: Option<Vec<OwnedFd>>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    in_thread_arena(|arena| encode_parts(arena, codec, header, data, max_message_size, Some(fds)))
+    in_thread_arena(|arena| encode_parts(arena, codec, header, data, max_message_size, fds))
 }
 
 /// The message and its descriptors: with `fds` (a peer that takes

@@ -143,7 +143,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// write again.
 pub(crate) struct FdStream {
     /// The socket, shared with the reading half ([`FdReader`]).
-    sock: Arc<std::os::unix::net::UnixStream>,
+    sock: Arc<OwnedFd>,
     /// For writability, while a write waits: registered only then.
     room: Room,
     fds: Arc<FdQueues>,
@@ -174,7 +174,7 @@ const BIG_WRITE: usize = 256 << 10;
 /// (uninitialised memory is fine: nothing is zeroed first), descriptors
 /// onto the queue.
 pub(crate) struct FdReader {
-    io: AsyncFd<Arc<std::os::unix::net::UnixStream>>,
+    io: AsyncFd<Arc<OwnedFd>>,
     fds: Arc<FdQueues>,
     cmsg: Vec<u8>,
 }
@@ -216,11 +216,12 @@ impl FdReader {
 }
 
 impl FdStream {
-    /// Splits a connected socket into its writing half (under the
-    /// WebSocket) and its reading half; must be called inside a tokio
-    /// runtime.
-    pub(crate) fn new(sock: std::os::unix::net::UnixStream) -> io::Result<(Self, FdReader)> {
-        sock.set_nonblocking(true)?;
+    /// Splits a connected stream socket (a UNIX one; or TCP, which carries
+    /// no descriptors) into its writing half (under the WebSocket) and its
+    /// reading half; must be called inside a tokio runtime.
+    pub(crate) fn new(sock: impl Into<OwnedFd>) -> io::Result<(Self, FdReader)> {
+        let sock: OwnedFd = sock.into();
+        set_nonblocking(&sock)?;
         let sndbuf = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::SndBuf)
             .unwrap_or(1 << 20);
         let fds = Arc::new(FdQueues {
@@ -230,7 +231,7 @@ impl FdStream {
             frames: Mutex::default(),
             sock: sock.as_raw_fd(),
         });
-        let room = Room::Idle(sock.try_clone()?.into());
+        let room = Room::Idle(sock.try_clone()?);
         let sock = Arc::new(sock);
         let reader = FdReader {
             io: watch(sock.clone(), Interest::READABLE).map_err(|(_, e)| e)?,
@@ -321,6 +322,13 @@ fn send(fd: RawFd, src: &[IoSlice<'_>], fds: &FdQueues) -> io::Result<usize> {
 }
 
 /// Registers `inner` with the event loop for `interest` only.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
 fn watch<T: AsRawFd>(inner: T, interest: Interest) -> Result<AsyncFd<T>, (T, io::Error)> {
     // SAFETY: `inner` (a socket, or a descriptor of one) owns its
     // descriptor, which stays open and the same until the `AsyncFd` is
@@ -528,7 +536,7 @@ impl AsyncWrite for FdStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        this.sock.shutdown(std::net::Shutdown::Write)?;
+        nix::sys::socket::shutdown(this.sock.as_raw_fd(), nix::sys::socket::Shutdown::Write)?;
         Poll::Ready(Ok(()))
     }
 }

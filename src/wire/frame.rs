@@ -56,6 +56,10 @@ pub(crate) enum Kind {
     /// or its caller went away): the answering side stops working on it if
     /// it can, and sends nothing back. No payload.
     Cancel = 11,
+    /// Worker → parent, first on a TCP connection, before any hello: the
+    /// one-time token of this launch (its payload, ASCII). Nothing is
+    /// served before it has been checked.
+    Auth = 12,
 }
 
 impl Kind {
@@ -72,6 +76,7 @@ impl Kind {
             9 => Kind::Batch,
             10 => Kind::Refused,
             11 => Kind::Cancel,
+            12 => Kind::Auth,
             _ => return None,
         })
     }
@@ -87,7 +92,8 @@ impl Kind {
             | Kind::Terminate
             | Kind::Closing
             | Kind::Batch
-            | Kind::Refused => 0,
+            | Kind::Refused
+            | Kind::Auth => 0,
         }
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct Inbound {
     pub fds: Vec<OwnedFd>,
     /// How its payload is written: its connection's codec.
     pub codec: Codec,
+    /// Whether its connection carries descriptors (not TCP): an answer to
+    /// it sends shared buffers as descriptors, or inline.
+    pub descriptors: bool,
 }
 
 impl Inbound {
@@ -61,10 +64,10 @@ pub(crate) struct Connection {
     max_ws_message: usize,
 }
 
-/// Opens the WebSocket over a connected UNIX stream socket. Must run inside a
-/// tokio runtime.
+/// Opens the WebSocket over a connected stream socket (UNIX, or TCP for a
+/// remote worker). Must run inside a tokio runtime.
 pub(crate) async fn open(
-    sock: std::os::unix::net::UnixStream,
+    sock: impl Into<OwnedFd>,
     max_message_size: usize,
 ) -> Result<Connection, WireError> {
     let (stream, reader) = FdStream::new(sock).map_err(|e| WireError::Transport(e.to_string()))?;
@@ -135,6 +138,7 @@ impl Connection {
                 fds: self.fds.clone(),
                 batch: None,
                 codec: Codec::default(),
+                descriptors: true,
             },
             SinkHalf { sink: self.ws, fds: self.fds, max_ws_message: self.max_ws_message },
         )
@@ -165,12 +169,18 @@ pub(crate) struct Reader {
     /// A batch being read, and where its next message starts.
     batch: Option<(Bytes, usize)>,
     codec: Codec,
+    descriptors: bool,
 }
 
 impl Reader {
     /// How the connection's payloads are written, once the hellos said.
     pub(crate) fn set_codec(&mut self, codec: Codec) {
         self.codec = codec;
+    }
+
+    /// The connection carries no descriptors (TCP).
+    pub(crate) fn without_descriptors(&mut self) {
+        self.descriptors = false;
     }
 
     /// The next message; `None` at the end of the connection.
@@ -186,7 +196,7 @@ impl Reader {
             // Anything but a batch, a cut-short header included, is read
             // (or refused) as one message.
             if bytes.first() != Some(&(Kind::Batch as u8)) || bytes.len() < 2 {
-                return Some(inbound(bytes, &self.fds, self.codec));
+                return Some(inbound(bytes, &self.fds, self.codec, self.descriptors));
             }
             // A batch's header is its kind and a descriptor count of 0.
             if bytes[1] != 0 {
@@ -212,7 +222,7 @@ impl Reader {
                     self.batch = None;
                     return Some(Err(WireError::Unexpected("a batch inside a batch")));
                 }
-                Some(inbound(msg, &self.fds, self.codec))
+                Some(inbound(msg, &self.fds, self.codec, self.descriptors))
             }
             Ok(None) => {
                 self.batch = None;
@@ -246,7 +256,7 @@ impl Reader {
 /// The next message, batches included, as read from the peer.
 async fn next_inbound(frames: &mut Frames, fds: &FdQueues) -> Option<Result<Inbound, WireError>> {
     Some(match frames.next().await? {
-        Ok(bytes) => inbound(bytes, fds, Codec::default()),
+        Ok(bytes) => inbound(bytes, fds, Codec::default(), true),
         Err(e) => Err(e),
     })
 }
@@ -436,7 +446,12 @@ pub(crate) const WRITTEN_WHOLE: usize = 64 << 10;
 pub(crate) const WRITTEN_WHOLE_MAX: usize = 4 << 20;
 
 /// One message: its header read, its descriptors claimed.
-fn inbound(bytes: Bytes, fds: &FdQueues, codec: Codec) -> Result<Inbound, WireError> {
+fn inbound(
+    bytes: Bytes,
+    fds: &FdQueues,
+    codec: Codec,
+    descriptors: bool,
+) -> Result<Inbound, WireError> {
     let (header, offset) = match frame::decode(&bytes) {
         Ok((header, payload)) => (header, bytes.len() - payload.len()),
         Err(e) => return Err(e),
@@ -448,7 +463,7 @@ fn inbound(bytes: Bytes, fds: &FdQueues, codec: Codec) -> Result<Inbound, WireEr
     let Some(taken) = fds.take_incoming(wanted) else {
         return Err(WireError::MissingFds { claimed: wanted, available: fds.unclaimed() });
     };
-    Ok(Inbound { header, bytes, offset, fds: taken, codec })
+    Ok(Inbound { header, bytes, offset, fds: taken, codec, descriptors })
 }
 
 /// A failure of the writing half (tungstenite's): the connection's.

@@ -16,6 +16,7 @@ mod load;
 mod misuse;
 mod pool;
 mod port;
+mod remote;
 mod requests;
 mod shared;
 mod startup;
@@ -79,7 +80,7 @@ modules![
 ];
 
 /// Functions that take no arguments and are not tests.
-const NOT_TESTS: &[&str] = &["trials", "roles", "run_if_raw_worker"];
+const NOT_TESTS: &[&str] = &["trials", "roles", "run_if_raw_worker", "run_if_launcher"];
 
 /// The tests of [`SOURCES`] that no list names: written, but never run.
 fn unlisted(listed: &[String]) -> Vec<String> {
@@ -101,6 +102,7 @@ fn unlisted(listed: &[String]) -> Vec<String> {
 
 fn main() {
     hostile::run_if_raw_worker();
+    remote::run_if_launcher();
     actix_webworker::run_if_worker(common::entries());
 
     let args = Arguments::from_args();
@@ -126,6 +128,7 @@ fn main() {
         misuse::trials,
         pool::trials,
         port::trials,
+        remote::trials,
         requests::trials,
         shared::trials,
         shared::roles,

@@ -1,0 +1,169 @@
+//! Remote workers ([`Transport::PlainTcp`](crate::Transport::PlainTcp)):
+//! the port a worker connects back to, and the one-time token it must
+//! present there before anything is served.
+//!
+//! Each launch gets a port of its own and a fresh token of 256 random bits
+//! (`getrandom`). Connections are checked side by side, each within its own
+//! limit, so that a stranger who connects and says nothing holds up no one.
+//! A connection that presents another token, or none in time, is refused
+//! and reported; the first that presents this launch's token is the
+//! worker's, and the port closes then: the token cannot be used twice.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::io::AsyncReadExt;
+
+use crate::error::WireError;
+use crate::wire::frame::Kind;
+
+/// A worker's port, listening, and the token made for its launch.
+pub(crate) struct Listening {
+    listener: std::net::TcpListener,
+    token: String,
+    /// `host:port`, as the worker is told to connect.
+    pub address: String,
+}
+
+impl Listening {
+    /// Listens on `listen`; the worker is told to connect to `connect_to`
+    /// (default: the address listened on) at the port the kernel gave.
+    pub(crate) fn bind(listen: SocketAddr, connect_to: Option<&str>) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        let local = listener.local_addr()?;
+        let host = match (connect_to, local) {
+            (Some(host), _) => host.to_owned(),
+            (None, SocketAddr::V4(v4)) => v4.ip().to_string(),
+            (None, SocketAddr::V6(v6)) => format!("[{}]", v6.ip()),
+        };
+        let address = format!("{host}:{}", local.port());
+        Ok(Listening { listener, token: fresh_token()?, address })
+    }
+
+    /// The token the worker must present.
+    pub(crate) fn token(&self) -> String {
+        self.token.clone()
+    }
+
+    /// Accepts connections until one presents the token, and returns it,
+    /// blocking again, the port closed. Each that presents another token,
+    /// or none within `per_peer`, is closed, and `refused` is told.
+    pub(crate) async fn accept(
+        self,
+        per_peer: Duration,
+        mut refused: impl FnMut(WireError),
+    ) -> std::io::Result<std::net::TcpStream> {
+        self.listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let token: std::sync::Arc<str> = self.token.into();
+        let mut checking = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = accepted?;
+                    checking.push(check(stream, peer, token.clone(), per_peer));
+                }
+                Some(checked) = checking.next(), if !checking.is_empty() => match checked {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => refused(e),
+                },
+            }
+        }
+    }
+}
+
+/// Reads the token a connection presents and compares it with `token`.
+async fn check(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    token: std::sync::Arc<str>,
+    limit: Duration,
+) -> Result<std::net::TcpStream, WireError> {
+    let refuse = |why: String| WireError::AuthRefused { peer: peer.to_string(), why };
+    let presented = match tokio::time::timeout(limit, read_token(&mut stream)).await {
+        Err(_) => return Err(refuse(format!("no token within {limit:?}"))),
+        Ok(Err(why)) => return Err(refuse(why)),
+        Ok(Ok(presented)) => presented,
+    };
+    if !same(&presented, token.as_bytes()) {
+        return Err(refuse("another token than this launch's".into()));
+    }
+    let stream = stream.into_std().map_err(|e| refuse(e.to_string()))?;
+    stream.set_nonblocking(false).map_err(|e| refuse(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// The longest token frame read: a token is 64 characters.
+const MAX_TOKEN: usize = 125;
+
+/// The payload of the first WebSocket frame, which must be an `Auth`
+/// message: the token.
+async fn read_token(stream: &mut tokio::net::TcpStream) -> Result<Vec<u8>, String> {
+    let io = |e: std::io::Error| format!("connection: {e}");
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.map_err(io)?;
+    let len = usize::from(head[1] & 0x7f);
+    if head[0] != 0x82 || len > MAX_TOKEN {
+        return Err("the first frame is not a token".into());
+    }
+    let mut mask = [0u8; 4];
+    if head[1] & 0x80 != 0 {
+        stream.read_exact(&mut mask).await.map_err(io)?;
+    }
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.map_err(io)?;
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    match payload.as_slice() {
+        [kind, 0, token @ ..] if *kind == Kind::Auth as u8 => Ok(token.to_vec()),
+        _ => Err("the first message is not a token".into()),
+    }
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where
+/// they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// 256 random bits from the kernel, in hex.
+fn fresh_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let rest = &mut bytes[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_fresh_and_compared_whole() {
+        let (a, b) = (fresh_token().unwrap(), fresh_token().unwrap());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert!(same(a.as_bytes(), a.clone().as_bytes()));
+        assert!(!same(a.as_bytes(), b.as_bytes()));
+        assert!(!same(a.as_bytes(), &a.as_bytes()[..63]));
+    }
+}

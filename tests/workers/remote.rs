@@ -1,0 +1,265 @@
+//! Remote workers: `Transport::plain_tcp`, over loopback. The worker
+//! connects back and presents its launch's token; launchers start it the
+//! way `ssh host --` would (the test binary itself plays launchers that
+//! pass no environment, or that first try the port as a stranger would).
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use actix_webworker::{
+    Event, Post, Restart, RestartPolicy, SharedBytes, Transport, WireError, WorkerAddrExt,
+    WorkerError,
+};
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        remote::a_worker_over_loopback_tcp_works_as_a_local_one,
+        remote::launchers_that_pass_no_environment_still_start_it,
+        remote::a_wrong_or_silent_connection_is_refused_and_the_worker_still_gets_in,
+        remote::the_token_is_good_for_one_connection,
+        remote::a_worker_that_never_connects_times_out,
+        remote::a_connection_cut_mid_message_is_reported,
+    ]
+}
+
+fn loopback() -> Transport {
+    Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
+}
+
+pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let builder = builder(rec).transport(loopback()).restart(fast(Restart::Always));
+        let worker = builder.start().unwrap();
+        worker.post(Cmd::Echo(0));
+        assert_eq!(events.message().await.data, Reply::Echo(0));
+        assert_eq!(worker.ask(Sum(vec![1, 2, 3])).await.unwrap(), 6);
+        // Shared buffers cross as bytes, both ways.
+        let three = SharedBytes::copy_from_slice(&vec![3u8; 3 << 20]).unwrap();
+        let (sum, mapped) = worker.ask(Checksum(three)).await.unwrap();
+        assert_eq!((sum, mapped), (3 * (3 << 20), false));
+        let made = worker.ask(MakeShared(1 << 20, 9)).await.unwrap();
+        assert!(!made.is_mapped() && made.len() == 1 << 20 && made.iter().all(|&b| b == 9));
+        // Descriptors cannot cross: refused at post time.
+        let with_fd = worker.send(Post::with_fds(Cmd::ReadFd, vec![pipe_holding(1)])).await;
+        assert!(matches!(with_fd, Ok(Err(WorkerError::NoDescriptors))), "{with_fd:?}");
+        // The worker's own requests to the parent, and its errors.
+        worker.post(Cmd::Panic("over tcp".into()));
+        assert_eq!(events.error().await.message, "over tcp");
+        // Killed: requests in flight fail with the exit, and the restart
+        // comes back on a port and token of its own.
+        let pid = worker.ask(WhichPid).await.unwrap();
+        let held = worker.ask(Never);
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        // SAFETY: signalling the worker we started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert!(matches!(held.await, Err(WorkerError::Exited(s)) if s.signal == Some(9)));
+        assert_eq!(events.exit().await.signal, Some(libc::SIGKILL));
+        events.online().await;
+        assert_ne!(worker.ask(WhichPid).await.unwrap(), pid);
+        // Terminate: `on_close` runs, a clean exit, no restart.
+        worker.terminate();
+        loop {
+            if let Event::Exit(status) = events.next().await {
+                if status.success() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// The scenarios of the test binary as a launcher (see `run_if_launcher`).
+const LAUNCHER: &str = "AWW_LAUNCHER";
+
+pub fn launchers_that_pass_no_environment_still_start_it() {
+    run(async {
+        // `env -i`: nothing of the parent's environment reaches the worker,
+        // which gets its variables as arguments; `sh -c 'exec "$@"'`: a
+        // shell in between, as `ssh` has on the other side.
+        let launchers: [&[&str]; 2] = [&["env", "-i"], &["sh", "-c", "exec \"$@\"", "launcher"]];
+        for launcher in launchers {
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec).transport(loopback()).launcher(launcher).start().unwrap();
+            assert_eq!(worker.ask(Sum(vec![40, 2])).await.unwrap(), 42, "{launcher:?}");
+            worker.post(Cmd::Env);
+            let Reply::Lines(env) = events.message().await.data else { panic!("expected Lines") };
+            assert!(
+                !env.iter().any(|l| l.starts_with("ACTIX_WEBWORKER_")),
+                "the worker cleared its variables: {env:?}"
+            );
+            // The launcher's exit is the worker's.
+            worker.post(Cmd::Exit(7));
+            assert_eq!(events.exit().await.code, Some(7), "{launcher:?}");
+        }
+    });
+}
+
+pub fn a_wrong_or_silent_connection_is_refused_and_the_worker_still_gets_in() {
+    run(async {
+        for (scenario, why) in [("wrong-token", "another token"), ("silent", "no token within")] {
+            let (rec, mut events) = events::<Test>();
+            let exe = std::env::current_exe().unwrap();
+            let worker = builder(rec)
+                .transport(loopback())
+                .launcher([exe])
+                .env(LAUNCHER, scenario)
+                .handshake_timeout(Duration::from_secs(12))
+                .start()
+                .unwrap();
+            // The launcher's stranger is refused and reported first; then
+            // the worker it starts gets in.
+            match events.next().await {
+                Event::WireError(WireError::AuthRefused { why: said, .. }) => {
+                    assert!(said.contains(why), "{scenario}: {said}")
+                }
+                other => panic!("{scenario}: expected a refusal, got {other:?}"),
+            }
+            assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1, "{scenario}");
+            worker.terminate();
+            assert!(events.exit().await.success());
+        }
+    });
+}
+
+pub fn the_token_is_good_for_one_connection() {
+    run(async {
+        let note = std::env::temp_dir().join(format!("aww-token-{}", std::process::id()));
+        let (rec, mut events) = events::<Test>();
+        let exe = std::env::current_exe().unwrap();
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher([exe])
+            .env(LAUNCHER, "note")
+            .env("AWW_NOTE", &note)
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Sum(vec![2])).await.unwrap(), 2);
+        let noted = std::fs::read_to_string(&note).unwrap();
+        let _ = std::fs::remove_file(&note);
+        let (address, _token) = noted.split_once(' ').unwrap();
+        // The worker got in: the port is closed, nobody else can present
+        // the same token.
+        let again = std::net::TcpStream::connect(address);
+        assert!(again.is_err(), "the port of a launch still took a connection");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_worker_that_never_connects_times_out() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let exe = std::env::current_exe().unwrap();
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher([exe])
+            .env(LAUNCHER, "never")
+            .handshake_timeout(Duration::from_millis(500))
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let mut timed_out = false;
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::HandshakeTimeout(_)) => timed_out = true,
+                Event::Exit(status) => {
+                    assert_eq!(status.signal, Some(libc::SIGKILL), "the launcher is killed");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(timed_out);
+        drop(worker);
+    });
+}
+
+pub fn a_connection_cut_mid_message_is_reported() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let exe = std::env::current_exe().unwrap();
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher([exe])
+            .env(LAUNCHER, "cut")
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let (mut online, mut cut) = (false, false);
+        loop {
+            match events.next().await {
+                Event::Online => online = true,
+                Event::WireError(WireError::CutOff) => cut = true,
+                Event::WireError(e) => panic!("expected CutOff, got {e}"),
+                Event::Exit(_) => break,
+                _ => {}
+            }
+        }
+        assert!(online && cut, "online {online}, cut off {cut}");
+        drop(worker);
+    });
+}
+
+/// When this test binary is started as a launcher (`AWW_LAUNCHER` set):
+/// does what its scenario says, then execs the rest of its arguments (the
+/// worker, as `env K=V... program args...`). It knows the connection's
+/// address and token from its own environment, as any launcher has them.
+pub fn run_if_launcher() {
+    let Ok(scenario) = std::env::var(LAUNCHER) else { return };
+    // SAFETY: nothing else runs yet; the worker must not be a launcher too.
+    unsafe { std::env::remove_var(LAUNCHER) };
+    let address = std::env::var("ACTIX_WEBWORKER_CONNECT").unwrap();
+    let token = std::env::var("ACTIX_WEBWORKER_TOKEN").unwrap();
+    let connect = || std::net::TcpStream::connect(&address).unwrap();
+    let closed = |mut s: std::net::TcpStream| {
+        let mut buf = [0u8; 64];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    };
+    match scenario.as_str() {
+        "wrong-token" => {
+            let mut stranger = connect();
+            stranger.write_all(&auth_frame(&"f".repeat(64))).unwrap();
+            closed(stranger);
+        }
+        "silent" => closed(connect()),
+        "note" => {
+            std::fs::write(std::env::var("AWW_NOTE").unwrap(), format!("{address} {token}"))
+                .unwrap();
+        }
+        "never" => loop {
+            std::thread::sleep(Duration::from_secs(60));
+        },
+        "cut" => {
+            // The worker's side by hand: the token, the parent's hello sent
+            // back, then a frame that claims 100 bytes and brings 10.
+            let mut sock = connect();
+            sock.write_all(&auth_frame(&token)).unwrap();
+            let mut head = [0u8; 2];
+            sock.read_exact(&mut head).unwrap();
+            let mut hello = vec![0u8; usize::from(head[1] & 0x7f)];
+            sock.read_exact(&mut hello).unwrap();
+            sock.write_all(&ws_frame(2, &hello)).unwrap();
+            let mut cut = vec![0x82, 100];
+            cut.extend_from_slice(&[2; 10]);
+            sock.write_all(&cut).unwrap();
+            std::process::exit(0);
+        }
+        other => panic!("no launcher scenario {other}"),
+    }
+    let mut args = std::env::args_os().skip(1);
+    let program = args.next().expect("what to launch");
+    let e = std::process::Command::new(program).args(args).exec();
+    panic!("could not exec the worker: {e}");
+}
+
+/// The token message, in its WebSocket frame.
+fn auth_frame(token: &str) -> Vec<u8> {
+    let mut auth = vec![12u8, 0];
+    auth.extend_from_slice(token.as_bytes());
+    ws_frame(2, &auth)
+}
