@@ -76,6 +76,16 @@ pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
 /// The scenarios of the test binary as a launcher (see `run_if_launcher`).
 const LAUNCHER: &str = "AWW_LAUNCHER";
 
+/// The test worker over loopback TCP, launched by this test binary playing
+/// launcher `scenario`.
+fn launched(
+    events: actix::Recipient<actix_webworker::WorkerEvent<Test>>,
+    scenario: &str,
+) -> actix_webworker::WorkerBuilder<Test> {
+    let exe = std::env::current_exe().unwrap();
+    builder(events).transport(loopback()).launcher([exe]).env(LAUNCHER, scenario)
+}
+
 pub fn launchers_that_pass_no_environment_still_start_it() {
     run(async {
         // `env -i`: nothing of the parent's environment reaches the worker,
@@ -103,14 +113,8 @@ pub fn a_wrong_or_silent_connection_is_refused_and_the_worker_still_gets_in() {
     run(async {
         for (scenario, why) in [("wrong-token", "another token"), ("silent", "no token within")] {
             let (rec, mut events) = events::<Test>();
-            let exe = std::env::current_exe().unwrap();
-            let worker = builder(rec)
-                .transport(loopback())
-                .launcher([exe])
-                .env(LAUNCHER, scenario)
-                .handshake_timeout(Duration::from_secs(12))
-                .start()
-                .unwrap();
+            let worker =
+                launched(rec, scenario).handshake_timeout(Duration::from_secs(12)).start().unwrap();
             // The launcher's stranger is refused and reported first; then
             // the worker it starts gets in.
             match events.next().await {
@@ -130,14 +134,7 @@ pub fn the_token_is_good_for_one_connection() {
     run(async {
         let note = std::env::temp_dir().join(format!("aww-token-{}", std::process::id()));
         let (rec, mut events) = events::<Test>();
-        let exe = std::env::current_exe().unwrap();
-        let worker = builder(rec)
-            .transport(loopback())
-            .launcher([exe])
-            .env(LAUNCHER, "note")
-            .env("AWW_NOTE", &note)
-            .start()
-            .unwrap();
+        let worker = launched(rec, "note").env("AWW_NOTE", &note).start().unwrap();
         assert_eq!(worker.ask(Sum(vec![2])).await.unwrap(), 2);
         let noted = std::fs::read_to_string(&note).unwrap();
         let _ = std::fs::remove_file(&note);
@@ -154,11 +151,7 @@ pub fn the_token_is_good_for_one_connection() {
 pub fn a_worker_that_never_connects_times_out() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let exe = std::env::current_exe().unwrap();
-        let worker = builder(rec)
-            .transport(loopback())
-            .launcher([exe])
-            .env(LAUNCHER, "never")
+        let worker = launched(rec, "never")
             .handshake_timeout(Duration::from_millis(500))
             .restart(RestartPolicy::never())
             .start()
@@ -182,14 +175,7 @@ pub fn a_worker_that_never_connects_times_out() {
 pub fn a_connection_cut_mid_message_is_reported() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let exe = std::env::current_exe().unwrap();
-        let worker = builder(rec)
-            .transport(loopback())
-            .launcher([exe])
-            .env(LAUNCHER, "cut")
-            .restart(RestartPolicy::never())
-            .start()
-            .unwrap();
+        let worker = launched(rec, "cut").restart(RestartPolicy::never()).start().unwrap();
         let (mut online, mut cut) = (false, false);
         loop {
             match events.next().await {
