@@ -102,14 +102,15 @@
 //! - `pool`: [`WorkerPool`], [`PoolBuilder`], [`PoolEvent`], [`Stats`].
 //! - `parent`: [`WorkerBuilder`], [`Worker`], [`Post`], [`Ask`],
 //!   [`Port`] (posts and requests past the actor's mailbox),
-//!   [`WorkerEvent`], [`Limits`].
+//!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
 //! - `protocol`: [`Protocol`], [`Request`], [`Received`].
 //! - `error`: [`SpawnError`], [`WorkerError`], [`WireError`], and the
 //!   [`ExitStatus`] and [`ErrorReport`] they carry.
 //! - `supervise`: [`RestartPolicy`] and its decisions.
 //! - `wire`: [`SharedBytes`] and [`SharedBytesMut`], payloads that cross as
-//!   sealed memfds rather than bytes.
+//!   sealed memfds rather than bytes; [`Codec`] (bincode, or JSON for
+//!   workers in other languages).
 
 #![warn(missing_docs)]
 
