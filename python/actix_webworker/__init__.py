@@ -2,7 +2,9 @@
 
 A Rust parent starts this program as a worker with the JSON codec
 (`WorkerBuilder::codec(Codec::Json)`); this module speaks the wire protocol
-of `PROTOCOL.md` (version 5) over the UNIX socket the parent hands over:
+of `PROTOCOL.md` (version 5) over the UNIX socket the parent hands over, or
+over TCP back to a remote parent (`Transport::plain_tcp`, with the launch's
+token):
 
     import actix_webworker as aww
 
@@ -58,9 +60,20 @@ MAGIC = b"AWW\x01"
 CODEC_JSON = 1
 
 # Envelope kinds (PROTOCOL.md, "The envelope").
-HELLO, POST, REQUEST, ANSWER, FAILED, ERROR, TERMINATE, CLOSING, BATCH, REFUSED, CANCEL = range(
-    1, 12
-)
+(
+    HELLO,
+    POST,
+    REQUEST,
+    ANSWER,
+    FAILED,
+    ERROR,
+    TERMINATE,
+    CLOSING,
+    BATCH,
+    REFUSED,
+    CANCEL,
+    AUTH,
+) = range(1, 13)
 # WebSocket opcodes.
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
@@ -100,11 +113,13 @@ class _Closed(Exception):
 class _Connection:
     """The socket: WebSocket frames in and out, descriptors queued."""
 
-    def __init__(self, sock, max_message):
+    def __init__(self, sock, max_message, remote=False):
         self.sock = sock
         self.max_frame = max_message + 64
         self.buf = bytearray()
         self.fds = []
+        # Over TCP no descriptors cross.
+        self.remote = remote
 
     def _fill(self, need):
         while len(self.buf) < need:
@@ -172,6 +187,8 @@ class _Connection:
         else:
             head = bytes([0x80 | OP_BINARY, 127]) + struct.pack(">Q", n)
         data = head + message
+        if fds and self.remote:
+            raise ValueError("descriptors cannot cross to a remote parent")
         if fds:
             # The descriptors go with the first bytes of their message.
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
@@ -347,7 +364,7 @@ class _Runtime:
             return
 
 
-def _handshake(conn, sock, fingerprint):
+def _handshake(conn, sock, fingerprint, remote):
     """Reads the parent's hello, answers with ours; raises SystemExit with
     the runtime's code when the two do not match."""
     message = conn.read_message()
@@ -361,6 +378,8 @@ def _handshake(conn, sock, fingerprint):
     if version != PROTOCOL_VERSION or codec != CODEC_JSON or ours != theirs:
         conn.close()
         raise SystemExit(EXIT_MISMATCH)
+    if remote:
+        return  # the token said who we are
     # The other end must be our parent.
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     peer, _uid, _gid = struct.unpack("3i", creds)
@@ -379,13 +398,29 @@ def run(worker, answers=None, entries=None, fingerprint=None):
     an entry it does not have. `fingerprint`: what to say in the hello
     (default: the parent's, echoed)."""
     fd = os.environ.pop("ACTIX_WEBWORKER_FD", None)
+    connect = os.environ.pop("ACTIX_WEBWORKER_CONNECT", None)
+    token = os.environ.pop("ACTIX_WEBWORKER_TOKEN", "")
     entry = os.environ.pop("ACTIX_WEBWORKER_ENTRY", None)
     max_message = int(os.environ.pop("ACTIX_WEBWORKER_MAX_MESSAGE", 64 << 20))
-    if fd is None:
+    if connect is not None:
+        # A remote parent (`Transport::PlainTcp`): connect back, and present
+        # the launch's token before anything else.
+        host, port = connect.rsplit(":", 1)
+        try:
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+        except OSError as e:
+            print(f"actix_webworker: could not connect to {connect}: {e}", file=sys.stderr)
+            sys.exit(EXIT_IO)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Connection(sock, max_message, remote=True)
+        conn.send(_envelope(AUTH, payload=token.encode()))
+    elif fd is not None:
+        sock = socket.socket(fileno=int(fd))
+        conn = _Connection(sock, max_message)
+    else:
         print("actix_webworker: not started as a worker", file=sys.stderr)
         sys.exit(EXIT_NOT_A_WORKER)
-    sock = socket.socket(fileno=int(fd))
-    conn = _Connection(sock, max_message)
     if entries is not None and entry not in entries:
         # Instead of a hello: the refusal, in the codec the parent named.
         conn.read_message()
@@ -394,7 +429,7 @@ def run(worker, answers=None, entries=None, fingerprint=None):
         conn.close()
         sys.exit(EXIT_NOT_A_WORKER)
     try:
-        _handshake(conn, sock, fingerprint)
+        _handshake(conn, sock, fingerprint, conn.remote)
     except _Closed:
         sys.exit(0)
     runtime = _Runtime(conn, answers or {})

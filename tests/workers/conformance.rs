@@ -1,7 +1,8 @@
 //! One set of scenarios, run against a worker written in Rust and against
 //! the Python worker of `python/` (`python/examples/conformance.py`): what
 //! a worker in another language must do to stand in for a Rust one. The
-//! Rust worker runs it over both codecs; the Python one over JSON.
+//! Rust worker runs it over both codecs; the Python one over JSON; both
+//! over the inherited socket and over TCP (`Transport::plain_tcp`).
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ pub fn trials() -> Vec<Trial> {
         conformance::a_rust_worker_over_json,
         conformance::a_rust_worker_over_bincode,
         conformance::a_python_worker_over_json,
+        conformance::a_rust_worker_over_tcp,
+        conformance::a_python_worker_over_tcp,
         conformance::a_python_worker_that_the_parent_refuses_says_so,
     ]
 }
@@ -315,6 +318,23 @@ pub fn a_python_worker_over_json() {
     }
     let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
     run(scenarios(python_worker(), origin));
+}
+
+fn loopback() -> actix_webworker::Transport {
+    actix_webworker::Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
+}
+
+pub fn a_rust_worker_over_tcp() {
+    let origin = Origin { file: "conformance.rs", fail_line: Some(fail_line()) };
+    run(scenarios(rust_worker(Codec::Json).transport(loopback()), origin));
+}
+
+pub fn a_python_worker_over_tcp() {
+    if !have_python() {
+        return;
+    }
+    let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
+    run(scenarios(python_worker().transport(loopback()), origin));
 }
 
 /// A Python worker started by a parent of other message types, or by one
