@@ -9,6 +9,12 @@
 //! - `stream_small`: 64-byte posts, parent → worker, the worker counts and
 //!   acknowledges at the end (msg/s; baseline: raw socketpair, batched writes).
 //!   `stream_small_json`: the same with the JSON codec.
+//!   `remote_stream_small`: the same to a worker over loopback TCP
+//!   (`Transport::plain_tcp`; baseline: raw TCP, batched writes).
+//! - `remote_rtt_p50`: the round trip to a worker over loopback TCP
+//!   (µs; baseline: a raw TCP echo in a process of its own, rounds
+//!   alternated); `remote_rtt_p50_vs_evented_echo`: against the same echo
+//!   driven by an event loop.
 //! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
 //!   raw socketpair ping-pong). `rtt_p50_vs_evented_echo`: the same against
 //!   an echo driven by an event loop, as ours is; `rtt_p50_pinned`: that
@@ -48,7 +54,7 @@ use actix_webworker::{
     run_if_worker, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests, Worker,
     WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
-use actix_webworker::{Codec, SharedBytes, SharedBytesMut};
+use actix_webworker::{Codec, SharedBytes, SharedBytesMut, Transport};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -181,7 +187,12 @@ async fn start() -> Addr<Worker<Bench>> {
 
 /// A worker whose connection writes payloads with `codec`.
 async fn start_with(codec: Codec) -> Addr<Worker<Bench>> {
-    let builder = Worker::<Bench>::builder().entry("sink").codec(codec);
+    start_over(codec, Transport::Local).await
+}
+
+/// A worker connected over `transport`.
+async fn start_over(codec: Codec, transport: Transport) -> Addr<Worker<Bench>> {
+    let builder = Worker::<Bench>::builder().entry("sink").codec(codec).transport(transport);
     let worker = builder.start().expect("worker starts");
     worker.ask(Ping(0)).await.expect("worker answers");
     worker
@@ -332,16 +343,114 @@ const ECHO_ENV: &str = "THROUGHPUT_ECHO";
 
 /// This executable again, as an echo process on one end of a socketpair.
 fn echo_process(mode: &str) -> (UnixStream, std::process::Child) {
-    use std::os::fd::AsRawFd;
     let (ours, theirs) = UnixStream::pair().unwrap();
+    let child = echo_on(mode, theirs.into());
+    (ours, child)
+}
+
+/// A TCP connection over loopback, its other end echoed by this
+/// executable in a process of its own.
+fn tcp_echo_process(mode: &str) -> (std::net::TcpStream, std::process::Child) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (theirs, _) = listener.accept().unwrap();
+    ours.set_nodelay(true).unwrap();
+    theirs.set_nodelay(true).unwrap();
+    let child = echo_on(mode, theirs.into());
+    (ours, child)
+}
+
+/// This executable, echoing on `theirs` as `mode` says.
+fn echo_on(mode: &str, theirs: std::os::fd::OwnedFd) -> std::process::Child {
+    use std::os::fd::AsRawFd;
     let fd = theirs.as_raw_fd();
     // SAFETY: plain fcntl on a descriptor we own, to let the child have it.
     unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
+    std::process::Command::new(std::env::current_exe().unwrap())
         .env(ECHO_ENV, format!("{mode}:{fd}"))
         .spawn()
-        .unwrap();
-    (ours, child)
+        .unwrap()
+}
+
+/// The round trip over loopback TCP (`Transport::plain_tcp`), in rounds
+/// alternated with a raw TCP echo in a process of its own, blocking and
+/// driven by an event loop (as ours is): medians.
+async fn remote_rtt() -> (Duration, Duration, Duration) {
+    let worker = start_over(Codec::Bincode, loopback()).await;
+    let (mut raw, mut echo) = tcp_echo_process("tcp");
+    let (evented, mut evented_echo) = tcp_echo_process("tcp-evented");
+    evented.set_nonblocking(true).unwrap();
+    let mut evented = tokio::net::TcpStream::from_std(evented).unwrap();
+    let per_round = (RTT_N / RTT_ROUNDS) as u64;
+    let (mut ours, mut base, mut base_evented) = (Vec::new(), Vec::new(), Vec::new());
+    let mut buf = [0u8; 8];
+    for _ in 0..RTT_ROUNDS {
+        for i in 0..per_round {
+            let t0 = Instant::now();
+            assert_eq!(worker.ask(Ping(i)).await.expect("pong"), i);
+            ours.push(t0.elapsed());
+        }
+        for i in 0..per_round {
+            let t0 = Instant::now();
+            raw.write_all(&i.to_le_bytes()).unwrap();
+            raw.read_exact(&mut buf).unwrap();
+            base.push(t0.elapsed());
+        }
+        for i in 0..per_round {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let t0 = Instant::now();
+            evented.write_all(&i.to_le_bytes()).await.unwrap();
+            evented.read_exact(&mut buf).await.unwrap();
+            base_evented.push(t0.elapsed());
+        }
+    }
+    drop((raw, evented));
+    echo.wait().unwrap();
+    evented_echo.wait().unwrap();
+    stop(worker).await;
+    (median(ours), median(base), median(base_evented))
+}
+
+/// 64-byte posts to a worker over loopback TCP.
+async fn remote_stream_small() -> f64 {
+    let worker = start_over(Codec::Bincode, loopback()).await;
+    let payload = vec![7u8; SMALL];
+    let t0 = Instant::now();
+    post_all(&worker, STREAM_N, 10_000, || Load::Small(payload.clone())).await;
+    let got = worker.ask(Count).await.expect("count");
+    let rate = STREAM_N as f64 / t0.elapsed().as_secs_f64();
+    assert_eq!(got, STREAM_N);
+    stop(worker).await;
+    rate
+}
+
+/// `stream_small_baseline` over loopback TCP.
+fn remote_stream_small_baseline() -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut b, _) = listener.accept().unwrap();
+    let total = STREAM_N as usize * SMALL;
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        while got < total {
+            got += b.read(&mut buf).unwrap();
+        }
+    });
+    let batch = vec![7u8; 1024 * SMALL];
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        let n = batch.len().min(total - sent);
+        a.write_all(&batch[..n]).unwrap();
+        sent += n;
+    }
+    reader.join().unwrap();
+    STREAM_N as f64 / t0.elapsed().as_secs_f64()
+}
+
+fn loopback() -> Transport {
+    Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
 }
 
 /// Echoes 8-byte pings until the other end closes, when this process was
@@ -353,7 +462,24 @@ fn run_if_echo() {
     // SAFETY: the parent passed us this descriptor.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd.parse().unwrap()) };
     let mut buf = [0u8; 8];
-    if mode == "blocking" {
+    if mode == "tcp" {
+        let sock = std::os::fd::OwnedFd::from(sock);
+        let mut sock = std::net::TcpStream::from(sock);
+        while sock.read_exact(&mut buf).is_ok() {
+            sock.write_all(&buf).unwrap();
+        }
+    } else if mode == "tcp-evented" {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sock = std::net::TcpStream::from(std::os::fd::OwnedFd::from(sock));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        rt.block_on(async move {
+            sock.set_nonblocking(true).unwrap();
+            let mut sock = tokio::net::TcpStream::from_std(sock).unwrap();
+            while sock.read_exact(&mut buf).await.is_ok() {
+                sock.write_all(&buf).await.unwrap();
+            }
+        });
+    } else if mode == "blocking" {
         while sock.read_exact(&mut buf).is_ok() {
             sock.write_all(&buf).unwrap();
         }
@@ -622,6 +748,16 @@ async fn run() {
     if wanted("stream_small_port") {
         let ours = stream_small(true, Codec::Bincode).await;
         line("stream_small_port", ours, stream_small_baseline(), "msg/s");
+    }
+    if wanted("remote_rtt_p50") {
+        let (ours, base, evented) = remote_rtt().await;
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        line("remote_rtt_p50", us(ours), us(base), "us");
+        line("remote_rtt_p50_vs_evented_echo", us(ours), us(evented), "us");
+    }
+    if wanted("remote_stream_small") {
+        let ours = remote_stream_small().await;
+        line("remote_stream_small", ours, remote_stream_small_baseline(), "msg/s");
     }
     if wanted("stream_small_json") {
         let ours = stream_small(false, Codec::Json).await;
