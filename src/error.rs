@@ -220,6 +220,12 @@ pub enum WireError {
     /// The WebSocket or the socket under it failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// Nothing came from the worker for this long, pings included (see
+    /// [`WorkerBuilder::heartbeat`](crate::WorkerBuilder::heartbeat)): the
+    /// peer is taken for lost, its process (or launcher) is killed, and the
+    /// exit that follows is that of the kill, not one the worker chose.
+    #[error("nothing heard from the worker for {0:?}: taken for lost")]
+    Silent(std::time::Duration),
     /// A connection to a remote worker's port was refused before anything
     /// was served: it gave another token than the one made for this
     /// launch, or none in time. The parent goes on waiting for the worker

@@ -73,7 +73,9 @@ CODEC_JSON = 1
     REFUSED,
     CANCEL,
     AUTH,
-) = range(1, 13)
+    PING,
+    PONG,
+) = range(1, 15)
 # WebSocket opcodes.
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
@@ -282,6 +284,9 @@ class _Runtime:
         self.send(_envelope(REQUEST, 0, fields, _json(value)))
         while True:
             for kind, nfds, rest in self._read():
+                if kind == PING:
+                    self.send(_envelope(PONG))
+                    continue
                 if kind in (ANSWER, FAILED) and struct.unpack("<Q", rest[:8])[0] == rid:
                     # Its descriptors are closed: answers here carry none.
                     for fd in self.conn.take_fds(nfds):
@@ -326,6 +331,8 @@ class _Runtime:
             self._answer(rid, self.answers.get(tag), tag, rest[16:])
         elif kind == TERMINATE:
             return False
+        elif kind == PING:
+            self.send(_envelope(PONG))
         elif kind in (ANSWER, FAILED):
             pass  # to a request nobody waits for any more
         elif kind == CANCEL:

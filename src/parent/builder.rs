@@ -229,6 +229,23 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
         self
     }
 
+    /// Heartbeats: when nothing has come from the worker for `every`, the
+    /// parent pings it (it answers at once); when nothing has come for
+    /// `lost_after`, pings unanswered, it is taken for lost:
+    /// [`WireError::Silent`](crate::WireError::Silent), its process (or
+    /// launcher) killed, and restarted as the policy says. For remote
+    /// workers, whose connection can go silent without closing (a host
+    /// gone, a network cut); a local worker's socket tells at once. Off by
+    /// default. Pings are answered by the worker's runtime on the actor's
+    /// thread: a handler that blocks that thread for longer than
+    /// `lost_after` (rather than awaiting), or a message that takes longer
+    /// than that to arrive whole, looks like silence.
+    pub fn heartbeat(mut self, every: Duration, lost_after: Duration) -> Self {
+        let lost_after = lost_after.max(every);
+        self.options.heartbeat = Some(super::options::Heartbeat { every, lost_after });
+        self
+    }
+
     /// How payloads are written on the worker's connection (default
     /// [`Codec::Bincode`](crate::Codec::Bincode)). [`Codec::Json`](crate::Codec::Json)
     /// is for workers written in another language, which read and write

@@ -57,6 +57,7 @@ impl<P: Protocol> Worker<P> {
             },
             fingerprint: self.fingerprint,
             codec: self.codec,
+            heartbeat: self.heartbeat,
             handshake_timeout: self.handshake_timeout,
         };
         // Its own task: it outlives the actor, should the last address go.

@@ -20,12 +20,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::events::{Event, WorkerEvent};
+use super::options::Heartbeat;
 use super::process::ChildHandle;
 use super::sink::{EventSink, Events};
 use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
 use crate::protocol::{Protocol, Received};
 use crate::session::{self, Finish, Finished, Hello, Session, Shared, Side, Why};
+use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::writer::WriterEnd;
 use std::os::fd::OwnedFd;
@@ -47,6 +49,7 @@ pub(crate) struct Link<P: Protocol> {
     pub handshake_timeout: Duration,
     /// How payloads are written, named in our hello.
     pub codec: crate::wire::codec::Codec,
+    pub heartbeat: Option<super::options::Heartbeat>,
 }
 
 /// What the parent does with what its worker sends: events, in order.
@@ -125,7 +128,8 @@ impl<P: Protocol> Link<P> {
     /// Runs the connection to the end and reports the exit (the `Exit`
     /// event, last of the process's); returns how the process ended.
     pub(crate) async fn run(self, channel: super::spawn::Channel) -> LinkExit {
-        let Link { mut side, handle, shared, fingerprint, handshake_timeout, codec } = self;
+        let Link { mut side, handle, shared, fingerprint, handshake_timeout, codec, heartbeat } =
+            self;
         let mut wait: Pin<Box<dyn Future<Output = ExitStatus>>> = Box::pin({
             let handle = handle.clone();
             async move { handle.wait().await }
@@ -196,7 +200,7 @@ impl<P: Protocol> Link<P> {
                 }
                 side.emit(Event::Online);
                 let session = Session::start(opened.reader, opened.writer, shared, side);
-                let (side, n) = serve(session, &handle, &mut wait, &mut status).await;
+                let (side, n) = serve(session, &handle, &mut wait, &mut status, heartbeat).await;
                 in_doubt = n;
                 side
             }
@@ -257,8 +261,9 @@ async fn serve<P: Protocol>(
     handle: &ChildHandle,
     wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
     status: &mut Option<ExitStatus>,
+    heartbeat: Option<Heartbeat>,
 ) -> (ParentSide<P>, usize) {
-    if read(&mut session, wait, status).await == Why::Broken {
+    if read(&mut session, wait, status, heartbeat).await == Why::Broken {
         // Nothing after this can be trusted to be in step.
         handle.signal_group(crate::os::SIGKILL);
     }
@@ -285,7 +290,12 @@ pub(crate) async fn read<P: Protocol>(
     session: &mut Session<ParentSide<P>>,
     wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
     status: &mut Option<ExitStatus>,
+    heartbeat: Option<Heartbeat>,
 ) -> Why {
+    // Heartbeats: when the worker was last heard from, and when it was
+    // last pinged since.
+    let mut heard = tokio::time::Instant::now();
+    let mut pinged = false;
     loop {
         loop {
             let Some(behind) = session.side().behind() else { break };
@@ -298,11 +308,27 @@ pub(crate) async fn read<P: Protocol>(
                 session.side().alive = false;
             }
         }
+        let check = match heartbeat {
+            Some(h) if pinged => heard + h.lost_after,
+            Some(h) => heard + h.every,
+            None => tokio::time::Instant::now() + NO_HEARTBEAT,
+        };
         tokio::select! {
             flow = session.step() => {
                 if let session::Flow::End(why) = flow {
                     return why;
                 }
+                (heard, pinged) = (tokio::time::Instant::now(), false);
+            }
+            () = tokio::time::sleep_until(check), if heartbeat.is_some() && status.is_none() => {
+                let Some(h) = heartbeat else { continue };
+                if pinged {
+                    // Nothing for `lost_after`, a ping unanswered: lost.
+                    session.side().emit(Event::WireError(WireError::Silent(h.lost_after)));
+                    return Why::Broken;
+                }
+                let _ = session.side().outbox.push_unbounded(frame::bare(Kind::Ping), Vec::new());
+                pinged = true;
             }
             // The child is gone and its group killed: keep reading until
             // the socket drains to its end.
@@ -313,3 +339,6 @@ pub(crate) async fn read<P: Protocol>(
         }
     }
 }
+
+/// Far enough never to come: the timer of a session without heartbeats.
+const NO_HEARTBEAT: Duration = Duration::from_secs(86_400);

@@ -32,6 +32,13 @@ pub(crate) struct CommandSpec {
     pub launcher: Vec<OsString>,
 }
 
+/// When a worker is pinged, and when it is taken for lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    pub every: Duration,
+    pub lost_after: Duration,
+}
+
 /// How a worker's connection is made (see
 /// [`WorkerBuilder::transport`](crate::WorkerBuilder::transport)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -253,6 +260,9 @@ pub(crate) struct Options {
     pub shutdown_timeout: Duration,
     /// How payloads are written on its connections.
     pub codec: crate::wire::codec::Codec,
+    /// Ping the worker after this long without a word from it, and take
+    /// it for lost after that long (see `WorkerBuilder::heartbeat`).
+    pub heartbeat: Option<Heartbeat>,
     /// The requests of the worker's the parent answers (shared by the
     /// members of a pool).
     pub handlers: Rc<Handlers>,
@@ -270,6 +280,7 @@ impl Default for Options {
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(1),
             codec: crate::wire::codec::Codec::default(),
+            heartbeat: None,
             handlers: Rc::new(Handlers::new(|| None)),
             policy: RestartPolicy::default(),
         }

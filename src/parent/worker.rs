@@ -65,6 +65,7 @@ pub struct Worker<P: Protocol> {
     pub(super) codec: Codec,
     /// Whether its connections carry descriptors (not TCP).
     pub(super) fds_ok: bool,
+    pub(super) heartbeat: Option<super::options::Heartbeat>,
     pub(super) shutdown_timeout: Duration,
     /// The shape of the protocol, compared at each handshake.
     pub(super) fingerprint: u64,
@@ -184,6 +185,7 @@ impl<P: Protocol> Worker<P> {
             kill_delay: options.kill_delay,
             handshake_timeout: options.handshake_timeout,
             codec: options.codec,
+            heartbeat: options.heartbeat,
             fds_ok,
             shutdown_timeout: options.shutdown_timeout,
             fingerprint,

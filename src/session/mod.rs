@@ -303,6 +303,13 @@ impl<S: Side> Session<S> {
             Kind::Batch => self.side.wire_error(WireError::Unexpected("batch")),
             Kind::Refused => self.side.wire_error(WireError::Unexpected("refusal")),
             Kind::Auth => self.side.wire_error(WireError::Unexpected("token after the hello")),
+            // Answered at once, ahead of nothing: the asker only wants to
+            // hear from this side.
+            Kind::Ping => {
+                let _ = self.shared.outbox.push_unbounded(frame::bare(Kind::Pong), Vec::new());
+            }
+            // Whoever pinged heard from us by reading it.
+            Kind::Pong => {}
             Kind::Cancel => self.answering.cancel(inbound.header.id),
         }
         Flow::Go

@@ -60,6 +60,11 @@ pub(crate) enum Kind {
     /// one-time token of this launch (its payload, ASCII). Nothing is
     /// served before it has been checked.
     Auth = 12,
+    /// Parent → worker: are you there? (see `heartbeat` on the builder).
+    /// The worker answers with a Pong at once. No payload.
+    Ping = 13,
+    /// Worker → parent: the answer to a Ping. No payload.
+    Pong = 14,
 }
 
 impl Kind {
@@ -77,6 +82,8 @@ impl Kind {
             10 => Kind::Refused,
             11 => Kind::Cancel,
             12 => Kind::Auth,
+            13 => Kind::Ping,
+            14 => Kind::Pong,
             _ => return None,
         })
     }
@@ -93,7 +100,9 @@ impl Kind {
             | Kind::Closing
             | Kind::Batch
             | Kind::Refused
-            | Kind::Auth => 0,
+            | Kind::Auth
+            | Kind::Ping
+            | Kind::Pong => 0,
         }
     }
 }

@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         conformance::a_python_worker_over_json,
         conformance::a_rust_worker_over_tcp,
         conformance::a_python_worker_over_tcp,
+        conformance::a_python_worker_answers_heartbeats,
         conformance::a_python_worker_that_the_parent_refuses_says_so,
     ]
 }
@@ -335,6 +336,38 @@ pub fn a_python_worker_over_tcp() {
     }
     let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
     run(scenarios(python_worker().transport(loopback()), origin));
+}
+
+/// Pinged every 100 ms and taken for lost after a second of silence: a
+/// Python worker left idle for two seconds is still there, because it
+/// answers the pings.
+pub fn a_python_worker_answers_heartbeats() {
+    if !have_python() {
+        return;
+    }
+    run(async {
+        let (rec, mut events) = events::<Conf>();
+        let worker = python_worker()
+            .transport(loopback())
+            .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
+            .restart(RestartPolicy::never())
+            .events(rec)
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Mul(2, 3)).await.unwrap(), 6);
+        // Waiting for nothing to happen: the limit passes twice over.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(worker.ask(Mul(3, 3)).await.unwrap(), 9);
+        let said = events.rest().await;
+        assert!(!said.iter().any(|e| matches!(e, Event::WireError(_))), "{said:?}");
+        worker.terminate();
+        loop {
+            if let Event::Exit(status) = events.next().await {
+                assert!(status.success(), "{status:?}");
+                break;
+            }
+        }
+    });
 }
 
 /// A Python worker started by a parent of other message types, or by one

@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         remote::the_token_is_good_for_one_connection,
         remote::a_worker_that_never_connects_times_out,
         remote::a_connection_cut_mid_message_is_reported,
+        remote::a_worker_gone_silent_is_found_by_its_heartbeat,
     ]
 }
 
@@ -248,4 +249,58 @@ fn auth_frame(token: &str) -> Vec<u8> {
     let mut auth = vec![12u8, 0];
     auth.extend_from_slice(token.as_bytes());
     ws_frame(2, &auth)
+}
+
+/// A worker that stops answering without closing its connection (here:
+/// stopped with SIGSTOP, as a host that froze) is taken for lost once its
+/// heartbeat goes unanswered, killed, and restarted; one that is merely
+/// idle is not.
+pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let lost_after = Duration::from_secs(3);
+        let worker = builder(rec)
+            .transport(loopback())
+            .heartbeat(Duration::from_millis(100), lost_after)
+            .restart(fast(Restart::Always))
+            .start()
+            .unwrap();
+        let pid = worker.ask(WhichPid).await.unwrap();
+        // Idle for ten pings: answered, so nothing is said.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(worker.ask(Sum(vec![5])).await.unwrap(), 5);
+        let said = events.rest().await;
+        assert!(!said.iter().any(|e| matches!(e, Event::WireError(_))), "{said:?}");
+        // SAFETY: signalling the worker we started.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let t0 = std::time::Instant::now();
+        let held = worker.ask(Sum(vec![6]));
+        let mut silent = false;
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::Silent(after)) => {
+                    assert_eq!(after, lost_after);
+                    silent = true;
+                }
+                Event::Exit(status) => {
+                    assert_eq!(status.signal, Some(libc::SIGKILL));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(silent, "the exit came without the silence being told");
+        println!("HEARTBEAT lost after {:?} (limit {lost_after:?})", t0.elapsed());
+        assert!(matches!(held.await, Err(WorkerError::Exited(_))));
+        events.online().await;
+        assert_eq!(worker.ask(Sum(vec![7])).await.unwrap(), 7);
+        worker.terminate();
+        loop {
+            if let Event::Exit(status) = events.next().await {
+                if status.success() {
+                    break;
+                }
+            }
+        }
+    });
 }
