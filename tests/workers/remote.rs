@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         remote::a_worker_that_never_connects_times_out,
         remote::a_connection_cut_mid_message_is_reported,
         remote::a_worker_gone_silent_is_found_by_its_heartbeat,
+        remote::a_worker_launched_through_a_real_ssh,
     ]
 }
 
@@ -303,4 +304,115 @@ pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
             }
         }
     });
+}
+
+/// A real `sshd` on 127.0.0.1 (a port, keys and configuration of the
+/// test's own), and a worker launched through `ssh`, as on another host:
+/// it connects back over TCP, answers, and its exit code comes back
+/// through `ssh`. Skipped, saying so, where `sshd` is not installed (CI
+/// installs it).
+pub fn a_worker_launched_through_a_real_ssh() {
+    let sshd = std::path::Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        println!("SKIPPED: /usr/sbin/sshd is not installed (openssh-server), so ssh was not tried");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("aww-sshd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keygen = |name: &str| {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(name))
+            .status()
+            .expect("ssh-keygen runs");
+        assert!(made.success());
+    };
+    keygen("host_key");
+    keygen("client_key");
+    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+    // sshd as root wants its privilege separation directory.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let _ = std::fs::create_dir_all("/run/sshd");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let opt = |kv: String| ["-o".to_owned(), kv];
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut daemon = std::process::Command::new(sshd)
+        .args(["-D", "-e", "-f", "/dev/null"])
+        .args(opt(format!("Port={port}")))
+        .args(opt("ListenAddress=127.0.0.1".into()))
+        .args(opt(format!("HostKey={}", path("host_key"))))
+        .args(opt(format!("AuthorizedKeysFile={}", path("authorized_keys"))))
+        .args(opt(format!("PidFile={}", path("sshd.pid"))))
+        .args(opt("StrictModes=no".into()))
+        .args(opt("UsePAM=no".into()))
+        .args(opt("PermitRootLogin=yes".into()))
+        .args(opt("PasswordAuthentication=no".into()))
+        .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+        .spawn()
+        .expect("sshd starts");
+    let up = (0..600).any(|_| {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(
+        up,
+        "sshd did not listen within 30 s: {:?}",
+        std::fs::read_to_string(dir.join("sshd.log"))
+    );
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let launcher = [
+        "ssh".to_owned(),
+        "-p".to_owned(),
+        port.to_string(),
+        "-i".to_owned(),
+        path("client_key"),
+        "-o".to_owned(),
+        "StrictHostKeyChecking=no".to_owned(),
+        "-o".to_owned(),
+        "UserKnownHostsFile=/dev/null".to_owned(),
+        "-o".to_owned(),
+        "BatchMode=yes".to_owned(),
+        "-o".to_owned(),
+        "LogLevel=ERROR".to_owned(),
+        format!("{user}@127.0.0.1"),
+        "--".to_owned(),
+    ];
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(launcher)
+            .handshake_timeout(Duration::from_secs(30))
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Sum(vec![20, 22])).await.unwrap(), 42);
+        // Started by sshd, not by us: its parent is a process of sshd's.
+        let pid = worker.ask(WhichPid).await.unwrap();
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        assert_ne!(ppid, std::process::id().to_string(), "the worker is sshd's child, not ours");
+        worker.post(Cmd::Echo(0));
+        assert_eq!(events.message().await.data, Reply::Echo(0));
+        // Its exit code, through ssh.
+        worker.post(Cmd::Exit(7));
+        assert_eq!(events.exit().await.code, Some(7));
+    });
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
