@@ -14,6 +14,9 @@ pub(crate) const ENV_MAX_MESSAGE: &str = "ACTIX_WEBWORKER_MAX_MESSAGE";
 pub(crate) const ENV_CONNECT: &str = "ACTIX_WEBWORKER_CONNECT";
 /// Environment variable with the one-time token a remote worker presents.
 pub(crate) const ENV_TOKEN: &str = "ACTIX_WEBWORKER_TOKEN";
+/// Environment variable with the SHA-256 (hex) of the parent's TLS
+/// certificate: set, the worker connects with TLS and trusts only that.
+pub(crate) const ENV_TLS_PIN: &str = "ACTIX_WEBWORKER_TLS_PIN";
 
 /// The largest message either side may send, unless told otherwise.
 pub(crate) const DEFAULT_MAX_MESSAGE: usize = 64 << 20;

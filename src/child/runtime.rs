@@ -77,6 +77,11 @@ where
     // socket closed, the parent may still be on its way out: its pidfd says
     // when it has gone.
     let wait = if end == End::ParentGone { ORPHAN_GRACE } else { Duration::ZERO };
+    // Over TLS, what the session wrote last (its close) still has to go
+    // through the pump: the process must not end under it.
+    if let Some(pumped) = handoff.pumped {
+        let _ = pumped.recv_timeout(Duration::from_secs(2));
+    }
     // (A remote parent is not ours to watch: its connection ended, and so
     // does the worker.)
     if handoff.parent.is_some_and(|parent| parent.gone_within(wait)) {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use super::events::{Event, WorkerEvent};
 use super::options::Heartbeat;
 use super::process::ChildHandle;
+use super::remote::Accepted;
 use super::sink::{EventSink, Events};
 use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
@@ -158,7 +159,15 @@ impl<P: Protocol> Link<P> {
                     tokio::select! {
                         biased;
                         accepted = accepting => match accepted {
-                            Ok(stream) => stream.into(),
+                            Ok(Accepted::Plain(stream)) => stream.into(),
+                            // The session runs over a socketpair, its
+                            // plaintext pumped to and from the TLS stream.
+                            Ok(Accepted::Tls(tls)) => {
+                                let pair = std::os::unix::net::UnixStream::pair();
+                                let (ours, theirs) = pair.map_err(|e| Some(WireError::Transport(e.to_string())))?;
+                                actix_rt::spawn(crate::wire::tls::pump(tls, theirs));
+                                ours.into()
+                            }
                             Err(e) => return Err(Some(WireError::Transport(e.to_string()))),
                         },
                         exited = wait.as_mut() => {

@@ -62,6 +62,19 @@ pub enum Transport {
         /// address's IP (set it when that is `0.0.0.0`, or behind NAT).
         connect_to: Option<String>,
     },
+    /// As [`PlainTcp`](Self::PlainTcp), over TLS (rustls): the worker
+    /// trusts exactly the parent's certificate, whose SHA-256 it is given
+    /// at launch with its token. The certificate is one made for this run
+    /// (self-signed), or the one in `cert`.
+    Tls {
+        /// Where the parent listens.
+        listen: std::net::SocketAddr,
+        /// The host the worker is told to connect to.
+        connect_to: Option<String>,
+        /// PEM files of the certificate and its private key; `None`: a
+        /// self-signed certificate made once per process.
+        cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    },
 }
 
 impl Transport {
@@ -71,12 +84,31 @@ impl Transport {
         Transport::PlainTcp { listen, connect_to: None }
     }
 
+    /// [`Transport::Tls`] listening on `listen`, with a self-signed
+    /// certificate made for this run.
+    pub fn tls(listen: std::net::SocketAddr) -> Self {
+        Transport::Tls { listen, connect_to: None, cert: None }
+    }
+
+    /// [`Transport::Tls`] with the certificate and private key of these
+    /// PEM files.
+    pub fn tls_with_cert(
+        listen: std::net::SocketAddr,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        Transport::Tls { listen, connect_to: None, cert: Some((cert.into(), key.into())) }
+    }
+
     /// The host a TCP worker connects to, when it is not the listen
     /// address's IP.
     pub fn connect_to(self, host: impl Into<String>) -> Self {
         match self {
             Transport::PlainTcp { listen, .. } => {
                 Transport::PlainTcp { listen, connect_to: Some(host.into()) }
+            }
+            Transport::Tls { listen, cert, .. } => {
+                Transport::Tls { listen, connect_to: Some(host.into()), cert }
             }
             local => local,
         }

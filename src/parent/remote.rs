@@ -17,11 +17,14 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::WireError;
 use crate::wire::frame::Kind;
+use crate::wire::tls::TlsServer;
 
 /// A worker's port, listening, and the token made for its launch.
 pub(crate) struct Listening {
     listener: std::net::TcpListener,
     token: String,
+    /// TLS first, when the transport says.
+    tls: Option<std::sync::Arc<TlsServer>>,
     /// `host:port`, as the worker is told to connect.
     pub address: String,
 }
@@ -29,7 +32,11 @@ pub(crate) struct Listening {
 impl Listening {
     /// Listens on `listen`; the worker is told to connect to `connect_to`
     /// (default: the address listened on) at the port the kernel gave.
-    pub(crate) fn bind(listen: SocketAddr, connect_to: Option<&str>) -> std::io::Result<Self> {
+    pub(crate) fn bind(
+        listen: SocketAddr,
+        connect_to: Option<&str>,
+        tls: Option<std::sync::Arc<TlsServer>>,
+    ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(listen)?;
         let local = listener.local_addr()?;
         let host = match (connect_to, local) {
@@ -38,7 +45,7 @@ impl Listening {
             (None, SocketAddr::V6(v6)) => format!("[{}]", v6.ip()),
         };
         let address = format!("{host}:{}", local.port());
-        Ok(Listening { listener, token: fresh_token()?, address })
+        Ok(Listening { listener, token: fresh_token()?, tls, address })
     }
 
     /// The token the worker must present.
@@ -53,7 +60,7 @@ impl Listening {
         self,
         per_peer: Duration,
         mut refused: impl FnMut(WireError),
-    ) -> std::io::Result<std::net::TcpStream> {
+    ) -> std::io::Result<Accepted> {
         self.listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let token: std::sync::Arc<str> = self.token.into();
@@ -62,7 +69,8 @@ impl Listening {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, peer) = accepted?;
-                    checking.push(check(stream, peer, token.clone(), per_peer));
+                    let tls = self.tls.clone();
+                    checking.push(check(stream, peer, token.clone(), tls, per_peer));
                 }
                 Some(checked) = checking.next(), if !checking.is_empty() => match checked {
                     Ok(stream) => return Ok(stream),
@@ -73,26 +81,52 @@ impl Listening {
     }
 }
 
-/// Reads the token a connection presents and compares it with `token`.
+/// A worker's connection, its token checked.
+pub(crate) enum Accepted {
+    /// In the clear: the socket itself.
+    Plain(std::net::TcpStream),
+    /// Over TLS: its plaintext is pumped to a socketpair (`tls::pump`).
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Reads the token a connection presents (after the TLS handshake, if
+/// `tls`) and compares it with `token`, all within `limit`.
 async fn check(
-    mut stream: tokio::net::TcpStream,
+    stream: tokio::net::TcpStream,
     peer: SocketAddr,
     token: std::sync::Arc<str>,
+    tls: Option<std::sync::Arc<TlsServer>>,
     limit: Duration,
-) -> Result<std::net::TcpStream, WireError> {
+) -> Result<Accepted, WireError> {
     let refuse = |why: String| WireError::AuthRefused { peer: peer.to_string(), why };
-    let presented = match tokio::time::timeout(limit, read_token(&mut stream)).await {
+    let _ = stream.set_nodelay(true);
+    let checked = async {
+        match tls {
+            None => {
+                let mut stream = stream;
+                let presented = read_token(&mut stream).await?;
+                Ok((presented, Accepted::Plain(stream.into_std().map_err(|e| e.to_string())?)))
+            }
+            Some(tls) => {
+                let handshake = tls.acceptor.accept(stream).await;
+                let mut stream = handshake.map_err(|e| format!("TLS: {e}"))?;
+                let presented = read_token(&mut stream).await?;
+                Ok((presented, Accepted::Tls(Box::new(stream))))
+            }
+        }
+    };
+    let (presented, accepted) = match tokio::time::timeout(limit, checked).await {
         Err(_) => return Err(refuse(format!("no token within {limit:?}"))),
         Ok(Err(why)) => return Err(refuse(why)),
-        Ok(Ok(presented)) => presented,
+        Ok(Ok(done)) => done,
     };
     if !same(&presented, token.as_bytes()) {
         return Err(refuse("another token than this launch's".into()));
     }
-    let stream = stream.into_std().map_err(|e| refuse(e.to_string()))?;
-    stream.set_nonblocking(false).map_err(|e| refuse(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+    if let Accepted::Plain(stream) = &accepted {
+        stream.set_nonblocking(false).map_err(|e| refuse(e.to_string()))?;
+    }
+    Ok(accepted)
 }
 
 /// The longest token frame read: a token is 64 characters.
@@ -100,7 +134,7 @@ const MAX_TOKEN: usize = 125;
 
 /// The payload of the first WebSocket frame, which must be an `Auth`
 /// message: the token.
-async fn read_token(stream: &mut tokio::net::TcpStream) -> Result<Vec<u8>, String> {
+async fn read_token<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
     let io = |e: std::io::Error| format!("connection: {e}");
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).await.map_err(io)?;

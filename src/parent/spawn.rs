@@ -13,7 +13,8 @@ use super::options::{CommandSpec, Transport};
 use super::output::Output;
 use super::process::ChildHandle;
 use crate::error::SpawnError;
-use crate::handoff::{ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_TOKEN};
+use crate::handoff::{ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_TLS_PIN, ENV_TOKEN};
+use crate::wire::tls::TlsServer;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -21,6 +22,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// How the worker's standard descriptor `fd` is set up.
@@ -151,12 +153,26 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
             let child_fd = above_stdio(child_end.into()).map_err(setup)?;
             (Channel::Local(parent_end), Connect::Inherit(child_fd))
         }
-        Transport::PlainTcp { listen, connect_to } => {
-            let listening = super::remote::Listening::bind(*listen, connect_to.as_deref())
+        Transport::PlainTcp { listen, connect_to } | Transport::Tls { listen, connect_to, .. } => {
+            let tls = match &spec.transport {
+                Transport::Tls { cert: Some((cert, key)), .. } => {
+                    Some(Arc::new(TlsServer::from_files(cert, key).map_err(|source| {
+                        SpawnError::Setup { what: "TLS certificate and key", source }
+                    })?))
+                }
+                Transport::Tls { cert: None, .. } => {
+                    Some(TlsServer::self_signed().map_err(|source| SpawnError::Setup {
+                        what: "self-signed TLS certificate",
+                        source,
+                    })?)
+                }
+                _ => None,
+            };
+            let pin = tls.as_ref().map(|tls| tls.pin.clone());
+            let listening = super::remote::Listening::bind(*listen, connect_to.as_deref(), tls)
                 .map_err(|source| SpawnError::Setup { what: "listening socket", source })?;
-            let connect =
-                Connect::Back { address: listening.address.clone(), token: listening.token() };
-            (Channel::Tcp(listening), connect)
+            let (address, token) = (listening.address.clone(), listening.token());
+            (Channel::Tcp(listening), Connect::Back { address, token, pin })
         }
     };
     let (program, arg0) = match &spec.program {
@@ -238,8 +254,9 @@ struct Launched {
 enum Connect {
     /// It inherits this end of the socketpair.
     Inherit(OwnedFd),
-    /// It connects back to `address` and presents `token`.
-    Back { address: String, token: String },
+    /// It connects back to `address` and presents `token`; over TLS to
+    /// a parent whose certificate hashes to `pin`, if given.
+    Back { address: String, token: String, pin: Option<String> },
 }
 
 fn launch(
@@ -255,9 +272,12 @@ fn launch(
             told.push((ENV_FD, child_fd.as_raw_fd().to_string().into()));
             Some(child_fd.as_raw_fd())
         }
-        Connect::Back { address, token } => {
+        Connect::Back { address, token, pin } => {
             told.push((ENV_CONNECT, address.into()));
             told.push((ENV_TOKEN, token.into()));
+            if let Some(pin) = pin {
+                told.push((ENV_TLS_PIN, pin.into()));
+            }
             None
         }
     };

@@ -11,6 +11,7 @@ pub(crate) mod frame;
 pub(crate) mod outbox;
 pub(crate) mod shared;
 pub(crate) mod socket;
+pub(crate) mod tls;
 pub(crate) mod writer;
 
 /// The most descriptors one message may carry.

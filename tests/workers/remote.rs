@@ -25,6 +25,9 @@ pub fn trials() -> Vec<Trial> {
         remote::a_connection_cut_mid_message_is_reported,
         remote::a_worker_gone_silent_is_found_by_its_heartbeat,
         remote::a_worker_launched_through_a_real_ssh,
+        remote::a_worker_over_tls_and_strangers_to_it,
+        remote::a_worker_given_another_pin_will_not_talk,
+        remote::tls_with_a_certificate_from_files,
     ]
 }
 
@@ -73,6 +76,101 @@ pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
             }
         }
     });
+}
+
+fn tls() -> Transport {
+    Transport::tls("127.0.0.1:0".parse().unwrap())
+}
+
+/// Over TLS, the same as in the clear; a stranger who does not speak TLS
+/// (it sends a token in the clear) is refused, and the worker still gets
+/// in.
+pub fn a_worker_over_tls_and_strangers_to_it() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).transport(tls()).start().unwrap();
+        worker.post(Cmd::Echo(0));
+        assert_eq!(events.message().await.data, Reply::Echo(0));
+        let many: Vec<_> = (0..500u64).map(|n| worker.ask(Sum(vec![n, 1]))).collect();
+        for (n, sum) in futures_util::future::join_all(many).await.into_iter().enumerate() {
+            assert_eq!(sum.unwrap(), n as u64 + 1);
+        }
+        let big = SharedBytes::copy_from_slice(&vec![1u8; 4 << 20]).unwrap();
+        assert_eq!(worker.ask(Checksum(big)).await.unwrap(), (4 << 20, false));
+        // `on_close` runs and its last words come through the TLS pump.
+        worker.post(Cmd::BlobBack(3 << 20));
+        let Reply::Blob(blob) = events.message().await.data else { panic!("expected a blob") };
+        assert_eq!(blob.len(), 3 << 20);
+        worker.terminate();
+        assert!(events.exit().await.success());
+
+        let (rec, mut told) = crate::common::events::<Test>();
+        let stranger = launched(rec, "wrong-token").transport(tls()).start().unwrap();
+        match told.next().await {
+            Event::WireError(WireError::AuthRefused { why, .. }) => {
+                assert!(why.contains("TLS"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(stranger.ask(Sum(vec![3])).await.unwrap(), 3);
+        stranger.terminate();
+        assert!(told.exit().await.success());
+    });
+}
+
+/// A worker told to trust another certificate refuses the parent's: it
+/// never sends its token, and exits; the parent reports the failed TLS
+/// handshake.
+pub fn a_worker_given_another_pin_will_not_talk() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = launched(rec, "wrong-pin")
+            .transport(tls())
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let (mut refused, mut online) = (false, false);
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::AuthRefused { why, .. }) => {
+                    assert!(why.contains("TLS"), "{why}");
+                    refused = true;
+                }
+                Event::Online => online = true,
+                Event::Exit(status) => {
+                    assert_eq!(status.code, Some(64), "not a worker: it could not connect");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(refused && !online, "refused {refused}, online {online}");
+        drop(worker);
+    });
+}
+
+/// The parent's certificate and key from PEM files.
+pub fn tls_with_a_certificate_from_files() {
+    let dir = std::env::temp_dir().join(format!("aww-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["parent.example".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let transport = Transport::tls_with_cert("127.0.0.1:0".parse().unwrap(), &cert, &key);
+        let worker = builder(rec).transport(transport).start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![4, 5])).await.unwrap(), 9);
+        worker.terminate();
+        assert!(events.exit().await.success());
+        // Files that do not hold a certificate: `start()` says so.
+        let (rec, _told) = crate::common::events::<Test>();
+        let wrong = Transport::tls_with_cert("127.0.0.1:0".parse().unwrap(), &key, &key);
+        let worker = builder(rec).transport(wrong).restart(RestartPolicy::never()).start().unwrap();
+        assert!(matches!(worker.ask(Sum(vec![1])).await, Err(WorkerError::Exited(_))));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The scenarios of the test binary as a launcher (see `run_if_launcher`).
@@ -237,9 +335,19 @@ pub fn run_if_launcher() {
             sock.write_all(&cut).unwrap();
             std::process::exit(0);
         }
+        "wrong-pin" => {}
         other => panic!("no launcher scenario {other}"),
     }
-    let mut args = std::env::args_os().skip(1);
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if scenario == "wrong-pin" {
+        // The worker is told to trust another certificate.
+        for arg in &mut args {
+            if arg.to_string_lossy().starts_with("ACTIX_WEBWORKER_TLS_PIN=") {
+                *arg = format!("ACTIX_WEBWORKER_TLS_PIN={}", "0".repeat(64)).into();
+            }
+        }
+    }
+    let mut args = args.into_iter();
     let program = args.next().expect("what to launch");
     let e = std::process::Command::new(program).args(args).exec();
     panic!("could not exec the worker: {e}");

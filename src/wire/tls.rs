@@ -1,0 +1,154 @@
+//! TLS for remote workers (rustls, with ring): the parent's certificate
+//! (from files, or self-signed for the run), the worker's check of it
+//! against a pin (its SHA-256, handed over at launch with the token), and
+//! the pump that carries a TLS connection's plaintext to a socketpair, so
+//! that the session runs over a socket as it always does.
+//!
+//! The worker trusts exactly the certificate whose hash it was given: no
+//! certificate authority, no host name. Whoever holds the key of that
+//! certificate is the parent; for a self-signed one that is this process.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::{ring as provider, CryptoProvider};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{
+    self, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
+};
+
+/// The parent's side: its configuration, and the pin a worker is given.
+pub(crate) struct TlsServer {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// SHA-256 of the certificate, in hex.
+    pub pin: String,
+}
+
+impl TlsServer {
+    /// A certificate made for this process, once, on first use.
+    pub(crate) fn self_signed() -> std::io::Result<Arc<TlsServer>> {
+        static MADE: OnceLock<Result<Arc<TlsServer>, String>> = OnceLock::new();
+        MADE.get_or_init(|| {
+            let made = rcgen::generate_simple_self_signed(vec!["actix-webworker".to_owned()])
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::try_from(made.key_pair.serialize_der())
+                .map_err(|e| e.to_string())?;
+            TlsServer::new(made.cert.der().clone(), key).map(Arc::new).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(std::io::Error::other)
+    }
+
+    /// The certificate (its first, in PEM) and key in these files.
+    pub(crate) fn from_files(cert: &Path, key: &Path) -> std::io::Result<TlsServer> {
+        let bad = |what: &Path, e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", what.display()))
+        };
+        let cert = CertificateDer::from_pem_file(cert).map_err(|e| bad(cert, &e))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+        TlsServer::new(cert, key)
+    }
+
+    fn new(cert: CertificateDer<'static>, key: PrivateKeyDer<'static>) -> std::io::Result<Self> {
+        let pin = sha256_hex(&cert);
+        let config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(vec![cert], key))
+            .map_err(std::io::Error::other)?;
+        Ok(TlsServer { acceptor: Arc::new(config).into(), pin })
+    }
+}
+
+/// The worker's side: connects with TLS to a parent whose certificate
+/// hashes to `pin`.
+pub(crate) fn connector(pin: &str) -> std::io::Result<tokio_rustls::TlsConnector> {
+    let provider = Arc::new(provider::default_provider());
+    let verifier = Pinned { pin: pin.to_ascii_lowercase(), provider: provider.clone() };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Arc::new(config).into())
+}
+
+/// The name the worker gives in its hello (the certificate is checked by
+/// its pin, not by a name).
+pub(crate) fn server_name() -> ServerName<'static> {
+    ServerName::try_from("actix-webworker").expect("a valid DNS name")
+}
+
+/// Carries bytes both ways between a TLS connection and one end of a
+/// socketpair until either side ends.
+pub(crate) async fn pump<T>(mut tls: T, plain: std::os::unix::net::UnixStream)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(()) = plain.set_nonblocking(true) else { return };
+    let Ok(mut plain) = tokio::net::UnixStream::from_std(plain) else { return };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut tls, &mut plain).await {
+        tracing::debug!(error = %e, "TLS connection ended");
+    }
+}
+
+/// SHA-256 of `bytes`, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Accepts the one certificate whose SHA-256 is `pin`.
+#[derive(Debug)]
+struct Pinned {
+    pin: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if sha256_hex(end_entity) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("the parent's certificate is not the one pinned".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
