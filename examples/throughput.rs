@@ -14,7 +14,9 @@
 //! - `remote_rtt_p50`: the round trip to a worker over loopback TCP
 //!   (µs; baseline: a raw TCP echo in a process of its own, rounds
 //!   alternated); `remote_rtt_p50_vs_evented_echo`: against the same echo
-//!   driven by an event loop.
+//!   driven by an event loop. `remote_tls_rtt_p50`,
+//!   `remote_tls_stream_small`: the same over TLS (`Transport::tls`),
+//!   against the raw TCP baselines in the clear.
 //! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
 //!   raw socketpair ping-pong). `rtt_p50_vs_evented_echo`: the same against
 //!   an echo driven by an event loop, as ours is; `rtt_p50_pinned`: that
@@ -375,8 +377,8 @@ fn echo_on(mode: &str, theirs: std::os::fd::OwnedFd) -> std::process::Child {
 /// The round trip over loopback TCP (`Transport::plain_tcp`), in rounds
 /// alternated with a raw TCP echo in a process of its own, blocking and
 /// driven by an event loop (as ours is): medians.
-async fn remote_rtt() -> (Duration, Duration, Duration) {
-    let worker = start_over(Codec::Bincode, loopback()).await;
+async fn remote_rtt(transport: Transport) -> (Duration, Duration, Duration) {
+    let worker = start_over(Codec::Bincode, transport).await;
     let (mut raw, mut echo) = tcp_echo_process("tcp");
     let (evented, mut evented_echo) = tcp_echo_process("tcp-evented");
     evented.set_nonblocking(true).unwrap();
@@ -412,8 +414,8 @@ async fn remote_rtt() -> (Duration, Duration, Duration) {
 }
 
 /// 64-byte posts to a worker over loopback TCP.
-async fn remote_stream_small() -> f64 {
-    let worker = start_over(Codec::Bincode, loopback()).await;
+async fn remote_stream_small(transport: Transport) -> f64 {
+    let worker = start_over(Codec::Bincode, transport).await;
     let payload = vec![7u8; SMALL];
     let t0 = Instant::now();
     post_all(&worker, STREAM_N, 10_000, || Load::Small(payload.clone())).await;
@@ -749,15 +751,24 @@ async fn run() {
         let ours = stream_small(true, Codec::Bincode).await;
         line("stream_small_port", ours, stream_small_baseline(), "msg/s");
     }
+    let tls = || Transport::tls("127.0.0.1:0".parse().unwrap());
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     if wanted("remote_rtt_p50") {
-        let (ours, base, evented) = remote_rtt().await;
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let (ours, base, evented) = remote_rtt(loopback()).await;
         line("remote_rtt_p50", us(ours), us(base), "us");
         line("remote_rtt_p50_vs_evented_echo", us(ours), us(evented), "us");
     }
+    if wanted("remote_tls_rtt_p50") {
+        let (ours, base, _) = remote_rtt(tls()).await;
+        line("remote_tls_rtt_p50", us(ours), us(base), "us");
+    }
     if wanted("remote_stream_small") {
-        let ours = remote_stream_small().await;
+        let ours = remote_stream_small(loopback()).await;
         line("remote_stream_small", ours, remote_stream_small_baseline(), "msg/s");
+    }
+    if wanted("remote_tls_stream_small") {
+        let ours = remote_stream_small(tls()).await;
+        line("remote_tls_stream_small", ours, remote_stream_small_baseline(), "msg/s");
     }
     if wanted("stream_small_json") {
         let ours = stream_small(false, Codec::Json).await;
