@@ -18,6 +18,11 @@ pub struct ExitStatus {
     pub code: Option<i32>,
     /// The signal that killed the process.
     pub signal: Option<i32>,
+    /// The worker was lost, not seen to end: its connection went silent
+    /// (see [`WireError::Silent`]) and the parent killed its process or
+    /// launcher. `code` and `signal` are then that kill's, not anything the
+    /// worker did; on another host it may even live on until it notices.
+    pub lost: bool,
 }
 
 impl ExitStatus {
@@ -29,6 +34,9 @@ impl ExitStatus {
 
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.lost {
+            return f.write_str("lost (no word for too long; its process was killed)");
+        }
         match (self.code, self.signal) {
             (Some(code), _) => write!(f, "exit code {code}"),
             (None, Some(signal)) => write!(f, "signal {signal}"),

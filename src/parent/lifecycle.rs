@@ -195,7 +195,9 @@ impl<P: Protocol> Worker<P> {
             // Stopped for good meanwhile: the process goes (its handle's
             // drop kills and reaps it).
             State::Exited(_) => return,
-            State::Running | State::Terminating => ExitStatus { code: None, signal: None },
+            State::Running | State::Terminating => {
+                ExitStatus { code: None, signal: None, lost: false }
+            }
         };
         match res {
             Ok(spawned) => {

@@ -199,6 +199,8 @@ impl<P: Protocol> Link<P> {
             })
         });
         let mut in_doubt = 0;
+        // Taken for lost by its heartbeat: its status is the kill's.
+        let mut lost = false;
         let mut side = match opened {
             Ok(Ok(mut opened)) => {
                 if !local {
@@ -209,7 +211,8 @@ impl<P: Protocol> Link<P> {
                 }
                 side.emit(Event::Online);
                 let session = Session::start(opened.reader, opened.writer, shared, side);
-                let (side, n) = serve(session, &handle, &mut wait, &mut status, heartbeat).await;
+                let (side, n) =
+                    serve(session, &handle, &mut wait, &mut status, heartbeat, &mut lost).await;
                 in_doubt = n;
                 side
             }
@@ -238,6 +241,7 @@ impl<P: Protocol> Link<P> {
             Some(s) => s,
             None => wait.as_mut().await,
         };
+        let status = ExitStatus { lost, ..status };
         drop(wait);
         // In-flight requests fail now (at most once): those still queued
         // must not reach a later child either. Purged first, then failed:
@@ -271,8 +275,9 @@ async fn serve<P: Protocol>(
     wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
     status: &mut Option<ExitStatus>,
     heartbeat: Option<Heartbeat>,
+    lost: &mut bool,
 ) -> (ParentSide<P>, usize) {
-    if read(&mut session, wait, status, heartbeat).await == Why::Broken {
+    if read(&mut session, wait, status, heartbeat, lost).await == Why::Broken {
         // Nothing after this can be trusted to be in step.
         handle.signal_group(crate::os::SIGKILL);
     }
@@ -300,6 +305,7 @@ pub(crate) async fn read<P: Protocol>(
     wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
     status: &mut Option<ExitStatus>,
     heartbeat: Option<Heartbeat>,
+    lost: &mut bool,
 ) -> Why {
     // Heartbeats: when the worker was last heard from, and when it was
     // last pinged since.
@@ -334,6 +340,7 @@ pub(crate) async fn read<P: Protocol>(
                 if pinged {
                     // Nothing for `lost_after`, a ping unanswered: lost.
                     session.side().emit(Event::WireError(WireError::Silent(h.lost_after)));
+                    *lost = true;
                     return Why::Broken;
                 }
                 let _ = session.side().outbox.push_unbounded(frame::bare(Kind::Ping), Vec::new());

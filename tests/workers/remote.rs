@@ -393,6 +393,8 @@ pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
                 }
                 Event::Exit(status) => {
                     assert_eq!(status.signal, Some(libc::SIGKILL));
+                    assert!(status.lost, "{status:?}");
+                    assert!(status.to_string().starts_with("lost"), "{status}");
                     break;
                 }
                 _ => {}
