@@ -177,6 +177,8 @@ pub(crate) struct FdReader {
     io: AsyncFd<Arc<OwnedFd>>,
     fds: Arc<FdQueues>,
     cmsg: Vec<u8>,
+    /// A short read means the socket is empty (TCP; not a UNIX socket).
+    short_means_empty: bool,
 }
 
 impl FdReader {
@@ -188,7 +190,7 @@ impl FdReader {
         buf: &mut bytes::BytesMut,
     ) -> Poll<io::Result<usize>> {
         use bytes::BufMut;
-        let FdReader { io, fds, cmsg } = self;
+        let FdReader { io, fds, cmsg, short_means_empty } = self;
         loop {
             let mut ready = ready!(io.poll_read_ready(cx))?;
             let dst = buf.chunk_mut();
@@ -202,6 +204,16 @@ impl FdReader {
                     // SAFETY: the kernel wrote `n` bytes at the start of the
                     // spare capacity.
                     unsafe { buf.advance_mut(n) };
+                    // A TCP socket that filled less than the room had
+                    // nothing more: wait for the next event, rather than
+                    // spend a `recvmsg` to hear EAGAIN. (Bytes that came
+                    // meanwhile raised a new event, which clearing keeps:
+                    // tokio clears only the readiness this poll saw.) Not
+                    // so a UNIX socket: it ends a read early where the
+                    // next bytes carry descriptors, and they are there.
+                    if *short_means_empty && n > 0 && n < len {
+                        ready.clear_ready();
+                    }
                     return Poll::Ready(Ok(n));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
@@ -222,6 +234,9 @@ impl FdStream {
     pub(crate) fn new(sock: impl Into<OwnedFd>) -> io::Result<(Self, FdReader)> {
         let sock: OwnedFd = sock.into();
         set_nonblocking(&sock)?;
+        let is_unix =
+            nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(sock.as_raw_fd())
+                .map_or(true, |addr| addr.as_unix_addr().is_some());
         let sndbuf = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::SndBuf)
             .unwrap_or(1 << 20);
         let fds = Arc::new(FdQueues {
@@ -237,6 +252,7 @@ impl FdStream {
             io: watch(sock.clone(), Interest::READABLE).map_err(|(_, e)| e)?,
             fds: fds.clone(),
             cmsg: nix::cmsg_space!([RawFd; MAX_FDS_PER_SEND]),
+            short_means_empty: !is_unix,
         };
         let writer =
             FdStream { sock, room, fds, out: VecDeque::new(), out_pos: 0, spare: Vec::new() };
