@@ -3,8 +3,8 @@
 A Rust parent starts this program as a worker with the JSON codec
 (`WorkerBuilder::codec(Codec::Json)`); this module speaks the wire protocol
 of `PROTOCOL.md` (version 5) over the UNIX socket the parent hands over, or
-over TCP back to a remote parent (`Transport::plain_tcp`, with the launch's
-token):
+over TCP back to a remote parent (`Transport::plain_tcp`, or
+`Transport::tls` with the certificate pinned), with the launch's token:
 
     import actix_webworker as aww
 
@@ -125,9 +125,13 @@ class _Connection:
 
     def _fill(self, need):
         while len(self.buf) < need:
-            data, ancdata, _flags, _addr = self.sock.recvmsg(
-                1 << 16, socket.CMSG_SPACE(MAX_FDS_PER_SENDMSG * 4)
-            )
+            if self.remote:
+                # TCP (and TLS, which has no recvmsg): no descriptors.
+                data, ancdata = self.sock.recv(1 << 16), []
+            else:
+                data, ancdata, _flags, _addr = self.sock.recvmsg(
+                    1 << 16, socket.CMSG_SPACE(MAX_FDS_PER_SENDMSG * 4)
+                )
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds = array.array("i")
@@ -371,6 +375,24 @@ class _Runtime:
             return
 
 
+def _tls(sock, pin):
+    """`sock` inside TLS, to a parent whose certificate's SHA-256 is `pin`
+    (and no other: no authority, no host name)."""
+    import hashlib
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # checked below, against the pin
+    tls = context.wrap_socket(sock, server_hostname="actix-webworker")
+    der = tls.getpeercert(binary_form=True) or b""
+    if hashlib.sha256(der).hexdigest() != pin.lower():
+        print("actix_webworker: the parent's certificate is not the one pinned", file=sys.stderr)
+        tls.close()
+        sys.exit(EXIT_NOT_A_WORKER)
+    return tls
+
+
 def _handshake(conn, sock, fingerprint, remote):
     """Reads the parent's hello, answers with ours; raises SystemExit with
     the runtime's code when the two do not match."""
@@ -407,6 +429,7 @@ def run(worker, answers=None, entries=None, fingerprint=None):
     fd = os.environ.pop("ACTIX_WEBWORKER_FD", None)
     connect = os.environ.pop("ACTIX_WEBWORKER_CONNECT", None)
     token = os.environ.pop("ACTIX_WEBWORKER_TOKEN", "")
+    pin = os.environ.pop("ACTIX_WEBWORKER_TLS_PIN", None)
     entry = os.environ.pop("ACTIX_WEBWORKER_ENTRY", None)
     max_message = int(os.environ.pop("ACTIX_WEBWORKER_MAX_MESSAGE", 64 << 20))
     if connect is not None:
@@ -420,6 +443,8 @@ def run(worker, answers=None, entries=None, fingerprint=None):
             sys.exit(EXIT_IO)
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if pin is not None:
+            sock = _tls(sock, pin)
         conn = _Connection(sock, max_message, remote=True)
         conn.send(_envelope(AUTH, payload=token.encode()))
     elif fd is not None:

@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         conformance::a_python_worker_over_json,
         conformance::a_rust_worker_over_tcp,
         conformance::a_python_worker_over_tcp,
+        conformance::a_python_worker_over_tls,
         conformance::a_python_worker_answers_heartbeats,
         conformance::a_python_worker_that_the_parent_refuses_says_so,
     ]
@@ -336,6 +337,15 @@ pub fn a_python_worker_over_tcp() {
     }
     let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
     run(scenarios(python_worker().transport(loopback()), origin));
+}
+
+pub fn a_python_worker_over_tls() {
+    if !have_python() {
+        return;
+    }
+    let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
+    let tls = actix_webworker::Transport::tls("127.0.0.1:0".parse().unwrap());
+    run(scenarios(python_worker().transport(tls), origin));
 }
 
 /// Pinged every 100 ms and taken for lost after a second of silence: a
