@@ -34,9 +34,8 @@ pub(crate) struct Handoff {
     /// The parent process, watched for its exit; `None` for a remote
     /// parent, whose connection is all there is of it.
     pub parent: Option<Arc<ParentWatch>>,
-    /// Over TLS: told when the thread that pumps the connection has
-    /// carried everything out, after the socket closed.
-    pub pumped: Option<std::sync::mpsc::Receiver<()>>,
+    /// Over TLS: the connection still to make (on the worker's runtime).
+    pub tls: Option<TlsConnect>,
 }
 
 /// Why the handover failed.
@@ -69,15 +68,16 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
         std::env::remove_var(var);
     }
     if let Some(address) = connect {
-        let (sock, pumped) = match pin {
-            None => (connect_back(&address, &token), None),
-            Some(pin) => match connect_back_tls(address.clone(), token, pin) {
-                Ok((sock, pumped)) => (Ok(sock), Some(pumped)),
-                Err(e) => (Err(e), None),
-            },
-        };
-        let sock = sock.map_err(|source| HandoffError::Connect { address, source })?;
-        return Ok(Handoff { sock, parent: None, pumped });
+        if let Some(pin) = pin {
+            let pair = std::os::unix::net::UnixStream::pair();
+            let (ours, theirs) =
+                pair.map_err(|source| HandoffError::Connect { address: address.clone(), source })?;
+            let tls = TlsConnect { address, token, pin, theirs };
+            return Ok(Handoff { sock: ours.into(), parent: None, tls: Some(tls) });
+        }
+        let sock = connect_back(&address, &token)
+            .map_err(|source| HandoffError::Connect { address, source })?;
+        return Ok(Handoff { sock, parent: None, tls: None });
     }
     let fd = fd.ok_or(HandoffError::Missing)?;
     // SAFETY: fstat on any number is harmless; it tells whether it is open.
@@ -102,7 +102,7 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
     let cloexec = FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC);
     nix::fcntl::fcntl(&owned, cloexec).map_err(|_| HandoffError::BadDescriptor(fd))?;
     let parent = Arc::new(ParentWatch::open(peer));
-    Ok(Handoff { sock: owned, parent: Some(parent), pumped: None })
+    Ok(Handoff { sock: owned, parent: Some(parent), tls: None })
 }
 
 /// Connects to a remote parent at `address` and presents `token`, the
@@ -126,49 +126,39 @@ fn connect_back(address: &str, token: &str) -> std::io::Result<OwnedFd> {
     Err(last)
 }
 
-/// [`connect_back`] over TLS, to a parent whose certificate hashes to
-/// `pin`: a thread of its own makes the connection, presents the token,
-/// then pumps the plaintext to and from a socketpair, whose other end is
-/// the worker's socket.
-fn connect_back_tls(
+/// Where a worker connects back over TLS, done on the worker's runtime
+/// (see [`TlsConnect::connect`]): its socket is one end of a socketpair,
+/// whose other end the pump joins to the TLS stream once it is up.
+pub(crate) struct TlsConnect {
     address: String,
     token: String,
     pin: String,
-) -> std::io::Result<(OwnedFd, std::sync::mpsc::Receiver<()>)> {
-    use tokio::io::AsyncWriteExt;
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-    let (pumped_tx, pumped_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new().name("actix-webworker-tls".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        let rt = match rt {
-            Ok(rt) => rt,
-            Err(e) => return drop(ready_tx.send(Err(e))),
+    theirs: std::os::unix::net::UnixStream,
+}
+
+impl TlsConnect {
+    /// Connects, makes the TLS handshake against the pin, and presents the
+    /// token; then the pump runs as a task of the runtime this is called
+    /// on (that of the worker's actor: no thread to hand each message
+    /// over to). Returns the pump's task, to await at the end.
+    pub(crate) async fn connect(self) -> std::io::Result<actix_rt::task::JoinHandle<()>> {
+        use tokio::io::AsyncWriteExt;
+        let TlsConnect { address, token, pin, theirs } = self;
+        let connected = async {
+            let tcp = tokio::net::TcpStream::connect(address.as_str()).await?;
+            tcp.set_nodelay(true)?;
+            let connector = crate::wire::tls::connector(&pin)?;
+            let mut tls = connector.connect(crate::wire::tls::server_name(), tcp).await?;
+            let mut auth = vec![crate::wire::frame::Kind::Auth as u8, 0];
+            auth.extend_from_slice(token.as_bytes());
+            tls.write_all(&crate::wire::socket::binary_frame(&auth)).await?;
+            tls.flush().await?;
+            Ok::<_, std::io::Error>(tls)
         };
-        rt.block_on(async move {
-            let connected = async {
-                let tcp = tokio::net::TcpStream::connect(address.as_str()).await?;
-                tcp.set_nodelay(true)?;
-                let connector = crate::wire::tls::connector(&pin)?;
-                let mut tls = connector.connect(crate::wire::tls::server_name(), tcp).await?;
-                let mut auth = vec![crate::wire::frame::Kind::Auth as u8, 0];
-                auth.extend_from_slice(token.as_bytes());
-                tls.write_all(&crate::wire::socket::binary_frame(&auth)).await?;
-                tls.flush().await?;
-                Ok::<_, std::io::Error>(tls)
-            };
-            let timed = tokio::time::timeout(CONNECT_TIMEOUT, connected).await;
-            let tls = match timed.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
-                Ok(tls) => tls,
-                Err(e) => return drop(ready_tx.send(Err(e))),
-            };
-            let _ = ready_tx.send(Ok(()));
-            crate::wire::tls::pump(tls, theirs).await;
-            let _ = pumped_tx.send(());
-        });
-    })?;
-    ready_rx.recv().map_err(|_| std::io::Error::other("the TLS thread ended"))??;
-    Ok((ours.into(), pumped_rx))
+        let timed = tokio::time::timeout(CONNECT_TIMEOUT, connected).await;
+        let tls = timed.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
+        Ok(actix_rt::spawn(crate::wire::tls::pump(tls, theirs)))
+    }
 }
 
 /// How long a remote worker tries to reach its parent.

@@ -70,18 +70,33 @@ where
     // A remote parent (TCP) takes no descriptors; its socket is not ours
     // to keep watching either.
     let fds_ok = handoff.parent.is_some();
-    let (code, end) =
-        system.block_on(serve::<W, F>(handoff.sock, fds_ok, max_message_size, make, panic_rx));
+    let tls = handoff.tls;
+    let sock = handoff.sock;
+    let (code, end) = system.block_on(async move {
+        // Over TLS: connected here, on the runtime its pump then runs on.
+        let pump = match tls {
+            None => None,
+            Some(tls) => match tls.connect().await {
+                Ok(pump) => Some(pump),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not connect to the parent over TLS");
+                    return (exit_code::NOT_A_WORKER, End::Terminated);
+                }
+            },
+        };
+        let ended = serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx).await;
+        // What the session wrote last (its close) still has to go through
+        // the pump: the process must not end under it.
+        if let Some(pump) = pump {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        }
+        ended
+    });
     // Orphaned: nobody will take our process group down, so we do, with
     // whatever this worker started (ourselves last). When the parent's
     // socket closed, the parent may still be on its way out: its pidfd says
     // when it has gone.
     let wait = if end == End::ParentGone { ORPHAN_GRACE } else { Duration::ZERO };
-    // Over TLS, what the session wrote last (its close) still has to go
-    // through the pump: the process must not end under it.
-    if let Some(pumped) = handoff.pumped {
-        let _ = pumped.recv_timeout(Duration::from_secs(2));
-    }
     // (A remote parent is not ours to watch: its connection ended, and so
     // does the worker.)
     if handoff.parent.is_some_and(|parent| parent.gone_within(wait)) {
@@ -107,6 +122,9 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
     tracing::error!(entry, ?known, "no worker entry of that name");
     // Plain reads and writes: the socket is UNIX or TCP.
     let mut sock = match bootstrap::take() {
+        // Over TLS the connection would first have to be made: the worker
+        // just exits, and the parent sees a worker that never came.
+        Ok(handoff) if handoff.tls.is_some() => return exit_code::NOT_A_WORKER,
         Ok(handoff) => std::fs::File::from(handoff.sock),
         Err(e) => {
             not_a_worker(&e);
