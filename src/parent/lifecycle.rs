@@ -58,6 +58,7 @@ impl<P: Protocol> Worker<P> {
             fingerprint: self.fingerprint,
             codec: self.codec,
             heartbeat: self.heartbeat,
+            later: self.events.clone(),
             handshake_timeout: self.handshake_timeout,
         };
         // Its own task: it outlives the actor, should the last address go.

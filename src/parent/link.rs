@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::events::{Event, WorkerEvent};
 use super::options::Heartbeat;
 use super::process::ChildHandle;
-use super::remote::Accepted;
+use super::remote::{self, Accepted};
 use super::sink::{EventSink, Events};
 use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
@@ -51,6 +51,8 @@ pub(crate) struct Link<P: Protocol> {
     /// How payloads are written, named in our hello.
     pub codec: crate::wire::codec::Codec,
     pub heartbeat: Option<super::options::Heartbeat>,
+    /// Where refusals after the worker is in go (a TCP worker's port).
+    pub later: super::sink::EventSink<P>,
 }
 
 /// What the parent does with what its worker sends: events, in order.
@@ -129,8 +131,16 @@ impl<P: Protocol> Link<P> {
     /// Runs the connection to the end and reports the exit (the `Exit`
     /// event, last of the process's); returns how the process ended.
     pub(crate) async fn run(self, channel: super::spawn::Channel) -> LinkExit {
-        let Link { mut side, handle, shared, fingerprint, handshake_timeout, codec, heartbeat } =
-            self;
+        let Link {
+            mut side,
+            handle,
+            shared,
+            fingerprint,
+            handshake_timeout,
+            codec,
+            heartbeat,
+            later,
+        } = self;
         let mut wait: Pin<Box<dyn Future<Output = ExitStatus>>> = Box::pin({
             let handle = handle.clone();
             async move { handle.wait().await }
@@ -145,6 +155,7 @@ impl<P: Protocol> Link<P> {
         // the hellos, within the handshake's time; a process that exits
         // before is told by its exit.
         let (mut farewell, mut refusals) = (None, Vec::new());
+        let mut refuser = None;
         let connect_and_open = async {
             let sock: OwnedFd = match channel {
                 Channel::Local(sock) => sock.into(),
@@ -152,21 +163,34 @@ impl<P: Protocol> Link<P> {
                     let refused = |e| refusals.push(e);
                     // A stranger who says nothing is let go well before
                     // the worker's own time is up.
-                    let accepting = listening.accept(handshake_timeout / 4, refused);
+                    let per_peer = handshake_timeout / 4;
+                    let accepting = listening.accept(per_peer, refused);
                     // Until the worker is connected, its launcher's exit
                     // is the only sign that it never will be; from then on
                     // the connection tells, as a socketpair does.
                     tokio::select! {
                         biased;
                         accepted = accepting => match accepted {
-                            Ok(Accepted::Plain(stream)) => stream.into(),
-                            // The session runs over a socketpair, its
-                            // plaintext pumped to and from the TLS stream.
-                            Ok(Accepted::Tls(tls)) => {
-                                let pair = std::os::unix::net::UnixStream::pair();
-                                let (ours, theirs) = pair.map_err(|e| Some(WireError::Transport(e.to_string())))?;
-                                actix_rt::spawn(crate::wire::tls::pump(tls, theirs));
-                                ours.into()
+                            Ok((accepted, port)) => {
+                                // Whoever comes to the port after the
+                                // worker is refused, and told of.
+                                let (sink, name, pid) = (later.clone(), side.name.clone(), handle.pid());
+                                let tell = move |e| {
+                                    let kind = Event::WireError(e);
+                                    sink.send(WorkerEvent { name: name.clone(), pid, kind });
+                                };
+                                refuser = Some(actix_rt::spawn(remote::refuse_all(port, per_peer, tell)));
+                                match accepted {
+                                    Accepted::Plain(stream) => stream.into(),
+                                    // The session runs over a socketpair,
+                                    // its plaintext pumped to and from TLS.
+                                    Accepted::Tls(tls) => {
+                                        let pair = std::os::unix::net::UnixStream::pair();
+                                        let (ours, theirs) = pair.map_err(|e| Some(WireError::Transport(e.to_string())))?;
+                                        actix_rt::spawn(crate::wire::tls::pump(tls, theirs));
+                                        ours.into()
+                                    }
+                                }
                             }
                             Err(e) => return Err(Some(WireError::Transport(e.to_string()))),
                         },
@@ -251,6 +275,10 @@ impl<P: Protocol> Link<P> {
         pending.fail_through(ended, &WorkerError::Exited(status));
         if in_doubt > 0 {
             side.emit(Event::MaybeLost(in_doubt));
+        }
+        // Its port closes with it.
+        if let Some(refuser) = refuser {
+            refuser.abort();
         }
         // Nothing of the process is held any more (its pidfd closes with
         // the last handle, the socket closed with the reader and writer)

@@ -7,7 +7,9 @@
 //! limit, so that a stranger who connects and says nothing holds up no one.
 //! A connection that presents another token, or none in time, is refused
 //! and reported; the first that presents this launch's token is the
-//! worker's, and the port closes then: the token cannot be used twice.
+//! worker's. The port stays open while the worker is connected, and every
+//! later connection is refused and reported, this launch's token included:
+//! it is good for one connection.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,13 +56,15 @@ impl Listening {
     }
 
     /// Accepts connections until one presents the token, and returns it,
-    /// blocking again, the port closed. Each that presents another token,
-    /// or none within `per_peer`, is closed, and `refused` is told.
+    /// with the port, still open: [`refuse_all`] keeps it, so that whoever
+    /// comes later (with the token again, or another) is refused and told
+    /// of. Each that presents another token, or none within `per_peer`, is
+    /// closed, and `refused` is told.
     pub(crate) async fn accept(
         self,
         per_peer: Duration,
         mut refused: impl FnMut(WireError),
-    ) -> std::io::Result<Accepted> {
+    ) -> std::io::Result<(Accepted, Port)> {
         self.listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let token: std::sync::Arc<str> = self.token.into();
@@ -73,10 +77,42 @@ impl Listening {
                     checking.push(check(stream, peer, token.clone(), tls, per_peer));
                 }
                 Some(checked) = checking.next(), if !checking.is_empty() => match checked {
-                    Ok(stream) => return Ok(stream),
+                    Ok(stream) => return Ok((stream, Port { listener, token, tls: self.tls })),
                     Err(e) => refused(e),
                 },
             }
+        }
+    }
+}
+
+/// A launch's port once its worker is in.
+pub(crate) struct Port {
+    listener: tokio::net::TcpListener,
+    token: std::sync::Arc<str>,
+    tls: Option<std::sync::Arc<TlsServer>>,
+}
+
+/// Refuses every connection to `port` from now on, and tells `refused`:
+/// the token is good for one connection, and it has been used. Runs until
+/// dropped (with the worker's connection).
+pub(crate) async fn refuse_all(port: Port, per_peer: Duration, refused: impl Fn(WireError)) {
+    let mut checking = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            accepted = port.listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let (token, tls) = (port.token.clone(), port.tls.clone());
+                let checked = check(stream, peer, token, tls, per_peer);
+                checking.push(async move { (peer, checked.await) });
+            }
+            Some((peer, checked)) = checking.next(), if !checking.is_empty() => match checked {
+                // The right token, a second time: closed all the same.
+                Ok(_) => refused(WireError::AuthRefused {
+                    peer: peer.to_string(),
+                    why: "this launch's token, used already".into(),
+                }),
+                Err(e) => refused(e),
+            },
         }
     }
 }

@@ -238,11 +238,24 @@ pub fn the_token_is_good_for_one_connection() {
         assert_eq!(worker.ask(Sum(vec![2])).await.unwrap(), 2);
         let noted = std::fs::read_to_string(&note).unwrap();
         let _ = std::fs::remove_file(&note);
-        let (address, _token) = noted.split_once(' ').unwrap();
-        // The worker got in: the port is closed, nobody else can present
-        // the same token.
-        let again = std::net::TcpStream::connect(address);
-        assert!(again.is_err(), "the port of a launch still took a connection");
+        let (address, token) = noted.split_once(' ').unwrap();
+        // The worker got in: the same token, presented again, is refused
+        // and told of; the worker goes on.
+        let mut again = std::net::TcpStream::connect(address).unwrap();
+        again.write_all(&auth_frame(token)).unwrap();
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::AuthRefused { why, .. }) => {
+                    assert!(why.contains("used already"), "{why}");
+                    break;
+                }
+                Event::Exit(s) => panic!("exited with {s} before the refusal was told"),
+                _ => {}
+            }
+        }
+        let mut buf = [0u8; 16];
+        assert!(matches!(again.read(&mut buf), Ok(0) | Err(_)), "the second connection closed");
+        assert_eq!(worker.ask(Sum(vec![3])).await.unwrap(), 3);
         worker.terminate();
         assert!(events.exit().await.success());
     });
