@@ -184,12 +184,7 @@ fn line(name: &str, ours: f64, baseline: f64, unit: &str) {
 
 /// A worker and its online event.
 async fn start() -> Addr<Worker<Bench>> {
-    start_with(Codec::Bincode).await
-}
-
-/// A worker whose connection writes payloads with `codec`.
-async fn start_with(codec: Codec) -> Addr<Worker<Bench>> {
-    start_over(codec, Transport::Local).await
+    start_over(Codec::Bincode, Transport::Local).await
 }
 
 /// A worker connected over `transport`.
@@ -218,8 +213,8 @@ async fn post_all(worker: &Addr<Worker<Bench>>, n: u64, window: u64, make: impl 
     }
 }
 
-async fn stream_small(through_port: bool, codec: Codec) -> f64 {
-    let worker = start_with(codec).await;
+async fn stream_small(through_port: bool, codec: Codec, transport: Transport) -> f64 {
+    let worker = start_over(codec, transport).await;
     let mut port = Port::open(&worker).await.expect("port");
     let payload = vec![7u8; SMALL];
     let t0 = Instant::now();
@@ -238,7 +233,13 @@ async fn stream_small(through_port: bool, codec: Codec) -> f64 {
 }
 
 fn stream_small_baseline() -> f64 {
-    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    batched_writes(a, b)
+}
+
+/// [`STREAM_N`] 64-byte records written to `a` in 64 KiB writes, read from
+/// `b` by a thread (msg/s).
+fn batched_writes<A: Write, B: Read + Send + 'static>(mut a: A, mut b: B) -> f64 {
     let total = STREAM_N as usize * SMALL;
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0u8; 1 << 16];
@@ -272,6 +273,27 @@ async fn rtt() -> (Duration, Duration, Duration) {
     let (evented, mut evented_echo) = echo_process("evented");
     evented.set_nonblocking(true).unwrap();
     let mut evented = tokio::net::UnixStream::from_std(evented).unwrap();
+    let medians = alternated(&worker, &mut blocking, &mut evented).await;
+    drop((blocking, evented));
+    blocking_echo.wait().unwrap();
+    evented_echo.wait().unwrap();
+    stop(worker).await;
+    medians
+}
+
+/// Round trips of 8 bytes, in rounds alternated so that all three see the
+/// same machine: ours (asks to `worker`), a blocking echo on `blocking`,
+/// an evented one on `evented`. Their medians.
+async fn alternated<B, E>(
+    worker: &Addr<Worker<Bench>>,
+    blocking: &mut B,
+    evented: &mut E,
+) -> (Duration, Duration, Duration)
+where
+    B: Read + Write,
+    E: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let per_round = (RTT_N / RTT_ROUNDS) as u64;
     let (mut ours, mut base, mut base_evented) = (Vec::new(), Vec::new(), Vec::new());
     let mut buf = [0u8; 8];
@@ -289,17 +311,12 @@ async fn rtt() -> (Duration, Duration, Duration) {
             base.push(t0.elapsed());
         }
         for i in 0..per_round {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let t0 = Instant::now();
             evented.write_all(&i.to_le_bytes()).await.unwrap();
             evented.read_exact(&mut buf).await.unwrap();
             base_evented.push(t0.elapsed());
         }
     }
-    drop((blocking, evented));
-    blocking_echo.wait().unwrap();
-    evented_echo.wait().unwrap();
-    stop(worker).await;
     (median(ours), median(base), median(base_evented))
 }
 
@@ -383,72 +400,20 @@ async fn remote_rtt(transport: Transport) -> (Duration, Duration, Duration) {
     let (evented, mut evented_echo) = tcp_echo_process("tcp-evented");
     evented.set_nonblocking(true).unwrap();
     let mut evented = tokio::net::TcpStream::from_std(evented).unwrap();
-    let per_round = (RTT_N / RTT_ROUNDS) as u64;
-    let (mut ours, mut base, mut base_evented) = (Vec::new(), Vec::new(), Vec::new());
-    let mut buf = [0u8; 8];
-    for _ in 0..RTT_ROUNDS {
-        for i in 0..per_round {
-            let t0 = Instant::now();
-            assert_eq!(worker.ask(Ping(i)).await.expect("pong"), i);
-            ours.push(t0.elapsed());
-        }
-        for i in 0..per_round {
-            let t0 = Instant::now();
-            raw.write_all(&i.to_le_bytes()).unwrap();
-            raw.read_exact(&mut buf).unwrap();
-            base.push(t0.elapsed());
-        }
-        for i in 0..per_round {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let t0 = Instant::now();
-            evented.write_all(&i.to_le_bytes()).await.unwrap();
-            evented.read_exact(&mut buf).await.unwrap();
-            base_evented.push(t0.elapsed());
-        }
-    }
+    let medians = alternated(&worker, &mut raw, &mut evented).await;
     drop((raw, evented));
     echo.wait().unwrap();
     evented_echo.wait().unwrap();
     stop(worker).await;
-    (median(ours), median(base), median(base_evented))
-}
-
-/// 64-byte posts to a worker over loopback TCP.
-async fn remote_stream_small(transport: Transport) -> f64 {
-    let worker = start_over(Codec::Bincode, transport).await;
-    let payload = vec![7u8; SMALL];
-    let t0 = Instant::now();
-    post_all(&worker, STREAM_N, 10_000, || Load::Small(payload.clone())).await;
-    let got = worker.ask(Count).await.expect("count");
-    let rate = STREAM_N as f64 / t0.elapsed().as_secs_f64();
-    assert_eq!(got, STREAM_N);
-    stop(worker).await;
-    rate
+    medians
 }
 
 /// `stream_small_baseline` over loopback TCP.
 fn remote_stream_small_baseline() -> f64 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (mut b, _) = listener.accept().unwrap();
-    let total = STREAM_N as usize * SMALL;
-    let reader = std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 16];
-        let mut got = 0;
-        while got < total {
-            got += b.read(&mut buf).unwrap();
-        }
-    });
-    let batch = vec![7u8; 1024 * SMALL];
-    let t0 = Instant::now();
-    let mut sent = 0;
-    while sent < total {
-        let n = batch.len().min(total - sent);
-        a.write_all(&batch[..n]).unwrap();
-        sent += n;
-    }
-    reader.join().unwrap();
-    STREAM_N as f64 / t0.elapsed().as_secs_f64()
+    let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (b, _) = listener.accept().unwrap();
+    batched_writes(a, b)
 }
 
 fn loopback() -> Transport {
@@ -744,11 +709,11 @@ async fn run() {
         None => name.contains(only.as_str()),
     };
     if wanted("stream_small") {
-        let ours = stream_small(false, Codec::Bincode).await;
+        let ours = stream_small(false, Codec::Bincode, Transport::Local).await;
         line("stream_small", ours, stream_small_baseline(), "msg/s");
     }
     if wanted("stream_small_port") {
-        let ours = stream_small(true, Codec::Bincode).await;
+        let ours = stream_small(true, Codec::Bincode, Transport::Local).await;
         line("stream_small_port", ours, stream_small_baseline(), "msg/s");
     }
     let tls = || Transport::tls("127.0.0.1:0".parse().unwrap());
@@ -763,15 +728,15 @@ async fn run() {
         line("remote_tls_rtt_p50", us(ours), us(base), "us");
     }
     if wanted("remote_stream_small") {
-        let ours = remote_stream_small(loopback()).await;
+        let ours = stream_small(false, Codec::Bincode, loopback()).await;
         line("remote_stream_small", ours, remote_stream_small_baseline(), "msg/s");
     }
     if wanted("remote_tls_stream_small") {
-        let ours = remote_stream_small(tls()).await;
+        let ours = stream_small(false, Codec::Bincode, tls()).await;
         line("remote_tls_stream_small", ours, remote_stream_small_baseline(), "msg/s");
     }
     if wanted("stream_small_json") {
-        let ours = stream_small(false, Codec::Json).await;
+        let ours = stream_small(false, Codec::Json, Transport::Local).await;
         line("stream_small_json", ours, stream_small_baseline(), "msg/s");
     }
     if wanted("rtt_p50") || wanted("rtt_p50_vs_evented_echo") {
