@@ -117,20 +117,44 @@ fn not_a_worker(e: &dyn std::fmt::Display) {
 /// place of its hello, which the parent turns into a typed error naming
 /// the entries it has), and returns the exit code.
 pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
-    use std::io::{Read, Write};
     // The parent tells it, as `WireError::UnknownEntry`; here it is a trace.
     tracing::error!(entry, ?known, "no worker entry of that name");
-    // Plain reads and writes: the socket is UNIX or TCP.
-    let mut sock = match bootstrap::take() {
-        // Over TLS the connection would first have to be made: the worker
-        // just exits, and the parent sees a worker that never came.
-        Ok(handoff) if handoff.tls.is_some() => return exit_code::NOT_A_WORKER,
-        Ok(handoff) => std::fs::File::from(handoff.sock),
+    let handoff = match bootstrap::take() {
+        Ok(handoff) => handoff,
         Err(e) => {
             not_a_worker(&e);
             return exit_code::NOT_A_WORKER;
         }
     };
+    // Over TLS the connection is made, and pumped, on a thread of its own
+    // while this one says no over the socketpair.
+    let pumping = handoff.tls.map(|tls| {
+        let (done, pumped) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                match tls.connect().await {
+                    Ok(pump) => drop(pump.await),
+                    Err(e) => tracing::error!(error = %e, "could not connect to the parent"),
+                }
+            });
+            let _ = done.send(());
+        });
+        pumped
+    });
+    // Plain reads and writes: the socket is UNIX, TCP, or the socketpair
+    // of a TLS connection.
+    let code = say_no(std::fs::File::from(handoff.sock), entry, known);
+    // The refusal has to get through the pump before the process ends.
+    if let Some(pumped) = pumping {
+        let _ = pumped.recv_timeout(Duration::from_secs(2));
+    }
+    code
+}
+
+/// Reads the parent's hello from `sock`, answers with the refusal, and
+/// waits for the parent to close; the exit code.
+fn say_no(mut sock: std::fs::File, entry: &str, known: Vec<String>) -> i32 {
+    use std::io::{Read, Write};
     let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
     // The parent's hello is read first, so that nothing is left unread
     // when the socket closes (its reads would then fail before ours), and

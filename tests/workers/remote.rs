@@ -28,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
         remote::a_worker_over_tls_and_strangers_to_it,
         remote::a_worker_given_another_pin_will_not_talk,
         remote::tls_with_a_certificate_from_files,
+        remote::a_worker_over_tls_without_the_entry_says_which_it_has,
     ]
 }
 
@@ -171,6 +172,32 @@ pub fn tls_with_a_certificate_from_files() {
         assert!(matches!(worker.ask(Sum(vec![1])).await, Err(WorkerError::Exited(_))));
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Started over TLS for an entry it does not have, the worker connects,
+/// refuses, and names the entries it has, as over a socketpair.
+pub fn a_worker_over_tls_without_the_entry_says_which_it_has() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).entry("nope").transport(tls()).start().unwrap();
+        let mut told = None;
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::UnknownEntry { entry, known }) => {
+                    told = Some((entry, known))
+                }
+                Event::Exit(status) => {
+                    assert_eq!(status.code, Some(64));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let (entry, known) = told.expect("the refusal came through TLS");
+        assert_eq!(entry, "nope");
+        assert!(known.contains(&"test".to_owned()), "{known:?}");
+        drop(worker);
+    });
 }
 
 /// The scenarios of the test binary as a launcher (see `run_if_launcher`).
