@@ -115,9 +115,7 @@ fn connect_back(address: &str, token: &str) -> std::io::Result<OwnedFd> {
         match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
             Ok(mut stream) => {
                 stream.set_nodelay(true)?;
-                let mut auth = vec![crate::wire::frame::Kind::Auth as u8, 0];
-                auth.extend_from_slice(token.as_bytes());
-                stream.write_all(&crate::wire::socket::binary_frame(&auth))?;
+                stream.write_all(&auth_frame(token))?;
                 return Ok(stream.into());
             }
             Err(e) => last = e,
@@ -149,9 +147,7 @@ impl TlsConnect {
             tcp.set_nodelay(true)?;
             let connector = crate::wire::tls::connector(&pin)?;
             let mut tls = connector.connect(crate::wire::tls::server_name(), tcp).await?;
-            let mut auth = vec![crate::wire::frame::Kind::Auth as u8, 0];
-            auth.extend_from_slice(token.as_bytes());
-            tls.write_all(&crate::wire::socket::binary_frame(&auth)).await?;
+            tls.write_all(&auth_frame(&token)).await?;
             tls.flush().await?;
             Ok::<_, std::io::Error>(tls)
         };
@@ -159,6 +155,14 @@ impl TlsConnect {
         let tls = timed.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
         Ok(actix_rt::spawn(crate::wire::tls::pump(tls, theirs)))
     }
+}
+
+/// The first thing a remote worker sends: its token, as an `Auth` message
+/// in its WebSocket frame.
+fn auth_frame(token: &str) -> Vec<u8> {
+    let mut auth = vec![crate::wire::frame::Kind::Auth as u8, 0];
+    auth.extend_from_slice(token.as_bytes());
+    crate::wire::socket::binary_frame(&auth)
 }
 
 /// How long a remote worker tries to reach its parent.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::events::{Event, WorkerEvent};
 use super::options::Heartbeat;
 use super::process::ChildHandle;
-use super::remote::{self, Accepted};
+use super::remote;
 use super::sink::{EventSink, Events};
 use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
@@ -170,30 +170,18 @@ impl<P: Protocol> Link<P> {
                     // the connection tells, as a socketpair does.
                     tokio::select! {
                         biased;
-                        accepted = accepting => match accepted {
-                            Ok((accepted, port)) => {
-                                // Whoever comes to the port after the
-                                // worker is refused, and told of.
-                                let (sink, name, pid) = (later.clone(), side.name.clone(), handle.pid());
-                                let tell = move |e| {
-                                    let kind = Event::WireError(e);
-                                    sink.send(WorkerEvent { name: name.clone(), pid, kind });
-                                };
-                                refuser = Some(actix_rt::spawn(remote::refuse_all(port, per_peer, tell)));
-                                match accepted {
-                                    Accepted::Plain(stream) => stream.into(),
-                                    // The session runs over a socketpair,
-                                    // its plaintext pumped to and from TLS.
-                                    Accepted::Tls(tls) => {
-                                        let pair = std::os::unix::net::UnixStream::pair();
-                                        let (ours, theirs) = pair.map_err(|e| Some(WireError::Transport(e.to_string())))?;
-                                        actix_rt::spawn(crate::wire::tls::pump(tls, theirs));
-                                        ours.into()
-                                    }
-                                }
-                            }
-                            Err(e) => return Err(Some(WireError::Transport(e.to_string()))),
-                        },
+                        accepted = accepting => {
+                            let (accepted, port) = accepted.map_err(|e| Some(WireError::Transport(e.to_string())))?;
+                            // Whoever comes to the port after the worker
+                            // is refused, and told of.
+                            let (sink, name, pid) = (later.clone(), side.name.clone(), handle.pid());
+                            let tell = move |e| {
+                                let kind = Event::WireError(e);
+                                sink.send(WorkerEvent { name: name.clone(), pid, kind });
+                            };
+                            refuser = Some(actix_rt::spawn(remote::refuse_all(port, tell)));
+                            accepted.into_socket().map_err(|e| Some(WireError::Transport(e.to_string())))?
+                        }
                         exited = wait.as_mut() => {
                             status = Some(exited);
                             return Err(None);

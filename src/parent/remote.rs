@@ -66,53 +66,69 @@ impl Listening {
         mut refused: impl FnMut(WireError),
     ) -> std::io::Result<(Accepted, Port)> {
         self.listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(self.listener)?;
-        let token: std::sync::Arc<str> = self.token.into();
-        let mut checking = FuturesUnordered::new();
+        let mut port = Port {
+            listener: tokio::net::TcpListener::from_std(self.listener)?,
+            token: self.token.into(),
+            tls: self.tls,
+            per_peer,
+            checking: FuturesUnordered::new(),
+        };
+        let (_, accepted) = port.next_with_token(&mut refused).await?;
+        Ok((accepted, port))
+    }
+}
+
+/// A launch's port: connections accepted and checked side by side.
+pub(crate) struct Port {
+    listener: tokio::net::TcpListener,
+    token: std::sync::Arc<str>,
+    tls: Option<std::sync::Arc<TlsServer>>,
+    per_peer: Duration,
+    /// Connections whose token is being read, with where they come from.
+    checking: FuturesUnordered<Checking>,
+}
+
+type Checking = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (SocketAddr, Result<Accepted, WireError>)> + Send>,
+>;
+
+impl Port {
+    /// The next connection that presents the token; those refused on the
+    /// way (another token, none in time) are closed and told to `refused`.
+    async fn next_with_token(
+        &mut self,
+        refused: &mut impl FnMut(WireError),
+    ) -> std::io::Result<(SocketAddr, Accepted)> {
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
+                accepted = self.listener.accept() => {
                     let (stream, peer) = accepted?;
-                    let tls = self.tls.clone();
-                    checking.push(check(stream, peer, token.clone(), tls, per_peer));
+                    let (token, tls) = (self.token.clone(), self.tls.clone());
+                    let checked = check(stream, peer, token, tls, self.per_peer);
+                    self.checking.push(Box::pin(async move { (peer, checked.await) }));
                 }
-                Some(checked) = checking.next(), if !checking.is_empty() => match checked {
-                    Ok(stream) => return Ok((stream, Port { listener, token, tls: self.tls })),
-                    Err(e) => refused(e),
-                },
+                Some((peer, checked)) = self.checking.next(), if !self.checking.is_empty() => {
+                    match checked {
+                        Ok(accepted) => return Ok((peer, accepted)),
+                        Err(e) => refused(e),
+                    }
+                }
             }
         }
     }
 }
 
-/// A launch's port once its worker is in.
-pub(crate) struct Port {
-    listener: tokio::net::TcpListener,
-    token: std::sync::Arc<str>,
-    tls: Option<std::sync::Arc<TlsServer>>,
-}
-
 /// Refuses every connection to `port` from now on, and tells `refused`:
 /// the token is good for one connection, and it has been used. Runs until
 /// dropped (with the worker's connection).
-pub(crate) async fn refuse_all(port: Port, per_peer: Duration, refused: impl Fn(WireError)) {
-    let mut checking = FuturesUnordered::new();
+pub(crate) async fn refuse_all(mut port: Port, mut refused: impl FnMut(WireError)) {
     loop {
-        tokio::select! {
-            accepted = port.listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let (token, tls) = (port.token.clone(), port.tls.clone());
-                let checked = check(stream, peer, token, tls, per_peer);
-                checking.push(async move { (peer, checked.await) });
-            }
-            Some((peer, checked)) = checking.next(), if !checking.is_empty() => match checked {
-                // The right token, a second time: closed all the same.
-                Ok(_) => refused(WireError::AuthRefused {
-                    peer: peer.to_string(),
-                    why: "this launch's token, used already".into(),
-                }),
-                Err(e) => refused(e),
-            },
+        // The right token, a second time: closed all the same.
+        if let Ok((peer, _)) = port.next_with_token(&mut refused).await {
+            refused(WireError::AuthRefused {
+                peer: peer.to_string(),
+                why: "this launch's token, used already".into(),
+            });
         }
     }
 }
@@ -123,6 +139,22 @@ pub(crate) enum Accepted {
     Plain(std::net::TcpStream),
     /// Over TLS: its plaintext is pumped to a socketpair (`tls::pump`).
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl Accepted {
+    /// The socket the session runs over: the TCP one itself, or one end of
+    /// a socketpair whose other end a pump (a task of this runtime) joins
+    /// to the TLS stream.
+    pub(crate) fn into_socket(self) -> std::io::Result<std::os::fd::OwnedFd> {
+        match self {
+            Accepted::Plain(stream) => Ok(stream.into()),
+            Accepted::Tls(tls) => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+                actix_rt::spawn(crate::wire::tls::pump(tls, theirs));
+                Ok(ours.into())
+            }
+        }
+    }
 }
 
 /// Reads the token a connection presents (after the TLS handshake, if
