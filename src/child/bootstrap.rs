@@ -21,6 +21,7 @@ use crate::handoff::{
     self, ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_TLS_PIN, ENV_TOKEN,
 };
 use crate::os;
+use tokio_rustls::rustls::ClientConnection;
 
 /// How long a worker whose parent is gone may take to finish `on_close`
 /// before its process group is killed.
@@ -34,8 +35,8 @@ pub(crate) struct Handoff {
     /// The parent process, watched for its exit; `None` for a remote
     /// parent, whose connection is all there is of it.
     pub parent: Option<Arc<ParentWatch>>,
-    /// Over TLS: the connection still to make (on the worker's runtime).
-    pub tls: Option<TlsConnect>,
+    /// The TLS the connection speaks, its handshake done, if any.
+    pub tls: Option<ClientConnection>,
 }
 
 /// Why the handover failed.
@@ -68,16 +69,9 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
         std::env::remove_var(var);
     }
     if let Some(address) = connect {
-        if let Some(pin) = pin {
-            let pair = std::os::unix::net::UnixStream::pair();
-            let (ours, theirs) =
-                pair.map_err(|source| HandoffError::Connect { address: address.clone(), source })?;
-            let tls = TlsConnect { address, token, pin, theirs };
-            return Ok(Handoff { sock: ours.into(), parent: None, tls: Some(tls) });
-        }
-        let sock = connect_back(&address, &token)
+        let (sock, tls) = connect_back(&address, &token, pin.as_deref())
             .map_err(|source| HandoffError::Connect { address, source })?;
-        return Ok(Handoff { sock, parent: None, tls: None });
+        return Ok(Handoff { sock, parent: None, tls });
     }
     let fd = fd.ok_or(HandoffError::Missing)?;
     // SAFETY: fstat on any number is harmless; it tells whether it is open.
@@ -105,56 +99,39 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
     Ok(Handoff { sock: owned, parent: Some(parent), tls: None })
 }
 
-/// Connects to a remote parent at `address` and presents `token`, the
-/// first message on the connection (see `parent/remote.rs`).
-fn connect_back(address: &str, token: &str) -> std::io::Result<OwnedFd> {
+/// Connects to a remote parent at `address`, over TLS with a parent whose
+/// certificate hashes to `pin` if there is one, and presents `token`, the
+/// first message on the connection (see `parent/remote.rs`). Blocking,
+/// before the runtime starts, each step within [`CONNECT_TIMEOUT`].
+fn connect_back(
+    address: &str,
+    token: &str,
+    pin: Option<&str>,
+) -> std::io::Result<(OwnedFd, Option<ClientConnection>)> {
     use std::io::Write;
     use std::net::ToSocketAddrs;
     let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
     for addr in address.to_socket_addrs()? {
-        match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-            Ok(mut stream) => {
-                stream.set_nodelay(true)?;
-                stream.write_all(&auth_frame(token))?;
-                return Ok(stream.into());
+        let mut stream = match std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => stream,
+            Err(e) => {
+                last = e;
+                continue;
             }
-            Err(e) => last = e,
-        }
+        };
+        stream.set_nodelay(true)?;
+        let Some(pin) = pin else {
+            stream.write_all(&auth_frame(token))?;
+            return Ok((stream.into(), None));
+        };
+        stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+        let tls = crate::wire::tls::connect(&mut stream, pin, &auth_frame(token))?;
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
+        return Ok((stream.into(), Some(tls)));
     }
     Err(last)
-}
-
-/// Where a worker connects back over TLS, done on the worker's runtime
-/// (see [`TlsConnect::connect`]): its socket is one end of a socketpair,
-/// whose other end the pump joins to the TLS stream once it is up.
-pub(crate) struct TlsConnect {
-    address: String,
-    token: String,
-    pin: String,
-    theirs: std::os::unix::net::UnixStream,
-}
-
-impl TlsConnect {
-    /// Connects, makes the TLS handshake against the pin, and presents the
-    /// token; then the pump runs as a task of the runtime this is called
-    /// on (that of the worker's actor: no thread to hand each message
-    /// over to). Returns the pump's task, to await at the end.
-    pub(crate) async fn connect(self) -> std::io::Result<actix_rt::task::JoinHandle<()>> {
-        use tokio::io::AsyncWriteExt;
-        let TlsConnect { address, token, pin, theirs } = self;
-        let connected = async {
-            let tcp = tokio::net::TcpStream::connect(address.as_str()).await?;
-            tcp.set_nodelay(true)?;
-            let connector = crate::wire::tls::connector(&pin)?;
-            let mut tls = connector.connect(crate::wire::tls::server_name(), tcp).await?;
-            tls.write_all(&auth_frame(&token)).await?;
-            tls.flush().await?;
-            Ok::<_, std::io::Error>(tls)
-        };
-        let timed = tokio::time::timeout(CONNECT_TIMEOUT, connected).await;
-        let tls = timed.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
-        Ok(actix_rt::spawn(crate::wire::tls::pump(tls, theirs)))
-    }
 }
 
 /// The first thing a remote worker sends: its token, as an `Auth` message

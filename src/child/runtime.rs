@@ -14,7 +14,7 @@
 //! of the runtime when it got there, or through the watchdog of
 //! `bootstrap.rs` when the actor is stuck.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use crate::wire::codec::{self, Codec};
 use crate::wire::encode::encode;
 use crate::wire::frame::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket;
+use crate::wire::socket::{self, Socket};
 
 /// Runs the worker to its end and returns the exit code.
 pub(crate) fn run<W, F>(make: F) -> i32
@@ -70,28 +70,9 @@ where
     // A remote parent (TCP) takes no descriptors; its socket is not ours
     // to keep watching either.
     let fds_ok = handoff.parent.is_some();
-    let tls = handoff.tls;
-    let sock = handoff.sock;
-    let (code, end) = system.block_on(async move {
-        // Over TLS: connected here, on the runtime its pump then runs on.
-        let pump = match tls {
-            None => None,
-            Some(tls) => match tls.connect().await {
-                Ok(pump) => Some(pump),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not connect to the parent over TLS");
-                    return (exit_code::NOT_A_WORKER, End::Terminated);
-                }
-            },
-        };
-        let ended = serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx).await;
-        // What the session wrote last (its close) still has to go through
-        // the pump: the process must not end under it.
-        if let Some(pump) = pump {
-            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
-        }
-        ended
-    });
+    let sock = Socket { fd: handoff.sock, tls: handoff.tls.map(Into::into) };
+    let (code, end) =
+        system.block_on(serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx));
     // Orphaned: nobody will take our process group down, so we do, with
     // whatever this worker started (ourselves last). When the parent's
     // socket closed, the parent may still be on its way out: its pidfd says
@@ -126,56 +107,53 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
             return exit_code::NOT_A_WORKER;
         }
     };
-    // Over TLS the connection is made, and pumped, on a thread of its own
-    // while this one says no over the socketpair.
-    let pumping = handoff.tls.map(|tls| {
-        let (done, pumped) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                match tls.connect().await {
-                    Ok(pump) => drop(pump.await),
-                    Err(e) => tracing::error!(error = %e, "could not connect to the parent"),
-                }
-            });
-            let _ = done.send(());
-        });
-        pumped
-    });
-    // Plain reads and writes: the socket is UNIX, TCP, or the socketpair
-    // of a TLS connection.
-    let code = say_no(std::fs::File::from(handoff.sock), entry, known);
-    // The refusal has to get through the pump before the process ends.
-    if let Some(pumped) = pumping {
-        let _ = pumped.recv_timeout(Duration::from_secs(2));
+    let raw = handoff.sock.as_raw_fd();
+    match handoff.tls {
+        // Plain reads and writes: the socket is UNIX, or TCP in the clear.
+        None => say_no(std::fs::File::from(handoff.sock), raw, entry, known),
+        // Over TLS, blocking, as the handshake was.
+        Some(tls) => {
+            let tcp = std::net::TcpStream::from(handoff.sock);
+            say_no(tokio_rustls::rustls::StreamOwned::new(tls, tcp), raw, entry, known)
+        }
     }
-    code
 }
 
-/// Reads the parent's hello from `sock`, answers with the refusal, and
-/// waits for the parent to close; the exit code.
-fn say_no(mut sock: std::fs::File, entry: &str, known: Vec<String>) -> i32 {
-    use std::io::{Read, Write};
+/// Reads the parent's hello from `sock` (whose socket is `raw`), answers
+/// with the refusal, and waits for the parent to close; the exit code.
+fn say_no(
+    mut sock: impl std::io::Read + std::io::Write,
+    raw: RawFd,
+    entry: &str,
+    known: Vec<String>,
+) -> i32 {
+    // SAFETY: `raw` is the socket `sock` reads and writes, open throughout.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
     // The parent's hello is read first, so that nothing is left unread
     // when the socket closes (its reads would then fail before ours), and
     // to write the refusal with the codec it names.
     let five = nix::sys::time::TimeVal::new(5, 0);
-    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &five);
+    let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &five);
     let mut hello = [0u8; 64];
     let got = sock.read(&mut hello).unwrap_or(0);
     let codec = socket::codec_of_hello(&hello[..got]);
     let Ok(msg) = encode(codec, Header::bare(Kind::Refused), &refusal, usize::MAX) else {
         return exit_code::NOT_A_WORKER;
     };
-    if sock.write_all(&socket::binary_frame(&msg)).is_err() {
+    if sock.write_all(&socket::binary_frame(&msg)).and_then(|()| sock.flush()).is_err() {
         return exit_code::NOT_A_WORKER;
     }
-    let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    let _ = nix::sys::socket::shutdown(raw, nix::sys::socket::Shutdown::Write);
     // Until the parent has read it and closed its end. A parent that keeps
     // its end open (5 s without a byte) never finished the exchange.
     loop {
         match sock.read(&mut hello) {
             Ok(0) => return exit_code::NOT_A_WORKER,
+            // TLS: the end of the TCP stream, without TLS's own close.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return exit_code::NOT_A_WORKER
+            }
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -205,7 +183,7 @@ enum End {
 }
 
 async fn serve<W, F>(
-    sock: std::os::fd::OwnedFd,
+    sock: Socket,
     fds_ok: bool,
     max_message_size: usize,
     make: F,

@@ -30,6 +30,7 @@ use crate::protocol::{Protocol, Received};
 use crate::session::{self, Finish, Finished, Hello, Session, Shared, Side, Why};
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
+use crate::wire::socket::Socket;
 use crate::wire::writer::WriterEnd;
 use std::os::fd::OwnedFd;
 
@@ -157,8 +158,8 @@ impl<P: Protocol> Link<P> {
         let (mut farewell, mut refusals) = (None, Vec::new());
         let mut refuser = None;
         let connect_and_open = async {
-            let sock: OwnedFd = match channel {
-                Channel::Local(sock) => sock.into(),
+            let sock: Socket = match channel {
+                Channel::Local(sock) => OwnedFd::from(sock).into(),
                 Channel::Tcp(listening) => {
                     let refused = |e| refusals.push(e);
                     // A stranger who says nothing is let go well before
@@ -191,7 +192,7 @@ impl<P: Protocol> Link<P> {
             };
             // Kept to ask the worker to close, should the System stop
             // under it.
-            farewell = sock.try_clone().ok();
+            farewell = sock.fd.try_clone().ok();
             session::open(sock, max, fingerprint, Hello::First(codec)).await
         };
         let opened = tokio::time::timeout(handshake_timeout, connect_and_open).await;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use nix::sys::signal::Signal;
-use nix::sys::socket::{MsgFlags, Shutdown};
+use nix::sys::socket::Shutdown;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::ExitStatus;
@@ -212,12 +212,9 @@ impl Farewell {
         let Some((sock, fds)) = self.conn.take() else { return };
         let terminate =
             socket::binary_frame(&crate::wire::frame::bare(crate::wire::frame::Kind::Terminate));
-        if fds.ledger().between_frames() {
-            // Without blocking, and without SIGPIPE.
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            if nix::sys::socket::send(sock.as_raw_fd(), &terminate, flags) == Ok(terminate.len()) {
-                return;
-            }
+        // Without blocking, and without SIGPIPE.
+        if fds.send_whole_now(&terminate) {
+            return;
         }
         let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), Shutdown::Both);
     }

@@ -19,6 +19,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::WireError;
 use crate::wire::frame::Kind;
+use crate::wire::socket::Socket;
 use crate::wire::tls::TlsServer;
 
 /// A worker's port, listening, and the token made for its launch.
@@ -137,21 +138,19 @@ pub(crate) async fn refuse_all(mut port: Port, mut refused: impl FnMut(WireError
 pub(crate) enum Accepted {
     /// In the clear: the socket itself.
     Plain(std::net::TcpStream),
-    /// Over TLS: its plaintext is pumped to a socketpair (`tls::pump`).
+    /// Over TLS, its handshake done.
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 impl Accepted {
-    /// The socket the session runs over: the TCP one itself, or one end of
-    /// a socketpair whose other end a pump (a task of this runtime) joins
-    /// to the TLS stream.
-    pub(crate) fn into_socket(self) -> std::io::Result<std::os::fd::OwnedFd> {
+    /// The socket the session runs over, and the TLS it speaks (in the
+    /// stream itself: `wire/fd/secure.rs`).
+    pub(crate) fn into_socket(self) -> std::io::Result<Socket> {
         match self {
-            Accepted::Plain(stream) => Ok(stream.into()),
+            Accepted::Plain(stream) => Ok(std::os::fd::OwnedFd::from(stream).into()),
             Accepted::Tls(tls) => {
-                let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-                actix_rt::spawn(crate::wire::tls::pump(tls, theirs));
-                Ok(ours.into())
+                let (tcp, tls) = tls.into_inner();
+                Ok(Socket::tls(tcp.into_std()?, tls))
             }
         }
     }

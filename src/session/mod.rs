@@ -129,7 +129,7 @@ pub(crate) struct Opened {
 
 /// Opens the WebSocket over `sock` and exchanges hellos (see [`hello`]).
 pub(crate) async fn open(
-    sock: impl Into<std::os::fd::OwnedFd>,
+    sock: impl Into<socket::Socket>,
     max_message_size: usize,
     fingerprint: u64,
     order: Hello,

@@ -18,6 +18,7 @@
 
 pub(crate) mod boundary;
 pub(crate) mod ledger;
+pub(crate) mod secure;
 
 use std::collections::VecDeque;
 
@@ -33,6 +34,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 use self::ledger::Ledger;
+use self::secure::{Got, Secure};
 
 /// The most descriptors one `sendmsg` may carry (Linux's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_SEND: usize = 253;
@@ -61,6 +63,10 @@ pub(crate) struct FdQueues {
     frames: Mutex<VecDeque<Bytes>>,
     /// The socket (owned by the stream, which outlives every user of this).
     sock: RawFd,
+    /// TLS, spoken by the stream itself (`secure.rs`), when the connection
+    /// has it: shared by both halves, whose reads and writes each hold it
+    /// for one step.
+    tls: Option<Mutex<Secure>>,
 }
 
 impl FdQueues {
@@ -122,6 +128,47 @@ impl FdQueues {
     /// still not known to be read.
     pub(crate) fn confirm(&self) -> bool {
         lock(&self.ledger).confirm(self.sock)
+    }
+
+    /// Writes `frame` (one whole WebSocket frame) now, without blocking, if
+    /// the socket stands between frames and takes all of it: for a last
+    /// word when no writer runs any more.
+    pub(crate) fn send_whole_now(&self, frame: &[u8]) -> bool {
+        let Some(tls) = &self.tls else {
+            if !self.ledger().between_frames() {
+                return false;
+            }
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            return nix::sys::socket::send(self.sock, frame, flags) == Ok(frame.len());
+        };
+        let mut tls = lock(tls);
+        // Plaintext taken but not all written may end mid-frame.
+        if tls.holds() || !self.ledger().between_frames() {
+            return false;
+        }
+        let mut sock = Sock { fd: self.sock, fds: self };
+        matches!(tls.write(&[IoSlice::new(frame)]), Ok(n) if n == frame.len())
+            && matches!(tls.flush(&mut sock), Ok(true))
+    }
+}
+
+/// The socket as `io::Write`, for rustls's records: non-blocking sends.
+struct Sock<'a> {
+    fd: RawFd,
+    fds: &'a FdQueues,
+}
+
+impl io::Write for Sock<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        send(self.fd, &[IoSlice::new(buf)], self.fds)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        send(self.fd, bufs, self.fds)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -190,6 +237,9 @@ impl FdReader {
         buf: &mut bytes::BytesMut,
     ) -> Poll<io::Result<usize>> {
         use bytes::BufMut;
+        if self.fds.tls.is_some() {
+            return self.poll_recv_tls(cx, buf);
+        }
         let FdReader { io, fds, cmsg, short_means_empty } = self;
         loop {
             let mut ready = ready!(io.poll_read_ready(cx))?;
@@ -221,6 +271,58 @@ impl FdReader {
         }
     }
 
+    /// [`poll_recv`](Self::poll_recv) over TLS: plaintext decrypted from
+    /// what was read, else one read of ciphertext (TCP: no descriptors).
+    fn poll_recv_tls(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let FdReader { io, fds, short_means_empty, .. } = self;
+        let Some(tls) = &fds.tls else { unreachable!("checked by the caller") };
+        let fd = io.as_raw_fd();
+        loop {
+            {
+                let mut secure = lock(tls);
+                let got = secure.read(buf);
+                // Whatever rustls has to say after reading (an alert before
+                // it fails, an answer to a key update) goes now if it can;
+                // else with the writer's next records.
+                if secure.wants_write() {
+                    let _ = secure.flush(&mut Sock { fd, fds });
+                }
+                match got? {
+                    Got::Plain(n) => return Poll::Ready(Ok(n)),
+                    Got::End => return Poll::Ready(Ok(0)),
+                    Got::NeedBytes => {}
+                }
+            }
+            let mut ready = ready!(io.poll_read_ready(cx))?;
+            let filled = ready.try_io(|_| {
+                lock(tls).fill(|room| {
+                    // SAFETY: recv writes at most `room.len()` bytes there.
+                    let n = unsafe {
+                        libc::recv(fd, room.as_mut_ptr().cast(), room.len(), libc::MSG_DONTWAIT)
+                    };
+                    if n < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(n as usize)
+                })
+            });
+            match filled {
+                Err(_would_block) => continue,
+                Ok(Ok(n)) => {
+                    // As for plain TCP in `poll_recv`.
+                    if *short_means_empty && n > 0 && n < secure::CIPHER_READ {
+                        ready.clear_ready();
+                    }
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     /// The descriptor queues and the ledger.
     pub(crate) fn queues(&self) -> Arc<FdQueues> {
         self.fds.clone()
@@ -229,9 +331,13 @@ impl FdReader {
 
 impl FdStream {
     /// Splits a connected stream socket (a UNIX one; or TCP, which carries
-    /// no descriptors) into its writing half (under the WebSocket) and its
-    /// reading half; must be called inside a tokio runtime.
-    pub(crate) fn new(sock: impl Into<OwnedFd>) -> io::Result<(Self, FdReader)> {
+    /// no descriptors, and may speak `tls`, its handshake done) into its
+    /// writing half (under the WebSocket) and its reading half; must be
+    /// called inside a tokio runtime.
+    pub(crate) fn new(
+        sock: impl Into<OwnedFd>,
+        tls: Option<secure::Tls>,
+    ) -> io::Result<(Self, FdReader)> {
         let sock: OwnedFd = sock.into();
         set_nonblocking(&sock)?;
         let is_unix =
@@ -245,6 +351,7 @@ impl FdStream {
             ledger: Mutex::new(Ledger::new(sndbuf)),
             frames: Mutex::default(),
             sock: sock.as_raw_fd(),
+            tls: tls.map(|tls| Mutex::new(Secure::new(tls))),
         });
         let room = Room::Idle(sock.try_clone()?);
         let sock = Arc::new(sock);
@@ -335,6 +442,18 @@ fn send(fd: RawFd, src: &[IoSlice<'_>], fds: &FdQueues) -> io::Result<usize> {
         .map_err(io::Error::from)?;
     outgoing.drain(..n);
     Ok(sent)
+}
+
+/// Tells the ledger of the first `n` bytes of `src`, handed to the kernel.
+fn hand(ledger: &mut Ledger, src: &[IoSlice<'_>], mut n: usize) {
+    for slice in src {
+        if n == 0 {
+            break;
+        }
+        let take = n.min(slice.len());
+        ledger.handed(&slice[..take]);
+        n -= take;
+    }
 }
 
 /// Registers `inner` with the event loop for `interest` only.
@@ -428,6 +547,9 @@ impl FdStream {
     /// descriptors when there are any: they ride on these bytes, which come
     /// no later than those of the message that claims them).
     fn poll_send(&mut self, cx: &mut Context<'_>, src: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        if self.fds.tls.is_some() {
+            return self.poll_send_tls(cx, src);
+        }
         let FdStream { sock, fds, room, .. } = self;
         let fd = sock.as_raw_fd();
         let sent = loop {
@@ -443,17 +565,54 @@ impl FdStream {
             // Room enough: no more watching for it.
             room.idle()?;
         }
-        let mut ledger = fds.ledger();
-        let mut left = sent;
-        for slice in src {
-            let n = left.min(slice.len());
-            ledger.handed(&slice[..n]);
-            left -= n;
-            if left == 0 {
-                break;
-            }
-        }
+        hand(&mut fds.ledger(), src, sent);
         Poll::Ready(Ok(sent))
+    }
+
+    /// [`poll_send`](Self::poll_send) over TLS: once the records of what
+    /// went before are all in the kernel, encrypts what rustls takes of
+    /// `src` and writes as much as the socket takes. The ledger hears of
+    /// plaintext once all its records are written.
+    fn poll_send_tls(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_tls_written(cx))?;
+        if src.iter().all(|s| s.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        let FdStream { sock, fds, room, .. } = self;
+        let Some(tls) = &fds.tls else { unreachable!("checked by the caller") };
+        let mut secure = lock(tls);
+        let taken = secure.write(src)?;
+        if secure.flush(&mut Sock { fd: sock.as_raw_fd(), fds })? {
+            hand(&mut fds.ledger(), src, taken);
+            drop(secure);
+            room.idle()?;
+        } else {
+            secure.hold(src, taken);
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    /// Ready once every record rustls made is in the kernel (and the
+    /// ledger has heard of their plaintext); parks for room until then.
+    fn poll_tls_written(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let FdStream { sock, fds, room, .. } = self;
+        let Some(tls) = &fds.tls else { return Poll::Ready(Ok(())) };
+        loop {
+            let mut secure = lock(tls);
+            if secure.flush(&mut Sock { fd: sock.as_raw_fd(), fds })? {
+                let held = secure.take_held();
+                fds.ledger().handed(&held);
+                drop(secure);
+                room.idle()?;
+                return Poll::Ready(Ok(()));
+            }
+            drop(secure);
+            ready!(room.poll_ready(cx))?;
+        }
     }
 
     /// Writes the accepted bytes and the frames handed over out; ready
@@ -462,7 +621,7 @@ impl FdStream {
         loop {
             self.out.extend(lock(&self.fds.frames).drain(..));
             if self.out.is_empty() {
-                return Poll::Ready(Ok(()));
+                return self.poll_tls_written(cx);
             }
             let out = std::mem::take(&mut self.out);
             let mut slices = [IoSlice::new(&[]); VECTORED];
@@ -552,6 +711,10 @@ impl AsyncWrite for FdStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
+        if let Some(tls) = &this.fds.tls {
+            lock(tls).close();
+            ready!(this.poll_tls_written(cx))?;
+        }
         nix::sys::socket::shutdown(this.sock.as_raw_fd(), nix::sys::socket::Shutdown::Write)?;
         Poll::Ready(Ok(()))
     }
@@ -587,7 +750,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (mut a, _reading) = FdStream::new(a).unwrap();
+            let (mut a, _reading) = FdStream::new(a, None).unwrap();
             let parked = Arc::new(Count(Default::default()));
             let parked_waker = Waker::from(parked.clone());
             let chunk = vec![0u8; 4096];
@@ -616,8 +779,8 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (mut a, _) = FdStream::new(a).unwrap();
-            let (_, mut b) = FdStream::new(b).unwrap();
+            let (mut a, _) = FdStream::new(a, None).unwrap();
+            let (_, mut b) = FdStream::new(b, None).unwrap();
             let (r, w) = pipe();
             a.fds.push_outgoing(vec![w]);
             a.write_all(b"hello").await.unwrap();
@@ -634,6 +797,94 @@ mod tests {
             std::fs::File::from(r).read_exact(&mut got).unwrap();
             assert_eq!(&got, b"x");
             assert!(b.queues().take_incoming(1).is_none());
+        });
+    }
+
+    /// Both ends of a loopback TCP connection, speaking TLS (the handshake
+    /// made in memory first).
+    fn tls_pair() -> ((FdStream, FdReader), (FdStream, FdReader)) {
+        use tokio_rustls::rustls;
+        let tls = crate::wire::tls::TlsServer::self_signed().unwrap();
+        let mut server = rustls::ServerConnection::new(tls.acceptor.config().clone()).unwrap();
+        let mut client = crate::wire::tls::client(&tls.pin).unwrap();
+        while client.is_handshaking() || server.is_handshaking() {
+            let mut flight = Vec::new();
+            client.write_tls(&mut flight).unwrap();
+            server.read_tls(&mut &flight[..]).unwrap();
+            server.process_new_packets().unwrap();
+            flight.clear();
+            server.write_tls(&mut flight).unwrap();
+            client.read_tls(&mut &flight[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        let a = FdStream::new(a, Some(client.into())).unwrap();
+        let b = FdStream::new(b, Some(server.into())).unwrap();
+        (a, b)
+    }
+
+    /// Reads until `want` bytes, or the end, taking at most `room` bytes a
+    /// read (plaintext decrypted beyond it waits for the next).
+    async fn read_tls_bytes(reader: &mut FdReader, want: usize, room: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        while got.len() < want {
+            let mut buf = bytes::BytesMut::with_capacity(room);
+            let n = std::future::poll_fn(|cx| reader.poll_recv(cx, &mut buf)).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf);
+        }
+        got
+    }
+
+    /// Over TLS: 4 MiB of frames one way while the socket fills (read in
+    /// small steps), an answer the other way, a last frame written
+    /// without a writer (as a farewell is), then the ends: `close_notify`,
+    /// and a bare TCP end, each read as the end.
+    #[test]
+    fn tls_in_the_stream_carries_frames_both_ways_and_ends() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let ((mut a, mut a_reading), (mut b_writing, mut b)) = tls_pair();
+            let frames: Vec<Vec<u8>> = (0..512u32)
+                .map(|i| {
+                    let payload: Vec<u8> = (0..8 << 10).map(|j| (i + j) as u8).collect();
+                    crate::wire::socket::binary_frame(&payload)
+                })
+                .collect();
+            let total: usize = frames.iter().map(Vec::len).sum();
+            let expected = frames.concat();
+            let writing = tokio::spawn(async move {
+                for frame in &frames {
+                    a.write_all(frame).await.unwrap();
+                }
+                a.flush().await.unwrap();
+                a
+            });
+            // Small reads: most of what is decrypted waits for the next.
+            let got = read_tls_bytes(&mut b, total, 1000).await;
+            assert!(got == expected, "the bytes came changed");
+            let mut a = writing.await.unwrap();
+            assert!(a.fds.ledger().started() >= 512, "the ledger heard of every frame");
+
+            b_writing.write_all(&crate::wire::socket::binary_frame(b"pong")).await.unwrap();
+            b_writing.flush().await.unwrap();
+            let pong = read_tls_bytes(&mut a_reading, 6, 64 << 10).await;
+            assert_eq!(&pong[2..], b"pong");
+
+            let last = crate::wire::socket::binary_frame(b"last word");
+            assert!(a.fds.send_whole_now(&last), "a frame written without the writer");
+            assert_eq!(read_tls_bytes(&mut b, last.len(), 64 << 10).await, last);
+
+            a.shutdown().await.unwrap();
+            assert!(read_tls_bytes(&mut b, 1, 64).await.is_empty(), "close_notify is the end");
+
+            let ((a, a_reading), (_, mut b)) = tls_pair();
+            drop((a, a_reading));
+            assert!(read_tls_bytes(&mut b, 1, 64).await.is_empty(), "a TCP end is the end");
         });
     }
 }

@@ -20,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::codec::{self, Codec};
 use super::fd::boundary::header;
+use super::fd::secure::Tls;
 use super::fd::{FdQueues, FdReader, FdStream, TooManyUnclaimed};
 use super::frame::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
 use crate::error::WireError;
@@ -64,13 +65,41 @@ pub(crate) struct Connection {
     max_ws_message: usize,
 }
 
-/// Opens the WebSocket over a connected stream socket (UNIX, or TCP for a
-/// remote worker). Must run inside a tokio runtime.
+/// A connected stream socket (UNIX, or TCP for a remote worker), and the
+/// TLS it speaks, its handshake done, if any.
+pub(crate) struct Socket {
+    pub fd: OwnedFd,
+    pub tls: Option<Tls>,
+}
+
+impl Socket {
+    /// A TCP socket that speaks `tls`.
+    pub(crate) fn tls(fd: impl Into<OwnedFd>, tls: impl Into<Tls>) -> Self {
+        Socket { fd: fd.into(), tls: Some(tls.into()) }
+    }
+}
+
+impl From<OwnedFd> for Socket {
+    fn from(fd: OwnedFd) -> Self {
+        Socket { fd, tls: None }
+    }
+}
+
+impl From<std::os::unix::net::UnixStream> for Socket {
+    fn from(sock: std::os::unix::net::UnixStream) -> Self {
+        OwnedFd::from(sock).into()
+    }
+}
+
+/// Opens the WebSocket over a connected socket. Must run inside a tokio
+/// runtime.
 pub(crate) async fn open(
-    sock: impl Into<OwnedFd>,
+    sock: impl Into<Socket>,
     max_message_size: usize,
 ) -> Result<Connection, WireError> {
-    let (stream, reader) = FdStream::new(sock).map_err(|e| WireError::Transport(e.to_string()))?;
+    let Socket { fd, tls } = sock.into();
+    let (stream, reader) =
+        FdStream::new(fd, tls).map_err(|e| WireError::Transport(e.to_string()))?;
     let fds = reader.queues();
     let max = max_message_size.saturating_add(HEADER_SLACK);
     // tungstenite only writes: the reading half is ours (`Frames`, which
@@ -523,7 +552,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (_writing, reading) = FdStream::new(ours).unwrap();
+            let (_writing, reading) = FdStream::new(ours, None).unwrap();
             let mut frames = Frames::new(reading, 1 << 20);
             theirs.write_all(bytes).unwrap();
             drop(theirs);

@@ -1,8 +1,8 @@
 //! TLS for remote workers (rustls, with ring): the parent's certificate
-//! (from files, or self-signed for the run), the worker's check of it
-//! against a pin (its SHA-256, handed over at launch with the token), and
-//! the pump that carries a TLS connection's plaintext to a socketpair, so
-//! that the session runs over a socket as it always does.
+//! (from files, or self-signed for the run), and the worker's handshake,
+//! which checks it against a pin (its SHA-256, handed over at launch with
+//! the token). Once the handshake is done, the stream speaks TLS itself
+//! (`fd/secure.rs`).
 //!
 //! The worker trusts exactly the certificate whose hash it was given: no
 //! certificate authority, no host name. Whoever holds the key of that
@@ -63,9 +63,30 @@ impl TlsServer {
     }
 }
 
-/// The worker's side: connects with TLS to a parent whose certificate
-/// hashes to `pin`.
-pub(crate) fn connector(pin: &str) -> std::io::Result<tokio_rustls::TlsConnector> {
+/// The worker's side: makes the TLS handshake over `tcp` (blocking, within
+/// its timeouts) with a parent whose certificate hashes to `pin`, and
+/// writes `first` over it.
+pub(crate) fn connect(
+    tcp: &mut std::net::TcpStream,
+    pin: &str,
+    first: &[u8],
+) -> std::io::Result<rustls::ClientConnection> {
+    use std::io::Write;
+    let mut conn = client(pin)?;
+    let mut stream = rustls::Stream::new(&mut conn, tcp);
+    stream.write_all(first)?;
+    stream.flush()?;
+    Ok(conn)
+}
+
+/// The worker's side of a connection, before its handshake.
+pub(crate) fn client(pin: &str) -> std::io::Result<rustls::ClientConnection> {
+    rustls::ClientConnection::new(client_config(pin)?, server_name()).map_err(std::io::Error::other)
+}
+
+/// The worker's configuration: it trusts the one certificate whose SHA-256
+/// is `pin`.
+fn client_config(pin: &str) -> std::io::Result<Arc<ClientConfig>> {
     let provider = Arc::new(provider::default_provider());
     let verifier = Pinned { pin: pin.to_ascii_lowercase(), provider: provider.clone() };
     let config = ClientConfig::builder_with_provider(provider)
@@ -74,26 +95,13 @@ pub(crate) fn connector(pin: &str) -> std::io::Result<tokio_rustls::TlsConnector
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    Ok(Arc::new(config).into())
+    Ok(Arc::new(config))
 }
 
 /// The name the worker gives in its hello (the certificate is checked by
 /// its pin, not by a name).
-pub(crate) fn server_name() -> ServerName<'static> {
+fn server_name() -> ServerName<'static> {
     ServerName::try_from("actix-webworker").expect("a valid DNS name")
-}
-
-/// Carries bytes both ways between a TLS connection and one end of a
-/// socketpair until either side ends.
-pub(crate) async fn pump<T>(mut tls: T, plain: std::os::unix::net::UnixStream)
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let Ok(()) = plain.set_nonblocking(true) else { return };
-    let Ok(mut plain) = tokio::net::UnixStream::from_std(plain) else { return };
-    if let Err(e) = tokio::io::copy_bidirectional(&mut tls, &mut plain).await {
-        tracing::debug!(error = %e, "TLS connection ended");
-    }
 }
 
 /// SHA-256 of `bytes`, in hex.

@@ -350,8 +350,10 @@ pub fn a_socket_from_another_process_is_refused_by_the_worker() {
 pub fn stopping_the_system_closes_every_worker_gracefully() {
     let (notes, note) = std::io::pipe().unwrap();
     let (timeout, kill_delay) = (Duration::from_millis(300), Duration::from_millis(200));
+    let remote_note = std::env::temp_dir().join(format!("aww-note-{}", std::process::id()));
+    let _ = std::fs::remove_file(&remote_note);
     let system = actix::System::new();
-    let (idle, stuck) = system.block_on(async {
+    let (idle, remote, stuck) = system.block_on(async {
         let mut idle = Vec::new();
         for _ in 0..3 {
             let (rec, mut events) = events::<Test>();
@@ -366,13 +368,24 @@ pub fn stopping_the_system_closes_every_worker_gracefully() {
             // Kept running: the System goes with them.
             std::mem::forget((worker, events));
         }
+        // One over TLS: its terminate goes through the stream's TLS.
         let (rec, mut events) = events::<Test>();
+        let tls = actix_webworker::Transport::tls("127.0.0.1:0".parse().unwrap());
+        let worker = builder(rec).shutdown_timeout(timeout).kill_delay(kill_delay).transport(tls);
+        let worker = worker.start().unwrap();
+        worker.post(Cmd::NoteOnCloseIn(remote_note.display().to_string()));
+        assert_eq!(events.message().await.data, Reply::Count(0));
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!() };
+        let remote = pid;
+        std::mem::forget((worker, events));
+        let (rec, mut events) = crate::common::events::<Test>();
         let worker = builder(rec).shutdown_timeout(timeout).kill_delay(kill_delay);
         let worker = worker.start().unwrap();
         // Stopped: it reads nothing, and only SIGKILL ends it.
         let stuck = freeze(&worker, &mut events).await;
         std::mem::forget((worker, events));
-        (idle, stuck)
+        (idle, remote, stuck)
     });
     drop(note);
     // The System's runtime goes: every worker is closed and reaped here.
@@ -380,9 +393,12 @@ pub fn stopping_the_system_closes_every_worker_gracefully() {
     drop(system);
     let took = t0.elapsed();
     let mine = children();
-    for pid in idle.iter().chain([&stuck]) {
+    for pid in idle.iter().chain([&remote, &stuck]) {
         assert!(!mine.iter().any(|(p, _)| p == pid), "{pid} not reaped: {mine:?}");
     }
+    let noted = std::fs::read_to_string(&remote_note).unwrap_or_default();
+    let _ = std::fs::remove_file(&remote_note);
+    assert_eq!(noted, format!("closed {remote}\n"), "the worker over TLS");
     // Each idle worker ran its on_close (and closed its copy of the pipe).
     let mut closed = String::new();
     std::fs::File::from(std::os::fd::OwnedFd::from(notes)).read_to_string(&mut closed).unwrap();
@@ -393,7 +409,8 @@ pub fn stopping_the_system_closes_every_worker_gracefully() {
     assert!(took >= timeout + kill_delay, "took {took:?}");
     assert!(took < timeout + kill_delay + WAIT / 6, "took {took:?}");
     println!(
-        "SYSTEM_STOP 3 workers closed (on_close ran), 1 stuck killed; all reaped in {} ms",
+        "SYSTEM_STOP 4 workers closed (on_close ran; one over TLS), 1 stuck killed; \
+         all reaped in {} ms",
         took.as_millis()
     );
 }

@@ -26,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
         remote::a_worker_gone_silent_is_found_by_its_heartbeat,
         remote::a_worker_launched_through_a_real_ssh,
         remote::a_worker_over_tls_and_strangers_to_it,
+        remote::over_tls_full_sockets_both_ways_lose_nothing_and_keep_order,
         remote::a_worker_given_another_pin_will_not_talk,
         remote::tls_with_a_certificate_from_files,
         remote::a_worker_over_tls_without_the_entry_says_which_it_has,
@@ -98,7 +99,7 @@ pub fn a_worker_over_tls_and_strangers_to_it() {
         }
         let big = SharedBytes::copy_from_slice(&vec![1u8; 4 << 20]).unwrap();
         assert_eq!(worker.ask(Checksum(big)).await.unwrap(), (4 << 20, false));
-        // `on_close` runs and its last words come through the TLS pump.
+        // `on_close` runs and its last words come through.
         worker.post(Cmd::BlobBack(3 << 20));
         let Reply::Blob(blob) = events.message().await.data else { panic!("expected a blob") };
         assert_eq!(blob.len(), 3 << 20);
@@ -116,6 +117,39 @@ pub fn a_worker_over_tls_and_strangers_to_it() {
         assert_eq!(stranger.ask(Sum(vec![3])).await.unwrap(), 3);
         stranger.terminate();
         assert!(told.exit().await.success());
+    });
+}
+
+/// TLS is spoken by the stream itself: records written while the socket
+/// is full wait, and their messages after them. A worker asleep while
+/// posts pile up (the parent's socket fills), then echoing them all and
+/// flooding back (the worker's fills): every message arrives, in order,
+/// its bytes intact.
+pub fn over_tls_full_sockets_both_ways_lose_nothing_and_keep_order() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).transport(tls()).start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        worker.post(Cmd::Block(300));
+        const N: u64 = 1_000;
+        let blob = |i: u64| (0..8 << 10).map(|j| (i as usize * 31 + j) as u8).collect::<Vec<u8>>();
+        for i in 0..N {
+            worker.post(Cmd::Blob(blob(i)));
+            worker.post(Cmd::Echo(i));
+        }
+        worker.post(Cmd::Flood(100_000));
+        for i in 0..N {
+            match events.message().await.data {
+                Reply::Blob(b) => assert!(b == blob(i), "blob {i} came back changed"),
+                other => panic!("blob {i}: got {other:?}"),
+            }
+            assert_eq!(events.message().await.data, Reply::Echo(i));
+        }
+        for i in 0..100_000 {
+            assert_eq!(events.message().await.data, Reply::Seq(i));
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
     });
 }
 

@@ -67,6 +67,9 @@ pub enum Cmd {
     /// Keep the descriptor sent along; `on_close` writes "closed <pid>" to
     /// it. Answers `Count(0)`.
     NoteOnClose,
+    /// As `NoteOnClose`, appending to the file at this path (for a worker
+    /// that takes no descriptors); answer `Count(0)`.
+    NoteOnCloseIn(String),
     /// Answers `Shared` with these buffers, then one of its own (the text
     /// "from the worker").
     Shared(Vec<SharedBytes>),
@@ -376,6 +379,11 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             }
             Cmd::NoteOnClose => {
                 self.close_note = fds.pop().map(std::fs::File::from);
+                let _ = parent.post(Reply::Count(0));
+            }
+            Cmd::NoteOnCloseIn(path) => {
+                let file = std::fs::OpenOptions::new().append(true).create(true).open(path);
+                self.close_note = Some(file.expect("the note's file"));
                 let _ = parent.post(Reply::Count(0));
             }
             Cmd::Busy(ms) => {
