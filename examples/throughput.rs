@@ -14,7 +14,9 @@
 //! - `remote_rtt_p50`: the round trip to a worker over loopback TCP
 //!   (µs; baseline: a raw TCP echo in a process of its own, rounds
 //!   alternated); `remote_rtt_p50_vs_evented_echo`: against the same echo
-//!   driven by an event loop. `remote_tls_rtt_p50`,
+//!   driven by an event loop. `remote_rtt_p50_pinned`,
+//!   `remote_rtt_p50_pinned_vs_evented_echo`: both with every process
+//!   pinned to one core (as `rtt_p50_pinned`). `remote_tls_rtt_p50`,
 //!   `remote_tls_stream_small`: the same over TLS (`Transport::tls`),
 //!   against the raw TCP baselines in the clear.
 //! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
@@ -320,17 +322,17 @@ where
     (median(ours), median(base), median(base_evented))
 }
 
-/// Set in the copy of this executable that [`rtt_pinned`] runs.
+/// Set in the copy of this executable that [`pinned`] runs.
 const PINNED_ENV: &str = "THROUGHPUT_PINNED";
 
-/// The round trip with every process on one core: this executable again,
+/// Rows measured with every process on one core: this executable again,
 /// pinned to CPU 0 before it starts (its worker and echo processes inherit
-/// that), running the `rtt` rounds; ours and the evented echo's medians, in
-/// µs. The scheduler's placement across cores is out of the figure.
-fn rtt_pinned() -> (f64, f64) {
+/// that), running `scenario`; the `(ours, baseline)` of each of `rows`,
+/// in µs. The scheduler's placement across cores is out of the figures.
+fn pinned<const N: usize>(scenario: &str, rows: [&str; N]) -> [(f64, f64); N] {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.arg("rtt_p50_vs_evented_echo").env(PINNED_ENV, "1");
+    cmd.arg(scenario).env(PINNED_ENV, "1");
     // SAFETY: sched_setaffinity on the child itself, between fork and exec;
     // async-signal-safe.
     unsafe {
@@ -346,15 +348,15 @@ fn rtt_pinned() -> (f64, f64) {
     let out = cmd.output().expect("the pinned run");
     assert!(out.status.success(), "the pinned run failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    let row = text
-        .lines()
-        .find_map(|l| l.strip_prefix("rtt_p50_vs_evented_echo: "))
-        .expect("the pinned run's row");
-    let field = |name: &str| -> f64 {
-        let at = row.find(name).expect("field") + name.len();
-        row[at..].split_whitespace().next().unwrap().parse().unwrap()
-    };
-    (field("ours="), field("baseline="))
+    rows.map(|name| {
+        let prefix = format!("{name}: ");
+        let row = text.lines().find_map(|l| l.strip_prefix(&prefix)).expect("the pinned run's row");
+        let field = |name: &str| -> f64 {
+            let at = row.find(name).expect("field") + name.len();
+            row[at..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        (field("ours="), field("baseline="))
+    })
 }
 
 /// The variable that makes this executable an echo process for [`rtt`].
@@ -723,6 +725,12 @@ async fn run() {
         line("remote_rtt_p50", us(ours), us(base), "us");
         line("remote_rtt_p50_vs_evented_echo", us(ours), us(evented), "us");
     }
+    if wanted("remote_rtt_p50_pinned") && std::env::var_os(PINNED_ENV).is_none() {
+        let rows = ["remote_rtt_p50", "remote_rtt_p50_vs_evented_echo"];
+        let [(ours, blocking), (_, evented)] = pinned("=remote_rtt_p50", rows);
+        line("remote_rtt_p50_pinned", ours, blocking, "us");
+        line("remote_rtt_p50_pinned_vs_evented_echo", ours, evented, "us");
+    }
     if wanted("remote_tls_rtt_p50") {
         let (ours, base, _) = remote_rtt(tls()).await;
         line("remote_tls_rtt_p50", us(ours), us(base), "us");
@@ -746,7 +754,7 @@ async fn run() {
         line("rtt_p50_vs_evented_echo", ours.as_secs_f64() * 1e6, evented, "us");
     }
     if wanted("rtt_p50_pinned") && std::env::var_os(PINNED_ENV).is_none() {
-        let (ours, evented) = rtt_pinned();
+        let [(ours, evented)] = pinned("rtt_p50_vs_evented_echo", ["rtt_p50_vs_evented_echo"]);
         line("rtt_p50_pinned", ours, evented, "us");
     }
     if wanted("pipelined") {

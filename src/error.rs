@@ -18,29 +18,50 @@ pub struct ExitStatus {
     pub code: Option<i32>,
     /// The signal that killed the process.
     pub signal: Option<i32>,
-    /// The worker was lost, not seen to end: its connection went silent
-    /// (see [`WireError::Silent`]) and the parent killed its process or
-    /// launcher. `code` and `signal` are then that kill's, not anything the
-    /// worker did; on another host it may even live on until it notices.
-    pub lost: bool,
+    /// The worker was lost, not seen to end, and `code` and `signal` are
+    /// not its own: see [`Lost`]. `None` for every worker seen to end.
+    pub lost: Option<Lost>,
+}
+
+/// How a worker was lost: its own exit status is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Lost {
+    /// Its connection went silent (see [`WireError::Silent`]) and the
+    /// parent killed its process or launcher: `code` and `signal` are that
+    /// kill's. On another host it may live on until it notices.
+    Silent,
+    /// Its connection (to a worker started through a launcher) ended
+    /// without the worker's close: it died, or the connection was cut.
+    /// `code` and `signal` are the launcher's, which may or may not pass
+    /// on the worker's (`ssh` exits with 255 when the connection drops,
+    /// and when the remote command is killed by a signal).
+    Disconnected,
 }
 
 impl ExitStatus {
-    /// Whether the process exited with code 0.
+    /// Whether the process exited with code 0 (a worker lost is not known
+    /// to have).
     pub fn success(&self) -> bool {
-        self.code == Some(0)
+        self.code == Some(0) && self.lost.is_none()
     }
 }
 
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.lost {
-            return f.write_str("lost (no word for too long; its process was killed)");
-        }
-        match (self.code, self.signal) {
-            (Some(code), _) => write!(f, "exit code {code}"),
-            (None, Some(signal)) => write!(f, "signal {signal}"),
-            (None, None) => f.write_str("unknown exit status"),
+        let status = match (self.code, self.signal) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            (None, None) => "unknown exit status".to_owned(),
+        };
+        match self.lost {
+            None => f.write_str(&status),
+            Some(Lost::Silent) => {
+                write!(f, "lost (no word for too long; its process was killed: {status})")
+            }
+            Some(Lost::Disconnected) => {
+                write!(f, "lost (its connection ended without its close; its launcher's {status})")
+            }
         }
     }
 }

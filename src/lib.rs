@@ -146,7 +146,9 @@ pub mod __private {
 }
 
 pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
-pub use crate::error::{ErrorReport, ExitStatus, ShapeError, SpawnError, WireError, WorkerError};
+pub use crate::error::{
+    ErrorReport, ExitStatus, Lost, ShapeError, SpawnError, WireError, WorkerError,
+};
 pub use crate::handoff::exit_code;
 pub use crate::parent::builder::{Single, WorkerBuilder};
 pub use crate::parent::events::{Event, GaveUp, WorkerEvent};

@@ -77,7 +77,7 @@ pub(crate) fn reap(pid: i32) -> Option<ExitStatus> {
         let r = unsafe { libc::waitpid(pid, &mut raw, 0) };
         if r == pid {
             let status = std::process::ExitStatus::from_raw(raw);
-            return Some(ExitStatus { code: status.code(), signal: status.signal(), lost: false });
+            return Some(ExitStatus { code: status.code(), signal: status.signal(), lost: None });
         }
         if r == -1 && Errno::last() == Errno::EINTR {
             continue;

@@ -152,9 +152,9 @@ impl History {
 mod tests {
     use super::*;
 
-    const FAIL: ExitStatus = ExitStatus { code: Some(1), signal: None, lost: false };
-    const KILLED: ExitStatus = ExitStatus { code: None, signal: Some(9), lost: false };
-    const CLEAN: ExitStatus = ExitStatus { code: Some(0), signal: None, lost: false };
+    const FAIL: ExitStatus = ExitStatus { code: Some(1), signal: None, lost: None };
+    const KILLED: ExitStatus = ExitStatus { code: None, signal: Some(9), lost: None };
+    const CLEAN: ExitStatus = ExitStatus { code: Some(0), signal: None, lost: None };
 
     fn policy() -> RestartPolicy {
         RestartPolicy::default()

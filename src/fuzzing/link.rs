@@ -152,7 +152,7 @@ pub fn link(data: &[u8]) {
         let mut never: std::pin::Pin<Box<dyn std::future::Future<Output = crate::ExitStatus>>> =
             Box::pin(std::future::pending());
         let mut status = None;
-        crate::parent::link::read(&mut session, &mut never, &mut status, None, &mut false).await;
+        crate::parent::link::read(&mut session, &mut never, &mut status, None, &mut None).await;
         let finished = session.finish(crate::session::Finish::Now).await;
         let unclaimed = finished.unclaimed_fds;
         assert!(

@@ -197,7 +197,7 @@ impl<P: Protocol> Worker<P> {
             // drop kills and reaps it).
             State::Exited(_) => return,
             State::Running | State::Terminating => {
-                ExitStatus { code: None, signal: None, lost: false }
+                ExitStatus { code: None, signal: None, lost: None }
             }
         };
         match res {

@@ -25,7 +25,7 @@ use super::process::ChildHandle;
 use super::remote;
 use super::sink::{EventSink, Events};
 use super::spawn::Channel;
-use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
+use crate::error::{ErrorReport, ExitStatus, Lost, WireError, WorkerError};
 use crate::protocol::{Protocol, Received};
 use crate::session::{self, Finish, Finished, Hello, Session, Shared, Side, Why};
 use crate::wire::frame::{self, Kind};
@@ -151,6 +151,7 @@ impl<P: Protocol> Link<P> {
         let (outbox, pending) = (shared.outbox.clone(), shared.pending.clone());
 
         let local = matches!(channel, Channel::Local(_));
+        let launched = matches!(&channel, Channel::Tcp(listening) if listening.launched);
         let max = shared.max_message_size;
         // Connected (a TCP worker: once it has presented its token), then
         // the hellos, within the handshake's time; a process that exits
@@ -212,8 +213,9 @@ impl<P: Protocol> Link<P> {
             })
         });
         let mut in_doubt = 0;
-        // Taken for lost by its heartbeat: its status is the kill's.
-        let mut lost = false;
+        // Taken for lost by its heartbeat (its status is then the kill's),
+        // or its connection ended without its close.
+        let mut lost = None;
         let mut side = match opened {
             Ok(Ok(mut opened)) => {
                 if !local {
@@ -224,9 +226,15 @@ impl<P: Protocol> Link<P> {
                 }
                 side.emit(Event::Online);
                 let session = Session::start(opened.reader, opened.writer, shared, side);
-                let (side, n) =
+                let (side, n, closed) =
                     serve(session, &handle, &mut wait, &mut status, heartbeat, &mut lost).await;
                 in_doubt = n;
+                // Through a launcher, the status to come is the launcher's:
+                // the worker's own is known only if it closed (and then the
+                // launcher passes it on), not if its connection just ended.
+                if launched && lost.is_none() && !closed {
+                    lost = Some(Lost::Disconnected);
+                }
                 side
             }
             Ok(Err(e)) => {
@@ -284,20 +292,21 @@ impl<P: Protocol> Link<P> {
     }
 }
 
-/// Runs an opened connection to its end; returns the side and how many
-/// posts may have sat unread in the socket.
+/// Runs an opened connection to its end; returns the side, how many posts
+/// may have sat unread in the socket, and whether the worker closed it.
 async fn serve<P: Protocol>(
     mut session: Session<ParentSide<P>>,
     handle: &ChildHandle,
     wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
     status: &mut Option<ExitStatus>,
     heartbeat: Option<Heartbeat>,
-    lost: &mut bool,
-) -> (ParentSide<P>, usize) {
+    lost: &mut Option<Lost>,
+) -> (ParentSide<P>, usize, bool) {
     if read(&mut session, wait, status, heartbeat, lost).await == Why::Broken {
         // Nothing after this can be trusted to be in step.
         handle.signal_group(crate::os::SIGKILL);
     }
+    let closed = session.closed_by_peer();
     let outbox = session.side().outbox.clone();
     let Finished { mut side, unclaimed_fds, writer } = session.finish(Finish::Now).await;
     if unclaimed_fds > 0 {
@@ -306,12 +315,12 @@ async fn serve<P: Protocol>(
     }
     // What the writer never handed to the kernel goes to the next process,
     // first; what may have sat unread in the socket is told.
-    let Some(WriterEnd { result, unsent, in_doubt }) = writer else { return (side, 0) };
+    let Some(WriterEnd { result, unsent, in_doubt }) = writer else { return (side, 0, closed) };
     if let Err(e) = result {
         tracing::debug!(worker = %side.name, error = %e, "writer stopped");
     }
     outbox.put_back(unsent);
-    (side, in_doubt)
+    (side, in_doubt, closed)
 }
 
 /// Reads until the connection ends (noting the exit when it comes first:
@@ -322,7 +331,7 @@ pub(crate) async fn read<P: Protocol>(
     wait: &mut Pin<Box<dyn Future<Output = ExitStatus>>>,
     status: &mut Option<ExitStatus>,
     heartbeat: Option<Heartbeat>,
-    lost: &mut bool,
+    lost: &mut Option<Lost>,
 ) -> Why {
     // Heartbeats: when the worker was last heard from, and when it was
     // last pinged since.
@@ -357,7 +366,7 @@ pub(crate) async fn read<P: Protocol>(
                 if pinged {
                     // Nothing for `lost_after`, a ping unanswered: lost.
                     session.side().emit(Event::WireError(WireError::Silent(h.lost_after)));
-                    *lost = true;
+                    *lost = Some(Lost::Silent);
                     return Why::Broken;
                 }
                 let _ = session.side().outbox.push_unbounded(frame::bare(Kind::Ping), Vec::new());

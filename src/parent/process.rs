@@ -146,7 +146,7 @@ impl ChildHandle {
 
     fn finish(&self, status: Option<ExitStatus>) -> ExitStatus {
         *self.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        status.unwrap_or(ExitStatus { code: None, signal: None, lost: false })
+        status.unwrap_or(ExitStatus { code: None, signal: None, lost: None })
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct Listening {
     tls: Option<std::sync::Arc<TlsServer>>,
     /// `host:port`, as the worker is told to connect.
     pub address: String,
+    /// The worker is started through a launcher, whose exit status is
+    /// what the parent sees.
+    pub launched: bool,
 }
 
 impl Listening {
@@ -48,7 +51,7 @@ impl Listening {
             (None, SocketAddr::V6(v6)) => format!("[{}]", v6.ip()),
         };
         let address = format!("{host}:{}", local.port());
-        Ok(Listening { listener, token: fresh_token()?, tls, address })
+        Ok(Listening { listener, token: fresh_token()?, tls, address, launched: false })
     }
 
     /// The token the worker must present.

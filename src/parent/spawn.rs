@@ -169,8 +169,9 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
                 _ => None,
             };
             let pin = tls.as_ref().map(|tls| tls.pin.clone());
-            let listening = super::remote::Listening::bind(*listen, connect_to.as_deref(), tls)
+            let mut listening = super::remote::Listening::bind(*listen, connect_to.as_deref(), tls)
                 .map_err(|source| SpawnError::Setup { what: "listening socket", source })?;
+            listening.launched = !spec.launcher.is_empty();
             let (address, token) = (listening.address.clone(), listening.token());
             (Channel::Tcp(listening), Connect::Back { address, token, pin })
         }

@@ -306,7 +306,7 @@ impl<P: Protocol> Handler<Join> for WorkerPool<P> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.joiners.push(tx);
         Box::pin(
-            async move { rx.await.unwrap_or(ExitStatus { code: None, signal: None, lost: false }) },
+            async move { rx.await.unwrap_or(ExitStatus { code: None, signal: None, lost: None }) },
         )
     }
 }

@@ -197,7 +197,7 @@ impl<P: Protocol> WorkerPool<P> {
                 }
             }
             if first_error.is_some() {
-                pool.state = State::Stopped(ExitStatus { code: None, signal: None, lost: false });
+                pool.state = State::Stopped(ExitStatus { code: None, signal: None, lost: None });
             }
             pool
         });
@@ -359,7 +359,7 @@ impl<P: Protocol> WorkerPool<P> {
         if closed_by_us || self.state != State::Running {
             return;
         }
-        let exit = status.unwrap_or(ExitStatus { code: None, signal: None, lost: false });
+        let exit = status.unwrap_or(ExitStatus { code: None, signal: None, lost: None });
         self.exits.push(exit);
         let policy = self.settings.replacements;
         match self.replacements.decide(&policy, exit, false, Instant::now()) {
@@ -415,7 +415,7 @@ impl<P: Protocol> WorkerPool<P> {
             // that led there.
             let failed = statuses.iter().filter_map(|(_, s)| *s).find(|s| !s.success());
             let given_up = pool.gave_up.then(|| pool.exits.last().copied()).flatten();
-            let ok = ExitStatus { code: Some(0), signal: None, lost: false };
+            let ok = ExitStatus { code: Some(0), signal: None, lost: None };
             let status = failed.or(given_up).unwrap_or(ok);
             pool.state = State::Stopped(status);
             for joiner in pool.joiners.drain(..) {

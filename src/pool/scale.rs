@@ -129,7 +129,7 @@ impl<P: Protocol> WorkerPool<P> {
         }
         // Marked gone now: nothing is routed to it, it is not retired
         // twice, and its end (see `member_gone`) is not a failure.
-        m.gone = Some(crate::error::ExitStatus { code: None, signal: None, lost: false });
+        m.gone = Some(crate::error::ExitStatus { code: None, signal: None, lost: None });
         m.addr.do_send(Terminate(Grace::Default));
     }
 

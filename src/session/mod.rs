@@ -215,6 +215,12 @@ impl<S: Side> Session<S> {
         &mut self.side
     }
 
+    /// Whether the peer ended the connection with its close (see
+    /// `Reader::closed_by_peer`).
+    pub(crate) fn closed_by_peer(&self) -> bool {
+        self.reader.closed_by_peer()
+    }
+
     /// Reads what comes next and handles it with everything already read
     /// behind it, within the budget and as long as the side does not hold
     /// back. Safe to cancel: a message read is handled before the next await.

@@ -800,6 +800,24 @@ mod tests {
         });
     }
 
+    /// One unmasked WebSocket binary frame (as the ledger follows them).
+    fn binary_frame(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x82];
+        match payload.len() {
+            n if n < 126 => frame.push(n as u8),
+            n if n <= 0xffff => {
+                frame.push(126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(payload);
+        frame
+    }
+
     /// Both ends of a loopback TCP connection, speaking TLS (the handshake
     /// made in memory first).
     fn tls_pair() -> ((FdStream, FdReader), (FdStream, FdReader)) {
@@ -852,7 +870,7 @@ mod tests {
             let frames: Vec<Vec<u8>> = (0..512u32)
                 .map(|i| {
                     let payload: Vec<u8> = (0..8 << 10).map(|j| (i + j) as u8).collect();
-                    crate::wire::socket::binary_frame(&payload)
+                    binary_frame(&payload)
                 })
                 .collect();
             let total: usize = frames.iter().map(Vec::len).sum();
@@ -870,12 +888,12 @@ mod tests {
             let mut a = writing.await.unwrap();
             assert!(a.fds.ledger().started() >= 512, "the ledger heard of every frame");
 
-            b_writing.write_all(&crate::wire::socket::binary_frame(b"pong")).await.unwrap();
+            b_writing.write_all(&binary_frame(b"pong")).await.unwrap();
             b_writing.flush().await.unwrap();
             let pong = read_tls_bytes(&mut a_reading, 6, 64 << 10).await;
             assert_eq!(&pong[2..], b"pong");
 
-            let last = crate::wire::socket::binary_frame(b"last word");
+            let last = binary_frame(b"last word");
             assert!(a.fds.send_whole_now(&last), "a frame written without the writer");
             assert_eq!(read_tls_bytes(&mut b, last.len(), 64 << 10).await, last);
 

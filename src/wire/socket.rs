@@ -271,6 +271,12 @@ impl Reader {
         self.next().now_or_never()
     }
 
+    /// Whether the peer ended the connection with its close frame (not
+    /// merely by the end of the stream).
+    pub(crate) fn closed_by_peer(&self) -> bool {
+        self.frames.closed
+    }
+
     /// Descriptors that arrived but that no message claimed.
     pub(crate) fn unclaimed_fds(&self) -> usize {
         self.fds.unclaimed()
@@ -305,6 +311,8 @@ struct Frames {
     partial: Option<BytesMut>,
     /// The largest message taken.
     max: usize,
+    /// The peer's close frame came.
+    closed: bool,
 }
 
 /// How much room a read is given at least.
@@ -312,7 +320,7 @@ const READ_CHUNK: usize = 64 << 10;
 
 impl Frames {
     fn new(io: FdReader, max: usize) -> Self {
-        Frames { io, buf: BytesMut::new(), partial: None, max }
+        Frames { io, buf: BytesMut::new(), partial: None, max, closed: false }
     }
 
     /// The next binary message's bytes; `None` at the end of the
@@ -321,7 +329,10 @@ impl Frames {
         loop {
             match self.parse() {
                 Ok(Parsed::Message(bytes)) => return Some(Ok(bytes)),
-                Ok(Parsed::Closed) => return None,
+                Ok(Parsed::Closed) => {
+                    self.closed = true;
+                    return None;
+                }
                 Ok(Parsed::More(wanted)) => {
                     if self.buf.capacity() - self.buf.len() < wanted.max(1) {
                         self.buf.reserve(wanted.max(READ_CHUNK));

@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use actix_webworker::{
-    Event, Post, Restart, RestartPolicy, SharedBytes, Transport, WireError, WorkerAddrExt,
+    Event, Lost, Post, Restart, RestartPolicy, SharedBytes, Transport, WireError, WorkerAddrExt,
     WorkerError,
 };
 use libtest_mimic::Trial;
@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         remote::the_token_is_good_for_one_connection,
         remote::a_worker_that_never_connects_times_out,
         remote::a_connection_cut_mid_message_is_reported,
+        remote::through_a_launcher_an_end_without_the_workers_close_is_lost,
         remote::a_worker_gone_silent_is_found_by_its_heartbeat,
         remote::a_worker_launched_through_a_real_ssh,
         remote::a_worker_over_tls_and_strangers_to_it,
@@ -365,6 +366,47 @@ pub fn a_connection_cut_mid_message_is_reported() {
     });
 }
 
+/// Through a launcher, the exit status seen is the launcher's. A worker
+/// whose connection ends without its close (it died, or the connection
+/// was cut) is lost, whatever the launcher says; a worker that closed is
+/// not. Without a launcher the status is the worker's own, close or none.
+pub fn through_a_launcher_an_end_without_the_workers_close_is_lost() {
+    run(async {
+        // A launcher that hides the worker's status: it runs the worker,
+        // then exits with 0 whatever became of it.
+        let hiding = || ["sh", "-c", "\"$@\"; exit 0", "launcher"];
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(hiding())
+            .restart(fast(Restart::OnFailure))
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        worker.post(Cmd::Exit(7));
+        let status = events.exit().await;
+        assert_eq!((status.code, status.lost), (Some(0), Some(Lost::Disconnected)), "{status:?}");
+        assert!(!status.success());
+        assert!(status.to_string().starts_with("lost"), "{status}");
+        // Not known to have succeeded: restarted on failure.
+        events.online().await;
+        assert_eq!(worker.ask(Sum(vec![2])).await.unwrap(), 2);
+        // Closed by the worker itself: its close came.
+        worker.post(Cmd::Close);
+        let status = events.exit().await;
+        assert_eq!((status.code, status.lost), (Some(0), None), "{status:?}");
+
+        // No launcher: the worker is our child, and its status its own.
+        let (rec, mut events) = crate::common::events::<Test>();
+        let never = RestartPolicy::never();
+        let worker = builder(rec).transport(loopback()).restart(never).start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![3])).await.unwrap(), 3);
+        worker.post(Cmd::Exit(7));
+        let status = events.exit().await;
+        assert_eq!((status.code, status.lost), (Some(7), None), "{status:?}");
+    });
+}
+
 /// When this test binary is started as a launcher (`AWW_LAUNCHER` set):
 /// does what its scenario says, then execs the rest of its arguments (the
 /// worker, as `env K=V... program args...`). It knows the connection's
@@ -467,7 +509,7 @@ pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
                 }
                 Event::Exit(status) => {
                     assert_eq!(status.signal, Some(libc::SIGKILL));
-                    assert!(status.lost, "{status:?}");
+                    assert_eq!(status.lost, Some(Lost::Silent), "{status:?}");
                     assert!(status.to_string().starts_with("lost"), "{status}");
                     break;
                 }
@@ -592,9 +634,11 @@ pub fn a_worker_launched_through_a_real_ssh() {
         assert_ne!(ppid, std::process::id().to_string(), "the worker is sshd's child, not ours");
         worker.post(Cmd::Echo(0));
         assert_eq!(events.message().await.data, Reply::Echo(0));
-        // Its exit code, through ssh.
+        // Its exit code, through ssh; but it ended without its close, and
+        // ssh's status may or may not be the worker's: lost.
         worker.post(Cmd::Exit(7));
-        assert_eq!(events.exit().await.code, Some(7));
+        let status = events.exit().await;
+        assert_eq!((status.code, status.lost), (Some(7), Some(Lost::Disconnected)), "{status:?}");
     });
     let _ = daemon.kill();
     let _ = daemon.wait();
