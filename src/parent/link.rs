@@ -260,6 +260,29 @@ impl<P: Protocol> Link<P> {
         };
         let status = match status {
             Some(s) => s,
+            // A launcher whose worker's connection has ended may stay up
+            // (a shell that runs something after it, a `kubectl` that
+            // waits for its pod): it gets the time to exit a closing
+            // worker gets, then SIGTERM, then SIGKILL.
+            None if launched => {
+                let (timeout, kill_delay) = handle.farewell().limits();
+                let mut status = None;
+                for (after, signal) in
+                    [(timeout, crate::os::SIGTERM), (kill_delay, crate::os::SIGKILL)]
+                {
+                    match tokio::time::timeout(after, wait.as_mut()).await {
+                        Ok(s) => {
+                            status = Some(s);
+                            break;
+                        }
+                        Err(_) => handle.signal_group(signal),
+                    }
+                }
+                match status {
+                    Some(s) => s,
+                    None => wait.as_mut().await,
+                }
+            }
             None => wait.as_mut().await,
         };
         let status = ExitStatus { lost, ..status };

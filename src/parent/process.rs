@@ -206,6 +206,12 @@ pub(crate) fn connected(handle: &ChildHandle, sock: OwnedFd, fds: Arc<FdQueues>)
 }
 
 impl Farewell {
+    /// How long a worker has to exit, then how long after SIGTERM until
+    /// SIGKILL.
+    pub(crate) fn limits(&self) -> (Duration, Duration) {
+        (self.timeout, self.kill_delay)
+    }
+
     /// Asks the worker to close: a terminate message if it can go whole,
     /// else its socket shut (it then closes as for a parent gone).
     fn ask(&mut self) {

@@ -369,7 +369,8 @@ pub fn a_connection_cut_mid_message_is_reported() {
 /// Through a launcher, the exit status seen is the launcher's. A worker
 /// whose connection ends without its close (it died, or the connection
 /// was cut) is lost, whatever the launcher says; a worker that closed is
-/// not. Without a launcher the status is the worker's own, close or none.
+/// not; a launcher that stays up after it is ended. Without a launcher
+/// the status is the worker's own, close or none.
 pub fn through_a_launcher_an_end_without_the_workers_close_is_lost() {
     run(async {
         // A launcher that hides the worker's status: it runs the worker,
@@ -395,6 +396,24 @@ pub fn through_a_launcher_an_end_without_the_workers_close_is_lost() {
         worker.post(Cmd::Close);
         let status = events.exit().await;
         assert_eq!((status.code, status.lost), (Some(0), None), "{status:?}");
+
+        // A launcher that stays up after its worker: it gets the time to
+        // exit that a closing worker gets, then SIGTERM.
+        let (rec, mut events) = crate::common::events::<Test>();
+        let lingering = ["sh", "-c", "\"$@\"; sleep 600", "launcher"];
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(lingering)
+            .restart(RestartPolicy::never())
+            .shutdown_timeout(Duration::from_millis(300))
+            .kill_delay(Duration::from_millis(300))
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Sum(vec![4])).await.unwrap(), 4);
+        worker.post(Cmd::Exit(7));
+        let status = events.exit().await;
+        let (signal, lost) = (Some(libc::SIGTERM), Some(Lost::Disconnected));
+        assert_eq!((status.signal, status.lost), (signal, lost), "{status:?}");
 
         // No launcher: the worker is our child, and its status its own.
         let (rec, mut events) = crate::common::events::<Test>();
