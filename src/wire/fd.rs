@@ -444,16 +444,21 @@ fn send(fd: RawFd, src: &[IoSlice<'_>], fds: &FdQueues) -> io::Result<usize> {
     Ok(sent)
 }
 
-/// Tells the ledger of the first `n` bytes of `src`, handed to the kernel.
-fn hand(ledger: &mut Ledger, src: &[IoSlice<'_>], mut n: usize) {
-    for slice in src {
-        if n == 0 {
-            break;
+/// The first `n` bytes of `src`, slice by slice.
+fn first<'a>(src: &'a [IoSlice<'a>], n: usize) -> impl Iterator<Item = &'a [u8]> {
+    src.iter().scan(n, |left, slice| {
+        if *left == 0 {
+            return None;
         }
-        let take = n.min(slice.len());
-        ledger.handed(&slice[..take]);
-        n -= take;
-    }
+        let take = (*left).min(slice.len());
+        *left -= take;
+        Some(&slice[..take])
+    })
+}
+
+/// Tells the ledger of the first `n` bytes of `src`, handed to the kernel.
+fn hand(ledger: &mut Ledger, src: &[IoSlice<'_>], n: usize) {
+    first(src, n).for_each(|bytes| ledger.handed(bytes));
 }
 
 /// Registers `inner` with the event loop for `interest` only.
@@ -591,7 +596,7 @@ impl FdStream {
             drop(secure);
             room.idle()?;
         } else {
-            secure.hold(src, taken);
+            first(src, taken).for_each(|bytes| secure.hold(bytes));
         }
         Poll::Ready(Ok(taken))
     }

@@ -89,13 +89,7 @@ pub fn requests_are_answered_counted_and_fail_with_the_process() {
         assert_ne!(next, pid);
         assert_eq!(port.ask(Sum(vec![2, 3])).await.unwrap(), 5);
         worker.terminate();
-        loop {
-            if let Event::Exit(status) = events.next().await {
-                if status.success() {
-                    break;
-                }
-            }
-        }
+        events.successful_exit().await;
     });
 }
 
@@ -253,12 +247,6 @@ pub fn requests_from_another_thread_across_kills_all_resolve() {
         println!("PORT kills={kills} answered={answered} failed={failed}");
         assert_eq!(answered + failed, N);
         worker.terminate();
-        loop {
-            if let Event::Exit(status) = events.next().await {
-                if status.success() {
-                    break;
-                }
-            }
-        }
+        events.successful_exit().await;
     });
 }

@@ -71,13 +71,7 @@ pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
         assert_ne!(worker.ask(WhichPid).await.unwrap(), pid);
         // Terminate: `on_close` runs, a clean exit, no restart.
         worker.terminate();
-        loop {
-            if let Event::Exit(status) = events.next().await {
-                if status.success() {
-                    break;
-                }
-            }
-        }
+        events.successful_exit().await;
     });
 }
 
@@ -541,13 +535,7 @@ pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
         events.online().await;
         assert_eq!(worker.ask(Sum(vec![7])).await.unwrap(), 7);
         worker.terminate();
-        loop {
-            if let Event::Exit(status) = events.next().await {
-                if status.success() {
-                    break;
-                }
-            }
-        }
+        events.successful_exit().await;
     });
 }
 

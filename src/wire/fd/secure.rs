@@ -139,12 +139,8 @@ impl Secure {
     }
 
     /// Keeps plaintext taken whose records are not all written.
-    pub(crate) fn hold(&mut self, src: &[IoSlice<'_>], mut n: usize) {
-        for slice in src {
-            let take = n.min(slice.len());
-            self.held.extend_from_slice(&slice[..take]);
-            n -= take;
-        }
+    pub(crate) fn hold(&mut self, bytes: &[u8]) {
+        self.held.extend_from_slice(bytes);
     }
 
     /// The plaintext held, once its records are all written.

@@ -107,6 +107,12 @@ where
         }
     }
 
+    /// Skips to the first exit with code 0 (past those of processes
+    /// killed before it, which restarts followed).
+    pub async fn successful_exit(&mut self) {
+        while !self.exit().await.success() {}
+    }
+
     /// Skips to the online event.
     pub async fn online(&mut self) {
         loop {
