@@ -341,6 +341,7 @@ struct Wire {
 
 impl<W: WorkerActor> Side for ChildSide<W> {
     type Incoming = <W::Protocol as Protocol>::ToWorker;
+    const ONLY_HERE: &'static [Kind] = &[Kind::Terminate, Kind::Ping];
 
     fn post(&mut self, msg: Posted<W>) {
         self.posts.push(msg);

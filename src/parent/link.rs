@@ -106,6 +106,7 @@ impl<P: Protocol> ParentSide<P> {
 
 impl<P: Protocol> Side for ParentSide<P> {
     type Incoming = P::FromWorker;
+    const ONLY_HERE: &'static [Kind] = &[Kind::Error, Kind::Closing, Kind::Pong];
 
     fn post(&mut self, msg: Received<P::FromWorker>) {
         self.emit(Event::Message(msg));

@@ -43,12 +43,16 @@ use crate::wire::writer::{Writer, WriterEnd};
 /// through a `Port`; 64: 1.42 / 1.75 M. Small posts do not change.
 const BUDGET: usize = 128;
 
-/// What one side does with what only it takes. Every method but
-/// [`post`](Side::post) and [`wire_error`](Side::wire_error) has a default
-/// for the side that never expects it: a [`WireError::Unexpected`].
+/// What one side does with what only it takes. A kind the side does not
+/// [`expect`](Side::expects) never reaches these methods: it is a
+/// protocol error that ends the session (see [`Session::step`]).
 pub(crate) trait Side {
     /// What the peer posts.
     type Incoming: DeserializeOwned;
+
+    /// The kinds only this side takes, beside those both take (posts,
+    /// requests, their answers and cancels; see [`expected`]).
+    const ONLY_HERE: &'static [Kind];
 
     /// A post from the peer, decoded.
     fn post(&mut self, msg: Received<Self::Incoming>);
@@ -71,22 +75,32 @@ pub(crate) trait Side {
         false
     }
 
-    /// An error report from the peer (a worker's unhandled panic).
+    /// An error report from the peer (a worker's unhandled panic); only
+    /// called where [`ONLY_HERE`](Side::ONLY_HERE) names [`Kind::Error`].
     fn report(&mut self, report: ErrorReport) {
         let _ = report;
-        self.wire_error(WireError::Unexpected("error report"));
     }
 
-    /// The peer says it closes itself.
-    fn closing(&mut self) {
-        self.wire_error(WireError::Unexpected("closing"));
-    }
+    /// The peer says it closes itself ([`Kind::Closing`]).
+    fn closing(&mut self) {}
 
-    /// The peer asks this side to end; [`Flow::End`] ends the session.
+    /// The peer asks this side to end ([`Kind::Terminate`]);
+    /// [`Flow::End`] ends the session.
     fn terminate(&mut self) -> Flow {
-        self.wire_error(WireError::Unexpected("terminate"));
         Flow::Go
     }
+}
+
+/// Whether side `S` takes a message of `kind` once the hellos are done.
+///
+/// A message that should never come this way (a Ping to the parent, a
+/// terminate to the parent, a second hello, a token after the hello) is
+/// not the peer's to send: a peer that sends it is broken or hostile, and
+/// what it is owed for it (a Pong queued for every Ping) is a way to grow
+/// this side without bound. The session ends on it.
+pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
+    matches!(kind, Kind::Post | Kind::Request | Kind::Answer | Kind::Failed | Kind::Cancel)
+        || S::ONLY_HERE.contains(&kind)
 }
 
 /// Whether a session reads on.
@@ -285,6 +299,10 @@ impl<S: Side> Session<S> {
             return Flow::Go;
         }
         self.side.flush();
+        if !expected::<S>(kind) {
+            self.side.wire_error(WireError::Unexpected(kind.name()));
+            return Flow::End(Why::Broken);
+        }
         match kind {
             Kind::Post => unreachable!("handled above"),
             Kind::Request => {
@@ -304,13 +322,11 @@ impl<S: Side> Session<S> {
             },
             Kind::Closing => self.side.closing(),
             Kind::Terminate => return self.side.terminate(),
-            Kind::Hello => self.side.wire_error(WireError::Unexpected("second hello")),
-            // The reader opens batches; this one came some other way.
-            Kind::Batch => self.side.wire_error(WireError::Unexpected("batch")),
-            Kind::Refused => self.side.wire_error(WireError::Unexpected("refusal")),
-            Kind::Auth => self.side.wire_error(WireError::Unexpected("token after the hello")),
+            // Never expected after the hellos (see `expected`).
+            Kind::Hello | Kind::Batch | Kind::Refused | Kind::Auth => {}
             // Answered at once, ahead of nothing: the asker only wants to
-            // hear from this side.
+            // hear from this side. Only the worker takes pings, from the
+            // parent it trusts.
             Kind::Ping => {
                 let _ = self.shared.outbox.push_unbounded(frame::bare(Kind::Pong), Vec::new());
             }

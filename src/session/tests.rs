@@ -38,6 +38,7 @@ struct Recorder {
 
 impl Side for Recorder {
     type Incoming = String;
+    const ONLY_HERE: &'static [Kind] = &[Kind::Error, Kind::Closing, Kind::Terminate];
 
     fn post(&mut self, msg: Received<String>) {
         self.posts.push(msg);
@@ -68,11 +69,13 @@ impl Side for Recorder {
     }
 }
 
-/// A side that takes only posts: everything else is unexpected.
+/// A side that takes only what both sides take: everything else is
+/// unexpected.
 struct PostsOnly(Vec<WireError>);
 
 impl Side for PostsOnly {
     type Incoming = String;
+    const ONLY_HERE: &'static [Kind] = &[];
 
     fn post(&mut self, _: Received<String>) {}
 
@@ -339,19 +342,11 @@ fn terminate_ends_the_session_after_what_came_before() {
 }
 
 #[test]
-fn a_side_that_does_not_expect_a_kind_is_told_and_reads_on() {
+fn a_payload_that_does_not_decode_is_told_and_the_session_reads_on() {
     run(async {
         let (sender, mut receiver) =
             sessions((none(), PostsOnly(vec![])), (none(), PostsOnly(vec![]))).await;
         let outbox = sender.shared.outbox.clone();
-        for kind in [Kind::Terminate, Kind::Closing] {
-            outbox.push(frame::bare(kind), vec![]).unwrap();
-        }
-        outbox.push(frame::hello(1, Codec::Bincode).into(), vec![]).unwrap();
-        let report = ErrorReport::new("boom".to_owned());
-        outbox
-            .push(encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap(), vec![])
-            .unwrap();
         // Undecodable as a String: told, and the connection goes on.
         outbox
             .push(
@@ -359,13 +354,51 @@ fn a_side_that_does_not_expect_a_kind_is_told_and_reads_on() {
                 vec![],
             )
             .unwrap();
+        outbox
+            .push(encode(Codec::Bincode, Header::post(0).unwrap(), &"after", MAX).unwrap(), vec![])
+            .unwrap();
         sender.finish(Finish::Drain).await;
         assert_eq!(receiver.run().await, Why::PeerClosed);
         let errors = receiver.finish(Finish::Now).await.side.0;
-        let unexpected = errors.iter().filter(|e| matches!(e, WireError::Unexpected(_))).count();
-        assert_eq!(unexpected, 4, "{errors:?}");
-        assert!(matches!(errors.last(), Some(WireError::Decode(_))), "{errors:?}");
+        assert!(matches!(errors.as_slice(), [WireError::Decode(_)]), "{errors:?}");
     });
+}
+
+/// Every kind a side does not take ends its session as broken, named, and
+/// nothing after it is read: a peer owed a Pong for every Ping it sends
+/// could grow this side without bound.
+#[test]
+fn a_kind_the_side_does_not_take_ends_the_session() {
+    let report = ErrorReport::new("boom".to_owned());
+    let frames: Vec<(&str, bytes::Bytes)> = vec![
+        ("terminate", frame::bare(Kind::Terminate)),
+        ("closing", frame::bare(Kind::Closing)),
+        ("ping", frame::bare(Kind::Ping)),
+        ("pong", frame::bare(Kind::Pong)),
+        ("hello", frame::hello(1, Codec::Bincode).into()),
+        ("error report", encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap()),
+    ];
+    for (name, bytes) in frames {
+        run(async {
+            let (sender, mut receiver) =
+                sessions((none(), PostsOnly(vec![])), (none(), PostsOnly(vec![]))).await;
+            let outbox = sender.shared.outbox.clone();
+            outbox.push(bytes, vec![]).unwrap();
+            outbox
+                .push(
+                    encode(Codec::Bincode, Header::post(0).unwrap(), &"after", MAX).unwrap(),
+                    vec![],
+                )
+                .unwrap();
+            sender.finish(Finish::Drain).await;
+            assert_eq!(receiver.run().await, Why::Broken, "{name}");
+            let errors = receiver.finish(Finish::Now).await.side.0;
+            assert!(
+                matches!(errors.as_slice(), [WireError::Unexpected(n)] if *n == name),
+                "{name}: {errors:?}"
+            );
+        });
+    }
 }
 
 #[test]

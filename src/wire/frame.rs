@@ -88,6 +88,26 @@ impl Kind {
         })
     }
 
+    /// What a message of this kind is, in an error that names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Hello => "hello",
+            Kind::Post => "post",
+            Kind::Request => "request",
+            Kind::Answer => "answer",
+            Kind::Failed => "failure",
+            Kind::Error => "error report",
+            Kind::Terminate => "terminate",
+            Kind::Closing => "closing",
+            Kind::Batch => "batch",
+            Kind::Refused => "refusal",
+            Kind::Cancel => "cancel",
+            Kind::Auth => "token",
+            Kind::Ping => "ping",
+            Kind::Pong => "pong",
+        }
+    }
+
     /// Bytes of fixed fields after the two common bytes.
     fn fixed_len(self) -> usize {
         match self {

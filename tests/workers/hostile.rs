@@ -28,6 +28,8 @@ pub fn trials() -> Vec<Trial> {
         hostile::more_descriptors_claimed_than_a_message_may_carry,
         hostile::a_batch_larger_than_any_writer_makes,
         hostile::a_hello_that_names_another_process,
+        hostile::a_ping_to_the_parent_ends_the_connection,
+        hostile::a_terminate_to_the_parent_ends_the_connection,
     ]
 }
 
@@ -104,6 +106,16 @@ fn echo_batch(n: usize) -> Vec<u8> {
     for _ in 0..n {
         batch.extend_from_slice(&4u32.to_le_bytes());
         batch.extend_from_slice(&[2, 0, 0, 7]);
+    }
+    batch
+}
+
+/// A batch of `n` bare messages of `kind` (a Ping is 13).
+fn bare_batch(kind: u8, n: usize) -> Vec<u8> {
+    let mut batch = vec![9, 0];
+    for _ in 0..n {
+        batch.extend_from_slice(&2u32.to_le_bytes());
+        batch.extend_from_slice(&[kind, 0]);
     }
     batch
 }
@@ -240,6 +252,10 @@ pub fn run_if_raw_worker() {
             }
             flood(&sock, &ws_frame(2, &batch), 1000);
         }
+        // Pings go parent -> worker only; each one answered would be a
+        // Pong queued in the parent for a worker that never reads.
+        "ping-flood" => flood(&sock, &ws_frame(2, &bare_batch(13, 11_000)), 2000),
+        "terminate" => sock.write_all(&ws_frame(2, &[7, 0])).unwrap(),
         "event-flood" => flood(&sock, &ws_frame(2, &echo_batch(4096)), 2000),
         "shared-unsealed" | "shared-short" => {
             // A post of `Reply::Shared` (variant 16) with one buffer
@@ -393,4 +409,15 @@ pub fn a_batch_larger_than_any_writer_makes() {
 
 pub fn a_hello_that_names_another_process() {
     hostile("liar", |e| matches!(e, WireError::WrongPeer { theirs: 1, .. }));
+}
+
+/// A worker that sends Pings (which only the parent sends) is ended at the
+/// first: before, each was answered with a Pong queued past every bound,
+/// and a worker that never read grew the parent by 80 MiB/s.
+pub fn a_ping_to_the_parent_ends_the_connection() {
+    hostile("ping-flood", |e| matches!(e, WireError::Unexpected("ping")));
+}
+
+pub fn a_terminate_to_the_parent_ends_the_connection() {
+    hostile("terminate", |e| matches!(e, WireError::Unexpected("terminate")));
 }
