@@ -362,8 +362,10 @@ pub(crate) async fn read<P: Protocol>(
     let mut heard = tokio::time::Instant::now();
     let mut pinged = false;
     loop {
+        let mut held_back = false;
         loop {
             let Some(behind) = session.side().behind() else { break };
+            held_back = true;
             let exited = tokio::select! {
                 _ = behind => None,
                 s = wait.as_mut(), if status.is_none() => Some(s),
@@ -373,12 +375,21 @@ pub(crate) async fn read<P: Protocol>(
                 session.side().alive = false;
             }
         }
+        // While the parent held the worker back it did not read, so it
+        // cannot have heard: that time is the parent's, not the worker's
+        // silence, and the clock starts again now.
+        if held_back {
+            (heard, pinged) = (tokio::time::Instant::now(), false);
+        }
         let check = match heartbeat {
             Some(h) if pinged => heard + h.lost_after,
             Some(h) => heard + h.every,
             None => tokio::time::Instant::now() + NO_HEARTBEAT,
         };
+        // What waits in the socket comes first: a worker whose bytes are
+        // there has been heard, whatever the clock says.
         tokio::select! {
+            biased;
             flow = session.step() => {
                 if let session::Flow::End(why) = flow {
                     return why;

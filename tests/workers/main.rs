@@ -3,6 +3,7 @@
 //! to the worker runtime before the test harness starts.
 
 mod basics;
+mod bounds;
 mod common;
 mod conformance;
 mod delivery;
@@ -60,6 +61,7 @@ macro_rules! modules {
 
 modules![
     basics,
+    bounds,
     conformance,
     delivery,
     errors,
@@ -110,6 +112,7 @@ fn main() {
     for module in [
         basics::trials,
         basics::roles,
+        bounds::trials,
         conformance::trials,
         delivery::trials,
         errors::trials,
