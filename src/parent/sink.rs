@@ -195,14 +195,15 @@ impl<P: Protocol> Events<P> {
         self.emitted += 1;
     }
 
-    /// Whether more than the window of events may be unhandled.
+    /// Whether the window of events may be unhandled: no more may be sent
+    /// until some are.
     pub(crate) fn behind(&mut self) -> bool {
         match &self.sink {
             EventSink::Log => false,
-            EventSink::Stream(s) => s.unread() > self.window,
+            EventSink::Stream(s) => s.unread() >= self.window,
             EventSink::Recipient(_) => {
                 let over = |marks: &VecDeque<(u64, Option<Mark>)>, emitted: u64, window: u64| {
-                    marks.front().is_some_and(|(at, _)| emitted - at > window)
+                    marks.front().is_some_and(|(at, _)| emitted - at >= window)
                 };
                 if !over(&self.marks, self.emitted, self.window) {
                     return false;
@@ -229,7 +230,7 @@ impl<P: Protocol> Events<P> {
                     let taken = counts.taken_notify.notified();
                     tokio::pin!(taken);
                     taken.as_mut().enable();
-                    if sent.unread() <= window {
+                    if sent.unread() < window {
                         return;
                     }
                     taken.await;

@@ -168,6 +168,7 @@ impl Connection {
                 batch: None,
                 codec: Codec::default(),
                 descriptors: true,
+                flood_told: false,
             },
             SinkHalf { sink: self.ws, fds: self.fds, max_ws_message: self.max_ws_message },
         )
@@ -199,6 +200,9 @@ pub(crate) struct Reader {
     batch: Option<(Bytes, usize)>,
     codec: Codec,
     descriptors: bool,
+    /// A flood of descriptors was told ([`WireError::UnclaimedFds`]): they
+    /// are not told again when the reader closes them.
+    flood_told: bool,
 }
 
 impl Reader {
@@ -220,7 +224,10 @@ impl Reader {
             }
             let bytes = match self.frames.next().await? {
                 Ok(bytes) => bytes,
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    self.flood_told |= matches!(e, WireError::UnclaimedFds { .. });
+                    return Some(Err(e));
+                }
             };
             // Anything but a batch, a cut-short header included, is read
             // (or refused) as one message.
@@ -279,7 +286,10 @@ impl Reader {
 
     /// Descriptors that arrived but that no message claimed.
     pub(crate) fn unclaimed_fds(&self) -> usize {
-        self.fds.unclaimed()
+        match self.flood_told {
+            true => 0,
+            false => self.fds.unclaimed(),
+        }
     }
 
     /// The descriptor queues and the ledger of the connection.
