@@ -246,6 +246,8 @@ where
         pending: pending.clone(),
         handlers: Rc::new(requests.handlers),
         max_message_size,
+        // The worker trusts its parent's buffers.
+        max_shared_bytes: usize::MAX,
     };
     let side = ChildSide { ctl: ctl_tx.clone(), posts: Vec::new(), outbox: outbox.clone(), wire };
     // The writer keeps no books: there is no next connection to give its
@@ -343,7 +345,7 @@ impl<W: WorkerActor> Side for ChildSide<W> {
     type Incoming = <W::Protocol as Protocol>::ToWorker;
     const ONLY_HERE: &'static [Kind] = &[Kind::Terminate, Kind::Ping];
 
-    fn post(&mut self, msg: Posted<W>) {
+    fn post(&mut self, msg: Posted<W>, _: session::Holds) {
         self.posts.push(msg);
     }
 

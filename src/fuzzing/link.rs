@@ -135,10 +135,11 @@ pub fn link(data: &[u8]) {
             pending: Arc::default(),
             handlers: std::rc::Rc::new(handlers),
             max_message_size: 1 << 20,
+            max_shared_bytes: 1 << 20,
         };
         let events = crate::parent::sink::Events::new(
             crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
-            64,
+            crate::parent::sink::Window { events: 64, bytes: 1 << 20, fds: 64 },
         );
         let side = crate::parent::link::ParentSide::<FuzzProtocol>::new(
             "fuzz".into(),

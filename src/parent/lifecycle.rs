@@ -43,7 +43,7 @@ impl<P: Protocol> Worker<P> {
                 }
             })
         };
-        let events = Events::new(self.events.clone(), self.limits.event_window);
+        let events = Events::new(self.events.clone(), self.limits.window());
         let side =
             ParentSide::new(self.name.clone(), self.pid, events, on_closing, self.outbox.clone());
         let link = Link::<P> {
@@ -54,6 +54,7 @@ impl<P: Protocol> Worker<P> {
                 pending: self.pending.clone(),
                 handlers: self.handlers.clone(),
                 max_message_size: self.limits.max_message_size,
+                max_shared_bytes: self.limits.max_shared_bytes,
             },
             fingerprint: self.fingerprint,
             codec: self.codec,

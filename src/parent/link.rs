@@ -27,7 +27,7 @@ use super::sink::{EventSink, Events};
 use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, Lost, WireError, WorkerError};
 use crate::protocol::{Protocol, Received};
-use crate::session::{self, Finish, Finished, Hello, Session, Shared, Side, Why};
+use crate::session::{self, Finish, Finished, Hello, Holds, Session, Shared, Side, Why};
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Socket;
@@ -81,7 +81,12 @@ impl<P: Protocol> ParentSide<P> {
     }
 
     fn emit(&mut self, kind: Event<P>) {
-        self.events.emit(WorkerEvent { name: self.name.clone(), pid: self.pid, kind });
+        self.emit_holding(kind, Holds::default());
+    }
+
+    fn emit_holding(&mut self, kind: Event<P>, holds: Holds) {
+        let event = WorkerEvent { name: self.name.clone(), pid: self.pid, kind };
+        self.events.emit_holding(event, holds);
     }
 
     /// A future that resolves once the reading may go on, when it may not.
@@ -108,8 +113,8 @@ impl<P: Protocol> Side for ParentSide<P> {
     type Incoming = P::FromWorker;
     const ONLY_HERE: &'static [Kind] = &[Kind::Error, Kind::Closing, Kind::Pong];
 
-    fn post(&mut self, msg: Received<P::FromWorker>) {
-        self.emit(Event::Message(msg));
+    fn post(&mut self, msg: Received<P::FromWorker>, holds: Holds) {
+        self.emit_holding(Event::Message(msg), holds);
     }
 
     fn wire_error(&mut self, e: WireError) {
@@ -304,7 +309,10 @@ impl<P: Protocol> Link<P> {
         // Nothing of the process is held any more (its pidfd closes with
         // the last handle, the socket closed with the reader and writer)
         // by the time its exit is told.
-        let mut events = std::mem::replace(&mut side.events, Events::new(EventSink::Log, 4));
+        let mut events = std::mem::replace(
+            &mut side.events,
+            Events::new(EventSink::Log, crate::Limits::default().window()),
+        );
         let (name, pid) = (side.name.clone(), handle.pid());
         drop(side);
         drop(handle);

@@ -205,8 +205,30 @@ pub struct Limits {
     /// the parent's memory. Requests the worker makes of the parent, and
     /// their answers waiting to be written, are held to
     /// [`max_queued_messages`](Self::max_queued_messages) and
-    /// [`max_queued_bytes`](Self::max_queued_bytes) the same way.
+    /// [`max_queued_bytes`](Self::max_queued_bytes) the same way: in
+    /// number, and in bytes (the requests being answered and the answers
+    /// waiting to be written).
     pub event_window: usize,
+    /// How many bytes the worker's unhandled events may hold together
+    /// (default 64 MiB, at least 1): their payloads as received, and their
+    /// shared buffers (each file once per message). Beyond, the worker is
+    /// read no further, as beyond [`event_window`](Self::event_window).
+    /// One event is always taken, however large (within
+    /// [`max_message_size`](Self::max_message_size) and
+    /// [`max_shared_bytes`](Self::max_shared_bytes)), so a worker may make
+    /// the parent hold at most this or one message, whichever is more.
+    pub event_window_bytes: usize,
+    /// How many descriptors the worker's unhandled events may hold together
+    /// (default 256, at least 1): those sent with its messages and their
+    /// shared buffers'. One event is always taken.
+    pub event_window_fds: usize,
+    /// The most bytes the shared buffers of one message from the worker
+    /// may hold together (default 128 MiB): a file named several times in
+    /// one message counts once. A message over it fails with
+    /// [`WireError::SharedBuffer`](crate::WireError::SharedBuffer), and
+    /// the connection goes on. Messages to the worker are not bounded by
+    /// it: the worker trusts its parent.
+    pub max_shared_bytes: usize,
 }
 
 /// What happens when a worker's outgoing queue is full.
@@ -234,6 +256,9 @@ impl Default for Limits {
             max_queued_bytes: 16 << 20,
             when_full: WhenFull::Wait,
             event_window: 1024,
+            event_window_bytes: 64 << 20,
+            event_window_fds: 256,
+            max_shared_bytes: 128 << 20,
         }
     }
 }
@@ -269,12 +294,41 @@ impl Limits {
         self
     }
 
+    /// Sets [`event_window_bytes`](Self::event_window_bytes) (at least 1).
+    pub fn event_window_bytes(mut self, bytes: usize) -> Self {
+        self.event_window_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets [`event_window_fds`](Self::event_window_fds) (at least 1).
+    pub fn event_window_fds(mut self, fds: usize) -> Self {
+        self.event_window_fds = fds.max(1);
+        self
+    }
+
+    /// Sets [`max_shared_bytes`](Self::max_shared_bytes).
+    pub fn max_shared_bytes(mut self, bytes: usize) -> Self {
+        self.max_shared_bytes = bytes;
+        self
+    }
+
     /// Every field brought within its range.
     pub(crate) fn clamped(self) -> Self {
         self.max_message_size(self.max_message_size)
             .max_queued_messages(self.max_queued_messages)
             .max_queued_bytes(self.max_queued_bytes)
             .event_window(self.event_window)
+            .event_window_bytes(self.event_window_bytes)
+            .event_window_fds(self.event_window_fds)
+    }
+
+    /// The window through which the worker's events pace it.
+    pub(crate) fn window(&self) -> super::sink::Window {
+        super::sink::Window {
+            events: self.event_window.max(4) as u64,
+            bytes: self.event_window_bytes.max(1) as u64,
+            fds: self.event_window_fds.max(1) as u64,
+        }
     }
 }
 

@@ -2,12 +2,15 @@
 //! reads ([`WorkerEvents`]), or, when nobody takes them, the log; and the
 //! window through which they pace the worker.
 //!
-//! The link reads from a worker no faster than its events are taken: at
-//! most `window` may be unhandled (in the recipient's mailbox, or unread in
-//! the stream). For a recipient, every `window / 4`-th event goes with
-//! `send`, whose answer says the recipient has handled it and, its mailbox
-//! being in order, every event before it; the others go with `do_send`.
-//! For a stream, the stream counts what it hands out.
+//! The link reads from a worker no faster than its events are taken: what
+//! is unhandled (in the recipient's mailbox, or unread in the stream) stays
+//! within a [`Window`] of events, of bytes and of descriptors. One event is
+//! always taken, however large: the window holds back the reading once it
+//! is reached, and a message over it is taken alone. For a recipient, an
+//! event goes with `send` (a mark) once a quarter of any of the three has
+//! gone since the last mark; its answer says the recipient has handled it
+//! and, its mailbox being in order, every event before it; the others go
+//! with `do_send`. For a stream, the stream counts what it hands out.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -23,6 +26,60 @@ use tokio::sync::Notify;
 
 use super::events::{log_event, WorkerEvent};
 use crate::protocol::Protocol;
+use crate::session::Holds;
+
+/// How much of a worker's events may be unhandled before it is read no
+/// further (see [`Limits`](crate::Limits)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub events: u64,
+    pub bytes: u64,
+    pub fds: u64,
+}
+
+/// Events, bytes and descriptors, counted together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    events: u64,
+    bytes: u64,
+    fds: u64,
+}
+
+impl Tally {
+    fn of(holds: Holds) -> Tally {
+        Tally { events: 1, bytes: holds.bytes as u64, fds: holds.fds as u64 }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.events += other.events;
+        self.bytes += other.bytes;
+        self.fds += other.fds;
+    }
+
+    fn since(self, earlier: Tally) -> Tally {
+        Tally {
+            events: self.events.saturating_sub(earlier.events),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+            fds: self.fds.saturating_sub(earlier.fds),
+        }
+    }
+
+    /// Whether this much unhandled fills `window`: no more may come until
+    /// some is handled. (Nothing unhandled never does: one event is
+    /// always taken.)
+    fn fills(self, window: Window) -> bool {
+        self.events >= window.events
+            || (self.events > 0 && (self.bytes >= window.bytes || self.fds >= window.fds))
+    }
+
+    /// Whether this much since the last mark calls for a new one: a
+    /// quarter of the window, in any of the three.
+    fn quarter_of(self, window: Window) -> bool {
+        self.events >= window.events / 4
+            || self.bytes >= window.bytes / 4
+            || self.fds >= window.fds / 4
+    }
+}
 
 /// Where the events of one worker go; cheap to clone.
 pub(crate) enum EventSink<P: Protocol> {
@@ -48,14 +105,14 @@ impl<P: Protocol> EventSink<P> {
         match self {
             EventSink::Log => log_event(&event.name, event.pid, &event.kind),
             EventSink::Recipient(r) => r.do_send(event),
-            EventSink::Stream(s) => s.send(event),
+            EventSink::Stream(s) => s.send(event, Holds::default()),
         }
     }
 }
 
 /// The sending end of a [`WorkerEvents`] stream.
 pub(crate) struct StreamSender<P: Protocol> {
-    tx: UnboundedSender<WorkerEvent<P>>,
+    tx: UnboundedSender<(WorkerEvent<P>, Holds)>,
     counts: Arc<Counts>,
 }
 
@@ -65,26 +122,57 @@ impl<P: Protocol> Clone for StreamSender<P> {
     }
 }
 
-/// How many events were sent into a stream and taken out of it.
+/// How many events (and their bytes and descriptors) were sent into a
+/// stream and taken out of it.
 #[derive(Default)]
 struct Counts {
     sent: AtomicU64,
     taken: AtomicU64,
+    sent_bytes: AtomicU64,
+    taken_bytes: AtomicU64,
+    sent_fds: AtomicU64,
+    taken_fds: AtomicU64,
     /// Something was taken.
     taken_notify: Notify,
 }
 
-impl<P: Protocol> StreamSender<P> {
-    fn send(&self, event: WorkerEvent<P>) {
-        if self.tx.send(event).is_ok() {
-            self.counts.sent.fetch_add(1, Ordering::SeqCst);
-        }
+impl Counts {
+    fn sent(&self, holds: Holds) {
+        self.sent_bytes.fetch_add(holds.bytes as u64, Ordering::SeqCst);
+        self.sent_fds.fetch_add(holds.fds as u64, Ordering::SeqCst);
+        self.sent.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// How many sent events are not taken yet.
-    fn unread(&self) -> u64 {
-        let sent = self.counts.sent.load(Ordering::SeqCst);
-        sent.saturating_sub(self.counts.taken.load(Ordering::SeqCst))
+    fn taken(&self, holds: Holds) {
+        self.taken_bytes.fetch_add(holds.bytes as u64, Ordering::SeqCst);
+        self.taken_fds.fetch_add(holds.fds as u64, Ordering::SeqCst);
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        self.taken_notify.notify_waiters();
+    }
+
+    /// What was sent and is not taken yet.
+    fn unread(&self) -> Tally {
+        let sent = Tally {
+            events: self.sent.load(Ordering::SeqCst),
+            bytes: self.sent_bytes.load(Ordering::SeqCst),
+            fds: self.sent_fds.load(Ordering::SeqCst),
+        };
+        let taken = Tally {
+            events: self.taken.load(Ordering::SeqCst),
+            bytes: self.taken_bytes.load(Ordering::SeqCst),
+            fds: self.taken_fds.load(Ordering::SeqCst),
+        };
+        sent.since(taken)
+    }
+}
+
+impl<P: Protocol> StreamSender<P> {
+    fn send(&self, event: WorkerEvent<P>, holds: Holds) {
+        // Counted first: the reader may take it the moment it is in.
+        self.counts.sent(holds);
+        if self.tx.send((event, holds)).is_err() {
+            self.counts.taken(holds);
+        }
     }
 }
 
@@ -111,7 +199,7 @@ impl<P: Protocol> StreamSender<P> {
 /// reads holds its worker back. It ends once the worker has stopped for
 /// good and every event has been read.
 pub struct WorkerEvents<P: Protocol> {
-    rx: UnboundedReceiver<WorkerEvent<P>>,
+    rx: UnboundedReceiver<(WorkerEvent<P>, Holds)>,
     counts: Arc<Counts>,
 }
 
@@ -134,8 +222,13 @@ pub(crate) fn stream<P: Protocol>() -> (EventSink<P>, WorkerEvents<P>) {
 impl<P: Protocol> WorkerEvents<P> {
     /// How many events wait to be read.
     pub fn waiting(&self) -> usize {
-        let sent = self.counts.sent.load(Ordering::SeqCst);
-        sent.saturating_sub(self.counts.taken.load(Ordering::SeqCst)) as usize
+        self.counts.unread().events as usize
+    }
+
+    /// How many bytes the events waiting to be read hold (their payloads
+    /// and shared buffers).
+    pub fn waiting_bytes(&self) -> usize {
+        self.counts.unread().bytes as usize
     }
 
     /// The next event; `None` once the worker has stopped for good and
@@ -146,11 +239,10 @@ impl<P: Protocol> WorkerEvents<P> {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<WorkerEvent<P>>> {
         let event = std::task::ready!(self.rx.poll_recv(cx));
-        if event.is_some() {
-            self.counts.taken.fetch_add(1, Ordering::SeqCst);
-            self.counts.taken_notify.notify_waiters();
-        }
-        Poll::Ready(event)
+        Poll::Ready(event.map(|(event, holds)| {
+            self.counts.taken(holds);
+            event
+        }))
     }
 }
 
@@ -165,45 +257,63 @@ impl<P: Protocol> futures_util::Stream for WorkerEvents<P> {
 /// A worker's events as the link sends them: paced by the window.
 pub(crate) struct Events<P: Protocol> {
     sink: EventSink<P>,
-    window: u64,
-    emitted: u64,
-    /// For a recipient: marks not known to be handled, where each was
-    /// emitted, and its answer (`None` once it came).
-    marks: VecDeque<(u64, Option<Mark>)>,
+    window: Window,
+    /// All sent so far.
+    emitted: Tally,
+    /// Where the last mark was sent (what had been emitted before it).
+    last_mark: Option<Tally>,
+    /// For a recipient: marks not known to be handled, what had been
+    /// emitted before each, and its answer (`None` once it came).
+    marks: VecDeque<(Tally, Option<Mark>)>,
 }
 
 type Mark = Pin<Box<dyn Future<Output = ()>>>;
 
 impl<P: Protocol> Events<P> {
     /// Events for `sink`, at most `window` of them unhandled.
-    pub(crate) fn new(sink: EventSink<P>, window: usize) -> Self {
-        Events { sink, window: window.max(4) as u64, emitted: 0, marks: VecDeque::new() }
+    pub(crate) fn new(sink: EventSink<P>, window: Window) -> Self {
+        let window = Window { events: window.events.max(4), ..window };
+        Events { sink, window, emitted: Tally::default(), last_mark: None, marks: VecDeque::new() }
     }
 
-    /// Sends one event.
+    /// Sends one event that holds nothing of note.
     pub(crate) fn emit(&mut self, event: WorkerEvent<P>) {
+        self.emit_holding(event, Holds::default());
+    }
+
+    /// Sends one event that holds `holds`.
+    pub(crate) fn emit_holding(&mut self, event: WorkerEvent<P>, holds: Holds) {
+        let tally = Tally::of(holds);
+        let mut after = self.emitted;
+        after.add(tally);
         match &self.sink {
-            EventSink::Recipient(recipient) if self.emitted.is_multiple_of(self.window / 4) => {
+            EventSink::Recipient(recipient)
+                if self.last_mark.is_none_or(|at| after.since(at).quarter_of(self.window)) =>
+            {
                 // A sender of its own, never held back by actix's mailbox
                 // bound: the event is queued now, in order with the others.
                 let mark = recipient.clone().send(event).map(drop);
                 self.pop_handled();
                 self.marks.push_back((self.emitted, Some(Box::pin(mark))));
+                self.last_mark = Some(self.emitted);
             }
+            EventSink::Stream(s) => s.send(event, holds),
             sink => sink.send(event),
         }
-        self.emitted += 1;
+        self.emitted = after;
     }
 
-    /// Whether the window of events may be unhandled: no more may be sent
-    /// until some are.
+    /// Whether the window is full: nothing more may be read until some of
+    /// it has been handled.
     pub(crate) fn behind(&mut self) -> bool {
         match &self.sink {
             EventSink::Log => false,
-            EventSink::Stream(s) => s.unread() >= self.window,
+            EventSink::Stream(s) => s.counts.unread().fills(self.window),
             EventSink::Recipient(_) => {
-                let over = |marks: &VecDeque<(u64, Option<Mark>)>, emitted: u64, window: u64| {
-                    marks.front().is_some_and(|(at, _)| emitted - at >= window)
+                // Everything from the oldest mark not known to be handled
+                // on is counted unhandled.
+                let over = |marks: &VecDeque<(Tally, Option<Mark>)>, emitted: Tally, w: Window| {
+                    marks.front().is_some_and(|(at, _)| emitted.since(*at).fills(w))
                 };
                 if !over(&self.marks, self.emitted, self.window) {
                     return false;
@@ -214,8 +324,8 @@ impl<P: Protocol> Events<P> {
         }
     }
 
-    /// When more than the window is unhandled: a future that resolves once
-    /// some has been (the oldest mark handled, something taken from the
+    /// When the window is full: a future that resolves once some of it has
+    /// been handled (the oldest mark handled, something taken from the
     /// stream).
     pub(crate) fn oldest_behind(&mut self) -> Option<Pin<Box<dyn Future<Output = ()> + '_>>> {
         if !self.behind() {
@@ -224,13 +334,12 @@ impl<P: Protocol> Events<P> {
         if let EventSink::Stream(s) = &self.sink {
             let counts = s.counts.clone();
             let window = self.window;
-            let sent = s.clone();
             return Some(Box::pin(async move {
                 loop {
                     let taken = counts.taken_notify.notified();
                     tokio::pin!(taken);
                     taken.as_mut().enable();
-                    if sent.unread() < window {
+                    if !counts.unread().fills(window) {
                         return;
                     }
                     taken.await;

@@ -32,6 +32,8 @@ pub(crate) struct Reply {
     outbox: Arc<Outbox>,
     /// The connection the request came on (see `Outbox::owe_reply`).
     connection: u64,
+    /// The bytes its request holds until it is answered.
+    held: usize,
     max_message_size: usize,
     /// The connection's codec: the answer is written as the request was.
     codec: Codec,
@@ -143,6 +145,15 @@ impl Reply {
         self.send(frame, Vec::new());
     }
 
+    /// Its request holds `more` bytes than it came with (its shared
+    /// buffers), until it is answered.
+    fn holds_more(&mut self, more: usize) {
+        if more > 0 {
+            self.held += more;
+            self.outbox.owe_more(self.connection, more);
+        }
+    }
+
     /// The answer is in progress: if the asker cancels the request
     /// meanwhile, `stop` runs and nothing is sent.
     pub(crate) fn on_cancel(&mut self, stop: impl FnOnce() + 'static) {
@@ -162,10 +173,10 @@ impl Reply {
         self.sent = true;
         if self.answering.finish(self.id) {
             // The asker waits for nothing.
-            self.outbox.forgive_reply(self.connection);
+            self.outbox.forgive_reply(self.connection, self.held);
             return;
         }
-        self.outbox.push_reply(frame, fds, self.connection);
+        self.outbox.push_reply(frame, fds, self.connection, self.held);
     }
 }
 
@@ -175,7 +186,7 @@ impl Drop for Reply {
             if !self.wanted() {
                 self.answering.finish(self.id);
                 self.sent = true;
-                self.outbox.forgive_reply(self.connection);
+                self.outbox.forgive_reply(self.connection, self.held);
                 return;
             }
             let failure = match (self.last_panic)() {
@@ -188,7 +199,9 @@ impl Drop for Reply {
     }
 }
 
-type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, Reply)>;
+/// Decodes a request (its codec, payload, descriptors and the bound on its
+/// shared buffers) and starts answering it.
+type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, usize, Reply)>;
 
 /// The request types one side answers, by tag.
 pub(crate) struct Handlers {
@@ -206,12 +219,15 @@ impl Handlers {
     /// Answers requests of type `R` with `start`, which hands the decoded
     /// request to an actor and the [`Reply`] to whatever answers.
     pub(crate) fn insert<R: Request>(&mut self, start: impl Fn(R, Reply) + 'static) {
-        let handler: Handler = Box::new(move |codec, payload, fds, reply| {
+        let handler: Handler = Box::new(move |codec, payload, fds, max_shared, mut reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
-            match decode_with::<R>(codec, payload, fds).0 {
-                Ok(req) => start(req, reply),
-                Err(e) => reply.fail(Failure::Wire(e.to_string())),
+            match decode_with::<R>(codec, payload, fds, max_shared) {
+                (Ok(req), _, taken) => {
+                    reply.holds_more(taken.bytes);
+                    start(req, reply)
+                }
+                (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
         });
         self.by_tag.insert(tag_of::<R>(), handler);
@@ -231,7 +247,8 @@ impl Handlers {
         let reply = Reply {
             id,
             outbox: outbox.clone(),
-            connection: outbox.owe_reply(),
+            connection: outbox.owe_reply(inbound.payload().len()),
+            held: inbound.payload().len(),
             max_message_size,
             codec: inbound.codec,
             descriptors: inbound.descriptors,
@@ -242,7 +259,7 @@ impl Handlers {
         match self.by_tag.get(&tag) {
             Some(handler) => {
                 let fds = std::mem::take(&mut inbound.fds);
-                handler(inbound.codec, inbound.payload(), fds, reply)
+                handler(inbound.codec, inbound.payload(), fds, inbound.max_shared, reply)
             }
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }

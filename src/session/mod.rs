@@ -54,8 +54,8 @@ pub(crate) trait Side {
     /// requests, their answers and cancels; see [`expected`]).
     const ONLY_HERE: &'static [Kind];
 
-    /// A post from the peer, decoded.
-    fn post(&mut self, msg: Received<Self::Incoming>);
+    /// A post from the peer, decoded, and what it holds of this side.
+    fn post(&mut self, msg: Received<Self::Incoming>, holds: Holds);
 
     /// A frame that could not be taken (it did not decode, or should not
     /// have come): the connection goes on. Or the framing broke: the
@@ -101,6 +101,15 @@ pub(crate) trait Side {
 pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
     matches!(kind, Kind::Post | Kind::Request | Kind::Answer | Kind::Failed | Kind::Cancel)
         || S::ONLY_HERE.contains(&kind)
+}
+
+/// What a message received holds of the side that keeps it: the bytes of
+/// its payload and shared buffers (each file once), and its descriptors
+/// (its own and its buffers').
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Holds {
+    pub bytes: usize,
+    pub fds: usize,
 }
 
 /// Whether a session reads on.
@@ -199,6 +208,9 @@ pub(crate) struct Shared {
     pub pending: Arc<Pending>,
     pub handlers: Rc<Handlers>,
     pub max_message_size: usize,
+    /// The most bytes the shared buffers of one message from the peer may
+    /// hold together.
+    pub max_shared_bytes: usize,
 }
 
 /// One connected endpoint (see the module's head).
@@ -218,7 +230,8 @@ pub(crate) struct Session<S: Side> {
 
 impl<S: Side> Session<S> {
     /// Starts the writer task on the writing half of an opened connection.
-    pub(crate) fn start(reader: Reader, writer: Writer, shared: Shared, side: S) -> Self {
+    pub(crate) fn start(mut reader: Reader, writer: Writer, shared: Shared, side: S) -> Self {
+        reader.set_max_shared(shared.max_shared_bytes);
         let (stop, stopped) = oneshot::channel();
         let writer = actix_rt::spawn(writer.run(shared.outbox.clone(), stopped));
         let answering = Answering::default();
@@ -288,13 +301,19 @@ impl<S: Side> Session<S> {
         if kind == Kind::Post {
             let Inbound { fds, .. } = &mut inbound;
             let fds = std::mem::take(fds);
+            let payload = inbound.payload();
             match crate::wire::shared::decode_with::<S::Incoming>(
                 inbound.codec,
-                inbound.payload(),
+                payload,
                 fds,
+                inbound.max_shared,
             ) {
-                (Ok(data), fds) => self.side.post(Received::new(data, fds)),
-                (Err(e), _) => self.side.wire_error(e),
+                (Ok(data), fds, taken) => {
+                    let holds =
+                        Holds { bytes: payload.len() + taken.bytes, fds: fds.len() + taken.fds };
+                    self.side.post(Received::new(data, fds), holds)
+                }
+                (Err(e), ..) => self.side.wire_error(e),
             }
             return Flow::Go;
         }

@@ -72,7 +72,8 @@ pub(crate) fn decoded<A: DeserializeOwned>(
 ) -> Result<A, WorkerError> {
     result.and_then(|mut inbound| {
         let fds = std::mem::take(&mut inbound.fds);
-        Ok(crate::wire::shared::decode_with::<A>(inbound.codec, inbound.payload(), fds).0?)
+        let (codec, max) = (inbound.codec, inbound.max_shared);
+        Ok(crate::wire::shared::decode_with::<A>(codec, inbound.payload(), fds, max).0?)
     })
 }
 

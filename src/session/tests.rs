@@ -40,7 +40,7 @@ impl Side for Recorder {
     type Incoming = String;
     const ONLY_HERE: &'static [Kind] = &[Kind::Error, Kind::Closing, Kind::Terminate];
 
-    fn post(&mut self, msg: Received<String>) {
+    fn post(&mut self, msg: Received<String>, _: super::Holds) {
         self.posts.push(msg);
         self.unflushed += 1;
     }
@@ -77,7 +77,7 @@ impl Side for PostsOnly {
     type Incoming = String;
     const ONLY_HERE: &'static [Kind] = &[];
 
-    fn post(&mut self, _: Received<String>) {}
+    fn post(&mut self, _: Received<String>, _: super::Holds) {}
 
     fn wire_error(&mut self, e: WireError) {
         self.0.push(e);
@@ -98,6 +98,7 @@ fn shared(handlers: Handlers) -> Shared {
         pending: Arc::new(Pending::default()),
         handlers: Rc::new(handlers),
         max_message_size: MAX,
+        max_shared_bytes: usize::MAX,
     }
 }
 

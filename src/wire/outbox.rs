@@ -83,8 +83,11 @@ struct State {
     /// Answers and failures in `queue`, and their bytes.
     replies: usize,
     reply_bytes: usize,
-    /// Requests of the peer being answered, whose reply is not queued yet.
+    /// Requests of the peer being answered, whose reply is not queued yet,
+    /// and the bytes those requests hold meanwhile (their payloads and
+    /// shared buffers, with whoever answers them).
     owed: usize,
+    owed_bytes: usize,
     /// Pushes are refused.
     ended: bool,
     /// The `End` item has been queued.
@@ -117,6 +120,7 @@ impl Outbox {
                 replies: 0,
                 reply_bytes: 0,
                 owed: 0,
+                owed_bytes: 0,
                 ended: false,
                 closed: false,
                 ended_with: None,
@@ -266,25 +270,38 @@ impl Outbox {
         Ok(())
     }
 
-    /// A request of the peer is being answered: its reply is owed, and
-    /// counts against the bound until it has been written. Returns the
-    /// connection the reply is for.
-    pub(crate) fn owe_reply(&self) -> u64 {
-        self.lock().owed += 1;
+    /// A request of the peer is being answered: its reply is owed, and it
+    /// and the `held` bytes of the request count against the bound until
+    /// the reply has been written. Returns the connection the reply is for.
+    pub(crate) fn owe_reply(&self, held: usize) -> u64 {
+        let mut state = self.lock();
+        state.owed += 1;
+        state.owed_bytes += held;
         self.connection.load(Ordering::SeqCst)
+    }
+
+    /// A request owed a reply on `connection` holds `more` bytes than it
+    /// was owed with (its shared buffers, once decoded).
+    pub(crate) fn owe_more(&self, connection: u64, more: usize) {
+        let mut state = self.lock();
+        if self.connection.load(Ordering::SeqCst) == connection {
+            state.owed_bytes += more;
+        }
     }
 
     /// Queues the answer to a request of connection `connection` (see
     /// [`owe_reply`](Self::owe_reply)): taken while that connection is
     /// open, even after pushes were ended (the other side may wait for it
     /// in its `on_close`), whatever the bound.
-    pub(crate) fn push_reply(&self, bytes: Bytes, fds: Vec<OwnedFd>, connection: u64) {
+    /// `held` is what its request was owed with.
+    pub(crate) fn push_reply(&self, bytes: Bytes, fds: Vec<OwnedFd>, connection: u64, held: usize) {
         let mut state = self.lock();
         if self.connection.load(Ordering::SeqCst) != connection {
             // The connection it answers has ended (its owed count with it).
             return;
         }
         state.owed = state.owed.saturating_sub(1);
+        state.owed_bytes = state.owed_bytes.saturating_sub(held);
         if state.closed {
             return;
         }
@@ -298,23 +315,27 @@ impl Outbox {
         self.lock().queue.len()
     }
 
-    /// A reply owed on `connection` will not be sent (its request was
-    /// cancelled by the peer).
-    pub(crate) fn forgive_reply(&self, connection: u64) {
+    /// A reply owed on `connection`, for a request of `held` bytes, will
+    /// not be sent (its request was cancelled by the peer).
+    pub(crate) fn forgive_reply(&self, connection: u64, held: usize) {
         let mut state = self.lock();
         if self.connection.load(Ordering::SeqCst) != connection {
             return;
         }
         state.owed = state.owed.saturating_sub(1);
+        state.owed_bytes = state.owed_bytes.saturating_sub(held);
         drop(state);
         self.made_room();
     }
 
     /// Whether the peer has asked for more than the bound allows: replies
-    /// queued or owed, over the bound in number or bytes.
+    /// queued or owed, over the bound in number, or the bytes of the
+    /// replies queued and of the requests still being answered over the
+    /// bound in bytes.
     pub(crate) fn replies_over(&self) -> bool {
         let state = self.lock();
-        state.replies + state.owed >= self.max_messages || state.reply_bytes >= self.max_bytes
+        state.replies + state.owed >= self.max_messages
+            || state.reply_bytes + state.owed_bytes >= self.max_bytes
     }
 
     /// Puts messages back at the front, in their order: those a writer took
@@ -349,6 +370,7 @@ impl Outbox {
         state.replies = 0;
         state.reply_bytes = 0;
         state.owed = 0;
+        state.owed_bytes = 0;
         drop(state);
         self.made_room();
         ended

@@ -224,14 +224,18 @@ impl Sealed {
     }
 
     fn bytes(&self) -> &[u8] {
-        self.map
-            .get_or_init(|| {
-                // A sealed memfd of this size maps read-only unless the
-                // address space is exhausted.
-                Mapping::map(&self.fd, self.len, false)
-                    .unwrap_or_else(|e| panic!("cannot map a shared buffer: {e}"))
-            })
-            .bytes()
+        // A sealed memfd of this size maps read-only unless the address
+        // space is exhausted.
+        self.try_bytes().unwrap_or_else(|e| panic!("cannot map a shared buffer: {e}"))
+    }
+
+    fn try_bytes(&self) -> io::Result<&[u8]> {
+        if let Some(map) = self.map.get() {
+            return Ok(map.bytes());
+        }
+        let map = Mapping::map(&self.fd, self.len, false)?;
+        // Another thread may have mapped it meanwhile: theirs is kept.
+        Ok(self.map.get_or_init(|| map).bytes())
     }
 }
 
@@ -290,9 +294,13 @@ impl SharedBytes {
         matches!(self.0, Repr::Sealed(_))
     }
 
-    /// A buffer received: descriptor `fd` must be a memfd of at least `len`
-    /// bytes, sealed against writing, shrinking and growing.
-    fn adopt(fd: OwnedFd, len: usize) -> Result<SharedBytes, String> {
+    /// A buffer received: descriptor `fd` (whose `fstat` is `stat`) must
+    /// be a memfd of ordinary pages, of at least `len` bytes, sealed
+    /// against writing, shrinking and growing, with no hole in its first
+    /// `len` bytes. It is mapped when first read, not now: what a peer
+    /// sends costs this side no page table, and no thread time, until
+    /// this side reads it.
+    fn adopt(fd: OwnedFd, stat: &libc::stat, len: usize) -> Result<SharedBytes, String> {
         if len == 0 {
             return Ok(SharedBytes::default());
         }
@@ -306,22 +314,9 @@ impl SharedBytes {
                 "not sealed against writing, shrinking and growing (seals {seals:#x})"
             ));
         }
-        // SAFETY: an all-zero stat is valid; fstat fills it.
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: fstat on a descriptor we own, into a local.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
-            return Err(format!("fstat failed: {}", io::Error::last_os_error()));
-        }
         let size = usize::try_from(stat.st_size).unwrap_or(0);
         if size < len {
             return Err(format!("{size} bytes where {len} were announced"));
-        }
-        // Its memory is the sender's, already there: a sparse file (set
-        // large and never written) would have the reader's page faults
-        // allocate it, charged to the reader.
-        let allocated = u64::try_from(stat.st_blocks).unwrap_or(0).saturating_mul(512);
-        if allocated < len as u64 {
-            return Err(format!("sparse: {allocated} of its {len} bytes allocated"));
         }
         // A memfd of ordinary pages (a huge-page one maps in larger units).
         // SAFETY: an all-zero statfs is valid; fstatfs fills it.
@@ -333,12 +328,28 @@ impl SharedBytes {
         if fs.f_type != libc::TMPFS_MAGIC {
             return Err(format!("not a memfd of ordinary pages (file system {:#x})", fs.f_type));
         }
-        // Mapped now: a failure is this message's, not a panic later.
-        let sealed = Sealed::new(fd, len);
-        let map =
-            Mapping::map(&sealed.fd, len, false).map_err(|e| format!("cannot be mapped: {e}"))?;
-        let _ = sealed.map.set(map);
-        Ok(self::sealed(sealed))
+        // Its memory is the sender's, already there: a hole in the range
+        // read (a file set large and never written, or written only past
+        // it) would have the reader's page faults allocate it, charged to
+        // the reader. The whole file's block count cannot tell where the
+        // pages are; the first hole can.
+        // SAFETY: lseek on a descriptor we own; it moves only its offset,
+        // which nothing here reads from.
+        let hole = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_HOLE) };
+        let hole = usize::try_from(hole).unwrap_or(0);
+        if hole < len {
+            return Err(format!("sparse: a hole at byte {hole} of the {len} announced"));
+        }
+        Ok(sealed(Sealed::new(fd, len)))
+    }
+
+    /// Its bytes, mapped now if they were not yet: the error [`Deref`]
+    /// would panic with (the address space is exhausted).
+    pub fn try_as_slice(&self) -> io::Result<&[u8]> {
+        match &self.0 {
+            Repr::Sealed(sealed) => sealed.try_bytes(),
+            Repr::Inline(bytes) => Ok(bytes),
+        }
     }
 }
 
@@ -388,6 +399,20 @@ thread_local! {
 struct Incoming {
     fds: Vec<Option<OwnedFd>>,
     refused: Option<String>,
+    /// The most bytes the message's shared buffers may hold together.
+    max: usize,
+    taken: Taken,
+    /// The files taken so far, by device, inode and length: a file named
+    /// again is the same buffer, counted and mapped once.
+    seen: Vec<((u64, u64, usize), SharedBytes)>,
+}
+
+/// What the shared buffers of one decoded message hold: bytes (counted
+/// once per file however often it is named) and descriptors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub bytes: usize,
+    pub fds: usize,
 }
 
 /// Whether this process has ever had a sealed buffer: until it has, no
@@ -444,12 +469,14 @@ pub(crate) fn tracing<R>(trace: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `decode` with the message's descriptors `fds` there for its shared
-/// buffers: the result, the descriptors they did not take (in order: the
-/// message's own), and why a buffer was refused, if one was.
+/// buffers, which may hold `max` bytes together: the result, the
+/// descriptors they did not take (in order: the message's own), why a
+/// buffer was refused, if one was, and what they hold.
 pub(crate) fn providing<R>(
     fds: Vec<OwnedFd>,
+    max: usize,
     decode: impl FnOnce() -> R,
-) -> (R, Vec<OwnedFd>, Option<String>) {
+) -> (R, Vec<OwnedFd>, Option<String>, Taken) {
     let fds = fds.into_iter().map(Some).collect();
     /// Puts back what was there before, also when `decode` panics (a
     /// user's `Deserialize`): no stale descriptors are left for the next
@@ -462,33 +489,39 @@ pub(crate) fn providing<R>(
             }
         }
     }
-    let outer = INCOMING.with(|i| i.borrow_mut().replace(Incoming { fds, refused: None }));
+    let incoming = Incoming { fds, refused: None, max, taken: Taken::default(), seen: Vec::new() };
+    let outer = INCOMING.with(|i| i.borrow_mut().replace(incoming));
     let mut restore = Restore(Some(outer));
     let result = decode();
     let outer = restore.0.take().unwrap_or(None);
     let ours = INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer));
     match ours {
-        Some(Incoming { fds, refused }) => (result, fds.into_iter().flatten().collect(), refused),
-        None => (result, Vec::new(), None),
+        Some(Incoming { fds, refused, taken, .. }) => {
+            (result, fds.into_iter().flatten().collect(), refused, taken)
+        }
+        None => (result, Vec::new(), None, Taken::default()),
     }
 }
 
 /// Decodes a whole payload whose message came with `fds`: its shared
-/// buffers take theirs; the rest (the message's own, in order) are given
-/// back. A refused buffer is [`WireError::SharedBuffer`].
+/// buffers take theirs, holding at most `max_shared` bytes together; the
+/// rest (the message's own, in order) are given back, with what the
+/// buffers hold. A refused buffer is [`WireError::SharedBuffer`].
 #[inline]
 pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     codec: super::codec::Codec,
     payload: &[u8],
     fds: Vec<OwnedFd>,
-) -> (Result<T, WireError>, Vec<OwnedFd>) {
+    max_shared: usize,
+) -> (Result<T, WireError>, Vec<OwnedFd>, Taken) {
     if fds.is_empty() {
-        return (super::codec::decode_as(codec, payload), fds);
+        return (super::codec::decode_as(codec, payload), fds, Taken::default());
     }
-    let (result, rest, refused) = providing(fds, || super::codec::decode_as(codec, payload));
+    let (result, rest, refused, taken) =
+        providing(fds, max_shared, || super::codec::decode_as(codec, payload));
     match refused {
-        Some(why) if result.is_err() => (Err(WireError::SharedBuffer { why }), rest),
-        _ => (result, rest),
+        Some(why) if result.is_err() => (Err(WireError::SharedBuffer { why }), rest, taken),
+        _ => (result, rest, taken),
     }
 }
 
@@ -597,13 +630,41 @@ fn received(index: usize, len: u64) -> Result<SharedBytes, String> {
             None => Err(format!("descriptor {index} of the message is missing or taken")),
             Some(fd) => usize::try_from(len)
                 .map_err(|_| format!("{len} bytes cannot be mapped here"))
-                .and_then(|len| SharedBytes::adopt(fd, len)),
+                .and_then(|len| take(incoming, fd, len)),
         };
         if let Err(why) = &result {
             incoming.refused.get_or_insert_with(|| why.clone());
         }
         result
     })
+}
+
+/// Takes descriptor `fd` of the message being decoded as a buffer of `len`
+/// bytes: the same buffer as before if the message named its file already
+/// (this duplicate closed), else a new one, within the message's bound.
+fn take(incoming: &mut Incoming, fd: OwnedFd, len: usize) -> Result<SharedBytes, String> {
+    // SAFETY: an all-zero stat is valid; fstat fills it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor we own, into a local.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
+        return Err(format!("fstat failed: {}", io::Error::last_os_error()));
+    }
+    let key = (stat.st_dev, stat.st_ino, len);
+    if let Some((_, buf)) = incoming.seen.iter().find(|(k, _)| *k == key) {
+        return Ok(buf.clone());
+    }
+    let total = incoming.taken.bytes.saturating_add(len);
+    if total > incoming.max {
+        return Err(format!(
+            "{total} bytes of shared buffers in one message, over the limit of {}",
+            incoming.max
+        ));
+    }
+    let buf = SharedBytes::adopt(fd, &stat, len)?;
+    incoming.taken.bytes = total;
+    incoming.taken.fds += 1;
+    incoming.seen.push((key, buf.clone()));
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -642,7 +703,7 @@ mod tests {
         let Repr::Sealed(own) = &own.0 else { panic!() };
         let mut all = fds;
         all.push(own.fd.try_clone().unwrap());
-        let (back, rest, refused) = providing(all, || {
+        let (back, rest, refused, taken) = providing(all, usize::MAX, || {
             crate::wire::codec::decode::<(SharedBytes, u32, SharedBytes, SharedBytes)>(&encoded)
         });
         let back = back.unwrap();
@@ -650,6 +711,7 @@ mod tests {
         assert_eq!(back, msg);
         assert!(back.0.is_mapped() && back.2.is_mapped());
         assert_eq!(rest.len(), 1, "the message's own descriptor is left to it");
+        assert_eq!(taken, Taken { bytes: 5 + 100_000, fds: 2 });
         // Without descriptors: inline, and read back as bytes.
         let mut inline = Vec::new();
         crate::wire::codec::encode_into(&a, &mut inline).unwrap();
@@ -677,13 +739,15 @@ mod tests {
         for (fd, len, why) in
             [(fds(4096, false), 4096, "not sealed"), (fds(4096, true), 8192, "were announced")]
         {
-            let (res, _, refused) =
-                providing(vec![fd], || crate::wire::codec::decode::<SharedBytes>(&claim(len)));
+            let (res, _, refused, _) = providing(vec![fd], usize::MAX, || {
+                crate::wire::codec::decode::<SharedBytes>(&claim(len))
+            });
             assert!(res.is_err());
             assert!(refused.unwrap().contains(why));
         }
-        let (res, _, refused) =
-            providing(Vec::new(), || crate::wire::codec::decode::<SharedBytes>(&claim(10)));
+        let (res, _, refused, _) = providing(Vec::new(), usize::MAX, || {
+            crate::wire::codec::decode::<SharedBytes>(&claim(10))
+        });
         assert!(res.is_err() && refused.unwrap().contains("missing"));
     }
 
@@ -694,8 +758,8 @@ mod tests {
         // SAFETY: fcntl on a descriptor we own.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
         let claim = serde_json_free::descriptor(0, 1 << 30);
-        let (res, _, refused) =
-            providing(vec![fd], || crate::wire::codec::decode::<SharedBytes>(&claim));
+        let (res, _, refused, _) =
+            providing(vec![fd], usize::MAX, || crate::wire::codec::decode::<SharedBytes>(&claim));
         assert!(res.is_err());
         assert!(refused.unwrap().contains("sparse"));
         // A descriptor claimed by a message that came with none.
@@ -706,6 +770,88 @@ mod tests {
             crate::wire::codec::decode::<SharedBytes>(&serde_json_free::descriptor(0, 10))
         });
         assert!(traced.unwrap().is_empty());
+    }
+
+    /// A sealed memfd of `len` bytes of which only `written` are written.
+    fn partly_written(len: usize, written: std::ops::Range<usize>) -> OwnedFd {
+        let fd = memfd(len).unwrap();
+        let bytes = vec![7u8; written.len()];
+        // SAFETY: pwrite from a local buffer into a descriptor we own.
+        let n = unsafe {
+            libc::pwrite(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), written.start as i64)
+        };
+        assert_eq!(n as usize, written.len());
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
+        fd
+    }
+
+    #[test]
+    fn a_hole_in_the_announced_range_is_refused_wherever_it_is() {
+        // Half written, the hole first: as many blocks as the half
+        // announced, but the reader would allocate them.
+        let front = partly_written(2 << 20, (1 << 20)..(2 << 20));
+        let claim = serde_json_free::descriptor(0, 1 << 20);
+        let (res, _, refused, _) = providing(vec![front], usize::MAX, || {
+            crate::wire::codec::decode::<SharedBytes>(&claim)
+        });
+        assert!(res.is_err());
+        assert!(refused.unwrap().contains("a hole at byte 0"));
+        // The written half first: taken.
+        let back = partly_written(2 << 20, 0..(1 << 20));
+        let (res, _, refused, _) =
+            providing(vec![back], usize::MAX, || crate::wire::codec::decode::<SharedBytes>(&claim));
+        assert!(refused.is_none(), "{refused:?}");
+        assert_eq!(res.unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_file_named_again_is_one_buffer_and_the_bound_counts_it_once() {
+        let buf = SharedBytes::copy_from_slice(&[3u8; 64 << 10]).unwrap();
+        let many = vec![buf.clone(); 64];
+        let (encoded, fds) = collecting(|| {
+            let mut out = Vec::new();
+            crate::wire::codec::encode_into(&many, &mut out).unwrap();
+            out
+        });
+        assert_eq!(fds.len(), 64);
+        // Within a bound of one buffer's size: the 63 others are the same.
+        let (back, rest, refused, taken) =
+            providing(fds, 64 << 10, || crate::wire::codec::decode::<Vec<SharedBytes>>(&encoded));
+        assert!(refused.is_none(), "{refused:?}");
+        assert!(rest.is_empty());
+        assert_eq!(taken, Taken { bytes: 64 << 10, fds: 1 });
+        let back = back.unwrap();
+        let Repr::Sealed(first) = &back[0].0 else { panic!("mapped") };
+        assert!(back.iter().all(|b| matches!(&b.0, Repr::Sealed(s) if Arc::ptr_eq(s, first))));
+        // Two files over the bound: refused, named.
+        let two = vec![buf.clone(), SharedBytes::copy_from_slice(&[4u8; 64 << 10]).unwrap()];
+        let (encoded, fds) = collecting(|| {
+            let mut out = Vec::new();
+            crate::wire::codec::encode_into(&two, &mut out).unwrap();
+            out
+        });
+        let (res, _, refused, _) =
+            providing(fds, 100 << 10, || crate::wire::codec::decode::<Vec<SharedBytes>>(&encoded));
+        assert!(res.is_err());
+        assert!(refused.unwrap().contains("over the limit of 102400"));
+    }
+
+    #[test]
+    fn a_received_buffer_is_mapped_when_first_read() {
+        let buf = SharedBytes::copy_from_slice(&[5u8; 8192]).unwrap();
+        let (encoded, fds) = collecting(|| {
+            let mut out = Vec::new();
+            crate::wire::codec::encode_into(&buf, &mut out).unwrap();
+            out
+        });
+        let (back, ..) =
+            providing(fds, usize::MAX, || crate::wire::codec::decode::<SharedBytes>(&encoded));
+        let back = back.unwrap();
+        let Repr::Sealed(sealed) = &back.0 else { panic!("mapped") };
+        assert!(sealed.map.get().is_none(), "mapped on arrival");
+        assert_eq!(back.try_as_slice().unwrap(), &[5u8; 8192][..]);
+        assert!(sealed.map.get().is_some());
     }
 
     /// Panics as it is written, after the buffer before it.

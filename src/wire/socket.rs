@@ -41,6 +41,9 @@ pub(crate) struct Inbound {
     /// Whether its connection carries descriptors (not TCP): an answer to
     /// it sends shared buffers as descriptors, or inline.
     pub descriptors: bool,
+    /// The most bytes its shared buffers may hold together (see
+    /// `Limits::max_shared_bytes`).
+    pub max_shared: usize,
 }
 
 impl Inbound {
@@ -168,6 +171,7 @@ impl Connection {
                 batch: None,
                 codec: Codec::default(),
                 descriptors: true,
+                max_shared: usize::MAX,
                 flood_told: false,
             },
             SinkHalf { sink: self.ws, fds: self.fds, max_ws_message: self.max_ws_message },
@@ -200,6 +204,8 @@ pub(crate) struct Reader {
     batch: Option<(Bytes, usize)>,
     codec: Codec,
     descriptors: bool,
+    /// The most bytes a message's shared buffers may hold together.
+    max_shared: usize,
     /// A flood of descriptors was told ([`WireError::UnclaimedFds`]): they
     /// are not told again when the reader closes them.
     flood_told: bool,
@@ -209,6 +215,12 @@ impl Reader {
     /// How the connection's payloads are written, once the hellos said.
     pub(crate) fn set_codec(&mut self, codec: Codec) {
         self.codec = codec;
+    }
+
+    /// The shared buffers of one message may hold at most `max` bytes
+    /// together (the parent's bound on what a worker makes it hold).
+    pub(crate) fn set_max_shared(&mut self, max: usize) {
+        self.max_shared = max;
     }
 
     /// The connection carries no descriptors (TCP).
@@ -232,7 +244,13 @@ impl Reader {
             // Anything but a batch, a cut-short header included, is read
             // (or refused) as one message.
             if bytes.first() != Some(&(Kind::Batch as u8)) || bytes.len() < 2 {
-                return Some(inbound(bytes, &self.fds, self.codec, self.descriptors));
+                return Some(inbound(
+                    bytes,
+                    &self.fds,
+                    self.codec,
+                    self.descriptors,
+                    self.max_shared,
+                ));
             }
             // A batch's header is its kind and a descriptor count of 0.
             if bytes[1] != 0 {
@@ -258,7 +276,7 @@ impl Reader {
                     self.batch = None;
                     return Some(Err(WireError::Unexpected("a batch inside a batch")));
                 }
-                Some(inbound(msg, &self.fds, self.codec, self.descriptors))
+                Some(inbound(msg, &self.fds, self.codec, self.descriptors, self.max_shared))
             }
             Ok(None) => {
                 self.batch = None;
@@ -301,7 +319,7 @@ impl Reader {
 /// The next message, batches included, as read from the peer.
 async fn next_inbound(frames: &mut Frames, fds: &FdQueues) -> Option<Result<Inbound, WireError>> {
     Some(match frames.next().await? {
-        Ok(bytes) => inbound(bytes, fds, Codec::default(), true),
+        Ok(bytes) => inbound(bytes, fds, Codec::default(), true, 0),
         Err(e) => Err(e),
     })
 }
@@ -501,6 +519,7 @@ fn inbound(
     fds: &FdQueues,
     codec: Codec,
     descriptors: bool,
+    max_shared: usize,
 ) -> Result<Inbound, WireError> {
     let (header, offset) = match frame::decode(&bytes) {
         Ok((header, payload)) => (header, bytes.len() - payload.len()),
@@ -513,7 +532,7 @@ fn inbound(
     let Some(taken) = fds.take_incoming(wanted) else {
         return Err(WireError::MissingFds { claimed: wanted, available: fds.unclaimed() });
     };
-    Ok(Inbound { header, bytes, offset, fds: taken, codec, descriptors })
+    Ok(Inbound { header, bytes, offset, fds: taken, codec, descriptors, max_shared })
 }
 
 /// A failure of the writing half (tungstenite's): the connection's.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    Event, PoolEvent, RestartPolicy, WireError, WorkerAddrExt, WorkerEvent, WorkerPool,
+    Event, Limits, PoolEvent, RestartPolicy, WireError, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use libtest_mimic::Trial;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -23,6 +23,10 @@ pub fn trials() -> Vec<Trial> {
         floods::a_worker_that_asks_and_never_reads_is_held_back,
         floods::a_worker_posting_faster_than_the_recipient_handles_is_held_back,
         floods::a_pool_member_posting_faster_than_the_recipient_handles_is_held_back,
+        floods::large_posts_are_held_back_by_their_bytes,
+        floods::posts_with_descriptors_are_held_back_by_their_count,
+        floods::large_requests_to_a_slow_served_actor_are_held_back,
+        floods::one_buffer_named_many_times_costs_the_parent_once,
     ]
 }
 
@@ -33,6 +37,10 @@ pub fn roles() -> Vec<Trial> {
         floods::reply_flood_role,
         floods::event_flood_role,
         floods::pool_event_flood_role,
+        floods::big_post_flood_role,
+        floods::fd_post_flood_role,
+        floods::big_ask_flood_role,
+        floods::shared_amplify_role,
     ]
 }
 
@@ -212,8 +220,22 @@ impl Handler<PoolEvent<Test>> for PoolGate {
 /// the flood with its events going to the gate (in an arbiter of its own),
 /// and returns what keeps it running.
 async fn held_back_by_a_gate<K>(what: &str, start: impl FnOnce(Gate, &Arbiter) -> K) {
+    held_back_within(what, Bound { kib: 64 << 10, fds: 64 }, start).await
+}
+
+/// What the parent may hold of a flood that is held back: memory (its
+/// peak's growth) and descriptors.
+#[derive(Clone, Copy)]
+struct Bound {
+    kib: u64,
+    fds: usize,
+}
+
+/// [`held_back_by_a_gate`], within `bound`.
+async fn held_back_within<K>(what: &str, bound: Bound, start: impl FnOnce(Gate, &Arbiter) -> K) {
     another_worker_answers().await;
     let before = status_kib("VmRSS:");
+    let fds_before = open_fds();
     let open = Arc::new((Mutex::new(false), Condvar::new()));
     let (tx, mut rx) = unbounded_channel();
     let arbiter = Arbiter::new();
@@ -225,6 +247,7 @@ async fn held_back_by_a_gate<K>(what: &str, start: impl FnOnce(Gate, &Arbiter) -
     let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
     assert!(gone, "the flooding {what} never stopped");
     let grew = status_kib("VmHWM:").saturating_sub(before);
+    let held_fds = open_fds().saturating_sub(fds_before);
     // Meanwhile the parent does other work.
     another_worker_answers().await;
     *open.0.lock().unwrap() = true;
@@ -235,14 +258,22 @@ async fn held_back_by_a_gate<K>(what: &str, start: impl FnOnce(Gate, &Arbiter) -
         match ev.kind {
             Event::Message(_) => messages += 1,
             Event::Exit(status) => break status,
+            // Held back in the middle of a message, and gone.
+            Event::WireError(WireError::CutOff) => {}
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert_eq!(status.code, Some(HELD_BACK), "the {what} was never held back: {status}");
-    assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
+    assert_eq!(
+        status.code,
+        Some(HELD_BACK),
+        "the {what} was never held back ({messages} messages): {status}"
+    );
+    assert!(grew < bound.kib, "the parent grew by {grew} KiB");
+    assert!(held_fds <= bound.fds, "the parent held {held_fds} descriptors");
     arbiter.stop();
     println!(
-        "EVENT_FLOOD ({what}) held back; {messages} messages delivered after; parent peak +{grew} KiB"
+        "EVENT_FLOOD ({what}) held back; {messages} messages delivered after; parent peak \
+         +{grew} KiB, +{held_fds} descriptors"
     );
 }
 
@@ -256,6 +287,141 @@ pub fn event_flood_role() {
 
 pub fn a_worker_posting_faster_than_the_recipient_handles_is_held_back() {
     isolated("floods::event_flood_role");
+}
+
+/// Run alone by `large_posts_are_held_back_by_their_bytes`: 8 MiB posts,
+/// a window of 16 MiB. Before, the window counted events only (1,024 of up
+/// to 64 MiB each): the 48 posts, 384 MiB, were all read and held.
+pub fn big_post_flood_role() {
+    let bound = Bound { kib: 48 << 10, fds: 64 };
+    run(held_back_within("worker of large posts", bound, |gate, arbiter| {
+        let gate = Gate::start_in_arbiter(&arbiter.handle(), move |_| gate);
+        builder(gate.recipient())
+            .entry("raw-big-post-flood")
+            .limits(Limits::default().event_window_bytes(16 << 20))
+            .start()
+            .unwrap()
+    }));
+}
+
+pub fn large_posts_are_held_back_by_their_bytes() {
+    isolated("floods::big_post_flood_role");
+}
+
+/// Run alone by `posts_with_descriptors_are_held_back_by_their_count`: 64
+/// descriptors a post, a window of 256 descriptors. Before, the window of
+/// 1,024 posts let 65,536 descriptors into the parent.
+pub fn fd_post_flood_role() {
+    // The window's 256, a post being read, and the kernel's unclaimed
+    // bound (506): all that may be in the parent at once.
+    let bound = Bound { kib: 64 << 10, fds: 256 + 64 + 506 };
+    run(held_back_within("worker of descriptors", bound, |gate, arbiter| {
+        let gate = Gate::start_in_arbiter(&arbiter.handle(), move |_| gate);
+        builder(gate.recipient()).entry("raw-fd-post-flood").start().unwrap()
+    }));
+}
+
+pub fn posts_with_descriptors_are_held_back_by_their_count() {
+    isolated("floods::fd_post_flood_role");
+}
+
+/// Serves `GetConfig` and takes an hour over each: every request waits,
+/// held, in the parent.
+struct Hoard;
+
+impl Actor for Hoard {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetConfig> for Hoard {
+    type Result = ResponseFuture<String>;
+
+    fn handle(&mut self, msg: GetConfig, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            msg.0
+        })
+    }
+}
+
+/// Run alone by `large_requests_to_a_slow_served_actor_are_held_back`.
+pub fn big_ask_flood_role() {
+    run(async {
+        another_worker_answers().await;
+        let before = status_kib("VmRSS:");
+        let (rec, mut events) = events::<Test>();
+        let _flood = builder(rec)
+            .entry("raw-big-ask-flood")
+            .serve(Hoard.start().recipient::<GetConfig>())
+            .start()
+            .unwrap();
+        another_worker_answers().await;
+        let status = events.exit().await;
+        let grew = status_kib("VmHWM:").saturating_sub(before);
+        assert_eq!(status.code, Some(HELD_BACK), "the worker was never held back: {status}");
+        // The bytes bound (16 MiB) and one 8 MiB request past it, as read
+        // and as decoded, and the reading buffer.
+        assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
+        println!("BIG_ASK_FLOOD held back; parent peak +{grew} KiB");
+    });
+}
+
+/// Requests the parent is answering count their bytes against the queue's
+/// bound (16 MiB): before, only their number did (65,536 of up to 64 MiB),
+/// and 48 requests of 8 MiB were all read and held.
+pub fn large_requests_to_a_slow_served_actor_are_held_back() {
+    isolated("floods::big_ask_flood_role");
+}
+
+/// Memfd mappings of this process made by the hostile worker.
+fn hostile_maps() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().filter(|l| l.contains("memfd:hostile")).count()
+}
+
+/// Run alone by `one_buffer_named_many_times_costs_the_parent_once`.
+pub fn shared_amplify_role() {
+    run(async {
+        another_worker_answers().await;
+        let (rss, pte, fds) = (status_kib("VmRSS:"), status_kib("VmPTE:"), open_fds());
+        let (rec, mut events) = events::<Test>();
+        let _worker = builder(rec).entry("raw-shared-amplify").start().unwrap();
+        let mut posts = Vec::new();
+        while posts.len() < 4 {
+            match events.next().await {
+                Event::Message(m) => posts.push(m.data),
+                Event::Online => {}
+                other => panic!("expected the 4 posts, got {other:?}"),
+            }
+        }
+        // Received, not read: nothing mapped, one descriptor kept per post.
+        let (rss_grew, pte_grew) =
+            (status_kib("VmRSS:").saturating_sub(rss), status_kib("VmPTE:").saturating_sub(pte));
+        let held_fds = open_fds().saturating_sub(fds);
+        assert_eq!(hostile_maps(), 0, "mapped on arrival");
+        assert!(rss_grew < 16 << 10, "the parent grew by {rss_grew} KiB");
+        assert!(held_fds <= 4 + 8, "{held_fds} descriptors held for 4 posts of one file");
+        // Read, every buffer of one post: one mapping, the bytes right.
+        let Reply::Shared(first) = &posts[0] else { panic!("expected Shared") };
+        assert_eq!(first.len(), 64);
+        assert!(first.iter().all(|b| b.len() == 16 << 20 && b[0] == 9 && b[(16 << 20) - 1] == 9));
+        let sum: u64 = first[63].iter().map(|&x| u64::from(x)).sum();
+        assert_eq!(sum, 9 * (16 << 20));
+        assert_eq!(hostile_maps(), 1, "one file, one mapping");
+        println!(
+            "SHARED_AMPLIFY 4 posts x 64 names of one 16 MiB file: +{rss_grew} KiB RSS, \
+             +{pte_grew} KiB page tables, +{held_fds} descriptors before reading; one mapping \
+             after reading 64 names"
+        );
+    });
+}
+
+/// One sealed file named 64 times in each of 4 posts: counted, kept and
+/// mapped once per post, and only when read. Before, the parent mapped and
+/// populated all 256 names on its own thread as they came (16 GiB of RSS
+/// counted for 16 MiB of pages).
+pub fn one_buffer_named_many_times_costs_the_parent_once() {
+    isolated("floods::shared_amplify_role");
 }
 
 /// Run alone by

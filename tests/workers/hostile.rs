@@ -100,6 +100,30 @@ fn flood(sock: &UnixStream, frame: &[u8], max: u64) -> ! {
     }
 }
 
+/// [`flood`] with `fds` sent along with each frame.
+fn flood_with_fds(sock: &UnixStream, frame: &[u8], fds: &[i32], max: u64) -> ! {
+    // Blocking, for at most 3 s a write: longer is being held back.
+    sock.set_write_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+    for _ in 0..max {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let iov = [std::io::IoSlice::new(frame)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let sent = match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+        {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) => std::process::exit(HELD_BACK),
+            Err(_) => std::process::exit(2),
+        };
+        match (&*sock).write_all(&frame[sent..]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::process::exit(HELD_BACK),
+            Err(_) => std::process::exit(2),
+        }
+    }
+    // Written all; held back only if the parent then reads no more.
+    std::process::exit(NEVER_HELD_BACK)
+}
+
 /// A batch of `n` posts of `Reply::Echo(7)`.
 fn echo_batch(n: usize) -> Vec<u8> {
     let mut batch = vec![9, 0];
@@ -256,6 +280,58 @@ pub fn run_if_raw_worker() {
         // Pong queued in the parent for a worker that never reads.
         "ping-flood" => flood(&sock, &ws_frame(2, &bare_batch(13, 11_000)), 2000),
         "terminate" => sock.write_all(&ws_frame(2, &[7, 0])).unwrap(),
+        "big-post-flood" => {
+            // Posts of `Reply::Blob` (variant 1) of 8 MiB: few events, many
+            // bytes. 48 of them are 384 MiB.
+            let len = 8u32 << 20;
+            let mut post = vec![2, 0, 1, 252];
+            post.extend_from_slice(&len.to_le_bytes());
+            post.resize(post.len() + len as usize, 7);
+            flood(&sock, &ws_frame(2, &post), 48)
+        }
+        "big-ask-flood" => {
+            // Requests `GetConfig` of 8 MiB each to a served actor that
+            // takes its time: each request is held until it is answered.
+            let mut fnv = 0xcbf2_9ce4_8422_2325_u64;
+            for b in actix_webworker::request_name::<GetConfig>().bytes() {
+                fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            let len = 8u32 << 20;
+            let mut request = vec![3, 0];
+            request.extend_from_slice(&1u64.to_le_bytes());
+            request.extend_from_slice(&fnv.to_le_bytes());
+            request.push(252);
+            request.extend_from_slice(&len.to_le_bytes());
+            request.resize(request.len() + len as usize, b'x');
+            flood(&sock, &ws_frame(2, &request), 48)
+        }
+        "fd-post-flood" => {
+            // Posts of `Reply::Echo(7)` claiming 64 descriptors each, sent
+            // with them: few bytes, many descriptors (the socket's queue
+            // takes hundreds of such posts).
+            let devnull = std::fs::File::open("/dev/null").unwrap();
+            flood_with_fds(&sock, &ws_frame(2, &[2, 64, 0, 7]), &[devnull.as_raw_fd(); 64], 2000)
+        }
+        "shared-amplify" => {
+            // One sealed memfd of 16 MiB, written, named 64 times in each
+            // of 4 posts (`Reply::Shared`, variant 16, with 64 buffers,
+            // each `Descriptor(i, 16 MiB)`), each with 64 duplicates of it.
+            let len = 16usize << 20;
+            let memfd = memfd(0, false);
+            let bytes = vec![9u8; len];
+            (&std::fs::File::from(memfd.try_clone().unwrap())).write_all(&bytes).unwrap();
+            let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+            // SAFETY: fcntl on the descriptor made here.
+            assert_eq!(unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, seals) }, 0);
+            let mut post = vec![2, 64, 16, 64];
+            for i in 0..64u8 {
+                post.extend_from_slice(&[1, i, 252]);
+                post.extend_from_slice(&(len as u32).to_le_bytes());
+            }
+            for _ in 0..4 {
+                assert!(send_with_fds(&sock, &ws_frame(2, &post), &[memfd.as_raw_fd(); 64]));
+            }
+        }
         "event-flood" => flood(&sock, &ws_frame(2, &echo_batch(4096)), 2000),
         "shared-unsealed" | "shared-short" => {
             // A post of `Reply::Shared` (variant 16) with one buffer

@@ -114,6 +114,10 @@ pub fn released_role() {
             worker.post(Cmd::Shared(vec![made, pattern(100, round)]));
             let Reply::Shared(back) = events.message().await.data else { panic!("Shared") };
             assert_eq!(back.len(), 3);
+            // Mapped when first read, not on arrival: a worker's buffers
+            // cost the parent no page table until it reads them.
+            assert_eq!(memfd_maps(), maps, "mapped before being read");
+            assert!(back.iter().all(|b| b.try_as_slice().is_ok()));
             assert!(open_fds() > fds && memfd_maps() > maps, "held while the message is");
         }
         // Every message dropped: every descriptor closed, every mapping

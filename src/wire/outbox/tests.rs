@@ -76,10 +76,10 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
         Outgoing::Frame { bytes: post(1), fds: vec![] },
         Outgoing::Frame { bytes: post(2), fds: vec![] },
     ]);
-    let connection = outbox.owe_reply();
+    let connection = outbox.owe_reply(0);
     let _ = outbox.end_connection();
     // A late answer for the connection that ended goes nowhere.
-    outbox.push_reply(frame::bare(Kind::Closing), Vec::new(), connection);
+    outbox.push_reply(frame::bare(Kind::Closing), Vec::new(), connection, 0);
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
     assert_eq!(payloads(&batch), [1, 2, 3]);
@@ -91,17 +91,43 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
 #[test]
 fn replies_count_against_the_bound() {
     let outbox = Outbox::new(2, usize::MAX);
-    let connection = outbox.owe_reply();
+    let connection = outbox.owe_reply(0);
     assert!(!outbox.replies_over());
-    outbox.owe_reply();
+    outbox.owe_reply(0);
     assert!(outbox.replies_over(), "two owed");
     let mut answer = Vec::new();
     frame::begin(&mut answer, frame::Header::answer(1));
     let answer = Bytes::from(answer);
-    outbox.push_reply(answer.clone(), Vec::new(), connection);
-    outbox.push_reply(answer, Vec::new(), connection);
+    outbox.push_reply(answer.clone(), Vec::new(), connection, 0);
+    outbox.push_reply(answer, Vec::new(), connection, 0);
     assert!(outbox.replies_over(), "two queued");
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
+    assert!(!outbox.replies_over());
+}
+
+/// The requests being answered hold their bytes until answered (or
+/// forgiven): a peer that asks large and never lets the answers finish is
+/// held back by bytes, not only by count.
+#[test]
+fn requests_being_answered_count_their_bytes_against_the_bound() {
+    let outbox = Outbox::new(100, 1000);
+    let first = outbox.owe_reply(600);
+    assert!(!outbox.replies_over());
+    let second = outbox.owe_reply(300);
+    outbox.owe_more(second, 100);
+    assert!(outbox.replies_over(), "1,000 bytes held");
+    outbox.forgive_reply(second, 400);
+    assert!(!outbox.replies_over());
+    let mut answer = Vec::new();
+    frame::begin(&mut answer, frame::Header::answer(1));
+    outbox.push_reply(Bytes::from(answer), Vec::new(), first, 600);
+    let mut batch = VecDeque::new();
+    assert!(outbox.try_take_batch(&mut batch));
+    assert!(!outbox.replies_over());
+    // Bytes held for a connection that ended are let go with it.
+    outbox.owe_reply(5000);
+    assert!(outbox.replies_over());
+    let _ = outbox.end_connection();
     assert!(!outbox.replies_over());
 }
