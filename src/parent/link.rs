@@ -339,6 +339,7 @@ async fn serve<P: Protocol>(
         handle.signal_group(crate::os::SIGKILL);
     }
     let closed = session.closed_by_peer();
+    session.settle_by_peers_close();
     let outbox = session.side().outbox.clone();
     let Finished { mut side, unclaimed_fds, writer } = session.finish(Finish::Now).await;
     if unclaimed_fds > 0 {

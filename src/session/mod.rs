@@ -248,6 +248,16 @@ impl<S: Side> Session<S> {
         self.reader.closed_by_peer()
     }
 
+    /// The peer closed saying how much of ours it took: from then on the
+    /// books know exactly which of our messages it read, and which it
+    /// never will (no longer only the kernel's word, which a peer that has
+    /// exited cannot give).
+    pub(crate) fn settle_by_peers_close(&self) {
+        if let Some(took) = self.reader.peer_took() {
+            self.reader.queues().peer_took(took);
+        }
+    }
+
     /// Reads what comes next and handles it with everything already read
     /// behind it, within the budget and as long as the side does not hold
     /// back. Safe to cancel: a message read is handled before the next await.

@@ -67,9 +67,32 @@ pub(crate) struct FdQueues {
     /// has it: shared by both halves, whose reads and writes each hold it
     /// for one step.
     tls: Option<Mutex<Secure>>,
+    /// Bytes of the peer's stream this side has taken, in whole frames
+    /// (see [`taken`](Self::taken)).
+    taken: std::sync::atomic::AtomicU64,
 }
 
 impl FdQueues {
+    /// The reader has taken the peer's stream up to byte `offset`, in
+    /// whole frames.
+    pub(crate) fn note_taken(&self, offset: u64) {
+        self.taken.store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many bytes of the peer's stream this side has taken, in whole
+    /// frames: what its close says, so that the peer knows exactly which
+    /// of its messages were read.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The peer, closing, says it took exactly `offset` bytes of ours and
+    /// will take no more: every frame up to there was read, every frame
+    /// after it was not.
+    pub(crate) fn peer_took(&self, offset: u64) {
+        self.ledger().consumed(offset);
+    }
+
     /// Queues descriptors to ride on the next bytes written.
     pub(crate) fn push_outgoing(&self, fds: Vec<OwnedFd>) {
         if fds.is_empty() {
@@ -352,6 +375,7 @@ impl FdStream {
             frames: Mutex::default(),
             sock: sock.as_raw_fd(),
             tls: tls.map(|tls| Mutex::new(Secure::new(tls))),
+            taken: std::sync::atomic::AtomicU64::new(0),
         });
         let room = Room::Idle(sock.try_clone()?);
         let sock = Arc::new(sock);

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -234,7 +235,9 @@ impl Reader {
             if let Some(item) = self.next_in_batch() {
                 return Some(item);
             }
-            let bytes = match self.frames.next().await? {
+            let next = self.frames.next().await;
+            self.fds.note_taken(self.frames.taken);
+            let bytes = match next? {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     self.flood_told |= matches!(e, WireError::UnclaimedFds { .. });
@@ -302,6 +305,12 @@ impl Reader {
         self.frames.closed
     }
 
+    /// What the peer's close frame said it took of our stream, in bytes
+    /// (whole frames), if it said.
+    pub(crate) fn peer_took(&self) -> Option<u64> {
+        self.frames.peer_took.filter(|_| self.frames.closed)
+    }
+
     /// Descriptors that arrived but that no message claimed.
     pub(crate) fn unclaimed_fds(&self) -> usize {
         match self.flood_told {
@@ -341,6 +350,10 @@ struct Frames {
     max: usize,
     /// The peer's close frame came.
     closed: bool,
+    /// Bytes of whole frames taken so far.
+    taken: u64,
+    /// What the peer's close said it took of ours (`read N`), if it did.
+    peer_took: Option<u64>,
 }
 
 /// How much room a read is given at least.
@@ -348,7 +361,15 @@ const READ_CHUNK: usize = 64 << 10;
 
 impl Frames {
     fn new(io: FdReader, max: usize) -> Self {
-        Frames { io, buf: BytesMut::new(), partial: None, max, closed: false }
+        Frames {
+            io,
+            buf: BytesMut::new(),
+            partial: None,
+            max,
+            closed: false,
+            taken: 0,
+            peer_took: None,
+        }
     }
 
     /// The next binary message's bytes; `None` at the end of the
@@ -428,6 +449,7 @@ impl Frames {
             });
             bytes::Buf::advance(&mut self.buf, header_len);
             let mut payload = self.buf.split_to(payload_len);
+            self.taken += (header_len + payload_len) as u64;
             if let Some(mask) = mask {
                 for (i, b) in payload.iter_mut().enumerate() {
                     *b ^= mask[i & 3];
@@ -452,7 +474,10 @@ impl Frames {
                     }
                 }
                 1 => return Err(WireError::TextFrame),
-                8 => return Ok(Parsed::Closed),
+                8 => {
+                    self.peer_took = close_reason_read(&payload);
+                    return Ok(Parsed::Closed);
+                }
                 9 | 10 => {}
                 other => {
                     return Err(WireError::Transport(format!("unknown WebSocket opcode {other}")))
@@ -461,6 +486,16 @@ impl Frames {
         }
     }
 }
+
+/// The reason of a close frame (after its 2-byte code), `read N`: the
+/// bytes of our stream the peer says it took, in whole frames.
+fn close_reason_read(payload: &[u8]) -> Option<u64> {
+    let reason = std::str::from_utf8(payload.get(2..)?).ok()?;
+    reason.strip_prefix(CLOSE_READ)?.parse().ok()
+}
+
+/// How a close frame's reason starts that says what its sender read.
+const CLOSE_READ: &str = "read ";
 
 /// What the buffer holds.
 enum Parsed {
@@ -575,8 +610,12 @@ impl SinkHalf {
         self.sink.flush().await.map_err(ws_error)
     }
 
-    /// A close frame, then the socket's write side is shut.
+    /// A close frame saying how much of the peer's stream this side took
+    /// (`read N`: it reads no more), then the socket's write side is shut.
     pub(crate) async fn close(&mut self) {
+        let reason = format!("{CLOSE_READ}{}", self.fds.taken());
+        let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
+        let _ = self.sink.send(Message::Close(Some(frame))).await;
         let _ = SinkExt::close(&mut self.sink).await;
     }
 }

@@ -19,6 +19,7 @@ pub fn trials() -> Vec<Trial> {
         delivery::a_crash_with_a_full_queue_restarts_and_what_waited_arrives_in_order,
         delivery::an_ask_times_out_while_the_queue_is_full,
         delivery::a_worker_closing_itself_with_a_terminate_queued_counts_only_posts,
+        delivery::a_clean_end_reports_no_loss_for_what_the_worker_read,
     ]
 }
 
@@ -225,5 +226,36 @@ pub fn a_worker_closing_itself_with_a_terminate_queued_counts_only_posts() {
         let close_in_doubt = accounts.total() - 1;
         assert!(close_in_doubt <= 1, "{accounts:?}");
         assert!(accounts.undelivered <= 1, "{accounts:?}");
+    });
+}
+
+/// A worker that ends cleanly says how much of the parent's stream it read,
+/// so the parent's count of what it never read is exact: none here. Before,
+/// a worker closing itself in the handler of the parent's post (and posting
+/// from `on_close`) was often followed by `MaybeLost(1)` before its clean
+/// exit, though it had read and handled that post; and so was a terminate
+/// behind posts.
+pub fn a_clean_end_reports_no_loss_for_what_the_worker_read() {
+    run(async {
+        for round in 0..20u64 {
+            let (worker, mut events) = start();
+            worker.post(Cmd::Echo(0));
+            if round % 2 == 0 {
+                worker.post(Cmd::Close);
+            } else {
+                worker.terminate();
+            }
+            let mut seen = Vec::new();
+            let status = loop {
+                match events.next().await {
+                    Event::Exit(status) => break status,
+                    Event::Online => {}
+                    Event::Message(m) => seen.push(format!("{:?}", m.data)),
+                    other => panic!("round {round}: {other:?} before the exit ({seen:?})"),
+                }
+            };
+            assert!(status.success(), "round {round}: {status}");
+            assert_eq!(seen, ["Echo(0)", "Closing"], "round {round}");
+        }
     });
 }

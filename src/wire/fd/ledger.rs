@@ -109,7 +109,7 @@ impl Ledger {
     }
 
     /// The peer has read everything up to byte `offset`.
-    fn consumed(&mut self, offset: u64) {
+    pub(crate) fn consumed(&mut self, offset: u64) {
         while self.ends.front().is_some_and(|&end| end <= offset) {
             self.ends.pop_front();
             self.confirmed += 1;
