@@ -42,6 +42,11 @@ pub mod exit_code {
     /// ([`ResourceLimits::cpu_seconds`](crate::ResourceLimits::cpu_seconds)):
     /// SIGXCPU, after which `on_close` ran. 128 + SIGXCPU, as a shell says.
     pub const CPU_LIMIT: i32 = 152;
+    /// The worker was sent SIGTERM while its parent lived, by someone
+    /// other than the parent's going (a cluster's cancel or preemption, an
+    /// operator's `kill`): `on_close` ran, and the exit says it did not
+    /// finish of its own accord. 128 + SIGTERM, as a shell says.
+    pub const SIGTERM: i32 = 143;
 }
 
 /// How many generations apart a worker and its parent may be: the worker

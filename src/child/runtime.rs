@@ -77,11 +77,21 @@ where
     // whatever this worker started (ourselves last). When the parent's
     // socket closed, the parent may still be on its way out: its pidfd says
     // when it has gone.
-    let wait = if end == End::ParentGone { ORPHAN_GRACE } else { Duration::ZERO };
+    let wait = match end {
+        End::ParentGone | End::Signalled => ORPHAN_GRACE,
+        _ => Duration::ZERO,
+    };
     // (A remote parent is not ours to watch: its connection ended, and so
     // does the worker.)
-    if handoff.parent.is_some_and(|parent| parent.gone_within(wait)) {
+    let orphaned = handoff.parent.is_some_and(|parent| parent.gone_within(wait));
+    if orphaned {
         crate::os::kill_own_group();
+    }
+    // A SIGTERM that did not come with the parent's death is somebody
+    // ending this worker from outside (`scancel`, preemption, `kill`): not
+    // a worker that finished, and its parent must not take it for one.
+    if end == End::Signalled && !orphaned {
+        return exit_code::SIGTERM;
     }
     code
 }
@@ -171,9 +181,11 @@ enum End {
     Terminated,
     /// `close()` from inside the worker.
     Closed,
-    /// The parent may be gone: its socket closed, or SIGTERM (its
-    /// escalation, or the death signal).
+    /// The parent may be gone: its socket closed.
     ParentGone,
+    /// SIGTERM: the parent's death signal, or someone else's (a cluster
+    /// cancelling the job, an operator): its pidfd tells which, at the end.
+    Signalled,
     /// SIGXCPU: the soft CPU limit was reached.
     CpuLimit,
     /// The actor stopped by itself.
@@ -277,13 +289,13 @@ where
             }
             // PR_SET_PDEATHSIG also sends SIGTERM: whether the parent is
             // gone is told at the end, by its pidfd.
-            _ = recv_signal(&mut sigterm) => break End::ParentGone,
+            _ = recv_signal(&mut sigterm) => break End::Signalled,
             _ = recv_signal(&mut sigxcpu) => break End::CpuLimit,
         }
     };
 
     let code = match end {
-        End::Terminated | End::Closed | End::ParentGone | End::CpuLimit => {
+        End::Terminated | End::Closed | End::ParentGone | End::Signalled | End::CpuLimit => {
             if end == End::Closed {
                 let _ = outbox.push(frame::bare(Kind::Closing), Vec::new());
             }

@@ -14,6 +14,7 @@ use crate::common::*;
 pub fn trials() -> Vec<Trial> {
     crate::trials![
         faults::sigsegv_is_reported,
+        faults::sigterm_from_outside_is_no_clean_exit_and_is_restarted,
         faults::sigabrt_is_reported,
         faults::exit_137_is_a_code_not_a_signal,
         faults::sigkill_by_someone_else_is_reported,
@@ -259,5 +260,37 @@ pub fn a_worker_over_its_memory_limit_dies_and_is_reported() {
         other.terminate();
         assert!(other_events.exit().await.success());
         drop(worker);
+    });
+}
+
+/// SIGTERM from someone other than the parent (a cluster cancelling the
+/// job, an operator): `on_close` runs, but the worker exits with 143, not
+/// 0, so the parent does not take it for a worker that finished, and
+/// `OnFailure` restarts it. Before, it exited 0 and was never restarted.
+pub fn sigterm_from_outside_is_no_clean_exit_and_is_restarted() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).restart(fast(Restart::OnFailure)).start().unwrap();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!("expected Pid") };
+        // SAFETY: kill with a pid our worker named.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+        let mut closed = false;
+        loop {
+            match events.next().await {
+                Event::Message(m) => closed |= m.data == Reply::Closing,
+                Event::Exit(s) => {
+                    assert_eq!(s.code, Some(actix_webworker::exit_code::SIGTERM), "{s}");
+                    assert!(!s.success());
+                }
+                Event::Restarting { .. } => break,
+                Event::GaveUp(g) => panic!("{g:?}"),
+                _ => {}
+            }
+        }
+        assert!(closed, "on_close did not run");
+        assert_eq!(worker.ask(Sum(vec![1, 1])).await.unwrap(), 2);
+        worker.terminate();
+        assert!(worker.send(Join).await.unwrap().success());
     });
 }
