@@ -211,6 +211,22 @@ pub enum WireError {
     /// A value that could not be encoded.
     #[error("could not encode message: {0}")]
     Encode(String),
+    /// A value that skips a field as it is written (`skip_serializing`, or
+    /// a `skip_serializing_if` that holds for it): bincode writes no field
+    /// names, so the peer would read another value. Refused before it is
+    /// sent, in debug builds (release builds rely on the check of the
+    /// types at `start()`, which finds skips only for the values it tries).
+    #[error(
+        "{ty} cannot be sent: field `{field}` of `{strukt}` is skipped when written, and bincode          would read the next field's bytes as its own (drop the skip_serializing_if, or use the          JSON codec)"
+    )]
+    SkippedField {
+        /// The message's type.
+        ty: &'static str,
+        /// The struct or variant that skips a field.
+        strukt: &'static str,
+        /// The field skipped.
+        field: &'static str,
+    },
     /// A WebSocket text frame (only binary messages are used).
     #[error("unexpected text frame")]
     TextFrame,

@@ -15,6 +15,7 @@
 //! is written and read as one block of bytes.
 
 mod depth;
+mod skips;
 
 use bincode::config::{Configuration, Limit};
 use bincode::enc::write::Writer;
@@ -76,7 +77,19 @@ pub(crate) fn encode_into_as<T: Serialize + ?Sized, B: BufMut>(
     buf: &mut B,
 ) -> Result<(), WireError> {
     match codec {
-        Codec::Bincode => encode_into(value, buf),
+        Codec::Bincode => {
+            // A field skipped as it is written would be read as another
+            // value, silently: refused instead, in debug builds (the walk
+            // costs a pass over the value). JSON names its fields, and
+            // reads a skipped one as missing.
+            if cfg!(debug_assertions) {
+                if let Some((strukt, field)) = skips::first_skipped(value) {
+                    let ty = std::any::type_name::<T>();
+                    return Err(WireError::SkippedField { ty, strukt, field });
+                }
+            }
+            encode_into(value, buf)
+        }
         Codec::Json => {
             serde_json::to_writer(buf.writer(), value).map_err(|e| WireError::Encode(e.to_string()))
         }
