@@ -77,22 +77,26 @@ pub(crate) fn encode_into_as<T: Serialize + ?Sized, B: BufMut>(
     buf: &mut B,
 ) -> Result<(), WireError> {
     match codec {
-        Codec::Bincode => {
-            // A field skipped as it is written would be read as another
-            // value, silently: refused instead, in debug builds (the walk
-            // costs a pass over the value). JSON names its fields, and
-            // reads a skipped one as missing.
-            if cfg!(debug_assertions) {
-                if let Some((strukt, field)) = skips::first_skipped(value) {
-                    let ty = std::any::type_name::<T>();
-                    return Err(WireError::SkippedField { ty, strukt, field });
-                }
-            }
-            encode_into(value, buf)
-        }
+        Codec::Bincode => encode_into(value, buf),
         Codec::Json => {
             serde_json::to_writer(buf.writer(), value).map_err(|e| WireError::Encode(e.to_string()))
         }
+    }
+}
+
+/// Whether `value`, written with `codec`, would be read back as another
+/// value because it skips a field: bincode writes no names, so a field
+/// skipped as it is written has the reader take the next field's bytes
+/// for it. JSON names its fields, and reads a skipped one as missing.
+pub(crate) fn check_faithful<T: Serialize + ?Sized>(
+    codec: Codec,
+    value: &T,
+) -> Result<(), WireError> {
+    match (codec, skips::first_skipped(value)) {
+        (Codec::Bincode, Some((strukt, field))) => {
+            Err(WireError::SkippedField { ty: std::any::type_name::<T>(), strukt, field })
+        }
+        _ => Ok(()),
     }
 }
 

@@ -114,6 +114,12 @@ fn encode_parts<M: Serialize + ?Sized>(
     max_message_size: usize,
     fds: Option<Vec<OwnedFd>>,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
+    // A value that skips a field as it is written is refused, in debug
+    // builds (the walk costs a pass over the value). Its shared buffers
+    // are walked as descriptors (duplicated and closed again), not mapped.
+    if cfg!(debug_assertions) {
+        shared::collecting(|| codec::check_faithful(codec, data)).0?;
+    }
     let Arena { buf, big, .. } = arena.with_room();
     // Left over only by a `Serialize` impl that panicked part-way.
     buf.clear();
