@@ -53,9 +53,11 @@ impl actix::Handler<Settled> for Counter {
     }
 }
 
-/// The records of a `link` input: bytes to send, each time with this many
-/// descriptors (copies of `/dev/null`).
-fn records(data: &[u8]) -> Vec<(Vec<u8>, usize)> {
+/// The records of a `link` input: bytes to send, each time with
+/// descriptors: up to 253 copies of `/dev/null` (the count byte), or, for
+/// 254 and 255, one and eight copies of a sealed 4 KiB memfd that a shared
+/// buffer may take.
+fn records(data: &[u8]) -> Vec<(Vec<u8>, Attached)> {
     let mut out = Vec::new();
     let mut rest = data;
     while let [nfds, lo, hi, tail @ ..] = rest {
@@ -63,21 +65,55 @@ fn records(data: &[u8]) -> Vec<(Vec<u8>, usize)> {
         let (bytes, next) = tail.split_at(len);
         // Descriptors ride on at least one byte.
         let bytes = if bytes.is_empty() { vec![0] } else { bytes.to_vec() };
-        out.push((bytes, usize::from(*nfds).min(253)));
+        let attached = match nfds {
+            254 => Attached::Memfd(1),
+            255 => Attached::Memfd(8),
+            n => Attached::DevNull(usize::from(*n)),
+        };
+        out.push((bytes, attached));
         rest = next;
     }
     out
 }
 
-/// How many descriptors of this process point to `/dev/null`: what the
-/// peer of `link` sends (counted apart from any other test's descriptors).
-fn devnull_fds() -> usize {
+/// What rides on one record's bytes.
+#[derive(Clone, Copy)]
+enum Attached {
+    DevNull(usize),
+    Memfd(usize),
+}
+
+/// How many descriptors of this process point to `/dev/null` or to the
+/// peer's memfd: what the peer of `link` sends (counted apart from any
+/// other test's descriptors).
+fn peer_fds() -> usize {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return 0 };
     dir.flatten()
         .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|p| p == std::path::Path::new("/dev/null"))
+            std::fs::read_link(e.path()).is_ok_and(|p| {
+                p == std::path::Path::new("/dev/null")
+                    || p.to_string_lossy().starts_with("/memfd:fuzz-peer")
+            })
         })
         .count()
+}
+
+/// A sealed memfd of 4 KiB, written: a shared buffer the parent takes.
+fn sealed_memfd() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: memfd_create with a static name; checked.
+    let fd = unsafe { libc::memfd_create(c"fuzz-peer".as_ptr(), libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor the kernel just made for us.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, &[7u8; 4096]).ok()?;
+    let fd = std::os::fd::OwnedFd::from(file);
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    // SAFETY: fcntl on a descriptor we own.
+    (unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0).then_some(fd)
 }
 
 /// Plays a worker that sends `data` (records: a descriptor count, a
@@ -90,11 +126,13 @@ pub fn link(data: &[u8]) {
     use std::os::fd::AsRawFd;
     use std::sync::Arc;
 
-    let before = devnull_fds();
+    let before = peer_fds();
     let script = records(&data[..data.len().min(1 << 20)]);
     let Ok((peer, ours)) = std::os::unix::net::UnixStream::pair() else { return };
     let Ok(devnull) = std::fs::File::open("/dev/null") else { return };
-    let (Ok(peer_reads), Ok(devnull_fd)) = (peer.try_clone(), Ok::<_, ()>(devnull.as_raw_fd()))
+    let Some(memfd) = sealed_memfd() else { return };
+    let (Ok(peer_reads), devnull_fd, memfd_fd) =
+        (peer.try_clone(), devnull.as_raw_fd(), memfd.as_raw_fd())
     else {
         return;
     };
@@ -102,10 +140,14 @@ pub fn link(data: &[u8]) {
     let writes = std::thread::spawn(move || {
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         let mut budget = 5_000;
-        for (bytes, nfds) in script {
+        for (bytes, attached) in script {
+            let (fd, nfds) = match attached {
+                Attached::DevNull(n) => (devnull_fd, n.min(253)),
+                Attached::Memfd(n) => (memfd_fd, n),
+            };
             let nfds = nfds.min(budget);
             budget -= nfds;
-            let fds = vec![devnull_fd; nfds];
+            let fds = vec![fd; nfds];
             let cmsg = [ControlMessage::ScmRights(&fds)];
             let cmsg: &[ControlMessage<'_>] = if nfds > 0 { &cmsg } else { &[] };
             let iov = [std::io::IoSlice::new(&bytes)];
@@ -166,7 +208,8 @@ pub fn link(data: &[u8]) {
     let _ = writes.join();
     let _ = reads.join();
     drop(devnull);
-    let after = devnull_fds();
+    drop(memfd);
+    let after = peer_fds();
     assert!(after <= before, "descriptors leaked: {after} open, {before} before");
 }
 

@@ -21,7 +21,7 @@ pub use self::link::link;
 pub use self::seeds::seeds;
 
 /// A message type with the shapes users send: enums, strings, byte
-/// blocks, sequences, options, nesting.
+/// blocks, sequences, options, nesting, floats, shared buffers.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum Sample {
     Unit,
@@ -29,6 +29,8 @@ pub(crate) enum Sample {
     Bytes(#[serde(with = "serde_bytes_like")] Vec<u8>),
     Numbers(Vec<u64>),
     Nested { name: Option<String>, inner: Vec<(u32, String)> },
+    Float(f64),
+    Shared(Vec<crate::wire::shared::SharedBytes>),
 }
 
 /// `serde_bytes` without the dependency: a `Vec<u8>` as one byte block.
@@ -80,6 +82,8 @@ pub fn envelope(data: &[u8]) {
         }
         _ => codec::decode::<Sample>(payload).map(drop),
     };
+    // The same payload as JSON, as a worker in another language writes it.
+    let _ = codec::decode_as::<Sample>(codec::Codec::Json, payload);
 }
 
 /// Feeds `data` as raw bytes from a peer into the reading side (WebSocket

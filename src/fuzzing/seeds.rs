@@ -90,6 +90,23 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     if let Some(bytes) = with_fds {
         out.push(("link", "post_fds".into(), as_records(&ws_binary(bytes), 2)));
     }
+    // Posts of `Sample::Shared` (variant 6) naming the memfd the link
+    // target's peer sends for a count of 254 (one copy) or 255 (eight):
+    // each buffer `Descriptor(i, 4096)`.
+    for (name, n, record) in [("post_shared", 1u8, 254u8), ("post_shared_named_8", 8, 255)] {
+        let mut post = vec![frame::Kind::Post as u8, n, 6, n];
+        for i in 0..n {
+            post.extend_from_slice(&[1, i, 251, 0, 16]);
+        }
+        out.push(("link", name.into(), as_records(&ws_binary(&post), record)));
+    }
+    // A flood of what only the parent may send (Pings): the first ends it.
+    let mut pings = vec![frame::Kind::Batch as u8, 0];
+    for _ in 0..1000 {
+        pings.extend_from_slice(&2u32.to_le_bytes());
+        pings.extend_from_slice(&[frame::Kind::Ping as u8, 0]);
+    }
+    out.push(("link", "ping_flood".into(), as_records(&ws_binary(&pings), 0)));
     out.push(("stream", "conversation".into(), conversation));
     out.push(("stream", "large_length".into(), ws_binary(&vec![2; 70_000])));
     out
