@@ -27,6 +27,7 @@ pub fn trials() -> Vec<Trial> {
         floods::posts_with_descriptors_are_held_back_by_their_count,
         floods::large_requests_to_a_slow_served_actor_are_held_back,
         floods::one_buffer_named_many_times_costs_the_parent_once,
+        floods::a_flood_of_cancels_for_requests_never_asked_costs_nothing,
     ]
 }
 
@@ -41,6 +42,7 @@ pub fn roles() -> Vec<Trial> {
         floods::fd_post_flood_role,
         floods::big_ask_flood_role,
         floods::shared_amplify_role,
+        floods::cancel_flood_role,
     ]
 }
 
@@ -445,4 +447,27 @@ pub fn pool_event_flood_role() {
 
 pub fn a_pool_member_posting_faster_than_the_recipient_handles_is_held_back() {
     isolated("floods::pool_event_flood_role");
+}
+
+/// Run alone by `a_flood_of_cancels_for_requests_never_asked_costs_nothing`.
+pub fn cancel_flood_role() {
+    run(async {
+        another_worker_answers().await;
+        let before = status_kib("VmRSS:");
+        let (rec, mut events) = events::<Test>();
+        let _flood = builder(rec).entry("raw-cancel-flood").start().unwrap();
+        another_worker_answers().await;
+        let status = events.exit().await;
+        let grew = status_kib("VmHWM:").saturating_sub(before);
+        // Nothing to hold it back for: all 9,800,000 read, nothing kept.
+        assert_eq!(status.code, Some(crate::hostile::NEVER_HELD_BACK), "{status}");
+        assert!(grew < 16 << 10, "the parent grew by {grew} KiB");
+        println!("CANCEL_FLOOD 9,800,000 cancels read; parent peak +{grew} KiB");
+    });
+}
+
+/// Cancels of requests the parent never sent cost a look-up each and keep
+/// nothing: a worker cannot grow the parent with them.
+pub fn a_flood_of_cancels_for_requests_never_asked_costs_nothing() {
+    isolated("floods::cancel_flood_role");
 }

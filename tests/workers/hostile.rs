@@ -30,6 +30,7 @@ pub fn trials() -> Vec<Trial> {
         hostile::a_hello_that_names_another_process,
         hostile::a_ping_to_the_parent_ends_the_connection,
         hostile::a_terminate_to_the_parent_ends_the_connection,
+        hostile::answers_to_requests_never_asked_are_dropped_and_the_connection_goes_on,
     ]
 }
 
@@ -332,6 +333,30 @@ pub fn run_if_raw_worker() {
                 assert!(send_with_fds(&sock, &ws_frame(2, &post), &[memfd.as_raw_fd(); 64]));
             }
         }
+        "cancel-flood" => {
+            // Cancels (kind 11) of requests the parent never sent: each
+            // costs the parent a look-up, and must cost it nothing kept.
+            let mut batch = vec![9, 0];
+            for id in 0..4_900u64 {
+                batch.extend_from_slice(&10u32.to_le_bytes());
+                batch.extend_from_slice(&[11, 0]);
+                batch.extend_from_slice(&id.to_le_bytes());
+            }
+            flood(&sock, &ws_frame(2, &batch), 2_000)
+        }
+        "stray-answers" => {
+            // Answers (4) and failures (5) for requests never asked, each
+            // twice, then a post that must still arrive.
+            for id in [0u64, 1, 2, 3, 1 << 40, u64::MAX] {
+                for kind in [4u8, 5, 4, 5] {
+                    let mut answer = vec![kind, 0];
+                    answer.extend_from_slice(&id.to_le_bytes());
+                    answer.extend_from_slice(&[0, 7]);
+                    sock.write_all(&ws_frame(2, &answer)).unwrap();
+                }
+            }
+            sock.write_all(&ws_frame(2, &[2, 0, 0, 7])).unwrap();
+        }
         "event-flood" => flood(&sock, &ws_frame(2, &echo_batch(4096)), 2000),
         "shared-unsealed" | "shared-short" => {
             // A post of `Reply::Shared` (variant 16) with one buffer
@@ -496,4 +521,26 @@ pub fn a_ping_to_the_parent_ends_the_connection() {
 
 pub fn a_terminate_to_the_parent_ends_the_connection() {
     hostile("terminate", |e| matches!(e, WireError::Unexpected("terminate")));
+}
+
+/// Answers and failures for ids the parent never asked (0 to 3, 2^40,
+/// `u64::MAX`, each twice) are dropped, and the post after them arrives.
+pub fn answers_to_requests_never_asked_are_dropped_and_the_connection_goes_on() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let grace = std::time::Duration::from_millis(100);
+        let worker = builder(rec).entry("raw-stray-answers").grace_period(grace).start().unwrap();
+        loop {
+            match events.next().await {
+                Event::Online => {}
+                Event::Message(m) => {
+                    assert_eq!(m.data, Reply::Echo(7));
+                    break;
+                }
+                other => panic!("expected the post after the stray answers, got {other:?}"),
+            }
+        }
+        worker.terminate();
+        events.exit().await;
+    });
 }
