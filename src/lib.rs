@@ -128,6 +128,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handoff;
+mod held;
 mod os;
 mod parent;
 mod pool;

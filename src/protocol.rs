@@ -64,11 +64,15 @@ pub struct Received<M> {
     pub data: M,
     /// The descriptors sent with it, in the order they were attached.
     pub fds: Vec<OwnedFd>,
+    /// Its share of what workers' messages hold of this process, given
+    /// back when it is dropped.
+    _held: crate::held::Held,
 }
 
 impl<M> Received<M> {
-    pub(crate) fn new(data: M, fds: Vec<OwnedFd>) -> Self {
-        Received { data, fds }
+    /// A message received, holding `holds` of this process until dropped.
+    pub(crate) fn new(data: M, fds: Vec<OwnedFd>, holds: crate::held::Holds) -> Self {
+        Received { data, fds, _held: crate::held::Held::take(holds) }
     }
 
     /// The first descriptor sent with this message, if any.

@@ -181,7 +181,12 @@ pub fn link(data: &[u8]) {
         };
         let events = crate::parent::sink::Events::new(
             crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
-            crate::parent::sink::Window { events: 64, bytes: 1 << 20, fds: 64 },
+            crate::parent::sink::Window {
+                events: 64,
+                bytes: 1 << 20,
+                fds: 64,
+                total: crate::held::Holds { bytes: 4 << 20, fds: 256 },
+            },
         );
         let side = crate::parent::link::ParentSide::<FuzzProtocol>::new(
             "fuzz".into(),

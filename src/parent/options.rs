@@ -229,6 +229,17 @@ pub struct Limits {
     /// the connection goes on. Messages to the worker are not bounded by
     /// it: the worker trusts its parent.
     pub max_shared_bytes: usize,
+    /// How many bytes the messages received from all workers of this
+    /// process may hold together (default 1 GiB): payloads and shared
+    /// buffers, from when a message is read until it is dropped (handled,
+    /// or for as long as the application keeps it). At the limit, a worker
+    /// with events of its own still unhandled is read no further; one
+    /// whose events have all been handled still takes one more.
+    pub events_total_bytes: usize,
+    /// How many descriptors the messages received from all workers of
+    /// this process may hold together (default 4,096), as
+    /// [`events_total_bytes`](Self::events_total_bytes).
+    pub events_total_fds: usize,
 }
 
 /// What happens when a worker's outgoing queue is full.
@@ -259,6 +270,8 @@ impl Default for Limits {
             event_window_bytes: 64 << 20,
             event_window_fds: 256,
             max_shared_bytes: 128 << 20,
+            events_total_bytes: 1 << 30,
+            events_total_fds: 4096,
         }
     }
 }
@@ -306,6 +319,18 @@ impl Limits {
         self
     }
 
+    /// Sets [`events_total_bytes`](Self::events_total_bytes) (at least 1).
+    pub fn events_total_bytes(mut self, bytes: usize) -> Self {
+        self.events_total_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets [`events_total_fds`](Self::events_total_fds) (at least 1).
+    pub fn events_total_fds(mut self, fds: usize) -> Self {
+        self.events_total_fds = fds.max(1);
+        self
+    }
+
     /// Sets [`max_shared_bytes`](Self::max_shared_bytes).
     pub fn max_shared_bytes(mut self, bytes: usize) -> Self {
         self.max_shared_bytes = bytes;
@@ -320,6 +345,8 @@ impl Limits {
             .event_window(self.event_window)
             .event_window_bytes(self.event_window_bytes)
             .event_window_fds(self.event_window_fds)
+            .events_total_bytes(self.events_total_bytes)
+            .events_total_fds(self.events_total_fds)
     }
 
     /// The window through which the worker's events pace it.
@@ -328,6 +355,10 @@ impl Limits {
             events: self.event_window.max(4) as u64,
             bytes: self.event_window_bytes.max(1) as u64,
             fds: self.event_window_fds.max(1) as u64,
+            total: crate::held::Holds {
+                bytes: self.events_total_bytes.max(1),
+                fds: self.events_total_fds.max(1),
+            },
         }
     }
 }

@@ -25,16 +25,26 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use super::events::{log_event, WorkerEvent};
+use crate::held::{self, Holds};
 use crate::protocol::Protocol;
-use crate::session::Holds;
 
 /// How much of a worker's events may be unhandled before it is read no
-/// further (see [`Limits`](crate::Limits)).
+/// further, and how much all workers' messages may hold together (see
+/// [`Limits`](crate::Limits)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Window {
     pub events: u64,
     pub bytes: u64,
     pub fds: u64,
+    pub total: Holds,
+}
+
+impl Window {
+    /// Whether the messages of all workers hold this process's limit.
+    fn total_reached(&self) -> bool {
+        let now = held::total();
+        now.bytes >= self.total.bytes || now.fds >= self.total.fds
+    }
 }
 
 /// Events, bytes and descriptors, counted together.
@@ -64,12 +74,14 @@ impl Tally {
         }
     }
 
-    /// Whether this much unhandled fills `window`: no more may come until
+    /// Whether this much unhandled fills `window`, or, with all workers'
+    /// messages at their limit, is anything at all: no more may come until
     /// some is handled. (Nothing unhandled never does: one event is
     /// always taken.)
     fn fills(self, window: Window) -> bool {
         self.events >= window.events
-            || (self.events > 0 && (self.bytes >= window.bytes || self.fds >= window.fds))
+            || (self.events > 0
+                && (self.bytes >= window.bytes || self.fds >= window.fds || window.total_reached()))
     }
 
     /// Whether this much since the last mark calls for a new one: a
@@ -342,18 +354,34 @@ impl<P: Protocol> Events<P> {
                     if !counts.unread().fills(window) {
                         return;
                     }
-                    taken.await;
+                    // Something read from this stream, or something given
+                    // back by any worker's message when the total is what
+                    // holds the reading.
+                    let total = held::given_back_while(|| window.total_reached());
+                    tokio::select! {
+                        () = taken => {}
+                        () = total, if window.total_reached() => {}
+                    }
                 }
             }));
         }
+        let window = self.window;
         let (_, slot) = self.marks.front_mut()?;
-        Some(Box::pin(std::future::poll_fn(move |cx| {
+        let mark = std::future::poll_fn(move |cx| {
             if let Some(mark) = slot {
                 std::task::ready!(mark.as_mut().poll(cx));
                 *slot = None;
             }
             Poll::Ready(())
-        })))
+        });
+        Some(Box::pin(async move {
+            // The oldest mark handled, or, when the total is what holds
+            // the reading, something given back by any worker's message.
+            tokio::select! {
+                () = mark => {}
+                () = held::given_back_while(|| window.total_reached()), if window.total_reached() => {}
+            }
+        }))
     }
 
     /// Keeps the marks not handled yet waiting, on a task of their own:

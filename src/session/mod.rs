@@ -103,14 +103,7 @@ pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
         || S::ONLY_HERE.contains(&kind)
 }
 
-/// What a message received holds of the side that keeps it: the bytes of
-/// its payload and shared buffers (each file once), and its descriptors
-/// (its own and its buffers').
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Holds {
-    pub bytes: usize,
-    pub fds: usize,
-}
+pub(crate) use crate::held::Holds;
 
 /// Whether a session reads on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,7 +314,7 @@ impl<S: Side> Session<S> {
                 (Ok(data), fds, taken) => {
                     let holds =
                         Holds { bytes: payload.len() + taken.bytes, fds: fds.len() + taken.fds };
-                    self.side.post(Received::new(data, fds), holds)
+                    self.side.post(Received::new(data, fds, holds), holds)
                 }
                 (Err(e), ..) => self.side.wire_error(e),
             }

@@ -28,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
         floods::large_requests_to_a_slow_served_actor_are_held_back,
         floods::one_buffer_named_many_times_costs_the_parent_once,
         floods::a_flood_of_cancels_for_requests_never_asked_costs_nothing,
+        floods::workers_together_are_held_to_the_total,
     ]
 }
 
@@ -43,6 +44,7 @@ pub fn roles() -> Vec<Trial> {
         floods::big_ask_flood_role,
         floods::shared_amplify_role,
         floods::cancel_flood_role,
+        floods::total_flood_role,
     ]
 }
 
@@ -470,4 +472,71 @@ pub fn cancel_flood_role() {
 /// nothing: a worker cannot grow the parent with them.
 pub fn a_flood_of_cancels_for_requests_never_asked_costs_nothing() {
     isolated("floods::cancel_flood_role");
+}
+
+/// Run alone by `workers_together_are_held_to_the_total`.
+pub fn total_flood_role() {
+    run(async {
+        another_worker_answers().await;
+        let before = status_kib("VmRSS:");
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let (tx, mut rx) = unbounded_channel();
+        let arbiter = Arbiter::new();
+        let gate = Gate { open: open.clone(), tx };
+        let gate = Gate::start_in_arbiter(&arbiter.handle(), move |_| gate);
+        // Four workers of 8 MiB posts, each within its own window (64 MiB
+        // by default), all four over a total of 16 MiB.
+        let limits = Limits::default().events_total_bytes(16 << 20);
+        let _floods: Vec<_> = (0..4)
+            .map(|_| {
+                let b = builder(gate.clone().recipient());
+                b.entry("raw-big-post-flood").limits(limits).start().unwrap()
+            })
+            .collect();
+        let mut pids = Vec::new();
+        while pids.len() < 4 {
+            let ev = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+            if matches!(ev.kind, Event::Online) {
+                pids.push(ev.pid);
+            }
+        }
+        // Each floods until it finds itself held back, and exits.
+        for pid in pids {
+            let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
+            assert!(gone, "a flooding worker never stopped");
+        }
+        let grew = status_kib("VmHWM:").saturating_sub(before);
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        let (mut exits, mut messages) = (0, 0);
+        while exits < 4 {
+            let ev = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+            match ev.kind {
+                Event::Message(_) => messages += 1,
+                Event::Exit(status) => {
+                    assert_eq!(status.code, Some(HELD_BACK), "never held back: {status}");
+                    exits += 1;
+                }
+                Event::WireError(WireError::CutOff) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The total (16 MiB), for each worker its first post and one past
+        // the total, and a post being read (3 x 8 MiB), and the
+        // allocator's slack: under 160 MiB. Each worker alone would take
+        // its 64 MiB window and more (320 MiB in all).
+        assert!(grew < 160 << 10, "the parent grew by {grew} KiB");
+        arbiter.stop();
+        println!(
+            "TOTAL_FLOOD 4 workers held to 16 MiB together; {messages} messages after; parent \
+             peak +{grew} KiB"
+        );
+    });
+}
+
+/// All workers' messages together are held to `events_total_bytes`, each
+/// worker's own window notwithstanding. Before, only each worker's own
+/// window held (and, before that, only a count).
+pub fn workers_together_are_held_to_the_total() {
+    isolated("floods::total_flood_role");
 }
