@@ -39,6 +39,13 @@ pub struct PoolStats {
     pub rtt_p50: Duration,
     /// Their 99th percentile.
     pub rtt_p99: Duration,
+    /// Of the requests waiting, those asked with a timeout: each has an
+    /// entry in the pool's deadline index until it leaves the queue (0 for
+    /// a single worker, whose requests time out where they are).
+    pub deadlines: usize,
+    /// Timers the pool has armed for those deadlines: at most 1, however
+    /// many wait (for the earliest).
+    pub timers: usize,
 }
 
 /// One member's figures.
@@ -76,6 +83,8 @@ impl PoolStats {
             failed,
             rtt_p50,
             rtt_p99,
+            deadlines: 0,
+            timers: 0,
         }
     }
 }

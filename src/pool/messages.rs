@@ -13,6 +13,7 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
 
 use super::events::MemberEvent;
+use super::queue::Queue;
 use super::{Load, Shared, State, WorkerPool};
 use crate::error::{ExitStatus, WorkerError};
 use crate::parent::messages::{Answered, Ask, Forward, Join, Post, Terminate, WorkerAddrExt};
@@ -110,24 +111,25 @@ pub(crate) trait Queued<P: Protocol> {
     fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize);
     /// Fails it.
     fn refuse(self: Box<Self>, e: WorkerError);
+    /// Fails it with its timeout: its deadline passed while it waited.
+    fn expire(self: Box<Self>);
 }
-
-type Reply<A> = Rc<RefCell<Option<OneshotSender<Result<A, WorkerError>>>>>;
 
 struct QueuedAsk<R: Request> {
     request: R,
     timeout: Option<Duration>,
     since: Instant,
-    reply: Reply<R::Answer>,
+    /// The caller's; `None` once answered.
+    reply: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
 }
 
 impl<P: Protocol, R: Request> Queued<P> for QueuedAsk<R> {
     fn cancelled(&self) -> bool {
-        self.reply.borrow().as_ref().is_none_or(|tx| tx.is_closed())
+        self.reply.as_ref().is_none_or(|tx| tx.is_closed())
     }
 
     fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize) {
-        let Some(tx) = self.reply.borrow_mut().take() else { return };
+        let Some(tx) = self.reply else { return };
         // Its timeout runs from when the pool took it.
         let timeout = self.timeout.map(|t| t.saturating_sub(self.since.elapsed()));
         if timeout.is_some_and(|t| t.is_zero()) {
@@ -138,9 +140,14 @@ impl<P: Protocol, R: Request> Queued<P> for QueuedAsk<R> {
     }
 
     fn refuse(self: Box<Self>, e: WorkerError) {
-        if let Some(tx) = self.reply.borrow_mut().take() {
+        if let Some(tx) = self.reply {
             let _ = tx.send(Err(e));
         }
+    }
+
+    fn expire(self: Box<Self>) {
+        let limit = self.timeout.unwrap_or_default();
+        Queued::<P>::refuse(self, WorkerError::Timeout(limit));
     }
 }
 
@@ -184,7 +191,7 @@ pub struct PoolAsk<P: Protocol, R: Request> {
 
 enum Route<P: Protocol> {
     To(Prepared<P>),
-    Queue(Rc<RefCell<std::collections::VecDeque<Box<dyn Queued<P>>>>>),
+    Queue(Rc<RefCell<Queue<P>>>),
     Refused(WorkerError),
 }
 
@@ -202,23 +209,16 @@ impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Ask<R>> for PoolAsk
                 }
             }
             Route::Queue(queue) => {
-                let reply: Reply<R::Answer> = Rc::new(RefCell::new(tx));
-                if let Some(limit) = self.timeout {
-                    // Fails it where it waits, if nobody takes it first.
-                    let reply = reply.clone();
-                    actix::AsyncContext::run_later(ctx, limit, move |_, _| {
-                        if let Some(tx) = reply.borrow_mut().take() {
-                            let _ = tx.send(Err(WorkerError::Timeout(limit)));
-                        }
-                    });
+                let since = Instant::now();
+                // Fails where it waits if nobody takes it first: one timer
+                // for the whole queue (`queue.rs`).
+                let deadline = self.timeout.and_then(|limit| since.checked_add(limit));
+                let item =
+                    QueuedAsk { request: self.request, timeout: self.timeout, since, reply: tx };
+                queue.borrow_mut().push(Box::new(item), deadline);
+                if deadline.is_some() {
+                    super::queue::arm(&queue, ctx);
                 }
-                let item = QueuedAsk {
-                    request: self.request,
-                    timeout: self.timeout,
-                    since: Instant::now(),
-                    reply,
-                };
-                queue.borrow_mut().push_back(Box::new(item));
             }
         }
     }
@@ -314,8 +314,10 @@ impl<P: Protocol> Handler<Join> for WorkerPool<P> {
 impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
     type Result = MessageResult<Stats>;
 
-    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> MessageResult<Stats> {
-        self.queue.borrow_mut().retain(|item| !item.cancelled());
+    fn handle(&mut self, _: Stats, ctx: &mut Context<Self>) -> MessageResult<Stats> {
+        if self.queue.borrow_mut().sweep() > 0 {
+            super::queue::arm(&self.queue, ctx);
+        }
         let members: Vec<MemberStats> = self
             .members
             .iter()
@@ -334,8 +336,12 @@ impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
             .collect();
         let completed = self.completed_before + members.iter().map(|m| m.completed).sum::<u64>();
         let failed = self.failed_before + members.iter().map(|m| m.failed).sum::<u64>();
-        let queued = self.queue.borrow().len();
-        MessageResult(PoolStats::new(queued, members, (completed, failed), self.rtts.percentiles()))
+        let queue = self.queue.borrow();
+        let mut stats =
+            PoolStats::new(queue.len(), members, (completed, failed), self.rtts.percentiles());
+        stats.deadlines = queue.deadlines();
+        stats.timers = queue.timers();
+        MessageResult(stats)
     }
 }
 

@@ -27,10 +27,10 @@
 pub(crate) mod builder;
 pub(crate) mod events;
 pub(crate) mod messages;
+mod queue;
 mod scale;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub use messages::{Broadcast, PoolAsk};
 
 use self::builder::Settings;
 use self::events::Relay;
-use self::messages::Queued;
+use self::queue::Queue;
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::parent::events::GaveUp;
 use crate::parent::options::Options;
@@ -64,8 +64,9 @@ pub struct WorkerPool<P: Protocol> {
     next_index: usize,
     /// Where a member goes next among equals.
     turn: usize,
-    /// Requests waiting for a member with room, oldest first.
-    queue: Rc<RefCell<VecDeque<Box<dyn Queued<P>>>>>,
+    /// Requests waiting for a member with room, oldest first, with their
+    /// deadlines (`queue.rs`).
+    queue: Rc<RefCell<Queue<P>>>,
     /// What the members' answers tell the pool.
     shared: Arc<Shared<P>>,
     events: Option<Recipient<PoolEvent<P>>>,
@@ -275,11 +276,9 @@ impl<P: Protocol> WorkerPool<P> {
     /// Hands waiting requests to members with room, oldest first; grows
     /// the pool when some are left.
     pub(crate) fn pump(&mut self, ctx: &mut Context<Self>) {
+        let before = self.queue.borrow().len();
         loop {
-            let front_cancelled = match self.queue.borrow().front() {
-                None => break,
-                Some(item) => item.cancelled(),
-            };
+            let Some(front_cancelled) = self.queue.borrow().front_cancelled() else { break };
             if front_cancelled {
                 self.queue.borrow_mut().pop_front();
                 continue;
@@ -290,15 +289,31 @@ impl<P: Protocol> WorkerPool<P> {
         }
         let waiting = self.queue.borrow().len();
         self.shared.queued.store(waiting, Ordering::Release);
+        if waiting != before {
+            queue::arm(&self.queue, ctx);
+        }
         if waiting > 0 {
             self.grow(ctx);
         }
     }
 
+    /// The queue's timer fired: the requests past their deadline fail with
+    /// their timeout, and it is armed for the next deadline.
+    pub(crate) fn expire(&mut self, ctx: &mut Context<Self>) {
+        queue::fired(&self.queue);
+        let due = self.queue.borrow_mut().take_due(Instant::now());
+        for item in due {
+            item.expire();
+        }
+        self.shared.queued.store(self.queue.borrow().len(), Ordering::Release);
+        queue::arm(&self.queue, ctx);
+    }
+
     /// Everything waiting fails with `e`.
-    fn refuse_queued(&mut self, e: &WorkerError) {
-        let queued: Vec<_> = self.queue.borrow_mut().drain(..).collect();
+    fn refuse_queued(&mut self, e: &WorkerError, ctx: &mut Context<Self>) {
+        let queued = self.queue.borrow_mut().drain();
         self.shared.queued.store(0, Ordering::Release);
+        queue::arm(&self.queue, ctx);
         for item in queued {
             item.refuse(e.clone());
         }
@@ -393,7 +408,7 @@ impl<P: Protocol> WorkerPool<P> {
             return;
         }
         self.state = State::Closing;
-        self.refuse_queued(&WorkerError::Terminating);
+        self.refuse_queued(&WorkerError::Terminating, ctx);
         for m in &self.members {
             m.addr.do_send(crate::parent::messages::Terminate(grace));
         }
@@ -437,8 +452,8 @@ impl<P: Protocol> Actor for WorkerPool<P> {
 
     /// The last address is gone: the members close the polite way (each
     /// within its shutdown timeout, as a worker whose address is dropped).
-    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.refuse_queued(&WorkerError::Terminating);
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+        self.refuse_queued(&WorkerError::Terminating, ctx);
         Running::Stop
     }
 }

@@ -27,6 +27,8 @@ pub fn trials() -> Vec<Trial> {
         pool::a_waiting_request_that_times_out_or_is_dropped_leaves_the_queue,
         pool::a_running_request_whose_caller_goes_is_cancelled_in_its_member,
         pool::members_that_give_up_are_replaced_until_the_pool_gives_up,
+        pool::twenty_thousand_timed_asks_waiting_share_one_timer,
+        pool::timed_asks_waiting_time_out_in_deadline_order_and_leave_the_queue,
     ]
 }
 
@@ -367,5 +369,131 @@ pub fn members_that_give_up_are_replaced_until_the_pool_gives_up() {
         assert!(!status.success());
         let after = pool.ask(Sum(vec![1])).await;
         assert!(after.is_err(), "{after:?}");
+    });
+}
+
+/// Stops a member's process (SIGSTOP) and returns once it is stopped: it
+/// reads nothing until SIGCONT.
+fn freeze_pid(pid: u32) {
+    // SAFETY: signalling a worker of ours.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    // SAFETY: waitid into a local; WNOWAIT leaves the child's state for its
+    // reaper, and WSTOPPED waits only for the stop.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WSTOPPED | libc::WNOWAIT) };
+    assert_eq!(r, 0, "waiting for the member to stop: {}", std::io::Error::last_os_error());
+}
+
+fn thaw_pid(pid: u32) {
+    // SAFETY: signalling a worker of ours.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+}
+
+/// Sends `n` asks of `Sum([i])` at once, each with `timeout` if given, while
+/// both members of `pool` (one in flight each) are frozen; returns the
+/// pool's figures with all of them sent, and their answers once thawed.
+async fn flood_while_frozen(
+    pool: &Addr<WorkerPool<Test>>,
+    pids: &[u32],
+    n: u64,
+    timeout: Option<Duration>,
+) -> (PoolStats, Vec<Result<u64, WorkerError>>, Duration) {
+    pids.iter().for_each(|&pid| freeze_pid(pid));
+    let started = std::time::Instant::now();
+    let asks: Vec<_> = (0..n)
+        .map(|i| {
+            let ask = Ask::new(Sum(vec![i]));
+            let ask = match timeout {
+                Some(limit) => ask.timeout(limit),
+                None => ask,
+            };
+            let sent = pool.send(ask);
+            async move { sent.await.expect("the pool answers") }
+        })
+        .collect();
+    // Handled after every ask above (one sender, in order).
+    let during = stats(pool).await;
+    println!(
+        "POOL_FLOOD {n} asks (timeout {timeout:?}) sent: queued {} deadlines {} timers {}",
+        during.queued, during.deadlines, during.timers
+    );
+    pids.iter().for_each(|&pid| thaw_pid(pid));
+    let answers = tokio::time::timeout(WAIT, join_all(asks)).await.expect("answered in time");
+    (during, answers, started.elapsed())
+}
+
+/// Finding 6 of the reliability review: each timed ask waiting in the
+/// queue added a timer to the pool's context, polled on every wake-up and
+/// kept until it fired (20,000 asks: 0.48 s untimed, 8.26 s timed).
+/// Checked by count, not time: one timer however many wait, and no
+/// deadline entry left once they have gone.
+pub fn twenty_thousand_timed_asks_waiting_share_one_timer() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(2).max_in_flight_per_worker(1).start().unwrap();
+        online(&mut rx, 2).await;
+        let pids: Vec<u32> = stats(&pool).await.members.iter().map(|m| m.pid).collect();
+        const N: u64 = 20_000;
+        let limit = Duration::from_secs(120);
+        let (during, answers, timed) = flood_while_frozen(&pool, &pids, N, Some(limit)).await;
+        // Two in flight (one per member, frozen), the rest wait, timed.
+        assert_eq!(during.queued, N as usize - 2, "{during:?}");
+        assert_eq!(during.deadlines, during.queued, "{during:?}");
+        assert_eq!(during.timers, 1, "one timer for the whole queue: {during:?}");
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), i as u64, "ask {i}: none times out");
+        }
+        let after = stats(&pool).await;
+        assert_eq!((after.queued, after.deadlines, after.timers), (0, 0, 0), "{after:?}");
+        // The same flood untimed, for the figure: no timer left behind
+        // slows it.
+        let (_, answers, untimed) = flood_while_frozen(&pool, &pids, N, None).await;
+        assert!(answers.iter().all(Result::is_ok));
+        println!(
+            "POOL_TIMED {N} timed asks waiting: timers {} deadlines {} during; {:?} timed, {:?} untimed after",
+            during.timers, during.deadlines, timed, untimed
+        );
+        pool.terminate();
+        assert!(pool.send(Join).await.unwrap().success());
+    });
+}
+
+/// A timed ask that waits in the queue still fails with its own timeout
+/// where it waits, and leaves the queue then, whatever order the deadlines
+/// come in; an untimed one beside them stays.
+pub fn timed_asks_waiting_time_out_in_deadline_order_and_leave_the_queue() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(1).max_in_flight_per_worker(1).start().unwrap();
+        online(&mut rx, 1).await;
+        let held = pool.ask(Never);
+        let ms = Duration::from_millis;
+        let untimed = pool.send(Ask::new(Sum(vec![5])));
+        let (tx, mut done) = unbounded_channel();
+        // Asked late first: the timer is armed again for each earlier one.
+        for limit in [ms(600), ms(200), ms(400)] {
+            let sent = pool.send(Ask::new(Sum(vec![1])).timeout(limit));
+            let tx = tx.clone();
+            actix_rt::spawn(async move {
+                let _ = tx.send((limit, sent.await.unwrap()));
+            });
+        }
+        let during = stats(&pool).await;
+        assert_eq!((during.queued, during.deadlines, during.timers), (4, 3, 1), "{during:?}");
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let (limit, answer) =
+                tokio::time::timeout(WAIT, done.recv()).await.expect("timed out in time").unwrap();
+            assert!(matches!(answer, Err(WorkerError::Timeout(l)) if l == limit), "{answer:?}");
+            order.push(limit);
+        }
+        assert_eq!(order, [ms(200), ms(400), ms(600)]);
+        // Gone from the queue and from the deadlines; no timer armed.
+        let after = stats(&pool).await;
+        assert_eq!((after.queued, after.deadlines, after.timers), (1, 0, 0), "{after:?}");
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+        assert!(matches!(untimed.await.unwrap(), Err(WorkerError::Terminating)));
+        assert!(held.await.is_err());
     });
 }
