@@ -21,6 +21,27 @@ use crate::session::Shared;
 use crate::supervise::Decision;
 use crate::wire::frame::{self, Kind};
 
+/// Fails what is in flight if the link task is dropped before its link
+/// has ended (its runtime went away: the System stopped): the link fails
+/// requests with the exit when it ends, and will not end now.
+struct Unfinished {
+    shared: Option<(Arc<crate::wire::outbox::Outbox>, Arc<crate::session::requests::Pending>)>,
+}
+
+impl Unfinished {
+    fn disarm(mut self) {
+        self.shared = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some((outbox, pending)) = self.shared.take() {
+            super::worker::fail_abandoned(&outbox, &pending);
+        }
+    }
+}
+
 impl<P: Protocol> Worker<P> {
     pub(super) fn launch(&mut self, ctx: &mut Context<Self>, spawned: spawn::Spawned) {
         self.generation += 1;
@@ -64,8 +85,10 @@ impl<P: Protocol> Worker<P> {
         };
         // Its own task: it outlives the actor, should the last address go.
         let me = ctx.address().downgrade();
+        let unfinished = Unfinished { shared: Some((self.outbox.clone(), self.pending.clone())) };
         actix_rt::spawn(async move {
             let LinkExit { status, certain } = link.run(spawned.sock).await;
+            unfinished.disarm();
             if let Some(me) = me.upgrade() {
                 me.do_send(ChildExited { generation, status, certain });
             }

@@ -450,8 +450,28 @@ impl<P: Protocol> Drop for Worker<P> {
         // Dropped without `stopping` (the System went away): the link task
         // is gone with the runtime, so the ChildHandle's own Drop kills and
         // reaps once the last reference goes.
-        if self.state == State::Running {
+        if matches!(self.state, State::Running | State::Restarting(_)) {
             self.outbox.discard(WorkerError::Disconnected);
         }
+        // A link task still running (it holds the process) fails what is in
+        // flight with the exit, or answers it: the worker may still be
+        // closing politely. With none, nothing else would: ports hold the
+        // table of pending requests beyond the actor, and their callers
+        // would wait for ever (reliability review, finding 7).
+        if self.child.strong_count() == 0 {
+            fail_abandoned(&self.outbox, &self.pending);
+        }
     }
+}
+
+/// Fails every request in `pending` once nothing is left to answer or
+/// fail them: the actor is gone with no link task, or the link task was
+/// dropped unfinished (its runtime went away; `lifecycle.rs`). Pushes end
+/// first, so that a port's request made from now on is refused at the
+/// outbox, not left in the table; each fails with the reason that refusal
+/// gives (`Disconnected` when the actor was dropped running, else
+/// `Terminating`).
+pub(super) fn fail_abandoned(outbox: &Outbox, pending: &Pending) {
+    outbox.end_pushes();
+    pending.fail_all(&outbox.error(Refusal::Ended));
 }

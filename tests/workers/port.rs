@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         port::a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing,
         port::after_the_end_everything_fails_with_the_reason,
         port::requests_from_another_thread_across_kills_all_resolve,
+        port::a_request_in_flight_when_the_system_stops_fails_and_no_process_is_left,
     ]
 }
 
@@ -249,4 +250,49 @@ pub fn requests_from_another_thread_across_kills_all_resolve() {
         worker.terminate();
         events.successful_exit().await;
     });
+}
+
+/// Finding 7 of the reliability review: a request asked through a port
+/// and in flight when the actix System stops never resolved (the port
+/// keeps the table of pending requests, and nothing failed them). The
+/// System is stopped once the worker says it has started the request.
+pub fn a_request_in_flight_when_the_system_stops_fails_and_no_process_is_left() {
+    let (setup_tx, setup_rx) = std::sync::mpsc::channel();
+    let (answer_tx, answer_rx) = std::sync::mpsc::channel();
+    let system = actix::System::new();
+    system.block_on(async move {
+        actix_rt::spawn(async move {
+            let (worker, mut events) = start();
+            let mut port = Port::open(&worker).await.unwrap();
+            let pid = port.ask(WhichPid).await.unwrap();
+            let mut theirs = port.clone();
+            // A plain thread with a runtime of its own, outside the System.
+            let asker = std::thread::spawn(move || {
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                // Answered after a minute, if ever; no timeout.
+                let answer = rt.block_on(theirs.ask(Hold(1)));
+                let _ = answer_tx.send((answer, std::time::Instant::now()));
+            });
+            while events.message().await.data != Reply::Holding(1) {}
+            setup_tx.send((pid, asker, std::time::Instant::now())).unwrap();
+            actix::System::current().stop();
+            // The worker's address stays until the System drops it.
+            std::future::pending::<()>().await;
+            drop((worker, events, port));
+        });
+    });
+    system.run().expect("the System stops");
+    let (pid, asker, stopped) = setup_rx.recv().expect("the request was in flight");
+    let (answer, at) = answer_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request in flight resolved after the System stopped");
+    println!("PORT_SYSTEM_STOP {answer:?} {:?} after the stop", at.duration_since(stopped));
+    assert!(
+        matches!(answer, Err(WorkerError::Terminating | WorkerError::Disconnected)),
+        "{answer:?}"
+    );
+    asker.join().unwrap();
+    assert!(wait_gone(pid, Duration::from_secs(10)), "worker {pid} still there");
+    assert!(!children().iter().any(|&(p, _)| p == pid), "worker {pid} not reaped");
 }
