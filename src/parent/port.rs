@@ -73,7 +73,9 @@ use crate::wire::outbox::{Outbox, Refusal};
 /// not queue yet; a port's messages do not wait behind those.
 pub struct Port<P: Protocol> {
     line: Arc<Line>,
-    /// This port's own: what it encodes pins memory of nobody else's.
+    /// This port's own: what it encodes pins memory of nobody else's. A
+    /// lean one: an application may hold ports by the hundred, and none
+    /// keeps a large message's buffer after it is written.
     arena: Arena,
     _protocol: PhantomData<fn(P::ToWorker)>,
 }
@@ -91,7 +93,7 @@ struct Line {
 
 impl<P: Protocol> Clone for Port<P> {
     fn clone(&self) -> Self {
-        Port { line: self.line.clone(), arena: Arena::default(), _protocol: PhantomData }
+        Port { line: self.line.clone(), arena: Arena::lean(), _protocol: PhantomData }
     }
 }
 
@@ -311,10 +313,6 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
             fds_ok: self.fds_ok,
             wait: self.limits.when_full == WhenFull::Wait,
         };
-        MessageResult(Port {
-            line: Arc::new(line),
-            arena: Arena::default(),
-            _protocol: PhantomData,
-        })
+        MessageResult(Port { line: Arc::new(line), arena: Arena::lean(), _protocol: PhantomData })
     }
 }

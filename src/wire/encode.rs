@@ -57,7 +57,9 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     data: &M,
     max_message_size: usize,
 ) -> Result<Bytes, WorkerError> {
-    encode_parts(arena, codec, header, data, max_message_size, None).map(|(bytes, _)| bytes)
+    let encoded = encode_parts(arena, codec, header, data, max_message_size, None);
+    arena.trim(encoded.as_ref().map(|(bytes, _)| bytes.len()));
+    encoded.map(|(bytes, _)| bytes)
 }
 
 /// [`encode_in`] with descriptors: for a peer that takes them (`fds` is
@@ -74,7 +76,9 @@ pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     fds: Option<Vec<OwnedFd>>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    encode_parts(arena, codec, header, data, max_message_size, fds)
+    let encoded = encode_parts(arena, codec, header, data, max_message_size, fds);
+    arena.trim(encoded.as_ref().map(|(bytes, _)| bytes.len()));
+    encoded
 }
 
 /// What to give [`encode_in_sharing`] and [`encode_sharing`] for a peer
@@ -184,12 +188,35 @@ pub(crate) struct Arena {
     /// The last large message's buffer (see [`Spill`]), taken again once
     /// that message has been written and dropped.
     big: BytesMut,
+    /// Keeps `big` only up to [`LEAN_BIG_KEEP`] (see [`lean`](Self::lean)).
+    lean: bool,
     spare: [BytesMut; ARENA_SPARES],
     /// The spare slot given up next.
     next: usize,
 }
 
 impl Arena {
+    /// An arena that keeps no large message's buffer over
+    /// [`LEAN_BIG_KEEP`]: one past that is freed once written. For senders
+    /// an application may hold by the hundred (ports), each of which would
+    /// otherwise keep up to [`BIG_KEEP`] for its life (200 ports that each
+    /// sent one 4 MiB message held 820 MiB: reliability review, finding
+    /// 13). Their large messages land in fresh memory instead (slower to
+    /// write into, as [`Spill`] says).
+    pub(crate) fn lean() -> Self {
+        Arena { lean: true, ..Arena::default() }
+    }
+
+    /// After a message of `encoded` bytes (or a failure): a lean arena lets
+    /// go of a large message's buffer. One over [`LEAN_BIG_KEEP`] that
+    /// spilled shares `big`'s allocation, which then goes with the message;
+    /// one that did not spill left `big` as it was, within the bound.
+    fn trim<E>(&mut self, encoded: Result<usize, E>) {
+        if self.lean && encoded.map_or(true, |len| len > LEAN_BIG_KEEP) {
+            self.big = BytesMut::new();
+        }
+    }
+
     /// The arena, its buffer with at least [`ARENA_MIN_ROOM`] left.
     #[inline]
     fn with_room(&mut self) -> &mut Self {
@@ -290,6 +317,8 @@ unsafe impl bytes::BufMut for Spill<'_> {
 
 /// A large message's buffer is kept for the next one up to this size.
 const BIG_KEEP: usize = 4 << 20;
+/// The same for a [lean](Arena::lean) arena: no more than an arena chunk.
+const LEAN_BIG_KEEP: usize = ARENA_CHUNK;
 /// How many given-up arena buffers are kept for reuse.
 const ARENA_SPARES: usize = 4;
 /// The size of a fresh arena buffer.
@@ -337,6 +366,21 @@ mod tests {
             assert_eq!(arena.big.capacity(), 0, "8 MiB are not kept");
         });
         assert_eq!(&post(&7u8)[..], &[Kind::Post as u8, 0, 7]);
+    }
+
+    #[test]
+    fn a_lean_arena_keeps_no_large_message_buffer() {
+        let big = serde_bytes::ByteBuf::from(vec![1u8; 1 << 20]);
+        let header = || Header::post(0).unwrap();
+        let mut kept = Arena::default();
+        drop(encode_in(&mut kept, Codec::Bincode, header(), &big, 8 << 20).unwrap());
+        // The message written and dropped, its buffer is the arena's again.
+        assert!(kept.big.try_reclaim(1 << 20), "a default arena keeps it for the next");
+        let mut lean = Arena::lean();
+        let bytes = encode_in(&mut lean, Codec::Bincode, header(), &big, 8 << 20).unwrap();
+        assert_eq!(bytes.len(), 2 + 5 + (1 << 20));
+        drop(bytes);
+        assert!(!lean.big.try_reclaim(1 << 20), "the message's buffer went with it");
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn main() {
         misuse::trials,
         pool::trials,
         port::trials,
+        port::roles,
         remote::trials,
         requests::trials,
         shared::trials,

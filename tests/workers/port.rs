@@ -21,7 +21,12 @@ pub fn trials() -> Vec<Trial> {
         port::after_the_end_everything_fails_with_the_reason,
         port::requests_from_another_thread_across_kills_all_resolve,
         port::a_request_in_flight_when_the_system_stops_fails_and_no_process_is_left,
+        port::two_hundred_ports_that_each_sent_four_mib_keep_little,
     ]
+}
+
+pub fn roles() -> Vec<Trial> {
+    crate::inner![port::ports_memory_role]
 }
 
 pub fn posts_from_another_thread_arrive_in_order() {
@@ -295,4 +300,53 @@ pub fn a_request_in_flight_when_the_system_stops_fails_and_no_process_is_left() 
     asker.join().unwrap();
     assert!(wait_gone(pid, Duration::from_secs(10)), "worker {pid} still there");
     assert!(!children().iter().any(|&(p, _)| p == pid), "worker {pid} not reaped");
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Run alone by `two_hundred_ports_that_each_sent_four_mib_keep_little`.
+pub fn ports_memory_role() {
+    run(async {
+        let (worker, mut events) = start();
+        // Just under 4 MiB encoded: the largest buffer an arena used to
+        // keep for the next large message (`wire/encode.rs`, BIG_KEEP).
+        const BALLAST: usize = (4 << 20) - (64 << 10);
+        // Once, so that the worker, the allocator and this thread's
+        // runtime are in the baseline.
+        let mut first = Port::open(&worker).await.unwrap();
+        first.post(Cmd::Padded(0, vec![7; BALLAST])).unwrap();
+        assert_eq!(events.message().await.data, Reply::Echo(0));
+        let before = status_kib("VmRSS:");
+        let mut ports = Vec::new();
+        for i in 1..=200 {
+            let mut port = Port::open(&worker).await.unwrap();
+            port.post(Cmd::Padded(i, vec![7; BALLAST])).unwrap();
+            // Written, read and answered: the message has been dropped.
+            assert_eq!(events.message().await.data, Reply::Echo(i));
+            // Kept: each port has carried one message of 4 MiB.
+            ports.push(port);
+        }
+        let grew = status_kib("VmRSS:").saturating_sub(before);
+        println!("PORTS_MEMORY 200 ports that each sent 4 MiB: parent RSS +{grew} KiB");
+        // Was +4,198 KiB a port (+820 MiB): each kept its large buffer.
+        assert!(grew < 100 << 10, "the parent grew by {grew} KiB");
+        // They still work.
+        assert_eq!(ports[199].ask(Sum(vec![1, 2])).await.unwrap(), 3);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// Review finding 13 (issue 22, finding 11): a port kept its largest
+/// message's buffer (up to 4 MiB) for life; 200 ports that each carried
+/// one 4 MiB request took the parent from 9 to 829 MiB.
+pub fn two_hundred_ports_that_each_sent_four_mib_keep_little() {
+    isolated("port::ports_memory_role");
 }
