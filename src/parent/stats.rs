@@ -21,8 +21,15 @@ impl Message for Stats {
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// Requests waiting for a member with room.
+    /// Requests waiting for a member with room: at most the pool's
+    /// [`queue`](crate::PoolBuilder::queue) bound, but for plain
+    /// `send(Ask)`s under [`WhenFull::Wait`](crate::WhenFull::Wait).
     pub queued: usize,
+    /// Callers held back at that bound under `WhenFull::Wait`: each waits
+    /// for a place with its request in its own future
+    /// ([`WorkerAddrExt::ask`](crate::WorkerAddrExt::ask)); the pool keeps
+    /// a ticket of a few dozen bytes for it.
+    pub waiting: usize,
     /// Each member: index, pid (0 before it is up), whether it is online,
     /// requests in flight.
     pub members: Vec<MemberStats>,
@@ -83,6 +90,7 @@ impl PoolStats {
             failed,
             rtt_p50,
             rtt_p99,
+            waiting: 0,
             deadlines: 0,
             timers: 0,
         }

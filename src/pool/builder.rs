@@ -105,11 +105,15 @@ impl<P: Protocol> WorkerBuilder<P, Pooled<P>> {
     }
 
     /// How many requests may wait in the pool's queue (default 10,000), and
-    /// what happens beyond: [`WhenFull::Wait`] (the default) makes the
-    /// caller's `send` wait, [`WhenFull::Fail`] refuses with
-    /// [`WorkerError::QueueFull`](crate::WorkerError::QueueFull). The pool's
-    /// own mailbox never pauses: terminate, stats and the members' events go
-    /// on meanwhile.
+    /// what happens beyond: [`WhenFull::Wait`] (the default) holds the
+    /// caller back, [`WhenFull::Fail`] refuses with
+    /// [`WorkerError::QueueFull`](crate::WorkerError::QueueFull). A caller
+    /// of [`ask`](crate::WorkerAddrExt::ask) held back keeps its request in
+    /// its own future until the pool gives it a place (the pool keeps a
+    /// small ticket for it: [`PoolStats::waiting`](crate::PoolStats)); a
+    /// plain `send(Ask)` is queued beyond the bound. The pool's own mailbox
+    /// never pauses: terminate, stats and the members' events go on
+    /// meanwhile.
     pub fn queue(mut self, max_queued: usize, when_full: WhenFull) -> Self {
         let s = &mut self.kind_mut().settings;
         s.max_queued = max_queued.max(1);

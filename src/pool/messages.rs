@@ -156,7 +156,16 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for WorkerPool<P> {
 
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> PoolAsk<P, R> {
         let (request, timeout) = msg.into_parts();
-        let route = match self.state {
+        let route = self.route(ctx);
+        PoolAsk { request: Some(request), timeout, route }
+    }
+}
+
+impl<P: Protocol> WorkerPool<P> {
+    /// Where a request taken now goes: to the member with room, or behind
+    /// those that wait, or refused.
+    fn route(&mut self, ctx: &mut Context<Self>) -> Route<P> {
+        match self.state {
             State::Running => {
                 // Behind those that wait, or to the member with room.
                 let waiting = !self.queue.borrow().is_empty();
@@ -177,14 +186,30 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for WorkerPool<P> {
             }
             State::Closing => Route::Refused(WorkerError::Terminating),
             State::Stopped(status) => Route::Refused(WorkerError::Exited(status)),
-        };
-        PoolAsk { request, timeout, route }
+        }
+    }
+
+    /// Whether a request from [`WorkerAddrExt::ask`] is held back at its
+    /// caller: the queue is at its bound under [`WhenFull::Wait`] (counting
+    /// the places given to callers on their way back), or callers already
+    /// wait for a place (they go first). Only if it would be queued: one a
+    /// member takes now is never held back.
+    fn holds_back(&mut self) -> bool {
+        if self.state != State::Running || self.settings.when_full != WhenFull::Wait {
+            return false;
+        }
+        let queued = self.queue.borrow().len();
+        let full = !self.tickets.is_empty() || queued + self.places >= self.settings.max_queued;
+        // `pick` only when the queue is empty: with requests waiting, a new
+        // one goes behind them.
+        full && (queued > 0 || !self.has_room())
     }
 }
 
 /// How an [`Ask`] to a pool resolves. You never need to name this type.
 pub struct PoolAsk<P: Protocol, R: Request> {
-    request: R,
+    /// `None` once handed back to its caller ([`Route::HeldBack`]).
+    request: Option<R>,
     timeout: Option<Duration>,
     route: Route<P>,
 }
@@ -193,6 +218,8 @@ enum Route<P: Protocol> {
     To(Prepared<P>),
     Queue(Rc<RefCell<Queue<P>>>),
     Refused(WorkerError),
+    /// Handed back to its caller, who waits for a place (see [`Enter`]).
+    HeldBack,
 }
 
 impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Ask<R>> for PoolAsk<P, R> {
@@ -201,8 +228,34 @@ impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Ask<R>> for PoolAsk
         ctx: &mut Context<WorkerPool<P>>,
         tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
     ) {
+        self.respond(ctx, tx);
+    }
+}
+
+impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Enter<P, R>> for PoolAsk<P, R> {
+    fn handle(
+        self,
+        ctx: &mut Context<WorkerPool<P>>,
+        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+    ) {
+        self.respond(ctx, tx);
+    }
+}
+
+impl<P: Protocol, R: Request> PoolAsk<P, R> {
+    fn respond(
+        self,
+        ctx: &mut Context<WorkerPool<P>>,
+        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+    ) {
+        let Some(request) = self.request else {
+            // Held back: the caller's reply channel closes, and it has its
+            // request back (see `Enter`).
+            return;
+        };
         match self.route {
-            Route::To(prepared) => prepared.send(self.request, self.timeout, tx),
+            Route::HeldBack => {}
+            Route::To(prepared) => prepared.send(request, self.timeout, tx),
             Route::Refused(e) => {
                 if let Some(tx) = tx {
                     let _ = tx.send(Err(e));
@@ -213,14 +266,138 @@ impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Ask<R>> for PoolAsk
                 // Fails where it waits if nobody takes it first: one timer
                 // for the whole queue (`queue.rs`).
                 let deadline = self.timeout.and_then(|limit| since.checked_add(limit));
-                let item =
-                    QueuedAsk { request: self.request, timeout: self.timeout, since, reply: tx };
+                let item = QueuedAsk { request, timeout: self.timeout, since, reply: tx };
                 queue.borrow_mut().push(Box::new(item), deadline);
                 if deadline.is_some() {
                     super::queue::arm(&queue, ctx);
                 }
             }
         }
+    }
+}
+
+/// A request from [`WorkerAddrExt::ask`] on a pool's address: an
+/// [`Ask`] that the pool may hand back to its caller instead of queueing
+/// it, when the queue is at its bound under [`WhenFull::Wait`].
+///
+/// That is how the bound holds without the pool keeping what waits beyond
+/// it: the caller gets its request back with a ticket, and waits (its
+/// future pending, the request in it) until the pool gives it a place;
+/// then it sends the request again, into that place. The pool keeps only
+/// the ticket, a few dozen bytes, dropped when its caller goes. (A plain
+/// `send(Ask)` cannot be handed back: it is queued beyond the bound.)
+pub(crate) struct Enter<P: Protocol, R: Request> {
+    request: R,
+    /// The place given, on the way back.
+    place: Option<Place<P>>,
+    /// Where the request goes back, with its ticket, if held back.
+    back: Option<tokio::sync::oneshot::Sender<HeldBack<P, R>>>,
+}
+
+/// A request handed back, and where its place will come.
+type HeldBack<P, R> = (R, tokio::sync::oneshot::Receiver<Place<P>>);
+
+impl<P: Protocol, R: Request> Message for Enter<P, R> {
+    type Result = Result<R::Answer, WorkerError>;
+}
+
+impl<P: Protocol, R: Request> Handler<Enter<P, R>> for WorkerPool<P> {
+    type Result = PoolAsk<P, R>;
+
+    fn handle(&mut self, msg: Enter<P, R>, ctx: &mut Context<Self>) -> PoolAsk<P, R> {
+        let Enter { request, place, back } = msg;
+        if let Some(place) = place {
+            // Its place is taken now (queued, or sent to a member).
+            place.taken();
+            self.places = self.places.saturating_sub(1);
+        } else if let Some(back) = back.filter(|_| self.holds_back()) {
+            let (ticket, placed) = tokio::sync::oneshot::channel();
+            self.tickets.push_back(ticket);
+            self.shared.queued.fetch_add(1, Ordering::AcqRel);
+            self.grow(ctx);
+            // A caller gone already drops its request here.
+            let _ = back.send((request, placed));
+            return PoolAsk { request: None, timeout: None, route: Route::HeldBack };
+        }
+        let route = self.route(ctx);
+        if !matches!(route, Route::Queue(_)) {
+            // Not queued (a member took it, or it is refused): if it had a
+            // place, the place goes to the next.
+            self.admit();
+        }
+        PoolAsk { request: Some(request), timeout: None, route }
+    }
+}
+
+/// A place in a pool's queue, given to a caller held back (see [`Enter`]):
+/// kept for it until its request comes back. Given back to the pool if its
+/// caller goes first, so that no place is lost.
+pub(crate) struct Place<P: Protocol> {
+    pool: Option<actix::WeakAddr<WorkerPool<P>>>,
+}
+
+impl<P: Protocol> Place<P> {
+    fn taken(mut self) {
+        self.pool = None;
+    }
+}
+
+impl<P: Protocol> Drop for Place<P> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take().and_then(|pool| pool.upgrade()) {
+            pool.do_send(Release);
+        }
+    }
+}
+
+/// A place given to a caller who went before taking it.
+struct Release;
+
+impl Message for Release {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<Release> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, _: Release, _: &mut Context<Self>) {
+        self.places = self.places.saturating_sub(1);
+        self.admit();
+    }
+}
+
+/// Drops from the queue the requests whose callers have gone, and the
+/// tickets of callers held back who have gone: sent every
+/// [`SWEEP`](super::SWEEP) while anything waits (`WorkerPool::started`).
+pub(crate) struct Sweep;
+
+impl Message for Sweep {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<Sweep> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, _: Sweep, ctx: &mut Context<Self>) {
+        self.sweep(ctx);
+    }
+}
+
+impl<P: Protocol> WorkerPool<P> {
+    /// Gives places in the queue to callers held back, oldest first, while
+    /// it has room under its bound.
+    pub(crate) fn admit(&mut self) {
+        let max = self.settings.max_queued;
+        while self.queue.borrow().len() + self.places < max {
+            let Some(ticket) = self.tickets.pop_front() else { break };
+            let place = Place { pool: Some(self.shared.pool.clone()) };
+            match ticket.send(place) {
+                Ok(()) => self.places += 1,
+                // Its caller went: the place goes to the next.
+                Err(place) => place.taken(),
+            }
+        }
+        self.count_waiting();
     }
 }
 
@@ -314,10 +491,7 @@ impl<P: Protocol> Handler<Join> for WorkerPool<P> {
 impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
     type Result = MessageResult<Stats>;
 
-    fn handle(&mut self, _: Stats, ctx: &mut Context<Self>) -> MessageResult<Stats> {
-        if self.queue.borrow_mut().sweep() > 0 {
-            super::queue::arm(&self.queue, ctx);
-        }
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> MessageResult<Stats> {
         let members: Vec<MemberStats> = self
             .members
             .iter()
@@ -336,9 +510,12 @@ impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
             .collect();
         let completed = self.completed_before + members.iter().map(|m| m.completed).sum::<u64>();
         let failed = self.failed_before + members.iter().map(|m| m.failed).sum::<u64>();
+        // As they are: nothing is swept here, so that what stays in the
+        // queue is seen.
         let queue = self.queue.borrow();
         let mut stats =
             PoolStats::new(queue.len(), members, (completed, failed), self.rtts.percentiles());
+        stats.waiting = self.tickets.len();
         stats.deadlines = queue.deadlines();
         stats.timers = queue.timers();
         MessageResult(stats)
@@ -354,12 +531,31 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {
         self.do_send(Terminate::default());
     }
 
+    /// Under [`WhenFull::Wait`], with the queue at its bound, the request
+    /// waits here, in the caller's future, for a place in the queue.
     fn ask<R: Request>(
         &self,
         request: R,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
+        let (back, held) = tokio::sync::oneshot::channel();
+        let enter = Enter { request, place: None, back: Some(back) };
         // Outside tokio's cooperative budget, as for one worker.
-        let sent = tokio::task::unconstrained(self.send(Ask::new(request)));
-        async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
+        let sent = tokio::task::unconstrained(self.send(enter));
+        let pool = self.clone();
+        async move {
+            let mut held = held;
+            if let Ok(answer) = sent.await {
+                return answer;
+            }
+            // Closed without an answer: held back, or the pool is gone.
+            let Ok((request, placed)) = held.try_recv() else {
+                return Err(WorkerError::Disconnected);
+            };
+            // No place (the pool is closing): sent anyway, to be told why.
+            let place = placed.await.ok();
+            let enter = Enter { request, place, back: None };
+            let sent = tokio::task::unconstrained(pool.send(enter));
+            sent.await.map_err(|_| WorkerError::Disconnected)?
+        }
     }
 }

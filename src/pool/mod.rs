@@ -11,8 +11,10 @@
 //! - An ask goes to the member with the fewest requests in flight (ties in
 //!   turn), among those that are online and have fewer than
 //!   [`max_in_flight_per_worker`](PoolBuilder::max_in_flight_per_worker).
-//!   When none has room, it waits in the pool's queue, bounded as a
-//!   worker's is, and goes to the first member that finishes one. The
+//!   When none has room, it waits in the pool's queue, and goes to the
+//!   first member that finishes one. Beyond the queue's bound the caller
+//!   is refused, or (under `WhenFull::Wait`) held back with its request in
+//!   its own future until it is given a place (`messages::Enter`). The
 //!   answer goes straight from the member to the caller (`messages.rs`):
 //!   no task and no channel of the pool's per request.
 //! - A post goes to one member, in turn; [`Broadcast`] goes to every one.
@@ -31,6 +33,7 @@ mod queue;
 mod scale;
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,6 +42,7 @@ use std::time::Instant;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Recipient, Running, WeakAddr};
 pub use builder::{PoolBuilder, Pooled};
 pub use events::{PoolEvent, Recycle};
+use messages::Place;
 pub use messages::{Broadcast, PoolAsk};
 
 use self::builder::Settings;
@@ -49,10 +53,13 @@ use crate::parent::events::GaveUp;
 use crate::parent::options::Options;
 use crate::parent::sink::EventSink;
 use crate::parent::stats::Recorder;
-use crate::parent::worker::{Grace, Worker};
+use crate::parent::worker::{every, Grace, Worker};
 use crate::protocol::Protocol;
 use crate::supervise::{Decision, History};
 use actix::WrapFuture;
+
+/// How often a pool with requests waiting looks for callers that went.
+const SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Many worker processes behind one address; see the module docs. Start
 /// one with [`WorkerPool::builder`].
@@ -67,6 +74,11 @@ pub struct WorkerPool<P: Protocol> {
     /// Requests waiting for a member with room, oldest first, with their
     /// deadlines (`queue.rs`).
     queue: Rc<RefCell<Queue<P>>>,
+    /// Callers held back at the queue's bound, oldest first: each waits,
+    /// its request in its own future, for a place (`messages::Enter`).
+    tickets: VecDeque<tokio::sync::oneshot::Sender<Place<P>>>,
+    /// Places given to callers held back, whose requests are on their way.
+    places: usize,
     /// What the members' answers tell the pool.
     shared: Arc<Shared<P>>,
     events: Option<Recipient<PoolEvent<P>>>,
@@ -127,8 +139,8 @@ pub(crate) struct Load {
 
 /// What the answers, which run outside the actor, tell it.
 pub(crate) struct Shared<P: Protocol> {
-    /// How many requests wait in the queue: an answer that frees a place
-    /// while some wait wakes the pool.
+    /// How many requests wait in the queue, and callers held back: an
+    /// answer that frees a place while some wait wakes the pool.
     pub queued: AtomicUsize,
     pub pool: WeakAddr<WorkerPool<P>>,
     pub rtts: Arc<Recorder>,
@@ -176,6 +188,8 @@ impl<P: Protocol> WorkerPool<P> {
                 next_index: 0,
                 turn: 0,
                 queue: Rc::default(),
+                tickets: VecDeque::new(),
+                places: 0,
                 shared: Arc::new(Shared {
                     queued: AtomicUsize::new(0),
                     pool: ctx.address().downgrade(),
@@ -288,13 +302,44 @@ impl<P: Protocol> WorkerPool<P> {
             item.dispatch(self, at);
         }
         let waiting = self.queue.borrow().len();
-        self.shared.queued.store(waiting, Ordering::Release);
         if waiting != before {
             queue::arm(&self.queue, ctx);
         }
-        if waiting > 0 {
+        // Also when a place came back, or a caller given one went straight
+        // to a member.
+        self.admit();
+        if waiting + self.tickets.len() > 0 {
             self.grow(ctx);
         }
+    }
+
+    /// Whether a member could take a request now.
+    pub(crate) fn has_room(&self) -> bool {
+        let max = self.settings.max_in_flight;
+        self.members.iter().any(|m| {
+            m.online
+                && !m.leaving
+                && m.gone.is_none()
+                && !m.load.down.load(Ordering::Acquire)
+                && m.load.in_flight.load(Ordering::Acquire) < max
+        })
+    }
+
+    /// What the answers look at to know whether to wake the pool.
+    pub(crate) fn count_waiting(&self) {
+        let waiting = self.queue.borrow().len() + self.tickets.len();
+        self.shared.queued.store(waiting, Ordering::Release);
+    }
+
+    /// Drops the requests whose callers have gone, wherever they are in the
+    /// queue, and the tickets of callers held back who have gone; their
+    /// places go to the next.
+    pub(crate) fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.queue.borrow_mut().sweep() > 0 {
+            queue::arm(&self.queue, ctx);
+        }
+        self.tickets.retain(|ticket| !ticket.is_closed());
+        self.admit();
     }
 
     /// The queue's timer fired: the requests past their deadline fail with
@@ -305,13 +350,16 @@ impl<P: Protocol> WorkerPool<P> {
         for item in due {
             item.expire();
         }
-        self.shared.queued.store(self.queue.borrow().len(), Ordering::Release);
         queue::arm(&self.queue, ctx);
+        self.admit();
     }
 
     /// Everything waiting fails with `e`.
     fn refuse_queued(&mut self, e: &WorkerError, ctx: &mut Context<Self>) {
         let queued = self.queue.borrow_mut().drain();
+        // Callers held back send their requests again with no place, and
+        // are told why.
+        self.tickets.clear();
         self.shared.queued.store(0, Ordering::Release);
         queue::arm(&self.queue, ctx);
         for item in queued {
@@ -448,6 +496,20 @@ impl<P: Protocol> Actor for WorkerPool<P> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.start_timer(ctx);
+        // Callers that went are looked for while anything waits: their
+        // requests (up to the bound, or beyond it for a plain `send`) must
+        // not stay until a member frees a place at the front (reliability
+        // review, finding 10). A task of its own, as for one worker.
+        let (pool, shared) = (ctx.address().downgrade(), Arc::downgrade(&self.shared));
+        every(SWEEP, move || {
+            let Some(shared) = shared.upgrade() else { return false };
+            if shared.queued.load(Ordering::Acquire) > 0 {
+                if let Some(pool) = pool.upgrade() {
+                    pool.do_send(messages::Sweep);
+                }
+            }
+            true
+        });
     }
 
     /// The last address is gone: the members close the polite way (each

@@ -29,6 +29,8 @@ pub fn trials() -> Vec<Trial> {
         pool::members_that_give_up_are_replaced_until_the_pool_gives_up,
         pool::twenty_thousand_timed_asks_waiting_share_one_timer,
         pool::timed_asks_waiting_time_out_in_deadline_order_and_leave_the_queue,
+        pool::a_full_queue_holds_two_thousand_callers_back_at_its_bound,
+        pool::twenty_thousand_callers_that_go_leave_nothing_queued,
     ]
 }
 
@@ -495,5 +497,111 @@ pub fn timed_asks_waiting_time_out_in_deadline_order_and_leave_the_queue() {
         pool.send(Join).await.unwrap();
         assert!(matches!(untimed.await.unwrap(), Err(WorkerError::Terminating)));
         assert!(held.await.is_err());
+    });
+}
+
+/// Finding 10 of the reliability review: under `queue(10, WhenFull::Wait)`
+/// every ask was queued (2,000 waiting callers, depth 2,001). Now callers
+/// of `ask` beyond the bound are held back, their requests in their own
+/// futures; the queue, as `Stats` sees it (it sweeps nothing), never holds
+/// more than the bound.
+pub fn a_full_queue_holds_two_thousand_callers_back_at_its_bound() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let builder = builder.size(1).max_in_flight_per_worker(1);
+        let pool = builder.queue(10, WhenFull::Wait).start().unwrap();
+        online(&mut rx, 1).await;
+        let pid = stats(&pool).await.members[0].pid;
+        freeze_pid(pid);
+        const N: u64 = 2_000;
+        let asks: Vec<_> = (0..N).map(|i| pool.ask(Sum(vec![i, 1]))).collect();
+        let all = actix_rt::spawn(join_all(asks));
+        // Handled after every first attempt above (one sender, in order).
+        let first = stats(&pool).await;
+        assert_eq!(first.members[0].in_flight, 1, "{first:?}");
+        assert_eq!(first.queued, 10, "{first:?}");
+        assert_eq!(first.waiting, N as usize - 11, "{first:?}");
+        thaw_pid(pid);
+        let (mut most, mut looks) = (0, 0);
+        while !all.is_finished() {
+            let now = stats(&pool).await;
+            most = most.max(now.queued);
+            looks += 1;
+            assert!(now.queued <= 10, "{now:?}");
+            tokio::task::yield_now().await;
+        }
+        let sums = all.await.unwrap();
+        for (i, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum.unwrap(), i as u64 + 1);
+        }
+        let after = stats(&pool).await;
+        assert_eq!((after.queued, after.waiting), (0, 0), "{after:?}");
+        println!(
+            "POOL_BOUND queue(10, Wait), {N} callers: queued {} held back {} at first; \
+             at most {most} queued in {looks} looks while they drained",
+            first.queued, first.waiting
+        );
+        pool.terminate();
+        assert!(pool.send(Join).await.unwrap().success());
+    });
+}
+
+/// Finding 10, the other half: 20,000 requests of 16 KiB whose callers
+/// went stayed queued (+16 KiB each) until a `Stats` swept them, and the
+/// test that said they left looked through `Stats`. Here `Stats` sweeps
+/// nothing: the queue is seen to hold only the callers still there.
+pub fn twenty_thousand_callers_that_go_leave_nothing_queued() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let builder = builder.size(1).max_in_flight_per_worker(1);
+        let pool = builder.queue(100, WhenFull::Wait).start().unwrap();
+        online(&mut rx, 1).await;
+        let pid = stats(&pool).await.members[0].pid;
+        freeze_pid(pid);
+        // In flight, its caller here: no answer frees a place meanwhile, so
+        // nothing reaches the front of the queue.
+        let held = pool.send(Ask::new(Never));
+        let ballast = || Sum(vec![0; 2048]); // 16 KiB each
+                                             // 10,000 plain sends (queued, beyond the bound), 10,000 through
+                                             // `ask` (held back, their requests in their futures).
+        let sent: Vec<_> = (0..10_000).map(|_| pool.send(Ask::new(ballast()))).collect();
+        let asked: Vec<_> = (0..10_000).map(|_| pool.ask(ballast())).collect();
+        let taken = stats(&pool).await;
+        assert_eq!((taken.queued, taken.waiting), (10_000, 10_000), "{taken:?}");
+        // 50 callers stay.
+        let staying: Vec<_> = (0..50u64).map(|i| pool.ask(Sum(vec![i, 1]))).collect();
+        let staying = actix_rt::spawn(join_all(staying));
+        // All the others go at once.
+        drop((sent, asked));
+        // Nothing sweeps on our side: the pool finds them gone itself.
+        let (mut looks, since) = (0, std::time::Instant::now());
+        let settled = loop {
+            let now = stats(&pool).await;
+            looks += 1;
+            if (now.queued, now.waiting) == (50, 0) {
+                break now;
+            }
+            assert!(since.elapsed() < WAIT, "never settled: {now:?}");
+            tokio::task::yield_now().await;
+        };
+        thaw_pid(pid);
+        // Its caller goes too: cancelled in the member, which takes the rest.
+        drop(held);
+        let sums = tokio::time::timeout(WAIT, staying).await.expect("answered in time").unwrap();
+        for (i, sum) in sums.into_iter().enumerate() {
+            assert_eq!(sum.unwrap(), i as u64 + 1);
+        }
+        println!(
+            "POOL_GONE 20,000 callers of 16 KiB gone: queued {} held back {} before; \
+             {} queued, {} held back once the pool looked ({looks} looks, {:?}); \
+             the 50 that stayed answered",
+            taken.queued,
+            taken.waiting,
+            settled.queued,
+            settled.waiting,
+            since.elapsed()
+        );
+        pool.terminate();
+        assert!(pool.send(Join).await.unwrap().success());
     });
 }
