@@ -13,7 +13,7 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
 
 use super::events::MemberEvent;
-use super::queue::Queue;
+use super::queue::{Queue, Queued};
 use super::{Load, Shared, State, WorkerPool};
 use crate::error::{ExitStatus, WorkerError};
 use crate::parent::messages::{Answered, Ask, Forward, Join, Post, Terminate, WorkerAddrExt};
@@ -101,18 +101,6 @@ impl<P: Protocol> WorkerPool<P> {
         }
         prepared
     }
-}
-
-/// A request waiting in the pool's queue.
-pub(crate) trait Queued<P: Protocol> {
-    /// Its caller no longer waits (gone, or timed out).
-    fn cancelled(&self) -> bool;
-    /// Hands it to the member at position `at`.
-    fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize);
-    /// Fails it.
-    fn refuse(self: Box<Self>, e: WorkerError);
-    /// Fails it with its timeout: its deadline passed while it waited.
-    fn expire(self: Box<Self>);
 }
 
 struct QueuedAsk<R: Request> {

@@ -17,9 +17,21 @@ use std::time::Instant;
 
 use actix::{AsyncContext, Context, SpawnHandle};
 
-use super::messages::Queued;
 use super::WorkerPool;
+use crate::error::WorkerError;
 use crate::protocol::Protocol;
+
+/// A request waiting in the pool's queue.
+pub(crate) trait Queued<P: Protocol> {
+    /// Its caller no longer waits (gone, or timed out).
+    fn cancelled(&self) -> bool;
+    /// Hands it to the member at position `at`.
+    fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize);
+    /// Fails it.
+    fn refuse(self: Box<Self>, e: WorkerError);
+    /// Fails it with its timeout: its deadline passed while it waited.
+    fn expire(self: Box<Self>);
+}
 
 /// Requests waiting, by arrival, and the deadlines of the timed ones.
 pub(crate) struct Queue<P: Protocol> {
