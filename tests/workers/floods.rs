@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    Event, Limits, PoolEvent, RestartPolicy, WireError, WorkerAddrExt, WorkerEvent, WorkerPool,
+    Event, ExitStatus, Limits, PoolEvent, RestartPolicy, WireError, WorkerAddrExt, WorkerBuilder,
+    WorkerEvent, WorkerPool,
 };
 use libtest_mimic::Trial;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
@@ -46,15 +47,6 @@ pub fn roles() -> Vec<Trial> {
         floods::cancel_flood_role,
         floods::total_flood_role,
     ]
-}
-
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// This process's descriptor limit, set to `n`.
@@ -146,17 +138,26 @@ pub fn descriptors_past_the_limit_are_closed_not_leaked() {
     isolated("floods::fd_burst_role");
 }
 
+/// Starts the flooding worker `entry` (with `tweak` on its builder), has
+/// another worker answer meanwhile, and waits for the flood to end: its
+/// exit, and the parent's peak growth in KiB.
+async fn flood_beside_another(
+    entry: &str,
+    tweak: impl FnOnce(WorkerBuilder<Test>) -> WorkerBuilder<Test>,
+) -> (ExitStatus, u64) {
+    another_worker_answers().await;
+    let before = status_kib("VmRSS:");
+    let (rec, mut events) = events::<Test>();
+    let _flood = tweak(builder(rec).entry(entry)).start().unwrap();
+    another_worker_answers().await;
+    let status = events.exit().await;
+    (status, status_kib("VmHWM:").saturating_sub(before))
+}
+
 /// Run alone by `a_worker_that_asks_and_never_reads_is_held_back`.
 pub fn reply_flood_role() {
     run(async {
-        another_worker_answers().await;
-        let before = status_kib("VmRSS:");
-        let (rec, mut events) = events::<Test>();
-        let _flood = builder(rec).entry("raw-reply-flood").start().unwrap();
-        // Meanwhile, another worker starts and answers.
-        another_worker_answers().await;
-        let status = events.exit().await;
-        let grew = status_kib("VmHWM:").saturating_sub(before);
+        let (status, grew) = flood_beside_another("raw-reply-flood", |b| b).await;
         assert_eq!(status.code, Some(HELD_BACK), "the worker was never held back: {status}");
         assert!(grew < 64 << 10, "the parent grew by {grew} KiB");
         another_worker_answers().await;
@@ -351,17 +352,8 @@ impl Handler<GetConfig> for Hoard {
 /// Run alone by `large_requests_to_a_slow_served_actor_are_held_back`.
 pub fn big_ask_flood_role() {
     run(async {
-        another_worker_answers().await;
-        let before = status_kib("VmRSS:");
-        let (rec, mut events) = events::<Test>();
-        let _flood = builder(rec)
-            .entry("raw-big-ask-flood")
-            .serve(Hoard.start().recipient::<GetConfig>())
-            .start()
-            .unwrap();
-        another_worker_answers().await;
-        let status = events.exit().await;
-        let grew = status_kib("VmHWM:").saturating_sub(before);
+        let serve = |b: WorkerBuilder<Test>| b.serve(Hoard.start().recipient::<GetConfig>());
+        let (status, grew) = flood_beside_another("raw-big-ask-flood", serve).await;
         assert_eq!(status.code, Some(HELD_BACK), "the worker was never held back: {status}");
         // The bytes bound (16 MiB) and one 8 MiB request past it, as read
         // and as decoded, and the reading buffer.
@@ -454,13 +446,7 @@ pub fn a_pool_member_posting_faster_than_the_recipient_handles_is_held_back() {
 /// Run alone by `a_flood_of_cancels_for_requests_never_asked_costs_nothing`.
 pub fn cancel_flood_role() {
     run(async {
-        another_worker_answers().await;
-        let before = status_kib("VmRSS:");
-        let (rec, mut events) = events::<Test>();
-        let _flood = builder(rec).entry("raw-cancel-flood").start().unwrap();
-        another_worker_answers().await;
-        let status = events.exit().await;
-        let grew = status_kib("VmHWM:").saturating_sub(before);
+        let (status, grew) = flood_beside_another("raw-cancel-flood", |b| b).await;
         // Nothing to hold it back for: all 9,800,000 read, nothing kept.
         assert_eq!(status.code, Some(crate::hostile::NEVER_HELD_BACK), "{status}");
         assert!(grew < 16 << 10, "the parent grew by {grew} KiB");

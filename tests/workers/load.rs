@@ -168,12 +168,7 @@ pub fn a_worker_dying_while_receiving_16_mib_is_a_typed_error() {
 }
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    status_kib("VmRSS:")
 }
 
 /// Run alone by `a_thousand_crash_restarts_leave_nothing_behind`.

@@ -302,15 +302,6 @@ pub fn a_request_in_flight_when_the_system_stops_fails_and_no_process_is_left() 
     assert!(!children().iter().any(|&(p, _)| p == pid), "worker {pid} not reaped");
 }
 
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Run alone by `two_hundred_ports_that_each_sent_four_mib_keep_little`.
 pub fn ports_memory_role() {
     run(async {

@@ -44,6 +44,17 @@ pub async fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A field of this process's `/proc/self/status` in KiB (`"VmRSS:"`,
+/// `"VmHWM:"`, `"VmPTE:"`).
+pub fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// Open descriptors of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
