@@ -1,7 +1,7 @@
 //! What a parent hands a worker at exec, known to both sides: the
 //! environment variables that name the socket, the entry and the message
-//! limit, the worker runtime's exit codes, and how each side tells who the
-//! other is.
+//! limit, the secrets block a remote worker reads from its stdin, the
+//! worker runtime's exit codes, and how each side tells who the other is.
 
 /// Environment variable that tells the child which descriptor is its socket.
 pub(crate) const ENV_FD: &str = "ACTIX_WEBWORKER_FD";
@@ -12,11 +12,56 @@ pub(crate) const ENV_MAX_MESSAGE: &str = "ACTIX_WEBWORKER_MAX_MESSAGE";
 /// Environment variable with the `host:port` a remote worker connects back
 /// to (instead of [`ENV_FD`]).
 pub(crate) const ENV_CONNECT: &str = "ACTIX_WEBWORKER_CONNECT";
-/// Environment variable with the one-time token a remote worker presents.
-pub(crate) const ENV_TOKEN: &str = "ACTIX_WEBWORKER_TOKEN";
-/// Environment variable with the SHA-256 (hex) of the parent's TLS
-/// certificate: set, the worker connects with TLS and trusts only that.
-pub(crate) const ENV_TLS_PIN: &str = "ACTIX_WEBWORKER_TLS_PIN";
+/// Environment variable that says where a remote worker's secrets are:
+/// `stdin`, the only value, for the block of [`secrets_block`]. Not secret
+/// itself: the secrets never go in an environment or an argument list,
+/// which every user of the host may read (`/proc/PID/cmdline`, and the
+/// environment a launcher such as `ssh` passes on as arguments).
+pub(crate) const ENV_SECRETS: &str = "ACTIX_WEBWORKER_SECRETS";
+/// The key, in the secrets block, of the one-time token a remote worker
+/// presents.
+pub(crate) const SECRET_TOKEN: &str = "ACTIX_WEBWORKER_TOKEN";
+/// The key, in the secrets block, of the SHA-256 (hex) of the parent's TLS
+/// certificate: given, the worker connects with TLS and trusts only that.
+pub(crate) const SECRET_TLS_PIN: &str = "ACTIX_WEBWORKER_TLS_PIN";
+/// The largest secrets block a worker reads.
+pub(crate) const MAX_SECRETS: usize = 4096;
+
+/// The secrets block a remote worker reads from its stdin: one
+/// `KEY=value` line per secret, then an empty line. The empty line ends
+/// it, not the end of the input, since a launcher may keep stdin open
+/// (`kubectl exec -i`).
+pub(crate) fn secrets_block(token: &str, pin: Option<&str>) -> String {
+    let mut block = format!("{SECRET_TOKEN}={token}\n");
+    if let Some(pin) = pin {
+        block.push_str(&format!("{SECRET_TLS_PIN}={pin}\n"));
+    }
+    block.push('\n');
+    block
+}
+
+/// The secrets a remote worker was given: its token, and the pin of the
+/// parent's certificate when over TLS.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Secrets {
+    pub token: String,
+    pub pin: Option<String>,
+}
+
+/// Reads a secrets block (see [`secrets_block`]) from the lines of
+/// `block`, up to its empty line; keys it does not know are skipped, for
+/// later versions to add some.
+pub(crate) fn parse_secrets(block: &str) -> Secrets {
+    let mut secrets = Secrets::default();
+    for line in block.lines().take_while(|l| !l.is_empty()) {
+        match line.split_once('=') {
+            Some((SECRET_TOKEN, token)) => secrets.token = token.to_owned(),
+            Some((SECRET_TLS_PIN, pin)) => secrets.pin = Some(pin.to_owned()),
+            _ => {}
+        }
+    }
+    secrets
+}
 
 /// The largest message either side may send, unless told otherwise.
 pub(crate) const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
@@ -80,6 +125,16 @@ fn parent_of(pid: i32) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secrets_block_reads_back_up_to_its_empty_line() {
+        let block = secrets_block(&"a".repeat(64), Some(&"b".repeat(64)));
+        let read = parse_secrets(&format!("{block}{SECRET_TOKEN}=later\n"));
+        assert_eq!(read, Secrets { token: "a".repeat(64), pin: Some("b".repeat(64)) });
+        let plain = parse_secrets(&secrets_block("t", None));
+        assert_eq!(plain, Secrets { token: "t".into(), pin: None });
+        assert_eq!(parse_secrets("OTHER=x\nACTIX_WEBWORKER_TOKEN=t\n\n").token, "t");
+    }
 
     #[test]
     fn ancestry() {

@@ -393,6 +393,47 @@ def _tls(sock, pin):
     return tls
 
 
+def _read_secrets():
+    """The token and TLS pin of a remote worker, from the secrets block on
+    stdin (PROTOCOL.md, section 1): `KEY=value` lines up to an empty line,
+    read byte by byte so that nothing after it is taken, within 10 s. Then
+    stdin becomes /dev/null. The secrets never come in the environment or
+    the arguments, which other users of the host can read."""
+    import select
+    import time
+
+    block = b""
+    deadline = time.monotonic() + 10
+    while not block.endswith(b"\n\n") and block != b"\n" and len(block) < 4096:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([0], [], [], left)[0]:
+            break
+        byte = os.read(0, 1)
+        if not byte:
+            break
+        block += byte
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    token, pin = "", None
+    for line in block.decode("utf-8", "replace").split("\n"):
+        if not line:
+            break
+        key, _, value = line.partition("=")
+        if key == "ACTIX_WEBWORKER_TOKEN":
+            token = value
+        elif key == "ACTIX_WEBWORKER_TLS_PIN":
+            pin = value
+    if not token:
+        print(
+            "actix_webworker: no token on stdin (ACTIX_WEBWORKER_SECRETS=stdin): "
+            "a launcher must pass its stdin on (not `ssh -n`)",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_NOT_A_WORKER)
+    return token, pin
+
+
 def _handshake(conn, sock, fingerprint, remote):
     """Reads the parent's hello, answers with ours; raises SystemExit with
     the runtime's code when the two do not match."""
@@ -428,8 +469,8 @@ def run(worker, answers=None, entries=None, fingerprint=None):
     (default: the parent's, echoed)."""
     fd = os.environ.pop("ACTIX_WEBWORKER_FD", None)
     connect = os.environ.pop("ACTIX_WEBWORKER_CONNECT", None)
-    token = os.environ.pop("ACTIX_WEBWORKER_TOKEN", "")
-    pin = os.environ.pop("ACTIX_WEBWORKER_TLS_PIN", None)
+    on_stdin = os.environ.pop("ACTIX_WEBWORKER_SECRETS", None) == "stdin"
+    token, pin = _read_secrets() if connect is not None and on_stdin else ("", None)
     entry = os.environ.pop("ACTIX_WEBWORKER_ENTRY", None)
     max_message = int(os.environ.pop("ACTIX_WEBWORKER_MAX_MESSAGE", 64 << 20))
     if connect is not None:

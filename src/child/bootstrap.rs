@@ -10,7 +10,7 @@
 //! without `pidfd_open`, before 5.3, fall back to watching for the socket's
 //! hang-up and for `getppid()` to change.)
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use nix::fcntl::{FcntlArg, FdFlag};
 use nix::poll::PollFlags;
 
 use crate::handoff::{
-    self, ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_TLS_PIN, ENV_TOKEN,
+    self, Secrets, ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_SECRETS, MAX_SECRETS,
 };
 use crate::os;
 use tokio_rustls::rustls::ClientConnection;
@@ -53,6 +53,11 @@ pub(crate) enum HandoffError {
     ForeignSocket { peer: i32 },
     #[error("could not connect to the parent at {address} ({ENV_CONNECT}): {source}")]
     Connect { address: String, source: std::io::Error },
+    #[error(
+        "no token on stdin ({ENV_SECRETS}=stdin): {0} (a launcher must pass its stdin on: \
+         not `ssh -n`)"
+    )]
+    Secrets(String),
 }
 
 /// Takes the inherited socket named in the environment, checks that it
@@ -61,14 +66,17 @@ pub(crate) enum HandoffError {
 pub(crate) fn take() -> Result<Handoff, HandoffError> {
     let fd = std::env::var(ENV_FD).ok().and_then(|v| v.parse::<RawFd>().ok());
     let connect = std::env::var(ENV_CONNECT).ok();
-    let token = std::env::var(ENV_TOKEN).unwrap_or_default();
-    let pin = std::env::var(ENV_TLS_PIN).ok();
-    for var in [ENV_FD, ENV_ENTRY, ENV_MAX_MESSAGE, ENV_CONNECT, ENV_TOKEN, ENV_TLS_PIN] {
+    let on_stdin = std::env::var(ENV_SECRETS).is_ok_and(|v| v == "stdin");
+    for var in [ENV_FD, ENV_ENTRY, ENV_MAX_MESSAGE, ENV_CONNECT, ENV_SECRETS] {
         // The runtime has not started any thread yet: this runs first in
         // the worker's main.
         std::env::remove_var(var);
     }
     if let Some(address) = connect {
+        let Secrets { token, pin } = match on_stdin {
+            true => read_secrets().map_err(HandoffError::Secrets)?,
+            false => Secrets::default(),
+        };
         let (sock, tls) = connect_back(&address, &token, pin.as_deref())
             .map_err(|source| HandoffError::Connect { address, source })?;
         return Ok(Handoff { sock, parent: None, tls });
@@ -97,6 +105,47 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
     nix::fcntl::fcntl(&owned, cloexec).map_err(|_| HandoffError::BadDescriptor(fd))?;
     let parent = Arc::new(ParentWatch::open(peer));
     Ok(Handoff { sock: owned, parent: Some(parent), tls: None })
+}
+
+/// Reads the secrets block (`handoff::secrets_block`) from stdin, byte by
+/// byte up to its empty line so that nothing after it is taken, within
+/// [`CONNECT_TIMEOUT`]; then stdin becomes `/dev/null`: what the launcher
+/// passes on after the block is not the worker's to read.
+fn read_secrets() -> Result<Secrets, String> {
+    // SAFETY: descriptor 0 stays open for the life of the process (it is
+    // replaced below, never closed).
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let mut block = Vec::new();
+    while !block.ends_with(b"\n\n") && block != b"\n" {
+        if block.len() >= MAX_SECRETS {
+            return Err(format!("more than {MAX_SECRETS} bytes without an empty line"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("none within {CONNECT_TIMEOUT:?}"));
+        }
+        if !os::ready(&[stdin], PollFlags::POLLIN, left) {
+            continue;
+        }
+        let mut byte = [0u8];
+        match nix::unistd::read(stdin, &mut byte) {
+            Ok(0) => break,
+            Ok(_) => block.push(byte[0]),
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // SAFETY: dup2 onto descriptor 0, which this process owns.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(format!("stdin: {}", std::io::Error::last_os_error()));
+    }
+    let secrets = handoff::parse_secrets(&String::from_utf8_lossy(&block));
+    match secrets.token.is_empty() {
+        true => Err("the input ended before the token".into()),
+        false => Ok(secrets),
+    }
 }
 
 /// Connects to a remote parent at `address`, over TLS with a parent whose

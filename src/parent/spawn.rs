@@ -6,14 +6,16 @@
 //! close-on-exec `socketpair` (no path on disk) with close-on-exec cleared
 //! in the child only, becomes the leader of its own process group (so that
 //! what it starts is signalled with it), and asks for SIGTERM when the
-//! parent dies. What follows, from the start to the reaping, is
+//! parent dies. A remote worker gets its token (and TLS pin) on its stdin,
+//! never in an argument or the environment, which other users of either
+//! host can read. What follows, from the start to the reaping, is
 //! `process.rs`'s.
 
 use super::options::{CommandSpec, Transport};
 use super::output::Output;
 use super::process::ChildHandle;
 use crate::error::SpawnError;
-use crate::handoff::{ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_TLS_PIN, ENV_TOKEN};
+use crate::handoff::{ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_SECRETS};
 use crate::wire::tls::TlsServer;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -266,8 +268,10 @@ fn launch(
     spec: &CommandSpec,
     connect: &Connect,
 ) -> io::Result<Launched> {
-    // What the worker is told, in its environment.
+    // What the worker is told, in its environment: nothing secret.
     let mut told: Vec<(&str, std::ffi::OsString)> = Vec::new();
+    // A remote worker's secrets, on its stdin.
+    let mut stdin = Stdio::null();
     let fd = match connect {
         Connect::Inherit(child_fd) => {
             told.push((ENV_FD, child_fd.as_raw_fd().to_string().into()));
@@ -275,10 +279,8 @@ fn launch(
         }
         Connect::Back { address, token, pin } => {
             told.push((ENV_CONNECT, address.into()));
-            told.push((ENV_TOKEN, token.into()));
-            if let Some(pin) = pin {
-                told.push((ENV_TLS_PIN, pin.into()));
-            }
+            told.push((ENV_SECRETS, "stdin".into()));
+            stdin = secrets_on_a_pipe(token, pin.as_deref())?;
             None
         }
     };
@@ -297,7 +299,8 @@ fn launch(
         }
         // `launcher... env K=V... program args...`: the variables reach a
         // remote command whatever the launcher passes on of its own
-        // environment.
+        // environment. None of them is secret: everyone on the host can
+        // read these arguments.
         Some((launcher, its_args)) => {
             let mut cmd = Command::new(launcher);
             cmd.args(its_args).arg("env");
@@ -329,7 +332,7 @@ fn launch(
     for (k, v) in &told {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::null()).stdout(stdio(spec.stdout, 1)).stderr(stdio(spec.stderr, 2));
+    cmd.stdin(stdin).stdout(stdio(spec.stdout, 1)).stderr(stdio(spec.stderr, 2));
     cmd.process_group(0);
     let parent = std::process::id() as libc::pid_t;
     let rlimits = spec.rlimits;
@@ -380,6 +383,21 @@ fn launch(
         stdout: child.stdout.take().map(OwnedFd::from),
         stderr: child.stderr.take().map(OwnedFd::from),
     })
+}
+
+/// A pipe that holds the secrets block (`handoff::secrets_block`) and then
+/// ends: the read end, for the launcher's stdin. `ssh`, `srun`, `kubectl
+/// exec -i` and a shell pass their stdin on to the command they run, and
+/// no other user can read a pipe, as they can read `/proc/PID/cmdline`
+/// and what a launcher puts there. Written whole before the launcher
+/// starts (a few hundred bytes: the pipe's buffer holds them), so nothing
+/// waits on the launcher and it can never be a broken pipe.
+fn secrets_on_a_pipe(token: &str, pin: Option<&str>) -> io::Result<Stdio> {
+    use std::io::Write;
+    let (read, mut write) = io::pipe()?;
+    write.write_all(crate::handoff::secrets_block(token, pin).as_bytes())?;
+    drop(write);
+    Ok(read.into())
 }
 
 /// Marks every descriptor from 3 up close-on-exec, for kernels without

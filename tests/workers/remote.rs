@@ -31,6 +31,8 @@ pub fn trials() -> Vec<Trial> {
         remote::a_worker_given_another_pin_will_not_talk,
         remote::tls_with_a_certificate_from_files,
         remote::a_worker_over_tls_without_the_entry_says_which_it_has,
+        remote::no_secret_is_in_any_argument_or_environment_of_the_launch,
+        remote::another_local_user_watching_proc_cannot_take_the_workers_place,
     ]
 }
 
@@ -428,8 +430,12 @@ pub fn run_if_launcher() {
     let Ok(scenario) = std::env::var(LAUNCHER) else { return };
     // SAFETY: nothing else runs yet; the worker must not be a launcher too.
     unsafe { std::env::remove_var(LAUNCHER) };
+    if scenario == "attacker" {
+        attacker();
+    }
     let address = std::env::var("ACTIX_WEBWORKER_CONNECT").unwrap();
-    let token = std::env::var("ACTIX_WEBWORKER_TOKEN").unwrap();
+    let mut secrets = launch_secrets();
+    let token = secret(&secrets, "ACTIX_WEBWORKER_TOKEN").unwrap_or_default();
     let connect = || std::net::TcpStream::connect(&address).unwrap();
     let closed = |mut s: std::net::TcpStream| {
         let mut buf = [0u8; 64];
@@ -465,21 +471,71 @@ pub fn run_if_launcher() {
             std::process::exit(0);
         }
         "wrong-pin" => {}
+        "record" => {
+            // The secrets, for the test to look for; then the worker run
+            // by a shell as a child (no exec), so that the whole chain
+            // lives while the test looks.
+            std::fs::write(std::env::var("AWW_NOTE").unwrap(), &secrets).unwrap();
+            pass_on_stdin(&secrets);
+            let status = std::process::Command::new("sh")
+                .args(["-c", "\"$@\"; exit $?", "sh"])
+                .args(std::env::args_os().skip(1))
+                .status()
+                .unwrap();
+            std::process::exit(status.code().unwrap_or(1));
+        }
         other => panic!("no launcher scenario {other}"),
     }
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     if scenario == "wrong-pin" {
         // The worker is told to trust another certificate.
+        let pin = |s: &str| s.starts_with("ACTIX_WEBWORKER_TLS_PIN=");
+        let other = format!("ACTIX_WEBWORKER_TLS_PIN={}", "0".repeat(64));
         for arg in &mut args {
-            if arg.to_string_lossy().starts_with("ACTIX_WEBWORKER_TLS_PIN=") {
-                *arg = format!("ACTIX_WEBWORKER_TLS_PIN={}", "0".repeat(64)).into();
+            if pin(&arg.to_string_lossy()) {
+                *arg = other.clone().into();
             }
         }
+        let lines = secrets.lines().map(|l| if pin(l) { other.as_str() } else { l });
+        secrets = lines.map(|l| format!("{l}\n")).collect();
     }
+    pass_on_stdin(&secrets);
     let mut args = args.into_iter();
     let program = args.next().expect("what to launch");
     let e = std::process::Command::new(program).args(args).exec();
     panic!("could not exec the worker: {e}");
+}
+
+/// The secrets block a launcher is given on its stdin (read to its end:
+/// the parent closes it), or, from a parent that puts them in the
+/// environment instead, the same block made from there.
+fn launch_secrets() -> String {
+    let mut block = String::new();
+    if std::env::var("ACTIX_WEBWORKER_SECRETS").is_ok_and(|v| v == "stdin") {
+        std::io::stdin().read_to_string(&mut block).expect("the secrets on stdin");
+        return block;
+    }
+    for key in ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"] {
+        if let Ok(value) = std::env::var(key) {
+            block.push_str(&format!("{key}={value}\n"));
+        }
+    }
+    block + "\n"
+}
+
+/// The value of `key` in a secrets block.
+fn secret(block: &str, key: &str) -> Option<String> {
+    block.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
+}
+
+/// Makes `block` this process's stdin, for what it execs next: a launcher
+/// passes its stdin on.
+fn pass_on_stdin(block: &str) {
+    let (read, mut write) = std::io::pipe().unwrap();
+    write.write_all(block.as_bytes()).unwrap();
+    drop(write);
+    // SAFETY: dup2 onto our own stdin.
+    assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&read), 0) } == 0);
 }
 
 /// The token message, in its WebSocket frame.
@@ -650,4 +706,260 @@ pub fn a_worker_launched_through_a_real_ssh() {
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a process shows every user of the host: its arguments, and (to
+/// its own user and root) its environment; empty when it is gone.
+fn shown(pid: u32) -> String {
+    let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+    let (cmdline, environ) = (read("cmdline"), read("environ"));
+    format!("{} {}", String::from_utf8_lossy(&cmdline), String::from_utf8_lossy(&environ))
+}
+
+/// The parent of `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The token and the TLS pin (never in an argument, never in an
+/// environment): the launcher records the secrets block it is given and
+/// runs the worker through a shell that stays, and every process of that
+/// chain, and every process of the host, is searched for them once the
+/// worker answers. The same without a launcher (the worker is the
+/// parent's child): its own arguments and environment.
+pub fn no_secret_is_in_any_argument_or_environment_of_the_launch() {
+    run(async {
+        let note = std::env::temp_dir().join(format!("aww-secrets-{}", std::process::id()));
+        let me = std::process::id();
+        for (what, transport, launcher) in
+            [("tcp", loopback(), true), ("tls", tls(), true), ("tls, no launcher", tls(), false)]
+        {
+            let (rec, mut events) = events::<Test>();
+            let worker = match launcher {
+                true => launched(rec, "record").transport(transport).env("AWW_NOTE", &note),
+                false => builder(rec).transport(transport),
+            };
+            let worker = worker.restart(RestartPolicy::never()).start().unwrap();
+            let pid = worker.ask(WhichPid).await.unwrap();
+            // The worker and every process between it and this one.
+            let mut chain = vec![pid];
+            while let Some(up) = parent_of(*chain.last().unwrap()).filter(|&p| p != me && p > 1) {
+                chain.push(up);
+            }
+            assert_eq!(chain.len(), if launcher { 3 } else { 1 }, "{what}: chain {chain:?}");
+            let mut secrets: Vec<String> = Vec::new();
+            if launcher {
+                let block = std::fs::read_to_string(&note).unwrap();
+                let _ = std::fs::remove_file(&note);
+                for key in ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"] {
+                    secrets.extend(secret(&block, key));
+                }
+                assert_eq!(secrets.len(), 1 + usize::from(what == "tls"), "{what}: {block}");
+                assert!(secrets.iter().all(|s| s.len() == 64), "{what}: {secrets:?}");
+            }
+            let names = ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"];
+            for p in &chain {
+                let seen = shown(*p);
+                assert!(!seen.is_empty(), "{what}: process {p} is readable");
+                for needle in names.iter().copied().chain(secrets.iter().map(String::as_str)) {
+                    assert!(!seen.contains(needle), "{what}: process {p} shows {needle}: {seen}");
+                }
+            }
+            let mut searched = 0;
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+                let seen = shown(p);
+                searched += 1;
+                for needle in &secrets {
+                    assert!(!seen.contains(needle.as_str()), "{what}: process {p} shows a secret");
+                }
+            }
+            println!(
+                "SECRETS {what}: chain of {} processes, {searched} processes searched, \
+                 {} secrets found nowhere",
+                chain.len(),
+                secrets.len()
+            );
+            assert_eq!(worker.ask(Sum(vec![1, 2])).await.unwrap(), 3);
+            worker.terminate();
+            events.successful_exit().await;
+        }
+    });
+}
+
+/// Whether user 65534 can run this test binary: every directory above it
+/// searchable by others, the file executable by others.
+fn others_can_run(exe: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode());
+    matches!(mode(exe), Ok(m) if m & 0o001 != 0)
+        && exe.ancestors().skip(1).all(|d| matches!(mode(d), Ok(m) if m & 0o001 != 0))
+}
+
+/// Another local user (uid 65534, through `setpriv`) who polls every
+/// process's `/proc/PID/cmdline` and `environ` during the launch (a
+/// launcher that takes 300 ms, as `ssh` does, keeps the window open), and
+/// connects to the port with every 64-hex string it finds: it sees the
+/// address but no token, and the real worker gets in. (Before the token
+/// went to stdin, the attacker read it from the launcher's arguments,
+/// was taken for the worker, and the real one was refused as "used
+/// already".) Skipped, saying so, without `setpriv` or root.
+pub fn another_local_user_watching_proc_cannot_take_the_workers_place() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: not root, so no other user can be played with setpriv");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    if std::process::Command::new("setpriv").arg("--version").output().is_err() {
+        println!("SKIPPED: setpriv (util-linux) is not installed");
+        return;
+    }
+    if !others_can_run(&exe) {
+        println!(
+            "SKIPPED: user 65534 cannot run {} (a directory above it is closed)",
+            exe.display()
+        );
+        return;
+    }
+    run(async {
+        for (what, transport) in [("tcp", loopback()), ("tls", tls())] {
+            let mut attacker = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe)
+                .env(LAUNCHER, "attacker")
+                .env("AWW_WATCH", std::process::id().to_string())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut said = std::io::BufReader::new(attacker.stdout.take().unwrap());
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+            assert_eq!(line.trim(), "POLLING", "{what}: the attacker did not start: {line}");
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec)
+                .transport(transport)
+                .launcher(["sh", "-c", "sleep 0.3; exec \"$@\"", "launcher"])
+                .restart(RestartPolicy::never())
+                .start()
+                .unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(30), worker.ask(Sum(vec![4, 5])));
+            let answer = answer.await;
+            // The attacker's report, once told to stop (its stdin closed).
+            drop(attacker.stdin.take());
+            let mut report = String::new();
+            said.read_to_string(&mut report).unwrap();
+            let _ = attacker.wait();
+            println!("ATTACKER {what}: {}", report.trim().replace('\n', ", "));
+            let count = |key: &str| {
+                report.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+            };
+            assert_eq!(count("tokens_seen"), Some(0), "{what}: {report}");
+            assert!(count("addresses_seen").unwrap_or(0) >= 1, "{what}: it watched: {report}");
+            assert!(matches!(answer, Ok(Ok(9))), "{what}: the real worker answers: {answer:?}");
+            let told = events.rest().await;
+            assert!(
+                !told.iter().any(|e| matches!(e, Event::WireError(WireError::AuthRefused { .. }))),
+                "{what}: a connection was refused (the real worker?): {told:?}"
+            );
+            worker.terminate();
+            events.successful_exit().await;
+        }
+    });
+}
+
+/// The attacker of `another_local_user_watching_proc_cannot_take_the_workers_place`,
+/// run as another user: polls the arguments and environments of every
+/// process that descends from `AWW_WATCH` (the test; not the rest of the
+/// host, where other tests run), notes connect addresses and 64-hex
+/// strings, and presents each such string as a token to each address,
+/// keeping the connections open. Prints `POLLING` after its first pass;
+/// when its stdin ends, prints what it saw and exits.
+fn attacker() -> ! {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let watch: u32 = std::env::var("AWW_WATCH").unwrap().parse().unwrap();
+    #[derive(Default)]
+    struct Seen {
+        tokens: HashSet<String>,
+        addresses: HashSet<String>,
+        environs_read: u64,
+        connected: u64,
+        passes: u64,
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let polling = seen.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let mut tried = HashSet::new();
+        loop {
+            let mut pids = Vec::new();
+            for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+                let mut up = Some(p);
+                for _ in 0..32 {
+                    match up {
+                        Some(q) if q == watch => {
+                            pids.push(p);
+                            break;
+                        }
+                        Some(q) if q > 1 => up = parent_of(q),
+                        _ => break,
+                    }
+                }
+            }
+            let mut seen = polling.lock().unwrap();
+            for p in pids.into_iter().filter(|&p| p != watch) {
+                let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let environ = std::fs::read(format!("/proc/{p}/environ"));
+                seen.environs_read += u64::from(environ.is_ok());
+                let text = [cmdline, environ.unwrap_or_default()].concat();
+                for word in text.split(|b| !b.is_ascii_alphanumeric() && !b":._=".contains(b)) {
+                    let word = String::from_utf8_lossy(word);
+                    if let Some(a) = word.strip_prefix("ACTIX_WEBWORKER_CONNECT=") {
+                        seen.addresses.insert(a.to_owned());
+                    }
+                    let value = word.rsplit('=').next().unwrap_or("");
+                    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        seen.tokens.insert(value.to_owned());
+                    }
+                }
+            }
+            let pairs: Vec<(String, String)> = seen
+                .addresses
+                .iter()
+                .flat_map(|a| seen.tokens.iter().map(move |t| (a.clone(), t.clone())))
+                .collect();
+            for pair in pairs {
+                if tried.insert(pair.clone()) {
+                    if let Ok(mut sock) = std::net::TcpStream::connect(&pair.0) {
+                        // In the clear; over TLS the attacker would wrap it
+                        // first, as it would with a pin it had read.
+                        let _ = sock.write_all(&auth_frame(&pair.1));
+                        seen.connected += 1;
+                        held.push(sock);
+                    }
+                }
+            }
+            seen.passes += 1;
+            if seen.passes == 1 {
+                println!("POLLING");
+                let _ = std::io::stdout().flush();
+            }
+            drop(seen);
+            std::thread::yield_now();
+        }
+    });
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    let seen = seen.lock().unwrap();
+    println!("tokens_seen {}", seen.tokens.len());
+    println!("addresses_seen {}", seen.addresses.len());
+    println!("environs_read {}", seen.environs_read);
+    println!("connected_with_a_token {}", seen.connected);
+    println!("passes {}", seen.passes);
+    let _ = std::io::stdout().flush();
+    std::process::exit(0)
 }
