@@ -35,7 +35,10 @@ pub enum Lost {
     /// without the worker's close: it died, or the connection was cut.
     /// `code` and `signal` are the launcher's, which may or may not pass
     /// on the worker's (`ssh` exits with 255 when the connection drops,
-    /// and when the remote command is killed by a signal).
+    /// and when the remote command is killed by a signal). Also a
+    /// launcher that exited while the worker was connected (an `ssh`
+    /// client killed): the parent then ends the connection itself, so
+    /// that the worker, which it can no longer signal, exits.
     Disconnected,
 }
 

@@ -14,8 +14,10 @@
 //! socket, and a worker that floods the parent is held back instead of
 //! filling the parent's memory.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,6 +220,7 @@ impl<P: Protocol> Link<P> {
                 }
             })
         });
+        let cutting = Rc::new(RefCell::new(Cutting::Connected));
         let mut in_doubt = 0;
         // Taken for lost by its heartbeat (its status is then the kill's),
         // or its connection ended without its close.
@@ -227,6 +230,13 @@ impl<P: Protocol> Link<P> {
                 if !local {
                     opened.reader.without_descriptors();
                 }
+                if launched {
+                    if let Some(sock) = farewell.as_ref().and_then(|s| s.try_clone().ok()) {
+                        let grace = handle.farewell().limits().0;
+                        let inner = std::mem::replace(&mut wait, Box::pin(std::future::pending()));
+                        wait = cut_when_launcher_exits(inner, sock, grace, cutting.clone());
+                    }
+                }
                 if let Some(sock) = farewell {
                     super::process::connected(&handle, sock, opened.reader.queues());
                 }
@@ -234,11 +244,20 @@ impl<P: Protocol> Link<P> {
                 let session = Session::start(opened.reader, opened.writer, shared, side);
                 let (side, n, closed) =
                     serve(session, &handle, &mut wait, &mut status, heartbeat, &mut lost).await;
+                // The connection has ended: nothing is left to cut.
+                let cut = Cutting::set(&cutting, Cutting::Ended);
+                if let Some(task) = &cut {
+                    task.abort();
+                }
                 in_doubt = n;
                 // Through a launcher, the status to come is the launcher's:
                 // the worker's own is known only if it closed (and then the
                 // launcher passes it on), not if its connection just ended.
-                if launched && lost.is_none() && !closed {
+                // A launcher that failed while the connection was up was
+                // not passing on a close: the worker's close came after,
+                // when its connection was cut.
+                let failed_first = cut.is_some() && status.is_some_and(|s| !s.success());
+                if launched && lost.is_none() && (!closed || failed_first) {
                     lost = Some(Lost::Disconnected);
                 }
                 side
@@ -322,6 +341,60 @@ impl<P: Protocol> Link<P> {
         events.keep_marks();
         LinkExit { status, certain }
     }
+}
+
+/// Where a launched worker's connection is, for its launcher's exit.
+enum Cutting {
+    /// Up: a launcher's exit cuts it.
+    Connected,
+    /// The launcher has exited: the connection is cut (fully) when this
+    /// task's grace is over.
+    Cut(actix_rt::task::JoinHandle<()>),
+    /// Ended: a launcher's exit now cuts nothing.
+    Ended,
+}
+
+impl Cutting {
+    /// Puts `with` in `cell`; the task that was to cut, if any.
+    fn set(cell: &RefCell<Cutting>, with: Cutting) -> Option<actix_rt::task::JoinHandle<()>> {
+        match std::mem::replace(&mut *cell.borrow_mut(), with) {
+            Cutting::Cut(task) => Some(task),
+            _ => None,
+        }
+    }
+}
+
+/// `wait`, for a worker started through a launcher: when the launcher
+/// exits while the worker's connection is up (an `ssh` client killed, a
+/// `kubectl` that lost its API server), the worker can no longer be
+/// signalled, and its status would never be known. Its connection is
+/// ended instead: its write side at once, so that the worker reads the
+/// end of its input and exits as for a parent gone (no orphan on the
+/// other host); then, after `grace` for what it still sends on its way
+/// out, the read side too, so that the link ends even when the worker
+/// cannot be reached. The exit is then lost (`Lost::Disconnected`, with
+/// the launcher's status), and restarted on failure.
+fn cut_when_launcher_exits(
+    wait: Pin<Box<dyn Future<Output = ExitStatus>>>,
+    sock: OwnedFd,
+    grace: Duration,
+    cutting: Rc<RefCell<Cutting>>,
+) -> Pin<Box<dyn Future<Output = ExitStatus>>> {
+    use nix::sys::socket::{shutdown, Shutdown};
+    use std::os::fd::AsRawFd;
+    Box::pin(async move {
+        let status = wait.await;
+        if matches!(*cutting.borrow(), Cutting::Connected) {
+            tracing::debug!(%status, "the launcher exited while its worker was connected");
+            let _ = shutdown(sock.as_raw_fd(), Shutdown::Write);
+            let cut = actix_rt::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let _ = shutdown(sock.as_raw_fd(), Shutdown::Both);
+            });
+            Cutting::set(&cutting, Cutting::Cut(cut));
+        }
+        status
+    })
 }
 
 /// Runs an opened connection to its end; returns the side, how many posts

@@ -33,6 +33,7 @@ pub fn trials() -> Vec<Trial> {
         remote::a_worker_over_tls_without_the_entry_says_which_it_has,
         remote::no_secret_is_in_any_argument_or_environment_of_the_launch,
         remote::another_local_user_watching_proc_cannot_take_the_workers_place,
+        remote::a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker,
     ]
 }
 
@@ -482,6 +483,18 @@ pub fn run_if_launcher() {
                 .args(std::env::args_os().skip(1))
                 .status()
                 .unwrap();
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        "stay" => {
+            // As `ssh` does: the launcher waits for the worker and passes
+            // its status on, and the worker is out of the reach of the
+            // parent's signals (on another host; here, in a process group
+            // of its own, not the launcher's, which the parent kills).
+            pass_on_stdin(&secrets);
+            let mut args = std::env::args_os().skip(1);
+            let program = args.next().expect("what to launch");
+            let mut worker = std::process::Command::new(program);
+            let status = worker.args(args).process_group(0).status().unwrap();
             std::process::exit(status.code().unwrap_or(1));
         }
         other => panic!("no launcher scenario {other}"),
@@ -962,4 +975,33 @@ fn attacker() -> ! {
     println!("passes {}", seen.passes);
     let _ = std::io::stdout().flush();
     std::process::exit(0)
+}
+
+/// A launcher killed while its worker is connected (an `ssh` client
+/// SIGKILLed): the worker can no longer be signalled, so its connection is
+/// ended. The exit is told at once, lost with the launcher's signal, and
+/// restarted on failure; the worker, which its launcher left behind,
+/// reads the end of its connection and exits (no orphan). Before, nothing
+/// was told for as long as the worker lived.
+pub fn a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = launched(rec, "stay").restart(fast(Restart::OnFailure)).start().unwrap();
+        let pid = worker.ask(WhichPid).await.unwrap();
+        let launcher = parent_of(pid).unwrap();
+        assert_ne!(launcher, std::process::id(), "the worker runs under its launcher");
+        let t0 = std::time::Instant::now();
+        // SAFETY: signalling the launcher this test started.
+        unsafe { libc::kill(launcher as i32, libc::SIGKILL) };
+        let status = events.exit().await;
+        let told = t0.elapsed();
+        assert_eq!((status.signal, status.lost), (Some(9), Some(Lost::Disconnected)), "{status}");
+        assert!(wait_gone(pid, WAIT), "the worker {pid} left behind lives on");
+        let gone = t0.elapsed();
+        events.online().await;
+        assert_ne!(worker.ask(WhichPid).await.unwrap(), pid, "restarted");
+        println!("LAUNCHER_KILLED exit told after {told:?}, the worker gone after {gone:?}");
+        worker.terminate();
+        events.successful_exit().await;
+    });
 }
