@@ -10,10 +10,20 @@
 //! worker's. The port stays open while the worker is connected, and every
 //! later connection is refused and reported, this launch's token included:
 //! it is good for one connection.
+//!
+//! What strangers can make the port hold is bounded: at most
+//! [`MAX_CHECKING`] connections are checked at once, the oldest closed to
+//! make room for a new one (the worker presents its token as soon as it
+//! connects, so a crowd of silent connections cannot keep it out); and
+//! when `accept` fails for want of a resource (descriptors, memory), the
+//! port rests [`ACCEPT_BACKOFF`] and tries again, neither failing the
+//! launch nor spinning on a connection it cannot take.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures_util::future::{AbortHandle, Aborted};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncReadExt;
 
@@ -76,11 +86,21 @@ impl Listening {
             tls: self.tls,
             per_peer,
             checking: FuturesUnordered::new(),
+            oldest_first: VecDeque::new(),
+            next_id: 0,
         };
         let (_, accepted) = port.next_with_token(&mut refused).await?;
         Ok((accepted, port))
     }
 }
+
+/// How many connections a port checks at once. Each holds a descriptor
+/// for up to a quarter of the handshake timeout; beyond this many, the
+/// oldest is closed to make room.
+pub(crate) const MAX_CHECKING: usize = 64;
+
+/// How long a port rests after `accept` failed for want of a resource.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A launch's port: connections accepted and checked side by side.
 pub(crate) struct Port {
@@ -90,49 +110,119 @@ pub(crate) struct Port {
     per_peer: Duration,
     /// Connections whose token is being read, with where they come from.
     checking: FuturesUnordered<Checking>,
+    /// The same, oldest first: each one's id, and how to close it.
+    oldest_first: VecDeque<(u64, AbortHandle)>,
+    next_id: u64,
 }
 
 type Checking = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (SocketAddr, Result<Accepted, WireError>)> + Send>,
+    Box<
+        dyn std::future::Future<
+                Output = (u64, SocketAddr, Result<Result<Accepted, WireError>, Aborted>),
+            > + Send,
+    >,
 >;
 
 impl Port {
     /// The next connection that presents the token; those refused on the
-    /// way (another token, none in time) are closed and told to `refused`.
+    /// way (another token, none in time, closed to make room) are closed
+    /// and told to `refused`. Fails only when the port itself is broken.
     async fn next_with_token(
         &mut self,
         refused: &mut impl FnMut(WireError),
     ) -> std::io::Result<(SocketAddr, Accepted)> {
+        let mut resting: Option<tokio::time::Instant> = None;
         loop {
+            let until = resting.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = accepted?;
-                    let (token, tls) = (self.token.clone(), self.tls.clone());
-                    let checked = check(stream, peer, token, tls, self.per_peer);
-                    self.checking.push(Box::pin(async move { (peer, checked.await) }));
-                }
-                Some((peer, checked)) = self.checking.next(), if !self.checking.is_empty() => {
+                accepted = self.listener.accept(), if resting.is_none() => match accepted {
+                    Ok((stream, peer)) => self.check(stream, peer),
+                    // The connection stays in the kernel's queue: taken
+                    // again at once, it would fail again at once.
+                    Err(e) if transient(&e) => {
+                        tracing::debug!(error = %e, "accept failed; the port rests");
+                        resting = Some(tokio::time::Instant::now() + ACCEPT_BACKOFF);
+                    }
+                    Err(e) => return Err(e),
+                },
+                () = tokio::time::sleep_until(until), if resting.is_some() => resting = None,
+                Some((id, peer, checked)) = self.checking.next(), if !self.checking.is_empty() => {
+                    self.oldest_first.retain(|(each, _)| *each != id);
                     match checked {
-                        Ok(accepted) => return Ok((peer, accepted)),
-                        Err(e) => refused(e),
+                        Ok(Ok(accepted)) => return Ok((peer, accepted)),
+                        Ok(Err(e)) => refused(e),
+                        Err(Aborted) => refused(WireError::AuthRefused {
+                            peer: peer.to_string(),
+                            why: format!(
+                                "closed to make room: {MAX_CHECKING} newer connections were \
+                                 presenting a token"
+                            ),
+                        }),
                     }
                 }
             }
         }
     }
+
+    /// Starts checking a new connection, first closing the oldest being
+    /// checked if there are [`MAX_CHECKING`] already.
+    fn check(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        if self.oldest_first.len() >= MAX_CHECKING {
+            if let Some((_, oldest)) = self.oldest_first.pop_front() {
+                oldest.abort();
+            }
+        }
+        let (token, tls) = (self.token.clone(), self.tls.clone());
+        let (checked, abort) =
+            futures_util::future::abortable(check(stream, peer, token, tls, self.per_peer));
+        let id = self.next_id;
+        self.next_id += 1;
+        self.oldest_first.push_back((id, abort));
+        self.checking.push(Box::pin(async move { (id, peer, checked.await) }));
+    }
+}
+
+/// Whether `accept` failed for a reason that passes: a resource short for
+/// now (descriptors, buffers, memory), or the connection at the head of
+/// the queue gone or unreachable (which Linux reports through `accept`).
+fn transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ETIMEDOUT
+        )
+    )
 }
 
 /// Refuses every connection to `port` from now on, and tells `refused`:
 /// the token is good for one connection, and it has been used. Runs until
-/// dropped (with the worker's connection).
+/// dropped (with the worker's connection), or until the port breaks
+/// (closed then, instead of failing over and over).
 pub(crate) async fn refuse_all(mut port: Port, mut refused: impl FnMut(WireError)) {
     loop {
-        // The right token, a second time: closed all the same.
-        if let Ok((peer, _)) = port.next_with_token(&mut refused).await {
-            refused(WireError::AuthRefused {
+        match port.next_with_token(&mut refused).await {
+            // The right token, a second time: closed all the same.
+            Ok((peer, _)) => refused(WireError::AuthRefused {
                 peer: peer.to_string(),
                 why: "this launch's token, used already".into(),
-            });
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "a worker's port failed; it is closed");
+                return;
+            }
         }
     }
 }

@@ -133,6 +133,7 @@ fn main() {
         port::trials,
         port::roles,
         remote::trials,
+        remote::roles,
         requests::trials,
         shared::trials,
         shared::roles,

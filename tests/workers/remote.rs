@@ -34,7 +34,13 @@ pub fn trials() -> Vec<Trial> {
         remote::no_secret_is_in_any_argument_or_environment_of_the_launch,
         remote::another_local_user_watching_proc_cannot_take_the_workers_place,
         remote::a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker,
+        remote::a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out,
+        remote::a_port_out_of_descriptors_rests_and_the_launch_still_succeeds,
     ]
+}
+
+pub fn roles() -> Vec<Trial> {
+    crate::inner![remote::crowded_port_role, remote::port_out_of_descriptors_role,]
 }
 
 fn loopback() -> Transport {
@@ -434,6 +440,9 @@ pub fn run_if_launcher() {
     if scenario == "attacker" {
         attacker();
     }
+    if scenario == "crowd-helper" {
+        crowd_helper();
+    }
     let address = std::env::var("ACTIX_WEBWORKER_CONNECT").unwrap();
     let mut secrets = launch_secrets();
     let token = secret(&secrets, "ACTIX_WEBWORKER_TOKEN").unwrap_or_default();
@@ -496,6 +505,17 @@ pub fn run_if_launcher() {
             let mut worker = std::process::Command::new(program);
             let status = worker.args(args).process_group(0).status().unwrap();
             std::process::exit(status.code().unwrap_or(1));
+        }
+        "crowd" => {
+            // Silent connections, held a while before the worker starts
+            // (they close with the exec: close-on-exec).
+            let n: usize = std::env::var("AWW_CROWD").unwrap().parse().unwrap();
+            let hold: u64 = std::env::var("AWW_HOLD_MS").unwrap().parse().unwrap();
+            let _crowd = silent_crowd(&address, n);
+            if let Ok(note) = std::env::var("AWW_NOTE") {
+                std::fs::write(note, &address).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(hold));
         }
         other => panic!("no launcher scenario {other}"),
     }
@@ -1004,4 +1024,202 @@ pub fn a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker() {
         worker.terminate();
         events.successful_exit().await;
     });
+}
+
+/// Up to `n` connections to `address` that say nothing, each tried for at
+/// most a second (a port that takes none leaves them in its queue).
+fn silent_crowd(address: &str, n: usize) -> Vec<std::net::TcpStream> {
+    // Started by a parent whose limit is lowered: ours goes back up.
+    set_nofile(u64::MAX);
+    let addr: std::net::SocketAddr = address.parse().unwrap();
+    (0..n)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok())
+        .collect()
+}
+
+/// A helper process that opens `AWW_CROWD` silent connections to
+/// `AWW_ADDRESS`, prints `HELD n`, and holds them until its stdin ends.
+fn crowd_helper() -> ! {
+    let address = std::env::var("AWW_ADDRESS").unwrap();
+    let n: usize = std::env::var("AWW_CROWD").unwrap().parse().unwrap();
+    let crowd = silent_crowd(&address, n);
+    println!("HELD {}", crowd.len());
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    std::process::exit(0)
+}
+
+/// Starts a local worker and has it answer: what a first worker makes
+/// lazily (the spawner thread, the runtime's) is then in a baseline.
+async fn warm_up() {
+    let (worker, mut events) = start();
+    assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+    worker.terminate();
+    events.successful_exit().await;
+}
+
+/// Run alone by `a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out`.
+pub fn crowded_port_role() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    run(async {
+        warm_up().await;
+        let baseline = open_fds();
+        let (peak, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let sampler = {
+            let (peak, stop) = (peak.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(open_fds(), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let (rec, mut events) = events::<Test>();
+        // A long handshake: each silent connection could be held 7.5 s.
+        let worker = launched(rec, "crowd")
+            .env("AWW_CROWD", "500")
+            .env("AWW_HOLD_MS", "1000")
+            .handshake_timeout(Duration::from_secs(30))
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let answer = tokio::time::timeout(WAIT, worker.ask(Sum(vec![2, 3]))).await;
+        stop.store(true, Ordering::Relaxed);
+        sampler.join().unwrap();
+        let told = events.rest().await;
+        let refused = told
+            .iter()
+            .filter(|e| matches!(e, Event::WireError(WireError::AuthRefused { .. })))
+            .count();
+        let above = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+        println!(
+            "CROWD 500 silent connections before the worker: parent descriptors peaked \
+             {above} above the baseline ({baseline}); {refused} refusals told; worker: {answer:?}"
+        );
+        assert!(matches!(answer, Ok(Ok(5))), "the worker got in and answers: {answer:?}");
+        assert!(above <= 64 + 32, "{above} descriptors held for the crowd");
+        worker.terminate();
+        events.successful_exit().await;
+    });
+}
+
+pub fn a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out() {
+    isolated_with_figures("remote::crowded_port_role", "CROWD");
+}
+
+/// Runs role `name` alone (see `isolated`), checks that it passed, and
+/// prints its lines that start with `figures`.
+fn isolated_with_figures(name: &str, figures: &str) {
+    let out = role(name).output().expect("test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines().filter_map(|l| l.find(figures).map(|at| &l[at..])) {
+        println!("{line}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "isolated test {name} failed:\n{stdout}\n{stderr}"
+    );
+}
+
+/// This process's CPU time (user and system), from `getrusage`: no
+/// descriptor needed, as there is none to spare while it is measured.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into a zeroed local.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Run alone by `a_port_out_of_descriptors_rests_and_the_launch_still_succeeds`,
+/// with a descriptor limit 40 above what it holds at rest: a crowd of
+/// silent connections makes `accept` fail with EMFILE. After the worker
+/// is in, the port rests instead of spinning (the parent's CPU time while
+/// 120 connections wait in its queue); during a launch, the launch goes on
+/// and succeeds once the crowd has gone.
+pub fn port_out_of_descriptors_role() {
+    run(async {
+        warm_up().await;
+        let baseline = open_fds();
+        set_nofile(baseline as u64 + 40);
+        let note = std::env::temp_dir().join(format!("aww-emfile-{}", std::process::id()));
+        // After the worker is in.
+        let (rec, mut events) = events::<Test>();
+        let worker = launched(rec, "crowd")
+            .env("AWW_CROWD", "0")
+            .env("AWW_HOLD_MS", "0")
+            .env("AWW_NOTE", &note)
+            .handshake_timeout(Duration::from_secs(40))
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        let address = std::fs::read_to_string(&note).unwrap();
+        let _ = std::fs::remove_file(&note);
+        let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(LAUNCHER, "crowd-helper")
+            .env("AWW_ADDRESS", &address)
+            .env("AWW_CROWD", "120")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = std::io::BufReader::new(helper.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+        assert!(line.starts_with("HELD"), "{line}");
+        let (cpu0, t0) = (cpu_time(), std::time::Instant::now());
+        // The window measured, not a wait for something to happen.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
+        let share = cpu.as_secs_f64() / wall.as_secs_f64();
+        let asked = tokio::time::timeout(WAIT, worker.ask(Sum(vec![2]))).await;
+        drop(helper.stdin.take());
+        let _ = helper.wait();
+        println!(
+            "EMFILE after Online, {}: CPU {cpu:?} in {wall:?} ({:.0}% of one core); the worker \
+             answers: {asked:?}",
+            line.trim(),
+            share * 100.0
+        );
+        worker.terminate();
+        events.successful_exit().await;
+
+        // During a launch: the crowd, held 500 ms, then the worker.
+        let (rec, mut events) = crate::common::events::<Test>();
+        let launching = launched(rec, "crowd")
+            .env("AWW_CROWD", "120")
+            .env("AWW_HOLD_MS", "500")
+            .handshake_timeout(Duration::from_secs(40))
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let answer = tokio::time::timeout(WAIT, launching.ask(Sum(vec![3]))).await;
+        println!("EMFILE during the launch: the worker answers: {answer:?}");
+        assert!(share < 0.3, "the port spun: {:.0}% of a core", share * 100.0);
+        assert!(matches!(asked, Ok(Ok(2))), "{asked:?}");
+        assert!(matches!(answer, Ok(Ok(3))), "the launch succeeded: {answer:?}");
+        launching.terminate();
+        events.successful_exit().await;
+    });
+}
+
+pub fn a_port_out_of_descriptors_rests_and_the_launch_still_succeeds() {
+    isolated_with_figures("remote::port_out_of_descriptors_role", "EMFILE");
+}
+
+/// This process's descriptor limit, set to `n`.
+fn set_nofile(n: u64) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit on locals.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = n.min(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
 }
