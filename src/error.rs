@@ -285,6 +285,20 @@ pub enum WireError {
         /// Why.
         why: String,
     },
+    /// More connections to a remote worker's port were refused, `count` of
+    /// them since the last refusal told: after one
+    /// [`AuthRefused`](WireError::AuthRefused), the port tells at most one
+    /// refusal event a second, so that whoever can reach the port (a
+    /// scanner, a flood) cannot fill the events of its worker.
+    #[error("{count} more connections refused (the last from {peer}: {why})")]
+    AuthRefusedMore {
+        /// How many, since the last refusal told.
+        count: u64,
+        /// Where the last came from.
+        peer: String,
+        /// Why the last was refused.
+        why: String,
+    },
 }
 
 impl WireError {

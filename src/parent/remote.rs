@@ -17,7 +17,10 @@
 //! connects, so a crowd of silent connections cannot keep it out); and
 //! when `accept` fails for want of a resource (descriptors, memory), the
 //! port rests [`ACCEPT_BACKOFF`] and tries again, neither failing the
-//! launch nor spinning on a connection it cannot take.
+//! launch nor spinning on a connection it cannot take. Refusals are told
+//! at a bounded rate: the first at once, then at most one event every
+//! [`TELL_EVERY`] with how many more there were
+//! ([`WireError::AuthRefusedMore`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -88,6 +91,7 @@ impl Listening {
             checking: FuturesUnordered::new(),
             oldest_first: VecDeque::new(),
             next_id: 0,
+            untold: Untold { count: 0, last: None, next: tokio::time::Instant::now() },
         };
         let (_, accepted) = port.next_with_token(&mut refused).await?;
         Ok((accepted, port))
@@ -102,6 +106,42 @@ pub(crate) const MAX_CHECKING: usize = 64;
 /// How long a port rests after `accept` failed for want of a resource.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// At most one refusal event per this long, after the first.
+pub(crate) const TELL_EVERY: Duration = Duration::from_secs(1);
+
+/// Refusals not told yet, and when the next may be.
+struct Untold {
+    count: u64,
+    /// The last of them: where it came from, and why it was refused.
+    last: Option<(String, String)>,
+    /// No refusal is told before this.
+    next: tokio::time::Instant,
+}
+
+impl Untold {
+    /// Tells `e` now if a refusal may be told, else counts it.
+    fn refused(&mut self, e: WireError, tell: &mut impl FnMut(WireError)) {
+        let now = tokio::time::Instant::now();
+        if self.count == 0 && now >= self.next {
+            self.next = now + TELL_EVERY;
+            return tell(e);
+        }
+        self.count += 1;
+        self.last = match e {
+            WireError::AuthRefused { peer, why } => Some((peer, why)),
+            other => Some((String::new(), other.to_string())),
+        };
+    }
+
+    /// Tells those counted, in one event.
+    fn tell(&mut self, tell: &mut impl FnMut(WireError)) {
+        let (peer, why) = self.last.take().unwrap_or_default();
+        let count = std::mem::take(&mut self.count);
+        self.next = tokio::time::Instant::now() + TELL_EVERY;
+        tell(WireError::AuthRefusedMore { count, peer, why });
+    }
+}
+
 /// A launch's port: connections accepted and checked side by side.
 pub(crate) struct Port {
     listener: tokio::net::TcpListener,
@@ -113,6 +153,7 @@ pub(crate) struct Port {
     /// The same, oldest first: each one's id, and how to close it.
     oldest_first: VecDeque<(u64, AbortHandle)>,
     next_id: u64,
+    untold: Untold,
 }
 
 type Checking = std::pin::Pin<
@@ -126,7 +167,8 @@ type Checking = std::pin::Pin<
 impl Port {
     /// The next connection that presents the token; those refused on the
     /// way (another token, none in time, closed to make room) are closed
-    /// and told to `refused`. Fails only when the port itself is broken.
+    /// and told to `refused`, at the rate [`Untold`] allows. Fails only
+    /// when the port itself is broken.
     async fn next_with_token(
         &mut self,
         refused: &mut impl FnMut(WireError),
@@ -146,19 +188,23 @@ impl Port {
                     Err(e) => return Err(e),
                 },
                 () = tokio::time::sleep_until(until), if resting.is_some() => resting = None,
+                () = tokio::time::sleep_until(self.untold.next), if self.untold.count > 0 => {
+                    self.untold.tell(refused);
+                }
                 Some((id, peer, checked)) = self.checking.next(), if !self.checking.is_empty() => {
                     self.oldest_first.retain(|(each, _)| *each != id);
-                    match checked {
+                    let e = match checked {
                         Ok(Ok(accepted)) => return Ok((peer, accepted)),
-                        Ok(Err(e)) => refused(e),
-                        Err(Aborted) => refused(WireError::AuthRefused {
+                        Ok(Err(e)) => e,
+                        Err(Aborted) => WireError::AuthRefused {
                             peer: peer.to_string(),
                             why: format!(
                                 "closed to make room: {MAX_CHECKING} newer connections were \
                                  presenting a token"
                             ),
-                        }),
-                    }
+                        },
+                    };
+                    self.untold.refused(e, refused);
                 }
             }
         }
@@ -215,10 +261,11 @@ pub(crate) async fn refuse_all(mut port: Port, mut refused: impl FnMut(WireError
     loop {
         match port.next_with_token(&mut refused).await {
             // The right token, a second time: closed all the same.
-            Ok((peer, _)) => refused(WireError::AuthRefused {
-                peer: peer.to_string(),
-                why: "this launch's token, used already".into(),
-            }),
+            Ok((peer, _)) => {
+                let why = "this launch's token, used already".into();
+                port.untold
+                    .refused(WireError::AuthRefused { peer: peer.to_string(), why }, &mut refused)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "a worker's port failed; it is closed");
                 return;

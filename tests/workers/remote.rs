@@ -36,6 +36,7 @@ pub fn trials() -> Vec<Trial> {
         remote::a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker,
         remote::a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out,
         remote::a_port_out_of_descriptors_rests_and_the_launch_still_succeeds,
+        remote::refused_connections_are_told_at_a_bounded_rate_with_their_count,
     ]
 }
 
@@ -1222,4 +1223,54 @@ fn set_nofile(n: u64) {
         lim.rlim_cur = n.min(lim.rlim_max);
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
+}
+
+/// 2,000 connections made and closed at once to a worker's port (a port
+/// scanner, a flood): every one is refused and counted, in a few events
+/// (the first at once, then at most one a second with how many more),
+/// not one event each past the events window. The worker goes on.
+pub fn refused_connections_are_told_at_a_bounded_rate_with_their_count() {
+    run(async {
+        let note = std::env::temp_dir().join(format!("aww-refused-{}", std::process::id()));
+        let (rec, mut events) = events::<Test>();
+        let worker = launched(rec, "note").env("AWW_NOTE", &note).start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        let noted = std::fs::read_to_string(&note).unwrap();
+        let _ = std::fs::remove_file(&note);
+        let address: std::net::SocketAddr = noted.split_once(' ').unwrap().0.parse().unwrap();
+        const N: u64 = 2_000;
+        let t0 = std::time::Instant::now();
+        let made = std::thread::spawn(move || {
+            let n = (0..N).filter(|_| std::net::TcpStream::connect(address).is_ok()).count();
+            (n as u64, t0.elapsed())
+        });
+        let (mut told, mut counted) = (0u64, 0u64);
+        while counted < N {
+            match events.next().await {
+                Event::WireError(WireError::AuthRefused { .. }) => {
+                    (told, counted) = (told + 1, counted + 1)
+                }
+                Event::WireError(WireError::AuthRefusedMore { count, .. }) => {
+                    (told, counted) = (told + 1, counted + count)
+                }
+                Event::Exit(s) => panic!("exited with {s}"),
+                _ => {}
+            }
+        }
+        let took = t0.elapsed();
+        let (made, making) = made.join().unwrap();
+        assert_eq!(made, N, "every connection was made");
+        println!(
+            "REFUSED {N} connections (made in {making:?}) in {took:?}: {counted} counted in \
+             {told} events"
+        );
+        assert_eq!(counted, N);
+        // The first at once, then one a second at most (and one to end):
+        // a bound on the rate, whatever the pace of the flood on a loaded
+        // machine (2,000 took 8 to 13 s here, debug build).
+        assert!(told <= 2 + took.as_secs() + 1, "{told} events in {took:?}");
+        assert_eq!(worker.ask(Sum(vec![2])).await.unwrap(), 2);
+        worker.terminate();
+        events.successful_exit().await;
+    });
 }
