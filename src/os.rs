@@ -1,5 +1,6 @@
 //! The calls both sides make to the kernel about processes: pidfds, waiting
-//! on descriptors, signals, reaping. Through nix, which wraps them safely,
+//! on descriptors, signals, reaping; and the keepalive of a remote
+//! worker's connection, set the same on both sides. Through nix, which wraps them safely,
 //! except `pidfd_open`, which it does not wrap, and `waitpid`, whose status
 //! nix cannot give whole.
 //!
@@ -54,6 +55,48 @@ pub(crate) const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(libc::POLLRD
 /// is the one it means (its leader not reaped yet).
 pub(crate) fn signal_group(pgid: i32, signal: Signal) {
     let _ = signal::killpg(Pid::from_raw(pgid), signal);
+}
+
+/// A TCP connection's keepalive: probed after [`KEEPALIVE_IDLE`] without
+/// a packet from the peer, then every [`KEEPALIVE_INTERVAL`]; after
+/// [`KEEPALIVE_PROBES`] probes unanswered the connection fails
+/// (`ETIMEDOUT`). A peer whose host is gone (crashed, cut off) is so
+/// noticed within 25 s (10 + 3 × 5) of the last packet it sent. The
+/// kernel answers the probes, so a peer that is merely busy, blocked or
+/// stopped is never taken for gone.
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// See [`KEEPALIVE_IDLE`].
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// See [`KEEPALIVE_IDLE`].
+pub(crate) const KEEPALIVE_PROBES: u32 = 3;
+
+/// Sets the keepalive of [`KEEPALIVE_IDLE`] on TCP socket `fd`. No
+/// `TCP_USER_TIMEOUT`: since Linux 5.1 it also ends a connection whose
+/// peer's window stays shut that long, which is what back-pressure does
+/// on purpose (a parent holding a flooding worker back, a worker busy in a
+/// handler), and would make a false loss of it.
+pub(crate) fn keep_alive(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: setsockopt reads one c_int from a local.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE.as_secs() as libc::c_int)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL.as_secs() as libc::c_int)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES as libc::c_int)
 }
 
 /// Kills this process's own group: what it started, and itself last.

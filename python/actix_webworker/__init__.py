@@ -484,6 +484,12 @@ def run(worker, answers=None, entries=None, fingerprint=None):
             sys.exit(EXIT_IO)
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A parent whose host is gone is noticed within 25 s of its last
+        # packet, as by a Rust worker (PROTOCOL.md, section 1).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
         if pin is not None:
             sock = _tls(sock, pin)
         conn = _Connection(sock, max_message, remote=True)

@@ -169,6 +169,10 @@ fn connect_back(
             }
         };
         stream.set_nodelay(true)?;
+        // A parent whose host is gone is noticed (the connection fails)
+        // within 25 s (`os::KEEPALIVE_IDLE`), even when nothing is being sent:
+        // the worker then exits as for a parent gone.
+        os::keep_alive(stream.as_fd())?;
         let Some(pin) = pin else {
             stream.write_all(&auth_frame(token))?;
             return Ok((stream.into(), None));

@@ -307,6 +307,11 @@ async fn check(
 ) -> Result<Accepted, WireError> {
     let refuse = |why: String| WireError::AuthRefused { peer: peer.to_string(), why };
     let _ = stream.set_nodelay(true);
+    // A worker whose host is gone is noticed (the connection fails) even
+    // when nothing is being sent.
+    if let Err(e) = crate::os::keep_alive(std::os::fd::AsFd::as_fd(&stream)) {
+        tracing::debug!(error = %e, "no keepalive on a worker's connection");
+    }
     let checked = async {
         match tls {
             None => {
