@@ -34,6 +34,7 @@ pub fn trials() -> Vec<Trial> {
         remote::no_secret_is_in_any_argument_or_environment_of_the_launch,
         remote::another_local_user_watching_proc_cannot_take_the_workers_place,
         remote::a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker,
+        remote::a_launcher_killed_while_its_worker_cannot_answer_is_told_after_the_shutdown_timeout,
         remote::a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out,
         remote::a_port_out_of_descriptors_rests_and_the_launch_still_succeeds,
         remote::refused_connections_are_told_at_a_bounded_rate_with_their_count,
@@ -1430,5 +1431,45 @@ pub fn partitioned_parent_role() {
         println!("ONLINE {pid}");
         let _ = std::io::stdout().flush();
         std::future::pending::<()>().await;
+    });
+}
+
+/// The same with a worker that cannot answer the end of its connection
+/// (its thread blocked in a handler, as one on a host gone quiet would
+/// not answer): the connection is ended from the parent's side after the
+/// shutdown timeout, and the exit told then. The worker, once unblocked,
+/// finds its connection ended and exits.
+pub fn a_launcher_killed_while_its_worker_cannot_answer_is_told_after_the_shutdown_timeout() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let grace = Duration::from_millis(500);
+        let worker = launched(rec, "stay")
+            .shutdown_timeout(grace)
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let pid = worker.ask(WhichPid).await.unwrap();
+        let launcher = parent_of(pid).unwrap();
+        worker.post(Cmd::Busy(3_000));
+        assert_eq!(events.message().await.data, Reply::Busy);
+        // Blocked once its thread sleeps (it does on the turn after).
+        let sleeping = || {
+            std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("nanosleep"))
+        };
+        assert!(settles(sleeping).await, "the worker did not block");
+        let t0 = std::time::Instant::now();
+        // SAFETY: signalling the launcher this test started.
+        unsafe { libc::kill(launcher as i32, libc::SIGKILL) };
+        let status = events.exit().await;
+        let told = t0.elapsed();
+        assert!(wait_gone(pid, WAIT), "the worker {pid} left behind lives on");
+        let gone = t0.elapsed();
+        println!(
+            "LAUNCHER_KILLED, worker blocked: exit told after {told:?} (shutdown timeout \
+             {grace:?}), the worker gone after {gone:?}"
+        );
+        assert_eq!((status.signal, status.lost), (Some(9), Some(Lost::Disconnected)), "{status}");
+        assert!(told >= grace, "told after {told:?}, before the grace of {grace:?}");
     });
 }
