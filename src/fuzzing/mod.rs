@@ -20,6 +20,40 @@ mod seeds;
 pub use self::link::link;
 pub use self::seeds::seeds;
 
+/// What a stranger's first bytes to a remote worker's port go through:
+/// the token frame (in the clear, and after a TLS handshake with the
+/// parent's certificate, the same bytes as a client's first flight), and,
+/// on the worker's side, the secrets block read from its stdin.
+pub fn auth(data: &[u8]) {
+    let _ = crate::handoff::parse_secrets(&String::from_utf8_lossy(data));
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    rt.block_on(async {
+        let mut clear = data;
+        let _ = crate::parent::remote::read_token(&mut clear).await;
+        let Ok(server) = crate::wire::tls::TlsServer::self_signed() else { return };
+        let Ok((ours, mut theirs)) = tokio::net::UnixStream::pair() else { return };
+        let bytes = data.to_vec();
+        let client = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = theirs.write_all(&bytes).await;
+            let _ = theirs.shutdown().await;
+            // What the server answers is read and dropped, so it never
+            // waits on a full socket.
+            let mut sink = Vec::new();
+            let _ = theirs.read_to_end(&mut sink).await;
+        });
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_secs(1), server.acceptor.accept(ours))
+                .await;
+        if let Ok(Ok(mut stream)) = accepted {
+            let _ = crate::parent::remote::read_token(&mut stream).await;
+        }
+        let _ = client.await;
+    });
+}
+
 /// A message type with the shapes users send: enums, strings, byte
 /// blocks, sequences, options, nesting, floats, shared buffers.
 #[derive(Serialize, Deserialize, Debug)]
@@ -135,6 +169,7 @@ mod tests {
         {
             super::envelope(data);
             super::stream(data);
+            super::auth(data);
         }
     }
 }

@@ -107,6 +107,17 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         pings.extend_from_slice(&[frame::Kind::Ping as u8, 0]);
     }
     out.push(("link", "ping_flood".into(), as_records(&ws_binary(&pings), 0)));
+    // A token frame as a worker sends it, masked and not, and a secrets
+    // block as a worker reads it.
+    let token = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let mut auth = vec![frame::Kind::Auth as u8, 0];
+    auth.extend_from_slice(token);
+    out.push(("auth", "token".into(), ws_binary(&auth)));
+    let mut masked = vec![0x82, 0x80 | auth.len() as u8, 1, 2, 3, 4];
+    masked.extend(auth.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+    out.push(("auth", "token_masked".into(), masked));
+    let block = crate::handoff::secrets_block(std::str::from_utf8(token).unwrap_or(""), Some("ab"));
+    out.push(("auth", "secrets".into(), block.into_bytes()));
     out.push(("stream", "conversation".into(), conversation));
     out.push(("stream", "large_length".into(), ws_binary(&vec![2; 70_000])));
     out
@@ -165,6 +176,13 @@ mod tests {
                     _ => codec::decode::<Sample>(payload).map(drop),
                 };
                 decoded.unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            if *target == "auth" {
+                let secrets = crate::handoff::parse_secrets(&String::from_utf8_lossy(bytes));
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let token = rt.block_on(crate::parent::remote::read_token(&mut &bytes[..]));
+                // Each seed is a token frame or a secrets block, whole.
+                assert!(token.is_ok() || secrets.token.len() == 64, "{name}: {token:?}");
             }
         }
         let conversation =

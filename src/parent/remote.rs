@@ -346,7 +346,9 @@ const MAX_TOKEN: usize = 125;
 
 /// The payload of the first WebSocket frame, which must be an `Auth`
 /// message: the token.
-async fn read_token<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_token<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<u8>, String> {
     let io = |e: std::io::Error| format!("connection: {e}");
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).await.map_err(io)?;
