@@ -837,6 +837,42 @@ fn others_can_run(exe: &std::path::Path) -> bool {
         && exe.ancestors().skip(1).all(|d| matches!(mode(d), Ok(m) if m & 0o001 != 0))
 }
 
+/// This test binary, where another user can run it: itself when it can, or
+/// a copy in a directory of its own (removed when dropped).
+struct OpenCopy {
+    path: std::path::PathBuf,
+    made: Option<std::path::PathBuf>,
+}
+
+impl OpenCopy {
+    fn of(exe: std::path::PathBuf) -> OpenCopy {
+        use std::os::unix::fs::PermissionsExt;
+        if others_can_run(&exe) {
+            return OpenCopy { path: exe, made: None };
+        }
+        let dir = std::env::temp_dir().join(format!("aww-open-{}", std::process::id()));
+        let open = |p: &std::path::Path| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+        };
+        let copied = std::fs::create_dir_all(&dir)
+            .and_then(|()| open(&dir))
+            .and_then(|()| std::fs::copy(&exe, dir.join("workers")).map(drop))
+            .and_then(|()| open(&dir.join("workers")));
+        match copied {
+            Ok(()) => OpenCopy { path: dir.join("workers"), made: Some(dir) },
+            Err(_) => OpenCopy { path: exe, made: Some(dir) },
+        }
+    }
+}
+
+impl Drop for OpenCopy {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.made {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Another local user (uid 65534, through `setpriv`) who polls every
 /// process's `/proc/PID/cmdline` and `environ` during the launch (a
 /// launcher that takes 300 ms, as `ssh` does, keeps the window open), and
@@ -851,11 +887,15 @@ pub fn another_local_user_watching_proc_cannot_take_the_workers_place() {
         println!("SKIPPED: not root, so no other user can be played with setpriv");
         return;
     }
-    let exe = std::env::current_exe().unwrap();
     if std::process::Command::new("setpriv").arg("--version").output().is_err() {
         println!("SKIPPED: setpriv (util-linux) is not installed");
         return;
     }
+    // The attacker is this binary, run by user 65534: a copy of it in a
+    // directory of its own under the temporary directory when the build's
+    // own is closed to others (a checkout under /root).
+    let copy = OpenCopy::of(std::env::current_exe().unwrap());
+    let exe = copy.path.clone();
     if !others_can_run(&exe) {
         println!(
             "SKIPPED: user 65534 cannot run {} (a directory above it is closed)",
