@@ -2,27 +2,7 @@
 //! is re-run with a worker entry in the environment, and `main` hands over
 //! to the worker runtime before the test harness starts.
 
-mod basics;
-mod bounds;
 mod common;
-mod conformance;
-mod delivery;
-mod errors;
-mod faults;
-mod fds;
-mod floods;
-mod hostile;
-mod lifecycle;
-mod load;
-mod misuse;
-mod pool;
-mod port;
-mod remote;
-mod requests;
-mod shared;
-mod startup;
-mod stream;
-mod supervise;
 
 use libtest_mimic::Arguments;
 
@@ -50,44 +30,59 @@ macro_rules! inner {
     };
 }
 
-/// Each module with its source: every `pub fn name()` in it is a test that
-/// must be in the module's `trials()` or `roles()` (see `listing`).
+/// The test modules, each once, with the lists of tests it keeps
+/// (`trials`, and `roles` for those run in a process of their own): this
+/// declares the modules, gathers their tests, and keeps each module's
+/// source for the guard that every test written is in a list
+/// (`listing::every_test_is_listed`).
 macro_rules! modules {
-    ($($module:ident),* $(,)?) => {
+    ($($module:ident: $($list:ident)+),* $(,)?) => {
+        $(mod $module;)*
+
+        /// Each module's name and source.
         const SOURCES: &[(&str, &str)] =
             &[$((stringify!($module), include_str!(concat!(stringify!($module), ".rs")))),*];
+
+        /// Every test of every list.
+        fn listed_trials() -> Vec<libtest_mimic::Trial> {
+            let mut tests = Vec::new();
+            $($(tests.extend($module::$list());)+)*
+            tests
+        }
     };
 }
 
 modules![
-    basics,
-    bounds,
-    conformance,
-    delivery,
-    errors,
-    faults,
-    fds,
-    floods,
-    hostile,
-    lifecycle,
-    load,
-    misuse,
-    pool,
-    port,
-    requests,
-    shared,
-    startup,
-    stream,
-    supervise,
+    basics: trials roles,
+    bounds: trials,
+    conformance: trials,
+    delivery: trials,
+    errors: trials roles,
+    faults: trials roles,
+    fds: trials roles,
+    floods: trials roles,
+    hostile: trials,
+    lifecycle: trials roles,
+    load: trials roles,
+    misuse: trials,
+    pool: trials,
+    port: trials roles,
+    remote: trials roles,
+    requests: trials,
+    shared: trials roles,
+    startup: trials,
+    stream: trials,
+    supervise: trials roles,
 ];
 
 /// Functions that take no arguments and are not tests.
 const NOT_TESTS: &[&str] = &["trials", "roles", "run_if_raw_worker", "run_if_launcher"];
 
-/// The tests of [`SOURCES`] that no list names: written, but never run.
-fn unlisted(listed: &[String]) -> Vec<String> {
+/// The tests written in `sources` (`(module, source)`: each `pub fn
+/// name() {`) that `listed` does not name: written, but never run.
+fn unlisted(sources: &[(&str, &str)], listed: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    for (module, source) in SOURCES {
+    for (module, source) in sources {
         for line in source.lines() {
             let Some(name) = line.strip_prefix("pub fn ").and_then(|l| l.strip_suffix("() {"))
             else {
@@ -102,55 +97,59 @@ fn unlisted(listed: &[String]) -> Vec<String> {
     out
 }
 
+/// The files of this directory that are no module of the list: tests
+/// written there would never be compiled.
+fn modules_not_listed(dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .expect("the tests' directory")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(str::to_owned))
+        .filter(|name| name != "main" && !SOURCES.iter().any(|(m, _)| m == name))
+        .collect();
+    out.sort();
+    out
+}
+
 fn main() {
     hostile::run_if_raw_worker();
     remote::run_if_launcher();
     actix_webworker::run_if_worker(common::entries());
 
     let args = Arguments::from_args();
-    let mut tests = Vec::new();
-    for module in [
-        basics::trials,
-        basics::roles,
-        bounds::trials,
-        conformance::trials,
-        delivery::trials,
-        errors::trials,
-        errors::roles,
-        faults::trials,
-        faults::roles,
-        fds::trials,
-        fds::roles,
-        floods::trials,
-        floods::roles,
-        hostile::trials,
-        lifecycle::trials,
-        lifecycle::roles,
-        load::trials,
-        load::roles,
-        misuse::trials,
-        pool::trials,
-        port::trials,
-        port::roles,
-        remote::trials,
-        remote::roles,
-        requests::trials,
-        shared::trials,
-        shared::roles,
-        startup::trials,
-        stream::trials,
-        supervise::trials,
-        supervise::roles,
-    ] {
-        tests.extend(module());
-    }
+    let mut tests = listed_trials();
     let listed: Vec<String> = tests.iter().map(|t| t.name().to_owned()).collect();
     tests.push(libtest_mimic::Trial::test(
         "listing::every_test_is_listed",
-        move || match unlisted(&listed).as_slice() {
+        move || match unlisted(SOURCES, &listed).as_slice() {
             [] => Ok(()),
             missing => Err(format!("written but in no list: {missing:?}").into()),
         },
     ));
+    tests.push(libtest_mimic::Trial::test("listing::every_module_is_listed", || {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workers");
+        match modules_not_listed(&dir).as_slice() {
+            [] => Ok(()),
+            missing => Err(format!("modules in no list: {missing:?}").into()),
+        }
+    }));
+    // The guards themselves, each given what it must reject.
+    tests.push(libtest_mimic::Trial::test("listing::the_guards_reject_what_is_missing", || {
+        let fixture = [("fixture", "pub fn listed() {\n}\npub fn forgotten() {\n}\n")];
+        let found = unlisted(&fixture, &["fixture::listed".to_owned()]);
+        if found != ["fixture::forgotten"] {
+            return Err(format!("the test guard found {found:?}").into());
+        }
+        let dir = std::env::temp_dir().join(format!("aww-listing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for file in ["main.rs", "basics.rs", "stray.rs"] {
+            std::fs::write(dir.join(file), "").map_err(|e| e.to_string())?;
+        }
+        let found = modules_not_listed(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        match found.as_slice() {
+            [stray] if stray == "stray" => Ok(()),
+            other => Err(format!("the module guard found {other:?}").into()),
+        }
+    }));
     libtest_mimic::run(&args, tests).exit();
 }
