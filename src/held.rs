@@ -23,6 +23,9 @@ pub(crate) struct Holds {
     pub fds: usize,
 }
 
+// Sequentially consistent, all of them: a drop that sees no one waiting
+// and a waiter that sees the total still at its limit cannot both be
+// right, so one of the two always sees the other.
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static FDS: AtomicU64 = AtomicU64::new(0);
 /// How many wait for something to be given back: until one does, a drop
@@ -42,8 +45,8 @@ impl Held {
     /// Takes `holds` into the total.
     pub(crate) fn take(holds: Holds) -> Held {
         if holds != Holds::default() {
-            BYTES.fetch_add(holds.bytes as u64, Ordering::Relaxed);
-            FDS.fetch_add(holds.fds as u64, Ordering::Relaxed);
+            BYTES.fetch_add(holds.bytes as u64, Ordering::SeqCst);
+            FDS.fetch_add(holds.fds as u64, Ordering::SeqCst);
         }
         Held(holds)
     }
@@ -54,8 +57,8 @@ impl Drop for Held {
         if self.0 == Holds::default() {
             return;
         }
-        BYTES.fetch_sub(self.0.bytes as u64, Ordering::Relaxed);
-        FDS.fetch_sub(self.0.fds as u64, Ordering::Relaxed);
+        BYTES.fetch_sub(self.0.bytes as u64, Ordering::SeqCst);
+        FDS.fetch_sub(self.0.fds as u64, Ordering::SeqCst);
         if WAITING.load(Ordering::SeqCst) > 0 {
             given_back().notify_waiters();
         }
@@ -64,10 +67,7 @@ impl Drop for Held {
 
 /// The total held now.
 pub(crate) fn total() -> Holds {
-    Holds {
-        bytes: BYTES.load(Ordering::Relaxed) as usize,
-        fds: FDS.load(Ordering::Relaxed) as usize,
-    }
+    Holds { bytes: BYTES.load(Ordering::SeqCst) as usize, fds: FDS.load(Ordering::SeqCst) as usize }
 }
 
 /// Resolves once something is given back, if `still` holds when the wait
