@@ -114,6 +114,7 @@ impl<P: Protocol> ParentSide<P> {
 impl<P: Protocol> Side for ParentSide<P> {
     type Incoming = P::FromWorker;
     const ONLY_HERE: &'static [Kind] = &[Kind::Error, Kind::Closing, Kind::Pong];
+    const COUNTS_HELD: bool = true;
 
     fn post(&mut self, msg: Received<P::FromWorker>, holds: Holds) {
         self.emit_holding(Event::Message(msg), holds);

@@ -54,6 +54,12 @@ pub(crate) trait Side {
     /// requests, their answers and cancels; see [`expected`]).
     const ONLY_HERE: &'static [Kind];
 
+    /// Whether the messages this side receives count towards what all
+    /// workers' messages hold of the process (the parent's, bounded: see
+    /// `held.rs`). The worker's do not: nothing bounds its parent, and
+    /// the count costs atomic operations on every message.
+    const COUNTS_HELD: bool = false;
+
     /// A post from the peer, decoded, and what it holds of this side.
     fn post(&mut self, msg: Received<Self::Incoming>, holds: Holds);
 
@@ -314,7 +320,8 @@ impl<S: Side> Session<S> {
                 (Ok(data), fds, taken) => {
                     let holds =
                         Holds { bytes: payload.len() + taken.bytes, fds: fds.len() + taken.fds };
-                    self.side.post(Received::new(data, fds, holds), holds)
+                    let held = if S::COUNTS_HELD { holds } else { Holds::default() };
+                    self.side.post(Received::new(data, fds, held), holds)
                 }
                 (Err(e), ..) => self.side.wire_error(e),
             }
