@@ -76,10 +76,15 @@ pub fn starting_64_workers_leaves_the_event_loop_free() {
             worst_late.as_micros(),
             worst_busy.as_micros()
         );
-        // No fork on the loop's thread: 64 starts cost it well under a
-        // millisecond (forking them there held it 60-80 ms).
-        assert!(start_cpu < Duration::from_millis(5), "start() used {start_cpu:?} of CPU");
-        assert!(worst_busy < Duration::from_millis(5), "the loop was busy {worst_busy:?}");
+        // No fork on the loop's thread: forking them there held it 60-80
+        // ms. The 64 starts themselves cost it 3.8-7.9 ms of CPU on
+        // 2026-12-06 on this machine, `b4b8fc7` alike (5 runs each, built
+        // side by side: 4.2-6.2 ms), where they had cost under 1 ms: the
+        // bound, 5 ms then, is 20 ms, still a third of what a fork on the
+        // loop costs. Where those milliseconds go is issue 27's (the
+        // descriptor table grown on the loop's thread, among others).
+        assert!(start_cpu < Duration::from_millis(20), "start() used {start_cpu:?} of CPU");
+        assert!(worst_busy < Duration::from_millis(20), "the loop was busy {worst_busy:?}");
         // How late the ticker was is printed, not asserted: that is wall
         // time, the scheduler's choice on a loaded machine (54-75 ms with
         // eight tests at once beside two busy loops, while the loop's own
