@@ -49,17 +49,6 @@ pub fn roles() -> Vec<Trial> {
     ]
 }
 
-/// This process's descriptor limit, set to `n`.
-fn set_nofile(n: u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit on locals.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = n.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-}
-
 /// Starts a well-behaved worker and has it answer.
 async fn another_worker_answers() {
     let (good, mut events) = start();

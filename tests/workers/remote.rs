@@ -1260,17 +1260,6 @@ pub fn a_port_out_of_descriptors_rests_and_the_launch_still_succeeds() {
     isolated_with_figures("remote::port_out_of_descriptors_role", "EMFILE");
 }
 
-/// This process's descriptor limit, set to `n`.
-fn set_nofile(n: u64) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit on locals.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = n.min(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-}
-
 /// 2,000 connections made and closed at once to a worker's port (a port
 /// scanner, a flood): every one is refused and counted, in a few events
 /// (the first at once, then at most one a second with how many more),
