@@ -331,7 +331,7 @@ impl<P: Protocol> Link<P> {
         // by the time its exit is told.
         let mut events = std::mem::replace(
             &mut side.events,
-            Events::new(EventSink::Log, crate::Limits::default().window()),
+            Events::new(EventSink::Log, super::options::Limits::default().window()),
         );
         let (name, pid) = (side.name.clone(), handle.pid());
         drop(side);

@@ -29,6 +29,7 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
+use crate::held::Holds;
 
 /// The seals a received buffer must carry: nobody can write to it, shrink
 /// it (reading a truncated mapping would be a SIGBUS) or grow it.
@@ -401,18 +402,12 @@ struct Incoming {
     refused: Option<String>,
     /// The most bytes the message's shared buffers may hold together.
     max: usize,
-    taken: Taken,
+    /// What the buffers taken so far hold: bytes (each file once however
+    /// often it is named) and descriptors.
+    taken: Holds,
     /// The files taken so far, by device, inode and length: a file named
     /// again is the same buffer, counted and mapped once.
     seen: Vec<((u64, u64, usize), SharedBytes)>,
-}
-
-/// What the shared buffers of one decoded message hold: bytes (counted
-/// once per file however often it is named) and descriptors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Taken {
-    pub bytes: usize,
-    pub fds: usize,
 }
 
 /// Whether this process has ever had a sealed buffer: until it has, no
@@ -476,7 +471,7 @@ pub(crate) fn providing<R>(
     fds: Vec<OwnedFd>,
     max: usize,
     decode: impl FnOnce() -> R,
-) -> (R, Vec<OwnedFd>, Option<String>, Taken) {
+) -> (R, Vec<OwnedFd>, Option<String>, Holds) {
     let fds = fds.into_iter().map(Some).collect();
     /// Puts back what was there before, also when `decode` panics (a
     /// user's `Deserialize`): no stale descriptors are left for the next
@@ -489,7 +484,7 @@ pub(crate) fn providing<R>(
             }
         }
     }
-    let incoming = Incoming { fds, refused: None, max, taken: Taken::default(), seen: Vec::new() };
+    let incoming = Incoming { fds, refused: None, max, taken: Holds::default(), seen: Vec::new() };
     let outer = INCOMING.with(|i| i.borrow_mut().replace(incoming));
     let mut restore = Restore(Some(outer));
     let result = decode();
@@ -499,7 +494,7 @@ pub(crate) fn providing<R>(
         Some(Incoming { fds, refused, taken, .. }) => {
             (result, fds.into_iter().flatten().collect(), refused, taken)
         }
-        None => (result, Vec::new(), None, Taken::default()),
+        None => (result, Vec::new(), None, Holds::default()),
     }
 }
 
@@ -513,9 +508,9 @@ pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     payload: &[u8],
     fds: Vec<OwnedFd>,
     max_shared: usize,
-) -> (Result<T, WireError>, Vec<OwnedFd>, Taken) {
+) -> (Result<T, WireError>, Vec<OwnedFd>, Holds) {
     if fds.is_empty() {
-        return (super::codec::decode_as(codec, payload), fds, Taken::default());
+        return (super::codec::decode_as(codec, payload), fds, Holds::default());
     }
     let (result, rest, refused, taken) =
         providing(fds, max_shared, || super::codec::decode_as(codec, payload));
@@ -711,7 +706,7 @@ mod tests {
         assert_eq!(back, msg);
         assert!(back.0.is_mapped() && back.2.is_mapped());
         assert_eq!(rest.len(), 1, "the message's own descriptor is left to it");
-        assert_eq!(taken, Taken { bytes: 5 + 100_000, fds: 2 });
+        assert_eq!(taken, Holds { bytes: 5 + 100_000, fds: 2 });
         // Without descriptors: inline, and read back as bytes.
         let mut inline = Vec::new();
         crate::wire::codec::encode_into(&a, &mut inline).unwrap();
@@ -820,7 +815,7 @@ mod tests {
             providing(fds, 64 << 10, || crate::wire::codec::decode::<Vec<SharedBytes>>(&encoded));
         assert!(refused.is_none(), "{refused:?}");
         assert!(rest.is_empty());
-        assert_eq!(taken, Taken { bytes: 64 << 10, fds: 1 });
+        assert_eq!(taken, Holds { bytes: 64 << 10, fds: 1 });
         let back = back.unwrap();
         let Repr::Sealed(first) = &back[0].0 else { panic!("mapped") };
         assert!(back.iter().all(|b| matches!(&b.0, Repr::Sealed(s) if Arc::ptr_eq(s, first))));
