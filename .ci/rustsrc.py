@@ -50,3 +50,16 @@ def strip(text):
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def close_of(text, open_at):
+    """Where the brace opened at `open_at` closes (in stripped text)."""
+    depth = 0
+    for i in range(open_at, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return len(text) - 1

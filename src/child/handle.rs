@@ -10,49 +10,26 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::error::WorkerError;
-use crate::protocol::{tag_of, Protocol, Request};
-use crate::session::requests::{answer, Pending};
-use crate::wire::codec::Codec;
-use crate::wire::encode::{descriptors, encode_sharing};
-use crate::wire::frame::Header;
-use crate::wire::outbox::Outbox;
+use crate::protocol::{Protocol, Request};
+use crate::session::sender::Sender;
 
 /// The parent, as seen from inside a worker: post messages to it and close
 /// the worker. Cheap to clone; give it to whatever in the worker needs it.
 pub struct Parent<P: Protocol> {
-    pub(crate) outbox: Arc<Outbox>,
-    pub(crate) max_message_size: usize,
-    /// How the connection's payloads are written.
-    pub(crate) codec: Codec,
-    /// Whether the connection carries descriptors (not to a remote parent).
-    pub(crate) fds_ok: bool,
-    pub(crate) close: Arc<Notify>,
-    pub(crate) pending: Arc<Pending>,
+    sender: Sender,
+    close: Arc<Notify>,
     _protocol: PhantomData<fn() -> P>,
 }
 
 impl<P: Protocol> Clone for Parent<P> {
     fn clone(&self) -> Self {
-        Parent {
-            outbox: self.outbox.clone(),
-            max_message_size: self.max_message_size,
-            codec: self.codec,
-            fds_ok: self.fds_ok,
-            close: self.close.clone(),
-            pending: self.pending.clone(),
-            _protocol: PhantomData,
-        }
+        Parent { sender: self.sender.clone(), close: self.close.clone(), _protocol: PhantomData }
     }
 }
 
 impl<P: Protocol> Parent<P> {
-    pub(crate) fn new(
-        outbox: Arc<Outbox>,
-        (codec, max_message_size, fds_ok): (Codec, usize, bool),
-        close: Arc<Notify>,
-        pending: Arc<Pending>,
-    ) -> Self {
-        Parent { outbox, max_message_size, codec, fds_ok, close, pending, _protocol: PhantomData }
+    pub(crate) fn new(sender: Sender, close: Arc<Notify>) -> Self {
+        Parent { sender, close, _protocol: PhantomData }
     }
 
     /// Asks the parent a typed [`Request`]: the actor the parent named with
@@ -63,7 +40,7 @@ impl<P: Protocol> Parent<P> {
         &self,
         request: R,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
-        self.ask_within(request, None)
+        self.sender.ask(&request, None)
     }
 
     /// [`ask`](Self::ask), giving up after `limit` with
@@ -73,27 +50,7 @@ impl<P: Protocol> Parent<P> {
         request: R,
         limit: Duration,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
-        self.ask_within(request, Some(limit))
-    }
-
-    fn ask_within<R: Request>(
-        &self,
-        request: R,
-        limit: Option<Duration>,
-    ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
-        let id = self.pending.next_id();
-        let answer = answer::<R::Answer>(&self.pending, id, limit);
-        let header = Header::request(id, tag_of::<R>());
-        let fds = self.fds_ok.then(Vec::new);
-        let sent = encode_sharing(self.codec, header, &request, fds, self.max_message_size)
-            .and_then(|(bytes, fds)| self.outbox.push(bytes, fds));
-        if sent.is_err() {
-            self.pending.cancel(id);
-        }
-        async move {
-            sent?;
-            answer.await
-        }
+        self.sender.ask(&request, Some(limit))
     }
 
     /// Posts a message to the parent: its `onmessage` (an
@@ -105,10 +62,7 @@ impl<P: Protocol> Parent<P> {
     /// Posts a message with descriptors; the parent receives them with
     /// exactly this message.
     pub fn post_with_fds(&self, data: P::FromWorker, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
-        let header = Header::post(fds.len())?;
-        let fds = descriptors(self.fds_ok, fds)?;
-        let (bytes, fds) = encode_sharing(self.codec, header, &data, fds, self.max_message_size)?;
-        self.outbox.push(bytes, fds)
+        self.sender.post(None, &data, fds)
     }
 
     /// Closes the worker from inside (the `close()` of a Web Worker): its

@@ -17,29 +17,38 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use actix::{
-    ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, ResponseFuture, SpawnHandle,
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, ResponseFuture,
+    SpawnHandle,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
-use super::WorkerActor;
-use crate::protocol::{Protocol, Received, Request};
+use crate::protocol::{Received, Request};
 use crate::session::answers::Reply;
+
+/// An actor the runtime reaches through its inbox: it takes posts of
+/// `Post` (every `WorkerActor` is one, in `actor.rs`).
+pub(crate) trait Inboxed:
+    Actor<Context = Context<Self>> + Handler<Received<Self::Post>>
+{
+    /// What its parent posts it.
+    type Post: 'static;
+}
 
 /// A call into the actor.
 pub(crate) type Call<W> = Box<dyn FnOnce(&mut W, &mut Context<W>)>;
 
 /// A message posted to the worker.
-pub(crate) type Posted<W> = Received<<<W as WorkerActor>::Protocol as Protocol>::ToWorker>;
+pub(crate) type Posted<W> = Received<<W as Inboxed>::Post>;
 
 /// What the runtime hands the actor.
-pub(crate) enum Command<W: WorkerActor> {
+pub(crate) enum Command<W: Inboxed> {
     Call(Call<W>),
     /// Posted messages, in order: one command for all those read together.
     Posts(Vec<Posted<W>>),
 }
 
-impl<W: WorkerActor> Command<W> {
+impl<W: Inboxed> Command<W> {
     pub(crate) fn call(f: impl FnOnce(&mut W, &mut Context<W>) + 'static) -> Self {
         Command::Call(Box::new(f))
     }
@@ -49,22 +58,22 @@ impl<W: WorkerActor> Command<W> {
 const BUDGET: usize = 256;
 
 /// Runs [`Command`]s in the actor's context.
-pub(crate) struct InboxLoop<W: WorkerActor> {
+pub(crate) struct InboxLoop<W: Inboxed> {
     rx: UnboundedReceiver<Command<W>>,
     /// What is left of the batch of posts being handled.
     posts: std::vec::IntoIter<Posted<W>>,
 }
 
-impl<W: WorkerActor> InboxLoop<W> {
+impl<W: Inboxed> InboxLoop<W> {
     pub(crate) fn new(rx: UnboundedReceiver<Command<W>>) -> Self {
         InboxLoop { rx, posts: Vec::new().into_iter() }
     }
 }
 
 // Nothing in it is ever pinned in place.
-impl<W: WorkerActor> Unpin for InboxLoop<W> {}
+impl<W: Inboxed> Unpin for InboxLoop<W> {}
 
-impl<W: WorkerActor> ActorFuture<W> for InboxLoop<W> {
+impl<W: Inboxed> ActorFuture<W> for InboxLoop<W> {
     type Output = ();
 
     fn poll(
@@ -115,7 +124,7 @@ pub(crate) fn answer<W, R>(
     mut reply: Reply,
     ctl: &Rc<UnboundedSender<Command<W>>>,
 ) where
-    W: WorkerActor + Handler<R>,
+    W: Inboxed + Handler<R>,
     R: Request,
     <W as Handler<R>>::Result: 'static,
 {

@@ -14,7 +14,6 @@
 //! of the runtime when it got there, or through the watchdog of
 //! `bootstrap.rs` when the actor is stuck.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,17 +24,20 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{oneshot, Notify};
 
+use super::actor::{Requests, WorkerActor};
 use super::bootstrap::{self, ORPHAN_GRACE};
+use super::handle::Parent;
 use super::inbox::{Command, InboxLoop, Posted};
 use super::panic::{self as worker_panic, CatchPanics};
-use super::{Parent, Requests, WorkerActor};
+use super::refusal;
 use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::handoff::exit_code;
 use crate::handoff::ENV_MAX_MESSAGE;
+use crate::held::Holds;
 use crate::protocol::Protocol;
-use crate::session::requests::Pending;
-use crate::session::{self, Finish, Flow, Hello, Session, Shared, Side, Why};
-use crate::wire::codec::{self, Codec};
+use crate::session::sender::{Encoding, Sender};
+use crate::session::{self, Common, Finish, Flow, Session, Side, Turn, Why};
+use crate::wire::codec;
 use crate::wire::encode::encode;
 use crate::wire::frame::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
@@ -55,7 +57,7 @@ where
     let handoff = match bootstrap::take() {
         Ok(handoff) => handoff,
         Err(e) => {
-            not_a_worker(&e);
+            refusal::not_a_worker(&e);
             return exit_code::NOT_A_WORKER;
         }
     };
@@ -96,84 +98,6 @@ where
     code
 }
 
-/// Says why this process cannot be a worker. Standard error, not only
-/// `tracing`: no parent hears of it, and whoever ran the program by hand
-/// (with a stranger's socket, or a stale environment) must.
-fn not_a_worker(e: &dyn std::fmt::Display) {
-    tracing::error!(error = %e, "not started as a worker");
-    eprintln!("actix-webworker: {e}");
-}
-
-/// Tells the parent this process has no entry named `entry` (a refusal in
-/// place of its hello, which the parent turns into a typed error naming
-/// the entries it has), and returns the exit code.
-pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
-    // The parent tells it, as `WireError::UnknownEntry`; here it is a trace.
-    tracing::error!(entry, ?known, "no worker entry of that name");
-    let handoff = match bootstrap::take() {
-        Ok(handoff) => handoff,
-        Err(e) => {
-            not_a_worker(&e);
-            return exit_code::NOT_A_WORKER;
-        }
-    };
-    let raw = handoff.sock.as_raw_fd();
-    match handoff.tls {
-        // Plain reads and writes: the socket is UNIX, or TCP in the clear.
-        None => say_no(std::fs::File::from(handoff.sock), raw, entry, known),
-        // Over TLS, blocking, as the handshake was.
-        Some(tls) => {
-            let tcp = std::net::TcpStream::from(handoff.sock);
-            say_no(tokio_rustls::rustls::StreamOwned::new(tls, tcp), raw, entry, known)
-        }
-    }
-}
-
-/// Reads the parent's hello from `sock` (whose socket is `raw`), answers
-/// with the refusal, and waits for the parent to close; the exit code.
-fn say_no(
-    mut sock: impl std::io::Read + std::io::Write,
-    raw: RawFd,
-    entry: &str,
-    known: Vec<String>,
-) -> i32 {
-    // SAFETY: `raw` is the socket `sock` reads and writes, open throughout.
-    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-    let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
-    // The parent's hello is read first, so that nothing is left unread
-    // when the socket closes (its reads would then fail before ours), and
-    // to write the refusal with the codec it names.
-    let five = nix::sys::time::TimeVal::new(5, 0);
-    let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &five);
-    let mut hello = [0u8; 64];
-    let got = sock.read(&mut hello).unwrap_or(0);
-    let codec = socket::codec_of_hello(&hello[..got]);
-    let Ok(msg) = encode(codec, Header::bare(Kind::Refused), &refusal, usize::MAX) else {
-        return exit_code::NOT_A_WORKER;
-    };
-    if sock.write_all(&socket::binary_frame(&msg)).and_then(|()| sock.flush()).is_err() {
-        return exit_code::NOT_A_WORKER;
-    }
-    let _ = nix::sys::socket::shutdown(raw, nix::sys::socket::Shutdown::Write);
-    // Until the parent has read it and closed its end. A parent that keeps
-    // its end open (5 s without a byte) never finished the exchange.
-    loop {
-        match sock.read(&mut hello) {
-            Ok(0) => return exit_code::NOT_A_WORKER,
-            // TLS: the end of the TCP stream, without TLS's own close.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return exit_code::NOT_A_WORKER
-            }
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "the parent did not close the connection");
-                return exit_code::IO;
-            }
-        }
-    }
-}
-
 /// Why the main loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -205,44 +129,19 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W,
 {
-    let fp = match crate::session::shape::fingerprint::<W::Protocol>() {
-        Ok(fp) => fp,
-        Err(e) => {
-            tracing::error!(error = %e, "the protocol's types cannot be described");
-            return (exit_code::MISMATCH, End::Terminated);
-        }
-    };
-    let conn = match socket::open(sock, max_message_size).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::error!(error = %e, "could not open the connection to the parent");
-            return (exit_code::IO, End::Terminated);
-        }
-    };
-    let mut opened = match session::hello(conn, fp, Hello::AfterPeer).await {
+    let mut opened = match connect::<W>(sock, max_message_size).await {
         Ok(opened) => opened,
-        Err(Some(e)) => {
-            tracing::error!(error = %e, "handshake with the parent failed");
-            return (exit_code::MISMATCH, End::Terminated);
-        }
-        // The parent went away before we were up.
-        Err(None) => return (0, End::ParentGone),
+        Err(ended) => return ended,
     };
     if !fds_ok {
         opened.reader.without_descriptors();
     }
+    // The worker's outbox is unbounded: its parent reads it.
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    let encoding = Encoding { codec: opened.codec, max_message_size, descriptors: fds_ok };
+    let sender = Sender::new(outbox, encoding);
     let close = Arc::new(Notify::new());
-    let pending = Arc::new(Pending::default());
-    // The parent hears of the requests the worker stops waiting for.
-    pending.tell_through(outbox.clone());
-    let wire = Wire { codec: opened.codec, max_message_size };
-    let parent = Parent::<W::Protocol>::new(
-        outbox.clone(),
-        (wire.codec, max_message_size, fds_ok),
-        close.clone(),
-        pending.clone(),
-    );
+    let parent = Parent::<W::Protocol>::new(sender.clone(), close.clone());
 
     let (ctl_tx, ctl_rx) = unbounded_channel::<Command<W>>();
     let mut ctx = Context::<W>::new();
@@ -253,54 +152,115 @@ where
     ctx.spawn(InboxLoop::new(ctl_rx));
     let mut requests = Requests::new(ctl_tx.clone());
     W::requests(&mut requests);
-    let shared = Shared {
-        outbox: outbox.clone(),
-        pending: pending.clone(),
+    let common = Common {
+        sender: sender.clone(),
         handlers: Rc::new(requests.handlers),
-        max_message_size,
         // The worker trusts its parent's buffers.
         max_shared_bytes: usize::MAX,
     };
-    let side = ChildSide { ctl: ctl_tx.clone(), posts: Vec::new(), outbox: outbox.clone(), wire };
+    let side = ChildSide { ctl: ctl_tx.clone(), posts: Vec::new(), sender: sender.clone() };
     // The writer keeps no books: there is no next connection to give its
     // messages to.
     let writer = opened.writer.without_books();
-    let mut session = Session::start(opened.reader, writer, shared, side);
-    let actor = make(parent.clone());
-    let guarded = CatchPanics::new(ctx.into_future(actor));
-    let (done, fatal) = (guarded.done.clone(), guarded.fatal.clone());
+    let mut session = Session::start(opened.reader, writer, common, side);
+    let guarded = CatchPanics::new(ctx.into_future(make(parent)));
+    let ended = Ended { done: guarded.done.clone(), fatal: guarded.fatal.clone(), close };
     actix_rt::spawn(guarded);
 
+    let end = run_until_end(&mut session, &mut panics, &ctl_tx, &ended).await;
+    let code = close_actor(end, &ctl_tx, &sender.outbox).await;
+    sender.pending.fail_all(&WorkerError::Disconnected);
+    // Reports of panics that happened on the way out go straight out.
+    while let Ok(report) = panics.try_recv() {
+        post_report(&sender, &report);
+    }
+    session.finish(Finish::Drain).await;
+    (code, end)
+}
+
+/// Opens the connection to the parent and answers its hello; or the exit
+/// code and end when that fails.
+async fn connect<W: WorkerActor>(
+    sock: Socket,
+    max_message_size: usize,
+) -> Result<session::Opened, (i32, End)> {
+    let fp = crate::session::shape::fingerprint::<W::Protocol>().map_err(|e| {
+        tracing::error!(error = %e, "the protocol's types cannot be described");
+        (exit_code::MISMATCH, End::Terminated)
+    })?;
+    let conn = socket::open(sock, max_message_size).await.map_err(|e| {
+        tracing::error!(error = %e, "could not open the connection to the parent");
+        (exit_code::IO, End::Terminated)
+    })?;
+    session::hello(conn, fp, Turn::AfterPeer).await.map_err(|e| match e {
+        Some(e) => {
+            tracing::error!(error = %e, "handshake with the parent failed");
+            (exit_code::MISMATCH, End::Terminated)
+        }
+        // The parent went away before we were up.
+        None => (0, End::ParentGone),
+    })
+}
+
+/// How the worker learns it is to end, besides its session: the actor's
+/// future finished (`fatal`: by a panic it cannot recover from), or the
+/// actor called `close()`.
+struct Ended {
+    done: Arc<Notify>,
+    fatal: Arc<std::sync::atomic::AtomicBool>,
+    close: Arc<Notify>,
+}
+
+/// Serves the parent until something ends the worker; panics are offered
+/// to the actor's `on_error` on the way.
+async fn run_until_end<W: WorkerActor>(
+    session: &mut Session<ChildSide<W>>,
+    panics: &mut UnboundedReceiver<ErrorReport>,
+    ctl: &UnboundedSender<Command<W>>,
+    ended: &Ended,
+) -> End {
     let mut sigterm = signal(SignalKind::terminate()).ok();
     let mut sigxcpu = signal(SignalKind::from_raw(libc::SIGXCPU)).ok();
-    let end = loop {
+    loop {
         tokio::select! {
             flow = session.step() => match flow {
                 Flow::Go => {}
                 // The parent closed its end: it is gone.
-                Flow::End(Why::PeerClosed) => break End::ParentGone,
+                Flow::End(Why::PeerClosed) => return End::ParentGone,
                 // Terminate, or broken framing (reported to the parent).
-                Flow::End(Why::Terminated | Why::Broken) => break End::Terminated,
+                Flow::End(Why::Terminated | Why::Broken) => return End::Terminated,
             },
-            Some(report) = panics.recv() => offer_error(&ctl_tx, &outbox, report, wire),
-            _ = close.notified() => break End::Closed,
-            _ = done.notified() => {
-                break if fatal.load(Ordering::SeqCst) { End::Fatal } else { End::ActorStopped };
+            Some(report) = panics.recv() => {
+                let sender = session.sender().clone();
+                offer_error(ctl, sender, report);
+            }
+            _ = ended.close.notified() => return End::Closed,
+            _ = ended.done.notified() => {
+                let fatal = ended.fatal.load(Ordering::SeqCst);
+                return if fatal { End::Fatal } else { End::ActorStopped };
             }
             // PR_SET_PDEATHSIG also sends SIGTERM: whether the parent is
             // gone is told at the end, by its pidfd.
-            _ = recv_signal(&mut sigterm) => break End::Signalled,
-            _ = recv_signal(&mut sigxcpu) => break End::CpuLimit,
+            _ = recv_signal(&mut sigterm) => return End::Signalled,
+            _ = recv_signal(&mut sigxcpu) => return End::CpuLimit,
         }
-    };
+    }
+}
 
-    let code = match end {
+/// Runs the actor's `on_close` where the end calls for it (after a
+/// `Closing` to the parent when the worker closed itself); the exit code.
+async fn close_actor<W: WorkerActor>(
+    end: End,
+    ctl: &UnboundedSender<Command<W>>,
+    outbox: &Outbox,
+) -> i32 {
+    match end {
         End::Terminated | End::Closed | End::ParentGone | End::Signalled | End::CpuLimit => {
             if end == End::Closed {
                 let _ = outbox.push(frame::bare(Kind::Closing), Vec::new());
             }
             let (tx, rx) = oneshot::channel();
-            let sent = ctl_tx.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
+            let sent = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
                 act.on_close(ctx);
                 let _ = tx.send(());
             }));
@@ -316,14 +276,7 @@ where
         }
         End::ActorStopped => 0,
         End::Fatal => exit_code::PANIC,
-    };
-    pending.fail_all(&WorkerError::Disconnected);
-    // Reports of panics that happened on the way out go straight out.
-    while let Ok(report) = panics.try_recv() {
-        post_report(&outbox, &report, wire);
     }
-    session.finish(Finish::Drain).await;
-    (code, end)
 }
 
 async fn recv_signal(sig: &mut Option<Signal>) {
@@ -341,28 +294,20 @@ struct ChildSide<W: WorkerActor> {
     ctl: UnboundedSender<Command<W>>,
     /// Posts read but not yet handed to the actor.
     posts: Vec<Posted<W>>,
-    outbox: Arc<Outbox>,
-    wire: Wire,
-}
-
-/// How this worker's own messages are written: its connection's codec and
-/// message size limit.
-#[derive(Clone, Copy)]
-struct Wire {
-    codec: Codec,
-    max_message_size: usize,
+    /// Where its error reports go.
+    sender: Sender,
 }
 
 impl<W: WorkerActor> Side for ChildSide<W> {
     type Incoming = <W::Protocol as Protocol>::ToWorker;
     const ONLY_HERE: &'static [Kind] = &[Kind::Terminate, Kind::Ping];
 
-    fn post(&mut self, msg: Posted<W>, _: session::Holds) {
+    fn post(&mut self, msg: Posted<W>, _: Holds) {
         self.posts.push(msg);
     }
 
     fn wire_error(&mut self, e: WireError) {
-        report_wire_error(&self.outbox, &e, self.wire);
+        post_report(&self.sender, &ErrorReport::new(format!("worker: {e}")));
     }
 
     fn flush(&mut self) {
@@ -380,11 +325,9 @@ impl<W: WorkerActor> Side for ChildSide<W> {
 /// unless handled (or the actor is gone).
 fn offer_error<W: WorkerActor>(
     ctl: &UnboundedSender<Command<W>>,
-    outbox: &Arc<Outbox>,
+    sender: Sender,
     report: ErrorReport,
-    wire: Wire,
 ) {
-    let outbox = outbox.clone();
     let (tx, rx) = oneshot::channel::<bool>();
     let for_actor = report.clone();
     let cmd = Command::call(move |act: &mut W, ctx: &mut Context<W>| {
@@ -392,25 +335,23 @@ fn offer_error<W: WorkerActor>(
         let _ = tx.send(handled);
     });
     if ctl.send(cmd).is_err() {
-        post_report(&outbox, &report, wire);
+        post_report(&sender, &report);
         return;
     }
     actix_rt::spawn(async move {
         // Err: the actor went away, or panicked inside on_error itself.
         if !rx.await.unwrap_or(false) {
-            post_report(&outbox, &report, wire);
+            post_report(&sender, &report);
         }
     });
 }
 
-fn report_wire_error(outbox: &Outbox, e: &WireError, wire: Wire) {
-    post_report(outbox, &ErrorReport::new(format!("worker: {e}")), wire);
-}
-
-fn post_report(outbox: &Outbox, report: &ErrorReport, wire: Wire) {
-    match encode(wire.codec, Header::bare(Kind::Error), report, wire.max_message_size) {
+/// Sends an error report to the parent (its `onerror`).
+fn post_report(sender: &Sender, report: &ErrorReport) {
+    let Encoding { codec, max_message_size, .. } = sender.encoding;
+    match encode(codec, Header::bare(Kind::Error), report, max_message_size) {
         Ok(bytes) => {
-            if outbox.push(bytes, Vec::new()).is_err() {
+            if sender.outbox.push(bytes, Vec::new()).is_err() {
                 tracing::warn!(error = %report, "error report could not be sent to the parent");
             }
         }

@@ -10,7 +10,7 @@ use super::Sample;
 /// A protocol for the parent's side: samples both ways.
 struct FuzzProtocol;
 
-impl crate::Protocol for FuzzProtocol {
+impl crate::protocol::Protocol for FuzzProtocol {
     type ToWorker = Sample;
     type FromWorker = Sample;
 }
@@ -30,10 +30,14 @@ impl actix::Actor for Counter {
     type Context = actix::Context<Self>;
 }
 
-impl actix::Handler<crate::WorkerEvent<FuzzProtocol>> for Counter {
+impl actix::Handler<crate::parent::events::WorkerEvent<FuzzProtocol>> for Counter {
     type Result = ();
 
-    fn handle(&mut self, _: crate::WorkerEvent<FuzzProtocol>, _: &mut Self::Context) {
+    fn handle(
+        &mut self,
+        _: crate::parent::events::WorkerEvent<FuzzProtocol>,
+        _: &mut Self::Context,
+    ) {
         self.0 += 1;
     }
 }
@@ -172,11 +176,14 @@ pub fn link(data: &[u8]) {
         let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
         let mut handlers = crate::session::answers::Handlers::new(|| None);
         handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
-        let shared = crate::session::Shared {
-            outbox: outbox.clone(),
-            pending: Arc::default(),
-            handlers: std::rc::Rc::new(handlers),
+        let encoding = crate::session::sender::Encoding {
+            codec: crate::wire::codec::Codec::Bincode,
             max_message_size: 1 << 20,
+            descriptors: true,
+        };
+        let common = crate::session::Common {
+            sender: crate::session::sender::Sender::new(outbox.clone(), encoding),
+            handlers: std::rc::Rc::new(handlers),
             max_shared_bytes: 1 << 20,
         };
         let events = crate::parent::sink::Events::new(
@@ -196,9 +203,10 @@ pub fn link(data: &[u8]) {
             outbox,
         );
         let writer = crate::wire::writer::Writer::new(sink);
-        let mut session = crate::session::Session::start(reader, writer, shared, side);
-        let mut never: std::pin::Pin<Box<dyn std::future::Future<Output = crate::ExitStatus>>> =
-            Box::pin(std::future::pending());
+        let mut session = crate::session::Session::start(reader, writer, common, side);
+        let mut never: std::pin::Pin<
+            Box<dyn std::future::Future<Output = crate::error::ExitStatus>>,
+        > = Box::pin(std::future::pending());
         let mut status = None;
         crate::parent::link::read(&mut session, &mut never, &mut status, None, &mut None).await;
         let finished = session.finish(crate::session::Finish::Now).await;

@@ -205,7 +205,7 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
     /// worker on another host started through a
     /// [`launcher`](Self::launcher). Everything else (restarts,
     /// `on_close`, terminate, exit statuses, requests) works the same.
-    pub fn transport(mut self, transport: crate::Transport) -> Self {
+    pub fn transport(mut self, transport: super::options::Transport) -> Self {
         self.options.spec.transport = transport;
         self
     }
@@ -251,7 +251,7 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
     /// is for workers written in another language, which read and write
     /// JSON without our Rust types (see `PROTOCOL.md` and `python/`). The
     /// parent names it in its hello, and a Rust worker follows.
-    pub fn codec(mut self, codec: crate::Codec) -> Self {
+    pub fn codec(mut self, codec: crate::wire::codec::Codec) -> Self {
         self.options.codec = codec;
         self
     }

@@ -17,7 +17,8 @@ use super::spawn;
 use super::worker::{Grace, State, Then, Waiting, Worker};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::protocol::Protocol;
-use crate::session::Shared;
+use crate::session::sender::Sender;
+use crate::session::Common;
 use crate::supervise::Decision;
 use crate::wire::frame::{self, Kind};
 
@@ -25,19 +26,19 @@ use crate::wire::frame::{self, Kind};
 /// has ended (its runtime went away: the System stopped): the link fails
 /// requests with the exit when it ends, and will not end now.
 struct Unfinished {
-    shared: Option<(Arc<crate::wire::outbox::Outbox>, Arc<crate::session::requests::Pending>)>,
+    sender: Option<Sender>,
 }
 
 impl Unfinished {
     fn disarm(mut self) {
-        self.shared = None;
+        self.sender = None;
     }
 }
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some((outbox, pending)) = self.shared.take() {
-            super::worker::fail_abandoned(&outbox, &pending);
+        if let Some(sender) = self.sender.take() {
+            super::worker::fail_abandoned(&sender.outbox, &sender.pending);
         }
     }
 }
@@ -48,13 +49,13 @@ impl<P: Protocol> Worker<P> {
         let handle = Arc::new(spawned.handle);
         self.pid = handle.pid();
         if let Some(fd) = spawned.stdout {
-            output::capture(fd, self.name.clone(), self.pid, output::Stream::Stdout);
+            output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stdout);
         }
         if let Some(fd) = spawned.stderr {
-            output::capture(fd, self.name.clone(), self.pid, output::Stream::Stderr);
+            output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stderr);
         }
         self.child = Arc::downgrade(&handle);
-        super::process::register(&handle, self.shutdown_timeout, self.kill_delay);
+        super::process::register(&handle, self.options.shutdown_timeout, self.options.kill_delay);
         let generation = self.generation;
         let on_closing: Box<dyn Fn()> = {
             let me = ctx.address().downgrade();
@@ -64,28 +65,30 @@ impl<P: Protocol> Worker<P> {
                 }
             })
         };
-        let events = Events::new(self.events.clone(), self.limits.window());
-        let side =
-            ParentSide::new(self.name.clone(), self.pid, events, on_closing, self.outbox.clone());
+        let events = Events::new(self.events.clone(), self.options.limits.window());
+        let side = ParentSide::new(
+            self.options.name.clone(),
+            self.pid,
+            events,
+            on_closing,
+            self.sender.outbox.clone(),
+        );
         let link = Link::<P> {
             side,
             handle,
-            shared: Shared {
-                outbox: self.outbox.clone(),
-                pending: self.pending.clone(),
-                handlers: self.handlers.clone(),
-                max_message_size: self.limits.max_message_size,
-                max_shared_bytes: self.limits.max_shared_bytes,
+            common: Common {
+                sender: self.sender.clone(),
+                handlers: self.options.handlers.clone(),
+                max_shared_bytes: self.options.limits.max_shared_bytes,
             },
             fingerprint: self.fingerprint,
-            codec: self.codec,
-            heartbeat: self.heartbeat,
+            heartbeat: self.options.heartbeat,
             later: self.events.clone(),
-            handshake_timeout: self.handshake_timeout,
+            handshake_timeout: self.options.handshake_timeout,
         };
         // Its own task: it outlives the actor, should the last address go.
         let me = ctx.address().downgrade();
-        let unfinished = Unfinished { shared: Some((self.outbox.clone(), self.pending.clone())) };
+        let unfinished = Unfinished { sender: Some(self.sender.clone()) };
         actix_rt::spawn(async move {
             let LinkExit { status, certain } = link.run(spawned.sock).await;
             unfinished.disarm();
@@ -113,13 +116,13 @@ impl<P: Protocol> Worker<P> {
             if !self.still_wanted(&then) {
                 continue;
             }
-            then.queued(self.outbox.push_unbounded(bytes, fds));
+            then.queued(self.sender.outbox.push_unbounded(bytes, fds));
         }
-        if self.outbox.push_last(frame::bare(Kind::Terminate)).is_err() {
-            tracing::debug!(worker = %self.name, "terminate could not be queued; signals follow");
+        if self.sender.outbox.push_last(frame::bare(Kind::Terminate)).is_err() {
+            tracing::debug!(worker = %self.options.name, "terminate could not be queued; signals follow");
         }
         let grace = match grace {
-            Grace::Default => Some(self.grace),
+            Grace::Default => Some(self.options.grace),
             Grace::After(d) => Some(d),
             Grace::Never => None,
         };
@@ -136,7 +139,7 @@ impl<P: Protocol> Worker<P> {
     pub(super) fn escalate(&mut self, grace: Option<Duration>) {
         if let Some(grace) = grace {
             let child = self.child.clone();
-            let kill_delay = self.kill_delay;
+            let kill_delay = self.options.kill_delay;
             self.escalation = Some(actix_rt::spawn(async move {
                 tokio::time::sleep(grace).await;
                 let Some(handle) = child.upgrade() else { return };
@@ -167,7 +170,7 @@ impl<P: Protocol> Worker<P> {
             self.exits.push(status);
             return self.give_up(cause.to_string(), status, Some(cause));
         }
-        match self.history.decide(&self.policy, status, wanted, Instant::now()) {
+        match self.history.decide(&self.options.policy, status, wanted, Instant::now()) {
             Decision::Restart { attempt, delay } => {
                 self.exits.push(status);
                 self.state = State::Restarting(status);
@@ -179,7 +182,7 @@ impl<P: Protocol> Worker<P> {
                 self.exits.push(status);
                 let reason = format!(
                     "more than {} restarts within {:?}",
-                    self.policy.max_restarts, self.policy.within
+                    self.options.policy.max_restarts, self.options.policy.within
                 );
                 self.give_up(reason, status, None);
             }
@@ -196,7 +199,7 @@ impl<P: Protocol> Worker<P> {
     /// Has the process started on the spawner thread (the actor's thread
     /// never forks); [`spawned`](Self::spawned) takes the result.
     pub(super) fn spawn_process(&mut self, ctx: &mut Context<Self>) {
-        let started = spawn::spawn(&self.spec);
+        let started = spawn::spawn(&self.options.spec);
         ctx.spawn(actix::fut::wrap_future::<_, Self>(started).map(|res, act, ctx| {
             let res = res.unwrap_or_else(|_| {
                 Err(SpawnError::Setup {
@@ -249,8 +252,8 @@ impl<P: Protocol> Worker<P> {
         self.state = State::Exited(status);
         // Ended first, then the slots failed: a request from a `Port` on
         // another thread is either refused, or purged here and failed.
-        let mut dropped = self.outbox.discard(WorkerError::Exited(status));
-        self.pending.fail_all(&WorkerError::Exited(status));
+        let mut dropped = self.sender.outbox.discard(WorkerError::Exited(status));
+        self.sender.pending.fail_all(&WorkerError::Exited(status));
         for waiting in self.waiting.drain(..) {
             // Requests among them were failed with the others pending.
             if let Then::Post(tx) = waiting.then {
@@ -310,7 +313,7 @@ impl<P: Protocol> Handler<ChildClosing> for Worker<P> {
     fn handle(&mut self, msg: ChildClosing, _: &mut Context<Self>) {
         if msg.generation == self.generation && self.state == State::Running {
             self.state = State::Terminating;
-            self.outbox.end_pushes();
+            self.sender.outbox.end_pushes();
         }
     }
 }

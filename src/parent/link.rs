@@ -28,8 +28,9 @@ use super::remote;
 use super::sink::{EventSink, Events};
 use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, Lost, WireError, WorkerError};
+use crate::held::Holds;
 use crate::protocol::{Protocol, Received};
-use crate::session::{self, Finish, Finished, Hello, Holds, Session, Shared, Side, Why};
+use crate::session::{self, Common, Finish, Finished, Session, Side, Turn, Why};
 use crate::wire::frame::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Socket;
@@ -48,11 +49,11 @@ pub(crate) struct LinkExit {
 pub(crate) struct Link<P: Protocol> {
     pub side: ParentSide<P>,
     pub handle: Arc<ChildHandle>,
-    pub shared: Shared,
+    /// The sending half and the handlers (its encoding's codec is the one
+    /// our hello names).
+    pub common: Common,
     pub fingerprint: u64,
     pub handshake_timeout: Duration,
-    /// How payloads are written, named in our hello.
-    pub codec: crate::wire::codec::Codec,
     pub heartbeat: Option<super::options::Heartbeat>,
     /// Where refusals after the worker is in go (a TCP worker's port).
     pub later: super::sink::EventSink<P>,
@@ -141,27 +142,20 @@ impl<P: Protocol> Link<P> {
     /// Runs the connection to the end and reports the exit (the `Exit`
     /// event, last of the process's); returns how the process ended.
     pub(crate) async fn run(self, channel: super::spawn::Channel) -> LinkExit {
-        let Link {
-            mut side,
-            handle,
-            shared,
-            fingerprint,
-            handshake_timeout,
-            codec,
-            heartbeat,
-            later,
-        } = self;
+        let Link { mut side, handle, common, fingerprint, handshake_timeout, heartbeat, later } =
+            self;
         let mut wait: Pin<Box<dyn Future<Output = ExitStatus>>> = Box::pin({
             let handle = handle.clone();
             async move { handle.wait().await }
         });
         let mut status: Option<ExitStatus> = None;
         let mut certain = None;
-        let (outbox, pending) = (shared.outbox.clone(), shared.pending.clone());
+        let (outbox, pending) = (common.sender.outbox.clone(), common.sender.pending.clone());
+        let codec = common.sender.encoding.codec;
 
         let local = matches!(channel, Channel::Local(_));
         let launched = matches!(&channel, Channel::Tcp(listening) if listening.launched);
-        let max = shared.max_message_size;
+        let max = common.sender.encoding.max_message_size;
         // Connected (a TCP worker: once it has presented its token), then
         // the hellos, within the handshake's time; a process that exits
         // before is told by its exit.
@@ -203,7 +197,7 @@ impl<P: Protocol> Link<P> {
             // Kept to ask the worker to close, should the System stop
             // under it.
             farewell = sock.fd.try_clone().ok();
-            session::open(sock, max, fingerprint, Hello::First(codec)).await
+            session::open(sock, max, fingerprint, Turn::First(codec)).await
         };
         let opened = tokio::time::timeout(handshake_timeout, connect_and_open).await;
         for refused in refusals {
@@ -242,7 +236,7 @@ impl<P: Protocol> Link<P> {
                     super::process::connected(&handle, sock, opened.reader.queues());
                 }
                 side.emit(Event::Online);
-                let session = Session::start(opened.reader, opened.writer, shared, side);
+                let session = Session::start(opened.reader, opened.writer, common, side);
                 let (side, n, closed) =
                     serve(session, &handle, &mut wait, &mut status, heartbeat, &mut lost).await;
                 // The connection has ended: nothing is left to cut.

@@ -16,20 +16,17 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Context, Handler, Message, MessageResult};
-use bytes::Bytes;
-
 use super::messages::ToCaller;
 use super::options::WhenFull;
 use super::stats::Recorder;
 use super::worker::Worker;
-use crate::error::{WireError, WorkerError};
-use crate::protocol::{tag_of, Protocol, Request};
-use crate::session::requests::Pending;
-use crate::wire::codec::Codec;
-use crate::wire::encode::{descriptors, encode_in_sharing, Arena};
-use crate::wire::frame::Header;
-use crate::wire::outbox::{Outbox, Refusal};
+use crate::error::WorkerError;
+use crate::protocol::{Protocol, Request};
+use crate::session::requests::Slot;
+use crate::session::sender::{answer_of, Encoded, NotQueued, Sender};
+use crate::wire::encode::Arena;
+use crate::wire::outbox::Refusal;
+use actix::{Addr, Context, Handler, Message, MessageResult};
 
 /// A direct line to one worker: [`post`](Port::post) and
 /// [`ask`](Port::ask) without going through the `Worker` actor's mailbox,
@@ -82,12 +79,9 @@ pub struct Port<P: Protocol> {
 
 /// What every port of one worker shares with its `Worker` actor.
 struct Line {
-    outbox: Arc<Outbox>,
-    pending: Arc<Pending>,
+    sender: Sender,
     recorder: Arc<Recorder>,
-    max_message_size: usize,
-    codec: Codec,
-    fds_ok: bool,
+    /// Whether a full queue makes a request wait for room.
     wait: bool,
 }
 
@@ -99,7 +93,9 @@ impl<P: Protocol> Clone for Port<P> {
 
 impl<P: Protocol> std::fmt::Debug for Port<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Port").field("queued", &self.line.outbox.len()).finish_non_exhaustive()
+        f.debug_struct("Port")
+            .field("queued", &self.line.sender.outbox.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,22 +126,23 @@ impl<P: Protocol> Port<P> {
         data: P::ToWorker,
         fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
-        let (bytes, fds) = self.encode(Header::post(fds.len())?, &data, fds)?;
-        self.line.outbox.push(bytes, fds)
+        self.line.sender.post(Some(&mut self.arena), &data, fds)
     }
 
     /// [`post`](Self::post), waiting for room while the queue is full
     /// instead of refusing.
     pub async fn post_waiting(&mut self, data: P::ToWorker) -> Result<(), WorkerError> {
-        let (mut bytes, mut fds) = self.encode(Header::post(0)?, &data, Vec::new())?;
+        let sender = &self.line.sender;
+        let (mut bytes, mut fds) =
+            sender.encoding.post(Some(&mut self.arena), &data, Vec::new())?;
         loop {
-            let epoch = self.line.outbox.room_epoch();
-            match self.line.outbox.try_push(bytes, fds) {
+            let epoch = sender.outbox.room_epoch();
+            match sender.outbox.try_push(bytes, fds) {
                 Ok(()) => return Ok(()),
                 Err((Refusal::Full, b, f)) => (bytes, fds) = (b, f),
-                Err((refusal, _, _)) => return Err(self.line.outbox.error(refusal)),
+                Err((refusal, _, _)) => return Err(sender.outbox.error(refusal)),
             }
-            self.line.outbox.wait_room(epoch).await;
+            sender.outbox.wait_room(epoch).await;
         }
     }
 
@@ -177,119 +174,59 @@ impl<P: Protocol> Port<P> {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + Send + use<P, R> {
         let line = self.line.clone();
-        let id = line.pending.next_id();
+        let id = line.sender.pending.next_id();
         let started = line.recorder.start();
-        let first = crate::session::shape::check_request::<R>()
-            .map_err(|e| WireError::Encode(e.to_string()).into())
-            .and_then(|()| self.encode(Header::request(id, tag_of::<R>()), &request, Vec::new()))
-            .map(|(bytes, fds)| line.try_queue::<R::Answer>(id, bytes, fds, started));
+        let encoded = line.sender.encoding.request(Some(&mut self.arena), id, &request);
+        let first = encoded.map(|encoded| line.try_queue::<R::Answer>(id, encoded, started));
         async move {
-            let mut attempt = first?;
-            let rx = loop {
-                match attempt {
-                    Attempt::Queued(rx) => break rx,
-                    Attempt::Refused(e) => return Err(e),
-                    Attempt::Full { bytes, fds, epoch } => {
-                        line.outbox.wait_room(epoch).await;
-                        attempt = line.try_queue::<R::Answer>(id, bytes, fds, started);
+            let (mut queued, mut rx) = first?;
+            loop {
+                match queued {
+                    Ok(()) => break,
+                    Err(NotQueued::Refused(e)) => return Err(e),
+                    Err(NotQueued::Full { bytes, fds, epoch }) => {
+                        line.sender.outbox.wait_room(epoch).await;
+                        (queued, rx) = line.try_queue::<R::Answer>(id, (bytes, fds), started);
                     }
                 }
-            };
-            // From here on, dropped or timed out, it is cancelled.
-            let cancel = Cancel { pending: &line.pending, id, armed: true };
-            let answer = match timeout {
-                None => tokio::task::unconstrained(rx).await,
-                Some(limit) => match tokio::time::timeout(limit, rx).await {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        line.recorder.finish(false, None);
-                        return Err(WorkerError::Timeout(limit));
-                    }
-                },
-            };
-            // Its slot went with the answer: nothing to look up.
-            cancel.disarm();
-            answer.map_err(|_| WorkerError::Disconnected)?
+            }
+            let rx = rx.ok_or(WorkerError::Disconnected)?;
+            let answer = answer_of(&line.sender.pending, id, rx, timeout).await;
+            if let Err(WorkerError::Timeout(_)) = answer {
+                // Its slot was dropped unanswered: the caller's outcome.
+                line.recorder.finish(false, None);
+            }
+            answer
         }
     }
-
-    fn encode<M: serde::Serialize>(
-        &mut self,
-        header: Header,
-        data: &M,
-        fds: Vec<OwnedFd>,
-    ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-        let line = &self.line;
-        let fds = descriptors(line.fds_ok, fds)?;
-        encode_in_sharing(&mut self.arena, line.codec, header, data, fds, line.max_message_size)
-    }
 }
 
-/// How an attempt to queue a request went.
-enum Attempt<A> {
-    /// Queued; its answer comes here.
-    Queued(tokio::sync::oneshot::Receiver<Result<A, WorkerError>>),
-    /// Refused for good.
-    Refused(WorkerError),
-    /// The queue is full and the limits say wait: try again once it has
-    /// made room since `epoch`.
-    Full { bytes: Bytes, fds: Vec<OwnedFd>, epoch: u64 },
-}
+/// Where a request's answer will come, once queued.
+type AnswerRx<A> = Option<tokio::sync::oneshot::Receiver<Result<A, WorkerError>>>;
 
 impl Line {
-    /// Queues request `id`, its answer slot taken first (the answer may
-    /// come before this returns). Made for the connection its slot was
-    /// taken on: if that one ends before the push, the slot is failed with
-    /// the others (or forgotten here) and the request is made again for
-    /// the next (see `Outbox::try_push_on`).
+    /// Queues request `id` with a slot that records its round trip and
+    /// hands its answer to the caller; a full queue is refused, unless the
+    /// limits say wait (then the caller waits for room and tries again).
     fn try_queue<A: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         id: u64,
-        mut bytes: Bytes,
-        mut fds: Vec<OwnedFd>,
+        encoded: Encoded,
         started: Option<std::time::Instant>,
-    ) -> Attempt<A> {
-        loop {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let slot = ToCaller::new(tx, self.recorder.clone(), started);
-            let connection = self.pending.attach_on(id, Box::new(slot));
-            let epoch = self.outbox.room_epoch();
-            let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
-                Ok(()) => return Attempt::Queued(rx),
-                Err((refusal, b, f)) => {
-                    (bytes, fds) = (b, f);
-                    refusal
-                }
-            };
-            self.pending.forget(id);
-            match refusal {
-                Refusal::Moved => continue,
-                Refusal::Full if self.wait => return Attempt::Full { bytes, fds, epoch },
-                refusal => return Attempt::Refused(self.outbox.error(refusal)),
+    ) -> (Result<(), NotQueued>, AnswerRx<A>) {
+        let mut rx = None;
+        let slot = || {
+            let (tx, answer) = tokio::sync::oneshot::channel();
+            rx = Some(answer);
+            Box::new(ToCaller::new(tx, self.recorder.clone(), started)) as Box<dyn Slot>
+        };
+        let queued = match self.sender.queue_request(id, encoded, slot) {
+            Err(NotQueued::Full { .. }) if !self.wait => {
+                Err(NotQueued::Refused(self.sender.outbox.error(Refusal::Full)))
             }
-        }
-    }
-}
-
-/// Cancels request `id` when dropped: its caller stopped waiting. (After
-/// the answer came its slot is gone, and this does nothing.)
-struct Cancel<'a> {
-    pending: &'a Pending,
-    id: u64,
-    armed: bool,
-}
-
-impl Cancel<'_> {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Cancel<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.pending.cancel(self.id);
-        }
+            queued => queued,
+        };
+        (queued, rx)
     }
 }
 
@@ -305,13 +242,9 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
 
     fn handle(&mut self, _: OpenPort<P>, _: &mut Context<Self>) -> Self::Result {
         let line = Line {
-            outbox: self.outbox.clone(),
-            pending: self.pending.clone(),
+            sender: self.sender.clone(),
             recorder: self.recorder.clone(),
-            max_message_size: self.limits.max_message_size,
-            codec: self.codec,
-            fds_ok: self.fds_ok,
-            wait: self.limits.when_full == WhenFull::Wait,
+            wait: self.options.limits.when_full == WhenFull::Wait,
         };
         MessageResult(Port { line: Arc::new(line), arena: Arena::lean(), _protocol: PhantomData })
     }

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,20 +25,18 @@ use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, ResponseFuture, 
 use bytes::Bytes;
 
 use super::events::{Event, WorkerEvent};
-use super::options::{CommandSpec, Limits, Options, WhenFull};
+use super::options::{Options, WhenFull};
 use super::process::ChildHandle;
 use super::sink::EventSink;
 use super::spawn;
 use super::stats::{MemberStats, PoolStats, Recorder, Stats};
-use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
+use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
-use crate::protocol::{tag_of, Protocol, Request};
-use crate::session::answers::Handlers;
-use crate::session::requests::{answer, Pending};
-use crate::supervise::{History, RestartPolicy};
-use crate::wire::codec::Codec;
-use crate::wire::encode::{descriptors, encode_in_sharing};
-use crate::wire::frame::Header;
+use crate::protocol::{Protocol, Request};
+use crate::session::requests::Pending;
+use crate::session::sender::{awaited, Encoding, Sender};
+use crate::supervise::History;
+use crate::wire::encode::Arena;
 use crate::wire::outbox::{Outbox, Refusal};
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
@@ -49,36 +46,25 @@ use crate::wire::outbox::{Outbox, Refusal};
 /// [`Terminate`](crate::Terminate) and [`Join`](crate::Join). Events go to
 /// the recipient given to [`WorkerBuilder::events`](crate::WorkerBuilder::events)
 /// or come as a stream. The address stays valid across restarts (see
-/// [`RestartPolicy`]).
+/// [`RestartPolicy`](crate::RestartPolicy)).
 pub struct Worker<P: Protocol> {
-    pub(super) name: Arc<str>,
-    pub(super) spec: CommandSpec,
-    pub(super) policy: RestartPolicy,
+    /// What it was started with, kept whole.
+    pub(super) options: Options,
     pub(super) history: History,
     /// The exits that led to restarts, for the final report.
     pub(super) exits: Vec<ExitStatus>,
-    pub(super) limits: Limits,
-    pub(super) grace: Duration,
-    pub(super) kill_delay: Duration,
-    pub(super) handshake_timeout: Duration,
-    /// How payloads are written on its connections.
-    pub(super) codec: Codec,
-    /// Whether its connections carry descriptors (not TCP).
-    pub(super) fds_ok: bool,
-    pub(super) heartbeat: Option<super::options::Heartbeat>,
-    pub(super) shutdown_timeout: Duration,
     /// The shape of the protocol, compared at each handshake.
     pub(super) fingerprint: u64,
     pub(super) events: EventSink<P>,
-    pub(super) outbox: Arc<Outbox>,
+    /// Its sending half: the outbox its connections drain, the requests
+    /// in flight, how its connections are written.
+    pub(super) sender: Sender,
     /// What this worker's posts and requests are encoded into (see
     /// `wire::encode::encode_in`): its own, so that its queued messages pin no
     /// memory shared with other workers'.
-    pub(super) arena: crate::wire::encode::Arena,
-    pub(super) pending: Arc<Pending>,
+    pub(super) arena: Arena,
     /// Its requests' outcomes and round trips, for `Stats`.
     pub(super) recorder: Arc<Recorder>,
-    pub(super) handlers: Rc<Handlers>,
     /// The running process; the link task owns it, so that nothing of a
     /// process is held once it has been reaped.
     pub(super) child: Weak<ChildHandle>,
@@ -164,37 +150,26 @@ impl<P: Protocol> Worker<P> {
         if std::env::var_os(ENV_ENTRY).is_some() || std::env::var_os(ENV_FD).is_some() {
             return Err(SpawnError::NotYetAWorker);
         }
-        let name = options.name;
         // What can be known without starting anything fails here; the
         // process itself is started on the spawner thread (`started`).
         spawn::check(&options.spec)?;
         let fingerprint = crate::session::shape::fingerprint::<P>()?;
-        let fds_ok = options.spec.transport.carries_fds();
-        let limits = options.limits;
+        let limits = &options.limits;
         let outbox = Arc::new(Outbox::new(limits.max_queued_messages, limits.max_queued_bytes));
-        let pending = Arc::new(Pending::default());
-        pending.tell_through(outbox.clone());
+        let encoding = Encoding {
+            codec: options.codec,
+            max_message_size: limits.max_message_size,
+            descriptors: options.spec.transport.carries_fds(),
+        };
         let worker = Worker {
-            name,
-            spec: options.spec,
-            policy: options.policy,
+            options,
             history: History::default(),
             exits: Vec::new(),
-            limits,
-            grace: options.grace,
-            kill_delay: options.kill_delay,
-            handshake_timeout: options.handshake_timeout,
-            codec: options.codec,
-            heartbeat: options.heartbeat,
-            fds_ok,
-            shutdown_timeout: options.shutdown_timeout,
             fingerprint,
             events,
-            outbox,
-            arena: Default::default(),
-            pending,
+            sender: Sender::new(outbox, encoding),
+            arena: Arena::default(),
             recorder: Arc::default(),
-            handlers: options.handlers,
             child: Weak::new(),
             deferred_grace: None,
             generation: 0,
@@ -217,7 +192,7 @@ impl<P: Protocol> Worker<P> {
     }
 
     pub(super) fn emit(&self, kind: Event<P>) {
-        self.events.send(WorkerEvent { name: self.name.clone(), pid: self.pid, kind });
+        self.events.send(WorkerEvent { name: self.options.name.clone(), pid: self.pid, kind });
     }
 
     /// Whether messages are taken: an error says why not.
@@ -239,15 +214,15 @@ impl<P: Protocol> Worker<P> {
         request: Option<u64>,
         ctx: &mut Context<Self>,
     ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<(), WorkerError>>>, WorkerError> {
-        let wait = self.limits.when_full == WhenFull::Wait;
-        let epoch = self.outbox.room_epoch();
+        let wait = self.options.limits.when_full == WhenFull::Wait;
+        let epoch = self.sender.outbox.room_epoch();
         let (bytes, fds) = if wait && !self.waiting.is_empty() {
             (bytes, fds)
         } else {
-            match self.outbox.try_push(bytes, fds) {
+            match self.sender.outbox.try_push(bytes, fds) {
                 Ok(()) => return Ok(None),
                 Err((Refusal::Full, bytes, fds)) if wait => (bytes, fds),
-                Err((refusal, _, _)) => return Err(self.outbox.error(refusal)),
+                Err((refusal, _, _)) => return Err(self.sender.outbox.error(refusal)),
             }
         };
         let (then, rx) = match request {
@@ -269,7 +244,7 @@ impl<P: Protocol> Worker<P> {
             return;
         }
         self.watching = true;
-        let outbox = self.outbox.clone();
+        let outbox = self.sender.outbox.clone();
         let room = async move { outbox.wait_room(epoch).await };
         ctx.spawn(actix::fut::wrap_future::<_, Self>(room).map(|(), act, ctx| {
             act.watching = false;
@@ -283,8 +258,8 @@ impl<P: Protocol> Worker<P> {
             if !self.still_wanted(&then) {
                 continue;
             }
-            let epoch = self.outbox.room_epoch();
-            match self.outbox.try_push(bytes, fds) {
+            let epoch = self.sender.outbox.room_epoch();
+            match self.sender.outbox.try_push(bytes, fds) {
                 Ok(()) => then.queued(Ok(())),
                 Err((refusal, bytes, fds)) => {
                     self.waiting.push_front(Waiting { bytes, fds, then });
@@ -304,7 +279,7 @@ impl<P: Protocol> Worker<P> {
     pub(super) fn still_wanted(&self, then: &Then) -> bool {
         match then {
             Then::Post(_) => true,
-            Then::Request(id) => self.pending.contains(*id),
+            Then::Request(id) => self.sender.pending.contains(*id),
         }
     }
 
@@ -316,15 +291,12 @@ impl<P: Protocol> Worker<P> {
         fds: Vec<OwnedFd>,
         ctx: &mut Context<Self>,
     ) -> Result<Option<QueuedLater>, WorkerError> {
-        let encoded = self.check_open().and_then(|()| {
-            let max = self.limits.max_message_size;
-            let header = Header::post(fds.len())?;
-            let fds = descriptors(self.fds_ok, fds)?;
-            encode_in_sharing(&mut self.arena, self.codec, header, &data, fds, max)
-        });
+        let encoded = self
+            .check_open()
+            .and_then(|()| self.sender.encoding.post(Some(&mut self.arena), &data, fds));
         let queued = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, None, ctx));
         if let Err(e) = &queued {
-            tracing::debug!(worker = %self.name, error = %e, "post refused");
+            tracing::debug!(worker = %self.options.name, error = %e, "post refused");
             self.emit(Event::Refused(e.clone()));
         }
         queued
@@ -337,17 +309,10 @@ impl<P: Protocol> Worker<P> {
         timeout: Option<Duration>,
         ctx: &mut Context<Self>,
     ) -> Asked<R::Answer> {
-        let max = self.limits.max_message_size;
-        let id = self.pending.next_id();
-        let sendable = crate::session::shape::check_request::<R>();
-        if let Err(e) = sendable {
-            return Asked::Ready(Err(WireError::Encode(e.to_string()).into()));
-        }
-        let encoded = self.check_open().and_then(|()| {
-            let header = Header::request(id, tag_of::<R>());
-            let fds = self.fds_ok.then(Vec::new);
-            encode_in_sharing(&mut self.arena, self.codec, header, &request, fds, max)
-        });
+        let id = self.sender.pending.next_id();
+        let encoded = self
+            .check_open()
+            .and_then(|()| self.sender.encoding.request(Some(&mut self.arena), id, &request));
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.
         if let Err(e) = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, Some(id), ctx)) {
@@ -356,10 +321,12 @@ impl<P: Protocol> Worker<P> {
         match timeout {
             // The common case: the answer, when it comes, goes straight to
             // the caller, decoded by the link task; no task of its own.
-            None => Asked::Waiting { id, pending: self.pending.clone() },
-            Some(timeout) => {
-                Asked::Later(Box::pin(answer::<R::Answer>(&self.pending, id, Some(timeout))))
-            }
+            None => Asked::Waiting { id, pending: self.sender.pending.clone() },
+            Some(timeout) => Asked::Later(Box::pin(awaited::<R::Answer>(
+                &self.sender.pending,
+                id,
+                Some(timeout),
+            ))),
         }
     }
 
@@ -391,7 +358,7 @@ impl<P: Protocol> actix::Handler<Stats> for Worker<P> {
     /// The worker as a pool of one member.
     fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
         let running = self.state == State::Running && self.child.strong_count() > 0;
-        let in_flight = self.pending.len();
+        let in_flight = self.sender.pending.len();
         let (completed, failed) = (
             self.recorder.completed.load(std::sync::atomic::Ordering::Relaxed),
             self.recorder.failed.load(std::sync::atomic::Ordering::Relaxed),
@@ -399,7 +366,7 @@ impl<P: Protocol> actix::Handler<Stats> for Worker<P> {
         let (rtt_p50, rtt_p99) = self.recorder.percentiles();
         let member = MemberStats::new(0, self.pid, running, in_flight, completed, failed);
         actix::MessageResult(PoolStats::new(
-            self.outbox.len() + self.waiting.len(),
+            self.sender.outbox.len() + self.waiting.len(),
             vec![member],
             (completed, failed),
             (rtt_p50, rtt_p99),
@@ -433,14 +400,14 @@ impl<P: Protocol> Actor for Worker<P> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.spawn_process(ctx);
-        let pending = Arc::downgrade(&self.pending);
+        let pending = Arc::downgrade(&self.sender.pending);
         every(SWEEP, move || pending.upgrade().map(|pending| pending.sweep()).is_some());
     }
 
     /// The last address is gone: end the worker the polite way, within its
     /// shutdown timeout.
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.terminate(Grace::After(self.shutdown_timeout));
+        self.terminate(Grace::After(self.options.shutdown_timeout));
         Running::Stop
     }
 }
@@ -451,7 +418,7 @@ impl<P: Protocol> Drop for Worker<P> {
         // is gone with the runtime, so the ChildHandle's own Drop kills and
         // reaps once the last reference goes.
         if matches!(self.state, State::Running | State::Restarting(_)) {
-            self.outbox.discard(WorkerError::Disconnected);
+            self.sender.outbox.discard(WorkerError::Disconnected);
         }
         // A link task still running (it holds the process) fails what is in
         // flight with the exit, or answers it: the worker may still be
@@ -459,7 +426,7 @@ impl<P: Protocol> Drop for Worker<P> {
         // table of pending requests beyond the actor, and their callers
         // would wait for ever (reliability review, finding 7).
         if self.child.strong_count() == 0 {
-            fail_abandoned(&self.outbox, &self.pending);
+            fail_abandoned(&self.sender.outbox, &self.sender.pending);
         }
     }
 }

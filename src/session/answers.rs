@@ -11,13 +11,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::requests::Failure;
-use super::ById;
+use super::requests::{ById, Failure};
+use super::sender::{Encoding, Sender};
 use crate::error::ErrorReport;
 use crate::protocol::{tag_of, Request};
 use crate::wire::codec::Codec;
-use crate::wire::encode::{encode, encode_sharing};
-use crate::wire::frame::Header;
 use crate::wire::outbox::Outbox;
 use crate::wire::shared::decode_with;
 use crate::wire::socket::Inbound;
@@ -34,11 +32,8 @@ pub(crate) struct Reply {
     connection: u64,
     /// The bytes its request holds until it is answered.
     held: usize,
-    max_message_size: usize,
-    /// The connection's codec: the answer is written as the request was.
-    codec: Codec,
-    /// Whether shared buffers in the answer go as descriptors.
-    descriptors: bool,
+    /// How its connection is written.
+    encoding: Encoding,
     last_panic: fn() -> Option<ErrorReport>,
     sent: bool,
     /// Where the answers of its connection stand, for the asker's cancel.
@@ -117,31 +112,13 @@ impl Reply {
 
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
-        let header = Header::answer(self.id);
-        let (frame, fds) = match encode_sharing(
-            self.codec,
-            header,
-            answer,
-            self.descriptors.then(Vec::new),
-            self.max_message_size,
-        ) {
-            Ok(encoded) => encoded,
-            Err(e) => (
-                failure_frame(
-                    self.codec,
-                    self.id,
-                    Failure::Wire(e.to_string()),
-                    self.max_message_size,
-                ),
-                Vec::new(),
-            ),
-        };
+        let (frame, fds) = self.encoding.answer(self.id, answer);
         self.send(frame, fds);
     }
 
     /// Sends a failure.
     pub(crate) fn fail(mut self, failure: Failure) {
-        let frame = failure_frame(self.codec, self.id, failure, self.max_message_size);
+        let frame = self.encoding.failure(self.id, failure);
         self.send(frame, Vec::new());
     }
 
@@ -193,7 +170,7 @@ impl Drop for Reply {
                 Some(report) => Failure::Panicked(report),
                 None => Failure::Gone,
             };
-            let frame = failure_frame(self.codec, self.id, failure, self.max_message_size);
+            let frame = self.encoding.failure(self.id, failure);
             self.send(frame, Vec::new());
         }
     }
@@ -233,15 +210,13 @@ impl Handlers {
         self.by_tag.insert(tag_of::<R>(), handler);
     }
 
-    /// Starts answering request frame `inbound`; the reply goes to `outbox`,
-    /// and its stage is kept in `answering` (its connection's).
-    pub(crate) fn dispatch(
-        &self,
-        mut inbound: Inbound,
-        outbox: &Arc<Outbox>,
-        answering: &Answering,
-        max_message_size: usize,
-    ) {
+    /// Starts answering request frame `inbound`; the reply goes out
+    /// through `sender`, and its stage is kept in `answering` (its
+    /// connection's).
+    pub(crate) fn dispatch(&self, mut inbound: Inbound, sender: &Sender, answering: &Answering) {
+        let outbox = &sender.outbox;
+        // One connection, one answer to whether it carries descriptors.
+        debug_assert_eq!(inbound.descriptors, sender.encoding.descriptors);
         let (id, tag) = (inbound.header.id, inbound.header.tag);
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
         let reply = Reply {
@@ -249,9 +224,7 @@ impl Handlers {
             outbox: outbox.clone(),
             connection: outbox.owe_reply(inbound.payload().len()),
             held: inbound.payload().len(),
-            max_message_size,
-            codec: inbound.codec,
-            descriptors: inbound.descriptors,
+            encoding: sender.encoding,
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),
@@ -264,12 +237,4 @@ impl Handlers {
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
     }
-}
-
-fn failure_frame(codec: Codec, id: u64, failure: Failure, max: usize) -> Bytes {
-    encode(codec, Header::failed(id), &failure, max).unwrap_or_else(|_| {
-        // A failure too large to send (a huge panic message): send its gist.
-        let gist = Failure::Wire("the failure report was too large to send".into());
-        encode(codec, Header::failed(id), &gist, usize::MAX).unwrap_or_default()
-    })
 }

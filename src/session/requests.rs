@@ -15,20 +15,21 @@
 //! the other side is told (a `Cancel` frame), so that it stops working on
 //! it where it can.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
-use super::ById;
 use crate::error::{ErrorReport, WorkerError};
 use crate::wire::frame::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Inbound;
+
+/// A table keyed by request id: looked up twice per request, so hashed
+/// fast, with a seed of the process's own (the other side chooses the ids
+/// it asks with).
+pub(crate) type ById<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
 
 /// Why the other side could not answer; the payload of a `Failed` frame.
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,15 +78,6 @@ pub(crate) fn decoded<A: DeserializeOwned>(
     })
 }
 
-/// A slot that hands the decoded answer to a closure.
-struct Then<A, F>(F, std::marker::PhantomData<fn() -> A>);
-
-impl<A: DeserializeOwned, F: FnOnce(Result<A, WorkerError>) + Send> Slot for Then<A, F> {
-    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
-        (self.0)(decoded(result))
-    }
-}
-
 /// Requests this side asked and that await their answers.
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -109,20 +101,10 @@ impl Pending {
         let _ = self.tell.set(outbox);
     }
 
-    /// A fresh id, with no slot yet: [`on_answer`](Self::on_answer) gives
-    /// it one, before the answer can arrive.
+    /// A fresh id, with no slot yet: [`attach`](Self::attach) gives it
+    /// one, before the answer can arrive.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// What to do with the answer to `id`, decoded as `A`, or with its
-    /// failure.
-    pub(crate) fn on_answer<A: DeserializeOwned + 'static>(
-        &self,
-        id: u64,
-        then: impl FnOnce(Result<A, WorkerError>) + Send + 'static,
-    ) {
-        self.attach(id, Box::new(Then(then, std::marker::PhantomData)));
     }
 
     /// The slot of request `id`.
@@ -206,47 +188,6 @@ impl Pending {
         for slot in failed {
             slot.deliver(Err(err.clone()));
         }
-    }
-}
-
-/// The answer to request `id` of `pending`, decoded, as a future: waited
-/// for from now on (the slot is taken at once, so the answer can come
-/// before the future is first polled), at most `timeout`. Dropped before
-/// the answer came, or timed out, it cancels the request.
-pub(crate) fn answer<A: DeserializeOwned + Send + 'static>(
-    pending: &Arc<Pending>,
-    id: u64,
-    timeout: Option<Duration>,
-) -> impl Future<Output = Result<A, WorkerError>> + use<A> {
-    let (tx, rx) = oneshot::channel();
-    pending.on_answer::<A>(id, move |answer| {
-        let _ = tx.send(answer);
-    });
-    let waiting = Waiting { pending: pending.clone(), id };
-    async move {
-        let received = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, rx).await {
-                Ok(r) => r,
-                Err(_) => return Err(WorkerError::Timeout(limit)),
-            },
-            // Outside tokio's cooperative budget, as `WorkerAddrExt::ask`.
-            None => tokio::task::unconstrained(rx).await,
-        };
-        drop(waiting);
-        received.map_err(|_| WorkerError::Disconnected)?
-    }
-}
-
-/// Cancels request `id` when dropped: whoever awaited its answer stopped.
-/// (After the answer came, its slot is gone and this does nothing.)
-struct Waiting {
-    pending: Arc<Pending>,
-    id: u64,
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.pending.cancel(self.id);
     }
 }
 

@@ -166,7 +166,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::{fingerprint, trace};
-    use crate::Protocol;
+    use crate::protocol::Protocol;
 
     #[derive(Serialize, Deserialize)]
     enum Plain {

@@ -13,8 +13,8 @@ use actix::Message;
 use serde::{Deserialize, Serialize};
 
 use super::answers::{Handlers, Reply};
-use super::requests::{answer, Pending};
-use super::{open, Finish, Flow, Hello, Opened, Session, Shared, Side, Why};
+use super::sender::{awaited, Encoding, Sender};
+use super::{open, Common, Finish, Flow, Opened, Session, Side, Turn, Why};
 use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::protocol::{tag_of, Received, Request};
 use crate::wire::codec::Codec;
@@ -40,7 +40,7 @@ impl Side for Recorder {
     type Incoming = String;
     const ONLY_HERE: &'static [Kind] = &[Kind::Error, Kind::Closing, Kind::Terminate];
 
-    fn post(&mut self, msg: Received<String>, _: super::Holds) {
+    fn post(&mut self, msg: Received<String>, _: crate::held::Holds) {
         self.posts.push(msg);
         self.unflushed += 1;
     }
@@ -77,7 +77,7 @@ impl Side for PostsOnly {
     type Incoming = String;
     const ONLY_HERE: &'static [Kind] = &[];
 
-    fn post(&mut self, _: Received<String>, _: super::Holds) {}
+    fn post(&mut self, _: Received<String>, _: crate::held::Holds) {}
 
     fn wire_error(&mut self, e: WireError) {
         self.0.push(e);
@@ -92,12 +92,17 @@ struct Double(u64);
 #[rtype(result = "()")]
 struct NobodyAnswers;
 
-fn shared(handlers: Handlers) -> Shared {
-    Shared {
-        outbox: Arc::new(Outbox::new(usize::MAX, usize::MAX)),
-        pending: Arc::new(Pending::default()),
+const ENCODING: Encoding =
+    Encoding { codec: Codec::Bincode, max_message_size: MAX, descriptors: true };
+
+fn common(handlers: Handlers) -> Common {
+    common_over(Outbox::new(usize::MAX, usize::MAX), handlers)
+}
+
+fn common_over(outbox: Outbox, handlers: Handlers) -> Common {
+    Common {
+        sender: Sender::new(Arc::new(outbox), ENCODING),
         handlers: Rc::new(handlers),
-        max_message_size: MAX,
         max_shared_bytes: usize::MAX,
     }
 }
@@ -109,8 +114,8 @@ async fn connect(
 ) -> (Result<Opened, Option<WireError>>, Result<Opened, Option<WireError>>) {
     let (a, b) = UnixStream::pair().unwrap();
     tokio::join!(
-        open(a, MAX, ours, Hello::First(Codec::Bincode)),
-        open(b, MAX, theirs, Hello::AfterPeer)
+        open(a, MAX, ours, Turn::First(Codec::Bincode)),
+        open(b, MAX, theirs, Turn::AfterPeer)
     )
 }
 
@@ -123,8 +128,8 @@ async fn sessions<A: Side, B: Side>(
     let (a, b) = connect(1, 1).await;
     let (a, b) = (a.unwrap(), b.unwrap());
     (
-        Session::start(a.reader, a.writer, shared(handlers_a), side_a),
-        Session::start(b.reader, b.writer, shared(handlers_b), side_b),
+        Session::start(a.reader, a.writer, common(handlers_a), side_a),
+        Session::start(b.reader, b.writer, common(handlers_b), side_b),
     )
 }
 
@@ -173,7 +178,7 @@ fn posts_arrive_in_order_with_their_descriptors_and_gathered() {
     run(async {
         let (sender, mut receiver) =
             sessions((none(), PostsOnly(vec![])), (none(), Recorder::default())).await;
-        let outbox = sender.shared.outbox.clone();
+        let outbox = sender.sender().outbox.clone();
         let (read_end, mut write_end) = std::io::pipe().unwrap();
         write_end.write_all(b"through the fd").unwrap();
         drop(write_end);
@@ -235,11 +240,11 @@ fn ask<R: Request>(
     session: &Session<Recorder>,
     req: &R,
 ) -> impl std::future::Future<Output = Result<R::Answer, WorkerError>> + use<R> {
-    let pending = &session.shared.pending;
+    let pending = &session.sender().pending;
     let id = pending.next_id();
-    let answer = answer::<R::Answer>(pending, id, Some(Duration::from_secs(30)));
+    let answer = awaited::<R::Answer>(pending, id, Some(Duration::from_secs(30)));
     let bytes = encode(Codec::Bincode, Header::request(id, tag_of::<R>()), req, MAX).unwrap();
-    session.shared.outbox.push(bytes, Vec::new()).unwrap();
+    session.sender().outbox.push(bytes, Vec::new()).unwrap();
     answer
 }
 
@@ -265,21 +270,19 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
         }
         let (a, b) = connect(1, 1).await;
         let (a, b) = (a.unwrap(), b.unwrap());
-        let mut asking = Session::start(a.reader, a.writer, shared(none()), Recorder::default());
+        let mut asking = Session::start(a.reader, a.writer, common(none()), Recorder::default());
         // A bound of two: the replies owed hold the reading back.
-        let bounded = Shared { outbox: Arc::new(Outbox::new(2, usize::MAX)), ..shared(holds) };
+        let bounded = common_over(Outbox::new(2, usize::MAX), holds);
         let mut answering = Session::start(b.reader, b.writer, bounded, Recorder::default());
-        // Told through its outbox, as the parent's worker is.
-        asking.shared.pending.tell_through(asking.shared.outbox.clone());
-        let pending = asking.shared.pending.clone();
+        let pending = asking.sender().pending.clone();
         let mut given_up = Vec::new();
         for n in [21, 22] {
             let id = pending.next_id();
-            given_up.push(answer::<u64>(&pending, id, Some(Duration::from_millis(50))));
+            given_up.push(awaited::<u64>(&pending, id, Some(Duration::from_millis(50))));
             let bytes =
                 encode(Codec::Bincode, Header::request(id, tag_of::<Double>()), &Double(n), MAX)
                     .unwrap();
-            asking.shared.outbox.push(bytes, Vec::new()).unwrap();
+            asking.sender().outbox.push(bytes, Vec::new()).unwrap();
         }
         let results = tokio::select! {
             results = futures_util::future::join_all(given_up) => results,
@@ -306,11 +309,11 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
         };
         assert!(reached);
         assert_eq!(*stopped.borrow(), [21]);
-        assert!(answering.shared.outbox.replies_over(), "owed while held");
+        assert!(answering.sender().outbox.replies_over(), "owed while held");
         held.borrow_mut().clear();
-        assert!(!answering.shared.outbox.replies_over(), "forgiven once dropped");
+        assert!(!answering.sender().outbox.replies_over(), "forgiven once dropped");
         let mut taken = std::collections::VecDeque::new();
-        assert!(!answering.shared.outbox.try_take_batch(&mut taken), "nothing sent");
+        assert!(!answering.sender().outbox.try_take_batch(&mut taken), "nothing sent");
     });
 }
 
@@ -319,7 +322,7 @@ fn terminate_ends_the_session_after_what_came_before() {
     run(async {
         let (sender, mut receiver) =
             sessions((none(), PostsOnly(vec![])), (none(), Recorder::default())).await;
-        let outbox = sender.shared.outbox.clone();
+        let outbox = sender.sender().outbox.clone();
         post(&outbox, "before", vec![]);
         outbox.push(frame::bare(Kind::Error), vec![]).unwrap();
         let report = ErrorReport::new("boom".to_owned());
@@ -347,7 +350,7 @@ fn a_payload_that_does_not_decode_is_told_and_the_session_reads_on() {
     run(async {
         let (sender, mut receiver) =
             sessions((none(), PostsOnly(vec![])), (none(), PostsOnly(vec![]))).await;
-        let outbox = sender.shared.outbox.clone();
+        let outbox = sender.sender().outbox.clone();
         // Undecodable as a String: told, and the connection goes on.
         outbox
             .push(
@@ -383,7 +386,7 @@ fn a_kind_the_side_does_not_take_ends_the_session() {
         run(async {
             let (sender, mut receiver) =
                 sessions((none(), PostsOnly(vec![])), (none(), PostsOnly(vec![]))).await;
-            let outbox = sender.shared.outbox.clone();
+            let outbox = sender.sender().outbox.clone();
             outbox.push(bytes, vec![]).unwrap();
             outbox
                 .push(
@@ -408,11 +411,11 @@ fn broken_framing_ends_the_session() {
         let (a, b) = UnixStream::pair().unwrap();
         let raw = a.try_clone().unwrap();
         let (a, b) = tokio::join!(
-            open(a, MAX, 1, Hello::First(Codec::Bincode)),
-            open(b, MAX, 1, Hello::AfterPeer)
+            open(a, MAX, 1, Turn::First(Codec::Bincode)),
+            open(b, MAX, 1, Turn::AfterPeer)
         );
         let (a, b) = (a.unwrap(), b.unwrap());
-        let mut receiver = Session::start(b.reader, b.writer, shared(none()), Recorder::default());
+        let mut receiver = Session::start(b.reader, b.writer, common(none()), Recorder::default());
         // A WebSocket binary frame holding no envelope: two bytes.
         (&raw).write_all(&crate::wire::socket::binary_frame(&[9, 9])).unwrap();
         assert_eq!(receiver.run().await, Why::Broken);
@@ -420,53 +423,4 @@ fn broken_framing_ends_the_session() {
         assert_eq!(got.errors.len(), 1, "{:?}", got.errors);
         drop(a);
     });
-}
-
-/// Counts the failures delivered to it.
-struct Failures(Arc<std::sync::atomic::AtomicUsize>);
-
-impl super::requests::Slot for Failures {
-    fn deliver(self: Box<Self>, result: Result<crate::wire::socket::Inbound, WorkerError>) {
-        assert!(result.is_err());
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// The interleavings a sender on another thread (a parent's `Port`) can
-/// meet at a connection's end, one by one: a request whose slot was taken
-/// for the connection that ended is refused (`Moved`) if it comes after
-/// the purge, purged and failed if it came before; one taken since is
-/// neither failed nor refused, and waits for the next connection.
-#[test]
-fn a_request_is_made_for_one_connection_and_never_outlives_its_failure() {
-    use crate::wire::outbox::Refusal;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-    let pending = Pending::default();
-    pending.tell_through(outbox.clone());
-    let failed = Arc::new(AtomicUsize::new(0));
-    let request = |id| encode(Codec::Bincode, Header::request(id, 1), &id, MAX).unwrap();
-
-    // Slot taken, pushed, then the connection ends: purged, then failed.
-    let c = pending.attach_on(1, Box::new(Failures(failed.clone())));
-    assert!(outbox.try_push_on(request(1), Vec::new(), c).is_ok());
-    // Slot taken, the connection ends before the push: refused.
-    let c2 = pending.attach_on(2, Box::new(Failures(failed.clone())));
-    assert_eq!(c, c2);
-    let ended = outbox.end_connection();
-    assert_eq!(ended, c);
-    assert_eq!(outbox.len(), 0, "the queued request was purged");
-    let late = outbox.try_push_on(request(2), Vec::new(), c2);
-    assert!(matches!(late, Err((Refusal::Moved, _, _))));
-    // Slot taken after the end, before the failures: for the next one.
-    let c3 = pending.attach_on(3, Box::new(Failures(failed.clone())));
-    assert_eq!(c3, c + 1);
-    assert!(outbox.try_push_on(request(3), Vec::new(), c3).is_ok());
-    pending.fail_through(ended, &WorkerError::Disconnected);
-    assert_eq!(failed.load(Ordering::SeqCst), 2, "requests 1 and 2 failed");
-    assert!(pending.contains(3) && !pending.contains(1) && !pending.contains(2));
-    assert_eq!(outbox.len(), 1, "request 3 waits for the next connection");
-    // The sender forgets a slot it could not queue: nothing to cancel.
-    pending.forget(2);
-    assert_eq!(outbox.len(), 1);
 }

@@ -1,0 +1,397 @@
+//! The sending half of a session, the same on both sides: how one
+//! connection's payloads are written ([`Encoding`]), and a [`Sender`] that
+//! encodes and queues posts and requests into a side's outbox and waits
+//! for their answers ([`answer_of`], the one answer future).
+//!
+//! Everything that sends goes through here: the parent's `Worker` actor
+//! and its `Port`s, the worker's `Parent` handle, and the `Reply` each
+//! request is owed (`answers.rs`) on either side. What differs between
+//! them is only what they do when the outbox is full (the actor keeps a
+//! queue of its own, a port may wait for room, the worker refuses) and
+//! where the answer goes (a caller's channel, a pool, a closure).
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::requests::{Failure, Pending, Slot};
+use super::shape::check_request;
+use crate::error::{WireError, WorkerError};
+use crate::protocol::{tag_of, Request};
+use crate::wire::codec::Codec;
+use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
+use crate::wire::frame::Header;
+use crate::wire::outbox::{Outbox, Refusal};
+
+/// A message encoded for the outbox: its bytes and the descriptors that go
+/// with them.
+pub(crate) type Encoded = (Bytes, Vec<OwnedFd>);
+
+/// How one connection's payloads are written: by its codec, within its
+/// size bound, and with shared buffers as descriptors where the
+/// connection carries them (a UNIX socket) or as bytes where it does not
+/// (TCP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Encoding {
+    pub codec: Codec,
+    pub max_message_size: usize,
+    /// Whether the connection carries descriptors.
+    pub descriptors: bool,
+}
+
+impl Encoding {
+    /// A post of `data` with `fds` (refused when the connection carries
+    /// no descriptors), into `arena` when the sender keeps one.
+    pub(crate) fn post<M: Serialize + ?Sized>(
+        &self,
+        arena: Option<&mut Arena>,
+        data: &M,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Encoded, WorkerError> {
+        let header = Header::post(fds.len())?;
+        let fds = descriptors(self.descriptors, fds)?;
+        self.encode(arena, header, data, fds)
+    }
+
+    /// Request `id` of type `R`, once its type is known to be one the
+    /// codec can carry.
+    pub(crate) fn request<R: Request>(
+        &self,
+        arena: Option<&mut Arena>,
+        id: u64,
+        request: &R,
+    ) -> Result<Encoded, WorkerError> {
+        check_request::<R>().map_err(|e| WireError::Encode(e.to_string()))?;
+        let header = Header::request(id, tag_of::<R>());
+        self.encode(arena, header, request, self.descriptors.then(Vec::new))
+    }
+
+    /// The answer to request `id`; when it cannot be encoded, the failure
+    /// that says why, in its place.
+    pub(crate) fn answer<A: Serialize + ?Sized>(&self, id: u64, answer: &A) -> Encoded {
+        let header = Header::answer(id);
+        self.encode(None, header, answer, self.descriptors.then(Vec::new))
+            .unwrap_or_else(|e| (self.failure(id, Failure::Wire(e.to_string())), Vec::new()))
+    }
+
+    /// Why request `id` got no answer; a report too large to send goes as
+    /// its gist.
+    pub(crate) fn failure(&self, id: u64, failure: Failure) -> Bytes {
+        let (codec, max) = (self.codec, self.max_message_size);
+        encode(codec, Header::failed(id), &failure, max).unwrap_or_else(|_| {
+            let gist = Failure::Wire("the failure report was too large to send".into());
+            encode(codec, Header::failed(id), &gist, usize::MAX).unwrap_or_default()
+        })
+    }
+
+    fn encode<M: Serialize + ?Sized>(
+        &self,
+        arena: Option<&mut Arena>,
+        header: Header,
+        data: &M,
+        fds: Option<Vec<OwnedFd>>,
+    ) -> Result<Encoded, WorkerError> {
+        let (codec, max) = (self.codec, self.max_message_size);
+        match arena {
+            Some(arena) => encode_in_sharing(arena, codec, header, data, fds, max),
+            None => encode_sharing(codec, header, data, fds, max),
+        }
+    }
+}
+
+/// One side's sending half: the outbox its session's writer drains, the
+/// table of the requests it asked, and how its connection is written.
+/// Cheap to clone; every handle that sends holds one.
+#[derive(Clone)]
+pub(crate) struct Sender {
+    pub outbox: Arc<Outbox>,
+    pub pending: Arc<Pending>,
+    pub encoding: Encoding,
+}
+
+/// Why a request was not queued.
+pub(crate) enum NotQueued {
+    /// For good: the error says why.
+    Refused(WorkerError),
+    /// The outbox is full; the request, to try again once it has made room
+    /// since `epoch`.
+    Full { bytes: Bytes, fds: Vec<OwnedFd>, epoch: u64 },
+}
+
+impl Sender {
+    /// A sending half over `outbox`; cancelled requests are told through it.
+    pub(crate) fn new(outbox: Arc<Outbox>, encoding: Encoding) -> Self {
+        let pending = Arc::new(Pending::default());
+        pending.tell_through(outbox.clone());
+        Sender { outbox, pending, encoding }
+    }
+
+    /// Encodes and queues a post; refused at once when the outbox is full.
+    pub(crate) fn post<M: Serialize + ?Sized>(
+        &self,
+        arena: Option<&mut Arena>,
+        data: &M,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), WorkerError> {
+        let (bytes, fds) = self.encoding.post(arena, data, fds)?;
+        self.outbox.push(bytes, fds)
+    }
+
+    /// Queues request `id` (encoded), the slot `slot` makes taken first
+    /// (the answer may come before this returns). The request is made for
+    /// the connection its slot was taken on: if that one ends before the
+    /// push, the slot is failed with the others (or forgotten here) and
+    /// the request is made again, with a new slot, for the next (see
+    /// `Outbox::try_push_on`).
+    pub(crate) fn queue_request(
+        &self,
+        id: u64,
+        (mut bytes, mut fds): Encoded,
+        mut slot: impl FnMut() -> Box<dyn Slot>,
+    ) -> Result<(), NotQueued> {
+        loop {
+            let connection = self.pending.attach_on(id, slot());
+            let epoch = self.outbox.room_epoch();
+            let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
+                Ok(()) => return Ok(()),
+                Err((refusal, b, f)) => {
+                    (bytes, fds) = (b, f);
+                    refusal
+                }
+            };
+            self.pending.forget(id);
+            match refusal {
+                Refusal::Moved => continue,
+                Refusal::Full => return Err(NotQueued::Full { bytes, fds, epoch }),
+                refusal => return Err(NotQueued::Refused(self.outbox.error(refusal))),
+            }
+        }
+    }
+
+    /// Asks `request` and resolves to its answer, at most `timeout`;
+    /// refused at once when the outbox is full. Queued now, not when the
+    /// future is first polled.
+    pub(crate) fn ask<R: Request>(
+        &self,
+        request: &R,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<R> {
+        let id = self.pending.next_id();
+        let mut rx = None;
+        let queued = self.encoding.request(None, id, request).and_then(|encoded| {
+            let slot = || {
+                let (tx, answer) = oneshot::channel();
+                rx = Some(answer);
+                Box::new(ToChannel(Some(tx))) as Box<dyn Slot>
+            };
+            self.queue_request(id, encoded, slot).map_err(|not| match not {
+                NotQueued::Refused(e) => e,
+                NotQueued::Full { .. } => self.outbox.error(Refusal::Full),
+            })
+        });
+        let pending = self.pending.clone();
+        async move {
+            queued?;
+            let rx = rx.ok_or(WorkerError::Disconnected)?;
+            answer_of(&pending, id, rx, timeout).await
+        }
+    }
+}
+
+/// A slot that sends the decoded answer down a channel.
+pub(crate) struct ToChannel<A>(pub Option<oneshot::Sender<Result<A, WorkerError>>>);
+
+impl<A: DeserializeOwned + Send + 'static> Slot for ToChannel<A> {
+    fn deliver(self: Box<Self>, result: Result<crate::wire::socket::Inbound, WorkerError>) {
+        if let Some(tx) = self.0 {
+            let _ = tx.send(super::requests::decoded(result));
+        }
+    }
+}
+
+/// The answer to request `id` of `pending`, asked already (or about to be:
+/// its slot is taken now, so the answer may come before the future is
+/// first polled); see [`answer_of`].
+pub(crate) fn awaited<A: DeserializeOwned + Send + 'static>(
+    pending: &Arc<Pending>,
+    id: u64,
+    timeout: Option<Duration>,
+) -> impl Future<Output = Result<A, WorkerError>> + use<A> {
+    let (tx, rx) = oneshot::channel();
+    pending.attach(id, Box::new(ToChannel(Some(tx))));
+    let pending = pending.clone();
+    async move { answer_of(&pending, id, rx, timeout).await }
+}
+
+/// The answer to request `id` of `pending`, from `rx` (where its slot sends
+/// it), waited for at most `timeout`. Dropped before the answer came, or
+/// timed out, it cancels the request: its slot goes and the other side is
+/// told. The one answer future: every asker waits through it.
+pub(crate) async fn answer_of<A>(
+    pending: &Pending,
+    id: u64,
+    rx: oneshot::Receiver<Result<A, WorkerError>>,
+    timeout: Option<Duration>,
+) -> Result<A, WorkerError> {
+    let cancel = Cancel { pending, id, armed: true };
+    let answer = match timeout {
+        // Outside tokio's cooperative budget: each poll is one look at a
+        // oneshot (see `WorkerAddrExt::ask`).
+        None => tokio::task::unconstrained(rx).await,
+        Some(limit) => match tokio::time::timeout(limit, rx).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(WorkerError::Timeout(limit)),
+        },
+    };
+    // Its slot went with the answer: nothing to look up.
+    cancel.disarm();
+    answer.map_err(|_| WorkerError::Disconnected)?
+}
+
+/// Cancels request `id` when dropped: whoever awaited its answer stopped.
+struct Cancel<'a> {
+    pending: &'a Pending,
+    id: u64,
+    armed: bool,
+}
+
+impl Cancel<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Cancel<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pending.cancel(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::wire::frame::Kind;
+    use crate::wire::outbox::Outgoing;
+
+    const MAX: usize = 1 << 20;
+    const ENCODING: Encoding =
+        Encoding { codec: Codec::Bincode, max_message_size: MAX, descriptors: true };
+
+    #[derive(actix::Message, serde::Serialize, serde::Deserialize)]
+    #[rtype(result = "u64")]
+    struct Double(u64);
+
+    fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    /// The frames queued in `outbox`, by kind.
+    fn queued_kinds(outbox: &Outbox) -> Vec<Kind> {
+        let mut batch = std::collections::VecDeque::new();
+        outbox.try_take_batch(&mut batch);
+        let first = |out: &Outgoing| match out {
+            Outgoing::Frame { bytes, .. } => crate::wire::frame::decode(bytes).unwrap().0.kind,
+            Outgoing::End => panic!("the outbox was ended"),
+        };
+        batch.iter().map(first).collect()
+    }
+
+    #[test]
+    fn an_ask_is_queued_at_once_and_its_slot_reaches_the_caller() {
+        let sender = Sender::new(Arc::new(Outbox::new(usize::MAX, usize::MAX)), ENCODING);
+        let asked = sender.ask(&Double(21), None);
+        assert_eq!(queued_kinds(&sender.outbox), [Kind::Request], "queued before any poll");
+        assert_eq!(sender.pending.len(), 1);
+        // (Answers themselves: the session's tests, two sessions talking.)
+        sender.pending.fail_all(&WorkerError::Disconnected);
+        assert!(matches!(run(asked), Err(WorkerError::Disconnected)));
+        assert_eq!(sender.pending.len(), 0);
+    }
+
+    #[test]
+    fn an_ask_refused_by_a_full_outbox_fails_at_once_and_keeps_no_slot() {
+        let sender = Sender::new(Arc::new(Outbox::new(0, usize::MAX)), ENCODING);
+        let refused = run(sender.ask(&Double(1), None));
+        assert!(matches!(refused, Err(WorkerError::QueueFull { .. })), "{refused:?}");
+        assert_eq!(sender.pending.len(), 0);
+        assert!(queued_kinds(&sender.outbox).is_empty(), "nothing queued, nothing to cancel");
+    }
+
+    #[test]
+    fn an_ask_dropped_or_timed_out_is_cancelled_and_the_peer_told() {
+        let sender = Sender::new(Arc::new(Outbox::new(usize::MAX, usize::MAX)), ENCODING);
+        drop(sender.ask(&Double(1), None));
+        let timed_out = run(sender.ask(&Double(2), Some(Duration::from_millis(1))));
+        assert!(matches!(timed_out, Err(WorkerError::Timeout(_))), "{timed_out:?}");
+        assert_eq!(sender.pending.len(), 0);
+        let kinds = queued_kinds(&sender.outbox);
+        assert_eq!(kinds, [Kind::Request, Kind::Cancel, Kind::Request, Kind::Cancel]);
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_encoded_goes_as_the_failure_saying_why() {
+        let small = Encoding { max_message_size: 64, ..ENCODING };
+        let (frame, fds) = small.answer(7, &vec![0u8; 1000]);
+        let (header, _) = crate::wire::frame::decode(&frame).unwrap();
+        assert_eq!((header.kind, header.id, fds.len()), (Kind::Failed, 7, 0));
+    }
+
+    /// Counts the failures delivered to it.
+    struct Failures(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Slot for Failures {
+        fn deliver(self: Box<Self>, result: Result<crate::wire::socket::Inbound, WorkerError>) {
+            assert!(result.is_err());
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The interleavings a sender on another thread (a parent's `Port`) can
+    /// meet at a connection's end, one by one: a request whose slot was taken
+    /// for the connection that ended is refused (`Moved`) if it comes after
+    /// the purge, purged and failed if it came before; one taken since is
+    /// neither failed nor refused, and waits for the next connection.
+    #[test]
+    fn a_request_is_made_for_one_connection_and_never_outlives_its_failure() {
+        use crate::wire::outbox::Refusal;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+        let pending = Pending::default();
+        pending.tell_through(outbox.clone());
+        let failed = Arc::new(AtomicUsize::new(0));
+        let request = |id| encode(Codec::Bincode, Header::request(id, 1), &id, MAX).unwrap();
+
+        // Slot taken, pushed, then the connection ends: purged, then failed.
+        let c = pending.attach_on(1, Box::new(Failures(failed.clone())));
+        assert!(outbox.try_push_on(request(1), Vec::new(), c).is_ok());
+        // Slot taken, the connection ends before the push: refused.
+        let c2 = pending.attach_on(2, Box::new(Failures(failed.clone())));
+        assert_eq!(c, c2);
+        let ended = outbox.end_connection();
+        assert_eq!(ended, c);
+        assert_eq!(outbox.len(), 0, "the queued request was purged");
+        let late = outbox.try_push_on(request(2), Vec::new(), c2);
+        assert!(matches!(late, Err((Refusal::Moved, _, _))));
+        // Slot taken after the end, before the failures: for the next one.
+        let c3 = pending.attach_on(3, Box::new(Failures(failed.clone())));
+        assert_eq!(c3, c + 1);
+        assert!(outbox.try_push_on(request(3), Vec::new(), c3).is_ok());
+        pending.fail_through(ended, &WorkerError::Disconnected);
+        assert_eq!(failed.load(Ordering::SeqCst), 2, "requests 1 and 2 failed");
+        assert!(pending.contains(3) && !pending.contains(1) && !pending.contains(2));
+        assert_eq!(outbox.len(), 1, "request 3 waits for the next connection");
+        // The sender forgets a slot it could not queue: nothing to cancel.
+        pending.forget(2);
+        assert_eq!(outbox.len(), 1);
+    }
+}
