@@ -14,7 +14,7 @@ use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::{answer, Pending};
 use crate::wire::codec::Codec;
 use crate::wire::encode::{descriptors, encode_sharing};
-use crate::wire::frame::Header;
+use crate::wire::envelope::Header;
 use crate::wire::outbox::Outbox;
 
 /// The parent, as seen from inside a worker: post messages to it and close

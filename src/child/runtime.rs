@@ -37,7 +37,7 @@ use crate::session::requests::Pending;
 use crate::session::{self, Finish, Flow, Hello, Session, Shared, Side, Why};
 use crate::wire::codec::{self, Codec};
 use crate::wire::encode::encode;
-use crate::wire::frame::{self, Header, Kind};
+use crate::wire::envelope::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Socket};
 
@@ -139,7 +139,7 @@ fn say_no(
 ) -> i32 {
     // SAFETY: `raw` is the socket `sock` reads and writes, open throughout.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-    let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
+    let refusal = envelope::EntryRefusal { entry: entry.to_owned(), known };
     // The parent's hello is read first, so that nothing is left unread
     // when the socket closes (its reads would then fail before ours), and
     // to write the refusal with the codec it names.
@@ -297,7 +297,7 @@ where
     let code = match end {
         End::Terminated | End::Closed | End::ParentGone | End::Signalled | End::CpuLimit => {
             if end == End::Closed {
-                let _ = outbox.push(frame::bare(Kind::Closing), Vec::new());
+                let _ = outbox.push(envelope::bare(Kind::Closing), Vec::new());
             }
             let (tx, rx) = oneshot::channel();
             let sent = ctl_tx.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {

@@ -12,7 +12,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorReport, WireError};
-use crate::wire::{codec, frame, socket};
+use crate::wire::{codec, envelope, socket};
 
 mod link;
 mod seeds;
@@ -96,22 +96,22 @@ mod serde_bytes_like {
 /// Decodes one message as the receiving side does after the WebSocket
 /// layer: header, then the payload as the kind says.
 pub fn envelope(data: &[u8]) {
-    let Ok((header, payload)) = frame::decode(data) else { return };
-    if header.kind == frame::Kind::Batch {
+    let Ok((header, payload)) = envelope::decode(data) else { return };
+    if header.kind == envelope::Kind::Batch {
         // Each entry as the reader hands it on (nested batches it refuses).
         let mut pos = 2;
-        while let Ok(Some(range)) = frame::batch_entry(data, pos) {
+        while let Ok(Some(range)) = envelope::batch_entry(data, pos) {
             pos = range.end;
-            if data[range.clone()].first() != Some(&(frame::Kind::Batch as u8)) {
+            if data[range.clone()].first() != Some(&(envelope::Kind::Batch as u8)) {
                 envelope(&data[range]);
             }
         }
         return;
     }
     let _ = match header.kind {
-        frame::Kind::Hello => frame::read_hello(payload).map(drop),
-        frame::Kind::Error => codec::decode::<ErrorReport>(payload).map(drop),
-        frame::Kind::Failed => {
+        envelope::Kind::Hello => envelope::read_hello(payload).map(drop),
+        envelope::Kind::Error => codec::decode::<ErrorReport>(payload).map(drop),
+        envelope::Kind::Failed => {
             codec::decode::<crate::session::requests::Failure>(payload).map(drop)
         }
         _ => codec::decode::<Sample>(payload).map(drop),
@@ -155,7 +155,7 @@ fn ws_binary(payload: &[u8]) -> Vec<u8> {
 /// The message bytes again, header included, for [`envelope`].
 fn reconstruct(inbound: &socket::Inbound) -> Vec<u8> {
     let mut buf = Vec::new();
-    frame::begin(&mut buf, inbound.header);
+    envelope::begin(&mut buf, inbound.header);
     buf.extend_from_slice(inbound.payload());
     buf
 }

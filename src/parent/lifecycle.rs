@@ -19,7 +19,7 @@ use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::session::Shared;
 use crate::supervise::Decision;
-use crate::wire::frame::{self, Kind};
+use crate::wire::envelope::{self, Kind};
 
 /// Fails what is in flight if the link task is dropped before its link
 /// has ended (its runtime went away: the System stopped): the link fails
@@ -115,7 +115,7 @@ impl<P: Protocol> Worker<P> {
             }
             then.queued(self.outbox.push_unbounded(bytes, fds));
         }
-        if self.outbox.push_last(frame::bare(Kind::Terminate)).is_err() {
+        if self.outbox.push_last(envelope::bare(Kind::Terminate)).is_err() {
             tracing::debug!(worker = %self.name, "terminate could not be queued; signals follow");
         }
         let grace = match grace {

@@ -30,7 +30,7 @@ use super::spawn::Channel;
 use crate::error::{ErrorReport, ExitStatus, Lost, WireError, WorkerError};
 use crate::protocol::{Protocol, Received};
 use crate::session::{self, Finish, Finished, Hello, Holds, Session, Shared, Side, Why};
-use crate::wire::frame::{self, Kind};
+use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Socket;
 use crate::wire::writer::WriterEnd;
@@ -487,7 +487,7 @@ pub(crate) async fn read<P: Protocol>(
                     *lost = Some(Lost::Silent);
                     return Why::Broken;
                 }
-                let _ = session.side().outbox.push_unbounded(frame::bare(Kind::Ping), Vec::new());
+                let _ = session.side().outbox.push_unbounded(envelope::bare(Kind::Ping), Vec::new());
                 pinged = true;
             }
             // The child is gone and its group killed: keep reading until

@@ -28,7 +28,7 @@ use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::Pending;
 use crate::wire::codec::Codec;
 use crate::wire::encode::{descriptors, encode_in_sharing, Arena};
-use crate::wire::frame::Header;
+use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
 
 /// A direct line to one worker: [`post`](Port::post) and

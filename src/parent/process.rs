@@ -216,8 +216,9 @@ impl Farewell {
     /// else its socket shut (it then closes as for a parent gone).
     fn ask(&mut self) {
         let Some((sock, fds)) = self.conn.take() else { return };
-        let terminate =
-            socket::binary_frame(&crate::wire::frame::bare(crate::wire::frame::Kind::Terminate));
+        let terminate = socket::binary_frame(&crate::wire::envelope::bare(
+            crate::wire::envelope::Kind::Terminate,
+        ));
         // Without blocking, and without SIGPIPE.
         if fds.send_whole_now(&terminate) {
             return;

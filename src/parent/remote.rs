@@ -31,7 +31,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncReadExt;
 
 use crate::error::WireError;
-use crate::wire::frame::Kind;
+use crate::wire::envelope::Kind;
 use crate::wire::socket::Socket;
 use crate::wire::tls::TlsServer;
 

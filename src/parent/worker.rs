@@ -39,7 +39,7 @@ use crate::session::requests::{answer, Pending};
 use crate::supervise::{History, RestartPolicy};
 use crate::wire::codec::Codec;
 use crate::wire::encode::{descriptors, encode_in_sharing};
-use crate::wire::frame::Header;
+use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].

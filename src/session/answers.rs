@@ -17,7 +17,7 @@ use crate::error::ErrorReport;
 use crate::protocol::{tag_of, Request};
 use crate::wire::codec::Codec;
 use crate::wire::encode::{encode, encode_sharing};
-use crate::wire::frame::Header;
+use crate::wire::envelope::Header;
 use crate::wire::outbox::Outbox;
 use crate::wire::shared::decode_with;
 use crate::wire::socket::Inbound;

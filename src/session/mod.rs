@@ -27,7 +27,7 @@ use self::requests::{resolve_frame, Pending};
 use crate::error::{ErrorReport, WireError};
 use crate::protocol::Received;
 use crate::wire::codec::Codec;
-use crate::wire::frame::{self, Kind};
+use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Inbound, Reader};
 use crate::wire::writer::{Writer, WriterEnd};
@@ -144,7 +144,7 @@ pub(crate) enum Hello {
 pub(crate) struct Opened {
     pub reader: Reader,
     pub writer: Writer,
-    pub peer: frame::Hello,
+    pub peer: envelope::Hello,
     /// How this connection's payloads are written.
     pub codec: Codec,
 }
@@ -170,7 +170,7 @@ pub(crate) async fn hello(
 ) -> Result<Opened, Option<WireError>> {
     // A send error means the peer is gone already; its EOF says so.
     if let Hello::First(codec) = order {
-        let _ = conn.send(frame::hello(fingerprint, codec)).await;
+        let _ = conn.send(envelope::hello(fingerprint, codec)).await;
     }
     let named = match order {
         Hello::First(ours) => ours,
@@ -184,7 +184,7 @@ pub(crate) async fn hello(
         (Hello::AfterPeer, Err(_)) => Codec::default(),
     };
     if order == Hello::AfterPeer {
-        let _ = conn.send(frame::hello(fingerprint, codec)).await;
+        let _ = conn.send(envelope::hello(fingerprint, codec)).await;
     }
     let peer = peer?;
     if peer.codec != codec {
@@ -357,7 +357,7 @@ impl<S: Side> Session<S> {
             // hear from this side. Only the worker takes pings, from the
             // parent it trusts.
             Kind::Ping => {
-                let _ = self.shared.outbox.push_unbounded(frame::bare(Kind::Pong), Vec::new());
+                let _ = self.shared.outbox.push_unbounded(envelope::bare(Kind::Pong), Vec::new());
             }
             // Whoever pinged heard from us by reading it.
             Kind::Pong => {}

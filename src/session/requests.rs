@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::ById;
 use crate::error::{ErrorReport, WorkerError};
-use crate::wire::frame::Kind;
+use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::Inbound;
 
@@ -160,7 +160,7 @@ impl Pending {
         let slot = self.slots().remove(&id);
         if slot.is_some() {
             if let Some(outbox) = self.tell.get() {
-                let _ = outbox.push_unbounded(crate::wire::frame::cancel(id), Vec::new());
+                let _ = outbox.push_unbounded(crate::wire::envelope::cancel(id), Vec::new());
             }
         }
     }

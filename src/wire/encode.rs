@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::codec::{self, Codec};
-use super::frame::{self, Header};
+use super::envelope::{self, Header};
 use super::shared;
 use crate::error::{WireError, WorkerError};
 
@@ -127,7 +127,7 @@ fn encode_parts<M: Serialize + ?Sized>(
     let Arena { buf, big, .. } = arena.with_room();
     // Left over only by a `Serialize` impl that panicked part-way.
     buf.clear();
-    frame::begin(buf, header);
+    envelope::begin(buf, header);
     let header = buf.len();
     let mut out = Spill { small: buf, big, spilled: false };
     let (encoded, shared) = if fds.is_some() {
@@ -335,7 +335,7 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use frame::Kind;
+    use envelope::Kind;
 
     fn post(data: &impl Serialize) -> Bytes {
         encode(Codec::Bincode, Header::post(0).unwrap(), data, 1 << 20).unwrap()
@@ -345,7 +345,7 @@ mod tests {
     fn arena_slices_stay_intact_and_large_messages_do_not_stay() {
         let msgs: Vec<Bytes> = (0..5_000u32).map(|i| post(&format!("m{i}"))).collect();
         for (i, msg) in msgs.iter().enumerate() {
-            let (header, payload) = frame::decode(msg).unwrap();
+            let (header, payload) = envelope::decode(msg).unwrap();
             assert_eq!(header.kind, Kind::Post);
             assert_eq!(codec::decode::<String>(payload).unwrap(), format!("m{i}"));
         }
@@ -409,7 +409,7 @@ mod tests {
         let first = starts(&mut arena, (ARENA_SPARES + 1) * 60, &mut held);
         assert_eq!(first.len(), ARENA_SPARES + 1);
         for msg in &held {
-            let (_, payload) = frame::decode(msg).unwrap();
+            let (_, payload) = envelope::decode(msg).unwrap();
             assert_eq!(codec::decode::<Vec<u8>>(payload).unwrap(), vec![7u8; 1000]);
         }
         // Written and dropped (none freed: each buffer still kept): from
@@ -436,7 +436,7 @@ mod tests {
         drop((first, second));
         let third = encode_in(&mut arena, Codec::Bincode, header(), &big(3), 1 << 30).unwrap();
         assert_eq!(third.as_ptr(), at, "the dropped one's memory, again");
-        let (_, payload) = frame::decode(&third).unwrap();
+        let (_, payload) = envelope::decode(&third).unwrap();
         assert_eq!(codec::decode::<serde_bytes::ByteBuf>(payload).unwrap(), big(3));
         // The small ones go on in the arena, untouched by the large.
         let next = encode_in(&mut arena, Codec::Bincode, header(), &2u8, 1 << 30).unwrap();
@@ -479,9 +479,9 @@ mod tests {
     #[test]
     fn encoding_inside_encoding_uses_a_buffer_of_its_own() {
         let outer = post(&Nested);
-        let (_, payload) = frame::decode(&outer).unwrap();
+        let (_, payload) = envelope::decode(&outer).unwrap();
         let inner: serde_bytes::ByteBuf = codec::decode(payload).unwrap();
-        let (_, inner_payload) = frame::decode(&inner).unwrap();
+        let (_, inner_payload) = envelope::decode(&inner).unwrap();
         assert_eq!(codec::decode::<String>(inner_payload).unwrap(), "inner");
     }
 }

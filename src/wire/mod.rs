@@ -6,8 +6,8 @@
 
 pub(crate) mod codec;
 pub(crate) mod encode;
+pub(crate) mod envelope;
 pub(crate) mod fd;
-pub(crate) mod frame;
 pub(crate) mod outbox;
 pub(crate) mod shared;
 pub(crate) mod socket;

@@ -20,10 +20,10 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::codec::{self, Codec};
+use super::envelope::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
 use super::fd::boundary::header;
 use super::fd::secure::Tls;
 use super::fd::{FdQueues, FdReader, FdStream, TooManyUnclaimed};
-use super::frame::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
 use crate::error::WireError;
 
 /// Room for the envelope header on top of the user's message size limit.
@@ -131,14 +131,14 @@ impl Connection {
         &mut self,
         fingerprint: u64,
         codec: Codec,
-    ) -> Result<frame::Hello, Option<WireError>> {
+    ) -> Result<envelope::Hello, Option<WireError>> {
         let first = match next_inbound(&mut self.frames, &self.fds).await {
             None | Some(Err(WireError::CutOff)) => return Err(None),
             Some(r) => r.map_err(Some)?,
         };
         if first.header.kind == Kind::Refused {
             let refusal =
-                codec::decode_as::<frame::EntryRefusal>(codec, first.payload()).map_err(Some)?;
+                codec::decode_as::<envelope::EntryRefusal>(codec, first.payload()).map_err(Some)?;
             return Err(Some(WireError::UnknownEntry {
                 entry: refusal.entry,
                 known: refusal.known,
@@ -147,7 +147,7 @@ impl Connection {
         if first.header.kind != Kind::Hello {
             return Err(Some(WireError::NotAHello));
         }
-        let hello = frame::read_hello(first.payload()).map_err(Some)?;
+        let hello = envelope::read_hello(first.payload()).map_err(Some)?;
         if hello.version != PROTOCOL_VERSION {
             return Err(Some(WireError::VersionMismatch {
                 ours: PROTOCOL_VERSION,
@@ -190,10 +190,10 @@ pub(crate) fn codec_of_hello(raw: &[u8]) -> Codec {
         }
         _ => return Codec::default(),
     };
-    frame::decode(hello)
+    envelope::decode(hello)
         .ok()
         .filter(|(header, _)| header.kind == Kind::Hello)
-        .and_then(|(_, fields)| frame::read_hello(fields).ok())
+        .and_then(|(_, fields)| envelope::read_hello(fields).ok())
         .map_or(Codec::default(), |hello| hello.codec)
 }
 
@@ -271,7 +271,7 @@ impl Reader {
     /// The next message of the batch being read, if any.
     fn next_in_batch(&mut self) -> Option<Result<Inbound, WireError>> {
         let (bytes, pos) = self.batch.as_mut()?;
-        match frame::batch_entry(bytes, *pos) {
+        match envelope::batch_entry(bytes, *pos) {
             Ok(Some(range)) => {
                 *pos = range.end;
                 let msg = bytes.slice(range);
@@ -556,7 +556,7 @@ fn inbound(
     descriptors: bool,
     max_shared: usize,
 ) -> Result<Inbound, WireError> {
-    let (header, offset) = match frame::decode(&bytes) {
+    let (header, offset) = match envelope::decode(&bytes) {
         Ok((header, payload)) => (header, bytes.len() - payload.len()),
         Err(e) => return Err(e),
     };

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::envelope::{
+    self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET,
+};
 use super::fd::ledger::Fate;
 use super::fd::{FdQueues, MAX_FDS_PER_SEND};
-use super::frame::{self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET};
 use super::outbox::{Outbox, Outgoing};
 use super::socket::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
 use crate::error::WireError;
@@ -330,9 +332,9 @@ impl Writer {
             1 => self.small[0].bytes.clone(),
             _ => {
                 let mut buf = BytesMut::with_capacity(BATCH_HEADER + self.small_bytes);
-                frame::begin(&mut buf, frame::Header::bare(Kind::Batch));
+                envelope::begin(&mut buf, envelope::Header::bare(Kind::Batch));
                 for msg in &self.small {
-                    frame::push_batch_entry(&mut buf, &msg.bytes);
+                    envelope::push_batch_entry(&mut buf, &msg.bytes);
                 }
                 buf.freeze()
             }
