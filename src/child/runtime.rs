@@ -40,6 +40,7 @@ use crate::wire::encode::encode;
 use crate::wire::envelope::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::socket::{self, Socket};
+use crate::wire::wsframe;
 
 /// Runs the worker to its end and returns the exit code.
 pub(crate) fn run<W, F>(make: F) -> i32
@@ -151,7 +152,7 @@ fn say_no(
     let Ok(msg) = encode(codec, Header::bare(Kind::Refused), &refusal, usize::MAX) else {
         return exit_code::NOT_A_WORKER;
     };
-    if sock.write_all(&socket::binary_frame(&msg)).and_then(|()| sock.flush()).is_err() {
+    if sock.write_all(&wsframe::binary_frame(&msg)).and_then(|()| sock.flush()).is_err() {
         return exit_code::NOT_A_WORKER;
     }
     let _ = nix::sys::socket::shutdown(raw, nix::sys::socket::Shutdown::Write);

@@ -12,7 +12,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorReport, WireError};
-use crate::wire::{codec, envelope, socket};
+use crate::wire::{codec, envelope, socket, wsframe};
 
 mod link;
 mod seeds;
@@ -149,7 +149,7 @@ pub fn stream(data: &[u8]) {
 
 /// One unmasked binary WebSocket frame, as either side sends it.
 fn ws_binary(payload: &[u8]) -> Vec<u8> {
-    socket::frame(2, payload)
+    wsframe::frame(2, payload)
 }
 
 /// The message bytes again, header included, for [`envelope`].

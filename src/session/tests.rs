@@ -414,7 +414,7 @@ fn broken_framing_ends_the_session() {
         let (a, b) = (a.unwrap(), b.unwrap());
         let mut receiver = Session::start(b.reader, b.writer, shared(none()), Recorder::default());
         // A WebSocket binary frame holding no envelope: two bytes.
-        (&raw).write_all(&crate::wire::socket::binary_frame(&[9, 9])).unwrap();
+        (&raw).write_all(&crate::wire::wsframe::binary_frame(&[9, 9])).unwrap();
         assert_eq!(receiver.run().await, Why::Broken);
         let got = receiver.finish(Finish::Now).await.side;
         assert_eq!(got.errors.len(), 1, "{:?}", got.errors);

@@ -16,7 +16,6 @@
 //!
 //! This is the only file that names `nix`.
 
-pub(crate) mod boundary;
 pub(crate) mod ledger;
 pub(crate) mod secure;
 

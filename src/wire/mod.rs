@@ -13,6 +13,7 @@ pub(crate) mod shared;
 pub(crate) mod socket;
 pub(crate) mod tls;
 pub(crate) mod writer;
+pub(crate) mod wsframe;
 
 /// The most descriptors one message may carry.
 pub const MAX_FDS_PER_MESSAGE: usize = 64;

@@ -21,9 +21,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::codec::{self, Codec};
 use super::envelope::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
-use super::fd::boundary::header;
 use super::fd::secure::Tls;
 use super::fd::{FdQueues, FdReader, FdStream, TooManyUnclaimed};
+use super::wsframe::{self, BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 use crate::error::WireError;
 
 /// Room for the envelope header on top of the user's message size limit.
@@ -184,12 +184,13 @@ impl Connection {
 /// unfragmented WebSocket frame); bincode if it cannot be read. For a
 /// worker that refuses before it runs a session.
 pub(crate) fn codec_of_hello(raw: &[u8]) -> Codec {
-    let hello = match raw {
-        [_, len, rest @ ..] if usize::from(len & 0x7f) <= rest.len() && len & 0x80 == 0 => {
-            &rest[..usize::from(*len)]
-        }
-        _ => return Codec::default(),
+    // Unmasked, its length in the header's short form (a hello is far
+    // under 126 bytes).
+    let hello = match wsframe::read(raw) {
+        Some(head) if head.len == 2 => raw.get(2..2 + head.payload as usize),
+        _ => None,
     };
+    let Some(hello) = hello else { return Codec::default() };
     envelope::decode(hello)
         .ok()
         .filter(|(header, _)| header.kind == Kind::Hello)
@@ -422,48 +423,42 @@ impl Frames {
     fn parse(&mut self) -> Result<Parsed, WireError> {
         loop {
             // Reserved bits are refused as soon as the first byte is there.
-            if self.buf.first().is_some_and(|first| first & 0x70 != 0) {
+            if self.buf.first().is_some_and(|&first| wsframe::reserved(first)) {
                 return Err(WireError::Transport("reserved bits are non-zero".into()));
             }
-            let Some((header_len, payload_len)) = header(&self.buf) else {
-                return Ok(Parsed::More(14));
+            let Some(head) = wsframe::read(&self.buf) else {
+                return Ok(Parsed::More(wsframe::MAX_HEADER));
             };
-            let (first, second) = (self.buf[0], self.buf[1]);
-            let (fin, opcode) = (first & 0x80 != 0, first & 0x0f);
-            if opcode >= 8 && (!fin || payload_len > 125) {
+            let (fin, opcode) = (head.fin, head.opcode);
+            if wsframe::is_control(opcode) && (!fin || head.payload > wsframe::MAX_CONTROL_PAYLOAD)
+            {
                 return Err(WireError::Transport("a control frame fragmented or too long".into()));
             }
             let so_far = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
-            if payload_len.saturating_add(so_far) > self.max as u64 {
-                let size = usize::try_from(payload_len + so_far).unwrap_or(usize::MAX);
+            if head.payload.saturating_add(so_far) > self.max as u64 {
+                let size = usize::try_from(head.payload + so_far).unwrap_or(usize::MAX);
                 let limit = self.max.saturating_sub(HEADER_SLACK);
                 return Err(WireError::TooLarge { size, limit });
             }
-            let payload_len = payload_len as usize;
+            let (header_len, payload_len) = (head.len, head.payload as usize);
             if self.buf.len() < header_len + payload_len {
                 return Ok(Parsed::More(header_len + payload_len - self.buf.len()));
             }
-            let mask = (second & 0x80 != 0).then(|| {
-                let at = header_len - 4;
-                [self.buf[at], self.buf[at + 1], self.buf[at + 2], self.buf[at + 3]]
-            });
             bytes::Buf::advance(&mut self.buf, header_len);
             let mut payload = self.buf.split_to(payload_len);
             self.taken += (header_len + payload_len) as u64;
-            if let Some(mask) = mask {
-                for (i, b) in payload.iter_mut().enumerate() {
-                    *b ^= mask[i & 3];
-                }
+            if let Some(mask) = head.mask {
+                wsframe::unmask(&mut payload, mask);
             }
             match opcode {
-                2 if self.partial.is_some() => {
+                BINARY if self.partial.is_some() => {
                     return Err(WireError::Transport(
                         "a new message inside a fragmented one".into(),
                     ));
                 }
-                2 if fin => return Ok(Parsed::Message(payload.freeze())),
-                2 => self.partial = Some(payload),
-                0 => {
+                BINARY if fin => return Ok(Parsed::Message(payload.freeze())),
+                BINARY => self.partial = Some(payload),
+                CONTINUATION => {
                     let Some(partial) = self.partial.as_mut() else {
                         return Err(WireError::Transport("a continuation of nothing".into()));
                     };
@@ -473,12 +468,12 @@ impl Frames {
                         return Ok(Parsed::Message(whole.freeze()));
                     }
                 }
-                1 => return Err(WireError::TextFrame),
-                8 => {
-                    self.peer_took = close_reason_read(&payload);
+                TEXT => return Err(WireError::TextFrame),
+                CLOSE => {
+                    self.peer_took = wsframe::close_reason_read(&payload);
                     return Ok(Parsed::Closed);
                 }
-                9 | 10 => {}
+                PING | PONG => {}
                 other => {
                     return Err(WireError::Transport(format!("unknown WebSocket opcode {other}")))
                 }
@@ -487,55 +482,12 @@ impl Frames {
     }
 }
 
-/// The reason of a close frame (after its 2-byte code), `read N`: the
-/// bytes of our stream the peer says it took, in whole frames.
-fn close_reason_read(payload: &[u8]) -> Option<u64> {
-    let reason = std::str::from_utf8(payload.get(2..)?).ok()?;
-    reason.strip_prefix(CLOSE_READ)?.parse().ok()
-}
-
-/// How a close frame's reason starts that says what its sender read.
-const CLOSE_READ: &str = "read ";
-
 /// What the buffer holds.
 enum Parsed {
     Message(Bytes),
     Closed,
     /// At least this many more bytes are needed.
     More(usize),
-}
-
-/// One unmasked binary WebSocket frame holding `payload`: a whole message,
-/// written by hand where no connection runs (a worker's refusal, a
-/// terminate when the parent's System stops).
-pub(crate) fn binary_frame(payload: &[u8]) -> Vec<u8> {
-    frame(2, payload)
-}
-
-/// One unmasked WebSocket frame with FIN set, of `opcode`.
-pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = frame_header(opcode, payload.len());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// The header of an unmasked WebSocket frame with FIN set, of `opcode`,
-/// whose payload is `len` bytes.
-fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10);
-    out.push(0x80 | opcode);
-    match len {
-        n if n < 126 => out.push(n as u8),
-        n if n <= 0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out
 }
 
 /// From this size on, a message is written from its own buffer rather than
@@ -601,7 +553,7 @@ impl SinkHalf {
     pub(crate) async fn feed_whole(&mut self, msg: Bytes) -> Result<(), WireError> {
         // Between whole frames: what tungstenite holds goes first.
         self.flush().await?;
-        self.fds.push_frame(frame_header(2, msg.len()).into(), msg);
+        self.fds.push_frame(wsframe::frame_header(BINARY, msg.len()).into(), msg);
         Ok(())
     }
 
@@ -613,7 +565,7 @@ impl SinkHalf {
     /// A close frame saying how much of the peer's stream this side took
     /// (`read N`: it reads no more), then the socket's write side is shut.
     pub(crate) async fn close(&mut self) {
-        let reason = format!("{CLOSE_READ}{}", self.fds.taken());
+        let reason = wsframe::close_reason(self.fds.taken());
         let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
         let _ = self.sink.send(Message::Close(Some(frame))).await;
         let _ = SinkExt::close(&mut self.sink).await;
@@ -625,6 +577,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use crate::wire::wsframe::binary_frame;
 
     /// The frames `bytes` written raw, as the reading half takes them.
     fn read_all(bytes: &[u8]) -> Vec<Result<Bytes, WireError>> {

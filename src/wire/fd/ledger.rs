@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
-use super::boundary;
+use crate::wire::wsframe;
 
 /// Frames handed to the kernel, and which of them the peer has read.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub(crate) struct Ledger {
     /// Bytes handed to the kernel so far.
     handed: u64,
     /// A frame header being handed, and how much of it.
-    header: [u8; 14],
+    header: [u8; wsframe::MAX_HEADER],
     have: usize,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
@@ -61,7 +61,7 @@ impl Ledger {
     pub(crate) fn new(sndbuf: usize) -> Self {
         Ledger {
             handed: 0,
-            header: [0; 14],
+            header: [0; wsframe::MAX_HEADER],
             have: 0,
             remaining: 0,
             started: 0,
@@ -85,8 +85,8 @@ impl Ledger {
                 continue;
             }
             if self.have == 0 {
-                // Opcode 2: a binary data frame (we never fragment).
-                self.binary = bytes[0] & 0x0f == 2;
+                // A binary data frame (we never fragment).
+                self.binary = wsframe::opcode(bytes[0]) == wsframe::BINARY;
                 if self.binary {
                     self.started += 1;
                 }
@@ -95,7 +95,7 @@ impl Ledger {
             self.have += 1;
             self.handed += 1;
             bytes = &bytes[1..];
-            if let Some((len, payload)) = boundary::header(&self.header[..self.have]) {
+            if let Some((len, payload)) = wsframe::header(&self.header[..self.have]) {
                 if self.have == len {
                     self.have = 0;
                     self.remaining = payload;
