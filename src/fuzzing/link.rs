@@ -204,7 +204,7 @@ pub fn link(data: &[u8]) {
         let finished = session.finish(crate::session::Finish::Now).await;
         let unclaimed = finished.unclaimed_fds;
         assert!(
-            unclaimed <= crate::wire::fd::MAX_UNCLAIMED_FDS + 253,
+            unclaimed <= crate::wire::stream::queues::MAX_UNCLAIMED_FDS + 253,
             "{unclaimed} unclaimed descriptors held"
         );
         let _ = counter.send(Settled).await;

@@ -35,7 +35,7 @@ use tokio::io::unix::AsyncFd;
 use crate::error::ExitStatus;
 use crate::handoff;
 use crate::os;
-use crate::wire::fd::FdQueues;
+use crate::wire::stream::queues::FdQueues;
 use crate::wire::wsframe;
 
 /// A running (or exited but not yet reaped) worker process.

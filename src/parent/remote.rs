@@ -284,7 +284,7 @@ pub(crate) enum Accepted {
 
 impl Accepted {
     /// The socket the session runs over, and the TLS it speaks (in the
-    /// stream itself: `wire/fd/secure.rs`).
+    /// stream itself: `wire/stream/secure.rs`).
     pub(crate) fn into_socket(self) -> std::io::Result<Socket> {
         match self {
             Accepted::Plain(stream) => Ok(std::os::fd::OwnedFd::from(stream).into()),

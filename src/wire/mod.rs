@@ -7,10 +7,10 @@
 pub(crate) mod codec;
 pub(crate) mod encode;
 pub(crate) mod envelope;
-pub(crate) mod fd;
 pub(crate) mod outbox;
 pub(crate) mod shared;
 pub(crate) mod socket;
+pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod writer;
 pub(crate) mod wsframe;

@@ -21,8 +21,10 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::codec::{self, Codec};
 use super::envelope::{self, Header, Kind, MAX_BATCH, PROTOCOL_VERSION};
-use super::fd::secure::Tls;
-use super::fd::{FdQueues, FdReader, FdStream, TooManyUnclaimed};
+use super::stream::queues::{FdQueues, TooManyUnclaimed};
+use super::stream::reader::FdReader;
+use super::stream::secure::Tls;
+use super::stream::FdStream;
 use super::wsframe::{self, BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 use crate::error::WireError;
 
@@ -634,97 +636,5 @@ mod tests {
         // Cut off inside a frame, and ended between two.
         assert!(matches!(last(&[0x82, 10, 1, 2]), Some(Err(WireError::CutOff))));
         assert_eq!(read_all(&binary_frame(b"x")).len(), 1);
-    }
-
-    /// Both ends of a loopback TCP connection, speaking TLS (the handshake
-    /// made in memory first).
-    fn tls_pair() -> ((FdStream, FdReader), (FdStream, FdReader)) {
-        use tokio_rustls::rustls;
-        let tls = crate::wire::tls::TlsServer::self_signed().unwrap();
-        let mut server = rustls::ServerConnection::new(tls.acceptor.config().clone()).unwrap();
-        let mut client = crate::wire::tls::client(&tls.pin).unwrap();
-        while client.is_handshaking() || server.is_handshaking() {
-            let mut flight = Vec::new();
-            client.write_tls(&mut flight).unwrap();
-            server.read_tls(&mut &flight[..]).unwrap();
-            server.process_new_packets().unwrap();
-            flight.clear();
-            server.write_tls(&mut flight).unwrap();
-            client.read_tls(&mut &flight[..]).unwrap();
-            client.process_new_packets().unwrap();
-        }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (b, _) = listener.accept().unwrap();
-        let a = FdStream::new(a, Some(client.into())).unwrap();
-        let b = FdStream::new(b, Some(server.into())).unwrap();
-        (a, b)
-    }
-
-    /// Reads until `want` bytes, or the end, taking at most `room` bytes a
-    /// read (plaintext decrypted beyond it waits for the next).
-    async fn read_tls_bytes(reader: &mut FdReader, want: usize, room: usize) -> Vec<u8> {
-        let mut got = Vec::new();
-        while got.len() < want {
-            let mut buf = bytes::BytesMut::with_capacity(room);
-            let n = std::future::poll_fn(|cx| reader.poll_recv(cx, &mut buf)).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf);
-        }
-        got
-    }
-
-    /// Over TLS: 4 MiB of frames one way while the socket fills (read in
-    /// small steps), an answer the other way, a last frame written
-    /// without a writer (as a farewell is), then the ends: `close_notify`,
-    /// and a bare TCP end, each read as the end.
-    #[test]
-    fn tls_in_the_stream_carries_frames_both_ways_and_ends() {
-        use tokio::io::AsyncWriteExt;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let ((mut a, mut a_reading), (mut b_writing, mut b)) = tls_pair();
-            let frames: Vec<Vec<u8>> = (0..512u32)
-                .map(|i| {
-                    let payload: Vec<u8> = (0..8 << 10).map(|j| (i + j) as u8).collect();
-                    binary_frame(&payload)
-                })
-                .collect();
-            let total: usize = frames.iter().map(Vec::len).sum();
-            let expected = frames.concat();
-            let writing = tokio::spawn(async move {
-                for frame in &frames {
-                    a.write_all(frame).await.unwrap();
-                }
-                a.flush().await.unwrap();
-                a
-            });
-            // Small reads: most of what is decrypted waits for the next.
-            let got = read_tls_bytes(&mut b, total, 1000).await;
-            assert!(got == expected, "the bytes came changed");
-            let mut a = writing.await.unwrap();
-            assert!(
-                a_reading.queues().ledger().started() >= 512,
-                "the ledger heard of every frame"
-            );
-
-            b_writing.write_all(&binary_frame(b"pong")).await.unwrap();
-            b_writing.flush().await.unwrap();
-            let pong = read_tls_bytes(&mut a_reading, 6, 64 << 10).await;
-            assert_eq!(&pong[2..], b"pong");
-
-            let last = binary_frame(b"last word");
-            assert!(a_reading.queues().send_whole_now(&last), "a frame written without the writer");
-            assert_eq!(read_tls_bytes(&mut b, last.len(), 64 << 10).await, last);
-
-            a.shutdown().await.unwrap();
-            assert!(read_tls_bytes(&mut b, 1, 64).await.is_empty(), "close_notify is the end");
-
-            let ((a, a_reading), (_, mut b)) = tls_pair();
-            drop((a, a_reading));
-            assert!(read_tls_bytes(&mut b, 1, 64).await.is_empty(), "a TCP end is the end");
-        });
     }
 }

@@ -1,6 +1,6 @@
 //! The writer task: drains an outbox into the WebSocket, in batches, and
-//! keeps the books of what it wrote (see `fd/ledger.rs`), so that when the
-//! connection ends what never left is given back.
+//! keeps the books of what it wrote (see `stream/ledger.rs`), so that when
+//! the connection ends what never left is given back.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,19 +11,19 @@ use bytes::{Bytes, BytesMut};
 use super::envelope::{
     self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET,
 };
-use super::fd::ledger::Fate;
-use super::fd::{FdQueues, MAX_FDS_PER_SEND};
 use super::outbox::{Outbox, Outgoing};
 use super::socket::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
+use super::stream::ledger::Fate;
+use super::stream::queues::{FdQueues, MAX_FDS_PER_SEND};
 use crate::error::WireError;
 
 /// The writing half.
 ///
 /// Every message it takes from the outbox stays on its books until the
-/// ledger says what became of it (see `fd/ledger.rs`): when the connection
-/// fails or the writer is stopped, [`WriterEnd`] gives back, in order and
-/// with their descriptors, the messages that never reached the kernel, and
-/// counts the posts that reached it but may not have been read.
+/// ledger says what became of it (see `stream/ledger.rs`): when the
+/// connection fails or the writer is stopped, [`WriterEnd`] gives back, in
+/// order and with their descriptors, the messages that never reached the
+/// kernel, and counts the posts that reached it but may not have been read.
 pub(crate) struct Writer {
     sink: SinkHalf,
     fds: Arc<FdQueues>,
