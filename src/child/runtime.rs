@@ -39,7 +39,7 @@ use crate::wire::codec::{self, Codec};
 use crate::wire::encode::encode;
 use crate::wire::envelope::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::{self, Socket};
+use crate::wire::ws::{self, Socket};
 use crate::wire::wsframe;
 
 /// Runs the worker to its end and returns the exit code.
@@ -148,7 +148,7 @@ fn say_no(
     let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &five);
     let mut hello = [0u8; 64];
     let got = sock.read(&mut hello).unwrap_or(0);
-    let codec = socket::codec_of_hello(&hello[..got]);
+    let codec = ws::codec_of_hello(&hello[..got]);
     let Ok(msg) = encode(codec, Header::bare(Kind::Refused), &refusal, usize::MAX) else {
         return exit_code::NOT_A_WORKER;
     };
@@ -213,7 +213,7 @@ where
             return (exit_code::MISMATCH, End::Terminated);
         }
     };
-    let conn = match socket::open(sock, max_message_size).await {
+    let conn = match ws::open(sock, max_message_size).await {
         Ok(conn) => conn,
         Err(e) => {
             tracing::error!(error = %e, "could not open the connection to the parent");

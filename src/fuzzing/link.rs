@@ -1,7 +1,7 @@
 //! The `link` target: a worker's bytes, descriptors along, against the
 //! parent's whole side of a connection.
 
-use crate::wire::socket;
+use crate::wire::ws;
 
 use serde::{Deserialize, Serialize};
 
@@ -167,7 +167,7 @@ pub fn link(data: &[u8]) {
     system.block_on(async move {
         use actix::Actor;
         let counter = Counter(0).start();
-        let Ok(conn) = socket::open(ours, 1 << 20).await else { return };
+        let Ok(conn) = ws::open(ours, 1 << 20).await else { return };
         let (reader, sink) = conn.split();
         let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
         let mut handlers = crate::session::answers::Handlers::new(|| None);

@@ -12,7 +12,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorReport, WireError};
-use crate::wire::{codec, envelope, socket, wsframe};
+use crate::wire::{codec, envelope, ws, wsframe};
 
 mod link;
 mod seeds;
@@ -135,7 +135,7 @@ pub fn stream(data: &[u8]) {
         Err(_) => return,
     };
     rt.block_on(async move {
-        let Ok(conn) = socket::open(theirs, 1 << 20).await else { return };
+        let Ok(conn) = ws::open(theirs, 1 << 20).await else { return };
         let (mut reader, _writer) = conn.split();
         while let Some(item) = reader.next().await {
             match item {
@@ -153,7 +153,7 @@ fn ws_binary(payload: &[u8]) -> Vec<u8> {
 }
 
 /// The message bytes again, header included, for [`envelope`].
-fn reconstruct(inbound: &socket::Inbound) -> Vec<u8> {
+fn reconstruct(inbound: &ws::reader::Inbound) -> Vec<u8> {
     let mut buf = Vec::new();
     envelope::begin(&mut buf, inbound.header);
     buf.extend_from_slice(inbound.payload());

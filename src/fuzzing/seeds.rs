@@ -143,7 +143,7 @@ mod tests {
     use super::super::Sample;
     use super::seeds;
     use crate::error::ErrorReport;
-    use crate::wire::{codec, envelope, socket};
+    use crate::wire::{codec, envelope, ws};
 
     /// The seeds are valid: every envelope decodes whole, every stream
     /// yields its messages; with `AWW_WRITE_SEEDS=dir` they are written
@@ -210,7 +210,7 @@ mod tests {
         drop(ours);
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
         rt.block_on(async move {
-            let (mut reader, _writer) = socket::open(theirs, 1 << 20).await.unwrap().split();
+            let (mut reader, _writer) = ws::open(theirs, 1 << 20).await.unwrap().split();
             let mut n = 0;
             while let Some(Ok(_)) = reader.next().await {
                 n += 1;

@@ -32,8 +32,8 @@ use crate::protocol::{Protocol, Received};
 use crate::session::{self, Finish, Finished, Hello, Holds, Session, Shared, Side, Why};
 use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::Socket;
 use crate::wire::writer::WriterEnd;
+use crate::wire::ws::Socket;
 use std::os::fd::OwnedFd;
 
 /// How a worker process ended, as its link saw it.

@@ -32,8 +32,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::WireError;
 use crate::wire::envelope::Kind;
-use crate::wire::socket::Socket;
 use crate::wire::tls::TlsServer;
+use crate::wire::ws::Socket;
 
 /// A worker's port, listening, and the token made for its launch.
 pub(crate) struct Listening {

@@ -20,7 +20,7 @@ use crate::wire::encode::{encode, encode_sharing};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::Outbox;
 use crate::wire::shared::decode_with;
-use crate::wire::socket::Inbound;
+use crate::wire::ws::reader::Inbound;
 
 /// The answer to one request, owed to the other side. Whatever happens to
 /// the request, exactly one reply goes out: the answer, a failure, or (when

@@ -29,8 +29,9 @@ use crate::protocol::Received;
 use crate::wire::codec::Codec;
 use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::{self, Inbound, Reader};
 use crate::wire::writer::{Writer, WriterEnd};
+use crate::wire::ws;
+use crate::wire::ws::reader::{Inbound, Reader};
 
 /// Messages handled per wake-up before the session lets other tasks run.
 ///
@@ -151,12 +152,12 @@ pub(crate) struct Opened {
 
 /// Opens the WebSocket over `sock` and exchanges hellos (see [`hello`]).
 pub(crate) async fn open(
-    sock: impl Into<socket::Socket>,
+    sock: impl Into<ws::Socket>,
     max_message_size: usize,
     fingerprint: u64,
     order: Hello,
 ) -> Result<Opened, Option<WireError>> {
-    let conn = socket::open(sock, max_message_size).await.map_err(Some)?;
+    let conn = ws::open(sock, max_message_size).await.map_err(Some)?;
     hello(conn, fingerprint, order).await
 }
 
@@ -164,7 +165,7 @@ pub(crate) async fn open(
 /// closed the socket first. Ours is sent whatever we think of theirs, so
 /// the peer can say what is wrong too.
 pub(crate) async fn hello(
-    mut conn: socket::Connection,
+    mut conn: ws::Connection,
     fingerprint: u64,
     order: Hello,
 ) -> Result<Opened, Option<WireError>> {

@@ -28,7 +28,7 @@ use super::ById;
 use crate::error::{ErrorReport, WorkerError};
 use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::Inbound;
+use crate::wire::ws::reader::Inbound;
 
 /// Why the other side could not answer; the payload of a `Failed` frame.
 #[derive(Debug, Serialize, Deserialize)]

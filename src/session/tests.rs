@@ -426,7 +426,7 @@ fn broken_framing_ends_the_session() {
 struct Failures(Arc<std::sync::atomic::AtomicUsize>);
 
 impl super::requests::Slot for Failures {
-    fn deliver(self: Box<Self>, result: Result<crate::wire::socket::Inbound, WorkerError>) {
+    fn deliver(self: Box<Self>, result: Result<crate::wire::ws::reader::Inbound, WorkerError>) {
         assert!(result.is_err());
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }

@@ -9,10 +9,10 @@ pub(crate) mod encode;
 pub(crate) mod envelope;
 pub(crate) mod outbox;
 pub(crate) mod shared;
-pub(crate) mod socket;
 pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod writer;
+pub(crate) mod ws;
 pub(crate) mod wsframe;
 
 /// The most descriptors one message may carry.

@@ -12,9 +12,9 @@ use super::envelope::{
     self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET,
 };
 use super::outbox::{Outbox, Outgoing};
-use super::socket::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
 use super::stream::ledger::Fate;
 use super::stream::queues::{FdQueues, MAX_FDS_PER_SEND};
+use super::ws::sink::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
 use crate::error::WireError;
 
 /// The writing half.
