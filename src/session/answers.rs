@@ -19,7 +19,7 @@ use crate::wire::codec::Codec;
 use crate::wire::encode::{encode, encode_sharing};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::Outbox;
-use crate::wire::shared::decode_with;
+use crate::wire::shared::carry::decode_with;
 use crate::wire::ws::reader::Inbound;
 
 /// The answer to one request, owed to the other side. Whatever happens to

@@ -312,7 +312,7 @@ impl<S: Side> Session<S> {
             let Inbound { fds, .. } = &mut inbound;
             let fds = std::mem::take(fds);
             let payload = inbound.payload();
-            match crate::wire::shared::decode_with::<S::Incoming>(
+            match crate::wire::shared::carry::decode_with::<S::Incoming>(
                 inbound.codec,
                 payload,
                 fds,

@@ -73,7 +73,7 @@ pub(crate) fn decoded<A: DeserializeOwned>(
     result.and_then(|mut inbound| {
         let fds = std::mem::take(&mut inbound.fds);
         let (codec, max) = (inbound.codec, inbound.max_shared);
-        Ok(crate::wire::shared::decode_with::<A>(codec, inbound.payload(), fds, max).0?)
+        Ok(crate::wire::shared::carry::decode_with::<A>(codec, inbound.payload(), fds, max).0?)
     })
 }
 

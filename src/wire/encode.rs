@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::codec::{self, Codec};
 use super::envelope::{self, Header};
-use super::shared;
+use super::shared::carry;
 use crate::error::{WireError, WorkerError};
 
 /// Encodes one complete message: `header`, then `data`; checks the
@@ -122,7 +122,7 @@ fn encode_parts<M: Serialize + ?Sized>(
     // builds (the walk costs a pass over the value). Its shared buffers
     // are walked as descriptors (duplicated and closed again), not mapped.
     if cfg!(debug_assertions) {
-        shared::collecting(|| codec::check_faithful(codec, data)).0?;
+        carry::collecting(|| codec::check_faithful(codec, data)).0?;
     }
     let Arena { buf, big, .. } = arena.with_room();
     // Left over only by a `Serialize` impl that panicked part-way.
@@ -131,7 +131,7 @@ fn encode_parts<M: Serialize + ?Sized>(
     let header = buf.len();
     let mut out = Spill { small: buf, big, spilled: false };
     let (encoded, shared) = if fds.is_some() {
-        shared::collecting(|| codec::encode_into_as(codec, data, &mut out))
+        carry::collecting(|| codec::encode_into_as(codec, data, &mut out))
     } else {
         (codec::encode_into_as(codec, data, &mut out), Vec::new())
     };

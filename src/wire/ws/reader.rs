@@ -36,7 +36,7 @@ impl Inbound {
     }
 
     /// Its payload decoded (one without shared buffers: see
-    /// `shared::decode_with` for those).
+    /// `shared::carry::decode_with` for those).
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, WireError> {
         codec::decode_as(self.codec, self.payload())
     }
