@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::error::WorkerError;
+use crate::protocol::Codec;
 use crate::protocol::{tag_of, Protocol, Request};
 use crate::session::requests::{answer, Pending};
-use crate::wire::codec::Codec;
 use crate::wire::encode::{descriptors, encode_sharing};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::Outbox;

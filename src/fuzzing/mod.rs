@@ -117,7 +117,7 @@ pub fn envelope(data: &[u8]) {
         _ => codec::decode::<Sample>(payload).map(drop),
     };
     // The same payload as JSON, as a worker in another language writes it.
-    let _ = codec::decode_as::<Sample>(codec::Codec::Json, payload);
+    let _ = codec::decode_as::<Sample>(crate::protocol::Codec::Json, payload);
 }
 
 /// Feeds `data` as raw bytes from a peer into the reading side (WebSocket

@@ -2,7 +2,7 @@
 
 use super::{ws_binary, Sample};
 use crate::error::ErrorReport;
-use crate::wire::codec::Codec;
+use crate::protocol::Codec;
 use crate::wire::envelope;
 
 /// Valid inputs for the two targets, to start their corpora from: every

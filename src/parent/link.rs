@@ -52,7 +52,7 @@ pub(crate) struct Link<P: Protocol> {
     pub fingerprint: u64,
     pub handshake_timeout: Duration,
     /// How payloads are written, named in our hello.
-    pub codec: crate::wire::codec::Codec,
+    pub codec: crate::protocol::Codec,
     pub heartbeat: Option<super::options::Heartbeat>,
     /// Where refusals after the worker is in go (a TCP worker's port).
     pub later: super::sink::EventSink<P>,

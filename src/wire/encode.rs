@@ -8,10 +8,11 @@ use std::os::fd::OwnedFd;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use super::codec::{self, Codec};
+use super::codec;
 use super::envelope::{self, Header};
 use super::shared::carry;
 use crate::error::{WireError, WorkerError};
+use crate::protocol::Codec;
 
 /// Encodes one complete message: `header`, then `data`; checks the
 /// descriptor count and the size limit before anything is queued.

@@ -13,8 +13,8 @@
 
 use bytes::BufMut;
 
-use super::codec::Codec;
 use crate::error::WireError;
+use crate::protocol::Codec;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::{memfd, Repr, SharedBytes, EVER};
 use crate::error::WireError;
 use crate::held::Holds;
-use crate::wire::codec::{self, Codec};
+use crate::protocol::Codec;
+use crate::wire::codec;
 
 thread_local! {
     /// While a message is encoded for a peer that takes descriptors: those

@@ -19,13 +19,14 @@ use std::sync::Arc;
 use self::frames::{Frames, HEADER_SLACK};
 use self::reader::{next_inbound, Reader};
 use self::sink::SinkHalf;
-use super::codec::{self, Codec};
+use super::codec;
 use super::envelope::{self, Kind, PROTOCOL_VERSION};
 use super::stream::queues::FdQueues;
 use super::stream::secure::Tls;
 use super::stream::FdStream;
 use super::wsframe;
 use crate::error::WireError;
+use crate::protocol::Codec;
 
 /// An open connection, before it is split into reader and writer.
 pub(crate) struct Connection {

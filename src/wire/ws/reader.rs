@@ -10,7 +10,8 @@ use futures_util::FutureExt;
 
 use super::frames::Frames;
 use crate::error::WireError;
-use crate::wire::codec::{self, Codec};
+use crate::protocol::Codec;
+use crate::wire::codec;
 use crate::wire::envelope::{self, Header, Kind, MAX_BATCH};
 use crate::wire::stream::queues::FdQueues;
 
