@@ -3,12 +3,22 @@
 //! before this side maps it.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::num::NonZeroUsize;
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{madvise, mmap, munmap, MapFlags, MmapAdvise, ProtFlags};
+use nix::sys::stat::fstat;
+use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
+use nix::unistd::{ftruncate, lseek, Whence};
 
 /// The seals a received buffer must carry: nobody can write to it, shrink
 /// it (reading a truncated mapping would be a SIGBUS) or grow it.
-pub(super) const SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+pub(super) const SEALS: SealFlag =
+    SealFlag::F_SEAL_WRITE.union(SealFlag::F_SEAL_SHRINK).union(SealFlag::F_SEAL_GROW);
 
 /// A mapping, unmapped when dropped.
 pub(super) struct Mapping {
@@ -31,30 +41,27 @@ impl Mapping {
     /// write-sealed memfd, even a read-only one.
     pub(super) fn map(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<Mapping> {
         let (prot, flags, populate) = if writable {
-            (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, libc::MADV_POPULATE_WRITE)
+            let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+            (prot, MapFlags::MAP_SHARED, MmapAdvise::MADV_POPULATE_WRITE)
         } else {
-            (libc::PROT_READ, libc::MAP_PRIVATE, libc::MADV_POPULATE_READ)
+            (ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE, MmapAdvise::MADV_POPULATE_READ)
         };
+        // No bytes: refused, as the kernel refuses to map none.
+        let size = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
         // SAFETY: a fresh mapping of a descriptor we hold; nothing else is at
         // the address the kernel picks.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("null mapping"))?;
-        let map = Mapping { ptr, len };
+        let ptr = unsafe { mmap(None, size, prot, flags, fd, 0) }?;
+        let map = Mapping { ptr: ptr.cast(), len };
         // Not copied into children this process forks (a worker being
         // started on another thread): a writable copy there, until its
         // exec, would make sealing fail (EBUSY); and a fork need not copy
         // page tables it will drop.
         // SAFETY: advice on the mapping just made.
-        if unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        unsafe { madvise(ptr, len, MmapAdvise::MADV_DONTFORK) }?;
         // Every page at once, once it is not forked (before Linux 5.14,
         // which lacks this advice, page by page as it is touched).
         // SAFETY: advice on the mapping just made.
-        unsafe { libc::madvise(ptr.as_ptr().cast(), len, populate) };
+        let _ = unsafe { madvise(ptr, len, populate) };
         Ok(map)
     }
 
@@ -67,26 +74,16 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping is ours, and nothing refers to it any more.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
 }
 
 /// A new memfd of `len` bytes (zero), that can be sealed.
 pub(super) fn memfd(len: usize) -> io::Result<OwnedFd> {
-    // SAFETY: memfd_create with a static name; the result is checked.
-    let fd = unsafe {
-        libc::memfd_create(c"actix-webworker".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor the kernel has just made for us.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let fd = memfd_create(c"actix-webworker", flags)?;
     let size = libc::off_t::try_from(len).map_err(|_| io::Error::other("too large"))?;
-    // SAFETY: ftruncate on a descriptor we own.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    ftruncate(&fd, size)?;
     Ok(fd)
 }
 
@@ -101,15 +98,12 @@ pub(super) fn memfd(len: usize) -> io::Result<OwnedFd> {
 pub(super) fn seal(fd: &OwnedFd) -> io::Result<()> {
     let mut wait = std::time::Duration::from_micros(100);
     loop {
-        // SAFETY: fcntl on a descriptor we hold.
-        let sealed =
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) };
-        if sealed == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EBUSY) || wait > std::time::Duration::from_millis(500) {
-            return Err(e);
+        let e = match fcntl(fd, FcntlArg::F_ADD_SEALS(SEALS | SealFlag::F_SEAL_SEAL)) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if e != Errno::EBUSY || wait > std::time::Duration::from_millis(500) {
+            return Err(e.into());
         }
         std::thread::sleep(wait);
         wait *= 2;
@@ -122,12 +116,9 @@ pub(super) fn seal(fd: &OwnedFd) -> io::Result<()> {
 /// shrinking and growing, with no hole in its first `len` bytes. Why not,
 /// if not.
 pub(super) fn check_received(fd: &OwnedFd, stat: &libc::stat, len: usize) -> Result<(), String> {
-    // SAFETY: fcntl on a descriptor we own.
-    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals < 0 {
-        return Err(format!("not a sealable memfd ({})", io::Error::last_os_error()));
-    }
-    if seals & SEALS != SEALS {
+    let seals = fcntl(fd, FcntlArg::F_GET_SEALS)
+        .map_err(|e| format!("not a sealable memfd ({})", io::Error::from(e)))?;
+    if !SealFlag::from_bits_retain(seals).contains(SEALS) {
         return Err(format!(
             "not sealed against writing, shrinking and growing (seals {seals:#x})"
         ));
@@ -137,24 +128,18 @@ pub(super) fn check_received(fd: &OwnedFd, stat: &libc::stat, len: usize) -> Res
         return Err(format!("{size} bytes where {len} were announced"));
     }
     // A memfd of ordinary pages (a huge-page one maps in larger units).
-    // SAFETY: an all-zero statfs is valid; fstatfs fills it.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: fstatfs on a descriptor we own, into a local.
-    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) } != 0 {
-        return Err(format!("fstatfs failed: {}", io::Error::last_os_error()));
-    }
-    if fs.f_type != libc::TMPFS_MAGIC {
-        return Err(format!("not a memfd of ordinary pages (file system {:#x})", fs.f_type));
+    let fs = fstatfs(fd).map_err(|e| format!("fstatfs failed: {}", io::Error::from(e)))?;
+    if fs.filesystem_type() != TMPFS_MAGIC {
+        let found = fs.filesystem_type().0;
+        return Err(format!("not a memfd of ordinary pages (file system {found:#x})"));
     }
     // Its memory is the sender's, already there: a hole in the range
     // read (a file set large and never written, or written only past
     // it) would have the reader's page faults allocate it, charged to
     // the reader. The whole file's block count cannot tell where the
     // pages are; the first hole can.
-    // SAFETY: lseek on a descriptor we own; it moves only its offset,
-    // which nothing here reads from.
-    let hole = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_HOLE) };
-    let hole = usize::try_from(hole).unwrap_or(0);
+    // It moves only the descriptor's offset, which nothing here reads from.
+    let hole = lseek(fd, 0, Whence::SeekHole).map_or(0, |hole| usize::try_from(hole).unwrap_or(0));
     if hole < len {
         return Err(format!("sparse: a hole at byte {hole} of the {len} announced"));
     }
@@ -163,11 +148,5 @@ pub(super) fn check_received(fd: &OwnedFd, stat: &libc::stat, len: usize) -> Res
 
 /// The `fstat` of `fd`.
 pub(super) fn stat(fd: &OwnedFd) -> Result<libc::stat, String> {
-    // SAFETY: an all-zero stat is valid; fstat fills it.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on a descriptor we own, into a local.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } != 0 {
-        return Err(format!("fstat failed: {}", io::Error::last_os_error()));
-    }
-    Ok(stat)
+    fstat(fd).map_err(|e| format!("fstat failed: {}", io::Error::from(e)))
 }

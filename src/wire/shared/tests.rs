@@ -2,8 +2,8 @@
 //! and come back as buffers, what a receiver refuses, and what a panic
 //! while encoding leaves behind.
 
-use std::os::fd::AsRawFd;
-
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::uio::pwrite;
 use serde::ser::Serializer;
 use serde::Serialize;
 
@@ -12,6 +12,11 @@ use super::memfd::{memfd, SEALS};
 use super::*;
 use crate::held::Holds;
 
+/// Seals `fd` against writing, shrinking and growing (not for good).
+fn add_seals(fd: &OwnedFd) {
+    fcntl(fd, FcntlArg::F_ADD_SEALS(SEALS)).expect("sealed");
+}
+
 #[test]
 fn a_frozen_buffer_is_sealed_and_read_only() {
     let mut buf = SharedBytesMut::new(4096).unwrap();
@@ -19,13 +24,10 @@ fn a_frozen_buffer_is_sealed_and_read_only() {
     let shared = buf.freeze().unwrap();
     assert_eq!(&shared[..5], b"hello");
     let Repr::Sealed(sealed) = &shared.0 else { panic!("mapped") };
-    // SAFETY: fcntl on a descriptor the buffer owns.
-    let seals = unsafe { libc::fcntl(sealed.fd.as_raw_fd(), libc::F_GET_SEALS) };
-    assert_eq!(seals & SEALS, SEALS);
+    let seals = fcntl(&sealed.fd, FcntlArg::F_GET_SEALS).unwrap();
+    assert!(SealFlag::from_bits_retain(seals).contains(SEALS));
     // Writing through the descriptor fails.
-    // SAFETY: write from a local buffer.
-    let n = unsafe { libc::pwrite(sealed.fd.as_raw_fd(), b"x".as_ptr().cast(), 1, 0) };
-    assert_eq!(n, -1);
+    assert!(pwrite(&sealed.fd, b"x", 0).is_err());
 }
 
 #[test]
@@ -66,8 +68,7 @@ fn unsealed_or_short_buffers_are_refused() {
     let fds = |len: usize, seal: bool| {
         let fd = memfd(len).unwrap();
         if seal {
-            // SAFETY: fcntl on a descriptor we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
+            add_seals(&fd);
         }
         fd
     };
@@ -95,8 +96,7 @@ fn unsealed_or_short_buffers_are_refused() {
 fn sparse_buffers_and_claims_without_descriptors_are_refused() {
     // Large and sealed, never written: the reader would pay for it.
     let fd = memfd(1 << 30).unwrap();
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
+    add_seals(&fd);
     let claim = serde_json_free::descriptor(0, 1 << 30);
     let (res, _, refused, _) =
         providing(vec![fd], usize::MAX, || crate::wire::codec::decode::<SharedBytes>(&claim));
@@ -115,13 +115,9 @@ fn sparse_buffers_and_claims_without_descriptors_are_refused() {
 fn partly_written(len: usize, written: std::ops::Range<usize>) -> OwnedFd {
     let fd = memfd(len).unwrap();
     let bytes = vec![7u8; written.len()];
-    // SAFETY: pwrite from a local buffer into a descriptor we own.
-    let n = unsafe {
-        libc::pwrite(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), written.start as i64)
-    };
-    assert_eq!(n as usize, written.len());
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) };
+    let n = pwrite(&fd, &bytes, written.start as i64).unwrap();
+    assert_eq!(n, written.len());
+    add_seals(&fd);
     fd
 }
 

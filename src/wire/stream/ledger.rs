@@ -18,7 +18,9 @@
 //! nothing older than twice the socket's send buffer can still be in it.
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::wire::wsframe;
 
@@ -164,19 +166,23 @@ impl Ledger {
 fn unread(sock: RawFd) -> Option<u64> {
     let mut queued: libc::c_int = 0;
     // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
-    if unsafe { libc::ioctl(sock, libc::TIOCOUTQ, &mut queued) } != 0 {
-        return None;
-    }
+    unsafe { outq(sock, &mut queued) }.ok()?;
     // The peer's death empties the queue: a zero from a dead peer means
     // nothing. A hang-up seen after the reading says the reading may be one.
-    let mut pfd = libc::pollfd { fd: sock, events: libc::POLLRDHUP, revents: 0 };
-    // SAFETY: one valid pollfd, no wait.
-    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-    if r != 0 {
+    // SAFETY: the socket stays open as long as the stream that owns it,
+    // which outlives every user of its queues and ledger.
+    let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+    // nix names no POLLRDHUP (Linux's): its bits as they are.
+    let hangup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    if poll(&mut [PollFd::new(sock, hangup)], PollTimeout::ZERO) != Ok(0) {
         return None;
     }
     Some(queued.max(0) as u64)
 }
+
+// `outq(sock, &mut int)`: `ioctl(sock, TIOCOUTQ, &mut int)` (SIOCOUTQ, the
+// bytes of ours the peer has not read), its error an `Errno`.
+nix::ioctl_read_bad!(outq, libc::TIOCOUTQ, libc::c_int);
 
 #[cfg(test)]
 mod tests {
