@@ -117,7 +117,7 @@ impl Reply {
 
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
-        let header = Header::answer(self.id);
+        let header = Header::reply_to(self.id);
         let (frame, fds) = match encode_sharing(
             self.codec,
             header,

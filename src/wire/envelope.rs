@@ -170,8 +170,8 @@ impl Header {
         Header { id, tag, ..Header::bare(Kind::Request) }
     }
 
-    /// The answer to request `id`.
-    pub(crate) fn answer(id: u64) -> Header {
+    /// The header of the answer to request `id`.
+    pub(crate) fn reply_to(id: u64) -> Header {
         Header { id, ..Header::bare(Kind::Answer) }
     }
 

@@ -96,7 +96,7 @@ fn replies_count_against_the_bound() {
     outbox.owe_reply(0);
     assert!(outbox.replies_over(), "two owed");
     let mut answer = Vec::new();
-    envelope::begin(&mut answer, envelope::Header::answer(1));
+    envelope::begin(&mut answer, envelope::Header::reply_to(1));
     let answer = Bytes::from(answer);
     outbox.push_reply(answer.clone(), Vec::new(), connection, 0);
     outbox.push_reply(answer, Vec::new(), connection, 0);
@@ -120,7 +120,7 @@ fn requests_being_answered_count_their_bytes_against_the_bound() {
     outbox.forgive_reply(second, 400);
     assert!(!outbox.replies_over());
     let mut answer = Vec::new();
-    envelope::begin(&mut answer, envelope::Header::answer(1));
+    envelope::begin(&mut answer, envelope::Header::reply_to(1));
     outbox.push_reply(Bytes::from(answer), Vec::new(), first, 600);
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
