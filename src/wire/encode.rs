@@ -65,7 +65,7 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
 
 /// [`encode_in`] with descriptors: for a peer that takes them (`fds` is
 /// `Some`), the shared buffers in `data` go as descriptors (see
-/// `shared.rs`), ahead of the message's own `fds` (which `header` counts
+/// `shared/carry.rs`), ahead of the message's own `fds` (which `header` counts
 /// already); the message and all its descriptors, in order. For a peer
 /// that takes none (`None`: a TCP peer), shared buffers go inline.
 #[inline]
