@@ -165,9 +165,9 @@ pub enum WireError {
     #[error("codec mismatch: we write {ours:?}, the peer writes {theirs:?}")]
     CodecMismatch {
         /// Ours.
-        ours: crate::wire::codec::Codec,
+        ours: crate::protocol::Codec,
         /// The peer's.
-        theirs: crate::wire::codec::Codec,
+        theirs: crate::protocol::Codec,
     },
     /// A message over the configured size limit.
     #[error("message of {size} bytes is over the limit of {limit} bytes")]

@@ -95,7 +95,7 @@
 //!           dispatch by kind (a `Side` trait for what differs), requests and their answers
 //! wire/     frames, encoding, the codec (bincode), the fd-aware socket (SCM_RIGHTS),
 //!           the WebSocket over it, the outbox and the writer that drains it, shared buffers
-//! ground    protocol (Protocol, Request, Received), handoff (what a parent hands a child at
+//! ground    protocol (Protocol, Codec, Request, Received), handoff (what a parent hands a child at
 //!           exec: environment, limits, exit codes), error, supervise (RestartPolicy), testing
 //! ```
 //!
@@ -104,13 +104,13 @@
 //!   [`Port`] (posts and requests past the actor's mailbox),
 //!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
-//! - `protocol`: [`Protocol`], [`Request`], [`Received`].
+//! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
+//!   other languages), [`Request`], [`Received`].
 //! - `error`: [`SpawnError`], [`WorkerError`], [`WireError`], and the
 //!   [`ExitStatus`] and [`ErrorReport`] they carry.
 //! - `supervise`: [`RestartPolicy`] and its decisions.
 //! - `wire`: [`SharedBytes`] and [`SharedBytesMut`], payloads that cross as
-//!   sealed memfds rather than bytes; [`Codec`] (bincode, or JSON for
-//!   workers in other languages).
+//!   sealed memfds rather than bytes.
 
 #![warn(missing_docs)]
 
@@ -163,8 +163,7 @@ pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::{Grace, Worker};
 pub use crate::pool::{Broadcast, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool};
-pub use crate::protocol::{request_name, Protocol, Received, Request};
+pub use crate::protocol::{request_name, Codec, Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
-pub use crate::wire::codec::Codec;
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -1,6 +1,7 @@
 //! The vocabulary both sides share: the [`Protocol`] naming the message
-//! types, a message as received ([`Received`], with its descriptors), and
-//! typed requests ([`Request`]).
+//! types, the [`Codec`] their payloads are written with, a message as
+//! received ([`Received`], with its descriptors), and typed requests
+//! ([`Request`]).
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -52,6 +53,38 @@ pub trait Protocol: 'static {
     type FromWorker: Serialize + DeserializeOwned + Send + 'static;
     /// A version of your own, part of the fingerprint.
     const VERSION: u32 = 0;
+}
+
+/// How a connection's payloads are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// bincode 2, compact and fast: the default, for workers built from
+    /// the same Rust types (see `PROTOCOL.md`, "Payloads").
+    #[default]
+    Bincode,
+    /// JSON (serde_json), self-describing: for workers written in another
+    /// language (see `PROTOCOL.md`, "JSON payloads").
+    Json,
+}
+
+impl Codec {
+    /// Its number in the hello.
+    pub(crate) fn to_wire(self) -> u8 {
+        match self {
+            Codec::Bincode => 0,
+            Codec::Json => 1,
+        }
+    }
+
+    /// The codec numbered `n` in a hello, if it is one.
+    pub(crate) fn from_wire(n: u8) -> Option<Self> {
+        match n {
+            0 => Some(Codec::Bincode),
+            1 => Some(Codec::Json),
+            _ => None,
+        }
+    }
 }
 
 /// A message with the descriptors that were sent along with it.

@@ -190,9 +190,9 @@ fn connect_back(
 /// The first thing a remote worker sends: its token, as an `Auth` message
 /// in its WebSocket frame.
 fn auth_frame(token: &str) -> Vec<u8> {
-    let mut auth = vec![crate::wire::frame::Kind::Auth as u8, 0];
+    let mut auth = vec![crate::wire::envelope::Kind::Auth as u8, 0];
     auth.extend_from_slice(token.as_bytes());
-    crate::wire::socket::binary_frame(&auth)
+    crate::wire::wsframe::binary_frame(&auth)
 }
 
 /// How long a remote worker tries to reach its parent.

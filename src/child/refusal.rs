@@ -7,8 +7,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use super::bootstrap;
 use crate::handoff::exit_code;
 use crate::wire::encode::encode;
-use crate::wire::frame::{self, Header, Kind};
-use crate::wire::socket;
+use crate::wire::envelope::{self, Header, Kind};
+use crate::wire::{ws, wsframe};
 
 /// Says why this process cannot be a worker. Standard error, not only
 /// `tracing`: no parent hears of it, and whoever ran the program by hand
@@ -53,7 +53,7 @@ fn say_no(
 ) -> i32 {
     // SAFETY: `raw` is the socket `sock` reads and writes, open throughout.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-    let refusal = frame::EntryRefusal { entry: entry.to_owned(), known };
+    let refusal = envelope::EntryRefusal { entry: entry.to_owned(), known };
     // The parent's hello is read first, so that nothing is left unread
     // when the socket closes (its reads would then fail before ours), and
     // to write the refusal with the codec it names.
@@ -61,11 +61,11 @@ fn say_no(
     let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &five);
     let mut hello = [0u8; 64];
     let got = sock.read(&mut hello).unwrap_or(0);
-    let codec = socket::codec_of_hello(&hello[..got]);
+    let codec = ws::codec_of_hello(&hello[..got]);
     let Ok(msg) = encode(codec, Header::bare(Kind::Refused), &refusal, usize::MAX) else {
         return exit_code::NOT_A_WORKER;
     };
-    if sock.write_all(&socket::binary_frame(&msg)).and_then(|()| sock.flush()).is_err() {
+    if sock.write_all(&wsframe::binary_frame(&msg)).and_then(|()| sock.flush()).is_err() {
         return exit_code::NOT_A_WORKER;
     }
     let _ = nix::sys::socket::shutdown(raw, nix::sys::socket::Shutdown::Write);

@@ -39,9 +39,9 @@ use crate::session::sender::{Encoding, Sender};
 use crate::session::{self, Common, Finish, Flow, Session, Side, Turn, Why};
 use crate::wire::codec;
 use crate::wire::encode::encode;
-use crate::wire::frame::{self, Header, Kind};
+use crate::wire::envelope::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::{self, Socket};
+use crate::wire::ws::{self, Socket};
 
 /// Runs the worker to its end and returns the exit code.
 pub(crate) fn run<W, F>(make: F) -> i32
@@ -129,13 +129,10 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W,
 {
-    let mut opened = match connect::<W>(sock, max_message_size).await {
+    let opened = match connect::<W>(sock, max_message_size).await {
         Ok(opened) => opened,
         Err(ended) => return ended,
     };
-    if !fds_ok {
-        opened.reader.without_descriptors();
-    }
     // The worker's outbox is unbounded: its parent reads it.
     let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
     let encoding = Encoding { codec: opened.codec, max_message_size, descriptors: fds_ok };
@@ -188,7 +185,7 @@ async fn connect<W: WorkerActor>(
         tracing::error!(error = %e, "the protocol's types cannot be described");
         (exit_code::MISMATCH, End::Terminated)
     })?;
-    let conn = socket::open(sock, max_message_size).await.map_err(|e| {
+    let conn = ws::open(sock, max_message_size).await.map_err(|e| {
         tracing::error!(error = %e, "could not open the connection to the parent");
         (exit_code::IO, End::Terminated)
     })?;
@@ -257,7 +254,7 @@ async fn close_actor<W: WorkerActor>(
     match end {
         End::Terminated | End::Closed | End::ParentGone | End::Signalled | End::CpuLimit => {
             if end == End::Closed {
-                let _ = outbox.push(frame::bare(Kind::Closing), Vec::new());
+                let _ = outbox.push(envelope::bare(Kind::Closing), Vec::new());
             }
             let (tx, rx) = oneshot::channel();
             let sent = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {

@@ -1,11 +1,14 @@
 //! The `link` target: a worker's bytes, descriptors along, against the
 //! parent's whole side of a connection.
 
-use crate::wire::socket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use crate::wire::ws;
 
 use serde::{Deserialize, Serialize};
 
-use super::Sample;
+use super::sample::Sample;
 
 /// A protocol for the parent's side: samples both ways.
 struct FuzzProtocol;
@@ -61,7 +64,11 @@ impl actix::Handler<Settled> for Counter {
 /// descriptors: up to 253 copies of `/dev/null` (the count byte), or, for
 /// 254 and 255, one and eight copies of a sealed 4 KiB memfd that a shared
 /// buffer may take.
-fn records(data: &[u8]) -> Vec<(Vec<u8>, Attached)> {
+/// What the peer writes: each record's bytes and the descriptors it sends
+/// along.
+type Script = Vec<(Vec<u8>, Attached)>;
+
+fn records(data: &[u8]) -> Script {
     let mut out = Vec::new();
     let mut rest = data;
     while let [nfds, lo, hi, tail @ ..] = rest {
@@ -104,7 +111,7 @@ fn peer_fds() -> usize {
 
 /// A sealed memfd of 4 KiB, written: a shared buffer the parent takes.
 fn sealed_memfd() -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::FromRawFd;
     // SAFETY: memfd_create with a static name; checked.
     let fd = unsafe { libc::memfd_create(c"fuzz-peer".as_ptr(), libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
@@ -127,9 +134,6 @@ fn sealed_memfd() -> Option<std::os::fd::OwnedFd> {
 /// window towards a counting recipient, and the writer of its answers. At
 /// the end, every descriptor received must have been closed.
 pub fn link(data: &[u8]) {
-    use std::os::fd::AsRawFd;
-    use std::sync::Arc;
-
     let before = peer_fds();
     let script = records(&data[..data.len().min(1 << 20)]);
     let Ok((peer, ours)) = std::os::unix::net::UnixStream::pair() else { return };
@@ -141,82 +145,14 @@ pub fn link(data: &[u8]) {
         return;
     };
     // The peer writes its script, and reads (and drops) what it is sent.
-    let writes = std::thread::spawn(move || {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-        let mut budget = 5_000;
-        for (bytes, attached) in script {
-            let (fd, nfds) = match attached {
-                Attached::DevNull(n) => (devnull_fd, n.min(253)),
-                Attached::Memfd(n) => (memfd_fd, n),
-            };
-            let nfds = nfds.min(budget);
-            budget -= nfds;
-            let fds = vec![fd; nfds];
-            let cmsg = [ControlMessage::ScmRights(&fds)];
-            let cmsg: &[ControlMessage<'_>] = if nfds > 0 { &cmsg } else { &[] };
-            let iov = [std::io::IoSlice::new(&bytes)];
-            if sendmsg::<()>(peer.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None).is_err() {
-                break;
-            }
-        }
-        // The end of the script: the parent reads to here, then EOF.
-        let _ = peer.shutdown(std::net::Shutdown::Write);
-    });
+    let writes = std::thread::spawn(move || play(peer, script, devnull_fd, memfd_fd));
     let reads = std::thread::spawn(move || {
         use std::io::Read;
         let mut buf = [0u8; 64 * 1024];
         while matches!((&peer_reads).read(&mut buf), Ok(n) if n > 0) {}
     });
     let system = actix::System::new();
-    system.block_on(async move {
-        use actix::Actor;
-        let counter = Counter(0).start();
-        let Ok(conn) = socket::open(ours, 1 << 20).await else { return };
-        let (reader, sink) = conn.split();
-        let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
-        let mut handlers = crate::session::answers::Handlers::new(|| None);
-        handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
-        let encoding = crate::session::sender::Encoding {
-            codec: crate::wire::codec::Codec::Bincode,
-            max_message_size: 1 << 20,
-            descriptors: true,
-        };
-        let common = crate::session::Common {
-            sender: crate::session::sender::Sender::new(outbox.clone(), encoding),
-            handlers: std::rc::Rc::new(handlers),
-            max_shared_bytes: 1 << 20,
-        };
-        let events = crate::parent::sink::Events::new(
-            crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
-            crate::parent::sink::Window {
-                events: 64,
-                bytes: 1 << 20,
-                fds: 64,
-                total: crate::held::Holds { bytes: 4 << 20, fds: 256 },
-            },
-        );
-        let side = crate::parent::link::ParentSide::<FuzzProtocol>::new(
-            "fuzz".into(),
-            0,
-            events,
-            Box::new(|| {}),
-            outbox,
-        );
-        let writer = crate::wire::writer::Writer::new(sink);
-        let mut session = crate::session::Session::start(reader, writer, common, side);
-        let mut never: std::pin::Pin<
-            Box<dyn std::future::Future<Output = crate::error::ExitStatus>>,
-        > = Box::pin(std::future::pending());
-        let mut status = None;
-        crate::parent::link::read(&mut session, &mut never, &mut status, None, &mut None).await;
-        let finished = session.finish(crate::session::Finish::Now).await;
-        let unclaimed = finished.unclaimed_fds;
-        assert!(
-            unclaimed <= crate::wire::fd::MAX_UNCLAIMED_FDS + 253,
-            "{unclaimed} unclaimed descriptors held"
-        );
-        let _ = counter.send(Settled).await;
-    });
+    system.block_on(serve(ours));
     drop(system);
     let _ = writes.join();
     let _ = reads.join();
@@ -226,9 +162,85 @@ pub fn link(data: &[u8]) {
     assert!(after <= before, "descriptors leaked: {after} open, {before} before");
 }
 
+/// The peer's side: writes `script`, its descriptors along (`devnull` or
+/// `memfd`, as each record says), then ends its writing half.
+fn play(peer: std::os::unix::net::UnixStream, script: Script, devnull: RawFd, memfd: RawFd) {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let mut budget = 5_000;
+    for (bytes, attached) in script {
+        let (fd, nfds) = match attached {
+            Attached::DevNull(n) => (devnull, n.min(253)),
+            Attached::Memfd(n) => (memfd, n),
+        };
+        let nfds = nfds.min(budget);
+        budget -= nfds;
+        let fds = vec![fd; nfds];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let cmsg: &[ControlMessage<'_>] = if nfds > 0 { &cmsg } else { &[] };
+        let iov = [std::io::IoSlice::new(&bytes)];
+        if sendmsg::<()>(peer.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None).is_err() {
+            break;
+        }
+    }
+    // The end of the script: the parent reads to here, then EOF.
+    let _ = peer.shutdown(std::net::Shutdown::Write);
+}
+
+/// The parent's side of one connection over `ours`, as its link runs it,
+/// until the peer's script ends; every descriptor it took must be closed.
+async fn serve(ours: std::os::unix::net::UnixStream) {
+    use actix::Actor;
+    let counter = Counter(0).start();
+    let Ok(conn) = ws::open(ours, 1 << 20).await else { return };
+    let (reader, sink) = conn.split();
+    let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
+    let mut handlers = crate::session::answers::Handlers::new(|| None);
+    handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
+    let encoding = crate::session::sender::Encoding {
+        codec: crate::protocol::Codec::Bincode,
+        max_message_size: 1 << 20,
+        descriptors: true,
+    };
+    let common = crate::session::Common {
+        sender: crate::session::sender::Sender::new(outbox.clone(), encoding),
+        handlers: std::rc::Rc::new(handlers),
+        max_shared_bytes: 1 << 20,
+    };
+    let events = crate::parent::sink::Events::new(
+        crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),
+        crate::parent::sink::Window {
+            events: 64,
+            bytes: 1 << 20,
+            fds: 64,
+            total: crate::held::Holds { bytes: 4 << 20, fds: 256 },
+        },
+    );
+    let side = crate::parent::link::ParentSide::<FuzzProtocol>::new(
+        "fuzz".into(),
+        0,
+        events,
+        Box::new(|| {}),
+        outbox,
+    );
+    let writer = crate::wire::writer::Writer::new(sink);
+    let mut session = crate::session::Session::start(reader, writer, common, side);
+    let mut never: std::pin::Pin<Box<dyn std::future::Future<Output = crate::error::ExitStatus>>> =
+        Box::pin(std::future::pending());
+    let mut status = None;
+    crate::parent::link::read(&mut session, &mut never, &mut status, None, &mut None).await;
+    let finished = session.finish(crate::session::Finish::Now).await;
+    let unclaimed = finished.unclaimed_fds;
+    assert!(
+        unclaimed <= crate::wire::stream::queues::MAX_UNCLAIMED_FDS + 253,
+        "{unclaimed} unclaimed descriptors held"
+    );
+    let _ = counter.send(Settled).await;
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{seeds, ws_binary};
+    use super::super::sample::ws_binary;
+    use super::super::seeds::seeds;
     use super::link;
 
     /// The parent's side takes what the fuzz target gives it, descriptors

@@ -251,7 +251,7 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
     /// is for workers written in another language, which read and write
     /// JSON without our Rust types (see `PROTOCOL.md` and `python/`). The
     /// parent names it in its hello, and a Rust worker follows.
-    pub fn codec(mut self, codec: crate::wire::codec::Codec) -> Self {
+    pub fn codec(mut self, codec: crate::protocol::Codec) -> Self {
         self.options.codec = codec;
         self
     }

@@ -20,7 +20,7 @@ use crate::protocol::Protocol;
 use crate::session::sender::Sender;
 use crate::session::Common;
 use crate::supervise::Decision;
-use crate::wire::frame::{self, Kind};
+use crate::wire::envelope::{self, Kind};
 
 /// Fails what is in flight if the link task is dropped before its link
 /// has ended (its runtime went away: the System stopped): the link fails
@@ -118,7 +118,7 @@ impl<P: Protocol> Worker<P> {
             }
             then.queued(self.sender.outbox.push_unbounded(bytes, fds));
         }
-        if self.sender.outbox.push_last(frame::bare(Kind::Terminate)).is_err() {
+        if self.sender.outbox.push_last(envelope::bare(Kind::Terminate)).is_err() {
             tracing::debug!(worker = %self.options.name, "terminate could not be queued; signals follow");
         }
         let grace = match grace {

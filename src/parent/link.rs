@@ -31,10 +31,10 @@ use crate::error::{ErrorReport, ExitStatus, Lost, WireError, WorkerError};
 use crate::held::Holds;
 use crate::protocol::{Protocol, Received};
 use crate::session::{self, Common, Finish, Finished, Session, Side, Turn, Why};
-use crate::wire::frame::{self, Kind};
+use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::Socket;
 use crate::wire::writer::WriterEnd;
+use crate::wire::ws::Socket;
 use std::os::fd::OwnedFd;
 
 /// How a worker process ended, as its link saw it.
@@ -221,10 +221,7 @@ impl<P: Protocol> Link<P> {
         // or its connection ended without its close.
         let mut lost = None;
         let mut side = match opened {
-            Ok(Ok(mut opened)) => {
-                if !local {
-                    opened.reader.without_descriptors();
-                }
+            Ok(Ok(opened)) => {
                 if launched {
                     if let Some(sock) = farewell.as_ref().and_then(|s| s.try_clone().ok()) {
                         let grace = handle.farewell().limits().0;
@@ -481,7 +478,7 @@ pub(crate) async fn read<P: Protocol>(
                     *lost = Some(Lost::Silent);
                     return Why::Broken;
                 }
-                let _ = session.side().outbox.push_unbounded(frame::bare(Kind::Ping), Vec::new());
+                let _ = session.side().outbox.push_unbounded(envelope::bare(Kind::Ping), Vec::new());
                 pinged = true;
             }
             // The child is gone and its group killed: keep reading until

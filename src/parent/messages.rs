@@ -17,7 +17,7 @@ use super::worker::{Asked, Grace, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
 use crate::session::requests::{decoded, Pending, Slot};
-use crate::wire::socket::Inbound;
+use crate::wire::ws::reader::Inbound;
 use serde::de::DeserializeOwned;
 
 /// Posts a typed message to the worker: the original's `postMessage`.

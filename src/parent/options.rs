@@ -376,7 +376,7 @@ pub(crate) struct Options {
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// How payloads are written on its connections.
-    pub codec: crate::wire::codec::Codec,
+    pub codec: crate::protocol::Codec,
     /// Ping the worker after this long without a word from it, and take
     /// it for lost after that long (see `WorkerBuilder::heartbeat`).
     pub heartbeat: Option<Heartbeat>,
@@ -396,7 +396,7 @@ impl Default for Options {
             kill_delay: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(1),
-            codec: crate::wire::codec::Codec::default(),
+            codec: crate::protocol::Codec::default(),
             heartbeat: None,
             handlers: Rc::new(Handlers::new(|| None)),
             policy: RestartPolicy::default(),

@@ -35,8 +35,8 @@ use tokio::io::unix::AsyncFd;
 use crate::error::ExitStatus;
 use crate::handoff;
 use crate::os;
-use crate::wire::fd::FdQueues;
-use crate::wire::socket;
+use crate::wire::stream::queues::FdQueues;
+use crate::wire::wsframe;
 
 /// A running (or exited but not yet reaped) worker process.
 pub(crate) struct ChildHandle {
@@ -216,8 +216,9 @@ impl Farewell {
     /// else its socket shut (it then closes as for a parent gone).
     fn ask(&mut self) {
         let Some((sock, fds)) = self.conn.take() else { return };
-        let terminate =
-            socket::binary_frame(&crate::wire::frame::bare(crate::wire::frame::Kind::Terminate));
+        let terminate = wsframe::binary_frame(&crate::wire::envelope::bare(
+            crate::wire::envelope::Kind::Terminate,
+        ));
         // Without blocking, and without SIGPIPE.
         if fds.send_whole_now(&terminate) {
             return;

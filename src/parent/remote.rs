@@ -31,9 +31,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::AsyncReadExt;
 
 use crate::error::WireError;
-use crate::wire::frame::Kind;
-use crate::wire::socket::Socket;
+use crate::wire::envelope::Kind;
 use crate::wire::tls::TlsServer;
+use crate::wire::ws::Socket;
 
 /// A worker's port, listening, and the token made for its launch.
 pub(crate) struct Listening {
@@ -284,7 +284,7 @@ pub(crate) enum Accepted {
 
 impl Accepted {
     /// The socket the session runs over, and the TLS it speaks (in the
-    /// stream itself: `wire/fd/secure.rs`).
+    /// stream itself: `wire/stream/secure.rs`).
     pub(crate) fn into_socket(self) -> std::io::Result<Socket> {
         match self {
             Accepted::Plain(stream) => Ok(std::os::fd::OwnedFd::from(stream).into()),

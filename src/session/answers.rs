@@ -14,11 +14,11 @@ use serde::Serialize;
 use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
 use crate::error::ErrorReport;
+use crate::protocol::Codec;
 use crate::protocol::{tag_of, Request};
-use crate::wire::codec::Codec;
 use crate::wire::outbox::Outbox;
-use crate::wire::shared::decode_with;
-use crate::wire::socket::Inbound;
+use crate::wire::shared::carry::decode_with;
+use crate::wire::ws::reader::Inbound;
 
 /// The answer to one request, owed to the other side. Whatever happens to
 /// the request, exactly one reply goes out: the answer, a failure, or (when
@@ -215,8 +215,6 @@ impl Handlers {
     /// connection's).
     pub(crate) fn dispatch(&self, mut inbound: Inbound, sender: &Sender, answering: &Answering) {
         let outbox = &sender.outbox;
-        // One connection, one answer to whether it carries descriptors.
-        debug_assert_eq!(inbound.descriptors, sender.encoding.descriptors);
         let (id, tag) = (inbound.header.id, inbound.header.tag);
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
         let reply = Reply {

@@ -15,9 +15,9 @@ use super::sender::Sender;
 use crate::error::{ErrorReport, WireError};
 use crate::held::Holds;
 use crate::protocol::Received;
-use crate::wire::frame::{self, Kind};
-use crate::wire::socket::{Inbound, Reader};
+use crate::wire::envelope::{self, Kind};
 use crate::wire::writer::{Writer, WriterEnd};
+use crate::wire::ws::reader::{Inbound, Reader};
 
 /// Messages handled per wake-up before the session lets other tasks run:
 /// small, so that each side keeps the other busy rather than taking turns
@@ -224,7 +224,7 @@ impl<S: Side> Session<S> {
             let Inbound { fds, .. } = &mut inbound;
             let fds = std::mem::take(fds);
             let payload = inbound.payload();
-            match crate::wire::shared::decode_with::<S::Incoming>(
+            match crate::wire::shared::carry::decode_with::<S::Incoming>(
                 inbound.codec,
                 payload,
                 fds,
@@ -265,8 +265,11 @@ impl<S: Side> Session<S> {
             // hear from this side. Only the worker takes pings, from the
             // parent it trusts.
             Kind::Ping => {
-                let _ =
-                    self.common.sender.outbox.push_unbounded(frame::bare(Kind::Pong), Vec::new());
+                let _ = self
+                    .common
+                    .sender
+                    .outbox
+                    .push_unbounded(envelope::bare(Kind::Pong), Vec::new());
             }
             // Whoever pinged heard from us by reading it.
             Kind::Pong => {}

@@ -3,10 +3,11 @@
 //! `shape.rs`) and the parent names the codec.
 
 use crate::error::WireError;
-use crate::wire::codec::Codec;
-use crate::wire::frame;
-use crate::wire::socket::{self, Reader};
+use crate::protocol::Codec;
+use crate::wire::envelope;
 use crate::wire::writer::Writer;
+use crate::wire::ws;
+use crate::wire::ws::reader::Reader;
 
 /// Who speaks first in the hello: the parent, so that a worker of another
 /// build can answer with what it is. The parent names the codec; the
@@ -22,19 +23,19 @@ pub(crate) enum Turn {
 pub(crate) struct Opened {
     pub reader: Reader,
     pub writer: Writer,
-    pub peer: frame::Hello,
+    pub peer: envelope::Hello,
     /// How this connection's payloads are written.
     pub codec: Codec,
 }
 
 /// Opens the WebSocket over `sock` and exchanges hellos (see [`hello`]).
 pub(crate) async fn open(
-    sock: impl Into<socket::Socket>,
+    sock: impl Into<ws::Socket>,
     max_message_size: usize,
     fingerprint: u64,
     order: Turn,
 ) -> Result<Opened, Option<WireError>> {
-    let conn = socket::open(sock, max_message_size).await.map_err(Some)?;
+    let conn = ws::open(sock, max_message_size).await.map_err(Some)?;
     hello(conn, fingerprint, order).await
 }
 
@@ -42,13 +43,13 @@ pub(crate) async fn open(
 /// closed the socket first. Ours is sent whatever we think of theirs, so
 /// the peer can say what is wrong too.
 pub(crate) async fn hello(
-    mut conn: socket::Connection,
+    mut conn: ws::Connection,
     fingerprint: u64,
     order: Turn,
 ) -> Result<Opened, Option<WireError>> {
     // A send error means the peer is gone already; its EOF says so.
     if let Turn::First(codec) = order {
-        let _ = conn.send(frame::hello(fingerprint, codec)).await;
+        let _ = conn.send(envelope::hello(fingerprint, codec)).await;
     }
     let named = match order {
         Turn::First(ours) => ours,
@@ -62,7 +63,7 @@ pub(crate) async fn hello(
         (Turn::AfterPeer, Err(_)) => Codec::default(),
     };
     if order == Turn::AfterPeer {
-        let _ = conn.send(frame::hello(fingerprint, codec)).await;
+        let _ = conn.send(envelope::hello(fingerprint, codec)).await;
     }
     let peer = peer?;
     if peer.codec != codec {

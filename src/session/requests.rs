@@ -22,9 +22,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorReport, WorkerError};
-use crate::wire::frame::Kind;
+use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
-use crate::wire::socket::Inbound;
+use crate::wire::ws::reader::Inbound;
 
 /// A table keyed by request id: looked up twice per request, so hashed
 /// fast, with a seed of the process's own (the other side chooses the ids
@@ -74,7 +74,7 @@ pub(crate) fn decoded<A: DeserializeOwned>(
     result.and_then(|mut inbound| {
         let fds = std::mem::take(&mut inbound.fds);
         let (codec, max) = (inbound.codec, inbound.max_shared);
-        Ok(crate::wire::shared::decode_with::<A>(codec, inbound.payload(), fds, max).0?)
+        Ok(crate::wire::shared::carry::decode_with::<A>(codec, inbound.payload(), fds, max).0?)
     })
 }
 
@@ -142,7 +142,7 @@ impl Pending {
         let slot = self.slots().remove(&id);
         if slot.is_some() {
             if let Some(outbox) = self.tell.get() {
-                let _ = outbox.push_unbounded(crate::wire::frame::cancel(id), Vec::new());
+                let _ = outbox.push_unbounded(crate::wire::envelope::cancel(id), Vec::new());
             }
         }
     }

@@ -23,10 +23,10 @@ use tokio::sync::oneshot;
 use super::requests::{Failure, Pending, Slot};
 use super::shape::check_request;
 use crate::error::{WireError, WorkerError};
+use crate::protocol::Codec;
 use crate::protocol::{tag_of, Request};
-use crate::wire::codec::Codec;
 use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
-use crate::wire::frame::Header;
+use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
 
 /// A message encoded for the outbox: its bytes and the descriptors that go
@@ -75,7 +75,7 @@ impl Encoding {
     /// The answer to request `id`; when it cannot be encoded, the failure
     /// that says why, in its place.
     pub(crate) fn answer<A: Serialize + ?Sized>(&self, id: u64, answer: &A) -> Encoded {
-        let header = Header::answer(id);
+        let header = Header::reply_to(id);
         self.encode(None, header, answer, self.descriptors.then(Vec::new))
             .unwrap_or_else(|e| (self.failure(id, Failure::Wire(e.to_string())), Vec::new()))
     }
@@ -208,7 +208,7 @@ impl Sender {
 pub(crate) struct ToChannel<A>(pub Option<oneshot::Sender<Result<A, WorkerError>>>);
 
 impl<A: DeserializeOwned + Send + 'static> Slot for ToChannel<A> {
-    fn deliver(self: Box<Self>, result: Result<crate::wire::socket::Inbound, WorkerError>) {
+    fn deliver(self: Box<Self>, result: Result<crate::wire::ws::reader::Inbound, WorkerError>) {
         if let Some(tx) = self.0 {
             let _ = tx.send(super::requests::decoded(result));
         }
@@ -280,7 +280,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::wire::frame::Kind;
+    use crate::wire::envelope::Kind;
     use crate::wire::outbox::Outgoing;
 
     const MAX: usize = 1 << 20;
@@ -300,7 +300,7 @@ mod tests {
         let mut batch = std::collections::VecDeque::new();
         outbox.try_take_batch(&mut batch);
         let first = |out: &Outgoing| match out {
-            Outgoing::Frame { bytes, .. } => crate::wire::frame::decode(bytes).unwrap().0.kind,
+            Outgoing::Frame { bytes, .. } => crate::wire::envelope::decode(bytes).unwrap().0.kind,
             Outgoing::End => panic!("the outbox was ended"),
         };
         batch.iter().map(first).collect()
@@ -342,7 +342,7 @@ mod tests {
     fn an_answer_that_cannot_be_encoded_goes_as_the_failure_saying_why() {
         let small = Encoding { max_message_size: 64, ..ENCODING };
         let (frame, fds) = small.answer(7, &vec![0u8; 1000]);
-        let (header, _) = crate::wire::frame::decode(&frame).unwrap();
+        let (header, _) = crate::wire::envelope::decode(&frame).unwrap();
         assert_eq!((header.kind, header.id, fds.len()), (Kind::Failed, 7, 0));
     }
 
@@ -350,7 +350,7 @@ mod tests {
     struct Failures(Arc<std::sync::atomic::AtomicUsize>);
 
     impl Slot for Failures {
-        fn deliver(self: Box<Self>, result: Result<crate::wire::socket::Inbound, WorkerError>) {
+        fn deliver(self: Box<Self>, result: Result<crate::wire::ws::reader::Inbound, WorkerError>) {
             assert!(result.is_err());
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }

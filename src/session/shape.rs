@@ -46,7 +46,8 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     // Enums of ours that a message may hold, traced whole first (the
     // tracing of `T` explores the variants of `T` itself, not of the enums
     // inside it).
-    use crate::wire::shared::{tracing, SharedBytes};
+    use crate::wire::shared::carry::tracing;
+    use crate::wire::shared::SharedBytes;
     if let Err(e) = tracing(|| tracer.trace_simple_type::<SharedBytes>()) {
         return Err(fail(format!("the shape of SharedBytes: {e}")));
     }

@@ -16,10 +16,10 @@ use super::answers::{Handlers, Reply};
 use super::sender::{awaited, Encoding, Sender};
 use super::{open, Common, Finish, Flow, Opened, Session, Side, Turn, Why};
 use crate::error::{ErrorReport, WireError, WorkerError};
+use crate::protocol::Codec;
 use crate::protocol::{tag_of, Received, Request};
-use crate::wire::codec::Codec;
 use crate::wire::encode::encode;
-use crate::wire::frame::{self, Header, Kind};
+use crate::wire::envelope::{self, Header, Kind};
 use crate::wire::outbox::Outbox;
 
 const MAX: usize = 1 << 20;
@@ -324,13 +324,13 @@ fn terminate_ends_the_session_after_what_came_before() {
             sessions((none(), PostsOnly(vec![])), (none(), Recorder::default())).await;
         let outbox = sender.sender().outbox.clone();
         post(&outbox, "before", vec![]);
-        outbox.push(frame::bare(Kind::Error), vec![]).unwrap();
+        outbox.push(envelope::bare(Kind::Error), vec![]).unwrap();
         let report = ErrorReport::new("boom".to_owned());
         outbox
             .push(encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap(), vec![])
             .unwrap();
-        outbox.push(frame::bare(Kind::Closing), vec![]).unwrap();
-        outbox.push(frame::bare(Kind::Terminate), vec![]).unwrap();
+        outbox.push(envelope::bare(Kind::Closing), vec![]).unwrap();
+        outbox.push(envelope::bare(Kind::Terminate), vec![]).unwrap();
         post(&outbox, "after", vec![]);
         assert_eq!(receiver.run().await, Why::Terminated);
         let got = receiver.finish(Finish::Now).await.side;
@@ -375,11 +375,11 @@ fn a_payload_that_does_not_decode_is_told_and_the_session_reads_on() {
 fn a_kind_the_side_does_not_take_ends_the_session() {
     let report = ErrorReport::new("boom".to_owned());
     let frames: Vec<(&str, bytes::Bytes)> = vec![
-        ("terminate", frame::bare(Kind::Terminate)),
-        ("closing", frame::bare(Kind::Closing)),
-        ("ping", frame::bare(Kind::Ping)),
-        ("pong", frame::bare(Kind::Pong)),
-        ("hello", frame::hello(1, Codec::Bincode).into()),
+        ("terminate", envelope::bare(Kind::Terminate)),
+        ("closing", envelope::bare(Kind::Closing)),
+        ("ping", envelope::bare(Kind::Ping)),
+        ("pong", envelope::bare(Kind::Pong)),
+        ("hello", envelope::hello(1, Codec::Bincode).into()),
         ("error report", encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap()),
     ];
     for (name, bytes) in frames {
@@ -417,7 +417,7 @@ fn broken_framing_ends_the_session() {
         let (a, b) = (a.unwrap(), b.unwrap());
         let mut receiver = Session::start(b.reader, b.writer, common(none()), Recorder::default());
         // A WebSocket binary frame holding no envelope: two bytes.
-        (&raw).write_all(&crate::wire::socket::binary_frame(&[9, 9])).unwrap();
+        (&raw).write_all(&crate::wire::wsframe::binary_frame(&[9, 9])).unwrap();
         assert_eq!(receiver.run().await, Why::Broken);
         let got = receiver.finish(Finish::Now).await.side;
         assert_eq!(got.errors.len(), 1, "{:?}", got.errors);

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use self::depth::DepthLimited;
 use crate::error::WireError;
+use crate::protocol::Codec;
 
 /// The most any single decode may claim to allocate, whatever the configured
 /// message size (which is checked before decoding starts).
@@ -35,38 +36,6 @@ type Config =
 
 fn config() -> Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
-}
-
-/// How a connection's payloads are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Codec {
-    /// bincode 2, compact and fast: the default, for workers built from
-    /// the same Rust types (see `PROTOCOL.md`, "Payloads").
-    #[default]
-    Bincode,
-    /// JSON (serde_json), self-describing: for workers written in another
-    /// language (see `PROTOCOL.md`, "JSON payloads").
-    Json,
-}
-
-impl Codec {
-    /// Its number in the hello.
-    pub(crate) fn to_wire(self) -> u8 {
-        match self {
-            Codec::Bincode => 0,
-            Codec::Json => 1,
-        }
-    }
-
-    /// The codec numbered `n` in a hello, if it is one.
-    pub(crate) fn from_wire(n: u8) -> Option<Self> {
-        match n {
-            0 => Some(Codec::Bincode),
-            1 => Some(Codec::Json),
-            _ => None,
-        }
-    }
 }
 
 /// Appends the encoding of `value` to `buf`, written with `codec`.

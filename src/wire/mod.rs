@@ -1,18 +1,31 @@
-//! What both sides share, from the socket up: the fd-aware stream ([`fd`],
-//! with the ledger of what it wrote), the WebSocket over it ([`socket`],
-//! its reading half, and [`writer`], the task that drains an [`outbox`]),
-//! the envelope ([`frame`]), and payloads ([`codec`], which [`encode`]
-//! uses to make whole messages; [`shared`] buffers travel as descriptors).
+//! What both sides share, from the socket up to whole messages:
+//!
+//! ```text
+//! stream/    the fd-aware byte stream (SCM_RIGHTS; TCP, and TLS, for remote
+//!            workers): its writing and reading halves, the descriptor
+//!            queues they share, the ledger of what was written
+//! wsframe    the WebSocket frame format, read and written
+//! ws/        the WebSocket over the stream: opening it and the hellos, our
+//!            reading half (frames, then messages), tungstenite's writing half
+//! envelope   our header inside each binary message: kinds, hello, batches
+//! codec      payloads to bytes and back (bincode, or JSON), under limits
+//! shared/    SharedBytes: buffers that travel as sealed memfds
+//! encode     a whole message made: its envelope, then its payload, checked
+//! outbox     messages waiting to be written, and writer, the task that
+//!            drains them into the WebSocket
+//! tls        certificates, and the worker's handshake, for remote workers
+//! ```
 
 pub(crate) mod codec;
 pub(crate) mod encode;
-pub(crate) mod fd;
-pub(crate) mod frame;
+pub(crate) mod envelope;
 pub(crate) mod outbox;
 pub(crate) mod shared;
-pub(crate) mod socket;
+pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod writer;
+pub(crate) mod ws;
+pub(crate) mod wsframe;
 
 /// The most descriptors one message may carry.
 pub const MAX_FDS_PER_MESSAGE: usize = 64;

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 use bytes::Bytes;
 
-use super::frame::Kind;
+use super::envelope::Kind;
 use crate::error::WorkerError;
 
 /// Why a message was not queued.

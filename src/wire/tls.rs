@@ -2,7 +2,7 @@
 //! (from files, or self-signed for the run), and the worker's handshake,
 //! which checks it against a pin (its SHA-256, handed over at launch with
 //! the token). Once the handshake is done, the stream speaks TLS itself
-//! (`fd/secure.rs`).
+//! (`stream/secure.rs`).
 //!
 //! The worker trusts exactly the certificate whose hash it was given: no
 //! certificate authority, no host name. Whoever holds the key of that

@@ -1,6 +1,6 @@
 //! The writer task: drains an outbox into the WebSocket, in batches, and
-//! keeps the books of what it wrote (see `fd/ledger.rs`), so that when the
-//! connection ends what never left is given back.
+//! keeps the books of what it wrote (see `stream/ledger.rs`), so that when
+//! the connection ends what never left is given back.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,20 +8,22 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::fd::ledger::Fate;
-use super::fd::{FdQueues, MAX_FDS_PER_SEND};
-use super::frame::{self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET};
+use super::envelope::{
+    self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET,
+};
 use super::outbox::{Outbox, Outgoing};
-use super::socket::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
+use super::stream::ledger::Fate;
+use super::stream::queues::{FdQueues, MAX_FDS_PER_SEND};
+use super::ws::sink::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
 use crate::error::WireError;
 
 /// The writing half.
 ///
 /// Every message it takes from the outbox stays on its books until the
-/// ledger says what became of it (see `fd/ledger.rs`): when the connection
-/// fails or the writer is stopped, [`WriterEnd`] gives back, in order and
-/// with their descriptors, the messages that never reached the kernel, and
-/// counts the posts that reached it but may not have been read.
+/// ledger says what became of it (see `stream/ledger.rs`): when the
+/// connection fails or the writer is stopped, [`WriterEnd`] gives back, in
+/// order and with their descriptors, the messages that never reached the
+/// kernel, and counts the posts that reached it but may not have been read.
 pub(crate) struct Writer {
     sink: SinkHalf,
     fds: Arc<FdQueues>,
@@ -330,9 +332,9 @@ impl Writer {
             1 => self.small[0].bytes.clone(),
             _ => {
                 let mut buf = BytesMut::with_capacity(BATCH_HEADER + self.small_bytes);
-                frame::begin(&mut buf, frame::Header::bare(Kind::Batch));
+                envelope::begin(&mut buf, envelope::Header::bare(Kind::Batch));
                 for msg in &self.small {
-                    frame::push_batch_entry(&mut buf, &msg.bytes);
+                    envelope::push_batch_entry(&mut buf, &msg.bytes);
                 }
                 buf.freeze()
             }

@@ -1,7 +1,7 @@
 //! The outbox alone: bounds, order, what outlives a connection.
 
 use super::*;
-use crate::wire::frame;
+use crate::wire::envelope;
 
 fn post(b: u8) -> Bytes {
     vec![Kind::Post as u8, 0, b].into()
@@ -70,7 +70,7 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
     let outbox = Outbox::new(100, usize::MAX);
     outbox.push(post(3), vec![]).unwrap();
     let mut request = Vec::new();
-    frame::begin(&mut request, frame::Header::request(1, 2));
+    envelope::begin(&mut request, envelope::Header::request(1, 2));
     outbox.push(request.into(), vec![]).unwrap();
     outbox.put_back(vec![
         Outgoing::Frame { bytes: post(1), fds: vec![] },
@@ -79,12 +79,12 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
     let connection = outbox.owe_reply(0);
     let _ = outbox.end_connection();
     // A late answer for the connection that ended goes nowhere.
-    outbox.push_reply(frame::bare(Kind::Closing), Vec::new(), connection, 0);
+    outbox.push_reply(envelope::bare(Kind::Closing), Vec::new(), connection, 0);
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
     assert_eq!(payloads(&batch), [1, 2, 3]);
     // Control messages are never counted as posts.
-    outbox.push_last(frame::bare(Kind::Terminate)).unwrap();
+    outbox.push_last(envelope::bare(Kind::Terminate)).unwrap();
     assert_eq!(outbox.discard(WorkerError::Terminating), 0);
 }
 
@@ -96,7 +96,7 @@ fn replies_count_against_the_bound() {
     outbox.owe_reply(0);
     assert!(outbox.replies_over(), "two owed");
     let mut answer = Vec::new();
-    frame::begin(&mut answer, frame::Header::answer(1));
+    envelope::begin(&mut answer, envelope::Header::reply_to(1));
     let answer = Bytes::from(answer);
     outbox.push_reply(answer.clone(), Vec::new(), connection, 0);
     outbox.push_reply(answer, Vec::new(), connection, 0);
@@ -120,7 +120,7 @@ fn requests_being_answered_count_their_bytes_against_the_bound() {
     outbox.forgive_reply(second, 400);
     assert!(!outbox.replies_over());
     let mut answer = Vec::new();
-    frame::begin(&mut answer, frame::Header::answer(1));
+    envelope::begin(&mut answer, envelope::Header::reply_to(1));
     outbox.push_reply(Bytes::from(answer), Vec::new(), first, 600);
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));

@@ -18,9 +18,11 @@
 //! nothing older than twice the socket's send buffer can still be in it.
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
-use super::boundary;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::wire::wsframe;
 
 /// Frames handed to the kernel, and which of them the peer has read.
 #[derive(Debug)]
@@ -28,7 +30,7 @@ pub(crate) struct Ledger {
     /// Bytes handed to the kernel so far.
     handed: u64,
     /// A frame header being handed, and how much of it.
-    header: [u8; 14],
+    header: [u8; wsframe::MAX_HEADER],
     have: usize,
     /// Payload bytes of the current frame still to come.
     remaining: u64,
@@ -61,7 +63,7 @@ impl Ledger {
     pub(crate) fn new(sndbuf: usize) -> Self {
         Ledger {
             handed: 0,
-            header: [0; 14],
+            header: [0; wsframe::MAX_HEADER],
             have: 0,
             remaining: 0,
             started: 0,
@@ -85,8 +87,8 @@ impl Ledger {
                 continue;
             }
             if self.have == 0 {
-                // Opcode 2: a binary data frame (we never fragment).
-                self.binary = bytes[0] & 0x0f == 2;
+                // A binary data frame (we never fragment).
+                self.binary = wsframe::opcode(bytes[0]) == wsframe::BINARY;
                 if self.binary {
                     self.started += 1;
                 }
@@ -95,7 +97,7 @@ impl Ledger {
             self.have += 1;
             self.handed += 1;
             bytes = &bytes[1..];
-            if let Some((len, payload)) = boundary::header(&self.header[..self.have]) {
+            if let Some((len, payload)) = wsframe::header(&self.header[..self.have]) {
                 if self.have == len {
                     self.have = 0;
                     self.remaining = payload;
@@ -164,19 +166,23 @@ impl Ledger {
 fn unread(sock: RawFd) -> Option<u64> {
     let mut queued: libc::c_int = 0;
     // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
-    if unsafe { libc::ioctl(sock, libc::TIOCOUTQ, &mut queued) } != 0 {
-        return None;
-    }
+    unsafe { outq(sock, &mut queued) }.ok()?;
     // The peer's death empties the queue: a zero from a dead peer means
     // nothing. A hang-up seen after the reading says the reading may be one.
-    let mut pfd = libc::pollfd { fd: sock, events: libc::POLLRDHUP, revents: 0 };
-    // SAFETY: one valid pollfd, no wait.
-    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-    if r != 0 {
+    // SAFETY: the socket stays open as long as the stream that owns it,
+    // which outlives every user of its queues and ledger.
+    let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+    // nix names no POLLRDHUP (Linux's): its bits as they are.
+    let hangup = PollFlags::from_bits_retain(libc::POLLRDHUP);
+    if poll(&mut [PollFd::new(sock, hangup)], PollTimeout::ZERO) != Ok(0) {
         return None;
     }
     Some(queued.max(0) as u64)
 }
+
+// `outq(sock, &mut int)`: `ioctl(sock, TIOCOUTQ, &mut int)` (SIOCOUTQ, the
+// bytes of ours the peer has not read), its error an `Errno`.
+nix::ioctl_read_bad!(outq, libc::TIOCOUTQ, libc::c_int);
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,8 @@
 
 use bytes::BufMut;
 
-use super::codec::Codec;
 use crate::error::WireError;
+use crate::protocol::Codec;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
@@ -170,8 +170,8 @@ impl Header {
         Header { id, tag, ..Header::bare(Kind::Request) }
     }
 
-    /// The answer to request `id`.
-    pub(crate) fn answer(id: u64) -> Header {
+    /// The header of the answer to request `id`.
+    pub(crate) fn reply_to(id: u64) -> Header {
         Header { id, ..Header::bare(Kind::Answer) }
     }
 

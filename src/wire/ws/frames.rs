@@ -1,0 +1,236 @@
+//! Our reading half of the WebSocket ([`Frames`]), kept beside
+//! tungstenite's writing half (`sink.rs`): tungstenite's reader zero-fills
+//! its whole read buffer before every read, and this one does not. Frame
+//! headers are read through `wsframe.rs`.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::WireError;
+use crate::wire::stream::queues::TooManyUnclaimed;
+use crate::wire::stream::reader::FdReader;
+use crate::wire::wsframe::{self, BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
+
+/// Room for the envelope header on top of the user's message size limit.
+pub(super) const HEADER_SLACK: usize = 64;
+
+/// The reading half of the WebSocket: frames read straight from the
+/// socket into a buffer of ours, without zero-filling it first (as
+/// tungstenite does, up to its whole read buffer, before every read).
+///
+/// Takes binary messages (whole, or in fragments), masked or not; a text
+/// message is an error; pings and pongs are skipped (no peer of ours sends
+/// them, and this side does not answer them); a close frame ends the
+/// connection.
+pub(super) struct Frames {
+    io: FdReader,
+    buf: BytesMut,
+    /// A message in fragments, so far.
+    partial: Option<BytesMut>,
+    /// The largest message taken.
+    max: usize,
+    /// The peer's close frame came.
+    pub(super) closed: bool,
+    /// Bytes of whole frames taken so far.
+    pub(super) taken: u64,
+    /// What the peer's close said it took of ours (`read N`), if it did.
+    pub(super) peer_took: Option<u64>,
+}
+
+/// How much room a read is given at least.
+const READ_CHUNK: usize = 64 << 10;
+
+impl Frames {
+    pub(super) fn new(io: FdReader, max: usize) -> Self {
+        Frames {
+            io,
+            buf: BytesMut::new(),
+            partial: None,
+            max,
+            closed: false,
+            taken: 0,
+            peer_took: None,
+        }
+    }
+
+    /// The next binary message's bytes; `None` at the end of the
+    /// connection (a close frame, or the end of the stream between frames).
+    pub(super) async fn next(&mut self) -> Option<Result<Bytes, WireError>> {
+        loop {
+            match self.parse() {
+                Ok(Parsed::Message(bytes)) => return Some(Ok(bytes)),
+                Ok(Parsed::Closed) => {
+                    self.closed = true;
+                    return None;
+                }
+                Ok(Parsed::More(wanted)) => {
+                    if self.buf.capacity() - self.buf.len() < wanted.max(1) {
+                        self.buf.reserve(wanted.max(READ_CHUNK));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+            let read = std::future::poll_fn(|cx| self.io.poll_recv(cx, &mut self.buf)).await;
+            match read {
+                Ok(0) => return self.ended(),
+                Ok(_) => {}
+                Err(e) if e.get_ref().is_some_and(|e| e.is::<TooManyUnclaimed>()) => {
+                    let count = e.into_inner().and_then(|e| e.downcast::<TooManyUnclaimed>().ok());
+                    return Some(Err(WireError::UnclaimedFds { count: count.map_or(0, |c| c.0) }));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    return self.ended();
+                }
+                Err(e) => return Some(Err(WireError::Transport(e.to_string()))),
+            }
+        }
+    }
+
+    /// The stream ended (only ever after `parse` asked for more, so what
+    /// the buffer holds is part of a frame): cleanly between frames, or
+    /// cutting a frame or a fragmented message off.
+    fn ended(&self) -> Option<Result<Bytes, WireError>> {
+        let cut = !self.buf.is_empty() || self.partial.is_some();
+        cut.then_some(Err(WireError::CutOff))
+    }
+
+    /// Takes the frames the buffer holds, up to the first message.
+    fn parse(&mut self) -> Result<Parsed, WireError> {
+        loop {
+            // Reserved bits are refused as soon as the first byte is there.
+            if self.buf.first().is_some_and(|&first| wsframe::reserved(first)) {
+                return Err(WireError::Transport("reserved bits are non-zero".into()));
+            }
+            let Some(head) = wsframe::read(&self.buf) else {
+                return Ok(Parsed::More(wsframe::MAX_HEADER));
+            };
+            let (fin, opcode) = (head.fin, head.opcode);
+            if wsframe::is_control(opcode) && (!fin || head.payload > wsframe::MAX_CONTROL_PAYLOAD)
+            {
+                return Err(WireError::Transport("a control frame fragmented or too long".into()));
+            }
+            let so_far = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
+            if head.payload.saturating_add(so_far) > self.max as u64 {
+                let size = usize::try_from(head.payload + so_far).unwrap_or(usize::MAX);
+                let limit = self.max.saturating_sub(HEADER_SLACK);
+                return Err(WireError::TooLarge { size, limit });
+            }
+            let (header_len, payload_len) = (head.len, head.payload as usize);
+            if self.buf.len() < header_len + payload_len {
+                return Ok(Parsed::More(header_len + payload_len - self.buf.len()));
+            }
+            bytes::Buf::advance(&mut self.buf, header_len);
+            let mut payload = self.buf.split_to(payload_len);
+            self.taken += (header_len + payload_len) as u64;
+            if let Some(mask) = head.mask {
+                wsframe::unmask(&mut payload, mask);
+            }
+            match opcode {
+                BINARY if self.partial.is_some() => {
+                    return Err(WireError::Transport(
+                        "a new message inside a fragmented one".into(),
+                    ));
+                }
+                BINARY if fin => return Ok(Parsed::Message(payload.freeze())),
+                BINARY => self.partial = Some(payload),
+                CONTINUATION => {
+                    let Some(partial) = self.partial.as_mut() else {
+                        return Err(WireError::Transport("a continuation of nothing".into()));
+                    };
+                    partial.extend_from_slice(&payload);
+                    if fin {
+                        let whole = self.partial.take().unwrap_or_default();
+                        return Ok(Parsed::Message(whole.freeze()));
+                    }
+                }
+                TEXT => return Err(WireError::TextFrame),
+                CLOSE => {
+                    self.peer_took = wsframe::close_reason_read(&payload);
+                    return Ok(Parsed::Closed);
+                }
+                PING | PONG => {}
+                other => {
+                    return Err(WireError::Transport(format!("unknown WebSocket opcode {other}")))
+                }
+            }
+        }
+    }
+}
+
+/// What the buffer holds.
+enum Parsed {
+    Message(Bytes),
+    Closed,
+    /// At least this many more bytes are needed.
+    More(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::wire::stream::FdStream;
+    use crate::wire::wsframe::binary_frame;
+
+    /// The frames `bytes` written raw, as the reading half takes them.
+    fn read_all(bytes: &[u8]) -> Vec<Result<Bytes, WireError>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (_writing, reading) = FdStream::new(ours, None).unwrap();
+            let mut frames = Frames::new(reading, 1 << 20);
+            theirs.write_all(bytes).unwrap();
+            drop(theirs);
+            let mut out = Vec::new();
+            while let Some(item) = frames.next().await {
+                let failed = item.is_err();
+                out.push(item);
+                if failed {
+                    break;
+                }
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn frames_whole_fragmented_masked_and_control() {
+        let mut bytes = binary_frame(b"one");
+        // "two" in two fragments, a ping between them.
+        bytes.extend_from_slice(&[0x02, 2, b't', b'w']);
+        bytes.extend_from_slice(&[0x89, 0]);
+        bytes.extend_from_slice(&[0x80, 1, b'o']);
+        // "three", masked.
+        let mask = [1u8, 2, 3, 4];
+        let masked: Vec<u8> = b"three".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+        bytes.extend_from_slice(&[0x82, 0x80 | 5]);
+        bytes.extend_from_slice(&mask);
+        bytes.extend_from_slice(&masked);
+        // A close frame ends it; what follows is not read.
+        bytes.extend_from_slice(&[0x88, 0]);
+        bytes.extend_from_slice(&binary_frame(b"after"));
+        let got: Vec<Bytes> = read_all(&bytes).into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+    }
+
+    #[test]
+    fn broken_frames_are_typed_errors() {
+        let last = |bytes: &[u8]| read_all(bytes).pop();
+        assert!(matches!(last(&[0xff; 8]), Some(Err(WireError::Transport(_)))));
+        assert!(matches!(last(&[0x81, 1, b'x']), Some(Err(WireError::TextFrame))));
+        assert!(matches!(last(&[0x80, 1, b'x']), Some(Err(WireError::Transport(_)))));
+        let mut huge = vec![0x82, 127];
+        huge.extend_from_slice(&(4u64 << 30).to_be_bytes());
+        assert!(
+            matches!(last(&huge), Some(Err(WireError::TooLarge { size, .. })) if size == 4 << 30)
+        );
+        // Cut off inside a frame, and ended between two.
+        assert!(matches!(last(&[0x82, 10, 1, 2]), Some(Err(WireError::CutOff))));
+        assert_eq!(read_all(&binary_frame(b"x")).len(), 1);
+    }
+}

@@ -1,0 +1,148 @@
+//! The WebSocket over a connected socket: opening it, and the hellos
+//! that start a session. Reading is ours ([`frames`], then [`reader`],
+//! which turns WebSocket messages into [`Inbound`](reader::Inbound)
+//! messages); writing is tungstenite's ([`sink`], which the writer task,
+//! `writer.rs`, drains an outbox into). The frame format itself is
+//! `wsframe.rs`.
+//!
+//! No HTTP upgrade happens on a socketpair (`from_raw_socket`), and both ends
+//! play the server role with unmasked frames accepted: a socketpair has no
+//! proxy to confuse, so masking would only cost a pass over every byte.
+
+mod frames;
+pub(crate) mod reader;
+pub(crate) mod sink;
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use self::frames::{Frames, HEADER_SLACK};
+use self::reader::{next_inbound, Reader};
+use self::sink::SinkHalf;
+use super::codec;
+use super::envelope::{self, Kind, PROTOCOL_VERSION};
+use super::stream::queues::FdQueues;
+use super::stream::secure::Tls;
+use super::stream::FdStream;
+use super::wsframe;
+use crate::error::WireError;
+use crate::protocol::Codec;
+
+/// An open connection, before it is split into reader and writer.
+pub(crate) struct Connection {
+    sink: SinkHalf,
+    frames: Frames,
+    fds: Arc<FdQueues>,
+}
+
+/// A connected stream socket (UNIX, or TCP for a remote worker), and the
+/// TLS it speaks, its handshake done, if any.
+pub(crate) struct Socket {
+    pub fd: OwnedFd,
+    pub tls: Option<Tls>,
+}
+
+impl Socket {
+    /// A TCP socket that speaks `tls`.
+    pub(crate) fn tls(fd: impl Into<OwnedFd>, tls: impl Into<Tls>) -> Self {
+        Socket { fd: fd.into(), tls: Some(tls.into()) }
+    }
+}
+
+impl From<OwnedFd> for Socket {
+    fn from(fd: OwnedFd) -> Self {
+        Socket { fd, tls: None }
+    }
+}
+
+impl From<std::os::unix::net::UnixStream> for Socket {
+    fn from(sock: std::os::unix::net::UnixStream) -> Self {
+        OwnedFd::from(sock).into()
+    }
+}
+
+/// Opens the WebSocket over a connected socket. Must run inside a tokio
+/// runtime.
+pub(crate) async fn open(
+    sock: impl Into<Socket>,
+    max_message_size: usize,
+) -> Result<Connection, WireError> {
+    let Socket { fd, tls } = sock.into();
+    let (stream, reader) =
+        FdStream::new(fd, tls).map_err(|e| WireError::Transport(e.to_string()))?;
+    let fds = reader.queues();
+    let max = max_message_size.saturating_add(HEADER_SLACK);
+    let sink = SinkHalf::open(stream, fds.clone(), max).await;
+    let frames = Frames::new(reader, max);
+    Ok(Connection { sink, frames, fds })
+}
+
+impl Connection {
+    /// Sends one message now (used for the hello, before the writer runs).
+    pub(crate) async fn send(&mut self, bytes: Vec<u8>) -> Result<(), WireError> {
+        self.sink.send(bytes).await
+    }
+
+    /// Receives the peer's hello and checks it against our protocol
+    /// version and `fingerprint`; `Err(None)` when the peer went away first.
+    /// A worker that refuses writes its refusal with `codec`, the one our
+    /// hello named.
+    pub(crate) async fn recv_hello(
+        &mut self,
+        fingerprint: u64,
+        codec: Codec,
+    ) -> Result<envelope::Hello, Option<WireError>> {
+        let first = match next_inbound(&mut self.frames, &self.fds).await {
+            None | Some(Err(WireError::CutOff)) => return Err(None),
+            Some(r) => r.map_err(Some)?,
+        };
+        if first.header.kind == Kind::Refused {
+            let refusal =
+                codec::decode_as::<envelope::EntryRefusal>(codec, first.payload()).map_err(Some)?;
+            return Err(Some(WireError::UnknownEntry {
+                entry: refusal.entry,
+                known: refusal.known,
+            }));
+        }
+        if first.header.kind != Kind::Hello {
+            return Err(Some(WireError::NotAHello));
+        }
+        let hello = envelope::read_hello(first.payload()).map_err(Some)?;
+        if hello.version != PROTOCOL_VERSION {
+            return Err(Some(WireError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: hello.version,
+            }));
+        }
+        if hello.fingerprint != fingerprint {
+            return Err(Some(WireError::FingerprintMismatch {
+                ours: fingerprint,
+                theirs: hello.fingerprint,
+            }));
+        }
+        Ok(hello)
+    }
+
+    /// Splits into the reading half and the writing half.
+    pub(crate) fn split(self) -> (Reader, SinkHalf) {
+        (Reader::new(self.frames, self.fds), self.sink)
+    }
+}
+
+/// The codec named by a parent's hello as read raw off the socket (one
+/// unfragmented WebSocket frame); bincode if it cannot be read. For a
+/// worker that refuses before it runs a session.
+pub(crate) fn codec_of_hello(raw: &[u8]) -> Codec {
+    // Unmasked, its length in the header's short form (a hello is far
+    // under 126 bytes).
+    let hello = match wsframe::read(raw) {
+        Some(head) if head.len == 2 => raw.get(2..2 + head.payload as usize),
+        _ => None,
+    };
+    let Some(hello) = hello else { return Codec::default() };
+    envelope::decode(hello)
+        .ok()
+        .filter(|(header, _)| header.kind == Kind::Hello)
+        .and_then(|(_, fields)| envelope::read_hello(fields).ok())
+        .map_or(Codec::default(), |hello| hello.codec)
+}
