@@ -23,7 +23,7 @@ use super::worker::Worker;
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::requests::Slot;
-use crate::session::sender::{answer_of, Encoded, NotQueued, Sender};
+use crate::session::sender::{answer_of, Cancel, Encoded, NotQueued, Sender};
 use crate::wire::encode::Arena;
 use crate::wire::outbox::Refusal;
 use actix::{Addr, Context, Handler, Message, MessageResult};
@@ -178,6 +178,8 @@ impl<P: Protocol> Port<P> {
         let started = line.recorder.start();
         let encoded = line.sender.encoding.request(Some(&mut self.arena), id, &request);
         let first = encoded.map(|encoded| line.try_queue::<R::Answer>(id, encoded, started));
+        // Armed now: dropped before it is first polled, it cancels too.
+        let cancel = Cancel::new(&line.sender.pending, id);
         async move {
             let (mut queued, mut rx) = first?;
             loop {
@@ -191,7 +193,7 @@ impl<P: Protocol> Port<P> {
                 }
             }
             let rx = rx.ok_or(WorkerError::Disconnected)?;
-            let answer = answer_of(&line.sender.pending, id, rx, timeout).await;
+            let answer = answer_of(cancel, rx, timeout).await;
             if let Err(WorkerError::Timeout(_)) = answer {
                 // Its slot was dropped unanswered: the caller's outcome.
                 line.recorder.finish(false, None);

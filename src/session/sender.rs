@@ -1,7 +1,8 @@
 //! The sending half of a session, the same on both sides: how one
 //! connection's payloads are written ([`Encoding`]), and a [`Sender`] that
 //! encodes and queues posts and requests into a side's outbox and waits
-//! for their answers ([`answer_of`], the one answer future).
+//! for their answers ([`answer_of`], the one answer future, and its
+//! [`Cancel`] guard).
 //!
 //! Everything that sends goes through here: the parent's `Worker` actor
 //! and its `Port`s, the worker's `Parent` handle, and the `Reply` each
@@ -195,11 +196,12 @@ impl Sender {
                 NotQueued::Full { .. } => self.outbox.error(Refusal::Full),
             })
         });
-        let pending = self.pending.clone();
+        // Armed now: dropped before it is first polled, it cancels too.
+        let cancel = Cancel::new(&self.pending, id);
         async move {
             queued?;
             let rx = rx.ok_or(WorkerError::Disconnected)?;
-            answer_of(&pending, id, rx, timeout).await
+            answer_of(cancel, rx, timeout).await
         }
     }
 }
@@ -225,21 +227,19 @@ pub(crate) fn awaited<A: DeserializeOwned + Send + 'static>(
 ) -> impl Future<Output = Result<A, WorkerError>> + use<A> {
     let (tx, rx) = oneshot::channel();
     pending.attach(id, Box::new(ToChannel(Some(tx))));
-    let pending = pending.clone();
-    async move { answer_of(&pending, id, rx, timeout).await }
+    let cancel = Cancel::new(pending, id);
+    async move { answer_of(cancel, rx, timeout).await }
 }
 
-/// The answer to request `id` of `pending`, from `rx` (where its slot sends
-/// it), waited for at most `timeout`. Dropped before the answer came, or
-/// timed out, it cancels the request: its slot goes and the other side is
-/// told. The one answer future: every asker waits through it.
+/// The answer to a request, from `rx` (where its slot sends it), waited
+/// for at most `timeout`. Dropped before the answer came, or timed out,
+/// `cancel` cancels the request: its slot goes and the other side is told.
+/// The one answer future: every asker waits through it.
 pub(crate) async fn answer_of<A>(
-    pending: &Pending,
-    id: u64,
+    cancel: Cancel,
     rx: oneshot::Receiver<Result<A, WorkerError>>,
     timeout: Option<Duration>,
 ) -> Result<A, WorkerError> {
-    let cancel = Cancel { pending, id, armed: true };
     let answer = match timeout {
         // Outside tokio's cooperative budget: each poll is one look at a
         // oneshot (see `WorkerAddrExt::ask`).
@@ -255,19 +255,25 @@ pub(crate) async fn answer_of<A>(
 }
 
 /// Cancels request `id` when dropped: whoever awaited its answer stopped.
-struct Cancel<'a> {
-    pending: &'a Pending,
+/// Made when the request is, so that a future dropped before it was ever
+/// polled cancels too.
+pub(crate) struct Cancel {
+    pending: Arc<Pending>,
     id: u64,
     armed: bool,
 }
 
-impl Cancel<'_> {
+impl Cancel {
+    pub(crate) fn new(pending: &Arc<Pending>, id: u64) -> Self {
+        Cancel { pending: pending.clone(), id, armed: true }
+    }
+
     fn disarm(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for Cancel<'_> {
+impl Drop for Cancel {
     fn drop(&mut self) {
         if self.armed {
             self.pending.cancel(self.id);
@@ -320,11 +326,12 @@ mod tests {
 
     #[test]
     fn an_ask_refused_by_a_full_outbox_fails_at_once_and_keeps_no_slot() {
-        let sender = Sender::new(Arc::new(Outbox::new(0, usize::MAX)), ENCODING);
+        let sender = Sender::new(Arc::new(Outbox::new(1, usize::MAX)), ENCODING);
+        sender.post(None, &"fills the queue", Vec::new()).unwrap();
         let refused = run(sender.ask(&Double(1), None));
         assert!(matches!(refused, Err(WorkerError::QueueFull { .. })), "{refused:?}");
         assert_eq!(sender.pending.len(), 0);
-        assert!(queued_kinds(&sender.outbox).is_empty(), "nothing queued, nothing to cancel");
+        assert_eq!(queued_kinds(&sender.outbox), [Kind::Post], "nothing else: nothing to cancel");
     }
 
     #[test]
