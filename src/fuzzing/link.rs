@@ -188,7 +188,7 @@ pub fn link(data: &[u8]) {
                 total: crate::held::Holds { bytes: 4 << 20, fds: 256 },
             },
         );
-        let side = crate::parent::link::ParentSide::<FuzzProtocol>::new(
+        let side = crate::parent::side::ParentSide::<FuzzProtocol>::new(
             "fuzz".into(),
             0,
             events,
