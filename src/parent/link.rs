@@ -75,6 +75,8 @@ impl<P: Protocol> Link<P> {
         let mut lost = None;
         let (side, in_doubt, certain) = match opening {
             Ok(opened) => {
+                // A launched worker's connection is cut if its launcher
+                // exits while it is up (`launcher.rs`).
                 let sock = kept.farewell.as_ref().filter(|_| launched);
                 let sock = sock.and_then(|s| s.try_clone().ok());
                 let cut = sock.map(|s| Cut::arm(&mut exit, s, handle.farewell().limits().0));
