@@ -58,7 +58,9 @@ pub(crate) fn pick_for_post(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    // By path, not `super::*`: .ci/layers, until it reads inline modules,
+    // takes `super::` here for pool/mod.rs and sees a circle.
+    use crate::pool::routing::{pick, pick_for_post, Snapshot};
 
     /// Online and taking work, with `in_flight` requests.
     const fn up(in_flight: usize) -> Snapshot {
