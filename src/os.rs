@@ -1,19 +1,22 @@
 //! The calls both sides make to the kernel about processes: pidfds, waiting
-//! on descriptors, signals, reaping; and the keepalive of a remote
-//! worker's connection, set the same on both sides. Through nix, which wraps them safely,
-//! except `pidfd_open`, which it does not wrap, and `waitpid`, whose status
-//! nix cannot give whole.
-//!
-//! (What runs between fork and exec stays with raw `libc` in
-//! `parent/spawn.rs`: there, only async-signal-safe calls may run, and each
-//! is named where it is made.)
+//! on descriptors, signals, reaping; the keepalive of a remote worker's
+//! connection, set the same on both sides; and the close-on-exec fallback a
+//! new worker runs between fork and exec. Through nix, which wraps them
+//! safely, except `pidfd_open` and `getdents64`, which it does not wrap,
+//! `waitpid`, whose status nix cannot give whole, and `fcntl` on a number
+//! that may not be an open descriptor.
 
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::resource::{getrlimit, Resource};
 use nix::sys::signal::{self, Signal};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 use crate::error::ExitStatus;
@@ -24,6 +27,7 @@ pub(crate) use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
 /// its threads), close-on-exec; `None` if the kernel cannot give one (before
 /// Linux 5.3, or no such process).
 pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // Raw: nix does not wrap `pidfd_open`.
     // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     // SAFETY: a non-negative return is a descriptor nothing else owns
@@ -76,27 +80,11 @@ pub(crate) const KEEPALIVE_PROBES: u32 = 3;
 /// on purpose (a parent holding a flooding worker back, a worker busy in a
 /// handler), and would make a false loss of it.
 pub(crate) fn keep_alive(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: setsockopt reads one c_int from a local.
-        let r = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE.as_secs() as libc::c_int)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL.as_secs() as libc::c_int)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES as libc::c_int)
+    setsockopt(&fd, sockopt::KeepAlive, &true)?;
+    setsockopt(&fd, sockopt::TcpKeepIdle, &(KEEPALIVE_IDLE.as_secs() as u32))?;
+    setsockopt(&fd, sockopt::TcpKeepInterval, &(KEEPALIVE_INTERVAL.as_secs() as u32))?;
+    setsockopt(&fd, sockopt::TcpKeepCount, &KEEPALIVE_PROBES)?;
+    Ok(())
 }
 
 /// Kills this process's own group: what it started, and itself last.
@@ -116,6 +104,7 @@ pub(crate) fn reap(pid: i32) -> Option<ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
     let mut raw = 0;
     loop {
+        // Raw: see above.
         // SAFETY: waitpid on our own child, writing into a local.
         let r = unsafe { libc::waitpid(pid, &mut raw, 0) };
         if r == pid {
@@ -126,5 +115,118 @@ pub(crate) fn reap(pid: i32) -> Option<ExitStatus> {
             continue;
         }
         return None;
+    }
+}
+
+/// Marks every descriptor from 3 up close-on-exec, for kernels without
+/// `close_range` (before 5.11). Async-signal-safe, and allocates nothing:
+/// it runs between fork and exec, reading `fd_dir` (`/proc/self/fd`) with
+/// raw `getdents64` into a buffer on the stack; without it, it marks every
+/// number below the descriptor limit.
+///
+/// # Safety
+///
+/// Only for a process about to exec: it changes every descriptor's flags.
+pub(crate) unsafe fn mark_all_cloexec(fd_dir: &CStr) {
+    let mark = |fd: libc::c_int| {
+        // Raw: any number, open or not; nix's fcntl takes an open one.
+        // SAFETY: F_SETFD on any number is harmless; unknown ones fail.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let Ok(dir) = nix::fcntl::open(fd_dir, flags, Mode::empty()) else {
+        let max = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, _)) => soft.min(1 << 20) as libc::c_int,
+            Err(_) => 1 << 16,
+        };
+        (3..max).for_each(mark);
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    loop {
+        // Raw: nix does not wrap `getdents64` (its `Dir` is `opendir`,
+        // which allocates).
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len())
+        };
+        if n <= 0 {
+            break;
+        }
+        let mut pos = 0;
+        while pos + 19 < n as usize {
+            // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+            let reclen = u16::from_ne_bytes([buf[pos + 16], buf[pos + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let mut fd: libc::c_int = 0;
+            let mut digits = 0;
+            for &b in &buf[pos + 19..(pos + reclen).min(n as usize)] {
+                if !b.is_ascii_digit() {
+                    break;
+                }
+                fd = fd.saturating_mul(10).saturating_add(libc::c_int::from(b - b'0'));
+                digits += 1;
+            }
+            if digits > 0 && fd > 2 && fd != dir.as_raw_fd() {
+                mark(fd);
+            }
+            pos += reclen;
+        }
+    }
+    // The directory closes with `dir`.
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use nix::sys::resource::setrlimit;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    use super::*;
+
+    /// Runs `mark_all_cloexec(dir)` in a forked child and says whether
+    /// descriptor `fd` came out close-on-exec there.
+    fn marked_in_a_child(dir: &CStr, fd: BorrowedFd<'_>) -> bool {
+        // SAFETY: the child calls only async-signal-safe functions that do
+        // not allocate (the marking, fcntl, _exit); the parent waits for it.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                // SAFETY: the child execs nothing; it exits below.
+                unsafe { mark_all_cloexec(dir) };
+                let flags = fcntl(fd, FcntlArg::F_GETFD);
+                let marked =
+                    flags.is_ok_and(|f| FdFlag::from_bits_retain(f).contains(FdFlag::FD_CLOEXEC));
+                // Raw: nix has no `_exit`, and std's `exit` runs exit handlers.
+                // SAFETY: ends the child at once.
+                unsafe { libc::_exit(if marked { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                matches!(waitpid(child, None).expect("waitpid"), WaitStatus::Exited(_, 0))
+            }
+        }
+    }
+
+    #[test]
+    fn the_close_on_exec_fallback_covers_every_descriptor() {
+        // A descriptor above 4096, without close-on-exec.
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        if soft < 5001 && hard >= 5001 {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, 5001, hard);
+        }
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let high = (soft.min(5001) - 1) as libc::c_int;
+        let (r, _w) = std::io::pipe().unwrap();
+        let fd = fcntl(&r, FcntlArg::F_DUPFD(high)).expect("F_DUPFD");
+        assert_eq!(fd, high);
+        // SAFETY: the descriptor F_DUPFD just made, ours alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("F_SETFD");
+        assert!(marked_in_a_child(c"/proc/self/fd", fd.as_fd()), "through /proc");
+        assert!(marked_in_a_child(c"/nonexistent", fd.as_fd()), "without /proc");
     }
 }

@@ -215,7 +215,7 @@ async fn serve(ours: std::os::unix::net::UnixStream) {
             total: crate::held::Holds { bytes: 4 << 20, fds: 256 },
         },
     );
-    let side = crate::parent::link::ParentSide::<FuzzProtocol>::new(
+    let side = crate::parent::side::ParentSide::<FuzzProtocol>::new(
         "fuzz".into(),
         0,
         events,

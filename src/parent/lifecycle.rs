@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message};
 
 use super::events::{Event, GaveUp};
-use super::link::{Link, LinkExit, ParentSide};
+use super::link::{Link, LinkExit};
 use super::output;
+use super::side::ParentSide;
 use super::sink::{EventSink, Events};
 use super::spawn;
 use super::worker::{Grace, State, Then, Waiting, Worker};

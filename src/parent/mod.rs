@@ -1,15 +1,17 @@
 //! The parent side: the builder ([`builder`]) and what it builds from
 //! ([`options`]); the `Worker` actor ([`worker`]), its messages
 //! ([`messages`]), a line to it past its mailbox ([`port`]) and the life of
-//! its processes ([`lifecycle`]); starting a
-//! process ([`spawn`]) and following it until it is reaped ([`process`]);
-//! the port a remote worker connects back to ([`remote`]);
-//! the task that runs one process's session ([`link`]), the events it
-//! reports ([`events`]) through a window ([`sink`]), and captured output
-//! ([`output`]).
+//! its processes ([`lifecycle`]); starting a process ([`spawn`]), on a
+//! thread of its own ([`spawner`]), and following it until it is reaped
+//! ([`process`]); the port a remote worker connects back to ([`remote`]),
+//! and a worker started through a launcher ([`launcher`]); the task that
+//! runs one process's session ([`link`]), the parent's side of that session
+//! ([`side`]), the events it reports ([`events`]) through a window
+//! ([`sink`]), and captured output ([`output`]).
 
 pub(crate) mod builder;
 pub(crate) mod events;
+pub(crate) mod launcher;
 pub(crate) mod lifecycle;
 pub(crate) mod link;
 pub(crate) mod messages;
@@ -18,7 +20,9 @@ pub(crate) mod output;
 pub(crate) mod port;
 pub(crate) mod process;
 pub(crate) mod remote;
+pub(crate) mod side;
 pub(crate) mod sink;
 pub(crate) mod spawn;
+pub(crate) mod spawner;
 pub(crate) mod stats;
 pub(crate) mod worker;

@@ -22,7 +22,9 @@
 //! path leaves a zombie.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -139,6 +141,26 @@ impl ChildHandle {
         }
     }
 
+    /// Waits for `exited` (this process's exit), then signals its group
+    /// along its farewell's ladder: for a launcher whose worker's
+    /// connection has ended, which may stay up (a shell that runs something
+    /// after it, a `kubectl` that waits for its pod). It gets the time to
+    /// exit a closing worker gets, then SIGTERM, then SIGKILL after the kill
+    /// delay.
+    pub(crate) async fn wait_signalling(
+        &self,
+        mut exited: Pin<&mut dyn Future<Output = ExitStatus>>,
+    ) -> ExitStatus {
+        let (timeout, kill_delay) = self.farewell().limits();
+        for (after, signal) in [(timeout, os::SIGTERM), (kill_delay, os::SIGKILL)] {
+            match tokio::time::timeout(after, exited.as_mut()).await {
+                Ok(status) => return status,
+                Err(_) => self.signal_group(signal),
+            }
+        }
+        exited.await
+    }
+
     fn reap_blocking(&self) -> ExitStatus {
         let status = os::reap(self.pid);
         self.finish(status)
@@ -147,6 +169,34 @@ impl ChildHandle {
     fn finish(&self, status: Option<ExitStatus>) -> ExitStatus {
         *self.reaped.lock().unwrap_or_else(|e| e.into_inner()) = true;
         status.unwrap_or(ExitStatus { code: None, signal: None, lost: None })
+    }
+}
+
+/// A process's exit, as the task that follows it waits for it.
+pub(crate) struct Exit {
+    /// Resolves (once) to its status.
+    pub wait: Pin<Box<dyn Future<Output = ExitStatus>>>,
+    /// The status, once `wait` has given it.
+    pub status: Option<ExitStatus>,
+}
+
+impl Exit {
+    /// The exit of `handle`'s process, not waited for yet.
+    pub(crate) fn of(handle: &Arc<ChildHandle>) -> Exit {
+        let handle = handle.clone();
+        Exit { wait: Box::pin(async move { handle.wait().await }), status: None }
+    }
+
+    /// The status: known already, or waited for. A launcher (`launched`)
+    /// whose worker's connection has ended is signalled if it stays up
+    /// ([`ChildHandle::wait_signalling`]).
+    pub(crate) async fn status_of(self, handle: &ChildHandle, launched: bool) -> ExitStatus {
+        let Exit { mut wait, status } = self;
+        match status {
+            Some(status) => status,
+            None if launched => handle.wait_signalling(wait.as_mut()).await,
+            None => wait.await,
+        }
     }
 }
 

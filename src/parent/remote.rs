@@ -73,7 +73,7 @@ impl Listening {
     }
 
     /// Accepts connections until one presents the token, and returns it,
-    /// with the port, still open: [`refuse_all`] keeps it, so that whoever
+    /// with the [`Listener`], still open: [`refuse_all`] keeps it, so that whoever
     /// comes later (with the token again, or another) is refused and told
     /// of. Each that presents another token, or none within `per_peer`, is
     /// closed, and `refused` is told.
@@ -81,10 +81,10 @@ impl Listening {
         self,
         per_peer: Duration,
         mut refused: impl FnMut(WireError),
-    ) -> std::io::Result<(Accepted, Port)> {
+    ) -> std::io::Result<(Accepted, Listener)> {
         self.listener.set_nonblocking(true)?;
-        let mut port = Port {
-            listener: tokio::net::TcpListener::from_std(self.listener)?,
+        let mut listener = Listener {
+            tcp: tokio::net::TcpListener::from_std(self.listener)?,
             token: self.token.into(),
             tls: self.tls,
             per_peer,
@@ -93,8 +93,8 @@ impl Listening {
             next_id: 0,
             untold: Untold { count: 0, last: None, next: tokio::time::Instant::now() },
         };
-        let (_, accepted) = port.next_with_token(&mut refused).await?;
-        Ok((accepted, port))
+        let (_, accepted) = listener.next_with_token(&mut refused).await?;
+        Ok((accepted, listener))
     }
 }
 
@@ -142,9 +142,10 @@ impl Untold {
     }
 }
 
-/// A launch's port: connections accepted and checked side by side.
-pub(crate) struct Port {
-    listener: tokio::net::TcpListener,
+/// A launch's port, once it accepts: connections accepted and checked
+/// side by side.
+pub(crate) struct Listener {
+    tcp: tokio::net::TcpListener,
     token: std::sync::Arc<str>,
     tls: Option<std::sync::Arc<TlsServer>>,
     per_peer: Duration,
@@ -164,7 +165,7 @@ type Checking = std::pin::Pin<
     >,
 >;
 
-impl Port {
+impl Listener {
     /// The next connection that presents the token; those refused on the
     /// way (another token, none in time, closed to make room) are closed
     /// and told to `refused`, at the rate [`Untold`] allows. Fails only
@@ -177,7 +178,7 @@ impl Port {
         loop {
             let until = resting.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
-                accepted = self.listener.accept(), if resting.is_none() => match accepted {
+                accepted = self.tcp.accept(), if resting.is_none() => match accepted {
                     Ok((stream, peer)) => self.check(stream, peer),
                     // The connection stays in the kernel's queue: taken
                     // again at once, it would fail again at once.
@@ -253,17 +254,18 @@ fn transient(e: &std::io::Error) -> bool {
     )
 }
 
-/// Refuses every connection to `port` from now on, and tells `refused`:
-/// the token is good for one connection, and it has been used. Runs until
-/// dropped (with the worker's connection), or until the port breaks
-/// (closed then, instead of failing over and over).
-pub(crate) async fn refuse_all(mut port: Port, mut refused: impl FnMut(WireError)) {
+/// Refuses every connection to `listener`'s port from now on, and tells
+/// `refused`: the token is good for one connection, and it has been used.
+/// Runs until dropped (with the worker's connection), or until the port
+/// breaks (closed then, instead of failing over and over).
+pub(crate) async fn refuse_all(mut listener: Listener, mut refused: impl FnMut(WireError)) {
     loop {
-        match port.next_with_token(&mut refused).await {
+        match listener.next_with_token(&mut refused).await {
             // The right token, a second time: closed all the same.
             Ok((peer, _)) => {
                 let why = "this launch's token, used already".into();
-                port.untold
+                listener
+                    .untold
                     .refused(WireError::AuthRefused { peer: peer.to_string(), why }, &mut refused)
             }
             Err(e) => {
@@ -387,6 +389,7 @@ fn fresh_token() -> std::io::Result<String> {
     let mut filled = 0;
     while filled < bytes.len() {
         let rest = &mut bytes[filled..];
+        // Raw: nix does not wrap `getrandom`.
         // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
         let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
         if n < 0 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::{Addr, Recipient};
 
 use super::events::PoolEvent;
-use super::WorkerPool;
+use super::worker_pool::{Settings, WorkerPool};
 use crate::error::SpawnError;
 use crate::parent::builder::WorkerBuilder;
 use crate::parent::options::WhenFull;
@@ -23,20 +23,7 @@ pub struct Pooled<P: Protocol> {
     pub(crate) events: Option<Recipient<PoolEvent<P>>>,
 }
 
-/// The pool's own options, with their defaults.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Settings {
-    pub min: usize,
-    pub max: usize,
-    pub max_in_flight: usize,
-    pub max_queued: usize,
-    pub when_full: WhenFull,
-    pub idle_timeout: Duration,
-    pub max_requests: Option<u64>,
-    pub max_rss: Option<u64>,
-    pub replacements: RestartPolicy,
-}
-
+/// The pool's own options' defaults.
 impl<P: Protocol> Default for Pooled<P> {
     fn default() -> Self {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -1,10 +1,8 @@
 //! What a pool tells: each member's events, tagged with its index, and the
 //! pool's own (a member added, recycled, the pool's size, giving up).
 
-use actix::dev::{MessageResponse, OneshotSender};
-use actix::{Actor, Context, Handler, Message, WeakAddr};
+use actix::Message;
 
-use super::WorkerPool;
 use crate::parent::events::{GaveUp, WorkerEvent};
 use crate::protocol::Protocol;
 
@@ -73,59 +71,6 @@ where
             PoolEvent::Recycled { index, reason } => write!(f, "Recycled({index}, {reason:?})"),
             PoolEvent::Scaled { members } => write!(f, "Scaled({members})"),
             PoolEvent::GaveUp(g) => write!(f, "GaveUp({g:?})"),
-        }
-    }
-}
-
-/// A member's event, as the pool gets it. `handled` is there when the
-/// member's link waits to hear that the event was handled (a mark of its
-/// events window): the pool answers it once the pool's own recipient has
-/// handled the event, so that a recipient that falls behind holds the
-/// member back, as it would hold back a worker of its own.
-pub(crate) struct MemberEvent<P: Protocol> {
-    pub index: usize,
-    pub event: WorkerEvent<P>,
-    pub handled: Option<OneshotSender<()>>,
-}
-
-impl<P: Protocol> Message for MemberEvent<P> {
-    type Result = ();
-}
-
-/// The events recipient of one member: tags them with its index, and holds
-/// the pool weakly (the pool holds the member; a strong address here would
-/// keep both alive for ever).
-pub(crate) struct Relay<P: Protocol> {
-    pub index: usize,
-    pub pool: WeakAddr<WorkerPool<P>>,
-}
-
-impl<P: Protocol> Actor for Relay<P> {
-    type Context = Context<Self>;
-}
-
-impl<P: Protocol> Handler<WorkerEvent<P>> for Relay<P> {
-    type Result = Relayed<P>;
-
-    fn handle(&mut self, event: WorkerEvent<P>, _: &mut Context<Self>) -> Relayed<P> {
-        Relayed { index: self.index, pool: self.pool.clone(), event }
-    }
-}
-
-/// A member's event on its way to the pool. Its answer channel is there
-/// only for the link's marks (sent with `send`, the others with
-/// `do_send`): it goes along, to be answered when the event is handled.
-pub(crate) struct Relayed<P: Protocol> {
-    index: usize,
-    pool: WeakAddr<WorkerPool<P>>,
-    event: WorkerEvent<P>,
-}
-
-impl<P: Protocol> MessageResponse<Relay<P>, WorkerEvent<P>> for Relayed<P> {
-    fn handle(self, _: &mut Context<Relay<P>>, tx: Option<OneshotSender<()>>) {
-        // A pool gone drops `tx`: the mark resolves, nothing waits for it.
-        if let Some(pool) = self.pool.upgrade() {
-            pool.do_send(MemberEvent { index: self.index, event: self.event, handled: tx });
         }
     }
 }

@@ -9,24 +9,27 @@
 //! (reliability review, finding 6). So the queue keeps the deadlines in
 //! order beside the requests, each removed when its request leaves, and
 //! the pool arms one timer, for the earliest (`arm`).
+//!
+//! Beside the queue: the places in it given to callers held back at its
+//! bound ([`Place`]), and the messages that wake the pool about what
+//! waits. Written for any actor `A` that keeps a queue (the pool), so that
+//! the queue names nothing above it.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Instant;
 
-use actix::{AsyncContext, Context, SpawnHandle};
+use actix::{Actor, AsyncContext, Context, Message, SpawnHandle, WeakRecipient};
 
-use super::WorkerPool;
 use crate::error::WorkerError;
-use crate::protocol::Protocol;
 
-/// A request waiting in the pool's queue.
-pub(crate) trait Queued<P: Protocol> {
+/// A request waiting in the queue of pool `A`.
+pub(crate) trait Queued<A> {
     /// Its caller no longer waits (gone, or timed out).
     fn cancelled(&self) -> bool;
     /// Hands it to the member at position `at`.
-    fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize);
+    fn dispatch(self: Box<Self>, pool: &mut A, at: usize);
     /// Fails it.
     fn refuse(self: Box<Self>, e: WorkerError);
     /// Fails it with its timeout: its deadline passed while it waited.
@@ -34,11 +37,11 @@ pub(crate) trait Queued<P: Protocol> {
 }
 
 /// Requests waiting, by arrival, and the deadlines of the timed ones.
-pub(crate) struct Queue<P: Protocol> {
+pub(crate) struct Queue<A> {
     /// By key, which grows with each request: the first is the oldest. A
     /// map rather than a ring so that a request can leave from anywhere
     /// (timed out, its caller gone) at the cost of a lookup.
-    items: BTreeMap<u64, Entry<P>>,
+    items: BTreeMap<u64, Entry<A>>,
     /// `(deadline, key)` of each timed request in `items`.
     deadlines: BTreeSet<(Instant, u64)>,
     next_key: u64,
@@ -47,18 +50,18 @@ pub(crate) struct Queue<P: Protocol> {
     timer: Option<(Instant, SpawnHandle)>,
 }
 
-struct Entry<P: Protocol> {
-    item: Box<dyn Queued<P>>,
+struct Entry<A> {
+    item: Box<dyn Queued<A>>,
     deadline: Option<Instant>,
 }
 
-impl<P: Protocol> Default for Queue<P> {
+impl<A> Default for Queue<A> {
     fn default() -> Self {
         Queue { items: BTreeMap::new(), deadlines: BTreeSet::new(), next_key: 0, timer: None }
     }
 }
 
-impl<P: Protocol> Queue<P> {
+impl<A> Queue<A> {
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
@@ -79,7 +82,7 @@ impl<P: Protocol> Queue<P> {
 
     /// Adds a request behind the others; with a deadline, it is failed
     /// then if it still waits.
-    pub(crate) fn push(&mut self, item: Box<dyn Queued<P>>, deadline: Option<Instant>) {
+    pub(crate) fn push(&mut self, item: Box<dyn Queued<A>>, deadline: Option<Instant>) {
         let key = self.next_key;
         self.next_key += 1;
         if let Some(at) = deadline {
@@ -94,13 +97,13 @@ impl<P: Protocol> Queue<P> {
     }
 
     /// Takes the oldest request out, with its deadline.
-    pub(crate) fn pop_front(&mut self) -> Option<Box<dyn Queued<P>>> {
+    pub(crate) fn pop_front(&mut self) -> Option<Box<dyn Queued<A>>> {
         let (key, entry) = self.items.pop_first()?;
         Some(self.unindex(key, entry))
     }
 
     /// Takes out every request whose deadline is `now` or past.
-    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<Box<dyn Queued<P>>> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<Box<dyn Queued<A>>> {
         let mut due = Vec::new();
         while let Some(&(at, key)) = self.deadlines.first() {
             if at > now {
@@ -127,12 +130,12 @@ impl<P: Protocol> Queue<P> {
     }
 
     /// Takes out everything, oldest first.
-    pub(crate) fn drain(&mut self) -> Vec<Box<dyn Queued<P>>> {
+    pub(crate) fn drain(&mut self) -> Vec<Box<dyn Queued<A>>> {
         self.deadlines.clear();
         std::mem::take(&mut self.items).into_values().map(|e| e.item).collect()
     }
 
-    fn unindex(&mut self, key: u64, entry: Entry<P>) -> Box<dyn Queued<P>> {
+    fn unindex(&mut self, key: u64, entry: Entry<A>) -> Box<dyn Queued<A>> {
         if let Some(at) = entry.deadline {
             self.deadlines.remove(&(at, key));
         }
@@ -140,11 +143,18 @@ impl<P: Protocol> Queue<P> {
     }
 }
 
+/// The actor whose queue it is: the queue's timer calls its `expire`.
+pub(crate) trait Expires: Actor<Context = Context<Self>> {
+    /// The queue's timer fired: the requests past their deadline fail
+    /// with their timeout, and it is armed for the next deadline.
+    fn expire(&mut self, ctx: &mut Context<Self>);
+}
+
 /// Arms the queue's one timer for its earliest deadline, or cancels it when
 /// no request is timed: called whenever requests have come or left. A timer
 /// armed for a deadline whose request has left since fires early, finds
-/// nothing due and is armed again (`WorkerPool::expire`).
-pub(crate) fn arm<P: Protocol>(queue: &Rc<RefCell<Queue<P>>>, ctx: &mut Context<WorkerPool<P>>) {
+/// nothing due and is armed again ([`Expires::expire`]).
+pub(crate) fn arm<A: Expires>(queue: &Rc<RefCell<Queue<A>>>, ctx: &mut Context<A>) {
     let mut q = queue.borrow_mut();
     let earliest = q.deadlines.first().map(|&(at, _)| at);
     match (earliest, q.timer) {
@@ -167,6 +177,56 @@ pub(crate) fn arm<P: Protocol>(queue: &Rc<RefCell<Queue<P>>>, ctx: &mut Context<
 }
 
 /// The timer has fired: it is armed no more.
-pub(crate) fn fired<P: Protocol>(queue: &RefCell<Queue<P>>) {
+pub(crate) fn fired<A>(queue: &RefCell<Queue<A>>) {
     queue.borrow_mut().timer = None;
+}
+
+/// A place in a pool's queue, given to a caller held back at its bound
+/// (see `waiting.rs`): kept for it until its request comes back. Given
+/// back to the pool if its caller goes first, so that no place is lost.
+pub(crate) struct Place {
+    pool: Option<WeakRecipient<Release>>,
+}
+
+impl Place {
+    /// A place in the queue of the pool `pool` reaches.
+    pub(crate) fn new(pool: WeakRecipient<Release>) -> Self {
+        Place { pool: Some(pool) }
+    }
+
+    /// Its request has come back: the place is taken.
+    pub(crate) fn taken(mut self) {
+        self.pool = None;
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take().and_then(|pool| pool.upgrade()) {
+            pool.do_send(Release);
+        }
+    }
+}
+
+/// A place given to a caller who went before taking it.
+pub(crate) struct Release;
+
+impl Message for Release {
+    type Result = ();
+}
+
+/// Wakes the pool: an answer freed a place while requests wait.
+pub(crate) struct Pump;
+
+impl Message for Pump {
+    type Result = ();
+}
+
+/// Drops from the queue the requests whose callers have gone, and the
+/// tickets of callers held back who have gone: sent every `SWEEP`
+/// (`worker_pool.rs`) while anything waits.
+pub(crate) struct Sweep;
+
+impl Message for Sweep {
+    type Result = ();
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use actix::{AsyncContext, Context, Handler, Message};
 
-use super::{PoolEvent, Recycle, State, WorkerPool};
+use super::events::{PoolEvent, Recycle};
+use super::worker_pool::{State, WorkerPool};
 use crate::parent::messages::Terminate;
 use crate::parent::worker::{every, Grace};
 use crate::protocol::Protocol;
@@ -36,9 +37,9 @@ impl<P: Protocol> WorkerPool<P> {
         every(TICK, move || pool.upgrade().map(|pool| pool.do_send(Tick)).is_some());
     }
 
-    /// Members that take work: not leaving, not gone.
+    /// How many members take work.
     fn active(&self) -> usize {
-        self.members.iter().filter(|m| !m.leaving && m.gone.is_none()).count()
+        self.members.iter().filter(|m| m.takes_work()).count()
     }
 
     fn tick(&mut self) {
@@ -50,7 +51,7 @@ impl<P: Protocol> WorkerPool<P> {
             let over: Vec<_> = self
                 .members
                 .iter()
-                .filter(|m| m.online && !m.leaving && m.gone.is_none())
+                .filter(|m| m.online && m.takes_work())
                 .filter_map(|m| rss(m.pid).filter(|&rss| rss > max).map(|rss| (m.index, rss)))
                 .collect();
             for (index, rss) in over {
@@ -61,10 +62,7 @@ impl<P: Protocol> WorkerPool<P> {
         if self.active() > self.settings.min && self.queue.borrow().is_empty() {
             let idle_for = self.settings.idle_timeout;
             let idle = self.members.iter().position(|m| {
-                !m.leaving
-                    && m.gone.is_none()
-                    && m.load.in_flight.load(Ordering::Acquire) == 0
-                    && m.busy_at.elapsed() >= idle_for
+                m.takes_work() && m.in_flight() == 0 && m.busy_at.elapsed() >= idle_for
             });
             if let Some(at) = idle {
                 let index = self.members[at].index;
@@ -80,7 +78,7 @@ impl<P: Protocol> WorkerPool<P> {
         if self.state != State::Running || self.active() >= self.settings.max {
             return;
         }
-        let starting = self.members.iter().any(|m| !m.online && !m.leaving && m.gone.is_none());
+        let starting = self.members.iter().any(|m| !m.online && m.takes_work());
         if starting {
             return;
         }
@@ -100,7 +98,7 @@ impl<P: Protocol> WorkerPool<P> {
         m.leaving = true;
         self.emit(PoolEvent::Recycled { index, reason });
         // The replacement is started from the actor's context.
-        if let Some(pool) = self.shared.pool.upgrade() {
+        if let Some(pool) = self.common.pool.upgrade() {
             pool.do_send(Replenish);
         }
     }
@@ -111,7 +109,7 @@ impl<P: Protocol> WorkerPool<P> {
             .members
             .iter()
             .filter(|m| m.leaving && m.gone.is_none())
-            .filter(|m| m.load.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|m| m.in_flight() == 0)
             .map(|m| m.index)
             .collect();
         for index in done {

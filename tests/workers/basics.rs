@@ -129,8 +129,7 @@ pub fn sigkill_is_reported() {
         let (worker, mut events) = start();
         worker.post(Cmd::Pid);
         let Reply::Pid(pid) = events.message().await.data else { panic!("expected a pid") };
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         let status = events.exit().await;
         assert_eq!((status.code, status.signal), (None, Some(9)));
     });

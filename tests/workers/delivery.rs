@@ -129,8 +129,7 @@ pub fn a_crash_with_a_full_queue_restarts_and_what_waited_arrives_in_order() {
         }
         other.terminate();
         other_events.exit().await;
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         let mut accounts = Accounts::default();
         let mut restarted = false;
         loop {
@@ -199,8 +198,7 @@ pub fn a_worker_closing_itself_with_a_terminate_queued_counts_only_posts() {
         // Keeps the writer busy, so the terminate after it stays queued.
         worker.post(Cmd::Padded(0, vec![0; 16 << 20]));
         worker.send(Terminate(Grace::Never)).await.unwrap();
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        kill(pid, Signal::SIGCONT);
         let mut accounts = Accounts::default();
         let mut closed = false;
         let status = loop {

@@ -68,8 +68,7 @@ pub fn sigkill_by_someone_else_is_reported() {
         let Reply::Pid(pid) = events.message().await.data else { panic!() };
         let pending = worker.ask(Never);
         assert_eq!(worker.ask(Seen).await.unwrap(), 0);
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         assert_eq!(events.exit().await.signal, Some(9));
         assert!(matches!(pending.await, Err(WorkerError::Exited(_))));
     });
@@ -83,6 +82,8 @@ pub fn a_real_time_signal_is_reported() {
         worker.post(Cmd::Pid);
         let Reply::Pid(pid) = events.message().await.data else { panic!() };
         let signal = libc::SIGRTMIN() + 2;
+        // Raw: nix's `Signal` (and so `common::kill`) cannot name a
+        // real-time signal.
         // SAFETY: signalling the worker we started (its default action for
         // a real-time signal is to end).
         unsafe { libc::kill(pid as i32, signal) };
@@ -273,8 +274,7 @@ pub fn sigterm_from_outside_is_no_clean_exit_and_is_restarted() {
         let worker = builder(rec).restart(fast(Restart::OnFailure)).start().unwrap();
         worker.post(Cmd::Pid);
         let Reply::Pid(pid) = events.message().await.data else { panic!("expected Pid") };
-        // SAFETY: kill with a pid our worker named.
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+        assert!(kill(pid, Signal::SIGTERM));
         let mut closed = false;
         loop {
             match events.next().await {

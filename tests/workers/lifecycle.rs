@@ -127,8 +127,7 @@ pub fn deploy_role() {
         let new = exe.with_extension("new");
         std::fs::copy(&exe, &new).unwrap();
         std::fs::rename(&new, &exe).unwrap();
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         loop {
             match events.next().await {
                 Event::Online => break,

@@ -158,8 +158,7 @@ pub fn a_worker_dying_while_receiving_16_mib_is_a_typed_error() {
         let Reply::Pid(pid) = events.message().await.data else { panic!() };
         let pending = worker.ask(Never);
         worker.post(Cmd::Blob(vec![1; 16 << 20]));
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         assert_eq!(events.exit().await.signal, Some(9));
         assert!(matches!(pending.await, Err(WorkerError::Exited(_))));
         let res = worker.send(Post::new(Cmd::Echo(0))).await.unwrap();

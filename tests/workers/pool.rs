@@ -146,8 +146,7 @@ pub fn the_least_loaded_member_gets_the_request_and_the_rest_wait() {
         assert_eq!(stats(&pool).await.queued, 1);
         // A place frees (the member goes): the waiting one goes there.
         let pid = stats(&pool).await.members[0].pid;
-        // SAFETY: signalling a worker of ours.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         assert_eq!(waiting.await.unwrap(), 42);
         pool.terminate();
         pool.send(Join).await.unwrap();
@@ -170,8 +169,7 @@ pub fn a_member_killed_fails_only_its_requests_and_the_queue_flows() {
         assert!(stats_now.members.iter().all(|m| m.in_flight == 2), "{stats_now:?}");
         // Work keeps flowing while one member dies and comes back.
         let flowing = join_all((0..500u64).map(|i| pool.ask(Sum(vec![i]))));
-        // SAFETY: signalling a worker of ours.
-        unsafe { libc::kill(busy_pid as i32, libc::SIGKILL) };
+        kill(busy_pid, Signal::SIGKILL);
         let sums = flowing.await;
         for (i, sum) in sums.into_iter().enumerate() {
             // A request in flight on the killed member fails; none other.
@@ -377,8 +375,7 @@ pub fn members_that_give_up_are_replaced_until_the_pool_gives_up() {
 /// Stops a member's process (SIGSTOP) and returns once it is stopped: it
 /// reads nothing until SIGCONT.
 fn freeze_pid(pid: u32) {
-    // SAFETY: signalling a worker of ours.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    kill(pid, Signal::SIGSTOP);
     // SAFETY: waitid into a local; WNOWAIT leaves the child's state for its
     // reaper, and WSTOPPED waits only for the stop.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -387,8 +384,7 @@ fn freeze_pid(pid: u32) {
 }
 
 fn thaw_pid(pid: u32) {
-    // SAFETY: signalling a worker of ours.
-    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    kill(pid, Signal::SIGCONT);
 }
 
 /// Sends `n` asks of `Sum([i])` at once, each with `timeout` if given, while

@@ -82,8 +82,7 @@ pub fn requests_are_answered_counted_and_fail_with_the_process() {
         let pid = port.ask(WhichPid).await.unwrap();
         let held: Vec<_> = (0..100).map(|_| port.ask(Never)).collect();
         assert_eq!(port.ask(Sum(vec![1])).await.unwrap(), 1);
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         let all = tokio::time::timeout(Duration::from_secs(10), join_all(held))
             .await
             .expect("held requests resolved after the kill");
@@ -153,8 +152,7 @@ pub fn a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing() {
                 }
             })
         };
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        kill(pid, Signal::SIGCONT);
         waiting.await.unwrap();
         let mut blobs = 0;
         let mut echoes = Vec::new();
@@ -236,8 +234,7 @@ pub fn requests_from_another_thread_across_kills_all_resolve() {
         let mut kills = 0;
         while kills < 5 && !asker.is_finished() {
             let pid = port.ask(WhichPid).await.unwrap();
-            // SAFETY: signalling the worker we started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            kill(pid, Signal::SIGKILL);
             loop {
                 if let Event::Exit(_) = events.next().await {
                     break;

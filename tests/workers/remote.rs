@@ -79,8 +79,7 @@ pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
         let pid = worker.ask(WhichPid).await.unwrap();
         let held = worker.ask(Never);
         assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         assert!(matches!(held.await, Err(WorkerError::Exited(s)) if s.signal == Some(9)));
         assert_eq!(events.exit().await.signal, Some(libc::SIGKILL));
         events.online().await;
@@ -605,8 +604,7 @@ pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
         assert_eq!(worker.ask(Sum(vec![5])).await.unwrap(), 5);
         let said = events.rest().await;
         assert!(!said.iter().any(|e| matches!(e, Event::WireError(_))), "{said:?}");
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        kill(pid, Signal::SIGSTOP);
         let t0 = std::time::Instant::now();
         let held = worker.ask(Sum(vec![6]));
         let mut silent = false;
@@ -1058,8 +1056,7 @@ pub fn a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker() {
         let launcher = parent_of(pid).unwrap();
         assert_ne!(launcher, std::process::id(), "the worker runs under its launcher");
         let t0 = std::time::Instant::now();
-        // SAFETY: signalling the launcher this test started.
-        unsafe { libc::kill(launcher as i32, libc::SIGKILL) };
+        kill(launcher, Signal::SIGKILL);
         let status = events.exit().await;
         let told = t0.elapsed();
         assert_eq!((status.signal, status.lost), (Some(9), Some(Lost::Disconnected)), "{status}");
@@ -1423,8 +1420,7 @@ pub fn a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound() {
     let gone = wait_gone(pid, Duration::from_secs(120));
     let after = t0.elapsed();
     if !gone {
-        // SAFETY: the worker this test's parent started, left behind.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
     }
     drop(partition);
     println!("PARTITION the worker exited {after:?} after its parent's host vanished: {gone}");
@@ -1488,8 +1484,7 @@ pub fn a_launcher_killed_while_its_worker_cannot_answer_is_told_after_the_shutdo
         };
         assert!(settles(sleeping).await, "the worker did not block");
         let t0 = std::time::Instant::now();
-        // SAFETY: signalling the launcher this test started.
-        unsafe { libc::kill(launcher as i32, libc::SIGKILL) };
+        kill(launcher, Signal::SIGKILL);
         let status = events.exit().await;
         let told = t0.elapsed();
         assert!(wait_gone(pid, WAIT), "the worker {pid} left behind lives on");

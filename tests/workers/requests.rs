@@ -183,8 +183,7 @@ pub fn pending_requests_fail_when_the_worker_dies() {
         let asks: Vec<_> = (0..100).map(|_| worker.ask(Never)).collect();
         // Make sure all 100 are in the worker before it dies.
         assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
-        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         let all = tokio::time::timeout(Duration::from_secs(2), join_all(asks))
             .await
             .expect("pending requests resolved within 2 s of the kill");

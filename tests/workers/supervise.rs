@@ -187,8 +187,7 @@ pub fn requests_in_flight_fail_and_are_not_resent() {
         let Reply::Pid(pid) = events.message().await.data else { panic!() };
         let asked = worker.ask(Never);
         assert_eq!(worker.ask(Seen).await.unwrap(), 0); // Never is in the worker
-                                                        // SAFETY: signalling the worker we started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        kill(pid, Signal::SIGKILL);
         let res = asked.await;
         assert!(matches!(res, Err(WorkerError::Exited(s)) if s.signal == Some(9)), "{res:?}");
         until(&mut events, |e| matches!(e, Event::Online).then_some(())).await;

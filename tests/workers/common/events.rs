@@ -9,6 +9,7 @@ use actix_webworker::{
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::os::{kill, Signal};
 use super::{Cmd, Reply, Test, WAIT};
 
 /// Forwards events to a channel the test reads.
@@ -158,8 +159,7 @@ pub async fn freeze<P: Protocol<ToWorker = Cmd, FromWorker = Reply>>(
 ) -> u32 {
     worker.do_send(actix_webworker::Post::new(Cmd::Pid));
     let Reply::Pid(pid) = events.message().await.data else { panic!("expected the pid") };
-    // SAFETY: signalling the worker we started.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    kill(pid, Signal::SIGSTOP);
     // SAFETY: waitid into a local; WNOWAIT leaves the child's state for its
     // reaper, and WSTOPPED waits only for the stop.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };

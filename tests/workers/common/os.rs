@@ -1,8 +1,16 @@
 //! What the operating system says: descriptors, children, processes gone;
-//! and bytes as a raw peer writes them.
+//! signals sent to a process; and bytes as a raw peer writes them.
 
 use std::io::{Read, Write};
 use std::time::Duration;
+
+pub use nix::sys::signal::Signal;
+
+/// Sends `signal` to process `pid` (a worker the test started, or its
+/// launcher); whether it was sent.
+pub fn kill(pid: u32, signal: Signal) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).is_ok()
+}
 
 /// The read end of a pipe that holds `n`.
 pub fn pipe_holding(n: u64) -> std::os::fd::OwnedFd {

@@ -1,0 +1,220 @@
+//! The life of the pool's members, as the pool leads it: each started
+//! with a relay of its events, followed through them, and let go or
+//! replaced once it has stopped for good; and the pool's own end, once
+//! every member has.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WeakAddr, WrapFuture};
+
+use super::events::PoolEvent;
+use super::member::Member;
+use super::worker_pool::{State, WorkerPool};
+use crate::error::{ExitStatus, SpawnError, WorkerError};
+use crate::parent::events::{Event, GaveUp, WorkerEvent};
+use crate::parent::messages::{Join, Terminate};
+use crate::parent::sink::EventSink;
+use crate::parent::worker::{Grace, Worker};
+use crate::protocol::Protocol;
+use crate::supervise::Decision;
+
+impl<P: Protocol> WorkerPool<P> {
+    /// Starts a member at a fresh index.
+    pub(super) fn add_member(&mut self, ctx: &mut Context<Self>) -> Result<usize, SpawnError> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let relay = Relay { index, pool: ctx.address().downgrade() }.start();
+        let mut options = self.options.clone();
+        options.name = format!("{}#{index}", self.name).into();
+        let addr = Worker::start_with(options, EventSink::Recipient(relay.recipient()))?;
+        // When it has stopped for good, whatever the reason.
+        let join = addr.send(Join);
+        ctx.spawn(join.into_actor(self).map(move |status, pool, ctx| {
+            pool.member_gone(index, status.ok(), ctx);
+        }));
+        self.members.push(Member::new(index, addr));
+        self.emit(PoolEvent::Started { index });
+        Ok(index)
+    }
+
+    /// A member's event: kept track of, and passed on tagged.
+    fn member_event(
+        &mut self,
+        index: usize,
+        event: WorkerEvent<P>,
+        handled: Option<OneshotSender<()>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(m) = self.member(index) {
+            match &event.kind {
+                Event::Online => {
+                    m.online = true;
+                    m.pid = event.pid;
+                    m.load.down.store(false, Ordering::Release);
+                }
+                Event::Exit(_) => m.online = false,
+                Event::GaveUp(g) => m.cause = g.cause.clone(),
+                _ => {}
+            }
+        }
+        let online = matches!(event.kind, Event::Online);
+        let event = PoolEvent::Member { index, event };
+        match (handled, &self.events) {
+            // A mark of the member's events window: answered once the
+            // recipient has handled it (a sender of its own, queued now, in
+            // order with the others).
+            (Some(handled), Some(recipient)) => {
+                let mark = recipient.clone().send(event);
+                actix_rt::spawn(async move {
+                    let _ = mark.await;
+                    let _ = handled.send(());
+                });
+            }
+            (Some(handled), None) => {
+                let _ = handled.send(());
+            }
+            (None, _) => self.emit(event),
+        }
+        if online {
+            self.pump(ctx);
+        }
+    }
+
+    /// Member `index` has stopped for good. One the pool closed is let go;
+    /// any other (it gave up, or exited with no restart) is replaced,
+    /// within the pool's own intensity.
+    fn member_gone(&mut self, index: usize, status: Option<ExitStatus>, ctx: &mut Context<Self>) {
+        let Some(m) = self.member(index) else { return };
+        let closed_by_us = m.gone.is_some();
+        let cause = m.cause.take();
+        self.let_go(index);
+        if closed_by_us || self.state != State::Running {
+            return;
+        }
+        let exit = status.unwrap_or(ExitStatus { code: None, signal: None, lost: None });
+        self.exits.push(exit);
+        let policy = self.settings.replacements;
+        match self.replacements.decide(&policy, exit, false, Instant::now()) {
+            Decision::Restart { delay, .. } => {
+                ctx.run_later(delay, |pool, ctx| {
+                    if pool.state == State::Running {
+                        if let Err(e) = pool.add_member(ctx) {
+                            tracing::error!(pool = %pool.name, error = %e, "could not replace a member");
+                        }
+                        pool.pump(ctx);
+                    }
+                });
+            }
+            Decision::Stop | Decision::GiveUp => {
+                let reason = format!(
+                    "members stopped more than {} times within {:?}",
+                    policy.max_restarts, policy.within
+                );
+                tracing::error!(pool = %self.name, %reason, "the pool gives up");
+                let exits = self.exits.clone();
+                self.gave_up = true;
+                self.emit(PoolEvent::GaveUp(GaveUp { reason, exits, cause }));
+                self.close(Grace::Default, ctx);
+            }
+        }
+    }
+
+    /// Closes every member (their `on_close` runs) and fails what waits.
+    pub(crate) fn close(&mut self, grace: Grace, ctx: &mut Context<Self>) {
+        if self.state != State::Running {
+            return;
+        }
+        self.state = State::Closing;
+        self.refuse_queued(&WorkerError::Terminating, ctx);
+        for m in &self.members {
+            m.addr.do_send(Terminate(grace));
+        }
+        self.when_all_gone(ctx);
+    }
+
+    /// Once every member has exited for good: the pool's own end.
+    fn when_all_gone(&mut self, ctx: &mut Context<Self>) {
+        let joins: Vec<_> = self.members.iter().map(|m| (m.index, m.addr.send(Join))).collect();
+        let all = futures_util::future::join_all(
+            joins.into_iter().map(|(i, j)| async move { (i, j.await.ok()) }),
+        );
+        ctx.spawn(actix::fut::wrap_future(all).map(|statuses, pool: &mut Self, _| {
+            // The first member that failed; after giving up, the last exit
+            // that led there.
+            let failed = statuses.iter().filter_map(|(_, s)| *s).find(|s| !s.success());
+            let given_up = pool.gave_up.then(|| pool.exits.last().copied()).flatten();
+            let ok = ExitStatus { code: Some(0), signal: None, lost: None };
+            let status = failed.or(given_up).unwrap_or(ok);
+            pool.state = State::Stopped(status);
+            for joiner in pool.joiners.drain(..) {
+                let _ = joiner.send(status);
+            }
+            // Nothing of the members is held any more; the pool stays to
+            // answer `Join` and refuse what comes.
+            pool.retire_all();
+        }));
+    }
+}
+
+/// A member's event, as the pool gets it. `handled` is there when the
+/// member's link waits to hear that the event was handled (a mark of its
+/// events window): the pool answers it once the pool's own recipient has
+/// handled the event, so that a recipient that falls behind holds the
+/// member back, as it would hold back a worker of its own.
+pub(crate) struct MemberEvent<P: Protocol> {
+    pub index: usize,
+    pub event: WorkerEvent<P>,
+    pub handled: Option<OneshotSender<()>>,
+}
+
+impl<P: Protocol> Message for MemberEvent<P> {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<MemberEvent<P>> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberEvent<P>, ctx: &mut Context<Self>) {
+        self.member_event(msg.index, msg.event, msg.handled, ctx);
+    }
+}
+
+/// The events recipient of one member: tags them with its index, and holds
+/// the pool weakly (the pool holds the member; a strong address here would
+/// keep both alive for ever).
+pub(crate) struct Relay<P: Protocol> {
+    pub index: usize,
+    pub pool: WeakAddr<WorkerPool<P>>,
+}
+
+impl<P: Protocol> Actor for Relay<P> {
+    type Context = Context<Self>;
+}
+
+impl<P: Protocol> Handler<WorkerEvent<P>> for Relay<P> {
+    type Result = Relayed<P>;
+
+    fn handle(&mut self, event: WorkerEvent<P>, _: &mut Context<Self>) -> Relayed<P> {
+        Relayed { index: self.index, pool: self.pool.clone(), event }
+    }
+}
+
+/// A member's event on its way to the pool. Its answer channel is there
+/// only for the link's marks (sent with `send`, the others with
+/// `do_send`): it goes along, to be answered when the event is handled.
+pub(crate) struct Relayed<P: Protocol> {
+    index: usize,
+    pool: WeakAddr<WorkerPool<P>>,
+    event: WorkerEvent<P>,
+}
+
+impl<P: Protocol> MessageResponse<Relay<P>, WorkerEvent<P>> for Relayed<P> {
+    fn handle(self, _: &mut Context<Relay<P>>, tx: Option<OneshotSender<()>>) {
+        // A pool gone drops `tx`: the mark resolves, nothing waits for it.
+        if let Some(pool) = self.pool.upgrade() {
+            pool.do_send(MemberEvent { index: self.index, event: self.event, handled: tx });
+        }
+    }
+}
