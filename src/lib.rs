@@ -15,13 +15,15 @@
 //! address.
 //!
 //! ```text
-//! parent process                                  worker process
-//! Addr<Worker<P>> --Post--> Worker actor          runtime (actix System)
-//!                           | encode (bincode)      | decode
-//!                           v                       v
-//!                           outbox -> WebSocket ==> WebSocket -> your actor
-//!                                    over a UNIX socketpair      |
-//! events Recipient <-- link task <== (SCM_RIGHTS fds)  <== Parent::post
+//! parent process                                   worker process
+//! Addr<Worker<P>> --Post--> Worker actor           runtime (actix System)
+//!                   encode (session's Sender,        session: read loop,
+//!                   bincode) -> outbox               dispatch by kind
+//!                           |                          |  decode
+//!                           v                          v
+//!                   writer -> WebSocket ==========> WebSocket -> inbox -> your actor
+//!                            over a UNIX socketpair (SCM_RIGHTS fds)       |
+//! events Recipient <-- link task: session <================= Parent::post (a Sender)
 //! ```
 //!
 //! # Example
@@ -83,21 +85,12 @@
 //!
 //! # Map of the crate
 //!
-//! Five floors; a module imports only its own floor or those below it
-//! (`.ci/layers` checks this, and that no imports run in a circle):
-//!
-//! ```text
-//! pool/     many workers behind one address: WorkerPool, its routing, queue, scaling, recycling
-//! parent/   the parent's side: WorkerBuilder, the Worker actor     child/   the worker's side: the runtime,
-//!           and its messages, options, events, the link task,               WorkerActor, the Parent handle,
-//!           spawning and reaping processes                                  the actor's inbox, panics
-//! session/  one connected endpoint, the same on both sides: hello, writer task, read loop,
-//!           dispatch by kind (a `Side` trait for what differs), requests and their answers
-//! wire/     frames, encoding, the codec (bincode), the fd-aware socket (SCM_RIGHTS),
-//!           the WebSocket over it, the outbox and the writer that drains it, shared buffers
-//! ground    protocol (Protocol, Codec, Request, Received), handoff (what a parent hands a child at
-//!           exec: environment, limits, exit codes), error, supervise (RestartPolicy), testing
-//! ```
+//! Five floors, each importing only its own or those below: `pool` (many
+//! workers behind one address) above `parent` and `child` (the two sides,
+//! peers) above `session` (one connected endpoint, the same on both sides)
+//! above `wire` (bytes on the socket) above the ground (protocol, handoff,
+//! errors, restarts). The map of every file is the README's "Inside the
+//! crate"; the public items, by where they live:
 //!
 //! - `pool`: [`WorkerPool`], [`PoolBuilder`], [`PoolEvent`], [`Stats`].
 //! - `parent`: [`WorkerBuilder`], [`Worker`], [`Post`], [`Ask`],

@@ -107,7 +107,7 @@ impl<W: WorkerActor> Requests<W> {
             let again = ctl.clone();
             // Sent back (and dropped, failing the request) if the actor is gone.
             let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
-                inbox::answer(act, req, ctx, reply, &again)
+                inbox::handle_request(act, req, ctx, reply, &again)
             }));
         });
         self

@@ -117,7 +117,7 @@ impl<W: Inboxed> ActorFuture<W> for InboxLoop<W> {
 /// as a future of the actor's context that is cancelled. Either way the
 /// handler's future is dropped and nothing is sent. (Any other async
 /// response runs to its end; its answer is then dropped.)
-pub(crate) fn answer<W, R>(
+pub(crate) fn handle_request<W, R>(
     act: &mut W,
     req: R,
     ctx: &mut Context<W>,
