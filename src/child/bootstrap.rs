@@ -82,7 +82,9 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
         return Ok(Handoff { sock, parent: None, tls });
     }
     let fd = fd.ok_or(HandoffError::Missing)?;
-    // SAFETY: fstat on any number is harmless; it tells whether it is open.
+    // Raw: the number may not be open (nix's fstat takes a descriptor it
+    // assumes is). SAFETY: fstat on any number is harmless; it tells
+    // whether it is open.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if fd < 0
         || unsafe { libc::fstat(fd, &mut st) } != 0
@@ -137,10 +139,7 @@ fn read_secrets() -> Result<Secrets, String> {
         }
     }
     let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
-    // SAFETY: dup2 onto descriptor 0, which this process owns.
-    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
-        return Err(format!("stdin: {}", std::io::Error::last_os_error()));
-    }
+    nix::unistd::dup2_stdin(&null).map_err(|e| format!("stdin: {e}"))?;
     let secrets = handoff::parse_secrets(&String::from_utf8_lossy(&block));
     match secrets.token.is_empty() {
         true => Err("the input ended before the token".into()),
@@ -198,21 +197,14 @@ fn auth_frame(token: &str) -> Vec<u8> {
 /// How long a remote worker tries to reach its parent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The pid of the process that made the socket `fd` (`SO_PEERCRED`).
+/// The pid of the process that made the socket `fd` (`SO_PEERCRED`); `fd`
+/// is open (its `fstat` said so).
 fn peer_pid(fd: RawFd) -> Option<i32> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (r == 0 && cred.pid > 0).then_some(cred.pid)
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    // SAFETY: `fd` is open, and outlives this borrow.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let pid = getsockopt(&sock, PeerCredentials).ok()?.pid();
+    (pid > 0).then_some(pid)
 }
 
 /// Whether `pid` is an ancestor of this process: its parent, or the parent

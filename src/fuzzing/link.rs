@@ -111,20 +111,14 @@ fn peer_fds() -> usize {
 
 /// A sealed memfd of 4 KiB, written: a shared buffer the parent takes.
 fn sealed_memfd() -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: memfd_create with a static name; checked.
-    let fd = unsafe { libc::memfd_create(c"fuzz-peer".as_ptr(), libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a descriptor the kernel just made for us.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(c"fuzz-peer", MFdFlags::MFD_ALLOW_SEALING).ok()?;
     let mut file = std::fs::File::from(fd);
     std::io::Write::write_all(&mut file, &[7u8; 4096]).ok()?;
     let fd = std::os::fd::OwnedFd::from(file);
-    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
-    // SAFETY: fcntl on a descriptor we own.
-    (unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0).then_some(fd)
+    let seals = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
+    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).ok().map(|_| fd)
 }
 
 /// Plays a worker that sends `data` (records: a descriptor count, a
