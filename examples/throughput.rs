@@ -46,8 +46,8 @@
 //! The baselines run their peer on a thread of this process (the kernel path
 //! is the same as between processes), except the round trip's: its echo is
 //! a forked process, measured in rounds alternating with ours, because how
-//! the scheduler places the two ends on cores decides that figure (see the
-//! README's performance section).
+//! the scheduler places the two ends on cores decides that figure (see
+//! docs/performance.md).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

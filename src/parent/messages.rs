@@ -159,7 +159,10 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
 }
 
 /// How an [`Ask`] resolves. You never need to name this type:
-/// `send(Ask::new(req))` resolves to `Result<Answer, WorkerError>`.
+/// `send(Ask::new(req)).await` gives `Result<Result<Answer, WorkerError>,
+/// MailboxError>`, as every actix `send` does (the mailbox error only when
+/// the `Worker` actor is gone); [`WorkerAddrExt::ask`] gives
+/// `Result<Answer, WorkerError>`.
 pub struct AskResponse<R: Request>(AskInner<R>);
 
 enum AskInner<R: Request> {
@@ -381,8 +384,7 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
         // Unconstrained: each poll is one look at a oneshot, so it cannot
         // hog the thread; under tokio's cooperative budget, thousands of
         // these gathered in a `FuturesUnordered` spend most of their time
-        // yielding to each other (figures in the README's performance
-        // section).
+        // yielding to each other (figures in docs/performance.md).
         let sent = tokio::task::unconstrained(self.send(Ask::new(request)));
         async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
     }

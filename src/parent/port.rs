@@ -49,8 +49,7 @@ use actix::{Addr, Context, Handler, Message, MessageResult};
 /// Open it once and keep it (in an actix-web handler's app data, in a
 /// thread of your own): every clone can post and ask on its own, and a
 /// port is `Send`. Through a port a message costs about half of what it
-/// costs through the address (figures in the README's performance
-/// section), because it is encoded on the caller's thread and queued in
+/// costs through the address (figures in docs/performance.md), because it is encoded on the caller's thread and queued in
 /// the worker's outbox, where the actor would have put it.
 ///
 /// It is the same worker as the address's, with the same guarantees:

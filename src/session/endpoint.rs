@@ -21,7 +21,7 @@ use crate::wire::ws::reader::{Inbound, Reader};
 
 /// Messages handled per wake-up before the session lets other tasks run:
 /// small, so that each side keeps the other busy rather than taking turns
-/// (the measurements are in the README's performance section).
+/// (the measurements are in docs/performance.md).
 const BUDGET: usize = 128;
 
 /// What one side does with what only it takes. A kind the side does not
