@@ -360,12 +360,26 @@ pub enum SpawnError {
     /// An option the worker cannot run with.
     #[error("invalid worker option: {0}")]
     Option(String),
+    /// A launcher that ends in a shell's `-c` (`["sh", "-c"]`,
+    /// `["ssh", "host", "bash", "-lc"]`): the shell would take the first
+    /// word of the worker's command line as its whole script and the rest
+    /// as its arguments, so the worker would never start. The working
+    /// forms are named in the message.
+    #[error(
+        "the launcher {launcher:?} ends in a shell's -c: the shell would run only the first word          of the worker's command; use [\"sh\", \"-c\", \"exec \\\"$@\\\"\", \"sh\"]          (a shell that runs what follows it) or [\"env\"]"
+    )]
+    SwallowingLauncher {
+        /// The launcher as given.
+        launcher: Vec<std::ffi::OsString>,
+    },
     /// This process was started as a worker and is starting workers before
     /// it ran its own entry: code above `run_if_worker` in `main`, which
     /// every worker would run again, without end.
     #[error(
         "this process was started as a worker and has not run its worker entry yet: \
-         call run_if_worker on the first line of main, before any code that starts workers"
+         call run_if_worker on the first line of main, before any code that starts workers \
+         (in a test binary with the standard harness, which has no main of yours: put \
+         actix_webworker::test_workers! in the tests' module)"
     )]
     NotYetAWorker,
 }

@@ -212,14 +212,22 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
 
     /// A command that starts the worker for the parent, such as
     /// `["ssh", "host", "--"]`, `["srun", "-N1", "--"]` or
-    /// `["kubectl", "exec", "pod", "--"]`: it is run with `env`, the
-    /// worker's variables (`ACTIX_WEBWORKER_CONNECT`, `_TOKEN`, `_ENTRY`,
-    /// `_MAX_MESSAGE`), then the program and its arguments appended, so
-    /// that they reach a remote command through any launcher. They are in
-    /// the launcher's own environment too. The program must be there on the
-    /// host the launcher reaches (for this program itself, the default,
-    /// the path of its executable here). The launcher's exit is the
-    /// worker's: `ssh` exits with the remote command's code.
+    /// `["kubectl", "exec", "-i", "pod", "--"]`: it is run with `env`, the
+    /// worker's variables (`ACTIX_WEBWORKER_CONNECT`, `_ENTRY`,
+    /// `_MAX_MESSAGE`, `_SECRETS=stdin`), then the program and its
+    /// arguments appended, so that they reach a remote command through any
+    /// launcher. The one-time token and the TLS pin are written to the
+    /// launcher's stdin, never put in an argument or the environment: keep
+    /// its stdin open (no `ssh -n`). The program must be there on the host
+    /// the launcher reaches (for this program itself, the default, the path
+    /// of its executable here). The launcher's exit is the worker's: `ssh`
+    /// exits with the remote command's code.
+    ///
+    /// A shell goes in as `["sh", "-c", "exec \"$@\"", "sh"]` (a script
+    /// that runs what follows it). A launcher that ends in a shell's `-c`
+    /// (`["sh", "-c"]`) would run only the first word of the worker's
+    /// command: `start()` refuses it with
+    /// [`SpawnError::SwallowingLauncher`](crate::SpawnError::SwallowingLauncher).
     pub fn launcher<I, S>(mut self, command: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -70,9 +70,24 @@ pub(crate) enum Channel {
     Tcp(Listening),
 }
 
+/// Whether `launcher` ends in a shell and its `-c` (`sh -c`, `bash -lc`,
+/// also after `ssh host`): what we append would then be the shell's
+/// script (only its first word, `env`, run) and its positional arguments.
+fn swallows_command(launcher: &[std::ffi::OsString]) -> bool {
+    const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox"];
+    let [.., shell, flag] = launcher else { return false };
+    let flag = flag.to_string_lossy();
+    let is_c = flag.starts_with('-') && !flag.starts_with("--") && flag[1..].contains('c');
+    let name = Path::new(shell).file_name().map(|n| n.to_string_lossy().into_owned());
+    is_c && name.is_some_and(|n| SHELLS.contains(&n.as_str()))
+}
+
 /// Checks, without starting anything, that `spec` names a program that
 /// can be run: a missing program is an error the caller sees at once.
 pub(crate) fn check(spec: &CommandSpec) -> Result<(), SpawnError> {
+    if swallows_command(&spec.launcher) {
+        return Err(SpawnError::SwallowingLauncher { launcher: spec.launcher.clone() });
+    }
     // Through a launcher, the program is the launcher's to find (on its
     // host); the launcher is ours.
     let launcher = spec.launcher.first().map(PathBuf::from);

@@ -1,6 +1,7 @@
 //! Mistakes a user makes, each a clear error: a worker started for an
-//! entry it does not have, one built from other message types, and a
-//! worker whose events nobody receives.
+//! entry it does not have, one built from other message types, a
+//! worker whose events nobody receives, and a launcher that would swallow
+//! the worker's command.
 
 use actix_webworker::{Event, Join, Restart, WireError, Worker, WorkerAddrExt, WorkerError};
 use libtest_mimic::Trial;
@@ -15,6 +16,7 @@ pub fn trials() -> Vec<Trial> {
         misuse::without_a_recipient_errors_and_exits_are_logged,
         misuse::types_bincode_cannot_carry_are_refused_naming_the_type,
         misuse::a_value_that_skips_a_field_as_written_is_refused_before_it_is_sent,
+        misuse::a_launcher_that_would_swallow_the_command_is_refused_at_start,
     ]
 }
 
@@ -183,4 +185,40 @@ pub fn a_value_that_skips_a_field_as_written_is_refused_before_it_is_sent() {
         worker.terminate();
         assert!(events.exit().await.success());
     });
+}
+
+/// `["sh", "-c"]`, the launcher most users try first, would run `env` as
+/// the shell's whole script (printing the environment) and the worker
+/// never: refused at `start()`, naming the working form, which starts.
+pub fn a_launcher_that_would_swallow_the_command_is_refused_at_start() {
+    run(async {
+        let swallowing: [&[&str]; 4] = [
+            &["sh", "-c"],
+            &["/bin/bash", "-lc"],
+            &["ssh", "host", "sh", "-c"],
+            &["env", "dash", "-ec"],
+        ];
+        for launcher in swallowing {
+            let (rec, _events) = events::<Test>();
+            let refused = builder(rec).transport(tcp()).launcher(launcher).start();
+            let Err(e) = refused else { panic!("{launcher:?} was not refused") };
+            assert!(
+                matches!(e, actix_webworker::SpawnError::SwallowingLauncher { .. }),
+                "{launcher:?}: {e:?}"
+            );
+            assert!(e.to_string().contains(r#"["sh", "-c", "exec \"$@\"", "sh"]"#), "{e}");
+        }
+        // The form the refusal names starts the worker.
+        let (rec, mut events) = events::<Test>();
+        let working = ["sh", "-c", "exec \"$@\"", "sh"];
+        let worker = builder(rec).transport(tcp()).launcher(working).start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![40, 2])).await.unwrap(), 42);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// Over loopback TCP, as a launched worker connects back.
+fn tcp() -> actix_webworker::Transport {
+    actix_webworker::Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
 }
