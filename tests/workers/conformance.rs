@@ -339,7 +339,7 @@ fn python_fail_line() -> u32 {
 fn have_python() -> bool {
     let found = std::process::Command::new("python3").arg("--version").output().is_ok();
     if !found {
-        println!("SKIPPED: python3 is not installed, so the Python worker was not run");
+        skip("python3 is not installed, so the Python worker was not run");
     }
     found
 }

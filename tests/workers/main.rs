@@ -9,9 +9,14 @@ use libtest_mimic::Arguments;
 #[macro_export]
 macro_rules! trials {
     ($($module:ident :: $test:ident),* $(,)?) => {
-        vec![$(libtest_mimic::Trial::test(concat!(stringify!($module), "::", stringify!($test)), || {
+        vec![$(libtest_mimic::Trial::ignorable_test(concat!(stringify!($module), "::", stringify!($test)), || {
             $crate::$module::$test();
-            Ok(())
+            // A test that could not run here (`common::skip`) is ignored,
+            // with its reason, not passed.
+            Ok(match $crate::common::take_skip() {
+                Some(reason) => libtest_mimic::Completion::ignored_with(reason),
+                None => libtest_mimic::Completion::Completed,
+            })
         })),*]
     };
 }
@@ -97,6 +102,14 @@ fn unlisted(sources: &[(&str, &str)], listed: &[String]) -> Vec<String> {
     out
 }
 
+/// The modules that say "SKIPPED" themselves: a test that prints it and
+/// returns is counted as passed. `common::skip` has it reported as
+/// ignored, with its reason.
+fn skips_by_printing(sources: &[(&str, &str)]) -> Vec<String> {
+    let said = concat!("\"SKIP", "PED");
+    sources.iter().filter(|(_, text)| text.contains(said)).map(|(m, _)| (*m).to_owned()).collect()
+}
+
 /// The files of this directory that are no module of the list: tests
 /// written there would never be compiled.
 fn modules_not_listed(dir: &std::path::Path) -> Vec<String> {
@@ -132,12 +145,23 @@ fn main() {
             missing => Err(format!("modules in no list: {missing:?}").into()),
         }
     }));
+    tests.push(libtest_mimic::Trial::test("listing::a_test_that_cannot_run_says_skipped", || {
+        match skips_by_printing(SOURCES).as_slice() {
+            [] => Ok(()),
+            found => Err(format!("print SKIPPED and pass (use common::skip): {found:?}").into()),
+        }
+    }));
     // The guards themselves, each given what it must reject.
     tests.push(libtest_mimic::Trial::test("listing::the_guards_reject_what_is_missing", || {
         let fixture = [("fixture", "pub fn listed() {\n}\npub fn forgotten() {\n}\n")];
         let found = unlisted(&fixture, &["fixture::listed".to_owned()]);
         if found != ["fixture::forgotten"] {
             return Err(format!("the test guard found {found:?}").into());
+        }
+        let printing = concat!("pub fn t() {\n    println!(\"SKIP", "PED: no tool\");\n}\n");
+        let found = skips_by_printing(&[("quiet", "pub fn t() {}\n"), ("loud", printing)]);
+        if found != ["loud"] {
+            return Err(format!("the skip guard found {found:?}").into());
         }
         let dir = std::env::temp_dir().join(format!("aww-listing-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

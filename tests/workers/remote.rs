@@ -641,7 +641,7 @@ pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
 pub fn a_worker_launched_through_a_real_ssh() {
     let sshd = std::path::Path::new("/usr/sbin/sshd");
     if !sshd.exists() {
-        println!("SKIPPED: /usr/sbin/sshd is not installed (openssh-server), so ssh was not tried");
+        skip("/usr/sbin/sshd is not installed (openssh-server), so ssh was not tried");
         return;
     }
     let dir = std::env::temp_dir().join(format!("aww-sshd-{}", std::process::id()));
@@ -882,11 +882,11 @@ impl Drop for OpenCopy {
 pub fn another_local_user_watching_proc_cannot_take_the_workers_place() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: not root, so no other user can be played with setpriv");
+        skip("not root, so no other user can be played with setpriv");
         return;
     }
     if std::process::Command::new("setpriv").arg("--version").output().is_err() {
-        println!("SKIPPED: setpriv (util-linux) is not installed");
+        skip("setpriv (util-linux) is not installed");
         return;
     }
     // The attacker is this binary, run by user 65534: a copy of it in a
@@ -895,10 +895,7 @@ pub fn another_local_user_watching_proc_cannot_take_the_workers_place() {
     let copy = OpenCopy::of(std::env::current_exe().unwrap());
     let exe = copy.path.clone();
     if !others_can_run(&exe) {
-        println!(
-            "SKIPPED: user 65534 cannot run {} (a directory above it is closed)",
-            exe.display()
-        );
+        skip(format!("user 65534 cannot run {} (a directory above it is closed)", exe.display()));
         return;
     }
     run(async {
@@ -1376,17 +1373,17 @@ fn ip(args: &[&str]) -> Result<(), String> {
 pub fn a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: not root, so no network namespace can be made");
+        skip("not root, so no network namespace can be made");
         return;
     }
     if std::process::Command::new("ip").arg("-V").output().is_err() {
-        println!("SKIPPED: ip (iproute2) is not installed");
+        skip("ip (iproute2) is not installed");
         return;
     }
     let partition = match Partition::make() {
         Ok(p) => p,
         Err(e) => {
-            println!("SKIPPED: no network namespace could be made here: {e}");
+            skip(format!("no network namespace could be made here: {e}"));
             return;
         }
     };

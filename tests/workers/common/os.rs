@@ -136,3 +136,22 @@ pub fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     out
 }
+
+thread_local! {
+    /// Why the test running on this thread skipped itself, if it did.
+    static SKIPPED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The running test cannot run here (a tool is missing, or this is not
+/// root): it says why, and returns. The harness reports it as ignored,
+/// with `reason`, never as passed (`trials!`).
+pub fn skip(reason: impl Into<String>) {
+    let reason = reason.into();
+    println!("SKIPPED: {reason}");
+    SKIPPED.with(|s| *s.borrow_mut() = Some(reason));
+}
+
+/// Why the test that just ran on this thread skipped itself (taken).
+pub fn take_skip() -> Option<String> {
+    SKIPPED.with(|s| s.borrow_mut().take())
+}
