@@ -28,7 +28,33 @@ impl<P: Protocol> Worker<P> {
 
 /// Builds and starts a [`Worker`] (get one from [`Worker::builder`]), or a
 /// pool of them (from [`WorkerPool::builder`](crate::WorkerPool::builder)):
-/// every option of one worker is an option of each member of a pool.
+/// every option of one worker is an option of each member of a pool. The
+/// original's `new Worker(path, { args })` is [`program`](Self::program)
+/// and [`args`](Self::args); by default the worker is this executable
+/// again, run for the [`entry`](Self::entry) it names.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use actix_webworker::{Protocol, Restart, RestartPolicy, Worker};
+///
+/// struct Echo;
+/// impl Protocol for Echo {
+///     type ToWorker = String;
+///     type FromWorker = String;
+/// }
+///
+/// # async fn start() -> Result<(), actix_webworker::SpawnError> {
+/// let (worker, mut events) = Worker::<Echo>::builder()
+///     .entry("echo")                                   // run_if_worker's entry
+///     .env("RUST_LOG", "info")
+///     .restart(RestartPolicy::default().restart(Restart::OnFailure))
+///     .shutdown_timeout(Duration::from_secs(2))
+///     .start_with_events()?;                           // or .events(recipient).start()
+/// # let _ = (worker, events.next().await);
+/// # Ok(())
+/// # }
+/// ```
 pub struct WorkerBuilder<P: Protocol, K = Single<P>> {
     name: Option<String>,
     options: Options,

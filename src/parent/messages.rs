@@ -354,7 +354,32 @@ impl<P: Protocol> Handler<Join> for Worker<P> {
     }
 }
 
-/// Shorthands on a worker's address.
+/// Shorthands on a worker's (or a pool's) address: `post` and `terminate`
+/// as fire and forget, and `ask` with the answer's own result (actix's
+/// `send` adds a `MailboxError` around it).
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use actix_webworker::{Protocol, Worker, WorkerAddrExt, WorkerError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Sum(Vec<u64>);
+///
+/// struct Calc;
+/// impl Protocol for Calc {
+///     type ToWorker = String;
+///     type FromWorker = ();
+/// }
+///
+/// async fn use_it(worker: Addr<Worker<Calc>>) -> Result<u64, WorkerError> {
+///     worker.post("warm up".to_owned()); // postMessage, fire and forget
+///     let sum = worker.ask(Sum(vec![1, 2, 3])).await?; // Result<u64, WorkerError>
+///     worker.terminate(); // on_close runs, then the process exits
+///     Ok(sum)
+/// }
+/// ```
 pub trait WorkerAddrExt<P: Protocol> {
     /// `do_send(Post::new(data))`: fire and forget.
     fn post(&self, data: P::ToWorker);

@@ -40,7 +40,33 @@ pub(crate) struct Heartbeat {
 }
 
 /// How a worker's connection is made (see
-/// [`WorkerBuilder::transport`](crate::WorkerBuilder::transport)).
+/// [`WorkerBuilder::transport`](crate::WorkerBuilder::transport)): a
+/// socketpair the worker inherits (the default), or TCP, in the clear or
+/// over TLS, for a worker on another host that connects back and presents
+/// a one-time token.
+///
+/// ```no_run
+/// use actix_webworker::{Protocol, Transport, Worker};
+///
+/// struct Calc;
+/// impl Protocol for Calc {
+///     type ToWorker = u64;
+///     type FromWorker = u64;
+/// }
+///
+/// # fn start() -> Result<(), actix_webworker::SpawnError> {
+/// // A worker on `gpu-1`, started over ssh, connecting back over TLS to
+/// // this host (the certificate made for this run, its SHA-256 pinned).
+/// let listen = "0.0.0.0:0".parse().unwrap();
+/// let worker = Worker::<Calc>::builder()
+///     .entry("calc")
+///     .transport(Transport::tls(listen).connect_to("head-node.example"))
+///     .launcher(["ssh", "gpu-1", "--"])
+///     .start()?;
+/// # let _ = worker;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {

@@ -25,8 +25,53 @@ use crate::supervise::{History, RestartPolicy};
 /// How often a pool with requests waiting looks for callers that went.
 pub(crate) const SWEEP: Duration = Duration::from_millis(100);
 
-/// Many worker processes behind one address; see the module docs. Start
-/// one with [`WorkerPool::builder`].
+/// Many worker processes behind one address, for CPU-bound work and work
+/// to keep apart from the parent. Start one with [`WorkerPool::builder`]:
+/// every option of a single worker, and the pool's own (size, queue,
+/// scaling, recycling).
+///
+/// The pool is an actor that takes what a single
+/// [`Worker`](crate::Worker) takes ([`Post`](crate::Post),
+/// [`Ask`](crate::Ask), [`Terminate`](crate::Terminate),
+/// [`Join`](crate::Join)), plus [`Broadcast`](crate::Broadcast) and
+/// [`Stats`](crate::Stats); [`WorkerAddrExt`](crate::WorkerAddrExt) works on
+/// its address too. An ask goes to the member with the fewest requests in
+/// flight among those with room, or waits in the pool's queue until one
+/// has room; a post goes to one member in turn. A member that crashes is
+/// restarted by its own policy, and what it had in flight fails with
+/// [`WorkerError::Exited`](crate::WorkerError::Exited) (never sent again);
+/// one that gives up is replaced. The pool grows while requests wait,
+/// shrinks when idle, and recycles members after a number of requests or
+/// past a memory size.
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use actix_webworker::{Protocol, WorkerAddrExt, WorkerError, WorkerPool};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct CountPrimes(u64);
+///
+/// struct Primes;
+/// impl Protocol for Primes {
+///     type ToWorker = ();
+///     type FromWorker = ();
+/// }
+///
+/// async fn count(bounds: Vec<u64>) -> Result<Vec<u64>, WorkerError> {
+///     // Four processes running the entry "primes" (see `run_if_worker`),
+///     // each taking one job at a time.
+///     let pool = WorkerPool::<Primes>::builder()
+///         .entry("primes")
+///         .size(4)
+///         .max_in_flight_per_worker(1)
+///         .start()
+///         .expect("the pool starts");
+///     let jobs = bounds.into_iter().map(|bound| pool.ask(CountPrimes(bound)));
+///     futures_util::future::join_all(jobs).await.into_iter().collect()
+/// }
+/// ```
 pub struct WorkerPool<P: Protocol> {
     pub(super) name: Arc<str>,
     pub(super) options: Options,

@@ -134,9 +134,41 @@ impl Sealed {
 }
 
 /// Read-only bytes that travel between parent and worker without a copy,
-/// as a field of any message (see the module's head): cheap to clone,
-/// dereferences to `[u8]`. Made with [`SharedBytesMut`], or
-/// [`SharedBytes::copy_from_slice`].
+/// as a field of any message: cheap to clone, dereferences to `[u8]`.
+/// Made with [`SharedBytesMut`], or [`SharedBytes::copy_from_slice`].
+///
+/// A buffer is a memfd, sealed against writing, shrinking and growing once
+/// frozen. In a message to a local worker (or from one), only its
+/// descriptor and length travel: the receiver checks the seals and the
+/// size and maps it read-only, when first read. No byte of it goes through
+/// the socket, and neither side can change it afterwards. Over TCP, where
+/// descriptors cannot go, it is written inline as bytes. The parent bounds
+/// what a worker's buffers make it hold (`Limits::max_shared_bytes`).
+///
+/// ```no_run
+/// use actix_webworker::{Protocol, SharedBytes, SharedBytesMut};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum Job {
+///     // An image, say: sent again and again, copied never.
+///     Resize { image: SharedBytes, width: u32 },
+/// }
+///
+/// struct Images;
+/// impl Protocol for Images {
+///     type ToWorker = Job;
+///     type FromWorker = SharedBytes;
+/// }
+///
+/// # fn make() -> std::io::Result<Job> {
+/// let mut buf = SharedBytesMut::new(4 << 20)?;
+/// buf[..4].copy_from_slice(b"\x89PNG");
+/// let image = buf.freeze()?;
+/// // Clones share one memfd; each message carries its descriptor.
+/// Ok(Job::Resize { image: image.clone(), width: 640 })
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct SharedBytes(Repr);
 
