@@ -366,7 +366,9 @@ pub enum SpawnError {
     /// as its arguments, so the worker would never start. The working
     /// forms are named in the message.
     #[error(
-        "the launcher {launcher:?} ends in a shell's -c: the shell would run only the first word          of the worker's command; use [\"sh\", \"-c\", \"exec \\\"$@\\\"\", \"sh\"]          (a shell that runs what follows it) or [\"env\"]"
+        "the launcher {launcher:?} ends in a shell's -c: the shell would run only the first word \
+         of the worker's command; use [\"sh\", \"-c\", \"exec \\\"$@\\\"\", \"sh\"] \
+         (a shell that runs what follows it) or [\"env\"]"
     )]
     SwallowingLauncher {
         /// The launcher as given.

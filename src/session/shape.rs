@@ -82,11 +82,15 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     let mut written = Samples::new();
     for sample in samples.iter().chain(zero.as_ref()) {
         if let Err(e) = tracer.trace_value(&mut written, sample) {
-            return Err(fail(format!(
+            // The tracer's own account (both formats, hundreds of bytes of
+            // its internals) is for whoever debugs this crate.
+            tracing::debug!(ty, error = %e, "a sample written back has another shape");
+            return Err(fail(
                 "a field is skipped when it is written (#[serde(skip_serializing_if)]?): \
                  bincode would then read the next field's bytes as this one's; write every \
-                 field, with an Option where it may be missing ({e})"
-            )));
+                 field, with an Option where it may be missing"
+                    .into(),
+            ));
         }
     }
     // And through bincode itself, each sample must come back as it went:

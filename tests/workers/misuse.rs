@@ -141,7 +141,10 @@ pub fn types_bincode_cannot_carry_are_refused_naming_the_type() {
         let res = worker.ask(Skipping { items: Vec::new(), after: 1 }).await;
         match res {
             Err(WorkerError::Wire(WireError::Encode(text))) => {
-                assert!(text.contains("Skipping") && text.contains("skipped"), "{text}")
+                assert!(text.contains("Skipping") && text.contains("skipped"), "{text}");
+                // One line a user can act on, not the shape tracer's
+                // internals after it.
+                assert!(text.len() < 400 && !text.contains('\n'), "{} bytes: {text}", text.len());
             }
             other => panic!("asked: {other:?}"),
         }
@@ -207,6 +210,8 @@ pub fn a_launcher_that_would_swallow_the_command_is_refused_at_start() {
                 "{launcher:?}: {e:?}"
             );
             assert!(e.to_string().contains(r#"["sh", "-c", "exec \"$@\"", "sh"]"#), "{e}");
+            let said = e.to_string();
+            assert!(!said.contains("  ") && !said.contains('\n'), "one line, as written: {said}");
         }
         // The form the refusal names starts the worker.
         let (rec, mut events) = events::<Test>();
