@@ -1,5 +1,6 @@
 """Reading Rust source for the checks in .ci/ (layers, sizes)."""
 import re
+import sys
 
 
 def strip(text):
@@ -63,3 +64,16 @@ def close_of(text, open_at):
             if depth == 0:
                 return i
     return len(text) - 1
+
+
+def prove_on_fixture(check, fixture, found, expected):
+    """Exits 1 unless `found`, what `check` reported on its bad fixture,
+    is exactly `expected`: a check that cannot fail proves nothing."""
+    if set(found) == expected:
+        return
+    print(f"the {check} misreads its bad fixture (.ci/fixtures/{fixture}):")
+    for line in sorted(expected - set(found)):
+        print(f"  missed:   {line}")
+    for line in sorted(set(found) - expected):
+        print(f"  invented: {line}")
+    sys.exit(1)
