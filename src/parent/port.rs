@@ -23,7 +23,7 @@ use super::worker::Worker;
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::requests::Slot;
-use crate::session::sender::{answer_of, Cancel, Encoded, NotQueued, Sender};
+use crate::session::sender::{answer_of, AnswerRx, Cancel, Encoded, NotQueued, Sender};
 use crate::wire::encode::Arena;
 use crate::wire::outbox::Refusal;
 use actix::{Addr, Context, Handler, Message, MessageResult};
@@ -180,18 +180,17 @@ impl<P: Protocol> Port<P> {
         // Armed now: dropped before it is first polled, it cancels too.
         let cancel = Cancel::new(&line.sender.pending, id);
         async move {
-            let (mut queued, mut rx) = first?;
-            loop {
+            let mut queued = first?;
+            let rx = loop {
                 match queued {
-                    Ok(()) => break,
+                    Ok(rx) => break rx,
                     Err(NotQueued::Refused(e)) => return Err(e),
                     Err(NotQueued::Full { bytes, fds, epoch }) => {
                         line.sender.outbox.wait_room(epoch).await;
-                        (queued, rx) = line.try_queue::<R::Answer>(id, (bytes, fds), started);
+                        queued = line.try_queue::<R::Answer>(id, (bytes, fds), started);
                     }
                 }
-            }
-            let rx = rx.ok_or(WorkerError::Disconnected)?;
+            };
             let answer = answer_of(cancel, rx, timeout).await;
             if let Err(WorkerError::Timeout(_)) = answer {
                 // Its slot was dropped unanswered: the caller's outcome.
@@ -202,9 +201,6 @@ impl<P: Protocol> Port<P> {
     }
 }
 
-/// Where a request's answer will come, once queued.
-type AnswerRx<A> = Option<tokio::sync::oneshot::Receiver<Result<A, WorkerError>>>;
-
 impl Line {
     /// Queues request `id` with a slot that records its round trip and
     /// hands its answer to the caller; a full queue is refused, unless the
@@ -214,20 +210,10 @@ impl Line {
         id: u64,
         encoded: Encoded,
         started: Option<std::time::Instant>,
-    ) -> (Result<(), NotQueued>, AnswerRx<A>) {
-        let mut rx = None;
-        let slot = || {
-            let (tx, answer) = tokio::sync::oneshot::channel();
-            rx = Some(answer);
-            Box::new(ToCaller::new(tx, self.recorder.clone(), started)) as Box<dyn Slot>
-        };
-        let queued = match self.sender.queue_request(id, encoded, slot) {
-            Err(NotQueued::Full { .. }) if !self.wait => {
-                Err(NotQueued::Refused(self.sender.outbox.error(Refusal::Full)))
-            }
-            queued => queued,
-        };
-        (queued, rx)
+    ) -> Result<AnswerRx<A>, NotQueued> {
+        let slot =
+            |tx| Box::new(ToCaller::new(tx, self.recorder.clone(), started)) as Box<dyn Slot>;
+        self.sender.queue_request(id, encoded, self.wait, slot)
     }
 }
 

@@ -116,6 +116,9 @@ pub(crate) struct Sender {
     pub encoding: Encoding,
 }
 
+/// Where the answer to a queued request comes.
+pub(crate) type AnswerRx<A> = oneshot::Receiver<Result<A, WorkerError>>;
+
 /// Why a request was not queued.
 pub(crate) enum NotQueued {
     /// For good: the error says why.
@@ -144,23 +147,27 @@ impl Sender {
         self.outbox.push(bytes, fds)
     }
 
-    /// Queues request `id` (encoded), the slot `slot` makes taken first
-    /// (the answer may come before this returns). The request is made for
-    /// the connection its slot was taken on: if that one ends before the
-    /// push, the slot is failed with the others (or forgotten here) and
-    /// the request is made again, with a new slot, for the next (see
-    /// `Outbox::try_push_on`).
-    pub(crate) fn queue_request(
+    /// Queues request `id` (encoded), its slot taken first (the answer may
+    /// come before this returns): `slot` makes it from the channel the
+    /// answer will come down, whose receiving end is returned. The request
+    /// is made for the connection its slot was taken on: if that one ends
+    /// before the push, the slot is failed with the others (or forgotten
+    /// here) and the request is made again, with a new slot, for the next
+    /// (see `Outbox::try_push_on`). A full outbox refuses it, unless `wait`
+    /// (then the caller tries again once there is room).
+    pub(crate) fn queue_request<A>(
         &self,
         id: u64,
         (mut bytes, mut fds): Encoded,
-        mut slot: impl FnMut() -> Box<dyn Slot>,
-    ) -> Result<(), NotQueued> {
+        wait: bool,
+        slot: impl Fn(oneshot::Sender<Result<A, WorkerError>>) -> Box<dyn Slot>,
+    ) -> Result<AnswerRx<A>, NotQueued> {
         loop {
-            let connection = self.pending.attach_on(id, slot());
+            let (tx, rx) = oneshot::channel();
+            let connection = self.pending.attach_on(id, slot(tx));
             let epoch = self.outbox.room_epoch();
             let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(rx),
                 Err((refusal, b, f)) => {
                     (bytes, fds) = (b, f);
                     refusal
@@ -169,7 +176,7 @@ impl Sender {
             self.pending.forget(id);
             match refusal {
                 Refusal::Moved => continue,
-                Refusal::Full => return Err(NotQueued::Full { bytes, fds, epoch }),
+                Refusal::Full if wait => return Err(NotQueued::Full { bytes, fds, epoch }),
                 refusal => return Err(NotQueued::Refused(self.outbox.error(refusal))),
             }
         }
@@ -184,25 +191,18 @@ impl Sender {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<R> {
         let id = self.pending.next_id();
-        let mut rx = None;
         let queued = self.encoding.request(None, id, request).and_then(|encoded| {
-            let slot = || {
-                let (tx, answer) = oneshot::channel();
-                rx = Some(answer);
-                Box::new(ToChannel(Some(tx))) as Box<dyn Slot>
-            };
-            self.queue_request(id, encoded, slot).map_err(|not| match not {
-                NotQueued::Refused(e) => e,
-                NotQueued::Full { .. } => self.outbox.error(Refusal::Full),
-            })
+            let slot = |tx| Box::new(ToChannel(Some(tx))) as Box<dyn Slot>;
+            match self.queue_request(id, encoded, false, slot) {
+                Ok(rx) => Ok(rx),
+                Err(NotQueued::Refused(e)) => Err(e),
+                // Not without `wait`; refused as full all the same.
+                Err(NotQueued::Full { .. }) => Err(self.outbox.error(Refusal::Full)),
+            }
         });
         // Armed now: dropped before it is first polled, it cancels too.
         let cancel = Cancel::new(&self.pending, id);
-        async move {
-            queued?;
-            let rx = rx.ok_or(WorkerError::Disconnected)?;
-            answer_of(cancel, rx, timeout).await
-        }
+        async move { answer_of(cancel, queued?, timeout).await }
     }
 }
 
@@ -237,7 +237,7 @@ pub(crate) fn awaited<A: DeserializeOwned + Send + 'static>(
 /// The one answer future: every asker waits through it.
 pub(crate) async fn answer_of<A>(
     cancel: Cancel,
-    rx: oneshot::Receiver<Result<A, WorkerError>>,
+    rx: AnswerRx<A>,
     timeout: Option<Duration>,
 ) -> Result<A, WorkerError> {
     let answer = match timeout {
