@@ -352,10 +352,6 @@ pub fn a_python_worker_over_json() {
     run(scenarios(python_worker(), origin));
 }
 
-fn loopback() -> actix_webworker::Transport {
-    actix_webworker::Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
-}
-
 pub fn a_rust_worker_over_tcp() {
     let origin = Origin { file: "conformance.rs", fail_line: Some(fail_line()) };
     run(scenarios(rust_worker(Codec::Json).transport(loopback()), origin));

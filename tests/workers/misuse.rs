@@ -203,7 +203,7 @@ pub fn a_launcher_that_would_swallow_the_command_is_refused_at_start() {
         ];
         for launcher in swallowing {
             let (rec, _events) = events::<Test>();
-            let refused = builder(rec).transport(tcp()).launcher(launcher).start();
+            let refused = builder(rec).transport(loopback()).launcher(launcher).start();
             let Err(e) = refused else { panic!("{launcher:?} was not refused") };
             assert!(
                 matches!(e, actix_webworker::SpawnError::SwallowingLauncher { .. }),
@@ -216,14 +216,9 @@ pub fn a_launcher_that_would_swallow_the_command_is_refused_at_start() {
         // The form the refusal names starts the worker.
         let (rec, mut events) = events::<Test>();
         let working = ["sh", "-c", "exec \"$@\"", "sh"];
-        let worker = builder(rec).transport(tcp()).launcher(working).start().unwrap();
+        let worker = builder(rec).transport(loopback()).launcher(working).start().unwrap();
         assert_eq!(worker.ask(Sum(vec![40, 2])).await.unwrap(), 42);
         worker.terminate();
         assert!(events.exit().await.success());
     });
-}
-
-/// Over loopback TCP, as a launched worker connects back.
-fn tcp() -> actix_webworker::Transport {
-    actix_webworker::Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
 }

@@ -50,10 +50,6 @@ pub fn roles() -> Vec<Trial> {
     ]
 }
 
-fn loopback() -> Transport {
-    Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
-}
-
 pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
     run(async {
         let (rec, mut events) = events::<Test>();

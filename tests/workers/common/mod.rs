@@ -42,3 +42,9 @@ pub fn isolated(name: &str) {
         "isolated test {name} failed:\n{stdout}\n{stderr}"
     );
 }
+
+/// Plain TCP on loopback, any free port: how a launched worker connects
+/// back in the tests.
+pub fn loopback() -> actix_webworker::Transport {
+    actix_webworker::Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
+}
