@@ -142,8 +142,7 @@ impl<P: Protocol> WorkerPool<P> {
                     }
                 }
             }
-            State::Closing => Route::Refused(WorkerError::Terminating),
-            State::Stopped(status) => Route::Refused(WorkerError::Exited(status)),
+            State::Closing | State::Stopped(_) => Route::Refused(self.refusal()),
         }
     }
 

@@ -12,8 +12,8 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Weak
 use super::events::PoolEvent;
 use super::member::Member;
 use super::worker_pool::{State, WorkerPool};
-use crate::error::{ExitStatus, SpawnError, WorkerError};
-use crate::parent::events::{Event, GaveUp, WorkerEvent};
+use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
+use crate::parent::events::{log_event, Event, GaveUp, WorkerEvent};
 use crate::parent::messages::{Join, Terminate};
 use crate::parent::sink::EventSink;
 use crate::parent::worker::{Grace, Worker};
@@ -55,9 +55,22 @@ impl<P: Protocol> WorkerPool<P> {
                     m.load.down.store(false, Ordering::Release);
                 }
                 Event::Exit(_) => m.online = false,
-                Event::GaveUp(g) => m.cause = g.cause.clone(),
                 _ => {}
             }
+        }
+        // A failure certain to repeat (no such entry, other message types,
+        // another codec): the pool stops now, whether or not the member's
+        // end has been seen yet.
+        let certain = match &event.kind {
+            Event::GaveUp(GaveUp { cause: Some(cause), exits, .. }) => {
+                Some((cause.clone(), exits.last().copied()))
+            }
+            _ => None,
+        };
+        if self.events.is_none() {
+            // Nobody receives the pool's events: what a worker of its own
+            // would log is logged (its errors, losses and exits).
+            log_event(&event.name, event.pid, &event.kind);
         }
         let online = matches!(event.kind, Event::Online);
         let event = PoolEvent::Member { index, event };
@@ -80,6 +93,10 @@ impl<P: Protocol> WorkerPool<P> {
         if online {
             self.pump(ctx);
         }
+        if let (Some((cause, exit)), State::Running) = (certain, self.state) {
+            self.exits.extend(exit);
+            self.give_up(format!("a member cannot run: {cause}"), Some(cause), ctx);
+        }
     }
 
     /// Member `index` has stopped for good. One the pool closed is let go;
@@ -88,7 +105,6 @@ impl<P: Protocol> WorkerPool<P> {
     fn member_gone(&mut self, index: usize, status: Option<ExitStatus>, ctx: &mut Context<Self>) {
         let Some(m) = self.member(index) else { return };
         let closed_by_us = m.gone.is_some();
-        let cause = m.cause.take();
         self.let_go(index);
         if closed_by_us || self.state != State::Running {
             return;
@@ -112,13 +128,23 @@ impl<P: Protocol> WorkerPool<P> {
                     "members stopped more than {} times within {:?}",
                     policy.max_restarts, policy.within
                 );
-                tracing::error!(pool = %self.name, %reason, "the pool gives up");
-                let exits = self.exits.clone();
-                self.gave_up = true;
-                self.emit(PoolEvent::GaveUp(GaveUp { reason, exits, cause }));
-                self.close(Grace::Default, ctx);
+                self.give_up(reason, None, ctx);
             }
         }
+    }
+
+    /// Stops for good: says why, fails what waits with the cause when it
+    /// is certain (or `Terminating`), and closes every member.
+    fn give_up(&mut self, reason: String, cause: Option<WireError>, ctx: &mut Context<Self>) {
+        tracing::error!(pool = %self.name, %reason, "the pool gives up");
+        let exits = self.exits.clone();
+        self.gave_up = true;
+        if let Some(cause) = &cause {
+            self.refuse_queued(&WorkerError::Wire(cause.clone()), ctx);
+            self.cause = Some(cause.clone());
+        }
+        self.emit(PoolEvent::GaveUp(GaveUp { reason, exits, cause }));
+        self.close(Grace::Default, ctx);
     }
 
     /// Closes every member (their `on_close` runs) and fails what waits.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix::Addr;
 
 use super::routing::Snapshot;
-use crate::error::{ExitStatus, WireError};
+use crate::error::ExitStatus;
 use crate::parent::worker::Worker;
 use crate::protocol::Protocol;
 
@@ -29,8 +29,6 @@ pub(crate) struct Member<P: Protocol> {
     pub busy_at: Instant,
     /// Closed by the pool, or stopped for good: nothing is routed to it.
     pub gone: Option<ExitStatus>,
-    /// Why it gave up, when a restart would fail the same way.
-    pub cause: Option<WireError>,
 }
 
 impl<P: Protocol> Member<P> {
@@ -46,7 +44,6 @@ impl<P: Protocol> Member<P> {
             given: 0,
             busy_at: Instant::now(),
             gone: None,
-            cause: None,
         }
     }
 

@@ -34,11 +34,7 @@ impl<P: Protocol> Handler<Post<P::ToWorker>> for WorkerPool<P> {
             _ => None,
         };
         let Some(addr) = to else {
-            let e = match self.state {
-                State::Stopped(status) => WorkerError::Exited(status),
-                _ => WorkerError::Terminating,
-            };
-            return Box::pin(std::future::ready(Err(e)));
+            return Box::pin(std::future::ready(Err(self.refusal())));
         };
         let sent = addr.send(msg);
         Box::pin(async move { sent.await.unwrap_or(Err(WorkerError::Disconnected)) })
@@ -64,7 +60,7 @@ where
 
     fn handle(&mut self, msg: Broadcast<P::ToWorker>, _: &mut Context<Self>) -> Self::Result {
         if self.state != State::Running {
-            return Box::pin(std::future::ready(Err(WorkerError::Terminating)));
+            return Box::pin(std::future::ready(Err(self.refusal())));
         }
         let sends: Vec<_> = self
             .members

@@ -15,7 +15,7 @@ use actix::{Actor, Addr, AsyncContext, Context, Recipient, Running, WeakAddr};
 use super::events::PoolEvent;
 use super::member::{Load, Member};
 use super::queue::{Place, Pump, Queue, Sweep};
-use crate::error::{ExitStatus, SpawnError, WorkerError};
+use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::parent::options::{Options, WhenFull};
 use crate::parent::stats::Recorder;
 use crate::parent::worker::every;
@@ -102,6 +102,10 @@ pub struct WorkerPool<P: Protocol> {
     pub(super) failed_before: u64,
     /// Members stopped more often than the pool's intensity allows.
     pub(super) gave_up: bool,
+    /// Why the pool gave up at once: a member met a failure certain to
+    /// meet every other (no such entry, other message types, another
+    /// codec). What the pool refuses from then on says so.
+    pub(super) cause: Option<WireError>,
 }
 
 /// Where the pool is in its life.
@@ -196,6 +200,7 @@ impl<P: Protocol> WorkerPool<P> {
                 completed_before: 0,
                 failed_before: 0,
                 gave_up: false,
+                cause: None,
             };
             for _ in 0..pool.settings.min {
                 if let Err(e) = pool.add_member(ctx) {
@@ -212,6 +217,16 @@ impl<P: Protocol> WorkerPool<P> {
             // The members started are dropped with the pool, which stops.
             Some(e) => Err(e),
             None => Ok(addr),
+        }
+    }
+
+    /// What a request or post is refused with once the pool no longer
+    /// runs: the cause it gave up for, if certain, or its state.
+    pub(super) fn refusal(&self) -> WorkerError {
+        match (&self.cause, self.state) {
+            (Some(cause), _) => WorkerError::Wire(cause.clone()),
+            (None, State::Stopped(status)) => WorkerError::Exited(status),
+            (None, _) => WorkerError::Terminating,
         }
     }
 
