@@ -14,10 +14,46 @@ use crate::parent::options::WhenFull;
 use crate::protocol::Protocol;
 use crate::supervise::{Restart, RestartPolicy};
 
-/// A builder of a pool: a [`WorkerBuilder`] with the pool's own options.
+/// A builder of a pool, from [`WorkerPool::builder`]: every option of one
+/// worker (each member is built from them: entry, environment, limits,
+/// restart policy, transport), and the pool's own: its size
+/// ([`size`](WorkerBuilder::size), or [`min`](WorkerBuilder::min) and
+/// [`max`](WorkerBuilder::max)), the work each member takes at once
+/// ([`max_in_flight_per_worker`](WorkerBuilder::max_in_flight_per_worker)),
+/// its queue ([`queue`](WorkerBuilder::queue)), scaling, recycling,
+/// replacements and [`events`](WorkerBuilder::events).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use actix_webworker::{Protocol, WhenFull, WorkerPool};
+///
+/// struct Jobs;
+/// impl Protocol for Jobs {
+///     type ToWorker = String;
+///     type FromWorker = String;
+/// }
+///
+/// # fn start() -> Result<(), actix_webworker::SpawnError> {
+/// let pool = WorkerPool::<Jobs>::builder()
+///     .entry("jobs")                          // the members' entry (run_if_worker)
+///     .env("RUST_LOG", "info")                // for every member
+///     .min(2)                                 // two members always,
+///     .max(8)                                 // up to eight while requests wait,
+///     .idle_timeout(Duration::from_secs(30))  // back to two when idle
+///     .max_in_flight_per_worker(4)
+///     .queue(1_000, WhenFull::Fail)           // beyond 1,000 waiting: QueueFull
+///     .max_requests(10_000)                   // each member recycled after 10,000
+///     .start()?;
+/// # drop(pool);
+/// # Ok(())
+/// # }
+/// ```
 pub type PoolBuilder<P> = WorkerBuilder<P, Pooled<P>>;
 
-/// What a builder of a pool has beyond the options of its members.
+/// What a builder of a pool has beyond the options of its members (its
+/// size, queue, scaling, recycling, events). Never named in your code: it
+/// is the second parameter of [`PoolBuilder`], which
+/// [`WorkerPool::builder`] returns, and selects the pool's methods.
 pub struct Pooled<P: Protocol> {
     pub(crate) settings: Settings,
     pub(crate) events: Option<Recipient<PoolEvent<P>>>,
