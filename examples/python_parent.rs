@@ -48,7 +48,12 @@ impl Protocol for Demo {
 enum Job {
     Echo(String),
     Add(i64, i64),
-    Shapes { flag: bool, maybe: Option<u32>, list: Vec<String>, ratio: f64 },
+    Shapes {
+        flag: bool,
+        maybe: Option<u32>,
+        list: Vec<String>,
+        ratio: f64,
+    },
     /// Ask the parent `Greet(name)`, post the answer back as `Answered`.
     AskParent(String),
     /// Ask the parent a request nobody serves, post the failure back.
@@ -71,7 +76,12 @@ enum Job {
 enum Done {
     Echoed(String),
     Sum(i64),
-    Shapes { flag: bool, maybe: Option<u32>, list: Vec<String>, ratio: f64 },
+    Shapes {
+        flag: bool,
+        maybe: Option<u32>,
+        list: Vec<String>,
+        ratio: f64,
+    },
     Answered(String),
     Wrote(u64),
     /// With the read end of a pipe.
