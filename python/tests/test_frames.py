@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import threading
 from typing import Iterator, Tuple
 
 import pytest
@@ -126,10 +127,19 @@ def test_a_message_at_the_limit_is_read(pair: Pair) -> None:
 
 def test_sends_whole_frames(pair: Pair) -> None:
     conn, theirs = pair
-    for n in (0, 5, 200, 70000):
-        conn.send(b"z" * n)
-        other = Connection(theirs, max_message=1 << 20)
+    sizes = (0, 5, 200, 70000, 300000)
+    # Sent from a thread: the larger ones do not fit in the socket's buffer.
+    def send_all() -> None:
+        for n in sizes:
+            conn.send(b"z" * n)
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    other = Connection(theirs, max_message=1 << 20)
+    for n in sizes:
         assert other.read_message() == b"z" * n
+    sender.join(timeout=30)
+    assert not sender.is_alive()
 
 
 def test_descriptors_travel_with_their_message(pair: Pair) -> None:
