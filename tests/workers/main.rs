@@ -69,6 +69,7 @@ modules![
     fds: trials roles,
     floods: trials roles,
     hostile: trials,
+    hosts: trials,
     lifecycle: trials roles,
     load: trials roles,
     misuse: trials,
