@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use crate::parent::options::Transport;
 
 /// Where members of a pool may run: this machine, or a host reached
-/// through a launcher (`ssh`, `srun`, `kubectl exec -i`), with at most
+/// through a launcher (`ssh`, `srun`, `kubectl exec -i`; with the crate's
+/// `tcp` feature, which remote members need), with at most
 /// [`limit`](Host::limit) members at once. See
 /// [`PoolBuilder::hosts`](crate::PoolBuilder::hosts).
 ///
@@ -24,6 +25,7 @@ use crate::parent::options::Transport;
 ///     type FromWorker = String;
 /// }
 ///
+/// # #[cfg(feature = "tls")]
 /// # fn start() -> Result<(), actix_webworker::SpawnError> {
 /// let listen = "0.0.0.0:0".parse().unwrap();
 /// let pool = WorkerPool::<Jobs>::builder()

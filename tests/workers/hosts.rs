@@ -2,39 +2,57 @@
 //! lost on one host replaced on another, and members here preferred at
 //! equal load. The "hosts" here are launchers on this machine (`env`, which
 //! runs the worker as `ssh host --` would on another), over TCP on
-//! loopback; `cluster` runs pools through real engines.
+//! loopback; `cluster` runs pools through real engines. They need the
+//! crate's `tcp` feature (the namespace hosts, over TLS, its `tls`).
 
+#[cfg(feature = "tcp")]
 use std::collections::HashMap;
+#[cfg(feature = "tcp")]
 use std::time::Duration;
 
+#[cfg(feature = "tcp")]
 use actix::prelude::*;
-use actix_webworker::{
-    Event, Host, Join, PoolEvent, PoolStats, Stats, Transport, WorkerAddrExt, WorkerError,
-    WorkerPool,
-};
+#[cfg(feature = "tls")]
+use actix_webworker::{Transport, WorkerError};
+#[cfg(feature = "tcp")]
+use actix_webworker::{Event, Host, Join, PoolEvent, PoolStats, Stats, WorkerAddrExt, WorkerPool};
+#[cfg(feature = "tcp")]
 use futures_util::future::join_all;
 use libtest_mimic::Trial;
+#[cfg(feature = "tcp")]
 use nix::sys::signal::Signal;
+#[cfg(feature = "tcp")]
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+#[cfg(feature = "tcp")]
 use crate::common::*;
 
 pub fn trials() -> Vec<Trial> {
-    crate::trials![
-        hosts::members_are_spread_over_the_hosts_within_their_limits,
-        hosts::a_member_lost_on_a_host_is_replaced_on_another,
-        hosts::of_members_as_loaded_the_one_here_answers,
-        hosts::a_pool_over_two_namespace_hosts_survives_losing_one,
-    ]
+    let mut tests = crate::with_feature!(
+        "tcp",
+        trials![
+            hosts::members_are_spread_over_the_hosts_within_their_limits,
+            hosts::a_member_lost_on_a_host_is_replaced_on_another,
+            hosts::of_members_as_loaded_the_one_here_answers,
+        ]
+    );
+    tests.extend(crate::with_feature!(
+        "tls",
+        trials![hosts::a_pool_over_two_namespace_hosts_survives_losing_one]
+    ));
+    tests
 }
 
+#[cfg(feature = "tcp")]
 /// Forwards a pool's events to the test.
 struct Forward(UnboundedSender<PoolEvent<Test>>);
 
+#[cfg(feature = "tcp")]
 impl Actor for Forward {
     type Context = Context<Self>;
 }
 
+#[cfg(feature = "tcp")]
 impl Handler<PoolEvent<Test>> for Forward {
     type Result = ();
 
@@ -43,12 +61,14 @@ impl Handler<PoolEvent<Test>> for Forward {
     }
 }
 
+#[cfg(feature = "tcp")]
 /// A host on this machine reached as a remote one would be: through a
 /// launcher, over TCP.
 fn far(name: &str) -> Host {
     Host::launched(name, ["env"])
 }
 
+#[cfg(feature = "tcp")]
 /// A pool of the test worker over `hosts`, `n` members, its events read by
 /// the test.
 fn pool_over(
@@ -68,6 +88,7 @@ fn pool_over(
     (pool, rx)
 }
 
+#[cfg(feature = "tcp")]
 /// Reads events until `n` members are online.
 async fn online(rx: &mut UnboundedReceiver<PoolEvent<Test>>, n: usize) {
     let mut up = 0;
@@ -79,6 +100,7 @@ async fn online(rx: &mut UnboundedReceiver<PoolEvent<Test>>, n: usize) {
     }
 }
 
+#[cfg(feature = "tcp")]
 /// How many members each host has, as the pool's stats say.
 fn per_host(stats: &PoolStats) -> HashMap<String, usize> {
     let mut count = HashMap::new();
@@ -88,6 +110,7 @@ fn per_host(stats: &PoolStats) -> HashMap<String, usize> {
     count
 }
 
+#[cfg(feature = "tcp")]
 pub fn members_are_spread_over_the_hosts_within_their_limits() {
     run(async {
         let hosts = vec![Host::local().limit(1), far("a").limit(2), far("b").limit(3)];
@@ -107,6 +130,7 @@ pub fn members_are_spread_over_the_hosts_within_their_limits() {
     });
 }
 
+#[cfg(feature = "tcp")]
 pub fn a_member_lost_on_a_host_is_replaced_on_another() {
     run(async {
         let hosts = vec![far("a").limit(2), far("b").limit(2)];
@@ -138,6 +162,7 @@ pub fn a_member_lost_on_a_host_is_replaced_on_another() {
     });
 }
 
+#[cfg(feature = "tcp")]
 pub fn of_members_as_loaded_the_one_here_answers() {
     run(async {
         let hosts = vec![far("a").limit(1), Host::local().limit(1)];
@@ -154,6 +179,7 @@ pub fn of_members_as_loaded_the_one_here_answers() {
     });
 }
 
+#[cfg(feature = "tls")]
 /// A host of the test's own: a network namespace joined to this one by a
 /// veth pair (addresses that exist only on the pair), with an sshd of its
 /// own listening inside. Everything goes on drop: the namespace's
@@ -168,6 +194,7 @@ struct NsHost {
     sshd: std::process::Child,
 }
 
+#[cfg(feature = "tls")]
 impl NsHost {
     fn make(k: usize, dir: &std::path::Path) -> Result<NsHost, String> {
         let id = std::process::id();
@@ -250,6 +277,7 @@ impl NsHost {
     }
 }
 
+#[cfg(feature = "tls")]
 impl Drop for NsHost {
     fn drop(&mut self) {
         let _ = self.sshd.kill();
@@ -267,6 +295,7 @@ impl Drop for NsHost {
     }
 }
 
+#[cfg(feature = "tls")]
 /// Runs `ip args...`; its error output if it fails.
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
@@ -276,6 +305,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+#[cfg(feature = "tls")]
 /// Why two namespace hosts with an sshd each cannot be made here, if not.
 fn cannot_make_hosts() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.
@@ -291,6 +321,7 @@ fn cannot_make_hosts() -> Option<&'static str> {
     None
 }
 
+#[cfg(feature = "tls")]
 /// A pool of four over two hosts (network namespaces, each with an sshd),
 /// over TLS, under a steady load of asks; one host's link is cut. Its
 /// members are found lost within the heartbeat's bound and replaced on the
