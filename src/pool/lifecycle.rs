@@ -203,12 +203,18 @@ impl<P: Protocol> WorkerPool<P> {
         }
     }
 
-    /// Host `at` is passed over for its `retry_after`.
+    /// Host `at` is passed over for its `retry_after`; its members still
+    /// starting are ended now, to be replaced elsewhere, rather than left
+    /// to their handshake timeout on a host that lost one of theirs.
     fn host_down(&mut self, at: Option<usize>) {
         let Some(placed) = at.and_then(|at| self.hosts.get_mut(at)) else { return };
         let until = Instant::now() + placed.host.retry_after;
         placed.down_until = Some(until);
         tracing::warn!(pool = %self.name, host = %placed.host.name, "host taken for down");
+        let starting = self.members.iter().filter(|m| m.host == at && !m.online && m.takes_work());
+        for m in starting {
+            m.addr.do_send(Terminate(Grace::After(std::time::Duration::ZERO)));
+        }
     }
 
     /// The name of host `at`, or `local` for a pool without hosts.

@@ -34,6 +34,7 @@ pub fn trials() -> Vec<Trial> {
             hosts::members_are_spread_over_the_hosts_within_their_limits,
             hosts::a_member_lost_on_a_host_is_replaced_on_another,
             hosts::of_members_as_loaded_the_one_here_answers,
+            hosts::a_member_starting_on_a_host_found_down_is_replaced_at_once,
         ]
     );
     tests.extend(crate::with_feature!(
@@ -159,6 +160,65 @@ pub fn a_member_lost_on_a_host_is_replaced_on_another() {
         }
         pool.terminate();
         pool.send(Join).await.unwrap();
+    });
+}
+
+/// A host where one member was lost is taken for down, and a member still
+/// starting there is ended at once and replaced elsewhere, not left to
+/// its handshake timeout (a minute here: without that, the test would
+/// see `HandshakeTimeout` before the replacement).
+#[cfg(feature = "tcp")]
+pub fn a_member_starting_on_a_host_found_down_is_replaced_at_once() {
+    run(async {
+        // Host a runs its first member, and never its second (the launcher
+        // sleeps instead).
+        let lock = std::env::temp_dir().join(format!("aww-once-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&lock);
+        let script = format!(
+            "if mkdir {} 2>/dev/null; then exec \"$@\"; else exec sleep 600; fi",
+            lock.display()
+        );
+        let once = Host::launched("a", ["sh", "-c", &script, "launcher"]).limit(2);
+        let (tx, mut rx) = unbounded_channel();
+        let pool = WorkerPool::<Test>::builder()
+            .entry("test")
+            .transport(loopback())
+            .heartbeat(Duration::from_millis(100), Duration::from_secs(2))
+            .handshake_timeout(Duration::from_secs(60))
+            .hosts([once, far("b").limit(3)])
+            .size(3)
+            .events(Forward(tx).start().recipient())
+            .start()
+            .expect("the pool starts");
+        // Members 0 (a), 1 (b) up; member 2 (a) starting for ever.
+        online(&mut rx, 2).await;
+        let stats = pool.send(Stats).await.unwrap();
+        let on_a = stats.members.iter().find(|m| &*m.host == "a" && m.online).unwrap().pid;
+        kill(on_a, Signal::SIGSTOP);
+        // Both of a's replaced on b, and no handshake timed out.
+        let (mut started, mut up) = (0, 0);
+        while started < 2 || up < 2 {
+            let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("in time").expect("events");
+            match ev {
+                PoolEvent::Started { host, .. } => {
+                    assert_eq!(&*host, "b");
+                    started += 1;
+                }
+                PoolEvent::Member { event, .. } => match event.kind {
+                    Event::Online => up += 1,
+                    Event::WireError(actix_webworker::WireError::HandshakeTimeout(_)) => {
+                        panic!("the member starting on the host found down waited for its timeout")
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        let stats = pool.send(Stats).await.unwrap();
+        assert_eq!(per_host(&stats), HashMap::from([("b".into(), 3)]), "{:?}", stats.members);
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+        let _ = std::fs::remove_dir(&lock);
     });
 }
 
