@@ -51,8 +51,8 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     if let Err(e) = tracing(|| tracer.trace_simple_type::<SharedBytes>()) {
         return Err(fail(format!("the shape of SharedBytes: {e}")));
     }
-    let samples = match tracing(|| tracer.trace_simple_type::<T>()) {
-        Ok((_, samples)) => samples,
+    let (root, samples) = match tracing(|| tracer.trace_simple_type::<T>()) {
+        Ok(traced) => traced,
         // What serde would ask of bincode that bincode cannot do.
         Err(serde_reflection::Error::NotSupported(what)) => {
             return Err(fail(match what {
@@ -110,7 +110,10 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     }
     let registry = tracer.registry().map_err(|e| fail(e.to_string()))?;
     let mut h = Fnv::new();
-    // The registry is ordered (a BTreeMap): its text is canonical.
+    // The type itself (a container's name, or the whole format of one
+    // that is none: a tuple, a number, a sequence), then every container
+    // it holds: the registry is ordered (a BTreeMap), its text canonical.
+    h.write(format!("{root:?}").as_bytes());
     h.write(format!("{registry:?}").as_bytes());
     Ok(h.finish())
 }
@@ -231,6 +234,9 @@ mod tests {
         let a = trace::<Plain>().unwrap();
         assert_eq!(a, trace::<Plain>().unwrap());
         assert_ne!(a, trace::<PlainRenamed>().unwrap(), "a field's type changed");
+        // Types that are no container (no name of their own) too.
+        assert_ne!(trace::<(String, u32)>().unwrap(), trace::<(String, u64)>().unwrap());
+        assert_ne!(trace::<u32>().unwrap(), trace::<String>().unwrap());
     }
 
     #[test]
