@@ -203,6 +203,16 @@ pub enum WireError {
         /// The entries the worker registers.
         known: Vec<String>,
     },
+    /// The worker does not answer requests its protocol declares (see
+    /// [`Protocol::requests`](crate::Protocol::requests)): it refused to
+    /// start. Certain to fail again: never restarted.
+    #[error("the worker's entry {entry:?} does not answer {requests:?}, which its protocol declares: register them in WorkerActor::requests")]
+    Unanswered {
+        /// The entry it was started for.
+        entry: String,
+        /// The requests it does not answer, by their Rust paths.
+        requests: Vec<String>,
+    },
     /// The worker's hello came from another process than the one started.
     #[error("the hello came from process {theirs}, which is not the worker started ({ours})")]
     WrongPeer {
@@ -314,6 +324,7 @@ impl WireError {
                 | WireError::UnknownCodec(_)
                 | WireError::CodecMismatch { .. }
                 | WireError::UnknownEntry { .. }
+                | WireError::Unanswered { .. }
         )
     }
 }
@@ -357,6 +368,17 @@ pub enum SpawnError {
     /// through the wire; see [`Protocol`](crate::Protocol).
     #[error("{0}")]
     Protocol(#[from] ShapeError),
+    /// Requests the protocol declares the parent answers
+    /// ([`Declare::request_to_parent`](crate::Declare::request_to_parent)) that
+    /// no [`serve`](crate::WorkerBuilder::serve) answers, by their Rust paths.
+    #[error(
+        "the parent serves none of {0:?}, which the protocol declares it answers: add .serve(..)"
+    )]
+    Unserved(Vec<String>),
+    /// The worker's data ([`WorkerBuilder::data`](crate::WorkerBuilder::data))
+    /// cannot be sent: over the largest message, or not encodable.
+    #[error("the worker's data cannot be sent: {0}")]
+    Data(WireError),
     /// An option the worker cannot run with.
     #[error("invalid worker option: {0}")]
     Option(String),

@@ -2,7 +2,7 @@
 
 A Rust parent starts this program as a worker with the JSON codec
 (`WorkerBuilder::codec(Codec::Json)`); this module speaks the wire protocol
-of `PROTOCOL.md` (version 5) over the UNIX socket the parent hands over, or
+of `PROTOCOL.md` (version 6) over the UNIX socket the parent hands over, or
 over TCP back to a remote parent (`Transport::plain_tcp`, or
 `Transport::tls` with the certificate pinned), with the launch's token:
 
@@ -21,7 +21,11 @@ over TCP back to a remote parent (`Transport::plain_tcp`, or
 
 Messages are the JSON that serde writes for the Rust types (an enum
 variant is `{"Variant": value}`, a unit variant `"Variant"`). Requests are
-named by the Rust path of their type (`actix_webworker::request_name`).
+named by their wire name: the name the Rust protocol declares for them
+(`declare.request::<Mul>().named("mul")`), else the Rust path of their
+type (`actix_webworker::wire_name`). The worker's data
+(`WorkerBuilder::data`, Node's `workerData`) is `parent.data`, its JSON
+value (`None` when the parent gave none).
 
 What it does, as the Rust worker runtime does:
 
@@ -55,7 +59,7 @@ import traceback
 
 __all__ = ["Worker", "Parent", "RemoteError", "run", "tag_of", "PROTOCOL_VERSION"]
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 MAGIC = b"AWW\x01"
 CODEC_JSON = 1
 
@@ -75,7 +79,10 @@ CODEC_JSON = 1
     AUTH,
     PING,
     PONG,
-) = range(1, 15)
+    DATA,
+) = range(1, 16)
+# The hello's flag: the worker's data follows the hellos.
+HELLO_DATA_FOLLOWS = 1
 # WebSocket opcodes.
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
@@ -237,6 +244,7 @@ class Parent:
 
     def __init__(self, runtime):
         self._rt = runtime
+        self.data = runtime.data
 
     def post(self, value, fds=()):
         """Posts `value` (JSON-able) to the parent, with descriptors `fds`
@@ -246,8 +254,8 @@ class Parent:
         self._rt.send(_envelope(POST, len(fds), payload=_json(value)), fds)
 
     def ask(self, name, value):
-        """Asks the parent request `name` (the Rust path of its type) and
-        returns the answer, or raises `RemoteError`."""
+        """Asks the parent request `name` (its wire name) and returns the
+        answer, or raises `RemoteError`."""
         return self._rt.ask(name, value)
 
     def close(self):
@@ -270,8 +278,9 @@ class Worker:
 
 
 class _Runtime:
-    def __init__(self, conn, answers):
+    def __init__(self, conn, answers, data=None):
         self.conn = conn
+        self.data = data
         self.answers = {tag_of(name): f for name, f in answers.items()}
         self.next_id = 0
         self.backlog = []
@@ -435,33 +444,43 @@ def _read_secrets():
 
 
 def _handshake(conn, sock, fingerprint, remote):
-    """Reads the parent's hello, answers with ours; raises SystemExit with
-    the runtime's code when the two do not match."""
+    """Reads the parent's hello, answers with ours, and reads the worker's
+    data when the parent's hello says it follows; returns the data (its
+    JSON value, or None). Raises SystemExit with the runtime's code when
+    the two hellos do not match."""
     message = conn.read_message()
     if len(message) < 23 or message[0] != HELLO or message[2:6] != MAGIC:
         raise SystemExit(EXIT_MISMATCH)
     version, theirs, _pid = struct.unpack("<IQI", message[6:22])
     codec = message[22] if len(message) > 22 else None
+    flags = message[23] if len(message) > 23 else 0
     ours = theirs if fingerprint is None else fingerprint
-    fields = MAGIC + struct.pack("<IQI", PROTOCOL_VERSION, ours, os.getpid()) + bytes([CODEC_JSON])
+    fields = MAGIC + struct.pack("<IQI", PROTOCOL_VERSION, ours, os.getpid())
+    fields += bytes([CODEC_JSON, 0])
     conn.send(_envelope(HELLO, 0, fields))
     if version != PROTOCOL_VERSION or codec != CODEC_JSON or ours != theirs:
         conn.close()
         raise SystemExit(EXIT_MISMATCH)
-    if remote:
-        return  # the token said who we are
-    # The other end must be our parent.
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    peer, _uid, _gid = struct.unpack("3i", creds)
-    if peer != os.getppid():
-        raise SystemExit(EXIT_NOT_A_WORKER)
+    if not remote:
+        # The other end must be our parent (over TCP, the token said who
+        # we are).
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        peer, _uid, _gid = struct.unpack("3i", creds)
+        if peer != os.getppid():
+            raise SystemExit(EXIT_NOT_A_WORKER)
+    if not flags & HELLO_DATA_FOLLOWS:
+        return None
+    data = conn.read_message()
+    if len(data) < 10 or data[0] != DATA:
+        raise SystemExit(EXIT_MISMATCH)
+    return json.loads(data[10:])
 
 
 def run(worker, answers=None, entries=None, fingerprint=None):
     """Runs this process as a worker and exits.
 
     `worker`: the `Worker` subclass to run (or a factory taking the
-    `Parent`). `answers`: request handlers by the Rust path of the request
+    `Parent`). `answers`: request handlers by the wire name of the request
     type, each called with the worker and the request's JSON value, whose
     return value is the answer. `entries`: the entry names this worker
     runs as (default: any); another is refused, as a Rust worker refuses
@@ -508,10 +527,10 @@ def run(worker, answers=None, entries=None, fingerprint=None):
         conn.close()
         sys.exit(EXIT_NOT_A_WORKER)
     try:
-        _handshake(conn, sock, fingerprint, conn.remote)
+        data = _handshake(conn, sock, fingerprint, conn.remote)
     except _Closed:
         sys.exit(0)
-    runtime = _Runtime(conn, answers or {})
+    runtime = _Runtime(conn, answers or {}, data)
     runtime.worker = worker(Parent(runtime))
     runtime.serve()
     if runtime.closing:

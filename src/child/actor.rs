@@ -11,6 +11,7 @@ use super::panic;
 use crate::error::ErrorReport;
 use crate::protocol::{Protocol, Received, Request};
 use crate::session::answers::Handlers;
+use crate::session::declared::answered_tag;
 
 /// An actor that can run as a worker.
 ///
@@ -103,7 +104,8 @@ impl<W: WorkerActor> Requests<W> {
         <W as Handler<R>>::Result: 'static,
     {
         let ctl = self.ctl.clone();
-        self.handlers.insert::<R>(move |req, reply| {
+        let tag = answered_tag::<W::Protocol, R>();
+        self.handlers.insert::<R>(tag, move |req, reply| {
             let again = ctl.clone();
             // Sent back (and dropped, failing the request) if the actor is gone.
             let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {

@@ -33,7 +33,7 @@ use super::spawn::Channel;
 use crate::error::{ExitStatus, Lost, WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::session::requests::Pending;
-use crate::session::{self, Common, Finish, Finished, Opened, Session, Turn, Why};
+use crate::session::{self, Common, Finish, Finished, Opened, Session, Then, Turn, Why};
 use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::writer::WriterEnd;
@@ -55,6 +55,9 @@ pub(crate) struct Link<P: Protocol> {
     /// our hello names).
     pub common: Common,
     pub fingerprint: u64,
+    /// The worker's data message, sent after the hellos (see
+    /// `session/data.rs`).
+    pub data: Option<bytes::Bytes>,
     pub handshake_timeout: Duration,
     pub heartbeat: Option<super::options::Heartbeat>,
     /// Where refusals after the worker is in go (a TCP worker's port).
@@ -124,12 +127,24 @@ impl<P: Protocol> Link<P> {
         let (mut refusals, mut kept) = (Vec::new(), Kept { farewell: None, refuser: None });
         let encoding = self.common.sender.encoding;
         let (max, hello) = (encoding.max_message_size, Turn::First(encoding.codec));
+        // The worker is the process started, or one it started in turn
+        // (`args` may wrap it: a debugger, `sh -c`). A remote worker's pid
+        // is another host's: its token said who it is. Checked before the
+        // worker's data goes out.
+        let handle = self.handle.clone();
+        let peer = move |hello: &envelope::Hello| match local {
+            true if !handle.is_self_or_descendant(hello.pid) => {
+                Err(WireError::WrongPeer { ours: handle.pid(), theirs: hello.pid })
+            }
+            _ => Ok(()),
+        };
+        let then = Then { data: self.data.clone(), peer: &peer };
         let opening = async {
             let sock = self.connect(channel, exit, &mut refusals, &mut kept.refuser).await?;
             // Kept to ask the worker to close, should the System stop
             // under it.
             kept.farewell = sock.fd.try_clone().ok();
-            session::open(sock, max, self.fingerprint, hello).await
+            session::open(sock, max, self.fingerprint, hello, then).await
         };
         let opened = tokio::time::timeout(self.handshake_timeout, opening).await;
         for refused in refusals {
@@ -138,13 +153,6 @@ impl<P: Protocol> Link<P> {
         let opening = match opened {
             Err(_) => Err(Unopened::TimedOut),
             Ok(Err(e)) => Err(Unopened::Failed(e)),
-            // The worker is the process started, or one it started in turn
-            // (`args` may wrap it: a debugger, `sh -c`). A remote worker's
-            // pid is another host's: its token said who it is.
-            Ok(Ok(opened)) if local && !self.handle.is_self_or_descendant(opened.peer.pid) => {
-                let (ours, theirs) = (self.handle.pid(), opened.peer.pid);
-                Err(Unopened::Failed(Some(WireError::WrongPeer { ours, theirs })))
-            }
             Ok(Ok(opened)) => Ok(opened),
         };
         (opening, kept)
@@ -219,7 +227,8 @@ impl Unopened {
                 return None;
             }
         };
-        let refused = matches!(e, Some(WireError::UnknownEntry { .. }));
+        let refused =
+            matches!(e, Some(WireError::UnknownEntry { .. } | WireError::Unanswered { .. }));
         let mut certain = None;
         if let Some(e) = e {
             certain = e.is_certain().then(|| e.clone());

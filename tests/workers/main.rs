@@ -61,6 +61,7 @@ modules![
     basics: trials roles,
     bounds: trials,
     conformance: trials,
+    declared: trials,
     delivery: trials,
     errors: trials roles,
     faults: trials roles,

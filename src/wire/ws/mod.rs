@@ -97,11 +97,11 @@ impl Connection {
             Some(r) => r.map_err(Some)?,
         };
         if first.header.kind == Kind::Refused {
-            let refusal =
-                codec::decode_as::<envelope::EntryRefusal>(codec, first.payload()).map_err(Some)?;
-            return Err(Some(WireError::UnknownEntry {
-                entry: refusal.entry,
-                known: refusal.known,
+            let envelope::EntryRefusal { entry, known, unanswered } =
+                read_refusal(codec, first.payload()).map_err(Some)?;
+            return Err(Some(match unanswered.is_empty() {
+                true => WireError::UnknownEntry { entry, known },
+                false => WireError::Unanswered { entry, requests: unanswered },
             }));
         }
         if first.header.kind != Kind::Hello {
@@ -123,10 +123,40 @@ impl Connection {
         Ok(hello)
     }
 
+    /// Receives the worker's data, which the parent's hello said would
+    /// follow it: its shape and its payload. Anything else breaks the
+    /// handshake.
+    pub(crate) async fn recv_data(&mut self) -> Result<(u64, Vec<u8>), Option<WireError>> {
+        let data = match next_inbound(&mut self.frames, &self.fds).await {
+            None | Some(Err(WireError::CutOff)) => return Err(None),
+            Some(r) => r.map_err(Some)?,
+        };
+        if data.header.kind != Kind::Data || data.header.nfds != 0 {
+            return Err(Some(WireError::Unexpected(data.header.kind.name())));
+        }
+        Ok((data.header.tag, data.payload().to_vec()))
+    }
+
     /// Splits into the reading half and the writing half.
     pub(crate) fn split(self) -> (Reader, SinkHalf) {
         (Reader::new(self.frames, self.fds), self.sink)
     }
+}
+
+/// The refusal of a worker of version 5 or earlier (bincode has no
+/// missing fields).
+#[derive(serde::Deserialize)]
+struct EntryRefusalV5 {
+    entry: String,
+    known: Vec<String>,
+}
+
+/// Reads a refusal written with `codec`, of this version or an earlier.
+fn read_refusal(codec: Codec, payload: &[u8]) -> Result<envelope::EntryRefusal, WireError> {
+    codec::decode_as::<envelope::EntryRefusal>(codec, payload).or_else(|e| {
+        let EntryRefusalV5 { entry, known } = codec::decode_as(codec, payload).map_err(|_| e)?;
+        Ok(envelope::EntryRefusal { entry, known, unanswered: Vec::new() })
+    })
 }
 
 /// The codec named by a parent's hello as read raw off the socket (one

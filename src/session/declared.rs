@@ -1,0 +1,134 @@
+//! The requests of a protocol as a session uses them: each declared
+//! request's tag (from its wire name), checked once per protocol (no two
+//! with one name or tag, each request and answer a type the wire can
+//! carry), and the tag of any request on the asking path, cached so that
+//! a stream of asks pays one comparison each.
+//!
+//! A request its protocol does not declare is tagged by its Rust path, as
+//! before declarations existed.
+
+use std::any::TypeId;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::declare::{Declared, Shapes, Traced, Untraceable};
+use crate::error::ShapeError;
+use crate::protocol::{declared, tag_of, tag_of_name, Fnv, Protocol, Request};
+
+/// One declared request, with its tag.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub declared: Declared,
+    pub tag: u64,
+    /// The shapes of the request and its answer.
+    pub shapes: (u64, u64),
+}
+
+/// What a protocol declares, checked.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    pub entries: Vec<Entry>,
+}
+
+impl Table {
+    fn build<P: Protocol>() -> Result<Table, ShapeError> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for declared in declared::<P>() {
+            let shapes = (declared.shape)().map_err(|e| ShapeError { ty: e.ty, why: e.why })?;
+            let tag = tag_of_name(declared.name);
+            let fail = |why: String| ShapeError { ty: declared.rust, why };
+            if let Some(twin) = entries.iter().find(|e| e.declared.ty == declared.ty) {
+                return Err(fail(format!("it is declared twice (as {:?})", twin.declared.name)));
+            }
+            if let Some(twin) = entries.iter().find(|e| e.tag == tag) {
+                let (name, other) = (declared.name, twin.declared.rust);
+                return Err(fail(format!("its wire name {name:?} is also that of {other}")));
+            }
+            entries.push(Entry { declared, tag, shapes });
+        }
+        Ok(Table { entries })
+    }
+
+    /// The declared request of type `ty`.
+    fn get(&self, ty: TypeId) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.declared.ty == ty)
+    }
+
+    /// The declared requests one side must answer (the parent's, or the
+    /// worker's) that `answers` says it does not: their Rust paths.
+    pub(crate) fn unanswered(&self, parent: bool, answers: impl Fn(u64) -> bool) -> Vec<String> {
+        let owed = self.entries.iter().filter(|e| e.declared.to_parent == parent);
+        owed.filter(|e| !answers(e.tag)).map(|e| e.declared.rust.to_owned()).collect()
+    }
+
+    /// Adds the declaration to a fingerprint: names, directions and
+    /// shapes, in the order of the names (not of the declaration, nor of
+    /// the Rust paths, which a rename changes). Nothing for a protocol
+    /// that declares nothing, whose fingerprint is what it always was.
+    pub(crate) fn hash_into(&self, h: &mut Fnv) {
+        let mut entries: Vec<&Entry> = self.entries.iter().collect();
+        entries.sort_by_key(|e| e.declared.name);
+        for e in entries {
+            h.write(e.declared.name.as_bytes());
+            h.write(&[0, u8::from(e.declared.to_parent)]);
+            h.write(&e.shapes.0.to_le_bytes());
+            h.write(&e.shapes.1.to_le_bytes());
+        }
+    }
+}
+
+/// What protocol `P` declares, checked; once per protocol.
+pub(crate) fn table<P: Protocol>() -> Result<Arc<Table>, ShapeError> {
+    type Tables = Mutex<HashMap<TypeId, Result<Arc<Table>, ShapeError>>>;
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    let tables = TABLES.get_or_init(Default::default);
+    let key = TypeId::of::<P>();
+    if let Some(known) = tables.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return known.clone();
+    }
+    let built = Table::build::<P>().map(Arc::new);
+    tables.lock().unwrap_or_else(|e| e.into_inner()).insert(key, built.clone());
+    built
+}
+
+/// The tag of request type `R` in protocol `P`, once `R` and its answer
+/// are known to be types the wire can carry. The last one looked up on
+/// this thread is remembered: a stream of asks of one type takes no lock
+/// and looks nothing up.
+pub(crate) fn request_tag<P: Protocol, R: Request>() -> Result<u64, ShapeError> {
+    thread_local! {
+        static LAST: Cell<Option<(TypeId, TypeId, u64)>> = const { Cell::new(None) };
+    }
+    let (p, r) = (TypeId::of::<P>(), TypeId::of::<R>());
+    if let Some((lp, lr, tag)) = LAST.with(Cell::get) {
+        if (lp, lr) == (p, r) {
+            return Ok(tag);
+        }
+    }
+    let tag = table::<P>()?.get(r).map_or_else(tag_of::<R>, |e| e.tag);
+    let untraceable = |e: Untraceable| ShapeError { ty: e.ty, why: e.why };
+    <Traced as Shapes>::shape::<R>().map_err(untraceable)?;
+    <Traced as Shapes>::shape::<R::Answer>().map_err(untraceable)?;
+    LAST.with(|last| last.set(Some((p, r, tag))));
+    Ok(tag)
+}
+
+/// The tag of request type `R` in protocol `P`, for a side that answers
+/// it (registered once, not on any hot path). A protocol whose
+/// declaration is wrong tags it by its Rust path: it fails at start-up
+/// all the same, by its fingerprint.
+pub(crate) fn answered_tag<P: Protocol, R: Request>() -> u64 {
+    let table = table::<P>().ok();
+    table.and_then(|t| t.get(TypeId::of::<R>()).map(|e| e.tag)).unwrap_or_else(tag_of::<R>)
+}
+
+/// How request type `R` is named to whoever asked it and got no answer:
+/// its Rust path, and its wire name where that is another.
+pub(crate) fn describe<P: Protocol, R: Request>() -> String {
+    let rust = std::any::type_name::<R>();
+    match table::<P>().ok().and_then(|t| t.get(TypeId::of::<R>()).map(|e| e.declared.name)) {
+        Some(name) if name != rust => format!("{rust} (wire name {name:?})"),
+        _ => rust.to_owned(),
+    }
+}
