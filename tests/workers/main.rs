@@ -61,6 +61,7 @@ modules![
     basics: trials roles,
     bounds: trials,
     conformance: trials,
+    data: trials,
     declared: trials,
     delivery: trials,
     errors: trials roles,

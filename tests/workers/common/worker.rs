@@ -591,5 +591,6 @@ pub fn entries() -> Vec<Entry> {
         }),
     ];
     entries.extend(crate::declared::entries());
+    entries.extend(crate::data::entries());
     entries
 }
