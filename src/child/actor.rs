@@ -58,7 +58,13 @@ pub trait WorkerActor:
     /// ```
     ///
     /// A request of a type not registered here fails in the parent with
-    /// [`WorkerError::Unhandled`](crate::WorkerError::Unhandled).
+    /// [`WorkerError::Unhandled`](crate::WorkerError::Unhandled), naming
+    /// the type. Every request the protocol declares
+    /// ([`Protocol::requests`]) must be registered: a worker that misses
+    /// one refuses to start, and its parent gets
+    /// [`WireError::Unanswered`](crate::WireError::Unanswered) naming it.
+    /// A worker that takes no posts sets `type ToWorker =`
+    /// [`NoPosts`](crate::NoPosts) in its protocol.
     fn requests(requests: &mut Requests<Self>) {
         let _ = requests;
     }
