@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         data::a_worker_started_without_data_is_told_so,
         data::data_larger_than_a_message_is_refused_at_start,
         data::every_member_of_a_pool_gets_the_same_data,
+        data::a_python_worker_reads_its_data,
     ]
 }
 
@@ -192,5 +193,43 @@ pub fn every_member_of_a_pool_gets_the_same_data() {
         }
         pool.terminate();
         assert!(pool.send(actix_webworker::Join).await.unwrap().success());
+    });
+}
+
+/// The conformance protocol, with a request the Python worker answers
+/// with its data.
+pub struct PyData;
+
+impl Protocol for PyData {
+    type ToWorker = crate::conformance::Job;
+    type FromWorker = crate::conformance::Done;
+
+    fn requests(declare: &mut actix_webworker::Declare) {
+        declare.request::<ReadData>().named("conformance.data");
+    }
+}
+
+/// Answered by the Python worker with its data (`parent.data`).
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Option<Config>")]
+pub struct ReadData;
+
+pub fn a_python_worker_reads_its_data() {
+    if !crate::conformance::have_python() {
+        return;
+    }
+    run(async {
+        for data in [Some(config()), None] {
+            let builder = crate::conformance::python_worker::<PyData>();
+            let builder = match &data {
+                Some(data) => builder.data(data.clone()),
+                None => builder,
+            };
+            let (rec, mut events) = events::<PyData>();
+            let worker = builder.restart(RestartPolicy::never()).events(rec).start().unwrap();
+            assert_eq!(worker.ask(ReadData).await.unwrap(), data);
+            worker.terminate();
+            assert!(events.exit().await.success());
+        }
     });
 }
