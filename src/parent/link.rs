@@ -110,7 +110,7 @@ impl<P: Protocol> Link<P> {
             }
         };
         let status = ExitStatus { lost, ..exit.status_of(&handle, launched).await };
-        finish(side, handle, status, in_doubt, kept.refuser, (&outbox, &pending));
+        finish(side, handle, status, in_doubt, kept.refuser, (&outbox, &pending, certain.as_ref()));
         LinkExit { status, certain }
     }
 
@@ -249,23 +249,27 @@ struct Kept {
     refuser: Option<JoinHandle<()>>,
 }
 
-/// The end of a process's link: what was in flight fails with its status,
-/// the posts that may have sat unread are told, its port closes, and its
-/// exit is told, last of its events.
+/// The end of a process's link: what was in flight fails with its status
+/// (or the error certain to stop it), the posts that may have sat unread
+/// are told, its port closes, and its exit is told, last of its events.
 fn finish<P: Protocol>(
     mut side: ParentSide<P>,
     handle: Arc<ChildHandle>,
     status: ExitStatus,
     in_doubt: usize,
     refuser: Option<JoinHandle<()>>,
-    (outbox, pending): (&Outbox, &Pending),
+    (outbox, pending, certain): (&Outbox, &Pending, Option<&WireError>),
 ) {
     // In-flight requests fail now (at most once): those still queued
     // must not reach a later child either. Purged first, then failed:
     // a `Port` on another thread pushes its requests for one
     // connection only (`Outbox::try_push_on`), after taking its slot.
+    // With the cause that stops the worker for good, when there is one
+    // (a refused entry, undeclared answers, another build): its exit
+    // status alone would not say.
     let ended = outbox.end_connection();
-    pending.fail_through(ended, &WorkerError::Exited(status));
+    let failure = certain.map_or(WorkerError::Exited(status), |e| WorkerError::Wire(e.clone()));
+    pending.fail_through(ended, &failure);
     if in_doubt > 0 {
         side.emit(Event::MaybeLost(in_doubt));
     }

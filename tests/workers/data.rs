@@ -173,7 +173,7 @@ pub fn data_larger_than_a_message_is_refused_at_start() {
     run(async {
         let big = Config { weights: vec![1.0; 20_000], ..config() };
         let limits = Limits::default().max_message_size(64 * 1024);
-        let refused = reader().limits(limits.clone()).data(big.clone()).start();
+        let refused = reader().limits(limits).data(big.clone()).start();
         match refused {
             Err(SpawnError::Data(WireError::TooLarge { limit, .. })) => assert_eq!(limit, 65_536),
             other => panic!("expected Data(TooLarge), got {:?}", other.map(drop)),

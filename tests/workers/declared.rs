@@ -213,8 +213,10 @@ pub fn a_declared_request_not_answered_refuses_the_start_naming_it() {
         }
         let said = refused.to_string();
         assert!(said.contains("declared::Mul") && said.contains("WorkerActor::requests"), "{said}");
+        // What was asked fails with the cause, not an exit code.
         let asked = tokio::time::timeout(WAIT, asked).await.expect("the ask ends");
-        assert!(asked.is_err(), "{asked:?}");
+        let cause = WorkerError::Wire(refused.clone());
+        assert!(matches!(&asked, Err(e) if *e == cause), "{asked:?}");
     });
 }
 
