@@ -132,3 +132,80 @@ pub(crate) fn describe<P: Protocol, R: Request>() -> String {
         _ => rust.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix::Message;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::declare::Declare;
+
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "i64")]
+    struct Mul(i64, i64);
+
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "u64")]
+    struct Sum(Vec<u64>);
+
+    macro_rules! protocol {
+        ($name:ident, |$d:ident| $body:expr) => {
+            struct $name;
+            impl Protocol for $name {
+                type ToWorker = u32;
+                type FromWorker = u32;
+                fn requests($d: &mut Declare) {
+                    $body;
+                }
+            }
+        };
+    }
+
+    protocol!(Nothing, |d| {
+        let _ = d;
+    });
+    protocol!(Named, |d| d.request::<Mul>().named("mul"));
+    protocol!(Twice, |d| {
+        d.request::<Mul>();
+        d.request::<Mul>().named("mul");
+    });
+    protocol!(OneName, |d| {
+        d.request::<Mul>().named("calc");
+        d.request::<Sum>().named("calc");
+    });
+
+    #[test]
+    fn a_declared_request_is_tagged_by_its_wire_name_and_another_by_its_path() {
+        assert_eq!(request_tag::<Named, Mul>().unwrap(), tag_of_name("mul"));
+        assert_eq!(request_tag::<Named, Sum>().unwrap(), tag_of::<Sum>());
+        assert_eq!(request_tag::<Nothing, Mul>().unwrap(), tag_of::<Mul>());
+        // Looked up again, from the thread's cache, alternating.
+        for _ in 0..3 {
+            assert_eq!(request_tag::<Named, Mul>().unwrap(), tag_of_name("mul"));
+            assert_eq!(request_tag::<Nothing, Mul>().unwrap(), tag_of::<Mul>());
+        }
+        assert_eq!(describe::<Named, Mul>(), format!("{} (wire name \"mul\")", type_name::<Mul>()));
+        assert_eq!(describe::<Named, Sum>(), type_name::<Sum>());
+    }
+
+    #[test]
+    fn a_type_or_a_name_declared_twice_is_refused_naming_the_type() {
+        let twice = table::<Twice>().unwrap_err();
+        assert!(twice.ty.ends_with("Mul") && twice.why.contains("twice"), "{twice}");
+        let one_name = table::<OneName>().unwrap_err();
+        assert!(one_name.ty.ends_with("Sum") && one_name.why.contains("\"calc\""), "{one_name}");
+    }
+
+    #[test]
+    fn what_a_side_must_answer_and_does_not_is_named() {
+        let table = table::<Named>().unwrap();
+        assert_eq!(table.unanswered(false, |_| false), [type_name::<Mul>()]);
+        assert!(table.unanswered(false, |tag| tag == tag_of_name("mul")).is_empty());
+        assert!(table.unanswered(true, |_| false).is_empty(), "the parent owes nothing");
+    }
+
+    fn type_name<T>() -> &'static str {
+        std::any::type_name::<T>()
+    }
+}

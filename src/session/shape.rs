@@ -292,4 +292,60 @@ mod tests {
         assert_ne!(here, fingerprint::<Changed>().unwrap(), "a field's type changed");
         assert_ne!(here, fingerprint::<Bumped>().unwrap(), "VERSION bumped");
     }
+
+    /// Protocols that differ in what they declare.
+    mod declaring {
+        use actix::Message;
+        use serde::{Deserialize, Serialize};
+
+        use crate::declare::Declare;
+        use crate::protocol::Protocol;
+
+        #[derive(Message, Serialize, Deserialize)]
+        #[rtype(result = "i64")]
+        pub struct Mul(i64, i64);
+
+        /// `Mul` renamed in Rust, its serde name kept.
+        #[derive(Message, Serialize, Deserialize)]
+        #[rtype(result = "i64")]
+        #[serde(rename = "Mul")]
+        pub struct Times(i64, i64);
+
+        macro_rules! protocol {
+            ($name:ident, |$d:ident| $body:expr) => {
+                pub struct $name;
+                impl Protocol for $name {
+                    type ToWorker = u32;
+                    type FromWorker = u32;
+                    fn requests($d: &mut Declare) {
+                        $body;
+                    }
+                }
+            };
+        }
+
+        protocol!(Nothing, |d| {
+            let _ = d;
+        });
+        protocol!(Named, |d| d.request::<Mul>().named("mul"));
+        protocol!(Renamed, |d| d.request::<Times>().named("mul"));
+        protocol!(OtherName, |d| d.request::<Mul>().named("times"));
+        protocol!(ToParent, |d| d.request_to_parent::<Mul>().named("mul"));
+        protocol!(OneName, |d| {
+            d.request::<Mul>().named("calc");
+            d.request::<Times>().named("calc");
+        });
+    }
+
+    #[test]
+    fn the_declaration_joins_the_fingerprint_but_not_the_rust_path() {
+        use declaring::*;
+        let plain = fingerprint::<Nothing>().unwrap();
+        let named = fingerprint::<Named>().unwrap();
+        assert_ne!(plain, named, "declared requests change it");
+        assert_eq!(named, fingerprint::<Renamed>().unwrap(), "a rename with the same serde name");
+        assert_ne!(named, fingerprint::<OtherName>().unwrap(), "another wire name");
+        assert_ne!(named, fingerprint::<ToParent>().unwrap(), "the other direction");
+        assert!(fingerprint::<OneName>().is_err(), "one wire name twice: the start fails");
+    }
 }

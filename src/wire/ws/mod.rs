@@ -176,3 +176,36 @@ pub(crate) fn codec_of_hello(raw: &[u8]) -> Codec {
         .and_then(|(_, fields)| envelope::read_hello(fields).ok())
         .map_or(Codec::default(), |hello| hello.codec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Old {
+        entry: String,
+        known: Vec<String>,
+    }
+
+    #[test]
+    fn a_refusal_reads_from_this_version_and_from_version_5_and_json_without_unanswered() {
+        let old = Old { entry: "calc".into(), known: vec!["echo".into()] };
+        let mut v5 = Vec::new();
+        codec::encode_into(&old, &mut v5).unwrap();
+        let json = serde_json::to_vec(&old).unwrap();
+        let (from_v5, from_json) =
+            (read_refusal(Codec::Bincode, &v5).unwrap(), read_refusal(Codec::Json, &json).unwrap());
+        for refusal in [from_v5, from_json] {
+            assert_eq!((refusal.entry.as_str(), refusal.known.len()), ("calc", 1));
+            assert!(refusal.unanswered.is_empty());
+        }
+        let now = envelope::EntryRefusal {
+            entry: "calc".into(),
+            known: vec![],
+            unanswered: vec!["my::Mul".into()],
+        };
+        let mut v6 = Vec::new();
+        codec::encode_into(&now, &mut v6).unwrap();
+        assert_eq!(read_refusal(Codec::Bincode, &v6).unwrap().unanswered, ["my::Mul"]);
+    }
+}
