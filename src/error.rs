@@ -436,7 +436,7 @@ pub enum WorkerError {
     /// The handler of the request panicked (the report says where).
     #[error("the request's handler panicked: {0}")]
     Panicked(ErrorReport),
-    /// The other side has no handler for this request type.
+    /// The other side has no handler for this request type, named as its asker knows it.
     #[error("the other side does not answer this request ({0})")]
     Unhandled(String),
     /// The other side could not decode the request or encode its answer.

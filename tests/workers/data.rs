@@ -14,6 +14,7 @@ use crate::common::*;
 pub fn trials() -> Vec<Trial> {
     crate::trials![
         data::a_worker_reads_the_data_it_was_started_with,
+        data::a_remote_worker_reads_its_data_over_tcp,
         data::data_of_another_type_is_a_typed_error_naming_the_type,
         data::a_worker_started_without_data_is_told_so,
         data::data_larger_than_a_message_is_refused_at_start,
@@ -141,6 +142,19 @@ pub fn a_worker_reads_the_data_it_was_started_with() {
             worker.terminate();
             assert!(events.exit().await.success());
         }
+    });
+}
+
+/// Over TCP (a worker that connects back, as a remote one does), the
+/// data comes after the token and the hellos, as over a socketpair.
+pub fn a_remote_worker_reads_its_data_over_tcp() {
+    run(async {
+        let (rec, mut events) = events::<Given>();
+        let worker = reader().transport(loopback()).data(config()).events(rec).start().unwrap();
+        assert_eq!(worker.ask(AsConfig).await.unwrap(), Ok(config()));
+        assert!(!worker.ask(Exposed(config().secret)).await.unwrap());
+        worker.terminate();
+        assert!(events.exit().await.success());
     });
 }
 
