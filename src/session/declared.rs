@@ -8,7 +8,7 @@
 //! before declarations existed.
 
 use std::any::TypeId;
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -93,26 +93,35 @@ pub(crate) fn table<P: Protocol>() -> Result<Arc<Table>, ShapeError> {
 }
 
 /// The tag of request type `R` in protocol `P`, once `R` and its answer
-/// are known to be types the wire can carry. The last one looked up on
-/// this thread is remembered: a stream of asks of one type takes no lock
-/// and looks nothing up.
+/// are known to be types the wire can carry. The last few looked up on
+/// this thread are remembered: a stream of asks of a few types takes no
+/// lock and looks nothing up but these.
 pub(crate) fn request_tag<P: Protocol, R: Request>() -> Result<u64, ShapeError> {
+    /// (protocol, request, tag), the newest first.
+    type Recent = [Option<(TypeId, TypeId, u64)>; RECENT];
     thread_local! {
-        static LAST: Cell<Option<(TypeId, TypeId, u64)>> = const { Cell::new(None) };
+        static LAST: RefCell<Recent> = const { RefCell::new([None; RECENT]) };
     }
-    let (p, r) = (TypeId::of::<P>(), TypeId::of::<R>());
-    if let Some((lp, lr, tag)) = LAST.with(Cell::get) {
-        if (lp, lr) == (p, r) {
-            return Ok(tag);
-        }
+    let key = (TypeId::of::<P>(), TypeId::of::<R>());
+    let known = LAST.with_borrow(|recent| {
+        recent.iter().flatten().find(|(p, r, _)| (*p, *r) == key).map(|&(.., tag)| tag)
+    });
+    if let Some(tag) = known {
+        return Ok(tag);
     }
-    let tag = table::<P>()?.get(r).map_or_else(tag_of::<R>, |e| e.tag);
+    let tag = table::<P>()?.get(key.1).map_or_else(tag_of::<R>, |e| e.tag);
     let untraceable = |e: Untraceable| ShapeError { ty: e.ty, why: e.why };
     <Traced as Shapes>::shape::<R>().map_err(untraceable)?;
     <Traced as Shapes>::shape::<R::Answer>().map_err(untraceable)?;
-    LAST.with(|last| last.set(Some((p, r, tag))));
+    LAST.with_borrow_mut(|recent| {
+        recent.rotate_right(1);
+        recent[0] = Some((key.0, key.1, tag));
+    });
     Ok(tag)
 }
+
+/// How many request types [`request_tag`] remembers per thread.
+const RECENT: usize = 4;
 
 /// The tag of request type `R` in protocol `P`, for a side that answers
 /// it (registered once, not on any hot path). A protocol whose
@@ -149,6 +158,11 @@ mod tests {
     #[rtype(result = "u64")]
     struct Sum(Vec<u64>);
 
+    /// A request too (any message of serde types is one).
+    #[derive(Message, Serialize, Deserialize)]
+    #[rtype(result = "()")]
+    struct Twice;
+
     macro_rules! protocol {
         ($name:ident, |$d:ident| $body:expr) => {
             struct $name;
@@ -166,7 +180,7 @@ mod tests {
         let _ = d;
     });
     protocol!(Named, |d| d.request::<Mul>().named("mul"));
-    protocol!(Twice, |d| {
+    protocol!(TwiceDeclared, |d| {
         d.request::<Mul>();
         d.request::<Mul>().named("mul");
     });
@@ -180,10 +194,14 @@ mod tests {
         assert_eq!(request_tag::<Named, Mul>().unwrap(), tag_of_name("mul"));
         assert_eq!(request_tag::<Named, Sum>().unwrap(), tag_of::<Sum>());
         assert_eq!(request_tag::<Nothing, Mul>().unwrap(), tag_of::<Mul>());
-        // Looked up again, from the thread's cache, alternating.
+        // Looked up again, from the thread's cache, alternating; and past
+        // what it holds.
         for _ in 0..3 {
             assert_eq!(request_tag::<Named, Mul>().unwrap(), tag_of_name("mul"));
             assert_eq!(request_tag::<Nothing, Mul>().unwrap(), tag_of::<Mul>());
+            assert_eq!(request_tag::<Named, Sum>().unwrap(), tag_of::<Sum>());
+            assert_eq!(request_tag::<Nothing, Sum>().unwrap(), tag_of::<Sum>());
+            assert_eq!(request_tag::<Nothing, Twice>().unwrap(), tag_of::<Twice>());
         }
         assert_eq!(describe::<Named, Mul>(), format!("{} (wire name \"mul\")", type_name::<Mul>()));
         assert_eq!(describe::<Named, Sum>(), type_name::<Sum>());
@@ -191,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_type_or_a_name_declared_twice_is_refused_naming_the_type() {
-        let twice = table::<Twice>().unwrap_err();
+        let twice = table::<TwiceDeclared>().unwrap_err();
         assert!(twice.ty.ends_with("Mul") && twice.why.contains("twice"), "{twice}");
         let one_name = table::<OneName>().unwrap_err();
         assert!(one_name.ty.ends_with("Sum") && one_name.why.contains("\"calc\""), "{one_name}");
