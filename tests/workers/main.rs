@@ -63,6 +63,8 @@ modules![
     basics: trials roles,
     bounds: trials,
     conformance: trials,
+    data: trials,
+    declared: trials,
     delivery: trials,
     errors: trials roles,
     faults: trials roles,
