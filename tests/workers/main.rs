@@ -62,6 +62,7 @@ macro_rules! modules {
 modules![
     basics: trials roles,
     bounds: trials,
+    cluster: trials,
     conformance: trials,
     delivery: trials,
     errors: trials roles,
@@ -143,6 +144,8 @@ fn quiet_worker_panics() {
 }
 
 fn main() {
+    common::slurm::run_if_keeper();
+    common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
     remote::run_if_launcher();
     quiet_worker_panics();
@@ -221,5 +224,10 @@ fn main() {
             other => Err(format!("the module guard found {other:?}").into()),
         }
     }));
-    libtest_mimic::run(&args, tests).exit();
+    let conclusion = libtest_mimic::run(&args, tests);
+    // The Slurm cluster, if a test started one: its daemons and every job
+    // step's process gone, its directory removed, before the run says it
+    // is over.
+    common::slurm::shut_down();
+    conclusion.exit();
 }

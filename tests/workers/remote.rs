@@ -244,7 +244,7 @@ pub fn a_worker_over_tls_without_the_entry_says_which_it_has() {
 }
 
 /// The scenarios of the test binary as a launcher (see `run_if_launcher`).
-const LAUNCHER: &str = "AWW_LAUNCHER";
+pub(crate) const LAUNCHER: &str = "AWW_LAUNCHER";
 
 /// The test worker over loopback TCP, launched by this test binary playing
 /// launcher `scenario`.
@@ -562,7 +562,7 @@ fn launch_secrets() -> String {
 }
 
 /// The value of `key` in a secrets block.
-fn secret(block: &str, key: &str) -> Option<String> {
+pub(crate) fn secret(block: &str, key: &str) -> Option<String> {
     block.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
 }
 
@@ -743,20 +743,6 @@ pub fn a_worker_launched_through_a_real_ssh() {
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// What a process shows every user of the host: its arguments, and (to
-/// its own user and root) its environment; empty when it is gone.
-fn shown(pid: u32) -> String {
-    let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
-    let (cmdline, environ) = (read("cmdline"), read("environ"));
-    format!("{} {}", String::from_utf8_lossy(&cmdline), String::from_utf8_lossy(&environ))
-}
-
-/// The parent of `pid`, from `/proc/PID/stat`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The token and the TLS pin (never in an argument, never in an

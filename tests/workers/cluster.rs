@@ -1,0 +1,458 @@
+//! Workers launched by the engines of a cluster, with the recipes of
+//! `docs/cluster.md`: a real Slurm of one node on localhost
+//! (`common::slurm`: `munged`, `slurmctld`, `slurmd` of the test's own),
+//! every worker a job step started by `srun`; and `kubectl exec -i`,
+//! played by a stub that behaves as it does (`common::kubectl`). Each
+//! worker connects back over TCP or TLS on loopback with the token it read
+//! from its launcher's stdin. Where Slurm is not installed (or this is not
+//! root) the Slurm tests are skipped, saying so.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_webworker::{
+    Event, Join, Lost, PoolEvent, Restart, RestartPolicy, Transport, WorkerAddrExt, WorkerBuilder,
+    WorkerError, WorkerEvent, WorkerPool,
+};
+use libtest_mimic::Trial;
+
+use crate::common::kubectl::KUBECTL_STUB;
+use crate::common::slurm::{self, Cluster};
+use crate::common::*;
+use crate::remote::{secret, LAUNCHER};
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        cluster::a_worker_launched_with_srun_is_a_job_step_and_answers,
+        cluster::a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step,
+        cluster::a_pool_launched_with_srun_has_a_job_step_per_member,
+        cluster::no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file,
+        cluster::through_kubectl_exec_i_a_worker_answers_and_shows_no_secret,
+        cluster::through_kubectl_exec_without_i_the_worker_gets_no_token,
+    ]
+}
+
+/// The Slurm recipe: one task on one node, whose stdin `srun` forwards.
+const SRUN: [&str; 4] = ["srun", "-N1", "-n1", "--"];
+
+/// The Kubernetes recipe's arguments after `kubectl`.
+const KUBECTL_EXEC: [&str; 4] = ["exec", "-i", "pod-1", "--"];
+
+/// The cluster of this run; or `None`, the test skipped with the reason,
+/// where Slurm is not installed or this is not root. A cluster that does
+/// not start where the packages are installed is a failure in CI (which
+/// installs them to run these tests) and a skip elsewhere.
+fn slurm() -> Option<&'static Cluster> {
+    if let Some(why) = slurm::missing() {
+        skip(why);
+        return None;
+    }
+    match slurm::cluster() {
+        Ok(cluster) => Some(cluster),
+        Err(why) if std::env::var_os("CI").is_some() => panic!("{why}"),
+        Err(why) => {
+            skip(why);
+            None
+        }
+    }
+}
+
+fn tls() -> Transport {
+    Transport::tls("127.0.0.1:0".parse().unwrap())
+}
+
+/// The test worker, launched with `srun` on `cluster`. `srun`'s own words
+/// (a step cancelled) go to the parent's log, not the run's output.
+fn through_srun(cluster: &Cluster, events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
+    builder(events)
+        .launcher(SRUN)
+        .env("SLURM_CONF", &cluster.conf)
+        .handshake_timeout(WAIT)
+        .capture_output()
+}
+
+/// The worker's job step, `(SLURM_JOB_ID, SLURM_STEP_ID)`, as it sees them.
+async fn step_of(worker: &Addr<actix_webworker::Worker<Test>>) -> (String, String) {
+    let asked = Getenv(vec!["SLURM_JOB_ID".into(), "SLURM_STEP_ID".into()]);
+    match worker.ask(asked).await.unwrap().as_slice() {
+        [Some(job), Some(step)] => (job.clone(), step.clone()),
+        other => panic!("not a job step: {other:?}"),
+    }
+}
+
+/// `JOB.STEP`, as `squeue` and `scancel` name a step.
+fn named((job, step): &(String, String)) -> String {
+    format!("{job}.{step}")
+}
+
+/// Waits (asking `squeue` every 100 ms: Slurm's bookkeeping is no event
+/// here) until `step` is no longer listed; whether it went within `WAIT`.
+async fn step_ends(cluster: &Cluster, step: &str) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if !cluster.steps().iter().any(|s| s == step) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The short name of process `pid` (`/proc/PID/comm`).
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+/// Over TCP and over TLS: a worker launched with `srun` comes online,
+/// answers posts and requests, and runs as a Slurm job step (its
+/// `SLURM_JOB_ID` and `SLURM_STEP_ID`, the step listed by `squeue`, its
+/// parent `slurmstepd`, not this process). Terminated, it closes, `srun`
+/// exits with its 0, and the step is gone.
+pub fn a_worker_launched_with_srun_is_a_job_step_and_answers() {
+    let Some(cluster) = slurm() else { return };
+    println!("SRUN cluster started in {:?}", cluster.started_in);
+    run(async {
+        for (what, transport) in [("tcp", loopback()), ("tls", tls())] {
+            let (rec, mut events) = events::<Test>();
+            let t0 = Instant::now();
+            let worker = through_srun(cluster, rec).transport(transport).start().unwrap();
+            events.online().await;
+            let online = t0.elapsed();
+            assert_eq!(worker.ask(Sum(vec![20, 22])).await.unwrap(), 42, "{what}");
+            worker.post(Cmd::Echo(0));
+            assert_eq!(events.message().await.data, Reply::Echo(0), "{what}");
+            let step = step_of(&worker).await;
+            assert_eq!(step.1, "0", "{what}: srun's one step of its own job");
+            let listed = cluster.steps();
+            assert!(listed.contains(&named(&step)), "{what}: {step:?} not in {listed:?}");
+            let pid = worker.ask(WhichPid).await.unwrap();
+            let up = parent_of(pid).unwrap_or(0);
+            assert_eq!(comm(up), "slurmstepd", "{what}: the worker's parent {up}");
+            println!("SRUN {what}: online {online:?} after start, as step {}", named(&step));
+            worker.terminate();
+            let status = events.exit().await;
+            assert!(status.success(), "{what}: {status}");
+            assert!(step_ends(cluster, &named(&step)).await, "{what}: {step:?} outlived srun");
+        }
+    });
+}
+
+/// `scancel` of a worker's step: Slurm kills the worker, its connection
+/// ends without its close, and the parent says so: a request in flight
+/// fails with `WorkerError::Exited`, the exit is `Lost::Disconnected` (a
+/// failure), and the policy (`Restart::OnFailure`) starts a new `srun`,
+/// a new job whose step answers.
+pub fn a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step() {
+    let Some(cluster) = slurm() else { return };
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = through_srun(cluster, rec)
+            .transport(loopback())
+            .restart(fast(Restart::OnFailure))
+            .start()
+            .unwrap();
+        let first = step_of(&worker).await;
+        let held = worker.ask(Never);
+        // Answered after it: `Never` is in the worker.
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        let t0 = Instant::now();
+        cluster.run("scancel", &[&named(&first)]).unwrap();
+        let status = events.exit().await;
+        let lost = t0.elapsed();
+        assert_eq!(status.lost, Some(Lost::Disconnected), "{status:?}");
+        assert!(!status.success(), "{status}");
+        let failed = held.await;
+        assert!(matches!(failed, Err(WorkerError::Exited(ref s)) if !s.success()), "{failed:?}");
+        events.online().await;
+        let back = t0.elapsed();
+        let second = step_of(&worker).await;
+        assert_ne!(second.0, first.0, "a new srun, a new job");
+        assert!(cluster.steps().contains(&named(&second)), "{second:?} runs");
+        assert!(step_ends(cluster, &named(&first)).await, "{first:?} was cancelled");
+        assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+        println!(
+            "SCANCEL step {}: the exit told after {lost:?} ({status}), back online as step {} \
+             after {back:?}",
+            named(&first),
+            named(&second)
+        );
+        worker.terminate();
+        events.successful_exit().await;
+    });
+}
+
+/// Forwards a pool's events to the test.
+struct Forward(tokio::sync::mpsc::UnboundedSender<PoolEvent<Test>>);
+
+impl Actor for Forward {
+    type Context = Context<Self>;
+}
+
+impl Handler<PoolEvent<Test>> for Forward {
+    type Result = ();
+
+    fn handle(&mut self, ev: PoolEvent<Test>, _: &mut Context<Self>) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// A pool of three, every member launched with `srun`: once all three are
+/// online, a batch of 300 asks is answered, by all three, each from a job
+/// step of its own. Terminated, every member closes and every step ends.
+pub fn a_pool_launched_with_srun_has_a_job_step_per_member() {
+    let Some(cluster) = slurm() else { return };
+    run(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let t0 = Instant::now();
+        let pool = WorkerPool::<Test>::builder()
+            .entry("test")
+            .env("RUST_BACKTRACE", "0")
+            .restart(RestartPolicy::never())
+            .events(Forward(tx).start().recipient())
+            .launcher(SRUN)
+            .env("SLURM_CONF", &cluster.conf)
+            .handshake_timeout(WAIT)
+            .capture_output()
+            .transport(loopback())
+            .size(3)
+            .start()
+            .unwrap();
+        let mut online = 0;
+        while online < 3 {
+            let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("members in time");
+            match ev.expect("events go on") {
+                PoolEvent::Member { event, .. } if matches!(event.kind, Event::Online) => {
+                    online += 1
+                }
+                PoolEvent::Member { event, .. } if matches!(event.kind, Event::Exit(_)) => {
+                    panic!("a member exited: {:?}", event.kind)
+                }
+                _ => {}
+            }
+        }
+        let all_online = t0.elapsed();
+        let asked = Getenv(vec!["SLURM_JOB_ID".into(), "SLURM_STEP_ID".into()]);
+        let answers = futures_util::future::join_all((0..300).map(|_| pool.ask(asked.clone())));
+        let mut steps = HashSet::new();
+        for answer in answers.await {
+            match answer.unwrap().as_slice() {
+                [Some(job), Some(step)] => steps.insert(format!("{job}.{step}")),
+                other => panic!("not a job step: {other:?}"),
+            };
+        }
+        assert_eq!(steps.len(), 3, "each member a step of its own: {steps:?}");
+        let listed = cluster.steps();
+        assert!(steps.iter().all(|s| listed.contains(s)), "{steps:?} not all in {listed:?}");
+        println!("SRUN_POOL 3 members online {all_online:?} after start, steps {steps:?}");
+        pool.terminate();
+        assert!(pool.send(Join).await.unwrap().success());
+        for step in &steps {
+            assert!(step_ends(cluster, step).await, "{step} outlived the pool");
+        }
+    });
+}
+
+/// Every process of the host whose arguments or environment show a
+/// secret or a secret's name: `(pid, comm)`; and how many were read.
+fn showing(secrets: &[String]) -> (Vec<(u32, String)>, usize) {
+    let names = ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"];
+    let (mut found, mut read) = (Vec::new(), 0);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let seen = shown(p);
+        read += 1;
+        let needles = names.iter().copied().chain(secrets.iter().map(String::as_str));
+        if needles.into_iter().any(|n| seen.contains(n)) {
+            found.push((p, comm(p)));
+        }
+    }
+    (found, read)
+}
+
+/// The files under `dir` (recursively) that hold one of `secrets`.
+fn files_holding(dir: &std::path::Path, secrets: &[String]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, secrets));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            let holds = |s: &String| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+            if secrets.iter().any(holds) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A file a launcher writes for the test, removed however the test ends.
+struct Note(std::path::PathBuf);
+
+impl Note {
+    fn new(what: &str) -> Note {
+        Note(std::env::temp_dir().join(format!("aww-{what}-{}", std::process::id())))
+    }
+}
+
+impl Drop for Note {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The secrets a recording launcher (the test binary, `AWW_LAUNCHER=record`,
+/// or the kubectl stub with `AWW_NOTE`) wrote to `note`: the token, and
+/// over TLS the pin.
+fn recorded(note: &std::path::Path, tls: bool) -> Vec<String> {
+    let block = std::fs::read_to_string(note).unwrap();
+    let _ = std::fs::remove_file(note);
+    let keys = ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"];
+    let secrets: Vec<String> = keys.iter().filter_map(|k| secret(&block, k)).collect();
+    assert_eq!(secrets.len(), 1 + usize::from(tls), "{block}");
+    assert!(secrets.iter().all(|s| s.len() == 64), "{secrets:?}");
+    secrets
+}
+
+/// Over TCP and TLS, launched with `srun` (behind a launcher that records
+/// the secrets block it forwards, and keeps `srun` under a shell): once
+/// the worker answers, no process of the host (`srun`, `slurmstepd`, the
+/// worker, the daemons) shows the token or the pin, or their names, in
+/// its arguments or environment; nor does Slurm's account of the job
+/// (`squeue`, `scontrol show job` and `step`), nor any file of the
+/// cluster's (state, spool, logs).
+pub fn no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file() {
+    let Some(cluster) = slurm() else { return };
+    let note = Note::new("srun-secrets");
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let launcher: Vec<String> = [exe.as_str()].into_iter().chain(SRUN).map(String::from).collect();
+    run(async {
+        for (what, transport) in [("tcp", loopback()), ("tls", tls())] {
+            let (rec, mut events) = events::<Test>();
+            let worker = through_srun(cluster, rec)
+                .launcher(launcher.clone())
+                .env(LAUNCHER, "record")
+                .env("AWW_NOTE", &note.0)
+                .transport(transport)
+                .start()
+                .unwrap();
+            let step = named(&step_of(&worker).await);
+            let secrets = recorded(&note.0, what == "tls");
+            let pid = worker.ask(WhichPid).await.unwrap();
+            let (found, read) = showing(&secrets);
+            assert!(found.is_empty(), "{what}: processes show a secret: {found:?}");
+            // Those that carried it were there to be read.
+            let alive: HashSet<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .map(comm)
+                .collect();
+            for carrier in ["srun", "slurmstepd", "slurmd", "slurmctld", "munged"] {
+                assert!(alive.contains(carrier), "{what}: no {carrier} was searched");
+            }
+            assert!(!shown(pid).is_empty(), "{what}: the worker was searched");
+            let mut told = String::new();
+            for args in [
+                &["squeue", "-h", "-s", "-o", "%i %j"][..],
+                &["squeue", "-h", "-o", "%i %j %o %k"],
+                &["scontrol", "show", "job", "-d"],
+                &["scontrol", "show", "step", &step],
+            ] {
+                told += &cluster.run(args[0], &args[1..]).unwrap();
+            }
+            assert!(!secrets.iter().any(|s| told.contains(s.as_str())), "{what}: {told}");
+            let files = files_holding(&cluster.dir, &secrets);
+            assert!(files.is_empty(), "{what}: files hold a secret: {files:?}");
+            let job = step.split('.').next().unwrap_or_default();
+            let shows = cluster.run("squeue", &["-h", "-j", job, "-o", "%i %j %o"]).unwrap();
+            println!(
+                "SRUN_SECRETS {what}: {read} processes and the cluster's files searched, {} \
+                 secrets found nowhere; squeue shows the job as {:?}",
+                secrets.len(),
+                shows.trim()
+            );
+            worker.terminate();
+            events.successful_exit().await;
+        }
+    });
+}
+
+/// The test worker launched through the kubectl stub, `exec` with `args`.
+fn through_kubectl(events: Recipient<WorkerEvent<Test>>, args: &[&str]) -> WorkerBuilder<Test> {
+    let exe = std::env::current_exe().unwrap().display().to_string();
+    let launcher: Vec<String> = [exe.as_str()].iter().chain(args).map(|a| a.to_string()).collect();
+    // Its "command terminated with exit code N" goes to the parent's log.
+    builder(events)
+        .launcher(launcher)
+        .env(KUBECTL_STUB, "1")
+        .handshake_timeout(WAIT)
+        .capture_output()
+}
+
+/// Through `kubectl exec -i pod-1 --` (the stub: a new process in a
+/// session of its own, the pod's environment, its stdin streamed), over
+/// TCP and TLS: the worker answers, sees the pod's environment and none of
+/// the caller's, and no process shows the token or the pin; the exit code
+/// comes back through it (lost: the worker ended without its close).
+pub fn through_kubectl_exec_i_a_worker_answers_and_shows_no_secret() {
+    crate::common::kubectl::parse_cases().unwrap();
+    let note = Note::new("kubectl-secrets");
+    run(async {
+        for (what, transport) in [("tcp", loopback()), ("tls", tls())] {
+            let (rec, mut events) = events::<Test>();
+            let t0 = Instant::now();
+            let worker = through_kubectl(rec, &KUBECTL_EXEC)
+                .env("AWW_NOTE", &note.0)
+                .transport(transport)
+                .start()
+                .unwrap();
+            assert_eq!(worker.ask(Sum(vec![4, 5])).await.unwrap(), 9, "{what}");
+            let online = t0.elapsed();
+            let secrets = recorded(&note.0, what == "tls");
+            let asked = ["HOSTNAME", "RUST_BACKTRACE", KUBECTL_STUB].map(String::from).to_vec();
+            let env = worker.ask(Getenv(asked)).await.unwrap();
+            assert_eq!(env, [Some("pod-1".to_owned()), None, None], "{what}: the pod's own");
+            let pid = worker.ask(WhichPid).await.unwrap();
+            let stub = parent_of(pid).unwrap();
+            assert_eq!(parent_of(stub), Some(std::process::id()), "{what}: a new process");
+            // SAFETY: getsid has no preconditions.
+            let (its, ours) = unsafe { (libc::getsid(pid as i32), libc::getsid(0)) };
+            assert_ne!(its, ours, "{what}: the worker runs in a session of its own");
+            let (found, read) = showing(&secrets);
+            assert!(found.is_empty(), "{what}: processes show a secret: {found:?}");
+            println!(
+                "KUBECTL {what}: answered {online:?} after start; {read} processes searched, {} \
+                 secrets found nowhere",
+                secrets.len()
+            );
+            worker.post(Cmd::Exit(7));
+            let status = events.exit().await;
+            assert_eq!((status.code, status.lost), (Some(7), Some(Lost::Disconnected)), "{what}");
+        }
+    });
+}
+
+/// Through `kubectl exec pod-1 --`, without `-i`: the command gets no
+/// stdin, so the worker has no token. It says so and exits with 64, which
+/// `kubectl` passes on; it never comes online.
+pub fn through_kubectl_exec_without_i_the_worker_gets_no_token() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = through_kubectl(rec, &["exec", "pod-1", "--"])
+            .transport(loopback())
+            .start()
+            .unwrap();
+        let status = loop {
+            match events.next().await {
+                Event::Online => panic!("online without its token"),
+                Event::Exit(status) => break status,
+                _ => {}
+            }
+        };
+        assert_eq!(status.code, Some(64), "{status}");
+        drop(worker);
+    });
+}
