@@ -30,16 +30,8 @@ const KEEPER: &str = "AWW_SLURM_KEEPER";
 /// to go at the end.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-/// The programs the cluster needs, with the package that has them.
-const TOOLS: &[(&str, &str)] = &[
-    ("munged", "munge"),
-    ("slurmctld", "slurm-wlm (slurmctld)"),
-    ("slurmd", "slurm-wlm (slurmd)"),
-    ("srun", "slurm-wlm (slurm-client)"),
-    ("sinfo", "slurm-wlm (slurm-client)"),
-    ("squeue", "slurm-wlm (slurm-client)"),
-    ("scancel", "slurm-wlm (slurm-client)"),
-];
+/// The programs the cluster needs (packages `slurm-wlm` and `munge`).
+const TOOLS: &[&str] = &["munged", "slurmctld", "slurmd", "srun", "sinfo", "squeue", "scancel"];
 
 /// The cluster of this run, as the tests use it.
 pub struct Cluster {
@@ -108,14 +100,13 @@ pub fn missing() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root, so no Slurm cluster of the test's own can be started".into());
     }
-    let absent: Vec<&str> = TOOLS
-        .iter()
-        .filter(|(tool, _)| find(tool).is_none())
-        .map(|(_, package)| *package)
-        .collect();
+    let absent: Vec<&str> = TOOLS.iter().copied().filter(|tool| find(tool).is_none()).collect();
     match absent.as_slice() {
         [] => None,
-        _ => Some(format!("{} not installed, so srun was not tried", absent.join(", "))),
+        _ => Some(format!(
+            "no {} (packages slurm-wlm and munge), so srun was not tried",
+            absent.join(", ")
+        )),
     }
 }
 
@@ -201,6 +192,7 @@ pub fn run_if_keeper() {
             let _ = out.flush();
             // Until the test run is over, or gone.
             let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            let_clients_finish(&dir.join("slurm.conf"));
             0
         }
         Err(why) => {
@@ -422,6 +414,46 @@ fn tree() -> Vec<u32> {
         false
     };
     parents.keys().copied().filter(|&p| under_me(p) && alive(p)).collect()
+}
+
+/// The `srun` processes of the host that are clients of the cluster whose
+/// configuration is `conf` (their environment says so).
+fn clients(conf: &Path) -> Vec<u32> {
+    let ours = format!("SLURM_CONF={}", conf.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if comm_of(pid) == "srun"
+            && alive(pid)
+            && environ.split(|&b| b == 0).any(|kv| kv == ours.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Lets the cluster's clients finish with it before it goes: a run that
+/// died left `srun` launchers, told to end (SIGTERM, as the parent of
+/// each dies), which end their steps and then tell the controller; taken
+/// away first, they would wait for it for half a minute. Waits (checking
+/// every 20 ms) until no `srun` of this cluster and no step
+/// (`slurmstepd`) is left, for at most 20 s; then kills those left.
+fn let_clients_finish(conf: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let steps = || tree().into_iter().filter(|&p| comm_of(p) == "slurmstepd").count();
+    while Instant::now() < deadline && (steps() > 0 || !clients(conf).is_empty()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in clients(conf) {
+        super::kill(pid, super::Signal::SIGKILL);
+    }
+}
+
+/// The short name of process `pid`.
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
 }
 
 /// Ends every process of this process's tree: SIGTERM (the daemons clean
