@@ -142,44 +142,67 @@ pub fn a_worker_launched_with_srun_is_a_job_step_and_answers() {
 /// ends without its close, and the parent says so: a request in flight
 /// fails with `WorkerError::Exited`, the exit is `Lost::Disconnected` (a
 /// failure), and the policy (`Restart::OnFailure`) starts a new `srun`,
-/// a new job whose step answers.
+/// whose step answers. From outside an allocation that is a new job; from
+/// inside one, a new step of the same job.
 pub fn a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step() {
     let Some(cluster) = slurm() else { return };
     run(async {
-        let (rec, mut events) = events::<Test>();
-        let worker = through_srun(cluster, rec)
-            .transport(loopback())
-            .restart(fast(Restart::OnFailure))
-            .start()
-            .unwrap();
-        let first = step_of(&worker).await;
-        let held = worker.ask(Never);
-        // Answered after it: `Never` is in the worker.
-        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
-        let t0 = Instant::now();
-        cluster.run("scancel", &[&named(&first)]).unwrap();
-        let status = events.exit().await;
-        let lost = t0.elapsed();
-        assert_eq!(status.lost, Some(Lost::Disconnected), "{status:?}");
-        assert!(!status.success(), "{status}");
-        let failed = held.await;
-        assert!(matches!(failed, Err(WorkerError::Exited(ref s)) if !s.success()), "{failed:?}");
-        events.online().await;
-        let back = t0.elapsed();
-        let second = step_of(&worker).await;
+        let (first, second) = cancelled_and_back(cluster, &SRUN, &[]).await;
         assert_ne!(second.0, first.0, "a new srun, a new job");
-        assert!(cluster.steps().contains(&named(&second)), "{second:?} runs");
-        assert!(step_ends(cluster, &named(&first)).await, "{first:?} was cancelled");
-        assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
-        println!(
-            "SCANCEL step {}: the exit told after {lost:?} ({status}), back online as step {} \
-             after {back:?}",
-            named(&first),
-            named(&second)
-        );
-        worker.terminate();
-        events.successful_exit().await;
+
+        let allocation = Allocation::make(cluster, 2);
+        let inside = ["srun", "-N1", "-n1", "--exact", "--"];
+        let env = [("SLURM_JOB_ID", allocation.job.as_str())];
+        let (first, second) = cancelled_and_back(cluster, &inside, &env).await;
+        assert_eq!((&first.0, &second.0), (&allocation.job, &allocation.job));
+        assert_ne!(first.1, second.1, "a new step of the allocation");
     });
+}
+
+/// Starts a worker with `launcher` (and `env`), `scancel`s its step, and
+/// checks what the parent says (see
+/// `a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step`); the steps
+/// before and after.
+async fn cancelled_and_back(
+    cluster: &Cluster,
+    launcher: &[&str],
+    env: &[(&str, &str)],
+) -> ((String, String), (String, String)) {
+    let (rec, mut events) = events::<Test>();
+    let mut builder = through_srun(cluster, rec).launcher(launcher);
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    let worker =
+        builder.transport(loopback()).restart(fast(Restart::OnFailure)).start().unwrap();
+    let first = step_of(&worker).await;
+    let held = worker.ask(Never);
+    // Answered after it: `Never` is in the worker.
+    assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+    let t0 = Instant::now();
+    cluster.run("scancel", &[&named(&first)]).unwrap();
+    let status = events.exit().await;
+    let lost = t0.elapsed();
+    assert_eq!(status.lost, Some(Lost::Disconnected), "{status:?}");
+    assert!(!status.success(), "{status}");
+    let failed = held.await;
+    assert!(matches!(failed, Err(WorkerError::Exited(ref s)) if !s.success()), "{failed:?}");
+    events.online().await;
+    let back = t0.elapsed();
+    let second = step_of(&worker).await;
+    assert_ne!(second, first, "a new step");
+    assert!(cluster.steps().contains(&named(&second)), "{second:?} runs");
+    assert!(step_ends(cluster, &named(&first)).await, "{first:?} was cancelled");
+    assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+    println!(
+        "SCANCEL {launcher:?} step {}: the exit told after {lost:?} ({status}), back online as \
+         step {} after {back:?}",
+        named(&first),
+        named(&second)
+    );
+    worker.terminate();
+    events.successful_exit().await;
+    (first, second)
 }
 
 /// Forwards a pool's events to the test.
@@ -197,59 +220,107 @@ impl Handler<PoolEvent<Test>> for Forward {
     }
 }
 
-/// A pool of three, every member launched with `srun`: once all three are
-/// online, a batch of 300 asks is answered, by all three, each from a job
-/// step of its own. Terminated, every member closes and every step ends.
+/// An allocation of `n` CPUs on `cluster` (`salloc --no-shell`), as a
+/// batch script or `salloc` holds one for the parent; cancelled on drop.
+struct Allocation<'a> {
+    cluster: &'a Cluster,
+    job: String,
+}
+
+impl<'a> Allocation<'a> {
+    fn make(cluster: &'a Cluster, n: usize) -> Allocation<'a> {
+        let out = cluster
+            .command("salloc")
+            .args(["--no-shell", "-N1", &format!("-n{n}"), "-J", "aww-allocation"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        let job = said.split_whitespace().last().filter(|_| said.contains("Granted job allocation"));
+        Allocation { cluster, job: job.unwrap_or_else(|| panic!("no allocation: {said}")).into() }
+    }
+}
+
+impl Drop for Allocation<'_> {
+    fn drop(&mut self) {
+        let _ = self.cluster.run("scancel", &[&self.job]);
+    }
+}
+
+/// The steps of a pool of three launched with `launcher` (and `env`) on
+/// `cluster`: once all three are online, a batch of 300 asks is answered,
+/// by all three, each from a job step of its own that `squeue` lists.
+/// Terminated, every member closes and every step ends.
+async fn pool_steps(cluster: &Cluster, launcher: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let t0 = Instant::now();
+    let mut builder = WorkerPool::<Test>::builder()
+        .entry("test")
+        .env("RUST_BACKTRACE", "0")
+        .restart(RestartPolicy::never())
+        .events(Forward(tx).start().recipient())
+        .launcher(launcher)
+        .env("SLURM_CONF", &cluster.conf)
+        .handshake_timeout(WAIT)
+        .capture_output()
+        .transport(loopback())
+        .size(3);
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    let pool = builder.start().unwrap();
+    let mut online = 0;
+    while online < 3 {
+        let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("members in time");
+        match ev.expect("events go on") {
+            PoolEvent::Member { event, .. } if matches!(event.kind, Event::Online) => online += 1,
+            PoolEvent::Member { event, .. } if matches!(event.kind, Event::Exit(_)) => {
+                panic!("a member exited: {:?}", event.kind)
+            }
+            _ => {}
+        }
+    }
+    let all_online = t0.elapsed();
+    let asked = Getenv(vec!["SLURM_JOB_ID".into(), "SLURM_STEP_ID".into()]);
+    let answers = futures_util::future::join_all((0..300).map(|_| pool.ask(asked.clone())));
+    let mut steps = HashSet::new();
+    for answer in answers.await {
+        match answer.unwrap().as_slice() {
+            [Some(job), Some(step)] => steps.insert(format!("{job}.{step}")),
+            other => panic!("not a job step: {other:?}"),
+        };
+    }
+    assert_eq!(steps.len(), 3, "each member a step of its own: {steps:?}");
+    let listed = cluster.steps();
+    assert!(steps.iter().all(|s| listed.contains(s)), "{steps:?} not all in {listed:?}");
+    let mut steps: Vec<String> = steps.into_iter().collect();
+    steps.sort();
+    println!("SRUN_POOL {launcher:?}: 3 members online {all_online:?} after start, steps {steps:?}");
+    pool.terminate();
+    assert!(pool.send(Join).await.unwrap().success());
+    for step in &steps {
+        assert!(step_ends(cluster, step).await, "{step} outlived the pool");
+    }
+    steps
+}
+
+/// A pool of three launched with `srun`: from outside any allocation
+/// (a login node), each member is a job of its own (step 0 of each);
+/// from inside one (an allocation of three CPUs, its `SLURM_JOB_ID` in
+/// the parent's environment as `sbatch` and `salloc` set it), each is a
+/// step of that job, with `--exact` (a step takes only what it asks for,
+/// so that three run at once).
 pub fn a_pool_launched_with_srun_has_a_job_step_per_member() {
     let Some(cluster) = slurm() else { return };
     run(async {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let t0 = Instant::now();
-        let pool = WorkerPool::<Test>::builder()
-            .entry("test")
-            .env("RUST_BACKTRACE", "0")
-            .restart(RestartPolicy::never())
-            .events(Forward(tx).start().recipient())
-            .launcher(SRUN)
-            .env("SLURM_CONF", &cluster.conf)
-            .handshake_timeout(WAIT)
-            .capture_output()
-            .transport(loopback())
-            .size(3)
-            .start()
-            .unwrap();
-        let mut online = 0;
-        while online < 3 {
-            let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("members in time");
-            match ev.expect("events go on") {
-                PoolEvent::Member { event, .. } if matches!(event.kind, Event::Online) => {
-                    online += 1
-                }
-                PoolEvent::Member { event, .. } if matches!(event.kind, Event::Exit(_)) => {
-                    panic!("a member exited: {:?}", event.kind)
-                }
-                _ => {}
-            }
-        }
-        let all_online = t0.elapsed();
-        let asked = Getenv(vec!["SLURM_JOB_ID".into(), "SLURM_STEP_ID".into()]);
-        let answers = futures_util::future::join_all((0..300).map(|_| pool.ask(asked.clone())));
-        let mut steps = HashSet::new();
-        for answer in answers.await {
-            match answer.unwrap().as_slice() {
-                [Some(job), Some(step)] => steps.insert(format!("{job}.{step}")),
-                other => panic!("not a job step: {other:?}"),
-            };
-        }
-        assert_eq!(steps.len(), 3, "each member a step of its own: {steps:?}");
-        let listed = cluster.steps();
-        assert!(steps.iter().all(|s| listed.contains(s)), "{steps:?} not all in {listed:?}");
-        println!("SRUN_POOL 3 members online {all_online:?} after start, steps {steps:?}");
-        pool.terminate();
-        assert!(pool.send(Join).await.unwrap().success());
-        for step in &steps {
-            assert!(step_ends(cluster, step).await, "{step} outlived the pool");
-        }
+        let steps = pool_steps(cluster, &SRUN, &[]).await;
+        let jobs: HashSet<&str> = steps.iter().filter_map(|s| s.split('.').next()).collect();
+        assert_eq!(jobs.len(), 3, "a job each: {steps:?}");
+
+        let allocation = Allocation::make(cluster, 3);
+        let inside = ["srun", "-N1", "-n1", "--exact", "--"];
+        let steps = pool_steps(cluster, &inside, &[("SLURM_JOB_ID", &allocation.job)]).await;
+        let of_it = |s: &String| s.split('.').next() == Some(allocation.job.as_str());
+        assert!(steps.iter().all(of_it), "steps of job {}: {steps:?}", allocation.job);
     });
 }
 

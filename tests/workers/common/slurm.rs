@@ -31,7 +31,8 @@ const KEEPER: &str = "AWW_SLURM_KEEPER";
 const PATIENCE: Duration = Duration::from_secs(90);
 
 /// The programs the cluster needs (packages `slurm-wlm` and `munge`).
-const TOOLS: &[&str] = &["munged", "slurmctld", "slurmd", "srun", "sinfo", "squeue", "scancel"];
+const TOOLS: &[&str] =
+    &["munged", "slurmctld", "slurmd", "srun", "salloc", "sinfo", "squeue", "scontrol", "scancel"];
 
 /// The cluster of this run, as the tests use it.
 pub struct Cluster {
