@@ -102,7 +102,7 @@ impl<P: Protocol> Link<P> {
             }
             Err(unopened) => {
                 drop(kept.farewell);
-                let certain = unopened.close(&mut side, &handle, handshake_timeout);
+                let certain = unopened.close(&mut side, &handle, handshake_timeout, launched);
                 (side, 0, certain)
             }
         };
@@ -204,18 +204,24 @@ enum Unopened {
 impl Unopened {
     /// Tells why a handshake failed and closes the process: a worker that
     /// refused waits for that to exit (with code 64), any other is killed.
-    /// The error, when another start would meet it again.
+    /// A launcher (`launched`) is asked first, with SIGTERM, and gets the
+    /// farewell's ladder after (`Exit::status_of`): a SIGKILL would leave
+    /// what it started behind (`srun`'s job, queued or running, stays when
+    /// `srun` cannot cancel it). The error, when another start would meet
+    /// it again.
     fn close<P: Protocol>(
         self,
         side: &mut ParentSide<P>,
         handle: &ChildHandle,
         handshake_timeout: Duration,
+        launched: bool,
     ) -> Option<WireError> {
+        let stop = if launched { crate::os::SIGTERM } else { crate::os::SIGKILL };
         let e = match self {
             Unopened::Failed(e) => e,
             Unopened::TimedOut => {
                 side.emit(Event::WireError(WireError::HandshakeTimeout(handshake_timeout)));
-                handle.signal_group(crate::os::SIGKILL);
+                handle.signal_group(stop);
                 return None;
             }
         };
@@ -226,7 +232,7 @@ impl Unopened {
             side.emit(Event::WireError(e));
         }
         if !refused {
-            handle.signal_group(crate::os::SIGKILL);
+            handle.signal_group(stop);
         }
         certain
     }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_webworker::{
-    Event, Join, Lost, PoolEvent, Restart, RestartPolicy, Transport, WorkerAddrExt, WorkerBuilder,
-    WorkerError, WorkerEvent, WorkerPool,
+    Event, Join, Lost, PoolEvent, Restart, RestartPolicy, Transport, WireError, WorkerAddrExt,
+    WorkerBuilder, WorkerError, WorkerEvent, WorkerPool,
 };
 use libtest_mimic::Trial;
 
@@ -26,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
     crate::trials![
         cluster::a_worker_launched_with_srun_is_a_job_step_and_answers,
         cluster::a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step,
+        cluster::a_step_that_never_connects_is_timed_out_and_its_job_ends,
         cluster::a_pool_launched_with_srun_has_a_job_step_per_member,
         cluster::no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file,
         cluster::through_kubectl_exec_i_a_worker_answers_and_shows_no_secret,
@@ -203,6 +204,57 @@ async fn cancelled_and_back(
     worker.terminate();
     events.successful_exit().await;
     (first, second)
+}
+
+/// A step whose program never connects (`sleep 600` in the worker's
+/// place): on the handshake timeout its `srun` is sent SIGTERM, on which
+/// it cancels its job (SIGKILL, as before, left the job running: still
+/// there 60 s later). Asserted: the job seen running before the timeout,
+/// gone from `squeue` after it.
+pub fn a_step_that_never_connects_is_timed_out_and_its_job_ends() {
+    let Some(cluster) = slurm() else { return };
+    let name = format!("aww-never-{}", std::process::id());
+    let named = format!("--job-name={name}");
+    let jobs = || cluster.run("squeue", &["-h", "-n", &name, "-o", "%i"]).unwrap_or_default();
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let limit = Duration::from_secs(10);
+        let worker = through_srun(cluster, rec)
+            .launcher(["srun", "-N1", "-n1", &named, "--"])
+            .program("/bin/sleep")
+            .args(["600"])
+            .transport(loopback())
+            .handshake_timeout(limit)
+            .start()
+            .unwrap();
+        let (mut seen, mut timed_out) = (false, false);
+        let status = loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Event::WireError(WireError::HandshakeTimeout(_)) => timed_out = true,
+                    Event::Exit(status) => break status,
+                    _ => {}
+                },
+                // Slurm's account is no event: asked every 200 ms.
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    seen |= !jobs().trim().is_empty();
+                }
+            }
+        };
+        let t0 = Instant::now();
+        assert!(timed_out, "the exit came without the timeout: {status}");
+        // `srun` says 137 (its step's SIGKILL) once it has cancelled it.
+        assert_eq!(status.code, Some(137), "srun cancelled its job: {status}");
+        assert!(seen, "the job {name} never ran within the {limit:?} of the handshake");
+        let deadline = t0 + WAIT;
+        while !jobs().trim().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = jobs();
+        println!("SRUN_TIMEOUT the job gone {:?} after srun was told to go", t0.elapsed());
+        assert!(left.trim().is_empty(), "the job outlived its srun: {left}");
+        drop(worker);
+    });
 }
 
 /// Forwards a pool's events to the test.

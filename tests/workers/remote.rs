@@ -331,6 +331,10 @@ pub fn the_token_is_good_for_one_connection() {
     });
 }
 
+/// A worker that never connects: the handshake timeout is told, and its
+/// launcher is asked to go with SIGTERM (which `srun` needs to cancel its
+/// job), then killed after the shutdown timeout and the kill delay if it
+/// stays (here a shell that ignores SIGTERM).
 pub fn a_worker_that_never_connects_times_out() {
     run(async {
         let (rec, mut events) = events::<Test>();
@@ -339,20 +343,44 @@ pub fn a_worker_that_never_connects_times_out() {
             .restart(RestartPolicy::never())
             .start()
             .unwrap();
-        let mut timed_out = false;
-        loop {
-            match events.next().await {
-                Event::WireError(WireError::HandshakeTimeout(_)) => timed_out = true,
-                Event::Exit(status) => {
-                    assert_eq!(status.signal, Some(libc::SIGKILL), "the launcher is killed");
-                    break;
-                }
-                _ => {}
-            }
-        }
-        assert!(timed_out);
+        let status = timed_out(&mut events).await;
+        assert_eq!(status.signal, Some(libc::SIGTERM), "the launcher is asked to go");
+        drop(worker);
+
+        let (rec, mut events) = crate::common::events::<Test>();
+        let (grace, kill_delay) = (Duration::from_millis(300), Duration::from_millis(300));
+        let deaf = ["sh", "-c", "trap '' TERM; while :; do sleep 1; done", "launcher"];
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(deaf)
+            .handshake_timeout(Duration::from_millis(500))
+            .shutdown_timeout(grace)
+            .kill_delay(kill_delay)
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let status = timed_out(&mut events).await;
+        let took = t0.elapsed();
+        assert_eq!(status.signal, Some(libc::SIGKILL), "then killed: {status}");
+        assert!(took >= Duration::from_millis(500) + grace + kill_delay, "after {took:?}");
         drop(worker);
     });
+}
+
+/// Reads events to the exit, which must follow a handshake timeout.
+async fn timed_out(events: &mut Events<Test>) -> actix_webworker::ExitStatus {
+    let mut timed_out = false;
+    loop {
+        match events.next().await {
+            Event::WireError(WireError::HandshakeTimeout(_)) => timed_out = true,
+            Event::Exit(status) => {
+                assert!(timed_out, "the exit ({status}) came without the timeout");
+                return status;
+            }
+            _ => {}
+        }
+    }
 }
 
 pub fn a_connection_cut_mid_message_is_reported() {
