@@ -86,7 +86,7 @@ impl<P: Protocol> Link<P> {
                 side.emit(Event::Online);
                 let session = Session::start(opened.reader, opened.writer, common, side);
                 let (side, n, closed) =
-                    serve(session, &handle, &mut exit, heartbeat, &mut lost).await;
+                    serve(session, &handle, &mut exit, (heartbeat, launched), &mut lost).await;
                 // Through a launcher, the status to come is the launcher's:
                 // the worker's own is known only if it closed (and then the
                 // launcher passes it on), not if its connection just ended.
@@ -290,13 +290,16 @@ async fn serve<P: Protocol>(
     mut session: Session<ParentSide<P>>,
     handle: &ChildHandle,
     exit: &mut Exit,
-    heartbeat: Option<Heartbeat>,
+    (heartbeat, launched): (Option<Heartbeat>, bool),
     lost: &mut Option<Lost>,
 ) -> (ParentSide<P>, usize, bool) {
     let (wait, status) = (&mut exit.wait, &mut exit.status);
     if read(&mut session, wait, status, heartbeat, lost).await == Why::Broken {
-        // Nothing after this can be trusted to be in step.
-        handle.signal_group(crate::os::SIGKILL);
+        // Nothing after this can be trusted to be in step. A launcher is
+        // asked first, and gets the farewell's ladder after (see
+        // `Unopened::close`): `srun` killed would leave its job running.
+        let stop = if launched { crate::os::SIGTERM } else { crate::os::SIGKILL };
+        handle.signal_group(stop);
     }
     let closed = session.closed_by_peer();
     session.settle_by_peers_close();

@@ -27,6 +27,7 @@ pub fn trials() -> Vec<Trial> {
         cluster::a_worker_launched_with_srun_is_a_job_step_and_answers,
         cluster::a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step,
         cluster::a_step_that_never_connects_is_timed_out_and_its_job_ends,
+        cluster::a_silent_step_is_lost_and_its_job_ends,
         cluster::a_pool_launched_with_srun_has_a_job_step_per_member,
         cluster::no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file,
         cluster::through_kubectl_exec_i_a_worker_answers_and_shows_no_secret,
@@ -253,6 +254,49 @@ pub fn a_step_that_never_connects_is_timed_out_and_its_job_ends() {
         let left = jobs();
         println!("SRUN_TIMEOUT the job gone {:?} after srun was told to go", t0.elapsed());
         assert!(left.trim().is_empty(), "the job outlived its srun: {left}");
+        drop(worker);
+    });
+}
+
+/// A worker that goes silent in its step (stopped with SIGSTOP, as on a
+/// node that froze): its heartbeat finds it lost (`Lost::Silent`), and
+/// its step ends too (`srun` is asked to go, and cancels it), where a
+/// SIGKILL to `srun` would leave the job holding its CPU for good.
+pub fn a_silent_step_is_lost_and_its_job_ends() {
+    let Some(cluster) = slurm() else { return };
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let lost_after = Duration::from_secs(2);
+        let worker = through_srun(cluster, rec)
+            .transport(loopback())
+            .heartbeat(Duration::from_millis(100), lost_after)
+            .start()
+            .unwrap();
+        let step = named(&step_of(&worker).await);
+        let pid = worker.ask(WhichPid).await.unwrap();
+        kill(pid, Signal::SIGSTOP);
+        let t0 = Instant::now();
+        let mut silent = false;
+        let status = loop {
+            match events.next().await {
+                Event::WireError(WireError::Silent(_)) => silent = true,
+                Event::Exit(status) => break status,
+                _ => {}
+            }
+        };
+        let told = t0.elapsed();
+        assert!(silent, "the exit came without the silence: {status}");
+        assert_eq!(status.lost, Some(Lost::Silent), "{status:?}");
+        let ended = step_ends(cluster, &step).await;
+        println!(
+            "SRUN_SILENT step {step}: lost {told:?} after it stopped ({status}), the step gone \
+             after {:?}: {ended}",
+            t0.elapsed()
+        );
+        if !ended {
+            kill(pid, Signal::SIGKILL);
+        }
+        assert!(ended, "the step {step} of a lost worker still holds its CPU");
         drop(worker);
     });
 }
