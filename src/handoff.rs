@@ -20,17 +20,21 @@ pub(crate) const ENV_CONNECT: &str = "ACTIX_WEBWORKER_CONNECT";
 pub(crate) const ENV_SECRETS: &str = "ACTIX_WEBWORKER_SECRETS";
 /// The key, in the secrets block, of the one-time token a remote worker
 /// presents.
+#[cfg(feature = "tcp")]
 pub(crate) const SECRET_TOKEN: &str = "ACTIX_WEBWORKER_TOKEN";
 /// The key, in the secrets block, of the SHA-256 (hex) of the parent's TLS
 /// certificate: given, the worker connects with TLS and trusts only that.
+#[cfg(feature = "tcp")]
 pub(crate) const SECRET_TLS_PIN: &str = "ACTIX_WEBWORKER_TLS_PIN";
 /// The largest secrets block a worker reads.
+#[cfg(feature = "tcp")]
 pub(crate) const MAX_SECRETS: usize = 4096;
 
 /// The secrets block a remote worker reads from its stdin: one
 /// `KEY=value` line per secret, then an empty line. The empty line ends
 /// it, not the end of the input, since a launcher may keep stdin open
 /// (`kubectl exec -i`).
+#[cfg(feature = "tcp")]
 pub(crate) fn secrets_block(token: &str, pin: Option<&str>) -> String {
     let mut block = format!("{SECRET_TOKEN}={token}\n");
     if let Some(pin) = pin {
@@ -42,6 +46,7 @@ pub(crate) fn secrets_block(token: &str, pin: Option<&str>) -> String {
 
 /// The secrets a remote worker was given: its token, and the pin of the
 /// parent's certificate when over TLS.
+#[cfg(feature = "tcp")]
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Secrets {
     pub token: String,
@@ -51,6 +56,7 @@ pub(crate) struct Secrets {
 /// Reads a secrets block (see [`secrets_block`]) from the lines of
 /// `block`, up to its empty line; keys it does not know are skipped, for
 /// later versions to add some.
+#[cfg(feature = "tcp")]
 pub(crate) fn parse_secrets(block: &str) -> Secrets {
     let mut secrets = Secrets::default();
     for line in block.lines().take_while(|l| !l.is_empty()) {
@@ -126,6 +132,7 @@ fn parent_of(pid: i32) -> Option<i32> {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "tcp")]
     #[test]
     fn a_secrets_block_reads_back_up_to_its_empty_line() {
         let block = secrets_block(&"a".repeat(64), Some(&"b".repeat(64)));

@@ -95,7 +95,8 @@
 //! - `pool`: [`WorkerPool`], [`PoolBuilder`], [`PoolEvent`], [`Stats`].
 //! - `parent`: [`WorkerBuilder`], [`Worker`], [`Post`], [`Ask`],
 //!   [`Port`] (posts and requests past the actor's mailbox),
-//!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP).
+//!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP,
+//!   with the features below).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
 //! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
 //!   other languages), [`Request`], [`Received`].
@@ -104,8 +105,23 @@
 //! - `supervise`: [`RestartPolicy`] and its decisions.
 //! - `wire`: [`SharedBytes`] and [`SharedBytesMut`], payloads that cross as
 //!   sealed memfds rather than bytes.
+//!
+//! # Features
+//!
+//! None is on by default: a worker is a local process, reached over a UNIX
+//! socketpair, and nothing of TCP or TLS is compiled.
+//!
+//! - `tcp`: remote workers that connect back over TCP, in the clear
+//!   (`Transport::PlainTcp`).
+//! - `tls` (with `tcp`): the same over TLS, rustls with ring
+//!   (`Transport::Tls`).
+//!
+//! A worker's program must be built with the features of the transport its
+//! parent asks for: one built without `tcp` that is asked to connect back
+//! exits with [`exit_code::NOT_A_WORKER`], saying which feature it lacks.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -155,7 +171,9 @@ pub use crate::parent::port::Port;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::{Grace, Worker};
-pub use crate::pool::{Broadcast, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool};
+pub use crate::pool::{
+    Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
+};
 pub use crate::protocol::{request_name, Codec, Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};

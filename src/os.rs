@@ -15,6 +15,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::resource::{getrlimit, Resource};
 use nix::sys::signal::{self, Signal};
+#[cfg(feature = "tcp")]
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
@@ -68,10 +69,13 @@ pub(crate) fn signal_group(pgid: i32, signal: Signal) {
 /// noticed within 25 s (10 + 3 × 5) of the last packet it sent. The
 /// kernel answers the probes, so a peer that is merely busy, blocked or
 /// stopped is never taken for gone.
+#[cfg(feature = "tcp")]
 pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// See [`KEEPALIVE_IDLE`].
+#[cfg(feature = "tcp")]
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// See [`KEEPALIVE_IDLE`].
+#[cfg(feature = "tcp")]
 pub(crate) const KEEPALIVE_PROBES: u32 = 3;
 
 /// Sets the keepalive of [`KEEPALIVE_IDLE`] on TCP socket `fd`. No
@@ -79,6 +83,7 @@ pub(crate) const KEEPALIVE_PROBES: u32 = 3;
 /// peer's window stays shut that long, which is what back-pressure does
 /// on purpose (a parent holding a flooding worker back, a worker busy in a
 /// handler), and would make a false loss of it.
+#[cfg(feature = "tcp")]
 pub(crate) fn keep_alive(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     setsockopt(&fd, sockopt::KeepAlive, &true)?;
     setsockopt(&fd, sockopt::TcpKeepIdle, &(KEEPALIVE_IDLE.as_secs() as u32))?;

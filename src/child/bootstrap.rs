@@ -10,17 +10,24 @@
 //! without `pidfd_open`, before 5.3, fall back to watching for the socket's
 //! hang-up and for `getppid()` to change.)
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(feature = "tcp")]
+use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag};
 use nix::poll::PollFlags;
 
-use crate::handoff::{
-    self, Secrets, ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_SECRETS, MAX_SECRETS,
-};
+use crate::handoff::{self, ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_SECRETS};
+#[cfg(feature = "tcp")]
+use crate::handoff::{Secrets, MAX_SECRETS};
 use crate::os;
+// Built without the `tls` feature, the stream's TLS that has no value: no
+// connection speaks it.
+#[cfg(not(feature = "tls"))]
+use crate::wire::stream::secure::Client as ClientConnection;
+#[cfg(feature = "tls")]
 use tokio_rustls::rustls::ClientConnection;
 
 /// How long a worker whose parent is gone may take to finish `on_close`
@@ -51,13 +58,23 @@ pub(crate) enum HandoffError {
          (these variables must come from the parent that starts the worker)"
     )]
     ForeignSocket { peer: i32 },
+    #[cfg(feature = "tcp")]
     #[error("could not connect to the parent at {address} ({ENV_CONNECT}): {source}")]
     Connect { address: String, source: std::io::Error },
     #[error(
         "no token on stdin ({ENV_SECRETS}=stdin): {0} (a launcher must pass its stdin on: \
          not `ssh -n`)"
     )]
+    #[cfg(feature = "tcp")]
     Secrets(String),
+    /// The parent asked for a transport this build does not have.
+    #[cfg(not(feature = "tls"))]
+    #[error(
+        "the parent asked this worker to connect back to {address} ({ENV_CONNECT}) over \
+         {feature}, and it was built without actix-webworker's `{feature}` feature: build the \
+         worker's program with it"
+    )]
+    NotBuiltWith { address: String, feature: &'static str },
 }
 
 /// Takes the inherited socket named in the environment, checks that it
@@ -73,13 +90,25 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
         std::env::remove_var(var);
     }
     if let Some(address) = connect {
-        let Secrets { token, pin } = match on_stdin {
-            true => read_secrets().map_err(HandoffError::Secrets)?,
-            false => Secrets::default(),
-        };
-        let (sock, tls) = connect_back(&address, &token, pin.as_deref())
-            .map_err(|source| HandoffError::Connect { address, source })?;
-        return Ok(Handoff { sock, parent: None, tls });
+        #[cfg(not(feature = "tcp"))]
+        {
+            let _ = on_stdin;
+            return Err(HandoffError::NotBuiltWith { address, feature: "tcp" });
+        }
+        #[cfg(feature = "tcp")]
+        {
+            let Secrets { token, pin } = match on_stdin {
+                true => read_secrets().map_err(HandoffError::Secrets)?,
+                false => Secrets::default(),
+            };
+            #[cfg(not(feature = "tls"))]
+            if pin.is_some() {
+                return Err(HandoffError::NotBuiltWith { address, feature: "tls" });
+            }
+            let (sock, tls) = connect_back(&address, &token, pin.as_deref())
+                .map_err(|source| HandoffError::Connect { address, source })?;
+            return Ok(Handoff { sock, parent: None, tls });
+        }
     }
     let fd = fd.ok_or(HandoffError::Missing)?;
     // Raw: the number may not be open (nix's fstat takes a descriptor it
@@ -113,6 +142,7 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
 /// byte up to its empty line so that nothing after it is taken, within
 /// [`CONNECT_TIMEOUT`]; then stdin becomes `/dev/null`: what the launcher
 /// passes on after the block is not the worker's to read.
+#[cfg(feature = "tcp")]
 fn read_secrets() -> Result<Secrets, String> {
     // SAFETY: descriptor 0 stays open for the life of the process (it is
     // replaced below, never closed).
@@ -151,6 +181,7 @@ fn read_secrets() -> Result<Secrets, String> {
 /// certificate hashes to `pin` if there is one, and presents `token`, the
 /// first message on the connection (see `parent/remote.rs`). Blocking,
 /// before the runtime starts, each step within [`CONNECT_TIMEOUT`].
+#[cfg(feature = "tcp")]
 fn connect_back(
     address: &str,
     token: &str,
@@ -176,18 +207,25 @@ fn connect_back(
             stream.write_all(&auth_frame(token))?;
             return Ok((stream.into(), None));
         };
-        stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-        stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-        let tls = crate::wire::tls::connect(&mut stream, pin, &auth_frame(token))?;
-        stream.set_read_timeout(None)?;
-        stream.set_write_timeout(None)?;
-        return Ok((stream.into(), Some(tls)));
+        // (Without the `tls` feature, `take` has refused a pin already.)
+        #[cfg(not(feature = "tls"))]
+        return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, format!("TLS ({pin})")));
+        #[cfg(feature = "tls")]
+        {
+            stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+            let tls = crate::wire::tls::connect(&mut stream, pin, &auth_frame(token))?;
+            stream.set_read_timeout(None)?;
+            stream.set_write_timeout(None)?;
+            return Ok((stream.into(), Some(tls)));
+        }
     }
     Err(last)
 }
 
 /// The first thing a remote worker sends: its token, as an `Auth` message
 /// in its WebSocket frame.
+#[cfg(feature = "tcp")]
 fn auth_frame(token: &str) -> Vec<u8> {
     let mut auth = vec![crate::wire::envelope::Kind::Auth as u8, 0];
     auth.extend_from_slice(token.as_bytes());
@@ -195,6 +233,7 @@ fn auth_frame(token: &str) -> Vec<u8> {
 }
 
 /// How long a remote worker tries to reach its parent.
+#[cfg(feature = "tcp")]
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pid of the process that made the socket `fd` (`SO_PEERCRED`); `fd`

@@ -36,6 +36,7 @@ pub(crate) fn refuse(entry: &str, known: Vec<String>) -> i32 {
         // Plain reads and writes: the socket is UNIX, or TCP in the clear.
         None => say_no(std::fs::File::from(handoff.sock), raw, entry, known),
         // Over TLS, blocking, as the handshake was.
+        #[cfg(feature = "tls")]
         Some(tls) => {
             let tcp = std::net::TcpStream::from(handoff.sock);
             say_no(tokio_rustls::rustls::StreamOwned::new(tls, tcp), raw, entry, known)

@@ -13,4 +13,6 @@ mod targets;
 
 pub use self::link::link;
 pub use self::seeds::seeds;
-pub use self::targets::{auth, envelope, stream};
+#[cfg(feature = "tls")]
+pub use self::targets::auth;
+pub use self::targets::{envelope, stream};

@@ -27,6 +27,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                                                                // The same conversation for the parent's side, in records of 1 KiB,
                                                                // and a post whose descriptors come with it.
     out.extend(link_seeds(&envelopes, &conversation));
+    #[cfg(feature = "tls")]
     out.extend(auth_seeds());
     out.push(("stream", "conversation".into(), conversation));
     out.push(("stream", "large_length".into(), ws_binary(&vec![2; 70_000])));
@@ -136,6 +137,7 @@ fn link_seeds(
 
 /// The auth target's seeds: a token frame as a worker sends it, masked and
 /// not, and a secrets block as a worker reads it.
+#[cfg(feature = "tls")]
 fn auth_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
     let token = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -206,6 +208,7 @@ mod tests {
                 };
                 decoded.unwrap_or_else(|e| panic!("{name}: {e}"));
             }
+            #[cfg(feature = "tls")]
             if *target == "auth" {
                 let secrets = crate::handoff::parse_secrets(&String::from_utf8_lossy(bytes));
                 let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -230,8 +230,9 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
 
     /// How the worker's connection is made (default
     /// [`Transport::Local`](crate::Transport::Local), an inherited
-    /// socketpair). [`Transport::plain_tcp`](crate::Transport::plain_tcp)
-    /// has the worker connect back over TCP with a one-time token, for a
+    /// socketpair). `Transport::plain_tcp` (the `tcp` feature) and
+    /// `Transport::tls` have the worker connect back over TCP with a
+    /// one-time token, for a
     /// worker on another host started through a
     /// [`launcher`](Self::launcher). Everything else (restarts,
     /// `on_close`, terminate, exit statuses, requests) works the same.

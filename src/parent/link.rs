@@ -26,6 +26,7 @@ use super::events::{Event, WorkerEvent};
 use super::launcher::Cut;
 use super::options::Heartbeat;
 use super::process::{ChildHandle, Exit};
+#[cfg(feature = "tcp")]
 use super::remote;
 use super::side::ParentSide;
 use super::sink::{EventSink, Events};
@@ -58,6 +59,7 @@ pub(crate) struct Link<P: Protocol> {
     pub handshake_timeout: Duration,
     pub heartbeat: Option<super::options::Heartbeat>,
     /// Where refusals after the worker is in go (a TCP worker's port).
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub later: super::sink::EventSink<P>,
 }
 
@@ -65,7 +67,7 @@ impl<P: Protocol> Link<P> {
     /// Runs the connection to the end and reports the exit (the `Exit`
     /// event, last of the process's); returns how the process ended.
     pub(crate) async fn run(mut self, channel: Channel) -> LinkExit {
-        let launched = matches!(&channel, Channel::Tcp(listening) if listening.launched);
+        let launched = channel.launched();
         let mut exit = Exit::of(&self.handle);
         let (opening, kept) = self.open_checked(channel, &mut exit).await;
         let Link { mut side, handle, common, handshake_timeout, heartbeat, .. } = self;
@@ -153,6 +155,7 @@ impl<P: Protocol> Link<P> {
     /// The worker's socket: its end of the socketpair, or a TCP worker's
     /// first connection that presents its token (`Err(None)` if the
     /// launcher exits first: its exit is noted in `exit`).
+    #[cfg_attr(not(feature = "tcp"), allow(unused_variables, clippy::ptr_arg))]
     async fn connect(
         &self,
         channel: Channel,
@@ -160,10 +163,23 @@ impl<P: Protocol> Link<P> {
         refusals: &mut Vec<WireError>,
         refuser: &mut Option<JoinHandle<()>>,
     ) -> Result<Socket, Option<WireError>> {
-        let listening = match channel {
-            Channel::Local(sock) => return Ok(OwnedFd::from(sock).into()),
-            Channel::Tcp(listening) => listening,
-        };
+        match channel {
+            Channel::Local(sock) => Ok(OwnedFd::from(sock).into()),
+            #[cfg(feature = "tcp")]
+            Channel::Tcp(listening) => self.accept(listening, exit, refusals, refuser).await,
+        }
+    }
+
+    /// A TCP worker's first connection that presents its token, as
+    /// [`connect`](Self::connect) says.
+    #[cfg(feature = "tcp")]
+    async fn accept(
+        &self,
+        listening: remote::Listening,
+        exit: &mut Exit,
+        refusals: &mut Vec<WireError>,
+        refuser: &mut Option<JoinHandle<()>>,
+    ) -> Result<Socket, Option<WireError>> {
         let transport = |e: std::io::Error| Some(WireError::Transport(e.to_string()));
         // A stranger who says nothing is let go well before the worker's
         // own time is up.

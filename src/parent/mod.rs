@@ -3,7 +3,8 @@
 //! ([`messages`]), a line to it past its mailbox ([`port`]) and the life of
 //! its processes ([`lifecycle`]); starting a process ([`spawn`]), on a
 //! thread of its own ([`spawner`]), and following it until it is reaped
-//! ([`process`]); the port a remote worker connects back to ([`remote`]),
+//! ([`process`]); the port a remote worker connects back to (`remote`,
+//! with the `tcp` feature),
 //! and a worker started through a launcher ([`launcher`]); the task that
 //! runs one process's session ([`link`]), the parent's side of that session
 //! ([`side`]), the events it reports ([`events`]) through a window
@@ -19,6 +20,7 @@ pub(crate) mod options;
 pub(crate) mod output;
 pub(crate) mod port;
 pub(crate) mod process;
+#[cfg(feature = "tcp")]
 pub(crate) mod remote;
 pub(crate) mod side;
 pub(crate) mod sink;

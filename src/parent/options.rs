@@ -43,7 +43,7 @@ pub(crate) struct Heartbeat {
 /// [`WorkerBuilder::transport`](crate::WorkerBuilder::transport)): a
 /// socketpair the worker inherits (the default), or TCP, in the clear or
 /// over TLS, for a worker on another host that connects back and presents
-/// a one-time token.
+/// a one-time token (with the crate's `tcp` and `tls` features).
 ///
 /// ```no_run
 /// use actix_webworker::{Protocol, Transport, Worker};
@@ -54,6 +54,7 @@ pub(crate) struct Heartbeat {
 ///     type FromWorker = u64;
 /// }
 ///
+/// # #[cfg(feature = "tls")]
 /// # fn start() -> Result<(), actix_webworker::SpawnError> {
 /// // A worker on `gpu-1`, started over ssh, connecting back over TLS to
 /// // this host (the certificate made for this run, its SHA-256 pinned).
@@ -80,6 +81,8 @@ pub enum Transport {
     /// (started through a [`launcher`](crate::WorkerBuilder::launcher)) on
     /// a network you trust: nothing is encrypted. Descriptors cannot
     /// cross; shared buffers go as bytes.
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
     PlainTcp {
         /// Where the parent listens for this worker (port 0: any free
         /// port, chosen at each launch).
@@ -92,6 +95,8 @@ pub enum Transport {
     /// trusts exactly the parent's certificate, whose SHA-256 it is given
     /// at launch with its token. The certificate is one made for this run
     /// (self-signed), or the one in `cert`.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     Tls {
         /// Where the parent listens.
         listen: std::net::SocketAddr,
@@ -106,18 +111,24 @@ pub enum Transport {
 impl Transport {
     /// [`Transport::PlainTcp`] listening on `listen` (`127.0.0.1:0` for
     /// workers on this machine, `0.0.0.0:0` for others).
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
     pub fn plain_tcp(listen: std::net::SocketAddr) -> Self {
         Transport::PlainTcp { listen, connect_to: None }
     }
 
     /// [`Transport::Tls`] listening on `listen`, with a self-signed
     /// certificate made for this run.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(listen: std::net::SocketAddr) -> Self {
         Transport::Tls { listen, connect_to: None, cert: None }
     }
 
     /// [`Transport::Tls`] with the certificate and private key of these
     /// PEM files.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_with_cert(
         listen: std::net::SocketAddr,
         cert: impl Into<std::path::PathBuf>,
@@ -128,11 +139,14 @@ impl Transport {
 
     /// The host a TCP worker connects to, when it is not the listen
     /// address's IP.
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
     pub fn connect_to(self, host: impl Into<String>) -> Self {
         match self {
             Transport::PlainTcp { listen, .. } => {
                 Transport::PlainTcp { listen, connect_to: Some(host.into()) }
             }
+            #[cfg(feature = "tls")]
             Transport::Tls { listen, cert, .. } => {
                 Transport::Tls { listen, connect_to: Some(host.into()), cert }
             }

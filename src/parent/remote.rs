@@ -1,6 +1,6 @@
-//! Remote workers ([`Transport::PlainTcp`](crate::Transport::PlainTcp)):
-//! the port a worker connects back to, and the one-time token it must
-//! present there before anything is served.
+//! Remote workers (`Transport::PlainTcp`, and `Transport::Tls`; the `tcp`
+//! and `tls` features): the port a worker connects back to, and the
+//! one-time token it must present there before anything is served.
 //!
 //! Each launch gets a port of its own and a fresh token of 256 random bits
 //! (`getrandom`). Connections are checked side by side, each within its own
@@ -32,15 +32,24 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::WireError;
 use crate::wire::envelope::Kind;
+#[cfg(feature = "tls")]
 use crate::wire::tls::TlsServer;
 use crate::wire::ws::Socket;
+
+/// The TLS a port speaks first, when the transport says: the parent's
+/// acceptor. Built without the `tls` feature, a type with no value, so
+/// that a port is always in the clear and its TLS branches drop out.
+#[cfg(feature = "tls")]
+pub(crate) type Secure = Option<std::sync::Arc<TlsServer>>;
+#[cfg(not(feature = "tls"))]
+pub(crate) type Secure = Option<std::convert::Infallible>;
 
 /// A worker's port, listening, and the token made for its launch.
 pub(crate) struct Listening {
     listener: std::net::TcpListener,
     token: String,
     /// TLS first, when the transport says.
-    tls: Option<std::sync::Arc<TlsServer>>,
+    tls: Secure,
     /// `host:port`, as the worker is told to connect.
     pub address: String,
     /// The worker is started through a launcher, whose exit status is
@@ -54,7 +63,7 @@ impl Listening {
     pub(crate) fn bind(
         listen: SocketAddr,
         connect_to: Option<&str>,
-        tls: Option<std::sync::Arc<TlsServer>>,
+        tls: Secure,
     ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(listen)?;
         let local = listener.local_addr()?;
@@ -147,7 +156,7 @@ impl Untold {
 pub(crate) struct Listener {
     tcp: tokio::net::TcpListener,
     token: std::sync::Arc<str>,
-    tls: Option<std::sync::Arc<TlsServer>>,
+    tls: Secure,
     per_peer: Duration,
     /// Connections whose token is being read, with where they come from.
     checking: FuturesUnordered<Checking>,
@@ -213,6 +222,7 @@ impl Listener {
 
     /// Starts checking a new connection, first closing the oldest being
     /// checked if there are [`MAX_CHECKING`] already.
+    #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
     fn check(&mut self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         if self.oldest_first.len() >= MAX_CHECKING {
             if let Some((_, oldest)) = self.oldest_first.pop_front() {
@@ -281,6 +291,7 @@ pub(crate) enum Accepted {
     /// In the clear: the socket itself.
     Plain(std::net::TcpStream),
     /// Over TLS, its handshake done.
+    #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
@@ -290,6 +301,7 @@ impl Accepted {
     pub(crate) fn into_socket(self) -> std::io::Result<Socket> {
         match self {
             Accepted::Plain(stream) => Ok(std::os::fd::OwnedFd::from(stream).into()),
+            #[cfg(feature = "tls")]
             Accepted::Tls(tls) => {
                 let (tcp, tls) = tls.into_inner();
                 Ok(Socket::tls(tcp.into_std()?, tls))
@@ -300,11 +312,12 @@ impl Accepted {
 
 /// Reads the token a connection presents (after the TLS handshake, if
 /// `tls`) and compares it with `token`, all within `limit`.
+#[cfg_attr(not(feature = "tls"), allow(irrefutable_let_patterns))]
 async fn check(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     token: std::sync::Arc<str>,
-    tls: Option<std::sync::Arc<TlsServer>>,
+    tls: Secure,
     limit: Duration,
 ) -> Result<Accepted, WireError> {
     let refuse = |why: String| WireError::AuthRefused { peer: peer.to_string(), why };
@@ -321,6 +334,7 @@ async fn check(
                 let presented = read_token(&mut stream).await?;
                 Ok((presented, Accepted::Plain(stream.into_std().map_err(|e| e.to_string())?)))
             }
+            #[cfg(feature = "tls")]
             Some(tls) => {
                 let handshake = tls.acceptor.accept(stream).await;
                 let mut stream = handshake.map_err(|e| format!("TLS: {e}"))?;

@@ -22,6 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -33,11 +34,15 @@ use nix::unistd::{getpid, getppid};
 use super::options::{CommandSpec, ResourceLimits, Transport};
 use super::output::Output;
 use super::process::ChildHandle;
-use super::remote::Listening;
+#[cfg(feature = "tcp")]
+use super::remote::{self, Listening};
 use super::spawner::on_spawner;
 use crate::error::SpawnError;
-use crate::handoff::{ENV_CONNECT, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE, ENV_SECRETS};
+#[cfg(feature = "tcp")]
+use crate::handoff::{ENV_CONNECT, ENV_SECRETS};
+use crate::handoff::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 use crate::os;
+#[cfg(feature = "tls")]
 use crate::wire::tls::TlsServer;
 
 /// How the worker's standard descriptor `fd` (this process's own) is set
@@ -67,7 +72,20 @@ pub(crate) enum Channel {
     /// Its end of the socketpair.
     Local(UnixStream),
     /// A TCP worker's port, and the token it must present there.
+    #[cfg(feature = "tcp")]
     Tcp(Listening),
+}
+
+impl Channel {
+    /// Whether the worker is started through a launcher, whose exit
+    /// status is what the parent sees (a remote worker only).
+    pub(crate) fn launched(&self) -> bool {
+        match self {
+            Channel::Local(_) => false,
+            #[cfg(feature = "tcp")]
+            Channel::Tcp(listening) => listening.launched,
+        }
+    }
 }
 
 /// Whether `launcher` ends in a shell and its `-c` (`sh -c`, `bash -lc`,
@@ -173,29 +191,44 @@ fn connection(spec: &CommandSpec) -> Result<(Channel, Connect), SpawnError> {
             let child_fd = above_stdio(child_end.into()).map_err(setup)?;
             Ok((Channel::Local(parent_end), Connect::Inherit(child_fd)))
         }
-        Transport::PlainTcp { listen, connect_to } | Transport::Tls { listen, connect_to, .. } => {
-            let tls = match &spec.transport {
-                Transport::Tls { cert: Some((cert, key)), .. } => {
-                    Some(Arc::new(TlsServer::from_files(cert, key).map_err(|source| {
+        #[cfg(feature = "tcp")]
+        Transport::PlainTcp { listen, connect_to } => {
+            listen_for(spec, *listen, connect_to.as_deref(), None, None)
+        }
+        #[cfg(feature = "tls")]
+        Transport::Tls { listen, connect_to, cert } => {
+            let tls = match cert {
+                Some((cert, key)) => {
+                    Arc::new(TlsServer::from_files(cert, key).map_err(|source| {
                         SpawnError::Setup { what: "TLS certificate and key", source }
-                    })?))
-                }
-                Transport::Tls { cert: None, .. } => {
-                    Some(TlsServer::self_signed().map_err(|source| SpawnError::Setup {
-                        what: "self-signed TLS certificate",
-                        source,
                     })?)
                 }
-                _ => None,
+                None => TlsServer::self_signed().map_err(|source| SpawnError::Setup {
+                    what: "self-signed TLS certificate",
+                    source,
+                })?,
             };
-            let pin = tls.as_ref().map(|tls| tls.pin.clone());
-            let mut listening = Listening::bind(*listen, connect_to.as_deref(), tls)
-                .map_err(|source| SpawnError::Setup { what: "listening socket", source })?;
-            listening.launched = !spec.launcher.is_empty();
-            let (address, token) = (listening.address.clone(), listening.token());
-            Ok((Channel::Tcp(listening), Connect::Back { address, token, pin }))
+            let pin = Some(tls.pin.clone());
+            listen_for(spec, *listen, connect_to.as_deref(), Some(tls), pin)
         }
     }
+}
+
+/// A remote worker's port, listening on `listen` (speaking `tls` first,
+/// if given), and what the worker is told to connect back to it.
+#[cfg(feature = "tcp")]
+fn listen_for(
+    spec: &CommandSpec,
+    listen: std::net::SocketAddr,
+    connect_to: Option<&str>,
+    tls: remote::Secure,
+    pin: Option<String>,
+) -> Result<(Channel, Connect), SpawnError> {
+    let mut listening = Listening::bind(listen, connect_to, tls)
+        .map_err(|source| SpawnError::Setup { what: "listening socket", source })?;
+    listening.launched = !spec.launcher.is_empty();
+    let (address, token) = (listening.address.clone(), listening.token());
+    Ok((Channel::Tcp(listening), Connect::Back { address, token, pin }))
 }
 
 /// The program to run, and the name it is started with (`None`: its path).
@@ -249,6 +282,7 @@ enum Connect {
     Inherit(OwnedFd),
     /// It connects back to `address` and presents `token`; over TLS to
     /// a parent whose certificate hashes to `pin`, if given.
+    #[cfg(feature = "tcp")]
     Back { address: String, token: String, pin: Option<String> },
 }
 
@@ -260,18 +294,18 @@ fn launch(
 ) -> io::Result<Launched> {
     // What the worker is told, in its environment: nothing secret.
     let mut told: Vec<(&str, OsString)> = Vec::new();
-    // A remote worker's secrets, on its stdin.
-    let mut stdin = Stdio::null();
-    let fd = match connect {
+    // The descriptor the worker inherits; a remote worker's secrets, on
+    // its stdin.
+    let (fd, stdin) = match connect {
         Connect::Inherit(child_fd) => {
             told.push((ENV_FD, child_fd.as_raw_fd().to_string().into()));
-            Some(child_fd.as_raw_fd())
+            (Some(child_fd.as_raw_fd()), Stdio::null())
         }
+        #[cfg(feature = "tcp")]
         Connect::Back { address, token, pin } => {
             told.push((ENV_CONNECT, address.into()));
             told.push((ENV_SECRETS, "stdin".into()));
-            stdin = secrets_on_a_pipe(token, pin.as_deref())?;
-            None
+            (None, secrets_on_a_pipe(token, pin.as_deref())?)
         }
     };
     told.push((ENV_MAX_MESSAGE, spec.max_message_size.to_string().into()));
@@ -402,6 +436,7 @@ fn before_exec(cmd: &mut Command, fd: Option<RawFd>, rlimits: ResourceLimits) {
 /// and what a launcher puts there. Written whole before the launcher
 /// starts (a few hundred bytes: the pipe's buffer holds them), so nothing
 /// waits on the launcher and it can never be a broken pipe.
+#[cfg(feature = "tcp")]
 fn secrets_on_a_pipe(token: &str, pin: Option<&str>) -> io::Result<Stdio> {
     use std::io::Write;
     let (read, mut write) = io::pipe()?;

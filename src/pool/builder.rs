@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::{Addr, Recipient};
 
 use super::events::PoolEvent;
+use super::hosts::Host;
 use super::worker_pool::{Settings, WorkerPool};
 use crate::error::SpawnError;
 use crate::parent::builder::WorkerBuilder;
@@ -57,6 +58,7 @@ pub type PoolBuilder<P> = WorkerBuilder<P, Pooled<P>>;
 pub struct Pooled<P: Protocol> {
     pub(crate) settings: Settings,
     pub(crate) events: Option<Recipient<PoolEvent<P>>>,
+    pub(crate) hosts: Vec<Host>,
 }
 
 /// The pool's own options' defaults.
@@ -77,8 +79,10 @@ impl<P: Protocol> Default for Pooled<P> {
                     .restart(Restart::Always)
                     .intensity(10, Duration::from_secs(60))
                     .backoff(Duration::from_millis(100), Duration::from_secs(5)),
+                prefer_local: true,
             },
             events: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -190,6 +194,32 @@ impl<P: Protocol> WorkerBuilder<P, Pooled<P>> {
     /// Must be called inside a running actix System.
     pub fn start(self) -> Result<Addr<WorkerPool<P>>, SpawnError> {
         let (options, pooled) = self.into_options()?;
-        WorkerPool::start_with(options, pooled.settings, pooled.events)
+        WorkerPool::start_with(options, pooled.settings, pooled.events, pooled.hosts)
+    }
+
+    /// Spreads the members over `hosts` (see [`Host`]): each new member
+    /// goes to the host up with room and the fewest members (of equals, the
+    /// first given). Default: every member on this machine, started as the
+    /// builder says.
+    ///
+    /// Members on hosts are not restarted in place (their own
+    /// [`restart`](Self::restart) policy is set aside): the pool replaces
+    /// a member that stops, within [`replacements`](Self::replacements),
+    /// on the host placement picks. A host where a member was lost (its
+    /// connection silent past the [`heartbeat`](Self::heartbeat), or cut)
+    /// or could not be started is passed over for its
+    /// [`retry_after`](Host::retry_after). [`PoolStats`](crate::PoolStats)
+    /// and [`PoolEvent::Started`] say which host each member is on.
+    pub fn hosts(mut self, hosts: impl IntoIterator<Item = Host>) -> Self {
+        self.kind_mut().hosts = hosts.into_iter().collect();
+        self
+    }
+
+    /// Whether, of members with as many requests in flight, one on this
+    /// machine gets the request before one on another host (default
+    /// `true`); `false`: the first in turn, wherever it runs.
+    pub fn prefer_local(mut self, prefer: bool) -> Self {
+        self.kind_mut().settings.prefer_local = prefer;
+        self
     }
 }

@@ -111,12 +111,13 @@ impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
             .map(|m| {
                 let load = &m.load;
                 MemberStats::new(
-                    m.index,
-                    m.pid,
-                    m.online,
-                    load.in_flight.load(Ordering::Acquire),
-                    load.completed.load(Ordering::Relaxed),
-                    load.failed.load(Ordering::Relaxed),
+                    (m.index, m.pid, m.online),
+                    self.host_name(m.host),
+                    (
+                        load.in_flight.load(Ordering::Acquire),
+                        load.completed.load(Ordering::Relaxed),
+                        load.failed.load(Ordering::Relaxed),
+                    ),
                 )
             })
             .collect();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, AsyncContext, Context, Recipient, Running, WeakAddr};
 
 use super::events::PoolEvent;
+use super::hosts::Host;
 use super::member::{Load, Member};
 use super::queue::{Place, Pump, Queue, Sweep};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
@@ -106,6 +107,14 @@ pub struct WorkerPool<P: Protocol> {
     /// meet every other (no such entry, other message types, another
     /// codec). What the pool refuses from then on says so.
     pub(super) cause: Option<WireError>,
+    /// Where members run (`hosts.rs`); empty: here, as the options say.
+    pub(super) hosts: Vec<Placed>,
+}
+
+/// A host of the pool, and whether it is taken for down.
+pub(crate) struct Placed {
+    pub host: Host,
+    pub down_until: Option<Instant>,
 }
 
 /// Where the pool is in its life.
@@ -130,6 +139,8 @@ pub(crate) struct Settings {
     pub max_requests: Option<u64>,
     pub max_rss: Option<u64>,
     pub replacements: RestartPolicy,
+    /// Of members as loaded, one on this machine first.
+    pub prefer_local: bool,
 }
 
 /// What the pool has in common with the answers, which run outside the
@@ -168,7 +179,9 @@ impl<P: Protocol> WorkerPool<P> {
         options: Options,
         settings: Settings,
         events: Option<Recipient<PoolEvent<P>>>,
+        hosts: Vec<Host>,
     ) -> Result<Addr<Self>, SpawnError> {
+        let hosts = hosts.into_iter().map(|host| Placed { host, down_until: None }).collect();
         if actix::System::try_current().is_none() {
             return Err(SpawnError::NoSystem);
         }
@@ -201,6 +214,7 @@ impl<P: Protocol> WorkerPool<P> {
                 failed_before: 0,
                 gave_up: false,
                 cause: None,
+                hosts,
             };
             for _ in 0..pool.settings.min {
                 if let Err(e) = pool.add_member(ctx) {

@@ -14,6 +14,7 @@
 //! outbox     messages waiting to be written, and writer, the task that
 //!            drains them into the WebSocket
 //! tls        certificates, and the worker's handshake, for remote workers
+//!            (the `tls` feature)
 //! ```
 
 pub(crate) mod codec;
@@ -22,6 +23,7 @@ pub(crate) mod envelope;
 pub(crate) mod outbox;
 pub(crate) mod shared;
 pub(crate) mod stream;
+#[cfg(feature = "tls")]
 pub(crate) mod tls;
 pub(crate) mod writer;
 pub(crate) mod ws;

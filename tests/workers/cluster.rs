@@ -5,46 +5,62 @@
 //! played by a stub that behaves as it does (`common::kubectl`). Each
 //! worker connects back over TCP or TLS on loopback with the token it read
 //! from its launcher's stdin. Where Slurm is not installed (or this is not
-//! root) the Slurm tests are skipped, saying so.
+//! root) the Slurm tests are skipped, saying so. They need the crate's
+//! `tcp` feature (without it they are listed as ignored, saying so), and
+//! run over TLS too with its `tls`.
 
+#[cfg(feature = "tcp")]
 use std::collections::HashSet;
+#[cfg(feature = "tcp")]
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tcp")]
 use actix::prelude::*;
+#[cfg(feature = "tcp")]
 use actix_webworker::{
     Event, Join, Lost, PoolEvent, Restart, RestartPolicy, Transport, WireError, WorkerAddrExt,
     WorkerBuilder, WorkerError, WorkerEvent, WorkerPool,
 };
 use libtest_mimic::Trial;
 
+#[cfg(feature = "tcp")]
 use crate::common::kubectl::KUBECTL_STUB;
+#[cfg(feature = "tcp")]
 use crate::common::slurm::{self, Cluster};
+#[cfg(feature = "tcp")]
 use crate::common::*;
+#[cfg(feature = "tcp")]
 use crate::remote::{secret, LAUNCHER};
 
 pub fn trials() -> Vec<Trial> {
-    crate::trials![
-        cluster::a_worker_launched_with_srun_is_a_job_step_and_answers,
-        cluster::a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step,
-        cluster::a_step_that_never_connects_is_timed_out_and_its_job_ends,
-        cluster::a_silent_step_is_lost_and_its_job_ends,
-        cluster::a_pool_launched_with_srun_has_a_job_step_per_member,
-        cluster::no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file,
-        cluster::through_kubectl_exec_i_a_worker_answers_and_shows_no_secret,
-        cluster::through_kubectl_exec_without_i_the_worker_gets_no_token,
-    ]
+    crate::with_feature!(
+        "tcp",
+        trials![
+            cluster::a_worker_launched_with_srun_is_a_job_step_and_answers,
+            cluster::a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step,
+            cluster::a_step_that_never_connects_is_timed_out_and_its_job_ends,
+            cluster::a_silent_step_is_lost_and_its_job_ends,
+            cluster::a_pool_launched_with_srun_has_a_job_step_per_member,
+            cluster::no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file,
+            cluster::through_kubectl_exec_i_a_worker_answers_and_shows_no_secret,
+            cluster::through_kubectl_exec_without_i_the_worker_gets_no_token,
+        ]
+    )
 }
 
 /// The Slurm recipe: one task on one node, whose stdin `srun` forwards.
+#[cfg(feature = "tcp")]
 const SRUN: [&str; 4] = ["srun", "-N1", "-n1", "--"];
 
 /// The Kubernetes recipe's arguments after `kubectl`.
+#[cfg(feature = "tcp")]
 const KUBECTL_EXEC: [&str; 4] = ["exec", "-i", "pod-1", "--"];
 
 /// The cluster of this run; or `None`, the test skipped with the reason,
 /// where Slurm is not installed or this is not root. A cluster that does
 /// not start where the packages are installed is a failure in CI (which
 /// installs them to run these tests) and a skip elsewhere.
+#[cfg(feature = "tcp")]
 fn slurm() -> Option<&'static Cluster> {
     if let Some(why) = slurm::missing() {
         skip(why);
@@ -60,12 +76,20 @@ fn slurm() -> Option<&'static Cluster> {
     }
 }
 
-fn tls() -> Transport {
-    Transport::tls("127.0.0.1:0".parse().unwrap())
+/// The transports each test runs over: TCP, and TLS when built with it.
+#[cfg(feature = "tls")]
+fn transports() -> Vec<(&'static str, Transport)> {
+    vec![("tcp", loopback()), ("tls", Transport::tls("127.0.0.1:0".parse().unwrap()))]
+}
+
+#[cfg(all(feature = "tcp", not(feature = "tls")))]
+fn transports() -> Vec<(&'static str, Transport)> {
+    vec![("tcp", loopback())]
 }
 
 /// The test worker, launched with `srun` on `cluster`. `srun`'s own words
 /// (a step cancelled) go to the parent's log, not the run's output.
+#[cfg(feature = "tcp")]
 fn through_srun(cluster: &Cluster, events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
     builder(events)
         .launcher(SRUN)
@@ -75,6 +99,7 @@ fn through_srun(cluster: &Cluster, events: Recipient<WorkerEvent<Test>>) -> Work
 }
 
 /// The worker's job step, `(SLURM_JOB_ID, SLURM_STEP_ID)`, as it sees them.
+#[cfg(feature = "tcp")]
 async fn step_of(worker: &Addr<actix_webworker::Worker<Test>>) -> (String, String) {
     let asked = Getenv(vec!["SLURM_JOB_ID".into(), "SLURM_STEP_ID".into()]);
     match worker.ask(asked).await.unwrap().as_slice() {
@@ -84,12 +109,14 @@ async fn step_of(worker: &Addr<actix_webworker::Worker<Test>>) -> (String, Strin
 }
 
 /// `JOB.STEP`, as `squeue` and `scancel` name a step.
+#[cfg(feature = "tcp")]
 fn named((job, step): &(String, String)) -> String {
     format!("{job}.{step}")
 }
 
 /// Waits (asking `squeue` every 100 ms: Slurm's bookkeeping is no event
 /// here) until `step` is no longer listed; whether it went within `WAIT`.
+#[cfg(feature = "tcp")]
 async fn step_ends(cluster: &Cluster, step: &str) -> bool {
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
@@ -102,6 +129,7 @@ async fn step_ends(cluster: &Cluster, step: &str) -> bool {
 }
 
 /// The short name of process `pid` (`/proc/PID/comm`).
+#[cfg(feature = "tcp")]
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
 }
@@ -111,11 +139,12 @@ fn comm(pid: u32) -> String {
 /// `SLURM_JOB_ID` and `SLURM_STEP_ID`, the step listed by `squeue`, its
 /// parent `slurmstepd`, not this process). Terminated, it closes, `srun`
 /// exits with its 0, and the step is gone.
+#[cfg(feature = "tcp")]
 pub fn a_worker_launched_with_srun_is_a_job_step_and_answers() {
     let Some(cluster) = slurm() else { return };
     println!("SRUN cluster started in {:?}", cluster.started_in);
     run(async {
-        for (what, transport) in [("tcp", loopback()), ("tls", tls())] {
+        for (what, transport) in transports() {
             let (rec, mut events) = events::<Test>();
             let t0 = Instant::now();
             let worker = through_srun(cluster, rec).transport(transport).start().unwrap();
@@ -146,6 +175,7 @@ pub fn a_worker_launched_with_srun_is_a_job_step_and_answers() {
 /// failure), and the policy (`Restart::OnFailure`) starts a new `srun`,
 /// whose step answers. From outside an allocation that is a new job; from
 /// inside one, a new step of the same job.
+#[cfg(feature = "tcp")]
 pub fn a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step() {
     let Some(cluster) = slurm() else { return };
     run(async {
@@ -165,6 +195,7 @@ pub fn a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step() {
 /// checks what the parent says (see
 /// `a_cancelled_step_is_a_lost_worker_restarted_as_a_new_step`); the steps
 /// before and after.
+#[cfg(feature = "tcp")]
 async fn cancelled_and_back(
     cluster: &Cluster,
     launcher: &[&str],
@@ -212,6 +243,7 @@ async fn cancelled_and_back(
 /// it cancels its job (SIGKILL, as before, left the job running: still
 /// there 60 s later). Asserted: the job seen running before the timeout,
 /// gone from `squeue` after it.
+#[cfg(feature = "tcp")]
 pub fn a_step_that_never_connects_is_timed_out_and_its_job_ends() {
     let Some(cluster) = slurm() else { return };
     let name = format!("aww-never-{}", std::process::id());
@@ -262,6 +294,7 @@ pub fn a_step_that_never_connects_is_timed_out_and_its_job_ends() {
 /// node that froze): its heartbeat finds it lost (`Lost::Silent`), and
 /// its step ends too (`srun` is asked to go, and cancels it), where a
 /// SIGKILL to `srun` would leave the job holding its CPU for good.
+#[cfg(feature = "tcp")]
 pub fn a_silent_step_is_lost_and_its_job_ends() {
     let Some(cluster) = slurm() else { return };
     run(async {
@@ -302,12 +335,15 @@ pub fn a_silent_step_is_lost_and_its_job_ends() {
 }
 
 /// Forwards a pool's events to the test.
+#[cfg(feature = "tcp")]
 struct Forward(tokio::sync::mpsc::UnboundedSender<PoolEvent<Test>>);
 
+#[cfg(feature = "tcp")]
 impl Actor for Forward {
     type Context = Context<Self>;
 }
 
+#[cfg(feature = "tcp")]
 impl Handler<PoolEvent<Test>> for Forward {
     type Result = ();
 
@@ -318,11 +354,13 @@ impl Handler<PoolEvent<Test>> for Forward {
 
 /// An allocation of `n` CPUs on `cluster` (`salloc --no-shell`), as a
 /// batch script or `salloc` holds one for the parent; cancelled on drop.
+#[cfg(feature = "tcp")]
 struct Allocation<'a> {
     cluster: &'a Cluster,
     job: String,
 }
 
+#[cfg(feature = "tcp")]
 impl<'a> Allocation<'a> {
     fn make(cluster: &'a Cluster, n: usize) -> Allocation<'a> {
         let out = cluster
@@ -336,6 +374,7 @@ impl<'a> Allocation<'a> {
     }
 }
 
+#[cfg(feature = "tcp")]
 impl Drop for Allocation<'_> {
     fn drop(&mut self) {
         let _ = self.cluster.run("scancel", &[&self.job]);
@@ -346,6 +385,7 @@ impl Drop for Allocation<'_> {
 /// `cluster`: once all three are online, a batch of 300 asks is answered,
 /// by all three, each from a job step of its own that `squeue` lists.
 /// Terminated, every member closes and every step ends.
+#[cfg(feature = "tcp")]
 async fn pool_steps(cluster: &Cluster, launcher: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t0 = Instant::now();
@@ -405,6 +445,7 @@ async fn pool_steps(cluster: &Cluster, launcher: &[&str], env: &[(&str, &str)]) 
 /// the parent's environment as `sbatch` and `salloc` set it), each is a
 /// step of that job, with `--exact` (a step takes only what it asks for,
 /// so that three run at once).
+#[cfg(feature = "tcp")]
 pub fn a_pool_launched_with_srun_has_a_job_step_per_member() {
     let Some(cluster) = slurm() else { return };
     run(async {
@@ -422,6 +463,7 @@ pub fn a_pool_launched_with_srun_has_a_job_step_per_member() {
 
 /// Every process of the host whose arguments or environment show a
 /// secret or a secret's name: `(pid, comm)`; and how many were read.
+#[cfg(feature = "tcp")]
 fn showing(secrets: &[String]) -> (Vec<(u32, String)>, usize) {
     let names = ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"];
     let (mut found, mut read) = (Vec::new(), 0);
@@ -438,6 +480,7 @@ fn showing(secrets: &[String]) -> (Vec<(u32, String)>, usize) {
 }
 
 /// The files under `dir` (recursively) that hold one of `secrets`.
+#[cfg(feature = "tcp")]
 fn files_holding(dir: &std::path::Path, secrets: &[String]) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return found };
@@ -456,14 +499,17 @@ fn files_holding(dir: &std::path::Path, secrets: &[String]) -> Vec<std::path::Pa
 }
 
 /// A file a launcher writes for the test, removed however the test ends.
+#[cfg(feature = "tcp")]
 struct Note(std::path::PathBuf);
 
+#[cfg(feature = "tcp")]
 impl Note {
     fn new(what: &str) -> Note {
         Note(std::env::temp_dir().join(format!("aww-{what}-{}", std::process::id())))
     }
 }
 
+#[cfg(feature = "tcp")]
 impl Drop for Note {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -473,6 +519,7 @@ impl Drop for Note {
 /// The secrets a recording launcher (the test binary, `AWW_LAUNCHER=record`,
 /// or the kubectl stub with `AWW_NOTE`) wrote to `note`: the token, and
 /// over TLS the pin.
+#[cfg(feature = "tcp")]
 fn recorded(note: &std::path::Path, tls: bool) -> Vec<String> {
     let block = std::fs::read_to_string(note).unwrap();
     let _ = std::fs::remove_file(note);
@@ -490,13 +537,14 @@ fn recorded(note: &std::path::Path, tls: bool) -> Vec<String> {
 /// its arguments or environment; nor does Slurm's account of the job
 /// (`squeue`, `scontrol show job` and `step`), nor any file of the
 /// cluster's (state, spool, logs).
+#[cfg(feature = "tcp")]
 pub fn no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file() {
     let Some(cluster) = slurm() else { return };
     let note = Note::new("srun-secrets");
     let exe = std::env::current_exe().unwrap().display().to_string();
     let launcher: Vec<String> = [exe.as_str()].into_iter().chain(SRUN).map(String::from).collect();
     run(async {
-        for (what, transport) in [("tcp", loopback()), ("tls", tls())] {
+        for (what, transport) in transports() {
             let (rec, mut events) = events::<Test>();
             let worker = through_srun(cluster, rec)
                 .launcher(launcher.clone())
@@ -548,6 +596,7 @@ pub fn no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file() {
 }
 
 /// The test worker launched through the kubectl stub, `exec` with `args`.
+#[cfg(feature = "tcp")]
 fn through_kubectl(events: Recipient<WorkerEvent<Test>>, args: &[&str]) -> WorkerBuilder<Test> {
     let exe = std::env::current_exe().unwrap().display().to_string();
     let launcher: Vec<String> = [exe.as_str()].iter().chain(args).map(|a| a.to_string()).collect();
@@ -564,11 +613,12 @@ fn through_kubectl(events: Recipient<WorkerEvent<Test>>, args: &[&str]) -> Worke
 /// TCP and TLS: the worker answers, sees the pod's environment and none of
 /// the caller's, and no process shows the token or the pin; the exit code
 /// comes back through it (lost: the worker ended without its close).
+#[cfg(feature = "tcp")]
 pub fn through_kubectl_exec_i_a_worker_answers_and_shows_no_secret() {
     crate::common::kubectl::parse_cases().unwrap();
     let note = Note::new("kubectl-secrets");
     run(async {
-        for (what, transport) in [("tcp", loopback()), ("tls", tls())] {
+        for (what, transport) in transports() {
             let (rec, mut events) = events::<Test>();
             let t0 = Instant::now();
             let worker = through_kubectl(rec, &KUBECTL_EXEC)
@@ -605,6 +655,7 @@ pub fn through_kubectl_exec_i_a_worker_answers_and_shows_no_secret() {
 /// Through `kubectl exec pod-1 --`, without `-i`: the command gets no
 /// stdin, so the worker has no token. It says so and exits with 64, which
 /// `kubectl` passes on; it never comes online.
+#[cfg(feature = "tcp")]
 pub fn through_kubectl_exec_without_i_the_worker_gets_no_token() {
     run(async {
         let (rec, mut events) = events::<Test>();

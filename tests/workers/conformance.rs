@@ -18,16 +18,22 @@ use serde::{Deserialize, Serialize};
 use crate::common::*;
 
 pub fn trials() -> Vec<Trial> {
-    crate::trials![
+    let mut tests = crate::trials![
         conformance::a_rust_worker_over_json,
         conformance::a_rust_worker_over_bincode,
         conformance::a_python_worker_over_json,
-        conformance::a_rust_worker_over_tcp,
-        conformance::a_python_worker_over_tcp,
-        conformance::a_python_worker_over_tls,
-        conformance::a_python_worker_answers_heartbeats,
         conformance::a_python_worker_that_the_parent_refuses_says_so,
-    ]
+    ];
+    tests.extend(crate::with_feature!(
+        "tcp",
+        trials![
+            conformance::a_rust_worker_over_tcp,
+            conformance::a_python_worker_over_tcp,
+            conformance::a_python_worker_answers_heartbeats,
+        ]
+    ));
+    tests.extend(crate::with_feature!("tls", trials![conformance::a_python_worker_over_tls]));
+    tests
 }
 
 pub struct Conf;
@@ -352,11 +358,13 @@ pub fn a_python_worker_over_json() {
     run(scenarios(python_worker(), origin));
 }
 
+#[cfg(feature = "tcp")]
 pub fn a_rust_worker_over_tcp() {
     let origin = Origin { file: "conformance.rs", fail_line: Some(fail_line()) };
     run(scenarios(rust_worker(Codec::Json).transport(loopback()), origin));
 }
 
+#[cfg(feature = "tcp")]
 pub fn a_python_worker_over_tcp() {
     if !have_python() {
         return;
@@ -365,6 +373,7 @@ pub fn a_python_worker_over_tcp() {
     run(scenarios(python_worker().transport(loopback()), origin));
 }
 
+#[cfg(feature = "tls")]
 pub fn a_python_worker_over_tls() {
     if !have_python() {
         return;
@@ -377,6 +386,7 @@ pub fn a_python_worker_over_tls() {
 /// Pinged every 100 ms and taken for lost after a second of silence: a
 /// Python worker left idle for two seconds is still there, because it
 /// answers the pings.
+#[cfg(feature = "tcp")]
 pub fn a_python_worker_answers_heartbeats() {
     if !have_python() {
         return;

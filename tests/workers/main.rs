@@ -70,6 +70,7 @@ modules![
     fds: trials roles,
     floods: trials roles,
     hostile: trials,
+    hosts: trials,
     lifecycle: trials roles,
     load: trials roles,
     misuse: trials,
@@ -144,7 +145,9 @@ fn quiet_worker_panics() {
 }
 
 fn main() {
+    #[cfg(feature = "tcp")]
     common::slurm::run_if_keeper();
+    #[cfg(feature = "tcp")]
     common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
     remote::run_if_launcher();
@@ -228,6 +231,7 @@ fn main() {
     // The Slurm cluster, if a test started one: its daemons and every job
     // step's process gone, its directory removed, before the run says it
     // is over.
+    #[cfg(feature = "tcp")]
     common::slurm::shut_down();
     conclusion.exit();
 }

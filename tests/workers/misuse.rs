@@ -10,14 +10,19 @@ use crate::common::*;
 use crate::errors::Recorder;
 
 pub fn trials() -> Vec<Trial> {
-    crate::trials![
+    let mut tests = crate::trials![
         misuse::an_unknown_entry_is_a_typed_error_naming_the_known_ones,
         misuse::a_worker_of_other_message_types_is_never_restarted,
         misuse::without_a_recipient_errors_and_exits_are_logged,
         misuse::types_bincode_cannot_carry_are_refused_naming_the_type,
         misuse::a_value_that_skips_a_field_as_written_is_refused_before_it_is_sent,
-        misuse::a_launcher_that_would_swallow_the_command_is_refused_at_start,
-    ]
+    ];
+    // Launchers are for remote workers.
+    tests.extend(crate::with_feature!(
+        "tcp",
+        trials![misuse::a_launcher_that_would_swallow_the_command_is_refused_at_start]
+    ));
+    tests
 }
 
 /// Under a policy that restarts on failure: the events up to `GaveUp`.
@@ -61,7 +66,8 @@ pub fn an_unknown_entry_is_a_typed_error_naming_the_known_ones() {
 pub fn a_worker_of_other_message_types_is_never_restarted() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let worker = builder(rec).entry("v2").restart(fast(Restart::OnFailure)).start().unwrap();
+        let worker = builder(rec).entry("v2").capture_output();
+        let worker = worker.restart(fast(Restart::OnFailure)).start().unwrap();
         let seen = until_given_up(&mut events).await;
         assert!(!seen.iter().any(|ev| matches!(ev, Event::Restarting { .. })), "{seen:?}");
         let Some(Event::GaveUp(gave_up)) = seen.last() else { unreachable!() };
@@ -193,6 +199,7 @@ pub fn a_value_that_skips_a_field_as_written_is_refused_before_it_is_sent() {
 /// `["sh", "-c"]`, the launcher most users try first, would run `env` as
 /// the shell's whole script (printing the environment) and the worker
 /// never: refused at `start()`, naming the working form, which starts.
+#[cfg(feature = "tcp")]
 pub fn a_launcher_that_would_swallow_the_command_is_refused_at_start() {
     run(async {
         let swallowing: [&[&str]; 4] = [

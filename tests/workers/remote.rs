@@ -2,11 +2,15 @@
 //! connects back and presents its launch's token; launchers start it the
 //! way `ssh host --` would (the test binary itself plays launchers that
 //! pass no environment, or that first try the port as a stranger would).
+//! They need the crate's `tcp` feature, and those over TLS its `tls`:
+//! without them they are listed as ignored, saying so (`with_feature!`),
+//! and a worker built without them refuses the handoff that asks for them.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
+#[cfg(feature = "tcp")]
 use actix_webworker::{
     Event, Lost, Post, Restart, RestartPolicy, SharedBytes, Transport, WireError, WorkerAddrExt,
     WorkerError,
@@ -16,40 +20,86 @@ use libtest_mimic::Trial;
 use crate::common::*;
 
 pub fn trials() -> Vec<Trial> {
-    crate::trials![
-        remote::a_worker_over_loopback_tcp_works_as_a_local_one,
-        remote::launchers_that_pass_no_environment_still_start_it,
-        remote::a_wrong_or_silent_connection_is_refused_and_the_worker_still_gets_in,
-        remote::the_token_is_good_for_one_connection,
-        remote::a_worker_that_never_connects_times_out,
-        remote::a_connection_cut_mid_message_is_reported,
-        remote::through_a_launcher_an_end_without_the_workers_close_is_lost,
-        remote::a_worker_gone_silent_is_found_by_its_heartbeat,
-        remote::a_worker_launched_through_a_real_ssh,
-        remote::a_worker_over_tls_and_strangers_to_it,
-        remote::over_tls_full_sockets_both_ways_lose_nothing_and_keep_order,
-        remote::a_worker_given_another_pin_will_not_talk,
-        remote::tls_with_a_certificate_from_files,
-        remote::a_worker_over_tls_without_the_entry_says_which_it_has,
-        remote::no_secret_is_in_any_argument_or_environment_of_the_launch,
-        remote::another_local_user_watching_proc_cannot_take_the_workers_place,
-        remote::a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker,
-        remote::a_launcher_killed_while_its_worker_cannot_answer_is_told_after_the_shutdown_timeout,
-        remote::a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out,
-        remote::a_port_out_of_descriptors_rests_and_the_launch_still_succeeds,
-        remote::refused_connections_are_told_at_a_bounded_rate_with_their_count,
-        remote::a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound,
-    ]
+    let mut tests = crate::trials![
+        remote::a_worker_without_the_transport_its_parent_asks_for_says_which_feature,
+    ];
+    tests.extend(crate::with_feature!(
+        "tcp",
+        trials![
+            remote::a_worker_over_loopback_tcp_works_as_a_local_one,
+            remote::launchers_that_pass_no_environment_still_start_it,
+            remote::a_wrong_or_silent_connection_is_refused_and_the_worker_still_gets_in,
+            remote::the_token_is_good_for_one_connection,
+            remote::a_worker_that_never_connects_times_out,
+            remote::a_connection_cut_mid_message_is_reported,
+            remote::through_a_launcher_an_end_without_the_workers_close_is_lost,
+            remote::a_worker_gone_silent_is_found_by_its_heartbeat,
+            remote::a_worker_launched_through_a_real_ssh,
+            remote::a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker,
+            remote::a_launcher_killed_while_its_worker_cannot_answer_is_told_after_the_shutdown_timeout,
+            remote::a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out,
+            remote::a_port_out_of_descriptors_rests_and_the_launch_still_succeeds,
+            remote::refused_connections_are_told_at_a_bounded_rate_with_their_count,
+            remote::a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound,
+        ]
+    ));
+    tests.extend(crate::with_feature!(
+        "tls",
+        trials![
+            remote::a_worker_over_tls_and_strangers_to_it,
+            remote::over_tls_full_sockets_both_ways_lose_nothing_and_keep_order,
+            remote::a_worker_given_another_pin_will_not_talk,
+            remote::tls_with_a_certificate_from_files,
+            remote::a_worker_over_tls_without_the_entry_says_which_it_has,
+            remote::no_secret_is_in_any_argument_or_environment_of_the_launch,
+            remote::another_local_user_watching_proc_cannot_take_the_workers_place,
+        ]
+    ));
+    tests
 }
 
 pub fn roles() -> Vec<Trial> {
-    crate::inner![
-        remote::crowded_port_role,
-        remote::port_out_of_descriptors_role,
-        remote::partitioned_parent_role,
-    ]
+    crate::with_feature!(
+        "tcp",
+        inner![
+            remote::crowded_port_role,
+            remote::port_out_of_descriptors_role,
+            remote::partitioned_parent_role,
+        ]
+    )
 }
 
+/// A worker built without the feature its parent's transport needs
+/// (`tcp`, then `tls`) is asked to connect back over it, as a parent built
+/// with it asks: it exits as not a worker, naming the feature, and panics
+/// nowhere. (Built with both, there is nothing to refuse.)
+pub fn a_worker_without_the_transport_its_parent_asks_for_says_which_feature() {
+    let feature = match (cfg!(feature = "tcp"), cfg!(feature = "tls")) {
+        (false, _) => "tcp",
+        (true, false) => "tls",
+        (true, true) => return skip("built with `tcp` and `tls`: no handoff to refuse"),
+    };
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap());
+    worker
+        .env("ACTIX_WEBWORKER_ENTRY", "test")
+        .env("ACTIX_WEBWORKER_CONNECT", "127.0.0.1:9")
+        .env("ACTIX_WEBWORKER_SECRETS", "stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = worker.spawn().unwrap();
+    // The secrets block a TLS parent writes: a token and its pin.
+    let block = format!("ACTIX_WEBWORKER_TOKEN={}\nACTIX_WEBWORKER_TLS_PIN={}\n\n", "a".repeat(64), "b".repeat(64));
+    let _ = child.stdin.take().unwrap().write_all(block.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(actix_webworker::exit_code::NOT_A_WORKER), "{said}");
+    let named = format!("built without actix-webworker's `{feature}` feature");
+    assert!(said.contains(&named) && said.contains("127.0.0.1:9"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
+
+#[cfg(feature = "tcp")]
 pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
     run(async {
         let (rec, mut events) = events::<Test>();
@@ -86,10 +136,12 @@ pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
     });
 }
 
+#[cfg(feature = "tls")]
 fn tls() -> Transport {
     Transport::tls("127.0.0.1:0".parse().unwrap())
 }
 
+#[cfg(feature = "tls")]
 /// Over TLS, the same as in the clear; a stranger who does not speak TLS
 /// (it sends a token in the clear) is refused, and the worker still gets
 /// in.
@@ -126,6 +178,7 @@ pub fn a_worker_over_tls_and_strangers_to_it() {
     });
 }
 
+#[cfg(feature = "tls")]
 /// TLS is spoken by the stream itself: records written while the socket
 /// is full wait, and their messages after them. A worker asleep while
 /// posts pile up (the parent's socket fills), then echoing them all and
@@ -159,6 +212,7 @@ pub fn over_tls_full_sockets_both_ways_lose_nothing_and_keep_order() {
     });
 }
 
+#[cfg(feature = "tls")]
 /// A worker told to trust another certificate refuses the parent's: it
 /// never sends its token, and exits; the parent reports the failed TLS
 /// handshake.
@@ -193,14 +247,12 @@ pub fn a_worker_given_another_pin_will_not_talk() {
     });
 }
 
+#[cfg(feature = "tls")]
 /// The parent's certificate and key from PEM files.
 pub fn tls_with_a_certificate_from_files() {
-    let dir = std::env::temp_dir().join(format!("aww-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let made = rcgen::generate_simple_self_signed(vec!["parent.example".to_owned()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    // Made once (see the fixtures' README).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workers/fixtures");
+    let (cert, key) = (fixtures.join("parent-cert.pem"), fixtures.join("parent-key.pem"));
     run(async {
         let (rec, mut events) = events::<Test>();
         let transport = Transport::tls_with_cert("127.0.0.1:0".parse().unwrap(), &cert, &key);
@@ -214,9 +266,9 @@ pub fn tls_with_a_certificate_from_files() {
         let worker = builder(rec).transport(wrong).restart(RestartPolicy::never()).start().unwrap();
         assert!(matches!(worker.ask(Sum(vec![1])).await, Err(WorkerError::Exited(_))));
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "tls")]
 /// Started over TLS for an entry it does not have, the worker connects,
 /// refuses, and names the entries it has, as over a socketpair.
 pub fn a_worker_over_tls_without_the_entry_says_which_it_has() {
@@ -246,6 +298,7 @@ pub fn a_worker_over_tls_without_the_entry_says_which_it_has() {
 /// The scenarios of the test binary as a launcher (see `run_if_launcher`).
 pub(crate) const LAUNCHER: &str = "AWW_LAUNCHER";
 
+#[cfg(feature = "tcp")]
 /// The test worker over loopback TCP, launched by this test binary playing
 /// launcher `scenario`.
 fn launched(
@@ -256,6 +309,7 @@ fn launched(
     builder(events).transport(loopback()).launcher([exe]).env(LAUNCHER, scenario)
 }
 
+#[cfg(feature = "tcp")]
 pub fn launchers_that_pass_no_environment_still_start_it() {
     run(async {
         // `env -i`: nothing of the parent's environment reaches the worker,
@@ -279,6 +333,7 @@ pub fn launchers_that_pass_no_environment_still_start_it() {
     });
 }
 
+#[cfg(feature = "tcp")]
 pub fn a_wrong_or_silent_connection_is_refused_and_the_worker_still_gets_in() {
     run(async {
         for (scenario, why) in [("wrong-token", "another token"), ("silent", "no token within")] {
@@ -300,6 +355,7 @@ pub fn a_wrong_or_silent_connection_is_refused_and_the_worker_still_gets_in() {
     });
 }
 
+#[cfg(feature = "tcp")]
 pub fn the_token_is_good_for_one_connection() {
     run(async {
         let note = std::env::temp_dir().join(format!("aww-token-{}", std::process::id()));
@@ -335,6 +391,7 @@ pub fn the_token_is_good_for_one_connection() {
 /// launcher is asked to go with SIGTERM (which `srun` needs to cancel its
 /// job), then killed after the shutdown timeout and the kill delay if it
 /// stays (here a shell that ignores SIGTERM).
+#[cfg(feature = "tcp")]
 pub fn a_worker_that_never_connects_times_out() {
     run(async {
         let (rec, mut events) = events::<Test>();
@@ -369,6 +426,7 @@ pub fn a_worker_that_never_connects_times_out() {
 }
 
 /// Reads events to the exit, which must follow a handshake timeout.
+#[cfg(feature = "tcp")]
 async fn timed_out(events: &mut Events<Test>) -> actix_webworker::ExitStatus {
     let mut timed_out = false;
     loop {
@@ -383,6 +441,7 @@ async fn timed_out(events: &mut Events<Test>) -> actix_webworker::ExitStatus {
     }
 }
 
+#[cfg(feature = "tcp")]
 pub fn a_connection_cut_mid_message_is_reported() {
     run(async {
         let (rec, mut events) = events::<Test>();
@@ -402,6 +461,7 @@ pub fn a_connection_cut_mid_message_is_reported() {
     });
 }
 
+#[cfg(feature = "tcp")]
 /// Through a launcher, the exit status seen is the launcher's. A worker
 /// whose connection ends without its close (it died, or the connection
 /// was cut) is lost, whatever the launcher says; a worker that closed is
@@ -611,6 +671,7 @@ fn auth_frame(token: &str) -> Vec<u8> {
     ws_frame(2, &auth)
 }
 
+#[cfg(feature = "tcp")]
 /// A worker that stops answering without closing its connection (here:
 /// stopped with SIGSTOP, as a host that froze) is taken for lost once its
 /// heartbeat goes unanswered, killed, and restarted; one that is merely
@@ -660,6 +721,7 @@ pub fn a_worker_gone_silent_is_found_by_its_heartbeat() {
     });
 }
 
+#[cfg(feature = "tcp")]
 /// A real `sshd` on 127.0.0.1 (a port, keys and configuration of the
 /// test's own), and a worker launched through `ssh`, as on another host:
 /// it connects back over TCP, answers, and its exit code comes back
@@ -773,6 +835,7 @@ pub fn a_worker_launched_through_a_real_ssh() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "tls")]
 /// The token and the TLS pin (never in an argument, never in an
 /// environment): the launcher records the secrets block it is given and
 /// runs the worker through a shell that stays, and every process of that
@@ -839,6 +902,7 @@ pub fn no_secret_is_in_any_argument_or_environment_of_the_launch() {
     });
 }
 
+#[cfg(feature = "tls")]
 /// Whether user 65534 can run this test binary: every directory above it
 /// searchable by others, the file executable by others.
 fn others_can_run(exe: &std::path::Path) -> bool {
@@ -848,6 +912,7 @@ fn others_can_run(exe: &std::path::Path) -> bool {
         && exe.ancestors().skip(1).all(|d| matches!(mode(d), Ok(m) if m & 0o001 != 0))
 }
 
+#[cfg(feature = "tls")]
 /// This test binary, where another user can run it: itself when it can, or
 /// a copy in a directory of its own (removed when dropped).
 struct OpenCopy {
@@ -855,6 +920,7 @@ struct OpenCopy {
     made: Option<std::path::PathBuf>,
 }
 
+#[cfg(feature = "tls")]
 impl OpenCopy {
     fn of(exe: std::path::PathBuf) -> OpenCopy {
         use std::os::unix::fs::PermissionsExt;
@@ -876,6 +942,7 @@ impl OpenCopy {
     }
 }
 
+#[cfg(feature = "tls")]
 impl Drop for OpenCopy {
     fn drop(&mut self) {
         if let Some(dir) = &self.made {
@@ -884,6 +951,7 @@ impl Drop for OpenCopy {
     }
 }
 
+#[cfg(feature = "tls")]
 /// Another local user (uid 65534, through `setpriv`) who polls every
 /// process's `/proc/PID/cmdline` and `environ` during the launch (a
 /// launcher that takes 300 ms, as `ssh` does, keeps the window open), and
@@ -1052,6 +1120,7 @@ fn attacker() -> ! {
     std::process::exit(0)
 }
 
+#[cfg(feature = "tcp")]
 /// A launcher killed while its worker is connected (an `ssh` client
 /// SIGKILLed): the worker can no longer be signalled, so its connection is
 /// ended. The exit is told at once, lost with the launcher's signal, and
@@ -1103,6 +1172,7 @@ fn crowd_helper() -> ! {
     std::process::exit(0)
 }
 
+#[cfg(feature = "tcp")]
 /// Starts a local worker and has it answer: what a first worker makes
 /// lazily (the spawner thread, the runtime's) is then in a baseline.
 async fn warm_up() {
@@ -1112,6 +1182,7 @@ async fn warm_up() {
     events.successful_exit().await;
 }
 
+#[cfg(feature = "tcp")]
 /// Run alone by `a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out`.
 pub fn crowded_port_role() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1158,10 +1229,12 @@ pub fn crowded_port_role() {
     });
 }
 
+#[cfg(feature = "tcp")]
 pub fn a_crowd_of_silent_connections_holds_few_descriptors_and_keeps_no_one_out() {
     isolated_with_figures("remote::crowded_port_role", "CROWD");
 }
 
+#[cfg(feature = "tcp")]
 /// Runs role `name` alone (see `isolated`), checks that it passed, and
 /// prints its lines that start with `figures`.
 fn isolated_with_figures(name: &str, figures: &str) {
@@ -1177,6 +1250,7 @@ fn isolated_with_figures(name: &str, figures: &str) {
     );
 }
 
+#[cfg(feature = "tcp")]
 /// This process's CPU time (user and system), from `getrusage`: no
 /// descriptor needed, as there is none to spare while it is measured.
 fn cpu_time() -> Duration {
@@ -1190,6 +1264,7 @@ fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+#[cfg(feature = "tcp")]
 /// Run alone by `a_port_out_of_descriptors_rests_and_the_launch_still_succeeds`,
 /// with a descriptor limit 40 above what it holds at rest: a crowd of
 /// silent connections makes `accept` fail with EMFILE. After the worker
@@ -1263,10 +1338,12 @@ pub fn port_out_of_descriptors_role() {
     });
 }
 
+#[cfg(feature = "tcp")]
 pub fn a_port_out_of_descriptors_rests_and_the_launch_still_succeeds() {
     isolated_with_figures("remote::port_out_of_descriptors_role", "EMFILE");
 }
 
+#[cfg(feature = "tcp")]
 /// 2,000 connections made and closed at once to a worker's port (a port
 /// scanner, a flood): every one is refused and counted, in a few events
 /// (the first at once, then at most one a second with how many more),
@@ -1317,6 +1394,7 @@ pub fn refused_connections_are_told_at_a_bounded_rate_with_their_count() {
     });
 }
 
+#[cfg(feature = "tcp")]
 /// Two network namespaces of the test's own, joined by a veth pair whose
 /// ends (and addresses) exist only inside them; deleted on drop, however
 /// the test ends.
@@ -1327,6 +1405,7 @@ struct Partition {
     parent_ip: String,
 }
 
+#[cfg(feature = "tcp")]
 impl Partition {
     fn make() -> Result<Partition, String> {
         let id = std::process::id();
@@ -1359,6 +1438,7 @@ impl Partition {
     }
 }
 
+#[cfg(feature = "tcp")]
 impl Drop for Partition {
     fn drop(&mut self) {
         for ns in [&self.parent_ns, &self.worker_ns] {
@@ -1367,6 +1447,7 @@ impl Drop for Partition {
     }
 }
 
+#[cfg(feature = "tcp")]
 /// Runs `ip args...`; its error output if it fails.
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
@@ -1376,6 +1457,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+#[cfg(feature = "tcp")]
 /// A parent whose host vanishes (a network namespace of its own, its link
 /// cut, then the parent SIGKILLed: its end of the connection is gone, and
 /// nothing of it reaches the worker) while its worker, on another host
@@ -1438,6 +1520,7 @@ pub fn a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound() {
     assert!(after < Duration::from_secs(40), "noticed after {after:?} (bound 25 s)");
 }
 
+#[cfg(feature = "tcp")]
 /// The parent of `a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound`,
 /// run in its namespace: a worker in the other, launched through `ip netns
 /// exec` and this binary as a launcher that stays; prints `ONLINE pid`
@@ -1469,6 +1552,7 @@ pub fn partitioned_parent_role() {
     });
 }
 
+#[cfg(feature = "tcp")]
 /// The same with a worker that cannot answer the end of its connection
 /// (its thread blocked in a handler, as one on a host gone quiet would
 /// not answer): the connection is ended from the parent's side after the

@@ -2,7 +2,10 @@
 //! ([`FdStream`], which tungstenite writes to), its reading half
 //! ([`reader`]), what the two share ([`queues`]: descriptors both ways,
 //! frames handed over, the [`ledger`] of what was written), and the TLS it
-//! speaks itself on a remote worker's connection ([`secure`]).
+//! speaks itself on a remote worker's connection ([`secure`]; built without
+//! the `tls` feature, `no_tls.rs` stands in for it: a TLS of which there is
+//! no value, so that the stream is written once and its TLS branches are
+//! dead code the compiler drops).
 //!
 //! A descriptor sent with `SCM_RIGHTS` rides on the bytes of the `sendmsg`
 //! call that carried it, and the kernel closes it if those bytes are read
@@ -25,6 +28,10 @@
 pub(crate) mod ledger;
 pub(crate) mod queues;
 pub(crate) mod reader;
+#[cfg(feature = "tls")]
+pub(crate) mod secure;
+#[cfg(not(feature = "tls"))]
+#[path = "no_tls.rs"]
 pub(crate) mod secure;
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 //! the bytes, and TLS inside the stream over a real TCP connection.
 
 use super::*;
+#[cfg(feature = "tls")]
 use crate::wire::wsframe::binary_frame;
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
@@ -82,6 +83,7 @@ fn descriptors_travel_with_the_bytes() {
 
 /// Both ends of a loopback TCP connection, speaking TLS (the handshake
 /// made in memory first).
+#[cfg(feature = "tls")]
 fn tls_pair() -> ((FdStream, FdReader), (FdStream, FdReader)) {
     use tokio_rustls::rustls;
     let tls = crate::wire::tls::TlsServer::self_signed().unwrap();
@@ -107,6 +109,7 @@ fn tls_pair() -> ((FdStream, FdReader), (FdStream, FdReader)) {
 
 /// Reads until `want` bytes, or the end, taking at most `room` bytes a
 /// read (plaintext decrypted beyond it waits for the next).
+#[cfg(feature = "tls")]
 async fn read_tls_bytes(reader: &mut FdReader, want: usize, room: usize) -> Vec<u8> {
     let mut got = Vec::new();
     while got.len() < want {
@@ -124,6 +127,7 @@ async fn read_tls_bytes(reader: &mut FdReader, want: usize, room: usize) -> Vec<
 /// small steps), an answer the other way, a last frame written
 /// without a writer (as a farewell is), then the ends: `close_notify`,
 /// and a bare TCP end, each read as the end.
+#[cfg(feature = "tls")]
 #[test]
 fn tls_in_the_stream_carries_frames_both_ways_and_ends() {
     use tokio::io::AsyncWriteExt;

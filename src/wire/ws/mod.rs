@@ -44,6 +44,7 @@ pub(crate) struct Socket {
 
 impl Socket {
     /// A TCP socket that speaks `tls`.
+    #[cfg(feature = "tls")]
     pub(crate) fn tls(fd: impl Into<OwnedFd>, tls: impl Into<Tls>) -> Self {
         Socket { fd: fd.into(), tls: Some(tls.into()) }
     }

@@ -6,8 +6,10 @@
 //! stand-in for `kubectl exec` (`kubectl.rs`).
 
 mod events;
+#[cfg(feature = "tcp")]
 pub mod kubectl;
 mod os;
+#[cfg(feature = "tcp")]
 pub mod slurm;
 mod worker;
 
@@ -49,6 +51,48 @@ pub fn isolated(name: &str) {
 
 /// Plain TCP on loopback, any free port: how a launched worker connects
 /// back in the tests.
+#[cfg(feature = "tcp")]
 pub fn loopback() -> actix_webworker::Transport {
     actix_webworker::Transport::plain_tcp("127.0.0.1:0".parse().unwrap())
+}
+
+/// Tests that need a cargo feature of the crate (`tcp`, `tls`): with it,
+/// the list as `trials!` (or `inner!`, for roles) makes it; without it,
+/// every test of the list is still there, and reported as ignored, with
+/// the feature it needs and the command that runs it (roles stay roles:
+/// nothing starts them). Their functions are `#[cfg(feature = ...)]`.
+#[macro_export]
+macro_rules! with_feature {
+    ($feature:literal, trials![$($module:ident :: $test:ident),* $(,)?]) => {{
+        #[cfg(feature = $feature)]
+        let list = $crate::trials![$($module::$test),*];
+        #[cfg(not(feature = $feature))]
+        let list = vec![$($crate::common::needs_feature(
+            concat!(stringify!($module), "::", stringify!($test)),
+            $feature,
+        )),*];
+        list
+    }};
+    ($feature:literal, inner![$($module:ident :: $test:ident),* $(,)?]) => {{
+        #[cfg(feature = $feature)]
+        let list = $crate::inner![$($module::$test),*];
+        #[cfg(not(feature = $feature))]
+        let list = vec![$(libtest_mimic::Trial::test(
+            concat!(stringify!($module), "::", stringify!($test)),
+            || Ok(()),
+        )
+        .with_ignored_flag(true)),*];
+        list
+    }};
+}
+
+/// Test `name`, which this build cannot run: reported as ignored, saying
+/// which feature of the crate it needs.
+#[cfg(not(all(feature = "tcp", feature = "tls")))]
+pub fn needs_feature(name: &str, feature: &'static str) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::ignorable_test(name, move || {
+        Ok(libtest_mimic::Completion::ignored_with(format!(
+            "needs the crate's `{feature}` feature: cargo test --features {feature}"
+        )))
+    })
 }

@@ -120,6 +120,7 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
 
 /// What a process shows every user of the host: its arguments, and (to
 /// its own user and root) its environment; empty when it is gone.
+#[cfg(feature = "tcp")]
 pub fn shown(pid: u32) -> String {
     let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
     let (cmdline, environ) = (read("cmdline"), read("environ"));
