@@ -3,13 +3,17 @@
 //! The parent asks a worker to sum a `Vec<u64>` and to hash a byte string,
 //! and awaits both typed answers. At start the worker asks the parent for a
 //! configuration value (the greeting it prints), served by an actor of the
-//! parent.
+//! parent. The protocol declares its requests (each with a wire name of
+//! its own, so renaming a Rust type changes nothing on the wire, and a
+//! worker that forgot one would refuse to start, naming it), has no posts
+//! at all (`NoPosts`), and the worker is started with its data (Node's
+//! `workerData`): the label it prints its answers with.
 //!
 //! Run it with `cargo run --example request_response`.
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, Entry, Join, Parent, Protocol, Received, Requests, Worker, WorkerActor,
+    run_if_worker, Declare, Entry, Join, NoPosts, Parent, Protocol, Requests, Worker, WorkerActor,
     WorkerAddrExt, WorkerError,
 };
 use serde::{Deserialize, Serialize};
@@ -33,14 +37,22 @@ struct GetConfig(String);
 struct Calc;
 
 impl Protocol for Calc {
-    type ToWorker = ();
-    type FromWorker = ();
+    type ToWorker = NoPosts;
+    type FromWorker = NoPosts;
+
+    fn requests(declare: &mut Declare) {
+        declare.request::<Sum>().named("calc.sum");
+        declare.request::<Hash>().named("calc.hash");
+        declare.request_to_parent::<GetConfig>().named("calc.config");
+    }
 }
 
 // ---- the worker -----------------------------------------------------------
 
 struct CalcWorker {
     parent: Parent<Calc>,
+    /// The worker's data: how it labels what it prints.
+    label: String,
 }
 
 impl Actor for CalcWorker {
@@ -49,18 +61,12 @@ impl Actor for CalcWorker {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Ask the parent once, at start.
         let asked = self.parent.ask(GetConfig("greeting".into()));
-        ctx.spawn(asked.into_actor(self).map(|answer, _, _| match answer {
-            Ok(Some(greeting)) => eprintln!("worker: the parent says {greeting:?}"),
-            Ok(None) => eprintln!("worker: the parent has no greeting"),
-            Err(e) => eprintln!("worker: could not ask the parent: {e}"),
+        ctx.spawn(asked.into_actor(self).map(|answer, act, _| match answer {
+            Ok(Some(greeting)) => eprintln!("{}: the parent says {greeting:?}", act.label),
+            Ok(None) => eprintln!("{}: the parent has no greeting", act.label),
+            Err(e) => eprintln!("{}: could not ask the parent: {e}", act.label),
         }));
     }
-}
-
-impl Handler<Received<()>> for CalcWorker {
-    type Result = ();
-
-    fn handle(&mut self, _: Received<()>, _: &mut Context<Self>) {}
 }
 
 impl Handler<Sum> for CalcWorker {
@@ -89,6 +95,9 @@ impl WorkerActor for CalcWorker {
     }
 }
 
+// The handler of the posts that never come (`NoPosts` has no values).
+actix_webworker::no_posts!(CalcWorker);
+
 // ---- the parent -----------------------------------------------------------
 
 /// Serves the worker's configuration requests.
@@ -111,6 +120,7 @@ async fn parent() -> Result<(), WorkerError> {
     let worker = Worker::<Calc>::builder()
         .entry("calc")
         .serve(config.recipient::<GetConfig>())
+        .data("calc worker".to_owned())
         .start()
         .expect("the worker process starts");
 
@@ -128,7 +138,10 @@ async fn parent() -> Result<(), WorkerError> {
 }
 
 fn main() {
-    run_if_worker([Entry::new("calc", |parent| CalcWorker { parent })]);
+    run_if_worker([Entry::new("calc", |parent: Parent<Calc>| {
+        let label = parent.data::<String>().unwrap_or_else(|e| format!("worker ({e})"));
+        CalcWorker { parent, label }
+    })]);
 
     let result = System::new().block_on(parent());
     if let Err(e) = result {

@@ -1,115 +1,13 @@
 //! The error types, one per boundary: starting a worker ([`SpawnError`]),
 //! talking to one ([`WorkerError`]), and what arrives on the wire
-//! ([`WireError`]). Plus the two plain facts errors carry: how a process
-//! ended ([`ExitStatus`]) and what a panic said ([`ErrorReport`]).
+//! ([`WireError`]). The two plain facts errors carry, how a process ended
+//! ([`ExitStatus`]) and what a panic said ([`ErrorReport`]), are in
+//! `report.rs`.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-/// How a worker process ended: the `onexit(code, signal)` of the original.
-/// Exactly one of the two is `Some`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct ExitStatus {
-    /// The exit code, when the process exited on its own.
-    pub code: Option<i32>,
-    /// The signal that killed the process.
-    pub signal: Option<i32>,
-    /// The worker was lost, not seen to end, and `code` and `signal` are
-    /// not its own: see [`Lost`]. `None` for every worker seen to end.
-    pub lost: Option<Lost>,
-}
-
-/// How a worker was lost: its own exit status is unknown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Lost {
-    /// Its connection went silent (see [`WireError::Silent`]) and the
-    /// parent killed its process or launcher: `code` and `signal` are that
-    /// kill's. On another host it may live on until it notices.
-    Silent,
-    /// Its connection (to a worker started through a launcher) ended
-    /// without the worker's close: it died, or the connection was cut.
-    /// `code` and `signal` are the launcher's, which may or may not pass
-    /// on the worker's (`ssh` exits with 255 when the connection drops,
-    /// and when the remote command is killed by a signal). Also a
-    /// launcher that exited while the worker was connected (an `ssh`
-    /// client killed): the parent then ends the connection itself, so
-    /// that the worker, which it can no longer signal, exits.
-    Disconnected,
-}
-
-impl ExitStatus {
-    /// Whether the process exited with code 0 (a worker lost is not known
-    /// to have).
-    pub fn success(&self) -> bool {
-        self.code == Some(0) && self.lost.is_none()
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = match (self.code, self.signal) {
-            (Some(code), _) => format!("exit code {code}"),
-            (None, Some(signal)) => format!("signal {signal}"),
-            (None, None) => "unknown exit status".to_owned(),
-        };
-        match self.lost {
-            None => f.write_str(&status),
-            Some(Lost::Silent) => {
-                write!(f, "lost (no word for too long; its process was killed: {status})")
-            }
-            Some(Lost::Disconnected) => {
-                write!(f, "lost (its connection ended without its close; its launcher's {status})")
-            }
-        }
-    }
-}
-
-/// An uncaught error (a panic) in a worker: the `onerror` event's payload.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ErrorReport {
-    /// The panic message.
-    pub message: String,
-    /// The source file the panic came from, when known.
-    pub file: Option<String>,
-    /// The line in `file`.
-    pub line: Option<u32>,
-    /// The column in `file`.
-    pub column: Option<u32>,
-    /// A captured backtrace, when `RUST_BACKTRACE` asked for one.
-    pub backtrace: Option<String>,
-}
-
-impl ErrorReport {
-    /// A report with only a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        ErrorReport {
-            message: message.into(),
-            file: None,
-            line: None,
-            column: None,
-            backtrace: None,
-        }
-    }
-}
-
-impl fmt::Display for ErrorReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(file) = &self.file {
-            write!(f, " at {file}")?;
-            if let (Some(line), Some(col)) = (self.line, self.column) {
-                write!(f, ":{line}:{col}")?;
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::report::{ErrorReport, ExitStatus, Lost};
 
 /// Something wrong with what came over the socket, or with what was about
 /// to be sent. A message that does not decode (`Decode`) leaves the
@@ -202,6 +100,16 @@ pub enum WireError {
         entry: String,
         /// The entries the worker registers.
         known: Vec<String>,
+    },
+    /// The worker does not answer requests its protocol declares (see
+    /// [`Protocol::requests`](crate::Protocol::requests)): it refused to
+    /// start. Certain to fail again: never restarted.
+    #[error("the worker's entry {entry:?} does not answer {requests:?}, which its protocol declares: register them in WorkerActor::requests")]
+    Unanswered {
+        /// The entry it was started for.
+        entry: String,
+        /// The requests it does not answer, by their Rust paths.
+        requests: Vec<String>,
     },
     /// The worker's hello came from another process than the one started.
     #[error("the hello came from process {theirs}, which is not the worker started ({ours})")]
@@ -314,6 +222,7 @@ impl WireError {
                 | WireError::UnknownCodec(_)
                 | WireError::CodecMismatch { .. }
                 | WireError::UnknownEntry { .. }
+                | WireError::Unanswered { .. }
         )
     }
 }
@@ -368,6 +277,17 @@ pub enum SpawnError {
     /// through the wire; see [`Protocol`](crate::Protocol).
     #[error("{0}")]
     Protocol(#[from] ShapeError),
+    /// Requests the protocol declares the parent answers
+    /// ([`Declare::request_to_parent`](crate::Declare::request_to_parent)) that
+    /// no [`serve`](crate::WorkerBuilder::serve) answers, by their Rust paths.
+    #[error(
+        "the parent serves none of {0:?}, which the protocol declares it answers: add .serve(..)"
+    )]
+    Unserved(Vec<String>),
+    /// The worker's data ([`WorkerBuilder::data`](crate::WorkerBuilder::data))
+    /// cannot be sent: over the largest message, or not encodable.
+    #[error("the worker's data cannot be sent: {0}")]
+    Data(WireError),
     /// An option the worker cannot run with.
     #[error("invalid worker option: {0}")]
     Option(String),
@@ -425,7 +345,7 @@ pub enum WorkerError {
     /// The handler of the request panicked (the report says where).
     #[error("the request's handler panicked: {0}")]
     Panicked(ErrorReport),
-    /// The other side has no handler for this request type.
+    /// The other side has no handler for this request type, named as its asker knows it.
     #[error("the other side does not answer this request ({0})")]
     Unhandled(String),
     /// The other side could not decode the request or encode its answer.

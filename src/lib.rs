@@ -99,7 +99,9 @@
 //!   with the features below).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
 //! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
-//!   other languages), [`Request`], [`Received`].
+//!   other languages), [`Request`], [`Received`], [`NoPosts`] (a worker
+//!   that only answers requests); `declare`: [`Declare`], the requests a
+//!   protocol declares, with their [`wire_name`]s.
 //! - `error`: [`SpawnError`], [`WorkerError`], [`WireError`], and the
 //!   [`ExitStatus`] and [`ErrorReport`] they carry.
 //! - `supervise`: [`RestartPolicy`] and its decisions.
@@ -130,6 +132,7 @@ compile_error!(
 );
 
 mod child;
+mod declare;
 mod error;
 /// Entry points of the fuzz targets in `fuzz/`: built only for them
 /// (cargo-fuzz sets `cfg(fuzzing)`) and for the crate's own tests.
@@ -142,6 +145,7 @@ mod os;
 mod parent;
 mod pool;
 mod protocol;
+mod report;
 mod session;
 mod supervise;
 mod testing;
@@ -153,9 +157,11 @@ pub mod __private {
     pub mod testing {
         pub use crate::testing::enable;
     }
+    pub use actix;
 }
 
 pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
+pub use crate::declare::{Declare, DeclaredRequest};
 pub use crate::error::{
     ErrorReport, ExitStatus, Lost, ShapeError, SpawnError, WireError, WorkerError,
 };
@@ -174,7 +180,8 @@ pub use crate::parent::worker::{Grace, Worker};
 pub use crate::pool::{
     Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
 };
-pub use crate::protocol::{request_name, Codec, Protocol, Received, Request};
+pub use crate::protocol::{request_name, wire_name, Codec, NoPosts, Protocol, Received, Request};
+pub use crate::session::data::DataError;
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -1,7 +1,8 @@
 //! The vocabulary both sides share: the [`Protocol`] naming the message
-//! types, the [`Codec`] their payloads are written with, a message as
-//! received ([`Received`], with its descriptors), and typed requests
-//! ([`Request`]).
+//! types and declaring its requests (`declare.rs`, with their wire names),
+//! the [`Codec`] their payloads are written with, a message as received
+//! ([`Received`], with its descriptors), typed requests ([`Request`]), and
+//! [`NoPosts`] for a worker that only answers requests.
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -9,6 +10,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use actix::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::declare::{Declare, Declared};
 
 /// Names the typed messages of one kind of worker. Implement it on a unit
 /// struct that both the parent and the worker code can see:
@@ -46,13 +49,137 @@ use serde::Serialize;
 /// or adjacently tagged enums), `#[serde(flatten)]`, and fields skipped when
 /// written (`#[serde(skip_serializing_if)]`, as far as its common predicates
 /// go: write an `Option` instead).
+///
+/// A protocol may also declare its [`Request`]s ([`requests`](Protocol::requests)):
+/// each then has a wire name of its own, is checked at start-up (a worker
+/// that does not answer one refuses to start, naming it), and joins the
+/// fingerprint.
 pub trait Protocol: 'static {
-    /// What the parent posts to the worker.
+    /// What the parent posts to the worker ([`NoPosts`] for a worker that
+    /// only answers requests).
     type ToWorker: Serialize + DeserializeOwned + Send + 'static;
-    /// What the worker posts to the parent.
+    /// What the worker posts to the parent ([`NoPosts`] for none).
     type FromWorker: Serialize + DeserializeOwned + Send + 'static;
     /// A version of your own, part of the fingerprint.
     const VERSION: u32 = 0;
+
+    /// Declares the requests of the protocol, both ways, each with its
+    /// wire name: the name that tags it on the wire, by default its Rust
+    /// path, or one of your own that outlives renames and that a worker
+    /// in another language answers by (see `PROTOCOL.md`, "Requests").
+    ///
+    /// ```
+    /// use actix::Message;
+    /// use actix_webworker::{wire_name, Declare, Protocol};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Message, Serialize, Deserialize)]
+    /// #[rtype(result = "u64")]
+    /// struct Sum(Vec<u64>);
+    ///
+    /// #[derive(Message, Serialize, Deserialize)]
+    /// #[rtype(result = "i64")]
+    /// struct Mul(i64, i64);
+    ///
+    /// #[derive(Message, Serialize, Deserialize)]
+    /// #[rtype(result = "String")]
+    /// struct GetConfig(String);
+    ///
+    /// struct Calc;
+    /// impl Protocol for Calc {
+    ///     type ToWorker = ();
+    ///     type FromWorker = ();
+    ///     fn requests(declare: &mut Declare) {
+    ///         declare.request::<Sum>();                 // named by its path
+    ///         declare.request::<Mul>().named("mul");     // named for good
+    ///         declare.request_to_parent::<GetConfig>().named("config");
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(wire_name::<Calc, Mul>(), "mul");
+    /// assert!(wire_name::<Calc, Sum>().ends_with("Sum"));
+    /// ```
+    ///
+    /// What a declaration promises, checked before anything is sent:
+    /// every [`request`](Declare::request) is answered by the worker (its
+    /// [`WorkerActor::requests`](crate::WorkerActor::requests) registers
+    /// it; a worker that misses one refuses to start, and the parent gets
+    /// [`WireError::Unanswered`](crate::WireError::Unanswered) naming it),
+    /// and every [`request_to_parent`](Declare::request_to_parent) is
+    /// served by the parent ([`WorkerBuilder::serve`](crate::WorkerBuilder::serve);
+    /// `start()` fails with [`SpawnError::Unserved`](crate::SpawnError::Unserved)
+    /// otherwise). The declared names, directions and the serde shapes of
+    /// each request and its answer join the fingerprint, so a worker built
+    /// from another declaration is refused at the handshake. A request
+    /// that is not declared still works, named by its Rust path.
+    fn requests(declare: &mut Declare) {
+        let _ = declare;
+    }
+}
+
+/// The posts of a protocol that has none: a type with no values. A worker
+/// that only answers requests sets `type ToWorker = NoPosts` (and
+/// `FromWorker` too if it never posts back); the parent then cannot post
+/// to it, which the compiler checks. Its actor still needs a handler for
+/// posts that never come, which [`no_posts!`](crate::no_posts) writes:
+///
+/// ```
+/// use actix::prelude::*;
+/// use actix_webworker::{Declare, NoPosts, Parent, Protocol, Requests, WorkerActor};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Sum(Vec<u64>);
+///
+/// struct Calc;
+/// impl Protocol for Calc {
+///     type ToWorker = NoPosts;
+///     type FromWorker = NoPosts;
+///     fn requests(declare: &mut Declare) {
+///         declare.request::<Sum>().named("sum");
+///     }
+/// }
+///
+/// struct Adder { parent: Parent<Calc> }
+/// impl Actor for Adder { type Context = Context<Self>; }
+/// impl Handler<Sum> for Adder {
+///     type Result = u64;
+///     fn handle(&mut self, msg: Sum, _: &mut Context<Self>) -> u64 { msg.0.iter().sum() }
+/// }
+/// impl WorkerActor for Adder {
+///     type Protocol = Calc;
+///     fn requests(requests: &mut Requests<Self>) {
+///         requests.answer::<Sum>();
+///     }
+/// }
+/// actix_webworker::no_posts!(Adder);
+/// ```
+///
+/// (Rust allows no blanket `Handler` impl for every actor in this crate:
+/// the orphan rule forbids an impl of actix's trait for a type parameter,
+/// hence the macro.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum NoPosts {}
+
+/// Writes the handler of [`NoPosts`] for a worker's actor that takes no
+/// posts: `actix_webworker::no_posts!(MyWorker);` beside its
+/// `impl WorkerActor`. The handler can never run (`NoPosts` has no values).
+#[macro_export]
+macro_rules! no_posts {
+    ($actor:ty) => {
+        impl $crate::__private::actix::Handler<$crate::Received<$crate::NoPosts>> for $actor {
+            type Result = ();
+
+            fn handle(
+                &mut self,
+                msg: $crate::Received<$crate::NoPosts>,
+                _: &mut <$actor as $crate::__private::actix::Actor>::Context,
+            ) {
+                match msg.data {}
+            }
+        }
+    };
 }
 
 /// How a connection's payloads are written.
@@ -164,21 +291,42 @@ where
     type Answer = R::Result;
 }
 
-/// The name that tags request type `R` on the wire: its Rust path
-/// (`std::any::type_name`). The tag is the 64-bit FNV-1a hash of it (see
-/// `PROTOCOL.md`); a worker written in another language is given these
-/// names to answer, or ask, these requests.
+/// The Rust path of request type `R` (`std::any::type_name`): its wire
+/// name when its protocol declares no other (see [`wire_name`]).
 pub fn request_name<R: Request>() -> &'static str {
     std::any::type_name::<R>()
 }
 
-/// The tag that names request type `R` on the wire: from its Rust path,
-/// which is the same for every build of one program (a worker of another
-/// program must be built by the same compiler for its tags to match).
-pub(crate) fn tag_of<R: 'static>() -> u64 {
+/// The name that tags request type `R` on the wire in protocol `P`: the
+/// name `P` declares for it ([`DeclaredRequest::named`](crate::DeclaredRequest::named)),
+/// else its Rust path. The tag is the 64-bit FNV-1a hash of it (see
+/// `PROTOCOL.md`); a worker written in another language answers, or asks,
+/// requests by these names.
+pub fn wire_name<P: Protocol, R: Request>() -> &'static str {
+    let found = declared::<P>().into_iter().find(|d| d.ty == std::any::TypeId::of::<R>());
+    found.map_or_else(request_name::<R>, |d| d.name)
+}
+
+/// What protocol `P` declares.
+pub(crate) fn declared<P: Protocol>() -> Vec<Declared> {
+    let mut declare = Declare::default();
+    P::requests(&mut declare);
+    declare.requests
+}
+
+/// The tag of the request type whose wire name is `name`.
+pub(crate) fn tag_of_name(name: &str) -> u64 {
     let mut h = Fnv::new();
-    h.write(std::any::type_name::<R>().as_bytes());
+    h.write(name.as_bytes());
     h.finish()
+}
+
+/// The tag of request type `R` when no protocol names it: from its Rust
+/// path, which is the same for every build of one program (a worker of
+/// another program must be built by the same compiler for its tags to
+/// match).
+pub(crate) fn tag_of<R: 'static>() -> u64 {
+    tag_of_name(std::any::type_name::<R>())
 }
 
 /// 64-bit FNV-1a: the same for the same bytes in every build, unlike

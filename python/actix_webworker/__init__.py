@@ -22,7 +22,10 @@ token::
 
 Messages are the JSON that serde writes for the Rust types (an enum
 variant is `{"Variant": value}`, a unit variant `"Variant"`). Requests are
-named by the Rust path of their type (`actix_webworker::request_name`).
+named by their wire name: the name the Rust protocol declares for them
+(`declare.request::<Mul>().named("mul")`), else the Rust path of their
+type (`actix_webworker::wire_name`). The worker's data
+(`WorkerBuilder::data`, Node's `workerData`) is `parent.data`.
 
 What it does, as the Rust worker runtime does:
 

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 """The version of the wire protocol this package speaks."""
 
 MAGIC = b"AWW\x01"
@@ -34,6 +34,10 @@ CANCEL = 11
 AUTH = 12
 PING = 13
 PONG = 14
+DATA = 15
+
+# The hello's flags: bit 0, the worker's data follows the hellos.
+HELLO_DATA_FOLLOWS = 1
 
 MAX_FDS_PER_MESSAGE = 64
 # A batch's header, the target size, one more entry's length and message.
@@ -122,11 +126,12 @@ class Hello:
     fingerprint: int
     pid: int
     codec: Optional[int]
+    flags: int = 0
 
 
 def hello(fingerprint: int, pid: int, codec: int = CODEC_JSON) -> bytes:
-    """This side's hello, of `PROTOCOL_VERSION`."""
-    fields = MAGIC + struct.pack("<IQI", PROTOCOL_VERSION, fingerprint, pid) + bytes([codec])
+    """This side's hello, of `PROTOCOL_VERSION` (a worker's flags are 0)."""
+    fields = MAGIC + struct.pack("<IQI", PROTOCOL_VERSION, fingerprint, pid) + bytes([codec, 0])
     return envelope(HELLO, 0, fields)
 
 
@@ -136,4 +141,14 @@ def read_hello(message: bytes) -> Hello:
         raise ProtocolError("the parent's first message is not a hello")
     version, fingerprint, pid = struct.unpack_from("<IQI", message, 6)
     codec = message[22] if version >= 5 and len(message) > 22 else None
-    return Hello(int(version), int(fingerprint), int(pid), codec)
+    flags = message[23] if version >= 6 and len(message) > 23 else 0
+    return Hello(int(version), int(fingerprint), int(pid), codec, flags)
+
+
+def read_data(message: bytes) -> bytes:
+    """The payload of the Data message that follows the hellos (its shape,
+    a u64, is the Rust side's concern); `ProtocolError` if `message` is
+    not one."""
+    if len(message) < 10 or message[0] != DATA:
+        raise ProtocolError("the parent's hello said its data follows, and it did not")
+    return message[10:]

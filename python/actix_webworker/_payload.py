@@ -39,7 +39,8 @@ def decode(payload: bytes) -> Json:
 
 def tag_of(name: str) -> int:
     """The tag of a request type on the wire: the 64-bit FNV-1a hash of its
-    name, the Rust path of the type (`request_name::<R>()` in Rust, e.g.
+    wire name: the name the Rust protocol declares for it, else the Rust
+    path of the type (`wire_name::<P, R>()` in Rust, e.g.
     `"my_app::jobs::Mul"`)."""
     h = 0xCBF29CE484222325
     for byte in name.encode():

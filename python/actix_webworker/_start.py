@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Mapping, NoReturn, Optional, Tu
 
 from . import _envelope as env
 from ._frames import Closed, Connection
-from ._payload import Json, encode
+from ._payload import Json, decode, encode
 from ._worker import Parent, Worker, _Runtime
 
 W = TypeVar("W", bound=Worker)
@@ -42,9 +42,11 @@ def run(
 
     - `worker`: the `Worker` subclass to run (or any callable that takes
       the `Parent` and returns a `Worker`).
-    - `answers`: the handlers of the parent's requests, by the Rust path
-      of the request type (`request_name::<R>()`). Each is called with the
-      worker and the request's value and returns the answer's value.
+    - `answers`: the handlers of the parent's requests, by their wire
+      name: the name the Rust protocol declares for the request
+      (`declare.request::<Mul>().named("mul")`), else the Rust path of its
+      type (`wire_name::<P, R>()`). Each is called with the worker and the
+      request's value and returns the answer's value.
     - `entries`: the entry names this worker runs as (default: any). When
       the parent asks for another, the worker refuses it, as a Rust worker
       refuses an entry it does not have, and exits with code 64.
@@ -72,23 +74,24 @@ def run(
         if entry not in known:
             _refuse(conn, entry or "", known)
     try:
-        _handshake(conn, fingerprint)
+        data = _handshake(conn, fingerprint)
     except Closed:
         sys.exit(0)  # the parent went away before we were up
     except env.ProtocolError as e:
         _say(f"handshake with the parent failed: {e}")
         conn.close()
         sys.exit(EXIT_MISMATCH)
-    sys.exit(_serve(conn, worker, answers or {}))
+    sys.exit(_serve(conn, worker, answers or {}, data))
 
 
 def _serve(
     conn: Connection,
     make: Callable[[Parent], W],
     answers: Mapping[str, Callable[[W, Json], Json]],
+    data: Json = None,
 ) -> int:
     """Runs the worker until its end, then `on_close`; the exit code."""
-    runtime = _Runtime(conn, make, answers)
+    runtime = _Runtime(conn, make, answers, data)
     try:
         runtime.serve()
         if runtime.closing:
@@ -123,11 +126,12 @@ def _refuse(conn: Connection, entry: str, known: list[str]) -> NoReturn:
     sys.exit(EXIT_NOT_A_WORKER)
 
 
-def _handshake(conn: Connection, fingerprint: Optional[int]) -> None:
+def _handshake(conn: Connection, fingerprint: Optional[int]) -> Json:
     """Reads the parent's hello and answers with ours (whatever we make of
-    theirs, so that both can say what is wrong); exits with the runtime's
-    code when they do not match, or when the socket's other end is not
-    our parent."""
+    theirs, so that both can say what is wrong), then the worker's data
+    when the parent's hello says it follows; returns the data (its JSON
+    value, or None). Exits with the runtime's code when the hellos do not
+    match, or when the socket's other end is not our parent."""
     theirs = env.read_hello(conn.read_message())
     ours = theirs.fingerprint if fingerprint is None else fingerprint
     conn.send(env.hello(ours, os.getpid()))
@@ -137,14 +141,16 @@ def _handshake(conn: Connection, fingerprint: Optional[int]) -> None:
         _mismatch(conn, "the parent writes bincode; this worker writes JSON only (Codec::Json)")
     if ours != theirs.fingerprint:
         _mismatch(conn, "this worker was told to claim other message types than the parent's")
-    if conn.remote:
-        return  # the token said who we are
-    creds = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    peer, _uid, _gid = struct.unpack("3i", creds)
-    if peer not in _ancestors():
-        _say(f"the socket was made by process {peer}, not by this worker's parent or an ancestor")
-        conn.close()
-        sys.exit(EXIT_NOT_A_WORKER)
+    if not conn.remote:  # over TCP, the token said who we are
+        creds = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        peer, _uid, _gid = struct.unpack("3i", creds)
+        if peer not in _ancestors():
+            _say(f"the socket was made by process {peer}, not by this worker's parent or an ancestor")
+            conn.close()
+            sys.exit(EXIT_NOT_A_WORKER)
+    if not theirs.flags & env.HELLO_DATA_FOLLOWS:
+        return None
+    return decode(env.read_data(conn.read_message()))
 
 
 def _mismatch(conn: Connection, why: str) -> NoReturn:

@@ -42,6 +42,9 @@ class Parent:
 
     def __init__(self, runtime: "_Runtime") -> None:
         self._rt = runtime
+        self.data: Json = runtime.data
+        """The worker's data (`WorkerBuilder::data`, Node's `workerData`):
+        its JSON value, or None when the parent gave none."""
 
     def post(self, value: Json, fds: Sequence[int] = ()) -> None:
         """Posts `value` (the JSON of the parent's `FromWorker` type) to
@@ -55,8 +58,9 @@ class Parent:
         self._rt.conn.send(env.envelope(env.POST, len(fds), payload=encode(value)), fds)
 
     def ask(self, name: str, value: Json) -> Json:
-        """Asks the parent request `name` (the Rust path of the request
-        type, e.g. `"my_app::Greet"`) with `value`, and returns the
+        """Asks the parent request `name` (its wire name: the declared one,
+        else the Rust path of the type, e.g. `"my_app::Greet"`) with
+        `value`, and returns the
         answer's value; raises `RemoteError` if the parent's handler
         failed or there is none. Blocks until the answer comes; posts and
         requests that come meanwhile are handled after it."""
@@ -97,8 +101,10 @@ class _Runtime:
         conn: Connection,
         make: Callable[[Parent], Worker],
         answers: Mapping[str, Answer],
+        data: Json = None,
     ) -> None:
         self.conn = conn
+        self.data = data
         self.answers: Dict[int, Answer] = {tag_of(name): f for name, f in answers.items()}
         self.names: Dict[int, str] = {tag_of(name): name for name in answers}
         self.next_id = 0

@@ -52,9 +52,14 @@ def boom(worker: Conformance, request: aww.Json) -> int:
     raise RuntimeError("boom")
 
 
+def data(worker: Conformance, request: aww.Json) -> aww.Json:
+    """The worker's data (`WorkerBuilder::data`), as the parent gave it."""
+    return worker.parent.data
+
+
 fingerprint = os.environ.get("CONF_FINGERPRINT")
 aww.run(
     Conformance,
-    answers={os.environ["CONF_MUL"]: mul, os.environ["CONF_BOOM"]: boom},
+    answers={os.environ["CONF_MUL"]: mul, os.environ["CONF_BOOM"]: boom, "conformance.data": data},
     fingerprint=int(fingerprint) if fingerprint else None,
 )

@@ -5,8 +5,9 @@ The parent's messages are serde's JSON of its `Job` enum (`{"Echo":
 "hi"}`, `{"Add": [2, 3]}`, `"Close"`); this worker posts its `Done`
 enum back the same way. The parent passes the Rust names of its request
 types in the environment (`DEMO_MUL`, `DEMO_BOOM`, `DEMO_GREET`): a
-request's tag on the wire is a hash of its name (`request_name::<R>()`
-in Rust, e.g. `python_parent::Mul`).
+request's tag on the wire is a hash of its wire name (`wire_name::<P,
+R>()` in Rust: here the Rust path, e.g. `python_parent::Mul`, as the
+parent declares no names of its own).
 """
 
 from __future__ import annotations

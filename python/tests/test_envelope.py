@@ -86,16 +86,29 @@ def test_our_hello() -> None:
         + bytes.fromhex("8877665544332211")  # the fingerprint, little endian
         + struct.pack("<I", 4242)
         + b"\x01"  # JSON
+        + b"\x00"  # flags: a worker's are 0
     )
-    assert PROTOCOL_VERSION == 5
+    assert PROTOCOL_VERSION == 6
 
 
 def test_the_parents_hello_is_read_as_far_as_its_version() -> None:
-    v5 = env.read_hello(env.hello(99, 1234, codec=env.CODEC_BINCODE))
-    assert v5 == env.Hello(version=5, fingerprint=99, pid=1234, codec=env.CODEC_BINCODE)
+    v6 = env.read_hello(env.hello(99, 1234, codec=env.CODEC_BINCODE))
+    assert v6 == env.Hello(version=6, fingerprint=99, pid=1234, codec=env.CODEC_BINCODE)
+    data_follows = b"\x01\x00AWW\x01" + struct.pack("<IQI", 6, 99, 1234) + bytes([1, 1])
+    assert env.read_hello(data_follows).flags == env.HELLO_DATA_FOLLOWS
+    # Version 5 ended after the codec: no flags.
+    v5 = b"\x01\x00AWW\x01" + struct.pack("<IQI", 5, 99, 1234) + bytes([1])
+    assert env.read_hello(v5) == env.Hello(version=5, fingerprint=99, pid=1234, codec=1)
     # Version 4 ended after the pid: no codec.
     v4 = b"\x01\x00AWW\x01" + struct.pack("<IQI", 4, 99, 1234)
     assert env.read_hello(v4) == env.Hello(version=4, fingerprint=99, pid=1234, codec=None)
+
+
+def test_the_data_after_the_hellos() -> None:
+    message = bytes([15, 0]) + struct.pack("<Q", 0xABCD) + b'{"n":1}'
+    assert env.read_data(message) == b'{"n":1}'
+    with pytest.raises(ProtocolError, match="data follows"):
+        env.read_data(bytes([2, 0]) + b"{}")
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,8 @@ def test_requests_of_the_parent_answered_by_python(python_parent: Path) -> None:
     said = lines(drive(python_parent, ["requests"]), "requests")
     assert said[:2] == ["Mul(6, 7) = 42", "100 at once, each answered"]
     # A request type the worker has no handler for fails that request.
-    assert said[2].startswith('Unserved: Unhandled("no handler for the request type with tag ')
+    # Named by its Rust type: the parent knows what it asked.
+    assert said[2] == 'Unserved: Unhandled("python_parent::Unserved")'
     assert said[3:] == [TERMINATED]
 
 

@@ -70,9 +70,10 @@ class Spawned:
         self.sock = ours
         self.conn = Connection(ours, 1 << 20)
 
-    def hello(self, version: int = 5, codec: int = env.CODEC_JSON, fingerprint: int = 77) -> None:
+    def hello(self, version: int = 6, codec: int = env.CODEC_JSON, fingerprint: int = 77) -> None:
         fields = env.MAGIC + version.to_bytes(4, "little") + fingerprint.to_bytes(8, "little")
         fields += os.getpid().to_bytes(4, "little") + (bytes([codec]) if version >= 5 else b"")
+        fields += bytes([0]) if version >= 6 else b""  # flags: no data follows
         self.conn.send(env.envelope(env.HELLO, 0, fields))
 
     def read(self) -> Tuple[int, bytes]:
@@ -112,7 +113,7 @@ def test_handshake_messages_and_terminate(script: Path, workers: List[Spawned]) 
     kind, fields = w.read()
     ours = env.read_hello(b"\x01\x00" + fields)
     # The fingerprint echoed, the worker's own pid, JSON.
-    assert (kind, ours) == (env.HELLO, env.Hello(5, 0xDEADBEEF, w.proc.pid, env.CODEC_JSON))
+    assert (kind, ours) == (env.HELLO, env.Hello(6, 0xDEADBEEF, w.proc.pid, env.CODEC_JSON))
     w.conn.send(env.envelope(env.POST, payload=encode({"Echo": [1, "two"]})))
     assert w.read() == (env.POST, encode({"Echo": [1, "two"]}))
     w.conn.send(env.envelope(env.TERMINATE))
@@ -126,8 +127,8 @@ def test_handshake_messages_and_terminate(script: Path, workers: List[Spawned]) 
     ("hello", "why"),
     [
         ({"codec": env.CODEC_BINCODE}, "writes bincode"),
-        ({"version": 4}, "protocol version 4"),
-        ({"version": 6}, "protocol version 6"),
+        ({"version": 5}, "protocol version 5"),
+        ({"version": 7}, "protocol version 7"),
     ],
 )
 def test_a_parent_it_cannot_serve_hears_its_hello_then_it_exits_78(

@@ -11,6 +11,7 @@ use super::panic;
 use crate::error::ErrorReport;
 use crate::protocol::{Protocol, Received, Request};
 use crate::session::answers::Handlers;
+use crate::session::declared::answered_tag;
 
 /// An actor that can run as a worker.
 ///
@@ -57,7 +58,13 @@ pub trait WorkerActor:
     /// ```
     ///
     /// A request of a type not registered here fails in the parent with
-    /// [`WorkerError::Unhandled`](crate::WorkerError::Unhandled).
+    /// [`WorkerError::Unhandled`](crate::WorkerError::Unhandled), naming
+    /// the type. Every request the protocol declares
+    /// ([`Protocol::requests`]) must be registered: a worker that misses
+    /// one refuses to start, and its parent gets
+    /// [`WireError::Unanswered`](crate::WireError::Unanswered) naming it.
+    /// A worker that takes no posts sets `type ToWorker =`
+    /// [`NoPosts`](crate::NoPosts) in its protocol.
     fn requests(requests: &mut Requests<Self>) {
         let _ = requests;
     }
@@ -103,7 +110,8 @@ impl<W: WorkerActor> Requests<W> {
         <W as Handler<R>>::Result: 'static,
     {
         let ctl = self.ctl.clone();
-        self.handlers.insert::<R>(move |req, reply| {
+        let tag = answered_tag::<W::Protocol, R>();
+        self.handlers.insert::<R>(tag, move |req, reply| {
             let again = ctl.clone();
             // Sent back (and dropped, failing the request) if the actor is gone.
             let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
+use crate::session::data::{Data, DataError};
 use crate::session::sender::Sender;
 
 /// The parent, as seen from inside a worker: post messages to it and close
@@ -18,18 +19,56 @@ use crate::session::sender::Sender;
 pub struct Parent<P: Protocol> {
     sender: Sender,
     close: Arc<Notify>,
+    /// What the parent gave this worker to start with, if anything.
+    data: Option<Arc<Data>>,
     _protocol: PhantomData<fn() -> P>,
 }
 
 impl<P: Protocol> Clone for Parent<P> {
     fn clone(&self) -> Self {
-        Parent { sender: self.sender.clone(), close: self.close.clone(), _protocol: PhantomData }
+        let (sender, close, data) = (self.sender.clone(), self.close.clone(), self.data.clone());
+        Parent { sender, close, data, _protocol: PhantomData }
     }
 }
 
 impl<P: Protocol> Parent<P> {
-    pub(crate) fn new(sender: Sender, close: Arc<Notify>) -> Self {
-        Parent { sender, close, _protocol: PhantomData }
+    pub(crate) fn new(sender: Sender, close: Arc<Notify>, data: Option<Data>) -> Self {
+        Parent { sender, close, data: data.map(Arc::new), _protocol: PhantomData }
+    }
+
+    /// The data the parent gave this worker
+    /// ([`WorkerBuilder::data`](crate::WorkerBuilder::data), the
+    /// `workerData` of Node), as a `T`: typically read as the actor is
+    /// made. Fails with [`DataError::Missing`] when the parent gave none,
+    /// [`DataError::OtherType`] (naming `T`) when it gave a value of
+    /// another serde shape. Each call decodes it afresh.
+    ///
+    /// ```no_run
+    /// # use actix::prelude::*;
+    /// # use actix_webworker::{DataError, Entry, Parent, Protocol, Received, WorkerActor};
+    /// # struct Calc;
+    /// # impl Protocol for Calc { type ToWorker = (); type FromWorker = (); }
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Config { scale: u32, model: String }
+    ///
+    /// struct Scaler { parent: Parent<Calc>, config: Config }
+    /// # impl Actor for Scaler { type Context = Context<Self>; }
+    /// # impl WorkerActor for Scaler { type Protocol = Calc; }
+    /// # impl Handler<Received<()>> for Scaler {
+    /// #     type Result = ();
+    /// #     fn handle(&mut self, _: Received<()>, _: &mut Context<Self>) {}
+    /// # }
+    ///
+    /// let entry = Entry::new("scale", |parent: Parent<Calc>| {
+    ///     let config: Config = parent.data().expect("the parent gives a Config");
+    ///     Scaler { parent, config }
+    /// });
+    /// ```
+    pub fn data<T>(&self) -> Result<T, DataError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        self.data.as_ref().ok_or(DataError::Missing)?.read()
     }
 
     /// Asks the parent a typed [`Request`]: the actor the parent named with
@@ -40,7 +79,7 @@ impl<P: Protocol> Parent<P> {
         &self,
         request: R,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
-        self.sender.ask(&request, None)
+        self.sender.ask::<P, R>(&request, None)
     }
 
     /// [`ask`](Self::ask), giving up after `limit` with
@@ -50,7 +89,7 @@ impl<P: Protocol> Parent<P> {
         request: R,
         limit: Duration,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
-        self.sender.ask(&request, Some(limit))
+        self.sender.ask::<P, R>(&request, Some(limit))
     }
 
     /// Posts a message to the parent: its `onmessage` (an

@@ -35,8 +35,9 @@ use crate::handoff::exit_code;
 use crate::handoff::ENV_MAX_MESSAGE;
 use crate::held::Holds;
 use crate::protocol::Protocol;
+use crate::session::declared::table;
 use crate::session::sender::{Encoding, Sender};
-use crate::session::{self, Common, Finish, Flow, Session, Side, Turn, Why};
+use crate::session::{self, Common, Finish, Flow, Session, Side, Then, Turn, Why};
 use crate::wire::codec;
 use crate::wire::encode::encode;
 use crate::wire::envelope::{self, Header, Kind};
@@ -54,6 +55,7 @@ where
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(crate::handoff::DEFAULT_MAX_MESSAGE)
         .min(codec::DECODE_LIMIT);
+    let entry = std::env::var(crate::handoff::ENV_ENTRY).unwrap_or_default();
     let handoff = match bootstrap::take() {
         Ok(handoff) => handoff,
         Err(e) => {
@@ -61,6 +63,17 @@ where
             return exit_code::NOT_A_WORKER;
         }
     };
+    // Every request the protocol declares is answered, or the worker
+    // refuses to start, naming those it misses: before anything runs.
+    let (ctl_tx, ctl_rx) = unbounded_channel::<Command<W>>();
+    let mut requests = Requests::new(ctl_tx.clone());
+    W::requests(&mut requests);
+    let declared = table::<W::Protocol>().ok();
+    let answers = |tag| requests.handlers.answers(tag);
+    let unanswered = declared.map(|t| t.unanswered(false, answers)).unwrap_or_default();
+    if !unanswered.is_empty() {
+        return refusal::unanswered(handoff, entry, unanswered);
+    }
     if let Some(parent) = &handoff.parent {
         if let Err(e) = bootstrap::start_watchdog(parent.clone(), &handoff.sock) {
             tracing::warn!(error = %e, "no watchdog for the parent's death");
@@ -73,8 +86,9 @@ where
     // to keep watching either.
     let fds_ok = handoff.parent.is_some();
     let sock = Socket { fd: handoff.sock, tls: handoff.tls.map(Into::into) };
+    let inbox = Inbox { ctl: (ctl_tx, ctl_rx), requests };
     let (code, end) =
-        system.block_on(serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx));
+        system.block_on(serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx, inbox));
     // Orphaned: nobody will take our process group down, so we do, with
     // whatever this worker started (ourselves last). When the parent's
     // socket closed, the parent may still be on its way out: its pidfd says
@@ -118,12 +132,20 @@ enum End {
     Fatal,
 }
 
+/// The actor's inbox, made (and its requests registered) before the
+/// worker connects.
+struct Inbox<W: WorkerActor> {
+    ctl: (UnboundedSender<Command<W>>, UnboundedReceiver<Command<W>>),
+    requests: Requests<W>,
+}
+
 async fn serve<W, F>(
     sock: Socket,
     fds_ok: bool,
     max_message_size: usize,
     make: F,
     mut panics: UnboundedReceiver<ErrorReport>,
+    Inbox { ctl: (ctl_tx, ctl_rx), requests }: Inbox<W>,
 ) -> (i32, End)
 where
     W: WorkerActor,
@@ -138,17 +160,14 @@ where
     let encoding = Encoding { codec: opened.codec, max_message_size, descriptors: fds_ok };
     let sender = Sender::new(outbox, encoding);
     let close = Arc::new(Notify::new());
-    let parent = Parent::<W::Protocol>::new(sender.clone(), close.clone());
+    let parent = Parent::<W::Protocol>::new(sender.clone(), close.clone(), opened.data);
 
-    let (ctl_tx, ctl_rx) = unbounded_channel::<Command<W>>();
     let mut ctx = Context::<W>::new();
     // Posts (do_send) and requests (send) must reach the actor in the order
     // they came: with a bounded mailbox, a request could wait for room while
     // later posts overtake it.
     ctx.set_mailbox_capacity(crate::handoff::MAILBOX_CAPACITY);
     ctx.spawn(InboxLoop::new(ctl_rx));
-    let mut requests = Requests::new(ctl_tx.clone());
-    W::requests(&mut requests);
     let common = Common {
         sender: sender.clone(),
         handlers: Rc::new(requests.handlers),
@@ -189,7 +208,7 @@ async fn connect<W: WorkerActor>(
         tracing::error!(error = %e, "could not open the connection to the parent");
         (exit_code::IO, End::Terminated)
     })?;
-    session::hello(conn, fp, Turn::AfterPeer).await.map_err(|e| match e {
+    session::hello(conn, fp, Turn::AfterPeer, Then::nothing()).await.map_err(|e| match e {
         Some(e) => {
             tracing::error!(error = %e, "handshake with the parent failed");
             (exit_code::MISMATCH, End::Terminated)

@@ -189,7 +189,9 @@ async fn serve(ours: std::os::unix::net::UnixStream) {
     let (reader, sink) = conn.split();
     let outbox = Arc::new(crate::wire::outbox::Outbox::new(1024, 1 << 20));
     let mut handlers = crate::session::answers::Handlers::new(|| None);
-    handlers.insert::<Double>(|req, reply| reply.answer(&(req.0.wrapping_mul(2))));
+    handlers.insert::<Double>(crate::protocol::tag_of::<Double>(), |req, reply| {
+        reply.answer(&(req.0.wrapping_mul(2)))
+    });
     let encoding = crate::session::sender::Encoding {
         codec: crate::protocol::Codec::Bincode,
         max_message_size: 1 << 20,

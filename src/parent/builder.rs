@@ -17,6 +17,8 @@ use crate::error::SpawnError;
 use crate::protocol::Protocol;
 use crate::protocol::Request;
 use crate::session::answers::Handlers;
+use crate::session::data::message;
+use crate::session::declared::table;
 use crate::supervise::RestartPolicy;
 
 impl<P: Protocol> Worker<P> {
@@ -60,10 +62,17 @@ pub struct WorkerBuilder<P: Protocol, K = Single<P>> {
     options: Options,
     /// The worker's requests the parent answers, until started.
     handlers: Handlers,
+    /// The worker's data, encoded at the start with the final codec.
+    data: Option<EncodeData>,
     /// What only one worker, or only a pool, has.
     kind: K,
     _protocol: PhantomData<fn() -> P>,
 }
+
+/// Encodes a worker's data with a connection's codec, within its largest
+/// message.
+type EncodeData =
+    Box<dyn FnOnce(crate::protocol::Codec, usize) -> Result<bytes::Bytes, SpawnError>>;
 
 /// What a builder of one worker has beyond the options every worker has:
 /// where its events go ([`events`](WorkerBuilder::events) or
@@ -87,6 +96,7 @@ impl<P: Protocol, K: Default> WorkerBuilder<P, K> {
             name: None,
             options: Options::default(),
             handlers: Handlers::new(|| None),
+            data: None,
             kind: K::default(),
             _protocol: PhantomData,
         }
@@ -307,7 +317,8 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
     /// the parent): the worker's [`Parent::ask`](crate::Parent::ask) gets
     /// the typed answer.
     pub fn serve<R: Request>(mut self, recipient: Recipient<R>) -> Self {
-        self.handlers.insert::<R>(move |req, mut reply| {
+        let tag = crate::session::declared::answered_tag::<P, R>();
+        self.handlers.insert::<R>(tag, move |req, mut reply| {
             // Cancelled by the worker: the wait stops, nothing is sent.
             let (answer, abort) = futures_util::future::abortable(recipient.send(req));
             reply.on_cancel(move || abort.abort());
@@ -321,13 +332,51 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
         self
     }
 
+    /// The worker's data (the `workerData` of Node): a typed value the
+    /// worker reads with [`Parent::data`](crate::Parent::data), typically
+    /// as its actor is made. Each worker started gets it, restarted ones
+    /// and every member of a pool too. It goes over the worker's
+    /// connection right after the handshake, never in its arguments or
+    /// environment (which other users of the host can read), written once
+    /// with the connection's codec; `start()` fails with
+    /// [`SpawnError::Data`] when it is larger than the largest message
+    /// ([`Limits::max_message_size`]).
+    ///
+    /// ```no_run
+    /// # use actix_webworker::{Protocol, Worker};
+    /// # struct Calc;
+    /// # impl Protocol for Calc { type ToWorker = (); type FromWorker = (); }
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Config { scale: u32, model: String }
+    ///
+    /// # fn start() -> Result<(), actix_webworker::SpawnError> {
+    /// let config = Config { scale: 3, model: "small".into() };
+    /// let worker = Worker::<Calc>::builder().entry("calc").data(config).start()?;
+    /// // In the worker: `let config: Config = parent.data()?;`
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn data<T>(mut self, value: T) -> Self
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        self.data = Some(Box::new(move |codec, max| message(&value, codec, max)));
+        self
+    }
+
     /// The options every worker is built from, checked and completed: a
     /// pool builds each member from a copy.
     pub(crate) fn into_options(mut self) -> Result<(Options, K), SpawnError> {
         self.options.limits = self.options.limits.clamped();
         self.options.spec.max_message_size = self.options.limits.max_message_size;
         self.options.name = self.display_name().into();
+        let unserved = table::<P>()?.unanswered(true, |tag| self.handlers.answers(tag));
+        if !unserved.is_empty() {
+            return Err(SpawnError::Unserved(unserved));
+        }
         self.options.handlers = std::rc::Rc::new(self.handlers);
+        let (codec, max) = (self.options.codec, self.options.limits.max_message_size);
+        self.options.data = self.data.map(|encode| encode(codec, max)).transpose()?;
         if let Some(n) = self.options.spec.rlimits.open_files {
             if n < ResourceLimits::MIN_OPEN_FILES {
                 return Err(SpawnError::Option(format!(

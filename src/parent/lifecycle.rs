@@ -83,6 +83,7 @@ impl<P: Protocol> Worker<P> {
                 max_shared_bytes: self.options.limits.max_shared_bytes,
             },
             fingerprint: self.fingerprint,
+            data: self.options.data.clone(),
             heartbeat: self.options.heartbeat,
             later: self.events.clone(),
             handshake_timeout: self.options.handshake_timeout,

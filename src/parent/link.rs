@@ -34,7 +34,7 @@ use super::spawn::Channel;
 use crate::error::{ExitStatus, Lost, WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::session::requests::Pending;
-use crate::session::{self, Common, Finish, Finished, Opened, Session, Turn, Why};
+use crate::session::{self, Common, Finish, Finished, Opened, Session, Then, Turn, Why};
 use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Outbox;
 use crate::wire::writer::WriterEnd;
@@ -56,6 +56,9 @@ pub(crate) struct Link<P: Protocol> {
     /// our hello names).
     pub common: Common,
     pub fingerprint: u64,
+    /// The worker's data message, sent after the hellos (see
+    /// `session/data.rs`).
+    pub data: Option<bytes::Bytes>,
     pub handshake_timeout: Duration,
     pub heartbeat: Option<super::options::Heartbeat>,
     /// Where refusals after the worker is in go (a TCP worker's port).
@@ -109,7 +112,7 @@ impl<P: Protocol> Link<P> {
             }
         };
         let status = ExitStatus { lost, ..exit.status_of(&handle, launched).await };
-        finish(side, handle, status, in_doubt, kept.refuser, (&outbox, &pending));
+        finish(side, handle, status, in_doubt, kept.refuser, (&outbox, &pending, certain.as_ref()));
         LinkExit { status, certain }
     }
 
@@ -126,12 +129,24 @@ impl<P: Protocol> Link<P> {
         let (mut refusals, mut kept) = (Vec::new(), Kept { farewell: None, refuser: None });
         let encoding = self.common.sender.encoding;
         let (max, hello) = (encoding.max_message_size, Turn::First(encoding.codec));
+        // The worker is the process started, or one it started in turn
+        // (`args` may wrap it: a debugger, `sh -c`). A remote worker's pid
+        // is another host's: its token said who it is. Checked before the
+        // worker's data goes out.
+        let handle = self.handle.clone();
+        let peer = move |hello: &envelope::Hello| match local {
+            true if !handle.is_self_or_descendant(hello.pid) => {
+                Err(WireError::WrongPeer { ours: handle.pid(), theirs: hello.pid })
+            }
+            _ => Ok(()),
+        };
+        let then = Then { data: self.data.clone(), peer: &peer };
         let opening = async {
             let sock = self.connect(channel, exit, &mut refusals, &mut kept.refuser).await?;
             // Kept to ask the worker to close, should the System stop
             // under it.
             kept.farewell = sock.fd.try_clone().ok();
-            session::open(sock, max, self.fingerprint, hello).await
+            session::open(sock, max, self.fingerprint, hello, then).await
         };
         let opened = tokio::time::timeout(self.handshake_timeout, opening).await;
         for refused in refusals {
@@ -140,13 +155,6 @@ impl<P: Protocol> Link<P> {
         let opening = match opened {
             Err(_) => Err(Unopened::TimedOut),
             Ok(Err(e)) => Err(Unopened::Failed(e)),
-            // The worker is the process started, or one it started in turn
-            // (`args` may wrap it: a debugger, `sh -c`). A remote worker's
-            // pid is another host's: its token said who it is.
-            Ok(Ok(opened)) if local && !self.handle.is_self_or_descendant(opened.peer.pid) => {
-                let (ours, theirs) = (self.handle.pid(), opened.peer.pid);
-                Err(Unopened::Failed(Some(WireError::WrongPeer { ours, theirs })))
-            }
             Ok(Ok(opened)) => Ok(opened),
         };
         (opening, kept)
@@ -241,7 +249,8 @@ impl Unopened {
                 return None;
             }
         };
-        let refused = matches!(e, Some(WireError::UnknownEntry { .. }));
+        let refused =
+            matches!(e, Some(WireError::UnknownEntry { .. } | WireError::Unanswered { .. }));
         let mut certain = None;
         if let Some(e) = e {
             certain = e.is_certain().then(|| e.clone());
@@ -262,23 +271,27 @@ struct Kept {
     refuser: Option<JoinHandle<()>>,
 }
 
-/// The end of a process's link: what was in flight fails with its status,
-/// the posts that may have sat unread are told, its port closes, and its
-/// exit is told, last of its events.
+/// The end of a process's link: what was in flight fails with its status
+/// (or the error certain to stop it), the posts that may have sat unread
+/// are told, its port closes, and its exit is told, last of its events.
 fn finish<P: Protocol>(
     mut side: ParentSide<P>,
     handle: Arc<ChildHandle>,
     status: ExitStatus,
     in_doubt: usize,
     refuser: Option<JoinHandle<()>>,
-    (outbox, pending): (&Outbox, &Pending),
+    (outbox, pending, certain): (&Outbox, &Pending, Option<&WireError>),
 ) {
     // In-flight requests fail now (at most once): those still queued
     // must not reach a later child either. Purged first, then failed:
     // a `Port` on another thread pushes its requests for one
     // connection only (`Outbox::try_push_on`), after taking its slot.
+    // With the cause that stops the worker for good, when there is one
+    // (a refused entry, undeclared answers, another build): its exit
+    // status alone would not say.
     let ended = outbox.end_connection();
-    pending.fail_through(ended, &WorkerError::Exited(status));
+    let failure = certain.map_or(WorkerError::Exited(status), |e| WorkerError::Wire(e.clone()));
+    pending.fail_through(ended, &failure);
     if in_doubt > 0 {
         side.emit(Event::MaybeLost(in_doubt));
     }

@@ -16,6 +16,7 @@ use super::stats::Recorder;
 use super::worker::{Asked, Grace, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
+use crate::session::declared::describe;
 use crate::session::requests::{decoded, Pending, Slot};
 use crate::wire::ws::reader::Inbound;
 use serde::de::DeserializeOwned;
@@ -195,7 +196,8 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
             // Straight to the caller when it comes: no task of its own. A
             // caller that goes away is noticed by the sweep.
             AskInner::Waiting { id, pending, recorder, started } => {
-                pending.attach(id, Box::new(ToCaller::<R::Answer> { tx, recorder, started }))
+                let slot = Box::new(ToCaller::<R::Answer> { tx, recorder, started });
+                pending.attach(id, describe::<P, R>, slot)
             }
             AskInner::Later(fut, recorder, started) => {
                 actix_rt::spawn(async move {
@@ -230,7 +232,7 @@ impl<P: Protocol, R: Request> Handler<Forward<R>> for Worker<P> {
         let then = msg.then;
         match self.ask(msg.request, msg.timeout, ctx) {
             Asked::Ready(result) => then.call(result),
-            Asked::Waiting { id, pending } => pending.attach(id, Box::new(then)),
+            Asked::Waiting { id, pending } => pending.attach(id, describe::<P, R>, Box::new(then)),
             Asked::Later(fut) => {
                 actix_rt::spawn(async move { then.call(fut.await) });
             }

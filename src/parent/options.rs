@@ -423,6 +423,8 @@ pub(crate) struct Options {
     /// The requests of the worker's the parent answers (shared by the
     /// members of a pool).
     pub handlers: Rc<Handlers>,
+    /// The worker's data message, encoded once (see `WorkerBuilder::data`).
+    pub data: Option<bytes::Bytes>,
     pub policy: RestartPolicy,
 }
 
@@ -439,6 +441,7 @@ impl Default for Options {
             codec: crate::protocol::Codec::default(),
             heartbeat: None,
             handlers: Rc::new(Handlers::new(|| None)),
+            data: None,
             policy: RestartPolicy::default(),
         }
     }

@@ -22,7 +22,8 @@ use super::stats::Recorder;
 use super::worker::Worker;
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
-use crate::session::requests::Slot;
+use crate::session::declared::describe;
+use crate::session::requests::{Naming, Slot};
 use crate::session::sender::{answer_of, AnswerRx, Cancel, Encoded, NotQueued, Sender};
 use crate::wire::encode::Arena;
 use crate::wire::outbox::Refusal;
@@ -175,8 +176,9 @@ impl<P: Protocol> Port<P> {
         let line = self.line.clone();
         let id = line.sender.pending.next_id();
         let started = line.recorder.start();
-        let encoded = line.sender.encoding.request(Some(&mut self.arena), id, &request);
-        let first = encoded.map(|encoded| line.try_queue::<R::Answer>(id, encoded, started));
+        let encoded = line.sender.encoding.request::<P, R>(Some(&mut self.arena), id, &request);
+        let named = (id, describe::<P, R> as Naming);
+        let first = encoded.map(|encoded| line.try_queue::<R::Answer>(named, encoded, started));
         // Armed now: dropped before it is first polled, it cancels too.
         let cancel = Cancel::new(&line.sender.pending, id);
         async move {
@@ -187,7 +189,7 @@ impl<P: Protocol> Port<P> {
                     Err(NotQueued::Refused(e)) => return Err(e),
                     Err(NotQueued::Full { bytes, fds, epoch }) => {
                         line.sender.outbox.wait_room(epoch).await;
-                        queued = line.try_queue::<R::Answer>(id, (bytes, fds), started);
+                        queued = line.try_queue::<R::Answer>(named, (bytes, fds), started);
                     }
                 }
             };
@@ -207,7 +209,7 @@ impl Line {
     /// limits say wait (then the caller waits for room and tries again).
     fn try_queue<A: serde::de::DeserializeOwned + Send + 'static>(
         &self,
-        id: u64,
+        id: (u64, Naming),
         encoded: Encoded,
         started: Option<std::time::Instant>,
     ) -> Result<AnswerRx<A>, NotQueued> {

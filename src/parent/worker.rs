@@ -33,6 +33,7 @@ use super::stats::{MemberStats, PoolStats, Recorder, Stats};
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{Protocol, Request};
+use crate::session::declared::describe;
 use crate::session::requests::Pending;
 use crate::session::sender::{awaited, Encoding, Sender};
 use crate::supervise::History;
@@ -310,9 +311,9 @@ impl<P: Protocol> Worker<P> {
         ctx: &mut Context<Self>,
     ) -> Asked<R::Answer> {
         let id = self.sender.pending.next_id();
-        let encoded = self
-            .check_open()
-            .and_then(|()| self.sender.encoding.request(Some(&mut self.arena), id, &request));
+        let encoded = self.check_open().and_then(|()| {
+            self.sender.encoding.request::<P, R>(Some(&mut self.arena), id, &request)
+        });
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.
         if let Err(e) = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, Some(id), ctx)) {
@@ -324,7 +325,7 @@ impl<P: Protocol> Worker<P> {
             None => Asked::Waiting { id, pending: self.sender.pending.clone() },
             Some(timeout) => Asked::Later(Box::pin(awaited::<R::Answer>(
                 &self.sender.pending,
-                id,
+                (id, describe::<P, R>),
                 Some(timeout),
             ))),
         }

@@ -15,7 +15,7 @@ use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
 use crate::error::ErrorReport;
 use crate::protocol::Codec;
-use crate::protocol::{tag_of, Request};
+use crate::protocol::Request;
 use crate::wire::outbox::Outbox;
 use crate::wire::shared::carry::decode_with;
 use crate::wire::ws::reader::Inbound;
@@ -193,9 +193,10 @@ impl Handlers {
         Handlers { by_tag: HashMap::new(), last_panic }
     }
 
-    /// Answers requests of type `R` with `start`, which hands the decoded
-    /// request to an actor and the [`Reply`] to whatever answers.
-    pub(crate) fn insert<R: Request>(&mut self, start: impl Fn(R, Reply) + 'static) {
+    /// Answers requests of type `R`, tagged `tag` (see `declared.rs`),
+    /// with `start`, which hands the decoded request to an actor and the
+    /// [`Reply`] to whatever answers.
+    pub(crate) fn insert<R: Request>(&mut self, tag: u64, start: impl Fn(R, Reply) + 'static) {
         let handler: Handler = Box::new(move |codec, payload, fds, max_shared, mut reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
@@ -207,7 +208,12 @@ impl Handlers {
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
         });
-        self.by_tag.insert(tag_of::<R>(), handler);
+        self.by_tag.insert(tag, handler);
+    }
+
+    /// Whether requests tagged `tag` are answered.
+    pub(crate) fn answers(&self, tag: u64) -> bool {
+        self.by_tag.contains_key(&tag)
     }
 
     /// Starts answering request frame `inbound`; the reply goes out

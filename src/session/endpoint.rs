@@ -260,7 +260,7 @@ impl<S: Side> Session<S> {
             Kind::Closing => self.side.closing(),
             Kind::Terminate => return self.side.terminate(),
             // Never expected after the hellos (see `expected`).
-            Kind::Hello | Kind::Batch | Kind::Refused | Kind::Auth => {}
+            Kind::Hello | Kind::Batch | Kind::Refused | Kind::Auth | Kind::Data => {}
             // Answered at once, ahead of nothing: the asker only wants to
             // hear from this side. Only the worker takes pings, from the
             // parent it trusts.

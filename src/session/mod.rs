@@ -3,15 +3,19 @@
 //! run one, and a test runs two over a socketpair.
 //!
 //! - `hello.rs`: opening one; the hellos that check the peer (`shape.rs`
-//!   gives the fingerprint both compare).
+//!   gives the fingerprint both compare), and the worker's data after
+//!   them (`data.rs`).
 //! - `endpoint.rs`: the open session: its writer task, read loop and
 //!   dispatch by kind, and the [`Side`] trait for what only one side does.
 //! - `sender.rs`: the sending half: how a connection is written, and
 //!   posts, requests and the one answer future.
 //! - `requests.rs`: the table of what this side asked; `answers.rs`: the
-//!   handlers of what it may be asked, and the reply each request is owed.
+//!   handlers of what it may be asked, and the reply each request is owed;
+//!   `declared.rs`: each request's tag, from what the protocol declares.
 
 pub(crate) mod answers;
+pub(crate) mod data;
+pub(crate) mod declared;
 mod endpoint;
 mod hello;
 pub(crate) mod requests;
@@ -21,4 +25,4 @@ pub(crate) mod shape;
 mod tests;
 
 pub(crate) use self::endpoint::{Common, Finish, Finished, Flow, Session, Side, Why};
-pub(crate) use self::hello::{hello, open, Opened, Turn};
+pub(crate) use self::hello::{hello, open, Opened, Then, Turn};

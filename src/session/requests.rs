@@ -78,19 +78,26 @@ pub(crate) fn decoded<A: DeserializeOwned>(
     })
 }
 
+/// How a request is named to its asker when the other side does not
+/// answer it (`declared::describe`): called only then, so that an ask
+/// carries a pointer, not a string.
+pub(crate) type Naming = fn() -> String;
+
+/// A request awaiting its answer: the connection it was made for (see
+/// [`Pending::fail_through`]), how it is named, and its slot.
+type Waiting = (u64, Naming, Box<dyn Slot>);
+
 /// Requests this side asked and that await their answers.
 #[derive(Default)]
 pub(crate) struct Pending {
     next_id: AtomicU64,
-    /// Each request's slot, with the connection it was made for (see
-    /// [`fail_through`](Self::fail_through)).
-    slots: Mutex<ById<(u64, Box<dyn Slot>)>>,
+    slots: Mutex<ById<Waiting>>,
     /// Where the other side is told of cancelled requests.
     tell: std::sync::OnceLock<Arc<Outbox>>,
 }
 
 impl Pending {
-    fn slots(&self) -> std::sync::MutexGuard<'_, ById<(u64, Box<dyn Slot>)>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, ById<Waiting>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -107,16 +114,16 @@ impl Pending {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The slot of request `id`.
-    pub(crate) fn attach(&self, id: u64, slot: Box<dyn Slot>) {
-        self.attach_on(id, slot);
+    /// The slot of request `id`, named by `name`.
+    pub(crate) fn attach(&self, id: u64, name: Naming, slot: Box<dyn Slot>) {
+        self.attach_on(id, name, slot);
     }
 
     /// [`attach`](Self::attach), returning the connection the request is
     /// for: the outbox's, now (see `Outbox::try_push_on`).
-    pub(crate) fn attach_on(&self, id: u64, slot: Box<dyn Slot>) -> u64 {
+    pub(crate) fn attach_on(&self, id: u64, name: Naming, slot: Box<dyn Slot>) -> u64 {
         let connection = self.tell.get().map_or(0, |outbox| outbox.connection());
-        self.slots().insert(id, (connection, slot));
+        self.slots().insert(id, (connection, name, slot));
         connection
     }
 
@@ -126,10 +133,15 @@ impl Pending {
         drop(self.slots().remove(&id));
     }
 
-    /// Delivers an answer or failure; a late one (no slot) is dropped.
-    pub(crate) fn resolve(&self, id: u64, result: Result<Inbound, WorkerError>) {
+    /// Delivers an answer or failure; a late one (no slot) is dropped. A
+    /// request the other side does not answer is named as its asker knows
+    /// it (the other side knows only its tag).
+    pub(crate) fn resolve(&self, id: u64, mut result: Result<Inbound, WorkerError>) {
         let slot = self.slots().remove(&id);
-        if let Some((_, slot)) = slot {
+        if let Some((_, name, slot)) = slot {
+            if let Err(WorkerError::Unhandled(said)) = &mut result {
+                *said = name();
+            }
             slot.deliver(result);
         } else {
             tracing::trace!(id, "answer to a request nobody waits for any more");
@@ -150,7 +162,7 @@ impl Pending {
     /// Cancels the requests whose caller is gone.
     pub(crate) fn sweep(&self) {
         let gone: Vec<u64> =
-            self.slots().iter().filter(|(_, (_, slot))| slot.gone()).map(|(&id, _)| id).collect();
+            self.slots().iter().filter(|(_, (.., slot))| slot.gone()).map(|(&id, _)| id).collect();
         for id in gone {
             self.cancel(id);
         }
@@ -170,7 +182,7 @@ impl Pending {
     /// Fails every pending request with `err`.
     pub(crate) fn fail_all(&self, err: &WorkerError) {
         let slots = std::mem::take(&mut *self.slots());
-        for (_, (_, slot)) in slots {
+        for (_, (.., slot)) in slots {
             slot.deliver(Err(err.clone()));
         }
     }
@@ -182,8 +194,8 @@ impl Pending {
         let failed: Vec<Box<dyn Slot>> = {
             let mut slots = self.slots();
             let ids: Vec<u64> =
-                slots.iter().filter(|(_, (c, _))| *c <= ended).map(|(&id, _)| id).collect();
-            ids.into_iter().filter_map(|id| slots.remove(&id)).map(|(_, slot)| slot).collect()
+                slots.iter().filter(|(_, (c, ..))| *c <= ended).map(|(&id, _)| id).collect();
+            ids.into_iter().filter_map(|id| slots.remove(&id)).map(|(.., slot)| slot).collect()
         };
         for slot in failed {
             slot.deliver(Err(err.clone()));

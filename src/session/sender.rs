@@ -21,11 +21,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::requests::{Failure, Pending, Slot};
-use super::shape::check_request;
+use super::declared::{describe, request_tag};
+use super::requests::{Failure, Naming, Pending, Slot};
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
-use crate::protocol::{tag_of, Request};
+use crate::protocol::{Protocol, Request};
 use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
@@ -60,16 +60,16 @@ impl Encoding {
         self.encode(arena, header, data, fds)
     }
 
-    /// Request `id` of type `R`, once its type is known to be one the
-    /// codec can carry.
-    pub(crate) fn request<R: Request>(
+    /// Request `id` of type `R`, tagged as protocol `P` names it, once its
+    /// type is known to be one the codec can carry.
+    pub(crate) fn request<P: Protocol, R: Request>(
         &self,
         arena: Option<&mut Arena>,
         id: u64,
         request: &R,
     ) -> Result<Encoded, WorkerError> {
-        check_request::<R>().map_err(|e| WireError::Encode(e.to_string()))?;
-        let header = Header::request(id, tag_of::<R>());
+        let tag = request_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
+        let header = Header::request(id, tag);
         self.encode(arena, header, request, self.descriptors.then(Vec::new))
     }
 
@@ -157,14 +157,14 @@ impl Sender {
     /// (then the caller tries again once there is room).
     pub(crate) fn queue_request<A>(
         &self,
-        id: u64,
+        (id, name): (u64, Naming),
         (mut bytes, mut fds): Encoded,
         wait: bool,
         slot: impl Fn(oneshot::Sender<Result<A, WorkerError>>) -> Box<dyn Slot>,
     ) -> Result<AnswerRx<A>, NotQueued> {
         loop {
             let (tx, rx) = oneshot::channel();
-            let connection = self.pending.attach_on(id, slot(tx));
+            let connection = self.pending.attach_on(id, name, slot(tx));
             let epoch = self.outbox.room_epoch();
             let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
                 Ok(()) => return Ok(rx),
@@ -185,15 +185,15 @@ impl Sender {
     /// Asks `request` and resolves to its answer, at most `timeout`;
     /// refused at once when the outbox is full. Queued now, not when the
     /// future is first polled.
-    pub(crate) fn ask<R: Request>(
+    pub(crate) fn ask<P: Protocol, R: Request>(
         &self,
         request: &R,
         timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<R> {
+    ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
         let id = self.pending.next_id();
-        let queued = self.encoding.request(None, id, request).and_then(|encoded| {
+        let queued = self.encoding.request::<P, R>(None, id, request).and_then(|encoded| {
             let slot = |tx| Box::new(ToChannel(Some(tx))) as Box<dyn Slot>;
-            match self.queue_request(id, encoded, false, slot) {
+            match self.queue_request((id, describe::<P, R>), encoded, false, slot) {
                 Ok(rx) => Ok(rx),
                 Err(NotQueued::Refused(e)) => Err(e),
                 // Not without `wait`; refused as full all the same.
@@ -222,11 +222,11 @@ impl<A: DeserializeOwned + Send + 'static> Slot for ToChannel<A> {
 /// first polled); see [`answer_of`].
 pub(crate) fn awaited<A: DeserializeOwned + Send + 'static>(
     pending: &Arc<Pending>,
-    id: u64,
+    (id, name): (u64, Naming),
     timeout: Option<Duration>,
 ) -> impl Future<Output = Result<A, WorkerError>> + use<A> {
     let (tx, rx) = oneshot::channel();
-    pending.attach(id, Box::new(ToChannel(Some(tx))));
+    pending.attach(id, name, Box::new(ToChannel(Some(tx))));
     let cancel = Cancel::new(pending, id);
     async move { answer_of(cancel, rx, timeout).await }
 }
@@ -297,6 +297,16 @@ mod tests {
     #[rtype(result = "u64")]
     struct Double(u64);
 
+    struct Doubling;
+    impl Protocol for Doubling {
+        type ToWorker = ();
+        type FromWorker = ();
+    }
+
+    fn named() -> String {
+        "Double".into()
+    }
+
     fn run<F: Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
     }
@@ -315,7 +325,7 @@ mod tests {
     #[test]
     fn an_ask_is_queued_at_once_and_its_slot_reaches_the_caller() {
         let sender = Sender::new(Arc::new(Outbox::new(usize::MAX, usize::MAX)), ENCODING);
-        let asked = sender.ask(&Double(21), None);
+        let asked = sender.ask::<Doubling, _>(&Double(21), None);
         assert_eq!(queued_kinds(&sender.outbox), [Kind::Request], "queued before any poll");
         assert_eq!(sender.pending.len(), 1);
         // (Answers themselves: the session's tests, two sessions talking.)
@@ -328,7 +338,7 @@ mod tests {
     fn an_ask_refused_by_a_full_outbox_fails_at_once_and_keeps_no_slot() {
         let sender = Sender::new(Arc::new(Outbox::new(1, usize::MAX)), ENCODING);
         sender.post(None, &"fills the queue", Vec::new()).unwrap();
-        let refused = run(sender.ask(&Double(1), None));
+        let refused = run(sender.ask::<Doubling, _>(&Double(1), None));
         assert!(matches!(refused, Err(WorkerError::QueueFull { .. })), "{refused:?}");
         assert_eq!(sender.pending.len(), 0);
         assert_eq!(queued_kinds(&sender.outbox), [Kind::Post], "nothing else: nothing to cancel");
@@ -337,8 +347,8 @@ mod tests {
     #[test]
     fn an_ask_dropped_or_timed_out_is_cancelled_and_the_peer_told() {
         let sender = Sender::new(Arc::new(Outbox::new(usize::MAX, usize::MAX)), ENCODING);
-        drop(sender.ask(&Double(1), None));
-        let timed_out = run(sender.ask(&Double(2), Some(Duration::from_millis(1))));
+        drop(sender.ask::<Doubling, _>(&Double(1), None));
+        let timed_out = run(sender.ask::<Doubling, _>(&Double(2), Some(Duration::from_millis(1))));
         assert!(matches!(timed_out, Err(WorkerError::Timeout(_))), "{timed_out:?}");
         assert_eq!(sender.pending.len(), 0);
         let kinds = queued_kinds(&sender.outbox);
@@ -379,10 +389,10 @@ mod tests {
         let request = |id| encode(Codec::Bincode, Header::request(id, 1), &id, MAX).unwrap();
 
         // Slot taken, pushed, then the connection ends: purged, then failed.
-        let c = pending.attach_on(1, Box::new(Failures(failed.clone())));
+        let c = pending.attach_on(1, named, Box::new(Failures(failed.clone())));
         assert!(outbox.try_push_on(request(1), Vec::new(), c).is_ok());
         // Slot taken, the connection ends before the push: refused.
-        let c2 = pending.attach_on(2, Box::new(Failures(failed.clone())));
+        let c2 = pending.attach_on(2, named, Box::new(Failures(failed.clone())));
         assert_eq!(c, c2);
         let ended = outbox.end_connection();
         assert_eq!(ended, c);
@@ -390,7 +400,7 @@ mod tests {
         let late = outbox.try_push_on(request(2), Vec::new(), c2);
         assert!(matches!(late, Err((Refusal::Moved, _, _))));
         // Slot taken after the end, before the failures: for the next one.
-        let c3 = pending.attach_on(3, Box::new(Failures(failed.clone())));
+        let c3 = pending.attach_on(3, named, Box::new(Failures(failed.clone())));
         assert_eq!(c3, c + 1);
         assert!(outbox.try_push_on(request(3), Vec::new(), c3).is_ok());
         pending.fail_through(ended, &WorkerError::Disconnected);

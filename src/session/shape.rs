@@ -26,7 +26,6 @@
 //! as some date or decimal types do) falls back to its Rust type name.
 
 use std::any::TypeId;
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -34,13 +33,18 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_reflection::{Samples, Tracer, TracerConfig};
 
+use crate::declare::{Shapes, Traced, Untraceable};
 use crate::error::ShapeError;
-use crate::protocol::{Fnv, Protocol, Request};
+use crate::protocol::{Fnv, NoPosts, Protocol};
 use crate::wire::codec;
 
 /// The shape of one type: a fingerprint of it, or why it cannot be sent.
 fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError> {
     let ty = std::any::type_name::<T>();
+    if TypeId::of::<T>() == TypeId::of::<NoPosts>() {
+        // No values to trace, nothing ever written: its name says it all.
+        return Ok(by_name("NoPosts"));
+    }
     let fail = |why: String| ShapeError { ty, why };
     let mut tracer = Tracer::new(TracerConfig::default());
     // Enums of ours that a message may hold, traced whole first (the
@@ -51,8 +55,8 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     if let Err(e) = tracing(|| tracer.trace_simple_type::<SharedBytes>()) {
         return Err(fail(format!("the shape of SharedBytes: {e}")));
     }
-    let samples = match tracing(|| tracer.trace_simple_type::<T>()) {
-        Ok((_, samples)) => samples,
+    let (root, samples) = match tracing(|| tracer.trace_simple_type::<T>()) {
+        Ok(traced) => traced,
         // What serde would ask of bincode that bincode cannot do.
         Err(serde_reflection::Error::NotSupported(what)) => {
             return Err(fail(match what {
@@ -69,9 +73,7 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
         Err(e) => {
             // Not traceable (a type that checks what it reads): its name.
             tracing::debug!(ty, error = %e, "type not traced; fingerprinted by name");
-            let mut h = Fnv::new();
-            h.write(ty.as_bytes());
-            return Ok(h.finish());
+            return Ok(by_name(ty));
         }
     };
     // The zero value (options None, sequences empty) is the one a field
@@ -110,33 +112,32 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     }
     let registry = tracer.registry().map_err(|e| fail(e.to_string()))?;
     let mut h = Fnv::new();
-    // The registry is ordered (a BTreeMap): its text is canonical.
+    // The type itself (a container's name, or the whole format of one
+    // that is none: a tuple, a number, a sequence), then every container
+    // it holds: the registry is ordered (a BTreeMap), its text canonical.
+    h.write(format!("{root:?}").as_bytes());
     h.write(format!("{registry:?}").as_bytes());
     Ok(h.finish())
 }
 
-/// Whether one type (a request or its answer) can go through the wire;
-/// checked once per type.
-pub(crate) fn check<T: Serialize + DeserializeOwned + 'static>() -> Result<(), ShapeError> {
-    cached::<T>(|| trace::<T>()).map(drop)
+/// The fingerprint of a type known by its name alone.
+fn by_name(name: &str) -> u64 {
+    let mut h = Fnv::new();
+    h.write(name.as_bytes());
+    h.finish()
 }
 
-/// Whether request type `R` and its answer can go through the wire: the
-/// two checks of [`check`], with the last request type that passed
-/// remembered on this thread (a stream of asks of one type skips the
-/// shared cache and its lock).
-pub(crate) fn check_request<R: Request>() -> Result<(), ShapeError> {
-    thread_local! {
-        static LAST: Cell<Option<TypeId>> = const { Cell::new(None) };
+/// The shape of one type (a request, its answer, a worker's data), or
+/// why it cannot go through the wire; traced once per type.
+pub(crate) fn shape_of<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError> {
+    cached::<T>(|| trace::<T>())
+}
+
+/// How the ground floor (`declare.rs`) reaches the tracer.
+impl Shapes for Traced {
+    fn shape<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, Untraceable> {
+        shape_of::<T>().map_err(|ShapeError { ty, why }| Untraceable { ty, why })
     }
-    let ty = TypeId::of::<R>();
-    if LAST.with(Cell::get) == Some(ty) {
-        return Ok(());
-    }
-    check::<R>()?;
-    check::<R::Answer>()?;
-    LAST.with(|last| last.set(Some(ty)));
-    Ok(())
 }
 
 /// `compute`'s result for type `K`, computed once.
@@ -154,14 +155,16 @@ fn cached<K: 'static>(
 }
 
 /// The fingerprint both sides compare during the handshake: the shapes of
-/// the protocol's message types and its `VERSION`; or why one of them
-/// cannot be sent. Computed once per protocol.
+/// the protocol's message types, its `VERSION` and the requests it
+/// declares; or why one of them cannot be sent. Computed once per
+/// protocol.
 pub(crate) fn fingerprint<P: Protocol>() -> Result<u64, ShapeError> {
     cached::<P>(|| {
         let mut h = Fnv::new();
         h.write(&cached::<P::ToWorker>(trace::<P::ToWorker>)?.to_le_bytes());
         h.write(&cached::<P::FromWorker>(trace::<P::FromWorker>)?.to_le_bytes());
         h.write(&P::VERSION.to_le_bytes());
+        super::declared::table::<P>()?.hash_into(&mut h);
         Ok(h.finish())
     })
 }
@@ -231,6 +234,9 @@ mod tests {
         let a = trace::<Plain>().unwrap();
         assert_eq!(a, trace::<Plain>().unwrap());
         assert_ne!(a, trace::<PlainRenamed>().unwrap(), "a field's type changed");
+        // Types that are no container (no name of their own) too.
+        assert_ne!(trace::<(String, u32)>().unwrap(), trace::<(String, u64)>().unwrap());
+        assert_ne!(trace::<u32>().unwrap(), trace::<String>().unwrap());
     }
 
     #[test]
@@ -285,5 +291,61 @@ mod tests {
         assert_eq!(here, fingerprint::<There>().unwrap(), "same shapes, other paths");
         assert_ne!(here, fingerprint::<Changed>().unwrap(), "a field's type changed");
         assert_ne!(here, fingerprint::<Bumped>().unwrap(), "VERSION bumped");
+    }
+
+    /// Protocols that differ in what they declare.
+    mod declaring {
+        use actix::Message;
+        use serde::{Deserialize, Serialize};
+
+        use crate::declare::Declare;
+        use crate::protocol::Protocol;
+
+        #[derive(Message, Serialize, Deserialize)]
+        #[rtype(result = "i64")]
+        pub struct Mul(i64, i64);
+
+        /// `Mul` renamed in Rust, its serde name kept.
+        #[derive(Message, Serialize, Deserialize)]
+        #[rtype(result = "i64")]
+        #[serde(rename = "Mul")]
+        pub struct Times(i64, i64);
+
+        macro_rules! protocol {
+            ($name:ident, |$d:ident| $body:expr) => {
+                pub struct $name;
+                impl Protocol for $name {
+                    type ToWorker = u32;
+                    type FromWorker = u32;
+                    fn requests($d: &mut Declare) {
+                        $body;
+                    }
+                }
+            };
+        }
+
+        protocol!(Nothing, |d| {
+            let _ = d;
+        });
+        protocol!(Named, |d| d.request::<Mul>().named("mul"));
+        protocol!(Renamed, |d| d.request::<Times>().named("mul"));
+        protocol!(OtherName, |d| d.request::<Mul>().named("times"));
+        protocol!(ToParent, |d| d.request_to_parent::<Mul>().named("mul"));
+        protocol!(OneName, |d| {
+            d.request::<Mul>().named("calc");
+            d.request::<Times>().named("calc");
+        });
+    }
+
+    #[test]
+    fn the_declaration_joins_the_fingerprint_but_not_the_rust_path() {
+        use declaring::*;
+        let plain = fingerprint::<Nothing>().unwrap();
+        let named = fingerprint::<Named>().unwrap();
+        assert_ne!(plain, named, "declared requests change it");
+        assert_eq!(named, fingerprint::<Renamed>().unwrap(), "a rename with the same serde name");
+        assert_ne!(named, fingerprint::<OtherName>().unwrap(), "another wire name");
+        assert_ne!(named, fingerprint::<ToParent>().unwrap(), "the other direction");
+        assert!(fingerprint::<OneName>().is_err(), "one wire name twice: the start fails");
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answers::{Handlers, Reply};
 use super::sender::{awaited, Encoding, Sender};
-use super::{open, Common, Finish, Flow, Opened, Session, Side, Turn, Why};
+use super::{open, Common, Finish, Flow, Opened, Session, Side, Then, Turn, Why};
 use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::protocol::Codec;
 use crate::protocol::{tag_of, Received, Request};
@@ -114,8 +114,8 @@ async fn connect(
 ) -> (Result<Opened, Option<WireError>>, Result<Opened, Option<WireError>>) {
     let (a, b) = UnixStream::pair().unwrap();
     tokio::join!(
-        open(a, MAX, ours, Turn::First(Codec::Bincode)),
-        open(b, MAX, theirs, Turn::AfterPeer)
+        open(a, MAX, ours, Turn::First(Codec::Bincode), Then::nothing()),
+        open(b, MAX, theirs, Turn::AfterPeer, Then::nothing())
     )
 }
 
@@ -150,12 +150,22 @@ fn run<F: std::future::Future>(f: F) -> F::Output {
 }
 
 #[test]
-fn hellos_agree_and_tell_each_side_the_peer() {
+fn hellos_agree_and_the_parent_checks_the_peer() {
     run(async {
         let (a, b) = connect(7, 7).await;
-        let (a, b) = (a.unwrap(), b.unwrap());
-        assert_eq!(a.peer.pid, std::process::id());
-        assert_eq!(b.peer.fingerprint, 7);
+        assert!(a.is_ok() && b.is_ok());
+        // A peer the parent's check refuses (not the process it started).
+        let (a, b) = UnixStream::pair().unwrap();
+        let refuse = |hello: &envelope::Hello| {
+            assert_eq!((hello.pid, hello.fingerprint), (std::process::id(), 7));
+            Err(WireError::WrongPeer { ours: 1, theirs: hello.pid })
+        };
+        let then = Then { data: None, peer: &refuse };
+        let (a, _b) = tokio::join!(
+            open(a, MAX, 7, Turn::First(Codec::Bincode), then),
+            open(b, MAX, 7, Turn::AfterPeer, Then::nothing())
+        );
+        assert!(matches!(a.map(drop), Err(Some(WireError::WrongPeer { ours: 1, .. }))));
     });
 }
 
@@ -213,9 +223,9 @@ fn posts_arrive_in_order_with_their_descriptors_and_gathered() {
 fn requests_are_answered_both_ways_and_unknown_ones_fail() {
     run(async {
         let mut doubles = none();
-        doubles.insert::<Double>(|req, reply| reply.answer(&(req.0 * 2)));
+        doubles.insert::<Double>(tag_of::<Double>(), |req, reply| reply.answer(&(req.0 * 2)));
         let mut triples = none();
-        triples.insert::<Double>(|req, reply| reply.answer(&(req.0 * 3)));
+        triples.insert::<Double>(tag_of::<Double>(), |req, reply| reply.answer(&(req.0 * 3)));
         let (mut one, mut two) =
             sessions((doubles, Recorder::default()), (triples, Recorder::default())).await;
         let from_two = ask(&one, &Double(21));
@@ -235,6 +245,11 @@ fn requests_are_answered_both_ways_and_unknown_ones_fail() {
     });
 }
 
+/// How the tests' requests are named when unanswered.
+fn named() -> String {
+    "a test's request".into()
+}
+
 /// Sends request `req` from `session`'s side; resolves with its answer.
 fn ask<R: Request>(
     session: &Session<Recorder>,
@@ -242,7 +257,7 @@ fn ask<R: Request>(
 ) -> impl std::future::Future<Output = Result<R::Answer, WorkerError>> + use<R> {
     let pending = &session.sender().pending;
     let id = pending.next_id();
-    let answer = awaited::<R::Answer>(pending, id, Some(Duration::from_secs(30)));
+    let answer = awaited::<R::Answer>(pending, (id, named), Some(Duration::from_secs(30)));
     let bytes = encode(Codec::Bincode, Header::request(id, tag_of::<R>()), req, MAX).unwrap();
     session.sender().outbox.push(bytes, Vec::new()).unwrap();
     answer
@@ -260,7 +275,7 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
             let (held, stopped) = (held.clone(), stopped.clone());
             // 21 starts and can be stopped; 22 waits for its turn (as a
             // request queued for a busy actor).
-            holds.insert::<Double>(move |req, mut reply| {
+            holds.insert::<Double>(tag_of::<Double>(), move |req, mut reply| {
                 if req.0 == 21 {
                     let stopped = stopped.clone();
                     reply.on_cancel(move || stopped.borrow_mut().push(req.0));
@@ -278,7 +293,7 @@ fn a_request_given_up_is_cancelled_on_the_other_side_and_costs_nothing_there() {
         let mut given_up = Vec::new();
         for n in [21, 22] {
             let id = pending.next_id();
-            given_up.push(awaited::<u64>(&pending, id, Some(Duration::from_millis(50))));
+            given_up.push(awaited::<u64>(&pending, (id, named), Some(Duration::from_millis(50))));
             let bytes =
                 encode(Codec::Bincode, Header::request(id, tag_of::<Double>()), &Double(n), MAX)
                     .unwrap();
@@ -379,7 +394,7 @@ fn a_kind_the_side_does_not_take_ends_the_session() {
         ("closing", envelope::bare(Kind::Closing)),
         ("ping", envelope::bare(Kind::Ping)),
         ("pong", envelope::bare(Kind::Pong)),
-        ("hello", envelope::hello(1, Codec::Bincode).into()),
+        ("hello", envelope::hello(1, Codec::Bincode, 0).into()),
         ("error report", encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap()),
     ];
     for (name, bytes) in frames {
@@ -411,8 +426,8 @@ fn broken_framing_ends_the_session() {
         let (a, b) = UnixStream::pair().unwrap();
         let raw = a.try_clone().unwrap();
         let (a, b) = tokio::join!(
-            open(a, MAX, 1, Turn::First(Codec::Bincode)),
-            open(b, MAX, 1, Turn::AfterPeer)
+            open(a, MAX, 1, Turn::First(Codec::Bincode), Then::nothing()),
+            open(b, MAX, 1, Turn::AfterPeer, Then::nothing())
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         let mut receiver = Session::start(b.reader, b.writer, common(none()), Recorder::default());

@@ -18,7 +18,7 @@ use crate::protocol::Codec;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 5;
+pub(crate) const PROTOCOL_VERSION: u32 = 6;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -65,7 +65,14 @@ pub(crate) enum Kind {
     Ping = 13,
     /// Worker → parent: the answer to a Ping. No payload.
     Pong = 14,
+    /// Parent → worker, first after the hellos when the parent's hello
+    /// says so: the worker's data (`workerData`); its fixed field is the
+    /// shape of the value's type, its payload the value.
+    Data = 15,
 }
+
+/// The hello's flag saying that a `Data` message follows the hellos.
+pub(crate) const HELLO_DATA_FOLLOWS: u8 = 1;
 
 impl Kind {
     fn from_u8(b: u8) -> Option<Kind> {
@@ -84,6 +91,7 @@ impl Kind {
             12 => Kind::Auth,
             13 => Kind::Ping,
             14 => Kind::Pong,
+            15 => Kind::Data,
             _ => return None,
         })
     }
@@ -105,6 +113,7 @@ impl Kind {
             Kind::Auth => "token",
             Kind::Ping => "ping",
             Kind::Pong => "pong",
+            Kind::Data => "worker data",
         }
     }
 
@@ -113,7 +122,7 @@ impl Kind {
         match self {
             Kind::Hello => 4 + 4 + 8 + 4,
             Kind::Request => 8 + 8,
-            Kind::Answer | Kind::Failed | Kind::Cancel => 8,
+            Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Data => 8,
             Kind::Post
             | Kind::Error
             | Kind::Terminate
@@ -134,7 +143,7 @@ pub(crate) struct Header {
     pub nfds: u8,
     /// Correlation id (requests, answers, failures), else 0.
     pub id: u64,
-    /// Request type tag (requests), else 0.
+    /// Request type tag (requests), the data's shape (`Data`), else 0.
     pub tag: u64,
 }
 
@@ -147,6 +156,8 @@ pub(crate) struct Hello {
     /// How payloads are written on this connection: the parent's choice,
     /// echoed by the worker (from version 5; bincode before).
     pub codec: Codec,
+    /// From version 6: [`HELLO_DATA_FOLLOWS`], or 0.
+    pub flags: u8,
 }
 
 impl Header {
@@ -184,6 +195,11 @@ impl Header {
     pub(crate) fn cancel(id: u64) -> Header {
         Header { id, ..Header::bare(Kind::Cancel) }
     }
+
+    /// A worker's data, of the type whose shape is `shape`.
+    pub(crate) fn data(shape: u64) -> Header {
+        Header { tag: shape, ..Header::bare(Kind::Data) }
+    }
 }
 
 /// Appends `header` to `buf` (empty: a message starts there); the payload
@@ -197,6 +213,7 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
             buf.put_u64_le(header.tag);
         }
         Kind::Answer | Kind::Failed | Kind::Cancel => buf.put_u64_le(header.id),
+        Kind::Data => buf.put_u64_le(header.tag),
         _ => {}
     }
 }
@@ -215,9 +232,10 @@ pub(crate) fn cancel(id: u64) -> bytes::Bytes {
     buf.freeze()
 }
 
-/// A complete hello message.
-pub(crate) fn hello(fingerprint: u64, codec: Codec) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(2 + Kind::Hello.fixed_len() + 1);
+/// A complete hello message; `flags` says what follows it (see
+/// [`HELLO_DATA_FOLLOWS`]).
+pub(crate) fn hello(fingerprint: u64, codec: Codec, flags: u8) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(2 + Kind::Hello.fixed_len() + 2);
     buf.push(Kind::Hello as u8);
     buf.push(0);
     buf.extend_from_slice(&MAGIC);
@@ -225,6 +243,7 @@ pub(crate) fn hello(fingerprint: u64, codec: Codec) -> Vec<u8> {
     buf.extend_from_slice(&fingerprint.to_le_bytes());
     buf.extend_from_slice(&std::process::id().to_le_bytes());
     buf.push(codec.to_wire());
+    buf.push(flags);
     buf
 }
 
@@ -241,6 +260,7 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     let (id, tag) = match kind {
         Kind::Request => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
         Kind::Answer | Kind::Failed | Kind::Cancel => (le_u64(fields), 0),
+        Kind::Data => (0, le_u64(fields)),
         _ => (0, 0),
     };
     let header = Header { kind, nfds, id, tag };
@@ -300,6 +320,11 @@ pub(crate) struct EntryRefusal {
     pub entry: String,
     /// The entries it knows.
     pub known: Vec<String>,
+    /// From version 6: the requests its protocol declares that the entry
+    /// does not answer, by their Rust paths; when there are any, the entry
+    /// exists and this is why it refused. (Missing in JSON: none.)
+    #[serde(default)]
+    pub unanswered: Vec<String>,
 }
 
 /// Reads a hello's fields (the slice [`decode`] returns for `Kind::Hello`).
@@ -309,16 +334,20 @@ pub(crate) fn read_hello(fields: &[u8]) -> Result<Hello, WireError> {
         return Err(WireError::NotAHello);
     }
     let version = le_u32(&fields[4..8]);
-    // Up to version 4 the hello ends here; from 5 on a codec byte follows.
-    // A hello of another version is read as far as its version, so that
-    // the mismatch can be told as such.
-    let codec = match (version, &fields[fixed..]) {
-        (..=4, _) => Codec::Bincode,
-        (_, [n]) => Codec::from_wire(*n).ok_or(WireError::UnknownCodec(*n))?,
-        (PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
-        _ => Codec::Bincode,
+    // Up to version 4 the hello ends here; in 5 a codec byte follows, in 6
+    // the codec and the flags. A hello of another version is read as far
+    // as its version, so that the mismatch can be told as such.
+    let codec = |n: u8| Codec::from_wire(n).ok_or(WireError::UnknownCodec(n));
+    let (codec, flags) = match (version, &fields[fixed..]) {
+        (..=4, _) => (Codec::Bincode, 0),
+        (5, [n]) => (codec(*n)?, 0),
+        (PROTOCOL_VERSION, [n, flags]) => (codec(*n)?, *flags),
+        (5 | PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
+        (_, [n, ..]) => (codec(*n)?, 0),
+        _ => (Codec::Bincode, 0),
     };
-    Ok(Hello { version, fingerprint: le_u64(&fields[8..16]), pid: le_u32(&fields[16..20]), codec })
+    let (fingerprint, pid) = (le_u64(&fields[8..16]), le_u32(&fields[16..20]));
+    Ok(Hello { version, fingerprint, pid, codec, flags })
 }
 
 fn le_u64(b: &[u8]) -> u64 {
@@ -349,32 +378,37 @@ mod tests {
 
     #[test]
     fn hello_round_trips() {
-        for codec in [Codec::Bincode, Codec::Json] {
-            let msg = hello(0xfeed, codec);
+        for (codec, flags) in [(Codec::Bincode, 0), (Codec::Json, HELLO_DATA_FOLLOWS)] {
+            let msg = hello(0xfeed, codec, flags);
             let (h, fields) = decode(&msg).unwrap();
             assert_eq!(h.kind, Kind::Hello);
             let hello = read_hello(fields).unwrap();
             assert_eq!(hello.version, PROTOCOL_VERSION);
             assert_eq!(hello.fingerprint, 0xfeed);
             assert_eq!(hello.pid, std::process::id());
-            assert_eq!(hello.codec, codec);
+            assert_eq!((hello.codec, hello.flags), (codec, flags));
         }
     }
 
     #[test]
-    fn a_hello_of_version_4_reads_as_far_as_its_version() {
-        let mut msg = hello(0xfeed, Codec::Json);
+    fn hellos_of_versions_4_and_5_read_as_far_as_their_version() {
+        let mut msg = hello(0xfeed, Codec::Json, HELLO_DATA_FOLLOWS);
+        msg.pop();
+        let mut five = msg.clone();
+        five[6..10].copy_from_slice(&5u32.to_le_bytes());
+        let hello = read_hello(decode(&five).unwrap().1).unwrap();
+        assert_eq!((hello.version, hello.codec, hello.flags), (5, Codec::Json, 0));
         msg.pop();
         msg[6..10].copy_from_slice(&4u32.to_le_bytes());
-        let (_, fields) = decode(&msg).unwrap();
-        let hello = read_hello(fields).unwrap();
+        let hello = read_hello(decode(&msg).unwrap().1).unwrap();
         assert_eq!((hello.version, hello.codec), (4, Codec::Bincode));
-        // Ours without its codec byte, or with an unknown one, is broken.
-        let mut short = super::hello(1, Codec::Bincode);
+        // Ours without its flags, or with an unknown codec, is broken.
+        let mut short = super::hello(1, Codec::Bincode, 0);
         short.pop();
         assert!(matches!(read_hello(decode(&short).unwrap().1), Err(WireError::NotAHello)));
-        let mut odd = super::hello(1, Codec::Bincode);
-        *odd.last_mut().unwrap() = 9;
+        let mut odd = super::hello(1, Codec::Bincode, 0);
+        let at = odd.len() - 2;
+        odd[at] = 9;
         assert!(matches!(read_hello(decode(&odd).unwrap().1), Err(WireError::UnknownCodec(9))));
     }
 

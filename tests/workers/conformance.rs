@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    request_name, Codec, ErrorReport, Event, Parent, Protocol, Received, Requests, RestartPolicy,
-    Worker, WorkerActor, WorkerAddrExt, WorkerBuilder, WorkerError,
+    request_name, wire_name, Codec, Declare, ErrorReport, Event, Parent, Protocol, Received,
+    Requests, RestartPolicy, Worker, WorkerActor, WorkerAddrExt, WorkerBuilder, WorkerError,
 };
 use futures_util::future::join_all;
 use libtest_mimic::Trial;
@@ -41,7 +41,32 @@ pub struct Conf;
 impl Protocol for Conf {
     type ToWorker = Job;
     type FromWorker = Done;
+
+    // Wire names of their own: the Python worker answers by these.
+    fn requests(declare: &mut Declare) {
+        declare.request::<Mul>().named("conformance.mul");
+        declare.request::<Boom>().named("conformance.boom");
+    }
 }
+
+/// `Conf` as a parent knows it after renaming `Mul` to `Times` in Rust:
+/// the same wire name (see `declared.rs`).
+pub struct Renamed;
+
+impl Protocol for Renamed {
+    type ToWorker = Job;
+    type FromWorker = Done;
+
+    fn requests(declare: &mut Declare) {
+        declare.request::<Times>().named("conformance.mul");
+        declare.request::<Boom>().named("conformance.boom");
+    }
+}
+
+/// `Mul`, renamed.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "i64")]
+pub struct Times(pub i64, pub i64);
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Job {
@@ -322,15 +347,16 @@ pub fn a_rust_worker_over_bincode() {
 }
 
 /// The Python worker: `python3 python/examples/conformance.py`, told the
-/// Rust names of the request types (their tags are hashes of those).
-fn python_worker() -> WorkerBuilder<Conf> {
+/// wire names of the request types (their tags are hashes of those): the
+/// names `Conf` declares, and the Rust path of `Greet`, which it does not.
+pub fn python_worker<P: Protocol>() -> WorkerBuilder<P> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
-    Worker::<Conf>::builder()
+    Worker::<P>::builder()
         .program("python3")
         .args([format!("{dir}/examples/conformance.py")])
         .env("PYTHONPATH", dir)
-        .env("CONF_MUL", request_name::<Mul>())
-        .env("CONF_BOOM", request_name::<Boom>())
+        .env("CONF_MUL", wire_name::<Conf, Mul>())
+        .env("CONF_BOOM", wire_name::<Conf, Boom>())
         .env("CONF_GREET", request_name::<Greet>())
         .codec(Codec::Json)
 }
@@ -342,7 +368,7 @@ fn python_fail_line() -> u32 {
 
 /// Whether `python3` runs here (CI installs it; elsewhere its tests say
 /// they were skipped).
-fn have_python() -> bool {
+pub fn have_python() -> bool {
     let found = std::process::Command::new("python3").arg("--version").output().is_ok();
     if !found {
         skip("python3 is not installed, so the Python worker was not run");
@@ -355,7 +381,7 @@ pub fn a_python_worker_over_json() {
         return;
     }
     let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
-    run(scenarios(python_worker(), origin));
+    run(scenarios(python_worker::<Conf>(), origin));
 }
 
 #[cfg(feature = "tcp")]
@@ -370,7 +396,7 @@ pub fn a_python_worker_over_tcp() {
         return;
     }
     let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
-    run(scenarios(python_worker().transport(loopback()), origin));
+    run(scenarios(python_worker::<Conf>().transport(loopback()), origin));
 }
 
 #[cfg(feature = "tls")]
@@ -380,7 +406,7 @@ pub fn a_python_worker_over_tls() {
     }
     let origin = Origin { file: "conformance.py", fail_line: Some(python_fail_line()) };
     let tls = actix_webworker::Transport::tls("127.0.0.1:0".parse().unwrap());
-    run(scenarios(python_worker().transport(tls), origin));
+    run(scenarios(python_worker::<Conf>().transport(tls), origin));
 }
 
 /// Pinged every 100 ms and taken for lost after a second of silence: a
@@ -393,7 +419,7 @@ pub fn a_python_worker_answers_heartbeats() {
     }
     run(async {
         let (rec, mut events) = events::<Conf>();
-        let worker = python_worker()
+        let worker = python_worker::<Conf>()
             .transport(loopback())
             .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
             .restart(RestartPolicy::never())
@@ -424,8 +450,8 @@ pub fn a_python_worker_that_the_parent_refuses_says_so() {
         return;
     }
     run(async {
-        let other_types = python_worker().env("CONF_FINGERPRINT", "1");
-        let bincode = python_worker().codec(Codec::Bincode);
+        let other_types = python_worker::<Conf>().env("CONF_FINGERPRINT", "1");
+        let bincode = python_worker::<Conf>().codec(Codec::Bincode);
         for (builder, expected) in [(other_types, "fingerprint"), (bincode, "codec")] {
             let (rec, mut events) = events::<Conf>();
             let worker = builder.restart(RestartPolicy::default()).events(rec).start().unwrap();

@@ -64,6 +64,8 @@ modules![
     bounds: trials,
     cluster: trials,
     conformance: trials,
+    data: trials,
+    declared: trials,
     delivery: trials,
     errors: trials roles,
     faults: trials roles,

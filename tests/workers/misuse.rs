@@ -58,7 +58,10 @@ pub fn an_unknown_entry_is_a_typed_error_naming_the_known_ones() {
         assert!(matches!(gave_up.cause, Some(WireError::UnknownEntry { .. })), "{gave_up:?}");
         assert!(gave_up.reason.contains("no-such-entry"), "{}", gave_up.reason);
         assert_eq!(gave_up.exits.len(), 1);
-        assert!(matches!(pending.await, Err(WorkerError::Exited(_))));
+        // What was asked fails with the cause, not only the exit code.
+        let pending = pending.await;
+        let cause = WireError::UnknownEntry { entry: entry.clone(), known: known.clone() };
+        assert_eq!(pending, Err(WorkerError::Wire(cause)));
         assert_eq!(worker.send(Join).await.unwrap().code, Some(64));
     });
 }

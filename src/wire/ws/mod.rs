@@ -98,11 +98,11 @@ impl Connection {
             Some(r) => r.map_err(Some)?,
         };
         if first.header.kind == Kind::Refused {
-            let refusal =
-                codec::decode_as::<envelope::EntryRefusal>(codec, first.payload()).map_err(Some)?;
-            return Err(Some(WireError::UnknownEntry {
-                entry: refusal.entry,
-                known: refusal.known,
+            let envelope::EntryRefusal { entry, known, unanswered } =
+                read_refusal(codec, first.payload()).map_err(Some)?;
+            return Err(Some(match unanswered.is_empty() {
+                true => WireError::UnknownEntry { entry, known },
+                false => WireError::Unanswered { entry, requests: unanswered },
             }));
         }
         if first.header.kind != Kind::Hello {
@@ -124,10 +124,40 @@ impl Connection {
         Ok(hello)
     }
 
+    /// Receives the worker's data, which the parent's hello said would
+    /// follow it: its shape and its payload. Anything else breaks the
+    /// handshake.
+    pub(crate) async fn recv_data(&mut self) -> Result<(u64, Vec<u8>), Option<WireError>> {
+        let data = match next_inbound(&mut self.frames, &self.fds).await {
+            None | Some(Err(WireError::CutOff)) => return Err(None),
+            Some(r) => r.map_err(Some)?,
+        };
+        if data.header.kind != Kind::Data || data.header.nfds != 0 {
+            return Err(Some(WireError::Unexpected(data.header.kind.name())));
+        }
+        Ok((data.header.tag, data.payload().to_vec()))
+    }
+
     /// Splits into the reading half and the writing half.
     pub(crate) fn split(self) -> (Reader, SinkHalf) {
         (Reader::new(self.frames, self.fds), self.sink)
     }
+}
+
+/// The refusal of a worker of version 5 or earlier (bincode has no
+/// missing fields).
+#[derive(serde::Deserialize)]
+struct EntryRefusalV5 {
+    entry: String,
+    known: Vec<String>,
+}
+
+/// Reads a refusal written with `codec`, of this version or an earlier.
+fn read_refusal(codec: Codec, payload: &[u8]) -> Result<envelope::EntryRefusal, WireError> {
+    codec::decode_as::<envelope::EntryRefusal>(codec, payload).or_else(|e| {
+        let EntryRefusalV5 { entry, known } = codec::decode_as(codec, payload).map_err(|_| e)?;
+        Ok(envelope::EntryRefusal { entry, known, unanswered: Vec::new() })
+    })
 }
 
 /// The codec named by a parent's hello as read raw off the socket (one
@@ -146,4 +176,37 @@ pub(crate) fn codec_of_hello(raw: &[u8]) -> Codec {
         .filter(|(header, _)| header.kind == Kind::Hello)
         .and_then(|(_, fields)| envelope::read_hello(fields).ok())
         .map_or(Codec::default(), |hello| hello.codec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Old {
+        entry: String,
+        known: Vec<String>,
+    }
+
+    #[test]
+    fn a_refusal_reads_from_this_version_and_from_version_5_and_json_without_unanswered() {
+        let old = Old { entry: "calc".into(), known: vec!["echo".into()] };
+        let mut v5 = Vec::new();
+        codec::encode_into(&old, &mut v5).unwrap();
+        let json = serde_json::to_vec(&old).unwrap();
+        let (from_v5, from_json) =
+            (read_refusal(Codec::Bincode, &v5).unwrap(), read_refusal(Codec::Json, &json).unwrap());
+        for refusal in [from_v5, from_json] {
+            assert_eq!((refusal.entry.as_str(), refusal.known.len()), ("calc", 1));
+            assert!(refusal.unanswered.is_empty());
+        }
+        let now = envelope::EntryRefusal {
+            entry: "calc".into(),
+            known: vec![],
+            unanswered: vec!["my::Mul".into()],
+        };
+        let mut v6 = Vec::new();
+        codec::encode_into(&now, &mut v6).unwrap();
+        assert_eq!(read_refusal(Codec::Bincode, &v6).unwrap().unanswered, ["my::Mul"]);
+    }
 }

@@ -590,7 +590,7 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
 
 /// The worker entries of this test binary.
 pub fn entries() -> Vec<Entry> {
-    vec![
+    let mut entries = vec![
         Entry::new("test", TestWorker::<Test>::new),
         crate::conformance::entry(),
         Entry::new("v2", TestWorker::<TestV2>::new),
@@ -605,5 +605,8 @@ pub fn entries() -> Vec<Entry> {
             worker.slow_drop = Duration::from_secs(2);
             worker
         }),
-    ]
+    ];
+    entries.extend(crate::declared::entries());
+    entries.extend(crate::data::entries());
+    entries
 }
