@@ -91,7 +91,7 @@ impl<P: Protocol> Link<P> {
                 side.emit(Event::Online);
                 let session = Session::start(opened.reader, opened.writer, common, side);
                 let (side, n, closed) =
-                    serve(session, &handle, &mut exit, heartbeat, &mut lost).await;
+                    serve(session, &handle, &mut exit, (heartbeat, launched), &mut lost).await;
                 // Through a launcher, the status to come is the launcher's:
                 // the worker's own is known only if it closed (and then the
                 // launcher passes it on), not if its connection just ended.
@@ -107,7 +107,7 @@ impl<P: Protocol> Link<P> {
             }
             Err(unopened) => {
                 drop(kept.farewell);
-                let certain = unopened.close(&mut side, &handle, handshake_timeout);
+                let certain = unopened.close(&mut side, &handle, handshake_timeout, launched);
                 (side, 0, certain)
             }
         };
@@ -228,18 +228,24 @@ enum Unopened {
 impl Unopened {
     /// Tells why a handshake failed and closes the process: a worker that
     /// refused waits for that to exit (with code 64), any other is killed.
-    /// The error, when another start would meet it again.
+    /// A launcher (`launched`) is asked first, with SIGTERM, and gets the
+    /// farewell's ladder after (`Exit::status_of`): a SIGKILL would leave
+    /// what it started behind (`srun`'s job, queued or running, stays when
+    /// `srun` cannot cancel it). The error, when another start would meet
+    /// it again.
     fn close<P: Protocol>(
         self,
         side: &mut ParentSide<P>,
         handle: &ChildHandle,
         handshake_timeout: Duration,
+        launched: bool,
     ) -> Option<WireError> {
+        let stop = if launched { crate::os::SIGTERM } else { crate::os::SIGKILL };
         let e = match self {
             Unopened::Failed(e) => e,
             Unopened::TimedOut => {
                 side.emit(Event::WireError(WireError::HandshakeTimeout(handshake_timeout)));
-                handle.signal_group(crate::os::SIGKILL);
+                handle.signal_group(stop);
                 return None;
             }
         };
@@ -251,7 +257,7 @@ impl Unopened {
             side.emit(Event::WireError(e));
         }
         if !refused {
-            handle.signal_group(crate::os::SIGKILL);
+            handle.signal_group(stop);
         }
         certain
     }
@@ -313,13 +319,16 @@ async fn serve<P: Protocol>(
     mut session: Session<ParentSide<P>>,
     handle: &ChildHandle,
     exit: &mut Exit,
-    heartbeat: Option<Heartbeat>,
+    (heartbeat, launched): (Option<Heartbeat>, bool),
     lost: &mut Option<Lost>,
 ) -> (ParentSide<P>, usize, bool) {
     let (wait, status) = (&mut exit.wait, &mut exit.status);
     if read(&mut session, wait, status, heartbeat, lost).await == Why::Broken {
-        // Nothing after this can be trusted to be in step.
-        handle.signal_group(crate::os::SIGKILL);
+        // Nothing after this can be trusted to be in step. A launcher is
+        // asked first, and gets the farewell's ladder after (see
+        // `Unopened::close`): `srun` killed would leave its job running.
+        let stop = if launched { crate::os::SIGTERM } else { crate::os::SIGKILL };
+        handle.signal_group(stop);
     }
     let closed = session.closed_by_peer();
     session.settle_by_peers_close();

@@ -62,6 +62,7 @@ macro_rules! modules {
 modules![
     basics: trials roles,
     bounds: trials,
+    cluster: trials,
     conformance: trials,
     data: trials,
     declared: trials,
@@ -146,6 +147,10 @@ fn quiet_worker_panics() {
 }
 
 fn main() {
+    #[cfg(feature = "tcp")]
+    common::slurm::run_if_keeper();
+    #[cfg(feature = "tcp")]
+    common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
     remote::run_if_launcher();
     quiet_worker_panics();
@@ -224,5 +229,11 @@ fn main() {
             other => Err(format!("the module guard found {other:?}").into()),
         }
     }));
-    libtest_mimic::run(&args, tests).exit();
+    let conclusion = libtest_mimic::run(&args, tests);
+    // The Slurm cluster, if a test started one: its daemons and every job
+    // step's process gone, its directory removed, before the run says it
+    // is over.
+    #[cfg(feature = "tcp")]
+    common::slurm::shut_down();
+    conclusion.exit();
 }

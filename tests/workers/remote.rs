@@ -296,7 +296,7 @@ pub fn a_worker_over_tls_without_the_entry_says_which_it_has() {
 }
 
 /// The scenarios of the test binary as a launcher (see `run_if_launcher`).
-const LAUNCHER: &str = "AWW_LAUNCHER";
+pub(crate) const LAUNCHER: &str = "AWW_LAUNCHER";
 
 #[cfg(feature = "tcp")]
 /// The test worker over loopback TCP, launched by this test binary playing
@@ -387,6 +387,10 @@ pub fn the_token_is_good_for_one_connection() {
     });
 }
 
+/// A worker that never connects: the handshake timeout is told, and its
+/// launcher is asked to go with SIGTERM (which `srun` needs to cancel its
+/// job), then killed after the shutdown timeout and the kill delay if it
+/// stays (here a shell that ignores SIGTERM).
 #[cfg(feature = "tcp")]
 pub fn a_worker_that_never_connects_times_out() {
     run(async {
@@ -396,20 +400,45 @@ pub fn a_worker_that_never_connects_times_out() {
             .restart(RestartPolicy::never())
             .start()
             .unwrap();
-        let mut timed_out = false;
-        loop {
-            match events.next().await {
-                Event::WireError(WireError::HandshakeTimeout(_)) => timed_out = true,
-                Event::Exit(status) => {
-                    assert_eq!(status.signal, Some(libc::SIGKILL), "the launcher is killed");
-                    break;
-                }
-                _ => {}
-            }
-        }
-        assert!(timed_out);
+        let status = timed_out(&mut events).await;
+        assert_eq!(status.signal, Some(libc::SIGTERM), "the launcher is asked to go");
+        drop(worker);
+
+        let (rec, mut events) = crate::common::events::<Test>();
+        let (grace, kill_delay) = (Duration::from_millis(300), Duration::from_millis(300));
+        let deaf = ["sh", "-c", "trap '' TERM; while :; do sleep 1; done", "launcher"];
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(deaf)
+            .handshake_timeout(Duration::from_millis(500))
+            .shutdown_timeout(grace)
+            .kill_delay(kill_delay)
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let status = timed_out(&mut events).await;
+        let took = t0.elapsed();
+        assert_eq!(status.signal, Some(libc::SIGKILL), "then killed: {status}");
+        assert!(took >= Duration::from_millis(500) + grace + kill_delay, "after {took:?}");
         drop(worker);
     });
+}
+
+/// Reads events to the exit, which must follow a handshake timeout.
+#[cfg(feature = "tcp")]
+async fn timed_out(events: &mut Events<Test>) -> actix_webworker::ExitStatus {
+    let mut timed_out = false;
+    loop {
+        match events.next().await {
+            Event::WireError(WireError::HandshakeTimeout(_)) => timed_out = true,
+            Event::Exit(status) => {
+                assert!(timed_out, "the exit ({status}) came without the timeout");
+                return status;
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(feature = "tcp")]
@@ -621,7 +650,7 @@ fn launch_secrets() -> String {
 }
 
 /// The value of `key` in a secrets block.
-fn secret(block: &str, key: &str) -> Option<String> {
+pub(crate) fn secret(block: &str, key: &str) -> Option<String> {
     block.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
 }
 
@@ -804,21 +833,6 @@ pub fn a_worker_launched_through_a_real_ssh() {
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[cfg(feature = "tls")]
-/// What a process shows every user of the host: its arguments, and (to
-/// its own user and root) its environment; empty when it is gone.
-fn shown(pid: u32) -> String {
-    let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
-    let (cmdline, environ) = (read("cmdline"), read("environ"));
-    format!("{} {}", String::from_utf8_lossy(&cmdline), String::from_utf8_lossy(&environ))
-}
-
-/// The parent of `pid`, from `/proc/PID/stat`.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(feature = "tls")]

@@ -1,10 +1,16 @@
 //! What the tests share: the test protocol and the worker they run
 //! (`worker.rs`), a worker's events as the test reads them (`events.rs`),
 //! what the operating system says about processes and descriptors
-//! (`os.rs`), and the runs of this binary in roles of its own.
+//! (`os.rs`), and the runs of this binary in roles of its own: among them
+//! the keeper of a Slurm cluster of the tests' own (`slurm.rs`) and a
+//! stand-in for `kubectl exec` (`kubectl.rs`).
 
 mod events;
+#[cfg(feature = "tcp")]
+pub mod kubectl;
 mod os;
+#[cfg(feature = "tcp")]
+pub mod slurm;
 mod worker;
 
 use std::future::Future;

@@ -118,6 +118,21 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
     r > 0
 }
 
+/// What a process shows every user of the host: its arguments, and (to
+/// its own user and root) its environment; empty when it is gone.
+#[cfg(feature = "tcp")]
+pub fn shown(pid: u32) -> String {
+    let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+    let (cmdline, environ) = (read("cmdline"), read("environ"));
+    format!("{} {}", String::from_utf8_lossy(&cmdline), String::from_utf8_lossy(&environ))
+}
+
+/// The parent of `pid`, from `/proc/PID/stat`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// One unmasked WebSocket frame with FIN set, as either side sends it
 /// (`opcode` 2: binary): what a raw peer writes.
 pub fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {

@@ -156,6 +156,13 @@ pub struct MakeShared(pub usize, pub u8);
 #[rtype(result = "u32")]
 pub struct WhichPid;
 
+/// Answered with the value of each of these environment variables in the
+/// worker (`None` for one it does not have): where it runs, as its
+/// launcher set it up (a Slurm job step's `SLURM_JOB_ID`).
+#[derive(Message, Serialize, Deserialize, Debug, Clone)]
+#[rtype(result = "Vec<Option<String>>")]
+pub struct Getenv(pub Vec<String>);
+
 /// Its handler panics.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "u32")]
@@ -476,6 +483,14 @@ impl<P: Protocol<FromWorker = Reply>> Handler<WhichPid> for TestWorker<P> {
     }
 }
 
+impl<P: Protocol<FromWorker = Reply>> Handler<Getenv> for TestWorker<P> {
+    type Result = actix::MessageResult<Getenv>;
+
+    fn handle(&mut self, msg: Getenv, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(msg.0.iter().map(|k| std::env::var(k).ok()).collect())
+    }
+}
+
 impl<P: Protocol<FromWorker = Reply>> Handler<SlowEcho> for TestWorker<P> {
     type Result = ResponseFuture<u64>;
 
@@ -549,6 +564,7 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             .answer::<AskParent>()
             .answer::<AskParentShared>()
             .answer::<WhichPid>()
+            .answer::<Getenv>()
             .answer::<Hold>()
             .answer::<HoldInActor>()
             .answer::<Checksum>()
