@@ -464,7 +464,7 @@ pub fn a_pool_launched_with_srun_has_a_job_step_per_member() {
 /// Every process of the host whose arguments or environment show a
 /// secret or a secret's name: `(pid, comm)`; and how many were read.
 #[cfg(feature = "tcp")]
-fn showing(secrets: &[String]) -> (Vec<(u32, String)>, usize) {
+pub(crate) fn showing(secrets: &[String]) -> (Vec<(u32, String)>, usize) {
     let names = ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"];
     let (mut found, mut read) = (Vec::new(), 0);
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -500,11 +500,11 @@ fn files_holding(dir: &std::path::Path, secrets: &[String]) -> Vec<std::path::Pa
 
 /// A file a launcher writes for the test, removed however the test ends.
 #[cfg(feature = "tcp")]
-struct Note(std::path::PathBuf);
+pub(crate) struct Note(pub(crate) std::path::PathBuf);
 
 #[cfg(feature = "tcp")]
 impl Note {
-    fn new(what: &str) -> Note {
+    pub(crate) fn new(what: &str) -> Note {
         Note(std::env::temp_dir().join(format!("aww-{what}-{}", std::process::id())))
     }
 }
@@ -520,7 +520,7 @@ impl Drop for Note {
 /// or the kubectl stub with `AWW_NOTE`) wrote to `note`: the token, and
 /// over TLS the pin.
 #[cfg(feature = "tcp")]
-fn recorded(note: &std::path::Path, tls: bool) -> Vec<String> {
+pub(crate) fn recorded(note: &std::path::Path, tls: bool) -> Vec<String> {
     let block = std::fs::read_to_string(note).unwrap();
     let _ = std::fs::remove_file(note);
     let keys = ["ACTIX_WEBWORKER_TOKEN", "ACTIX_WEBWORKER_TLS_PIN"];

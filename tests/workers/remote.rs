@@ -800,7 +800,30 @@ pub fn a_worker_launched_through_a_real_ssh() {
         "--".to_owned(),
     ];
     run(async {
+        // Through ssh behind a launcher that records the secrets block it
+        // forwards: once the worker answers, no process of the host (ssh,
+        // sshd's session, the worker) shows the token or its name.
+        let note = crate::cluster::Note::new("ssh-secrets");
+        let exe = std::env::current_exe().unwrap().display().to_string();
+        let recording: Vec<String> = std::iter::once(exe).chain(launcher.clone()).collect();
         let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(recording)
+            .env(LAUNCHER, "record")
+            .env("AWW_NOTE", &note.0)
+            .handshake_timeout(Duration::from_secs(30))
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Sum(vec![1, 2])).await.unwrap(), 3);
+        let secrets = crate::cluster::recorded(&note.0, false);
+        let (found, read) = crate::cluster::showing(&secrets);
+        assert!(found.is_empty(), "processes show the token: {found:?}");
+        println!("SSH_SECRETS {read} processes searched, the token found nowhere");
+        worker.terminate();
+        events.successful_exit().await;
+
+        let (rec, mut events) = crate::common::events::<Test>();
         let worker = builder(rec)
             .transport(loopback())
             .launcher(launcher)
