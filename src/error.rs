@@ -353,6 +353,17 @@ pub enum SpawnError {
     /// `start()` was called outside a running actix System.
     #[error("Worker::start must be called inside a running actix System")]
     NoSystem,
+    /// A pool has no host for another member: every host given to
+    /// [`hosts`](crate::PoolBuilder::hosts) is at its
+    /// [`limit`](crate::Host::limit), or (`down`) those with room are taken
+    /// for down. The pool tries again when the first comes back.
+    #[error("no host for another member (of {hosts}: {})", if *down { "those with room are down" } else { "all full" })]
+    NoHost {
+        /// How many hosts the pool has.
+        hosts: usize,
+        /// Some have room, but are down for now.
+        down: bool,
+    },
     /// A message type of the protocol (or of a request) that cannot go
     /// through the wire; see [`Protocol`](crate::Protocol).
     #[error("{0}")]

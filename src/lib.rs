@@ -171,7 +171,9 @@ pub use crate::parent::port::Port;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::{Grace, Worker};
-pub use crate::pool::{Broadcast, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool};
+pub use crate::pool::{
+    Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
+};
 pub use crate::protocol::{request_name, Codec, Protocol, Received, Request};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};

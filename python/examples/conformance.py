@@ -6,6 +6,8 @@ environment (`CONF_MUL`, `CONF_BOOM`, `CONF_GREET`); `CONF_FINGERPRINT`
 makes it claim other message types than the parent's.
 """
 
+from __future__ import annotations
+
 import os
 
 import actix_webworker as aww
@@ -16,7 +18,7 @@ class Failure(Exception):
 
 
 class Conformance(aww.Worker):
-    def on_message(self, data, fds):
+    def on_message(self, data: aww.Json, fds: list[int]) -> None:
         for fd in fds:
             os.close(fd)
         # serde's JSON of `Job`: {"Variant": value}.
@@ -37,16 +39,16 @@ class Conformance(aww.Worker):
         elif variant == "Shapes":
             self.parent.post({"Shapes": value})
 
-    def on_close(self):
+    def on_close(self) -> None:
         self.parent.post("Closing")
 
 
-def mul(worker, request):
+def mul(worker: Conformance, request: aww.Json) -> int:
     a, b = request
-    return a * b
+    return int(a * b)
 
 
-def boom(worker, request):
+def boom(worker: Conformance, request: aww.Json) -> int:
     raise RuntimeError("boom")
 
 

@@ -66,7 +66,11 @@ pub struct WorkerBuilder<P: Protocol, K = Single<P>> {
 }
 
 /// What a builder of one worker has beyond the options every worker has:
-/// where its events go.
+/// where its events go ([`events`](WorkerBuilder::events) or
+/// [`start_with_events`](WorkerBuilder::start_with_events)). Never named in
+/// your code: it is the default second parameter of [`WorkerBuilder`],
+/// which [`Worker::builder`](crate::Worker::builder) returns; a pool's
+/// builder has [`Pooled`](crate::Pooled) there instead.
 pub struct Single<P: Protocol> {
     events: Option<Recipient<WorkerEvent<P>>>,
 }

@@ -71,6 +71,10 @@ pub struct MemberStats {
     pub completed: u64,
     /// Requests that failed in it.
     pub failed: u64,
+    /// The host it runs on ([`Host::name`](crate::Host::name)): `local`
+    /// in a pool without hosts, and for one worker `local`, or `launched`
+    /// when it was started through a launcher.
+    pub host: std::sync::Arc<str>,
 }
 
 impl PoolStats {
@@ -98,15 +102,14 @@ impl PoolStats {
 }
 
 impl MemberStats {
+    /// Member `index`, process `pid`, on `host`, with its counts
+    /// (`in_flight`, `completed`, `failed`).
     pub(crate) fn new(
-        index: usize,
-        pid: u32,
-        online: bool,
-        in_flight: usize,
-        completed: u64,
-        failed: u64,
+        (index, pid, online): (usize, u32, bool),
+        host: std::sync::Arc<str>,
+        (in_flight, completed, failed): (usize, u64, u64),
     ) -> Self {
-        MemberStats { index, pid, online, in_flight, completed, failed }
+        MemberStats { index, pid, online, in_flight, completed, failed, host }
     }
 }
 

@@ -364,7 +364,9 @@ impl<P: Protocol> actix::Handler<Stats> for Worker<P> {
             self.recorder.failed.load(std::sync::atomic::Ordering::Relaxed),
         );
         let (rtt_p50, rtt_p99) = self.recorder.percentiles();
-        let member = MemberStats::new(0, self.pid, running, in_flight, completed, failed);
+        let here = if self.options.spec.launcher.is_empty() { "local" } else { "launched" };
+        let member =
+            MemberStats::new((0, self.pid, running), here.into(), (in_flight, completed, failed));
         actix::MessageResult(PoolStats::new(
             self.sender.outbox.len() + self.waiting.len(),
             vec![member],

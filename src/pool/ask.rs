@@ -142,8 +142,7 @@ impl<P: Protocol> WorkerPool<P> {
                     }
                 }
             }
-            State::Closing => Route::Refused(WorkerError::Terminating),
-            State::Stopped(status) => Route::Refused(WorkerError::Exited(status)),
+            State::Closing | State::Stopped(_) => Route::Refused(self.refusal()),
         }
     }
 
@@ -151,7 +150,8 @@ impl<P: Protocol> WorkerPool<P> {
     /// past it.
     pub(super) fn pick(&mut self) -> Option<usize> {
         let (n, max) = (self.members.len(), self.settings.max_in_flight);
-        let at = routing::pick(n, self.turn, max, |at| self.members[at].snapshot())?;
+        let prefer_local = self.settings.prefer_local;
+        let at = routing::pick(n, self.turn, max, prefer_local, |at| self.members[at].snapshot())?;
         self.turn = (at + 1) % n;
         Some(at)
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix::{Addr, Recipient};
 
 use super::events::PoolEvent;
+use super::hosts::Host;
 use super::worker_pool::{Settings, WorkerPool};
 use crate::error::SpawnError;
 use crate::parent::builder::WorkerBuilder;
@@ -14,13 +15,50 @@ use crate::parent::options::WhenFull;
 use crate::protocol::Protocol;
 use crate::supervise::{Restart, RestartPolicy};
 
-/// A builder of a pool: a [`WorkerBuilder`] with the pool's own options.
+/// A builder of a pool, from [`WorkerPool::builder`]: every option of one
+/// worker (each member is built from them: entry, environment, limits,
+/// restart policy, transport), and the pool's own: its size
+/// ([`size`](WorkerBuilder::size), or [`min`](WorkerBuilder::min) and
+/// [`max`](WorkerBuilder::max)), the work each member takes at once
+/// ([`max_in_flight_per_worker`](WorkerBuilder::max_in_flight_per_worker)),
+/// its queue ([`queue`](WorkerBuilder::queue)), scaling, recycling,
+/// replacements and [`events`](WorkerBuilder::events).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use actix_webworker::{Protocol, WhenFull, WorkerPool};
+///
+/// struct Jobs;
+/// impl Protocol for Jobs {
+///     type ToWorker = String;
+///     type FromWorker = String;
+/// }
+///
+/// # fn start() -> Result<(), actix_webworker::SpawnError> {
+/// let pool = WorkerPool::<Jobs>::builder()
+///     .entry("jobs")                          // the members' entry (run_if_worker)
+///     .env("RUST_LOG", "info")                // for every member
+///     .min(2)                                 // two members always,
+///     .max(8)                                 // up to eight while requests wait,
+///     .idle_timeout(Duration::from_secs(30))  // back to two when idle
+///     .max_in_flight_per_worker(4)
+///     .queue(1_000, WhenFull::Fail)           // beyond 1,000 waiting: QueueFull
+///     .max_requests(10_000)                   // each member recycled after 10,000
+///     .start()?;
+/// # drop(pool);
+/// # Ok(())
+/// # }
+/// ```
 pub type PoolBuilder<P> = WorkerBuilder<P, Pooled<P>>;
 
-/// What a builder of a pool has beyond the options of its members.
+/// What a builder of a pool has beyond the options of its members (its
+/// size, queue, scaling, recycling, events). Never named in your code: it
+/// is the second parameter of [`PoolBuilder`], which
+/// [`WorkerPool::builder`] returns, and selects the pool's methods.
 pub struct Pooled<P: Protocol> {
     pub(crate) settings: Settings,
     pub(crate) events: Option<Recipient<PoolEvent<P>>>,
+    pub(crate) hosts: Vec<Host>,
 }
 
 /// The pool's own options' defaults.
@@ -41,8 +79,10 @@ impl<P: Protocol> Default for Pooled<P> {
                     .restart(Restart::Always)
                     .intensity(10, Duration::from_secs(60))
                     .backoff(Duration::from_millis(100), Duration::from_secs(5)),
+                prefer_local: true,
             },
             events: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -154,6 +194,32 @@ impl<P: Protocol> WorkerBuilder<P, Pooled<P>> {
     /// Must be called inside a running actix System.
     pub fn start(self) -> Result<Addr<WorkerPool<P>>, SpawnError> {
         let (options, pooled) = self.into_options()?;
-        WorkerPool::start_with(options, pooled.settings, pooled.events)
+        WorkerPool::start_with(options, pooled.settings, pooled.events, pooled.hosts)
+    }
+
+    /// Spreads the members over `hosts` (see [`Host`]): each new member
+    /// goes to the host up with room and the fewest members (of equals, the
+    /// first given). Default: every member on this machine, started as the
+    /// builder says.
+    ///
+    /// Members on hosts are not restarted in place (their own
+    /// [`restart`](Self::restart) policy is set aside): the pool replaces
+    /// a member that stops, within [`replacements`](Self::replacements),
+    /// on the host placement picks. A host where a member was lost (its
+    /// connection silent past the [`heartbeat`](Self::heartbeat), or cut)
+    /// or could not be started is passed over for its
+    /// [`retry_after`](Host::retry_after). [`PoolStats`](crate::PoolStats)
+    /// and [`PoolEvent::Started`] say which host each member is on.
+    pub fn hosts(mut self, hosts: impl IntoIterator<Item = Host>) -> Self {
+        self.kind_mut().hosts = hosts.into_iter().collect();
+        self
+    }
+
+    /// Whether, of members with as many requests in flight, one on this
+    /// machine gets the request before one on another host (default
+    /// `true`); `false`: the first in turn, wherever it runs.
+    pub fn prefer_local(mut self, prefer: bool) -> Self {
+        self.kind_mut().settings.prefer_local = prefer;
+        self
     }
 }

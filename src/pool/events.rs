@@ -22,6 +22,9 @@ pub enum PoolEvent<P: Protocol> {
     Started {
         /// Its index.
         index: usize,
+        /// The host it runs on ([`Host::name`](crate::Host::name); `local`
+        /// for a pool without hosts).
+        host: std::sync::Arc<str>,
     },
     /// Member `index` is being recycled: it takes no more requests,
     /// finishes those it has, and closes gracefully; a replacement has
@@ -67,7 +70,7 @@ where
             PoolEvent::Member { index, event } => {
                 write!(f, "Member({index}, pid {}, {:?})", event.pid, event.kind)
             }
-            PoolEvent::Started { index } => write!(f, "Started({index})"),
+            PoolEvent::Started { index, host } => write!(f, "Started({index} on {host})"),
             PoolEvent::Recycled { index, reason } => write!(f, "Recycled({index}, {reason:?})"),
             PoolEvent::Scaled { members } => write!(f, "Scaled({members})"),
             PoolEvent::GaveUp(g) => write!(f, "GaveUp({g:?})"),

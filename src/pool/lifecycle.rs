@@ -10,10 +10,12 @@ use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, WeakAddr, WrapFuture};
 
 use super::events::PoolEvent;
+use super::hosts::{self, Seat};
 use super::member::Member;
+use super::scale::Replenish;
 use super::worker_pool::{State, WorkerPool};
-use crate::error::{ExitStatus, SpawnError, WorkerError};
-use crate::parent::events::{Event, GaveUp, WorkerEvent};
+use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
+use crate::parent::events::{log_event, Event, GaveUp, WorkerEvent};
 use crate::parent::messages::{Join, Terminate};
 use crate::parent::sink::EventSink;
 use crate::parent::worker::{Grace, Worker};
@@ -21,21 +23,36 @@ use crate::protocol::Protocol;
 use crate::supervise::Decision;
 
 impl<P: Protocol> WorkerPool<P> {
-    /// Starts a member at a fresh index.
+    /// Starts a member at a fresh index, on the host placement picks.
     pub(super) fn add_member(&mut self, ctx: &mut Context<Self>) -> Result<usize, SpawnError> {
+        let mut options = self.options.clone();
+        let host = self.place(ctx)?;
+        let remote = match host {
+            Some(at) => {
+                let host = &self.hosts[at].host;
+                options.spec.launcher = host.launcher.clone();
+                if let Some(transport) = &host.transport {
+                    options.spec.transport = transport.clone();
+                }
+                // Replaced by the pool, where placement says, not in place.
+                options.policy = crate::supervise::RestartPolicy::never();
+                !host.is_local()
+            }
+            None => !options.spec.launcher.is_empty(),
+        };
         let index = self.next_index;
         self.next_index += 1;
         let relay = Relay { index, pool: ctx.address().downgrade() }.start();
-        let mut options = self.options.clone();
         options.name = format!("{}#{index}", self.name).into();
-        let addr = Worker::start_with(options, EventSink::Recipient(relay.recipient()))?;
+        let addr = Worker::start_with(options, EventSink::Recipient(relay.recipient()));
+        let addr = addr.inspect_err(|_| self.host_down(host))?;
         // When it has stopped for good, whatever the reason.
         let join = addr.send(Join);
         ctx.spawn(join.into_actor(self).map(move |status, pool, ctx| {
             pool.member_gone(index, status.ok(), ctx);
         }));
-        self.members.push(Member::new(index, addr));
-        self.emit(PoolEvent::Started { index });
+        self.members.push(Member::new(index, addr, host, remote));
+        self.emit(PoolEvent::Started { index, host: self.host_name(host) });
         Ok(index)
     }
 
@@ -51,13 +68,27 @@ impl<P: Protocol> WorkerPool<P> {
             match &event.kind {
                 Event::Online => {
                     m.online = true;
+                    m.was_online = true;
                     m.pid = event.pid;
                     m.load.down.store(false, Ordering::Release);
                 }
                 Event::Exit(_) => m.online = false,
-                Event::GaveUp(g) => m.cause = g.cause.clone(),
                 _ => {}
             }
+        }
+        // A failure certain to repeat (no such entry, other message types,
+        // another codec): the pool stops now, whether or not the member's
+        // end has been seen yet.
+        let certain = match &event.kind {
+            Event::GaveUp(GaveUp { cause: Some(cause), exits, .. }) => {
+                Some((cause.clone(), exits.last().copied()))
+            }
+            _ => None,
+        };
+        if self.events.is_none() {
+            // Nobody receives the pool's events: what a worker of its own
+            // would log is logged (its errors, losses and exits).
+            log_event(&event.name, event.pid, &event.kind);
         }
         let online = matches!(event.kind, Event::Online);
         let event = PoolEvent::Member { index, event };
@@ -80,6 +111,10 @@ impl<P: Protocol> WorkerPool<P> {
         if online {
             self.pump(ctx);
         }
+        if let (Some((cause, exit)), State::Running) = (certain, self.state) {
+            self.exits.extend(exit);
+            self.give_up(format!("a member cannot run: {cause}"), Some(cause), ctx);
+        }
     }
 
     /// Member `index` has stopped for good. One the pool closed is let go;
@@ -88,13 +123,18 @@ impl<P: Protocol> WorkerPool<P> {
     fn member_gone(&mut self, index: usize, status: Option<ExitStatus>, ctx: &mut Context<Self>) {
         let Some(m) = self.member(index) else { return };
         let closed_by_us = m.gone.is_some();
-        let cause = m.cause.take();
+        let (host, was_online) = (m.host, m.was_online);
         self.let_go(index);
         if closed_by_us || self.state != State::Running {
             return;
         }
         let exit = status.unwrap_or(ExitStatus { code: None, signal: None, lost: None });
         self.exits.push(exit);
+        if exit.lost.is_some() || !was_online {
+            // Lost (its connection silent or cut), or never up: the host
+            // is passed over for a while.
+            self.host_down(host);
+        }
         let policy = self.settings.replacements;
         match self.replacements.decide(&policy, exit, false, Instant::now()) {
             Decision::Restart { delay, .. } => {
@@ -112,13 +152,68 @@ impl<P: Protocol> WorkerPool<P> {
                     "members stopped more than {} times within {:?}",
                     policy.max_restarts, policy.within
                 );
-                tracing::error!(pool = %self.name, %reason, "the pool gives up");
-                let exits = self.exits.clone();
-                self.gave_up = true;
-                self.emit(PoolEvent::GaveUp(GaveUp { reason, exits, cause }));
-                self.close(Grace::Default, ctx);
+                self.give_up(reason, None, ctx);
             }
         }
+    }
+
+    /// Stops for good: says why, fails what waits with the cause when it
+    /// is certain (or `Terminating`), and closes every member.
+    fn give_up(&mut self, reason: String, cause: Option<WireError>, ctx: &mut Context<Self>) {
+        tracing::error!(pool = %self.name, %reason, "the pool gives up");
+        let exits = self.exits.clone();
+        self.gave_up = true;
+        if let Some(cause) = &cause {
+            self.refuse_queued(&WorkerError::Wire(cause.clone()), ctx);
+            self.cause = Some(cause.clone());
+        }
+        self.emit(PoolEvent::GaveUp(GaveUp { reason, exits, cause }));
+        self.close(Grace::Default, ctx);
+    }
+
+    /// The host the next member goes to (`hosts::place`), or `None` for a
+    /// pool without hosts. With every host with room down, the pool looks
+    /// again when the first comes back.
+    fn place(&mut self, ctx: &mut Context<Self>) -> Result<Option<usize>, SpawnError> {
+        if self.hosts.is_empty() {
+            return Ok(None);
+        }
+        let seats: Vec<Seat> = (0..self.hosts.len())
+            .map(|at| Seat {
+                members: self
+                    .members
+                    .iter()
+                    .filter(|m| m.takes_work() && m.host == Some(at))
+                    .count(),
+                limit: self.hosts[at].host.limit,
+                down_until: self.hosts[at].down_until,
+            })
+            .collect();
+        let now = Instant::now();
+        match hosts::place(&seats, now) {
+            Ok(at) => Ok(Some(at)),
+            Err(back) => {
+                if let Some(back) = back {
+                    ctx.run_later(back.saturating_duration_since(now), |_, ctx| {
+                        ctx.address().do_send(Replenish);
+                    });
+                }
+                Err(SpawnError::NoHost { hosts: self.hosts.len(), down: back.is_some() })
+            }
+        }
+    }
+
+    /// Host `at` is passed over for its `retry_after`.
+    fn host_down(&mut self, at: Option<usize>) {
+        let Some(placed) = at.and_then(|at| self.hosts.get_mut(at)) else { return };
+        let until = Instant::now() + placed.host.retry_after;
+        placed.down_until = Some(until);
+        tracing::warn!(pool = %self.name, host = %placed.host.name, "host taken for down");
+    }
+
+    /// The name of host `at`, or `local` for a pool without hosts.
+    pub(super) fn host_name(&self, at: Option<usize>) -> std::sync::Arc<str> {
+        at.and_then(|at| self.hosts.get(at)).map_or_else(|| "local".into(), |p| p.host.name.clone())
     }
 
     /// Closes every member (their `on_close` runs) and fails what waits.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix::Addr;
 
 use super::routing::Snapshot;
-use crate::error::{ExitStatus, WireError};
+use crate::error::ExitStatus;
 use crate::parent::worker::Worker;
 use crate::protocol::Protocol;
 
@@ -29,13 +29,22 @@ pub(crate) struct Member<P: Protocol> {
     pub busy_at: Instant,
     /// Closed by the pool, or stopped for good: nothing is routed to it.
     pub gone: Option<ExitStatus>,
-    /// Why it gave up, when a restart would fail the same way.
-    pub cause: Option<WireError>,
+    /// The pool's host it runs on (`hosts.rs`), if the pool has hosts.
+    pub host: Option<usize>,
+    /// Runs on another machine, through a launcher.
+    pub remote: bool,
+    /// Has been online once.
+    pub was_online: bool,
 }
 
 impl<P: Protocol> Member<P> {
     /// Member `index`, just started: not online yet, given nothing.
-    pub(crate) fn new(index: usize, addr: Addr<Worker<P>>) -> Self {
+    pub(crate) fn new(
+        index: usize,
+        addr: Addr<Worker<P>>,
+        host: Option<usize>,
+        remote: bool,
+    ) -> Self {
         Member {
             index,
             addr,
@@ -46,7 +55,9 @@ impl<P: Protocol> Member<P> {
             given: 0,
             busy_at: Instant::now(),
             gone: None,
-            cause: None,
+            host,
+            remote,
+            was_online: false,
         }
     }
 
@@ -69,7 +80,12 @@ impl<P: Protocol> Member<P> {
 
     /// What routing looks at (`routing.rs`).
     pub(crate) fn snapshot(&self) -> Snapshot {
-        Snapshot { takes_work: self.takes_work(), ready: self.ready(), in_flight: self.in_flight() }
+        Snapshot {
+            takes_work: self.takes_work(),
+            ready: self.ready(),
+            in_flight: self.in_flight(),
+            remote: self.remote,
+        }
     }
 }
 

@@ -34,11 +34,7 @@ impl<P: Protocol> Handler<Post<P::ToWorker>> for WorkerPool<P> {
             _ => None,
         };
         let Some(addr) = to else {
-            let e = match self.state {
-                State::Stopped(status) => WorkerError::Exited(status),
-                _ => WorkerError::Terminating,
-            };
-            return Box::pin(std::future::ready(Err(e)));
+            return Box::pin(std::future::ready(Err(self.refusal())));
         };
         let sent = addr.send(msg);
         Box::pin(async move { sent.await.unwrap_or(Err(WorkerError::Disconnected)) })
@@ -64,7 +60,7 @@ where
 
     fn handle(&mut self, msg: Broadcast<P::ToWorker>, _: &mut Context<Self>) -> Self::Result {
         if self.state != State::Running {
-            return Box::pin(std::future::ready(Err(WorkerError::Terminating)));
+            return Box::pin(std::future::ready(Err(self.refusal())));
         }
         let sends: Vec<_> = self
             .members
@@ -115,12 +111,13 @@ impl<P: Protocol> Handler<Stats> for WorkerPool<P> {
             .map(|m| {
                 let load = &m.load;
                 MemberStats::new(
-                    m.index,
-                    m.pid,
-                    m.online,
-                    load.in_flight.load(Ordering::Acquire),
-                    load.completed.load(Ordering::Relaxed),
-                    load.failed.load(Ordering::Relaxed),
+                    (m.index, m.pid, m.online),
+                    self.host_name(m.host),
+                    (
+                        load.in_flight.load(Ordering::Acquire),
+                        load.completed.load(Ordering::Relaxed),
+                        load.failed.load(Ordering::Relaxed),
+                    ),
                 )
             })
             .collect();

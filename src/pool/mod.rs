@@ -25,17 +25,21 @@
 //! - The pool grows while requests wait (up to `max`), shrinks back to
 //!   `min` when members are idle, and recycles a member after
 //!   `max_requests` or past `max_rss` (`scale.rs`).
+//! - Members may be spread over hosts ([`Host`]): each new one goes to the
+//!   host up with room and the fewest members; one lost is replaced
+//!   elsewhere (`hosts.rs`).
 //!
 //! The rooms: the actor and what it keeps ([`worker_pool`]); one member
 //! ([`member`]) and which member takes what ([`routing`], pure); an ask
 //! ([`ask`]), the queue ([`queue`]) and what waits in it ([`waiting`]);
 //! the other messages ([`messages`]); the members' lives ([`lifecycle`])
-//! and the pool's size ([`scale`]); what it tells ([`events`]); and its
-//! builder ([`builder`]).
+//! and the pool's size ([`scale`]); where members run ([`hosts`]); what it
+//! tells ([`events`]); and its builder ([`builder`]).
 
 pub(crate) mod ask;
 pub(crate) mod builder;
 pub(crate) mod events;
+pub(crate) mod hosts;
 pub(crate) mod lifecycle;
 pub(crate) mod member;
 pub(crate) mod messages;
@@ -48,5 +52,6 @@ pub(crate) mod worker_pool;
 pub use self::ask::PoolAsk;
 pub use self::builder::{PoolBuilder, Pooled};
 pub use self::events::{PoolEvent, Recycle};
+pub use self::hosts::Host;
 pub use self::messages::Broadcast;
 pub use self::worker_pool::WorkerPool;

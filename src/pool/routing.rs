@@ -12,28 +12,33 @@ pub(crate) struct Snapshot {
     pub ready: bool,
     /// Requests it has in flight.
     pub in_flight: usize,
+    /// It runs on another machine.
+    pub remote: bool,
 }
 
 /// The member a request goes to, of the `n` that `seen` shows: the ready
 /// member with fewer than `max` in flight and the fewest of all, looking
-/// in turn from position `turn` (of equals, the first in turn; one with
-/// nothing in flight at once); `None` when none has room.
+/// in turn from position `turn` (of equals, the first in turn, or with
+/// `prefer_local` the first on this machine; one with nothing in flight,
+/// and local if preferred, at once); `None` when none has room.
 pub(crate) fn pick(
     n: usize,
     turn: usize,
     max: usize,
+    prefer_local: bool,
     seen: impl Fn(usize) -> Snapshot,
 ) -> Option<usize> {
-    let mut best: Option<(usize, usize)> = None;
+    let rank = |m: &Snapshot| (m.in_flight, prefer_local && m.remote);
+    let mut best: Option<(usize, (usize, bool))> = None;
     for k in 0..n {
         let at = (turn + k) % n;
         let m = seen(at);
-        if !m.ready {
+        if !m.ready || m.in_flight >= max {
             continue;
         }
-        if m.in_flight < max && best.is_none_or(|(_, least)| m.in_flight < least) {
-            best = Some((at, m.in_flight));
-            if m.in_flight == 0 {
+        if best.is_none_or(|(_, least)| rank(&m) < least) {
+            best = Some((at, rank(&m)));
+            if rank(&m) == (0, false) {
                 break;
             }
         }
@@ -62,12 +67,18 @@ mod tests {
 
     /// Online and taking work, with `in_flight` requests.
     const fn up(in_flight: usize) -> Snapshot {
-        Snapshot { takes_work: true, ready: true, in_flight }
+        Snapshot { takes_work: true, ready: true, in_flight, remote: false }
+    }
+    /// The same, on another host.
+    const fn far(in_flight: usize) -> Snapshot {
+        Snapshot { takes_work: true, ready: true, in_flight, remote: true }
     }
     /// Taking work but not ready: still starting, or its process down.
-    const STARTING: Snapshot = Snapshot { takes_work: true, ready: false, in_flight: 0 };
+    const STARTING: Snapshot =
+        Snapshot { takes_work: true, ready: false, in_flight: 0, remote: false };
     /// Recycled, shrunk away or gone.
-    const LEAVING: Snapshot = Snapshot { takes_work: false, ready: false, in_flight: 0 };
+    const LEAVING: Snapshot =
+        Snapshot { takes_work: false, ready: false, in_flight: 0, remote: false };
 
     #[test]
     fn a_request_goes_to_the_ready_member_with_room_and_the_fewest_in_flight() {
@@ -93,7 +104,36 @@ mod tests {
             (&[STARTING, LEAVING], 0, 4, None),
         ];
         for (row, &(members, turn, max, goes_to)) in table.iter().enumerate() {
-            assert_eq!(pick(members.len(), turn, max, |at| members[at]), goes_to, "row {row}");
+            // Every member here: the preference changes nothing.
+            for prefer_local in [true, false] {
+                let at = pick(members.len(), turn, max, prefer_local, |at| members[at]);
+                assert_eq!(at, goes_to, "row {row}");
+            }
+        }
+    }
+
+    #[test]
+    fn of_members_as_loaded_one_here_goes_first_unless_told_otherwise() {
+        // (members, turn, where it goes with prefer_local, and without)
+        type Row<'a> = (&'a [Snapshot], usize, Option<usize>, Option<usize>);
+        let table: &[Row] = &[
+            (&[far(0), up(0)], 0, Some(1), Some(0)),
+            (&[far(1), far(1), up(1)], 0, Some(2), Some(0)),
+            (&[far(1), up(1), up(1)], 2, Some(2), Some(2)),
+            // Fewer in flight still wins, wherever it runs.
+            (&[up(2), far(1)], 0, Some(1), Some(1)),
+            // An idle one far away is not taken at once: one here may be idle too.
+            (&[far(0), up(1), up(0)], 0, Some(2), Some(0)),
+            // Only far ones: as before.
+            (&[far(2), far(1)], 0, Some(1), Some(1)),
+        ];
+        for (row, &(members, turn, local, anywhere)) in table.iter().enumerate() {
+            assert_eq!(pick(members.len(), turn, 4, true, |at| members[at]), local, "row {row}");
+            assert_eq!(
+                pick(members.len(), turn, 4, false, |at| members[at]),
+                anywhere,
+                "row {row}"
+            );
         }
     }
 

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, AsyncContext, Context, Recipient, Running, WeakAddr};
 
 use super::events::PoolEvent;
+use super::hosts::Host;
 use super::member::{Load, Member};
 use super::queue::{Place, Pump, Queue, Sweep};
-use crate::error::{ExitStatus, SpawnError, WorkerError};
+use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::parent::options::{Options, WhenFull};
 use crate::parent::stats::Recorder;
 use crate::parent::worker::every;
@@ -102,6 +103,18 @@ pub struct WorkerPool<P: Protocol> {
     pub(super) failed_before: u64,
     /// Members stopped more often than the pool's intensity allows.
     pub(super) gave_up: bool,
+    /// Why the pool gave up at once: a member met a failure certain to
+    /// meet every other (no such entry, other message types, another
+    /// codec). What the pool refuses from then on says so.
+    pub(super) cause: Option<WireError>,
+    /// Where members run (`hosts.rs`); empty: here, as the options say.
+    pub(super) hosts: Vec<Placed>,
+}
+
+/// A host of the pool, and whether it is taken for down.
+pub(crate) struct Placed {
+    pub host: Host,
+    pub down_until: Option<Instant>,
 }
 
 /// Where the pool is in its life.
@@ -126,6 +139,8 @@ pub(crate) struct Settings {
     pub max_requests: Option<u64>,
     pub max_rss: Option<u64>,
     pub replacements: RestartPolicy,
+    /// Of members as loaded, one on this machine first.
+    pub prefer_local: bool,
 }
 
 /// What the pool has in common with the answers, which run outside the
@@ -164,7 +179,9 @@ impl<P: Protocol> WorkerPool<P> {
         options: Options,
         settings: Settings,
         events: Option<Recipient<PoolEvent<P>>>,
+        hosts: Vec<Host>,
     ) -> Result<Addr<Self>, SpawnError> {
+        let hosts = hosts.into_iter().map(|host| Placed { host, down_until: None }).collect();
         if actix::System::try_current().is_none() {
             return Err(SpawnError::NoSystem);
         }
@@ -196,6 +213,8 @@ impl<P: Protocol> WorkerPool<P> {
                 completed_before: 0,
                 failed_before: 0,
                 gave_up: false,
+                cause: None,
+                hosts,
             };
             for _ in 0..pool.settings.min {
                 if let Err(e) = pool.add_member(ctx) {
@@ -212,6 +231,16 @@ impl<P: Protocol> WorkerPool<P> {
             // The members started are dropped with the pool, which stops.
             Some(e) => Err(e),
             None => Ok(addr),
+        }
+    }
+
+    /// What a request or post is refused with once the pool no longer
+    /// runs: the cause it gave up for, if certain, or its state.
+    pub(super) fn refusal(&self) -> WorkerError {
+        match (&self.cause, self.state) {
+            (Some(cause), _) => WorkerError::Wire(cause.clone()),
+            (None, State::Stopped(status)) => WorkerError::Exited(status),
+            (None, _) => WorkerError::Terminating,
         }
     }
 

@@ -199,7 +199,7 @@ pub fn panic_in_handler_is_reported_and_the_worker_goes_on() {
 pub fn mismatched_worker_is_refused() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let worker = builder(rec).entry("v2").start().unwrap();
+        let worker = builder(rec).entry("v2").capture_output().start().unwrap();
         worker.post(Cmd::Echo(0));
         loop {
             match events.next().await {

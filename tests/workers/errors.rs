@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_webworker::{Event, Grace, Join, Terminate, WorkerAddrExt};
+use actix_webworker::{Event, Grace, Join, Terminate, Worker, WorkerAddrExt};
 
 use libtest_mimic::Trial;
 
@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         errors::terminate_twice_and_after_the_exit_do_nothing,
         errors::infinite_grace_never_kills,
         errors::println_in_a_worker_reaches_the_parents_stdout,
+        errors::a_worker_crash_reaches_an_app_that_logs_with_the_log_crate,
         errors::captured_output_becomes_tracing_events,
         errors::backtrace_when_rust_backtrace_asks,
     ]
@@ -25,7 +26,7 @@ pub fn trials() -> Vec<Trial> {
 
 /// Run only as a process of their own, by the tests above.
 pub fn roles() -> Vec<Trial> {
-    crate::inner![errors::print_role,]
+    crate::inner![errors::print_role, errors::log_role,]
 }
 
 pub fn panic_in_a_timer_reaches_the_parent() {
@@ -107,6 +108,47 @@ pub fn print_role() {
         worker.terminate();
         assert!(events.exit().await.success());
     });
+}
+
+/// An app that logs with the `log` crate (env_logger and the like) and
+/// installs no tracing subscriber: a worker's crash and exit reach its log.
+pub fn log_role() {
+    struct Lines(Mutex<Vec<String>>);
+    impl log::Log for Lines {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            let line = format!("{} {} {}", record.level(), record.target(), record.args());
+            self.0.lock().unwrap().push(line);
+        }
+        fn flush(&self) {}
+    }
+    let lines: &'static Lines = Box::leak(Box::new(Lines(Mutex::default())));
+    log::set_logger(lines).unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+    let logged = |needle: &[&str]| {
+        let lines = lines.0.lock().unwrap();
+        lines.iter().any(|l| needle.iter().all(|n| l.contains(n)))
+    };
+    run(async {
+        let worker = Worker::<Test>::builder()
+            .entry("test")
+            .env("RUST_BACKTRACE", "0")
+            .restart(actix_webworker::RestartPolicy::never())
+            .start()
+            .unwrap();
+        worker.post(Cmd::Panic("told to the log".into()));
+        let reported = settles(|| logged(&["ERROR", "uncaught error", "told to the log"])).await;
+        assert!(reported, "the panic did not reach the log: {:?}", lines.0.lock().unwrap());
+        worker.post(Cmd::Exit(3));
+        assert_eq!(worker.send(Join).await.unwrap().code, Some(3));
+    });
+    assert!(logged(&["WARN", "exited", "exit code 3"]), "{:?}", lines.0.lock().unwrap());
+}
+
+pub fn a_worker_crash_reaches_an_app_that_logs_with_the_log_crate() {
+    isolated("errors::log_role");
 }
 
 pub fn println_in_a_worker_reaches_the_parents_stdout() {

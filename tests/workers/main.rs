@@ -22,7 +22,9 @@ macro_rules! trials {
 }
 
 /// Tests that only run when another test starts them in a process of their
-/// own (they count the whole process's descriptors, or get killed).
+/// own (they count the whole process's descriptors, or get killed): roles,
+/// not tests, so a run that is not one of theirs does not list them (see
+/// `main`).
 #[macro_export]
 macro_rules! inner {
     ($($module:ident :: $test:ident),* $(,)?) => {
@@ -67,6 +69,7 @@ modules![
     fds: trials roles,
     floods: trials roles,
     hostile: trials,
+    hosts: trials,
     lifecycle: trials roles,
     load: trials roles,
     misuse: trials,
@@ -123,14 +126,58 @@ fn modules_not_listed(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// Whether this process is one of the tests' workers (the parent told it
+/// its socket or where to connect).
+fn is_a_worker() -> bool {
+    ["ACTIX_WEBWORKER_FD", "ACTIX_WEBWORKER_CONNECT"].iter().any(|v| std::env::var_os(v).is_some())
+}
+
+/// In a test's worker, a panic is the test's own doing (it posts
+/// `Cmd::Panic` and checks the report its parent gets, with file, line and
+/// a backtrace when asked): the default hook's message on the run's stderr
+/// would read as a failure. The crate's hook, installed after this one,
+/// still makes every report. `AWW_WORKER_PANICS=1` shows them.
+fn quiet_worker_panics() {
+    if is_a_worker() && std::env::var_os("AWW_WORKER_PANICS").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+}
+
 fn main() {
     hostile::run_if_raw_worker();
     remote::run_if_launcher();
+    quiet_worker_panics();
     actix_webworker::run_if_worker(common::entries());
 
     let args = Arguments::from_args();
     let mut tests = listed_trials();
     let listed: Vec<String> = tests.iter().map(|t| t.name().to_owned()).collect();
+    // Roles (`inner!`) run only in a process a test starts for one of them
+    // (`common::role`); elsewhere they would read as ignored tests.
+    let roles: Vec<String> =
+        tests.iter().filter(|t| t.has_ignored_flag()).map(|t| t.name().to_owned()).collect();
+    if std::env::var_os("AWW_ISOLATED").is_none() {
+        tests.retain(|t| !t.has_ignored_flag());
+    }
+    tests.push(libtest_mimic::Trial::test("listing::roles_are_not_listed_as_tests", move || {
+        let listing = |isolated: bool| {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.args(["--list", "--format=terse"]).env_remove("AWW_ISOLATED");
+            if isolated {
+                cmd.env("AWW_ISOLATED", "1");
+            }
+            let out = cmd.output().map_err(|e| e.to_string())?;
+            Ok::<_, String>(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let named = |text: &str, role: &str| text.lines().any(|l| l == format!("{role}: test"));
+        let (plain, isolated) = (listing(false)?, listing(true)?);
+        let listed: Vec<&String> = roles.iter().filter(|r| named(&plain, r)).collect();
+        let missing: Vec<&String> = roles.iter().filter(|r| !named(&isolated, r)).collect();
+        if roles.is_empty() || !listed.is_empty() || !missing.is_empty() {
+            return Err(format!("roles listed: {listed:?}; not there to run: {missing:?}").into());
+        }
+        Ok(())
+    }));
     tests.push(libtest_mimic::Trial::test(
         "listing::every_test_is_listed",
         move || match unlisted(SOURCES, &listed).as_slice() {

@@ -66,7 +66,8 @@ pub fn an_unknown_entry_is_a_typed_error_naming_the_known_ones() {
 pub fn a_worker_of_other_message_types_is_never_restarted() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let worker = builder(rec).entry("v2").restart(fast(Restart::OnFailure)).start().unwrap();
+        let worker = builder(rec).entry("v2").capture_output();
+        let worker = worker.restart(fast(Restart::OnFailure)).start().unwrap();
         let seen = until_given_up(&mut events).await;
         assert!(!seen.iter().any(|ev| matches!(ev, Event::Restarting { .. })), "{seen:?}");
         let Some(Event::GaveUp(gave_up)) = seen.last() else { unreachable!() };

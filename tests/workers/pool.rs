@@ -7,13 +7,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_webworker::{
     Ask, Broadcast, Event, Join, PoolBuilder, PoolEvent, PoolStats, Recycle, RestartPolicy, Stats,
-    WhenFull, WorkerAddrExt, WorkerError, WorkerPool,
+    WhenFull, WireError, WorkerAddrExt, WorkerError, WorkerPool,
 };
 use futures_util::future::join_all;
 use libtest_mimic::Trial;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::common::*;
+use crate::errors::Recorder;
 
 pub fn trials() -> Vec<Trial> {
     crate::trials![
@@ -31,6 +32,8 @@ pub fn trials() -> Vec<Trial> {
         pool::timed_asks_waiting_time_out_in_deadline_order_and_leave_the_queue,
         pool::a_full_queue_holds_two_thousand_callers_back_at_its_bound,
         pool::twenty_thousand_callers_that_go_leave_nothing_queued,
+        pool::an_unknown_entry_stops_the_pool_at_once_naming_it,
+        pool::without_a_recipient_members_errors_and_exits_are_logged,
     ]
 }
 
@@ -599,5 +602,73 @@ pub fn twenty_thousand_callers_that_go_leave_nothing_queued() {
         );
         pool.terminate();
         assert!(pool.send(Join).await.unwrap().success());
+    });
+}
+
+/// A failure certain to meet every member (here, an entry nobody has) stops
+/// the pool at once: no replacements, and what waits, or comes after, is
+/// refused with that cause, as one worker with the same typo is.
+pub fn an_unknown_entry_stops_the_pool_at_once_naming_it() {
+    run(async {
+        let (builder, mut rx) = pool();
+        // A pool that would replace its members many times over.
+        let replacements = builder.entry("no-such-entry").size(4).replacements(100, WAIT);
+        let pool = replacements.start();
+        let pool = pool.unwrap();
+        let waiting = join_all((0..50u64).map(|i| pool.ask(Sum(vec![i]))));
+        let waiting = tokio::time::timeout(WAIT, waiting).await.expect("refused in time");
+        let unknown = |e: &WorkerError| {
+            matches!(e, WorkerError::Wire(WireError::UnknownEntry { entry, .. }) if entry == "no-such-entry")
+        };
+        for answer in waiting {
+            assert!(answer.as_ref().is_err_and(unknown), "{answer:?}");
+        }
+        let PoolEvent::GaveUp(gave_up) = until(&mut rx, |ev| matches!(ev, PoolEvent::GaveUp(_))).await
+        else {
+            unreachable!()
+        };
+        assert!(matches!(gave_up.cause, Some(WireError::UnknownEntry { .. })), "{gave_up:?}");
+        assert!(gave_up.reason.contains("no-such-entry"), "{}", gave_up.reason);
+        let after = pool.ask(Sum(vec![1])).await;
+        assert!(after.as_ref().is_err_and(unknown), "{after:?}");
+        pool.send(Join).await.unwrap();
+        // The four members it started, and not one more.
+        let mut started = 0;
+        while let Ok(ev) = rx.try_recv() {
+            started += usize::from(matches!(ev, PoolEvent::Started { .. }));
+        }
+        assert!(started <= 4, "{started} members started");
+    });
+}
+
+/// A pool with no `.events(..)` logs what its members would log as
+/// workers of their own: their errors and exits are not to vanish.
+pub fn without_a_recipient_members_errors_and_exits_are_logged() {
+    let recorder = Recorder::default();
+    let lines = recorder.0.clone();
+    let logged = move |needle: &[&str]| {
+        let lines = lines.lock().unwrap();
+        lines.iter().any(|l| needle.iter().all(|n| l.contains(n)))
+    };
+    let seen = logged.clone();
+    tracing::subscriber::with_default(recorder, || {
+        run(async move {
+            let pool = WorkerPool::<Test>::builder()
+                .name("quiet")
+                .entry("test")
+                .size(1)
+                .restart(RestartPolicy::never())
+                .start()
+                .unwrap();
+            assert_eq!(pool.ask(Sum(vec![1])).await.unwrap(), 1);
+            pool.post(Cmd::Panic("a member's panic".into()));
+            let reported = settles(|| seen(&["uncaught error", "a member's panic", "quiet#0"])).await;
+            assert!(reported, "the member's panic was not logged");
+            pool.post(Cmd::Exit(3));
+            let exited = settles(|| seen(&["exited", "exit code 3", "quiet#0"])).await;
+            assert!(exited, "the member's exit was not logged");
+            pool.terminate();
+            pool.send(Join).await.unwrap();
+        });
     });
 }

@@ -219,8 +219,11 @@ pub fn over_tls_full_sockets_both_ways_lose_nothing_and_keep_order() {
 pub fn a_worker_given_another_pin_will_not_talk() {
     run(async {
         let (rec, mut events) = events::<Test>();
+        // Its stderr (why it could not connect) goes to the parent's log,
+        // not onto the test run's.
         let worker = launched(rec, "wrong-pin")
             .transport(tls())
+            .capture_output()
             .restart(RestartPolicy::never())
             .start()
             .unwrap();

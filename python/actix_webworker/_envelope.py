@@ -1,0 +1,139 @@
+"""The envelope (PROTOCOL.md, sections 3 and 4): the header in front of
+every message, batches of messages, and the hello.
+
+A message is `kind`, `nfds` (how many descriptors belong to it), the
+fixed fields of its kind, then its payload. Every integer here is little
+endian. Nothing in this module touches a socket.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+PROTOCOL_VERSION = 5
+"""The version of the wire protocol this package speaks."""
+
+MAGIC = b"AWW\x01"
+CODEC_BINCODE = 0
+CODEC_JSON = 1
+
+# The kinds of message (PROTOCOL.md, "The envelope").
+HELLO = 1
+POST = 2
+REQUEST = 3
+ANSWER = 4
+FAILED = 5
+ERROR = 6
+TERMINATE = 7
+CLOSING = 8
+BATCH = 9
+REFUSED = 10
+CANCEL = 11
+AUTH = 12
+PING = 13
+PONG = 14
+
+MAX_FDS_PER_MESSAGE = 64
+# A batch's header, the target size, one more entry's length and message.
+MAX_BATCH = 2 + 64 * 1024 + 4 + 4 * 1024
+
+Message = Tuple[int, int, bytes]
+"""One message taken apart: its kind, its `nfds`, and the rest (its fixed
+fields, then its payload)."""
+
+
+class ProtocolError(ValueError):
+    """The parent sent what the protocol does not allow: the connection is
+    broken and ends."""
+
+
+def envelope(kind: int, nfds: int = 0, fields: bytes = b"", payload: bytes = b"") -> bytes:
+    """One message: the header, the fixed fields of `kind`, the payload."""
+    return bytes([kind, nfds]) + fields + payload
+
+
+def split(message: bytes) -> List[Message]:
+    """The messages of one WebSocket message: itself, or a batch's.
+
+    A batch is `9, 0`, then for each message a u32 length and the message.
+    Batches do not nest, carry no descriptors of their own, and are at
+    most `MAX_BATCH` bytes."""
+    if len(message) < 2:
+        raise ProtocolError(f"a message of {len(message)} bytes, shorter than its header")
+    kind, nfds = message[0], message[1]
+    if kind != BATCH:
+        return [(kind, nfds, message[2:])]
+    if nfds != 0:
+        raise ProtocolError("a batch that claims descriptors of its own")
+    if len(message) > MAX_BATCH:
+        raise ProtocolError(f"a batch of {len(message)} bytes, over {MAX_BATCH}")
+    out: List[Message] = []
+    at = 2
+    while at < len(message):
+        if len(message) - at < 4:
+            raise ProtocolError("a batch cut off inside a length")
+        (n,) = struct.unpack_from("<I", message, at)
+        inner = message[at + 4 : at + 4 + n]
+        if len(inner) != n:
+            raise ProtocolError(f"a batch cut off inside a message of {n} bytes")
+        if n < 2:
+            raise ProtocolError(f"a message of {n} bytes in a batch, shorter than its header")
+        if inner[0] == BATCH:
+            raise ProtocolError("a batch inside a batch")
+        out.append((inner[0], inner[1], inner[2:]))
+        at += 4 + n
+    return out
+
+
+def id_of(rest: bytes) -> int:
+    """The request id at the front of a Request, Answer, Failed or Cancel."""
+    if len(rest) < 8:
+        raise ProtocolError("a message shorter than its request id")
+    (rid,) = struct.unpack_from("<Q", rest)
+    return int(rid)
+
+
+def request_fields(rid: int, tag: int) -> bytes:
+    """The fixed fields of a Request: its id and the tag of its type."""
+    return struct.pack("<QQ", rid, tag)
+
+
+def split_request(rest: bytes) -> Tuple[int, int, bytes]:
+    """A Request's id, tag and payload."""
+    if len(rest) < 16:
+        raise ProtocolError("a request shorter than its id and tag")
+    rid, tag = struct.unpack_from("<QQ", rest)
+    return int(rid), int(tag), rest[16:]
+
+
+def id_fields(rid: int) -> bytes:
+    """The fixed field of an Answer, Failed or Cancel: the request's id."""
+    return struct.pack("<Q", rid)
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A hello, read as far as its version goes (a hello of version 4 or
+    earlier has no codec byte)."""
+
+    version: int
+    fingerprint: int
+    pid: int
+    codec: Optional[int]
+
+
+def hello(fingerprint: int, pid: int, codec: int = CODEC_JSON) -> bytes:
+    """This side's hello, of `PROTOCOL_VERSION`."""
+    fields = MAGIC + struct.pack("<IQI", PROTOCOL_VERSION, fingerprint, pid) + bytes([codec])
+    return envelope(HELLO, 0, fields)
+
+
+def read_hello(message: bytes) -> Hello:
+    """The parent's hello; `ProtocolError` if `message` is not one."""
+    if len(message) < 22 or message[0] != HELLO or message[2:6] != MAGIC:
+        raise ProtocolError("the parent's first message is not a hello")
+    version, fingerprint, pid = struct.unpack_from("<IQI", message, 6)
+    codec = message[22] if version >= 5 and len(message) > 22 else None
+    return Hello(int(version), int(fingerprint), int(pid), codec)
