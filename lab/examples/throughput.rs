@@ -43,6 +43,13 @@
 //! - `pool_overhead`: one request at a time through a pool of 1 against
 //!   the same through a single worker (µs, median; the ratio is the pool's
 //!   cost).
+//! - `cluster_pool_tiny`: `pool_tiny`'s asks through a pool of 4 spread
+//!   over 2 hosts made here (network namespaces joined by veth pairs,
+//!   members launched with `ip netns exec`, over TLS) (req/s; baseline: a
+//!   local pool of 4, same run). `host_loss_recovery_ms`: with
+//!   `heartbeat(100 ms, 1 s)`, from one host's link going down to the pool
+//!   at full size again on the other (ms; baseline: the heartbeat's 1 s,
+//!   the least it can be). Both need root and `ip`; else they say skipped.
 //!
 //! The baselines run their peer on a thread of this process (the kernel path
 //! is the same as between processes), except the round trip's: its echo is
@@ -643,7 +650,12 @@ async fn start_pool(n: usize, in_flight: usize) -> Addr<WorkerPool<Bench>> {
 }
 
 async fn pool_tiny() -> f64 {
-    let pool = start_pool(2, IN_FLIGHT).await;
+    pool_tiny_of(start_pool(2, IN_FLIGHT).await).await
+}
+
+/// `POOL_TINY_N` tiny asks through `pool`, `IN_FLIGHT` at a time; then the
+/// pool is closed.
+async fn pool_tiny_of(pool: Addr<WorkerPool<Bench>>) -> f64 {
     let t0 = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let (mut sent, mut done) = (0u64, 0u64);
@@ -797,6 +809,27 @@ async fn run() {
         let two = pool_jobs(2).await;
         line("pool_cpu_scaling", two, one, "jobs/s");
     }
+    if wanted("cluster_pool_tiny") || wanted("host_loss_recovery_ms") {
+        match cluster::Hosts::make() {
+            Err(why) => {
+                println!("cluster_pool_tiny: skipped ({why})");
+                println!("host_loss_recovery_ms: skipped ({why})");
+            }
+            Ok(hosts) => {
+                if wanted("cluster_pool_tiny") {
+                    let ours = pool_tiny_of(hosts.pool(4, None).await).await;
+                    let local = pool_tiny_of(start_pool(4, IN_FLIGHT).await).await;
+                    line("cluster_pool_tiny", ours, local, "req/s");
+                }
+                if wanted("host_loss_recovery_ms") {
+                    let lost_after = Duration::from_secs(1);
+                    let recovered = hosts.recovery(lost_after).await;
+                    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                    line("host_loss_recovery_ms", ms(recovered), ms(lost_after), "ms");
+                }
+            }
+        }
+    }
     if wanted("pool_overhead") {
         let (pool, direct) = pool_overhead().await;
         line("pool_overhead", pool.as_secs_f64() * 1e6, direct.as_secs_f64() * 1e6, "us");
@@ -807,4 +840,141 @@ fn main() {
     run_if_echo();
     run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 })]);
     System::new().block_on(run());
+}
+
+/// Two hosts made here for the cluster rows: network namespaces, each
+/// joined to this one by a veth pair whose addresses exist only on it;
+/// members are launched into them with `ip netns exec` and connect back
+/// over TLS to this side's address on their pair. Deleted on drop.
+mod cluster {
+    use std::time::{Duration, Instant};
+
+    use actix::Addr;
+    use actix_webworker::{Host, Join, Stats, Transport, WorkerAddrExt, WorkerPool};
+
+    use super::{Bench, Ping, IN_FLIGHT};
+
+    pub struct Hosts {
+        /// Each host's namespace, the veth end here, and this side's address.
+        hosts: Vec<(String, String, String)>,
+    }
+
+    fn ip(args: &[&str]) -> Result<(), String> {
+        let out = std::process::Command::new("ip").args(args).output();
+        let out = out.map_err(|e| format!("ip: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        }
+    }
+
+    impl Hosts {
+        pub fn make() -> Result<Hosts, String> {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                return Err("not root: no network namespace can be made".into());
+            }
+            let id = std::process::id();
+            let mut made = Hosts { hosts: Vec::new() };
+            for k in 0..2 {
+                let (ns, here, inside) = (
+                    format!("awwb-{id}-{k}"),
+                    format!("awb{}h{k}", id % 100_000),
+                    format!("awb{}i{k}", id % 100_000),
+                );
+                let net = 100 + id % 100;
+                let (a, b) =
+                    (format!("10.203.{net}.{}", 4 * k + 1), format!("10.203.{net}.{}", 4 * k + 2));
+                ip(&["netns", "add", &ns])?;
+                made.hosts.push((ns.clone(), here.clone(), a.clone()));
+                ip(&["link", "add", &here, "type", "veth", "peer", "name", &inside, "netns", &ns])?;
+                ip(&["addr", "add", &format!("{a}/30"), "dev", &here])?;
+                ip(&["-n", &ns, "addr", "add", &format!("{b}/30"), "dev", &inside])?;
+                ip(&["link", "set", &here, "up"])?;
+                ip(&["-n", &ns, "link", "set", &inside, "up"])?;
+                ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            }
+            Ok(made)
+        }
+
+        /// A pool of `n` over the two hosts (`n / 2` each), once every
+        /// member answers.
+        pub async fn pool(&self, n: usize, heartbeat: Option<Duration>) -> Addr<WorkerPool<Bench>> {
+            let hosts = self.hosts.iter().enumerate().map(|(k, (ns, _, here_ip))| {
+                let listen = format!("{here_ip}:0").parse().unwrap();
+                Host::launched(format!("h{k}"), ["ip", "netns", "exec", ns.as_str()])
+                    .transport(Transport::tls(listen).connect_to(here_ip.as_str()))
+                    .limit(n)
+                    .retry_after(Duration::from_secs(600))
+            });
+            let mut builder = WorkerPool::<Bench>::builder()
+                .entry("sink")
+                .hosts(hosts.collect::<Vec<_>>())
+                .size(n)
+                .max_in_flight_per_worker(IN_FLIGHT);
+            if let Some(lost_after) = heartbeat {
+                builder = builder.heartbeat(Duration::from_millis(100), lost_after);
+            }
+            let pool = builder.start().expect("pool starts");
+            // Every member up, not only those that answer first.
+            loop {
+                let stats = pool.send(Stats).await.expect("stats");
+                if stats.members.iter().filter(|m| m.online).count() == n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            futures_util::future::join_all((0..n * 4).map(|i| pool.ask(Ping(i as u64)))).await;
+            pool
+        }
+
+        /// From host 0's link going down to the pool at full size, online,
+        /// on host 1.
+        pub async fn recovery(&self, lost_after: Duration) -> Duration {
+            let pool = self.pool(4, Some(lost_after)).await;
+            ip(&["link", "set", &self.hosts[0].1, "down"]).expect("the link goes down");
+            let cut = Instant::now();
+            loop {
+                let stats = pool.send(Stats).await.expect("stats");
+                let up = stats.members.iter().filter(|m| m.online && &*m.host == "h1").count();
+                if up == 4 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let recovered = cut.elapsed();
+            pool.terminate();
+            let _ = pool.send(Join).await;
+            // The link back: the workers left on host 0 find their
+            // connection gone and exit.
+            ip(&["link", "set", &self.hosts[0].1, "up"]).expect("the link comes back");
+            for _ in 0..3000 {
+                if pids(&self.hosts[0].0).is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            recovered
+        }
+    }
+
+    /// The processes in namespace `ns`.
+    fn pids(ns: &str) -> Vec<i32> {
+        let out = std::process::Command::new("ip").args(["netns", "pids", ns]).output();
+        let out = out.map(|o| o.stdout).unwrap_or_default();
+        String::from_utf8_lossy(&out).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    }
+
+    impl Drop for Hosts {
+        fn drop(&mut self) {
+            for (ns, here, _) in &self.hosts {
+                for pid in pids(ns) {
+                    // SAFETY: kill with a pid and a signal number.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let _ = ip(&["netns", "del", ns]);
+                let _ = ip(&["link", "del", here]);
+            }
+        }
+    }
 }
