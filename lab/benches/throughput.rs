@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the worker paths, each group with a raw
 //! UNIX-socketpair baseline measured in the same run.
 //!
-//! `cargo bench` runs them all; `cargo bench -- rtt` one group. The bench
+//! `cargo bench -p actix-webworker-lab` runs them all; `cargo bench -p
+//! actix-webworker-lab -- rtt` one group. The bench
 //! binary is its own worker: `main` hands over to the worker runtime before
 //! criterion starts.
 

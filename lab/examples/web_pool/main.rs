@@ -2,7 +2,8 @@
 //! processes: `GET /primes/{n}` counts the primes below `n` in a worker and
 //! answers JSON with the count and the worker's pid.
 //!
-//! `cargo run --release --example web_pool` starts it on a free port, sends
+//! `cargo run --release -p actix-webworker-lab --example web_pool` starts it
+//! on a free port, sends
 //! it 200 requests with awc, 16 at a time, prints what came back, and
 //! stops. `-- serve 127.0.0.1:8080` serves until interrupted instead
 //! (`curl 127.0.0.1:8080/primes/100000`).

@@ -1,7 +1,8 @@
 //! Throughput and latency, each against a raw UNIX-socketpair baseline
 //! measured in the same run.
 //!
-//! Run it with `cargo run --release --example throughput` (under a minute);
+//! Run it with `cargo run --release -p actix-webworker-lab --example
+//! throughput` (under a minute);
 //! `-- NAME` runs only the scenarios whose names contain NAME (`-- =NAME`:
 //! only the one called NAME). One line per
 //! scenario: `NAME: ours=X baseline=Y ratio=Z UNIT`.

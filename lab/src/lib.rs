@@ -1,0 +1,16 @@
+//! What a user of actix-webworker does not build: its performance lab and
+//! its actix-web example, a workspace member of their own (never
+//! published) so that `cargo run --example echo` and `cargo test` in the
+//! crate's directory compile none of their dependencies (criterion,
+//! actix-web, awc and theirs).
+//!
+//! - `benches/throughput.rs`: the criterion groups, each beside a raw
+//!   socketpair baseline (`cargo bench -p actix-webworker-lab`).
+//! - `examples/throughput.rs`: one line per scenario, remote workers over
+//!   TCP and TLS included (`cargo run --release -p actix-webworker-lab
+//!   --example throughput`); `docs/performance.md` has its figures.
+//! - `examples/web_pool/`: an actix-web server that hands its requests to
+//!   a pool of workers, and `tests/web_pool.rs`, the same under real HTTP
+//!   with a member killed mid-way.
+//!
+//! This library itself is empty: a package needs a target of its own.
