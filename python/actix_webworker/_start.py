@@ -7,6 +7,7 @@ handshake, and the end.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 import sys
@@ -23,6 +24,18 @@ W = TypeVar("W", bound=Worker)
 EXIT_NOT_A_WORKER = 64
 EXIT_IO = 74
 EXIT_MISMATCH = 78
+EXIT_SIGTERM = 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM came (a cluster's cancel, an operator's `kill`): the worker
+    ends as the Rust runtime does, its `on_close` run, with code 143. Not
+    an `Exception`: a handler's own `except Exception` does not take it
+    for an error of its own."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 DEFAULT_MAX_MESSAGE = 64 << 20
 
@@ -90,18 +103,25 @@ def _serve(
     answers: Mapping[str, Callable[[W, Json], Json]],
     data: Json = None,
 ) -> int:
-    """Runs the worker until its end, then `on_close`; the exit code."""
+    """Runs the worker until its end, then `on_close`; the exit code (143
+    after SIGTERM)."""
+    code = 0
     runtime = _Runtime(conn, make, answers, data)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         runtime.serve()
         if runtime.closing:
             runtime.send(env.CLOSING)
+    except _Terminated:
+        code = EXIT_SIGTERM
     except env.ProtocolError as e:
         # As the Rust runtime does: broken framing from the parent ends
         # the worker as a Terminate would (the parent kills it anyway).
         _say(f"the parent broke the protocol: {e}")
     except OSError as e:
         _say(f"the connection to the parent failed: {e}")
+    # A second SIGTERM during the close hook is the default's: the end.
+    signal.signal(signal.SIGTERM, previous)
     try:
         runtime.worker.on_close()
     except Exception as exc:  # noqa: BLE001 - reported, then the exit
@@ -110,7 +130,7 @@ def _serve(
         except OSError:
             pass
     conn.close()
-    return 0
+    return code
 
 
 def _refuse(conn: Connection, entry: str, known: list[str]) -> NoReturn:

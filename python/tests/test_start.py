@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -121,6 +122,25 @@ def test_handshake_messages_and_terminate(script: Path, workers: List[Spawned]) 
     with pytest.raises(Closed):
         w.read()  # the worker's close frame
     assert w.end() == (0, "")
+
+
+def test_sigterm_runs_on_close_and_exits_143(script: Path, workers: List[Spawned]) -> None:
+    # As the Rust runtime: a cluster's cancel or an operator's kill runs the
+    # close hook, whose post still reaches the parent, then exits 143.
+    w = Spawned(script)
+    workers.append(w)
+    w.hello()
+    assert w.read()[0] == env.HELLO
+    # Up and serving: an echo answered.
+    w.conn.send(env.envelope(env.POST, payload=encode({"Echo": [1]})))
+    assert w.read() == (env.POST, encode({"Echo": [1]}))
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.read() == (env.POST, b'"Closing"')
+    with pytest.raises(Closed):
+        w.read()  # the worker's close frame
+    code, stderr = w.end()
+    assert code == 143, stderr
+    assert "Traceback" not in stderr, stderr
 
 
 @pytest.mark.parametrize(
