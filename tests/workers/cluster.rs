@@ -334,24 +334,6 @@ pub fn a_silent_step_is_lost_and_its_job_ends() {
     });
 }
 
-/// Forwards a pool's events to the test.
-#[cfg(feature = "tcp")]
-struct Forward(tokio::sync::mpsc::UnboundedSender<PoolEvent<Test>>);
-
-#[cfg(feature = "tcp")]
-impl Actor for Forward {
-    type Context = Context<Self>;
-}
-
-#[cfg(feature = "tcp")]
-impl Handler<PoolEvent<Test>> for Forward {
-    type Result = ();
-
-    fn handle(&mut self, ev: PoolEvent<Test>, _: &mut Context<Self>) {
-        let _ = self.0.send(ev);
-    }
-}
-
 /// An allocation of `n` CPUs on `cluster` (`salloc --no-shell`), as a
 /// batch script or `salloc` holds one for the parent; cancelled on drop.
 #[cfg(feature = "tcp")]
@@ -387,13 +369,13 @@ impl Drop for Allocation<'_> {
 /// Terminated, every member closes and every step ends.
 #[cfg(feature = "tcp")]
 async fn pool_steps(cluster: &Cluster, launcher: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (recipient, mut rx) = pool_events();
     let t0 = Instant::now();
     let mut builder = WorkerPool::<Test>::builder()
         .entry("test")
         .env("RUST_BACKTRACE", "0")
         .restart(RestartPolicy::never())
-        .events(Forward(tx).start().recipient())
+        .events(recipient)
         .launcher(launcher)
         .env("SLURM_CONF", &cluster.conf)
         .handshake_timeout(WAIT)

@@ -127,10 +127,7 @@ pub fn log_role() {
     let lines: &'static Lines = Box::leak(Box::new(Lines(Mutex::default())));
     log::set_logger(lines).unwrap();
     log::set_max_level(log::LevelFilter::Trace);
-    let logged = |needle: &[&str]| {
-        let lines = lines.0.lock().unwrap();
-        lines.iter().any(|l| needle.iter().all(|n| l.contains(n)))
-    };
+    let logged = |needle: &[&str]| said(&lines.0.lock().unwrap(), needle);
     run(async {
         let worker = Worker::<Test>::builder()
             .entry("test")
@@ -165,6 +162,18 @@ pub fn println_in_a_worker_reaches_the_parents_stdout() {
 /// Records every event's `message`, `worker` and `stream` fields.
 #[derive(Clone, Default)]
 pub struct Recorder(pub Arc<Mutex<Vec<String>>>);
+
+impl Recorder {
+    /// Whether one line recorded holds every one of `needle`.
+    pub fn said(&self, needle: &[&str]) -> bool {
+        said(&self.0.lock().unwrap(), needle)
+    }
+}
+
+/// Whether one of `lines` holds every one of `needle`.
+pub fn said(lines: &[String], needle: &[&str]) -> bool {
+    lines.iter().any(|l| needle.iter().all(|n| l.contains(n)))
+}
 
 struct Fields(String);
 

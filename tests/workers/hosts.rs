@@ -22,7 +22,7 @@ use libtest_mimic::Trial;
 #[cfg(feature = "tcp")]
 use nix::sys::signal::Signal;
 #[cfg(feature = "tcp")]
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 #[cfg(feature = "tcp")]
 use crate::common::*;
@@ -45,24 +45,6 @@ pub fn trials() -> Vec<Trial> {
 }
 
 #[cfg(feature = "tcp")]
-/// Forwards a pool's events to the test.
-struct Forward(UnboundedSender<PoolEvent<Test>>);
-
-#[cfg(feature = "tcp")]
-impl Actor for Forward {
-    type Context = Context<Self>;
-}
-
-#[cfg(feature = "tcp")]
-impl Handler<PoolEvent<Test>> for Forward {
-    type Result = ();
-
-    fn handle(&mut self, ev: PoolEvent<Test>, _: &mut Context<Self>) {
-        let _ = self.0.send(ev);
-    }
-}
-
-#[cfg(feature = "tcp")]
 /// A host on this machine reached as a remote one would be: through a
 /// launcher, over TCP.
 fn far(name: &str) -> Host {
@@ -76,29 +58,17 @@ fn pool_over(
     hosts: Vec<Host>,
     n: usize,
 ) -> (Addr<WorkerPool<Test>>, UnboundedReceiver<PoolEvent<Test>>) {
-    let (tx, rx) = unbounded_channel();
+    let (recipient, rx) = pool_events();
     let pool = WorkerPool::<Test>::builder()
         .entry("test")
         .transport(loopback())
         .heartbeat(Duration::from_millis(100), Duration::from_secs(2))
         .hosts(hosts)
         .size(n)
-        .events(Forward(tx).start().recipient())
+        .events(recipient)
         .start()
         .expect("the pool starts");
     (pool, rx)
-}
-
-#[cfg(feature = "tcp")]
-/// Reads events until `n` members are online.
-async fn online(rx: &mut UnboundedReceiver<PoolEvent<Test>>, n: usize) {
-    let mut up = 0;
-    while up < n {
-        let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("in time").expect("events");
-        if let PoolEvent::Member { event, .. } = ev {
-            up += usize::from(matches!(event.kind, Event::Online));
-        }
-    }
 }
 
 #[cfg(feature = "tcp")]
@@ -116,7 +86,7 @@ pub fn members_are_spread_over_the_hosts_within_their_limits() {
     run(async {
         let hosts = vec![Host::local().limit(1), far("a").limit(2), far("b").limit(3)];
         let (pool, mut rx) = pool_over(hosts, 5);
-        online(&mut rx, 5).await;
+        pool_online(&mut rx, 5).await;
         let stats = pool.send(Stats).await.unwrap();
         let count = per_host(&stats);
         // One here (its limit), then the fewest first: a and b two each.
@@ -136,7 +106,7 @@ pub fn a_member_lost_on_a_host_is_replaced_on_another() {
     run(async {
         let hosts = vec![far("a").limit(2), far("b").limit(2)];
         let (pool, mut rx) = pool_over(hosts, 2);
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         let stats = pool.send(Stats).await.unwrap();
         assert_eq!(per_host(&stats), HashMap::from([("a".into(), 1), ("b".into(), 1)]));
         // Host a goes silent: its member stops answering anything.
@@ -150,7 +120,7 @@ pub fn a_member_lost_on_a_host_is_replaced_on_another() {
                 break;
             }
         }
-        online(&mut rx, 1).await;
+        pool_online(&mut rx, 1).await;
         let stats = pool.send(Stats).await.unwrap();
         assert_eq!(per_host(&stats), HashMap::from([("b".into(), 2)]), "{:?}", stats.members);
         let pid_gone = settles(|| !std::path::Path::new(&format!("/proc/{on_a}")).exists()).await;
@@ -179,7 +149,7 @@ pub fn a_member_starting_on_a_host_found_down_is_replaced_at_once() {
             lock.display()
         );
         let once = Host::launched("a", ["sh", "-c", &script, "launcher"]).limit(2);
-        let (tx, mut rx) = unbounded_channel();
+        let (recipient, mut rx) = pool_events();
         let pool = WorkerPool::<Test>::builder()
             .entry("test")
             .transport(loopback())
@@ -187,11 +157,11 @@ pub fn a_member_starting_on_a_host_found_down_is_replaced_at_once() {
             .handshake_timeout(Duration::from_secs(60))
             .hosts([once, far("b").limit(3)])
             .size(3)
-            .events(Forward(tx).start().recipient())
+            .events(recipient)
             .start()
             .expect("the pool starts");
         // Members 0 (a), 1 (b) up; member 2 (a) starting for ever.
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         let stats = pool.send(Stats).await.unwrap();
         let on_a = stats.members.iter().find(|m| &*m.host == "a" && m.online).unwrap().pid;
         kill(on_a, Signal::SIGSTOP);
@@ -227,7 +197,7 @@ pub fn of_members_as_loaded_the_one_here_answers() {
     run(async {
         let hosts = vec![far("a").limit(1), Host::local().limit(1)];
         let (pool, mut rx) = pool_over(hosts, 2);
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         let stats = pool.send(Stats).await.unwrap();
         let here = stats.members.iter().find(|m| &*m.host == "local").unwrap().pid;
         // One at a time: both idle at every ask, and the one here takes each.
@@ -355,15 +325,6 @@ impl Drop for NsHost {
     }
 }
 
-#[cfg(feature = "tls")]
-/// Runs `ip args...`; its error output if it fails.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
-    match out.status.success() {
-        true => Ok(()),
-        false => Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr))),
-    }
-}
 
 #[cfg(feature = "tls")]
 /// Why two namespace hosts with an sshd each cannot be made here, if not.
@@ -418,17 +379,17 @@ pub fn a_pool_over_two_namespace_hosts_survives_losing_one() {
     let key = dir.join("client_key");
     let hosts = vec![ns_hosts[0].host("h0", &key).limit(4), ns_hosts[1].host("h1", &key).limit(4)];
     run(async {
-        let (tx, mut rx) = unbounded_channel();
+        let (recipient, mut rx) = pool_events();
         let pool = WorkerPool::<Test>::builder()
             .entry("test")
             .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
             .handshake_timeout(Duration::from_secs(30))
             .hosts(hosts)
             .size(4)
-            .events(Forward(tx).start().recipient())
+            .events(recipient)
             .start()
             .expect("the pool starts");
-        online(&mut rx, 4).await;
+        pool_online(&mut rx, 4).await;
         let stats = pool.send(Stats).await.unwrap();
         assert_eq!(per_host(&stats), HashMap::from([("h0".into(), 2), ("h1".into(), 2)]));
         // The workers themselves, on h0 (a member's pid is its launcher's,

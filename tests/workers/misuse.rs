@@ -84,12 +84,8 @@ pub fn a_worker_of_other_message_types_is_never_restarted() {
 
 pub fn without_a_recipient_errors_and_exits_are_logged() {
     let recorder = Recorder::default();
-    let lines = recorder.0.clone();
-    let logged = move |needle: &[&str]| {
-        let lines = lines.lock().unwrap();
-        lines.iter().any(|l| needle.iter().all(|n| l.contains(n)))
-    };
-    let seen = logged.clone();
+    let logged = recorder.clone();
+    let seen = recorder.clone();
     tracing::subscriber::with_default(recorder, || {
         run(async move {
             // No `.events(..)`: nobody receives its events.
@@ -103,13 +99,13 @@ pub fn without_a_recipient_errors_and_exits_are_logged() {
             assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
             // The report goes out after the worker's `on_error`: the log is
             // the only place to see it arrive.
-            let reported = settles(|| seen(&["uncaught error", "nobody listens"])).await;
+            let reported = settles(|| seen.said(&["uncaught error", "nobody listens"])).await;
             assert!(reported, "the panic was not logged");
             worker.post(Cmd::Exit(3));
             assert_eq!(worker.send(Join).await.unwrap().code, Some(3));
         });
     });
-    assert!(logged(&["exited", "exit code 3"]), "the exit was not logged");
+    assert!(logged.said(&["exited", "exit code 3"]), "the exit was not logged");
 }
 
 /// A message type bincode cannot read back.

@@ -11,7 +11,7 @@ use actix_webworker::{
 };
 use futures_util::future::join_all;
 use libtest_mimic::Trial;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::common::*;
 use crate::errors::Recorder;
@@ -37,52 +37,15 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-/// Forwards a pool's events to the test.
-struct Forward(UnboundedSender<PoolEvent<Test>>);
-
-impl Actor for Forward {
-    type Context = Context<Self>;
-}
-
-impl Handler<PoolEvent<Test>> for Forward {
-    type Result = ();
-
-    fn handle(&mut self, ev: PoolEvent<Test>, _: &mut Context<Self>) {
-        let _ = self.0.send(ev);
-    }
-}
-
 /// A pool of the standard test worker, its events read by the test.
 fn pool() -> (PoolBuilder<Test>, UnboundedReceiver<PoolEvent<Test>>) {
-    let (tx, rx) = unbounded_channel();
+    let (recipient, rx) = pool_events();
     let builder = WorkerPool::<Test>::builder()
         .entry("test")
         .env("RUST_BACKTRACE", "0")
         .restart(RestartPolicy::never())
-        .events(Forward(tx).start().recipient());
+        .events(recipient);
     (builder, rx)
-}
-
-/// Reads events until `f` holds for one; returns it.
-async fn until(
-    rx: &mut UnboundedReceiver<PoolEvent<Test>>,
-    mut f: impl FnMut(&PoolEvent<Test>) -> bool,
-) -> PoolEvent<Test> {
-    loop {
-        let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("event in time");
-        let ev = ev.expect("events go on");
-        if f(&ev) {
-            return ev;
-        }
-    }
-}
-
-/// Waits until `n` members are online.
-async fn online(rx: &mut UnboundedReceiver<PoolEvent<Test>>, n: usize) {
-    for _ in 0..n {
-        until(rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Online)))
-            .await;
-    }
 }
 
 async fn stats(pool: &Addr<WorkerPool<Test>>) -> PoolStats {
@@ -108,7 +71,7 @@ pub fn asks_spread_over_the_members_and_all_are_answered() {
         // The first member up may have answered them all (on a loaded
         // machine the second can start seconds later): from when both
         // are up, the requests go to both.
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         let pids: HashSet<u32> = join_all((0..200).map(|_| pool.ask(WhichPid)))
             .await
             .into_iter()
@@ -132,7 +95,7 @@ pub fn the_least_loaded_member_gets_the_request_and_the_rest_wait() {
         let (builder, mut rx) = pool();
         let pool =
             builder.size(2).max_in_flight_per_worker(2).queue(1, WhenFull::Fail).start().unwrap();
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         // Never answered: each holds its member's place.
         let mut held = Vec::new();
         held.push(pool.ask(Never));
@@ -164,7 +127,7 @@ pub fn a_member_killed_fails_only_its_requests_and_the_queue_flows() {
         let (builder, mut rx) = pool();
         let builder = builder.restart(fast(actix_webworker::Restart::OnFailure));
         let pool = builder.size(2).max_in_flight_per_worker(4).start().unwrap();
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         let stuck: Vec<_> = (0..4).map(|_| pool.ask(Never)).collect();
         let stats_now = stats(&pool).await;
         let busy = stats_now.members.iter().find(|m| m.in_flight > 0).unwrap();
@@ -183,7 +146,7 @@ pub fn a_member_killed_fails_only_its_requests_and_the_queue_flows() {
             }
         }
         // The member restarts under its own policy, at the same index.
-        until(&mut rx, |ev| {
+        pool_until(&mut rx, |ev| {
             matches!(ev, PoolEvent::Member { index, event }
                 if *index == busy_index && matches!(event.kind, Event::Online))
         })
@@ -207,7 +170,7 @@ pub fn broadcast_reaches_every_member() {
         pool.send(Broadcast(Cmd::Pid)).await.unwrap().unwrap();
         let mut seen = HashSet::new();
         while seen.len() < 3 {
-            let ev = until(&mut rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Message(_))))
+            let ev = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Message(_))))
                 .await;
             let PoolEvent::Member { index, event } = ev else { unreachable!() };
             let Event::Message(msg) = event.kind else { unreachable!() };
@@ -220,7 +183,7 @@ pub fn broadcast_reaches_every_member() {
         pool.send(Broadcast(Cmd::Shared(vec![shared.clone()]))).await.unwrap().unwrap();
         let mut back = HashSet::new();
         while back.len() < 3 {
-            let ev = until(&mut rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Message(_))))
+            let ev = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Message(_))))
                 .await;
             let PoolEvent::Member { index, event } = ev else { unreachable!() };
             let Event::Message(msg) = event.kind else { unreachable!() };
@@ -238,7 +201,7 @@ pub fn terminate_closes_every_member_gracefully() {
     run(async {
         let (builder, mut rx) = pool();
         let pool = builder.size(2).start().unwrap();
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         pool.terminate();
         let status = pool.send(Join).await.unwrap();
         assert!(status.success(), "{status}");
@@ -272,10 +235,10 @@ pub fn members_are_recycled_after_max_requests() {
         assert!(pids[5..10].iter().all(|&p| p == pids[5]), "{pids:?}");
         assert!(pids[10..].iter().all(|&p| p == pids[10]), "{pids:?}");
         assert_eq!(pids.iter().collect::<HashSet<_>>().len(), 3, "{pids:?}");
-        let recycled = until(&mut rx, |ev| matches!(ev, PoolEvent::Recycled { .. })).await;
+        let recycled = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Recycled { .. })).await;
         assert!(matches!(recycled, PoolEvent::Recycled { index: 0, reason: Recycle::Requests(5) }));
         // The old one closes gracefully once its requests are done.
-        until(&mut rx, |ev| {
+        pool_until(&mut rx, |ev| {
             matches!(ev, PoolEvent::Member { index: 0, event } if matches!(event.kind, Event::Exit(s) if s.success()))
         })
         .await;
@@ -289,14 +252,14 @@ pub fn the_pool_grows_while_requests_wait_and_shrinks_when_idle() {
         let (builder, mut rx) = pool();
         let builder = builder.min(1).max(2).max_in_flight_per_worker(1);
         let pool = builder.idle_timeout(Duration::from_millis(500)).start().unwrap();
-        online(&mut rx, 1).await;
+        pool_online(&mut rx, 1).await;
         let held = pool.ask(Never);
         // The only member is full: this one waits, and the pool grows.
         assert_eq!(pool.ask(Sum(vec![40, 2])).await.unwrap(), 42);
         let mut sizes = Vec::new();
         while sizes.last() != Some(&1) {
             if let PoolEvent::Scaled { members } =
-                until(&mut rx, |ev| matches!(ev, PoolEvent::Scaled { .. })).await
+                pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Scaled { .. })).await
             {
                 sizes.push(members);
             }
@@ -314,7 +277,7 @@ pub fn a_waiting_request_that_times_out_or_is_dropped_leaves_the_queue() {
     run(async {
         let (builder, mut rx) = pool();
         let pool = builder.size(1).max_in_flight_per_worker(1).start().unwrap();
-        online(&mut rx, 1).await;
+        pool_online(&mut rx, 1).await;
         let held = pool.ask(Never);
         let limit = Duration::from_millis(100);
         let timed_out = pool.send(Ask::new(Sum(vec![1])).timeout(limit)).await.unwrap();
@@ -331,14 +294,14 @@ pub fn a_running_request_whose_caller_goes_is_cancelled_in_its_member() {
     run(async {
         let (builder, mut rx) = pool();
         let pool = builder.size(1).start().unwrap();
-        online(&mut rx, 1).await;
+        pool_online(&mut rx, 1).await;
         let asked = pool.send(Ask::new(Hold(7)));
         // Running in the member: a request to the same member, after it,
         // has been answered.
         assert_eq!(pool.ask(Sum(vec![1])).await.unwrap(), 1);
         assert_eq!(loads(&pool).await, [1]);
         drop(asked);
-        until(&mut rx, |ev| {
+        pool_until(&mut rx, |ev| {
             matches!(ev, PoolEvent::Member { event, .. }
                 if matches!(&event.kind, Event::Message(m) if m.data == Reply::Dropped(7)))
         })
@@ -355,16 +318,16 @@ pub fn a_running_request_whose_caller_goes_is_cancelled_in_its_member() {
 
 pub fn members_that_give_up_are_replaced_until_the_pool_gives_up() {
     run(async {
-        let (tx, mut rx) = unbounded_channel();
+        let (recipient, mut rx) = pool_events();
         let pool = WorkerPool::<Test>::builder()
             .entry("crash")
             .restart(RestartPolicy::never())
             .replacements(2, Duration::from_secs(60))
-            .events(Forward(tx).start().recipient())
+            .events(recipient)
             .size(1)
             .start()
             .unwrap();
-        let gave_up = until(&mut rx, |ev| matches!(ev, PoolEvent::GaveUp(_))).await;
+        let gave_up = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::GaveUp(_))).await;
         let PoolEvent::GaveUp(g) = gave_up else { unreachable!() };
         assert_eq!(g.exits.len(), 3, "{g:?}");
         assert!(g.exits.iter().all(|s| s.code == Some(7)), "{g:?}");
@@ -432,7 +395,7 @@ pub fn twenty_thousand_timed_asks_waiting_share_one_timer() {
     run(async {
         let (builder, mut rx) = pool();
         let pool = builder.size(2).max_in_flight_per_worker(1).start().unwrap();
-        online(&mut rx, 2).await;
+        pool_online(&mut rx, 2).await;
         let pids: Vec<u32> = stats(&pool).await.members.iter().map(|m| m.pid).collect();
         const N: u64 = 20_000;
         let limit = Duration::from_secs(120);
@@ -466,7 +429,7 @@ pub fn timed_asks_waiting_time_out_in_deadline_order_and_leave_the_queue() {
     run(async {
         let (builder, mut rx) = pool();
         let pool = builder.size(1).max_in_flight_per_worker(1).start().unwrap();
-        online(&mut rx, 1).await;
+        pool_online(&mut rx, 1).await;
         let held = pool.ask(Never);
         let ms = Duration::from_millis;
         let untimed = pool.send(Ask::new(Sum(vec![5])));
@@ -509,7 +472,7 @@ pub fn a_full_queue_holds_two_thousand_callers_back_at_its_bound() {
         let (builder, mut rx) = pool();
         let builder = builder.size(1).max_in_flight_per_worker(1);
         let pool = builder.queue(10, WhenFull::Wait).start().unwrap();
-        online(&mut rx, 1).await;
+        pool_online(&mut rx, 1).await;
         let pid = stats(&pool).await.members[0].pid;
         freeze_pid(pid);
         const N: u64 = 2_000;
@@ -554,7 +517,7 @@ pub fn twenty_thousand_callers_that_go_leave_nothing_queued() {
         let (builder, mut rx) = pool();
         let builder = builder.size(1).max_in_flight_per_worker(1);
         let pool = builder.queue(100, WhenFull::Wait).start().unwrap();
-        online(&mut rx, 1).await;
+        pool_online(&mut rx, 1).await;
         let pid = stats(&pool).await.members[0].pid;
         freeze_pid(pid);
         // In flight, its caller here: no answer frees a place meanwhile, so
@@ -623,7 +586,7 @@ pub fn an_unknown_entry_stops_the_pool_at_once_naming_it() {
         for answer in waiting {
             assert!(answer.as_ref().is_err_and(unknown), "{answer:?}");
         }
-        let PoolEvent::GaveUp(gave_up) = until(&mut rx, |ev| matches!(ev, PoolEvent::GaveUp(_))).await
+        let PoolEvent::GaveUp(gave_up) = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::GaveUp(_))).await
         else {
             unreachable!()
         };
@@ -645,12 +608,7 @@ pub fn an_unknown_entry_stops_the_pool_at_once_naming_it() {
 /// workers of their own: their errors and exits are not to vanish.
 pub fn without_a_recipient_members_errors_and_exits_are_logged() {
     let recorder = Recorder::default();
-    let lines = recorder.0.clone();
-    let logged = move |needle: &[&str]| {
-        let lines = lines.lock().unwrap();
-        lines.iter().any(|l| needle.iter().all(|n| l.contains(n)))
-    };
-    let seen = logged.clone();
+    let seen = recorder.clone();
     tracing::subscriber::with_default(recorder, || {
         run(async move {
             let pool = WorkerPool::<Test>::builder()
@@ -662,10 +620,10 @@ pub fn without_a_recipient_members_errors_and_exits_are_logged() {
                 .unwrap();
             assert_eq!(pool.ask(Sum(vec![1])).await.unwrap(), 1);
             pool.post(Cmd::Panic("a member's panic".into()));
-            let reported = settles(|| seen(&["uncaught error", "a member's panic", "quiet#0"])).await;
+            let reported = settles(|| seen.said(&["uncaught error", "a member's panic", "quiet#0"])).await;
             assert!(reported, "the member's panic was not logged");
             pool.post(Cmd::Exit(3));
-            let exited = settles(|| seen(&["exited", "exit code 3", "quiet#0"])).await;
+            let exited = settles(|| seen.said(&["exited", "exit code 3", "quiet#0"])).await;
             assert!(exited, "the member's exit was not logged");
             pool.terminate();
             pool.send(Join).await.unwrap();

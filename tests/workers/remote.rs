@@ -1470,15 +1470,6 @@ impl Drop for Partition {
     }
 }
 
-#[cfg(feature = "tcp")]
-/// Runs `ip args...`; its error output if it fails.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
-    match out.status.success() {
-        true => Ok(()),
-        false => Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr))),
-    }
-}
 
 #[cfg(feature = "tcp")]
 /// A parent whose host vanishes (a network namespace of its own, its link

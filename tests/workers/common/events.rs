@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    ErrorReport, Event, ExitStatus, Protocol, Received, RestartPolicy, Worker, WorkerBuilder,
-    WorkerEvent,
+    ErrorReport, Event, ExitStatus, PoolEvent, Protocol, Received, RestartPolicy, Worker,
+    WorkerBuilder, WorkerEvent,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -166,4 +166,47 @@ pub async fn freeze<P: Protocol<ToWorker = Cmd, FromWorker = Reply>>(
     let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WSTOPPED | libc::WNOWAIT) };
     assert_eq!(r, 0, "waiting for the worker to stop: {}", std::io::Error::last_os_error());
     pid
+}
+
+/// Forwards a pool's events to the test.
+struct PoolForward(UnboundedSender<PoolEvent<Test>>);
+
+impl Actor for PoolForward {
+    type Context = Context<Self>;
+}
+
+impl Handler<PoolEvent<Test>> for PoolForward {
+    type Result = ();
+
+    fn handle(&mut self, ev: PoolEvent<Test>, _: &mut Context<Self>) {
+        let _ = self.0.send(ev);
+    }
+}
+
+/// A recipient for a pool's events, and the test's end of them.
+pub fn pool_events() -> (Recipient<PoolEvent<Test>>, UnboundedReceiver<PoolEvent<Test>>) {
+    let (tx, rx) = unbounded_channel();
+    (PoolForward(tx).start().recipient(), rx)
+}
+
+/// Reads a pool's events until `f` holds for one; returns it.
+pub async fn pool_until(
+    rx: &mut UnboundedReceiver<PoolEvent<Test>>,
+    mut f: impl FnMut(&PoolEvent<Test>) -> bool,
+) -> PoolEvent<Test> {
+    loop {
+        let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("event in time");
+        let ev = ev.expect("events go on");
+        if f(&ev) {
+            return ev;
+        }
+    }
+}
+
+/// Waits until `n` members of a pool are online.
+pub async fn pool_online(rx: &mut UnboundedReceiver<PoolEvent<Test>>, n: usize) {
+    for _ in 0..n {
+        let online = |ev: &PoolEvent<Test>| matches!(ev, PoolEvent::Member { event, .. } if matches!(event.kind, Event::Online));
+        pool_until(rx, online).await;
+    }
 }

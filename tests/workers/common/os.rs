@@ -170,3 +170,14 @@ pub fn skip(reason: impl Into<String>) {
 pub fn take_skip() -> Option<String> {
     SKIPPED.with(|s| s.borrow_mut().take())
 }
+
+/// Runs `ip args...` (iproute2: the tests' network namespaces); its error
+/// output if it fails.
+#[cfg(feature = "tcp")]
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr))),
+    }
+}
