@@ -183,6 +183,42 @@ pub(crate) unsafe fn mark_all_cloexec(fd_dir: &CStr) {
     // The directory closes with `dir`.
 }
 
+/// How far this process's descriptor table has been grown by
+/// [`reserve_descriptors`] (0: not yet).
+static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Grows this process's descriptor table now, on the calling thread, so
+/// that descriptors well above `highest` (the highest one in use, just
+/// made) come without growing it again. The kernel grows the table when a
+/// descriptor beyond it is made; in a process of several threads it then
+/// waits for an RCU grace period (milliseconds), blocking whichever thread
+/// made the descriptor, and those that make one beyond it meanwhile.
+/// Called on the spawner thread, so that the event loop, which dups and
+/// registers each new worker's socket, never pays that wait. The table
+/// grows to twice what is in use (at least 256 more), within the soft
+/// `RLIMIT_NOFILE`; it never shrinks.
+pub(crate) fn reserve_descriptors(highest: BorrowedFd<'_>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n = highest.as_raw_fd();
+    if n + 64 < RESERVED.load(Relaxed) {
+        return;
+    }
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let target = ((n as u64 + 1) * 2).max(n as u64 + 256).min(limit) as i32;
+    // The lowest free number from `target - 1` up is `target - 1` itself
+    // when nothing above is open: the table grows to hold it. The
+    // duplicate is closed at once.
+    if target - 1 > n {
+        if let Ok(fd) =
+            nix::fcntl::fcntl(highest, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(target - 1))
+        {
+            // SAFETY: `fd` was just made here and nothing else has it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    RESERVED.fetch_max(target, Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
@@ -233,5 +269,22 @@ mod tests {
         fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("F_SETFD");
         assert!(marked_in_a_child(c"/proc/self/fd", fd.as_fd()), "through /proc");
         assert!(marked_in_a_child(c"/nonexistent", fd.as_fd()), "without /proc");
+    }
+
+    /// The table's size, as the kernel says (`FDSize`).
+    fn table_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let line = status.lines().find_map(|l| l.strip_prefix("FDSize:")).expect("FDSize");
+        line.trim().parse().expect("a number")
+    }
+
+    #[test]
+    fn the_descriptor_table_is_grown_ahead() {
+        let (r, _w) = std::io::pipe().unwrap();
+        let n = r.as_raw_fd() as u64;
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        reserve_descriptors(r.as_fd());
+        let want = ((n + 1) * 2).max(n + 256).min(soft);
+        assert!(table_size() >= want, "the table holds {} < {want}", table_size());
     }
 }

@@ -35,6 +35,10 @@
 //! - `spawn_to_online`: `start()` to the online event (ms; baseline: spawning
 //!   `/bin/true` and waiting for it).
 //! - `idle_worker_rss`: resident memory of an idle worker (MiB).
+//! - `mass_start_late_ms`, `mass_start_late_ms_second`: how late a 1 ms
+//!   ticker on the parent's loop runs while 64 workers start at once, in a
+//!   process of its own (ms; baseline: the same ticker, nothing starting;
+//!   see `throughput/mass_start.rs`).
 //! - `pool_tiny`: trivial asks through a pool of 2 with 1,000 in flight
 //!   (req/s; baseline: the raw socketpair of `pipelined`).
 //! - `pool_cpu_scaling`: a CPU-bound job of about 5 ms (counting primes)
@@ -800,6 +804,11 @@ async fn run() {
         line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
         println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
     }
+    if wanted("mass_start_late_ms") {
+        for (name, ours, base) in mass_start::rows().await {
+            line(name, ours, base, "ms");
+        }
+    }
     if wanted("pool_tiny") {
         let ours = pool_tiny().await;
         line("pool_tiny", ours, pipelined_baseline(), "req/s");
@@ -841,6 +850,9 @@ fn main() {
     run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 })]);
     System::new().block_on(run());
 }
+
+#[path = "throughput/mass_start.rs"]
+mod mass_start;
 
 /// Two hosts made here for the cluster rows: network namespaces, each
 /// joined to this one by a veth pair whose addresses exist only on it;
