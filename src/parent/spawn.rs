@@ -168,8 +168,7 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
     })?;
     let pidfd = os::pidfd_open(launched.pid as i32);
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
-    // The event loop makes this worker's next descriptors (`link.rs`):
-    // the table grows here if it must, not under the loop.
+    // The table grows here if it must, not under the loop (`link.rs`).
     if let Some(fd) = &pidfd {
         os::reserve_descriptors(fd.as_fd());
     }
