@@ -40,7 +40,8 @@
 //!   worker, and its proportional share (MiB): the crate's
 //!   `examples/idle_worker.rs`, with the crate's default features, built
 //!   beforehand (`cargo build --release --example idle_worker`; the row
-//!   says skipped otherwise). `idle_worker_rss_lab`: the same of this
+//!   says skipped otherwise); `..._lean`: the same built with the `lean`
+//!   profile (Cargo.toml; `--profile lean`). `idle_worker_rss_lab`: this
 //!   probe's own worker (the `tls` feature, lab's dependencies).
 //! - `mass_start_late_ms`, `mass_start_late_ms_second`: how late a 1 ms
 //!   ticker on the parent's loop runs while 64 workers start at once, in a
@@ -640,26 +641,37 @@ fn spawn_baseline() -> Duration {
 }
 
 /// The rows `idle_worker_rss` and `idle_worker_pss`: what the crate's
-/// `idle_worker` example, built beside this probe with the crate's default
-/// features (`cargo build --release --example idle_worker`), prints.
+/// `idle_worker` example, built with the crate's default features in
+/// release (`cargo build --release --example idle_worker`), prints; and
+/// `..._lean`: the same built with the `lean` profile (`--profile lean`).
 fn idle_worker() {
-    let exe = std::env::current_exe().unwrap().with_file_name("idle_worker");
-    let out = std::process::Command::new(&exe).output();
-    let text = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let release = std::env::current_exe().unwrap().with_file_name("idle_worker");
+    let lean = release.parent().and_then(|p| p.parent()).and_then(|p| p.parent());
+    let lean = lean.map(|target| target.join("lean/examples/idle_worker"));
     let field = |text: &str, name: &str| -> Option<f64> {
         let at = text.find(name)? + name.len();
         text[at..].split_whitespace().next()?.parse().ok()
     };
-    let rows = text.as_deref().ok().and_then(|t| Some((field(t, "rss=")?, field(t, "pss=")?)));
-    match rows {
-        Some((rss, pss)) => {
-            println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
-            println!("idle_worker_pss: ours={pss:.3} baseline=0.000 ratio=1.000 MiB");
-        }
-        None => {
-            let why = format!("{} did not run ({:?}); build it with `cargo build --release --example idle_worker`", exe.display(), out.map(|o| o.status));
-            println!("idle_worker_rss: skipped ({why})");
-            println!("idle_worker_pss: skipped ({why})");
+    for (suffix, exe) in [("", Some(release)), ("_lean", lean)] {
+        let exe = exe.unwrap_or_default();
+        let out = std::process::Command::new(&exe).output();
+        let text = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let text = text.as_deref().unwrap_or_default();
+        match field(text, "rss=").zip(field(text, "pss=")) {
+            Some((rss, pss)) => {
+                println!("idle_worker_rss{suffix}: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+                println!("idle_worker_pss{suffix}: ours={pss:.3} baseline=0.000 ratio=1.000 MiB");
+            }
+            None => {
+                let profile = if suffix.is_empty() { "--release" } else { "--profile lean" };
+                let why = format!(
+                    "{} did not run ({:?}); build it with `cargo build {profile} --example idle_worker`",
+                    exe.display(),
+                    out.map(|o| o.status)
+                );
+                println!("idle_worker_rss{suffix}: skipped ({why})");
+                println!("idle_worker_pss{suffix}: skipped ({why})");
+            }
         }
     }
 }
