@@ -187,20 +187,22 @@ pub(crate) unsafe fn mark_all_cloexec(fd_dir: &CStr) {
 /// [`reserve_descriptors`] (0: not yet).
 static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// Grows this process's descriptor table now, on the calling thread, so
-/// that descriptors well above `highest` (the highest one in use, just
-/// made) come without growing it again. The kernel grows the table when a
-/// descriptor beyond it is made; in a process of several threads it then
-/// waits for an RCU grace period (milliseconds), blocking whichever thread
-/// made the descriptor, and those that make one beyond it meanwhile.
-/// Called on the spawner thread, so that the event loop, which dups and
-/// registers each new worker's socket, never pays that wait. The table
-/// grows to twice what is in use (at least 256 more), within the soft
-/// `RLIMIT_NOFILE`; it never shrinks.
+/// Grows this process's descriptor table now, on the calling thread, when
+/// descriptors in use come near its end (`highest`, the highest one in
+/// use, within 32 of it), so that the next ones come without growing it.
+/// The kernel grows the table when a descriptor beyond it is made; in a
+/// process of several threads it then waits for an RCU grace period
+/// (milliseconds), blocking whichever thread made the descriptor, and
+/// those that make one beyond it meanwhile. Called on the spawner thread,
+/// after the spawn's result is out, so that neither the event loop, which
+/// dups and registers each new worker's socket, nor the start itself waits
+/// for it. The table grows to twice what is in use (at least 256 more),
+/// within the soft `RLIMIT_NOFILE`; it never shrinks.
 pub(crate) fn reserve_descriptors(highest: BorrowedFd<'_>) {
     use std::sync::atomic::Ordering::Relaxed;
     let n = highest.as_raw_fd();
-    if n + 64 < RESERVED.load(Relaxed) {
+    // A process starts with a table of 64.
+    if n + 32 < RESERVED.load(Relaxed).max(64) {
         return;
     }
     let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
@@ -280,7 +282,11 @@ mod tests {
 
     #[test]
     fn the_descriptor_table_is_grown_ahead() {
+        // Near the end of the table a process starts with.
         let (r, _w) = std::io::pipe().unwrap();
+        let r = fcntl(&r, FcntlArg::F_DUPFD_CLOEXEC(40)).expect("F_DUPFD");
+        // SAFETY: the descriptor F_DUPFD just made, ours alone.
+        let r = unsafe { OwnedFd::from_raw_fd(r) };
         let n = r.as_raw_fd() as u64;
         let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
         reserve_descriptors(r.as_fd());
