@@ -98,6 +98,9 @@
 //!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP,
 //!   with the features below).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
+//! - `session`: [`Propagator`] and [`set_propagator`], how an
+//!   application's trace ids travel with requests ([`TraceContext`]; see
+//!   docs/tracing.md).
 //! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
 //!   other languages), [`Request`], [`Received`], [`NoPosts`] (a worker
 //!   that only answers requests); `declare`: [`Declare`], the requests a
@@ -182,6 +185,8 @@ pub use crate::pool::{
 };
 pub use crate::protocol::{request_name, wire_name, Codec, NoPosts, Protocol, Received, Request};
 pub use crate::session::data::DataError;
+pub use crate::session::trace::{set_propagator, Propagator};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
+pub use crate::wire::trace::TraceContext;
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -70,6 +70,11 @@ fn envelopes() -> Vec<(String, Vec<u8>)> {
     }
     envelopes.push(("post_fds".into(), message(envelope::Kind::Post, 2, 0, 0, &samples[1].1)));
     envelopes.push(("request".into(), message(envelope::Kind::Request, 0, 42, 7, &samples[3].1)));
+    let mut traced = Vec::new();
+    let context = crate::wire::trace::TraceContext::new([7; 16], [9; 8], 1).to_bytes();
+    envelope::begin_traced(&mut traced, envelope::Header::traced_request(42, 7), Some(&context));
+    samples[3].1.encode(&mut traced);
+    envelopes.push(("traced_request".into(), traced));
     envelopes.push(("answer".into(), message(envelope::Kind::Answer, 0, 42, 0, &samples[0].1)));
     envelopes.push(("error".into(), message(envelope::Kind::Error, 0, 0, 0, &report)));
     for (name, failure) in [

@@ -49,6 +49,7 @@ impl<P: Protocol> Worker<P> {
         self.generation += 1;
         let handle = Arc::new(spawned.handle);
         self.pid = handle.pid();
+        self.span.record("pid", self.pid);
         if let Some(fd) = spawned.stdout {
             output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stdout);
         }
@@ -81,6 +82,7 @@ impl<P: Protocol> Worker<P> {
                 sender: self.sender.clone(),
                 handlers: self.options.handlers.clone(),
                 max_shared_bytes: self.options.limits.max_shared_bytes,
+                span: self.span.clone(),
             },
             fingerprint: self.fingerprint,
             data: self.options.data.clone(),

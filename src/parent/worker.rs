@@ -39,6 +39,7 @@ use crate::session::sender::{awaited, Encoding, Sender};
 use crate::supervise::History;
 use crate::wire::encode::Arena;
 use crate::wire::outbox::{Outbox, Refusal};
+use crate::wire::trace::TraceContext;
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
 ///
@@ -51,6 +52,10 @@ use crate::wire::outbox::{Outbox, Refusal};
 pub struct Worker<P: Protocol> {
     /// What it was started with, kept whole.
     pub(super) options: Options,
+    /// Its span (name, entry, pid), while a subscriber wants it: the
+    /// parent of the spans of the requests it answers, and what the
+    /// spans of the requests asked of it follow from.
+    pub(super) span: tracing::Span,
     pub(super) history: History,
     /// The exits that led to restarts, for the final report.
     pub(super) exits: Vec<ExitStatus>,
@@ -162,8 +167,11 @@ impl<P: Protocol> Worker<P> {
             max_message_size: limits.max_message_size,
             descriptors: options.spec.transport.carries_fds(),
         };
+        let entry = options.spec.entry.as_deref().unwrap_or_default();
+        let span = crate::session::trace::peer(&options.name, entry);
         let worker = Worker {
             options,
+            span,
             history: History::default(),
             exits: Vec::new(),
             fingerprint,
@@ -306,19 +314,23 @@ impl<P: Protocol> Worker<P> {
     /// Encodes and queues a request, and awaits its answer (see `Ask`).
     pub(super) fn ask<R: Request>(
         &mut self,
-        request: R,
+        (request, span): (R, tracing::Span),
         timeout: Option<Duration>,
         ctx: &mut Context<Self>,
     ) -> Asked<R::Answer> {
         let id = self.sender.pending.next_id();
+        let context = self.traced(&span, id);
         let encoded = self.check_open().and_then(|()| {
-            self.sender.encoding.request::<P, R>(Some(&mut self.arena), id, &request)
+            self.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request)
         });
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.
         if let Err(e) = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, Some(id), ctx)) {
             return Asked::Ready(Err(e));
         }
+        // Kept until it is answered (the answer comes on this thread,
+        // after this returns).
+        self.sender.pending.trace(id, span);
         match timeout {
             // The common case: the answer, when it comes, goes straight to
             // the caller, decoded by the link task; no task of its own.
@@ -329,6 +341,19 @@ impl<P: Protocol> Worker<P> {
                 Some(timeout),
             ))),
         }
+    }
+
+    /// The context that travels with request `id`, asked under `span`
+    /// (see `session/trace.rs`): none when no subscriber wants the span;
+    /// else the span says which worker, and follows from the worker's.
+    fn traced(&self, span: &tracing::Span, id: u64) -> Option<TraceContext> {
+        if span.is_disabled() {
+            return None;
+        }
+        span.record("worker", &*self.options.name);
+        span.record("pid", self.pid);
+        span.follows_from(&self.span);
+        crate::session::trace::context_of(span, id)
     }
 
     /// Resolves with the exit status once the worker has exited for good.

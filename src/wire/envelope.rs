@@ -13,12 +13,13 @@
 
 use bytes::BufMut;
 
+use super::trace::CONTEXT_LEN;
 use crate::error::WireError;
 use crate::protocol::Codec;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 6;
+pub(crate) const PROTOCOL_VERSION: u32 = 7;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -69,6 +70,11 @@ pub(crate) enum Kind {
     /// says so: the worker's data (`workerData`); its fixed field is the
     /// shape of the value's type, its payload the value.
     Data = 15,
+    /// A request that carries its asker's trace context: id, type tag,
+    /// then the context (`trace.rs`: trace id, span id, flags); payload
+    /// as a `Request`'s. Sent instead of a `Request` only while a
+    /// `tracing` subscriber wants the asking span; answered as one.
+    TracedRequest = 24,
 }
 
 /// The hello's flag saying that a `Data` message follows the hellos.
@@ -92,6 +98,7 @@ impl Kind {
             13 => Kind::Ping,
             14 => Kind::Pong,
             15 => Kind::Data,
+            24 => Kind::TracedRequest,
             _ => return None,
         })
     }
@@ -114,6 +121,7 @@ impl Kind {
             Kind::Ping => "ping",
             Kind::Pong => "pong",
             Kind::Data => "worker data",
+            Kind::TracedRequest => "traced request",
         }
     }
 
@@ -122,6 +130,7 @@ impl Kind {
         match self {
             Kind::Hello => 4 + 4 + 8 + 4,
             Kind::Request => 8 + 8,
+            Kind::TracedRequest => 8 + 8 + CONTEXT_LEN,
             Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Data => 8,
             Kind::Post
             | Kind::Error
@@ -181,6 +190,12 @@ impl Header {
         Header { id, tag, ..Header::bare(Kind::Request) }
     }
 
+    /// Request `id` with its asker's trace context (written after the
+    /// header by [`begin_traced`]).
+    pub(crate) fn traced_request(id: u64, tag: u64) -> Header {
+        Header { id, tag, ..Header::bare(Kind::TracedRequest) }
+    }
+
     /// The header of the answer to request `id`.
     pub(crate) fn reply_to(id: u64) -> Header {
         Header { id, ..Header::bare(Kind::Answer) }
@@ -208,7 +223,7 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
     buf.put_u8(header.kind as u8);
     buf.put_u8(header.nfds);
     match header.kind {
-        Kind::Request => {
+        Kind::Request | Kind::TracedRequest => {
             buf.put_u64_le(header.id);
             buf.put_u64_le(header.tag);
         }
@@ -216,6 +231,28 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
         Kind::Data => buf.put_u64_le(header.tag),
         _ => {}
     }
+}
+
+/// [`begin`], then, for a traced request, its context's bytes: what a
+/// request's header is when it travels with one.
+pub(crate) fn begin_traced(
+    buf: &mut impl BufMut,
+    header: Header,
+    context: Option<&[u8; CONTEXT_LEN]>,
+) {
+    begin(buf, header);
+    if let (Kind::TracedRequest, Some(context)) = (header.kind, context) {
+        buf.put_slice(context);
+    }
+}
+
+/// The context bytes of a traced request's message (its whole bytes, as
+/// [`decode`] takes them); `None` for any other kind.
+pub(crate) fn context_bytes(msg: &[u8]) -> Option<&[u8; CONTEXT_LEN]> {
+    if msg.first() != Some(&(Kind::TracedRequest as u8)) {
+        return None;
+    }
+    msg.get(2 + 16..2 + 16 + CONTEXT_LEN).and_then(|b| b.try_into().ok())
 }
 
 /// A whole message of a kind that has no fields and no payload
@@ -258,7 +295,7 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     }
     let (fields, payload) = rest.split_at(fixed);
     let (id, tag) = match kind {
-        Kind::Request => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
+        Kind::Request | Kind::TracedRequest => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
         Kind::Answer | Kind::Failed | Kind::Cancel => (le_u64(fields), 0),
         Kind::Data => (0, le_u64(fields)),
         _ => (0, 0),
