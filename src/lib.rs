@@ -177,9 +177,10 @@ pub use crate::parent::messages::{
 pub use crate::parent::options::{Limits, ResourceLimits, Transport, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::port::Port;
+pub use crate::parent::process::Grace;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
-pub use crate::parent::worker::{Grace, Worker};
+pub use crate::parent::worker::Worker;
 pub use crate::pool::{
     Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
 };

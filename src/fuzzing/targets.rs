@@ -58,7 +58,7 @@ pub fn envelope(data: &[u8]) {
         }
         return;
     }
-    if let Some(context) = envelope::context_bytes(data) {
+    if let Some(context) = crate::wire::trace::context_bytes(data) {
         let _ = crate::wire::trace::TraceContext::from_bytes(context);
     }
     let _ = match header.kind {
@@ -104,7 +104,7 @@ pub fn stream(data: &[u8]) {
 fn reconstruct(inbound: &ws::reader::Inbound) -> Vec<u8> {
     let mut buf = Vec::new();
     let context = inbound.trace_context().and_then(Result::ok).map(|cx| cx.to_bytes());
-    envelope::begin_traced(&mut buf, inbound.header, context.as_ref());
+    crate::wire::trace::begin_traced(&mut buf, inbound.header, context.as_ref());
     buf.extend_from_slice(inbound.payload());
     buf
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Addr, Context, Handler, Message, ResponseFuture};
 
+use super::process::Grace;
 use super::stats::Recorder;
-use super::worker::{Asked, Grace, Worker};
+use super::worker::{Asked, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;

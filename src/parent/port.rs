@@ -181,7 +181,8 @@ impl<P: Protocol> Port<P> {
         // Kept before it is queued: the answer may come on another thread
         // before this returns.
         line.sender.pending.trace(id, span);
-        let encoded = line.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request);
+        let encoded =
+            line.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request);
         let named = (id, describe::<P, R> as Naming);
         let first = encoded.map(|encoded| line.try_queue::<R::Answer>(named, encoded, started));
         // Armed now: dropped before it is first polled, it cancels too.

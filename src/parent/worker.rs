@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use super::events::{Event, WorkerEvent};
 use super::options::{Options, WhenFull};
-use super::process::ChildHandle;
+use super::process::{ChildHandle, Grace};
 use super::sink::EventSink;
 use super::spawn;
 use super::stats::{MemberStats, PoolStats, Recorder, Stats};
@@ -36,10 +36,10 @@ use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::Pending;
 use crate::session::sender::{awaited, Encoding, Sender};
+use crate::session::trace;
 use crate::supervise::History;
 use crate::wire::encode::Arena;
 use crate::wire::outbox::{Outbox, Refusal};
-use crate::wire::trace::TraceContext;
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
 ///
@@ -52,9 +52,7 @@ use crate::wire::trace::TraceContext;
 pub struct Worker<P: Protocol> {
     /// What it was started with, kept whole.
     pub(super) options: Options,
-    /// Its span (name, entry, pid), while a subscriber wants it: the
-    /// parent of the spans of the requests it answers, and what the
-    /// spans of the requests asked of it follow from.
+    /// Its span (name, entry, pid), while a subscriber wants it.
     pub(super) span: tracing::Span,
     pub(super) history: History,
     /// The exits that led to restarts, for the final report.
@@ -113,19 +111,6 @@ pub(super) enum Asked<A> {
     Later(Pin<Box<dyn Future<Output = Result<A, WorkerError>>>>),
 }
 
-/// How long [`Terminate`](crate::Terminate) waits before it signals.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Grace {
-    /// The worker's configured grace period (default 5 s).
-    #[default]
-    Default,
-    /// This long, then SIGTERM, then SIGKILL.
-    After(Duration),
-    /// Wait for the worker to exit on its own; never signal it.
-    Never,
-}
-
 /// A message waiting for room in the outbox.
 pub(super) struct Waiting {
     pub(super) bytes: Bytes,
@@ -167,8 +152,7 @@ impl<P: Protocol> Worker<P> {
             max_message_size: limits.max_message_size,
             descriptors: options.spec.transport.carries_fds(),
         };
-        let entry = options.spec.entry.as_deref().unwrap_or_default();
-        let span = crate::session::trace::peer(&options.name, entry);
+        let span = trace::peer(&options.name, options.spec.entry.as_deref().unwrap_or_default());
         let worker = Worker {
             options,
             span,
@@ -319,7 +303,7 @@ impl<P: Protocol> Worker<P> {
         ctx: &mut Context<Self>,
     ) -> Asked<R::Answer> {
         let id = self.sender.pending.next_id();
-        let context = self.traced(&span, id);
+        let context = trace::of_peer(&span, id, (&self.span, &self.options.name, self.pid));
         let encoded = self.check_open().and_then(|()| {
             self.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request)
         });
@@ -328,8 +312,6 @@ impl<P: Protocol> Worker<P> {
         if let Err(e) = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, Some(id), ctx)) {
             return Asked::Ready(Err(e));
         }
-        // Kept until it is answered (the answer comes on this thread,
-        // after this returns).
         self.sender.pending.trace(id, span);
         match timeout {
             // The common case: the answer, when it comes, goes straight to
@@ -341,19 +323,6 @@ impl<P: Protocol> Worker<P> {
                 Some(timeout),
             ))),
         }
-    }
-
-    /// The context that travels with request `id`, asked under `span`
-    /// (see `session/trace.rs`): none when no subscriber wants the span;
-    /// else the span says which worker, and follows from the worker's.
-    fn traced(&self, span: &tracing::Span, id: u64) -> Option<TraceContext> {
-        if span.is_disabled() {
-            return None;
-        }
-        span.record("worker", &*self.options.name);
-        span.record("pid", self.pid);
-        span.follows_from(&self.span);
-        crate::session::trace::context_of(span, id)
     }
 
     /// Resolves with the exit status once the worker has exited for good.

@@ -136,7 +136,7 @@ impl Pending {
     /// Keeps `span`, the asking span of request `id`, until the request
     /// is answered, failed or cancelled (a disabled one is not kept).
     pub(crate) fn trace(&self, id: u64, span: tracing::Span) {
-        if span.is_disabled() {
+        if !super::trace::wanted(&span) {
             return;
         }
         let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());

@@ -77,7 +77,7 @@ impl Encoding {
             Some(context) => {
                 let (codec, max) = (self.codec, self.max_message_size);
                 let bytes = context.to_bytes();
-                let head = (codec, Header::traced_request(id, tag), Some(&bytes));
+                let head = (codec, crate::wire::trace::traced_request(id, tag), Some(&bytes));
                 match arena {
                     Some(arena) => encode_in_sharing(arena, head, request, fds, max),
                     None => encode_sharing(head, request, fds, max),

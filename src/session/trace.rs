@@ -65,6 +65,16 @@ thread_local! {
     static CURRENT: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
 }
 
+/// Whether a subscriber wants `span`: it is enabled, and not by the
+/// no-op subscriber of a thread that has none (with several subscribers
+/// in one process, each scoped to its threads, `tracing` may hand out
+/// spans of the no-op one: recorded nowhere, they are not worth a byte).
+/// While no subscriber exists at all, one branch.
+pub(crate) fn wanted(span: &Span) -> bool {
+    !span.is_disabled()
+        && span.with_subscriber(|(_, d)| !d.is::<tracing::subscriber::NoSubscriber>()) == Some(true)
+}
+
 /// The span of one request on the asking side, a child of the span
 /// current where it is made (the caller's); disabled when no subscriber
 /// wants it. Its other fields are recorded as they become known.
@@ -88,7 +98,7 @@ pub(crate) fn asking(request: &'static str) -> Span {
 /// of the handling span entered on this thread, or a new one. Its ids are
 /// recorded on the span.
 pub(crate) fn context_of(span: &Span, id: u64) -> Option<TraceContext> {
-    if span.is_disabled() {
+    if !wanted(span) {
         return None;
     }
     let theirs = PROPAGATOR.get().and_then(|p| p.context(span));
@@ -97,6 +107,25 @@ pub(crate) fn context_of(span: &Span, id: u64) -> Option<TraceContext> {
     span.record("trace_id", context.trace_id_hex());
     span.record("span_id", context.span_id_hex());
     Some(context)
+}
+
+/// [`context_of`] for request `id` asked of a peer (a worker) under
+/// `span`: which the span says (its name, and its pid once known), and
+/// the span follows from the peer's own.
+pub(crate) fn of_peer(
+    span: &Span,
+    id: u64,
+    (peer, name, pid): (&Span, &str, u32),
+) -> Option<TraceContext> {
+    if !wanted(span) {
+        return None;
+    }
+    span.record("worker", name);
+    if pid != 0 {
+        span.record("pid", pid);
+    }
+    span.follows_from(peer);
+    context_of(span, id)
 }
 
 /// The span of a worker (or of any peer a session serves), in the
@@ -134,7 +163,7 @@ pub(crate) fn answering(session: &Span, id: u64, context: Option<TraceContext>) 
         parent_span_id = Empty,
         span_id = Empty,
     );
-    if span.is_disabled() {
+    if !wanted(&span) {
         return None;
     }
     let own = TraceContext::fresh(context.map(|c| c.trace_id));

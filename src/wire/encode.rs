@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::codec;
-use super::envelope::{self, Header};
+use super::envelope::Header;
 use super::shared::carry;
-use super::trace::CONTEXT_LEN;
+use super::trace::{begin_traced, CONTEXT_LEN};
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 
@@ -131,7 +131,7 @@ fn encode_parts<M: Serialize + ?Sized>(
     let Arena { buf, big, .. } = arena.with_room();
     // Left over only by a `Serialize` impl that panicked part-way.
     buf.clear();
-    envelope::begin_traced(buf, header, context);
+    begin_traced(buf, header, context);
     let header = buf.len();
     let mut out = Spill { small: buf, big, spilled: false };
     let (encoded, shared) = if fds.is_some() {

@@ -13,7 +13,6 @@
 
 use bytes::BufMut;
 
-use super::trace::CONTEXT_LEN;
 use crate::error::WireError;
 use crate::protocol::Codec;
 
@@ -70,12 +69,12 @@ pub(crate) enum Kind {
     /// says so: the worker's data (`workerData`); its fixed field is the
     /// shape of the value's type, its payload the value.
     Data = 15,
-    /// A request that carries its asker's trace context: id, type tag,
-    /// then the context (`trace.rs`: trace id, span id, flags); payload
-    /// as a `Request`'s. Sent instead of a `Request` only while a
-    /// `tracing` subscriber wants the asking span; answered as one.
+    /// A `Request` with its asker's trace context after id and tag (`trace.rs`).
     TracedRequest = 24,
 }
+
+/// Bytes of a traced request's context, after its id and tag (`trace.rs`).
+pub(crate) const CONTEXT_LEN: usize = 16 + 8 + 1;
 
 /// The hello's flag saying that a `Data` message follows the hellos.
 pub(crate) const HELLO_DATA_FOLLOWS: u8 = 1;
@@ -190,12 +189,6 @@ impl Header {
         Header { id, tag, ..Header::bare(Kind::Request) }
     }
 
-    /// Request `id` with its asker's trace context (written after the
-    /// header by [`begin_traced`]).
-    pub(crate) fn traced_request(id: u64, tag: u64) -> Header {
-        Header { id, tag, ..Header::bare(Kind::TracedRequest) }
-    }
-
     /// The header of the answer to request `id`.
     pub(crate) fn reply_to(id: u64) -> Header {
         Header { id, ..Header::bare(Kind::Answer) }
@@ -231,28 +224,6 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
         Kind::Data => buf.put_u64_le(header.tag),
         _ => {}
     }
-}
-
-/// [`begin`], then, for a traced request, its context's bytes: what a
-/// request's header is when it travels with one.
-pub(crate) fn begin_traced(
-    buf: &mut impl BufMut,
-    header: Header,
-    context: Option<&[u8; CONTEXT_LEN]>,
-) {
-    begin(buf, header);
-    if let (Kind::TracedRequest, Some(context)) = (header.kind, context) {
-        buf.put_slice(context);
-    }
-}
-
-/// The context bytes of a traced request's message (its whole bytes, as
-/// [`decode`] takes them); `None` for any other kind.
-pub(crate) fn context_bytes(msg: &[u8]) -> Option<&[u8; CONTEXT_LEN]> {
-    if msg.first() != Some(&(Kind::TracedRequest as u8)) {
-        return None;
-    }
-    msg.get(2 + 16..2 + 16 + CONTEXT_LEN).and_then(|b| b.try_into().ok())
 }
 
 /// A whole message of a kind that has no fields and no payload

@@ -14,13 +14,17 @@
 //! bytes 16..24  span id of the asking span, not all zero
 //! byte  24      flags: bit 0 sampled; the other bits reserved, zero
 //! ```
+//!
+//! The context sits between a traced request's id and tag and its
+//! payload ([`begin_traced`], [`context_bytes`]).
 
 use std::cell::Cell;
 
-use crate::error::WireError;
+use bytes::BufMut;
 
-/// Bytes of a trace context on the wire.
-pub(crate) const CONTEXT_LEN: usize = 16 + 8 + 1;
+pub(crate) use super::envelope::CONTEXT_LEN;
+use super::envelope::{begin, Header, Kind};
+use crate::error::WireError;
 
 /// The flag bits this version defines: only "sampled".
 const KNOWN_FLAGS: u8 = TraceContext::SAMPLED;
@@ -99,6 +103,34 @@ impl TraceContext {
     }
 }
 
+/// The header of request `id` of type `tag`, traced: its context follows
+/// (see [`begin_traced`]).
+pub(crate) fn traced_request(id: u64, tag: u64) -> Header {
+    Header { id, tag, ..Header::bare(Kind::TracedRequest) }
+}
+
+/// [`begin`], then, for a traced request, its context's bytes: what a
+/// request's header is when it travels with one.
+pub(crate) fn begin_traced(
+    buf: &mut impl BufMut,
+    header: Header,
+    context: Option<&[u8; CONTEXT_LEN]>,
+) {
+    begin(buf, header);
+    if let (Kind::TracedRequest, Some(context)) = (header.kind, context) {
+        buf.put_slice(context);
+    }
+}
+
+/// The context bytes of a traced request's message (its whole bytes, as
+/// [`decode`] takes them); `None` for any other kind.
+pub(crate) fn context_bytes(msg: &[u8]) -> Option<&[u8; CONTEXT_LEN]> {
+    if msg.first() != Some(&(Kind::TracedRequest as u8)) {
+        return None;
+    }
+    msg.get(2 + 16..2 + 16 + CONTEXT_LEN).and_then(|b| b.try_into().ok())
+}
+
 /// Lower-case hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -135,6 +167,29 @@ fn nonzero_random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::envelope::decode;
+
+    #[test]
+    fn a_traced_request_carries_its_context_between_header_and_payload() {
+        let context = [5u8; CONTEXT_LEN];
+        let mut buf = Vec::new();
+        begin_traced(&mut buf, traced_request(42, 7), Some(&context));
+        buf.extend_from_slice(b"payload");
+        assert_eq!(buf.len(), 2 + 16 + CONTEXT_LEN + 7);
+        let (h, payload) = decode(&buf).unwrap();
+        assert_eq!((h.kind, h.id, h.tag), (Kind::TracedRequest, 42, 7));
+        assert_eq!(payload, b"payload");
+        assert_eq!(context_bytes(&buf), Some(&context));
+        // A plain request has none, and is written as before.
+        let mut plain = Vec::new();
+        begin_traced(&mut plain, Header::request(42, 7), Some(&context));
+        assert_eq!(plain.len(), 18);
+        assert_eq!(context_bytes(&plain), None);
+        // Cut anywhere before its payload: truncated, never a short context.
+        for cut in 2..2 + 16 + CONTEXT_LEN {
+            assert!(matches!(decode(&buf[..cut]), Err(WireError::Truncated { .. })), "{cut}");
+        }
+    }
 
     #[test]
     fn a_context_round_trips_and_a_fresh_one_is_valid() {
