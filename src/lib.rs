@@ -98,6 +98,9 @@
 //!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP,
 //!   with the features below).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
+//! - `session`: [`Propagator`] and [`set_propagator`], how an
+//!   application's trace ids travel with requests ([`TraceContext`]; see
+//!   docs/tracing.md).
 //! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
 //!   other languages), [`Request`], [`Received`], [`NoPosts`] (a worker
 //!   that only answers requests); `declare`: [`Declare`], the requests a
@@ -174,14 +177,17 @@ pub use crate::parent::messages::{
 pub use crate::parent::options::{Limits, ResourceLimits, Transport, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::port::Port;
+pub use crate::parent::process::Grace;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
-pub use crate::parent::worker::{Grace, Worker};
+pub use crate::parent::worker::Worker;
 pub use crate::pool::{
     Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
 };
 pub use crate::protocol::{request_name, wire_name, Codec, NoPosts, Protocol, Received, Request};
 pub use crate::session::data::DataError;
+pub use crate::session::trace::{set_propagator, Propagator};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
+pub use crate::wire::trace::TraceContext;
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

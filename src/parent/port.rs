@@ -176,7 +176,13 @@ impl<P: Protocol> Port<P> {
         let line = self.line.clone();
         let id = line.sender.pending.next_id();
         let started = line.recorder.start();
-        let encoded = line.sender.encoding.request::<P, R>(Some(&mut self.arena), id, &request);
+        let span = crate::session::trace::asking(std::any::type_name::<R>());
+        let context = crate::session::trace::context_of(&span, id);
+        // Kept before it is queued: the answer may come on another thread
+        // before this returns.
+        line.sender.pending.trace(id, span);
+        let encoded =
+            line.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request);
         let named = (id, describe::<P, R> as Naming);
         let first = encoded.map(|encoded| line.try_queue::<R::Answer>(named, encoded, started));
         // Armed now: dropped before it is first polled, it cancels too.

@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
-use crate::error::ErrorReport;
+use super::trace::{self, Scope};
+use crate::error::{ErrorReport, WireError};
 use crate::protocol::Codec;
 use crate::protocol::Request;
 use crate::wire::outbox::Outbox;
@@ -38,6 +39,9 @@ pub(crate) struct Reply {
     sent: bool,
     /// Where the answers of its connection stand, for the asker's cancel.
     answering: Rc<Stages>,
+    /// The span of its handling, while a subscriber wants it: closed when
+    /// the reply goes.
+    scope: Option<Scope>,
 }
 
 /// Where the answers owed on one connection stand, by request id: each has
@@ -108,6 +112,16 @@ impl Reply {
     /// sends nothing).
     pub(crate) fn wanted(&self) -> bool {
         self.answering.wanted(self.id)
+    }
+
+    /// Where its handling is traced, if it is: the handler runs inside.
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    /// Its scope, taken for a future that answers it later.
+    pub(crate) fn take_scope(&mut self) -> Option<Scope> {
+        self.scope.take()
     }
 
     /// Sends the answer.
@@ -200,6 +214,9 @@ impl Handlers {
         let handler: Handler = Box::new(move |codec, payload, fds, max_shared, mut reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
+            if let Some(scope) = reply.scope() {
+                scope.name(std::any::type_name::<R>());
+            }
             match decode_with::<R>(codec, payload, fds, max_shared) {
                 (Ok(req), _, taken) => {
                     reply.holds_more(taken.bytes);
@@ -217,11 +234,23 @@ impl Handlers {
     }
 
     /// Starts answering request frame `inbound`; the reply goes out
-    /// through `sender`, and its stage is kept in `answering` (its
-    /// connection's).
-    pub(crate) fn dispatch(&self, mut inbound: Inbound, sender: &Sender, answering: &Answering) {
+    /// through `sender`, its stage is kept in `answering` (its
+    /// connection's), and its handling is traced under `span` (its
+    /// session's) when a subscriber wants it. A traced request whose
+    /// context is malformed is answered with a failure, and the error
+    /// returned for the side to tell.
+    pub(crate) fn dispatch(
+        &self,
+        mut inbound: Inbound,
+        (sender, answering, span): (&Sender, &Answering, &tracing::Span),
+    ) -> Result<(), WireError> {
         let outbox = &sender.outbox;
         let (id, tag) = (inbound.header.id, inbound.header.tag);
+        let (context, bad) = match inbound.trace_context() {
+            None => (None, None),
+            Some(Ok(context)) => (Some(context), None),
+            Some(Err(e)) => (None, Some(e)),
+        };
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
         let reply = Reply {
             id,
@@ -232,7 +261,12 @@ impl Handlers {
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),
+            scope: trace::answering(span, id, context),
         };
+        if let Some(e) = bad {
+            reply.fail(Failure::Wire(e.to_string()));
+            return Err(e);
+        }
         match self.by_tag.get(&tag) {
             Some(handler) => {
                 let fds = std::mem::take(&mut inbound.fds);
@@ -240,5 +274,6 @@ impl Handlers {
             }
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
+        Ok(())
     }
 }

@@ -86,8 +86,15 @@ pub(crate) trait Side {
 /// what it is owed for it (a Pong queued for every Ping) is a way to grow
 /// this side without bound. The session ends on it.
 pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
-    matches!(kind, Kind::Post | Kind::Request | Kind::Answer | Kind::Failed | Kind::Cancel)
-        || S::ONLY_HERE.contains(&kind)
+    matches!(
+        kind,
+        Kind::Post
+            | Kind::Request
+            | Kind::TracedRequest
+            | Kind::Answer
+            | Kind::Failed
+            | Kind::Cancel
+    ) || S::ONLY_HERE.contains(&kind)
 }
 
 /// Whether a session reads on.
@@ -118,6 +125,9 @@ pub(crate) struct Common {
     /// The most bytes the shared buffers of one message from the peer may
     /// hold together.
     pub max_shared_bytes: usize,
+    /// The session's span (its peer's, or its own runtime's): the parent
+    /// in this process of the spans of the requests it answers.
+    pub span: tracing::Span,
 }
 
 /// One connected endpoint (see the module's head).
@@ -247,10 +257,13 @@ impl<S: Side> Session<S> {
         }
         match kind {
             Kind::Post => unreachable!("handled above"),
-            Kind::Request => {
+            Kind::Request | Kind::TracedRequest => {
                 self.asked = true;
                 let common = &self.common;
-                common.handlers.dispatch(inbound, &common.sender, &self.answering);
+                let on = (&common.sender, &self.answering, &common.span);
+                if let Err(e) = common.handlers.dispatch(inbound, on) {
+                    self.side.wire_error(e);
+                }
             }
             Kind::Answer | Kind::Failed => resolve_frame(&self.common.sender.pending, inbound),
             Kind::Error => match inbound.decode::<ErrorReport>() {

@@ -12,6 +12,8 @@
 //! - `requests.rs`: the table of what this side asked; `answers.rs`: the
 //!   handlers of what it may be asked, and the reply each request is owed;
 //!   `declared.rs`: each request's tag, from what the protocol declares.
+//! - `trace.rs`: the spans of requests on both sides, and the trace
+//!   context that joins them across the boundary.
 
 pub(crate) mod answers;
 pub(crate) mod data;
@@ -23,6 +25,7 @@ pub(crate) mod sender;
 pub(crate) mod shape;
 #[cfg(test)]
 mod tests;
+pub(crate) mod trace;
 
 pub(crate) use self::endpoint::{Common, Finish, Finished, Flow, Session, Side, Why};
 pub(crate) use self::hello::{hello, open, Opened, Then, Turn};

@@ -18,7 +18,7 @@ use crate::protocol::Codec;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 6;
+pub(crate) const PROTOCOL_VERSION: u32 = 7;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -69,7 +69,12 @@ pub(crate) enum Kind {
     /// says so: the worker's data (`workerData`); its fixed field is the
     /// shape of the value's type, its payload the value.
     Data = 15,
+    /// A `Request` with its asker's trace context after id and tag (`trace.rs`).
+    TracedRequest = 24,
 }
+
+/// Bytes of a traced request's context, after its id and tag (`trace.rs`).
+pub(crate) const CONTEXT_LEN: usize = 16 + 8 + 1;
 
 /// The hello's flag saying that a `Data` message follows the hellos.
 pub(crate) const HELLO_DATA_FOLLOWS: u8 = 1;
@@ -92,6 +97,7 @@ impl Kind {
             13 => Kind::Ping,
             14 => Kind::Pong,
             15 => Kind::Data,
+            24 => Kind::TracedRequest,
             _ => return None,
         })
     }
@@ -114,6 +120,7 @@ impl Kind {
             Kind::Ping => "ping",
             Kind::Pong => "pong",
             Kind::Data => "worker data",
+            Kind::TracedRequest => "traced request",
         }
     }
 
@@ -122,6 +129,7 @@ impl Kind {
         match self {
             Kind::Hello => 4 + 4 + 8 + 4,
             Kind::Request => 8 + 8,
+            Kind::TracedRequest => 8 + 8 + CONTEXT_LEN,
             Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Data => 8,
             Kind::Post
             | Kind::Error
@@ -208,7 +216,7 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
     buf.put_u8(header.kind as u8);
     buf.put_u8(header.nfds);
     match header.kind {
-        Kind::Request => {
+        Kind::Request | Kind::TracedRequest => {
             buf.put_u64_le(header.id);
             buf.put_u64_le(header.tag);
         }
@@ -258,7 +266,7 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     }
     let (fields, payload) = rest.split_at(fixed);
     let (id, tag) = match kind {
-        Kind::Request => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
+        Kind::Request | Kind::TracedRequest => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
         Kind::Answer | Kind::Failed | Kind::Cancel => (le_u64(fields), 0),
         Kind::Data => (0, le_u64(fields)),
         _ => (0, 0),

@@ -84,6 +84,7 @@ modules![
     startup: trials,
     stream: trials,
     supervise: trials roles,
+    trace: trials,
 ];
 
 /// Functions that take no arguments and are not tests.
@@ -152,8 +153,12 @@ fn main() {
     #[cfg(feature = "tcp")]
     common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
+    trace::run_if_raw_worker();
     remote::run_if_launcher();
     quiet_worker_panics();
+    // A worker records its spans when its test asks (as an application
+    // installs its subscriber: before the worker runs).
+    common::install_if_asked();
     actix_webworker::run_if_worker(common::entries());
 
     let args = Arguments::from_args();
