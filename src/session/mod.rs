@@ -12,15 +12,20 @@
 //! - `requests.rs`: the table of what this side asked; `answers.rs`: the
 //!   handlers of what it may be asked, and the reply each request is owed;
 //!   `declared.rs`: each request's tag, from what the protocol declares.
+//! - `streams.rs`: a request answered by a stream of items, as its asker
+//!   reads it; `produce.rs`: the producer of those items, paced by the
+//!   asker's window.
 
 pub(crate) mod answers;
 pub(crate) mod data;
 pub(crate) mod declared;
 mod endpoint;
 mod hello;
+pub(crate) mod produce;
 pub(crate) mod requests;
 pub(crate) mod sender;
 pub(crate) mod shape;
+pub(crate) mod streams;
 #[cfg(test)]
 mod tests;
 
