@@ -11,7 +11,7 @@ use super::worker::Worker;
 use crate::error::WorkerError;
 use crate::protocol::Protocol;
 use crate::session::declared::describe;
-use crate::session::streams::{AnswerStream, Asking, DEFAULT_STREAM_WINDOW};
+use crate::session::streams::{AfterStream, AnswerStream, Asking, DEFAULT_STREAM_WINDOW};
 use crate::streamed::StreamRequest;
 
 /// Asks the worker a [`StreamRequest`] and gives the stream of its items.
@@ -82,20 +82,27 @@ impl<P: Protocol, R: StreamRequest> Handler<AskStream<R>> for Worker<P> {
     fn handle(&mut self, msg: AskStream<R>, ctx: &mut Context<Self>) -> Self::Result {
         let started = self.recorder.start();
         let recorder = self.recorder.clone();
-        let after = Box::new(move |ok| recorder.finish(ok, started));
+        let after =
+            Box::new(move |end: Result<(), &WorkerError>| recorder.finish(end.is_ok(), started));
         MessageResult(self.ask_stream(msg.request, msg.window, Some(after), ctx))
     }
 }
 
-/// Told once how a stream ended (`true`: complete).
-pub(crate) type AfterStream = Box<dyn FnOnce(bool) + Send>;
-
 /// An [`AskStream`] from a pool: `after` is told how the stream ended, so
-/// that the member counts it in flight until then.
+/// that the member counts it in flight until then; told the worker is gone
+/// if the message is dropped unhandled.
 pub(crate) struct ForwardStream<R> {
-    pub request: R,
+    pub request: Option<R>,
     pub window: usize,
-    pub after: AfterStream,
+    pub after: Option<AfterStream>,
+}
+
+impl<R> Drop for ForwardStream<R> {
+    fn drop(&mut self) {
+        if let Some(after) = self.after.take() {
+            after(Err(&WorkerError::Disconnected));
+        }
+    }
 }
 
 impl<R: StreamRequest> Message for ForwardStream<R> {
@@ -105,8 +112,11 @@ impl<R: StreamRequest> Message for ForwardStream<R> {
 impl<P: Protocol, R: StreamRequest> Handler<ForwardStream<R>> for Worker<P> {
     type Result = MessageResult<ForwardStream<R>>;
 
-    fn handle(&mut self, msg: ForwardStream<R>, ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.ask_stream(msg.request, msg.window, Some(msg.after), ctx))
+    fn handle(&mut self, mut msg: ForwardStream<R>, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(request) = msg.request.take() else {
+            return MessageResult(AnswerStream::refused(WorkerError::Disconnected));
+        };
+        MessageResult(self.ask_stream(request, msg.window, msg.after.take(), ctx))
     }
 }
 
@@ -143,7 +153,7 @@ impl<P: Protocol> Worker<P> {
 /// A stream refused before it was asked; `after` hears it failed.
 fn refused<T>(e: WorkerError, after: Option<AfterStream>) -> AnswerStream<T> {
     if let Some(after) = after {
-        after(false);
+        after(Err(&e));
     }
     AnswerStream::refused(e)
 }

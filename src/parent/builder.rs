@@ -16,10 +16,10 @@ use super::worker::Worker;
 use crate::error::SpawnError;
 use crate::protocol::Protocol;
 use crate::protocol::Request;
-use crate::streamed::{StreamRequest, Streamed};
 use crate::session::answers::Handlers;
 use crate::session::data::message;
 use crate::session::declared::table;
+use crate::streamed::{StreamRequest, Streamed};
 use crate::supervise::RestartPolicy;
 
 impl<P: Protocol> Worker<P> {

@@ -193,7 +193,9 @@ impl<P: Protocol> Port<P> {
         let started = line.recorder.start();
         let halves = || {
             let recorder = line.recorder.clone();
-            let after = Box::new(move |ok| recorder.finish(ok, started));
+            let after = Box::new(move |end: Result<(), &WorkerError>| {
+                recorder.finish(end.is_ok(), started)
+            });
             asking.halves::<R::Item>(pending, Some(after))
         };
         let named = (asking.id, describe::<P, R> as Naming);

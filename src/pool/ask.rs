@@ -26,10 +26,10 @@ use crate::protocol::{Protocol, Request};
 /// A request handed to a member, but for the caller's reply channel, which
 /// comes once the handler has returned.
 pub(crate) struct Prepared<P: Protocol> {
-    addr: Addr<Worker<P>>,
-    load: Arc<Load>,
-    common: Arc<Common<P>>,
-    started: Instant,
+    pub(super) addr: Addr<Worker<P>>,
+    pub(super) load: Arc<Load>,
+    pub(super) common: Arc<Common<P>>,
+    pub(super) started: Instant,
 }
 
 impl<P: Protocol> Prepared<P> {

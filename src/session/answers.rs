@@ -68,7 +68,7 @@ impl Stages {
 
     /// Request `id` is done with; whether it had been cancelled.
     fn finish(&self, id: u64) -> bool {
-        if self.credits.borrow().len() > 0 {
+        if !self.credits.borrow().is_empty() {
             self.credits.borrow_mut().remove(&id);
         }
         let stage = self.by_id.borrow_mut().remove(&id);

@@ -60,21 +60,25 @@ pub(crate) struct StreamSlot<T> {
     received: u64,
     /// Told once when the stream ends, however it ends (a pool's count of
     /// what is in flight, a recorder's).
-    after: Option<Box<dyn FnOnce(bool) + Send>>,
+    after: Option<AfterStream>,
 }
 
+/// Told once how a streamed answer ended: complete, or why not.
+pub(crate) type AfterStream = Box<dyn FnOnce(Result<(), &WorkerError>) + Send>;
+
 impl<T> StreamSlot<T> {
-    fn finish(&mut self, ok: bool) {
+    fn finish(&mut self, end: Result<(), &WorkerError>) {
         if let Some(after) = self.after.take() {
-            after(ok);
+            after(end);
         }
     }
 }
 
 impl<T> Drop for StreamSlot<T> {
     fn drop(&mut self) {
-        // Dropped unended: cancelled, or its table went with its session.
-        self.finish(false);
+        // Dropped unended: cancelled (its reader went), or its table went
+        // with its session.
+        self.finish(Err(&WorkerError::Disconnected));
     }
 }
 
@@ -82,7 +86,7 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
     fn deliver(mut self: Box<Self>, result: Result<Inbound, WorkerError>) {
         // The end frame was checked by the table (`Pending::resolve`).
         let end = result.map(drop);
-        self.finish(end.is_ok());
+        self.finish(end.as_ref().map(|_| ()));
         let _ = self.tx.send(Piece::End(end));
     }
 
@@ -244,7 +248,7 @@ impl Asking {
     pub(crate) fn halves<T: DeserializeOwned + Send + 'static>(
         &self,
         pending: &Arc<Pending>,
-        after: Option<Box<dyn FnOnce(bool) + Send>>,
+        after: Option<AfterStream>,
     ) -> (Box<dyn Slot>, AnswerStream<T>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let window = Arc::new(Window { granted: AtomicU64::new(self.window) });

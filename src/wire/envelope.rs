@@ -451,7 +451,10 @@ mod tests {
         assert_eq!(&buf[..2], &[19, 0]);
         assert_eq!(buf.len(), 2 + 24 + 3);
         let (h, payload) = decode(&buf).unwrap();
-        assert_eq!((h.kind, h.id, h.tag, h.credit, payload), (Kind::Stream, 5, 7, 65536, &b"req"[..]));
+        assert_eq!(
+            (h.kind, h.id, h.tag, h.credit, payload),
+            (Kind::Stream, 5, 7, 65536, &b"req"[..])
+        );
         let credit = credit(5, 4096);
         assert_eq!(&credit[..], &[18, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0]);
         let (h, _) = decode(&credit).unwrap();

@@ -83,6 +83,7 @@ modules![
     shared: trials roles,
     startup: trials,
     stream: trials,
+    streams: trials,
     supervise: trials roles,
 ];
 
