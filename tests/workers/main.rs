@@ -72,6 +72,7 @@ modules![
     fds: trials roles,
     floods: trials roles,
     hostile: trials,
+    hostile_streams: trials,
     hosts: trials,
     lifecycle: trials roles,
     load: trials roles,
@@ -153,6 +154,7 @@ fn main() {
     #[cfg(feature = "tcp")]
     common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
+    hostile_streams::run_if_raw_streamer();
     remote::run_if_launcher();
     quiet_worker_panics();
     actix_webworker::run_if_worker(common::entries());
