@@ -150,6 +150,7 @@ mod pool;
 mod protocol;
 mod report;
 mod session;
+mod streamed;
 mod supervise;
 mod testing;
 mod wire;
@@ -169,6 +170,7 @@ pub use crate::error::{
     ErrorReport, ExitStatus, Lost, ShapeError, SpawnError, WireError, WorkerError,
 };
 pub use crate::handoff::exit_code;
+pub use crate::parent::ask_stream::AskStream;
 pub use crate::parent::builder::{Single, WorkerBuilder};
 pub use crate::parent::events::{Event, GaveUp, WorkerEvent};
 pub use crate::parent::messages::{
@@ -186,7 +188,9 @@ pub use crate::pool::{
 };
 pub use crate::protocol::{request_name, wire_name, Codec, NoPosts, Protocol, Received, Request};
 pub use crate::session::data::DataError;
+pub use crate::session::streams::{AnswerStream, DEFAULT_STREAM_WINDOW};
 pub use crate::session::trace::{set_propagator, Propagator};
+pub use crate::streamed::{StreamRequest, Streamed};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
 pub use crate::wire::trace::TraceContext;

@@ -382,9 +382,8 @@ fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
     });
     g.bench_function("spawn_bin_true", |b| {
         b.iter(|| {
-            let children: Vec<_> = (0..64)
-                .map(|_| std::process::Command::new("/bin/true").spawn().unwrap())
-                .collect();
+            let children: Vec<_> =
+                (0..64).map(|_| std::process::Command::new("/bin/true").spawn().unwrap()).collect();
             for mut child in children {
                 child.wait().unwrap();
             }

@@ -61,7 +61,7 @@ fn envelopes() -> Vec<(String, Vec<u8>)> {
         vec![("hello".into(), envelope::hello(0x1234, Codec::Bincode, 0))];
     let message = |kind, nfds, id, tag, payload: &dyn erased::Encode| {
         let mut buf = Vec::new();
-        envelope::begin(&mut buf, envelope::Header { kind, nfds, id, tag });
+        envelope::begin(&mut buf, envelope::Header { kind, nfds, id, tag, credit: 0 });
         payload.encode(&mut buf);
         buf
     };

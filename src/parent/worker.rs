@@ -230,6 +230,18 @@ impl<P: Protocol> Worker<P> {
         Ok(rx)
     }
 
+    /// Queues request `id`'s frame (see [`queue`](Self::queue)); its slot
+    /// is in the table already.
+    pub(super) fn queue_request(
+        &mut self,
+        bytes: Bytes,
+        fds: Vec<OwnedFd>,
+        id: u64,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), WorkerError> {
+        self.queue(bytes, fds, Some(id), ctx).map(drop)
+    }
+
     /// Has the waiting messages moved to the outbox once it makes room
     /// (since `epoch`).
     fn watch_room(&mut self, epoch: u64, ctx: &mut Context<Self>) {

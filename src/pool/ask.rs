@@ -27,11 +27,11 @@ use crate::protocol::{Protocol, Request};
 /// comes once the handler has returned.
 pub(crate) struct Prepared<P: Protocol> {
     /// The member's index (see `Member::index`).
-    member: usize,
-    addr: Addr<Worker<P>>,
-    load: Arc<Load>,
-    common: Arc<Common<P>>,
-    started: Instant,
+    pub(super) member: usize,
+    pub(super) addr: Addr<Worker<P>>,
+    pub(super) load: Arc<Load>,
+    pub(super) common: Arc<Common<P>>,
+    pub(super) started: Instant,
 }
 
 impl<P: Protocol> Prepared<P> {

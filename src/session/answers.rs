@@ -9,14 +9,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::produce::Credit;
 use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
 use super::trace::{self, Scope};
 use crate::error::{ErrorReport, WireError};
 use crate::protocol::Codec;
 use crate::protocol::Request;
+use crate::streamed::StreamRequest;
+use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::shared::carry::decode_with;
 use crate::wire::ws::reader::Inbound;
@@ -56,6 +60,8 @@ struct Stages {
     /// How many of them are cancelled: while none is, no answer needs
     /// looking up before it starts.
     cancelled: Cell<usize>,
+    /// The window of each streamed answer owed, from its request on.
+    credits: RefCell<ById<Rc<Credit>>>,
 }
 
 impl Stages {
@@ -66,6 +72,9 @@ impl Stages {
 
     /// Request `id` is done with; whether it had been cancelled.
     fn finish(&self, id: u64) -> bool {
+        if !self.credits.borrow().is_empty() {
+            self.credits.borrow_mut().remove(&id);
+        }
         let stage = self.by_id.borrow_mut().remove(&id);
         let cancelled = matches!(stage, Some(Stage::Cancelled));
         if cancelled {
@@ -91,6 +100,18 @@ impl Answering {
         self.0.cancelled.set(self.0.cancelled.get() + 1);
         if let Stage::Running(stop) = stage {
             stop();
+        }
+    }
+}
+
+impl Answering {
+    /// The asker of stream `id` has room for `bytes` more: its producer
+    /// may go on. A credit for a request not owed (answered, cancelled,
+    /// never asked, or answered once) is ignored, as a late cancel is.
+    pub(crate) fn credit(&self, id: u64, bytes: u64) {
+        let credit = self.0.credits.borrow().get(&id).cloned();
+        if let Some(credit) = credit {
+            credit.grant(bytes);
         }
     }
 }
@@ -133,6 +154,38 @@ impl Reply {
     /// Sends a failure.
     pub(crate) fn fail(mut self, failure: Failure) {
         let frame = self.encoding.failure(self.id, failure);
+        self.send(frame, Vec::new());
+    }
+
+    /// The window of its streamed answer (see `produce.rs`).
+    pub(crate) fn credit(&self) -> Rc<Credit> {
+        let credits = self.answering.credits.borrow();
+        credits.get(&self.id).cloned().unwrap_or_default()
+    }
+
+    /// Encodes one item of its streamed answer.
+    pub(crate) fn item<T: Serialize>(&self, item: &T) -> Result<(Bytes, Vec<OwnedFd>), String> {
+        self.encoding.item(self.id, item).map_err(|e| e.to_string())
+    }
+
+    /// Queues one item of its streamed answer (the window's bound is the
+    /// producer's); `false` once the connection takes nothing more.
+    pub(crate) fn push_item(&self, (frame, fds): (Bytes, Vec<OwnedFd>)) -> bool {
+        self.outbox.push_unbounded(frame, fds).is_ok()
+    }
+
+    /// Queues several items at once (one lock); `false` as
+    /// [`push_item`](Self::push_item).
+    pub(crate) fn push_items(&self, items: Vec<Bytes>) -> bool {
+        if items.is_empty() {
+            return true;
+        }
+        self.outbox.push_all_unbounded(items).is_ok()
+    }
+
+    /// Ends its streamed answer: no more items.
+    pub(crate) fn end(mut self) {
+        let frame = crate::wire::envelope::end(self.id);
         self.send(frame, Vec::new());
     }
 
@@ -194,9 +247,10 @@ impl Drop for Reply {
 /// shared buffers) and starts answering it.
 type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, usize, Reply)>;
 
-/// The request types one side answers, by tag.
+/// The request types one side answers, by tag: whether each is answered
+/// by a stream, and its handler.
 pub(crate) struct Handlers {
-    by_tag: HashMap<u64, Handler>,
+    by_tag: HashMap<u64, (bool, Handler)>,
     last_panic: fn() -> Option<ErrorReport>,
 }
 
@@ -211,6 +265,25 @@ impl Handlers {
     /// with `start`, which hands the decoded request to an actor and the
     /// [`Reply`] to whatever answers.
     pub(crate) fn insert<R: Request>(&mut self, tag: u64, start: impl Fn(R, Reply) + 'static) {
+        self.insert_as(tag, false, start);
+    }
+
+    /// Answers streamed requests of type `R` (asked with a `Stream` frame),
+    /// tagged `tag`, with `start`; see `produce.rs` for the reply's items.
+    pub(crate) fn insert_stream<R: StreamRequest>(
+        &mut self,
+        tag: u64,
+        start: impl Fn(R, Reply) + 'static,
+    ) {
+        self.insert_as(tag, true, start);
+    }
+
+    fn insert_as<R: DeserializeOwned + 'static>(
+        &mut self,
+        tag: u64,
+        streams: bool,
+        start: impl Fn(R, Reply) + 'static,
+    ) {
         let handler: Handler = Box::new(move |codec, payload, fds, max_shared, mut reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
@@ -225,7 +298,7 @@ impl Handlers {
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
         });
-        self.by_tag.insert(tag, handler);
+        self.by_tag.insert(tag, (streams, handler));
     }
 
     /// Whether requests tagged `tag` are answered.
@@ -251,7 +324,13 @@ impl Handlers {
             Some(Ok(context)) => (Some(context), None),
             Some(Err(e)) => (None, Some(e)),
         };
+        let streamed = inbound.header.kind == Kind::Stream;
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
+        if streamed {
+            let window = Rc::new(Credit::default());
+            window.grant(inbound.header.credit);
+            answering.0.credits.borrow_mut().insert(id, window);
+        }
         let reply = Reply {
             id,
             outbox: outbox.clone(),
@@ -268,7 +347,10 @@ impl Handlers {
             return Err(e);
         }
         match self.by_tag.get(&tag) {
-            Some(handler) => {
+            Some((streams, _)) if *streams != streamed => {
+                reply.fail(Failure::Wire(crate::error::WireError::WrongForm(tag).to_string()))
+            }
+            Some((_, handler)) => {
                 let fds = std::mem::take(&mut inbound.fds);
                 handler(inbound.codec, inbound.payload(), fds, inbound.max_shared, reply)
             }

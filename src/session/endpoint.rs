@@ -32,7 +32,8 @@ pub(crate) trait Side {
     type Incoming: DeserializeOwned;
 
     /// The kinds only this side takes, beside those both take (posts,
-    /// requests, their answers and cancels; see [`expected`]).
+    /// requests, their answers and cancels, streamed requests, their items,
+    /// ends and credits; see [`expected`]).
     const ONLY_HERE: &'static [Kind];
 
     /// Whether the messages this side receives count towards what all
@@ -94,6 +95,10 @@ pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
             | Kind::Answer
             | Kind::Failed
             | Kind::Cancel
+            | Kind::Stream
+            | Kind::Item
+            | Kind::End
+            | Kind::Credit
     ) || S::ONLY_HERE.contains(&kind)
 }
 
@@ -257,7 +262,7 @@ impl<S: Side> Session<S> {
         }
         match kind {
             Kind::Post => unreachable!("handled above"),
-            Kind::Request | Kind::TracedRequest => {
+            Kind::Request | Kind::TracedRequest | Kind::Stream => {
                 self.asked = true;
                 let common = &self.common;
                 let on = (&common.sender, &self.answering, &common.span);
@@ -265,7 +270,17 @@ impl<S: Side> Session<S> {
                     self.side.wire_error(e);
                 }
             }
-            Kind::Answer | Kind::Failed => resolve_frame(&self.common.sender.pending, inbound),
+            Kind::Answer | Kind::Failed | Kind::End => {
+                resolve_frame(&self.common.sender.pending, inbound)
+            }
+            // Checked against its stream's window; one for a request never
+            // asked is reported, and the connection goes on.
+            Kind::Item => {
+                if let Err(e) = self.common.sender.pending.item(inbound.header.id, inbound) {
+                    self.side.wire_error(e);
+                }
+            }
+            Kind::Credit => self.answering.credit(inbound.header.id, inbound.header.credit),
             Kind::Error => match inbound.decode::<ErrorReport>() {
                 Ok(report) => self.side.report(report),
                 Err(e) => self.side.wire_error(e),

@@ -14,15 +14,20 @@
 //!   `declared.rs`: each request's tag, from what the protocol declares.
 //! - `trace.rs`: the spans of requests on both sides, and the trace
 //!   context that joins them across the boundary.
+//! - `streams.rs`: a request answered by a stream of items, as its asker
+//!   reads it; `produce.rs`: the producer of those items, paced by the
+//!   asker's window.
 
 pub(crate) mod answers;
 pub(crate) mod data;
 pub(crate) mod declared;
 mod endpoint;
 mod hello;
+pub(crate) mod produce;
 pub(crate) mod requests;
 pub(crate) mod sender;
 pub(crate) mod shape;
+pub(crate) mod streams;
 #[cfg(test)]
 mod tests;
 pub(crate) mod trace;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorReport, WorkerError};
+use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::ws::reader::Inbound;
@@ -42,6 +42,9 @@ pub(crate) enum Failure {
     Wire(String),
     /// The answering actor is gone.
     Gone,
+    /// A streamed answer's producer raised this error (its text): the
+    /// stream ends with it.
+    Raised(String),
 }
 
 impl From<Failure> for WorkerError {
@@ -51,6 +54,7 @@ impl From<Failure> for WorkerError {
             Failure::Unhandled(name) => WorkerError::Unhandled(name),
             Failure::Wire(text) => WorkerError::Remote(text),
             Failure::Gone => WorkerError::Disconnected,
+            Failure::Raised(text) => WorkerError::StreamFailed(text),
         }
     }
 }
@@ -64,6 +68,20 @@ pub(crate) trait Slot: Send {
     /// [`Pending::sweep`]).
     fn gone(&self) -> bool {
         false
+    }
+
+    /// Whether it is answered by a stream of items (`streams.rs`), ended
+    /// by an `End` frame; else by one `Answer`.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// One item of its streamed answer. An error fails the request with
+    /// it (and cancels it): an item for a request answered once, or past
+    /// the asker's window.
+    fn item(&mut self, item: Inbound) -> Result<(), WorkerError> {
+        let _ = item;
+        Err(WireError::Unexpected("stream item for a request answered once").into())
     }
 }
 
@@ -163,9 +181,11 @@ impl Pending {
         self.untrace(id);
     }
 
-    /// Delivers an answer or failure; a late one (no slot) is dropped. A
-    /// request the other side does not answer is named as its asker knows
-    /// it (the other side knows only its tag).
+    /// Delivers an answer, a stream's end or a failure; a late one (no
+    /// slot) is dropped. A request the other side does not answer is named
+    /// as its asker knows it (the other side knows only its tag). An end
+    /// that does not fit the request (an `End` for one answered once, an
+    /// `Answer` for a stream) fails it.
     pub(crate) fn resolve(&self, id: u64, mut result: Result<Inbound, WorkerError>) {
         let slot = self.slots().remove(&id);
         self.untrace(id);
@@ -173,9 +193,60 @@ impl Pending {
             if let Err(WorkerError::Unhandled(said)) = &mut result {
                 *said = name();
             }
+            if let Ok(inbound) = &result {
+                if (inbound.header.kind == Kind::End) != slot.streams() {
+                    let e = WireError::Unexpected(inbound.header.kind.name());
+                    result = Err(WorkerError::Wire(e));
+                }
+            }
             slot.deliver(result);
         } else {
             tracing::trace!(id, "answer to a request nobody waits for any more");
+        }
+    }
+
+    /// An item of the stream that answers request `id`. One for a request
+    /// that is not waited for any more (cancelled, failed, ended) is
+    /// dropped; one for an id never asked is an error (the side reports
+    /// it). An item its slot refuses (past the window, for a request
+    /// answered once) fails the request with why, and cancels it.
+    pub(crate) fn item(&self, id: u64, item: Inbound) -> Result<(), WireError> {
+        let refused = {
+            let mut slots = self.slots();
+            let Some((.., slot)) = slots.get_mut(&id) else {
+                drop(slots);
+                if id >= self.next_id.load(Ordering::Relaxed) {
+                    return Err(WireError::UnknownStream(id));
+                }
+                tracing::trace!(id, "stream item nobody waits for any more");
+                return Ok(());
+            };
+            match slot.item(item) {
+                Ok(()) => return Ok(()),
+                Err(e) => (slots.remove(&id), e),
+            }
+        };
+        if let (Some((.., slot)), e) = refused {
+            tracing::debug!(id, error = %e, "stream item refused: the stream fails");
+            self.tell(crate::wire::envelope::cancel(id));
+            slot.deliver(Err(e));
+        }
+        Ok(())
+    }
+
+    /// The asker of stream `id` has read `bytes` more of its items: the
+    /// other side may send that many more.
+    pub(crate) fn credit(&self, id: u64, bytes: u64) {
+        if self.slots().contains_key(&id) {
+            self.tell(crate::wire::envelope::credit(id, bytes));
+        }
+    }
+
+    /// Queues a small control frame (a cancel, a credit) whatever the
+    /// outbox's bound: it frees the other side.
+    fn tell(&self, frame: bytes::Bytes) {
+        if let Some(outbox) = self.tell.get() {
+            let _ = outbox.push_unbounded(frame, Vec::new());
         }
     }
 
@@ -185,9 +256,7 @@ impl Pending {
         let slot = self.slots().remove(&id);
         self.untrace(id);
         if slot.is_some() {
-            if let Some(outbox) = self.tell.get() {
-                let _ = outbox.push_unbounded(crate::wire::envelope::cancel(id), Vec::new());
-            }
+            self.tell(crate::wire::envelope::cancel(id));
         }
     }
 
@@ -242,11 +311,12 @@ impl Pending {
     }
 }
 
-/// What an answering side does with an incoming `Failed` or `Answer` frame.
+/// What an asking side does with an incoming `Answer`, `End` or `Failed`
+/// frame.
 pub(crate) fn resolve_frame(pending: &Pending, inbound: Inbound) {
     let id = inbound.header.id;
     match inbound.header.kind {
-        Kind::Answer => pending.resolve(id, Ok(inbound)),
+        Kind::Answer | Kind::End => pending.resolve(id, Ok(inbound)),
         _ => {
             let err = match inbound.decode::<Failure>() {
                 Ok(f) => f.into(),
