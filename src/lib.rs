@@ -98,6 +98,10 @@
 //!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP,
 //!   with the features below).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
+//! - `channel`: [`MessageChannel`] and its [`ChannelEnd`]s, which travel
+//!   inside messages to two workers; opened, a [`Channel`] posts and asks
+//!   the other end, whose actor receives [`ChannelEvent`]s
+//!   (`docs/channels.md`).
 //! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
 //!   other languages), [`Request`], [`Received`], [`NoPosts`] (a worker
 //!   that only answers requests); `declare`: [`Declare`], the requests a
@@ -131,6 +135,7 @@ compile_error!(
      PR_SET_PDEATHSIG"
 );
 
+mod channel;
 mod child;
 mod declare;
 mod error;
@@ -160,6 +165,10 @@ pub mod __private {
     pub use actix;
 }
 
+pub use crate::channel::{
+    Channel, ChannelClosed, ChannelEnd, ChannelEvent, ChannelOptions, CloseReason, MessageChannel,
+    Opening,
+};
 pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
 pub use crate::declare::{Declare, DeclaredRequest};
 pub use crate::error::{

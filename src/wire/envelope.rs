@@ -18,7 +18,7 @@ use crate::protocol::Codec;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 6;
+pub(crate) const PROTOCOL_VERSION: u32 = 7;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
