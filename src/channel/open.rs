@@ -59,6 +59,12 @@ pub struct ChannelOptions {
     pub max_queued_bytes: usize,
     /// The most bytes the shared buffers of one message may hold (1 GiB).
     pub max_shared_bytes: usize,
+    /// How the channel's payloads are written (bincode): both ends must
+    /// say the same, JSON where the other end is a Python worker. The end
+    /// that speaks first names it in its hello; an end of another codec
+    /// closes as [`CloseReason::Refused`] with
+    /// [`WireError::CodecMismatch`].
+    pub codec: Codec,
 }
 
 impl Default for ChannelOptions {
@@ -68,6 +74,7 @@ impl Default for ChannelOptions {
             max_queued: 4096,
             max_queued_bytes: 64 << 20,
             max_shared_bytes: 1 << 30,
+            codec: Codec::Bincode,
         }
     }
 }
@@ -76,6 +83,12 @@ impl ChannelOptions {
     /// Sets [`max_message_size`](Self::max_message_size).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`codec`](Self::codec).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
         self
     }
 
@@ -167,7 +180,7 @@ where
         let Opening { end, actor, handlers, options } = self;
         let outbox = Arc::new(Outbox::new(options.max_queued, options.max_queued_bytes));
         let encoding = Encoding {
-            codec: Codec::Bincode,
+            codec: options.codec,
             max_message_size: options.max_message_size,
             descriptors: true,
         };
@@ -270,7 +283,7 @@ async fn serve<R: Serialize + DeserializeOwned + Send + 'static>(
     close: Arc<Notify>,
 ) {
     let sender = common.sender.clone();
-    let opened = match hello(fd, first, fp, max).await {
+    let opened = match hello(fd, first, fp, (sender.encoding.codec, max)).await {
         Ok(opened) => opened,
         Err(why) => {
             // Nothing went out: every post accepted is unsent.
@@ -308,15 +321,20 @@ async fn hello(
     fd: Option<OwnedFd>,
     first: bool,
     fp: Result<u64, crate::error::ShapeError>,
-    max: usize,
+    (codec, max): (Codec, usize),
 ) -> Result<session::Opened, CloseReason> {
     let refused = |e| Err(CloseReason::Refused(e));
     match (fd, fp) {
         (Some(fd), Ok(fp)) => {
-            let turn = if first { Turn::First(Codec::Bincode) } else { Turn::AfterPeer };
-            session::open(fd, max, fp, turn, Then::nothing())
+            let turn = if first { Turn::First(codec) } else { Turn::AfterPeer };
+            let opened = session::open(fd, max, fp, turn, Then::nothing())
                 .await
-                .map_err(|e| e.map_or(CloseReason::PeerGone, CloseReason::Refused))
+                .map_err(|e| e.map_or(CloseReason::PeerGone, CloseReason::Refused))?;
+            // Posts made before the hello are written in ours already.
+            if opened.codec != codec {
+                return refused(WireError::CodecMismatch { ours: codec, theirs: opened.codec });
+            }
+            Ok(opened)
         }
         (None, _) => refused(WireError::Transport("a channel end without its socket".into())),
         (_, Err(e)) => refused(WireError::Encode(e.to_string())),
