@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         channels::a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts,
         channels::a_channel_is_a_second_line_between_the_parent_and_a_worker,
         channels::a_hostile_peer_on_an_end_is_a_typed_error_and_the_worker_lives_on,
+        channels::a_python_worker_holds_an_end_and_echoes_on_it,
     ];
     tests.extend(crate::with_feature!(
         "tcp",
@@ -577,6 +578,55 @@ pub fn an_end_posted_to_a_remote_worker_is_refused() {
         drop(mine);
         worker.post(Job::Pid);
         said(&mut rx, |s| matches!(s, Said::Pid(_)).then_some(())).await;
+        worker.terminate();
+        assert!(rx.exit().await.success());
+    });
+}
+
+pub fn a_python_worker_holds_an_end_and_echoes_on_it() {
+    if !crate::conformance::have_python() {
+        return;
+    }
+    run(async {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
+        let (events, mut rx) = events::<Piped>();
+        let worker = Worker::<Piped>::builder()
+            .program("python3")
+            .args([format!("{dir}/examples/channel_echo.py")])
+            .env("PYTHONPATH", dir)
+            .codec(actix_webworker::Codec::Json)
+            .restart(actix_webworker::RestartPolicy::never())
+            .events(events)
+            .start()
+            .unwrap();
+        let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
+        worker.post(Job::Echo { end: theirs });
+        let (collect, mut got) = collector();
+        let json = actix_webworker::ChannelOptions::default().codec(actix_webworker::Codec::Json);
+        let line = mine.opening(collect).options(json).open();
+        for n in 0..500 {
+            line.post(item(n, 8)).unwrap();
+        }
+        for n in 0..500 {
+            match next_event(&mut got).await {
+                ChannelEvent::Message(msg) => assert_eq!(msg.data, item(n, 8), "in order"),
+                other => panic!("{other:?}"),
+            }
+        }
+        line.close();
+        match next_event(&mut got).await {
+            ChannelEvent::Closed(closed) => {
+                assert_eq!(closed.why, CloseReason::Closed);
+                assert_eq!((closed.sent, closed.received, closed.in_doubt), (500, 500, 0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (why, received) = said(&mut rx, |s| match s {
+            Said::Closed { why, received, .. } => Some((why.clone(), *received)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((why.as_str(), received), ("PeerClosed", 500));
         worker.terminate();
         assert!(rx.exit().await.success());
     });
