@@ -101,6 +101,10 @@
 //! - `session`: [`Propagator`] and [`set_propagator`], how an
 //!   application's trace ids travel with requests ([`TraceContext`]; see
 //!   docs/tracing.md).
+//! - `channel`: [`MessageChannel`] and its [`ChannelEnd`]s, which travel
+//!   inside messages to two workers; opened, a [`Channel`] posts and asks
+//!   the other end, whose actor receives [`ChannelEvent`]s
+//!   (`docs/channels.md`).
 //! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
 //!   other languages), [`Request`], [`Received`], [`NoPosts`] (a worker
 //!   that only answers requests); `declare`: [`Declare`], the requests a
@@ -134,6 +138,7 @@ compile_error!(
      PR_SET_PDEATHSIG"
 );
 
+mod channel;
 mod child;
 mod declare;
 mod error;
@@ -164,6 +169,10 @@ pub mod __private {
     pub use actix;
 }
 
+pub use crate::channel::{
+    Channel, ChannelClosed, ChannelEnd, ChannelEvent, ChannelOptions, CloseReason, MessageChannel,
+    Opening,
+};
 pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
 pub use crate::declare::{Declare, DeclaredRequest};
 pub use crate::error::{

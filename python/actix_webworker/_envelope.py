@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 """The version of the wire protocol this package speaks."""
 
 MAGIC = b"AWW\x01"

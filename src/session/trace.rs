@@ -141,6 +141,13 @@ pub(crate) fn runtime(entry: &str) -> Span {
     tracing::info_span!(target: TARGET, "runtime", entry, pid)
 }
 
+/// The span of one end of a channel (`channel/`), in the process that
+/// holds it: the parent of the spans of the requests it answers.
+pub(crate) fn channel(first: bool) -> Span {
+    let pid = std::process::id();
+    tracing::info_span!(target: TARGET, "channel", first, pid)
+}
+
 /// Where the handling of one request is traced: its span, and the trace
 /// it belongs to (for what it asks in turn).
 pub(crate) struct Scope {

@@ -143,6 +143,9 @@ fn encode_parts<M: Serialize + ?Sized>(
     let target = out.target();
     let size = target.len() - header;
     let checked = match encoded {
+        // A value that travels only as a descriptor, for a peer that
+        // takes none (a channel's end to a remote worker).
+        Err(_) if carry::take_refused() => Err(WorkerError::NoDescriptors),
         Err(e) => Err(e.into()),
         Ok(()) if size > max_message_size => {
             Err(WireError::TooLarge { size, limit: max_message_size }.into())

@@ -62,6 +62,7 @@ macro_rules! modules {
 modules![
     basics: trials roles,
     bounds: trials,
+    channels: trials,
     cluster: trials,
     conformance: trials,
     data: trials,
