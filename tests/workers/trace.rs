@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         trace::with_no_subscriber_a_request_travels_as_before,
         trace::a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on,
         trace::a_traced_request_cut_short_is_a_typed_error,
+        trace::through_a_pool_member_and_a_channel_to_another_worker_one_trace,
     ]
 }
 
@@ -342,4 +343,70 @@ fn tag_of(name: &str) -> [u8; 8] {
         fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     fnv.to_le_bytes()
+}
+
+/// caller → pool `ask(Relay)` → member `answer(Relay)` → its `ask(Double)`
+/// over a channel → the other worker's `answer(Double)`: one trace, each
+/// span joined to the one before across each boundary.
+pub fn through_a_pool_member_and_a_channel_to_another_worker_one_trace() {
+    use crate::channels::{Job, Piped, Plug, Relay};
+    let dir = trace_dir("channel");
+    let (recorder, lines) = Recorder::in_memory();
+    let _subscriber = tracing::subscriber::set_default(recorder);
+    run(async {
+        let (front, back) = actix_webworker::MessageChannel::new().unwrap();
+        // The far end: a worker that answers `Double` asked on its end.
+        let (rec, mut events) = events::<Piped>();
+        let echo = actix_webworker::Worker::<Piped>::builder()
+            .entry("stage")
+            .name("echo")
+            .env(TRACE_DIR, &dir)
+            .restart(RestartPolicy::never())
+            .events(rec)
+            .start()
+            .unwrap();
+        echo.post(Job::Echo { end: back });
+        // A pool of one: its member holds the near end (asks wait in the
+        // pool until it is up).
+        let pool = WorkerPool::<Piped>::builder()
+            .entry("stage")
+            .size(1)
+            .env(TRACE_DIR, &dir)
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        pool.send(Ask::new(Plug(front))).await.unwrap().unwrap();
+        let caller = tracing::info_span!("caller");
+        let asked = caller.in_scope(|| pool.send(Ask::new(Relay(21))));
+        assert_eq!(asked.await.unwrap().unwrap(), 42);
+        pool.terminate();
+        echo.terminate();
+        assert!(events.exit().await.success());
+    });
+    let parent = spans(&lines.lock().unwrap());
+    let ask = one(&parent, "ask", "::Relay");
+    assert_eq!(by_id(&parent, ask.parent).name, "caller");
+    assert!(!ask.field("member").is_empty(), "which member: {ask:?}");
+    let workers = worker_spans(&dir);
+    let all = || workers.iter().flat_map(|(&pid, spans)| spans.iter().map(move |s| (pid, s)));
+    // The member: its handling of Relay joins the pool's ask, and asks
+    // Double over the channel inside it.
+    let (member, relayed) = all()
+        .find(|(_, s)| s.name == "answer" && s.field("request").ends_with("::Relay"))
+        .expect("the member's handling of Relay");
+    joined(ask, relayed);
+    let theirs = &workers[&member];
+    let double = one(theirs, "ask", "::Double");
+    assert_eq!(double.parent, Some(relayed.id), "asked inside the handling's span");
+    // The far worker: its handling of Double, under its channel's span,
+    // joins the member's ask, in the same trace as the caller's.
+    let (far, doubled) = all()
+        .find(|(_, s)| s.name == "answer" && s.field("request").ends_with("::Double"))
+        .expect("the far worker's handling of Double");
+    assert_ne!(far, member, "another process");
+    joined(double, doubled);
+    assert_eq!(doubled.field("trace_id"), ask.field("trace_id"), "one trace");
+    let line = by_id(&workers[&far], doubled.parent);
+    assert_eq!(line.name, "channel", "{line:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
