@@ -7,10 +7,11 @@
 //! `tracing-opentelemetry`) instead of the crate's.
 //!
 //! Nothing here costs anything while no `tracing` subscriber wants these
-//! spans: each is made by one macro whose callsite interest is cached
-//! ("never" with no subscriber: one load and a branch), a disabled span
-//! holds nothing, and a request whose asking span is disabled travels as
-//! a plain `Request`, byte for byte as before.
+//! spans: with none installed in the process, no span is made (one load
+//! and a branch); with one that does not want them, each is one macro
+//! whose callsite interest is cached; a disabled span holds nothing, and a
+//! request whose asking span is disabled travels as a plain `Request`,
+//! byte for byte as before.
 //!
 //! Without a propagator, the crate makes its own ids of the W3C shape and
 //! records them as fields of the spans on both sides (`trace_id`,
@@ -75,10 +76,23 @@ pub(crate) fn wanted(span: &Span) -> bool {
         && span.with_subscriber(|(_, d)| !d.is::<tracing::subscriber::NoSubscriber>()) == Some(true)
 }
 
+/// Whether no `tracing` subscriber has ever been installed in this
+/// process: then no span is made at all. Not only cheaper than a disabled
+/// span: with `tracing`'s `log` feature, a disabled span's fields go to
+/// `log` as a record, and an application that logs through `log` would
+/// get a line per request. (`has_been_set` is hidden in `tracing`'s docs,
+/// and is what its own `log` bridge asks.)
+fn none_installed() -> bool {
+    !tracing::dispatcher::has_been_set()
+}
+
 /// The span of one request on the asking side, a child of the span
 /// current where it is made (the caller's); disabled when no subscriber
 /// wants it. Its other fields are recorded as they become known.
 pub(crate) fn asking(request: &'static str) -> Span {
+    if none_installed() {
+        return Span::none();
+    }
     tracing::info_span!(
         target: TARGET,
         "ask",
@@ -132,11 +146,17 @@ pub(crate) fn of_peer(
 /// process that talks to it: `name` and `entry` now, its `pid` recorded
 /// once it is known (again on each restart).
 pub(crate) fn peer(name: &str, entry: &str) -> Span {
+    if none_installed() {
+        return Span::none();
+    }
     tracing::info_span!(target: TARGET, "worker", name, entry, pid = Empty)
 }
 
 /// The span of a worker's own runtime, in the worker.
 pub(crate) fn runtime(entry: &str) -> Span {
+    if none_installed() {
+        return Span::none();
+    }
     let pid = std::process::id();
     tracing::info_span!(target: TARGET, "runtime", entry, pid)
 }
@@ -153,6 +173,9 @@ pub(crate) struct Scope {
 /// the boundary, of the asking span whose `context` came with it; `None`
 /// when no subscriber wants it.
 pub(crate) fn answering(session: &Span, id: u64, context: Option<TraceContext>) -> Option<Scope> {
+    if none_installed() {
+        return None;
+    }
     let span = tracing::info_span!(
         target: TARGET,
         parent: session,
