@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         trace::through_a_pool_the_span_names_the_member_and_the_member_joins_it,
         trace::a_worker_asking_its_parent_stays_in_the_trace,
         trace::a_declared_request_through_a_port_is_joined_too,
+        trace::a_python_worker_answers_a_traced_request,
         trace::with_no_subscriber_a_request_travels_as_before,
         trace::a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on,
         trace::a_traced_request_cut_short_is_a_typed_error,
@@ -203,6 +204,25 @@ pub fn a_declared_request_through_a_port_is_joined_too() {
     let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
     let pid: u32 = worker.field("pid").parse().unwrap();
     joined(ask, one(&workers[&pid], "answer", "::Mul"));
+}
+
+/// The Python worker of `python/` takes kind 24 from a Rust parent that
+/// traces (its own side records nothing: it has no `tracing`).
+pub fn a_python_worker_answers_a_traced_request() {
+    use crate::conformance::{have_python, python_worker, Conf, Mul};
+    if !have_python() {
+        return;
+    }
+    let (parent, _) = traced("python", |_| async move {
+        let (rec, mut events) = events::<Conf>();
+        let worker = python_worker::<Conf>().events(rec).start().unwrap();
+        assert_eq!(worker.ask(Mul(6, 7)).await.unwrap(), 42);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    // It went with a context: the ask span has the ids that travelled.
+    let ask = one(&parent, "ask", "::Mul");
+    assert_eq!((ask.field("trace_id").len(), ask.field("span_id").len()), (32, 16), "{ask:?}");
 }
 
 /// The kinds and lengths of the requests the raw worker `trace-raw-kinds`
