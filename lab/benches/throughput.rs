@@ -512,7 +512,7 @@ fn tracing_overhead(c: &mut Criterion, sys: &mut SystemRunner) {
         worker.ask(Ping(0)).await.expect("worker answers");
         worker
     });
-    let _subscriber = tracing::subscriber::set_default(Recorder::default());
+    let _subscriber = tracing::subscriber::set_default(Recorder::new(false));
     g.bench_function("spans_recorded", |b| {
         b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| recorded.ask(Ping(i)))))
     });

@@ -32,6 +32,8 @@
 //!   executable again, the subscriber installed first thing in its main,
 //!   its worker inheriting it) against `pipelined` with none, in rounds
 //!   alternated (req/s; the ratio is what the spans cost).
+//!   `tracing_overhead_fmt`: the same with every field of every span
+//!   formatted into a string, as a formatting or exporting layer does.
 //! - `bulk_1mib`: 1 MiB posts (GB/s; baseline: raw socketpair).
 //! - `bulk_1mib_shared`, `bulk_16mib_shared`: the same sizes as
 //!   `SharedBytes`: one buffer, made once, in every message (as a model or
@@ -508,13 +510,13 @@ async fn pipelined(through_port: bool) -> f64 {
 
 /// `pipelined` with every span recorded (see the module's head) and
 /// without: the medians of a few rounds of each, alternated.
-async fn tracing_overhead() -> (f64, f64) {
+async fn tracing_overhead(how: &str) -> (f64, f64) {
     let (mut traced, mut plain) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         plain.push(pipelined(false).await);
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["=pipelined_traced"])
-            .env(TRACE_ENV, "1")
+            .env(TRACE_ENV, how)
             .output()
             .expect("the traced run");
         assert!(out.status.success(), "the traced run failed: {out:?}");
@@ -829,9 +831,11 @@ async fn run() {
         let ours = pipelined(true).await;
         line("pipelined_port", ours, pipelined_baseline(), "req/s");
     }
-    if wanted("tracing_overhead") && std::env::var_os(TRACE_ENV).is_none() {
-        let (traced, plain) = tracing_overhead().await;
-        line("tracing_overhead", traced, plain, "req/s");
+    for (name, how) in [("tracing_overhead", "1"), ("tracing_overhead_fmt", "fmt")] {
+        if wanted(name) && std::env::var_os(TRACE_ENV).is_none() {
+            let (traced, plain) = tracing_overhead(how).await;
+            line(name, traced, plain, "req/s");
+        }
     }
     if wanted("bulk_1mib") {
         let ours = bulk().await;

@@ -196,7 +196,8 @@ type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, usize, Reply)>;
 
 /// The request types one side answers, by tag.
 pub(crate) struct Handlers {
-    by_tag: HashMap<u64, Handler>,
+    /// Each with the name of its request type (for its span).
+    by_tag: HashMap<u64, (Handler, &'static str)>,
     last_panic: fn() -> Option<ErrorReport>,
 }
 
@@ -214,9 +215,6 @@ impl Handlers {
         let handler: Handler = Box::new(move |codec, payload, fds, max_shared, mut reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
-            if let Some(scope) = reply.scope() {
-                scope.name(std::any::type_name::<R>());
-            }
             match decode_with::<R>(codec, payload, fds, max_shared) {
                 (Ok(req), _, taken) => {
                     reply.holds_more(taken.bytes);
@@ -225,7 +223,7 @@ impl Handlers {
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
         });
-        self.by_tag.insert(tag, handler);
+        self.by_tag.insert(tag, (handler, std::any::type_name::<R>()));
     }
 
     /// Whether requests tagged `tag` are answered.
@@ -252,7 +250,7 @@ impl Handlers {
             Some(Err(e)) => (None, Some(e)),
         };
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
-        let reply = Reply {
+        let mut reply = Reply {
             id,
             outbox: outbox.clone(),
             connection: outbox.owe_reply(inbound.payload().len()),
@@ -261,14 +259,17 @@ impl Handlers {
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),
-            scope: trace::answering(span, id, context),
+            scope: None,
         };
+        let handler = self.by_tag.get(&tag);
+        let name = handler.map_or("", |&(_, name)| name);
+        reply.scope = trace::answering(span, (id, name), context);
         if let Some(e) = bad {
             reply.fail(Failure::Wire(e.to_string()));
             return Err(e);
         }
-        match self.by_tag.get(&tag) {
-            Some(handler) => {
+        match handler {
+            Some((handler, _)) => {
                 let fds = std::mem::take(&mut inbound.fds);
                 handler(inbound.codec, inbound.payload(), fds, inbound.max_shared, reply)
             }
