@@ -21,6 +21,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
+
 #[derive(Serialize, Deserialize)]
 struct Load(SharedBytes, #[serde(with = "serde_bytes")] Vec<u8>);
 
@@ -522,7 +524,38 @@ fn pool_overhead(c: &mut Criterion, sys: &mut SystemRunner) {
     sys.block_on(stop(worker));
 }
 
+/// Pipelined asks with no subscriber, then with one that records every
+/// span in the parent (scoped to this thread) and in a worker of its own
+/// (installed in its process, as an application does): every request
+/// travels with its trace context. No subscriber first: once one has been
+/// installed, `tracing` makes spans (of its no-op subscriber) even where
+/// none listens, which would slow the baseline.
+fn tracing_overhead(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    const IN_FLIGHT: usize = 1_000;
+    let mut g = c.benchmark_group("tracing_overhead");
+    g.throughput(Throughput::Elements(N));
+    let worker = sys.block_on(start());
+    g.bench_function("no_subscriber", |b| {
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| worker.ask(Ping(i)))))
+    });
+    sys.block_on(stop(worker));
+    let recorded = sys.block_on(async {
+        let builder = Worker::<Bench>::builder().entry("sink").env(TRACE_ENV, "1");
+        let worker = builder.start().expect("worker starts");
+        worker.ask(Ping(0)).await.expect("worker answers");
+        worker
+    });
+    let _subscriber = tracing::subscriber::set_default(Recorder::new(false));
+    g.bench_function("spans_recorded", |b| {
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| recorded.ask(Ping(i)))))
+    });
+    g.finish();
+    sys.block_on(stop(recorded));
+}
+
 fn main() {
+    install_if_asked();
     run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink(0))]);
 
     let mut c = Criterion::default()
@@ -540,5 +573,6 @@ fn main() {
     pool_tiny(&mut c, &mut sys);
     pool_cpu_scaling(&mut c, &mut sys);
     pool_overhead(&mut c, &mut sys);
+    tracing_overhead(&mut c, &mut sys);
     c.final_summary();
 }

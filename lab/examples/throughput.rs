@@ -26,6 +26,14 @@
 //!   with every process of ours and of the baseline pinned to one core.
 //! - `pipelined`: requests with 1,000 in flight (req/s; baseline: raw
 //!   socketpair, 1,000 in flight).
+//! - `tracing_overhead`: `pipelined` with a `tracing` subscriber that
+//!   records every span (`lab/src/spans.rs`) in the parent and in the
+//!   worker, so that every request travels with its trace context (this
+//!   executable again, the subscriber installed first thing in its main,
+//!   its worker inheriting it) against `pipelined` with none, in rounds
+//!   alternated (req/s; the ratio is what the spans cost).
+//!   `tracing_overhead_fmt`: the same with every field of every span
+//!   formatted into a string, as a formatting or exporting layer does.
 //! - `bulk_1mib`, `bulk_16mib`: 1 MiB and 16 MiB posts, inline (a
 //!   `Vec<u8>` cloned for each), (GB/s; baseline: raw socketpair writes of
 //!   that size).
@@ -83,6 +91,8 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
 #[derive(Serialize, Deserialize)]
 enum Load {
@@ -510,6 +520,46 @@ async fn pipelined(through_port: bool) -> f64 {
     rate
 }
 
+/// `pipelined` with every span recorded (see the module's head) and
+/// without: the medians of a few rounds of each, alternated.
+async fn tracing_overhead(how: &str) -> (f64, f64) {
+    let (mut traced, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        plain.push(pipelined(false).await);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["=pipelined_traced"])
+            .env(TRACE_ENV, how)
+            .output()
+            .expect("the traced run");
+        assert!(out.status.success(), "the traced run failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |row: &str, name: &str| -> f64 {
+            let row = text.lines().find_map(|l| l.strip_prefix(row)).expect("its row");
+            let at = row.find(name).expect("field") + name.len();
+            row[at..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        // Every ask made a span there: the subscriber saw them all.
+        assert!(field("spans_recorded: ", "ours=") >= PIPELINED_N as f64, "{text}");
+        traced.push(field("pipelined_traced: ", "ours="));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(traced), median(plain))
+}
+
+/// The traced side of [`tracing_overhead`], in the process it starts.
+async fn pipelined_traced() {
+    let rate = pipelined(false).await;
+    println!("pipelined_traced: ours={rate:.3} baseline=0 ratio=1 req/s");
+    let recorder = tracing::dispatcher::get_default(|d| {
+        d.downcast_ref::<Recorder>().map(|r| r.spans.load(std::sync::atomic::Ordering::Relaxed))
+    });
+    let spans = recorder.expect("the recorder is this process's subscriber");
+    println!("spans_recorded: ours={spans} baseline=0 ratio=1 spans");
+}
+
 fn pipelined_baseline() -> f64 {
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let echo = std::thread::spawn(move || {
@@ -818,6 +868,9 @@ async fn run() {
         let [(ours, evented)] = pinned("rtt_p50_vs_evented_echo", ["rtt_p50_vs_evented_echo"]);
         line("rtt_p50_pinned", ours, evented, "us");
     }
+    if only == "=pipelined_traced" {
+        return pipelined_traced().await;
+    }
     if wanted("pipelined") {
         let ours = pipelined(false).await;
         line("pipelined", ours, pipelined_baseline(), "req/s");
@@ -825,6 +878,12 @@ async fn run() {
     if wanted("pipelined_port") {
         let ours = pipelined(true).await;
         line("pipelined_port", ours, pipelined_baseline(), "req/s");
+    }
+    for (name, how) in [("tracing_overhead", "1"), ("tracing_overhead_fmt", "fmt")] {
+        if wanted(name) && std::env::var_os(TRACE_ENV).is_none() {
+            let (traced, plain) = tracing_overhead(how).await;
+            line(name, traced, plain, "req/s");
+        }
     }
     for (name, size) in [("bulk_1mib", BULK), ("bulk_16mib", 16 * BULK)] {
         if wanted(name) {
@@ -894,6 +953,9 @@ async fn run() {
 }
 
 fn main() {
+    // The subscriber of `tracing_overhead`'s traced runs, and of their
+    // workers: installed first, as an application does.
+    install_if_asked();
     run_if_echo();
     run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 })]);
     System::new().block_on(run());

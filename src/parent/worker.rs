@@ -310,12 +310,17 @@ impl<P: Protocol> Worker<P> {
     /// Encodes and queues a request, and awaits its answer (see `Ask`).
     pub(super) fn ask<R: Request>(
         &mut self,
-        (request, span): (R, tracing::Span),
+        (request, caller): (R, trace::Caller),
         timeout: Option<Duration>,
         ctx: &mut Context<Self>,
     ) -> Asked<R::Answer> {
         let id = self.sender.pending.next_id();
-        let context = trace::of_peer(&span, id, (&self.span, &self.options.name, self.pid));
+        let peer = trace::Peer {
+            name: Some(&self.options.name),
+            pid: Some(self.pid),
+            span: Some(&self.span),
+        };
+        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
         let encoded = self.check_open().and_then(|()| {
             self.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request)
         });

@@ -22,6 +22,7 @@ use crate::parent::messages::{Answered, Ask, Forward};
 use crate::parent::options::WhenFull;
 use crate::parent::worker::Worker;
 use crate::protocol::{Protocol, Request};
+use crate::session::trace::Caller;
 
 /// A request handed to a member, but for the caller's reply channel, which
 /// comes once the handler has returned.
@@ -37,17 +38,17 @@ pub(crate) struct Prepared<P: Protocol> {
 impl<P: Protocol> Prepared<P> {
     pub(super) fn send<R: Request>(
         self,
-        (request, span): (R, tracing::Span),
+        (request, caller): (R, Caller),
         timeout: Option<Duration>,
         tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
     ) {
         let Prepared { member, addr, load, common, started } = self;
-        span.record("member", member);
+        let caller = caller.with_member(member);
         let then = Answered::new(tx, move |result: &Result<R::Answer, WorkerError>| {
             let exited = matches!(result, Err(WorkerError::Exited(_)));
             common.finished(&load, result.is_ok(), exited, started);
         });
-        addr.do_send(Forward { request, timeout, then, span });
+        addr.do_send(Forward { request, timeout, then, caller });
     }
 }
 
@@ -79,7 +80,7 @@ impl<P: Protocol> WorkerPool<P> {
 
 struct QueuedAsk<R: Request> {
     request: R,
-    span: tracing::Span,
+    caller: Caller,
     timeout: Option<Duration>,
     since: Instant,
     /// The caller's; `None` once answered.
@@ -99,7 +100,7 @@ impl<P: Protocol, R: Request> Queued<WorkerPool<P>> for QueuedAsk<R> {
             let _ = tx.send(Err(WorkerError::Timeout(self.timeout.unwrap_or_default())));
             return;
         }
-        pool.prepare(at).send((self.request, self.span), timeout, Some(tx));
+        pool.prepare(at).send((self.request, self.caller), timeout, Some(tx));
     }
 
     fn refuse(self: Box<Self>, e: WorkerError) {
@@ -118,9 +119,9 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for WorkerPool<P> {
     type Result = PoolAsk<P, R>;
 
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> PoolAsk<P, R> {
-        let (request, timeout, span) = msg.into_parts();
+        let (request, timeout, caller) = msg.into_parts();
         let route = self.route(ctx);
-        PoolAsk { request: Some((request, span)), timeout, route }
+        PoolAsk { request: Some((request, caller)), timeout, route }
     }
 }
 
@@ -172,7 +173,7 @@ impl<P: Protocol> WorkerPool<P> {
 pub struct PoolAsk<P: Protocol, R: Request> {
     /// With its span; `None` once handed back to its caller
     /// ([`Route::HeldBack`]).
-    pub(super) request: Option<(R, tracing::Span)>,
+    pub(super) request: Option<(R, Caller)>,
     pub(super) timeout: Option<Duration>,
     pub(super) route: Route<P>,
 }
@@ -221,8 +222,8 @@ impl<P: Protocol, R: Request> PoolAsk<P, R> {
                 // Fails where it waits if nobody takes it first: one timer
                 // for the whole queue (`queue.rs`).
                 let deadline = self.timeout.and_then(|limit| since.checked_add(limit));
-                let (request, span) = request;
-                let item = QueuedAsk { request, span, timeout: self.timeout, since, reply: tx };
+                let (request, caller) = request;
+                let item = QueuedAsk { request, caller, timeout: self.timeout, since, reply: tx };
                 queue.borrow_mut().push(Box::new(item), deadline);
                 if deadline.is_some() {
                     queue::arm(&queue, ctx);

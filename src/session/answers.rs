@@ -250,7 +250,9 @@ type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, usize, Reply)>;
 /// The request types one side answers, by tag: whether each is answered
 /// by a stream, and its handler.
 pub(crate) struct Handlers {
-    by_tag: HashMap<u64, (bool, Handler)>,
+    /// Each with whether it answers with a stream, and the name of its
+    /// request type (for its span).
+    by_tag: HashMap<u64, (bool, Handler, &'static str)>,
     last_panic: fn() -> Option<ErrorReport>,
 }
 
@@ -287,9 +289,6 @@ impl Handlers {
         let handler: Handler = Box::new(move |codec, payload, fds, max_shared, mut reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
-            if let Some(scope) = reply.scope() {
-                scope.name(std::any::type_name::<R>());
-            }
             match decode_with::<R>(codec, payload, fds, max_shared) {
                 (Ok(req), _, taken) => {
                     reply.holds_more(taken.bytes);
@@ -298,7 +297,7 @@ impl Handlers {
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
         });
-        self.by_tag.insert(tag, (streams, handler));
+        self.by_tag.insert(tag, (streams, handler, std::any::type_name::<R>()));
     }
 
     /// Whether requests tagged `tag` are answered.
@@ -331,7 +330,7 @@ impl Handlers {
             window.grant(inbound.header.credit);
             answering.0.credits.borrow_mut().insert(id, window);
         }
-        let reply = Reply {
+        let mut reply = Reply {
             id,
             outbox: outbox.clone(),
             connection: outbox.owe_reply(inbound.payload().len()),
@@ -340,17 +339,20 @@ impl Handlers {
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),
-            scope: trace::answering(span, id, context),
+            scope: None,
         };
+        let handler = self.by_tag.get(&tag);
+        let name = handler.map_or("", |&(_, _, name)| name);
+        reply.scope = trace::answering(span, (id, name), context);
         if let Some(e) = bad {
             reply.fail(Failure::Wire(e.to_string()));
             return Err(e);
         }
-        match self.by_tag.get(&tag) {
-            Some((streams, _)) if *streams != streamed => {
+        match handler {
+            Some((streams, ..)) if *streams != streamed => {
                 reply.fail(Failure::Wire(crate::error::WireError::WrongForm(tag).to_string()))
             }
-            Some((_, handler)) => {
+            Some((_, handler, _)) => {
                 let fds = std::mem::take(&mut inbound.fds);
                 handler(inbound.codec, inbound.payload(), fds, inbound.max_shared, reply)
             }

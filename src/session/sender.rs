@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use super::declared::{describe, request_tag, stream_tag};
 use super::requests::{Failure, Naming, Pending, Slot};
+use super::trace;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 use crate::protocol::{Protocol, Request};
@@ -248,8 +249,8 @@ impl Sender {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
         let id = self.pending.next_id();
-        let span = super::trace::asking(std::any::type_name::<R>());
-        let context = super::trace::context_of(&span, id);
+        let (caller, peer) = (trace::Caller::here(), trace::Peer::default());
+        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
         self.pending.trace(id, span);
         let queued = self.encoding.request::<P, R>(None, (id, context), request);
         let queued = queued.and_then(|encoded| {

@@ -7,10 +7,11 @@
 //! `tracing-opentelemetry`) instead of the crate's.
 //!
 //! Nothing here costs anything while no `tracing` subscriber wants these
-//! spans: each is made by one macro whose callsite interest is cached
-//! ("never" with no subscriber: one load and a branch), a disabled span
-//! holds nothing, and a request whose asking span is disabled travels as
-//! a plain `Request`, byte for byte as before.
+//! spans: with none installed in the process, no span is made (one load
+//! and a branch); with one that does not want them, each is one macro
+//! whose callsite interest is cached; a disabled span holds nothing, and a
+//! request whose asking span is disabled travels as a plain `Request`,
+//! byte for byte as before.
 //!
 //! Without a propagator, the crate makes its own ids of the W3C shape and
 //! records them as fields of the spans on both sides (`trace_id`,
@@ -75,68 +76,129 @@ pub(crate) fn wanted(span: &Span) -> bool {
         && span.with_subscriber(|(_, d)| !d.is::<tracing::subscriber::NoSubscriber>()) == Some(true)
 }
 
-/// The span of one request on the asking side, a child of the span
-/// current where it is made (the caller's); disabled when no subscriber
-/// wants it. Its other fields are recorded as they become known.
-pub(crate) fn asking(request: &'static str) -> Span {
-    tracing::info_span!(
+/// Whether no `tracing` subscriber has ever been installed in this
+/// process: then no span is made at all. Not only cheaper than a disabled
+/// span: with `tracing`'s `log` feature, a disabled span's fields go to
+/// `log` as a record, and an application that logs through `log` would
+/// get a line per request. (`has_been_set` is hidden in `tracing`'s docs,
+/// and is what its own `log` bridge asks.)
+fn none_installed() -> bool {
+    !tracing::dispatcher::has_been_set()
+}
+
+/// Where an ask comes from: the span current where it was made (the
+/// caller's: an `Ask` is made in its caller's handler and handled in an
+/// actor's mailbox later), and, through a pool, the member it went to.
+/// Nothing while no subscriber is installed.
+pub(crate) struct Caller {
+    span: Span,
+    member: Option<usize>,
+}
+
+impl Caller {
+    /// The caller here: the span current now.
+    pub(crate) fn here() -> Self {
+        let span = if none_installed() { Span::none() } else { Span::current() };
+        Caller { span, member: None }
+    }
+
+    /// The same, routed by a pool to member `member`.
+    pub(crate) fn with_member(self, member: usize) -> Self {
+        Caller { member: Some(member), ..self }
+    }
+}
+
+/// Whom a request is asked of, as its span says: a worker (its name, its
+/// pid once known, its own span), or the peer of a session that knows
+/// none of that (a port, a worker asking its parent).
+#[derive(Default)]
+pub(crate) struct Peer<'a> {
+    pub name: Option<&'a str>,
+    pub pid: Option<u32>,
+    pub span: Option<&'a Span>,
+}
+
+/// Ids as lower-case hex, written by the subscriber if it wants them: no
+/// string is made here.
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (pair, &b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        let len = 2 * self.0.len().min(16);
+        // Only hex digits were written.
+        f.write_str(std::str::from_utf8(&out[..len]).unwrap_or_default())
+    }
+}
+
+/// The span of request `id` (of type `request`) on the asking side, a
+/// child of its caller's span, made with all its fields at once; and the
+/// context that travels with the request: none when no subscriber wants
+/// the span. The context is the propagator's, when one is installed and
+/// gives one (its ids then recorded on the span), else the crate's own: in
+/// the trace of the handling span entered on this thread, or a new one.
+pub(crate) fn ask(
+    caller: Caller,
+    request: &'static str,
+    id: u64,
+    peer: Peer<'_>,
+) -> (Span, Option<TraceContext>) {
+    if none_installed() {
+        return (Span::none(), None);
+    }
+    let propagator = PROPAGATOR.get();
+    let own = propagator.is_none().then(|| TraceContext::fresh(CURRENT.get()));
+    let span = tracing::info_span!(
         target: TARGET,
+        parent: &caller.span,
         "ask",
         request,
-        worker = Empty,
-        member = Empty,
-        pid = Empty,
-        id = Empty,
-        trace_id = Empty,
-        span_id = Empty,
-    )
-}
-
-/// The context that travels with request `id`, asked under `span`: none
-/// when the span is disabled (no subscriber wants it). The propagator's
-/// when one is installed and gives one, else the crate's own: in the trace
-/// of the handling span entered on this thread, or a new one. Its ids are
-/// recorded on the span.
-pub(crate) fn context_of(span: &Span, id: u64) -> Option<TraceContext> {
-    if !wanted(span) {
-        return None;
+        worker = peer.name,
+        pid = peer.pid.filter(|&pid| pid != 0),
+        member = caller.member,
+        id,
+        trace_id = own.as_ref().map(|c| tracing::field::display(Hex(&c.trace_id))),
+        span_id = own.as_ref().map(|c| tracing::field::display(Hex(&c.span_id))),
+    );
+    if !wanted(&span) {
+        return (span, None);
     }
-    let theirs = PROPAGATOR.get().and_then(|p| p.context(span));
-    let context = theirs.unwrap_or_else(|| TraceContext::fresh(CURRENT.get()));
-    span.record("id", id);
-    span.record("trace_id", context.trace_id_hex());
-    span.record("span_id", context.span_id_hex());
-    Some(context)
-}
-
-/// [`context_of`] for request `id` asked of a peer (a worker) under
-/// `span`: which the span says (its name, and its pid once known), and
-/// the span follows from the peer's own.
-pub(crate) fn of_peer(
-    span: &Span,
-    id: u64,
-    (peer, name, pid): (&Span, &str, u32),
-) -> Option<TraceContext> {
-    if !wanted(span) {
-        return None;
+    if let Some(peer) = peer.span {
+        span.follows_from(peer);
     }
-    span.record("worker", name);
-    if pid != 0 {
-        span.record("pid", pid);
-    }
-    span.follows_from(peer);
-    context_of(span, id)
+    let context = match (own, propagator) {
+        (Some(own), _) => own,
+        (None, Some(p)) => {
+            let context = p.context(&span).unwrap_or_else(|| TraceContext::fresh(CURRENT.get()));
+            span.record("trace_id", tracing::field::display(Hex(&context.trace_id)));
+            span.record("span_id", tracing::field::display(Hex(&context.span_id)));
+            context
+        }
+        (None, None) => unreachable!("own ids are made when there is no propagator"),
+    };
+    (span, Some(context))
 }
 
 /// The span of a worker (or of any peer a session serves), in the
 /// process that talks to it: `name` and `entry` now, its `pid` recorded
 /// once it is known (again on each restart).
 pub(crate) fn peer(name: &str, entry: &str) -> Span {
+    if none_installed() {
+        return Span::none();
+    }
     tracing::info_span!(target: TARGET, "worker", name, entry, pid = Empty)
 }
 
 /// The span of a worker's own runtime, in the worker.
 pub(crate) fn runtime(entry: &str) -> Span {
+    if none_installed() {
+        return Span::none();
+    }
     let pid = std::process::id();
     tracing::info_span!(target: TARGET, "runtime", entry, pid)
 }
@@ -155,42 +217,40 @@ pub(crate) struct Scope {
     trace_id: [u8; 16],
 }
 
-/// The span of the handling of request `id` on the answering side, a
-/// child of `session` (its session's span) in this process and, across
-/// the boundary, of the asking span whose `context` came with it; `None`
-/// when no subscriber wants it.
-pub(crate) fn answering(session: &Span, id: u64, context: Option<TraceContext>) -> Option<Scope> {
+/// The span of the handling of request `id` (of type `request`) on the
+/// answering side, a child of `session` (its session's span) in this
+/// process and, across the boundary, of the asking span whose `context`
+/// came with it; made with all its fields at once; `None` when no
+/// subscriber wants it.
+pub(crate) fn answering(
+    session: &Span,
+    (id, request): (u64, &'static str),
+    context: Option<TraceContext>,
+) -> Option<Scope> {
+    if none_installed() {
+        return None;
+    }
+    let own = TraceContext::fresh(context.map(|c| c.trace_id));
     let span = tracing::info_span!(
         target: TARGET,
         parent: session,
         "answer",
         id,
-        request = Empty,
-        trace_id = Empty,
-        parent_span_id = Empty,
-        span_id = Empty,
+        request,
+        trace_id = tracing::field::display(Hex(&own.trace_id)),
+        parent_span_id = context.as_ref().map(|c| tracing::field::display(Hex(&c.span_id))),
+        span_id = tracing::field::display(Hex(&own.span_id)),
     );
     if !wanted(&span) {
         return None;
     }
-    let own = TraceContext::fresh(context.map(|c| c.trace_id));
-    span.record("trace_id", own.trace_id_hex());
-    span.record("span_id", own.span_id_hex());
-    if let Some(context) = &context {
-        span.record("parent_span_id", context.span_id_hex());
-        if let Some(propagator) = PROPAGATOR.get() {
-            propagator.attach(&span, context);
-        }
+    if let (Some(context), Some(propagator)) = (&context, PROPAGATOR.get()) {
+        propagator.attach(&span, context);
     }
     Some(Scope { span, trace_id: own.trace_id })
 }
 
 impl Scope {
-    /// Names the request handled (known once its handler is found).
-    pub(crate) fn name(&self, request: &'static str) {
-        self.span.record("request", request);
-    }
-
     /// Enters the span, and its trace for what is asked meanwhile on
     /// this thread, until the guard is dropped.
     pub(crate) fn enter(&self) -> Entered<'_> {
@@ -241,10 +301,15 @@ mod tests {
 
     #[test]
     fn with_no_subscriber_nothing_is_made_and_nothing_travels() {
-        let span = asking("Sum");
+        let (span, context) = ask(Caller::here(), "Sum", 1, Peer::default());
         assert!(span.is_disabled());
-        assert_eq!(context_of(&span, 1), None);
-        assert!(answering(&Span::none(), 1, None).is_none());
+        assert_eq!(context, None);
+        assert!(answering(&Span::none(), (1, "Sum"), None).is_none());
         assert_eq!(CURRENT.get(), None);
+    }
+
+    #[test]
+    fn ids_are_written_as_lower_case_hex() {
+        assert_eq!(Hex(&[0x0a, 0xff, 0x10]).to_string(), "0aff10");
     }
 }

@@ -10,7 +10,9 @@ use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
 use actix::prelude::*;
-use actix_webworker::{Ask, Event, RestartPolicy, WireError, WorkerAddrExt, WorkerPool};
+use actix_webworker::{
+    Ask, Event, Port, RestartPolicy, WireError, Worker, WorkerAddrExt, WorkerPool,
+};
 use libtest_mimic::Trial;
 
 use crate::common::*;
@@ -20,6 +22,8 @@ pub fn trials() -> Vec<Trial> {
         trace::a_workers_handling_span_joins_the_callers_span,
         trace::through_a_pool_the_span_names_the_member_and_the_member_joins_it,
         trace::a_worker_asking_its_parent_stays_in_the_trace,
+        trace::a_declared_request_through_a_port_is_joined_too,
+        trace::a_python_worker_answers_a_traced_request,
         trace::with_no_subscriber_a_request_travels_as_before,
         trace::a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on,
         trace::a_traced_request_cut_short_is_a_typed_error,
@@ -49,11 +53,24 @@ fn joined(ask: &SpanRec, answer: &SpanRec) {
     assert_ne!(answer.field("span_id"), ask.field("span_id"));
 }
 
-pub fn a_workers_handling_span_joins_the_callers_span() {
-    let dir = trace_dir("joins");
+/// The spans of the parent and of each worker (by pid) of a test run
+/// by `test`, given the directory its workers write their spans to, with
+/// a recording subscriber on this thread.
+fn traced<F: std::future::Future<Output = ()>>(
+    name: &str,
+    test: impl FnOnce(std::path::PathBuf) -> F,
+) -> (Vec<SpanRec>, std::collections::BTreeMap<u32, Vec<SpanRec>>) {
+    let dir = trace_dir(name);
     let (recorder, lines) = Recorder::in_memory();
-    let _subscriber = tracing::subscriber::set_default(recorder);
-    run(async {
+    let subscriber = tracing::subscriber::set_default(recorder);
+    run(test(dir.clone()));
+    drop(subscriber);
+    let (parent, workers) = (spans(&lines.lock().unwrap()), worker_spans(&dir));
+    (parent, workers)
+}
+
+pub fn a_workers_handling_span_joins_the_callers_span() {
+    let (parent, workers) = traced("joins", |dir| async move {
         let (rec, mut events) = events::<Test>();
         let worker = builder(rec).name("summer").env(TRACE_DIR, &dir).start().unwrap();
         let caller = tracing::info_span!("caller");
@@ -62,7 +79,6 @@ pub fn a_workers_handling_span_joins_the_callers_span() {
         worker.terminate();
         assert!(events.exit().await.success());
     });
-    let parent = spans(&lines.lock().unwrap());
     let ask = one(&parent, "ask", "::Sum");
     assert_eq!(by_id(&parent, ask.parent).name, "caller");
     assert_eq!(ask.field("worker"), "summer");
@@ -73,20 +89,16 @@ pub fn a_workers_handling_span_joins_the_callers_span() {
     // In the worker: its runtime's span, and under it the handling's,
     // joined to the parent's ask.
     let pid: u32 = worker.field("pid").parse().unwrap();
-    let theirs = &worker_spans(&dir)[&pid];
+    let theirs = &workers[&pid];
     let answer = one(theirs, "answer", "::Sum");
     joined(ask, answer);
     let runtime = by_id(theirs, answer.parent);
     assert_eq!((runtime.name.as_str(), runtime.field("pid")), ("runtime", worker.field("pid")));
     assert_eq!(runtime.field("entry"), "test");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 pub fn through_a_pool_the_span_names_the_member_and_the_member_joins_it() {
-    let dir = trace_dir("pool");
-    let (recorder, lines) = Recorder::in_memory();
-    let _subscriber = tracing::subscriber::set_default(recorder);
-    run(async {
+    let (parent, workers) = traced("pool", |dir| async move {
         let (recipient, mut rx) = pool_events();
         let pool = WorkerPool::<Test>::builder()
             .entry("test")
@@ -107,10 +119,8 @@ pub fn through_a_pool_the_span_names_the_member_and_the_member_joins_it() {
         }
         pool.terminate();
     });
-    let parent = spans(&lines.lock().unwrap());
     let asks: Vec<&SpanRec> = parent.iter().filter(|s| s.name == "ask").collect();
     assert_eq!(asks.len(), 4, "{parent:#?}");
-    let workers = worker_spans(&dir);
     let mut members = std::collections::BTreeMap::new();
     for ask in asks {
         assert_eq!(by_id(&parent, ask.parent).name, "caller");
@@ -130,7 +140,6 @@ pub fn through_a_pool_the_span_names_the_member_and_the_member_joins_it() {
         assert_eq!(*member, pid, "one member, one process");
     }
     assert_eq!(members.len(), 2, "both members took some: {members:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Serves `GetConfig` in the parent.
@@ -149,10 +158,7 @@ impl Handler<GetConfig> for Config {
 }
 
 pub fn a_worker_asking_its_parent_stays_in_the_trace() {
-    let dir = trace_dir("parent");
-    let (recorder, lines) = Recorder::in_memory();
-    let _subscriber = tracing::subscriber::set_default(recorder);
-    run(async {
+    let (parent, workers) = traced("parent", |dir| async move {
         let (rec, mut events) = events::<Test>();
         let config = Config.start();
         let builder = builder(rec).env(TRACE_DIR, &dir);
@@ -165,11 +171,10 @@ pub fn a_worker_asking_its_parent_stays_in_the_trace() {
     });
     // parent: ask(AskParent) -> worker: answer(AskParent) > ask(GetConfig)
     // -> parent: answer(GetConfig), all one trace.
-    let parent = spans(&lines.lock().unwrap());
     let first = one(&parent, "ask", "::AskParent");
     let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
     let pid: u32 = worker.field("pid").parse().unwrap();
-    let theirs = &worker_spans(&dir)[&pid];
+    let theirs = &workers[&pid];
     let handling = one(theirs, "answer", "::AskParent");
     joined(first, handling);
     let second = one(theirs, "ask", "::GetConfig");
@@ -179,7 +184,46 @@ pub fn a_worker_asking_its_parent_stays_in_the_trace() {
     assert_eq!(served.field("trace_id"), first.field("trace_id"), "one trace");
     // The parent's handling span is under its worker's span.
     assert_eq!(by_id(&parent, served.parent).name, "worker");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+pub fn a_declared_request_through_a_port_is_joined_too() {
+    use crate::declared::{Calc, Mul};
+    let (parent, workers) = traced("port", |dir| async move {
+        let (rec, mut events) = events::<Calc>();
+        let builder = Worker::<Calc>::builder().entry("calculator").env(TRACE_DIR, &dir);
+        let worker = builder.restart(RestartPolicy::never()).events(rec).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        let caller = tracing::info_span!("caller");
+        // `Mul` is declared as "calc.mul": its tag is its wire name's.
+        let asked = caller.in_scope(|| port.ask(Mul(6, 7)));
+        assert_eq!(asked.await.unwrap(), 42);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    let ask = one(&parent, "ask", "::Mul");
+    assert_eq!(by_id(&parent, ask.parent).name, "caller");
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    let pid: u32 = worker.field("pid").parse().unwrap();
+    joined(ask, one(&workers[&pid], "answer", "::Mul"));
+}
+
+/// The Python worker of `python/` takes kind 24 from a Rust parent that
+/// traces (its own side records nothing: it has no `tracing`).
+pub fn a_python_worker_answers_a_traced_request() {
+    use crate::conformance::{have_python, python_worker, Conf, Mul};
+    if !have_python() {
+        return;
+    }
+    let (parent, _) = traced("python", |_| async move {
+        let (rec, mut events) = events::<Conf>();
+        let worker = python_worker::<Conf>().events(rec).start().unwrap();
+        assert_eq!(worker.ask(Mul(6, 7)).await.unwrap(), 42);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    // It went with a context: the ask span has the ids that travelled.
+    let ask = one(&parent, "ask", "::Mul");
+    assert_eq!((ask.field("trace_id").len(), ask.field("span_id").len()), (32, 16), "{ask:?}");
 }
 
 /// The kinds and lengths of the requests the raw worker `trace-raw-kinds`

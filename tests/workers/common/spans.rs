@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
+use tracing_core::span::Current;
 
 /// Where a worker started by a test writes its spans: one file per
 /// process in this directory.
@@ -47,6 +48,8 @@ enum Sink {
 pub struct Recorder {
     next: AtomicU64,
     sink: Sink,
+    /// Each span's metadata, for `current_span`.
+    metas: Mutex<std::collections::HashMap<u64, &'static Metadata<'static>>>,
 }
 
 thread_local! {
@@ -58,7 +61,8 @@ impl Recorder {
     /// A recorder whose lines are read from the returned buffer.
     pub fn in_memory() -> (Recorder, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
-        (Recorder { next: AtomicU64::new(1), sink: Sink::Memory(lines.clone()) }, lines)
+        let sink = Sink::Memory(lines.clone());
+        (Recorder { next: AtomicU64::new(1), sink, metas: Default::default() }, lines)
     }
 
     fn write(&self, line: serde_json::Value) {
@@ -79,7 +83,8 @@ pub fn install_if_asked() {
     let Some(dir) = std::env::var_os(TRACE_DIR) else { return };
     let path = Path::new(&dir).join(format!("{}.jsonl", std::process::id()));
     let file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-    let recorder = Recorder { next: AtomicU64::new(1), sink: Sink::File(Mutex::new(file)) };
+    let sink = Sink::File(Mutex::new(file));
+    let recorder = Recorder { next: AtomicU64::new(1), sink, metas: Default::default() };
     tracing::subscriber::set_global_default(recorder).expect("no subscriber yet");
 }
 
@@ -161,6 +166,7 @@ impl Subscriber for Recorder {
         };
         let mut fields = Fields(serde_json::Map::new());
         attrs.record(&mut fields);
+        self.metas.lock().unwrap().insert(id, attrs.metadata());
         let name = attrs.metadata().name();
         let line =
             serde_json::json!({"new": id, "name": name, "parent": parent, "fields": fields.0});
@@ -179,6 +185,13 @@ impl Subscriber for Recorder {
     }
 
     fn event(&self, _: &Event<'_>) {}
+
+    /// The span entered last on this thread (what `Span::current` gives).
+    fn current_span(&self) -> Current {
+        let metas = self.metas.lock().unwrap();
+        let current = STACK.with_borrow(|s| s.last().and_then(|&id| Some((id, *metas.get(&id)?))));
+        current.map_or_else(Current::none, |(id, meta)| Current::new(Id::from_u64(id), meta))
+    }
 
     fn enter(&self, span: &Id) {
         STACK.with_borrow_mut(|s| s.push(span.into_u64()));
