@@ -14,6 +14,8 @@
 mod end;
 mod handle;
 mod open;
+#[cfg(test)]
+mod tests;
 
 pub use self::end::{ChannelEnd, MessageChannel};
 pub use self::handle::{Channel, ChannelClosed, ChannelEvent, CloseReason};

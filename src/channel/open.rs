@@ -45,6 +45,9 @@ pub(crate) const MARKS: usize = 4;
 /// How long an end that closed waits for the other end's close.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often an idle end looks whether its actor has stopped.
+const ACTOR_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How an end is opened: its limits. `Default` gives the crate's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -384,6 +387,11 @@ async fn read_until_closed<R: Serialize + DeserializeOwned + Send + 'static>(
             }
             () = tokio::time::sleep_until(grace), if closing.is_some() => {
                 return (CloseReason::Closed, Finish::Now)
+            }
+            // Nothing comes: whether the actor is still there is looked
+            // at now and then (it is at every read otherwise).
+            () = tokio::time::sleep(ACTOR_CHECK) => {
+                session.side().actor_gone |= !session.side().to.connected();
             }
         }
     }
