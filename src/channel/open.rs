@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use super::end::{fingerprint, ChannelEnd, Line};
 use super::handle::{Channel, ChannelClosed, ChannelEvent, CloseReason, Counts};
+use super::registry;
 use crate::error::{WireError, WorkerError};
 use crate::held::Holds;
 use crate::protocol::{Codec, Received, Request};
@@ -33,7 +34,7 @@ use crate::session::answers::Handlers;
 use crate::session::declared::answered_tag;
 use crate::session::sender::{Encoding, Sender};
 use crate::session::{self, Common, Finish, Finished, Flow, Session, Side, Then, Turn, Why};
-use crate::wire::envelope::{self, Kind};
+use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
 
 /// Every this many messages to the actor, one goes with `send`, its answer
@@ -205,9 +206,13 @@ where
             actor_gone: false,
         };
         let fp = fingerprint::<S, R>(end.first);
+        let done = registry::register(&sender, &close);
         let run =
             serve(end.fd, end.first, fp, options.max_message_size, common, side, close.clone());
-        actix_rt::spawn(run);
+        actix_rt::spawn(async move {
+            run.await;
+            done.set();
+        });
         Channel { sender, counts, close, _types: PhantomData }
     }
 }
@@ -379,10 +384,9 @@ async fn read_until_closed<R: Serialize + DeserializeOwned + Send + 'static>(
                 Flow::End(Why::Terminated) => return (CloseReason::PeerClosed, Finish::Drain),
                 Flow::End(_) => return (CloseReason::PeerGone, Finish::Now),
             },
+            // Its Terminate is queued (`handle::close`): the other end's
+            // close is awaited.
             () = close.notified(), if closing.is_none() => {
-                let outbox = &session.sender().outbox;
-                let _ = outbox.push_unbounded(envelope::bare(Kind::Terminate), Vec::new());
-                outbox.end_pushes();
                 closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
             () = tokio::time::sleep_until(grace), if closing.is_some() => {

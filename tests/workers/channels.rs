@@ -22,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
     let mut tests = crate::trials![
         channels::three_workers_pipeline_with_the_parent_out_of_the_data_path,
         channels::a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts,
+        channels::a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives,
         channels::a_channel_is_a_second_line_between_the_parent_and_a_worker,
         channels::a_hostile_peer_on_an_end_is_a_typed_error_and_the_worker_lives_on,
         channels::a_python_worker_holds_an_end_and_echoes_on_it,
@@ -81,6 +82,8 @@ pub enum Said {
     Produced(u64),
     Stored { count: u64, sum: u64 },
     Count(u64),
+    /// What a producer's end had accepted when it closed it, in `on_close`.
+    Sent(u64),
     Item(Item),
     /// A channel of the stage closed: why (its Debug), and its account;
     /// `accepted` and `refused`: what its producing loop saw, if any.
@@ -102,6 +105,7 @@ pub struct Stage {
     parent: Parent<Piped>,
     output: Option<Channel<Item, Item>>,
     echo: Option<Channel<Item, Item>>,
+    flood: Option<Channel<Item, Item>>,
     count: u64,
     sum: u64,
     every: u64,
@@ -115,6 +119,15 @@ impl Actor for Stage {
 
 impl WorkerActor for Stage {
     type Protocol = Piped;
+
+    fn on_close(&mut self, _: &mut Context<Self>) {
+        // Closed here, its count is final: what the flood posts later is
+        // refused.
+        if let Some(out) = &self.flood {
+            out.close();
+            let _ = self.parent.post(Said::Sent(out.sent()));
+        }
+    }
 }
 
 pub fn entries() -> Vec<Entry> {
@@ -122,6 +135,7 @@ pub fn entries() -> Vec<Entry> {
         parent,
         output: None,
         echo: None,
+        flood: None,
         count: 0,
         sum: 0,
         every: 0,
@@ -186,6 +200,7 @@ impl Handler<Received<Job>> for Stage {
             Job::Item(item) => self.store(item),
             Job::Flood { out } => {
                 let out = out.open(ctx.address());
+                self.flood = Some(out.clone());
                 let accepted = self.accepted.clone();
                 actix_rt::spawn(async move {
                     let mut n = 0;
@@ -418,6 +433,51 @@ pub fn a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts() 
         said(&mut producer_events, |s| matches!(s, Said::Pid(_)).then_some(())).await;
         producer.terminate();
         assert!(producer_events.exit().await.success());
+    });
+}
+
+pub fn a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives() {
+    run(async {
+        let (producer, mut producer_events) = stage();
+        let (consumer, mut consumer_events) = stage();
+        let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Store { input: Some(input), every: 1000 });
+        producer.post(Job::Flood { out });
+        said(&mut consumer_events, |s| matches!(s, Said::Count(n) if *n >= 5000).then_some(()))
+            .await;
+        producer.terminate();
+        let sent = said(&mut producer_events, |s| match s {
+            Said::Sent(n) => Some(*n),
+            _ => None,
+        })
+        .await;
+        assert!(producer_events.exit().await.success());
+        // Everything its end accepted, and then its close: not its death.
+        let (why, received) = said(&mut consumer_events, |s| match s {
+            Said::Closed { why, received, .. } => Some((why.clone(), *received)),
+            _ => None,
+        })
+        .await;
+        println!("the producer's end accepted {sent}; the consumer took {received}, then {why}");
+        assert_eq!((why.as_str(), received), ("PeerClosed", sent));
+        // An end left open by a worker that ends (no close of its own):
+        // the runtime closes it after `on_close`, and the other end is
+        // told it closed.
+        let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Echo { end: theirs });
+        let (collect, mut rx) = collector();
+        let line = mine.open(collect);
+        line.post(item(7, 8)).unwrap();
+        assert!(matches!(next_event(&mut rx).await, ChannelEvent::Message(m) if m.data.n == 7));
+        consumer.terminate();
+        match next_event(&mut rx).await {
+            ChannelEvent::Closed(closed) => {
+                assert_eq!(closed.why, CloseReason::PeerClosed);
+                assert_eq!((closed.sent, closed.delivered(), closed.received), (1, 1, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(consumer_events.exit().await.success());
     });
 }
 
