@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
@@ -27,11 +28,17 @@ pub fn trials() -> Vec<Trial> {
         channels::a_hostile_peer_on_an_end_is_a_typed_error_and_the_worker_lives_on,
         channels::a_python_worker_holds_an_end_and_echoes_on_it,
     ];
+    tests.extend(crate::trials![channels::a_process_that_held_ends_holds_no_descriptor_after]);
     tests.extend(crate::with_feature!(
         "tcp",
         trials![channels::an_end_posted_to_a_remote_worker_is_refused]
     ));
     tests
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![channels::ends_closed_or_gone_leave_no_descriptor_inner]
 }
 
 /// What flows on the tests' channels.
@@ -689,5 +696,48 @@ pub fn a_python_worker_holds_an_end_and_echoes_on_it() {
         assert_eq!((why.as_str(), received), ("PeerClosed", 500));
         worker.terminate();
         assert!(rx.exit().await.success());
+    });
+}
+
+pub fn a_process_that_held_ends_holds_no_descriptor_after() {
+    isolated("channels::ends_closed_or_gone_leave_no_descriptor_inner");
+}
+
+/// The parent holds an end whose channel closes, then one whose worker is
+/// killed; its descriptors come back to where they were each time.
+pub fn ends_closed_or_gone_leave_no_descriptor_inner() {
+    run(async {
+        let (worker, mut events) = stage();
+        worker.post(Job::Pid);
+        let pid = said(&mut events, |s| match s {
+            Said::Pid(pid) => Some(*pid),
+            _ => None,
+        })
+        .await;
+        let start = open_fds();
+        for round in 0..2 {
+            let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
+            worker.post(Job::Echo { end: theirs });
+            let (collect, mut rx) = collector();
+            let line = mine.open(collect);
+            line.post(item(1, 8)).unwrap();
+            assert!(matches!(next_event(&mut rx).await, ChannelEvent::Message(_)));
+            if round == 0 {
+                line.close();
+            } else {
+                assert!(kill(pid, Signal::SIGKILL));
+            }
+            let ChannelEvent::Closed(closed) = next_event(&mut rx).await else { panic!() };
+            let expected = if round == 0 { CloseReason::Closed } else { CloseReason::PeerGone };
+            assert_eq!(closed.why, expected);
+            drop(line);
+            assert!(
+                within(Duration::from_secs(5), || open_fds() <= start).await,
+                "round {round}: {start} descriptors before, {} after",
+                open_fds()
+            );
+        }
+        assert!(events.exit().await.signal.is_some());
+        drop(worker);
     });
 }
