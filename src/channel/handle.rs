@@ -134,8 +134,9 @@ where
 pub enum ChannelEvent<R: 'static> {
     /// A message the other end posted, with its descriptors.
     Message(Received<R>),
-    /// A message of the other end that could not be taken (it did not
-    /// decode); the channel goes on.
+    /// A message of the other end that could not be taken: it did not
+    /// decode, and the channel goes on; or the framing broke, and
+    /// `Closed` with [`CloseReason::Broken`] follows.
     Error(WireError),
     /// The channel has closed; the last event of this end.
     Closed(ChannelClosed),
