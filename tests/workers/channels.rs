@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         channels::three_workers_pipeline_with_the_parent_out_of_the_data_path,
         channels::a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts,
         channels::a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives,
+        channels::a_restarted_worker_has_no_ends_and_a_new_channel_joins_it_again,
         channels::a_channel_is_a_second_line_between_the_parent_and_a_worker,
         channels::a_hostile_peer_on_an_end_is_a_typed_error_and_the_worker_lives_on,
         channels::a_python_worker_holds_an_end_and_echoes_on_it,
@@ -484,6 +485,62 @@ pub fn a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives() {
             }
             other => panic!("{other:?}"),
         }
+        assert!(consumer_events.exit().await.success());
+    });
+}
+
+pub fn a_restarted_worker_has_no_ends_and_a_new_channel_joins_it_again() {
+    run(async {
+        let (producer, mut producer_events) = stage();
+        let (events, mut consumer_events) = events::<Piped>();
+        let consumer = Worker::<Piped>::builder()
+            .entry("stage")
+            .restart(fast(actix_webworker::Restart::OnFailure))
+            .events(events)
+            .start()
+            .unwrap();
+        consumer.post(Job::Pid);
+        let pid = said(&mut consumer_events, |s| match s {
+            Said::Pid(pid) => Some(*pid),
+            _ => None,
+        })
+        .await;
+        let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Store { input: Some(input), every: 1000 });
+        producer.post(Job::Flood { out });
+        said(&mut consumer_events, |s| matches!(s, Said::Count(_)).then_some(())).await;
+        assert!(kill(pid, Signal::SIGKILL));
+        // The producer is told; the worker comes back, with no end.
+        let why = said(&mut producer_events, |s| match s {
+            Said::Closed { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(why, "PeerGone");
+        loop {
+            match consumer_events.next().await {
+                Event::Online => break,
+                Event::Exit(status) => assert_eq!(status.signal, Some(9)),
+                _ => {}
+            }
+        }
+        // A new channel, to the same address: the new process takes it.
+        let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Store { input: Some(input), every: 1000 });
+        producer.post(Job::Flood { out });
+        said(&mut consumer_events, |s| matches!(s, Said::Count(n) if *n >= 1000).then_some(()))
+            .await;
+        consumer.post(Job::Pid);
+        let again = said(&mut consumer_events, |s| match s {
+            Said::Pid(pid) => Some(*pid),
+            _ => None,
+        })
+        .await;
+        assert_ne!(again, pid, "another process");
+        for w in [&producer, &consumer] {
+            w.terminate();
+        }
+        assert!(producer_events.exit().await.success());
         assert!(consumer_events.exit().await.success());
     });
 }
