@@ -12,6 +12,8 @@ use actix::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::streamed::StreamRequest;
+
 /// The requests a protocol declares; see
 /// [`Protocol::requests`](crate::Protocol::requests).
 #[derive(Default)]
@@ -29,7 +31,11 @@ pub(crate) struct Declared {
     pub name: &'static str,
     /// Whether the parent answers it (else the worker).
     pub to_parent: bool,
-    /// The shapes of the request and of its answer.
+    /// Whether it is answered by a stream of items (a
+    /// [`StreamRequest`](crate::StreamRequest)).
+    pub streams: bool,
+    /// The shapes of the request and of its answer (of each item, for a
+    /// stream).
     pub shape: fn() -> Result<(u64, u64), Untraceable>,
 }
 
@@ -64,7 +70,7 @@ impl Declare {
         R: Message + Serialize + DeserializeOwned + Send + 'static,
         R::Result: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.push::<R>(false)
+        self.push::<R>(false, false, request_shape::<R>)
     }
 
     /// Declares `R`, a [`Request`](crate::Request) the worker asks
@@ -75,20 +81,41 @@ impl Declare {
         R: Message + Serialize + DeserializeOwned + Send + 'static,
         R::Result: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.push::<R>(true)
+        self.push::<R>(true, false, request_shape::<R>)
     }
 
-    fn push<R>(&mut self, to_parent: bool) -> DeclaredRequest<'_>
-    where
-        R: Message + Serialize + DeserializeOwned + Send + 'static,
-        R::Result: Serialize + DeserializeOwned + Send + 'static,
-    {
+    /// Declares `R`, a [`StreamRequest`](crate::StreamRequest) the parent
+    /// asks ([`AskStream`](crate::AskStream)) and the worker answers with
+    /// a stream of items ([`Requests::stream`](crate::Requests::stream)).
+    /// The shape of its item joins the fingerprint.
+    pub fn stream<R: StreamRequest>(&mut self) -> DeclaredRequest<'_> {
+        self.push::<R>(false, true, stream_shape::<R>)
+    }
+
+    /// Declares `R`, a [`StreamRequest`](crate::StreamRequest) the worker
+    /// asks ([`Parent::ask_stream`](crate::Parent::ask_stream)) and the
+    /// parent answers ([`WorkerBuilder::serve_stream`](crate::WorkerBuilder::serve_stream)).
+    pub fn stream_to_parent<R: StreamRequest>(&mut self) -> DeclaredRequest<'_> {
+        self.push::<R>(true, true, stream_shape::<R>)
+    }
+
+    fn push<R: 'static>(
+        &mut self,
+        to_parent: bool,
+        streams: bool,
+        shape: fn() -> Result<(u64, u64), Untraceable>,
+    ) -> DeclaredRequest<'_> {
         let rust = std::any::type_name::<R>();
-        let shape = request_shape::<R>;
-        self.requests.push(Declared { ty: TypeId::of::<R>(), rust, name: rust, to_parent, shape });
+        let ty = TypeId::of::<R>();
+        self.requests.push(Declared { ty, rust, name: rust, to_parent, streams, shape });
         let last = self.requests.len() - 1;
         DeclaredRequest(&mut self.requests[last])
     }
+}
+
+/// The shapes of a streamed request and of its item.
+fn stream_shape<R: StreamRequest>() -> Result<(u64, u64), Untraceable> {
+    Ok((<Traced as Shapes>::shape::<R>()?, <Traced as Shapes>::shape::<R::Item>()?))
 }
 
 /// The shapes of a request and of its answer, as the session's tracer

@@ -34,6 +34,10 @@ pub enum WireError {
     /// A message of a kind that is not allowed here.
     #[error("unexpected {0} message")]
     Unexpected(&'static str),
+    /// A traced request whose trace context is malformed (ids of zeros,
+    /// reserved flags); the request itself is answered with a failure.
+    #[error("bad trace context: {0}")]
+    BadTraceContext(&'static str),
     /// The first message was not a hello.
     #[error("the peer did not start with a hello (is it an actix-webworker worker?)")]
     NotAHello,
@@ -207,6 +211,25 @@ pub enum WireError {
         /// Why the last was refused.
         why: String,
     },
+    /// The other side sent an item of a streamed answer when the asker's
+    /// window had no room left for it (it had read `received` bytes of
+    /// items and granted `granted`): the stream fails with this, and is
+    /// cancelled.
+    #[error("a stream item past the window: {received} bytes received of {granted} granted")]
+    PastWindow {
+        /// The bytes of items the asker had granted.
+        granted: u64,
+        /// The bytes of items it had received before this one.
+        received: u64,
+    },
+    /// The other side sent a stream item or end for request `0`, which
+    /// this side never asked: reported, and dropped.
+    #[error("a stream frame for request {0}, never asked")]
+    UnknownStream(u64),
+    /// The other side asked request type `tag` in the other form: a
+    /// streamed one as one answer, or the other way.
+    #[error("the request with tag {0:016x} was asked in the wrong form (streamed or not)")]
+    WrongForm(u64),
 }
 
 impl WireError {
@@ -351,6 +374,11 @@ pub enum WorkerError {
     /// The other side could not decode the request or encode its answer.
     #[error("the other side failed: {0}")]
     Remote(String),
+    /// A streamed answer ended with an error its producer raised (an
+    /// `Err` item of [`Streamed::fallible`](crate::Streamed::fallible)),
+    /// its text.
+    #[error("the stream failed: {0}")]
+    StreamFailed(String),
     /// Descriptors cannot go to this worker: its connection is TCP (see
     /// [`Transport`](crate::Transport)). Shared buffers go as bytes.
     #[error("descriptors cannot cross to a remote worker")]

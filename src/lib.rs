@@ -98,6 +98,9 @@
 //!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP,
 //!   with the features below).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
+//! - `session`: [`Propagator`] and [`set_propagator`], how an
+//!   application's trace ids travel with requests ([`TraceContext`]; see
+//!   docs/tracing.md).
 //! - `channel`: [`MessageChannel`] and its [`ChannelEnd`]s, which travel
 //!   inside messages to two workers; opened, a [`Channel`] posts and asks
 //!   the other end, whose actor receives [`ChannelEvent`]s
@@ -152,6 +155,7 @@ mod pool;
 mod protocol;
 mod report;
 mod session;
+mod streamed;
 mod supervise;
 mod testing;
 mod wire;
@@ -175,6 +179,7 @@ pub use crate::error::{
     ErrorReport, ExitStatus, Lost, ShapeError, SpawnError, WireError, WorkerError,
 };
 pub use crate::handoff::exit_code;
+pub use crate::parent::ask_stream::AskStream;
 pub use crate::parent::builder::{Single, WorkerBuilder};
 pub use crate::parent::events::{Event, GaveUp, WorkerEvent};
 pub use crate::parent::messages::{
@@ -183,14 +188,19 @@ pub use crate::parent::messages::{
 pub use crate::parent::options::{Limits, ResourceLimits, Transport, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::port::Port;
+pub use crate::parent::process::Grace;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
-pub use crate::parent::worker::{Grace, Worker};
+pub use crate::parent::worker::Worker;
 pub use crate::pool::{
     Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
 };
 pub use crate::protocol::{request_name, wire_name, Codec, NoPosts, Protocol, Received, Request};
 pub use crate::session::data::DataError;
+pub use crate::session::streams::{AnswerStream, DEFAULT_STREAM_WINDOW};
+pub use crate::session::trace::{set_propagator, Propagator};
+pub use crate::streamed::{StreamRequest, Streamed};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
+pub use crate::wire::trace::TraceContext;
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

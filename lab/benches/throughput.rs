@@ -381,6 +381,40 @@ fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
         b.iter(|| std::process::Command::new("/bin/true").status().unwrap())
     });
     g.finish();
+    // 64 starts at once, to every worker answering (the probe's
+    // mass_start_late_ms row measures how late the loop runs meanwhile);
+    // baseline: 64 `/bin/true` spawned at once and waited for.
+    let mut g = c.benchmark_group("mass_start_64");
+    g.sample_size(10);
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            sys.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t0 = Instant::now();
+                    let workers: Vec<_> = (0..64)
+                        .map(|_| Worker::<Bench>::builder().entry("sink").start().unwrap())
+                        .collect();
+                    futures_util::future::join_all(workers.iter().map(|w| w.ask(Ping(1)))).await;
+                    total += t0.elapsed();
+                    for worker in workers {
+                        stop(worker).await;
+                    }
+                }
+                total
+            })
+        })
+    });
+    g.bench_function("spawn_bin_true", |b| {
+        b.iter(|| {
+            let children: Vec<_> =
+                (0..64).map(|_| std::process::Command::new("/bin/true").spawn().unwrap()).collect();
+            for mut child in children {
+                child.wait().unwrap();
+            }
+        })
+    });
+    g.finish();
 }
 
 fn workers(c: &mut Criterion, sys: &mut SystemRunner) {

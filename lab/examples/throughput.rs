@@ -30,7 +30,9 @@
 //!   with every process of ours and of the baseline pinned to one core.
 //! - `pipelined`: requests with 1,000 in flight (req/s; baseline: raw
 //!   socketpair, 1,000 in flight).
-//! - `bulk_1mib`: 1 MiB posts (GB/s; baseline: raw socketpair).
+//! - `bulk_1mib`, `bulk_16mib`: 1 MiB and 16 MiB posts, inline (a
+//!   `Vec<u8>` cloned for each), (GB/s; baseline: raw socketpair writes of
+//!   that size).
 //! - `bulk_1mib_shared`, `bulk_16mib_shared`: the same sizes as
 //!   `SharedBytes`: one buffer, made once, in every message (as a model or
 //!   an image handed to a worker again and again); the worker reads a byte
@@ -38,7 +40,17 @@
 //!   `..._fresh`: a new buffer per message, filled in place.
 //! - `spawn_to_online`: `start()` to the online event (ms; baseline: spawning
 //!   `/bin/true` and waiting for it).
-//! - `idle_worker_rss`: resident memory of an idle worker (MiB).
+//! - `idle_worker_rss`, `idle_worker_pss`: resident memory of an idle
+//!   worker, and its proportional share (MiB): the crate's
+//!   `examples/idle_worker.rs`, with the crate's default features, built
+//!   beforehand (`cargo build --release --example idle_worker`; the row
+//!   says skipped otherwise); `..._lean`: the same built with the `lean`
+//!   profile (Cargo.toml; `--profile lean`). `idle_worker_rss_lab`: this
+//!   probe's own worker (the `tls` feature, lab's dependencies).
+//! - `mass_start_late_ms`, `mass_start_late_ms_second`: how late a 1 ms
+//!   ticker on the parent's loop runs while 64 workers start at once, in a
+//!   process of its own (ms; baseline: the same ticker, nothing starting;
+//!   see `throughput/mass_start.rs`).
 //! - `pool_tiny`: trivial asks through a pool of 2 with 1,000 in flight
 //!   (req/s; baseline: the raw socketpair of `pipelined`).
 //! - `pool_cpu_scaling`: a CPU-bound job of about 5 ms (counting primes)
@@ -528,13 +540,13 @@ fn pipelined_baseline() -> f64 {
     rate
 }
 
-async fn bulk() -> f64 {
+async fn bulk(size: usize, n: u64) -> f64 {
     let worker = start().await;
-    let payload = vec![7u8; BULK];
+    let payload = vec![7u8; size];
     let t0 = Instant::now();
-    post_all(&worker, BULK_N, 8, || Load::Bulk(payload.clone())).await;
-    assert_eq!(worker.ask(Count).await.expect("count"), BULK_N);
-    let rate = (BULK_N as usize * BULK) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    post_all(&worker, n, 8, || Load::Bulk(payload.clone())).await;
+    assert_eq!(worker.ask(Count).await.expect("count"), n);
+    let rate = (n as usize * size) as f64 / t0.elapsed().as_secs_f64() / 1e9;
     stop(worker).await;
     rate
 }
@@ -632,6 +644,42 @@ fn spawn_baseline() -> Duration {
         })
         .collect();
     median(times)
+}
+
+/// The rows `idle_worker_rss` and `idle_worker_pss`: what the crate's
+/// `idle_worker` example, built with the crate's default features in
+/// release (`cargo build --release --example idle_worker`), prints; and
+/// `..._lean`: the same built with the `lean` profile (`--profile lean`).
+fn idle_worker() {
+    let release = std::env::current_exe().unwrap().with_file_name("idle_worker");
+    let lean = release.parent().and_then(|p| p.parent()).and_then(|p| p.parent());
+    let lean = lean.map(|target| target.join("lean/examples/idle_worker"));
+    let field = |text: &str, name: &str| -> Option<f64> {
+        let at = text.find(name)? + name.len();
+        text[at..].split_whitespace().next()?.parse().ok()
+    };
+    for (suffix, exe) in [("", Some(release)), ("_lean", lean)] {
+        let exe = exe.unwrap_or_default();
+        let out = std::process::Command::new(&exe).output();
+        let text = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let text = text.as_deref().unwrap_or_default();
+        match field(text, "rss=").zip(field(text, "pss=")) {
+            Some((rss, pss)) => {
+                println!("idle_worker_rss{suffix}: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+                println!("idle_worker_pss{suffix}: ours={pss:.3} baseline=0.000 ratio=1.000 MiB");
+            }
+            None => {
+                let profile = if suffix.is_empty() { "--release" } else { "--profile lean" };
+                let why = format!(
+                    "{} did not run ({:?}); build it with `cargo build {profile} --example idle_worker`",
+                    exe.display(),
+                    out.map(|o| o.status)
+                );
+                println!("idle_worker_rss{suffix}: skipped ({why})");
+                println!("idle_worker_pss{suffix}: skipped ({why})");
+            }
+        }
+    }
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -791,9 +839,12 @@ async fn run() {
         let ours = pipelined(true).await;
         line("pipelined_port", ours, pipelined_baseline(), "req/s");
     }
-    if wanted("bulk_1mib") {
-        let ours = bulk().await;
-        line("bulk_1mib", ours, bulk_baseline(BULK, BULK_N), "GB/s");
+    for (name, size) in [("bulk_1mib", BULK), ("bulk_16mib", 16 * BULK)] {
+        if wanted(name) {
+            let n = BULK_N * BULK as u64 / size as u64;
+            let ours = bulk(size, n).await;
+            line(name, ours, bulk_baseline(size, n), "GB/s");
+        }
     }
     for (name, size, fresh) in [
         ("bulk_1mib_shared", BULK, false),
@@ -811,7 +862,13 @@ async fn run() {
         let (online, rss) = spawn_to_online().await;
         let base = spawn_baseline();
         line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
-        println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+        println!("idle_worker_rss_lab: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+        idle_worker();
+    }
+    if wanted("mass_start_late_ms") {
+        for (name, ours, base) in mass_start::rows().await {
+            line(name, ours, base, "ms");
+        }
     }
     if wanted("pool_tiny") {
         let ours = pool_tiny().await;
@@ -857,6 +914,9 @@ fn main() {
     ]);
     System::new().block_on(run());
 }
+
+#[path = "throughput/mass_start.rs"]
+mod mass_start;
 
 /// Two hosts made here for the cluster rows: network namespaces, each
 /// joined to this one by a veth pair whose addresses exist only on it;

@@ -1,4 +1,4 @@
-"""Channels (PROTOCOL.md, section 9): an end of a `MessageChannel` that
+"""Channels (PROTOCOL.md, section 10): an end of a `MessageChannel` that
 came in a post, as a descriptor, opened here as a `Channel` to post on
 and receive from, beside the connection to the parent.
 
@@ -24,7 +24,7 @@ from ._payload import Json, decode, encode
 
 # The largest message a channel takes, as the Rust end's default.
 MAX_MESSAGE = 64 << 20
-# An end that names no socket (PROTOCOL.md, section 9).
+# An end that names no socket (PROTOCOL.md, section 10).
 NO_SOCKET = 0xFFFFFFFF
 
 

@@ -1,4 +1,4 @@
-"""Channel ends (PROTOCOL.md, section 9): two Python ends over a
+"""Channel ends (PROTOCOL.md, section 10): two Python ends over a
 socketpair, each run as a worker would run it; and hand-written bytes
 where an end expects a hello."""
 

@@ -191,7 +191,7 @@ mod tests {
         fds_ok: bool,
     ) -> Result<(bytes::Bytes, Vec<OwnedFd>), crate::error::WorkerError> {
         let fds = fds_ok.then(Vec::new);
-        encode_sharing(Codec::Bincode, Header::post(0).unwrap(), hand, fds, MAX)
+        encode_sharing((Codec::Bincode, Header::post(0).unwrap(), None), hand, fds, MAX)
     }
 
     #[test]

@@ -195,6 +195,7 @@ where
             sender: sender.clone(),
             handlers: Rc::new(handlers),
             max_shared_bytes: options.max_shared_bytes,
+            span: crate::session::trace::channel(end.first),
         };
         let side = EndSide {
             to: actor.recipient(),

@@ -12,6 +12,8 @@ use crate::error::ErrorReport;
 use crate::protocol::{Protocol, Received, Request};
 use crate::session::answers::Handlers;
 use crate::session::declared::answered_tag;
+use crate::session::produce::produce;
+use crate::streamed::{StreamRequest, Streamed};
 
 /// An actor that can run as a worker.
 ///
@@ -116,6 +118,41 @@ impl<W: WorkerActor> Requests<W> {
             // Sent back (and dropped, failing the request) if the actor is gone.
             let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
                 inbox::handle_request(act, req, ctx, reply, &again)
+            }));
+        });
+        self
+    }
+
+    /// Answers streamed requests of type `R` with the actor's
+    /// `Handler<R>`, whose result is the [`Streamed`] items: the parent
+    /// reads them as they are produced, and the producer waits while the
+    /// parent's window is full. When the parent stops reading (it dropped
+    /// its stream, or went away), the producer is dropped.
+    ///
+    /// ```ignore
+    /// impl Handler<Rows> for Parser {
+    ///     type Result = Streamed<Row>;
+    ///     fn handle(&mut self, rows: Rows, _: &mut Context<Self>) -> Streamed<Row> {
+    ///         Streamed::iter(parse(rows.path))
+    ///     }
+    /// }
+    /// fn requests(requests: &mut Requests<Self>) {
+    ///     requests.stream::<Rows>();
+    /// }
+    /// ```
+    pub fn stream<R>(&mut self) -> &mut Self
+    where
+        R: StreamRequest,
+        W: Handler<R, Result = Streamed<R::Item>>,
+    {
+        let ctl = self.ctl.clone();
+        let tag = answered_tag::<W::Protocol, R>();
+        self.handlers.insert_stream::<R>(tag, move |req, reply| {
+            // Sent back (and dropped, failing the request) if the actor is gone.
+            let _ = ctl.send(Command::call(move |act: &mut W, ctx: &mut Context<W>| {
+                if reply.wanted() {
+                    produce(reply, <W as Handler<R>>::handle(act, req, ctx));
+                }
             }));
         });
         self

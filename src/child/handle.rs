@@ -13,6 +13,8 @@ use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::data::{Data, DataError};
 use crate::session::sender::Sender;
+use crate::session::streams::{AnswerStream, DEFAULT_STREAM_WINDOW};
+use crate::streamed::StreamRequest;
 
 /// The parent, as seen from inside a worker: post messages to it and close
 /// the worker. Cheap to clone; give it to whatever in the worker needs it.
@@ -90,6 +92,26 @@ impl<P: Protocol> Parent<P> {
         limit: Duration,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> {
         self.sender.ask::<P, R>(&request, Some(limit))
+    }
+
+    /// Asks the parent a [`StreamRequest`] and reads its items as the
+    /// parent produces them ([`WorkerBuilder::serve_stream`](crate::WorkerBuilder::serve_stream)
+    /// answers it), with a window of
+    /// [`DEFAULT_STREAM_WINDOW`](crate::DEFAULT_STREAM_WINDOW) bytes:
+    /// the parent's producer waits while this worker has that much unread.
+    /// Dropping the stream cancels the request in the parent.
+    pub fn ask_stream<R: StreamRequest>(&self, request: R) -> AnswerStream<R::Item> {
+        self.ask_stream_window(request, DEFAULT_STREAM_WINDOW)
+    }
+
+    /// [`ask_stream`](Self::ask_stream) with a window of `bytes` (at least
+    /// 1, at most 1 GiB).
+    pub fn ask_stream_window<R: StreamRequest>(
+        &self,
+        request: R,
+        bytes: usize,
+    ) -> AnswerStream<R::Item> {
+        self.sender.ask_stream::<P, R>(&request, bytes)
     }
 
     /// Posts a message to the parent: its `onmessage` (an

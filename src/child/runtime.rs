@@ -86,7 +86,8 @@ where
     // to keep watching either.
     let fds_ok = handoff.parent.is_some();
     let sock = Socket { fd: handoff.sock, tls: handoff.tls.map(Into::into) };
-    let inbox = Inbox { ctl: (ctl_tx, ctl_rx), requests };
+    let span = crate::session::trace::runtime(&entry);
+    let inbox = Inbox { ctl: (ctl_tx, ctl_rx), requests, span };
     let (code, end) =
         system.block_on(serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx, inbox));
     // Orphaned: nobody will take our process group down, so we do, with
@@ -140,6 +141,9 @@ enum End {
 struct Inbox<W: WorkerActor> {
     ctl: (UnboundedSender<Command<W>>, UnboundedReceiver<Command<W>>),
     requests: Requests<W>,
+    /// The runtime's span: the parent of the spans of the requests it
+    /// answers.
+    span: tracing::Span,
 }
 
 async fn serve<W, F>(
@@ -148,7 +152,7 @@ async fn serve<W, F>(
     max_message_size: usize,
     make: F,
     mut panics: UnboundedReceiver<ErrorReport>,
-    Inbox { ctl: (ctl_tx, ctl_rx), requests }: Inbox<W>,
+    Inbox { ctl: (ctl_tx, ctl_rx), requests, span }: Inbox<W>,
 ) -> (i32, End)
 where
     W: WorkerActor,
@@ -176,6 +180,7 @@ where
         handlers: Rc::new(requests.handlers),
         // The worker trusts its parent's buffers.
         max_shared_bytes: usize::MAX,
+        span,
     };
     let side = ChildSide { ctl: ctl_tx.clone(), posts: Vec::new(), sender: sender.clone() };
     // The writer keeps no books: there is no next connection to give its

@@ -19,6 +19,7 @@ use crate::protocol::Request;
 use crate::session::answers::Handlers;
 use crate::session::data::message;
 use crate::session::declared::table;
+use crate::streamed::{StreamRequest, Streamed};
 use crate::supervise::RestartPolicy;
 
 impl<P: Protocol> Worker<P> {
@@ -328,6 +329,21 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
                     reply.answer(&answer);
                 }
             });
+        });
+        self
+    }
+
+    /// Answers the worker's streamed requests of type `R` (its
+    /// [`Parent::ask_stream`](crate::Parent::ask_stream)) with the items
+    /// `produce` returns for each, produced on the parent's arbiter as the
+    /// worker makes room for them; dropped when the worker stops reading.
+    pub fn serve_stream<R: StreamRequest>(
+        mut self,
+        produce: impl Fn(R) -> Streamed<R::Item> + 'static,
+    ) -> Self {
+        let tag = crate::session::declared::answered_tag::<P, R>();
+        self.handlers.insert_stream::<R>(tag, move |req, reply| {
+            crate::session::produce::produce(reply, produce(req));
         });
         self
     }

@@ -1,6 +1,6 @@
 //! The parent side: the builder ([`builder`]) and what it builds from
 //! ([`options`]); the `Worker` actor ([`worker`]), its messages
-//! ([`messages`]), a line to it past its mailbox ([`port`]) and the life of
+//! ([`messages`]; a streamed request's in [`ask_stream`]), a line to it past its mailbox ([`port`]) and the life of
 //! its processes ([`lifecycle`]); starting a process ([`spawn`]), on a
 //! thread of its own ([`spawner`]), and following it until it is reaped
 //! ([`process`]); the port a remote worker connects back to (`remote`,
@@ -10,6 +10,7 @@
 //! ([`side`]), the events it reports ([`events`]) through a window
 //! ([`sink`]), and captured output ([`output`]).
 
+pub(crate) mod ask_stream;
 pub(crate) mod builder;
 pub(crate) mod events;
 pub(crate) mod launcher;

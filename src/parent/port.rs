@@ -25,6 +25,8 @@ use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::{Naming, Slot};
 use crate::session::sender::{answer_of, AnswerRx, Cancel, Encoded, NotQueued, Sender};
+use crate::session::streams::{AnswerStream, Asking};
+use crate::streamed::StreamRequest;
 use crate::wire::encode::Arena;
 use crate::wire::outbox::Refusal;
 use actix::{Addr, Context, Handler, Message, MessageResult};
@@ -168,6 +170,44 @@ impl<P: Protocol> Port<P> {
         self.ask_within(request, Some(limit))
     }
 
+    /// Asks streamed `request` and gives the stream of its items, as
+    /// [`AskStream`](crate::AskStream) does, with a window of `window`
+    /// bytes ([`DEFAULT_STREAM_WINDOW`](crate::DEFAULT_STREAM_WINDOW) is
+    /// the address's default). Queued now; a full queue refuses it (the
+    /// stream's only item says so), whatever [`WhenFull`] says.
+    pub fn ask_stream<R: StreamRequest>(
+        &mut self,
+        request: R,
+        window: usize,
+    ) -> AnswerStream<R::Item> {
+        let line = &self.line;
+        let pending = &line.sender.pending;
+        let asking = Asking::new(pending, window);
+        let arena = Some(&mut self.arena);
+        let encoded =
+            line.sender.encoding.stream_request::<P, R>(arena, asking.id, asking.window, &request);
+        let (bytes, fds) = match encoded {
+            Ok(encoded) => encoded,
+            Err(e) => return AnswerStream::refused(e),
+        };
+        let started = line.recorder.start();
+        let halves = || {
+            let recorder = line.recorder.clone();
+            let after = Box::new(move |end: Result<(), &WorkerError>| {
+                recorder.finish(end.is_ok(), started)
+            });
+            asking.halves::<R::Item>(pending, Some(after))
+        };
+        let named = (asking.id, describe::<P, R> as Naming);
+        match line.sender.queue_with(named, (bytes, fds), false, halves) {
+            Ok(stream) => stream,
+            Err(NotQueued::Refused(e)) => AnswerStream::refused(e),
+            Err(NotQueued::Full { .. }) => {
+                AnswerStream::refused(line.sender.outbox.error(Refusal::Full))
+            }
+        }
+    }
+
     fn ask_within<R: Request>(
         &mut self,
         request: R,
@@ -176,7 +216,13 @@ impl<P: Protocol> Port<P> {
         let line = self.line.clone();
         let id = line.sender.pending.next_id();
         let started = line.recorder.start();
-        let encoded = line.sender.encoding.request::<P, R>(Some(&mut self.arena), id, &request);
+        let span = crate::session::trace::asking(std::any::type_name::<R>());
+        let context = crate::session::trace::context_of(&span, id);
+        // Kept before it is queued: the answer may come on another thread
+        // before this returns.
+        line.sender.pending.trace(id, span);
+        let encoded =
+            line.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request);
         let named = (id, describe::<P, R> as Naming);
         let first = encoded.map(|encoded| line.try_queue::<R::Answer>(named, encoded, started));
         // Armed now: dropped before it is first polled, it cancels too.

@@ -152,7 +152,9 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {
         request: R,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
         let (back, held) = tokio::sync::oneshot::channel();
-        let enter = Enter { request, place: None, back: Some(back) };
+        // Made here, in the caller's span: a child of it.
+        let span = crate::session::trace::asking(std::any::type_name::<R>());
+        let enter = Enter { request: (request, span), place: None, back: Some(back) };
         // Outside tokio's cooperative budget, as for one worker.
         let sent = tokio::task::unconstrained(self.send(enter));
         let pool = self.clone();

@@ -17,6 +17,8 @@
 //!   its own future until it is given a place (`waiting.rs`). The answer
 //!   goes straight from the member to the caller (`ask.rs`): no task and
 //!   no channel of the pool's per request.
+//! - A streamed request ([`AskStream`](crate::AskStream)) is routed as an
+//!   ask is, and counts in flight on its member until its stream ends.
 //! - A post goes to one member, in turn; [`Broadcast`] goes to every one.
 //! - A member that crashes is restarted by its own policy; what it had in
 //!   flight fails with [`WorkerError::Exited`](crate::WorkerError::Exited)
@@ -31,12 +33,13 @@
 //!
 //! The rooms: the actor and what it keeps ([`worker_pool`]); one member
 //! ([`member`]) and which member takes what ([`routing`], pure); an ask
-//! ([`ask`]), the queue ([`queue`]) and what waits in it ([`waiting`]);
+//! ([`ask`]) and a streamed one ([`ask_stream`]), the queue ([`queue`]) and what waits in it ([`waiting`]);
 //! the other messages ([`messages`]); the members' lives ([`lifecycle`])
 //! and the pool's size ([`scale`]); where members run ([`hosts`]); what it
 //! tells ([`events`]); and its builder ([`builder`]).
 
 pub(crate) mod ask;
+pub(crate) mod ask_stream;
 pub(crate) mod builder;
 pub(crate) mod events;
 pub(crate) mod hosts;

@@ -158,7 +158,8 @@ impl<P: Protocol> Handler<Release> for WorkerPool<P> {
 /// the ticket, a few dozen bytes, dropped when its caller goes. (A plain
 /// `send(Ask)` cannot be handed back: it is queued beyond the bound.)
 pub(crate) struct Enter<R: Request> {
-    pub(super) request: R,
+    /// With its asking span.
+    pub(super) request: (R, tracing::Span),
     /// The place given, on the way back.
     pub(super) place: Option<Place>,
     /// Where the request goes back, with its ticket, if held back.
@@ -166,7 +167,7 @@ pub(crate) struct Enter<R: Request> {
 }
 
 /// A request handed back, and where its place will come.
-type HeldBack<R> = (R, tokio::sync::oneshot::Receiver<Place>);
+type HeldBack<R> = ((R, tracing::Span), tokio::sync::oneshot::Receiver<Place>);
 
 impl<R: Request> Message for Enter<R> {
     type Result = Result<R::Answer, WorkerError>;

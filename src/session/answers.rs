@@ -9,13 +9,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::produce::Credit;
 use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
-use crate::error::ErrorReport;
+use super::trace::{self, Scope};
+use crate::error::{ErrorReport, WireError};
 use crate::protocol::Codec;
 use crate::protocol::Request;
+use crate::streamed::StreamRequest;
+use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::shared::carry::decode_with;
 use crate::wire::ws::reader::Inbound;
@@ -38,6 +43,9 @@ pub(crate) struct Reply {
     sent: bool,
     /// Where the answers of its connection stand, for the asker's cancel.
     answering: Rc<Stages>,
+    /// The span of its handling, while a subscriber wants it: closed when
+    /// the reply goes.
+    scope: Option<Scope>,
 }
 
 /// Where the answers owed on one connection stand, by request id: each has
@@ -52,6 +60,8 @@ struct Stages {
     /// How many of them are cancelled: while none is, no answer needs
     /// looking up before it starts.
     cancelled: Cell<usize>,
+    /// The window of each streamed answer owed, from its request on.
+    credits: RefCell<ById<Rc<Credit>>>,
 }
 
 impl Stages {
@@ -62,6 +72,9 @@ impl Stages {
 
     /// Request `id` is done with; whether it had been cancelled.
     fn finish(&self, id: u64) -> bool {
+        if !self.credits.borrow().is_empty() {
+            self.credits.borrow_mut().remove(&id);
+        }
         let stage = self.by_id.borrow_mut().remove(&id);
         let cancelled = matches!(stage, Some(Stage::Cancelled));
         if cancelled {
@@ -91,6 +104,18 @@ impl Answering {
     }
 }
 
+impl Answering {
+    /// The asker of stream `id` has room for `bytes` more: its producer
+    /// may go on. A credit for a request not owed (answered, cancelled,
+    /// never asked, or answered once) is ignored, as a late cancel is.
+    pub(crate) fn credit(&self, id: u64, bytes: u64) {
+        let credit = self.0.credits.borrow().get(&id).cloned();
+        if let Some(credit) = credit {
+            credit.grant(bytes);
+        }
+    }
+}
+
 /// Where one answer stands.
 enum Stage {
     /// Not started yet (waiting for its actor), or started with nothing
@@ -110,6 +135,16 @@ impl Reply {
         self.answering.wanted(self.id)
     }
 
+    /// Where its handling is traced, if it is: the handler runs inside.
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    /// Its scope, taken for a future that answers it later.
+    pub(crate) fn take_scope(&mut self) -> Option<Scope> {
+        self.scope.take()
+    }
+
     /// Sends the answer.
     pub(crate) fn answer<A: Serialize>(mut self, answer: &A) {
         let (frame, fds) = self.encoding.answer(self.id, answer);
@@ -119,6 +154,38 @@ impl Reply {
     /// Sends a failure.
     pub(crate) fn fail(mut self, failure: Failure) {
         let frame = self.encoding.failure(self.id, failure);
+        self.send(frame, Vec::new());
+    }
+
+    /// The window of its streamed answer (see `produce.rs`).
+    pub(crate) fn credit(&self) -> Rc<Credit> {
+        let credits = self.answering.credits.borrow();
+        credits.get(&self.id).cloned().unwrap_or_default()
+    }
+
+    /// Encodes one item of its streamed answer.
+    pub(crate) fn item<T: Serialize>(&self, item: &T) -> Result<(Bytes, Vec<OwnedFd>), String> {
+        self.encoding.item(self.id, item).map_err(|e| e.to_string())
+    }
+
+    /// Queues one item of its streamed answer (the window's bound is the
+    /// producer's); `false` once the connection takes nothing more.
+    pub(crate) fn push_item(&self, (frame, fds): (Bytes, Vec<OwnedFd>)) -> bool {
+        self.outbox.push_unbounded(frame, fds).is_ok()
+    }
+
+    /// Queues several items at once (one lock); `false` as
+    /// [`push_item`](Self::push_item).
+    pub(crate) fn push_items(&self, items: Vec<Bytes>) -> bool {
+        if items.is_empty() {
+            return true;
+        }
+        self.outbox.push_all_unbounded(items).is_ok()
+    }
+
+    /// Ends its streamed answer: no more items.
+    pub(crate) fn end(mut self) {
+        let frame = crate::wire::envelope::end(self.id);
         self.send(frame, Vec::new());
     }
 
@@ -180,9 +247,10 @@ impl Drop for Reply {
 /// shared buffers) and starts answering it.
 type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, usize, Reply)>;
 
-/// The request types one side answers, by tag.
+/// The request types one side answers, by tag: whether each is answered
+/// by a stream, and its handler.
 pub(crate) struct Handlers {
-    by_tag: HashMap<u64, Handler>,
+    by_tag: HashMap<u64, (bool, Handler)>,
     last_panic: fn() -> Option<ErrorReport>,
 }
 
@@ -197,9 +265,31 @@ impl Handlers {
     /// with `start`, which hands the decoded request to an actor and the
     /// [`Reply`] to whatever answers.
     pub(crate) fn insert<R: Request>(&mut self, tag: u64, start: impl Fn(R, Reply) + 'static) {
+        self.insert_as(tag, false, start);
+    }
+
+    /// Answers streamed requests of type `R` (asked with a `Stream` frame),
+    /// tagged `tag`, with `start`; see `produce.rs` for the reply's items.
+    pub(crate) fn insert_stream<R: StreamRequest>(
+        &mut self,
+        tag: u64,
+        start: impl Fn(R, Reply) + 'static,
+    ) {
+        self.insert_as(tag, true, start);
+    }
+
+    fn insert_as<R: DeserializeOwned + 'static>(
+        &mut self,
+        tag: u64,
+        streams: bool,
+        start: impl Fn(R, Reply) + 'static,
+    ) {
         let handler: Handler = Box::new(move |codec, payload, fds, max_shared, mut reply| {
             // A request's descriptors are its shared buffers'; any others
             // are closed.
+            if let Some(scope) = reply.scope() {
+                scope.name(std::any::type_name::<R>());
+            }
             match decode_with::<R>(codec, payload, fds, max_shared) {
                 (Ok(req), _, taken) => {
                     reply.holds_more(taken.bytes);
@@ -208,7 +298,7 @@ impl Handlers {
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
         });
-        self.by_tag.insert(tag, handler);
+        self.by_tag.insert(tag, (streams, handler));
     }
 
     /// Whether requests tagged `tag` are answered.
@@ -217,12 +307,30 @@ impl Handlers {
     }
 
     /// Starts answering request frame `inbound`; the reply goes out
-    /// through `sender`, and its stage is kept in `answering` (its
-    /// connection's).
-    pub(crate) fn dispatch(&self, mut inbound: Inbound, sender: &Sender, answering: &Answering) {
+    /// through `sender`, its stage is kept in `answering` (its
+    /// connection's), and its handling is traced under `span` (its
+    /// session's) when a subscriber wants it. A traced request whose
+    /// context is malformed is answered with a failure, and the error
+    /// returned for the side to tell.
+    pub(crate) fn dispatch(
+        &self,
+        mut inbound: Inbound,
+        (sender, answering, span): (&Sender, &Answering, &tracing::Span),
+    ) -> Result<(), WireError> {
         let outbox = &sender.outbox;
         let (id, tag) = (inbound.header.id, inbound.header.tag);
+        let (context, bad) = match inbound.trace_context() {
+            None => (None, None),
+            Some(Ok(context)) => (Some(context), None),
+            Some(Err(e)) => (None, Some(e)),
+        };
+        let streamed = inbound.header.kind == Kind::Stream;
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
+        if streamed {
+            let window = Rc::new(Credit::default());
+            window.grant(inbound.header.credit);
+            answering.0.credits.borrow_mut().insert(id, window);
+        }
         let reply = Reply {
             id,
             outbox: outbox.clone(),
@@ -232,13 +340,22 @@ impl Handlers {
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),
+            scope: trace::answering(span, id, context),
         };
+        if let Some(e) = bad {
+            reply.fail(Failure::Wire(e.to_string()));
+            return Err(e);
+        }
         match self.by_tag.get(&tag) {
-            Some(handler) => {
+            Some((streams, _)) if *streams != streamed => {
+                reply.fail(Failure::Wire(crate::error::WireError::WrongForm(tag).to_string()))
+            }
+            Some((_, handler)) => {
                 let fds = std::mem::take(&mut inbound.fds);
                 handler(inbound.codec, inbound.payload(), fds, inbound.max_shared, reply)
             }
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
+        Ok(())
     }
 }

@@ -14,7 +14,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::declare::{Declared, Shapes, Traced, Untraceable};
 use crate::error::ShapeError;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::protocol::{declared, tag_of, tag_of_name, Fnv, Protocol, Request};
+use crate::streamed::StreamRequest;
 
 /// One declared request, with its tag.
 #[derive(Clone, Debug)]
@@ -71,7 +75,10 @@ impl Table {
         entries.sort_by_key(|e| e.declared.name);
         for e in entries {
             h.write(e.declared.name.as_bytes());
-            h.write(&[0, u8::from(e.declared.to_parent)]);
+            // Bit 1: answered by a stream (nothing for the others, whose
+            // fingerprint is what it always was).
+            let streams = u8::from(e.declared.streams) << 1;
+            h.write(&[0, u8::from(e.declared.to_parent) | streams]);
             h.write(&e.shapes.0.to_le_bytes());
             h.write(&e.shapes.1.to_le_bytes());
         }
@@ -97,6 +104,23 @@ pub(crate) fn table<P: Protocol>() -> Result<Arc<Table>, ShapeError> {
 /// this thread are remembered: a stream of asks of a few types takes no
 /// lock and looks nothing up but these.
 pub(crate) fn request_tag<P: Protocol, R: Request>() -> Result<u64, ShapeError> {
+    checked_tag::<P, R, R::Answer>()
+}
+
+/// The tag of streamed request type `R` in protocol `P`, once `R` and its
+/// item are known to be types the wire can carry (as [`request_tag`]).
+pub(crate) fn stream_tag<P: Protocol, R: StreamRequest>() -> Result<u64, ShapeError> {
+    checked_tag::<P, R, R::Item>()
+}
+
+/// The tag of `R`, answered with `A`s, once both are known to be types
+/// the wire can carry.
+fn checked_tag<P, R, A>() -> Result<u64, ShapeError>
+where
+    P: Protocol,
+    R: Serialize + DeserializeOwned + 'static,
+    A: Serialize + DeserializeOwned + 'static,
+{
     /// (protocol, request, tag), the newest first.
     type Recent = [Option<(TypeId, TypeId, u64)>; RECENT];
     thread_local! {
@@ -112,7 +136,7 @@ pub(crate) fn request_tag<P: Protocol, R: Request>() -> Result<u64, ShapeError> 
     let tag = table::<P>()?.get(key.1).map_or_else(tag_of::<R>, |e| e.tag);
     let untraceable = |e: Untraceable| ShapeError { ty: e.ty, why: e.why };
     <Traced as Shapes>::shape::<R>().map_err(untraceable)?;
-    <Traced as Shapes>::shape::<R::Answer>().map_err(untraceable)?;
+    <Traced as Shapes>::shape::<A>().map_err(untraceable)?;
     LAST.with_borrow_mut(|recent| {
         recent.rotate_right(1);
         recent[0] = Some((key.0, key.1, tag));
@@ -127,14 +151,14 @@ const RECENT: usize = 4;
 /// it (registered once, not on any hot path). A protocol whose
 /// declaration is wrong tags it by its Rust path: it fails at start-up
 /// all the same, by its fingerprint.
-pub(crate) fn answered_tag<P: Protocol, R: Request>() -> u64 {
+pub(crate) fn answered_tag<P: Protocol, R: 'static>() -> u64 {
     let table = table::<P>().ok();
     table.and_then(|t| t.get(TypeId::of::<R>()).map(|e| e.tag)).unwrap_or_else(tag_of::<R>)
 }
 
 /// How request type `R` is named to whoever asked it and got no answer:
 /// its Rust path, and its wire name where that is another.
-pub(crate) fn describe<P: Protocol, R: Request>() -> String {
+pub(crate) fn describe<P: Protocol, R: 'static>() -> String {
     let rust = std::any::type_name::<R>();
     match table::<P>().ok().and_then(|t| t.get(TypeId::of::<R>()).map(|e| e.declared.name)) {
         Some(name) if name != rust => format!("{rust} (wire name {name:?})"),

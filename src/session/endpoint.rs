@@ -32,7 +32,8 @@ pub(crate) trait Side {
     type Incoming: DeserializeOwned;
 
     /// The kinds only this side takes, beside those both take (posts,
-    /// requests, their answers and cancels; see [`expected`]).
+    /// requests, their answers and cancels, streamed requests, their items,
+    /// ends and credits; see [`expected`]).
     const ONLY_HERE: &'static [Kind];
 
     /// Whether the messages this side receives count towards what all
@@ -86,8 +87,19 @@ pub(crate) trait Side {
 /// what it is owed for it (a Pong queued for every Ping) is a way to grow
 /// this side without bound. The session ends on it.
 pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
-    matches!(kind, Kind::Post | Kind::Request | Kind::Answer | Kind::Failed | Kind::Cancel)
-        || S::ONLY_HERE.contains(&kind)
+    matches!(
+        kind,
+        Kind::Post
+            | Kind::Request
+            | Kind::TracedRequest
+            | Kind::Answer
+            | Kind::Failed
+            | Kind::Cancel
+            | Kind::Stream
+            | Kind::Item
+            | Kind::End
+            | Kind::Credit
+    ) || S::ONLY_HERE.contains(&kind)
 }
 
 /// Whether a session reads on.
@@ -118,6 +130,9 @@ pub(crate) struct Common {
     /// The most bytes the shared buffers of one message from the peer may
     /// hold together.
     pub max_shared_bytes: usize,
+    /// The session's span (its peer's, or its own runtime's): the parent
+    /// in this process of the spans of the requests it answers.
+    pub span: tracing::Span,
 }
 
 /// One connected endpoint (see the module's head).
@@ -247,12 +262,25 @@ impl<S: Side> Session<S> {
         }
         match kind {
             Kind::Post => unreachable!("handled above"),
-            Kind::Request => {
+            Kind::Request | Kind::TracedRequest | Kind::Stream => {
                 self.asked = true;
                 let common = &self.common;
-                common.handlers.dispatch(inbound, &common.sender, &self.answering);
+                let on = (&common.sender, &self.answering, &common.span);
+                if let Err(e) = common.handlers.dispatch(inbound, on) {
+                    self.side.wire_error(e);
+                }
             }
-            Kind::Answer | Kind::Failed => resolve_frame(&self.common.sender.pending, inbound),
+            Kind::Answer | Kind::Failed | Kind::End => {
+                resolve_frame(&self.common.sender.pending, inbound)
+            }
+            // Checked against its stream's window; one for a request never
+            // asked is reported, and the connection goes on.
+            Kind::Item => {
+                if let Err(e) = self.common.sender.pending.item(inbound.header.id, inbound) {
+                    self.side.wire_error(e);
+                }
+            }
+            Kind::Credit => self.answering.credit(inbound.header.id, inbound.header.credit),
             Kind::Error => match inbound.decode::<ErrorReport>() {
                 Ok(report) => self.side.report(report),
                 Err(e) => self.side.wire_error(e),

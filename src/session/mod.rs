@@ -12,17 +12,25 @@
 //! - `requests.rs`: the table of what this side asked; `answers.rs`: the
 //!   handlers of what it may be asked, and the reply each request is owed;
 //!   `declared.rs`: each request's tag, from what the protocol declares.
+//! - `trace.rs`: the spans of requests on both sides, and the trace
+//!   context that joins them across the boundary.
+//! - `streams.rs`: a request answered by a stream of items, as its asker
+//!   reads it; `produce.rs`: the producer of those items, paced by the
+//!   asker's window.
 
 pub(crate) mod answers;
 pub(crate) mod data;
 pub(crate) mod declared;
 mod endpoint;
 mod hello;
+pub(crate) mod produce;
 pub(crate) mod requests;
 pub(crate) mod sender;
 pub(crate) mod shape;
+pub(crate) mod streams;
 #[cfg(test)]
 mod tests;
+pub(crate) mod trace;
 
 pub(crate) use self::endpoint::{Common, Finish, Finished, Flow, Session, Side, Why};
 pub(crate) use self::hello::{hello, open, Opened, Then, Turn};

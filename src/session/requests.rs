@@ -15,13 +15,13 @@
 //! the other side is told (a `Cancel` frame), so that it stops working on
 //! it where it can.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorReport, WorkerError};
+use crate::error::{ErrorReport, WireError, WorkerError};
 use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
 use crate::wire::ws::reader::Inbound;
@@ -42,6 +42,9 @@ pub(crate) enum Failure {
     Wire(String),
     /// The answering actor is gone.
     Gone,
+    /// A streamed answer's producer raised this error (its text): the
+    /// stream ends with it.
+    Raised(String),
 }
 
 impl From<Failure> for WorkerError {
@@ -51,6 +54,7 @@ impl From<Failure> for WorkerError {
             Failure::Unhandled(name) => WorkerError::Unhandled(name),
             Failure::Wire(text) => WorkerError::Remote(text),
             Failure::Gone => WorkerError::Disconnected,
+            Failure::Raised(text) => WorkerError::StreamFailed(text),
         }
     }
 }
@@ -64,6 +68,20 @@ pub(crate) trait Slot: Send {
     /// [`Pending::sweep`]).
     fn gone(&self) -> bool {
         false
+    }
+
+    /// Whether it is answered by a stream of items (`streams.rs`), ended
+    /// by an `End` frame; else by one `Answer`.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// One item of its streamed answer. An error fails the request with
+    /// it (and cancels it): an item for a request answered once, or past
+    /// the asker's window.
+    fn item(&mut self, item: Inbound) -> Result<(), WorkerError> {
+        let _ = item;
+        Err(WireError::Unexpected("stream item for a request answered once").into())
     }
 }
 
@@ -94,6 +112,12 @@ pub(crate) struct Pending {
     slots: Mutex<ById<Waiting>>,
     /// Where the other side is told of cancelled requests.
     tell: std::sync::OnceLock<Arc<Outbox>>,
+    /// The asking spans of the requests asked while a subscriber wanted
+    /// them (`trace.rs`), each kept until its request is done with; and
+    /// how many there are, so that while there are none an answer looks
+    /// nothing up.
+    spans: Mutex<ById<tracing::Span>>,
+    traced: AtomicUsize,
 }
 
 impl Pending {
@@ -127,20 +151,53 @@ impl Pending {
         connection
     }
 
+    /// Keeps `span`, the asking span of request `id`, until the request
+    /// is answered, failed or cancelled (a disabled one is not kept).
+    pub(crate) fn trace(&self, id: u64, span: tracing::Span) {
+        if !super::trace::wanted(&span) {
+            return;
+        }
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        spans.insert(id, span);
+        self.traced.store(spans.len(), Ordering::Relaxed);
+    }
+
+    /// Request `id` is done with: its asking span closes.
+    fn untrace(&self, id: u64) {
+        if self.traced.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let span = spans.remove(&id);
+        self.traced.store(spans.len(), Ordering::Relaxed);
+        drop(spans);
+        drop(span);
+    }
+
     /// Takes request `id`'s slot away unseen: its request was never
     /// queued (nothing to cancel on the other side).
     pub(crate) fn forget(&self, id: u64) {
         drop(self.slots().remove(&id));
+        self.untrace(id);
     }
 
-    /// Delivers an answer or failure; a late one (no slot) is dropped. A
-    /// request the other side does not answer is named as its asker knows
-    /// it (the other side knows only its tag).
+    /// Delivers an answer, a stream's end or a failure; a late one (no
+    /// slot) is dropped. A request the other side does not answer is named
+    /// as its asker knows it (the other side knows only its tag). An end
+    /// that does not fit the request (an `End` for one answered once, an
+    /// `Answer` for a stream) fails it.
     pub(crate) fn resolve(&self, id: u64, mut result: Result<Inbound, WorkerError>) {
         let slot = self.slots().remove(&id);
+        self.untrace(id);
         if let Some((_, name, slot)) = slot {
             if let Err(WorkerError::Unhandled(said)) = &mut result {
                 *said = name();
+            }
+            if let Ok(inbound) = &result {
+                if (inbound.header.kind == Kind::End) != slot.streams() {
+                    let e = WireError::Unexpected(inbound.header.kind.name());
+                    result = Err(WorkerError::Wire(e));
+                }
             }
             slot.deliver(result);
         } else {
@@ -148,14 +205,58 @@ impl Pending {
         }
     }
 
+    /// An item of the stream that answers request `id`. One for a request
+    /// that is not waited for any more (cancelled, failed, ended) is
+    /// dropped; one for an id never asked is an error (the side reports
+    /// it). An item its slot refuses (past the window, for a request
+    /// answered once) fails the request with why, and cancels it.
+    pub(crate) fn item(&self, id: u64, item: Inbound) -> Result<(), WireError> {
+        let refused = {
+            let mut slots = self.slots();
+            let Some((.., slot)) = slots.get_mut(&id) else {
+                drop(slots);
+                if id >= self.next_id.load(Ordering::Relaxed) {
+                    return Err(WireError::UnknownStream(id));
+                }
+                tracing::trace!(id, "stream item nobody waits for any more");
+                return Ok(());
+            };
+            match slot.item(item) {
+                Ok(()) => return Ok(()),
+                Err(e) => (slots.remove(&id), e),
+            }
+        };
+        if let (Some((.., slot)), e) = refused {
+            tracing::debug!(id, error = %e, "stream item refused: the stream fails");
+            self.tell(crate::wire::envelope::cancel(id));
+            slot.deliver(Err(e));
+        }
+        Ok(())
+    }
+
+    /// The asker of stream `id` has read `bytes` more of its items: the
+    /// other side may send that many more.
+    pub(crate) fn credit(&self, id: u64, bytes: u64) {
+        if self.slots().contains_key(&id) {
+            self.tell(crate::wire::envelope::credit(id, bytes));
+        }
+    }
+
+    /// Queues a small control frame (a cancel, a credit) whatever the
+    /// outbox's bound: it frees the other side.
+    fn tell(&self, frame: bytes::Bytes) {
+        if let Some(outbox) = self.tell.get() {
+            let _ = outbox.push_unbounded(frame, Vec::new());
+        }
+    }
+
     /// Request `id` is no longer waited for: its slot goes (dropped, not
     /// delivered) and the other side is told, if it was still waiting.
     pub(crate) fn cancel(&self, id: u64) {
         let slot = self.slots().remove(&id);
+        self.untrace(id);
         if slot.is_some() {
-            if let Some(outbox) = self.tell.get() {
-                let _ = outbox.push_unbounded(crate::wire::envelope::cancel(id), Vec::new());
-            }
+            self.tell(crate::wire::envelope::cancel(id));
         }
     }
 
@@ -182,6 +283,9 @@ impl Pending {
     /// Fails every pending request with `err`.
     pub(crate) fn fail_all(&self, err: &WorkerError) {
         let slots = std::mem::take(&mut *self.slots());
+        for &id in slots.keys() {
+            self.untrace(id);
+        }
         for (_, (.., slot)) in slots {
             slot.deliver(Err(err.clone()));
         }
@@ -195,7 +299,11 @@ impl Pending {
             let mut slots = self.slots();
             let ids: Vec<u64> =
                 slots.iter().filter(|(_, (c, ..))| *c <= ended).map(|(&id, _)| id).collect();
-            ids.into_iter().filter_map(|id| slots.remove(&id)).map(|(.., slot)| slot).collect()
+            let failed = ids.iter().filter_map(|id| slots.remove(id)).map(|(.., slot)| slot);
+            let failed = failed.collect();
+            drop(slots);
+            ids.iter().for_each(|&id| self.untrace(id));
+            failed
         };
         for slot in failed {
             slot.deliver(Err(err.clone()));
@@ -203,11 +311,12 @@ impl Pending {
     }
 }
 
-/// What an answering side does with an incoming `Failed` or `Answer` frame.
+/// What an asking side does with an incoming `Answer`, `End` or `Failed`
+/// frame.
 pub(crate) fn resolve_frame(pending: &Pending, inbound: Inbound) {
     let id = inbound.header.id;
     match inbound.header.kind {
-        Kind::Answer => pending.resolve(id, Ok(inbound)),
+        Kind::Answer | Kind::End => pending.resolve(id, Ok(inbound)),
         _ => {
             let err = match inbound.decode::<Failure>() {
                 Ok(f) => f.into(),

@@ -21,14 +21,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::declared::{describe, request_tag};
+use super::declared::{describe, request_tag, stream_tag};
 use super::requests::{Failure, Naming, Pending, Slot};
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 use crate::protocol::{Protocol, Request};
+use crate::streamed::StreamRequest;
 use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
+use crate::wire::trace::TraceContext;
 
 /// A message encoded for the outbox: its bytes and the descriptors that go
 /// with them.
@@ -61,16 +63,28 @@ impl Encoding {
     }
 
     /// Request `id` of type `R`, tagged as protocol `P` names it, once its
-    /// type is known to be one the codec can carry.
+    /// type is known to be one the codec can carry; with its asker's trace
+    /// `context`, when one travels (see `trace.rs`).
     pub(crate) fn request<P: Protocol, R: Request>(
         &self,
         arena: Option<&mut Arena>,
-        id: u64,
+        (id, context): (u64, Option<TraceContext>),
         request: &R,
     ) -> Result<Encoded, WorkerError> {
         let tag = request_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
-        let header = Header::request(id, tag);
-        self.encode(arena, header, request, self.descriptors.then(Vec::new))
+        let fds = self.descriptors.then(Vec::new);
+        match context {
+            None => self.encode(arena, Header::request(id, tag), request, fds),
+            Some(context) => {
+                let (codec, max) = (self.codec, self.max_message_size);
+                let bytes = context.to_bytes();
+                let head = (codec, crate::wire::trace::traced_request(id, tag), Some(&bytes));
+                match arena {
+                    Some(arena) => encode_in_sharing(arena, head, request, fds, max),
+                    None => encode_sharing(head, request, fds, max),
+                }
+            }
+        }
     }
 
     /// The answer to request `id`; when it cannot be encoded, the failure
@@ -79,6 +93,29 @@ impl Encoding {
         let header = Header::reply_to(id);
         self.encode(None, header, answer, self.descriptors.then(Vec::new))
             .unwrap_or_else(|e| (self.failure(id, Failure::Wire(e.to_string())), Vec::new()))
+    }
+
+    /// Request `id` of type `R`, answered by a stream of items of which
+    /// the asker takes `window` bytes before its first credit.
+    pub(crate) fn stream_request<P: Protocol, R: StreamRequest>(
+        &self,
+        arena: Option<&mut Arena>,
+        id: u64,
+        window: u64,
+        request: &R,
+    ) -> Result<Encoded, WorkerError> {
+        let tag = stream_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
+        let header = Header::stream(id, tag, window);
+        self.encode(arena, header, request, self.descriptors.then(Vec::new))
+    }
+
+    /// One item of the stream that answers request `id`.
+    pub(crate) fn item<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        item: &T,
+    ) -> Result<Encoded, WorkerError> {
+        self.encode(None, Header::item(id), item, self.descriptors.then(Vec::new))
     }
 
     /// Why request `id` got no answer; a report too large to send goes as
@@ -100,8 +137,8 @@ impl Encoding {
     ) -> Result<Encoded, WorkerError> {
         let (codec, max) = (self.codec, self.max_message_size);
         match arena {
-            Some(arena) => encode_in_sharing(arena, codec, header, data, fds, max),
-            None => encode_sharing(codec, header, data, fds, max),
+            Some(arena) => encode_in_sharing(arena, (codec, header, None), data, fds, max),
+            None => encode_sharing((codec, header, None), data, fds, max),
         }
     }
 }
@@ -157,23 +194,43 @@ impl Sender {
     /// (then the caller tries again once there is room).
     pub(crate) fn queue_request<A>(
         &self,
-        (id, name): (u64, Naming),
-        (mut bytes, mut fds): Encoded,
+        named: (u64, Naming),
+        encoded: Encoded,
         wait: bool,
         slot: impl Fn(oneshot::Sender<Result<A, WorkerError>>) -> Box<dyn Slot>,
     ) -> Result<AnswerRx<A>, NotQueued> {
-        loop {
+        let halves = || {
             let (tx, rx) = oneshot::channel();
-            let connection = self.pending.attach_on(id, name, slot(tx));
+            (slot(tx), rx)
+        };
+        self.queue_with(named, encoded, wait, halves)
+    }
+
+    /// [`queue_request`](Self::queue_request) with any kind of slot:
+    /// `halves` makes a fresh slot and what its caller keeps (the
+    /// receiving end of its answer, a stream of items) for each try.
+    pub(crate) fn queue_with<X>(
+        &self,
+        (id, name): (u64, Naming),
+        (mut bytes, mut fds): Encoded,
+        wait: bool,
+        mut halves: impl FnMut() -> (Box<dyn Slot>, X),
+    ) -> Result<X, NotQueued> {
+        loop {
+            let (slot, kept) = halves();
+            let connection = self.pending.attach_on(id, name, slot);
             let epoch = self.outbox.room_epoch();
             let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
-                Ok(()) => return Ok(rx),
+                Ok(()) => return Ok(kept),
                 Err((refusal, b, f)) => {
                     (bytes, fds) = (b, f);
                     refusal
                 }
             };
+            // Forgotten before what the caller keeps is dropped: nothing
+            // to cancel.
             self.pending.forget(id);
+            drop(kept);
             match refusal {
                 Refusal::Moved => continue,
                 Refusal::Full if wait => return Err(NotQueued::Full { bytes, fds, epoch }),
@@ -191,7 +248,11 @@ impl Sender {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
         let id = self.pending.next_id();
-        let queued = self.encoding.request::<P, R>(None, id, request).and_then(|encoded| {
+        let span = super::trace::asking(std::any::type_name::<R>());
+        let context = super::trace::context_of(&span, id);
+        self.pending.trace(id, span);
+        let queued = self.encoding.request::<P, R>(None, (id, context), request);
+        let queued = queued.and_then(|encoded| {
             let slot = |tx| Box::new(ToChannel(Some(tx))) as Box<dyn Slot>;
             match self.queue_request((id, describe::<P, R>), encoded, false, slot) {
                 Ok(rx) => Ok(rx),
@@ -268,7 +329,7 @@ impl Cancel {
         Cancel { pending: pending.clone(), id, armed: true }
     }
 
-    fn disarm(mut self) {
+    pub(crate) fn disarm(mut self) {
         self.armed = false;
     }
 }

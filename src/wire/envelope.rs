@@ -69,7 +69,26 @@ pub(crate) enum Kind {
     /// says so: the worker's data (`workerData`); its fixed field is the
     /// shape of the value's type, its payload the value.
     Data = 15,
+    /// One item of the streamed answer to request `id`; payload is the
+    /// item. Sent only while the asker's window has room (see `Credit`).
+    Item = 16,
+    /// The streamed answer to request `id` is complete: no more items.
+    /// No payload. (A stream that fails ends with `Failed` instead.)
+    End = 17,
+    /// The asker of stream `id` has room for `tag` more bytes of items:
+    /// what it has read since it last said. Fixed fields: id u64, bytes
+    /// u64. No payload.
+    Credit = 18,
+    /// A request answered by a stream of items: id u64, tag u64, and the
+    /// asker's window u64 (the bytes of items it takes before its first
+    /// credit); payload is the request.
+    Stream = 19,
+    /// A `Request` with its asker's trace context after id and tag (`trace.rs`).
+    TracedRequest = 24,
 }
+
+/// Bytes of a traced request's context, after its id and tag (`trace.rs`).
+pub(crate) const CONTEXT_LEN: usize = 16 + 8 + 1;
 
 /// The hello's flag saying that a `Data` message follows the hellos.
 pub(crate) const HELLO_DATA_FOLLOWS: u8 = 1;
@@ -92,6 +111,11 @@ impl Kind {
             13 => Kind::Ping,
             14 => Kind::Pong,
             15 => Kind::Data,
+            16 => Kind::Item,
+            17 => Kind::End,
+            18 => Kind::Credit,
+            19 => Kind::Stream,
+            24 => Kind::TracedRequest,
             _ => return None,
         })
     }
@@ -114,6 +138,11 @@ impl Kind {
             Kind::Ping => "ping",
             Kind::Pong => "pong",
             Kind::Data => "worker data",
+            Kind::Item => "stream item",
+            Kind::End => "stream end",
+            Kind::Credit => "stream credit",
+            Kind::Stream => "stream request",
+            Kind::TracedRequest => "traced request",
         }
     }
 
@@ -121,8 +150,10 @@ impl Kind {
     fn fixed_len(self) -> usize {
         match self {
             Kind::Hello => 4 + 4 + 8 + 4,
-            Kind::Request => 8 + 8,
-            Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Data => 8,
+            Kind::Stream => 8 + 8 + 8,
+            Kind::Request | Kind::Credit => 8 + 8,
+            Kind::TracedRequest => 8 + 8 + CONTEXT_LEN,
+            Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Data | Kind::Item | Kind::End => 8,
             Kind::Post
             | Kind::Error
             | Kind::Terminate
@@ -145,6 +176,9 @@ pub(crate) struct Header {
     pub id: u64,
     /// Request type tag (requests), the data's shape (`Data`), else 0.
     pub tag: u64,
+    /// Bytes of stream items: the window (`Stream`), the bytes granted
+    /// (`Credit`); else 0.
+    pub credit: u64,
 }
 
 /// The hello's fields.
@@ -163,7 +197,7 @@ pub(crate) struct Hello {
 impl Header {
     /// A header of `kind` with no descriptors, id or tag.
     pub(crate) fn bare(kind: Kind) -> Header {
-        Header { kind, nfds: 0, id: 0, tag: 0 }
+        Header { kind, nfds: 0, id: 0, tag: 0, credit: 0 }
     }
 
     /// A post carrying `nfds` descriptors (at most
@@ -196,6 +230,18 @@ impl Header {
         Header { id, ..Header::bare(Kind::Cancel) }
     }
 
+    /// Request `id`, of the type `tag` names, answered by a stream of
+    /// items of which the asker takes `window` bytes before its first
+    /// credit.
+    pub(crate) fn stream(id: u64, tag: u64, window: u64) -> Header {
+        Header { id, tag, credit: window, ..Header::bare(Kind::Stream) }
+    }
+
+    /// An item of the stream that answers request `id`.
+    pub(crate) fn item(id: u64) -> Header {
+        Header { id, ..Header::bare(Kind::Item) }
+    }
+
     /// A worker's data, of the type whose shape is `shape`.
     pub(crate) fn data(shape: u64) -> Header {
         Header { tag: shape, ..Header::bare(Kind::Data) }
@@ -208,11 +254,22 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
     buf.put_u8(header.kind as u8);
     buf.put_u8(header.nfds);
     match header.kind {
-        Kind::Request => {
+        Kind::Request | Kind::TracedRequest => {
             buf.put_u64_le(header.id);
             buf.put_u64_le(header.tag);
         }
-        Kind::Answer | Kind::Failed | Kind::Cancel => buf.put_u64_le(header.id),
+        Kind::Stream => {
+            buf.put_u64_le(header.id);
+            buf.put_u64_le(header.tag);
+            buf.put_u64_le(header.credit);
+        }
+        Kind::Credit => {
+            buf.put_u64_le(header.id);
+            buf.put_u64_le(header.credit);
+        }
+        Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Item | Kind::End => {
+            buf.put_u64_le(header.id)
+        }
         Kind::Data => buf.put_u64_le(header.tag),
         _ => {}
     }
@@ -229,6 +286,20 @@ pub(crate) fn bare(kind: Kind) -> bytes::Bytes {
 pub(crate) fn cancel(id: u64) -> bytes::Bytes {
     let mut buf = bytes::BytesMut::with_capacity(10);
     begin(&mut buf, Header::cancel(id));
+    buf.freeze()
+}
+
+/// A whole `End` message for stream `id`.
+pub(crate) fn end(id: u64) -> bytes::Bytes {
+    let mut buf = bytes::BytesMut::with_capacity(10);
+    begin(&mut buf, Header { id, ..Header::bare(Kind::End) });
+    buf.freeze()
+}
+
+/// A whole `Credit` message: stream `id` may send `bytes` more.
+pub(crate) fn credit(id: u64, bytes: u64) -> bytes::Bytes {
+    let mut buf = bytes::BytesMut::with_capacity(18);
+    begin(&mut buf, Header { id, credit: bytes, ..Header::bare(Kind::Credit) });
     buf.freeze()
 }
 
@@ -257,13 +328,17 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
         return Err(WireError::Truncated { needed: 2 + fixed, got: msg.len() });
     }
     let (fields, payload) = rest.split_at(fixed);
-    let (id, tag) = match kind {
-        Kind::Request => (le_u64(&fields[..8]), le_u64(&fields[8..16])),
-        Kind::Answer | Kind::Failed | Kind::Cancel => (le_u64(fields), 0),
-        Kind::Data => (0, le_u64(fields)),
-        _ => (0, 0),
+    let (id, tag, credit) = match kind {
+        Kind::Request | Kind::TracedRequest => (le_u64(&fields[..8]), le_u64(&fields[8..16]), 0),
+        Kind::Stream => (le_u64(&fields[..8]), le_u64(&fields[8..16]), le_u64(&fields[16..24])),
+        Kind::Credit => (le_u64(&fields[..8]), 0, le_u64(&fields[8..16])),
+        Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Item | Kind::End => {
+            (le_u64(fields), 0, 0)
+        }
+        Kind::Data => (0, le_u64(fields), 0),
+        _ => (0, 0, 0),
     };
-    let header = Header { kind, nfds, id, tag };
+    let header = Header { kind, nfds, id, tag, credit };
     if kind == Kind::Hello {
         // Its fixed fields, then what later versions added (read by
         // `read_hello` once it knows the version).
@@ -341,8 +416,8 @@ pub(crate) fn read_hello(fields: &[u8]) -> Result<Hello, WireError> {
     let (codec, flags) = match (version, &fields[fixed..]) {
         (..=4, _) => (Codec::Bincode, 0),
         (5, [n]) => (codec(*n)?, 0),
-        (PROTOCOL_VERSION, [n, flags]) => (codec(*n)?, *flags),
-        (5 | PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
+        (6 | PROTOCOL_VERSION, [n, flags]) => (codec(*n)?, *flags),
+        (5 | 6 | PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
         (_, [n, ..]) => (codec(*n)?, 0),
         _ => (Codec::Bincode, 0),
     };
@@ -372,8 +447,34 @@ mod tests {
         begin(&mut buf, Header { nfds: 3, ..Header::request(42, 7) });
         buf.extend_from_slice(b"payload");
         let (h, payload) = decode(&buf).unwrap();
-        assert_eq!(h, Header { kind: Kind::Request, nfds: 3, id: 42, tag: 7 });
+        assert_eq!(h, Header { kind: Kind::Request, nfds: 3, id: 42, tag: 7, credit: 0 });
         assert_eq!(payload, b"payload");
+    }
+
+    #[test]
+    fn stream_headers_round_trip_byte_for_byte() {
+        let mut buf = Vec::new();
+        begin(&mut buf, Header::stream(5, 7, 65536));
+        buf.extend_from_slice(b"req");
+        assert_eq!(&buf[..2], &[19, 0]);
+        assert_eq!(buf.len(), 2 + 24 + 3);
+        let (h, payload) = decode(&buf).unwrap();
+        assert_eq!(
+            (h.kind, h.id, h.tag, h.credit, payload),
+            (Kind::Stream, 5, 7, 65536, &b"req"[..])
+        );
+        let credit = credit(5, 4096);
+        assert_eq!(&credit[..], &[18, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0]);
+        let (h, _) = decode(&credit).unwrap();
+        assert_eq!((h.kind, h.id, h.credit), (Kind::Credit, 5, 4096));
+        let end = end(5);
+        assert_eq!(&end[..], &[17, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        let mut item = Vec::new();
+        begin(&mut item, Header::item(5));
+        assert_eq!(item, [16, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
+        // Cut short: an error, never a short read.
+        assert!(matches!(decode(&credit[..17]), Err(WireError::Truncated { .. })));
+        assert!(matches!(decode(&buf[..25]), Err(WireError::Truncated { .. })));
     }
 
     #[test]

@@ -225,6 +225,26 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues several messages without descriptors, whatever the bound
+    /// (a streamed answer's items, bounded by the asker's window), under
+    /// one lock; fails only when the queue has been ended.
+    pub(crate) fn push_all_unbounded(&self, frames: Vec<Bytes>) -> Result<(), WorkerError> {
+        let mut state = self.lock();
+        if state.ended {
+            return Err(WorkerError::Terminating);
+        }
+        let was_empty = state.queue.is_empty();
+        for bytes in frames {
+            state.bytes += bytes.len();
+            state.queue.push_back(Outgoing::Frame { bytes, fds: Vec::new() });
+        }
+        drop(state);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
     fn enqueue(&self, mut state: MutexGuard<'_, State>, item: Outgoing) {
         let was_empty = state.queue.is_empty();
         state.bytes += item.len();

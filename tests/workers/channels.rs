@@ -60,6 +60,18 @@ pub struct Double(pub u64);
 
 pub type End = ChannelEnd<Item, Item>;
 
+/// Asked of a stage (through a pool too): open `end` as the line
+/// [`Relay`] asks over.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Plug(pub End);
+
+/// Asked of a stage: its answer is what the other end of its plugged
+/// channel answers to `Double` of the number (`trace.rs`).
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct Relay(pub u64);
+
 /// What the parent tells a stage.
 #[derive(Serialize, Deserialize, Debug)]
 pub enum Job {
@@ -114,6 +126,8 @@ pub struct Stage {
     output: Option<Channel<Item, Item>>,
     echo: Option<Channel<Item, Item>>,
     flood: Option<Channel<Item, Item>>,
+    /// What `Relay` asks over.
+    relay: Option<Channel<Item, Item>>,
     count: u64,
     sum: u64,
     every: u64,
@@ -136,6 +150,33 @@ impl WorkerActor for Stage {
             let _ = self.parent.post(Said::Sent(out.sent()));
         }
     }
+
+    fn requests(requests: &mut actix_webworker::Requests<Self>) {
+        requests.answer::<Plug>().answer::<Relay>();
+    }
+}
+
+impl Handler<Plug> for Stage {
+    type Result = ();
+
+    fn handle(&mut self, Plug(end): Plug, ctx: &mut Context<Self>) {
+        self.relay = Some(end.open(ctx.address()));
+    }
+}
+
+impl Handler<Relay> for Stage {
+    type Result = ResponseFuture<u64>;
+
+    fn handle(&mut self, Relay(n): Relay, _: &mut Context<Self>) -> Self::Result {
+        // Asked now, inside the handling's span.
+        let asked = self.relay.as_ref().map(|relay| relay.ask(Double(n)));
+        Box::pin(async move {
+            match asked {
+                Some(asked) => asked.await.unwrap_or(0),
+                None => 0,
+            }
+        })
+    }
 }
 
 pub fn entries() -> Vec<Entry> {
@@ -144,6 +185,7 @@ pub fn entries() -> Vec<Entry> {
         output: None,
         echo: None,
         flood: None,
+        relay: None,
         count: 0,
         sum: 0,
         every: 0,

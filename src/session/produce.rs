@@ -1,0 +1,146 @@
+//! The answering side of a streamed request: the producer of its items,
+//! run as a task of the answering side's own, and the window ([`Credit`])
+//! that paces it.
+//!
+//! The asker grants a window of bytes with its request (`Stream` frame)
+//! and more with each `Credit` frame, as it reads. The producer is polled
+//! for its next item only while the credit is positive; each item's whole
+//! message (header and payload) is taken from it, so the credit may go
+//! below zero by at most one item, and what the asker holds unread is at
+//! most its window plus one item. With no credit the producer is not
+//! polled: it waits, and so does whatever feeds it.
+//!
+//! When the asker cancels (it dropped its stream), the task is aborted:
+//! the producer is dropped where it stands, and nothing more is sent.
+
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::Stream;
+use serde::Serialize;
+
+use super::answers::Reply;
+use super::requests::Failure;
+use crate::streamed::Streamed;
+
+/// The most credit a producer keeps: a grant beyond it is clipped, so that
+/// no asker can make the count overflow (or ask for more than a producer
+/// would ever hold queued).
+const MAX_CREDIT: i64 = 1 << 40;
+
+/// Items queued together, at most, under one lock of the outbox.
+const GATHER: usize = 256;
+
+/// The bytes a streamed answer may still send: granted by the asker,
+/// taken by each item sent.
+#[derive(Default)]
+pub(crate) struct Credit {
+    bytes: Cell<i64>,
+    /// The producer, waiting for credit.
+    waiting: Cell<Option<Waker>>,
+}
+
+impl Credit {
+    /// The asker has room for `bytes` more.
+    pub(crate) fn grant(&self, bytes: u64) {
+        let more = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
+        self.bytes.set(self.bytes.get().saturating_add(more).min(MAX_CREDIT));
+        if self.bytes.get() > 0 {
+            if let Some(waker) = self.waiting.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    fn spend(&self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
+        self.bytes.set(self.bytes.get().saturating_sub(bytes));
+    }
+
+    fn has_room(&self) -> bool {
+        self.bytes.get() > 0
+    }
+}
+
+/// Answers the streamed request whose reply is `reply` with the items of
+/// `stream`, then its end (or the error it raised, or the panic that
+/// stopped it), paced by the asker's window; dropped at once when the asker
+/// cancels.
+pub(crate) fn produce<T: Serialize + 'static>(mut reply: Reply, stream: Streamed<T>) {
+    if !reply.wanted() {
+        return;
+    }
+    let credit = reply.credit();
+    let (abort, registration) = AbortHandle::new_pair();
+    reply.on_cancel(move || abort.abort());
+    let run = Abortable::new(run(reply, stream, credit), registration);
+    actix_rt::spawn(async move {
+        // Aborted: the asker cancelled; the reply goes unsent with it.
+        let _ = run.await;
+    });
+}
+
+async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Credit>) {
+    let mut frames = Vec::new();
+    loop {
+        // Waits for credit, then for the next item; and gathers what else
+        // is ready within the credit, to be queued together.
+        let next = poll_fn(|cx| {
+            if !credit.has_room() {
+                credit.waiting.set(Some(cx.waker().clone()));
+                return Poll::Pending;
+            }
+            let first = frames.is_empty();
+            match std::pin::Pin::new(&mut stream).poll_next(cx) {
+                Poll::Ready(item) => Poll::Ready(Some(item)),
+                Poll::Pending if first => Poll::Pending,
+                Poll::Pending => Poll::Ready(None),
+            }
+        });
+        let step = next.await;
+        let item = match step {
+            // Nothing more ready: what was gathered goes.
+            None => {
+                if !reply.push_items(std::mem::take(&mut frames)) {
+                    return;
+                }
+                continue;
+            }
+            Some(item) => item,
+        };
+        match item {
+            Some(Ok(item)) => match reply.item(&item) {
+                Ok((frame, fds)) => {
+                    credit.spend(frame.len());
+                    if fds.is_empty() {
+                        frames.push(frame);
+                    } else if !reply.push_items(std::mem::take(&mut frames))
+                        || !reply.push_item((frame, fds))
+                    {
+                        return;
+                    }
+                    if (frames.len() >= GATHER || !credit.has_room())
+                        && !reply.push_items(std::mem::take(&mut frames))
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.push_items(std::mem::take(&mut frames));
+                    return reply.fail(Failure::Wire(e));
+                }
+            },
+            Some(Err(raised)) => {
+                let _ = reply.push_items(std::mem::take(&mut frames));
+                return reply.fail(Failure::Raised(raised));
+            }
+            None => {
+                let _ = reply.push_items(std::mem::take(&mut frames));
+                return reply.end();
+            }
+        }
+    }
+}

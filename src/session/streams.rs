@@ -1,0 +1,295 @@
+//! A request answered by a stream of items, as its asker reads it: the
+//! slot its items come into (in the table of requests, as an answer's
+//! does), and the [`AnswerStream`] its caller reads them from.
+//!
+//! The asker grants the other side a window of bytes with the request and
+//! more as its caller reads (a `Credit` frame each time the caller has
+//! read half the window), so the items held unread on this side are at
+//! most the window plus one item, however slow the caller. An item that
+//! comes when the window has no room left is the other side breaking the
+//! protocol: the stream fails with [`WireError::PastWindow`] and is
+//! cancelled. Dropping the stream cancels the request (a `Cancel` frame):
+//! the other side drops its producer.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::requests::{decoded, Naming, Pending, Slot};
+use super::sender::{Cancel, Encoded, NotQueued, Sender};
+use crate::error::{WireError, WorkerError};
+use crate::protocol::Protocol;
+use crate::streamed::StreamRequest;
+use crate::wire::ws::reader::Inbound;
+
+/// The window a streamed request grants unless its asker says otherwise:
+/// the bytes of items (whole messages, header and payload) held unread at
+/// most, 256 KiB.
+pub const DEFAULT_STREAM_WINDOW: usize = 256 * 1024;
+
+/// The largest window a request may grant: 1 GiB.
+pub(crate) const MAX_WINDOW: usize = 1 << 30;
+
+/// Bytes in front of an item's payload: kind, descriptors, id.
+const ITEM_HEADER: usize = 2 + 8;
+
+/// What comes down to an [`AnswerStream`].
+enum Piece<T> {
+    /// An item, and the bytes of its message.
+    Item(T, usize),
+    /// The end: complete, or why not.
+    End(Result<(), WorkerError>),
+}
+
+/// The window as both halves see it: what the asker has granted so far.
+struct Window {
+    granted: AtomicU64,
+}
+
+/// The slot of a streamed answer: items go down a channel to the caller's
+/// stream, checked against the window first.
+pub(crate) struct StreamSlot<T> {
+    tx: mpsc::UnboundedSender<Piece<T>>,
+    window: Arc<Window>,
+    /// The bytes of items received so far.
+    received: u64,
+    /// Told once when the stream ends, however it ends (a pool's count of
+    /// what is in flight, a recorder's).
+    after: Option<AfterStream>,
+}
+
+/// Told once how a streamed answer ended: complete, or why not.
+pub(crate) type AfterStream = Box<dyn FnOnce(Result<(), &WorkerError>) + Send>;
+
+impl<T> StreamSlot<T> {
+    fn finish(&mut self, end: Result<(), &WorkerError>) {
+        if let Some(after) = self.after.take() {
+            after(end);
+        }
+    }
+}
+
+impl<T> Drop for StreamSlot<T> {
+    fn drop(&mut self) {
+        // Dropped unended: cancelled (its reader went), or its table went
+        // with its session.
+        self.finish(Err(&WorkerError::Disconnected));
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
+    fn deliver(mut self: Box<Self>, result: Result<Inbound, WorkerError>) {
+        // The end frame was checked by the table (`Pending::resolve`).
+        let end = result.map(drop);
+        self.finish(end.as_ref().map(|_| ()));
+        let _ = self.tx.send(Piece::End(end));
+    }
+
+    fn gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    fn item(&mut self, item: Inbound) -> Result<(), WorkerError> {
+        let granted = self.window.granted.load(Ordering::Acquire);
+        if self.received >= granted {
+            let received = self.received;
+            return Err(WireError::PastWindow { granted, received }.into());
+        }
+        let len = ITEM_HEADER + item.payload().len();
+        self.received += len as u64;
+        let item = decoded::<T>(Ok(item))?;
+        let _ = self.tx.send(Piece::Item(item, len));
+        Ok(())
+    }
+}
+
+/// The items of a streamed answer, as its caller reads them: a
+/// [`Stream`] of `Result<T, WorkerError>`, read with
+/// `futures::StreamExt::next()`.
+///
+/// It yields the items in the order they were produced; then `None` once
+/// the answer is complete. When the answer cannot complete (the producer
+/// raised an error, [`WorkerError::StreamFailed`]; its handler panicked,
+/// [`WorkerError::Panicked`]; the worker exited or was lost mid-stream,
+/// [`WorkerError::Exited`]; the other side broke the window,
+/// [`WireError::PastWindow`]; the request was refused), that error is the
+/// last item, and `None` follows it. [`is_complete`](Self::is_complete)
+/// says which it was.
+///
+/// Dropping it before the end cancels the request: the other side drops
+/// its producer, and sends nothing more.
+pub struct AnswerStream<T> {
+    rx: mpsc::UnboundedReceiver<Piece<T>>,
+    /// Cancels the request when dropped unended (`None` once ended).
+    cancel: Option<Cancel>,
+    id: u64,
+    pending: Option<Arc<Pending>>,
+    window: Arc<Window>,
+    /// Read since the last credit, and when to grant it.
+    read: u64,
+    threshold: u64,
+    complete: bool,
+    ended: bool,
+}
+
+impl<T> AnswerStream<T> {
+    /// A stream that fails at once with `e` (the request was refused).
+    pub(crate) fn refused(e: WorkerError) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(Piece::End(Err(e)));
+        let window = Arc::new(Window { granted: AtomicU64::new(0) });
+        AnswerStream {
+            rx,
+            cancel: None,
+            id: 0,
+            pending: None,
+            window,
+            read: 0,
+            threshold: 1,
+            complete: false,
+            ended: false,
+        }
+    }
+
+    /// Whether the answer came complete: its producer ended, and every
+    /// item has been read.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    fn end(&mut self, complete: bool) {
+        self.ended = true;
+        self.complete = complete;
+        if let Some(cancel) = self.cancel.take() {
+            cancel.disarm();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for AnswerStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerStream")
+            .field("id", &self.id)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Unpin for AnswerStream<T> {}
+
+impl<T> Stream for AnswerStream<T> {
+    type Item = Result<T, WorkerError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let piece = match self.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(piece) => piece,
+        };
+        match piece {
+            Some(Piece::Item(item, len)) => {
+                self.read += len as u64;
+                if self.read >= self.threshold {
+                    let read = std::mem::take(&mut self.read);
+                    // Granted here first: the slot must never see an item
+                    // the credit allowed before it sees the credit.
+                    self.window.granted.fetch_add(read, Ordering::AcqRel);
+                    if let Some(pending) = &self.pending {
+                        pending.credit(self.id, read);
+                    }
+                }
+                Poll::Ready(Some(Ok(item)))
+            }
+            Some(Piece::End(Ok(()))) => {
+                self.end(true);
+                Poll::Ready(None)
+            }
+            Some(Piece::End(Err(e))) => {
+                self.end(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            // The slot went without an end: its table was dropped.
+            None => {
+                self.end(false);
+                Poll::Ready(Some(Err(WorkerError::Disconnected)))
+            }
+        }
+    }
+}
+
+/// A streamed request about to be queued: its id, window and the two
+/// halves (the slot for the table, the stream for the caller) made fresh
+/// for each try (see [`Sender::queue_with`]).
+pub(crate) struct Asking {
+    pub id: u64,
+    pub window: u64,
+}
+
+impl Asking {
+    /// A fresh id from `pending`, with `window` clamped to what a request
+    /// may grant (at least one byte, at most 1 GiB).
+    pub(crate) fn new(pending: &Pending, window: usize) -> Self {
+        Asking { id: pending.next_id(), window: window.clamp(1, MAX_WINDOW) as u64 }
+    }
+
+    /// A slot and the stream it feeds, for the caller of `pending`;
+    /// `after` is told once how the stream ended.
+    pub(crate) fn halves<T: DeserializeOwned + Send + 'static>(
+        &self,
+        pending: &Arc<Pending>,
+        after: Option<AfterStream>,
+    ) -> (Box<dyn Slot>, AnswerStream<T>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let window = Arc::new(Window { granted: AtomicU64::new(self.window) });
+        let slot = StreamSlot { tx, window: window.clone(), received: 0, after };
+        let stream = AnswerStream {
+            rx,
+            cancel: Some(Cancel::new(pending, self.id)),
+            id: self.id,
+            pending: Some(pending.clone()),
+            window,
+            read: 0,
+            threshold: (self.window / 2).max(1),
+            complete: false,
+            ended: false,
+        };
+        (Box::new(slot), stream)
+    }
+}
+
+impl Sender {
+    /// Asks streamed `request` with a window of `window` bytes; refused at
+    /// once when the outbox is full (the stream's first item says so).
+    /// Queued now.
+    pub(crate) fn ask_stream<P: Protocol, R: StreamRequest>(
+        &self,
+        request: &R,
+        window: usize,
+    ) -> AnswerStream<R::Item> {
+        let asking = Asking::new(&self.pending, window);
+        let encoded = self.encoding.stream_request::<P, R>(None, asking.id, asking.window, request);
+        let named = (asking.id, super::declared::describe::<P, R> as Naming);
+        let queued = encoded.map_err(NotQueued::Refused).and_then(|encoded: Encoded| {
+            let halves = || asking.halves::<R::Item>(&self.pending, None);
+            self.queue_with(named, encoded, false, halves)
+        });
+        match queued {
+            Ok(stream) => stream,
+            Err(NotQueued::Refused(e)) => AnswerStream::refused(e),
+            Err(NotQueued::Full { .. }) => {
+                AnswerStream::refused(self.outbox.error(crate::wire::outbox::Refusal::Full))
+            }
+        }
+    }
+}

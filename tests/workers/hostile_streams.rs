@@ -1,0 +1,220 @@
+//! Streamed answers from a worker that breaks the rules: a hand-written
+//! peer (from PROTOCOL.md, section 9) that sends items past the window,
+//! for requests never asked, after the end. Each gives the caller a typed
+//! error (or nothing, for what nobody waits for), and the connection and
+//! the parent go on.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use actix_webworker::{AskStream, Event, WireError, WorkerAddrExt, WorkerError};
+use futures_util::StreamExt;
+use libtest_mimic::Trial;
+
+use crate::common::*;
+use crate::streams::{Count, Note, Row, Streams};
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        hostile_streams::items_past_the_window_fail_the_stream_and_cancel_it,
+        hostile_streams::items_never_asked_are_reported_and_those_after_the_end_dropped,
+    ]
+}
+
+/// Entries of the raw streaming peers start with this.
+const PREFIX: &str = "rawstream-";
+
+/// Reads one WebSocket frame's payload (unmasked, as the parent writes).
+fn read_frame(sock: &mut UnixStream) -> Option<Vec<u8>> {
+    let mut head = [0u8; 2];
+    sock.read_exact(&mut head).ok()?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            sock.read_exact(&mut b).ok()?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            sock.read_exact(&mut b).ok()?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    sock.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// The messages of the next frame: itself, or a batch's entries.
+fn read_messages(sock: &mut UnixStream) -> Option<Vec<Vec<u8>>> {
+    let frame = read_frame(sock)?;
+    if frame.first() != Some(&9) {
+        return Some(vec![frame]);
+    }
+    let (mut out, mut at) = (Vec::new(), 2);
+    while at + 4 <= frame.len() {
+        let len = u32::from_le_bytes(frame[at..at + 4].try_into().unwrap()) as usize;
+        out.push(frame[at + 4..at + 4 + len].to_vec());
+        at += 4 + len;
+    }
+    Some(out)
+}
+
+fn le(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().unwrap())
+}
+
+/// Waits for the parent's streamed request (kind 19): its id and window.
+fn stream_request(sock: &mut UnixStream) -> (u64, u64) {
+    loop {
+        for msg in read_messages(sock).expect("the parent's request") {
+            if msg[0] == 19 {
+                return (le(&msg[2..]), le(&msg[18..]));
+            }
+        }
+    }
+}
+
+/// An item of stream `id`: `Row { n, pad: [] }` in bincode.
+fn item(id: u64, n: u8) -> Vec<u8> {
+    let mut msg = vec![16, 0];
+    msg.extend_from_slice(&id.to_le_bytes());
+    msg.extend_from_slice(&[n, 0]);
+    ws_frame(2, &msg)
+}
+
+/// A post of `Note::Dropped(n)`.
+fn note(n: u8) -> Vec<u8> {
+    ws_frame(2, &[2, 0, 0, n])
+}
+
+/// The raw peers, when this process is one: answers the hello, then
+/// misbehaves as its entry says, then waits for the parent to go.
+pub fn run_if_raw_streamer() {
+    let Ok(entry) = std::env::var("ACTIX_WEBWORKER_ENTRY") else { return };
+    let Some(scenario) = entry.strip_prefix(PREFIX) else { return };
+    let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
+    // SAFETY: the parent gave us this socket.
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    let hello = read_frame(&mut sock).unwrap();
+    let mut ours = hello.clone();
+    ours[18..22].copy_from_slice(&std::process::id().to_le_bytes());
+    sock.write_all(&ws_frame(2, &ours)).unwrap();
+    let (id, window) = stream_request(&mut sock);
+    match scenario {
+        "past-window" => {
+            // Items of 12 bytes each, twice the window's worth, unasked.
+            for n in 0..(2 * window / 12 + 2) {
+                sock.write_all(&item(id, (n % 200) as u8)).unwrap();
+            }
+            // The parent cancels the stream: say so, by a post.
+            loop {
+                let msgs = read_messages(&mut sock).unwrap();
+                if msgs.iter().any(|m| m[0] == 11 && le(&m[2..]) == id) {
+                    sock.write_all(&note(1)).unwrap();
+                    break;
+                }
+            }
+        }
+        "stray" => {
+            for n in 0..3 {
+                sock.write_all(&item(id, n)).unwrap();
+            }
+            let mut end = vec![17, 0];
+            end.extend_from_slice(&id.to_le_bytes());
+            sock.write_all(&ws_frame(2, &end)).unwrap();
+            // After the end, and for requests never asked.
+            sock.write_all(&item(id, 9)).unwrap();
+            sock.write_all(&item(1 << 40, 9)).unwrap();
+            let mut end = vec![17, 0];
+            end.extend_from_slice(&(1u64 << 41).to_le_bytes());
+            sock.write_all(&ws_frame(2, &end)).unwrap();
+            sock.write_all(&note(2)).unwrap();
+        }
+        other => panic!("no raw streamer {other}"),
+    }
+    // Until the parent goes.
+    while read_frame(&mut sock).is_some() {}
+    std::process::exit(0);
+}
+
+fn raw(scenario: &str) -> actix_webworker::WorkerBuilder<Streams> {
+    actix_webworker::Worker::<Streams>::builder()
+        .entry(format!("{PREFIX}{scenario}"))
+        .restart(actix_webworker::RestartPolicy::never())
+        .grace_period(std::time::Duration::from_millis(100))
+        .serve_stream(|feed: crate::streams::Feed| actix_webworker::Streamed::iter(0..feed.0))
+}
+
+async fn next_item(
+    rows: &mut actix_webworker::AnswerStream<Row>,
+) -> Option<Result<Row, WorkerError>> {
+    tokio::time::timeout(WAIT, rows.next()).await.expect("an item in time")
+}
+
+pub fn items_past_the_window_fail_the_stream_and_cancel_it() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = raw("past-window").events(rec).start().unwrap();
+        let window = 120;
+        let mut rows =
+            worker.send(AskStream::new(Count { n: 0, pad: 0 }).window(window)).await.unwrap();
+        // Nothing read, so nothing granted beyond the window, until the
+        // peer has seen the cancel and said so (the connection goes on).
+        assert_eq!(events.message().await.data, Note::Dropped(1));
+        // Ten items filled the window (12 bytes each); the eleventh was
+        // past it: the stream failed with that, after the ten.
+        let mut got = 0;
+        let last = loop {
+            match next_item(&mut rows).await {
+                Some(Ok(row)) => {
+                    assert_eq!(row.n, got);
+                    got += 1;
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(got, 10, "the window's worth and no more");
+        match last {
+            Some(Err(WorkerError::Wire(WireError::PastWindow { granted, received }))) => {
+                assert_eq!((granted, received), (120, 120));
+            }
+            other => panic!("expected PastWindow, got {other:?}"),
+        }
+        assert!(next_item(&mut rows).await.is_none());
+        worker.terminate();
+        events.exit().await;
+    });
+}
+
+pub fn items_never_asked_are_reported_and_those_after_the_end_dropped() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = raw("stray").events(rec).start().unwrap();
+        let mut rows = worker.send(AskStream::new(Count { n: 0, pad: 0 })).await.unwrap();
+        for n in 0..3 {
+            assert_eq!(next_item(&mut rows).await.unwrap().unwrap().n, n);
+        }
+        assert!(next_item(&mut rows).await.is_none() && rows.is_complete());
+        // The item for a request never asked is reported; the one after
+        // the end and the end never asked are dropped; the post after them
+        // arrives.
+        let mut said = Vec::new();
+        loop {
+            match events.next().await {
+                Event::Online => {}
+                Event::WireError(e) => said.push(e),
+                Event::Message(m) => {
+                    assert_eq!(m.data, Note::Dropped(2));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(said, [WireError::UnknownStream(1 << 40)]);
+        worker.terminate();
+        events.exit().await;
+    });
+}

@@ -1,0 +1,429 @@
+//! Answers that stream: a request whose answer is a typed stream of
+//! items, read with `StreamExt::next()`, paced by a window of bytes,
+//! cancelled when the reader drops it; both ways, through a `Port` and
+//! a pool; a worker lost mid-stream.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_webworker::{
+    AnswerStream, AskStream, Declare, Entry, Join, NoPosts, Parent, Port, Protocol, Requests,
+    Stats, Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerBuilder, WorkerError, WorkerPool,
+};
+use futures_util::{stream, StreamExt};
+use libtest_mimic::Trial;
+use serde::{Deserialize, Serialize};
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        streams::items_come_in_order_then_the_end,
+        streams::an_error_raised_by_the_producer_is_the_last_item,
+        streams::a_worker_killed_mid_stream_ends_the_stream_with_its_exit,
+        streams::a_stream_dropped_mid_way_drops_the_producer_within_100_ms,
+        streams::a_million_items_to_a_slow_reader_hold_memory_to_the_window,
+        streams::a_worker_asks_the_parent_for_a_stream,
+        streams::a_port_asks_for_a_stream,
+        streams::a_pool_counts_a_stream_in_flight_until_it_ends,
+    ]
+}
+
+// ---- the protocol and the worker ---------------------------------------
+
+/// One item: its number, and ballast.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Row {
+    pub n: u64,
+    #[serde(with = "serde_bytes")]
+    pub pad: Vec<u8>,
+}
+
+/// Rows `0..n`, each with `pad` bytes of ballast.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<Row>")]
+pub struct Count {
+    pub n: u64,
+    pub pad: usize,
+}
+
+/// Rows `0..n`, then the error "row n is bad".
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<Row>")]
+pub struct FailAt(pub u64);
+
+/// Rows for ever; the worker posts `Note::Dropped` when the producer is
+/// dropped.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<Row>")]
+pub struct Endless;
+
+/// The worker asks the parent for `Feed(n)` and answers the sum of what
+/// came, and whether the stream came complete.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Result<(u64, u64), String>")]
+pub struct SumFromParent(pub u64);
+
+/// Served by the parent: `0..n`.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<u64>")]
+pub struct Feed(pub u64);
+
+/// What the worker posts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum Note {
+    /// An endless producer was dropped; its pid.
+    Dropped(u32),
+}
+
+pub struct Streams;
+
+impl Protocol for Streams {
+    type ToWorker = NoPosts;
+    type FromWorker = Note;
+    fn requests(declare: &mut Declare) {
+        declare.stream::<Count>().named("streams.count");
+        declare.stream::<FailAt>().named("streams.fail_at");
+        declare.stream::<Endless>().named("streams.endless");
+        declare.request::<SumFromParent>().named("streams.sum_from_parent");
+        declare.stream_to_parent::<Feed>().named("streams.feed");
+    }
+}
+
+pub struct Streamer {
+    parent: Parent<Streams>,
+}
+
+impl Actor for Streamer {
+    type Context = Context<Self>;
+}
+
+actix_webworker::no_posts!(Streamer);
+
+fn rows(range: impl Iterator<Item = u64> + 'static, pad: usize) -> impl Stream<Item = Row> {
+    stream::iter(range.map(move |n| Row { n, pad: vec![7; pad] }))
+}
+
+impl Handler<Count> for Streamer {
+    type Result = Streamed<Row>;
+
+    fn handle(&mut self, msg: Count, _: &mut Context<Self>) -> Streamed<Row> {
+        Streamed::new(rows(0..msg.n, msg.pad))
+    }
+}
+
+impl Handler<FailAt> for Streamer {
+    type Result = Streamed<Row>;
+
+    fn handle(&mut self, msg: FailAt, _: &mut Context<Self>) -> Streamed<Row> {
+        let bad = msg.0;
+        let rows = (0..=bad).map(move |n| match n {
+            n if n == bad => Err(format!("row {n} is bad")),
+            n => Ok(Row { n, pad: Vec::new() }),
+        });
+        Streamed::fallible(stream::iter(rows))
+    }
+}
+
+/// Posts `Note::Dropped` when dropped: the producer went.
+struct OnDrop(Parent<Streams>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.post(Note::Dropped(std::process::id()));
+    }
+}
+
+impl Handler<Endless> for Streamer {
+    type Result = Streamed<Row>;
+
+    fn handle(&mut self, _: Endless, _: &mut Context<Self>) -> Streamed<Row> {
+        let guard = OnDrop(self.parent.clone());
+        Streamed::new(rows(0.., 16).map(move |row| {
+            let _ = &guard;
+            row
+        }))
+    }
+}
+
+impl Handler<SumFromParent> for Streamer {
+    type Result = ResponseFuture<Result<(u64, u64), String>>;
+
+    fn handle(&mut self, msg: SumFromParent, _: &mut Context<Self>) -> Self::Result {
+        // A small window: the parent's producer waits on this worker.
+        let mut fed = self.parent.ask_stream_window(Feed(msg.0), 64);
+        Box::pin(async move {
+            let (mut sum, mut count) = (0, 0);
+            while let Some(n) = fed.next().await {
+                sum += n.map_err(|e| e.to_string())?;
+                count += 1;
+            }
+            if !fed.is_complete() {
+                return Err("incomplete".into());
+            }
+            Ok((sum, count))
+        })
+    }
+}
+
+impl WorkerActor for Streamer {
+    type Protocol = Streams;
+
+    fn requests(requests: &mut Requests<Self>) {
+        requests.stream::<Count>().stream::<FailAt>().stream::<Endless>();
+        requests.answer::<SumFromParent>();
+    }
+}
+
+pub fn entries() -> Vec<Entry> {
+    vec![Entry::new("streamer", |parent| Streamer { parent })]
+}
+
+fn streamer() -> WorkerBuilder<Streams> {
+    Worker::<Streams>::builder()
+        .entry("streamer")
+        .restart(actix_webworker::RestartPolicy::never())
+        .serve_stream(|feed: Feed| Streamed::iter(0..feed.0))
+}
+
+/// What each member of `pool` has in flight, by pid.
+async fn in_flight(pool: &Addr<WorkerPool<Streams>>) -> Vec<(u32, usize)> {
+    let stats = pool.send(Stats).await.unwrap();
+    stats.members.iter().map(|m| (m.pid, m.in_flight)).collect()
+}
+
+/// Waits until `pool`'s members have `want` in flight in all.
+async fn until_in_flight(pool: &Addr<WorkerPool<Streams>>, want: usize) -> Vec<(u32, usize)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = in_flight(pool).await;
+        if now.iter().map(|m| m.1).sum::<usize>() == want || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn next<T>(items: &mut AnswerStream<T>) -> Option<Result<T, WorkerError>> {
+    tokio::time::timeout(WAIT, items.next()).await.expect("an item in time")
+}
+
+// ---- the tests ----------------------------------------------------------
+
+pub fn items_come_in_order_then_the_end() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let mut rows = worker.send(AskStream::new(Count { n: 10_000, pad: 3 })).await.unwrap();
+        for n in 0..10_000 {
+            let row = next(&mut rows).await.expect("an item").expect("no error");
+            assert_eq!(row, Row { n, pad: vec![7; 3] });
+        }
+        assert!(next(&mut rows).await.is_none(), "the end after the last item");
+        assert!(rows.is_complete());
+        // And again, with a window of one byte: one item at a time.
+        let mut rows = worker.send(AskStream::new(Count { n: 100, pad: 0 }).window(1)).await;
+        let rows = rows.as_mut().unwrap();
+        let mut seen = Vec::new();
+        while let Some(row) = next(rows).await {
+            seen.push(row.unwrap().n);
+        }
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert!(rows.is_complete());
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn an_error_raised_by_the_producer_is_the_last_item() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let mut rows = worker.send(AskStream::new(FailAt(5))).await.unwrap();
+        for n in 0..5 {
+            assert_eq!(next(&mut rows).await.unwrap().unwrap().n, n);
+        }
+        match next(&mut rows).await {
+            Some(Err(WorkerError::StreamFailed(text))) => assert_eq!(text, "row 5 is bad"),
+            other => panic!("expected the producer's error, got {other:?}"),
+        }
+        assert!(next(&mut rows).await.is_none(), "nothing after the error");
+        assert!(!rows.is_complete());
+        // The worker goes on.
+        let mut rows = worker.send(AskStream::new(Count { n: 2, pad: 0 })).await.unwrap();
+        assert_eq!(next(&mut rows).await.unwrap().unwrap().n, 0);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_worker_killed_mid_stream_ends_the_stream_with_its_exit() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let mut rows = worker.send(AskStream::new(Endless)).await.unwrap();
+        for n in 0..1000 {
+            assert_eq!(next(&mut rows).await.unwrap().unwrap().n, n);
+        }
+        let stats = worker.send(actix_webworker::Stats).await.unwrap();
+        let pid = stats.members[0].pid;
+        assert!(kill(pid, nix::sys::signal::Signal::SIGKILL));
+        // Items already on their way, then the exit; never a hang.
+        let last = loop {
+            match next(&mut rows).await {
+                Some(Ok(_)) => continue,
+                other => break other,
+            }
+        };
+        match last {
+            Some(Err(WorkerError::Exited(status))) => assert_eq!(status.signal, Some(9)),
+            other => panic!("expected the exit, got {other:?}"),
+        }
+        assert!(next(&mut rows).await.is_none());
+        assert_eq!(events.exit().await.signal, Some(9));
+    });
+}
+
+pub fn a_stream_dropped_mid_way_drops_the_producer_within_100_ms() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let mut rows = worker.send(AskStream::new(Endless).window(4096)).await.unwrap();
+        for n in 0..500 {
+            assert_eq!(next(&mut rows).await.unwrap().unwrap().n, n);
+        }
+        let dropped = Instant::now();
+        drop(rows);
+        // The worker's producer says it was dropped (its Drop posts).
+        let note = events.message().await;
+        let took = dropped.elapsed();
+        assert!(matches!(note.data, Note::Dropped(_)), "{:?}", note.data);
+        println!("producer dropped {took:?} after the stream");
+        assert!(took < Duration::from_millis(100), "the producer went after {took:?}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// The parent's resident memory, in bytes.
+fn rss() -> u64 {
+    status_kib("VmRSS:") * 1024
+}
+
+pub fn a_million_items_to_a_slow_reader_hold_memory_to_the_window() {
+    run(async {
+        const ITEMS: u64 = 1_000_000;
+        let window = actix_webworker::DEFAULT_STREAM_WINDOW;
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        // 64 B of ballast: messages of 10 + 1 + 3 + 1 + 64 bytes or so.
+        let mut rows = worker.send(AskStream::new(Count { n: ITEMS, pad: 64 })).await.unwrap();
+        assert_eq!(next(&mut rows).await.unwrap().unwrap().n, 0);
+        let before = rss();
+        let (mut most, started) = (0, Instant::now());
+        for n in 1..ITEMS {
+            let row = next(&mut rows).await.unwrap().unwrap();
+            assert_eq!(row.n, n);
+            if n % 100_000 == 0 {
+                // A slow reader: it stops, and a producer that did not
+                // wait would fill the parent meanwhile.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                most = most.max(rss().saturating_sub(before));
+            }
+        }
+        assert!(next(&mut rows).await.is_none() && rows.is_complete());
+        let bound = 4 * window as u64 + (4 << 20);
+        println!(
+            "1,000,000 items of 64 B to a slow reader in {:?}: the parent's RSS grew by at \
+             most {} KiB (window {} KiB, bound {} KiB; unpaced, the items alone are ~80 MB)",
+            started.elapsed(),
+            most / 1024,
+            window / 1024,
+            bound / 1024
+        );
+        assert!(most < bound, "RSS grew by {most} bytes, over {bound}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_worker_asks_the_parent_for_a_stream() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let (sum, count) = worker.ask(SumFromParent(10_000)).await.unwrap().unwrap();
+        assert_eq!((sum, count), ((0..10_000).sum(), 10_000));
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_port_asks_for_a_stream() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        // From another thread: a port is `Send`. (This one, the System's,
+        // goes on meanwhile: it runs the worker's link.)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut rows = port.ask_stream(Count { n: 5000, pad: 1 }, 1024);
+                let mut seen = 0;
+                while let Some(row) = next(&mut rows).await {
+                    assert_eq!(row.unwrap().n, seen);
+                    seen += 1;
+                }
+                let _ = tx.send((seen, rows.is_complete()));
+            })
+        });
+        let got = tokio::time::timeout(WAIT, rx).await.expect("in time").expect("the thread ran");
+        assert_eq!(got, (5000, true));
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_pool_counts_a_stream_in_flight_until_it_ends() {
+    run(async {
+        let pool = WorkerPool::<Streams>::builder()
+            .entry("streamer")
+            .size(2)
+            .max_in_flight_per_worker(1)
+            .serve_stream(|feed: Feed| Streamed::iter(0..feed.0))
+            .start()
+            .unwrap();
+        // One stream on one member: one in flight, for as long as it runs.
+        let mut first = pool.send(AskStream::new(Endless)).await.unwrap();
+        assert_eq!(next(&mut first).await.unwrap().unwrap().n, 0);
+        let one = until_in_flight(&pool, 1).await;
+        let busy = one.iter().find(|m| m.1 == 1).expect("a member streams").0;
+        // A second goes to the other member: the first counts as busy.
+        let mut second = pool.send(AskStream::new(Endless)).await.unwrap();
+        assert_eq!(next(&mut second).await.unwrap().unwrap().n, 0);
+        let two = until_in_flight(&pool, 2).await;
+        assert!(two.iter().all(|m| m.1 == 1), "one stream on each member: {two:?}");
+        // Still there after many items.
+        for n in 1..2000 {
+            assert_eq!(next(&mut first).await.unwrap().unwrap().n, n);
+        }
+        assert_eq!(in_flight(&pool).await.iter().map(|m| m.1).sum::<usize>(), 2);
+        // Dropped by its reader: no longer in flight.
+        drop(first);
+        let after = until_in_flight(&pool, 1).await;
+        assert!(after.iter().any(|m| m.0 == busy && m.1 == 0), "{after:?}");
+        // One that ends: counted until its end.
+        let mut counted = pool.send(AskStream::new(Count { n: 300, pad: 0 })).await.unwrap();
+        let mut seen = 0;
+        while let Some(row) = next(&mut counted).await {
+            assert_eq!(row.unwrap().n, seen);
+            seen += 1;
+        }
+        assert!(counted.is_complete() && seen == 300);
+        drop(second);
+        assert_eq!(until_in_flight(&pool, 0).await.iter().map(|m| m.1).sum::<usize>(), 0);
+        pool.terminate();
+        assert!(pool.send(Join).await.unwrap().success());
+    });
+}
