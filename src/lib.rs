@@ -87,7 +87,7 @@
 //!
 //! Five floors, each importing only its own or those below: `pool` (many
 //! workers behind one address) above `parent` and `child` (the two sides,
-//! peers) above `session` (one connected endpoint, the same on both sides)
+//! peers; `channel`, used on both, beside them) above `session` (one connected endpoint, the same on both sides)
 //! above `wire` (bytes on the socket) above the ground (protocol, handoff,
 //! errors, restarts). The map of every file is the README's "Inside the
 //! crate"; the public items, by where they live:

@@ -6,6 +6,12 @@
 //! binary is its own worker: `main` hands over to the worker runtime before
 //! criterion starts.
 
+// The probe's own row (`channel_stream_small`) is not used here: only
+// the pair of workers it measures.
+#[path = "../examples/channel_row/mod.rs"]
+#[allow(dead_code)]
+mod channel_row;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -211,6 +217,25 @@ fn stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
     });
     g.finish();
     sys.block_on(stop(worker));
+}
+
+/// 64-byte posts worker → worker over a channel, beside the same posts
+/// parent → worker (`stream_small_64B`'s `ours`) in the same group.
+fn channel_stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    let mut g = c.benchmark_group("channel_stream_small_64B");
+    g.throughput(Throughput::Elements(N));
+    let mut pair = sys.block_on(channel_row::Pair::start());
+    g.bench_function("worker_to_worker", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| sys.block_on(pair.run(N, 64))).sum())
+    });
+    let worker = sys.block_on(start());
+    g.bench_function("parent_to_worker", |b| {
+        b.iter(|| sys.block_on(post_and_count(&worker, N, 64)))
+    });
+    g.finish();
+    sys.block_on(stop(worker));
+    sys.block_on(pair.stop());
 }
 
 fn rtt(c: &mut Criterion, sys: &mut SystemRunner) {
@@ -556,7 +581,7 @@ fn tracing_overhead(c: &mut Criterion, sys: &mut SystemRunner) {
 
 fn main() {
     install_if_asked();
-    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink(0))]);
+    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink(0)), channel_row::entry()]);
 
     let mut c = Criterion::default()
         .sample_size(10)
@@ -565,6 +590,7 @@ fn main() {
         .configure_from_args();
     let mut sys = System::new();
     stream_small(&mut c, &mut sys);
+    channel_stream_small(&mut c, &mut sys);
     rtt(&mut c, &mut sys);
     pipelined(&mut c, &mut sys);
     bulk(&mut c, &mut sys);

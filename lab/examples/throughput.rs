@@ -20,6 +20,10 @@
 //!   pinned to one core (as `rtt_p50_pinned`). `remote_tls_rtt_p50`,
 //!   `remote_tls_stream_small`: the same over TLS (`Transport::tls`),
 //!   against the raw TCP baselines in the clear.
+//! - `channel_stream_small`: 64-byte posts worker → worker over a
+//!   `MessageChannel` (msg/s; baseline: `stream_small`, parent → worker, in
+//!   the same run), and `channel_stream_small_parent_cpu`: the parent's CPU
+//!   meanwhile (% of one core; baseline: the 5 % it should stay under).
 //! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
 //!   raw socketpair ping-pong). `rtt_p50_vs_evented_echo`: the same against
 //!   an echo driven by an event loop, as ours is; `rtt_p50_pinned`: that
@@ -76,6 +80,8 @@
 //! a forked process, measured in rounds alternating with ours, because how
 //! the scheduler places the two ends on cores decides that figure (see
 //! docs/performance.md).
+
+mod channel_row;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -825,6 +831,13 @@ async fn run() {
         let ours = stream_small(false, Codec::Bincode, Transport::Local).await;
         line("stream_small", ours, stream_small_baseline(), "msg/s");
     }
+    if wanted("channel_stream_small") {
+        // Against `stream_small` (the same posts, parent → worker) in this run.
+        let (ours, parent_cpu) = channel_row::channel_stream_small(STREAM_N).await;
+        let through_parent = stream_small(false, Codec::Bincode, Transport::Local).await;
+        line("channel_stream_small", ours, through_parent, "msg/s");
+        line("channel_stream_small_parent_cpu", parent_cpu, 5.0, "% of a core");
+    }
     if wanted("stream_small_port") {
         let ours = stream_small(true, Codec::Bincode, Transport::Local).await;
         line("stream_small_port", ours, stream_small_baseline(), "msg/s");
@@ -957,7 +970,10 @@ fn main() {
     // workers: installed first, as an application does.
     install_if_asked();
     run_if_echo();
-    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 })]);
+    run_if_worker([
+        Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 }),
+        channel_row::entry(),
+    ]);
     System::new().block_on(run());
 }
 

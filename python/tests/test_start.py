@@ -71,7 +71,7 @@ class Spawned:
         self.sock = ours
         self.conn = Connection(ours, 1 << 20)
 
-    def hello(self, version: int = 7, codec: int = env.CODEC_JSON, fingerprint: int = 77) -> None:
+    def hello(self, version: int = env.PROTOCOL_VERSION, codec: int = env.CODEC_JSON, fingerprint: int = 77) -> None:
         fields = env.MAGIC + version.to_bytes(4, "little") + fingerprint.to_bytes(8, "little")
         fields += os.getpid().to_bytes(4, "little") + (bytes([codec]) if version >= 5 else b"")
         fields += bytes([0]) if version >= 6 else b""  # flags: no data follows
@@ -114,7 +114,7 @@ def test_handshake_messages_and_terminate(script: Path, workers: List[Spawned]) 
     kind, fields = w.read()
     ours = env.read_hello(b"\x01\x00" + fields)
     # The fingerprint echoed, the worker's own pid, JSON.
-    assert (kind, ours) == (env.HELLO, env.Hello(7, 0xDEADBEEF, w.proc.pid, env.CODEC_JSON))
+    assert (kind, ours) == (env.HELLO, env.Hello(env.PROTOCOL_VERSION, 0xDEADBEEF, w.proc.pid, env.CODEC_JSON))
     w.conn.send(env.envelope(env.POST, payload=encode({"Echo": [1, "two"]})))
     assert w.read() == (env.POST, encode({"Echo": [1, "two"]}))
     w.conn.send(env.envelope(env.TERMINATE))

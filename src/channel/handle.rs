@@ -19,6 +19,7 @@ use super::end::Line;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::{Received, Request};
 use crate::session::sender::Sender;
+use crate::wire::envelope::{self, Kind};
 use crate::wire::outbox::Refusal;
 
 /// The open end of a channel: posts `S` to the other end (whose actor
@@ -112,10 +113,10 @@ where
     }
 
     /// Closes this end: what was posted before goes out first, then the
-    /// other end is told ([`ChannelEvent::Closed`] on both sides). Later
-    /// posts are refused.
+    /// other end is told ([`ChannelEvent::Closed`] on both sides). Posts
+    /// from now on are refused, so [`sent`](Self::sent) is final.
     pub fn close(&self) {
-        self.close.notify_one();
+        close(&self.sender, &self.close);
     }
 
     /// Posts accepted by this end so far.
@@ -133,8 +134,9 @@ where
 pub enum ChannelEvent<R: 'static> {
     /// A message the other end posted, with its descriptors.
     Message(Received<R>),
-    /// A message of the other end that could not be taken (it did not
-    /// decode); the channel goes on.
+    /// A message of the other end that could not be taken: it did not
+    /// decode, and the channel goes on; or the framing broke, and
+    /// `Closed` with [`CloseReason::Broken`] follows.
     Error(WireError),
     /// The channel has closed; the last event of this end.
     Closed(ChannelClosed),
@@ -185,5 +187,17 @@ impl ChannelClosed {
     /// Posts of this end that the other end read, for certain.
     pub fn delivered(&self) -> u64 {
         self.sent.saturating_sub(self.unsent + self.in_doubt)
+    }
+}
+
+/// Closes the end whose sending half is `sender`: its Terminate queued
+/// after everything it accepted, nothing accepted after it; its task is
+/// told, to wait for the other end's close.
+pub(crate) fn close(sender: &Sender, task: &Notify) {
+    let outbox = &sender.outbox;
+    // Refused once the queue has ended: closed before, or the channel is over.
+    if outbox.push_unbounded(envelope::bare(Kind::Terminate), Vec::new()).is_ok() {
+        outbox.end_pushes();
+        task.notify_one();
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use super::end::{fingerprint, ChannelEnd, Line};
 use super::handle::{Channel, ChannelClosed, ChannelEvent, CloseReason, Counts};
+use super::registry;
 use crate::error::{WireError, WorkerError};
 use crate::held::Holds;
 use crate::protocol::{Codec, Received, Request};
@@ -33,7 +34,7 @@ use crate::session::answers::Handlers;
 use crate::session::declared::answered_tag;
 use crate::session::sender::{Encoding, Sender};
 use crate::session::{self, Common, Finish, Finished, Flow, Session, Side, Then, Turn, Why};
-use crate::wire::envelope::{self, Kind};
+use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
 
 /// Every this many messages to the actor, one goes with `send`, its answer
@@ -44,6 +45,9 @@ pub(crate) const MARKS: usize = 4;
 
 /// How long an end that closed waits for the other end's close.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often an idle end looks whether its actor has stopped.
+const ACTOR_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How an end is opened: its limits. `Default` gives the crate's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,9 +207,13 @@ where
             actor_gone: false,
         };
         let fp = fingerprint::<S, R>(end.first);
+        let done = registry::register(&sender, &close);
         let run =
             serve(end.fd, end.first, fp, options.max_message_size, common, side, close.clone());
-        actix_rt::spawn(run);
+        actix_rt::spawn(async move {
+            run.await;
+            done.set();
+        });
         Channel { sender, counts, close, _types: PhantomData }
     }
 }
@@ -377,14 +385,18 @@ async fn read_until_closed<R: Serialize + DeserializeOwned + Send + 'static>(
                 Flow::End(Why::Terminated) => return (CloseReason::PeerClosed, Finish::Drain),
                 Flow::End(_) => return (CloseReason::PeerGone, Finish::Now),
             },
+            // Its Terminate is queued (`handle::close`): the other end's
+            // close is awaited.
             () = close.notified(), if closing.is_none() => {
-                let outbox = &session.sender().outbox;
-                let _ = outbox.push_unbounded(envelope::bare(Kind::Terminate), Vec::new());
-                outbox.end_pushes();
                 closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
             }
             () = tokio::time::sleep_until(grace), if closing.is_some() => {
                 return (CloseReason::Closed, Finish::Now)
+            }
+            // Nothing comes: whether the actor is still there is looked
+            // at now and then (it is at every read otherwise).
+            () = tokio::time::sleep(ACTOR_CHECK) => {
+                session.side().actor_gone |= !session.side().to.connected();
             }
         }
     }

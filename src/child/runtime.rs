@@ -113,6 +113,9 @@ where
     code
 }
 
+/// How long an ending worker waits for its channels' ends to close.
+const CHANNELS_GRACE: Duration = Duration::from_secs(2);
+
 /// Why the main loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -190,6 +193,11 @@ where
 
     let end = run_until_end(&mut session, &mut panics, &ctl_tx, &ended).await;
     let code = close_actor(end, &ctl_tx, &sender.outbox).await;
+    // Its channels' ends, after what `on_close` posted on them: the other
+    // ends are told it closed, what it posted goes out first.
+    if end != End::Fatal {
+        crate::channel::close_all(CHANNELS_GRACE).await;
+    }
     sender.pending.fail_all(&WorkerError::Disconnected);
     // Reports of panics that happened on the way out go straight out.
     while let Ok(report) = panics.try_recv() {

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
@@ -22,15 +23,23 @@ pub fn trials() -> Vec<Trial> {
     let mut tests = crate::trials![
         channels::three_workers_pipeline_with_the_parent_out_of_the_data_path,
         channels::a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts,
+        channels::a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives,
+        channels::a_restarted_worker_has_no_ends_and_a_new_channel_joins_it_again,
         channels::a_channel_is_a_second_line_between_the_parent_and_a_worker,
         channels::a_hostile_peer_on_an_end_is_a_typed_error_and_the_worker_lives_on,
         channels::a_python_worker_holds_an_end_and_echoes_on_it,
     ];
+    tests.extend(crate::trials![channels::a_process_that_held_ends_holds_no_descriptor_after]);
     tests.extend(crate::with_feature!(
         "tcp",
         trials![channels::an_end_posted_to_a_remote_worker_is_refused]
     ));
     tests
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![channels::ends_closed_or_gone_leave_no_descriptor_inner]
 }
 
 /// What flows on the tests' channels.
@@ -93,6 +102,8 @@ pub enum Said {
     Produced(u64),
     Stored { count: u64, sum: u64 },
     Count(u64),
+    /// What a producer's end had accepted when it closed it, in `on_close`.
+    Sent(u64),
     Item(Item),
     /// A channel of the stage closed: why (its Debug), and its account;
     /// `accepted` and `refused`: what its producing loop saw, if any.
@@ -114,6 +125,7 @@ pub struct Stage {
     parent: Parent<Piped>,
     output: Option<Channel<Item, Item>>,
     echo: Option<Channel<Item, Item>>,
+    flood: Option<Channel<Item, Item>>,
     /// What `Relay` asks over.
     relay: Option<Channel<Item, Item>>,
     count: u64,
@@ -129,6 +141,15 @@ impl Actor for Stage {
 
 impl WorkerActor for Stage {
     type Protocol = Piped;
+
+    fn on_close(&mut self, _: &mut Context<Self>) {
+        // Closed here, its count is final: what the flood posts later is
+        // refused.
+        if let Some(out) = &self.flood {
+            out.close();
+            let _ = self.parent.post(Said::Sent(out.sent()));
+        }
+    }
 
     fn requests(requests: &mut actix_webworker::Requests<Self>) {
         requests.answer::<Plug>().answer::<Relay>();
@@ -163,6 +184,7 @@ pub fn entries() -> Vec<Entry> {
         parent,
         output: None,
         echo: None,
+        flood: None,
         relay: None,
         count: 0,
         sum: 0,
@@ -228,6 +250,7 @@ impl Handler<Received<Job>> for Stage {
             Job::Item(item) => self.store(item),
             Job::Flood { out } => {
                 let out = out.open(ctx.address());
+                self.flood = Some(out.clone());
                 let accepted = self.accepted.clone();
                 actix_rt::spawn(async move {
                     let mut n = 0;
@@ -463,6 +486,107 @@ pub fn a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts() 
     });
 }
 
+pub fn a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives() {
+    run(async {
+        let (producer, mut producer_events) = stage();
+        let (consumer, mut consumer_events) = stage();
+        let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Store { input: Some(input), every: 1000 });
+        producer.post(Job::Flood { out });
+        said(&mut consumer_events, |s| matches!(s, Said::Count(n) if *n >= 5000).then_some(()))
+            .await;
+        producer.terminate();
+        let sent = said(&mut producer_events, |s| match s {
+            Said::Sent(n) => Some(*n),
+            _ => None,
+        })
+        .await;
+        assert!(producer_events.exit().await.success());
+        // Everything its end accepted, and then its close: not its death.
+        let (why, received) = said(&mut consumer_events, |s| match s {
+            Said::Closed { why, received, .. } => Some((why.clone(), *received)),
+            _ => None,
+        })
+        .await;
+        println!("the producer's end accepted {sent}; the consumer took {received}, then {why}");
+        assert_eq!((why.as_str(), received), ("PeerClosed", sent));
+        // An end left open by a worker that ends (no close of its own):
+        // the runtime closes it after `on_close`, and the other end is
+        // told it closed.
+        let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Echo { end: theirs });
+        let (collect, mut rx) = collector();
+        let line = mine.open(collect);
+        line.post(item(7, 8)).unwrap();
+        assert!(matches!(next_event(&mut rx).await, ChannelEvent::Message(m) if m.data.n == 7));
+        consumer.terminate();
+        match next_event(&mut rx).await {
+            ChannelEvent::Closed(closed) => {
+                assert_eq!(closed.why, CloseReason::PeerClosed);
+                assert_eq!((closed.sent, closed.delivered(), closed.received), (1, 1, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(consumer_events.exit().await.success());
+    });
+}
+
+pub fn a_restarted_worker_has_no_ends_and_a_new_channel_joins_it_again() {
+    run(async {
+        let (producer, mut producer_events) = stage();
+        let (events, mut consumer_events) = events::<Piped>();
+        let consumer = Worker::<Piped>::builder()
+            .entry("stage")
+            .restart(fast(actix_webworker::Restart::OnFailure))
+            .events(events)
+            .start()
+            .unwrap();
+        consumer.post(Job::Pid);
+        let pid = said(&mut consumer_events, |s| match s {
+            Said::Pid(pid) => Some(*pid),
+            _ => None,
+        })
+        .await;
+        let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Store { input: Some(input), every: 1000 });
+        producer.post(Job::Flood { out });
+        said(&mut consumer_events, |s| matches!(s, Said::Count(_)).then_some(())).await;
+        assert!(kill(pid, Signal::SIGKILL));
+        // The producer is told; the worker comes back, with no end.
+        let why = said(&mut producer_events, |s| match s {
+            Said::Closed { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(why, "PeerGone");
+        loop {
+            match consumer_events.next().await {
+                Event::Online => break,
+                Event::Exit(status) => assert_eq!(status.signal, Some(9)),
+                _ => {}
+            }
+        }
+        // A new channel, to the same address: the new process takes it.
+        let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
+        consumer.post(Job::Store { input: Some(input), every: 1000 });
+        producer.post(Job::Flood { out });
+        said(&mut consumer_events, |s| matches!(s, Said::Count(n) if *n >= 1000).then_some(()))
+            .await;
+        consumer.post(Job::Pid);
+        let again = said(&mut consumer_events, |s| match s {
+            Said::Pid(pid) => Some(*pid),
+            _ => None,
+        })
+        .await;
+        assert_ne!(again, pid, "another process");
+        for w in [&producer, &consumer] {
+            w.terminate();
+        }
+        assert!(producer_events.exit().await.success());
+        assert!(consumer_events.exit().await.success());
+    });
+}
+
 /// Forwards what an end of the parent's receives.
 struct Collect(UnboundedSender<ChannelEvent<Item>>);
 
@@ -671,5 +795,48 @@ pub fn a_python_worker_holds_an_end_and_echoes_on_it() {
         assert_eq!((why.as_str(), received), ("PeerClosed", 500));
         worker.terminate();
         assert!(rx.exit().await.success());
+    });
+}
+
+pub fn a_process_that_held_ends_holds_no_descriptor_after() {
+    isolated("channels::ends_closed_or_gone_leave_no_descriptor_inner");
+}
+
+/// The parent holds an end whose channel closes, then one whose worker is
+/// killed; its descriptors come back to where they were each time.
+pub fn ends_closed_or_gone_leave_no_descriptor_inner() {
+    run(async {
+        let (worker, mut events) = stage();
+        worker.post(Job::Pid);
+        let pid = said(&mut events, |s| match s {
+            Said::Pid(pid) => Some(*pid),
+            _ => None,
+        })
+        .await;
+        let start = open_fds();
+        for round in 0..2 {
+            let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
+            worker.post(Job::Echo { end: theirs });
+            let (collect, mut rx) = collector();
+            let line = mine.open(collect);
+            line.post(item(1, 8)).unwrap();
+            assert!(matches!(next_event(&mut rx).await, ChannelEvent::Message(_)));
+            if round == 0 {
+                line.close();
+            } else {
+                assert!(kill(pid, Signal::SIGKILL));
+            }
+            let ChannelEvent::Closed(closed) = next_event(&mut rx).await else { panic!() };
+            let expected = if round == 0 { CloseReason::Closed } else { CloseReason::PeerGone };
+            assert_eq!(closed.why, expected);
+            drop(line);
+            assert!(
+                within(Duration::from_secs(5), || open_fds() <= start).await,
+                "round {round}: {start} descriptors before, {} after",
+                open_fds()
+            );
+        }
+        assert!(events.exit().await.signal.is_some());
+        drop(worker);
     });
 }

@@ -62,7 +62,7 @@ macro_rules! modules {
 modules![
     basics: trials roles,
     bounds: trials,
-    channels: trials,
+    channels: trials roles,
     cluster: trials,
     conformance: trials,
     data: trials,
