@@ -1,8 +1,9 @@
 //! Spans across the process boundary, for any session: the span of a
-//! request on the asking side ([`asking`], its context made by
-//! [`context_of`] to travel in the request's envelope), the span of its
-//! handling on the answering side ([`answering`], joined to the asker's
-//! by that context), and the [`Propagator`] an application installs to
+//! request on the asking side ([`ask`], which also makes the context that
+//! travels in the request's envelope), a child of the span current where
+//! the request was made ([`Caller`]); the span of its handling on the
+//! answering side ([`answering`], joined to the asker's by that context);
+//! and the [`Propagator`] an application installs to
 //! have its own trace ids travel (OpenTelemetry's, through
 //! `tracing-opentelemetry`) instead of the crate's.
 //!
