@@ -84,7 +84,7 @@ modules![
     startup: trials,
     stream: trials,
     supervise: trials roles,
-    trace: trials,
+    trace: trials roles,
 ];
 
 /// Functions that take no arguments and are not tests.

@@ -17,6 +17,10 @@ use libtest_mimic::Trial;
 
 use crate::common::*;
 
+pub fn roles() -> Vec<Trial> {
+    crate::inner![trace::propagated_role]
+}
+
 pub fn trials() -> Vec<Trial> {
     crate::trials![
         trace::a_workers_handling_span_joins_the_callers_span,
@@ -24,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
         trace::a_worker_asking_its_parent_stays_in_the_trace,
         trace::a_declared_request_through_a_port_is_joined_too,
         trace::a_python_worker_answers_a_traced_request,
+        trace::a_propagators_ids_travel_and_its_worker_attaches_to_them,
         trace::with_no_subscriber_a_request_travels_as_before,
         trace::a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on,
         trace::a_traced_request_cut_short_is_a_typed_error,
@@ -204,6 +209,41 @@ pub fn a_declared_request_through_a_port_is_joined_too() {
     let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
     let pid: u32 = worker.field("pid").parse().unwrap();
     joined(ask, one(&workers[&pid], "answer", "::Mul"));
+}
+
+/// With a [`Propagator`](actix_webworker::Propagator) in both processes
+/// (a stand-in for OpenTelemetry's): its ids are what travels, and the
+/// worker's attaches the answering span to them. In a process of its own:
+/// a propagator is installed for good.
+pub fn a_propagators_ids_travel_and_its_worker_attaches_to_them() {
+    isolated("trace::propagated_role");
+}
+
+pub fn propagated_role() {
+    assert!(actix_webworker::set_propagator(Fixed), "the first propagator");
+    let mut attached = String::new();
+    let out = &mut attached;
+    let (parent, workers) = traced("propagated", |dir| async move {
+        let (rec, mut events) = events::<Test>();
+        let builder = builder(rec).env(TRACE_DIR, &dir).env(PROPAGATOR_ENV, "1");
+        let worker = builder.start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+        worker.terminate();
+        assert!(events.exit().await.success());
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "attached") {
+                *out += &std::fs::read_to_string(entry.path()).unwrap();
+            }
+        }
+    });
+    let fixed: String = FIXED_TRACE.iter().map(|b| format!("{b:02x}")).collect();
+    let ask = one(&parent, "ask", "::Sum");
+    assert_eq!(ask.field("trace_id"), fixed, "the propagator's ids, recorded");
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    let answer = one(&workers[&worker.field("pid").parse().unwrap()], "answer", "::Sum");
+    joined(ask, answer);
+    // The worker's propagator was handed exactly the context that came.
+    assert_eq!(attached, format!("{fixed} {}\n", ask.field("span_id")));
 }
 
 /// The Python worker of `python/` takes kind 24 from a Rust parent that
