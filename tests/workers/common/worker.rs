@@ -608,5 +608,6 @@ pub fn entries() -> Vec<Entry> {
     ];
     entries.extend(crate::declared::entries());
     entries.extend(crate::data::entries());
+    entries.extend(crate::trace::entries());
     entries
 }
