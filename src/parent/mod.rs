@@ -12,6 +12,7 @@
 
 pub(crate) mod ask_stream;
 pub(crate) mod builder;
+pub(crate) mod direct;
 pub(crate) mod events;
 pub(crate) mod launcher;
 pub(crate) mod lifecycle;

@@ -81,11 +81,13 @@ pub struct Port<P: Protocol> {
 }
 
 /// What every port of one worker shares with its `Worker` actor.
-struct Line {
-    sender: Sender,
+pub(super) struct Line {
+    pub(super) sender: Sender,
     recorder: Arc<Recorder>,
     /// Whether a full queue makes a request wait for room.
-    wait: bool,
+    pub(super) wait: bool,
+    /// The worker's span and name (what a traced request records).
+    pub(super) peer: (tracing::Span, String),
 }
 
 impl<P: Protocol> Clone for Port<P> {
@@ -103,6 +105,12 @@ impl<P: Protocol> std::fmt::Debug for Port<P> {
 }
 
 impl<P: Protocol> Port<P> {
+    /// The line a pool routes requests to this worker through
+    /// (`direct.rs`).
+    pub(crate) fn direct(&self) -> super::direct::Direct<P> {
+        super::direct::Direct::new(self.line.clone())
+    }
+
     /// A port to `worker`; fails only when its actor has stopped
     /// ([`WorkerError::Disconnected`]).
     pub fn open(
@@ -281,6 +289,7 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
             sender: self.sender.clone(),
             recorder: self.recorder.clone(),
             wait: self.options.limits.when_full == WhenFull::Wait,
+            peer: (self.span.clone(), self.options.name.to_string()),
         };
         MessageResult(Port { line: Arc::new(line), arena: Arena::lean(), _protocol: PhantomData })
     }

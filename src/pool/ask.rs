@@ -18,6 +18,7 @@ use super::queue::{self, Queue, Queued};
 use super::routing;
 use super::worker_pool::{Common, State, WorkerPool};
 use crate::error::WorkerError;
+use crate::parent::direct::Direct;
 use crate::parent::messages::{Answered, Ask, Forward};
 use crate::parent::options::WhenFull;
 use crate::parent::worker::Worker;
@@ -33,6 +34,9 @@ pub(crate) struct Prepared<P: Protocol> {
     pub(super) load: Arc<Load>,
     pub(super) common: Arc<Common<P>>,
     pub(super) started: Instant,
+    /// Past the member's mailbox, once its line is open (`direct.rs`),
+    /// and its process's pid.
+    pub(super) direct: Option<(Direct<P>, u32)>,
 }
 
 impl<P: Protocol> Prepared<P> {
@@ -42,13 +46,18 @@ impl<P: Protocol> Prepared<P> {
         timeout: Option<Duration>,
         tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
     ) {
-        let Prepared { member, addr, load, common, started } = self;
+        let Prepared { member, addr, load, common, started, direct } = self;
         let caller = caller.with_member(member);
         let then = Answered::new(tx, move |result: &Result<R::Answer, WorkerError>| {
             let exited = matches!(result, Err(WorkerError::Exited(_)));
             common.finished(&load, result.is_ok(), exited, started);
         });
-        addr.do_send(Forward { request, timeout, then, caller });
+        // Straight into the member's outbox; through its mailbox what only
+        // its actor can do (a timer, waiting for room).
+        match direct.filter(|(d, _)| timeout.is_none() && d.takes_requests()) {
+            Some((direct, pid)) => direct.forward((request, caller), pid, then),
+            None => addr.do_send(Forward { request, timeout, then, caller }),
+        }
     }
 }
 
@@ -67,6 +76,7 @@ impl<P: Protocol> WorkerPool<P> {
             load: member.load.clone(),
             common: self.common.clone(),
             started: Instant::now(),
+            direct: member.direct.clone().map(|direct| (direct, member.pid)),
         };
         if let Some(max) = self.settings.max_requests {
             if member.given >= max && !member.leaving {

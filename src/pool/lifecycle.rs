@@ -52,6 +52,13 @@ impl<P: Protocol> WorkerPool<P> {
         ctx.spawn(join.into_actor(self).map(move |status, pool, ctx| {
             pool.member_gone(index, status.ok(), ctx);
         }));
+        // Its line past its mailbox, for what the pool routes to it.
+        let port = crate::parent::port::Port::open(&addr);
+        ctx.spawn(port.into_actor(self).map(move |port, pool, _| {
+            if let (Ok(port), Some(m)) = (port, pool.member(index)) {
+                m.direct = Some(port.direct());
+            }
+        }));
         self.members.push(Member::new(index, addr, host, remote));
         self.emit(PoolEvent::Started { index, host: self.host_name(host) });
         Ok(index)

@@ -10,6 +10,7 @@ use actix::Addr;
 
 use super::routing::Snapshot;
 use crate::error::ExitStatus;
+use crate::parent::direct::Direct;
 use crate::parent::worker::Worker;
 use crate::protocol::Protocol;
 
@@ -35,6 +36,8 @@ pub(crate) struct Member<P: Protocol> {
     pub remote: bool,
     /// Has been online once.
     pub was_online: bool,
+    /// Its line past its mailbox, once open (`parent/direct.rs`).
+    pub direct: Option<Direct<P>>,
 }
 
 impl<P: Protocol> Member<P> {
@@ -58,6 +61,7 @@ impl<P: Protocol> Member<P> {
             host,
             remote,
             was_online: false,
+            direct: None,
         }
     }
 
