@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::messages::Answered;
-use super::port::Line;
+use super::port::{Line, Port};
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
@@ -36,8 +36,9 @@ impl<P> Clone for Direct<P> {
 }
 
 impl<P: Protocol> Direct<P> {
-    pub(super) fn new(line: Arc<Line>) -> Self {
-        Direct { line, _protocol: std::marker::PhantomData }
+    /// The line a pool routes requests to `port`'s worker through.
+    pub(crate) fn of(port: &Port<P>) -> Self {
+        Direct { line: port.line.clone(), _protocol: std::marker::PhantomData }
     }
 
     /// Whether requests can take this line: not when a full queue makes

@@ -72,7 +72,7 @@ use actix::{Addr, Context, Handler, Message, MessageResult};
 /// the two. Under [`WhenFull::Wait`] the actor holds the messages it could
 /// not queue yet; a port's messages do not wait behind those.
 pub struct Port<P: Protocol> {
-    line: Arc<Line>,
+    pub(super) line: Arc<Line>,
     /// This port's own: what it encodes pins memory of nobody else's. A
     /// lean one: an application may hold ports by the hundred, and none
     /// keeps a large message's buffer after it is written.
@@ -105,12 +105,6 @@ impl<P: Protocol> std::fmt::Debug for Port<P> {
 }
 
 impl<P: Protocol> Port<P> {
-    /// The line a pool routes requests to this worker through
-    /// (`direct.rs`).
-    pub(crate) fn direct(&self) -> super::direct::Direct<P> {
-        super::direct::Direct::new(self.line.clone())
-    }
-
     /// A port to `worker`; fails only when its actor has stopped
     /// ([`WorkerError::Disconnected`]).
     pub fn open(
