@@ -17,6 +17,7 @@ from . import _envelope as env
 from ._envelope import Message
 from ._frames import Closed, Connection
 from ._payload import Json, decode, encode, error_report, tag_of
+from ._streams import Produce, produce
 
 # What ends the connection, raised through a handler by `Parent.ask`: not
 # the handler's failure.
@@ -102,11 +103,13 @@ class _Runtime:
         make: Callable[[Parent], Worker],
         answers: Mapping[str, Answer],
         data: Json = None,
+        streams: Mapping[str, Produce] = {},
     ) -> None:
         self.conn = conn
         self.data = data
         self.answers: Dict[int, Answer] = {tag_of(name): f for name, f in answers.items()}
-        self.names: Dict[int, str] = {tag_of(name): name for name in answers}
+        self.streams: Dict[int, Produce] = {tag_of(name): f for name, f in streams.items()}
+        self.names: Dict[int, str] = {tag_of(name): name for name in [*answers, *streams]}
         self.next_id = 0
         self.backlog: List[Message] = []
         self.closing = False
@@ -158,6 +161,13 @@ class _Runtime:
             for fd in self.conn.take_fds(nfds):
                 os.close(fd)
             self.answer(rid, tag, payload)
+        elif kind == env.STREAM:
+            rid, tag, window, payload = env.split_stream(rest)
+            for fd in self.conn.take_fds(nfds):
+                os.close(fd)
+            self.stream(rid, tag, window, payload)
+        elif kind == env.CREDIT:
+            env.split_credit(rest)  # for a stream over already
         elif kind == env.TERMINATE:
             return False
         elif kind == env.PING:
@@ -172,10 +182,36 @@ class _Runtime:
             raise env.ProtocolError(f"a message of kind {kind}, which no parent sends")
         return not self.closing
 
+    def stream(self, rid: int, tag: int, window: int, payload: bytes) -> None:
+        """Answers streamed request `rid` with its handler's items (see
+        `_streams`), or a `Failure`."""
+        fields = env.id_fields(rid)
+        handler = self.streams.get(tag)
+        if handler is None:
+            failure: Json = {"Unhandled": f"no stream handler for the request type with tag {tag:016x}"}
+            if tag in self.answers:
+                failure = {"Wire": f"{self.names[tag]} is answered once, and was asked as a stream"}
+            self.send(env.FAILED, fields, encode(failure))
+            return
+        try:
+            items = handler(self.worker, decode(payload))
+        except _ENDS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the request fails, not the worker
+            report = error_report(exc)
+            self.send(env.FAILED, fields, encode({"Panicked": report}))
+            self.send(env.ERROR, payload=encode(report))
+            return
+        produce(self, rid, window, items)
+
     def answer(self, rid: int, tag: int, payload: bytes) -> None:
         """Answers request `rid`: its handler's value, or a `Failure`."""
         fields = env.id_fields(rid)
         handler = self.answers.get(tag)
+        if handler is None and tag in self.streams:
+            failure = {"Wire": f"{self.names[tag]} is answered by a stream, and was asked once"}
+            self.send(env.FAILED, fields, encode(failure))
+            return
         if handler is None:
             failure = {"Unhandled": f"no handler for the request type with tag {tag:016x}"}
             self.send(env.FAILED, fields, encode(failure))

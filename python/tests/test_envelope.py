@@ -77,6 +77,19 @@ def test_requests_and_answers() -> None:
         env.id_of(b"\x00" * 7)
 
 
+def test_the_frames_of_streamed_answers() -> None:
+    # PROTOCOL.md, section 9: a Stream request's fields, a Credit's.
+    fields = struct.pack("<QQQ", 5, 7, 65536)
+    assert env.split_stream(fields + b"[1]") == (5, 7, 65536, b"[1]")
+    credit = bytes.fromhex("050000000000000000100000000000 00".replace(" ", ""))
+    assert env.split_credit(credit) == (5, 4096)
+    assert env.envelope(env.END, 0, env.id_fields(5)) == bytes([17, 0, 5, 0, 0, 0, 0, 0, 0, 0])
+    with pytest.raises(ProtocolError):
+        env.split_stream(fields[:23])
+    with pytest.raises(ProtocolError):
+        env.split_credit(credit[:15])
+
+
 def test_our_hello() -> None:
     ours = env.hello(fingerprint=0x1122334455667788, pid=4242)
     assert ours == (
@@ -88,12 +101,12 @@ def test_our_hello() -> None:
         + b"\x01"  # JSON
         + b"\x00"  # flags: a worker's are 0
     )
-    assert PROTOCOL_VERSION == 6
+    assert PROTOCOL_VERSION == 7
 
 
 def test_the_parents_hello_is_read_as_far_as_its_version() -> None:
-    v6 = env.read_hello(env.hello(99, 1234, codec=env.CODEC_BINCODE))
-    assert v6 == env.Hello(version=6, fingerprint=99, pid=1234, codec=env.CODEC_BINCODE)
+    v7 = env.read_hello(env.hello(99, 1234, codec=env.CODEC_BINCODE))
+    assert v7 == env.Hello(version=7, fingerprint=99, pid=1234, codec=env.CODEC_BINCODE)
     data_follows = b"\x01\x00AWW\x01" + struct.pack("<IQI", 6, 99, 1234) + bytes([1, 1])
     assert env.read_hello(data_follows).flags == env.HELLO_DATA_FOLLOWS
     # Version 5 ended after the codec: no flags.
