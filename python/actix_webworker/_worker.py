@@ -198,11 +198,17 @@ class _Runtime:
         except _ENDS:
             raise
         except Exception as exc:  # noqa: BLE001 - the request fails, not the worker
-            report = error_report(exc)
-            self.send(env.FAILED, fields, encode({"Panicked": report}))
-            self.send(env.ERROR, payload=encode(report))
+            self.panicked(fields, exc)
             return
         produce(self, rid, window, items)
+
+    def panicked(self, fields: bytes, exc: BaseException) -> None:
+        """A request's handler raised `exc`. As a panic in a Rust handler:
+        the request fails with the report, and the parent hears of it as
+        of any uncaught error."""
+        report = error_report(exc)
+        self.send(env.FAILED, fields, encode({"Panicked": report}))
+        self.send(env.ERROR, payload=encode(report))
 
     def answer(self, rid: int, tag: int, payload: bytes) -> None:
         """Answers request `rid`: its handler's value, or a `Failure`."""
@@ -227,11 +233,7 @@ class _Runtime:
         except _ENDS:
             raise
         except Exception as exc:  # noqa: BLE001 - the request fails, not the worker
-            # As a panic in a Rust handler: the request fails with the
-            # report, and the parent hears of it as of any uncaught error.
-            report = error_report(exc)
-            self.send(env.FAILED, fields, encode({"Panicked": report}))
-            self.send(env.ERROR, payload=encode(report))
+            self.panicked(fields, exc)
             return
         try:
             encoded = encode(answer)
