@@ -107,3 +107,32 @@ async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Cre
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Credit;
+
+    #[test]
+    fn credit_runs_below_zero_by_one_item_at_most_and_is_clipped() {
+        let credit = Credit::default();
+        assert!(!credit.has_room(), "no room before the window is granted");
+        credit.grant(100);
+        credit.spend(60);
+        assert!(credit.has_room());
+        // The item that overdraws it is sent; the next waits.
+        credit.spend(60);
+        assert!(!credit.has_room());
+        credit.grant(20);
+        assert!(!credit.has_room(), "-20 + 20 is no room yet");
+        credit.grant(1);
+        assert!(credit.has_room());
+        // However much is granted, the count is clipped at 2^40 and does
+        // not overflow: 2^40 spent takes all of it.
+        credit.grant(u64::MAX);
+        credit.grant(u64::MAX);
+        credit.spend(1 << 40);
+        assert!(!credit.has_room());
+        credit.grant(1);
+        assert!(credit.has_room());
+    }
+}
