@@ -71,7 +71,7 @@ class Spawned:
         self.sock = ours
         self.conn = Connection(ours, 1 << 20)
 
-    def hello(self, version: int = 6, codec: int = env.CODEC_JSON, fingerprint: int = 77) -> None:
+    def hello(self, version: int = env.PROTOCOL_VERSION, codec: int = env.CODEC_JSON, fingerprint: int = 77) -> None:
         fields = env.MAGIC + version.to_bytes(4, "little") + fingerprint.to_bytes(8, "little")
         fields += os.getpid().to_bytes(4, "little") + (bytes([codec]) if version >= 5 else b"")
         fields += bytes([0]) if version >= 6 else b""  # flags: no data follows
@@ -114,7 +114,7 @@ def test_handshake_messages_and_terminate(script: Path, workers: List[Spawned]) 
     kind, fields = w.read()
     ours = env.read_hello(b"\x01\x00" + fields)
     # The fingerprint echoed, the worker's own pid, JSON.
-    assert (kind, ours) == (env.HELLO, env.Hello(6, 0xDEADBEEF, w.proc.pid, env.CODEC_JSON))
+    assert (kind, ours) == (env.HELLO, env.Hello(env.PROTOCOL_VERSION, 0xDEADBEEF, w.proc.pid, env.CODEC_JSON))
     w.conn.send(env.envelope(env.POST, payload=encode({"Echo": [1, "two"]})))
     assert w.read() == (env.POST, encode({"Echo": [1, "two"]}))
     w.conn.send(env.envelope(env.TERMINATE))
@@ -148,7 +148,8 @@ def test_sigterm_runs_on_close_and_exits_143(script: Path, workers: List[Spawned
     [
         ({"codec": env.CODEC_BINCODE}, "writes bincode"),
         ({"version": 5}, "protocol version 5"),
-        ({"version": 7}, "protocol version 7"),
+        ({"version": 6}, "protocol version 6"),
+        ({"version": 8}, "protocol version 8"),
     ],
 )
 def test_a_parent_it_cannot_serve_hears_its_hello_then_it_exits_78(
