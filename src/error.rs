@@ -34,6 +34,10 @@ pub enum WireError {
     /// A message of a kind that is not allowed here.
     #[error("unexpected {0} message")]
     Unexpected(&'static str),
+    /// A traced request whose trace context is malformed (ids of zeros,
+    /// reserved flags); the request itself is answered with a failure.
+    #[error("bad trace context: {0}")]
+    BadTraceContext(&'static str),
     /// The first message was not a hello.
     #[error("the peer did not start with a hello (is it an actix-webworker worker?)")]
     NotAHello,

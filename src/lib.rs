@@ -87,7 +87,7 @@
 //!
 //! Five floors, each importing only its own or those below: `pool` (many
 //! workers behind one address) above `parent` and `child` (the two sides,
-//! peers) above `session` (one connected endpoint, the same on both sides)
+//! peers; `channel`, used on both, beside them) above `session` (one connected endpoint, the same on both sides)
 //! above `wire` (bytes on the socket) above the ground (protocol, handoff,
 //! errors, restarts). The map of every file is the README's "Inside the
 //! crate"; the public items, by where they live:
@@ -98,6 +98,13 @@
 //!   [`WorkerEvent`], [`Limits`], [`Transport`] (remote workers over TCP,
 //!   with the features below).
 //! - `child`: [`run_if_worker`], [`run_worker`], [`WorkerActor`], [`Parent`].
+//! - `session`: [`Propagator`] and [`set_propagator`], how an
+//!   application's trace ids travel with requests ([`TraceContext`]; see
+//!   docs/tracing.md).
+//! - `channel`: [`MessageChannel`] and its [`ChannelEnd`]s, which travel
+//!   inside messages to two workers; opened, a [`Channel`] posts and asks
+//!   the other end, whose actor receives [`ChannelEvent`]s
+//!   (`docs/channels.md`).
 //! - `protocol`: [`Protocol`], [`Codec`] (bincode, or JSON for workers in
 //!   other languages), [`Request`], [`Received`], [`NoPosts`] (a worker
 //!   that only answers requests); `declare`: [`Declare`], the requests a
@@ -131,6 +138,7 @@ compile_error!(
      PR_SET_PDEATHSIG"
 );
 
+mod channel;
 mod child;
 mod declare;
 mod error;
@@ -161,6 +169,10 @@ pub mod __private {
     pub use actix;
 }
 
+pub use crate::channel::{
+    Channel, ChannelClosed, ChannelEnd, ChannelEvent, ChannelOptions, CloseReason, MessageChannel,
+    Opening,
+};
 pub use crate::child::{run_if_worker, run_worker, Entry, Parent, Requests, WorkerActor};
 pub use crate::declare::{Declare, DeclaredRequest};
 pub use crate::error::{
@@ -176,16 +188,19 @@ pub use crate::parent::messages::{
 pub use crate::parent::options::{Limits, ResourceLimits, Transport, WhenFull};
 pub use crate::parent::output::Output;
 pub use crate::parent::port::Port;
+pub use crate::parent::process::Grace;
 pub use crate::parent::sink::WorkerEvents;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
-pub use crate::parent::worker::{Grace, Worker};
+pub use crate::parent::worker::Worker;
 pub use crate::pool::{
     Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
 };
 pub use crate::protocol::{request_name, wire_name, Codec, NoPosts, Protocol, Received, Request};
 pub use crate::session::data::DataError;
 pub use crate::session::streams::{AnswerStream, DEFAULT_STREAM_WINDOW};
+pub use crate::session::trace::{set_propagator, Propagator};
 pub use crate::streamed::{StreamRequest, Streamed};
 pub use crate::supervise::{Restart, RestartPolicy};
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
+pub use crate::wire::trace::TraceContext;
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

@@ -183,6 +183,44 @@ pub(crate) unsafe fn mark_all_cloexec(fd_dir: &CStr) {
     // The directory closes with `dir`.
 }
 
+/// How far this process's descriptor table has been grown by
+/// [`reserve_descriptors`] (0: not yet).
+static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Grows this process's descriptor table now, on the calling thread, when
+/// descriptors in use come near its end (`highest`, the highest one in
+/// use, within 32 of it), so that the next ones come without growing it.
+/// The kernel grows the table when a descriptor beyond it is made; in a
+/// process of several threads it then waits for an RCU grace period
+/// (milliseconds), blocking whichever thread made the descriptor, and
+/// those that make one beyond it meanwhile. Called on the spawner thread,
+/// after the spawn's result is out, so that neither the event loop, which
+/// dups and registers each new worker's socket, nor the start itself waits
+/// for it. The table grows to twice what is in use (at least 256 more),
+/// within the soft `RLIMIT_NOFILE`; it never shrinks.
+pub(crate) fn reserve_descriptors(highest: BorrowedFd<'_>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n = highest.as_raw_fd();
+    // A process starts with a table of 64.
+    if n + 32 < RESERVED.load(Relaxed).max(64) {
+        return;
+    }
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let target = ((n as u64 + 1) * 2).max(n as u64 + 256).min(limit) as i32;
+    // The lowest free number from `target - 1` up is `target - 1` itself
+    // when nothing above is open: the table grows to hold it. The
+    // duplicate is closed at once.
+    if target - 1 > n {
+        if let Ok(fd) =
+            nix::fcntl::fcntl(highest, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(target - 1))
+        {
+            // SAFETY: `fd` was just made here and nothing else has it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    RESERVED.fetch_max(target, Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsFd;
@@ -233,5 +271,26 @@ mod tests {
         fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("F_SETFD");
         assert!(marked_in_a_child(c"/proc/self/fd", fd.as_fd()), "through /proc");
         assert!(marked_in_a_child(c"/nonexistent", fd.as_fd()), "without /proc");
+    }
+
+    /// The table's size, as the kernel says (`FDSize`).
+    fn table_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let line = status.lines().find_map(|l| l.strip_prefix("FDSize:")).expect("FDSize");
+        line.trim().parse().expect("a number")
+    }
+
+    #[test]
+    fn the_descriptor_table_is_grown_ahead() {
+        // Near the end of the table a process starts with.
+        let (r, _w) = std::io::pipe().unwrap();
+        let r = fcntl(&r, FcntlArg::F_DUPFD_CLOEXEC(40)).expect("F_DUPFD");
+        // SAFETY: the descriptor F_DUPFD just made, ours alone.
+        let r = unsafe { OwnedFd::from_raw_fd(r) };
+        let n = r.as_raw_fd() as u64;
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        reserve_descriptors(r.as_fd());
+        let want = ((n + 1) * 2).max(n + 256).min(soft);
+        assert!(table_size() >= want, "the table holds {} < {want}", table_size());
     }
 }

@@ -6,6 +6,12 @@
 //! binary is its own worker: `main` hands over to the worker runtime before
 //! criterion starts.
 
+// The probe's own row (`channel_stream_small`) is not used here: only
+// the pair of workers it measures.
+#[path = "../examples/channel_row/mod.rs"]
+#[allow(dead_code)]
+mod channel_row;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -20,6 +26,8 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
 #[derive(Serialize, Deserialize)]
 struct Load(SharedBytes, #[serde(with = "serde_bytes")] Vec<u8>);
@@ -255,6 +263,25 @@ fn stream_answer(c: &mut Criterion, sys: &mut SystemRunner) {
     sys.block_on(stop(worker));
 }
 
+/// 64-byte posts worker → worker over a channel, beside the same posts
+/// parent → worker (`stream_small_64B`'s `ours`) in the same group.
+fn channel_stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    let mut g = c.benchmark_group("channel_stream_small_64B");
+    g.throughput(Throughput::Elements(N));
+    let mut pair = sys.block_on(channel_row::Pair::start());
+    g.bench_function("worker_to_worker", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| sys.block_on(pair.run(N, 64))).sum())
+    });
+    let worker = sys.block_on(start());
+    g.bench_function("parent_to_worker", |b| {
+        b.iter(|| sys.block_on(post_and_count(&worker, N, 64)))
+    });
+    g.finish();
+    sys.block_on(stop(worker));
+    sys.block_on(pair.stop());
+}
+
 fn rtt(c: &mut Criterion, sys: &mut SystemRunner) {
     let mut g = c.benchmark_group("rtt");
     let worker = sys.block_on(start());
@@ -400,6 +427,40 @@ fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
         b.iter(|| std::process::Command::new("/bin/true").status().unwrap())
     });
     g.finish();
+    // 64 starts at once, to every worker answering (the probe's
+    // mass_start_late_ms row measures how late the loop runs meanwhile);
+    // baseline: 64 `/bin/true` spawned at once and waited for.
+    let mut g = c.benchmark_group("mass_start_64");
+    g.sample_size(10);
+    g.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            sys.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t0 = Instant::now();
+                    let workers: Vec<_> = (0..64)
+                        .map(|_| Worker::<Bench>::builder().entry("sink").start().unwrap())
+                        .collect();
+                    futures_util::future::join_all(workers.iter().map(|w| w.ask(Ping(1)))).await;
+                    total += t0.elapsed();
+                    for worker in workers {
+                        stop(worker).await;
+                    }
+                }
+                total
+            })
+        })
+    });
+    g.bench_function("spawn_bin_true", |b| {
+        b.iter(|| {
+            let children: Vec<_> =
+                (0..64).map(|_| std::process::Command::new("/bin/true").spawn().unwrap()).collect();
+            for mut child in children {
+                child.wait().unwrap();
+            }
+        })
+    });
+    g.finish();
 }
 
 fn workers(c: &mut Criterion, sys: &mut SystemRunner) {
@@ -532,8 +593,39 @@ fn pool_overhead(c: &mut Criterion, sys: &mut SystemRunner) {
     sys.block_on(stop(worker));
 }
 
+/// Pipelined asks with no subscriber, then with one that records every
+/// span in the parent (scoped to this thread) and in a worker of its own
+/// (installed in its process, as an application does): every request
+/// travels with its trace context. No subscriber first: once one has been
+/// installed, `tracing` makes spans (of its no-op subscriber) even where
+/// none listens, which would slow the baseline.
+fn tracing_overhead(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    const IN_FLIGHT: usize = 1_000;
+    let mut g = c.benchmark_group("tracing_overhead");
+    g.throughput(Throughput::Elements(N));
+    let worker = sys.block_on(start());
+    g.bench_function("no_subscriber", |b| {
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| worker.ask(Ping(i)))))
+    });
+    sys.block_on(stop(worker));
+    let recorded = sys.block_on(async {
+        let builder = Worker::<Bench>::builder().entry("sink").env(TRACE_ENV, "1");
+        let worker = builder.start().expect("worker starts");
+        worker.ask(Ping(0)).await.expect("worker answers");
+        worker
+    });
+    let _subscriber = tracing::subscriber::set_default(Recorder::new(false));
+    g.bench_function("spans_recorded", |b| {
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, |i| recorded.ask(Ping(i)))))
+    });
+    g.finish();
+    sys.block_on(stop(recorded));
+}
+
 fn main() {
-    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink(0))]);
+    install_if_asked();
+    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink(0)), channel_row::entry()]);
 
     let mut c = Criterion::default()
         .sample_size(10)
@@ -543,6 +635,7 @@ fn main() {
     let mut sys = System::new();
     stream_small(&mut c, &mut sys);
     stream_answer(&mut c, &mut sys);
+    channel_stream_small(&mut c, &mut sys);
     rtt(&mut c, &mut sys);
     pipelined(&mut c, &mut sys);
     bulk(&mut c, &mut sys);
@@ -551,5 +644,6 @@ fn main() {
     pool_tiny(&mut c, &mut sys);
     pool_cpu_scaling(&mut c, &mut sys);
     pool_overhead(&mut c, &mut sys);
+    tracing_overhead(&mut c, &mut sys);
     c.final_summary();
 }

@@ -20,13 +20,27 @@
 //!   pinned to one core (as `rtt_p50_pinned`). `remote_tls_rtt_p50`,
 //!   `remote_tls_stream_small`: the same over TLS (`Transport::tls`),
 //!   against the raw TCP baselines in the clear.
+//! - `channel_stream_small`: 64-byte posts worker → worker over a
+//!   `MessageChannel` (msg/s; baseline: `stream_small`, parent → worker, in
+//!   the same run), and `channel_stream_small_parent_cpu`: the parent's CPU
+//!   meanwhile (% of one core; baseline: the 5 % it should stay under).
 //! - `rtt_p50`: request/response round trip, one outstanding (µs; baseline:
 //!   raw socketpair ping-pong). `rtt_p50_vs_evented_echo`: the same against
 //!   an echo driven by an event loop, as ours is; `rtt_p50_pinned`: that
 //!   with every process of ours and of the baseline pinned to one core.
 //! - `pipelined`: requests with 1,000 in flight (req/s; baseline: raw
 //!   socketpair, 1,000 in flight).
-//! - `bulk_1mib`: 1 MiB posts (GB/s; baseline: raw socketpair).
+//! - `tracing_overhead`: `pipelined` with a `tracing` subscriber that
+//!   records every span (`lab/src/spans.rs`) in the parent and in the
+//!   worker, so that every request travels with its trace context (this
+//!   executable again, the subscriber installed first thing in its main,
+//!   its worker inheriting it) against `pipelined` with none, in rounds
+//!   alternated (req/s; the ratio is what the spans cost).
+//!   `tracing_overhead_fmt`: the same with every field of every span
+//!   formatted into a string, as a formatting or exporting layer does.
+//! - `bulk_1mib`, `bulk_16mib`: 1 MiB and 16 MiB posts, inline (a
+//!   `Vec<u8>` cloned for each), (GB/s; baseline: raw socketpair writes of
+//!   that size).
 //! - `stream_answer_items`: items of 64 B streamed in answer to one request
 //!   (`AskStream`, the default window), read by the parent (items/s;
 //!   baseline: the raw socketpair of `stream_small`).
@@ -37,7 +51,17 @@
 //!   `..._fresh`: a new buffer per message, filled in place.
 //! - `spawn_to_online`: `start()` to the online event (ms; baseline: spawning
 //!   `/bin/true` and waiting for it).
-//! - `idle_worker_rss`: resident memory of an idle worker (MiB).
+//! - `idle_worker_rss`, `idle_worker_pss`: resident memory of an idle
+//!   worker, and its proportional share (MiB): the crate's
+//!   `examples/idle_worker.rs`, with the crate's default features, built
+//!   beforehand (`cargo build --release --example idle_worker`; the row
+//!   says skipped otherwise); `..._lean`: the same built with the `lean`
+//!   profile (Cargo.toml; `--profile lean`). `idle_worker_rss_lab`: this
+//!   probe's own worker (the `tls` feature, lab's dependencies).
+//! - `mass_start_late_ms`, `mass_start_late_ms_second`: how late a 1 ms
+//!   ticker on the parent's loop runs while 64 workers start at once, in a
+//!   process of its own (ms; baseline: the same ticker, nothing starting;
+//!   see `throughput/mass_start.rs`).
 //! - `pool_tiny`: trivial asks through a pool of 2 with 1,000 in flight
 //!   (req/s; baseline: the raw socketpair of `pipelined`).
 //! - `pool_cpu_scaling`: a CPU-bound job of about 5 ms (counting primes)
@@ -60,6 +84,8 @@
 //! the scheduler places the two ends on cores decides that figure (see
 //! docs/performance.md).
 
+mod channel_row;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -74,6 +100,8 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
 #[derive(Serialize, Deserialize)]
 enum Load {
@@ -518,6 +546,46 @@ async fn pipelined(through_port: bool) -> f64 {
     rate
 }
 
+/// `pipelined` with every span recorded (see the module's head) and
+/// without: the medians of a few rounds of each, alternated.
+async fn tracing_overhead(how: &str) -> (f64, f64) {
+    let (mut traced, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        plain.push(pipelined(false).await);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["=pipelined_traced"])
+            .env(TRACE_ENV, how)
+            .output()
+            .expect("the traced run");
+        assert!(out.status.success(), "the traced run failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |row: &str, name: &str| -> f64 {
+            let row = text.lines().find_map(|l| l.strip_prefix(row)).expect("its row");
+            let at = row.find(name).expect("field") + name.len();
+            row[at..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        // Every ask made a span there: the subscriber saw them all.
+        assert!(field("spans_recorded: ", "ours=") >= PIPELINED_N as f64, "{text}");
+        traced.push(field("pipelined_traced: ", "ours="));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(traced), median(plain))
+}
+
+/// The traced side of [`tracing_overhead`], in the process it starts.
+async fn pipelined_traced() {
+    let rate = pipelined(false).await;
+    println!("pipelined_traced: ours={rate:.3} baseline=0 ratio=1 req/s");
+    let recorder = tracing::dispatcher::get_default(|d| {
+        d.downcast_ref::<Recorder>().map(|r| r.spans.load(std::sync::atomic::Ordering::Relaxed))
+    });
+    let spans = recorder.expect("the recorder is this process's subscriber");
+    println!("spans_recorded: ours={spans} baseline=0 ratio=1 spans");
+}
+
 fn pipelined_baseline() -> f64 {
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let echo = std::thread::spawn(move || {
@@ -542,13 +610,13 @@ fn pipelined_baseline() -> f64 {
     rate
 }
 
-async fn bulk() -> f64 {
+async fn bulk(size: usize, n: u64) -> f64 {
     let worker = start().await;
-    let payload = vec![7u8; BULK];
+    let payload = vec![7u8; size];
     let t0 = Instant::now();
-    post_all(&worker, BULK_N, 8, || Load::Bulk(payload.clone())).await;
-    assert_eq!(worker.ask(Count).await.expect("count"), BULK_N);
-    let rate = (BULK_N as usize * BULK) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    post_all(&worker, n, 8, || Load::Bulk(payload.clone())).await;
+    assert_eq!(worker.ask(Count).await.expect("count"), n);
+    let rate = (n as usize * size) as f64 / t0.elapsed().as_secs_f64() / 1e9;
     stop(worker).await;
     rate
 }
@@ -646,6 +714,42 @@ fn spawn_baseline() -> Duration {
         })
         .collect();
     median(times)
+}
+
+/// The rows `idle_worker_rss` and `idle_worker_pss`: what the crate's
+/// `idle_worker` example, built with the crate's default features in
+/// release (`cargo build --release --example idle_worker`), prints; and
+/// `..._lean`: the same built with the `lean` profile (`--profile lean`).
+fn idle_worker() {
+    let release = std::env::current_exe().unwrap().with_file_name("idle_worker");
+    let lean = release.parent().and_then(|p| p.parent()).and_then(|p| p.parent());
+    let lean = lean.map(|target| target.join("lean/examples/idle_worker"));
+    let field = |text: &str, name: &str| -> Option<f64> {
+        let at = text.find(name)? + name.len();
+        text[at..].split_whitespace().next()?.parse().ok()
+    };
+    for (suffix, exe) in [("", Some(release)), ("_lean", lean)] {
+        let exe = exe.unwrap_or_default();
+        let out = std::process::Command::new(&exe).output();
+        let text = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let text = text.as_deref().unwrap_or_default();
+        match field(text, "rss=").zip(field(text, "pss=")) {
+            Some((rss, pss)) => {
+                println!("idle_worker_rss{suffix}: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+                println!("idle_worker_pss{suffix}: ours={pss:.3} baseline=0.000 ratio=1.000 MiB");
+            }
+            None => {
+                let profile = if suffix.is_empty() { "--release" } else { "--profile lean" };
+                let why = format!(
+                    "{} did not run ({:?}); build it with `cargo build {profile} --example idle_worker`",
+                    exe.display(),
+                    out.map(|o| o.status)
+                );
+                println!("idle_worker_rss{suffix}: skipped ({why})");
+                println!("idle_worker_pss{suffix}: skipped ({why})");
+            }
+        }
+    }
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -768,6 +872,13 @@ async fn run() {
         let ours = stream_answer_items().await;
         line("stream_answer_items", ours, stream_small_baseline(), "items/s");
     }
+    if wanted("channel_stream_small") {
+        // Against `stream_small` (the same posts, parent → worker) in this run.
+        let (ours, parent_cpu) = channel_row::channel_stream_small(STREAM_N).await;
+        let through_parent = stream_small(false, Codec::Bincode, Transport::Local).await;
+        line("channel_stream_small", ours, through_parent, "msg/s");
+        line("channel_stream_small_parent_cpu", parent_cpu, 5.0, "% of a core");
+    }
     if wanted("stream_small_port") {
         let ours = stream_small(true, Codec::Bincode, Transport::Local).await;
         line("stream_small_port", ours, stream_small_baseline(), "msg/s");
@@ -811,6 +922,9 @@ async fn run() {
         let [(ours, evented)] = pinned("rtt_p50_vs_evented_echo", ["rtt_p50_vs_evented_echo"]);
         line("rtt_p50_pinned", ours, evented, "us");
     }
+    if only == "=pipelined_traced" {
+        return pipelined_traced().await;
+    }
     if wanted("pipelined") {
         let ours = pipelined(false).await;
         line("pipelined", ours, pipelined_baseline(), "req/s");
@@ -819,9 +933,18 @@ async fn run() {
         let ours = pipelined(true).await;
         line("pipelined_port", ours, pipelined_baseline(), "req/s");
     }
-    if wanted("bulk_1mib") {
-        let ours = bulk().await;
-        line("bulk_1mib", ours, bulk_baseline(BULK, BULK_N), "GB/s");
+    for (name, how) in [("tracing_overhead", "1"), ("tracing_overhead_fmt", "fmt")] {
+        if wanted(name) && std::env::var_os(TRACE_ENV).is_none() {
+            let (traced, plain) = tracing_overhead(how).await;
+            line(name, traced, plain, "req/s");
+        }
+    }
+    for (name, size) in [("bulk_1mib", BULK), ("bulk_16mib", 16 * BULK)] {
+        if wanted(name) {
+            let n = BULK_N * BULK as u64 / size as u64;
+            let ours = bulk(size, n).await;
+            line(name, ours, bulk_baseline(size, n), "GB/s");
+        }
     }
     for (name, size, fresh) in [
         ("bulk_1mib_shared", BULK, false),
@@ -839,7 +962,13 @@ async fn run() {
         let (online, rss) = spawn_to_online().await;
         let base = spawn_baseline();
         line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
-        println!("idle_worker_rss: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+        println!("idle_worker_rss_lab: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+        idle_worker();
+    }
+    if wanted("mass_start_late_ms") {
+        for (name, ours, base) in mass_start::rows().await {
+            line(name, ours, base, "ms");
+        }
     }
     if wanted("pool_tiny") {
         let ours = pool_tiny().await;
@@ -878,10 +1007,19 @@ async fn run() {
 }
 
 fn main() {
+    // The subscriber of `tracing_overhead`'s traced runs, and of their
+    // workers: installed first, as an application does.
+    install_if_asked();
     run_if_echo();
-    run_if_worker([Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 })]);
+    run_if_worker([
+        Entry::new("sink", |_: Parent<Bench>| Sink { received: 0 }),
+        channel_row::entry(),
+    ]);
     System::new().block_on(run());
 }
+
+#[path = "throughput/mass_start.rs"]
+mod mass_start;
 
 /// Two hosts made here for the cluster rows: network namespaces, each
 /// joined to this one by a veth pair whose addresses exist only on it;

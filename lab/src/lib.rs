@@ -13,4 +13,7 @@
 //!   a pool of workers, and `tests/web_pool.rs`, the same under real HTTP
 //!   with a member killed mid-way.
 //!
-//! This library itself is empty: a package needs a target of its own.
+//! This library holds only what those share: `spans.rs`, a `tracing`
+//! subscriber that records every span, for the `tracing_overhead` rows.
+
+pub mod spans;

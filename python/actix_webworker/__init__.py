@@ -57,14 +57,25 @@ The modules, from the socket up: `_frames` (WebSocket frames and
 descriptors), `_envelope` (message headers, batches, the hello),
 `_payload` (the JSON codec, error reports, request tags), `_worker`
 (`Worker`, `Parent`, the dispatch loop), `_streams` (streamed answers),
-`_start` (`run`: environment,
-connection, handshake, the end).
+`_start` (`run`: environment, connection, handshake, the end), `_channel`
+(`Channel`: an end of a channel between workers, received in a post).
 """
 
+from ._channel import Channel, take_channel
 from ._envelope import PROTOCOL_VERSION
 from ._payload import Json, tag_of
 from ._start import run
 from ._worker import Parent, RemoteError, Worker
 
-__all__ = ["Json", "Parent", "PROTOCOL_VERSION", "RemoteError", "Worker", "run", "tag_of"]
+__all__ = [
+    "Channel",
+    "Json",
+    "Parent",
+    "PROTOCOL_VERSION",
+    "RemoteError",
+    "Worker",
+    "run",
+    "tag_of",
+    "take_channel",
+]
 __version__ = "0.1.0"

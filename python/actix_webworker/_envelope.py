@@ -40,6 +40,7 @@ ITEM = 16
 END = 17
 CREDIT = 18
 STREAM = 19
+TRACED_REQUEST = 24
 
 # The hello's flags: bit 0, the worker's data follows the hellos.
 HELLO_DATA_FOLLOWS = 1
@@ -131,6 +132,48 @@ def split_credit(rest: bytes) -> Tuple[int, int]:
         raise ProtocolError("a credit shorter than its id and bytes")
     rid, more = struct.unpack_from("<QQ", rest)
     return int(rid), int(more)
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """The trace context a traced request carries (PROTOCOL.md, "Trace
+    context"): the W3C trace id (16 bytes) and the asking span's id (8),
+    neither all zero, and the flags (bit 0: sampled)."""
+
+    trace_id: bytes
+    span_id: bytes
+    flags: int
+
+    @property
+    def traceparent(self) -> str:
+        """As a W3C `traceparent` header: `00-<trace>-<span>-<flags>`."""
+        return f"00-{self.trace_id.hex()}-{self.span_id.hex()}-{self.flags:02x}"
+
+
+CONTEXT_LEN = 16 + 8 + 1
+
+
+def split_traced_request(rest: bytes) -> Tuple[int, int, bytes, bytes]:
+    """A TracedRequest's id, tag, context bytes (unchecked: see
+    `read_context`) and payload."""
+    if len(rest) < 16 + CONTEXT_LEN:
+        raise ProtocolError("a traced request shorter than its id, tag and context")
+    rid, tag = struct.unpack_from("<QQ", rest)
+    return int(rid), int(tag), rest[16 : 16 + CONTEXT_LEN], rest[16 + CONTEXT_LEN :]
+
+
+def read_context(raw: bytes) -> TraceContext:
+    """A trace context, checked; `ValueError` saying what is wrong with it
+    (ids of zeros, reserved flags): the request fails, the connection
+    goes on."""
+    trace_id, span_id, flags = raw[:16], raw[16:24], raw[24]
+    if trace_id == bytes(16):
+        raise ValueError("bad trace context: a trace id of zeros")
+    if span_id == bytes(8):
+        raise ValueError("bad trace context: a span id of zeros")
+    if flags & ~1:
+        raise ValueError("bad trace context: reserved flag bits set")
+    return TraceContext(trace_id, span_id, flags)
 
 
 def id_fields(rid: int) -> bytes:

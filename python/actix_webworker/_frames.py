@@ -66,6 +66,10 @@ class Connection:
         self.max_frame = max_message + FRAME_OVERHEAD
         self.buf = bytearray()
         self.fds: List[int] = []
+        # Bytes of the peer's stream taken, and of them those in whole
+        # frames: what our close frame says we read (PROTOCOL.md, section 2).
+        self.consumed = 0
+        self.taken = 0
         # Over TCP (and TLS, which has no recvmsg) no descriptors cross.
         self.remote = remote
 
@@ -97,6 +101,7 @@ class Connection:
         self._fill(n)
         out = bytes(self.buf[:n])
         del self.buf[:n]
+        self.consumed += n
         return out
 
     def read_message(self) -> bytes:
@@ -119,6 +124,7 @@ class Connection:
             if length > self.max_frame:
                 raise ProtocolError(f"a frame of {length} bytes, over the limit of {self.max_frame}")
             payload = self._take(length)
+            self.taken = self.consumed
             if mask is not None:
                 payload = unmask(payload, mask)
             if opcode == OP_CLOSE:
@@ -176,10 +182,12 @@ class Connection:
             self.sock.sendall(data)
 
     def close(self) -> None:
-        """Sends a close frame and shuts the write side; a parent already
-        gone is no error here."""
+        """Sends a close frame saying how much of the peer's stream was
+        taken (`read N`), and shuts the write side; a peer already gone is
+        no error here."""
+        reason = struct.pack(">H", 1000) + f"read {self.taken}".encode()
         try:
-            self.sock.sendall(frame(b"", OP_CLOSE))
+            self.sock.sendall(frame(reason, OP_CLOSE))
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass

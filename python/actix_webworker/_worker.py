@@ -11,7 +11,7 @@ after it.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import _envelope as env
 from ._envelope import Message
@@ -46,6 +46,10 @@ class Parent:
         self.data: Json = runtime.data
         """The worker's data (`WorkerBuilder::data`, Node's `workerData`):
         its JSON value, or None when the parent gave none."""
+        self.trace: Optional[env.TraceContext] = None
+        """While a handler answers a request that came with its asker's
+        trace context (the parent had a `tracing` subscriber): that
+        context (`trace.traceparent` is its W3C header); else None."""
 
     def post(self, value: Json, fds: Sequence[int] = ()) -> None:
         """Posts `value` (the JSON of the parent's `FromWorker` type) to
@@ -114,7 +118,8 @@ class _Runtime:
         self.backlog: List[Message] = []
         self.closing = False
         # Last: the worker may post or ask from its constructor.
-        self.worker = make(Parent(self))
+        self.parent = Parent(self)
+        self.worker = make(self.parent)
 
     def send(self, kind: int, fields: bytes = b"", payload: bytes = b"") -> None:
         self.conn.send(env.envelope(kind, 0, fields, payload))
@@ -168,6 +173,21 @@ class _Runtime:
             self.stream(rid, tag, window, payload)
         elif kind == env.CREDIT:
             env.split_credit(rest)  # for a stream over already
+        elif kind == env.TRACED_REQUEST:
+            rid, tag, raw, payload = env.split_traced_request(rest)
+            for fd in self.conn.take_fds(nfds):
+                os.close(fd)
+            try:
+                context = env.read_context(raw)
+            except ValueError as exc:
+                self.send(env.FAILED, env.id_fields(rid), encode({"Wire": str(exc)}))
+                return not self.closing
+            # Seen by the handler as `parent.trace`, while it runs.
+            self.parent.trace = context
+            try:
+                self.answer(rid, tag, payload)
+            finally:
+                self.parent.trace = None
         elif kind == env.TERMINATE:
             return False
         elif kind == env.PING:

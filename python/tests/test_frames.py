@@ -12,7 +12,7 @@ from typing import Iterator, Tuple
 import pytest
 
 from actix_webworker._envelope import ProtocolError
-from actix_webworker._frames import Closed, Connection, frame, unmask
+from actix_webworker._frames import OP_PING, Closed, Connection, frame, unmask
 
 Pair = Tuple[Connection, socket.socket]
 
@@ -179,5 +179,18 @@ def test_no_descriptors_to_a_remote_parent(pair: Pair) -> None:
 def test_close_sends_a_close_frame_and_shuts_the_write_side(pair: Pair) -> None:
     conn, theirs = pair
     conn.close()
-    assert theirs.recv(10) == b"\x88\x00"
+    # Code 1000, "read 0": nothing of ours was taken.
+    assert theirs.recv(64) == b"\x88\x08\x03\xe8read 0"
     assert theirs.recv(10) == b""
+
+
+def test_the_close_frame_says_how_much_was_taken_in_whole_frames(pair: Pair) -> None:
+    conn, theirs = pair
+    sent = frame(b"x" * 300) + frame(b"", OP_PING) + frame(b"y")
+    theirs.sendall(sent + frame(b"z")[:2])
+    assert conn.read_message() == b"x" * 300
+    assert conn.read_message() == b"y"
+    conn.close()
+    # The ping counts; the frame begun and not whole does not.
+    reason = f"read {len(sent)}".encode()
+    assert theirs.recv(64) == bytes([0x88, 2 + len(reason)]) + b"\x03\xe8" + reason

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::protocol::{Received, Request};
 use crate::session::answers::Reply;
+use crate::session::trace::Scope;
 
 /// An actor the runtime reaches through its inbox: it takes posts of
 /// `Post` (every `WorkerActor` is one, in `actor.rs`).
@@ -132,11 +133,21 @@ pub(crate) fn handle_request<W, R>(
         // Cancelled before its turn came: not started at all.
         return;
     }
-    let mut response = Some(<W as Handler<R>>::handle(act, req, ctx));
+    // The handler runs inside the request's span, when it is traced: what
+    // it asks the parent meanwhile joins the trace.
+    let mut response = {
+        let _entered = reply.scope().map(Scope::enter);
+        Some(<W as Handler<R>>::handle(act, req, ctx))
+    };
     let any: &mut dyn Any = &mut response;
     if let Some(fut) =
         any.downcast_mut::<Option<ResponseFuture<R::Answer>>>().and_then(Option::take)
     {
+        // Polled inside the span too.
+        let fut: ResponseFuture<R::Answer> = match reply.take_scope() {
+            Some(scope) => Box::pin(scope.wrap(fut)),
+            None => fut,
+        };
         let (fut, abort) = futures_util::future::abortable(fut);
         reply.on_cancel(move || abort.abort());
         actix_rt::spawn(async move {

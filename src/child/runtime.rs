@@ -86,7 +86,8 @@ where
     // to keep watching either.
     let fds_ok = handoff.parent.is_some();
     let sock = Socket { fd: handoff.sock, tls: handoff.tls.map(Into::into) };
-    let inbox = Inbox { ctl: (ctl_tx, ctl_rx), requests };
+    let span = crate::session::trace::runtime(&entry);
+    let inbox = Inbox { ctl: (ctl_tx, ctl_rx), requests, span };
     let (code, end) =
         system.block_on(serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx, inbox));
     // Orphaned: nobody will take our process group down, so we do, with
@@ -111,6 +112,9 @@ where
     }
     code
 }
+
+/// How long an ending worker waits for its channels' ends to close.
+const CHANNELS_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the main loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +141,9 @@ enum End {
 struct Inbox<W: WorkerActor> {
     ctl: (UnboundedSender<Command<W>>, UnboundedReceiver<Command<W>>),
     requests: Requests<W>,
+    /// The runtime's span: the parent of the spans of the requests it
+    /// answers.
+    span: tracing::Span,
 }
 
 async fn serve<W, F>(
@@ -145,7 +152,7 @@ async fn serve<W, F>(
     max_message_size: usize,
     make: F,
     mut panics: UnboundedReceiver<ErrorReport>,
-    Inbox { ctl: (ctl_tx, ctl_rx), requests }: Inbox<W>,
+    Inbox { ctl: (ctl_tx, ctl_rx), requests, span }: Inbox<W>,
 ) -> (i32, End)
 where
     W: WorkerActor,
@@ -173,6 +180,7 @@ where
         handlers: Rc::new(requests.handlers),
         // The worker trusts its parent's buffers.
         max_shared_bytes: usize::MAX,
+        span,
     };
     let side = ChildSide { ctl: ctl_tx.clone(), posts: Vec::new(), sender: sender.clone() };
     // The writer keeps no books: there is no next connection to give its
@@ -185,6 +193,11 @@ where
 
     let end = run_until_end(&mut session, &mut panics, &ctl_tx, &ended).await;
     let code = close_actor(end, &ctl_tx, &sender.outbox).await;
+    // Its channels' ends, after what `on_close` posted on them: the other
+    // ends are told it closed, what it posted goes out first.
+    if end != End::Fatal {
+        crate::channel::close_all(CHANNELS_GRACE).await;
+    }
     sender.pending.fail_all(&WorkerError::Disconnected);
     // Reports of panics that happened on the way out go straight out.
     while let Ok(report) = panics.try_recv() {

@@ -201,6 +201,7 @@ async fn serve(ours: std::os::unix::net::UnixStream) {
         sender: crate::session::sender::Sender::new(outbox.clone(), encoding),
         handlers: std::rc::Rc::new(handlers),
         max_shared_bytes: 1 << 20,
+        span: tracing::Span::none(),
     };
     let events = crate::parent::sink::Events::new(
         crate::parent::sink::EventSink::Recipient(counter.clone().recipient()),

@@ -58,6 +58,9 @@ pub fn envelope(data: &[u8]) {
         }
         return;
     }
+    if let Some(context) = crate::wire::trace::context_bytes(data) {
+        let _ = crate::wire::trace::TraceContext::from_bytes(context);
+    }
     let _ = match header.kind {
         envelope::Kind::Hello => envelope::read_hello(payload).map(drop),
         envelope::Kind::Error => codec::decode::<ErrorReport>(payload).map(drop),
@@ -100,7 +103,8 @@ pub fn stream(data: &[u8]) {
 /// The message bytes again, header included, for [`envelope`].
 fn reconstruct(inbound: &ws::reader::Inbound) -> Vec<u8> {
     let mut buf = Vec::new();
-    envelope::begin(&mut buf, inbound.header);
+    let context = inbound.trace_context().and_then(Result::ok).map(|cx| cx.to_bytes());
+    crate::wire::trace::begin_traced(&mut buf, inbound.header, context.as_ref());
     buf.extend_from_slice(inbound.payload());
     buf
 }

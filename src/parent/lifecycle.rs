@@ -12,10 +12,11 @@ use actix::{ActorFutureExt, AsyncContext, Context, Handler, Message};
 use super::events::{Event, GaveUp};
 use super::link::{Link, LinkExit};
 use super::output;
+use super::process::Grace;
 use super::side::ParentSide;
 use super::sink::{EventSink, Events};
 use super::spawn;
-use super::worker::{Grace, State, Then, Waiting, Worker};
+use super::worker::{State, Then, Waiting, Worker};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::session::sender::Sender;
@@ -49,6 +50,7 @@ impl<P: Protocol> Worker<P> {
         self.generation += 1;
         let handle = Arc::new(spawned.handle);
         self.pid = handle.pid();
+        self.span.record("pid", self.pid);
         if let Some(fd) = spawned.stdout {
             output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stdout);
         }
@@ -81,6 +83,7 @@ impl<P: Protocol> Worker<P> {
                 sender: self.sender.clone(),
                 handlers: self.options.handlers.clone(),
                 max_shared_bytes: self.options.limits.max_shared_bytes,
+                span: self.span.clone(),
             },
             fingerprint: self.fingerprint,
             data: self.options.data.clone(),

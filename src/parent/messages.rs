@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Addr, Context, Handler, Message, ResponseFuture};
 
+use super::process::Grace;
 use super::stats::Recorder;
-use super::worker::{Asked, Grace, Worker};
+use super::worker::{Asked, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::{decoded, Pending, Slot};
+use crate::session::trace::Caller;
 use crate::wire::ws::reader::Inbound;
 use serde::de::DeserializeOwned;
 
@@ -117,20 +119,26 @@ impl<P: Protocol> MessageResponse<Worker<P>, Post<P::ToWorker>> for PostResponse
 /// When the worker exits first, the answer is [`WorkerError::Exited`]; when
 /// its handler panics, [`WorkerError::Panicked`] with the report; after the
 /// [`timeout`](Ask::timeout), [`WorkerError::Timeout`].
+///
+/// While a `tracing` subscriber wants it, an ask has a span, a child of
+/// the span current where the `Ask` is made (the caller's), and its trace context travels with the request, so that the
+/// worker's span of its handling joins it (see docs/tracing.md).
 pub struct Ask<R> {
     request: R,
     timeout: Option<Duration>,
+    /// Where it was made, for its span (see `session/trace.rs`).
+    caller: Caller,
 }
 
 impl<R> Ask<R> {
-    /// The request and its timeout (a pool forwards them).
-    pub(crate) fn into_parts(self) -> (R, Option<Duration>) {
-        (self.request, self.timeout)
+    /// The request, its timeout and its caller (a pool forwards them).
+    pub(crate) fn into_parts(self) -> (R, Option<Duration>, Caller) {
+        (self.request, self.timeout, self.caller)
     }
 
     /// A request with no timeout of its own.
     pub fn new(request: R) -> Self {
-        Ask { request, timeout: None }
+        Ask { request, timeout: None, caller: Caller::here() }
     }
 
     /// Gives up after `limit`: the caller gets [`WorkerError::Timeout`] and a
@@ -151,7 +159,7 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
         let started = self.recorder.start();
         let recorder = self.recorder.clone();
-        AskResponse(match self.ask(msg.request, msg.timeout, ctx) {
+        AskResponse(match self.ask((msg.request, msg.caller), msg.timeout, ctx) {
             Asked::Ready(result) => AskInner::Ready(result),
             Asked::Waiting { id, pending } => AskInner::Waiting { id, pending, recorder, started },
             Asked::Later(fut) => AskInner::Later(fut, recorder, started),
@@ -219,6 +227,8 @@ pub(crate) struct Forward<R: Request> {
     pub request: R,
     pub timeout: Option<Duration>,
     pub then: Answered<R::Answer>,
+    /// Where the ask came from, and which member took it.
+    pub caller: Caller,
 }
 
 impl<R: Request> Message for Forward<R> {
@@ -230,7 +240,7 @@ impl<P: Protocol, R: Request> Handler<Forward<R>> for Worker<P> {
 
     fn handle(&mut self, msg: Forward<R>, ctx: &mut Context<Self>) {
         let then = msg.then;
-        match self.ask(msg.request, msg.timeout, ctx) {
+        match self.ask((msg.request, msg.caller), msg.timeout, ctx) {
             Asked::Ready(result) => then.call(result),
             Asked::Waiting { id, pending } => pending.attach(id, describe::<P, R>, Box::new(then)),
             Asked::Later(fut) => {

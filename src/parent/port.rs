@@ -26,6 +26,7 @@ use crate::session::declared::describe;
 use crate::session::requests::{Naming, Slot};
 use crate::session::sender::{answer_of, AnswerRx, Cancel, Encoded, NotQueued, Sender};
 use crate::session::streams::{AnswerStream, Asking};
+use crate::session::trace;
 use crate::streamed::StreamRequest;
 use crate::wire::encode::Arena;
 use crate::wire::outbox::Refusal;
@@ -216,7 +217,13 @@ impl<P: Protocol> Port<P> {
         let line = self.line.clone();
         let id = line.sender.pending.next_id();
         let started = line.recorder.start();
-        let encoded = line.sender.encoding.request::<P, R>(Some(&mut self.arena), id, &request);
+        let (caller, peer) = (trace::Caller::here(), trace::Peer::default());
+        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
+        // Kept before it is queued: the answer may come on another thread
+        // before this returns.
+        line.sender.pending.trace(id, span);
+        let encoded =
+            line.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request);
         let named = (id, describe::<P, R> as Naming);
         let first = encoded.map(|encoded| line.try_queue::<R::Answer>(named, encoded, started));
         // Armed now: dropped before it is first polled, it cancels too.

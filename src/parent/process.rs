@@ -40,6 +40,19 @@ use crate::os;
 use crate::wire::stream::queues::FdQueues;
 use crate::wire::wsframe;
 
+/// How long [`Terminate`](crate::Terminate) waits before it signals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Grace {
+    /// The worker's configured grace period (default 5 s).
+    #[default]
+    Default,
+    /// This long, then SIGTERM, then SIGKILL.
+    After(Duration),
+    /// Wait for the worker to exit on its own; never signal it.
+    Never,
+}
+
 /// A running (or exited but not yet reaped) worker process.
 pub(crate) struct ChildHandle {
     pid: libc::pid_t,

@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use super::events::{Event, WorkerEvent};
 use super::options::{Options, WhenFull};
-use super::process::ChildHandle;
+use super::process::{ChildHandle, Grace};
 use super::sink::EventSink;
 use super::spawn;
 use super::stats::{MemberStats, PoolStats, Recorder, Stats};
@@ -36,6 +36,7 @@ use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::Pending;
 use crate::session::sender::{awaited, Encoding, Sender};
+use crate::session::trace;
 use crate::supervise::History;
 use crate::wire::encode::Arena;
 use crate::wire::outbox::{Outbox, Refusal};
@@ -51,6 +52,8 @@ use crate::wire::outbox::{Outbox, Refusal};
 pub struct Worker<P: Protocol> {
     /// What it was started with, kept whole.
     pub(super) options: Options,
+    /// Its span (name, entry, pid), while a subscriber wants it.
+    pub(super) span: tracing::Span,
     pub(super) history: History,
     /// The exits that led to restarts, for the final report.
     pub(super) exits: Vec<ExitStatus>,
@@ -108,19 +111,6 @@ pub(super) enum Asked<A> {
     Later(Pin<Box<dyn Future<Output = Result<A, WorkerError>>>>),
 }
 
-/// How long [`Terminate`](crate::Terminate) waits before it signals.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Grace {
-    /// The worker's configured grace period (default 5 s).
-    #[default]
-    Default,
-    /// This long, then SIGTERM, then SIGKILL.
-    After(Duration),
-    /// Wait for the worker to exit on its own; never signal it.
-    Never,
-}
-
 /// A message waiting for room in the outbox.
 pub(super) struct Waiting {
     pub(super) bytes: Bytes,
@@ -162,8 +152,10 @@ impl<P: Protocol> Worker<P> {
             max_message_size: limits.max_message_size,
             descriptors: options.spec.transport.carries_fds(),
         };
+        let span = trace::peer(&options.name, options.spec.entry.as_deref().unwrap_or_default());
         let worker = Worker {
             options,
+            span,
             history: History::default(),
             exits: Vec::new(),
             fingerprint,
@@ -306,19 +298,26 @@ impl<P: Protocol> Worker<P> {
     /// Encodes and queues a request, and awaits its answer (see `Ask`).
     pub(super) fn ask<R: Request>(
         &mut self,
-        request: R,
+        (request, caller): (R, trace::Caller),
         timeout: Option<Duration>,
         ctx: &mut Context<Self>,
     ) -> Asked<R::Answer> {
         let id = self.sender.pending.next_id();
+        let peer = trace::Peer {
+            name: Some(&self.options.name),
+            pid: Some(self.pid),
+            span: Some(&self.span),
+        };
+        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
         let encoded = self.check_open().and_then(|()| {
-            self.sender.encoding.request::<P, R>(Some(&mut self.arena), id, &request)
+            self.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request)
         });
         // Queued, or waiting for room: either way its answer is awaited now,
         // and its timeout runs from now.
         if let Err(e) = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, Some(id), ctx)) {
             return Asked::Ready(Err(e));
         }
+        self.sender.pending.trace(id, span);
         match timeout {
             // The common case: the answer, when it comes, goes straight to
             // the caller, decoded by the link task; no task of its own.

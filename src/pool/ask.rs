@@ -22,10 +22,13 @@ use crate::parent::messages::{Answered, Ask, Forward};
 use crate::parent::options::WhenFull;
 use crate::parent::worker::Worker;
 use crate::protocol::{Protocol, Request};
+use crate::session::trace::Caller;
 
 /// A request handed to a member, but for the caller's reply channel, which
 /// comes once the handler has returned.
 pub(crate) struct Prepared<P: Protocol> {
+    /// The member's index (see `Member::index`).
+    pub(super) member: usize,
     pub(super) addr: Addr<Worker<P>>,
     pub(super) load: Arc<Load>,
     pub(super) common: Arc<Common<P>>,
@@ -35,16 +38,17 @@ pub(crate) struct Prepared<P: Protocol> {
 impl<P: Protocol> Prepared<P> {
     pub(super) fn send<R: Request>(
         self,
-        request: R,
+        (request, caller): (R, Caller),
         timeout: Option<Duration>,
         tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
     ) {
-        let Prepared { addr, load, common, started } = self;
+        let Prepared { member, addr, load, common, started } = self;
+        let caller = caller.with_member(member);
         let then = Answered::new(tx, move |result: &Result<R::Answer, WorkerError>| {
             let exited = matches!(result, Err(WorkerError::Exited(_)));
             common.finished(&load, result.is_ok(), exited, started);
         });
-        addr.do_send(Forward { request, timeout, then });
+        addr.do_send(Forward { request, timeout, then, caller });
     }
 }
 
@@ -58,6 +62,7 @@ impl<P: Protocol> WorkerPool<P> {
         }
         member.given += 1;
         let prepared = Prepared {
+            member: member.index,
             addr: member.addr.clone(),
             load: member.load.clone(),
             common: self.common.clone(),
@@ -75,6 +80,7 @@ impl<P: Protocol> WorkerPool<P> {
 
 struct QueuedAsk<R: Request> {
     request: R,
+    caller: Caller,
     timeout: Option<Duration>,
     since: Instant,
     /// The caller's; `None` once answered.
@@ -94,7 +100,7 @@ impl<P: Protocol, R: Request> Queued<WorkerPool<P>> for QueuedAsk<R> {
             let _ = tx.send(Err(WorkerError::Timeout(self.timeout.unwrap_or_default())));
             return;
         }
-        pool.prepare(at).send(self.request, timeout, Some(tx));
+        pool.prepare(at).send((self.request, self.caller), timeout, Some(tx));
     }
 
     fn refuse(self: Box<Self>, e: WorkerError) {
@@ -113,9 +119,9 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for WorkerPool<P> {
     type Result = PoolAsk<P, R>;
 
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> PoolAsk<P, R> {
-        let (request, timeout) = msg.into_parts();
+        let (request, timeout, caller) = msg.into_parts();
         let route = self.route(ctx);
-        PoolAsk { request: Some(request), timeout, route }
+        PoolAsk { request: Some((request, caller)), timeout, route }
     }
 }
 
@@ -165,8 +171,9 @@ impl<P: Protocol> WorkerPool<P> {
 
 /// How an [`Ask`] to a pool resolves. You never need to name this type.
 pub struct PoolAsk<P: Protocol, R: Request> {
-    /// `None` once handed back to its caller ([`Route::HeldBack`]).
-    pub(super) request: Option<R>,
+    /// With its span; `None` once handed back to its caller
+    /// ([`Route::HeldBack`]).
+    pub(super) request: Option<(R, Caller)>,
     pub(super) timeout: Option<Duration>,
     pub(super) route: Route<P>,
 }
@@ -215,7 +222,8 @@ impl<P: Protocol, R: Request> PoolAsk<P, R> {
                 // Fails where it waits if nobody takes it first: one timer
                 // for the whole queue (`queue.rs`).
                 let deadline = self.timeout.and_then(|limit| since.checked_add(limit));
-                let item = QueuedAsk { request, timeout: self.timeout, since, reply: tx };
+                let (request, caller) = request;
+                let item = QueuedAsk { request, caller, timeout: self.timeout, since, reply: tx };
                 queue.borrow_mut().push(Box::new(item), deadline);
                 if deadline.is_some() {
                     queue::arm(&queue, ctx);

@@ -23,7 +23,7 @@ impl<P: Protocol> Prepared<P> {
         request: R,
         window: usize,
     ) -> impl std::future::Future<Output = AnswerStream<R::Item>> + use<P, R> {
-        let Prepared { addr, load, common, started } = self;
+        let Prepared { addr, load, common, started, member: _ } = self;
         let after = Box::new(move |end: Result<(), &WorkerError>| {
             let exited = matches!(end, Err(WorkerError::Exited(_)));
             common.finished(&load, end.is_ok(), exited, started);

@@ -17,8 +17,9 @@ use super::worker_pool::{State, WorkerPool};
 use crate::error::{ExitStatus, SpawnError, WireError, WorkerError};
 use crate::parent::events::{log_event, Event, GaveUp, WorkerEvent};
 use crate::parent::messages::{Join, Terminate};
+use crate::parent::process::Grace;
 use crate::parent::sink::EventSink;
-use crate::parent::worker::{Grace, Worker};
+use crate::parent::worker::Worker;
 use crate::protocol::Protocol;
 use crate::supervise::Decision;
 

@@ -152,7 +152,9 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {
         request: R,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
         let (back, held) = tokio::sync::oneshot::channel();
-        let enter = Enter { request, place: None, back: Some(back) };
+        // Its span is a child of the span current here.
+        let caller = crate::session::trace::Caller::here();
+        let enter = Enter { request: (request, caller), place: None, back: Some(back) };
         // Outside tokio's cooperative budget, as for one worker.
         let sent = tokio::task::unconstrained(self.send(enter));
         let pool = self.clone();

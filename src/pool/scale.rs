@@ -10,7 +10,8 @@ use actix::{AsyncContext, Context, Handler, Message};
 use super::events::{PoolEvent, Recycle};
 use super::worker_pool::{State, WorkerPool};
 use crate::parent::messages::Terminate;
-use crate::parent::worker::{every, Grace};
+use crate::parent::process::Grace;
+use crate::parent::worker::every;
 use crate::protocol::Protocol;
 
 /// How often the pool looks at idle members and memory.

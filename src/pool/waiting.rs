@@ -17,6 +17,7 @@ use super::worker_pool::{State, WorkerPool};
 use crate::error::WorkerError;
 use crate::parent::options::WhenFull;
 use crate::protocol::{Protocol, Request};
+use crate::session::trace::Caller;
 
 impl<P: Protocol> WorkerPool<P> {
     /// Hands waiting requests to members with room, oldest first; grows
@@ -158,7 +159,8 @@ impl<P: Protocol> Handler<Release> for WorkerPool<P> {
 /// the ticket, a few dozen bytes, dropped when its caller goes. (A plain
 /// `send(Ask)` cannot be handed back: it is queued beyond the bound.)
 pub(crate) struct Enter<R: Request> {
-    pub(super) request: R,
+    /// With its caller (see `session/trace.rs`).
+    pub(super) request: (R, Caller),
     /// The place given, on the way back.
     pub(super) place: Option<Place>,
     /// Where the request goes back, with its ticket, if held back.
@@ -166,7 +168,7 @@ pub(crate) struct Enter<R: Request> {
 }
 
 /// A request handed back, and where its place will come.
-type HeldBack<R> = (R, tokio::sync::oneshot::Receiver<Place>);
+type HeldBack<R> = ((R, Caller), tokio::sync::oneshot::Receiver<Place>);
 
 impl<R: Request> Message for Enter<R> {
     type Result = Result<R::Answer, WorkerError>;

@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
-use crate::error::ErrorReport;
+use super::trace::{self, Scope};
+use crate::error::{ErrorReport, WireError};
 use crate::protocol::Codec;
 use crate::protocol::Request;
 use crate::streamed::StreamRequest;
@@ -42,6 +43,9 @@ pub(crate) struct Reply {
     sent: bool,
     /// Where the answers of its connection stand, for the asker's cancel.
     answering: Rc<Stages>,
+    /// The span of its handling, while a subscriber wants it: closed when
+    /// the reply goes.
+    scope: Option<Scope>,
 }
 
 /// Where the answers owed on one connection stand, by request id: each has
@@ -129,6 +133,16 @@ impl Reply {
     /// sends nothing).
     pub(crate) fn wanted(&self) -> bool {
         self.answering.wanted(self.id)
+    }
+
+    /// Where its handling is traced, if it is: the handler runs inside.
+    pub(crate) fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    /// Its scope, taken for a future that answers it later.
+    pub(crate) fn take_scope(&mut self) -> Option<Scope> {
+        self.scope.take()
     }
 
     /// Sends the answer.
@@ -236,7 +250,9 @@ type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, usize, Reply)>;
 /// The request types one side answers, by tag: whether each is answered
 /// by a stream, and its handler.
 pub(crate) struct Handlers {
-    by_tag: HashMap<u64, (bool, Handler)>,
+    /// Each with whether it answers with a stream, and the name of its
+    /// request type (for its span).
+    by_tag: HashMap<u64, (bool, Handler, &'static str)>,
     last_panic: fn() -> Option<ErrorReport>,
 }
 
@@ -281,7 +297,7 @@ impl Handlers {
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
         });
-        self.by_tag.insert(tag, (streams, handler));
+        self.by_tag.insert(tag, (streams, handler, std::any::type_name::<R>()));
     }
 
     /// Whether requests tagged `tag` are answered.
@@ -290,11 +306,23 @@ impl Handlers {
     }
 
     /// Starts answering request frame `inbound`; the reply goes out
-    /// through `sender`, and its stage is kept in `answering` (its
-    /// connection's).
-    pub(crate) fn dispatch(&self, mut inbound: Inbound, sender: &Sender, answering: &Answering) {
+    /// through `sender`, its stage is kept in `answering` (its
+    /// connection's), and its handling is traced under `span` (its
+    /// session's) when a subscriber wants it. A traced request whose
+    /// context is malformed is answered with a failure, and the error
+    /// returned for the side to tell.
+    pub(crate) fn dispatch(
+        &self,
+        mut inbound: Inbound,
+        (sender, answering, span): (&Sender, &Answering, &tracing::Span),
+    ) -> Result<(), WireError> {
         let outbox = &sender.outbox;
         let (id, tag) = (inbound.header.id, inbound.header.tag);
+        let (context, bad) = match inbound.trace_context() {
+            None => (None, None),
+            Some(Ok(context)) => (Some(context), None),
+            Some(Err(e)) => (None, Some(e)),
+        };
         let streamed = inbound.header.kind == Kind::Stream;
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
         if streamed {
@@ -302,7 +330,7 @@ impl Handlers {
             window.grant(inbound.header.credit);
             answering.0.credits.borrow_mut().insert(id, window);
         }
-        let reply = Reply {
+        let mut reply = Reply {
             id,
             outbox: outbox.clone(),
             connection: outbox.owe_reply(inbound.payload().len()),
@@ -311,17 +339,26 @@ impl Handlers {
             last_panic: self.last_panic,
             sent: false,
             answering: answering.0.clone(),
+            scope: None,
         };
-        match self.by_tag.get(&tag) {
-            Some((streams, _)) if *streams != streamed => {
+        let handler = self.by_tag.get(&tag);
+        let name = handler.map_or("", |&(_, _, name)| name);
+        reply.scope = trace::answering(span, (id, name), context);
+        if let Some(e) = bad {
+            reply.fail(Failure::Wire(e.to_string()));
+            return Err(e);
+        }
+        match handler {
+            Some((streams, ..)) if *streams != streamed => {
                 reply.fail(Failure::Wire(crate::error::WireError::WrongForm(tag).to_string()))
             }
-            Some((_, handler)) => {
+            Some((_, handler, _)) => {
                 let fds = std::mem::take(&mut inbound.fds);
                 handler(inbound.codec, inbound.payload(), fds, inbound.max_shared, reply)
             }
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
+        Ok(())
     }
 }
 

@@ -91,6 +91,7 @@ pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
         kind,
         Kind::Post
             | Kind::Request
+            | Kind::TracedRequest
             | Kind::Answer
             | Kind::Failed
             | Kind::Cancel
@@ -129,6 +130,9 @@ pub(crate) struct Common {
     /// The most bytes the shared buffers of one message from the peer may
     /// hold together.
     pub max_shared_bytes: usize,
+    /// The session's span (its peer's, or its own runtime's): the parent
+    /// in this process of the spans of the requests it answers.
+    pub span: tracing::Span,
 }
 
 /// One connected endpoint (see the module's head).
@@ -258,10 +262,13 @@ impl<S: Side> Session<S> {
         }
         match kind {
             Kind::Post => unreachable!("handled above"),
-            Kind::Request | Kind::Stream => {
+            Kind::Request | Kind::TracedRequest | Kind::Stream => {
                 self.asked = true;
                 let common = &self.common;
-                common.handlers.dispatch(inbound, &common.sender, &self.answering);
+                let on = (&common.sender, &self.answering, &common.span);
+                if let Err(e) = common.handlers.dispatch(inbound, on) {
+                    self.side.wire_error(e);
+                }
             }
             Kind::Answer | Kind::Failed | Kind::End => {
                 resolve_frame(&self.common.sender.pending, inbound)

@@ -12,6 +12,8 @@
 //! - `requests.rs`: the table of what this side asked; `answers.rs`: the
 //!   handlers of what it may be asked, and the reply each request is owed;
 //!   `declared.rs`: each request's tag, from what the protocol declares.
+//! - `trace.rs`: the spans of requests on both sides, and the trace
+//!   context that joins them across the boundary.
 //! - `streams.rs`: a request answered by a stream of items, as its asker
 //!   reads it; `produce.rs`: the producer of those items, paced by the
 //!   asker's window.
@@ -28,6 +30,7 @@ pub(crate) mod shape;
 pub(crate) mod streams;
 #[cfg(test)]
 mod tests;
+pub(crate) mod trace;
 
 pub(crate) use self::endpoint::{Common, Finish, Finished, Flow, Session, Side, Why};
 pub(crate) use self::hello::{hello, open, Opened, Then, Turn};

@@ -15,7 +15,7 @@
 //! the other side is told (a `Cancel` frame), so that it stops working on
 //! it where it can.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
@@ -112,6 +112,12 @@ pub(crate) struct Pending {
     slots: Mutex<ById<Waiting>>,
     /// Where the other side is told of cancelled requests.
     tell: std::sync::OnceLock<Arc<Outbox>>,
+    /// The asking spans of the requests asked while a subscriber wanted
+    /// them (`trace.rs`), each kept until its request is done with; and
+    /// how many there are, so that while there are none an answer looks
+    /// nothing up.
+    spans: Mutex<ById<tracing::Span>>,
+    traced: AtomicUsize,
 }
 
 impl Pending {
@@ -145,10 +151,34 @@ impl Pending {
         connection
     }
 
+    /// Keeps `span`, the asking span of request `id`, until the request
+    /// is answered, failed or cancelled (a disabled one is not kept).
+    pub(crate) fn trace(&self, id: u64, span: tracing::Span) {
+        if !super::trace::wanted(&span) {
+            return;
+        }
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        spans.insert(id, span);
+        self.traced.store(spans.len(), Ordering::Relaxed);
+    }
+
+    /// Request `id` is done with: its asking span closes.
+    fn untrace(&self, id: u64) {
+        if self.traced.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let span = spans.remove(&id);
+        self.traced.store(spans.len(), Ordering::Relaxed);
+        drop(spans);
+        drop(span);
+    }
+
     /// Takes request `id`'s slot away unseen: its request was never
     /// queued (nothing to cancel on the other side).
     pub(crate) fn forget(&self, id: u64) {
         drop(self.slots().remove(&id));
+        self.untrace(id);
     }
 
     /// Delivers an answer, a stream's end or a failure; a late one (no
@@ -158,6 +188,7 @@ impl Pending {
     /// `Answer` for a stream) fails it.
     pub(crate) fn resolve(&self, id: u64, mut result: Result<Inbound, WorkerError>) {
         let slot = self.slots().remove(&id);
+        self.untrace(id);
         if let Some((_, name, slot)) = slot {
             if let Err(WorkerError::Unhandled(said)) = &mut result {
                 *said = name();
@@ -223,6 +254,7 @@ impl Pending {
     /// delivered) and the other side is told, if it was still waiting.
     pub(crate) fn cancel(&self, id: u64) {
         let slot = self.slots().remove(&id);
+        self.untrace(id);
         if slot.is_some() {
             self.tell(crate::wire::envelope::cancel(id));
         }
@@ -251,6 +283,9 @@ impl Pending {
     /// Fails every pending request with `err`.
     pub(crate) fn fail_all(&self, err: &WorkerError) {
         let slots = std::mem::take(&mut *self.slots());
+        for &id in slots.keys() {
+            self.untrace(id);
+        }
         for (_, (.., slot)) in slots {
             slot.deliver(Err(err.clone()));
         }
@@ -264,7 +299,11 @@ impl Pending {
             let mut slots = self.slots();
             let ids: Vec<u64> =
                 slots.iter().filter(|(_, (c, ..))| *c <= ended).map(|(&id, _)| id).collect();
-            ids.into_iter().filter_map(|id| slots.remove(&id)).map(|(.., slot)| slot).collect()
+            let failed = ids.iter().filter_map(|id| slots.remove(id)).map(|(.., slot)| slot);
+            let failed = failed.collect();
+            drop(slots);
+            ids.iter().for_each(|&id| self.untrace(id));
+            failed
         };
         for slot in failed {
             slot.deliver(Err(err.clone()));

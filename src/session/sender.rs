@@ -23,12 +23,14 @@ use tokio::sync::oneshot;
 
 use super::declared::{describe, request_tag};
 use super::requests::{Failure, Naming, Pending, Slot};
+use super::trace;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 use crate::protocol::{Protocol, Request};
 use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
+use crate::wire::trace::TraceContext;
 
 /// A message encoded for the outbox: its bytes and the descriptors that go
 /// with them.
@@ -61,16 +63,28 @@ impl Encoding {
     }
 
     /// Request `id` of type `R`, tagged as protocol `P` names it, once its
-    /// type is known to be one the codec can carry.
+    /// type is known to be one the codec can carry; with its asker's trace
+    /// `context`, when one travels (see `trace.rs`).
     pub(crate) fn request<P: Protocol, R: Request>(
         &self,
         arena: Option<&mut Arena>,
-        id: u64,
+        (id, context): (u64, Option<TraceContext>),
         request: &R,
     ) -> Result<Encoded, WorkerError> {
         let tag = request_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
-        let header = Header::request(id, tag);
-        self.encode(arena, header, request, self.descriptors.then(Vec::new))
+        let fds = self.descriptors.then(Vec::new);
+        match context {
+            None => self.encode(arena, Header::request(id, tag), request, fds),
+            Some(context) => {
+                let (codec, max) = (self.codec, self.max_message_size);
+                let bytes = context.to_bytes();
+                let head = (codec, crate::wire::trace::traced_request(id, tag), Some(&bytes));
+                match arena {
+                    Some(arena) => encode_in_sharing(arena, head, request, fds, max),
+                    None => encode_sharing(head, request, fds, max),
+                }
+            }
+        }
     }
 
     /// The answer to request `id`; when it cannot be encoded, the failure
@@ -100,8 +114,8 @@ impl Encoding {
     ) -> Result<Encoded, WorkerError> {
         let (codec, max) = (self.codec, self.max_message_size);
         match arena {
-            Some(arena) => encode_in_sharing(arena, codec, header, data, fds, max),
-            None => encode_sharing(codec, header, data, fds, max),
+            Some(arena) => encode_in_sharing(arena, (codec, header, None), data, fds, max),
+            None => encode_sharing((codec, header, None), data, fds, max),
         }
     }
 }
@@ -169,9 +183,8 @@ impl Sender {
         self.queue_with(named, encoded, wait, halves)
     }
 
-    /// [`queue_request`](Self::queue_request) with any kind of slot:
-    /// `halves` makes a fresh slot and what its caller keeps (the
-    /// receiving end of its answer, a stream of items) for each try.
+    /// [`queue_request`](Self::queue_request) with any slot: `halves` makes
+    /// a fresh one and what its caller keeps (a receiver, a stream) per try.
     pub(crate) fn queue_with<X>(
         &self,
         (id, name): (u64, Naming),
@@ -190,8 +203,7 @@ impl Sender {
                     refusal
                 }
             };
-            // Forgotten before what the caller keeps is dropped: nothing
-            // to cancel.
+            // Forgotten before what the caller keeps is dropped: no cancel.
             self.pending.forget(id);
             drop(kept);
             match refusal {
@@ -211,7 +223,11 @@ impl Sender {
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
         let id = self.pending.next_id();
-        let queued = self.encoding.request::<P, R>(None, id, request).and_then(|encoded| {
+        let (caller, peer) = (trace::Caller::here(), trace::Peer::default());
+        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
+        self.pending.trace(id, span);
+        let queued = self.encoding.request::<P, R>(None, (id, context), request);
+        let queued = queued.and_then(|encoded| {
             let slot = |tx| Box::new(ToChannel(Some(tx))) as Box<dyn Slot>;
             match self.queue_request((id, describe::<P, R>), encoded, false, slot) {
                 Ok(rx) => Ok(rx),

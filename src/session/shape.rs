@@ -39,7 +39,13 @@ use crate::protocol::{Fnv, NoPosts, Protocol};
 use crate::wire::codec;
 
 /// The shape of one type: a fingerprint of it, or why it cannot be sent.
+/// Traced apart from any message being decoded on this thread (see
+/// `carry::tracing`).
 fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError> {
+    crate::wire::shared::carry::tracing(trace_apart::<T>)
+}
+
+fn trace_apart<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError> {
     let ty = std::any::type_name::<T>();
     if TypeId::of::<T>() == TypeId::of::<NoPosts>() {
         // No values to trace, nothing ever written: its name says it all.
@@ -47,15 +53,8 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     }
     let fail = |why: String| ShapeError { ty, why };
     let mut tracer = Tracer::new(TracerConfig::default());
-    // Enums of ours that a message may hold, traced whole first (the
-    // tracing of `T` explores the variants of `T` itself, not of the enums
-    // inside it).
-    use crate::wire::shared::carry::tracing;
-    use crate::wire::shared::SharedBytes;
-    if let Err(e) = tracing(|| tracer.trace_simple_type::<SharedBytes>()) {
-        return Err(fail(format!("the shape of SharedBytes: {e}")));
-    }
-    let (root, samples) = match tracing(|| tracer.trace_simple_type::<T>()) {
+    ours(&mut tracer).map_err(fail)?;
+    let (root, samples) = match tracer.trace_simple_type::<T>() {
         Ok(traced) => traced,
         // What serde would ask of bincode that bincode cannot do.
         Err(serde_reflection::Error::NotSupported(what)) => {
@@ -118,6 +117,21 @@ fn trace<T: Serialize + DeserializeOwned + 'static>() -> Result<u64, ShapeError>
     h.write(format!("{root:?}").as_bytes());
     h.write(format!("{registry:?}").as_bytes());
     Ok(h.finish())
+}
+
+/// Enums of ours that a message may hold, traced whole first (the tracing
+/// of a type explores the variants of that type itself, not of the enums
+/// inside it): shared buffers, and channels' ends.
+fn ours(tracer: &mut Tracer) -> Result<(), String> {
+    use crate::wire::shared::carry::EndOnWire;
+    use crate::wire::shared::SharedBytes;
+    if let Err(e) = tracer.trace_simple_type::<SharedBytes>() {
+        return Err(format!("the shape of SharedBytes: {e}"));
+    }
+    if let Err(e) = tracer.trace_simple_type::<EndOnWire>() {
+        return Err(format!("the shape of a channel's end: {e}"));
+    }
+    Ok(())
 }
 
 /// The fingerprint of a type known by its name alone.

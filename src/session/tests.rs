@@ -104,6 +104,7 @@ fn common_over(outbox: Outbox, handlers: Handlers) -> Common {
         sender: Sender::new(Arc::new(outbox), ENCODING),
         handlers: Rc::new(handlers),
         max_shared_bytes: usize::MAX,
+        span: tracing::Span::none(),
     }
 }
 

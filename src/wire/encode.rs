@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::codec;
-use super::envelope::{self, Header};
+use super::envelope::Header;
 use super::shared::carry;
+use super::trace::{begin_traced, CONTEXT_LEN};
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 
@@ -58,7 +59,7 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     data: &M,
     max_message_size: usize,
 ) -> Result<Bytes, WorkerError> {
-    let encoded = encode_parts(arena, codec, header, data, max_message_size, None);
+    let encoded = encode_parts(arena, codec, header, data, max_message_size, None, None);
     arena.trim(encoded.as_ref().map(|(bytes, _)| bytes.len()));
     encoded.map(|(bytes, _)| bytes)
 }
@@ -67,17 +68,17 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
 /// `Some`), the shared buffers in `data` go as descriptors (see
 /// `shared/carry.rs`), ahead of the message's own `fds` (which `header` counts
 /// already); the message and all its descriptors, in order. For a peer
-/// that takes none (`None`: a TCP peer), shared buffers go inline.
+/// that takes none (`None`: a TCP peer), shared buffers go inline. A
+/// traced request's `context` follows its header.
 #[inline]
 pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     arena: &mut Arena,
-    codec: Codec,
-    header: Header,
+    (codec, header, context): (Codec, Header, Option<&[u8; CONTEXT_LEN]>),
     data: &M,
     fds: Option<Vec<OwnedFd>>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    let encoded = encode_parts(arena, codec, header, data, max_message_size, fds);
+    let encoded = encode_parts(arena, codec, header, data, max_message_size, fds, context);
     arena.trim(encoded.as_ref().map(|(bytes, _)| bytes.len()));
     encoded
 }
@@ -99,13 +100,14 @@ pub(crate) fn descriptors(
 /// [`encode`] for a peer that takes descriptors (see [`encode_in_sharing`]).
 #[inline]
 pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
-    codec: Codec,
-    header: Header,
+    (codec, header, context): (Codec, Header, Option<&[u8; CONTEXT_LEN]>),
     data: &M,
     fds: Option<Vec<OwnedFd>>,
     max_message_size: usize,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
-    in_thread_arena(|arena| encode_parts(arena, codec, header, data, max_message_size, fds))
+    in_thread_arena(|arena| {
+        encode_parts(arena, codec, header, data, max_message_size, fds, context)
+    })
 }
 
 /// The message and its descriptors: with `fds` (a peer that takes
@@ -118,6 +120,7 @@ fn encode_parts<M: Serialize + ?Sized>(
     data: &M,
     max_message_size: usize,
     fds: Option<Vec<OwnedFd>>,
+    context: Option<&[u8; CONTEXT_LEN]>,
 ) -> Result<(Bytes, Vec<OwnedFd>), WorkerError> {
     // A value that skips a field as it is written is refused, in debug
     // builds (the walk costs a pass over the value). Its shared buffers
@@ -128,7 +131,7 @@ fn encode_parts<M: Serialize + ?Sized>(
     let Arena { buf, big, .. } = arena.with_room();
     // Left over only by a `Serialize` impl that panicked part-way.
     buf.clear();
-    envelope::begin(buf, header);
+    begin_traced(buf, header, context);
     let header = buf.len();
     let mut out = Spill { small: buf, big, spilled: false };
     let (encoded, shared) = if fds.is_some() {
@@ -140,6 +143,9 @@ fn encode_parts<M: Serialize + ?Sized>(
     let target = out.target();
     let size = target.len() - header;
     let checked = match encoded {
+        // A value that travels only as a descriptor, for a peer that
+        // takes none (a channel's end to a remote worker).
+        Err(_) if carry::take_refused() => Err(WorkerError::NoDescriptors),
         Err(e) => Err(e.into()),
         Ok(()) if size > max_message_size => {
             Err(WireError::TooLarge { size, limit: max_message_size }.into())

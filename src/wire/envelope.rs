@@ -83,7 +83,12 @@ pub(crate) enum Kind {
     /// asker's window u64 (the bytes of items it takes before its first
     /// credit); payload is the request.
     Stream = 19,
+    /// A `Request` with its asker's trace context after id and tag (`trace.rs`).
+    TracedRequest = 24,
 }
+
+/// Bytes of a traced request's context, after its id and tag (`trace.rs`).
+pub(crate) const CONTEXT_LEN: usize = 16 + 8 + 1;
 
 /// The hello's flag saying that a `Data` message follows the hellos.
 pub(crate) const HELLO_DATA_FOLLOWS: u8 = 1;
@@ -110,6 +115,7 @@ impl Kind {
             17 => Kind::End,
             18 => Kind::Credit,
             19 => Kind::Stream,
+            24 => Kind::TracedRequest,
             _ => return None,
         })
     }
@@ -136,6 +142,7 @@ impl Kind {
             Kind::End => "stream end",
             Kind::Credit => "stream credit",
             Kind::Stream => "stream request",
+            Kind::TracedRequest => "traced request",
         }
     }
 
@@ -145,6 +152,7 @@ impl Kind {
             Kind::Hello => 4 + 4 + 8 + 4,
             Kind::Stream => 8 + 8 + 8,
             Kind::Request | Kind::Credit => 8 + 8,
+            Kind::TracedRequest => 8 + 8 + CONTEXT_LEN,
             Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Data | Kind::Item | Kind::End => 8,
             Kind::Post
             | Kind::Error
@@ -246,7 +254,7 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
     buf.put_u8(header.kind as u8);
     buf.put_u8(header.nfds);
     match header.kind {
-        Kind::Request => {
+        Kind::Request | Kind::TracedRequest => {
             buf.put_u64_le(header.id);
             buf.put_u64_le(header.tag);
         }
@@ -321,7 +329,7 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     }
     let (fields, payload) = rest.split_at(fixed);
     let (id, tag, credit) = match kind {
-        Kind::Request => (le_u64(&fields[..8]), le_u64(&fields[8..16]), 0),
+        Kind::Request | Kind::TracedRequest => (le_u64(&fields[..8]), le_u64(&fields[8..16]), 0),
         Kind::Stream => (le_u64(&fields[..8]), le_u64(&fields[8..16]), le_u64(&fields[16..24])),
         Kind::Credit => (le_u64(&fields[..8]), 0, le_u64(&fields[8..16])),
         Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Item | Kind::End => {

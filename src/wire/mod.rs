@@ -13,6 +13,7 @@
 //! encode     a whole message made: its envelope, then its payload, checked
 //! outbox     messages waiting to be written, and writer, the task that
 //!            drains them into the WebSocket
+//! trace      the trace context a traced request carries (W3C-shaped ids)
 //! tls        certificates, and the worker's handshake, for remote workers
 //!            (the `tls` feature)
 //! ```
@@ -25,6 +26,7 @@ pub(crate) mod shared;
 pub(crate) mod stream;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
+pub(crate) mod trace;
 pub(crate) mod writer;
 pub(crate) mod ws;
 pub(crate) mod wsframe;

@@ -67,7 +67,7 @@ impl Outgoing {
         }
     }
 
-    fn is_post(&self) -> bool {
+    pub(crate) fn is_post(&self) -> bool {
         self.kind() == Some(Kind::Post as u8)
     }
 

@@ -14,7 +14,7 @@ use super::envelope::{
 use super::outbox::{Outbox, Outgoing};
 use super::stream::ledger::Fate;
 use super::stream::queues::{FdQueues, MAX_FDS_PER_SEND};
-use super::ws::sink::{SinkHalf, WRITTEN_WHOLE, WRITTEN_WHOLE_MAX};
+use super::ws::sink::{SinkHalf, WRITTEN_WHOLE};
 use crate::error::WireError;
 
 /// The writing half.
@@ -299,7 +299,7 @@ impl Writer {
             // buffer let go at once was the allocator's next one, warm.
             // Now the copy costs more than it saved: `bulk_1mib`, runs
             // alternated, 2.2-2.8 -> 2.4-3.2 GB/s.)
-            if (WRITTEN_WHOLE..=WRITTEN_WHOLE_MAX).contains(&bytes.len()) {
+            if bytes.len() >= WRITTEN_WHOLE {
                 self.sink.feed_whole(bytes).await?;
             } else {
                 self.sink.feed(bytes).await?;

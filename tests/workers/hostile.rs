@@ -37,7 +37,7 @@ pub fn trials() -> Vec<Trial> {
 /// Reads the parent's hello and answers with the same fields (so the
 /// fingerprint matches), or with `version` when given; the pid is ours, or
 /// `pid` when given.
-fn handshake(sock: &mut UnixStream, version: Option<u32>, pid: Option<u32>) {
+pub fn handshake(sock: &mut UnixStream, version: Option<u32>, pid: Option<u32>) {
     let mut head = [0u8; 2];
     sock.read_exact(&mut head).unwrap();
     let mut hello = vec![0u8; usize::from(head[1] & 0x7f)];

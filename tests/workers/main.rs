@@ -62,6 +62,7 @@ macro_rules! modules {
 modules![
     basics: trials roles,
     bounds: trials,
+    channels: trials roles,
     cluster: trials,
     conformance: trials,
     data: trials,
@@ -86,10 +87,12 @@ modules![
     stream: trials,
     streams: trials,
     supervise: trials roles,
+    trace: trials,
 ];
 
 /// Functions that take no arguments and are not tests.
-const NOT_TESTS: &[&str] = &["trials", "roles", "run_if_raw_worker", "run_if_launcher"];
+const NOT_TESTS: &[&str] =
+    &["trials", "roles", "run_if_raw_worker", "run_if_raw_streamer", "run_if_launcher"];
 
 /// The tests written in `sources` (`(module, source)`: each `pub fn
 /// name() {`) that `listed` does not name: written, but never run.
@@ -154,9 +157,13 @@ fn main() {
     #[cfg(feature = "tcp")]
     common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
+    trace::run_if_raw_worker();
     hostile_streams::run_if_raw_streamer();
     remote::run_if_launcher();
     quiet_worker_panics();
+    // A worker records its spans when its test asks (as an application
+    // installs its subscriber: before the worker runs).
+    common::install_if_asked();
     actix_webworker::run_if_worker(common::entries());
 
     let args = Arguments::from_args();

@@ -2,7 +2,7 @@
 //! anything is queued, and the arena's buffers reused, spilled and let go.
 
 use super::*;
-use envelope::Kind;
+use crate::wire::envelope::{self, Kind};
 
 fn post(data: &impl Serialize) -> Bytes {
     encode(Codec::Bincode, Header::post(0).unwrap(), data, 1 << 20).unwrap()

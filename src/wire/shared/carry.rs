@@ -2,7 +2,10 @@
 //! message is encoded with its buffers' descriptors collected on the side
 //! ([`collecting`]), to travel with it, and decoded with the descriptors it
 //! came with there for its buffers to take ([`providing`]); elsewhere a
-//! buffer is written inline, as bytes.
+//! buffer is written inline, as bytes. Other values that can only travel
+//! as a descriptor (a channel's end, `channel/end.rs`) go the same way
+//! ([`send_descriptor`], [`take_descriptor`]), and are refused where the
+//! peer takes none.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -72,15 +75,20 @@ thread_local! {
 }
 
 /// Runs `trace` with buffers read by descriptor, outside any message, as
-/// empty ones: the shape's tracing makes up such values.
+/// empty ones: the shape's tracing makes up such values. A shape may be
+/// traced in the middle of a message's decoding (a channel's end checks
+/// its type's): the message's descriptors are put aside meanwhile.
 pub(crate) fn tracing<R>(trace: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+    struct Restore(bool, Option<Incoming>);
     impl Drop for Restore {
         fn drop(&mut self) {
             TRACING.with(|t| t.set(self.0));
+            let aside = self.1.take();
+            INCOMING.with(|i| *i.borrow_mut() = aside);
         }
     }
-    let _restore = Restore(TRACING.with(|t| t.replace(true)));
+    let aside = INCOMING.with(|i| i.borrow_mut().take());
+    let _restore = Restore(TRACING.with(|t| t.replace(true)), aside);
     trace()
 }
 
@@ -139,6 +147,86 @@ pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
         Some(why) if result.is_err() => (Err(WireError::SharedBuffer { why }), rest, taken),
         _ => (result, rest, taken),
     }
+}
+
+thread_local! {
+    /// A value that can only travel as a descriptor was written for a
+    /// peer that takes none (see [`send_descriptor`]).
+    static REFUSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sends a duplicate of `fd` with the message being encoded: its index
+/// among the message's descriptors. Where the peer takes no descriptors
+/// (a remote worker), or outside an encoding, an error; the encoder then
+/// refuses the message with `WorkerError::NoDescriptors` (see
+/// [`take_refused`]).
+pub(crate) fn send_descriptor(fd: std::os::fd::BorrowedFd<'_>) -> Result<u32, String> {
+    let sent = OUTGOING.with(|o| {
+        let mut fds = o.take()?;
+        let index = fd.try_clone_to_owned().map(|fd| {
+            fds.push(fd);
+            fds.len() - 1
+        });
+        o.set(Some(fds));
+        Some(index)
+    });
+    match sent {
+        Some(Ok(index)) => u32::try_from(index).map_err(|e| e.to_string()),
+        Some(Err(e)) => Err(format!("a descriptor cannot be duplicated: {e}")),
+        None => {
+            REFUSED.with(|r| r.set(true));
+            Err("a descriptor cannot cross to a peer that takes none".into())
+        }
+    }
+}
+
+/// Whether the last encoding on this thread failed for a value that could
+/// only travel as a descriptor; the flag is cleared.
+pub(crate) fn take_refused() -> bool {
+    REFUSED.with(|r| r.replace(false))
+}
+
+/// Descriptor `index` of the message being decoded, taken (counted among
+/// what the message holds). Outside a message's decoding: an error, or
+/// `Ok(None)` while a type's shape is traced.
+pub(crate) fn take_descriptor(index: usize) -> Result<Option<OwnedFd>, String> {
+    INCOMING.with(|i| {
+        let mut i = i.borrow_mut();
+        let Some(incoming) = i.as_mut() else {
+            if TRACING.with(Cell::get) {
+                return Ok(None);
+            }
+            return Err(format!("descriptor {index} claimed by a message that came with none"));
+        };
+        match incoming.fds.get_mut(index).and_then(Option::take) {
+            None => {
+                let why = format!("descriptor {index} of the message is missing or taken");
+                incoming.refused.get_or_insert_with(|| why.clone());
+                Err(why)
+            }
+            Some(fd) => {
+                incoming.taken.fds += 1;
+                Ok(Some(fd))
+            }
+        }
+    })
+}
+
+/// Values that travel as descriptors may exist from now on: encoding must
+/// look out for them (see [`collecting`]).
+pub(crate) fn descriptors_in_values() {
+    EVER.store(true, Ordering::Relaxed);
+}
+
+/// What a channel's end writes in a payload (`channel/end.rs`): a real
+/// enum, so that the shape's tracing sees it (`session/shape.rs` traces it
+/// whole, as it does [`SharedBytes`]).
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "ChannelEnd")]
+pub(crate) enum EndOnWire {
+    /// (its descriptor's index among the message's, whether it speaks
+    /// first, the fingerprint of its channel).
+    Descriptor((u32, bool, u64)),
 }
 
 pub(super) const NAME: &str = "SharedBytes";

@@ -14,6 +14,7 @@ use crate::protocol::Codec;
 use crate::wire::codec;
 use crate::wire::envelope::{self, Header, Kind, MAX_BATCH};
 use crate::wire::stream::queues::FdQueues;
+use crate::wire::trace::{context_bytes, TraceContext};
 
 /// A received message: its header, its payload and its descriptors.
 pub(crate) struct Inbound {
@@ -31,6 +32,12 @@ pub(crate) struct Inbound {
 impl Inbound {
     pub(crate) fn payload(&self) -> &[u8] {
         &self.bytes[self.offset..]
+    }
+
+    /// The trace context of a traced request, checked; `None` for any
+    /// other message.
+    pub(crate) fn trace_context(&self) -> Option<Result<TraceContext, WireError>> {
+        context_bytes(&self.bytes[..self.offset]).map(TraceContext::from_bytes)
     }
 
     /// Its payload decoded (one without shared buffers: see

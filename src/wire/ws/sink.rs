@@ -25,12 +25,6 @@ type Ws = WebSocketStream<FdStream>;
 /// copied into tungstenite's (see [`SinkHalf::feed_whole`]).
 pub(crate) const WRITTEN_WHOLE: usize = 64 << 10;
 
-/// Up to this size: a larger message held until written would make the
-/// sender fault in fresh pages for the next one, where copied and let go
-/// at once its buffer serves the next (16 MiB messages: 1.17 GiB/s copied,
-/// 0.75 written whole).
-pub(crate) const WRITTEN_WHOLE_MAX: usize = 4 << 20;
-
 /// A failure of the writing half (tungstenite's): the connection's.
 fn ws_error(e: WsError) -> WireError {
     WireError::Transport(e.to_string())

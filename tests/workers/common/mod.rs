@@ -11,6 +11,7 @@ pub mod kubectl;
 mod os;
 #[cfg(feature = "tcp")]
 pub mod slurm;
+mod spans;
 mod worker;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use self::events::*;
 pub use self::os::*;
+pub use self::spans::*;
 pub use self::worker::*;
 
 /// How long any one wait may take before the test fails.

@@ -609,5 +609,6 @@ pub fn entries() -> Vec<Entry> {
     entries.extend(crate::declared::entries());
     entries.extend(crate::data::entries());
     entries.extend(crate::streams::entries());
+    entries.extend(crate::channels::entries());
     entries
 }

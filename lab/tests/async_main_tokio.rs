@@ -2,7 +2,7 @@
 //! parent's actix System cannot run inside tokio's runtime: it gets a
 //! thread of its own.
 
-#[path = "async_main/common.rs"]
+#[path = "../../tests/async_main/common.rs"]
 mod common;
 
 #[tokio::main]

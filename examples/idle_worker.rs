@@ -1,0 +1,84 @@
+//! What an idle worker weighs: starts one, waits until it answers, lets it
+//! settle, and prints its resident size (RSS) and its proportional share
+//! (PSS, shared pages divided among the processes that map them), from
+//! `/proc/<pid>/smaps_rollup`, then terminates it.
+//!
+//! `cargo run --release --example idle_worker` measures the crate with its
+//! default features, as an app that depends on it builds it (the
+//! throughput probe in `lab/` builds it with `tls`, and runs this binary
+//! for its `idle_worker_rss` row when it has been built).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_webworker::{
+    run_if_worker, Entry, Event, Join, NoPosts, Parent, Protocol, Requests, Worker, WorkerActor,
+    WorkerAddrExt,
+};
+use serde::{Deserialize, Serialize};
+
+/// Asked once the worker is up: the answer says it serves.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Ping(u64);
+
+struct Idle;
+
+impl Protocol for Idle {
+    type ToWorker = NoPosts;
+    type FromWorker = ();
+}
+
+struct IdleWorker;
+
+impl Actor for IdleWorker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for IdleWorker {
+    type Result = u64;
+
+    fn handle(&mut self, Ping(n): Ping, _: &mut Context<Self>) -> u64 {
+        n
+    }
+}
+
+impl WorkerActor for IdleWorker {
+    type Protocol = Idle;
+
+    fn requests(requests: &mut Requests<Self>) {
+        requests.answer::<Ping>();
+    }
+}
+actix_webworker::no_posts!(IdleWorker);
+
+/// A field of `/proc/<pid>/smaps_rollup`, in MiB.
+fn field(pid: u32, name: &str) -> f64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[actix::main]
+async fn main() {
+    run_if_worker([Entry::new("idle", |_: Parent<Idle>| IdleWorker)]);
+    let (worker, mut events) =
+        Worker::<Idle>::builder().entry("idle").start_with_events().expect("the worker starts");
+    let pid = loop {
+        let event = events.next().await.expect("events");
+        if let Event::Online = event.kind {
+            break event.pid;
+        }
+    };
+    assert_eq!(worker.ask(Ping(7)).await.expect("an answer"), 7);
+    // Settled: nothing arrives, its runtime waits in epoll.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (rss, pss) = (field(pid, "Rss:"), field(pid, "Pss:"));
+    let anon = field(pid, "Anonymous:");
+    println!("idle worker {pid}: rss={rss:.3} MiB pss={pss:.3} MiB anonymous={anon:.3} MiB");
+    worker.terminate();
+    let _ = worker.send(Join).await;
+}

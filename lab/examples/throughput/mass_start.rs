@@ -1,0 +1,98 @@
+//! `mass_start_late_ms`: how late the parent's event loop runs while 64
+//! workers start at once.
+//!
+//! A 1 ms ticker on the loop's thread notes how late each of its wake-ups
+//! comes; 64 `start()` calls are made together and the row is the worst
+//! lateness until all 64 have answered a ping (ms; baseline: the worst
+//! lateness of the same ticker over the same time with nothing starting).
+//! `mass_start_late_ms_second`: a second round of 64, the first still up.
+//!
+//! Measured in a process of its own (this executable again): what a first
+//! mass start costs depends on what the process did before (how far its
+//! descriptor table has grown), and the other rows start many workers.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_webworker::{Worker, WorkerAddrExt};
+
+use super::{stop, Bench, Ping};
+
+/// Set in the process that measures.
+const FRESH_ENV: &str = "THROUGHPUT_MASS_START";
+
+const STARTS: usize = 64;
+
+/// The rows, `(name, ours, baseline)` in ms: measured in a fresh process
+/// unless this is it.
+pub async fn rows() -> Vec<(&'static str, f64, f64)> {
+    if std::env::var_os(FRESH_ENV).is_some() {
+        return measure().await;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("=mass_start_late_ms")
+        .env(FRESH_ENV, "1")
+        .output()
+        .expect("the fresh run");
+    assert!(out.status.success(), "the fresh run failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    ["mass_start_late_ms", "mass_start_late_ms_second"]
+        .into_iter()
+        .map(|name| {
+            let prefix = format!("{name}: ");
+            let row = text.lines().find_map(|l| l.strip_prefix(&prefix)).expect("its row");
+            let field = |f: &str| -> f64 {
+                let at = row.find(f).expect("field") + f.len();
+                row[at..].split_whitespace().next().unwrap().parse().unwrap()
+            };
+            (name, field("ours="), field("baseline="))
+        })
+        .collect()
+}
+
+/// The worst lateness of a 1 ms ticker on this thread while `work` runs.
+async fn worst_lateness<T>(work: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let worst = Rc::new(Cell::new(Duration::ZERO));
+    let ticker = {
+        let worst = worst.clone();
+        actix::spawn(async move {
+            loop {
+                let due = Instant::now() + Duration::from_millis(1);
+                tokio::time::sleep_until(due.into()).await;
+                worst.set(worst.get().max(Instant::now().saturating_duration_since(due)));
+            }
+        })
+    };
+    // The ticker's first tick, so that it runs before the work begins.
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    worst.set(Duration::ZERO);
+    let out = work.await;
+    ticker.abort();
+    (out, worst.get())
+}
+
+async fn round() -> (Vec<Addr<Worker<Bench>>>, Duration) {
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..STARTS)
+        .map(|_| Worker::<Bench>::builder().entry("sink").start().expect("worker starts"))
+        .collect();
+    futures_util::future::join_all(workers.iter().map(|w| w.ask(Ping(0)))).await;
+    (workers, t0.elapsed())
+}
+
+async fn measure() -> Vec<(&'static str, f64, f64)> {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ((first, took), late) = worst_lateness(round()).await;
+    // The baseline: the ticker alone, as long as the first round took.
+    let ((), idle) = worst_lateness(tokio::time::sleep(took)).await;
+    let ((second, _), late_second) = worst_lateness(round()).await;
+    for w in first.into_iter().chain(second) {
+        stop(w).await;
+    }
+    vec![
+        ("mass_start_late_ms", ms(late), ms(idle)),
+        ("mass_start_late_ms_second", ms(late_second), ms(idle)),
+    ]
+}

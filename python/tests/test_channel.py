@@ -1,0 +1,121 @@
+"""Channel ends (PROTOCOL.md, section 10): two Python ends over a
+socketpair, each run as a worker would run it; and hand-written bytes
+where an end expects a hello."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from typing import List, Optional, Tuple
+
+import pytest
+
+from actix_webworker import Channel, take_channel
+from actix_webworker import _envelope as env
+from actix_webworker._frames import frame
+
+FP = 0x1234_5678_9ABC_DEF0
+
+
+def pair() -> Tuple[Channel, Channel]:
+    """Both ends of a new channel, their hellos done (the second one's on a
+    thread: each waits for the other)."""
+    a, b = socket.socketpair()
+    second: List[Channel] = []
+    t = threading.Thread(target=lambda: second.append(Channel(b.detach(), False, FP)))
+    t.start()
+    first = Channel(a.detach(), True, FP)
+    t.join(10)
+    return first, second[0]
+
+
+def test_posts_go_both_ways_in_order_with_descriptors() -> None:
+    one, two = pair()
+    r, w = os.pipe()
+    os.write(w, b"through the channel")
+    os.close(w)
+    for n in range(100):
+        one.post({"n": n}, [r] if n == 50 else [])
+    os.close(r)
+    for n in range(100):
+        got = two.recv()
+        assert got is not None
+        value, fds = got
+        assert value == {"n": n}
+        if n == 50:
+            assert len(fds) == 1
+            assert os.read(fds[0], 100) == b"through the channel"
+            os.close(fds[0])
+        else:
+            assert fds == []
+    two.post("back")
+    assert one.recv() == ("back", [])
+    assert (one.sent, two.received) == (100, 100)
+
+
+def test_a_close_is_told_to_the_other_end_after_what_was_posted() -> None:
+    one, two = pair()
+    one.post(1)
+    closing = threading.Thread(target=one.close)
+    closing.start()
+    assert two.recv() == (1, [])
+    assert two.recv() is None
+    closing.join(10)
+    assert (one.why, two.why) == ("Closed", "PeerClosed")
+
+
+def test_an_end_whose_process_went_is_told() -> None:
+    one, two = pair()
+    one.conn.sock.close()
+    assert two.recv() is None
+    assert two.why == "PeerGone"
+
+
+def test_an_end_is_taken_from_a_payload_by_its_index() -> None:
+    a, b = socket.socketpair()
+    other = os.open("/dev/null", os.O_RDONLY)
+    fds = [b.detach(), other]
+    result: List[Optional[Channel]] = [None]
+    t = threading.Thread(target=lambda: result.__setitem__(0, Channel(a.detach(), True, FP)))
+    t.start()
+    end = take_channel({"Descriptor": [0, False, FP]}, fds)
+    t.join(10)
+    assert result[0] is not None
+    assert fds[1] == other, "the message's own descriptor stays the caller's"
+    os.close(other)
+    end.post("hi")
+    assert result[0].recv() == ("hi", [])
+    for bad in ({"Descriptor": [5, True, FP]}, {"Other": 1}, {"Descriptor": [0xFFFFFFFF, True, 0]}):
+        with pytest.raises(env.ProtocolError):
+            take_channel(bad, [])
+
+
+def hello_of(version: int, fingerprint: int, codec: int) -> bytes:
+    fields = env.MAGIC + struct.pack("<IQI", version, fingerprint, 1) + bytes([codec, 0])
+    return frame(env.envelope(env.HELLO, 0, fields))
+
+
+@pytest.mark.parametrize(
+    "first_bytes, why",
+    [
+        (frame(b"\xde\xad\xbe\xef"), "not a hello"),
+        (hello_of(env.PROTOCOL_VERSION, FP + 1, env.CODEC_JSON), "fingerprint"),
+        (hello_of(env.PROTOCOL_VERSION, FP, env.CODEC_BINCODE), "not JSON"),
+        (hello_of(999, FP, env.CODEC_JSON), "version 999"),
+    ],
+)
+def test_a_wrong_hello_is_refused_naming_what_is_wrong(first_bytes: bytes, why: str) -> None:
+    a, b = socket.socketpair()
+    a.sendall(first_bytes)
+    with pytest.raises(env.ProtocolError, match=why):
+        Channel(b.detach(), False, FP)
+    a.close()
+
+
+def test_a_kind_no_channel_carries_is_refused() -> None:
+    one, two = pair()
+    one.conn.send(env.envelope(env.PING))
+    with pytest.raises(env.ProtocolError, match="kind 13"):
+        two.recv()

@@ -1,0 +1,150 @@
+//! Two ends of a channel in one process, each opened by an actor: what a
+//! channel does without a child process (the real processes are in
+//! `tests/workers/channels.rs`).
+
+use std::time::Duration;
+
+use actix::{Actor, Addr, Context, Handler, Message};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::{ChannelEvent, ChannelOptions, CloseReason, MessageChannel};
+use crate::error::{WireError, WorkerError};
+use crate::protocol::Codec;
+
+/// Forwards what its end receives; answers `Double`.
+struct Collect(UnboundedSender<ChannelEvent<u64>>);
+
+impl Actor for Collect {
+    type Context = Context<Self>;
+}
+
+impl Handler<ChannelEvent<u64>> for Collect {
+    type Result = ();
+
+    fn handle(&mut self, event: ChannelEvent<u64>, _: &mut Context<Self>) {
+        let _ = self.0.send(event);
+    }
+}
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Double(u64);
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Nobody(u64);
+
+impl Handler<Double> for Collect {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Double, _: &mut Context<Self>) -> u64 {
+        msg.0 * 2
+    }
+}
+
+fn collector() -> (Addr<Collect>, UnboundedReceiver<ChannelEvent<u64>>) {
+    let (tx, rx) = unbounded_channel();
+    (Collect(tx).start(), rx)
+}
+
+async fn next(rx: &mut UnboundedReceiver<ChannelEvent<u64>>) -> ChannelEvent<u64> {
+    let got = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+    got.expect("an event in time").expect("an event")
+}
+
+async fn closed(rx: &mut UnboundedReceiver<ChannelEvent<u64>>) -> super::ChannelClosed {
+    loop {
+        if let ChannelEvent::Closed(closed) = next(rx).await {
+            return closed;
+        }
+    }
+}
+
+#[test]
+fn posts_asks_and_a_close_with_its_account_both_ways() {
+    actix::System::new().block_on(async {
+        let (one, two) = MessageChannel::<u64, u64>::new().unwrap();
+        let ((a, mut a_rx), (b, mut b_rx)) = (collector(), collector());
+        let one = one.open(a);
+        let two = two.opening(b).answer::<Double>().open();
+        for n in 0..4096 {
+            one.post(n).unwrap();
+        }
+        // Nothing written yet (the end's task has not run): the queue's
+        // bound refuses one more, and it is not counted as sent.
+        assert_eq!(one.post(4096), Err(WorkerError::QueueFull { limit: 4096 }));
+        two.post(7).unwrap();
+        for n in 0..4096 {
+            match next(&mut b_rx).await {
+                ChannelEvent::Message(msg) => assert_eq!(msg.data, n),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(one.ask(Double(21)).await, Ok(42));
+        let unanswered = two.ask(Nobody(1)).await;
+        assert!(matches!(unanswered, Err(WorkerError::Unhandled(_))), "{unanswered:?}");
+        one.close();
+        let (a_closed, b_closed) = (closed(&mut a_rx).await, closed(&mut b_rx).await);
+        assert_eq!(a_closed.why, CloseReason::Closed);
+        assert_eq!((a_closed.sent, a_closed.delivered(), a_closed.received), (4096, 4096, 1));
+        assert_eq!(b_closed.why, CloseReason::PeerClosed);
+        assert_eq!((b_closed.sent, b_closed.delivered(), b_closed.received), (1, 1, 4096));
+        assert_eq!(one.post(1), Err(WorkerError::Disconnected));
+        assert_eq!(two.post(1), Err(WorkerError::Disconnected));
+    });
+}
+
+#[test]
+fn ends_of_other_codecs_refuse_each_other_and_count_what_never_went() {
+    actix::System::new().block_on(async {
+        let (one, two) = MessageChannel::<u64, u64>::new().unwrap();
+        let ((a, mut a_rx), (b, mut b_rx)) = (collector(), collector());
+        let json = ChannelOptions::default().codec(Codec::Json);
+        let one = one.opening(a).options(json).open();
+        two.open(b);
+        one.post(1).unwrap();
+        let a_closed = closed(&mut a_rx).await;
+        let b_closed = closed(&mut b_rx).await;
+        // The second end takes the first's codec and finds it is not its own.
+        let mismatch = WireError::CodecMismatch { ours: Codec::Bincode, theirs: Codec::Json };
+        assert_eq!(b_closed.why, CloseReason::Refused(mismatch));
+        // The first end sees the second go before anything was read.
+        assert!(matches!(a_closed.why, CloseReason::PeerGone), "{a_closed:?}");
+        assert_eq!(a_closed.sent, 1);
+        assert_eq!(a_closed.unsent + a_closed.in_doubt, 1, "{a_closed:?}");
+    });
+}
+
+/// Stops at the first message.
+struct Stopper;
+
+impl Actor for Stopper {
+    type Context = Context<Self>;
+}
+
+impl Handler<ChannelEvent<u64>> for Stopper {
+    type Result = ();
+
+    fn handle(&mut self, _: ChannelEvent<u64>, ctx: &mut Context<Self>) {
+        use actix::ActorContext;
+        ctx.stop();
+    }
+}
+
+#[test]
+fn an_end_whose_actor_stopped_closes_and_the_other_is_told() {
+    actix::System::new().block_on(async {
+        let (one, two) = MessageChannel::<u64, u64>::new().unwrap();
+        let (a, mut a_rx) = collector();
+        let one = one.open(a);
+        two.open(Stopper.start());
+        // Its actor stops at the first; the end reads no further.
+        for n in 0..3 {
+            one.post(n).unwrap();
+        }
+        let closed = closed(&mut a_rx).await;
+        assert_eq!(closed.why, CloseReason::PeerGone);
+        assert_eq!(closed.sent, 3);
+    });
+}

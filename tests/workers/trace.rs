@@ -1,0 +1,456 @@
+//! One trace across processes: a request's span in the parent and its
+//! handling's span in the worker, joined by the trace context that travels
+//! with it (kind 24) while a subscriber wants the spans, and by nothing at
+//! all (a plain request) while none does. The parent records its spans
+//! with a test subscriber on the test's thread; each worker records its
+//! own in a file (`common/spans.rs`); the test joins the two.
+
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+
+use actix::prelude::*;
+use actix_webworker::{
+    Ask, Event, Port, RestartPolicy, WireError, Worker, WorkerAddrExt, WorkerPool,
+};
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        trace::a_workers_handling_span_joins_the_callers_span,
+        trace::through_a_pool_the_span_names_the_member_and_the_member_joins_it,
+        trace::a_worker_asking_its_parent_stays_in_the_trace,
+        trace::a_declared_request_through_a_port_is_joined_too,
+        trace::a_python_worker_answers_a_traced_request,
+        trace::with_no_subscriber_a_request_travels_as_before,
+        trace::a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on,
+        trace::a_traced_request_cut_short_is_a_typed_error,
+        trace::through_a_pool_member_and_a_channel_to_another_worker_one_trace,
+    ]
+}
+
+/// The one span named `name` whose `request` field ends with `request`.
+fn one<'a>(spans: &'a [SpanRec], name: &str, request: &str) -> &'a SpanRec {
+    let found: Vec<&SpanRec> =
+        spans.iter().filter(|s| s.name == name && s.field("request").ends_with(request)).collect();
+    assert_eq!(found.len(), 1, "one {name} of {request} in {spans:#?}");
+    found[0]
+}
+
+/// The span of id `id`.
+fn by_id(spans: &[SpanRec], id: Option<u64>) -> &SpanRec {
+    spans.iter().find(|s| Some(s.id) == id).unwrap_or_else(|| panic!("span {id:?} in {spans:#?}"))
+}
+
+/// Asserts that `answer` (a worker's) joins `ask` (the parent's): the same
+/// trace, the asking span its parent across the boundary.
+fn joined(ask: &SpanRec, answer: &SpanRec) {
+    assert_eq!(ask.field("trace_id").len(), 32, "{ask:?}");
+    assert_eq!(answer.field("trace_id"), ask.field("trace_id"), "{ask:?}\n{answer:?}");
+    assert_eq!(answer.field("parent_span_id"), ask.field("span_id"), "{ask:?}\n{answer:?}");
+    assert_ne!(answer.field("span_id"), ask.field("span_id"));
+}
+
+/// The spans of the parent and of each worker (by pid) of a test run
+/// by `test`, given the directory its workers write their spans to, with
+/// a recording subscriber on this thread.
+fn traced<F: std::future::Future<Output = ()>>(
+    name: &str,
+    test: impl FnOnce(std::path::PathBuf) -> F,
+) -> (Vec<SpanRec>, std::collections::BTreeMap<u32, Vec<SpanRec>>) {
+    let dir = trace_dir(name);
+    let (recorder, lines) = Recorder::in_memory();
+    let subscriber = tracing::subscriber::set_default(recorder);
+    run(test(dir.clone()));
+    drop(subscriber);
+    let (parent, workers) = (spans(&lines.lock().unwrap()), worker_spans(&dir));
+    (parent, workers)
+}
+
+pub fn a_workers_handling_span_joins_the_callers_span() {
+    let (parent, workers) = traced("joins", |dir| async move {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).name("summer").env(TRACE_DIR, &dir).start().unwrap();
+        let caller = tracing::info_span!("caller");
+        let asked = caller.in_scope(|| worker.ask(Sum(vec![1, 2, 3])));
+        assert_eq!(asked.await.unwrap(), 6);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    let ask = one(&parent, "ask", "::Sum");
+    assert_eq!(by_id(&parent, ask.parent).name, "caller");
+    assert_eq!(ask.field("worker"), "summer");
+    // The worker's span in the parent: name, entry, pid; the ask follows it.
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    assert_eq!((worker.field("name"), worker.field("entry")), ("summer", "test"));
+    assert_eq!(ask.follows, [worker.id]);
+    // In the worker: its runtime's span, and under it the handling's,
+    // joined to the parent's ask.
+    let pid: u32 = worker.field("pid").parse().unwrap();
+    let theirs = &workers[&pid];
+    let answer = one(theirs, "answer", "::Sum");
+    joined(ask, answer);
+    let runtime = by_id(theirs, answer.parent);
+    assert_eq!((runtime.name.as_str(), runtime.field("pid")), ("runtime", worker.field("pid")));
+    assert_eq!(runtime.field("entry"), "test");
+}
+
+pub fn through_a_pool_the_span_names_the_member_and_the_member_joins_it() {
+    let (parent, workers) = traced("pool", |dir| async move {
+        let (recipient, mut rx) = pool_events();
+        let pool = WorkerPool::<Test>::builder()
+            .entry("test")
+            .size(2)
+            .env(TRACE_DIR, &dir)
+            .restart(RestartPolicy::never())
+            .events(recipient)
+            .start()
+            .unwrap();
+        pool_online(&mut rx, 2).await;
+        let caller = tracing::info_span!("caller");
+        // Slow answers, so that both members take some.
+        let asks: Vec<_> = (0..4)
+            .map(|n| caller.in_scope(|| pool.send(Ask::new(SlowEcho { n, delay_ms: 200 }))))
+            .collect();
+        for (n, asked) in asks.into_iter().enumerate() {
+            assert_eq!(asked.await.unwrap().unwrap(), n as u64);
+        }
+        pool.terminate();
+    });
+    let asks: Vec<&SpanRec> = parent.iter().filter(|s| s.name == "ask").collect();
+    assert_eq!(asks.len(), 4, "{parent:#?}");
+    let mut members = std::collections::BTreeMap::new();
+    for ask in asks {
+        assert_eq!(by_id(&parent, ask.parent).name, "caller");
+        assert!(!ask.field("member").is_empty(), "which member: {ask:?}");
+        // Answered by one process: the one of the member it names.
+        let answered: Vec<(u32, &SpanRec)> = workers
+            .iter()
+            .flat_map(|(&pid, spans)| spans.iter().map(move |s| (pid, s)))
+            .filter(|(_, s)| s.name == "answer" && s.field("parent_span_id") == ask.field("span_id"))
+            .collect();
+        let [(pid, answer)] = answered[..] else {
+            panic!("one answer to {ask:?} in {workers:#?}");
+        };
+        joined(ask, answer);
+        assert_eq!(ask.field("pid"), pid.to_string(), "{ask:?}");
+        let member = members.entry(ask.field("member").to_owned()).or_insert(pid);
+        assert_eq!(*member, pid, "one member, one process");
+    }
+    assert_eq!(members.len(), 2, "both members took some: {members:?}");
+}
+
+/// Serves `GetConfig` in the parent.
+struct Config;
+
+impl Actor for Config {
+    type Context = Context<Self>;
+}
+
+impl Handler<GetConfig> for Config {
+    type Result = String;
+
+    fn handle(&mut self, msg: GetConfig, _: &mut Context<Self>) -> String {
+        format!("value of {}", msg.0)
+    }
+}
+
+pub fn a_worker_asking_its_parent_stays_in_the_trace() {
+    let (parent, workers) = traced("parent", |dir| async move {
+        let (rec, mut events) = events::<Test>();
+        let config = Config.start();
+        let builder = builder(rec).env(TRACE_DIR, &dir);
+        let worker = builder.serve(config.recipient::<GetConfig>()).start().unwrap();
+        let caller = tracing::info_span!("caller");
+        let asked = caller.in_scope(|| worker.ask(AskParent("colour".into())));
+        assert_eq!(asked.await.unwrap().unwrap(), "value of colour");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    // parent: ask(AskParent) -> worker: answer(AskParent) > ask(GetConfig)
+    // -> parent: answer(GetConfig), all one trace.
+    let first = one(&parent, "ask", "::AskParent");
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    let pid: u32 = worker.field("pid").parse().unwrap();
+    let theirs = &workers[&pid];
+    let handling = one(theirs, "answer", "::AskParent");
+    joined(first, handling);
+    let second = one(theirs, "ask", "::GetConfig");
+    assert_eq!(second.parent, Some(handling.id), "asked inside the handling's span");
+    let served = one(&parent, "answer", "::GetConfig");
+    joined(second, served);
+    assert_eq!(served.field("trace_id"), first.field("trace_id"), "one trace");
+    // The parent's handling span is under its worker's span.
+    assert_eq!(by_id(&parent, served.parent).name, "worker");
+}
+
+pub fn a_declared_request_through_a_port_is_joined_too() {
+    use crate::declared::{Calc, Mul};
+    let (parent, workers) = traced("port", |dir| async move {
+        let (rec, mut events) = events::<Calc>();
+        let builder = Worker::<Calc>::builder().entry("calculator").env(TRACE_DIR, &dir);
+        let worker = builder.restart(RestartPolicy::never()).events(rec).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        let caller = tracing::info_span!("caller");
+        // `Mul` is declared as "calc.mul": its tag is its wire name's.
+        let asked = caller.in_scope(|| port.ask(Mul(6, 7)));
+        assert_eq!(asked.await.unwrap(), 42);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    let ask = one(&parent, "ask", "::Mul");
+    assert_eq!(by_id(&parent, ask.parent).name, "caller");
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    let pid: u32 = worker.field("pid").parse().unwrap();
+    joined(ask, one(&workers[&pid], "answer", "::Mul"));
+}
+
+/// The Python worker of `python/` takes kind 24 from a Rust parent that
+/// traces (its own side records nothing: it has no `tracing`).
+pub fn a_python_worker_answers_a_traced_request() {
+    use crate::conformance::{have_python, python_worker, Conf, Mul};
+    if !have_python() {
+        return;
+    }
+    let (parent, _) = traced("python", |_| async move {
+        let (rec, mut events) = events::<Conf>();
+        let worker = python_worker::<Conf>().events(rec).start().unwrap();
+        assert_eq!(worker.ask(Mul(6, 7)).await.unwrap(), 42);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    // It went with a context: the ask span has the ids that travelled.
+    let ask = one(&parent, "ask", "::Mul");
+    assert_eq!((ask.field("trace_id").len(), ask.field("span_id").len()), (32, 16), "{ask:?}");
+}
+
+/// The kinds and lengths of the requests the raw worker `trace-raw-kinds`
+/// saw, as it posts them back: `Echo(kind)`, then `Echo(length)`.
+async fn kinds_seen(subscriber: bool) -> (u64, u64) {
+    let (recorder, _lines) = Recorder::in_memory();
+    let _subscriber = subscriber.then(|| tracing::subscriber::set_default(recorder));
+    let (rec, mut events) = events::<Test>();
+    let worker = builder(rec).entry("trace-raw-kinds").start().unwrap();
+    // Never answered: its kind and length are what counts.
+    worker.do_send(Ask::new(Sum(vec![1])));
+    let kind = events.message().await.data;
+    let len = events.message().await.data;
+    worker.terminate();
+    events.exit().await;
+    match (kind, len) {
+        (Reply::Echo(kind), Reply::Echo(len)) => (kind, len),
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn with_no_subscriber_a_request_travels_as_before() {
+    run(async {
+        // A plain request: kind 3, its 18-byte header and the 2 bytes of
+        // `Sum(vec![1])`.
+        assert_eq!(kinds_seen(false).await, (3, 20));
+        // With one: kind 24, and the 25 bytes of the context.
+        assert_eq!(kinds_seen(true).await, (24, 45));
+    });
+}
+
+pub fn a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let config = Config.start();
+        let builder = builder(rec).entry("trace-raw-bad-context");
+        let worker = builder.serve(config.recipient::<GetConfig>()).start().unwrap();
+        let mut got = Vec::new();
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::BadTraceContext(why)) => got.push(why.to_owned()),
+                // The raw worker got a failure (kind 5) for its request,
+                // then its next post came through.
+                Event::Message(m) if m.data == Reply::Echo(5) => got.push("failed".into()),
+                Event::Message(m) if m.data == Reply::Echo(7) => break,
+                Event::Exit(s) => panic!("exited ({s}): {got:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(got, ["a trace id of zeros", "failed"]);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+pub fn a_traced_request_cut_short_is_a_typed_error() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let _worker = builder(rec).entry("trace-raw-short").start().unwrap();
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::Truncated { needed: 43, got: 12 }) => break,
+                Event::WireError(e) => panic!("unexpected wire error {e:?}"),
+                Event::Exit(s) => panic!("exited ({s}) with no wire error"),
+                _ => {}
+            }
+        }
+        events.exit().await;
+    });
+}
+
+/// The messages in one WebSocket frame's payload (a batch's entries, or
+/// the message itself).
+fn messages(payload: &[u8]) -> Vec<Vec<u8>> {
+    if payload.first() != Some(&9) {
+        return vec![payload.to_vec()];
+    }
+    let (mut out, mut pos) = (Vec::new(), 2);
+    while pos + 4 <= payload.len() {
+        let len = u32::from_le_bytes(payload[pos..pos + 4].try_into().unwrap()) as usize;
+        out.push(payload[pos + 4..pos + 4 + len].to_vec());
+        pos += 4 + len;
+    }
+    out
+}
+
+/// The next WebSocket frame's payload from the parent (unmasked), or
+/// `None` at the end.
+fn read_frame(sock: &mut UnixStream) -> Option<Vec<u8>> {
+    let mut head = [0u8; 2];
+    sock.read_exact(&mut head).ok()?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            sock.read_exact(&mut b).ok()?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            sock.read_exact(&mut b).ok()?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    sock.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// A post of `Reply::Echo(n)`, n < 251 (bincode: variant 0, one byte).
+fn echo(n: u8) -> Vec<u8> {
+    ws_frame(2, &[2, 0, 0, n])
+}
+
+/// Runs a raw worker of this module when this process was started as one.
+pub fn run_if_raw_worker() {
+    let Ok(entry) = std::env::var("ACTIX_WEBWORKER_ENTRY") else { return };
+    let Some(scenario) = entry.strip_prefix("trace-raw-") else { return };
+    let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
+    // SAFETY: the parent gave us this socket.
+    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    crate::hostile::handshake(&mut sock, None, None);
+    match scenario {
+        "kinds" => {}
+        "bad-context" => {
+            // A traced `GetConfig("k")`, its trace id all zeros.
+            let mut request = vec![24, 0];
+            request.extend_from_slice(&1u64.to_le_bytes());
+            request.extend_from_slice(&tag_of(actix_webworker::request_name::<GetConfig>()));
+            request.extend_from_slice(&[0; 16]);
+            request.extend_from_slice(&[9; 8]);
+            request.extend_from_slice(&[1, 1, b'k']);
+            sock.write_all(&ws_frame(2, &request)).unwrap();
+        }
+        // Kind 24 with 10 of its 41 bytes of fields.
+        "short" => sock.write_all(&ws_frame(2, &[24, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])).unwrap(),
+        other => panic!("unknown raw scenario {other}"),
+    }
+    // Tells what it reads: each request's kind and length, each failure.
+    while let Some(payload) = read_frame(&mut sock) {
+        for msg in messages(&payload) {
+            let told = match msg.first() {
+                Some(&kind @ (3 | 24)) => vec![echo(kind), echo(msg.len() as u8)],
+                Some(5) if scenario == "bad-context" => vec![echo(5), echo(7)],
+                // Terminate: nothing to close.
+                Some(7) => std::process::exit(0),
+                _ => Vec::new(),
+            };
+            for frame in told {
+                sock.write_all(&frame).unwrap();
+            }
+        }
+    }
+    std::process::exit(0)
+}
+
+/// A request type's tag: FNV-1a of its wire name.
+fn tag_of(name: &str) -> [u8; 8] {
+    let mut fnv = 0xcbf2_9ce4_8422_2325_u64;
+    for b in name.bytes() {
+        fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    fnv.to_le_bytes()
+}
+
+/// caller → pool `ask(Relay)` → member `answer(Relay)` → its `ask(Double)`
+/// over a channel → the other worker's `answer(Double)`: one trace, each
+/// span joined to the one before across each boundary.
+pub fn through_a_pool_member_and_a_channel_to_another_worker_one_trace() {
+    use crate::channels::{Job, Piped, Plug, Relay};
+    let dir = trace_dir("channel");
+    let (recorder, lines) = Recorder::in_memory();
+    let _subscriber = tracing::subscriber::set_default(recorder);
+    run(async {
+        let (front, back) = actix_webworker::MessageChannel::new().unwrap();
+        // The far end: a worker that answers `Double` asked on its end.
+        let (rec, mut events) = events::<Piped>();
+        let echo = actix_webworker::Worker::<Piped>::builder()
+            .entry("stage")
+            .name("echo")
+            .env(TRACE_DIR, &dir)
+            .restart(RestartPolicy::never())
+            .events(rec)
+            .start()
+            .unwrap();
+        echo.post(Job::Echo { end: back });
+        // A pool of one: its member holds the near end (asks wait in the
+        // pool until it is up).
+        let pool = WorkerPool::<Piped>::builder()
+            .entry("stage")
+            .size(1)
+            .env(TRACE_DIR, &dir)
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        pool.send(Ask::new(Plug(front))).await.unwrap().unwrap();
+        let caller = tracing::info_span!("caller");
+        let asked = caller.in_scope(|| pool.send(Ask::new(Relay(21))));
+        assert_eq!(asked.await.unwrap().unwrap(), 42);
+        pool.terminate();
+        echo.terminate();
+        assert!(events.exit().await.success());
+    });
+    let parent = spans(&lines.lock().unwrap());
+    let ask = one(&parent, "ask", "::Relay");
+    assert_eq!(by_id(&parent, ask.parent).name, "caller");
+    assert!(!ask.field("member").is_empty(), "which member: {ask:?}");
+    let workers = worker_spans(&dir);
+    let all = || workers.iter().flat_map(|(&pid, spans)| spans.iter().map(move |s| (pid, s)));
+    // The member: its handling of Relay joins the pool's ask, and asks
+    // Double over the channel inside it.
+    let (member, relayed) = all()
+        .find(|(_, s)| s.name == "answer" && s.field("request").ends_with("::Relay"))
+        .expect("the member's handling of Relay");
+    joined(ask, relayed);
+    let theirs = &workers[&member];
+    let double = one(theirs, "ask", "::Double");
+    assert_eq!(double.parent, Some(relayed.id), "asked inside the handling's span");
+    // The far worker: its handling of Double, under its channel's span,
+    // joins the member's ask, in the same trace as the caller's.
+    let (far, doubled) = all()
+        .find(|(_, s)| s.name == "answer" && s.field("request").ends_with("::Double"))
+        .expect("the far worker's handling of Double");
+    assert_ne!(far, member, "another process");
+    joined(double, doubled);
+    assert_eq!(doubled.field("trace_id"), ask.field("trace_id"), "one trace");
+    let line = by_id(&workers[&far], doubled.parent);
+    assert_eq!(line.name, "channel", "{line:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
