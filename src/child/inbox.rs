@@ -161,6 +161,11 @@ pub(crate) fn handle_request<W, R>(
     if let Some(fut) =
         any.downcast_mut::<Option<ResponseActFuture<W, R::Answer>>>().and_then(Option::take)
     {
+        // Polled inside the span too.
+        let fut: ResponseActFuture<W, R::Answer> = match reply.take_scope() {
+            Some(scope) => Box::pin(InScope { scope, fut }),
+            None => fut,
+        };
         let spawned = Rc::new(Cell::new(None::<SpawnHandle>));
         {
             let (spawned, ctl) = (spawned.clone(), ctl.clone());
@@ -188,5 +193,27 @@ pub(crate) fn handle_request<W, R>(
             });
         }
         Err(oneshot::error::TryRecvError::Closed) => drop(reply),
+    }
+}
+
+/// An actor's future (a `ResponseActFuture`) polled inside the scope of
+/// the request it answers, as `Scope::wrap` does for a plain future.
+struct InScope<F> {
+    scope: Scope,
+    fut: F,
+}
+
+impl<W: Actor, F: ActorFuture<W> + Unpin> ActorFuture<W> for InScope<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut W,
+        ctx: &mut W::Context,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let _entered = this.scope.enter();
+        Pin::new(&mut this.fut).poll(act, ctx, task)
     }
 }

@@ -1,8 +1,9 @@
 //! Spans across the process boundary, for any session: the span of a
-//! request on the asking side ([`asking`], its context made by
-//! [`context_of`] to travel in the request's envelope), the span of its
-//! handling on the answering side ([`answering`], joined to the asker's
-//! by that context), and the [`Propagator`] an application installs to
+//! request on the asking side ([`ask`], which also makes the context that
+//! travels in the request's envelope), a child of the span current where
+//! the request was made ([`Caller`]); the span of its handling on the
+//! answering side ([`answering`], joined to the asker's by that context);
+//! and the [`Propagator`] an application installs to
 //! have its own trace ids travel (OpenTelemetry's, through
 //! `tracing-opentelemetry`) instead of the crate's.
 //!
@@ -206,6 +207,9 @@ pub(crate) fn runtime(entry: &str) -> Span {
 /// The span of one end of a channel (`channel/`), in the process that
 /// holds it: the parent of the spans of the requests it answers.
 pub(crate) fn channel(first: bool) -> Span {
+    if none_installed() {
+        return Span::none();
+    }
     let pid = std::process::id();
     tracing::info_span!(target: TARGET, "channel", first, pid)
 }

@@ -87,7 +87,7 @@ modules![
     stream: trials,
     streams: trials,
     supervise: trials roles,
-    trace: trials,
+    trace: trials roles,
 ];
 
 /// Functions that take no arguments and are not tests.

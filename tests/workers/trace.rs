@@ -11,19 +11,27 @@ use std::os::unix::net::UnixStream;
 
 use actix::prelude::*;
 use actix_webworker::{
-    Ask, Event, Port, RestartPolicy, WireError, Worker, WorkerAddrExt, WorkerPool,
+    Ask, Entry, Event, Parent, Port, Received, Requests, RestartPolicy, WireError, Worker,
+    WorkerActor, WorkerAddrExt, WorkerPool,
 };
+use serde::{Deserialize, Serialize};
 use libtest_mimic::Trial;
 
 use crate::common::*;
+
+pub fn roles() -> Vec<Trial> {
+    crate::inner![trace::propagated_role]
+}
 
 pub fn trials() -> Vec<Trial> {
     crate::trials![
         trace::a_workers_handling_span_joins_the_callers_span,
         trace::through_a_pool_the_span_names_the_member_and_the_member_joins_it,
         trace::a_worker_asking_its_parent_stays_in_the_trace,
+        trace::what_a_handlers_future_asks_later_stays_in_the_trace,
         trace::a_declared_request_through_a_port_is_joined_too,
         trace::a_python_worker_answers_a_traced_request,
+        trace::a_propagators_ids_travel_and_its_worker_attaches_to_them,
         trace::with_no_subscriber_a_request_travels_as_before,
         trace::a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on,
         trace::a_traced_request_cut_short_is_a_typed_error,
@@ -205,6 +213,134 @@ pub fn a_declared_request_through_a_port_is_joined_too() {
     let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
     let pid: u32 = worker.field("pid").parse().unwrap();
     joined(ask, one(&workers[&pid], "answer", "::Mul"));
+}
+
+/// Asked of the worker `trace-later`: it asks its parent `GetConfig(key)`
+/// from its handler's `ResponseFuture`, on a later poll.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "String")]
+pub struct AskLater(pub String);
+
+/// The same from a `ResponseActFuture`.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "String")]
+pub struct AskLaterInActor(pub String);
+
+/// The worker `trace-later`.
+pub struct Later {
+    parent: Parent<Test>,
+}
+
+impl Actor for Later {
+    type Context = Context<Self>;
+}
+
+impl Handler<Received<Cmd>> for Later {
+    type Result = ();
+
+    fn handle(&mut self, _: Received<Cmd>, _: &mut Context<Self>) {}
+}
+
+/// `GetConfig(key)` asked of the parent after a turn of the event loop.
+async fn ask_later(parent: Parent<Test>, key: String) -> String {
+    tokio::task::yield_now().await;
+    parent.ask(GetConfig(key)).await.unwrap_or_default()
+}
+
+impl Handler<AskLater> for Later {
+    type Result = ResponseFuture<String>;
+
+    fn handle(&mut self, msg: AskLater, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(ask_later(self.parent.clone(), msg.0))
+    }
+}
+
+impl Handler<AskLaterInActor> for Later {
+    type Result = ResponseActFuture<Self, String>;
+
+    fn handle(&mut self, msg: AskLaterInActor, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(actix::fut::wrap_future(ask_later(self.parent.clone(), msg.0)))
+    }
+}
+
+impl WorkerActor for Later {
+    type Protocol = Test;
+
+    fn requests(requests: &mut Requests<Self>) {
+        requests.answer::<AskLater>().answer::<AskLaterInActor>();
+    }
+}
+
+/// The worker entries of this module.
+pub fn entries() -> Vec<Entry> {
+    vec![Entry::new("trace-later", |parent| Later { parent })]
+}
+
+/// A handler's future (either kind) is polled inside its request's span:
+/// what it asks the parent on a later poll stays in the trace.
+pub fn what_a_handlers_future_asks_later_stays_in_the_trace() {
+    let (parent, workers) = traced("later", |dir| async move {
+        let (rec, mut events) = events::<Test>();
+        let config = Config.start();
+        let builder = builder(rec).entry("trace-later").env(TRACE_DIR, &dir);
+        let worker = builder.serve(config.recipient::<GetConfig>()).start().unwrap();
+        let caller = tracing::info_span!("caller");
+        let (future, in_actor) = caller.in_scope(|| {
+            (worker.ask(AskLater("a".into())), worker.ask(AskLaterInActor("b".into())))
+        });
+        assert_eq!(future.await.unwrap(), "value of a");
+        assert_eq!(in_actor.await.unwrap(), "value of b");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    let theirs = &workers[&worker.field("pid").parse().unwrap()];
+    for request in ["::AskLater", "::AskLaterInActor"] {
+        let first = one(&parent, "ask", request);
+        let handling = one(theirs, "answer", request);
+        joined(first, handling);
+        let asked: Vec<&SpanRec> = theirs.iter().filter(|s| s.parent == Some(handling.id)).collect();
+        let [second] = asked[..] else { panic!("{request}: one ask inside {handling:?}: {theirs:#?}") };
+        assert_eq!(second.name, "ask");
+        assert_eq!(second.field("trace_id"), first.field("trace_id"), "{request}: one trace");
+        let served = parent.iter().find(|s| s.field("parent_span_id") == second.field("span_id"));
+        joined(second, served.expect("the parent's answer to it"));
+    }
+}
+
+/// With a [`Propagator`](actix_webworker::Propagator) in both processes
+/// (a stand-in for OpenTelemetry's): its ids are what travels, and the
+/// worker's attaches the answering span to them. In a process of its own:
+/// a propagator is installed for good.
+pub fn a_propagators_ids_travel_and_its_worker_attaches_to_them() {
+    isolated("trace::propagated_role");
+}
+
+pub fn propagated_role() {
+    assert!(actix_webworker::set_propagator(Fixed), "the first propagator");
+    let mut attached = String::new();
+    let out = &mut attached;
+    let (parent, workers) = traced("propagated", |dir| async move {
+        let (rec, mut events) = events::<Test>();
+        let builder = builder(rec).env(TRACE_DIR, &dir).env(PROPAGATOR_ENV, "1");
+        let worker = builder.start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+        worker.terminate();
+        assert!(events.exit().await.success());
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "attached") {
+                *out += &std::fs::read_to_string(entry.path()).unwrap();
+            }
+        }
+    });
+    let fixed: String = FIXED_TRACE.iter().map(|b| format!("{b:02x}")).collect();
+    let ask = one(&parent, "ask", "::Sum");
+    assert_eq!(ask.field("trace_id"), fixed, "the propagator's ids, recorded");
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    let answer = one(&workers[&worker.field("pid").parse().unwrap()], "answer", "::Sum");
+    joined(ask, answer);
+    // The worker's propagator was handed exactly the context that came.
+    assert_eq!(attached, format!("{fixed} {}\n", ask.field("span_id")));
 }
 
 /// The Python worker of `python/` takes kind 24 from a Rust parent that

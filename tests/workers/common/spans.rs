@@ -20,6 +20,32 @@ use tracing_core::span::Current;
 /// process in this directory.
 pub const TRACE_DIR: &str = "AWW_TRACE_DIR";
 
+/// Set in a worker that installs [`Fixed`] as its propagator.
+pub const PROPAGATOR_ENV: &str = "AWW_TRACE_PROPAGATOR";
+
+/// The trace id [`Fixed`] gives every context.
+pub const FIXED_TRACE: [u8; 16] = *b"fixed-trace-id!!";
+
+/// A propagator that stands in for OpenTelemetry's: every ask's context
+/// is in the trace [`FIXED_TRACE`], with span ids counted from 1; every
+/// context attached to is written to `<pid>.attached` in [`TRACE_DIR`].
+pub struct Fixed;
+
+impl actix_webworker::Propagator for Fixed {
+    fn context(&self, _: &tracing::Span) -> Option<actix_webworker::TraceContext> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let span_id = NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+        Some(actix_webworker::TraceContext::new(FIXED_TRACE, span_id, 1))
+    }
+
+    fn attach(&self, _: &tracing::Span, cx: &actix_webworker::TraceContext) {
+        let Some(dir) = std::env::var_os(TRACE_DIR) else { return };
+        let path = Path::new(&dir).join(format!("{}.attached", std::process::id()));
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        writeln!(file, "{} {}", cx.trace_id_hex(), cx.span_id_hex()).unwrap();
+    }
+}
+
 /// One span as recorded.
 #[derive(Clone, Debug, Default)]
 pub struct SpanRec {
@@ -86,6 +112,9 @@ pub fn install_if_asked() {
     let sink = Sink::File(Mutex::new(file));
     let recorder = Recorder { next: AtomicU64::new(1), sink, metas: Default::default() };
     tracing::subscriber::set_global_default(recorder).expect("no subscriber yet");
+    if std::env::var_os(PROPAGATOR_ENV).is_some() {
+        assert!(actix_webworker::set_propagator(Fixed), "the first propagator");
+    }
 }
 
 /// A fresh directory for the workers' spans of one test.

@@ -610,5 +610,6 @@ pub fn entries() -> Vec<Entry> {
     entries.extend(crate::data::entries());
     entries.extend(crate::streams::entries());
     entries.extend(crate::channels::entries());
+    entries.extend(crate::trace::entries());
     entries
 }
