@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests, Worker,
-    WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
+    run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
+    Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use actix_webworker::{SharedBytes, SharedBytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -39,6 +39,14 @@ struct Count;
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "u64")]
 struct Ping(u64);
+
+/// `n` items of 64 B, streamed in answer.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Streamed<Item>")]
+struct Items(u64);
+
+#[derive(Serialize, Deserialize)]
+struct Item(#[serde(with = "serde_bytes")] Vec<u8>);
 
 /// How many primes are below `n`: a CPU-bound job (about 5 ms for
 /// [`JOB`]).
@@ -98,10 +106,19 @@ impl Handler<Ping> for Sink {
     }
 }
 
+impl Handler<Items> for Sink {
+    type Result = Streamed<Item>;
+
+    fn handle(&mut self, msg: Items, _: &mut Context<Self>) -> Streamed<Item> {
+        Streamed::iter((0..msg.0).map(|_| Item(vec![7; 64])))
+    }
+}
+
 impl WorkerActor for Sink {
     type Protocol = Bench;
     fn requests(requests: &mut Requests<Self>) {
         requests.answer::<Count>().answer::<Ping>().answer::<Primes>();
+        requests.stream::<Items>();
     }
 }
 
@@ -190,6 +207,21 @@ fn raw_stream(a: &mut UnixStream, total: usize, chunk: &[u8]) {
     }
 }
 
+/// `n` records of 64 B through a raw socketpair, in writes of 64 KiB.
+fn raw_batched(b: &mut criterion::Bencher, n: u64) {
+    let chunk = vec![7u8; 1024 * 64];
+    b.iter_custom(|iters| {
+        let (mut a, peer) = raw_peer(false);
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            raw_stream(&mut a, n as usize * 64, &chunk);
+        }
+        drop(a);
+        peer.join().unwrap();
+        t0.elapsed()
+    })
+}
+
 // ---- groups -----------------------------------------------------------------
 
 fn stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
@@ -202,19 +234,31 @@ fn stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
     g.bench_function("ours_port", |b| {
         b.iter(|| sys.block_on(post_through_port_and_count(&mut port, N, 64)))
     });
-    let chunk = vec![7u8; 1024 * 64];
-    g.bench_function("raw_socketpair_batched", |b| {
-        b.iter_custom(|iters| {
-            let (mut a, peer) = raw_peer(false);
-            let t0 = Instant::now();
-            for _ in 0..iters {
-                raw_stream(&mut a, N as usize * 64, &chunk);
-            }
-            drop(a);
-            peer.join().unwrap();
-            t0.elapsed()
-        })
-    });
+    g.bench_function("raw_socketpair_batched", |b| raw_batched(b, N));
+    g.finish();
+    sys.block_on(stop(worker));
+}
+
+/// Reads the `n` items of one streamed answer to their end.
+async fn read_stream(worker: &Addr<Worker<Bench>>, n: u64) {
+    let mut items = worker.send(AskStream::new(Items(n))).await.expect("mailbox");
+    let mut got = 0;
+    while let Some(item) = items.next().await {
+        std::hint::black_box(item.expect("an item"));
+        got += 1;
+    }
+    assert!(got == n && items.is_complete());
+}
+
+/// Items of 64 B streamed in answer to one request, against the raw
+/// socketpair's 64 B records of `stream_small`.
+fn stream_answer(c: &mut Criterion, sys: &mut SystemRunner) {
+    const N: u64 = 20_000;
+    let mut g = c.benchmark_group("stream_answer_items_64B");
+    g.throughput(Throughput::Elements(N));
+    let worker = sys.block_on(start());
+    g.bench_function("ours", |b| b.iter(|| sys.block_on(read_stream(&worker, N))));
+    g.bench_function("raw_socketpair_batched", |b| raw_batched(b, N));
     g.finish();
     sys.block_on(stop(worker));
 }
@@ -590,6 +634,7 @@ fn main() {
         .configure_from_args();
     let mut sys = System::new();
     stream_small(&mut c, &mut sys);
+    stream_answer(&mut c, &mut sys);
     channel_stream_small(&mut c, &mut sys);
     rtt(&mut c, &mut sys);
     pipelined(&mut c, &mut sys);

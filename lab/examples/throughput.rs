@@ -41,6 +41,9 @@
 //! - `bulk_1mib`, `bulk_16mib`: 1 MiB and 16 MiB posts, inline (a
 //!   `Vec<u8>` cloned for each), (GB/s; baseline: raw socketpair writes of
 //!   that size).
+//! - `stream_answer_items`: items of 64 B streamed in answer to one request
+//!   (`AskStream`, the default window), read by the parent (items/s;
+//!   baseline: the raw socketpair of `stream_small`).
 //! - `bulk_1mib_shared`, `bulk_16mib_shared`: the same sizes as
 //!   `SharedBytes`: one buffer, made once, in every message (as a model or
 //!   an image handed to a worker again and again); the worker reads a byte
@@ -89,8 +92,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests, Worker,
-    WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
+    run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
+    Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use actix_webworker::{Codec, SharedBytes, SharedBytesMut, Transport};
 use futures_util::future::BoxFuture;
@@ -116,6 +119,14 @@ struct Count;
 #[derive(Message, Serialize, Deserialize)]
 #[rtype(result = "u64")]
 struct Ping(u64);
+
+/// `n` items of 64 B, streamed.
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "Streamed<Item>")]
+struct Items(u64);
+
+#[derive(Serialize, Deserialize)]
+struct Item(#[serde(with = "serde_bytes")] Vec<u8>);
 
 /// How many primes are below `n` (trial division): a CPU-bound job.
 #[derive(Message, Serialize, Deserialize)]
@@ -184,11 +195,20 @@ impl Handler<Ping> for Sink {
     }
 }
 
+impl Handler<Items> for Sink {
+    type Result = Streamed<Item>;
+
+    fn handle(&mut self, msg: Items, _: &mut Context<Self>) -> Streamed<Item> {
+        Streamed::iter((0..msg.0).map(|_| Item(vec![7; SMALL])))
+    }
+}
+
 impl WorkerActor for Sink {
     type Protocol = Bench;
 
     fn requests(requests: &mut Requests<Self>) {
         requests.answer::<Count>().answer::<Ping>().answer::<Primes>();
+        requests.stream::<Items>();
     }
 }
 
@@ -821,6 +841,23 @@ async fn pool_overhead() -> (Duration, Duration) {
 }
 
 /// Runs the scenarios whose names contain the first argument (all without).
+/// [`STREAM_N`] items of 64 B in answer to one request, read as they come
+/// (items/s).
+async fn stream_answer_items() -> f64 {
+    let worker = start().await;
+    let t0 = Instant::now();
+    let mut items = worker.send(AskStream::new(Items(STREAM_N))).await.expect("mailbox");
+    let mut got = 0u64;
+    while let Some(item) = items.next().await {
+        std::hint::black_box(item.expect("an item"));
+        got += 1;
+    }
+    let rate = STREAM_N as f64 / t0.elapsed().as_secs_f64();
+    assert!(got == STREAM_N && items.is_complete());
+    stop(worker).await;
+    rate
+}
+
 async fn run() {
     let only = std::env::args().nth(1).unwrap_or_default();
     let wanted = |name: &str| match only.strip_prefix('=') {
@@ -830,6 +867,10 @@ async fn run() {
     if wanted("stream_small") {
         let ours = stream_small(false, Codec::Bincode, Transport::Local).await;
         line("stream_small", ours, stream_small_baseline(), "msg/s");
+    }
+    if wanted("stream_answer_items") {
+        let ours = stream_answer_items().await;
+        line("stream_answer_items", ours, stream_small_baseline(), "items/s");
     }
     if wanted("channel_stream_small") {
         // Against `stream_small` (the same posts, parent → worker) in this run.

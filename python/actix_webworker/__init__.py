@@ -34,6 +34,9 @@ What it does, as the Rust worker runtime does:
 - requests both ways: handlers answer the parent's by name, and
   `Parent.ask(name, value)` asks the parent (blocking; what arrives
   meanwhile is handled after the answer);
+- answers that stream: `run(..., streams={name: generator})` sends what
+  each generator yields as the parent's window allows, and closes it when
+  the parent cancels (`_streams`);
 - an exception in `on_message` is reported to the parent as an error
   event (message, file, line, traceback) and the worker goes on; one in a
   request handler fails that request only (`WorkerError::Panicked`), and
@@ -53,9 +56,9 @@ arrive as their JSON form with their descriptor among `fds`.
 The modules, from the socket up: `_frames` (WebSocket frames and
 descriptors), `_envelope` (message headers, batches, the hello),
 `_payload` (the JSON codec, error reports, request tags), `_worker`
-(`Worker`, `Parent`, the dispatch loop), `_start` (`run`: environment,
-connection, handshake, the end), `_channel` (`Channel`: an end of a
-channel between workers, received in a post).
+(`Worker`, `Parent`, the dispatch loop), `_streams` (streamed answers),
+`_start` (`run`: environment, connection, handshake, the end), `_channel`
+(`Channel`: an end of a channel between workers, received in a post).
 """
 
 from ._channel import Channel, take_channel

@@ -35,6 +35,11 @@ AUTH = 12
 PING = 13
 PONG = 14
 DATA = 15
+# Streamed answers (section 9).
+ITEM = 16
+END = 17
+CREDIT = 18
+STREAM = 19
 TRACED_REQUEST = 24
 
 # The hello's flags: bit 0, the worker's data follows the hellos.
@@ -111,6 +116,22 @@ def split_request(rest: bytes) -> Tuple[int, int, bytes]:
         raise ProtocolError("a request shorter than its id and tag")
     rid, tag = struct.unpack_from("<QQ", rest)
     return int(rid), int(tag), rest[16:]
+
+
+def split_stream(rest: bytes) -> Tuple[int, int, int, bytes]:
+    """A Stream request's id, tag, window and payload (section 9)."""
+    if len(rest) < 24:
+        raise ProtocolError("a stream request shorter than its id, tag and window")
+    rid, tag, window = struct.unpack_from("<QQQ", rest)
+    return int(rid), int(tag), int(window), rest[24:]
+
+
+def split_credit(rest: bytes) -> Tuple[int, int]:
+    """A Credit's stream id and bytes (section 9)."""
+    if len(rest) < 16:
+        raise ProtocolError("a credit shorter than its id and bytes")
+    rid, more = struct.unpack_from("<QQ", rest)
+    return int(rid), int(more)
 
 
 @dataclass(frozen=True)

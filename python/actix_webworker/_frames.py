@@ -11,6 +11,7 @@ that reads or writes the socket.
 from __future__ import annotations
 
 import array
+import select
 import socket
 import struct
 from typing import List, Optional, Sequence
@@ -144,6 +145,18 @@ class Connection:
             if fin:
                 return bytes(message)
             fragmented = True
+
+    def ready(self) -> bool:
+        """Whether something has come that has not been read: a look that
+        never blocks (a producer of a streamed answer looks between items
+        for a cancel)."""
+        if self.buf:
+            return True
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
 
     def take_fds(self, n: int) -> List[int]:
         """The first `n` descriptors received and not claimed yet: those

@@ -49,6 +49,7 @@ def run(
     answers: Optional[Mapping[str, Callable[[W, Json], Json]]] = None,
     entries: Optional[Iterable[str]] = None,
     fingerprint: Optional[int] = None,
+    streams: Optional[Mapping[str, Callable[[W, Json], Iterable[Json]]]] = None,
 ) -> NoReturn:
     """Runs this process as a worker of the parent that started it, and
     exits when the worker ends (with code 0 after a clean end).
@@ -65,6 +66,12 @@ def run(
       refuses an entry it does not have, and exits with code 64.
     - `fingerprint`: what to say in the hello (default: the parent's,
       echoed: the worker takes on reading and writing the parent's types).
+    - `streams`: the handlers of the parent's streamed requests
+      (`declare.stream::<Rows>().named("rows")` in Rust), by wire name.
+      Each is called with the worker and the request's value and returns
+      (or is a generator of) the items' values, sent as the parent's
+      window allows; a cancel from the parent closes it (PROTOCOL.md,
+      section 9).
 
     Exits with code 64 when not started by a parent (or by another
     process than the socket's maker), 74 when the connection cannot be
@@ -94,7 +101,7 @@ def run(
         _say(f"handshake with the parent failed: {e}")
         conn.close()
         sys.exit(EXIT_MISMATCH)
-    sys.exit(_serve(conn, worker, answers or {}, data))
+    sys.exit(_serve(conn, worker, answers or {}, data, streams or {}))
 
 
 def _serve(
@@ -102,11 +109,12 @@ def _serve(
     make: Callable[[Parent], W],
     answers: Mapping[str, Callable[[W, Json], Json]],
     data: Json = None,
+    streams: Mapping[str, Callable[[W, Json], Iterable[Json]]] = {},
 ) -> int:
     """Runs the worker until its end, then `on_close`; the exit code (143
     after SIGTERM)."""
     code = 0
-    runtime = _Runtime(conn, make, answers, data)
+    runtime = _Runtime(conn, make, answers, data, streams)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         runtime.serve()

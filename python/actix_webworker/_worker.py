@@ -17,6 +17,7 @@ from . import _envelope as env
 from ._envelope import Message
 from ._frames import Closed, Connection
 from ._payload import Json, decode, encode, error_report, tag_of
+from ._streams import Produce, produce
 
 # What ends the connection, raised through a handler by `Parent.ask`: not
 # the handler's failure.
@@ -106,11 +107,13 @@ class _Runtime:
         make: Callable[[Parent], Worker],
         answers: Mapping[str, Answer],
         data: Json = None,
+        streams: Mapping[str, Produce] = {},
     ) -> None:
         self.conn = conn
         self.data = data
         self.answers: Dict[int, Answer] = {tag_of(name): f for name, f in answers.items()}
-        self.names: Dict[int, str] = {tag_of(name): name for name in answers}
+        self.streams: Dict[int, Produce] = {tag_of(name): f for name, f in streams.items()}
+        self.names: Dict[int, str] = {tag_of(name): name for name in [*answers, *streams]}
         self.next_id = 0
         self.backlog: List[Message] = []
         self.closing = False
@@ -163,6 +166,13 @@ class _Runtime:
             for fd in self.conn.take_fds(nfds):
                 os.close(fd)
             self.answer(rid, tag, payload)
+        elif kind == env.STREAM:
+            rid, tag, window, payload = env.split_stream(rest)
+            for fd in self.conn.take_fds(nfds):
+                os.close(fd)
+            self.stream(rid, tag, window, payload)
+        elif kind == env.CREDIT:
+            env.split_credit(rest)  # for a stream over already
         elif kind == env.TRACED_REQUEST:
             rid, tag, raw, payload = env.split_traced_request(rest)
             for fd in self.conn.take_fds(nfds):
@@ -192,10 +202,42 @@ class _Runtime:
             raise env.ProtocolError(f"a message of kind {kind}, which no parent sends")
         return not self.closing
 
+    def stream(self, rid: int, tag: int, window: int, payload: bytes) -> None:
+        """Answers streamed request `rid` with its handler's items (see
+        `_streams`), or a `Failure`."""
+        fields = env.id_fields(rid)
+        handler = self.streams.get(tag)
+        if handler is None:
+            failure: Json = {"Unhandled": f"no stream handler for the request type with tag {tag:016x}"}
+            if tag in self.answers:
+                failure = {"Wire": f"{self.names[tag]} is answered once, and was asked as a stream"}
+            self.send(env.FAILED, fields, encode(failure))
+            return
+        try:
+            items = handler(self.worker, decode(payload))
+        except _ENDS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the request fails, not the worker
+            self.panicked(fields, exc)
+            return
+        produce(self, rid, window, items)
+
+    def panicked(self, fields: bytes, exc: BaseException) -> None:
+        """A request's handler raised `exc`. As a panic in a Rust handler:
+        the request fails with the report, and the parent hears of it as
+        of any uncaught error."""
+        report = error_report(exc)
+        self.send(env.FAILED, fields, encode({"Panicked": report}))
+        self.send(env.ERROR, payload=encode(report))
+
     def answer(self, rid: int, tag: int, payload: bytes) -> None:
         """Answers request `rid`: its handler's value, or a `Failure`."""
         fields = env.id_fields(rid)
         handler = self.answers.get(tag)
+        if handler is None and tag in self.streams:
+            failure = {"Wire": f"{self.names[tag]} is answered by a stream, and was asked once"}
+            self.send(env.FAILED, fields, encode(failure))
+            return
         if handler is None:
             failure = {"Unhandled": f"no handler for the request type with tag {tag:016x}"}
             self.send(env.FAILED, fields, encode(failure))
@@ -211,11 +253,7 @@ class _Runtime:
         except _ENDS:
             raise
         except Exception as exc:  # noqa: BLE001 - the request fails, not the worker
-            # As a panic in a Rust handler: the request fails with the
-            # report, and the parent hears of it as of any uncaught error.
-            report = error_report(exc)
-            self.send(env.FAILED, fields, encode({"Panicked": report}))
-            self.send(env.ERROR, payload=encode(report))
+            self.panicked(fields, exc)
             return
         try:
             encoded = encode(answer)

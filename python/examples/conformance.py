@@ -9,6 +9,7 @@ makes it claim other message types than the parent's.
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import actix_webworker as aww
 
@@ -52,6 +53,17 @@ def boom(worker: Conformance, request: aww.Json) -> int:
     raise RuntimeError("boom")
 
 
+def rows(worker: Conformance, request: aww.Json) -> Iterator[int]:
+    """`0..n` (for ever when `n` is null), failing at `fail_at`."""
+    n, fail_at = request["n"], request["fail_at"]
+    i = 0
+    while n is None or i < n:
+        if i == fail_at:
+            raise Failure(f"row {i} is bad")
+        yield i
+        i += 1
+
+
 def data(worker: Conformance, request: aww.Json) -> aww.Json:
     """The worker's data (`WorkerBuilder::data`), as the parent gave it."""
     return worker.parent.data
@@ -62,4 +74,5 @@ aww.run(
     Conformance,
     answers={os.environ["CONF_MUL"]: mul, os.environ["CONF_BOOM"]: boom, "conformance.data": data},
     fingerprint=int(fingerprint) if fingerprint else None,
+    streams={"conformance.rows": rows},
 )

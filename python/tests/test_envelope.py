@@ -77,6 +77,19 @@ def test_requests_and_answers() -> None:
         env.id_of(b"\x00" * 7)
 
 
+def test_the_frames_of_streamed_answers() -> None:
+    # PROTOCOL.md, section 9: a Stream request's fields, a Credit's.
+    fields = struct.pack("<QQQ", 5, 7, 65536)
+    assert env.split_stream(fields + b"[1]") == (5, 7, 65536, b"[1]")
+    credit = bytes.fromhex("050000000000000000100000000000 00".replace(" ", ""))
+    assert env.split_credit(credit) == (5, 4096)
+    assert env.envelope(env.END, 0, env.id_fields(5)) == bytes([17, 0, 5, 0, 0, 0, 0, 0, 0, 0])
+    with pytest.raises(ProtocolError):
+        env.split_stream(fields[:23])
+    with pytest.raises(ProtocolError):
+        env.split_credit(credit[:15])
+
+
 def test_our_hello() -> None:
     ours = env.hello(fingerprint=0x1122334455667788, pid=4242)
     assert ours == (

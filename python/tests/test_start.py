@@ -148,6 +148,7 @@ def test_sigterm_runs_on_close_and_exits_143(script: Path, workers: List[Spawned
     [
         ({"codec": env.CODEC_BINCODE}, "writes bincode"),
         ({"version": 5}, "protocol version 5"),
+        ({"version": 6}, "protocol version 6"),
         ({"version": 8}, "protocol version 8"),
     ],
 )

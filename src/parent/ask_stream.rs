@@ -1,18 +1,20 @@
 //! [`AskStream`]: a request to a worker whose answer is a stream of items,
 //! read as they come ([`AnswerStream`]), and how the `Worker` actor queues
 //! it (as it queues an [`Ask`](crate::Ask): in order, waiting for room
-//! when the limits say so, made for one process).
+//! when the limits say so, made for one process); and the other way, the
+//! builder's `serve_stream`, how the parent answers a worker's.
 
 use std::sync::Arc;
 
 use actix::{Context, Handler, Message, MessageResult};
 
+use super::builder::WorkerBuilder;
 use super::worker::Worker;
 use crate::error::WorkerError;
 use crate::protocol::Protocol;
 use crate::session::declared::describe;
 use crate::session::streams::{AfterStream, AnswerStream, Asking, DEFAULT_STREAM_WINDOW};
-use crate::streamed::StreamRequest;
+use crate::streamed::{StreamRequest, Streamed};
 
 /// Asks the worker a [`StreamRequest`] and gives the stream of its items.
 ///
@@ -120,6 +122,23 @@ impl<P: Protocol, R: StreamRequest> Handler<ForwardStream<R>> for Worker<P> {
     }
 }
 
+impl<P: Protocol, K> WorkerBuilder<P, K> {
+    /// Answers the worker's streamed requests of type `R` (its
+    /// [`Parent::ask_stream`](crate::Parent::ask_stream)) with the items
+    /// `produce` returns for each, produced on the parent's arbiter as the
+    /// worker makes room for them; dropped when the worker stops reading.
+    pub fn serve_stream<R: StreamRequest>(
+        mut self,
+        produce: impl Fn(R) -> Streamed<R::Item> + 'static,
+    ) -> Self {
+        let tag = crate::session::declared::answered_tag::<P, R>();
+        self.handlers.insert_stream::<R>(tag, move |req, reply| {
+            crate::session::produce::produce(reply, produce(req));
+        });
+        self
+    }
+}
+
 impl<P: Protocol> Worker<P> {
     /// Encodes and queues a streamed request, its slot in the table of
     /// requests first; the stream its caller reads.
@@ -142,7 +161,7 @@ impl<P: Protocol> Worker<P> {
         };
         let (slot, stream) = asking.halves::<R::Item>(&pending, after);
         pending.attach(asking.id, describe::<P, R>, slot);
-        if let Err(e) = self.queue_request(bytes, fds, asking.id, ctx) {
+        if let Err(e) = self.queue(bytes, fds, Some(asking.id), ctx) {
             // Never queued: nothing to cancel; its slot says why.
             forget(&pending, asking.id, e);
         }

@@ -19,7 +19,6 @@ use crate::protocol::Request;
 use crate::session::answers::Handlers;
 use crate::session::data::message;
 use crate::session::declared::table;
-use crate::streamed::{StreamRequest, Streamed};
 use crate::supervise::RestartPolicy;
 
 impl<P: Protocol> Worker<P> {
@@ -62,7 +61,7 @@ pub struct WorkerBuilder<P: Protocol, K = Single<P>> {
     name: Option<String>,
     options: Options,
     /// The worker's requests the parent answers, until started.
-    handlers: Handlers,
+    pub(super) handlers: Handlers,
     /// The worker's data, encoded at the start with the final codec.
     data: Option<EncodeData>,
     /// What only one worker, or only a pool, has.
@@ -329,21 +328,6 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
                     reply.answer(&answer);
                 }
             });
-        });
-        self
-    }
-
-    /// Answers the worker's streamed requests of type `R` (its
-    /// [`Parent::ask_stream`](crate::Parent::ask_stream)) with the items
-    /// `produce` returns for each, produced on the parent's arbiter as the
-    /// worker makes room for them; dropped when the worker stops reading.
-    pub fn serve_stream<R: StreamRequest>(
-        mut self,
-        produce: impl Fn(R) -> Streamed<R::Item> + 'static,
-    ) -> Self {
-        let tag = crate::session::declared::answered_tag::<P, R>();
-        self.handlers.insert_stream::<R>(tag, move |req, reply| {
-            crate::session::produce::produce(reply, produce(req));
         });
         self
     }

@@ -200,7 +200,7 @@ impl<P: Protocol> Worker<P> {
     /// Queues one message: at once, or (when the outbox is full and the
     /// limits say [`WhenFull::Wait`]) behind the others that wait for room.
     /// A waiting post's sender hears on the receiver when it is queued.
-    fn queue(
+    pub(super) fn queue(
         &mut self,
         bytes: Bytes,
         fds: Vec<OwnedFd>,
@@ -228,18 +228,6 @@ impl<P: Protocol> Worker<P> {
         self.waiting.push_back(Waiting { bytes, fds, then });
         self.watch_room(epoch, ctx);
         Ok(rx)
-    }
-
-    /// Queues request `id`'s frame (see [`queue`](Self::queue)); its slot
-    /// is in the table already.
-    pub(super) fn queue_request(
-        &mut self,
-        bytes: Bytes,
-        fds: Vec<OwnedFd>,
-        id: u64,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), WorkerError> {
-        self.queue(bytes, fds, Some(id), ctx).map(drop)
     }
 
     /// Has the waiting messages moved to the outbox once it makes room

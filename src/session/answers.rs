@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Waker;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::produce::Credit;
 use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
 use super::trace::{self, Scope};
@@ -180,7 +180,7 @@ impl Reply {
         if items.is_empty() {
             return true;
         }
-        self.outbox.push_all_unbounded(items).is_ok()
+        self.outbox.push_all_unbounded(items.into_iter().map(|b| (b, Vec::new()))).is_ok()
     }
 
     /// Ends its streamed answer: no more items.
@@ -359,5 +359,41 @@ impl Handlers {
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
         Ok(())
+    }
+}
+
+/// The most credit a producer keeps: a grant beyond it is clipped, so that
+/// no asker can make the count overflow (or ask for more than a producer
+/// would ever hold queued).
+const MAX_CREDIT: i64 = 1 << 40;
+
+/// The bytes a streamed answer may still send (see `produce.rs`): granted by the asker,
+/// taken by each item sent.
+#[derive(Default)]
+pub(crate) struct Credit {
+    bytes: Cell<i64>,
+    /// The producer, waiting for credit.
+    pub(super) waiting: Cell<Option<Waker>>,
+}
+
+impl Credit {
+    /// The asker has room for `bytes` more.
+    pub(crate) fn grant(&self, bytes: u64) {
+        let more = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
+        self.bytes.set(self.bytes.get().saturating_add(more).min(MAX_CREDIT));
+        if self.bytes.get() > 0 {
+            if let Some(waker) = self.waiting.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    pub(super) fn spend(&self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
+        self.bytes.set(self.bytes.get().saturating_sub(bytes));
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.bytes.get() > 0
     }
 }

@@ -1,6 +1,6 @@
 //! The answering side of a streamed request: the producer of its items,
-//! run as a task of the answering side's own, and the window ([`Credit`])
-//! that paces it.
+//! run as a task of the answering side's own, paced by the asker's window
+//! (its `Credit`, kept with the answers owed in `answers.rs`).
 //!
 //! The asker grants a window of bytes with its request (`Stream` frame)
 //! and more with each `Credit` frame, as it reads. The producer is polled
@@ -13,57 +13,20 @@
 //! When the asker cancels (it dropped its stream), the task is aborted:
 //! the producer is dropped where it stands, and nothing more is sent.
 
-use std::cell::Cell;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::Stream;
 use serde::Serialize;
 
-use super::answers::Reply;
+use super::answers::{Credit, Reply};
 use super::requests::Failure;
 use crate::streamed::Streamed;
 
-/// The most credit a producer keeps: a grant beyond it is clipped, so that
-/// no asker can make the count overflow (or ask for more than a producer
-/// would ever hold queued).
-const MAX_CREDIT: i64 = 1 << 40;
-
 /// Items queued together, at most, under one lock of the outbox.
 const GATHER: usize = 256;
-
-/// The bytes a streamed answer may still send: granted by the asker,
-/// taken by each item sent.
-#[derive(Default)]
-pub(crate) struct Credit {
-    bytes: Cell<i64>,
-    /// The producer, waiting for credit.
-    waiting: Cell<Option<Waker>>,
-}
-
-impl Credit {
-    /// The asker has room for `bytes` more.
-    pub(crate) fn grant(&self, bytes: u64) {
-        let more = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
-        self.bytes.set(self.bytes.get().saturating_add(more).min(MAX_CREDIT));
-        if self.bytes.get() > 0 {
-            if let Some(waker) = self.waiting.take() {
-                waker.wake();
-            }
-        }
-    }
-
-    fn spend(&self, bytes: usize) {
-        let bytes = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
-        self.bytes.set(self.bytes.get().saturating_sub(bytes));
-    }
-
-    fn has_room(&self) -> bool {
-        self.bytes.get() > 0
-    }
-}
 
 /// Answers the streamed request whose reply is `reply` with the items of
 /// `stream`, then its end (or the error it raised, or the panic that
@@ -142,5 +105,34 @@ async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Cre
                 return reply.end();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Credit;
+
+    #[test]
+    fn credit_runs_below_zero_by_one_item_at_most_and_is_clipped() {
+        let credit = Credit::default();
+        assert!(!credit.has_room(), "no room before the window is granted");
+        credit.grant(100);
+        credit.spend(60);
+        assert!(credit.has_room());
+        // The item that overdraws it is sent; the next waits.
+        credit.spend(60);
+        assert!(!credit.has_room());
+        credit.grant(20);
+        assert!(!credit.has_room(), "-20 + 20 is no room yet");
+        credit.grant(1);
+        assert!(credit.has_room());
+        // However much is granted, the count is clipped at 2^40 and does
+        // not overflow: 2^40 spent takes all of it.
+        credit.grant(u64::MAX);
+        credit.grant(u64::MAX);
+        credit.spend(1 << 40);
+        assert!(!credit.has_room());
+        credit.grant(1);
+        assert!(credit.has_room());
     }
 }

@@ -21,13 +21,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::declared::{describe, request_tag, stream_tag};
+use super::declared::{describe, request_tag};
 use super::requests::{Failure, Naming, Pending, Slot};
 use super::trace;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 use crate::protocol::{Protocol, Request};
-use crate::streamed::StreamRequest;
 use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
@@ -96,29 +95,6 @@ impl Encoding {
             .unwrap_or_else(|e| (self.failure(id, Failure::Wire(e.to_string())), Vec::new()))
     }
 
-    /// Request `id` of type `R`, answered by a stream of items of which
-    /// the asker takes `window` bytes before its first credit.
-    pub(crate) fn stream_request<P: Protocol, R: StreamRequest>(
-        &self,
-        arena: Option<&mut Arena>,
-        id: u64,
-        window: u64,
-        request: &R,
-    ) -> Result<Encoded, WorkerError> {
-        let tag = stream_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
-        let header = Header::stream(id, tag, window);
-        self.encode(arena, header, request, self.descriptors.then(Vec::new))
-    }
-
-    /// One item of the stream that answers request `id`.
-    pub(crate) fn item<T: Serialize + ?Sized>(
-        &self,
-        id: u64,
-        item: &T,
-    ) -> Result<Encoded, WorkerError> {
-        self.encode(None, Header::item(id), item, self.descriptors.then(Vec::new))
-    }
-
     /// Why request `id` got no answer; a report too large to send goes as
     /// its gist.
     pub(crate) fn failure(&self, id: u64, failure: Failure) -> Bytes {
@@ -129,7 +105,7 @@ impl Encoding {
         })
     }
 
-    fn encode<M: Serialize + ?Sized>(
+    pub(super) fn encode<M: Serialize + ?Sized>(
         &self,
         arena: Option<&mut Arena>,
         header: Header,
@@ -207,9 +183,8 @@ impl Sender {
         self.queue_with(named, encoded, wait, halves)
     }
 
-    /// [`queue_request`](Self::queue_request) with any kind of slot:
-    /// `halves` makes a fresh slot and what its caller keeps (the
-    /// receiving end of its answer, a stream of items) for each try.
+    /// [`queue_request`](Self::queue_request) with any slot: `halves` makes
+    /// a fresh one and what its caller keeps (a receiver, a stream) per try.
     pub(crate) fn queue_with<X>(
         &self,
         (id, name): (u64, Naming),
@@ -228,8 +203,7 @@ impl Sender {
                     refusal
                 }
             };
-            // Forgotten before what the caller keeps is dropped: nothing
-            // to cancel.
+            // Forgotten before what the caller keeps is dropped: no cancel.
             self.pending.forget(id);
             drop(kept);
             match refusal {

@@ -18,13 +18,17 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::declared::stream_tag;
 use super::requests::{decoded, Naming, Pending, Slot};
-use super::sender::{Cancel, Encoded, NotQueued, Sender};
+use super::sender::{Cancel, Encoded, Encoding, NotQueued, Sender};
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::streamed::StreamRequest;
+use crate::wire::encode::Arena;
+use crate::wire::envelope::Header;
 use crate::wire::ws::reader::Inbound;
 
 /// The window a streamed request grants unless its asker says otherwise:
@@ -265,6 +269,31 @@ impl Asking {
             ended: false,
         };
         (Box::new(slot), stream)
+    }
+}
+
+impl Encoding {
+    /// Request `id` of type `R`, answered by a stream of items of which
+    /// the asker takes `window` bytes before its first credit.
+    pub(crate) fn stream_request<P: Protocol, R: StreamRequest>(
+        &self,
+        arena: Option<&mut Arena>,
+        id: u64,
+        window: u64,
+        request: &R,
+    ) -> Result<Encoded, WorkerError> {
+        let tag = stream_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
+        let header = Header::stream(id, tag, window);
+        self.encode(arena, header, request, self.descriptors.then(Vec::new))
+    }
+
+    /// One item of the stream that answers request `id`.
+    pub(crate) fn item<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        item: &T,
+    ) -> Result<Encoded, WorkerError> {
+        self.encode(None, Header::item(id), item, self.descriptors.then(Vec::new))
     }
 }
 

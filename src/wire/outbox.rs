@@ -13,12 +13,11 @@
 //! The writer takes everything queued in one swap, feeds it to the
 //! WebSocket and flushes once: one syscall for a batch, not one per message.
 //!
-//! Bounds: posts and requests are refused (or held back by their sender)
-//! at the bound. Answers to the peer's requests are always taken (the peer
-//! may wait for them), but they count against the bound, and the reading
-//! side stops reading from the peer while [`replies_over`](Outbox::replies_over)
-//! says it has asked for more than the bound allows: a peer that asks and
-//! never reads is held back, not fed memory.
+//! Bounds: posts and requests are refused (or held back by their sender) at the
+//! bound. Answers to the peer's requests are always taken (the peer may wait for
+//! them), but count against the bound, and the reader stops reading the peer while
+//! [`replies_over`](Outbox::replies_over) says it asked more than the bound
+//! allows: a peer that asks, never reading, is held back, not fed memory.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -206,49 +205,39 @@ impl Outbox {
         {
             return Err((Refusal::Full, bytes, fds));
         }
-        self.enqueue(state, Outgoing::Frame { bytes, fds });
+        self.enqueue(state, [Outgoing::Frame { bytes, fds }]);
         Ok(())
     }
 
-    /// Queues a message whatever the bound (one its sender was told is
-    /// accepted already); fails only when the queue has been ended.
+    /// Queues a message whatever the bound (one accepted already, or one
+    /// bounded otherwise); fails only once the queue has been ended.
     pub(crate) fn push_unbounded(
         &self,
         bytes: Bytes,
         fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
+        self.push_all_unbounded([(bytes, fds)])
+    }
+
+    /// [`push_unbounded`](Self::push_unbounded), several under one lock.
+    pub(crate) fn push_all_unbounded(
+        &self,
+        frames: impl IntoIterator<Item = (Bytes, Vec<OwnedFd>)>,
+    ) -> Result<(), WorkerError> {
         let state = self.lock();
         if state.ended {
             return Err(WorkerError::Terminating);
         }
-        self.enqueue(state, Outgoing::Frame { bytes, fds });
+        self.enqueue(state, frames.into_iter().map(|(bytes, fds)| Outgoing::Frame { bytes, fds }));
         Ok(())
     }
 
-    /// Queues several messages without descriptors, whatever the bound
-    /// (a streamed answer's items, bounded by the asker's window), under
-    /// one lock; fails only when the queue has been ended.
-    pub(crate) fn push_all_unbounded(&self, frames: Vec<Bytes>) -> Result<(), WorkerError> {
-        let mut state = self.lock();
-        if state.ended {
-            return Err(WorkerError::Terminating);
-        }
+    fn enqueue(&self, mut state: MutexGuard<'_, State>, items: impl IntoIterator<Item = Outgoing>) {
         let was_empty = state.queue.is_empty();
-        for bytes in frames {
-            state.bytes += bytes.len();
-            state.queue.push_back(Outgoing::Frame { bytes, fds: Vec::new() });
+        for item in items {
+            state.bytes += item.len();
+            state.queue.push_back(item);
         }
-        drop(state);
-        if was_empty {
-            self.ready.notify_one();
-        }
-        Ok(())
-    }
-
-    fn enqueue(&self, mut state: MutexGuard<'_, State>, item: Outgoing) {
-        let was_empty = state.queue.is_empty();
-        state.bytes += item.len();
-        state.queue.push_back(item);
         drop(state);
         if was_empty {
             self.ready.notify_one();
@@ -286,7 +275,7 @@ impl Outbox {
             return Err(WorkerError::Terminating);
         }
         state.ended = true;
-        self.enqueue(state, Outgoing::Frame { bytes, fds: Vec::new() });
+        self.enqueue(state, [Outgoing::Frame { bytes, fds: Vec::new() }]);
         Ok(())
     }
 
@@ -327,7 +316,7 @@ impl Outbox {
         }
         state.replies += 1;
         state.reply_bytes += bytes.len();
-        self.enqueue(state, Outgoing::Frame { bytes, fds });
+        self.enqueue(state, [Outgoing::Frame { bytes, fds }]);
     }
 
     /// How many messages wait to be written.

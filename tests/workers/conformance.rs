@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    request_name, wire_name, Codec, Declare, ErrorReport, Event, Parent, Protocol, Received,
-    Requests, RestartPolicy, Worker, WorkerActor, WorkerAddrExt, WorkerBuilder, WorkerError,
+    request_name, wire_name, AskStream, Codec, Declare, ErrorReport, Event, Parent, Protocol,
+    Received, Requests, RestartPolicy, Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerBuilder,
+    WorkerError,
 };
 use futures_util::future::join_all;
 use libtest_mimic::Trial;
@@ -46,6 +47,7 @@ impl Protocol for Conf {
     fn requests(declare: &mut Declare) {
         declare.request::<Mul>().named("conformance.mul");
         declare.request::<Boom>().named("conformance.boom");
+        declare.stream::<Rows>().named("conformance.rows");
     }
 }
 
@@ -60,6 +62,7 @@ impl Protocol for Renamed {
     fn requests(declare: &mut Declare) {
         declare.request::<Times>().named("conformance.mul");
         declare.request::<Boom>().named("conformance.boom");
+        declare.stream::<Rows>().named("conformance.rows");
     }
 }
 
@@ -109,6 +112,15 @@ pub struct Mul(pub i64, pub i64);
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "u32")]
 pub struct Boom;
+
+/// Parent → worker, answered by a stream: `0..n` (for ever without
+/// `n`), failing with "row k is bad" at `fail_at`.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<i64>")]
+pub struct Rows {
+    pub n: Option<i64>,
+    pub fail_at: Option<i64>,
+}
 
 /// Parent → worker: no worker answers it.
 #[derive(Message, Serialize, Deserialize, Debug)]
@@ -200,11 +212,24 @@ impl Handler<Boom> for ConfWorker {
     }
 }
 
+impl Handler<Rows> for ConfWorker {
+    type Result = Streamed<i64>;
+
+    fn handle(&mut self, msg: Rows, _: &mut Context<Self>) -> Streamed<i64> {
+        let Rows { n, fail_at } = msg;
+        let rows = (0..).take_while(move |&i| n.is_none_or(|n| i < n)).map(move |i| match fail_at {
+            Some(bad) if bad == i => Err(format!("row {i} is bad")),
+            _ => Ok(i),
+        });
+        Streamed::fallible(futures_util::stream::iter(rows))
+    }
+}
+
 impl WorkerActor for ConfWorker {
     type Protocol = Conf;
 
     fn requests(requests: &mut Requests<Self>) {
-        requests.answer::<Mul>().answer::<Boom>();
+        requests.answer::<Mul>().answer::<Boom>().stream::<Rows>();
     }
 
     fn on_close(&mut self, _: &mut Context<Self>) {
@@ -297,6 +322,8 @@ async fn scenarios(builder: WorkerBuilder<Conf>, origin: Origin) {
     let unserved = worker.ask(Unserved).await;
     assert!(matches!(unserved, Err(WorkerError::Unhandled(_))), "{unserved:?}");
 
+    streamed_answers(&worker).await;
+
     // A post handler that fails: an error event, and the worker goes on.
     worker.post(Job::Fail("oops".into()));
     let report = events.error().await;
@@ -320,6 +347,39 @@ async fn scenarios(builder: WorkerBuilder<Conf>, origin: Origin) {
         }
     }
     assert!(closing, "on_close posted before the exit");
+}
+
+/// A streamed answer: in order through a small window (so credits go
+/// back and forth), then the end; a producer's error as the last item; a
+/// stream dropped mid-way, after which the worker answers again (its
+/// producer stopped: the Python worker answers one thing at a time).
+async fn streamed_answers(worker: &Addr<Worker<Conf>>) {
+    let ask = |n, fail_at| AskStream::new(Rows { n, fail_at });
+    let mut rows = worker.send(ask(Some(500), None).window(256)).await.unwrap();
+    for i in 0..500 {
+        assert_eq!(next(&mut rows).await.unwrap().unwrap(), i);
+    }
+    assert!(next(&mut rows).await.is_none() && rows.is_complete());
+    let mut rows = worker.send(ask(Some(10), Some(3))).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(next(&mut rows).await.unwrap().unwrap(), i);
+    }
+    match next(&mut rows).await {
+        Some(Err(WorkerError::StreamFailed(text))) => assert_eq!(text, "row 3 is bad"),
+        other => panic!("expected the producer's error, got {other:?}"),
+    }
+    let mut rows = worker.send(ask(None, None).window(64)).await.unwrap();
+    for i in 0..5 {
+        assert_eq!(next(&mut rows).await.unwrap().unwrap(), i);
+    }
+    drop(rows);
+    let after = tokio::time::timeout(WAIT, worker.ask(Mul(3, 4))).await;
+    assert_eq!(after.expect("an answer after the cancel").unwrap(), 12);
+}
+
+async fn next(rows: &mut actix_webworker::AnswerStream<i64>) -> Option<Result<i64, WorkerError>> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(WAIT, rows.next()).await.expect("an item in time")
 }
 
 fn check_report(report: &ErrorReport, message: &str, origin: &Origin, line: Option<u32>) {

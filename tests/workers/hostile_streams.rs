@@ -1,6 +1,7 @@
 //! Streamed answers from a worker that breaks the rules: a hand-written
 //! peer (from PROTOCOL.md, section 9) that sends items past the window,
-//! for requests never asked, after the end. Each gives the caller a typed
+//! for requests never asked, after the end, and credits for streams the
+//! parent does not answer. Each gives the caller a typed
 //! error (or nothing, for what nobody waits for), and the connection and
 //! the parent go on.
 
@@ -131,6 +132,14 @@ pub fn run_if_raw_streamer() {
             let mut end = vec![17, 0];
             end.extend_from_slice(&(1u64 << 41).to_le_bytes());
             sock.write_all(&ws_frame(2, &end)).unwrap();
+            // Credits for streams the parent is not answering, one of
+            // them as large as a credit can be: ignored.
+            for (id, bytes) in [(77u64, u64::MAX), (id, 1 << 20)] {
+                let mut credit = vec![18, 0];
+                credit.extend_from_slice(&id.to_le_bytes());
+                credit.extend_from_slice(&bytes.to_le_bytes());
+                sock.write_all(&ws_frame(2, &credit)).unwrap();
+            }
             sock.write_all(&note(2)).unwrap();
         }
         other => panic!("no raw streamer {other}"),
@@ -199,8 +208,8 @@ pub fn items_never_asked_are_reported_and_those_after_the_end_dropped() {
         }
         assert!(next_item(&mut rows).await.is_none() && rows.is_complete());
         // The item for a request never asked is reported; the one after
-        // the end and the end never asked are dropped; the post after them
-        // arrives.
+        // the end, the end never asked and the credits for streams the
+        // parent does not answer are dropped; the post after them arrives.
         let mut said = Vec::new();
         loop {
             match events.next().await {

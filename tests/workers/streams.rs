@@ -69,6 +69,11 @@ pub struct SumFromParent(pub u64);
 #[rtype(result = "Streamed<u64>")]
 pub struct Feed(pub u64);
 
+/// Declared by nobody, answered by nobody.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<u8>")]
+pub struct Unstreamed;
+
 /// What the worker posts.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Note {
@@ -249,6 +254,13 @@ pub fn an_error_raised_by_the_producer_is_the_last_item() {
         }
         assert!(next(&mut rows).await.is_none(), "nothing after the error");
         assert!(!rows.is_complete());
+        // A stream nobody answers: its only item says so, by its name.
+        let mut none = worker.send(AskStream::new(Unstreamed)).await.unwrap();
+        match next(&mut none).await {
+            Some(Err(WorkerError::Unhandled(name))) => assert!(name.ends_with("Unstreamed")),
+            other => panic!("expected Unhandled, got {other:?}"),
+        }
+        assert!(next(&mut none).await.is_none());
         // The worker goes on.
         let mut rows = worker.send(AskStream::new(Count { n: 2, pad: 0 })).await.unwrap();
         assert_eq!(next(&mut rows).await.unwrap().unwrap().n, 0);
