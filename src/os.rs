@@ -187,9 +187,11 @@ pub(crate) unsafe fn mark_all_cloexec(fd_dir: &CStr) {
 /// [`reserve_descriptors`] (0: not yet).
 static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// Grows this process's descriptor table now, on the calling thread, when
-/// descriptors in use come near its end (`highest`, the highest one in
-/// use, within 32 of it), so that the next ones come without growing it.
+/// Grows this process's descriptor table now, on the calling thread, so
+/// that descriptors well above `highest` (the highest one in use) come
+/// without growing it again: at once to 256 beyond it (a start of 64
+/// workers makes about that many), then again whenever those in use come
+/// within 64 of what was reserved.
 /// The kernel grows the table when a descriptor beyond it is made; in a
 /// process of several threads it then waits for an RCU grace period
 /// (milliseconds), blocking whichever thread made the descriptor, and
@@ -201,8 +203,7 @@ static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::ne
 pub(crate) fn reserve_descriptors(highest: BorrowedFd<'_>) {
     use std::sync::atomic::Ordering::Relaxed;
     let n = highest.as_raw_fd();
-    // A process starts with a table of 64.
-    if n + 32 < RESERVED.load(Relaxed).max(64) {
+    if n + 64 < RESERVED.load(Relaxed) {
         return;
     }
     let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
