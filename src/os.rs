@@ -200,23 +200,29 @@ static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::ne
 /// dups and registers each new worker's socket, nor the start itself waits
 /// for it. The table grows to twice what is in use (at least 256 more),
 /// within the soft `RLIMIT_NOFILE`; it never shrinks.
-pub(crate) fn reserve_descriptors(highest: BorrowedFd<'_>) {
+pub(crate) fn reserve_descriptors(highest: i32) {
     use std::sync::atomic::Ordering::Relaxed;
-    let n = highest.as_raw_fd();
+    let n = highest;
     if n + 64 < RESERVED.load(Relaxed) {
         return;
     }
     let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
     let target = ((n as u64 + 1) * 2).max(n as u64 + 256).min(limit) as i32;
     // The lowest free number from `target - 1` up is `target - 1` itself
-    // when nothing above is open: the table grows to hold it. The
-    // duplicate is closed at once.
+    // when nothing above is open: the table grows to hold it. Duplicated
+    // from a standard descriptor, so that no descriptor of ours is held
+    // meanwhile (the growth waits for the grace period); closed at once.
+    // Raw: the standard descriptor may be closed, then nothing is done.
     if target - 1 > n {
-        if let Ok(fd) =
-            nix::fcntl::fcntl(highest, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(target - 1))
-        {
-            // SAFETY: `fd` was just made here and nothing else has it.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        for source in 0..=2 {
+            // SAFETY: F_DUPFD_CLOEXEC on a number that may not be open
+            // fails with EBADF; it touches no memory.
+            let fd = unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, target - 1) };
+            if fd >= 0 {
+                // SAFETY: `fd` was just made here and nothing else has it.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                break;
+            }
         }
     }
     RESERVED.fetch_max(target, Relaxed);
@@ -290,7 +296,7 @@ mod tests {
         let r = unsafe { OwnedFd::from_raw_fd(r) };
         let n = r.as_raw_fd() as u64;
         let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        reserve_descriptors(r.as_fd());
+        reserve_descriptors(r.as_raw_fd());
         let want = ((n + 1) * 2).max(n + 256).min(soft);
         assert!(table_size() >= want, "the table holds {} < {want}", table_size());
     }

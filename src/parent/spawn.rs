@@ -169,8 +169,8 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
     let pidfd = os::pidfd_open(launched.pid as i32);
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
     // The table grows here, not under the loop (`link.rs`), once out.
-    if let Some(fd) = pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) {
-        drop(on_spawner(move || os::reserve_descriptors(fd.as_fd())));
+    if let Some(fd) = pidfd.as_ref().map(AsRawFd::as_raw_fd) {
+        drop(on_spawner(move || os::reserve_descriptors(fd)));
     }
     Ok(Spawned {
         handle: ChildHandle::new(launched.pid, pidfd),
