@@ -38,10 +38,7 @@ pub fn trials() -> Vec<Trial> {
 /// fingerprint matches), or with `version` when given; the pid is ours, or
 /// `pid` when given.
 pub fn handshake(sock: &mut UnixStream, version: Option<u32>, pid: Option<u32>) {
-    let mut head = [0u8; 2];
-    sock.read_exact(&mut head).unwrap();
-    let mut hello = vec![0u8; usize::from(head[1] & 0x7f)];
-    sock.read_exact(&mut hello).unwrap();
+    let mut hello = read_frame(sock).expect("the parent's hello");
     if let Some(v) = version {
         hello[6..10].copy_from_slice(&v.to_le_bytes());
     }

@@ -5,7 +5,7 @@
 //! error (or nothing, for what nobody waits for), and the connection and
 //! the parent go on.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -26,41 +26,9 @@ pub fn trials() -> Vec<Trial> {
 /// Entries of the raw streaming peers start with this.
 const PREFIX: &str = "rawstream-";
 
-/// Reads one WebSocket frame's payload (unmasked, as the parent writes).
-fn read_frame(sock: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut head = [0u8; 2];
-    sock.read_exact(&mut head).ok()?;
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            sock.read_exact(&mut b).ok()?;
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            sock.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
-    let mut payload = vec![0u8; usize::try_from(len).ok()?];
-    sock.read_exact(&mut payload).ok()?;
-    Some(payload)
-}
-
 /// The messages of the next frame: itself, or a batch's entries.
 fn read_messages(sock: &mut UnixStream) -> Option<Vec<Vec<u8>>> {
-    let frame = read_frame(sock)?;
-    if frame.first() != Some(&9) {
-        return Some(vec![frame]);
-    }
-    let (mut out, mut at) = (Vec::new(), 2);
-    while at + 4 <= frame.len() {
-        let len = u32::from_le_bytes(frame[at..at + 4].try_into().unwrap()) as usize;
-        out.push(frame[at + 4..at + 4 + len].to_vec());
-        at += 4 + len;
-    }
-    Some(out)
+    read_frame(sock).map(|frame| messages(&frame))
 }
 
 fn le(b: &[u8]) -> u64 {

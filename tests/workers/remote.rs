@@ -563,10 +563,7 @@ pub fn run_if_launcher() {
             // back, then a frame that claims 100 bytes and brings 10.
             let mut sock = connect();
             sock.write_all(&auth_frame(&token)).unwrap();
-            let mut head = [0u8; 2];
-            sock.read_exact(&mut head).unwrap();
-            let mut hello = vec![0u8; usize::from(head[1] & 0x7f)];
-            sock.read_exact(&mut hello).unwrap();
+            let hello = read_frame(&mut sock).expect("the parent's hello");
             sock.write_all(&ws_frame(2, &hello)).unwrap();
             let mut cut = vec![0x82, 100];
             cut.extend_from_slice(&[2; 10]);

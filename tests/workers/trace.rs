@@ -5,7 +5,7 @@
 //! with a test subscriber on the test's thread; each worker records its
 //! own in a file (`common/spans.rs`); the test joins the two.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -429,44 +429,6 @@ pub fn a_traced_request_cut_short_is_a_typed_error() {
         }
         events.exit().await;
     });
-}
-
-/// The messages in one WebSocket frame's payload (a batch's entries, or
-/// the message itself).
-fn messages(payload: &[u8]) -> Vec<Vec<u8>> {
-    if payload.first() != Some(&9) {
-        return vec![payload.to_vec()];
-    }
-    let (mut out, mut pos) = (Vec::new(), 2);
-    while pos + 4 <= payload.len() {
-        let len = u32::from_le_bytes(payload[pos..pos + 4].try_into().unwrap()) as usize;
-        out.push(payload[pos + 4..pos + 4 + len].to_vec());
-        pos += 4 + len;
-    }
-    out
-}
-
-/// The next WebSocket frame's payload from the parent (unmasked), or
-/// `None` at the end.
-fn read_frame(sock: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut head = [0u8; 2];
-    sock.read_exact(&mut head).ok()?;
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            sock.read_exact(&mut b).ok()?;
-            u64::from(u16::from_be_bytes(b))
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            sock.read_exact(&mut b).ok()?;
-            u64::from_be_bytes(b)
-        }
-        n => u64::from(n),
-    };
-    let mut payload = vec![0u8; len as usize];
-    sock.read_exact(&mut payload).ok()?;
-    Some(payload)
 }
 
 /// A post of `Reply::Echo(n)`, n < 251 (bincode: variant 0, one byte).

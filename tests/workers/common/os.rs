@@ -133,6 +133,44 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The next WebSocket frame's payload from the other side (unmasked, as
+/// ours write), or `None` at the end: what a raw peer reads.
+pub fn read_frame(sock: &mut impl std::io::Read) -> Option<Vec<u8>> {
+    let mut head = [0u8; 2];
+    sock.read_exact(&mut head).ok()?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            sock.read_exact(&mut b).ok()?;
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            sock.read_exact(&mut b).ok()?;
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).ok()?];
+    sock.read_exact(&mut payload).ok()?;
+    Some(payload)
+}
+
+/// The messages in one frame's payload: a batch's (kind 9) entries, or
+/// the message itself.
+pub fn messages(payload: &[u8]) -> Vec<Vec<u8>> {
+    if payload.first() != Some(&9) {
+        return vec![payload.to_vec()];
+    }
+    let (mut out, mut pos) = (Vec::new(), 2);
+    while pos + 4 <= payload.len() {
+        let len = u32::from_le_bytes(payload[pos..pos + 4].try_into().unwrap()) as usize;
+        out.push(payload[pos + 4..pos + 4 + len].to_vec());
+        pos += 4 + len;
+    }
+    out
+}
+
 /// One unmasked WebSocket frame with FIN set, as either side sends it
 /// (`opcode` 2: binary): what a raw peer writes.
 pub fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
