@@ -137,3 +137,21 @@ pub(crate) trait Shapes {
 
 /// The implementor of [`Shapes`].
 pub(crate) struct Traced;
+
+/// A protocol for the tests: `test_protocol!(Name, |d| body)` declares the
+/// requests `body` declares on `d` (posts are `u32` both ways).
+#[cfg(test)]
+macro_rules! test_protocol {
+    ($vis:vis $name:ident, |$d:ident| $body:expr) => {
+        $vis struct $name;
+        impl $crate::protocol::Protocol for $name {
+            type ToWorker = u32;
+            type FromWorker = u32;
+            fn requests($d: &mut $crate::declare::Declare) {
+                $body;
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use test_protocol;

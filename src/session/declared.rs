@@ -172,7 +172,6 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::declare::Declare;
 
     #[derive(Message, Serialize, Deserialize)]
     #[rtype(result = "i64")]
@@ -187,28 +186,17 @@ mod tests {
     #[rtype(result = "()")]
     struct Twice;
 
-    macro_rules! protocol {
-        ($name:ident, |$d:ident| $body:expr) => {
-            struct $name;
-            impl Protocol for $name {
-                type ToWorker = u32;
-                type FromWorker = u32;
-                fn requests($d: &mut Declare) {
-                    $body;
-                }
-            }
-        };
-    }
+    use crate::declare::test_protocol;
 
-    protocol!(Nothing, |d| {
+    test_protocol!(Nothing, |d| {
         let _ = d;
     });
-    protocol!(Named, |d| d.request::<Mul>().named("mul"));
-    protocol!(TwiceDeclared, |d| {
+    test_protocol!(Named, |d| d.request::<Mul>().named("mul"));
+    test_protocol!(TwiceDeclared, |d| {
         d.request::<Mul>();
         d.request::<Mul>().named("mul");
     });
-    protocol!(OneName, |d| {
+    test_protocol!(OneName, |d| {
         d.request::<Mul>().named("calc");
         d.request::<Sum>().named("calc");
     });

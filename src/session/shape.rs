@@ -312,8 +312,7 @@ mod tests {
         use actix::Message;
         use serde::{Deserialize, Serialize};
 
-        use crate::declare::Declare;
-        use crate::protocol::Protocol;
+        use crate::declare::test_protocol;
 
         #[derive(Message, Serialize, Deserialize)]
         #[rtype(result = "i64")]
@@ -325,27 +324,14 @@ mod tests {
         #[serde(rename = "Mul")]
         pub struct Times(i64, i64);
 
-        macro_rules! protocol {
-            ($name:ident, |$d:ident| $body:expr) => {
-                pub struct $name;
-                impl Protocol for $name {
-                    type ToWorker = u32;
-                    type FromWorker = u32;
-                    fn requests($d: &mut Declare) {
-                        $body;
-                    }
-                }
-            };
-        }
-
-        protocol!(Nothing, |d| {
+        test_protocol!(pub Nothing, |d| {
             let _ = d;
         });
-        protocol!(Named, |d| d.request::<Mul>().named("mul"));
-        protocol!(Renamed, |d| d.request::<Times>().named("mul"));
-        protocol!(OtherName, |d| d.request::<Mul>().named("times"));
-        protocol!(ToParent, |d| d.request_to_parent::<Mul>().named("mul"));
-        protocol!(OneName, |d| {
+        test_protocol!(pub Named, |d| d.request::<Mul>().named("mul"));
+        test_protocol!(pub Renamed, |d| d.request::<Times>().named("mul"));
+        test_protocol!(pub OtherName, |d| d.request::<Mul>().named("times"));
+        test_protocol!(pub ToParent, |d| d.request_to_parent::<Mul>().named("mul"));
+        test_protocol!(pub OneName, |d| {
             d.request::<Mul>().named("calc");
             d.request::<Times>().named("calc");
         });
