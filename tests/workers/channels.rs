@@ -349,6 +349,17 @@ async fn said<T>(events: &mut Events<Piped>, mut pick: impl FnMut(&Said) -> Opti
     }
 }
 
+/// The pid of `stage`'s process, as it says when asked (an answer also
+/// says that its parent link goes on).
+async fn pid_of(stage: &Addr<Worker<Piped>>, events: &mut Events<Piped>) -> u32 {
+    stage.post(Job::Pid);
+    said(events, |s| match s {
+        Said::Pid(pid) => Some(*pid),
+        _ => None,
+    })
+    .await
+}
+
 const ITEMS: u64 = 200_000;
 
 pub fn three_workers_pipeline_with_the_parent_out_of_the_data_path() {
@@ -437,12 +448,7 @@ pub fn a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts() 
     run(async {
         let (producer, mut producer_events) = stage();
         let (consumer, mut consumer_events) = stage();
-        consumer.post(Job::Pid);
-        let pid = said(&mut consumer_events, |s| match s {
-            Said::Pid(pid) => Some(*pid),
-            _ => None,
-        })
-        .await;
+        let pid = pid_of(&consumer, &mut consumer_events).await;
         let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
         consumer.post(Job::Store { input: Some(input), every: 1000 });
         producer.post(Job::Flood { out });
@@ -479,8 +485,7 @@ pub fn a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts() 
         );
         assert!(delivered >= seen.saturating_sub(in_doubt));
         // The producer lives on, and its later posts are refused (its loop ended).
-        producer.post(Job::Pid);
-        said(&mut producer_events, |s| matches!(s, Said::Pid(_)).then_some(())).await;
+        pid_of(&producer, &mut producer_events).await;
         producer.terminate();
         assert!(producer_events.exit().await.success());
     });
@@ -541,12 +546,7 @@ pub fn a_restarted_worker_has_no_ends_and_a_new_channel_joins_it_again() {
             .events(events)
             .start()
             .unwrap();
-        consumer.post(Job::Pid);
-        let pid = said(&mut consumer_events, |s| match s {
-            Said::Pid(pid) => Some(*pid),
-            _ => None,
-        })
-        .await;
+        let pid = pid_of(&consumer, &mut consumer_events).await;
         let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
         consumer.post(Job::Store { input: Some(input), every: 1000 });
         producer.post(Job::Flood { out });
@@ -572,12 +572,7 @@ pub fn a_restarted_worker_has_no_ends_and_a_new_channel_joins_it_again() {
         producer.post(Job::Flood { out });
         said(&mut consumer_events, |s| matches!(s, Said::Count(n) if *n >= 1000).then_some(()))
             .await;
-        consumer.post(Job::Pid);
-        let again = said(&mut consumer_events, |s| match s {
-            Said::Pid(pid) => Some(*pid),
-            _ => None,
-        })
-        .await;
+        let again = pid_of(&consumer, &mut consumer_events).await;
         assert_ne!(again, pid, "another process");
         for w in [&producer, &consumer] {
             w.terminate();
@@ -622,8 +617,7 @@ pub fn a_channel_is_a_second_line_between_the_parent_and_a_worker() {
             line.post(item(n, 16)).unwrap();
         }
         // The parent link goes on beside it.
-        worker.post(Job::Pid);
-        said(&mut events, |s| matches!(s, Said::Pid(_)).then_some(())).await;
+        pid_of(&worker, &mut events).await;
         for n in 0..1000 {
             match next_event(&mut rx).await {
                 ChannelEvent::Message(msg) => assert_eq!(msg.data.n, n, "in order"),
@@ -712,8 +706,7 @@ pub fn a_hostile_peer_on_an_end_is_a_typed_error_and_the_worker_lives_on() {
         assert!(error.starts_with("undecodable message"), "{error}");
 
         // The worker lives on, and so does the parent link.
-        worker.post(Job::Pid);
-        said(&mut events, |s| matches!(s, Said::Pid(_)).then_some(())).await;
+        pid_of(&worker, &mut events).await;
         drop(sock);
         worker.terminate();
         assert!(events.exit().await.success());
@@ -742,8 +735,7 @@ pub fn an_end_posted_to_a_remote_worker_is_refused() {
             other => panic!("{other:?}"),
         }
         drop(mine);
-        worker.post(Job::Pid);
-        said(&mut rx, |s| matches!(s, Said::Pid(_)).then_some(())).await;
+        pid_of(&worker, &mut rx).await;
         worker.terminate();
         assert!(rx.exit().await.success());
     });
@@ -807,12 +799,7 @@ pub fn a_process_that_held_ends_holds_no_descriptor_after() {
 pub fn ends_closed_or_gone_leave_no_descriptor_inner() {
     run(async {
         let (worker, mut events) = stage();
-        worker.post(Job::Pid);
-        let pid = said(&mut events, |s| match s {
-            Said::Pid(pid) => Some(*pid),
-            _ => None,
-        })
-        .await;
+        let pid = pid_of(&worker, &mut events).await;
         let start = open_fds();
         for round in 0..2 {
             let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
