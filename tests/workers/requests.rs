@@ -211,8 +211,8 @@ pub fn handler_panic_fails_that_request_only() {
     });
 }
 
-/// Answers the worker's `GetConfig`.
-struct Config;
+/// Answers the worker's `GetConfig` (`trace.rs` too).
+pub struct Config;
 
 impl Actor for Config {
     type Context = Context<Self>;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use libtest_mimic::Trial;
 
 use crate::common::*;
+use crate::requests::Config;
 
 pub fn roles() -> Vec<Trial> {
     crate::inner![trace::propagated_role]
@@ -150,20 +151,6 @@ pub fn through_a_pool_the_span_names_the_member_and_the_member_joins_it() {
     assert_eq!(members.len(), 2, "both members took some: {members:?}");
 }
 
-/// Serves `GetConfig` in the parent.
-struct Config;
-
-impl Actor for Config {
-    type Context = Context<Self>;
-}
-
-impl Handler<GetConfig> for Config {
-    type Result = String;
-
-    fn handle(&mut self, msg: GetConfig, _: &mut Context<Self>) -> String {
-        format!("value of {}", msg.0)
-    }
-}
 
 pub fn a_worker_asking_its_parent_stays_in_the_trace() {
     let (parent, workers) = traced("parent", |dir| async move {
