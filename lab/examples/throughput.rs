@@ -404,15 +404,20 @@ fn pinned<const N: usize>(scenario: &str, rows: [&str; N]) -> [(f64, f64); N] {
     let out = cmd.output().expect("the pinned run");
     assert!(out.status.success(), "the pinned run failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    rows.map(|name| {
-        let prefix = format!("{name}: ");
-        let row = text.lines().find_map(|l| l.strip_prefix(&prefix)).expect("the pinned run's row");
-        let field = |name: &str| -> f64 {
-            let at = row.find(name).expect("field") + name.len();
-            row[at..].split_whitespace().next().unwrap().parse().unwrap()
-        };
-        (field("ours="), field("baseline="))
-    })
+    rows.map(|name| row_of(&text, name))
+}
+
+/// The `(ours, baseline)` of row `name` in `text`, what a run of this
+/// executable printed (see [`line`]).
+fn row_of(text: &str, name: &str) -> (f64, f64) {
+    let prefix = format!("{name}: ");
+    let row = text.lines().find_map(|l| l.strip_prefix(&prefix));
+    let row = row.unwrap_or_else(|| panic!("no row {name} in {text}"));
+    let field = |field: &str| -> f64 {
+        let at = row.find(field).expect("field") + field.len();
+        row[at..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (field("ours="), field("baseline="))
 }
 
 /// The variable that makes this executable an echo process for [`rtt`].
@@ -559,14 +564,9 @@ async fn tracing_overhead(how: &str) -> (f64, f64) {
             .expect("the traced run");
         assert!(out.status.success(), "the traced run failed: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
-        let field = |row: &str, name: &str| -> f64 {
-            let row = text.lines().find_map(|l| l.strip_prefix(row)).expect("its row");
-            let at = row.find(name).expect("field") + name.len();
-            row[at..].split_whitespace().next().unwrap().parse().unwrap()
-        };
         // Every ask made a span there: the subscriber saw them all.
-        assert!(field("spans_recorded: ", "ours=") >= PIPELINED_N as f64, "{text}");
-        traced.push(field("pipelined_traced: ", "ours="));
+        assert!(row_of(&text, "spans_recorded").0 >= PIPELINED_N as f64, "{text}");
+        traced.push(row_of(&text, "pipelined_traced").0);
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);

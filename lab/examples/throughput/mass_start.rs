@@ -41,13 +41,8 @@ pub async fn rows() -> Vec<(&'static str, f64, f64)> {
     ["mass_start_late_ms", "mass_start_late_ms_second"]
         .into_iter()
         .map(|name| {
-            let prefix = format!("{name}: ");
-            let row = text.lines().find_map(|l| l.strip_prefix(&prefix)).expect("its row");
-            let field = |f: &str| -> f64 {
-                let at = row.find(f).expect("field") + f.len();
-                row[at..].split_whitespace().next().unwrap().parse().unwrap()
-            };
-            (name, field("ours="), field("baseline="))
+            let (ours, baseline) = super::row_of(&text, name);
+            (name, ours, baseline)
         })
         .collect()
 }
