@@ -27,38 +27,14 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use actix_webworker_lab::messages::{Count, Item, Items, Ping, Primes};
 use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
 #[derive(Serialize, Deserialize)]
 struct Load(SharedBytes, #[serde(with = "serde_bytes")] Vec<u8>);
 
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Count;
-
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Ping(u64);
-
-/// `n` items of 64 B, streamed in answer.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Streamed<Item>")]
-struct Items(u64);
-
-#[derive(Serialize, Deserialize)]
-struct Item(#[serde(with = "serde_bytes")] Vec<u8>);
-
-/// How many primes are below `n`: a CPU-bound job (about 5 ms for
-/// [`JOB`]).
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Primes(u64);
-
+/// A `Primes` of about 5 ms.
 const JOB: u64 = 120_000;
-
-fn count_primes(n: u64) -> u64 {
-    (2..n).filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0)).count() as u64
-}
 
 struct Bench;
 
@@ -95,7 +71,7 @@ impl Handler<Primes> for Sink {
     type Result = u64;
 
     fn handle(&mut self, msg: Primes, _: &mut Context<Self>) -> u64 {
-        count_primes(msg.0)
+        msg.count()
     }
 }
 
@@ -110,7 +86,7 @@ impl Handler<Items> for Sink {
     type Result = Streamed<Item>;
 
     fn handle(&mut self, msg: Items, _: &mut Context<Self>) -> Streamed<Item> {
-        Streamed::iter((0..msg.0).map(|_| Item(vec![7; 64])))
+        msg.stream()
     }
 }
 
@@ -565,7 +541,7 @@ fn pool_cpu_scaling(c: &mut Criterion, sys: &mut SystemRunner) {
         sys.block_on(stop_pool(pool));
     }
     g.bench_function("in_process_one_thread", |b| {
-        b.iter(|| (0..JOBS).map(|_| count_primes(std::hint::black_box(JOB))).sum::<u64>())
+        b.iter(|| (0..JOBS).map(|_| Primes(std::hint::black_box(JOB)).count()).sum::<u64>())
     });
     g.finish();
 }

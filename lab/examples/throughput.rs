@@ -101,6 +101,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use actix_webworker_lab::messages::{Count, Item, Items, Ping, Primes};
 use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
 #[derive(Serialize, Deserialize)]
@@ -109,32 +110,6 @@ enum Load {
     Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Read by the worker: a byte of every page.
     Shared(SharedBytes),
-}
-
-/// How many messages the worker has received since the last `Count`.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Count;
-
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Ping(u64);
-
-/// `n` items of 64 B, streamed.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "Streamed<Item>")]
-struct Items(u64);
-
-#[derive(Serialize, Deserialize)]
-struct Item(#[serde(with = "serde_bytes")] Vec<u8>);
-
-/// How many primes are below `n` (trial division): a CPU-bound job.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Primes(u64);
-
-fn count_primes(n: u64) -> u64 {
-    (2..n).filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0)).count() as u64
 }
 
 struct Bench;
@@ -183,7 +158,7 @@ impl Handler<Primes> for Sink {
     type Result = u64;
 
     fn handle(&mut self, msg: Primes, _: &mut Context<Self>) -> u64 {
-        count_primes(msg.0)
+        msg.count()
     }
 }
 
@@ -199,7 +174,7 @@ impl Handler<Items> for Sink {
     type Result = Streamed<Item>;
 
     fn handle(&mut self, msg: Items, _: &mut Context<Self>) -> Streamed<Item> {
-        Streamed::iter((0..msg.0).map(|_| Item(vec![7; SMALL])))
+        msg.stream()
     }
 }
 
@@ -800,7 +775,7 @@ async fn pool_tiny_of(pool: Addr<WorkerPool<Bench>>) -> f64 {
 /// Jobs per second through a pool of `n`, one job in flight per member.
 async fn pool_jobs(n: usize) -> f64 {
     let pool = start_pool(n, 1).await;
-    let expected = count_primes(JOB);
+    let expected = Primes(JOB).count();
     let t0 = Instant::now();
     let answers = futures_util::future::join_all((0..JOBS).map(|_| pool.ask(Primes(JOB)))).await;
     let rate = JOBS as f64 / t0.elapsed().as_secs_f64();

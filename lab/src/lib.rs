@@ -14,6 +14,8 @@
 //!   with a member killed mid-way.
 //!
 //! This library holds only what those share: `spans.rs`, a `tracing`
-//! subscriber that records every span, for the `tracing_overhead` rows.
+//! subscriber that records every span, for the `tracing_overhead` rows;
+//! `messages.rs`, the requests both ask of their workers.
 
+pub mod messages;
 pub mod spans;
