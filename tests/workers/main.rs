@@ -165,6 +165,7 @@ fn main() {
     // installs its subscriber: before the worker runs).
     common::install_if_asked();
     actix_webworker::run_if_worker(common::entries());
+    common::keep_callsites_open();
 
     let args = Arguments::from_args();
     let mut tests = listed_trials();

@@ -117,6 +117,45 @@ pub fn install_if_asked() {
     }
 }
 
+/// Keeps every callsite's cached interest open while tests with
+/// recorders of their own (`set_default`, one per test thread) run side by
+/// side: a subscriber that is never installed and is asked each time.
+///
+/// `tracing` caches each callsite's interest when it is first hit, from
+/// the subscribers alive then: hit first on a thread with none (another
+/// test's), it is cached as "never", and a recorder made at that moment
+/// can have its own rebuild of the cache overwritten by it (the
+/// callsite's registration and the recorder's rebuild race in
+/// `tracing-core`). The test's spans at that callsite are then never
+/// made: `a_workers_handling_span_joins_the_callers_span` failed so, 11
+/// times in 12 runs of the trace tests side by side. With this one alive,
+/// no callsite is cached as "never": each asks the current thread's
+/// subscriber.
+pub fn keep_callsites_open() {
+    struct AskEachTime;
+    impl Subscriber for AskEachTime {
+        fn register_callsite(
+            &self,
+            _: &'static Metadata<'static>,
+        ) -> tracing::subscriber::Interest {
+            tracing::subscriber::Interest::sometimes()
+        }
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            false
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    // Registered while it lives: for the whole run.
+    std::mem::forget(tracing::Dispatch::new(AskEachTime));
+}
+
 /// A fresh directory for the workers' spans of one test.
 pub fn trace_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("aww-trace-{}-{test}", std::process::id()));
