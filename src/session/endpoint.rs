@@ -148,6 +148,8 @@ pub(crate) struct Session<S: Side> {
     asked: bool,
     /// Where the answers owed on this connection stand.
     answering: Answering,
+    /// Items of one stream read in a row, not yet handed to its slot.
+    run: Vec<Inbound>,
 }
 
 impl<S: Side> Session<S> {
@@ -157,7 +159,8 @@ impl<S: Side> Session<S> {
         let (stop, stopped) = oneshot::channel();
         let writer = actix_rt::spawn(writer.run(common.sender.outbox.clone(), stopped));
         let answering = Answering::default();
-        Session { side, reader, common, writer, stop: Some(stop), asked: false, answering }
+        let (stop, asked, run) = (Some(stop), false, Vec::new());
+        Session { side, reader, common, writer, stop, asked, answering, run }
     }
 
     pub(crate) fn side(&mut self) -> &mut S {
@@ -193,12 +196,12 @@ impl<S: Side> Session<S> {
         let mut handled = 0;
         while let Some(item) = next {
             if let Flow::End(why) = self.handle(item) {
-                self.side.flush();
+                self.flush();
                 return Flow::End(why);
             }
             handled += 1;
             if handled == BUDGET {
-                self.side.flush();
+                self.flush();
                 tokio::task::yield_now().await;
                 return Flow::Go;
             }
@@ -207,8 +210,25 @@ impl<S: Side> Session<S> {
             }
             next = self.reader.next_ready();
         }
-        self.side.flush();
+        self.flush();
         Flow::Go
+    }
+
+    /// Hands on what the reads so far brought: the side's posts, and the
+    /// items to the readers of their streams.
+    fn flush(&mut self) {
+        self.side.flush();
+        self.hand_on_items();
+        self.common.sender.pending.hand_on_staged();
+    }
+
+    /// Gives the run of items gathered to their stream's slot, looked up
+    /// once for the run: checked against its stream's window; a run for a
+    /// request never asked is reported, and the connection goes on.
+    fn hand_on_items(&mut self) {
+        if let Err(e) = self.common.sender.pending.items(&mut self.run) {
+            self.side.wire_error(e);
+        }
     }
 
     /// Reads until the session ends.
@@ -226,7 +246,7 @@ impl<S: Side> Session<S> {
             None => Flow::End(Why::PeerClosed),
             Some(Ok(inbound)) => self.dispatch(inbound),
             Some(Err(e)) => {
-                self.side.flush();
+                self.flush();
                 self.side.wire_error(e);
                 Flow::End(Why::Broken)
             }
@@ -235,6 +255,9 @@ impl<S: Side> Session<S> {
 
     fn dispatch(&mut self, mut inbound: Inbound) -> Flow {
         let kind = inbound.header.kind;
+        if kind != Kind::Item && !self.run.is_empty() {
+            self.hand_on_items();
+        }
         if kind == Kind::Post {
             let Inbound { fds, .. } = &mut inbound;
             let fds = std::mem::take(fds);
@@ -273,12 +296,14 @@ impl<S: Side> Session<S> {
             Kind::Answer | Kind::Failed | Kind::End => {
                 resolve_frame(&self.common.sender.pending, inbound)
             }
-            // Checked against its stream's window; one for a request never
-            // asked is reported, and the connection goes on.
+            // Gathered into a run of its stream's items, handed on at the
+            // next message of another kind or stream, or at the end of the
+            // read (see `hand_on_items`).
             Kind::Item => {
-                if let Err(e) = self.common.sender.pending.item(inbound.header.id, inbound) {
-                    self.side.wire_error(e);
+                if self.run.last().is_some_and(|last| last.header.id != inbound.header.id) {
+                    self.hand_on_items();
                 }
+                self.run.push(inbound);
             }
             Kind::Credit => self.answering.credit(inbound.header.id, inbound.header.credit),
             Kind::Error => match inbound.decode::<ErrorReport>() {

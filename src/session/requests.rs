@@ -79,10 +79,17 @@ pub(crate) trait Slot: Send {
     /// One item of its streamed answer. An error fails the request with
     /// it (and cancels it): an item for a request answered once, or past
     /// the asker's window.
-    fn item(&mut self, item: Inbound) -> Result<(), WorkerError> {
+    ///
+    /// The item is staged, handed on to the stream's reader with the others
+    /// of its read ([`Pending::hand_on_staged`]); `true` when it is the
+    /// first staged.
+    fn item(&mut self, item: Inbound) -> Result<bool, WorkerError> {
         let _ = item;
         Err(WireError::Unexpected("stream item for a request answered once").into())
     }
+
+    /// Hands on the items staged since the last call.
+    fn hand_on_staged(&mut self) {}
 }
 
 /// The answer decoded as `A`: the one place an answer is decoded.
@@ -118,6 +125,9 @@ pub(crate) struct Pending {
     /// nothing up.
     spans: Mutex<ById<tracing::Span>>,
     traced: AtomicUsize,
+    /// The streams that items came for in the read being handled, whose
+    /// slots hand them on together once it is (see `streams.rs`).
+    staged: Mutex<Vec<u64>>,
 }
 
 impl Pending {
@@ -205,12 +215,16 @@ impl Pending {
         }
     }
 
-    /// An item of the stream that answers request `id`. One for a request
-    /// that is not waited for any more (cancelled, failed, ended) is
-    /// dropped; one for an id never asked is an error (the side reports
-    /// it). An item its slot refuses (past the window, for a request
-    /// answered once) fails the request with why, and cancels it.
-    pub(crate) fn item(&self, id: u64, item: Inbound) -> Result<(), WireError> {
+    /// A run of items of the stream that answers one request (`run`, all
+    /// of the same id, taken from it), looked up once. Items for a request
+    /// that is not waited for any more (cancelled, failed, ended) are
+    /// dropped; items for an id never asked are an error (the side reports
+    /// it, once per run). An item its slot refuses (past the window, for a
+    /// request answered once) fails the request with why, and cancels it:
+    /// the rest of the run is dropped.
+    pub(crate) fn items(&self, run: &mut Vec<Inbound>) -> Result<(), WireError> {
+        let Some(id) = run.first().map(|item| item.header.id) else { return Ok(()) };
+        let mut items = run.drain(..);
         let refused = {
             let mut slots = self.slots();
             let Some((.., slot)) = slots.get_mut(&id) else {
@@ -218,20 +232,54 @@ impl Pending {
                 if id >= self.next_id.load(Ordering::Relaxed) {
                     return Err(WireError::UnknownStream(id));
                 }
-                tracing::trace!(id, "stream item nobody waits for any more");
+                tracing::trace!(id, "stream items nobody waits for any more");
                 return Ok(());
             };
-            match slot.item(item) {
-                Ok(()) => return Ok(()),
-                Err(e) => (slots.remove(&id), e),
+            let (mut first, mut refused) = (false, None);
+            for item in items.by_ref() {
+                match slot.item(item) {
+                    Ok(was_first) => first |= was_first,
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                }
+            }
+            match refused {
+                None => {
+                    drop(slots);
+                    if first {
+                        self.staged.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+                    }
+                    return Ok(());
+                }
+                Some(e) => (slots.remove(&id), e),
             }
         };
+        drop(items);
         if let (Some((.., slot)), e) = refused {
             tracing::debug!(id, error = %e, "stream item refused: the stream fails");
             self.tell(crate::wire::envelope::cancel(id));
             slot.deliver(Err(e));
         }
         Ok(())
+    }
+
+    /// Hands the items staged since the last call on to the readers of
+    /// their streams: the reading side calls it when it has handled a
+    /// read.
+    pub(crate) fn hand_on_staged(&self) {
+        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        if staged.is_empty() {
+            return;
+        }
+        let mut slots = self.slots();
+        for id in staged.drain(..) {
+            // One that failed or was cancelled since has gone.
+            if let Some((.., slot)) = slots.get_mut(&id) {
+                slot.hand_on_staged();
+            }
+        }
     }
 
     /// The asker of stream `id` has read `bytes` more of its items: the

@@ -11,15 +11,15 @@
 //! cancelled. Dropping the stream cancels the request (a `Cancel` frame):
 //! the other side drops its producer.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::declared::stream_tag;
 use super::requests::{decoded, Naming, Pending, Slot};
@@ -48,6 +48,52 @@ enum Piece<T> {
     Item(T, usize),
     /// The end: complete, or why not.
     End(Result<(), WorkerError>),
+    /// The slot went without an end: its table was dropped.
+    Gone,
+}
+
+/// The queue between a stream's slot, on the side's reading thread, and
+/// its reader, on the caller's: the pieces in order, and the reader's
+/// waker while it waits for more.
+///
+/// The slot stages the items of one read of the connection and hands
+/// them on together once the read is handled (`Pending::hand_on_staged`),
+/// and the reader takes every piece there is at once: the feed's lock is
+/// taken, and a reader that keeps up is woken, once per batch the other
+/// side wrote, not once per item.
+struct Feed<T> {
+    state: Mutex<FeedState<T>>,
+}
+
+struct FeedState<T> {
+    pieces: VecDeque<Piece<T>>,
+    /// The reader's, while it waits: taken by the piece that ends the wait.
+    waker: Option<Waker>,
+    /// The reader went: nothing more is kept.
+    closed: bool,
+}
+
+impl<T> Feed<T> {
+    fn new() -> Arc<Self> {
+        let state = FeedState { pieces: VecDeque::new(), waker: None, closed: false };
+        Arc::new(Feed { state: Mutex::new(state) })
+    }
+
+    fn state(&self) -> MutexGuard<'_, FeedState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `pieces` and then `last`, if any, for the reader, unless it
+    /// went; the reader's waker, if it waits for them.
+    fn push(&self, pieces: &mut Vec<Piece<T>>, last: Option<Piece<T>>) -> Option<Waker> {
+        let mut state = self.state();
+        if state.closed {
+            pieces.clear();
+            return None;
+        }
+        state.pieces.extend(pieces.drain(..).chain(last));
+        state.waker.take()
+    }
 }
 
 /// The window as both halves see it: what the asker has granted so far.
@@ -55,10 +101,14 @@ struct Window {
     granted: AtomicU64,
 }
 
-/// The slot of a streamed answer: items go down a channel to the caller's
+/// The slot of a streamed answer: items go into the feed of the caller's
 /// stream, checked against the window first.
 pub(crate) struct StreamSlot<T> {
-    tx: mpsc::UnboundedSender<Piece<T>>,
+    feed: Arc<Feed<T>>,
+    /// Items of the read being handled, into the feed once it is.
+    staged: Vec<Piece<T>>,
+    /// Its end was delivered.
+    ended: bool,
     window: Arc<Window>,
     /// The bytes of items received so far.
     received: u64,
@@ -71,6 +121,14 @@ pub(crate) struct StreamSlot<T> {
 pub(crate) type AfterStream = Box<dyn FnOnce(Result<(), &WorkerError>) + Send>;
 
 impl<T> StreamSlot<T> {
+    /// Hands the staged items on, then `last`, and wakes the reader if it
+    /// waits for them.
+    fn hand_on(&mut self, last: Option<Piece<T>>) {
+        if let Some(waker) = self.feed.push(&mut self.staged, last) {
+            waker.wake();
+        }
+    }
+
     fn finish(&mut self, end: Result<(), &WorkerError>) {
         if let Some(after) = self.after.take() {
             after(end);
@@ -83,6 +141,9 @@ impl<T> Drop for StreamSlot<T> {
         // Dropped unended: cancelled (its reader went), or its table went
         // with its session.
         self.finish(Err(&WorkerError::Disconnected));
+        if !self.ended {
+            self.hand_on(Some(Piece::Gone));
+        }
     }
 }
 
@@ -91,18 +152,19 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
         // The end frame was checked by the table (`Pending::resolve`).
         let end = result.map(drop);
         self.finish(end.as_ref().map(|_| ()));
-        let _ = self.tx.send(Piece::End(end));
+        self.ended = true;
+        self.hand_on(Some(Piece::End(end)));
     }
 
     fn gone(&self) -> bool {
-        self.tx.is_closed()
+        self.feed.state().closed
     }
 
     fn streams(&self) -> bool {
         true
     }
 
-    fn item(&mut self, item: Inbound) -> Result<(), WorkerError> {
+    fn item(&mut self, item: Inbound) -> Result<bool, WorkerError> {
         let granted = self.window.granted.load(Ordering::Acquire);
         if self.received >= granted {
             let received = self.received;
@@ -111,8 +173,12 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
         let len = ITEM_HEADER + item.payload().len();
         self.received += len as u64;
         let item = decoded::<T>(Ok(item))?;
-        let _ = self.tx.send(Piece::Item(item, len));
-        Ok(())
+        self.staged.push(Piece::Item(item, len));
+        Ok(self.staged.len() == 1)
+    }
+
+    fn hand_on_staged(&mut self) {
+        self.hand_on(None);
     }
 }
 
@@ -132,7 +198,9 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
 /// Dropping it before the end cancels the request: the other side drops
 /// its producer, and sends nothing more.
 pub struct AnswerStream<T> {
-    rx: mpsc::UnboundedReceiver<Piece<T>>,
+    feed: Arc<Feed<T>>,
+    /// The pieces taken from the feed, not yet read.
+    taken: VecDeque<Piece<T>>,
     /// Cancels the request when dropped unended (`None` once ended).
     cancel: Option<Cancel>,
     id: u64,
@@ -148,11 +216,10 @@ pub struct AnswerStream<T> {
 impl<T> AnswerStream<T> {
     /// A stream that fails at once with `e` (the request was refused).
     pub(crate) fn refused(e: WorkerError) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(Piece::End(Err(e)));
         let window = Arc::new(Window { granted: AtomicU64::new(0) });
         AnswerStream {
-            rx,
+            feed: Feed::new(),
+            taken: VecDeque::from([Piece::End(Err(e))]),
             cancel: None,
             id: 0,
             pending: None,
@@ -190,6 +257,43 @@ impl<T> std::fmt::Debug for AnswerStream<T> {
 
 impl<T> Unpin for AnswerStream<T> {}
 
+impl<T> Drop for AnswerStream<T> {
+    fn drop(&mut self) {
+        // What was queued goes now, and nothing more is.
+        let pieces = {
+            let mut state = self.feed.state();
+            state.closed = true;
+            state.waker = None;
+            std::mem::take(&mut state.pieces)
+        };
+        drop(pieces);
+    }
+}
+
+impl<T> AnswerStream<T> {
+    /// The next piece, if one has come; else the reader waits for it.
+    fn next_piece(&mut self, cx: &mut Context<'_>) -> Option<Piece<T>> {
+        if let Some(piece) = self.taken.pop_front() {
+            return Some(piece);
+        }
+        let mut state = self.feed.state();
+        if state.pieces.is_empty() {
+            match &state.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => state.waker = Some(cx.waker().clone()),
+            }
+            return None;
+        }
+        // All of them, in one go: the feed's lock is taken once per batch.
+        // Taken, not swapped: the feed starts afresh, and the room of the
+        // batch read before goes, so that a stream holds room for one
+        // window's items at most, not for two.
+        self.taken = std::mem::take(&mut state.pieces);
+        drop(state);
+        self.taken.pop_front()
+    }
+}
+
 impl<T> Stream for AnswerStream<T> {
     type Item = Result<T, WorkerError>;
 
@@ -197,12 +301,9 @@ impl<T> Stream for AnswerStream<T> {
         if self.ended {
             return Poll::Ready(None);
         }
-        let piece = match self.rx.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(piece) => piece,
-        };
+        let Some(piece) = self.next_piece(cx) else { return Poll::Pending };
         match piece {
-            Some(Piece::Item(item, len)) => {
+            Piece::Item(item, len) => {
                 self.read += len as u64;
                 if self.read >= self.threshold {
                     let read = std::mem::take(&mut self.read);
@@ -215,16 +316,15 @@ impl<T> Stream for AnswerStream<T> {
                 }
                 Poll::Ready(Some(Ok(item)))
             }
-            Some(Piece::End(Ok(()))) => {
+            Piece::End(Ok(())) => {
                 self.end(true);
                 Poll::Ready(None)
             }
-            Some(Piece::End(Err(e))) => {
+            Piece::End(Err(e)) => {
                 self.end(false);
                 Poll::Ready(Some(Err(e)))
             }
-            // The slot went without an end: its table was dropped.
-            None => {
+            Piece::Gone => {
                 self.end(false);
                 Poll::Ready(Some(Err(WorkerError::Disconnected)))
             }
@@ -254,11 +354,19 @@ impl Asking {
         pending: &Arc<Pending>,
         after: Option<AfterStream>,
     ) -> (Box<dyn Slot>, AnswerStream<T>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let feed = Feed::new();
         let window = Arc::new(Window { granted: AtomicU64::new(self.window) });
-        let slot = StreamSlot { tx, window: window.clone(), received: 0, after };
+        let slot = StreamSlot {
+            feed: feed.clone(),
+            staged: Vec::new(),
+            ended: false,
+            window: window.clone(),
+            received: 0,
+            after,
+        };
         let stream = AnswerStream {
-            rx,
+            feed,
+            taken: VecDeque::new(),
             cancel: Some(Cancel::new(pending, self.id)),
             id: self.id,
             pending: Some(pending.clone()),

@@ -85,7 +85,7 @@ modules![
     shared: trials roles,
     startup: trials,
     stream: trials,
-    streams: trials,
+    streams: trials roles,
     supervise: trials roles,
     trace: trials roles,
 ];

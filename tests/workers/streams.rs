@@ -29,6 +29,11 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![streams::a_million_items_alone,]
+}
+
 // ---- the protocol and the worker ---------------------------------------
 
 /// One item: its number, and ballast.
@@ -322,7 +327,17 @@ fn rss() -> u64 {
     status_kib("VmRSS:") * 1024
 }
 
+/// In a process of its own: the process's RSS is what it measures, and
+/// the other tests of a run, side by side in one process, grow and shrink
+/// it too (a pool's two streams held unread, made while this one ran, read
+/// as 2–4 MiB of its growth).
 pub fn a_million_items_to_a_slow_reader_hold_memory_to_the_window() {
+    let said = isolated("streams::a_million_items_alone");
+    print!("{}", said.lines().filter(|l| l.contains("RSS grew")).collect::<Vec<_>>().join("\n"));
+    println!();
+}
+
+pub fn a_million_items_alone() {
     run(async {
         const ITEMS: u64 = 1_000_000;
         let window = actix_webworker::DEFAULT_STREAM_WINDOW;

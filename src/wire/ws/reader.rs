@@ -147,6 +147,10 @@ impl Reader {
     /// reader would have to wait (the caller then awaits [`next`](Self::next)
     /// again, which registers its waker).
     pub(crate) fn next_ready(&mut self) -> Option<Option<Result<Inbound, WireError>>> {
+        // The rest of a batch, without a future made and polled for each.
+        if let Some(item) = self.next_in_batch() {
+            return Some(Some(item));
+        }
         self.next().now_or_never()
     }
 

@@ -40,8 +40,9 @@ pub fn role(name: &str) -> std::process::Command {
 }
 
 /// Runs one test of this binary alone in a fresh process (for tests that
-/// count descriptors and children of the whole process) and checks it passed.
-pub fn isolated(name: &str) {
+/// count descriptors and children of the whole process, or its memory) and
+/// checks it passed; what it printed.
+pub fn isolated(name: &str) -> String {
     let out = role(name).output().expect("test binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -49,6 +50,7 @@ pub fn isolated(name: &str) {
         out.status.success() && stdout.contains("1 passed"),
         "isolated test {name} failed:\n{stdout}\n{stderr}"
     );
+    stdout.into_owned()
 }
 
 /// Plain TCP on loopback, any free port: how a launched worker connects
