@@ -2,7 +2,7 @@
 
 A Rust parent starts this program as a worker with the JSON codec
 (`WorkerBuilder::codec(Codec::Json)`); this package speaks the wire
-protocol of `PROTOCOL.md` (version 7) over the UNIX socket the parent
+protocol of `PROTOCOL.md` (version 8) over the UNIX socket the parent
 hands over, or over TCP back to a remote parent (`Transport::plain_tcp`,
 or `Transport::tls` with the certificate pinned), with the launch's
 token::

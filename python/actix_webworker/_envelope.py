@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 """The version of the wire protocol this package speaks."""
 
 MAGIC = b"AWW\x01"
@@ -41,6 +41,7 @@ END = 17
 CREDIT = 18
 STREAM = 19
 TRACED_REQUEST = 24
+TRACED_STREAM = 25
 
 # The hello's flags: bit 0, the worker's data follows the hellos.
 HELLO_DATA_FOLLOWS = 1
@@ -160,6 +161,15 @@ def split_traced_request(rest: bytes) -> Tuple[int, int, bytes, bytes]:
         raise ProtocolError("a traced request shorter than its id, tag and context")
     rid, tag = struct.unpack_from("<QQ", rest)
     return int(rid), int(tag), rest[16 : 16 + CONTEXT_LEN], rest[16 + CONTEXT_LEN :]
+
+
+def split_traced_stream(rest: bytes) -> Tuple[int, int, int, bytes, bytes]:
+    """A TracedStream's id, tag, window, context bytes (unchecked: see
+    `read_context`) and payload."""
+    if len(rest) < 24 + CONTEXT_LEN:
+        raise ProtocolError("a traced stream request shorter than its id, tag, window and context")
+    rid, tag, window = struct.unpack_from("<QQQ", rest)
+    return int(rid), int(tag), int(window), rest[24 : 24 + CONTEXT_LEN], rest[24 + CONTEXT_LEN :]
 
 
 def read_context(raw: bytes) -> TraceContext:

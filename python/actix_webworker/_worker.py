@@ -173,8 +173,12 @@ class _Runtime:
             self.stream(rid, tag, window, payload)
         elif kind == env.CREDIT:
             env.split_credit(rest)  # for a stream over already
-        elif kind == env.TRACED_REQUEST:
-            rid, tag, raw, payload = env.split_traced_request(rest)
+        elif kind in (env.TRACED_REQUEST, env.TRACED_STREAM):
+            if kind == env.TRACED_REQUEST:
+                rid, tag, raw, payload = env.split_traced_request(rest)
+                window = None
+            else:
+                rid, tag, window, raw, payload = env.split_traced_stream(rest)
             for fd in self.conn.take_fds(nfds):
                 os.close(fd)
             try:
@@ -182,10 +186,14 @@ class _Runtime:
             except ValueError as exc:
                 self.send(env.FAILED, env.id_fields(rid), encode({"Wire": str(exc)}))
                 return not self.closing
-            # Seen by the handler as `parent.trace`, while it runs.
+            # Seen by the handler as `parent.trace`, while it runs (a
+            # stream's: while its generator is asked for items here).
             self.parent.trace = context
             try:
-                self.answer(rid, tag, payload)
+                if window is None:
+                    self.answer(rid, tag, payload)
+                else:
+                    self.stream(rid, tag, window, payload)
             finally:
                 self.parent.trace = None
         elif kind == env.TERMINATE:

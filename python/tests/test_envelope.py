@@ -101,12 +101,12 @@ def test_our_hello() -> None:
         + b"\x01"  # JSON
         + b"\x00"  # flags: a worker's are 0
     )
-    assert PROTOCOL_VERSION == 7
+    assert PROTOCOL_VERSION == 8
 
 
 def test_the_parents_hello_is_read_as_far_as_its_version() -> None:
-    v7 = env.read_hello(env.hello(99, 1234, codec=env.CODEC_BINCODE))
-    assert v7 == env.Hello(version=7, fingerprint=99, pid=1234, codec=env.CODEC_BINCODE)
+    v8 = env.read_hello(env.hello(99, 1234, codec=env.CODEC_BINCODE))
+    assert v8 == env.Hello(version=8, fingerprint=99, pid=1234, codec=env.CODEC_BINCODE)
     data_follows = b"\x01\x00AWW\x01" + struct.pack("<IQI", 6, 99, 1234) + bytes([1, 1])
     assert env.read_hello(data_follows).flags == env.HELLO_DATA_FOLLOWS
     # Version 5 ended after the codec: no flags.

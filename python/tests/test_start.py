@@ -149,7 +149,8 @@ def test_sigterm_runs_on_close_and_exits_143(script: Path, workers: List[Spawned
         ({"codec": env.CODEC_BINCODE}, "writes bincode"),
         ({"version": 5}, "protocol version 5"),
         ({"version": 6}, "protocol version 6"),
-        ({"version": 8}, "protocol version 8"),
+        ({"version": 7}, "protocol version 7"),
+        ({"version": 9}, "protocol version 9"),
     ],
 )
 def test_a_parent_it_cannot_serve_hears_its_hello_then_it_exits_78(

@@ -17,7 +17,7 @@ from actix_webworker._frames import Connection
 from actix_webworker._payload import decode, encode, tag_of
 from actix_webworker._worker import _Runtime
 
-ROWS, FAIL, MUL = "app.rows", "app.fail", "app.mul"
+ROWS, FAIL, MUL, TRACED = "app.rows", "app.fail", "app.mul", "app.traced"
 
 closed: List[str] = []
 """The generators whose `finally` ran."""
@@ -43,6 +43,14 @@ def fail(worker: Echo, n: aww.Json) -> Iterator[aww.Json]:
     raise ValueError(f"row {n} is bad")
 
 
+def traced(worker: Echo, n: aww.Json) -> Iterator[aww.Json]:
+    """`n` items, each the context of the stream's request as its W3C
+    header (None when it came without one)."""
+    for _ in range(n):
+        trace = worker.parent.trace
+        yield trace.traceparent if trace is not None else None
+
+
 class Parent:
     """The test's side: a worker running on a thread, and its socket."""
 
@@ -52,7 +60,7 @@ class Parent:
         self.conn = Connection(theirs, 1 << 20)
         self.sock = theirs
         answers = {MUL: lambda w, r: r[0] * r[1]}
-        streams = {ROWS: rows, FAIL: fail}
+        streams = {ROWS: rows, FAIL: fail, TRACED: traced}
         self.runtime = _Runtime(Connection(ours, 1 << 20), Echo, answers, None, streams)
         self.thread = threading.Thread(target=self.runtime.serve)
         self.thread.start()
@@ -64,6 +72,10 @@ class Parent:
     def ask_stream(self, rid: int, name: str, value: aww.Json, window: int) -> None:
         fields = struct.pack("<QQQ", rid, tag_of(name), window)
         self.send(env.envelope(env.STREAM, 0, fields, encode(value)))
+
+    def ask_traced_stream(self, rid: int, name: str, value: aww.Json, window: int, context: bytes) -> None:
+        fields = struct.pack("<QQQ", rid, tag_of(name), window) + context
+        self.send(env.envelope(env.TRACED_STREAM, 0, fields, encode(value)))
 
     def credit(self, rid: int, more: int) -> None:
         self.send(env.envelope(env.CREDIT, 0, struct.pack("<QQ", rid, more)))
@@ -159,4 +171,18 @@ def test_what_comes_in_one_batch_with_the_cancel_is_kept() -> None:
         if kind != env.ITEM:
             break
     assert (kind, rid, value) == (env.ANSWER, 7, 42)
+    parent.end()
+
+
+def test_a_traced_stream_request_is_streamed_and_its_context_seen_by_its_generator() -> None:
+    trace_id, span_id = bytes(range(1, 17)), bytes(range(17, 25))
+    parent = Parent()
+    parent.ask_traced_stream(8, TRACED, 3, 1 << 16, trace_id + span_id + b"\x01")
+    header = f"00-{trace_id.hex()}-{span_id.hex()}-01"
+    assert [parent.next()[:3] for _ in range(4)] == [(env.ITEM, 8, header)] * 3 + [(env.END, 8, None)]
+    # A malformed context fails that stream only; a plain one after it has none.
+    parent.ask_traced_stream(9, TRACED, 1, 1 << 16, bytes(16) + span_id + b"\x01")
+    assert parent.next()[:3] == (env.FAILED, 9, {"Wire": "bad trace context: a trace id of zeros"})
+    parent.ask_stream(10, TRACED, 1, 1 << 16)
+    assert [parent.next()[:3] for _ in range(2)] == [(env.ITEM, 10, None), (env.END, 10, None)]
     parent.end()

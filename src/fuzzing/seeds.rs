@@ -70,15 +70,16 @@ fn envelopes() -> Vec<(String, Vec<u8>)> {
     }
     envelopes.push(("post_fds".into(), message(envelope::Kind::Post, 2, 0, 0, &samples[1].1)));
     envelopes.push(("request".into(), message(envelope::Kind::Request, 0, 42, 7, &samples[3].1)));
-    let mut traced = Vec::new();
     let context = crate::wire::trace::TraceContext::new([7; 16], [9; 8], 1).to_bytes();
-    crate::wire::trace::begin_traced(
-        &mut traced,
-        crate::wire::trace::traced_request(42, 7),
-        Some(&context),
-    );
-    erased::Encode::encode(&samples[3].1, &mut traced);
-    envelopes.push(("traced_request".into(), traced));
+    for (name, header) in [
+        ("traced_request", crate::wire::trace::traced_request(42, 7)),
+        ("traced_stream", crate::wire::trace::traced_stream(43, 7, 65536)),
+    ] {
+        let mut traced = Vec::new();
+        crate::wire::trace::begin_traced(&mut traced, header, Some(&context));
+        erased::Encode::encode(&samples[3].1, &mut traced);
+        envelopes.push((name.into(), traced));
+    }
     envelopes.push(("answer".into(), message(envelope::Kind::Answer, 0, 42, 0, &samples[0].1)));
     envelopes.push(("error".into(), message(envelope::Kind::Error, 0, 0, 0, &report)));
     for (name, failure) in [

@@ -14,6 +14,7 @@ use crate::error::WorkerError;
 use crate::protocol::Protocol;
 use crate::session::declared::describe;
 use crate::session::streams::{AfterStream, AnswerStream, Asking, DEFAULT_STREAM_WINDOW};
+use crate::session::trace::{self, Caller};
 use crate::streamed::{StreamRequest, Streamed};
 
 /// Asks the worker a [`StreamRequest`] and gives the stream of its items.
@@ -51,12 +52,14 @@ use crate::streamed::{StreamRequest, Streamed};
 pub struct AskStream<R> {
     request: R,
     window: usize,
+    /// Where it was made (the span current there), for its asking span.
+    caller: Caller,
 }
 
 impl<R> AskStream<R> {
     /// A streamed request with the default window.
     pub fn new(request: R) -> Self {
-        AskStream { request, window: DEFAULT_STREAM_WINDOW }
+        AskStream { request, window: DEFAULT_STREAM_WINDOW, caller: Caller::here() }
     }
 
     /// The bytes of items (whole messages: 10 bytes of header and the
@@ -68,9 +71,9 @@ impl<R> AskStream<R> {
         self
     }
 
-    /// The request and its window (a pool forwards them).
-    pub(crate) fn into_parts(self) -> (R, usize) {
-        (self.request, self.window)
+    /// The request, its window and its caller (a pool forwards them).
+    pub(crate) fn into_parts(self) -> (R, usize, Caller) {
+        (self.request, self.window, self.caller)
     }
 }
 
@@ -86,7 +89,8 @@ impl<P: Protocol, R: StreamRequest> Handler<AskStream<R>> for Worker<P> {
         let recorder = self.recorder.clone();
         let after =
             Box::new(move |end: Result<(), &WorkerError>| recorder.finish(end.is_ok(), started));
-        MessageResult(self.ask_stream(msg.request, msg.window, Some(after), ctx))
+        let asked = (msg.request, msg.caller);
+        MessageResult(self.ask_stream(asked, msg.window, Some(after), ctx))
     }
 }
 
@@ -97,6 +101,7 @@ pub(crate) struct ForwardStream<R> {
     pub request: Option<R>,
     pub window: usize,
     pub after: Option<AfterStream>,
+    pub caller: Option<Caller>,
 }
 
 impl<R> Drop for ForwardStream<R> {
@@ -115,10 +120,10 @@ impl<P: Protocol, R: StreamRequest> Handler<ForwardStream<R>> for Worker<P> {
     type Result = MessageResult<ForwardStream<R>>;
 
     fn handle(&mut self, mut msg: ForwardStream<R>, ctx: &mut Context<Self>) -> Self::Result {
-        let Some(request) = msg.request.take() else {
+        let (Some(request), Some(caller)) = (msg.request.take(), msg.caller.take()) else {
             return MessageResult(AnswerStream::refused(WorkerError::Disconnected));
         };
-        MessageResult(self.ask_stream(request, msg.window, msg.after.take(), ctx))
+        MessageResult(self.ask_stream((request, caller), msg.window, msg.after.take(), ctx))
     }
 }
 
@@ -144,20 +149,28 @@ impl<P: Protocol> Worker<P> {
     /// requests first; the stream its caller reads.
     pub(super) fn ask_stream<R: StreamRequest>(
         &mut self,
-        request: R,
+        (request, caller): (R, Caller),
         window: usize,
         after: Option<AfterStream>,
         ctx: &mut Context<Self>,
     ) -> AnswerStream<R::Item> {
         let pending = self.sender.pending.clone();
-        let asking = Asking::new(&pending, window);
+        let peer = trace::Peer {
+            name: Some(&self.options.name),
+            pid: Some(self.pid),
+            span: Some(&self.span),
+        };
+        let asking = Asking::new::<R>(&pending, window, (caller, peer));
         let encoded = self.check_open().and_then(|()| {
             let arena = Some(&mut self.arena);
-            self.sender.encoding.stream_request::<P, R>(arena, asking.id, asking.window, &request)
+            self.sender.encoding.stream_request::<P, R>(arena, &asking, &request)
         });
         let (bytes, fds) = match encoded {
             Ok(encoded) => encoded,
-            Err(e) => return refused(e, after),
+            Err(e) => {
+                pending.forget(asking.id);
+                return refused(e, after);
+            }
         };
         let (slot, stream) = asking.halves::<R::Item>(&pending, after);
         pending.attach(asking.id, describe::<P, R>, slot);

@@ -185,13 +185,16 @@ impl<P: Protocol> Port<P> {
     ) -> AnswerStream<R::Item> {
         let line = &self.line;
         let pending = &line.sender.pending;
-        let asking = Asking::new(pending, window);
+        let asker = (trace::Caller::here(), trace::Peer::default());
+        let asking = Asking::new::<R>(pending, window, asker);
         let arena = Some(&mut self.arena);
-        let encoded =
-            line.sender.encoding.stream_request::<P, R>(arena, asking.id, asking.window, &request);
+        let encoded = line.sender.encoding.stream_request::<P, R>(arena, &asking, &request);
         let (bytes, fds) = match encoded {
             Ok(encoded) => encoded,
-            Err(e) => return AnswerStream::refused(e),
+            Err(e) => {
+                pending.forget(asking.id);
+                return AnswerStream::refused(e);
+            }
         };
         let started = line.recorder.start();
         let halves = || {

@@ -14,21 +14,23 @@ use crate::error::WorkerError;
 use crate::parent::ask_stream::{AskStream, ForwardStream};
 use crate::protocol::Protocol;
 use crate::session::streams::AnswerStream;
+use crate::session::trace::Caller;
 use crate::streamed::StreamRequest;
 
 impl<P: Protocol> Prepared<P> {
     /// Hands streamed `request` to the member; the stream, once it has it.
     fn stream<R: StreamRequest>(
         self,
-        request: R,
+        (request, caller): (R, Caller),
         window: usize,
     ) -> impl std::future::Future<Output = AnswerStream<R::Item>> + use<P, R> {
-        let Prepared { addr, load, common, started, .. } = self;
+        let Prepared { member, addr, load, common, started, .. } = self;
+        let caller = Some(caller.with_member(member));
         let after = Box::new(move |end: Result<(), &WorkerError>| {
             let exited = matches!(end, Err(WorkerError::Exited(_)));
             common.finished(&load, end.is_ok(), exited, started);
         });
-        let forward = ForwardStream { request: Some(request), window, after: Some(after) };
+        let forward = ForwardStream { request: Some(request), window, after: Some(after), caller };
         let sent = addr.send(forward);
         async move { sent.await.unwrap_or_else(|_| AnswerStream::refused(WorkerError::Disconnected)) }
     }
@@ -37,6 +39,7 @@ impl<P: Protocol> Prepared<P> {
 /// A streamed request waiting in the pool's queue for a member with room.
 struct QueuedStream<R: StreamRequest> {
     request: R,
+    caller: Caller,
     window: usize,
     /// The caller's; closed if it went away.
     reply: oneshot::Sender<AnswerStream<R::Item>>,
@@ -48,8 +51,8 @@ impl<P: Protocol, R: StreamRequest> Queued<WorkerPool<P>> for QueuedStream<R> {
     }
 
     fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize) {
-        let QueuedStream { request, window, reply } = *self;
-        let stream = pool.prepare(at).stream(request, window);
+        let QueuedStream { request, caller, window, reply } = *self;
+        let stream = pool.prepare(at).stream((request, caller), window);
         actix_rt::spawn(async move {
             let _ = reply.send(stream.await);
         });
@@ -69,16 +72,17 @@ impl<P: Protocol, R: StreamRequest> Handler<AskStream<R>> for WorkerPool<P> {
     type Result = ResponseFuture<AnswerStream<R::Item>>;
 
     fn handle(&mut self, msg: AskStream<R>, ctx: &mut Context<Self>) -> Self::Result {
-        let (request, window) = msg.into_parts();
+        let (request, window, caller) = msg.into_parts();
         match self.route(ctx) {
-            Route::To(prepared) => Box::pin(prepared.stream(request, window)),
+            Route::To(prepared) => Box::pin(prepared.stream((request, caller), window)),
             Route::Refused(e) => Box::pin(std::future::ready(AnswerStream::refused(e))),
             Route::HeldBack => {
                 Box::pin(std::future::ready(AnswerStream::refused(WorkerError::Disconnected)))
             }
             Route::Queue(queue) => {
                 let (reply, rx) = oneshot::channel();
-                queue.borrow_mut().push(Box::new(QueuedStream { request, window, reply }), None);
+                let queued = QueuedStream { request, caller, window, reply };
+                queue.borrow_mut().push(Box::new(queued), None);
                 Box::pin(async move {
                     rx.await.unwrap_or_else(|_| AnswerStream::refused(WorkerError::Disconnected))
                 })

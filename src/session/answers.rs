@@ -323,7 +323,7 @@ impl Handlers {
             Some(Ok(context)) => (Some(context), None),
             Some(Err(e)) => (None, Some(e)),
         };
-        let streamed = inbound.header.kind == Kind::Stream;
+        let streamed = matches!(inbound.header.kind, Kind::Stream | Kind::TracedStream);
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
         if streamed {
             let window = Rc::new(Credit::default());

@@ -96,6 +96,7 @@ pub(crate) fn expected<S: Side>(kind: Kind) -> bool {
             | Kind::Failed
             | Kind::Cancel
             | Kind::Stream
+            | Kind::TracedStream
             | Kind::Item
             | Kind::End
             | Kind::Credit
@@ -285,7 +286,7 @@ impl<S: Side> Session<S> {
         }
         match kind {
             Kind::Post => unreachable!("handled above"),
-            Kind::Request | Kind::TracedRequest | Kind::Stream => {
+            Kind::Request | Kind::TracedRequest | Kind::Stream | Kind::TracedStream => {
                 self.asked = true;
                 let common = &self.common;
                 let on = (&common.sender, &self.answering, &common.span);

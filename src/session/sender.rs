@@ -59,7 +59,7 @@ impl Encoding {
     ) -> Result<Encoded, WorkerError> {
         let header = Header::post(fds.len())?;
         let fds = descriptors(self.descriptors, fds)?;
-        self.encode(arena, header, data, fds)
+        self.encode(arena, (header, None), data, fds)
     }
 
     /// Request `id` of type `R`, tagged as protocol `P` names it, once its
@@ -72,26 +72,18 @@ impl Encoding {
         request: &R,
     ) -> Result<Encoded, WorkerError> {
         let tag = request_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
-        let fds = self.descriptors.then(Vec::new);
-        match context {
-            None => self.encode(arena, Header::request(id, tag), request, fds),
-            Some(context) => {
-                let (codec, max) = (self.codec, self.max_message_size);
-                let bytes = context.to_bytes();
-                let head = (codec, crate::wire::trace::traced_request(id, tag), Some(&bytes));
-                match arena {
-                    Some(arena) => encode_in_sharing(arena, head, request, fds, max),
-                    None => encode_sharing(head, request, fds, max),
-                }
-            }
-        }
+        let header = match context {
+            None => Header::request(id, tag),
+            Some(_) => crate::wire::trace::traced_request(id, tag),
+        };
+        self.encode(arena, (header, context), request, self.descriptors.then(Vec::new))
     }
 
     /// The answer to request `id`; when it cannot be encoded, the failure
     /// that says why, in its place.
     pub(crate) fn answer<A: Serialize + ?Sized>(&self, id: u64, answer: &A) -> Encoded {
         let header = Header::reply_to(id);
-        self.encode(None, header, answer, self.descriptors.then(Vec::new))
+        self.encode(None, (header, None), answer, self.descriptors.then(Vec::new))
             .unwrap_or_else(|e| (self.failure(id, Failure::Wire(e.to_string())), Vec::new()))
     }
 
@@ -105,17 +97,22 @@ impl Encoding {
         })
     }
 
+    /// A message of `header`, with the asker's trace `context` after the
+    /// header's fields when one travels (`header` is then of a traced
+    /// kind).
     pub(super) fn encode<M: Serialize + ?Sized>(
         &self,
         arena: Option<&mut Arena>,
-        header: Header,
+        (header, context): (Header, Option<TraceContext>),
         data: &M,
         fds: Option<Vec<OwnedFd>>,
     ) -> Result<Encoded, WorkerError> {
         let (codec, max) = (self.codec, self.max_message_size);
+        let bytes = context.map(TraceContext::to_bytes);
+        let head = (codec, header, bytes.as_ref());
         match arena {
-            Some(arena) => encode_in_sharing(arena, (codec, header, None), data, fds, max),
-            None => encode_sharing((codec, header, None), data, fds, max),
+            Some(arena) => encode_in_sharing(arena, head, data, fds, max),
+            None => encode_sharing(head, data, fds, max),
         }
     }
 }

@@ -14,8 +14,8 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
@@ -24,11 +24,13 @@ use serde::Serialize;
 use super::declared::stream_tag;
 use super::requests::{decoded, Naming, Pending, Slot};
 use super::sender::{Cancel, Encoded, Encoding, NotQueued, Sender};
+use super::trace;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Protocol;
 use crate::streamed::StreamRequest;
 use crate::wire::encode::Arena;
 use crate::wire::envelope::Header;
+use crate::wire::trace::TraceContext;
 use crate::wire::ws::reader::Inbound;
 
 /// The window a streamed request grants unless its asker says otherwise:
@@ -42,6 +44,9 @@ pub(crate) const MAX_WINDOW: usize = 1 << 30;
 /// Bytes in front of an item's payload: kind, descriptors, id.
 const ITEM_HEADER: usize = 2 + 8;
 
+mod feed;
+use feed::Feed;
+
 /// What comes down to an [`AnswerStream`].
 enum Piece<T> {
     /// An item, and the bytes of its message.
@@ -52,50 +57,6 @@ enum Piece<T> {
     Gone,
 }
 
-/// The queue between a stream's slot, on the side's reading thread, and
-/// its reader, on the caller's: the pieces in order, and the reader's
-/// waker while it waits for more.
-///
-/// The slot stages the items of one read of the connection and hands
-/// them on together once the read is handled (`Pending::hand_on_staged`),
-/// and the reader takes every piece there is at once: the feed's lock is
-/// taken, and a reader that keeps up is woken, once per batch the other
-/// side wrote, not once per item.
-struct Feed<T> {
-    state: Mutex<FeedState<T>>,
-}
-
-struct FeedState<T> {
-    pieces: VecDeque<Piece<T>>,
-    /// The reader's, while it waits: taken by the piece that ends the wait.
-    waker: Option<Waker>,
-    /// The reader went: nothing more is kept.
-    closed: bool,
-}
-
-impl<T> Feed<T> {
-    fn new() -> Arc<Self> {
-        let state = FeedState { pieces: VecDeque::new(), waker: None, closed: false };
-        Arc::new(Feed { state: Mutex::new(state) })
-    }
-
-    fn state(&self) -> MutexGuard<'_, FeedState<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues `pieces` and then `last`, if any, for the reader, unless it
-    /// went; the reader's waker, if it waits for them.
-    fn push(&self, pieces: &mut Vec<Piece<T>>, last: Option<Piece<T>>) -> Option<Waker> {
-        let mut state = self.state();
-        if state.closed {
-            pieces.clear();
-            return None;
-        }
-        state.pieces.extend(pieces.drain(..).chain(last));
-        state.waker.take()
-    }
-}
-
 /// The window as both halves see it: what the asker has granted so far.
 struct Window {
     granted: AtomicU64,
@@ -104,7 +65,7 @@ struct Window {
 /// The slot of a streamed answer: items go into the feed of the caller's
 /// stream, checked against the window first.
 pub(crate) struct StreamSlot<T> {
-    feed: Arc<Feed<T>>,
+    feed: Arc<Feed<Piece<T>>>,
     /// Items of the read being handled, into the feed once it is.
     staged: Vec<Piece<T>>,
     /// Its end was delivered.
@@ -198,7 +159,7 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
 /// Dropping it before the end cancels the request: the other side drops
 /// its producer, and sends nothing more.
 pub struct AnswerStream<T> {
-    feed: Arc<Feed<T>>,
+    feed: Arc<Feed<Piece<T>>>,
     /// The pieces taken from the feed, not yet read.
     taken: VecDeque<Piece<T>>,
     /// Cancels the request when dropped unended (`None` once ended).
@@ -338,13 +299,24 @@ impl<T> Stream for AnswerStream<T> {
 pub(crate) struct Asking {
     pub id: u64,
     pub window: u64,
+    /// Its asker's trace context, when one travels.
+    pub context: Option<TraceContext>,
 }
 
 impl Asking {
     /// A fresh id from `pending`, with `window` clamped to what a request
-    /// may grant (at least one byte, at most 1 GiB).
-    pub(crate) fn new(pending: &Pending, window: usize) -> Self {
-        Asking { id: pending.next_id(), window: window.clamp(1, MAX_WINDOW) as u64 }
+    /// may grant (at least one byte, at most 1 GiB); asked of `peer` for
+    /// `caller`, and traced as such while a subscriber wants it (the
+    /// asking span is kept in `pending` until the stream is done with).
+    pub(crate) fn new<R>(
+        pending: &Pending,
+        window: usize,
+        (caller, peer): (trace::Caller, trace::Peer<'_>),
+    ) -> Self {
+        let id = pending.next_id();
+        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
+        pending.trace(id, span);
+        Asking { id, window: window.clamp(1, MAX_WINDOW) as u64, context }
     }
 
     /// A slot and the stream it feeds, for the caller of `pending`;
@@ -382,17 +354,22 @@ impl Asking {
 
 impl Encoding {
     /// Request `id` of type `R`, answered by a stream of items of which
-    /// the asker takes `window` bytes before its first credit.
+    /// the asker takes `window` bytes before its first credit; with its
+    /// asker's trace context, when one travels.
     pub(crate) fn stream_request<P: Protocol, R: StreamRequest>(
         &self,
         arena: Option<&mut Arena>,
-        id: u64,
-        window: u64,
+        asking: &Asking,
         request: &R,
     ) -> Result<Encoded, WorkerError> {
         let tag = stream_tag::<P, R>().map_err(|e| WireError::Encode(e.to_string()))?;
-        let header = Header::stream(id, tag, window);
-        self.encode(arena, header, request, self.descriptors.then(Vec::new))
+        let (id, window) = (asking.id, asking.window);
+        let header = match asking.context {
+            None => Header::stream(id, tag, window),
+            Some(_) => crate::wire::trace::traced_stream(id, tag, window),
+        };
+        let fds = self.descriptors.then(Vec::new);
+        self.encode(arena, (header, asking.context), request, fds)
     }
 
     /// One item of the stream that answers request `id`.
@@ -401,7 +378,7 @@ impl Encoding {
         id: u64,
         item: &T,
     ) -> Result<Encoded, WorkerError> {
-        self.encode(None, Header::item(id), item, self.descriptors.then(Vec::new))
+        self.encode(None, (Header::item(id), None), item, self.descriptors.then(Vec::new))
     }
 }
 
@@ -414,19 +391,21 @@ impl Sender {
         request: &R,
         window: usize,
     ) -> AnswerStream<R::Item> {
-        let asking = Asking::new(&self.pending, window);
-        let encoded = self.encoding.stream_request::<P, R>(None, asking.id, asking.window, request);
+        let asker = (trace::Caller::here(), trace::Peer::default());
+        let asking = Asking::new::<R>(&self.pending, window, asker);
+        let encoded = self.encoding.stream_request::<P, R>(None, &asking, request);
         let named = (asking.id, super::declared::describe::<P, R> as Naming);
         let queued = encoded.map_err(NotQueued::Refused).and_then(|encoded: Encoded| {
             let halves = || asking.halves::<R::Item>(&self.pending, None);
             self.queue_with(named, encoded, false, halves)
         });
-        match queued {
-            Ok(stream) => stream,
-            Err(NotQueued::Refused(e)) => AnswerStream::refused(e),
-            Err(NotQueued::Full { .. }) => {
-                AnswerStream::refused(self.outbox.error(crate::wire::outbox::Refusal::Full))
-            }
-        }
+        let refusal = match queued {
+            Ok(stream) => return stream,
+            Err(NotQueued::Refused(e)) => e,
+            Err(NotQueued::Full { .. }) => self.outbox.error(crate::wire::outbox::Refusal::Full),
+        };
+        // Never queued: its asking span closes.
+        self.pending.forget(asking.id);
+        AnswerStream::refused(refusal)
     }
 }

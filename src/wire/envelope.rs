@@ -18,7 +18,7 @@ use crate::protocol::Codec;
 
 /// The protocol version this build speaks; bumped on any change to this file
 /// or to how payloads are encoded.
-pub(crate) const PROTOCOL_VERSION: u32 = 7;
+pub(crate) const PROTOCOL_VERSION: u32 = 8;
 
 /// The first bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"AWW\x01";
@@ -85,6 +85,8 @@ pub(crate) enum Kind {
     Stream = 19,
     /// A `Request` with its asker's trace context after id and tag (`trace.rs`).
     TracedRequest = 24,
+    /// A `Stream` with its asker's trace context after id, tag and window.
+    TracedStream = 25,
 }
 
 /// Bytes of a traced request's context, after its id and tag (`trace.rs`).
@@ -116,6 +118,7 @@ impl Kind {
             18 => Kind::Credit,
             19 => Kind::Stream,
             24 => Kind::TracedRequest,
+            25 => Kind::TracedStream,
             _ => return None,
         })
     }
@@ -143,6 +146,7 @@ impl Kind {
             Kind::Credit => "stream credit",
             Kind::Stream => "stream request",
             Kind::TracedRequest => "traced request",
+            Kind::TracedStream => "traced stream request",
         }
     }
 
@@ -153,6 +157,7 @@ impl Kind {
             Kind::Stream => 8 + 8 + 8,
             Kind::Request | Kind::Credit => 8 + 8,
             Kind::TracedRequest => 8 + 8 + CONTEXT_LEN,
+            Kind::TracedStream => 8 + 8 + 8 + CONTEXT_LEN,
             Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Data | Kind::Item | Kind::End => 8,
             Kind::Post
             | Kind::Error
@@ -258,7 +263,7 @@ pub(crate) fn begin(buf: &mut impl BufMut, header: Header) {
             buf.put_u64_le(header.id);
             buf.put_u64_le(header.tag);
         }
-        Kind::Stream => {
+        Kind::Stream | Kind::TracedStream => {
             buf.put_u64_le(header.id);
             buf.put_u64_le(header.tag);
             buf.put_u64_le(header.credit);
@@ -330,7 +335,9 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     let (fields, payload) = rest.split_at(fixed);
     let (id, tag, credit) = match kind {
         Kind::Request | Kind::TracedRequest => (le_u64(&fields[..8]), le_u64(&fields[8..16]), 0),
-        Kind::Stream => (le_u64(&fields[..8]), le_u64(&fields[8..16]), le_u64(&fields[16..24])),
+        Kind::Stream | Kind::TracedStream => {
+            (le_u64(&fields[..8]), le_u64(&fields[8..16]), le_u64(&fields[16..24]))
+        }
         Kind::Credit => (le_u64(&fields[..8]), 0, le_u64(&fields[8..16])),
         Kind::Answer | Kind::Failed | Kind::Cancel | Kind::Item | Kind::End => {
             (le_u64(fields), 0, 0)
@@ -347,46 +354,8 @@ pub(crate) fn decode(msg: &[u8]) -> Result<(Header, &[u8]), WireError> {
     Ok((header, payload))
 }
 
-/// Bytes in front of each message in a batch: its length.
-pub(crate) const BATCH_ENTRY_HEADER: usize = 4;
-/// Messages up to this size are batched with those written beside them.
-pub(crate) const BATCH_MESSAGE_MAX: usize = 4 * 1024;
-/// A batch's own header.
-pub(crate) const BATCH_HEADER: usize = 2;
-/// A batch is sent once it is this large.
-pub(crate) const BATCH_TARGET: usize = 64 * 1024;
-/// The largest batch a writer produces, and so the largest a reader
-/// takes: the target, plus one more small message.
-pub(crate) const MAX_BATCH: usize =
-    BATCH_HEADER + BATCH_TARGET + BATCH_ENTRY_HEADER + BATCH_MESSAGE_MAX;
-
-/// Appends one message to a batch being built.
-pub(crate) fn push_batch_entry(buf: &mut bytes::BytesMut, msg: &[u8]) {
-    let len = u32::try_from(msg.len()).expect("batched messages are small");
-    buf.put_u32_le(len);
-    buf.put_slice(msg);
-}
-
-/// The byte range of the message in `batch` at `pos` (a batch's first
-/// entry is at 2), or `None` at its end.
-pub(crate) fn batch_entry(
-    batch: &[u8],
-    pos: usize,
-) -> Result<Option<std::ops::Range<usize>>, WireError> {
-    let rest = batch.get(pos..).unwrap_or_default();
-    if rest.is_empty() {
-        return Ok(None);
-    }
-    if rest.len() < BATCH_ENTRY_HEADER {
-        return Err(WireError::Truncated { needed: BATCH_ENTRY_HEADER, got: rest.len() });
-    }
-    let len = le_u32(rest) as usize;
-    let start = pos + BATCH_ENTRY_HEADER;
-    if rest.len() - BATCH_ENTRY_HEADER < len {
-        return Err(WireError::Truncated { needed: BATCH_ENTRY_HEADER + len, got: rest.len() });
-    }
-    Ok(Some(start..start + len))
-}
+mod batch;
+pub(crate) use batch::*;
 
 /// Why a worker refused to run: the payload of a `Refused` message.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -416,8 +385,8 @@ pub(crate) fn read_hello(fields: &[u8]) -> Result<Hello, WireError> {
     let (codec, flags) = match (version, &fields[fixed..]) {
         (..=4, _) => (Codec::Bincode, 0),
         (5, [n]) => (codec(*n)?, 0),
-        (6 | PROTOCOL_VERSION, [n, flags]) => (codec(*n)?, *flags),
-        (5 | 6 | PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
+        (6 | 7 | PROTOCOL_VERSION, [n, flags]) => (codec(*n)?, *flags),
+        (5..=PROTOCOL_VERSION, _) => return Err(WireError::NotAHello),
         (_, [n, ..]) => (codec(*n)?, 0),
         _ => (Codec::Bincode, 0),
     };

@@ -109,15 +109,32 @@ pub(crate) fn traced_request(id: u64, tag: u64) -> Header {
     Header { id, tag, ..Header::bare(Kind::TracedRequest) }
 }
 
-/// [`begin`], then, for a traced request, its context's bytes: what a
-/// request's header is when it travels with one.
+/// The header of streamed request `id` of type `tag` granting `window`,
+/// traced: its context follows (see [`begin_traced`]).
+pub(crate) fn traced_stream(id: u64, tag: u64, window: u64) -> Header {
+    Header { id, tag, credit: window, ..Header::bare(Kind::TracedStream) }
+}
+
+/// Where a traced kind's context starts: after its common bytes and its
+/// fixed fields.
+fn context_at(kind: u8) -> Option<usize> {
+    match kind {
+        k if k == Kind::TracedRequest as u8 => Some(2 + 16),
+        k if k == Kind::TracedStream as u8 => Some(2 + 24),
+        _ => None,
+    }
+}
+
+/// [`begin`], then, for a traced request (answered once or by a stream),
+/// its context's bytes: what a request's header is when it travels with
+/// one.
 pub(crate) fn begin_traced(
     buf: &mut impl BufMut,
     header: Header,
     context: Option<&[u8; CONTEXT_LEN]>,
 ) {
     begin(buf, header);
-    if let (Kind::TracedRequest, Some(context)) = (header.kind, context) {
+    if let (Kind::TracedRequest | Kind::TracedStream, Some(context)) = (header.kind, context) {
         buf.put_slice(context);
     }
 }
@@ -125,10 +142,8 @@ pub(crate) fn begin_traced(
 /// The context bytes of a traced request's message (its whole bytes, as
 /// [`decode`] takes them); `None` for any other kind.
 pub(crate) fn context_bytes(msg: &[u8]) -> Option<&[u8; CONTEXT_LEN]> {
-    if msg.first() != Some(&(Kind::TracedRequest as u8)) {
-        return None;
-    }
-    msg.get(2 + 16..2 + 16 + CONTEXT_LEN).and_then(|b| b.try_into().ok())
+    let at = context_at(*msg.first()?)?;
+    msg.get(at..at + CONTEXT_LEN).and_then(|b| b.try_into().ok())
 }
 
 /// Lower-case hex of `bytes`.
@@ -187,6 +202,24 @@ mod tests {
         assert_eq!(context_bytes(&plain), None);
         // Cut anywhere before its payload: truncated, never a short context.
         for cut in 2..2 + 16 + CONTEXT_LEN {
+            assert!(matches!(decode(&buf[..cut]), Err(WireError::Truncated { .. })), "{cut}");
+        }
+    }
+
+    #[test]
+    fn a_traced_stream_request_carries_its_context_after_its_window() {
+        let context = [6u8; CONTEXT_LEN];
+        let mut buf = Vec::new();
+        begin_traced(&mut buf, traced_stream(43, 8, 65536), Some(&context));
+        buf.extend_from_slice(b"req");
+        assert_eq!(buf.len(), 2 + 24 + CONTEXT_LEN + 3);
+        let (h, payload) = decode(&buf).unwrap();
+        assert_eq!((h.kind, h.id, h.tag, h.credit), (Kind::TracedStream, 43, 8, 65536));
+        assert_eq!((payload, context_bytes(&buf)), (&b"req"[..], Some(&context)));
+        let mut plain = Vec::new();
+        begin_traced(&mut plain, Header::stream(43, 8, 65536), Some(&context));
+        assert_eq!((plain.len(), context_bytes(&plain)), (26, None));
+        for cut in 2..2 + 24 + CONTEXT_LEN {
             assert!(matches!(decode(&buf[..cut]), Err(WireError::Truncated { .. })), "{cut}");
         }
     }

@@ -649,7 +649,7 @@ pub fn a_channel_is_a_second_line_between_the_parent_and_a_worker() {
 fn hello(fingerprint: u64) -> Vec<u8> {
     let mut msg = vec![1, 0];
     msg.extend_from_slice(b"AWW\x01");
-    msg.extend_from_slice(&7u32.to_le_bytes());
+    msg.extend_from_slice(&documented_version().to_le_bytes());
     msg.extend_from_slice(&fingerprint.to_le_bytes());
     msg.extend_from_slice(&std::process::id().to_le_bytes());
     msg.extend_from_slice(&[0, 0]);

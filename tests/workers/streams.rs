@@ -189,7 +189,7 @@ pub fn entries() -> Vec<Entry> {
     vec![Entry::new("streamer", |parent| Streamer { parent })]
 }
 
-fn streamer() -> WorkerBuilder<Streams> {
+pub fn streamer() -> WorkerBuilder<Streams> {
     Worker::<Streams>::builder()
         .entry("streamer")
         .restart(actix_webworker::RestartPolicy::never())

@@ -37,6 +37,7 @@ pub fn trials() -> Vec<Trial> {
         trace::a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on,
         trace::a_traced_request_cut_short_is_a_typed_error,
         trace::through_a_pool_member_and_a_channel_to_another_worker_one_trace,
+        trace::a_streamed_answer_is_traced_from_the_ask_to_its_producer,
     ]
 }
 
@@ -538,4 +539,34 @@ pub fn through_a_pool_member_and_a_channel_to_another_worker_one_trace() {
     let line = by_id(&workers[&far], doubled.parent);
     assert_eq!(line.name, "channel", "{line:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A streamed request is traced as one answered once: the parent's ask
+/// span lasts until its stream ends, and the worker's span of the
+/// producer joins it (kind 25, the context after the window).
+pub fn a_streamed_answer_is_traced_from_the_ask_to_its_producer() {
+    use crate::streams::{streamer, Count, Streams};
+    use futures_util::StreamExt;
+    let (parent, workers) = traced("stream", |dir| async move {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).env(TRACE_DIR, &dir).start().unwrap();
+        let caller = tracing::info_span!("caller");
+        let asked = caller.in_scope(|| actix_webworker::AskStream::new(Count { n: 5, pad: 0 }));
+        let mut rows = worker.send(asked).await.unwrap();
+        let mut n = 0;
+        while let Some(row) = rows.next().await {
+            assert_eq!(row.unwrap().n, n);
+            n += 1;
+        }
+        assert!(n == 5 && rows.is_complete());
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    let ask = one(&parent, "ask", "::Count");
+    assert_eq!(by_id(&parent, ask.parent).name, "caller");
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    assert_eq!(ask.follows, [worker.id]);
+    let pid: u32 = worker.field("pid").parse().unwrap();
+    let answer = one(&workers[&pid], "answer", "::Count");
+    joined(ask, answer);
 }

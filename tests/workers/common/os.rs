@@ -219,3 +219,14 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
         false => Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr))),
     }
 }
+
+/// The protocol version PROTOCOL.md documents, from its title: a peer
+/// written by hand from the document speaks it (and a title left behind
+/// by a new version fails the tests that use it).
+pub fn documented_version() -> u32 {
+    let doc = include_str!("../../../PROTOCOL.md");
+    let title = doc.lines().next().unwrap_or_default();
+    let version =
+        title.strip_prefix("# The wire protocol (version ").and_then(|v| v.strip_suffix(')'));
+    version.and_then(|v| v.parse().ok()).expect("PROTOCOL.md's title names its version")
+}
