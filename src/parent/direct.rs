@@ -6,21 +6,25 @@
 //! crosses one mailbox (the pool's), not two.
 //!
 //! What only the actor can do stays with it: a request with a timeout (its
-//! timer is a task the actor spawns), and every request of a member whose
-//! limits say `WhenFull::Wait` (the actor holds what finds the queue full
-//! until there is room).
+//! timer is a task the actor spawns), and, under `WhenFull::Wait` (the
+//! default), a request that finds the queue full: handed to the actor
+//! encoded, with its slot and span ([`Held`]), it waits there for room
+//! behind what already waits. A pool bounds what it gives each member, so
+//! that is rare: the common request crosses the pool's mailbox only.
 
 use std::sync::{Arc, Mutex};
 
+use actix::{Context, Handler, Message};
+
 use super::messages::Answered;
 use super::port::{Line, Port};
+use super::worker::Worker;
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
-use crate::session::requests::Slot;
-use crate::session::sender::NotQueued;
+use crate::session::requests::{Naming, Slot};
+use crate::session::sender::{Encoded, NotQueued};
 use crate::session::trace;
-use crate::wire::outbox::Refusal;
 use crate::wire::ws::reader::Inbound;
 
 /// One member's line (see the module's doc).
@@ -41,20 +45,16 @@ impl<P: Protocol> Direct<P> {
         Direct { line: port.line.clone(), _protocol: std::marker::PhantomData }
     }
 
-    /// Whether requests can take this line: not when a full queue makes
-    /// them wait (the actor's to do).
-    pub(crate) fn takes_requests(&self) -> bool {
-        !self.line.wait
-    }
-
     /// Queues `request` for the member whose process is `pid` (0: not
-    /// known), its answer or failure to `then`.
+    /// known), its answer or failure to `then`; or, when the queue is full
+    /// and the member's limits say wait, gives it back encoded, for the
+    /// member's actor to hold until there is room.
     pub(crate) fn forward<R: Request>(
         &self,
         (request, caller): (R, trace::Caller),
         pid: u32,
         then: Answered<R::Answer>,
-    ) {
+    ) -> Option<Held<R::Answer>> {
         let sender = &self.line.sender;
         let id = sender.pending.next_id();
         let (span, name) = &self.line.peer;
@@ -62,26 +62,63 @@ impl<P: Protocol> Direct<P> {
         let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
         let encoded = match sender.encoding.request::<P, R>(None, (id, context), &request) {
             Ok(encoded) => encoded,
-            Err(e) => return then.call(Err(e)),
+            Err(e) => {
+                then.call(Err(e));
+                return None;
+            }
         };
         // The slot of each try shares `then`, taken by whichever answers;
         // a try that is not queued leaves it for the next, or for us.
         let then = Arc::new(Mutex::new(Some(then)));
         let halves = || (Box::new(Shared(then.clone())) as Box<dyn Slot>, ());
-        let queued = sender.queue_with((id, describe::<P, R>), encoded, false, halves);
+        let named = (id, describe::<P, R> as Naming);
+        let queued = sender.queue_with(named, encoded, self.line.wait, halves);
+        // Not queued: no slot holds `then` any more.
         let taken = || then.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match queued {
-            Ok(()) => sender.pending.trace(id, span),
-            Err(not_queued) => {
-                let e = match not_queued {
-                    NotQueued::Refused(e) => e,
-                    // Not without waiting; refused as full all the same.
-                    NotQueued::Full { .. } => sender.outbox.error(Refusal::Full),
-                };
-                if let Some(then) = taken() {
-                    then.call(Err(e));
-                }
+        let e = match queued {
+            Ok(()) => {
+                sender.pending.trace(id, span);
+                return None;
             }
+            Err(NotQueued::Full { bytes, fds, .. }) => {
+                let then = taken()?;
+                return Some(Held { named, encoded: (bytes, fds), then, span });
+            }
+            Err(NotQueued::Refused(e)) => e,
+        };
+        if let Some(then) = taken() {
+            then.call(Err(e));
+        }
+        None
+    }
+}
+
+/// A request a pool routed past its member's mailbox that found the
+/// member's queue full under `WhenFull::Wait`: encoded, its id named, its
+/// answer's `then` and its asking span, for the member's actor to queue
+/// behind what waits there.
+pub(crate) struct Held<A> {
+    named: (u64, Naming),
+    encoded: Encoded,
+    then: Answered<A>,
+    span: tracing::Span,
+}
+
+impl<A: serde::de::DeserializeOwned + Send + 'static> Message for Held<A> {
+    type Result = ();
+}
+
+impl<P: Protocol, A: serde::de::DeserializeOwned + Send + 'static> Handler<Held<A>> for Worker<P> {
+    type Result = ();
+
+    fn handle(&mut self, held: Held<A>, ctx: &mut Context<Self>) {
+        let Held { named: (id, name), encoded: (bytes, fds), then, span } = held;
+        let pending = self.sender.pending.clone();
+        pending.attach(id, name, Box::new(then));
+        match self.queue(bytes, fds, Some(id), ctx) {
+            Ok(_) => pending.trace(id, span),
+            // Never queued: its slot says why.
+            Err(e) => pending.resolve(id, Err(e)),
         }
     }
 }

@@ -54,8 +54,12 @@ impl<P: Protocol> Prepared<P> {
         });
         // Straight into the member's outbox; through its mailbox what only
         // its actor can do (a timer, waiting for room).
-        match direct.filter(|(d, _)| timeout.is_none() && d.takes_requests()) {
-            Some((direct, pid)) => direct.forward((request, caller), pid, then),
+        match direct.filter(|_| timeout.is_none()) {
+            Some((direct, pid)) => {
+                if let Some(held) = direct.forward((request, caller), pid, then) {
+                    addr.do_send(held);
+                }
+            }
             None => addr.do_send(Forward { request, timeout, then, caller }),
         }
     }

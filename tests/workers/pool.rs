@@ -34,6 +34,7 @@ pub fn trials() -> Vec<Trial> {
         pool::twenty_thousand_callers_that_go_leave_nothing_queued,
         pool::an_unknown_entry_stops_the_pool_at_once_naming_it,
         pool::without_a_recipient_members_errors_and_exits_are_logged,
+        pool::asks_past_a_members_full_queue_wait_there_and_all_are_answered,
     ]
 }
 
@@ -628,5 +629,32 @@ pub fn without_a_recipient_members_errors_and_exits_are_logged() {
             pool.terminate();
             pool.send(Join).await.unwrap();
         });
+    });
+}
+
+/// A pool routes its asks past the member's mailbox; under the members'
+/// default `WhenFull::Wait`, those that find its queue full (the member
+/// blocked, its socket and its queue of 4 full) are handed to the
+/// member's actor and wait there for room: none is refused or lost, each
+/// gets its own answer.
+pub fn asks_past_a_members_full_queue_wait_there_and_all_are_answered() {
+    run(async {
+        let (builder, _events) = pool();
+        let limits = actix_webworker::Limits::default().max_queued_messages(4);
+        let pool = builder.size(1).max_in_flight_per_worker(1000).limits(limits).start().unwrap();
+        // Online, and its line past the mailbox open.
+        assert_eq!(pool.ask(Sum(vec![1, 2])).await.unwrap(), 3);
+        pool.send(Broadcast(Cmd::Block(300))).await.unwrap().unwrap();
+        // 72 KiB each (u64::MAX is 9 bytes in bincode's varints): a few
+        // fill the socket, four the queue; the rest wait in the actor.
+        let asks = (0..200u64).map(|i| pool.ask(Sum([u64::MAX / 16384, i].repeat(4096))));
+        let answers = join_all(asks).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let expected = (u64::MAX / 16384 + i as u64) * 4096;
+            assert_eq!(answer.unwrap(), expected, "ask {i}");
+        }
+        assert_eq!(stats(&pool).await.members[0].in_flight, 0);
+        pool.terminate();
+        pool.send(Join).await.unwrap();
     });
 }
