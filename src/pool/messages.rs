@@ -18,7 +18,9 @@ use crate::parent::worker::Worker;
 use crate::protocol::{Protocol, Request};
 
 /// Posts a copy of the message to every member of a pool. Resolves once
-/// every member has queued it, or to the first refusal.
+/// every member has queued it, or to the first refusal: an ask made after
+/// that comes after it in every member (one made before may overtake it:
+/// a pool's asks go straight to its member's queue).
 pub struct Broadcast<M>(pub M);
 
 impl<M: 'static> Message for Broadcast<M> {

@@ -35,6 +35,7 @@ pub fn trials() -> Vec<Trial> {
         pool::an_unknown_entry_stops_the_pool_at_once_naming_it,
         pool::without_a_recipient_members_errors_and_exits_are_logged,
         pool::asks_past_a_members_full_queue_wait_there_and_all_are_answered,
+        pool::an_ask_made_after_a_broadcast_resolved_comes_after_it,
     ]
 }
 
@@ -654,6 +655,24 @@ pub fn asks_past_a_members_full_queue_wait_there_and_all_are_answered() {
             assert_eq!(answer.unwrap(), expected, "ask {i}");
         }
         assert_eq!(stats(&pool).await.members[0].in_flight, 0);
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+    });
+}
+
+/// A broadcast resolves once every member has queued it; an ask made then
+/// (which goes straight to a member's queue, past its mailbox) comes after
+/// it, in every member.
+pub fn an_ask_made_after_a_broadcast_resolved_comes_after_it() {
+    run(async {
+        let (builder, _events) = pool();
+        let pool = builder.size(2).max_in_flight_per_worker(1).start().unwrap();
+        for round in 0..20 {
+            pool.send(Broadcast(Cmd::Echo(round))).await.unwrap().unwrap();
+            // One to each member: the first is busy when the second is routed.
+            let seen = join_all([pool.ask(Seen), pool.ask(Seen)]).await;
+            assert!(seen.iter().all(|s| *s.as_ref().unwrap() == round + 1), "{round}: {seen:?}");
+        }
         pool.terminate();
         pool.send(Join).await.unwrap();
     });
