@@ -174,6 +174,19 @@ impl Reply {
         self.outbox.push_unbounded(frame, fds).is_ok()
     }
 
+    /// Waits while the outbox is at its bound (a stream's producer: the
+    /// asker's window alone does not bound what its side holds, as a peer
+    /// that grants a large one and never reads would make it hold all).
+    pub(crate) async fn room(&self) {
+        loop {
+            let epoch = self.outbox.room_epoch();
+            if !self.outbox.is_full() {
+                return;
+            }
+            self.outbox.wait_room(epoch).await;
+        }
+    }
+
     /// Queues several items at once (one lock); `false` as
     /// [`push_item`](Self::push_item).
     pub(crate) fn push_items(&self, items: Vec<Bytes>) -> bool {

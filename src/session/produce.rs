@@ -10,6 +10,12 @@
 //! most its window plus one item. With no credit the producer is not
 //! polled: it waits, and so does whatever feeds it.
 //!
+//! The items also wait for room in this side's outbox, bounded in number
+//! and bytes by its limits: the window is the asker's to choose (up to
+//! 1 GiB), and an asker that never reads its socket would otherwise have
+//! this side hold all of it. What a stream holds here is at most the
+//! outbox's bound and one gather of items.
+//!
 //! When the asker cancels (it dropped its stream), the task is aborted:
 //! the producer is dropped where it stands, and nothing more is sent.
 
@@ -49,6 +55,9 @@ pub(crate) fn produce<T: Serialize + 'static>(mut reply: Reply, stream: Streamed
 async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Credit>) {
     let mut frames = Vec::new();
     loop {
+        if frames.is_empty() {
+            reply.room().await;
+        }
         // Waits for credit, then for the next item; and gathers what else
         // is ready within the credit, to be queued together.
         let next = poll_fn(|cx| {

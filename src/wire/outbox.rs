@@ -14,19 +14,18 @@
 //! WebSocket and flushes once: one syscall for a batch, not one per message.
 //!
 //! Bounds: posts and requests are refused (or held back by their sender) at the
-//! bound. Answers to the peer's requests are always taken (the peer may wait for
-//! them), but count against the bound, and the reader stops reading the peer while
-//! [`replies_over`](Outbox::replies_over) says it asked more than the bound
-//! allows: a peer that asks, never reading, is held back, not fed memory.
+//! bound, and a stream's items wait for room ([`is_full`](Outbox::is_full)).
+//! Answers are always taken, but count against it: the reader stops reading the
+//! peer while [`replies_over`](Outbox::replies_over) says so. A peer that asks,
+//! never reading, is held back, not fed memory.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::Notify;
-
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use super::envelope::Kind;
 use crate::error::WorkerError;
@@ -142,6 +141,12 @@ impl Outbox {
         self.try_push(bytes, fds).map_err(|(refusal, _, _)| self.error(refusal))
     }
 
+    /// Whether what waits is at the bound, in number or in bytes.
+    pub(crate) fn is_full(&self) -> bool {
+        let state = self.lock();
+        state.queue.len() >= self.max_messages || state.bytes >= self.max_bytes
+    }
+
     /// The error a refusal means to the sender.
     pub(crate) fn error(&self, refusal: Refusal) -> WorkerError {
         match refusal {
@@ -152,7 +157,7 @@ impl Outbox {
         }
     }
 
-    /// Queues a message, or gives it back with the reason it was refused.
+    /// Queues a message, or gives it back with why it was refused.
     pub(crate) fn try_push(
         &self,
         bytes: Bytes,
@@ -178,8 +183,7 @@ impl Outbox {
         self.push_checked(bytes, fds, Some(connection))
     }
 
-    /// The connection a request made now is for: it changes when one
-    /// ends.
+    /// The connection a request made now is for: changes when one ends.
     pub(crate) fn connection(&self) -> u64 {
         self.connection.load(Ordering::SeqCst)
     }
@@ -268,7 +272,7 @@ impl Outbox {
         self.room.notify_waiters();
     }
 
-    /// Queues a last message (whatever the limits) and refuses later pushes.
+    /// Queues a last message (whatever the bound); later pushes are refused.
     pub(crate) fn push_last(&self, bytes: Bytes) -> Result<(), WorkerError> {
         let mut state = self.lock();
         if state.ended {
@@ -279,9 +283,8 @@ impl Outbox {
         Ok(())
     }
 
-    /// A request of the peer is being answered: its reply is owed, and it
-    /// and the `held` bytes of the request count against the bound until
-    /// the reply has been written. Returns the connection the reply is for.
+    /// A request of the peer is being answered: it and its `held` bytes count
+    /// against the bound until its reply is written; the reply's connection.
     pub(crate) fn owe_reply(&self, held: usize) -> u64 {
         let mut state = self.lock();
         state.owed += 1;
@@ -298,11 +301,10 @@ impl Outbox {
         }
     }
 
-    /// Queues the answer to a request of connection `connection` (see
-    /// [`owe_reply`](Self::owe_reply)): taken while that connection is
-    /// open, even after pushes were ended (the other side may wait for it
-    /// in its `on_close`), whatever the bound.
-    /// `held` is what its request was owed with.
+    /// Queues the answer to a request of `connection` that was owed with
+    /// `held` bytes ([`owe_reply`](Self::owe_reply)): taken while that
+    /// connection is open, whatever the bound, even after pushes were ended
+    /// (the other side may wait for it in its `on_close`).
     pub(crate) fn push_reply(&self, bytes: Bytes, fds: Vec<OwnedFd>, connection: u64, held: usize) {
         let mut state = self.lock();
         if self.connection.load(Ordering::SeqCst) != connection {
@@ -368,9 +370,8 @@ impl Outbox {
     }
 
     /// The connection has ended: only posts stay, for the next one.
-    /// Requests (their callers have been told they failed), answers to the
-    /// peer's requests and control messages belonged to it.
-    /// Returns the connection that ended.
+    /// Requests (their callers were told they failed), answers and control
+    /// messages belonged to it. Returns the connection that ended.
     pub(crate) fn end_connection(&self) -> u64 {
         let mut state = self.lock();
         let ended = self.connection.fetch_add(1, Ordering::SeqCst);
@@ -404,16 +405,16 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Waits until something is queued, then moves all of it into `batch`,
-    /// which must be empty.
+    /// Waits until something is queued, then moves all of it into `batch`
+    /// (empty).
     pub(crate) async fn take_batch(&self, batch: &mut VecDeque<Outgoing>) {
         while !self.try_take_batch(batch) {
             self.ready.notified().await;
         }
     }
 
-    /// Moves whatever is queued into `batch` (which must be empty) without
-    /// waiting; false when nothing was.
+    /// Moves what is queued into `batch` (empty), without waiting; false
+    /// when nothing was.
     pub(crate) fn try_take_batch(&self, batch: &mut VecDeque<Outgoing>) -> bool {
         let mut state = self.lock();
         if state.queue.is_empty() {
@@ -428,9 +429,8 @@ impl Outbox {
         true
     }
 
-    /// Drops everything queued (closing any descriptors) and ends the
-    /// queue, later pushes refused with `why`; returns how many posts
-    /// were dropped.
+    /// Drops what is queued (closing its descriptors) and ends the queue,
+    /// later pushes refused with `why`; returns how many posts went.
     pub(crate) fn discard(&self, why: WorkerError) -> usize {
         let mut state = self.lock();
         state.ended = true;

@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
     crate::trials![
         hostile_streams::items_past_the_window_fail_the_stream_and_cancel_it,
         hostile_streams::items_never_asked_are_reported_and_those_after_the_end_dropped,
+        hostile_streams::an_asker_that_never_reads_is_held_to_the_queues_bound,
     ]
 }
 
@@ -71,6 +72,19 @@ pub fn run_if_raw_streamer() {
     let mut ours = hello.clone();
     ours[18..22].copy_from_slice(&std::process::id().to_le_bytes());
     sock.write_all(&ws_frame(2, &ours)).unwrap();
+    if scenario == "greedy" {
+        // Asks the parent for 4 billion numbers with a window of 1 GiB,
+        // and never reads again.
+        let mut ask = vec![19, 0];
+        ask.extend_from_slice(&1u64.to_le_bytes());
+        ask.extend_from_slice(&tag_of("streams.feed"));
+        ask.extend_from_slice(&(1u64 << 30).to_le_bytes());
+        ask.extend_from_slice(&[252, 0, 0x28, 0x6b, 0xee]);
+        sock.write_all(&ws_frame(2, &ask)).unwrap();
+        loop {
+            std::thread::park();
+        }
+    }
     let (id, window) = stream_request(&mut sock);
     match scenario {
         "past-window" => {
@@ -118,11 +132,16 @@ pub fn run_if_raw_streamer() {
 }
 
 fn raw(scenario: &str) -> actix_webworker::WorkerBuilder<Streams> {
+    unserved(scenario)
+        .serve_stream(|feed: crate::streams::Feed| actix_webworker::Streamed::iter(0..feed.0))
+}
+
+/// A raw peer whose streamed requests the test serves itself.
+fn unserved(scenario: &str) -> actix_webworker::WorkerBuilder<Streams> {
     actix_webworker::Worker::<Streams>::builder()
         .entry(format!("{PREFIX}{scenario}"))
         .restart(actix_webworker::RestartPolicy::never())
         .grace_period(std::time::Duration::from_millis(100))
-        .serve_stream(|feed: crate::streams::Feed| actix_webworker::Streamed::iter(0..feed.0))
 }
 
 async fn next_item(
@@ -191,6 +210,50 @@ pub fn items_never_asked_are_reported_and_those_after_the_end_dropped() {
             }
         }
         assert_eq!(said, [WireError::UnknownStream(1 << 40)]);
+        worker.terminate();
+        events.exit().await;
+    });
+}
+
+/// A worker that asks the parent for a stream with the largest window (1
+/// GiB) and never reads its socket: the parent's producer waits for room
+/// in the worker's queue (here 1 MiB), so what it makes stops near that,
+/// not at the window. Before, the items went into the queue past its
+/// bound, up to the window.
+pub fn an_asker_that_never_reads_is_held_to_the_queues_bound() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    run(async {
+        let made = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = made.clone();
+        let (rec, mut events) = events::<Streams>();
+        let limits = actix_webworker::Limits::default().max_queued_bytes(1 << 20);
+        let worker = unserved("greedy")
+            .limits(limits)
+            .serve_stream(move |feed: crate::streams::Feed| {
+                let counted = counted.clone();
+                let numbers = (0..feed.0).inspect(move |_| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                });
+                actix_webworker::Streamed::iter(numbers)
+            })
+            .events(rec)
+            .start()
+            .unwrap();
+        // Until the producer has stood still for half a second.
+        let (mut last, started) = (0, std::time::Instant::now());
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let now = made.load(Ordering::Relaxed);
+            if now == last && now > 0 {
+                break;
+            }
+            assert!(started.elapsed() < WAIT, "still making items after {WAIT:?}: {now}");
+            last = now;
+        }
+        // Each item is 11 to 15 bytes on the wire.
+        let bytes = last * 15;
+        println!("made {last} items (at most {} KiB) for a peer that never reads", bytes >> 10);
+        assert!(bytes < 8 << 20, "{last} items made");
         worker.terminate();
         events.exit().await;
     });

@@ -466,15 +466,6 @@ pub fn run_if_raw_worker() {
     std::process::exit(0)
 }
 
-/// A request type's tag: FNV-1a of its wire name.
-fn tag_of(name: &str) -> [u8; 8] {
-    let mut fnv = 0xcbf2_9ce4_8422_2325_u64;
-    for b in name.bytes() {
-        fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    fnv.to_le_bytes()
-}
-
 /// caller → pool `ask(Relay)` → member `answer(Relay)` → its `ask(Double)`
 /// over a channel → the other worker's `answer(Double)`: one trace, each
 /// span joined to the one before across each boundary.

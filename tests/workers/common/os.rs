@@ -230,3 +230,12 @@ pub fn documented_version() -> u32 {
         title.strip_prefix("# The wire protocol (version ").and_then(|v| v.strip_suffix(')'));
     version.and_then(|v| v.parse().ok()).expect("PROTOCOL.md's title names its version")
 }
+
+/// A request type's tag: FNV-1a of its wire name (PROTOCOL.md, section 5).
+pub fn tag_of(name: &str) -> [u8; 8] {
+    let mut fnv = 0xcbf2_9ce4_8422_2325_u64;
+    for b in name.bytes() {
+        fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    fnv.to_le_bytes()
+}
