@@ -56,18 +56,20 @@ pub(crate) fn start(plan: Plan) -> io::Result<u32> {
     Ok(cmd.spawn()?.id())
 }
 
-/// What the child does between fork and exec (see the module docs): asks
-/// for SIGTERM when its parent dies (and exits if it has already), marks
+/// What the child does between fork and exec (see the module docs): resets
+/// its signals' actions and mask, asks for SIGTERM when its parent dies (and exits if it has already), marks
 /// every descriptor close-on-exec but `fd` (its end of the socketpair), and
 /// sets its resource limits.
 fn before_exec(cmd: &mut Command, fd: Option<RawFd>, limits: [(Resource, Option<(u64, u64)>); 3]) {
     let parent = getpid();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions that do not allocate (prctl,
-    // getppid, close_range, fcntl, setrlimit, _exit; and the fallback's
-    // open, getdents64, getrlimit, close).
+    // only async-signal-safe functions that do not allocate (sigaction,
+    // pthread_sigmask, prctl, getppid, close_range, fcntl, setrlimit,
+    // _exit; and the fallback's open, getdents64, getrlimit, close).
     unsafe {
         cmd.pre_exec(move || {
+            // As the start by clone does (std resets SIGPIPE alone).
+            os::reset_signals()?;
             set_pdeathsig(Signal::SIGTERM)?;
             // The parent may have died before the prctl took effect.
             if getppid() != parent {

@@ -153,9 +153,8 @@ extern "C" fn run(child: *mut c_void) -> c_int {
 /// Only in the child of `start`'s clone.
 unsafe fn exec(child: &Child<'_>) -> nix::Result<Infallible> {
     let plan = child.plan;
-    // SAFETY: this is the child, with all signals blocked.
-    unsafe { reset_signals() };
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    // SAFETY: this is the child, about to exec, with all signals blocked.
+    unsafe { os::reset_signals() }?;
     let dups: [fn(&OwnedFd) -> nix::Result<()>; 3] =
         [|fd| dup2_stdin(fd), |fd| dup2_stdout(fd), |fd| dup2_stderr(fd)];
     // Each above the standard descriptors (`Plan`), so none is overwritten
@@ -201,41 +200,6 @@ unsafe fn exec(child: &Child<'_>) -> nix::Result<Infallible> {
     // parent and live until the clone returns.
     unsafe { libc::execve(plan.exec.path.as_ptr(), child.argv, child.envp) };
     Err(Errno::last())
-}
-
-/// Gives every signal with a handler its default action back, and SIGPIPE
-/// too (Rust's runtime ignores it; `Command` restores it for a child): the
-/// parent's handlers are code in the parent's memory, which must not run
-/// in the child; after the exec they would be defaults anyway. Ignored
-/// signals stay ignored, as across any exec.
-///
-/// # Safety
-///
-/// Only in the child of `start`'s clone, with all signals blocked.
-unsafe fn reset_signals() {
-    // Raw: nix's `sigaction` cannot read an action without setting one,
-    // nor name the real-time signals.
-    for signal in 1..=64 {
-        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: a plain C struct, for which zeroes are a valid value.
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: reads the action into a local; glibc's own signals (32,
-        // 33) and numbers past the last fail with EINVAL, left alone.
-        if unsafe { libc::sigaction(signal, ptr::null(), &mut action) } != 0 {
-            continue;
-        }
-        let handler = action.sa_sigaction;
-        if handler == libc::SIG_DFL || (handler == libc::SIG_IGN && signal != libc::SIGPIPE) {
-            continue;
-        }
-        // SAFETY: as above; zeroes, then SIG_DFL, no flags, an empty mask.
-        let mut default: libc::sigaction = unsafe { std::mem::zeroed() };
-        default.sa_sigaction = libc::SIG_DFL;
-        // SAFETY: sets the default action, which runs no code of ours.
-        unsafe { libc::sigaction(signal, &default, ptr::null_mut()) };
-    }
 }
 
 /// The size of the child's stack: what `exec` needs (the close-on-exec

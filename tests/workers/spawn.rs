@@ -1,0 +1,143 @@
+//! How a worker's process is made: by `clone(CLONE_VM | CLONE_VFORK)`,
+//! and by fork where the kernel refuses that clone (forced here with
+//! `ACTIX_WEBWORKER_TEST_SPAWN_WITH_FORK`). Each way must keep every
+//! guarantee of a start; each is checked in a parent process of its own,
+//! whose signal state the check changes.
+
+use std::os::fd::AsRawFd;
+
+use actix_webworker::{Event, Output, ResourceLimits, RestartPolicy, Worker, WorkerAddrExt};
+
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        spawn::a_start_by_clone_keeps_every_guarantee,
+        spawn::a_start_by_fork_keeps_every_guarantee,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![spawn::guarantees_role,]
+}
+
+/// What makes the parent start its workers by fork (`parent/spawn.rs`).
+const BY_FORK: &str = "ACTIX_WEBWORKER_TEST_SPAWN_WITH_FORK";
+
+pub fn a_start_by_clone_keeps_every_guarantee() {
+    guarantees(false);
+}
+
+pub fn a_start_by_fork_keeps_every_guarantee() {
+    guarantees(true);
+}
+
+/// Runs `guarantees_role` in a parent of its own, starting by fork or not.
+fn guarantees(by_fork: bool) {
+    let mut cmd = role("spawn::guarantees_role");
+    if by_fork {
+        cmd.env(BY_FORK, "1");
+    } else {
+        cmd.env_remove(BY_FORK);
+    }
+    let out = cmd.output().expect("test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "by fork: {by_fork}\n{stdout}\n{stderr}"
+    );
+}
+
+/// Bit `signal` of a `Sig...:` line of `/proc/PID/status` in `lines`.
+fn signal_bit(lines: &[String], field: &str, signal: i32) -> bool {
+    let line = lines.iter().find_map(|l| l.strip_prefix(field)).expect(field);
+    let mask = u64::from_str_radix(line.trim(), 16).expect("a hexadecimal mask");
+    mask & (1 << (signal - 1)) != 0
+}
+
+extern "C" fn on_usr2(_: libc::c_int) {}
+
+/// A parent with a signal blocked, one handled and one ignored, and a
+/// descriptor opened without close-on-exec, starts a worker with resource
+/// limits: the worker has none of the parent's mask or handlers (the
+/// ignored one stays ignored, as across any exec), its limits, no
+/// descriptor of the parent's, its own process group and the name the
+/// parent was started with. A program that passes the checks before the
+/// start but whose exec fails is told as a start that failed, with the
+/// exec's error.
+pub fn guarantees_role() {
+    // SAFETY: this test runs alone in its process, before any thread of
+    // ours: the spawner thread, started later, inherits this mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGWINCH, libc::SIG_IGN);
+    }
+    let (r, w) = std::io::pipe().unwrap();
+    // SAFETY: clearing close-on-exec on a pipe we own.
+    unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFD, 0) };
+    let leaked = std::fs::read_link(format!("/proc/self/fd/{}", r.as_raw_fd())).unwrap();
+    run(async move {
+        let (rec, mut events) = events::<Test>();
+        let limits =
+            ResourceLimits::default().cpu_seconds(1000).open_files(1000).address_space(64 << 30);
+        let worker = builder(rec).resource_limits(limits).start().unwrap();
+        worker.post(Cmd::Status);
+        let Reply::Lines(status) = events.message().await.data else { panic!() };
+        assert!(!signal_bit(&status, "SigBlk:", libc::SIGUSR1), "blocked: {status:?}");
+        assert!(!signal_bit(&status, "SigCgt:", libc::SIGUSR2), "handled: {status:?}");
+        assert!(signal_bit(&status, "SigIgn:", libc::SIGWINCH), "ignored: {status:?}");
+        let limit = |name: &str| {
+            let line = status.iter().find(|l| l.starts_with(name)).expect(name);
+            line[name.len()..].split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(limit("Max cpu time"), "1000 1001");
+        assert_eq!(limit("Max open files"), "1000 1000");
+        assert_eq!(limit("Max address space"), (64u64 << 30).to_string() + " " + &(64u64 << 30).to_string());
+        worker.post(Cmd::ListFds);
+        let Reply::Lines(fds) = events.message().await.data else { panic!() };
+        let leaked = leaked.display().to_string();
+        assert!(!fds.contains(&leaked), "{leaked} leaked into the worker: {fds:?}");
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!() };
+        // SAFETY: getpgid on a pid, no memory.
+        assert_eq!(unsafe { libc::getpgid(pid as i32) }, pid as i32, "its own group");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let arg0 = cmdline.split(|&b| b == 0).next().unwrap();
+        let ours = std::env::args_os().next().unwrap();
+        assert_eq!(arg0, ours.as_encoded_bytes(), "the name it was started with");
+        worker.terminate();
+        assert!(events.exit().await.success());
+
+        // Runnable to `access`, but its interpreter is missing: execve
+        // fails with ENOENT, after the checks.
+        let script = std::env::temp_dir().join(format!("aww-no-interpreter-{}", std::process::id()));
+        std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (rec, mut told) = crate::common::events::<Test>();
+        let worker = Worker::<Test>::builder()
+            .program(&script)
+            .stderr(Output::Null)
+            .restart(RestartPolicy::never())
+            .events(rec)
+            .start()
+            .unwrap();
+        let gave_up = loop {
+            if let Event::GaveUp(g) = told.next().await {
+                break g;
+            }
+        };
+        let _ = std::fs::remove_file(&script);
+        assert!(gave_up.reason.contains("could not start"), "{}", gave_up.reason);
+        assert!(gave_up.reason.contains("os error 2"), "the exec's error: {}", gave_up.reason);
+        drop((worker, r, w));
+    });
+}
