@@ -24,7 +24,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 #[cfg(feature = "tls")]
@@ -139,10 +139,28 @@ pub(crate) fn spawn(
     spec: &CommandSpec,
 ) -> tokio::sync::oneshot::Receiver<Result<Spawned, SpawnError>> {
     let spec = spec.clone();
-    on_spawner(move || spawn_here(spec))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Dropped unrun if the spawner is gone: `tx` with it, which closes `rx`.
+    drop(on_spawner(move || {
+        let (result, highest) = match spawn_here(spec) {
+            Ok((spawned, highest)) => (Ok(spawned), highest),
+            Err(e) => (Err(e), None),
+        };
+        let _ = tx.send(result);
+        // The descriptor table grows here, not under the loop (`link.rs`,
+        // which dups each worker's socket): once this start's result is
+        // out, and before the next start. Queued behind the starts of a
+        // burst, it came after all of them, and the loop grew the table,
+        // waiting for an RCU grace period (8-11 ms seen in a mass start).
+        if let Some(fd) = highest {
+            os::reserve_descriptors(fd);
+        }
+    }));
+    rx
 }
 
-fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
+/// Starts the worker; with the highest descriptor it holds for it.
+fn spawn_here(mut spec: CommandSpec) -> Result<(Spawned, Option<RawFd>), SpawnError> {
     let (channel, connect) = connection(&spec)?;
     let (program, arg0) = program(&spec)?;
     // A test binary (see `testing.rs`): only the worker's own test runs.
@@ -162,16 +180,14 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
     })?;
     let pidfd = os::pidfd_open(launched.pid as i32);
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
-    // The table grows here, not under the loop (`link.rs`), once out.
-    if let Some(fd) = pidfd.as_ref().map(AsRawFd::as_raw_fd) {
-        drop(on_spawner(move || os::reserve_descriptors(fd)));
-    }
-    Ok(Spawned {
+    let highest = pidfd.as_ref().map(AsRawFd::as_raw_fd);
+    let spawned = Spawned {
         handle: ChildHandle::new(launched.pid, pidfd),
         sock: channel,
         stdout: launched.stdout,
         stderr: launched.stderr,
-    })
+    };
+    Ok((spawned, highest))
 }
 
 /// The parent's end of the worker's connection, and how the worker gets
