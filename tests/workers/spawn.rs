@@ -16,12 +16,13 @@ pub fn trials() -> Vec<Trial> {
     crate::trials![
         spawn::a_start_by_clone_keeps_every_guarantee,
         spawn::a_start_by_fork_keeps_every_guarantee,
+        spawn::a_refused_clone_falls_back_on_fork,
     ]
 }
 
 /// Run only as a process of their own, by the tests above.
 pub fn roles() -> Vec<Trial> {
-    crate::inner![spawn::guarantees_role,]
+    crate::inner![spawn::guarantees_role, spawn::refused_clone_role]
 }
 
 /// What makes the parent start its workers by fork (`parent/spawn.rs`).
@@ -139,5 +140,65 @@ pub fn guarantees_role() {
         assert!(gave_up.reason.contains("could not start"), "{}", gave_up.reason);
         assert!(gave_up.reason.contains("os error 2"), "the exec's error: {}", gave_up.reason);
         drop((worker, r, w));
+    });
+}
+
+pub fn a_refused_clone_falls_back_on_fork() {
+    isolated("spawn::refused_clone_role");
+}
+
+/// Makes the kernel refuse every `clone` with `CLONE_VFORK` in this
+/// process (and what it starts) with `EPERM`, as a seccomp filter of a
+/// sandbox may: threads (`clone3`) and forks (`clone` without it) still
+/// work.
+fn refuse_vfork_clones() {
+    let op = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter { code: code as u16, jt, jf, k };
+    let filter = [
+        // The system call's number (`seccomp_data.nr`).
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, libc::SYS_clone as u32, 0, 3),
+        // The low half of its flags (`seccomp_data.args[0]`, x86-64).
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 16, 0, 0),
+        op(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, libc::CLONE_VFORK as u32, 0, 1),
+        op(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ];
+    let program = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: prctl with a filter that lives through the call (the kernel
+    // copies it).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
+        let mode = libc::SECCOMP_MODE_FILTER as libc::c_ulong;
+        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, mode, &program), 0, "seccomp");
+    }
+}
+
+extern "C" fn exit_at_once(_: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: ends the child at once.
+    unsafe { libc::_exit(0) }
+}
+
+/// With clone(CLONE_VM | CLONE_VFORK) refused (`EPERM`), workers are
+/// started by fork and work: on the first start and the next.
+pub fn refused_clone_role() {
+    // Before any thread of ours: the spawner, started later, inherits it.
+    refuse_vfork_clones();
+    let mut stack = vec![0u8; 64 << 10];
+    // SAFETY: a child that would run on `stack` and exit at once; the
+    // filter refuses it before it exists.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()).cast();
+        let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        libc::clone(exit_at_once, top, flags, std::ptr::null_mut())
+    };
+    let refused = std::io::Error::last_os_error().raw_os_error();
+    assert_eq!((pid, refused), (-1, Some(libc::EPERM)), "the filter refuses the clone");
+    run(async {
+        for _ in 0..2 {
+            let (worker, mut events) = start();
+            assert_eq!(worker.ask(Sum(vec![20, 22])).await.unwrap(), 42);
+            worker.terminate();
+            assert!(events.exit().await.success());
+        }
     });
 }
