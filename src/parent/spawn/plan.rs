@@ -172,3 +172,62 @@ fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
     CString::new(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found in provided data"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(c: &CString) -> &str {
+        c.to_str().expect("UTF-8")
+    }
+
+    #[test]
+    fn a_launcher_gets_env_and_the_variables_then_the_program() {
+        let spec = CommandSpec {
+            launcher: vec!["ssh".into(), "gpu-1".into(), "--".into()],
+            args: vec!["--flag".into()],
+            env: vec![("PATH".into(), Some("/usr/bin:/bin".into()))],
+            ..CommandSpec::default()
+        };
+        let told = [("A", OsString::from("1"))];
+        let exec = exec(Path::new("/opt/worker"), None, &spec, &told).unwrap();
+        let argv: Vec<&str> = exec.argv.iter().map(text).collect();
+        assert_eq!(argv, ["ssh", "gpu-1", "--", "env", "A=1", "/opt/worker", "--flag"]);
+        // `ssh` itself, found in the worker's PATH.
+        assert!(text(&exec.path).ends_with("/ssh"), "{:?}", exec.path);
+    }
+
+    #[test]
+    fn the_environment_is_what_the_builder_says_and_told_last() {
+        let spec = CommandSpec {
+            env_clear: true,
+            env: vec![
+                ("KEEP".into(), Some("1".into())),
+                ("GONE".into(), Some("1".into())),
+                ("GONE".into(), None),
+                (ENV_ENTRY.into(), Some("stale".into())),
+            ],
+            ..CommandSpec::default()
+        };
+        let told = [("KEEP", OsString::from("2"))];
+        let exec = exec(Path::new("/bin/sh"), Some(OsStr::new("name")), &spec, &told).unwrap();
+        let envp: Vec<&str> = exec.envp.iter().map(text).collect();
+        // No entry named: a stale one is removed; `told` wins.
+        assert_eq!(envp, ["KEEP=2"]);
+        assert_eq!(exec.argv.iter().map(text).collect::<Vec<_>>(), ["name"]);
+        assert_eq!(text(&exec.path), "/bin/sh");
+    }
+
+    #[test]
+    fn a_program_not_in_path_is_not_found_and_a_nul_is_refused() {
+        let spec = CommandSpec {
+            env: vec![("PATH".into(), Some("/nonexistent".into()))],
+            ..CommandSpec::default()
+        };
+        let err = exec(Path::new("sh"), None, &spec, &[]).err().expect("not found");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        let spec = CommandSpec { args: vec!["a\0b".into()], ..CommandSpec::default() };
+        let err = exec(Path::new("/bin/sh"), None, &spec, &[]).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}
