@@ -66,8 +66,8 @@ extern "C" fn on_usr2(_: libc::c_int) {}
 /// descriptor opened without close-on-exec, starts a worker with resource
 /// limits: the worker has none of the parent's mask or handlers (the
 /// ignored one stays ignored, as across any exec), its limits, no
-/// descriptor of the parent's, its own process group and the name the
-/// parent was started with. A program that passes the checks before the
+/// descriptor of the parent's, its own process group, its directory and
+/// the name the parent was started with. A program that passes the checks before the
 /// start but whose exec fails is told as a start that failed, with the
 /// exec's error.
 pub fn guarantees_role() {
@@ -89,7 +89,9 @@ pub fn guarantees_role() {
         let (rec, mut events) = events::<Test>();
         let limits =
             ResourceLimits::default().cpu_seconds(1000).open_files(1000).address_space(64 << 30);
-        let worker = builder(rec).resource_limits(limits).start().unwrap();
+        let dir = std::env::temp_dir().canonicalize().unwrap();
+        let worker =
+            builder(rec).resource_limits(limits).current_dir(&dir).start().unwrap();
         worker.post(Cmd::Status);
         let Reply::Lines(status) = events.message().await.data else { panic!() };
         assert!(!signal_bit(&status, "SigBlk:", libc::SIGUSR1), "blocked: {status:?}");
@@ -114,6 +116,8 @@ pub fn guarantees_role() {
         let arg0 = cmdline.split(|&b| b == 0).next().unwrap();
         let ours = std::env::args_os().next().unwrap();
         assert_eq!(arg0, ours.as_encoded_bytes(), "the name it was started with");
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        assert_eq!(cwd, dir, "its directory");
         worker.terminate();
         assert!(events.exit().await.success());
 
