@@ -66,8 +66,8 @@ extern "C" fn on_usr2(_: libc::c_int) {}
 /// descriptor opened without close-on-exec, starts a worker with resource
 /// limits: the worker has none of the parent's mask or handlers (the
 /// ignored one stays ignored, as across any exec), its limits, no
-/// descriptor of the parent's, its own process group, its directory and
-/// the name the parent was started with. A program that passes the checks before the
+/// descriptor of the parent's, its standard descriptors as asked, its own
+/// process group, its directory and the name the parent was started with. A program that passes the checks before the
 /// start but whose exec fails is told as a start that failed, with the
 /// exec's error.
 pub fn guarantees_role() {
@@ -90,8 +90,12 @@ pub fn guarantees_role() {
         let limits =
             ResourceLimits::default().cpu_seconds(1000).open_files(1000).address_space(64 << 30);
         let dir = std::env::temp_dir().canonicalize().unwrap();
-        let worker =
-            builder(rec).resource_limits(limits).current_dir(&dir).start().unwrap();
+        let worker = builder(rec)
+            .resource_limits(limits)
+            .current_dir(&dir)
+            .stderr(Output::Null)
+            .start()
+            .unwrap();
         worker.post(Cmd::Status);
         let Reply::Lines(status) = events.message().await.data else { panic!() };
         assert!(!signal_bit(&status, "SigBlk:", libc::SIGUSR1), "blocked: {status:?}");
@@ -118,6 +122,11 @@ pub fn guarantees_role() {
         assert_eq!(arg0, ours.as_encoded_bytes(), "the name it was started with");
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
         assert_eq!(cwd, dir, "its directory");
+        let fd = |pid: &str, n: u32| std::fs::read_link(format!("/proc/{pid}/fd/{n}")).unwrap();
+        let pid = pid.to_string();
+        assert_eq!(fd(&pid, 0), std::path::Path::new("/dev/null"), "stdin");
+        assert_eq!(fd(&pid, 1), fd("self", 1), "stdout: the parent's");
+        assert_eq!(fd(&pid, 2), std::path::Path::new("/dev/null"), "stderr: Output::Null");
         worker.terminate();
         assert!(events.exit().await.success());
 
