@@ -69,7 +69,7 @@ extern "C" fn on_usr2(_: libc::c_int) {}
 /// descriptor of the parent's, its standard descriptors as asked, its own
 /// process group, its directory and the name the parent was started with. A program that passes the checks before the
 /// start but whose exec fails is told as a start that failed, with the
-/// exec's error.
+/// exec's error; a script without `#!` is run by `/bin/sh`.
 pub fn guarantees_role() {
     // SAFETY: this test runs alone in its process, before any thread of
     // ours: the spawner thread, started later, inherits this mask.
@@ -137,7 +137,7 @@ pub fn guarantees_role() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (rec, mut told) = crate::common::events::<Test>();
-        let worker = Worker::<Test>::builder()
+        let missing = Worker::<Test>::builder()
             .program(&script)
             .stderr(Output::Null)
             .restart(RestartPolicy::never())
@@ -149,10 +149,22 @@ pub fn guarantees_role() {
                 break g;
             }
         };
-        let _ = std::fs::remove_file(&script);
         assert!(gave_up.reason.contains("could not start"), "{}", gave_up.reason);
         assert!(gave_up.reason.contains("os error 2"), "the exec's error: {}", gave_up.reason);
-        drop((worker, r, w));
+
+        // No `#!`: run by /bin/sh, as `execvp` runs it.
+        std::fs::write(&script, "exit 3\n").unwrap();
+        let (rec, mut told) = crate::common::events::<Test>();
+        let worker = Worker::<Test>::builder()
+            .program(&script)
+            .restart(RestartPolicy::never())
+            .events(rec)
+            .start()
+            .unwrap();
+        let status = told.exit().await;
+        let _ = std::fs::remove_file(&script);
+        assert_eq!(status.code, Some(3), "run by the shell: {status}");
+        drop((missing, worker, r, w));
     });
 }
 

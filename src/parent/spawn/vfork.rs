@@ -18,9 +18,11 @@
 //! (`plan.rs`). Its steps are those `std::process::Command` and our
 //! `pre_exec` took after a fork (`forked.rs`, the fallback): signals reset,
 //! standard descriptors, directory, process group, parent-death signal,
-//! close-on-exec of all but the socket, resource limits, exec. If a step or
-//! the exec fails, the child writes the error number where the parent
-//! reads it once `clone` returns (the child has exited by then) and exits.
+//! close-on-exec of all but the socket, resource limits, exec (and, as
+//! `execvp` does, `/bin/sh` with the file when the kernel does not know
+//! its format). If a step or the exec fails, the child writes the error
+//! number where the parent reads it once `clone` returns (the child has
+//! exited by then) and exits.
 //!
 //! `libc::clone`, glibc's wrapper: it switches to the new stack and calls
 //! a function there, which a raw `clone`/`clone3` system call cannot do
@@ -65,6 +67,10 @@ struct Child<'a> {
     /// of pointers `execve` takes.
     argv: *const *const c_char,
     envp: *const *const c_char,
+    /// The arguments that run the file with `/bin/sh` instead, as `execvp`
+    /// does when the kernel does not know its format (a script without
+    /// `#!`): `/bin/sh`, the file, then the arguments after the name.
+    sh_argv: *const *const c_char,
     /// The parent's process id, taken before the clone.
     parent: Pid,
     /// The error number of the step that failed; 0 while none did.
@@ -75,10 +81,15 @@ struct Child<'a> {
 pub(crate) fn start(plan: &Plan) -> Result<u32, Failed> {
     let argv = pointers(&plan.exec.argv);
     let envp = pointers(&plan.exec.envp);
+    let sh_argv: Vec<*const c_char> = [SH.as_ptr(), plan.exec.path.as_ptr()]
+        .into_iter()
+        .chain(argv.iter().skip(1).copied())
+        .collect();
     let child = Child {
         plan,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
+        sh_argv: sh_argv.as_ptr(),
         parent: getpid(),
         errno: AtomicI32::new(0),
     };
@@ -199,8 +210,16 @@ unsafe fn exec(child: &Child<'_>) -> nix::Result<Infallible> {
     // SAFETY: the path and both arrays, null-terminated, were made by the
     // parent and live until the clone returns.
     unsafe { libc::execve(plan.exec.path.as_ptr(), child.argv, child.envp) };
-    Err(Errno::last())
+    let errno = Errno::last();
+    if errno == Errno::ENOEXEC {
+        // SAFETY: as above; `sh_argv` is null-terminated (`argv`'s end).
+        unsafe { libc::execve(SH.as_ptr(), child.sh_argv, child.envp) };
+    }
+    Err(errno)
 }
+
+/// The shell `execvp` runs a file of no known format with.
+const SH: &std::ffi::CStr = c"/bin/sh";
 
 /// The size of the child's stack: what `exec` needs (the close-on-exec
 /// fallback reads a directory into 4 KiB on it), with a wide margin for
