@@ -1,7 +1,8 @@
 //! The calls both sides make to the kernel about processes: pidfds, waiting
 //! on descriptors, signals, reaping; the keepalive of a remote worker's
-//! connection, set the same on both sides; and the close-on-exec fallback a
-//! new worker runs between fork and exec. Through nix, which wraps them
+//! connection, set the same on both sides; and what a new worker runs
+//! between its start and its exec: the close-on-exec fallback, the reset
+//! of its signals. Through nix, which wraps them
 //! safely, except `pidfd_open` and `getdents64`, which it does not wrap,
 //! `waitpid`, whose status nix cannot give whole, and `fcntl` on a number
 //! that may not be an open descriptor.
@@ -181,6 +182,44 @@ pub(crate) unsafe fn mark_all_cloexec(fd_dir: &CStr) {
         }
     }
     // The directory closes with `dir`.
+}
+
+/// Gives every signal with a handler its default action back, and SIGPIPE
+/// too (Rust's runtime ignores it; `Command` restores it for a child),
+/// then unblocks every signal: a new worker starts with no signal of its
+/// parent's blocked. Ignored signals stay ignored, as across any exec.
+/// For a child sharing its parent's memory (a `CLONE_VM` clone), the
+/// handlers are the parent's code, which must not run in the child: it
+/// calls this with all signals blocked, so none can run before. Raw
+/// `sigaction`: nix's cannot read an action without setting one, nor name
+/// the real-time signals. Async-signal-safe, and allocates nothing.
+///
+/// # Safety
+///
+/// Only for a process about to exec: it changes its signal actions.
+pub(crate) unsafe fn reset_signals() -> nix::Result<()> {
+    for number in 1..=64 {
+        if number == libc::SIGKILL || number == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a plain C struct, for which zeroes are a valid value.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: reads the action into a local; glibc's own signals (32,
+        // 33) and numbers past the last fail with EINVAL, left alone.
+        if unsafe { libc::sigaction(number, std::ptr::null(), &mut action) } != 0 {
+            continue;
+        }
+        let handler = action.sa_sigaction;
+        if handler == libc::SIG_DFL || (handler == libc::SIG_IGN && number != libc::SIGPIPE) {
+            continue;
+        }
+        // SAFETY: as above; zeroes, then SIG_DFL, no flags, an empty mask.
+        let mut default: libc::sigaction = unsafe { std::mem::zeroed() };
+        default.sa_sigaction = libc::SIG_DFL;
+        // SAFETY: sets the default action, which runs no code of ours.
+        unsafe { libc::sigaction(number, &default, std::ptr::null_mut()) };
+    }
+    signal::pthread_sigmask(signal::SigmaskHow::SIG_SETMASK, Some(&signal::SigSet::empty()), None)
 }
 
 /// How far this process's descriptor table has been grown by

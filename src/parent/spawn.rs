@@ -10,28 +10,31 @@
 //! host can read. What follows, from the start to the reaping, is
 //! `process.rs`'s.
 //!
-//! Between fork and exec the child may only make async-signal-safe calls,
-//! and none that allocates (another thread of the parent may have held the
-//! allocator's lock at the fork): each is one system call, through nix
-//! where nix wraps it without allocating, raw `libc` where it does not.
+//! Everything the start needs is settled here first (`plan.rs`): the file
+//! (the `PATH` searched in the parent), arguments, environment, directory,
+//! standard descriptors. Then the process is made by
+//! `clone(CLONE_VM | CLONE_VFORK)` (`vfork.rs`), as `posix_spawn` does:
+//! no page table is copied and no allocator lock taken, where a fork did
+//! both and held the parent's event loop up when many workers started at
+//! once (issue 27). Where the kernel refuses that clone (`EPERM` from a
+//! seccomp filter, `ENOSYS`), and in the tests that set
+//! [`ENV_SPAWN_WITH_FORK`], it is made by fork with `std::process::Command`
+//! instead (`forked.rs`), with the same steps before the exec. Either way
+//! a step or exec that fails is the start's error, `SpawnError::Spawn`.
 
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 #[cfg(feature = "tls")]
 use std::sync::Arc;
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::prctl::set_pdeathsig;
-use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::signal::Signal;
-use nix::unistd::{getpid, getppid};
+use nix::fcntl::{fcntl, FcntlArg};
 
-use super::options::{CommandSpec, ResourceLimits, Transport};
+use self::plan::Plan;
+use self::vfork::Failed;
+use super::options::{CommandSpec, Transport};
 use super::output::Output;
 use super::process::ChildHandle;
 #[cfg(feature = "tcp")]
@@ -45,18 +48,9 @@ use crate::os;
 #[cfg(feature = "tls")]
 use crate::wire::tls::TlsServer;
 
-/// How the worker's standard descriptor `fd` (this process's own) is set
-/// up.
-fn stdio(output: Output, fd: BorrowedFd<'_>) -> Stdio {
-    match output {
-        // A parent with this descriptor closed gives the worker /dev/null
-        // there, so that nothing the worker opens lands on it.
-        Output::Inherit if !is_open(fd) => Stdio::null(),
-        Output::Inherit => Stdio::inherit(),
-        Output::Null => Stdio::null(),
-        Output::Capture => Stdio::piped(),
-    }
-}
+mod forked;
+mod plan;
+mod vfork;
 
 /// A started child: its handle and the parent's end of its connection.
 pub(crate) struct Spawned {
@@ -145,10 +139,28 @@ pub(crate) fn spawn(
     spec: &CommandSpec,
 ) -> tokio::sync::oneshot::Receiver<Result<Spawned, SpawnError>> {
     let spec = spec.clone();
-    on_spawner(move || spawn_here(spec))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Dropped unrun if the spawner is gone: `tx` with it, which closes `rx`.
+    drop(on_spawner(move || {
+        let (result, highest) = match spawn_here(spec) {
+            Ok((spawned, highest)) => (Ok(spawned), highest),
+            Err(e) => (Err(e), None),
+        };
+        let _ = tx.send(result);
+        // The descriptor table grows here, not under the loop (`link.rs`,
+        // which dups each worker's socket): once this start's result is
+        // out, and before the next start. Queued behind the starts of a
+        // burst, it came after all of them, and the loop grew the table,
+        // waiting for an RCU grace period (8-11 ms seen in a mass start).
+        if let Some(fd) = highest {
+            os::reserve_descriptors(fd);
+        }
+    }));
+    rx
 }
 
-fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
+/// Starts the worker; with the highest descriptor it holds for it.
+fn spawn_here(mut spec: CommandSpec) -> Result<(Spawned, Option<RawFd>), SpawnError> {
     let (channel, connect) = connection(&spec)?;
     let (program, arg0) = program(&spec)?;
     // A test binary (see `testing.rs`): only the worker's own test runs.
@@ -168,16 +180,14 @@ fn spawn_here(mut spec: CommandSpec) -> Result<Spawned, SpawnError> {
     })?;
     let pidfd = os::pidfd_open(launched.pid as i32);
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
-    // The table grows here, not under the loop (`link.rs`), once out.
-    if let Some(fd) = pidfd.as_ref().map(AsRawFd::as_raw_fd) {
-        drop(on_spawner(move || os::reserve_descriptors(fd)));
-    }
-    Ok(Spawned {
+    let highest = pidfd.as_ref().map(AsRawFd::as_raw_fd);
+    let spawned = Spawned {
         handle: ChildHandle::new(launched.pid, pidfd),
         sock: channel,
         stdout: launched.stdout,
         stderr: launched.stderr,
-    })
+    };
+    Ok((spawned, highest))
 }
 
 /// The parent's end of the worker's connection, and how the worker gets
@@ -300,10 +310,10 @@ fn launch(
     let mut told: Vec<(&str, OsString)> = Vec::new();
     // The descriptor the worker inherits; a remote worker's secrets, on
     // its stdin.
-    let (fd, stdin) = match connect {
+    let (socket, stdin) = match connect {
         Connect::Inherit(child_fd) => {
             told.push((ENV_FD, child_fd.as_raw_fd().to_string().into()));
-            (Some(child_fd.as_raw_fd()), Stdio::null())
+            (Some(child_fd.as_raw_fd()), dev_null()?)
         }
         #[cfg(feature = "tcp")]
         Connect::Back { address, token, pin } => {
@@ -316,121 +326,63 @@ fn launch(
     if let Some(entry) = &spec.entry {
         told.push((ENV_ENTRY, entry.into()));
     }
-    let mut cmd = command(program, arg0, spec, &told);
-    let (stdout, stderr) =
-        (stdio(spec.stdout, io::stdout().as_fd()), stdio(spec.stderr, io::stderr().as_fd()));
-    cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-    cmd.process_group(0);
-    before_exec(&mut cmd, fd, spec.rlimits);
-    let mut child = cmd.spawn()?;
-    // Dropping std's Child neither kills nor reaps it: ChildHandle does both.
-    Ok(Launched {
-        pid: child.id(),
-        stdout: child.stdout.take().map(OwnedFd::from),
-        stderr: child.stderr.take().map(OwnedFd::from),
+    let exec = plan::exec(program, arg0, spec, &told)?;
+    let (stdout, read_stdout) = stdio(spec.stdout, io::stdout().as_fd())?;
+    let (stderr, read_stderr) = stdio(spec.stderr, io::stderr().as_fd())?;
+    let stdio = [Some(stdin), stdout, stderr];
+    let pid = start(Plan { exec, stdio, socket, rlimits: spec.rlimits })?;
+    Ok(Launched { pid, stdout: read_stdout, stderr: read_stderr })
+}
+
+/// Starts `plan`'s process by clone (`vfork.rs`), or by fork (`forked.rs`)
+/// where the kernel refuses that clone, or the tests ask for it
+/// ([`ENV_SPAWN_WITH_FORK`]); its pid.
+fn start(plan: Plan) -> io::Result<u32> {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    // Cleared at the first refusal: the kernel will not change its mind.
+    static CLONE_WORKS: AtomicBool = AtomicBool::new(true);
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| std::env::var_os(ENV_SPAWN_WITH_FORK).is_some());
+    if !forced && CLONE_WORKS.load(Relaxed) {
+        match vfork::start(&plan) {
+            Ok(pid) => return Ok(pid),
+            Err(Failed::Start(e)) => return Err(e),
+            Err(Failed::Unavailable(e)) => {
+                tracing::debug!(error = %e, "clone(CLONE_VM | CLONE_VFORK) refused: forking");
+                CLONE_WORKS.store(false, Relaxed);
+            }
+        }
+    }
+    forked::start(plan)
+}
+
+/// Set (to anything) in the parent's environment, workers are started by
+/// fork, the fallback (`forked.rs`), and never by clone: for the tests
+/// that check the fallback keeps every guarantee. Read once per process.
+const ENV_SPAWN_WITH_FORK: &str = "ACTIX_WEBWORKER_TEST_SPAWN_WITH_FORK";
+
+/// What becomes the worker's standard descriptor `fd` (this process's
+/// own): a descriptor (`None`: this process's own `fd`), and the read end
+/// of a captured one.
+fn stdio(output: Output, fd: BorrowedFd<'_>) -> io::Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    Ok(match output {
+        // A parent with this descriptor closed gives the worker /dev/null
+        // there, so that nothing the worker opens lands on it.
+        Output::Inherit if !is_open(fd) => (Some(dev_null()?), None),
+        Output::Inherit => (None, None),
+        Output::Null => (Some(dev_null()?), None),
+        Output::Capture => {
+            let (read, write) = io::pipe()?;
+            (Some(above_stdio(write.into())?), Some(read.into()))
+        }
     })
 }
 
-/// The command that starts the worker (through its launcher, if any),
-/// with its arguments, its environment (the variables in `told` last) and
-/// its directory.
-fn command(
-    program: &Path,
-    arg0: Option<&std::ffi::OsStr>,
-    spec: &CommandSpec,
-    told: &[(&str, OsString)],
-) -> Command {
-    let mut cmd = match spec.launcher.split_first() {
-        None => {
-            let mut cmd = Command::new(program);
-            if let Some(arg0) = arg0 {
-                cmd.arg0(arg0);
-            }
-            cmd.args(&spec.args);
-            cmd
-        }
-        // `launcher... env K=V... program args...`: the variables reach a
-        // remote command whatever the launcher passes on of its own
-        // environment. None of them is secret: everyone on the host can
-        // read these arguments.
-        Some((launcher, its_args)) => {
-            let mut cmd = Command::new(launcher);
-            cmd.args(its_args).arg("env");
-            for (k, v) in told {
-                let mut kv = OsString::from(k);
-                kv.push("=");
-                kv.push(v);
-                cmd.arg(kv);
-            }
-            cmd.arg(program).args(&spec.args);
-            cmd
-        }
-    };
-    if spec.env_clear {
-        cmd.env_clear();
-    }
-    for (k, v) in &spec.env {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    if spec.entry.is_none() {
-        cmd.env_remove(ENV_ENTRY);
-    }
-    for (k, v) in told {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// What the child does between fork and exec (see the module docs): asks
-/// for SIGTERM when its parent dies (and exits if it has already), marks
-/// every descriptor close-on-exec but `fd` (its end of the socketpair), and
-/// sets its resource limits.
-fn before_exec(cmd: &mut Command, fd: Option<RawFd>, rlimits: ResourceLimits) {
-    let parent = getpid();
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions that do not allocate (prctl,
-    // getppid, close_range, fcntl, setrlimit, _exit; and the fallback's
-    // open, getdents64, getrlimit, close).
-    unsafe {
-        cmd.pre_exec(move || {
-            set_pdeathsig(Signal::SIGTERM)?;
-            // The parent may have died before the prctl took effect.
-            if getppid() != parent {
-                // Raw: nix has no `_exit`, and std's `exit` runs exit handlers.
-                libc::_exit(1);
-            }
-            // No descriptor of the parent's leaks into the worker, even one
-            // opened without close-on-exec: mark them all, then keep only
-            // the socket.
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            // Raw: nix does not wrap `close_range` (Linux 5.11 and later).
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-                os::mark_all_cloexec(c"/proc/self/fd");
-            }
-            if let Some(fd) = fd {
-                // The child's copy of the socket, open: the parent holds
-                // its own until the spawn has returned.
-                fcntl(BorrowedFd::borrow_raw(fd), FcntlArg::F_SETFD(FdFlag::empty()))?;
-            }
-            for (resource, limit) in [
-                (Resource::RLIMIT_AS, rlimits.address_space.map(|l| (l, l))),
-                // Soft below hard: SIGXCPU first, SIGKILL a second later.
-                (Resource::RLIMIT_CPU, rlimits.cpu_seconds.map(|l| (l, l.saturating_add(1)))),
-                (Resource::RLIMIT_NOFILE, rlimits.open_files.map(|l| (l, l))),
-            ] {
-                if let Some((soft, hard)) = limit {
-                    setrlimit(resource, soft, hard)?;
-                }
-            }
-            Ok(())
-        });
-    }
+/// `/dev/null`, for reading and writing, above the standard descriptors
+/// (`Plan::stdio`).
+fn dev_null() -> io::Result<OwnedFd> {
+    let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
+    above_stdio(null.into())
 }
 
 /// A pipe that holds the secrets block (`handoff::secrets_block`) and then
@@ -441,10 +393,10 @@ fn before_exec(cmd: &mut Command, fd: Option<RawFd>, rlimits: ResourceLimits) {
 /// starts (a few hundred bytes: the pipe's buffer holds them), so nothing
 /// waits on the launcher and it can never be a broken pipe.
 #[cfg(feature = "tcp")]
-fn secrets_on_a_pipe(token: &str, pin: Option<&str>) -> io::Result<Stdio> {
+fn secrets_on_a_pipe(token: &str, pin: Option<&str>) -> io::Result<OwnedFd> {
     use std::io::Write;
     let (read, mut write) = io::pipe()?;
     write.write_all(crate::handoff::secrets_block(token, pin).as_bytes())?;
     drop(write);
-    Ok(read.into())
+    above_stdio(read.into())
 }

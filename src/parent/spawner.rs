@@ -1,8 +1,8 @@
 //! The spawner: one long-lived thread of our own on which every worker
-//! process is forked.
+//! process is started (cloned, or forked: `spawn.rs`).
 //!
-//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
-//! not the process: a worker forked on one of tokio's blocking threads,
+//! `PR_SET_PDEATHSIG` fires when the *thread* that started the child exits,
+//! not the process: a worker started on one of tokio's blocking threads,
 //! which come and go, would be signalled when that thread retires. The
 //! spawner thread lives as long as the process, so a worker's parent-death
 //! signal means what it says. What runs there is `spawn.rs`'s.

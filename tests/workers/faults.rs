@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         faults::a_worker_that_ignores_sigterm_is_killed_within_grace_plus_one_second,
         faults::terminate_takes_the_workers_own_children_down,
         faults::parent_killed_under_load_takes_all_workers_down,
+        faults::parent_killed_under_load_takes_all_workers_down_when_they_were_forked,
         faults::parent_killed_with_idle_workers_takes_their_children_down_fifty_times,
         faults::no_descriptor_of_the_parent_leaks_into_a_worker,
         faults::a_clean_environment_is_only_what_the_builder_says,
@@ -165,13 +166,17 @@ pub fn doomed_parent_role() {
     });
 }
 
-/// Starts a doomed parent, kills it, and checks that its workers and their
-/// children are all gone within 2 s.
-fn kill_the_parent(busy: bool) -> Duration {
+/// Starts a doomed parent (starting its workers by fork, the fallback of
+/// `parent/spawn.rs`, if `by_fork`), kills it, and checks that its workers
+/// and their children are all gone within 2 s.
+fn kill_the_parent(busy: bool, by_fork: bool) -> Duration {
     use std::io::BufRead;
     let mut cmd = role("faults::doomed_parent_role");
     if busy {
         cmd.env("AWW_BUSY", "1");
+    }
+    if by_fork {
+        cmd.env("ACTIX_WEBWORKER_TEST_SPAWN_WITH_FORK", "1");
     }
     let mut parent = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let stdout = parent.stdout.take().unwrap();
@@ -194,15 +199,22 @@ fn kill_the_parent(busy: bool) -> Duration {
 }
 
 pub fn parent_killed_under_load_takes_all_workers_down() {
-    let took = kill_the_parent(true);
+    let took = kill_the_parent(true, false);
     println!("ORPHANS busy: all 16 gone {} ms after the parent", took.as_millis());
+}
+
+/// The same, with the workers started by fork: the parent-death signal is
+/// asked for on both paths.
+pub fn parent_killed_under_load_takes_all_workers_down_when_they_were_forked() {
+    let took = kill_the_parent(true, true);
+    println!("ORPHANS busy, forked: all 16 gone {} ms after the parent", took.as_millis());
 }
 
 /// Idle workers exit promptly when their parent dies, and must take their
 /// own children with them: they used to check who their parent was while
 /// the dying parent still was (7 rounds in 10 leaked).
 pub fn parent_killed_with_idle_workers_takes_their_children_down_fifty_times() {
-    let slowest = (0..50).map(|_| kill_the_parent(false)).max().unwrap_or_default();
+    let slowest = (0..50).map(|_| kill_the_parent(false, false)).max().unwrap_or_default();
     println!("ORPHANS idle: 50 rounds, all 16 gone within {} ms each", slowest.as_millis());
 }
 

@@ -83,6 +83,7 @@ modules![
     remote: trials roles,
     requests: trials,
     shared: trials roles,
+    spawn: trials roles,
     startup: trials,
     stream: trials,
     streams: trials roles,

@@ -55,6 +55,9 @@ pub enum Cmd {
     ListFds,
     /// Answer `Lines` with `KEY=VALUE` for the whole environment.
     Env,
+    /// Answer `Lines` with the signal lines (`Sig...:`) of
+    /// `/proc/self/status`, then the lines of `/proc/self/limits`.
+    Status,
     /// Allocate and touch this many bytes; answer `Count` with it.
     Alloc(usize),
     /// Answer `Echo(n)`; the bytes are ballast.
@@ -370,6 +373,13 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             }
             Cmd::Env => {
                 let lines = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = parent.post(Reply::Lines(lines));
+            }
+            Cmd::Status => {
+                let status = std::fs::read_to_string("/proc/self/status").expect("status");
+                let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+                let signals = status.lines().filter(|l| l.starts_with("Sig"));
+                let lines = signals.chain(limits.lines()).map(str::to_owned).collect();
                 let _ = parent.post(Reply::Lines(lines));
             }
             Cmd::Alloc(n) => {

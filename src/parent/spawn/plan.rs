@@ -1,0 +1,233 @@
+//! What a worker process is started with, settled whole in the parent
+//! before anything is started: the file to execute (the `PATH` searched
+//! here), its arguments, its whole environment, its directory, its
+//! standard descriptors, its socket and its limits.
+//!
+//! Both ways of starting it (`vfork.rs`, and `forked.rs` where the kernel
+//! refuses that) run the same plan, and the child of `vfork.rs` may do no
+//! more than system calls: no allocation, no lookup of its own. So
+//! everything that takes memory or a decision is done here, in the parent,
+//! as `std::process::Command` would have done it in the child: the
+//! environment is the parent's (unless cleared) with the builder's changes
+//! and the handoff variables applied, and a program without a `/` is
+//! looked for in that environment's `PATH`.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::resource::Resource;
+
+use crate::handoff::ENV_ENTRY;
+use crate::parent::options::{CommandSpec, ResourceLimits};
+
+/// A worker's start, ready to run.
+pub(crate) struct Plan {
+    pub exec: Exec,
+    /// What becomes its stdin, stdout and stderr; `None`: the parent's
+    /// own. Each is above the standard descriptors and close-on-exec here.
+    pub stdio: [Option<OwnedFd>; 3],
+    /// Its end of the socketpair, made open in the child alone.
+    pub socket: Option<RawFd>,
+    pub rlimits: ResourceLimits,
+}
+
+impl Plan {
+    /// The resource limits to set, soft and hard, each where asked.
+    pub(crate) fn limits(&self) -> [(Resource, Option<(u64, u64)>); 3] {
+        let limits = self.rlimits;
+        [
+            (Resource::RLIMIT_AS, limits.address_space.map(|l| (l, l))),
+            // Soft below hard: SIGXCPU first, SIGKILL a second later.
+            (Resource::RLIMIT_CPU, limits.cpu_seconds.map(|l| (l, l.saturating_add(1)))),
+            (Resource::RLIMIT_NOFILE, limits.open_files.map(|l| (l, l))),
+        ]
+    }
+}
+
+/// What the worker's process executes, and how.
+pub(crate) struct Exec {
+    /// The file to execute: a path with a `/` in it (relative ones mean
+    /// from `cwd`).
+    pub path: CString,
+    /// Its arguments, its name first.
+    pub argv: Vec<CString>,
+    /// Its whole environment, `K=V` each.
+    pub envp: Vec<CString>,
+    /// The directory it starts in; `None`: the parent's.
+    pub cwd: Option<CString>,
+}
+
+/// The file, arguments, environment and directory of the command that
+/// starts the worker (through its launcher, if any); the variables in
+/// `told` last. `arg0`: the name the program is started with (`None`: its
+/// path).
+pub(crate) fn exec(
+    program: &Path,
+    arg0: Option<&OsStr>,
+    spec: &CommandSpec,
+    told: &[(&str, OsString)],
+) -> io::Result<Exec> {
+    let mut argv: Vec<OsString> = Vec::new();
+    let file = match spec.launcher.split_first() {
+        None => {
+            argv.push(arg0.unwrap_or(program.as_os_str()).to_owned());
+            program.as_os_str()
+        }
+        // `launcher... env K=V... program args...`: the variables reach a
+        // remote command whatever the launcher passes on of its own
+        // environment. None of them is secret: everyone on the host can
+        // read these arguments.
+        Some((launcher, its_args)) => {
+            argv.push(launcher.clone());
+            argv.extend(its_args.iter().cloned());
+            argv.push("env".into());
+            for (k, v) in told {
+                let mut kv = OsString::from(k);
+                kv.push("=");
+                kv.push(v);
+                argv.push(kv);
+            }
+            argv.push(program.as_os_str().to_owned());
+            launcher.as_os_str()
+        }
+    };
+    argv.extend(spec.args.iter().cloned());
+    let env = environment(spec, told);
+    let path = find(file, env.get(OsStr::new("PATH")).map(OsString::as_os_str), spec)?;
+    let envp = env.into_iter().map(|(k, v)| {
+        let mut kv = k.into_vec();
+        kv.push(b'=');
+        kv.extend(v.into_vec());
+        c_string(kv)
+    });
+    Ok(Exec {
+        path: c_string(path.into_os_string().into_vec())?,
+        argv: argv.into_iter().map(|a| c_string(a.into_vec())).collect::<io::Result<_>>()?,
+        envp: envp.collect::<io::Result<_>>()?,
+        cwd: spec.cwd.as_ref().map(|d| c_string(d.as_os_str().as_bytes().to_vec())).transpose()?,
+    })
+}
+
+/// The worker's whole environment: the parent's (unless the builder
+/// cleared it), with the builder's changes in order, the entry variable
+/// removed when the builder names none, and `told` last.
+fn environment(spec: &CommandSpec, told: &[(&str, OsString)]) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> =
+        if spec.env_clear { BTreeMap::new() } else { std::env::vars_os().collect() };
+    for (k, v) in &spec.env {
+        match v {
+            Some(v) => env.insert(k.clone(), v.clone()),
+            None => env.remove(k),
+        };
+    }
+    if spec.entry.is_none() {
+        env.remove(OsStr::new(ENV_ENTRY));
+    }
+    for (k, v) in told {
+        env.insert(k.into(), v.clone());
+    }
+    env
+}
+
+/// The path to execute for `file`: itself when it has a `/`, or the first
+/// runnable one in `path` (the worker's `PATH`), as `execvp` would find
+/// it in the child (a relative directory of `PATH` then means from the
+/// worker's directory).
+fn find(file: &OsStr, path: Option<&OsStr>, spec: &CommandSpec) -> io::Result<PathBuf> {
+    if file.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(file));
+    }
+    let seen_from_here = |p: &Path| match &spec.cwd {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_owned(),
+    };
+    let mut denied = false;
+    for dir in std::env::split_paths(path.unwrap_or_default()) {
+        let candidate = dir.join(file);
+        let here = seen_from_here(&candidate);
+        if nix::unistd::access(&here, nix::unistd::AccessFlags::X_OK).is_ok() && here.is_file() {
+            // execve searches no PATH: a bare name would be taken as a file
+            // in the directory, which it is.
+            return Ok(if candidate.components().count() > 1 {
+                candidate
+            } else {
+                Path::new(".").join(candidate)
+            });
+        }
+        denied |= here.exists();
+    }
+    Err(if denied {
+        io::Error::from(io::ErrorKind::PermissionDenied)
+    } else {
+        io::Error::new(io::ErrorKind::NotFound, "no such program in PATH")
+    })
+}
+
+/// `bytes` as a C string; an inner NUL is an error, as `Command` makes it.
+fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found in provided data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(c: &CString) -> &str {
+        c.to_str().expect("UTF-8")
+    }
+
+    #[test]
+    fn a_launcher_gets_env_and_the_variables_then_the_program() {
+        let spec = CommandSpec {
+            launcher: vec!["ssh".into(), "gpu-1".into(), "--".into()],
+            args: vec!["--flag".into()],
+            env: vec![("PATH".into(), Some("/usr/bin:/bin".into()))],
+            ..CommandSpec::default()
+        };
+        let told = [("A", OsString::from("1"))];
+        let exec = exec(Path::new("/opt/worker"), None, &spec, &told).unwrap();
+        let argv: Vec<&str> = exec.argv.iter().map(text).collect();
+        assert_eq!(argv, ["ssh", "gpu-1", "--", "env", "A=1", "/opt/worker", "--flag"]);
+        // `ssh` itself, found in the worker's PATH.
+        assert!(text(&exec.path).ends_with("/ssh"), "{:?}", exec.path);
+    }
+
+    #[test]
+    fn the_environment_is_what_the_builder_says_and_told_last() {
+        let spec = CommandSpec {
+            env_clear: true,
+            env: vec![
+                ("KEEP".into(), Some("1".into())),
+                ("GONE".into(), Some("1".into())),
+                ("GONE".into(), None),
+                (ENV_ENTRY.into(), Some("stale".into())),
+            ],
+            ..CommandSpec::default()
+        };
+        let told = [("KEEP", OsString::from("2"))];
+        let exec = exec(Path::new("/bin/sh"), Some(OsStr::new("name")), &spec, &told).unwrap();
+        let envp: Vec<&str> = exec.envp.iter().map(text).collect();
+        // No entry named: a stale one is removed; `told` wins.
+        assert_eq!(envp, ["KEEP=2"]);
+        assert_eq!(exec.argv.iter().map(text).collect::<Vec<_>>(), ["name"]);
+        assert_eq!(text(&exec.path), "/bin/sh");
+    }
+
+    #[test]
+    fn a_program_not_in_path_is_not_found_and_a_nul_is_refused() {
+        let spec = CommandSpec {
+            env: vec![("PATH".into(), Some("/nonexistent".into()))],
+            ..CommandSpec::default()
+        };
+        let err = exec(Path::new("sh"), None, &spec, &[]).err().expect("not found");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        let spec = CommandSpec { args: vec!["a\0b".into()], ..CommandSpec::default() };
+        let err = exec(Path::new("/bin/sh"), None, &spec, &[]).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}
