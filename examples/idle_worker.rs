@@ -1,7 +1,9 @@
 //! What an idle worker weighs: starts one, waits until it answers, lets it
 //! settle, and prints its resident size (RSS) and its proportional share
 //! (PSS, shared pages divided among the processes that map them), from
-//! `/proc/<pid>/smaps_rollup`, then terminates it.
+//! `/proc/<pid>/smaps_rollup`, then terminates it. It also prints how long
+//! its start took, from `start()` to the online event (`online=`, in ms):
+//! a worker of this size, not a test binary's or the probe's.
 //!
 //! `cargo run --release --example idle_worker` measures the crate with its
 //! default features, as an app that depends on it builds it (the
@@ -65,6 +67,7 @@ fn field(pid: u32, name: &str) -> f64 {
 #[actix::main]
 async fn main() {
     run_if_worker([Entry::new("idle", |_: Parent<Idle>| IdleWorker)]);
+    let started = std::time::Instant::now();
     let (worker, mut events) =
         Worker::<Idle>::builder().entry("idle").start_with_events().expect("the worker starts");
     let pid = loop {
@@ -73,12 +76,16 @@ async fn main() {
             break event.pid;
         }
     };
+    let online = started.elapsed().as_secs_f64() * 1e3;
     assert_eq!(worker.ask(Ping(7)).await.expect("an answer"), 7);
     // Settled: nothing arrives, its runtime waits in epoll.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (rss, pss) = (field(pid, "Rss:"), field(pid, "Pss:"));
     let anon = field(pid, "Anonymous:");
-    println!("idle worker {pid}: rss={rss:.3} MiB pss={pss:.3} MiB anonymous={anon:.3} MiB");
+    println!(
+        "idle worker {pid}: rss={rss:.3} MiB pss={pss:.3} MiB anonymous={anon:.3} MiB \
+         online={online:.3} ms"
+    );
     worker.terminate();
     let _ = worker.send(Join).await;
 }
