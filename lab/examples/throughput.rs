@@ -56,7 +56,9 @@
 //!   `examples/idle_worker.rs`, with the crate's default features, built
 //!   beforehand (`cargo build --release --example idle_worker`; the row
 //!   says skipped otherwise); `..._lean`: the same built with the `lean`
-//!   profile (Cargo.toml; `--profile lean`). `idle_worker_rss_lab`: this
+//!   profile (Cargo.toml; `--profile lean`); `idle_worker_online_ms...`:
+//!   that worker's start to online, the first of its parent (ms).
+//!   `idle_worker_rss_lab`: this
 //!   probe's own worker (the `tls` feature, lab's dependencies).
 //! - `mass_start_late_ms`, `mass_start_late_ms_second`: how late a 1 ms
 //!   ticker on the parent's loop runs while 64 workers start at once, in a
@@ -712,6 +714,12 @@ fn idle_worker() {
             Some((rss, pss)) => {
                 println!("idle_worker_rss{suffix}: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
                 println!("idle_worker_pss{suffix}: ours={pss:.3} baseline=0.000 ratio=1.000 MiB");
+                if let Some(online) = field(text, "online=") {
+                    println!(
+                        "idle_worker_online_ms{suffix}: ours={online:.3} baseline=0.000 \
+                         ratio=1.000 ms"
+                    );
+                }
             }
             None => {
                 let profile = if suffix.is_empty() { "--release" } else { "--profile lean" };
