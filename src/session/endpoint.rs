@@ -151,6 +151,8 @@ pub(crate) struct Session<S: Side> {
     answering: Answering,
     /// Items of one stream read in a row, not yet handed to its slot.
     run: Vec<Inbound>,
+    /// The streams whose slots hold items of this read, staged.
+    staged: Vec<u64>,
 }
 
 impl<S: Side> Session<S> {
@@ -160,8 +162,8 @@ impl<S: Side> Session<S> {
         let (stop, stopped) = oneshot::channel();
         let writer = actix_rt::spawn(writer.run(common.sender.outbox.clone(), stopped));
         let answering = Answering::default();
-        let (stop, asked, run) = (Some(stop), false, Vec::new());
-        Session { side, reader, common, writer, stop, asked, answering, run }
+        let (stop, asked, run, staged) = (Some(stop), false, Vec::new(), Vec::new());
+        Session { side, reader, common, writer, stop, asked, answering, run, staged }
     }
 
     pub(crate) fn side(&mut self) -> &mut S {
@@ -220,15 +222,18 @@ impl<S: Side> Session<S> {
     fn flush(&mut self) {
         self.side.flush();
         self.hand_on_items();
-        self.common.sender.pending.hand_on_staged();
+        self.common.sender.pending.hand_on_staged(&mut self.staged);
     }
 
     /// Gives the run of items gathered to their stream's slot, looked up
     /// once for the run: checked against its stream's window; a run for a
     /// request never asked is reported, and the connection goes on.
     fn hand_on_items(&mut self) {
+        let Some(id) = self.run.first().map(|item| item.header.id) else { return };
         if let Err(e) = self.common.sender.pending.items(&mut self.run) {
             self.side.wire_error(e);
+        } else if !self.staged.contains(&id) {
+            self.staged.push(id);
         }
     }
 

@@ -81,9 +81,8 @@ pub(crate) trait Slot: Send {
     /// the asker's window.
     ///
     /// The item is staged, handed on to the stream's reader with the others
-    /// of its read ([`Pending::hand_on_staged`]); `true` when it is the
-    /// first staged.
-    fn item(&mut self, item: Inbound) -> Result<bool, WorkerError> {
+    /// of its read ([`Pending::hand_on_staged`]).
+    fn item(&mut self, item: Inbound) -> Result<(), WorkerError> {
         let _ = item;
         Err(WireError::Unexpected("stream item for a request answered once").into())
     }
@@ -125,9 +124,6 @@ pub(crate) struct Pending {
     /// nothing up.
     spans: Mutex<ById<tracing::Span>>,
     traced: AtomicUsize,
-    /// The streams that items came for in the read being handled, whose
-    /// slots hand them on together once it is (see `streams.rs`).
-    staged: Mutex<Vec<u64>>,
 }
 
 impl Pending {
@@ -235,25 +231,9 @@ impl Pending {
                 tracing::trace!(id, "stream items nobody waits for any more");
                 return Ok(());
             };
-            let (mut first, mut refused) = (false, None);
-            for item in items.by_ref() {
-                match slot.item(item) {
-                    Ok(was_first) => first |= was_first,
-                    Err(e) => {
-                        refused = Some(e);
-                        break;
-                    }
-                }
-            }
-            match refused {
-                None => {
-                    drop(slots);
-                    if first {
-                        self.staged.lock().unwrap_or_else(|e| e.into_inner()).push(id);
-                    }
-                    return Ok(());
-                }
-                Some(e) => (slots.remove(&id), e),
+            match items.by_ref().try_for_each(|item| slot.item(item)) {
+                Ok(()) => return Ok(()),
+                Err(e) => (slots.remove(&id), e),
             }
         };
         drop(items);
@@ -265,11 +245,10 @@ impl Pending {
         Ok(())
     }
 
-    /// Hands the items staged since the last call on to the readers of
-    /// their streams: the reading side calls it when it has handled a
-    /// read.
-    pub(crate) fn hand_on_staged(&self) {
-        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+    /// Hands the items staged for the streams `staged` (taken from it) on
+    /// to their readers: the reading side calls it when it has handled a
+    /// read, with the ids it gave [`items`](Self::items) since.
+    pub(crate) fn hand_on_staged(&self, staged: &mut Vec<u64>) {
         if staged.is_empty() {
             return;
         }

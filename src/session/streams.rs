@@ -118,14 +118,14 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
     }
 
     fn gone(&self) -> bool {
-        self.feed.state().closed
+        self.feed.is_closed()
     }
 
     fn streams(&self) -> bool {
         true
     }
 
-    fn item(&mut self, item: Inbound) -> Result<bool, WorkerError> {
+    fn item(&mut self, item: Inbound) -> Result<(), WorkerError> {
         let granted = self.window.granted.load(Ordering::Acquire);
         if self.received >= granted {
             let received = self.received;
@@ -135,7 +135,7 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
         self.received += len as u64;
         let item = decoded::<T>(Ok(item))?;
         self.staged.push(Piece::Item(item, len));
-        Ok(self.staged.len() == 1)
+        Ok(())
     }
 
     fn hand_on_staged(&mut self) {
@@ -220,37 +220,16 @@ impl<T> Unpin for AnswerStream<T> {}
 
 impl<T> Drop for AnswerStream<T> {
     fn drop(&mut self) {
-        // What was queued goes now, and nothing more is.
-        let pieces = {
-            let mut state = self.feed.state();
-            state.closed = true;
-            state.waker = None;
-            std::mem::take(&mut state.pieces)
-        };
-        drop(pieces);
+        self.feed.close();
     }
 }
 
 impl<T> AnswerStream<T> {
     /// The next piece, if one has come; else the reader waits for it.
     fn next_piece(&mut self, cx: &mut Context<'_>) -> Option<Piece<T>> {
-        if let Some(piece) = self.taken.pop_front() {
-            return Some(piece);
+        if self.taken.is_empty() {
+            self.taken = self.feed.take(cx.waker());
         }
-        let mut state = self.feed.state();
-        if state.pieces.is_empty() {
-            match &state.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => state.waker = Some(cx.waker().clone()),
-            }
-            return None;
-        }
-        // All of them, in one go: the feed's lock is taken once per batch.
-        // Taken, not swapped: the feed starts afresh, and the room of the
-        // batch read before goes, so that a stream holds room for one
-        // window's items at most, not for two.
-        self.taken = std::mem::take(&mut state.pieces);
-        drop(state);
         self.taken.pop_front()
     }
 }

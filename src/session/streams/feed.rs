@@ -17,12 +17,12 @@ pub(super) struct Feed<P> {
     state: Mutex<FeedState<P>>,
 }
 
-pub(super) struct FeedState<P> {
-    pub pieces: VecDeque<P>,
+struct FeedState<P> {
+    pieces: VecDeque<P>,
     /// The reader's, while it waits: taken by the piece that ends the wait.
-    pub waker: Option<Waker>,
+    waker: Option<Waker>,
     /// The reader went: nothing more is kept.
-    pub closed: bool,
+    closed: bool,
 }
 
 impl<P> Feed<P> {
@@ -31,13 +31,16 @@ impl<P> Feed<P> {
         Arc::new(Feed { state: Mutex::new(state) })
     }
 
-    pub(super) fn state(&self) -> MutexGuard<'_, FeedState<P>> {
+    fn state(&self) -> MutexGuard<'_, FeedState<P>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues `pieces` and then `last`, if any, for the reader, unless it
     /// went; the reader's waker, if it waits for them.
     pub(super) fn push(&self, pieces: &mut Vec<P>, last: Option<P>) -> Option<Waker> {
+        if pieces.is_empty() && last.is_none() {
+            return None;
+        }
         let mut state = self.state();
         if state.closed {
             pieces.clear();
@@ -45,5 +48,38 @@ impl<P> Feed<P> {
         }
         state.pieces.extend(pieces.drain(..).chain(last));
         state.waker.take()
+    }
+
+    /// Every piece queued, all at once (the lock is taken once per batch);
+    /// none: the reader waits, and `waker` is woken by the next.
+    pub(super) fn take(&self, waker: &Waker) -> VecDeque<P> {
+        let mut state = self.state();
+        if state.pieces.is_empty() {
+            match &state.waker {
+                Some(waiting) if waiting.will_wake(waker) => {}
+                _ => state.waker = Some(waker.clone()),
+            }
+        }
+        // Taken, not swapped with the reader's: the feed starts afresh,
+        // and the room of the batch read before goes, so that a stream
+        // holds room for one window's items at most, not for two.
+        std::mem::take(&mut state.pieces)
+    }
+
+    /// Whether the reader went.
+    pub(super) fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
+    /// The reader goes: nothing more is queued, and what was is dropped
+    /// now (outside the lock).
+    pub(super) fn close(&self) {
+        let pieces = {
+            let mut state = self.state();
+            state.closed = true;
+            state.waker = None;
+            std::mem::take(&mut state.pieces)
+        };
+        drop(pieces);
     }
 }
