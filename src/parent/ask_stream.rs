@@ -14,7 +14,7 @@ use crate::error::WorkerError;
 use crate::protocol::Protocol;
 use crate::session::declared::describe;
 use crate::session::streams::{AfterStream, AnswerStream, Asking, DEFAULT_STREAM_WINDOW};
-use crate::session::trace::{self, Caller};
+use crate::session::trace::Caller;
 use crate::streamed::{StreamRequest, Streamed};
 
 /// Asks the worker a [`StreamRequest`] and gives the stream of its items.
@@ -155,12 +155,7 @@ impl<P: Protocol> Worker<P> {
         ctx: &mut Context<Self>,
     ) -> AnswerStream<R::Item> {
         let pending = self.sender.pending.clone();
-        let peer = trace::Peer {
-            name: Some(&self.options.name),
-            pid: Some(self.pid),
-            span: Some(&self.span),
-        };
-        let asking = Asking::new::<R>(&pending, window, (caller, peer));
+        let asking = Asking::new::<R>(&pending, window, (caller, self.as_peer()));
         let encoded = self.check_open().and_then(|()| {
             let arena = Some(&mut self.arena);
             self.sender.encoding.stream_request::<P, R>(arena, &asking, &request)

@@ -295,6 +295,11 @@ impl<P: Protocol> Worker<P> {
         queued
     }
 
+    /// This worker as the asking span of a request to it names it.
+    pub(super) fn as_peer(&self) -> trace::Peer<'_> {
+        trace::Peer { name: Some(&self.options.name), pid: Some(self.pid), span: Some(&self.span) }
+    }
+
     /// Encodes and queues a request, and awaits its answer (see `Ask`).
     pub(super) fn ask<R: Request>(
         &mut self,
@@ -303,12 +308,7 @@ impl<P: Protocol> Worker<P> {
         ctx: &mut Context<Self>,
     ) -> Asked<R::Answer> {
         let id = self.sender.pending.next_id();
-        let peer = trace::Peer {
-            name: Some(&self.options.name),
-            pid: Some(self.pid),
-            span: Some(&self.span),
-        };
-        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
+        let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, self.as_peer());
         let encoded = self.check_open().and_then(|()| {
             self.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request)
         });
