@@ -12,19 +12,14 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::prctl::set_pdeathsig;
-use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::signal::Signal;
-use nix::unistd::{getpid, getppid};
+use nix::unistd::getpid;
 
-use super::plan::Plan;
-use crate::os;
+use super::plan::{last_steps, Limits, Plan};
 
 /// Starts `plan`'s process; its pid.
 pub(crate) fn start(plan: Plan) -> io::Result<u32> {
@@ -56,45 +51,13 @@ pub(crate) fn start(plan: Plan) -> io::Result<u32> {
     Ok(cmd.spawn()?.id())
 }
 
-/// What the child does between fork and exec (see the module docs): resets
-/// its signals' actions and mask, asks for SIGTERM when its parent dies (and exits if it has already), marks
-/// every descriptor close-on-exec but `fd` (its end of the socketpair), and
-/// sets its resource limits.
-fn before_exec(cmd: &mut Command, fd: Option<RawFd>, limits: [(Resource, Option<(u64, u64)>); 3]) {
+/// What the child does between fork and exec: `plan::last_steps`, after
+/// std has set up its standard descriptors, directory and process group.
+fn before_exec(cmd: &mut Command, socket: Option<RawFd>, limits: Limits) {
     let parent = getpid();
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions that do not allocate (sigaction,
-    // pthread_sigmask, prctl, getppid, close_range, fcntl, setrlimit,
-    // _exit; and the fallback's open, getdents64, getrlimit, close).
+    // SAFETY: the closure runs in the forked child before exec, and
+    // `last_steps` makes only async-signal-safe calls that do not allocate.
     unsafe {
-        cmd.pre_exec(move || {
-            // As the start by clone does (std resets SIGPIPE alone).
-            os::reset_signals()?;
-            set_pdeathsig(Signal::SIGTERM)?;
-            // The parent may have died before the prctl took effect.
-            if getppid() != parent {
-                // Raw: nix has no `_exit`, and std's `exit` runs exit handlers.
-                libc::_exit(1);
-            }
-            // No descriptor of the parent's leaks into the worker, even one
-            // opened without close-on-exec: mark them all, then keep only
-            // the socket.
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            // Raw: nix does not wrap `close_range` (Linux 5.11 and later).
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
-                os::mark_all_cloexec(c"/proc/self/fd");
-            }
-            if let Some(fd) = fd {
-                // The child's copy of the socket, open: the parent holds
-                // its own until the spawn has returned.
-                fcntl(BorrowedFd::borrow_raw(fd), FcntlArg::F_SETFD(FdFlag::empty()))?;
-            }
-            for (resource, limit) in limits {
-                if let Some((soft, hard)) = limit {
-                    setrlimit(resource, soft, hard)?;
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || Ok(last_steps(parent, socket, limits)?));
     }
 }

@@ -19,9 +19,14 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use nix::sys::resource::Resource;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::Signal;
+use nix::unistd::{getppid, Pid};
 
 use crate::handoff::ENV_ENTRY;
+use crate::os;
 use crate::parent::options::{CommandSpec, ResourceLimits};
 
 /// A worker's start, ready to run.
@@ -37,7 +42,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The resource limits to set, soft and hard, each where asked.
-    pub(crate) fn limits(&self) -> [(Resource, Option<(u64, u64)>); 3] {
+    pub(crate) fn limits(&self) -> Limits {
         let limits = self.rlimits;
         [
             (Resource::RLIMIT_AS, limits.address_space.map(|l| (l, l))),
@@ -46,6 +51,58 @@ impl Plan {
             (Resource::RLIMIT_NOFILE, limits.open_files.map(|l| (l, l))),
         ]
     }
+}
+
+/// The resource limits of a start, as [`Plan::limits`] gives them.
+pub(crate) type Limits = [(Resource, Option<(u64, u64)>); 3];
+
+/// The steps both starts take last in the child, before its exec: its
+/// signals' actions and mask reset; SIGTERM asked for when its parent
+/// (`parent`, taken before the child was made) dies, and an exit if it
+/// already has; every descriptor marked close-on-exec but `socket`; the
+/// resource limits set. Each is one system call (or the fallback's few),
+/// and nothing is allocated.
+///
+/// # Safety
+///
+/// Only in the child of a start, about to exec, where it may make only
+/// async-signal-safe calls (see `vfork.rs` and `forked.rs`).
+pub(crate) unsafe fn last_steps(
+    parent: Pid,
+    socket: Option<RawFd>,
+    limits: Limits,
+) -> nix::Result<()> {
+    // SAFETY: this is the child, about to exec (the caller's promise).
+    unsafe { os::reset_signals() }?;
+    set_pdeathsig(Signal::SIGTERM)?;
+    // The parent may have died before the prctl took effect.
+    if getppid() != parent {
+        // Raw: nix has no `_exit`, and std's `exit` runs the parent's exit
+        // handlers. SAFETY: ends the child at once.
+        unsafe { libc::_exit(1) };
+    }
+    // No descriptor of the parent's leaks into the worker, even one opened
+    // without close-on-exec: mark them all, then keep only the socket.
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // Raw: nix does not wrap `close_range` (Linux 5.11 and later).
+    // SAFETY: flags descriptors of this child's own table (a fork's copy,
+    // or the clone's: no CLONE_FILES); touches no memory.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) } != 0 {
+        // SAFETY: this process is about to exec.
+        unsafe { os::mark_all_cloexec(c"/proc/self/fd") };
+    }
+    if let Some(fd) = socket {
+        // SAFETY: the child's copy of the socket, open: the parent holds
+        // its own until the start has returned.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    }
+    for (resource, limit) in limits {
+        if let Some((soft, hard)) = limit {
+            setrlimit(resource, soft, hard)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the worker's process executes, and how.

@@ -16,9 +16,10 @@
 //! around the clone and reset to their defaults in the child before it
 //! unblocks them). Everything it reads was made by the parent beforehand
 //! (`plan.rs`). Its steps are those `std::process::Command` and our
-//! `pre_exec` took after a fork (`forked.rs`, the fallback): signals reset,
-//! standard descriptors, directory, process group, parent-death signal,
-//! close-on-exec of all but the socket, resource limits, exec (and, as
+//! `pre_exec` take after a fork (`forked.rs`, the fallback): standard
+//! descriptors, directory, process group, then the steps both share
+//! (`plan::last_steps`: signals reset, parent-death signal, close-on-exec
+//! of all but the socket, resource limits), exec (and, as
 //! `execvp` does, `/bin/sh` with the file when the kernel does not know
 //! its format). If a step or the exec fails, the child writes the error
 //! number where the parent reads it once `clone` returns (the child has
@@ -35,19 +36,16 @@ use std::convert::Infallible;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
-use nix::sys::prctl::set_pdeathsig;
-use nix::sys::resource::setrlimit;
-use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
-use nix::unistd::{chdir, dup2_stderr, dup2_stdin, dup2_stdout, getpid, getppid, setpgid, Pid};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+use nix::unistd::{chdir, dup2_stderr, dup2_stdin, dup2_stdout, getpid, setpgid, Pid};
 
-use super::plan::Plan;
+use super::plan::{last_steps, Plan};
 use crate::os;
 
 /// Why a start by clone did not happen.
@@ -164,8 +162,6 @@ extern "C" fn run(child: *mut c_void) -> c_int {
 /// Only in the child of `start`'s clone.
 unsafe fn exec(child: &Child<'_>) -> nix::Result<Infallible> {
     let plan = child.plan;
-    // SAFETY: this is the child, about to exec, with all signals blocked.
-    unsafe { os::reset_signals() }?;
     let dups: [fn(&OwnedFd) -> nix::Result<()>; 3] =
         [|fd| dup2_stdin(fd), |fd| dup2_stdout(fd), |fd| dup2_stderr(fd)];
     // Each above the standard descriptors (`Plan`), so none is overwritten
@@ -179,33 +175,9 @@ unsafe fn exec(child: &Child<'_>) -> nix::Result<Infallible> {
         chdir(dir.as_c_str())?;
     }
     setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-    set_pdeathsig(Signal::SIGTERM)?;
-    // The parent may have died before the prctl took effect.
-    if getppid() != child.parent {
-        // SAFETY: ends the child at once (see `run`).
-        unsafe { libc::_exit(1) };
-    }
-    // No descriptor of the parent's leaks into the worker, even one opened
-    // without close-on-exec: mark them all, then keep only the socket.
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // Raw: nix does not wrap `close_range` (Linux 5.11 and later).
-    // SAFETY: flags descriptors of this child's own table (not shared:
-    // no CLONE_FILES); touches no memory.
-    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) } != 0 {
-        // SAFETY: this process is about to exec.
-        unsafe { os::mark_all_cloexec(c"/proc/self/fd") };
-    }
-    if let Some(fd) = plan.socket {
-        // SAFETY: the socket is open until the clone returns: `Connect`
-        // holds it in the parent.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-    }
-    for (resource, limit) in plan.limits() {
-        if let Some((soft, hard)) = limit {
-            setrlimit(resource, soft, hard)?;
-        }
-    }
+    // Signals stay blocked until these reset them.
+    // SAFETY: this is the child of the clone, about to exec.
+    unsafe { last_steps(child.parent, plan.socket, plan.limits()) }?;
     // Raw: nix's `execve` builds its pointer arrays in a Vec.
     // SAFETY: the path and both arrays, null-terminated, were made by the
     // parent and live until the clone returns.
