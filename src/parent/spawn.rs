@@ -108,15 +108,12 @@ pub(crate) fn check(spec: &CommandSpec) -> Result<(), SpawnError> {
         program: program.clone(),
         source: io::Error::new(io::ErrorKind::NotFound, "no such program"),
     };
-    let runnable = |path: &Path| {
-        nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok() && path.is_file()
-    };
     if program.components().count() > 1 || program.is_absolute() {
         let path = match &spec.cwd {
             Some(dir) if program.is_relative() => dir.join(program),
             _ => program.clone(),
         };
-        return if runnable(&path) { Ok(()) } else { Err(not_found()) };
+        return if plan::runnable(&path) { Ok(()) } else { Err(not_found()) };
     }
     let path = spec
         .env
@@ -125,11 +122,11 @@ pub(crate) fn check(spec: &CommandSpec) -> Result<(), SpawnError> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| (!spec.env_clear).then(|| std::env::var_os("PATH")).flatten());
-    let found = path.is_some_and(|p| std::env::split_paths(&p).any(|d| runnable(&d.join(program))));
-    if found {
-        Ok(())
-    } else {
-        Err(not_found())
+    // As the start will look for it (a relative directory of PATH then
+    // means from the worker's directory).
+    match plan::find(program.as_os_str(), path.as_deref(), spec) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(not_found()),
     }
 }
 

@@ -194,7 +194,7 @@ fn environment(spec: &CommandSpec, told: &[(&str, OsString)]) -> BTreeMap<OsStri
 /// runnable one in `path` (the worker's `PATH`), as `execvp` would find
 /// it in the child (a relative directory of `PATH` then means from the
 /// worker's directory).
-fn find(file: &OsStr, path: Option<&OsStr>, spec: &CommandSpec) -> io::Result<PathBuf> {
+pub(super) fn find(file: &OsStr, path: Option<&OsStr>, spec: &CommandSpec) -> io::Result<PathBuf> {
     if file.as_bytes().contains(&b'/') {
         return Ok(PathBuf::from(file));
     }
@@ -206,7 +206,7 @@ fn find(file: &OsStr, path: Option<&OsStr>, spec: &CommandSpec) -> io::Result<Pa
     for dir in std::env::split_paths(path.unwrap_or_default()) {
         let candidate = dir.join(file);
         let here = seen_from_here(&candidate);
-        if nix::unistd::access(&here, nix::unistd::AccessFlags::X_OK).is_ok() && here.is_file() {
+        if runnable(&here) {
             // execve searches no PATH: a bare name would be taken as a file
             // in the directory, which it is.
             return Ok(if candidate.components().count() > 1 {
@@ -222,6 +222,11 @@ fn find(file: &OsStr, path: Option<&OsStr>, spec: &CommandSpec) -> io::Result<Pa
     } else {
         io::Error::new(io::ErrorKind::NotFound, "no such program in PATH")
     })
+}
+
+/// Whether `path` is a file this process may execute.
+pub(super) fn runnable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok() && path.is_file()
 }
 
 /// `bytes` as a C string; an inner NUL is an error, as `Command` makes it.
