@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use actix::{Context, Handler, Message};
+use actix::{Addr, Context, Handler, Message};
 
 use super::messages::Answered;
 use super::port::{Line, Port};
@@ -27,37 +27,41 @@ use crate::session::sender::{Encoded, NotQueued};
 use crate::session::trace;
 use crate::wire::ws::reader::Inbound;
 
-/// One member's line (see the module's doc).
-pub(crate) struct Direct<P> {
-    line: Arc<Line>,
-    _protocol: std::marker::PhantomData<fn(P)>,
-}
+/// One member's line (see the module's doc), and its address, for what
+/// only its actor can do: one reference to clone per request.
+pub(crate) struct Direct<P: Protocol>(Arc<(Arc<Line>, Addr<Worker<P>>)>);
 
-impl<P> Clone for Direct<P> {
+impl<P: Protocol> Clone for Direct<P> {
     fn clone(&self) -> Self {
-        Direct { line: self.line.clone(), _protocol: std::marker::PhantomData }
+        Direct(self.0.clone())
     }
 }
 
 impl<P: Protocol> Direct<P> {
-    /// The line a pool routes requests to `port`'s worker through.
-    pub(crate) fn of(port: &Port<P>) -> Self {
-        Direct { line: port.line.clone(), _protocol: std::marker::PhantomData }
+    /// The line a pool routes requests to `port`'s worker (`addr`) through.
+    pub(crate) fn of(port: &Port<P>, addr: Addr<Worker<P>>) -> Self {
+        Direct(Arc::new((port.line.clone(), addr)))
+    }
+
+    /// The member's address.
+    pub(crate) fn addr(&self) -> &Addr<Worker<P>> {
+        &self.0 .1
     }
 
     /// Queues `request` for the member whose process is `pid` (0: not
     /// known), its answer or failure to `then`; or, when the queue is full
     /// and the member's limits say wait, gives it back encoded, for the
     /// member's actor to hold until there is room.
-    pub(crate) fn forward<R: Request>(
+    pub(crate) fn forward<R: Request, F: Then<R::Answer>>(
         &self,
         (request, caller): (R, trace::Caller),
         pid: u32,
-        then: Answered<R::Answer>,
-    ) -> Option<Held<R::Answer>> {
-        let sender = &self.line.sender;
+        then: Answered<R::Answer, F>,
+    ) -> Option<Held<R::Answer, F>> {
+        let line = &self.0 .0;
+        let sender = &line.sender;
         let id = sender.pending.next_id();
-        let (span, name) = &self.line.peer;
+        let (span, name) = &line.peer;
         let peer = trace::Peer { name: Some(name), pid: Some(pid), span: Some(span) };
         let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
         let encoded = match sender.encoding.request::<P, R>(None, (id, context), &request) {
@@ -72,7 +76,7 @@ impl<P: Protocol> Direct<P> {
         let then = Arc::new(Mutex::new(Some(then)));
         let halves = || (Box::new(Shared(then.clone())) as Box<dyn Slot>, ());
         let named = (id, describe::<P, R> as Naming);
-        let queued = sender.queue_with(named, encoded, self.line.wait, halves);
+        let queued = sender.queue_with(named, encoded, line.wait, halves);
         // Not queued: no slot holds `then` any more.
         let taken = || then.lock().unwrap_or_else(|e| e.into_inner()).take();
         let e = match queued {
@@ -97,21 +101,32 @@ impl<P: Protocol> Direct<P> {
 /// member's queue full under `WhenFull::Wait`: encoded, its id named, its
 /// answer's `then` and its asking span, for the member's actor to queue
 /// behind what waits there.
-pub(crate) struct Held<A> {
+pub(crate) struct Held<A, F: Then<A>> {
     named: (u64, Naming),
     encoded: Encoded,
-    then: Answered<A>,
+    then: Answered<A, F>,
     span: tracing::Span,
 }
 
-impl<A: serde::de::DeserializeOwned + Send + 'static> Message for Held<A> {
+/// What is done with a routed request's result before its caller gets it
+/// (a pool's accounting).
+pub(crate) trait Then<A>: FnOnce(&Result<A, WorkerError>) + Send + 'static {}
+
+impl<A, F: FnOnce(&Result<A, WorkerError>) + Send + 'static> Then<A> for F {}
+
+impl<A: serde::de::DeserializeOwned + Send + 'static, F: Then<A>> Message for Held<A, F> {
     type Result = ();
 }
 
-impl<P: Protocol, A: serde::de::DeserializeOwned + Send + 'static> Handler<Held<A>> for Worker<P> {
+impl<P, A, F> Handler<Held<A, F>> for Worker<P>
+where
+    P: Protocol,
+    A: serde::de::DeserializeOwned + Send + 'static,
+    F: Then<A>,
+{
     type Result = ();
 
-    fn handle(&mut self, held: Held<A>, ctx: &mut Context<Self>) {
+    fn handle(&mut self, held: Held<A, F>, ctx: &mut Context<Self>) {
         let Held { named: (id, name), encoded: (bytes, fds), then, span } = held;
         let pending = self.sender.pending.clone();
         pending.attach(id, name, Box::new(then));
@@ -124,13 +139,13 @@ impl<P: Protocol, A: serde::de::DeserializeOwned + Send + 'static> Handler<Held<
 }
 
 /// The slot of one try: `then`, if no other try has taken it.
-struct Shared<A>(Arc<Mutex<Option<Answered<A>>>>);
+struct Shared<A, F: Then<A>>(Arc<Mutex<Option<Answered<A, F>>>>);
 
-impl<A: serde::de::DeserializeOwned + Send + 'static> Slot for Shared<A> {
+impl<A: serde::de::DeserializeOwned + Send + 'static, F: Then<A>> Slot for Shared<A, F> {
     fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
         let then = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(then) = then {
-            Box::new(then).deliver(result);
+            then.deliver_inbound(result);
         }
     }
 

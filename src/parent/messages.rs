@@ -286,19 +286,18 @@ impl<A: DeserializeOwned + Send + 'static> Slot for ToCaller<A> {
 /// the answer or the failure, or with [`WorkerError::Disconnected`] when it
 /// is dropped first (the worker's actor is gone): `after` sees it, then the
 /// caller gets it.
-pub(crate) struct Answered<A> {
+pub(crate) struct Answered<A, F: FnOnce(&Result<A, WorkerError>) = After<A>> {
     tx: Option<OneshotSender<Result<A, WorkerError>>>,
-    after: Option<After<A>>,
+    after: Option<F>,
 }
 
-type After<A> = Box<dyn FnOnce(&Result<A, WorkerError>) + Send>;
+/// What an [`Answered`] does before the caller gets its result, when its
+/// type is not known (a pool names its own, and saves the box).
+pub(crate) type After<A> = Box<dyn FnOnce(&Result<A, WorkerError>) + Send>;
 
-impl<A> Answered<A> {
-    pub(crate) fn new(
-        tx: Option<OneshotSender<Result<A, WorkerError>>>,
-        after: impl FnOnce(&Result<A, WorkerError>) + Send + 'static,
-    ) -> Self {
-        Answered { tx, after: Some(Box::new(after)) }
+impl<A, F: FnOnce(&Result<A, WorkerError>)> Answered<A, F> {
+    pub(crate) fn new(tx: Option<OneshotSender<Result<A, WorkerError>>>, after: F) -> Self {
+        Answered { tx, after: Some(after) }
     }
 
     pub(crate) fn call(mut self, result: Result<A, WorkerError>) {
@@ -313,19 +312,35 @@ impl<A> Answered<A> {
             let _ = tx.send(result);
         }
     }
-}
 
-impl<A: DeserializeOwned + Send + 'static> Slot for Answered<A> {
-    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
-        self.call(decoded(result));
-    }
-
-    fn gone(&self) -> bool {
+    /// Whether nobody waits for the result any more.
+    pub(crate) fn gone(&self) -> bool {
         self.tx.as_ref().is_none_or(|tx| tx.is_closed())
     }
 }
 
-impl<A> Drop for Answered<A> {
+impl<A: DeserializeOwned, F: FnOnce(&Result<A, WorkerError>)> Answered<A, F> {
+    /// The answer as it came (decoded here), or the failure.
+    pub(crate) fn deliver_inbound(self, result: Result<Inbound, WorkerError>) {
+        self.call(decoded(result));
+    }
+}
+
+impl<A, F> Slot for Answered<A, F>
+where
+    A: DeserializeOwned + Send + 'static,
+    F: FnOnce(&Result<A, WorkerError>) + Send + 'static,
+{
+    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
+        self.deliver_inbound(result);
+    }
+
+    fn gone(&self) -> bool {
+        Answered::gone(self)
+    }
+}
+
+impl<A, F: FnOnce(&Result<A, WorkerError>)> Drop for Answered<A, F> {
     fn drop(&mut self) {
         if self.after.is_some() {
             self.finish(Err(WorkerError::Disconnected));

@@ -19,7 +19,7 @@ use super::routing;
 use super::worker_pool::{Common, State, WorkerPool};
 use crate::error::WorkerError;
 use crate::parent::direct::Direct;
-use crate::parent::messages::{Answered, Ask, Forward};
+use crate::parent::messages::{After, Answered, Ask, Forward};
 use crate::parent::options::WhenFull;
 use crate::parent::worker::Worker;
 use crate::protocol::{Protocol, Request};
@@ -30,13 +30,29 @@ use crate::session::trace::Caller;
 pub(crate) struct Prepared<P: Protocol> {
     /// The member's index (see `Member::index`).
     pub(super) member: usize,
-    pub(super) addr: Addr<Worker<P>>,
+    pub(super) to: To<P>,
     pub(super) load: Arc<Load>,
     pub(super) common: Arc<Common<P>>,
     pub(super) started: Instant,
-    /// Past the member's mailbox, once its line is open (`direct.rs`),
-    /// and its process's pid.
-    pub(super) direct: Option<(Direct<P>, u32)>,
+}
+
+/// Where a member takes a request.
+pub(crate) enum To<P: Protocol> {
+    /// Past its mailbox, once its line is open (`direct.rs`); its
+    /// process's pid.
+    Line(Direct<P>, u32),
+    /// Its mailbox, until then.
+    Mailbox(Addr<Worker<P>>),
+}
+
+impl<P: Protocol> To<P> {
+    /// The member's address.
+    pub(super) fn addr(&self) -> &Addr<Worker<P>> {
+        match self {
+            To::Line(direct, _) => direct.addr(),
+            To::Mailbox(addr) => addr,
+        }
+    }
 }
 
 impl<P: Protocol> Prepared<P> {
@@ -46,21 +62,25 @@ impl<P: Protocol> Prepared<P> {
         timeout: Option<Duration>,
         tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
     ) {
-        let Prepared { member, addr, load, common, started, direct } = self;
+        let Prepared { member, to, load, common, started } = self;
         let caller = caller.with_member(member);
-        let then = Answered::new(tx, move |result: &Result<R::Answer, WorkerError>| {
+        let after = move |result: &Result<R::Answer, WorkerError>| {
             let exited = matches!(result, Err(WorkerError::Exited(_)));
             common.finished(&load, result.is_ok(), exited, started);
-        });
+        };
         // Straight into the member's outbox; through its mailbox what only
         // its actor can do (a timer, waiting for room).
-        match direct.filter(|_| timeout.is_none()) {
-            Some((direct, pid)) => {
+        match to {
+            To::Line(direct, pid) if timeout.is_none() => {
+                let then = Answered::new(tx, after);
                 if let Some(held) = direct.forward((request, caller), pid, then) {
-                    addr.do_send(held);
+                    direct.addr().do_send(held);
                 }
             }
-            None => addr.do_send(Forward { request, timeout, then, caller }),
+            to => {
+                let then = Answered::new(tx, Box::new(after) as After<R::Answer>);
+                to.addr().do_send(Forward { request, timeout, then, caller });
+            }
         }
     }
 }
@@ -76,11 +96,13 @@ impl<P: Protocol> WorkerPool<P> {
         member.given += 1;
         let prepared = Prepared {
             member: member.index,
-            addr: member.addr.clone(),
+            to: match &member.direct {
+                Some(direct) => To::Line(direct.clone(), member.pid),
+                None => To::Mailbox(member.addr.clone()),
+            },
             load: member.load.clone(),
             common: self.common.clone(),
             started: Instant::now(),
-            direct: member.direct.clone().map(|direct| (direct, member.pid)),
         };
         if let Some(max) = self.settings.max_requests {
             if member.given >= max && !member.leaving {

@@ -24,14 +24,14 @@ impl<P: Protocol> Prepared<P> {
         (request, caller): (R, Caller),
         window: usize,
     ) -> impl std::future::Future<Output = AnswerStream<R::Item>> + use<P, R> {
-        let Prepared { member, addr, load, common, started, .. } = self;
+        let Prepared { member, to, load, common, started } = self;
         let caller = Some(caller.with_member(member));
         let after = Box::new(move |end: Result<(), &WorkerError>| {
             let exited = matches!(end, Err(WorkerError::Exited(_)));
             common.finished(&load, end.is_ok(), exited, started);
         });
         let forward = ForwardStream { request: Some(request), window, after: Some(after), caller };
-        let sent = addr.send(forward);
+        let sent = to.addr().send(forward);
         async move { sent.await.unwrap_or_else(|_| AnswerStream::refused(WorkerError::Disconnected)) }
     }
 }

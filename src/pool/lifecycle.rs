@@ -56,7 +56,7 @@ impl<P: Protocol> WorkerPool<P> {
         let port = crate::parent::port::Port::open(&addr);
         ctx.spawn(port.into_actor(self).map(move |port, pool, _| {
             if let (Ok(port), Some(m)) = (port, pool.member(index)) {
-                m.direct = Some(crate::parent::direct::Direct::of(&port));
+                m.direct = Some(crate::parent::direct::Direct::of(&port, m.addr.clone()));
             }
         }));
         self.members.push(Member::new(index, addr, host, remote));

@@ -159,14 +159,13 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {
         let enter = Enter { request: (request, caller), place: None, back: Some(back) };
         // Outside tokio's cooperative budget, as for one worker.
         let sent = tokio::task::unconstrained(self.send(enter));
-        let pool = self.clone();
         async move {
             let mut held = held;
             if let Ok(answer) = sent.await {
                 return answer;
             }
             // Closed without an answer: held back, or the pool is gone.
-            let Ok((request, placed)) = held.try_recv() else {
+            let Ok((request, placed, pool)) = held.try_recv() else {
                 return Err(WorkerError::Disconnected);
             };
             // No place (the pool is closing): sent anyway, to be told why.

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use actix::dev::{MessageResponse, OneshotSender};
-use actix::{Context, Handler, Message};
+use actix::{AsyncContext, Context, Handler, Message, Recipient};
 
 use super::ask::{PoolAsk, Route};
 use super::queue::{self, Expires, Place, Pump, Release, Sweep};
@@ -167,8 +167,9 @@ pub(crate) struct Enter<R: Request> {
     pub(super) back: Option<tokio::sync::oneshot::Sender<HeldBack<R>>>,
 }
 
-/// A request handed back, and where its place will come.
-type HeldBack<R> = ((R, Caller), tokio::sync::oneshot::Receiver<Place>);
+/// A request handed back, where its place will come, and the pool to send
+/// it to again (an address the caller need not keep for every request).
+type HeldBack<R> = ((R, Caller), tokio::sync::oneshot::Receiver<Place>, Recipient<Enter<R>>);
 
 impl<R: Request> Message for Enter<R> {
     type Result = Result<R::Answer, WorkerError>;
@@ -189,7 +190,7 @@ impl<P: Protocol, R: Request> Handler<Enter<R>> for WorkerPool<P> {
             self.common.queued.fetch_add(1, Ordering::AcqRel);
             self.grow(ctx);
             // A caller gone already drops its request here.
-            let _ = back.send((request, placed));
+            let _ = back.send((request, placed, ctx.address().recipient()));
             return PoolAsk { request: None, timeout: None, route: Route::HeldBack };
         }
         let route = self.route(ctx);
