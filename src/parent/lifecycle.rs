@@ -90,6 +90,7 @@ impl<P: Protocol> Worker<P> {
             heartbeat: self.options.heartbeat,
             later: self.events.clone(),
             handshake_timeout: self.options.handshake_timeout,
+            starting: spawned.starting,
         };
         // Its own task: it outlives the actor, should the last address go.
         let me = ctx.address().downgrade();

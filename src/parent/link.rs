@@ -64,6 +64,9 @@ pub(crate) struct Link<P: Protocol> {
     /// Where refusals after the worker is in go (a TCP worker's port).
     #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub later: super::sink::EventSink<P>,
+    /// Counted among the starts under way until the link is opened (see
+    /// `spawner.rs`).
+    pub starting: Option<super::spawner::Starting>,
 }
 
 impl<P: Protocol> Link<P> {
@@ -73,6 +76,8 @@ impl<P: Protocol> Link<P> {
         let launched = channel.launched();
         let mut exit = Exit::of(&self.handle);
         let (opening, kept) = self.open_checked(channel, &mut exit).await;
+        // Opened or not, this start is done: the next may begin.
+        drop(self.starting.take());
         let Link { mut side, handle, common, handshake_timeout, heartbeat, .. } = self;
         let (outbox, pending) = (common.sender.outbox.clone(), common.sender.pending.clone());
         // Taken for lost by its heartbeat (its status is then the kill's),

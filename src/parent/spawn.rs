@@ -39,7 +39,7 @@ use super::output::Output;
 use super::process::ChildHandle;
 #[cfg(feature = "tcp")]
 use super::remote::{self, Listening};
-use super::spawner::on_spawner;
+use super::spawner::{admit, on_spawner, Starting};
 use crate::error::SpawnError;
 #[cfg(feature = "tcp")]
 use crate::handoff::{ENV_CONNECT, ENV_SECRETS};
@@ -59,6 +59,9 @@ pub(crate) struct Spawned {
     /// The read ends of captured stdout and stderr.
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// Counted among the local starts under way until its link is opened
+    /// (`spawner.rs`); `None` through a launcher.
+    pub starting: Option<Starting>,
 }
 
 /// The parent's end of a worker's connection.
@@ -139,8 +142,10 @@ pub(crate) fn spawn(
     let (tx, rx) = tokio::sync::oneshot::channel();
     // Dropped unrun if the spawner is gone: `tx` with it, which closes `rx`.
     drop(on_spawner(move || {
+        // A launcher's start is another host's (or engine's) to run.
+        let starting = spec.launcher.is_empty().then(admit);
         let (result, highest) = match spawn_here(spec) {
-            Ok((spawned, highest)) => (Ok(spawned), highest),
+            Ok((spawned, highest)) => (Ok(Spawned { starting, ..spawned }), highest),
             Err(e) => (Err(e), None),
         };
         let _ = tx.send(result);
@@ -183,6 +188,7 @@ fn spawn_here(mut spec: CommandSpec) -> Result<(Spawned, Option<RawFd>), SpawnEr
         sock: channel,
         stdout: launched.stdout,
         stderr: launched.stderr,
+        starting: None,
     };
     Ok((spawned, highest))
 }

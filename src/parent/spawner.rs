@@ -6,9 +6,20 @@
 //! which come and go, would be signalled when that thread retires. The
 //! spawner thread lives as long as the process, so a worker's parent-death
 //! signal means what it says. What runs there is `spawn.rs`'s.
+//!
+//! It also admits local starts a few at a time ([`admit`]): a start is
+//! counted from its clone until its link has the worker's hello (or gave
+//! up), and the next waits while as many are under way as the machine has
+//! CPUs. A new worker wants its CPU for a millisecond or two (exec, the
+//! loader, its runtime, the handshake); 64 started at once were 64
+//! processes ready to run beside the parent's event loop, which then
+//! waited its turn for milliseconds. The wait is bounded
+//! ([`ADMIT_WAIT`]): a start whose worker is slow to say hello (a loop
+//! blocked by its application, a worker stopped in a debugger) delays the
+//! next by at most that, never blocks it.
 
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{mpsc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -49,4 +60,114 @@ pub(crate) fn on_spawner<T: Send + 'static>(
         }
     }
     rx
+}
+
+/// Starts under way, and how many may be (see the module's doc).
+pub(crate) struct Admission {
+    starting: Mutex<usize>,
+    /// Signalled when one of them is done.
+    done: Condvar,
+}
+
+/// The process's local starts.
+static ADMISSION: Admission = Admission::new();
+
+/// The longest a start waits for another to be done.
+pub(crate) const ADMIT_WAIT: Duration = Duration::from_millis(20);
+
+/// A start under way, from before its clone until its link is opened or
+/// has failed: dropped, it lets the next start in.
+pub(crate) struct Starting(&'static Admission);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        let mut starting = self.0.starting.lock().unwrap_or_else(|e| e.into_inner());
+        *starting = starting.saturating_sub(1);
+        drop(starting);
+        self.0.done.notify_one();
+    }
+}
+
+impl Admission {
+    pub(crate) const fn new() -> Self {
+        Admission { starting: Mutex::new(0), done: Condvar::new() }
+    }
+
+    /// Counts a start, once fewer than `max` are under way or `wait` has
+    /// passed.
+    pub(crate) fn admit(&'static self, max: usize, wait: Duration) -> Starting {
+        let deadline = Instant::now() + wait;
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        while *starting >= max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let waited = self.done.wait_timeout(starting, left);
+            starting = waited.unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *starting += 1;
+        Starting(self)
+    }
+
+    /// How many starts are under way now.
+    #[cfg(test)]
+    pub(crate) fn under_way(&self) -> usize {
+        *self.starting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How many local starts may be under way at once: the CPUs this process
+/// may run on, at least 2.
+fn max_starting() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
+/// Counts a local start, once fewer than [`max_starting`] are under way,
+/// or [`ADMIT_WAIT`] has passed. Called on the spawner thread, before the
+/// clone: what waits is the starts behind, never the caller's loop.
+pub(crate) fn admit() -> Starting {
+    ADMISSION.admit(max_starting(), ADMIT_WAIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::Admission;
+
+    #[test]
+    fn a_start_past_the_limit_waits_for_one_to_be_done() {
+        static ADMISSION: Admission = Admission::new();
+        let long = Duration::from_secs(120);
+        let (a, _b) = (ADMISSION.admit(2, long), ADMISSION.admit(2, long));
+        let (entered, in_now) = mpsc::channel();
+        let third = std::thread::spawn(move || {
+            let third = ADMISSION.admit(2, long);
+            entered.send(()).unwrap();
+            third
+        });
+        // Not let in while two are under way (a correct admission always
+        // passes this wait; one that lets it in fails it at once).
+        let early = in_now.recv_timeout(Duration::from_millis(300));
+        assert_eq!(early, Err(mpsc::RecvTimeoutError::Timeout), "let in past the limit");
+        drop(a);
+        in_now.recv_timeout(long).expect("let in once one was done");
+        let _third = third.join().unwrap();
+        assert_eq!(ADMISSION.under_way(), 2);
+    }
+
+    #[test]
+    fn a_start_goes_in_at_its_bound_however_long_the_others_take() {
+        static ADMISSION: Admission = Admission::new();
+        let _held = (ADMISSION.admit(1, Duration::ZERO), ADMISSION.admit(1, Duration::ZERO));
+        assert_eq!(ADMISSION.under_way(), 2, "past the limit at once, with no wait");
+        let t0 = Instant::now();
+        let third = ADMISSION.admit(2, Duration::from_millis(50));
+        assert!(t0.elapsed() >= Duration::from_millis(50), "it waited its bound first");
+        assert_eq!(ADMISSION.under_way(), 3);
+        drop(third);
+        assert_eq!(ADMISSION.under_way(), 2, "a start done is counted out");
+    }
 }

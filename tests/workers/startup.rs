@@ -15,6 +15,7 @@ pub fn trials() -> Vec<Trial> {
     crate::trials![
         startup::starting_64_workers_leaves_the_event_loop_free,
         startup::a_program_that_cannot_run_is_a_typed_error,
+        startup::workers_that_never_say_hello_do_not_hold_up_the_next_start,
     ]
 }
 
@@ -124,5 +125,42 @@ pub fn a_program_that_cannot_run_is_a_typed_error() {
         assert!(gave_up.reason.contains("could not start"), "{}", gave_up.reason);
         assert!(pending.await.is_err());
         println!("STARTUP a failed start told in {} us", took.as_micros());
+    });
+}
+
+/// Starts are admitted a few at a time (as many as there are CPUs, until
+/// each worker's hello), but the wait is bounded: programs that never say
+/// hello, more of them than may start at once, leave the next start a
+/// short wait, not one as long as their handshake timeout.
+pub fn workers_that_never_say_hello_do_not_hold_up_the_next_start() {
+    run(async {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        let silent: Vec<_> = (0..cpus + 2)
+            .map(|_| {
+                let (rec, events) = events::<Test>();
+                let worker = Worker::<Test>::builder()
+                    .program("/bin/sleep")
+                    .args(["600"])
+                    .handshake_timeout(Duration::from_secs(600))
+                    .events(rec)
+                    .start()
+                    .expect("sleep starts");
+                (worker, events)
+            })
+            .collect();
+        let t0 = Instant::now();
+        let (worker, mut events) = start();
+        // Held to the silent ones' handshake timeout, this would fail here.
+        tokio::time::timeout(Duration::from_secs(120), events.online())
+            .await
+            .expect("the next start was held up by workers that never said hello");
+        println!("STARTUP online behind {} silent starts after {} ms", cpus + 2, t0.elapsed().as_millis());
+        assert_eq!(worker.ask(Sum(vec![2, 3])).await.expect("an answer"), 5);
+        worker.terminate();
+        assert!(events.exit().await.success());
+        for (silent, mut events) in silent {
+            silent.terminate();
+            events.exit().await;
+        }
     });
 }

@@ -6,6 +6,9 @@
 //! lateness until all 64 have answered a ping (ms; baseline: the worst
 //! lateness of the same ticker over the same time with nothing starting).
 //! `mass_start_late_ms_second`: a second round of 64, the first still up.
+//! `mass_start_all_online_ms`: how long the first round took, from the
+//! first `start()` until all 64 had answered (what admitting starts a few
+//! at a time, `parent/spawner.rs`, may cost; no baseline).
 //!
 //! Measured in a process of its own (this executable again): what a first
 //! mass start costs depends on what the process did before (how far its
@@ -38,7 +41,7 @@ pub async fn rows() -> Vec<(&'static str, f64, f64)> {
         .expect("the fresh run");
     assert!(out.status.success(), "the fresh run failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    ["mass_start_late_ms", "mass_start_late_ms_second"]
+    ["mass_start_late_ms", "mass_start_late_ms_second", "mass_start_all_online_ms"]
         .into_iter()
         .map(|name| {
             let (ours, baseline) = super::row_of(&text, name);
@@ -89,5 +92,6 @@ async fn measure() -> Vec<(&'static str, f64, f64)> {
     vec![
         ("mass_start_late_ms", ms(late), ms(idle)),
         ("mass_start_late_ms_second", ms(late_second), ms(idle)),
+        ("mass_start_all_online_ms", ms(took), 0.0),
     ]
 }
