@@ -47,11 +47,18 @@ impl<P: Protocol> WorkerPool<P> {
         options.name = format!("{}#{index}", self.name).into();
         let addr = Worker::start_with(options, EventSink::Recipient(relay.recipient()));
         let addr = addr.inspect_err(|_| self.host_down(host))?;
-        // When it has stopped for good, whatever the reason.
-        let join = addr.send(Join);
-        ctx.spawn(join.into_actor(self).map(move |status, pool, ctx| {
-            pool.member_gone(index, status.ok(), ctx);
-        }));
+        // When it has stopped for good, whatever the reason. Told by a task
+        // of its own, holding the pool weakly: a future in the pool's
+        // context would keep the pool alive after its last address went
+        // (actix stops an actor only once nothing runs in its context),
+        // and its members with it.
+        let (join, pool) = (addr.send(Join), ctx.address().downgrade());
+        actix_rt::spawn(async move {
+            let status = join.await.ok();
+            if let Some(pool) = pool.upgrade() {
+                pool.do_send(MemberGone { index, status });
+            }
+        });
         // Its line past its mailbox, for what the pool routes to it.
         let port = crate::parent::port::Port::open(&addr);
         ctx.spawn(port.into_actor(self).map(move |port, pool, _| {
@@ -287,6 +294,24 @@ impl<P: Protocol> Handler<MemberEvent<P>> for WorkerPool<P> {
 
     fn handle(&mut self, msg: MemberEvent<P>, ctx: &mut Context<Self>) {
         self.member_event(msg.index, msg.event, msg.handled, ctx);
+    }
+}
+
+/// A member has stopped for good (see `WorkerPool::add_member`).
+struct MemberGone {
+    index: usize,
+    status: Option<ExitStatus>,
+}
+
+impl Message for MemberGone {
+    type Result = ();
+}
+
+impl<P: Protocol> Handler<MemberGone> for WorkerPool<P> {
+    type Result = ();
+
+    fn handle(&mut self, msg: MemberGone, ctx: &mut Context<Self>) {
+        self.member_gone(msg.index, msg.status, ctx);
     }
 }
 

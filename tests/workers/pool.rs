@@ -36,6 +36,7 @@ pub fn trials() -> Vec<Trial> {
         pool::without_a_recipient_members_errors_and_exits_are_logged,
         pool::asks_past_a_members_full_queue_wait_there_and_all_are_answered,
         pool::an_ask_made_after_a_broadcast_resolved_comes_after_it,
+        pool::dropping_the_last_address_closes_the_members_and_resolves_every_ask,
     ]
 }
 
@@ -675,5 +676,43 @@ pub fn an_ask_made_after_a_broadcast_resolved_comes_after_it() {
         }
         pool.terminate();
         pool.send(Join).await.unwrap();
+    });
+}
+
+/// Dropping a pool's last address closes its members the polite way, as
+/// `terminate()` does and the README says (it did not: the tasks waiting
+/// for the members' ends ran in the pool's context, which actix keeps
+/// alive while anything runs there, and the pool and its members lived on).
+/// A caller's ask does not keep the address (only one held back does, to
+/// send its request again): of the asks made before it went, what the
+/// members had accepted is answered, and what still waited in the pool's
+/// queue is refused as `Terminating`, each resolved.
+pub fn dropping_the_last_address_closes_the_members_and_resolves_every_ask() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(2).start().unwrap();
+        pool_online(&mut rx, 2).await;
+        let pids: Vec<u32> = stats(&pool).await.members.iter().map(|m| m.pid).collect();
+        let asks: Vec<_> = (0..500u64).map(|i| pool.ask(Sum(vec![i, 2]))).collect();
+        drop(pool);
+        let (mut answered, mut refused) = (0, 0);
+        for (i, sum) in join_all(asks).await.into_iter().enumerate() {
+            match sum {
+                Ok(sum) => {
+                    assert_eq!(sum, i as u64 + 2);
+                    answered += 1;
+                }
+                Err(WorkerError::Terminating) => refused += 1,
+                Err(e) => panic!("ask {i}: {e:?}"),
+            }
+        }
+        println!("POOL_DROPPED {answered} answered, {refused} refused as Terminating");
+        assert!(answered > 0, "what the members had accepted is answered");
+        // The members closed: both processes are gone (the pool's events
+        // went with the pool).
+        for pid in pids {
+            let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
+            assert!(gone, "member {pid} still runs after the pool's last address went");
+        }
     });
 }
