@@ -126,6 +126,10 @@ impl<P: Protocol> Handler<Pump> for WorkerPool<P> {
     type Result = ();
 
     fn handle(&mut self, _: Pump, ctx: &mut Context<Self>) {
+        // Before pumping: an answer after this sends the next. (A swap,
+        // not a store: it sees every place freed by an answer that found
+        // this one on its way.)
+        self.common.pumping.swap(false, Ordering::AcqRel);
         self.pump(ctx);
     }
 }

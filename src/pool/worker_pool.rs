@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,11 @@ pub(crate) struct Common<P: Protocol> {
     /// How many requests wait in the queue, and callers held back: an
     /// answer that frees a place while some wait wakes the pool.
     pub queued: AtomicUsize,
+    /// A `Pump` is on its way to the pool: the answers that come before
+    /// it is handled need not send another (one read of a member's link
+    /// finishes many requests; the pool fills all the places they free on
+    /// one turn).
+    pub pumping: AtomicBool,
     pub pool: WeakAddr<WorkerPool<P>>,
     pub rtts: Arc<Recorder>,
 }
@@ -166,7 +171,7 @@ impl<P: Protocol> Common<P> {
             load.failed.fetch_add(1, Ordering::Relaxed);
         }
         self.rtts.round_trip(started);
-        if self.queued.load(Ordering::Acquire) > 0 {
+        if self.queued.load(Ordering::Acquire) > 0 && !self.pumping.swap(true, Ordering::AcqRel) {
             if let Some(pool) = self.pool.upgrade() {
                 pool.do_send(Pump);
             }
@@ -201,6 +206,7 @@ impl<P: Protocol> WorkerPool<P> {
                 places: 0,
                 common: Arc::new(Common {
                     queued: AtomicUsize::new(0),
+                    pumping: AtomicBool::new(false),
                     pool: ctx.address().downgrade(),
                     rtts: rtts.clone(),
                 }),
