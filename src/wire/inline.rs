@@ -164,11 +164,8 @@ impl Serialize for InlineBytes {
         // Offered for as long as the serializer writes it: whatever writes
         // this very slice may take the buffer instead (`offered`).
         let previous = OFFERED.with(|offer| offer.replace(Some(self.0.clone())));
-        let written = serializer.serialize_bytes(&self.0);
-        // Not put back by a serializer that panics: at worst, a later
-        // write of this very slice refers to it, which is what it holds.
-        OFFERED.with(|offer| *offer.borrow_mut() = previous);
-        written
+        let _restore = Restore(&OFFERED, previous);
+        serializer.serialize_bytes(&self.0)
     }
 }
 
@@ -196,18 +193,21 @@ pub(crate) fn offered(src: &[u8]) -> Option<Bytes> {
 /// `decode` run with `message` (the frame, as received) as what buffers
 /// decoded from slices of it refer to, rather than copy.
 pub(crate) fn decoding_from<R>(message: &Bytes, decode: impl FnOnce() -> R) -> R {
-    /// Puts back what was there before, also when `decode` panics (a
-    /// user's `Deserialize`): the frame is not held past its decoding.
-    struct Restore(Option<Bytes>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            let _ = RECEIVED.try_with(|received| *received.borrow_mut() = previous);
-        }
-    }
     let previous = RECEIVED.with(|received| received.replace(Some(message.clone())));
-    let _restore = Restore(previous);
+    let _restore = Restore(&RECEIVED, previous);
     decode()
+}
+
+/// Puts back what one of the thread-locals held before, also when a
+/// serializer or a `Deserialize` panics: no buffer is held past its
+/// message's encoding or decoding.
+struct Restore(&'static std::thread::LocalKey<RefCell<Option<Bytes>>>, Option<Bytes>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let previous = self.1.take();
+        let _ = self.0.try_with(|slot| *slot.borrow_mut() = previous);
+    }
 }
 
 /// `bytes` as a reference into the message being decoded, if it is a
