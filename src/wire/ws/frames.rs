@@ -103,16 +103,21 @@ impl Frames {
     /// fault per page as the kernel copies into it: with the messages'
     /// bytes no longer copied out of the frame (`InlineBytes`), the frame
     /// is the only buffer they are written to, and its faults were a
-    /// quarter of a worker's time taking 1 MiB messages.
+    /// quarter of a worker's time taking 1 MiB messages. A buffer nothing
+    /// read from it holds any more is read into again in place, whatever
+    /// its size (as `reserve` does).
     fn room(&mut self, wanted: usize) {
         if self.buf.capacity() - self.buf.len() >= wanted.max(1) {
+            return;
+        }
+        let needed = self.buf.len() + wanted.max(READ_CHUNK);
+        if self.buf.try_reclaim(needed - self.buf.len()) {
             return;
         }
         if wanted <= READ_CHUNK && self.large == 0 {
             self.buf.reserve(READ_CHUNK);
             return;
         }
-        let needed = self.buf.len() + wanted.max(READ_CHUNK);
         let large = wanted > READ_CHUNK;
         // A spare still held by a message read from it stays for the next.
         let reused = match self.spare.as_mut() {
@@ -290,13 +295,13 @@ mod tests {
             assert!(first.iter().all(|&b| b == 0) && second.iter().all(|&b| b == 1));
             drop((first, second));
             assert_eq!(&next!()[..], b"small");
-            // Both dropped: the last one given up is read into again.
+            // Both dropped: one of their buffers is read into again.
             let third = next!();
-            assert_eq!(third.as_ptr(), at);
+            assert!([at, other].contains(&third.as_ptr()), "read into one of theirs");
             assert!(third.iter().all(|&b| b == 2));
             assert_eq!(&next!()[..], b"small");
             let fourth = next!();
-            assert_ne!(fourth.as_ptr(), at, "the third is held");
+            assert_ne!(fourth.as_ptr(), third.as_ptr(), "the third is held");
             assert!(fourth.iter().all(|&b| b == 3));
             writer.join().unwrap();
         });
