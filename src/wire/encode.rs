@@ -283,6 +283,14 @@ impl Spill<'_> {
         }
     }
 
+    /// Refers to `bytes` where they go, instead of writing them.
+    #[inline(never)]
+    fn refer(&mut self, bytes: Bytes) {
+        // Offsets count from the message's start, in either buffer.
+        let at = self.target().len();
+        self.referenced.push((at, bytes));
+    }
+
     #[cold]
     fn spill(&mut self, more: usize) {
         let needed = self.small.len() + more;
@@ -323,10 +331,7 @@ unsafe impl bytes::BufMut for Spill<'_> {
     #[inline]
     fn put_slice(&mut self, src: &[u8]) {
         if let Some(bytes) = inline::offered(src) {
-            // Offsets count from the message's start, in either buffer.
-            let at = self.target().len();
-            self.referenced.push((at, bytes));
-            return;
+            return self.refer(bytes);
         }
         if !self.spilled
             && src.len() > self.small.capacity() - self.small.len()

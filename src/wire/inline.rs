@@ -172,11 +172,17 @@ impl Serialize for InlineBytes {
 /// The buffer `src` is, if it is the one an [`InlineBytes`] is being
 /// written from: taken (once), for the caller to refer to instead of
 /// copying `src`. Costs a length comparison for anything smaller.
-#[inline]
+#[inline(always)]
 pub(crate) fn offered(src: &[u8]) -> Option<Bytes> {
     if src.len() < REFERENCED_FROM {
         return None;
     }
+    take_offer(src)
+}
+
+/// [`offered`], for a slice large enough to be one.
+#[inline(never)]
+fn take_offer(src: &[u8]) -> Option<Bytes> {
     OFFERED.with(|offer| {
         let mut offer = offer.borrow_mut();
         let same = offer.as_ref().is_some_and(|bytes| {

@@ -16,18 +16,25 @@ use bytes::Bytes;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Segments {
     head: Bytes,
-    /// Empty for a message in one piece (no allocation).
-    rest: Box<[Bytes]>,
+    /// `None` for a message in one piece.
+    rest: Option<Box<[Bytes]>>,
 }
 
 impl Segments {
     /// The message whose pieces are what the encoder wrote (`written`,
     /// which starts with the header) with `referenced` buffers inserted,
     /// each at its offset in `written`, offsets in order.
+    #[inline]
     pub(crate) fn assemble(written: Bytes, referenced: Vec<(usize, Bytes)>) -> Self {
         if referenced.is_empty() {
             return Segments::from(written);
         }
+        Segments::pieced(written, referenced)
+    }
+
+    /// [`assemble`](Self::assemble) with pieces.
+    #[inline(never)]
+    fn pieced(written: Bytes, referenced: Vec<(usize, Bytes)>) -> Self {
         let mut pieces = Vec::with_capacity(2 * referenced.len() + 1);
         let mut from = 0;
         for (at, bytes) in referenced {
@@ -42,27 +49,39 @@ impl Segments {
         }
         let mut pieces = pieces.into_iter();
         let head = pieces.next().unwrap_or_default();
-        Segments { head, rest: pieces.collect() }
+        Segments { head, rest: Some(pieces.collect()) }
     }
 
     /// The whole message's length, every piece counted.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.head.len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+        self.head.len() + self.rest().iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The pieces after the first.
+    #[inline]
+    fn rest(&self) -> &[Bytes] {
+        self.rest.as_deref().unwrap_or_default()
     }
 
     /// The message's first byte (its kind).
+    #[inline]
     pub(crate) fn first(&self) -> Option<u8> {
-        self.pieces().find_map(|piece| piece.first().copied())
+        match self.head.first() {
+            Some(&first) => Some(first),
+            None => self.rest().iter().find_map(|piece| piece.first().copied()),
+        }
     }
 
     /// The message, if it is one piece.
+    #[inline]
     pub(crate) fn as_whole(&self) -> Option<&Bytes> {
-        self.rest.is_empty().then_some(&self.head)
+        self.rest.is_none().then_some(&self.head)
     }
 
     /// The pieces, in order.
     pub(crate) fn pieces(&self) -> impl Iterator<Item = &Bytes> {
-        std::iter::once(&self.head).chain(self.rest.iter())
+        std::iter::once(&self.head).chain(self.rest().iter())
     }
 
     /// The message as one buffer: itself if it is one piece, else a copy
@@ -81,8 +100,9 @@ impl Segments {
 }
 
 impl From<Bytes> for Segments {
+    #[inline]
     fn from(head: Bytes) -> Self {
-        Segments { head, rest: Box::default() }
+        Segments { head, rest: None }
     }
 }
 

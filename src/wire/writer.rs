@@ -338,7 +338,10 @@ impl Writer {
                 let mut buf = BytesMut::with_capacity(BATCH_HEADER + self.small_bytes);
                 envelope::begin(&mut buf, envelope::Header::bare(Kind::Batch));
                 for msg in &self.small {
-                    envelope::push_batch_entry(&mut buf, &msg.bytes.contiguous());
+                    match msg.bytes.as_whole() {
+                        Some(whole) => envelope::push_batch_entry(&mut buf, whole),
+                        None => envelope::push_batch_entry(&mut buf, &msg.bytes.contiguous()),
+                    }
                 }
                 buf.freeze()
             }

@@ -46,6 +46,10 @@ const READ_CHUNK: usize = 64 << 10;
 /// A large frame's buffer is kept for the next one up to this size (the
 /// encoder keeps the last large message's as much, `encode.rs`).
 const SPARE_KEEP: usize = 4 << 20;
+/// A frame is large, read into a buffer of its own, when this much more of
+/// it is still to come: more than a batch of small messages (up to 68
+/// KiB), which are read as before.
+const LARGE_FRAME: usize = 256 << 10;
 
 impl Frames {
     pub(super) fn new(io: FdReader, max: usize) -> Self {
@@ -96,8 +100,8 @@ impl Frames {
         }
     }
 
-    /// Room in the buffer for `wanted` more bytes. A large frame is read
-    /// into a buffer of its own, its exact size; the last one given up
+    /// Room in the buffer for `wanted` more bytes. A large frame (see
+    /// [`LARGE_FRAME`]) is read into a buffer of its own, its exact size; the last one given up
     /// (up to [`SPARE_KEEP`]) is kept, and read into again once every
     /// message read from it has been dropped. Fresh memory costs a page
     /// fault per page as the kernel copies into it: with the messages'
@@ -110,15 +114,15 @@ impl Frames {
         if self.buf.capacity() - self.buf.len() >= wanted.max(1) {
             return;
         }
+        let large = wanted > LARGE_FRAME;
+        if !large && self.large == 0 {
+            self.buf.reserve(wanted.max(READ_CHUNK));
+            return;
+        }
         let needed = self.buf.len() + wanted.max(READ_CHUNK);
         if self.buf.try_reclaim(needed - self.buf.len()) {
             return;
         }
-        if wanted <= READ_CHUNK && self.large == 0 {
-            self.buf.reserve(READ_CHUNK);
-            return;
-        }
-        let large = wanted > READ_CHUNK;
         // A spare still held by a message read from it stays for the next.
         let reused = match self.spare.as_mut() {
             Some(spare) if large => {
