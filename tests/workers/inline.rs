@@ -21,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         inline::large_and_small_messages_keep_their_order,
         inline::a_large_message_carries_its_descriptor,
         inline::a_crash_mid_message_resends_what_never_left_whole_and_in_order,
+        inline::the_json_codec_carries_them_as_bytes_do,
     ];
     tests.extend(crate::with_feature!(
         "tls",
@@ -303,6 +304,21 @@ pub fn a_crash_mid_message_resends_what_never_left_whole_and_in_order() {
         assert_eq!(got, (first..N).collect::<Vec<_>>());
         assert!((first as usize..=first as usize + 1).contains(&maybe_lost), "{maybe_lost}");
         println!("INLINE CRASH never_read={first} maybe_lost={maybe_lost} resent={}", N - first);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// With JSON (numbers on the wire, nothing referenced), the same bytes
+/// arrive, both ways.
+pub fn the_json_codec_carries_them_as_bytes_do() {
+    run(async {
+        let (rec, mut events) = events::<Carried>();
+        let worker = carrier(rec).codec(actix_webworker::Codec::Json).start().unwrap();
+        round_trip(&worker, &mut events, 4).await;
+        let bytes = pattern(100 << 10, 5);
+        assert_eq!(worker.ask(Checksum(bytes.clone())).await.unwrap(), checksum(&bytes));
+        assert_eq!(worker.ask(Make(100 << 10, 6)).await.unwrap(), pattern(100 << 10, 6));
         worker.terminate();
         assert!(events.exit().await.success());
     });
