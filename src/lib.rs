@@ -201,6 +201,7 @@ pub use crate::session::streams::{AnswerStream, DEFAULT_STREAM_WINDOW};
 pub use crate::session::trace::{set_propagator, Propagator};
 pub use crate::streamed::{StreamRequest, Streamed};
 pub use crate::supervise::{Restart, RestartPolicy};
+pub use crate::wire::inline::InlineBytes;
 pub use crate::wire::shared::{SharedBytes, SharedBytesMut};
 pub use crate::wire::trace::TraceContext;
 pub use crate::wire::MAX_FDS_PER_MESSAGE;

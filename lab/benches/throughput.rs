@@ -21,7 +21,7 @@ use actix_webworker::{
     run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
     Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
-use actix_webworker::{SharedBytes, SharedBytesMut};
+use actix_webworker::{InlineBytes, SharedBytes, SharedBytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,10 @@ use tokio::sync::mpsc;
 use actix_webworker_lab::messages::{Count, Item, Items, Ping, Primes};
 use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
+/// A shared buffer, bytes as a vector, bytes as `InlineBytes` (each empty
+/// but where a group fills it).
 #[derive(Serialize, Deserialize)]
-struct Load(SharedBytes, #[serde(with = "serde_bytes")] Vec<u8>);
+struct Load(SharedBytes, #[serde(with = "serde_bytes")] Vec<u8>, InlineBytes);
 
 /// A `Primes` of about 5 ms.
 const JOB: u64 = 120_000;
@@ -52,7 +54,7 @@ impl Actor for Sink {
 impl Handler<Received<Load>> for Sink {
     type Result = ();
     fn handle(&mut self, msg: Received<Load>, _: &mut Context<Self>) {
-        std::hint::black_box(msg.data.1);
+        std::hint::black_box((msg.data.1, msg.data.2));
         // A shared buffer is read a byte per page.
         let touched: u64 = msg.data.0.iter().step_by(4096).map(|&x| u64::from(x)).sum();
         std::hint::black_box(touched);
@@ -118,12 +120,16 @@ async fn post_and_count(worker: &Addr<Worker<Bench>>, n: u64, size: usize) {
     for i in 1..=n {
         if i % 10_000 == 0 {
             worker
-                .send(Post::new(Load(SharedBytes::default(), payload.clone())))
+                .send(Post::new(Load(SharedBytes::default(), payload.clone(), InlineBytes::new())))
                 .await
                 .unwrap()
                 .unwrap();
         } else {
-            worker.do_send(Post::new(Load(SharedBytes::default(), payload.clone())));
+            worker.do_send(Post::new(Load(
+                SharedBytes::default(),
+                payload.clone(),
+                InlineBytes::new(),
+            )));
         }
     }
     assert_eq!(worker.ask(Count).await.unwrap(), n);
@@ -134,7 +140,9 @@ async fn post_and_count(worker: &Addr<Worker<Bench>>, n: u64, size: usize) {
 async fn post_through_port_and_count(port: &mut Port<Bench>, n: u64, size: usize) {
     let payload = vec![7u8; size];
     for _ in 0..n {
-        port.post_waiting(Load(SharedBytes::default(), payload.clone())).await.unwrap();
+        port.post_waiting(Load(SharedBytes::default(), payload.clone(), InlineBytes::new()))
+            .await
+            .unwrap();
     }
     assert_eq!(port.ask(Count).await.unwrap(), n);
 }
@@ -142,7 +150,21 @@ async fn post_through_port_and_count(port: &mut Port<Bench>, n: u64, size: usize
 /// `n` posts of the same shared buffer, then the worker's count.
 async fn post_shared_and_count(worker: &Addr<Worker<Bench>>, n: u64, shared: &SharedBytes) {
     for i in 1..=n {
-        let load = Load(shared.clone(), Vec::new());
+        let load = Load(shared.clone(), Vec::new(), InlineBytes::new());
+        if i % 8 == 0 {
+            worker.send(Post::new(load)).await.unwrap().unwrap();
+        } else {
+            worker.do_send(Post::new(load));
+        }
+    }
+    assert_eq!(worker.ask(Count).await.unwrap(), n);
+}
+
+/// [`post_and_count`] with the bytes as `InlineBytes`, made once and
+/// referenced by every message.
+async fn post_inline_and_count(worker: &Addr<Worker<Bench>>, n: u64, bytes: &InlineBytes) {
+    for i in 1..=n {
+        let load = Load(SharedBytes::default(), Vec::new(), bytes.clone());
         if i % 8 == 0 {
             worker.send(Post::new(load)).await.unwrap().unwrap();
         } else {
@@ -324,6 +346,38 @@ fn pipelined(c: &mut Criterion, sys: &mut SystemRunner) {
         b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, ask)))
     });
     g.bench_function("raw_socketpair", |b| raw_in_flight(b, N, IN_FLIGHT));
+    g.finish();
+    sys.block_on(stop(worker));
+}
+
+/// Inline bytes (`InlineBytes`, made once: no copy of ours on either side)
+/// against a `Vec<u8>` cloned per message, and the raw socketpair.
+fn bulk_inline(c: &mut Criterion, sys: &mut SystemRunner) {
+    let mut g = c.benchmark_group("bulk_inline");
+    let worker = sys.block_on(start());
+    for (name, size, n) in [("1MiB", 1usize << 20, 16u64), ("16MiB", 16 << 20, 2)] {
+        g.throughput(Throughput::Bytes(size as u64 * n));
+        let inline = InlineBytes::from(vec![7u8; size]);
+        g.bench_function(BenchmarkId::new("ours_inline", name), |b| {
+            b.iter(|| sys.block_on(post_inline_and_count(&worker, n, &inline)))
+        });
+        g.bench_function(BenchmarkId::new("ours_vec", name), |b| {
+            b.iter(|| sys.block_on(post_and_count(&worker, n, size)))
+        });
+        let chunk = vec![7u8; size];
+        g.bench_function(BenchmarkId::new("raw_socketpair", name), |b| {
+            b.iter_custom(|iters| {
+                let (mut a, peer) = raw_peer(false);
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    raw_stream(&mut a, size * n as usize, &chunk);
+                }
+                drop(a);
+                peer.join().unwrap();
+                t0.elapsed()
+            })
+        });
+    }
     g.finish();
     sys.block_on(stop(worker));
 }
@@ -615,6 +669,7 @@ fn main() {
     rtt(&mut c, &mut sys);
     pipelined(&mut c, &mut sys);
     bulk(&mut c, &mut sys);
+    bulk_inline(&mut c, &mut sys);
     spawn_to_online(&mut c, &mut sys);
     workers(&mut c, &mut sys);
     pool_tiny(&mut c, &mut sys);

@@ -38,9 +38,13 @@
 //!   alternated (req/s; the ratio is what the spans cost).
 //!   `tracing_overhead_fmt`: the same with every field of every span
 //!   formatted into a string, as a formatting or exporting layer does.
-//! - `bulk_1mib`, `bulk_16mib`: 1 MiB and 16 MiB posts, inline (a
-//!   `Vec<u8>` cloned for each), (GB/s; baseline: raw socketpair writes of
-//!   that size).
+//! - `bulk_1mib`, `bulk_16mib`: 1 MiB and 16 MiB posts, inline: an
+//!   `InlineBytes` made once and cloned for each (a reference: no copy of
+//!   ours on the way out, nor in the worker), (GB/s; baseline: raw
+//!   socketpair writes of that size). `..._vec`: the same as a
+//!   `serde_bytes` `Vec<u8>` cloned for each (the rows before
+//!   `InlineBytes`: a copy for the clone, one into the message, one out
+//!   of it in the worker).
 //! - `stream_answer_items`: items of 64 B streamed in answer to one request
 //!   (`AskStream`, the default window), read by the parent (items/s;
 //!   baseline: the raw socketpair of `stream_small`).
@@ -97,7 +101,7 @@ use actix_webworker::{
     run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
     Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
-use actix_webworker::{Codec, SharedBytes, SharedBytesMut, Transport};
+use actix_webworker::{Codec, InlineBytes, SharedBytes, SharedBytesMut, Transport};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -110,6 +114,7 @@ use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 enum Load {
     Small(#[serde(with = "serde_bytes")] Vec<u8>),
     Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
+    Inline(InlineBytes),
     /// Read by the worker: a byte of every page.
     Shared(SharedBytes),
 }
@@ -137,6 +142,9 @@ impl Handler<Received<Load>> for Sink {
     fn handle(&mut self, msg: Received<Load>, _: &mut Context<Self>) {
         match msg.data {
             Load::Small(b) | Load::Bulk(b) => {
+                std::hint::black_box(b);
+            }
+            Load::Inline(b) => {
                 std::hint::black_box(b);
             }
             Load::Shared(b) => {
@@ -587,11 +595,15 @@ fn pipelined_baseline() -> f64 {
     rate
 }
 
-async fn bulk(size: usize, n: u64) -> f64 {
+/// `n` posts of `size` bytes inline (GB/s): one `InlineBytes` made once
+/// and cloned per message, or (`vec`) a `Vec<u8>` cloned per message.
+async fn bulk(size: usize, n: u64, vec: bool) -> f64 {
     let worker = start().await;
     let payload = vec![7u8; size];
+    let inline = InlineBytes::from(payload.clone());
     let t0 = Instant::now();
-    post_all(&worker, n, 8, || Load::Bulk(payload.clone())).await;
+    let load = || if vec { Load::Bulk(payload.clone()) } else { Load::Inline(inline.clone()) };
+    post_all(&worker, n, 8, load).await;
     assert_eq!(worker.ask(Count).await.expect("count"), n);
     let rate = (n as usize * size) as f64 / t0.elapsed().as_secs_f64() / 1e9;
     stop(worker).await;
@@ -922,10 +934,15 @@ async fn run() {
             line(name, traced, plain, "req/s");
         }
     }
-    for (name, size) in [("bulk_1mib", BULK), ("bulk_16mib", 16 * BULK)] {
+    for (name, size, vec) in [
+        ("bulk_1mib", BULK, false),
+        ("bulk_16mib", 16 * BULK, false),
+        ("bulk_1mib_vec", BULK, true),
+        ("bulk_16mib_vec", 16 * BULK, true),
+    ] {
         if wanted(name) {
             let n = BULK_N * BULK as u64 / size as u64;
-            let ours = bulk(size, n).await;
+            let ours = bulk(size, n, vec).await;
             line(name, ours, bulk_baseline(size, n), "GB/s");
         }
     }

@@ -192,6 +192,7 @@ mod tests {
     ) -> Result<(bytes::Bytes, Vec<OwnedFd>), crate::error::WorkerError> {
         let fds = fds_ok.then(Vec::new);
         encode_sharing((Codec::Bincode, Header::post(0).unwrap(), None), hand, fds, MAX)
+            .map(|(msg, fds)| (msg.contiguous(), fds))
     }
 
     #[test]

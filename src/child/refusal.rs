@@ -86,7 +86,11 @@ fn say_no(
     let Ok(msg) = encode(codec, Header::bare(Kind::Refused), &refusal, usize::MAX) else {
         return Some(exit_code::NOT_A_WORKER);
     };
-    if sock.write_all(&wsframe::binary_frame(&msg)).and_then(|()| sock.flush()).is_err() {
+    if sock
+        .write_all(&wsframe::binary_frame(&msg.contiguous()))
+        .and_then(|()| sock.flush())
+        .is_err()
+    {
         return Some(exit_code::NOT_A_WORKER);
     }
     let _ = nix::sys::socket::shutdown(raw, nix::sys::socket::Shutdown::Write);

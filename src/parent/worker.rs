@@ -22,7 +22,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, ResponseFuture, Running};
-use bytes::Bytes;
 
 use super::events::{Event, WorkerEvent};
 use super::options::{Options, WhenFull};
@@ -40,6 +39,7 @@ use crate::session::trace;
 use crate::supervise::History;
 use crate::wire::encode::Arena;
 use crate::wire::outbox::{Outbox, Refusal};
+use crate::wire::segments::Segments;
 
 /// A worker process, as an actor. Start one with [`Worker::builder`].
 ///
@@ -113,7 +113,7 @@ pub(super) enum Asked<A> {
 
 /// A message waiting for room in the outbox.
 pub(super) struct Waiting {
-    pub(super) bytes: Bytes,
+    pub(super) bytes: Segments,
     pub(super) fds: Vec<OwnedFd>,
     pub(super) then: Then,
 }
@@ -202,7 +202,7 @@ impl<P: Protocol> Worker<P> {
     /// A waiting post's sender hears on the receiver when it is queued.
     pub(super) fn queue(
         &mut self,
-        bytes: Bytes,
+        bytes: Segments,
         fds: Vec<OwnedFd>,
         request: Option<u64>,
         ctx: &mut Context<Self>,

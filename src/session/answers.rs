@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -22,6 +21,7 @@ use crate::protocol::Request;
 use crate::streamed::StreamRequest;
 use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
+use crate::wire::segments::Segments;
 use crate::wire::shared::carry::decode_with;
 use crate::wire::ws::reader::Inbound;
 
@@ -164,13 +164,13 @@ impl Reply {
     }
 
     /// Encodes one item of its streamed answer.
-    pub(crate) fn item<T: Serialize>(&self, item: &T) -> Result<(Bytes, Vec<OwnedFd>), String> {
+    pub(crate) fn item<T: Serialize>(&self, item: &T) -> Result<(Segments, Vec<OwnedFd>), String> {
         self.encoding.item(self.id, item).map_err(|e| e.to_string())
     }
 
     /// Queues one item of its streamed answer (the window's bound is the
     /// producer's); `false` once the connection takes nothing more.
-    pub(crate) fn push_item(&self, (frame, fds): (Bytes, Vec<OwnedFd>)) -> bool {
+    pub(crate) fn push_item(&self, (frame, fds): (Segments, Vec<OwnedFd>)) -> bool {
         self.outbox.push_unbounded(frame, fds).is_ok()
     }
 
@@ -189,7 +189,7 @@ impl Reply {
 
     /// Queues several items at once (one lock); `false` as
     /// [`push_item`](Self::push_item).
-    pub(crate) fn push_items(&self, items: Vec<Bytes>) -> bool {
+    pub(crate) fn push_items(&self, items: Vec<Segments>) -> bool {
         if items.is_empty() {
             return true;
         }
@@ -199,7 +199,7 @@ impl Reply {
     /// Ends its streamed answer: no more items.
     pub(crate) fn end(mut self) {
         let frame = crate::wire::envelope::end(self.id);
-        self.send(frame, Vec::new());
+        self.send(frame.into(), Vec::new());
     }
 
     /// Its request holds `more` bytes than it came with (its shared
@@ -226,7 +226,7 @@ impl Reply {
         }
     }
 
-    fn send(&mut self, frame: Bytes, fds: Vec<OwnedFd>) {
+    fn send(&mut self, frame: Segments, fds: Vec<OwnedFd>) {
         self.sent = true;
         if self.answering.finish(self.id) {
             // The asker waits for nothing.
@@ -367,7 +367,8 @@ impl Handlers {
             }
             Some((_, handler, _)) => {
                 let fds = std::mem::take(&mut inbound.fds);
-                handler(inbound.codec, inbound.payload(), fds, inbound.max_shared, reply)
+                let (codec, max_shared) = (inbound.codec, inbound.max_shared);
+                inbound.decoding(|payload| handler(codec, payload, fds, max_shared, reply))
             }
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }

@@ -53,7 +53,9 @@ where
     T: Serialize + DeserializeOwned + 'static,
 {
     let shape = shape_of::<T>()?;
-    encode(codec, Header::data(shape), value, max).map_err(|e| match e {
+    // Sent once, as the hellos end: in one piece.
+    let encoded = encode(codec, Header::data(shape), value, max);
+    encoded.map(|msg| msg.contiguous()).map_err(|e| match e {
         WorkerError::Wire(e) => SpawnError::Data(e),
         other => SpawnError::Data(WireError::Encode(other.to_string())),
     })

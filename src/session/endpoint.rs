@@ -267,20 +267,20 @@ impl<S: Side> Session<S> {
         if kind == Kind::Post {
             let Inbound { fds, .. } = &mut inbound;
             let fds = std::mem::take(fds);
-            let payload = inbound.payload();
-            match crate::wire::shared::carry::decode_with::<S::Incoming>(
-                inbound.codec,
-                payload,
-                fds,
-                inbound.max_shared,
-            ) {
-                (Ok(data), fds, taken) => {
-                    let holds =
-                        Holds { bytes: payload.len() + taken.bytes, fds: fds.len() + taken.fds };
+            let (codec, max_shared) = (inbound.codec, inbound.max_shared);
+            let decode = |payload: &[u8]| {
+                let decoded = crate::wire::shared::carry::decode_with::<S::Incoming>(
+                    codec, payload, fds, max_shared,
+                );
+                (decoded, payload.len())
+            };
+            match inbound.decoding(decode) {
+                ((Ok(data), fds, taken), len) => {
+                    let holds = Holds { bytes: len + taken.bytes, fds: fds.len() + taken.fds };
                     let held = if S::COUNTS_HELD { holds } else { Holds::default() };
                     self.side.post(Received::new(data, fds, held), holds)
                 }
-                (Err(e), ..) => self.side.wire_error(e),
+                ((Err(e), ..), _) => self.side.wire_error(e),
             }
             return Flow::Go;
         }

@@ -98,7 +98,9 @@ pub(crate) fn decoded<A: DeserializeOwned>(
     result.and_then(|mut inbound| {
         let fds = std::mem::take(&mut inbound.fds);
         let (codec, max) = (inbound.codec, inbound.max_shared);
-        Ok(crate::wire::shared::carry::decode_with::<A>(codec, inbound.payload(), fds, max).0?)
+        let decode =
+            |payload: &[u8]| crate::wire::shared::carry::decode_with(codec, payload, fds, max);
+        Ok(inbound.decoding(decode).0?)
     })
 }
 

@@ -16,7 +16,6 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -30,11 +29,12 @@ use crate::protocol::{Protocol, Request};
 use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
 use crate::wire::envelope::Header;
 use crate::wire::outbox::{Outbox, Refusal};
+use crate::wire::segments::Segments;
 use crate::wire::trace::TraceContext;
 
 /// A message encoded for the outbox: its bytes and the descriptors that go
 /// with them.
-pub(crate) type Encoded = (Bytes, Vec<OwnedFd>);
+pub(crate) type Encoded = (Segments, Vec<OwnedFd>);
 
 /// How one connection's payloads are written: by its codec, within its
 /// size bound, and with shared buffers as descriptors where the
@@ -89,7 +89,7 @@ impl Encoding {
 
     /// Why request `id` got no answer; a report too large to send goes as
     /// its gist.
-    pub(crate) fn failure(&self, id: u64, failure: Failure) -> Bytes {
+    pub(crate) fn failure(&self, id: u64, failure: Failure) -> Segments {
         let (codec, max) = (self.codec, self.max_message_size);
         encode(codec, Header::failed(id), &failure, max).unwrap_or_else(|_| {
             let gist = Failure::Wire("the failure report was too large to send".into());
@@ -136,7 +136,7 @@ pub(crate) enum NotQueued {
     Refused(WorkerError),
     /// The outbox is full; the request, to try again once it has made room
     /// since `epoch`.
-    Full { bytes: Bytes, fds: Vec<OwnedFd>, epoch: u64 },
+    Full { bytes: Segments, fds: Vec<OwnedFd>, epoch: u64 },
 }
 
 impl Sender {
@@ -349,7 +349,9 @@ mod tests {
         let mut batch = std::collections::VecDeque::new();
         outbox.try_take_batch(&mut batch);
         let first = |out: &Outgoing| match out {
-            Outgoing::Frame { bytes, .. } => crate::wire::envelope::decode(bytes).unwrap().0.kind,
+            Outgoing::Frame { bytes, .. } => {
+                crate::wire::envelope::decode(&bytes.contiguous()).unwrap().0.kind
+            }
             Outgoing::End => panic!("the outbox was ended"),
         };
         batch.iter().map(first).collect()
@@ -392,7 +394,7 @@ mod tests {
     fn an_answer_that_cannot_be_encoded_goes_as_the_failure_saying_why() {
         let small = Encoding { max_message_size: 64, ..ENCODING };
         let (frame, fds) = small.answer(7, &vec![0u8; 1000]);
-        let (header, _) = crate::wire::envelope::decode(&frame).unwrap();
+        let (header, _) = crate::wire::envelope::decode(&frame.contiguous()).unwrap();
         assert_eq!((header.kind, header.id, fds.len()), (Kind::Failed, 7, 0));
     }
 

@@ -396,7 +396,10 @@ fn a_kind_the_side_does_not_take_ends_the_session() {
         ("ping", envelope::bare(Kind::Ping)),
         ("pong", envelope::bare(Kind::Pong)),
         ("hello", envelope::hello(1, Codec::Bincode, 0).into()),
-        ("error report", encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap()),
+        (
+            "error report",
+            encode(Codec::Bincode, Header::bare(Kind::Error), &report, MAX).unwrap().contiguous(),
+        ),
     ];
     for (name, bytes) in frames {
         run(async {

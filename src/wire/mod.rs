@@ -10,6 +10,9 @@
 //! envelope   our header inside each binary message: kinds, hello, batches
 //! codec      payloads to bytes and back (bincode, or JSON), under limits
 //! shared/    SharedBytes: buffers that travel as sealed memfds
+//! inline     InlineBytes: bytes in the message, referenced, not copied
+//! segments   a message as encoded: one buffer, or pieces (inline bytes
+//!            between what the encoder wrote), written back to back
 //! encode     a whole message made: its envelope, then its payload, checked
 //! outbox     messages waiting to be written, and writer, the task that
 //!            drains them into the WebSocket
@@ -21,7 +24,9 @@
 pub(crate) mod codec;
 pub(crate) mod encode;
 pub(crate) mod envelope;
+pub(crate) mod inline;
 pub(crate) mod outbox;
+pub(crate) mod segments;
 pub(crate) mod shared;
 pub(crate) mod stream;
 #[cfg(feature = "tls")]

@@ -24,11 +24,14 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::envelope::Kind;
+use super::segments::Segments;
 use crate::error::WorkerError;
+
+mod outgoing;
+
+pub(crate) use self::outgoing::Outgoing;
 
 /// Why a message was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,39 +43,6 @@ pub(crate) enum Refusal {
     /// The connection the message was made for has ended (see
     /// [`Outbox::try_push_on`]).
     Moved,
-}
-
-/// One item for the writer.
-pub(crate) enum Outgoing {
-    /// A complete message (header and payload) and its descriptors.
-    Frame { bytes: Bytes, fds: Vec<OwnedFd> },
-    /// Close the connection after everything queued before this.
-    End,
-}
-
-impl Outgoing {
-    /// The kind of message this is (`None` for the end).
-    fn kind(&self) -> Option<u8> {
-        match self {
-            Outgoing::Frame { bytes, .. } => bytes.first().copied(),
-            Outgoing::End => None,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Outgoing::Frame { bytes, .. } => bytes.len(),
-            Outgoing::End => 0,
-        }
-    }
-
-    pub(crate) fn is_post(&self) -> bool {
-        self.kind() == Some(Kind::Post as u8)
-    }
-
-    fn is_reply(&self) -> bool {
-        matches!(self.kind(), Some(k) if k == Kind::Answer as u8 || k == Kind::Failed as u8)
-    }
 }
 
 struct State {
@@ -137,8 +107,12 @@ impl Outbox {
     }
 
     /// Queues a message; fails when the queue is full or has been ended.
-    pub(crate) fn push(&self, bytes: Bytes, fds: Vec<OwnedFd>) -> Result<(), WorkerError> {
-        self.try_push(bytes, fds).map_err(|(refusal, _, _)| self.error(refusal))
+    pub(crate) fn push(
+        &self,
+        bytes: impl Into<Segments>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), WorkerError> {
+        self.try_push(bytes.into(), fds).map_err(|(refusal, _, _)| self.error(refusal))
     }
 
     /// Whether what waits is at the bound, in number or in bytes.
@@ -160,9 +134,9 @@ impl Outbox {
     /// Queues a message, or gives it back with why it was refused.
     pub(crate) fn try_push(
         &self,
-        bytes: Bytes,
+        bytes: Segments,
         fds: Vec<OwnedFd>,
-    ) -> Result<(), (Refusal, Bytes, Vec<OwnedFd>)> {
+    ) -> Result<(), (Refusal, Segments, Vec<OwnedFd>)> {
         self.push_checked(bytes, fds, None)
     }
 
@@ -176,10 +150,10 @@ impl Outbox {
     /// was failed, nor outlive the slot into the next connection.
     pub(crate) fn try_push_on(
         &self,
-        bytes: Bytes,
+        bytes: Segments,
         fds: Vec<OwnedFd>,
         connection: u64,
-    ) -> Result<(), (Refusal, Bytes, Vec<OwnedFd>)> {
+    ) -> Result<(), (Refusal, Segments, Vec<OwnedFd>)> {
         self.push_checked(bytes, fds, Some(connection))
     }
 
@@ -190,10 +164,10 @@ impl Outbox {
 
     fn push_checked(
         &self,
-        bytes: Bytes,
+        bytes: Segments,
         fds: Vec<OwnedFd>,
         connection: Option<u64>,
-    ) -> Result<(), (Refusal, Bytes, Vec<OwnedFd>)> {
+    ) -> Result<(), (Refusal, Segments, Vec<OwnedFd>)> {
         let state = self.lock();
         if state.ended {
             return Err((Refusal::Ended, bytes, fds));
@@ -217,16 +191,16 @@ impl Outbox {
     /// bounded otherwise); fails only once the queue has been ended.
     pub(crate) fn push_unbounded(
         &self,
-        bytes: Bytes,
+        bytes: impl Into<Segments>,
         fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
-        self.push_all_unbounded([(bytes, fds)])
+        self.push_all_unbounded([(bytes.into(), fds)])
     }
 
     /// [`push_unbounded`](Self::push_unbounded), several under one lock.
     pub(crate) fn push_all_unbounded(
         &self,
-        frames: impl IntoIterator<Item = (Bytes, Vec<OwnedFd>)>,
+        frames: impl IntoIterator<Item = (Segments, Vec<OwnedFd>)>,
     ) -> Result<(), WorkerError> {
         let state = self.lock();
         if state.ended {
@@ -273,13 +247,13 @@ impl Outbox {
     }
 
     /// Queues a last message (whatever the bound); later pushes are refused.
-    pub(crate) fn push_last(&self, bytes: Bytes) -> Result<(), WorkerError> {
+    pub(crate) fn push_last(&self, bytes: impl Into<Segments>) -> Result<(), WorkerError> {
         let mut state = self.lock();
         if state.ended {
             return Err(WorkerError::Terminating);
         }
         state.ended = true;
-        self.enqueue(state, [Outgoing::Frame { bytes, fds: Vec::new() }]);
+        self.enqueue(state, [Outgoing::Frame { bytes: bytes.into(), fds: Vec::new() }]);
         Ok(())
     }
 
@@ -305,7 +279,13 @@ impl Outbox {
     /// `held` bytes ([`owe_reply`](Self::owe_reply)): taken while that
     /// connection is open, whatever the bound, even after pushes were ended
     /// (the other side may wait for it in its `on_close`).
-    pub(crate) fn push_reply(&self, bytes: Bytes, fds: Vec<OwnedFd>, connection: u64, held: usize) {
+    pub(crate) fn push_reply(
+        &self,
+        bytes: Segments,
+        fds: Vec<OwnedFd>,
+        connection: u64,
+        held: usize,
+    ) {
         let mut state = self.lock();
         if self.connection.load(Ordering::SeqCst) != connection {
             // The connection it answers has ended (its owed count with it).

@@ -75,6 +75,7 @@ modules![
     hostile: trials,
     hostile_streams: trials,
     hosts: trials,
+    inline: trials,
     lifecycle: trials roles,
     load: trials roles,
     misuse: trials,

@@ -4,6 +4,29 @@
 use super::*;
 use crate::wire::envelope::{self, Kind};
 
+/// `super::encode`, its message in one piece (as every message here is).
+fn encode<M: Serialize + ?Sized>(
+    codec: Codec,
+    header: Header,
+    data: &M,
+    max_message_size: usize,
+) -> Result<Bytes, WorkerError> {
+    let encoded = super::encode(codec, header, data, max_message_size);
+    encoded.map(|msg| msg.as_whole().cloned().expect("in one piece"))
+}
+
+/// `super::encode_in`, in one piece as [`encode`].
+fn encode_in<M: Serialize + ?Sized>(
+    arena: &mut Arena,
+    codec: Codec,
+    header: Header,
+    data: &M,
+    max_message_size: usize,
+) -> Result<Bytes, WorkerError> {
+    let encoded = super::encode_in(arena, codec, header, data, max_message_size);
+    encoded.map(|msg| msg.as_whole().cloned().expect("in one piece"))
+}
+
 fn post(data: &impl Serialize) -> Bytes {
     encode(Codec::Bincode, Header::post(0).unwrap(), data, 1 << 20).unwrap()
 }

@@ -1,17 +1,19 @@
 //! The outbox alone: bounds, order, what outlives a connection.
 
-use super::*;
-use crate::wire::envelope;
+use bytes::Bytes;
 
-fn post(b: u8) -> Bytes {
-    vec![Kind::Post as u8, 0, b].into()
+use super::*;
+use crate::wire::envelope::{self, Kind};
+
+fn post(b: u8) -> Segments {
+    Bytes::from(vec![Kind::Post as u8, 0, b]).into()
 }
 
 fn payloads(batch: &VecDeque<Outgoing>) -> Vec<u8> {
     batch
         .iter()
         .map(|i| match i {
-            Outgoing::Frame { bytes, .. } => bytes[bytes.len() - 1],
+            Outgoing::Frame { bytes, .. } => bytes.contiguous()[bytes.len() - 1],
             Outgoing::End => 0,
         })
         .collect()
@@ -61,8 +63,8 @@ fn room_is_announced_when_a_batch_is_taken() {
 #[test]
 fn byte_bound() {
     let outbox = Outbox::new(100, 10);
-    outbox.push(vec![0; 20].into(), vec![]).unwrap(); // first always fits
-    assert!(outbox.push(vec![0; 1].into(), vec![]).is_err());
+    outbox.push(Bytes::from(vec![0; 20]), vec![]).unwrap(); // first always fits
+    assert!(outbox.push(Bytes::from(vec![0; 1]), vec![]).is_err());
 }
 
 #[test]
@@ -71,7 +73,7 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
     outbox.push(post(3), vec![]).unwrap();
     let mut request = Vec::new();
     envelope::begin(&mut request, envelope::Header::request(1, 2));
-    outbox.push(request.into(), vec![]).unwrap();
+    outbox.push(Bytes::from(request), vec![]).unwrap();
     outbox.put_back(vec![
         Outgoing::Frame { bytes: post(1), fds: vec![] },
         Outgoing::Frame { bytes: post(2), fds: vec![] },
@@ -79,7 +81,7 @@ fn put_back_goes_first_and_only_posts_outlive_a_connection() {
     let connection = outbox.owe_reply(0);
     let _ = outbox.end_connection();
     // A late answer for the connection that ended goes nowhere.
-    outbox.push_reply(envelope::bare(Kind::Closing), Vec::new(), connection, 0);
+    outbox.push_reply(envelope::bare(Kind::Closing).into(), Vec::new(), connection, 0);
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
     assert_eq!(payloads(&batch), [1, 2, 3]);
@@ -98,8 +100,8 @@ fn replies_count_against_the_bound() {
     let mut answer = Vec::new();
     envelope::begin(&mut answer, envelope::Header::reply_to(1));
     let answer = Bytes::from(answer);
-    outbox.push_reply(answer.clone(), Vec::new(), connection, 0);
-    outbox.push_reply(answer, Vec::new(), connection, 0);
+    outbox.push_reply(answer.clone().into(), Vec::new(), connection, 0);
+    outbox.push_reply(answer.into(), Vec::new(), connection, 0);
     assert!(outbox.replies_over(), "two queued");
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
@@ -121,7 +123,7 @@ fn requests_being_answered_count_their_bytes_against_the_bound() {
     assert!(!outbox.replies_over());
     let mut answer = Vec::new();
     envelope::begin(&mut answer, envelope::Header::reply_to(1));
-    outbox.push_reply(Bytes::from(answer), Vec::new(), first, 600);
+    outbox.push_reply(Bytes::from(answer).into(), Vec::new(), first, 600);
     let mut batch = VecDeque::new();
     assert!(outbox.try_take_batch(&mut batch));
     assert!(!outbox.replies_over());

@@ -136,14 +136,15 @@ impl FdQueues {
         outgoing.drain(from..).collect()
     }
 
-    /// Queues one whole WebSocket frame, its header and its payload, to be
-    /// written from these buffers (no copy: header and payload go out in
-    /// one vectored write) at the next write or flush of the stream. Only
-    /// between whole frames: the caller has flushed what went before.
-    pub(crate) fn push_frame(&self, header: Bytes, payload: Bytes) {
+    /// Queues one whole WebSocket frame, its header and its payload (in
+    /// one piece or several), to be written from these buffers (no copy:
+    /// header and payload go out in one vectored write) at the next write
+    /// or flush of the stream. Only between whole frames: the caller has
+    /// flushed what went before.
+    pub(crate) fn push_frame(&self, header: Bytes, payload: impl IntoIterator<Item = Bytes>) {
         let mut frames = lock(&self.frames);
         frames.push_back(header);
-        frames.push_back(payload);
+        frames.extend(payload.into_iter().filter(|piece| !piece.is_empty()));
     }
 
     /// The frames handed over (see [`push_frame`](Self::push_frame)).

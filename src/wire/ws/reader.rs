@@ -13,6 +13,7 @@ use crate::error::WireError;
 use crate::protocol::Codec;
 use crate::wire::codec;
 use crate::wire::envelope::{self, Header, Kind, MAX_BATCH};
+use crate::wire::inline;
 use crate::wire::stream::queues::FdQueues;
 use crate::wire::trace::{context_bytes, TraceContext};
 
@@ -43,7 +44,18 @@ impl Inbound {
     /// Its payload decoded (one without shared buffers: see
     /// `shared::carry::decode_with` for those).
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, WireError> {
-        codec::decode_as(self.codec, self.payload())
+        self.decoding(|payload| codec::decode_as(self.codec, payload))
+    }
+
+    /// `decode` of its payload, during which large inline bytes decoded
+    /// refer to the message as received rather than copy it (see
+    /// `inline.rs`).
+    pub(crate) fn decoding<R>(&self, decode: impl FnOnce(&[u8]) -> R) -> R {
+        // A payload too small to hold one decodes as it is.
+        if self.payload().len() < inline::REFERENCED_FROM {
+            return decode(self.payload());
+        }
+        inline::decoding_from(&self.bytes, || decode(self.payload()))
     }
 }
 

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::WireError;
+use crate::wire::segments::Segments;
 use crate::wire::stream::queues::FdQueues;
 use crate::wire::stream::FdStream;
 use crate::wire::wsframe::{self, BINARY};
@@ -65,16 +66,17 @@ impl SinkHalf {
         self.sink.feed(Message::Binary(msg)).await.map_err(ws_error)
     }
 
-    /// Hands one large message to the stream under the WebSocket as a
-    /// whole binary frame, written from `msg` itself: its header and its
-    /// bytes in one vectored write, no copy on the way (tungstenite would
-    /// copy it into its write buffer, and the stream what the socket did
-    /// not take at once). Written at the next flush, after everything fed
-    /// before it.
-    pub(crate) async fn feed_whole(&mut self, msg: Bytes) -> Result<(), WireError> {
+    /// Hands one large message (or one in pieces) to the stream under the
+    /// WebSocket as a whole binary frame, written from `msg`'s own buffers:
+    /// its header and its pieces in one vectored write, no copy on the way
+    /// (tungstenite would copy it into its write buffer, and the stream
+    /// what the socket did not take at once). Written at the next flush,
+    /// after everything fed before it.
+    pub(crate) async fn feed_whole(&mut self, msg: &Segments) -> Result<(), WireError> {
         // Between whole frames: what tungstenite holds goes first.
         self.flush().await?;
-        self.fds.push_frame(wsframe::frame_header(BINARY, msg.len()).into(), msg);
+        let header = wsframe::frame_header(BINARY, msg.len()).into();
+        self.fds.push_frame(header, msg.pieces().cloned());
         Ok(())
     }
 

@@ -618,6 +618,7 @@ pub fn entries() -> Vec<Entry> {
     ];
     entries.extend(crate::declared::entries());
     entries.extend(crate::data::entries());
+    entries.extend(crate::inline::entries());
     entries.extend(crate::streams::entries());
     entries.extend(crate::channels::entries());
     entries.extend(crate::trace::entries());

@@ -1,0 +1,40 @@
+//! One item of the outbox: a message for the writer, or the end.
+
+use std::os::fd::OwnedFd;
+
+use crate::wire::envelope::Kind;
+use crate::wire::segments::Segments;
+
+/// One item for the writer.
+pub(crate) enum Outgoing {
+    /// A complete message (header and payload, in one piece or several)
+    /// and its descriptors.
+    Frame { bytes: Segments, fds: Vec<OwnedFd> },
+    /// Close the connection after everything queued before this.
+    End,
+}
+
+impl Outgoing {
+    /// The kind of message this is (`None` for the end).
+    fn kind(&self) -> Option<u8> {
+        match self {
+            Outgoing::Frame { bytes, .. } => bytes.first(),
+            Outgoing::End => None,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame { bytes, .. } => bytes.len(),
+            Outgoing::End => 0,
+        }
+    }
+
+    pub(crate) fn is_post(&self) -> bool {
+        self.kind() == Some(Kind::Post as u8)
+    }
+
+    pub(super) fn is_reply(&self) -> bool {
+        matches!(self.kind(), Some(k) if k == Kind::Answer as u8 || k == Kind::Failed as u8)
+    }
+}
