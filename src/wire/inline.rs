@@ -216,8 +216,30 @@ impl Drop for Restore {
     }
 }
 
+/// A received buffer refers to its message only in a message of at least
+/// this size: one read into a buffer of its own (`ws/frames.rs` does so
+/// for a frame with more than 256 KiB to come; smaller ones share a read
+/// buffer with others, which a reference would keep whole).
+const REFERENCED_MESSAGE_FROM: usize = 512 << 10;
+
+/// A received buffer refers to its message only if it is at least this
+/// share of it (a quarter): what a reference keeps alive is then at most
+/// four times what its holder sees. A worker's message of 64 MiB with 16
+/// KiB of `InlineBytes` in it would otherwise leave the parent holding 64
+/// MiB for as long as the application keeps those 16 KiB.
+const REFERENCED_SHARE: usize = 4;
+
+/// Whether a buffer of `len` bytes in a message of `message` bytes is
+/// referenced, rather than copied.
+fn referenced(len: usize, message: usize) -> bool {
+    len >= REFERENCED_FROM
+        && message >= REFERENCED_MESSAGE_FROM
+        && len.saturating_mul(REFERENCED_SHARE) >= message
+}
+
 /// `bytes` as a reference into the message being decoded, if it is a
-/// large enough slice of it; else a copy.
+/// large enough slice of a large enough message (see [`referenced`]); else
+/// a copy.
 fn received(bytes: &[u8]) -> InlineBytes {
     if bytes.len() >= REFERENCED_FROM {
         let within = RECEIVED.with(|received| {
@@ -226,7 +248,8 @@ fn received(bytes: &[u8]) -> InlineBytes {
             let start = message.as_ptr() as usize;
             let at = bytes.as_ptr() as usize;
             let inside = at >= start && at + bytes.len() <= start + message.len();
-            inside.then(|| message.slice_ref(bytes))
+            let referenced = inside && referenced(bytes.len(), message.len());
+            referenced.then(|| message.slice_ref(bytes))
         });
         if let Some(slice) = within {
             return InlineBytes(slice);

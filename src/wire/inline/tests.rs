@@ -148,3 +148,35 @@ fn the_same_buffer_twice_is_two_references() {
     let back: Vec<InlineBytes> = codec::decode(payload).unwrap();
     assert_eq!(back, twice);
 }
+
+/// A hostile worker's large message with little `InlineBytes` in it: had
+/// the buffer referred to the message, the application keeping 64 KiB
+/// would keep the parent holding the whole 8 MiB. A copy, as is one from a
+/// message too small to have a read buffer of its own.
+#[test]
+fn a_small_share_of_a_large_message_or_a_small_message_is_copied() {
+    #[derive(Serialize, Deserialize)]
+    struct Padded {
+        #[serde(with = "serde_bytes")]
+        padding: Vec<u8>,
+        data: InlineBytes,
+    }
+    let inside = |b: &InlineBytes, frame: &bytes::Bytes| {
+        let (start, at) = (frame.as_ptr() as usize, b.as_ptr() as usize);
+        at >= start && at + b.len() <= start + frame.len()
+    };
+    let decoded = |padding: usize, data: usize| {
+        let msg = Padded { padding: vec![1; padding], data: InlineBytes::from(pattern(data)) };
+        let frame = encode(Codec::Bincode, Header::post(0).unwrap(), &msg, MAX).unwrap();
+        let frame = frame.contiguous();
+        let (_, payload) = envelope::decode(&frame).unwrap();
+        let back: Padded = decoding_from(&frame, || codec::decode(payload)).unwrap();
+        assert_eq!(&back.data[..], &pattern(data)[..]);
+        inside(&back.data, &frame)
+    };
+    assert!(!decoded(8 << 20, 64 << 10), "64 KiB of an 8 MiB message is copied");
+    assert!(!decoded(0, 256 << 10), "a 256 KiB message shares its read buffer: copied");
+    assert!(decoded(2 << 20, 1 << 20), "a third of a 3 MiB message is referenced");
+    assert!(!decoded(3 << 20, 1 << 20), "just under a quarter of a 4 MiB message is copied");
+    assert!(decoded(0, 1 << 20), "a 1 MiB message's bytes are referenced");
+}
