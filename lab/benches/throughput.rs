@@ -350,6 +350,22 @@ fn pipelined(c: &mut Criterion, sys: &mut SystemRunner) {
     sys.block_on(stop(worker));
 }
 
+/// The raw baseline of the bulk groups: `n` writes of `size` bytes per
+/// iteration through a socketpair to a reading thread.
+fn raw_bulk(b: &mut criterion::Bencher, size: usize, n: u64) {
+    let chunk = vec![7u8; size];
+    b.iter_custom(|iters| {
+        let (mut a, peer) = raw_peer(false);
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            raw_stream(&mut a, size * n as usize, &chunk);
+        }
+        drop(a);
+        peer.join().unwrap();
+        t0.elapsed()
+    })
+}
+
 /// Inline bytes (`InlineBytes`, made once: no copy of ours on either side)
 /// against a `Vec<u8>` cloned per message, and the raw socketpair.
 fn bulk_inline(c: &mut Criterion, sys: &mut SystemRunner) {
@@ -364,19 +380,7 @@ fn bulk_inline(c: &mut Criterion, sys: &mut SystemRunner) {
         g.bench_function(BenchmarkId::new("ours_vec", name), |b| {
             b.iter(|| sys.block_on(post_and_count(&worker, n, size)))
         });
-        let chunk = vec![7u8; size];
-        g.bench_function(BenchmarkId::new("raw_socketpair", name), |b| {
-            b.iter_custom(|iters| {
-                let (mut a, peer) = raw_peer(false);
-                let t0 = Instant::now();
-                for _ in 0..iters {
-                    raw_stream(&mut a, size * n as usize, &chunk);
-                }
-                drop(a);
-                peer.join().unwrap();
-                t0.elapsed()
-            })
-        });
+        g.bench_function(BenchmarkId::new("raw_socketpair", name), |b| raw_bulk(b, size, n));
     }
     g.finish();
     sys.block_on(stop(worker));
@@ -398,19 +402,7 @@ fn bulk(c: &mut Criterion, sys: &mut SystemRunner) {
         g.bench_function(BenchmarkId::new("ours_shared", name), |b| {
             b.iter(|| sys.block_on(post_shared_and_count(&worker, n, &shared)))
         });
-        let chunk = vec![7u8; size];
-        g.bench_function(BenchmarkId::new("raw_socketpair", name), |b| {
-            b.iter_custom(|iters| {
-                let (mut a, peer) = raw_peer(false);
-                let t0 = Instant::now();
-                for _ in 0..iters {
-                    raw_stream(&mut a, size * n as usize, &chunk);
-                }
-                drop(a);
-                peer.join().unwrap();
-                t0.elapsed()
-            })
-        });
+        g.bench_function(BenchmarkId::new("raw_socketpair", name), |b| raw_bulk(b, size, n));
     }
     g.finish();
     sys.block_on(stop(worker));

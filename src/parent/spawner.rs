@@ -119,8 +119,11 @@ impl Admission {
 
 /// How many local starts may be under way at once: the CPUs this process
 /// may run on, at least 2.
+/// Asked once: `available_parallelism` reads the process's affinity and
+/// its cgroup's CPU quota files each time it is called.
 fn max_starting() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))
 }
 
 /// Counts a local start, once fewer than [`max_starting`] are under way,

@@ -220,7 +220,7 @@ impl Drop for Restore {
 /// this size: one read into a buffer of its own (`ws/frames.rs` does so
 /// for a frame with more than 256 KiB to come; smaller ones share a read
 /// buffer with others, which a reference would keep whole).
-const REFERENCED_MESSAGE_FROM: usize = 512 << 10;
+pub(crate) const REFERENCED_MESSAGE_FROM: usize = 512 << 10;
 
 /// A received buffer refers to its message only if it is at least this
 /// share of it (a quarter): what a reference keeps alive is then at most

@@ -51,8 +51,9 @@ impl Inbound {
     /// refer to the message as received rather than copy it (see
     /// `inline.rs`).
     pub(crate) fn decoding<R>(&self, decode: impl FnOnce(&[u8]) -> R) -> R {
-        // A payload too small to hold one decodes as it is.
-        if self.payload().len() < inline::REFERENCED_FROM {
+        // A message too small for its buffers to be referenced (see
+        // `inline::referenced`) decodes as it is.
+        if self.bytes.len() < inline::REFERENCED_MESSAGE_FROM {
             return decode(self.payload());
         }
         inline::decoding_from(&self.bytes, || decode(self.payload()))
