@@ -12,10 +12,11 @@
 //! behind what already waits. A pool bounds what it gives each member, so
 //! that is rare: the common request crosses the pool's mailbox only.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use actix::{Addr, Context, Handler, Message};
 
+use super::answered::Reply;
 use super::messages::Answered;
 use super::port::{Line, Port};
 use super::worker::Worker;
@@ -25,7 +26,6 @@ use crate::session::declared::describe;
 use crate::session::requests::{Naming, Slot};
 use crate::session::sender::{Encoded, NotQueued};
 use crate::session::trace;
-use crate::wire::ws::reader::Inbound;
 
 /// One member's line (see the module's doc), and its address, for what
 /// only its actor can do: one reference to clone per request.
@@ -52,12 +52,12 @@ impl<P: Protocol> Direct<P> {
     /// known), its answer or failure to `then`; or, when the queue is full
     /// and the member's limits say wait, gives it back encoded, for the
     /// member's actor to hold until there is room.
-    pub(crate) fn forward<R: Request, F: Then<R::Answer>>(
+    pub(crate) fn forward<R: Request, F: Then<R::Answer>, T: Reply<R::Answer>>(
         &self,
         (request, caller): (R, trace::Caller),
         pid: u32,
-        then: Answered<R::Answer, F>,
-    ) -> Option<Held<R::Answer, F>> {
+        then: Answered<R::Answer, F, T>,
+    ) -> Option<Held> {
         let line = &self.0 .0;
         let sender = &line.sender;
         let id = sender.pending.next_id();
@@ -71,27 +71,23 @@ impl<P: Protocol> Direct<P> {
                 return None;
             }
         };
-        // The slot of each try shares `then`, taken by whichever answers;
-        // a try that is not queued leaves it for the next, or for us.
-        let then = Arc::new(Mutex::new(Some(then)));
-        let halves = || (Box::new(Shared(then.clone())) as Box<dyn Slot>, ());
+        // One slot for every try, handed back if not queued.
         let named = (id, describe::<P, R> as Naming);
-        let queued = sender.queue_with(named, encoded, line.wait, halves);
-        // Not queued: no slot holds `then` any more.
-        let taken = || then.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let e = match queued {
+        let slot = Box::new(then) as Box<dyn Slot>;
+        let (e, slot) = match sender.queue_slot(named, encoded, line.wait, slot) {
             Ok(()) => {
                 sender.pending.trace(id, span);
                 return None;
             }
-            Err(NotQueued::Full { bytes, fds, .. }) => {
-                let then = taken()?;
-                return Some(Held { named, encoded: (bytes, fds), then, span });
+            Err((NotQueued::Full { bytes, fds, .. }, Some(slot))) => {
+                return Some(Held { named, encoded: (bytes, fds), slot, span });
             }
-            Err(NotQueued::Refused(e)) => e,
+            Err((NotQueued::Full { .. }, None)) => return None,
+            Err((NotQueued::Refused(e), slot)) => (e, slot),
         };
-        if let Some(then) = taken() {
-            then.call(Err(e));
+        // Refused: its slot says why (none left: its caller was told).
+        if let Some(slot) = slot {
+            slot.deliver(Err(e));
         }
         None
     }
@@ -101,10 +97,10 @@ impl<P: Protocol> Direct<P> {
 /// member's queue full under `WhenFull::Wait`: encoded, its id named, its
 /// answer's `then` and its asking span, for the member's actor to queue
 /// behind what waits there.
-pub(crate) struct Held<A, F: Then<A>> {
+pub(crate) struct Held {
     named: (u64, Naming),
     encoded: Encoded,
-    then: Answered<A, F>,
+    slot: Box<dyn Slot>,
     span: tracing::Span,
 }
 
@@ -114,43 +110,21 @@ pub(crate) trait Then<A>: FnOnce(&Result<A, WorkerError>) + Send + 'static {}
 
 impl<A, F: FnOnce(&Result<A, WorkerError>) + Send + 'static> Then<A> for F {}
 
-impl<A: serde::de::DeserializeOwned + Send + 'static, F: Then<A>> Message for Held<A, F> {
+impl Message for Held {
     type Result = ();
 }
 
-impl<P, A, F> Handler<Held<A, F>> for Worker<P>
-where
-    P: Protocol,
-    A: serde::de::DeserializeOwned + Send + 'static,
-    F: Then<A>,
-{
+impl<P: Protocol> Handler<Held> for Worker<P> {
     type Result = ();
 
-    fn handle(&mut self, held: Held<A, F>, ctx: &mut Context<Self>) {
-        let Held { named: (id, name), encoded: (bytes, fds), then, span } = held;
+    fn handle(&mut self, held: Held, ctx: &mut Context<Self>) {
+        let Held { named: (id, name), encoded: (bytes, fds), slot, span } = held;
         let pending = self.sender.pending.clone();
-        pending.attach(id, name, Box::new(then));
+        pending.attach(id, name, slot);
         match self.queue(bytes, fds, Some(id), ctx) {
             Ok(_) => pending.trace(id, span),
             // Never queued: its slot says why.
             Err(e) => pending.resolve(id, Err(e)),
         }
-    }
-}
-
-/// The slot of one try: `then`, if no other try has taken it.
-struct Shared<A, F: Then<A>>(Arc<Mutex<Option<Answered<A, F>>>>);
-
-impl<A: serde::de::DeserializeOwned + Send + 'static, F: Then<A>> Slot for Shared<A, F> {
-    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
-        let then = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(then) = then {
-            then.deliver_inbound(result);
-        }
-    }
-
-    fn gone(&self) -> bool {
-        let then = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        then.as_ref().is_none_or(|then| then.gone())
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Addr, Context, Handler, Message, ResponseFuture};
 
+pub(crate) use super::answered::{After, Answered, Forward};
 use super::process::Grace;
 use super::stats::Recorder;
 use super::worker::{Asked, Worker};
@@ -220,36 +221,6 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
     }
 }
 
-/// An [`Ask`] whose answer goes to `then` instead of a reply channel: how
-/// a pool hands a request to one of its members, without a task or a
-/// channel of its own per request.
-pub(crate) struct Forward<R: Request> {
-    pub request: R,
-    pub timeout: Option<Duration>,
-    pub then: Answered<R::Answer>,
-    /// Where the ask came from, and which member took it.
-    pub caller: Caller,
-}
-
-impl<R: Request> Message for Forward<R> {
-    type Result = ();
-}
-
-impl<P: Protocol, R: Request> Handler<Forward<R>> for Worker<P> {
-    type Result = ();
-
-    fn handle(&mut self, msg: Forward<R>, ctx: &mut Context<Self>) {
-        let then = msg.then;
-        match self.ask((msg.request, msg.caller), msg.timeout, ctx) {
-            Asked::Ready(result) => then.call(result),
-            Asked::Waiting { id, pending } => pending.attach(id, describe::<P, R>, Box::new(then)),
-            Asked::Later(fut) => {
-                actix_rt::spawn(async move { then.call(fut.await) });
-            }
-        }
-    }
-}
-
 /// Where the answer of an [`Ask`] goes: to its caller, who may have gone;
 /// its outcome and round trip are recorded.
 pub(super) struct ToCaller<A> {
@@ -279,72 +250,6 @@ impl<A: DeserializeOwned + Send + 'static> Slot for ToCaller<A> {
 
     fn gone(&self) -> bool {
         self.tx.as_ref().is_none_or(|tx| tx.is_closed())
-    }
-}
-
-/// What is done with the answer to a forwarded request: exactly once, with
-/// the answer or the failure, or with [`WorkerError::Disconnected`] when it
-/// is dropped first (the worker's actor is gone): `after` sees it, then the
-/// caller gets it.
-pub(crate) struct Answered<A, F: FnOnce(&Result<A, WorkerError>) = After<A>> {
-    tx: Option<OneshotSender<Result<A, WorkerError>>>,
-    after: Option<F>,
-}
-
-/// What an [`Answered`] does before the caller gets its result, when its
-/// type is not known (a pool names its own, and saves the box).
-pub(crate) type After<A> = Box<dyn FnOnce(&Result<A, WorkerError>) + Send>;
-
-impl<A, F: FnOnce(&Result<A, WorkerError>)> Answered<A, F> {
-    pub(crate) fn new(tx: Option<OneshotSender<Result<A, WorkerError>>>, after: F) -> Self {
-        Answered { tx, after: Some(after) }
-    }
-
-    pub(crate) fn call(mut self, result: Result<A, WorkerError>) {
-        self.finish(result);
-    }
-
-    fn finish(&mut self, result: Result<A, WorkerError>) {
-        if let Some(after) = self.after.take() {
-            after(&result);
-        }
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(result);
-        }
-    }
-
-    /// Whether nobody waits for the result any more.
-    pub(crate) fn gone(&self) -> bool {
-        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
-    }
-}
-
-impl<A: DeserializeOwned, F: FnOnce(&Result<A, WorkerError>)> Answered<A, F> {
-    /// The answer as it came (decoded here), or the failure.
-    pub(crate) fn deliver_inbound(self, result: Result<Inbound, WorkerError>) {
-        self.call(decoded(result));
-    }
-}
-
-impl<A, F> Slot for Answered<A, F>
-where
-    A: DeserializeOwned + Send + 'static,
-    F: FnOnce(&Result<A, WorkerError>) + Send + 'static,
-{
-    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
-        self.deliver_inbound(result);
-    }
-
-    fn gone(&self) -> bool {
-        Answered::gone(self)
-    }
-}
-
-impl<A, F: FnOnce(&Result<A, WorkerError>)> Drop for Answered<A, F> {
-    fn drop(&mut self) {
-        if self.after.is_some() {
-            self.finish(Err(WorkerError::Disconnected));
-        }
     }
 }
 

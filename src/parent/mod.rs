@@ -10,6 +10,7 @@
 //! ([`side`]), the events it reports ([`events`]) through a window
 //! ([`sink`]), and captured output ([`output`]).
 
+pub(crate) mod answered;
 pub(crate) mod ask_stream;
 pub(crate) mod builder;
 pub(crate) mod direct;

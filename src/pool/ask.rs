@@ -18,6 +18,7 @@ use super::queue::{self, Queue, Queued};
 use super::routing;
 use super::worker_pool::{Common, State, WorkerPool};
 use crate::error::WorkerError;
+use crate::parent::answered::Reply;
 use crate::parent::direct::Direct;
 use crate::parent::messages::{After, Answered, Ask, Forward};
 use crate::parent::options::WhenFull;
@@ -56,11 +57,11 @@ impl<P: Protocol> To<P> {
 }
 
 impl<P: Protocol> Prepared<P> {
-    pub(super) fn send<R: Request>(
+    pub(super) fn send<R: Request, T: Reply<R::Answer>>(
         self,
         (request, caller): (R, Caller),
         timeout: Option<Duration>,
-        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+        tx: Option<T>,
     ) {
         let Prepared { member, to, load, common, started } = self;
         let caller = caller.with_member(member);
@@ -114,16 +115,16 @@ impl<P: Protocol> WorkerPool<P> {
     }
 }
 
-struct QueuedAsk<R: Request> {
+struct QueuedAsk<R: Request, T> {
     request: R,
     caller: Caller,
     timeout: Option<Duration>,
     since: Instant,
     /// The caller's; `None` once answered.
-    reply: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+    reply: Option<T>,
 }
 
-impl<P: Protocol, R: Request> Queued<WorkerPool<P>> for QueuedAsk<R> {
+impl<P: Protocol, R: Request, T: Reply<R::Answer>> Queued<WorkerPool<P>> for QueuedAsk<R, T> {
     fn cancelled(&self) -> bool {
         self.reply.as_ref().is_none_or(|tx| tx.is_closed())
     }
@@ -133,7 +134,7 @@ impl<P: Protocol, R: Request> Queued<WorkerPool<P>> for QueuedAsk<R> {
         // Its timeout runs from when the pool took it.
         let timeout = self.timeout.map(|t| t.saturating_sub(self.since.elapsed()));
         if timeout.is_some_and(|t| t.is_zero()) {
-            let _ = tx.send(Err(WorkerError::Timeout(self.timeout.unwrap_or_default())));
+            tx.send(Err(WorkerError::Timeout(self.timeout.unwrap_or_default())));
             return;
         }
         pool.prepare(at).send((self.request, self.caller), timeout, Some(tx));
@@ -141,7 +142,7 @@ impl<P: Protocol, R: Request> Queued<WorkerPool<P>> for QueuedAsk<R> {
 
     fn refuse(self: Box<Self>, e: WorkerError) {
         if let Some(tx) = self.reply {
-            let _ = tx.send(Err(e));
+            tx.send(Err(e));
         }
     }
 
@@ -157,7 +158,7 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for WorkerPool<P> {
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> PoolAsk<P, R> {
         let (request, timeout, caller) = msg.into_parts();
         let route = self.route(ctx);
-        PoolAsk { request: Some((request, caller)), timeout, route }
+        PoolAsk { request: (request, caller), timeout, route }
     }
 }
 
@@ -207,9 +208,8 @@ impl<P: Protocol> WorkerPool<P> {
 
 /// How an [`Ask`] to a pool resolves. You never need to name this type.
 pub struct PoolAsk<P: Protocol, R: Request> {
-    /// With its span; `None` once handed back to its caller
-    /// ([`Route::HeldBack`]).
-    pub(super) request: Option<(R, Caller)>,
+    /// With its span.
+    pub(super) request: (R, Caller),
     pub(super) timeout: Option<Duration>,
     pub(super) route: Route<P>,
 }
@@ -219,9 +219,6 @@ pub(crate) enum Route<P: Protocol> {
     To(Prepared<P>),
     Queue(Rc<RefCell<Queue<WorkerPool<P>>>>),
     Refused(WorkerError),
-    /// Handed back to its caller, who waits for a place (see `Enter`,
-    /// `waiting.rs`).
-    HeldBack,
 }
 
 impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Ask<R>> for PoolAsk<P, R> {
@@ -235,22 +232,17 @@ impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Ask<R>> for PoolAsk
 }
 
 impl<P: Protocol, R: Request> PoolAsk<P, R> {
-    pub(super) fn respond(
+    pub(super) fn respond<T: Reply<R::Answer>>(
         self,
         ctx: &mut Context<WorkerPool<P>>,
-        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
+        tx: Option<T>,
     ) {
-        let Some(request) = self.request else {
-            // Held back: the caller's reply channel closes, and it has its
-            // request back (see `Enter`, `waiting.rs`).
-            return;
-        };
+        let request = self.request;
         match self.route {
-            Route::HeldBack => {}
             Route::To(prepared) => prepared.send(request, self.timeout, tx),
             Route::Refused(e) => {
                 if let Some(tx) = tx {
-                    let _ = tx.send(Err(e));
+                    tx.send(Err(e));
                 }
             }
             Route::Queue(queue) => {

@@ -76,9 +76,6 @@ impl<P: Protocol, R: StreamRequest> Handler<AskStream<R>> for WorkerPool<P> {
         match self.route(ctx) {
             Route::To(prepared) => Box::pin(prepared.stream((request, caller), window)),
             Route::Refused(e) => Box::pin(std::future::ready(AnswerStream::refused(e))),
-            Route::HeldBack => {
-                Box::pin(std::future::ready(AnswerStream::refused(WorkerError::Disconnected)))
-            }
             Route::Queue(queue) => {
                 let (reply, rx) = oneshot::channel();
                 let queued = QueuedStream { request, caller, window, reply };

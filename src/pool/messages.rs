@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
 
 use super::routing;
-use super::waiting::Enter;
+use super::waiting::{Enter, Entered};
 use super::worker_pool::{State, WorkerPool};
 use crate::error::{ExitStatus, WorkerError};
 use crate::parent::messages::{Join, Post, Terminate, WorkerAddrExt};
@@ -153,26 +153,26 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {
         &self,
         request: R,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + use<P, R> {
-        let (back, held) = tokio::sync::oneshot::channel();
         // Its span is a child of the span current here.
         let caller = crate::session::trace::Caller::here();
-        let enter = Enter { request: (request, caller), place: None, back: Some(back) };
+        let enter = Enter { request: (request, caller), place: None, may_hold: true };
         // Outside tokio's cooperative budget, as for one worker.
         let sent = tokio::task::unconstrained(self.send(enter));
         async move {
-            let mut held = held;
-            if let Ok(answer) = sent.await {
-                return answer;
-            }
-            // Closed without an answer: held back, or the pool is gone.
-            let Ok((request, placed, pool)) = held.try_recv() else {
-                return Err(WorkerError::Disconnected);
+            let (request, (placed, pool)) = match sent.await {
+                Ok(Entered::Answer(answer)) => return answer,
+                Ok(Entered::HeldBack(request, back)) => (request, back),
+                Err(_) => return Err(WorkerError::Disconnected),
             };
-            // No place (the pool is closing): sent anyway, to be told why.
+            // Held back. No place (the pool is closing): sent anyway, to
+            // be told why.
             let place = placed.await.ok();
-            let enter = Enter { request, place, back: None };
-            let sent = tokio::task::unconstrained(pool.send(enter));
-            sent.await.map_err(|_| WorkerError::Disconnected)?
+            let enter = Enter { request, place, may_hold: false };
+            match tokio::task::unconstrained(pool.send(enter)).await {
+                Ok(Entered::Answer(answer)) => answer,
+                // Not held back twice: with no `may_hold`.
+                Ok(Entered::HeldBack(..)) | Err(_) => Err(WorkerError::Disconnected),
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use super::ask::{PoolAsk, Route};
 use super::queue::{self, Expires, Place, Pump, Release, Sweep};
 use super::worker_pool::{State, WorkerPool};
 use crate::error::WorkerError;
+use crate::parent::answered::Reply;
 use crate::parent::options::WhenFull;
 use crate::protocol::{Protocol, Request};
 use crate::session::trace::Caller;
@@ -167,35 +168,62 @@ pub(crate) struct Enter<R: Request> {
     pub(super) request: (R, Caller),
     /// The place given, on the way back.
     pub(super) place: Option<Place>,
-    /// Where the request goes back, with its ticket, if held back.
-    pub(super) back: Option<tokio::sync::oneshot::Sender<HeldBack<R>>>,
+    /// Whether it may be handed back (not on its way back).
+    pub(super) may_hold: bool,
 }
 
-/// A request handed back, where its place will come, and the pool to send
-/// it to again (an address the caller need not keep for every request).
-type HeldBack<R> = ((R, Caller), tokio::sync::oneshot::Receiver<Place>, Recipient<Enter<R>>);
+/// What a caller's [`Enter`] comes back with.
+pub(crate) enum Entered<R: Request> {
+    Answer(Result<R::Answer, WorkerError>),
+    /// The request handed back: the caller waits for a place.
+    HeldBack((R, Caller), Back<R>),
+}
+
+/// Where a request handed back gets its place, and the pool to send it to
+/// again (an address the caller need not keep for every request).
+pub(crate) type Back<R> = (tokio::sync::oneshot::Receiver<Place>, Recipient<Enter<R>>);
 
 impl<R: Request> Message for Enter<R> {
-    type Result = Result<R::Answer, WorkerError>;
+    type Result = Entered<R>;
+}
+
+/// The reply channel of an [`Enter`], for an answer.
+pub(super) struct EnterReply<R: Request>(OneshotSender<Entered<R>>);
+
+impl<R: Request> Reply<R::Answer> for EnterReply<R> {
+    fn send(self, result: Result<R::Answer, WorkerError>) {
+        let _ = self.0.send(Entered::Answer(result));
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// How an [`Enter`] resolves: as an ask, or handed back to its caller.
+pub struct Entering<P: Protocol, R: Request>(EnteringAs<P, R>);
+
+enum EnteringAs<P: Protocol, R: Request> {
+    Ask(PoolAsk<P, R>),
+    HeldBack((R, Caller), Back<R>),
 }
 
 impl<P: Protocol, R: Request> Handler<Enter<R>> for WorkerPool<P> {
-    type Result = PoolAsk<P, R>;
+    type Result = Entering<P, R>;
 
-    fn handle(&mut self, msg: Enter<R>, ctx: &mut Context<Self>) -> PoolAsk<P, R> {
-        let Enter { request, place, back } = msg;
+    fn handle(&mut self, msg: Enter<R>, ctx: &mut Context<Self>) -> Entering<P, R> {
+        let Enter { request, place, may_hold } = msg;
         if let Some(place) = place {
             // Its place is taken now (queued, or sent to a member).
             place.taken();
             self.places = self.places.saturating_sub(1);
-        } else if let Some(back) = back.filter(|_| self.holds_back()) {
+        } else if may_hold && self.holds_back() {
             let (ticket, placed) = tokio::sync::oneshot::channel();
             self.tickets.push_back(ticket);
             self.common.queued.fetch_add(1, Ordering::AcqRel);
             self.grow(ctx);
-            // A caller gone already drops its request here.
-            let _ = back.send((request, placed, ctx.address().recipient()));
-            return PoolAsk { request: None, timeout: None, route: Route::HeldBack };
+            let back = (placed, ctx.address().recipient());
+            return Entering(EnteringAs::HeldBack(request, back));
         }
         let route = self.route(ctx);
         if !matches!(route, Route::Queue(_)) {
@@ -203,16 +231,21 @@ impl<P: Protocol, R: Request> Handler<Enter<R>> for WorkerPool<P> {
             // place, the place goes to the next.
             self.admit();
         }
-        PoolAsk { request: Some(request), timeout: None, route }
+        Entering(EnteringAs::Ask(PoolAsk { request, timeout: None, route }))
     }
 }
 
-impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Enter<R>> for PoolAsk<P, R> {
-    fn handle(
-        self,
-        ctx: &mut Context<WorkerPool<P>>,
-        tx: Option<OneshotSender<Result<R::Answer, WorkerError>>>,
-    ) {
-        self.respond(ctx, tx);
+impl<P: Protocol, R: Request> MessageResponse<WorkerPool<P>, Enter<R>> for Entering<P, R> {
+    fn handle(self, ctx: &mut Context<WorkerPool<P>>, tx: Option<OneshotSender<Entered<R>>>) {
+        match self.0 {
+            EnteringAs::Ask(ask) => ask.respond(ctx, tx.map(EnterReply)),
+            // Handed back with where its place will come; a caller gone
+            // already drops its request here (and its ticket is swept).
+            EnteringAs::HeldBack(request, back) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(Entered::HeldBack(request, back));
+                }
+            }
+        }
     }
 }

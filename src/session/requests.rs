@@ -185,8 +185,15 @@ impl Pending {
     /// Takes request `id`'s slot away unseen: its request was never
     /// queued (nothing to cancel on the other side).
     pub(crate) fn forget(&self, id: u64) {
-        drop(self.slots().remove(&id));
+        drop(self.take(id));
+    }
+
+    /// Request `id`'s slot, taken back undelivered (its span closes): the
+    /// request never went out.
+    pub(crate) fn take(&self, id: u64) -> Option<Box<dyn Slot>> {
+        let slot = self.slots().remove(&id);
         self.untrace(id);
+        slot.map(|(_, _, slot)| slot)
     }
 
     /// Delivers an answer, a stream's end or a failure; a late one (no

@@ -211,6 +211,41 @@ impl Sender {
         }
     }
 
+    /// [`queue_with`](Self::queue_with) with one slot for every try: a
+    /// request not queued hands its slot back with why (`None`: the slot
+    /// was failed with the connection it was taken on, its caller told).
+    /// Nothing is made per try, so nothing need share what the slot holds.
+    pub(crate) fn queue_slot(
+        &self,
+        (id, name): (u64, Naming),
+        (mut bytes, mut fds): Encoded,
+        wait: bool,
+        mut slot: Box<dyn Slot>,
+    ) -> Result<(), (NotQueued, Option<Box<dyn Slot>>)> {
+        loop {
+            let connection = self.pending.attach_on(id, name, slot);
+            let epoch = self.outbox.room_epoch();
+            let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
+                Ok(()) => return Ok(()),
+                Err((refusal, b, f)) => {
+                    (bytes, fds) = (b, f);
+                    refusal
+                }
+            };
+            // Taken back, not cancelled: nothing went out.
+            let back = self.pending.take(id);
+            let error = |refusal| NotQueued::Refused(self.outbox.error(refusal));
+            slot = match (back, refusal) {
+                (Some(slot), Refusal::Moved) => slot,
+                (None, refusal) => return Err((error(refusal), None)),
+                (slot, Refusal::Full) if wait => {
+                    return Err((NotQueued::Full { bytes, fds, epoch }, slot))
+                }
+                (slot, refusal) => return Err((error(refusal), slot)),
+            };
+        }
+    }
+
     /// Asks `request` and resolves to its answer, at most `timeout`;
     /// refused at once when the outbox is full. Queued now, not when the
     /// future is first polled.
@@ -315,135 +350,4 @@ impl Drop for Cancel {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::wire::envelope::Kind;
-    use crate::wire::outbox::Outgoing;
-
-    const MAX: usize = 1 << 20;
-    const ENCODING: Encoding =
-        Encoding { codec: Codec::Bincode, max_message_size: MAX, descriptors: true };
-
-    #[derive(actix::Message, serde::Serialize, serde::Deserialize)]
-    #[rtype(result = "u64")]
-    struct Double(u64);
-
-    struct Doubling;
-    impl Protocol for Doubling {
-        type ToWorker = ();
-        type FromWorker = ();
-    }
-
-    fn named() -> String {
-        "Double".into()
-    }
-
-    fn run<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-    }
-
-    /// The frames queued in `outbox`, by kind.
-    fn queued_kinds(outbox: &Outbox) -> Vec<Kind> {
-        let mut batch = std::collections::VecDeque::new();
-        outbox.try_take_batch(&mut batch);
-        let first = |out: &Outgoing| match out {
-            Outgoing::Frame { bytes, .. } => {
-                crate::wire::envelope::decode(&bytes.contiguous()).unwrap().0.kind
-            }
-            Outgoing::End => panic!("the outbox was ended"),
-        };
-        batch.iter().map(first).collect()
-    }
-
-    #[test]
-    fn an_ask_is_queued_at_once_and_its_slot_reaches_the_caller() {
-        let sender = Sender::new(Arc::new(Outbox::new(usize::MAX, usize::MAX)), ENCODING);
-        let asked = sender.ask::<Doubling, _>(&Double(21), None);
-        assert_eq!(queued_kinds(&sender.outbox), [Kind::Request], "queued before any poll");
-        assert_eq!(sender.pending.len(), 1);
-        // (Answers themselves: the session's tests, two sessions talking.)
-        sender.pending.fail_all(&WorkerError::Disconnected);
-        assert!(matches!(run(asked), Err(WorkerError::Disconnected)));
-        assert_eq!(sender.pending.len(), 0);
-    }
-
-    #[test]
-    fn an_ask_refused_by_a_full_outbox_fails_at_once_and_keeps_no_slot() {
-        let sender = Sender::new(Arc::new(Outbox::new(1, usize::MAX)), ENCODING);
-        sender.post(None, &"fills the queue", Vec::new()).unwrap();
-        let refused = run(sender.ask::<Doubling, _>(&Double(1), None));
-        assert!(matches!(refused, Err(WorkerError::QueueFull { .. })), "{refused:?}");
-        assert_eq!(sender.pending.len(), 0);
-        assert_eq!(queued_kinds(&sender.outbox), [Kind::Post], "nothing else: nothing to cancel");
-    }
-
-    #[test]
-    fn an_ask_dropped_or_timed_out_is_cancelled_and_the_peer_told() {
-        let sender = Sender::new(Arc::new(Outbox::new(usize::MAX, usize::MAX)), ENCODING);
-        drop(sender.ask::<Doubling, _>(&Double(1), None));
-        let timed_out = run(sender.ask::<Doubling, _>(&Double(2), Some(Duration::from_millis(1))));
-        assert!(matches!(timed_out, Err(WorkerError::Timeout(_))), "{timed_out:?}");
-        assert_eq!(sender.pending.len(), 0);
-        let kinds = queued_kinds(&sender.outbox);
-        assert_eq!(kinds, [Kind::Request, Kind::Cancel, Kind::Request, Kind::Cancel]);
-    }
-
-    #[test]
-    fn an_answer_that_cannot_be_encoded_goes_as_the_failure_saying_why() {
-        let small = Encoding { max_message_size: 64, ..ENCODING };
-        let (frame, fds) = small.answer(7, &vec![0u8; 1000]);
-        let (header, _) = crate::wire::envelope::decode(&frame.contiguous()).unwrap();
-        assert_eq!((header.kind, header.id, fds.len()), (Kind::Failed, 7, 0));
-    }
-
-    /// Counts the failures delivered to it.
-    struct Failures(Arc<std::sync::atomic::AtomicUsize>);
-
-    impl Slot for Failures {
-        fn deliver(self: Box<Self>, result: Result<crate::wire::ws::reader::Inbound, WorkerError>) {
-            assert!(result.is_err());
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    /// The interleavings a sender on another thread (a parent's `Port`) can
-    /// meet at a connection's end, one by one: a request whose slot was taken
-    /// for the connection that ended is refused (`Moved`) if it comes after
-    /// the purge, purged and failed if it came before; one taken since is
-    /// neither failed nor refused, and waits for the next connection.
-    #[test]
-    fn a_request_is_made_for_one_connection_and_never_outlives_its_failure() {
-        use crate::wire::outbox::Refusal;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-        let pending = Pending::default();
-        pending.tell_through(outbox.clone());
-        let failed = Arc::new(AtomicUsize::new(0));
-        let request = |id| encode(Codec::Bincode, Header::request(id, 1), &id, MAX).unwrap();
-
-        // Slot taken, pushed, then the connection ends: purged, then failed.
-        let c = pending.attach_on(1, named, Box::new(Failures(failed.clone())));
-        assert!(outbox.try_push_on(request(1), Vec::new(), c).is_ok());
-        // Slot taken, the connection ends before the push: refused.
-        let c2 = pending.attach_on(2, named, Box::new(Failures(failed.clone())));
-        assert_eq!(c, c2);
-        let ended = outbox.end_connection();
-        assert_eq!(ended, c);
-        assert_eq!(outbox.len(), 0, "the queued request was purged");
-        let late = outbox.try_push_on(request(2), Vec::new(), c2);
-        assert!(matches!(late, Err((Refusal::Moved, _, _))));
-        // Slot taken after the end, before the failures: for the next one.
-        let c3 = pending.attach_on(3, named, Box::new(Failures(failed.clone())));
-        assert_eq!(c3, c + 1);
-        assert!(outbox.try_push_on(request(3), Vec::new(), c3).is_ok());
-        pending.fail_through(ended, &WorkerError::Disconnected);
-        assert_eq!(failed.load(Ordering::SeqCst), 2, "requests 1 and 2 failed");
-        assert!(pending.contains(3) && !pending.contains(1) && !pending.contains(2));
-        assert_eq!(outbox.len(), 1, "request 3 waits for the next connection");
-        // The sender forgets a slot it could not queue: nothing to cancel.
-        pending.forget(2);
-        assert_eq!(outbox.len(), 1);
-    }
-}
+mod tests;

@@ -34,6 +34,9 @@ pub(crate) struct Writer {
     small: Vec<Lent>,
     /// Their size in a batch.
     small_bytes: usize,
+    /// Lists of messages given back by the books, kept for the next
+    /// batch: a batch of a thousand tiny ones grows none from empty.
+    spare: Vec<Vec<Lent>>,
     /// Whether it keeps books at all: a side with no next connection to
     /// give messages to (the worker's) does not.
     books: bool,
@@ -82,6 +85,8 @@ pub(crate) struct WriterEnd {
     pub in_doubt: usize,
 }
 
+/// How many emptied lists of messages a writer keeps for its next batches.
+const SPARE_LISTS: usize = 4;
 /// How many times the writer lets others run before it flushes.
 const YIELD_ROUNDS: usize = 2;
 /// While idle with messages whose fate is unknown, the writer asks the
@@ -104,6 +109,7 @@ impl Writer {
             batch: VecDeque::new(),
             small: Vec::new(),
             small_bytes: 0,
+            spare: Vec::new(),
             books: true,
             fed: VecDeque::new(),
             fed_base,
@@ -256,7 +262,7 @@ impl Writer {
             if ledger.fate(self.fed_base + self.fed_cleared as u64) == Fate::Unsent {
                 break;
             }
-            fed.msgs = Vec::new();
+            spare(&mut self.spare, std::mem::take(&mut fed.msgs));
             self.fed_cleared += 1;
         }
     }
@@ -320,6 +326,7 @@ impl Writer {
     /// Puts one WebSocket message's worth on the books, as fed.
     fn lend(&mut self, msgs: Vec<Lent>) {
         if !self.books {
+            spare(&mut self.spare, msgs);
             return;
         }
         let posts = msgs.iter().filter(|m| m.is_post()).count();
@@ -347,8 +354,18 @@ impl Writer {
             }
         };
         self.small_bytes = 0;
-        let small = std::mem::take(&mut self.small);
+        let next = self.spare.pop().unwrap_or_default();
+        let small = std::mem::replace(&mut self.small, next);
         self.lend(small);
         self.sink.feed(msg).await
+    }
+}
+
+/// Keeps `msgs`' room, emptied, in `spare` for a later batch (a few lists
+/// at most, none that only one message used).
+fn spare(spare: &mut Vec<Vec<Lent>>, mut msgs: Vec<Lent>) {
+    if spare.len() < SPARE_LISTS && msgs.capacity() > 1 {
+        msgs.clear();
+        spare.push(msgs);
     }
 }

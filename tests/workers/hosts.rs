@@ -420,7 +420,10 @@ pub fn a_pool_over_two_namespace_hosts_survives_losing_one() {
             })
             .collect();
         // Load before the cut.
+        // (Bounded: asks that all fail would never load it.)
+        let until = std::time::Instant::now() + WAIT;
         while pool.send(Stats).await.unwrap().completed < 2_000 {
+            assert!(std::time::Instant::now() < until, "no asks answered before the cut");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         ip(&["link", "set", &ns_hosts[0].here_if, "down"]).unwrap();
@@ -442,7 +445,9 @@ pub fn a_pool_over_two_namespace_hosts_survives_losing_one() {
         let stats = pool.send(Stats).await.unwrap();
         assert_eq!(per_host(&stats), HashMap::from([("h1".into(), 4)]), "{:?}", stats.members);
         let before = stats.completed;
+        let until = std::time::Instant::now() + WAIT;
         while pool.send(Stats).await.unwrap().completed < before + 2_000 {
+            assert!(std::time::Instant::now() < until, "no asks answered after the cut");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         stop.set(true);
