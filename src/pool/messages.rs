@@ -9,13 +9,14 @@ use std::sync::atomic::Ordering;
 use actix::{Addr, Context, Handler, Message, MessageResult, ResponseFuture};
 
 use super::routing;
-use super::waiting::{Enter, Entered};
+use super::waiting::{Back, Enter, Entered};
 use super::worker_pool::{State, WorkerPool};
 use crate::error::{ExitStatus, WorkerError};
 use crate::parent::messages::{Join, Post, Terminate, WorkerAddrExt};
 use crate::parent::stats::{MemberStats, PoolStats, Stats};
 use crate::parent::worker::Worker;
 use crate::protocol::{Protocol, Request};
+use crate::session::trace::Caller;
 
 /// Posts a copy of the message to every member of a pool. Resolves once
 /// every member has queued it, or to the first refusal: an ask made after
@@ -159,20 +160,27 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<WorkerPool<P>> {
         // Outside tokio's cooperative budget, as for one worker.
         let sent = tokio::task::unconstrained(self.send(enter));
         async move {
-            let (request, (placed, pool)) = match sent.await {
-                Ok(Entered::Answer(answer)) => return answer,
-                Ok(Entered::HeldBack(request, back)) => (request, back),
-                Err(_) => return Err(WorkerError::Disconnected),
-            };
-            // Held back. No place (the pool is closing): sent anyway, to
-            // be told why.
-            let place = placed.await.ok();
-            let enter = Enter { request, place, may_hold: false };
-            match tokio::task::unconstrained(pool.send(enter)).await {
+            match sent.await {
                 Ok(Entered::Answer(answer)) => answer,
-                // Not held back twice: with no `may_hold`.
-                Ok(Entered::HeldBack(..)) | Err(_) => Err(WorkerError::Disconnected),
+                // Boxed: the common ask's future stays small.
+                Ok(Entered::HeldBack(request, back)) => Box::pin(held_back(request, back)).await,
+                Err(_) => Err(WorkerError::Disconnected),
             }
         }
+    }
+}
+
+/// A request handed back by its pool: waits for its place, then goes into
+/// it. No place (the pool is closing): sent anyway, to be told why.
+async fn held_back<R: Request>(
+    request: (R, Caller),
+    (placed, pool): Back<R>,
+) -> Result<R::Answer, WorkerError> {
+    let place = placed.await.ok();
+    let enter = Enter { request, place, may_hold: false };
+    match tokio::task::unconstrained(pool.send(enter)).await {
+        Ok(Entered::Answer(answer)) => answer,
+        // Not held back twice: with no `may_hold`.
+        Ok(Entered::HeldBack(..)) | Err(_) => Err(WorkerError::Disconnected),
     }
 }

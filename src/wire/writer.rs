@@ -85,8 +85,12 @@ pub(crate) struct WriterEnd {
     pub in_doubt: usize,
 }
 
-/// How many emptied lists of messages a writer keeps for its next batches.
-const SPARE_LISTS: usize = 4;
+/// How many emptied lists of messages a writer keeps for its next
+/// batches, and the most room each keeps (in messages): at most 2 × 1,024
+/// × 56 bytes, 112 KiB, per connection.
+const SPARE_LISTS: usize = 2;
+const SPARE_ROOM: usize = 1024;
+const _: () = assert!(std::mem::size_of::<Lent>() <= 56, "the bound above counts 56 bytes");
 /// How many times the writer lets others run before it flushes.
 const YIELD_ROUNDS: usize = 2;
 /// While idle with messages whose fate is unknown, the writer asks the
@@ -362,9 +366,10 @@ impl Writer {
 }
 
 /// Keeps `msgs`' room, emptied, in `spare` for a later batch (a few lists
-/// at most, none that only one message used).
+/// at most, none that only one message used, none larger than
+/// [`SPARE_ROOM`]).
 fn spare(spare: &mut Vec<Vec<Lent>>, mut msgs: Vec<Lent>) {
-    if spare.len() < SPARE_LISTS && msgs.capacity() > 1 {
+    if spare.len() < SPARE_LISTS && (2..=SPARE_ROOM).contains(&msgs.capacity()) {
         msgs.clear();
         spare.push(msgs);
     }
