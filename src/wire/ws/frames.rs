@@ -27,8 +27,13 @@ pub(super) struct Frames {
     /// The size of `buf`'s allocation when it was made for a large frame,
     /// else 0 (see [`room`](Self::room)).
     large: usize,
-    /// The last large frame's buffer, once given up.
+    /// The last large frame's buffer, once given up, and the size of its
+    /// allocation.
     spare: Option<BytesMut>,
+    spare_size: usize,
+    /// When the last large frame began: a buffer over [`SPARE_KEEP`], kept
+    /// or read into, goes [`SPARE_IDLE`] after.
+    large_at: Option<tokio::time::Instant>,
     /// A message in fragments, so far.
     partial: Option<BytesMut>,
     /// The largest message taken.
@@ -44,8 +49,11 @@ pub(super) struct Frames {
 /// How much room a read is given at least.
 const READ_CHUNK: usize = 64 << 10;
 /// A large frame's buffer is kept for the next one up to this size (the
-/// encoder keeps the last large message's as much, `encode.rs`).
+/// encoder keeps the last large message's as much, `encode.rs`); a larger
+/// one (up to the message size bound) only while large frames keep coming:
+/// it goes when no large frame has come for [`SPARE_IDLE`].
 const SPARE_KEEP: usize = 4 << 20;
+const SPARE_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 /// A frame is large, read into a buffer of its own, when this much more of
 /// it is still to come: more than a batch of small messages (up to 68
 /// KiB), which are read as before.
@@ -58,6 +66,8 @@ impl Frames {
             buf: BytesMut::new(),
             large: 0,
             spare: None,
+            spare_size: 0,
+            large_at: None,
             partial: None,
             max,
             closed: false,
@@ -79,7 +89,7 @@ impl Frames {
                 Ok(Parsed::More(wanted)) => self.room(wanted),
                 Err(e) => return Some(Err(e)),
             }
-            let read = std::future::poll_fn(|cx| self.io.poll_recv(cx, &mut self.buf)).await;
+            let read = self.read().await;
             match read {
                 Ok(0) => return self.ended(),
                 Ok(_) => {}
@@ -115,6 +125,9 @@ impl Frames {
             return;
         }
         let large = wanted > LARGE_FRAME;
+        if large {
+            self.large_at = Some(tokio::time::Instant::now());
+        }
         if !large && self.large == 0 {
             self.buf.reserve(wanted.max(READ_CHUNK));
             return;
@@ -139,9 +152,58 @@ impl Frames {
         next.extend_from_slice(&self.buf);
         let given_up = std::mem::replace(&mut self.buf, next);
         let was = std::mem::replace(&mut self.large, size);
-        if was != 0 && was <= SPARE_KEEP {
-            self.spare = Some(given_up);
+        // The buffer given up becomes the spare, unless the spare is free
+        // already (nothing read from it is held): the one given up is
+        // still held by the message just read from it.
+        let spare_free = match self.spare.as_mut() {
+            Some(spare) => {
+                spare.clear();
+                spare.try_reclaim(self.spare_size)
+            }
+            None => false,
+        };
+        if was != 0 && !spare_free {
+            (self.spare, self.spare_size) = (Some(given_up), was);
         }
+    }
+
+    /// One read into the buffer. A buffer over [`SPARE_KEEP`], the spare
+    /// or the one read into (between frames), is let go when no large frame
+    /// has begun for [`SPARE_IDLE`]: while the reader waits, or as soon as
+    /// it reads again.
+    async fn read(&mut self) -> std::io::Result<usize> {
+        let until = self.large_at.filter(|_| self.holds_big()).map(|at| at + SPARE_IDLE);
+        if until.is_some_and(|until| until <= tokio::time::Instant::now()) {
+            self.let_big_go();
+        }
+        let until = until.filter(|_| self.holds_big());
+        let read = std::future::poll_fn(|cx| self.io.poll_recv(cx, &mut self.buf));
+        let Some(until) = until else {
+            return read.await;
+        };
+        match tokio::time::timeout_at(until, read).await {
+            Ok(read) => read,
+            Err(_) => {
+                self.let_big_go();
+                std::future::poll_fn(|cx| self.io.poll_recv(cx, &mut self.buf)).await
+            }
+        }
+    }
+
+    /// Whether a buffer over [`SPARE_KEEP`] is kept that could be let go.
+    fn holds_big(&self) -> bool {
+        let spare = self.spare.is_some() && self.spare_size > SPARE_KEEP;
+        spare || (self.large > SPARE_KEEP && self.buf.is_empty())
+    }
+
+    fn let_big_go(&mut self) {
+        if self.spare_size > SPARE_KEEP {
+            (self.spare, self.spare_size) = (None, 0);
+        }
+        if self.large > SPARE_KEEP && self.buf.is_empty() {
+            (self.buf, self.large) = (BytesMut::new(), 0);
+        }
+        self.large_at = None;
     }
 
     /// The stream ended (only ever after `parse` asked for more, so what
@@ -308,6 +370,50 @@ mod tests {
             assert_ne!(fourth.as_ptr(), third.as_ptr(), "the third is held");
             assert!(fourth.iter().all(|&b| b == 3));
             writer.join().unwrap();
+        });
+    }
+
+    /// A buffer over `SPARE_KEEP` is read into again while large frames
+    /// keep coming (the last one given up, while a message read from
+    /// another is still held), and let go, as the one read into is, once
+    /// no large frame has begun for `SPARE_IDLE`, the reader waiting.
+    #[test]
+    fn a_buffer_over_four_mib_is_reused_then_let_go_when_idle() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (_writing, reading) = FdStream::new(ours, None).unwrap();
+            let mut frames = Frames::new(reading, 16 << 20);
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let writer = std::thread::spawn(move || {
+                for n in 0..3u8 {
+                    theirs.write_all(&binary_frame(&vec![n; 6 << 20])).unwrap();
+                }
+                // Then nothing until the reader has idled; then one more.
+                wait.recv().unwrap();
+                theirs.write_all(&binary_frame(&[9; 6 << 20])).unwrap();
+                theirs
+            });
+            let first = frames.next().await.unwrap().unwrap();
+            // The first held: the second needs a buffer of its own.
+            let second = frames.next().await.unwrap().unwrap();
+            let at = first.as_ptr();
+            drop(first);
+            // The second held: the third is read into the first's.
+            let third = frames.next().await.unwrap().unwrap();
+            assert!(third.iter().all(|&b| b == 2));
+            assert_eq!(third.as_ptr(), at, "the first's buffer, read into again");
+            drop((second, third));
+            assert!(frames.holds_big(), "the first's buffer, the third read from it, kept");
+            // Idle: nothing to read for three times SPARE_IDLE.
+            let idle = tokio::time::timeout(3 * SPARE_IDLE, frames.next()).await;
+            assert!(idle.is_err(), "nothing was written");
+            assert!(frames.spare.is_none(), "the spare let go");
+            assert_eq!((frames.large, frames.buf.capacity()), (0, 0), "the buffer read into too");
+            go.send(()).unwrap();
+            let fourth = frames.next().await.unwrap().unwrap();
+            assert!(fourth.iter().all(|&b| b == 9));
+            drop(writer.join().unwrap());
         });
     }
 
