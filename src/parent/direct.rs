@@ -16,8 +16,7 @@ use std::sync::Arc;
 
 use actix::{Addr, Context, Handler, Message};
 
-use super::answered::Reply;
-use super::messages::Answered;
+use super::answered::{Answered, Reply};
 use super::port::{Line, Port};
 use super::worker::Worker;
 use crate::error::WorkerError;
@@ -79,10 +78,9 @@ impl<P: Protocol> Direct<P> {
                 sender.pending.trace(id, span);
                 return None;
             }
-            Err((NotQueued::Full { bytes, fds, .. }, Some(slot))) => {
-                return Some(Held { named, encoded: (bytes, fds), slot, span });
+            Err((NotQueued::Full { bytes, fds, .. }, slot)) => {
+                return slot.map(|slot| Held { named, encoded: (bytes, fds), slot, span });
             }
-            Err((NotQueued::Full { .. }, None)) => return None,
             Err((NotQueued::Refused(e), slot)) => (e, slot),
         };
         // Refused: its slot says why (none left: its caller was told).

@@ -201,7 +201,7 @@ impl<R: Request> Reply<R::Answer> for EnterReply<R> {
 }
 
 /// How an [`Enter`] resolves: as an ask, or handed back to its caller.
-pub struct Entering<P: Protocol, R: Request>(EnteringAs<P, R>);
+pub(crate) struct Entering<P: Protocol, R: Request>(EnteringAs<P, R>);
 
 enum EnteringAs<P: Protocol, R: Request> {
     Ask(PoolAsk<P, R>),

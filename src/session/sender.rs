@@ -184,28 +184,27 @@ impl Sender {
     /// a fresh one and what its caller keeps (a receiver, a stream) per try.
     pub(crate) fn queue_with<X>(
         &self,
-        (id, name): (u64, Naming),
-        (mut bytes, mut fds): Encoded,
+        named: (u64, Naming),
+        mut encoded: Encoded,
         wait: bool,
         mut halves: impl FnMut() -> (Box<dyn Slot>, X),
     ) -> Result<X, NotQueued> {
         loop {
             let (slot, kept) = halves();
-            let connection = self.pending.attach_on(id, name, slot);
-            let epoch = self.outbox.room_epoch();
-            let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
+            let (refusal, epoch);
+            (refusal, encoded, epoch) = match self.try_queue(named, encoded, slot) {
                 Ok(()) => return Ok(kept),
-                Err((refusal, b, f)) => {
-                    (bytes, fds) = (b, f);
-                    refusal
-                }
+                Err(refused) => refused,
             };
             // Forgotten before what the caller keeps is dropped: no cancel.
-            self.pending.forget(id);
+            self.pending.forget(named.0);
             drop(kept);
             match refusal {
                 Refusal::Moved => continue,
-                Refusal::Full if wait => return Err(NotQueued::Full { bytes, fds, epoch }),
+                Refusal::Full if wait => {
+                    let (bytes, fds) = encoded;
+                    return Err(NotQueued::Full { bytes, fds, epoch });
+                }
                 refusal => return Err(NotQueued::Refused(self.outbox.error(refusal))),
             }
         }
@@ -217,32 +216,47 @@ impl Sender {
     /// Nothing is made per try, so nothing need share what the slot holds.
     pub(crate) fn queue_slot(
         &self,
-        (id, name): (u64, Naming),
-        (mut bytes, mut fds): Encoded,
+        named: (u64, Naming),
+        mut encoded: Encoded,
         wait: bool,
         mut slot: Box<dyn Slot>,
     ) -> Result<(), (NotQueued, Option<Box<dyn Slot>>)> {
         loop {
-            let connection = self.pending.attach_on(id, name, slot);
-            let epoch = self.outbox.room_epoch();
-            let refusal = match self.outbox.try_push_on(bytes, fds, connection) {
+            let (refusal, epoch);
+            (refusal, encoded, epoch) = match self.try_queue(named, encoded, slot) {
                 Ok(()) => return Ok(()),
-                Err((refusal, b, f)) => {
-                    (bytes, fds) = (b, f);
-                    refusal
-                }
+                Err(refused) => refused,
             };
             // Taken back, not cancelled: nothing went out.
-            let back = self.pending.take(id);
+            let back = self.pending.take(named.0);
             let error = |refusal| NotQueued::Refused(self.outbox.error(refusal));
             slot = match (back, refusal) {
                 (Some(slot), Refusal::Moved) => slot,
                 (None, refusal) => return Err((error(refusal), None)),
                 (slot, Refusal::Full) if wait => {
-                    return Err((NotQueued::Full { bytes, fds, epoch }, slot))
+                    let (bytes, fds) = encoded;
+                    return Err((NotQueued::Full { bytes, fds, epoch }, slot));
                 }
                 (slot, refusal) => return Err((error(refusal), slot)),
             };
+        }
+    }
+
+    /// One try: `slot` taken for the outbox's connection now, then the
+    /// request pushed for that connection. Refused, the request comes back
+    /// with why and the outbox's room epoch before the push (its slot stays
+    /// taken, for the caller to forget or take back).
+    fn try_queue(
+        &self,
+        (id, name): (u64, Naming),
+        (bytes, fds): Encoded,
+        slot: Box<dyn Slot>,
+    ) -> Result<(), (Refusal, Encoded, u64)> {
+        let connection = self.pending.attach_on(id, name, slot);
+        let epoch = self.outbox.room_epoch();
+        match self.outbox.try_push_on(bytes, fds, connection) {
+            Ok(()) => Ok(()),
+            Err((refusal, bytes, fds)) => Err((refusal, (bytes, fds), epoch)),
         }
     }
 

@@ -137,13 +137,7 @@ impl Frames {
             return;
         }
         // A spare still held by a message read from it stays for the next.
-        let reused = match self.spare.as_mut() {
-            Some(spare) if large => {
-                spare.clear();
-                spare.try_reclaim(needed)
-            }
-            _ => false,
-        };
+        let reused = large && self.spare_reclaims(needed);
         let mut next = match reused {
             true => self.spare.take().unwrap_or_default(),
             false => BytesMut::with_capacity(needed),
@@ -155,16 +149,18 @@ impl Frames {
         // The buffer given up becomes the spare, unless the spare is free
         // already (nothing read from it is held): the one given up is
         // still held by the message just read from it.
-        let spare_free = match self.spare.as_mut() {
-            Some(spare) => {
-                spare.clear();
-                spare.try_reclaim(self.spare_size)
-            }
-            None => false,
-        };
-        if was != 0 && !spare_free {
+        if was != 0 && !self.spare_reclaims(self.spare_size) {
             (self.spare, self.spare_size) = (Some(given_up), was);
         }
+    }
+
+    /// Whether the spare, emptied, has room for `n` bytes: nothing read
+    /// from it is held any more (and it is large enough).
+    fn spare_reclaims(&mut self, n: usize) -> bool {
+        self.spare.as_mut().is_some_and(|spare| {
+            spare.clear();
+            spare.try_reclaim(n)
+        })
     }
 
     /// One read into the buffer. A buffer over [`SPARE_KEEP`], the spare
@@ -172,11 +168,11 @@ impl Frames {
     /// has begun for [`SPARE_IDLE`]: while the reader waits, or as soon as
     /// it reads again.
     async fn read(&mut self) -> std::io::Result<usize> {
-        let until = self.large_at.filter(|_| self.holds_big()).map(|at| at + SPARE_IDLE);
+        let mut until = self.large_at.filter(|_| self.holds_big()).map(|at| at + SPARE_IDLE);
         if until.is_some_and(|until| until <= tokio::time::Instant::now()) {
             self.let_big_go();
+            until = None;
         }
-        let until = until.filter(|_| self.holds_big());
         let read = std::future::poll_fn(|cx| self.io.poll_recv(cx, &mut self.buf));
         let Some(until) = until else {
             return read.await;
@@ -293,13 +289,20 @@ mod tests {
     use crate::wire::stream::FdStream;
     use crate::wire::wsframe::binary_frame;
 
+    /// A reading half taking messages of up to `max` bytes from a
+    /// socketpair, its writing half (kept open), and the pair's other end.
+    /// Inside a runtime.
+    fn over_a_pair(max: usize) -> (Frames, FdStream, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (writing, reading) = FdStream::new(ours, None).unwrap();
+        (Frames::new(reading, max), writing, theirs)
+    }
+
     /// The frames `bytes` written raw, as the reading half takes them.
     fn read_all(bytes: &[u8]) -> Vec<Result<Bytes, WireError>> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (_writing, reading) = FdStream::new(ours, None).unwrap();
-            let mut frames = Frames::new(reading, 1 << 20);
+            let (mut frames, _writing, mut theirs) = over_a_pair(1 << 20);
             theirs.write_all(bytes).unwrap();
             drop(theirs);
             let mut out = Vec::new();
@@ -338,9 +341,7 @@ mod tests {
     fn a_large_frame_is_read_into_the_last_ones_buffer_once_that_is_dropped() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (_writing, reading) = FdStream::new(ours, None).unwrap();
-            let mut frames = Frames::new(reading, 4 << 20);
+            let (mut frames, _writing, mut theirs) = over_a_pair(4 << 20);
             let writer = std::thread::spawn(move || {
                 for n in 0..4u8 {
                     theirs.write_all(&binary_frame(&vec![n; 1 << 20])).unwrap();
@@ -381,9 +382,7 @@ mod tests {
     fn a_buffer_over_four_mib_is_reused_then_let_go_when_idle() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (_writing, reading) = FdStream::new(ours, None).unwrap();
-            let mut frames = Frames::new(reading, 16 << 20);
+            let (mut frames, _writing, mut theirs) = over_a_pair(16 << 20);
             let (go, wait) = std::sync::mpsc::channel::<()>();
             let writer = std::thread::spawn(move || {
                 for n in 0..3u8 {
