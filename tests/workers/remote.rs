@@ -159,7 +159,10 @@ pub fn a_worker_over_tls_and_strangers_to_it() {
         assert_eq!(worker.ask(Checksum(big)).await.unwrap(), (4 << 20, false));
         // `on_close` runs and its last words come through.
         worker.post(Cmd::BlobBack(3 << 20));
-        let Reply::Blob(blob) = events.message().await.data else { panic!("expected a blob") };
+        let blob = match events.message().await.data {
+            Reply::Blob(blob) => blob,
+            other => panic!("expected a blob, got {other:?}"),
+        };
         assert_eq!(blob.len(), 3 << 20);
         worker.terminate();
         assert!(events.exit().await.success());

@@ -58,6 +58,12 @@ impl Secure {
             match reader.fill_buf() {
                 Ok([]) => return Ok(Got::End),
                 Ok(chunk) => {
+                    // Never 0 for plaintext there (the caller's end of the
+                    // stream): a full buffer gets room, as `BufMut` gives
+                    // a plain read's.
+                    if dst.capacity() == dst.len() {
+                        dst.reserve(chunk.len());
+                    }
                     let n = chunk.len().min(dst.capacity() - dst.len());
                     dst.put_slice(&chunk[..n]);
                     reader.consume(n);
