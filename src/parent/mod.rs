@@ -30,4 +30,5 @@ pub(crate) mod sink;
 pub(crate) mod spawn;
 pub(crate) mod spawner;
 pub(crate) mod stats;
+pub(crate) mod turn;
 pub(crate) mod worker;

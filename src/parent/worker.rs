@@ -29,6 +29,7 @@ use super::process::{ChildHandle, Grace};
 use super::sink::EventSink;
 use super::spawn;
 use super::stats::{MemberStats, PoolStats, Recorder, Stats};
+use super::turn::Turn;
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{Protocol, Request};
@@ -83,6 +84,8 @@ pub struct Worker<P: Protocol> {
     pub(super) waiting: VecDeque<Waiting>,
     /// A task waits for the outbox to make room for `waiting`.
     pub(super) watching: bool,
+    /// What was queued since the writer last had a turn (see `turn.rs`).
+    pub(super) turn: Turn,
     /// The signals a terminate sends after its grace period; cancelled when
     /// the process exits first.
     pub(super) escalation: Option<tokio::task::JoinHandle<()>>,
@@ -171,6 +174,7 @@ impl<P: Protocol> Worker<P> {
             state: State::Running,
             waiting: VecDeque::new(),
             watching: false,
+            turn: Turn::default(),
             escalation: None,
             _protocol: PhantomData,
         };
@@ -212,7 +216,7 @@ impl<P: Protocol> Worker<P> {
         let (bytes, fds) = if wait && !self.waiting.is_empty() {
             (bytes, fds)
         } else {
-            match self.sender.outbox.try_push(bytes, fds) {
+            match self.turn.push(&self.sender.outbox, (bytes, fds), ctx) {
                 Ok(()) => return Ok(None),
                 Err((Refusal::Full, bytes, fds)) if wait => (bytes, fds),
                 Err((refusal, _, _)) => return Err(self.sender.outbox.error(refusal)),

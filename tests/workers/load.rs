@@ -17,6 +17,7 @@ pub fn trials() -> Vec<Trial> {
     crate::trials![
         load::a_full_queue_refuses_when_told_to_fail,
         load::a_full_queue_makes_send_wait_and_loses_nothing,
+        load::a_deep_mailbox_lets_the_writer_drain_the_queue,
         load::sixty_four_workers_ten_thousand_requests_each,
         load::a_worker_dying_while_sending_16_mib_is_a_typed_error,
         load::a_worker_dying_while_receiving_16_mib_is_a_typed_error,
@@ -98,6 +99,32 @@ pub fn a_full_queue_makes_send_wait_and_loses_nothing() {
         for i in 1..=200 {
             assert_eq!(events.message().await.data, Reply::Echo(i));
             assert!(matches!(events.message().await.data, Reply::Blob(b) if b.len() == CHUNK));
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// 5,000 posts sent with `do_send` before anything is awaited reach the
+/// actor's mailbox at once, and actix hands them to the actor in one go.
+/// The actor stops every 512 for the writer to take what it queued (see
+/// `parent/turn.rs`), so a queue bound of 1,000 that fails when full
+/// refuses none of them. Before, all 5,000 went at the outbox before the
+/// writer ran: 1,000 were queued, 4,000 refused. Their bytes (~75 KB) fit
+/// the socket's buffer, so the writer never waits on the worker.
+pub fn a_deep_mailbox_lets_the_writer_drain_the_queue() {
+    run(async {
+        let limits = Limits::default().max_queued_messages(1_000).when_full(WhenFull::Fail);
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).limits(limits).start().unwrap();
+        worker.post(Cmd::Echo(0));
+        assert_eq!(events.message().await.data, Reply::Echo(0));
+        for i in 1..=5_000 {
+            worker.post(Cmd::Echo(i));
+        }
+        // A refusal is an event of its own: `message` fails on it.
+        for i in 1..=5_000 {
+            assert_eq!(events.message().await.data, Reply::Echo(i));
         }
         worker.terminate();
         assert!(events.exit().await.success());

@@ -1,0 +1,55 @@
+//! A turn for the writer while the actor drains a deep mailbox.
+//!
+//! actix drains an actor's mailbox whole in one poll. A caller that posts
+//! 10,000 messages before it awaits has every one of them encoded into the
+//! outbox before the connection's writer, a task on the same thread, can
+//! write the first: 900 KB of encoded messages pile up, the encoder's
+//! buffers cannot be reused (what was cut from them is still queued), and
+//! the allocator hands out and merges fresh 64 KiB blocks among 20,000
+//! just-freed envelopes. So, every [`TURN_MESSAGES`] messages or
+//! [`TURN_BYTES`] bytes queued, the actor stops taking from its mailbox
+//! until the tasks ready on its thread (the writer first among them) have
+//! had a turn; nothing is reordered, and a mailbox that never holds that
+//! much never pauses. Figures in docs/performance.md ("a turn for the
+//! writer").
+
+use std::os::fd::OwnedFd;
+
+use actix::{Actor, AsyncContext, Context};
+
+use crate::wire::outbox::{Outbox, Refusal};
+use crate::wire::segments::Segments;
+
+/// Messages queued between two turns for the writer.
+pub(crate) const TURN_MESSAGES: usize = 512;
+/// Bytes queued between two turns for the writer: a batch's worth.
+pub(crate) const TURN_BYTES: usize = crate::wire::envelope::BATCH_TARGET;
+
+/// What was queued since the writer's last turn.
+#[derive(Debug, Default)]
+pub(crate) struct Turn {
+    messages: usize,
+    bytes: usize,
+}
+
+impl Turn {
+    /// Pushes a message into `outbox` for the actor of `ctx`, and counts
+    /// it: after enough, the actor waits for a turn of the other tasks
+    /// ready on its thread before it takes its next message.
+    pub(crate) fn push<A: Actor<Context = Context<A>>>(
+        &mut self,
+        outbox: &Outbox,
+        (bytes, fds): (Segments, Vec<OwnedFd>),
+        ctx: &mut Context<A>,
+    ) -> Result<(), (Refusal, Segments, Vec<OwnedFd>)> {
+        let len = bytes.len();
+        outbox.try_push(bytes, fds)?;
+        self.messages += 1;
+        self.bytes += len;
+        if self.messages >= TURN_MESSAGES || self.bytes >= TURN_BYTES {
+            *self = Turn::default();
+            ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
+        }
+        Ok(())
+    }
+}
