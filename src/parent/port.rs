@@ -19,6 +19,7 @@ use std::time::Duration;
 use super::messages::ToCaller;
 use super::options::WhenFull;
 use super::stats::Recorder;
+use super::turn::Turn;
 use super::worker::Worker;
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
@@ -77,6 +78,8 @@ pub struct Port<P: Protocol> {
     /// lean one: an application may hold ports by the hundred, and none
     /// keeps a large message's buffer after it is written.
     arena: Arena,
+    /// What `post_waiting` queued since it last let others run.
+    turn: Turn,
     _protocol: PhantomData<fn(P::ToWorker)>,
 }
 
@@ -92,7 +95,12 @@ pub(super) struct Line {
 
 impl<P: Protocol> Clone for Port<P> {
     fn clone(&self) -> Self {
-        Port { line: self.line.clone(), arena: Arena::lean(), _protocol: PhantomData }
+        Port {
+            line: self.line.clone(),
+            arena: Arena::lean(),
+            turn: Turn::default(),
+            _protocol: PhantomData,
+        }
     }
 }
 
@@ -131,7 +139,11 @@ impl<P: Protocol> Port<P> {
         data: P::ToWorker,
         fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
-        self.line.sender.post(Some(&mut self.arena), &data, fds)
+        self.line.sender.post(Some(&mut self.arena), &data, fds)?;
+        if self.turn.count(0) {
+            self.turn.owe();
+        }
+        Ok(())
     }
 
     /// [`post`](Self::post), waiting for room while the queue is full
@@ -140,9 +152,16 @@ impl<P: Protocol> Port<P> {
         let sender = &self.line.sender;
         let (mut bytes, mut fds) =
             sender.encoding.post(Some(&mut self.arena), &data, Vec::new())?;
+        let len = bytes.len();
         loop {
             let epoch = sender.outbox.room_epoch();
             match sender.outbox.try_push(bytes, fds) {
+                // A caller on the writer's thread lets it write what it
+                // queued (see `turn.rs`).
+                Ok(()) if self.turn.count(len) | self.turn.owed() => {
+                    tokio::task::yield_now().await;
+                    return Ok(());
+                }
                 Ok(()) => return Ok(()),
                 Err((Refusal::Full, b, f)) => (bytes, fds) = (b, f),
                 Err((refusal, _, _)) => return Err(sender.outbox.error(refusal)),
@@ -288,6 +307,11 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
             wait: self.options.limits.when_full == WhenFull::Wait,
             peer: (self.span.clone(), self.options.name.to_string()),
         };
-        MessageResult(Port { line: Arc::new(line), arena: Arena::lean(), _protocol: PhantomData })
+        MessageResult(Port {
+            line: Arc::new(line),
+            arena: Arena::lean(),
+            turn: Turn::default(),
+            _protocol: PhantomData,
+        })
     }
 }

@@ -10,8 +10,10 @@
 //! [`TURN_BYTES`] bytes queued, the actor stops taking from its mailbox
 //! until the tasks ready on its thread (the writer first among them) have
 //! had a turn; nothing is reordered, and a mailbox that never holds that
-//! much never pauses. Figures in docs/performance.md ("a turn for the
-//! writer").
+//! much never pauses. A [`Port`](super::port::Port)'s caller on the
+//! writer's thread is the same: `post_waiting` yields to the other tasks
+//! as often (for `post`s too, which cannot wait themselves). Figures in
+//! docs/performance.md ("a turn for the writer").
 
 use std::os::fd::OwnedFd;
 
@@ -30,6 +32,8 @@ pub(crate) const TURN_BYTES: usize = crate::wire::envelope::BATCH_TARGET;
 pub(crate) struct Turn {
     messages: usize,
     bytes: usize,
+    /// A turn fell due where none could be given.
+    owed: bool,
 }
 
 impl Turn {
@@ -44,12 +48,32 @@ impl Turn {
     ) -> Result<(), (Refusal, Segments, Vec<OwnedFd>)> {
         let len = bytes.len();
         outbox.try_push(bytes, fds)?;
-        self.messages += 1;
-        self.bytes += len;
-        if self.messages >= TURN_MESSAGES || self.bytes >= TURN_BYTES {
-            *self = Turn::default();
+        if self.count(len) {
             ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
         }
         Ok(())
+    }
+
+    /// Counts a message of `len` bytes queued; true when the writer is due
+    /// a turn (given now: the count starts again).
+    pub(crate) fn count(&mut self, len: usize) -> bool {
+        self.messages += 1;
+        self.bytes += len;
+        if self.messages < TURN_MESSAGES && self.bytes < TURN_BYTES {
+            return false;
+        }
+        (self.messages, self.bytes) = (0, 0);
+        true
+    }
+
+    /// Notes a turn due where none could be given (a `Port`'s `post`,
+    /// which cannot wait), for the next place that can.
+    pub(crate) fn owe(&mut self) {
+        self.owed = true;
+    }
+
+    /// Whether a turn is [owed](Self::owe); given now.
+    pub(crate) fn owed(&mut self) -> bool {
+        std::mem::take(&mut self.owed)
     }
 }

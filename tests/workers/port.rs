@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         port::requests_are_answered_counted_and_fail_with_the_process,
         port::a_dropped_or_timed_out_request_is_cancelled_in_the_worker,
         port::a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing,
+        port::a_caller_on_the_writers_thread_lets_it_drain_the_queue,
         port::after_the_end_everything_fails_with_the_reason,
         port::requests_from_another_thread_across_kills_all_resolve,
         port::a_request_in_flight_when_the_system_stops_fails_and_no_process_is_left,
@@ -169,6 +170,36 @@ pub fn a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing() {
         assert_eq!(blobs, accepted);
         assert_eq!(echoes, (0..50).collect::<Vec<_>>());
         assert_eq!(port.ask(Seen).await.unwrap(), 50);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// 5,000 posts in a row from a caller on the writer's thread, once the
+/// worker is online, every other one with `post_waiting`, under a bound
+/// of 1,999 that fails when full: `post_waiting` lets the writer take the
+/// queue every 512 posts (see `parent/turn.rs`), so no `post` is refused.
+/// Before, the writer never ran in the loop until the queue was full, and
+/// the post that found it so (the 2,000th: the bound is odd so that it is
+/// a `post`) was refused. Their bytes (~75 KB) fit the socket's buffer.
+pub fn a_caller_on_the_writers_thread_lets_it_drain_the_queue() {
+    run(async {
+        let limits = Limits::default().max_queued_messages(1_999).when_full(WhenFull::Fail);
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).limits(limits).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        // Online: what is queued now can be written at once.
+        port.post_waiting(Cmd::Echo(0)).await.unwrap();
+        assert_eq!(events.message().await.data, Reply::Echo(0));
+        for i in 1..=5_000 {
+            match i % 2 {
+                1 => port.post_waiting(Cmd::Echo(i)).await.unwrap(),
+                _ => port.post(Cmd::Echo(i)).unwrap_or_else(|e| panic!("post {i}: {e}")),
+            }
+        }
+        for i in 1..=5_000 {
+            assert_eq!(events.message().await.data, Reply::Echo(i));
+        }
         worker.terminate();
         assert!(events.exit().await.success());
     });
