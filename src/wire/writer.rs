@@ -400,30 +400,4 @@ fn batch_room(buf: &mut BytesMut, need: usize) -> &mut BytesMut {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A batch of `n` bytes built in `buf`, as `feed_small` builds one.
-    fn batch(buf: &mut BytesMut, n: usize) -> bytes::Bytes {
-        batch_room(buf, n).extend_from_slice(&vec![7; n]);
-        buf.split().freeze()
-    }
-
-    #[test]
-    fn a_batch_is_built_where_the_last_was_once_that_one_is_written() {
-        let mut buf = BytesMut::new();
-        let first = batch(&mut buf, 60_000);
-        let at = first.as_ptr();
-        drop(first);
-        let second = batch(&mut buf, 60_000);
-        assert_eq!(second.as_ptr(), at, "taken again whole once written");
-        // Still being written: the next goes elsewhere, the second intact.
-        let third = batch(&mut buf, 60_000);
-        assert_ne!(third.as_ptr(), at);
-        assert!(second.iter().all(|&b| b == 7) && second.len() == 60_000);
-        // Small batches are cut one after another from the same buffer.
-        drop((second, third));
-        let (a, b) = (batch(&mut buf, 100), batch(&mut buf, 100));
-        assert_eq!(b.as_ptr(), a.as_ptr().wrapping_add(100));
-    }
-}
+mod tests;
