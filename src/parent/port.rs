@@ -140,9 +140,7 @@ impl<P: Protocol> Port<P> {
         fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
         self.line.sender.post(Some(&mut self.arena), &data, fds)?;
-        if self.turn.count(0) {
-            self.turn.owe();
-        }
+        self.turn.count(0);
         Ok(())
     }
 
@@ -158,11 +156,13 @@ impl<P: Protocol> Port<P> {
             match sender.outbox.try_push(bytes, fds) {
                 // A caller on the writer's thread lets it write what it
                 // queued (see `turn.rs`).
-                Ok(()) if self.turn.count(len) | self.turn.owed() => {
-                    tokio::task::yield_now().await;
+                Ok(()) => {
+                    self.turn.count(len);
+                    if self.turn.due() {
+                        tokio::task::yield_now().await;
+                    }
                     return Ok(());
                 }
-                Ok(()) => return Ok(()),
                 Err((Refusal::Full, b, f)) => (bytes, fds) = (b, f),
                 Err((refusal, _, _)) => return Err(sender.outbox.error(refusal)),
             }

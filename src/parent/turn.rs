@@ -32,8 +32,6 @@ pub(crate) const TURN_BYTES: usize = crate::wire::envelope::BATCH_TARGET;
 pub(crate) struct Turn {
     messages: usize,
     bytes: usize,
-    /// A turn fell due where none could be given.
-    owed: bool,
 }
 
 impl Turn {
@@ -48,32 +46,28 @@ impl Turn {
     ) -> Result<(), (Refusal, Segments, Vec<OwnedFd>)> {
         let len = bytes.len();
         outbox.try_push(bytes, fds)?;
-        if self.count(len) {
+        self.count(len);
+        if self.due() {
             ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
         }
         Ok(())
     }
 
-    /// Counts a message of `len` bytes queued; true when the writer is due
-    /// a turn (given now: the count starts again).
-    pub(crate) fn count(&mut self, len: usize) -> bool {
+    /// Counts a message of `len` bytes queued. One queued where no turn
+    /// can be given (a `Port`'s `post`, which cannot wait) stays counted
+    /// for the next place that can.
+    pub(crate) fn count(&mut self, len: usize) {
         self.messages += 1;
         self.bytes += len;
+    }
+
+    /// Whether the writer is due a turn; if so, it is given now: the count
+    /// starts again.
+    pub(crate) fn due(&mut self) -> bool {
         if self.messages < TURN_MESSAGES && self.bytes < TURN_BYTES {
             return false;
         }
-        (self.messages, self.bytes) = (0, 0);
+        *self = Turn::default();
         true
-    }
-
-    /// Notes a turn due where none could be given (a `Port`'s `post`,
-    /// which cannot wait), for the next place that can.
-    pub(crate) fn owe(&mut self) {
-        self.owed = true;
-    }
-
-    /// Whether a turn is [owed](Self::owe); given now.
-    pub(crate) fn owed(&mut self) -> bool {
-        std::mem::take(&mut self.owed)
     }
 }
