@@ -3,6 +3,8 @@
 //! limit, the secrets block a remote worker reads from its stdin, the
 //! worker runtime's exit codes, and how each side tells who the other is.
 
+pub(crate) mod template;
+
 /// Environment variable that tells the child which descriptor is its socket.
 pub(crate) const ENV_FD: &str = "ACTIX_WEBWORKER_FD";
 /// Environment variable that names the worker entry to run.

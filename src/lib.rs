@@ -190,6 +190,7 @@ pub use crate::parent::output::Output;
 pub use crate::parent::port::Port;
 pub use crate::parent::process::Grace;
 pub use crate::parent::sink::WorkerEvents;
+pub use crate::parent::start_method::StartMethod;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::Worker;
 pub use crate::pool::{

@@ -101,7 +101,7 @@ use actix_webworker::{
     run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
     Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
-use actix_webworker::{Codec, InlineBytes, SharedBytes, SharedBytesMut, Transport};
+use actix_webworker::{Codec, InlineBytes, SharedBytes, SharedBytesMut, StartMethod, Transport};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -664,7 +664,7 @@ impl Handler<WorkerEvent<Bench>> for Forward {
     }
 }
 
-async fn spawn_to_online() -> (Duration, f64) {
+async fn spawn_to_online(method: StartMethod) -> (Duration, f64) {
     let mut times = Vec::new();
     let mut rss = 0.0;
     for i in 0..SPAWNS {
@@ -674,6 +674,7 @@ async fn spawn_to_online() -> (Duration, f64) {
         let worker = Worker::<Bench>::builder()
             .entry("sink")
             .events(forward.recipient())
+            .start_method(method)
             .start()
             .expect("worker starts");
         let pid = loop {
@@ -959,15 +960,21 @@ async fn run() {
         }
     }
     if wanted("spawn_to_online") || wanted("idle_worker_rss") {
-        let (online, rss) = spawn_to_online().await;
+        let (online, rss) = spawn_to_online(StartMethod::Exec).await;
+        let (forked, forked_rss) = spawn_to_online(StartMethod::ForkServer).await;
         let base = spawn_baseline();
-        line("spawn_to_online", online.as_secs_f64() * 1e3, base.as_secs_f64() * 1e3, "ms");
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        line("spawn_to_online", ms(online), ms(base), "ms");
+        line("spawn_to_online_fork_server", ms(forked), ms(base), "ms");
         println!("idle_worker_rss_lab: ours={rss:.3} baseline=0.000 ratio=1.000 MiB");
+        println!(
+            "idle_worker_rss_lab_fork_server: ours={forked_rss:.3} baseline=0.000 ratio=1.000 MiB"
+        );
         idle_worker();
     }
     if wanted("mass_start_late_ms") {
         for (name, ours, base) in mass_start::rows().await {
-            line(name, ours, base, "ms");
+            line(&name, ours, base, "ms");
         }
     }
     if wanted("pool_tiny") {

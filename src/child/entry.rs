@@ -4,7 +4,7 @@
 
 use super::actor::WorkerActor;
 use super::handle::Parent;
-use super::{refusal, runtime};
+use super::{refusal, runtime, template};
 use crate::handoff::{self, exit_code};
 
 /// A named worker entry, for one executable that is both parent and worker.
@@ -60,6 +60,8 @@ fn outside_any_runtime(run: Box<dyn FnOnce() -> i32 + Send>) -> i32 {
 /// }
 /// ```
 pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
+    // A template returns here only in each worker it forks.
+    template::serve_if_template();
     let Some(name) = std::env::var_os(handoff::ENV_ENTRY) else {
         if std::env::var_os(handoff::ENV_FD).is_some() {
             tracing::warn!(
@@ -91,5 +93,6 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W + Send + 'static,
 {
+    template::serve_if_template();
     std::process::exit(outside_any_runtime(Box::new(move || runtime::run(make))))
 }

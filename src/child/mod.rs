@@ -16,6 +16,7 @@ mod inbox;
 mod panic;
 mod refusal;
 mod runtime;
+mod template;
 
 pub use self::actor::{Requests, WorkerActor};
 pub use self::entry::{run_if_worker, run_worker, Entry};

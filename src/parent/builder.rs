@@ -59,7 +59,7 @@ impl<P: Protocol> Worker<P> {
 /// ```
 pub struct WorkerBuilder<P: Protocol, K = Single<P>> {
     name: Option<String>,
-    options: Options,
+    pub(super) options: Options,
     /// The worker's requests the parent answers, until started.
     pub(super) handlers: Handlers,
     /// The worker's data, encoded at the start with the final codec.

@@ -1,7 +1,8 @@
 //! The parent side: the builder ([`builder`]) and what it builds from
 //! ([`options`]); the `Worker` actor ([`worker`]), its messages
 //! ([`messages`]; a streamed request's in [`ask_stream`]), a line to it past its mailbox ([`port`]) and the life of
-//! its processes ([`lifecycle`]); starting a process ([`spawn`]), on a
+//! its processes ([`lifecycle`]); starting a process ([`spawn`]; exec'd
+//! or forked from a template: [`start_method`]), on a
 //! thread of its own ([`spawner`]), and following it until it is reaped
 //! ([`process`]); the port a remote worker connects back to (`remote`,
 //! with the `tcp` feature),
@@ -29,6 +30,7 @@ pub(crate) mod side;
 pub(crate) mod sink;
 pub(crate) mod spawn;
 pub(crate) mod spawner;
+pub(crate) mod start_method;
 pub(crate) mod stats;
 pub(crate) mod turn;
 pub(crate) mod worker;

@@ -30,6 +30,7 @@ pub(crate) struct CommandSpec {
     /// The command that starts the worker for us (`ssh host --`), the
     /// worker's program and arguments after it; empty: started directly.
     pub launcher: Vec<OsString>,
+    pub start_method: super::start_method::StartMethod,
 }
 
 /// When a worker is pinged, and when it is taken for lost.

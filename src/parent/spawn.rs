@@ -40,7 +40,9 @@ use super::process::ChildHandle;
 #[cfg(feature = "tcp")]
 use super::remote::{self, Listening};
 use super::spawner::{admit, on_spawner, Starting};
+use super::start_method::StartMethod;
 use crate::error::SpawnError;
+use crate::handoff::template::Request;
 #[cfg(feature = "tcp")]
 use crate::handoff::{ENV_CONNECT, ENV_SECRETS};
 use crate::handoff::{ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
@@ -50,6 +52,7 @@ use crate::wire::tls::TlsServer;
 
 mod forked;
 mod plan;
+mod server;
 mod vfork;
 
 /// A started child: its handle and the parent's end of its connection.
@@ -325,13 +328,30 @@ fn launch(
             (None, secrets_on_a_pipe(token, pin.as_deref())?)
         }
     };
+    let (stdout, read_stdout) = stdio(spec.stdout, io::stdout().as_fd())?;
+    let (stderr, read_stderr) = stdio(spec.stderr, io::stderr().as_fd())?;
+    if let (StartMethod::ForkServer, Some(socket)) = (spec.start_method, socket) {
+        let request = Request {
+            entry: spec.entry.clone(),
+            max_message: spec.max_message_size as u64,
+            limits: plan::limits(spec.rlimits).map(|(_, limit)| limit),
+            stdout: stdout.is_some(),
+            stderr: stderr.is_some(),
+        };
+        let given = [Some(&stdin), stdout.as_ref(), stderr.as_ref()];
+        let fds: Vec<RawFd> = std::iter::once(socket)
+            .chain(given.into_iter().flatten().map(|fd| fd.as_raw_fd()))
+            .collect();
+        let command = plan::exec(program, arg0, spec, &[])?;
+        if let Some(pid) = server::start(command, &request, &fds) {
+            return Ok(Launched { pid, stdout: read_stdout, stderr: read_stderr });
+        }
+    }
     told.push((ENV_MAX_MESSAGE, spec.max_message_size.to_string().into()));
     if let Some(entry) = &spec.entry {
         told.push((ENV_ENTRY, entry.into()));
     }
     let exec = plan::exec(program, arg0, spec, &told)?;
-    let (stdout, read_stdout) = stdio(spec.stdout, io::stdout().as_fd())?;
-    let (stderr, read_stderr) = stdio(spec.stderr, io::stderr().as_fd())?;
     let stdio = [Some(stdin), stdout, stderr];
     let pid = start(Plan { exec, stdio, socket, rlimits: spec.rlimits })?;
     Ok(Launched { pid, stdout: read_stdout, stderr: read_stderr })

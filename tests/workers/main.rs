@@ -139,7 +139,9 @@ fn modules_not_listed(dir: &std::path::Path) -> Vec<String> {
 /// Whether this process is one of the tests' workers (the parent told it
 /// its socket or where to connect).
 fn is_a_worker() -> bool {
-    ["ACTIX_WEBWORKER_FD", "ACTIX_WEBWORKER_CONNECT"].iter().any(|v| std::env::var_os(v).is_some())
+    ["ACTIX_WEBWORKER_FD", "ACTIX_WEBWORKER_CONNECT", "ACTIX_WEBWORKER_TEMPLATE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
 
 /// In a test's worker, a panic is the test's own doing (it posts

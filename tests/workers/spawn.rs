@@ -1,12 +1,16 @@
 //! How a worker's process is made: by `clone(CLONE_VM | CLONE_VFORK)`,
-//! and by fork where the kernel refuses that clone (forced here with
-//! `ACTIX_WEBWORKER_TEST_SPAWN_WITH_FORK`). Each way must keep every
-//! guarantee of a start; each is checked in a parent process of its own,
-//! whose signal state the check changes.
+//! by fork where the kernel refuses that clone (forced here with
+//! `ACTIX_WEBWORKER_TEST_SPAWN_WITH_FORK`), and forked from a template
+//! (`StartMethod::ForkServer`). Each way must keep every guarantee of a
+//! start; each is checked in a parent process of its own, whose signal
+//! state the check changes.
 
 use std::os::fd::AsRawFd;
 
-use actix_webworker::{Event, Output, ResourceLimits, RestartPolicy, Worker, WorkerAddrExt};
+use actix_webworker::{
+    Event, Output, ResourceLimits, RestartPolicy, StartMethod, Worker, WorkerAddrExt,
+};
+use nix::sys::signal::Signal;
 
 use libtest_mimic::Trial;
 
@@ -17,6 +21,8 @@ pub fn trials() -> Vec<Trial> {
         spawn::a_start_by_clone_keeps_every_guarantee,
         spawn::a_start_by_fork_keeps_every_guarantee,
         spawn::a_refused_clone_falls_back_on_fork,
+        spawn::a_start_from_the_fork_server_keeps_every_guarantee,
+        spawn::a_fork_servers_workers_are_the_parents_own_children,
     ]
 }
 
@@ -29,28 +35,53 @@ pub fn roles() -> Vec<Trial> {
 const BY_FORK: &str = "ACTIX_WEBWORKER_TEST_SPAWN_WITH_FORK";
 
 pub fn a_start_by_clone_keeps_every_guarantee() {
-    guarantees(false);
+    guarantees(How::Clone);
 }
 
 pub fn a_start_by_fork_keeps_every_guarantee() {
-    guarantees(true);
+    guarantees(How::Fork);
 }
 
-/// Runs `guarantees_role` in a parent of its own, starting by fork or not.
-fn guarantees(by_fork: bool) {
+/// Every guarantee, for a worker forked from its template: the same role,
+/// which also checks that its workers were forked, not exec'd.
+pub fn a_start_from_the_fork_server_keeps_every_guarantee() {
+    guarantees(How::ForkServer);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum How {
+    Clone,
+    Fork,
+    ForkServer,
+}
+
+/// Runs `guarantees_role` in a parent of its own, starting `how`.
+fn guarantees(how: How) {
     let mut cmd = role("spawn::guarantees_role");
-    if by_fork {
-        cmd.env(BY_FORK, "1");
-    } else {
-        cmd.env_remove(BY_FORK);
+    cmd.env_remove(BY_FORK).env_remove(FORK_SERVER);
+    match how {
+        How::Clone => {}
+        How::Fork => {
+            cmd.env(BY_FORK, "1");
+        }
+        How::ForkServer => {
+            cmd.env(FORK_SERVER, "1");
+        }
     }
     let out = cmd.output().expect("test binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "by fork: {by_fork}\n{stdout}\n{stderr}"
-    );
+    assert!(out.status.success() && stdout.contains("1 passed"), "{how:?}\n{stdout}\n{stderr}");
+}
+
+/// The UNIX packet sockets of this network namespace, as a process's
+/// `/proc/PID/fd` names them (`socket:[INODE]`).
+fn seqpacket_inodes() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    // Num RefCount Protocol Flags Type St Inode Path: Type 0005 is a
+    // SOCK_SEQPACKET.
+    let rows = table.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>());
+    rows.filter(|f| f.get(4) == Some(&"0005")).filter_map(|f| Some(format!("socket:[{}]", f.get(6)?))).collect()
 }
 
 /// Bit `signal` of a `Sig...:` line of `/proc/PID/status` in `lines`.
@@ -112,8 +143,15 @@ pub fn guarantees_role() {
         let Reply::Lines(fds) = events.message().await.data else { panic!() };
         let leaked = leaked.display().to_string();
         assert!(!fds.contains(&leaked), "{leaked} leaked into the worker: {fds:?}");
+        // No template's exchange (the only packet sockets here).
+        let packets = seqpacket_inodes();
+        let held: Vec<&String> = fds.iter().filter(|fd| packets.contains(fd)).collect();
+        assert!(held.is_empty(), "a packet socket in the worker: {held:?} of {fds:?}");
         worker.post(Cmd::Pid);
         let Reply::Pid(pid) = events.message().await.data else { panic!() };
+        let from_template = start_method() == StartMethod::ForkServer;
+        assert_eq!(forked(pid), from_template, "forked from a template: {:?}", environ(pid));
+        assert_eq!(parent_of(pid), Some(std::process::id()), "the parent's own child");
         // SAFETY: getpgid on a pid, no memory.
         assert_eq!(unsafe { libc::getpgid(pid as i32) }, pid as i32, "its own group");
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
@@ -139,6 +177,7 @@ pub fn guarantees_role() {
         let (rec, mut told) = crate::common::events::<Test>();
         let missing = Worker::<Test>::builder()
             .program(&script)
+            .start_method(start_method())
             .stderr(Output::Null)
             .restart(RestartPolicy::never())
             .events(rec)
@@ -157,6 +196,7 @@ pub fn guarantees_role() {
         let (rec, mut told) = crate::common::events::<Test>();
         let worker = Worker::<Test>::builder()
             .program(&script)
+            .start_method(start_method())
             .restart(RestartPolicy::never())
             .events(rec)
             .start()
@@ -225,5 +265,54 @@ pub fn refused_clone_role() {
             worker.terminate();
             assert!(events.exit().await.success());
         }
+    });
+}
+
+/// Workers forked from a template are the parent's own children: it reads
+/// their exit (a signal, a code) as any worker's. One template serves a
+/// command's workers. A template that dies is reaped at the next start,
+/// which execs its worker; the start after that has a new template.
+pub fn a_fork_servers_workers_are_the_parents_own_children() {
+    run(async {
+        // A command of this test's own, so that its template is too.
+        let tag = format!("AWW_TEMPLATE_TEST={}", std::process::id());
+        let start = || async {
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec)
+                .env("AWW_TEMPLATE_TEST", std::process::id().to_string())
+                .start_method(StartMethod::ForkServer)
+                .start()
+                .unwrap();
+            worker.post(Cmd::Pid);
+            let Reply::Pid(pid) = events.message().await.data else { panic!("a pid") };
+            (worker, events, pid)
+        };
+        let me = std::process::id();
+        let (_a, mut a_events, a) = start().await;
+        let (b_worker, mut b_events, b) = start().await;
+        for pid in [a, b] {
+            assert!(forked(pid), "worker {pid} forked: {:?}", environ(pid));
+            assert_eq!(parent_of(pid), Some(me), "worker {pid} is our child");
+        }
+        let template = match templates(&tag, &[a, b])[..] {
+            [one] => one,
+            ref other => panic!("one template for both: {other:?}"),
+        };
+        assert!(kill(a, Signal::SIGKILL));
+        assert_eq!(a_events.exit().await.signal, Some(libc::SIGKILL));
+        b_worker.post(Cmd::Exit(7));
+        assert_eq!(b_events.exit().await.code, Some(7));
+
+        // The template killed: the next start finds it gone, reaps it and
+        // execs its worker.
+        assert!(kill(template, Signal::SIGKILL));
+        assert!(wait_gone(template, std::time::Duration::from_secs(60)), "SIGKILL takes it");
+        let (_c, _, c) = start().await;
+        assert!(!forked(c), "exec'd while there is no template: {:?}", environ(c));
+        assert!(!children().iter().any(|(pid, _)| *pid == template), "the old template reaped");
+        let (_d, _, d) = start().await;
+        assert!(forked(d), "forked from a new template: {:?}", environ(d));
+        let new = templates(&tag, &[c, d]);
+        assert!(new.len() == 1 && new[0] != template, "a new template: {new:?}");
     });
 }

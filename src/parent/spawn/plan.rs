@@ -41,16 +41,20 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The resource limits to set, soft and hard, each where asked.
+    /// Its resource limits ([`limits`]).
     pub(crate) fn limits(&self) -> Limits {
-        let limits = self.rlimits;
-        [
-            (Resource::RLIMIT_AS, limits.address_space.map(|l| (l, l))),
-            // Soft below hard: SIGXCPU first, SIGKILL a second later.
-            (Resource::RLIMIT_CPU, limits.cpu_seconds.map(|l| (l, l.saturating_add(1)))),
-            (Resource::RLIMIT_NOFILE, limits.open_files.map(|l| (l, l))),
-        ]
+        limits(self.rlimits)
     }
+}
+
+/// The resource limits to set, soft and hard, each where asked.
+pub(crate) fn limits(limits: ResourceLimits) -> Limits {
+    [
+        (Resource::RLIMIT_AS, limits.address_space.map(|l| (l, l))),
+        // Soft below hard: SIGXCPU first, SIGKILL a second later.
+        (Resource::RLIMIT_CPU, limits.cpu_seconds.map(|l| (l, l.saturating_add(1)))),
+        (Resource::RLIMIT_NOFILE, limits.open_files.map(|l| (l, l))),
+    ]
 }
 
 /// The resource limits of a start, as [`Plan::limits`] gives them.
@@ -106,6 +110,7 @@ pub(crate) unsafe fn last_steps(
 }
 
 /// What the worker's process executes, and how.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Exec {
     /// The file to execute: a path with a `/` in it (relative ones mean
     /// from `cwd`).

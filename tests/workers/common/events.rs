@@ -143,6 +143,19 @@ pub fn builder(events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
         .env("RUST_BACKTRACE", "0")
         .restart(RestartPolicy::never())
         .events(events)
+        .start_method(start_method())
+}
+
+/// Set (to anything), the standard test worker is forked from a template
+/// (`StartMethod::ForkServer`): `.ci/run` runs the suite once so.
+pub const FORK_SERVER: &str = "AWW_FORK_SERVER";
+
+/// How the standard test worker is started: [`FORK_SERVER`] says.
+pub fn start_method() -> actix_webworker::StartMethod {
+    match std::env::var_os(FORK_SERVER) {
+        Some(_) => actix_webworker::StartMethod::ForkServer,
+        None => actix_webworker::StartMethod::Exec,
+    }
 }
 
 /// Starts the standard test worker.

@@ -127,6 +127,37 @@ pub fn shown(pid: u32) -> String {
     format!("{} {}", String::from_utf8_lossy(&cmdline), String::from_utf8_lossy(&environ))
 }
 
+/// The environment process `pid` was started with (`/proc/PID/environ`:
+/// what its exec was given, or its template's for a forked worker), one
+/// `K=V` each.
+pub fn environ(pid: u32) -> Vec<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    bytes.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+}
+
+/// Whether worker `pid` was forked from a template
+/// (`StartMethod::ForkServer`) rather than exec'd: it shows the
+/// template's environment, which names the template's exchange, where an
+/// exec'd worker's names its socket.
+pub fn forked(pid: u32) -> bool {
+    let env = environ(pid);
+    let has = |var: &str| env.iter().any(|v| v.starts_with(var));
+    has("ACTIX_WEBWORKER_TEMPLATE=") && !has("ACTIX_WEBWORKER_FD=")
+}
+
+/// This process's templates started with `K=V` `tag` in their
+/// environment: its children that show it and the template's variable,
+/// other than `workers` (forked from one, they show the same).
+pub fn templates(tag: &str, workers: &[u32]) -> Vec<u32> {
+    let is_template = |pid: &u32| {
+        let env = environ(*pid);
+        env.iter().any(|v| v == tag)
+            && env.iter().any(|v| v.starts_with("ACTIX_WEBWORKER_TEMPLATE="))
+    };
+    let children = children().into_iter().filter(|(_, state)| *state != 'Z');
+    children.map(|(pid, _)| pid).filter(|p| !workers.contains(p)).filter(is_template).collect()
+}
+
 /// The parent of `pid`, from `/proc/PID/stat`.
 pub fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -1,0 +1,238 @@
+//! A template worker: the worker's executable, started once by the parent
+//! with [`ENV_TEMPLATE`] and kept waiting on the first line of its `main`
+//! (in [`run_if_worker`](super::run_if_worker) or
+//! [`run_worker`](super::run_worker)), past exec, the loader and
+//! everything before that line. For each worker the parent asks for, it
+//! forks: the copy becomes that worker and goes on from the same line, as
+//! if it had just been started. The parent's side, and why, is
+//! `parent/spawn/server.rs`.
+//!
+//! The copy is made with `clone(CLONE_PARENT)`: it is the *parent's*
+//! child, not the template's, so the parent reaps it, reads its exit
+//! status and holds a pidfd of it as of any worker, and its parent-death
+//! signal follows the parent's spawner thread, as an exec'd worker's does.
+//! Before it runs anything of the worker's it takes the steps an exec'd
+//! worker's start takes: its own stdio as asked, every descriptor but its
+//! socket closed (the template's end of the exchange among them), its own
+//! process group, SIGTERM when the parent dies, its resource limits.
+//!
+//! A process can be forked safely only with one thread and no runtime: a
+//! template that has either (`run_if_worker` called from an async `main`,
+//! or from a test harness's thread) says so and exits, and the parent
+//! starts its workers by exec.
+
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::Signal;
+use nix::unistd::{getppid, setpgid, Pid};
+
+use crate::handoff::template::{self, Request, ENV_TEMPLATE, MAGIC, MAX_PACKET, READY, REFUSED};
+use crate::handoff::{exit_code, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
+
+/// When this process was started as a template, serves the parent's
+/// requests, and returns only in a worker it forked, ready to run as one;
+/// otherwise returns at once.
+pub(crate) fn serve_if_template() {
+    let Some(value) = std::env::var_os(ENV_TEMPLATE) else { return };
+    // Single-threaded here, or `forkable` below says so.
+    std::env::remove_var(ENV_TEMPLATE);
+    let Some(control) = value.to_str().and_then(|v| v.parse::<RawFd>().ok()).and_then(socket)
+    else {
+        tracing::error!("{ENV_TEMPLATE} names no socket; not a template");
+        std::process::exit(exit_code::NOT_A_WORKER);
+    };
+    let parent = getppid();
+    if let Err(why) = forkable() {
+        let refusal = [&MAGIC[..], REFUSED, why.as_bytes()].concat();
+        let _ = template::send(control.as_fd(), &refusal, &[]);
+        std::process::exit(0);
+    }
+    if template::send(control.as_fd(), &[&MAGIC[..], READY].concat(), &[]).is_err() {
+        std::process::exit(exit_code::IO);
+    }
+    let mut packet = vec![0u8; MAX_PACKET];
+    loop {
+        let (len, fds) = match template::receive(control.as_fd(), &mut packet) {
+            Ok(Some(received)) => received,
+            // The parent let go of us: nothing more to start.
+            Ok(None) => std::process::exit(0),
+            Err(e) => {
+                tracing::error!(error = %e, "the template's exchange with its parent failed");
+                std::process::exit(exit_code::IO);
+            }
+        };
+        let request = Request::decode(&packet[..len]).filter(|r| r.fds() == fds.len());
+        let Some(request) = request else {
+            let _ =
+                template::send(control.as_fd(), &template::answer(Err(Errno::EINVAL as i32)), &[]);
+            continue;
+        };
+        match fork() {
+            Ok(0) => return become_worker(control, request, fds, parent),
+            Ok(pid) => {
+                drop(fds);
+                if template::send(control.as_fd(), &template::answer(Ok(pid)), &[]).is_err() {
+                    std::process::exit(exit_code::IO);
+                }
+            }
+            Err(errno) => {
+                drop(fds);
+                let _ = template::send(control.as_fd(), &template::answer(Err(errno as i32)), &[]);
+            }
+        }
+    }
+}
+
+/// `fd`, owned, if it is an open socket.
+fn socket(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: fstat on any number is harmless; it tells whether it is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if fd < 3
+        || unsafe { libc::fstat(fd, &mut st) } != 0
+        || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
+    {
+        return None;
+    }
+    // SAFETY: the parent handed us this descriptor for the exchange alone.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
+    nix::fcntl::fcntl(&owned, cloexec).ok()?;
+    Some(owned)
+}
+
+/// Whether this process can be forked: one thread, no runtime.
+fn forkable() -> Result<(), String> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err("called inside a runtime (an async main)".into());
+    }
+    match std::fs::read_dir("/proc/self/task") {
+        Ok(tasks) => match tasks.count() {
+            1 => Ok(()),
+            n => Err(format!("{n} threads (a fork keeps only one)")),
+        },
+        Err(e) => Err(format!("/proc/self/task: {e}")),
+    }
+}
+
+/// `clone(CLONE_PARENT)`: 0 in the copy, its pid here.
+fn fork() -> Result<i32, Errno> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+    }
+    // No exit signal of its own: with CLONE_PARENT the copy has the
+    // template's (SIGCHLD, to the same parent), and clone3 refuses one.
+    let args = CloneArgs { flags: libc::CLONE_PARENT as u64, ..Default::default() };
+    // Raw: neither nix nor libc wraps clone3 (Linux 5.3), and glibc's
+    // `fork` cannot make a sibling. With no stack given the copy runs on
+    // its copy of ours, as after a fork. SAFETY: this process has one
+    // thread (`forkable`) and holds no lock here, so the copy's memory is
+    // consistent.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        pid => Ok(pid as i32),
+    }
+}
+
+/// In the copy: takes the steps an exec'd worker's start takes, and sets
+/// the variables an exec'd worker is given, for the entry to read. A step
+/// that fails ends the copy (exit code 127, as a failed exec's child).
+fn become_worker(control: OwnedFd, request: Request, fds: Vec<OwnedFd>, parent: Pid) {
+    drop(control);
+    if let Err(e) = steps(&request, fds, parent) {
+        tracing::error!(error = %e, "a worker forked by the template could not be set up");
+        // SAFETY: ends this copy at once, running nothing of the template's.
+        unsafe { libc::_exit(127) };
+    }
+}
+
+fn steps(request: &Request, fds: Vec<OwnedFd>, parent: Pid) -> nix::Result<()> {
+    let mut fds = fds.into_iter();
+    let (Some(sock), Some(stdin)) = (fds.next(), fds.next()) else { return Err(Errno::EINVAL) };
+    nix::unistd::dup2_stdin(&stdin)?;
+    if request.stdout {
+        nix::unistd::dup2_stdout(&fds.next().ok_or(Errno::EINVAL)?)?;
+    }
+    if request.stderr {
+        nix::unistd::dup2_stderr(&fds.next().ok_or(Errno::EINVAL)?)?;
+    }
+    drop((stdin, fds));
+    let sock = sock.into_raw_fd();
+    close_all_but(sock)?;
+    setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+    set_pdeathsig(Signal::SIGTERM)?;
+    // The parent may have died before the prctl took effect.
+    if getppid() != parent {
+        // SAFETY: ends this copy at once.
+        unsafe { libc::_exit(1) };
+    }
+    let resources = [Resource::RLIMIT_AS, Resource::RLIMIT_CPU, Resource::RLIMIT_NOFILE];
+    for (resource, limit) in resources.into_iter().zip(request.limits) {
+        if let Some((soft, hard)) = limit {
+            setrlimit(resource, soft, hard)?;
+        }
+    }
+    // One thread: nothing reads the environment beside us.
+    std::env::set_var(ENV_FD, sock.to_string());
+    std::env::set_var(ENV_MAX_MESSAGE, request.max_message.to_string());
+    match &request.entry {
+        Some(entry) => std::env::set_var(ENV_ENTRY, entry),
+        None => std::env::remove_var(ENV_ENTRY),
+    }
+    Ok(())
+}
+
+/// Closes every descriptor above the standard three but `keep`: what an
+/// exec'd worker's start marks close-on-exec.
+fn close_all_but(keep: RawFd) -> nix::Result<()> {
+    let range = |first: RawFd, last: RawFd| {
+        // Raw: nix does not wrap `close_range` (Linux 5.9). SAFETY: closes
+        // descriptors of this copy's own table, none of them owned by a
+        // value still alive (the exchange's and the request's are gone).
+        first > last
+            || unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) } == 0
+    };
+    if range(3, keep - 1) && range(keep + 1, RawFd::MAX) {
+        return Ok(());
+    }
+    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|_| Errno::EBADF)?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+        // SAFETY: as above; the directory's own descriptor, listed too,
+        // is closed already and gives EBADF, ignored.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forkable;
+
+    #[test]
+    fn a_process_with_threads_is_not_forked() {
+        // The test harness runs this on a thread of its own.
+        let why = forkable().unwrap_err();
+        assert!(why.contains("threads"), "{why}");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let why = runtime.block_on(async { forkable().unwrap_err() });
+        assert!(why.contains("runtime"), "{why}");
+    }
+}

@@ -1,0 +1,223 @@
+//! The fork server's exchange, known to both sides: what the parent asks
+//! its template worker for (`parent/spawn/server.rs`) and what the
+//! template answers (`child/template.rs`).
+//!
+//! The two talk over a `SOCK_SEQPACKET` socketpair, one request or answer
+//! per packet, descriptors beside it (`SCM_RIGHTS`). The template's end
+//! is named to it in [`ENV_TEMPLATE`], as a worker's socket is in
+//! `ENV_FD`. Every packet starts with [`MAGIC`], which carries the
+//! exchange's version: a template of another build that speaks another
+//! version is told apart at its first packet and not used.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Environment variable that makes a worker's executable a template: the
+/// descriptor of its end of the exchange.
+pub(crate) const ENV_TEMPLATE: &str = "ACTIX_WEBWORKER_TEMPLATE";
+
+/// The first bytes of every packet, with the exchange's version.
+pub(crate) const MAGIC: &[u8; 8] = b"AWWFORK1";
+
+/// The template's first packet, once it can fork workers.
+pub(crate) const READY: &[u8] = b"ready";
+/// The template's first packet when it cannot (the rest says why).
+pub(crate) const REFUSED: &[u8] = b"refused: ";
+
+/// The largest packet either side sends or reads.
+pub(crate) const MAX_PACKET: usize = 4096;
+
+/// The most descriptors a request carries: the worker's socket, its
+/// stdin, and its stdout and stderr when it has its own.
+pub(crate) const MAX_FDS: usize = 4;
+
+/// What the template is asked to start: one worker.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Request {
+    /// Its entry, if named.
+    pub entry: Option<String>,
+    /// The largest message either side may send.
+    pub max_message: u64,
+    /// Its resource limits, soft and hard: address space, CPU seconds and
+    /// open files, each when set.
+    pub limits: [Option<(u64, u64)>; 3],
+    /// Whether its stdout and stderr come with the request (otherwise it
+    /// keeps the template's, which are the parent's).
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Request {
+    /// The packet: [`MAGIC`], the message limit, a flags byte (stdout,
+    /// stderr, and one bit per limit set), the limits set, the entry.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&self.max_message.to_le_bytes());
+        let mut flags = u8::from(self.stdout) | u8::from(self.stderr) << 1;
+        for (i, limit) in self.limits.iter().enumerate() {
+            flags |= u8::from(limit.is_some()) << (2 + i);
+        }
+        out.push(flags);
+        for (soft, hard) in self.limits.iter().flatten() {
+            out.extend_from_slice(&soft.to_le_bytes());
+            out.extend_from_slice(&hard.to_le_bytes());
+        }
+        out.extend_from_slice(self.entry.as_deref().unwrap_or_default().as_bytes());
+        out
+    }
+
+    /// A packet read back; `None` for anything [`encode`](Self::encode)
+    /// does not make.
+    pub(crate) fn decode(packet: &[u8]) -> Option<Request> {
+        let rest = packet.strip_prefix(MAGIC)?;
+        let (max_message, rest) = take_u64(rest)?;
+        let (&flags, mut rest) = rest.split_first()?;
+        if flags >> 5 != 0 {
+            return None;
+        }
+        let mut limits = [None; 3];
+        for (i, limit) in limits.iter_mut().enumerate() {
+            if flags & (1 << (2 + i)) != 0 {
+                let (soft, after) = take_u64(rest)?;
+                let (hard, after) = take_u64(after)?;
+                (*limit, rest) = (Some((soft, hard)), after);
+            }
+        }
+        let entry = std::str::from_utf8(rest).ok()?;
+        Some(Request {
+            entry: (!entry.is_empty()).then(|| entry.to_owned()),
+            max_message,
+            limits,
+            stdout: flags & 1 != 0,
+            stderr: flags & 2 != 0,
+        })
+    }
+
+    /// How many descriptors come with it: the socket, stdin, and the
+    /// outputs it has.
+    pub(crate) fn fds(&self) -> usize {
+        2 + usize::from(self.stdout) + usize::from(self.stderr)
+    }
+}
+
+fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*head), rest))
+}
+
+/// The answer to a request: the worker's pid, or the error number of the
+/// fork that failed.
+pub(crate) fn answer(result: Result<i32, i32>) -> Vec<u8> {
+    let value = match result {
+        Ok(pid) => pid,
+        Err(errno) => -errno.abs(),
+    };
+    [&MAGIC[..], &value.to_le_bytes()].concat()
+}
+
+/// An answer read back: `Ok(pid)`, `Err(errno)`; `None` if it is none.
+pub(crate) fn read_answer(packet: &[u8]) -> Option<Result<i32, i32>> {
+    let value = i32::from_le_bytes(*packet.strip_prefix(MAGIC)?.first_chunk::<4>()?);
+    if packet.len() != MAGIC.len() + 4 || value == 0 {
+        return None;
+    }
+    Some(if value > 0 { Ok(value) } else { Err(-value) })
+}
+
+/// Sends `packet` with `fds` as one packet.
+pub(crate) fn send(sock: BorrowedFd<'_>, packet: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let iov = [IoSlice::new(packet)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    let sent = loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    if sent != packet.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "a packet sent in part"));
+    }
+    Ok(())
+}
+
+/// Reads one packet into `buf` and the descriptors that came with it
+/// (close-on-exec); `None` at the end of the exchange. A packet cut short
+/// (longer than `buf`, or with its descriptors cut) is an error, its
+/// descriptors closed.
+pub(crate) fn receive(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = loop {
+        let flags = MsgFlags::MSG_CMSG_CLOEXEC;
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: descriptors the kernel just installed for us, each
+            // owned by nothing else.
+            fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    let cut = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let len = msg.bytes;
+    if cut {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "a packet cut short"));
+    }
+    if len == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((len, fds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_reads_back_and_nothing_else_does() {
+        let full = Request {
+            entry: Some("échó".into()),
+            max_message: 1 << 40,
+            limits: [Some((1, 2)), None, Some((u64::MAX, u64::MAX))],
+            stdout: true,
+            stderr: false,
+        };
+        let bare =
+            Request { entry: None, max_message: 0, limits: [None; 3], stdout: false, stderr: true };
+        for request in [full, bare] {
+            let packet = request.encode();
+            assert_eq!(Request::decode(&packet).as_ref(), Some(&request));
+            // Every cut before the entry, another version, unknown flags.
+            let fixed = packet.len() - request.entry.as_ref().map_or(0, String::len);
+            for cut in 0..fixed {
+                assert_eq!(Request::decode(&packet[..cut]), None, "cut at {cut}");
+            }
+            let mut other = packet.clone();
+            other[7] = b'2';
+            assert_eq!(Request::decode(&other), None);
+            let mut flags = packet.clone();
+            flags[16] |= 1 << 5;
+            assert_eq!(Request::decode(&flags), None);
+        }
+        assert_eq!(Request::decode(b"AWWFORK1\0\0\0\0\0\0\0\0\0\xff"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn an_answer_reads_back_and_nothing_else_does() {
+        assert_eq!(read_answer(&answer(Ok(4242))), Some(Ok(4242)));
+        assert_eq!(read_answer(&answer(Err(11))), Some(Err(11)));
+        assert_eq!(read_answer(&answer(Ok(0))), None, "no pid is 0");
+        assert_eq!(read_answer(&[&answer(Ok(1))[..], b"x"].concat()), None);
+        assert_eq!(read_answer(b"AWWFORK2\x01\0\0\0"), None);
+    }
+}

@@ -1,0 +1,171 @@
+//! The fork server, the parent's side ([`StartMethod::ForkServer`]): a
+//! template worker per command, started once on the spawner thread and
+//! asked, for each worker, to fork one (`child/template.rs`).
+//!
+//! An exec'd start pays for exec, the loader, the program's relocations
+//! and the page faults of its code and data, each time: about a
+//! millisecond and a half of a 2.5 MB worker's, most of it in the new
+//! process, where many starting at once compete with the parent's event
+//! loop for the CPUs. A fork of a template that is past all that and has
+//! one thread costs a small part of it. The parent sends the template
+//! the worker's socket, stdin and outputs with a request
+//! (`handoff/template.rs`) and gets back the pid of a process that is
+//! already its own child (`CLONE_PARENT`), which it follows from then on
+//! as any worker: a pidfd, the reaping, the exit status.
+//!
+//! The exchange is a `SOCK_SEQPACKET` socketpair: it has no name, so no
+//! other process can reach it; its template end is closed in every worker
+//! forked, and close-on-exec in the parent. The template is started with
+//! the same plan as a worker (`plan.rs`: signals reset, SIGTERM when the
+//! parent dies, every other descriptor closed) and no resource limits of
+//! its own; each worker's are set in the fork. Only the spawner thread
+//! starts workers, so only it holds the templates.
+//!
+//! A template that refuses (it has threads or a runtime: see
+//! `child/template.rs`), says nothing within [`READY_WAIT`] or says
+//! something else (not a worker, or a worker of another version) is
+//! killed, reaped and not tried again for that command; its workers are
+//! exec'd. One that stops answering, or dies, is killed and reaped, the
+//! worker asked for is exec'd, and the next start makes a new one.
+//!
+//! [`StartMethod::ForkServer`]: crate::parent::start_method::StartMethod::ForkServer
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::poll::PollFlags;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+use super::plan::{Exec, Plan};
+use super::{above_stdio, dev_null};
+use crate::handoff::template::{self, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
+use crate::os;
+
+/// How long a new template has to say it is ready: its exec, its loader
+/// and its `main` up to the first line.
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(5);
+/// How long a template has to answer a request: one fork.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// A template worker, serving.
+struct Template {
+    /// Its end of the exchange.
+    control: OwnedFd,
+    pid: i32,
+}
+
+impl Drop for Template {
+    /// Kills and reaps it: dropped only when it failed or refused.
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), os::SIGKILL);
+        os::reap(self.pid);
+    }
+}
+
+/// What is known of a command's template.
+enum Known {
+    Serving(Template),
+    /// It would not serve: its workers are exec'd.
+    Refused,
+}
+
+thread_local! {
+    /// The spawner thread's templates, by command (without the template's
+    /// variable).
+    static TEMPLATES: RefCell<Vec<(Exec, Known)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Starts a worker of `command` from its template (started first, if
+/// there is none yet), sending it `fds` (the worker's socket, stdin, and
+/// the outputs `request` says it has): the worker's pid. `None` where no
+/// template serves: the caller execs the worker instead.
+pub(super) fn start(command: Exec, request: &Request, fds: &[RawFd]) -> Option<u32> {
+    TEMPLATES.with_borrow_mut(|templates| {
+        let at = match templates.iter().position(|(c, _)| *c == command) {
+            Some(at) => at,
+            None => {
+                let known = match Template::start(&command) {
+                    Ok(template) => Known::Serving(template),
+                    Err(why) => {
+                        let program = command.path.to_string_lossy();
+                        tracing::info!(%program, %why, "no fork server: its workers are exec'd");
+                        Known::Refused
+                    }
+                };
+                templates.push((command, known));
+                templates.len() - 1
+            }
+        };
+        let Known::Serving(template) = &templates[at].1 else { return None };
+        match template.ask(request, fds) {
+            Ok(pid) => Some(pid),
+            Err(e) => {
+                tracing::warn!(error = %e, "the fork server failed: exec'ing this worker");
+                // Killed and reaped; the next start makes a new one.
+                templates.swap_remove(at);
+                None
+            }
+        }
+    })
+}
+
+impl Template {
+    /// Starts `command` as a template and waits until it is ready.
+    fn start(command: &Exec) -> io::Result<Template> {
+        let (control, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let theirs = above_stdio(theirs)?;
+        let mut exec = command.clone();
+        let told = format!("{ENV_TEMPLATE}={}", theirs.as_raw_fd());
+        exec.envp.push(CString::new(told).expect("no NUL in a number"));
+        let plan = Plan {
+            exec,
+            stdio: [Some(dev_null()?), None, None],
+            socket: Some(theirs.as_raw_fd()),
+            rlimits: Default::default(),
+        };
+        let pid = super::start(plan)? as i32;
+        drop(theirs);
+        let template = Template { control, pid };
+        if !os::ready(&[template.control.as_fd()], PollFlags::POLLIN, READY_WAIT) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "not ready in time"));
+        }
+        let mut packet = [0u8; template::MAX_PACKET];
+        let Some((len, _)) = template::receive(template.control.as_fd(), &mut packet)? else {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "exited (not a worker?)"));
+        };
+        let said = packet[..len].strip_prefix(MAGIC);
+        match said {
+            Some(READY) => Ok(template),
+            Some(refusal) if refusal.starts_with(REFUSED) => Err(io::Error::other(format!(
+                "the template refused: {}",
+                String::from_utf8_lossy(&refusal[REFUSED.len()..])
+            ))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the template spoke another version of the exchange",
+            )),
+        }
+    }
+
+    /// Asks for one worker: its pid.
+    fn ask(&self, request: &Request, fds: &[RawFd]) -> io::Result<u32> {
+        let control = self.control.as_fd();
+        template::send(control, &request.encode(), fds)?;
+        if !os::ready(&[control], PollFlags::POLLIN, ANSWER_WAIT) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+        }
+        let mut packet = [0u8; 64];
+        let Some((len, _)) = template::receive(control, &mut packet)? else {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the template is gone"));
+        };
+        match template::read_answer(&packet[..len]) {
+            Some(Ok(pid)) => Ok(pid as u32),
+            Some(Err(errno)) => Err(io::Error::from_raw_os_error(errno)),
+            None => Err(io::Error::new(io::ErrorKind::InvalidData, "not an answer")),
+        }
+    }
+}
