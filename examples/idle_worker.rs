@@ -5,6 +5,11 @@
 //! its start took, from `start()` to the online event (`online=`, in ms):
 //! a worker of this size, not a test binary's or the probe's.
 //!
+//! With `--fork-server`, the worker is forked from a template
+//! (`StartMethod::ForkServer`): the template is started first (by a
+//! worker that then goes), then the measured worker, whose start alone is
+//! timed.
+//!
 //! `cargo run --release --example idle_worker` measures the crate with its
 //! default features, as an app that depends on it builds it (the
 //! throughput probe in `lab/` builds it with `tls`, and runs this binary
@@ -14,8 +19,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, Entry, Event, Join, NoPosts, Parent, Protocol, Requests, Worker, WorkerActor,
-    WorkerAddrExt,
+    run_if_worker, Entry, Event, Join, NoPosts, Parent, Protocol, Requests, StartMethod, Worker,
+    WorkerActor, WorkerAddrExt,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,12 +69,30 @@ fn field(pid: u32, name: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-#[actix::main]
-async fn main() {
+/// A plain `main`: a template must be forked before any runtime or
+/// thread is started (`StartMethod::ForkServer`).
+fn main() {
     run_if_worker([Entry::new("idle", |_: Parent<Idle>| IdleWorker)]);
+    let forked = std::env::args().any(|a| a == "--fork-server");
+    actix::System::new().block_on(measure(forked));
+}
+
+async fn measure(forked: bool) {
+    let method = if forked { StartMethod::ForkServer } else { StartMethod::Exec };
+    let builder = || Worker::<Idle>::builder().entry("idle").start_method(method);
+    if forked {
+        // The template, started by a first worker, which goes.
+        let first = builder().start().expect("the first worker starts");
+        assert_eq!(first.ask(Ping(1)).await.expect("an answer"), 1);
+        first.terminate();
+        let _ = first.send(Join).await;
+        // Past the first start's growth of the descriptor table, on the
+        // spawner thread (`os::reserve_descriptors`), which the next
+        // start would wait for: what is timed is a fork.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let started = std::time::Instant::now();
-    let (worker, mut events) =
-        Worker::<Idle>::builder().entry("idle").start_with_events().expect("the worker starts");
+    let (worker, mut events) = builder().start_with_events().expect("the worker starts");
     let pid = loop {
         let event = events.next().await.expect("events");
         if let Event::Online = event.kind {

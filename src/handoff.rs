@@ -123,7 +123,7 @@ pub(crate) fn descends_from(pid: i32, ancestor: i32) -> bool {
 }
 
 /// The parent of process `pid`, from `/proc/<pid>/stat`.
-fn parent_of(pid: i32) -> Option<i32> {
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // pid (comm) state ppid ...: comm may hold anything, so split after ')'.
     let rest = stat.rsplit_once(')')?.1;

@@ -62,6 +62,8 @@
 //!   says skipped otherwise); `..._lean`: the same built with the `lean`
 //!   profile (Cargo.toml; `--profile lean`); `idle_worker_online_ms...`:
 //!   that worker's start to online, the first of its parent (ms).
+//!   `..._fork_server`: the same with the worker forked from a template
+//!   (`StartMethod::ForkServer`; `idle_worker --fork-server`).
 //!   `idle_worker_rss_lab`: this
 //!   probe's own worker (the `tls` feature, lab's dependencies).
 //! - `mass_start_late_ms`, `mass_start_late_ms_second`: how late a 1 ms
@@ -718,9 +720,13 @@ fn idle_worker() {
         let at = text.find(name)? + name.len();
         text[at..].split_whitespace().next()?.parse().ok()
     };
-    for (suffix, exe) in [("", Some(release)), ("_lean", lean)] {
+    let runs = [("", Some(release)), ("_lean", lean)].into_iter().flat_map(|(suffix, exe)| {
+        [(suffix.to_owned(), exe.clone(), false), (format!("{suffix}_fork_server"), exe, true)]
+    });
+    for (suffix, exe, forked) in runs {
         let exe = exe.unwrap_or_default();
-        let out = std::process::Command::new(&exe).output();
+        let fork_server = if forked { &["--fork-server"][..] } else { &[] };
+        let out = std::process::Command::new(&exe).args(fork_server).output();
         let text = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
         let text = text.as_deref().unwrap_or_default();
         match field(text, "rss=").zip(field(text, "pss=")) {
@@ -735,7 +741,8 @@ fn idle_worker() {
                 }
             }
             None => {
-                let profile = if suffix.is_empty() { "--release" } else { "--profile lean" };
+                let profile =
+                    if suffix.starts_with("_lean") { "--profile lean" } else { "--release" };
                 let why = format!(
                     "{} did not run ({:?}); build it with `cargo build {profile} --example idle_worker`",
                     exe.display(),

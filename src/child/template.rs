@@ -12,9 +12,14 @@
 //! status and holds a pidfd of it as of any worker, and its parent-death
 //! signal follows the parent's spawner thread, as an exec'd worker's does.
 //! Before it runs anything of the worker's it takes the steps an exec'd
-//! worker's start takes: its own stdio as asked, every descriptor but its
-//! socket closed (the template's end of the exchange among them), its own
-//! process group, SIGTERM when the parent dies, its resource limits.
+//! worker's start takes: its own stdio as asked, its own process group,
+//! SIGTERM when the parent dies, its resource limits. It closes the
+//! template's end of the exchange and the request's descriptors but its
+//! socket. Nothing of the parent's is open in it: the template was exec'd
+//! with every descriptor of the parent's closed, as a worker is, and
+//! keeps none of a request's past its fork. What the program itself
+//! opened before that first line stays open, as its memory stays: it is
+//! the program's own state, as it would be after an exec.
 //!
 //! A process can be forked safely only with one thread and no runtime: a
 //! template that has either (`run_if_worker` called from an async `main`,
@@ -29,7 +34,9 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, setpgid, Pid};
 
-use crate::handoff::template::{self, Request, ENV_TEMPLATE, MAGIC, MAX_PACKET, READY, REFUSED};
+use crate::handoff::template::{
+    self, Answer, Request, ENV_TEMPLATE, MAGIC, MAX_PACKET, READY, REFUSED,
+};
 use crate::handoff::{exit_code, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 
 /// When this process was started as a template, serves the parent's
@@ -66,23 +73,62 @@ pub(crate) fn serve_if_template() {
         };
         let request = Request::decode(&packet[..len]).filter(|r| r.fds() == fds.len());
         let Some(request) = request else {
-            let _ =
-                template::send(control.as_fd(), &template::answer(Err(Errno::EINVAL as i32)), &[]);
+            let _ = template::send(
+                control.as_fd(),
+                &Answer::NotForked(Errno::EINVAL as i32).encode(),
+                &[],
+            );
             continue;
         };
-        match fork() {
-            Ok(0) => return become_worker(control, request, fds, parent),
-            Ok(pid) => {
-                drop(fds);
-                if template::send(control.as_fd(), &template::answer(Ok(pid)), &[]).is_err() {
-                    std::process::exit(exit_code::IO);
-                }
-            }
-            Err(errno) => {
-                drop(fds);
-                let _ = template::send(control.as_fd(), &template::answer(Err(errno as i32)), &[]);
-            }
+        let answer = match fork_worker() {
+            Forked::Copy(report) => return become_worker(control, request, fds, parent, report),
+            Forked::Answer(answer) => answer,
+        };
+        drop(fds);
+        if template::send(control.as_fd(), &answer.encode(), &[]).is_err() {
+            std::process::exit(exit_code::IO);
         }
+    }
+}
+
+/// Where a fork left this process.
+enum Forked {
+    /// In the copy, with the pipe to report a failed step on.
+    Copy(OwnedFd),
+    /// In the template, with the answer for the parent.
+    Answer(Answer),
+}
+
+/// Forks a worker and waits until it has taken its start's steps (or
+/// failed one, and said which error): a step that fails is the start's
+/// error, as a failed exec's is.
+fn fork_worker() -> Forked {
+    let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(pipe) => pipe,
+        Err(errno) => return Forked::Answer(Answer::NotForked(errno as i32)),
+    };
+    let pid = match fork() {
+        Ok(0) => return Forked::Copy(write),
+        Ok(pid) => pid,
+        Err(errno) => return Forked::Answer(Answer::NotForked(errno as i32)),
+    };
+    drop(write);
+    // Closed by the copy once its steps are taken; its error number first
+    // if one failed. Ended as well if the copy is killed meanwhile, which
+    // its parent then sees as its exit.
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < errno.len() {
+        match nix::unistd::read(&read, &mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    match (got, i32::from_le_bytes(errno)) {
+        (4, errno) if errno > 0 => Forked::Answer(Answer::Failed { pid, errno }),
+        _ => Forked::Answer(Answer::Started(pid)),
     }
 }
 
@@ -150,14 +196,23 @@ fn fork() -> Result<i32, Errno> {
 
 /// In the copy: takes the steps an exec'd worker's start takes, and sets
 /// the variables an exec'd worker is given, for the entry to read. A step
-/// that fails ends the copy (exit code 127, as a failed exec's child).
-fn become_worker(control: OwnedFd, request: Request, fds: Vec<OwnedFd>, parent: Pid) {
+/// that fails is reported on `report`, for the template to answer with,
+/// and ends the copy (exit code 127, as a failed exec's child).
+fn become_worker(
+    control: OwnedFd,
+    request: Request,
+    fds: Vec<OwnedFd>,
+    parent: Pid,
+    report: OwnedFd,
+) {
     drop(control);
-    if let Err(e) = steps(&request, fds, parent) {
-        tracing::error!(error = %e, "a worker forked by the template could not be set up");
+    if let Err(errno) = steps(&request, fds, parent) {
+        let _ = nix::unistd::write(&report, &(errno as i32).to_le_bytes());
         // SAFETY: ends this copy at once, running nothing of the template's.
         unsafe { libc::_exit(127) };
     }
+    // Its steps taken: the template may answer.
+    drop(report);
 }
 
 fn steps(request: &Request, fds: Vec<OwnedFd>, parent: Pid) -> nix::Result<()> {
@@ -172,7 +227,6 @@ fn steps(request: &Request, fds: Vec<OwnedFd>, parent: Pid) -> nix::Result<()> {
     }
     drop((stdin, fds));
     let sock = sock.into_raw_fd();
-    close_all_but(sock)?;
     setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
     set_pdeathsig(Signal::SIGTERM)?;
     // The parent may have died before the prctl took effect.
@@ -192,32 +246,6 @@ fn steps(request: &Request, fds: Vec<OwnedFd>, parent: Pid) -> nix::Result<()> {
     match &request.entry {
         Some(entry) => std::env::set_var(ENV_ENTRY, entry),
         None => std::env::remove_var(ENV_ENTRY),
-    }
-    Ok(())
-}
-
-/// Closes every descriptor above the standard three but `keep`: what an
-/// exec'd worker's start marks close-on-exec.
-fn close_all_but(keep: RawFd) -> nix::Result<()> {
-    let range = |first: RawFd, last: RawFd| {
-        // Raw: nix does not wrap `close_range` (Linux 5.9). SAFETY: closes
-        // descriptors of this copy's own table, none of them owned by a
-        // value still alive (the exchange's and the request's are gone).
-        first > last
-            || unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) } == 0
-    };
-    if range(3, keep - 1) && range(keep + 1, RawFd::MAX) {
-        return Ok(());
-    }
-    let open: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .map_err(|_| Errno::EBADF)?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in open.into_iter().filter(|&fd| fd > 2 && fd != keep) {
-        // SAFETY: as above; the directory's own descriptor, listed too,
-        // is closed already and gives EBADF, ignored.
-        unsafe { libc::close(fd) };
     }
     Ok(())
 }

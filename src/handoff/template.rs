@@ -107,23 +107,47 @@ fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_le_bytes(*head), rest))
 }
 
-/// The answer to a request: the worker's pid, or the error number of the
-/// fork that failed.
-pub(crate) fn answer(result: Result<i32, i32>) -> Vec<u8> {
-    let value = match result {
-        Ok(pid) => pid,
-        Err(errno) => -errno.abs(),
-    };
-    [&MAGIC[..], &value.to_le_bytes()].concat()
+/// The answer to a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The worker's pid.
+    Started(i32),
+    /// The fork failed, with this error number: no process was made.
+    NotForked(i32),
+    /// The worker `pid` was made but a step of its start failed, with
+    /// this error number; it has exited (with 127), and the parent, whose
+    /// child it is, reaps it.
+    Failed { pid: i32, errno: i32 },
 }
 
-/// An answer read back: `Ok(pid)`, `Err(errno)`; `None` if it is none.
-pub(crate) fn read_answer(packet: &[u8]) -> Option<Result<i32, i32>> {
-    let value = i32::from_le_bytes(*packet.strip_prefix(MAGIC)?.first_chunk::<4>()?);
-    if packet.len() != MAGIC.len() + 4 || value == 0 {
-        return None;
+impl Answer {
+    /// The packet: [`MAGIC`], the pid (0: none), the error number (0:
+    /// none).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let (pid, errno) = match *self {
+            Answer::Started(pid) => (pid, 0),
+            Answer::NotForked(errno) => (0, errno),
+            Answer::Failed { pid, errno } => (pid, errno),
+        };
+        [&MAGIC[..], &pid.to_le_bytes(), &errno.to_le_bytes()].concat()
     }
-    Some(if value > 0 { Ok(value) } else { Err(-value) })
+
+    /// A packet read back; `None` for anything `encode` does not make.
+    pub(crate) fn decode(packet: &[u8]) -> Option<Answer> {
+        let rest = packet.strip_prefix(MAGIC)?;
+        let (pid, rest) = rest.split_first_chunk::<4>()?;
+        let (errno, rest) = rest.split_first_chunk::<4>()?;
+        let (pid, errno) = (i32::from_le_bytes(*pid), i32::from_le_bytes(*errno));
+        if !rest.is_empty() || pid < 0 || errno < 0 {
+            return None;
+        }
+        match (pid, errno) {
+            (0, 0) => None,
+            (pid, 0) => Some(Answer::Started(pid)),
+            (0, errno) => Some(Answer::NotForked(errno)),
+            (pid, errno) => Some(Answer::Failed { pid, errno }),
+        }
+    }
 }
 
 /// Sends `packet` with `fds` as one packet.
@@ -214,10 +238,20 @@ mod tests {
 
     #[test]
     fn an_answer_reads_back_and_nothing_else_does() {
-        assert_eq!(read_answer(&answer(Ok(4242))), Some(Ok(4242)));
-        assert_eq!(read_answer(&answer(Err(11))), Some(Err(11)));
-        assert_eq!(read_answer(&answer(Ok(0))), None, "no pid is 0");
-        assert_eq!(read_answer(&[&answer(Ok(1))[..], b"x"].concat()), None);
-        assert_eq!(read_answer(b"AWWFORK2\x01\0\0\0"), None);
+        let answers =
+            [Answer::Started(4242), Answer::NotForked(11), Answer::Failed { pid: 7, errno: 24 }];
+        for answer in answers {
+            let packet = answer.encode();
+            assert_eq!(Answer::decode(&packet), Some(answer));
+            for cut in 0..packet.len() {
+                assert_eq!(Answer::decode(&packet[..cut]), None, "cut at {cut}");
+            }
+            assert_eq!(Answer::decode(&[&packet[..], b"x"].concat()), None, "too long");
+        }
+        let neither = [&MAGIC[..], &[0; 8]].concat();
+        assert_eq!(Answer::decode(&neither), None, "no pid and no error");
+        let negative = [&MAGIC[..], &(-1i32).to_le_bytes(), &[0; 4]].concat();
+        assert_eq!(Answer::decode(&negative), None);
+        assert_eq!(Answer::decode(b"AWWFORK2\x01\0\0\0\0\0\0\0"), None, "another version");
     }
 }

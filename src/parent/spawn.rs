@@ -343,8 +343,8 @@ fn launch(
             .chain(given.into_iter().flatten().map(|fd| fd.as_raw_fd()))
             .collect();
         let command = plan::exec(program, arg0, spec, &[])?;
-        if let Some(pid) = server::start(command, &request, &fds) {
-            return Ok(Launched { pid, stdout: read_stdout, stderr: read_stderr });
+        if let Some(started) = server::start(command, &request, &fds) {
+            return Ok(Launched { pid: started?, stdout: read_stdout, stderr: read_stderr });
         }
     }
     told.push((ENV_MAX_MESSAGE, spec.max_message_size.to_string().into()));

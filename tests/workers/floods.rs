@@ -65,7 +65,7 @@ pub fn fd_flood_role() {
         // Room for 1,000 more: the flood would take 25,300.
         set_nofile(baseline as u64 + 1000);
         let (rec, mut events) = events::<Test>();
-        let _flood = builder(rec).entry("raw-fd-flood").start().unwrap();
+        let _flood = builder(rec).by_exec().entry("raw-fd-flood").start().unwrap();
         // Meanwhile, another worker starts and answers.
         another_worker_answers().await;
         let count = loop {
@@ -106,7 +106,7 @@ pub fn fd_burst_role() {
         // Room for 60 more: 253 come in one message.
         set_nofile(baseline as u64 + 60);
         let (rec, mut events) = events::<Test>();
-        let _burst = builder(rec).entry("raw-fd-burst").start().unwrap();
+        let _burst = builder(rec).by_exec().entry("raw-fd-burst").start().unwrap();
         loop {
             match events.next().await {
                 Event::WireError(WireError::Transport(e)) if e.contains("truncated") => break,
@@ -137,7 +137,7 @@ async fn flood_beside_another(
     another_worker_answers().await;
     let before = status_kib("VmRSS:");
     let (rec, mut events) = events::<Test>();
-    let _flood = tweak(builder(rec).entry(entry)).start().unwrap();
+    let _flood = tweak(builder(rec).by_exec().entry(entry)).start().unwrap();
     another_worker_answers().await;
     let status = events.exit().await;
     (status, status_kib("VmHWM:").saturating_sub(before))
@@ -275,7 +275,7 @@ async fn held_back_within<K>(what: &str, bound: Bound, start: impl FnOnce(Gate, 
 pub fn event_flood_role() {
     run(held_back_by_a_gate("worker", |gate, arbiter| {
         let gate = Gate::start_in_arbiter(&arbiter.handle(), move |_| gate);
-        builder(gate.recipient()).entry("raw-event-flood").start().unwrap()
+        builder(gate.recipient()).by_exec().entry("raw-event-flood").start().unwrap()
     }));
 }
 
@@ -291,7 +291,7 @@ pub fn big_post_flood_role() {
     run(held_back_within("worker of large posts", bound, |gate, arbiter| {
         let gate = Gate::start_in_arbiter(&arbiter.handle(), move |_| gate);
         builder(gate.recipient())
-            .entry("raw-big-post-flood")
+            .by_exec().entry("raw-big-post-flood")
             .limits(Limits::default().event_window_bytes(16 << 20))
             .start()
             .unwrap()
@@ -311,7 +311,7 @@ pub fn fd_post_flood_role() {
     let bound = Bound { kib: 64 << 10, fds: 256 + 64 + 506 };
     run(held_back_within("worker of descriptors", bound, |gate, arbiter| {
         let gate = Gate::start_in_arbiter(&arbiter.handle(), move |_| gate);
-        builder(gate.recipient()).entry("raw-fd-post-flood").start().unwrap()
+        builder(gate.recipient()).by_exec().entry("raw-fd-post-flood").start().unwrap()
     }));
 }
 
@@ -370,7 +370,7 @@ pub fn shared_amplify_role() {
         another_worker_answers().await;
         let (rss, pte, fds) = (status_kib("VmRSS:"), status_kib("VmPTE:"), open_fds());
         let (rec, mut events) = events::<Test>();
-        let _worker = builder(rec).entry("raw-shared-amplify").start().unwrap();
+        let _worker = builder(rec).by_exec().entry("raw-shared-amplify").start().unwrap();
         let mut posts = Vec::new();
         while posts.len() < 4 {
             match events.next().await {
@@ -418,7 +418,7 @@ pub fn pool_event_flood_role() {
         let gate = PoolGate::start_in_arbiter(&arbiter.handle(), move |_| PoolGate(gate));
         // One member, never restarted or replaced: its exit is the end.
         WorkerPool::<Test>::builder()
-            .entry("raw-event-flood")
+            .by_exec().entry("raw-event-flood")
             .restart(RestartPolicy::never())
             .replacements(0, WAIT)
             .size(1)
@@ -465,7 +465,7 @@ pub fn total_flood_role() {
         let _floods: Vec<_> = (0..4)
             .map(|_| {
                 let b = builder(gate.clone().recipient());
-                b.entry("raw-big-post-flood").limits(limits).start().unwrap()
+                b.by_exec().entry("raw-big-post-flood").limits(limits).start().unwrap()
             })
             .collect();
         let mut pids = Vec::new();

@@ -377,7 +377,7 @@ fn hostile(scenario: &str, check: impl Fn(&WireError) -> bool) {
     run(async {
         let (good, mut good_events) = start();
         let (rec, mut events) = events::<Test>();
-        let _bad = builder(rec).entry(format!("raw-{scenario}")).start().unwrap();
+        let _bad = builder(rec).by_exec().entry(format!("raw-{scenario}")).start().unwrap();
         loop {
             match events.next().await {
                 Event::WireError(e) if check(&e) => break,
@@ -423,7 +423,7 @@ pub fn other_protocol_version() {
 fn hostile_batch(scenario: &str, check: impl Fn(&WireError) -> bool) {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let _bad = builder(rec).entry(format!("raw-{scenario}")).start().unwrap();
+        let _bad = builder(rec).by_exec().entry(format!("raw-{scenario}")).start().unwrap();
         let mut before = Vec::new();
         loop {
             match events.next().await {
@@ -454,7 +454,7 @@ pub fn claimed_descriptors_that_never_came() {
 pub fn descriptors_no_message_claims_are_reported_and_closed() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let _worker = builder(rec).entry("raw-extra-fds").start().unwrap();
+        let _worker = builder(rec).by_exec().entry("raw-extra-fds").start().unwrap();
         let mut got = Vec::new();
         let mut unclaimed = None;
         loop {
@@ -479,7 +479,7 @@ pub fn undecodable_payload_leaves_the_connection_up() {
         let (rec, mut events) = events::<Test>();
         // A raw worker ignores the terminate: a short grace period.
         let grace = std::time::Duration::from_millis(100);
-        let worker = builder(rec).entry("raw-undecodable").grace_period(grace).start().unwrap();
+        let worker = builder(rec).by_exec().entry("raw-undecodable").grace_period(grace).start().unwrap();
         loop {
             match events.next().await {
                 Event::Online => continue,
@@ -526,7 +526,7 @@ pub fn answers_to_requests_never_asked_are_dropped_and_the_connection_goes_on() 
     run(async {
         let (rec, mut events) = events::<Test>();
         let grace = std::time::Duration::from_millis(100);
-        let worker = builder(rec).entry("raw-stray-answers").grace_period(grace).start().unwrap();
+        let worker = builder(rec).by_exec().entry("raw-stray-answers").grace_period(grace).start().unwrap();
         loop {
             match events.next().await {
                 Event::Online => {}

@@ -139,7 +139,7 @@ fn raw(scenario: &str) -> actix_webworker::WorkerBuilder<Streams> {
 /// A raw peer whose streamed requests the test serves itself.
 fn unserved(scenario: &str) -> actix_webworker::WorkerBuilder<Streams> {
     actix_webworker::Worker::<Streams>::builder()
-        .entry(format!("{PREFIX}{scenario}"))
+        .by_exec().entry(format!("{PREFIX}{scenario}"))
         .restart(actix_webworker::RestartPolicy::never())
         .grace_period(std::time::Duration::from_millis(100))
 }

@@ -291,7 +291,7 @@ pub fn limits_set_past_their_caps_are_capped() {
         // Set on the field, past the 1 GiB cap the setter keeps.
         limits.max_message_size = usize::MAX;
         // A raw worker that claims a 4 GiB frame.
-        let _worker = builder(rec).limits(limits).entry("raw-huge").start().unwrap();
+        let _worker = builder(rec).limits(limits).by_exec().entry("raw-huge").start().unwrap();
         loop {
             match events.next().await {
                 Event::WireError(WireError::TooLarge { size, limit }) => {

@@ -161,7 +161,7 @@ pub fn a_worker_dying_while_sending_16_mib_is_a_typed_error() {
         // 16 MiB message and dies, every time.
         let (rec, mut events) = events::<Test>();
         let _worker =
-            builder(rec).limits(Limits::default()).entry("raw-half-16mib").start().unwrap();
+            builder(rec).limits(Limits::default()).by_exec().entry("raw-half-16mib").start().unwrap();
         let mut cut_off = false;
         loop {
             match events.next().await {

@@ -72,6 +72,7 @@ modules![
     faults: trials roles,
     fds: trials roles,
     floods: trials roles,
+    fork_server: trials roles,
     hostile: trials,
     hostile_streams: trials,
     hosts: trials,
@@ -93,8 +94,14 @@ modules![
 ];
 
 /// Functions that take no arguments and are not tests.
-const NOT_TESTS: &[&str] =
-    &["trials", "roles", "run_if_raw_worker", "run_if_raw_streamer", "run_if_launcher"];
+const NOT_TESTS: &[&str] = &[
+    "trials",
+    "roles",
+    "run_if_raw_worker",
+    "run_if_raw_streamer",
+    "run_if_launcher",
+    "run_if_fake_template",
+];
 
 /// The tests written in `sources` (`(module, source)`: each `pub fn
 /// name() {`) that `listed` does not name: written, but never run.
@@ -161,6 +168,7 @@ fn main() {
     #[cfg(feature = "tcp")]
     common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
+    fork_server::run_if_fake_template();
     trace::run_if_raw_worker();
     hostile_streams::run_if_raw_streamer();
     remote::run_if_launcher();

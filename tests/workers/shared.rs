@@ -141,7 +141,7 @@ fn refused(scenario: &str, why: &str) {
     run(async {
         let (rec, mut events) = events::<Test>();
         let grace = std::time::Duration::from_millis(100);
-        let worker = builder(rec).entry(format!("raw-{scenario}")).grace_period(grace).start();
+        let worker = builder(rec).by_exec().entry(format!("raw-{scenario}")).grace_period(grace).start();
         let worker = worker.unwrap();
         loop {
             match events.next().await {

@@ -10,7 +10,6 @@ use std::os::fd::AsRawFd;
 use actix_webworker::{
     Event, Output, ResourceLimits, RestartPolicy, StartMethod, Worker, WorkerAddrExt,
 };
-use nix::sys::signal::Signal;
 
 use libtest_mimic::Trial;
 
@@ -22,7 +21,6 @@ pub fn trials() -> Vec<Trial> {
         spawn::a_start_by_fork_keeps_every_guarantee,
         spawn::a_refused_clone_falls_back_on_fork,
         spawn::a_start_from_the_fork_server_keeps_every_guarantee,
-        spawn::a_fork_servers_workers_are_the_parents_own_children,
     ]
 }
 
@@ -72,16 +70,6 @@ fn guarantees(how: How) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stdout.contains("1 passed"), "{how:?}\n{stdout}\n{stderr}");
-}
-
-/// The UNIX packet sockets of this network namespace, as a process's
-/// `/proc/PID/fd` names them (`socket:[INODE]`).
-fn seqpacket_inodes() -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
-    // Num RefCount Protocol Flags Type St Inode Path: Type 0005 is a
-    // SOCK_SEQPACKET.
-    let rows = table.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>());
-    rows.filter(|f| f.get(4) == Some(&"0005")).filter_map(|f| Some(format!("socket:[{}]", f.get(6)?))).collect()
 }
 
 /// Bit `signal` of a `Sig...:` line of `/proc/PID/status` in `lines`.
@@ -265,54 +253,5 @@ pub fn refused_clone_role() {
             worker.terminate();
             assert!(events.exit().await.success());
         }
-    });
-}
-
-/// Workers forked from a template are the parent's own children: it reads
-/// their exit (a signal, a code) as any worker's. One template serves a
-/// command's workers. A template that dies is reaped at the next start,
-/// which execs its worker; the start after that has a new template.
-pub fn a_fork_servers_workers_are_the_parents_own_children() {
-    run(async {
-        // A command of this test's own, so that its template is too.
-        let tag = format!("AWW_TEMPLATE_TEST={}", std::process::id());
-        let start = || async {
-            let (rec, mut events) = events::<Test>();
-            let worker = builder(rec)
-                .env("AWW_TEMPLATE_TEST", std::process::id().to_string())
-                .start_method(StartMethod::ForkServer)
-                .start()
-                .unwrap();
-            worker.post(Cmd::Pid);
-            let Reply::Pid(pid) = events.message().await.data else { panic!("a pid") };
-            (worker, events, pid)
-        };
-        let me = std::process::id();
-        let (_a, mut a_events, a) = start().await;
-        let (b_worker, mut b_events, b) = start().await;
-        for pid in [a, b] {
-            assert!(forked(pid), "worker {pid} forked: {:?}", environ(pid));
-            assert_eq!(parent_of(pid), Some(me), "worker {pid} is our child");
-        }
-        let template = match templates(&tag, &[a, b])[..] {
-            [one] => one,
-            ref other => panic!("one template for both: {other:?}"),
-        };
-        assert!(kill(a, Signal::SIGKILL));
-        assert_eq!(a_events.exit().await.signal, Some(libc::SIGKILL));
-        b_worker.post(Cmd::Exit(7));
-        assert_eq!(b_events.exit().await.code, Some(7));
-
-        // The template killed: the next start finds it gone, reaps it and
-        // execs its worker.
-        assert!(kill(template, Signal::SIGKILL));
-        assert!(wait_gone(template, std::time::Duration::from_secs(60)), "SIGKILL takes it");
-        let (_c, _, c) = start().await;
-        assert!(!forked(c), "exec'd while there is no template: {:?}", environ(c));
-        assert!(!children().iter().any(|(pid, _)| *pid == template), "the old template reaped");
-        let (_d, _, d) = start().await;
-        assert!(forked(d), "forked from a new template: {:?}", environ(d));
-        let new = templates(&tag, &[c, d]);
-        assert!(new.len() == 1 && new[0] != template, "a new template: {new:?}");
     });
 }

@@ -82,7 +82,7 @@ fn traced<F: std::future::Future<Output = ()>>(
 pub fn a_workers_handling_span_joins_the_callers_span() {
     let (parent, workers) = traced("joins", |dir| async move {
         let (rec, mut events) = events::<Test>();
-        let worker = builder(rec).name("summer").env(TRACE_DIR, &dir).start().unwrap();
+        let worker = builder(rec).name("summer").env(TRACE_DIR, &dir).by_exec().start().unwrap();
         let caller = tracing::info_span!("caller");
         let asked = caller.in_scope(|| worker.ask(Sum(vec![1, 2, 3])));
         assert_eq!(asked.await.unwrap(), 6);
@@ -113,7 +113,7 @@ pub fn through_a_pool_the_span_names_the_member_and_the_member_joins_it() {
         let pool = WorkerPool::<Test>::builder()
             .entry("test")
             .size(2)
-            .env(TRACE_DIR, &dir)
+            .env(TRACE_DIR, &dir).by_exec()
             .restart(RestartPolicy::never())
             .events(recipient)
             .start()
@@ -157,7 +157,7 @@ pub fn a_worker_asking_its_parent_stays_in_the_trace() {
     let (parent, workers) = traced("parent", |dir| async move {
         let (rec, mut events) = events::<Test>();
         let config = Config.start();
-        let builder = builder(rec).env(TRACE_DIR, &dir);
+        let builder = builder(rec).env(TRACE_DIR, &dir).by_exec();
         let worker = builder.serve(config.recipient::<GetConfig>()).start().unwrap();
         let caller = tracing::info_span!("caller");
         let asked = caller.in_scope(|| worker.ask(AskParent("colour".into())));
@@ -186,7 +186,7 @@ pub fn a_declared_request_through_a_port_is_joined_too() {
     use crate::declared::{Calc, Mul};
     let (parent, workers) = traced("port", |dir| async move {
         let (rec, mut events) = events::<Calc>();
-        let builder = Worker::<Calc>::builder().entry("calculator").env(TRACE_DIR, &dir);
+        let builder = Worker::<Calc>::builder().entry("calculator").env(TRACE_DIR, &dir).by_exec();
         let worker = builder.restart(RestartPolicy::never()).events(rec).start().unwrap();
         let mut port = Port::open(&worker).await.unwrap();
         let caller = tracing::info_span!("caller");
@@ -270,7 +270,7 @@ pub fn what_a_handlers_future_asks_later_stays_in_the_trace() {
     let (parent, workers) = traced("later", |dir| async move {
         let (rec, mut events) = events::<Test>();
         let config = Config.start();
-        let builder = builder(rec).entry("trace-later").env(TRACE_DIR, &dir);
+        let builder = builder(rec).entry("trace-later").env(TRACE_DIR, &dir).by_exec();
         let worker = builder.serve(config.recipient::<GetConfig>()).start().unwrap();
         let caller = tracing::info_span!("caller");
         let (future, in_actor) = caller.in_scope(|| {
@@ -310,7 +310,7 @@ pub fn propagated_role() {
     let out = &mut attached;
     let (parent, workers) = traced("propagated", |dir| async move {
         let (rec, mut events) = events::<Test>();
-        let builder = builder(rec).env(TRACE_DIR, &dir).env(PROPAGATOR_ENV, "1");
+        let builder = builder(rec).env(TRACE_DIR, &dir).by_exec().env(PROPAGATOR_ENV, "1");
         let worker = builder.start().unwrap();
         assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
         worker.terminate();
@@ -356,7 +356,7 @@ async fn kinds_seen(subscriber: bool) -> (u64, u64) {
     let (recorder, _lines) = Recorder::in_memory();
     let _subscriber = subscriber.then(|| tracing::subscriber::set_default(recorder));
     let (rec, mut events) = events::<Test>();
-    let worker = builder(rec).entry("trace-raw-kinds").start().unwrap();
+    let worker = builder(rec).by_exec().entry("trace-raw-kinds").start().unwrap();
     // Never answered: its kind and length are what counts.
     worker.do_send(Ask::new(Sum(vec![1])));
     let kind = events.message().await.data;
@@ -383,7 +383,7 @@ pub fn a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on() {
     run(async {
         let (rec, mut events) = events::<Test>();
         let config = Config.start();
-        let builder = builder(rec).entry("trace-raw-bad-context");
+        let builder = builder(rec).by_exec().entry("trace-raw-bad-context");
         let worker = builder.serve(config.recipient::<GetConfig>()).start().unwrap();
         let mut got = Vec::new();
         loop {
@@ -406,7 +406,7 @@ pub fn a_malformed_trace_context_is_a_typed_error_and_the_connection_goes_on() {
 pub fn a_traced_request_cut_short_is_a_typed_error() {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let _worker = builder(rec).entry("trace-raw-short").start().unwrap();
+        let _worker = builder(rec).by_exec().entry("trace-raw-short").start().unwrap();
         loop {
             match events.next().await {
                 Event::WireError(WireError::Truncated { needed: 43, got: 12 }) => break,
@@ -481,7 +481,7 @@ pub fn through_a_pool_member_and_a_channel_to_another_worker_one_trace() {
         let echo = actix_webworker::Worker::<Piped>::builder()
             .entry("stage")
             .name("echo")
-            .env(TRACE_DIR, &dir)
+            .env(TRACE_DIR, &dir).by_exec()
             .restart(RestartPolicy::never())
             .events(rec)
             .start()
@@ -492,7 +492,7 @@ pub fn through_a_pool_member_and_a_channel_to_another_worker_one_trace() {
         let pool = WorkerPool::<Piped>::builder()
             .entry("stage")
             .size(1)
-            .env(TRACE_DIR, &dir)
+            .env(TRACE_DIR, &dir).by_exec()
             .restart(RestartPolicy::never())
             .start()
             .unwrap();
@@ -540,7 +540,7 @@ pub fn a_streamed_answer_is_traced_from_the_ask_to_its_producer() {
     use futures_util::StreamExt;
     let (parent, workers) = traced("stream", |dir| async move {
         let (rec, mut events) = events::<Streams>();
-        let worker = streamer().events(rec).env(TRACE_DIR, &dir).start().unwrap();
+        let worker = streamer().events(rec).env(TRACE_DIR, &dir).by_exec().start().unwrap();
         let caller = tracing::info_span!("caller");
         let asked = caller.in_scope(|| actix_webworker::AskStream::new(Count { n: 5, pad: 0 }));
         let mut rows = worker.send(asked).await.unwrap();

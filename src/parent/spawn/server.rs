@@ -41,13 +41,14 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 use super::plan::{Exec, Plan};
 use super::{above_stdio, dev_null};
-use crate::handoff::template::{self, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
-use crate::os;
+use crate::handoff::template::{self, Answer, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
+use crate::{handoff, os};
 
 /// How long a new template has to say it is ready: its exec, its loader
 /// and its `main` up to the first line.
 pub(crate) const READY_WAIT: Duration = Duration::from_secs(5);
-/// How long a template has to answer a request: one fork.
+/// How long a template has to answer a request: one fork, and the new
+/// worker's steps.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// A template worker, serving.
@@ -80,9 +81,10 @@ thread_local! {
 
 /// Starts a worker of `command` from its template (started first, if
 /// there is none yet), sending it `fds` (the worker's socket, stdin, and
-/// the outputs `request` says it has): the worker's pid. `None` where no
-/// template serves: the caller execs the worker instead.
-pub(super) fn start(command: Exec, request: &Request, fds: &[RawFd]) -> Option<u32> {
+/// the outputs `request` says it has): the worker's pid, or the error of
+/// the step of its start that failed (its process reaped). `None` where
+/// no template serves: the caller execs the worker instead.
+pub(super) fn start(command: Exec, request: &Request, fds: &[RawFd]) -> Option<io::Result<u32>> {
     TEMPLATES.with_borrow_mut(|templates| {
         let at = match templates.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
@@ -100,8 +102,29 @@ pub(super) fn start(command: Exec, request: &Request, fds: &[RawFd]) -> Option<u
             }
         };
         let Known::Serving(template) = &templates[at].1 else { return None };
-        match template.ask(request, fds) {
-            Ok(pid) => Some(pid),
+        let answer = template.ask(request, fds).and_then(|answer| match answer {
+            // Believed only of a child of ours: the parent signals and
+            // reaps a worker's process, never another's.
+            Answer::Started(pid) if handoff::parent_of(pid) != Some(std::process::id() as i32) => {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("pid {pid} is not our child"),
+                ))
+            }
+            answer => Ok(answer),
+        });
+        match answer {
+            Ok(Answer::Started(pid)) => Some(Ok(pid as u32)),
+            Ok(Answer::Failed { pid, errno }) => {
+                // Our child, exited (127) after its report.
+                os::reap(pid);
+                Some(Err(io::Error::from_raw_os_error(errno)))
+            }
+            Ok(Answer::NotForked(errno)) => {
+                let e = io::Error::from_raw_os_error(errno);
+                tracing::warn!(error = %e, "the fork server could not fork: exec'ing this worker");
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the fork server failed: exec'ing this worker");
                 // Killed and reaped; the next start makes a new one.
@@ -151,8 +174,8 @@ impl Template {
         }
     }
 
-    /// Asks for one worker: its pid.
-    fn ask(&self, request: &Request, fds: &[RawFd]) -> io::Result<u32> {
+    /// Asks for one worker: the template's answer.
+    fn ask(&self, request: &Request, fds: &[RawFd]) -> io::Result<Answer> {
         let control = self.control.as_fd();
         template::send(control, &request.encode(), fds)?;
         if !os::ready(&[control], PollFlags::POLLIN, ANSWER_WAIT) {
@@ -162,10 +185,7 @@ impl Template {
         let Some((len, _)) = template::receive(control, &mut packet)? else {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the template is gone"));
         };
-        match template::read_answer(&packet[..len]) {
-            Some(Ok(pid)) => Ok(pid as u32),
-            Some(Err(errno)) => Err(io::Error::from_raw_os_error(errno)),
-            None => Err(io::Error::new(io::ErrorKind::InvalidData, "not an answer")),
-        }
+        Answer::decode(&packet[..len])
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an answer"))
     }
 }

@@ -150,6 +150,20 @@ pub fn builder(events: Recipient<WorkerEvent<Test>>) -> WorkerBuilder<Test> {
 /// (`StartMethod::ForkServer`): `.ci/run` runs the suite once so.
 pub const FORK_SERVER: &str = "AWW_FORK_SERVER";
 
+/// A worker exec'd whatever [`FORK_SERVER`] says: one whose process runs
+/// something of its own before `run_if_worker` that a fork of a template
+/// would not run again (a raw peer's hook, keyed on its entry; a span
+/// recorder that names its file after the process).
+pub trait ByExec {
+    fn by_exec(self) -> Self;
+}
+
+impl<P: Protocol, K> ByExec for WorkerBuilder<P, K> {
+    fn by_exec(self) -> Self {
+        self.start_method(actix_webworker::StartMethod::Exec)
+    }
+}
+
 /// How the standard test worker is started: [`FORK_SERVER`] says.
 pub fn start_method() -> actix_webworker::StartMethod {
     match std::env::var_os(FORK_SERVER) {

@@ -79,8 +79,40 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
 }
 
-/// Children of this process (`ppid` is us), zombies included.
+/// Children of this process (`ppid` is us), zombies included: its
+/// workers and what else it started, but not the templates its workers
+/// are forked from (`StartMethod::ForkServer`), which stay for the life
+/// of the process.
 pub fn children() -> Vec<(u32, char)> {
+    all_children().into_iter().filter(|(pid, _)| !is_template(*pid)).collect()
+}
+
+/// Whether process `pid` is a template (`StartMethod::ForkServer`): it
+/// holds the packet socket its environment names. A worker forked from it
+/// shows the same environment, but has closed that descriptor.
+pub fn is_template(pid: u32) -> bool {
+    let env = environ(pid);
+    let fd = env.iter().find_map(|v| v.strip_prefix("ACTIX_WEBWORKER_TEMPLATE="));
+    let Some(link) = fd.and_then(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+    else {
+        return false;
+    };
+    seqpacket_inodes().contains(&link.display().to_string())
+}
+
+/// The UNIX packet sockets of this network namespace, as a process's
+/// `/proc/PID/fd` names them (`socket:[INODE]`).
+pub fn seqpacket_inodes() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    // Num RefCount Protocol Flags Type St Inode Path: Type 0005 is a
+    // SOCK_SEQPACKET.
+    let rows = table.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let packets = rows.filter(|f| f.get(4) == Some(&"0005"));
+    packets.filter_map(|f| Some(format!("socket:[{}]", f.get(6)?))).collect()
+}
+
+/// Children of this process, templates included.
+fn all_children() -> Vec<(u32, char)> {
     let me = std::process::id();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
@@ -145,17 +177,12 @@ pub fn forked(pid: u32) -> bool {
     has("ACTIX_WEBWORKER_TEMPLATE=") && !has("ACTIX_WEBWORKER_FD=")
 }
 
-/// This process's templates started with `K=V` `tag` in their
-/// environment: its children that show it and the template's variable,
-/// other than `workers` (forked from one, they show the same).
+/// This process's live templates started with `K=V` `tag` in their
+/// environment, other than `workers`.
 pub fn templates(tag: &str, workers: &[u32]) -> Vec<u32> {
-    let is_template = |pid: &u32| {
-        let env = environ(*pid);
-        env.iter().any(|v| v == tag)
-            && env.iter().any(|v| v.starts_with("ACTIX_WEBWORKER_TEMPLATE="))
-    };
-    let children = children().into_iter().filter(|(_, state)| *state != 'Z');
-    children.map(|(pid, _)| pid).filter(|p| !workers.contains(p)).filter(is_template).collect()
+    let tagged = |pid: &u32| is_template(*pid) && environ(*pid).iter().any(|v| v == tag);
+    let children = all_children().into_iter().filter(|(_, state)| *state != 'Z');
+    children.map(|(pid, _)| pid).filter(|p| !workers.contains(p)).filter(tagged).collect()
 }
 
 /// The parent of `pid`, from `/proc/PID/stat`.

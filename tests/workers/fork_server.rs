@@ -1,0 +1,249 @@
+//! Workers forked from a template (`StartMethod::ForkServer`): the
+//! parent's own children, whatever their template does. The guarantees
+//! of their start are `spawn.rs`'s (`a_start_from_the_fork_server_...`);
+//! the whole suite runs once with every standard test worker forked
+//! (`common::FORK_SERVER`, in `.ci/run`).
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use actix_webworker::{Event, ResourceLimits, StartMethod, WorkerAddrExt};
+use libtest_mimic::Trial;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessageOwned, MsgFlags};
+
+use crate::common::*;
+
+pub fn trials() -> Vec<Trial> {
+    crate::trials![
+        fork_server::a_fork_servers_workers_are_the_parents_own_children,
+        fork_server::a_step_that_fails_in_a_forked_worker_is_the_starts_error,
+        fork_server::a_template_that_misbehaves_is_not_used_and_leaves_nothing,
+        fork_server::a_forked_worker_dies_with_its_parent,
+    ]
+}
+
+/// Run only as a process of their own, by the tests above.
+pub fn roles() -> Vec<Trial> {
+    crate::inner![fork_server::misbehaving_templates_role, fork_server::forked_parent_role]
+}
+
+/// Workers forked from a template are the parent's own children: it reads
+/// their exit (a signal, a code) as any worker's. One template serves a
+/// command's workers. A template that dies is reaped at the next start,
+/// which execs its worker; the start after that has a new template.
+pub fn a_fork_servers_workers_are_the_parents_own_children() {
+    run(async {
+        // A command of this test's own, so that its template is too.
+        let tag = format!("AWW_TEMPLATE_TEST={}", std::process::id());
+        let start = || async {
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec)
+                .env("AWW_TEMPLATE_TEST", std::process::id().to_string())
+                .start_method(StartMethod::ForkServer)
+                .start()
+                .unwrap();
+            worker.post(Cmd::Pid);
+            let Reply::Pid(pid) = events.message().await.data else { panic!("a pid") };
+            (worker, events, pid)
+        };
+        let me = std::process::id();
+        let (_a, mut a_events, a) = start().await;
+        let (b_worker, mut b_events, b) = start().await;
+        for pid in [a, b] {
+            assert!(forked(pid), "worker {pid} forked: {:?}", environ(pid));
+            assert_eq!(parent_of(pid), Some(me), "worker {pid} is our child");
+        }
+        let template = match templates(&tag, &[a, b])[..] {
+            [one] => one,
+            ref other => panic!("one template for both: {other:?}"),
+        };
+        assert!(kill(a, Signal::SIGKILL));
+        assert_eq!(a_events.exit().await.signal, Some(libc::SIGKILL));
+        b_worker.post(Cmd::Exit(7));
+        assert_eq!(b_events.exit().await.code, Some(7));
+
+        // The template killed: the next start finds it gone, reaps it and
+        // execs its worker.
+        assert!(kill(template, Signal::SIGKILL));
+        assert!(wait_gone(template, std::time::Duration::from_secs(60)), "SIGKILL takes it");
+        let (_c, _, c) = start().await;
+        assert!(!forked(c), "exec'd while there is no template: {:?}", environ(c));
+        assert!(!children().iter().any(|(pid, _)| *pid == template), "the old template reaped");
+        let (_d, _, d) = start().await;
+        assert!(forked(d), "forked from a new template: {:?}", environ(d));
+        let new = templates(&tag, &[c, d]);
+        assert!(new.len() == 1 && new[0] != template, "a new template: {new:?}");
+    });
+}
+
+/// A resource limit no process may have: the forked worker's step fails,
+/// and the start fails with its error, told once, never retried, as an
+/// exec'd start's would. The template stays and forks the next worker.
+pub fn a_step_that_fails_in_a_forked_worker_is_the_starts_error() {
+    run(async {
+        let tag = format!("AWW_TEMPLATE_TEST=step-{}", std::process::id());
+        let forked_builder = |rec| {
+            builder(rec)
+                .env("AWW_TEMPLATE_TEST", format!("step-{}", std::process::id()))
+                .start_method(StartMethod::ForkServer)
+        };
+        let (rec, mut first_events) = events::<Test>();
+        let worker = forked_builder(rec).start().unwrap();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(first) = first_events.message().await.data else { panic!("a pid") };
+        assert!(forked(first));
+        let (rec, mut told) = events::<Test>();
+        let impossible = ResourceLimits::default().open_files(1 << 40);
+        let _failed = forked_builder(rec).resource_limits(impossible).start().unwrap();
+        let gave_up = loop {
+            match told.next().await {
+                Event::GaveUp(g) => break g,
+                Event::Restarting { .. } => panic!("a start that cannot work was retried"),
+                Event::Online => panic!("a worker without its limits came online"),
+                _ => {}
+            }
+        };
+        assert!(gave_up.reason.contains("could not start"), "{}", gave_up.reason);
+        assert!(gave_up.reason.contains("os error 1"), "setrlimit's EPERM: {}", gave_up.reason);
+        let (rec, mut next_events) = events::<Test>();
+        let next = forked_builder(rec).start().unwrap();
+        next.post(Cmd::Pid);
+        let Reply::Pid(next_pid) = next_events.message().await.data else { panic!("a pid") };
+        assert!(forked(next_pid), "the template still serves");
+        assert_eq!(templates(&tag, &[first, next_pid]).len(), 1, "the same template");
+        // The failed one was reaped: no zombie of ours.
+        let zombies: Vec<_> = children().into_iter().filter(|(_, s)| *s == 'Z').collect();
+        assert!(zombies.is_empty(), "zombies: {zombies:?}");
+        drop(worker);
+    });
+}
+
+/// What a template of the test's making does wrong (`AWW_FAKE_TEMPLATE`).
+const FAKE: &str = "AWW_FAKE_TEMPLATE";
+
+/// A template that misbehaves, in a parent of its own: each time the
+/// worker is exec'd instead, and the template is killed and reaped.
+pub fn a_template_that_misbehaves_is_not_used_and_leaves_nothing() {
+    isolated("fork_server::misbehaving_templates_role");
+}
+
+/// Run as a template when the test starts one with [`FAKE`] set: says
+/// it is ready in another version of the exchange (`version`), says
+/// nothing at all (`silent`), answers a request with nonsense
+/// (`garbage`), or with the pid of a process of its own, which is not
+/// the parent's child (`lying`).
+pub fn run_if_fake_template() {
+    let Ok(how) = std::env::var(FAKE) else { return };
+    let Some(fd) = std::env::var("ACTIX_WEBWORKER_TEMPLATE").ok() else { return };
+    // SAFETY: the exchange the parent gave this template.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd.parse().unwrap()) };
+    let send = |bytes: &[u8]| {
+        sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(bytes)], &[], MsgFlags::empty(), None)
+    };
+    let receive = || {
+        let mut buf = [0u8; 4096];
+        let mut space = nix::cmsg_space!([i32; 4]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty());
+        let msg = msg.unwrap();
+        for cmsg in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: received just now, ours alone.
+                fds.into_iter().for_each(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        msg.bytes
+    };
+    match how.as_str() {
+        "version" => drop(send(b"AWWFORK9ready")),
+        "silent" => std::thread::sleep(Duration::from_secs(3600)),
+        "garbage" => {
+            send(b"AWWFORK1ready").unwrap();
+            receive();
+            send(b"nonsense").unwrap();
+        }
+        "lying" => {
+            send(b"AWWFORK1ready").unwrap();
+            // A process of this template's, in a group of its own, that
+            // dies with it: not the parent's child.
+            let mut sleeper = std::process::Command::new("sleep");
+            sleeper.arg("3600").process_group(0);
+            // SAFETY: one system call between fork and exec.
+            unsafe {
+                sleeper.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                })
+            };
+            let mut sleeper = sleeper.spawn().unwrap();
+            while receive() > 0 {
+                let answer = [&b"AWWFORK1"[..], &(sleeper.id() as i32).to_le_bytes(), &[0; 4]];
+                send(&answer.concat()).unwrap();
+            }
+            let _ = sleeper.kill();
+            let _ = sleeper.wait();
+        }
+        other => panic!("no such fake template: {other}"),
+    }
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+pub fn misbehaving_templates_role() {
+    run(async {
+        let me = std::process::id();
+        for how in ["version", "garbage", "lying", "silent"] {
+            let (rec, mut events) = events::<Test>();
+            let worker =
+                builder(rec).env(FAKE, how).start_method(StartMethod::ForkServer).start().unwrap();
+            worker.post(Cmd::Pid);
+            let Reply::Pid(pid) = events.message().await.data else { panic!("{how}: a pid") };
+            assert!(!forked(pid), "{how}: exec'd: {:?}", environ(pid));
+            assert_eq!(parent_of(pid), Some(me), "{how}: our child");
+            // The template killed and reaped: the worker is our only child.
+            let left: Vec<u32> = children().into_iter().map(|(pid, _)| pid).collect();
+            assert_eq!(left, [pid], "{how}: only the worker is left");
+            worker.post(Cmd::Exit(0));
+            assert!(events.exit().await.success());
+        }
+    });
+}
+
+/// A forked worker's parent killed (SIGKILL, nothing runs): the worker
+/// goes too (its parent-death signal, set in the fork, follows the
+/// parent's spawner thread, as an exec'd worker's does).
+pub fn a_forked_worker_dies_with_its_parent() {
+    use std::io::BufRead;
+    let mut parent = role("fork_server::forked_parent_role")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = parent.stdout.take().unwrap();
+    let mut pid = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        if let Some((_, p)) = line.unwrap().split_once("FORKED_WORKER_PID=") {
+            pid = Some(p.trim().parse::<u32>().unwrap());
+            break;
+        }
+    }
+    let pid = pid.expect("the intermediate parent printed its worker's pid");
+    assert!(forked(pid), "forked: {:?}", environ(pid));
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    assert!(wait_gone(pid, WAIT), "worker {pid} outlived its parent");
+}
+
+/// The parent side of `a_forked_worker_dies_with_its_parent`.
+pub fn forked_parent_role() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).start_method(StartMethod::ForkServer).start().unwrap();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!("a pid") };
+        println!("FORKED_WORKER_PID={pid}");
+        std::future::pending::<()>().await;
+        drop(worker);
+    });
+}
