@@ -2,7 +2,7 @@
 //! ([`options`]); the `Worker` actor ([`worker`]), its messages
 //! ([`messages`]; a streamed request's in [`ask_stream`]), a line to it past its mailbox ([`port`]) and the life of
 //! its processes ([`lifecycle`]); starting a process ([`spawn`]; exec'd
-//! or forked from a template: [`start_method`]), on a
+//! or forked from a template: [`start_method`], [`fork_server`]), on a
 //! thread of its own ([`spawner`]), and following it until it is reaped
 //! ([`process`]); the port a remote worker connects back to (`remote`,
 //! with the `tcp` feature),
@@ -16,6 +16,7 @@ pub(crate) mod ask_stream;
 pub(crate) mod builder;
 pub(crate) mod direct;
 pub(crate) mod events;
+pub(crate) mod fork_server;
 pub(crate) mod launcher;
 pub(crate) mod lifecycle;
 pub(crate) mod link;

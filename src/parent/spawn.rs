@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use nix::fcntl::{fcntl, FcntlArg};
 
-use self::plan::Plan;
+use self::plan::{above_stdio, dev_null, Plan};
 use self::vfork::Failed;
 use super::options::{CommandSpec, Transport};
 use super::output::Output;
@@ -275,16 +275,6 @@ fn program(spec: &CommandSpec) -> Result<(PathBuf, Option<OsString>), SpawnError
 /// The running executable, as the kernel knows it.
 const SELF_EXE: &str = "/proc/self/exe";
 
-/// `fd` itself when its number is above the standard descriptors, or a
-/// close-on-exec duplicate above them.
-fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
-        return Ok(fd);
-    }
-    // std duplicates with F_DUPFD_CLOEXEC from 3 up.
-    fd.try_clone()
-}
-
 /// Whether this process has descriptor `fd` open.
 fn is_open(fd: BorrowedFd<'_>) -> bool {
     fcntl(fd, FcntlArg::F_GETFD).is_ok()
@@ -343,7 +333,7 @@ fn launch(
             .chain(given.into_iter().flatten().map(|fd| fd.as_raw_fd()))
             .collect();
         let command = plan::exec(program, arg0, spec, &[])?;
-        if let Some(started) = server::start(command, &request, &fds) {
+        if let Some(started) = server::start(command, &request, &fds, start) {
             return Ok(Launched { pid: started?, stdout: read_stdout, stderr: read_stderr });
         }
     }
@@ -399,13 +389,6 @@ fn stdio(output: Output, fd: BorrowedFd<'_>) -> io::Result<(Option<OwnedFd>, Opt
             (Some(above_stdio(write.into())?), Some(read.into()))
         }
     })
-}
-
-/// `/dev/null`, for reading and writing, above the standard descriptors
-/// (`Plan::stdio`).
-fn dev_null() -> io::Result<OwnedFd> {
-    let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
-    above_stdio(null.into())
 }
 
 /// A pipe that holds the secrets block (`handoff::secrets_block`) and then

@@ -1,9 +1,9 @@
 //! How a local worker's process is made: exec'd afresh (the default), or
 //! forked from a template worker kept waiting past its exec
-//! ([`StartMethod::ForkServer`], `spawn/server.rs`).
-
-use super::builder::WorkerBuilder;
-use crate::protocol::Protocol;
+//! ([`StartMethod::ForkServer`], `spawn/server.rs`). Chosen with
+//! [`WorkerBuilder::start_method`] (`fork_server.rs`).
+//!
+//! [`WorkerBuilder::start_method`]: crate::parent::builder::WorkerBuilder::start_method
 
 /// How a local worker's process is made (see
 /// [`WorkerBuilder::start_method`]).
@@ -41,27 +41,4 @@ pub enum StartMethod {
     /// process's memory (its resident pages are shared with the workers
     /// forked from it) and exits with the parent.
     ForkServer,
-}
-
-impl<P: Protocol, K> WorkerBuilder<P, K> {
-    /// How the worker's process is made: exec'd (the default) or forked
-    /// from a template ([`StartMethod::ForkServer`]), which starts a
-    /// worker in a fraction of the time and keeps the parent's event loop
-    /// free while many start.
-    ///
-    /// ```no_run
-    /// # use actix_webworker::{Protocol, StartMethod, Worker};
-    /// # struct Calc;
-    /// # impl Protocol for Calc { type ToWorker = u64; type FromWorker = u64; }
-    /// # fn start() -> Result<(), actix_webworker::SpawnError> {
-    /// let worker = Worker::<Calc>::builder()
-    ///     .entry("calc")
-    ///     .start_method(StartMethod::ForkServer)
-    ///     .start()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.options.spec.start_method = method;
-        self
-    }
 }

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -238,6 +238,23 @@ pub(super) fn runnable(path: &Path) -> bool {
 fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
     CString::new(bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found in provided data"))
+}
+
+/// `fd` itself when its number is above the standard descriptors, or a
+/// close-on-exec duplicate above them.
+pub(super) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // std duplicates with F_DUPFD_CLOEXEC from 3 up.
+    fd.try_clone()
+}
+
+/// `/dev/null`, for reading and writing, above the standard descriptors
+/// ([`Plan::stdio`]).
+pub(super) fn dev_null() -> io::Result<OwnedFd> {
+    let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
+    above_stdio(null.into())
 }
 
 #[cfg(test)]

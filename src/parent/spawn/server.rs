@@ -39,8 +39,7 @@ use std::time::Duration;
 use nix::poll::PollFlags;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
-use super::plan::{Exec, Plan};
-use super::{above_stdio, dev_null};
+use super::plan::{above_stdio, dev_null, Exec, Plan};
 use crate::handoff::template::{self, Answer, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
 use crate::{handoff, os};
 
@@ -83,13 +82,19 @@ thread_local! {
 /// there is none yet), sending it `fds` (the worker's socket, stdin, and
 /// the outputs `request` says it has): the worker's pid, or the error of
 /// the step of its start that failed (its process reaped). `None` where
-/// no template serves: the caller execs the worker instead.
-pub(super) fn start(command: Exec, request: &Request, fds: &[RawFd]) -> Option<io::Result<u32>> {
+/// no template serves: the caller execs the worker instead. `exec`
+/// starts a template as it starts a worker (`spawn.rs`).
+pub(super) fn start(
+    command: Exec,
+    request: &Request,
+    fds: &[RawFd],
+    exec: fn(Plan) -> io::Result<u32>,
+) -> Option<io::Result<u32>> {
     TEMPLATES.with_borrow_mut(|templates| {
         let at = match templates.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
             None => {
-                let known = match Template::start(&command) {
+                let known = match Template::start(&command, exec) {
                     Ok(template) => Known::Serving(template),
                     Err(why) => {
                         let program = command.path.to_string_lossy();
@@ -137,7 +142,7 @@ pub(super) fn start(command: Exec, request: &Request, fds: &[RawFd]) -> Option<i
 
 impl Template {
     /// Starts `command` as a template and waits until it is ready.
-    fn start(command: &Exec) -> io::Result<Template> {
+    fn start(command: &Exec, start: fn(Plan) -> io::Result<u32>) -> io::Result<Template> {
         let (control, theirs) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
         let theirs = above_stdio(theirs)?;
@@ -150,7 +155,7 @@ impl Template {
             socket: Some(theirs.as_raw_fd()),
             rlimits: Default::default(),
         };
-        let pid = super::start(plan)? as i32;
+        let pid = start(plan)? as i32;
         drop(theirs);
         let template = Template { control, pid };
         if !os::ready(&[template.control.as_fd()], PollFlags::POLLIN, READY_WAIT) {
