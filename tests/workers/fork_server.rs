@@ -22,12 +22,17 @@ pub fn trials() -> Vec<Trial> {
         fork_server::a_step_that_fails_in_a_forked_worker_is_the_starts_error,
         fork_server::a_template_that_misbehaves_is_not_used_and_leaves_nothing,
         fork_server::a_forked_worker_dies_with_its_parent,
+        fork_server::templates_are_bounded_and_a_long_entry_is_exec_d,
     ]
 }
 
 /// Run only as a process of their own, by the tests above.
 pub fn roles() -> Vec<Trial> {
-    crate::inner![fork_server::misbehaving_templates_role, fork_server::forked_parent_role]
+    crate::inner![
+        fork_server::misbehaving_templates_role,
+        fork_server::forked_parent_role,
+        fork_server::bounded_templates_role,
+    ]
 }
 
 /// Workers forked from a template are the parent's own children: it reads
@@ -245,5 +250,52 @@ pub fn forked_parent_role() {
         println!("FORKED_WORKER_PID={pid}");
         std::future::pending::<()>().await;
         drop(worker);
+    });
+}
+
+/// A parent holds at most 8 templates (one per command): a ninth command's
+/// worker is exec'd, as is a worker whose entry name is too long for the
+/// exchange's packet, and the template stays for the next.
+pub fn templates_are_bounded_and_a_long_entry_is_exec_d() {
+    isolated("fork_server::bounded_templates_role");
+}
+
+pub fn bounded_templates_role() {
+    run(async {
+        let start = |command: usize, entry: String| async move {
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec)
+                .env("AWW_COMMAND", command.to_string())
+                .entry(entry)
+                .start_method(StartMethod::ForkServer)
+                .start()
+                .unwrap();
+            worker.post(Cmd::Pid);
+            let pid = match events.next().await {
+                Event::Online => match events.message().await.data {
+                    Reply::Pid(pid) => Some(pid),
+                    other => panic!("{other:?}"),
+                },
+                // A worker that did not know its entry says so and exits.
+                _ => None,
+            };
+            (worker, events, pid)
+        };
+        let mut workers = Vec::new();
+        for command in 0..9 {
+            let (worker, events, pid) = start(command, "test".into()).await;
+            let pid = pid.expect("the standard worker answers");
+            assert_eq!(forked(pid), command < 8, "command {command}: {:?}", environ(pid));
+            workers.push((worker, events));
+        }
+        let known = children().len();
+        assert_eq!(known, 9, "nine workers, the templates not counted");
+        // An entry name longer than a packet: exec'd (and unknown there).
+        let (_long, mut long_events, _) = start(0, "x".repeat(5000)).await;
+        let status = long_events.exit().await;
+        assert_eq!(status.code, Some(64), "exec'd and refused: {status}");
+        let (_next, _, pid) = start(0, "test".into()).await;
+        assert!(forked(pid.expect("answers")), "the template of command 0 still serves");
+        drop(workers);
     });
 }

@@ -46,6 +46,13 @@ use crate::{handoff, os};
 /// How long a new template has to say it is ready: its exec, its loader
 /// and its `main` up to the first line.
 pub(crate) const READY_WAIT: Duration = Duration::from_secs(5);
+/// The most commands with a template (or a refusal) known at once; a
+/// start of another command is exec'd. Each template is a process and a
+/// descriptor the parent holds for its life: an app that varies its
+/// workers' command (an environment variable per worker) must not make
+/// one per worker.
+pub(crate) const MAX_TEMPLATES: usize = 8;
+
 /// How long a template has to answer a request: one fork, and the new
 /// worker's steps.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
@@ -93,6 +100,7 @@ pub(super) fn start(
     TEMPLATES.with_borrow_mut(|templates| {
         let at = match templates.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
+            None if templates.len() >= MAX_TEMPLATES => return None,
             None => {
                 let known = match Template::start(&command, exec) {
                     Ok(template) => Known::Serving(template),
@@ -182,7 +190,12 @@ impl Template {
     /// Asks for one worker: the template's answer.
     fn ask(&self, request: &Request, fds: &[RawFd]) -> io::Result<Answer> {
         let control = self.control.as_fd();
-        template::send(control, &request.encode(), fds)?;
+        let packet = request.encode();
+        if packet.len() > template::MAX_PACKET {
+            // An entry name of kilobytes: the template would not read it.
+            return Ok(Answer::NotForked(libc::ENAMETOOLONG));
+        }
+        template::send(control, &packet, fds)?;
         if !os::ready(&[control], PollFlags::POLLIN, ANSWER_WAIT) {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
         }
