@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_webworker::{
     run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
-    Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
+    StartMethod, Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use actix_webworker::{InlineBytes, SharedBytes, SharedBytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -424,27 +424,34 @@ impl Handler<WorkerEvent<Bench>> for Forward {
 
 fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
     let mut g = c.benchmark_group("spawn_to_online");
-    g.bench_function("ours", |b| {
-        b.iter_custom(|iters| {
-            sys.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let (tx, mut rx) = mpsc::unbounded_channel();
-                    let forward = Forward(tx).start();
-                    let t0 = Instant::now();
-                    let worker = Worker::<Bench>::builder()
-                        .entry("sink")
-                        .events(forward.recipient())
-                        .start()
-                        .unwrap();
-                    while !matches!(rx.recv().await.unwrap().kind, Event::Online) {}
-                    total += t0.elapsed();
-                    stop(worker).await;
-                }
-                total
+    // `ours`: exec'd; `ours_fork_server`: forked from a template
+    // (started by the warm-up's first start).
+    for (name, method) in
+        [("ours", StartMethod::Exec), ("ours_fork_server", StartMethod::ForkServer)]
+    {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                sys.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let (tx, mut rx) = mpsc::unbounded_channel();
+                        let forward = Forward(tx).start();
+                        let t0 = Instant::now();
+                        let worker = Worker::<Bench>::builder()
+                            .entry("sink")
+                            .events(forward.recipient())
+                            .start_method(method)
+                            .start()
+                            .unwrap();
+                        while !matches!(rx.recv().await.unwrap().kind, Event::Online) {}
+                        total += t0.elapsed();
+                        stop(worker).await;
+                    }
+                    total
+                })
             })
-        })
-    });
+        });
+    }
     g.bench_function("spawn_bin_true", |b| {
         b.iter(|| std::process::Command::new("/bin/true").status().unwrap())
     });
@@ -454,25 +461,33 @@ fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
     // baseline: 64 `/bin/true` spawned at once and waited for.
     let mut g = c.benchmark_group("mass_start_64");
     g.sample_size(10);
-    g.bench_function("ours", |b| {
-        b.iter_custom(|iters| {
-            sys.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t0 = Instant::now();
-                    let workers: Vec<_> = (0..64)
-                        .map(|_| Worker::<Bench>::builder().entry("sink").start().unwrap())
-                        .collect();
-                    futures_util::future::join_all(workers.iter().map(|w| w.ask(Ping(1)))).await;
-                    total += t0.elapsed();
-                    for worker in workers {
-                        stop(worker).await;
+    for (name, method) in
+        [("ours", StartMethod::Exec), ("ours_fork_server", StartMethod::ForkServer)]
+    {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                sys.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t0 = Instant::now();
+                        let workers: Vec<_> = (0..64)
+                            .map(|_| {
+                                let builder = Worker::<Bench>::builder().entry("sink");
+                                builder.start_method(method).start().unwrap()
+                            })
+                            .collect();
+                        let asks = workers.iter().map(|w| w.ask(Ping(1)));
+                        futures_util::future::join_all(asks).await;
+                        total += t0.elapsed();
+                        for worker in workers {
+                            stop(worker).await;
+                        }
                     }
-                }
-                total
+                    total
+                })
             })
-        })
-    });
+        });
+    }
     g.bench_function("spawn_bin_true", |b| {
         b.iter(|| {
             let children: Vec<_> =

@@ -54,7 +54,10 @@
 //!   of every page (GB/s; baseline: raw socketpair writes of that size).
 //!   `..._fresh`: a new buffer per message, filled in place.
 //! - `spawn_to_online`: `start()` to the online event (ms; baseline: spawning
-//!   `/bin/true` and waiting for it).
+//!   `/bin/true` and waiting for it). `spawn_to_online_fork_server`: the
+//!   same with workers forked from a template (`StartMethod::ForkServer`;
+//!   the first start, which starts the template, is one of the 20), and
+//!   `idle_worker_rss_lab_fork_server` the last of them idle.
 //! - `idle_worker_rss`, `idle_worker_pss`: resident memory of an idle
 //!   worker, and its proportional share (MiB): the crate's
 //!   `examples/idle_worker.rs`, with the crate's default features, built
