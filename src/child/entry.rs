@@ -26,10 +26,15 @@ impl Entry {
 
 /// Runs `run`, which starts a runtime of its own: here, or, when this
 /// thread runs one already (`run_if_worker` in an async `main` under
-/// `#[actix::main]`, `#[actix_rt::main]` or `#[tokio::main]`), on a fresh
-/// thread, whose exit code it returns.
-fn outside_any_runtime(run: Box<dyn FnOnce() -> i32 + Send>) -> i32 {
-    if tokio::runtime::Handle::try_current().is_err() {
+/// `#[actix::main]`, `#[actix_rt::main]` or `#[tokio::main]`), or this
+/// process is a fork of a template (`forked`), on a fresh thread, whose
+/// exit code it returns. In a fork, the thread that made it is glibc's
+/// copy of the template's, still named by the template's thread id
+/// (`clone3` does not tell glibc): a call about "this thread"
+/// (`pthread_setaffinity_np(pthread_self())`) would reach the template.
+/// A fresh thread is the worker's own.
+fn outside_any_runtime(run: Box<dyn FnOnce() -> i32 + Send>, forked: bool) -> i32 {
+    if !forked && tokio::runtime::Handle::try_current().is_err() {
         return run();
     }
     let thread = std::thread::Builder::new().name("actix-webworker".into()).spawn(run);
@@ -61,7 +66,7 @@ fn outside_any_runtime(run: Box<dyn FnOnce() -> i32 + Send>) -> i32 {
 /// ```
 pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
     // A template returns here only in each worker it forks.
-    template::serve_if_template();
+    let forked = template::serve_if_template();
     let Some(name) = std::env::var_os(handoff::ENV_ENTRY) else {
         if std::env::var_os(handoff::ENV_FD).is_some() {
             tracing::warn!(
@@ -73,7 +78,7 @@ pub fn run_if_worker(entries: impl IntoIterator<Item = Entry>) {
     let name = name.to_string_lossy().into_owned();
     let mut entries: Vec<Entry> = entries.into_iter().collect();
     let code = match entries.iter().position(|e| e.name == name) {
-        Some(i) => outside_any_runtime(entries.swap_remove(i).run),
+        Some(i) => outside_any_runtime(entries.swap_remove(i).run, forked),
         None => refusal::refuse(&name, entries.into_iter().map(|e| e.name).collect()),
     };
     std::process::exit(code);
@@ -93,6 +98,6 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W + Send + 'static,
 {
-    template::serve_if_template();
-    std::process::exit(outside_any_runtime(Box::new(move || runtime::run(make))))
+    let forked = template::serve_if_template();
+    std::process::exit(outside_any_runtime(Box::new(move || runtime::run(make)), forked))
 }

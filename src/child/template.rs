@@ -40,10 +40,11 @@ use crate::handoff::template::{
 use crate::handoff::{exit_code, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 
 /// When this process was started as a template, serves the parent's
-/// requests, and returns only in a worker it forked, ready to run as one;
-/// otherwise returns at once.
-pub(crate) fn serve_if_template() {
-    let Some(value) = std::env::var_os(ENV_TEMPLATE) else { return };
+/// requests, and returns (true) only in a worker it forked, ready to run
+/// as one, on a thread of its own (`entry.rs`); otherwise returns false
+/// at once.
+pub(crate) fn serve_if_template() -> bool {
+    let Some(value) = std::env::var_os(ENV_TEMPLATE) else { return false };
     // Single-threaded here, or `forkable` below says so.
     std::env::remove_var(ENV_TEMPLATE);
     let Some(control) = value.to_str().and_then(|v| v.parse::<RawFd>().ok()).and_then(socket)
@@ -81,7 +82,10 @@ pub(crate) fn serve_if_template() {
             continue;
         };
         let answer = match fork_worker() {
-            Forked::Copy(report) => return become_worker(control, request, fds, parent, report),
+            Forked::Copy(report) => {
+                become_worker(control, request, fds, parent, report);
+                return true;
+            }
             Forked::Answer(answer) => answer,
         };
         drop(fds);

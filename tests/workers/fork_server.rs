@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         fork_server::a_template_that_misbehaves_is_not_used_and_leaves_nothing,
         fork_server::a_forked_worker_dies_with_its_parent,
         fork_server::templates_are_bounded_and_a_long_entry_is_exec_d,
+        fork_server::what_a_forked_worker_does_to_its_own_thread_stays_its_own,
     ]
 }
 
@@ -38,7 +39,7 @@ pub fn roles() -> Vec<Trial> {
 /// Workers forked from a template are the parent's own children: it reads
 /// their exit (a signal, a code) as any worker's. One template serves a
 /// command's workers. A template that dies is reaped at the next start,
-/// which execs its worker; the start after that has a new template.
+/// which makes a new one.
 pub fn a_fork_servers_workers_are_the_parents_own_children() {
     run(async {
         // A command of this test's own, so that its template is too.
@@ -71,15 +72,13 @@ pub fn a_fork_servers_workers_are_the_parents_own_children() {
         assert_eq!(b_events.exit().await.code, Some(7));
 
         // The template killed: the next start finds it gone, reaps it and
-        // execs its worker.
+        // forks from a new one.
         assert!(kill(template, Signal::SIGKILL));
-        assert!(wait_gone(template, std::time::Duration::from_secs(60)), "SIGKILL takes it");
+        assert!(wait_gone(template, WAIT), "SIGKILL takes it");
         let (_c, _, c) = start().await;
-        assert!(!forked(c), "exec'd while there is no template: {:?}", environ(c));
+        assert!(forked(c), "forked from a new template: {:?}", environ(c));
         assert!(!children().iter().any(|(pid, _)| *pid == template), "the old template reaped");
-        let (_d, _, d) = start().await;
-        assert!(forked(d), "forked from a new template: {:?}", environ(d));
-        let new = templates(&tag, &[c, d]);
+        let new = templates(&tag, &[c]);
         assert!(new.len() == 1 && new[0] != template, "a new template: {new:?}");
     });
 }
@@ -199,12 +198,37 @@ pub fn run_if_fake_template() {
 pub fn misbehaving_templates_role() {
     run(async {
         let me = std::process::id();
-        for how in ["version", "garbage", "lying", "silent"] {
+        let start = |how: &'static str| async move {
             let (rec, mut events) = events::<Test>();
             let worker =
                 builder(rec).env(FAKE, how).start_method(StartMethod::ForkServer).start().unwrap();
             worker.post(Cmd::Pid);
-            let Reply::Pid(pid) = events.message().await.data else { panic!("{how}: a pid") };
+            let pid = loop {
+                match events.next().await {
+                    Event::Online => continue,
+                    Event::Message(m) => match m.data {
+                        Reply::Pid(pid) => break Ok(pid),
+                        other => panic!("{how}: {other:?}"),
+                    },
+                    Event::GaveUp(g) => break Err(g.reason),
+                    _ => continue,
+                }
+            };
+            (worker, events, pid)
+        };
+        for how in ["version", "silent", "garbage", "lying"] {
+            // Refused before a request reached it: this worker is exec'd.
+            // After (nonsense, or a process not ours, for an answer): this
+            // start fails, since a fork may hold its descriptors.
+            let (mut worker, mut events, mut pid) = start(how).await;
+            if how == "garbage" || how == "lying" {
+                let why = pid.expect_err("the start fails");
+                let said = if how == "garbage" { "not an answer" } else { "not our child" };
+                assert!(why.contains(said), "{how}: {why}");
+                // Not asked again: the next worker of the command exec'd.
+                (worker, events, pid) = start(how).await;
+            }
+            let pid = pid.expect("exec'd");
             assert!(!forked(pid), "{how}: exec'd: {:?}", environ(pid));
             assert_eq!(parent_of(pid), Some(me), "{how}: our child");
             // The template killed and reaped: the worker is our only child.
@@ -297,5 +321,41 @@ pub fn bounded_templates_role() {
         let (_next, _, pid) = start(0, "test".into()).await;
         assert!(forked(pid.expect("answers")), "the template of command 0 still serves");
         drop(workers);
+    });
+}
+
+/// The CPUs process (or thread) `pid` may run on, from its status.
+fn allowed_cpus(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"));
+    line.unwrap_or_default().trim().to_owned()
+}
+
+/// A forked worker pins the thread it handles messages on
+/// (`pthread_setaffinity_np(pthread_self())`): that thread, and not its
+/// template, is pinned. Run on the thread `clone3` left, whose glibc
+/// thread id is still the template's, the call reached the template, and
+/// every worker forked after inherited the pin.
+pub fn what_a_forked_worker_does_to_its_own_thread_stays_its_own() {
+    run(async {
+        let tag = format!("AWW_TEMPLATE_TEST=pin-{}", std::process::id());
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .env("AWW_TEMPLATE_TEST", format!("pin-{}", std::process::id()))
+            .start_method(StartMethod::ForkServer)
+            .start()
+            .unwrap();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!("a pid") };
+        assert!(forked(pid));
+        let template = templates(&tag, &[pid])[0];
+        let before = allowed_cpus(template);
+        worker.post(Cmd::PinSelf);
+        let Reply::Pid(tid) = events.message().await.data else { panic!("a thread id") };
+        let pinned = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        let pinned = pinned.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"));
+        assert!(!pinned.unwrap().contains([',', '-']), "the worker's thread pinned: {pinned:?}");
+        assert_eq!(allowed_cpus(template), before, "the template untouched");
+        drop(worker);
     });
 }

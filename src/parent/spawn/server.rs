@@ -25,16 +25,22 @@
 //! `child/template.rs`), says nothing within [`READY_WAIT`] or says
 //! something else (not a worker, or a worker of another version) is
 //! killed, reaped and not tried again for that command; its workers are
-//! exec'd. One that stops answering, or dies, is killed and reaped, the
-//! worker asked for is exec'd, and the next start makes a new one.
+//! exec'd. Once a request has reached a template, its descriptors may be
+//! in a fork, so they are never used again: a template that then answers
+//! nonsense, too late, or with a process that is not the parent's child
+//! fails that start (a typed error; the worker's restart policy decides
+//! what follows) and is not asked again. One that dies is reaped at the
+//! next start, which makes a new one. Every wait is bounded, and none
+//! ends early for a signal (the spawner thread gets every worker's
+//! SIGCHLD).
 //!
 //! [`StartMethod::ForkServer`]: crate::parent::start_method::StartMethod::ForkServer
 
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -62,14 +68,28 @@ struct Template {
     /// Its end of the exchange.
     control: OwnedFd,
     pid: i32,
+    /// Readable once it has exited.
+    pidfd: Option<OwnedFd>,
 }
 
 impl Drop for Template {
-    /// Kills and reaps it: dropped only when it failed or refused.
+    /// Kills it, with its process group (it leads one, as a worker does:
+    /// a program that was no template may have started others), and
+    /// reaps it: dropped only when it failed, refused or died.
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), os::SIGKILL);
+        os::signal_group(self.pid, os::SIGKILL);
         os::reap(self.pid);
     }
+}
+
+/// Why a template's answer is not used.
+enum Failed {
+    /// Before the request reached it: the worker may be exec'd with the
+    /// same descriptors.
+    Before(io::Error),
+    /// After: a fork may have been made with the request's descriptors,
+    /// so they are not used again; the start fails.
+    After(io::Error),
 }
 
 /// What is known of a command's template.
@@ -98,6 +118,9 @@ pub(super) fn start(
     exec: fn(Plan) -> io::Result<u32>,
 ) -> Option<io::Result<u32>> {
     TEMPLATES.with_borrow_mut(|templates| {
+        // Templates that died since (killed, or a fault): reaped now, and
+        // made again at their command's next start.
+        templates.retain(|(_, known)| !matches!(known, Known::Serving(t) if t.exited()));
         let at = match templates.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
             None if templates.len() >= MAX_TEMPLATES => return None,
@@ -115,22 +138,18 @@ pub(super) fn start(
             }
         };
         let Known::Serving(template) = &templates[at].1 else { return None };
-        let answer = template.ask(request, fds).and_then(|answer| match answer {
-            // Believed only of a child of ours: the parent signals and
-            // reaps a worker's process, never another's.
-            Answer::Started(pid) if handoff::parent_of(pid) != Some(std::process::id() as i32) => {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("pid {pid} is not our child"),
-                ))
-            }
-            answer => Ok(answer),
-        });
-        match answer {
+        let started = template.ask(request, fds).and_then(believed);
+        match started {
             Ok(Answer::Started(pid)) => Some(Ok(pid as u32)),
             Ok(Answer::Failed { pid, errno }) => {
-                // Our child, exited (127) after its report.
-                os::reap(pid);
+                // Our child, which reported and exits (127): reaped, within
+                // a bound (a template naming a live worker of ours must not
+                // hold the spawner thread).
+                if !exits_in_time(pid) {
+                    let e = io::Error::other(format!("process {pid} named as failed lives on"));
+                    tracing::warn!(error = %e, "the fork server failed");
+                    templates[at].1 = Known::Refused;
+                }
                 Some(Err(io::Error::from_raw_os_error(errno)))
             }
             Ok(Answer::NotForked(errno)) => {
@@ -138,14 +157,69 @@ pub(super) fn start(
                 tracing::warn!(error = %e, "the fork server could not fork: exec'ing this worker");
                 None
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "the fork server failed: exec'ing this worker");
+            Err(Failed::Before(e)) => {
+                tracing::warn!(error = %e, "the fork server is gone: exec'ing this worker");
                 // Killed and reaped; the next start makes a new one.
                 templates.swap_remove(at);
                 None
             }
+            Err(Failed::After(e)) => {
+                tracing::warn!(error = %e, "the fork server failed during a start");
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    // It died: the next start makes a new one.
+                    templates.swap_remove(at);
+                } else {
+                    // It answered what it must not: not asked again.
+                    templates[at].1 = Known::Refused;
+                }
+                Some(Err(e))
+            }
         }
     })
+}
+
+/// An answer, if its pid is a child of ours: the parent signals and reaps
+/// a worker's process, never another's.
+fn believed(answer: Answer) -> Result<Answer, Failed> {
+    let pid = match answer {
+        Answer::Started(pid) | Answer::Failed { pid, .. } => pid,
+        Answer::NotForked(_) => return Ok(answer),
+    };
+    if handoff::parent_of(pid) != Some(std::process::id() as i32) {
+        let e = io::Error::new(io::ErrorKind::InvalidData, format!("pid {pid} is not our child"));
+        return Err(Failed::After(e));
+    }
+    Ok(answer)
+}
+
+/// Waits up to [`ANSWER_WAIT`] for child `pid` to exit, and reaps it;
+/// false if it lives on.
+fn exits_in_time(pid: i32) -> bool {
+    let Some(pidfd) = os::pidfd_open(pid) else {
+        // Gone already (reaped), or a kernel without pidfds: reap, or not.
+        return os::reap(pid).is_some() || !os::exists(pid);
+    };
+    if !readable_within(pidfd.as_fd(), ANSWER_WAIT) {
+        return false;
+    }
+    os::reap(pid);
+    true
+}
+
+/// Waits until `fd` is readable (or hung up), up to `wait`, whatever
+/// signals interrupt the wait: the spawner thread is the parent of every
+/// worker, and gets their SIGCHLD.
+fn readable_within(fd: BorrowedFd<'_>, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if os::ready(&[fd], PollFlags::POLLIN, left) {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
+        }
+    }
 }
 
 impl Template {
@@ -153,7 +227,9 @@ impl Template {
     fn start(command: &Exec, start: fn(Plan) -> io::Result<u32>) -> io::Result<Template> {
         let (control, theirs) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
-        let theirs = above_stdio(theirs)?;
+        // Neither end on a standard descriptor of a parent started with
+        // them closed.
+        let (control, theirs) = (above_stdio(control)?, above_stdio(theirs)?);
         let mut exec = command.clone();
         let told = format!("{ENV_TEMPLATE}={}", theirs.as_raw_fd());
         exec.envp.push(CString::new(told).expect("no NUL in a number"));
@@ -165,8 +241,9 @@ impl Template {
         };
         let pid = start(plan)? as i32;
         drop(theirs);
-        let template = Template { control, pid };
-        if !os::ready(&[template.control.as_fd()], PollFlags::POLLIN, READY_WAIT) {
+        let pidfd = os::pidfd_open(pid);
+        let template = Template { control, pid, pidfd };
+        if !readable_within(template.control.as_fd(), READY_WAIT) {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "not ready in time"));
         }
         let mut packet = [0u8; template::MAX_PACKET];
@@ -187,23 +264,30 @@ impl Template {
         }
     }
 
+    /// Whether it has exited.
+    fn exited(&self) -> bool {
+        self.pidfd.as_ref().is_some_and(|fd| os::readable_now(fd.as_fd()))
+    }
+
     /// Asks for one worker: the template's answer.
-    fn ask(&self, request: &Request, fds: &[RawFd]) -> io::Result<Answer> {
+    fn ask(&self, request: &Request, fds: &[RawFd]) -> Result<Answer, Failed> {
         let control = self.control.as_fd();
         let packet = request.encode();
         if packet.len() > template::MAX_PACKET {
             // An entry name of kilobytes: the template would not read it.
             return Ok(Answer::NotForked(libc::ENAMETOOLONG));
         }
-        template::send(control, &packet, fds)?;
-        if !os::ready(&[control], PollFlags::POLLIN, ANSWER_WAIT) {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+        // A packet is sent whole or not at all.
+        template::send(control, &packet, fds).map_err(Failed::Before)?;
+        if !readable_within(control, ANSWER_WAIT) {
+            let e = io::Error::new(io::ErrorKind::TimedOut, "no answer in time");
+            return Err(Failed::After(e));
         }
         let mut packet = [0u8; 64];
-        let Some((len, _)) = template::receive(control, &mut packet)? else {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the template is gone"));
-        };
-        Answer::decode(&packet[..len])
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an answer"))
+        let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, "the template is gone");
+        let received = template::receive(control, &mut packet).map_err(Failed::After)?;
+        let (len, _) = received.ok_or_else(|| Failed::After(gone()))?;
+        let invalid = || io::Error::new(io::ErrorKind::InvalidData, "not an answer");
+        Answer::decode(&packet[..len]).ok_or_else(|| Failed::After(invalid()))
     }
 }

@@ -23,6 +23,9 @@ pub enum Cmd {
     /// Block the worker's thread for this many ms.
     Block(u64),
     Pid,
+    /// Pin the handling thread (`pthread_self()`) to the first CPU it may
+    /// run on; answer `Pid` with the thread's id as the kernel knows it.
+    PinSelf,
     /// Panic from a timer after this many ms.
     PanicLater(u64),
     Close,
@@ -297,6 +300,20 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             Cmd::Block(ms) => std::thread::sleep(Duration::from_millis(ms)),
             Cmd::Pid => {
                 let _ = parent.post(Reply::Pid(std::process::id()));
+            }
+            Cmd::PinSelf => {
+                // SAFETY: a CPU set on the stack, for the calling thread.
+                let tid = unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+                    let first = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &set));
+                    libc::CPU_ZERO(&mut set);
+                    libc::CPU_SET(first.unwrap_or(0), &mut set);
+                    let size = std::mem::size_of::<libc::cpu_set_t>();
+                    libc::pthread_setaffinity_np(libc::pthread_self(), size, &set);
+                    libc::gettid()
+                };
+                let _ = parent.post(Reply::Pid(tid as u32));
             }
             Cmd::PanicLater(ms) => {
                 ctx.run_later(Duration::from_millis(ms), |_, _| boom("late"));
