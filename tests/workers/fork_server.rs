@@ -33,6 +33,7 @@ pub fn roles() -> Vec<Trial> {
         fork_server::misbehaving_templates_role,
         fork_server::forked_parent_role,
         fork_server::bounded_templates_role,
+        fork_server::failed_step_role,
     ]
 }
 
@@ -87,6 +88,12 @@ pub fn a_fork_servers_workers_are_the_parents_own_children() {
 /// and the start fails with its error, told once, never retried, as an
 /// exec'd start's would. The template stays and forks the next worker.
 pub fn a_step_that_fails_in_a_forked_worker_is_the_starts_error() {
+    // In a process of its own: no other test's worker is a zombie for a
+    // moment there.
+    isolated("fork_server::failed_step_role");
+}
+
+pub fn failed_step_role() {
     run(async {
         let tag = format!("AWW_TEMPLATE_TEST=step-{}", std::process::id());
         let forked_builder = |rec| {
