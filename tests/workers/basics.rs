@@ -230,23 +230,7 @@ pub fn parent_role() {
 }
 
 pub fn parent_death_takes_the_worker_down() {
-    use std::io::BufRead;
-    let mut parent = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["basics::parent_role", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env("AWW_ISOLATED", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = parent.stdout.take().unwrap();
-    let mut pid = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some((_, p)) = line.split_once("WORKER_PID=") {
-            pid = Some(p.trim().parse::<u32>().unwrap());
-            break;
-        }
-    }
-    let pid = pid.expect("the intermediate parent printed its worker's pid");
+    let (mut parent, pid) = role_with_worker("basics::parent_role");
     parent.kill().unwrap();
     parent.wait().unwrap();
     assert!(wait_gone(pid, Duration::from_secs(2)), "worker {pid} outlived its parent by 2 s");

@@ -251,20 +251,7 @@ pub fn misbehaving_templates_role() {
 /// goes too (its parent-death signal, set in the fork, follows the
 /// parent's spawner thread, as an exec'd worker's does).
 pub fn a_forked_worker_dies_with_its_parent() {
-    use std::io::BufRead;
-    let mut parent = role("fork_server::forked_parent_role")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = parent.stdout.take().unwrap();
-    let mut pid = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        if let Some((_, p)) = line.unwrap().split_once("FORKED_WORKER_PID=") {
-            pid = Some(p.trim().parse::<u32>().unwrap());
-            break;
-        }
-    }
-    let pid = pid.expect("the intermediate parent printed its worker's pid");
+    let (mut parent, pid) = role_with_worker("fork_server::forked_parent_role");
     assert!(forked(pid), "forked: {:?}", environ(pid));
     parent.kill().unwrap();
     parent.wait().unwrap();
@@ -278,7 +265,7 @@ pub fn forked_parent_role() {
         let worker = builder(rec).start_method(StartMethod::ForkServer).start().unwrap();
         worker.post(Cmd::Pid);
         let Reply::Pid(pid) = events.message().await.data else { panic!("a pid") };
-        println!("FORKED_WORKER_PID={pid}");
+        println!("WORKER_PID={pid}");
         std::future::pending::<()>().await;
         drop(worker);
     });

@@ -39,6 +39,19 @@ pub fn role(name: &str) -> std::process::Command {
     cmd
 }
 
+/// Starts role `name` in a process of its own and reads its stdout up to
+/// the line `WORKER_PID=N`: the process, and N.
+pub fn role_with_worker(name: &str) -> (std::process::Child, u32) {
+    use std::io::BufRead;
+    let mut parent = role(name).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let stdout = std::io::BufReader::new(parent.stdout.take().unwrap());
+    let pid = stdout.lines().find_map(|line| {
+        let line = line.ok()?;
+        line.split_once("WORKER_PID=").map(|(_, p)| p.trim().parse::<u32>().unwrap())
+    });
+    (parent, pid.expect("the intermediate parent printed its worker's pid"))
+}
+
 /// Runs one test of this binary alone in a fresh process (for tests that
 /// count descriptors and children of the whole process, or its memory) and
 /// checks it passed; what it printed.
