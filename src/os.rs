@@ -37,6 +37,14 @@ pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) })
 }
 
+/// The process a pidfd names, from `/proc/self/fdinfo` (its `Pid:`
+/// line); `None` if it is no pidfd, or its process is gone (`-1`).
+pub(crate) fn pidfd_pid(fd: BorrowedFd<'_>) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let pid = info.lines().find_map(|l| l.strip_prefix("Pid:"))?.trim().parse().ok()?;
+    (pid > 0).then_some(pid)
+}
+
 /// Waits up to `wait` (`Duration::MAX`: for ever) until one of `fds` has
 /// one of `events`, or a hang-up or error; true if one has. An
 /// interrupted wait counts as nothing yet.

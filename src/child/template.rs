@@ -7,9 +7,10 @@
 //! if it had just been started. The parent's side, and why, is
 //! `parent/spawn/server.rs`.
 //!
-//! The copy is made with `clone(CLONE_PARENT)`: it is the *parent's*
-//! child, not the template's, so the parent reaps it, reads its exit
-//! status and holds a pidfd of it as of any worker, and its parent-death
+//! The copy is made with `clone(CLONE_PARENT | CLONE_PIDFD)`: it is the
+//! *parent's* child, not the template's, so the parent reaps it, reads
+//! its exit status and holds a pidfd of it (the one the fork made, sent
+//! with the answer) as of any worker, and its parent-death
 //! signal follows the parent's spawner thread, as an exec'd worker's does.
 //! Before it runs anything of the worker's it takes the steps an exec'd
 //! worker's start takes: its own stdio as asked, its own process group,
@@ -26,7 +27,7 @@
 //! or from a test harness's thread) says so and exits, and the parent
 //! starts its workers by exec.
 
-use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::prctl::set_pdeathsig;
@@ -81,15 +82,16 @@ pub(crate) fn serve_if_template() -> bool {
             );
             continue;
         };
-        let answer = match fork_worker() {
+        let (answer, pidfd) = match fork_worker() {
             Forked::Copy(report) => {
                 become_worker(control, request, fds, parent, report);
                 return true;
             }
-            Forked::Answer(answer) => answer,
+            Forked::Answer(answer, pidfd) => (answer, pidfd),
         };
         drop(fds);
-        if template::send(control.as_fd(), &answer.encode(), &[]).is_err() {
+        let proof: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
+        if template::send(control.as_fd(), &answer.encode(), &proof).is_err() {
             std::process::exit(exit_code::IO);
         }
     }
@@ -99,8 +101,9 @@ pub(crate) fn serve_if_template() -> bool {
 enum Forked {
     /// In the copy, with the pipe to report a failed step on.
     Copy(OwnedFd),
-    /// In the template, with the answer for the parent.
-    Answer(Answer),
+    /// In the template, with the answer for the parent and the pidfd of
+    /// the worker it names.
+    Answer(Answer, Option<OwnedFd>),
 }
 
 /// Forks a worker and waits until it has taken its start's steps (or
@@ -109,12 +112,12 @@ enum Forked {
 fn fork_worker() -> Forked {
     let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(pipe) => pipe,
-        Err(errno) => return Forked::Answer(Answer::NotForked(errno as i32)),
+        Err(errno) => return Forked::Answer(Answer::NotForked(errno as i32), None),
     };
-    let pid = match fork() {
-        Ok(0) => return Forked::Copy(write),
-        Ok(pid) => pid,
-        Err(errno) => return Forked::Answer(Answer::NotForked(errno as i32)),
+    let (pid, pidfd) = match fork() {
+        Ok((0, _)) => return Forked::Copy(write),
+        Ok(made) => made,
+        Err(errno) => return Forked::Answer(Answer::NotForked(errno as i32), None),
     };
     drop(write);
     // Closed by the copy once its steps are taken; its error number first
@@ -131,8 +134,8 @@ fn fork_worker() -> Forked {
         }
     }
     match (got, i32::from_le_bytes(errno)) {
-        (4, errno) if errno > 0 => Forked::Answer(Answer::Failed { pid, errno }),
-        _ => Forked::Answer(Answer::Started(pid)),
+        (4, errno) if errno > 0 => Forked::Answer(Answer::Failed { pid, errno }, None),
+        _ => Forked::Answer(Answer::Started(pid), pidfd),
     }
 }
 
@@ -167,8 +170,10 @@ fn forkable() -> Result<(), String> {
     }
 }
 
-/// `clone(CLONE_PARENT)`: 0 in the copy, its pid here.
-fn fork() -> Result<i32, Errno> {
+/// `clone(CLONE_PARENT | CLONE_PIDFD)`: 0 in the copy; here its pid, and
+/// a pidfd of it (made by the kernel in this process only, after the copy
+/// has its own table), which the parent is sent as proof of what was made.
+fn fork() -> Result<(i32, Option<OwnedFd>), Errno> {
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {
@@ -183,7 +188,12 @@ fn fork() -> Result<i32, Errno> {
     }
     // No exit signal of its own: with CLONE_PARENT the copy has the
     // template's (SIGCHLD, to the same parent), and clone3 refuses one.
-    let args = CloneArgs { flags: libc::CLONE_PARENT as u64, ..Default::default() };
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: (libc::CLONE_PARENT | libc::CLONE_PIDFD) as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        ..Default::default()
+    };
     // Raw: neither nix nor libc wraps clone3 (Linux 5.3), and glibc's
     // `fork` cannot make a sibling. With no stack given the copy runs on
     // its copy of ours, as after a fork. SAFETY: this process has one
@@ -194,7 +204,9 @@ fn fork() -> Result<i32, Errno> {
     };
     match ret {
         -1 => Err(Errno::last()),
-        pid => Ok(pid as i32),
+        0 => Ok((0, None)),
+        // SAFETY: the kernel wrote a descriptor it just made for us.
+        pid => Ok((pid as i32, (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) }))),
     }
 }
 

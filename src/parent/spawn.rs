@@ -183,7 +183,7 @@ fn spawn_here(mut spec: CommandSpec) -> Result<(Spawned, Option<RawFd>), SpawnEr
         };
         SpawnError::Spawn { program, source }
     })?;
-    let pidfd = os::pidfd_open(launched.pid as i32);
+    let pidfd = launched.pidfd.or_else(|| os::pidfd_open(launched.pid as i32));
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
     let highest = pidfd.as_ref().map(AsRawFd::as_raw_fd);
     let spawned = Spawned {
@@ -282,6 +282,8 @@ fn is_open(fd: BorrowedFd<'_>) -> bool {
 
 struct Launched {
     pid: u32,
+    /// A pidfd of it, when the start made one (a fork server's).
+    pidfd: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
 }
@@ -334,7 +336,9 @@ fn launch(
             .collect();
         let command = plan::exec(program, arg0, spec, &[])?;
         if let Some(started) = server::start(command, &request, &fds, start) {
-            return Ok(Launched { pid: started?, stdout: read_stdout, stderr: read_stderr });
+            let (pid, pidfd) = started?;
+            let (stdout, stderr) = (read_stdout, read_stderr);
+            return Ok(Launched { pid, pidfd: Some(pidfd), stdout, stderr });
         }
     }
     told.push((ENV_MAX_MESSAGE, spec.max_message_size.to_string().into()));
@@ -344,7 +348,7 @@ fn launch(
     let exec = plan::exec(program, arg0, spec, &told)?;
     let stdio = [Some(stdin), stdout, stderr];
     let pid = start(Plan { exec, stdio, socket, rlimits: spec.rlimits })?;
-    Ok(Launched { pid, stdout: read_stdout, stderr: read_stderr })
+    Ok(Launched { pid, pidfd: None, stdout: read_stdout, stderr: read_stderr })
 }
 
 /// Starts `plan`'s process by clone (`vfork.rs`), or by fork (`forked.rs`)

@@ -144,8 +144,9 @@ pub fn a_template_that_misbehaves_is_not_used_and_leaves_nothing() {
 /// Run as a template when the test starts one with [`FAKE`] set: says
 /// it is ready in another version of the exchange (`version`), says
 /// nothing at all (`silent`), answers a request with nonsense
-/// (`garbage`), or with the pid of a process of its own, which is not
-/// the parent's child (`lying`).
+/// (`garbage`), with the pid of a process of its own, which is not the
+/// parent's child (`lying`), or with the pid of another child of the
+/// parent, without the pidfd of a fork that made it (`sibling`).
 pub fn run_if_fake_template() {
     let Ok(how) = std::env::var(FAKE) else { return };
     let Some(fd) = std::env::var("ACTIX_WEBWORKER_TEMPLATE").ok() else { return };
@@ -197,6 +198,22 @@ pub fn run_if_fake_template() {
             let _ = sleeper.kill();
             let _ = sleeper.wait();
         }
+        "sibling" => {
+            send(b"AWWFORK1ready").unwrap();
+            // Another child of the parent (a worker of its own): a child
+            // of the parent, but not what this template made.
+            let (me, parent) = (std::process::id(), std::os::unix::process::parent_id());
+            let sibling = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .find(|&pid| pid != me && parent_of(pid) == Some(parent))
+                .expect("a sibling");
+            while receive() > 0 {
+                let answer = [&b"AWWFORK1"[..], &(sibling as i32).to_le_bytes(), &[0; 4]];
+                send(&answer.concat()).unwrap();
+            }
+        }
         other => panic!("no such fake template: {other}"),
     }
     std::thread::sleep(Duration::from_secs(3600));
@@ -223,14 +240,25 @@ pub fn misbehaving_templates_role() {
             };
             (worker, events, pid)
         };
-        for how in ["version", "silent", "garbage", "lying"] {
+        // A worker of the parent's before the templates: the sibling the
+        // last one names.
+        let (rec, mut anchor_events) = events::<Test>();
+        let anchor = builder(rec).by_exec().start().unwrap();
+        anchor.post(Cmd::Pid);
+        let Reply::Pid(anchor_pid) = anchor_events.message().await.data else { panic!() };
+        for how in ["version", "silent", "garbage", "lying", "sibling"] {
             // Refused before a request reached it: this worker is exec'd.
-            // After (nonsense, or a process not ours, for an answer): this
-            // start fails, since a fork may hold its descriptors.
+            // After (nonsense, or a process not made for it, for an
+            // answer): this start fails, since a fork may hold its
+            // descriptors.
             let (mut worker, mut events, mut pid) = start(how).await;
-            if how == "garbage" || how == "lying" {
+            if matches!(how, "garbage" | "lying" | "sibling") {
                 let why = pid.expect_err("the start fails");
-                let said = if how == "garbage" { "not an answer" } else { "not our child" };
+                let said = match how {
+                    "garbage" => "not an answer",
+                    "lying" => "not our child",
+                    _ => "without the pidfd",
+                };
                 assert!(why.contains(said), "{how}: {why}");
                 // Not asked again: the next worker of the command exec'd.
                 (worker, events, pid) = start(how).await;
@@ -238,12 +266,19 @@ pub fn misbehaving_templates_role() {
             let pid = pid.expect("exec'd");
             assert!(!forked(pid), "{how}: exec'd: {:?}", environ(pid));
             assert_eq!(parent_of(pid), Some(me), "{how}: our child");
-            // The template killed and reaped: the worker is our only child.
-            let left: Vec<u32> = children().into_iter().map(|(pid, _)| pid).collect();
-            assert_eq!(left, [pid], "{how}: only the worker is left");
+            // The template killed and reaped: the worker and the first are
+            // our only children.
+            let mut left: Vec<u32> = children().into_iter().map(|(pid, _)| pid).collect();
+            left.sort();
+            let mut expected = vec![anchor_pid, pid];
+            expected.sort();
+            assert_eq!(left, expected, "{how}: only the workers are left");
             worker.post(Cmd::Exit(0));
             assert!(events.exit().await.success());
         }
+        // The sibling named was never taken for another's worker.
+        anchor.post(Cmd::Echo(0));
+        assert_eq!(anchor_events.message().await.data, Reply::Echo(0));
     });
 }
 

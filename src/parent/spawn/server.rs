@@ -10,8 +10,9 @@
 //! one thread costs a small part of it. The parent sends the template
 //! the worker's socket, stdin and outputs with a request
 //! (`handoff/template.rs`) and gets back the pid of a process that is
-//! already its own child (`CLONE_PARENT`), which it follows from then on
-//! as any worker: a pidfd, the reaping, the exit status.
+//! already its own child (`CLONE_PARENT`), with the pidfd the fork made
+//! (`CLONE_PIDFD`), and follows it from then on as any worker: the
+//! pidfd, the reaping, the exit status.
 //!
 //! The exchange is a `SOCK_SEQPACKET` socketpair: it has no name, so no
 //! other process can reach it; its template end is closed in every worker
@@ -110,13 +111,14 @@ thread_local! {
 /// the outputs `request` says it has): the worker's pid, or the error of
 /// the step of its start that failed (its process reaped). `None` where
 /// no template serves: the caller execs the worker instead. `exec`
-/// starts a template as it starts a worker (`spawn.rs`).
+/// starts a template as it starts a worker (`spawn.rs`). With the pid, a
+/// pidfd of the worker, the one its fork made.
 pub(super) fn start(
     command: Exec,
     request: &Request,
     fds: &[RawFd],
     exec: fn(Plan) -> io::Result<u32>,
-) -> Option<io::Result<u32>> {
+) -> Option<io::Result<(u32, OwnedFd)>> {
     TEMPLATES.with_borrow_mut(|templates| {
         // Templates that died since (killed, or a fault): reaped now, and
         // made again at their command's next start.
@@ -138,10 +140,10 @@ pub(super) fn start(
             }
         };
         let Known::Serving(template) = &templates[at].1 else { return None };
-        let started = template.ask(request, fds).and_then(believed);
+        let started = template.ask(request, fds).and_then(|(a, proof)| believed(a, proof));
         match started {
-            Ok(Answer::Started(pid)) => Some(Ok(pid as u32)),
-            Ok(Answer::Failed { pid, errno }) => {
+            Ok(Believed::Started(pid, pidfd)) => Some(Ok((pid as u32, pidfd))),
+            Ok(Believed::Failed { pid, errno }) => {
                 // Our child, which reported and exits (127): reaped, within
                 // a bound (a template naming a live worker of ours must not
                 // hold the spawner thread).
@@ -152,7 +154,7 @@ pub(super) fn start(
                 }
                 Some(Err(io::Error::from_raw_os_error(errno)))
             }
-            Ok(Answer::NotForked(errno)) => {
+            Ok(Believed::NotForked(errno)) => {
                 let e = io::Error::from_raw_os_error(errno);
                 tracing::warn!(error = %e, "the fork server could not fork: exec'ing this worker");
                 None
@@ -178,18 +180,40 @@ pub(super) fn start(
     })
 }
 
-/// An answer, if its pid is a child of ours: the parent signals and reaps
-/// a worker's process, never another's.
-fn believed(answer: Answer) -> Result<Answer, Failed> {
+/// A template's answer, believed.
+enum Believed {
+    /// The worker, and the pidfd its fork made.
+    Started(i32, OwnedFd),
+    Failed {
+        pid: i32,
+        errno: i32,
+    },
+    NotForked(i32),
+}
+
+/// An answer, if its pid is a child of ours, and, for a worker started,
+/// the process the template's fork made: it comes with the pidfd that
+/// fork made (`CLONE_PIDFD`), which names it. The parent signals and
+/// reaps a worker's process, never another's, and no other worker's.
+fn believed(answer: Answer, proof: Vec<OwnedFd>) -> Result<Believed, Failed> {
+    let invalid = |what: String| Failed::After(io::Error::new(io::ErrorKind::InvalidData, what));
     let pid = match answer {
         Answer::Started(pid) | Answer::Failed { pid, .. } => pid,
-        Answer::NotForked(_) => return Ok(answer),
+        Answer::NotForked(errno) => return Ok(Believed::NotForked(errno)),
     };
     if handoff::parent_of(pid) != Some(std::process::id() as i32) {
-        let e = io::Error::new(io::ErrorKind::InvalidData, format!("pid {pid} is not our child"));
-        return Err(Failed::After(e));
+        return Err(invalid(format!("pid {pid} is not our child")));
     }
-    Ok(answer)
+    if let Answer::Failed { errno, .. } = answer {
+        return Ok(Believed::Failed { pid, errno });
+    }
+    let mut proof = proof.into_iter();
+    match (proof.next(), proof.next()) {
+        (Some(pidfd), None) if os::pidfd_pid(pidfd.as_fd()) == Some(pid) => {
+            Ok(Believed::Started(pid, pidfd))
+        }
+        _ => Err(invalid(format!("pid {pid} without the pidfd of the fork that made it"))),
+    }
 }
 
 /// Waits up to [`ANSWER_WAIT`] for child `pid` to exit, and reaps it;
@@ -269,13 +293,14 @@ impl Template {
         self.pidfd.as_ref().is_some_and(|fd| os::readable_now(fd.as_fd()))
     }
 
-    /// Asks for one worker: the template's answer.
-    fn ask(&self, request: &Request, fds: &[RawFd]) -> Result<Answer, Failed> {
+    /// Asks for one worker: the template's answer, and the descriptors
+    /// that came with it.
+    fn ask(&self, request: &Request, fds: &[RawFd]) -> Result<(Answer, Vec<OwnedFd>), Failed> {
         let control = self.control.as_fd();
         let packet = request.encode();
         if packet.len() > template::MAX_PACKET {
             // An entry name of kilobytes: the template would not read it.
-            return Ok(Answer::NotForked(libc::ENAMETOOLONG));
+            return Ok((Answer::NotForked(libc::ENAMETOOLONG), Vec::new()));
         }
         // A packet is sent whole or not at all.
         template::send(control, &packet, fds).map_err(Failed::Before)?;
@@ -286,8 +311,9 @@ impl Template {
         let mut packet = [0u8; 64];
         let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, "the template is gone");
         let received = template::receive(control, &mut packet).map_err(Failed::After)?;
-        let (len, _) = received.ok_or_else(|| Failed::After(gone()))?;
+        let (len, proof) = received.ok_or_else(|| Failed::After(gone()))?;
         let invalid = || io::Error::new(io::ErrorKind::InvalidData, "not an answer");
-        Answer::decode(&packet[..len]).ok_or_else(|| Failed::After(invalid()))
+        let answer = Answer::decode(&packet[..len]).ok_or_else(|| Failed::After(invalid()))?;
+        Ok((answer, proof))
     }
 }
