@@ -76,6 +76,9 @@ fn traced<F: std::future::Future<Output = ()>>(
     run(test(dir.clone()));
     drop(subscriber);
     let (parent, workers) = (spans(&lines.lock().unwrap()), worker_spans(&dir));
+    // Read: gone, so that runs do not pile directories up in /tmp (one
+    // that failed keeps its own, to be read).
+    let _ = std::fs::remove_dir_all(&dir);
     (parent, workers)
 }
 
