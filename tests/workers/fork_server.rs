@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         fork_server::a_forked_worker_dies_with_its_parent,
         fork_server::templates_are_bounded_and_a_long_entry_is_exec_d,
         fork_server::what_a_forked_worker_does_to_its_own_thread_stays_its_own,
+        fork_server::a_forked_worker_writes_where_the_parents_stdout_is_now,
     ]
 }
 
@@ -34,6 +35,7 @@ pub fn roles() -> Vec<Trial> {
         fork_server::forked_parent_role,
         fork_server::bounded_templates_role,
         fork_server::failed_step_role,
+        fork_server::stdout_moved_role,
     ]
 }
 
@@ -386,5 +388,41 @@ pub fn what_a_forked_worker_does_to_its_own_thread_stays_its_own() {
         assert!(!pinned.unwrap().contains([',', '-']), "the worker's thread pinned: {pinned:?}");
         assert_eq!(allowed_cpus(template), before, "the template untouched");
         drop(worker);
+    });
+}
+
+/// A forked worker's stdout (`Output::Inherit`) is the parent's as it is
+/// at the worker's start, as an exec'd worker's is: not the one the
+/// template was started with.
+pub fn a_forked_worker_writes_where_the_parents_stdout_is_now() {
+    isolated("fork_server::stdout_moved_role");
+}
+
+pub fn stdout_moved_role() {
+    use std::os::fd::AsFd;
+    run(async {
+        let started = || {
+            let (rec, events) = events::<Test>();
+            (builder(rec).start_method(StartMethod::ForkServer).start().unwrap(), events)
+        };
+        // The template starts with this process's stdout (the test's pipe).
+        let (first, mut first_events) = started();
+        first.post(Cmd::Pid);
+        let Reply::Pid(first_pid) = first_events.message().await.data else { panic!() };
+        assert!(forked(first_pid));
+        // Then this process's stdout moves to a file.
+        let path = std::env::temp_dir().join(format!("aww-stdout-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let saved = std::io::stdout().as_fd().try_clone_to_owned().unwrap();
+        nix::unistd::dup2_stdout(&file).unwrap();
+        let (second, mut events) = started();
+        second.post(Cmd::Print("printed by the second worker".into()));
+        second.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!() };
+        nix::unistd::dup2_stdout(&saved).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(forked(pid), "forked: {:?}", environ(pid));
+        assert!(written.contains("printed by the second worker"), "in the file: {written:?}");
     });
 }
