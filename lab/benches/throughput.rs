@@ -422,13 +422,14 @@ impl Handler<WorkerEvent<Bench>> for Forward {
     }
 }
 
+/// The starts measured: `ours` exec'd, `ours_fork_server` forked from a
+/// template (started by the warm-up's first start).
+const START_METHODS: [(&str, StartMethod); 2] =
+    [("ours", StartMethod::Exec), ("ours_fork_server", StartMethod::ForkServer)];
+
 fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
     let mut g = c.benchmark_group("spawn_to_online");
-    // `ours`: exec'd; `ours_fork_server`: forked from a template
-    // (started by the warm-up's first start).
-    for (name, method) in
-        [("ours", StartMethod::Exec), ("ours_fork_server", StartMethod::ForkServer)]
-    {
+    for (name, method) in START_METHODS {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 sys.block_on(async {
@@ -461,9 +462,7 @@ fn spawn_to_online(c: &mut Criterion, sys: &mut SystemRunner) {
     // baseline: 64 `/bin/true` spawned at once and waited for.
     let mut g = c.benchmark_group("mass_start_64");
     g.sample_size(10);
-    for (name, method) in
-        [("ours", StartMethod::Exec), ("ours_fork_server", StartMethod::ForkServer)]
-    {
+    for (name, method) in START_METHODS {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 sys.block_on(async {

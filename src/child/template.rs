@@ -31,12 +31,12 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::prctl::set_pdeathsig;
-use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::resource::setrlimit;
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, setpgid, Pid};
 
 use crate::handoff::template::{
-    self, Answer, Request, ENV_TEMPLATE, MAGIC, MAX_PACKET, READY, REFUSED,
+    self, Answer, Request, ENV_TEMPLATE, FDS, LIMITED, MAGIC, MAX_PACKET, READY, REFUSED,
 };
 use crate::handoff::{exit_code, ENV_ENTRY, ENV_FD, ENV_MAX_MESSAGE};
 
@@ -73,7 +73,7 @@ pub(crate) fn serve_if_template() -> bool {
                 std::process::exit(exit_code::IO);
             }
         };
-        let request = Request::decode(&packet[..len]).filter(|r| r.fds() == fds.len());
+        let request = Request::decode(&packet[..len]).filter(|_| fds.len() == FDS);
         let Some(request) = request else {
             let _ = template::send(
                 control.as_fd(),
@@ -124,17 +124,9 @@ fn fork_worker() -> Forked {
     // if one failed. Ended as well if the copy is killed meanwhile, which
     // its parent then sees as its exit.
     let mut errno = [0u8; 4];
-    let mut got = 0;
-    while got < errno.len() {
-        match nix::unistd::read(&read, &mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::EINTR) => {}
-            Err(_) => break,
-        }
-    }
-    match (got, i32::from_le_bytes(errno)) {
-        (4, errno) if errno > 0 => Forked::Answer(Answer::Failed { pid, errno }, None),
+    let reported = std::io::Read::read_exact(&mut std::fs::File::from(read), &mut errno).is_ok();
+    match i32::from_le_bytes(errno) {
+        errno if reported && errno > 0 => Forked::Answer(Answer::Failed { pid, errno }, None),
         _ => Forked::Answer(Answer::Started(pid), pidfd),
     }
 }
@@ -232,16 +224,12 @@ fn become_worker(
 }
 
 fn steps(request: &Request, fds: Vec<OwnedFd>, parent: Pid) -> nix::Result<()> {
-    let mut fds = fds.into_iter();
-    let (Some(sock), Some(stdin)) = (fds.next(), fds.next()) else { return Err(Errno::EINVAL) };
+    let [sock, stdin, stdout, stderr] =
+        <[OwnedFd; FDS]>::try_from(fds).map_err(|_| Errno::EINVAL)?;
     nix::unistd::dup2_stdin(&stdin)?;
-    if request.stdout {
-        nix::unistd::dup2_stdout(&fds.next().ok_or(Errno::EINVAL)?)?;
-    }
-    if request.stderr {
-        nix::unistd::dup2_stderr(&fds.next().ok_or(Errno::EINVAL)?)?;
-    }
-    drop((stdin, fds));
+    nix::unistd::dup2_stdout(&stdout)?;
+    nix::unistd::dup2_stderr(&stderr)?;
+    drop((stdin, stdout, stderr));
     let sock = sock.into_raw_fd();
     setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
     set_pdeathsig(Signal::SIGTERM)?;
@@ -250,8 +238,7 @@ fn steps(request: &Request, fds: Vec<OwnedFd>, parent: Pid) -> nix::Result<()> {
         // SAFETY: ends this copy at once.
         unsafe { libc::_exit(1) };
     }
-    let resources = [Resource::RLIMIT_AS, Resource::RLIMIT_CPU, Resource::RLIMIT_NOFILE];
-    for (resource, limit) in resources.into_iter().zip(request.limits) {
+    for (resource, limit) in LIMITED.into_iter().zip(request.limits) {
         if let Some((soft, hard)) = limit {
             setrlimit(resource, soft, hard)?;
         }

@@ -12,6 +12,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use nix::sys::resource::Resource;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 /// Environment variable that makes a worker's executable a template: the
@@ -29,9 +30,14 @@ pub(crate) const REFUSED: &[u8] = b"refused: ";
 /// The largest packet either side sends or reads.
 pub(crate) const MAX_PACKET: usize = 4096;
 
-/// The most descriptors a request carries: the worker's socket, its
-/// stdin, and its stdout and stderr when it has its own.
-pub(crate) const MAX_FDS: usize = 4;
+/// The descriptors a request carries, in this order: the worker's
+/// socket, its stdin, its stdout and its stderr (the parent's own as they
+/// are at the start, when the worker inherits them).
+pub(crate) const FDS: usize = 4;
+
+/// The resources a request limits, in the order of [`Request::limits`].
+pub(crate) const LIMITED: [Resource; 3] =
+    [Resource::RLIMIT_AS, Resource::RLIMIT_CPU, Resource::RLIMIT_NOFILE];
 
 /// What the template is asked to start: one worker.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,24 +46,20 @@ pub(crate) struct Request {
     pub entry: Option<String>,
     /// The largest message either side may send.
     pub max_message: u64,
-    /// Its resource limits, soft and hard: address space, CPU seconds and
-    /// open files, each when set.
+    /// Its resource limits, soft and hard, each when set, for the
+    /// resources of [`LIMITED`] in turn.
     pub limits: [Option<(u64, u64)>; 3],
-    /// Whether its stdout and stderr come with the request (otherwise it
-    /// keeps the template's, which are the parent's).
-    pub stdout: bool,
-    pub stderr: bool,
 }
 
 impl Request {
-    /// The packet: [`MAGIC`], the message limit, a flags byte (stdout,
-    /// stderr, and one bit per limit set), the limits set, the entry.
+    /// The packet: [`MAGIC`], the message limit, a flags byte (one bit
+    /// per limit set), the limits set, the entry.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&self.max_message.to_le_bytes());
-        let mut flags = u8::from(self.stdout) | u8::from(self.stderr) << 1;
+        let mut flags = 0u8;
         for (i, limit) in self.limits.iter().enumerate() {
-            flags |= u8::from(limit.is_some()) << (2 + i);
+            flags |= u8::from(limit.is_some()) << i;
         }
         out.push(flags);
         for (soft, hard) in self.limits.iter().flatten() {
@@ -74,31 +76,19 @@ impl Request {
         let rest = packet.strip_prefix(MAGIC)?;
         let (max_message, rest) = take_u64(rest)?;
         let (&flags, mut rest) = rest.split_first()?;
-        if flags >> 5 != 0 {
+        if flags >> 3 != 0 {
             return None;
         }
         let mut limits = [None; 3];
         for (i, limit) in limits.iter_mut().enumerate() {
-            if flags & (1 << (2 + i)) != 0 {
+            if flags & (1 << i) != 0 {
                 let (soft, after) = take_u64(rest)?;
                 let (hard, after) = take_u64(after)?;
                 (*limit, rest) = (Some((soft, hard)), after);
             }
         }
         let entry = std::str::from_utf8(rest).ok()?;
-        Some(Request {
-            entry: (!entry.is_empty()).then(|| entry.to_owned()),
-            max_message,
-            limits,
-            stdout: flags & 1 != 0,
-            stderr: flags & 2 != 0,
-        })
-    }
-
-    /// How many descriptors come with it: the socket, stdin, and the
-    /// outputs it has.
-    pub(crate) fn fds(&self) -> usize {
-        2 + usize::from(self.stdout) + usize::from(self.stderr)
+        Some(Request { entry: (!entry.is_empty()).then(|| entry.to_owned()), max_message, limits })
     }
 }
 
@@ -175,7 +165,7 @@ pub(crate) fn receive(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut space = nix::cmsg_space!([RawFd; FDS]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
         let flags = MsgFlags::MSG_CMSG_CLOEXEC;
@@ -213,11 +203,8 @@ mod tests {
             entry: Some("échó".into()),
             max_message: 1 << 40,
             limits: [Some((1, 2)), None, Some((u64::MAX, u64::MAX))],
-            stdout: true,
-            stderr: false,
         };
-        let bare =
-            Request { entry: None, max_message: 0, limits: [None; 3], stdout: false, stderr: true };
+        let bare = Request { entry: None, max_message: 0, limits: [None, Some((0, 0)), None] };
         for request in [full, bare] {
             let packet = request.encode();
             assert_eq!(Request::decode(&packet).as_ref(), Some(&request));
@@ -230,7 +217,7 @@ mod tests {
             other[7] = b'2';
             assert_eq!(Request::decode(&other), None);
             let mut flags = packet.clone();
-            flags[16] |= 1 << 5;
+            flags[16] |= 1 << 3;
             assert_eq!(Request::decode(&flags), None);
         }
         assert_eq!(Request::decode(b"AWWFORK1\0\0\0\0\0\0\0\0\0\xff"), None, "not UTF-8");

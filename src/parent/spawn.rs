@@ -323,15 +323,13 @@ fn launch(
     let (stdout, read_stdout) = stdio(spec.stdout, io::stdout().as_fd())?;
     let (stderr, read_stderr) = stdio(spec.stderr, io::stderr().as_fd())?;
     if let (StartMethod::ForkServer, Some(socket)) = (spec.start_method, socket) {
-        // Its outputs always sent: the parent's own are what they are now,
-        // not what they were when the template started.
         let request = Request {
             entry: spec.entry.clone(),
             max_message: spec.max_message_size as u64,
             limits: plan::limits(spec.rlimits).map(|(_, limit)| limit),
-            stdout: true,
-            stderr: true,
         };
+        // Its outputs always sent: the parent's own are what they are now,
+        // not what they were when the template started.
         let raw = |fd: &Option<OwnedFd>, own: RawFd| fd.as_ref().map_or(own, AsRawFd::as_raw_fd);
         let fds = [socket, stdin.as_raw_fd(), raw(&stdout, 1), raw(&stderr, 2)];
         let command = plan::exec(program, arg0, spec, &[])?;

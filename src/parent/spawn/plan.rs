@@ -25,6 +25,7 @@ use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::Signal;
 use nix::unistd::{getppid, Pid};
 
+use crate::handoff::template::LIMITED;
 use crate::handoff::ENV_ENTRY;
 use crate::os;
 use crate::parent::options::{CommandSpec, ResourceLimits};
@@ -47,14 +48,17 @@ impl Plan {
     }
 }
 
-/// The resource limits to set, soft and hard, each where asked.
+/// The resource limits to set, soft and hard, each where asked: for the
+/// resources of [`LIMITED`] in turn (the order a fork server's request
+/// carries them in).
 pub(crate) fn limits(limits: ResourceLimits) -> Limits {
-    [
-        (Resource::RLIMIT_AS, limits.address_space.map(|l| (l, l))),
+    let set = [
+        limits.address_space.map(|l| (l, l)),
         // Soft below hard: SIGXCPU first, SIGKILL a second later.
-        (Resource::RLIMIT_CPU, limits.cpu_seconds.map(|l| (l, l.saturating_add(1)))),
-        (Resource::RLIMIT_NOFILE, limits.open_files.map(|l| (l, l))),
-    ]
+        limits.cpu_seconds.map(|l| (l, l.saturating_add(1))),
+        limits.open_files.map(|l| (l, l)),
+    ];
+    std::array::from_fn(|i| (LIMITED[i], set[i]))
 }
 
 /// The resource limits of a start, as [`Plan::limits`] gives them.
