@@ -10,54 +10,27 @@
 //! worker that then goes), then the measured worker, whose start alone is
 //! timed.
 //!
+//! With `--own-binary`, the worker is `idle_child`, a binary of its own
+//! next to this one (`program`), which holds only the worker's code: the
+//! weight of a worker whose program is not also the parent. Build it
+//! first: `cargo build --release --example idle_child`.
+//!
 //! `cargo run --release --example idle_worker` measures the crate with its
 //! default features, as an app that depends on it builds it (the
 //! throughput probe in `lab/` builds it with `tls`, and runs this binary
-//! for its `idle_worker_rss` row when it has been built).
+//! for its `idle_worker_rss` rows when it has been built).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, Entry, Event, Join, NoPosts, Parent, Protocol, Requests, StartMethod, Worker,
-    WorkerActor, WorkerAddrExt,
+    run_if_worker, Entry, Event, Join, Parent, StartMethod, Worker, WorkerAddrExt,
 };
-use serde::{Deserialize, Serialize};
 
-/// Asked once the worker is up: the answer says it serves.
-#[derive(Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
-struct Ping(u64);
+#[path = "idle/protocol.rs"]
+mod protocol;
 
-struct Idle;
-
-impl Protocol for Idle {
-    type ToWorker = NoPosts;
-    type FromWorker = ();
-}
-
-struct IdleWorker;
-
-impl Actor for IdleWorker {
-    type Context = Context<Self>;
-}
-
-impl Handler<Ping> for IdleWorker {
-    type Result = u64;
-
-    fn handle(&mut self, Ping(n): Ping, _: &mut Context<Self>) -> u64 {
-        n
-    }
-}
-
-impl WorkerActor for IdleWorker {
-    type Protocol = Idle;
-
-    fn requests(requests: &mut Requests<Self>) {
-        requests.answer::<Ping>();
-    }
-}
-actix_webworker::no_posts!(IdleWorker);
+use protocol::{Idle, IdleWorker, Ping};
 
 /// A field of `/proc/<pid>/smaps_rollup`, in MiB.
 fn field(pid: u32, name: &str) -> f64 {
@@ -73,13 +46,31 @@ fn field(pid: u32, name: &str) -> f64 {
 /// thread is started (`StartMethod::ForkServer`).
 fn main() {
     run_if_worker([Entry::new("idle", |_: Parent<Idle>| IdleWorker)]);
-    let forked = std::env::args().any(|a| a == "--fork-server");
-    actix::System::new().block_on(measure(forked));
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let own = flag("--own-binary").then(|| {
+        let exe = std::env::current_exe().expect("this program's path");
+        let child = exe.with_file_name("idle_child");
+        if !child.exists() {
+            eprintln!(
+                "{} is missing: build it with `cargo build --release --example idle_child`",
+                child.display()
+            );
+            std::process::exit(2);
+        }
+        child
+    });
+    actix::System::new().block_on(measure(flag("--fork-server"), own));
 }
 
-async fn measure(forked: bool) {
+async fn measure(forked: bool, own: Option<PathBuf>) {
     let method = if forked { StartMethod::ForkServer } else { StartMethod::Exec };
-    let builder = || Worker::<Idle>::builder().entry("idle").start_method(method);
+    let builder = || {
+        let builder = Worker::<Idle>::builder().start_method(method);
+        match &own {
+            Some(program) => builder.program(program),
+            None => builder.entry("idle"),
+        }
+    };
     if forked {
         // The template, started by a first worker, which goes.
         let first = builder().start().expect("the first worker starts");

@@ -715,6 +715,9 @@ fn spawn_baseline() -> Duration {
 /// `idle_worker` example, built with the crate's default features in
 /// release (`cargo build --release --example idle_worker`), prints; and
 /// `..._lean`: the same built with the `lean` profile (`--profile lean`).
+/// Each exec'd and forked (`_fork_server`), and each with the worker in
+/// the parent's binary and in a binary of its own (`_own_binary`: the
+/// `idle_child` example, built beside it).
 fn idle_worker() {
     let release = std::env::current_exe().unwrap().with_file_name("idle_worker");
     let lean = release.parent().and_then(|p| p.parent()).and_then(|p| p.parent());
@@ -723,13 +726,21 @@ fn idle_worker() {
         let at = text.find(name)? + name.len();
         text[at..].split_whitespace().next()?.parse().ok()
     };
-    let runs = [("", Some(release)), ("_lean", lean)].into_iter().flat_map(|(suffix, exe)| {
-        [(suffix.to_owned(), exe.clone(), false), (format!("{suffix}_fork_server"), exe, true)]
+    let builds = [("", Some(release)), ("_lean", lean)];
+    let binaries = [("", None), ("_own_binary", Some("--own-binary"))];
+    let methods = [("", None), ("_fork_server", Some("--fork-server"))];
+    let runs = builds.into_iter().flat_map(|(profile, exe)| {
+        binaries.into_iter().flat_map(move |(binary, own)| {
+            let exe = exe.clone();
+            methods.into_iter().map(move |(method, forked)| {
+                let args: Vec<&str> = own.into_iter().chain(forked).collect();
+                (format!("{profile}{binary}{method}"), exe.clone(), args)
+            })
+        })
     });
-    for (suffix, exe, forked) in runs {
+    for (suffix, exe, args) in runs {
         let exe = exe.unwrap_or_default();
-        let fork_server = if forked { &["--fork-server"][..] } else { &[] };
-        let out = std::process::Command::new(&exe).args(fork_server).output();
+        let out = std::process::Command::new(&exe).args(&args).output();
         let text = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
         let text = text.as_deref().unwrap_or_default();
         match field(text, "rss=").zip(field(text, "pss=")) {
@@ -747,7 +758,8 @@ fn idle_worker() {
                 let profile =
                     if suffix.starts_with("_lean") { "--profile lean" } else { "--release" };
                 let why = format!(
-                    "{} did not run ({:?}); build it with `cargo build {profile} --example idle_worker`",
+                    "{} did not run ({:?}); build it with `cargo build {profile} --example \
+                     idle_worker --example idle_child`",
                     exe.display(),
                     out.map(|o| o.status)
                 );
