@@ -77,10 +77,6 @@ async fn measure(forked: bool, own: Option<PathBuf>) {
         assert_eq!(first.ask(Ping(1)).await.expect("an answer"), 1);
         first.terminate();
         let _ = first.send(Join).await;
-        // Past the first start's growth of the descriptor table, on the
-        // spawner thread (`os::reserve_descriptors`), which the next
-        // start would wait for: what is timed is a fork.
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let started = std::time::Instant::now();
     let (worker, mut events) = builder().start_with_events().expect("the worker starts");

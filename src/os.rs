@@ -230,6 +230,38 @@ pub(crate) unsafe fn reset_signals() -> nix::Result<()> {
     signal::pthread_sigmask(signal::SigmaskHow::SIG_SETMASK, Some(&signal::SigSet::empty()), None)
 }
 
+/// What this process's `/proc/self/status` says of it: its threads
+/// (`Threads:`) and the size of its descriptor table (`FDSize:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub threads: usize,
+    pub table: i32,
+}
+
+/// [`Status`] now; `None` if `/proc` cannot say.
+pub(crate) fn status() -> Option<Status> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<usize> {
+        text.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok()
+    };
+    let table = i32::try_from(field("FDSize:")?).ok()?;
+    Some(Status { threads: field("Threads:")?, table })
+}
+
+/// Grows the descriptor table as [`reserve_descriptors`] would, now, if
+/// this process has one thread: then the kernel does not wait for an RCU
+/// grace period (it waits only when the table is shared), and the growth
+/// costs microseconds where, once the spawner thread exists, it costs a
+/// grace period (10-35 ms on a VM) that the next start waits for. Called
+/// before the spawner thread is started; a process that already has
+/// threads is left to `reserve_descriptors` after its first start.
+pub(crate) fn reserve_descriptors_while_alone() {
+    if let Some(Status { threads: 1, table }) = status() {
+        // Everything in use is below the table's size.
+        reserve_descriptors(table - 1);
+    }
+}
+
 /// How far this process's descriptor table has been grown by
 /// [`reserve_descriptors`] (0: not yet).
 static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -245,7 +277,8 @@ static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::ne
 /// those that make one beyond it meanwhile. Called on the spawner thread,
 /// after the spawn's result is out, so that neither the event loop, which
 /// dups and registers each new worker's socket, nor the start itself waits
-/// for it. The table grows to twice what is in use (at least 256 more),
+/// for it; in a process that had one thread before its spawner, already
+/// done by [`reserve_descriptors_while_alone`] for the first 256. The table grows to twice what is in use (at least 256 more),
 /// within the soft `RLIMIT_NOFILE`; it never shrinks.
 pub(crate) fn reserve_descriptors(highest: i32) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -329,9 +362,55 @@ mod tests {
 
     /// The table's size, as the kernel says (`FDSize`).
     fn table_size() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("status");
-        let line = status.lines().find_map(|l| l.strip_prefix("FDSize:")).expect("FDSize");
-        line.trim().parse().expect("a number")
+        status().expect("/proc/self/status").table as u64
+    }
+
+    /// Runs `f` in a forked child, as a process that has reserved nothing
+    /// yet, with its soft descriptor limit at the hard one (room to grow):
+    /// true if `f` returned true there.
+    fn in_a_fresh_child(f: impl FnOnce() -> bool) -> bool {
+        // SAFETY: the child reads /proc, dups, may start a thread, and
+        // ends with _exit; glibc's fork leaves its allocator usable there.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                RESERVED.store(0, std::sync::atomic::Ordering::Relaxed);
+                let raised = getrlimit(Resource::RLIMIT_NOFILE)
+                    .and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard));
+                let f = std::panic::AssertUnwindSafe(f);
+                let ok = raised.is_ok() && std::panic::catch_unwind(f).unwrap_or(false);
+                // SAFETY: ends the child at once, running no exit handler.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            ForkResult::Parent { child } => {
+                matches!(waitpid(child, None).expect("waitpid"), WaitStatus::Exited(_, 0))
+            }
+        }
+    }
+
+    #[test]
+    fn a_process_of_one_thread_grows_its_table_before_its_spawner_exists() {
+        // Alone (a fork has one thread): grown at once, 256 beyond it.
+        let grown = || {
+            let before = status().expect("status");
+            reserve_descriptors_while_alone();
+            let after = status().expect("status");
+            before.threads == 1 && after.table >= before.table + 255
+        };
+        assert!(in_a_fresh_child(grown), "a process of one thread did not grow its table");
+        // With a second thread the growth would wait for a grace period:
+        // left to `reserve_descriptors` on the spawner thread.
+        let left = || {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let other = std::thread::spawn(move || rx.recv());
+            let before = status().expect("status");
+            reserve_descriptors_while_alone();
+            let after = status().expect("status");
+            drop(tx);
+            let _ = other.join();
+            let reserved = RESERVED.load(std::sync::atomic::Ordering::Relaxed);
+            before.threads == 2 && after.table == before.table && reserved == 0
+        };
+        assert!(in_a_fresh_child(left), "a process of two threads grew its table");
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! `run_if_worker` on the first line of an `#[actix::main]` async main.
 
+#[path = "async_main/alone.rs"]
+mod alone;
 #[path = "async_main/common.rs"]
 mod common;
 
 #[actix::main]
 async fn main() {
     actix_webworker::run_if_worker([common::entry()]);
+    alone::assert_one_thread();
     common::check().await;
 }

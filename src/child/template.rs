@@ -153,12 +153,10 @@ fn forkable() -> Result<(), String> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err("called inside a runtime (an async main)".into());
     }
-    match std::fs::read_dir("/proc/self/task") {
-        Ok(tasks) => match tasks.count() {
-            1 => Ok(()),
-            n => Err(format!("{n} threads (a fork keeps only one)")),
-        },
-        Err(e) => Err(format!("/proc/self/task: {e}")),
+    match crate::os::status() {
+        Some(status) if status.threads == 1 => Ok(()),
+        Some(status) => Err(format!("{} threads (a fork keeps only one)", status.threads)),
+        None => Err("/proc/self/status cannot say how many threads".into()),
     }
 }
 

@@ -49,6 +49,9 @@ pub(crate) fn on_spawner<T: Send + 'static>(
     });
     let mut spawner = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
     if spawner.is_none() {
+        // While this may still be the process's only thread (an actix
+        // `main`), where growing the table waits for nothing.
+        crate::os::reserve_descriptors_while_alone();
         match start_spawner() {
             Ok(queue) => *spawner = Some(queue),
             Err(e) => tracing::warn!(error = %e, "the spawner thread could not be started"),
