@@ -161,7 +161,7 @@ where
         let actor = self.actor.clone();
         self.handlers.insert::<Q>(answered_tag::<Line<S, R>, Q>(), move |request, reply| {
             let answer = actor.send(request);
-            actix_rt::spawn(async move {
+            crate::session::spawn_boxed(async move {
                 // Err: the actor is gone; the reply, dropped, says so.
                 if let Ok(answer) = answer.await {
                     reply.answer(&answer);
@@ -210,7 +210,7 @@ where
         let done = registry::register(&sender, &close);
         let run =
             serve(end.fd, end.first, fp, options.max_message_size, common, side, close.clone());
-        actix_rt::spawn(async move {
+        crate::session::spawn_boxed(async move {
             run.await;
             done.set();
         });

@@ -150,7 +150,7 @@ pub(crate) fn handle_request<W, R>(
         };
         let (fut, abort) = futures_util::future::abortable(fut);
         reply.on_cancel(move || abort.abort());
-        actix_rt::spawn(async move {
+        crate::session::spawn_boxed(async move {
             // Err: cancelled; the reply goes unsent with the future.
             if let Ok(answer) = fut.await {
                 reply.answer(&answer);
@@ -186,7 +186,7 @@ pub(crate) fn handle_request<W, R>(
     match rx.try_recv() {
         Ok(answer) => reply.answer(&answer),
         Err(oneshot::error::TryRecvError::Empty) => {
-            actix_rt::spawn(async move {
+            crate::session::spawn_boxed(async move {
                 if let Ok(answer) = rx.await {
                     reply.answer(&answer);
                 }

@@ -189,7 +189,7 @@ where
     let mut session = Session::start(opened.reader, writer, common, side);
     let guarded = CatchPanics::new(ctx.into_future(make(parent)));
     let ended = Ended { done: guarded.done.clone(), fatal: guarded.fatal.clone(), close };
-    actix_rt::spawn(guarded);
+    crate::session::spawn_boxed(guarded);
 
     let end = run_until_end(&mut session, &mut panics, &ctl_tx, &ended).await;
     let code = close_actor(end, &ctl_tx, &sender.outbox).await;
@@ -367,7 +367,7 @@ fn offer_error<W: WorkerActor>(
         post_report(&sender, &report);
         return;
     }
-    actix_rt::spawn(async move {
+    crate::session::spawn_boxed(async move {
         // Err: the actor went away, or panicked inside on_error itself.
         if !rx.await.unwrap_or(false) {
             post_report(&sender, &report);

@@ -64,7 +64,7 @@ impl<P: Protocol, R: Request, T: Reply<R::Answer>> Handler<Forward<R, T>> for Wo
             Asked::Ready(result) => then.call(result),
             Asked::Waiting { id, pending } => pending.attach(id, describe::<P, R>, Box::new(then)),
             Asked::Later(fut) => {
-                actix_rt::spawn(async move { then.call(fut.await) });
+                crate::session::spawn_boxed(async move { then.call(fut.await) });
             }
         }
     }

@@ -322,7 +322,7 @@ impl<P: Protocol, K> WorkerBuilder<P, K> {
             // Cancelled by the worker: the wait stops, nothing is sent.
             let (answer, abort) = futures_util::future::abortable(recipient.send(req));
             reply.on_cancel(move || abort.abort());
-            actix_rt::spawn(async move {
+            crate::session::spawn_boxed(async move {
                 // Ok(Err): the serving actor is gone; the dropped reply says so.
                 if let Ok(Ok(answer)) = answer.await {
                     reply.answer(&answer);

@@ -95,7 +95,7 @@ impl<P: Protocol> Worker<P> {
         // Its own task: it outlives the actor, should the last address go.
         let me = ctx.address().downgrade();
         let unfinished = Unfinished { sender: Some(self.sender.clone()) };
-        actix_rt::spawn(async move {
+        crate::session::spawn_boxed(async move {
             let LinkExit { status, certain } = link.run(spawned.sock).await;
             unfinished.disarm();
             if let Some(me) = me.upgrade() {
@@ -146,7 +146,7 @@ impl<P: Protocol> Worker<P> {
         if let Some(grace) = grace {
             let child = self.child.clone();
             let kill_delay = self.options.kill_delay;
-            self.escalation = Some(actix_rt::spawn(async move {
+            self.escalation = Some(crate::session::spawn_boxed(async move {
                 tokio::time::sleep(grace).await;
                 let Some(handle) = child.upgrade() else { return };
                 handle.signal_group(crate::os::SIGTERM);

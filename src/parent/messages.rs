@@ -92,7 +92,7 @@ impl<P: Protocol> MessageResponse<Worker<P>, Post<P::ToWorker>> for PostResponse
                 let _ = tx.send(Err(e));
             }
             Some(Queued::Later(rx)) => {
-                actix_rt::spawn(async move {
+                crate::session::spawn_boxed(async move {
                     let _ = tx.send(rx.await.unwrap_or(Err(WorkerError::Disconnected)));
                 });
             }
@@ -209,7 +209,7 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
                 pending.attach(id, describe::<P, R>, slot)
             }
             AskInner::Later(fut, recorder, started) => {
-                actix_rt::spawn(async move {
+                crate::session::spawn_boxed(async move {
                     let result = fut.await;
                     recorder.finish(result.is_ok(), started);
                     if let Some(tx) = tx {

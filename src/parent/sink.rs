@@ -391,7 +391,7 @@ impl<P: Protocol> Events<P> {
         self.pop_handled();
         let marks = std::mem::take(&mut self.marks);
         if !marks.is_empty() {
-            actix_rt::spawn(async move {
+            crate::session::spawn_boxed(async move {
                 for (_, mark) in marks {
                     if let Some(mark) = mark {
                         mark.await;

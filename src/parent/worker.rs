@@ -388,7 +388,7 @@ const SWEEP: Duration = Duration::from_millis(100);
 /// not as an interval of an actor's context, which actix polls again with
 /// every message the actor handles (a cost on every request).
 pub(crate) fn every(period: Duration, mut f: impl FnMut() -> bool + 'static) {
-    actix_rt::spawn(async move {
+    crate::session::spawn_boxed(async move {
         let start = tokio::time::Instant::now() + period;
         let mut ticks = tokio::time::interval_at(start, period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

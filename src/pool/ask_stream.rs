@@ -53,7 +53,7 @@ impl<P: Protocol, R: StreamRequest> Queued<WorkerPool<P>> for QueuedStream<R> {
     fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize) {
         let QueuedStream { request, caller, window, reply } = *self;
         let stream = pool.prepare(at).stream((request, caller), window);
-        actix_rt::spawn(async move {
+        crate::session::spawn_boxed(async move {
             let _ = reply.send(stream.await);
         });
     }

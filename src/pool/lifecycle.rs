@@ -53,7 +53,7 @@ impl<P: Protocol> WorkerPool<P> {
         // (actix stops an actor only once nothing runs in its context),
         // and its members with it.
         let (join, pool) = (addr.send(Join), ctx.address().downgrade());
-        actix_rt::spawn(async move {
+        crate::session::spawn_boxed(async move {
             let status = join.await.ok();
             if let Some(pool) = pool.upgrade() {
                 pool.do_send(MemberGone { index, status });
@@ -113,7 +113,7 @@ impl<P: Protocol> WorkerPool<P> {
             // order with the others).
             (Some(handled), Some(recipient)) => {
                 let mark = recipient.clone().send(event);
-                actix_rt::spawn(async move {
+                crate::session::spawn_boxed(async move {
                     let _ = mark.await;
                     let _ = handled.send(());
                 });

@@ -46,7 +46,7 @@ pub(crate) fn produce<T: Serialize + 'static>(mut reply: Reply, stream: Streamed
     let (abort, registration) = AbortHandle::new_pair();
     reply.on_cancel(move || abort.abort());
     let run = Abortable::new(run(reply, stream, credit), registration);
-    actix_rt::spawn(async move {
+    crate::session::spawn_boxed(async move {
         // Aborted: the asker cancelled; the reply goes unsent with it.
         let _ = run.await;
     });
