@@ -30,7 +30,7 @@ use super::handle::Parent;
 use super::inbox::{Command, InboxLoop, Posted};
 use super::panic::{self as worker_panic, CatchPanics};
 use super::refusal;
-use crate::error::{ErrorReport, WireError, WorkerError};
+use crate::error::{ErrorReport, ShapeError, WireError, WorkerError};
 use crate::handoff::exit_code;
 use crate::handoff::ENV_MAX_MESSAGE;
 use crate::held::Holds;
@@ -88,8 +88,10 @@ where
     let sock = Socket { fd: handoff.sock, tls: handoff.tls.map(Into::into) };
     let span = crate::session::trace::runtime(&entry);
     let inbox = Inbox { ctl: (ctl_tx, ctl_rx), requests, span };
-    let (code, end) =
-        system.block_on(serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx, inbox));
+    // Boxed: the runtime's `block_on` is compiled once, not per worker.
+    let serving: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+        Box::pin(serve::<W, F>(sock, fds_ok, max_message_size, make, panic_rx, inbox));
+    let (code, end) = system.block_on(serving);
     // Orphaned: nobody will take our process group down, so we do, with
     // whatever this worker started (ourselves last). When the parent's
     // socket closed, the parent may still be on its way out: its pidfd says
@@ -158,7 +160,8 @@ where
     W: WorkerActor,
     F: FnOnce(Parent<W::Protocol>) -> W,
 {
-    let opened = match connect::<W>(sock, max_message_size).await {
+    let fingerprint = crate::session::shape::fingerprint::<W::Protocol>();
+    let opened = match connect(sock, max_message_size, fingerprint).await {
         Ok(opened) => opened,
         Err(ended) => return ended,
     };
@@ -207,13 +210,15 @@ where
     (code, end)
 }
 
-/// Opens the connection to the parent and answers its hello; or the exit
-/// code and end when that fails.
-async fn connect<W: WorkerActor>(
+/// Opens the connection to the parent and answers its hello with the
+/// protocol's `fingerprint`; or the exit code and end when that fails.
+/// Not generic: compiled once, whatever the worker.
+async fn connect(
     sock: Socket,
     max_message_size: usize,
+    fingerprint: Result<u64, ShapeError>,
 ) -> Result<session::Opened, (i32, End)> {
-    let fp = crate::session::shape::fingerprint::<W::Protocol>().map_err(|e| {
+    let fp = fingerprint.map_err(|e| {
         tracing::error!(error = %e, "the protocol's types cannot be described");
         (exit_code::MISMATCH, End::Terminated)
     })?;

@@ -83,22 +83,54 @@ pub struct GaveUp {
 /// Says what happened in a worker through `tracing`, for a worker with no
 /// events recipient: errors, refusals, losses and exits are not to vanish.
 pub(crate) fn log_event<P: Protocol>(name: &str, pid: u32, kind: &Event<P>) {
-    match kind {
-        Event::Online => tracing::debug!(worker = name, pid, "online"),
-        Event::Message(_) => tracing::trace!(worker = name, pid, "message, no events recipient"),
-        Event::Error(report) => tracing::error!(worker = name, pid, %report, "uncaught error"),
-        Event::WireError(e) => tracing::warn!(worker = name, pid, error = %e, "wire error"),
-        Event::Refused(e) => tracing::warn!(worker = name, pid, error = %e, "post refused"),
-        Event::Undelivered(n) => tracing::warn!(worker = name, pid, n, "posts never delivered"),
-        Event::MaybeLost(n) => tracing::warn!(worker = name, pid, n, "posts may have been lost"),
-        Event::Exit(status) if status.success() => {
+    // The message aside, nothing here depends on the protocol: said by
+    // one function for all of them (each `tracing` call is code of its own).
+    let said = match kind {
+        Event::Online => Said::Online,
+        Event::Message(_) => Said::Message,
+        Event::Error(report) => Said::Error(report),
+        Event::WireError(e) => Said::WireError(e),
+        Event::Refused(e) => Said::Refused(e),
+        Event::Undelivered(n) => Said::Undelivered(*n),
+        Event::MaybeLost(n) => Said::MaybeLost(*n),
+        Event::Exit(status) => Said::Exit(status),
+        Event::Restarting { attempt, delay } => Said::Restarting(*attempt, *delay),
+        Event::GaveUp(g) => Said::GaveUp(g),
+    };
+    log_said(name, pid, said);
+}
+
+/// An [`Event`] as the log says it, whatever its protocol.
+enum Said<'a> {
+    Online,
+    Message,
+    Error(&'a ErrorReport),
+    WireError(&'a WireError),
+    Refused(&'a WorkerError),
+    Undelivered(usize),
+    MaybeLost(usize),
+    Exit(&'a ExitStatus),
+    Restarting(u32, std::time::Duration),
+    GaveUp(&'a GaveUp),
+}
+
+fn log_said(name: &str, pid: u32, said: Said<'_>) {
+    match said {
+        Said::Online => tracing::debug!(worker = name, pid, "online"),
+        Said::Message => tracing::trace!(worker = name, pid, "message, no events recipient"),
+        Said::Error(report) => tracing::error!(worker = name, pid, %report, "uncaught error"),
+        Said::WireError(e) => tracing::warn!(worker = name, pid, error = %e, "wire error"),
+        Said::Refused(e) => tracing::warn!(worker = name, pid, error = %e, "post refused"),
+        Said::Undelivered(n) => tracing::warn!(worker = name, pid, n, "posts never delivered"),
+        Said::MaybeLost(n) => tracing::warn!(worker = name, pid, n, "posts may have been lost"),
+        Said::Exit(status) if status.success() => {
             tracing::info!(worker = name, pid, %status, "exited")
         }
-        Event::Exit(status) => tracing::warn!(worker = name, pid, %status, "exited"),
-        Event::Restarting { attempt, delay } => {
+        Said::Exit(status) => tracing::warn!(worker = name, pid, %status, "exited"),
+        Said::Restarting(attempt, delay) => {
             tracing::info!(worker = name, pid, attempt, ?delay, "restarting")
         }
-        Event::GaveUp(g) => tracing::error!(worker = name, pid, reason = %g.reason, "gave up"),
+        Said::GaveUp(g) => tracing::error!(worker = name, pid, reason = %g.reason, "gave up"),
     }
 }
 
