@@ -51,8 +51,16 @@ fn main() {
         let exe = std::env::current_exe().expect("this program's path");
         let child = exe.with_file_name("idle_child");
         if !child.exists() {
+            // target/<profile>/examples/idle_worker: built as this was.
+            let profile = exe.parent().and_then(|examples| examples.parent());
+            let profile = profile.and_then(|p| p.file_name()).and_then(|n| n.to_str());
+            let flag = match profile.unwrap_or("release") {
+                "debug" => String::new(),
+                "release" => " --release".into(),
+                other => format!(" --profile {other}"),
+            };
             eprintln!(
-                "{} is missing: build it with `cargo build --release --example idle_child`",
+                "{} is missing: build it with `cargo build{flag} --example idle_child`",
                 child.display()
             );
             std::process::exit(2);

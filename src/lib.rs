@@ -162,9 +162,16 @@ mod wire;
 
 #[doc(hidden)]
 pub mod __private {
-    //! What the crate's macros expand to; not part of the API.
+    //! What the crate's macros expand to, and what its own tests read;
+    //! not part of the API.
     pub mod testing {
         pub use crate::testing::enable;
+
+        /// How far the descriptor table had been grown ahead when the
+        /// spawner thread was first started (`None`: not yet).
+        pub fn reserved_before_spawner() -> Option<i32> {
+            crate::parent::spawner::reserved_before_spawner()
+        }
     }
     pub use actix;
 }

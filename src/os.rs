@@ -231,32 +231,36 @@ pub(crate) unsafe fn reset_signals() -> nix::Result<()> {
 }
 
 /// What this process's `/proc/self/status` says of it: its threads
-/// (`Threads:`) and the size of its descriptor table (`FDSize:`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// (`Threads:`) and the size of its descriptor table (`FDSize:`), each
+/// `None` if it cannot say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Status {
-    pub threads: usize,
-    pub table: i32,
+    pub threads: Option<usize>,
+    pub table: Option<i32>,
 }
 
-/// [`Status`] now; `None` if `/proc` cannot say.
-pub(crate) fn status() -> Option<Status> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+/// [`Status`] now.
+pub(crate) fn status() -> Status {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| -> Option<usize> {
         text.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok()
     };
-    let table = i32::try_from(field("FDSize:")?).ok()?;
-    Some(Status { threads: field("Threads:")?, table })
+    let table = field("FDSize:").and_then(|t| i32::try_from(t).ok());
+    Status { threads: field("Threads:"), table }
 }
 
 /// Grows the descriptor table as [`reserve_descriptors`] would, now, if
-/// this process has one thread: then the kernel does not wait for an RCU
-/// grace period (it waits only when the table is shared), and the growth
-/// costs microseconds where, once the spawner thread exists, it costs a
-/// grace period (10-35 ms on a VM) that the next start waits for. Called
-/// before the spawner thread is started; a process that already has
-/// threads is left to `reserve_descriptors` after its first start.
+/// this process has one thread: then no other task shares its table, and
+/// the kernel does not wait for an RCU grace period (it waits only when
+/// the table is shared), so the growth costs microseconds where, once the
+/// spawner thread exists, it costs a grace period (10-35 ms on a VM) that
+/// the next start waits for. Called before the spawner thread is started;
+/// a process that already has threads is left to `reserve_descriptors`
+/// after its first start. (A process of one thread whose table another
+/// process shares, made by `clone(CLONE_FILES)` without `CLONE_THREAD`,
+/// would wait for one grace period here, once.)
 pub(crate) fn reserve_descriptors_while_alone() {
-    if let Some(Status { threads: 1, table }) = status() {
+    if let Status { threads: Some(1), table: Some(table) } = status() {
         // Everything in use is below the table's size.
         reserve_descriptors(table - 1);
     }
@@ -265,6 +269,11 @@ pub(crate) fn reserve_descriptors_while_alone() {
 /// How far this process's descriptor table has been grown by
 /// [`reserve_descriptors`] (0: not yet).
 static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// How far the descriptor table has been grown ahead so far (0: not yet).
+pub(crate) fn reserved() -> i32 {
+    RESERVED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Grows this process's descriptor table now, on the calling thread, so
 /// that descriptors well above `highest` (the highest one in use) come
@@ -277,9 +286,10 @@ static RESERVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::ne
 /// those that make one beyond it meanwhile. Called on the spawner thread,
 /// after the spawn's result is out, so that neither the event loop, which
 /// dups and registers each new worker's socket, nor the start itself waits
-/// for it; in a process that had one thread before its spawner, already
-/// done by [`reserve_descriptors_while_alone`] for the first 256. The table grows to twice what is in use (at least 256 more),
-/// within the soft `RLIMIT_NOFILE`; it never shrinks.
+/// for it; in a process that had one thread before its spawner, done
+/// already by [`reserve_descriptors_while_alone`] for the first 256. The
+/// table grows to twice what is in use (at least 256 more), within the
+/// soft `RLIMIT_NOFILE`; it never shrinks.
 pub(crate) fn reserve_descriptors(highest: i32) {
     use std::sync::atomic::Ordering::Relaxed;
     let n = highest;
@@ -292,138 +302,32 @@ pub(crate) fn reserve_descriptors(highest: i32) {
     // when nothing above is open: the table grows to hold it. Duplicated
     // from a standard descriptor, so that no descriptor of ours is held
     // meanwhile (the growth waits for the grace period); closed at once.
-    // Raw: the standard descriptor may be closed, then nothing is done.
+    // With every standard descriptor closed (a daemon), from /dev/null,
+    // opened for it. Nothing grown is nothing reserved: tried next time.
     if target - 1 > n {
-        for source in 0..=2 {
-            // SAFETY: F_DUPFD_CLOEXEC on a number that may not be open
-            // fails with EBADF; it touches no memory.
-            let fd = unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, target - 1) };
-            if fd >= 0 {
-                // SAFETY: `fd` was just made here and nothing else has it.
-                drop(unsafe { OwnedFd::from_raw_fd(fd) });
-                break;
-            }
+        let grown = (0..=2).any(|source| dup_above(source, target - 1));
+        let null =
+            || nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty());
+        if !grown && !null().is_ok_and(|null| dup_above(null.as_raw_fd(), target - 1)) {
+            return;
         }
     }
     RESERVED.fetch_max(target, Relaxed);
 }
 
-#[cfg(test)]
-mod tests {
-    use std::os::fd::AsFd;
-
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    use nix::sys::resource::setrlimit;
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, ForkResult};
-
-    use super::*;
-
-    /// Runs `mark_all_cloexec(dir)` in a forked child and says whether
-    /// descriptor `fd` came out close-on-exec there.
-    fn marked_in_a_child(dir: &CStr, fd: BorrowedFd<'_>) -> bool {
-        // SAFETY: the child calls only async-signal-safe functions that do
-        // not allocate (the marking, fcntl, _exit); the parent waits for it.
-        match unsafe { fork() }.expect("fork") {
-            ForkResult::Child => {
-                // SAFETY: the child execs nothing; it exits below.
-                unsafe { mark_all_cloexec(dir) };
-                let flags = fcntl(fd, FcntlArg::F_GETFD);
-                let marked =
-                    flags.is_ok_and(|f| FdFlag::from_bits_retain(f).contains(FdFlag::FD_CLOEXEC));
-                // Raw: nix has no `_exit`, and std's `exit` runs exit handlers.
-                // SAFETY: ends the child at once.
-                unsafe { libc::_exit(if marked { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                matches!(waitpid(child, None).expect("waitpid"), WaitStatus::Exited(_, 0))
-            }
-        }
+/// Duplicates `source` to `at` or above, and closes the copy at once;
+/// false if `source` is not open (or the copy could not be made).
+fn dup_above(source: std::os::fd::RawFd, at: i32) -> bool {
+    // Raw: the number may not be an open descriptor.
+    // SAFETY: F_DUPFD_CLOEXEC on a number that may not be open fails with
+    // EBADF; it touches no memory.
+    let fd = unsafe { libc::fcntl(source, libc::F_DUPFD_CLOEXEC, at) };
+    if fd >= 0 {
+        // SAFETY: `fd` was just made here and nothing else has it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
-
-    #[test]
-    fn the_close_on_exec_fallback_covers_every_descriptor() {
-        // A descriptor above 4096, without close-on-exec.
-        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        if soft < 5001 && hard >= 5001 {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, 5001, hard);
-        }
-        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        let high = (soft.min(5001) - 1) as libc::c_int;
-        let (r, _w) = std::io::pipe().unwrap();
-        let fd = fcntl(&r, FcntlArg::F_DUPFD(high)).expect("F_DUPFD");
-        assert_eq!(fd, high);
-        // SAFETY: the descriptor F_DUPFD just made, ours alone.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("F_SETFD");
-        assert!(marked_in_a_child(c"/proc/self/fd", fd.as_fd()), "through /proc");
-        assert!(marked_in_a_child(c"/nonexistent", fd.as_fd()), "without /proc");
-    }
-
-    /// The table's size, as the kernel says (`FDSize`).
-    fn table_size() -> u64 {
-        status().expect("/proc/self/status").table as u64
-    }
-
-    /// Runs `f` in a forked child, as a process that has reserved nothing
-    /// yet, with its soft descriptor limit at the hard one (room to grow):
-    /// true if `f` returned true there.
-    fn in_a_fresh_child(f: impl FnOnce() -> bool) -> bool {
-        // SAFETY: the child reads /proc, dups, may start a thread, and
-        // ends with _exit; glibc's fork leaves its allocator usable there.
-        match unsafe { fork() }.expect("fork") {
-            ForkResult::Child => {
-                RESERVED.store(0, std::sync::atomic::Ordering::Relaxed);
-                let raised = getrlimit(Resource::RLIMIT_NOFILE)
-                    .and_then(|(_, hard)| setrlimit(Resource::RLIMIT_NOFILE, hard, hard));
-                let f = std::panic::AssertUnwindSafe(f);
-                let ok = raised.is_ok() && std::panic::catch_unwind(f).unwrap_or(false);
-                // SAFETY: ends the child at once, running no exit handler.
-                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
-            }
-            ForkResult::Parent { child } => {
-                matches!(waitpid(child, None).expect("waitpid"), WaitStatus::Exited(_, 0))
-            }
-        }
-    }
-
-    #[test]
-    fn a_process_of_one_thread_grows_its_table_before_its_spawner_exists() {
-        // Alone (a fork has one thread): grown at once, 256 beyond it.
-        let grown = || {
-            let before = status().expect("status");
-            reserve_descriptors_while_alone();
-            let after = status().expect("status");
-            before.threads == 1 && after.table >= before.table + 255
-        };
-        assert!(in_a_fresh_child(grown), "a process of one thread did not grow its table");
-        // With a second thread the growth would wait for a grace period:
-        // left to `reserve_descriptors` on the spawner thread.
-        let left = || {
-            let (tx, rx) = std::sync::mpsc::channel::<()>();
-            let other = std::thread::spawn(move || rx.recv());
-            let before = status().expect("status");
-            reserve_descriptors_while_alone();
-            let after = status().expect("status");
-            drop(tx);
-            let _ = other.join();
-            let reserved = RESERVED.load(std::sync::atomic::Ordering::Relaxed);
-            before.threads == 2 && after.table == before.table && reserved == 0
-        };
-        assert!(in_a_fresh_child(left), "a process of two threads grew its table");
-    }
-
-    #[test]
-    fn the_descriptor_table_is_grown_ahead() {
-        // Near the end of the table a process starts with.
-        let (r, _w) = std::io::pipe().unwrap();
-        let r = fcntl(&r, FcntlArg::F_DUPFD_CLOEXEC(40)).expect("F_DUPFD");
-        // SAFETY: the descriptor F_DUPFD just made, ours alone.
-        let r = unsafe { OwnedFd::from_raw_fd(r) };
-        let n = r.as_raw_fd() as u64;
-        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-        reserve_descriptors(r.as_raw_fd());
-        let want = ((n + 1) * 2).max(n + 256).min(soft);
-        assert!(table_size() >= want, "the table holds {} < {want}", table_size());
-    }
+    fd >= 0
 }
+
+#[cfg(test)]
+mod tests;

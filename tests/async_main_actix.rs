@@ -10,4 +10,5 @@ async fn main() {
     actix_webworker::run_if_worker([common::entry()]);
     alone::assert_one_thread();
     common::check().await;
+    alone::assert_grown_before_the_spawner();
 }

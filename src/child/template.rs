@@ -153,9 +153,9 @@ fn forkable() -> Result<(), String> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err("called inside a runtime (an async main)".into());
     }
-    match crate::os::status() {
-        Some(status) if status.threads == 1 => Ok(()),
-        Some(status) => Err(format!("{} threads (a fork keeps only one)", status.threads)),
+    match crate::os::status().threads {
+        Some(1) => Ok(()),
+        Some(n) => Err(format!("{n} threads (a fork keeps only one)")),
         None => Err("/proc/self/status cannot say how many threads".into()),
     }
 }

@@ -18,6 +18,7 @@
 //! blocked by its application, a worker stopped in a debugger) delays the
 //! next by at most that, never blocks it.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,18 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The spawner thread's queue, once it runs.
 static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// How far the descriptor table had been grown ahead when the spawner
+/// thread was first started (`os::reserved`; -1: not started yet).
+static RESERVED_BEFORE: AtomicI32 = AtomicI32::new(-1);
+
+/// How far the descriptor table had been grown ahead when the spawner
+/// thread was first started: more than 0 in a process that had one thread
+/// then (see `os::reserve_descriptors_while_alone`); `None` before. What
+/// the crate's tests check.
+pub(crate) fn reserved_before_spawner() -> Option<i32> {
+    Some(RESERVED_BEFORE.load(Ordering::Relaxed)).filter(|&n| n >= 0)
+}
 
 fn start_spawner() -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
@@ -52,6 +65,12 @@ pub(crate) fn on_spawner<T: Send + 'static>(
         // While this may still be the process's only thread (an actix
         // `main`), where growing the table waits for nothing.
         crate::os::reserve_descriptors_while_alone();
+        let _ = RESERVED_BEFORE.compare_exchange(
+            -1,
+            crate::os::reserved(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         match start_spawner() {
             Ok(queue) => *spawner = Some(queue),
             Err(e) => tracing::warn!(error = %e, "the spawner thread could not be started"),

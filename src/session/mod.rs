@@ -43,6 +43,7 @@ pub(crate) use self::hello::{hello, open, Opened, Then, Turn};
 /// (docs/performance.md, "code per protocol"). Every spawn of the crate's
 /// in a generic context goes through here; the box is one allocation more
 /// per spawn, beside the task's own.
+#[track_caller]
 pub(crate) fn spawn_boxed(
     fut: impl std::future::Future<Output = ()> + 'static,
 ) -> tokio::task::JoinHandle<()> {

@@ -12,3 +12,12 @@ pub fn assert_one_thread() {
     let threads: usize = line.trim().parse().expect("a number");
     assert_eq!(threads, 1, "an actix main has one thread before its first start");
 }
+
+/// After the first start: fails unless the descriptor table had been
+/// grown ahead (on this thread, while it was the only one) before the
+/// crate's spawner thread was started.
+pub fn assert_grown_before_the_spawner() {
+    let reserved = actix_webworker::__private::testing::reserved_before_spawner();
+    let reserved = reserved.expect("the spawner thread has been started");
+    assert!(reserved >= 256, "the table was grown to {reserved} before the spawner thread");
+}
