@@ -41,8 +41,13 @@ pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 /// line); `None` if it is no pidfd, or its process is gone (`-1`).
 pub(crate) fn pidfd_pid(fd: BorrowedFd<'_>) -> Option<i32> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-    let pid = info.lines().find_map(|l| l.strip_prefix("Pid:"))?.trim().parse().ok()?;
-    (pid > 0).then_some(pid)
+    proc_field(&info, "Pid:").filter(|&pid| pid > 0)
+}
+
+/// The value of the line `name` (`"Pid:"`, `"Threads:"`) of a `/proc`
+/// text of such lines.
+fn proc_field<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
+    text.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok()
 }
 
 /// Waits up to `wait` (`Duration::MAX`: for ever) until one of `fds` has
@@ -242,11 +247,7 @@ pub(crate) struct Status {
 /// [`Status`] now.
 pub(crate) fn status() -> Status {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| -> Option<usize> {
-        text.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok()
-    };
-    let table = field("FDSize:").and_then(|t| i32::try_from(t).ok());
-    Status { threads: field("Threads:"), table }
+    Status { threads: proc_field(&text, "Threads:"), table: proc_field(&text, "FDSize:") }
 }
 
 /// Grows the descriptor table as [`reserve_descriptors`] would, now, if

@@ -71,7 +71,7 @@ fn a_process_with_its_standard_descriptors_closed_still_grows_its_table() {
             unsafe { libc::close(fd) };
         }
         reserve_descriptors(table - 1);
-        let reserved = RESERVED.load(std::sync::atomic::Ordering::Relaxed);
+        let reserved = reserved();
         status().table.unwrap() >= (table + 255).min(hard_limit()) && reserved > 0
     };
     assert!(in_a_fresh_child(grown), "the table did not grow from /dev/null");
@@ -119,7 +119,7 @@ fn a_process_of_one_thread_grows_its_table_before_its_spawner_exists() {
         let after = status();
         drop(tx);
         let _ = other.join();
-        let reserved = RESERVED.load(std::sync::atomic::Ordering::Relaxed);
+        let reserved = reserved();
         before.threads == Some(2) && after.table == before.table && reserved == 0
     };
     assert!(in_a_fresh_child(left), "a process of two threads grew its table");
