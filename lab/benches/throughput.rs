@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
-    StartMethod, Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
+    run_if_worker, Ask, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received,
+    Requests, StartMethod, Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
 };
 use actix_webworker::{InlineBytes, SharedBytes, SharedBytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -27,6 +27,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use actix_webworker_lab::floor::Floor;
 use actix_webworker_lab::messages::{Count, Item, Items, Ping, Primes};
 use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
@@ -116,23 +117,32 @@ async fn stop(worker: Addr<Worker<Bench>>) {
 /// Posts `n` messages, awaiting every 10,000th so the mailbox stays small,
 /// then waits for the worker's count.
 async fn post_and_count(worker: &Addr<Worker<Bench>>, n: u64, size: usize) {
+    post_all(worker, n, size).await;
+    assert_eq!(worker.ask(Count).await.unwrap(), n);
+}
+
+/// `n` posts of `size` bytes, sent as [`post_and_count`] sends them, to an
+/// actor that takes them and does nothing ([`Floor`]): actix's share of
+/// the address path.
+async fn post_to_floor(floor: &Addr<Floor>, n: u64, size: usize) {
+    post_all(floor, n, size).await;
+}
+
+/// `n` posts of `size` bytes to `to`, awaiting one in 10,000.
+async fn post_all<A>(to: &Addr<A>, n: u64, size: usize)
+where
+    A: Handler<Post<Load>>,
+    A::Context: actix::dev::ToEnvelope<A, Post<Load>>,
+{
     let payload = vec![7u8; size];
+    let load = || Load(SharedBytes::default(), payload.clone(), InlineBytes::new());
     for i in 1..=n {
         if i % 10_000 == 0 {
-            worker
-                .send(Post::new(Load(SharedBytes::default(), payload.clone(), InlineBytes::new())))
-                .await
-                .unwrap()
-                .unwrap();
+            to.send(Post::new(load())).await.unwrap().unwrap();
         } else {
-            worker.do_send(Post::new(Load(
-                SharedBytes::default(),
-                payload.clone(),
-                InlineBytes::new(),
-            )));
+            to.do_send(Post::new(load()));
         }
     }
-    assert_eq!(worker.ask(Count).await.unwrap(), n);
 }
 
 /// [`post_and_count`] through a [`Port`], waiting for room when the queue
@@ -233,6 +243,9 @@ fn stream_small(c: &mut Criterion, sys: &mut SystemRunner) {
         b.iter(|| sys.block_on(post_through_port_and_count(&mut port, N, 64)))
     });
     g.bench_function("raw_socketpair_batched", |b| raw_batched(b, N));
+    // After the worker's start, as `ours` sees the process (threads and all).
+    let floor = sys.block_on(async { Floor::default().start() });
+    g.bench_function("actix_floor", |b| b.iter(|| sys.block_on(post_to_floor(&floor, N, 64))));
     g.finish();
     sys.block_on(stop(worker));
 }
@@ -346,6 +359,15 @@ fn pipelined(c: &mut Criterion, sys: &mut SystemRunner) {
         b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, ask)))
     });
     g.bench_function("raw_socketpair", |b| raw_in_flight(b, N, IN_FLIGHT));
+    let floor = sys.block_on(async { Floor::default().start() });
+    g.bench_function("actix_floor", |b| {
+        // As `WorkerAddrExt::ask` sends (unconstrained: see its comment).
+        let ask = |i| {
+            let asked = tokio::task::unconstrained(floor.send(Ask::new(Ping(i))));
+            async move { asked.await.map_err(|_| actix_webworker::WorkerError::Disconnected)? }
+        };
+        b.iter(|| sys.block_on(asks_in_flight(N, IN_FLIGHT, ask)))
+    });
     g.finish();
     sys.block_on(stop(worker));
 }

@@ -12,6 +12,9 @@
 //!   `stream_small_json`: the same with the JSON codec.
 //!   `remote_stream_small`: the same to a worker over loopback TCP
 //!   (`Transport::plain_tcp`; baseline: raw TCP, batched writes).
+//!   `stream_small_actix_floor`: the same posts through an address to an
+//!   actor that does nothing (`lab/src/floor.rs`), actix's own share
+//!   (baseline: `stream_small` through a worker's address, in the same run).
 //! - `remote_rtt_p50`: the round trip to a worker over loopback TCP
 //!   (µs; baseline: a raw TCP echo in a process of its own, rounds
 //!   alternated); `remote_rtt_p50_vs_evented_echo`: against the same echo
@@ -29,7 +32,9 @@
 //!   an echo driven by an event loop, as ours is; `rtt_p50_pinned`: that
 //!   with every process of ours and of the baseline pinned to one core.
 //! - `pipelined`: requests with 1,000 in flight (req/s; baseline: raw
-//!   socketpair, 1,000 in flight).
+//!   socketpair, 1,000 in flight). `pipelined_actix_floor`: the same asks
+//!   answered at once by an actor that does nothing (baseline: `pipelined`
+//!   through a worker's address, in the same run).
 //! - `tracing_overhead`: `pipelined` with a `tracing` subscriber that
 //!   records every span (`lab/src/spans.rs`) in the parent and in the
 //!   worker, so that every request travels with its trace context (this
@@ -103,8 +108,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_webworker::{
-    run_if_worker, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received, Requests,
-    Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerEvent, WorkerPool,
+    run_if_worker, Ask, AskStream, Entry, Event, Join, Parent, Port, Post, Protocol, Received,
+    Requests, Streamed, Worker, WorkerActor, WorkerAddrExt, WorkerError, WorkerEvent, WorkerPool,
 };
 use actix_webworker::{Codec, InlineBytes, SharedBytes, SharedBytesMut, StartMethod, Transport};
 use futures_util::future::BoxFuture;
@@ -112,6 +117,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use actix_webworker_lab::floor::Floor;
 use actix_webworker_lab::messages::{Count, Item, Items, Ping, Primes};
 use actix_webworker_lab::spans::{install_if_asked, Recorder, TRACE_ENV};
 
@@ -251,13 +257,44 @@ async fn stop(worker: Addr<Worker<Bench>>) {
 /// Posts `n` messages with `do_send`, awaiting every `window`-th with `send`
 /// so that the actor's mailbox holds at most a window (the actor handles
 /// messages in order, so the awaited one resolves after all before it).
-async fn post_all(worker: &Addr<Worker<Bench>>, n: u64, window: u64, make: impl Fn() -> Load) {
+async fn post_all<A>(worker: &Addr<A>, n: u64, window: u64, make: impl Fn() -> Load)
+where
+    A: Handler<Post<Load>>,
+    A::Context: actix::dev::ToEnvelope<A, Post<Load>>,
+{
     for i in 1..=n {
         if i % window == 0 {
             worker.send(Post::new(make())).await.expect("mailbox").expect("queued");
         } else {
             worker.do_send(Post::new(make()));
         }
+    }
+}
+
+/// `stream_small`'s posts through the address, taken by an actor that
+/// does nothing ([`Floor`]): actix's share and the caller's, the most the
+/// row through the address can reach in this process (msg/s).
+async fn stream_small_actix_floor() -> f64 {
+    let floor = Floor::default().start();
+    let payload = vec![7u8; SMALL];
+    let t0 = Instant::now();
+    post_all(&floor, STREAM_N, 10_000, || Load::Small(payload.clone())).await;
+    let rate = STREAM_N as f64 / t0.elapsed().as_secs_f64();
+    let taken = floor.send(Posts).await.expect("the floor's mailbox");
+    assert_eq!(taken, STREAM_N);
+    rate
+}
+
+/// How many posts the [`Floor`] took.
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Posts;
+
+impl Handler<Posts> for Floor {
+    type Result = u64;
+
+    fn handle(&mut self, _: Posts, _: &mut Context<Self>) -> u64 {
+        self.posts
     }
 }
 
@@ -520,25 +557,45 @@ fn run_if_echo() {
 async fn pipelined(through_port: bool) -> f64 {
     let worker = start().await;
     let mut port = Port::open(&worker).await.expect("port");
+    let rate = asked_in_flight(|sent| match through_port {
+        true => Box::pin(port.ask(Ping(sent))),
+        false => Box::pin(worker.ask(Ping(sent))),
+    })
+    .await;
+    stop(worker).await;
+    rate
+}
+
+/// [`PIPELINED_N`] asks made by `ask`, [`IN_FLIGHT`] at a time (req/s).
+async fn asked_in_flight(
+    mut ask: impl FnMut(u64) -> BoxFuture<'static, Result<u64, WorkerError>>,
+) -> f64 {
     let t0 = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0u64;
     let mut done = 0u64;
     while done < PIPELINED_N {
         while in_flight.len() < IN_FLIGHT && sent < PIPELINED_N {
-            let asked: BoxFuture<'static, _> = match through_port {
-                true => Box::pin(port.ask(Ping(sent))),
-                false => Box::pin(worker.ask(Ping(sent))),
-            };
-            in_flight.push(asked);
+            in_flight.push(ask(sent));
             sent += 1;
         }
         in_flight.next().await.expect("in flight").expect("pong");
         done += 1;
     }
-    let rate = PIPELINED_N as f64 / t0.elapsed().as_secs_f64();
-    stop(worker).await;
-    rate
+    PIPELINED_N as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// `pipelined`'s asks through the address, answered at once by an actor
+/// that does nothing else ([`Floor`]): the most that row can reach in this
+/// process (req/s).
+async fn pipelined_actix_floor() -> f64 {
+    let floor = Floor::default().start();
+    asked_in_flight(|sent| {
+        // As `WorkerAddrExt::ask` sends (unconstrained: see its comment).
+        let asked = tokio::task::unconstrained(floor.send(Ask::new(Ping(sent))));
+        Box::pin(async move { asked.await.map_err(|_| WorkerError::Disconnected)? })
+    })
+    .await
 }
 
 /// `pipelined` with every span recorded (see the module's head) and
@@ -897,6 +954,17 @@ async fn run() {
         line("channel_stream_small", ours, through_parent, "msg/s");
         line("channel_stream_small_parent_cpu", parent_cpu, 5.0, "% of a core");
     }
+    if wanted("stream_small_actix_floor") {
+        // Against `stream_small` (through a worker's address) in this run,
+        // made first (see `pipelined_actix_floor` below).
+        let through_address = stream_small(false, Codec::Bincode, Transport::Local).await;
+        line(
+            "stream_small_actix_floor",
+            stream_small_actix_floor().await,
+            through_address,
+            "msg/s",
+        );
+    }
     if wanted("stream_small_port") {
         let ours = stream_small(true, Codec::Bincode, Transport::Local).await;
         line("stream_small_port", ours, stream_small_baseline(), "msg/s");
@@ -946,6 +1014,14 @@ async fn run() {
     if wanted("pipelined") {
         let ours = pipelined(false).await;
         line("pipelined", ours, pipelined_baseline(), "req/s");
+    }
+    if wanted("pipelined_actix_floor") {
+        // Against `pipelined` (through a worker's address) in this run,
+        // made first: the floor is measured in the process as the worker
+        // leaves it (with the threads a start makes, which make glibc's
+        // malloc take its locks).
+        let through_address = pipelined(false).await;
+        line("pipelined_actix_floor", pipelined_actix_floor().await, through_address, "req/s");
     }
     if wanted("pipelined_port") {
         let ours = pipelined(true).await;

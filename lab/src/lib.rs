@@ -13,9 +13,12 @@
 //!   a pool of workers, and `tests/web_pool.rs`, the same under real HTTP
 //!   with a member killed mid-way.
 //!
-//! This library holds only what those share: `spans.rs`, a `tracing`
+//! This library holds only what those share: `floor.rs`, an actor that
+//! takes posts and asks and does nothing (actix's own share of the
+//! address path, for the `*_actix_floor` rows); `spans.rs`, a `tracing`
 //! subscriber that records every span, for the `tracing_overhead` rows;
 //! `messages.rs`, the requests both ask of their workers.
 
+pub mod floor;
 pub mod messages;
 pub mod spans;
