@@ -1,7 +1,8 @@
 //! The messages a `Worker` takes, and how each resolves: [`Post`] (the
 //! original's `postMessage`), [`Ask`] (a typed request), [`Terminate`] and
-//! [`Join`]; and [`WorkerAddrExt`], their shorthands on an address. What
-//! each does is the actor's (`worker.rs`).
+//! [`Join`], [`Stats`] (answered as a pool of one); and [`WorkerAddrExt`],
+//! their shorthands on an address. What each does is the actor's
+//! (`worker.rs`).
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
@@ -14,8 +15,8 @@ use actix::{Addr, Context, Handler, Message, ResponseFuture};
 
 pub(crate) use super::answered::{After, Answered, Forward};
 use super::process::Grace;
-use super::stats::Recorder;
-use super::worker::{Asked, Worker};
+use super::stats::{MemberStats, PoolStats, Recorder, Stats};
+use super::worker::{Asked, State, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
@@ -344,5 +345,29 @@ impl<P: Protocol> WorkerAddrExt<P> for Addr<Worker<P>> {
         // yielding to each other (figures in docs/performance.md).
         let sent = tokio::task::unconstrained(self.send(Ask::new(request)));
         async move { sent.await.map_err(|_| WorkerError::Disconnected)? }
+    }
+}
+
+impl<P: Protocol> Handler<Stats> for Worker<P> {
+    type Result = actix::MessageResult<Stats>;
+
+    /// The worker as a pool of one member.
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        let running = self.state == State::Running && self.child.strong_count() > 0;
+        let in_flight = self.sender.pending.len();
+        let (completed, failed) = (
+            self.recorder.completed.load(std::sync::atomic::Ordering::Relaxed),
+            self.recorder.failed.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let (rtt_p50, rtt_p99) = self.recorder.percentiles();
+        let here = if self.options.spec.launcher.is_empty() { "local" } else { "launched" };
+        let member =
+            MemberStats::new((0, self.pid, running), here.into(), (in_flight, completed, failed));
+        actix::MessageResult(PoolStats::new(
+            self.sender.outbox.len() + self.waiting.len(),
+            vec![member],
+            (completed, failed),
+            (rtt_p50, rtt_p99),
+        ))
     }
 }

@@ -25,7 +25,7 @@ use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::{Naming, Slot};
-use crate::session::sender::{answer_of, AnswerRx, Cancel, Encoded, NotQueued, Sender};
+use crate::session::sender::{answer_of, AnswerRx, Cancel, Encoded, NotQueued, Posted, Sender};
 use crate::session::streams::{AnswerStream, Asking};
 use crate::session::trace;
 use crate::streamed::StreamRequest;
@@ -148,26 +148,33 @@ impl<P: Protocol> Port<P> {
     /// instead of refusing.
     pub async fn post_waiting(&mut self, data: P::ToWorker) -> Result<(), WorkerError> {
         let sender = &self.line.sender;
-        let (mut bytes, mut fds) =
-            sender.encoding.post(Some(&mut self.arena), &data, Vec::new())?;
+        let outbox = &sender.outbox;
+        let posted =
+            sender.encoding.post_or_append(Some(&mut self.arena), &data, vec![], outbox)?;
+        let (mut bytes, mut fds) = match posted {
+            Posted::Appended(len) => return self.queued(len).await,
+            Posted::Encoded(encoded) => encoded,
+        };
         let len = bytes.len();
         loop {
             let epoch = sender.outbox.room_epoch();
             match sender.outbox.try_push(bytes, fds) {
-                // A caller on the writer's thread lets it write what it
-                // queued (see `turn.rs`).
-                Ok(()) => {
-                    self.turn.count(len);
-                    if self.turn.due() {
-                        tokio::task::yield_now().await;
-                    }
-                    return Ok(());
-                }
+                Ok(()) => return self.queued(len).await,
                 Err((Refusal::Full, b, f)) => (bytes, fds) = (b, f),
                 Err((refusal, _, _)) => return Err(sender.outbox.error(refusal)),
             }
             sender.outbox.wait_room(epoch).await;
         }
+    }
+
+    /// A post of `len` bytes was queued: a caller on the writer's thread
+    /// lets it write what it queued (see `turn.rs`).
+    async fn queued(&mut self, len: usize) -> Result<(), WorkerError> {
+        self.turn.count(len);
+        if self.turn.due() {
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 
     /// Asks `request` and resolves to its typed answer, as

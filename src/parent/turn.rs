@@ -46,11 +46,21 @@ impl Turn {
     ) -> Result<(), (Refusal, Segments, Vec<OwnedFd>)> {
         let len = bytes.len();
         outbox.try_push(bytes, fds)?;
+        self.counted(len, ctx);
+        Ok(())
+    }
+
+    /// Counts a message of `len` bytes queued by the actor of `ctx`, and
+    /// has it wait for a turn of the others when one is due.
+    pub(crate) fn counted<A: Actor<Context = Context<A>>>(
+        &mut self,
+        len: usize,
+        ctx: &mut Context<A>,
+    ) {
         self.count(len);
         if self.due() {
             ctx.wait(actix::fut::wrap_future(tokio::task::yield_now()));
         }
-        Ok(())
     }
 
     /// Counts a message of `len` bytes queued. One queued where no turn

@@ -28,14 +28,14 @@ use super::options::{Options, WhenFull};
 use super::process::{ChildHandle, Grace};
 use super::sink::EventSink;
 use super::spawn;
-use super::stats::{MemberStats, PoolStats, Recorder, Stats};
+use super::stats::Recorder;
 use super::turn::Turn;
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::Pending;
-use crate::session::sender::{awaited, Encoding, Sender};
+use crate::session::sender::{awaited, Encoding, Posted, Sender};
 use crate::session::trace;
 use crate::supervise::History;
 use crate::wire::encode::Arena;
@@ -288,10 +288,22 @@ impl<P: Protocol> Worker<P> {
         fds: Vec<OwnedFd>,
         ctx: &mut Context<Self>,
     ) -> Result<Option<QueuedLater>, WorkerError> {
-        let encoded = self
-            .check_open()
-            .and_then(|()| self.sender.encoding.post(Some(&mut self.arena), &data, fds));
-        let queued = encoded.and_then(|(bytes, fds)| self.queue(bytes, fds, None, ctx));
+        // Behind messages waiting for room, a post waits too.
+        let behind = self.options.limits.when_full == WhenFull::Wait && !self.waiting.is_empty();
+        let posted = self.check_open().and_then(|()| {
+            let (arena, outbox) = (Some(&mut self.arena), &self.sender.outbox);
+            match behind {
+                true => self.sender.encoding.post(arena, &data, fds).map(Posted::Encoded),
+                false => self.sender.encoding.post_or_append(arena, &data, fds, outbox),
+            }
+        });
+        let queued = posted.and_then(|posted| match posted {
+            Posted::Appended(len) => {
+                self.turn.counted(len, ctx);
+                Ok(None)
+            }
+            Posted::Encoded((bytes, fds)) => self.queue(bytes, fds, None, ctx),
+        });
         if let Err(e) = &queued {
             tracing::debug!(worker = %self.options.name, error = %e, "post refused");
             self.emit(Event::Refused(e.clone()));
@@ -353,30 +365,6 @@ impl Then {
         if let Then::Post(tx) = self {
             let _ = tx.send(result);
         }
-    }
-}
-
-impl<P: Protocol> actix::Handler<Stats> for Worker<P> {
-    type Result = actix::MessageResult<Stats>;
-
-    /// The worker as a pool of one member.
-    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
-        let running = self.state == State::Running && self.child.strong_count() > 0;
-        let in_flight = self.sender.pending.len();
-        let (completed, failed) = (
-            self.recorder.completed.load(std::sync::atomic::Ordering::Relaxed),
-            self.recorder.failed.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        let (rtt_p50, rtt_p99) = self.recorder.percentiles();
-        let here = if self.options.spec.launcher.is_empty() { "local" } else { "launched" };
-        let member =
-            MemberStats::new((0, self.pid, running), here.into(), (in_flight, completed, failed));
-        actix::MessageResult(PoolStats::new(
-            self.sender.outbox.len() + self.waiting.len(),
-            vec![member],
-            (completed, failed),
-            (rtt_p50, rtt_p99),
-        ))
     }
 }
 

@@ -26,15 +26,26 @@ use super::trace;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 use crate::protocol::{Protocol, Request};
-use crate::wire::encode::{descriptors, encode, encode_in_sharing, encode_sharing, Arena};
-use crate::wire::envelope::Header;
+use crate::wire::encode::{
+    descriptors, encode, encode_in_sharing, encode_or_append, encode_sharing, Arena,
+};
+use crate::wire::envelope::{Header, MAX_BATCH};
 use crate::wire::outbox::{Outbox, Refusal};
 use crate::wire::segments::Segments;
 use crate::wire::trace::TraceContext;
+use crate::wire::ws::max_ws_message;
 
 /// A message encoded for the outbox: its bytes and the descriptors that go
 /// with them.
 pub(crate) type Encoded = (Segments, Vec<OwnedFd>);
+
+/// What became of a post (see [`Encoding::post_or_append`]).
+pub(crate) enum Posted {
+    /// Queued already, in a run of posts; its size.
+    Appended(usize),
+    /// Encoded, for the caller to queue.
+    Encoded(Encoded),
+}
 
 /// How one connection's payloads are written: by its codec, within its
 /// size bound, and with shared buffers as descriptors where the
@@ -60,6 +71,33 @@ impl Encoding {
         let header = Header::post(fds.len())?;
         let fds = descriptors(self.descriptors, fds)?;
         self.encode(arena, (header, None), data, fds)
+    }
+
+    /// [`post`](Self::post), or, for a small post without descriptors,
+    /// appended straight into `outbox`'s run of posts (see
+    /// `Outbox::append_post`). Refused there (the queue full or ended),
+    /// it is returned encoded, for the caller to queue as
+    /// [`post`](Self::post)'s, which says why.
+    pub(crate) fn post_or_append<M: Serialize + ?Sized>(
+        &self,
+        arena: Option<&mut Arena>,
+        data: &M,
+        fds: Vec<OwnedFd>,
+        outbox: &Outbox,
+    ) -> Result<Posted, WorkerError> {
+        if !fds.is_empty() {
+            return self.post(arena, data, fds).map(Posted::Encoded);
+        }
+        let head = (self.codec, Header::post(0)?, None);
+        let fds = descriptors(self.descriptors, fds)?;
+        let limit = MAX_BATCH.min(max_ws_message(self.max_message_size));
+        let mut len = 0;
+        let mut append = |msg: &[u8]| {
+            len = msg.len();
+            outbox.append_post(msg, limit)
+        };
+        let made = encode_or_append(arena, head, data, fds, self.max_message_size, &mut append)?;
+        Ok(made.map_or(Posted::Appended(len), Posted::Encoded))
     }
 
     /// Request `id` of type `R`, tagged as protocol `P` names it, once its
@@ -154,8 +192,10 @@ impl Sender {
         data: &M,
         fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
-        let (bytes, fds) = self.encoding.post(arena, data, fds)?;
-        self.outbox.push(bytes, fds)
+        match self.encoding.post_or_append(arena, data, fds, &self.outbox)? {
+            Posted::Appended(_) => Ok(()),
+            Posted::Encoded((bytes, fds)) => self.outbox.push(bytes, fds),
+        }
     }
 
     /// Queues request `id` (encoded), its slot taken first (the answer may

@@ -185,42 +185,6 @@ fn a_peer_of_another_build_is_refused_on_both_sides() {
 }
 
 #[test]
-fn posts_arrive_in_order_with_their_descriptors_and_gathered() {
-    run(async {
-        let (sender, mut receiver) =
-            sessions((none(), PostsOnly(vec![])), (none(), Recorder::default())).await;
-        let outbox = sender.sender().outbox.clone();
-        let (read_end, mut write_end) = std::io::pipe().unwrap();
-        write_end.write_all(b"through the fd").unwrap();
-        drop(write_end);
-        for i in 0..1000 {
-            let fds =
-                if i == 500 { vec![OwnedFd::from(read_end.try_clone().unwrap())] } else { vec![] };
-            post(&outbox, &format!("m{i}"), fds);
-        }
-        drop(read_end);
-        // The sender ends: what it queued is written, then its socket closes.
-        let sent = sender.finish(Finish::Drain).await;
-        assert_eq!(sent.writer.unwrap().unsent.len(), 0);
-        assert_eq!(receiver.run().await, Why::PeerClosed);
-        let got = receiver.finish(Finish::Now).await.side;
-        let texts: Vec<_> = got.posts.iter().map(|p| p.data.clone()).collect();
-        let expected: Vec<_> = (0..1000).map(|i| format!("m{i}")).collect();
-        assert_eq!(texts, expected);
-        for (i, p) in got.posts.iter().enumerate() {
-            assert_eq!(p.fds.len(), usize::from(i == 500), "post {i}");
-        }
-        let mut file = std::fs::File::from(got.posts[500].fds[0].try_clone().unwrap());
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
-        assert_eq!(text, "through the fd");
-        // Many posts read in one go are handed on together.
-        assert!(got.flushes_with_posts < 1000, "{} flushes", got.flushes_with_posts);
-        assert!(got.errors.is_empty(), "{:?}", got.errors);
-    });
-}
-
-#[test]
 fn requests_are_answered_both_ways_and_unknown_ones_fail() {
     run(async {
         let mut doubles = none();
@@ -443,3 +407,5 @@ fn broken_framing_ends_the_session() {
         drop(a);
     });
 }
+
+mod posts;

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::codec;
-use super::envelope::Header;
+use super::envelope::{Header, BATCH_MESSAGE_MAX};
 use super::inline;
 use super::segments::Segments;
 use super::shared::carry;
@@ -64,7 +64,9 @@ pub(crate) fn encode_in<M: Serialize + ?Sized>(
     data: &M,
     max_message_size: usize,
 ) -> Result<Segments, WorkerError> {
-    let encoded = encode_parts(arena, codec, header, data, max_message_size, None, None);
+    let encoded =
+        encode_parts::<_, false>(arena, (codec, header, None), data, max_message_size, None, None);
+    let encoded = encoded.map(made);
     arena.trim(encoded.as_ref().map(|(bytes, _)| bytes.len()));
     encoded.map(|(bytes, _)| bytes)
 }
@@ -83,9 +85,49 @@ pub(crate) fn encode_in_sharing<M: Serialize + ?Sized>(
     fds: Option<Vec<OwnedFd>>,
     max_message_size: usize,
 ) -> Result<(Segments, Vec<OwnedFd>), WorkerError> {
-    let encoded = encode_parts(arena, codec, header, data, max_message_size, fds, context);
+    let encoded = encode_parts::<_, false>(
+        arena,
+        (codec, header, context),
+        data,
+        max_message_size,
+        fds,
+        None,
+    );
+    let encoded = encoded.map(made);
     arena.trim(encoded.as_ref().map(|(bytes, _)| bytes.len()));
     encoded
+}
+
+/// [`encode_in_sharing`] (or, without an arena, [`encode_sharing`]) for
+/// a post that may be appended where it is made: when the message is
+/// small (at most `BATCH_MESSAGE_MAX`), in one piece and carries no
+/// descriptor, it is handed to `append`, and once that took it (true),
+/// nothing is cut from the arena: `None`.
+pub(crate) fn encode_or_append<M: Serialize + ?Sized>(
+    arena: Option<&mut Arena>,
+    head: (Codec, Header, Option<&[u8; CONTEXT_LEN]>),
+    data: &M,
+    fds: Option<Vec<OwnedFd>>,
+    max_message_size: usize,
+    append: Append<'_>,
+) -> Result<Option<(Segments, Vec<OwnedFd>)>, WorkerError> {
+    let Some(arena) = arena else {
+        return in_thread_arena(|arena| {
+            encode_parts::<_, true>(arena, head, data, max_message_size, fds, Some(append))
+        });
+    };
+    let encoded = encode_parts::<_, true>(arena, head, data, max_message_size, fds, Some(append));
+    arena.trim(encoded.as_ref().map(|made| made.as_ref().map_or(0, |(bytes, _)| bytes.len())));
+    encoded
+}
+
+/// Takes a small post where it was encoded (true), or leaves it to be cut
+/// from the arena (see [`encode_or_append`]).
+pub(crate) type Append<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
+
+/// What [`encode_parts`] made, given nothing to append to.
+fn made<T>(encoded: Option<T>) -> T {
+    encoded.unwrap_or_else(|| unreachable!("only a message handed to `append` is not returned"))
 }
 
 /// What to give [`encode_in_sharing`] and [`encode_sharing`] for a peer
@@ -111,22 +153,22 @@ pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
     max_message_size: usize,
 ) -> Result<(Segments, Vec<OwnedFd>), WorkerError> {
     in_thread_arena(|arena| {
-        encode_parts(arena, codec, header, data, max_message_size, fds, context)
+        encode_parts::<_, false>(arena, (codec, header, context), data, max_message_size, fds, None)
+            .map(made)
     })
 }
 
 /// The message and its descriptors: with `fds` (a peer that takes
 /// descriptors), those of its shared buffers, then `fds`; else none.
 #[inline]
-fn encode_parts<M: Serialize + ?Sized>(
+fn encode_parts<M: Serialize + ?Sized, const APPEND: bool>(
     arena: &mut Arena,
-    codec: Codec,
-    header: Header,
+    (codec, header, context): (Codec, Header, Option<&[u8; CONTEXT_LEN]>),
     data: &M,
     max_message_size: usize,
     fds: Option<Vec<OwnedFd>>,
-    context: Option<&[u8; CONTEXT_LEN]>,
-) -> Result<(Segments, Vec<OwnedFd>), WorkerError> {
+    append: Option<Append<'_>>,
+) -> Result<Option<(Segments, Vec<OwnedFd>)>, WorkerError> {
     // A value that skips a field as it is written is refused, in debug
     // builds (the walk costs a pass over the value). Its shared buffers
     // are walked as descriptors (duplicated and closed again), not mapped.
@@ -156,8 +198,19 @@ fn encode_parts<M: Serialize + ?Sized>(
         Ok(()) if size > max_message_size => {
             Err(WireError::TooLarge { size, limit: max_message_size }.into())
         }
-        Ok(()) => count_shared(target, shared.len()).map(|()| target.split().freeze()),
+        Ok(()) => count_shared(target, shared.len()),
     };
+    // A small post in one piece with nothing to carry: appended from here,
+    // the arena's room used again for the next.
+    let alone = !spilled && referenced.is_empty() && shared.is_empty();
+    if let (true, Ok(()), Some(append)) = (APPEND, &checked, append) {
+        let no_fds = fds.as_ref().is_none_or(Vec::is_empty);
+        if alone && no_fds && target.len() <= BATCH_MESSAGE_MAX && append(target) {
+            target.clear();
+            return Ok(None);
+        }
+    }
+    let checked = checked.map(|()| target.split().freeze());
     if spilled {
         target.clear();
         if target.capacity() + checked.as_ref().map_or(0, Bytes::len) > BIG_KEEP {
@@ -167,11 +220,11 @@ fn encode_parts<M: Serialize + ?Sized>(
         *target = BytesMut::new();
     }
     let bytes = Segments::assemble(checked?, referenced);
-    Ok(match fds {
+    Ok(Some(match fds {
         Some(fds) if shared.is_empty() => (bytes, fds),
         Some(fds) => (bytes, shared.into_iter().chain(fds).collect()),
         None => (bytes, Vec::new()),
-    })
+    }))
 }
 
 /// Adds `shared` descriptors to the count in the header of the message

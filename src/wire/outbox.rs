@@ -29,9 +29,13 @@ use tokio::sync::Notify;
 use super::segments::Segments;
 use crate::error::WorkerError;
 
+mod append;
 mod outgoing;
+mod run;
 
 pub(crate) use self::outgoing::Outgoing;
+pub(crate) use self::run::Run;
+use self::run::RunBufs;
 
 /// Why a message was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +51,8 @@ pub(crate) enum Refusal {
 
 struct State {
     queue: VecDeque<Outgoing>,
+    /// The messages in `queue` (a run of posts is several), and their bytes.
+    messages: usize,
     bytes: usize,
     /// Answers and failures in `queue`, and their bytes.
     replies: usize,
@@ -62,6 +68,8 @@ struct State {
     closed: bool,
     /// Why pushes are refused for good, if [`Outbox::discard`] said.
     ended_with: Option<WorkerError>,
+    /// Where runs of posts are written.
+    runs: RunBufs,
 }
 
 /// A bounded multi-producer, single-consumer queue of [`Outgoing`] items.
@@ -84,6 +92,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                messages: 0,
                 bytes: 0,
                 replies: 0,
                 reply_bytes: 0,
@@ -92,6 +101,7 @@ impl Outbox {
                 ended: false,
                 closed: false,
                 ended_with: None,
+                runs: RunBufs::default(),
             }),
             ready: Notify::new(),
             room: Notify::new(),
@@ -118,7 +128,7 @@ impl Outbox {
     /// Whether what waits is at the bound, in number or in bytes.
     pub(crate) fn is_full(&self) -> bool {
         let state = self.lock();
-        state.queue.len() >= self.max_messages || state.bytes >= self.max_bytes
+        state.messages >= self.max_messages || state.bytes >= self.max_bytes
     }
 
     /// The error a refusal means to the sender.
@@ -177,10 +187,7 @@ impl Outbox {
         }
         // One message is always accepted into an empty queue, however large
         // (its size was checked against the message limit already).
-        if !state.queue.is_empty()
-            && (state.queue.len() >= self.max_messages
-                || state.bytes + bytes.len() > self.max_bytes)
-        {
+        if !self.has_room(&state, bytes.len()) {
             return Err((Refusal::Full, bytes, fds));
         }
         self.enqueue(state, [Outgoing::Frame { bytes, fds }]);
@@ -209,10 +216,10 @@ impl Outbox {
         self.enqueue(state, frames.into_iter().map(|(bytes, fds)| Outgoing::Frame { bytes, fds }));
         Ok(())
     }
-
     fn enqueue(&self, mut state: MutexGuard<'_, State>, items: impl IntoIterator<Item = Outgoing>) {
         let was_empty = state.queue.is_empty();
         for item in items {
+            state.messages += item.messages();
             state.bytes += item.len();
             state.queue.push_back(item);
         }
@@ -303,7 +310,7 @@ impl Outbox {
 
     /// How many messages wait to be written.
     pub(crate) fn len(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().messages
     }
 
     /// A reply owed on `connection`, for a request of `held` bytes, will
@@ -340,6 +347,7 @@ impl Outbox {
             if matches!(item, Outgoing::End) {
                 continue;
             }
+            state.messages += item.messages();
             state.bytes += item.len();
             if item.is_reply() {
                 state.replies += 1;
@@ -356,6 +364,7 @@ impl Outbox {
         let mut state = self.lock();
         let ended = self.connection.fetch_add(1, Ordering::SeqCst);
         state.queue.retain(Outgoing::is_post);
+        state.messages = state.queue.iter().map(Outgoing::messages).sum();
         state.bytes = state.queue.iter().map(Outgoing::len).sum();
         state.replies = 0;
         state.reply_bytes = 0;
@@ -401,6 +410,7 @@ impl Outbox {
             return false;
         }
         std::mem::swap(&mut state.queue, batch);
+        state.messages = 0;
         state.bytes = 0;
         state.replies = 0;
         state.reply_bytes = 0;
@@ -415,10 +425,11 @@ impl Outbox {
         let mut state = self.lock();
         state.ended = true;
         state.ended_with = Some(why);
+        state.messages = 0;
         state.bytes = 0;
         state.replies = 0;
         state.reply_bytes = 0;
-        let posts = state.queue.iter().filter(|i| i.is_post()).count();
+        let posts = state.queue.iter().filter(|i| i.is_post()).map(Outgoing::messages).sum();
         state.queue.clear();
         drop(state);
         self.made_room();

@@ -3,6 +3,7 @@
 //! the connection ends what never left is given back.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use bytes::BytesMut;
 use super::envelope::{
     self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_MESSAGE_MAX, BATCH_TARGET, MAX_BATCH,
 };
-use super::outbox::{Outbox, Outgoing};
+use super::outbox::{Outbox, Outgoing, Run};
 use super::segments::Segments;
 use super::stream::ledger::Fate;
 use super::stream::queues::{FdQueues, MAX_FDS_PER_SEND};
@@ -44,6 +45,9 @@ pub(crate) struct Writer {
     /// Whether it keeps books at all: a side with no next connection to
     /// give messages to (the worker's) does not.
     books: bool,
+    /// Whether it has written runs of posts since it was last idle (the
+    /// outbox's buffers for them are let go with `batch_buf`).
+    runs_used: bool,
     /// WebSocket messages fed to tungstenite whose fate is not known yet;
     /// the first has frame index `fed_base`.
     fed: VecDeque<Fed>,
@@ -58,15 +62,29 @@ pub(crate) struct Writer {
 }
 
 /// One message on the writer's books: its bytes, and how many descriptors
-/// it carries (queued in the fd stream since it was fed).
+/// it carries (queued in the fd stream since it was fed); or a run of
+/// posts (`run` of them, in one batch: see `outbox/run.rs`).
 struct Lent {
     bytes: Segments,
-    nfds: usize,
+    nfds: u32,
+    run: u32,
 }
 
 impl Lent {
-    fn is_post(&self) -> bool {
-        self.bytes.first() == Some(Kind::Post as u8)
+    /// How many posts it is.
+    fn posts(&self) -> usize {
+        match self.run {
+            0 => usize::from(self.bytes.first() == Some(Kind::Post as u8)),
+            run => run as usize,
+        }
+    }
+
+    /// Back in the outbox's terms, with its descriptors.
+    fn into_outgoing(self, fds: Vec<OwnedFd>) -> Outgoing {
+        match self.run {
+            0 => Outgoing::Frame { bytes: self.bytes, fds },
+            run => Outgoing::Posts(Run::given_back(&self.bytes, run as usize)),
+        }
     }
 }
 
@@ -122,6 +140,7 @@ impl Writer {
             spare: Vec::new(),
             batch_buf: BytesMut::new(),
             books: true,
+            runs_used: false,
             fed: VecDeque::new(),
             fed_base,
             fed_posts: 0,
@@ -173,19 +192,18 @@ impl Writer {
         // Their descriptors are the newest not yet sent. One that rode
         // ahead on an earlier message's bytes went with it: that message
         // cannot be sent again whole, and counts as in doubt.
-        let wanted = lent.iter().map(|m| m.nfds).sum();
+        let wanted = lent.iter().map(|m| m.nfds as usize).sum();
         let mut back = self.fds.take_back_outgoing(wanted);
         let mut unsent = VecDeque::with_capacity(lent.len() + self.batch.len());
         for msg in lent.into_iter().rev() {
-            if back.len() < msg.nfds {
+            let nfds = msg.nfds as usize;
+            if back.len() < nfds {
                 back.clear();
-                if msg.is_post() {
-                    in_doubt += 1;
-                }
+                in_doubt += msg.posts();
                 continue;
             }
-            let fds = back.split_off(back.len() - msg.nfds);
-            unsent.push_front(Outgoing::Frame { bytes: msg.bytes, fds });
+            let fds = back.split_off(back.len() - nfds);
+            unsent.push_front(msg.into_outgoing(fds));
         }
         unsent.extend(self.batch.drain(..));
         WriterEnd { result, unsent: unsent.into(), in_doubt }
@@ -247,8 +265,10 @@ impl Writer {
                     self.settle();
                     after = (after * 4).min(CONFIRM_MAX);
                 }
-                _ = tokio::time::sleep(BATCH_BUF_IDLE), if self.batch_buf.capacity() > 0 => {
+                _ = tokio::time::sleep(BATCH_BUF_IDLE), if self.batch_buf.capacity() > 0 || self.runs_used => {
                     self.batch_buf = BytesMut::new();
+                    outbox.release_runs();
+                    self.runs_used = false;
                 }
             }
         }
@@ -288,6 +308,7 @@ impl Writer {
             Some(Outgoing::Frame { bytes, fds }) => {
                 (bytes.len(), fds.len(), bytes.as_whole().is_some())
             }
+            Some(Outgoing::Posts(_)) => return self.feed_run().await.map(|()| false),
             Some(Outgoing::End) => {
                 self.feed_small().await?;
                 self.sink.flush().await?;
@@ -312,7 +333,7 @@ impl Writer {
             unreachable!("the front was a frame");
         };
         self.fds.push_outgoing(fds);
-        let msg = Lent { bytes, nfds };
+        let msg = Lent { bytes, nfds: nfds as u32, run: 0 };
         if alone {
             let bytes = msg.bytes.clone();
             self.lend(vec![msg]);
@@ -343,9 +364,32 @@ impl Writer {
             spare(&mut self.spare, msgs);
             return;
         }
-        let posts = msgs.iter().filter(|m| m.is_post()).count();
+        let posts = msgs.iter().map(Lent::posts).sum();
         self.fed_posts += posts;
         self.fed.push_back(Fed { msgs, posts });
+    }
+
+    /// Feeds the run of posts at the front of `batch`, a batch as it is,
+    /// after what was held back. For a peer that takes no WebSocket
+    /// message as large, its posts go back to the front one by one.
+    async fn feed_run(&mut self) -> Result<(), WireError> {
+        self.feed_small().await?;
+        let Some(Outgoing::Posts(run)) = self.batch.pop_front() else {
+            unreachable!("the front was a run");
+        };
+        self.runs_used = true;
+        if run.batch_len() > self.max_ws_message {
+            for bytes in run.posts().into_iter().rev() {
+                self.batch.push_front(Outgoing::Frame { bytes, fds: Vec::new() });
+            }
+            return Ok(());
+        }
+        let count = run.count() as u32;
+        let batch = run.into_batch();
+        let mut lent = self.spare.pop().unwrap_or_default();
+        lent.push(Lent { bytes: batch.clone().into(), nfds: 0, run: count });
+        self.lend(lent);
+        self.sink.feed(batch).await
     }
 
     /// Feeds the small messages held back: one alone as itself, several as

@@ -36,6 +36,10 @@ fn queued_kinds(outbox: &Outbox) -> Vec<Kind> {
         Outgoing::Frame { bytes, .. } => {
             crate::wire::envelope::decode(&bytes.contiguous()).unwrap().0.kind
         }
+        Outgoing::Posts(run) => {
+            assert_eq!(run.count(), 1, "a test that posts more than once looks at each");
+            Kind::Post
+        }
         Outgoing::End => panic!("the outbox was ended"),
     };
     batch.iter().map(first).collect()

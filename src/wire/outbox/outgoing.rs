@@ -2,6 +2,7 @@
 
 use std::os::fd::OwnedFd;
 
+use super::run::Run;
 use crate::wire::envelope::Kind;
 use crate::wire::segments::Segments;
 
@@ -10,6 +11,9 @@ pub(crate) enum Outgoing {
     /// A complete message (header and payload, in one piece or several)
     /// and its descriptors.
     Frame { bytes: Segments, fds: Vec<OwnedFd> },
+    /// Small posts without descriptors, one after the other, as one batch
+    /// (see `run.rs`).
+    Posts(Run),
     /// Close the connection after everything queued before this.
     End,
 }
@@ -19,13 +23,26 @@ impl Outgoing {
     fn kind(&self) -> Option<u8> {
         match self {
             Outgoing::Frame { bytes, .. } => bytes.first(),
+            Outgoing::Posts(_) => Some(Kind::Post as u8),
             Outgoing::End => None,
         }
     }
 
+    #[inline]
     pub(super) fn len(&self) -> usize {
         match self {
             Outgoing::Frame { bytes, .. } => bytes.len(),
+            Outgoing::Posts(run) => run.len(),
+            Outgoing::End => 0,
+        }
+    }
+
+    /// How many messages it is.
+    #[inline]
+    pub(super) fn messages(&self) -> usize {
+        match self {
+            Outgoing::Frame { .. } => 1,
+            Outgoing::Posts(run) => run.count(),
             Outgoing::End => 0,
         }
     }

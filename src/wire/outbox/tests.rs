@@ -3,18 +3,22 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::wire::envelope::{self, Kind};
+use crate::wire::envelope::{
+    self, Kind, BATCH_ENTRY_HEADER, BATCH_HEADER, BATCH_TARGET, MAX_BATCH,
+};
 
 fn post(b: u8) -> Segments {
     Bytes::from(vec![Kind::Post as u8, 0, b]).into()
 }
 
 fn payloads(batch: &VecDeque<Outgoing>) -> Vec<u8> {
+    let last = |bytes: &Segments| bytes.contiguous()[bytes.len() - 1];
     batch
         .iter()
-        .map(|i| match i {
-            Outgoing::Frame { bytes, .. } => bytes.contiguous()[bytes.len() - 1],
-            Outgoing::End => 0,
+        .flat_map(|i| match i {
+            Outgoing::Frame { bytes, .. } => vec![last(bytes)],
+            Outgoing::Posts(run) => run.posts().iter().map(last).collect(),
+            Outgoing::End => vec![0],
         })
         .collect()
 }
@@ -132,4 +136,139 @@ fn requests_being_answered_count_their_bytes_against_the_bound() {
     assert!(outbox.replies_over());
     let _ = outbox.end_connection();
     assert!(!outbox.replies_over());
+}
+
+/// A post as `Encoding::post_or_append` hands it over: header, payload.
+fn small(b: u8) -> Vec<u8> {
+    vec![Kind::Post as u8, 0, b]
+}
+
+/// The runs in `batch`.
+fn runs(batch: VecDeque<Outgoing>) -> Vec<Run> {
+    let run = |item| match item {
+        Outgoing::Posts(run) => Some(run),
+        _ => None,
+    };
+    batch.into_iter().filter_map(run).collect()
+}
+
+#[test]
+fn posts_appended_in_a_row_make_one_run_in_order_among_other_messages() {
+    let outbox = Outbox::new(100, usize::MAX);
+    for b in 1..=3 {
+        assert!(outbox.append_post(&small(b), MAX_BATCH));
+    }
+    // A message between two posts closes the run.
+    outbox.push(post(4), vec![]).unwrap();
+    assert!(outbox.append_post(&small(5), MAX_BATCH));
+    assert_eq!(outbox.len(), 5, "messages, not items");
+    let mut batch = VecDeque::new();
+    assert!(outbox.try_take_batch(&mut batch));
+    assert_eq!(batch.len(), 3, "a run, a frame, a run");
+    assert_eq!(payloads(&batch), [1, 2, 3, 4, 5]);
+    assert_eq!(batch.iter().map(Outgoing::len).sum::<usize>(), 5 * 3, "each post's own bytes");
+    // Taken by the writer, a run is never added to: the next post starts one.
+    assert!(outbox.append_post(&small(6), MAX_BATCH));
+    let mut next = VecDeque::new();
+    assert!(outbox.try_take_batch(&mut next));
+    assert_eq!((payloads(&batch), payloads(&next)), (vec![1, 2, 3, 4, 5], vec![6]));
+}
+
+#[test]
+fn each_post_of_a_run_counts_against_the_bound_and_a_run_holds_a_batch_at_most() {
+    let outbox = Outbox::new(3, usize::MAX);
+    for b in 1..=3 {
+        assert!(outbox.append_post(&small(b), MAX_BATCH));
+    }
+    assert!(outbox.is_full());
+    assert!(!outbox.append_post(&small(4), MAX_BATCH), "three messages wait");
+    assert!(matches!(outbox.push(post(4), vec![]), Err(WorkerError::QueueFull { limit: 3 })));
+    // In bytes, as each post alone: 3 + 3 fit in 7, a third does not.
+    let outbox = Outbox::new(100, 7);
+    assert!(outbox.append_post(&small(1), MAX_BATCH) && outbox.append_post(&small(2), MAX_BATCH));
+    assert!(!outbox.append_post(&small(3), MAX_BATCH));
+    // A run takes posts until it is as large as a batch of the writer's.
+    let outbox = Outbox::new(usize::MAX, usize::MAX);
+    let msg = vec![7u8; 1000];
+    for _ in 0..200 {
+        assert!(outbox.append_post(&msg, MAX_BATCH));
+    }
+    // Within a smaller limit (the connection's largest message), fewer;
+    // a post whose batch alone would be over it is refused (it goes alone).
+    let limit = BATCH_HEADER + 2 * (BATCH_ENTRY_HEADER + 1000);
+    assert!(outbox.append_post(&msg, limit) && outbox.append_post(&msg, limit));
+    assert!(outbox.append_post(&msg, limit));
+    assert!(!outbox.append_post(&msg, BATCH_HEADER + BATCH_ENTRY_HEADER + 999));
+    let mut batch = VecDeque::new();
+    assert!(outbox.try_take_batch(&mut batch));
+    let runs = runs(batch);
+    let counts: Vec<usize> = runs.iter().map(Run::count).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 203);
+    assert_eq!(counts[counts.len() - 2..], [2, 1], "{counts:?}");
+    for run in &runs[..runs.len() - 3] {
+        assert!(run.batch_len() >= BATCH_HEADER + BATCH_TARGET && run.batch_len() <= MAX_BATCH);
+    }
+}
+
+#[test]
+fn runs_outlive_a_connection_and_are_counted_when_discarded() {
+    let outbox = Outbox::new(100, usize::MAX);
+    assert!(outbox.append_post(&small(1), MAX_BATCH) && outbox.append_post(&small(2), MAX_BATCH));
+    let mut request = Vec::new();
+    envelope::begin(&mut request, envelope::Header::request(1, 2));
+    outbox.push(Bytes::from(request), vec![]).unwrap();
+    // Taken by the writer and never written, given back ahead of a post
+    // queued since.
+    let mut taken = VecDeque::new();
+    assert!(outbox.try_take_batch(&mut taken));
+    assert!(outbox.append_post(&small(3), MAX_BATCH));
+    outbox.put_back(taken.into_iter().collect());
+    let _ = outbox.end_connection();
+    assert_eq!(outbox.len(), 3, "the request went with the connection");
+    let mut batch = VecDeque::new();
+    assert!(outbox.try_take_batch(&mut batch));
+    assert_eq!(payloads(&batch), [1, 2, 3]);
+    outbox.put_back(batch.into_iter().collect());
+    assert_eq!(outbox.discard(WorkerError::Terminating), 3);
+}
+
+#[test]
+fn a_run_is_written_where_the_last_was_once_that_one_is_dropped() {
+    let outbox = Outbox::new(usize::MAX, usize::MAX);
+    let mut batch = VecDeque::new();
+    let mut take = |b| {
+        assert!(outbox.append_post(&small(b), MAX_BATCH));
+        assert!(outbox.try_take_batch(&mut batch));
+        runs(std::mem::take(&mut batch)).pop().unwrap().into_batch()
+    };
+    let first = take(1);
+    let at = first.as_ptr();
+    drop(first);
+    let second = take(2);
+    assert_eq!(second.as_ptr(), at, "taken again whole");
+    // Still held (being written): the next is written elsewhere.
+    let third = take(3);
+    assert_ne!(third.as_ptr(), at);
+    assert_eq!(second[BATCH_HEADER + BATCH_ENTRY_HEADER..], small(2), "intact");
+}
+
+/// Posts between requests, queued behind a peer that reads nothing: each
+/// is a run of its own, and the runs hold memory in proportion to their
+/// posts (a batch's 70 KB each, they held 70 MB here).
+#[test]
+fn runs_of_a_post_each_hold_memory_in_proportion() {
+    let outbox = Outbox::new(usize::MAX, usize::MAX);
+    let mut request = Vec::new();
+    envelope::begin(&mut request, envelope::Header::request(1, 2));
+    let request = Bytes::from(request);
+    for b in 0..1000 {
+        assert!(outbox.append_post(&small(b as u8), MAX_BATCH));
+        outbox.push(request.clone(), vec![]).unwrap();
+    }
+    let mut batch = VecDeque::new();
+    assert!(outbox.try_take_batch(&mut batch));
+    let runs = runs(batch);
+    assert_eq!(runs.len(), 1000);
+    let held: usize = runs.iter().map(Run::capacity).sum();
+    assert!(held <= 4 * MAX_BATCH + 1000 * 1024, "{held} bytes for 1,000 posts");
 }

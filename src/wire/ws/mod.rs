@@ -62,6 +62,12 @@ impl From<std::os::unix::net::UnixStream> for Socket {
     }
 }
 
+/// The largest WebSocket message either side takes, for messages of up
+/// to `max_message_size` bytes: room for the envelope's header.
+pub(crate) fn max_ws_message(max_message_size: usize) -> usize {
+    max_message_size.saturating_add(HEADER_SLACK)
+}
+
 /// Opens the WebSocket over a connected socket. Must run inside a tokio
 /// runtime.
 pub(crate) async fn open(
@@ -72,7 +78,7 @@ pub(crate) async fn open(
     let (stream, reader) =
         FdStream::new(fd, tls).map_err(|e| WireError::Transport(e.to_string()))?;
     let fds = reader.queues();
-    let max = max_message_size.saturating_add(HEADER_SLACK);
+    let max = max_ws_message(max_message_size);
     let sink = SinkHalf::open(stream, fds.clone(), max).await;
     let frames = Frames::new(reader, max);
     Ok(Connection { sink, frames, fds })
