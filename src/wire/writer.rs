@@ -304,11 +304,28 @@ impl Writer {
     /// Feeds the next item of `batch`, or holds it back to go with others
     /// in a batch; true once the outbox's end has gone out.
     async fn feed_next(&mut self) -> Result<bool, WireError> {
-        let (len, nfds, whole) = match self.batch.front() {
+        // What it adds to a batch (a run, its entries), and whether it goes
+        // alone.
+        let (entry, nfds, alone) = match self.batch.front() {
             Some(Outgoing::Frame { bytes, fds }) => {
-                (bytes.len(), fds.len(), bytes.as_whole().is_some())
+                let len = bytes.len();
+                let alone = bytes.as_whole().is_none() || len > BATCH_MESSAGE_MAX;
+                (BATCH_ENTRY_HEADER + len, fds.len(), alone)
             }
-            Some(Outgoing::Posts(_)) => return self.feed_run().await.map(|()| false),
+            // A run goes as it is, a batch alone, or, small, with others in
+            // one; one larger than the peer takes goes as its posts, back at
+            // the front one by one.
+            Some(Outgoing::Posts(run)) if run.batch_len() > self.max_ws_message => {
+                let Some(Outgoing::Posts(run)) = self.batch.pop_front() else { unreachable!() };
+                for bytes in run.posts().into_iter().rev() {
+                    self.batch.push_front(Outgoing::Frame { bytes, fds: Vec::new() });
+                }
+                return Ok(false);
+            }
+            Some(Outgoing::Posts(run)) => {
+                let entries = run.batch_len() - BATCH_HEADER;
+                (entries, 0, entries > BATCH_MESSAGE_MAX)
+            }
             Some(Outgoing::End) => {
                 self.feed_small().await?;
                 self.sink.flush().await?;
@@ -324,16 +341,22 @@ impl Writer {
             self.feed_small().await?;
             self.sink.flush().await?;
         }
-        let entry = BATCH_ENTRY_HEADER + len;
-        let alone = !whole || len > BATCH_MESSAGE_MAX || BATCH_HEADER + entry > self.max_ws_message;
+        let alone = alone || BATCH_HEADER + entry > self.max_ws_message;
         if alone || BATCH_HEADER + self.small_bytes + entry > self.max_ws_message {
             self.feed_small().await?;
         }
-        let Some(Outgoing::Frame { bytes, fds }) = self.batch.pop_front() else {
-            unreachable!("the front was a frame");
+        let msg = match self.batch.pop_front() {
+            Some(Outgoing::Frame { bytes, fds }) => {
+                self.fds.push_outgoing(fds);
+                Lent { bytes, nfds: nfds as u32, run: 0 }
+            }
+            Some(Outgoing::Posts(run)) => {
+                self.runs_used = true;
+                let count = run.count() as u32;
+                Lent { bytes: run.into_batch().into(), nfds: 0, run: count }
+            }
+            _ => unreachable!("the front was a frame or a run"),
         };
-        self.fds.push_outgoing(fds);
-        let msg = Lent { bytes, nfds: nfds as u32, run: 0 };
         if alone {
             let bytes = msg.bytes.clone();
             self.lend(vec![msg]);
@@ -369,35 +392,13 @@ impl Writer {
         self.fed.push_back(Fed { msgs, posts });
     }
 
-    /// Feeds the run of posts at the front of `batch`, a batch as it is,
-    /// after what was held back. For a peer that takes no WebSocket
-    /// message as large, its posts go back to the front one by one.
-    async fn feed_run(&mut self) -> Result<(), WireError> {
-        self.feed_small().await?;
-        let Some(Outgoing::Posts(run)) = self.batch.pop_front() else {
-            unreachable!("the front was a run");
-        };
-        self.runs_used = true;
-        if run.batch_len() > self.max_ws_message {
-            for bytes in run.posts().into_iter().rev() {
-                self.batch.push_front(Outgoing::Frame { bytes, fds: Vec::new() });
-            }
-            return Ok(());
-        }
-        let count = run.count() as u32;
-        let batch = run.into_batch();
-        let mut lent = self.spare.pop().unwrap_or_default();
-        lent.push(Lent { bytes: batch.clone().into(), nfds: 0, run: count });
-        self.lend(lent);
-        self.sink.feed(batch).await
-    }
-
     /// Feeds the small messages held back: one alone as itself, several as
     /// a batch.
     async fn feed_small(&mut self) -> Result<(), WireError> {
         let msg = match self.small.len() {
             0 => return Ok(()),
-            // Small messages are in one piece: `contiguous` copies nothing.
+            // Small messages are in one piece: `contiguous` copies nothing
+            // (a run alone is a batch already).
             1 => self.small[0].bytes.contiguous(),
             // Built in the buffer the last batch was, once that one has
             // been written: a fresh 64 KiB block per batch had the
@@ -408,6 +409,8 @@ impl Writer {
                 envelope::begin(buf, envelope::Header::bare(Kind::Batch));
                 for msg in &self.small {
                     match msg.bytes.as_whole() {
+                        // A run's entries, as they are.
+                        Some(run) if msg.run > 0 => buf.extend_from_slice(&run[BATCH_HEADER..]),
                         Some(whole) => envelope::push_batch_entry(buf, whole),
                         None => envelope::push_batch_entry(buf, &msg.bytes.contiguous()),
                     }

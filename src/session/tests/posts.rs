@@ -17,6 +17,20 @@ fn posts_in_runs_arrive_in_order_with_the_others_between() {
     posts_arrive_in_order(|_, sender, text, fds| sender.post(None, &text.to_owned(), fds).unwrap());
 }
 
+/// Runs of two posts between posts queued as messages of their own: the
+/// small runs go in batches with the others, their entries as they are.
+#[test]
+fn small_runs_go_in_batches_with_other_messages() {
+    let n = std::cell::Cell::new(0);
+    posts_arrive_in_order(|outbox, sender, text, fds| {
+        n.set(n.get() + 1);
+        match n.get() % 3 {
+            0 => post(outbox, text, fds),
+            _ => sender.post(None, &text.to_owned(), fds).unwrap(),
+        }
+    });
+}
+
 /// 1,000 posts, one with a descriptor, queued by `post`, read in order.
 fn posts_arrive_in_order(post: impl Fn(&Outbox, &Sender, &str, Vec<OwnedFd>)) {
     run(async {

@@ -42,10 +42,11 @@ fn a_writer_idle_for_a_while_lets_its_batch_buffer_go() {
         writer.wait_for_work(&outbox).await;
         assert_eq!(writer.batch.len(), 1);
         assert!(writer.batch_buf.capacity() >= MAX_BATCH);
-        append_numbered(&outbox, 1);
+        append_numbered(&outbox, 1, u64::MAX);
         writer.batch.clear();
         writer.wait_for_work(&outbox).await;
         assert!(!writer.feed_next().await.unwrap());
+        writer.feed_small().await.unwrap();
         writer.settle();
         writer.fed.clear();
         assert!(outbox.holds_run_buffers());
@@ -59,14 +60,19 @@ fn a_writer_idle_for_a_while_lets_its_batch_buffer_go() {
     });
 }
 
-/// `n` posts, each its number and 56 bytes more, appended to `outbox` in runs.
-fn append_numbered(outbox: &Outbox, n: u64) {
+/// `n` posts, each its number and 56 bytes more, appended to `outbox` in
+/// runs; every `frame`th queued as a message of its own instead (so that
+/// the runs between are small).
+fn append_numbered(outbox: &Outbox, n: u64, frame: u64) {
+    use crate::protocol::Codec;
     use crate::wire::encode::encode;
     for i in 0..n {
         let header = envelope::Header::post(0).unwrap();
-        let msg =
-            encode(crate::protocol::Codec::Bincode, header, &(i, [7u8; 32], [7u8; 24]), 1 << 20);
-        assert!(outbox.append_post(&msg.unwrap().contiguous(), MAX_BATCH));
+        let msg = encode(Codec::Bincode, header, &(i, [7u8; 32], [7u8; 24]), 1 << 20).unwrap();
+        match (i + 1) % frame {
+            0 => outbox.push(msg, Vec::new()).unwrap(),
+            _ => assert!(outbox.append_post(&msg.contiguous(), MAX_BATCH)),
+        }
     }
 }
 
@@ -90,9 +96,15 @@ fn numbers(items: &[Outgoing]) -> Vec<u64> {
 
 /// A writer stopped while its peer reads nothing: every post of the runs
 /// it took is either in doubt (it reached the kernel) or given back, in
-/// order, the runs whole.
+/// order, the runs whole; the same with small runs, which go in batches
+/// with other messages.
 #[test]
 fn runs_a_stopped_writer_never_wrote_are_given_back_whole_and_in_order() {
+    stopped_with_runs(u64::MAX);
+    stopped_with_runs(3);
+}
+
+fn stopped_with_runs(frame: u64) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -100,7 +112,7 @@ fn runs_a_stopped_writer_never_wrote_are_given_back_whole_and_in_order() {
         let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
         // 4 MB: more than the socket holds.
         const N: u64 = 50_000;
-        append_numbered(&outbox, N);
+        append_numbered(&outbox, N, frame);
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let running = tokio::spawn(Writer::new(sink).run(outbox.clone(), stopped));
         // Until it has taken everything, and then some turns more: the
@@ -133,7 +145,7 @@ fn a_run_larger_than_the_peer_takes_goes_post_by_post() {
         let (_, sink) = crate::wire::ws::open(ours, 1000).await.unwrap().split();
         let mut writer = Writer::new(sink);
         let outbox = Outbox::new(usize::MAX, usize::MAX);
-        append_numbered(&outbox, 100);
+        append_numbered(&outbox, 100, u64::MAX);
         assert!(outbox.try_take_batch(&mut writer.batch));
         assert_eq!(writer.batch.len(), 1, "one run, larger than 1,000 bytes");
         assert!(!writer.feed_next().await.unwrap());
