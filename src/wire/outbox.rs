@@ -370,6 +370,8 @@ impl Outbox {
         state.reply_bytes = 0;
         state.owed = 0;
         state.owed_bytes = 0;
+        // Its writer, which let them go when idle, has gone.
+        state.runs = RunBufs::default();
         drop(state);
         self.made_room();
         ended
@@ -431,6 +433,7 @@ impl Outbox {
         state.reply_bytes = 0;
         let posts = state.queue.iter().filter(|i| i.is_post()).map(Outgoing::messages).sum();
         state.queue.clear();
+        state.runs = RunBufs::default();
         drop(state);
         self.made_room();
         posts

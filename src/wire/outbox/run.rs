@@ -90,16 +90,14 @@ impl Run {
 
 /// How many buffers of a batch's size runs are written in, at most.
 const RUN_BUFS: usize = 4;
-/// The room a run starts with when every one of those is still held.
-const RUN_START: usize = 1024;
 
 /// The buffers runs are written in: each taken again, whole, once the run
 /// written in it has been written and dropped (a fresh 64 KiB buffer per
 /// run would have the allocator merge every small block freed since, each
 /// time, as `writer.rs`'s batches did). While every one is held (runs
-/// queued behind a slow peer), a run starts small and grows as posts come:
-/// a queue of runs of a post or two each (posts between requests) holds
-/// memory in proportion to its posts, not 70 KB a run.
+/// queued behind a slow peer), no run starts: posts are queued as
+/// messages of their own, as before runs, so that runs of a post or two
+/// each (posts between requests) never hold a buffer per post.
 #[derive(Default)]
 pub(crate) struct RunBufs {
     /// `None`: not allocated yet.
@@ -107,24 +105,22 @@ pub(crate) struct RunBufs {
 }
 
 impl RunBufs {
-    /// An empty run, with room for an entry of `entry` bytes at least.
-    pub(super) fn start(&mut self, entry: usize) -> Run {
+    /// An empty run, in a buffer of its own; `None` while every one is held.
+    pub(super) fn start(&mut self) -> Option<Run> {
         let mut unused = None;
         for slot in &mut self.bufs {
             match slot {
                 Some(buf) => {
                     if buf.try_reclaim(MAX_BATCH) {
-                        return Run::new(buf.split_off(0));
+                        return Some(Run::new(buf.split_off(0)));
                     }
                 }
                 None => unused = unused.or(Some(slot)),
             }
         }
-        match unused {
-            // All of it, sharing the allocation with the handle kept here.
-            Some(slot) => Run::new(slot.insert(BytesMut::with_capacity(MAX_BATCH)).split_off(0)),
-            None => Run::new(BytesMut::with_capacity(RUN_START.max(BATCH_HEADER + entry))),
-        }
+        // All of it, sharing the allocation with the handle kept here.
+        let slot = unused?;
+        Some(Run::new(slot.insert(BytesMut::with_capacity(MAX_BATCH)).split_off(0)))
     }
 }
 
@@ -147,12 +143,13 @@ pub(super) fn append(run: &mut Run, msg: &[u8], limit: usize) -> bool {
 }
 
 /// A new run of `msg` alone, from `bufs`; `None` when even that would be
-/// over `limit` (the post goes as a message of its own).
+/// over `limit`, or every buffer is held (the post goes as a message of
+/// its own).
 pub(super) fn start(bufs: &mut RunBufs, msg: &[u8], limit: usize) -> Option<Run> {
     if BATCH_HEADER + BATCH_ENTRY_HEADER + msg.len() > limit {
         return None;
     }
-    let mut run = bufs.start(BATCH_ENTRY_HEADER + msg.len());
+    let mut run = bufs.start()?;
     run.push(msg);
     Some(run)
 }
