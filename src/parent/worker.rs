@@ -201,6 +201,12 @@ impl<P: Protocol> Worker<P> {
         }
     }
 
+    /// Whether a message queued now waits behind others that wait for
+    /// room (under [`WhenFull::Wait`]).
+    fn behind_waiting(&self) -> bool {
+        self.options.limits.when_full == WhenFull::Wait && !self.waiting.is_empty()
+    }
+
     /// Queues one message: at once, or (when the outbox is full and the
     /// limits say [`WhenFull::Wait`]) behind the others that wait for room.
     /// A waiting post's sender hears on the receiver when it is queued.
@@ -213,7 +219,7 @@ impl<P: Protocol> Worker<P> {
     ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<(), WorkerError>>>, WorkerError> {
         let wait = self.options.limits.when_full == WhenFull::Wait;
         let epoch = self.sender.outbox.room_epoch();
-        let (bytes, fds) = if wait && !self.waiting.is_empty() {
+        let (bytes, fds) = if self.behind_waiting() {
             (bytes, fds)
         } else {
             match self.turn.push(&self.sender.outbox, (bytes, fds), ctx) {
@@ -289,7 +295,7 @@ impl<P: Protocol> Worker<P> {
         ctx: &mut Context<Self>,
     ) -> Result<Option<QueuedLater>, WorkerError> {
         // Behind messages waiting for room, a post waits too.
-        let behind = self.options.limits.when_full == WhenFull::Wait && !self.waiting.is_empty();
+        let behind = self.behind_waiting();
         let posted = self.check_open().and_then(|()| {
             let (arena, outbox) = (Some(&mut self.arena), &self.sender.outbox);
             match behind {

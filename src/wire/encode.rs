@@ -160,6 +160,9 @@ pub(crate) fn encode_sharing<M: Serialize + ?Sized>(
 
 /// The message and its descriptors: with `fds` (a peer that takes
 /// descriptors), those of its shared buffers, then `fds`; else none.
+/// `APPEND` says whether `append` may be given: the instance for
+/// requests and answers (`false`) has no branch for it at all, so that
+/// the posts' path does not change how theirs is compiled.
 #[inline]
 fn encode_parts<M: Serialize + ?Sized, const APPEND: bool>(
     arena: &mut Arena,

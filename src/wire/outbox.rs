@@ -216,6 +216,7 @@ impl Outbox {
         self.enqueue(state, frames.into_iter().map(|(bytes, fds)| Outgoing::Frame { bytes, fds }));
         Ok(())
     }
+
     fn enqueue(&self, mut state: MutexGuard<'_, State>, items: impl IntoIterator<Item = Outgoing>) {
         let was_empty = state.queue.is_empty();
         for item in items {

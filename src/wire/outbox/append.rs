@@ -1,7 +1,7 @@
 //! Posts appended to the run at the outbox's tail (see `run.rs`), and the
 //! buffers runs are written in let go.
 
-use super::run::{append, start, RunBufs};
+use super::run::RunBufs;
 use super::{Outbox, Outgoing, State};
 
 impl Outbox {
@@ -28,11 +28,11 @@ impl Outbox {
         let was_empty = state.queue.is_empty();
         let state = &mut *state;
         let appended = match state.queue.back_mut() {
-            Some(Outgoing::Posts(run)) => append(run, msg, limit),
+            Some(Outgoing::Posts(run)) => run.append(msg, limit),
             _ => false,
         };
         if !appended {
-            let Some(run) = start(&mut state.runs, msg, limit) else { return false };
+            let Some(run) = state.runs.start(msg, limit) else { return false };
             state.queue.push_back(Outgoing::Posts(run));
         }
         state.messages += 1;

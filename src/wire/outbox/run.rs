@@ -40,6 +40,16 @@ impl Run {
         self.count += 1;
     }
 
+    /// Appends `msg`, a small post, when this run has room for it within
+    /// `limit` (true), or says a new run must start (false).
+    pub(super) fn append(&mut self, msg: &[u8], limit: usize) -> bool {
+        if !self.has_room(BATCH_ENTRY_HEADER + msg.len(), limit) {
+            return false;
+        }
+        self.push(msg);
+        true
+    }
+
     /// How many posts it holds.
     pub(crate) fn count(&self) -> usize {
         self.count
@@ -105,8 +115,20 @@ pub(crate) struct RunBufs {
 }
 
 impl RunBufs {
+    /// A new run of `msg` alone, in a buffer of its own; `None` when even
+    /// that would be over `limit`, or while every buffer is held (the post
+    /// goes as a message of its own).
+    pub(super) fn start(&mut self, msg: &[u8], limit: usize) -> Option<Run> {
+        if BATCH_HEADER + BATCH_ENTRY_HEADER + msg.len() > limit {
+            return None;
+        }
+        let mut run = self.empty_run()?;
+        run.push(msg);
+        Some(run)
+    }
+
     /// An empty run, in a buffer of its own; `None` while every one is held.
-    pub(super) fn start(&mut self) -> Option<Run> {
+    fn empty_run(&mut self) -> Option<Run> {
         let mut unused = None;
         for slot in &mut self.bufs {
             match slot {
@@ -130,26 +152,4 @@ impl RunBufs {
     pub(crate) fn holding(&mut self) -> bool {
         self.bufs.iter_mut().flatten().any(|buf| buf.try_reclaim(1))
     }
-}
-
-/// Appends `msg`, a small post, to `run` when it has room within `limit`
-/// (true), or says a new run must start (false).
-pub(super) fn append(run: &mut Run, msg: &[u8], limit: usize) -> bool {
-    if !run.has_room(BATCH_ENTRY_HEADER + msg.len(), limit) {
-        return false;
-    }
-    run.push(msg);
-    true
-}
-
-/// A new run of `msg` alone, from `bufs`; `None` when even that would be
-/// over `limit`, or every buffer is held (the post goes as a message of
-/// its own).
-pub(super) fn start(bufs: &mut RunBufs, msg: &[u8], limit: usize) -> Option<Run> {
-    if BATCH_HEADER + BATCH_ENTRY_HEADER + msg.len() > limit {
-        return None;
-    }
-    let mut run = bufs.start()?;
-    run.push(msg);
-    Some(run)
 }
