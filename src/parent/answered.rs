@@ -15,7 +15,7 @@ use super::worker::{Asked, Worker};
 use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
-use crate::session::requests::{decoded, Slot};
+use crate::session::requests::{decoded, Counted, Slot};
 use crate::session::trace::Caller;
 use crate::wire::ws::reader::Inbound;
 
@@ -125,8 +125,9 @@ where
     F: FnOnce(&Result<A, WorkerError>) + Send + 'static,
     T: Reply<A>,
 {
-    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
+    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) -> Counted {
         self.deliver_inbound(result);
+        None
     }
 
     fn gone(&self) -> bool {

@@ -85,7 +85,7 @@ impl<P: Protocol> Direct<P> {
         };
         // Refused: its slot says why (none left: its caller was told).
         if let Some(slot) = slot {
-            slot.deliver(Err(e));
+            sender.pending.count(slot.deliver(Err(e)));
         }
         None
     }

@@ -20,7 +20,7 @@ use super::worker::{Asked, State, Worker};
 use crate::error::{ExitStatus, WorkerError};
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
-use crate::session::requests::{decoded, Pending, Slot};
+use crate::session::requests::{decoded, Counted, Pending, Slot};
 use crate::session::trace::Caller;
 use crate::wire::ws::reader::Inbound;
 use serde::de::DeserializeOwned;
@@ -159,12 +159,11 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     type Result = AskResponse<R>;
 
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
-        let started = self.recorder.start();
-        let recorder = self.recorder.clone();
+        let started = self.sampler.start();
         AskResponse(match self.ask((msg.request, msg.caller), msg.timeout, ctx) {
             Asked::Ready(result) => AskInner::Ready(result),
-            Asked::Waiting { id, pending } => AskInner::Waiting { id, pending, recorder, started },
-            Asked::Later(fut) => AskInner::Later(fut, recorder, started),
+            Asked::Waiting { id, pending } => AskInner::Waiting { id, pending, started },
+            Asked::Later(fut) => AskInner::Later(fut, self.recorder.clone(), started),
         })
     }
 }
@@ -178,10 +177,10 @@ pub struct AskResponse<R: Request>(AskInner<R>);
 
 enum AskInner<R: Request> {
     Ready(Result<R::Answer, WorkerError>),
+    /// Its answer counted by `pending`'s tally (the worker's recorder).
     Waiting {
         id: u64,
         pending: Arc<Pending>,
-        recorder: Arc<Recorder>,
         started: Option<Instant>,
     },
     Later(
@@ -205,8 +204,8 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
             }
             // Straight to the caller when it comes: no task of its own. A
             // caller that goes away is noticed by the sweep.
-            AskInner::Waiting { id, pending, recorder, started } => {
-                let slot = Box::new(ToCaller::<R::Answer> { tx, recorder, started });
+            AskInner::Waiting { id, pending, started } => {
+                let slot = Box::new(ToCaller::<R::Answer> { tx, started });
                 pending.attach(id, describe::<P, R>, slot)
             }
             AskInner::Later(fut, recorder, started) => {
@@ -226,27 +225,24 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
 /// its outcome and round trip are recorded.
 pub(super) struct ToCaller<A> {
     tx: Option<OneshotSender<Result<A, WorkerError>>>,
-    recorder: Arc<Recorder>,
     started: Option<Instant>,
 }
 
 impl<A> ToCaller<A> {
-    pub(super) fn new(
-        tx: OneshotSender<Result<A, WorkerError>>,
-        recorder: Arc<Recorder>,
-        started: Option<Instant>,
-    ) -> Self {
-        ToCaller { tx: Some(tx), recorder, started }
+    pub(super) fn new(tx: OneshotSender<Result<A, WorkerError>>, started: Option<Instant>) -> Self {
+        ToCaller { tx: Some(tx), started }
     }
 }
 
 impl<A: DeserializeOwned + Send + 'static> Slot for ToCaller<A> {
-    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) {
+    /// Counted by the worker's `Recorder` (its `Pending`'s tally).
+    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) -> Counted {
         let answer = decoded(result);
-        self.recorder.finish(answer.is_ok(), self.started);
+        let counted = Some((answer.is_ok(), self.started));
         if let Some(tx) = self.tx {
             let _ = tx.send(answer);
         }
+        counted
     }
 
     fn gone(&self) -> bool {

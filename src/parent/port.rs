@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::messages::ToCaller;
 use super::options::WhenFull;
-use super::stats::Recorder;
+use super::stats::{Recorder, Sampler};
 use super::turn::Turn;
 use super::worker::Worker;
 use crate::error::WorkerError;
@@ -80,6 +80,8 @@ pub struct Port<P: Protocol> {
     arena: Arena,
     /// What `post_waiting` queued since it last let others run.
     turn: Turn,
+    /// Which of its requests are timed.
+    sampler: Sampler,
     _protocol: PhantomData<fn(P::ToWorker)>,
 }
 
@@ -99,6 +101,7 @@ impl<P: Protocol> Clone for Port<P> {
             line: self.line.clone(),
             arena: Arena::lean(),
             turn: Turn::default(),
+            sampler: Sampler::default(),
             _protocol: PhantomData,
         }
     }
@@ -222,7 +225,7 @@ impl<P: Protocol> Port<P> {
                 return AnswerStream::refused(e);
             }
         };
-        let started = line.recorder.start();
+        let started = self.sampler.start();
         let halves = || {
             let recorder = line.recorder.clone();
             let after = Box::new(move |end: Result<(), &WorkerError>| {
@@ -245,9 +248,9 @@ impl<P: Protocol> Port<P> {
         request: R,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + Send + use<P, R> {
-        let line = self.line.clone();
+        let line = &self.line;
         let id = line.sender.pending.next_id();
-        let started = line.recorder.start();
+        let started = self.sampler.start();
         let (caller, peer) = (trace::Caller::here(), trace::Peer::default());
         let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
         // Kept before it is queued: the answer may come on another thread
@@ -256,25 +259,43 @@ impl<P: Protocol> Port<P> {
         let encoded =
             line.sender.encoding.request::<P, R>(Some(&mut self.arena), (id, context), &request);
         let named = (id, describe::<P, R> as Naming);
-        let first = encoded.map(|encoded| line.try_queue::<R::Answer>(named, encoded, started));
+        // The line goes with the future only when it must wait for room:
+        // a request queued at once needs no more than its table (an `Arc`
+        // less cloned and dropped per request).
+        let first = encoded.and_then(|encoded| {
+            match line.try_queue::<R::Answer>(named, encoded, started) {
+                Ok(rx) => Ok(Ok(rx)),
+                Err(NotQueued::Refused(e)) => Err(e),
+                Err(NotQueued::Full { bytes, fds, epoch }) => {
+                    Ok(Err((line.clone(), (bytes, fds), epoch)))
+                }
+            }
+        });
         // Armed now: dropped before it is first polled, it cancels too.
         let cancel = Cancel::new(&line.sender.pending, id);
+        // Where a timeout is counted: the slot is dropped unanswered.
+        let timed_out = timeout.map(|_| line.sender.pending.clone());
         async move {
-            let mut queued = first?;
-            let rx = loop {
-                match queued {
-                    Ok(rx) => break rx,
-                    Err(NotQueued::Refused(e)) => return Err(e),
-                    Err(NotQueued::Full { bytes, fds, epoch }) => {
-                        line.sender.outbox.wait_room(epoch).await;
-                        queued = line.try_queue::<R::Answer>(named, (bytes, fds), started);
+            let answer = match first? {
+                Ok(rx) => answer_of(cancel, rx, timeout).await,
+                // Its timeout covers the wait for room too, as through the
+                // address.
+                Err((line, encoded, epoch)) => {
+                    let asked = async {
+                        let rx = line.queue_when_room(named, encoded, epoch, started).await?;
+                        answer_of(cancel, rx, None).await
+                    };
+                    match timeout {
+                        None => asked.await,
+                        Some(limit) => tokio::time::timeout(limit, asked)
+                            .await
+                            .unwrap_or(Err(WorkerError::Timeout(limit))),
                     }
                 }
             };
-            let answer = answer_of(cancel, rx, timeout).await;
-            if let Err(WorkerError::Timeout(_)) = answer {
+            if let (Err(WorkerError::Timeout(_)), Some(pending)) = (&answer, timed_out) {
                 // Its slot was dropped unanswered: the caller's outcome.
-                line.recorder.finish(false, None);
+                pending.count(Some((false, None)));
             }
             answer
         }
@@ -282,6 +303,27 @@ impl<P: Protocol> Port<P> {
 }
 
 impl Line {
+    /// Queues request `id` once the outbox has made room since `epoch`,
+    /// and again after each time it finds it full.
+    async fn queue_when_room<A: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        named: (u64, Naming),
+        (mut bytes, mut fds): Encoded,
+        mut epoch: u64,
+        started: Option<std::time::Instant>,
+    ) -> Result<AnswerRx<A>, WorkerError> {
+        loop {
+            self.sender.outbox.wait_room(epoch).await;
+            match self.try_queue::<A>(named, (bytes, fds), started) {
+                Ok(rx) => return Ok(rx),
+                Err(NotQueued::Refused(e)) => return Err(e),
+                Err(NotQueued::Full { bytes: b, fds: f, epoch: e }) => {
+                    (bytes, fds, epoch) = (b, f, e)
+                }
+            }
+        }
+    }
+
     /// Queues request `id` with a slot that records its round trip and
     /// hands its answer to the caller; a full queue is refused, unless the
     /// limits say wait (then the caller waits for room and tries again).
@@ -291,8 +333,7 @@ impl Line {
         encoded: Encoded,
         started: Option<std::time::Instant>,
     ) -> Result<AnswerRx<A>, NotQueued> {
-        let slot =
-            |tx| Box::new(ToCaller::new(tx, self.recorder.clone(), started)) as Box<dyn Slot>;
+        let slot = |tx| Box::new(ToCaller::new(tx, started)) as Box<dyn Slot>;
         self.sender.queue_request(id, encoded, self.wait, slot)
     }
 }
@@ -318,6 +359,7 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
             line: Arc::new(line),
             arena: Arena::lean(),
             turn: Turn::default(),
+            sampler: Sampler::default(),
             _protocol: PhantomData,
         })
     }

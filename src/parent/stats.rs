@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use actix::Message;
 
+use crate::session::requests::Tally;
+
 /// Asks a pool, or a single worker, how it is doing; resolves to
 /// [`PoolStats`] (a single worker reports itself as a pool of one member).
 #[derive(Clone, Copy, Debug, Default)]
@@ -119,11 +121,25 @@ const SAMPLE: u64 = 8;
 /// How many round trips the percentiles look back on.
 const WINDOW: usize = 1024;
 
+/// Which of one asker's requests are timed for the percentiles: one in
+/// [`SAMPLE`]. Each asker (a `Worker` actor, a `Port`) keeps its own, a
+/// plain count: no atomic on every request.
+#[derive(Default)]
+pub(crate) struct Sampler(u64);
+
+impl Sampler {
+    /// When a request that starts now is timed: one in [`SAMPLE`] (the
+    /// percentiles need no more, and the clock costs on every request).
+    pub(crate) fn start(&mut self) -> Option<Instant> {
+        let n = self.0;
+        self.0 = n.wrapping_add(1);
+        n.is_multiple_of(SAMPLE).then(Instant::now)
+    }
+}
+
 /// Requests answered and failed, and the recent round trips.
 #[derive(Default)]
 pub(crate) struct Recorder {
-    /// Requests started, for sampling.
-    started: AtomicU64,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
     /// In microseconds, oldest first.
@@ -131,13 +147,6 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// When a request that starts now is timed: one in [`SAMPLE`] (the
-    /// percentiles need no more, and the clock costs on every request).
-    pub(crate) fn start(&self) -> Option<Instant> {
-        let n = self.started.fetch_add(1, Ordering::Relaxed);
-        n.is_multiple_of(SAMPLE).then(Instant::now)
-    }
-
     /// A request started at `started` (if timed) finished.
     pub(crate) fn finish(&self, ok: bool, started: Option<Instant>) {
         if ok {
@@ -173,5 +182,12 @@ impl Recorder {
         sorted.sort_unstable();
         let at = |q: usize| Duration::from_micros(u64::from(sorted[(sorted.len() - 1) * q / 100]));
         (at(50), at(99))
+    }
+}
+
+/// A worker's requests whose slots count (see `Counted`) are counted here.
+impl Tally for Recorder {
+    fn finish(&self, ok: bool, started: Option<Instant>) {
+        Recorder::finish(self, ok, started);
     }
 }

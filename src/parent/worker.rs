@@ -28,7 +28,7 @@ use super::options::{Options, WhenFull};
 use super::process::{ChildHandle, Grace};
 use super::sink::EventSink;
 use super::spawn;
-use super::stats::Recorder;
+use super::stats::{Recorder, Sampler};
 use super::turn::Turn;
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
@@ -68,8 +68,11 @@ pub struct Worker<P: Protocol> {
     /// `wire::encode::encode_in`): its own, so that its queued messages pin no
     /// memory shared with other workers'.
     pub(super) arena: Arena,
-    /// Its requests' outcomes and round trips, for `Stats`.
+    /// Its requests' outcomes and round trips, for `Stats`: the tally of
+    /// its sender's `Pending` too (shared with its ports).
     pub(super) recorder: Arc<Recorder>,
+    /// Which of the requests asked through its address are timed.
+    pub(super) sampler: Sampler,
     /// The running process; the link task owns it, so that nothing of a
     /// process is held once it has been reaped.
     pub(super) child: Weak<ChildHandle>,
@@ -156,6 +159,8 @@ impl<P: Protocol> Worker<P> {
             descriptors: options.spec.transport.carries_fds(),
         };
         let span = trace::peer(&options.name, options.spec.entry.as_deref().unwrap_or_default());
+        let (sender, recorder) = (Sender::new(outbox, encoding), Arc::<Recorder>::default());
+        sender.pending.count_into(recorder.clone());
         let worker = Worker {
             options,
             span,
@@ -163,9 +168,10 @@ impl<P: Protocol> Worker<P> {
             exits: Vec::new(),
             fingerprint,
             events,
-            sender: Sender::new(outbox, encoding),
+            sender,
             arena: Arena::default(),
-            recorder: Arc::default(),
+            recorder,
+            sampler: Sampler::default(),
             child: Weak::new(),
             deferred_grace: None,
             generation: 0,

@@ -16,7 +16,8 @@
 //! it where it can.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -61,8 +62,9 @@ impl From<Failure> for WorkerError {
 
 /// What is done with the answer (or the failure) of one request.
 pub(crate) trait Slot: Send {
-    /// The answer's frame, or why none will come.
-    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>);
+    /// The answer's frame, or why none will come; what it says of the
+    /// request for its side's [`Tally`].
+    fn deliver(self: Box<Self>, result: Result<Inbound, WorkerError>) -> Counted;
 
     /// Whether nobody waits for it any more (looked at by
     /// [`Pending::sweep`]).
@@ -109,6 +111,19 @@ pub(crate) fn decoded<A: DeserializeOwned>(
 /// carries a pointer, not a string.
 pub(crate) type Naming = fn() -> String;
 
+/// What a delivered slot says of its request for its side's [`Tally`]:
+/// nothing when its asker keeps its own count (a pool, a stream, a
+/// request with a timeout of its own), else whether it was answered and,
+/// when it was one of the few timed, when it was asked.
+pub(crate) type Counted = Option<(bool, Option<Instant>)>;
+
+/// Where a side counts its requests' outcomes (the parent's `Recorder`,
+/// behind a worker's `Stats`): set on its [`Pending`] once, so that a
+/// slot need not hold it (an `Arc` cloned and dropped per request).
+pub(crate) trait Tally: Send + Sync {
+    fn finish(&self, ok: bool, started: Option<Instant>);
+}
+
 /// A request awaiting its answer: the connection it was made for (see
 /// [`Pending::fail_through`]), how it is named, and its slot.
 type Waiting = (u64, Naming, Box<dyn Slot>);
@@ -119,7 +134,9 @@ pub(crate) struct Pending {
     next_id: AtomicU64,
     slots: Mutex<ById<Waiting>>,
     /// Where the other side is told of cancelled requests.
-    tell: std::sync::OnceLock<Arc<Outbox>>,
+    tell: OnceLock<Arc<Outbox>>,
+    /// What counts the outcomes its slots say count (see [`Counted`]).
+    tally: OnceLock<Arc<dyn Tally>>,
     /// The asking spans of the requests asked while a subscriber wanted
     /// them (`trace.rs`), each kept until its request is done with; and
     /// how many there are, so that while there are none an answer looks
@@ -138,6 +155,19 @@ impl Pending {
     /// side that owns the outbox.
     pub(crate) fn tell_through(&self, outbox: Arc<Outbox>) {
         let _ = self.tell.set(outbox);
+    }
+
+    /// Where the outcomes its slots count go; set once, by the side that
+    /// keeps them.
+    pub(crate) fn count_into(&self, tally: Arc<dyn Tally>) {
+        let _ = self.tally.set(tally);
+    }
+
+    /// Counts what a delivered slot said (see [`Counted`]).
+    pub(crate) fn count(&self, counted: Counted) {
+        if let (Some((ok, started)), Some(tally)) = (counted, self.tally.get()) {
+            tally.finish(ok, started);
+        }
     }
 
     /// A fresh id, with no slot yet: [`attach`](Self::attach) gives it
@@ -214,7 +244,7 @@ impl Pending {
                     result = Err(WorkerError::Wire(e));
                 }
             }
-            slot.deliver(result);
+            self.count(slot.deliver(result));
         } else {
             tracing::trace!(id, "answer to a request nobody waits for any more");
         }
@@ -249,7 +279,7 @@ impl Pending {
         if let (Some((.., slot)), e) = refused {
             tracing::debug!(id, error = %e, "stream item refused: the stream fails");
             self.tell(crate::wire::envelope::cancel(id));
-            slot.deliver(Err(e));
+            self.count(slot.deliver(Err(e)));
         }
         Ok(())
     }
@@ -323,7 +353,7 @@ impl Pending {
             self.untrace(id);
         }
         for (_, (.., slot)) in slots {
-            slot.deliver(Err(err.clone()));
+            self.count(slot.deliver(Err(err.clone())));
         }
     }
 
@@ -342,7 +372,7 @@ impl Pending {
             failed
         };
         for slot in failed {
-            slot.deliver(Err(err.clone()));
+            self.count(slot.deliver(Err(err.clone())));
         }
     }
 }

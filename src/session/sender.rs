@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::declared::{describe, request_tag};
-use super::requests::{Failure, Naming, Pending, Slot};
+use super::requests::{Counted, Failure, Naming, Pending, Slot};
 use super::trace;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
@@ -332,10 +332,14 @@ impl Sender {
 pub(crate) struct ToChannel<A>(pub Option<oneshot::Sender<Result<A, WorkerError>>>);
 
 impl<A: DeserializeOwned + Send + 'static> Slot for ToChannel<A> {
-    fn deliver(self: Box<Self>, result: Result<crate::wire::ws::reader::Inbound, WorkerError>) {
+    fn deliver(
+        self: Box<Self>,
+        result: Result<crate::wire::ws::reader::Inbound, WorkerError>,
+    ) -> Counted {
         if let Some(tx) = self.0 {
             let _ = tx.send(super::requests::decoded(result));
         }
+        None
     }
 }
 

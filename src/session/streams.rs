@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::declared::stream_tag;
-use super::requests::{decoded, Naming, Pending, Slot};
+use super::requests::{decoded, Counted, Naming, Pending, Slot};
 use super::sender::{Cancel, Encoded, Encoding, NotQueued, Sender};
 use super::trace;
 use crate::error::{WireError, WorkerError};
@@ -109,12 +109,13 @@ impl<T> Drop for StreamSlot<T> {
 }
 
 impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
-    fn deliver(mut self: Box<Self>, result: Result<Inbound, WorkerError>) {
+    fn deliver(mut self: Box<Self>, result: Result<Inbound, WorkerError>) -> Counted {
         // The end frame was checked by the table (`Pending::resolve`).
         let end = result.map(drop);
         self.finish(end.as_ref().map(|_| ()));
         self.ended = true;
         self.hand_on(Some(Piece::End(end)));
+        None
     }
 
     fn gone(&self) -> bool {

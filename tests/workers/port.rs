@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         port::requests_are_answered_counted_and_fail_with_the_process,
         port::a_dropped_or_timed_out_request_is_cancelled_in_the_worker,
         port::a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing,
+        port::requests_that_find_the_queue_full_wait_for_room_within_their_timeout,
         port::a_caller_on_the_writers_thread_lets_it_drain_the_queue,
         port::after_the_end_everything_fails_with_the_reason,
         port::requests_from_another_thread_across_kills_all_resolve,
@@ -170,6 +171,52 @@ pub fn a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing() {
         assert_eq!(blobs, accepted);
         assert_eq!(echoes, (0..50).collect::<Vec<_>>());
         assert_eq!(port.ask(Seen).await.unwrap(), 50);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// Under `WhenFull::Wait` (the default), a request that finds the queue
+/// full waits for room, then for its answer. Its timeout covers both: one
+/// of 300 ms times out while the worker reads nothing (before, its clock
+/// started only once it was queued, and it waited as long as the worker
+/// stood still), and counts as failed; the others are each answered once
+/// the worker reads again, and counted.
+pub fn requests_that_find_the_queue_full_wait_for_room_within_their_timeout() {
+    run(async {
+        let limits = Limits::default().max_queued_messages(8);
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).limits(limits).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        let pid = freeze(&worker, &mut events).await;
+        // Filled: `post` never waits, so it is refused once full; filled
+        // again until the writer, stuck on the full socket, takes no more.
+        for round in 0.. {
+            let mut posted = 0;
+            while port.post(Cmd::Blob(vec![0; CHUNK])).is_ok() {
+                posted += 1;
+            }
+            if posted == 0 {
+                break;
+            }
+            assert!(round < 100, "the queue never stayed full");
+            for _ in 0..64 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let waiting: Vec<_> = (0..20u64).map(|n| port.ask(SlowEcho { n, delay_ms: 0 })).collect();
+        let limit = Duration::from_millis(300);
+        let timed = port.ask_timeout(SlowEcho { n: 99, delay_ms: 0 }, limit);
+        let res = tokio::time::timeout(Duration::from_secs(30), timed).await;
+        let res = res.expect("a request waiting for room timed out within its limit");
+        assert!(matches!(res, Err(WorkerError::Timeout(l)) if l == limit), "{res:?}");
+        kill(pid, Signal::SIGCONT);
+        let answers = tokio::time::timeout(Duration::from_secs(30), join_all(waiting)).await;
+        for (n, answer) in answers.expect("answered once there was room").into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), n as u64);
+        }
+        let stats = worker.send(Stats).await.unwrap();
+        assert_eq!((stats.completed, stats.failed), (20, 1), "{stats:?}");
         worker.terminate();
         assert!(events.exit().await.success());
     });

@@ -90,9 +90,13 @@ fn an_answer_that_cannot_be_encoded_goes_as_the_failure_saying_why() {
 struct Failures(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Slot for Failures {
-    fn deliver(self: Box<Self>, result: Result<crate::wire::ws::reader::Inbound, WorkerError>) {
+    fn deliver(
+        self: Box<Self>,
+        result: Result<crate::wire::ws::reader::Inbound, WorkerError>,
+    ) -> Counted {
         assert!(result.is_err());
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        None
     }
 }
 
