@@ -3,7 +3,6 @@
 //! progress that the asker may cancel.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -264,8 +263,9 @@ type Handler = Box<dyn Fn(Codec, &[u8], Vec<OwnedFd>, usize, Reply)>;
 /// by a stream, and its handler.
 pub(crate) struct Handlers {
     /// Each with whether it answers with a stream, and the name of its
-    /// request type (for its span).
-    by_tag: HashMap<u64, (bool, Handler, &'static str)>,
+    /// request type (for its span). Looked up for every request: hashed
+    /// as the tables by id are.
+    by_tag: ById<(bool, Handler, &'static str)>,
     last_panic: fn() -> Option<ErrorReport>,
 }
 
@@ -273,7 +273,7 @@ impl Handlers {
     /// No handlers yet; `last_panic` names the panic that dropped an answer,
     /// where the side knows it.
     pub(crate) fn new(last_panic: fn() -> Option<ErrorReport>) -> Self {
-        Handlers { by_tag: HashMap::new(), last_panic }
+        Handlers { by_tag: ById::default(), last_panic }
     }
 
     /// Answers requests of type `R`, tagged `tag` (see `declared.rs`),
