@@ -193,7 +193,8 @@ impl<P: Protocol> Port<P> {
     }
 
     /// [`ask`](Self::ask), failing with [`WorkerError::Timeout`] (and
-    /// cancelled in the worker) if no answer came within `limit`.
+    /// cancelled in the worker) if no answer came within `limit`, the
+    /// time it waited for room under [`WhenFull::Wait`] included.
     pub fn ask_timeout<R: Request>(
         &mut self,
         request: R,
