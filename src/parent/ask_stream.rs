@@ -85,7 +85,7 @@ impl<P: Protocol, R: StreamRequest> Handler<AskStream<R>> for Worker<P> {
     type Result = MessageResult<AskStream<R>>;
 
     fn handle(&mut self, msg: AskStream<R>, ctx: &mut Context<Self>) -> Self::Result {
-        let started = self.sampler.start();
+        let started = super::stats::sampled();
         let recorder = self.recorder.clone();
         let after =
             Box::new(move |end: Result<(), &WorkerError>| recorder.finish(end.is_ok(), started));

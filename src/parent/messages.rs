@@ -159,7 +159,7 @@ impl<P: Protocol, R: Request> Handler<Ask<R>> for Worker<P> {
     type Result = AskResponse<R>;
 
     fn handle(&mut self, msg: Ask<R>, ctx: &mut Context<Self>) -> AskResponse<R> {
-        let started = self.sampler.start();
+        let started = super::stats::sampled();
         AskResponse(match self.ask((msg.request, msg.caller), msg.timeout, ctx) {
             Asked::Ready(result) => AskInner::Ready(result),
             Asked::Waiting { id, pending } => AskInner::Waiting { id, pending, started },

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::messages::ToCaller;
 use super::options::WhenFull;
-use super::stats::{Recorder, Sampler};
+use super::stats::{sampled, Recorder};
 use super::turn::Turn;
 use super::worker::Worker;
 use crate::error::WorkerError;
@@ -80,8 +80,6 @@ pub struct Port<P: Protocol> {
     arena: Arena,
     /// What `post_waiting` queued since it last let others run.
     turn: Turn,
-    /// Which of its requests are timed.
-    sampler: Sampler,
     _protocol: PhantomData<fn(P::ToWorker)>,
 }
 
@@ -101,7 +99,6 @@ impl<P: Protocol> Clone for Port<P> {
             line: self.line.clone(),
             arena: Arena::lean(),
             turn: Turn::default(),
-            sampler: Sampler::default(),
             _protocol: PhantomData,
         }
     }
@@ -226,7 +223,7 @@ impl<P: Protocol> Port<P> {
                 return AnswerStream::refused(e);
             }
         };
-        let started = self.sampler.start();
+        let started = sampled();
         let halves = || {
             let recorder = line.recorder.clone();
             let after = Box::new(move |end: Result<(), &WorkerError>| {
@@ -251,7 +248,7 @@ impl<P: Protocol> Port<P> {
     ) -> impl Future<Output = Result<R::Answer, WorkerError>> + Send + use<P, R> {
         let line = &self.line;
         let id = line.sender.pending.next_id();
-        let started = self.sampler.start();
+        let started = sampled();
         let (caller, peer) = (trace::Caller::here(), trace::Peer::default());
         let (span, context) = trace::ask(caller, std::any::type_name::<R>(), id, peer);
         // Kept before it is queued: the answer may come on another thread
@@ -360,7 +357,6 @@ impl<P: Protocol> Handler<OpenPort<P>> for Worker<P> {
             line: Arc::new(line),
             arena: Arena::lean(),
             turn: Turn::default(),
-            sampler: Sampler::default(),
             _protocol: PhantomData,
         })
     }

@@ -28,7 +28,7 @@ use super::options::{Options, WhenFull};
 use super::process::{ChildHandle, Grace};
 use super::sink::EventSink;
 use super::spawn;
-use super::stats::{Recorder, Sampler};
+use super::stats::Recorder;
 use super::turn::Turn;
 use crate::error::{ExitStatus, SpawnError, WorkerError};
 use crate::handoff::{ENV_ENTRY, ENV_FD};
@@ -71,8 +71,6 @@ pub struct Worker<P: Protocol> {
     /// Its requests' outcomes and round trips, for `Stats`: the tally of
     /// its sender's `Pending` too (shared with its ports).
     pub(super) recorder: Arc<Recorder>,
-    /// Which of the requests asked through its address are timed.
-    pub(super) sampler: Sampler,
     /// The running process; the link task owns it, so that nothing of a
     /// process is held once it has been reaped.
     pub(super) child: Weak<ChildHandle>,
@@ -171,7 +169,6 @@ impl<P: Protocol> Worker<P> {
             sender,
             arena: Arena::default(),
             recorder,
-            sampler: Sampler::default(),
             child: Weak::new(),
             deferred_grace: None,
             generation: 0,
