@@ -370,7 +370,9 @@ pub(crate) async fn answer_of<A>(
         // Outside tokio's cooperative budget: each poll is one look at a
         // oneshot (see `WorkerAddrExt::ask`).
         None => tokio::task::unconstrained(rx).await,
-        Some(limit) => match tokio::time::timeout(limit, rx).await {
+        // Boxed: a timer's state is large, and the future of every
+        // request, timed or not, would otherwise have room for it.
+        Some(limit) => match Box::pin(tokio::time::timeout(limit, rx)).await {
             Ok(answer) => answer,
             Err(_) => return Err(WorkerError::Timeout(limit)),
         },
