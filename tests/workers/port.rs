@@ -19,6 +19,7 @@ pub fn trials() -> Vec<Trial> {
         port::a_dropped_or_timed_out_request_is_cancelled_in_the_worker,
         port::a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing,
         port::requests_that_find_the_queue_full_wait_for_room_within_their_timeout,
+        port::a_timed_request_queued_after_waiting_for_room_is_cancelled_when_it_times_out,
         port::a_port_cloned_for_each_request_is_timed_one_in_eight_and_its_futures_stay_small,
         port::a_caller_on_the_writers_thread_lets_it_drain_the_queue,
         port::after_the_end_everything_fails_with_the_reason,
@@ -190,21 +191,7 @@ pub fn requests_that_find_the_queue_full_wait_for_room_within_their_timeout() {
         let worker = builder(rec).limits(limits).start().unwrap();
         let mut port = Port::open(&worker).await.unwrap();
         let pid = freeze(&worker, &mut events).await;
-        // Filled: `post` never waits, so it is refused once full; filled
-        // again until the writer, stuck on the full socket, takes no more.
-        for round in 0.. {
-            let mut posted = 0;
-            while port.post(Cmd::Blob(vec![0; CHUNK])).is_ok() {
-                posted += 1;
-            }
-            if posted == 0 {
-                break;
-            }
-            assert!(round < 100, "the queue never stayed full");
-            for _ in 0..64 {
-                tokio::task::yield_now().await;
-            }
-        }
+        fill_while_frozen(&mut port).await;
         let waiting: Vec<_> = (0..20u64).map(|n| port.ask(SlowEcho { n, delay_ms: 0 })).collect();
         let limit = Duration::from_millis(300);
         let timed = port.ask_timeout(SlowEcho { n: 99, delay_ms: 0 }, limit);
@@ -221,6 +208,54 @@ pub fn requests_that_find_the_queue_full_wait_for_room_within_their_timeout() {
         worker.terminate();
         assert!(events.exit().await.success());
     });
+}
+
+/// A timed request that waited for room and was then queued (the boxed
+/// path of a port's ask): when its limit comes, it is cancelled in the
+/// worker (its handler's future dropped, if it had started), its slot is
+/// freed and it counts once, as failed. (From a review; it held before.)
+pub fn a_timed_request_queued_after_waiting_for_room_is_cancelled_when_it_times_out() {
+    run(async {
+        let limits = Limits::default().max_queued_messages(8);
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).limits(limits).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        let pid = freeze(&worker, &mut events).await;
+        fill_while_frozen(&mut port).await;
+        // Full as it is made: it waits for room, then is queued once the
+        // worker reads again, well within its limit, and is never answered.
+        let timed = actix_rt::spawn(port.ask_timeout(Hold(7), Duration::from_secs(3)));
+        kill(pid, Signal::SIGCONT);
+        let res = tokio::time::timeout(Duration::from_secs(30), timed).await;
+        let res = res.expect("timed out within its limit").unwrap();
+        assert!(matches!(res, Err(WorkerError::Timeout(_))), "{res:?}");
+        let started = crate::requests::given_up(&worker, &mut events, 7).await;
+        println!("PORT Hold(7) had started in the worker: {started}");
+        let stats = worker.send(Stats).await.unwrap();
+        assert_eq!((stats.failed, stats.members[0].in_flight), (1, 0), "{stats:?}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// Fills `port`'s queue with 64 KiB posts while its worker is frozen,
+/// again until the writer, stuck on the full socket, takes no more: a
+/// request made then finds the queue full.
+async fn fill_while_frozen(port: &mut Port<Test>) {
+    // `post` never waits: it is refused once the queue is full.
+    for round in 0.. {
+        let mut posted = 0;
+        while port.post(Cmd::Blob(vec![0; CHUNK])).is_ok() {
+            posted += 1;
+        }
+        if posted == 0 {
+            break;
+        }
+        assert!(round < 100, "the queue never stayed full");
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+    }
 }
 
 /// One request in eight is timed for `Stats`' percentiles, whatever it
