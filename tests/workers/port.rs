@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use actix::Addr;
 use actix_webworker::{
-    Event, Join, Limits, Port, Restart, Stats, WhenFull, WorkerAddrExt, WorkerError,
+    Event, Join, Limits, Port, Restart, Stats, WhenFull, Worker, WorkerAddrExt, WorkerError,
 };
 use futures_util::future::join_all;
 
@@ -186,12 +187,7 @@ pub fn a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing() {
 /// the worker reads again, and counted.
 pub fn requests_that_find_the_queue_full_wait_for_room_within_their_timeout() {
     run(async {
-        let limits = Limits::default().max_queued_messages(8);
-        let (rec, mut events) = events::<Test>();
-        let worker = builder(rec).limits(limits).start().unwrap();
-        let mut port = Port::open(&worker).await.unwrap();
-        let pid = freeze(&worker, &mut events).await;
-        fill_while_frozen(&mut port).await;
+        let (worker, mut events, mut port, pid) = a_full_port_to_a_frozen_worker().await;
         let waiting: Vec<_> = (0..20u64).map(|n| port.ask(SlowEcho { n, delay_ms: 0 })).collect();
         let limit = Duration::from_millis(300);
         let timed = port.ask_timeout(SlowEcho { n: 99, delay_ms: 0 }, limit);
@@ -216,12 +212,7 @@ pub fn requests_that_find_the_queue_full_wait_for_room_within_their_timeout() {
 /// freed and it counts once, as failed. (From a review; it held before.)
 pub fn a_timed_request_queued_after_waiting_for_room_is_cancelled_when_it_times_out() {
     run(async {
-        let limits = Limits::default().max_queued_messages(8);
-        let (rec, mut events) = events::<Test>();
-        let worker = builder(rec).limits(limits).start().unwrap();
-        let mut port = Port::open(&worker).await.unwrap();
-        let pid = freeze(&worker, &mut events).await;
-        fill_while_frozen(&mut port).await;
+        let (worker, mut events, mut port, pid) = a_full_port_to_a_frozen_worker().await;
         // Full as it is made: it waits for room, then is queued once the
         // worker reads again, well within its limit, and is never answered.
         let timed = actix_rt::spawn(port.ask_timeout(Hold(7), Duration::from_secs(3)));
@@ -238,10 +229,17 @@ pub fn a_timed_request_queued_after_waiting_for_room_is_cancelled_when_it_times_
     });
 }
 
-/// Fills `port`'s queue with 64 KiB posts while its worker is frozen,
-/// again until the writer, stuck on the full socket, takes no more: a
-/// request made then finds the queue full.
-async fn fill_while_frozen(port: &mut Port<Test>) {
+/// A worker with a queue of 8 messages under `WhenFull::Wait` (the
+/// default), frozen (SIGSTOP), and a port to it whose queue is full:
+/// filled with 64 KiB posts, again until the writer, stuck on the full
+/// socket, takes no more. A request made then finds the queue full. With
+/// the worker's events and pid.
+async fn a_full_port_to_a_frozen_worker() -> (Addr<Worker<Test>>, Events<Test>, Port<Test>, u32) {
+    let limits = Limits::default().max_queued_messages(8);
+    let (rec, mut events) = events::<Test>();
+    let worker = builder(rec).limits(limits).start().unwrap();
+    let mut port = Port::open(&worker).await.unwrap();
+    let pid = freeze(&worker, &mut events).await;
     // `post` never waits: it is refused once the queue is full.
     for round in 0.. {
         let mut posted = 0;
@@ -256,6 +254,7 @@ async fn fill_while_frozen(port: &mut Port<Test>) {
             tokio::task::yield_now().await;
         }
     }
+    (worker, events, port, pid)
 }
 
 /// One request in eight is timed for `Stats`' percentiles, whatever it
