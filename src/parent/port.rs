@@ -25,7 +25,9 @@ use crate::error::WorkerError;
 use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::{Naming, Slot};
-use crate::session::sender::{answer_of, AnswerRx, Cancel, Encoded, NotQueued, Posted, Sender};
+use crate::session::sender::{
+    answer_by, answer_of, deadline, AnswerRx, Cancel, Encoded, NotQueued, Posted, Sender,
+};
 use crate::session::streams::{AnswerStream, Asking};
 use crate::session::trace;
 use crate::streamed::StreamRequest;
@@ -282,16 +284,18 @@ impl<P: Protocol> Port<P> {
                 // and the timer inline, a port's ask future was 1,008
                 // bytes; 472 with both boxed).
                 Err((line, encoded, epoch)) => {
-                    let asked = async move {
-                        let rx = line.queue_when_room(named, encoded, epoch, started).await?;
-                        answer_of(cancel, rx, None).await
-                    };
-                    match timeout {
-                        None => Box::pin(asked).await,
-                        Some(limit) => Box::pin(tokio::time::timeout(limit, asked))
-                            .await
-                            .unwrap_or(Err(WorkerError::Timeout(limit))),
-                    }
+                    let deadline = timeout.map(deadline);
+                    Box::pin(async move {
+                        let queued = line.queue_when_room(named, encoded, epoch, started);
+                        let rx = match deadline {
+                            None => queued.await?,
+                            Some((limit, at)) => tokio::time::timeout_at(at, queued)
+                                .await
+                                .unwrap_or(Err(WorkerError::Timeout(limit)))?,
+                        };
+                        answer_by(cancel, rx, deadline).await
+                    })
+                    .await
                 }
             };
             if let (Err(WorkerError::Timeout(_)), Some(pending)) = (&answer, timed_out) {

@@ -318,12 +318,16 @@ impl Pending {
 
     /// Request `id` is no longer waited for: its slot goes (dropped, not
     /// delivered) and the other side is told, if it was still waiting.
-    pub(crate) fn cancel(&self, id: u64) {
+    /// Whether it was: if not, its slot was delivered, or is being (taken
+    /// by an answer, a failure or a connection's end on another thread).
+    pub(crate) fn cancel(&self, id: u64) -> bool {
         let slot = self.slots().remove(&id);
         self.untrace(id);
-        if slot.is_some() {
+        let waiting = slot.is_some();
+        if waiting {
             self.tell(crate::wire::envelope::cancel(id));
         }
+        waiting
     }
 
     /// Cancels the requests whose caller is gone.
@@ -331,7 +335,7 @@ impl Pending {
         let gone: Vec<u64> =
             self.slots().iter().filter(|(_, (.., slot))| slot.gone()).map(|(&id, _)| id).collect();
         for id in gone {
-            self.cancel(id);
+            let _ = self.cancel(id);
         }
     }
 

@@ -16,12 +16,11 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::declared::{describe, request_tag};
-use super::requests::{Counted, Failure, Naming, Pending, Slot};
+use super::requests::{Failure, Naming, Pending, Slot};
 use super::trace;
 use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
@@ -34,6 +33,9 @@ use crate::wire::outbox::{Outbox, Refusal};
 use crate::wire::segments::Segments;
 use crate::wire::trace::TraceContext;
 use crate::wire::ws::max_ws_message;
+
+mod answer;
+pub(crate) use answer::{answer_by, answer_of, awaited, deadline, AnswerRx, Cancel, ToChannel};
 
 /// A message encoded for the outbox: its bytes and the descriptors that go
 /// with them.
@@ -165,9 +167,6 @@ pub(crate) struct Sender {
     pub encoding: Encoding,
 }
 
-/// Where the answer to a queued request comes.
-pub(crate) type AnswerRx<A> = oneshot::Receiver<Result<A, WorkerError>>;
-
 /// Why a request was not queued.
 pub(crate) enum NotQueued {
     /// For good: the error says why.
@@ -202,10 +201,12 @@ impl Sender {
     /// come before this returns): `slot` makes it from the channel the
     /// answer will come down, whose receiving end is returned. The request
     /// is made for the connection its slot was taken on: if that one ends
-    /// before the push, the slot is failed with the others (or forgotten
-    /// here) and the request is made again, with a new slot, for the next
-    /// (see `Outbox::try_push_on`). A full outbox refuses it, unless `wait`
-    /// (then the caller tries again once there is room).
+    /// before the push, the request is refused (see `Outbox::try_push_on`)
+    /// and made again, with a new slot, for the next; unless the end's
+    /// failures reached its slot first: then that failure is its outcome,
+    /// counted once, and the receiver returned has it. A full outbox
+    /// refuses it, unless `wait` (then the caller tries again once there
+    /// is room).
     pub(crate) fn queue_request<A>(
         &self,
         named: (u64, Naming),
@@ -236,8 +237,14 @@ impl Sender {
                 Ok(()) => return Ok(kept),
                 Err(refused) => refused,
             };
-            // Forgotten before what the caller keeps is dropped: no cancel.
-            self.pending.forget(named.0);
+            // Taken back before what the caller keeps is dropped: no
+            // cancel. Gone already, it was failed meanwhile (with the
+            // connection it was taken on, or the worker's end), counted
+            // so, and the caller is told through what it keeps: made
+            // again, it would be counted twice.
+            if self.pending.take(named.0).is_none() {
+                return Ok(kept);
+            }
             drop(kept);
             match refusal {
                 Refusal::Moved => continue,
@@ -325,87 +332,6 @@ impl Sender {
         // Armed now: dropped before it is first polled, it cancels too.
         let cancel = Cancel::new(&self.pending, id);
         async move { answer_of(cancel, queued?, timeout).await }
-    }
-}
-
-/// A slot that sends the decoded answer down a channel.
-pub(crate) struct ToChannel<A>(pub Option<oneshot::Sender<Result<A, WorkerError>>>);
-
-impl<A: DeserializeOwned + Send + 'static> Slot for ToChannel<A> {
-    fn deliver(
-        self: Box<Self>,
-        result: Result<crate::wire::ws::reader::Inbound, WorkerError>,
-    ) -> Counted {
-        if let Some(tx) = self.0 {
-            let _ = tx.send(super::requests::decoded(result));
-        }
-        None
-    }
-}
-
-/// The answer to request `id` of `pending`, asked already (or about to be:
-/// its slot is taken now, so the answer may come before the future is
-/// first polled); see [`answer_of`].
-pub(crate) fn awaited<A: DeserializeOwned + Send + 'static>(
-    pending: &Arc<Pending>,
-    (id, name): (u64, Naming),
-    timeout: Option<Duration>,
-) -> impl Future<Output = Result<A, WorkerError>> + use<A> {
-    let (tx, rx) = oneshot::channel();
-    pending.attach(id, name, Box::new(ToChannel(Some(tx))));
-    let cancel = Cancel::new(pending, id);
-    async move { answer_of(cancel, rx, timeout).await }
-}
-
-/// The answer to a request, from `rx` (where its slot sends it), waited
-/// for at most `timeout`. Dropped before the answer came, or timed out,
-/// `cancel` cancels the request: its slot goes and the other side is told.
-/// The one answer future: every asker waits through it.
-pub(crate) async fn answer_of<A>(
-    cancel: Cancel,
-    rx: AnswerRx<A>,
-    timeout: Option<Duration>,
-) -> Result<A, WorkerError> {
-    let answer = match timeout {
-        // Outside tokio's cooperative budget: each poll is one look at a
-        // oneshot (see `WorkerAddrExt::ask`).
-        None => tokio::task::unconstrained(rx).await,
-        // Boxed: a timer's state is large, and the future of every
-        // request, timed or not, would otherwise have room for it.
-        Some(limit) => match Box::pin(tokio::time::timeout(limit, rx)).await {
-            Ok(answer) => answer,
-            Err(_) => return Err(WorkerError::Timeout(limit)),
-        },
-    };
-    // Its slot went with the answer: nothing to look up.
-    cancel.disarm();
-    answer.map_err(|_| WorkerError::Disconnected)?
-}
-
-/// Cancels request `id` when dropped: whoever awaited its answer stopped.
-/// Made when the request is, so that a future dropped before it was ever
-/// polled cancels too.
-pub(crate) struct Cancel {
-    pending: Arc<Pending>,
-    id: u64,
-    armed: bool,
-}
-
-impl Cancel {
-    pub(crate) fn new(pending: &Arc<Pending>, id: u64) -> Self {
-        Cancel { pending: pending.clone(), id, armed: true }
-    }
-
-    pub(crate) fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Cancel {
-    fn drop(&mut self) {
-        if self.armed {
-            self.pending.cancel(self.id);
-        }
     }
 }
 

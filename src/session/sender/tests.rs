@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::session::requests::Counted;
 use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outgoing;
 
@@ -170,4 +171,98 @@ fn a_slot_not_queued_comes_back_with_why() {
     assert_eq!(failed.load(Ordering::SeqCst), 2, "each slot came back once, undelivered");
     assert!(!sender.pending.contains(2) && !sender.pending.contains(3));
     assert_eq!(queued_kinds(&sender.outbox), [Kind::Request, Kind::Post], "no cancel");
+}
+
+/// A timed request whose slot its outcome took (on the reader's thread)
+/// just as its time ran out is that outcome, not a timeout: it was
+/// delivered, and counted so, once. Before, the caller got `Timeout` while
+/// the slot counted the answer: one request, counted twice.
+#[test]
+fn a_request_whose_outcome_took_its_slot_as_its_time_ran_out_is_that_outcome() {
+    run(async {
+        let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+        let pending = Arc::new(Pending::default());
+        pending.tell_through(outbox.clone());
+        let (tx, rx) = oneshot::channel();
+        pending.attach(1, named, Box::new(ToChannel::<u64>(Some(tx))));
+        // Taken by what the reader read, not delivered yet.
+        let slot = pending.take(1).unwrap();
+        let limit = Duration::from_millis(20);
+        let asked = answer_of(Cancel::new(&pending, 1), rx, Some(limit));
+        tokio::pin!(asked);
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut asked).await;
+        assert!(early.is_err(), "past its limit it waits for what is on its way: {early:?}");
+        let _ = slot.deliver(Err(WorkerError::Unhandled("on its way".into())));
+        match asked.await {
+            Err(WorkerError::Unhandled(said)) => assert_eq!(said, "on its way"),
+            other => panic!("the outcome that took the slot, not {other:?}"),
+        }
+        assert!(queued_kinds(&outbox).is_empty(), "no cancel: it was not waiting");
+    })
+}
+
+/// Records the id of each request delivered to it, when counted.
+struct Recording(u64, Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl Slot for Recording {
+    fn deliver(
+        self: Box<Self>,
+        _: Result<crate::wire::ws::reader::Inbound, WorkerError>,
+    ) -> Counted {
+        self.1.lock().unwrap().push(self.0);
+        Some((false, None))
+    }
+}
+
+/// Requests made while connections end one after another on another
+/// thread: each is delivered (counted) exactly once. One refused because
+/// its connection ended (`Moved`) after that end's failures reached its
+/// slot is that failure; made again, as it was before, it was delivered a
+/// second time (with its new slot).
+#[test]
+fn a_request_failed_with_its_connection_before_its_push_is_not_made_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const N: u64 = 20_000;
+    let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    let sender = Arc::new(Sender::new(outbox.clone(), ENCODING));
+    let delivered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ender = {
+        let (sender, stop) = (sender.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut ends = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let ended = sender.outbox.end_connection();
+                sender.pending.fail_through(ended, &WorkerError::Disconnected);
+                ends += 1;
+            }
+            ends
+        })
+    };
+    let request = |id| (encode(Codec::Bincode, Header::request(id, 1), &id, MAX).unwrap(), vec![]);
+    let mut failed_at_once = 0;
+    for id in 0..N {
+        let halves = || (Box::new(Recording(id, delivered.clone())) as Box<dyn Slot>, ());
+        match sender.queue_with((id, named as Naming), request(id), false, halves) {
+            Ok(()) => {}
+            Err(_) => failed_at_once += 1,
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let ends = ender.join().unwrap();
+    sender.pending.fail_all(&WorkerError::Disconnected);
+    let mut counts = vec![0u32; N as usize];
+    for &id in delivered.lock().unwrap().iter() {
+        counts[id as usize] += 1;
+    }
+    let twice: Vec<u64> = (0..N).filter(|&id| counts[id as usize] > 1).collect();
+    let never = (0..N).filter(|&id| counts[id as usize] == 0).count();
+    assert!(ends > 100, "the connections ended as the requests were made ({ends} ends)");
+    assert!(
+        twice.is_empty(),
+        "{} requests delivered twice, e.g. {:?}",
+        twice.len(),
+        &twice[..3.min(twice.len())]
+    );
+    assert_eq!(never, failed_at_once, "every request queued is delivered once");
 }
