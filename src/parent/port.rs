@@ -26,7 +26,7 @@ use crate::protocol::{Protocol, Request};
 use crate::session::declared::describe;
 use crate::session::requests::{Naming, Slot};
 use crate::session::sender::{
-    answer_by, answer_of, deadline, AnswerRx, Cancel, Encoded, NotQueued, Posted, Sender,
+    answer_by, deadline, AnswerRx, Cancel, Encoded, NotQueued, Posted, Sender,
 };
 use crate::session::streams::{AnswerStream, Asking};
 use crate::session::trace;
@@ -192,8 +192,9 @@ impl<P: Protocol> Port<P> {
     }
 
     /// [`ask`](Self::ask), failing with [`WorkerError::Timeout`] (and
-    /// cancelled in the worker) if no answer came within `limit`, the
-    /// time it waited for room under [`WhenFull::Wait`] included.
+    /// cancelled in the worker) if no answer came within `limit` of this
+    /// call (not of the future's first poll), the time it waited for room
+    /// under [`WhenFull::Wait`] included.
     pub fn ask_timeout<R: Request>(
         &mut self,
         request: R,
@@ -275,16 +276,18 @@ impl<P: Protocol> Port<P> {
         let cancel = Cancel::new(&line.sender.pending, id);
         // Where a timeout is counted: the slot is dropped unanswered.
         let timed_out = timeout.map(|_| line.sender.pending.clone());
+        // Its limit runs from the call, not from the first poll.
+        let deadline = timeout.map(deadline);
         async move {
             let answer = match first? {
-                Ok(rx) => answer_of(cancel, rx, timeout).await,
+                Ok(rx) => answer_by(cancel, rx, deadline).await,
                 // Its timeout covers the wait for room too, as through the
                 // address. Boxed: the future of every request would
                 // otherwise have room for this rare one's state (with it
                 // and the timer inline, a port's ask future was 1,008
-                // bytes; 472 with both boxed).
+                // bytes; 472 with both boxed, 488 with the deadline taken
+                // at the call).
                 Err((line, encoded, epoch)) => {
-                    let deadline = timeout.map(deadline);
                     Box::pin(async move {
                         let queued = line.queue_when_room(named, encoded, epoch, started);
                         let rx = match deadline {

@@ -1,7 +1,7 @@
 //! The sending half of a session, the same on both sides: how one
 //! connection's payloads are written ([`Encoding`]), and a [`Sender`] that
 //! encodes and queues posts and requests into a side's outbox and waits
-//! for their answers ([`answer_of`], the one answer future, and its
+//! for their answers ([`answer_by`], the one answer future, and its
 //! [`Cancel`] guard).
 //!
 //! Everything that sends goes through here: the parent's `Worker` actor
@@ -35,7 +35,7 @@ use crate::wire::trace::TraceContext;
 use crate::wire::ws::max_ws_message;
 
 mod answer;
-pub(crate) use answer::{answer_by, answer_of, awaited, deadline, AnswerRx, Cancel, ToChannel};
+pub(crate) use answer::{answer_by, awaited, deadline, AnswerRx, Cancel, ToChannel};
 
 /// A message encoded for the outbox: its bytes and the descriptors that go
 /// with them.
@@ -202,7 +202,7 @@ impl Sender {
     /// answer will come down, whose receiving end is returned. The request
     /// is made for the connection its slot was taken on: if that one ends
     /// before the push, the request is refused (see `Outbox::try_push_on`)
-    /// and made again, with a new slot, for the next; unless the end's
+    /// and made again, with the same slot, for the next; unless the end's
     /// failures reached its slot first: then that failure is its outcome,
     /// counted once, and the receiver returned has it. A full outbox
     /// refuses it, unless `wait` (then the caller tries again once there
@@ -212,7 +212,7 @@ impl Sender {
         named: (u64, Naming),
         encoded: Encoded,
         wait: bool,
-        slot: impl Fn(oneshot::Sender<Result<A, WorkerError>>) -> Box<dyn Slot>,
+        slot: impl FnOnce(oneshot::Sender<Result<A, WorkerError>>) -> Box<dyn Slot>,
     ) -> Result<AnswerRx<A>, NotQueued> {
         let halves = || {
             let (tx, rx) = oneshot::channel();
@@ -222,37 +222,28 @@ impl Sender {
     }
 
     /// [`queue_request`](Self::queue_request) with any slot: `halves` makes
-    /// a fresh one and what its caller keeps (a receiver, a stream) per try.
+    /// it and what its caller keeps (a receiver, a stream), once: the same
+    /// slot goes with every try (see [`queue_slot`](Self::queue_slot)).
     pub(crate) fn queue_with<X>(
         &self,
         named: (u64, Naming),
-        mut encoded: Encoded,
+        encoded: Encoded,
         wait: bool,
-        mut halves: impl FnMut() -> (Box<dyn Slot>, X),
+        halves: impl FnOnce() -> (Box<dyn Slot>, X),
     ) -> Result<X, NotQueued> {
-        loop {
-            let (slot, kept) = halves();
-            let (refusal, epoch);
-            (refusal, encoded, epoch) = match self.try_queue(named, encoded, slot) {
-                Ok(()) => return Ok(kept),
-                Err(refused) => refused,
-            };
-            // Taken back before what the caller keeps is dropped: no
-            // cancel. Gone already, it was failed meanwhile (with the
-            // connection it was taken on, or the worker's end), counted
-            // so, and the caller is told through what it keeps: made
-            // again, it would be counted twice.
-            if self.pending.take(named.0).is_none() {
-                return Ok(kept);
-            }
-            drop(kept);
-            match refusal {
-                Refusal::Moved => continue,
-                Refusal::Full if wait => {
-                    let (bytes, fds) = encoded;
-                    return Err(NotQueued::Full { bytes, fds, epoch });
-                }
-                refusal => return Err(NotQueued::Refused(self.outbox.error(refusal))),
+        // One slot for every try: a stream's slot dropped on a `Moved`
+        // retry would tell its `after` a failure (a streamed request
+        // counted twice, failed and then answered).
+        let (slot, kept) = halves();
+        match self.queue_slot(named, encoded, wait, slot) {
+            Ok(()) => Ok(kept),
+            // Failed meanwhile: what the caller keeps has its failure.
+            Err((_, None)) => Ok(kept),
+            // Taken back before what the caller keeps is dropped: no cancel.
+            Err((why, Some(slot))) => {
+                drop(slot);
+                drop(kept);
+                Err(why)
             }
         }
     }
@@ -331,7 +322,9 @@ impl Sender {
         });
         // Armed now: dropped before it is first polled, it cancels too.
         let cancel = Cancel::new(&self.pending, id);
-        async move { answer_of(cancel, queued?, timeout).await }
+        // Its limit runs from now, too.
+        let deadline = timeout.map(deadline);
+        async move { answer_by(cancel, queued?, deadline).await }
     }
 }
 

@@ -21,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         port::a_full_queue_refuses_a_post_or_makes_it_wait_and_loses_nothing,
         port::requests_that_find_the_queue_full_wait_for_room_within_their_timeout,
         port::a_timed_request_queued_after_waiting_for_room_is_cancelled_when_it_times_out,
+        port::a_timed_requests_limit_runs_from_the_call_not_its_first_poll,
         port::a_port_cloned_for_each_request_is_timed_one_in_eight_and_its_futures_stay_small,
         port::a_caller_on_the_writers_thread_lets_it_drain_the_queue,
         port::after_the_end_everything_fails_with_the_reason,
@@ -224,6 +225,35 @@ pub fn a_timed_request_queued_after_waiting_for_room_is_cancelled_when_it_times_
         println!("PORT Hold(7) had started in the worker: {started}");
         let stats = worker.send(Stats).await.unwrap();
         assert_eq!((stats.failed, stats.members[0].in_flight), (1, 0), "{stats:?}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// A port's `ask_timeout` limit runs from the call (guarantee 6): a
+/// request whose caller first polls it after its limit has run out (the
+/// worker has started it, and holds it) times out at that first poll, is
+/// cancelled in the worker and counted once. Before, its limit ran from
+/// the first poll: that poll found it pending.
+pub fn a_timed_requests_limit_runs_from_the_call_not_its_first_poll() {
+    use futures_util::FutureExt;
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).start().unwrap();
+        let mut port = Port::open(&worker).await.unwrap();
+        let limit = Duration::from_millis(100);
+        let made = tokio::time::Instant::now();
+        let timed = port.ask_timeout(Hold(5), limit);
+        // The worker has it (queued at the call, not at the first poll).
+        while events.message().await.data != Reply::Holding(5) {}
+        // Polled for the first time once its limit has run out.
+        tokio::time::sleep_until(made + limit * 2).await;
+        let first = timed.now_or_never();
+        assert!(matches!(first, Some(Err(WorkerError::Timeout(l))) if l == limit), "{first:?}");
+        while events.message().await.data != Reply::Dropped(5) {}
+        let stats = worker.send(Stats).await.unwrap();
+        let counted = (stats.completed, stats.failed, stats.members[0].in_flight);
+        assert_eq!(counted, (0, 1, 0), "{stats:?}");
         worker.terminate();
         assert!(events.exit().await.success());
     });

@@ -40,7 +40,8 @@ pub(crate) fn awaited<A: DeserializeOwned + Send + 'static>(
     let (tx, rx) = oneshot::channel();
     pending.attach(id, name, Box::new(ToChannel(Some(tx))));
     let cancel = Cancel::new(pending, id);
-    async move { answer_of(cancel, rx, timeout).await }
+    // Its limit runs from now (`answer_of` reads the clock when called).
+    answer_of(cancel, rx, timeout)
 }
 
 /// The answer to a request, from `rx` (where its slot sends it), waited

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::answer::answer_of;
 use super::*;
 use crate::session::requests::Counted;
 use crate::wire::envelope::Kind;
@@ -265,4 +266,51 @@ fn a_request_failed_with_its_connection_before_its_push_is_not_made_again() {
         &twice[..3.min(twice.len())]
     );
     assert_eq!(never, failed_at_once, "every request queued is delivered once");
+}
+
+/// A streamed request (a port's `ask_stream`, whose slot's `after` is the
+/// worker's count) refused as `Moved`, again and again until the outbox's
+/// connection moves on, then queued: its outcome is told once, by the
+/// one slot that went with every try. Before, each try made a slot, and
+/// each one taken back and dropped told its `after` a failure (16,217
+/// times in the review's run) while the request was still in flight.
+#[test]
+fn a_streamed_request_refused_as_moved_is_told_its_outcome_once() {
+    use crate::session::streams::{AfterStream, Asking};
+    let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    // The table's connection (what its slots are taken on) one ahead of
+    // the outbox's: every try is `Moved`, as when a connection ends
+    // between a port's `attach_on` and its `try_push_on`, until the
+    // outbox's moves on too.
+    let table_side = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    let _ = table_side.end_connection();
+    let pending = Arc::new(Pending::default());
+    pending.tell_through(table_side);
+    let sender = Sender { outbox: outbox.clone(), pending: pending.clone(), encoding: ENCODING };
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let asking = Asking { id: 7, window: 1024, context: None };
+    let mover = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || {
+            // Long enough for many tries, whatever the load.
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = outbox.end_connection();
+        })
+    };
+    let halves = || {
+        let told = told.clone();
+        let after: AfterStream = Box::new(move |end| told.lock().unwrap().push(format!("{end:?}")));
+        asking.halves::<u64>(&pending, Some(after))
+    };
+    let request = (encode(Codec::Bincode, Header::request(7, 1), &7u64, MAX).unwrap(), vec![]);
+    let Ok(stream) = sender.queue_with((7, named as Naming), request, false, halves) else {
+        panic!("queued once the outbox's connection moved on");
+    };
+    mover.join().unwrap();
+    assert!(pending.contains(7), "queued, waiting for its answer");
+    let early = told.lock().unwrap().len();
+    pending.fail_all(&WorkerError::Disconnected);
+    drop(stream);
+    let all = told.lock().unwrap().clone();
+    assert_eq!((early, all.len()), (0, 1), "told once, when failed (first: {:?})", all.first());
 }
