@@ -201,7 +201,7 @@ impl Pending {
     }
 
     /// Request `id` is done with: its asking span closes.
-    fn untrace(&self, id: u64) {
+    pub(crate) fn untrace(&self, id: u64) {
         if self.traced.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -221,9 +221,20 @@ impl Pending {
     /// Request `id`'s slot, taken back undelivered (its span closes): the
     /// request never went out.
     pub(crate) fn take(&self, id: u64) -> Option<Box<dyn Slot>> {
-        let slot = self.slots().remove(&id);
+        let slot = self.take_to_retry(id);
         self.untrace(id);
-        slot.map(|(_, _, slot)| slot)
+        slot
+    }
+
+    /// [`take`](Self::take), its span kept: the request is made again.
+    pub(crate) fn take_to_retry(&self, id: u64) -> Option<Box<dyn Slot>> {
+        self.slots().remove(&id).map(|(_, _, slot)| slot)
+    }
+
+    /// How many asking spans are kept (see [`trace`](Self::trace)).
+    #[cfg(test)]
+    pub(crate) fn spans_kept(&self) -> usize {
+        self.traced.load(Ordering::Relaxed)
     }
 
     /// Delivers an answer, a stream's end or a failure; a late one (no

@@ -265,8 +265,12 @@ impl Sender {
                 Ok(()) => return Ok(()),
                 Err(refused) => refused,
             };
-            // Taken back, not cancelled: nothing went out.
-            let back = self.pending.take(named.0);
+            // Taken back, not cancelled: nothing went out. Made again, it
+            // keeps its asking span; else that closes.
+            let back = self.pending.take_to_retry(named.0);
+            if !matches!((&back, refusal), (Some(_), Refusal::Moved)) {
+                self.pending.untrace(named.0);
+            }
             let error = |refusal| NotQueued::Refused(self.outbox.error(refusal));
             slot = match (back, refusal) {
                 (Some(slot), Refusal::Moved) => slot,

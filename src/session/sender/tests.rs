@@ -314,3 +314,56 @@ fn a_streamed_request_refused_as_moved_is_told_its_outcome_once() {
     let all = told.lock().unwrap().clone();
     assert_eq!((early, all.len()), (0, 1), "told once, when failed (first: {:?})", all.first());
 }
+
+/// A subscriber that wants every span and keeps nothing of them.
+struct Wanting(std::sync::atomic::AtomicU64);
+
+impl tracing::Subscriber for Wanting {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// A traced request refused as `Moved` and made again keeps its asking
+/// span until it is done with: before, taking its slot back for the next
+/// try closed its span, and the request went out untraced.
+#[test]
+fn a_traced_request_made_again_after_moved_keeps_its_span() {
+    let subscriber = Wanting(std::sync::atomic::AtomicU64::new(0));
+    tracing::subscriber::with_default(subscriber, || {
+        let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+        // The table's connection one ahead of the outbox's: the first
+        // try is `Moved`; the outbox moves on before the second.
+        let table_side = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+        let _ = table_side.end_connection();
+        let pending = Arc::new(Pending::default());
+        pending.tell_through(table_side);
+        let sender =
+            Sender { outbox: outbox.clone(), pending: pending.clone(), encoding: ENCODING };
+        pending.trace(9, tracing::info_span!("ask"));
+        assert_eq!(pending.spans_kept(), 1);
+        let halves = || (Box::new(Recording(9, Default::default())) as Box<dyn Slot>, ());
+        let request = (encode(Codec::Bincode, Header::request(9, 1), &9u64, MAX).unwrap(), vec![]);
+        let mover = {
+            let outbox = outbox.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                outbox.end_connection()
+            })
+        };
+        assert!(sender.queue_with((9, named as Naming), request, false, halves).is_ok());
+        mover.join().unwrap();
+        assert!(pending.contains(9), "queued once the outbox moved on");
+        assert_eq!(pending.spans_kept(), 1, "queued, its span kept until it is done with");
+        pending.fail_all(&WorkerError::Disconnected);
+        assert_eq!(pending.spans_kept(), 0, "done with: its span closed");
+    });
+}
