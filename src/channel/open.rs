@@ -35,7 +35,7 @@ use crate::session::declared::answered_tag;
 use crate::session::sender::{Encoding, Sender};
 use crate::session::{self, Common, Finish, Finished, Flow, Session, Side, Then, Turn, Why};
 use crate::wire::envelope::Kind;
-use crate::wire::outbox::Outbox;
+use crate::wire::outbox::{Outbox, Outgoing};
 
 /// Every this many messages to the actor, one goes with `send`, its answer
 /// saying that the actor has handled it and all before it.
@@ -310,7 +310,8 @@ async fn serve<R: Serialize + DeserializeOwned + Send + 'static>(
     let Finished { side, writer, .. } = session.finish(how).await;
     let (mut unsent, mut in_doubt) = (0, 0);
     if let Some(end) = writer {
-        unsent = end.unsent.iter().filter(|o| o.is_post()).count() as u64;
+        unsent =
+            end.unsent.iter().filter(|o| o.is_post()).map(Outgoing::messages).sum::<usize>() as u64;
         in_doubt = end.in_doubt as u64;
     }
     unsent += sender.outbox.discard(WorkerError::Disconnected) as u64;

@@ -148,3 +148,38 @@ fn an_end_whose_actor_stopped_closes_and_the_other_is_told() {
         assert_eq!(closed.sent, 3);
     });
 }
+
+/// The other end does its hello and then reads nothing, its socket
+/// dropped once this end's writer has had time to fill it. Every post this
+/// end accepted was either written (in doubt: nothing was read) or never
+/// left (unsent): none was delivered. A run of posts the writer gives back
+/// counts each of its posts as unsent (before: as one, 84 posts reported
+/// delivered; from a review of runs).
+#[test]
+fn a_peer_gone_counts_each_unsent_post_of_a_run() {
+    actix::System::new().block_on(async {
+        let (one, two) = MessageChannel::<Vec<u8>, u64>::new().unwrap();
+        let (a, mut a_rx) = collector();
+        let one = one.open(a);
+        let (fd, fp, first) = two.into_socket().unwrap();
+        assert!(!first);
+        // Large posts first, which fill the socket; then small ones, in
+        // runs, which never leave.
+        const N: u64 = 300;
+        for n in 0..N {
+            one.post(vec![7u8; if n < 100 { 8000 } else { 3000 }]).unwrap();
+        }
+        // The other end: its hello, then nothing read; gone after a while.
+        let max = ChannelOptions::default().max_message_size;
+        let turn = crate::session::Turn::AfterPeer;
+        let then = crate::session::Then::nothing();
+        let opened = crate::session::open(fd, max, fp, turn, then).await.ok().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(opened);
+        let closed = closed(&mut a_rx).await;
+        println!("{closed:?}");
+        assert_eq!(closed.sent, N);
+        assert_eq!(closed.why, CloseReason::PeerGone);
+        assert_eq!(closed.delivered(), 0, "nothing was read: {closed:?}");
+    });
+}

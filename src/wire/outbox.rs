@@ -371,8 +371,6 @@ impl Outbox {
         state.reply_bytes = 0;
         state.owed = 0;
         state.owed_bytes = 0;
-        // Its writer, which let them go when idle, has gone.
-        state.runs = RunBufs::default();
         drop(state);
         self.made_room();
         ended

@@ -39,7 +39,7 @@ impl Outgoing {
 
     /// How many messages it is.
     #[inline]
-    pub(super) fn messages(&self) -> usize {
+    pub(crate) fn messages(&self) -> usize {
         match self {
             Outgoing::Frame { .. } => 1,
             Outgoing::Posts(run) => run.count(),
