@@ -51,6 +51,7 @@ use crate::os;
 use crate::wire::tls::TlsServer;
 
 mod forked;
+mod inherited;
 mod plan;
 mod server;
 mod vfork;
@@ -166,7 +167,6 @@ pub(crate) fn spawn(
 
 /// Starts the worker; with the highest descriptor it holds for it.
 fn spawn_here(mut spec: CommandSpec) -> Result<(Spawned, Option<RawFd>), SpawnError> {
-    let (channel, connect) = connection(&spec)?;
     let (program, arg0) = program(&spec)?;
     // A test binary (see `testing.rs`): only the worker's own test runs.
     if spec.program.is_none() {
@@ -175,14 +175,27 @@ fn spawn_here(mut spec: CommandSpec) -> Result<(Spawned, Option<RawFd>), SpawnEr
             spec.args = args;
         }
     }
-    // The child's end is closed here once the child has its copy.
-    let launched = launch(&program, arg0.as_deref(), &spec, &connect).map_err(|source| {
-        let program = match arg0 {
-            Some(_) => std::env::current_exe().unwrap_or(program),
-            None => program,
-        };
-        SpawnError::Spawn { program, source }
-    })?;
+    let mut may_fork = true;
+    let (channel, launched) = loop {
+        let (channel, connect) = connection(&spec)?;
+        // The child's end is closed here once the child has its copy.
+        match launch(&program, arg0.as_deref(), &spec, &connect, may_fork) {
+            Ok(launched) => break (channel, launched),
+            // The fork server's template died with this start's request
+            // (killed, the OOM killer): a fork may hold its descriptors,
+            // so they go, and the start is made once more with new ones,
+            // exec'd, not failed: the template is the parent's own
+            // business. (The next start makes a new template.)
+            Err(e) if may_fork && server::died_with_the_request(&e) => may_fork = false,
+            Err(source) => {
+                let program = match arg0 {
+                    Some(_) => std::env::current_exe().unwrap_or(program),
+                    None => program,
+                };
+                return Err(SpawnError::Spawn { program, source });
+            }
+        }
+    };
     let pidfd = launched.pidfd.or_else(|| os::pidfd_open(launched.pid as i32));
     let pidfd = pidfd.and_then(|fd| above_stdio(fd).ok());
     let highest = pidfd.as_ref().map(AsRawFd::as_raw_fd);
@@ -298,11 +311,14 @@ enum Connect {
     Back { address: String, token: String, pin: Option<String> },
 }
 
+/// Starts the worker: from its template under the fork server, if
+/// `may_fork`, else (or where no template serves) exec'd.
 fn launch(
     program: &Path,
     arg0: Option<&std::ffi::OsStr>,
     spec: &CommandSpec,
     connect: &Connect,
+    may_fork: bool,
 ) -> io::Result<Launched> {
     // What the worker is told, in its environment: nothing secret.
     let mut told: Vec<(&str, OsString)> = Vec::new();
@@ -322,7 +338,7 @@ fn launch(
     };
     let (stdout, read_stdout) = stdio(spec.stdout, io::stdout().as_fd())?;
     let (stderr, read_stderr) = stdio(spec.stderr, io::stderr().as_fd())?;
-    if let (StartMethod::ForkServer, Some(socket)) = (spec.start_method, socket) {
+    if let (StartMethod::ForkServer, Some(socket), true) = (spec.start_method, socket, may_fork) {
         let request = Request {
             entry: spec.entry.clone(),
             max_message: spec.max_message_size as u64,

@@ -135,7 +135,7 @@ pub fn failed_step_role() {
 }
 
 /// What a template of the test's making does wrong (`AWW_FAKE_TEMPLATE`).
-const FAKE: &str = "AWW_FAKE_TEMPLATE";
+pub(crate) const FAKE: &str = "AWW_FAKE_TEMPLATE";
 
 /// A template that misbehaves, in a parent of its own: each time the
 /// worker is exec'd instead, and the template is killed and reaped.
@@ -215,6 +215,13 @@ pub fn run_if_fake_template() {
                 let answer = [&b"AWWFORK1"[..], &(sibling as i32).to_le_bytes(), &[0; 4]];
                 send(&answer.concat()).unwrap();
             }
+        }
+        // Reads the request, then dies without answering (as one the OOM
+        // killer takes; see `fork_state.rs`).
+        "dies" => {
+            send(b"AWWFORK1ready").unwrap();
+            receive();
+            std::process::exit(0);
         }
         other => panic!("no such fake template: {other}"),
     }

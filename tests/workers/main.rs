@@ -73,6 +73,7 @@ modules![
     fds: trials roles,
     floods: trials roles,
     fork_server: trials roles,
+    fork_state: trials roles,
     hostile: trials,
     hostile_streams: trials,
     hosts: trials,

@@ -29,9 +29,12 @@
 //! exec'd. Once a request has reached a template, its descriptors may be
 //! in a fork, so they are never used again: a template that then answers
 //! nonsense, too late, or with a process that is not the parent's child
-//! fails that start (a typed error; the worker's restart policy decides
-//! what follows) and is not asked again. One that dies is reaped at the
-//! next start, which makes a new one. Every wait is bounded, and none
+//! fails that start (a typed error, `Event::GaveUp`) and is not asked
+//! again. One that dies is reaped at the next start, which makes a new
+//! one; one that dies with a request has that start exec'd, with new
+//! descriptors (`spawn.rs`). A template serves while the parent's
+//! user, directory and what else its children inherit are as they were
+//! when it started (`inherited.rs`); else it is let go and a new one made. Every wait is bounded, and none
 //! ends early for a signal (the spawner thread gets every worker's
 //! SIGCHLD).
 //!
@@ -44,8 +47,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{socketpair, AddressFamily, Shutdown, SockFlag, SockType};
 
+use super::inherited::Inherited;
 use super::plan::{above_stdio, dev_null, Exec, Plan};
 use crate::handoff::template::{self, Answer, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
 use crate::{handoff, os};
@@ -71,15 +75,30 @@ struct Template {
     pid: i32,
     /// Readable once it has exited.
     pidfd: Option<OwnedFd>,
+    /// What its workers inherit from it: the parent's, as it was when it
+    /// started.
+    inherited: Inherited,
 }
 
 impl Drop for Template {
     /// Kills it, with its process group (it leads one, as a worker does:
     /// a program that was no template may have started others), and
-    /// reaps it: dropped only when it failed, refused or died.
+    /// reaps it: dropped when it failed, refused or died, or when the
+    /// parent has changed since it started. Its exchange is shut first:
+    /// one the parent may no longer signal (it runs as the user the parent
+    /// was) ends on its own. Reaped within a bound: one that neither can
+    /// be killed nor ends is left to end with the parent.
     fn drop(&mut self) {
+        let _ = nix::sys::socket::shutdown(self.control.as_raw_fd(), Shutdown::Both);
         os::signal_group(self.pid, os::SIGKILL);
-        os::reap(self.pid);
+        match &self.pidfd {
+            Some(pidfd) if !readable_within(pidfd.as_fd(), ANSWER_WAIT) => {
+                tracing::warn!(pid = self.pid, "a template that is let go lives on");
+            }
+            _ => {
+                os::reap(self.pid);
+            }
+        }
     }
 }
 
@@ -119,15 +138,19 @@ pub(super) fn start(
     fds: &[RawFd],
     exec: fn(Plan) -> io::Result<u32>,
 ) -> Option<io::Result<(u32, OwnedFd)>> {
+    let inherited = Inherited::now();
     TEMPLATES.with_borrow_mut(|templates| {
-        // Templates that died since (killed, or a fault): reaped now, and
-        // made again at their command's next start.
-        templates.retain(|(_, known)| !matches!(known, Known::Serving(t) if t.exited()));
+        // Templates that died since (killed, or a fault), and those whose
+        // workers would not inherit what the parent's do now (it changed
+        // its user or its directory since, say): reaped now, and made
+        // again at their command's next start.
+        let stale = |t: &Template| t.exited() || t.inherited != inherited;
+        templates.retain(|(_, known)| !matches!(known, Known::Serving(t) if stale(t)));
         let at = match templates.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
             None if templates.len() >= MAX_TEMPLATES => return None,
             None => {
-                let known = match Template::start(&command, exec) {
+                let known = match Template::start(&command, exec, inherited) {
                     Ok(template) => Known::Serving(template),
                     Err(why) => {
                         let program = command.path.to_string_lossy();
@@ -178,6 +201,24 @@ pub(super) fn start(
             }
         }
     })
+}
+
+/// Why a start failed when its template died with its request.
+#[derive(Debug)]
+struct Died;
+
+impl std::fmt::Display for Died {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the template is gone")
+    }
+}
+
+impl std::error::Error for Died {}
+
+/// Whether a start failed because its template died with its request
+/// (then another start, with new descriptors, makes a new one).
+pub(super) fn died_with_the_request(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Died>())
 }
 
 /// A template's answer, believed.
@@ -248,7 +289,11 @@ fn readable_within(fd: BorrowedFd<'_>, wait: Duration) -> bool {
 
 impl Template {
     /// Starts `command` as a template and waits until it is ready.
-    fn start(command: &Exec, start: fn(Plan) -> io::Result<u32>) -> io::Result<Template> {
+    fn start(
+        command: &Exec,
+        start: fn(Plan) -> io::Result<u32>,
+        inherited: Inherited,
+    ) -> io::Result<Template> {
         let (control, theirs) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
         // Neither end on a standard descriptor of a parent started with
@@ -266,7 +311,7 @@ impl Template {
         let pid = start(plan)? as i32;
         drop(theirs);
         let pidfd = os::pidfd_open(pid);
-        let template = Template { control, pid, pidfd };
+        let template = Template { control, pid, pidfd, inherited };
         if !readable_within(template.control.as_fd(), READY_WAIT) {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "not ready in time"));
         }
@@ -309,7 +354,7 @@ impl Template {
             return Err(Failed::After(e));
         }
         let mut packet = [0u8; 64];
-        let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, "the template is gone");
+        let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, Died);
         let received = template::receive(control, &mut packet).map_err(Failed::After)?;
         let (len, proof) = received.ok_or_else(|| Failed::After(gone()))?;
         let invalid = || io::Error::new(io::ErrorKind::InvalidData, "not an answer");
