@@ -37,6 +37,16 @@ pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) })
 }
 
+/// Kills the process pidfd `fd` names (that exact process, whatever has
+/// become of its pid); false if it could not.
+pub(crate) fn pidfd_kill(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: a descriptor, a signal number, no siginfo, no flags.
+    let sent = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, 0usize, 0)
+    };
+    sent == 0
+}
+
 /// The process a pidfd names, from `/proc/self/fdinfo` (its `Pid:`
 /// line); `None` if it is no pidfd, or its process is gone (`-1`).
 pub(crate) fn pidfd_pid(fd: BorrowedFd<'_>) -> Option<i32> {

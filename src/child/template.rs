@@ -27,7 +27,7 @@
 //! or from a test harness's thread) says so and exits, and the parent
 //! starts its workers by exec.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::prctl::set_pdeathsig;
@@ -84,6 +84,7 @@ pub(crate) fn serve_if_template() -> bool {
         };
         let (answer, pidfd) = match fork_worker() {
             Forked::Copy(report) => {
+                announce(control.as_fd());
                 become_worker(control, request, fds, parent, report);
                 return true;
             }
@@ -95,6 +96,17 @@ pub(crate) fn serve_if_template() -> bool {
             std::process::exit(exit_code::IO);
         }
     }
+}
+
+/// In the copy, before any step: tells the parent its pid, with a pidfd
+/// of itself, so that the parent can end and reap it even if the template
+/// dies before it answers. Not told (the parent gone), the copy goes on:
+/// its steps see its parent gone.
+fn announce(control: BorrowedFd<'_>) {
+    let pid = std::process::id() as i32;
+    let me = crate::os::pidfd_open(pid);
+    let fds: Vec<RawFd> = me.iter().map(AsRawFd::as_raw_fd).collect();
+    let _ = template::send(control, &template::copy_packet(pid), &fds);
 }
 
 /// Where a fork left this process.

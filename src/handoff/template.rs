@@ -20,7 +20,7 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 pub(crate) const ENV_TEMPLATE: &str = "ACTIX_WEBWORKER_TEMPLATE";
 
 /// The first bytes of every packet, with the exchange's version.
-pub(crate) const MAGIC: &[u8; 8] = b"AWWFORK1";
+pub(crate) const MAGIC: &[u8; 8] = b"AWWFORK2";
 
 /// The template's first packet, once it can fork workers.
 pub(crate) const READY: &[u8] = b"ready";
@@ -95,6 +95,26 @@ impl Request {
 fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let (head, rest) = bytes.split_first_chunk::<8>()?;
     Some((u64::from_le_bytes(*head), rest))
+}
+
+/// What a fork says first, itself, before it takes its start's steps:
+/// its pid, with a pidfd of itself beside it. The parent, whose child it
+/// is (`CLONE_PARENT`), can then end and reap it even when its template
+/// dies before answering (from a review: such a fork was left a zombie,
+/// its pid never known).
+const COPY: &[u8] = b"copy:";
+
+/// The packet a fork sends first: [`MAGIC`], `copy:`, its pid.
+pub(crate) fn copy_packet(pid: i32) -> Vec<u8> {
+    [&MAGIC[..], COPY, &pid.to_le_bytes()].concat()
+}
+
+/// The pid a fork's first packet names; `None` for any other packet (an
+/// answer is never one: it is shorter).
+pub(crate) fn copy_named(packet: &[u8]) -> Option<i32> {
+    let rest = packet.strip_prefix(MAGIC)?.strip_prefix(COPY)?;
+    let pid = i32::from_le_bytes(*<&[u8; 4]>::try_from(rest).ok()?);
+    (pid > 0).then_some(pid)
 }
 
 /// The answer to a request.
@@ -214,13 +234,13 @@ mod tests {
                 assert_eq!(Request::decode(&packet[..cut]), None, "cut at {cut}");
             }
             let mut other = packet.clone();
-            other[7] = b'2';
+            other[7] = b'9';
             assert_eq!(Request::decode(&other), None);
             let mut flags = packet.clone();
             flags[16] |= 1 << 3;
             assert_eq!(Request::decode(&flags), None);
         }
-        assert_eq!(Request::decode(b"AWWFORK1\0\0\0\0\0\0\0\0\0\xff"), None, "not UTF-8");
+        assert_eq!(Request::decode(b"AWWFORK2\0\0\0\0\0\0\0\0\0\xff"), None, "not UTF-8");
     }
 
     #[test]
@@ -239,6 +259,20 @@ mod tests {
         assert_eq!(Answer::decode(&neither), None, "no pid and no error");
         let negative = [&MAGIC[..], &(-1i32).to_le_bytes(), &[0; 4]].concat();
         assert_eq!(Answer::decode(&negative), None);
-        assert_eq!(Answer::decode(b"AWWFORK2\x01\0\0\0\0\0\0\0"), None, "another version");
+        assert_eq!(Answer::decode(b"AWWFORK1\x01\0\0\0\0\0\0\0"), None, "another version");
+    }
+
+    #[test]
+    fn a_forks_first_packet_reads_back_and_is_no_answer() {
+        let packet = copy_packet(4242);
+        assert_eq!(copy_named(&packet), Some(4242));
+        assert_eq!(Answer::decode(&packet), None);
+        assert_eq!(copy_named(&Answer::Started(4242).encode()), None);
+        for cut in 0..packet.len() {
+            assert_eq!(copy_named(&packet[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(copy_named(&[&packet[..], b"x"].concat()), None, "too long");
+        assert_eq!(copy_named(&copy_packet(-3)), None);
+        assert_eq!(copy_named(&copy_packet(0)), None);
     }
 }

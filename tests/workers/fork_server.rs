@@ -137,6 +137,12 @@ pub fn failed_step_role() {
 /// What a template of the test's making does wrong (`AWW_FAKE_TEMPLATE`).
 pub(crate) const FAKE: &str = "AWW_FAKE_TEMPLATE";
 
+/// What a fork says first (the exchange's `copy:` packet), said by a fake
+/// template of a process that is no fork of its own, without a pidfd.
+fn copy_packet(pid: u32) -> Vec<u8> {
+    [&b"AWWFORK2copy:"[..], &(pid as i32).to_le_bytes()].concat()
+}
+
 /// A template that misbehaves, in a parent of its own: each time the
 /// worker is exec'd instead, and the template is killed and reaped.
 pub fn a_template_that_misbehaves_is_not_used_and_leaves_nothing() {
@@ -175,12 +181,12 @@ pub fn run_if_fake_template() {
         "version" => drop(send(b"AWWFORK9ready")),
         "silent" => std::thread::sleep(Duration::from_secs(3600)),
         "garbage" => {
-            send(b"AWWFORK1ready").unwrap();
+            send(b"AWWFORK2ready").unwrap();
             receive();
             send(b"nonsense").unwrap();
         }
         "lying" => {
-            send(b"AWWFORK1ready").unwrap();
+            send(b"AWWFORK2ready").unwrap();
             // A process of this template's, in a group of its own, that
             // dies with it: not the parent's child.
             let mut sleeper = std::process::Command::new("sleep");
@@ -194,14 +200,15 @@ pub fn run_if_fake_template() {
             };
             let mut sleeper = sleeper.spawn().unwrap();
             while receive() > 0 {
-                let answer = [&b"AWWFORK1"[..], &(sleeper.id() as i32).to_le_bytes(), &[0; 4]];
+                send(&copy_packet(sleeper.id())).unwrap();
+                let answer = [&b"AWWFORK2"[..], &(sleeper.id() as i32).to_le_bytes(), &[0; 4]];
                 send(&answer.concat()).unwrap();
             }
             let _ = sleeper.kill();
             let _ = sleeper.wait();
         }
         "sibling" => {
-            send(b"AWWFORK1ready").unwrap();
+            send(b"AWWFORK2ready").unwrap();
             // Another child of the parent (a worker of its own): a child
             // of the parent, but not what this template made.
             let (me, parent) = (std::process::id(), std::os::unix::process::parent_id());
@@ -212,14 +219,27 @@ pub fn run_if_fake_template() {
                 .find(|&pid| pid != me && parent_of(pid) == Some(parent))
                 .expect("a sibling");
             while receive() > 0 {
-                let answer = [&b"AWWFORK1"[..], &(sibling as i32).to_le_bytes(), &[0; 4]];
+                send(&copy_packet(sibling)).unwrap();
+                let answer = [&b"AWWFORK2"[..], &(sibling as i32).to_le_bytes(), &[0; 4]];
+                send(&answer.concat()).unwrap();
+            }
+        }
+        // Answers every request with `Failed` naming the process in
+        // `AWW_FAKE_SIBLING` (a child of the parent's own, not a fork of
+        // this template's), said first to be its fork, without a pidfd.
+        "failed-sibling" => {
+            send(b"AWWFORK2ready").unwrap();
+            let sibling: u32 = std::env::var("AWW_FAKE_SIBLING").unwrap().parse().unwrap();
+            while receive() > 0 {
+                send(&copy_packet(sibling)).unwrap();
+                let answer = [&b"AWWFORK2"[..], &(sibling as i32).to_le_bytes(), &1i32.to_le_bytes()];
                 send(&answer.concat()).unwrap();
             }
         }
         // Reads the request, then dies without answering (as one the OOM
         // killer takes; see `fork_state.rs`).
         "dies" => {
-            send(b"AWWFORK1ready").unwrap();
+            send(b"AWWFORK2ready").unwrap();
             receive();
             std::process::exit(0);
         }

@@ -17,6 +17,8 @@ pub fn trials() -> Vec<Trial> {
         fork_state::a_forked_worker_starts_where_the_parent_is_now,
         fork_state::a_forked_worker_runs_as_the_parent_is_now,
         fork_state::a_template_that_dies_with_a_request_costs_no_start,
+        fork_state::a_template_killed_while_it_forks_leaves_no_zombie,
+        fork_state::a_failed_fork_never_reaps_a_child_not_the_templates,
     ]
 }
 
@@ -25,6 +27,8 @@ pub fn roles() -> Vec<Trial> {
         fork_state::directory_role,
         fork_state::user_role,
         fork_state::dying_template_role,
+        fork_state::killed_mid_fork_role,
+        fork_state::failed_sibling_role,
     ]
 }
 
@@ -152,5 +156,101 @@ pub fn dying_template_role() {
         // Nothing of ours left behind: the templates that died were reaped.
         let clean = within(Duration::from_secs(10), || children().is_empty()).await;
         assert!(clean, "children left: {:?}", children());
+    });
+}
+
+/// The template SIGKILLed after its fork and before its answer (seen in
+/// `read`, waiting on its fork's report): the fork is already the
+/// parent's child (`CLONE_PARENT`), and said so with a pidfd of itself
+/// before its steps; the parent ends and reaps it, and the start is
+/// exec'd. No zombie, no child of ours left. Before: the parent never
+/// learnt the fork's pid, and it stayed a zombie until the parent exited
+/// (4 runs of 4 in the review).
+pub fn a_template_killed_while_it_forks_leaves_no_zombie() {
+    isolated("fork_state::killed_mid_fork_role");
+}
+
+pub fn killed_mid_fork_role() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    run(async {
+        let tag = format!("midfork-{}", std::process::id());
+        let (first, first_events, first_pid) = started(StartMethod::ForkServer, &tag).await;
+        assert!(forked(first_pid));
+        let template = templates(&format!("AWW_TEMPLATE_TEST={tag}"), &[first_pid])[0];
+        ended(first, first_events).await;
+        // Kills the template the moment it is seen in `read` (syscall 0):
+        // after its fork, before its answer.
+        let (hit, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let killer = {
+            let (hit, stop) = (hit.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let at = std::fs::read_to_string(format!("/proc/{template}/syscall"));
+                    if at.unwrap_or_default().starts_with("0 ") {
+                        assert!(kill(template, nix::sys::signal::Signal::SIGKILL));
+                        hit.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            })
+        };
+        let mut starts = 0;
+        while !hit.load(Ordering::Relaxed) && starts < 2000 {
+            let (worker, events, _) = started(StartMethod::ForkServer, &tag).await;
+            ended(worker, events).await;
+            starts += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        killer.join().unwrap();
+        if !hit.load(Ordering::Relaxed) {
+            return skip("the template was never seen between its fork and its answer");
+        }
+        println!("FORK_STATE template {template} killed mid-fork at start {starts}");
+        // The start it met came online (exec'd); the next forks again.
+        let (next, next_events, pid) = started(StartMethod::ForkServer, &tag).await;
+        assert!(forked(pid), "the next start forks, from a new template");
+        ended(next, next_events).await;
+        // Every worker of ours exited and was reaped: nothing of ours is
+        // left but the new template.
+        let tag = format!("AWW_TEMPLATE_TEST={tag}");
+        let only_templates = || children().iter().all(|(pid, _)| templates(&tag, &[]).contains(pid));
+        let clean = within(Duration::from_secs(10), only_templates).await;
+        assert!(clean, "children of ours left, nobody's to reap: {:?}", children());
+    });
+}
+
+/// A template that answers `Failed` naming a child of the parent's that is
+/// not its fork (the application's own `sleep 1`, said to be its fork,
+/// without a pidfd of it): the start fails, and the parent neither
+/// signals nor reaps that child: the application's own `wait` gets its
+/// status. Before: the parent waited for it and reaped it (`ECHILD` for
+/// the application).
+pub fn a_failed_fork_never_reaps_a_child_not_the_templates() {
+    isolated("fork_state::failed_sibling_role");
+}
+
+pub fn failed_sibling_role() {
+    run(async {
+        let mut own = std::process::Command::new("sleep").arg("1").spawn().unwrap();
+        let (rec, mut events) = events::<Test>();
+        let _worker = builder(rec)
+            .env(FAKE, "failed-sibling")
+            .env("AWW_FAKE_SIBLING", own.id().to_string())
+            .restart(fast(Restart::Never))
+            .start_method(StartMethod::ForkServer)
+            .start()
+            .unwrap();
+        let outcome = loop {
+            match events.next().await {
+                Event::Online => break Ok(()),
+                Event::GaveUp(g) => break Err(g.reason),
+                _ => continue,
+            }
+        };
+        println!("FORK_STATE the start: {outcome:?}");
+        assert!(matches!(&outcome, Err(why) if why.contains("without a pidfd")), "{outcome:?}");
+        let waited = own.wait();
+        assert!(waited.as_ref().is_ok_and(|s| s.success()), "the application's own: {waited:?}");
     });
 }

@@ -12,7 +12,9 @@
 //! (`handoff/template.rs`) and gets back the pid of a process that is
 //! already its own child (`CLONE_PARENT`), with the pidfd the fork made
 //! (`CLONE_PIDFD`), and follows it from then on as any worker: the
-//! pidfd, the reaping, the exit status.
+//! pidfd, the reaping, the exit status. The fork says so first itself,
+//! with a pidfd of its own, so that it is ended and reaped whatever
+//! becomes of its template ([`Copy`]).
 //!
 //! The exchange is a `SOCK_SEQPACKET` socketpair: it has no name, so no
 //! other process can reach it; its template end is closed in every worker
@@ -163,7 +165,8 @@ pub(super) fn start(
             }
         };
         let Known::Serving(template) = &templates[at].1 else { return None };
-        let started = template.ask(request, fds).and_then(|(a, proof)| believed(a, proof));
+        let started =
+            template.ask(request, fds).and_then(|(a, proof, copy)| believed(a, proof, copy));
         match started {
             Ok(Believed::Started(pid, pidfd)) => Some(Ok((pid as u32, pidfd))),
             Ok(Believed::Failed { pid, errno }) => {
@@ -203,6 +206,10 @@ pub(super) fn start(
     })
 }
 
+/// A template's answer, the descriptors beside it, and the fork that said
+/// it was made, if one did.
+type Asked = (Answer, Vec<OwnedFd>, Option<Copy>);
+
 /// Why a start failed when its template died with its request.
 #[derive(Debug)]
 struct Died;
@@ -232,16 +239,65 @@ enum Believed {
     NotForked(i32),
 }
 
-/// An answer, if its pid is a child of ours, and, for a worker started,
-/// the process the template's fork made: it comes with the pidfd that
-/// fork made (`CLONE_PIDFD`), which names it. The parent signals and
-/// reaps a worker's process, never another's, and no other worker's.
-fn believed(answer: Answer, proof: Vec<OwnedFd>) -> Result<Believed, Failed> {
+/// What a fork said of itself before its steps (`template::copy_packet`):
+/// its pid, and a pidfd of it when one came.
+struct Copy {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Copy {
+    /// Whether it is a child of ours, named by the pidfd it sent.
+    fn proven(&self) -> bool {
+        let named = self.pidfd.as_ref().and_then(|fd| os::pidfd_pid(fd.as_fd()));
+        named == Some(self.pid) && handoff::parent_of(self.pid) == Some(std::process::id() as i32)
+    }
+
+    /// Ends the fork and reaps it, within a bound: its template failed
+    /// (died, or answered what it must not). Only a child of ours, named
+    /// by its pidfd: no other process is signalled or reaped.
+    fn end(self) {
+        if let (true, Some(fd)) = (self.proven(), &self.pidfd) {
+            os::pidfd_kill(fd.as_fd());
+            exits_in_time(self.pid);
+        }
+    }
+}
+
+/// An answer, if its pid is a child of ours, and the fork that said it
+/// was made: a worker's or a failed step's pid must be that fork's, and a
+/// worker's must come with the pidfd that fork made (`CLONE_PIDFD`), which
+/// names it. The parent signals and reaps a worker's process, never
+/// another's, and no other worker's. A fork the answer does not account
+/// for is ended.
+fn believed(answer: Answer, proof: Vec<OwnedFd>, copy: Option<Copy>) -> Result<Believed, Failed> {
+    let verdict = judged(answer, proof, copy.as_ref().map(|copy| (copy.pid, copy.proven())));
+    if verdict.is_err() {
+        copy.into_iter().for_each(Copy::end);
+    }
+    verdict
+}
+
+/// [`believed`]'s verdict, `copy` the pid the fork said it has, and
+/// whether its pidfd proved it a child of ours.
+fn judged(
+    answer: Answer,
+    proof: Vec<OwnedFd>,
+    copy: Option<(i32, bool)>,
+) -> Result<Believed, Failed> {
     let invalid = |what: String| Failed::After(io::Error::new(io::ErrorKind::InvalidData, what));
     let pid = match answer {
         Answer::Started(pid) | Answer::Failed { pid, .. } => pid,
-        Answer::NotForked(errno) => return Ok(Believed::NotForked(errno)),
+        Answer::NotForked(errno) if copy.is_none() => return Ok(Believed::NotForked(errno)),
+        Answer::NotForked(_) => return Err(invalid("not forked, yet a fork was made".into())),
     };
+    let Some((copy, proven)) = copy.filter(|&(copy, _)| copy == pid) else {
+        return Err(invalid(format!("pid {pid} is not the fork that was made")));
+    };
+    // A failed step's process is reaped by its pid: only one proven ours.
+    if let (Answer::Failed { .. }, false) = (&answer, proven) {
+        return Err(invalid(format!("failed fork {copy} without a pidfd of it")));
+    }
     if handoff::parent_of(pid) != Some(std::process::id() as i32) {
         return Err(invalid(format!("pid {pid} is not our child")));
     }
@@ -338,27 +394,56 @@ impl Template {
         self.pidfd.as_ref().is_some_and(|fd| os::readable_now(fd.as_fd()))
     }
 
-    /// Asks for one worker: the template's answer, and the descriptors
-    /// that came with it.
-    fn ask(&self, request: &Request, fds: &[RawFd]) -> Result<(Answer, Vec<OwnedFd>), Failed> {
+    /// Asks for one worker: the template's answer, the descriptors that
+    /// came with it, and what the fork said of itself, if one was made.
+    /// Failed after a fork said it was made, that fork is ended.
+    fn ask(&self, request: &Request, fds: &[RawFd]) -> Result<Asked, Failed> {
         let control = self.control.as_fd();
         let packet = request.encode();
         if packet.len() > template::MAX_PACKET {
             // An entry name of kilobytes: the template would not read it.
-            return Ok((Answer::NotForked(libc::ENAMETOOLONG), Vec::new()));
+            return Ok((Answer::NotForked(libc::ENAMETOOLONG), Vec::new(), None));
         }
         // A packet is sent whole or not at all.
         template::send(control, &packet, fds).map_err(Failed::Before)?;
-        if !readable_within(control, ANSWER_WAIT) {
-            let e = io::Error::new(io::ErrorKind::TimedOut, "no answer in time");
-            return Err(Failed::After(e));
+        let deadline = Instant::now() + ANSWER_WAIT;
+        let mut copy = None;
+        let failed = |copy: Option<Copy>, e| {
+            copy.into_iter().for_each(Copy::end);
+            Failed::After(e)
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !readable_within(control, left) {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "no answer in time");
+                return Err(failed(copy, e));
+            }
+            let mut packet = [0u8; 64];
+            let (len, mut proof) = match template::receive(control, &mut packet) {
+                Ok(Some(received)) => received,
+                // Gone: a fork it made said so first, if there is one.
+                Ok(None) => {
+                    return Err(failed(copy, io::Error::new(io::ErrorKind::UnexpectedEof, Died)))
+                }
+                Err(e) => return Err(failed(copy, e)),
+            };
+            let packet = &packet[..len];
+            match (template::copy_named(packet), &copy) {
+                (Some(pid), None) if proof.len() <= 1 => {
+                    copy = Some(Copy { pid, pidfd: proof.pop() })
+                }
+                (Some(_), _) => {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, "a second fork");
+                    return Err(failed(copy, e));
+                }
+                (None, _) => match Answer::decode(packet) {
+                    Some(answer) => return Ok((answer, proof, copy)),
+                    None => {
+                        let e = io::Error::new(io::ErrorKind::InvalidData, "not an answer");
+                        return Err(failed(copy, e));
+                    }
+                },
+            }
         }
-        let mut packet = [0u8; 64];
-        let gone = || io::Error::new(io::ErrorKind::UnexpectedEof, Died);
-        let received = template::receive(control, &mut packet).map_err(Failed::After)?;
-        let (len, proof) = received.ok_or_else(|| Failed::After(gone()))?;
-        let invalid = || io::Error::new(io::ErrorKind::InvalidData, "not an answer");
-        let answer = Answer::decode(&packet[..len]).ok_or_else(|| Failed::After(invalid()))?;
-        Ok((answer, proof))
     }
 }
