@@ -48,10 +48,22 @@ pub(crate) fn pidfd_kill(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// The process a pidfd names, from `/proc/self/fdinfo` (its `Pid:`
-/// line); `None` if it is no pidfd, or its process is gone (`-1`).
-pub(crate) fn pidfd_pid(fd: BorrowedFd<'_>) -> Option<i32> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
-    proc_field(&info, "Pid:").filter(|&pid| pid > 0)
+/// line); `None` if it is no pidfd, or its process is gone (`-1`); `Err`
+/// if `/proc` could not be read (this process out of descriptors, say).
+pub(crate) fn pidfd_pid_read(fd: BorrowedFd<'_>) -> std::io::Result<Option<i32>> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
+    Ok(proc_field(&info?, "Pid:").filter(|&pid| pid > 0))
+}
+
+/// Whether `pid` is a child of this process not reaped yet (so its pid
+/// is its own), asked of the kernel: no descriptor needed, as `/proc` is.
+pub(crate) fn unreaped_child(pid: i32) -> bool {
+    // SAFETY: zeroed is a valid siginfo_t; waitid only writes it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: a pid, a pointer to our siginfo, flags that neither block
+    // nor reap.
+    pid > 0 && unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) } == 0
 }
 
 /// The value of the line `name` (`"Pid:"`, `"Threads:"`) of a `/proc`

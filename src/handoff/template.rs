@@ -185,6 +185,20 @@ pub(crate) fn receive(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    match receive_cut(sock, buf)? {
+        Some((_, _, true)) => Err(io::Error::new(io::ErrorKind::InvalidData, "a packet cut short")),
+        received => Ok(received.map(|(len, fds, _)| (len, fds))),
+    }
+}
+
+/// [`receive`], a packet cut short given as it came, said so (`true`):
+/// one whose descriptor could not be installed (this process at its
+/// limit of descriptors) still says what it says. What descriptors of a
+/// cut packet the kernel did install are not known, and stay open.
+pub(crate) fn receive_cut(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, Vec<OwnedFd>, bool)>> {
     let mut space = nix::cmsg_space!([RawFd; FDS]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
@@ -195,7 +209,8 @@ pub(crate) fn receive(
         }
     };
     let mut fds = Vec::new();
-    for cmsg in msg.cmsgs()? {
+    // Refused when the control data was cut (`MSG_CTRUNC`).
+    for cmsg in msg.cmsgs().into_iter().flatten() {
         if let ControlMessageOwned::ScmRights(received) = cmsg {
             // SAFETY: descriptors the kernel just installed for us, each
             // owned by nothing else.
@@ -204,13 +219,10 @@ pub(crate) fn receive(
     }
     let cut = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
     let len = msg.bytes;
-    if cut {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "a packet cut short"));
-    }
-    if len == 0 && fds.is_empty() {
+    if len == 0 && fds.is_empty() && !cut {
         return Ok(None);
     }
-    Ok(Some((len, fds)))
+    Ok(Some((len, fds, cut)))
 }
 
 #[cfg(test)]

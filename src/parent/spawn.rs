@@ -54,6 +54,7 @@ mod forked;
 mod inherited;
 mod plan;
 mod server;
+mod verdict;
 mod vfork;
 
 /// A started child: its handle and the parent's end of its connection.

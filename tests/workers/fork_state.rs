@@ -19,6 +19,8 @@ pub fn trials() -> Vec<Trial> {
         fork_state::a_template_that_dies_with_a_request_costs_no_start,
         fork_state::a_template_killed_while_it_forks_leaves_no_zombie,
         fork_state::a_failed_fork_never_reaps_a_child_not_the_templates,
+        fork_state::a_template_killed_with_the_request_unread_costs_no_start,
+        fork_state::a_moment_at_the_descriptor_limit_does_not_end_the_fork_server,
     ]
 }
 
@@ -29,6 +31,8 @@ pub fn roles() -> Vec<Trial> {
         fork_state::dying_template_role,
         fork_state::killed_mid_fork_role,
         fork_state::failed_sibling_role,
+        fork_state::unread_request_role,
+        fork_state::descriptor_limit_role,
     ]
 }
 
@@ -252,5 +256,124 @@ pub fn failed_sibling_role() {
         assert!(matches!(&outcome, Err(why) if why.contains("without a pidfd")), "{outcome:?}");
         let waited = own.wait();
         assert!(waited.as_ref().is_ok_and(|s| s.success()), "the application's own: {waited:?}");
+    });
+}
+
+/// A worker started from `tag`'s template, online, or why it was given up.
+async fn tried(tag: &str) -> Result<(Addr<Worker<Test>>, Events<Test>, u32), String> {
+    let (rec, mut events) = events::<Test>();
+    let worker = builder(rec)
+        .env("AWW_TEMPLATE_TEST", tag)
+        .restart(fast(Restart::Never))
+        .start_method(StartMethod::ForkServer)
+        .start()
+        .unwrap();
+    worker.post(Cmd::Pid);
+    loop {
+        match events.next().await {
+            Event::Message(m) => match m.data {
+                Reply::Pid(pid) => return Ok((worker, events, pid)),
+                other => panic!("{other:?}"),
+            },
+            Event::GaveUp(g) => return Err(g.reason),
+            _ => continue,
+        }
+    }
+}
+
+/// The template killed while the request waits unread in its queue (it is
+/// stopped): the parent's read gets `ECONNRESET`, not the end; that start
+/// too is exec'd, and the next forks from a new template. Before: the
+/// start was given up ("Connection reset by peer") and the command's
+/// workers were exec'd for good (from a review of this change).
+pub fn a_template_killed_with_the_request_unread_costs_no_start() {
+    isolated("fork_state::unread_request_role");
+}
+
+pub fn unread_request_role() {
+    run(async {
+        let tag = format!("unread-{}", std::process::id());
+        let (first, first_events, first_pid) = started(StartMethod::ForkServer, &tag).await;
+        let template = templates(&format!("AWW_TEMPLATE_TEST={tag}"), &[first_pid])[0];
+        ended(first, first_events).await;
+        // Stopped, it reads nothing; killed once the request waits.
+        assert!(kill(template, nix::sys::signal::Signal::SIGSTOP));
+        let killer = std::thread::spawn(move || {
+            // The start below is made at once; the request waits then.
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(kill(template, nix::sys::signal::Signal::SIGKILL));
+        });
+        let met = tried(&tag).await;
+        killer.join().unwrap();
+        let (worker, events, pid) = met.unwrap_or_else(|why| panic!("the start it met: {why}"));
+        assert!(!forked(pid), "exec'd");
+        ended(worker, events).await;
+        let (next, next_events, pid) = started(StartMethod::ForkServer, &tag).await;
+        assert!(forked(pid), "the next forks, from a new template");
+        ended(next, next_events).await;
+    });
+}
+
+/// A start made while this process has all but a few descriptors in use
+/// (a server under load at its limit, for a moment), for each few from 0
+/// to 7, in a process of its own: it starts or fails, and afterwards, with
+/// descriptors to spare, three starts fork again and no child of ours is
+/// left unreaped. Before: at 3 to 5 free, the fork server was ended for
+/// good (the command refused, its workers exec'd); at 4 free, a fork was
+/// left a zombie (from a review of this change).
+pub fn a_moment_at_the_descriptor_limit_does_not_end_the_fork_server() {
+    let mut broken = Vec::new();
+    for free in 0..8 {
+        let mut role = role("fork_state::descriptor_limit_role");
+        let out = role.env("AWW_FREE", free.to_string()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let said: Vec<&str> = stdout.lines().filter(|l| l.contains("FORK_STATE")).collect();
+        println!("{}", said.join("\n"));
+        if !out.status.success() || !stdout.contains("1 passed") {
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let why = stderr.lines().skip_while(|l| !l.contains("panicked")).nth(1);
+            broken.push((free, why.unwrap_or("no panic").to_owned()));
+        }
+    }
+    assert!(broken.is_empty(), "after a moment at the limit: {broken:?}");
+}
+
+pub fn descriptor_limit_role() {
+    run(async {
+        let free: usize = std::env::var("AWW_FREE").unwrap().parse().unwrap();
+        let tag = format!("limit-{}", std::process::id());
+        let limit = open_fds() as u64 + 200;
+        use nix::sys::resource::{setrlimit, Resource};
+        setrlimit(Resource::RLIMIT_NOFILE, limit, limit).unwrap();
+        let (first, first_events, pid) = started(StartMethod::ForkServer, &tag).await;
+        assert!(forked(pid));
+        ended(first, first_events).await;
+        // Every descriptor taken but `free`.
+        let mut held = Vec::new();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            held.push(file);
+        }
+        held.truncate(held.len().saturating_sub(free));
+        let met = tried(&tag).await;
+        drop(held);
+        let what = match &met {
+            Ok((_, _, pid)) => format!("online, forked {}", forked(*pid)),
+            Err(why) => format!("given up: {why}"),
+        };
+        if let Ok((worker, events, _)) = met {
+            ended(worker, events).await;
+        }
+        let mut later = Vec::new();
+        for _ in 0..3 {
+            let (worker, events, pid) = started(StartMethod::ForkServer, &tag).await;
+            later.push(forked(pid));
+            ended(worker, events).await;
+        }
+        let tag = format!("AWW_TEMPLATE_TEST={tag}");
+        let only_templates = || children().iter().all(|(pid, _)| templates(&tag, &[]).contains(pid));
+        let clean = within(Duration::from_secs(10), only_templates).await;
+        println!("FORK_STATE free {free}: the start {what}; later forked {later:?}");
+        assert!(later.iter().all(|&f| f), "the fork server ended for good: {later:?}");
+        assert!(clean, "children of ours left: {:?}", children());
     });
 }

@@ -39,16 +39,19 @@ const NAMESPACES: [&str; 7] = ["mnt", "net", "user", "uts", "ipc", "pid_for_chil
 
 /// A snapshot of what the calling thread's children would inherit, to
 /// compare with another: equal when nothing of it changed. What cannot
-/// be read (a kernel without a file) is left out of both alike.
+/// be read (a kernel without a file) is left out of both alike; a
+/// snapshot this process is too short of descriptors or memory to take
+/// is none at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Inherited(Vec<u8>);
 
 impl Inherited {
-    /// The calling thread's, now.
-    pub(crate) fn now() -> Inherited {
+    /// The calling thread's, now; `None` if this process is too short of
+    /// descriptors or memory to tell.
+    pub(crate) fn now() -> Option<Inherited> {
         let mut snap = Vec::with_capacity(1024);
         let mut buf = Vec::with_capacity(4096);
-        if read_into("/proc/thread-self/status", &mut buf) {
+        if read_into("/proc/thread-self/status", &mut buf)? {
             for line in buf.split(|&b| b == b'\n') {
                 if STATUS.iter().any(|key| line.starts_with(key)) {
                     snap.extend_from_slice(line);
@@ -57,32 +60,44 @@ impl Inherited {
             }
         }
         for file in ["/proc/self/limits", "/proc/self/cgroup"] {
-            if read_into(file, &mut buf) {
+            if read_into(file, &mut buf)? {
                 snap.extend_from_slice(&buf);
             }
         }
-        for ns in NAMESPACES {
-            if let Ok(link) = std::fs::read_link(format!("/proc/thread-self/ns/{ns}")) {
-                snap.extend_from_slice(link.as_os_str().as_bytes());
-                snap.push(b'\n');
+        let links = NAMESPACES.map(|ns| std::fs::read_link(format!("/proc/thread-self/ns/{ns}")));
+        let dir = std::env::current_dir();
+        for link in links.iter().chain([&dir]) {
+            match link {
+                Ok(path) => {
+                    snap.extend_from_slice(path.as_os_str().as_bytes());
+                    snap.push(b'\n');
+                }
+                Err(e) if short(e) => return None,
+                Err(_) => {}
             }
-        }
-        if let Ok(dir) = std::env::current_dir() {
-            snap.extend_from_slice(dir.as_os_str().as_bytes());
-            snap.push(b'\n');
         }
         // SAFETY: no pointer; 0 is the calling thread. -1 is also a
         // niceness: kept as it is, as on every call.
         let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         snap.extend_from_slice(&nice.to_le_bytes());
-        Inherited(snap)
+        Some(Inherited(snap))
     }
 }
 
-/// Reads `path` whole into `buf` (cleared first); false if it cannot.
-fn read_into(path: &str, buf: &mut Vec<u8>) -> bool {
+/// Reads `path` whole into `buf` (cleared first); false if it cannot,
+/// `None` if this process is too short to.
+fn read_into(path: &str, buf: &mut Vec<u8>) -> Option<bool> {
     buf.clear();
-    std::fs::File::open(path).and_then(|mut file| file.read_to_end(buf)).is_ok()
+    match std::fs::File::open(path).and_then(|mut file| file.read_to_end(buf)) {
+        Ok(_) => Some(true),
+        Err(e) if short(&e) => None,
+        Err(_) => Some(false),
+    }
+}
+
+/// Whether `e` says this process is short of descriptors or memory.
+fn short(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
 }
 
 #[cfg(test)]
@@ -96,12 +111,12 @@ mod tests {
     /// a process of its own).
     #[test]
     fn a_snapshot_is_equal_until_something_children_inherit_changes() {
-        let before = Inherited::now();
-        assert_eq!(Inherited::now(), before, "nothing changed");
+        let before = Inherited::now().expect("descriptors to spare");
+        assert_eq!(Inherited::now(), Some(before.clone()), "nothing changed");
         // SAFETY: no pointer; 0 is this thread.
         let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         // SAFETY: as above; a higher niceness needs no privilege.
         assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice + 1) }, 0);
-        assert_ne!(Inherited::now(), before, "a new niceness is seen");
+        assert_ne!(Inherited::now(), Some(before), "a new niceness is seen");
     }
 }

@@ -45,16 +45,18 @@
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use nix::poll::PollFlags;
 use nix::sys::socket::{socketpair, AddressFamily, Shutdown, SockFlag, SockType};
 
 use super::inherited::Inherited;
 use super::plan::{above_stdio, dev_null, Exec, Plan};
+use super::verdict::{
+    believed, exits_in_time, readable_within, scarce, Believed, Copy, Failed, ANSWER_WAIT,
+};
 use crate::handoff::template::{self, Answer, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
-use crate::{handoff, os};
+use crate::os;
 
 /// How long a new template has to say it is ready: its exec, its loader
 /// and its `main` up to the first line.
@@ -65,10 +67,6 @@ pub(crate) const READY_WAIT: Duration = Duration::from_secs(5);
 /// workers' command (an environment variable per worker) must not make
 /// one per worker.
 pub(crate) const MAX_TEMPLATES: usize = 8;
-
-/// How long a template has to answer a request: one fork, and the new
-/// worker's steps.
-const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// A template worker, serving.
 struct Template {
@@ -104,16 +102,6 @@ impl Drop for Template {
     }
 }
 
-/// Why a template's answer is not used.
-enum Failed {
-    /// Before the request reached it: the worker may be exec'd with the
-    /// same descriptors.
-    Before(io::Error),
-    /// After: a fork may have been made with the request's descriptors,
-    /// so they are not used again; the start fails.
-    After(io::Error),
-}
-
 /// What is known of a command's template.
 enum Known {
     Serving(Template),
@@ -146,14 +134,19 @@ pub(super) fn start(
         // workers would not inherit what the parent's do now (it changed
         // its user or its directory since, say): reaped now, and made
         // again at their command's next start.
-        let stale = |t: &Template| t.exited() || t.inherited != inherited;
+        // (A snapshot this process was too short to take changes nothing.)
+        let changed = |t: &Template| inherited.as_ref().is_some_and(|now| *now != t.inherited);
+        let stale = |t: &Template| t.exited() || changed(t);
         templates.retain(|(_, known)| !matches!(known, Known::Serving(t) if stale(t)));
         let at = match templates.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
             None if templates.len() >= MAX_TEMPLATES => return None,
             None => {
-                let known = match Template::start(&command, exec, inherited) {
+                let known = match Template::start(&command, exec, inherited.unwrap_or_default()) {
                     Ok(template) => Known::Serving(template),
+                    // This process short of descriptors or memory: exec'd,
+                    // and tried again at the next start.
+                    Err(why) if scarce(&why) => return None,
                     Err(why) => {
                         let program = command.path.to_string_lossy();
                         tracing::info!(%program, %why, "no fork server: its workers are exec'd");
@@ -193,8 +186,9 @@ pub(super) fn start(
             }
             Err(Failed::After(e)) => {
                 tracing::warn!(error = %e, "the fork server failed during a start");
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    // It died: the next start makes a new one.
+                if e.kind() == io::ErrorKind::UnexpectedEof || scarce(&e) {
+                    // It died, or this process ran short: the next start
+                    // makes a new one.
                     templates.swap_remove(at);
                 } else {
                     // It answered what it must not: not asked again.
@@ -226,121 +220,6 @@ impl std::error::Error for Died {}
 /// (then another start, with new descriptors, makes a new one).
 pub(super) fn died_with_the_request(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<Died>())
-}
-
-/// A template's answer, believed.
-enum Believed {
-    /// The worker, and the pidfd its fork made.
-    Started(i32, OwnedFd),
-    Failed {
-        pid: i32,
-        errno: i32,
-    },
-    NotForked(i32),
-}
-
-/// What a fork said of itself before its steps (`template::copy_packet`):
-/// its pid, and a pidfd of it when one came.
-struct Copy {
-    pid: i32,
-    pidfd: Option<OwnedFd>,
-}
-
-impl Copy {
-    /// Whether it is a child of ours, named by the pidfd it sent.
-    fn proven(&self) -> bool {
-        let named = self.pidfd.as_ref().and_then(|fd| os::pidfd_pid(fd.as_fd()));
-        named == Some(self.pid) && handoff::parent_of(self.pid) == Some(std::process::id() as i32)
-    }
-
-    /// Ends the fork and reaps it, within a bound: its template failed
-    /// (died, or answered what it must not). Only a child of ours, named
-    /// by its pidfd: no other process is signalled or reaped.
-    fn end(self) {
-        if let (true, Some(fd)) = (self.proven(), &self.pidfd) {
-            os::pidfd_kill(fd.as_fd());
-            exits_in_time(self.pid);
-        }
-    }
-}
-
-/// An answer, if its pid is a child of ours, and the fork that said it
-/// was made: a worker's or a failed step's pid must be that fork's, and a
-/// worker's must come with the pidfd that fork made (`CLONE_PIDFD`), which
-/// names it. The parent signals and reaps a worker's process, never
-/// another's, and no other worker's. A fork the answer does not account
-/// for is ended.
-fn believed(answer: Answer, proof: Vec<OwnedFd>, copy: Option<Copy>) -> Result<Believed, Failed> {
-    let verdict = judged(answer, proof, copy.as_ref().map(|copy| (copy.pid, copy.proven())));
-    if verdict.is_err() {
-        copy.into_iter().for_each(Copy::end);
-    }
-    verdict
-}
-
-/// [`believed`]'s verdict, `copy` the pid the fork said it has, and
-/// whether its pidfd proved it a child of ours.
-fn judged(
-    answer: Answer,
-    proof: Vec<OwnedFd>,
-    copy: Option<(i32, bool)>,
-) -> Result<Believed, Failed> {
-    let invalid = |what: String| Failed::After(io::Error::new(io::ErrorKind::InvalidData, what));
-    let pid = match answer {
-        Answer::Started(pid) | Answer::Failed { pid, .. } => pid,
-        Answer::NotForked(errno) if copy.is_none() => return Ok(Believed::NotForked(errno)),
-        Answer::NotForked(_) => return Err(invalid("not forked, yet a fork was made".into())),
-    };
-    let Some((copy, proven)) = copy.filter(|&(copy, _)| copy == pid) else {
-        return Err(invalid(format!("pid {pid} is not the fork that was made")));
-    };
-    // A failed step's process is reaped by its pid: only one proven ours.
-    if let (Answer::Failed { .. }, false) = (&answer, proven) {
-        return Err(invalid(format!("failed fork {copy} without a pidfd of it")));
-    }
-    if handoff::parent_of(pid) != Some(std::process::id() as i32) {
-        return Err(invalid(format!("pid {pid} is not our child")));
-    }
-    if let Answer::Failed { errno, .. } = answer {
-        return Ok(Believed::Failed { pid, errno });
-    }
-    let mut proof = proof.into_iter();
-    match (proof.next(), proof.next()) {
-        (Some(pidfd), None) if os::pidfd_pid(pidfd.as_fd()) == Some(pid) => {
-            Ok(Believed::Started(pid, pidfd))
-        }
-        _ => Err(invalid(format!("pid {pid} without the pidfd of the fork that made it"))),
-    }
-}
-
-/// Waits up to [`ANSWER_WAIT`] for child `pid` to exit, and reaps it;
-/// false if it lives on.
-fn exits_in_time(pid: i32) -> bool {
-    let Some(pidfd) = os::pidfd_open(pid) else {
-        // Gone already (reaped), or a kernel without pidfds: reap, or not.
-        return os::reap(pid).is_some() || !os::exists(pid);
-    };
-    if !readable_within(pidfd.as_fd(), ANSWER_WAIT) {
-        return false;
-    }
-    os::reap(pid);
-    true
-}
-
-/// Waits until `fd` is readable (or hung up), up to `wait`, whatever
-/// signals interrupt the wait: the spawner thread is the parent of every
-/// worker, and gets their SIGCHLD.
-fn readable_within(fd: BorrowedFd<'_>, wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if os::ready(&[fd], PollFlags::POLLIN, left) {
-            return true;
-        }
-        if left.is_zero() {
-            return false;
-        }
-    }
 }
 
 impl Template {
@@ -419,22 +298,30 @@ impl Template {
                 return Err(failed(copy, e));
             }
             let mut packet = [0u8; 64];
-            let (len, mut proof) = match template::receive(control, &mut packet) {
+            let died = || io::Error::new(io::ErrorKind::UnexpectedEof, Died);
+            let (len, mut proof, cut) = match template::receive_cut(control, &mut packet) {
                 Ok(Some(received)) => received,
-                // Gone: a fork it made said so first, if there is one.
-                Ok(None) => {
-                    return Err(failed(copy, io::Error::new(io::ErrorKind::UnexpectedEof, Died)))
+                // Gone: a fork it made said so first, if there is one. Gone
+                // with the request unread, it resets the exchange.
+                Ok(None) => return Err(failed(copy, died())),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) => {
+                    return Err(failed(copy, died()))
                 }
                 Err(e) => return Err(failed(copy, e)),
             };
             let packet = &packet[..len];
             match (template::copy_named(packet), &copy) {
                 (Some(pid), None) if proof.len() <= 1 => {
-                    copy = Some(Copy { pid, pidfd: proof.pop() })
+                    copy = Some(Copy { pid, pidfd: proof.pop(), cut })
                 }
                 (Some(_), _) => {
                     let e = io::Error::new(io::ErrorKind::InvalidData, "a second fork");
                     return Err(failed(copy, e));
+                }
+                // Its pidfd not installed: this process is out of
+                // descriptors, not the template at fault.
+                (None, _) if cut => {
+                    return Err(failed(copy, io::Error::from_raw_os_error(libc::ENOBUFS)))
                 }
                 (None, _) => match Answer::decode(packet) {
                     Some(answer) => return Ok((answer, proof, copy)),
