@@ -55,6 +55,18 @@ pub(crate) fn pidfd_pid_read(fd: BorrowedFd<'_>) -> std::io::Result<Option<i32>>
     Ok(proc_field(&info?, "Pid:").filter(|&pid| pid > 0))
 }
 
+/// Whether the process pidfd `fd` names is a child of this process not
+/// reaped yet, asked of the kernel (no descriptor needed).
+pub(crate) fn pidfd_child(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: zeroed is a valid siginfo_t; waitid only writes it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    let id = fd.as_raw_fd() as libc::id_t;
+    // SAFETY: a pidfd, a pointer to our siginfo, flags that neither block
+    // nor reap.
+    unsafe { libc::waitid(libc::P_PIDFD, id, &mut info, flags) == 0 }
+}
+
 /// Whether `pid` is a child of this process not reaped yet (so its pid
 /// is its own), asked of the kernel: no descriptor needed, as `/proc` is.
 pub(crate) fn unreaped_child(pid: i32) -> bool {

@@ -187,19 +187,25 @@ pub(crate) fn receive(
 ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     match receive_cut(sock, buf)? {
         Some((_, _, true)) => Err(io::Error::new(io::ErrorKind::InvalidData, "a packet cut short")),
+        Some((_, fds, _)) if fds.len() > FDS => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, "too many descriptors"))
+        }
         received => Ok(received.map(|(len, fds, _)| (len, fds))),
     }
 }
 
-/// [`receive`], a packet cut short given as it came, said so (`true`):
-/// one whose descriptor could not be installed (this process at its
-/// limit of descriptors) still says what it says. What descriptors of a
-/// cut packet the kernel did install are not known, and stay open.
+/// [`receive`], a packet whose descriptors were cut given as it came,
+/// said so (`true`): one whose descriptor could not be installed (this
+/// process at its limit of descriptors) still says what it says. Room is
+/// made for many more descriptors than any packet carries, so that one
+/// sent too many is read whole (its descriptors closed by the caller);
+/// what the kernel installed of a cut one is not known, and stays open.
+/// A packet longer than `buf` is an error.
 pub(crate) fn receive_cut(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<Option<(usize, Vec<OwnedFd>, bool)>> {
-    let mut space = nix::cmsg_space!([RawFd; FDS]);
+    let mut space = nix::cmsg_space!([RawFd; 64]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = loop {
         let flags = MsgFlags::MSG_CMSG_CLOEXEC;
@@ -217,7 +223,10 @@ pub(crate) fn receive_cut(
             fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
         }
     }
-    let cut = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "a packet too long"));
+    }
+    let cut = msg.flags.contains(MsgFlags::MSG_CTRUNC);
     let len = msg.bytes;
     if len == 0 && fds.is_empty() && !cut {
         return Ok(None);

@@ -236,6 +236,52 @@ pub fn run_if_fake_template() {
                 send(&answer.concat()).unwrap();
             }
         }
+        // As `failed-sibling`, its `copy:` packet sent with five
+        // descriptors: more than the parent's room for four, so the
+        // parent's read of it is cut (MSG_CTRUNC), as when the parent is
+        // out of descriptors.
+        "cut-failed-sibling" => {
+            send(b"AWWFORK2ready").unwrap();
+            let sibling: u32 = std::env::var("AWW_FAKE_SIBLING").unwrap().parse().unwrap();
+            let fds = [0, 0, 0, 0, 0];
+            let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            while receive() > 0 {
+                let copy = copy_packet(sibling);
+                sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&copy)], &rights, MsgFlags::empty(), None)
+                    .unwrap();
+                let answer = [&b"AWWFORK2"[..], &(sibling as i32).to_le_bytes(), &1i32.to_le_bytes()];
+                send(&answer.concat()).unwrap();
+            }
+        }
+        // Answers `Started` naming the process in `AWW_FAKE_SIBLING`, no
+        // `copy:` packet, with a pidfd of it it opened itself
+        // (pidfd_open needs no privilege).
+        "pidfd-sibling" => {
+            send(b"AWWFORK2ready").unwrap();
+            let sibling: u32 = std::env::var("AWW_FAKE_SIBLING").unwrap().parse().unwrap();
+            while receive() > 0 {
+                // SAFETY: pidfd_open of a pid, no flags.
+                let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, sibling as i32, 0) } as i32;
+                assert!(pidfd >= 0);
+                let answer = [&b"AWWFORK2"[..], &(sibling as i32).to_le_bytes(), &[0; 4]].concat();
+                let rights = [nix::sys::socket::ControlMessage::ScmRights(&[pidfd][..])];
+                sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&answer)], &rights, MsgFlags::empty(), None)
+                    .unwrap();
+            }
+        }
+        // Answers every request with five descriptors, more than the
+        // parent has room for: its read is cut (MSG_CTRUNC) though it has
+        // descriptors to spare.
+        "cut-answer" => {
+            send(b"AWWFORK2ready").unwrap();
+            let fds = [0, 0, 0, 0, 0];
+            let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+            while receive() > 0 {
+                let answer = [&b"AWWFORK2"[..], &0i32.to_le_bytes(), &1i32.to_le_bytes()].concat();
+                sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&answer)], &rights, MsgFlags::empty(), None)
+                    .unwrap();
+            }
+        }
         // Reads the request, then dies without answering (as one the OOM
         // killer takes; see `fork_state.rs`).
         "dies" => {

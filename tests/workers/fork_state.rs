@@ -21,6 +21,9 @@ pub fn trials() -> Vec<Trial> {
         fork_state::a_failed_fork_never_reaps_a_child_not_the_templates,
         fork_state::a_template_killed_with_the_request_unread_costs_no_start,
         fork_state::a_moment_at_the_descriptor_limit_does_not_end_the_fork_server,
+        fork_state::a_cut_copy_packet_never_kills_a_child_not_the_templates,
+        fork_state::a_pidfd_the_template_opened_never_makes_anothers_child_a_worker,
+        fork_state::a_template_that_sends_too_many_descriptors_is_refused_and_leaks_none,
     ]
 }
 
@@ -33,6 +36,9 @@ pub fn roles() -> Vec<Trial> {
         fork_state::failed_sibling_role,
         fork_state::unread_request_role,
         fork_state::descriptor_limit_role,
+        fork_state::cut_sibling_role,
+        fork_state::pidfd_sibling_role,
+        fork_state::cut_answer_role,
     ]
 }
 
@@ -259,7 +265,8 @@ pub fn failed_sibling_role() {
     });
 }
 
-/// A worker started from `tag`'s template, online, or why it was given up.
+/// A worker started from `tag`'s template, online, or why it was given up
+/// or ended (its link failing, say, at the descriptor limit).
 async fn tried(tag: &str) -> Result<(Addr<Worker<Test>>, Events<Test>, u32), String> {
     let (rec, mut events) = events::<Test>();
     let worker = builder(rec)
@@ -276,6 +283,7 @@ async fn tried(tag: &str) -> Result<(Addr<Worker<Test>>, Events<Test>, u32), Str
                 other => panic!("{other:?}"),
             },
             Event::GaveUp(g) => return Err(g.reason),
+            Event::Exit(status) => return Err(format!("ended: {status:?}")),
             _ => continue,
         }
     }
@@ -375,5 +383,107 @@ pub fn descriptor_limit_role() {
         println!("FORK_STATE free {free}: the start {what}; later forked {later:?}");
         assert!(later.iter().all(|&f| f), "the fork server ended for good: {later:?}");
         assert!(clean, "children of ours left: {:?}", children());
+    });
+}
+
+/// A template whose `copy:` packet names the application's own child,
+/// sent with more descriptors than a packet carries, then `Failed` for it:
+/// the parent neither signals nor reaps that child (never by a bare pid).
+/// Before: taken for a fork whose pidfd was cut, it was killed and reaped
+/// (from the review of `c9c094a`).
+pub fn a_cut_copy_packet_never_kills_a_child_not_the_templates() {
+    isolated("fork_state::cut_sibling_role");
+}
+
+/// A template that answers `Started` with the pid of the application's
+/// own child, no `copy:` packet, and a pidfd of it that it opened itself:
+/// that child is not taken for a worker (signalled, reaped). Before, a
+/// `Started` without the fork's own word was believed on its pidfd (from
+/// the review of `c9c094a`).
+pub fn a_pidfd_the_template_opened_never_makes_anothers_child_a_worker() {
+    isolated("fork_state::pidfd_sibling_role");
+}
+
+async fn own_child_survives(fake: &'static str) {
+    let mut own = std::process::Command::new("sleep").arg("2").spawn().unwrap();
+    let (rec, mut events) = events::<Test>();
+    let _worker = builder(rec)
+        .env(FAKE, fake)
+        .env("AWW_FAKE_SIBLING", own.id().to_string())
+        .restart(fast(Restart::Never))
+        .start_method(StartMethod::ForkServer)
+        .start()
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            match events.next().await {
+                Event::Online => continue,
+                Event::GaveUp(g) => break Err(g.reason),
+                Event::Exit(e) => break Ok(format!("exited {e:?}")),
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    println!("FORK_STATE {fake}: {outcome:?}");
+    let waited = own.wait();
+    println!("FORK_STATE {fake}: the application's own: {waited:?}");
+    assert!(waited.as_ref().is_ok_and(|s| s.success()), "the application's own: {waited:?}");
+}
+
+pub fn cut_sibling_role() {
+    run(own_child_survives("cut-failed-sibling"));
+}
+
+pub fn pidfd_sibling_role() {
+    run(own_child_survives("pidfd-sibling"));
+}
+
+/// A template whose every answer carries five descriptors (more than a
+/// packet may carry, the parent with descriptors to spare) is a template
+/// at fault: refused, not made again at each start, and the descriptors
+/// it sent do not stay here. Before: taken for a shortage, a new template
+/// each start, each failing, 4 descriptors kept each time (16 -> 36; from
+/// the review of `c9c094a`).
+pub fn a_template_that_sends_too_many_descriptors_is_refused_and_leaks_none() {
+    isolated("fork_state::cut_answer_role");
+}
+
+pub fn cut_answer_role() {
+    run(async {
+        let start = || async {
+            let (rec, mut events) = events::<Test>();
+            let worker = builder(rec)
+                .env(FAKE, "cut-answer")
+                .restart(fast(Restart::Never))
+                .start_method(StartMethod::ForkServer)
+                .start()
+                .unwrap();
+            worker.post(Cmd::Pid);
+            let met = loop {
+                match events.next().await {
+                    Event::Message(m) => match m.data {
+                        Reply::Pid(pid) => break Ok(pid),
+                        other => panic!("{other:?}"),
+                    },
+                    Event::GaveUp(g) => break Err(g.reason),
+                    _ => continue,
+                }
+            };
+            if met.is_ok() {
+                ended(worker, events).await;
+            }
+            met
+        };
+        let _ = start().await;
+        let before = open_fds();
+        let mut met = Vec::new();
+        for _ in 0..5 {
+            met.push(start().await.map(forked));
+        }
+        let after = open_fds();
+        println!("FORK_STATE cut-answer: {met:?}; descriptors {before} -> {after}");
+        assert!(met.iter().all(|m| matches!(m, Ok(false))), "exec'd, the template refused: {met:?}");
+        assert!(after <= before + 2, "descriptors leaked: {before} -> {after}");
     });
 }

@@ -53,7 +53,8 @@ use nix::sys::socket::{socketpair, AddressFamily, Shutdown, SockFlag, SockType};
 use super::inherited::Inherited;
 use super::plan::{above_stdio, dev_null, Exec, Plan};
 use super::verdict::{
-    believed, exits_in_time, readable_within, scarce, Believed, Copy, Failed, ANSWER_WAIT,
+    believed, exits_in_time, readable_within, scarce, short_of_descriptors, Believed, Copy, Failed,
+    ANSWER_WAIT,
 };
 use crate::handoff::template::{self, Answer, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
 use crate::os;
@@ -128,21 +129,21 @@ pub(super) fn start(
     fds: &[RawFd],
     exec: fn(Plan) -> io::Result<u32>,
 ) -> Option<io::Result<(u32, OwnedFd)>> {
-    let inherited = Inherited::now();
+    // Too short of descriptors to tell what a worker would inherit: this
+    // one is exec'd (a template of before a change must not fork it).
+    let inherited = Inherited::now()?;
     TEMPLATES.with_borrow_mut(|templates| {
         // Templates that died since (killed, or a fault), and those whose
         // workers would not inherit what the parent's do now (it changed
         // its user or its directory since, say): reaped now, and made
         // again at their command's next start.
-        // (A snapshot this process was too short to take changes nothing.)
-        let changed = |t: &Template| inherited.as_ref().is_some_and(|now| *now != t.inherited);
-        let stale = |t: &Template| t.exited() || changed(t);
+        let stale = |t: &Template| t.exited() || t.inherited != inherited;
         templates.retain(|(_, known)| !matches!(known, Known::Serving(t) if stale(t)));
         let at = match templates.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
             None if templates.len() >= MAX_TEMPLATES => return None,
             None => {
-                let known = match Template::start(&command, exec, inherited.unwrap_or_default()) {
+                let known = match Template::start(&command, exec, inherited) {
                     Ok(template) => Known::Serving(template),
                     // This process short of descriptors or memory: exec'd,
                     // and tried again at the next start.
@@ -310,18 +311,20 @@ impl Template {
                 Err(e) => return Err(failed(copy, e)),
             };
             let packet = &packet[..len];
+            // Descriptors cut: this process out of them (a shortage), or a
+            // template that sent more than a packet may carry.
+            if cut || proof.len() > 1 {
+                let e = match cut && short_of_descriptors(control) {
+                    true => io::Error::from_raw_os_error(libc::ENOBUFS),
+                    false => io::Error::new(io::ErrorKind::InvalidData, "too many descriptors"),
+                };
+                return Err(failed(copy, e));
+            }
             match (template::copy_named(packet), &copy) {
-                (Some(pid), None) if proof.len() <= 1 => {
-                    copy = Some(Copy { pid, pidfd: proof.pop(), cut })
-                }
+                (Some(pid), None) => copy = Some(Copy { pid, pidfd: proof.pop() }),
                 (Some(_), _) => {
                     let e = io::Error::new(io::ErrorKind::InvalidData, "a second fork");
                     return Err(failed(copy, e));
-                }
-                // Its pidfd not installed: this process is out of
-                // descriptors, not the template at fault.
-                (None, _) if cut => {
-                    return Err(failed(copy, io::Error::from_raw_os_error(libc::ENOBUFS)))
                 }
                 (None, _) => match Answer::decode(packet) {
                     Some(answer) => return Ok((answer, proof, copy)),

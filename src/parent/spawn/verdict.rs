@@ -41,9 +41,6 @@ pub(super) enum Believed {
 pub(super) struct Copy {
     pub(super) pid: i32,
     pub(super) pidfd: Option<OwnedFd>,
-    /// Its pidfd was sent but could not be installed here (this process
-    /// at its limit of descriptors).
-    pub(super) cut: bool,
 }
 
 impl Copy {
@@ -56,28 +53,20 @@ impl Copy {
     }
 
     /// Ends the fork and reaps it, within a bound: its template failed
-    /// (died, or answered what it must not). Only a child of ours, named
-    /// by its pidfd: no other process is signalled or reaped.
-    ///
-    /// This process out of descriptors (its pidfd sent but cut, or which
-    /// process it names unreadable), the fork is taken on its pid, if a
-    /// child of ours: one not reaped yet keeps its pid. (Asked of the
-    /// kernel: `/proc` needs a descriptor.)
+    /// (died, or answered what it must not). Only through the pidfd it
+    /// sent, naming a child of ours: never by a bare pid, and no other
+    /// process is signalled or reaped. This process too short of
+    /// descriptors to read which process the pidfd names, the kernel says
+    /// whether it is a child of ours (`waitid`); a fork whose pidfd could
+    /// not be installed at all is left, a zombie until the parent exits.
     pub(super) fn end(self) {
-        let on_its_pid = match self.proven() {
-            Ok(true) => false,
-            Ok(false) if !self.cut => return,
-            _ => true,
+        let Some(fd) = &self.pidfd else { return };
+        let ours = match self.proven() {
+            Ok(ours) => ours,
+            Err(e) if scarce(&e) => os::pidfd_child(fd.as_fd()),
+            Err(_) => false,
         };
-        if on_its_pid && !os::unreaped_child(self.pid) {
-            return;
-        }
-        match (&self.pidfd, on_its_pid) {
-            (Some(fd), false) => drop(os::pidfd_kill(fd.as_fd())),
-            _ => drop(nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), os::SIGKILL)),
-        }
-        if !exits_in_time(self.pid) {
-            // Killed, it ends: reaped now, whatever the wait said.
+        if ours && os::pidfd_kill(fd.as_fd()) && readable_within(fd.as_fd(), ANSWER_WAIT) {
             os::reap(self.pid);
         }
     }
@@ -120,13 +109,12 @@ fn judged(
     };
     // A fork killed before it could say so is a worker that died: its
     // template's answer, with the pidfd its fork made, stands alone.
-    match (copy, &answer) {
-        (Some((copy, _)), _) if copy != pid => {
-            return Err(invalid(format!("pid {pid} is not the fork that was made")));
-        }
-        (_, Answer::Started(_)) | (Some((_, true)), _) => {}
-        // A failed step's process is reaped by its pid: only one proven ours.
-        _ => return Err(invalid(format!("failed fork {pid} without a pidfd of it"))),
+    let Some((copy, proven)) = copy.filter(|&(copy, _)| copy == pid) else {
+        return Err(invalid(format!("pid {pid} is not the fork that was made")));
+    };
+    // A failed step's process is reaped by its pid: only one proven ours.
+    if let (Answer::Failed { .. }, false) = (&answer, proven) {
+        return Err(invalid(format!("failed fork {copy} without a pidfd of it")));
     }
     if !os::unreaped_child(pid) {
         return Err(invalid(format!("pid {pid} is not our child")));
@@ -146,6 +134,17 @@ fn judged(
         (_, _, Some(Err(e))) if scarce(&e) => Err(Failed::After(e)),
         _ => Err(invalid(format!("pid {pid} without the pidfd of the fork that made it"))),
     }
+}
+
+/// Whether this process is out of descriptors now: `fd` cannot be
+/// duplicated for want of one.
+pub(super) fn short_of_descriptors(fd: BorrowedFd<'_>) -> bool {
+    match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0)) {
+        // SAFETY: the duplicate just made, ours alone.
+        Ok(dup) => drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) }),
+        Err(e) => return matches!(e, nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE),
+    }
+    false
 }
 
 /// Whether `e` says this process ran short (of descriptors, of memory),
