@@ -58,24 +58,30 @@ pub(crate) fn pidfd_pid_read(fd: BorrowedFd<'_>) -> std::io::Result<Option<i32>>
 /// Whether the process pidfd `fd` names is a child of this process not
 /// reaped yet, asked of the kernel (no descriptor needed).
 pub(crate) fn pidfd_child(fd: BorrowedFd<'_>) -> bool {
-    // SAFETY: zeroed is a valid siginfo_t; waitid only writes it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-    let id = fd.as_raw_fd() as libc::id_t;
-    // SAFETY: a pidfd, a pointer to our siginfo, flags that neither block
-    // nor reap.
-    unsafe { libc::waitid(libc::P_PIDFD, id, &mut info, flags) == 0 }
+    unreaped(libc::P_PIDFD, fd.as_raw_fd() as libc::id_t)
 }
 
 /// Whether `pid` is a child of this process not reaped yet (so its pid
 /// is its own), asked of the kernel: no descriptor needed, as `/proc` is.
 pub(crate) fn unreaped_child(pid: i32) -> bool {
+    pid > 0 && unreaped(libc::P_PID, pid as libc::id_t)
+}
+
+/// Whether `waitid` finds the child `id` (a pid or a pidfd, as `idtype`
+/// says) among this process's, without waiting and without reaping it.
+fn unreaped(idtype: libc::idtype_t, id: libc::id_t) -> bool {
     // SAFETY: zeroed is a valid siginfo_t; waitid only writes it.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-    // SAFETY: a pid, a pointer to our siginfo, flags that neither block
-    // nor reap.
-    pid > 0 && unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) } == 0
+    // SAFETY: an id of `idtype`, a pointer to our siginfo, flags that
+    // neither block nor reap.
+    unsafe { libc::waitid(idtype, id, &mut info, flags) == 0 }
+}
+
+/// Whether `e` says this process ran short (of descriptors, of memory):
+/// nothing a peer or a template did.
+pub(crate) fn scarce(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// The value of the line `name` (`"Pid:"`, `"Threads:"`) of a `/proc`

@@ -72,7 +72,7 @@ impl Inherited {
                     snap.extend_from_slice(path.as_os_str().as_bytes());
                     snap.push(b'\n');
                 }
-                Err(e) if short(e) => return None,
+                Err(e) if crate::os::scarce(e) => return None,
                 Err(_) => {}
             }
         }
@@ -90,14 +90,9 @@ fn read_into(path: &str, buf: &mut Vec<u8>) -> Option<bool> {
     buf.clear();
     match std::fs::File::open(path).and_then(|mut file| file.read_to_end(buf)) {
         Ok(_) => Some(true),
-        Err(e) if short(&e) => None,
+        Err(e) if crate::os::scarce(&e) => None,
         Err(_) => Some(false),
     }
-}
-
-/// Whether `e` says this process is short of descriptors or memory.
-fn short(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM))
 }
 
 #[cfg(test)]

@@ -34,11 +34,11 @@
 //! fails that start (a typed error, `Event::GaveUp`) and is not asked
 //! again. One that dies is reaped at the next start, which makes a new
 //! one; one that dies with a request has that start exec'd, with new
-//! descriptors (`spawn.rs`). A template serves while the parent's
-//! user, directory and what else its children inherit are as they were
-//! when it started (`inherited.rs`); else it is let go and a new one made. Every wait is bounded, and none
-//! ends early for a signal (the spawner thread gets every worker's
-//! SIGCHLD).
+//! descriptors (`spawn.rs`). A template serves while the parent's user,
+//! directory and what else its children inherit are as they were when
+//! it started (`inherited.rs`); else it is let go and a new one made.
+//! Every wait is bounded, and none ends early for a signal (the spawner
+//! thread gets every worker's SIGCHLD).
 //!
 //! [`StartMethod::ForkServer`]: crate::parent::start_method::StartMethod::ForkServer
 
@@ -53,7 +53,7 @@ use nix::sys::socket::{socketpair, AddressFamily, Shutdown, SockFlag, SockType};
 use super::inherited::Inherited;
 use super::plan::{above_stdio, dev_null, Exec, Plan};
 use super::verdict::{
-    believed, exits_in_time, readable_within, scarce, short_of_descriptors, Believed, Copy, Failed,
+    believed, exits_in_time, readable_within, short_of_descriptors, Believed, Copy, Failed,
     ANSWER_WAIT,
 };
 use crate::handoff::template::{self, Answer, Request, ENV_TEMPLATE, MAGIC, READY, REFUSED};
@@ -147,7 +147,7 @@ pub(super) fn start(
                     Ok(template) => Known::Serving(template),
                     // This process short of descriptors or memory: exec'd,
                     // and tried again at the next start.
-                    Err(why) if scarce(&why) => return None,
+                    Err(why) if os::scarce(&why) => return None,
                     Err(why) => {
                         let program = command.path.to_string_lossy();
                         tracing::info!(%program, %why, "no fork server: its workers are exec'd");
@@ -187,7 +187,7 @@ pub(super) fn start(
             }
             Err(Failed::After(e)) => {
                 tracing::warn!(error = %e, "the fork server failed during a start");
-                if e.kind() == io::ErrorKind::UnexpectedEof || scarce(&e) {
+                if e.kind() == io::ErrorKind::UnexpectedEof || os::scarce(&e) {
                     // It died, or this process ran short: the next start
                     // makes a new one.
                     templates.swap_remove(at);

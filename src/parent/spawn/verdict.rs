@@ -63,7 +63,7 @@ impl Copy {
         let Some(fd) = &self.pidfd else { return };
         let ours = match self.proven() {
             Ok(ours) => ours,
-            Err(e) if scarce(&e) => os::pidfd_child(fd.as_fd()),
+            Err(e) if os::scarce(&e) => os::pidfd_child(fd.as_fd()),
             Err(_) => false,
         };
         if ours && os::pidfd_kill(fd.as_fd()) && readable_within(fd.as_fd(), ANSWER_WAIT) {
@@ -107,8 +107,8 @@ fn judged(
         Answer::NotForked(errno) if copy.is_none() => return Ok(Believed::NotForked(errno)),
         Answer::NotForked(_) => return Err(invalid("not forked, yet a fork was made".into())),
     };
-    // A fork killed before it could say so is a worker that died: its
-    // template's answer, with the pidfd its fork made, stands alone.
+    // The fork must have said so itself: a template's answer alone (a
+    // pidfd it may have opened of any process) names no fork.
     let Some((copy, proven)) = copy.filter(|&(copy, _)| copy == pid) else {
         return Err(invalid(format!("pid {pid} is not the fork that was made")));
     };
@@ -131,7 +131,7 @@ fn judged(
         }
         // This process out of descriptors: nothing held against the
         // template.
-        (_, _, Some(Err(e))) if scarce(&e) => Err(Failed::After(e)),
+        (_, _, Some(Err(e))) if os::scarce(&e) => Err(Failed::After(e)),
         _ => Err(invalid(format!("pid {pid} without the pidfd of the fork that made it"))),
     }
 }
@@ -145,12 +145,6 @@ pub(super) fn short_of_descriptors(fd: BorrowedFd<'_>) -> bool {
         Err(e) => return matches!(e, nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE),
     }
     false
-}
-
-/// Whether `e` says this process ran short (of descriptors, of memory),
-/// not that a template is at fault: nothing is held against it.
-pub(super) fn scarce(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Waits up to [`ANSWER_WAIT`] for child `pid` to exit, and reaps it;
