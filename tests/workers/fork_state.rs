@@ -42,14 +42,50 @@ pub fn roles() -> Vec<Trial> {
     ]
 }
 
-/// A worker started with `method`, online: its address, events and pid.
-async fn started(method: StartMethod, tag: &str) -> (Addr<Worker<Test>>, Events<Test>, u32) {
+/// A worker, its events and its pid.
+type Online = (Addr<Worker<Test>>, Events<Test>, u32);
+
+/// A worker started with `method`, online, its template tagged `tag`.
+async fn started(method: StartMethod, tag: &str) -> Online {
+    let online = tried_by(method, &[("AWW_TEMPLATE_TEST", tag)]).await;
+    online.unwrap_or_else(|why| panic!("not online: {why}"))
+}
+
+/// A worker started by the fork server with the variables `env`, online,
+/// or why it was given up or ended (its link failing, say, at the
+/// descriptor limit).
+async fn tried(env: &[(&str, &str)]) -> Result<Online, String> {
+    tried_by(StartMethod::ForkServer, env).await
+}
+
+/// [`tried`], started with `method`.
+async fn tried_by(method: StartMethod, env: &[(&str, &str)]) -> Result<Online, String> {
     let (rec, mut events) = events::<Test>();
-    let worker =
-        builder(rec).env("AWW_TEMPLATE_TEST", tag).start_method(method).start().unwrap();
+    let builder = env.iter().fold(builder(rec), |b, &(key, value)| b.env(key, value));
+    let worker = builder.start_method(method).start().unwrap();
     worker.post(Cmd::Pid);
-    let Reply::Pid(pid) = events.message().await.data else { panic!("a pid") };
-    (worker, events, pid)
+    loop {
+        match events.next().await {
+            Event::Message(m) => match m.data {
+                Reply::Pid(pid) => return Ok((worker, events, pid)),
+                other => panic!("{other:?}"),
+            },
+            Event::GaveUp(g) => return Err(g.reason),
+            Event::Exit(status) => return Err(format!("ended: {status:?}")),
+            _ => continue,
+        }
+    }
+}
+
+/// A template of this process's, tagged `name`, serving: its tag, and its
+/// pid (it forked a first worker, which has ended).
+async fn serving(name: &str) -> (String, u32) {
+    let tag = format!("{name}-{}", std::process::id());
+    let (first, first_events, first_pid) = started(StartMethod::ForkServer, &tag).await;
+    assert!(forked(first_pid));
+    let template = templates(&format!("AWW_TEMPLATE_TEST={tag}"), &[first_pid])[0];
+    ended(first, first_events).await;
+    (tag, template)
 }
 
 /// Ends a worker and waits for its exit.
@@ -144,22 +180,8 @@ pub fn a_template_that_dies_with_a_request_costs_no_start() {
 pub fn dying_template_role() {
     run(async {
         for _ in 0..2 {
-            let (rec, mut events) = events::<Test>();
-            let worker = builder(rec)
-                .env(FAKE, "dies")
-                .restart(fast(Restart::Never))
-                .start_method(StartMethod::ForkServer)
-                .start()
-                .unwrap();
-            worker.post(Cmd::Pid);
-            let outcome = loop {
-                match events.next().await {
-                    Event::Message(m) => break Ok(m.data),
-                    Event::GaveUp(g) => break Err(g.reason),
-                    _ => continue,
-                }
-            };
-            let Ok(Reply::Pid(pid)) = outcome else { panic!("given up: {outcome:?}") };
+            let met = tried(&[(FAKE, "dies")]).await;
+            let (worker, events, pid) = met.unwrap_or_else(|why| panic!("given up: {why}"));
             assert!(!forked(pid), "exec'd");
             ended(worker, events).await;
         }
@@ -184,11 +206,7 @@ pub fn killed_mid_fork_role() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     run(async {
-        let tag = format!("midfork-{}", std::process::id());
-        let (first, first_events, first_pid) = started(StartMethod::ForkServer, &tag).await;
-        assert!(forked(first_pid));
-        let template = templates(&format!("AWW_TEMPLATE_TEST={tag}"), &[first_pid])[0];
-        ended(first, first_events).await;
+        let (tag, template) = serving("midfork").await;
         // Kills the template the moment it is seen in `read` (syscall 0):
         // after its fork, before its answer.
         let (hit, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
@@ -243,50 +261,14 @@ pub fn a_failed_fork_never_reaps_a_child_not_the_templates() {
 pub fn failed_sibling_role() {
     run(async {
         let mut own = std::process::Command::new("sleep").arg("1").spawn().unwrap();
-        let (rec, mut events) = events::<Test>();
-        let _worker = builder(rec)
-            .env(FAKE, "failed-sibling")
-            .env("AWW_FAKE_SIBLING", own.id().to_string())
-            .restart(fast(Restart::Never))
-            .start_method(StartMethod::ForkServer)
-            .start()
-            .unwrap();
-        let outcome = loop {
-            match events.next().await {
-                Event::Online => break Ok(()),
-                Event::GaveUp(g) => break Err(g.reason),
-                _ => continue,
-            }
-        };
+        let own_pid = own.id().to_string();
+        let outcome = tried(&[(FAKE, "failed-sibling"), ("AWW_FAKE_SIBLING", &own_pid)]).await;
+        let outcome = outcome.map(|(.., pid)| pid);
         println!("FORK_STATE the start: {outcome:?}");
         assert!(matches!(&outcome, Err(why) if why.contains("without a pidfd")), "{outcome:?}");
         let waited = own.wait();
         assert!(waited.as_ref().is_ok_and(|s| s.success()), "the application's own: {waited:?}");
     });
-}
-
-/// A worker started from `tag`'s template, online, or why it was given up
-/// or ended (its link failing, say, at the descriptor limit).
-async fn tried(tag: &str) -> Result<(Addr<Worker<Test>>, Events<Test>, u32), String> {
-    let (rec, mut events) = events::<Test>();
-    let worker = builder(rec)
-        .env("AWW_TEMPLATE_TEST", tag)
-        .restart(fast(Restart::Never))
-        .start_method(StartMethod::ForkServer)
-        .start()
-        .unwrap();
-    worker.post(Cmd::Pid);
-    loop {
-        match events.next().await {
-            Event::Message(m) => match m.data {
-                Reply::Pid(pid) => return Ok((worker, events, pid)),
-                other => panic!("{other:?}"),
-            },
-            Event::GaveUp(g) => return Err(g.reason),
-            Event::Exit(status) => return Err(format!("ended: {status:?}")),
-            _ => continue,
-        }
-    }
 }
 
 /// The template killed while the request waits unread in its queue (it is
@@ -300,10 +282,7 @@ pub fn a_template_killed_with_the_request_unread_costs_no_start() {
 
 pub fn unread_request_role() {
     run(async {
-        let tag = format!("unread-{}", std::process::id());
-        let (first, first_events, first_pid) = started(StartMethod::ForkServer, &tag).await;
-        let template = templates(&format!("AWW_TEMPLATE_TEST={tag}"), &[first_pid])[0];
-        ended(first, first_events).await;
+        let (tag, template) = serving("unread").await;
         // Stopped, it reads nothing; killed once the request waits.
         assert!(kill(template, nix::sys::signal::Signal::SIGSTOP));
         let killer = std::thread::spawn(move || {
@@ -311,7 +290,7 @@ pub fn unread_request_role() {
             std::thread::sleep(Duration::from_millis(500));
             assert!(kill(template, nix::sys::signal::Signal::SIGKILL));
         });
-        let met = tried(&tag).await;
+        let met = tried(&[("AWW_TEMPLATE_TEST", &tag)]).await;
         killer.join().unwrap();
         let (worker, events, pid) = met.unwrap_or_else(|why| panic!("the start it met: {why}"));
         // Exec'd; or, on a machine so loaded that the kill came before the
@@ -364,7 +343,7 @@ pub fn descriptor_limit_role() {
             held.push(file);
         }
         held.truncate(held.len().saturating_sub(free));
-        let met = tried(&tag).await;
+        let met = tried(&[("AWW_TEMPLATE_TEST", &tag)]).await;
         drop(held);
         let what = match &met {
             Ok((_, _, pid)) => format!("online, forked {}", forked(*pid)),
@@ -454,28 +433,9 @@ pub fn a_template_that_sends_too_many_descriptors_is_refused_and_leaks_none() {
 pub fn cut_answer_role() {
     run(async {
         let start = || async {
-            let (rec, mut events) = events::<Test>();
-            let worker = builder(rec)
-                .env(FAKE, "cut-answer")
-                .restart(fast(Restart::Never))
-                .start_method(StartMethod::ForkServer)
-                .start()
-                .unwrap();
-            worker.post(Cmd::Pid);
-            let met = loop {
-                match events.next().await {
-                    Event::Message(m) => match m.data {
-                        Reply::Pid(pid) => break Ok(pid),
-                        other => panic!("{other:?}"),
-                    },
-                    Event::GaveUp(g) => break Err(g.reason),
-                    _ => continue,
-                }
-            };
-            if met.is_ok() {
-                ended(worker, events).await;
-            }
-            met
+            let (worker, events, pid) = tried(&[(FAKE, "cut-answer")]).await?;
+            ended(worker, events).await;
+            Ok::<_, String>(pid)
         };
         let _ = start().await;
         let before = open_fds();

@@ -268,6 +268,27 @@ fn a_request_failed_with_its_connection_before_its_push_is_not_made_again() {
     assert_eq!(never, failed_at_once, "every request queued is delivered once");
 }
 
+/// A sender whose pushes are refused as `Moved` for a while: its table's
+/// connection (what its slots are taken on) is one ahead of its outbox's,
+/// as when a connection ends between a port's `attach_on` and its
+/// `try_push_on`, until the thread returned moves the outbox's on too
+/// (after 20 ms: many tries, whatever the load).
+fn moved_for_a_while() -> (Sender, std::thread::JoinHandle<()>) {
+    let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    let table_side = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+    let _ = table_side.end_connection();
+    let pending = Arc::new(Pending::default());
+    pending.tell_through(table_side);
+    let mover = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = outbox.end_connection();
+        })
+    };
+    (Sender { outbox, pending, encoding: ENCODING }, mover)
+}
+
 /// A streamed request (a port's `ask_stream`, whose slot's `after` is the
 /// worker's count) refused as `Moved`, again and again until the outbox's
 /// connection moves on, then queued: its outcome is told once, by the
@@ -277,26 +298,10 @@ fn a_request_failed_with_its_connection_before_its_push_is_not_made_again() {
 #[test]
 fn a_streamed_request_refused_as_moved_is_told_its_outcome_once() {
     use crate::session::streams::{AfterStream, Asking};
-    let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-    // The table's connection (what its slots are taken on) one ahead of
-    // the outbox's: every try is `Moved`, as when a connection ends
-    // between a port's `attach_on` and its `try_push_on`, until the
-    // outbox's moves on too.
-    let table_side = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-    let _ = table_side.end_connection();
-    let pending = Arc::new(Pending::default());
-    pending.tell_through(table_side);
-    let sender = Sender { outbox: outbox.clone(), pending: pending.clone(), encoding: ENCODING };
+    let (sender, mover) = moved_for_a_while();
+    let pending = sender.pending.clone();
     let told = Arc::new(std::sync::Mutex::new(Vec::new()));
     let asking = Asking { id: 7, window: 1024, context: None };
-    let mover = {
-        let outbox = outbox.clone();
-        std::thread::spawn(move || {
-            // Long enough for many tries, whatever the load.
-            std::thread::sleep(Duration::from_millis(20));
-            let _ = outbox.end_connection();
-        })
-    };
     let halves = || {
         let told = told.clone();
         let after: AfterStream = Box::new(move |end| told.lock().unwrap().push(format!("{end:?}")));
@@ -339,26 +344,12 @@ impl tracing::Subscriber for Wanting {
 fn a_traced_request_made_again_after_moved_keeps_its_span() {
     let subscriber = Wanting(std::sync::atomic::AtomicU64::new(0));
     tracing::subscriber::with_default(subscriber, || {
-        let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-        // The table's connection one ahead of the outbox's: the first
-        // try is `Moved`; the outbox moves on before the second.
-        let table_side = Arc::new(Outbox::new(usize::MAX, usize::MAX));
-        let _ = table_side.end_connection();
-        let pending = Arc::new(Pending::default());
-        pending.tell_through(table_side);
-        let sender =
-            Sender { outbox: outbox.clone(), pending: pending.clone(), encoding: ENCODING };
+        let (sender, mover) = moved_for_a_while();
+        let pending = sender.pending.clone();
         pending.trace(9, tracing::info_span!("ask"));
         assert_eq!(pending.spans_kept(), 1);
         let halves = || (Box::new(Recording(9, Default::default())) as Box<dyn Slot>, ());
         let request = (encode(Codec::Bincode, Header::request(9, 1), &9u64, MAX).unwrap(), vec![]);
-        let mover = {
-            let outbox = outbox.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                outbox.end_connection()
-            })
-        };
         assert!(sender.queue_with((9, named as Naming), request, false, halves).is_ok());
         mover.join().unwrap();
         assert!(pending.contains(9), "queued once the outbox moved on");
