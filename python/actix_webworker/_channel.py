@@ -83,7 +83,7 @@ class Channel:
         while self.why is None:
             if not self.backlog:
                 try:
-                    self.backlog.extend(env.split(self.conn.read_message()))
+                    self.backlog.extend(env.split(self.conn.read_message(), self.conn.max_frame))
                 except Closed:
                     self.why = "PeerGone"
                     break

@@ -65,12 +65,12 @@ def envelope(kind: int, nfds: int = 0, fields: bytes = b"", payload: bytes = b""
     return bytes([kind, nfds]) + fields + payload
 
 
-def split(message: bytes) -> List[Message]:
+def split(message: bytes, limit: int) -> List[Message]:
     """The messages of one WebSocket message: itself, or a batch's.
 
     A batch is `9, 0`, then for each message a u32 length and the message.
     Batches do not nest, carry no descriptors of their own, and are at
-    most `MAX_BATCH` bytes."""
+    most `MAX_BATCH` bytes; each of their messages is at most `limit`."""
     if len(message) < 2:
         raise ProtocolError(f"a message of {len(message)} bytes, shorter than its header")
     kind, nfds = message[0], message[1]
@@ -91,6 +91,8 @@ def split(message: bytes) -> List[Message]:
             raise ProtocolError(f"a batch cut off inside a message of {n} bytes")
         if n < 2:
             raise ProtocolError(f"a message of {n} bytes in a batch, shorter than its header")
+        if n > limit:
+            raise ProtocolError(f"a message of {n} bytes in a batch, over the limit of {limit}")
         if inner[0] == BATCH:
             raise ProtocolError("a batch inside a batch")
         out.append((inner[0], inner[1], inner[2:]))

@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import List, Optional, Sequence
 
-from ._envelope import MAX_FDS_PER_MESSAGE, ProtocolError
+from ._envelope import BATCH, MAX_BATCH, MAX_FDS_PER_MESSAGE, ProtocolError
 
 OP_CONTINUATION = 0
 OP_TEXT = 1
@@ -121,7 +121,10 @@ class Connection:
             elif length == 127:
                 (length,) = struct.unpack(">Q", self._take(8))
             mask: Optional[bytes] = self._take(4) if b1 & 0x80 else None
-            if length > self.max_frame:
+            # A batch is taken up to MAX_BATCH whatever our limit (a writer
+            # of a larger limit batches small messages past ours); each of
+            # its messages is held to the limit (`split`).
+            if length > max(self.max_frame, MAX_BATCH):
                 raise ProtocolError(f"a frame of {length} bytes, over the limit of {self.max_frame}")
             payload = self._take(length)
             self.taken = self.consumed
@@ -140,9 +143,11 @@ class Connection:
             if opcode not in (OP_BINARY, OP_CONTINUATION):
                 raise ProtocolError(f"a frame of unknown opcode {opcode}")
             message += payload
-            if len(message) > self.max_frame:
+            if len(message) > max(self.max_frame, MAX_BATCH):
                 raise ProtocolError(f"a message over the limit of {self.max_frame} bytes")
             if fin:
+                if len(message) > self.max_frame and message[0] != BATCH:
+                    raise ProtocolError(f"a message over the limit of {self.max_frame} bytes")
                 return bytes(message)
             fragmented = True
 

@@ -12,6 +12,10 @@ from actix_webworker import _envelope as env
 from actix_webworker._envelope import ProtocolError
 
 
+# The limit of each message (64 MiB + 64), as a worker's default.
+LIMIT = (64 << 20) + 64
+
+
 def entry(message: bytes) -> bytes:
     """One message of a batch: its u32 length (little endian), then it."""
     return struct.pack("<I", len(message)) + message
@@ -23,19 +27,19 @@ def test_the_header_is_kind_then_nfds() -> None:
 
 
 def test_a_message_that_is_not_a_batch_is_itself() -> None:
-    assert env.split(b"\x02\x01{}") == [(env.POST, 1, b"{}")]
+    assert env.split(b"\x02\x01{}", LIMIT) == [(env.POST, 1, b"{}")]
 
 
 def test_a_batchs_messages_in_order() -> None:
     batch = b"\x09\x00" + entry(b"\x0d\x00") + entry(b"\x02\x00[1,2]") + entry(b"\x07\x00")
-    assert env.split(batch) == [(env.PING, 0, b""), (env.POST, 0, b"[1,2]"), (env.TERMINATE, 0, b"")]
-    assert env.split(b"\x09\x00") == []
+    assert env.split(batch, LIMIT) == [(env.PING, 0, b""), (env.POST, 0, b"[1,2]"), (env.TERMINATE, 0, b"")]
+    assert env.split(b"\x09\x00", LIMIT) == []
 
 
 def test_a_batchs_lengths_are_little_endian() -> None:
     message = b"\x02\x00" + b"7" * 300
     batch = b"\x09\x00" + b"\x2e\x01\x00\x00" + message
-    assert env.split(batch) == [(env.POST, 0, b"7" * 300)]
+    assert env.split(batch, LIMIT) == [(env.POST, 0, b"7" * 300)]
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,7 @@ def test_a_batchs_lengths_are_little_endian() -> None:
 )
 def test_a_broken_batch(message: bytes, why: str) -> None:
     with pytest.raises(ProtocolError, match=why):
-        env.split(message)
+        env.split(message, LIMIT)
 
 
 def test_the_largest_batch_a_writer_makes_is_read() -> None:
@@ -62,7 +66,7 @@ def test_the_largest_batch_a_writer_makes_is_read() -> None:
     body = b"\x02\x00" + b"x" * (env.MAX_BATCH - 2 - 4 - 2)
     batch = b"\x09\x00" + entry(body)
     assert len(batch) == env.MAX_BATCH == 2 + 64 * 1024 + 4 + 4 * 1024
-    assert env.split(batch) == [(env.POST, 0, body[2:])]
+    assert env.split(batch, LIMIT) == [(env.POST, 0, body[2:])]
 
 
 def test_requests_and_answers() -> None:

@@ -11,6 +11,7 @@ from typing import Iterator, Tuple
 
 import pytest
 
+from actix_webworker import _envelope as env
 from actix_webworker._envelope import ProtocolError
 from actix_webworker._frames import OP_PING, Closed, Connection, frame, unmask
 
@@ -107,8 +108,11 @@ def test_a_close_frame_or_the_end_of_the_stream_is_closed(pair: Pair) -> None:
         (b"\x80\x01a", "continuation frame with no message"),
         (b"\x02\x01a\x82\x01b", "a new message inside a fragmented one"),
         (b"\x83\x01a", "unknown opcode 3"),
-        # Over the limit (1 KiB + 64): refused before its payload is read.
-        (b"\x82\x7e" + struct.pack(">H", 1089), "over the limit"),
+        # Over the largest batch (a batch is taken whatever the limit):
+        # refused before its payload is read.
+        (b"\x82\x7f" + struct.pack(">Q", env.MAX_BATCH + 1), "over the limit"),
+        # Over the limit (1 KiB + 64) and no batch: refused once read.
+        (frame(b"\x02\x00" + b"m" * 1087), "over the limit"),
     ],
 )
 def test_what_the_protocol_does_not_allow(pair: Pair, wire: bytes, why: str) -> None:
@@ -123,6 +127,20 @@ def test_a_message_at_the_limit_is_read(pair: Pair) -> None:
     conn, theirs = pair
     theirs.sendall(frame(b"m" * 1088))
     assert conn.read_message() == b"m" * 1088
+
+
+def test_a_batch_over_the_limit_is_read_each_message_held_to_it(pair: Pair) -> None:
+    # A writer of a larger limit batches small messages past ours (1 KiB
+    # + 64): the batch is read, each message in it held to our limit.
+    conn, theirs = pair
+    small = b"\x02\x00" + b"s" * 100
+    batch = b"\x09\x00" + (struct.pack("<I", len(small)) + small) * 30
+    theirs.sendall(frame(batch))
+    assert env.split(conn.read_message(), conn.max_frame) == [(env.POST, 0, b"s" * 100)] * 30
+    fat = b"\x02\x00" + b"f" * 1087
+    theirs.sendall(frame(b"\x09\x00" + struct.pack("<I", len(fat)) + fat))
+    with pytest.raises(ProtocolError, match="1089 bytes in a batch, over the limit of 1088"):
+        env.split(conn.read_message(), conn.max_frame)
 
 
 def test_sends_whole_frames(pair: Pair) -> None:

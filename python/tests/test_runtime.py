@@ -83,7 +83,7 @@ def converse(*messages: bytes, answers: Mapping[str, Answer] = ANSWERS) -> List[
                 message = back.read_message()
             except Closed:
                 return said
-            kind, _nfds, rest = env.split(message)[0]
+            kind, _nfds, rest = env.split(message, back.max_frame)[0]
             if kind in (env.ANSWER, env.FAILED):
                 said.append((kind, (env.id_of(rest), decode(rest[8:]))))
             elif kind == env.REQUEST:

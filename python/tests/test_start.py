@@ -78,7 +78,7 @@ class Spawned:
         self.conn.send(env.envelope(env.HELLO, 0, fields))
 
     def read(self) -> Tuple[int, bytes]:
-        ((kind, _, rest),) = env.split(self.conn.read_message())
+        ((kind, _, rest),) = env.split(self.conn.read_message(), self.conn.max_frame)
         return kind, rest
 
     def end(self) -> Tuple[int, str]:
@@ -250,10 +250,10 @@ def test_over_tcp_the_token_comes_first(script: Path) -> None:
                 assert sock.recv(66, socket.MSG_WAITALL) == b"\x0c\x00" + token.encode()
                 conn = Connection(sock, 1 << 20, remote=True)
                 conn.send(env.hello(5, os.getpid()))
-                ((kind, _, _),) = env.split(conn.read_message())
+                ((kind, _, _),) = env.split(conn.read_message(), conn.max_frame)
                 assert kind == env.HELLO
                 conn.send(env.envelope(env.TERMINATE))
-                assert env.split(conn.read_message()) == [(env.POST, 0, b'"Closing"')]
+                assert env.split(conn.read_message(), conn.max_frame) == [(env.POST, 0, b'"Closing"')]
             _, stderr = proc.communicate(timeout=PATIENCE)
             assert proc.returncode == 0, stderr
         finally:

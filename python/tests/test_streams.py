@@ -83,7 +83,7 @@ class Parent:
     def next(self) -> Tuple[int, int, Any, int]:
         """The next message: kind, id, value, and its length."""
         message = self.conn.read_message()
-        ((kind, _, rest),) = env.split(message)
+        ((kind, _, rest),) = env.split(message, self.conn.max_frame)
         if kind == env.POST:
             return kind, -1, decode(rest), len(message)
         value = decode(rest[8:]) if len(rest) > 8 else None

@@ -13,16 +13,16 @@ use crate::error::{WireError, WorkerError};
 use crate::protocol::Codec;
 
 /// Forwards what its end receives; answers `Double`.
-struct Collect(UnboundedSender<ChannelEvent<u64>>);
+struct Collect<T: 'static = u64>(UnboundedSender<ChannelEvent<T>>);
 
-impl Actor for Collect {
+impl<T: Unpin + 'static> Actor for Collect<T> {
     type Context = Context<Self>;
 }
 
-impl Handler<ChannelEvent<u64>> for Collect {
+impl<T: Unpin + Send + 'static> Handler<ChannelEvent<T>> for Collect<T> {
     type Result = ();
 
-    fn handle(&mut self, event: ChannelEvent<u64>, _: &mut Context<Self>) {
+    fn handle(&mut self, event: ChannelEvent<T>, _: &mut Context<Self>) {
         let _ = self.0.send(event);
     }
 }
@@ -43,17 +43,18 @@ impl Handler<Double> for Collect {
     }
 }
 
-fn collector() -> (Addr<Collect>, UnboundedReceiver<ChannelEvent<u64>>) {
+fn collector<T: Unpin + Send + 'static>() -> (Addr<Collect<T>>, UnboundedReceiver<ChannelEvent<T>>)
+{
     let (tx, rx) = unbounded_channel();
     (Collect(tx).start(), rx)
 }
 
-async fn next(rx: &mut UnboundedReceiver<ChannelEvent<u64>>) -> ChannelEvent<u64> {
+async fn next<T: 'static>(rx: &mut UnboundedReceiver<ChannelEvent<T>>) -> ChannelEvent<T> {
     let got = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
     got.expect("an event in time").expect("an event")
 }
 
-async fn closed(rx: &mut UnboundedReceiver<ChannelEvent<u64>>) -> super::ChannelClosed {
+async fn closed<T: 'static>(rx: &mut UnboundedReceiver<ChannelEvent<T>>) -> super::ChannelClosed {
     loop {
         if let ChannelEvent::Closed(closed) = next(rx).await {
             return closed;
@@ -181,5 +182,46 @@ fn a_peer_gone_counts_each_unsent_post_of_a_run() {
         assert_eq!(closed.sent, N);
         assert_eq!(closed.why, CloseReason::PeerGone);
         assert_eq!(closed.delivered(), 0, "nothing was read: {closed:?}");
+    });
+}
+
+/// Two ends of different limits: the first takes messages of up to 64
+/// bytes, the second keeps the crate's. Small posts from the second go
+/// in batches far larger than 64 bytes, each message in them within both
+/// limits: the first end reads them all (before: the batch was refused as
+/// too large and the channel broke at the first one).
+#[test]
+fn ends_of_different_limits_carry_small_posts_in_batches() {
+    actix::System::new().block_on(async {
+        let (one, two) = MessageChannel::<u64, u64>::new().unwrap();
+        let ((a, mut a_rx), (b, mut b_rx)) = (collector(), collector());
+        let small = ChannelOptions::default().max_message_size(64);
+        let one = one.opening(a).options(small).open();
+        let two = two.open(b);
+        const N: u64 = 4000;
+        for n in 0..N {
+            two.post(n).unwrap();
+        }
+        for n in 0..N {
+            match next(&mut a_rx).await {
+                ChannelEvent::Message(msg) => assert_eq!(msg.data, n),
+                other => panic!("after {n} of {N}: {other:?}"),
+            }
+        }
+        // A message over the first end's limit still breaks it.
+        let (big_one, big_two) = MessageChannel::<u64, Vec<u8>>::new().unwrap();
+        let (c, mut c_rx) = collector::<Vec<u8>>();
+        big_one.opening(c).options(small).open();
+        let (d, _d_rx) = collector::<u64>();
+        let big_two = big_two.open(d);
+        big_two.post(vec![1u8; 200]).unwrap();
+        let broken = closed(&mut c_rx).await;
+        assert!(
+            matches!(broken.why, CloseReason::Broken(WireError::TooLarge { limit: 64, .. })),
+            "{broken:?}"
+        );
+        one.close();
+        let (a_closed, b_closed) = (closed(&mut a_rx).await, closed(&mut b_rx).await);
+        assert_eq!((a_closed.received, b_closed.sent, b_closed.delivered()), (N, N, N));
     });
 }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
-use actix_webworker::{Event, WireError, WorkerAddrExt};
+use actix_webworker::{Event, Limits, WireError, WorkerAddrExt};
 use libtest_mimic::Trial;
 
 use crate::common::*;
@@ -22,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
         hostile::other_protocol_version,
         hostile::batch_with_an_entry_cut_short,
         hostile::batch_inside_a_batch,
+        hostile::a_batch_entry_over_the_message_limit,
         hostile::undecodable_payload_leaves_the_connection_up,
         hostile::claimed_descriptors_that_never_came,
         hostile::descriptors_no_message_claims_are_reported_and_closed,
@@ -230,6 +231,16 @@ pub fn run_if_raw_worker() {
             batch.extend_from_slice(&[9, 0]);
             sock.write_all(&ws_frame(2, &batch)).unwrap();
         }
+        "batch-fat-entry" => {
+            // A valid post, then one of 2,000 bytes, in one batch of 2,012.
+            let mut batch = vec![9, 0];
+            batch.extend_from_slice(&4u32.to_le_bytes());
+            batch.extend_from_slice(&[2, 0, 0, 7]);
+            batch.extend_from_slice(&2000u32.to_le_bytes());
+            batch.extend_from_slice(&[2, 0, 0, 8]);
+            batch.extend_from_slice(&[0; 1996]);
+            sock.write_all(&ws_frame(2, &batch)).unwrap();
+        }
         "stray-fds" => sock.write_all(&ws_frame(2, &[2, 1, 0, 7])).unwrap(),
         "extra-fds" => {
             // A valid post that claims no descriptor, sent with one.
@@ -421,9 +432,15 @@ pub fn other_protocol_version() {
 /// The messages of a batch before a bad entry arrive; the bad entry is a
 /// typed error.
 fn hostile_batch(scenario: &str, check: impl Fn(&WireError) -> bool) {
+    hostile_batch_within(scenario, Limits::default(), check)
+}
+
+/// [`hostile_batch`], the parent's limits `limits`.
+fn hostile_batch_within(scenario: &str, limits: Limits, check: impl Fn(&WireError) -> bool) {
     run(async {
         let (rec, mut events) = events::<Test>();
-        let _bad = builder(rec).by_exec().entry(format!("raw-{scenario}")).start().unwrap();
+        let bad = builder(rec).by_exec().limits(limits).entry(format!("raw-{scenario}"));
+        let _bad = bad.start().unwrap();
         let mut before = Vec::new();
         loop {
             match events.next().await {
@@ -445,6 +462,15 @@ pub fn batch_with_an_entry_cut_short() {
 
 pub fn batch_inside_a_batch() {
     hostile_batch("batch-nested", |e| matches!(e, WireError::Unexpected(_)));
+}
+
+/// A batch is taken whatever the message limit (a writer of a larger
+/// limit batches small messages past ours), each message in it held to
+/// the limit: the post before the fat entry arrives, the entry is refused.
+pub fn a_batch_entry_over_the_message_limit() {
+    let limits = Limits::default().max_message_size(1000);
+    let too_large = |e: &WireError| matches!(e, WireError::TooLarge { size: 2000, limit: 1000 });
+    hostile_batch_within("batch-fat-entry", limits, too_large);
 }
 
 pub fn claimed_descriptors_that_never_came() {

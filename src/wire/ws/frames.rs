@@ -6,6 +6,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::error::WireError;
+use crate::wire::envelope::{Kind, MAX_BATCH};
 use crate::wire::stream::queues::TooManyUnclaimed;
 use crate::wire::stream::reader::FdReader;
 use crate::wire::wsframe::{self, BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
@@ -36,7 +37,10 @@ pub(super) struct Frames {
     large_at: Option<tokio::time::Instant>,
     /// A message in fragments, so far.
     partial: Option<BytesMut>,
-    /// The largest message taken.
+    /// The largest message taken, a batch apart: a batch is taken up to
+    /// [`MAX_BATCH`] whatever this is (a writer batches small messages up
+    /// to its own limit, which may be larger than ours), each of its
+    /// messages held to this by the reader.
     max: usize,
     /// The peer's close frame came.
     pub(super) closed: bool,
@@ -229,10 +233,9 @@ impl Frames {
                 return Err(WireError::Transport("a control frame fragmented or too long".into()));
             }
             let so_far = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
-            if head.payload.saturating_add(so_far) > self.max as u64 {
+            if head.payload.saturating_add(so_far) > self.max.max(MAX_BATCH) as u64 {
                 let size = usize::try_from(head.payload + so_far).unwrap_or(usize::MAX);
-                let limit = self.max.saturating_sub(HEADER_SLACK);
-                return Err(WireError::TooLarge { size, limit });
+                return Err(self.too_large(size));
             }
             let (header_len, payload_len) = (head.len, head.payload as usize);
             if self.buf.len() < header_len + payload_len {
@@ -250,7 +253,7 @@ impl Frames {
                         "a new message inside a fragmented one".into(),
                     ));
                 }
-                BINARY if fin => return Ok(Parsed::Message(payload.freeze())),
+                BINARY if fin => return self.whole(payload),
                 BINARY => self.partial = Some(payload),
                 CONTINUATION => {
                     let Some(partial) = self.partial.as_mut() else {
@@ -259,7 +262,7 @@ impl Frames {
                     partial.extend_from_slice(&payload);
                     if fin {
                         let whole = self.partial.take().unwrap_or_default();
-                        return Ok(Parsed::Message(whole.freeze()));
+                        return self.whole(whole);
                     }
                 }
                 TEXT => return Err(WireError::TextFrame),
@@ -276,6 +279,26 @@ impl Frames {
     }
 }
 
+impl Frames {
+    /// A whole message read: over [`max`](Self::max) only if a batch.
+    fn whole(&self, msg: BytesMut) -> Result<Parsed, WireError> {
+        match msg.len() > self.max && msg.first() != Some(&(Kind::Batch as u8)) {
+            true => Err(self.too_large(msg.len())),
+            false => Ok(Parsed::Message(msg.freeze())),
+        }
+    }
+
+    /// A message of `size` bytes is over the limit.
+    pub(super) fn too_large(&self, size: usize) -> WireError {
+        WireError::TooLarge { size, limit: self.max.saturating_sub(HEADER_SLACK) }
+    }
+
+    /// Whether one message of `size` bytes (in a batch) is over the limit.
+    pub(super) fn over(&self, size: usize) -> bool {
+        size > self.max
+    }
+}
+
 /// What the buffer holds.
 enum Parsed {
     Message(Bytes),
@@ -285,155 +308,4 @@ enum Parsed {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Write;
-
-    use super::*;
-    use crate::wire::stream::FdStream;
-    use crate::wire::wsframe::binary_frame;
-
-    /// A reading half taking messages of up to `max` bytes from a
-    /// socketpair, its writing half (kept open), and the pair's other end.
-    /// Inside a runtime.
-    fn over_a_pair(max: usize) -> (Frames, FdStream, std::os::unix::net::UnixStream) {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (writing, reading) = FdStream::new(ours, None).unwrap();
-        (Frames::new(reading, max), writing, theirs)
-    }
-
-    /// The frames `bytes` written raw, as the reading half takes them.
-    fn read_all(bytes: &[u8]) -> Vec<Result<Bytes, WireError>> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let (mut frames, _writing, mut theirs) = over_a_pair(1 << 20);
-            theirs.write_all(bytes).unwrap();
-            drop(theirs);
-            let mut out = Vec::new();
-            while let Some(item) = frames.next().await {
-                let failed = item.is_err();
-                out.push(item);
-                if failed {
-                    break;
-                }
-            }
-            out
-        })
-    }
-
-    #[test]
-    fn frames_whole_fragmented_masked_and_control() {
-        let mut bytes = binary_frame(b"one");
-        // "two" in two fragments, a ping between them.
-        bytes.extend_from_slice(&[0x02, 2, b't', b'w']);
-        bytes.extend_from_slice(&[0x89, 0]);
-        bytes.extend_from_slice(&[0x80, 1, b'o']);
-        // "three", masked.
-        let mask = [1u8, 2, 3, 4];
-        let masked: Vec<u8> = b"three".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
-        bytes.extend_from_slice(&[0x82, 0x80 | 5]);
-        bytes.extend_from_slice(&mask);
-        bytes.extend_from_slice(&masked);
-        // A close frame ends it; what follows is not read.
-        bytes.extend_from_slice(&[0x88, 0]);
-        bytes.extend_from_slice(&binary_frame(b"after"));
-        let got: Vec<Bytes> = read_all(&bytes).into_iter().map(Result::unwrap).collect();
-        assert_eq!(got, [&b"one"[..], b"two", b"three"]);
-    }
-
-    #[test]
-    fn a_large_frame_is_read_into_the_last_ones_buffer_once_that_is_dropped() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let (mut frames, _writing, mut theirs) = over_a_pair(4 << 20);
-            let writer = std::thread::spawn(move || {
-                for n in 0..4u8 {
-                    theirs.write_all(&binary_frame(&vec![n; 1 << 20])).unwrap();
-                    theirs.write_all(&binary_frame(b"small")).unwrap();
-                }
-            });
-            macro_rules! next {
-                () => {
-                    frames.next().await.unwrap().unwrap()
-                };
-            }
-            let first = next!();
-            assert_eq!(&next!()[..], b"small");
-            // The first held: the next large one needs a buffer of its own.
-            let second = next!();
-            let (at, other) = (second.as_ptr(), first.as_ptr());
-            assert_ne!(at, other);
-            assert!(first.iter().all(|&b| b == 0) && second.iter().all(|&b| b == 1));
-            drop((first, second));
-            assert_eq!(&next!()[..], b"small");
-            // Both dropped: one of their buffers is read into again.
-            let third = next!();
-            assert!([at, other].contains(&third.as_ptr()), "read into one of theirs");
-            assert!(third.iter().all(|&b| b == 2));
-            assert_eq!(&next!()[..], b"small");
-            let fourth = next!();
-            assert_ne!(fourth.as_ptr(), third.as_ptr(), "the third is held");
-            assert!(fourth.iter().all(|&b| b == 3));
-            writer.join().unwrap();
-        });
-    }
-
-    /// A buffer over `SPARE_KEEP` is read into again while large frames
-    /// keep coming (the last one given up, while a message read from
-    /// another is still held), and let go, as the one read into is, once
-    /// no large frame has begun for `SPARE_IDLE`, the reader waiting.
-    #[test]
-    fn a_buffer_over_four_mib_is_reused_then_let_go_when_idle() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let (mut frames, _writing, mut theirs) = over_a_pair(16 << 20);
-            let (go, wait) = std::sync::mpsc::channel::<()>();
-            let writer = std::thread::spawn(move || {
-                for n in 0..3u8 {
-                    theirs.write_all(&binary_frame(&vec![n; 6 << 20])).unwrap();
-                }
-                // Then nothing until the reader has idled; then one more.
-                wait.recv().unwrap();
-                theirs.write_all(&binary_frame(&[9; 6 << 20])).unwrap();
-                theirs
-            });
-            let first = frames.next().await.unwrap().unwrap();
-            // The first held: the second needs a buffer of its own.
-            let second = frames.next().await.unwrap().unwrap();
-            let at = first.as_ptr();
-            drop(first);
-            // The second held: the third is read into the first's.
-            let third = frames.next().await.unwrap().unwrap();
-            assert!(third.iter().all(|&b| b == 2));
-            assert_eq!(third.as_ptr(), at, "the first's buffer, read into again");
-            drop((second, third));
-            assert!(frames.holds_big(), "the first's buffer, the third read from it, kept");
-            // Idle: nothing to read for three times SPARE_IDLE.
-            let idle = tokio::time::timeout(3 * SPARE_IDLE, frames.next()).await;
-            assert!(idle.is_err(), "nothing was written");
-            assert!(frames.spare.is_none(), "the spare let go");
-            assert_eq!(frames.large, 0, "the buffer read into let go too");
-            let room = frames.buf.capacity();
-            assert!((1..=READ_CHUNK).contains(&room), "a small buffer in its place: {room}");
-            go.send(()).unwrap();
-            let fourth = frames.next().await.unwrap().unwrap();
-            assert!(fourth.iter().all(|&b| b == 9));
-            drop(writer.join().unwrap());
-        });
-    }
-
-    #[test]
-    fn broken_frames_are_typed_errors() {
-        let last = |bytes: &[u8]| read_all(bytes).pop();
-        assert!(matches!(last(&[0xff; 8]), Some(Err(WireError::Transport(_)))));
-        assert!(matches!(last(&[0x81, 1, b'x']), Some(Err(WireError::TextFrame))));
-        assert!(matches!(last(&[0x80, 1, b'x']), Some(Err(WireError::Transport(_)))));
-        let mut huge = vec![0x82, 127];
-        huge.extend_from_slice(&(4u64 << 30).to_be_bytes());
-        assert!(
-            matches!(last(&huge), Some(Err(WireError::TooLarge { size, .. })) if size == 4 << 30)
-        );
-        // Cut off inside a frame, and ended between two.
-        assert!(matches!(last(&[0x82, 10, 1, 2]), Some(Err(WireError::CutOff))));
-        assert_eq!(read_all(&binary_frame(b"x")).len(), 1);
-    }
-}
+mod tests;

@@ -136,6 +136,10 @@ impl Reader {
     fn next_in_batch(&mut self) -> Option<Result<Inbound, WireError>> {
         let (bytes, pos) = self.batch.as_mut()?;
         match envelope::batch_entry(bytes, *pos) {
+            Ok(Some(range)) if self.frames.over(range.len()) => {
+                self.batch = None;
+                Some(Err(self.frames.too_large(range.len())))
+            }
             Ok(Some(range)) => {
                 *pos = range.end;
                 let msg = bytes.slice(range);
