@@ -48,6 +48,9 @@ pub(super) struct Frames {
     pub(super) taken: u64,
     /// What the peer's close said it took of ours (`read N`), if it did.
     pub(super) peer_took: Option<u64>,
+    /// Frames taken that made no message (pings, pongs, fragments, empty
+    /// batches), since the reading last let other tasks run.
+    idle: usize,
 }
 
 /// How much room a read is given at least.
@@ -77,6 +80,7 @@ impl Frames {
             closed: false,
             taken: 0,
             peer_took: None,
+            idle: 0,
         }
     }
 
@@ -91,6 +95,10 @@ impl Frames {
                     return None;
                 }
                 Ok(Parsed::More(wanted)) => self.room(wanted),
+                Ok(Parsed::Idle) => {
+                    self.let_others_run().await;
+                    continue;
+                }
                 Err(e) => return Some(Err(e)),
             }
             let read = self.read().await;
@@ -220,6 +228,12 @@ impl Frames {
     /// Takes the frames the buffer holds, up to the first message.
     fn parse(&mut self) -> Result<Parsed, WireError> {
         loop {
+            // Frames that make no message are taken 1,024 at a time: a
+            // peer sending nothing else would hold the thread for as long
+            // as it kept writing.
+            if self.idle >= IDLE_FRAMES {
+                return Ok(Parsed::Idle);
+            }
             // Reserved bits are refused as soon as the first byte is there.
             if self.buf.first().is_some_and(|&first| wsframe::reserved(first)) {
                 return Err(WireError::Transport("reserved bits are non-zero".into()));
@@ -275,11 +289,24 @@ impl Frames {
                     return Err(WireError::Transport(format!("unknown WebSocket opcode {other}")))
                 }
             }
+            self.idle += 1;
         }
     }
 }
 
 impl Frames {
+    /// A message the reader took made none of its own (an empty batch):
+    /// counted with the frames that made none.
+    pub(super) fn made_nothing(&mut self) {
+        self.idle += 1;
+    }
+
+    /// Lets other tasks run, once [`IDLE_FRAMES`] frames made no message.
+    async fn let_others_run(&mut self) {
+        self.idle = 0;
+        tokio::task::yield_now().await;
+    }
+
     /// A whole message read: over [`max`](Self::max) only if a batch.
     fn whole(&self, msg: BytesMut) -> Result<Parsed, WireError> {
         match msg.len() > self.max && msg.first() != Some(&(Kind::Batch as u8)) {
@@ -299,8 +326,14 @@ impl Frames {
     }
 }
 
+/// Frames that make no message taken before the reading lets other tasks
+/// run (a message taken lets the session count it: `endpoint.rs`).
+const IDLE_FRAMES: usize = 1024;
+
 /// What the buffer holds.
 enum Parsed {
+    /// [`IDLE_FRAMES`] frames made no message.
+    Idle,
     Message(Bytes),
     Closed,
     /// At least this many more bytes are needed.

@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use futures_util::FutureExt;
+
 use super::*;
 use crate::wire::stream::FdStream;
 use crate::wire::wsframe::binary_frame;
@@ -147,4 +149,64 @@ fn broken_frames_are_typed_errors() {
     // Cut off inside a frame, and ended between two.
     assert!(matches!(last(&[0x82, 10, 1, 2]), Some(Err(WireError::CutOff))));
     assert_eq!(read_all(&binary_frame(b"x")).len(), 1);
+}
+
+/// How many times `next` lets other tasks run before it gives the message
+/// after `idle` (all of it read already, so no wait for the socket is
+/// among them), and that message.
+fn yields_before<T>(mut next: impl FnMut() -> Option<T>) -> (usize, T) {
+    let mut yields = 0;
+    loop {
+        match next() {
+            Some(got) => return (yields, got),
+            None => yields += 1,
+        }
+    }
+}
+
+/// 5,000 pings (or empty continuations of a fragmented message) between
+/// two messages, all read already: the reading lets other tasks run after
+/// each 1,024 (before: it took them all in one go; a worker writing pings
+/// held the parent's thread 157 ms at a time, release build).
+#[test]
+fn frames_that_make_no_message_are_taken_a_thousand_at_a_time() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pings: Vec<u8> = [0x89u8, 0].repeat(5000);
+        let mut fragments = vec![0x02, 1, b'f'];
+        fragments.extend_from_slice(&[0x00, 0].repeat(5000));
+        fragments.extend_from_slice(&[0x80, 1, b'g']);
+        for (idle, after) in [(pings, &b"after"[..]), (fragments, b"fg")] {
+            let (mut frames, _writing, mut theirs) = over_a_pair(1 << 20);
+            let mut bytes = binary_frame(b"first");
+            bytes.extend_from_slice(&idle);
+            if after == b"after" {
+                bytes.extend_from_slice(&binary_frame(after));
+            }
+            theirs.write_all(&bytes).unwrap();
+            assert_eq!(&frames.next().await.unwrap().unwrap()[..], b"first");
+            let (yields, got) = yields_before(|| frames.next().now_or_never());
+            assert_eq!(&got.unwrap().unwrap()[..], after);
+            assert_eq!(yields, 4, "5,000 taken 1,024 at a time");
+        }
+    });
+}
+
+/// The same for empty batches, which the reader takes apart: 5,000
+/// between two posts (before: taken in one go, 300 ms at a time).
+#[test]
+fn empty_batches_are_taken_a_thousand_at_a_time() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut reader, _sink) = crate::wire::ws::open(ours, 1 << 20).await.unwrap().split();
+        let mut bytes = binary_frame(&[2, 0, 0, 7]);
+        bytes.extend_from_slice(&binary_frame(&[9, 0]).repeat(5000));
+        bytes.extend_from_slice(&binary_frame(&[2, 0, 0, 8]));
+        theirs.write_all(&bytes).unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap().payload(), [0, 7]);
+        let (yields, got) = yields_before(|| reader.next().now_or_never());
+        assert_eq!(got.unwrap().unwrap().payload(), [0, 8]);
+        assert_eq!(yields, 4, "5,000 taken 1,024 at a time");
+    });
 }
