@@ -161,24 +161,7 @@ pub(crate) fn handle_request<W, R>(
     if let Some(fut) =
         any.downcast_mut::<Option<ResponseActFuture<W, R::Answer>>>().and_then(Option::take)
     {
-        // Polled inside the span too.
-        let fut: ResponseActFuture<W, R::Answer> = match reply.take_scope() {
-            Some(scope) => Box::pin(InScope { scope, fut }),
-            None => fut,
-        };
-        let spawned = Rc::new(Cell::new(None::<SpawnHandle>));
-        {
-            let (spawned, ctl) = (spawned.clone(), ctl.clone());
-            reply.on_cancel(move || {
-                if let Some(handle) = spawned.get() {
-                    let _ = ctl.send(Command::call(move |_: &mut W, ctx: &mut Context<W>| {
-                        ctx.cancel_future(handle);
-                    }));
-                }
-            });
-        }
-        spawned.set(Some(ctx.spawn(fut.map(move |answer, _, _| reply.answer(&answer)))));
-        return;
+        return in_actor(fut, reply, ctx, ctl);
     }
     let Some(response) = response else { return };
     let (tx, mut rx) = oneshot::channel();
@@ -215,5 +198,70 @@ impl<W: Actor, F: ActorFuture<W> + Unpin> ActorFuture<W> for InScope<F> {
         let this = self.get_mut();
         let _entered = this.scope.enter();
         Pin::new(&mut this.fut).poll(act, ctx, task)
+    }
+}
+
+/// Runs `fut`, a `ResponseActFuture` answering a request, as a future of
+/// the actor's context that the asker's cancel cancels; a panic in it
+/// fails its request only: the reply, dropped unsent, says `Panicked` with
+/// the hook's report.
+fn in_actor<W: Inboxed, A: serde::Serialize + 'static>(
+    fut: ResponseActFuture<W, A>,
+    mut reply: Reply,
+    ctx: &mut Context<W>,
+    ctl: &Rc<UnboundedSender<Command<W>>>,
+) {
+    // Polled inside the span too.
+    let fut: ResponseActFuture<W, A> = match reply.take_scope() {
+        Some(scope) => Box::pin(InScope { scope, fut }),
+        None => fut,
+    };
+    let spawned = Rc::new(Cell::new(None::<SpawnHandle>));
+    {
+        let (spawned, ctl) = (spawned.clone(), ctl.clone());
+        reply.on_cancel(move || {
+            if let Some(handle) = spawned.get() {
+                let _ = ctl.send(Command::call(move |_: &mut W, ctx: &mut Context<W>| {
+                    ctx.cancel_future(handle);
+                }));
+            }
+        });
+    }
+    let answered = Survived(Some(fut)).map(move |answer, _, _| match answer {
+        Some(answer) => reply.answer(&answer),
+        None => drop(reply),
+    });
+    spawned.set(Some(ctx.spawn(answered)));
+}
+
+/// A request's actor future whose panic fails only that request (its
+/// output `None`) instead of unwinding out of the actor's context, which
+/// could not poll it again ("resumed after panicking"): the worker would
+/// exit with 101 and every other request with it.
+struct Survived<F>(Option<F>);
+
+impl<W: Actor, F: ActorFuture<W> + Unpin> ActorFuture<W> for Survived<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut W,
+        ctx: &mut W::Context,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<Option<F::Output>> {
+        let this = self.get_mut();
+        let Some(fut) = this.0.as_mut() else { return Poll::Ready(None) };
+        let polled = || Pin::new(fut).poll(act, ctx, task);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(polled)) {
+            Ok(Poll::Ready(answer)) => Poll::Ready(Some(answer)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => {
+                // Reported by the hook. Dropping what is left of it may
+                // panic again: contained.
+                let fut = this.0.take();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fut)));
+                Poll::Ready(None)
+            }
+        }
     }
 }

@@ -49,9 +49,21 @@ pub(crate) struct Reply {
 
 /// Where the answers owed on one connection stand, by request id: each has
 /// an entry from its arrival to its reply. One per session: ids are the
-/// asker's, unique on one connection only.
+/// asker's, unique on one connection only. Dropped with its session: the
+/// answers still owed are cancelled then, as if their askers had, for no
+/// asker is left to read them (a stream's producer would otherwise run on
+/// for ever, waiting for credit that never comes).
 #[derive(Default)]
 pub(crate) struct Answering(Rc<Stages>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.0.by_id.borrow().keys().copied().collect();
+        for id in ids {
+            self.cancel(id);
+        }
+    }
+}
 
 #[derive(Default)]
 struct Stages {
@@ -169,8 +181,8 @@ impl Reply {
 
     /// Queues one item of its streamed answer (the window's bound is the
     /// producer's); `false` once the connection takes nothing more.
-    pub(crate) fn push_item(&self, (frame, fds): (Segments, Vec<OwnedFd>)) -> bool {
-        self.outbox.push_unbounded(frame, fds).is_ok()
+    pub(crate) fn push_item(&self, item: (Segments, Vec<OwnedFd>)) -> bool {
+        self.outbox.push_all_unbounded([item], Some(self.connection)).is_ok()
     }
 
     /// Waits while the outbox is at its bound (a stream's producer: the
@@ -192,7 +204,8 @@ impl Reply {
         if items.is_empty() {
             return true;
         }
-        self.outbox.push_all_unbounded(items.into_iter().map(|b| (b, Vec::new()))).is_ok()
+        let items = items.into_iter().map(|b| (b, Vec::new()));
+        self.outbox.push_all_unbounded(items, Some(self.connection)).is_ok()
     }
 
     /// Ends its streamed answer: no more items.

@@ -201,17 +201,23 @@ impl Outbox {
         bytes: impl Into<Segments>,
         fds: Vec<OwnedFd>,
     ) -> Result<(), WorkerError> {
-        self.push_all_unbounded([(bytes.into(), fds)])
+        self.push_all_unbounded([(bytes.into(), fds)], None)
     }
 
-    /// [`push_unbounded`](Self::push_unbounded), several under one lock.
+    /// [`push_unbounded`](Self::push_unbounded), several under one lock;
+    /// with a `connection`, only while that one is open (a stream's items:
+    /// the next process never asked for them).
     pub(crate) fn push_all_unbounded(
         &self,
         frames: impl IntoIterator<Item = (Segments, Vec<OwnedFd>)>,
+        connection: Option<u64>,
     ) -> Result<(), WorkerError> {
         let state = self.lock();
         if state.ended {
             return Err(WorkerError::Terminating);
+        }
+        if connection.is_some_and(|c| c != self.connection.load(Ordering::SeqCst)) {
+            return Err(WorkerError::Disconnected);
         }
         self.enqueue(state, frames.into_iter().map(|(bytes, fds)| Outgoing::Frame { bytes, fds }));
         Ok(())

@@ -19,6 +19,7 @@ pub fn trials() -> Vec<Trial> {
         requests::a_worker_reports_its_figures,
         requests::pending_requests_fail_when_the_worker_dies,
         requests::handler_panic_fails_that_request_only,
+        requests::a_panic_in_an_actor_future_fails_that_request_only,
         requests::worker_asks_the_parent,
         requests::worker_asks_the_parent_with_shared_buffers,
         requests::worker_asking_an_unserved_request_gets_unhandled,
@@ -208,6 +209,42 @@ pub fn handler_panic_fails_that_request_only() {
         assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
         worker.terminate();
         assert!(events.exit().await.success());
+    });
+}
+
+/// A request answered by a `ResponseActFuture` (or a `ResponseFuture`)
+/// that panics fails only itself, as a plain handler's does (README,
+/// Requests): the panic is reported, another request in flight on the
+/// actor is still answered, the worker goes on and ends with 0. Before,
+/// for the actor's future: the panic unwound out of the actor's context,
+/// which could not be polled again; the worker exited with 101 and the
+/// other request failed with `Exited(101)`.
+pub fn a_panic_in_an_actor_future_fails_that_request_only() {
+    run(async {
+        let (worker, mut events) = start();
+        let held = worker.ask(SlowEcho { n: 7, delay_ms: 300 });
+        let held = actix::spawn(held);
+        for failed in [worker.ask(PanicInActor).await, worker.ask(PanicInFuture).await] {
+            match failed {
+                Err(WorkerError::Panicked(report)) => {
+                    assert_eq!(report.message, "request future panic");
+                }
+                other => panic!("expected Panicked, got {other:?}"),
+            }
+        }
+        let mut reports = 0;
+        while reports < 2 {
+            match events.next().await {
+                Event::Online => continue,
+                Event::Error(report) => assert_eq!(report.message, "request future panic"),
+                other => panic!("expected the panics' reports, got {other:?}"),
+            }
+            reports += 1;
+        }
+        assert_eq!(held.await.unwrap().unwrap(), 7);
+        assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
+        worker.terminate();
+        assert_eq!(events.exit().await.code, Some(0));
     });
 }
 

@@ -26,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
         streams::a_worker_asks_the_parent_for_a_stream,
         streams::a_port_asks_for_a_stream,
         streams::a_pool_counts_a_stream_in_flight_until_it_ends,
+        streams::the_parents_producer_goes_with_the_worker_and_sends_the_next_nothing,
     ]
 }
 
@@ -74,6 +75,12 @@ pub struct SumFromParent(pub u64);
 #[rtype(result = "Streamed<u64>")]
 pub struct Feed(pub u64);
 
+/// The worker asks the parent for `Feed(u64::MAX)` with a window of
+/// `0` bytes, holds the stream and reads none of it.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct HoldFeed(pub usize);
+
 /// Declared by nobody, answered by nobody.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "Streamed<u8>")]
@@ -97,11 +104,14 @@ impl Protocol for Streams {
         declare.stream::<Endless>().named("streams.endless");
         declare.request::<SumFromParent>().named("streams.sum_from_parent");
         declare.stream_to_parent::<Feed>().named("streams.feed");
+        declare.request::<HoldFeed>().named("streams.hold_feed");
     }
 }
 
 pub struct Streamer {
     parent: Parent<Streams>,
+    /// The streams `HoldFeed` holds unread.
+    held: Vec<AnswerStream<u64>>,
 }
 
 impl Actor for Streamer {
@@ -176,17 +186,25 @@ impl Handler<SumFromParent> for Streamer {
     }
 }
 
+impl Handler<HoldFeed> for Streamer {
+    type Result = ();
+
+    fn handle(&mut self, msg: HoldFeed, _: &mut Context<Self>) {
+        self.held.push(self.parent.ask_stream_window(Feed(u64::MAX), msg.0));
+    }
+}
+
 impl WorkerActor for Streamer {
     type Protocol = Streams;
 
     fn requests(requests: &mut Requests<Self>) {
         requests.stream::<Count>().stream::<FailAt>().stream::<Endless>();
-        requests.answer::<SumFromParent>();
+        requests.answer::<SumFromParent>().answer::<HoldFeed>();
     }
 }
 
 pub fn entries() -> Vec<Entry> {
-    vec![Entry::new("streamer", |parent| Streamer { parent })]
+    vec![Entry::new("streamer", |parent| Streamer { parent, held: Vec::new() })]
 }
 
 pub fn streamer() -> WorkerBuilder<Streams> {
@@ -452,5 +470,62 @@ pub fn a_pool_counts_a_stream_in_flight_until_it_ends() {
         assert_eq!(until_in_flight(&pool, 0).await.iter().map(|m| m.1).sum::<usize>(), 0);
         pool.terminate();
         assert!(pool.send(Join).await.unwrap().success());
+    });
+}
+
+/// The parent's producers of `Feed(u64::MAX)`: an item each millisecond,
+/// for ever; each says on `gone` when it is dropped.
+fn endless_feed(gone: tokio::sync::mpsc::UnboundedSender<()>) -> WorkerBuilder<Streams> {
+    struct Said(tokio::sync::mpsc::UnboundedSender<()>);
+    impl Drop for Said {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    Worker::<Streams>::builder().entry("streamer").restart(fast(actix_webworker::Restart::OnFailure)).serve_stream(
+        move |feed: Feed| match feed.0 {
+            u64::MAX => {
+                let said = Said(gone.clone());
+                Streamed::new(stream::unfold(0u64, move |n| {
+                    let _ = &said;
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        Some((n, n + 1))
+                    }
+                }))
+            }
+            n => Streamed::iter(0..n),
+        },
+    )
+}
+
+/// The worker asks the parent for an endless stream and reads none of it;
+/// it is killed. The parent's producer is dropped (docs/streams.md: "dropped
+/// when the worker drops its stream or goes away"), whether it waited for
+/// the worker's window (`HoldFeed(0)`: no credit) or had room for all it
+/// could make (1 GiB). The worker's next process, whose requests are
+/// numbered from 0 again, gets nothing of the old producer's: its own
+/// `Feed(3)` comes whole. Before: the producer lived on, with room it
+/// queued its items to the next process, whose `Feed(3)` read them.
+pub fn the_parents_producer_goes_with_the_worker_and_sends_the_next_nothing() {
+    run(async {
+        for window in [0, 1 << 30] {
+            let (gone, mut dropped) = tokio::sync::mpsc::unbounded_channel();
+            let (rec, mut events) = events::<Streams>();
+            let worker = endless_feed(gone).events(rec).start().unwrap();
+            worker.ask(HoldFeed(window)).await.unwrap();
+            let pid = worker.send(actix_webworker::Stats).await.unwrap().members[0].pid;
+            // Let the producer run a while (an item each millisecond).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(kill(pid, Signal::SIGKILL));
+            assert_eq!(events.exit().await.signal, Some(9));
+            events.online().await;
+            let went = tokio::time::timeout(WAIT, dropped.recv()).await;
+            assert!(matches!(went, Ok(Some(()))), "window {window}: the producer was not dropped");
+            let (sum, count) = worker.ask(SumFromParent(3)).await.unwrap().unwrap();
+            assert_eq!((sum, count), (3, 3), "window {window}");
+            worker.terminate();
+            assert!(events.exit().await.success());
+        }
     });
 }

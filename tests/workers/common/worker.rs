@@ -174,6 +174,16 @@ pub struct Getenv(pub Vec<String>);
 #[rtype(result = "u32")]
 pub struct PanicRequest;
 
+/// Its handler's `ResponseActFuture` panics once polled again.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u32")]
+pub struct PanicInActor;
+
+/// Its handler's `ResponseFuture` panics once polled again.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u32")]
+pub struct PanicInFuture;
+
 /// Never answered.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "()")]
@@ -537,6 +547,31 @@ impl<P: Protocol<FromWorker = Reply>> Handler<PanicRequest> for TestWorker<P> {
     }
 }
 
+impl<P: Protocol<FromWorker = Reply>> Handler<PanicInActor> for TestWorker<P> {
+    type Result = ResponseActFuture<Self, u32>;
+
+    fn handle(&mut self, _: PanicInActor, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(
+            async {
+                tokio::task::yield_now().await;
+                panic!("request future panic")
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl<P: Protocol<FromWorker = Reply>> Handler<PanicInFuture> for TestWorker<P> {
+    type Result = ResponseFuture<u32>;
+
+    fn handle(&mut self, _: PanicInFuture, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("request future panic")
+        })
+    }
+}
+
 impl<P: Protocol<FromWorker = Reply>> Handler<Never> for TestWorker<P> {
     type Result = ResponseFuture<()>;
 
@@ -586,6 +621,8 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             .answer::<Sum>()
             .answer::<SlowEcho>()
             .answer::<PanicRequest>()
+            .answer::<PanicInActor>()
+            .answer::<PanicInFuture>()
             .answer::<Never>()
             .answer::<Seen>()
             .answer::<AskParent>()
