@@ -121,11 +121,15 @@ class Connection:
             elif length == 127:
                 (length,) = struct.unpack(">Q", self._take(8))
             mask: Optional[bytes] = self._take(4) if b1 & 0x80 else None
-            # A batch is taken up to MAX_BATCH whatever our limit (a writer
-            # of a larger limit batches small messages past ours); each of
-            # its messages is held to the limit (`split`).
-            if length > max(self.max_frame, MAX_BATCH):
-                raise ProtocolError(f"a frame of {length} bytes, over the limit of {self.max_frame}")
+            # Over our limit only a batch may go, up to MAX_BATCH (a writer
+            # of a larger limit batches small messages past ours; each of
+            # them is held to the limit, `split`): the message's kind is
+            # its first byte, waited for when the size alone does not say.
+            total = len(message) + length
+            if total > self.max_frame:
+                binary = opcode in (OP_BINARY, OP_CONTINUATION)
+                if not (binary and total <= MAX_BATCH and self._kind(message, mask) == BATCH):
+                    raise ProtocolError(f"a frame of {length} bytes, over the limit of {self.max_frame}")
             payload = self._take(length)
             self.taken = self.consumed
             if mask is not None:
@@ -143,13 +147,17 @@ class Connection:
             if opcode not in (OP_BINARY, OP_CONTINUATION):
                 raise ProtocolError(f"a frame of unknown opcode {opcode}")
             message += payload
-            if len(message) > max(self.max_frame, MAX_BATCH):
-                raise ProtocolError(f"a message over the limit of {self.max_frame} bytes")
             if fin:
-                if len(message) > self.max_frame and message[0] != BATCH:
-                    raise ProtocolError(f"a message over the limit of {self.max_frame} bytes")
                 return bytes(message)
             fragmented = True
+
+    def _kind(self, message: bytearray, mask: Optional[bytes]) -> int:
+        """The kind (first byte) of the message being read: that of its
+        first fragment, else of the frame whose header was just taken."""
+        if message:
+            return message[0]
+        self._fill(1)
+        return self.buf[0] ^ (mask[0] if mask is not None else 0)
 
     def ready(self) -> bool:
         """Whether something has come that has not been read: a look that

@@ -111,7 +111,8 @@ def test_a_close_frame_or_the_end_of_the_stream_is_closed(pair: Pair) -> None:
         # Over the largest batch (a batch is taken whatever the limit):
         # refused before its payload is read.
         (b"\x82\x7f" + struct.pack(">Q", env.MAX_BATCH + 1), "over the limit"),
-        # Over the limit (1 KiB + 64) and no batch: refused once read.
+        # Over the limit (1 KiB + 64) and no batch (its first byte says):
+        # refused before the rest of it is read.
         (frame(b"\x02\x00" + b"m" * 1087), "over the limit"),
     ],
 )

@@ -409,3 +409,5 @@ fn broken_framing_ends_the_session() {
 }
 
 mod posts;
+
+mod yields;

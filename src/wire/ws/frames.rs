@@ -40,7 +40,7 @@ pub(super) struct Frames {
     /// The largest message taken, a batch apart: a batch is taken up to
     /// [`MAX_BATCH`] whatever this is (a writer batches small messages up
     /// to its own limit, which may be larger than ours), each of its
-    /// messages held to this by the reader.
+    /// messages held to this by the reader, and never beyond.
     max: usize,
     /// The peer's close frame came.
     pub(super) closed: bool,
@@ -246,10 +246,8 @@ impl Frames {
             {
                 return Err(WireError::Transport("a control frame fragmented or too long".into()));
             }
-            let so_far = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
-            if head.payload.saturating_add(so_far) > self.max.max(MAX_BATCH) as u64 {
-                let size = usize::try_from(head.payload + so_far).unwrap_or(usize::MAX);
-                return Err(self.too_large(size));
+            if let Some(wanted) = self.over_the_limit(&head, opcode)? {
+                return Ok(Parsed::More(wanted));
             }
             let (header_len, payload_len) = (head.len, head.payload as usize);
             if self.buf.len() < header_len + payload_len {
@@ -267,7 +265,7 @@ impl Frames {
                         "a new message inside a fragmented one".into(),
                     ));
                 }
-                BINARY if fin => return self.whole(payload),
+                BINARY if fin => return Ok(Parsed::Message(payload.freeze())),
                 BINARY => self.partial = Some(payload),
                 CONTINUATION => {
                     let Some(partial) = self.partial.as_mut() else {
@@ -276,7 +274,7 @@ impl Frames {
                     partial.extend_from_slice(&payload);
                     if fin {
                         let whole = self.partial.take().unwrap_or_default();
-                        return self.whole(whole);
+                        return Ok(Parsed::Message(whole.freeze()));
                     }
                 }
                 TEXT => return Err(WireError::TextFrame),
@@ -302,17 +300,45 @@ impl Frames {
     }
 
     /// Lets other tasks run, once [`IDLE_FRAMES`] frames made no message.
+    /// The count starts again only once they have: a future dropped at the
+    /// yield (`Reader::next_ready`'s `now_or_never`, a `select!`) let
+    /// nothing run, and the next one yields again at once.
     async fn let_others_run(&mut self) {
-        self.idle = 0;
         tokio::task::yield_now().await;
+        self.idle = 0;
     }
 
-    /// A whole message read: over [`max`](Self::max) only if a batch.
-    fn whole(&self, msg: BytesMut) -> Result<Parsed, WireError> {
-        match msg.len() > self.max && msg.first() != Some(&(Kind::Batch as u8)) {
-            true => Err(self.too_large(msg.len())),
-            false => Ok(Parsed::Message(msg.freeze())),
+    /// Refuses a frame of header `head` that makes its message too large:
+    /// over the limit only a batch may go, up to the largest. Its kind is
+    /// the message's first byte, waited for (`Some` of the bytes wanted)
+    /// when the size alone does not refuse it.
+    fn over_the_limit(&self, head: &wsframe::Head, opcode: u8) -> Result<Option<usize>, WireError> {
+        let so_far = self.partial.as_ref().map_or(0, BytesMut::len) as u64;
+        let total = head.payload.saturating_add(so_far);
+        if total <= self.max.min(MAX_BATCH) as u64 || wsframe::is_control(opcode) {
+            return Ok(None);
         }
+        let size = usize::try_from(total).unwrap_or(usize::MAX);
+        let over_all = size > self.max.max(MAX_BATCH);
+        match self.kind_of(head) {
+            None if over_all => Err(self.too_large(size)),
+            None => Ok(Some(head.len + 1 - self.buf.len())),
+            Some(kind) if kind == Kind::Batch as u8 && size > MAX_BATCH => {
+                Err(WireError::BatchTooLarge { size, limit: MAX_BATCH })
+            }
+            Some(kind) if kind != Kind::Batch as u8 && size > self.max => Err(self.too_large(size)),
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// The kind (first byte) of the message a frame of header `head`
+    /// begins or goes on, once it has come.
+    fn kind_of(&self, head: &wsframe::Head) -> Option<u8> {
+        if let Some(&first) = self.partial.as_ref().and_then(|partial| partial.first()) {
+            return Some(first);
+        }
+        let first = *self.buf.get(head.len)?;
+        Some(first ^ head.mask.map_or(0, |mask| mask[0]))
     }
 
     /// A message of `size` bytes is over the limit.

@@ -12,7 +12,7 @@ use super::frames::Frames;
 use crate::error::WireError;
 use crate::protocol::Codec;
 use crate::wire::codec;
-use crate::wire::envelope::{self, Header, Kind, MAX_BATCH};
+use crate::wire::envelope::{self, Header, Kind};
 use crate::wire::inline;
 use crate::wire::stream::queues::FdQueues;
 use crate::wire::trace::{context_bytes, TraceContext};
@@ -123,11 +123,9 @@ impl Reader {
             if bytes[1] != 0 {
                 return Some(Err(WireError::Unexpected("descriptors on a batch")));
             }
-            // No writer makes larger ones: one would only flood the reader
-            // with messages, all at once.
-            if bytes.len() > MAX_BATCH {
-                return Some(Err(WireError::BatchTooLarge { size: bytes.len(), limit: MAX_BATCH }));
-            }
+            // No writer makes one larger than `MAX_BATCH` (it would only
+            // flood the reader with messages, all at once): `Frames`
+            // refused it as soon as its first byte said it was a batch.
             // An empty batch makes no message: counted with the frames
             // that make none, which are taken so many at a time.
             if bytes.len() == 2 {

@@ -2,8 +2,6 @@
 
 use std::io::Write;
 
-use futures_util::FutureExt;
-
 use super::*;
 use crate::wire::stream::FdStream;
 use crate::wire::wsframe::binary_frame;
@@ -109,7 +107,7 @@ fn a_buffer_over_four_mib_is_reused_then_let_go_when_idle() {
             }
             // Then nothing until the reader has idled; then one more.
             wait.recv().unwrap();
-            theirs.write_all(&binary_frame(&[9; 6 << 20])).unwrap();
+            theirs.write_all(&binary_frame(&[8; 6 << 20])).unwrap();
             theirs
         });
         let first = frames.next().await.unwrap().unwrap();
@@ -132,7 +130,7 @@ fn a_buffer_over_four_mib_is_reused_then_let_go_when_idle() {
         assert!((1..=READ_CHUNK).contains(&room), "a small buffer in its place: {room}");
         go.send(()).unwrap();
         let fourth = frames.next().await.unwrap().unwrap();
-        assert!(fourth.iter().all(|&b| b == 9));
+        assert!(fourth.iter().all(|&b| b == 8));
         drop(writer.join().unwrap());
     });
 }
@@ -153,13 +151,16 @@ fn broken_frames_are_typed_errors() {
 
 /// How many times `next` lets other tasks run before it gives the message
 /// after `idle` (all of it read already, so no wait for the socket is
-/// among them), and that message.
-fn yields_before<T>(mut next: impl FnMut() -> Option<T>) -> (usize, T) {
+/// among them), and that message: one future polled until ready, as a
+/// task polls it.
+fn yields_before<F: std::future::Future>(next: F) -> (usize, F::Output) {
+    let mut next = std::pin::pin!(next);
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
     let mut yields = 0;
     loop {
-        match next() {
-            Some(got) => return (yields, got),
-            None => yields += 1,
+        match next.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(got) => return (yields, got),
+            std::task::Poll::Pending => yields += 1,
         }
     }
 }
@@ -185,7 +186,7 @@ fn frames_that_make_no_message_are_taken_a_thousand_at_a_time() {
             }
             theirs.write_all(&bytes).unwrap();
             assert_eq!(&frames.next().await.unwrap().unwrap()[..], b"first");
-            let (yields, got) = yields_before(|| frames.next().now_or_never());
+            let (yields, got) = yields_before(frames.next());
             assert_eq!(&got.unwrap().unwrap()[..], after);
             assert_eq!(yields, 4, "5,000 taken 1,024 at a time");
         }
@@ -205,8 +206,56 @@ fn empty_batches_are_taken_a_thousand_at_a_time() {
         bytes.extend_from_slice(&binary_frame(&[2, 0, 0, 8]));
         theirs.write_all(&bytes).unwrap();
         assert_eq!(reader.next().await.unwrap().unwrap().payload(), [0, 7]);
-        let (yields, got) = yields_before(|| reader.next().now_or_never());
+        let (yields, got) = yields_before(reader.next());
         assert_eq!(got.unwrap().unwrap().payload(), [0, 8]);
         assert_eq!(yields, 4, "5,000 taken 1,024 at a time");
+    });
+}
+
+/// Under a 64-byte limit, a continuation of a post (kind 2) announcing
+/// 60,000 bytes is refused at its header: only a batch may pass the
+/// limit (before, from a review: read and held whole, 68 KiB, first).
+#[test]
+fn a_fragmented_post_over_the_limit_is_refused_at_the_fragment_that_passes_it() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (mut frames, _writing, mut theirs) = over_a_pair(64 + HEADER_SLACK);
+        let mut first = vec![0x02, 100, 2, 0];
+        first.extend_from_slice(&[0; 98]);
+        theirs.write_all(&first).unwrap();
+        theirs.write_all(&[0x00, 126, (60_000u16 >> 8) as u8, 60_000u16 as u8]).unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), frames.next()).await;
+        match got {
+            Ok(Some(Err(WireError::TooLarge { size: 60_100, limit: 64 }))) => {}
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => panic!("still waiting for the 60,000 bytes of a post over the limit"),
+        }
+    });
+}
+
+/// A batch larger than any writer makes is `BatchTooLarge` whatever the
+/// limit, as soon as its first byte says it is a batch (before, from a
+/// review: `TooLarge { limit: 64 }` under a 64-byte limit).
+#[test]
+fn a_batch_over_the_largest_is_batch_too_large_under_any_limit() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut batch = vec![9, 0];
+        while batch.len() + 8 <= 70_002 {
+            batch.extend_from_slice(&4u32.to_le_bytes());
+            batch.extend_from_slice(&[2, 0, 0, 7]);
+        }
+        for limit in [64 << 20, 64] {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (mut reader, _sink) = crate::wire::ws::open(ours, limit).await.unwrap().split();
+            // Its header and first byte only: refused without the rest.
+            theirs.write_all(&binary_frame(&batch)[..11]).unwrap();
+            let got = reader.next().await.unwrap();
+            assert!(
+                matches!(got, Err(WireError::BatchTooLarge { size: 70_002, limit: MAX_BATCH })),
+                "under a limit of {limit}: {:?}",
+                got.map(|m| m.header.kind)
+            );
+        }
     });
 }
