@@ -95,6 +95,50 @@ impl ErrorReport {
     }
 }
 
+/// The most of a worker's report the parent keeps: its message, its file
+/// and its backtrace each cut to so many bytes (see [`cut`]). A report
+/// comes unasked, as an event, and its text is the worker's to choose.
+const REPORT_MESSAGE_MAX: usize = 16 << 10;
+const REPORT_FILE_MAX: usize = 4 << 10;
+const REPORT_BACKTRACE_MAX: usize = 64 << 10;
+
+impl ErrorReport {
+    /// This report, its text cut to what the parent keeps of one from a
+    /// worker (16 KiB of message, 4 KiB of file name, 64 KiB of
+    /// backtrace), and the bytes it then holds.
+    pub(crate) fn bounded(self) -> (Self, usize) {
+        let ErrorReport { message, file, line, column, backtrace } = self;
+        let report = ErrorReport {
+            message: cut(message, REPORT_MESSAGE_MAX),
+            file: file.map(|f| cut(f, REPORT_FILE_MAX)),
+            line,
+            column,
+            backtrace: backtrace.map(|b| cut(b, REPORT_BACKTRACE_MAX)),
+        };
+        let held = report.message.len()
+            + report.file.as_ref().map_or(0, String::len)
+            + report.backtrace.as_ref().map_or(0, String::len);
+        (report, held)
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character's boundary, `max` of
+/// 64 at least), saying how much was cut: text a peer chose, kept by this
+/// side.
+pub(crate) fn cut(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    // Room for what is said of the cut (at most 64 bytes).
+    let total = text.len();
+    let mut end = max.saturating_sub(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    // A new string: the long one's allocation goes with it.
+    format!("{} \u{2026} ({} of {total} bytes cut)", &text[..end], total - end)
+}
+
 impl fmt::Display for ErrorReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)?;
@@ -105,5 +149,35 @@ impl fmt::Display for ErrorReport {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_at_a_character_and_says_how_much() {
+        assert_eq!(cut("short".into(), 64), "short");
+        // 2-byte characters: the cut falls between two of them.
+        let long = "é".repeat(1000);
+        let kept = cut(long, 200);
+        assert!(kept.len() <= 200, "{} bytes", kept.len());
+        assert!(kept.starts_with(&"é".repeat(68)));
+        assert!(kept.ends_with(" \u{2026} (1864 of 2000 bytes cut)"), "{kept}");
+        assert!(kept.capacity() < 400, "the long text's allocation went");
+        let (report, held) = ErrorReport {
+            message: "m".repeat(1 << 20),
+            file: Some("f".repeat(10_000)),
+            line: Some(3),
+            column: Some(4),
+            backtrace: Some("b".repeat(1 << 20)),
+        }
+        .bounded();
+        assert!(report.message.len() <= REPORT_MESSAGE_MAX);
+        assert!(report.file.as_ref().unwrap().len() <= REPORT_FILE_MAX);
+        assert!(report.backtrace.as_ref().unwrap().len() <= REPORT_BACKTRACE_MAX);
+        assert_eq!((report.line, report.column), (Some(3), Some(4)));
+        assert!(held <= REPORT_MESSAGE_MAX + REPORT_FILE_MAX + REPORT_BACKTRACE_MAX);
     }
 }

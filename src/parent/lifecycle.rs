@@ -52,10 +52,12 @@ impl<P: Protocol> Worker<P> {
         self.pid = handle.pid();
         self.span.record("pid", self.pid);
         if let Some(fd) = spawned.stdout {
-            output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stdout);
+            let _ =
+                output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stdout);
         }
         if let Some(fd) = spawned.stderr {
-            output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stderr);
+            let _ =
+                output::capture(fd, self.options.name.clone(), self.pid, output::Stream::Stderr);
         }
         self.child = Arc::downgrade(&handle);
         super::process::register(&handle, self.options.shutdown_timeout, self.options.kill_delay);

@@ -87,7 +87,10 @@ impl<P: Protocol> Side for ParentSide<P> {
     }
 
     fn report(&mut self, report: ErrorReport) {
-        self.emit(Event::Error(report));
+        // Its text is the worker's to choose: cut, and counted in the
+        // worker's window of bytes as a post's payload is.
+        let (report, bytes) = report.bounded();
+        self.emit_holding(Event::Error(report), Holds { bytes, fds: 0 });
     }
 
     fn closing(&mut self) {

@@ -76,7 +76,7 @@ pub(crate) fn decode_as<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Resu
     match codec {
         Codec::Bincode => decode(bytes),
         // serde_json refuses trailing bytes and nests at most 128 deep.
-        Codec::Json => serde_json::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string())),
+        Codec::Json => serde_json::from_slice(bytes).map_err(undecodable),
     }
 }
 
@@ -103,8 +103,8 @@ impl<B: BufMut> Writer for Appender<'_, B> {
 
 /// Decodes a whole bincode payload; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (DepthLimited(value), used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| WireError::Decode(e.to_string()))?;
+    let (DepthLimited(value), used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(undecodable)?;
     if used != bytes.len() {
         return Err(WireError::Decode(format!(
             "{} trailing bytes after the value",
@@ -112,6 +112,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> 
         )));
     }
     Ok(value)
+}
+
+/// Why bytes do not decode, in at most 1 KiB: a decoder's error may quote
+/// what it read (serde_json names an unknown variant whole), which a peer
+/// chose, and the error is kept as an event.
+fn undecodable(e: impl std::fmt::Display) -> WireError {
+    WireError::Decode(crate::report::cut(e.to_string(), 1 << 10))
 }
 
 /// The value of `T` whose encoding is all zero bytes: every option `None`,

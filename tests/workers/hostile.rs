@@ -72,7 +72,7 @@ pub const NEVER_HELD_BACK: i32 = 43;
 /// Writes `frame` over and over, never reading. Exits with [`HELD_BACK`]
 /// once the socket has taken nothing for 3 s (the parent reads no more),
 /// or [`NEVER_HELD_BACK`] after `max` frames.
-fn flood(sock: &UnixStream, frame: &[u8], max: u64) -> ! {
+pub fn flood(sock: &UnixStream, frame: &[u8], max: u64) -> ! {
     sock.set_nonblocking(true).unwrap();
     let (mut off, mut frames) = (0, 0u64);
     loop {

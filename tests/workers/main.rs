@@ -85,6 +85,7 @@ modules![
     port: trials roles,
     remote: trials roles,
     requests: trials,
+    text_floods: trials roles,
     shared: trials roles,
     spawn: trials roles,
     startup: trials,
@@ -100,6 +101,7 @@ const NOT_TESTS: &[&str] = &[
     "roles",
     "run_if_raw_worker",
     "run_if_raw_streamer",
+    "run_if_text_flooder",
     "run_if_launcher",
     "run_if_fake_template",
 ];
@@ -169,6 +171,7 @@ fn main() {
     #[cfg(feature = "tcp")]
     common::kubectl::run_if_kubectl_stub();
     hostile::run_if_raw_worker();
+    text_floods::run_if_text_flooder();
     fork_server::run_if_fake_template();
     trace::run_if_raw_worker();
     hostile_streams::run_if_raw_streamer();
