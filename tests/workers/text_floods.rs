@@ -5,10 +5,8 @@
 //! parent held 48 reports of 32 MiB, 1.53 GiB, and 48 decode errors of
 //! 8 MiB, outside every bound in bytes).
 
-
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-
 
 use actix_webworker::{Codec, Event, ExitStatus, Limits, RestartPolicy, Worker, WorkerAddrExt};
 use libtest_mimic::Trial;
