@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         pool::broadcast_reaches_every_member,
         pool::terminate_closes_every_member_gracefully,
         pool::members_are_recycled_after_max_requests,
+        pool::a_recycled_member_finishes_what_it_has_after_its_replacement_started,
         pool::the_pool_grows_while_requests_wait_and_shrinks_when_idle,
         pool::a_waiting_request_that_times_out_or_is_dropped_leaves_the_queue,
         pool::a_running_request_whose_caller_goes_is_cancelled_in_its_member,
@@ -247,6 +248,65 @@ pub fn members_are_recycled_after_max_requests() {
         .await;
         pool.terminate();
         pool.send(Join).await.unwrap();
+    });
+}
+
+/// README, Pools: a recycled member's "replacement starts first, it
+/// finishes what it has, then closes gracefully (`on_close` runs)". A
+/// member recycled after 3 requests, all 3 in flight at once: the
+/// replacement is started before the old member says anything of its
+/// end; all 3 are answered by the old one; it posts `Closing` (its
+/// `on_close`) and exits 0; the next request goes to the replacement.
+/// Then `max_rss(1)`: every member is over it, recycled as `Rss`.
+pub fn a_recycled_member_finishes_what_it_has_after_its_replacement_started() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool =
+            builder.size(1).max_in_flight_per_worker(4).max_requests(3).start().unwrap();
+        pool_online(&mut rx, 1).await;
+        let old = pool.ask(WhichPid).await.unwrap();
+        let slow: Vec<_> = (0..2)
+            .map(|n| actix::spawn(pool.ask(SlowEcho { n, delay_ms: 300 })))
+            .collect();
+        // Seen in order: recycled, its replacement started, and only then
+        // the old member's Closing and exit.
+        let mut seen = Vec::new();
+        loop {
+            let ev = pool_until(&mut rx, |_| true).await;
+            match ev {
+                PoolEvent::Recycled { index: 0, reason: Recycle::Requests(3) } => {
+                    seen.push("recycled")
+                }
+                PoolEvent::Started { index, .. } if index != 0 => seen.push("started"),
+                PoolEvent::Member { index: 0, event } => match event.kind {
+                    Event::Message(m) if m.data == Reply::Closing => seen.push("closing"),
+                    Event::Exit(s) => {
+                        assert!(s.success(), "{s}");
+                        seen.push("exit");
+                        break;
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["recycled", "started", "closing", "exit"]);
+        for (n, answered) in slow.into_iter().enumerate() {
+            assert_eq!(answered.await.unwrap().unwrap(), n as u64, "answered by the old member");
+        }
+        assert_ne!(pool.ask(WhichPid).await.unwrap(), old, "the replacement answers");
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+
+        let (builder, mut rx) = self::pool();
+        let heavy = builder.size(1).max_rss(1).start().unwrap();
+        let recycled = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Recycled { .. })).await;
+        assert!(
+            matches!(recycled, PoolEvent::Recycled { index: 0, reason: Recycle::Rss(rss) } if rss > 1),
+            "{recycled:?}"
+        );
+        heavy.terminate();
+        heavy.send(Join).await.unwrap();
     });
 }
 
