@@ -727,6 +727,8 @@ pub fn an_end_posted_to_a_remote_worker_is_refused() {
             .unwrap();
         rx.online().await;
         let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
+        let (collect, mut ends) = collector();
+        let mine = mine.open(collect);
         let refused = worker.send(Post::new(Job::Echo { end: theirs })).await.unwrap();
         assert_eq!(refused, Err(WorkerError::NoDescriptors));
         // Its events say so too.
@@ -734,7 +736,20 @@ pub fn an_end_posted_to_a_remote_worker_is_refused() {
             Event::Refused(WorkerError::NoDescriptors) => {}
             other => panic!("{other:?}"),
         }
-        drop(mine);
+        // The other end went with the refused post: this one is told
+        // (docs/channels.md), and takes no more posts.
+        loop {
+            match next_event(&mut ends).await {
+                ChannelEvent::Closed(closed) => {
+                    assert_eq!(closed.why, CloseReason::PeerGone, "{closed:?}");
+                    assert_eq!((closed.sent, closed.received), (0, 0));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let late = Item { n: 1, body: Vec::new() };
+        assert_eq!(mine.post(late), Err(WorkerError::Disconnected));
         pid_of(&worker, &mut rx).await;
         worker.terminate();
         assert!(rx.exit().await.success());
