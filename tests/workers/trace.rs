@@ -27,6 +27,7 @@ pub fn roles() -> Vec<Trial> {
 pub fn trials() -> Vec<Trial> {
     crate::trials![
         trace::a_workers_handling_span_joins_the_callers_span,
+        trace::a_restart_records_the_new_pid,
         trace::through_a_pool_the_span_names_the_member_and_the_member_joins_it,
         trace::a_worker_asking_its_parent_stays_in_the_trace,
         trace::what_a_handlers_future_asks_later_stays_in_the_trace,
@@ -80,6 +81,39 @@ fn traced<F: std::future::Future<Output = ()>>(
     // that failed keeps its own, to be read).
     let _ = std::fs::remove_dir_all(&dir);
     (parent, workers)
+}
+
+/// docs/tracing.md: the `worker` span records the pid at each start, "a
+/// restart records the new pid", and an `ask` made after the restart
+/// names the new process, whose own spans join it.
+pub fn a_restart_records_the_new_pid() {
+    let (parent, workers) = traced("restart", |dir| async move {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .name("again")
+            .env(TRACE_DIR, &dir)
+            .restart(fast(actix_webworker::Restart::OnFailure))
+            .by_exec()
+            .start()
+            .unwrap();
+        let first = worker.ask(WhichPid).await.unwrap();
+        assert!(kill(first, Signal::SIGKILL));
+        assert_eq!(events.exit().await.signal, Some(9));
+        events.online().await;
+        let second = tracing::info_span!("caller").in_scope(|| worker.ask(Sum(vec![4, 5])));
+        assert_eq!(second.await.unwrap(), 9);
+        let pid = worker.ask(WhichPid).await.unwrap();
+        assert_ne!(pid, first);
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
+    let ask = one(&parent, "ask", "::Sum");
+    let pid = ask.field("pid");
+    assert_eq!(worker.field("pid"), pid, "the worker span's pid is the new process's");
+    assert!(workers.keys().count() >= 2, "spans of both processes: {:?}", workers.keys());
+    let theirs = &workers[&pid.parse::<u32>().unwrap()];
+    joined(ask, one(theirs, "answer", "::Sum"));
 }
 
 pub fn a_workers_handling_span_joins_the_callers_span() {
