@@ -738,15 +738,12 @@ pub fn an_end_posted_to_a_remote_worker_is_refused() {
         }
         // The other end went with the refused post: this one is told
         // (docs/channels.md), and takes no more posts.
-        loop {
-            match next_event(&mut ends).await {
-                ChannelEvent::Closed(closed) => {
-                    assert_eq!(closed.why, CloseReason::PeerGone, "{closed:?}");
-                    assert_eq!((closed.sent, closed.received), (0, 0));
-                    break;
-                }
-                other => panic!("{other:?}"),
+        match next_event(&mut ends).await {
+            ChannelEvent::Closed(closed) => {
+                assert_eq!(closed.why, CloseReason::PeerGone, "{closed:?}");
+                assert_eq!((closed.sent, closed.received), (0, 0));
             }
+            other => panic!("{other:?}"),
         }
         let late = Item { n: 1, body: Vec::new() };
         assert_eq!(mine.post(late), Err(WorkerError::Disconnected));
