@@ -83,7 +83,7 @@ class Channel:
         while self.why is None:
             if not self.backlog:
                 try:
-                    self.backlog.extend(env.split(self.conn.read_message(), self.conn.max_frame))
+                    self.backlog.extend(self.conn.read_messages())
                 except Closed:
                     self.why = "PeerGone"
                     break

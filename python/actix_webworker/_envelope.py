@@ -60,6 +60,15 @@ class ProtocolError(ValueError):
     broken and ends."""
 
 
+class BrokenBatch(ProtocolError):
+    """A batch broken at one of its messages: `before` are those whole
+    ahead of it, to be handled before the connection ends."""
+
+    def __init__(self, why: str, before: List[Message]) -> None:
+        super().__init__(why)
+        self.before = before
+
+
 def envelope(kind: int, nfds: int = 0, fields: bytes = b"", payload: bytes = b"") -> bytes:
     """One message: the header, the fixed fields of `kind`, the payload."""
     return bytes([kind, nfds]) + fields + payload
@@ -84,17 +93,17 @@ def split(message: bytes, limit: int) -> List[Message]:
     at = 2
     while at < len(message):
         if len(message) - at < 4:
-            raise ProtocolError("a batch cut off inside a length")
+            raise BrokenBatch("a batch cut off inside a length", out)
         (n,) = struct.unpack_from("<I", message, at)
         inner = message[at + 4 : at + 4 + n]
         if len(inner) != n:
-            raise ProtocolError(f"a batch cut off inside a message of {n} bytes")
+            raise BrokenBatch(f"a batch cut off inside a message of {n} bytes", out)
         if n < 2:
-            raise ProtocolError(f"a message of {n} bytes in a batch, shorter than its header")
+            raise BrokenBatch(f"a message of {n} bytes in a batch, shorter than its header", out)
         if n > limit:
-            raise ProtocolError(f"a message of {n} bytes in a batch, over the limit of {limit}")
+            raise BrokenBatch(f"a message of {n} bytes in a batch, over the limit of {limit}", out)
         if inner[0] == BATCH:
-            raise ProtocolError("a batch inside a batch")
+            raise BrokenBatch("a batch inside a batch", out)
         out.append((inner[0], inner[1], inner[2:]))
         at += 4 + n
     return out

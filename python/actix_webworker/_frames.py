@@ -16,7 +16,7 @@ import socket
 import struct
 from typing import List, Optional, Sequence
 
-from ._envelope import BATCH, MAX_BATCH, MAX_FDS_PER_MESSAGE, ProtocolError
+from ._envelope import BATCH, MAX_BATCH, MAX_FDS_PER_MESSAGE, BrokenBatch, Message, ProtocolError, split
 
 OP_CONTINUATION = 0
 OP_TEXT = 1
@@ -72,6 +72,9 @@ class Connection:
         self.taken = 0
         # Over TCP (and TLS, which has no recvmsg) no descriptors cross.
         self.remote = remote
+        # A batch broken at one of its messages, the messages ahead of it
+        # given first: raised at the next read.
+        self.broken: Optional[BrokenBatch] = None
 
     def _fill(self, need: int) -> None:
         while len(self.buf) < need:
@@ -158,6 +161,21 @@ class Connection:
             return message[0]
         self._fill(1)
         return self.buf[0] ^ (mask[0] if mask is not None else 0)
+
+    def read_messages(self) -> List[Message]:
+        """The messages of the next WebSocket message (a batch: several),
+        each held to the limit. A batch broken at one of its messages gives
+        those ahead of it first, as the Rust reader does; the error comes
+        at the next read."""
+        if self.broken is not None:
+            raise self.broken
+        try:
+            return split(self.read_message(), self.max_frame)
+        except BrokenBatch as e:
+            if not e.before:
+                raise
+            self.broken = e
+            return e.before
 
     def ready(self) -> bool:
         """Whether something has come that has not been read: a look that

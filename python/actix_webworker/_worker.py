@@ -130,7 +130,7 @@ class _Runtime:
 
     def read(self) -> List[Message]:
         """The messages of the next WebSocket message (a batch: several)."""
-        return env.split(self.conn.read_message(), self.conn.max_frame)
+        return self.conn.read_messages()
 
     def ask(self, name: str, value: Json) -> Json:
         rid = self.next_id

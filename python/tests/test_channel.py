@@ -19,12 +19,13 @@ from actix_webworker._frames import frame
 FP = 0x1234_5678_9ABC_DEF0
 
 
-def pair() -> Tuple[Channel, Channel]:
+def pair(second_max: int = 64 << 20) -> Tuple[Channel, Channel]:
     """Both ends of a new channel, their hellos done (the second one's on a
-    thread: each waits for the other)."""
+    thread: each waits for the other), the second's largest message
+    `second_max`."""
     a, b = socket.socketpair()
     second: List[Channel] = []
-    t = threading.Thread(target=lambda: second.append(Channel(b.detach(), False, FP)))
+    t = threading.Thread(target=lambda: second.append(Channel(b.detach(), False, FP, second_max)))
     t.start()
     first = Channel(a.detach(), True, FP)
     t.join(10)
@@ -118,4 +119,18 @@ def test_a_kind_no_channel_carries_is_refused() -> None:
     one, two = pair()
     one.conn.send(env.envelope(env.PING))
     with pytest.raises(env.ProtocolError, match="kind 13"):
+        two.recv()
+
+
+def test_an_end_of_a_smaller_limit_takes_the_posts_ahead_of_one_over_it() -> None:
+    # The second end takes messages of up to 1,000 bytes; a batch from the
+    # first holds a post, then one of 2,000 bytes: the post is received,
+    # then the channel breaks (before, from a review: the post was lost).
+    one, two = pair(1000)
+    post = env.envelope(env.POST, payload=b"1")
+    fat = env.envelope(env.POST, payload=b"2" * 1998)
+    entries = b"".join(struct.pack("<I", len(m)) + m for m in [post, fat])
+    one.conn.sock.sendall(frame(b"\x09\x00" + entries))
+    assert two.recv() == (1, [])
+    with pytest.raises(env.ProtocolError, match="2000 bytes in a batch"):
         two.recv()
