@@ -27,6 +27,7 @@ pub fn trials() -> Vec<Trial> {
         streams::a_port_asks_for_a_stream,
         streams::a_pool_counts_a_stream_in_flight_until_it_ends,
         streams::the_parents_producer_goes_with_the_worker_and_sends_the_next_nothing,
+        streams::a_producer_that_panics_ends_the_stream_with_its_report_and_the_worker_goes_on,
     ]
 }
 
@@ -57,6 +58,12 @@ pub struct Count {
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "Streamed<Row>")]
 pub struct FailAt(pub u64);
+
+/// Rows `0..`, made by a plain producer (`Streamed::new`) that panics
+/// with "row n panicked" as it makes row `n`.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<Row>")]
+pub struct PanicAt(pub u64);
 
 /// Rows for ever; the worker posts `Note::Dropped` when the producer is
 /// dropped.
@@ -102,6 +109,7 @@ impl Protocol for Streams {
         declare.stream::<Count>().named("streams.count");
         declare.stream::<FailAt>().named("streams.fail_at");
         declare.stream::<Endless>().named("streams.endless");
+        declare.stream::<PanicAt>().named("streams.panic_at");
         declare.request::<SumFromParent>().named("streams.sum_from_parent");
         declare.stream_to_parent::<Feed>().named("streams.feed");
         declare.request::<HoldFeed>().named("streams.hold_feed");
@@ -142,6 +150,20 @@ impl Handler<FailAt> for Streamer {
             n => Ok(Row { n, pad: Vec::new() }),
         });
         Streamed::fallible(stream::iter(rows))
+    }
+}
+
+impl Handler<PanicAt> for Streamer {
+    type Result = Streamed<Row>;
+
+    fn handle(&mut self, msg: PanicAt, _: &mut Context<Self>) -> Streamed<Row> {
+        let bad = msg.0;
+        Streamed::new(stream::iter(0..).map(move |n| {
+            if n == bad {
+                panic!("row {n} panicked");
+            }
+            Row { n, pad: Vec::new() }
+        }))
     }
 }
 
@@ -198,7 +220,7 @@ impl WorkerActor for Streamer {
     type Protocol = Streams;
 
     fn requests(requests: &mut Requests<Self>) {
-        requests.stream::<Count>().stream::<FailAt>().stream::<Endless>();
+        requests.stream::<Count>().stream::<FailAt>().stream::<Endless>().stream::<PanicAt>();
         requests.answer::<SumFromParent>().answer::<HoldFeed>();
     }
 }
@@ -528,4 +550,53 @@ pub fn the_parents_producer_goes_with_the_worker_and_sends_the_next_nothing() {
             assert!(events.exit().await.success());
         }
     });
+}
+
+/// docs/streams.md: a stream that cannot complete yields one `Err`, then
+/// `None`; `Panicked(report)` when "its handler or producer panicked".
+/// A producer made by `Streamed::new` that panics as it makes item 3:
+/// items 0, 1 and 2, then the panic's report (its message), then the end;
+/// the worker answers the next stream whole.
+pub fn a_producer_that_panics_ends_the_stream_with_its_report_and_the_worker_goes_on() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let mut rows = worker.send(AskStream::new(PanicAt(3))).await.unwrap();
+        for n in 0..3 {
+            match next(&mut rows).await {
+                Some(Ok(row)) => assert_eq!(row.n, n),
+                other => panic!("expected row {n}, got {}", brief(&other)),
+            }
+        }
+        match next(&mut rows).await {
+            Some(Err(WorkerError::Panicked(report))) => {
+                assert_eq!(report.message, "row 3 panicked", "{report:?}")
+            }
+            other => panic!("expected the producer's panic, got {}", brief(&other)),
+        }
+        assert!(next(&mut rows).await.is_none(), "nothing after the panic");
+        assert!(!rows.is_complete());
+        // The worker goes on: the same process answers a stream whole.
+        let pid = worker.send(Stats).await.unwrap().members[0].pid;
+        let mut rows = worker.send(AskStream::new(Count { n: 5, pad: 0 })).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(row) = next(&mut rows).await {
+            seen.push(row.expect("no error").n);
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert!(rows.is_complete());
+        assert_eq!(worker.send(Stats).await.unwrap().members[0].pid, pid, "the same process");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// An item, a panic's report by its message and place (not its backtrace).
+fn brief(item: &Option<Result<Row, WorkerError>>) -> String {
+    match item {
+        Some(Err(WorkerError::Panicked(r))) => {
+            format!("Some(Err(Panicked {:?} at {:?}:{:?}))", r.message, r.file, r.line)
+        }
+        other => format!("{other:?}"),
+    }
 }
