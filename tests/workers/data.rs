@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         data::a_worker_started_without_data_is_told_so,
         data::data_larger_than_a_message_is_refused_at_start,
         data::every_member_of_a_pool_gets_the_same_data,
+        data::a_restarted_worker_reads_the_same_data,
         data::a_python_worker_reads_its_data,
     ]);
     tests
@@ -210,6 +211,35 @@ pub fn every_member_of_a_pool_gets_the_same_data() {
         }
         pool.terminate();
         assert!(pool.send(actix_webworker::Join).await.unwrap().success());
+    });
+}
+
+/// README, `workerData`: "each worker started gets it (restarts and every
+/// member of a pool too)". A worker killed and restarted by its policy:
+/// the new process reads the same data, as it is made and when asked.
+pub fn a_restarted_worker_reads_the_same_data() {
+    run(async {
+        let (rec, mut events) = events::<Given>();
+        let worker = Worker::<Given>::builder()
+            .entry("data")
+            .restart(fast(actix_webworker::Restart::OnFailure))
+            .data(config())
+            .events(rec)
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(AsConfig).await.unwrap(), Ok(config()));
+        let first = worker.send(actix_webworker::Stats).await.unwrap().members[0].pid;
+        assert!(kill(first, Signal::SIGKILL));
+        assert_eq!(events.exit().await.signal, Some(9));
+        events.online().await;
+        // The `Reader` asserts that what it reads now is what it read as it
+        // was made, in the new process.
+        assert_eq!(worker.ask(AsConfig).await.unwrap(), Ok(config()));
+        let second = worker.send(actix_webworker::Stats).await.unwrap().members[0].pid;
+        assert_ne!(second, first, "a new process answered");
+        assert!(!worker.ask(Exposed(config().secret)).await.unwrap());
+        worker.terminate();
+        assert!(events.exit().await.success());
     });
 }
 
