@@ -28,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
         streams::a_pool_counts_a_stream_in_flight_until_it_ends,
         streams::the_parents_producer_goes_with_the_worker_and_sends_the_next_nothing,
         streams::a_producer_that_panics_ends_the_stream_with_its_report_and_the_worker_goes_on,
+        streams::a_refused_stream_is_its_reason_then_the_end,
     ]
 }
 
@@ -591,6 +592,14 @@ pub fn a_producer_that_panics_ends_the_stream_with_its_report_and_the_worker_goe
     });
 }
 
+/// Once the worker has answered a stream whole: its pid.
+async fn online_pid(worker: &Addr<Worker<Streams>>) -> u32 {
+    let mut rows = worker.send(AskStream::new(Count { n: 1, pad: 0 })).await.unwrap();
+    assert_eq!(next(&mut rows).await.unwrap().unwrap().n, 0);
+    assert!(next(&mut rows).await.is_none() && rows.is_complete());
+    worker.send(Stats).await.unwrap().members[0].pid
+}
+
 /// An item, a panic's report by its message and place (not its backtrace).
 fn brief(item: &Option<Result<Row, WorkerError>>) -> String {
     match item {
@@ -599,4 +608,71 @@ fn brief(item: &Option<Result<Row, WorkerError>>) -> String {
         }
         other => format!("{other:?}"),
     }
+}
+
+/// The first item of `rows` if one is there at once (a refusal is).
+fn at_once<T>(rows: &mut AnswerStream<T>) -> Option<Option<Result<T, WorkerError>>> {
+    futures_util::FutureExt::now_or_never(rows.next())
+}
+
+/// docs/streams.md: a stream refused yields "the reason the request was
+/// refused (`Terminating`, `QueueFull`...)" as its one `Err`, then `None`.
+/// Asked after `terminate()`: `Terminating`. Asked of a frozen worker
+/// under `WhenFull::Fail` once its queue is full: `QueueFull`.
+pub fn a_refused_stream_is_its_reason_then_the_end() {
+    run(async {
+        // After terminate.
+        let (rec, mut ended) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        online_pid(&worker).await;
+        worker.terminate();
+        let mut rows = worker.send(AskStream::new(Count { n: 5, pad: 0 })).await.unwrap();
+        match next(&mut rows).await {
+            Some(Err(WorkerError::Terminating)) => {}
+            other => panic!("expected Terminating, got {other:?}"),
+        }
+        assert!(next(&mut rows).await.is_none(), "nothing after the refusal");
+        assert!(!rows.is_complete());
+        assert!(ended.exit().await.success());
+
+        // A full queue, refused at once.
+        let limits = actix_webworker::Limits::default()
+            .max_queued_messages(4)
+            .when_full(actix_webworker::WhenFull::Fail);
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().limits(limits).events(rec).start().unwrap();
+        let pid = online_pid(&worker).await;
+        assert!(kill(pid, Signal::SIGSTOP));
+        // SAFETY: waitid into a local; WNOWAIT leaves the child's state to
+        // its reaper, and WSTOPPED waits only for the stop.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WSTOPPED | libc::WNOWAIT) };
+        assert_eq!(r, 0, "waiting for the worker to stop");
+        // The frozen worker reads nothing: the socket fills, then the queue.
+        let mut held = Vec::new();
+        let mut refused = None;
+        for _ in 0..1_000_000 {
+            let mut rows = worker.send(AskStream::new(Count { n: 1, pad: 0 })).await.unwrap();
+            match at_once(&mut rows) {
+                None => held.push(rows),
+                Some(first) => {
+                    refused = Some((first, rows));
+                    break;
+                }
+            }
+        }
+        let Some((first, mut rows)) = refused else {
+            panic!("{} streams asked of a frozen worker, none refused", held.len())
+        };
+        println!("the stream after {} accepted was refused: {first:?}", held.len());
+        match first {
+            Some(Err(WorkerError::QueueFull { limit })) => assert_eq!(limit, 4),
+            other => panic!("expected QueueFull, got {other:?}"),
+        }
+        assert!(next(&mut rows).await.is_none(), "nothing after the refusal");
+        assert!(!rows.is_complete());
+        assert!(kill(pid, Signal::SIGKILL));
+        assert_eq!(events.exit().await.signal, Some(9));
+    });
 }
