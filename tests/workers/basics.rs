@@ -26,13 +26,14 @@ pub fn trials() -> Vec<Trial> {
         basics::panic_in_handler_is_reported_and_the_worker_goes_on,
         basics::mismatched_worker_is_refused,
         basics::parent_death_takes_the_worker_down,
+        basics::parent_death_runs_the_workers_on_close,
         basics::dropping_the_last_address_terminates_the_worker,
     ]
 }
 
 /// Run only as a process of their own, by the tests above.
 pub fn roles() -> Vec<Trial> {
-    crate::inner![basics::parent_role,]
+    crate::inner![basics::parent_role, basics::parent_role_with_a_note,]
 }
 
 pub fn posted_before_handshake_is_delivered() {
@@ -234,6 +235,49 @@ pub fn parent_death_takes_the_worker_down() {
     parent.kill().unwrap();
     parent.wait().unwrap();
     assert!(wait_gone(pid, Duration::from_secs(2)), "worker {pid} outlived its parent by 2 s");
+}
+
+/// The parent side of `parent_death_runs_the_workers_on_close`: starts a
+/// worker whose `on_close` appends "closed <pid>" to the file `AWW_NOTE`
+/// names, prints its pid, and waits to be killed.
+pub fn parent_role_with_a_note() {
+    let note = std::env::var("AWW_NOTE").expect("AWW_NOTE");
+    run(async move {
+        let (worker, mut events) = start();
+        worker.post(Cmd::NoteOnCloseIn(note));
+        assert_eq!(events.message().await.data, Reply::Count(0));
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!("expected a pid") };
+        println!("WORKER_PID={pid}");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// README, Behaviour worth knowing: "when the parent dies, it runs
+/// `on_close`, then kills its own group". The parent SIGKILLed: once the
+/// worker is gone, its `on_close` has written its note.
+pub fn parent_death_runs_the_workers_on_close() {
+    use std::io::BufRead;
+    let note = std::env::temp_dir().join(format!("aww-parent-death-note-{}", std::process::id()));
+    let _ = std::fs::remove_file(&note);
+    let mut parent = role("basics::parent_role_with_a_note")
+        .env("AWW_NOTE", &note)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(parent.stdout.take().unwrap());
+    let pid = stdout.lines().find_map(|line| {
+        let line = line.ok()?;
+        line.split_once("WORKER_PID=").map(|(_, p)| p.trim().parse::<u32>().unwrap())
+    });
+    let pid = pid.expect("the parent printed its worker's pid");
+    assert!(!note.exists() || std::fs::read_to_string(&note).unwrap().is_empty());
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    assert!(wait_gone(pid, WAIT), "worker {pid} outlived its parent");
+    let noted = std::fs::read_to_string(&note).unwrap_or_default();
+    let _ = std::fs::remove_file(&note);
+    assert_eq!(noted, format!("closed {pid}\n"), "the worker's on_close did not run");
 }
 
 pub fn dropping_the_last_address_terminates_the_worker() {
