@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         pool::a_member_killed_fails_only_its_requests_and_the_queue_flows,
         pool::broadcast_reaches_every_member,
         pool::terminate_closes_every_member_gracefully,
+        pool::join_gives_the_status_of_a_member_that_fails_as_it_closes,
         pool::members_are_recycled_after_max_requests,
         pool::a_recycled_member_finishes_what_it_has_after_its_replacement_started,
         pool::the_pool_grows_while_requests_wait_and_shrinks_when_idle,
@@ -224,6 +225,42 @@ pub fn terminate_closes_every_member_gracefully() {
         assert_eq!((closing, exits), (2, 2));
         let after = pool.ask(Sum(vec![1])).await;
         assert!(matches!(after, Err(WorkerError::Exited(_))), "{after:?}");
+    });
+}
+
+/// README, Pools › Shutdown: "`Join` resolves once all have exited, with
+/// the first failing member's status". Of two members, one exits with
+/// code 5 from its `on_close` as `terminate()` closes it (no restarts):
+/// the pool's `Join` says code 5; the other member exited 0.
+pub fn join_gives_the_status_of_a_member_that_fails_as_it_closes() {
+    run(async {
+        let (builder, mut rx) = pool();
+        let pool = builder.size(2).start().unwrap();
+        pool_online(&mut rx, 2).await;
+        // A post goes to one member: it answers, and that one fails.
+        pool.send(actix_webworker::Post::new(Cmd::ExitInOnClose(5))).await.unwrap().unwrap();
+        let told = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Member { event, .. } if matches!(&event.kind, Event::Message(m) if m.data == Reply::Count(0))))
+            .await;
+        let PoolEvent::Member { index: failing, .. } = told else { unreachable!() };
+        pool.terminate();
+        let status = pool.send(Join).await.unwrap();
+        let mut exits = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let PoolEvent::Member { index, event } = ev {
+                if let Event::Exit(status) = event.kind {
+                    exits.push((index, status.code, status.signal));
+                }
+            }
+        }
+        exits.sort();
+        println!("members' exits: {exits:?}; the pool's status: {status}");
+        assert_eq!((status.code, status.signal), (Some(5), None), "{status}");
+        assert!(!status.success());
+        assert_eq!(exits.len(), 2, "{exits:?}");
+        for (index, code, signal) in exits {
+            let want = if index == failing { Some(5) } else { Some(0) };
+            assert_eq!((code, signal), (want, None), "member {index}");
+        }
     });
 }
 

@@ -76,6 +76,9 @@ pub enum Cmd {
     /// As `NoteOnClose`, appending to the file at this path (for a worker
     /// that takes no descriptors); answer `Count(0)`.
     NoteOnCloseIn(String),
+    /// `on_close` exits the process with this code (after its other work);
+    /// answers `Count(0)`.
+    ExitInOnClose(i32),
     /// Answers `Shared` with these buffers, then one of its own (the text
     /// "from the worker").
     Shared(Vec<SharedBytes>),
@@ -253,6 +256,8 @@ pub struct TestWorker<P: Protocol<FromWorker = Reply>> {
     slow_drop: Duration,
     /// Where `on_close` says it ran.
     close_note: Option<std::fs::File>,
+    /// The code `on_close` exits with, if any.
+    exit_in_on_close: Option<i32>,
 }
 
 impl<P: Protocol<FromWorker = Reply>> TestWorker<P> {
@@ -263,6 +268,7 @@ impl<P: Protocol<FromWorker = Reply>> TestWorker<P> {
             panic_in_started: false,
             slow_drop: Duration::ZERO,
             close_note: None,
+            exit_in_on_close: None,
         }
     }
 }
@@ -428,6 +434,10 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             Cmd::NoteOnCloseIn(path) => {
                 let file = std::fs::OpenOptions::new().append(true).create(true).open(path);
                 self.close_note = Some(file.expect("the note's file"));
+                let _ = parent.post(Reply::Count(0));
+            }
+            Cmd::ExitInOnClose(code) => {
+                self.exit_in_on_close = Some(code);
                 let _ = parent.post(Reply::Count(0));
             }
             Cmd::Busy(ms) => {
@@ -641,6 +651,9 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             let _ = note.write_all(format!("closed {}\n", std::process::id()).as_bytes());
         }
         let _ = self.parent.post(Reply::Closing);
+        if let Some(code) = self.exit_in_on_close {
+            std::process::exit(code);
+        }
     }
 
     fn on_error(&mut self, error: &ErrorReport, _: &mut Context<Self>) -> bool {
