@@ -24,6 +24,7 @@ pub fn trials() -> Vec<Trial> {
         channels::three_workers_pipeline_with_the_parent_out_of_the_data_path,
         channels::a_consumer_killed_mid_stream_is_told_to_the_producer_with_exact_counts,
         channels::a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives,
+        channels::a_worker_that_closes_itself_or_gets_sigterm_closes_its_ends_and_every_post_arrives,
         channels::a_restarted_worker_has_no_ends_and_a_new_channel_joins_it_again,
         channels::a_channel_is_a_second_line_between_the_parent_and_a_worker,
         channels::a_hostile_peer_on_an_end_is_a_typed_error_and_the_worker_lives_on,
@@ -94,6 +95,9 @@ pub enum Job {
     /// Send every item of `end` back on it; answer `Double` asked on it.
     Echo { end: End },
     Pid,
+    /// Close from inside (`Parent::close`): `on_close` runs, then a clean
+    /// exit.
+    Close,
 }
 
 /// What a stage tells the parent.
@@ -266,6 +270,7 @@ impl Handler<Received<Job>> for Stage {
             Job::Pid => {
                 let _ = self.parent.post(Said::Pid(std::process::id()));
             }
+            Job::Close => self.parent.close(),
         }
     }
 }
@@ -533,6 +538,68 @@ pub fn a_worker_terminated_mid_stream_closes_its_ends_and_every_post_arrives() {
             other => panic!("{other:?}"),
         }
         assert!(consumer_events.exit().await.success());
+    });
+}
+
+/// docs/channels.md: "A worker that ends (terminated, closing itself, its
+/// parent gone, SIGTERM) closes the ends it still holds after its
+/// `on_close` ... the other ends are told `PeerClosed`". A producer
+/// mid-stream that closes itself (`Parent::close`), then one SIGTERMed
+/// from outside: the consumer takes every post its end accepted, then
+/// `PeerClosed`; an end it left open (to the parent) is closed for it.
+pub fn a_worker_that_closes_itself_or_gets_sigterm_closes_its_ends_and_every_post_arrives() {
+    run(async {
+        for sigterm in [false, true] {
+            let way = if sigterm { "SIGTERM" } else { "close()" };
+            let (producer, mut producer_events) = stage();
+            let (consumer, mut consumer_events) = stage();
+            let pid = pid_of(&producer, &mut producer_events).await;
+            // An end the producer leaves open: to the parent.
+            let (mine, theirs) = MessageChannel::<Item, Item>::new().unwrap();
+            producer.post(Job::Echo { end: theirs });
+            let (collect, mut rx) = collector();
+            let line = mine.open(collect);
+            line.post(item(7, 8)).unwrap();
+            assert!(matches!(next_event(&mut rx).await, ChannelEvent::Message(m) if m.data.n == 7));
+            // The stream, to the consumer.
+            let (out, input) = MessageChannel::<Item, Item>::new().unwrap();
+            consumer.post(Job::Store { input: Some(input), every: 1000 });
+            producer.post(Job::Flood { out });
+            said(&mut consumer_events, |s| matches!(s, Said::Count(n) if *n >= 5000).then_some(()))
+                .await;
+            if sigterm {
+                assert!(kill(pid, Signal::SIGTERM));
+            } else {
+                producer.post(Job::Close);
+            }
+            let sent = said(&mut producer_events, |s| match s {
+                Said::Sent(n) => Some(*n),
+                _ => None,
+            })
+            .await;
+            let status = producer_events.exit().await;
+            if sigterm {
+                assert_eq!(status.code, Some(actix_webworker::exit_code::SIGTERM), "{status}");
+            } else {
+                assert!(status.success(), "{status}");
+            }
+            let (why, received) = said(&mut consumer_events, |s| match s {
+                Said::Closed { why, received, .. } => Some((why.clone(), *received)),
+                _ => None,
+            })
+            .await;
+            println!("{way}: the producer's end accepted {sent}; the consumer took {received}, then {why}");
+            assert_eq!((why.as_str(), received), ("PeerClosed", sent), "{way}");
+            match next_event(&mut rx).await {
+                ChannelEvent::Closed(closed) => {
+                    assert_eq!(closed.why, CloseReason::PeerClosed, "{way}: the parent's end");
+                    assert_eq!((closed.sent, closed.delivered(), closed.received), (1, 1, 1));
+                }
+                other => panic!("{way}: {other:?}"),
+            }
+            consumer.terminate();
+            assert!(consumer_events.exit().await.success());
+        }
     });
 }
 
