@@ -66,14 +66,25 @@ async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Cre
                 return Poll::Pending;
             }
             let first = frames.is_empty();
-            match std::pin::Pin::new(&mut stream).poll_next(cx) {
-                Poll::Ready(item) => Poll::Ready(Some(item)),
-                Poll::Pending if first => Poll::Pending,
-                Poll::Pending => Poll::Ready(None),
+            // A panic in the producer ends the stream after what it made
+            // (gathered, not yet queued) and is its last item.
+            let polled = || std::pin::Pin::new(&mut stream).poll_next(cx);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(polled)) {
+                Ok(Poll::Ready(item)) => Poll::Ready(Some(Ok(item))),
+                Ok(Poll::Pending) if first => Poll::Pending,
+                Ok(Poll::Pending) => Poll::Ready(None),
+                Err(_) => Poll::Ready(Some(Err(()))),
             }
         });
-        let step = next.await;
-        let item = match step {
+        let item = match next.await {
+            // Its report is the hook's (where the side has one): the reply,
+            // dropped unsent, fails with it; the producer is not polled again.
+            Some(Err(())) => {
+                let _ = reply.push_items(std::mem::take(&mut frames));
+                let _ =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(stream)));
+                return drop(reply);
+            }
             // Nothing more ready: what was gathered goes.
             None => {
                 if !reply.push_items(std::mem::take(&mut frames)) {
@@ -81,7 +92,7 @@ async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Cre
                 }
                 continue;
             }
-            Some(item) => item,
+            Some(Ok(item)) => item,
         };
         match item {
             Some(Ok(item)) => match reply.item(&item) {
