@@ -50,16 +50,18 @@ pub(crate) struct Reply {
 /// Where the answers owed on one connection stand, by request id: each has
 /// an entry from its arrival to its reply. One per session: ids are the
 /// asker's, unique on one connection only. Dropped with its session: the
-/// answers still owed are cancelled then, as if their askers had, for no
-/// asker is left to read them (a stream's producer would otherwise run on
-/// for ever, waiting for credit that never comes).
+/// streamed answers still owed are cancelled then, as if their askers had,
+/// for no asker is left to read them (a producer would otherwise run on for
+/// ever, waiting for credit that never comes). A request read whole is
+/// still handled, as it was asked (a worker may ask in its `on_close` and
+/// not wait): its answer is refused with its connection.
 #[derive(Default)]
 pub(crate) struct Answering(Rc<Stages>);
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        let ids: Vec<u64> = self.0.by_id.borrow().keys().copied().collect();
-        for id in ids {
+        let streams: Vec<u64> = self.0.credits.borrow().keys().copied().collect();
+        for id in streams {
             self.cancel(id);
         }
     }

@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         requests::pending_requests_fail_when_the_worker_dies,
         requests::handler_panic_fails_that_request_only,
         requests::a_panic_in_an_actor_future_fails_that_request_only,
+        requests::a_request_the_worker_asked_in_on_close_is_still_served,
         requests::worker_asks_the_parent,
         requests::worker_asks_the_parent_with_shared_buffers,
         requests::worker_asking_an_unserved_request_gets_unhandled,
@@ -245,6 +246,63 @@ pub fn a_panic_in_an_actor_future_fails_that_request_only() {
         assert_eq!(worker.ask(Sum(vec![2, 3])).await.unwrap(), 5);
         worker.terminate();
         assert_eq!(events.exit().await.code, Some(0));
+    });
+}
+
+/// Counts the `GetConfig`s it serves; `Stall` keeps it busy.
+pub struct Served(u64);
+
+impl Actor for Served {
+    type Context = Context<Self>;
+}
+
+/// Busy for a while; answers how many it served so far.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Stall(pub Duration);
+
+impl Handler<Stall> for Served {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Stall, _: &mut Context<Self>) -> u64 {
+        std::thread::sleep(msg.0);
+        self.0
+    }
+}
+
+impl Handler<GetConfig> for Served {
+    type Result = String;
+
+    fn handle(&mut self, msg: GetConfig, _: &mut Context<Self>) -> String {
+        self.0 += 1;
+        format!("value of {}", msg.0)
+    }
+}
+
+/// A worker that asks its parent in `on_close` and does not wait for the
+/// answer: the parent's served actor, busy when the worker's connection
+/// ends, still handles the request it read (its answer is refused with
+/// the connection). From a review of bc2b6e5, which cancelled every answer
+/// owed when a connection ended: the request was then never handled.
+pub fn a_request_the_worker_asked_in_on_close_is_still_served() {
+    run(async {
+        let arbiter = Arbiter::new();
+        let served = Served::start_in_arbiter(&arbiter.handle(), |_| Served(0));
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .entry("ask-on-close")
+            .serve(served.clone().recipient::<GetConfig>())
+            .start()
+            .unwrap();
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        // Busy while the worker closes.
+        let busy = served.send(Stall(Duration::from_millis(1500)));
+        worker.terminate();
+        assert!(events.exit().await.success());
+        assert_eq!(busy.await.unwrap(), 0);
+        // Behind the worker's request in the served actor's mailbox.
+        assert_eq!(served.send(Stall(Duration::ZERO)).await.unwrap(), 1);
+        arbiter.stop();
     });
 }
 

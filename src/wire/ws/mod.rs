@@ -27,6 +27,7 @@ use super::stream::FdStream;
 use super::wsframe;
 use crate::error::WireError;
 use crate::protocol::Codec;
+use crate::report::cut;
 
 /// An open connection, before it is split into reader and writer.
 pub(crate) struct Connection {
@@ -158,13 +159,34 @@ struct EntryRefusalV5 {
     known: Vec<String>,
 }
 
-/// Reads a refusal written with `codec`, of this version or an earlier.
+/// Reads a refusal written with `codec`, of this version or an earlier;
+/// its names cut to what the parent keeps of them (the error is cloned to
+/// every request it fails, and a pool keeps it): at most 64 names of at
+/// most 1 KiB each, and how many more there were.
 fn read_refusal(codec: Codec, payload: &[u8]) -> Result<envelope::EntryRefusal, WireError> {
-    codec::decode_as::<envelope::EntryRefusal>(codec, payload).or_else(|e| {
+    let refusal = codec::decode_as::<envelope::EntryRefusal>(codec, payload).or_else(|e| {
         let EntryRefusalV5 { entry, known } = codec::decode_as(codec, payload).map_err(|_| e)?;
         Ok(envelope::EntryRefusal { entry, known, unanswered: Vec::new() })
+    })?;
+    let names = |names: Vec<String>| -> Vec<String> {
+        let more = names.len().saturating_sub(REFUSAL_NAMES);
+        let mut kept: Vec<String> =
+            names.into_iter().take(REFUSAL_NAMES).map(|n| cut(n, REFUSAL_NAME_MAX)).collect();
+        if more > 0 {
+            kept.push(format!("\u{2026} ({more} more)"));
+        }
+        kept
+    };
+    Ok(envelope::EntryRefusal {
+        entry: cut(refusal.entry, REFUSAL_NAME_MAX),
+        known: names(refusal.known),
+        unanswered: names(refusal.unanswered),
     })
 }
+
+/// The most names of a refusal kept, and the most bytes of each.
+const REFUSAL_NAMES: usize = 64;
+const REFUSAL_NAME_MAX: usize = 1 << 10;
 
 /// The codec named by a parent's hello as read raw off the socket (one
 /// unfragmented WebSocket frame); bincode if it cannot be read. For a
@@ -192,6 +214,26 @@ mod tests {
     struct Old {
         entry: String,
         known: Vec<String>,
+    }
+
+    /// From a review of 446e15e: a refusal's names were kept whole, and
+    /// cloned into every request the refusal failed (5 MiB each here).
+    #[test]
+    fn a_refusals_names_are_cut() {
+        let big = envelope::EntryRefusal {
+            entry: "e".repeat(1 << 20),
+            known: vec!["k".repeat(1 << 20); 100],
+            unanswered: vec!["u".repeat(1 << 20); 3],
+        };
+        let mut buf = Vec::new();
+        codec::encode_into(&big, &mut buf).unwrap();
+        let refusal = read_refusal(Codec::Bincode, &buf).unwrap();
+        assert!(refusal.entry.len() <= 1024 && refusal.entry.starts_with("eee"));
+        assert_eq!((refusal.known.len(), refusal.unanswered.len()), (65, 3));
+        assert_eq!(refusal.known[64], "\u{2026} (36 more)");
+        assert!(refusal.known.iter().chain(&refusal.unanswered).all(|n| n.len() <= 1024));
+        let e = WireError::UnknownEntry { entry: refusal.entry, known: refusal.known };
+        assert!(e.to_string().len() <= 70 << 10, "{} bytes", e.to_string().len());
     }
 
     #[test]

@@ -256,6 +256,9 @@ pub struct TestWorker<P: Protocol<FromWorker = Reply>> {
     slow_drop: Duration,
     /// Where `on_close` says it ran.
     close_note: Option<std::fs::File>,
+    /// `on_close` asks the parent `GetConfig("on_close")` and does not
+    /// wait for the answer.
+    ask_on_close: bool,
     /// The code `on_close` exits with, if any.
     exit_in_on_close: Option<i32>,
 }
@@ -268,6 +271,7 @@ impl<P: Protocol<FromWorker = Reply>> TestWorker<P> {
             panic_in_started: false,
             slow_drop: Duration::ZERO,
             close_note: None,
+            ask_on_close: false,
             exit_in_on_close: None,
         }
     }
@@ -650,6 +654,12 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> WorkerActor for TestWorker
             // One write: atomic on a pipe, whoever else writes to it.
             let _ = note.write_all(format!("closed {}\n", std::process::id()).as_bytes());
         }
+        if self.ask_on_close {
+            let asked = self.parent.ask(GetConfig("on_close".into()));
+            actix::spawn(async move {
+                let _ = asked.await;
+            });
+        }
         let _ = self.parent.post(Reply::Closing);
         if let Some(code) = self.exit_in_on_close {
             std::process::exit(code);
@@ -675,6 +685,11 @@ pub fn entries() -> Vec<Entry> {
         Entry::new("panic-started", |parent| {
             let mut worker = TestWorker::<Test>::new(parent);
             worker.panic_in_started = true;
+            worker
+        }),
+        Entry::new("ask-on-close", |parent| {
+            let mut worker = TestWorker::<Test>::new(parent);
+            worker.ask_on_close = true;
             worker
         }),
         Entry::new("slow-drop", |parent| {
