@@ -137,4 +137,76 @@ mod tests {
             assert!(ran >= 78, "10,000 lines, 128 at a time: the task beside ran {ran} times");
         });
     }
+
+    /// Lines as the worker wrote them, however the reads cut them: a line
+    /// across two reads, CRLF, a line over `MAX_LINE` cut there, 300 empty
+    /// lines, and the last line without its end (from a review of the
+    /// change that takes them 128 at a time).
+    #[test]
+    fn lines_come_out_as_written() {
+        use std::sync::{Arc as A, Mutex};
+        struct Lines(A<Mutex<Vec<String>>>);
+        struct Msg<'a>(&'a mut String);
+        impl tracing::field::Visit for Msg<'_> {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    *self.0 = format!("{v:?}");
+                }
+            }
+        }
+        impl tracing::Subscriber for Lines {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, e: &tracing::Event<'_>) {
+                if e.metadata().target() == "actix_webworker::output" {
+                    let mut m = String::new();
+                    e.record(&mut Msg(&mut m));
+                    self.0.lock().unwrap().push(m);
+                }
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+        let got = A::new(Mutex::new(Vec::new()));
+        let sub = Lines(got.clone());
+        tracing::subscriber::with_default(sub, || {
+            actix_rt::System::new().block_on(async {
+                let (r, mut w) = std::io::pipe().unwrap();
+                let writer = std::thread::spawn(move || {
+                    let pause = || std::thread::sleep(std::time::Duration::from_millis(50));
+                    w.write_all(b"a\r\nb").unwrap();
+                    pause();
+                    w.write_all(b"c\n").unwrap();
+                    pause();
+                    w.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+                    w.write_all(b"\n").unwrap();
+                    pause();
+                    w.write_all(&[b'\n'; 300]).unwrap();
+                    w.write_all(b"d\r\ntail").unwrap();
+                });
+                let reading = capture(r.into(), "lines".into(), 1, Stream::Stdout).unwrap();
+                reading.await.unwrap();
+                writer.join().unwrap();
+            });
+        });
+        let got = got.lock().unwrap().clone();
+        assert_eq!(&got[..2], ["a", "bc"]);
+        // Cut once past MAX_LINE, the rest its own line (or whole, when its
+        // end came in the read that passed MAX_LINE): all of it, in order.
+        let long = got[2..].iter().take_while(|l| l.starts_with('x')).count();
+        assert!((1..=2).contains(&long), "{long} pieces");
+        assert!(got[2].len() >= MAX_LINE, "cut at {}", got[2].len());
+        let xs: usize = got[2..2 + long].iter().map(String::len).sum();
+        assert_eq!(xs, MAX_LINE + 10);
+        let rest = &got[2 + long..];
+        assert_eq!(rest.len(), 302, "{rest:?}");
+        assert!(rest[..300].iter().all(String::is_empty));
+        assert_eq!(&rest[300..], ["d", "tail"]);
+    }
 }
