@@ -21,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         errors::a_worker_crash_reaches_an_app_that_logs_with_the_log_crate,
         errors::captured_output_becomes_tracing_events,
         errors::backtrace_when_rust_backtrace_asks,
+        errors::a_panicking_interval_is_reported_every_tick_and_the_worker_goes_on,
     ]
 }
 
@@ -252,5 +253,41 @@ pub fn backtrace_when_rust_backtrace_asks() {
         assert!(backtrace.contains("boom"), "{backtrace}");
         worker.terminate();
         assert!(events.exit().await.success());
+    });
+}
+
+/// README: "After a panic in a message handler (or an interval) the worker
+/// goes on with the next message."
+pub fn a_panicking_interval_is_reported_every_tick_and_the_worker_goes_on() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::PanicEvery(100));
+        for _ in 0..2 {
+            let report = events.error().await;
+            assert_eq!(report.message, "tick");
+            assert_eq!(report.line, Some(PANIC_LINE));
+        }
+        // After those panics, the worker still answers and echoes.
+        assert_eq!(worker.ask(Sum(vec![1, 2, 3])).await.expect("an answer"), 6);
+        worker.post(Cmd::Echo(0));
+        let echoed = loop {
+            match events.next().await {
+                Event::Error(report) => assert_eq!(report.message, "tick"),
+                Event::Message(m) => break m.data,
+                other => panic!("expected the echo or another tick's report, got {other:?}"),
+            }
+        };
+        assert_eq!(echoed, Reply::Echo(0));
+        // Still the same process: it never exited.
+        worker.terminate();
+        let status = loop {
+            match events.next().await {
+                Event::Exit(status) => break status,
+                Event::Error(report) => assert_eq!(report.message, "tick"),
+                Event::Message(m) => assert_eq!(m.data, Reply::Closing),
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert!(status.success(), "{status}");
     });
 }

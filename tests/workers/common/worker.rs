@@ -82,6 +82,8 @@ pub enum Cmd {
     /// Answers `Shared` with these buffers, then one of its own (the text
     /// "from the worker").
     Shared(Vec<SharedBytes>),
+    /// Panic with "tick" from an interval of this many ms, every tick.
+    PanicEvery(u64),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -463,6 +465,9 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
                 if let Err(e) = parent.post(Reply::Blob(vec![7; len])) {
                     let _ = parent.post(Reply::Refused(e.to_string()));
                 }
+            }
+            Cmd::PanicEvery(ms) => {
+                ctx.run_interval(Duration::from_millis(ms), |_, _| boom("tick"));
             }
         }
     }
