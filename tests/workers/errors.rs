@@ -22,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
         errors::captured_output_becomes_tracing_events,
         errors::backtrace_when_rust_backtrace_asks,
         errors::a_panicking_interval_is_reported_every_tick_and_the_worker_goes_on,
+        errors::a_panic_in_a_future_of_the_context_is_reported_then_the_worker_exits_101,
     ]
 }
 
@@ -289,5 +290,22 @@ pub fn a_panicking_interval_is_reported_every_tick_and_the_worker_goes_on() {
             }
         };
         assert!(status.success(), "{status}");
+    });
+}
+
+/// README: "A `run_later` timer or another future of the context cannot
+/// be resumed after its panic: the worker then exits with code 101, after
+/// the report."
+pub fn a_panic_in_a_future_of_the_context_is_reported_then_the_worker_exits_101() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::PanicInSpawned("spawned panic".into()));
+        // `error` fails on an exit first: the report comes before the exit.
+        let report = events.error().await;
+        assert_eq!(report.message, "spawned panic");
+        assert_eq!(report.line, Some(PANIC_LINE));
+        let status = events.exit().await;
+        assert_eq!((status.code, status.signal), (Some(actix_webworker::exit_code::PANIC), None));
+        drop(worker);
     });
 }

@@ -84,6 +84,8 @@ pub enum Cmd {
     Shared(Vec<SharedBytes>),
     /// Panic with "tick" from an interval of this many ms, every tick.
     PanicEvery(u64),
+    /// Panic with this message from a future spawned on the context.
+    PanicInSpawned(String),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -468,6 +470,9 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             }
             Cmd::PanicEvery(ms) => {
                 ctx.run_interval(Duration::from_millis(ms), |_, _| boom("tick"));
+            }
+            Cmd::PanicInSpawned(m) => {
+                ctx.spawn(async move { boom(&m) }.into_actor(self));
             }
         }
     }
