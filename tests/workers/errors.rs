@@ -23,6 +23,8 @@ pub fn trials() -> Vec<Trial> {
         errors::backtrace_when_rust_backtrace_asks,
         errors::a_panicking_interval_is_reported_every_tick_and_the_worker_goes_on,
         errors::a_panic_in_a_future_of_the_context_is_reported_then_the_worker_exits_101,
+        errors::on_error_keeps_a_handled_timer_panic_from_the_parent,
+        errors::on_error_keeps_a_handled_panic_in_started_from_the_parent,
     ]
 }
 
@@ -307,5 +309,65 @@ pub fn a_panic_in_a_future_of_the_context_is_reported_then_the_worker_exits_101(
         let status = events.exit().await;
         assert_eq!((status.code, status.signal), (Some(actix_webworker::exit_code::PANIC), None));
         drop(worker);
+    });
+}
+
+/// The first of `Handled(..)` or an error report; fails on an exit first.
+async fn handled_or_reported(events: &mut Events<Test>) -> Result<String, String> {
+    loop {
+        match events.next().await {
+            Event::Message(m) => match m.data {
+                Reply::Handled(message) => return Ok(message),
+                other => panic!("unexpected message {other:?}"),
+            },
+            Event::Error(report) => return Err(report.message),
+            Event::Exit(s) => panic!("exited with {s} before the panic was handled or reported"),
+            _ => continue,
+        }
+    }
+}
+
+/// Terminates the worker (if it is still there) and checks that no error
+/// report reaches the parent before its exit.
+async fn no_report_up_to_the_exit(worker: &actix::Addr<Worker<Test>>, events: &mut Events<Test>) {
+    worker.terminate();
+    loop {
+        match events.next().await {
+            Event::Exit(_) => return,
+            Event::Error(report) => panic!("a report reached the parent: {report}"),
+            _ => continue,
+        }
+    }
+}
+
+/// README: "`WorkerActor::on_error` sees every panic in the worker first
+/// (... a timer ...); returning `true` keeps it from the parent."
+pub fn on_error_keeps_a_handled_timer_panic_from_the_parent() {
+    run(async {
+        let (worker, mut events) = start();
+        worker.post(Cmd::PanicLaterWith(100, "handled: by the worker, late".into()));
+        let seen = handled_or_reported(&mut events).await;
+        assert_eq!(
+            seen,
+            Ok("handled: by the worker, late".to_owned()),
+            "on_error did not handle the timer's panic (Err: it reached the parent as Event::Error)"
+        );
+        no_report_up_to_the_exit(&worker, &mut events).await;
+    });
+}
+
+/// README: "`WorkerActor::on_error` sees every panic in the worker first
+/// (... `started`); returning `true` keeps it from the parent."
+pub fn on_error_keeps_a_handled_panic_in_started_from_the_parent() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).entry("panic-started-handled").start().unwrap();
+        let seen = handled_or_reported(&mut events).await;
+        assert_eq!(
+            seen,
+            Ok("handled: started panic".to_owned()),
+            "on_error did not handle the panic in started (Err: it reached the parent as Event::Error)"
+        );
+        no_report_up_to_the_exit(&worker, &mut events).await;
     });
 }

@@ -86,6 +86,8 @@ pub enum Cmd {
     PanicEvery(u64),
     /// Panic with this message from a future spawned on the context.
     PanicInSpawned(String),
+    /// Panic with this message from a `run_later` timer after this many ms.
+    PanicLaterWith(u64, String),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -256,6 +258,8 @@ pub struct TestWorker<P: Protocol<FromWorker = Reply>> {
     pub parent: Parent<P>,
     next_echo: u64,
     panic_in_started: bool,
+    /// `started` panics with a message `on_error` handles.
+    handled_panic_in_started: bool,
     /// How long dropping the actor takes.
     slow_drop: Duration,
     /// Where `on_close` says it ran.
@@ -273,6 +277,7 @@ impl<P: Protocol<FromWorker = Reply>> TestWorker<P> {
             parent,
             next_echo: 0,
             panic_in_started: false,
+            handled_panic_in_started: false,
             slow_drop: Duration::ZERO,
             close_note: None,
             ask_on_close: false,
@@ -293,6 +298,9 @@ impl<P: Protocol<FromWorker = Reply>> Actor for TestWorker<P> {
     fn started(&mut self, _: &mut Context<Self>) {
         if self.panic_in_started {
             boom("started panic");
+        }
+        if self.handled_panic_in_started {
+            boom("handled: started panic");
         }
     }
 }
@@ -473,6 +481,9 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             }
             Cmd::PanicInSpawned(m) => {
                 ctx.spawn(async move { boom(&m) }.into_actor(self));
+            }
+            Cmd::PanicLaterWith(ms, m) => {
+                ctx.run_later(Duration::from_millis(ms), move |_, _| boom(&m));
             }
         }
     }
@@ -705,6 +716,11 @@ pub fn entries() -> Vec<Entry> {
         Entry::new("slow-drop", |parent| {
             let mut worker = TestWorker::<Test>::new(parent);
             worker.slow_drop = Duration::from_secs(2);
+            worker
+        }),
+        Entry::new("panic-started-handled", |parent| {
+            let mut worker = TestWorker::<Test>::new(parent);
+            worker.handled_panic_in_started = true;
             worker
         }),
     ];
