@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         errors::a_panic_in_a_future_of_the_context_is_reported_then_the_worker_exits_101,
         errors::on_error_keeps_a_handled_timer_panic_from_the_parent,
         errors::on_error_keeps_a_handled_panic_in_started_from_the_parent,
+        errors::grace_after_signals_a_blocked_worker_for_one_call_and_never_does_not,
     ]
 }
 
@@ -369,5 +370,46 @@ pub fn on_error_keeps_a_handled_panic_in_started_from_the_parent() {
             "on_error did not handle the panic in started (Err: it reached the parent as Event::Error)"
         );
         no_report_up_to_the_exit(&worker, &mut events).await;
+    });
+}
+
+/// README: "`Grace::After(d)` sets it for one call; `Grace::Never` waits
+/// for the worker's own exit and never signals."
+pub fn grace_after_signals_a_blocked_worker_for_one_call_and_never_does_not() {
+    run(async {
+        // The builder's grace is ten times any wait of the test: a signal
+        // seen within the wait came from the 100 ms of this one call.
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).grace_period(WAIT * 10).start().unwrap();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!("expected the pid") };
+        worker.post(Cmd::Block(WAIT.as_millis() as u64 * 20));
+        worker.send(Terminate(Grace::After(Duration::from_millis(100)))).await.unwrap();
+        let status = match tokio::time::timeout(WAIT, worker.send(Join)).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                kill(pid, Signal::SIGKILL);
+                panic!("the blocked worker was not signalled after its one call's 100 ms grace");
+            }
+        };
+        assert_eq!(status.code, None, "{status}");
+        assert!(
+            matches!(status.signal, Some(libc::SIGTERM | libc::SIGKILL)),
+            "ended by SIGTERM or SIGKILL: {status}"
+        );
+
+        // The same blocking, with Grace::Never, and a builder's grace far
+        // shorter than the block: never signalled, it exits by itself.
+        let (rec, mut never_events) = crate::common::events::<Test>();
+        let worker = builder(rec)
+            .grace_period(Duration::from_millis(50))
+            .kill_delay(Duration::from_millis(50))
+            .start()
+            .unwrap();
+        worker.post(Cmd::Block(1000));
+        worker.send(Terminate(Grace::Never)).await.unwrap();
+        assert_eq!(never_events.message().await.data, Reply::Closing);
+        let status = never_events.exit().await;
+        assert_eq!((status.code, status.signal), (Some(0), None), "{status}");
     });
 }
