@@ -78,9 +78,13 @@ pub trait WorkerActor:
         let _ = ctx;
     }
 
-    /// Sees every uncaught panic in the worker first (the worker's own
-    /// `onerror`). Return `true` if it is handled: the parent is then not
-    /// told. The default handles nothing.
+    /// Sees first every uncaught panic the actor survives (the worker's own
+    /// `onerror`): in a message handler, an interval, the future that
+    /// answers a request, `started`. Return `true` if it is handled: the
+    /// parent is then not told. A panic the actor cannot survive (a
+    /// `run_later` timer, a future spawned on its context) goes to the
+    /// parent without it, and the worker exits with 101. The default
+    /// handles nothing.
     fn on_error(&mut self, error: &ErrorReport, ctx: &mut Context<Self>) -> bool {
         let _ = (error, ctx);
         false
