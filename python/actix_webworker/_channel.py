@@ -31,13 +31,16 @@ NO_SOCKET = 0xFFFFFFFF
 class Channel:
     """An open end: `post` to the other end, `recv` what it posts, `close`.
     `why` says, once `recv` returned None, how the channel ended:
-    `"PeerClosed"` (the other end closed), `"PeerGone"` (its process went)
-    or `"Closed"` (this end closed)."""
+    `"PeerClosed"` (the other end closed), `"PeerGone"` (its process went),
+    `"Closed"` (this end closed) or `"Broken"` (the other end sent what it
+    may not: `error` says what)."""
 
     def __init__(self, fd: int, first: bool, fingerprint: int, max_message: int = MAX_MESSAGE) -> None:
         self.conn = Connection(socket.socket(fileno=fd), max_message)
         self.backlog: List[Message] = []
         self.why: Optional[str] = None
+        # What broke the channel, when `why` is "Broken".
+        self.error: Optional[ProtocolError] = None
         self.sent = 0
         self.received = 0
         self._hello(first, fingerprint)
@@ -78,14 +81,21 @@ class Channel:
     def recv(self) -> Optional[Tuple[Json, List[int]]]:
         """The next post of the other end, with its descriptors (the
         caller's to close); None once the channel has ended (see `why`).
-        `ProtocolError` for what the other end may not send; a request is
-        answered as unhandled (this library answers none on a channel)."""
+        What the other end may not send ends the channel: `why` is then
+        `"Broken"` and `error` the `ProtocolError` (never raised here: it
+        is the channel's, not the handler's, and a handler's ProtocolError
+        would end the worker's own connection); a request is answered as
+        unhandled (this library answers none on a channel)."""
         while self.why is None:
             if not self.backlog:
                 try:
                     self.backlog.extend(self.conn.read_messages())
                 except Closed:
                     self.why = "PeerGone"
+                    break
+                except ProtocolError as e:
+                    # The posts ahead of it were received first.
+                    self.why, self.error = "Broken", e
                     break
                 continue
             kind, nfds, rest = self.backlog.pop(0)
@@ -106,7 +116,8 @@ class Channel:
             elif kind in (env.ANSWER, env.FAILED, env.CANCEL):
                 env.id_of(rest)
             else:
-                raise ProtocolError(f"a message of kind {kind} on a channel")
+                self.why = "Broken"
+                self.error = ProtocolError(f"a message of kind {kind} on a channel")
         self.conn.sock.close()
         return None
 

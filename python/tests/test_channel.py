@@ -8,13 +8,13 @@ import os
 import socket
 import struct
 import threading
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
 
 from actix_webworker import Channel, take_channel
 from actix_webworker import _envelope as env
-from actix_webworker._frames import frame
+from actix_webworker._frames import Closed, frame
 
 FP = 0x1234_5678_9ABC_DEF0
 
@@ -115,11 +115,12 @@ def test_a_wrong_hello_is_refused_naming_what_is_wrong(first_bytes: bytes, why: 
     a.close()
 
 
-def test_a_kind_no_channel_carries_is_refused() -> None:
+def test_a_kind_no_channel_carries_breaks_it() -> None:
     one, two = pair()
     one.conn.send(env.envelope(env.PING))
-    with pytest.raises(env.ProtocolError, match="kind 13"):
-        two.recv()
+    assert two.recv() is None
+    assert two.why == "Broken"
+    assert "kind 13" in str(two.error)
 
 
 def test_an_end_of_a_smaller_limit_takes_the_posts_ahead_of_one_over_it() -> None:
@@ -132,5 +133,51 @@ def test_an_end_of_a_smaller_limit_takes_the_posts_ahead_of_one_over_it() -> Non
     entries = b"".join(struct.pack("<I", len(m)) + m for m in [post, fat])
     one.conn.sock.sendall(frame(b"\x09\x00" + entries))
     assert two.recv() == (1, [])
-    with pytest.raises(env.ProtocolError, match="2000 bytes in a batch"):
-        two.recv()
+    # The channel ends as broken; the error is kept, not raised (a
+    # handler's ProtocolError would end the worker's own connection).
+    assert two.recv() is None
+    assert two.why == "Broken"
+    assert isinstance(two.error, env.ProtocolError)
+    assert "2000 bytes in a batch" in str(two.error)
+    assert two.recv() is None
+
+
+def test_a_broken_channel_ends_the_channel_not_the_workers_connection() -> None:
+    # A handler reads a channel that breaks: the worker goes on with the
+    # parent's next post (from a review: the channel's ProtocolError went
+    # up through on_message and ended the worker's connection to its
+    # parent, with exit 0 and no restart).
+    import actix_webworker as aww
+    from actix_webworker._frames import Connection
+    from actix_webworker._payload import decode, encode
+    from actix_webworker._worker import _Runtime
+
+    one, two = pair(1000)
+    post = env.envelope(env.POST, payload=b"1")
+    fat = env.envelope(env.POST, payload=b"2" * 1998)
+    entries = b"".join(struct.pack("<I", len(m)) + m for m in [post, fat])
+    one.conn.sock.sendall(frame(b"\x09\x00" + entries))
+
+    class Reader(aww.Worker):
+        def on_message(self, data: Any, fds: List[int]) -> None:
+            if data == "Recv":
+                got = two.recv()
+                self.parent.post({"Got": got[0] if got else two.why})
+            else:
+                self.parent.post({"Echoed": data})
+
+    ours, theirs = socket.socketpair()
+    ours.settimeout(10)
+    theirs.settimeout(10)
+    posts = [env.envelope(env.POST, payload=encode(v)) for v in ["Recv", "Recv", "after"]]
+    theirs.sendall(b"".join(frame(m) for m in posts + [env.envelope(env.TERMINATE)]))
+    _Runtime(Connection(ours, 1 << 20), Reader, {}).serve()
+    ours.shutdown(socket.SHUT_WR)
+    back = Connection(theirs, 1 << 20)
+    said: List[Any] = []
+    try:
+        while True:
+            said.extend(decode(rest) for kind, _, rest in back.read_messages() if kind == env.POST)
+    except Closed:
+        pass
+    assert said[:3] == [{"Got": 1}, {"Got": "Broken"}, {"Echoed": "after"}], said
