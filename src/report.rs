@@ -122,6 +122,17 @@ impl ErrorReport {
     }
 }
 
+/// A panic's message, from its payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
 /// `text` cut to at most `max` bytes (at a character's boundary, `max` of
 /// 64 at least), saying how much was cut: text a peer chose, kept by this
 /// side.

@@ -28,6 +28,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use crate::error::ErrorReport;
+use crate::report::panic_message as payload_text;
 
 /// Whether a panic message is the consequence of polling something that
 /// panicked before.
@@ -80,16 +81,6 @@ pub(crate) fn install(tx: UnboundedSender<ErrorReport>) {
             }
         }
     }));
-}
-
-fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
 }
 
 /// Polls `F` (the actor's context) and survives its panics; see the module

@@ -17,6 +17,7 @@ use super::trace::{self, Scope};
 use crate::error::{ErrorReport, WireError};
 use crate::protocol::Codec;
 use crate::protocol::Request;
+use crate::report::panic_message;
 use crate::streamed::StreamRequest;
 use crate::wire::envelope::Kind;
 use crate::wire::outbox::Outbox;
@@ -165,6 +166,13 @@ impl Reply {
     }
 
     /// Sends a failure.
+    /// The report of the panic whose payload is `payload`, just caught
+    /// while answering: the side's hook's, where it has one (file, line,
+    /// backtrace), else its message alone.
+    pub(crate) fn panic_report(&self, payload: &(dyn std::any::Any + Send)) -> ErrorReport {
+        (self.last_panic)().unwrap_or_else(|| ErrorReport::new(panic_message(payload)))
+    }
+
     pub(crate) fn fail(mut self, failure: Failure) {
         let frame = self.encoding.failure(self.id, failure);
         self.send(frame, Vec::new());

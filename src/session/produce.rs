@@ -73,17 +73,18 @@ async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Cre
                 Ok(Poll::Ready(item)) => Poll::Ready(Some(Ok(item))),
                 Ok(Poll::Pending) if first => Poll::Pending,
                 Ok(Poll::Pending) => Poll::Ready(None),
-                Err(_) => Poll::Ready(Some(Err(()))),
+                Err(payload) => Poll::Ready(Some(Err(payload))),
             }
         });
         let item = match next.await {
-            // Its report is the hook's (where the side has one): the reply,
-            // dropped unsent, fails with it; the producer is not polled again.
-            Some(Err(())) => {
+            // Its report is taken before the producer is dropped (its drop
+            // may panic too); the producer is not polled again.
+            Some(Err(payload)) => {
                 let _ = reply.push_items(std::mem::take(&mut frames));
+                let report = reply.panic_report(&*payload);
                 let _ =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(stream)));
-                return drop(reply);
+                return reply.fail(Failure::Panicked(report));
             }
             // Nothing more ready: what was gathered goes.
             None => {

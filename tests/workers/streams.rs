@@ -29,6 +29,9 @@ pub fn trials() -> Vec<Trial> {
         streams::the_parents_producer_goes_with_the_worker_and_sends_the_next_nothing,
         streams::a_producer_that_panics_ends_the_stream_with_its_report_and_the_worker_goes_on,
         streams::a_refused_stream_is_its_reason_then_the_end,
+        streams::a_parents_producer_that_panics_is_reported_to_the_worker_as_a_panic,
+        streams::a_producer_whose_drop_panics_ends_with_the_first_panics_report,
+        streams::a_producer_panic_is_one_event_error_also_at_the_first_poll,
     ]
 }
 
@@ -111,6 +114,7 @@ impl Protocol for Streams {
         declare.stream::<FailAt>().named("streams.fail_at");
         declare.stream::<Endless>().named("streams.endless");
         declare.stream::<PanicAt>().named("streams.panic_at");
+        declare.stream::<PanicThenDropPanics>().named("streams.panic_then_drop_panics");
         declare.request::<SumFromParent>().named("streams.sum_from_parent");
         declare.stream_to_parent::<Feed>().named("streams.feed");
         declare.request::<HoldFeed>().named("streams.hold_feed");
@@ -160,6 +164,38 @@ impl Handler<PanicAt> for Streamer {
     fn handle(&mut self, msg: PanicAt, _: &mut Context<Self>) -> Streamed<Row> {
         let bad = msg.0;
         Streamed::new(stream::iter(0..).map(move |n| {
+            if n == bad {
+                panic!("row {n} panicked");
+            }
+            Row { n, pad: Vec::new() }
+        }))
+    }
+}
+
+/// Rows `0..`, panicking with "row n panicked" at row `n`;
+/// the producer's own `Drop` then panics with "the producer's drop panicked".
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<Row>")]
+pub struct PanicThenDropPanics(pub u64);
+
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("the producer's drop panicked");
+        }
+    }
+}
+
+impl Handler<PanicThenDropPanics> for Streamer {
+    type Result = Streamed<Row>;
+
+    fn handle(&mut self, msg: PanicThenDropPanics, _: &mut Context<Self>) -> Streamed<Row> {
+        let bad = msg.0;
+        let guard = PanicsOnDrop;
+        Streamed::new(stream::iter(0..).map(move |n| {
+            let _ = &guard;
             if n == bad {
                 panic!("row {n} panicked");
             }
@@ -222,6 +258,7 @@ impl WorkerActor for Streamer {
 
     fn requests(requests: &mut Requests<Self>) {
         requests.stream::<Count>().stream::<FailAt>().stream::<Endless>().stream::<PanicAt>();
+        requests.stream::<PanicThenDropPanics>();
         requests.answer::<SumFromParent>().answer::<HoldFeed>();
     }
 }
@@ -674,5 +711,106 @@ pub fn a_refused_stream_is_its_reason_then_the_end() {
         assert!(!rows.is_complete());
         assert!(kill(pid, Signal::SIGKILL));
         assert_eq!(events.exit().await.signal, Some(9));
+    });
+}
+
+// ---- panics of producers (from a review) -------------------------------
+
+/// A parent's `serve_stream` producer that panics as it makes item 3: the
+/// worker that asked reads `Panicked` with the panic's message, as
+/// docs/streams.md says of a producer that panicked (before: `Disconnected`,
+/// "the connection to the other side is closed", which it was not: the
+/// parent has no panic hook, and its reply failed as `Gone`).
+pub fn a_parents_producer_that_panics_is_reported_to_the_worker_as_a_panic() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = Worker::<Streams>::builder()
+            .entry("streamer")
+            .restart(actix_webworker::RestartPolicy::never())
+            .serve_stream(|_: Feed| {
+                Streamed::new(stream::iter(0u64..).map(|n| {
+                    if n == 3 {
+                        panic!("feed {n} panicked");
+                    }
+                    n
+                }))
+            })
+            .events(rec)
+            .start()
+            .unwrap();
+        let got = worker.ask(SumFromParent(10)).await;
+        let err = got.expect("the worker answers").expect_err("the feed cannot complete");
+        assert!(
+            err.contains("panicked") && err.contains("feed 3 panicked"),
+            "the worker read the parent's panic as: {err:?}"
+        );
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// A worker's producer that panics at item 3, and whose `Drop` (run by
+/// produce.rs inside its catch_unwind) panics too: the stream's last item
+/// should be the producer's panic, the one that ended the stream, not the
+/// drop's that came after it (the hook's `last` is overwritten by it).
+pub fn a_producer_whose_drop_panics_ends_with_the_first_panics_report() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        let mut rows = worker.send(AskStream::new(PanicThenDropPanics(3))).await.unwrap();
+        for n in 0..3 {
+            match next(&mut rows).await {
+                Some(Ok(row)) => assert_eq!(row.n, n),
+                other => panic!("expected row {n}, got {}", brief(&other)),
+            }
+        }
+        let last = next(&mut rows).await;
+        assert!(next(&mut rows).await.is_none());
+        let first = events.error().await;
+        assert_eq!(first.message, "row 3 panicked");
+        match last {
+            Some(Err(WorkerError::Panicked(report))) => {
+                assert_eq!(report.message, "row 3 panicked", "{report:?}")
+            }
+            other => panic!("expected the producer's panic, got {}", brief(&other)),
+        }
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+}
+
+/// A producer that panics at its very first poll (row 0): the stream is its
+/// report and the end; the parent hears of each panic once (one
+/// `Event::Error` per stream), and the worker exits 0 at the end.
+pub fn a_producer_panic_is_one_event_error_also_at_the_first_poll() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = streamer().events(rec).start().unwrap();
+        for bad in [0u64, 2] {
+            let mut rows = worker.send(AskStream::new(PanicAt(bad)).window(1)).await.unwrap();
+            for n in 0..bad {
+                assert_eq!(next(&mut rows).await.unwrap().unwrap().n, n);
+            }
+            match next(&mut rows).await {
+                Some(Err(WorkerError::Panicked(report))) => {
+                    assert_eq!(report.message, format!("row {bad} panicked"))
+                }
+                other => panic!("expected the panic, got {}", brief(&other)),
+            }
+            assert!(next(&mut rows).await.is_none());
+        }
+        worker.terminate();
+        let mut errors = Vec::new();
+        loop {
+            match events.next().await {
+                actix_webworker::Event::Error(r) => errors.push(r.message),
+                actix_webworker::Event::Exit(status) => {
+                    assert!(status.success(), "{status}");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(errors, vec!["row 0 panicked".to_owned(), "row 2 panicked".to_owned()]);
     });
 }
