@@ -48,50 +48,61 @@ pub(crate) fn capture(
     pid: u32,
     stream: Stream,
 ) -> Option<actix_rt::task::JoinHandle<()>> {
-    let mut rx = match pipe::Receiver::from_owned_fd(fd) {
+    let rx = match pipe::Receiver::from_owned_fd(fd) {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!(worker = %name, pid, error = %e, "could not capture the worker's output");
             return None;
         }
     };
-    Some(actix_rt::spawn(async move {
-        let mut buf = Vec::with_capacity(4096);
-        let mut chunk = [0u8; 4096];
-        let mut lines = 0usize;
-        loop {
-            let n = match rx.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            // Only the bytes just read can end a line; what went before
-            // them is let go once, not line by line.
-            let mut start = 0;
-            let mut from = buf.len();
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some(at) = buf[from..].iter().position(|&b| b == b'\n') {
-                emit(&name, pid, stream, &buf[start..from + at]);
-                (start, from) = (from + at + 1, from + at + 1);
-                lines += 1;
-                if lines.is_multiple_of(LINES_PER_TURN) {
-                    tokio::task::yield_now().await;
-                }
-            }
-            buf.drain(..start);
-            if buf.len() >= MAX_LINE {
-                emit(&name, pid, stream, &buf);
-                buf.clear();
+    Some(actix_rt::spawn(lines(rx, move |line| emit(&name, pid, stream, line))))
+}
+
+/// Reads `rx` until the worker closes it, each line (its end taken off)
+/// to `line`, [`LINES_PER_TURN`] at a time.
+async fn lines(mut rx: pipe::Receiver, mut line: impl FnMut(&[u8])) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut lines = 0usize;
+    loop {
+        let n = match rx.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Only the bytes just read can end a line; what went before them
+        // is let go once, not line by line.
+        let mut start = 0;
+        let mut from = buf.len();
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(at) = buf[from..].iter().position(|&b| b == b'\n') {
+            line(&buf[start..from + at]);
+            (start, from) = (from + at + 1, from + at + 1);
+            lines += 1;
+            if lines.is_multiple_of(LINES_PER_TURN) {
+                tokio::task::yield_now().await;
             }
         }
-        if !buf.is_empty() {
-            emit(&name, pid, stream, &buf);
+        buf.drain(..start);
+        if buf.len() >= MAX_LINE {
+            line(&buf);
+            buf.clear();
         }
-    }))
+    }
+    if !buf.is_empty() {
+        line(&buf);
+    }
+}
+
+/// A line as its event says it: its carriage return taken off.
+fn text(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    match String::from_utf8_lossy(line) {
+        std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.trim_end_matches('\r')),
+        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.trim_end_matches('\r').to_owned()),
+    }
 }
 
 fn emit(name: &str, pid: u32, stream: Stream, line: &[u8]) {
-    let line = String::from_utf8_lossy(line);
-    let line = line.trim_end_matches('\r');
+    let line = text(line);
     match stream {
         Stream::Stdout => {
             tracing::info!(target: "actix_webworker::output", worker = name, pid, stream = "stdout", "{line}")
@@ -144,58 +155,27 @@ mod tests {
     /// change that takes them 128 at a time).
     #[test]
     fn lines_come_out_as_written() {
-        use std::sync::{Arc as A, Mutex};
-        struct Lines(A<Mutex<Vec<String>>>);
-        struct Msg<'a>(&'a mut String);
-        impl tracing::field::Visit for Msg<'_> {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                if f.name() == "message" {
-                    *self.0 = format!("{v:?}");
-                }
-            }
-        }
-        impl tracing::Subscriber for Lines {
-            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-                true
-            }
-            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-                tracing::span::Id::from_u64(1)
-            }
-            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-            fn event(&self, e: &tracing::Event<'_>) {
-                if e.metadata().target() == "actix_webworker::output" {
-                    let mut m = String::new();
-                    e.record(&mut Msg(&mut m));
-                    self.0.lock().unwrap().push(m);
-                }
-            }
-            fn enter(&self, _: &tracing::span::Id) {}
-            fn exit(&self, _: &tracing::span::Id) {}
-        }
-        let got = A::new(Mutex::new(Vec::new()));
-        let sub = Lines(got.clone());
-        tracing::subscriber::with_default(sub, || {
-            actix_rt::System::new().block_on(async {
-                let (r, mut w) = std::io::pipe().unwrap();
-                let writer = std::thread::spawn(move || {
-                    let pause = || std::thread::sleep(std::time::Duration::from_millis(50));
-                    w.write_all(b"a\r\nb").unwrap();
-                    pause();
-                    w.write_all(b"c\n").unwrap();
-                    pause();
-                    w.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
-                    w.write_all(b"\n").unwrap();
-                    pause();
-                    w.write_all(&[b'\n'; 300]).unwrap();
-                    w.write_all(b"d\r\ntail").unwrap();
-                });
-                let reading = capture(r.into(), "lines".into(), 1, Stream::Stdout).unwrap();
-                reading.await.unwrap();
-                writer.join().unwrap();
+        let got = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+        actix_rt::System::new().block_on(async {
+            let (r, mut w) = std::io::pipe().unwrap();
+            let writer = std::thread::spawn(move || {
+                let pause = || std::thread::sleep(std::time::Duration::from_millis(50));
+                w.write_all(b"a\r\nb").unwrap();
+                pause();
+                w.write_all(b"c\n").unwrap();
+                pause();
+                w.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+                w.write_all(b"\n").unwrap();
+                pause();
+                w.write_all(&[b'\n'; 300]).unwrap();
+                w.write_all(b"d\r\ntail").unwrap();
             });
+            let rx = pipe::Receiver::from_owned_fd(r.into()).unwrap();
+            let into = got.clone();
+            lines(rx, move |line| into.borrow_mut().push(text(line).into_owned())).await;
+            writer.join().unwrap();
         });
-        let got = got.lock().unwrap().clone();
+        let got = got.borrow().clone();
         assert_eq!(&got[..2], ["a", "bc"]);
         // Cut once past MAX_LINE, the rest its own line (or whole, when its
         // end came in the read that passed MAX_LINE): all of it, in order.
