@@ -6,11 +6,12 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Waker;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::caught;
+use super::credit::Credit;
 use super::requests::{ById, Failure};
 use super::sender::{Encoding, Sender};
 use super::trace::{self, Scope};
@@ -165,7 +166,6 @@ impl Reply {
         self.send(frame, fds);
     }
 
-    /// Sends a failure.
     /// The report of the panic whose payload is `payload`, just caught
     /// while answering: the side's hook's, where it has one (file, line,
     /// backtrace), else its message alone.
@@ -173,6 +173,23 @@ impl Reply {
         (self.last_panic)().unwrap_or_else(|| ErrorReport::new(panic_message(payload)))
     }
 
+    /// A reply in this one's place, which is left as sent.
+    fn take_over(&mut self) -> Reply {
+        self.sent = true;
+        Reply {
+            id: self.id,
+            outbox: self.outbox.clone(),
+            connection: self.connection,
+            held: self.held,
+            encoding: self.encoding,
+            last_panic: self.last_panic,
+            sent: false,
+            answering: self.answering.clone(),
+            scope: self.scope.take(),
+        }
+    }
+
+    /// Sends a failure.
     pub(crate) fn fail(mut self, failure: Failure) {
         let frame = self.encoding.failure(self.id, failure);
         self.send(frame, Vec::new());
@@ -261,6 +278,16 @@ impl Reply {
 
 impl Drop for Reply {
     fn drop(&mut self) {
+        if !self.sent && caught::catching() {
+            // Dropped by a panic about to be caught: it fails there, with
+            // the panic's report.
+            let reply = self.take_over();
+            caught::on_catch(Box::new(move |payload| {
+                let report = reply.panic_report(payload);
+                reply.fail(Failure::Panicked(report));
+            }));
+            return;
+        }
         if !self.sent {
             if !self.wanted() {
                 self.answering.finish(self.id);
@@ -328,7 +355,7 @@ impl Handlers {
             match decode_with::<R>(codec, payload, fds, max_shared) {
                 (Ok(req), _, taken) => {
                     reply.holds_more(taken.bytes);
-                    start(req, reply)
+                    caught::caught(|| start(req, reply))
                 }
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),
             }
@@ -396,41 +423,5 @@ impl Handlers {
             None => reply.fail(Failure::Unhandled(format!("request type with tag {tag:016x}"))),
         }
         Ok(())
-    }
-}
-
-/// The most credit a producer keeps: a grant beyond it is clipped, so that
-/// no asker can make the count overflow (or ask for more than a producer
-/// would ever hold queued).
-const MAX_CREDIT: i64 = 1 << 40;
-
-/// The bytes a streamed answer may still send (see `produce.rs`): granted by the asker,
-/// taken by each item sent.
-#[derive(Default)]
-pub(crate) struct Credit {
-    bytes: Cell<i64>,
-    /// The producer, waiting for credit.
-    pub(super) waiting: Cell<Option<Waker>>,
-}
-
-impl Credit {
-    /// The asker has room for `bytes` more.
-    pub(crate) fn grant(&self, bytes: u64) {
-        let more = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
-        self.bytes.set(self.bytes.get().saturating_add(more).min(MAX_CREDIT));
-        if self.bytes.get() > 0 {
-            if let Some(waker) = self.waiting.take() {
-                waker.wake();
-            }
-        }
-    }
-
-    pub(super) fn spend(&self, bytes: usize) {
-        let bytes = i64::try_from(bytes).unwrap_or(MAX_CREDIT);
-        self.bytes.set(self.bytes.get().saturating_sub(bytes));
-    }
-
-    pub(super) fn has_room(&self) -> bool {
-        self.bytes.get() > 0
     }
 }

@@ -19,6 +19,8 @@
 //!   asker's window.
 
 pub(crate) mod answers;
+mod caught;
+mod credit;
 pub(crate) mod data;
 pub(crate) mod declared;
 mod endpoint;

@@ -27,7 +27,8 @@ use futures_util::future::{AbortHandle, Abortable};
 use futures_util::Stream;
 use serde::Serialize;
 
-use super::answers::{Credit, Reply};
+use super::answers::Reply;
+use super::credit::Credit;
 use super::requests::Failure;
 use crate::streamed::Streamed;
 

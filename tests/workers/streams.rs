@@ -30,6 +30,7 @@ pub fn trials() -> Vec<Trial> {
         streams::a_producer_that_panics_ends_the_stream_with_its_report_and_the_worker_goes_on,
         streams::a_refused_stream_is_its_reason_then_the_end,
         streams::a_parents_producer_that_panics_is_reported_to_the_worker_as_a_panic,
+        streams::a_serve_stream_closure_that_panics_fails_that_request_only,
         streams::a_producer_whose_drop_panics_ends_with_the_first_panics_report,
         streams::a_producer_panic_is_one_event_error_also_at_the_first_poll,
     ]
@@ -812,5 +813,34 @@ pub fn a_producer_panic_is_one_event_error_also_at_the_first_poll() {
             }
         }
         assert_eq!(errors, vec!["row 0 panicked".to_owned(), "row 2 panicked".to_owned()]);
+    });
+}
+
+/// The parent's `serve_stream` closure itself panics (not the stream it
+/// would return): that request fails with `Panicked` and the panic's
+/// message, and the worker's next one is served; the worker ends as asked.
+/// From a review: the panic ended the task that reads the connection, and
+/// the parent's `Worker` with it for good (every later ask `Terminating`,
+/// no `Exit` after `terminate()`, no restart).
+pub fn a_serve_stream_closure_that_panics_fails_that_request_only() {
+    run(async {
+        let (rec, mut events) = events::<Streams>();
+        let worker = Worker::<Streams>::builder()
+            .entry("streamer")
+            .restart(actix_webworker::RestartPolicy::never())
+            .serve_stream(|feed: Feed| {
+                if feed.0 == 3 {
+                    panic!("no feed of 3");
+                }
+                Streamed::iter(0..feed.0)
+            })
+            .events(rec)
+            .start()
+            .unwrap();
+        let err = worker.ask(SumFromParent(3)).await.unwrap().expect_err("a panic");
+        assert!(err.contains("no feed of 3"), "the worker read the closure's panic as: {err:?}");
+        assert_eq!(worker.ask(SumFromParent(2)).await.unwrap(), Ok((1, 2)));
+        worker.terminate();
+        assert!(events.exit().await.success());
     });
 }
