@@ -86,16 +86,27 @@ class Channel:
         is the channel's, not the handler's, and a handler's ProtocolError
         would end the worker's own connection); a request is answered as
         unhandled (this library answers none on a channel)."""
+        try:
+            got = self._recv()
+        except ProtocolError as e:
+            self.why, self.error = "Broken", e
+            got = None
+        if got is not None:
+            return got
+        # Descriptors that came with what was not read go with the channel.
+        for fd in self.conn.take_fds(len(self.conn.fds)):
+            os.close(fd)
+        self.conn.sock.close()
+        return None
+
+    def _recv(self) -> Optional[Tuple[Json, List[int]]]:
+        """`recv`'s reading; None once `why` says the channel ended."""
         while self.why is None:
             if not self.backlog:
                 try:
                     self.backlog.extend(self.conn.read_messages())
                 except Closed:
                     self.why = "PeerGone"
-                    break
-                except ProtocolError as e:
-                    # The posts ahead of it were received first.
-                    self.why, self.error = "Broken", e
                     break
                 continue
             kind, nfds, rest = self.backlog.pop(0)
@@ -116,9 +127,7 @@ class Channel:
             elif kind in (env.ANSWER, env.FAILED, env.CANCEL):
                 env.id_of(rest)
             else:
-                self.why = "Broken"
-                self.error = ProtocolError(f"a message of kind {kind} on a channel")
-        self.conn.sock.close()
+                raise ProtocolError(f"a message of kind {kind} on a channel")
         return None
 
     def close(self) -> None:
@@ -127,13 +136,16 @@ class Channel:
         (or gone)."""
         if self.why is not None:
             return
-        self.conn.send(env.envelope(env.TERMINATE))
         self.why = "Closed"
         try:
+            self.conn.send(env.envelope(env.TERMINATE))
             while True:
                 self.conn.read_message()
         except (Closed, ProtocolError, OSError):
+            # Its end, what it may not send, or gone already.
             pass
+        for fd in self.conn.take_fds(len(self.conn.fds)):
+            os.close(fd)
         self.conn.sock.close()
 
 

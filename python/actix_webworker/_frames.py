@@ -75,6 +75,10 @@ class Connection:
         # A batch broken at one of its messages, the messages ahead of it
         # given first: raised at the next read.
         self.broken: Optional[BrokenBatch] = None
+        # Its reading ended (the end of the stream, or what the protocol
+        # does not allow): told apart from a channel's error raised
+        # through a handler.
+        self.ended = False
 
     def _fill(self, need: int) -> None:
         while len(self.buf) < need:
@@ -110,7 +114,14 @@ class Connection:
     def read_message(self) -> bytes:
         """The next message's bytes, its fragments joined; `Closed` at a
         close frame or the end of the stream, `ProtocolError` for what
-        RFC 6455 or the protocol does not allow."""
+        RFC 6455 or the protocol does not allow (either sets `ended`)."""
+        try:
+            return self._read_message()
+        except (Closed, ProtocolError):
+            self.ended = True
+            raise
+
+    def _read_message(self) -> bytes:
         message = bytearray()
         fragmented = False
         while True:
@@ -168,14 +179,19 @@ class Connection:
         those ahead of it first, as the Rust reader does; the error comes
         at the next read."""
         if self.broken is not None:
+            self.ended = True
             raise self.broken
         try:
             return split(self.read_message(), self.max_frame)
         except BrokenBatch as e:
             if not e.before:
+                self.ended = True
                 raise
             self.broken = e
             return e.before
+        except ProtocolError:
+            self.ended = True
+            raise
 
     def ready(self) -> bool:
         """Whether something has come that has not been read: a look that

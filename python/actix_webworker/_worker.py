@@ -151,15 +151,22 @@ class _Runtime:
                 else:
                     self.backlog.append((kind, nfds, rest))
 
+    def ends_if_the_parents(self, exc: Exception) -> None:
+        """Raises `exc` again when it is the end of the connection to the
+        parent (raised through a handler by `Parent.ask`): a channel's
+        `Closed` or `ProtocolError` is the handler's failure, not the
+        worker's end."""
+        if isinstance(exc, _ENDS) and self.conn.ended:
+            raise exc
+
     def handle(self, kind: int, nfds: int, rest: bytes) -> bool:
         """Handles one message; False once the worker is to end."""
         if kind == env.POST:
             fds = self.conn.take_fds(nfds)
             try:
                 self.worker.on_message(decode(rest), fds)
-            except _ENDS:
-                raise
             except Exception as exc:  # noqa: BLE001 - reported to the parent
+                self.ends_if_the_parents(exc)
                 self.report(exc)
         elif kind == env.REQUEST:
             rid, tag, payload = env.split_request(rest)
@@ -223,9 +230,8 @@ class _Runtime:
             return
         try:
             items = handler(self.worker, decode(payload))
-        except _ENDS:
-            raise
         except Exception as exc:  # noqa: BLE001 - the request fails, not the worker
+            self.ends_if_the_parents(exc)
             self.panicked(fields, exc)
             return
         produce(self, rid, window, items)
@@ -258,9 +264,8 @@ class _Runtime:
             return
         try:
             answer = handler(self.worker, request)
-        except _ENDS:
-            raise
         except Exception as exc:  # noqa: BLE001 - the request fails, not the worker
+            self.ends_if_the_parents(exc)
             self.panicked(fields, exc)
             return
         try:
