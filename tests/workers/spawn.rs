@@ -21,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         spawn::a_start_by_fork_keeps_every_guarantee,
         spawn::a_refused_clone_falls_back_on_fork,
         spawn::a_start_from_the_fork_server_keeps_every_guarantee,
+        spawn::a_forked_workers_status_is_its_own_threads_while_its_main_thread_is_busy,
     ]
 }
 
@@ -44,6 +45,36 @@ pub fn a_start_by_fork_keeps_every_guarantee() {
 /// which also checks that its workers were forked, not exec'd.
 pub fn a_start_from_the_fork_server_keeps_every_guarantee() {
     guarantees(How::ForkServer);
+}
+
+/// A forked worker runs its actor on a thread its main thread starts
+/// (`child/entry.rs`); `/proc/self/status` shows the main thread's mask,
+/// which glibc's `pthread_create` sets to every signal around its clone
+/// (`fffffffffffbfeff`: SIGKILL and SIGSTOP cannot be blocked). On a
+/// loaded machine the actor's thread answered `Cmd::Status` before the
+/// main thread was back from that clone, and `guarantees_role` saw every
+/// signal blocked in a worker whose threads block none. Held here, in the
+/// same state (`Cmd::HoldMain`), for as long as the answer takes: the
+/// status a worker reports is that of the thread that runs its code.
+pub fn a_forked_workers_status_is_its_own_threads_while_its_main_thread_is_busy() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).start_method(StartMethod::ForkServer).start().unwrap();
+        worker.post(Cmd::Pid);
+        let Reply::Pid(pid) = events.message().await.data else { panic!() };
+        if !forked(pid) {
+            return skip("the fork server does not serve here");
+        }
+        worker.post(Cmd::HoldMain);
+        assert_eq!(events.message().await.data, Reply::Count(1), "a main thread apart");
+        worker.post(Cmd::Status);
+        let Reply::Lines(status) = events.message().await.data else { panic!() };
+        worker.post(Cmd::ReleaseMain);
+        assert_eq!(events.message().await.data, Reply::Count(0));
+        assert!(!signal_bit(&status, "SigBlk:", libc::SIGUSR1), "blocked: {status:?}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -58,8 +58,12 @@ pub enum Cmd {
     ListFds,
     /// Answer `Lines` with `KEY=VALUE` for the whole environment.
     Env,
-    /// Answer `Lines` with the signal lines (`Sig...:`) of
-    /// `/proc/self/status`, then the lines of `/proc/self/limits`.
+    /// Answer `Lines` with the signal lines (`Sig...:`) of the handling
+    /// thread's `/proc/thread-self/status`, then the lines of
+    /// `/proc/self/limits`. The thread's own: `/proc/self/status` shows the
+    /// main thread's mask, and a forked worker runs its actor on a thread
+    /// the main thread starts (`child/entry.rs`), which may answer while
+    /// the main thread is still in `pthread_create`, every signal blocked.
     Status,
     /// Allocate and touch this many bytes; answer `Count` with it.
     Alloc(usize),
@@ -88,6 +92,16 @@ pub enum Cmd {
     PanicInSpawned(String),
     /// Panic with this message from a `run_later` timer after this many ms.
     PanicLaterWith(u64, String),
+    /// Hold the process's main thread (its first, whose mask
+    /// `/proc/self/status` shows) in a signal handler with every signal
+    /// blocked, until `ReleaseMain`: the state glibc's `pthread_create`
+    /// leaves the thread that calls it in around its clone, which the new
+    /// thread may outrun on a loaded machine. Answers `Count(1)` once it is
+    /// held, `Count(0)` where the handling thread is the main thread (an
+    /// exec'd worker runs its actor there): nothing to hold.
+    HoldMain,
+    /// Let the main thread held by `HoldMain` go; answers `Count(0)`.
+    ReleaseMain,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -245,6 +259,59 @@ impl Protocol for TestV2 {
     type ToWorker = Cmd;
     type FromWorker = Reply;
     const VERSION: u32 = 2;
+}
+
+/// `Cmd::HoldMain` and `Cmd::ReleaseMain`.
+mod main_thread {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    static HELD: AtomicBool = AtomicBool::new(false);
+    static RELEASED: AtomicBool = AtomicBool::new(false);
+
+    /// SIGURG's handler, run on the main thread with every signal blocked
+    /// (its `sa_mask`): waits there until released. Only atomics and
+    /// `nanosleep`: async-signal-safe.
+    extern "C" fn hold_here(_: libc::c_int) {
+        HELD.store(true, Ordering::SeqCst);
+        let pause = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+        while !RELEASED.load(Ordering::SeqCst) {
+            // SAFETY: sleeps; no memory but the local.
+            unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+        }
+        HELD.store(false, Ordering::SeqCst);
+    }
+
+    /// 1 once the main thread is held, 0 if this is the main thread.
+    pub fn hold() -> usize {
+        // SAFETY: no memory.
+        let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+        if pid == tid {
+            return 0;
+        }
+        RELEASED.store(false, Ordering::SeqCst);
+        // SAFETY: a handler that only touches atomics and sleeps; every
+        // signal blocked while it runs; tgkill names the main thread.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = hold_here as *const () as libc::sighandler_t;
+            // All ones, as glibc's `pthread_create` blocks them (its own
+            // signals too; `sigfillset` would leave those out).
+            std::ptr::write_bytes(&mut action.sa_mask, 0xff, 1);
+            assert_eq!(libc::sigaction(libc::SIGURG, &action, std::ptr::null_mut()), 0);
+            assert_eq!(libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGURG), 0);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !HELD.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the main thread never ran the handler");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        1
+    }
+
+    pub fn release() {
+        RELEASED.store(true, Ordering::SeqCst);
+    }
 }
 
 /// The line of the `panic!` in [`boom`].
@@ -425,7 +492,7 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
                 let _ = parent.post(Reply::Lines(lines));
             }
             Cmd::Status => {
-                let status = std::fs::read_to_string("/proc/self/status").expect("status");
+                let status = std::fs::read_to_string("/proc/thread-self/status").expect("status");
                 let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
                 let signals = status.lines().filter(|l| l.starts_with("Sig"));
                 let lines = signals.chain(limits.lines()).map(str::to_owned).collect();
@@ -484,6 +551,13 @@ impl<P: Protocol<ToWorker = Cmd, FromWorker = Reply>> Handler<Received<Cmd>> for
             }
             Cmd::PanicLaterWith(ms, m) => {
                 ctx.run_later(Duration::from_millis(ms), move |_, _| boom(&m));
+            }
+            Cmd::HoldMain => {
+                let _ = parent.post(Reply::Count(main_thread::hold()));
+            }
+            Cmd::ReleaseMain => {
+                main_thread::release();
+                let _ = parent.post(Reply::Count(0));
             }
         }
     }
