@@ -133,6 +133,12 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Drops `value`, what is left of something that panicked: its drop may
+/// panic again, and that panic is contained here.
+pub(crate) fn drop_contained<T>(value: T) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)));
+}
+
 /// `text` cut to at most `max` bytes (at a character's boundary, `max` of
 /// 64 at least), saying how much was cut: text a peer chose, kept by this
 /// side.

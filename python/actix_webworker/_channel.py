@@ -93,10 +93,7 @@ class Channel:
             got = None
         if got is not None:
             return got
-        # Descriptors that came with what was not read go with the channel.
-        for fd in self.conn.take_fds(len(self.conn.fds)):
-            os.close(fd)
-        self.conn.sock.close()
+        self._let_go()
         return None
 
     def _recv(self) -> Optional[Tuple[Json, List[int]]]:
@@ -144,6 +141,11 @@ class Channel:
         except (Closed, ProtocolError, OSError):
             # Its end, what it may not send, or gone already.
             pass
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Closes the socket, and the descriptors that came with what was
+        not read: they go with the channel."""
         for fd in self.conn.take_fds(len(self.conn.fds)):
             os.close(fd)
         self.conn.sock.close()

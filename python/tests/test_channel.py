@@ -12,9 +12,12 @@ from typing import Any, List, Optional, Tuple
 
 import pytest
 
+import actix_webworker as aww
 from actix_webworker import Channel, take_channel
 from actix_webworker import _envelope as env
-from actix_webworker._frames import Closed, frame
+from actix_webworker._frames import Closed, Connection, frame
+from actix_webworker._payload import decode, encode
+from actix_webworker._worker import _Runtime
 
 FP = 0x1234_5678_9ABC_DEF0
 
@@ -123,15 +126,20 @@ def test_a_kind_no_channel_carries_breaks_it() -> None:
     assert "kind 13" in str(two.error)
 
 
+def a_post_then_one_of_2000_bytes() -> bytes:
+    """A batch, as a frame: the post `1`, then a post of 2,000 bytes."""
+    post = env.envelope(env.POST, payload=b"1")
+    fat = env.envelope(env.POST, payload=b"2" * 1998)
+    entries = b"".join(struct.pack("<I", len(m)) + m for m in [post, fat])
+    return frame(b"\x09\x00" + entries)
+
+
 def test_an_end_of_a_smaller_limit_takes_the_posts_ahead_of_one_over_it() -> None:
     # The second end takes messages of up to 1,000 bytes; a batch from the
     # first holds a post, then one of 2,000 bytes: the post is received,
     # then the channel breaks (before, from a review: the post was lost).
     one, two = pair(1000)
-    post = env.envelope(env.POST, payload=b"1")
-    fat = env.envelope(env.POST, payload=b"2" * 1998)
-    entries = b"".join(struct.pack("<I", len(m)) + m for m in [post, fat])
-    one.conn.sock.sendall(frame(b"\x09\x00" + entries))
+    one.conn.sock.sendall(a_post_then_one_of_2000_bytes())
     assert two.recv() == (1, [])
     # The channel ends as broken; the error is kept, not raised (a
     # handler's ProtocolError would end the worker's own connection).
@@ -147,16 +155,8 @@ def test_a_broken_channel_ends_the_channel_not_the_workers_connection() -> None:
     # parent's next post (from a review: the channel's ProtocolError went
     # up through on_message and ended the worker's connection to its
     # parent, with exit 0 and no restart).
-    import actix_webworker as aww
-    from actix_webworker._frames import Connection
-    from actix_webworker._payload import decode, encode
-    from actix_webworker._worker import _Runtime
-
     one, two = pair(1000)
-    post = env.envelope(env.POST, payload=b"1")
-    fat = env.envelope(env.POST, payload=b"2" * 1998)
-    entries = b"".join(struct.pack("<I", len(m)) + m for m in [post, fat])
-    one.conn.sock.sendall(frame(b"\x09\x00" + entries))
+    one.conn.sock.sendall(a_post_then_one_of_2000_bytes())
 
     class Reader(aww.Worker):
         def on_message(self, data: Any, fds: List[int]) -> None:

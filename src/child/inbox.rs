@@ -256,10 +256,8 @@ impl<W: Actor, F: ActorFuture<W> + Unpin> ActorFuture<W> for Survived<F> {
             Ok(Poll::Ready(answer)) => Poll::Ready(Some(answer)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(_) => {
-                // Reported by the hook. Dropping what is left of it may
-                // panic again: contained.
-                let fut = this.0.take();
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(fut)));
+                // Reported by the hook.
+                crate::report::drop_contained(this.0.take());
                 Poll::Ready(None)
             }
         }

@@ -28,7 +28,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use crate::error::ErrorReport;
-use crate::report::panic_message as payload_text;
+use crate::report::{drop_contained, panic_message as payload_text};
 
 /// Whether a panic message is the consequence of polling something that
 /// panicked before.
@@ -116,9 +116,8 @@ impl<F: Future<Output = ()> + Unpin> Future for CatchPanics<F> {
                 Err(payload) => {
                     if is_consequence(&payload_text(&*payload)) {
                         self.fatal.store(true, std::sync::atomic::Ordering::SeqCst);
-                        // Dropping the context may panic again: contain it.
-                        let fut = self.fut.take();
-                        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(fut)));
+                        // Dropping the context may panic again: contained.
+                        drop_contained(self.fut.take());
                         self.done.notify_one();
                         return Poll::Ready(());
                     }

@@ -93,12 +93,10 @@ async fn lines(mut rx: pipe::Receiver, mut line: impl FnMut(&[u8])) {
     }
 }
 
-/// A line as its event says it: its carriage return taken off.
+/// A line as its event says it: its carriage returns taken off.
 fn text(line: &[u8]) -> std::borrow::Cow<'_, str> {
-    match String::from_utf8_lossy(line) {
-        std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.trim_end_matches('\r')),
-        std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.trim_end_matches('\r').to_owned()),
-    }
+    let end = line.iter().rposition(|&b| b != b'\r').map_or(0, |at| at + 1);
+    String::from_utf8_lossy(&line[..end])
 }
 
 fn emit(name: &str, pid: u32, stream: Stream, line: &[u8]) {

@@ -83,8 +83,7 @@ async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Cre
             Some(Err(payload)) => {
                 let _ = reply.push_items(std::mem::take(&mut frames));
                 let report = reply.panic_report(&*payload);
-                let _ =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(stream)));
+                crate::report::drop_contained(stream);
                 return reply.fail(Failure::Panicked(report));
             }
             // Nothing more ready: what was gathered goes.

@@ -134,6 +134,20 @@ async fn sessions<A: Side, B: Side>(
     )
 }
 
+/// A session over a socketpair, after the hellos, recording what it is
+/// told; the other end, opened (kept, the connection stays up), and its
+/// socket, to write raw frames to.
+async fn receiving_raw() -> (Session<Recorder>, Opened, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let raw = a.try_clone().unwrap();
+    let (a, b) = tokio::join!(
+        open(a, MAX, 1, Turn::First(Codec::Bincode), Then::nothing()),
+        open(b, MAX, 1, Turn::AfterPeer, Then::nothing())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    (Session::start(b.reader, b.writer, common(none()), Recorder::default()), a, raw)
+}
+
 fn none() -> Handlers {
     Handlers::new(|| None)
 }
@@ -391,14 +405,7 @@ fn a_kind_the_side_does_not_take_ends_the_session() {
 #[test]
 fn broken_framing_ends_the_session() {
     run(async {
-        let (a, b) = UnixStream::pair().unwrap();
-        let raw = a.try_clone().unwrap();
-        let (a, b) = tokio::join!(
-            open(a, MAX, 1, Turn::First(Codec::Bincode), Then::nothing()),
-            open(b, MAX, 1, Turn::AfterPeer, Then::nothing())
-        );
-        let (a, b) = (a.unwrap(), b.unwrap());
-        let mut receiver = Session::start(b.reader, b.writer, common(none()), Recorder::default());
+        let (mut receiver, a, raw) = receiving_raw().await;
         // A WebSocket binary frame holding no envelope: two bytes.
         (&raw).write_all(&crate::wire::wsframe::binary_frame(&[9, 9])).unwrap();
         assert_eq!(receiver.run().await, Why::Broken);

@@ -22,14 +22,7 @@ fn pings_between_posts_let_other_tasks_run() {
     const POSTS: usize = 560;
     const PINGS: usize = 100;
     run(async {
-        let (a, b) = UnixStream::pair().unwrap();
-        let raw = a.try_clone().unwrap();
-        let (a, b) = tokio::join!(
-            open(a, MAX, 1, Turn::First(Codec::Bincode), Then::nothing()),
-            open(b, MAX, 1, Turn::AfterPeer, Then::nothing())
-        );
-        let (_a, b) = (a.unwrap(), b.unwrap());
-        let mut receiver = Session::start(b.reader, b.writer, common(none()), Recorder::default());
+        let (mut receiver, _a, raw) = receiving_raw().await;
         let post = encode(Codec::Bincode, Header::post(0).unwrap(), &"x".to_owned(), MAX)
             .unwrap()
             .contiguous();

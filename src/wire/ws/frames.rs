@@ -326,7 +326,7 @@ impl Frames {
             Some(kind) if kind == Kind::Batch as u8 && size > MAX_BATCH => {
                 Err(WireError::BatchTooLarge { size, limit: MAX_BATCH })
             }
-            Some(kind) if kind != Kind::Batch as u8 && size > self.max => Err(self.too_large(size)),
+            Some(kind) if kind != Kind::Batch as u8 && self.over(size) => Err(self.too_large(size)),
             Some(_) => Ok(None),
         }
     }
