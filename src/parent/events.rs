@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::Message;
 
 use crate::error::{ErrorReport, ExitStatus, WireError, WorkerError};
+use crate::held::{Held, Holds};
 use crate::protocol::{Protocol, Received};
 
 /// One event from one worker: which worker, and what happened.
@@ -18,6 +19,22 @@ pub struct WorkerEvent<P: Protocol> {
     pub pid: u32,
     /// What happened.
     pub kind: Event<P>,
+    /// Its share of what all workers' events may hold together, for an
+    /// event whose share is not in a message of its own (an error
+    /// report): given back when the event is dropped.
+    _held: Held,
+}
+
+impl<P: Protocol> WorkerEvent<P> {
+    /// An event holding nothing of the all-workers total.
+    pub(crate) fn new(name: Arc<str>, pid: u32, kind: Event<P>) -> Self {
+        WorkerEvent { name, pid, kind, _held: Held::default() }
+    }
+
+    /// An event that holds `holds` of the all-workers total until dropped.
+    pub(crate) fn holding(name: Arc<str>, pid: u32, kind: Event<P>, holds: Holds) -> Self {
+        WorkerEvent { name, pid, kind, _held: Held::take(holds) }
+    }
 }
 
 /// What happened in a worker.

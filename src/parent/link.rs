@@ -209,7 +209,7 @@ impl<P: Protocol> Link<P> {
                 let (sink, name, pid) = (self.later.clone(), self.side.name.clone(), self.handle.pid());
                 let tell = move |e| {
                     let kind = Event::WireError(e);
-                    sink.send(WorkerEvent { name: name.clone(), pid, kind });
+                    sink.send(WorkerEvent::new(name.clone(), pid, kind));
                 };
                 *refuser = Some(actix_rt::spawn(remote::refuse_all(listener, tell)));
                 accepted.into_socket().map_err(transport)
@@ -314,7 +314,7 @@ fn finish<P: Protocol>(
     drop(handle);
     // Queued now, after every other event of the process and before
     // anything the actor says about a restart.
-    events.emit(WorkerEvent { name, pid, kind: Event::Exit(status) });
+    events.emit(WorkerEvent::new(name, pid, Event::Exit(status)));
     events.keep_marks();
 }
 

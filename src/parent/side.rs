@@ -45,7 +45,7 @@ impl<P: Protocol> ParentSide<P> {
     }
 
     fn emit_holding(&mut self, kind: Event<P>, holds: Holds) {
-        let event = WorkerEvent { name: self.name.clone(), pid: self.pid, kind };
+        let event = WorkerEvent::new(self.name.clone(), self.pid, kind);
         self.events.emit_holding(event, holds);
     }
 
@@ -88,9 +88,13 @@ impl<P: Protocol> Side for ParentSide<P> {
 
     fn report(&mut self, report: ErrorReport) {
         // Its text is the worker's to choose: cut, and counted in the
-        // worker's window of bytes as a post's payload is.
+        // worker's window of bytes and in the all-workers total, as a
+        // post's payload is (the event holds that share: a report has no
+        // message of its own to hold it).
         let (report, bytes) = report.bounded();
-        self.emit_holding(Event::Error(report), Holds { bytes, fds: 0 });
+        let holds = Holds { bytes, fds: 0 };
+        let (name, kind) = (self.name.clone(), Event::Error(report));
+        self.events.emit_holding(WorkerEvent::holding(name, self.pid, kind, holds), holds);
     }
 
     fn closing(&mut self) {

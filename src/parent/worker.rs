@@ -192,7 +192,7 @@ impl<P: Protocol> Worker<P> {
     }
 
     pub(super) fn emit(&self, kind: Event<P>) {
-        self.events.send(WorkerEvent { name: self.options.name.clone(), pid: self.pid, kind });
+        self.events.send(WorkerEvent::new(self.options.name.clone(), self.pid, kind));
     }
 
     /// Whether messages are taken: an error says why not.

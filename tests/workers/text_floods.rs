@@ -12,12 +12,13 @@ use actix_webworker::{Codec, Event, ExitStatus, Limits, RestartPolicy, Worker, W
 use libtest_mimic::Trial;
 
 use crate::common::*;
-use crate::hostile::{flood, handshake};
+use crate::hostile::{flood, handshake, HELD_BACK};
 
 pub fn trials() -> Vec<Trial> {
     crate::trials![
         text_floods::error_reports_are_cut_and_held_to_the_window,
         text_floods::a_decoders_error_quotes_at_most_a_kilobyte,
+        text_floods::error_reports_count_in_the_all_workers_total,
     ]
 }
 
@@ -25,6 +26,7 @@ pub fn roles() -> Vec<Trial> {
     crate::inner![
         text_floods::error_flood_role,
         text_floods::json_decode_flood_role,
+        text_floods::error_total_role,
     ]
 }
 
@@ -153,4 +155,30 @@ pub fn json_decode_flood_role() {
 /// it (before: 48 errors of 8,388,856 bytes held, +418,388 KiB).
 pub fn a_decoders_error_quotes_at_most_a_kilobyte() {
     print!("{}", isolated("text_floods::json_decode_flood_role"));
+}
+
+/// Run alone by `error_reports_count_in_the_all_workers_total`.
+pub fn error_total_role() {
+    run(async {
+        // A window of its own far above what 48 cut reports hold (each
+        // 16 KiB of text: 768 KiB); a total of all workers' events of
+        // 128 KiB, which eight of them fill.
+        let limits = Limits::default().events_total_bytes(128 << 10);
+        let (grew, status, reports, _) =
+            flood_into_an_unread_stream("tf-error-flood", Codec::Bincode, limits).await;
+        println!(
+            "48 reports of 8 MiB under a total of 128 KiB: {reports} read, the parent's peak \
+             +{grew} KiB; worker {status}"
+        );
+        assert_eq!(status.code, Some(HELD_BACK), "reports never held back: {status}");
+        assert!(reports < 48, "all {reports} reports read");
+    });
+}
+
+/// Error reports count in the total of all workers' events
+/// (`events_total_bytes`), as posts do: a worker's reports unhandled fill
+/// it, and the worker is read no further (before: only its own window
+/// counted them, and all 48 were read under a total of 128 KiB).
+pub fn error_reports_count_in_the_all_workers_total() {
+    print!("{}", isolated("text_floods::error_total_role"));
 }
