@@ -165,6 +165,9 @@ impl<P: Protocol> WorkerBuilder<P, Pooled<P>> {
 
     /// Recycles a member whose resident memory passes `bytes` (looked at
     /// once a second), as [`max_requests`](Self::max_requests) does.
+    /// Members on this machine only: one started through a launcher
+    /// (another host) is not looked at, since the process here is the
+    /// launcher's.
     pub fn max_rss(mut self, bytes: u64) -> Self {
         self.kind_mut().settings.max_rss = Some(bytes);
         self

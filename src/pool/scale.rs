@@ -47,12 +47,14 @@ impl<P: Protocol> WorkerPool<P> {
         if self.state != State::Running {
             return;
         }
-        // Past its memory: recycled.
+        // Past its memory: recycled. Only a member of this machine: the
+        // pid of one on another host is its launcher's (`ssh`, `kubectl`),
+        // whose memory is not the worker's.
         if let Some(max) = self.settings.max_rss {
             let over: Vec<_> = self
                 .members
                 .iter()
-                .filter(|m| m.online && m.takes_work())
+                .filter(|m| m.online && m.takes_work() && !m.remote)
                 .filter_map(|m| rss(m.pid).filter(|&rss| rss > max).map(|rss| (m.index, rss)))
                 .collect();
             for (index, rss) in over {

@@ -85,6 +85,7 @@ modules![
     port: trials roles,
     remote: trials roles,
     requests: trials,
+    review_net: trials,
     text_floods: trials roles,
     shared: trials roles,
     spawn: trials roles,
