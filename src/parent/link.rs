@@ -367,6 +367,9 @@ pub(crate) async fn read<P: Protocol>(
     // last pinged since.
     let mut heard = tokio::time::Instant::now();
     let mut pinged = false;
+    // The outbox's room epoch when the last Ping was queued: unchanged,
+    // the writer has taken nothing since, and that Ping still waits.
+    let mut ping_queued_at = None;
     loop {
         let mut held_back = false;
         loop {
@@ -410,7 +413,14 @@ pub(crate) async fn read<P: Protocol>(
                     *lost = Some(Lost::Silent);
                     return Why::Broken;
                 }
-                let _ = session.side().outbox.push_unbounded(envelope::bare(Kind::Ping), Vec::new());
+                // One Ping waiting at a time: past the outbox's bound, a
+                // worker that talks but never reads would have one queued
+                // for each of its silences, without end.
+                let outbox = &session.side().outbox;
+                if ping_queued_at != Some(outbox.room_epoch()) {
+                    ping_queued_at = Some(outbox.room_epoch());
+                    let _ = outbox.push_unbounded(envelope::bare(Kind::Ping), Vec::new());
+                }
                 pinged = true;
             }
             // The child is gone and its group killed: keep reading until

@@ -104,6 +104,7 @@ const NOT_TESTS: &[&str] = &[
     "run_if_raw_streamer",
     "run_if_text_flooder",
     "run_if_launcher",
+    "run_if_raw",
     "run_if_fake_template",
 ];
 
@@ -177,6 +178,7 @@ fn main() {
     trace::run_if_raw_worker();
     hostile_streams::run_if_raw_streamer();
     remote::run_if_launcher();
+    review_net::run_if_raw();
     quiet_worker_panics();
     // A worker records its spans when its test asks (as an application
     // installs its subscriber: before the worker runs).

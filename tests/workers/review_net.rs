@@ -7,16 +7,82 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::Trial;
 
-#[cfg(feature = "tcp")]
 use crate::common::*;
 
 pub fn trials() -> Vec<Trial> {
-    crate::with_feature!(
+    let mut tests = crate::trials![review_net::a_worker_that_talks_and_never_reads_is_not_pinged_without_bound];
+    tests.extend(crate::with_feature!(
         "tcp",
         trials![
             review_net::max_rss_does_not_recycle_a_remote_member_for_its_launchers_memory,
         ]
-    )
+    ));
+    tests
+}
+
+/// The entry of the raw worker of
+/// [`a_worker_that_talks_and_never_reads_is_not_pinged_without_bound`].
+const TALKER: &str = "review-talker";
+
+/// Pongs the raw talker sends, one every 5 ms, before it reads.
+const TALKS: u32 = 2_000;
+
+/// A raw worker (PROTOCOL.md by hand) when the entry says so: after the
+/// hellos it sends a Pong every 5 ms ([`TALKS`] of them) and reads
+/// nothing; then it reads what waits for it until 500 ms pass without a
+/// byte, and writes how many Pings it found to `$AWW_NOTE`.
+pub fn run_if_raw() {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    if std::env::var("ACTIX_WEBWORKER_ENTRY").as_deref() != Ok(TALKER) {
+        return;
+    }
+    let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
+    // SAFETY: the parent gave us this socket.
+    let mut sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    crate::hostile::handshake(&mut sock, None, None);
+    let pong = ws_frame(2, &[14, 0]);
+    for _ in 0..TALKS {
+        sock.write_all(&pong).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let mut pings = 0u64;
+    while let Some(frame) = read_frame(&mut sock) {
+        pings += messages(&frame).iter().filter(|m| m.first() == Some(&13)).count() as u64;
+    }
+    std::fs::write(std::env::var("AWW_NOTE").unwrap(), pings.to_string()).unwrap();
+    std::process::exit(0);
+}
+
+/// Heartbeats (`every` 1 ms): a worker that sends something more seldom
+/// than `every` (a Pong every 2 ms: it is never silent for `lost_after`)
+/// and never reads. After each of its messages the parent queued another
+/// Ping, past every bound of the outbox (`push_unbounded`), for as long as
+/// the worker went on: 3,000 Pongs sent over about 6 s found thousands of
+/// Pings waiting, one per gap, in the parent's outbox beyond what its
+/// socket holds. One Ping waiting is enough: a worker that does not read
+/// the first will not read the second.
+pub fn a_worker_that_talks_and_never_reads_is_not_pinged_without_bound() {
+    run(async {
+        let note = std::env::temp_dir().join(format!("aww-review-talker-{}", std::process::id()));
+        let _ = std::fs::remove_file(&note);
+        let (rec, mut events) = events::<Test>();
+        let _worker = builder(rec)
+            .by_exec()
+            .entry(TALKER)
+            .heartbeat(std::time::Duration::from_millis(2), std::time::Duration::from_secs(10))
+            .env("AWW_NOTE", &note)
+            .start()
+            .unwrap();
+        let status = events.exit().await;
+        let pings: u64 = std::fs::read_to_string(&note).unwrap().parse().unwrap();
+        let _ = std::fs::remove_file(&note);
+        println!("PINGS waiting for a worker that sent {TALKS} Pongs and read nothing: {pings} ({status})");
+        assert!(status.success(), "{status}");
+        // What the socket itself holds (a few hundred small writes), and one.
+        assert!(pings <= 1_000, "{pings} Pings queued for a worker that reads none");
+    });
 }
 
 /// A launcher as `kubectl exec` is to its worker: a process of its own on
