@@ -14,13 +14,17 @@
 //! What strangers can make the port hold is bounded: at most
 //! [`MAX_CHECKING`] connections are checked at once, the oldest closed to
 //! make room for a new one (the worker presents its token as soon as it
-//! connects, so a crowd of silent connections cannot keep it out); and
+//! connects, so a crowd of silent connections cannot keep it out), and
+//! all ports of the process together at most a share of its descriptors
+//! ([`crowd`]); and
 //! when `accept` fails for want of a resource (descriptors, memory), the
 //! port rests [`ACCEPT_BACKOFF`] and tries again, neither failing the
 //! launch nor spinning on a connection it cannot take. Refusals are told
 //! at a bounded rate: the first at once, then at most one event every
 //! [`TELL_EVERY`] with how many more there were
 //! ([`WireError::AuthRefusedMore`]).
+
+mod crowd;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -99,7 +103,7 @@ impl Listening {
             per_peer,
             checking: FuturesUnordered::new(),
             oldest_first: VecDeque::new(),
-            next_id: 0,
+            port: crowd::port(),
             untold: Untold { count: 0, last: None, next: tokio::time::Instant::now() },
         };
         let (_, accepted) = listener.next_with_token(&mut refused).await?;
@@ -160,9 +164,11 @@ pub(crate) struct Listener {
     per_peer: Duration,
     /// Connections whose token is being read, with where they come from.
     checking: FuturesUnordered<Checking>,
-    /// The same, oldest first: each one's id, and how to close it.
+    /// The same, oldest first: each one's id ([`crowd::admit`]), and how
+    /// to close it.
     oldest_first: VecDeque<(u64, AbortHandle)>,
-    next_id: u64,
+    /// This port's id among all ([`crowd::port`]).
+    port: u64,
     untold: Untold,
 }
 
@@ -203,15 +209,14 @@ impl Listener {
                 }
                 Some((id, peer, checked)) = self.checking.next(), if !self.checking.is_empty() => {
                     self.oldest_first.retain(|(each, _)| *each != id);
+                    crowd::done(id);
                     let e = match checked {
                         Ok(Ok(accepted)) => return Ok((peer, accepted)),
                         Ok(Err(e)) => e,
                         Err(Aborted) => WireError::AuthRefused {
                             peer: peer.to_string(),
-                            why: format!(
-                                "closed to make room: {MAX_CHECKING} newer connections were \
-                                 presenting a token"
-                            ),
+                            why: "closed to make room for newer connections presenting a token"
+                                .into(),
                         },
                     };
                     self.untold.refused(e, refused);
@@ -232,10 +237,18 @@ impl Listener {
         let (token, tls) = (self.token.clone(), self.tls.clone());
         let (checked, abort) =
             futures_util::future::abortable(check(stream, peer, token, tls, self.per_peer));
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = crowd::admit(abort.clone(), self.port, MAX_CHECKING);
         self.oldest_first.push_back((id, abort));
         self.checking.push(Box::pin(async move { (id, peer, checked.await) }));
+    }
+}
+
+impl Drop for Listener {
+    /// Its port closes: what it was checking is checked no more.
+    fn drop(&mut self) {
+        for (id, _) in &self.oldest_first {
+            crowd::done(*id);
+        }
     }
 }
 

@@ -85,7 +85,7 @@ modules![
     port: trials roles,
     remote: trials roles,
     requests: trials,
-    review_net: trials,
+    review_net: trials roles,
     text_floods: trials roles,
     shared: trials roles,
     spawn: trials roles,

@@ -15,9 +15,139 @@ pub fn trials() -> Vec<Trial> {
         "tcp",
         trials![
             review_net::max_rss_does_not_recycle_a_remote_member_for_its_launchers_memory,
+            review_net::strangers_at_many_ports_hold_a_bounded_share_of_the_parents_descriptors,
         ]
     ));
     tests
+}
+
+pub fn roles() -> Vec<Trial> {
+    crate::with_feature!("tcp", inner![review_net::crowded_ports_role])
+}
+
+/// A launcher that appends the address its worker is told to
+/// `$AWW_NOTE`, then runs it.
+#[cfg(feature = "tcp")]
+const NOTE_ADDRESS: &str = r#"for a; do case "$a" in ACTIX_WEBWORKER_CONNECT=*) printf '%s\n' "${a#*=}" >> "$AWW_NOTE";; esac; done; exec "$@""#;
+
+/// Ports crowded in [`crowded_ports_role`].
+#[cfg(feature = "tcp")]
+const PORTS: usize = 8;
+
+#[cfg(feature = "tcp")]
+/// Run alone by `strangers_at_many_ports_hold_a_bounded_share_of_the_parents_descriptors`:
+/// its descriptor limit is lowered to 300 above what it holds at rest.
+pub fn crowded_ports_role() {
+    use actix_webworker::WorkerAddrExt;
+    run(async {
+        let (warm, mut warm_events) = start();
+        assert_eq!(warm.ask(Sum(vec![1])).await.unwrap(), 1);
+        warm.terminate();
+        warm_events.successful_exit().await;
+        let note = std::env::temp_dir().join(format!("aww-review-ports-{}", std::process::id()));
+        let _ = std::fs::remove_file(&note);
+        let mut workers = Vec::new();
+        for _ in 0..PORTS {
+            let (rec, events) = events::<Test>();
+            let worker = builder(rec)
+                .transport(loopback())
+                .launcher(["sh", "-c", NOTE_ADDRESS, "launcher"])
+                .env("AWW_NOTE", &note)
+                .start()
+                .unwrap();
+            assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+            workers.push((worker, events));
+        }
+        let addresses = std::fs::read_to_string(&note).unwrap();
+        let _ = std::fs::remove_file(&note);
+        // Counted through a directory opened now: at the limit, opening
+        // /proc/self/fd would fail.
+        // SAFETY: a path that is a C string.
+        let fds = unsafe { libc::opendir(c"/proc/self/fd".as_ptr()) };
+        assert!(!fds.is_null());
+        let open_now = || {
+            // SAFETY: `fds` is an open directory stream, never closed
+            // before the process ends.
+            unsafe {
+                libc::rewinddir(fds);
+                let mut n = 0usize;
+                while !libc::readdir(fds).is_null() {
+                    n += 1;
+                }
+                // Less ".", ".." and the stream's own.
+                n - 3
+            }
+        };
+        let baseline = open_now();
+        set_nofile(baseline as u64 + 300);
+        // A stranger: 64 silent connections to each port (from processes
+        // of its own), as many as a port checks at once.
+        let mut helpers = Vec::new();
+        for address in addresses.lines() {
+            let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+                .env(crate::remote::LAUNCHER, "crowd-helper")
+                .env("AWW_ADDRESS", address)
+                .env("AWW_CROWD", "64")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut said = std::io::BufReader::new(helper.stdout.take().unwrap());
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+            assert!(line.starts_with("HELD"), "{line}");
+            helpers.push(helper);
+        }
+        // What the parent takes of them (all it can, before the fix).
+        let mut peak = 0;
+        within(Duration::from_secs(10), || {
+            peak = peak.max(open_now().saturating_sub(baseline));
+            peak >= 250
+        })
+        .await;
+        // Another worker, local, started meanwhile.
+        let (rec, mut events) = events::<Test>();
+        let started = builder(rec).start();
+        let answer = match &started {
+            Ok(worker) => Some(tokio::time::timeout(WAIT, worker.ask(Sum(vec![2, 3]))).await),
+            Err(_) => None,
+        };
+        println!(
+            "PORTS {PORTS} ports, 64 silent connections at each: the parent held {peak} \
+             descriptors above its baseline (limit: 300 above); a new local worker: start \
+             {:?}, answer {answer:?}",
+            started.as_ref().map(|_| "ok")
+        );
+        for mut helper in helpers {
+            drop(helper.stdin.take());
+            let _ = helper.wait();
+        }
+        assert!(matches!(answer, Some(Ok(Ok(5)))), "a new worker could not start");
+        assert!(peak <= 150, "strangers held {peak} descriptors of the parent's");
+        if let Ok(worker) = started {
+            worker.terminate();
+            events.successful_exit().await;
+        }
+        for (worker, mut events) in workers {
+            worker.terminate();
+            events.successful_exit().await;
+        }
+    });
+}
+
+#[cfg(feature = "tcp")]
+/// RELIABILITY, Remote workers: "silent connections hold at most 64
+/// descriptors of a port". Of each port: a stranger who can reach 8 ports
+/// (8 remote workers, or a pool of 8 remote members) made the parent
+/// hold 8 x 64, with no bound over all ports, up to the parent's
+/// descriptor limit, and then nothing else could open one: a worker
+/// started then failed. All ports together must keep the parent's
+/// descriptors for the worker's own use.
+pub fn strangers_at_many_ports_hold_a_bounded_share_of_the_parents_descriptors() {
+    let out = isolated("review_net::crowded_ports_role");
+    for line in out.lines().filter_map(|l| l.find("PORTS").map(|at| &l[at..])) {
+        println!("{line}");
+    }
 }
 
 /// The entry of the raw worker of
