@@ -28,6 +28,16 @@ pub(crate) const SECRET_TOKEN: &str = "ACTIX_WEBWORKER_TOKEN";
 /// certificate: given, the worker connects with TLS and trusts only that.
 #[cfg(feature = "tcp")]
 pub(crate) const SECRET_TLS_PIN: &str = "ACTIX_WEBWORKER_TLS_PIN";
+/// The key, in the secrets block, of a second one-time secret the parent
+/// sends back once the worker's token is accepted, over TCP in the clear:
+/// the worker serves only a parent that knows it (whoever holds the port
+/// once its parent has given the launch up learns the token, not this).
+#[cfg(feature = "tcp")]
+pub(crate) const SECRET_PROOF: &str = "ACTIX_WEBWORKER_PARENT_PROOF";
+/// Bit 0 of the `Auth` message's second byte: the worker asks the parent
+/// to prove itself (PROTOCOL.md, section 1).
+#[cfg(feature = "tcp")]
+pub(crate) const AUTH_ASKS_PROOF: u8 = 1;
 /// The largest secrets block a worker reads.
 #[cfg(feature = "tcp")]
 pub(crate) const MAX_SECRETS: usize = 4096;
@@ -37,22 +47,27 @@ pub(crate) const MAX_SECRETS: usize = 4096;
 /// it, not the end of the input, since a launcher may keep stdin open
 /// (`kubectl exec -i`).
 #[cfg(feature = "tcp")]
-pub(crate) fn secrets_block(token: &str, pin: Option<&str>) -> String {
+pub(crate) fn secrets_block(token: &str, pin: Option<&str>, proof: Option<&str>) -> String {
     let mut block = format!("{SECRET_TOKEN}={token}\n");
     if let Some(pin) = pin {
         block.push_str(&format!("{SECRET_TLS_PIN}={pin}\n"));
+    }
+    if let Some(proof) = proof {
+        block.push_str(&format!("{SECRET_PROOF}={proof}\n"));
     }
     block.push('\n');
     block
 }
 
-/// The secrets a remote worker was given: its token, and the pin of the
-/// parent's certificate when over TLS.
+/// The secrets a remote worker was given: its token, the pin of the
+/// parent's certificate when over TLS, and what the parent proves itself
+/// with when in the clear.
 #[cfg(feature = "tcp")]
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Secrets {
     pub token: String,
     pub pin: Option<String>,
+    pub proof: Option<String>,
 }
 
 /// Reads a secrets block (see [`secrets_block`]) from the lines of
@@ -65,10 +80,22 @@ pub(crate) fn parse_secrets(block: &str) -> Secrets {
         match line.split_once('=') {
             Some((SECRET_TOKEN, token)) => secrets.token = token.to_owned(),
             Some((SECRET_TLS_PIN, pin)) => secrets.pin = Some(pin.to_owned()),
+            Some((SECRET_PROOF, proof)) => secrets.proof = Some(proof.to_owned()),
             _ => {}
         }
     }
     secrets
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where
+/// they differ (a token, a proof).
+#[cfg(feature = "tcp")]
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 /// The largest message either side may send, unless told otherwise.
@@ -137,11 +164,11 @@ mod tests {
     #[cfg(feature = "tcp")]
     #[test]
     fn a_secrets_block_reads_back_up_to_its_empty_line() {
-        let block = secrets_block(&"a".repeat(64), Some(&"b".repeat(64)));
+        let block = secrets_block(&"a".repeat(64), Some(&"b".repeat(64)), None);
         let read = parse_secrets(&format!("{block}{SECRET_TOKEN}=later\n"));
-        assert_eq!(read, Secrets { token: "a".repeat(64), pin: Some("b".repeat(64)) });
-        let plain = parse_secrets(&secrets_block("t", None));
-        assert_eq!(plain, Secrets { token: "t".into(), pin: None });
+        assert_eq!(read, Secrets { token: "a".repeat(64), pin: Some("b".repeat(64)), proof: None });
+        let plain = parse_secrets(&secrets_block("t", None, Some("p")));
+        assert_eq!(plain, Secrets { token: "t".into(), pin: None, proof: Some("p".into()) });
         assert_eq!(parse_secrets("OTHER=x\nACTIX_WEBWORKER_TOKEN=t\n\n").token, "t");
     }
 

@@ -82,8 +82,8 @@ def run(
     entry = os.environ.pop("ACTIX_WEBWORKER_ENTRY", None)
     max_message = int(os.environ.pop("ACTIX_WEBWORKER_MAX_MESSAGE", DEFAULT_MAX_MESSAGE))
     if connect is not None:
-        token, pin = _read_secrets() if on_stdin else ("", None)
-        conn = _connect(connect, token, pin, max_message)
+        token, pin, proof = _read_secrets() if on_stdin else ("", None, None)
+        conn = _connect(connect, (token, pin, proof), max_message)
     elif fd is not None:
         conn = Connection(socket.socket(fileno=int(fd)), max_message)
     else:
@@ -205,10 +205,14 @@ def _ancestors() -> Iterator[int]:
         pid = int(stat.rsplit(b")", 1)[1].split()[1])
 
 
-def _connect(address: str, token: str, pin: Optional[str], max_message: int) -> Connection:
+def _connect(
+    address: str, secrets: Tuple[str, Optional[str], Optional[str]], max_message: int
+) -> Connection:
     """The connection back to a remote parent (`Transport::plain_tcp`,
     `Transport::tls`): TCP with keepalive, TLS if pinned, and the token
-    first."""
+    first; in the clear, given a proof, the parent's proof next, or the
+    worker serves nobody (PROTOCOL.md, section 1)."""
+    token, pin, proof = secrets
     host, _, port = address.rpartition(":")
     try:
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
@@ -226,8 +230,34 @@ def _connect(address: str, token: str, pin: Optional[str], max_message: int) -> 
     if pin is not None:
         sock = _tls(sock, pin)
     conn = Connection(sock, max_message, remote=True)
-    conn.send(env.envelope(env.AUTH, payload=token.encode()))
+    asks = proof is not None and pin is None
+    conn.send(env.envelope(env.AUTH, 1 if asks else 0, payload=token.encode()))
+    if asks:
+        _await_proof(conn, sock, proof or "")
     return conn
+
+
+def _await_proof(conn: Connection, sock: socket.socket, proof: str) -> None:
+    """Reads the parent's first message, which must be an Auth holding
+    `proof`: whoever holds the port without it (another user who bound it
+    once the parent gave this launch up) learns the token, which is worth
+    nothing then, and is served nothing. Exits with 64 otherwise."""
+    import hmac
+
+    sock.settimeout(10)
+    try:
+        first = conn.read_messages()
+    except (OSError, Closed, env.ProtocolError) as e:
+        first, why = [], str(e)
+    else:
+        why = "its first message is no proof"
+    sock.settimeout(None)
+    if len(first) == 1 and first[0][0] == env.AUTH and first[0][1] == 0:
+        if hmac.compare_digest(first[0][2], proof.encode()):
+            return
+        why = "another proof than this launch's"
+    _say(f"the peer did not prove itself this worker's parent: {why}")
+    sys.exit(EXIT_NOT_A_WORKER)
 
 
 def _tls(sock: socket.socket, pin: str) -> socket.socket:
@@ -253,8 +283,8 @@ def _tls(sock: socket.socket, pin: str) -> socket.socket:
     return tls
 
 
-def _read_secrets() -> Tuple[str, Optional[str]]:
-    """The token and TLS pin of a remote worker, from the secrets block on
+def _read_secrets() -> Tuple[str, Optional[str], Optional[str]]:
+    """The token, TLS pin and parent's proof of a remote worker, from the secrets block on
     stdin (PROTOCOL.md, section 1): `KEY=value` lines up to an empty line,
     read byte by byte so that nothing after it is taken, within 10 s. Then
     stdin becomes /dev/null. The secrets never come in the environment or
@@ -275,7 +305,7 @@ def _read_secrets() -> Tuple[str, Optional[str]]:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    token, pin = "", None
+    token, pin, proof = "", None, None
     for line in block.decode("utf-8", "replace").split("\n"):
         if not line:
             break
@@ -284,10 +314,12 @@ def _read_secrets() -> Tuple[str, Optional[str]]:
             token = value
         elif key == "ACTIX_WEBWORKER_TLS_PIN":
             pin = value
+        elif key == "ACTIX_WEBWORKER_PARENT_PROOF":
+            proof = value
     if not token:
         _say(
             "no token on stdin (ACTIX_WEBWORKER_SECRETS=stdin): "
             "a launcher must pass its stdin on (not `ssh -n`)"
         )
         sys.exit(EXIT_NOT_A_WORKER)
-    return token, pin
+    return token, pin, proof

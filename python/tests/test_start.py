@@ -268,3 +268,48 @@ def test_over_tcp_without_a_token_it_says_so(script: Path) -> None:
     _, stderr = proc.communicate("\n", timeout=PATIENCE)
     assert proc.returncode == 64
     assert "no token on stdin" in stderr
+
+
+def test_over_tcp_a_worker_given_a_proof_serves_only_a_parent_that_sends_it(script: Path) -> None:
+    token, proof = secrets.token_hex(32), secrets.token_hex(32)
+    for first, served in [(proof, True), (secrets.token_hex(32), False), (None, False)]:
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            server.settimeout(PATIENCE)
+            port = server.getsockname()[1]
+            env_ = {"ACTIX_WEBWORKER_CONNECT": f"127.0.0.1:{port}", "ACTIX_WEBWORKER_SECRETS": "stdin"}
+            proc = spawn(script, env_, stdin=subprocess.PIPE)
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(f"ACTIX_WEBWORKER_TOKEN={token}\nACTIX_WEBWORKER_PARENT_PROOF={proof}\n\n")
+                proc.stdin.flush()
+                sock, _ = server.accept()
+                sock.settimeout(PATIENCE)
+                with sock:
+                    # Its token, asking the parent to prove itself (bit 0
+                    # of the Auth message's second byte).
+                    assert sock.recv(2, socket.MSG_WAITALL) == b"\x82\x42"
+                    assert sock.recv(66, socket.MSG_WAITALL) == b"\x0c\x01" + token.encode()
+                    conn = Connection(sock, 1 << 20, remote=True)
+                    if first is not None:
+                        conn.send(env.envelope(env.AUTH, payload=first.encode()))
+                    # Without a proof first, a parent's hello (replayed by
+                    # whoever holds the port) is no proof.
+                    conn.send(env.hello(5, os.getpid()))
+                    if served:
+                        ((kind, _, _),) = env.split(conn.read_message(), conn.max_frame)
+                        assert kind == env.HELLO
+                        conn.send(env.envelope(env.TERMINATE))
+                        assert env.split(conn.read_message(), conn.max_frame) == [(env.POST, 0, b'"Closing"')]
+                    else:
+                        # Nothing at all comes back: the connection ends.
+                        assert sock.recv(1) == b""
+                _, stderr = proc.communicate(timeout=PATIENCE)
+                if served:
+                    assert proc.returncode == 0, stderr
+                else:
+                    assert proc.returncode == 64, stderr
+                    assert "did not prove itself this worker's parent" in stderr
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()

@@ -97,7 +97,7 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
         }
         #[cfg(feature = "tcp")]
         {
-            let Secrets { token, pin } = match on_stdin {
+            let Secrets { token, pin, proof } = match on_stdin {
                 true => read_secrets().map_err(HandoffError::Secrets)?,
                 false => Secrets::default(),
             };
@@ -105,7 +105,7 @@ pub(crate) fn take() -> Result<Handoff, HandoffError> {
             if pin.is_some() {
                 return Err(HandoffError::NotBuiltWith { address, feature: "tls" });
             }
-            let (sock, tls) = connect_back(&address, &token, pin.as_deref())
+            let (sock, tls) = connect_back(&address, &token, pin.as_deref(), proof.as_deref())
                 .map_err(|source| HandoffError::Connect { address, source })?;
             return Ok(Handoff { sock, parent: None, tls });
         }
@@ -179,13 +179,15 @@ fn read_secrets() -> Result<Secrets, String> {
 
 /// Connects to a remote parent at `address`, over TLS with a parent whose
 /// certificate hashes to `pin` if there is one, and presents `token`, the
-/// first message on the connection (see `parent/remote.rs`). Blocking,
+/// first message on the connection (see `parent/remote.rs`); in the clear,
+/// given a `proof`, asks the parent for it and serves no other. Blocking,
 /// before the runtime starts, each step within [`CONNECT_TIMEOUT`].
 #[cfg(feature = "tcp")]
 fn connect_back(
     address: &str,
     token: &str,
     pin: Option<&str>,
+    proof: Option<&str>,
 ) -> std::io::Result<(OwnedFd, Option<ClientConnection>)> {
     use std::io::Write;
     use std::net::ToSocketAddrs;
@@ -204,7 +206,12 @@ fn connect_back(
         // the worker then exits as for a parent gone.
         os::keep_alive(stream.as_fd())?;
         let Some(pin) = pin else {
-            stream.write_all(&auth_frame(token))?;
+            stream.write_all(&auth_frame(token, proof.is_some()))?;
+            if let Some(proof) = proof {
+                stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+                await_proof(&mut stream, proof)?;
+                stream.set_read_timeout(None)?;
+            }
             return Ok((stream.into(), None));
         };
         // (Without the `tls` feature, `take` has refused a pin already.)
@@ -214,7 +221,7 @@ fn connect_back(
         {
             stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
             stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-            let tls = crate::wire::tls::connect(&mut stream, pin, &auth_frame(token))?;
+            let tls = crate::wire::tls::connect(&mut stream, pin, &auth_frame(token, false))?;
             stream.set_read_timeout(None)?;
             stream.set_write_timeout(None)?;
             return Ok((stream.into(), Some(tls)));
@@ -224,12 +231,46 @@ fn connect_back(
 }
 
 /// The first thing a remote worker sends: its token, as an `Auth` message
-/// in its WebSocket frame.
+/// in its WebSocket frame, asking the parent to prove itself if `ask`.
 #[cfg(feature = "tcp")]
-fn auth_frame(token: &str) -> Vec<u8> {
-    let mut auth = vec![crate::wire::envelope::Kind::Auth as u8, 0];
+fn auth_frame(token: &str, ask: bool) -> Vec<u8> {
+    let flags = if ask { crate::handoff::AUTH_ASKS_PROOF } else { 0 };
+    let mut auth = vec![crate::wire::envelope::Kind::Auth as u8, flags];
     auth.extend_from_slice(token.as_bytes());
     crate::wire::wsframe::binary_frame(&auth)
+}
+
+/// Reads the parent's first frame, which must be an `Auth` message
+/// holding `proof`: whoever holds the port without it (another user who
+/// bound it once the parent gave this launch up) learns the token, which
+/// is worth nothing then, and is served nothing.
+#[cfg(feature = "tcp")]
+fn await_proof(stream: &mut std::net::TcpStream, proof: &str) -> std::io::Result<()> {
+    use std::io::Read;
+    let refused = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the peer did not prove itself this worker's parent: {why}"),
+        )
+    };
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head)?;
+    // Unmasked, from a server, and short: a proof is 64 characters.
+    let len = usize::from(head[1]);
+    if head[0] != 0x82 || len > 125 {
+        return Err(refused("its first frame is no proof"));
+    }
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload)?;
+    match payload.as_slice() {
+        [kind, 0, said @ ..]
+            if *kind == crate::wire::envelope::Kind::Auth as u8
+                && crate::handoff::same(said, proof.as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(refused("another proof than this launch's")),
+    }
 }
 
 /// How long a remote worker tries to reach its parent.

@@ -157,7 +157,8 @@ fn auth_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut masked = vec![0x82, 0x80 | auth.len() as u8, 1, 2, 3, 4];
     masked.extend(auth.iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
     out.push(("auth", "token_masked".into(), masked));
-    let block = crate::handoff::secrets_block(std::str::from_utf8(token).unwrap_or(""), Some("ab"));
+    let block =
+        crate::handoff::secrets_block(std::str::from_utf8(token).unwrap_or(""), Some("ab"), None);
     out.push(("auth", "secrets".into(), block.into_bytes()));
     out
 }
@@ -222,7 +223,7 @@ mod tests {
             if *target == "auth" {
                 let secrets = crate::handoff::parse_secrets(&String::from_utf8_lossy(bytes));
                 let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                let token = rt.block_on(crate::parent::remote::read_token(&mut &bytes[..]));
+                let token = rt.block_on(crate::parent::remote::token::read_token(&mut &bytes[..]));
                 // Each seed is a token frame or a secrets block, whole.
                 assert!(token.is_ok() || secrets.token.len() == 64, "{name}: {token:?}");
             }

@@ -20,7 +20,7 @@ pub fn auth(data: &[u8]) {
     };
     rt.block_on(async {
         let mut clear = data;
-        let _ = crate::parent::remote::read_token(&mut clear).await;
+        let _ = crate::parent::remote::token::read_token(&mut clear).await;
         let Ok(server) = crate::wire::tls::TlsServer::self_signed() else { return };
         let Ok((ours, mut theirs)) = tokio::net::UnixStream::pair() else { return };
         let bytes = data.to_vec();
@@ -37,7 +37,7 @@ pub fn auth(data: &[u8]) {
             tokio::time::timeout(std::time::Duration::from_secs(1), server.acceptor.accept(ours))
                 .await;
         if let Ok(Ok(mut stream)) = accepted {
-            let _ = crate::parent::remote::read_token(&mut stream).await;
+            let _ = crate::parent::remote::token::read_token(&mut stream).await;
         }
         let _ = client.await;
     });

@@ -25,6 +25,9 @@
 //! ([`WireError::AuthRefusedMore`]).
 
 mod crowd;
+pub(crate) mod token;
+
+use token::{answer_token, fresh_token};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -32,10 +35,8 @@ use std::time::Duration;
 
 use futures_util::future::{AbortHandle, Aborted};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::io::AsyncReadExt;
 
 use crate::error::WireError;
-use crate::wire::envelope::Kind;
 #[cfg(feature = "tls")]
 use crate::wire::tls::TlsServer;
 use crate::wire::ws::Socket;
@@ -52,6 +53,9 @@ pub(crate) type Secure = Option<std::convert::Infallible>;
 pub(crate) struct Listening {
     listener: std::net::TcpListener,
     token: String,
+    /// What the parent sends back to a worker that asks it to prove
+    /// itself (in the clear: over TLS the certificate proves it).
+    proof: String,
     /// TLS first, when the transport says.
     tls: Secure,
     /// `host:port`, as the worker is told to connect.
@@ -77,12 +81,18 @@ impl Listening {
             (None, SocketAddr::V6(v6)) => format!("[{}]", v6.ip()),
         };
         let address = format!("{host}:{}", local.port());
-        Ok(Listening { listener, token: fresh_token()?, tls, address, launched: false })
+        let (token, proof) = (fresh_token()?, fresh_token()?);
+        Ok(Listening { listener, token, proof, tls, address, launched: false })
     }
 
     /// The token the worker must present.
     pub(crate) fn token(&self) -> String {
         self.token.clone()
+    }
+
+    /// The secret the parent proves itself with.
+    pub(crate) fn proof(&self) -> String {
+        self.proof.clone()
     }
 
     /// Accepts connections until one presents the token, and returns it,
@@ -98,7 +108,7 @@ impl Listening {
         self.listener.set_nonblocking(true)?;
         let mut listener = Listener {
             tcp: tokio::net::TcpListener::from_std(self.listener)?,
-            token: self.token.into(),
+            secrets: std::sync::Arc::new((self.token, self.proof)),
             tls: self.tls,
             per_peer,
             checking: FuturesUnordered::new(),
@@ -159,7 +169,8 @@ impl Untold {
 /// side by side.
 pub(crate) struct Listener {
     tcp: tokio::net::TcpListener,
-    token: std::sync::Arc<str>,
+    /// The token, and the proof sent back to a worker that asks for it.
+    secrets: std::sync::Arc<(String, String)>,
     tls: Secure,
     per_peer: Duration,
     /// Connections whose token is being read, with where they come from.
@@ -234,9 +245,9 @@ impl Listener {
                 oldest.abort();
             }
         }
-        let (token, tls) = (self.token.clone(), self.tls.clone());
+        let (secrets, tls) = (self.secrets.clone(), self.tls.clone());
         let (checked, abort) =
-            futures_util::future::abortable(check(stream, peer, token, tls, self.per_peer));
+            futures_util::future::abortable(check(stream, peer, secrets, tls, self.per_peer));
         let id = crowd::admit(abort.clone(), self.port, MAX_CHECKING);
         self.oldest_first.push_back((id, abort));
         self.checking.push(Box::pin(async move { (id, peer, checked.await) }));
@@ -329,7 +340,7 @@ impl Accepted {
 async fn check(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    token: std::sync::Arc<str>,
+    secrets: std::sync::Arc<(String, String)>,
     tls: Secure,
     limit: Duration,
 ) -> Result<Accepted, WireError> {
@@ -344,104 +355,25 @@ async fn check(
         match tls {
             None => {
                 let mut stream = stream;
-                let presented = read_token(&mut stream).await?;
-                Ok((presented, Accepted::Plain(stream.into_std().map_err(|e| e.to_string())?)))
+                answer_token(&mut stream, &secrets).await?;
+                Ok(Accepted::Plain(stream.into_std().map_err(|e| e.to_string())?))
             }
             #[cfg(feature = "tls")]
             Some(tls) => {
                 let handshake = tls.acceptor.accept(stream).await;
                 let mut stream = handshake.map_err(|e| format!("TLS: {e}"))?;
-                let presented = read_token(&mut stream).await?;
-                Ok((presented, Accepted::Tls(Box::new(stream))))
+                answer_token(&mut stream, &secrets).await?;
+                Ok(Accepted::Tls(Box::new(stream)))
             }
         }
     };
-    let (presented, accepted) = match tokio::time::timeout(limit, checked).await {
+    let accepted = match tokio::time::timeout(limit, checked).await {
         Err(_) => return Err(refuse(format!("no token within {limit:?}"))),
         Ok(Err(why)) => return Err(refuse(why)),
         Ok(Ok(done)) => done,
     };
-    if !same(&presented, token.as_bytes()) {
-        return Err(refuse("another token than this launch's".into()));
-    }
     if let Accepted::Plain(stream) = &accepted {
         stream.set_nonblocking(false).map_err(|e| refuse(e.to_string()))?;
     }
     Ok(accepted)
-}
-
-/// The longest token frame read: a token is 64 characters.
-const MAX_TOKEN: usize = 125;
-
-/// The payload of the first WebSocket frame, which must be an `Auth`
-/// message: the token.
-pub(crate) async fn read_token<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-) -> Result<Vec<u8>, String> {
-    let io = |e: std::io::Error| format!("connection: {e}");
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head).await.map_err(io)?;
-    let len = usize::from(head[1] & 0x7f);
-    if head[0] != 0x82 || len > MAX_TOKEN {
-        return Err("the first frame is not a token".into());
-    }
-    let mut mask = [0u8; 4];
-    if head[1] & 0x80 != 0 {
-        stream.read_exact(&mut mask).await.map_err(io)?;
-    }
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await.map_err(io)?;
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b ^= mask[i % 4];
-    }
-    match payload.as_slice() {
-        [kind, 0, token @ ..] if *kind == Kind::Auth as u8 => Ok(token.to_vec()),
-        _ => Err("the first message is not a token".into()),
-    }
-}
-
-/// Whether `a` and `b` are equal, in time that does not depend on where
-/// they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
-/// 256 random bits from the kernel, in hex.
-fn fresh_token() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        let rest = &mut bytes[filled..];
-        // Raw: nix does not wrap `getrandom`.
-        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_fresh_and_compared_whole() {
-        let (a, b) = (fresh_token().unwrap(), fresh_token().unwrap());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
-        assert!(same(a.as_bytes(), a.clone().as_bytes()));
-        assert!(!same(a.as_bytes(), b.as_bytes()));
-        assert!(!same(a.as_bytes(), &a.as_bytes()[..63]));
-    }
 }

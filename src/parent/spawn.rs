@@ -262,7 +262,10 @@ fn listen_for(
         .map_err(|source| SpawnError::Setup { what: "listening socket", source })?;
     listening.launched = !spec.launcher.is_empty();
     let (address, token) = (listening.address.clone(), listening.token());
-    Ok((Channel::Tcp(listening), Connect::Back { address, token, pin }))
+    // In the clear the parent proves itself with a second secret; over
+    // TLS its certificate does.
+    let proof = pin.is_none().then(|| listening.proof());
+    Ok((Channel::Tcp(listening), Connect::Back { address, token, pin, proof }))
 }
 
 /// The program to run, and the name it is started with (`None`: its path).
@@ -307,9 +310,10 @@ enum Connect {
     /// It inherits this end of the socketpair.
     Inherit(OwnedFd),
     /// It connects back to `address` and presents `token`; over TLS to
-    /// a parent whose certificate hashes to `pin`, if given.
+    /// a parent whose certificate hashes to `pin`, if given; in the clear
+    /// to a parent that sends back `proof`.
     #[cfg(feature = "tcp")]
-    Back { address: String, token: String, pin: Option<String> },
+    Back { address: String, token: String, pin: Option<String>, proof: Option<String> },
 }
 
 /// Starts the worker: from its template under the fork server, if
@@ -331,10 +335,17 @@ fn launch(
             (Some(child_fd.as_raw_fd()), dev_null()?)
         }
         #[cfg(feature = "tcp")]
-        Connect::Back { address, token, pin } => {
+        Connect::Back { address, token, pin, proof } => {
             told.push((ENV_CONNECT, address.into()));
             told.push((ENV_SECRETS, "stdin".into()));
-            (None, secrets_on_a_pipe(token, pin.as_deref())?)
+            (
+                None,
+                secrets_on_a_pipe(&crate::handoff::secrets_block(
+                    token,
+                    pin.as_deref(),
+                    proof.as_deref(),
+                ))?,
+            )
         }
     };
     let (stdout, read_stdout) = stdio(spec.stdout, io::stdout().as_fd())?;
@@ -418,10 +429,10 @@ fn stdio(output: Output, fd: BorrowedFd<'_>) -> io::Result<(Option<OwnedFd>, Opt
 /// starts (a few hundred bytes: the pipe's buffer holds them), so nothing
 /// waits on the launcher and it can never be a broken pipe.
 #[cfg(feature = "tcp")]
-fn secrets_on_a_pipe(token: &str, pin: Option<&str>) -> io::Result<OwnedFd> {
+fn secrets_on_a_pipe(block: &str) -> io::Result<OwnedFd> {
     use std::io::Write;
     let (read, mut write) = io::pipe()?;
-    write.write_all(crate::handoff::secrets_block(token, pin).as_bytes())?;
+    write.write_all(block.as_bytes())?;
     drop(write);
     above_stdio(read.into())
 }

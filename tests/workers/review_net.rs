@@ -3,6 +3,8 @@
 //! launchers): each test shows the bad outcome with a figure.
 
 #[cfg(feature = "tcp")]
+use std::io::Write;
+#[cfg(feature = "tcp")]
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Trial;
@@ -14,6 +16,7 @@ pub fn trials() -> Vec<Trial> {
     tests.extend(crate::with_feature!(
         "tcp",
         trials![
+            review_net::a_late_worker_serves_no_one_but_the_parent_that_launched_it,
             review_net::max_rss_does_not_recycle_a_remote_member_for_its_launchers_memory,
             review_net::strangers_at_many_ports_hold_a_bounded_share_of_the_parents_descriptors,
         ]
@@ -212,6 +215,139 @@ pub fn a_worker_that_talks_and_never_reads_is_not_pinged_without_bound() {
         assert!(status.success(), "{status}");
         // What the socket itself holds (a few hundred small writes), and one.
         assert!(pings <= 1_000, "{pings} Pings queued for a worker that reads none");
+    });
+}
+
+/// A launcher that plays `ssh` to a slow host: the worker it starts is out
+/// of the reach of the parent's signals (a session of its own, as on the
+/// other host), and starts late, once `$AWW_DIR/go` exists (or gives up
+/// after a minute). It keeps the
+/// secrets block it was given (for the test, which plays the parent's
+/// first visitor) in `$AWW_DIR/secrets`, then writes the address it was
+/// told in `$AWW_DIR/address`, and its pid (the worker's, which it
+/// becomes) in `$AWW_DIR/pid`.
+#[cfg(feature = "tcp")]
+const SLOW_HOST: &str = r#"cat > "$AWW_DIR/secrets"; for a; do case "$a" in ACTIX_WEBWORKER_CONNECT=*) printf %s "${a#*=}" > "$AWW_DIR/address.tmp"; mv "$AWW_DIR/address.tmp" "$AWW_DIR/address";; esac; done; i=0; while [ ! -e "$AWW_DIR/go" ]; do i=$((i+1)); [ $i -lt 6000 ] || exit 9; sleep 0.01; done; echo $$ > "$AWW_DIR/pid"; exec "$@" < "$AWW_DIR/secrets""#;
+
+/// The token frame a worker sends first (PROTOCOL.md, section 1).
+#[cfg(feature = "tcp")]
+fn auth(token: &str) -> Vec<u8> {
+    let mut auth = vec![12u8, 0];
+    auth.extend_from_slice(token.as_bytes());
+    ws_frame(2, &auth)
+}
+
+/// Accepts one connection on `listener` within `limit` (blocking).
+#[cfg(feature = "tcp")]
+fn accept_within(listener: &std::net::TcpListener, limit: Duration) -> Option<std::net::TcpStream> {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok((sock, _)) = listener.accept() {
+            sock.set_nonblocking(false).unwrap();
+            sock.set_read_timeout(Some(WAIT)).unwrap();
+            return Some(sock);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Runs blocking `f` on a thread of its own (the System's thread runs
+/// the parent), and waits for it.
+#[cfg(feature = "tcp")]
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let thread = std::thread::spawn(f);
+    assert!(within(WAIT * 2, || thread.is_finished()).await, "a blocking step ended");
+    thread.join().expect("the blocking step did not panic")
+}
+
+#[cfg(feature = "tcp")]
+/// Over plain TCP the worker does not know its parent: it presents its
+/// token to whoever holds the port it was told, and serves them. A
+/// launch its parent gave up on (the worker slow to start on its host,
+/// `ssh` killed: the command on the other host goes on) closes its port;
+/// another local user of the parent's host who saw the address in `ps`
+/// binds it, and the worker, once up, connects there and hands over its
+/// token (worth nothing now: the parent has let it go). Before, it took
+/// that user for its parent (its hello, its pongs, to the parent's hello
+/// replayed, as this one is, or computed from the program). Now it asks
+/// its parent to prove itself with a second secret of its secrets block
+/// (PROTOCOL.md, section 1), and this one cannot: the worker serves
+/// nothing, and exits.
+pub fn a_late_worker_serves_no_one_but_the_parent_that_launched_it() {
+    run(async {
+        let dir = std::env::temp_dir().join(format!("aww-review-late-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(["setsid", "-w", "sh", "-c", SLOW_HOST, "launcher"])
+            .env("AWW_DIR", &dir)
+            .start()
+            .unwrap();
+        assert!(within(WAIT, || dir.join("address").exists()).await, "the launcher ran");
+        let address = std::fs::read_to_string(dir.join("address")).unwrap();
+        let secrets = std::fs::read_to_string(dir.join("secrets")).unwrap();
+        let token = crate::remote::secret(&secrets, "ACTIX_WEBWORKER_TOKEN").unwrap();
+        // A hello of this program's parent, to replay: whoever may run the
+        // program can get one.
+        let hello = off_thread({
+            let (address, token) = (address.clone(), token.clone());
+            move || {
+                let mut visitor = std::net::TcpStream::connect(&address).unwrap();
+                visitor.set_read_timeout(Some(WAIT)).unwrap();
+                visitor.write_all(&auth(&token)).unwrap();
+                read_frame(&mut visitor).expect("the parent's hello")
+            }
+        })
+        .await;
+        // The parent gives this launch up: its port closes.
+        let status = events.exit().await;
+        let listener = loop {
+            if let Ok(listener) = std::net::TcpListener::bind(&address) {
+                break listener;
+            }
+            assert!(within(WAIT, || std::net::TcpListener::bind(&address).is_ok()).await);
+        };
+        let impostor = off_thread(move || {
+            let mut told = Vec::new();
+            let (mut asked, mut served) = (false, false);
+            let Some(mut sock) = accept_within(&listener, Duration::from_secs(20)) else {
+                return (told, asked, served);
+            };
+            told.push("connected".to_owned());
+            if let Some(first) = read_frame(&mut sock) {
+                // Its token, asking for the parent's proof (bit 0).
+                asked = first.len() == 66 && first[..2] == [12, 1] && first[2..] == *token.as_bytes();
+                told.push(format!("first frame: kind {} ({} bytes)", first[0], first.len()));
+            }
+            // The parent's hello, replayed, and a ping: no proof.
+            let _ = sock.write_all(&ws_frame(2, &hello));
+            let _ = sock.write_all(&ws_frame(2, &[13, 0]));
+            // Whatever comes back until the worker ends the connection.
+            while let Some(frame) = read_frame(&mut sock) {
+                told.push(format!("then: kind {}", frame[0]));
+                served |= frame[0] == 1 || messages(&frame).iter().any(|m| m.first() == Some(&14));
+            }
+            (told, asked, served)
+        });
+        // The worker comes up, late.
+        std::fs::write(dir.join("go"), b"").unwrap();
+        let (told, asked, served) = impostor.await;
+        println!(
+            "LATE worker of a launch given up ({status}), port {address} bound by another: \
+             {told:?}; asked for the parent's proof: {asked}; served: {served}"
+        );
+        assert!(within(WAIT, || dir.join("pid").exists()).await, "the worker started");
+        let pid: u32 = std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap();
+        let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
+        drop(worker);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(gone, "the late worker {pid} is still there");
+        assert!(told.iter().any(|t| t == "connected"), "the worker never came: {told:?}");
+        assert!(asked, "the worker did not ask its parent to prove itself: {told:?}");
+        assert!(!served, "the worker served the port's next holder as its parent: {told:?}");
     });
 }
 
