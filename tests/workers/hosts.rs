@@ -35,6 +35,9 @@ pub fn trials() -> Vec<Trial> {
             hosts::a_member_lost_on_a_host_is_replaced_on_another,
             hosts::of_members_as_loaded_the_one_here_answers,
             hosts::a_member_starting_on_a_host_found_down_is_replaced_at_once,
+            hosts::with_prefer_local_off_members_as_loaded_take_turns_wherever_they_run,
+            hosts::a_host_where_a_member_never_came_online_is_passed_over,
+            hosts::with_every_host_with_room_down_the_pool_serves_with_what_it_has_and_waits,
         ]
     );
     tests.extend(crate::with_feature!(
@@ -207,6 +210,141 @@ pub fn of_members_as_loaded_the_one_here_answers() {
         pool.terminate();
         pool.send(Join).await.unwrap();
     });
+}
+
+/// docs/cluster.md, Routing: "`prefer_local(false)` turns that off". Of
+/// two idle members, one here and one on a host, the asks made one at a
+/// time go in turn to both (with the preference on, every one goes to the
+/// one here: `of_members_as_loaded_the_one_here_answers`).
+#[cfg(feature = "tcp")]
+pub fn with_prefer_local_off_members_as_loaded_take_turns_wherever_they_run() {
+    run(async {
+        let (recipient, mut rx) = pool_events();
+        let pool = WorkerPool::<Test>::builder()
+            .entry("test")
+            .transport(loopback())
+            .hosts([far("a").limit(1), Host::local().limit(1)])
+            .prefer_local(false)
+            .size(2)
+            .events(recipient)
+            .start()
+            .expect("the pool starts");
+        pool_online(&mut rx, 2).await;
+        let stats = pool.send(Stats).await.unwrap();
+        let pid_on = |host: &str| stats.members.iter().find(|m| &*m.host == host).unwrap().pid;
+        let (here, there) = (pid_on("local"), pid_on("a"));
+        let mut answered = HashMap::<u32, usize>::new();
+        for _ in 0..20 {
+            *answered.entry(pool.ask(WhichPid).await.unwrap()).or_default() += 1;
+        }
+        assert_eq!(answered, HashMap::from([(here, 10), (there, 10)]), "here {here}, there {there}");
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+    });
+}
+
+/// docs/cluster.md, Host loss, 2: a host where a member could not be
+/// started (it never came online) is passed over, as one where a member
+/// was lost. Host a's launcher fails at once; its member is replaced on b,
+/// although a then has fewer members (placement would pick it were it not
+/// passed over), and a is not tried again within its `retry_after`.
+#[cfg(feature = "tcp")]
+pub fn a_host_where_a_member_never_came_online_is_passed_over() {
+    run(async {
+        let broken = Host::launched("a", ["false"]).limit(2);
+        let (pool, mut rx) = pool_over(vec![broken, far("b").limit(3)], 2);
+        // Member 0 on a (fails), member 1 on b; then the replacement.
+        let mut on: Vec<String> = Vec::new();
+        while on.len() < 3 {
+            if let PoolEvent::Started { host, .. } = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Started { .. })).await {
+                on.push(host.to_string());
+            }
+        }
+        assert_eq!(on, ["a", "b", "b"], "where the members were started");
+        // Both on b online, and they answer.
+        let stats = settles_stats(&pool, |s| per_host(s) == HashMap::from([("b".into(), 2)]) && s.members.iter().all(|m| m.online)).await;
+        assert_eq!(per_host(&stats), HashMap::from([("b".into(), 2)]), "{:?}", stats.members);
+        for sum in join_all((0..100u64).map(|i| pool.ask(Sum(vec![i, 1])))).await {
+            sum.unwrap();
+        }
+        // Nothing more was started on a meanwhile.
+        while let Ok(ev) = rx.try_recv() {
+            if let PoolEvent::Started { host, .. } = ev {
+                assert_ne!(&*host, "a", "the host that failed its member was tried again");
+            }
+        }
+        pool.terminate();
+        pool.send(Join).await.unwrap();
+    });
+}
+
+/// docs/cluster.md, Host loss, 3: "With every host with room down, the
+/// pool waits for the first to come back (`SpawnError::NoHost` is logged)
+/// and serves with the members it has." Hosts a and b of one member each;
+/// a's member stops (SIGSTOP) and is lost: a is down for its
+/// `retry_after` (3 s) and b is full, so no replacement is started, the
+/// pool logs `NoHost` and answers with b's member; once a is back, the
+/// member is replaced there.
+#[cfg(feature = "tcp")]
+pub fn with_every_host_with_room_down_the_pool_serves_with_what_it_has_and_waits() {
+    let recorder = crate::errors::Recorder::default();
+    let seen = recorder.clone();
+    tracing::subscriber::with_default(recorder, || {
+        run(async move {
+            let retry = Duration::from_secs(3);
+            let hosts = vec![far("a").limit(1).retry_after(retry), far("b").limit(1)];
+            let (pool, mut rx) = pool_over(hosts, 2);
+            pool_online(&mut rx, 2).await;
+            let stats = pool.send(Stats).await.unwrap();
+            let pid_on = |host: &str| stats.members.iter().find(|m| &*m.host == host).unwrap().pid;
+            let (on_a, on_b) = (pid_on("a"), pid_on("b"));
+            kill(on_a, Signal::SIGSTOP);
+            // Lost within the heartbeat's 2 s.
+            let lost = |ev: &PoolEvent<Test>| {
+                matches!(ev, PoolEvent::Member { event, .. }
+                    if matches!(&event.kind, Event::Exit(s) if s.lost.is_some()))
+            };
+            let ev = pool_until(&mut rx, |ev| lost(ev) || matches!(ev, PoolEvent::Started { .. })).await;
+            assert!(lost(&ev), "a member was started before the loss: {ev:?}");
+            let lost_at = std::time::Instant::now();
+            // No host for a replacement: said in the log.
+            let said = settles(|| seen.said(&["could not replace a member", "no host for another member", "those with room are down"])).await;
+            assert!(said, "NoHost was not logged: {:?}", seen.0.lock().unwrap());
+            // The pool serves with the member it has.
+            for _ in 0..20 {
+                assert_eq!(pool.ask(WhichPid).await.unwrap(), on_b);
+            }
+            // a is back after its retry_after: the replacement goes there.
+            let ev = pool_until(&mut rx, |ev| matches!(ev, PoolEvent::Started { .. })).await;
+            let waited = lost_at.elapsed();
+            let PoolEvent::Started { host, .. } = ev else { unreachable!() };
+            assert_eq!(&*host, "a", "the replacement went over b's limit");
+            assert!(waited >= retry - Duration::from_secs(1), "replaced {waited:?} after the loss, before a was back");
+            pool_online(&mut rx, 1).await;
+            let stats = pool.send(Stats).await.unwrap();
+            let want = HashMap::from([("a".into(), 1), ("b".into(), 1)]);
+            assert_eq!(per_host(&stats), want, "{:?}", stats.members);
+            assert!(stats.members.iter().all(|m| m.pid != on_a), "the lost member is still counted");
+            for sum in join_all((0..100u64).map(|i| pool.ask(Sum(vec![i])))).await {
+                sum.unwrap();
+            }
+            pool.terminate();
+            pool.send(Join).await.unwrap();
+        });
+    });
+}
+
+#[cfg(feature = "tcp")]
+/// The pool's stats once `f` holds of them (or the last, after 10 s).
+async fn settles_stats(pool: &Addr<WorkerPool<Test>>, f: impl Fn(&PoolStats) -> bool) -> PoolStats {
+    for _ in 0..1000 {
+        let stats = pool.send(Stats).await.unwrap();
+        if f(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pool.send(Stats).await.unwrap()
 }
 
 #[cfg(feature = "tls")]
