@@ -39,6 +39,7 @@ pub fn trials() -> Vec<Trial> {
         trace::a_traced_request_cut_short_is_a_typed_error,
         trace::through_a_pool_member_and_a_channel_to_another_worker_one_trace,
         trace::a_streamed_answer_is_traced_from_the_ask_to_its_producer,
+        trace::an_ask_span_closes_however_its_request_ends,
     ]
 }
 
@@ -212,6 +213,10 @@ pub fn a_worker_asking_its_parent_stays_in_the_trace() {
     joined(first, handling);
     let second = one(theirs, "ask", "::GetConfig");
     assert_eq!(second.parent, Some(handling.id), "asked inside the handling's span");
+    // docs/tracing.md: through a worker's `Parent`, no worker, pid or member.
+    for field in ["worker", "pid", "member"] {
+        assert_eq!(second.field(field), "", "{field} on a Parent's ask: {second:?}");
+    }
     let served = one(&parent, "answer", "::GetConfig");
     joined(second, served);
     assert_eq!(served.field("trace_id"), first.field("trace_id"), "one trace");
@@ -235,6 +240,10 @@ pub fn a_declared_request_through_a_port_is_joined_too() {
     });
     let ask = one(&parent, "ask", "::Mul");
     assert_eq!(by_id(&parent, ask.parent).name, "caller");
+    // docs/tracing.md: through a `Port`, no worker, pid or member.
+    for field in ["worker", "pid", "member"] {
+        assert_eq!(ask.field(field), "", "{field} on a port's ask: {ask:?}");
+    }
     let worker = parent.iter().find(|s| s.name == "worker").expect("the worker's span");
     let pid: u32 = worker.field("pid").parse().unwrap();
     joined(ask, one(&workers[&pid], "answer", "::Mul"));
@@ -597,4 +606,96 @@ pub fn a_streamed_answer_is_traced_from_the_ask_to_its_producer() {
     let pid: u32 = worker.field("pid").parse().unwrap();
     let answer = one(&workers[&pid], "answer", "::Count");
     joined(ask, answer);
+}
+
+/// docs/tracing.md: an `ask` span "closes when the request is answered,
+/// fails, times out or is cancelled", through a worker's address, a port
+/// and a pool alike, and a streamed ask's "lasts until the stream ends
+/// (complete, failed, or dropped by its reader)". Looked at while the
+/// System runs: its end would close whatever it held.
+pub fn an_ask_span_closes_however_its_request_ends() {
+    use crate::streams::{streamer, Count, Streams};
+    use futures_util::StreamExt;
+    use nix::sys::signal::Signal;
+    use std::time::Duration;
+    let (recorder, lines) = Recorder::in_memory();
+    let _subscriber = tracing::subscriber::set_default(recorder);
+    // Every `ask` span made so far is closed (a cancel is noticed within
+    // 100 ms: waited for).
+    let all_closed = |how: &'static str| {
+        let lines = lines.clone();
+        async move {
+            let open = || -> Vec<SpanRec> {
+                let made = spans(&lines.lock().unwrap());
+                made.into_iter().filter(|s| s.name == "ask" && !s.closed).collect()
+            };
+            settles(|| open().is_empty()).await;
+            assert!(open().is_empty(), "{how}: ask spans left open: {:?}", open());
+            let made = spans(&lines.lock().unwrap()).into_iter().filter(|s| s.name == "ask").count();
+            assert!(made > 0, "{how}: no ask span was made");
+        }
+    };
+    let short = Duration::from_millis(50);
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec).restart(RestartPolicy::never()).start().unwrap();
+        assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
+        all_closed("answered").await;
+        let res = worker.send(Ask::new(Hold(1)).timeout(short)).await.unwrap();
+        assert!(matches!(res, Err(actix_webworker::WorkerError::Timeout(_))), "{res:?}");
+        all_closed("timed out").await;
+        let held = worker.ask(Hold(2));
+        while events.message().await.data != Reply::Holding(2) {}
+        drop(held);
+        all_closed("dropped by its caller").await;
+        let mut port = Port::open(&worker).await.unwrap();
+        let res = port.ask_timeout(Hold(3), short).await;
+        assert!(matches!(res, Err(actix_webworker::WorkerError::Timeout(_))), "{res:?}");
+        all_closed("timed out, through a port").await;
+        let held = port.ask(Hold(4));
+        while events.message().await.data != Reply::Holding(4) {}
+        drop(held);
+        all_closed("dropped by its caller, through a port").await;
+        let pid = worker.ask(WhichPid).await.unwrap();
+        let (held, through_port) = (worker.ask(Never), port.ask(Never));
+        assert_eq!(worker.ask(Sum(vec![2])).await.unwrap(), 2);
+        kill(pid, Signal::SIGKILL);
+        for res in [held.await.map(|_| ()), through_port.await.map(|_| ())] {
+            assert!(matches!(res, Err(actix_webworker::WorkerError::Exited(_))), "{res:?}");
+        }
+        all_closed("failed with the exit").await;
+
+        // A pool of one member that takes one request at a time.
+        let pool = WorkerPool::<Test>::builder()
+            .entry("test")
+            .size(1)
+            .max_in_flight_per_worker(1)
+            .start()
+            .unwrap();
+        assert_eq!(pool.ask(Sum(vec![3])).await.unwrap(), 3);
+        let busy = pool.ask(Never);
+        let res = pool.send(Ask::new(Sum(vec![4])).timeout(short)).await.unwrap();
+        assert!(matches!(res, Err(actix_webworker::WorkerError::Timeout(_))), "{res:?}");
+        drop(pool.ask(Sum(vec![5])));
+        drop(busy);
+        assert_eq!(pool.ask(Sum(vec![6])).await.unwrap(), 6);
+        all_closed("through a pool: timed out, dropped waiting, dropped in flight").await;
+        pool.terminate();
+        pool.send(actix_webworker::Join).await.unwrap();
+
+        // Streams: read to the end, and dropped by the reader.
+        let (rec, mut stream_events) = crate::common::events::<Streams>();
+        let streams = streamer().events(rec).start().unwrap();
+        let mut rows = streams.send(actix_webworker::AskStream::new(Count { n: 3, pad: 0 })).await.unwrap();
+        while rows.next().await.is_some() {}
+        assert!(rows.is_complete());
+        all_closed("a stream read to its end").await;
+        let many = actix_webworker::AskStream::new(Count { n: 1_000_000, pad: 0 });
+        let mut rows = streams.send(many).await.unwrap();
+        assert_eq!(rows.next().await.unwrap().unwrap().n, 0);
+        drop(rows);
+        all_closed("a stream dropped by its reader").await;
+        streams.terminate();
+        assert!(stream_events.exit().await.success());
+    });
 }

@@ -55,6 +55,8 @@ pub struct SpanRec {
     pub parent: Option<u64>,
     pub fields: BTreeMap<String, String>,
     pub follows: Vec<u64>,
+    /// Its last handle was dropped (the subscriber was told to close it).
+    pub closed: bool,
 }
 
 impl SpanRec {
@@ -76,6 +78,8 @@ pub struct Recorder {
     sink: Sink,
     /// Each span's metadata, for `current_span`.
     metas: Mutex<std::collections::HashMap<u64, &'static Metadata<'static>>>,
+    /// Each open span's handles: closed (and said so) when the last goes.
+    handles: Mutex<std::collections::HashMap<u64, usize>>,
 }
 
 thread_local! {
@@ -88,7 +92,13 @@ impl Recorder {
     pub fn in_memory() -> (Recorder, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Sink::Memory(lines.clone());
-        (Recorder { next: AtomicU64::new(1), sink, metas: Default::default() }, lines)
+        let recorder = Recorder {
+            next: AtomicU64::new(1),
+            sink,
+            metas: Default::default(),
+            handles: Default::default(),
+        };
+        (recorder, lines)
     }
 
     fn write(&self, line: serde_json::Value) {
@@ -110,7 +120,12 @@ pub fn install_if_asked() {
     let path = Path::new(&dir).join(format!("{}.jsonl", std::process::id()));
     let file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
     let sink = Sink::File(Mutex::new(file));
-    let recorder = Recorder { next: AtomicU64::new(1), sink, metas: Default::default() };
+    let recorder = Recorder {
+        next: AtomicU64::new(1),
+        sink,
+        metas: Default::default(),
+        handles: Default::default(),
+    };
     tracing::subscriber::set_global_default(recorder).expect("no subscriber yet");
     if std::env::var_os(PROPAGATOR_ENV).is_some() {
         assert!(actix_webworker::set_propagator(Fixed), "the first propagator");
@@ -180,10 +195,13 @@ pub fn spans(lines: &[String]) -> Vec<SpanRec> {
                 parent: v["parent"].as_u64(),
                 fields: fields(&v),
                 follows: Vec::new(),
+                closed: false,
             });
         } else if let Some(id) = v["record"].as_u64() {
             let span = out.iter_mut().find(|s| s.id == id).unwrap();
             span.fields.extend(fields(&v));
+        } else if let Some(id) = v["close"].as_u64() {
+            out.iter_mut().find(|s| s.id == id).unwrap().closed = true;
         } else if let Some(id) = v["follows"].as_u64() {
             let span = out.iter_mut().find(|s| s.id == id).unwrap();
             span.follows.push(v["from"].as_u64().unwrap());
@@ -235,6 +253,7 @@ impl Subscriber for Recorder {
         let mut fields = Fields(serde_json::Map::new());
         attrs.record(&mut fields);
         self.metas.lock().unwrap().insert(id, attrs.metadata());
+        self.handles.lock().unwrap().insert(id, 1);
         let name = attrs.metadata().name();
         let line =
             serde_json::json!({"new": id, "name": name, "parent": parent, "fields": fields.0});
@@ -263,6 +282,25 @@ impl Subscriber for Recorder {
 
     fn enter(&self, span: &Id) {
         STACK.with_borrow_mut(|s| s.push(span.into_u64()));
+    }
+
+    fn clone_span(&self, span: &Id) -> Id {
+        *self.handles.lock().unwrap().entry(span.into_u64()).or_default() += 1;
+        span.clone()
+    }
+
+    fn try_close(&self, span: Id) -> bool {
+        let id = span.into_u64();
+        let mut handles = self.handles.lock().unwrap();
+        let Some(left) = handles.get_mut(&id) else { return false };
+        *left -= 1;
+        if *left > 0 {
+            return false;
+        }
+        handles.remove(&id);
+        drop(handles);
+        self.write(serde_json::json!({"close": id}));
+        true
     }
 
     fn exit(&self, span: &Id) {
