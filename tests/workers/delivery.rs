@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_webworker::{
-    Ask, Event, Grace, Join, Limits, Post, Restart, Terminate, Worker, WorkerAddrExt, WorkerError,
+    Ask, Event, Grace, Join, Limits, Post, Restart, Stats, Terminate, Worker, WorkerAddrExt,
+    WorkerError,
 };
 use libtest_mimic::Trial;
 
@@ -20,6 +21,7 @@ pub fn trials() -> Vec<Trial> {
         delivery::an_ask_times_out_while_the_queue_is_full,
         delivery::a_worker_closing_itself_with_a_terminate_queued_counts_only_posts,
         delivery::a_clean_end_reports_no_loss_for_what_the_worker_read,
+        delivery::requests_cancelled_while_they_wait_in_the_actor_are_never_sent,
     ]
 }
 
@@ -184,6 +186,56 @@ pub fn an_ask_times_out_while_the_queue_is_full() {
         worker.terminate();
         let status = events.exit().await;
         assert_eq!(join.await.unwrap(), status);
+    });
+}
+
+/// README, Cancellation: "A request still waiting in the `Worker` actor's
+/// queue ... is never sent once cancelled", a caller's going "noticed
+/// within 100 ms". Behind a full queue (the worker frozen), one `Hold`
+/// times out, and another's caller goes once the actor holds it; once
+/// that is noticed (the request no longer in flight), the worker is
+/// thawed: it handles every post and never starts either (`Hold(n)` says
+/// `Holding(n)` as it starts).
+pub fn requests_cancelled_while_they_wait_in_the_actor_are_never_sent() {
+    run(async {
+        let (worker, mut events, pid) = stuck_and_full(Limits::default(), |b| b, 100).await;
+        let limit = Duration::from_millis(100);
+        let res = worker.send(Ask::new(Hold(1)).timeout(limit)).await.unwrap();
+        assert_eq!(res, Err(WorkerError::Timeout(limit)));
+        let dropped = worker.send(Ask::new(Hold(2)));
+        // The actor has it (a message after it was handled): in flight.
+        let in_flight = |s: actix_webworker::PoolStats| s.members[0].in_flight;
+        assert_eq!(in_flight(worker.send(Stats).await.unwrap()), 1);
+        drop(dropped);
+        let t0 = Instant::now();
+        let mut noticed = false;
+        for _ in 0..1000 {
+            if in_flight(worker.send(Stats).await.unwrap()) == 0 {
+                noticed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = t0.elapsed();
+        println!("CANCELLED_WAITING caller gone noticed after {took:?}");
+        assert!(noticed, "the caller's going was not noticed in {took:?}");
+        assert!(took < Duration::from_secs(2), "noticed after {took:?} (promised: 100 ms)");
+        kill(pid, nix::sys::signal::Signal::SIGCONT);
+        assert_eq!(worker.ask(Sum(vec![3])).await.unwrap(), 3);
+        // A marker after everything: the worker's first `Echo` (its own
+        // count starts at 0).
+        worker.post(Cmd::Echo(0));
+        let mut echoed = Vec::new();
+        while echoed.len() < 101 {
+            match events.message().await.data {
+                Reply::Echo(n) => echoed.push(n),
+                other => panic!("a request cancelled while it waited was sent: {other:?}"),
+            }
+        }
+        let want: Vec<u64> = (0..100).chain([0]).collect();
+        assert_eq!(echoed, want, "the posts in order, then the marker");
+        worker.terminate();
+        assert!(events.exit().await.success());
     });
 }
 

@@ -400,6 +400,9 @@ pub fn a_running_request_whose_caller_goes_is_cancelled_in_its_member() {
         // has been answered.
         assert_eq!(pool.ask(Sum(vec![1])).await.unwrap(), 1);
         assert_eq!(loads(&pool).await, [1]);
+        // README, Pools: `PoolStats` counts busy and idle members.
+        let busy = stats(&pool).await;
+        assert_eq!((busy.busy, busy.idle), (1, 0), "{busy:?}");
         drop(asked);
         pool_until(&mut rx, |ev| {
             matches!(ev, PoolEvent::Member { event, .. }
@@ -411,6 +414,7 @@ pub fn a_running_request_whose_caller_goes_is_cancelled_in_its_member() {
         assert_eq!(loads(&pool).await, [0]);
         let stats = stats(&pool).await;
         assert_eq!((stats.completed, stats.failed), (2, 1), "{stats:?}");
+        assert_eq!((stats.busy, stats.idle), (0, 1), "{stats:?}");
         pool.terminate();
         pool.send(Join).await.unwrap();
     });
