@@ -59,6 +59,11 @@ pub const END: u64 = u64::MAX;
 #[rtype(result = "u64")]
 pub struct Double(pub u64);
 
+/// Asked over a channel, never answered.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "u64")]
+pub struct Stall;
+
 pub type End = ChannelEnd<Item, Item>;
 
 /// Asked of a stage (through a pool too): open `end` as the line
@@ -265,7 +270,8 @@ impl Handler<Received<Job>> for Stage {
                 });
             }
             Job::Echo { end } => {
-                self.echo = Some(end.opening(ctx.address()).answer::<Double>().open());
+                let opening = end.opening(ctx.address()).answer::<Double>().answer::<Stall>();
+                self.echo = Some(opening.open());
             }
             Job::Pid => {
                 let _ = self.parent.post(Said::Pid(std::process::id()));
@@ -280,6 +286,14 @@ impl Handler<Double> for Stage {
 
     fn handle(&mut self, msg: Double, _: &mut Context<Self>) -> u64 {
         msg.0 * 2
+    }
+}
+
+impl Handler<Stall> for Stage {
+    type Result = ResponseFuture<u64>;
+
+    fn handle(&mut self, _: Stall, _: &mut Context<Self>) -> ResponseFuture<u64> {
+        Box::pin(std::future::pending())
     }
 }
 
@@ -692,6 +706,12 @@ pub fn a_channel_is_a_second_line_between_the_parent_and_a_worker() {
             }
         }
         assert_eq!(line.ask(Double(21)).await, Ok(42));
+        // docs/channels.md: `ask_timeout` gives up at its limit, and the
+        // channel goes on.
+        let limit = Duration::from_millis(100);
+        let stalled = line.ask_timeout(Stall, limit).await;
+        assert_eq!(stalled, Err(actix_webworker::WorkerError::Timeout(limit)));
+        assert_eq!(line.ask_timeout(Double(4), WAIT).await, Ok(8));
         line.close();
         match next_event(&mut rx).await {
             ChannelEvent::Closed(closed) => {
