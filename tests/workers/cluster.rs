@@ -44,8 +44,13 @@ pub fn trials() -> Vec<Trial> {
             cluster::no_secret_of_an_srun_launch_is_in_any_argument_environment_or_file,
             cluster::through_kubectl_exec_i_a_worker_answers_and_shows_no_secret,
             cluster::through_kubectl_exec_without_i_the_worker_gets_no_token,
+            cluster::a_dead_parents_srun_cancels_its_step,
         ]
     )
+}
+
+pub fn roles() -> Vec<Trial> {
+    crate::with_feature!("tcp", inner![cluster::srun_parent_role])
 }
 
 /// The Slurm recipe: one task on one node, whose stdin `srun` forwards.
@@ -654,5 +659,91 @@ pub fn through_kubectl_exec_without_i_the_worker_gets_no_token() {
         };
         assert_eq!(status.code, Some(64), "{status}");
         drop(worker);
+    });
+}
+
+/// The parent side of `a_dead_parents_srun_cancels_its_step`: starts the
+/// test worker through `srun` (the cluster's configuration in
+/// `AWW_SLURM_CONF`), has it block in a handler for 10 minutes (it reads
+/// nothing meanwhile, so the end of its connection cannot end it), prints
+/// its step and pid, and waits to be killed.
+#[cfg(feature = "tcp")]
+pub fn srun_parent_role() {
+    let conf = std::env::var_os("AWW_SLURM_CONF").expect("AWW_SLURM_CONF");
+    run(async move {
+        let (rec, mut events) = events::<Test>();
+        let worker = builder(rec)
+            .launcher(SRUN)
+            .env("SLURM_CONF", &conf)
+            .transport(loopback())
+            .handshake_timeout(WAIT)
+            .capture_output()
+            .start()
+            .unwrap();
+        events.online().await;
+        let step = step_of(&worker).await;
+        let pid = worker.ask(WhichPid).await.unwrap();
+        worker.post(Cmd::Busy(600_000));
+        assert_eq!(events.message().await.data, Reply::Busy);
+        println!("STEP={}", named(&step));
+        println!("WORKER_PID={pid}");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// docs/cluster.md, Slurm, Ending: "A parent that dies leaves each `srun`
+/// a SIGTERM (the launcher's parent death signal): `srun` cancels its
+/// step." A parent (a process of its own) SIGKILLed while its worker, a
+/// step, blocks in a handler: the step is gone, and the worker with it,
+/// long before the handler would end (without the signal, `srun` would
+/// wait for its task, and the task for its handler's 10 minutes).
+#[cfg(feature = "tcp")]
+pub fn a_dead_parents_srun_cancels_its_step() {
+    use std::io::BufRead;
+    let Some(cluster) = slurm() else { return };
+    let mut parent = role("cluster::srun_parent_role")
+        .env("AWW_SLURM_CONF", &cluster.conf)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(parent.stdout.take().unwrap());
+    // Killed however this test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut parent = Killed(parent);
+    let (mut step, mut pid) = (None, None);
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        // (libtest's "test NAME ... " comes before the first line)
+        if let Some((_, s)) = line.split_once("STEP=") {
+            step = Some(s.trim().to_owned());
+        }
+        if let Some((_, p)) = line.split_once("WORKER_PID=") {
+            pid = Some(p.trim().parse::<u32>().unwrap());
+            break;
+        }
+    }
+    let (step, pid) = (step.expect("the parent printed its step"), pid.expect("and its pid"));
+    assert!(cluster.steps().contains(&step), "{step} not listed: {:?}", cluster.steps());
+    let t0 = Instant::now();
+    parent.0.kill().unwrap();
+    parent.0.wait().unwrap();
+    run(async {
+        let ended = step_ends(cluster, &step).await;
+        let took = t0.elapsed();
+        let gone = wait_gone(pid, WAIT);
+        if !gone {
+            // Not to leave it blocking for 10 minutes.
+            let _ = cluster.run("scancel", &[&step]);
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        println!("SRUN_PARENT_DEATH step {step} gone {took:?} after its parent's SIGKILL");
+        assert!(ended, "step {step} outlived its parent by {took:?}");
+        assert!(gone, "worker {pid} outlived its parent's death");
     });
 }

@@ -63,7 +63,7 @@ modules![
     basics: trials roles,
     bounds: trials,
     channels: trials roles,
-    cluster: trials,
+    cluster: trials roles,
     conformance: trials,
     data: trials,
     declared: trials,
