@@ -320,9 +320,12 @@ impl<P: Protocol> Worker<P> {
         queued
     }
 
-    /// This worker as the asking span of a request to it names it.
+    /// This worker as the asking span of a request to it names it; no pid
+    /// in a restart's backoff or once stopped (that process never sees it).
     pub(super) fn as_peer(&self) -> trace::Peer<'_> {
-        trace::Peer { name: Some(&self.options.name), pid: Some(self.pid), span: Some(&self.span) }
+        let pid =
+            (!matches!(self.state, State::Restarting(_) | State::Exited(_))).then_some(self.pid);
+        trace::Peer { name: Some(&self.options.name), pid, span: Some(&self.span) }
     }
 
     /// Encodes and queues a request, and awaits its answer (see `Ask`).

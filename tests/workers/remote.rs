@@ -363,7 +363,8 @@ pub fn the_token_is_good_for_one_connection() {
     run(async {
         let note = std::env::temp_dir().join(format!("aww-token-{}", std::process::id()));
         let (rec, mut events) = events::<Test>();
-        let worker = launched(rec, "note").env("AWW_NOTE", &note).start().unwrap();
+        let launch = launched(rec, "note").env("AWW_NOTE", &note);
+        let worker = launch.restart(fast(Restart::Always)).start().unwrap();
         assert_eq!(worker.ask(Sum(vec![2])).await.unwrap(), 2);
         let noted = std::fs::read_to_string(&note).unwrap();
         let _ = std::fs::remove_file(&note);
@@ -385,6 +386,29 @@ pub fn the_token_is_good_for_one_connection() {
         let mut buf = [0u8; 16];
         assert!(matches!(again.read(&mut buf), Ok(0) | Err(_)), "the second connection closed");
         assert_eq!(worker.ask(Sum(vec![3])).await.unwrap(), 3);
+        // docs/remote.md: restarts get "a new port and token each time";
+        // the old token lets no one into the new launch.
+        let pid = worker.ask(WhichPid).await.unwrap();
+        kill(pid, Signal::SIGKILL);
+        assert_eq!(events.exit().await.signal, Some(libc::SIGKILL));
+        events.online().await;
+        let renoted = std::fs::read_to_string(&note).unwrap();
+        let _ = std::fs::remove_file(&note);
+        let (new_address, new_token) = renoted.split_once(' ').unwrap();
+        assert_ne!(new_address, address, "the restart listened on the same port");
+        assert_ne!(new_token, token, "the restart's token is the old one");
+        assert_eq!(new_token.len(), 64, "256 bits in hex: {new_token}");
+        let mut stale = std::net::TcpStream::connect(new_address).unwrap();
+        stale.write_all(&auth_frame(token)).unwrap();
+        loop {
+            match events.next().await {
+                Event::WireError(WireError::AuthRefused { .. }) => break,
+                Event::Exit(s) => panic!("exited with {s} before the refusal was told"),
+                _ => {}
+            }
+        }
+        assert!(matches!(stale.read(&mut buf), Ok(0) | Err(_)), "the stale token's connection closed");
+        assert_eq!(worker.ask(Sum(vec![4])).await.unwrap(), 4);
         worker.terminate();
         assert!(events.exit().await.success());
     });

@@ -40,6 +40,7 @@ pub fn trials() -> Vec<Trial> {
         trace::through_a_pool_member_and_a_channel_to_another_worker_one_trace,
         trace::a_streamed_answer_is_traced_from_the_ask_to_its_producer,
         trace::an_ask_span_closes_however_its_request_ends,
+        trace::an_ask_queued_before_its_worker_has_started_names_no_pid,
     ]
 }
 
@@ -143,6 +144,12 @@ pub fn a_workers_handling_span_joins_the_callers_span() {
     let runtime = by_id(theirs, answer.parent);
     assert_eq!((runtime.name.as_str(), runtime.field("pid")), ("runtime", worker.field("pid")));
     assert_eq!(runtime.field("entry"), "test");
+    // docs/tracing.md: "All have the target `actix_webworker` and the
+    // level INFO."
+    for span in [ask, worker, answer, runtime] {
+        let seen = (span.target.as_str(), span.level.as_str());
+        assert_eq!(seen, ("actix_webworker", "INFO"), "{}: {span:?}", span.name);
+    }
 }
 
 pub fn through_a_pool_the_span_names_the_member_and_the_member_joins_it() {
@@ -698,4 +705,42 @@ pub fn an_ask_span_closes_however_its_request_ends() {
         streams.terminate();
         assert!(stream_events.exit().await.success());
     });
+}
+
+/// docs/tracing.md: the `ask` span's `pid` is "the pid once the process is
+/// up: an ask queued before its worker has started has none". Asked right
+/// after `start()` (the spawner has not made the process yet), and during
+/// a restart's backoff (2 s) after the process was SIGKILLed: neither ask
+/// names a pid, above all not the dead process's; each is answered by the
+/// process that then starts.
+pub fn an_ask_queued_before_its_worker_has_started_names_no_pid() {
+    use std::time::Duration;
+    let (parent, _) = traced("queued", |_| async move {
+        let (rec, mut events) = events::<Test>();
+        let policy = actix_webworker::RestartPolicy::default()
+            .restart(actix_webworker::Restart::OnFailure)
+            .backoff(Duration::from_secs(2), Duration::from_secs(2));
+        let worker = builder(rec).restart(policy).start().unwrap();
+        let early = tracing::info_span!("caller").in_scope(|| worker.ask(Sum(vec![1])));
+        assert_eq!(early.await.unwrap(), 1);
+        let first = worker.ask(WhichPid).await.unwrap();
+        assert!(kill(first, Signal::SIGKILL));
+        assert_eq!(events.exit().await.signal, Some(9));
+        // In the backoff: the ask waits for the next process.
+        let waiting = tracing::info_span!("caller").in_scope(|| worker.ask(Sum(vec![2, 3])));
+        let t0 = std::time::Instant::now();
+        assert_eq!(waiting.await.unwrap(), 5);
+        assert!(t0.elapsed() >= Duration::from_millis(500), "not asked in the backoff");
+        let second = worker.ask(WhichPid).await.unwrap();
+        assert_ne!(second, first);
+        println!("QUEUED_PIDS first {first} second {second}");
+        worker.terminate();
+        assert!(events.exit().await.success());
+    });
+    let asks: Vec<&SpanRec> =
+        parent.iter().filter(|s| s.name == "ask" && s.field("request").ends_with("::Sum")).collect();
+    assert_eq!(asks.len(), 2, "{asks:?}");
+    for (ask, when) in asks.iter().zip(["before the first start", "in a restart's backoff"]) {
+        assert_eq!(ask.field("pid"), "", "an ask queued {when} names a pid: {ask:?}");
+    }
 }

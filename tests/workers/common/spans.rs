@@ -57,6 +57,9 @@ pub struct SpanRec {
     pub follows: Vec<u64>,
     /// Its last handle was dropped (the subscriber was told to close it).
     pub closed: bool,
+    /// Its callsite's target and level.
+    pub target: String,
+    pub level: String,
 }
 
 impl SpanRec {
@@ -196,6 +199,8 @@ pub fn spans(lines: &[String]) -> Vec<SpanRec> {
                 fields: fields(&v),
                 follows: Vec::new(),
                 closed: false,
+                target: v["target"].as_str().unwrap_or_default().to_owned(),
+                level: v["level"].as_str().unwrap_or_default().to_owned(),
             });
         } else if let Some(id) = v["record"].as_u64() {
             let span = out.iter_mut().find(|s| s.id == id).unwrap();
@@ -254,9 +259,12 @@ impl Subscriber for Recorder {
         attrs.record(&mut fields);
         self.metas.lock().unwrap().insert(id, attrs.metadata());
         self.handles.lock().unwrap().insert(id, 1);
-        let name = attrs.metadata().name();
-        let line =
-            serde_json::json!({"new": id, "name": name, "parent": parent, "fields": fields.0});
+        let meta = attrs.metadata();
+        let (name, target, level) = (meta.name(), meta.target(), meta.level().to_string());
+        let line = serde_json::json!({
+            "new": id, "name": name, "parent": parent, "fields": fields.0,
+            "target": target, "level": level,
+        });
         self.write(line);
         Id::from_u64(id)
     }
