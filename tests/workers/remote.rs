@@ -41,6 +41,7 @@ pub fn trials() -> Vec<Trial> {
             remote::a_port_out_of_descriptors_rests_and_the_launch_still_succeeds,
             remote::refused_connections_are_told_at_a_bounded_rate_with_their_count,
             remote::a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound,
+            remote::a_parent_whose_workers_host_vanished_is_told_within_the_keepalive_bound,
         ]
     ));
     tests.extend(crate::with_feature!(
@@ -65,6 +66,7 @@ pub fn roles() -> Vec<Trial> {
             remote::crowded_port_role,
             remote::port_out_of_descriptors_role,
             remote::partitioned_parent_role,
+            remote::parent_of_a_vanishing_worker_role,
         ]
     )
 }
@@ -1556,6 +1558,111 @@ pub fn a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound() {
     println!("PARTITION the worker exited {after:?} after its parent's host vanished: {gone}");
     assert!(gone, "the worker {pid} still lives {after:?} after its parent vanished");
     assert!(after < Duration::from_secs(40), "noticed after {after:?} (bound 25 s)");
+}
+
+#[cfg(feature = "tcp")]
+/// docs/remote.md, A vanished host: "a parent sees the same of a worker's
+/// host" (keepalive: probed after 10 s without a packet, every 5 s, 3
+/// probes). The parent (a role in one namespace) has a worker in the
+/// other, no heartbeat; the worker is stopped (SIGSTOP: it will not end its
+/// connection, nor exit on its own keepalive) and its host's link cut, so
+/// that nothing of it reaches the parent. The parent's end of the
+/// connection fails within 25 s of the last packet (asserted under 40 s):
+/// its first event after the cut is then told. Without keepalive on the
+/// parent's side, nothing would ever be. Skipped, saying so, without `ip`
+/// or root.
+pub fn a_parent_whose_workers_host_vanished_is_told_within_the_keepalive_bound() {
+    use std::io::BufRead;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root, so no network namespace can be made");
+        return;
+    }
+    if std::process::Command::new("ip").arg("-V").output().is_err() {
+        skip("ip (iproute2) is not installed");
+        return;
+    }
+    let partition = match Partition::make() {
+        Ok(p) => p,
+        Err(e) => {
+            skip(format!("no network namespace could be made here: {e}"));
+            return;
+        }
+    };
+    let role = role("remote::parent_of_a_vanishing_worker_role");
+    let mut parent = std::process::Command::new("ip")
+        .args(["netns", "exec", &partition.parent_ns])
+        .arg(role.get_program())
+        .args(role.get_args())
+        .env("AWW_ISOLATED", "1")
+        .env("AWW_WORKER_NS", &partition.worker_ns)
+        .env("AWW_PARENT_IP", &partition.parent_ip)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(parent.stdout.take().unwrap()).lines();
+    let mut next_line = |what: &str| loop {
+        let line = said.next().unwrap_or_else(|| panic!("the parent ended before {what}"));
+        let line = line.unwrap();
+        if let Some(at) = line.find(what) {
+            break line[at + what.len()..].trim().to_owned();
+        }
+    };
+    let pid: u32 = next_line("ONLINE ").parse().unwrap();
+    // The worker's host vanishes: the worker frozen, its link cut.
+    kill(pid, Signal::SIGSTOP);
+    ip(&["-n", &partition.worker_ns, "link", "set", "awwW", "down"]).unwrap();
+    let t0 = std::time::Instant::now();
+    // Told (the parent prints its first event after the cut), or the
+    // parent gave up waiting (55 s).
+    let told = next_line("TOLD ");
+    let after = t0.elapsed();
+    kill(pid, Signal::SIGKILL);
+    let _ = parent.kill();
+    let _ = parent.wait();
+    drop(partition);
+    println!("PARTITION_PARENT the parent was told {after:?} after its worker's host vanished: {told}");
+    assert!(!told.starts_with("nothing"), "{told}");
+    assert!(after < Duration::from_secs(40), "told after {after:?} (bound 25 s): {told}");
+}
+
+#[cfg(feature = "tcp")]
+/// The parent of `a_parent_whose_workers_host_vanished_is_told_within_the_keepalive_bound`,
+/// run in its namespace: a worker in the other, launched through `ip netns
+/// exec` and this binary as a launcher that stays, no heartbeat; prints
+/// `ONLINE pid` once it answers (and the ACK of the answer has had time to
+/// go), then `TOLD event` for the first event after that, or `TOLD
+/// nothing` after 55 s.
+pub fn parent_of_a_vanishing_worker_role() {
+    let worker_ns = std::env::var("AWW_WORKER_NS").unwrap();
+    let parent_ip: std::net::IpAddr = std::env::var("AWW_PARENT_IP").unwrap().parse().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let exe = exe.to_string_lossy().into_owned();
+        let launcher = ["ip".to_owned(), "netns".into(), "exec".into(), worker_ns, exe];
+        let worker = builder(rec)
+            .transport(Transport::plain_tcp((parent_ip, 0).into()))
+            .launcher(launcher)
+            .env(LAUNCHER, "stay")
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let pid = worker.ask(WhichPid).await.unwrap();
+        worker.post(Cmd::Block(0));
+        let _ = events.rest().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!("ONLINE {pid}");
+        let _ = std::io::stdout().flush();
+        // (Under `WAIT`, after which `next` fails the role.)
+        let told = tokio::time::timeout(Duration::from_secs(55), events.next()).await;
+        match told {
+            Ok(event) => println!("TOLD {event:?}"),
+            Err(_) => println!("TOLD nothing in 55 s"),
+        }
+        let _ = std::io::stdout().flush();
+        std::future::pending::<()>().await;
+    });
 }
 
 #[cfg(feature = "tcp")]
