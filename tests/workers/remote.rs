@@ -34,6 +34,7 @@ pub fn trials() -> Vec<Trial> {
             remote::a_connection_cut_mid_message_is_reported,
             remote::through_a_launcher_an_end_without_the_workers_close_is_lost,
             remote::a_worker_gone_silent_is_found_by_its_heartbeat,
+            remote::a_silent_worker_behind_a_deaf_launcher_is_killed_after_the_shutdown_timeout_and_kill_delay,
             remote::a_worker_launched_through_a_real_ssh,
             remote::a_launcher_killed_while_its_worker_is_connected_is_a_lost_worker,
             remote::a_launcher_killed_while_its_worker_cannot_answer_is_told_after_the_shutdown_timeout,
@@ -695,6 +696,49 @@ fn auth_frame(token: &str) -> Vec<u8> {
     let mut auth = vec![12u8, 0];
     auth.extend_from_slice(token.as_bytes());
     ws_frame(2, &auth)
+}
+
+#[cfg(feature = "tcp")]
+/// docs/remote.md, Heartbeats: a worker found silent is killed, "a
+/// launcher is sent SIGTERM first ... and SIGKILL after the shutdown
+/// timeout and the kill delay". Behind a launcher that ignores SIGTERM
+/// (a shell that runs the worker as its child), the worker SIGSTOPped:
+/// `Silent`, then the exit by SIGKILL no sooner than the shutdown timeout
+/// and the kill delay after it (a SIGKILL at once would come within a few
+/// milliseconds), lost as silent.
+pub fn a_silent_worker_behind_a_deaf_launcher_is_killed_after_the_shutdown_timeout_and_kill_delay()
+{
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let (grace, kill_delay) = (Duration::from_millis(500), Duration::from_millis(500));
+        let deaf = ["sh", "-c", "trap '' TERM; \"$@\"", "launcher"];
+        let worker = builder(rec)
+            .transport(loopback())
+            .launcher(deaf)
+            .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
+            .shutdown_timeout(grace)
+            .kill_delay(kill_delay)
+            .restart(RestartPolicy::never())
+            .start()
+            .unwrap();
+        let pid = worker.ask(WhichPid).await.unwrap();
+        kill(pid, Signal::SIGSTOP);
+        let mut silent_at = None;
+        let status = loop {
+            match events.next().await {
+                Event::WireError(WireError::Silent(_)) => silent_at = Some(std::time::Instant::now()),
+                Event::Exit(status) => break status,
+                _ => {}
+            }
+        };
+        let silent_at = silent_at.expect("the exit came without the silence being told");
+        let took = silent_at.elapsed();
+        println!("SILENT_DEAF_LAUNCHER exit {took:?} after Silent: {status}");
+        assert_eq!((status.signal, status.lost), (Some(libc::SIGKILL), Some(Lost::Silent)), "{status:?}");
+        // The event is told a little after the parent acts: some slack.
+        assert!(took + Duration::from_millis(200) >= grace + kill_delay, "SIGKILL {took:?} after Silent");
+        assert!(wait_gone(pid, WAIT), "the stopped worker {pid} was left behind");
+    });
 }
 
 #[cfg(feature = "tcp")]
