@@ -702,6 +702,14 @@ pub fn an_ask_span_closes_however_its_request_ends() {
         assert_eq!(rows.next().await.unwrap().unwrap().n, 0);
         drop(rows);
         all_closed("a stream dropped by its reader").await;
+        let failing = actix_webworker::AskStream::new(crate::streams::FailAt(2));
+        let mut rows = streams.send(failing).await.unwrap();
+        let mut last = None;
+        while let Some(row) = rows.next().await {
+            last = Some(row.map(|r| r.n));
+        }
+        assert!(matches!(last, Some(Err(_))), "{last:?}");
+        all_closed("a stream that failed").await;
         streams.terminate();
         assert!(stream_events.exit().await.success());
     });
