@@ -49,6 +49,7 @@ pub fn trials() -> Vec<Trial> {
         "tls",
         trials![
             remote::a_worker_over_tls_and_strangers_to_it,
+            remote::tls_makes_one_certificate_per_process,
             remote::over_tls_full_sockets_both_ways_lose_nothing_and_keep_order,
             remote::a_worker_given_another_pin_will_not_talk,
             remote::tls_with_a_certificate_from_files,
@@ -142,6 +143,34 @@ pub fn a_worker_over_loopback_tcp_works_as_a_local_one() {
 #[cfg(feature = "tls")]
 fn tls() -> Transport {
     Transport::tls("127.0.0.1:0".parse().unwrap())
+}
+
+/// docs/remote.md, TLS: "`Transport::tls(listen)` makes a self-signed
+/// certificate once per process". Two workers, each given a
+/// `Transport::tls` of its own: the pin in each one's secrets block is the
+/// same certificate's; the tokens are each launch's own.
+#[cfg(feature = "tls")]
+pub fn tls_makes_one_certificate_per_process() {
+    run(async {
+        let mut seen = Vec::new();
+        for n in 0..2 {
+            let note = std::env::temp_dir().join(format!("aww-pin-{}-{n}", std::process::id()));
+            let (rec, mut events) = events::<Test>();
+            let launch = launched(rec, "record").transport(tls()).env("AWW_NOTE", &note);
+            let worker = launch.restart(RestartPolicy::never()).start().unwrap();
+            assert_eq!(worker.ask(Sum(vec![n])).await.unwrap(), n);
+            let block = std::fs::read_to_string(&note).unwrap();
+            let _ = std::fs::remove_file(&note);
+            let pin = secret(&block, "ACTIX_WEBWORKER_TLS_PIN").expect("a pin");
+            let token = secret(&block, "ACTIX_WEBWORKER_TOKEN").expect("a token");
+            seen.push((pin, token));
+            worker.terminate();
+            assert!(events.exit().await.success());
+        }
+        assert_eq!(seen[0].0, seen[1].0, "two certificates made: {seen:?}");
+        assert_eq!(seen[0].0.len(), 64, "a SHA-256 in hex: {seen:?}");
+        assert_ne!(seen[0].1, seen[1].1, "one token for two launches: {seen:?}");
+    });
 }
 
 #[cfg(feature = "tls")]
