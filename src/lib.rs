@@ -201,7 +201,7 @@ pub use crate::parent::start_method::StartMethod;
 pub use crate::parent::stats::{MemberStats, PoolStats, Stats};
 pub use crate::parent::worker::Worker;
 pub use crate::pool::{
-    Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, Pooled, Recycle, WorkerPool,
+    Broadcast, Host, PoolAsk, PoolBuilder, PoolEvent, PoolStream, Pooled, Recycle, WorkerPool,
 };
 pub use crate::protocol::{request_name, wire_name, Codec, NoPosts, Protocol, Received, Request};
 pub use crate::session::data::DataError;

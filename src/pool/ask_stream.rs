@@ -4,8 +4,8 @@
 //! failed, or cancelled by its reader), so that a member busy streaming
 //! is given less.
 
-use actix::{Context, Handler, ResponseFuture};
-use tokio::sync::oneshot;
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Context, Handler};
 
 use super::ask::{Prepared, Route};
 use super::queue::Queued;
@@ -41,25 +41,26 @@ struct QueuedStream<R: StreamRequest> {
     request: R,
     caller: Caller,
     window: usize,
-    /// The caller's; closed if it went away.
-    reply: oneshot::Sender<AnswerStream<R::Item>>,
+    /// The caller's own reply channel: closed once it went (a channel of
+    /// the pool's, awaited by a task, would stay open, and the request
+    /// queued, until a member took it).
+    reply: Option<OneshotSender<AnswerStream<R::Item>>>,
 }
 
 impl<P: Protocol, R: StreamRequest> Queued<WorkerPool<P>> for QueuedStream<R> {
     fn cancelled(&self) -> bool {
-        self.reply.is_closed()
+        self.reply.as_ref().is_none_or(|tx| tx.is_closed())
     }
 
     fn dispatch(self: Box<Self>, pool: &mut WorkerPool<P>, at: usize) {
         let QueuedStream { request, caller, window, reply } = *self;
-        let stream = pool.prepare(at).stream((request, caller), window);
-        crate::session::spawn_boxed(async move {
-            let _ = reply.send(stream.await);
-        });
+        hand_on(pool.prepare(at).stream((request, caller), window), reply);
     }
 
     fn refuse(self: Box<Self>, e: WorkerError) {
-        let _ = self.reply.send(AnswerStream::refused(e));
+        if let Some(tx) = self.reply {
+            let _ = tx.send(AnswerStream::refused(e));
+        }
     }
 
     fn expire(self: Box<Self>) {
@@ -68,21 +69,59 @@ impl<P: Protocol, R: StreamRequest> Queued<WorkerPool<P>> for QueuedStream<R> {
     }
 }
 
-impl<P: Protocol, R: StreamRequest> Handler<AskStream<R>> for WorkerPool<P> {
-    type Result = ResponseFuture<AnswerStream<R::Item>>;
+/// Gives the caller its stream once the member has it; a caller gone
+/// drops it, which cancels it.
+fn hand_on<T: Send + 'static>(
+    stream: impl std::future::Future<Output = AnswerStream<T>> + 'static,
+    reply: Option<OneshotSender<AnswerStream<T>>>,
+) {
+    crate::session::spawn_boxed(async move {
+        let stream = stream.await;
+        if let Some(tx) = reply {
+            let _ = tx.send(stream);
+        }
+    });
+}
 
-    fn handle(&mut self, msg: AskStream<R>, ctx: &mut Context<Self>) -> Self::Result {
+impl<P: Protocol, R: StreamRequest> Handler<AskStream<R>> for WorkerPool<P> {
+    type Result = PoolStream<P, R>;
+
+    fn handle(&mut self, msg: AskStream<R>, ctx: &mut Context<Self>) -> PoolStream<P, R> {
         let (request, window, caller) = msg.into_parts();
-        match self.route(ctx) {
-            Route::To(prepared) => Box::pin(prepared.stream((request, caller), window)),
-            Route::Refused(e) => Box::pin(std::future::ready(AnswerStream::refused(e))),
+        PoolStream { request: (request, caller), window, route: self.route(ctx) }
+    }
+}
+
+/// How an [`AskStream`] to a pool resolves. You never need to name this
+/// type.
+pub struct PoolStream<P: Protocol, R: StreamRequest> {
+    request: (R, Caller),
+    window: usize,
+    route: Route<P>,
+}
+
+impl<P: Protocol, R: StreamRequest> MessageResponse<WorkerPool<P>, AskStream<R>>
+    for PoolStream<P, R>
+{
+    fn handle(
+        self,
+        _: &mut Context<WorkerPool<P>>,
+        tx: Option<OneshotSender<AnswerStream<R::Item>>>,
+    ) {
+        let PoolStream { request, window, route } = self;
+        match route {
+            Route::To(prepared) => hand_on(prepared.stream(request, window), tx),
+            Route::Refused(e) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(AnswerStream::refused(e));
+                }
+            }
+            // Waits with its caller's own reply channel, so that the
+            // pool's sweep sees the caller go.
             Route::Queue(queue) => {
-                let (reply, rx) = oneshot::channel();
-                let queued = QueuedStream { request, caller, window, reply };
+                let (request, caller) = request;
+                let queued = QueuedStream { request, caller, window, reply: tx };
                 queue.borrow_mut().push(Box::new(queued), None);
-                Box::pin(async move {
-                    rx.await.unwrap_or_else(|_| AnswerStream::refused(WorkerError::Disconnected))
-                })
             }
         }
     }

@@ -53,6 +53,7 @@ pub(crate) mod waiting;
 pub(crate) mod worker_pool;
 
 pub use self::ask::PoolAsk;
+pub use self::ask_stream::PoolStream;
 pub use self::builder::{PoolBuilder, Pooled};
 pub use self::events::{PoolEvent, Recycle};
 pub use self::hosts::Host;

@@ -86,6 +86,7 @@ modules![
     remote: trials roles,
     requests: trials,
     review_net: trials roles,
+    review_pool: trials roles,
     text_floods: trials roles,
     shared: trials roles,
     spawn: trials roles,

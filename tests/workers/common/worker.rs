@@ -804,5 +804,6 @@ pub fn entries() -> Vec<Entry> {
     entries.extend(crate::streams::entries());
     entries.extend(crate::channels::entries());
     entries.extend(crate::trace::entries());
+    entries.extend(crate::review_pool::entries());
     entries
 }
