@@ -3,26 +3,134 @@
 
 use std::time::Duration;
 
-use actix_webworker::{AskStream, Entry, Streamed, WorkerAddrExt};
-use futures_util::StreamExt;
+use actix::prelude::*;
+use actix_webworker::{
+    AskStream, Declare, Entry, NoPosts, Parent, Protocol, Requests, SharedBytes, Streamed,
+    Worker, WorkerActor, WorkerAddrExt, WorkerBuilder,
+};
+use futures_util::{stream, StreamExt};
 use libtest_mimic::Trial;
+use serde::{Deserialize, Serialize};
 
 use crate::common::*;
 
 pub fn trials() -> Vec<Trial> {
     crate::trials![
+        review_pool::unread_stream_items_hold_descriptors_to_a_bound,
         review_pool::streamed_asks_whose_callers_went_leave_the_pools_queue,
     ]
 }
 
 pub fn roles() -> Vec<Trial> {
-    Vec::new()
+    crate::inner![review_pool::unread_buffers_role,]
+}
+
+// ---- the protocol and the worker ---------------------------------------
+
+/// `n` items, each the same sealed one-byte buffer; the worker posts `n`
+/// when its producer is dropped (all sent, or cancelled).
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "Streamed<SharedBytes>")]
+pub struct Buffers(pub u64);
+
+pub struct Review;
+
+impl Protocol for Review {
+    type ToWorker = NoPosts;
+    type FromWorker = u64;
+    fn requests(declare: &mut Declare) {
+        declare.stream::<Buffers>().named("review.buffers");
+    }
+}
+
+pub struct Hoarder {
+    parent: Parent<Review>,
+}
+
+impl Actor for Hoarder {
+    type Context = Context<Self>;
+}
+
+actix_webworker::no_posts!(Hoarder);
+
+/// Posts its number when dropped: the producer went.
+struct Told(Parent<Review>, u64);
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        let _ = self.0.post(self.1);
+    }
+}
+
+impl Handler<Buffers> for Hoarder {
+    type Result = Streamed<SharedBytes>;
+
+    fn handle(&mut self, msg: Buffers, _: &mut Context<Self>) -> Streamed<SharedBytes> {
+        let buffer = SharedBytes::copy_from_slice(b"x").expect("a memfd");
+        let told = Told(self.parent.clone(), msg.0);
+        Streamed::new(stream::iter(0..msg.0).map(move |_| {
+            let _ = &told;
+            buffer.clone()
+        }))
+    }
+}
+
+impl WorkerActor for Hoarder {
+    type Protocol = Review;
+
+    fn requests(requests: &mut Requests<Self>) {
+        requests.stream::<Buffers>();
+    }
+}
+
+pub fn entries() -> Vec<Entry> {
+    vec![Entry::new("review-hoarder", |parent| Hoarder { parent })]
+}
+
+fn hoarder() -> WorkerBuilder<Review> {
+    Worker::<Review>::builder()
+        .entry("review-hoarder")
+        .restart(actix_webworker::RestartPolicy::never())
+        .grace_period(Duration::from_millis(300))
 }
 
 // ---- the tests ----------------------------------------------------------
 
-pub fn entries() -> Vec<Entry> {
-    Vec::new()
+/// Run alone by `unread_stream_items_hold_descriptors_to_a_bound`.
+pub fn unread_buffers_role() {
+    run(async {
+        // Its lazily made things in the baseline.
+        let (rec, mut events) = events::<Review>();
+        let worker = hoarder().events(rec).start().unwrap();
+        let mut items = worker.send(AskStream::new(Buffers(1))).await.unwrap();
+        assert!(items.next().await.unwrap().is_ok());
+        assert_eq!(events.message().await.data, 1);
+        let baseline = open_fds();
+        // 4,000 items of one buffer each: 15 bytes on the wire apiece, all
+        // within a window of 64 KiB. The caller reads one, and waits.
+        let n = 4000;
+        let mut items =
+            worker.send(AskStream::new(Buffers(n)).window(64 << 10)).await.unwrap();
+        assert!(items.next().await.unwrap().is_ok());
+        // The producer went: everything it sent was read before this post.
+        assert_eq!(events.message().await.data, n);
+        let held = open_fds().saturating_sub(baseline);
+        println!("UNREAD_BUFFERS {n} items sent, the parent holds +{held} descriptors");
+        // A worker's events may hold 256 descriptors (`event_window_fds`),
+        // and all workers' 4,096 (`events_total_fds`): a stream left
+        // unread is held to no less.
+        assert!(held <= 256 + 64, "an unread stream holds +{held} descriptors of the parent");
+        drop(items);
+        worker.terminate();
+        events.exit().await;
+    });
+}
+
+/// A worker answering a stream with items that each carry a shared buffer
+/// (15 bytes on the wire) makes the parent hold a descriptor per item
+/// unread: the window counts the items' bytes, not their descriptors.
+pub fn unread_stream_items_hold_descriptors_to_a_bound() {
+    isolated("review_pool::unread_buffers_role");
 }
 
 /// Guarantee 3 of "Pools and ports" (RELIABILITY.md): a caller that goes
