@@ -18,11 +18,12 @@ pub fn trials() -> Vec<Trial> {
     crate::trials![
         review_pool::unread_stream_items_hold_descriptors_to_a_bound,
         review_pool::streamed_asks_whose_callers_went_leave_the_pools_queue,
+        review_pool::requests_being_answered_hold_descriptors_to_a_bound,
     ]
 }
 
 pub fn roles() -> Vec<Trial> {
-    crate::inner![review_pool::unread_buffers_role,]
+    crate::inner![review_pool::unread_buffers_role, review_pool::owed_buffers_role,]
 }
 
 // ---- the protocol and the worker ---------------------------------------
@@ -40,6 +41,8 @@ impl Protocol for Review {
     type FromWorker = u64;
     fn requests(declare: &mut Declare) {
         declare.stream::<Buffers>().named("review.buffers");
+        declare.request::<AskKeep>().named("review.ask_keep");
+        declare.request_to_parent::<Keep>().named("review.keep");
     }
 }
 
@@ -75,11 +78,36 @@ impl Handler<Buffers> for Hoarder {
     }
 }
 
+/// The worker asks the parent `Keep` `n` times at once, each with the
+/// same sealed one-byte buffer, and answers at once.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct AskKeep(pub u64);
+
+/// Asked of the parent, which keeps it unanswered.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Keep(pub SharedBytes);
+
+impl Handler<AskKeep> for Hoarder {
+    type Result = ();
+
+    fn handle(&mut self, msg: AskKeep, _: &mut Context<Self>) {
+        let buffer = SharedBytes::copy_from_slice(b"x").expect("a memfd");
+        for _ in 0..msg.0 {
+            let asked = self.parent.ask(Keep(buffer.clone()));
+            actix::spawn(async move {
+                let _ = asked.await;
+            });
+        }
+    }
+}
+
 impl WorkerActor for Hoarder {
     type Protocol = Review;
 
     fn requests(requests: &mut Requests<Self>) {
-        requests.stream::<Buffers>();
+        requests.stream::<Buffers>().answer::<AskKeep>();
     }
 }
 
@@ -130,7 +158,7 @@ pub fn unread_buffers_role() {
 /// (15 bytes on the wire) makes the parent hold a descriptor per item
 /// unread: the window counts the items' bytes, not their descriptors.
 pub fn unread_stream_items_hold_descriptors_to_a_bound() {
-    isolated("review_pool::unread_buffers_role");
+    print!("{}", isolated("review_pool::unread_buffers_role"));
 }
 
 /// Guarantee 3 of "Pools and ports" (RELIABILITY.md): a caller that goes
@@ -183,4 +211,69 @@ pub fn streamed_asks_whose_callers_went_leave_the_pools_queue() {
         }
         pool.terminate();
     });
+}
+
+/// Serves `Keep`: counts it, keeps it, never answers.
+struct Keeper(std::sync::Arc<std::sync::atomic::AtomicUsize>, Vec<Keep>);
+
+impl Actor for Keeper {
+    type Context = Context<Self>;
+}
+
+impl Handler<Keep> for Keeper {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, keep: Keep, _: &mut Context<Self>) -> Self::Result {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.1.push(keep);
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Run alone by `requests_being_answered_hold_descriptors_to_a_bound`.
+pub fn owed_buffers_role() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    run(async {
+        let served = Arc::new(AtomicUsize::new(0));
+        let keeper = Keeper(served.clone(), Vec::new()).start();
+        let (rec, mut events) = events::<Review>();
+        let worker = hoarder().events(rec).serve(keeper.recipient::<Keep>()).start().unwrap();
+        // Its lazily made things in the baseline.
+        worker.ask(AskKeep(1)).await.unwrap();
+        let deadline = Instant::now() + WAIT;
+        while served.load(Ordering::SeqCst) < 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let baseline = open_fds();
+        // 4,000 requests of one buffer each (a few bytes apiece), all
+        // within the bounds of requests being answered (65,536 of them,
+        // 16 MiB), which count their bytes but not their descriptors.
+        let n = 4000;
+        worker.ask(AskKeep(n)).await.unwrap();
+        let held = loop {
+            let held = open_fds().saturating_sub(baseline);
+            if served.load(Ordering::SeqCst) as u64 > n || held > 4 * (256 + 64 + 506) {
+                break held;
+            }
+            if Instant::now() > deadline {
+                break held;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let served = served.load(Ordering::SeqCst);
+        println!("OWED_BUFFERS {served} requests being answered, the parent holds +{held} descriptors");
+        assert!(held <= 256 + 64 + 506, "requests being answered hold +{held} descriptors");
+        worker.terminate();
+        events.exit().await;
+    });
+}
+
+/// A worker asking the parent requests that each carry a shared buffer,
+/// of an actor slow to answer, makes the parent hold a descriptor per
+/// request: the bounds of requests being answered count their number and
+/// bytes, not their descriptors.
+pub fn requests_being_answered_hold_descriptors_to_a_bound() {
+    print!("{}", isolated("review_pool::owed_buffers_role"));
 }
