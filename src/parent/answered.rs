@@ -25,6 +25,9 @@ pub(crate) trait Reply<A>: Send + 'static {
 
     /// Whether the caller has gone.
     fn is_closed(&self) -> bool;
+
+    /// Resolves once the caller has gone.
+    fn closed(&mut self) -> impl std::future::Future<Output = ()>;
 }
 
 impl<A: Send + 'static> Reply<A> for OneshotSender<Result<A, WorkerError>> {
@@ -34,6 +37,10 @@ impl<A: Send + 'static> Reply<A> for OneshotSender<Result<A, WorkerError>> {
 
     fn is_closed(&self) -> bool {
         OneshotSender::is_closed(self)
+    }
+
+    fn closed(&mut self) -> impl std::future::Future<Output = ()> {
+        OneshotSender::closed(self)
     }
 }
 
@@ -63,8 +70,15 @@ impl<P: Protocol, R: Request, T: Reply<R::Answer>> Handler<Forward<R, T>> for Wo
         match self.ask((msg.request, msg.caller), msg.timeout, ctx) {
             Asked::Ready(result) => then.call(result),
             Asked::Waiting { id, pending } => pending.attach(id, describe::<P, R>, Box::new(then)),
+            // A timed request: given up (cancelled in the worker) when its
+            // caller goes, as an untimed one is by the sweep.
             Asked::Later(fut) => {
-                crate::session::spawn_boxed(async move { then.call(fut.await) });
+                crate::session::spawn_boxed(async move {
+                    let mut then = then;
+                    if let Some(result) = unless_gone(fut, then.closed()).await {
+                        then.call(result);
+                    }
+                });
             }
         }
     }
@@ -109,6 +123,28 @@ impl<A, F: FnOnce(&Result<A, WorkerError>), T: Reply<A>> Answered<A, F, T> {
     /// Whether nobody waits for the result any more.
     pub(crate) fn gone(&self) -> bool {
         self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
+    /// Resolves once a caller that waited has gone (never for one that
+    /// did not wait: its request runs to its end).
+    async fn closed(&mut self) {
+        match &mut self.tx {
+            Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// `fut`'s output, or `None` if `gone` resolves first: `fut` is then
+/// dropped (a request's answer future cancels its request).
+pub(crate) async fn unless_gone<T>(
+    fut: impl std::future::Future<Output = T> + Unpin,
+    gone: impl std::future::Future<Output = ()>,
+) -> Option<T> {
+    let gone = std::pin::pin!(gone);
+    match futures_util::future::select(fut, gone).await {
+        futures_util::future::Either::Left((output, _)) => Some(output),
+        futures_util::future::Either::Right(_) => None,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Addr, Context, Handler, Message, ResponseFuture};
 
+use super::answered::unless_gone;
 pub(crate) use super::answered::{After, Answered, Forward};
 use super::process::Grace;
 use super::stats::{MemberStats, PoolStats, Recorder, Stats};
@@ -208,13 +209,17 @@ impl<P: Protocol, R: Request> MessageResponse<Worker<P>, Ask<R>> for AskResponse
                 let slot = Box::new(ToCaller::<R::Answer> { tx, started });
                 pending.attach(id, describe::<P, R>, slot)
             }
+            // A timed request: given up (cancelled in the worker) when its
+            // caller goes, as an untimed one is by the sweep.
             AskInner::Later(fut, recorder, started) => {
                 crate::session::spawn_boxed(async move {
-                    let result = fut.await;
+                    let Some(mut tx) = tx else {
+                        recorder.finish(fut.await.is_ok(), started);
+                        return;
+                    };
+                    let Some(result) = unless_gone(fut, tx.closed()).await else { return };
                     recorder.finish(result.is_ok(), started);
-                    if let Some(tx) = tx {
-                        let _ = tx.send(result);
-                    }
+                    let _ = tx.send(result);
                 });
             }
         }

@@ -198,6 +198,10 @@ impl<R: Request> Reply<R::Answer> for EnterReply<R> {
     fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
+
+    fn closed(&mut self) -> impl std::future::Future<Output = ()> {
+        self.0.closed()
+    }
 }
 
 /// How an [`Enter`] resolves: as an ask, or handed back to its caller.

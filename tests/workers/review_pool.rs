@@ -19,6 +19,7 @@ pub fn trials() -> Vec<Trial> {
         review_pool::unread_stream_items_hold_descriptors_to_a_bound,
         review_pool::streamed_asks_whose_callers_went_leave_the_pools_queue,
         review_pool::requests_being_answered_hold_descriptors_to_a_bound,
+        review_pool::a_timed_ask_whose_caller_went_is_cancelled_in_the_worker,
     ]
 }
 
@@ -276,4 +277,61 @@ pub fn owed_buffers_role() {
 /// bytes, not their descriptors.
 pub fn requests_being_answered_hold_descriptors_to_a_bound() {
     print!("{}", isolated("review_pool::owed_buffers_role"));
+}
+
+/// RELIABILITY, "Requests and cancellation": a request the caller gives up
+/// on is cancelled on the other side. Here the caller of a timed ask (an
+/// hour) goes once the worker has started it: through a worker's address,
+/// and through a pool of one member taking one request at a time, whose
+/// next caller waits for that place.
+pub fn a_timed_ask_whose_caller_went_is_cancelled_in_the_worker() {
+    use actix_webworker::{Ask, RestartPolicy, Stats, WorkerPool};
+    use std::time::Instant;
+    let hour = Duration::from_secs(3600);
+    run(async {
+        let (worker, mut events) = start();
+        let held = worker.send(Ask::new(Hold(1)).timeout(hour));
+        while events.message().await.data != Reply::Holding(1) {}
+        let gone = Instant::now();
+        drop(held);
+        let dropped = tokio::time::timeout(Duration::from_secs(10), async {
+            while events.message().await.data != Reply::Dropped(1) {}
+        })
+        .await;
+        let in_flight = worker.send(Stats).await.unwrap().members[0].in_flight;
+        println!("TIMED_GONE worker: dropped {:?} after, {in_flight} in flight", dropped.as_ref().map(|()| gone.elapsed()));
+        assert!(dropped.is_ok(), "the worker still runs it 10 s after its caller went");
+        worker.terminate();
+        events.exit().await;
+
+        let (rec, mut events) = pool_events();
+        let pool = WorkerPool::<Test>::builder()
+            .entry("test")
+            .restart(RestartPolicy::never())
+            .size(1)
+            .max_in_flight_per_worker(1)
+            .events(rec)
+            .start()
+            .unwrap();
+        let held = pool.send(Ask::new(Hold(2)).timeout(hour));
+        loop {
+            if let actix_webworker::PoolEvent::Member { event, .. } = events_next(&mut events).await {
+                if matches!(event.kind, actix_webworker::Event::Message(ref m) if m.data == Reply::Holding(2)) {
+                    break;
+                }
+            }
+        }
+        drop(held);
+        let gone = Instant::now();
+        let next = tokio::time::timeout(Duration::from_secs(10), pool.ask(Sum(vec![2, 3]))).await;
+        println!("TIMED_GONE pool: next caller {next:?} after {:?}", gone.elapsed());
+        assert_eq!(next.expect("the member's place given back within 10 s").unwrap(), 5);
+        pool.terminate();
+    });
+}
+
+async fn events_next(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<actix_webworker::PoolEvent<Test>>,
+) -> actix_webworker::PoolEvent<Test> {
+    tokio::time::timeout(WAIT, events.recv()).await.expect("an event in time").expect("events")
 }
