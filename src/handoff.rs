@@ -98,6 +98,13 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// What one descriptor weighs in a bound of bytes where it travels with a
+/// few bytes only (a shared buffer's): a stream's window (each item's
+/// descriptors, counted so on both sides: PROTOCOL.md, section 9), and
+/// the bytes of the peer's requests being answered. Without it a few
+/// bytes each hold a descriptor each, thousands of them within the bytes.
+pub(crate) const DESCRIPTOR_WEIGHT: usize = 64 << 10;
+
 /// The largest message either side may send, unless told otherwise.
 pub(crate) const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 

@@ -354,7 +354,10 @@ impl Handlers {
             // are closed.
             match decode_with::<R>(codec, payload, fds, max_shared) {
                 (Ok(req), _, taken) => {
-                    reply.holds_more(taken.bytes);
+                    // Its descriptors weigh in the bound of bytes too: a
+                    // few bytes each would hold one each, without end.
+                    let fds = taken.fds * crate::handoff::DESCRIPTOR_WEIGHT;
+                    reply.holds_more(taken.bytes + fds);
                     caught::caught(|| start(req, reply))
                 }
                 (Err(e), ..) => reply.fail(Failure::Wire(e.to_string())),

@@ -98,7 +98,7 @@ async fn run<T: Serialize>(reply: Reply, mut stream: Streamed<T>, credit: Rc<Cre
         match item {
             Some(Ok(item)) => match reply.item(&item) {
                 Ok((frame, fds)) => {
-                    credit.spend(frame.len());
+                    credit.spend(frame.len() + fds.len() * crate::handoff::DESCRIPTOR_WEIGHT);
                     if fds.is_empty() {
                         frames.push(frame);
                     } else if !reply.push_items(std::mem::take(&mut frames))

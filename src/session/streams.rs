@@ -132,7 +132,10 @@ impl<T: DeserializeOwned + Send + 'static> Slot for StreamSlot<T> {
             let received = self.received;
             return Err(WireError::PastWindow { granted, received }.into());
         }
-        let len = ITEM_HEADER + item.payload().len();
+        // Its descriptors weigh in the window as its bytes do (the
+        // producer counts them the same).
+        let fds = usize::from(item.header.nfds) * crate::handoff::DESCRIPTOR_WEIGHT;
+        let len = ITEM_HEADER + item.payload().len() + fds;
         self.received += len as u64;
         let item = decoded::<T>(Ok(item))?;
         self.staged.push(Piece::Item(item, len));
