@@ -1530,8 +1530,12 @@ struct Partition {
 #[cfg(feature = "tcp")]
 impl Partition {
     fn make() -> Result<Partition, String> {
-        let id = std::process::id();
-        let net = id % 250;
+        // Two tests of this process may each make one at the same time:
+        // names of their own (the second was skipped, "File exists").
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", std::process::id());
+        let net = (std::process::id() + n) % 250;
         let made = Partition {
             parent_ns: format!("aww-{id}-parent"),
             worker_ns: format!("aww-{id}-worker"),
