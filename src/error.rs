@@ -230,6 +230,11 @@ pub enum WireError {
     /// streamed one as one answer, or the other way.
     #[error("the request with tag {0:016x} was asked in the wrong form (streamed or not)")]
     WrongForm(u64),
+    /// The other side asked request `0` while this side was still
+    /// answering a request of that id (ids are unique on a connection):
+    /// reported, and nothing is done or sent for it.
+    #[error("a request under id {0}, which is still being answered")]
+    DuplicateId(u64),
 }
 
 impl WireError {

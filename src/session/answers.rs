@@ -390,6 +390,14 @@ impl Handlers {
             Some(Err(e)) => (None, Some(e)),
         };
         let streamed = matches!(inbound.header.kind, Kind::Stream | Kind::TracedStream);
+        // Ids are unique on a connection: one still being answered keeps
+        // its stage and its credit (the only hold a cancel, or the end of
+        // the session, has on it); another request under it is refused,
+        // and nothing is sent for it (its asker would take it for the
+        // first's).
+        if answering.0.by_id.borrow().contains_key(&id) {
+            return Err(WireError::DuplicateId(id));
+        }
         answering.0.by_id.borrow_mut().insert(id, Stage::Owed);
         if streamed {
             let window = Rc::new(Credit::default());

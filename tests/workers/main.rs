@@ -87,6 +87,7 @@ modules![
     requests: trials,
     review_net: trials roles,
     review_pool: trials roles,
+    review_trace: trials,
     text_floods: trials roles,
     shared: trials roles,
     spawn: trials roles,
@@ -180,6 +181,7 @@ fn main() {
     hostile_streams::run_if_raw_streamer();
     remote::run_if_launcher();
     review_net::run_if_raw();
+    review_trace::run_if_raw();
     quiet_worker_panics();
     // A worker records its spans when its test asks (as an application
     // installs its subscriber: before the worker runs).
