@@ -114,6 +114,19 @@ impl<P: Protocol> Worker<P> {
             self.finish(status);
             return;
         }
+        let grace = match grace {
+            Grace::Default => Some(self.options.grace),
+            Grace::After(d) => Some(d),
+            Grace::Never => None,
+        };
+        if self.state == State::Terminating && std::mem::take(&mut self.closing) {
+            // The worker said it closes itself (`Closing`) and has not
+            // gone: it is sent nothing new (no terminate message), but it
+            // is held to this grace all the same (once: a second terminate
+            // does nothing).
+            self.escalate(grace);
+            return;
+        }
         if self.state != State::Running {
             return;
         }
@@ -129,11 +142,6 @@ impl<P: Protocol> Worker<P> {
         if self.sender.outbox.push_last(envelope::bare(Kind::Terminate)).is_err() {
             tracing::debug!(worker = %self.options.name, "terminate could not be queued; signals follow");
         }
-        let grace = match grace {
-            Grace::Default => Some(self.options.grace),
-            Grace::After(d) => Some(d),
-            Grace::Never => None,
-        };
         if self.child.strong_count() == 0 {
             // Not started yet: the signals are for the process once it is.
             self.deferred_grace = grace;
@@ -321,6 +329,7 @@ impl<P: Protocol> Handler<ChildClosing> for Worker<P> {
     fn handle(&mut self, msg: ChildClosing, _: &mut Context<Self>) {
         if msg.generation == self.generation && self.state == State::Running {
             self.state = State::Terminating;
+            self.closing = true;
             self.sender.outbox.end_pushes();
         }
     }

@@ -1,17 +1,15 @@
 //! The `Worker` actor: a worker process as an actix actor in the parent.
 //!
 //! Its mailbox is the original's `postMessage`: [`Post`](crate::Post) a typed message and
-//! it is encoded and queued in the worker's outbox, to be written as soon as
-//! (and in the order that) the child can take it. [`Terminate`](crate::Terminate) ends the
-//! worker the polite way first. The connection and the process are watched
-//! by a task of their own (see `link.rs`); how the process ended is that
-//! task's value, and comes back to the actor as one message.
+//! it is encoded and queued in the worker's outbox, to be written as soon as (and in the
+//! order that) the child can take it. [`Terminate`](crate::Terminate) ends the worker the
+//! polite way first. The connection and the process are watched by a task of their own (see
+//! `link.rs`); how the process ended is that task's value, and comes back as one message.
 //!
-//! The actor never stops taking messages: when the outbox is full and the
-//! limits say [`WhenFull::Wait`], what cannot be queued waits in a queue of
-//! the actor's own (everything sent after it waits behind it, so order is
-//! kept), and its sender is answered once it is queued. Exits, restarts,
-//! terminate, timeouts and `Join` act at once, whatever waits.
+//! The actor never stops taking messages: when the outbox is full and the limits say
+//! [`WhenFull::Wait`], what cannot be queued waits in a queue of the actor's own (everything
+//! sent after it waits behind it, so order is kept), and its sender is answered once it is
+//! queued. Exits, restarts, terminate, timeouts and `Join` act at once, whatever waits.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -90,6 +88,8 @@ pub struct Worker<P: Protocol> {
     /// The signals a terminate sends after its grace period; cancelled when
     /// the process exits first.
     pub(super) escalation: Option<tokio::task::JoinHandle<()>>,
+    /// The worker said it closes itself (`Closing`): a terminate still holds it to a grace.
+    pub(super) closing: bool,
     _protocol: PhantomData<fn() -> P>,
 }
 
@@ -179,13 +179,13 @@ impl<P: Protocol> Worker<P> {
             watching: false,
             turn: Turn::default(),
             escalation: None,
+            closing: false,
             _protocol: PhantomData,
         };
         Ok(Worker::create(move |ctx| {
-            // `send` and `do_send` from one sender must stay in order: with
-            // actix's bounded mailbox a `send` may wait for room while a
-            // later `do_send` overtakes it. The bound that matters is the
-            // outbox's. Set before anyone holds the address.
+            // `send` and `do_send` from one sender must stay in order: with actix's bounded
+            // mailbox a `send` may wait for room while a later `do_send` overtakes it. The
+            // bound that matters is the outbox's. Set before anyone holds the address.
             ctx.set_mailbox_capacity(crate::handoff::MAILBOX_CAPACITY);
             worker
         }))

@@ -18,7 +18,14 @@ use crate::common::*;
 use crate::streams::{Feed, Note, Streams};
 
 pub fn trials() -> Vec<Trial> {
-    crate::trials![review_trace::a_stream_asked_twice_under_one_id_leaves_no_producer_behind,]
+    crate::trials![
+        review_trace::a_stream_asked_twice_under_one_id_leaves_no_producer_behind,
+        review_trace::terminate_ends_a_worker_that_said_closing_and_lingers,
+    ]
+}
+
+pub fn roles() -> Vec<Trial> {
+    crate::inner![review_trace::lines_flood_role]
 }
 
 /// Entries of this module's raw peers start with this.
@@ -60,10 +67,25 @@ pub fn run_if_raw() {
     ours[18..22].copy_from_slice(&std::process::id().to_le_bytes());
     sock.write_all(&ws_frame(2, &ours)).unwrap();
     match scenario {
+        "lines" => {
+            // A post (kind 2) of `Reply::Lines` (variant 12) of 2 Mi empty
+            // strings: bincode writes each as one byte (its length, 0);
+            // each is a `String` of 24 bytes once decoded.
+            let mut msg = vec![2, 0, 12, 252];
+            msg.extend_from_slice(&(LINES as u32).to_le_bytes());
+            msg.resize(msg.len() + LINES, 0);
+            crate::hostile::flood(&sock, &ws_frame(2, &msg), 48)
+        }
         "one-id" => {
             for _ in 0..TWICE {
                 sock.write_all(&endless_feed(ID)).unwrap();
             }
+            sock.write_all(&note(1)).unwrap();
+        }
+        "closing-lingers" => {
+            // Says it closes itself (kind 8), posts `Reply::Echo(1)`, and
+            // goes on: it never closes, whatever it reads.
+            sock.write_all(&ws_frame(2, &[8, 0])).unwrap();
             sock.write_all(&note(1)).unwrap();
         }
         other => panic!("no raw peer {other}"),
@@ -142,5 +164,94 @@ pub fn a_stream_asked_twice_under_one_id_leaves_no_producer_behind() {
         let left = made - dropped;
         assert_eq!(left, 0, "{left} producers left running for a worker that has gone");
         assert_eq!((duplicates, said.len()), (TWICE - 1, TWICE - 1), "{said:?}");
+    });
+}
+
+/// The empty strings of each post of the "lines" peer.
+const LINES: usize = 2 << 20;
+
+/// An open finding, not a test of the suite (RELIABILITY.md, "Known
+/// limits": the windows count what a message takes on the wire, not what
+/// it decodes to): it FAILS today. Run it alone with `AWW_ISOLATED=1 cargo
+/// test --all-features --test workers -- review_trace::lines_flood_role`.
+/// A worker posts `Reply::Lines` of 2 Mi empty strings: 2 MiB on the
+/// wire, counted so in the window, 48 MiB of `String`s once decoded (more
+/// as the vector grows by doubling). Under a window of 8 MiB the parent
+/// should grow by a few times the window (found 2026-12-07: +198,912 KiB).
+pub fn lines_flood_role() {
+    use actix_webworker::{Codec, Limits, RestartPolicy};
+    run(async {
+        // A worker of the test protocol first: what any start costs.
+        let (good, mut good_events) = start();
+        assert_eq!(good.ask(Sum(vec![20, 22])).await.unwrap(), 42);
+        good.terminate();
+        good_events.exit().await;
+        let before = status_kib("VmRSS:");
+        let window = 8 << 20;
+        let (_worker, mut events) = Worker::<Test>::builder()
+            .by_exec()
+            .entry(format!("{PREFIX}lines"))
+            .restart(RestartPolicy::never())
+            .codec(Codec::Bincode)
+            .limits(Limits::default().event_window_bytes(window))
+            .start_with_events()
+            .unwrap();
+        let online = events.next().await.unwrap();
+        assert!(matches!(online.kind, Event::Online), "{:?}", online.kind);
+        let pid = online.pid;
+        let gone = tokio::task::spawn_blocking(move || wait_gone(pid, WAIT)).await.unwrap();
+        assert!(gone, "the flood never ended");
+        let grew = status_kib("VmHWM:").saturating_sub(before);
+        let (mut posts, mut strings) = (0, 0);
+        let status = loop {
+            match events.next().await.unwrap().kind {
+                Event::Message(m) => match m.data {
+                    Reply::Lines(lines) => (posts, strings) = (posts + 1, strings + lines.len()),
+                    other => panic!("unexpected {other:?}"),
+                },
+                // Held back, it exits mid-frame.
+                Event::WireError(WireError::CutOff) => {}
+                Event::Exit(status) => break status,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        println!(
+            "{posts} posts of {} MiB on the wire ({strings} empty strings) read under a window of \
+             {} MiB, never handled: the parent's peak +{grew} KiB; worker {status}",
+            (LINES + 8) >> 20,
+            window >> 20
+        );
+        // The window, one post past it, and the frames being read: a few
+        // times the window, not 24 times what it counts.
+        assert!(grew < 64 << 10, "the parent grew by {grew} KiB for events of {} MiB", posts * 2);
+    });
+}
+
+/// README and RELIABILITY (guarantee 1): `terminate` starts its grace
+/// period at once, then SIGTERM and SIGKILL to the group if the worker
+/// lingers. A worker that sends `Closing` (PROTOCOL.md section 7: "a clean
+/// exit follows") and then lingers, reading all and closing nothing: the
+/// parent's `terminate()` must still end it, within its grace (100 ms)
+/// and kill delay.
+pub fn terminate_ends_a_worker_that_said_closing_and_lingers() {
+    run(async {
+        let (rec, mut events) = events::<Test>();
+        let worker = Worker::<Test>::builder()
+            .by_exec()
+            .entry(format!("{PREFIX}closing-lingers"))
+            .restart(actix_webworker::RestartPolicy::never())
+            .grace_period(Duration::from_millis(100))
+            .kill_delay(Duration::from_millis(100))
+            .events(rec)
+            .start()
+            .unwrap();
+        // The post behind its Closing: that was read.
+        assert_eq!(events.message().await.data, Reply::Echo(1));
+        let asked = Instant::now();
+        worker.terminate();
+        let exit = tokio::time::timeout(Duration::from_secs(10), events.exit()).await;
+        println!("terminate() after the worker's Closing: {exit:?} {:?} after", asked.elapsed());
+        let status = exit.expect("the worker still runs 10 s after terminate()");
+        assert_eq!(status.signal, Some(15), "{status}");
     });
 }
