@@ -87,7 +87,7 @@ modules![
     requests: trials,
     review_net: trials roles,
     review_pool: trials roles,
-    review_trace: trials,
+    review_trace: trials roles,
     text_floods: trials roles,
     shared: trials roles,
     spawn: trials roles,

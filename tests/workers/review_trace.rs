@@ -173,7 +173,8 @@ const LINES: usize = 2 << 20;
 /// An open finding, not a test of the suite (RELIABILITY.md, "Known
 /// limits": the windows count what a message takes on the wire, not what
 /// it decodes to): it FAILS today. Run it alone with `AWW_ISOLATED=1 cargo
-/// test --all-features --test workers -- review_trace::lines_flood_role`.
+/// test --all-features --test workers -- review_trace::lines_flood_role
+/// --exact --ignored --nocapture`.
 /// A worker posts `Reply::Lines` of 2 Mi empty strings: 2 MiB on the
 /// wire, counted so in the window, 48 MiB of `String`s once decoded (more
 /// as the vector grows by doubling). Under a window of 8 MiB the parent
