@@ -4,6 +4,7 @@ TCP connection back; the test writes the parent's side by hand."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -230,8 +231,10 @@ def test_a_socket_made_by_another_process_is_refused(script: Path, tmp_path: Pat
         to_maker.close()
 
 
-def test_over_tcp_the_token_comes_first(script: Path) -> None:
-    token = secrets.token_hex(32)
+@contextlib.contextmanager
+def tcp_worker(script: Path, block: str) -> Iterator[Tuple[subprocess.Popen[str], socket.socket]]:
+    """A worker told to connect back over TCP, given secrets `block` on its
+    stdin: the process, and its connection (accepted, closed after)."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(PATIENCE)
         port = server.getsockname()[1]
@@ -239,27 +242,34 @@ def test_over_tcp_the_token_comes_first(script: Path) -> None:
         proc = spawn(script, env_, stdin=subprocess.PIPE)
         try:
             assert proc.stdin is not None
-            proc.stdin.write(f"ACTIX_WEBWORKER_TOKEN={token}\nSOMETHING_LATER=1\n\n")
+            proc.stdin.write(block)
             proc.stdin.flush()
             sock, _ = server.accept()
             sock.settimeout(PATIENCE)
             with sock:
-                # One whole frame, its 7-bit length 66: Auth, no
-                # descriptors, the 64 hex characters in ASCII.
-                assert sock.recv(2, socket.MSG_WAITALL) == b"\x82\x42"
-                assert sock.recv(66, socket.MSG_WAITALL) == b"\x0c\x00" + token.encode()
-                conn = Connection(sock, 1 << 20, remote=True)
-                conn.send(env.hello(5, os.getpid()))
-                ((kind, _, _),) = env.split(conn.read_message(), conn.max_frame)
-                assert kind == env.HELLO
-                conn.send(env.envelope(env.TERMINATE))
-                assert env.split(conn.read_message(), conn.max_frame) == [(env.POST, 0, b'"Closing"')]
-            _, stderr = proc.communicate(timeout=PATIENCE)
-            assert proc.returncode == 0, stderr
+                yield proc, sock
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+def test_over_tcp_the_token_comes_first(script: Path) -> None:
+    token = secrets.token_hex(32)
+    with tcp_worker(script, f"ACTIX_WEBWORKER_TOKEN={token}\nSOMETHING_LATER=1\n\n") as (proc, sock):
+        # One whole frame, its 7-bit length 66: Auth, no
+        # descriptors, the 64 hex characters in ASCII.
+        assert sock.recv(2, socket.MSG_WAITALL) == b"\x82\x42"
+        assert sock.recv(66, socket.MSG_WAITALL) == b"\x0c\x00" + token.encode()
+        conn = Connection(sock, 1 << 20, remote=True)
+        conn.send(env.hello(5, os.getpid()))
+        ((kind, _, _),) = env.split(conn.read_message(), conn.max_frame)
+        assert kind == env.HELLO
+        conn.send(env.envelope(env.TERMINATE))
+        assert env.split(conn.read_message(), conn.max_frame) == [(env.POST, 0, b'"Closing"')]
+        sock.close()
+        _, stderr = proc.communicate(timeout=PATIENCE)
+        assert proc.returncode == 0, stderr
 
 
 def test_over_tcp_without_a_token_it_says_so(script: Path) -> None:
@@ -272,44 +282,31 @@ def test_over_tcp_without_a_token_it_says_so(script: Path) -> None:
 
 def test_over_tcp_a_worker_given_a_proof_serves_only_a_parent_that_sends_it(script: Path) -> None:
     token, proof = secrets.token_hex(32), secrets.token_hex(32)
+    block = f"ACTIX_WEBWORKER_TOKEN={token}\nACTIX_WEBWORKER_PARENT_PROOF={proof}\n\n"
     for first, served in [(proof, True), (secrets.token_hex(32), False), (None, False)]:
-        with socket.create_server(("127.0.0.1", 0)) as server:
-            server.settimeout(PATIENCE)
-            port = server.getsockname()[1]
-            env_ = {"ACTIX_WEBWORKER_CONNECT": f"127.0.0.1:{port}", "ACTIX_WEBWORKER_SECRETS": "stdin"}
-            proc = spawn(script, env_, stdin=subprocess.PIPE)
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(f"ACTIX_WEBWORKER_TOKEN={token}\nACTIX_WEBWORKER_PARENT_PROOF={proof}\n\n")
-                proc.stdin.flush()
-                sock, _ = server.accept()
-                sock.settimeout(PATIENCE)
-                with sock:
-                    # Its token, asking the parent to prove itself (bit 0
-                    # of the Auth message's second byte).
-                    assert sock.recv(2, socket.MSG_WAITALL) == b"\x82\x42"
-                    assert sock.recv(66, socket.MSG_WAITALL) == b"\x0c\x01" + token.encode()
-                    conn = Connection(sock, 1 << 20, remote=True)
-                    if first is not None:
-                        conn.send(env.envelope(env.AUTH, payload=first.encode()))
-                    # Without a proof first, a parent's hello (replayed by
-                    # whoever holds the port) is no proof.
-                    conn.send(env.hello(5, os.getpid()))
-                    if served:
-                        ((kind, _, _),) = env.split(conn.read_message(), conn.max_frame)
-                        assert kind == env.HELLO
-                        conn.send(env.envelope(env.TERMINATE))
-                        assert env.split(conn.read_message(), conn.max_frame) == [(env.POST, 0, b'"Closing"')]
-                    else:
-                        # Nothing at all comes back: the connection ends.
-                        assert sock.recv(1) == b""
-                _, stderr = proc.communicate(timeout=PATIENCE)
-                if served:
-                    assert proc.returncode == 0, stderr
-                else:
-                    assert proc.returncode == 64, stderr
-                    assert "did not prove itself this worker's parent" in stderr
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
+        with tcp_worker(script, block) as (proc, sock):
+            # Its token, asking the parent to prove itself (bit 0 of the
+            # Auth message's second byte).
+            assert sock.recv(2, socket.MSG_WAITALL) == b"\x82\x42"
+            assert sock.recv(66, socket.MSG_WAITALL) == b"\x0c\x01" + token.encode()
+            conn = Connection(sock, 1 << 20, remote=True)
+            if first is not None:
+                conn.send(env.envelope(env.AUTH, payload=first.encode()))
+            # Without a proof first, a parent's hello (replayed by whoever
+            # holds the port) is no proof.
+            conn.send(env.hello(5, os.getpid()))
+            if served:
+                ((kind, _, _),) = env.split(conn.read_message(), conn.max_frame)
+                assert kind == env.HELLO
+                conn.send(env.envelope(env.TERMINATE))
+                assert env.split(conn.read_message(), conn.max_frame) == [(env.POST, 0, b'"Closing"')]
+            else:
+                # Nothing at all comes back: the connection ends.
+                assert sock.recv(1) == b""
+            sock.close()
+            _, stderr = proc.communicate(timeout=PATIENCE)
+            if served:
+                assert proc.returncode == 0, stderr
+            else:
+                assert proc.returncode == 64, stderr
+                assert "did not prove itself this worker's parent" in stderr

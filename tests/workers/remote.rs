@@ -1564,6 +1564,42 @@ impl Partition {
     }
 }
 
+/// A [`Partition`], and role `name` started as the parent in its
+/// namespace (told the worker's namespace and its own address), its
+/// stdout piped; `None`, the test skipped and saying why, where no
+/// namespace can be made.
+#[cfg(feature = "tcp")]
+fn partitioned(name: &str) -> Option<(Partition, std::process::Child)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root, so no network namespace can be made");
+        return None;
+    }
+    if std::process::Command::new("ip").arg("-V").output().is_err() {
+        skip("ip (iproute2) is not installed");
+        return None;
+    }
+    let partition = match Partition::make() {
+        Ok(p) => p,
+        Err(e) => {
+            skip(format!("no network namespace could be made here: {e}"));
+            return None;
+        }
+    };
+    let role = role(name);
+    let parent = std::process::Command::new("ip")
+        .args(["netns", "exec", &partition.parent_ns])
+        .arg(role.get_program())
+        .args(role.get_args())
+        .env("AWW_ISOLATED", "1")
+        .env("AWW_WORKER_NS", &partition.worker_ns)
+        .env("AWW_PARENT_IP", &partition.parent_ip)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    Some((partition, parent))
+}
+
 #[cfg(feature = "tcp")]
 impl Drop for Partition {
     fn drop(&mut self) {
@@ -1583,33 +1619,9 @@ impl Drop for Partition {
 /// (asserted under 40 s), and the worker exits. Before, it stayed for
 /// good. Skipped, saying so, without `ip` or root.
 pub fn a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root, so no network namespace can be made");
+    let Some((partition, mut parent)) = partitioned("remote::partitioned_parent_role") else {
         return;
-    }
-    if std::process::Command::new("ip").arg("-V").output().is_err() {
-        skip("ip (iproute2) is not installed");
-        return;
-    }
-    let partition = match Partition::make() {
-        Ok(p) => p,
-        Err(e) => {
-            skip(format!("no network namespace could be made here: {e}"));
-            return;
-        }
     };
-    let parent = role("remote::partitioned_parent_role");
-    let mut parent = std::process::Command::new("ip")
-        .args(["netns", "exec", &partition.parent_ns])
-        .arg(parent.get_program())
-        .args(parent.get_args())
-        .env("AWW_ISOLATED", "1")
-        .env("AWW_WORKER_NS", &partition.worker_ns)
-        .env("AWW_PARENT_IP", &partition.parent_ip)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // The worker, once it answers.
     let mut said = std::io::BufReader::new(parent.stdout.take().unwrap());
     let mut line = String::new();
@@ -1650,33 +1662,10 @@ pub fn a_worker_whose_parent_host_vanished_exits_within_the_keepalive_bound() {
 /// or root.
 pub fn a_parent_whose_workers_host_vanished_is_told_within_the_keepalive_bound() {
     use std::io::BufRead;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root, so no network namespace can be made");
+    let Some((partition, mut parent)) = partitioned("remote::parent_of_a_vanishing_worker_role")
+    else {
         return;
-    }
-    if std::process::Command::new("ip").arg("-V").output().is_err() {
-        skip("ip (iproute2) is not installed");
-        return;
-    }
-    let partition = match Partition::make() {
-        Ok(p) => p,
-        Err(e) => {
-            skip(format!("no network namespace could be made here: {e}"));
-            return;
-        }
     };
-    let role = role("remote::parent_of_a_vanishing_worker_role");
-    let mut parent = std::process::Command::new("ip")
-        .args(["netns", "exec", &partition.parent_ns])
-        .arg(role.get_program())
-        .args(role.get_args())
-        .env("AWW_ISOLATED", "1")
-        .env("AWW_WORKER_NS", &partition.worker_ns)
-        .env("AWW_PARENT_IP", &partition.parent_ip)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut said = std::io::BufReader::new(parent.stdout.take().unwrap()).lines();
     let mut next_line = |what: &str| loop {
         let line = said.next().unwrap_or_else(|| panic!("the parent ended before {what}"));
