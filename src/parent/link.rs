@@ -367,8 +367,10 @@ pub(crate) async fn read<P: Protocol>(
     // last pinged since.
     let mut heard = tokio::time::Instant::now();
     let mut pinged = false;
-    // The outbox's room epoch when the last Ping was queued: unchanged,
-    // the writer has taken nothing since, and that Ping still waits.
+    // How many times the writer had taken the outbox's queue when the
+    // last Ping was queued: unchanged, that Ping still waits. (Not the
+    // room epoch: a reply forgiven, the worker cancelling what it asked,
+    // moves that too.)
     let mut ping_queued_at = None;
     loop {
         let mut held_back = false;
@@ -417,8 +419,9 @@ pub(crate) async fn read<P: Protocol>(
                 // worker that talks but never reads would have one queued
                 // for each of its silences, without end.
                 let outbox = &session.side().outbox;
-                if ping_queued_at != Some(outbox.room_epoch()) {
-                    ping_queued_at = Some(outbox.room_epoch());
+                let taken = outbox.taken();
+                if ping_queued_at != Some(taken) {
+                    ping_queued_at = Some(taken);
                     let _ = outbox.push_unbounded(envelope::bare(Kind::Ping), Vec::new());
                 }
                 pinged = true;

@@ -33,21 +33,9 @@ mod append;
 mod outgoing;
 mod run;
 
-pub(crate) use self::outgoing::Outgoing;
+pub(crate) use self::outgoing::{Outgoing, Refusal};
 pub(crate) use self::run::Run;
 use self::run::RunBufs;
-
-/// Why a message was not queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// The queue is at its bound.
-    Full,
-    /// The queue takes no more messages.
-    Ended,
-    /// The connection the message was made for has ended (see
-    /// [`Outbox::try_push_on`]).
-    Moved,
-}
 
 struct State {
     queue: VecDeque<Outgoing>,
@@ -70,6 +58,8 @@ struct State {
     ended_with: Option<WorkerError>,
     /// Where runs of posts are written.
     runs: RunBufs,
+    /// How many times the writer has taken what was queued.
+    taken: u64,
 }
 
 /// A bounded multi-producer, single-consumer queue of [`Outgoing`] items.
@@ -102,6 +92,7 @@ impl Outbox {
                 closed: false,
                 ended_with: None,
                 runs: RunBufs::default(),
+                taken: 0,
             }),
             ready: Notify::new(),
             room: Notify::new(),
@@ -253,6 +244,13 @@ impl Outbox {
             }
             room.await;
         }
+    }
+
+    /// How many times the writer has taken what was queued: unchanged,
+    /// what was queued before waits still (room made otherwise, e.g. a
+    /// reply forgiven, moves [`room_epoch`](Self::room_epoch) alone).
+    pub(crate) fn taken(&self) -> u64 {
+        self.lock().taken
     }
 
     fn made_room(&self) {
@@ -417,6 +415,7 @@ impl Outbox {
             return false;
         }
         std::mem::swap(&mut state.queue, batch);
+        state.taken += 1;
         state.messages = 0;
         state.bytes = 0;
         state.replies = 0;

@@ -12,7 +12,10 @@ use libtest_mimic::Trial;
 use crate::common::*;
 
 pub fn trials() -> Vec<Trial> {
-    let mut tests = crate::trials![review_net::a_worker_that_talks_and_never_reads_is_not_pinged_without_bound];
+    let mut tests = crate::trials![
+        review_net::a_worker_that_talks_and_never_reads_is_not_pinged_without_bound,
+        review_net::a_worker_that_cancels_its_asks_and_never_reads_is_not_pinged_without_bound,
+    ];
     tests.extend(crate::with_feature!(
         "tcp",
         trials![
@@ -157,6 +160,11 @@ pub fn strangers_at_many_ports_hold_a_bounded_share_of_the_parents_descriptors()
 /// [`a_worker_that_talks_and_never_reads_is_not_pinged_without_bound`].
 const TALKER: &str = "review-talker";
 
+/// The entry of the raw worker of
+/// [`a_worker_that_cancels_its_asks_and_never_reads_is_not_pinged_without_bound`]:
+/// the talker, but what it sends is a request cancelled at once.
+const CANCELLER: &str = "review-canceller";
+
 /// Pongs the raw talker sends, one every 5 ms, before it reads.
 const TALKS: u32 = 2_000;
 
@@ -167,7 +175,8 @@ const TALKS: u32 = 2_000;
 pub fn run_if_raw() {
     use std::io::Write;
     use std::os::fd::FromRawFd;
-    if std::env::var("ACTIX_WEBWORKER_ENTRY").as_deref() != Ok(TALKER) {
+    let entry = std::env::var("ACTIX_WEBWORKER_ENTRY");
+    if entry.as_deref() != Ok(TALKER) && entry.as_deref() != Ok(CANCELLER) {
         return;
     }
     let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
@@ -175,8 +184,21 @@ pub fn run_if_raw() {
     let mut sock = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
     crate::hostile::handshake(&mut sock, None, None);
     let pong = ws_frame(2, &[14, 0]);
-    for _ in 0..TALKS {
-        sock.write_all(&pong).unwrap();
+    for id in 1..=u64::from(TALKS) {
+        if entry.as_deref() == Ok(TALKER) {
+            sock.write_all(&pong).unwrap();
+        } else {
+            // `GetConfig("k")` asked of the parent, and cancelled at once.
+            let mut request = vec![3, 0];
+            request.extend_from_slice(&id.to_le_bytes());
+            request.extend_from_slice(&tag_of(actix_webworker::request_name::<GetConfig>()));
+            request.extend_from_slice(&[1, b'k']);
+            let mut cancel = vec![11, 0];
+            cancel.extend_from_slice(&id.to_le_bytes());
+            let mut both = ws_frame(2, &request);
+            both.extend_from_slice(&ws_frame(2, &cancel));
+            sock.write_all(&both).unwrap();
+        }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     sock.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
@@ -430,5 +452,52 @@ pub fn max_rss_does_not_recycle_a_remote_member_for_its_launchers_memory() {
         pool.send(actix_webworker::Join).await.unwrap();
         assert!(worker_rss > 0 && worker_rss < 64 << 20, "the worker is under the limit");
         assert!(recycled.is_empty(), "recycled for its launcher's memory: {recycled:?}");
+    });
+}
+
+/// Serves `GetConfig` 20 ms after it is asked.
+struct SlowConfig;
+
+impl actix::Actor for SlowConfig {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<GetConfig> for SlowConfig {
+    type Result = actix::ResponseFuture<String>;
+
+    fn handle(&mut self, msg: GetConfig, _: &mut actix::Context<Self>) -> Self::Result {
+        Box::pin(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            msg.0
+        })
+    }
+}
+
+/// As [`a_worker_that_talks_and_never_reads_is_not_pinged_without_bound`],
+/// but the worker's messages are requests to the parent it cancels at
+/// once: each answer the parent then drops gives back the request's room
+/// in the outbox (`Outbox::forgive_reply` moves the room epoch), which
+/// the heartbeat took for the writer having taken its last Ping, and
+/// queued another per silence, without end.
+pub fn a_worker_that_cancels_its_asks_and_never_reads_is_not_pinged_without_bound() {
+    run(async {
+        let note = std::env::temp_dir().join(format!("aww-review-canceller-{}", std::process::id()));
+        let _ = std::fs::remove_file(&note);
+        let (rec, mut events) = events::<Test>();
+        let served = actix::Actor::start(SlowConfig);
+        let _worker = builder(rec)
+            .by_exec()
+            .entry(CANCELLER)
+            .serve(served.recipient::<GetConfig>())
+            .heartbeat(std::time::Duration::from_millis(2), std::time::Duration::from_secs(10))
+            .env("AWW_NOTE", &note)
+            .start()
+            .unwrap();
+        let status = events.exit().await;
+        let pings: u64 = std::fs::read_to_string(&note).unwrap().parse().unwrap();
+        let _ = std::fs::remove_file(&note);
+        println!("PINGS waiting for a worker that asked and cancelled {TALKS} requests and read nothing: {pings} ({status})");
+        assert!(status.success(), "{status}");
+        assert!(pings <= 1_000, "{pings} Pings queued for a worker that reads none");
     });
 }

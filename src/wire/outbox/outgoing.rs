@@ -6,6 +6,18 @@ use super::run::Run;
 use crate::wire::envelope::Kind;
 use crate::wire::segments::Segments;
 
+/// Why a message was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The queue is at its bound.
+    Full,
+    /// The queue takes no more messages.
+    Ended,
+    /// The connection the message was made for has ended (see
+    /// `Outbox::try_push_on`).
+    Moved,
+}
+
 /// One item for the writer.
 pub(crate) enum Outgoing {
     /// A complete message (header and payload, in one piece or several)
