@@ -38,16 +38,23 @@ fn limit(floor: usize) -> usize {
 /// the oldest of the port that holds the most while there are as many as
 /// the limit (at least `floor`); its id, unique in the process.
 pub(crate) fn admit(abort: AbortHandle, port: u64, floor: usize) -> u64 {
+    admit_within(abort, port, limit(floor))
+}
+
+/// [`admit`] under `limit`. Of ports that hold as many, the one whose
+/// oldest is oldest gives it up: a worker's connection, the only one at
+/// its port, is closed only once it is the oldest of all (a tie broken at
+/// random closed it among the newest).
+fn admit_within(abort: AbortHandle, port: u64, limit: usize) -> u64 {
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    let limit = limit(floor);
     let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
     while all.len() >= limit {
         let mut counts = std::collections::HashMap::<u64, usize>::new();
         for (_, each, _) in all.iter() {
             *counts.entry(*each).or_default() += 1;
         }
-        let most = counts.into_iter().max_by_key(|&(_, n)| n).map(|(each, _)| each);
-        let at = all.iter().position(|(_, each, _)| Some(*each) == most).unwrap_or(0);
+        let most = counts.values().copied().max().unwrap_or(0);
+        let at = all.iter().position(|(_, each, _)| counts.get(each) == Some(&most)).unwrap_or(0);
         match all.remove(at) {
             Some((_, _, oldest)) => oldest.abort(),
             None => break,
@@ -61,4 +68,37 @@ pub(crate) fn admit(abort: AbortHandle, port: u64, floor: usize) -> u64 {
 /// port closed).
 pub(crate) fn done(id: u64) {
     ALL.lock().unwrap_or_else(|e| e.into_inner()).retain(|(each, _, _)| *each != id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One connection at each of as many ports as the limit (a pool of
+    /// that many remote members, one stranger's connection at each), then
+    /// a worker's at a port of its own, then fewer than the limit more of
+    /// the stranger's, each at another port: the worker's, newer than all
+    /// those there before it, must not be the one closed.
+    #[test]
+    fn among_ports_that_hold_as_many_the_oldest_connection_is_closed() {
+        let limit = 64;
+        let mut closed = 0;
+        for _ in 0..20 {
+            let mut ids = Vec::new();
+            let mut stranger = || ids.push(admit_within(AbortHandle::new_pair().0, port(), limit));
+            for _ in 0..limit {
+                stranger();
+            }
+            let (worker, _) = AbortHandle::new_pair();
+            let id = admit_within(worker.clone(), port(), limit);
+            for _ in 0..limit / 2 {
+                stranger();
+            }
+            closed += usize::from(worker.is_aborted());
+            for id in ids.into_iter().chain([id]) {
+                done(id);
+            }
+        }
+        assert_eq!(closed, 0, "the newest connection closed in {closed} of 20 rounds");
+    }
 }
