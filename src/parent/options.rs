@@ -267,8 +267,9 @@ pub struct Limits {
     /// may hold together (default 128 MiB): a file named several times in
     /// one message counts once. A message over it fails with
     /// [`WireError::SharedBuffer`](crate::WireError::SharedBuffer), and
-    /// the connection goes on. Messages to the worker are not bounded by
-    /// it: the worker trusts its parent.
+    /// the connection goes on (messages to the worker: not bounded). It
+    /// bounds too what a bincode message's values take decoded beyond its
+    /// bytes: over it, [`WireError::Decode`](crate::WireError::Decode).
     pub max_shared_bytes: usize,
     /// How many bytes the messages received from all workers of this
     /// process may hold together (default 1 GiB): payloads and shared

@@ -15,6 +15,8 @@
 //! is written and read as one block of bytes.
 
 mod depth;
+
+pub(crate) use self::depth::made_within;
 mod skips;
 
 use bincode::config::{Configuration, Limit};
@@ -195,5 +197,28 @@ mod tests {
         buf.push(255); // varint u64 marker
         buf.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode::<Msg>(&buf).is_err());
+    }
+
+    #[test]
+    fn what_values_take_beyond_their_bytes_is_counted_and_held_to_a_limit() {
+        // 1,000 empty strings: 1 byte each on the wire, 24 once decoded.
+        let mut buf = Vec::new();
+        encode_into(&vec![String::new(); 1000], &mut buf).unwrap();
+        let (decoded, made) = made_within(usize::MAX, || decode::<Vec<String>>(&buf));
+        assert_eq!(decoded.unwrap().len(), 1000);
+        // Each element's 23 beyond its byte (and one look past the last).
+        assert!((23_000..=23_023).contains(&made), "{made}");
+        let (refused, _) = made_within(10_000, || decode::<Vec<String>>(&buf));
+        let why = refused.unwrap_err().to_string();
+        assert!(why.contains("more than 10000 bytes beyond their encoding"), "{why}");
+        // Bytes cost what they take; the fields of a tuple are counted in
+        // its own size, once.
+        buf.clear();
+        encode_into(&vec![7u8; 1000], &mut buf).unwrap();
+        assert_eq!(made_within(usize::MAX, || decode::<Vec<u8>>(&buf)).1, 0);
+        buf.clear();
+        encode_into(&vec![(1u64, 2u64); 100], &mut buf).unwrap();
+        let made = made_within(usize::MAX, || decode::<Vec<(u64, u64)>>(&buf)).1;
+        assert!((1500..=1515).contains(&made), "{made}");
     }
 }

@@ -305,14 +305,21 @@ pub fn run_if_raw_worker() {
             for b in actix_webworker::request_name::<GetConfig>().bytes() {
                 fnv = (fnv ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
             }
+            // Each under an id of its own: one under an id still being
+            // answered is refused, not held.
             let len = 8u32 << 20;
-            let mut request = vec![3, 0];
-            request.extend_from_slice(&1u64.to_le_bytes());
-            request.extend_from_slice(&fnv.to_le_bytes());
-            request.push(252);
-            request.extend_from_slice(&len.to_le_bytes());
-            request.resize(request.len() + len as usize, b'x');
-            flood(&sock, &ws_frame(2, &request), 48)
+            let requests: Vec<u8> = (1..=48u64)
+                .flat_map(|id| {
+                    let mut request = vec![3, 0];
+                    request.extend_from_slice(&id.to_le_bytes());
+                    request.extend_from_slice(&fnv.to_le_bytes());
+                    request.push(252);
+                    request.extend_from_slice(&len.to_le_bytes());
+                    request.resize(request.len() + len as usize, b'x');
+                    ws_frame(2, &request)
+                })
+                .collect();
+            flood(&sock, &requests, 1)
         }
         "fd-post-flood" => {
             // Posts of `Reply::Echo(7)` claiming 64 descriptors each, sent

@@ -20,6 +20,7 @@ use crate::streams::{Feed, Note, Streams};
 pub fn trials() -> Vec<Trial> {
     crate::trials![
         review_trace::a_stream_asked_twice_under_one_id_leaves_no_producer_behind,
+        review_trace::decoded_posts_are_held_to_the_window_in_the_memory_they_take,
         review_trace::terminate_ends_a_worker_that_said_closing_and_lingers,
     ]
 }
@@ -170,15 +171,7 @@ pub fn a_stream_asked_twice_under_one_id_leaves_no_producer_behind() {
 /// The empty strings of each post of the "lines" peer.
 const LINES: usize = 2 << 20;
 
-/// An open finding, not a test of the suite (RELIABILITY.md, "Known
-/// limits": the windows count what a message takes on the wire, not what
-/// it decodes to): it FAILS today. Run it alone with `AWW_ISOLATED=1 cargo
-/// test --all-features --test workers -- review_trace::lines_flood_role
-/// --exact --ignored --nocapture`.
-/// A worker posts `Reply::Lines` of 2 Mi empty strings: 2 MiB on the
-/// wire, counted so in the window, 48 MiB of `String`s once decoded (more
-/// as the vector grows by doubling). Under a window of 8 MiB the parent
-/// should grow by a few times the window (found 2026-12-07: +198,912 KiB).
+/// Run alone by `decoded_posts_are_held_to_the_window_in_the_memory_they_take`.
 pub fn lines_flood_role() {
     use actix_webworker::{Codec, Limits, RestartPolicy};
     run(async {
@@ -222,10 +215,22 @@ pub fn lines_flood_role() {
             (LINES + 8) >> 20,
             window >> 20
         );
-        // The window, one post past it, and the frames being read: a few
-        // times the window, not 24 times what it counts.
+        // What one post takes once decoded (48 MiB) fills the window: it is
+        // the one event past it, and nothing more is read.
+        assert_eq!(posts, 1, "{posts} posts read under a window of 8 MiB");
+        // That post, and the frames being read: not 24 times the window.
         assert!(grew < 64 << 10, "the parent grew by {grew} KiB for events of {} MiB", posts * 2);
     });
+}
+
+/// RELIABILITY, guarantee 4: "unhandled events hold at most
+/// `event_window_bytes` (64 MiB) of payloads [...], and one event past it".
+/// A worker posts `Reply::Lines` of 2 Mi empty strings: 2 MiB on the wire,
+/// 48 MiB of `String`s once decoded. The window counts what a post takes
+/// once decoded: under a window of 8 MiB, one post is read and the worker
+/// held back (before: 4 read, counted 2 MiB each, the parent +198,912 KiB).
+pub fn decoded_posts_are_held_to_the_window_in_the_memory_they_take() {
+    print!("{}", isolated("review_trace::lines_flood_role"));
 }
 
 /// README and RELIABILITY (guarantee 1): `terminate` starts its grace

@@ -6,6 +6,13 @@
 //!
 //! It forwards every call, wrapping each visitor, sequence, map and enum
 //! access it passes through so that nested values are guarded too.
+//!
+//! It also counts what the values decoded take in memory beyond the bytes
+//! they took on the wire: each element of a sequence or map takes at
+//! least a byte there, and `size_of` of its type once decoded (an empty
+//! `String`: 1 byte, then 24). A peer's message is bounded in memory, not
+//! only in bytes: past the limit of [`made_within`], decoding fails, and
+//! what was made is counted where its bytes are ([`made_within`]).
 
 use std::cell::Cell;
 use std::fmt;
@@ -16,22 +23,71 @@ use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 /// enough for a thread's stack in a debug build.
 pub(crate) const MAX_DEPTH: usize = 512;
 
-/// The shared count of how deep decoding is.
-pub(crate) struct Depth(Cell<usize>);
+/// The shared count of how deep decoding is, and of what the elements
+/// decoded take beyond their bytes (within `limit`).
+pub(crate) struct Depth {
+    level: Cell<usize>,
+    made: Cell<usize>,
+    limit: usize,
+}
 
 impl Depth {
     pub(crate) fn new() -> Self {
-        Depth(Cell::new(0))
+        Depth { level: Cell::new(0), made: Cell::new(0), limit: LIMIT.with(Cell::get) }
     }
 
     fn enter<E: de::Error>(&self) -> Result<DepthToken<'_>, E> {
-        let d = self.0.get() + 1;
+        let d = self.level.get() + 1;
         if d > MAX_DEPTH {
             return Err(E::custom(format_args!("values nest deeper than {MAX_DEPTH} levels")));
         }
-        self.0.set(d);
+        self.level.set(d);
         Ok(DepthToken(self))
     }
+
+    /// Counts an element of type `T` about to be decoded: what it takes
+    /// beyond the byte it took at least on the wire (nothing for a byte).
+    #[inline]
+    fn made<T, E: de::Error>(&self) -> Result<(), E> {
+        let beyond = std::mem::size_of::<T>().saturating_sub(1);
+        if beyond == 0 {
+            return Ok(());
+        }
+        let made = self.made.get().saturating_add(beyond);
+        if made > self.limit {
+            return Err(E::custom(format_args!(
+                "values that take more than {} bytes beyond their encoding once decoded",
+                self.limit
+            )));
+        }
+        self.made.set(made);
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// The most the elements of one decode may take beyond their bytes
+    /// (see [`made_within`]); and what the decodes since it began made.
+    static LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+    static MADE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `decode` with what its elements take beyond their bytes held to
+/// `limit`; its result, and what they took.
+pub(crate) fn made_within<R>(limit: usize, decode: impl FnOnce() -> R) -> (R, usize) {
+    /// Puts the outer limit and count back, also when `decode` panics.
+    struct Restore(usize, usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LIMIT.with(|l| l.set(self.0));
+            MADE.with(|m| m.set(self.1));
+        }
+    }
+    let outer = Restore(LIMIT.with(|l| l.replace(limit)), MADE.with(|m| m.replace(0)));
+    let result = decode();
+    let made = MADE.with(Cell::get);
+    drop(outer);
+    (result, made)
 }
 
 /// Leaves a level when dropped.
@@ -39,7 +95,7 @@ struct DepthToken<'a>(&'a Depth);
 
 impl Drop for DepthToken<'_> {
     fn drop(&mut self) {
-        self.0 .0.set(self.0 .0.get() - 1);
+        self.0.level.set(self.0.level.get() - 1);
     }
 }
 
@@ -49,7 +105,9 @@ pub(crate) struct DepthLimited<T>(pub(crate) T);
 impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for DepthLimited<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let depth = Depth::new();
-        T::deserialize(Guard { inner: d, depth: &depth }).map(DepthLimited)
+        let decoded = T::deserialize(Guard { inner: d, depth: &depth }).map(DepthLimited);
+        MADE.with(|m| m.set(m.get().saturating_add(depth.made.get())));
+        decoded
     }
 }
 
@@ -62,7 +120,7 @@ pub(crate) struct Guard<'a, D> {
 macro_rules! forward_deserializer {
     ($($method:ident),*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(Wrap { inner: visitor, depth: self.depth })
+            self.inner.$method(Wrap { inner: visitor, depth: self.depth, inline: false })
         }
     )*};
 }
@@ -101,11 +159,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
     // anything is allocated, and the visitor copies exactly that much. (The
     // owned path allocates whatever a length prefix claims first.)
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_str(Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_str(Wrap { inner: visitor, depth: self.depth, inline: false })
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_bytes(Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_bytes(Wrap { inner: visitor, depth: self.depth, inline: false })
     }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(
@@ -113,7 +171,10 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_unit_struct(name, Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_unit_struct(
+            name,
+            Wrap { inner: visitor, depth: self.depth, inline: false },
+        )
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -121,7 +182,10 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_newtype_struct(name, Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_newtype_struct(
+            name,
+            Wrap { inner: visitor, depth: self.depth, inline: false },
+        )
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(
@@ -129,7 +193,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple(len, Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_tuple(len, Wrap { inner: visitor, depth: self.depth, inline: true })
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -138,7 +202,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple_struct(name, len, Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_tuple_struct(
+            name,
+            len,
+            Wrap { inner: visitor, depth: self.depth, inline: true },
+        )
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -147,7 +215,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_struct(name, fields, Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_struct(
+            name,
+            fields,
+            Wrap { inner: visitor, depth: self.depth, inline: true },
+        )
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -156,7 +228,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_enum(name, variants, Wrap { inner: visitor, depth: self.depth })
+        self.inner.deserialize_enum(
+            name,
+            variants,
+            Wrap { inner: visitor, depth: self.depth, inline: false },
+        )
     }
 
     fn is_human_readable(&self) -> bool {
@@ -168,6 +244,9 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
 struct Wrap<'a, V> {
     inner: V,
     depth: &'a Depth,
+    /// It visits a struct's, tuple's or variant's fields: held in their
+    /// value, whose own size is counted where it is an element.
+    inline: bool,
 }
 
 macro_rules! forward_visit {
@@ -228,17 +307,17 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         let _level = self.depth.enter::<A::Error>()?;
-        self.inner.visit_seq(Access { inner: seq, depth: self.depth })
+        self.inner.visit_seq(Access { inner: seq, depth: self.depth, inline: self.inline })
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         let _level = self.depth.enter::<A::Error>()?;
-        self.inner.visit_map(Access { inner: map, depth: self.depth })
+        self.inner.visit_map(Access { inner: map, depth: self.depth, inline: self.inline })
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         let _level = self.depth.enter::<A::Error>()?;
-        self.inner.visit_enum(Access { inner: data, depth: self.depth })
+        self.inner.visit_enum(Access { inner: data, depth: self.depth, inline: false })
     }
 }
 
@@ -260,6 +339,8 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
 struct Access<'a, A> {
     inner: A,
     depth: &'a Depth,
+    /// Fields (see [`Wrap`]): not counted as elements.
+    inline: bool,
 }
 
 impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
@@ -269,6 +350,9 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
+        if !self.inline {
+            self.depth.made::<T::Value, A::Error>()?;
+        }
         self.inner.next_element_seed(Seed { inner: seed, depth: self.depth })
     }
 
@@ -284,10 +368,16 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
+        if !self.inline {
+            self.depth.made::<K::Value, A::Error>()?;
+        }
         self.inner.next_key_seed(Seed { inner: seed, depth: self.depth })
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        if !self.inline {
+            self.depth.made::<T::Value, A::Error>()?;
+        }
         self.inner.next_value_seed(Seed { inner: seed, depth: self.depth })
     }
 
@@ -306,7 +396,7 @@ impl<'a, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'a, A> {
     ) -> Result<(T::Value, Self::Variant), A::Error> {
         let depth = self.depth;
         let (value, variant) = self.inner.variant_seed(Seed { inner: seed, depth })?;
-        Ok((value, Access { inner: variant, depth }))
+        Ok((value, Access { inner: variant, depth, inline: false }))
     }
 }
 
@@ -323,7 +413,7 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.inner.tuple_variant(len, Wrap { inner: visitor, depth: self.depth })
+        self.inner.tuple_variant(len, Wrap { inner: visitor, depth: self.depth, inline: true })
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -331,6 +421,6 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for Access<'_, A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        self.inner.struct_variant(fields, Wrap { inner: visitor, depth: self.depth })
+        self.inner.struct_variant(fields, Wrap { inner: visitor, depth: self.depth, inline: true })
     }
 }

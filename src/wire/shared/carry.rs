@@ -138,11 +138,15 @@ pub(crate) fn decode_with<T: serde::de::DeserializeOwned>(
     fds: Vec<OwnedFd>,
     max_shared: usize,
 ) -> (Result<T, WireError>, Vec<OwnedFd>, Holds) {
+    // What its values take once decoded beyond its bytes counts where its
+    // bytes do, and is held to `max_shared` too (see `codec::made_within`).
+    let decode = || codec::made_within(max_shared, || codec::decode_as(codec, payload));
     if fds.is_empty() {
-        return (codec::decode_as(codec, payload), fds, Holds::default());
+        let (result, made) = decode();
+        return (result, fds, Holds { bytes: made, fds: 0 });
     }
-    let (result, rest, refused, taken) =
-        providing(fds, max_shared, || codec::decode_as(codec, payload));
+    let ((result, made), rest, refused, mut taken) = providing(fds, max_shared, decode);
+    taken.bytes += made;
     match refused {
         Some(why) if result.is_err() => (Err(WireError::SharedBuffer { why }), rest, taken),
         _ => (result, rest, taken),
