@@ -350,10 +350,14 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
-        if !self.inline {
+        // Counted once decoded: the look past the last element finds none
+        // (counted first, an empty `Vec<[[f32; 32]; 32]>` took 4 KiB); an
+        // element being decoded is bounded by its type till then.
+        let element = self.inner.next_element_seed(Seed { inner: seed, depth: self.depth })?;
+        if element.is_some() && !self.inline {
             self.depth.made::<T::Value, A::Error>()?;
         }
-        self.inner.next_element_seed(Seed { inner: seed, depth: self.depth })
+        Ok(element)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -368,17 +372,19 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        if !self.inline {
+        let key = self.inner.next_key_seed(Seed { inner: seed, depth: self.depth })?;
+        if key.is_some() && !self.inline {
             self.depth.made::<K::Value, A::Error>()?;
         }
-        self.inner.next_key_seed(Seed { inner: seed, depth: self.depth })
+        Ok(key)
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        let value = self.inner.next_value_seed(Seed { inner: seed, depth: self.depth })?;
         if !self.inline {
             self.depth.made::<T::Value, A::Error>()?;
         }
-        self.inner.next_value_seed(Seed { inner: seed, depth: self.depth })
+        Ok(value)
     }
 
     fn size_hint(&self) -> Option<usize> {
