@@ -239,4 +239,22 @@ mod tests {
         assert_eq!(decoded.map(|r| r.len()).map_err(|e| e.to_string()), Ok(40_000));
         assert_eq!(made, 40_000 * 23);
     }
+
+    #[test]
+    fn what_a_boxed_element_holds_is_counted_too() {
+        // 10,000 boxed `None`s of a 4 KiB array: 1 byte each on the wire,
+        // 8 in the vector and 4,104 on the heap once decoded (41 MB).
+        type Big = Option<[[u64; 32]; 16]>;
+        let mut buf = Vec::new();
+        let boxed: Vec<Box<Big>> = (0..10_000).map(|_| Box::new(None)).collect();
+        encode_into(&boxed, &mut buf).unwrap();
+        assert_eq!(buf.len(), 10_000 + 3);
+        let made = made_within(usize::MAX, || decode::<Vec<Box<Big>>>(&buf)).1;
+        let heap = 10_000 * (std::mem::size_of::<Big>() + 7);
+        assert!(made >= heap, "counted {made} bytes beyond the encoding of {heap}");
+        let (refused, _) = made_within(1 << 20, || decode::<Vec<Box<Big>>>(&buf));
+        assert!(refused.is_err());
+        // A value held in its place is not counted again.
+        assert_eq!(made_within(usize::MAX, || decode::<Vec<Big>>(&buf)).1, 10_000 * 4103);
+    }
 }

@@ -10,12 +10,14 @@
 //! It also counts what the values decoded take in memory beyond the bytes
 //! they took on the wire: each element of a sequence or map takes at
 //! least a byte there, and `size_of` of its type once decoded (an empty
-//! `String`: 1 byte, then 24). A peer's message is bounded in memory, not
+//! `String`: 1 byte, then 24); a value larger than the place it fills
+//! (a `Box`'s content) is on the heap, whole. A peer's message is bounded in memory, not
 //! only in bytes: past the limit of [`made_within`], decoding fails, and
 //! what was made is counted where its bytes are ([`made_within`]).
 
 use std::cell::Cell;
 use std::fmt;
+use std::mem::size_of;
 
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 
@@ -45,11 +47,24 @@ impl Depth {
         Ok(DepthToken(self))
     }
 
-    /// Counts an element of type `T` about to be decoded: what it takes
-    /// beyond the byte it took at least on the wire (nothing for a byte).
+    /// Counts an element of type `T` decoded: what it takes beyond the
+    /// byte it took at least on the wire (nothing for a byte).
     #[inline]
     fn made<T, E: de::Error>(&self) -> Result<(), E> {
-        let beyond = std::mem::size_of::<T>().saturating_sub(1);
+        self.beyond(std::mem::size_of::<T>().saturating_sub(1))
+    }
+
+    /// Counts a value of type `T` decoded into a place of `slot` bytes:
+    /// one larger than its place is held elsewhere, whole (a `Box`'s,
+    /// `Rc`'s or `Arc`'s content, on the heap); one that fits, nothing.
+    #[inline]
+    fn held<T, E: de::Error>(&self, slot: usize) -> Result<(), E> {
+        let size = size_of::<T>();
+        self.beyond(if size > slot { size } else { 0 })
+    }
+
+    #[inline]
+    fn beyond<E: de::Error>(&self, beyond: usize) -> Result<(), E> {
         if beyond == 0 {
             return Ok(());
         }
@@ -105,7 +120,8 @@ pub(crate) struct DepthLimited<T>(pub(crate) T);
 impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for DepthLimited<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let depth = Depth::new();
-        let decoded = T::deserialize(Guard { inner: d, depth: &depth }).map(DepthLimited);
+        let decoded = T::deserialize(Guard { inner: d, depth: &depth, slot: size_of::<T>() })
+            .map(DepthLimited);
         MADE.with(|m| m.set(m.get().saturating_add(depth.made.get())));
         decoded
     }
@@ -115,12 +131,26 @@ impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for DepthLimited<T> {
 pub(crate) struct Guard<'a, D> {
     pub(crate) inner: D,
     pub(crate) depth: &'a Depth,
+    /// The size of the place its value fills (see [`Depth::held`]).
+    slot: usize,
+}
+
+/// `visitor` guarded, what its value takes beyond its `slot` counted.
+#[inline]
+fn wrap<'a, 'de, V: Visitor<'de>, E: de::Error>(
+    depth: &'a Depth,
+    slot: usize,
+    visitor: V,
+    inline: bool,
+) -> Result<Wrap<'a, V>, E> {
+    depth.held::<V::Value, E>(slot)?;
+    Ok(Wrap { inner: visitor, depth, inline })
 }
 
 macro_rules! forward_deserializer {
     ($($method:ident),*) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(Wrap { inner: visitor, depth: self.depth, inline: false })
+            self.inner.$method(wrap(self.depth, self.slot, visitor, false)?)
         }
     )*};
 }
@@ -159,11 +189,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
     // anything is allocated, and the visitor copies exactly that much. (The
     // owned path allocates whatever a length prefix claims first.)
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_str(Wrap { inner: visitor, depth: self.depth, inline: false })
+        self.inner.deserialize_str(wrap(self.depth, self.slot, visitor, false)?)
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_bytes(Wrap { inner: visitor, depth: self.depth, inline: false })
+        self.inner.deserialize_bytes(wrap(self.depth, self.slot, visitor, false)?)
     }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(
@@ -171,10 +201,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_unit_struct(
-            name,
-            Wrap { inner: visitor, depth: self.depth, inline: false },
-        )
+        self.inner.deserialize_unit_struct(name, wrap(self.depth, self.slot, visitor, false)?)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -182,10 +209,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_newtype_struct(
-            name,
-            Wrap { inner: visitor, depth: self.depth, inline: false },
-        )
+        self.inner.deserialize_newtype_struct(name, wrap(self.depth, self.slot, visitor, false)?)
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(
@@ -193,7 +217,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple(len, Wrap { inner: visitor, depth: self.depth, inline: true })
+        self.inner.deserialize_tuple(len, wrap(self.depth, self.slot, visitor, true)?)
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -202,11 +226,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple_struct(
-            name,
-            len,
-            Wrap { inner: visitor, depth: self.depth, inline: true },
-        )
+        self.inner.deserialize_tuple_struct(name, len, wrap(self.depth, self.slot, visitor, true)?)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -215,11 +235,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_struct(
-            name,
-            fields,
-            Wrap { inner: visitor, depth: self.depth, inline: true },
-        )
+        self.inner.deserialize_struct(name, fields, wrap(self.depth, self.slot, visitor, true)?)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -228,11 +244,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Guard<'_, D> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_enum(
-            name,
-            variants,
-            Wrap { inner: visitor, depth: self.depth, inline: false },
-        )
+        self.inner.deserialize_enum(name, variants, wrap(self.depth, self.slot, visitor, false)?)
     }
 
     fn is_human_readable(&self) -> bool {
@@ -297,12 +309,13 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<'_, V> {
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let _level = self.depth.enter::<D::Error>()?;
-        self.inner.visit_some(Guard { inner: d, depth: self.depth })
+        self.inner.visit_some(Guard { inner: d, depth: self.depth, slot: size_of::<V::Value>() })
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let _level = self.depth.enter::<D::Error>()?;
-        self.inner.visit_newtype_struct(Guard { inner: d, depth: self.depth })
+        let slot = size_of::<V::Value>();
+        self.inner.visit_newtype_struct(Guard { inner: d, depth: self.depth, slot })
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
@@ -331,7 +344,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<'_, S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.inner.deserialize(Guard { inner: d, depth: self.depth })
+        self.inner.deserialize(Guard { inner: d, depth: self.depth, slot: size_of::<S::Value>() })
     }
 }
 
