@@ -230,14 +230,12 @@ fn connect_back(
     Err(last)
 }
 
-/// The first thing a remote worker sends: its token, as an `Auth` message
-/// in its WebSocket frame, asking the parent to prove itself if `ask`.
+/// The first thing a remote worker sends: its token (`wsframe::auth_frame`),
+/// asking the parent to prove itself if `ask`.
 #[cfg(feature = "tcp")]
 fn auth_frame(token: &str, ask: bool) -> Vec<u8> {
     let flags = if ask { crate::handoff::AUTH_ASKS_PROOF } else { 0 };
-    let mut auth = vec![crate::wire::envelope::Kind::Auth as u8, flags];
-    auth.extend_from_slice(token.as_bytes());
-    crate::wire::wsframe::binary_frame(&auth)
+    crate::wire::wsframe::auth_frame(flags, token)
 }
 
 /// Reads the parent's first frame, which must be an `Auth` message

@@ -107,6 +107,16 @@ pub(crate) fn binary_frame(payload: &[u8]) -> Vec<u8> {
     frame(BINARY, payload)
 }
 
+/// An `Auth` message in its WebSocket frame: `flags` in its second byte
+/// (the worker's: `handoff::AUTH_ASKS_PROOF`; the parent's: 0), then `secret`
+/// (the worker's token, the parent's proof) as the secrets block gives it.
+#[cfg(feature = "tcp")]
+pub(crate) fn auth_frame(flags: u8, secret: &str) -> Vec<u8> {
+    let mut auth = vec![crate::wire::envelope::Kind::Auth as u8, flags];
+    auth.extend_from_slice(secret.as_bytes());
+    binary_frame(&auth)
+}
+
 /// One unmasked WebSocket frame with FIN set, of `opcode`.
 pub(crate) fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = frame_header(opcode, payload.len());

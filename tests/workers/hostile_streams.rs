@@ -56,7 +56,7 @@ fn item(id: u64, n: u8) -> Vec<u8> {
 }
 
 /// A post of `Note::Dropped(n)`.
-fn note(n: u8) -> Vec<u8> {
+pub fn note(n: u8) -> Vec<u8> {
     ws_frame(2, &[2, 0, 0, n])
 }
 
@@ -68,10 +68,7 @@ pub fn run_if_raw_streamer() {
     let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
     // SAFETY: the parent gave us this socket.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
-    let hello = read_frame(&mut sock).unwrap();
-    let mut ours = hello.clone();
-    ours[18..22].copy_from_slice(&std::process::id().to_le_bytes());
-    sock.write_all(&ws_frame(2, &ours)).unwrap();
+    crate::hostile::handshake(&mut sock, None, None);
     if scenario == "greedy" {
         // Asks the parent for 4 billion numbers with a window of 1 GiB,
         // and never reads again.

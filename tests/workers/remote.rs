@@ -581,6 +581,26 @@ pub fn through_a_launcher_an_end_without_the_workers_close_is_lost() {
     });
 }
 
+/// A process of this binary holding `n` silent connections to `address`
+/// (the scenario "crowd-helper"), once it says it holds them (its line,
+/// `HELD n`); they close when its stdin does.
+#[cfg(feature = "tcp")]
+pub fn crowd_at(address: &str, n: usize) -> (std::process::Child, String) {
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(LAUNCHER, "crowd-helper")
+        .env("AWW_ADDRESS", address)
+        .env("AWW_CROWD", n.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(helper.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert!(line.starts_with("HELD"), "{line}");
+    (helper, line)
+}
+
 /// When this test binary is started as a launcher (`AWW_LAUNCHER` set):
 /// does what its scenario says, then execs the rest of its arguments (the
 /// worker, as `env K=V... program args...`). It knows the connection's
@@ -1412,18 +1432,7 @@ pub fn port_out_of_descriptors_role() {
         assert_eq!(worker.ask(Sum(vec![1])).await.unwrap(), 1);
         let address = std::fs::read_to_string(&note).unwrap();
         let _ = std::fs::remove_file(&note);
-        let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
-            .env(LAUNCHER, "crowd-helper")
-            .env("AWW_ADDRESS", &address)
-            .env("AWW_CROWD", "120")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = std::io::BufReader::new(helper.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut said, &mut line).unwrap();
-        assert!(line.starts_with("HELD"), "{line}");
+        let (mut helper, line) = crowd_at(&address, 120);
         let (cpu0, t0) = (cpu_time(), std::time::Instant::now());
         // The window measured, not a wait for something to happen.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1692,6 +1701,22 @@ pub fn a_parent_whose_workers_host_vanished_is_told_within_the_keepalive_bound()
     assert!(after < Duration::from_secs(40), "told after {after:?} (bound 25 s): {told}");
 }
 
+/// `b` for a worker in the other namespace of a [`Partition`] (told to
+/// this role by [`partitioned`]): over plain TCP to the parent's address,
+/// launched through `ip netns exec` and this binary as a launcher that
+/// stays, never restarted.
+#[cfg(feature = "tcp")]
+fn in_the_other_namespace(b: actix_webworker::WorkerBuilder<Test>) -> actix_webworker::WorkerBuilder<Test> {
+    let worker_ns = std::env::var("AWW_WORKER_NS").unwrap();
+    let parent_ip: std::net::IpAddr = std::env::var("AWW_PARENT_IP").unwrap().parse().unwrap();
+    let exe = std::env::current_exe().unwrap().to_string_lossy().into_owned();
+    let launcher = ["ip".to_owned(), "netns".into(), "exec".into(), worker_ns, exe];
+    b.transport(Transport::plain_tcp((parent_ip, 0).into()))
+        .launcher(launcher)
+        .env(LAUNCHER, "stay")
+        .restart(RestartPolicy::never())
+}
+
 #[cfg(feature = "tcp")]
 /// The parent of `a_parent_whose_workers_host_vanished_is_told_within_the_keepalive_bound`,
 /// run in its namespace: a worker in the other, launched through `ip netns
@@ -1700,20 +1725,9 @@ pub fn a_parent_whose_workers_host_vanished_is_told_within_the_keepalive_bound()
 /// go), then `TOLD event` for the first event after that, or `TOLD
 /// nothing` after 55 s.
 pub fn parent_of_a_vanishing_worker_role() {
-    let worker_ns = std::env::var("AWW_WORKER_NS").unwrap();
-    let parent_ip: std::net::IpAddr = std::env::var("AWW_PARENT_IP").unwrap().parse().unwrap();
-    let exe = std::env::current_exe().unwrap();
     run(async {
         let (rec, mut events) = events::<Test>();
-        let exe = exe.to_string_lossy().into_owned();
-        let launcher = ["ip".to_owned(), "netns".into(), "exec".into(), worker_ns, exe];
-        let worker = builder(rec)
-            .transport(Transport::plain_tcp((parent_ip, 0).into()))
-            .launcher(launcher)
-            .env(LAUNCHER, "stay")
-            .restart(RestartPolicy::never())
-            .start()
-            .unwrap();
+        let worker = in_the_other_namespace(builder(rec)).start().unwrap();
         let pid = worker.ask(WhichPid).await.unwrap();
         worker.post(Cmd::Block(0));
         let _ = events.rest().await;
@@ -1737,20 +1751,9 @@ pub fn parent_of_a_vanishing_worker_role() {
 /// exec` and this binary as a launcher that stays; prints `ONLINE pid`
 /// once it answers, then waits to be killed.
 pub fn partitioned_parent_role() {
-    let worker_ns = std::env::var("AWW_WORKER_NS").unwrap();
-    let parent_ip: std::net::IpAddr = std::env::var("AWW_PARENT_IP").unwrap().parse().unwrap();
-    let exe = std::env::current_exe().unwrap();
     run(async {
         let (rec, _events) = events::<Test>();
-        let exe = exe.to_string_lossy().into_owned();
-        let launcher = ["ip".to_owned(), "netns".into(), "exec".into(), worker_ns, exe];
-        let worker = builder(rec)
-            .transport(Transport::plain_tcp((parent_ip, 0).into()))
-            .launcher(launcher)
-            .env(LAUNCHER, "stay")
-            .restart(RestartPolicy::never())
-            .start()
-            .unwrap();
+        let worker = in_the_other_namespace(builder(rec)).start().unwrap();
         let pid = worker.ask(WhichPid).await.unwrap();
         // A post that needs no answer carries the ACK of the worker's
         // answer (else delayed, and cut with the link: the worker would

@@ -90,19 +90,7 @@ pub fn crowded_ports_role() {
         // of its own), as many as a port checks at once.
         let mut helpers = Vec::new();
         for address in addresses.lines() {
-            let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
-                .env(crate::remote::LAUNCHER, "crowd-helper")
-                .env("AWW_ADDRESS", address)
-                .env("AWW_CROWD", "64")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut said = std::io::BufReader::new(helper.stdout.take().unwrap());
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut said, &mut line).unwrap();
-            assert!(line.starts_with("HELD"), "{line}");
-            helpers.push(helper);
+            helpers.push(crate::remote::crowd_at(address, 64).0);
         }
         // What the parent takes of them (all it can, before the fix).
         let mut peak = 0;
@@ -210,6 +198,27 @@ pub fn run_if_raw() {
     std::process::exit(0);
 }
 
+/// A raw worker made by `make` of the builder, heartbeats every 2 ms
+/// (lost after 10 s), that writes how many Pings it found waiting in the
+/// file `$AWW_NOTE` before it exits: that count, and its exit.
+async fn pings_waiting(
+    name: &str,
+    make: impl FnOnce(actix_webworker::WorkerBuilder<Test>) -> actix_webworker::WorkerBuilder<Test>,
+) -> (u64, actix_webworker::ExitStatus) {
+    let note = std::env::temp_dir().join(format!("aww-review-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&note);
+    let (rec, mut events) = events::<Test>();
+    let _worker = make(builder(rec).by_exec())
+        .heartbeat(std::time::Duration::from_millis(2), std::time::Duration::from_secs(10))
+        .env("AWW_NOTE", &note)
+        .start()
+        .unwrap();
+    let status = events.exit().await;
+    let pings: u64 = std::fs::read_to_string(&note).unwrap().parse().unwrap();
+    let _ = std::fs::remove_file(&note);
+    (pings, status)
+}
+
 /// Heartbeats (`every` 1 ms): a worker that sends something more seldom
 /// than `every` (a Pong every 2 ms: it is never silent for `lost_after`)
 /// and never reads. After each of its messages the parent queued another
@@ -220,19 +229,7 @@ pub fn run_if_raw() {
 /// the first will not read the second.
 pub fn a_worker_that_talks_and_never_reads_is_not_pinged_without_bound() {
     run(async {
-        let note = std::env::temp_dir().join(format!("aww-review-talker-{}", std::process::id()));
-        let _ = std::fs::remove_file(&note);
-        let (rec, mut events) = events::<Test>();
-        let _worker = builder(rec)
-            .by_exec()
-            .entry(TALKER)
-            .heartbeat(std::time::Duration::from_millis(2), std::time::Duration::from_secs(10))
-            .env("AWW_NOTE", &note)
-            .start()
-            .unwrap();
-        let status = events.exit().await;
-        let pings: u64 = std::fs::read_to_string(&note).unwrap().parse().unwrap();
-        let _ = std::fs::remove_file(&note);
+        let (pings, status) = pings_waiting("talker", |b| b.entry(TALKER)).await;
         println!("PINGS waiting for a worker that sent {TALKS} Pongs and read nothing: {pings} ({status})");
         assert!(status.success(), "{status}");
         // What the socket itself holds (a few hundred small writes), and one.
@@ -481,21 +478,9 @@ impl actix::Handler<GetConfig> for SlowConfig {
 /// queued another per silence, without end.
 pub fn a_worker_that_cancels_its_asks_and_never_reads_is_not_pinged_without_bound() {
     run(async {
-        let note = std::env::temp_dir().join(format!("aww-review-canceller-{}", std::process::id()));
-        let _ = std::fs::remove_file(&note);
-        let (rec, mut events) = events::<Test>();
         let served = actix::Actor::start(SlowConfig);
-        let _worker = builder(rec)
-            .by_exec()
-            .entry(CANCELLER)
-            .serve(served.recipient::<GetConfig>())
-            .heartbeat(std::time::Duration::from_millis(2), std::time::Duration::from_secs(10))
-            .env("AWW_NOTE", &note)
-            .start()
-            .unwrap();
-        let status = events.exit().await;
-        let pings: u64 = std::fs::read_to_string(&note).unwrap().parse().unwrap();
-        let _ = std::fs::remove_file(&note);
+        let serve = |b: actix_webworker::WorkerBuilder<Test>| b.entry(CANCELLER).serve(served.recipient::<GetConfig>());
+        let (pings, status) = pings_waiting("canceller", serve).await;
         println!("PINGS waiting for a worker that asked and cancelled {TALKS} requests and read nothing: {pings} ({status})");
         assert!(status.success(), "{status}");
         assert!(pings <= 1_000, "{pings} Pings queued for a worker that reads none");

@@ -15,6 +15,7 @@ use futures_util::stream;
 use libtest_mimic::Trial;
 
 use crate::common::*;
+use crate::hostile_streams::note;
 use crate::streams::{Feed, Note, Streams};
 
 pub fn trials() -> Vec<Trial> {
@@ -50,11 +51,6 @@ fn endless_feed(id: u64) -> Vec<u8> {
     ws_frame(2, &ask)
 }
 
-/// A post of `Note::Dropped(n)`.
-fn note(n: u8) -> Vec<u8> {
-    ws_frame(2, &[2, 0, 0, n])
-}
-
 /// The raw peers, when this process is one: answers the hello, then
 /// misbehaves as its entry says, then reads until the parent goes.
 pub fn run_if_raw() {
@@ -63,10 +59,7 @@ pub fn run_if_raw() {
     let fd: i32 = std::env::var("ACTIX_WEBWORKER_FD").unwrap().parse().unwrap();
     // SAFETY: the parent gave us this socket.
     let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
-    let hello = read_frame(&mut sock).unwrap();
-    let mut ours = hello.clone();
-    ours[18..22].copy_from_slice(&std::process::id().to_le_bytes());
-    sock.write_all(&ws_frame(2, &ours)).unwrap();
+    crate::hostile::handshake(&mut sock, None, None);
     match scenario {
         "lines" => {
             // A post (kind 2) of `Reply::Lines` (variant 12) of 2 Mi empty

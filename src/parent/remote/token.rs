@@ -19,9 +19,7 @@ pub(super) async fn answer_token<S: tokio::io::AsyncRead + tokio::io::AsyncWrite
         return Err("another token than this launch's".into());
     }
     if flags & AUTH_ASKS_PROOF != 0 {
-        let mut proof = vec![Kind::Auth as u8, 0];
-        proof.extend_from_slice(secrets.1.as_bytes());
-        let frame = crate::wire::wsframe::binary_frame(&proof);
+        let frame = crate::wire::wsframe::auth_frame(0, &secrets.1);
         let io = |e: std::io::Error| format!("connection: {e}");
         stream.write_all(&frame).await.map_err(io)?;
         stream.flush().await.map_err(io)?;
